@@ -1,0 +1,55 @@
+"""``shoal tracker``: run the tracker service."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import click
+from aiohttp import web
+
+from shoal.cli.main import configure_logging, run_or_exit
+from shoal.storage.db import async_url
+from shoal.tracker import TrackerConfig, build_app
+
+
+async def serve(config: TrackerConfig) -> None:
+    runner = web.AppRunner(build_app(config), access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.host, config.port)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        click.echo(f"tracker listening on http://{config.host}:{port} (database {config.db})")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+@click.command()
+@click.option("--host", default=TrackerConfig.host, show_default=True, help="Address to listen on.")
+@click.option("--port", default=TrackerConfig.port, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--db", default=TrackerConfig.db, show_default=True,
+              help="Database URL: sqlite:///PATH, postgresql://USER@HOST/DB or mysql://USER@HOST/DB.")
+@click.option("--interval", default=TrackerConfig.interval, show_default=True, type=click.FloatRange(0.1, 3600),
+              help="Seconds between a peer's periodic announces.")
+@click.option("--peer-ttl", default=TrackerConfig.peer_ttl, show_default=True, type=click.FloatRange(0.5, 86400),
+              help="Seconds of silence after which a peer and its origin leases are dropped.")
+@click.option("-v", "--verbose", count=True)
+def tracker(host: str, port: int, db: str, interval: float, peer_ttl: float, verbose: int) -> None:
+    """Run the tracker: tasks, peers, piece hashes and origin leases, over a JSON API."""
+    configure_logging(verbose, False)
+    config = TrackerConfig(host=host, port=port, db=db, interval=interval, peer_ttl=peer_ttl)
+
+    def go() -> None:
+        async_url(db)  # a malformed URL is a usage error before anything starts
+        try:
+            asyncio.run(serve(config))
+        except OSError as exc:
+            raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+    run_or_exit(go)

@@ -1,0 +1,1 @@
+"""The pure core: values in, values out. No asyncio, sockets, SQL, files or clock reads here."""

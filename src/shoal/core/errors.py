@@ -1,0 +1,85 @@
+"""Shoal's exception tree, and the process exit code each branch maps to.
+
+::
+
+    ShoalError                      1  anything else that went wrong
+    ├── UsageError                  2  bad arguments, flags, units, paths given by the user
+    ├── TrackerUnavailable          3  the tracker could not be reached or answered nonsense
+    ├── OriginError                 4  the origin failed (HTTP error, refused, short body)
+    │   └── OriginChanged           4  the origin's file changed under a download, too often to go on
+    ├── IntegrityError              5  a digest the user asked for does not match
+    ├── LocalIOError                6  reading or writing local files failed
+    └── ProtocolError               -  malformed input from a peer or a client (mapped to 4xx at the edge)
+
+Errors carry their context as attributes (``url``, ``peer``, ``piece``) so callers can act on them
+without parsing messages. Foreign exceptions (aiohttp, OSError, SQLAlchemy) are translated at the edge
+of the layer that sees them.
+"""
+
+from __future__ import annotations
+
+
+class ShoalError(Exception):
+    """Root of every error Shoal raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(ShoalError):
+    """The user asked for something malformed: a bad flag value, unit, URL or destination."""
+
+    exit_code = 2
+
+
+class TrackerUnavailable(ShoalError):
+    """The tracker could not be reached, or gave an answer that is not the protocol."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, tracker: str = "") -> None:
+        super().__init__(message)
+        self.tracker = tracker
+
+
+class OriginError(ShoalError):
+    """The origin refused, failed, or sent something other than what was asked."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, *, url: str = "", status: int | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+
+
+class OriginChanged(OriginError):
+    """The origin's file (length, ETag or Last-Modified) changed while the swarm was fetching it."""
+
+
+class IntegrityError(ShoalError):
+    """Downloaded content does not match the digest the user gave."""
+
+    exit_code = 5
+
+    def __init__(self, message: str, *, expected: str = "", actual: str = "") -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.actual = actual
+
+
+class LocalIOError(ShoalError):
+    """A local file could not be read or written (missing directory, permissions, disk full)."""
+
+    exit_code = 6
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class ProtocolError(ShoalError):
+    """Malformed input from the network: a request body, a bitfield, a header from a peer."""
+
+    def __init__(self, message: str, *, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field

@@ -1,0 +1,263 @@
+"""The tracker's JSON API (version 1) as typed values, with validation of everything that comes in.
+
+Every field a peer sends is checked here, so the tracker's handlers only ever see well-formed values; a
+bad request becomes a ProtocolError naming the field, which the HTTP edge turns into a 400.
+
+    POST /v1/tasks/{task_id}/announce   AnnounceRequest  -> AnnounceResponse
+    GET  /v1/tasks/{task_id}/hashes?since=SEQ             -> HashesResponse
+    GET  /v1/tasks/{task_id}                              -> task summary
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from shoal.core.errors import ProtocolError
+from shoal.core.manifest import HASH_SIZE, Manifest, OriginIdentity
+
+EVENTS = ("started", "update", "completed", "stopped")
+MAX_LEASES_PER_ANNOUNCE = 256
+_PEER_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_LABEL = re.compile(r"^[A-Za-z0-9_.:-]{0,64}$")
+_HEX_HASH = re.compile(rf"^[0-9a-f]{{{HASH_SIZE * 2}}}$")
+
+
+def _get(data: Mapping[str, Any], name: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+    value = data.get(name, default)
+    if value is None:
+        return default
+    # bool is an int in Python; a JSON true is not a port number.
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise ProtocolError(f"{name} must be {getattr(kind, '__name__', kind)}", field=name)
+    if not isinstance(value, kind):
+        raise ProtocolError(f"{name} has the wrong type", field=name)
+    return value
+
+
+def _index_list(data: Mapping[str, Any], name: str) -> list[int]:
+    values = _get(data, name, list, [])
+    if len(values) > 100_000 or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ProtocolError(f"{name} must be a list of piece indices", field=name)
+    if any(v < 0 for v in values):
+        raise ProtocolError(f"{name} holds a negative piece index", field=name)
+    return list(values)
+
+
+def parse_identity(raw: Any, name: str = "origin") -> OriginIdentity:
+    if not isinstance(raw, dict):
+        raise ProtocolError(f"{name} must be an object", field=name)
+    length = _get(raw, "length", int)
+    if length is None or length < 0 or length > 1 << 50:
+        raise ProtocolError(f"{name}.length must be a non-negative integer", field=name)
+    etag = _get(raw, "etag", str, "")
+    last_modified = _get(raw, "last_modified", str, "")
+    if len(etag) > 512 or len(last_modified) > 128:
+        raise ProtocolError(f"{name} validators are too long", field=name)
+    return OriginIdentity(length, etag, last_modified)
+
+
+@dataclass(frozen=True, slots=True)
+class AnnounceRequest:
+    peer_id: str
+    url: str
+    port: int
+    event: str = "update"
+    host: str = ""
+    site: str = ""
+    rack: str = ""
+    generation: int = 0
+    origin: OriginIdentity | None = None
+    """What the peer saw at the origin (HEAD or a Range reply); creates or checks the task's manifest."""
+    bitfield: str | None = None
+    """Base64 bitfield of the verified pieces the peer holds (validated against the manifest later)."""
+    done: Mapping[int, str] = field(default_factory=dict)
+    """Pieces fetched from the origin under lease: index -> BLAKE3 hex of the piece."""
+    released: tuple[int, ...] = ()
+    """Leases the peer gives back unfetched."""
+    bad_peers: tuple[str, ...] = ()
+    """Peers that served this peer bytes failing verification."""
+    want_leases: int = 0
+    after: int | None = None
+    no_range: bool = False
+    """The origin answered a Range request with the whole file."""
+
+    @classmethod
+    def from_json(cls, data: Any) -> AnnounceRequest:
+        if not isinstance(data, dict):
+            raise ProtocolError("the body must be a JSON object")
+        peer_id = _get(data, "peer_id", str, "")
+        if not _PEER_ID.match(peer_id):
+            raise ProtocolError("peer_id must be 1-64 characters of [A-Za-z0-9_.-]", field="peer_id")
+        url = _get(data, "url", str, "")
+        if not url.startswith(("http://", "https://")) or len(url) > 8192:
+            raise ProtocolError("url must be an http(s) URL", field="url")
+        port = _get(data, "port", int)
+        if port is None or not 0 < port < 65536:
+            raise ProtocolError("port must be 1-65535", field="port")
+        event = _get(data, "event", str, "update")
+        if event not in EVENTS:
+            raise ProtocolError(f"event must be one of {', '.join(EVENTS)}", field="event")
+        host = _get(data, "host", str, "")
+        if len(host) > 255 or any(c.isspace() for c in host):
+            raise ProtocolError("host is malformed", field="host")
+        site, rack = _get(data, "site", str, ""), _get(data, "rack", str, "")
+        if not _LABEL.match(site) or not _LABEL.match(rack):
+            raise ProtocolError("site and rack are up to 64 characters of [A-Za-z0-9_.:-]", field="site")
+        generation = _get(data, "generation", int, 0)
+        if generation < 0:
+            raise ProtocolError("generation must not be negative", field="generation")
+        origin_raw = data.get("origin")
+        origin = None if origin_raw is None else parse_identity(origin_raw)
+        bitfield = _get(data, "bitfield", str)
+        done_raw = _get(data, "done", dict, {})
+        done: dict[int, str] = {}
+        for key, value in done_raw.items():
+            if not (isinstance(key, str) and key.isdigit()) or not isinstance(value, str):
+                raise ProtocolError("done maps piece indices to hashes", field="done")
+            if not _HEX_HASH.match(value):
+                raise ProtocolError(f"done[{key}] is not a {HASH_SIZE}-byte hex hash", field="done")
+            done[int(key)] = value
+        bad_peers = _get(data, "bad_peers", list, [])
+        if not all(isinstance(p, str) and _PEER_ID.match(p) for p in bad_peers):
+            raise ProtocolError("bad_peers must be a list of peer ids", field="bad_peers")
+        want = _get(data, "want_leases", int, 0)
+        if not 0 <= want <= MAX_LEASES_PER_ANNOUNCE:
+            raise ProtocolError(f"want_leases must be 0-{MAX_LEASES_PER_ANNOUNCE}", field="want_leases")
+        after = _get(data, "after", int)
+        if after is not None and after < 0:
+            raise ProtocolError("after must not be negative", field="after")
+        return cls(
+            peer_id=peer_id,
+            url=url,
+            port=port,
+            event=event,
+            host=host,
+            site=site,
+            rack=rack,
+            generation=generation,
+            origin=origin,
+            bitfield=bitfield,
+            done=done,
+            released=tuple(_index_list(data, "released")),
+            bad_peers=tuple(bad_peers),
+            want_leases=want,
+            after=after,
+            no_range=bool(_get(data, "no_range", bool, False)),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["origin"] = None if self.origin is None else asdict(self.origin)
+        out["done"] = {str(k): v for k, v in self.done.items()}
+        out["released"] = list(self.released)
+        out["bad_peers"] = list(self.bad_peers)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAddress:
+    peer_id: str
+    host: str
+    port: int
+    site: str = ""
+    rack: str = ""
+
+
+def manifest_to_json(manifest: Manifest) -> dict[str, Any]:
+    return {
+        "length": manifest.length,
+        "piece_length": manifest.piece_length,
+        "etag": manifest.identity.etag,
+        "last_modified": manifest.identity.last_modified,
+    }
+
+
+def manifest_from_json(raw: Any) -> Manifest:
+    identity = parse_identity(raw, "manifest")
+    piece_length = _get(raw, "piece_length", int)
+    if piece_length is None or piece_length <= 0 or piece_length & (piece_length - 1):
+        raise ProtocolError("manifest.piece_length must be a power of two", field="manifest")
+    return Manifest(identity, piece_length)
+
+
+@dataclass(frozen=True, slots=True)
+class AnnounceResponse:
+    generation: int
+    manifest: Manifest | None
+    restart: bool = False
+    """The peer works on an older generation: the origin changed; drop all pieces and start again."""
+    range_ok: bool = True
+    peers: tuple[PeerAddress, ...] = ()
+    leases: tuple[int, ...] = ()
+    hash_seq: int = 0
+    interval: float = 5.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "generation": self.generation,
+            "manifest": None if self.manifest is None else manifest_to_json(self.manifest),
+            "restart": self.restart,
+            "range_ok": self.range_ok,
+            "peers": [asdict(p) for p in self.peers],
+            "leases": list(self.leases),
+            "hash_seq": self.hash_seq,
+            "interval": self.interval,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> AnnounceResponse:
+        if not isinstance(data, dict):
+            raise ProtocolError("announce reply is not an object")
+        raw_manifest = data.get("manifest")
+        peers = []
+        for p in _get(data, "peers", list, []):
+            if not isinstance(p, dict):
+                raise ProtocolError("peers entry is not an object", field="peers")
+            peers.append(
+                PeerAddress(
+                    peer_id=_get(p, "peer_id", str, ""),
+                    host=_get(p, "host", str, ""),
+                    port=_get(p, "port", int, 0),
+                    site=_get(p, "site", str, ""),
+                    rack=_get(p, "rack", str, ""),
+                )
+            )
+        return cls(
+            generation=_get(data, "generation", int, 0),
+            manifest=None if raw_manifest is None else manifest_from_json(raw_manifest),
+            restart=bool(_get(data, "restart", bool, False)),
+            range_ok=bool(_get(data, "range_ok", bool, True)),
+            peers=tuple(peers),
+            leases=tuple(_index_list(data, "leases")),
+            hash_seq=_get(data, "hash_seq", int, 0),
+            interval=float(_get(data, "interval", (int, float), 5.0)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HashesResponse:
+    generation: int
+    seq: int
+    hashes: Mapping[int, str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "generation": self.generation,
+            "seq": self.seq,
+            "hashes": {str(k): v for k, v in self.hashes.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> HashesResponse:
+        if not isinstance(data, dict):
+            raise ProtocolError("hashes reply is not an object")
+        raw = _get(data, "hashes", dict, {})
+        hashes = {}
+        for key, value in raw.items():
+            if not (isinstance(key, str) and key.isdigit() and isinstance(value, str) and _HEX_HASH.match(value)):
+                raise ProtocolError("hashes maps piece indices to hex hashes", field="hashes")
+            hashes[int(key)] = value
+        return cls(_get(data, "generation", int, 0), _get(data, "seq", int, 0), hashes)

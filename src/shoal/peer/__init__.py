@@ -1,0 +1,1 @@
+"""The swarm engine: the download engine, its fetchers, and the piece server."""

@@ -1,0 +1,218 @@
+"""The Python API: ``shoal.get(url, ...)`` and its async twin ``shoal.aget(url, ...)``.
+
+Both share one implementation (``aget``; ``get`` runs it in a fresh event loop) and the CLI calls the same
+function, so the command line and the library cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import shlex
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from urllib.parse import unquote, urlsplit
+
+import aiohttp
+
+from shoal.core.errors import LocalIOError, UsageError
+from shoal.core.ids import canonical_url
+from shoal.core.units import parse_rate
+from shoal.peer.config import GetConfig
+from shoal.peer.engine import Download, Stats
+from shoal.peer.server import PieceServer, ServerConfig
+
+log = logging.getLogger("shoal.get")
+_DIGEST = re.compile(r"^sha256:[0-9a-fA-F]{64}$")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_RESERVED_HEADERS = {"range", "if-range", "host", "content-length", "transfer-encoding", "connection"}
+
+
+@dataclass(frozen=True, slots=True)
+class GetResult:
+    path: Path
+    size: int
+    digest: str | None
+    """``sha256:HEX`` of the file when a digest was asked for (and matched); otherwise None."""
+    bytes_from_origin: int
+    bytes_from_peers: int
+    seconds: float
+    task_id: str
+
+
+def file_name_from_url(url: str) -> str:
+    """The last path segment of the URL, decoded (like wget); ``index.html`` when the path ends in ``/``."""
+    path = unquote(urlsplit(canonical_url(url)).path)
+    name = "" if path.endswith("/") else PurePosixPath(path).name
+    return name if name not in ("", ".", "..") else "index.html"
+
+
+def resolve_destination(url: str, output: str | os.PathLike[str] | None, dest_dir: str | os.PathLike[str] | None) -> Path:
+    """Where the file goes; the directory must exist and be writable."""
+    if output is not None and dest_dir is not None:
+        raise UsageError("give either an output file (-o) or a destination directory (--dest-path), not both")
+    if output is not None:
+        dest = Path(output)
+    else:
+        dest = Path(dest_dir or ".") / file_name_from_url(url)
+    dest = dest.absolute()
+    if dest.is_dir():
+        raise UsageError(f"{dest} is a directory; give a file name with -o or use --dest-path")
+    parent = dest.parent
+    if not parent.is_dir():
+        raise LocalIOError(f"destination directory {parent} does not exist", path=str(parent))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise LocalIOError(f"destination directory {parent} is not writable", path=str(parent))
+    return dest
+
+
+def parse_headers(headers: Iterable[str] | Mapping[str, str] | None) -> dict[str, str]:
+    if headers is None:
+        return {}
+    items = headers.items() if isinstance(headers, Mapping) else (_split_header(h) for h in headers)
+    out = {}
+    for name, value in items:
+        if not _HEADER_NAME.match(name) or any(c in value for c in "\r\n\0"):
+            raise UsageError(f"malformed header {name!r}")
+        if name.lower() in _RESERVED_HEADERS:
+            raise UsageError(f"header {name!r} is managed by shoal and cannot be set")
+        out[name] = value
+    return out
+
+
+def _split_header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise UsageError(f"malformed header {text!r} (expected 'Name: value')")
+    return name.strip(), value.strip()
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise UsageError(f"--listen takes HOST:PORT, not {text!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _rate(value: int | str | None) -> int | None:
+    if value is None or isinstance(value, int):
+        if isinstance(value, int) and value <= 0:
+            raise UsageError("rates must be positive")
+        return value
+    return parse_rate(value)
+
+
+async def aget(
+    url: str,
+    *,
+    output: str | os.PathLike[str] | None = None,
+    dest_dir: str | os.PathLike[str] | None = None,
+    tracker: str | None = None,
+    headers: Iterable[str] | Mapping[str, str] | None = None,
+    download_rate: int | str | None = None,
+    upload_rate: int | str | None = None,
+    upload_time: float = GetConfig.upload_time,
+    fallback: bool = False,
+    digest: str | None = None,
+    site: str = "",
+    rack: str = "",
+    listen: str = "0.0.0.0:0",
+    callback: str | None = None,
+    progress: Callable[[Stats], None] | None = None,
+    on_complete: Callable[[GetResult], None] | None = None,
+) -> GetResult:
+    """Download ``url`` through the swarm into place; see GetConfig for what each option means.
+
+    ``tracker`` defaults to the ``SHOAL_TRACKER`` environment variable; with neither, the file comes
+    straight from the origin. ``callback`` is a command run with the file's path appended once the file
+    is in place. ``on_complete`` is called with the result as soon as the file is in place, before the
+    ``upload_time`` of serving it to peers.
+    """
+    canonical_url(url)  # validates
+    if digest is not None and not _DIGEST.match(digest):
+        raise UsageError(f"--digest takes sha256:HEX (64 hex digits), not {digest!r}")
+    if upload_time < 0:
+        raise UsageError("upload time must not be negative")
+    listen_host, listen_port = parse_listen(listen)
+    config = GetConfig(
+        dest=resolve_destination(url, output, dest_dir),
+        tracker=tracker if tracker is not None else os.environ.get("SHOAL_TRACKER") or None,
+        headers={"Accept-Encoding": "identity", **parse_headers(headers)},
+        download_rate=_rate(download_rate),
+        upload_rate=_rate(upload_rate),
+        upload_time=upload_time,
+        fallback=fallback,
+        digest=digest.lower() if digest else None,
+        site=site,
+        rack=rack,
+        listen_host=listen_host,
+        listen_port=listen_port,
+    )
+    if config.tracker is not None and not config.tracker.startswith(("http://", "https://")):
+        raise UsageError(f"--tracker takes an http(s) URL, not {config.tracker!r}")
+    started = time.monotonic()
+    server = PieceServer(ServerConfig(max_uploads=config.max_uploads, upload_rate=config.upload_rate))
+    connector = aiohttp.TCPConnector(limit=128, limit_per_host=16)
+    async with aiohttp.ClientSession(connector=connector, auto_decompress=False, read_bufsize=1 << 20) as session:
+        if config.tracker is not None:
+            try:
+                await server.start(config.listen_host, config.listen_port)
+            except OSError as exc:
+                raise UsageError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+        download = Download(url, config, session, server)
+        ticker = asyncio.ensure_future(_tick(download.stats, progress)) if progress else None
+        try:
+            completed = await download.run()
+            seconds = time.monotonic() - started
+            if progress:
+                progress(download.stats)
+            if ticker:
+                ticker.cancel()
+                ticker = None
+            if callback:
+                await _run_callback(callback, completed.path)
+            result = GetResult(
+                path=completed.path, size=completed.size, digest=completed.digest,
+                bytes_from_origin=download.stats.from_origin, bytes_from_peers=download.stats.from_peers,
+                seconds=seconds, task_id=completed.task_id,
+            )
+            if on_complete:
+                on_complete(result)
+            await download.seed(completed, config.upload_time)
+            return result
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(download.leave())
+            raise
+        finally:
+            if ticker:
+                ticker.cancel()
+            await server.stop()
+
+
+def get(url: str, **options: object) -> GetResult:
+    """Blocking twin of :func:`aget` (same options, same result)."""
+    return asyncio.run(aget(url, **options))  # type: ignore[arg-type]
+
+
+async def _tick(stats: Stats, progress: Callable[[Stats], None]) -> None:
+    while True:
+        progress(stats)
+        await asyncio.sleep(0.2)
+
+
+async def _run_callback(command: str, path: Path) -> None:
+    argv = [*shlex.split(command), str(path)]
+    try:
+        proc = await asyncio.create_subprocess_exec(*argv)
+    except OSError as exc:
+        log.error("callback %r could not start: %s", command, exc.strerror or exc)
+        return
+    code = await proc.wait()
+    if code != 0:
+        log.error("callback %r exited with status %d", command, code)

@@ -1,0 +1,53 @@
+"""Configuration of one `get`: every field documented, every default here (the CLI and the Python API
+share these)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class GetConfig:
+    dest: Path
+    """Where the finished file goes; a temporary file beside it holds the download until it is verified."""
+    tracker: str | None = None
+    """Tracker base URL (http://host:6969); None downloads straight from the origin."""
+    headers: dict[str, str] = field(default_factory=dict)
+    """Extra request headers, sent to the origin only (never to peers or the tracker)."""
+    download_rate: int | None = None
+    """Bytes per second for all of this download's fetches together; None for no limit."""
+    upload_rate: int | None = None
+    """Bytes per second for serving other peers; None for no limit."""
+    upload_time: float = 60.0
+    """Seconds to keep serving the file to other peers after it is complete."""
+    fallback: bool = False
+    """When the tracker cannot be reached at the start, download straight from the origin."""
+    digest: str | None = None
+    """``sha256:HEX`` to verify the whole file before it is moved into place."""
+    site: str = ""
+    """Locality label: peers of the same site are preferred."""
+    rack: str = ""
+    """Locality label: peers of the same rack (and site) are preferred most."""
+    listen_host: str = "0.0.0.0"
+    """Address the piece server listens on; a specific address is also what peers are told."""
+    listen_port: int = 0
+    """Port the piece server listens on; 0 picks a free one."""
+    max_uploads: int = 16
+    """Concurrent uploads before the piece server answers 503 (busy)."""
+    peer_requests: int = 8
+    """Runs fetched from peers at once, all peers together."""
+    per_peer_requests: int = 2
+    """Runs fetched from any one peer at once."""
+    run_bytes: int = 4 << 20
+    """Largest run of consecutive pieces asked for in one request to a peer."""
+    lease_bytes: int = 2 << 20
+    """How much origin work to ask the tracker for at a time."""
+    direct_streams: int = 4
+    """Parallel Range requests to the origin when there is no tracker."""
+    restarts: int = 3
+    """How many times the origin may change under a download before it gives up."""
+    tracker_patience: float = 60.0
+    """Seconds without a tracker answer, while stuck, before the download gives up."""
+    origin_retries: int = 5
+    """Consecutive failed origin requests before the download gives up."""

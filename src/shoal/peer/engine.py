@@ -1,0 +1,807 @@
+"""The download engine: one task owns a download's state; fetchers and watchers report back as events.
+
+::
+
+    join ──> attempt ──────────────────────────────> complete ──> (seed for upload_time) ──> stopped
+     │          │  origin changed / tracker says restart   │
+     │          └──────────────> join again (at most `restarts` times, then OriginChanged)
+     └─ tracker unreachable ──> direct from the origin (with --fallback), else TrackerUnavailable
+
+Inside an attempt the owner loop (:meth:`Download._loop`) is the only code that reads or changes the
+state (which pieces we have, which are in flight, what each peer holds, our leases). Everything that does
+I/O runs in its own task and posts an event:
+
+* ``_fetch_origin`` fetches a run of leased pieces with one Range request; each piece is hashed and
+  written, then reported to the tracker (``done``) on the next announce. Only when the tracker has the
+  hash is the piece offered to other peers, so every peer can verify what it receives.
+* ``_fetch_peer`` fetches a run from a peer; each piece is checked against the tracker's hash before it
+  is written; a mismatch bans the peer and reports it.
+* ``_watch`` follows a peer's have stream, so a new piece is known within a round trip.
+* ``_announcer`` talks to the tracker: reports, lease requests, peer hand-outs.
+* ``_hash_refresher`` fetches new piece hashes from the tracker when a peer offers a piece we cannot
+  verify yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import random
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from shoal.core.bitfield import Bitfield
+from shoal.core.errors import (
+    IntegrityError,
+    OriginChanged,
+    OriginError,
+    ShoalError,
+    TrackerUnavailable,
+)
+from shoal.core.ids import task_id_for_url
+from shoal.core.manifest import Manifest
+from shoal.core.messages import AnnounceRequest, AnnounceResponse, PeerAddress
+from shoal.core.picker import origin_run, peer_run, run_pieces
+from shoal.core.rate import TokenBucket
+from shoal.core.ranges import range_header
+from shoal.peer.config import GetConfig
+from shoal.peer.origin import Origin
+from shoal.peer.server import PieceServer, ServedTask
+from shoal.peer.tracker_client import TrackerClient
+from shoal.storage.partfile import PartFile, piece_hash
+
+log = logging.getLogger("shoal.peer")
+PEER_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=15)
+LEASE_POLL_SECONDS = 0.5
+BUSY_BACKOFF_SECONDS = 0.5
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counters the progress display reads; only the owner loop writes them."""
+
+    total: int = 0
+    done: int = 0
+    from_origin: int = 0
+    from_peers: int = 0
+    started: float = field(default_factory=time.monotonic)
+    peers: int = 0
+
+
+# -- events posted to the owner loop ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OriginPiece:
+    index: int
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeerPiece:
+    peer_id: str
+    index: int
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnded:
+    """A fetch task ended; ``unfetched`` pieces of its run go back to the pool."""
+
+    source: str
+    unfetched: tuple[int, ...]
+    error: ShoalError | None = None
+    corrupt: bool = False
+    busy: bool = False
+    stale: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NoRange:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Announced:
+    reply: AnnounceResponse
+    reported: dict[int, str]
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerDown:
+    error: TrackerUnavailable
+
+
+@dataclass(frozen=True, slots=True)
+class HashesArrived:
+    generation: int
+    seq: int
+    hashes: dict[int, str]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerHas:
+    peer_id: str
+    have: Bitfield | None
+    added: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PeerGone:
+    peer_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Wake:
+    """Nothing happened, but a back-off ended: schedule again."""
+
+
+Event = (
+    OriginPiece | PeerPiece | RunEnded | NoRange | Announced | TrackerDown | HashesArrived | PeerHas | PeerGone | Wake
+)
+
+
+class Restart(Exception):
+    """The task moved to a new generation (the origin changed): drop everything and join again."""
+
+
+@dataclass(slots=True)
+class PeerState:
+    address: PeerAddress
+    have: Bitfield | None = None
+    watcher: asyncio.Task[None] | None = None
+    requests: int = 0
+    busy_until: float = 0.0
+    banned: bool = False
+
+    @property
+    def base_url(self) -> str:
+        host = self.address.host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{self.address.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    path: Path
+    size: int
+    digest: str | None
+    task_id: str
+    generation: int
+    manifest: Manifest
+
+
+class Download:
+    """One download of one URL. ``run()`` returns when the file is in place; ``seed()`` serves it on."""
+
+    def __init__(
+        self,
+        url: str,
+        config: GetConfig,
+        session: aiohttp.ClientSession,
+        server: PieceServer,
+        *,
+        peer_id: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.url = url
+        self.config = config
+        self.session = session
+        self.server = server
+        self.peer_id = peer_id or secrets.token_hex(10)
+        self.rng = rng or random.Random()
+        self.task_id = task_id_for_url(url, digest=config.digest or "")
+        self.origin = Origin(url, session, config.headers)
+        self.tracker = TrackerClient(config.tracker, session) if config.tracker else None
+        self.stats = Stats()
+        self._bucket = (
+            TokenBucket(config.download_rate, burst=config.download_rate) if config.download_rate else None
+        )
+        self._reset_attempt()
+
+    def _reset_attempt(self) -> None:
+        self.generation = 0
+        self.manifest: Manifest | None = None
+        self.part: PartFile | None = None
+        self.served: ServedTask | None = None
+        self.have = Bitfield(0)  # verified and offered to peers
+        self.written: dict[int, str] = {}  # verified (or fetched from the origin) and on disk, with hashes
+        self.unreported: dict[int, str] = {}  # fetched from the origin, hash not yet at the tracker
+        self.hashes: dict[int, str] = {}
+        self.hash_seq = 0
+        self.inflight: set[int] = set()
+        self.leases: set[int] = set()
+        self.peers: dict[str, PeerState] = {}
+        self.range_ok = True
+        self.origin_busy = 0
+        self.origin_failures = 0
+        self.last_origin_end: int | None = None
+        self.bad_peers: set[str] = set()
+        self.tracker_down_since: float | None = None
+        self.direct = self.tracker is None
+        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._announce_wake = asyncio.Event()
+        self._hash_wake = asyncio.Event()
+        self._last_announce = 0.0
+        self._interval = 5.0
+
+    # -- public ------------------------------------------------------------------------------------
+
+    async def run(self) -> Completed:
+        for _ in range(self.config.restarts + 1):
+            try:
+                return await self._attempt()
+            except Restart:
+                log.warning("the origin's file changed; starting again")
+                self.stats.done = 0
+                if self.part is not None:
+                    self.part.discard()  # pieces of the old version must never mix with the new one
+            finally:
+                await self._stop_tasks()
+            self._reset_attempt()
+        raise OriginChanged(f"the origin's file kept changing ({self.url})", url=self.url)
+
+    async def seed(self, completed: Completed, seconds: float) -> None:
+        """Keep serving a completed file for ``seconds``, announcing it, then leave the swarm."""
+        if self.tracker is None or seconds <= 0:
+            return
+        served = self.server.publish(
+            completed.task_id, completed.generation, completed.manifest, completed.path,
+            Bitfield.full(completed.manifest.piece_count),
+        )
+        self.served = served
+        deadline = time.monotonic() + seconds
+        event = "completed"
+        while time.monotonic() < deadline:
+            try:
+                reply = await self.tracker.announce(self.task_id, self._request(event=event, full=True))
+                event = "update"
+                if reply.restart or reply.generation != completed.generation:
+                    break
+                wait = min(reply.interval, deadline - time.monotonic())
+            except TrackerUnavailable as exc:
+                log.info("announce while seeding failed: %s", exc)
+                wait = min(2.0, deadline - time.monotonic())
+            if wait > 0:
+                await asyncio.sleep(wait)
+        await self.leave()
+
+    async def leave(self) -> None:
+        """Tell the tracker we are gone and stop serving (best effort)."""
+        self.server.withdraw(self.task_id)
+        if self.tracker is not None and self.generation:
+            with contextlib.suppress(TrackerUnavailable):
+                await self.tracker.announce(self.task_id, self._request(event="stopped"))
+
+    # -- joining -----------------------------------------------------------------------------------
+
+    async def _join(self) -> None:
+        """Learn the generation and the manifest, checking the origin is still the same file."""
+        reply: AnnounceResponse | None = None
+        if self.tracker is not None:
+            try:
+                reply = await self.tracker.announce(self.task_id, self._request(event="started"))
+            except TrackerUnavailable:
+                if not self.config.fallback:
+                    raise
+                log.warning("tracker unreachable; downloading straight from the origin (--fallback)")
+                self.direct = True
+        try:
+            probe = await self.origin.probe()
+        except OriginError:
+            if reply is None or reply.manifest is None:
+                raise
+            log.warning("origin unreachable; relying on the swarm's copy")
+            probe = None
+        if reply is not None and self.tracker is not None and not self.direct:
+            self.generation = reply.generation
+            if probe is not None and (reply.manifest is None or reply.manifest.identity != probe.identity):
+                reply = await self.tracker.announce(
+                    self.task_id, self._request(event="started", origin=probe.identity, no_range=not probe.ranges)
+                )
+                self.generation = reply.generation
+            if reply.manifest is None:
+                raise OriginError(f"the tracker has no manifest for {self.url}", url=self.url)
+            self.manifest = reply.manifest
+            self.range_ok = reply.range_ok
+            self._interval = reply.interval
+        else:
+            assert probe is not None
+            self.manifest = Manifest.for_identity(probe.identity)
+            self.range_ok = probe.ranges
+            self.generation = 1
+
+    def _request(self, *, event: str = "update", full: bool = False, **extra: object) -> AnnounceRequest:
+        manifest = self.manifest
+        bitfield = None
+        if manifest is not None:
+            bitfield = Bitfield.full(manifest.piece_count).encode() if full else self.have.encode()
+        host = "" if self.config.listen_host in ("0.0.0.0", "::", "") else self.config.listen_host
+        return AnnounceRequest(
+            peer_id=self.peer_id, url=self.url, port=self.server.port or 1, event=event, host=host,
+            site=self.config.site, rack=self.config.rack, generation=self.generation, bitfield=bitfield,
+            **extra,  # type: ignore[arg-type]
+        )
+
+    # -- one attempt -------------------------------------------------------------------------------
+
+    async def _attempt(self) -> Completed:
+        await self._join()
+        manifest = self.manifest
+        assert manifest is not None
+        self.stats.total = manifest.length
+        self.part = PartFile(self.config.dest, self.task_id, manifest)
+        resumed = await asyncio.to_thread(self.part.open)
+        self.have = Bitfield(manifest.piece_count)
+        self.served = self.server.publish(self.task_id, self.generation, manifest, self.part.path, self.have)
+        self.written = dict(resumed.hashes)
+        self.stats.done = sum(manifest.piece_size(i) for i in self.written)
+        if self.direct:
+            for index in self.written:
+                self.have.add(index)
+            self.leases = set(range(manifest.piece_count))
+        else:
+            # Pieces verified by an earlier run are reported like origin pieces: the tracker checks them
+            # against what it knows, and they are offered to peers once it has their hashes.
+            self.unreported = dict(resumed.hashes)
+            self._spawn(self._announcer())
+            self._spawn(self._hash_refresher())
+        try:
+            await self._loop()
+        except BaseException:
+            await self._save_state()
+            raise
+        return await self._finish()
+
+    async def _loop(self) -> None:
+        manifest = self.manifest
+        assert manifest is not None
+        while len(self.written) < manifest.piece_count:
+            self._schedule()
+            event = await self._events.get()
+            self._handle(event)
+            while not self._events.empty():
+                self._handle(self._events.get_nowait())
+
+    async def _finish(self) -> Completed:
+        assert self.part is not None and self.manifest is not None
+        digest = None
+        if self.config.digest:
+            digest = await asyncio.to_thread(_sha256_file, self.part.path)
+            expected = self.config.digest.lower()
+            if digest != expected:
+                self.part.discard()
+                raise IntegrityError(
+                    f"digest mismatch for {self.url}: expected {expected}, got {digest}",
+                    expected=expected, actual=digest,
+                )
+        await self._stop_tasks()
+        if self.unreported and self.tracker is not None and not self.direct:
+            # Let the tracker learn the last origin pieces before we go quiet.
+            with contextlib.suppress(TrackerUnavailable):
+                await self.tracker.announce(self.task_id, self._request(event="completed", done=dict(self.unreported)))
+        path = await asyncio.to_thread(self.part.finish)
+        self.part.close()
+        self.server.withdraw(self.task_id)
+        return Completed(path, self.manifest.length, digest, self.task_id, self.generation, self.manifest)
+
+    async def _save_state(self) -> None:
+        if self.part is not None and self.part._fd is not None:
+            with contextlib.suppress(ShoalError):
+                await asyncio.to_thread(self.part.save_state, dict(self.written))
+            self.part.close()
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("internal task failed", exc_info=task.exception())
+
+    async def _stop_tasks(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+
+    # -- scheduling (owner only) -------------------------------------------------------------------
+
+    def _needed(self) -> set[int]:
+        assert self.manifest is not None
+        return {i for i in range(self.manifest.piece_count) if i not in self.written and i not in self.inflight}
+
+    def _schedule(self) -> None:
+        manifest = self.manifest
+        assert manifest is not None
+        needed = self._needed()
+        if not needed:
+            return
+        # Origin: our leased pieces, one run at a time (several when downloading direct).
+        streams = self.config.direct_streams if self.direct else 1
+        while self.origin_busy < streams:
+            todo = [i for i in self.leases if i in needed]
+            if self.range_ok:
+                run = origin_run(todo, run_pieces(manifest.piece_length, self.config.run_bytes * 2))
+            else:
+                # The origin sends the whole file whatever we ask: take every leased piece in one pass.
+                run = sorted(todo)
+            if not run:
+                break
+            self._start(run)
+            self.origin_busy += 1
+            self._spawn(self._fetch_origin(run))
+            needed.difference_update(run)
+        # Peers: nearest first (the tracker's order), bounded per peer and overall.
+        now = time.monotonic()
+        active = sum(p.requests for p in self.peers.values())
+        max_run = run_pieces(manifest.piece_length, self.config.run_bytes)
+        for peer_id, peer in self.peers.items():
+            if active >= self.config.peer_requests or not needed:
+                break
+            if peer.banned or peer.have is None or peer.busy_until > now:
+                continue
+            while peer.requests < self.config.per_peer_requests and active < self.config.peer_requests:
+                run = peer_run(needed, peer.have, self.hashes, max_run, self.rng)
+                if not run:
+                    if any(i in peer.have and i not in self.hashes for i in needed):
+                        self._hash_wake.set()
+                    break
+                self._start(run)
+                needed.difference_update(run)
+                peer.requests += 1
+                active += 1
+                self._spawn(self._fetch_peer(peer_id, peer, run))
+        if not self.direct and self._wants_leases(needed):
+            self._announce_wake.set()
+
+    def _start(self, run: list[int]) -> None:
+        self.inflight.update(run)
+
+    def _wants_leases(self, needed: set[int]) -> bool:
+        """True when pieces are missing and none of our leases is left to start."""
+        return bool(needed) and not any(i in needed for i in self.leases)
+
+    def _handle(self, event: Event) -> None:
+        manifest = self.manifest
+        assert manifest is not None and self.served is not None
+        match event:
+            case OriginPiece(index, digest, size):
+                self.inflight.discard(index)
+                self.written[index] = digest
+                self.stats.done += size
+                self.stats.from_origin += size
+                self.origin_failures = 0
+                if self.direct:
+                    self.have.add(index)
+                else:
+                    self.unreported[index] = digest
+                    self._announce_wake.set()
+            case PeerPiece(peer_id, index, digest, size):
+                self.inflight.discard(index)
+                self.written[index] = digest
+                self.have.add(index)
+                self.served.add(index)
+                self.stats.done += size
+                self.stats.from_peers += size
+            case RunEnded(source, unfetched, error, corrupt, busy, stale):
+                self.inflight.difference_update(unfetched)
+                if source == "origin":
+                    self.origin_busy -= 1
+                    if error is not None:
+                        self._origin_failed(error, unfetched)
+                else:
+                    self._peer_run_ended(source, unfetched, error, corrupt, busy, stale)
+            case NoRange():
+                if self.range_ok:
+                    self.range_ok = False
+                    self._announce_wake.set()
+            case Announced(reply, reported):
+                self._announced(reply, reported)
+            case TrackerDown(error):
+                if self.tracker_down_since is None:
+                    self.tracker_down_since = time.monotonic()
+                stuck = not self.inflight and self.origin_busy == 0
+                if stuck and time.monotonic() - self.tracker_down_since > self.config.tracker_patience:
+                    raise error
+            case HashesArrived(generation, seq, hashes):
+                if generation != self.generation:
+                    raise Restart()
+                self.hashes.update(hashes)
+                self.hash_seq = max(self.hash_seq, seq)
+                for index, digest in hashes.items():
+                    if index in self.written and self.written[index] != digest and index not in self.unreported:
+                        log.warning("piece %d on disk does not match the tracker's hash; fetching again", index)
+                        del self.written[index]
+                        self.have.discard(index)
+            case PeerHas(peer_id, have, added):
+                peer = self.peers.get(peer_id)
+                if peer is not None:
+                    if have is not None:
+                        peer.have = have
+                    elif peer.have is not None:
+                        for index in added:
+                            if 0 <= index < manifest.piece_count:
+                                peer.have.add(index)
+            case Wake():
+                pass
+            case PeerGone(peer_id):
+                peer = self.peers.pop(peer_id, None)
+                if peer is not None and peer.watcher is not None:
+                    peer.watcher.cancel()
+                self.stats.peers = len(self.peers)
+
+    def _origin_failed(self, error: ShoalError, unfetched: tuple[int, ...]) -> None:
+        if isinstance(error, OriginChanged):
+            self._spawn(self._report_origin_change())
+            return
+        self.origin_failures += 1
+        log.warning("origin fetch failed (%d in a row): %s", self.origin_failures, error)
+        if self.origin_failures >= self.config.origin_retries:
+            raise error
+        if not self.direct:
+            # Give the pieces back so another peer can try; ask again after a pause.
+            self.leases.difference_update(unfetched)
+            self._spawn(self._announce_now(released=tuple(unfetched), delay=0.2 * self.origin_failures))
+        else:
+            self._spawn(self._delay_schedule(0.2 * self.origin_failures))
+
+    def _peer_run_ended(
+        self, peer_id: str, unfetched: tuple[int, ...], error: ShoalError | None, corrupt: bool, busy: bool, stale: bool
+    ) -> None:
+        peer = self.peers.get(peer_id)
+        if peer is None:
+            return
+        peer.requests -= 1
+        if corrupt:
+            log.warning("peer %s served a corrupt piece; avoiding it", peer_id)
+            peer.banned = True
+            self.bad_peers.add(peer_id)
+            self._announce_wake.set()
+        elif busy:
+            peer.busy_until = time.monotonic() + BUSY_BACKOFF_SECONDS
+            self._spawn(self._delay_schedule(BUSY_BACKOFF_SECONDS))
+        elif stale and peer.have is not None:
+            for index in unfetched:
+                peer.have.discard(index)
+        elif error is not None:
+            log.info("peer %s failed: %s", peer_id, error)
+            self._events.put_nowait(PeerGone(peer_id))
+
+    def _announced(self, reply: AnnounceResponse, reported: dict[int, str]) -> None:
+        assert self.served is not None
+        self.tracker_down_since = None
+        if reply.restart or reply.generation != self.generation:
+            raise Restart()
+        self._interval = reply.interval
+        self.range_ok = reply.range_ok
+        for index, digest in reported.items():
+            if self.unreported.get(index) == digest:
+                del self.unreported[index]
+                self.hashes[index] = digest
+                self.have.add(index)
+                self.served.add(index)
+        self.leases = set(reply.leases)
+        if reply.hash_seq > self.hash_seq:
+            self._hash_wake.set()
+        for address in reply.peers:
+            if address.peer_id not in self.peers and address.peer_id != self.peer_id and address.peer_id not in self.bad_peers:
+                peer = PeerState(address)
+                self.peers[address.peer_id] = peer
+                peer.watcher = asyncio.ensure_future(self._watch(peer))
+                self._tasks.add(peer.watcher)
+                peer.watcher.add_done_callback(self._task_done)
+        self.stats.peers = len(self.peers)
+
+    # -- I/O tasks ---------------------------------------------------------------------------------
+
+    async def _delay_schedule(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        self._events.put_nowait(Wake())
+
+    async def _throttle(self, nbytes: int) -> None:
+        if self._bucket is not None:
+            delay = self._bucket.reserve(nbytes, time.monotonic())
+            if delay:
+                await asyncio.sleep(delay)
+
+    async def _fetch_origin(self, run: list[int]) -> None:
+        manifest = self.manifest
+        part = self.part
+        assert manifest is not None and part is not None
+        start, end = manifest.span(run[0], len(run))
+        pending = list(run)
+        try:
+            async with self.origin.request(manifest, start, end) as resp:
+                ranged = self.origin.check(resp, manifest, start, end)
+                if not ranged:
+                    self._events.put_nowait(NoRange())
+                    await self._read_whole(resp, pending)
+                    return
+                for index in run:
+                    size = manifest.piece_size(index)
+                    await self._throttle(size)
+                    data = await resp.content.readexactly(size)
+                    digest = await asyncio.to_thread(_hash_and_write, part, index, data, None)
+                    pending.remove(index)
+                    self._events.put_nowait(OriginPiece(index, digest, size))
+            self.last_origin_end = run[-1] + 1
+            self._events.put_nowait(RunEnded("origin", ()))
+        except ShoalError as exc:
+            self._events.put_nowait(RunEnded("origin", tuple(pending), exc))
+        except (aiohttp.ClientError, asyncio.IncompleteReadError, TimeoutError, OSError) as exc:
+            error = OriginError(f"origin transfer failed: {exc or type(exc).__name__}", url=self.url)
+            self._events.put_nowait(RunEnded("origin", tuple(pending), error))
+
+    async def _read_whole(self, resp: aiohttp.ClientResponse, pending: list[int]) -> None:
+        """The origin sent the whole file: read up to the last piece of the run, keeping the run's pieces."""
+        manifest = self.manifest
+        part = self.part
+        assert manifest is not None and part is not None
+        wanted = set(pending)
+        for index in range(max(wanted) + 1):
+            size = manifest.piece_size(index)
+            await self._throttle(size)
+            data = await resp.content.readexactly(size)
+            if index in wanted:
+                digest = await asyncio.to_thread(_hash_and_write, part, index, data, None)
+                pending.remove(index)
+                self._events.put_nowait(OriginPiece(index, digest, size))
+        self._events.put_nowait(RunEnded("origin", tuple(pending)))
+
+    async def _fetch_peer(self, peer_id: str, peer: PeerState, run: list[int]) -> None:
+        manifest = self.manifest
+        part = self.part
+        assert manifest is not None and part is not None
+        start, end = manifest.span(run[0], len(run))
+        pending = list(run)
+        url = f"{peer.base_url}/v1/tasks/{self.task_id}/data?gen={self.generation}"
+        try:
+            async with self.session.get(url, headers={"Range": range_header(start, end)}, timeout=PEER_TIMEOUT) as resp:
+                if resp.status == 503:
+                    self._events.put_nowait(RunEnded(peer_id, tuple(pending), busy=True))
+                    return
+                if resp.status in (404, 409, 416):
+                    self._events.put_nowait(RunEnded(peer_id, tuple(pending), stale=True))
+                    return
+                if resp.status != 206:
+                    raise OriginError(f"peer answered HTTP {resp.status}")
+                for index in run:
+                    size = manifest.piece_size(index)
+                    await self._throttle(size)
+                    data = await resp.content.readexactly(size)
+                    expected = self.hashes[index]
+                    digest = await asyncio.to_thread(_hash_and_write, part, index, data, expected)
+                    if digest is None:
+                        self._events.put_nowait(RunEnded(peer_id, tuple(pending), corrupt=True))
+                        return
+                    pending.remove(index)
+                    self._events.put_nowait(PeerPiece(peer_id, index, digest, size))
+            self._events.put_nowait(RunEnded(peer_id, ()))
+        except ShoalError as exc:
+            self._events.put_nowait(RunEnded(peer_id, tuple(pending), exc))
+        except (aiohttp.ClientError, asyncio.IncompleteReadError, TimeoutError, OSError) as exc:
+            error = ShoalError(f"peer transfer failed: {exc or type(exc).__name__}")
+            self._events.put_nowait(RunEnded(peer_id, tuple(pending), error))
+
+    async def _watch(self, peer: PeerState) -> None:
+        manifest = self.manifest
+        assert manifest is not None
+        peer_id = peer.address.peer_id
+        url = f"{peer.base_url}/v1/tasks/{self.task_id}/haves?gen={self.generation}"
+        try:
+            async with self.session.get(url, timeout=PEER_TIMEOUT) as resp:
+                if resp.status != 200:
+                    return
+                async for line in resp.content:
+                    message = json.loads(line)
+                    if "bitfield" in message:
+                        self._events.put_nowait(PeerHas(peer_id, Bitfield.decode(manifest.piece_count, message["bitfield"])))
+                    elif "have" in message:
+                        added = tuple(i for i in message["have"] if isinstance(i, int))
+                        self._events.put_nowait(PeerHas(peer_id, None, added))
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError, ShoalError) as exc:
+            log.debug("have stream of %s ended: %s", peer_id, exc)
+        finally:
+            self._events.put_nowait(PeerGone(peer_id))
+
+    async def _announce_now(self, *, released: tuple[int, ...] = (), delay: float = 0.0) -> None:
+        if delay:
+            await asyncio.sleep(delay)
+        await self._announce_once(released=released)
+
+    async def _announce_once(self, released: tuple[int, ...] = ()) -> bool:
+        """Send one announce and post its reply (or the failure). True when the tracker answered."""
+        assert self.tracker is not None
+        manifest = self.manifest
+        assert manifest is not None
+        # Built synchronously (no await before the request is complete), so it sees one consistent state
+        # of the owner's fields even though it runs in the announcer task.
+        reported = dict(self.unreported)
+        needed = self._needed()
+        want = 0
+        if not any(i in needed for i in self.leases) and needed:
+            want = manifest.piece_count if not self.range_ok else run_pieces(manifest.piece_length, self.config.lease_bytes)
+        request = self._request(
+            done=reported, released=released, bad_peers=tuple(sorted(self.bad_peers)), want_leases=want,
+            after=self.last_origin_end, no_range=not self.range_ok,
+        )
+        self._last_announce = time.monotonic()
+        try:
+            reply = await self.tracker.announce(self.task_id, request)
+        except TrackerUnavailable as exc:
+            self._events.put_nowait(TrackerDown(exc))
+            return False
+        self._events.put_nowait(Announced(reply, reported))
+        return True
+
+    async def _announcer(self) -> None:
+        """One announce in flight at a time: now when there is news or a need, else every interval."""
+        backoff = 0.5
+        while True:
+            try:
+                await asyncio.wait_for(self._announce_wake.wait(), self._interval)
+            except TimeoutError:
+                pass
+            self._announce_wake.clear()
+            if not self.unreported and not self.bad_peers:
+                # Asking only for leases: do not poll faster than LEASE_POLL_SECONDS.
+                gap = self._last_announce + LEASE_POLL_SECONDS - time.monotonic()
+                if gap > 0:
+                    await asyncio.sleep(gap)
+            if await self._announce_once():
+                backoff = 0.5
+            else:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _hash_refresher(self) -> None:
+        assert self.tracker is not None
+        while True:
+            await self._hash_wake.wait()
+            self._hash_wake.clear()
+            try:
+                reply = await self.tracker.hashes(self.task_id, self.hash_seq)
+            except TrackerUnavailable as exc:
+                log.info("hash refresh failed: %s", exc)
+                await asyncio.sleep(1.0)
+                self._hash_wake.set()
+                continue
+            self._events.put_nowait(HashesArrived(reply.generation, reply.seq, dict(reply.hashes)))
+
+
+def _hash_and_write(part: PartFile, index: int, data: bytes, expected: str | None) -> str | None:
+    """Hash a piece and write it when it matches ``expected`` (or when nothing is expected yet)."""
+    digest = piece_hash(data)
+    if expected is not None and digest != expected:
+        return None
+    part.write(index, data)
+    return digest
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(4 << 20):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+ProgressCallback = Callable[[Stats], None]

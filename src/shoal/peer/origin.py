@@ -1,0 +1,95 @@
+"""Talking to the origin: learn its identity, and open Range requests for runs of pieces.
+
+A reply is checked against the manifest before a byte of it is used: a 206 must carry the asked range of a
+file of the known length, and the same ETag and Last-Modified when the manifest has them; a 200 means the
+origin ignores Range. Anything else is an OriginChanged (another version of the file) or an OriginError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import aiohttp
+
+from shoal.core.errors import OriginChanged, OriginError, ProtocolError
+from shoal.core.manifest import Manifest, OriginIdentity
+from shoal.core.ranges import parse_content_range, range_header
+
+TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=30)
+
+
+def identity_of(resp: aiohttp.ClientResponse, length: int) -> OriginIdentity:
+    return OriginIdentity(length, resp.headers.get("ETag", ""), resp.headers.get("Last-Modified", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    identity: OriginIdentity
+    ranges: bool
+
+
+class Origin:
+    def __init__(self, url: str, session: aiohttp.ClientSession, headers: Mapping[str, str]) -> None:
+        self.url = url
+        self.session = session
+        self.headers = dict(headers)
+
+    def _error(self, message: str, status: int | None = None) -> OriginError:
+        return OriginError(f"{message} ({self.url})", url=self.url, status=status)
+
+    async def probe(self) -> Probe:
+        """One GET of the first byte: tells the length, the validators and whether Range works."""
+        headers = {**self.headers, "Range": "bytes=0-0"}
+        try:
+            async with self.session.get(self.url, headers=headers, timeout=TIMEOUT) as resp:
+                if resp.status == 206:
+                    try:
+                        _, _, total = parse_content_range(resp.headers.get("Content-Range"))
+                    except ProtocolError as exc:
+                        raise self._error(f"origin sent {exc}") from None
+                    if total is None:
+                        raise self._error("origin did not say the file's length")
+                    return Probe(identity_of(resp, total), True)
+                if resp.status == 416:
+                    # An empty file: there is no first byte to ask for.
+                    return Probe(identity_of(resp, 0), True)
+                if resp.status == 200:
+                    if resp.content_length is None:
+                        raise self._error("origin sent neither Content-Range nor Content-Length")
+                    return Probe(identity_of(resp, resp.content_length), False)
+                raise self._error(f"origin answered HTTP {resp.status}", resp.status)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise self._error(f"cannot reach the origin: {exc or type(exc).__name__}") from exc
+
+    def check(self, resp: aiohttp.ClientResponse, manifest: Manifest, start: int, end: int) -> bool:
+        """Validate a reply to a Range request for [start, end). True: ranged (206); False: whole file."""
+        expected = manifest.identity
+        if resp.status == 206:
+            try:
+                got_start, got_end, total = parse_content_range(resp.headers.get("Content-Range"))
+            except ProtocolError as exc:
+                raise self._error(f"origin sent {exc}") from None
+            length = expected.length if total is None else total
+            seen = identity_of(resp, length)
+            if not seen.same_version(expected):
+                raise OriginChanged(f"the origin's file changed ({self.url})", url=self.url)
+            if (got_start, got_end) != (start, end):
+                raise self._error(f"origin sent bytes {got_start}-{got_end} for {start}-{end}")
+            return True
+        if resp.status == 200:
+            seen = identity_of(resp, resp.content_length if resp.content_length is not None else -1)
+            if not seen.same_version(expected):
+                raise OriginChanged(f"the origin's file changed ({self.url})", url=self.url)
+            return False
+        if resp.status in (412, 416):
+            raise OriginChanged(f"the origin's file changed (HTTP {resp.status}) ({self.url})", url=self.url)
+        raise self._error(f"origin answered HTTP {resp.status}", resp.status)
+
+    def request(self, manifest: Manifest, start: int, end: int) -> aiohttp.client._RequestContextManager:
+        headers = {**self.headers, "Range": range_header(start, end)}
+        if manifest.identity.etag and not manifest.identity.etag.startswith("W/"):
+            # RFC 9110 13.1.5: with If-Range a changed file comes back whole (200) instead of as a range
+            # of the new version, which check() then reports as a change.
+            headers["If-Range"] = manifest.identity.etag
+        return self.session.get(self.url, headers=headers, timeout=TIMEOUT)

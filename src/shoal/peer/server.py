@@ -1,0 +1,189 @@
+"""The piece server: every peer serves its verified pieces to other peers over HTTP.
+
+    GET /v1/tasks/{task_id}/data?gen=G    Range: bytes=a-b (whole pieces, all verified) -> 206, sendfile
+    GET /v1/tasks/{task_id}/haves?gen=G   newline-delimited JSON: first {"bitfield": ...}, then
+                                          {"have": [i, ...]} as pieces are verified, {"ping": true} idle
+    GET /v1/health
+
+Rules: only tasks this process holds, only pieces verified, only the generation asked for (a 409 when it
+is another), so a peer never receives bytes of another version of the file. Uploads are bounded: past
+``max_uploads`` concurrent ones the server answers 503 with Retry-After and the downloader goes to another
+peer. Data goes out with ``web.FileResponse`` (sendfile, zero-copy); an upload rate limit paces whole
+responses through a token bucket before they start, so sendfile is kept even when limited.
+
+The have stream lets a downloader learn of a new piece within one network round trip of its verification,
+instead of waiting for the tracker's announce interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from shoal.core.bitfield import Bitfield
+from shoal.core.errors import ProtocolError
+from shoal.core.manifest import Manifest
+from shoal.core.rate import TokenBucket
+from shoal.core.ranges import parse_piece_range
+
+PING_SECONDS = 5.0
+
+
+@dataclass(eq=False)
+class ServedTask:
+    """One task this peer serves: its file, its verified pieces, and the have streams watching it."""
+
+    task_id: str
+    generation: int
+    manifest: Manifest
+    path: Path
+    have: Bitfield
+    watchers: set[asyncio.Queue[list[int] | None]] = field(default_factory=set)
+    uploaded: int = 0
+
+    def add(self, index: int) -> None:
+        """Mark a verified piece servable and tell every watcher."""
+        if index in self.have:
+            return
+        self.have.add(index)
+        for queue in self.watchers:
+            queue.put_nowait([index])
+
+    def close_watchers(self) -> None:
+        for queue in self.watchers:
+            queue.put_nowait(None)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    max_uploads: int = 16
+    """Concurrent piece uploads; past this the server answers 503 and the asker goes elsewhere."""
+    upload_rate: int | None = None
+    """Bytes per second for all uploads together; None for no limit."""
+
+
+class PieceServer:
+    """Serves the pieces of the tasks registered with it. Start and stop are explicit."""
+
+    def __init__(self, config: ServerConfig | None = None) -> None:
+        self.config = config or ServerConfig()
+        self.tasks: dict[str, ServedTask] = {}
+        self._active = 0
+        self._bucket = (
+            TokenBucket(rate=self.config.upload_rate, burst=self.config.upload_rate)
+            if self.config.upload_rate
+            else None
+        )
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # -- registry ------------------------------------------------------------------------------------
+
+    def publish(self, task_id: str, generation: int, manifest: Manifest, path: Path, have: Bitfield) -> ServedTask:
+        old = self.tasks.get(task_id)
+        if old is not None:
+            old.close_watchers()
+        served = ServedTask(task_id, generation, manifest, path, have.copy())
+        self.tasks[task_id] = served
+        return served
+
+    def withdraw(self, task_id: str) -> None:
+        served = self.tasks.pop(task_id, None)
+        if served is not None:
+            served.close_watchers()
+
+    # -- HTTP ----------------------------------------------------------------------------------------
+
+    def _served(self, request: web.Request) -> ServedTask:
+        served = self.tasks.get(request.match_info["task_id"])
+        if served is None:
+            raise web.HTTPNotFound(reason="task not served here")
+        gen = request.query.get("gen", "")
+        if gen != str(served.generation):
+            raise web.HTTPConflict(reason=f"this peer serves generation {served.generation}")
+        return served
+
+    async def _data(self, request: web.Request) -> web.StreamResponse:
+        served = self._served(request)
+        try:
+            first, count = parse_piece_range(request.headers.get("Range"), served.manifest)
+        except ProtocolError as exc:
+            raise web.HTTPRequestRangeNotSatisfiable(reason=str(exc)) from None
+        if any(i not in served.have for i in range(first, first + count)):
+            raise web.HTTPNotFound(reason="piece not held")
+        if self._active >= self.config.max_uploads:
+            raise web.HTTPServiceUnavailable(reason="too many uploads", headers={"Retry-After": "1"})
+        start, end = served.manifest.span(first, count)
+        self._active += 1
+        try:
+            if self._bucket is not None:
+                delay = self._bucket.reserve(end - start, time.monotonic())
+                if delay:
+                    await asyncio.sleep(delay)
+            response = web.FileResponse(served.path, chunk_size=1 << 20)
+            await response.prepare(request)
+            served.uploaded += end - start
+            return response
+        finally:
+            self._active -= 1
+
+    async def _haves(self, request: web.Request) -> web.StreamResponse:
+        served = self._served(request)
+        queue: asyncio.Queue[list[int] | None] = asyncio.Queue()
+        served.watchers.add(queue)
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        try:
+            await response.prepare(request)
+            await response.write(json.dumps({"bitfield": served.have.encode()}).encode() + b"\n")
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), PING_SECONDS)
+                except TimeoutError:
+                    await response.write(b'{"ping": true}\n')
+                    continue
+                if item is None:
+                    break
+                batch = list(item)
+                while not queue.empty():
+                    more = queue.get_nowait()
+                    if more is None:
+                        await response.write(json.dumps({"have": batch}).encode() + b"\n")
+                        return response
+                    batch.extend(more)
+                await response.write(json.dumps({"have": batch}).encode() + b"\n")
+        except ConnectionResetError:
+            pass  # the watcher went away; nothing to clean up beyond the queue
+        finally:
+            served.watchers.discard(queue)
+        return response
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "tasks": len(self.tasks), "uploads": self._active})
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/v1/tasks/{task_id}/data", self._data)
+        app.router.add_get("/v1/tasks/{task_id}/haves", self._haves)
+        app.router.add_get("/v1/health", self._health)
+        return app
+
+    async def start(self, host: str, port: int) -> int:
+        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+        self.port = sockets[0].getsockname()[1] if sockets else port
+        return self.port
+
+    async def stop(self) -> None:
+        for task_id in list(self.tasks):
+            self.withdraw(task_id)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

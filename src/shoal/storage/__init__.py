@@ -1,0 +1,1 @@
+"""Storage: the SQL store and its migrations, and piece files on disk."""

@@ -1,0 +1,167 @@
+"""A download in progress on disk: the temporary file beside the destination, and its sidecar of verified
+pieces.
+
+Nothing appears at the destination until the whole file is verified: pieces are written into
+``.NAME.shoal-part`` at their offsets, and only the final rename puts ``NAME`` in place. The sidecar
+``.NAME.shoal-state`` records which pieces were verified and their hashes; it is replaced atomically. A
+rerun trusts the sidecar only after hashing each listed piece again, so a crash between a write and a
+sidecar update can never make a bad piece count as good.
+
+The blocking calls here (pwrite, fsync, rename, hashing) run in a worker thread; callers use the
+``async`` wrappers in the peer layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import blake3
+
+from shoal.core.bitfield import Bitfield
+from shoal.core.errors import LocalIOError
+from shoal.core.manifest import Manifest
+
+STATE_VERSION = 1
+
+
+def piece_hash(data: bytes | memoryview) -> str:
+    """BLAKE3 hex digest of one piece (releases the GIL while hashing)."""
+    return blake3.blake3(data).hexdigest()
+
+
+def part_path(dest: Path) -> Path:
+    return dest.with_name(f".{dest.name}.shoal-part")
+
+
+def state_path(dest: Path) -> Path:
+    return dest.with_name(f".{dest.name}.shoal-state")
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    have: Bitfield
+    hashes: dict[int, str]
+
+
+class PartFile:
+    """The temporary file of one download. Not thread-safe for open/close; pwrite/pread are."""
+
+    def __init__(self, dest: Path, task_id: str, manifest: Manifest) -> None:
+        self.dest = dest
+        self.path = part_path(dest)
+        self.state = state_path(dest)
+        self.task_id = task_id
+        self.manifest = manifest
+        self._fd: int | None = None
+
+    def _fail(self, action: str, exc: OSError, path: Path | None = None) -> LocalIOError:
+        where = path or self.path
+        return LocalIOError(f"cannot {action} {where}: {exc.strerror or exc}", path=str(where))
+
+    def open(self) -> Resumed:
+        """Open or create the part file and return the pieces a previous run verified (re-hashed)."""
+        previous = self._read_state()
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            if previous is None:
+                os.ftruncate(self._fd, 0)
+            os.ftruncate(self._fd, self.manifest.length)
+        except OSError as exc:
+            raise self._fail("create", exc) from exc
+        have = Bitfield(self.manifest.piece_count)
+        hashes: dict[int, str] = {}
+        for index, digest in (previous or {}).items():
+            if piece_hash(self.read(index)) == digest:
+                have.add(index)
+                hashes[index] = digest
+        return Resumed(have, hashes)
+
+    def _read_state(self) -> dict[int, str] | None:
+        try:
+            raw = json.loads(self.state.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return None
+        m = self.manifest
+        expected = {
+            "version": STATE_VERSION,
+            "task_id": self.task_id,
+            "length": m.length,
+            "piece_length": m.piece_length,
+            "etag": m.identity.etag,
+            "last_modified": m.identity.last_modified,
+        }
+        if not isinstance(raw, dict) or any(raw.get(k) != v for k, v in expected.items()):
+            return None
+        pieces = raw.get("pieces")
+        if not isinstance(pieces, dict):
+            return None
+        out = {}
+        for key, value in pieces.items():
+            if isinstance(key, str) and key.isdigit() and int(key) < m.piece_count and isinstance(value, str):
+                out[int(key)] = value
+        return out
+
+    def save_state(self, hashes: dict[int, str]) -> None:
+        """Record the verified pieces atomically (write a temporary file, then rename over the old one)."""
+        m = self.manifest
+        body: dict[str, Any] = {
+            "version": STATE_VERSION,
+            "task_id": self.task_id,
+            "length": m.length,
+            "piece_length": m.piece_length,
+            "etag": m.identity.etag,
+            "last_modified": m.identity.last_modified,
+            "pieces": {str(k): v for k, v in sorted(hashes.items())},
+        }
+        tmp = self.state.with_name(self.state.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(body))
+            os.replace(tmp, self.state)
+        except OSError as exc:
+            raise self._fail("write", exc, self.state) from exc
+
+    @property
+    def fd(self) -> int:
+        if self._fd is None:
+            raise RuntimeError("part file is not open")
+        return self._fd
+
+    def write(self, index: int, data: bytes) -> None:
+        try:
+            os.pwrite(self.fd, data, self.manifest.piece_offset(index))
+        except OSError as exc:
+            raise self._fail("write", exc) from exc
+
+    def read(self, index: int) -> bytes:
+        assert self._fd is not None
+        return os.pread(self._fd, self.manifest.piece_size(index), self.manifest.piece_offset(index))
+
+    def finish(self) -> Path:
+        """fsync, rename into place, drop the sidecar. Returns the destination."""
+        try:
+            os.fsync(self.fd)
+            os.replace(self.path, self.dest)
+        except OSError as exc:
+            raise self._fail("move into place", exc, self.dest) from exc
+        with contextlib.suppress(FileNotFoundError):
+            self.state.unlink()
+        return self.dest
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def discard(self) -> None:
+        """Remove the part file and the sidecar (the content is known to be wrong)."""
+        self.close()
+        for path in (self.path, self.state):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()

@@ -1,0 +1,1 @@
+"""Public helpers for tests and demonstrations: a scriptable origin server, process helpers."""

@@ -1,0 +1,143 @@
+"""A real HTTP origin for tests, benchmarks and the demo: serves a directory over aiohttp.
+
+Range requests, ETag, Last-Modified and If-Range come from ``web.FileResponse`` (what a real static
+server does). Switches make it misbehave the ways real origins do: ``no_range`` answers every request
+with the whole file (200), ``rate`` caps the bytes per second it sends. ``GET /_stats`` reports the bytes
+sent, so tests and benchmarks measure what left the origin rather than trusting the peers' counters.
+
+Run it as a process: ``python -m shoal.testing.origin DIR [--port 0] [--no-range] [--rate 20M]``; it prints
+``origin listening on http://HOST:PORT`` once it accepts connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from shoal.core.rate import TokenBucket
+from shoal.core.units import parse_rate
+
+
+@dataclass
+class OriginStats:
+    requests: int = 0
+    bytes_sent: int = 0
+    per_path: dict[str, int] = field(default_factory=dict)
+
+
+def build_origin(root: Path, *, no_range: bool = False, rate: int | None = None) -> web.Application:
+    root = root.resolve()
+    stats = OriginStats()
+    bucket = TokenBucket(rate=rate, burst=min(rate, 256 * 1024)) if rate else None
+
+    def locate(request: web.Request) -> Path:
+        rel = request.match_info["path"]
+        path = (root / rel).resolve()
+        if root not in path.parents or not path.is_file():
+            raise web.HTTPNotFound()
+        return path
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        path = locate(request)
+        stats.requests += 1
+        response: web.StreamResponse
+        if bucket is None and not no_range:
+            response = web.FileResponse(path)
+            await response.prepare(request)
+            sent = response.content_length or 0
+        else:
+            response, sent = await _stream(request, path, no_range, bucket)
+        stats.bytes_sent += sent
+        rel = request.match_info["path"]
+        stats.per_path[rel] = stats.per_path.get(rel, 0) + sent
+        return response
+
+    async def stats_view(request: web.Request) -> web.Response:
+        return web.json_response(
+            {"requests": stats.requests, "bytes_sent": stats.bytes_sent, "per_path": stats.per_path}
+        )
+
+    app = web.Application()
+    app.router.add_get("/_stats", stats_view)
+    app.router.add_get("/{path:.+}", serve)
+    return app
+
+
+async def _stream(
+    request: web.Request, path: Path, no_range: bool, bucket: TokenBucket | None
+) -> tuple[web.StreamResponse, int]:
+    """Send the file (or the asked range) in chunks, paced by ``bucket``; returns the bytes sent."""
+    st = path.stat()
+    start, end = 0, st.st_size
+    status = 200
+    rng = request.http_range
+    if not no_range and (rng.start is not None or rng.stop is not None):
+        start = rng.start or 0
+        end = min(rng.stop, st.st_size) if rng.stop is not None else st.st_size
+        if start < 0:
+            start, end = max(0, st.st_size + start), st.st_size
+        status = 206
+    response = web.StreamResponse(status=status)
+    etag = f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
+    response.headers["ETag"] = etag
+    response.last_modified = st.st_mtime
+    response.content_length = end - start
+    if status == 206:
+        response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{st.st_size}"
+    await response.prepare(request)
+    sent = 0
+    with open(path, "rb") as f:
+        f.seek(start)
+        while sent < end - start:
+            chunk = f.read(min(64 * 1024, end - start - sent))
+            if not chunk:
+                break
+            if bucket is not None:
+                delay = bucket.reserve(len(chunk), time.monotonic())
+                if delay:
+                    await asyncio.sleep(delay)
+            await response.write(chunk)
+            sent += len(chunk)
+    await response.write_eof()
+    return response, sent
+
+
+async def _main(args: argparse.Namespace) -> None:
+    app = build_origin(Path(args.root), no_range=args.no_range, rate=parse_rate(args.rate) if args.rate else None)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, args.host, args.port)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    print(f"origin listening on http://{args.host}:{port}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("root")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--no-range", action="store_true")
+    parser.add_argument("--rate", default=None)
+    args = parser.parse_args()
+    if not os.path.isdir(args.root):
+        sys.exit(f"origin: {args.root} is not a directory")
+    try:
+        asyncio.run(_main(args))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

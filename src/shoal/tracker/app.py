@@ -1,0 +1,166 @@
+"""The tracker's HTTP service: the versioned JSON API over the store and the core's decisions.
+
+Request parsing lives in core.messages, decisions in core.announce, persistence in storage.tracker_store;
+this module only wires them to aiohttp. Every error a client can cause becomes a 4xx with a JSON body
+``{"error": "..."}``; nothing a client sends can produce a 500.
+
+Announces of one task are serialised by a per-task lock, so two peers asking at once never receive the
+same origin lease. One tracker process owns a database; several trackers on one database are not
+supported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from shoal.core.announce import TrackerPolicy, decide_announce
+from shoal.core.errors import ProtocolError
+from shoal.core.ids import is_task_id
+from shoal.core.messages import AnnounceRequest
+from shoal.storage.tracker_store import StoreError, TrackerStore
+from shoal.tracker.config import TrackerConfig
+
+log = logging.getLogger("shoal.tracker")
+API_VERSION = 1
+
+
+class TrackerService:
+    """The tracker's state owner: the store, the policy and the per-task locks."""
+
+    def __init__(self, config: TrackerConfig, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.policy = TrackerPolicy(config.interval, config.peer_ttl, config.max_peers)
+        self.store = TrackerStore(config.db)
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def _lock(self, task_id: str) -> asyncio.Lock:
+        lock = self._locks.get(task_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[task_id] = lock
+        return lock
+
+    async def announce(self, task_id: str, request: AnnounceRequest, seen_host: str) -> dict[str, Any]:
+        async with self._lock(task_id):
+            snapshot = await self.store.load(task_id, request.done)
+            outcome = decide_announce(
+                snapshot, request, task_id=task_id, seen_host=seen_host, now=self.clock(), policy=self.policy
+            )
+            await self.store.apply(outcome, created=snapshot.task is None)
+        assert outcome.response is not None
+        return outcome.response.to_json()
+
+    async def expire_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.interval)
+            try:
+                await self.store.expire(self.clock(), self.config.peer_ttl)
+            except StoreError as exc:  # pragma: no cover - logged, retried next round
+                log.warning("expiring peers failed: %s", exc)
+
+
+SERVICE = web.AppKey("service", TrackerService)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+@web.middleware
+async def json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ProtocolError as exc:
+        return _error(400, str(exc))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _error(exc.status, exc.reason)
+    except StoreError as exc:
+        log.error("store error: %s", exc)
+        return _error(503, "the tracker's database is unavailable")
+    except Exception:
+        log.exception("unexpected error in %s %s", request.method, request.path)
+        return _error(500, "internal error")
+
+
+def _task_id(request: web.Request) -> str:
+    task_id = request.match_info["task_id"]
+    if not is_task_id(task_id):
+        raise ProtocolError("task id must be 40 or 64 lower-case hex characters", field="task_id")
+    return task_id
+
+
+async def _json_body(request: web.Request) -> Any:
+    raw = await request.read()  # raises 413 past client_max_size
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"the body is not valid JSON: {exc}") from None
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True, "api": API_VERSION})
+
+
+async def announce(request: web.Request) -> web.Response:
+    task_id = _task_id(request)
+    body = AnnounceRequest.from_json(await _json_body(request))
+    service = request.app[SERVICE]
+    reply = await service.announce(task_id, body, request.remote or "")
+    return web.json_response(reply)
+
+
+async def hashes(request: web.Request) -> web.Response:
+    task_id = _task_id(request)
+    try:
+        since = int(request.query.get("since", "0"))
+    except ValueError:
+        raise ProtocolError("since must be an integer", field="since") from None
+    reply = await request.app[SERVICE].store.hashes_since(task_id, since)
+    if reply is None:
+        return _error(404, f"unknown task {task_id}")
+    return web.json_response(reply.to_json())
+
+
+async def task_info(request: web.Request) -> web.Response:
+    task_id = _task_id(request)
+    service = request.app[SERVICE]
+    summary = await service.store.summary(task_id, service.clock(), service.config.peer_ttl)
+    if summary is None:
+        return _error(404, f"unknown task {task_id}")
+    return web.json_response(summary)
+
+
+def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> web.Application:
+    """The tracker as an aiohttp application; listening is the caller's business (AppRunner/TCPSite)."""
+    app = web.Application(middlewares=[json_errors], client_max_size=config.max_body)
+    service = TrackerService(config, clock)
+    app[SERVICE] = service
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        async with service.store:
+            expiry = asyncio.create_task(service.expire_forever())
+            yield
+            expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await expiry
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_get("/v1/health", health)
+    app.router.add_post("/v1/tasks/{task_id}/announce", announce)
+    app.router.add_get("/v1/tasks/{task_id}/hashes", hashes)
+    app.router.add_get("/v1/tasks/{task_id}", task_info)
+    return app
