@@ -35,41 +35,56 @@ async def _listen(app: web.Application) -> tuple[web.AppRunner, int]:
     return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
 
-async def run_demo(workdir: Path, peers: int, size: int, origin_rate: int, console: Console) -> None:
-    data_dir = workdir / "origin"
-    data_dir.mkdir()
-    source = data_dir / "release.bin"
-    with open(source, "wb") as f:
+def make_release(path: Path, size: int) -> str:
+    """Write ``size`` random bytes to ``path``; return their sha256."""
+    digest = hashlib.sha256()
+    with open(path, "wb") as f:
         remaining = size
         while remaining:
             chunk = os.urandom(min(remaining, 1 << 20))
             f.write(chunk)
+            digest.update(chunk)
             remaining -= len(chunk)
-    expected = hashlib.sha256(source.read_bytes()).hexdigest()
+    return digest.hexdigest()
+
+
+async def run_demo(workdir: Path, peers: int, size: int, origin_rate: int, console: Console) -> None:
+    data_dir = workdir / "origin"
+    data_dir.mkdir()
+    expected = await asyncio.to_thread(make_release, data_dir / "release.bin", size)
     tracker_runner, tracker_port = await _listen(
         build_app(TrackerConfig(db=f"sqlite:///{workdir / 'tracker.db'}", interval=1.0, peer_ttl=5.0))
     )
     origin_runner, origin_port = await _listen(build_origin(data_dir, rate=origin_rate))
     url = f"http://127.0.0.1:{origin_port}/release.bin"
     tracker = f"http://127.0.0.1:{tracker_port}"
-    console.print(
-        f"origin {url} ({format_bytes(size)} at {format_bytes(origin_rate)}/s), tracker {tracker}, {peers} peers"
-    )
+    rate = format_bytes(origin_rate)
+    console.print(f"origin {url} ({format_bytes(size)} at {rate}/s), tracker {tracker}, {peers} peers")
     try:
         started = time.monotonic()
         dirs = [workdir / f"peer{i}" for i in range(peers)]
         for d in dirs:
             d.mkdir()
         # Every peer keeps serving until the slowest is done, as a fleet of long-lived peers would.
+        seed_time = max(3.0, size / origin_rate)
         results: list[GetResult | BaseException] = await asyncio.gather(
             *(
-                aget(url, dest_dir=d, tracker=tracker, upload_time=max(3.0, size / origin_rate), digest=f"sha256:{expected}")
+                aget(
+                    url,
+                    dest_dir=d,
+                    tracker=tracker,
+                    upload_time=seed_time,
+                    digest=f"sha256:{expected}",
+                )
                 for d in dirs
             ),
             return_exceptions=True,
         )
         elapsed = time.monotonic() - started
-        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{origin_port}/_stats") as r:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{origin_port}/_stats") as r,
+        ):
             origin_sent = (await r.json())["bytes_sent"]
     finally:
         await origin_runner.cleanup()
@@ -83,8 +98,11 @@ async def run_demo(workdir: Path, peers: int, size: int, origin_rate: int, conso
             table.add_row(f"peer{i}", "-", "-", "-", f"[red]{result}")
             continue
         table.add_row(
-            f"peer{i}", format_bytes(result.bytes_from_origin), format_bytes(result.bytes_from_peers),
-            f"{result.seconds:.2f}", "yes" if result.digest == f"sha256:{expected}" else "[red]no",
+            f"peer{i}",
+            format_bytes(result.bytes_from_origin),
+            format_bytes(result.bytes_from_peers),
+            f"{result.seconds:.2f}",
+            "yes" if result.digest == f"sha256:{expected}" else "[red]no",
         )
     console.print(table)
     console.print(

@@ -53,8 +53,12 @@ class ProgressBar:
 
     def __call__(self, stats: Stats) -> None:
         self.progress.update(
-            self.task, total=stats.total or None, completed=stats.done,
-            origin=format_bytes(stats.from_origin), peers=format_bytes(stats.from_peers), npeers=stats.peers,
+            self.task,
+            total=stats.total or None,
+            completed=stats.done,
+            origin=format_bytes(stats.from_origin),
+            peers=format_bytes(stats.from_peers),
+            npeers=stats.peers,
         )
 
     def __enter__(self) -> ProgressBar:
@@ -78,29 +82,67 @@ async def _cancellable(run: Callable[[], asyncio.Future[GetResult] | asyncio.Tas
 @click.command()
 @click.argument("url")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to FILE.")
-@click.option("--dest-path", type=click.Path(file_okay=False),
-              help="Write into DIR, named after the URL (default: the current directory).")
+@click.option(
+    "--dest-path",
+    type=click.Path(file_okay=False),
+    help="Write into DIR, named after the URL (default: the current directory).",
+)
 @click.option("--tracker", envvar="SHOAL_TRACKER", help="Tracker URL (default: $SHOAL_TRACKER).")
-@click.option("--download-rate", callback=_rate_option, metavar="RATE",
-              help="Cap downloads at RATE bytes/s (1024-based K, M, G).")
-@click.option("--upload-rate", callback=_rate_option, metavar="RATE",
-              help="Cap uploads to peers at RATE bytes/s (1024-based K, M, G).")
-@click.option("--upload-time", type=click.FloatRange(min=0), default=GetConfig.upload_time, show_default=True,
-              help="Seconds to keep serving the file to peers after it is complete.")
-@click.option("--fallback", is_flag=True, help="Download straight from the origin if the tracker is unreachable.")
+@click.option(
+    "--download-rate",
+    callback=_rate_option,
+    metavar="RATE",
+    help="Cap downloads at RATE bytes/s (1024-based K, M, G).",
+)
+@click.option(
+    "--upload-rate",
+    callback=_rate_option,
+    metavar="RATE",
+    help="Cap uploads to peers at RATE bytes/s (1024-based K, M, G).",
+)
+@click.option(
+    "--upload-time",
+    type=click.FloatRange(min=0),
+    default=GetConfig.upload_time,
+    show_default=True,
+    help="Seconds to keep serving the file to peers after it is complete.",
+)
+@click.option(
+    "--fallback", is_flag=True, help="Download straight from the origin if the tracker is unreachable."
+)
 @click.option("--callback", metavar="CMD", help="Run CMD with the file's path appended after success.")
 @click.option("--digest", metavar="sha256:HEX", help="Verify the whole file before it is moved into place.")
-@click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'", help="Header for the origin (repeatable).")
+@click.option(
+    "--header", "headers", multiple=True, metavar="'NAME: VALUE'", help="Header for the origin (repeatable)."
+)
 @click.option("--site", default="", help="Locality label: prefer peers of this site.")
 @click.option("--rack", default="", help="Locality label: prefer peers of this rack.")
-@click.option("--listen", default="0.0.0.0:0", show_default=True, metavar="HOST:PORT",
-              help="Where this peer serves pieces to others.")
+@click.option(
+    "--listen",
+    default="0.0.0.0:0",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Where this peer serves pieces to others.",
+)
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def get(
-    url: str, output: str | None, dest_path: str | None, tracker: str | None, download_rate: int | None,
-    upload_rate: int | None, upload_time: float, fallback: bool, callback: str | None, digest: str | None,
-    headers: tuple[str, ...], site: str, rack: str, listen: str, verbose: int, quiet: bool,
+    url: str,
+    output: str | None,
+    dest_path: str | None,
+    tracker: str | None,
+    download_rate: int | None,
+    upload_rate: int | None,
+    upload_time: float,
+    fallback: bool,
+    callback: str | None,
+    digest: str | None,
+    headers: tuple[str, ...],
+    site: str,
+    rack: str,
+    listen: str,
+    verbose: int,
+    quiet: bool,
 ) -> None:
     """Download URL through the swarm (from peers first, the origin once)."""
     configure_logging(verbose, quiet)
@@ -110,11 +152,9 @@ def get(
         if bar is not None:
             bar.progress.stop()
         if not quiet:
-            click.echo(
-                f"{result.path}: {format_bytes(result.size)} in {result.seconds:.2f}s "
-                f"(origin {format_bytes(result.bytes_from_origin)}, peers {format_bytes(result.bytes_from_peers)})",
-                err=True,
-            )
+            origin, peers = format_bytes(result.bytes_from_origin), format_bytes(result.bytes_from_peers)
+            size = format_bytes(result.size)
+            click.echo(f"{result.path}: {size} in {result.seconds:.2f}s (origin {origin}, peers {peers})", err=True)
             if tracker and upload_time > 0:
                 click.echo(f"serving it to peers for {upload_time:g}s (Ctrl-C to stop)", err=True)
 
@@ -123,12 +163,26 @@ def get(
     def go() -> GetResult:
 
         def run() -> asyncio.Task[GetResult]:
-            return asyncio.ensure_future(aget(
-                url, output=output, dest_dir=dest_path, tracker=tracker, headers=headers,
-                download_rate=download_rate, upload_rate=upload_rate, upload_time=upload_time,
-                fallback=fallback, digest=digest, site=site, rack=rack, listen=listen,
-                callback=callback, progress=bar, on_complete=report,
-            ))
+            return asyncio.ensure_future(
+                aget(
+                    url,
+                    output=output,
+                    dest_dir=dest_path,
+                    tracker=tracker,
+                    headers=headers,
+                    download_rate=download_rate,
+                    upload_rate=upload_rate,
+                    upload_time=upload_time,
+                    fallback=fallback,
+                    digest=digest,
+                    site=site,
+                    rack=rack,
+                    listen=listen,
+                    callback=callback,
+                    progress=bar,
+                    on_complete=report,
+                )
+            )
 
         if bar is None:
             return asyncio.run(_cancellable(run))

@@ -33,12 +33,26 @@ async def serve(config: TrackerConfig) -> None:
 @click.command()
 @click.option("--host", default=TrackerConfig.host, show_default=True, help="Address to listen on.")
 @click.option("--port", default=TrackerConfig.port, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--db", default=TrackerConfig.db, show_default=True,
-              help="Database URL: sqlite:///PATH, postgresql://USER@HOST/DB or mysql://USER@HOST/DB.")
-@click.option("--interval", default=TrackerConfig.interval, show_default=True, type=click.FloatRange(0.1, 3600),
-              help="Seconds between a peer's periodic announces.")
-@click.option("--peer-ttl", default=TrackerConfig.peer_ttl, show_default=True, type=click.FloatRange(0.5, 86400),
-              help="Seconds of silence after which a peer and its origin leases are dropped.")
+@click.option(
+    "--db",
+    default=TrackerConfig.db,
+    show_default=True,
+    help="Database URL: sqlite:///PATH, postgresql://USER@HOST/DB or mysql://USER@HOST/DB.",
+)
+@click.option(
+    "--interval",
+    default=TrackerConfig.interval,
+    show_default=True,
+    type=click.FloatRange(0.1, 3600),
+    help="Seconds between a peer's periodic announces.",
+)
+@click.option(
+    "--peer-ttl",
+    default=TrackerConfig.peer_ttl,
+    show_default=True,
+    type=click.FloatRange(0.5, 86400),
+    help="Seconds of silence after which a peer and its origin leases are dropped.",
+)
 @click.option("-v", "--verbose", count=True)
 def tracker(host: str, port: int, db: str, interval: float, peer_ttl: float, verbose: int) -> None:
     """Run the tracker: tasks, peers, piece hashes and origin leases, over a JSON API."""

@@ -100,9 +100,13 @@ def decide_announce(
     if request.origin is not None and request.generation in (task.generation, 0):
         if task.manifest is None:
             task = replace(task, manifest=Manifest.for_identity(request.origin))
-        elif not task.manifest.identity.same_version(request.origin) and request.generation == task.generation:
+        elif (
+            not task.manifest.identity.same_version(request.origin) and request.generation == task.generation
+        ):
             task = replace(
-                task, generation=task.generation + 1, manifest=Manifest.for_identity(request.origin),
+                task,
+                generation=task.generation + 1,
+                manifest=Manifest.for_identity(request.origin),
                 range_ok=True,
             )
             outcome.new_generation = True
@@ -115,7 +119,8 @@ def decide_announce(
 
     # Hash reports: a conflict with a stored hash means the origin's bytes changed under an unchanged
     # identity (or a peer lies); either way the only safe answer is a clean new generation.
-    if current and manifest and request.done:
+    # Indices are checked even without a manifest (size 0), where every report is out of range.
+    if current and request.done:
         for index, digest in request.done.items():
             if index >= size:
                 raise ProtocolError(f"done reports piece {index} of {size}", field="done")
@@ -123,6 +128,8 @@ def decide_announce(
             if known is not None and known != digest:
                 task = replace(task, generation=task.generation + 1)
                 outcome.new_generation = True
+                # The rest of this report belongs to the old generation too: keep none of it.
+                outcome.new_hashes.clear()
                 current = False
                 break
             if known is None:
@@ -139,8 +146,13 @@ def decide_announce(
             have.add(index)
     previous = next((p for p in snapshot.peers if p.view.peer_id == request.peer_id), None)
     view = PeerView(
-        peer_id=request.peer_id, host=host, port=request.port, site=request.site, rack=request.rack,
-        have=have, bad=previous.view.bad if previous and current else False,
+        peer_id=request.peer_id,
+        host=host,
+        port=request.port,
+        site=request.site,
+        rack=request.rack,
+        have=have,
+        bad=previous.view.bad if previous and current else False,
     )
     outcome.task = task
 
@@ -153,8 +165,11 @@ def decide_announce(
     outcome.peer = PeerRecord(view, task.generation, now)
     if not current:
         outcome.response = AnnounceResponse(
-            task.generation, manifest, restart=request.generation != 0 or outcome.new_generation,
-            range_ok=task.range_ok, hash_seq=0 if outcome.new_generation else task.hash_seq,
+            task.generation,
+            manifest,
+            restart=request.generation != 0 or outcome.new_generation,
+            range_ok=task.range_ok,
+            hash_seq=0 if outcome.new_generation else task.hash_seq,
             interval=policy.interval,
         )
         return outcome
@@ -164,14 +179,17 @@ def decide_announce(
     peers = [
         p.view if p.view.peer_id not in bad else replace(p.view, bad=True)
         for p in snapshot.peers
-        if p.view.peer_id != request.peer_id and p.generation == task.generation
+        if p.view.peer_id != request.peer_id
+        and p.generation == task.generation
         and now - p.last_seen < policy.peer_ttl
     ]
     live_ids = {p.peer_id for p in peers} | {request.peer_id}
 
     # Leases: finished and released ones go; the asker's others are renewed; dead peers' ones lapse.
     finished = set(request.done) | set(request.released)
-    outcome.drop_leases = [i for i in finished if i in snapshot.leases and snapshot.leases[i].peer_id == request.peer_id]
+    outcome.drop_leases = [
+        i for i in finished if i in snapshot.leases and snapshot.leases[i].peer_id == request.peer_id
+    ]
     live_leases: dict[int, Lease] = {}
     for index, lease in snapshot.leases.items():
         if index in finished and lease.peer_id == request.peer_id:
@@ -190,8 +208,13 @@ def decide_announce(
             if not p.bad:
                 held.union_update(p.have)
         granted = grant_leases(
-            held=held, leased=live_leases, asker=request.peer_id, asker_have=have,
-            want=request.want_leases, after=request.after, range_ok=task.range_ok,
+            held=held,
+            leased=live_leases,
+            asker=request.peer_id,
+            asker_have=have,
+            want=request.want_leases,
+            after=request.after,
+            range_ok=task.range_ok,
         )
         outcome.put_leases.extend(Lease(i, request.peer_id, now + policy.peer_ttl) for i in granted)
     mine = sorted({i for i, lease in live_leases.items() if lease.peer_id == request.peer_id} | set(granted))

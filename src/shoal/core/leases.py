@@ -75,7 +75,7 @@ def grant_leases(
         gap_start, gap_end = max(gaps, key=lambda g: (g[1] - g[0], -g[0]))
         streamed_towards = gap_start > 0 and (gap_start - 1) in leased
         start = gap_start + (gap_end - gap_start) // 2 if streamed_towards else gap_start
-    pieces = []
+    pieces: list[int] = []
     i = start
     while i < len(free) and free[i] and len(pieces) < want:
         pieces.append(i)

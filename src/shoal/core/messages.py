@@ -20,9 +20,10 @@ from shoal.core.manifest import HASH_SIZE, Manifest, OriginIdentity
 
 EVENTS = ("started", "update", "completed", "stopped")
 MAX_LEASES_PER_ANNOUNCE = 256
-_PEER_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-_LABEL = re.compile(r"^[A-Za-z0-9_.:-]{0,64}$")
-_HEX_HASH = re.compile(rf"^[0-9a-f]{{{HASH_SIZE * 2}}}$")
+# \Z, not $: a $ also matches before a trailing newline, which would let "id\n" through.
+_PEER_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
+_LABEL = re.compile(r"^[A-Za-z0-9_.:-]{0,64}\Z")
+_HEX_HASH = re.compile(rf"^[0-9a-f]{{{HASH_SIZE * 2}}}\Z")
 
 
 def _get(data: Mapping[str, Any], name: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
@@ -37,6 +38,19 @@ def _get(data: Mapping[str, Any], name: str, kind: type | tuple[type, ...], defa
     return value
 
 
+def _nested(data: Mapping[str, Any], name: str, key: str, kind: type, default: Any = None) -> Any:
+    """Like _get, for a member of the object ``name``: errors name the top-level field."""
+    try:
+        return _get(data, key, kind, default)
+    except ProtocolError:
+        raise ProtocolError(f"{name}.{key} has the wrong type", field=name) from None
+
+
+def _is_index(key: object) -> bool:
+    # str.isdigit() is also true for digits int() refuses, such as "\u00b2".
+    return isinstance(key, str) and key.isascii() and key.isdigit()
+
+
 def _index_list(data: Mapping[str, Any], name: str) -> list[int]:
     values = _get(data, name, list, [])
     if len(values) > 100_000 or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
@@ -49,11 +63,11 @@ def _index_list(data: Mapping[str, Any], name: str) -> list[int]:
 def parse_identity(raw: Any, name: str = "origin") -> OriginIdentity:
     if not isinstance(raw, dict):
         raise ProtocolError(f"{name} must be an object", field=name)
-    length = _get(raw, "length", int)
+    length = _nested(raw, name, "length", int)
     if length is None or length < 0 or length > 1 << 50:
         raise ProtocolError(f"{name}.length must be a non-negative integer", field=name)
-    etag = _get(raw, "etag", str, "")
-    last_modified = _get(raw, "last_modified", str, "")
+    etag = _nested(raw, name, "etag", str, "")
+    last_modified = _nested(raw, name, "last_modified", str, "")
     if len(etag) > 512 or len(last_modified) > 128:
         raise ProtocolError(f"{name} validators are too long", field=name)
     return OriginIdentity(length, etag, last_modified)
@@ -104,8 +118,9 @@ class AnnounceRequest:
         if len(host) > 255 or any(c.isspace() for c in host):
             raise ProtocolError("host is malformed", field="host")
         site, rack = _get(data, "site", str, ""), _get(data, "rack", str, "")
-        if not _LABEL.match(site) or not _LABEL.match(rack):
-            raise ProtocolError("site and rack are up to 64 characters of [A-Za-z0-9_.:-]", field="site")
+        for label, value in (("site", site), ("rack", rack)):
+            if not _LABEL.match(value):
+                raise ProtocolError(f"{label} is up to 64 characters of [A-Za-z0-9_.:-]", field=label)
         generation = _get(data, "generation", int, 0)
         if generation < 0:
             raise ProtocolError("generation must not be negative", field="generation")
@@ -115,7 +130,7 @@ class AnnounceRequest:
         done_raw = _get(data, "done", dict, {})
         done: dict[int, str] = {}
         for key, value in done_raw.items():
-            if not (isinstance(key, str) and key.isdigit()) or not isinstance(value, str):
+            if not _is_index(key) or not isinstance(value, str):
                 raise ProtocolError("done maps piece indices to hashes", field="done")
             if not _HEX_HASH.match(value):
                 raise ProtocolError(f"done[{key}] is not a {HASH_SIZE}-byte hex hash", field="done")
@@ -177,7 +192,7 @@ def manifest_to_json(manifest: Manifest) -> dict[str, Any]:
 
 def manifest_from_json(raw: Any) -> Manifest:
     identity = parse_identity(raw, "manifest")
-    piece_length = _get(raw, "piece_length", int)
+    piece_length = _nested(raw, "manifest", "piece_length", int)
     if piece_length is None or piece_length <= 0 or piece_length & (piece_length - 1):
         raise ProtocolError("manifest.piece_length must be a power of two", field="manifest")
     return Manifest(identity, piece_length)
@@ -257,7 +272,7 @@ class HashesResponse:
         raw = _get(data, "hashes", dict, {})
         hashes = {}
         for key, value in raw.items():
-            if not (isinstance(key, str) and key.isdigit() and isinstance(value, str) and _HEX_HASH.match(value)):
+            if not (_is_index(key) and isinstance(value, str) and _HEX_HASH.match(value)):
                 raise ProtocolError("hashes maps piece indices to hex hashes", field="hashes")
             hashes[int(key)] = value
         return cls(_get(data, "generation", int, 0), _get(data, "seq", int, 0), hashes)

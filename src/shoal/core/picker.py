@@ -15,7 +15,11 @@ from shoal.core.bitfield import Bitfield
 
 
 def peer_run(
-    needed: Collection[int], peer_have: Bitfield, verifiable: Collection[int], max_pieces: int, rng: random.Random
+    needed: Collection[int],
+    peer_have: Bitfield,
+    verifiable: Collection[int],
+    max_pieces: int,
+    rng: random.Random,
 ) -> list[int]:
     """A run of pieces to ask one peer for: needed, held by the peer, and with a known hash."""
     candidates = [i for i in needed if i in peer_have and i in verifiable]

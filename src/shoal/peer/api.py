@@ -52,7 +52,9 @@ def file_name_from_url(url: str) -> str:
     return name if name not in ("", ".", "..") else "index.html"
 
 
-def resolve_destination(url: str, output: str | os.PathLike[str] | None, dest_dir: str | os.PathLike[str] | None) -> Path:
+def resolve_destination(
+    url: str, output: str | os.PathLike[str] | None, dest_dir: str | os.PathLike[str] | None
+) -> Path:
     """Where the file goes; the directory must exist and be writable."""
     if output is not None and dest_dir is not None:
         raise UsageError("give either an output file (-o) or a destination directory (--dest-path), not both")
@@ -158,7 +160,9 @@ async def aget(
     started = time.monotonic()
     server = PieceServer(ServerConfig(max_uploads=config.max_uploads, upload_rate=config.upload_rate))
     connector = aiohttp.TCPConnector(limit=128, limit_per_host=16)
-    async with aiohttp.ClientSession(connector=connector, auto_decompress=False, read_bufsize=1 << 20) as session:
+    async with aiohttp.ClientSession(
+        connector=connector, auto_decompress=False, read_bufsize=1 << 20
+    ) as session:
         if config.tracker is not None:
             try:
                 await server.start(config.listen_host, config.listen_port)
@@ -177,9 +181,13 @@ async def aget(
             if callback:
                 await _run_callback(callback, completed.path)
             result = GetResult(
-                path=completed.path, size=completed.size, digest=completed.digest,
-                bytes_from_origin=download.stats.from_origin, bytes_from_peers=download.stats.from_peers,
-                seconds=seconds, task_id=completed.task_id,
+                path=completed.path,
+                size=completed.size,
+                digest=completed.digest,
+                bytes_from_origin=download.stats.from_origin,
+                bytes_from_peers=download.stats.from_peers,
+                seconds=seconds,
+                task_id=completed.task_id,
             )
             if on_complete:
                 on_complete(result)

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-@dataclass(frozen=True, slots=True)
+# No slots: the class attributes must stay readable as the defaults (the CLI shows them).
+@dataclass(frozen=True)
 class GetConfig:
     dest: Path
     """Where the finished file goes; a temporary file beside it holds the download until it is verified."""

@@ -50,8 +50,8 @@ from shoal.core.ids import task_id_for_url
 from shoal.core.manifest import Manifest
 from shoal.core.messages import AnnounceRequest, AnnounceResponse, PeerAddress
 from shoal.core.picker import origin_run, peer_run, run_pieces
-from shoal.core.rate import TokenBucket
 from shoal.core.ranges import range_header
+from shoal.core.rate import TokenBucket
 from shoal.peer.config import GetConfig
 from shoal.peer.origin import Origin
 from shoal.peer.server import PieceServer, ServedTask
@@ -61,6 +61,7 @@ from shoal.storage.partfile import PartFile, piece_hash
 log = logging.getLogger("shoal.peer")
 PEER_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=15)
 LEASE_POLL_SECONDS = 0.5
+SAVE_STATE_SECONDS = 1.0
 BUSY_BACKOFF_SECONDS = 0.5
 
 
@@ -147,7 +148,16 @@ class Wake:
 
 
 Event = (
-    OriginPiece | PeerPiece | RunEnded | NoRange | Announced | TrackerDown | HashesArrived | PeerHas | PeerGone | Wake
+    OriginPiece
+    | PeerPiece
+    | RunEnded
+    | NoRange
+    | Announced
+    | TrackerDown
+    | HashesArrived
+    | PeerHas
+    | PeerGone
+    | Wake
 )
 
 
@@ -258,7 +268,10 @@ class Download:
         if self.tracker is None or seconds <= 0:
             return
         served = self.server.publish(
-            completed.task_id, completed.generation, completed.manifest, completed.path,
+            completed.task_id,
+            completed.generation,
+            completed.manifest,
+            completed.path,
             Bitfield.full(completed.manifest.piece_count),
         )
         self.served = served
@@ -309,7 +322,8 @@ class Download:
             self.generation = reply.generation
             if probe is not None and (reply.manifest is None or reply.manifest.identity != probe.identity):
                 reply = await self.tracker.announce(
-                    self.task_id, self._request(event="started", origin=probe.identity, no_range=not probe.ranges)
+                    self.task_id,
+                    self._request(event="started", origin=probe.identity, no_range=not probe.ranges),
                 )
                 self.generation = reply.generation
             if reply.manifest is None:
@@ -330,8 +344,15 @@ class Download:
             bitfield = Bitfield.full(manifest.piece_count).encode() if full else self.have.encode()
         host = "" if self.config.listen_host in ("0.0.0.0", "::", "") else self.config.listen_host
         return AnnounceRequest(
-            peer_id=self.peer_id, url=self.url, port=self.server.port or 1, event=event, host=host,
-            site=self.config.site, rack=self.config.rack, generation=self.generation, bitfield=bitfield,
+            peer_id=self.peer_id,
+            url=self.url,
+            port=self.server.port or 1,
+            event=event,
+            host=host,
+            site=self.config.site,
+            rack=self.config.rack,
+            generation=self.generation,
+            bitfield=bitfield,
             **extra,  # type: ignore[arg-type]
         )
 
@@ -368,12 +389,17 @@ class Download:
     async def _loop(self) -> None:
         manifest = self.manifest
         assert manifest is not None
+        saved_at = time.monotonic()
         while len(self.written) < manifest.piece_count:
             self._schedule()
             event = await self._events.get()
             self._handle(event)
             while not self._events.empty():
                 self._handle(self._events.get_nowait())
+            if time.monotonic() - saved_at > SAVE_STATE_SECONDS:
+                # Even a SIGKILL then loses at most this much verified work (the rerun re-hashes it all).
+                saved_at = time.monotonic()
+                await asyncio.to_thread(self.part.save_state, dict(self.written))  # type: ignore[union-attr]
 
     async def _finish(self) -> Completed:
         assert self.part is not None and self.manifest is not None
@@ -385,13 +411,16 @@ class Download:
                 self.part.discard()
                 raise IntegrityError(
                     f"digest mismatch for {self.url}: expected {expected}, got {digest}",
-                    expected=expected, actual=digest,
+                    expected=expected,
+                    actual=digest,
                 )
         await self._stop_tasks()
         if self.unreported and self.tracker is not None and not self.direct:
             # Let the tracker learn the last origin pieces before we go quiet.
             with contextlib.suppress(TrackerUnavailable):
-                await self.tracker.announce(self.task_id, self._request(event="completed", done=dict(self.unreported)))
+                await self.tracker.announce(
+                    self.task_id, self._request(event="completed", done=dict(self.unreported))
+                )
         path = await asyncio.to_thread(self.part.finish)
         self.part.close()
         self.server.withdraw(self.task_id)
@@ -426,7 +455,9 @@ class Download:
 
     def _needed(self) -> set[int]:
         assert self.manifest is not None
-        return {i for i in range(self.manifest.piece_count) if i not in self.written and i not in self.inflight}
+        return {
+            i for i in range(self.manifest.piece_count) if i not in self.written and i not in self.inflight
+        }
 
     def _schedule(self) -> None:
         manifest = self.manifest
@@ -527,8 +558,14 @@ class Download:
                 self.hashes.update(hashes)
                 self.hash_seq = max(self.hash_seq, seq)
                 for index, digest in hashes.items():
-                    if index in self.written and self.written[index] != digest and index not in self.unreported:
-                        log.warning("piece %d on disk does not match the tracker's hash; fetching again", index)
+                    if (
+                        index in self.written
+                        and self.written[index] != digest
+                        and index not in self.unreported
+                    ):
+                        log.warning(
+                            "piece %d on disk does not match the tracker's hash; fetching again", index
+                        )
                         del self.written[index]
                         self.have.discard(index)
             case PeerHas(peer_id, have, added):
@@ -550,8 +587,8 @@ class Download:
 
     def _origin_failed(self, error: ShoalError, unfetched: tuple[int, ...]) -> None:
         if isinstance(error, OriginChanged):
-            self._spawn(self._report_origin_change())
-            return
+            # Joining again probes the origin and tells the tracker, which starts a new generation.
+            raise Restart()
         self.origin_failures += 1
         log.warning("origin fetch failed (%d in a row): %s", self.origin_failures, error)
         if self.origin_failures >= self.config.origin_retries:
@@ -564,7 +601,13 @@ class Download:
             self._spawn(self._delay_schedule(0.2 * self.origin_failures))
 
     def _peer_run_ended(
-        self, peer_id: str, unfetched: tuple[int, ...], error: ShoalError | None, corrupt: bool, busy: bool, stale: bool
+        self,
+        peer_id: str,
+        unfetched: tuple[int, ...],
+        error: ShoalError | None,
+        corrupt: bool,
+        busy: bool,
+        stale: bool,
     ) -> None:
         peer = self.peers.get(peer_id)
         if peer is None:
@@ -602,7 +645,11 @@ class Download:
         if reply.hash_seq > self.hash_seq:
             self._hash_wake.set()
         for address in reply.peers:
-            if address.peer_id not in self.peers and address.peer_id != self.peer_id and address.peer_id not in self.bad_peers:
+            if (
+                address.peer_id not in self.peers
+                and address.peer_id != self.peer_id
+                and address.peer_id not in self.bad_peers
+            ):
                 peer = PeerState(address)
                 self.peers[address.peer_id] = peer
                 peer.watcher = asyncio.ensure_future(self._watch(peer))
@@ -639,7 +686,7 @@ class Download:
                     size = manifest.piece_size(index)
                     await self._throttle(size)
                     data = await resp.content.readexactly(size)
-                    digest = await asyncio.to_thread(_hash_and_write, part, index, data, None)
+                    digest = await asyncio.to_thread(_hash_and_write, part, index, data)
                     pending.remove(index)
                     self._events.put_nowait(OriginPiece(index, digest, size))
             self.last_origin_end = run[-1] + 1
@@ -661,7 +708,7 @@ class Download:
             await self._throttle(size)
             data = await resp.content.readexactly(size)
             if index in wanted:
-                digest = await asyncio.to_thread(_hash_and_write, part, index, data, None)
+                digest = await asyncio.to_thread(_hash_and_write, part, index, data)
                 pending.remove(index)
                 self._events.put_nowait(OriginPiece(index, digest, size))
         self._events.put_nowait(RunEnded("origin", tuple(pending)))
@@ -674,7 +721,9 @@ class Download:
         pending = list(run)
         url = f"{peer.base_url}/v1/tasks/{self.task_id}/data?gen={self.generation}"
         try:
-            async with self.session.get(url, headers={"Range": range_header(start, end)}, timeout=PEER_TIMEOUT) as resp:
+            async with self.session.get(
+                url, headers={"Range": range_header(start, end)}, timeout=PEER_TIMEOUT
+            ) as resp:
                 if resp.status == 503:
                     self._events.put_nowait(RunEnded(peer_id, tuple(pending), busy=True))
                     return
@@ -688,12 +737,11 @@ class Download:
                     await self._throttle(size)
                     data = await resp.content.readexactly(size)
                     expected = self.hashes[index]
-                    digest = await asyncio.to_thread(_hash_and_write, part, index, data, expected)
-                    if digest is None:
+                    if not await asyncio.to_thread(_verify_and_write, part, index, data, expected):
                         self._events.put_nowait(RunEnded(peer_id, tuple(pending), corrupt=True))
                         return
                     pending.remove(index)
-                    self._events.put_nowait(PeerPiece(peer_id, index, digest, size))
+                    self._events.put_nowait(PeerPiece(peer_id, index, expected, size))
             self._events.put_nowait(RunEnded(peer_id, ()))
         except ShoalError as exc:
             self._events.put_nowait(RunEnded(peer_id, tuple(pending), exc))
@@ -713,7 +761,9 @@ class Download:
                 async for line in resp.content:
                     message = json.loads(line)
                     if "bitfield" in message:
-                        self._events.put_nowait(PeerHas(peer_id, Bitfield.decode(manifest.piece_count, message["bitfield"])))
+                        self._events.put_nowait(
+                            PeerHas(peer_id, Bitfield.decode(manifest.piece_count, message["bitfield"]))
+                        )
                     elif "have" in message:
                         added = tuple(i for i in message["have"] if isinstance(i, int))
                         self._events.put_nowait(PeerHas(peer_id, None, added))
@@ -738,10 +788,18 @@ class Download:
         needed = self._needed()
         want = 0
         if not any(i in needed for i in self.leases) and needed:
-            want = manifest.piece_count if not self.range_ok else run_pieces(manifest.piece_length, self.config.lease_bytes)
+            want = (
+                manifest.piece_count
+                if not self.range_ok
+                else run_pieces(manifest.piece_length, self.config.lease_bytes)
+            )
         request = self._request(
-            done=reported, released=released, bad_peers=tuple(sorted(self.bad_peers)), want_leases=want,
-            after=self.last_origin_end, no_range=not self.range_ok,
+            done=reported,
+            released=released,
+            bad_peers=tuple(sorted(self.bad_peers)),
+            want_leases=want,
+            after=self.last_origin_end,
+            no_range=not self.range_ok,
         )
         self._last_announce = time.monotonic()
         try:
@@ -787,13 +845,19 @@ class Download:
             self._events.put_nowait(HashesArrived(reply.generation, reply.seq, dict(reply.hashes)))
 
 
-def _hash_and_write(part: PartFile, index: int, data: bytes, expected: str | None) -> str | None:
-    """Hash a piece and write it when it matches ``expected`` (or when nothing is expected yet)."""
+def _hash_and_write(part: PartFile, index: int, data: bytes) -> str:
+    """Hash a piece fetched from the origin (its hash is not known yet) and write it."""
     digest = piece_hash(data)
-    if expected is not None and digest != expected:
-        return None
     part.write(index, data)
     return digest
+
+
+def _verify_and_write(part: PartFile, index: int, data: bytes, expected: str) -> bool:
+    """Write a piece from a peer only when it matches the tracker's hash."""
+    if piece_hash(data) != expected:
+        return False
+    part.write(index, data)
+    return True
 
 
 def _sha256_file(path: Path) -> str:

@@ -24,14 +24,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
 from shoal.core.bitfield import Bitfield
 from shoal.core.errors import ProtocolError
 from shoal.core.manifest import Manifest
-from shoal.core.rate import TokenBucket
 from shoal.core.ranges import parse_piece_range
+from shoal.core.rate import TokenBucket
 
 PING_SECONDS = 5.0
+
+
+class _UploadResponse(web.FileResponse):
+    """A sendfile response that frees its upload slot when sent (aiohttp sends it after the handler)."""
+
+    def __init__(self, path: Path, server: PieceServer) -> None:
+        super().__init__(path, chunk_size=1 << 20)
+        self._server: PieceServer | None = server
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        try:
+            return await super().prepare(request)
+        finally:
+            if self._server is not None:
+                self._server._active -= 1
+                self._server = None
 
 
 @dataclass(eq=False)
@@ -59,7 +76,8 @@ class ServedTask:
             queue.put_nowait(None)
 
 
-@dataclass(frozen=True, slots=True)
+# No slots: the class attributes must stay readable as the defaults (the CLI shows them).
+@dataclass(frozen=True)
 class ServerConfig:
     max_uploads: int = 16
     """Concurrent piece uploads; past this the server answers 503 and the asker goes elsewhere."""
@@ -84,7 +102,9 @@ class PieceServer:
 
     # -- registry ------------------------------------------------------------------------------------
 
-    def publish(self, task_id: str, generation: int, manifest: Manifest, path: Path, have: Bitfield) -> ServedTask:
+    def publish(
+        self, task_id: str, generation: int, manifest: Manifest, path: Path, have: Bitfield
+    ) -> ServedTask:
         old = self.tasks.get(task_id)
         if old is not None:
             old.close_watchers()
@@ -118,19 +138,18 @@ class PieceServer:
             raise web.HTTPNotFound(reason="piece not held")
         if self._active >= self.config.max_uploads:
             raise web.HTTPServiceUnavailable(reason="too many uploads", headers={"Retry-After": "1"})
-        start, end = served.manifest.span(first, count)
-        self._active += 1
+        self._active += 1  # released by _UploadResponse once sent, or below if we never get that far
         try:
+            start, end = served.manifest.span(first, count)
             if self._bucket is not None:
                 delay = self._bucket.reserve(end - start, time.monotonic())
                 if delay:
                     await asyncio.sleep(delay)
-            response = web.FileResponse(served.path, chunk_size=1 << 20)
-            await response.prepare(request)
             served.uploaded += end - start
-            return response
-        finally:
+            return _UploadResponse(served.path, self)
+        except BaseException:
             self._active -= 1
+            raise
 
     async def _haves(self, request: web.Request) -> web.StreamResponse:
         served = self._served(request)
@@ -177,7 +196,7 @@ class PieceServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+        sockets = getattr(site._server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else port
         return self.port
 

@@ -30,7 +30,9 @@ def async_url(url: str) -> str:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise UsageError(f"malformed database URL {url!r} (try sqlite:///path, postgresql://..., mysql://...)") from None
+        raise UsageError(
+            f"malformed database URL {url!r} (try sqlite:///path, postgresql://..., mysql://...)"
+        ) from None
     backend, _, driver = parsed.drivername.partition("+")
     if backend not in _DRIVERS:
         raise UsageError(f"unsupported database {backend!r} in {url!r} (use sqlite, postgresql or mysql)")

@@ -8,22 +8,54 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    BindParameter,
     Boolean,
     Column,
-    Float,
+    ColumnElement,
+    Dialect,
+    Double,
     Integer,
     LargeBinary,
     MetaData,
     String,
     Table,
     Text,
+    TypeDecorator,
+    func,
     insert,
     select,
+    text,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+
+class _HexBlob(TypeDecorator[bytes]):
+    """A BLOB whose values travel as hex text and are unhexed by the server.
+
+    aiomysql 0.3 with PyMySQL >= 1.2.3 fails on every bytes parameter ("'str' object is not callable",
+    aio-libs/aiomysql#1080), so on MySQL the bytes never reach the driver's escaping. The column stays a
+    BLOB; only the bind changes. Drop this once aiomysql ships the fix.
+    """
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def bind_expression(self, bindvalue: BindParameter[Any]) -> ColumnElement[Any]:
+        return func.unhex(bindvalue)
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any]:
+        # Replaces (not wraps) LargeBinary's processor, which would turn the hex text back into bytes.
+        return lambda value: None if value is None else bytes(value).hex()
+
+
+Blob = LargeBinary().with_variant(_HexBlob(), "mysql", "mariadb")
+# Times are epoch seconds. SQLAlchemy's Float is a 4-byte FLOAT on MySQL, which rounds today's epoch to
+# about two minutes; DOUBLE keeps sub-millisecond precision on every backend.
+Time = Double
 
 metadata = MetaData()
 
@@ -32,7 +64,7 @@ schema_migrations = Table(
     metadata,
     Column("version", Integer, primary_key=True, autoincrement=False),
     Column("description", String(200), nullable=False),
-    Column("applied_at", Float, nullable=False),
+    Column("applied_at", Time, nullable=False),
 )
 
 tasks = Table(
@@ -47,8 +79,8 @@ tasks = Table(
     Column("last_modified", String(128), nullable=False, default=""),
     Column("range_ok", Boolean, nullable=False, default=True),
     Column("hash_seq", Integer, nullable=False, default=0),
-    Column("created", Float, nullable=False),
-    Column("updated", Float, nullable=False),
+    Column("created", Time, nullable=False),
+    Column("updated", Time, nullable=False),
 )
 
 piece_hashes = Table(
@@ -69,9 +101,9 @@ peers = Table(
     Column("port", Integer, nullable=False),
     Column("site", String(64), nullable=False, default=""),
     Column("rack", String(64), nullable=False, default=""),
-    Column("bitfield", LargeBinary, nullable=False),
+    Column("bitfield", Blob, nullable=False),
     Column("generation", Integer, nullable=False),
-    Column("last_seen", Float, nullable=False),
+    Column("last_seen", Time, nullable=False),
     Column("bad", Boolean, nullable=False, default=False),
 )
 
@@ -81,20 +113,31 @@ leases = Table(
     Column("task_id", String(64), primary_key=True),
     Column("piece", Integer, primary_key=True, autoincrement=False),
     Column("peer_id", String(64), nullable=False),
-    Column("expires", Float, nullable=False),
+    Column("expires", Time, nullable=False),
 )
 
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 
 
 async def _v1_initial(conn: AsyncConnection) -> None:
-    await conn.run_sync(
-        lambda sync: metadata.create_all(sync, tables=[tasks, piece_hashes, peers, leases])
-    )
+    await conn.run_sync(lambda sync: metadata.create_all(sync, tables=[tasks, piece_hashes, peers, leases]))
+
+
+async def _v2_double_times(conn: AsyncConnection) -> None:
+    # Databases that v1 built on MySQL before times were DOUBLE hold them as 4-byte FLOATs.
+    if conn.dialect.name != "mysql":
+        return
+    columns = [
+        ("schema_migrations", "applied_at"), ("tasks", "created"), ("tasks", "updated"),
+        ("peers", "last_seen"), ("leases", "expires"),
+    ]
+    for table, column in columns:
+        await conn.execute(text(f"ALTER TABLE {table} MODIFY {column} DOUBLE NOT NULL"))
 
 
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "tasks, piece hashes, peers, leases", _v1_initial),
+    (2, "times as DOUBLE on MySQL", _v2_double_times),
 ]
 
 
@@ -110,6 +153,8 @@ async def migrate(engine: AsyncEngine) -> int:
         async with engine.begin() as conn:
             await step(conn)
             await conn.execute(
-                insert(schema_migrations).values(version=version, description=description, applied_at=time.time())
+                insert(schema_migrations).values(
+                    version=version, description=description, applied_at=time.time()
+                )
             )
     return MIGRATIONS[-1][0]

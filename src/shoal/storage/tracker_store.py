@@ -7,8 +7,9 @@ announce or none of it.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
 from typing import Any, Self
 
@@ -36,8 +37,12 @@ def _task_from_row(row: Any) -> TaskRecord:
     if row.length is not None:
         manifest = Manifest(OriginIdentity(row.length, row.etag, row.last_modified), row.piece_length)
     return TaskRecord(
-        task_id=row.task_id, url=row.url, generation=row.generation, manifest=manifest,
-        range_ok=bool(row.range_ok), hash_seq=row.hash_seq,
+        task_id=row.task_id,
+        url=row.url,
+        generation=row.generation,
+        manifest=manifest,
+        range_ok=bool(row.range_ok),
+        hash_seq=row.hash_seq,
     )
 
 
@@ -83,10 +88,19 @@ class TrackerStore:
             raise RuntimeError("the store is not open; use 'async with TrackerStore(url)'")
         return self._engine
 
+    @contextlib.asynccontextmanager
+    async def _connection(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A connection (a transaction when ``write``); database failures become StoreError."""
+        try:
+            async with (self.engine.begin() if write else self.engine.connect()) as conn:
+                yield conn
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreError(f"database error: {exc}") from exc
+
     async def load(self, task_id: str, hash_pieces: Iterable[int]) -> TaskSnapshot:
         """The task, its peers and leases, and the stored hashes of ``hash_pieces``."""
         wanted = list(hash_pieces)
-        async with self.engine.connect() as conn:
+        async with self._connection() as conn:
             row = (await conn.execute(select(tasks).where(tasks.c.task_id == task_id))).first()
             if row is None:
                 return TaskSnapshot(None, [], {}, {})
@@ -104,7 +118,11 @@ class TrackerStore:
                 known = {r.piece: r.hash for r in hash_rows}
         peer_records = []
         for r in peer_rows:
-            have = Bitfield(size, r.bitfield) if r.generation == task.generation and len(r.bitfield) == (size + 7) // 8 else Bitfield(size)
+            have = (
+                Bitfield(size, r.bitfield)
+                if r.generation == task.generation and len(r.bitfield) == (size + 7) // 8
+                else Bitfield(size)
+            )
             view = PeerView(r.peer_id, r.host, r.port, r.site, r.rack, have, bool(r.bad))
             peer_records.append(PeerRecord(view, r.generation, r.last_seen))
         lease_map = {r.piece: Lease(r.piece, r.peer_id, r.expires) for r in lease_rows}
@@ -113,9 +131,11 @@ class TrackerStore:
     async def apply(self, outcome: AnnounceOutcome, *, created: bool) -> None:
         task = outcome.task
         tid = task.task_id
-        async with self.engine.begin() as conn:
+        async with self._connection(write=True) as conn:
             if created:
-                await conn.execute(tasks.insert().values(task_id=tid, created=time.time(), **_task_values(task)))
+                await conn.execute(
+                    tasks.insert().values(task_id=tid, created=time.time(), **_task_values(task))
+                )
             else:
                 await conn.execute(update(tasks).where(tasks.c.task_id == tid).values(**_task_values(task)))
             if outcome.new_generation:
@@ -152,7 +172,12 @@ class TrackerStore:
                 await conn.execute(
                     leases.insert(),
                     [
-                        {"task_id": tid, "piece": lease.piece, "peer_id": lease.peer_id, "expires": lease.expires}
+                        {
+                            "task_id": tid,
+                            "piece": lease.piece,
+                            "peer_id": lease.peer_id,
+                            "expires": lease.expires,
+                        }
                         for lease in outcome.put_leases
                     ],
                 )
@@ -160,9 +185,14 @@ class TrackerStore:
     async def _upsert_peer(self, conn: AsyncConnection, task_id: str, record: PeerRecord) -> None:
         view = record.view
         values = {
-            "host": view.host, "port": view.port, "site": view.site, "rack": view.rack,
-            "bitfield": view.have.to_bytes(), "generation": record.generation,
-            "last_seen": record.last_seen, "bad": view.bad,
+            "host": view.host,
+            "port": view.port,
+            "site": view.site,
+            "rack": view.rack,
+            "bitfield": view.have.to_bytes(),
+            "generation": record.generation,
+            "last_seen": record.last_seen,
+            "bad": view.bad,
         }
         where = and_(peers.c.task_id == task_id, peers.c.peer_id == view.peer_id)
         result = await conn.execute(update(peers).where(where).values(**values))
@@ -170,7 +200,7 @@ class TrackerStore:
             await conn.execute(peers.insert().values(task_id=task_id, peer_id=view.peer_id, **values))
 
     async def hashes_since(self, task_id: str, since: int) -> HashesResponse | None:
-        async with self.engine.connect() as conn:
+        async with self._connection() as conn:
             row = (
                 await conn.execute(
                     select(tasks.c.generation, tasks.c.hash_seq).where(tasks.c.task_id == task_id)
@@ -190,9 +220,11 @@ class TrackerStore:
         task = snapshot.task
         if task is None:
             return None
-        async with self.engine.connect() as conn:
+        async with self._connection() as conn:
             hashed = (
-                await conn.execute(select(func.count()).select_from(piece_hashes).where(piece_hashes.c.task_id == task_id))
+                await conn.execute(
+                    select(func.count()).select_from(piece_hashes).where(piece_hashes.c.task_id == task_id)
+                )
             ).scalar_one()
         m = task.manifest
         return {
@@ -209,9 +241,14 @@ class TrackerStore:
             "leases": len([lease for lease in snapshot.leases.values() if lease.expires > now]),
             "peers": [
                 {
-                    "peer_id": p.view.peer_id, "host": p.view.host, "port": p.view.port,
-                    "site": p.view.site, "rack": p.view.rack, "pieces": len(p.view.have),
-                    "bad": p.view.bad, "last_seen": p.last_seen,
+                    "peer_id": p.view.peer_id,
+                    "host": p.view.host,
+                    "port": p.view.port,
+                    "site": p.view.site,
+                    "rack": p.view.rack,
+                    "pieces": len(p.view.have),
+                    "bad": p.view.bad,
+                    "last_seen": p.last_seen,
                 }
                 for p in snapshot.peers
                 if now - p.last_seen < peer_ttl
@@ -221,7 +258,7 @@ class TrackerStore:
     async def expire(self, now: float, peer_ttl: float) -> int:
         """Forget peers unheard of for ``peer_ttl`` and the leases they held; return how many peers."""
         cutoff = now - peer_ttl
-        async with self.engine.begin() as conn:
+        async with self._connection(write=True) as conn:
             await conn.execute(delete(leases).where(leases.c.expires < now))
             result = await conn.execute(delete(peers).where(peers.c.last_seen < cutoff))
             return int(result.rowcount or 0)

@@ -16,7 +16,7 @@ import asyncio
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
@@ -29,10 +29,15 @@ from shoal.core.units import parse_rate
 class OriginStats:
     requests: int = 0
     bytes_sent: int = 0
-    per_path: dict[str, int] = field(default_factory=dict)
 
 
-def build_origin(root: Path, *, no_range: bool = False, rate: int | None = None) -> web.Application:
+def build_origin(
+    root: Path,
+    *,
+    no_range: bool = False,
+    rate: int | None = None,
+    require_header: tuple[str, str] | None = None,
+) -> web.Application:
     root = root.resolve()
     stats = OriginStats()
     bucket = TokenBucket(rate=rate, burst=min(rate, 256 * 1024)) if rate else None
@@ -46,23 +51,18 @@ def build_origin(root: Path, *, no_range: bool = False, rate: int | None = None)
 
     async def serve(request: web.Request) -> web.StreamResponse:
         path = locate(request)
+        if require_header and request.headers.get(require_header[0]) != require_header[1]:
+            raise web.HTTPForbidden()
         stats.requests += 1
-        response: web.StreamResponse
-        if bucket is None and not no_range:
-            response = web.FileResponse(path)
-            await response.prepare(request)
-            sent = response.content_length or 0
-        else:
-            response, sent = await _stream(request, path, no_range, bucket)
-        stats.bytes_sent += sent
-        rel = request.match_info["path"]
-        stats.per_path[rel] = stats.per_path.get(rel, 0) + sent
+        if bucket is not None or no_range:
+            return await _stream(request, path, no_range, bucket, stats)
+        response = web.FileResponse(path)
+        await response.prepare(request)
+        stats.bytes_sent += response.content_length or 0
         return response
 
     async def stats_view(request: web.Request) -> web.Response:
-        return web.json_response(
-            {"requests": stats.requests, "bytes_sent": stats.bytes_sent, "per_path": stats.per_path}
-        )
+        return web.json_response({"requests": stats.requests, "bytes_sent": stats.bytes_sent})
 
     app = web.Application()
     app.router.add_get("/_stats", stats_view)
@@ -71,21 +71,23 @@ def build_origin(root: Path, *, no_range: bool = False, rate: int | None = None)
 
 
 async def _stream(
-    request: web.Request, path: Path, no_range: bool, bucket: TokenBucket | None
-) -> tuple[web.StreamResponse, int]:
-    """Send the file (or the asked range) in chunks, paced by ``bucket``; returns the bytes sent."""
-    st = path.stat()
+    request: web.Request, path: Path, no_range: bool, bucket: TokenBucket | None, stats: OriginStats
+) -> web.StreamResponse:
+    """Send the file (or the asked range) in chunks, paced by ``bucket``, counting bytes as they go."""
+    st = await asyncio.to_thread(path.stat)
     start, end = 0, st.st_size
     status = 200
     rng = request.http_range
-    if not no_range and (rng.start is not None or rng.stop is not None):
+    etag = f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
+    # RFC 9110 13.1.5: a Range with an If-Range that no longer matches gets the whole (new) file.
+    if_range_ok = request.headers.get("If-Range", etag) == etag
+    if not no_range and if_range_ok and (rng.start is not None or rng.stop is not None):
         start = rng.start or 0
         end = min(rng.stop, st.st_size) if rng.stop is not None else st.st_size
         if start < 0:
             start, end = max(0, st.st_size + start), st.st_size
         status = 206
     response = web.StreamResponse(status=status)
-    etag = f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
     response.headers["ETag"] = etag
     response.last_modified = st.st_mtime
     response.content_length = end - start
@@ -93,10 +95,11 @@ async def _stream(
         response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{st.st_size}"
     await response.prepare(request)
     sent = 0
-    with open(path, "rb") as f:
+    f = await asyncio.to_thread(open, path, "rb")
+    try:
         f.seek(start)
         while sent < end - start:
-            chunk = f.read(min(64 * 1024, end - start - sent))
+            chunk = await asyncio.to_thread(f.read, min(64 * 1024, end - start - sent))
             if not chunk:
                 break
             if bucket is not None:
@@ -105,12 +108,24 @@ async def _stream(
                     await asyncio.sleep(delay)
             await response.write(chunk)
             sent += len(chunk)
+            stats.bytes_sent += len(chunk)
+    finally:
+        f.close()
     await response.write_eof()
-    return response, sent
+    return response
 
 
 async def _main(args: argparse.Namespace) -> None:
-    app = build_origin(Path(args.root), no_range=args.no_range, rate=parse_rate(args.rate) if args.rate else None)
+    required = None
+    if args.require_header:
+        name, _, value = args.require_header.partition(":")
+        required = (name.strip(), value.strip())
+    app = build_origin(
+        Path(args.root),
+        no_range=args.no_range,
+        rate=parse_rate(args.rate) if args.rate else None,
+        require_header=required,
+    )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)
@@ -129,7 +144,10 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--no-range", action="store_true")
-    parser.add_argument("--rate", default=None)
+    parser.add_argument("--rate", default=None, help="cap on bytes per second sent (1024-based units)")
+    parser.add_argument(
+        "--require-header", default=None, help="'Name: value' every request must carry (else 403)"
+    )
     args = parser.parse_args()
     if not os.path.isdir(args.root):
         sys.exit(f"origin: {args.root} is not a directory")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True, slots=True)
+# No slots: the class attributes must stay readable as the defaults (the CLI shows them).
+@dataclass(frozen=True)
 class TrackerConfig:
     host: str = "0.0.0.0"
     """Address to listen on."""

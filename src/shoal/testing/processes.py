@@ -1,0 +1,94 @@
+"""Real processes for integration tests and benchmarks: a tracker, an origin, `shoal get`.
+
+Each service is started with port 0 and prints the address it listens on; :func:`start_service` waits for
+that line so a test never guesses a port or sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+_LISTENING = re.compile(r"listening on (http://\S+)")
+
+
+@dataclass
+class Service:
+    proc: subprocess.Popen[str]
+    url: str
+    argv: list[str]
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+def start_service(
+    argv: Sequence[str], *, timeout: float = 20.0, env: dict[str, str] | None = None
+) -> Service:
+    """Start ``argv`` and wait for its ``listening on URL`` line on stdout."""
+    proc = subprocess.Popen(
+        list(argv), stdout=subprocess.PIPE, stderr=None, text=True, env={**os.environ, **(env or {})}
+    )
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        match = _LISTENING.search(line)
+        if match:
+            url = match.group(1).replace("0.0.0.0", "127.0.0.1")
+            return Service(proc, url, list(argv))
+    proc.kill()
+    proc.wait()
+    raise RuntimeError(f"{' '.join(argv)} did not start (exit {proc.returncode})")
+
+
+def shoal_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "shoal", *args]
+
+
+def start_tracker(db: str, *, port: int = 0, interval: float = 0.5, peer_ttl: float = 2.0) -> Service:
+    return start_service(
+        shoal_argv(
+            "tracker",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--db",
+            db,
+            "--interval",
+            str(interval),
+            "--peer-ttl",
+            str(peer_ttl),
+        )
+    )
+
+
+def start_origin(root: Path, *extra: str) -> Service:
+    return start_service([sys.executable, "-m", "shoal.testing.origin", str(root), *extra])
+
+
+def write_random(path: Path, size: int) -> bytes:
+    data = os.urandom(size)
+    path.write_bytes(data)
+    return data

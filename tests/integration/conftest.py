@@ -1,0 +1,104 @@
+"""Fixtures for integration tests: real tracker, origin and `shoal get` processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from shoal.testing.processes import Service, shoal_argv, start_origin, start_tracker, write_random
+
+
+@dataclass
+class Origin:
+    service: Service
+    root: Path
+
+    def url(self, name: str) -> str:
+        return f"{self.service.url}/{name}"
+
+    def bytes_sent(self) -> int:
+        with urllib.request.urlopen(f"{self.service.url}/_stats") as r:
+            return int(json.load(r)["bytes_sent"])
+
+
+@pytest.fixture
+def services() -> Iterator[list[Service]]:
+    started: list[Service] = []
+    yield started
+    for service in started:
+        service.kill()
+
+
+@pytest.fixture
+def tracker(tmp_path: Path, services: list[Service]) -> Callable[..., Service]:
+    def make(db: str | None = None, **options: float) -> Service:
+        service = start_tracker(db or f"sqlite:///{tmp_path / 'tracker.db'}", **options)
+        services.append(service)
+        return service
+
+    return make
+
+
+@pytest.fixture
+def origin(tmp_path: Path, services: list[Service]) -> Callable[..., Origin]:
+    def make(*extra: str) -> Origin:
+        root = tmp_path / "origin"
+        root.mkdir(exist_ok=True)
+        service = start_origin(root, *extra)
+        services.append(service)
+        return Origin(service, root)
+
+    return make
+
+
+@pytest.fixture
+def make_file() -> Callable[[Path, int], bytes]:
+    return write_random
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[str]]]:
+    running: list[subprocess.Popen[str]] = []
+    yield running
+    for proc in running:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+@pytest.fixture
+def spawn_get(procs: list[subprocess.Popen[str]]) -> Callable[..., subprocess.Popen[str]]:
+    """Start `shoal get` as a process; stderr is captured for assertions."""
+
+    def spawn(*args: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            shoal_argv("get", *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        procs.append(proc)
+        return proc
+
+    return spawn
+
+
+def run_get(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(shoal_argv("get", *args), capture_output=True, text=True, timeout=timeout)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def task_summary(tracker: Service, task_id: str) -> dict[str, object]:
+    with urllib.request.urlopen(f"{tracker.url}/v1/tasks/{task_id}") as r:
+        return json.load(r)  # type: ignore[no-any-return]
+
+
+def no_partial_files(directory: Path) -> bool:
+    return not any(p.name.endswith((".shoal-part", ".shoal-state")) for p in directory.iterdir())

@@ -1,0 +1,214 @@
+"""Bad input at every entry point: the CLI, the tracker's API, the piece server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from shoal.core.bitfield import Bitfield
+from shoal.core.manifest import Manifest, OriginIdentity
+from shoal.peer.server import PieceServer, ServerConfig
+from shoal.testing.processes import shoal_argv
+from tests.integration.conftest import run_get
+
+TASK = "ab" * 20
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["notaurl"], 2, "malformed URL"),
+        (["ftp://example.invalid/x"], 2, "only http:// and https://"),
+        (["http://127.0.0.1:9/x", "--no-such-flag"], 2, "No such option"),
+        (["http://127.0.0.1:9/x", "--download-rate", "10Q"], 2, "unknown unit 'Q'"),
+        (["http://127.0.0.1:9/x", "--upload-rate", "fast"], 2, "not a size or rate"),
+        (["http://127.0.0.1:9/x", "--digest", "md5:abc"], 2, "--digest takes sha256:HEX"),
+        (["http://127.0.0.1:9/x", "--header", "no colon here"], 2, "malformed header"),
+        (["http://127.0.0.1:9/x", "--listen", "nowhere"], 2, "--listen takes HOST:PORT"),
+        (["http://127.0.0.1:9/x", "--tracker", "127.0.0.1:6969"], 2, "--tracker takes an http(s) URL"),
+    ],
+)
+def test_cli_rejects_bad_arguments(tmp_path, args, code, message):
+    result = subprocess.run(
+        shoal_argv("get", *args), capture_output=True, text=True, cwd=tmp_path, timeout=30
+    )
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_into_a_missing_directory(tmp_path):
+    result = run_get("http://127.0.0.1:9/x", "-o", str(tmp_path / "missing" / "x"))
+    assert result.returncode == 6
+    assert result.stderr.strip().count("\n") == 0 and "does not exist" in result.stderr
+    assert not (tmp_path / "missing").exists()
+
+
+@pytest.fixture
+def readonly_dir(tmp_path: Path):
+    path = tmp_path / "ro"
+    path.mkdir()
+    if os.geteuid() == 0:
+        # root ignores permission bits; a read-only mount is what refuses root's writes.
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)], check=True)
+        yield path
+        subprocess.run(["umount", str(path)], check=True)
+    else:
+        path.chmod(0o500)
+        yield path
+        path.chmod(0o700)
+
+
+def test_output_into_an_unwritable_directory(readonly_dir, origin, make_file):
+    src = origin()
+    make_file(src.root / "x.bin", 1 << 20)
+    result = run_get(src.url("x.bin"), "-o", str(readonly_dir / "x.bin"))
+    assert result.returncode == 6, result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(readonly_dir.iterdir()) == []
+
+
+def test_tracker_unreachable_without_and_with_fallback(tmp_path, origin, make_file):
+    src = origin()
+    data = make_file(src.root / "t.bin", 1 << 20)
+    dead = "http://127.0.0.1:9"
+    refused = run_get(src.url("t.bin"), "-o", str(tmp_path / "t.bin"), "--tracker", dead)
+    assert refused.returncode == 3 and "cannot reach the tracker" in refused.stderr
+    assert not (tmp_path / "t.bin").exists()
+    fallback = run_get(src.url("t.bin"), "-o", str(tmp_path / "t.bin"), "--tracker", dead, "--fallback")
+    assert fallback.returncode == 0, fallback.stderr
+    assert (tmp_path / "t.bin").read_bytes() == data
+
+
+def test_origin_failure_exit_code(tmp_path, origin):
+    src = origin()
+    result = run_get(src.url("missing.bin"), "-o", str(tmp_path / "m.bin"))
+    assert result.returncode == 4 and "404" in result.stderr
+    assert list(tmp_path.iterdir()) == [tmp_path / "origin"]
+
+
+def _post(url: str, body: bytes) -> tuple[int, dict[str, object]]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+def _get(url: str) -> tuple[int, dict[str, object]]:
+    try:
+        with urllib.request.urlopen(url) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+def _announce(**fields: object) -> bytes:
+    body = {"peer_id": "p1", "url": "http://127.0.0.1:9/f", "port": 7000, **fields}
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b"[1, 2]", 400, "JSON object"),
+        (_announce(peer_id="bad id!"), 400, "peer_id"),
+        (_announce(port=70000), 400, "port"),
+        (_announce(port=True), 400, "port"),
+        (_announce(event="exploded"), 400, "event"),
+        (_announce(url="file:///etc/passwd"), 400, "url"),
+        (_announce(done={"0": "zz"}), 400, "done"),
+        (_announce(want_leases=-1), 400, "want_leases"),
+        (_announce(released=["a"]), 400, "released"),
+        (_announce(origin={"length": -5}), 400, "origin"),
+        pytest.param(b'{"x": "' + b"a" * 300_000 + b'"}', 413, "", id="oversized"),
+    ],
+    ids=lambda value: value.decode()[:40] if isinstance(value, bytes) else None,
+)
+def test_tracker_rejects_bad_announces(tracker, body, status, message):
+    t = tracker()
+    code, reply = _post(f"{t.url}/v1/tasks/{TASK}/announce", body)
+    assert code == status
+    assert message in str(reply["error"])
+    # The tracker is still healthy afterwards.
+    assert _get(f"{t.url}/v1/health")[0] == 200
+
+
+def test_tracker_rejects_bad_bitfields_and_unknown_tasks(tracker):
+    t = tracker()
+    origin = {"length": 10 << 20, "etag": '"v1"'}
+    code, reply = _post(f"{t.url}/v1/tasks/{TASK}/announce", _announce(origin=origin))
+    assert code == 200 and reply["manifest"]["length"] == 10 << 20  # type: ignore[index]
+    generation = reply["generation"]
+    for bitfield in ("%%%", "AAAA", Bitfield(41).encode()):
+        code, reply = _post(
+            f"{t.url}/v1/tasks/{TASK}/announce", _announce(generation=generation, bitfield=bitfield)
+        )
+        assert code == 400 and "bitfield" in str(reply["error"])
+    code, reply = _post(
+        f"{t.url}/v1/tasks/{TASK}/announce", _announce(generation=generation, done={"99999": "0" * 64})
+    )
+    assert code == 400 and "piece 99999" in str(reply["error"])
+    assert _get(f"{t.url}/v1/tasks/{'cd' * 20}")[0] == 404
+    assert _get(f"{t.url}/v1/tasks/{'cd' * 20}/hashes")[0] == 404
+    assert _get(f"{t.url}/v1/tasks/not-a-task")[0] == 400
+    assert _get(f"{t.url}/v1/tasks/{TASK}/hashes?since=abc")[0] == 400
+
+
+async def test_piece_server_serves_only_verified_pieces_of_its_generation(tmp_path):
+    manifest = Manifest(OriginIdentity(4 * 256 * 1024), 256 * 1024)
+    path = tmp_path / "data"
+    payload = os.urandom(manifest.length)
+    path.write_bytes(payload)
+    server = PieceServer(ServerConfig(max_uploads=1, upload_rate=256 * 1024))
+    port = await server.start("127.0.0.1", 0)
+    served = server.publish(TASK, 3, manifest, path, Bitfield.of(4, [0, 1]))
+    base = f"http://127.0.0.1:{port}/v1/tasks/{TASK}"
+    piece = 256 * 1024
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def fetch(url: str, rng: str | None) -> tuple[int, bytes]:
+                headers = {"Range": rng} if rng else {}
+                async with session.get(url, headers=headers) as r:
+                    return r.status, await r.read()
+
+            assert await fetch(f"{base}/data?gen=3", f"bytes=0-{2 * piece - 1}") == (
+                206,
+                payload[: 2 * piece],
+            )
+            assert (await fetch(f"{base}/data?gen=3", f"bytes={2 * piece}-{3 * piece - 1}"))[0] == 404
+            assert (await fetch(f"{base}/data?gen=2", f"bytes=0-{piece - 1}"))[0] == 409
+            assert (await fetch(f"{base}/data?gen=3", "bytes=1-100"))[0] == 416
+            assert (await fetch(f"{base}/data?gen=3", None))[0] == 416
+            assert (await fetch(f"http://127.0.0.1:{port}/v1/tasks/{'cd' * 20}/data?gen=3", "bytes=0-9"))[
+                0
+            ] == 404
+
+            # One upload at a time: while a paced upload holds the only slot, the next asker gets a 503.
+            slow = asyncio.ensure_future(fetch(f"{base}/data?gen=3", f"bytes=0-{2 * piece - 1}"))
+            await asyncio.sleep(0.2)
+            async with session.get(f"{base}/data?gen=3", headers={"Range": f"bytes=0-{piece - 1}"}) as r:
+                assert r.status == 503 and r.headers["Retry-After"] == "1"
+            assert (await slow)[0] == 206
+
+            # The have stream: the bitfield first, then each newly verified piece as it happens.
+            async with session.get(f"{base}/haves?gen=3") as r:
+                first = json.loads(await r.content.readline())
+                assert Bitfield.decode(4, first["bitfield"]) == Bitfield.of(4, [0, 1])
+                served.add(3)
+                update = json.loads(await asyncio.wait_for(r.content.readline(), 2))
+                assert update == {"have": [3]}
+    finally:
+        await server.stop()

@@ -1,0 +1,190 @@
+"""Several real `shoal get` processes share one download through a real tracker and origin."""
+
+from __future__ import annotations
+
+import re
+
+import shoal
+from tests.integration.conftest import no_partial_files, run_get, sha256
+
+SUMMARY = re.compile(r"origin ([\d.]+) (\w+), peers ([\d.]+) (\w+)")
+UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+
+
+def parse_summary(stderr: str) -> tuple[float, float]:
+    match = SUMMARY.search(stderr)
+    assert match, stderr
+    return float(match.group(1)) * UNITS[match.group(2)], float(match.group(3)) * UNITS[match.group(4)]
+
+
+def test_peers_split_the_origin_and_share(tmp_path, tracker, origin, make_file, spawn_get):
+    size = 12 << 20
+    src = origin("--rate", "6M")
+    data = make_file(src.root / "release.bin", size)
+    t = tracker()
+    peers = [
+        spawn_get(
+            src.url("release.bin"),
+            "-o",
+            str(tmp_path / f"p{i}.bin"),
+            "--tracker",
+            t.url,
+            "--upload-time",
+            "4",
+            "--site",
+            "s1",
+            "--rack",
+            f"r{i % 2}",
+        )
+        for i in range(4)
+    ]
+    from_peers = 0.0
+    for proc in peers:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        from_peers += parse_summary(err)[1]
+    for i in range(4):
+        assert (tmp_path / f"p{i}.bin").read_bytes() == data
+    assert no_partial_files(tmp_path)
+    # Each byte leaves the origin about once (plus the four one-byte probes).
+    assert src.bytes_sent() <= size * 1.05
+    assert from_peers >= size * 2
+
+
+def test_python_api_direct_from_origin_with_digest(tmp_path, origin, make_file, monkeypatch):
+    monkeypatch.delenv("SHOAL_TRACKER", raising=False)
+    src = origin()
+    data = make_file(src.root / "a.bin", 3 << 20)
+    out = tmp_path / "a.bin"
+    import hashlib
+
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    result = shoal.get(src.url("a.bin"), output=out, digest=digest)
+    assert result.path == out and out.read_bytes() == data
+    assert result.size == len(data) and result.digest == digest
+    assert result.bytes_from_origin == len(data) and result.bytes_from_peers == 0
+    assert result.seconds > 0
+
+
+async def test_async_api_through_tracker(tmp_path, tracker, origin, make_file):
+    src = origin()
+    data = make_file(src.root / "b.bin", 2 << 20)
+    t = tracker()
+    result = await shoal.aget(src.url("b.bin"), dest_dir=tmp_path, tracker=t.url, upload_time=0)
+    assert result.path == tmp_path / "b.bin"
+    assert result.path.read_bytes() == data
+
+
+def test_second_peer_takes_everything_from_the_first(tmp_path, tracker, origin, make_file, spawn_get):
+    src = origin()
+    make_file(src.root / "c.bin", 6 << 20)
+    t = tracker()
+    seeder = spawn_get(
+        src.url("c.bin"), "-o", str(tmp_path / "seed.bin"), "--tracker", t.url, "--upload-time", "30"
+    )
+    # Wait for the seeder to finish its download (its file appears only when complete).
+    first = run_get(
+        src.url("c.bin"), "-o", str(tmp_path / "probe.bin"), "--tracker", t.url, "--upload-time", "0"
+    )
+    assert first.returncode == 0, first.stderr
+    before = src.bytes_sent()
+    second = run_get(
+        src.url("c.bin"), "-o", str(tmp_path / "two.bin"), "--tracker", t.url, "--upload-time", "0"
+    )
+    assert second.returncode == 0, second.stderr
+    from_origin, from_peers = parse_summary(second.stderr)
+    assert from_origin == 0 and from_peers == 6 << 20
+    assert src.bytes_sent() - before < 4096  # only the probe's one byte and headers
+    assert sha256(tmp_path / "two.bin") == sha256(src.root / "c.bin")
+    seeder.kill()
+
+
+def test_callback_runs_with_the_path(tmp_path, origin, make_file):
+    src = origin()
+    make_file(src.root / "d.bin", 1 << 20)
+    marker = tmp_path / "marker"
+    script = tmp_path / "cb.sh"
+    script.write_text(f'#!/bin/sh\necho "$1" > {marker}\n')
+    script.chmod(0o755)
+    result = run_get(src.url("d.bin"), "-o", str(tmp_path / "d.bin"), "--callback", str(script))
+    assert result.returncode == 0, result.stderr
+    assert marker.read_text().strip() == str(tmp_path / "d.bin")
+
+
+def test_headers_go_to_the_origin(tmp_path, origin, make_file):
+    src = origin("--require-header", "Authorization: Bearer s3cret")
+    make_file(src.root / "e.bin", 1 << 20)
+    denied = run_get(src.url("e.bin"), "-o", str(tmp_path / "e.bin"))
+    assert denied.returncode == 4 and "403" in denied.stderr
+    assert not (tmp_path / "e.bin").exists()
+    ok = run_get(src.url("e.bin"), "-o", str(tmp_path / "e.bin"), "--header", "Authorization: Bearer s3cret")
+    assert ok.returncode == 0, ok.stderr
+    assert sha256(tmp_path / "e.bin") == sha256(src.root / "e.bin")
+
+
+def test_download_rate_is_honoured(tmp_path, origin, make_file):
+    src = origin()
+    make_file(src.root / "f.bin", 3 << 20)
+    result = run_get(src.url("f.bin"), "-o", str(tmp_path / "f.bin"), "--download-rate", "1M")
+    assert result.returncode == 0, result.stderr
+    seconds = float(re.search(r"in ([\d.]+)s", result.stderr).group(1))  # type: ignore[union-attr]
+    # 3 MiB at 1 MiB/s with a one-second burst cannot finish in under two seconds.
+    assert seconds >= 1.8
+
+
+def test_upload_rate_is_honoured(tmp_path, tracker, origin, make_file, spawn_get):
+    src = origin()
+    make_file(src.root / "g.bin", 3 << 20)
+    t = tracker()
+    seeder = spawn_get(
+        src.url("g.bin"),
+        "-o",
+        str(tmp_path / "seed.bin"),
+        "--tracker",
+        t.url,
+        "--upload-time",
+        "60",
+        "--upload-rate",
+        "1M",
+    )
+    while not (tmp_path / "seed.bin").exists():
+        assert seeder.poll() is None, seeder.communicate()
+        import time
+
+        time.sleep(0.1)
+    result = run_get(
+        src.url("g.bin"), "-o", str(tmp_path / "g.bin"), "--tracker", t.url, "--upload-time", "0"
+    )
+    assert result.returncode == 0, result.stderr
+    _, from_peers = parse_summary(result.stderr)
+    assert from_peers == 3 << 20
+    seconds = float(re.search(r"in ([\d.]+)s", result.stderr).group(1))  # type: ignore[union-attr]
+    assert seconds >= 1.8
+
+
+def test_rerun_resumes_after_sigkill(tmp_path, origin, make_file, spawn_get):
+    size = 8 << 20
+    src = origin()
+    data = make_file(src.root / "h.bin", size)
+    out = tmp_path / "h.bin"
+    proc = spawn_get(src.url("h.bin"), "-o", str(out), "--download-rate", "2M")
+    state = tmp_path / ".h.bin.shoal-state"
+    import json
+    import signal
+    import time
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if state.exists() and len(json.loads(state.read_text() or "{}").get("pieces", {})) >= 4:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    saved = len(json.loads(state.read_text())["pieces"])
+    before = src.bytes_sent()
+    result = run_get(src.url("h.bin"), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes() == data
+    assert src.bytes_sent() - before <= size - saved * (256 << 10) + 4096
+    assert no_partial_files(tmp_path)

@@ -1,0 +1,53 @@
+"""Drive a TrackerStore the way the tracker does: load, decide_announce, apply in one go.
+
+Times are realistic epoch seconds with a fractional part, so a backend that stores them with too little
+precision shows up.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shoal.core.announce import AnnounceOutcome, TrackerPolicy, decide_announce
+from shoal.core.bitfield import Bitfield
+from shoal.core.manifest import Manifest, OriginIdentity
+from shoal.core.messages import AnnounceRequest
+from shoal.storage.tracker_store import TrackerStore
+
+URL = "http://origin.example/images/disk.img"
+TASK_ID = "b" * 40
+T0 = 1_700_000_000.125
+POLICY = TrackerPolicy(interval=5.0, peer_ttl=30.0, max_peers=8)
+# 4 MiB in 256 KiB pieces: 16 pieces.
+IDENTITY = OriginIdentity(4 * 1024 * 1024, etag='"v1"', last_modified="Tue, 14 Nov 2023 22:13:20 GMT")
+CHANGED = OriginIdentity(4 * 1024 * 1024 + 1, etag='"v2"', last_modified="Wed, 15 Nov 2023 08:00:00 GMT")
+MANIFEST = Manifest.for_identity(IDENTITY)
+PIECES = MANIFEST.piece_count
+
+
+def digest(piece: int, version: str = "a") -> str:
+    return f"{version}{piece:x}".ljust(64, "0")[:64]
+
+
+def bitfield(*pieces: int, size: int = PIECES) -> str:
+    return Bitfield.of(size, pieces).encode()
+
+
+def request(peer_id: str, **fields: Any) -> AnnounceRequest:
+    values: dict[str, Any] = {"url": URL, "port": 7000, "host": "10.0.0.1", "generation": 1}
+    values.update(fields)
+    return AnnounceRequest(peer_id=peer_id, **values)
+
+
+async def announce(store: TrackerStore, req: AnnounceRequest, now: float) -> AnnounceOutcome:
+    """One announce exactly as the tracker service runs it."""
+    snapshot = await store.load(TASK_ID, req.done)
+    outcome = decide_announce(snapshot, req, task_id=TASK_ID, seen_host="192.0.2.1", now=now, policy=POLICY)
+    await store.apply(outcome, created=snapshot.task is None)
+    return outcome
+
+
+async def join(store: TrackerStore, peer_id: str, now: float, **fields: Any) -> AnnounceOutcome:
+    """A peer's join: learn the generation, report the origin, then a first working announce."""
+    await announce(store, request(peer_id, generation=0, event="started"), now)
+    return await announce(store, request(peer_id, event="started", origin=IDENTITY, **fields), now)

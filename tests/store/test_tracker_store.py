@@ -1,0 +1,367 @@
+"""The TrackerStore contract, run against every SQL backend (see conftest.db_url)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from sqlalchemy import delete, inspect, select, text
+
+from shoal.core.announce import AnnounceOutcome, PeerRecord
+from shoal.core.bitfield import Bitfield
+from shoal.core.handout import PeerView
+from shoal.core.leases import Lease
+from shoal.core.manifest import Manifest
+from shoal.storage.schema import MIGRATIONS, metadata, migrate, schema_migrations
+from shoal.storage.tracker_store import StoreError, TrackerStore
+
+from .conftest import drop_schema
+from .driver import (
+    CHANGED,
+    IDENTITY,
+    MANIFEST,
+    PIECES,
+    POLICY,
+    T0,
+    TASK_ID,
+    URL,
+    announce,
+    bitfield,
+    digest,
+    join,
+    request,
+)
+
+TTL = POLICY.peer_ttl
+
+
+@pytest.fixture
+async def store(db_url: str) -> AsyncIterator[TrackerStore]:
+    async with TrackerStore(db_url) as opened:
+        yield opened
+
+
+async def assert_applied(store: TrackerStore, outcome: AnnounceOutcome) -> None:
+    """What an outcome wrote is what load() reads back."""
+    snapshot = await store.load(TASK_ID, outcome.new_hashes)
+    assert snapshot.task == outcome.task
+    peers = {p.view.peer_id: p for p in snapshot.peers}
+    if outcome.peer is not None:
+        assert peers[outcome.peer.view.peer_id] == outcome.peer
+    if outcome.remove_peer:
+        assert outcome.remove_peer not in peers
+    for lease in outcome.put_leases:
+        assert snapshot.leases[lease.piece] == lease
+    put = {lease.piece for lease in outcome.put_leases}
+    assert not (set(outcome.drop_leases) - put) & set(snapshot.leases)
+    assert snapshot.known_hashes == outcome.new_hashes
+    for peer_id in outcome.mark_bad:
+        if peer_id in peers:
+            assert peers[peer_id].view.bad
+
+
+async def step(store: TrackerStore, peer_id: str, now: float, **fields: object) -> AnnounceOutcome:
+    outcome = await announce(store, request(peer_id, **fields), now)
+    await assert_applied(store, outcome)
+    return outcome
+
+
+# -- schema --------------------------------------------------------------------------------------------
+
+
+async def test_migrate_is_idempotent_and_records_versions(db_url: str) -> None:
+    async with TrackerStore(db_url) as store:
+        assert await migrate(store.engine) == MIGRATIONS[-1][0]
+        assert await migrate(store.engine) == MIGRATIONS[-1][0]
+        async with store.engine.connect() as conn:
+            rows = (await conn.execute(select(schema_migrations))).all()
+            tables = set(await conn.run_sync(lambda sync: inspect(sync).get_table_names()))
+    assert [(r.version, r.description) for r in rows] == [(v, d) for v, d, _ in MIGRATIONS]
+    assert all(r.applied_at > 1_600_000_000 for r in rows)
+    assert set(metadata.tables) <= tables
+    # Reopening an existing database migrates nothing and keeps the data.
+    async with TrackerStore(db_url) as store:
+        await join(store, "p1", T0)
+    async with TrackerStore(db_url) as store:
+        snapshot = await store.load(TASK_ID, ())
+        async with store.engine.connect() as conn:
+            assert len((await conn.execute(select(schema_migrations))).all()) == len(MIGRATIONS)
+    assert snapshot.task is not None and snapshot.task.manifest == MANIFEST
+
+
+async def test_migrating_a_version_1_database(db_url: str) -> None:
+    """v2 turns MySQL's 4-byte FLOAT times of a v1 database into DOUBLEs; elsewhere it changes nothing."""
+    async with TrackerStore(db_url) as store:
+        async with store.engine.begin() as conn:
+            if conn.dialect.name == "mysql":
+                for table, column in (("peers", "last_seen"), ("leases", "expires"), ("tasks", "updated")):
+                    await conn.execute(text(f"ALTER TABLE {table} MODIFY {column} FLOAT NOT NULL"))
+            await conn.execute(delete(schema_migrations).where(schema_migrations.c.version > 1))
+        assert await migrate(store.engine) == 2
+        await join(store, "p1", T0 + 0.25, want_leases=1)
+        snapshot = await store.load(TASK_ID, ())
+        async with store.engine.connect() as conn:
+            versions = (await conn.execute(select(schema_migrations.c.version))).scalars().all()
+    assert sorted(versions) == [1, 2]
+    assert [p.last_seen for p in snapshot.peers] == [T0 + 0.25]
+    assert [lease.expires for lease in snapshot.leases.values()] == [T0 + 0.25 + TTL]
+
+
+async def test_opening_an_unreachable_database_is_a_store_error() -> None:
+    # (A SQLite file in a missing directory fails the same way, but aiosqlite's worker thread then
+    # outlives the test's event loop and reports a stray error into the next test.)
+    for url in ("postgresql://postgres@127.0.0.1:1/test", "mysql://root@127.0.0.1:1/test"):
+        with pytest.raises(StoreError, match="cannot open"):
+            async with TrackerStore(url):
+                pass
+
+
+# -- apply and load ------------------------------------------------------------------------------------
+
+
+async def test_unknown_task_loads_empty(store: TrackerStore) -> None:
+    snapshot = await store.load(TASK_ID, [0, 1])
+    assert (snapshot.task, list(snapshot.peers), dict(snapshot.leases), dict(snapshot.known_hashes)) == (
+        None,
+        [],
+        {},
+        {},
+    )
+    assert await store.hashes_since(TASK_ID, 0) is None
+    assert await store.summary(TASK_ID, T0, TTL) is None
+
+
+async def test_a_swarm_sequence_reads_back_as_applied(store: TrackerStore) -> None:
+    first = await announce(store, request("p1", generation=0, event="started"), T0)
+    assert first.task.manifest is None
+    await assert_applied(store, first)
+    await step(store, "p1", T0 + 0.5, event="started", origin=IDENTITY, site="dc1", rack="r1", want_leases=4)
+    await step(store, "p2", T0 + 1.25, generation=0, event="started", host="")
+    # p2 names no host of its own, so the address the tracker saw stands in.
+    p2 = {"host": "", "site": "dc1", "rack": "r2", "port": 7001}
+    granted = await step(store, "p2", T0 + 1.5, **p2, want_leases=4)
+    assert granted.response is not None and len(granted.response.leases) == 4
+    given_back = granted.response.leases[0]
+    await step(
+        store,
+        "p1",
+        T0 + 2.75,
+        done={0: digest(0), 1: digest(1)},
+        bitfield=bitfield(0, 1),
+        site="dc1",
+        rack="r1",
+        want_leases=2,
+    )
+    await step(store, "p2", T0 + 3.0, **p2, released=[given_back], bitfield=bitfield(0))
+    last = await step(store, "p3", T0 + 4.0, generation=0, event="started")
+    assert last.response is not None and last.response.manifest == MANIFEST
+
+    snapshot = await store.load(TASK_ID, range(PIECES))
+    assert snapshot.task is not None
+    assert snapshot.task.generation == 1 and snapshot.task.hash_seq == 2 and snapshot.task.url == URL
+    assert snapshot.known_hashes == {0: digest(0), 1: digest(1)}
+    views = {p.view.peer_id: p.view for p in snapshot.peers}
+    assert set(views) == {"p1", "p2", "p3"}
+    assert list(views["p1"].have) == [0, 1] and views["p1"].rack == "r1"
+    assert views["p2"].host == "192.0.2.1" and views["p2"].port == 7001
+    assert {lease.peer_id for lease in snapshot.leases.values()} == {"p1", "p2"}
+    assert not {0, 1, given_back} & set(snapshot.leases)
+    assert list(views["p2"].have) == [0], "fetched from p1"
+
+
+async def test_repeating_an_identical_announce_is_harmless(store: TrackerStore) -> None:
+    await join(store, "p1", T0)
+    first = await step(store, "p1", T0 + 1, bitfield=bitfield(3))
+    again = await step(store, "p1", T0 + 1, bitfield=bitfield(3))
+    assert again.peer == first.peer
+
+
+async def test_stopped_removes_the_peer_and_its_leases(store: TrackerStore) -> None:
+    await join(store, "p1", T0, want_leases=4)
+    await join(store, "p2", T0, want_leases=4)
+    await step(store, "p1", T0 + 1, event="stopped")
+    snapshot = await store.load(TASK_ID, ())
+    assert [p.view.peer_id for p in snapshot.peers] == ["p2"]
+    assert {lease.peer_id for lease in snapshot.leases.values()} == {"p2"}
+    assert len(snapshot.leases) == 4
+
+
+async def test_bad_marks_are_stored_and_respected(store: TrackerStore) -> None:
+    await join(store, "p1", T0)
+    await join(store, "p2", T0, bitfield=bitfield(*range(PIECES)))
+    await join(store, "p3", T0, bitfield=bitfield(0))
+    await step(store, "p1", T0 + 1, bad_peers=("p2",))
+    out = await step(store, "p4", T0 + 2, generation=0)
+    out = await step(store, "p4", T0 + 2, want_leases=2)
+    assert out.response is not None
+    assert [p.peer_id for p in out.response.peers] == ["p3"]
+    assert out.response.leases == (1, 2)
+
+
+# -- generations and hashes ----------------------------------------------------------------------------
+
+
+async def _busy_task(store: TrackerStore) -> None:
+    """Two peers with leases, bitfields and reported hashes."""
+    await join(store, "p1", T0, want_leases=4)
+    await join(store, "p2", T0, want_leases=4)
+    await step(store, "p1", T0 + 1, done={0: digest(0), 1: digest(1)}, bitfield=bitfield(0, 1), want_leases=2)
+    await step(store, "p2", T0 + 1, bitfield=bitfield(0), want_leases=2)
+
+
+async def _assert_fresh_generation(store: TrackerStore, generation: int) -> None:
+    snapshot = await store.load(TASK_ID, range(PIECES))
+    assert snapshot.task is not None and snapshot.task.generation == generation
+    assert snapshot.known_hashes == {} and snapshot.leases == {}
+    assert all(len(p.view.have) == 0 for p in snapshot.peers)
+    hashes = await store.hashes_since(TASK_ID, 0)
+    assert hashes is not None and hashes.generation == generation and hashes.hashes == {}
+
+
+async def test_origin_change_clears_hashes_leases_and_bitfields(store: TrackerStore) -> None:
+    await _busy_task(store)
+    out = await step(store, "p2", T0 + 2, origin=CHANGED, bitfield=bitfield(0))
+    assert out.new_generation
+    await _assert_fresh_generation(store, 2)
+    snapshot = await store.load(TASK_ID, ())
+    assert snapshot.task is not None and snapshot.task.manifest == Manifest.for_identity(CHANGED)
+    # Peers of the old generation are told to restart, and start the new one empty.
+    out = await step(store, "p1", T0 + 3, bitfield=bitfield(0, 1), want_leases=1)
+    assert out.response is not None and out.response.restart and out.response.generation == 2
+    out = await step(store, "p1", T0 + 4, generation=2, want_leases=1)
+    assert out.response is not None and out.response.leases == (0,)
+
+
+async def test_conflicting_hash_clears_the_generation(store: TrackerStore) -> None:
+    await _busy_task(store)
+    out = await step(store, "p2", T0 + 2, done={2: digest(2), 1: digest(1, "b")})
+    assert out.new_generation
+    await _assert_fresh_generation(store, 2)
+
+
+async def test_a_stale_report_changes_nothing_stored(store: TrackerStore) -> None:
+    await _busy_task(store)
+    await step(store, "p2", T0 + 2, origin=CHANGED)
+    before = await store.load(TASK_ID, range(PIECES))
+    await step(store, "p1", T0 + 3, generation=1, origin=IDENTITY, done={5: digest(5)})
+    after = await store.load(TASK_ID, range(PIECES))
+    assert after.task == before.task and after.known_hashes == {}
+
+
+async def test_hashes_since_returns_only_newer_hashes(store: TrackerStore) -> None:
+    await join(store, "p1", T0, want_leases=4)
+    await step(store, "p1", T0 + 1, done={1: digest(1), 0: digest(0)})
+    await step(store, "p1", T0 + 2, done={2: digest(2)})
+    await step(store, "p1", T0 + 3, done={2: digest(2)})  # a repeated report adds nothing
+    everything = await store.hashes_since(TASK_ID, 0)
+    assert everything is not None
+    assert (everything.generation, everything.seq) == (1, 3)
+    assert everything.hashes == {0: digest(0), 1: digest(1), 2: digest(2)}
+    newer = await store.hashes_since(TASK_ID, 2)
+    assert newer is not None and newer.hashes == {2: digest(2)} and newer.seq == 3
+    none = await store.hashes_since(TASK_ID, 3)
+    assert none is not None and none.hashes == {}
+
+
+# -- expiry and summary --------------------------------------------------------------------------------
+
+
+async def test_expire_removes_silent_peers_and_expired_leases(store: TrackerStore) -> None:
+    await join(store, "p1", T0, want_leases=4)
+    await join(store, "p2", T0 + 20, want_leases=4)
+    before = await store.load(TASK_ID, ())
+    p1_pieces = {i for i, lease in before.leases.items() if lease.peer_id == "p1"}
+    assert len(p1_pieces) == 4
+
+    assert await store.expire(T0 + TTL - 1, TTL) == 0
+    assert await store.expire(T0 + TTL + 1, TTL) == 1
+    after = await store.load(TASK_ID, ())
+    assert [p.view.peer_id for p in after.peers] == ["p2"]
+    assert {lease.peer_id for lease in after.leases.values()} == {"p2"}
+    assert len(after.leases) == 4
+    # The silent peer's pieces go to the next asker.
+    out = await step(store, "p3", T0 + TTL + 2, generation=0)
+    out = await step(store, "p3", T0 + TTL + 2, want_leases=8)
+    assert out.response is not None and p1_pieces <= set(out.response.leases)
+
+
+async def test_expire_keeps_the_leases_of_a_peer_that_keeps_announcing(store: TrackerStore) -> None:
+    await join(store, "p1", T0, want_leases=4)
+    await step(store, "p1", T0 + 25)
+    assert await store.expire(T0 + TTL + 1, TTL) == 0
+    assert len((await store.load(TASK_ID, ())).leases) == 4
+
+
+async def test_summary(store: TrackerStore) -> None:
+    await join(store, "p1", T0, site="dc1", rack="r1", want_leases=3)
+    await step(store, "p1", T0 + 1, site="dc1", rack="r1", done={0: digest(0)})
+    await join(store, "p2", T0 - TTL, want_leases=2)
+    summary = await store.summary(TASK_ID, T0 + 2, TTL)
+    assert summary is not None
+    peers = summary.pop("peers")
+    assert summary == {
+        "task_id": TASK_ID,
+        "url": URL,
+        "generation": 1,
+        "length": IDENTITY.length,
+        "piece_length": MANIFEST.piece_length,
+        "pieces": PIECES,
+        "etag": IDENTITY.etag,
+        "last_modified": IDENTITY.last_modified,
+        "range_ok": True,
+        "hashed_pieces": 1,
+        "leases": 2,
+    }
+    assert peers == [
+        {
+            "peer_id": "p1",
+            "host": "10.0.0.1",
+            "port": 7000,
+            "site": "dc1",
+            "rack": "r1",
+            "pieces": 1,
+            "bad": False,
+            "last_seen": T0 + 1,
+        },
+    ]
+
+
+# -- failures ------------------------------------------------------------------------------------------
+
+
+async def test_a_failed_apply_changes_nothing(store: TrackerStore) -> None:
+    await join(store, "p1", T0, want_leases=2)
+    await step(store, "p1", T0 + 1, done={0: digest(0)})
+    before = await store.load(TASK_ID, [0])
+    assert before.task is not None
+    # The task row and the peer are written first; the hash insert then hits the stored piece 0.
+    outcome = AnnounceOutcome(
+        task=replace(before.task, hash_seq=before.task.hash_seq + 1),
+        peer=PeerRecord(PeerView("p9", "10.0.0.9", 7000, "", "", Bitfield(PIECES)), 1, T0 + 2),
+        new_hashes={0: digest(0, "b")},
+        put_leases=[Lease(5, "p9", T0 + 2 + TTL)],
+    )
+    with pytest.raises(StoreError):
+        await store.apply(outcome, created=False)
+    after = await store.load(TASK_ID, [0])
+    assert after == before
+
+
+async def test_database_errors_become_store_errors(store: TrackerStore, db_url: str) -> None:
+    await join(store, "p1", T0)
+    await drop_schema(db_url)
+    with pytest.raises(StoreError):
+        await store.load(TASK_ID, ())
+    with pytest.raises(StoreError):
+        await store.hashes_since(TASK_ID, 0)
+    with pytest.raises(StoreError):
+        await store.expire(T0, TTL)
+    with pytest.raises(StoreError):
+        await announce(store, request("p1", generation=0), T0)
+
+
+async def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
+    async with TrackerStore(f"sqlite:///{tmp_path}/t.db") as store, store.engine.connect() as conn:
+        assert (await conn.execute(text("PRAGMA journal_mode"))).scalar_one() == "wal"

@@ -1,0 +1,74 @@
+"""Factory helpers for core tests: plain values with sensible defaults, overridden per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from shoal.core.announce import (
+    AnnounceOutcome,
+    PeerRecord,
+    TaskRecord,
+    TaskSnapshot,
+    TrackerPolicy,
+    decide_announce,
+)
+from shoal.core.bitfield import Bitfield
+from shoal.core.handout import PeerView
+from shoal.core.leases import Lease
+from shoal.core.manifest import Manifest, OriginIdentity
+from shoal.core.messages import AnnounceRequest
+
+URL = "http://origin.example/file.iso"
+TASK_ID = "a" * 40
+NOW = 1_000.0
+POLICY = TrackerPolicy(interval=5.0, peer_ttl=30.0, max_peers=8)
+# 4 MiB in 256 KiB pieces: 16 pieces.
+IDENTITY = OriginIdentity(4 * 1024 * 1024, etag='"v1"', last_modified="Mon, 01 Jan 2024 00:00:00 GMT")
+MANIFEST = Manifest.for_identity(IDENTITY)
+PIECES = MANIFEST.piece_count
+
+
+def digest(piece: int, version: str = "a") -> str:
+    """A well-formed 32-byte hex hash, distinct per piece and version."""
+    return f"{version}{piece:x}".ljust(64, "0")[:64]
+
+
+def bits(indices: Iterable[int] = (), size: int = PIECES) -> Bitfield:
+    return Bitfield.of(size, indices)
+
+
+def view(peer_id: str, *, have: Iterable[int] = (), size: int = PIECES, **fields: Any) -> PeerView:
+    values: dict[str, Any] = {"host": "10.0.0.1", "port": 7000, "site": "", "rack": ""}
+    values.update(fields)
+    return PeerView(peer_id=peer_id, have=bits(have, size), **values)
+
+
+def peer(
+    peer_id: str, *, have: Iterable[int] = (), generation: int = 1, last_seen: float = NOW, **fields: Any
+) -> PeerRecord:
+    return PeerRecord(view(peer_id, have=have, **fields), generation, last_seen)
+
+
+def task(*, generation: int = 1, manifest: Manifest | None = MANIFEST, **fields: Any) -> TaskRecord:
+    return TaskRecord(task_id=TASK_ID, url=URL, generation=generation, manifest=manifest, **fields)
+
+
+def snapshot(
+    task_record: TaskRecord | None = None,
+    *,
+    peers: Sequence[PeerRecord] = (),
+    leases: Iterable[Lease] = (),
+    known_hashes: Mapping[int, str] | None = None,
+) -> TaskSnapshot:
+    return TaskSnapshot(task_record, list(peers), {lease.piece: lease for lease in leases}, dict(known_hashes or {}))
+
+
+def request(peer_id: str = "p1", **fields: Any) -> AnnounceRequest:
+    values: dict[str, Any] = {"url": URL, "port": 7000, "host": "10.0.0.1", "generation": 1}
+    values.update(fields)
+    return AnnounceRequest(peer_id=peer_id, **values)
+
+
+def announce(snap: TaskSnapshot, req: AnnounceRequest, *, now: float = NOW) -> AnnounceOutcome:
+    return decide_announce(snap, req, task_id=TASK_ID, seen_host="192.0.2.9", now=now, policy=POLICY)

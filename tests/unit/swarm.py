@@ -1,0 +1,60 @@
+"""An in-memory model of the tracker store, to drive decide_announce through long sequences.
+
+It applies an AnnounceOutcome the way storage.tracker_store does (the store's contract tests check the
+SQL side), so property tests can simulate many peers without a database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from shoal.core.announce import AnnounceOutcome, PeerRecord, TaskRecord, TaskSnapshot
+from shoal.core.bitfield import Bitfield
+from shoal.core.leases import Lease
+from shoal.core.messages import AnnounceRequest
+
+from .factories import TASK_ID, announce
+
+
+@dataclass
+class MemoryTracker:
+    task: TaskRecord | None = None
+    peers: dict[str, PeerRecord] = field(default_factory=dict)
+    leases: dict[int, Lease] = field(default_factory=dict)
+    hashes: dict[int, str] = field(default_factory=dict)
+
+    def snapshot(self, done: object = ()) -> TaskSnapshot:
+        size = self.task.manifest.piece_count if self.task and self.task.manifest else 0
+        peers = [
+            p
+            if p.generation == (self.task.generation if self.task else 0) and p.view.have.size == size
+            else replace(p, view=replace(p.view, have=Bitfield(size)))
+            for p in self.peers.values()
+        ]
+        return TaskSnapshot(self.task, peers, dict(self.leases), dict(self.hashes))
+
+    def apply(self, outcome: AnnounceOutcome) -> None:
+        self.task = outcome.task
+        if outcome.new_generation:
+            self.hashes.clear()
+            self.leases.clear()
+            self.peers = {k: replace(p, view=replace(p.view, have=Bitfield(0))) for k, p in self.peers.items()}
+        if outcome.remove_peer:
+            self.peers.pop(outcome.remove_peer, None)
+        if outcome.peer is not None:
+            self.peers[outcome.peer.view.peer_id] = outcome.peer
+        self.hashes.update(outcome.new_hashes)
+        for peer_id in outcome.mark_bad:
+            if peer_id in self.peers:
+                p = self.peers[peer_id]
+                self.peers[peer_id] = replace(p, view=replace(p.view, bad=True))
+        for index in outcome.drop_leases:
+            self.leases.pop(index, None)
+        for lease in outcome.put_leases:
+            self.leases[lease.piece] = lease
+
+    def announce(self, request: AnnounceRequest, now: float) -> AnnounceOutcome:
+        outcome = announce(self.snapshot(), request, now=now)
+        assert outcome.task.task_id == TASK_ID
+        self.apply(outcome)
+        return outcome

@@ -1,0 +1,334 @@
+"""The tracker's decision for one announce (core.announce), with plain values and explicit times."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shoal.core.errors import ProtocolError
+from shoal.core.leases import Lease
+from shoal.core.manifest import Manifest, OriginIdentity
+
+from .factories import (
+    IDENTITY,
+    MANIFEST,
+    NOW,
+    PIECES,
+    POLICY,
+    announce,
+    bits,
+    digest,
+    peer,
+    request,
+    snapshot,
+    task,
+)
+from .swarm import MemoryTracker
+
+CHANGED = OriginIdentity(IDENTITY.length, etag='"v2"', last_modified=IDENTITY.last_modified)
+DEAD = NOW - POLICY.peer_ttl - 1
+
+
+def held_by(peer_id: str, pieces: range | list[int], expires: float = NOW + 10) -> list[Lease]:
+    return [Lease(i, peer_id, expires) for i in pieces]
+
+
+# -- creating a task and learning the manifest ---------------------------------------------------------
+
+
+def test_first_announce_creates_the_task_and_its_manifest() -> None:
+    out = announce(snapshot(None), request(generation=0, event="started", origin=IDENTITY, want_leases=4))
+    assert out.task.generation == 1 and out.task.manifest == MANIFEST and out.task.range_ok
+    assert not out.new_generation
+    assert out.response is not None
+    assert (out.response.generation, out.response.manifest, out.response.restart) == (1, MANIFEST, False)
+    # A generation-0 peer only learns the generation; it gets no work until it names it.
+    assert out.response.leases == () and out.put_leases == []
+    assert out.peer is not None and out.peer.generation == 1 and out.peer.last_seen == NOW
+
+
+def test_first_announce_without_origin_creates_a_task_without_manifest() -> None:
+    out = announce(snapshot(None), request(generation=0))
+    assert out.task.manifest is None and out.task.generation == 1
+    assert out.response is not None and out.response.manifest is None
+
+
+def test_manifest_is_set_by_the_first_current_origin_report() -> None:
+    out = announce(snapshot(task(manifest=None)), request(origin=IDENTITY, want_leases=2))
+    assert out.task.manifest == MANIFEST and not out.new_generation
+    assert out.response is not None and out.response.leases == (0, 1)
+
+
+def test_the_seen_address_stands_in_for_a_missing_host() -> None:
+    out = announce(snapshot(task()), request(host=""))
+    assert out.peer is not None and out.peer.view.host == "192.0.2.9"
+    out = announce(snapshot(task()), request(host="10.1.1.1"))
+    assert out.peer is not None and out.peer.view.host == "10.1.1.1"
+
+
+# -- generations ---------------------------------------------------------------------------------------
+
+
+def test_origin_change_under_the_current_generation_starts_a_new_one() -> None:
+    snap = snapshot(task(range_ok=False, hash_seq=7), peers=[peer("p2", have=[0, 1])], leases=held_by("p2", [2]))
+    out = announce(snap, request(origin=CHANGED, want_leases=4, done={3: digest(3)}))
+    assert out.new_generation
+    assert out.task.generation == 2
+    assert out.task.manifest == Manifest.for_identity(CHANGED)
+    assert out.task.range_ok, "a new file may well answer Range requests"
+    assert out.new_hashes == {} and out.put_leases == []
+    assert out.response is not None
+    assert out.response.restart and out.response.generation == 2 and out.response.hash_seq == 0
+    assert out.response.leases == () and out.response.peers == ()
+
+
+def test_same_origin_report_changes_nothing() -> None:
+    out = announce(snapshot(task()), request(origin=IDENTITY))
+    assert not out.new_generation and out.task == task()
+
+
+def test_stale_generation_origin_report_is_ignored() -> None:
+    current = task(generation=2, manifest=Manifest.for_identity(CHANGED))
+    out = announce(
+        snapshot(current),
+        request(generation=1, origin=IDENTITY, done={0: digest(0)}, bitfield=bits([1]).encode()),
+    )
+    assert out.task == current and not out.new_generation
+    assert out.new_hashes == {}
+    assert out.response is not None and out.response.restart and out.response.generation == 2
+    assert out.peer is not None and len(out.peer.view.have) == 0
+
+
+def test_generation_zero_report_cannot_replace_a_known_manifest() -> None:
+    out = announce(snapshot(task()), request(generation=0, origin=CHANGED))
+    assert out.task == task() and not out.new_generation
+    assert out.response is not None and not out.response.restart and out.response.manifest == MANIFEST
+
+
+def test_conflicting_done_hash_starts_a_new_generation() -> None:
+    snap = snapshot(task(hash_seq=1), known_hashes={5: digest(5)})
+    out = announce(snap, request(done={5: digest(5, "b")}))
+    assert out.new_generation and out.task.generation == 2
+    assert out.task.manifest == MANIFEST
+    assert out.new_hashes == {}
+    assert out.response is not None and out.response.restart
+
+
+def test_no_hash_from_a_conflicting_report_survives_into_the_new_generation() -> None:
+    snap = snapshot(task(), known_hashes={5: digest(5)})
+    out = announce(snap, request(done={4: digest(4), 5: digest(5, "b"), 6: digest(6)}))
+    assert out.new_generation
+    assert out.new_hashes == {}, "hashes of the old generation would mix into the new one"
+
+
+def test_new_done_hashes_are_recorded_and_counted() -> None:
+    snap = snapshot(task(hash_seq=3), known_hashes={1: digest(1)}, leases=held_by("p1", [1, 2, 3]))
+    out = announce(snap, request(done={1: digest(1), 2: digest(2), 3: digest(3)}))
+    assert not out.new_generation
+    assert out.new_hashes == {2: digest(2), 3: digest(3)}
+    assert out.task.hash_seq == 5
+    assert sorted(out.drop_leases) == [1, 2, 3]
+    assert out.peer is not None and list(out.peer.view.have) == [1, 2, 3]
+    assert out.response is not None and out.response.hash_seq == 5 and out.response.leases == ()
+
+
+def test_done_beyond_the_last_piece_is_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError) as info:
+        announce(snapshot(task()), request(done={PIECES: digest(0)}))
+    assert info.value.field == "done"
+
+
+def test_done_before_any_manifest_is_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError) as info:
+        announce(snapshot(task(manifest=None)), request(done={0: digest(0)}))
+    assert info.value.field == "done"
+
+
+def test_malformed_bitfield_is_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError) as info:
+        announce(snapshot(task()), request(bitfield=bits([0], size=PIECES + 8).encode()))
+    assert info.value.field == "bitfield"
+
+
+# -- leaving, dying, leases ----------------------------------------------------------------------------
+
+
+def test_stopped_removes_the_peer_and_its_leases() -> None:
+    snap = snapshot(task(), peers=[peer("p1"), peer("p2")], leases=[*held_by("p1", [0, 1]), *held_by("p2", [2])])
+    out = announce(snap, request("p1", event="stopped", want_leases=4))
+    assert out.remove_peer == "p1" and out.peer is None
+    assert sorted(out.drop_leases) == [0, 1]
+    assert out.put_leases == []
+
+
+def test_own_leases_are_renewed_and_returned() -> None:
+    snap = snapshot(task(), peers=[peer("p1", last_seen=NOW - 5)], leases=held_by("p1", [4, 5, 6], expires=NOW + 1))
+    out = announce(snap, request("p1", released=[6]))
+    assert out.drop_leases == [6]
+    assert sorted(out.put_leases, key=lambda lease: lease.piece) == held_by("p1", [4, 5], NOW + POLICY.peer_ttl)
+    assert out.response is not None and out.response.leases == (4, 5)
+
+
+def test_dead_peers_leases_are_granted_again() -> None:
+    snap = snapshot(task(), peers=[peer("p2", last_seen=DEAD)], leases=held_by("p2", range(PIECES), NOW + 100))
+    out = announce(snap, request("p1", want_leases=4))
+    assert out.response is not None and out.response.leases == (0, 1, 2, 3)
+    assert out.put_leases == held_by("p1", [0, 1, 2, 3], NOW + POLICY.peer_ttl)
+
+
+def test_live_peers_leases_are_respected_until_they_expire() -> None:
+    live = snapshot(task(), peers=[peer("p2")], leases=held_by("p2", range(PIECES), NOW + 1))
+    out = announce(live, request("p1", want_leases=4))
+    assert out.response is not None and out.response.leases == ()
+    lapsed = snapshot(task(), peers=[peer("p2")], leases=held_by("p2", range(PIECES), NOW))
+    out = announce(lapsed, request("p1", want_leases=4))
+    assert out.response is not None and out.response.leases == (0, 1, 2, 3)
+
+
+def test_pieces_held_by_live_peers_are_not_leased() -> None:
+    snap = snapshot(task(), peers=[peer("p2", have=range(0, 10)), peer("p3", have=range(10, 14), last_seen=DEAD)])
+    out = announce(snap, request("p1", want_leases=16, bitfield=bits([14]).encode()))
+    assert out.response is not None
+    # p3 is gone, so its pieces count as nobody's; p1's own piece 14 is not leased to it.
+    assert out.response.leases == (10, 11, 12, 13)
+
+
+def test_without_range_support_one_peer_fetches_everything() -> None:
+    out = announce(snapshot(task(), peers=[peer("p2")]), request("p1", no_range=True, want_leases=2))
+    assert not out.task.range_ok
+    assert out.response is not None and not out.response.range_ok
+    assert out.response.leases == tuple(range(PIECES))
+    again = snapshot(out.task, peers=[peer("p1")], leases=out.put_leases)
+    out = announce(again, request("p2", want_leases=4))
+    assert out.response is not None and out.response.leases == ()
+
+
+def test_no_range_from_a_stale_generation_is_ignored() -> None:
+    out = announce(snapshot(task(generation=2)), request(generation=1, no_range=True))
+    assert out.task.range_ok
+
+
+# -- bad peers and hand-outs ---------------------------------------------------------------------------
+
+
+def test_bad_peer_marks_are_applied_and_the_bad_peer_is_shunned() -> None:
+    snap = snapshot(task(), peers=[peer("p2", have=range(PIECES)), peer("p3", have=[0])])
+    out = announce(snap, request("p1", bad_peers=("p2", "p1"), want_leases=4))
+    assert out.mark_bad == ["p2"], "a peer cannot mark itself"
+    assert out.response is not None
+    assert [p.peer_id for p in out.response.peers] == ["p3"]
+    # p2's pieces no longer count as held, so they can be fetched from the origin again.
+    assert out.response.leases == (1, 2, 3, 4)
+
+
+def test_a_stored_bad_mark_keeps_excluding_the_peer() -> None:
+    snap = snapshot(task(), peers=[peer("p2", have=range(PIECES), bad=True)])
+    out = announce(snap, request("p1", want_leases=2))
+    assert out.response is not None
+    assert out.response.peers == () and out.response.leases == (0, 1)
+
+
+def test_a_bad_peer_announcing_stays_bad() -> None:
+    out = announce(snapshot(task(), peers=[peer("p1", bad=True)]), request("p1"))
+    assert out.peer is not None and out.peer.view.bad
+
+
+def test_hand_out_has_only_live_peers_of_this_generation_nearest_first() -> None:
+    snap = snapshot(
+        task(generation=3),
+        peers=[
+            peer("far", have=[0], generation=3),
+            peer("rack", have=[0], generation=3, site="s", rack="r"),
+            peer("old", have=[0], generation=2, site="s", rack="r"),
+            peer("dead", have=[0], generation=3, last_seen=DEAD, site="s", rack="r"),
+            peer("nothing-new", generation=3, site="s", rack="r"),
+        ],
+    )
+    out = announce(snap, request("p1", generation=3, site="s", rack="r"))
+    assert out.response is not None
+    assert [p.peer_id for p in out.response.peers] == ["rack", "far"]
+    assert out.response.peers[0].site == "s" and out.response.peers[0].rack == "r"
+
+
+def test_hand_out_is_bounded() -> None:
+    snap = snapshot(task(), peers=[peer(f"p{n}", have=[0]) for n in range(2, 30)])
+    out = announce(snap, request("p1"))
+    assert out.response is not None and len(out.response.peers) == POLICY.max_peers
+
+
+# -- whole sequences -----------------------------------------------------------------------------------
+
+PEERS = ["p0", "p1", "p2", "p3"]
+steps = st.lists(
+    st.tuples(
+        st.sampled_from(PEERS),
+        st.sampled_from(["update", "update", "update", "finish", "release", "stopped", "accuse"]),
+        st.integers(min_value=0, max_value=6),
+        st.floats(min_value=0.0, max_value=POLICY.peer_ttl * 0.7),
+        st.booleans(),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps, st.booleans())
+def test_no_piece_is_leased_twice_across_a_swarm(
+    script: list[tuple[str, str, int, float, bool]], range_ok: bool
+) -> None:
+    """Peers join, fetch, release, accuse, fall silent and leave; a live lease is never handed twice."""
+    tracker = MemoryTracker()
+    now = NOW
+    have: dict[str, set[int]] = {p: set() for p in PEERS}
+    leases: dict[str, list[int]] = {p: [] for p in PEERS}
+    for peer_id in PEERS:
+        tracker.announce(request(peer_id, generation=0, origin=IDENTITY, no_range=not range_ok), now)
+    for peer_id, action, amount, pause, keep_going in script:
+        now += pause
+        mine = leases[peer_id]
+        done = {i: digest(i) for i in mine[:amount]} if action == "finish" else {}
+        released = tuple(mine[:amount]) if action == "release" else ()
+        accused = ("p0",) if action == "accuse" and peer_id != "p0" else ()
+        req = request(
+            peer_id,
+            event="stopped" if action == "stopped" else "update",
+            want_leases=amount,
+            after=(mine[-1] + 1 if mine and keep_going else None),
+            done=done,
+            released=released,
+            bad_peers=accused,
+            bitfield=bits(have[peer_id]).encode(),
+            no_range=not range_ok,
+        )
+        snap = tracker.snapshot()
+        assert snap.task is not None
+        before = {i for i, lease in snap.leases.items() if lease.peer_id == peer_id}
+        taken = {
+            i
+            for i, lease in snap.leases.items()
+            if lease.peer_id != peer_id
+            and lease.expires > now
+            and any(p.view.peer_id == lease.peer_id and now - p.last_seen < POLICY.peer_ttl for p in snap.peers)
+        }
+        held = {
+            i
+            for p in snap.peers
+            if p.view.peer_id != peer_id
+            and not p.view.bad
+            and not (set(accused) & {p.view.peer_id})
+            and now - p.last_seen < POLICY.peer_ttl
+            for i in p.view.have
+        }
+        out = tracker.announce(req, now)
+        assert out.response is not None and not out.new_generation
+        assert out.task.range_ok == range_ok
+        granted = set(out.response.leases) - before
+        assert not granted & taken, "a piece leased to two live peers"
+        assert not granted & held, "a piece leased although a live peer holds it"
+        assert not granted & have[peer_id]
+        have[peer_id] |= set(done)
+        leases[peer_id] = [] if action == "stopped" else list(out.response.leases)
+        if action == "stopped":
+            have[peer_id] = set()

@@ -1,0 +1,241 @@
+"""The tracker's JSON API values (core.messages): everything that comes in is validated."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shoal.core.errors import ProtocolError
+from shoal.core.manifest import Manifest, OriginIdentity
+from shoal.core.messages import (
+    MAX_LEASES_PER_ANNOUNCE,
+    AnnounceRequest,
+    AnnounceResponse,
+    HashesResponse,
+    PeerAddress,
+    manifest_from_json,
+)
+
+from .factories import digest
+
+HASH = digest(0)
+
+
+def body(**changes: Any) -> dict[str, Any]:
+    """A valid announce body with ``changes`` applied; a value of ``...`` removes the field."""
+    data: dict[str, Any] = {
+        "peer_id": "peer-1",
+        "url": "http://origin.example/f.iso",
+        "port": 7000,
+        "event": "started",
+        "host": "10.0.0.5",
+        "site": "dc1",
+        "rack": "r12",
+        "generation": 2,
+        "origin": {"length": 1000, "etag": '"x"', "last_modified": "Mon"},
+        "bitfield": "gA==",
+        "done": {"3": HASH},
+        "released": [4, 5],
+        "bad_peers": ["peer-9"],
+        "want_leases": 8,
+        "after": 12,
+        "no_range": False,
+    }
+    data.update(changes)
+    return {k: v for k, v in data.items() if v is not ...}
+
+
+def test_a_full_body_parses() -> None:
+    r = AnnounceRequest.from_json(body())
+    assert r.peer_id == "peer-1" and r.port == 7000 and r.event == "started"
+    assert r.origin == OriginIdentity(1000, '"x"', "Mon")
+    assert r.done == {3: HASH}
+    assert r.released == (4, 5) and r.bad_peers == ("peer-9",)
+    assert (r.want_leases, r.after, r.no_range, r.generation) == (8, 12, False, 2)
+
+
+def test_minimal_body_gets_defaults() -> None:
+    r = AnnounceRequest.from_json({"peer_id": "p", "url": "https://o/x", "port": 1})
+    assert r == AnnounceRequest(peer_id="p", url="https://o/x", port=1)
+
+
+MALFORMED: list[tuple[str, Any, str]] = [
+    ("peer_id", ..., "peer_id"),
+    ("peer_id", "", "peer_id"),
+    ("peer_id", "has space", "peer_id"),
+    ("peer_id", "x" * 65, "peer_id"),
+    ("peer_id", "abc\n", "peer_id"),
+    ("peer_id", 7, "peer_id"),
+    ("url", ..., "url"),
+    ("url", "ftp://o/x", "url"),
+    ("url", "http://o/" + "x" * 8192, "url"),
+    ("url", ["http://o/x"], "url"),
+    ("port", ..., "port"),
+    ("port", 0, "port"),
+    ("port", 65536, "port"),
+    ("port", "7000", "port"),
+    ("port", True, "port"),
+    ("port", 7000.0, "port"),
+    ("event", "paused", "event"),
+    ("event", 1, "event"),
+    ("host", "a b", "host"),
+    ("host", "h" * 256, "host"),
+    ("site", "d c", "site"),
+    ("site", "s" * 65, "site"),
+    ("site", "dc1\n", "site"),
+    ("rack", "r/1", "rack"),
+    ("rack", 3, "rack"),
+    ("generation", -1, "generation"),
+    ("generation", "2", "generation"),
+    ("origin", "1000", "origin"),
+    ("origin", {}, "origin"),
+    ("origin", {"length": -1}, "origin"),
+    ("origin", {"length": 1 << 51}, "origin"),
+    ("origin", {"length": "1000"}, "origin"),
+    ("origin", {"length": 10, "etag": 5}, "origin"),
+    ("origin", {"length": 10, "etag": "e" * 513}, "origin"),
+    ("origin", {"length": 10, "last_modified": "m" * 129}, "origin"),
+    ("bitfield", 5, "bitfield"),
+    ("done", [HASH], "done"),
+    ("done", {"x": HASH}, "done"),
+    ("done", {"-1": HASH}, "done"),
+    ("done", {"\u00b2": HASH}, "done"),
+    ("done", {"1": HASH.upper()}, "done"),
+    ("done", {"1": HASH[:-2]}, "done"),
+    ("done", {"1": HASH + "\n"}, "done"),
+    ("done", {"1": 5}, "done"),
+    ("released", 4, "released"),
+    ("released", [-1], "released"),
+    ("released", [True], "released"),
+    ("released", ["4"], "released"),
+    ("bad_peers", "peer-9", "bad_peers"),
+    ("bad_peers", ["bad peer"], "bad_peers"),
+    ("bad_peers", [9], "bad_peers"),
+    ("want_leases", -1, "want_leases"),
+    ("want_leases", MAX_LEASES_PER_ANNOUNCE + 1, "want_leases"),
+    ("after", -1, "after"),
+    ("after", 1.5, "after"),
+    ("no_range", "yes", "no_range"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "field"), MALFORMED, ids=[f"{n}={v!r}"[:40] for n, v, _ in MALFORMED])
+def test_each_malformed_field_is_named(name: str, value: Any, field: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        AnnounceRequest.from_json(body(**{name: value}))
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize("data", [None, [], "peer", 5])
+def test_body_must_be_an_object(data: Any) -> None:
+    with pytest.raises(ProtocolError):
+        AnnounceRequest.from_json(data)
+
+
+def test_null_means_absent() -> None:
+    r = AnnounceRequest.from_json(body(origin=None, bitfield=None, after=None, event=None, done=None))
+    assert (r.origin, r.bitfield, r.after, r.event, r.done) == (None, None, None, "update", {})
+
+
+peer_ids = st.from_regex(r"\A[A-Za-z0-9_.-]{1,64}\Z")
+labels = st.from_regex(r"\A[A-Za-z0-9_.:-]{0,64}\Z")
+hashes = st.binary(min_size=32, max_size=32).map(bytes.hex)
+identities = st.builds(OriginIdentity, st.integers(0, 1 << 50), st.text(max_size=20), st.text(max_size=20))
+requests = st.builds(
+    AnnounceRequest,
+    peer_id=peer_ids,
+    url=st.sampled_from(["http://o/x", "https://mirror.example/a?b=c"]),
+    port=st.integers(1, 65535),
+    event=st.sampled_from(["started", "update", "completed", "stopped"]),
+    host=st.sampled_from(["", "10.0.0.1", "host.example", "::1"]),
+    site=labels,
+    rack=labels,
+    generation=st.integers(0, 1000),
+    origin=st.none() | identities,
+    bitfield=st.none() | st.sampled_from(["", "gA==", "////"]),
+    done=st.dictionaries(st.integers(0, 10_000), hashes, max_size=5),
+    released=st.lists(st.integers(0, 10_000), max_size=5).map(tuple),
+    bad_peers=st.lists(peer_ids, max_size=3).map(tuple),
+    want_leases=st.integers(0, MAX_LEASES_PER_ANNOUNCE),
+    after=st.none() | st.integers(0, 10_000),
+    no_range=st.booleans(),
+)
+
+
+@given(requests)
+def test_request_roundtrip_through_json_text(request: AnnounceRequest) -> None:
+    assert AnnounceRequest.from_json(json.loads(json.dumps(request.to_json()))) == request
+
+
+manifests = st.builds(Manifest, identities, st.sampled_from([1 << k for k in range(18, 25)]))
+responses = st.builds(
+    AnnounceResponse,
+    generation=st.integers(0, 1000),
+    manifest=st.none() | manifests,
+    restart=st.booleans(),
+    range_ok=st.booleans(),
+    peers=st.lists(
+        st.builds(PeerAddress, peer_ids, st.sampled_from(["10.0.0.1", "h"]), st.integers(1, 65535), labels, labels),
+        max_size=4,
+    ).map(tuple),
+    leases=st.lists(st.integers(0, 10_000), max_size=8).map(tuple),
+    hash_seq=st.integers(0, 1 << 40),
+    interval=st.floats(0.1, 3600.0),
+)
+
+
+@given(responses)
+def test_response_roundtrip(response: AnnounceResponse) -> None:
+    assert AnnounceResponse.from_json(json.loads(json.dumps(response.to_json()))) == response
+
+
+@given(st.integers(0, 100), st.integers(0, 1 << 40), st.dictionaries(st.integers(0, 10_000), hashes, max_size=8))
+def test_hashes_roundtrip(generation: int, seq: int, hashes_: dict[int, str]) -> None:
+    reply = HashesResponse(generation, seq, hashes_)
+    assert HashesResponse.from_json(json.loads(json.dumps(reply.to_json()))) == reply
+
+
+@pytest.mark.parametrize("raw", [{"x": HASH}, {"1": "zz"}, {"\u00b2": HASH}, {"1": HASH + "\n"}, {"1": None}])
+def test_hashes_reply_rejects_malformed_entries(raw: dict[str, Any]) -> None:
+    with pytest.raises(ProtocolError) as info:
+        HashesResponse.from_json({"generation": 1, "seq": 1, "hashes": raw})
+    assert info.value.field == "hashes"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        None,
+        {"length": 10},
+        {"length": 10, "piece_length": 0},
+        {"length": 10, "piece_length": 3 << 18},
+        {"length": 10, "piece_length": "262144"},
+        {"length": -1, "piece_length": 1 << 18},
+    ],
+)
+def test_manifest_from_json_rejects(raw: Any) -> None:
+    with pytest.raises(ProtocolError) as info:
+        manifest_from_json(raw)
+    assert info.value.field == "manifest"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        [],
+        {"peers": [5]},
+        {"peers": "x"},
+        {"leases": [-1]},
+        {"generation": "1"},
+        {"restart": 1},
+        {"interval": "5"},
+        {"manifest": {"length": 1}},
+    ],
+)
+def test_response_from_json_rejects(data: Any) -> None:
+    with pytest.raises(ProtocolError):
+        AnnounceResponse.from_json(data)
