@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -9,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, inspect, select, text
 
-from shoal.core.announce import AnnounceOutcome, PeerRecord
+from shoal.core.announce import AnnounceOutcome, PeerRecord, TaskSnapshot
 from shoal.core.bitfield import Bitfield
 from shoal.core.handout import PeerView
 from shoal.core.leases import Lease
@@ -122,13 +124,7 @@ async def test_opening_an_unreachable_database_is_a_store_error() -> None:
 
 
 async def test_unknown_task_loads_empty(store: TrackerStore) -> None:
-    snapshot = await store.load(TASK_ID, [0, 1])
-    assert (snapshot.task, list(snapshot.peers), dict(snapshot.leases), dict(snapshot.known_hashes)) == (
-        None,
-        [],
-        {},
-        {},
-    )
+    assert await store.load(TASK_ID, [0, 1]) == TaskSnapshot(None, [], {}, {})
     assert await store.hashes_since(TASK_ID, 0) is None
     assert await store.summary(TASK_ID, T0, TTL) is None
 
@@ -193,7 +189,7 @@ async def test_bad_marks_are_stored_and_respected(store: TrackerStore) -> None:
     await join(store, "p2", T0, bitfield=bitfield(*range(PIECES)))
     await join(store, "p3", T0, bitfield=bitfield(0))
     await step(store, "p1", T0 + 1, bad_peers=("p2",))
-    out = await step(store, "p4", T0 + 2, generation=0)
+    await step(store, "p4", T0 + 2, generation=0)
     out = await step(store, "p4", T0 + 2, want_leases=2)
     assert out.response is not None
     assert [p.peer_id for p in out.response.peers] == ["p3"]
@@ -282,7 +278,7 @@ async def test_expire_removes_silent_peers_and_expired_leases(store: TrackerStor
     assert {lease.peer_id for lease in after.leases.values()} == {"p2"}
     assert len(after.leases) == 4
     # The silent peer's pieces go to the next asker.
-    out = await step(store, "p3", T0 + TTL + 2, generation=0)
+    await step(store, "p3", T0 + TTL + 2, generation=0)
     out = await step(store, "p3", T0 + TTL + 2, want_leases=8)
     assert out.response is not None and p1_pieces <= set(out.response.leases)
 
@@ -363,5 +359,9 @@ async def test_database_errors_become_store_errors(store: TrackerStore, db_url: 
 
 
 async def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
-    async with TrackerStore(f"sqlite:///{tmp_path}/t.db") as store, store.engine.connect() as conn:
+    path = tmp_path / "tracker.db"
+    async with TrackerStore(f"sqlite:///{path}") as store, store.engine.connect() as conn:
         assert (await conn.execute(text("PRAGMA journal_mode"))).scalar_one() == "wal"
+    # WAL is a property of the file: a plain connection that sets nothing sees it too.
+    with contextlib.closing(sqlite3.connect(path)) as plain:
+        assert plain.execute("PRAGMA journal_mode").fetchone() == ("wal",)

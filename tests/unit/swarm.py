@@ -23,7 +23,7 @@ class MemoryTracker:
     leases: dict[int, Lease] = field(default_factory=dict)
     hashes: dict[int, str] = field(default_factory=dict)
 
-    def snapshot(self, done: object = ()) -> TaskSnapshot:
+    def snapshot(self) -> TaskSnapshot:
         size = self.task.manifest.piece_count if self.task and self.task.manifest else 0
         peers = [
             p

@@ -69,10 +69,17 @@ class ProgressBar:
         self.progress.stop()
 
 
+def _dump_tasks() -> None:
+    """SIGUSR1: print every asyncio task's stack to stderr (for a download that seems stuck)."""
+    for task in asyncio.all_tasks():
+        task.print_stack(file=sys.stderr)
+
+
 async def _cancellable(run: Callable[[], asyncio.Future[GetResult] | asyncio.Task[GetResult]]) -> GetResult:
     task = asyncio.ensure_future(run())
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
     try:
         return await task
     except asyncio.CancelledError:

@@ -193,13 +193,11 @@ async def aget(
                 on_complete(result)
             await download.seed(completed, config.upload_time)
             return result
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(download.leave())
-            raise
         finally:
             if ticker:
                 ticker.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(download.leave())
             await server.stop()
 
 

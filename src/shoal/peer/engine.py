@@ -264,23 +264,20 @@ class Download:
         raise OriginChanged(f"the origin's file kept changing ({self.url})", url=self.url)
 
     async def seed(self, completed: Completed, seconds: float) -> None:
-        """Keep serving a completed file for ``seconds``, announcing it, then leave the swarm."""
-        if self.tracker is None or seconds <= 0:
+        """Keep serving a completed file for ``seconds``, announcing it; :meth:`leave` ends it."""
+        if self.tracker is None or self.served is None or seconds <= 0:
             return
-        served = self.server.publish(
-            completed.task_id,
-            completed.generation,
-            completed.manifest,
-            completed.path,
-            Bitfield.full(completed.manifest.piece_count),
-        )
-        self.served = served
+        for index in range(completed.manifest.piece_count):
+            self.served.add(index)
         deadline = time.monotonic() + seconds
         event = "completed"
         while time.monotonic() < deadline:
+            reported = dict(self.unreported)
             try:
-                reply = await self.tracker.announce(self.task_id, self._request(event=event, full=True))
+                reply = await self.tracker.announce(self.task_id, self._request(event=event, full=True, done=reported))
                 event = "update"
+                for index in reported:
+                    self.unreported.pop(index, None)
                 if reply.restart or reply.generation != completed.generation:
                     break
                 wait = min(reply.interval, deadline - time.monotonic())
@@ -289,14 +286,13 @@ class Download:
                 wait = min(2.0, deadline - time.monotonic())
             if wait > 0:
                 await asyncio.sleep(wait)
-        await self.leave()
 
     async def leave(self) -> None:
-        """Tell the tracker we are gone and stop serving (best effort)."""
+        """Stop serving and tell the tracker we are gone, with any origin hashes it has not had yet."""
         self.server.withdraw(self.task_id)
-        if self.tracker is not None and self.generation:
+        if self.tracker is not None and self.generation and not self.direct:
             with contextlib.suppress(TrackerUnavailable):
-                await self.tracker.announce(self.task_id, self._request(event="stopped"))
+                await self.tracker.announce(self.task_id, self._request(event="stopped", done=dict(self.unreported)))
 
     # -- joining -----------------------------------------------------------------------------------
 
@@ -397,6 +393,12 @@ class Download:
             while not self._events.empty():
                 self._handle(self._events.get_nowait())
             if time.monotonic() - saved_at > SAVE_STATE_SECONDS:
+                log.debug(
+                    "%d/%d pieces, %d unreported, in flight %s, leases %s, origin runs %d, peers %s",
+                    len(self.written), manifest.piece_count, len(self.unreported), sorted(self.inflight),
+                    sorted(self.leases), self.origin_busy,
+                    {p: (len(s.have) if s.have else None, s.requests, s.banned) for p, s in self.peers.items()},
+                )
                 # Even a SIGKILL then loses at most this much verified work (the rerun re-hashes it all).
                 saved_at = time.monotonic()
                 await asyncio.to_thread(self.part.save_state, dict(self.written))  # type: ignore[union-attr]
@@ -415,15 +417,11 @@ class Download:
                     actual=digest,
                 )
         await self._stop_tasks()
-        if self.unreported and self.tracker is not None and not self.direct:
-            # Let the tracker learn the last origin pieces before we go quiet.
-            with contextlib.suppress(TrackerUnavailable):
-                await self.tracker.announce(
-                    self.task_id, self._request(event="completed", done=dict(self.unreported))
-                )
         path = await asyncio.to_thread(self.part.finish)
         self.part.close()
-        self.server.withdraw(self.task_id)
+        if self.served is not None:
+            # Peers watching our have stream keep it: the pieces are now served from the final file.
+            self.served.path = path
         return Completed(path, self.manifest.length, digest, self.task_id, self.generation, self.manifest)
 
     async def _save_state(self) -> None:
@@ -814,8 +812,11 @@ class Download:
         """One announce in flight at a time: now when there is news or a need, else every interval."""
         backoff = 0.5
         while True:
+            # asyncio.timeout, not wait_for: in Python 3.11 wait_for can swallow a cancellation that
+            # arrives as the event fires, and the task would never stop.
             try:
-                await asyncio.wait_for(self._announce_wake.wait(), self._interval)
+                async with asyncio.timeout(self._interval):
+                    await self._announce_wake.wait()
             except TimeoutError:
                 pass
             self._announce_wake.clear()

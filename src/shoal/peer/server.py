@@ -161,7 +161,8 @@ class PieceServer:
             await response.write(json.dumps({"bitfield": served.have.encode()}).encode() + b"\n")
             while True:
                 try:
-                    item = await asyncio.wait_for(queue.get(), PING_SECONDS)
+                    async with asyncio.timeout(PING_SECONDS):  # not wait_for: see Download._announcer
+                        item = await queue.get()
                 except TimeoutError:
                     await response.write(b'{"ping": true}\n')
                     continue

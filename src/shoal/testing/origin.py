@@ -109,6 +109,8 @@ async def _stream(
             await response.write(chunk)
             sent += len(chunk)
             stats.bytes_sent += len(chunk)
+    except ConnectionResetError:
+        return response  # the client hung up (a probe, or a peer that died): nothing more to send
     finally:
         f.close()
     await response.write_eof()
