@@ -332,3 +332,12 @@ def test_no_piece_is_leased_twice_across_a_swarm(
         leases[peer_id] = [] if action == "stopped" else list(out.response.leases)
         if action == "stopped":
             have[peer_id] = set()
+
+
+
+def test_a_lease_on_a_piece_another_peer_delivered_is_dropped_not_renewed() -> None:
+    snap = snapshot(task(), peers=[peer("p1"), peer("p2", have=[3])], leases=held_by("p1", [3, 4]))
+    out = announce(snap, request("p1"))
+    assert 3 in out.drop_leases
+    assert [lease.piece for lease in out.put_leases] == [4]
+    assert out.response is not None and out.response.leases == (4,)

@@ -185,16 +185,23 @@ def decide_announce(
     ]
     live_ids = {p.peer_id for p in peers} | {request.peer_id}
 
-    # Leases: finished and released ones go; the asker's others are renewed; dead peers' ones lapse.
+    # Leases: finished and released ones go, and so do the asker's leases on pieces another trusted peer
+    # has delivered meanwhile (fetching them again from the origin would be waste); the asker's others are
+    # renewed; dead peers' ones lapse.
+    held = have.copy()
+    for p in peers:
+        if not p.bad:
+            held.union_update(p.have)
     finished = set(request.done) | set(request.released)
+    delivered = {i for i, lease in snapshot.leases.items() if lease.peer_id == request.peer_id and i in held}
     outcome.drop_leases = [
-        i for i in finished if i in snapshot.leases and snapshot.leases[i].peer_id == request.peer_id
+        i for i in finished | delivered if i in snapshot.leases and snapshot.leases[i].peer_id == request.peer_id
     ]
     live_leases: dict[int, Lease] = {}
     for index, lease in snapshot.leases.items():
-        if index in finished and lease.peer_id == request.peer_id:
-            continue
         if lease.peer_id == request.peer_id:
+            if index in finished or index in delivered:
+                continue
             renewed = Lease(index, lease.peer_id, now + policy.peer_ttl)
             outcome.put_leases.append(renewed)
             live_leases[index] = renewed
@@ -203,10 +210,6 @@ def decide_announce(
 
     granted: list[int] = []
     if manifest is not None and request.want_leases:
-        held = have.copy()
-        for p in peers:
-            if not p.bad:
-                held.union_update(p.have)
         granted = grant_leases(
             held=held,
             leased=live_leases,
