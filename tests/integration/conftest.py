@@ -78,9 +78,7 @@ def spawn_get(procs: list[subprocess.Popen[str]]) -> Callable[..., subprocess.Po
     """Start `shoal get` as a process; stderr is captured for assertions."""
 
     def spawn(*args: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            shoal_argv("get", *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
+        proc = subprocess.Popen(shoal_argv("get", *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         procs.append(proc)
         return proc
 

@@ -37,9 +37,7 @@ TASK = "ab" * 20
     ],
 )
 def test_cli_rejects_bad_arguments(tmp_path, args, code, message):
-    result = subprocess.run(
-        shoal_argv("get", *args), capture_output=True, text=True, cwd=tmp_path, timeout=30
-    )
+    result = subprocess.run(shoal_argv("get", *args), capture_output=True, text=True, cwd=tmp_path, timeout=30)
     assert result.returncode == code, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
@@ -152,13 +150,9 @@ def test_tracker_rejects_bad_bitfields_and_unknown_tasks(tracker):
     assert code == 200 and reply["manifest"]["length"] == 10 << 20  # type: ignore[index]
     generation = reply["generation"]
     for bitfield in ("%%%", "AAAA", Bitfield(41).encode()):
-        code, reply = _post(
-            f"{t.url}/v1/tasks/{TASK}/announce", _announce(generation=generation, bitfield=bitfield)
-        )
+        code, reply = _post(f"{t.url}/v1/tasks/{TASK}/announce", _announce(generation=generation, bitfield=bitfield))
         assert code == 400 and "bitfield" in str(reply["error"])
-    code, reply = _post(
-        f"{t.url}/v1/tasks/{TASK}/announce", _announce(generation=generation, done={"99999": "0" * 64})
-    )
+    code, reply = _post(f"{t.url}/v1/tasks/{TASK}/announce", _announce(generation=generation, done={"99999": "0" * 64}))
     assert code == 400 and "piece 99999" in str(reply["error"])
     assert _get(f"{t.url}/v1/tasks/{'cd' * 20}")[0] == 404
     assert _get(f"{t.url}/v1/tasks/{'cd' * 20}/hashes")[0] == 404
@@ -192,9 +186,7 @@ async def test_piece_server_serves_only_verified_pieces_of_its_generation(tmp_pa
             assert (await fetch(f"{base}/data?gen=2", f"bytes=0-{piece - 1}"))[0] == 409
             assert (await fetch(f"{base}/data?gen=3", "bytes=1-100"))[0] == 416
             assert (await fetch(f"{base}/data?gen=3", None))[0] == 416
-            assert (await fetch(f"http://127.0.0.1:{port}/v1/tasks/{'cd' * 20}/data?gen=3", "bytes=0-9"))[
-                0
-            ] == 404
+            assert (await fetch(f"http://127.0.0.1:{port}/v1/tasks/{'cd' * 20}/data?gen=3", "bytes=0-9"))[0] == 404
 
             # One upload at a time: while a paced upload holds the only slot, the next asker gets a 503.
             slow = asyncio.ensure_future(fetch(f"{base}/data?gen=3", f"bytes=0-{2 * piece - 1}"))

@@ -29,8 +29,7 @@ def test_peer_killed_mid_transfer(tmp_path, tracker, origin, make_file, spawn_ge
     url = src.url("k.bin")
     victim = spawn_get(url, "-o", str(tmp_path / "victim.bin"), "--tracker", t.url, "--upload-time", "30")
     others = [
-        spawn_get(url, "-o", str(tmp_path / f"o{i}.bin"), "--tracker", t.url, "--upload-time", "5")
-        for i in range(2)
+        spawn_get(url, "-o", str(tmp_path / f"o{i}.bin"), "--tracker", t.url, "--upload-time", "5") for i in range(2)
     ]
     # Kill the victim once it holds origin leases and has fetched part of the file.
     wait_for(
@@ -137,10 +136,7 @@ def test_origin_without_range_support(tmp_path, tracker, origin, make_file, spaw
     url = src.url("n.bin")
     first = spawn_get(url, "-o", str(tmp_path / "n0.bin"), "--tracker", t.url, "--upload-time", "20")
     wait_for(lambda: (task_summary_or_none(t, url) or {}).get("hashed_pieces", 0) >= 1, what="first piece")
-    rest = [
-        spawn_get(url, "-o", str(tmp_path / f"n{i}.bin"), "--tracker", t.url, "--upload-time", "2")
-        for i in (1, 2)
-    ]
+    rest = [spawn_get(url, "-o", str(tmp_path / f"n{i}.bin"), "--tracker", t.url, "--upload-time", "2") for i in (1, 2)]
     for proc in rest:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+import signal
+import subprocess
+import time
+from pathlib import Path
 
 import shoal
 from tests.integration.conftest import no_partial_files, run_get, sha256
 
 SUMMARY = re.compile(r"origin ([\d.]+) (\w+), peers ([\d.]+) (\w+)")
 UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+
+
+def wait_for_file(path: Path, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+    """Wait for a `shoal get` to put its file in place (it appears only when complete)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.05)
 
 
 def parse_summary(stderr: str) -> tuple[float, float]:
@@ -56,8 +71,6 @@ def test_python_api_direct_from_origin_with_digest(tmp_path, origin, make_file, 
     src = origin()
     data = make_file(src.root / "a.bin", 3 << 20)
     out = tmp_path / "a.bin"
-    import hashlib
-
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     result = shoal.get(src.url("a.bin"), output=out, digest=digest)
     assert result.path == out and out.read_bytes() == data
@@ -79,18 +92,12 @@ def test_second_peer_takes_everything_from_the_first(tmp_path, tracker, origin, 
     src = origin()
     make_file(src.root / "c.bin", 6 << 20)
     t = tracker()
-    seeder = spawn_get(
-        src.url("c.bin"), "-o", str(tmp_path / "seed.bin"), "--tracker", t.url, "--upload-time", "30"
-    )
-    # Wait for the seeder to finish its download (its file appears only when complete).
-    first = run_get(
-        src.url("c.bin"), "-o", str(tmp_path / "probe.bin"), "--tracker", t.url, "--upload-time", "0"
-    )
+    seeder = spawn_get(src.url("c.bin"), "-o", str(tmp_path / "seed.bin"), "--tracker", t.url, "--upload-time", "30")
+    first = run_get(src.url("c.bin"), "-o", str(tmp_path / "probe.bin"), "--tracker", t.url, "--upload-time", "0")
     assert first.returncode == 0, first.stderr
+    wait_for_file(tmp_path / "seed.bin", seeder)
     before = src.bytes_sent()
-    second = run_get(
-        src.url("c.bin"), "-o", str(tmp_path / "two.bin"), "--tracker", t.url, "--upload-time", "0"
-    )
+    second = run_get(src.url("c.bin"), "-o", str(tmp_path / "two.bin"), "--tracker", t.url, "--upload-time", "0")
     assert second.returncode == 0, second.stderr
     from_origin, from_peers = parse_summary(second.stderr)
     assert from_origin == 0 and from_peers == 6 << 20
@@ -147,14 +154,8 @@ def test_upload_rate_is_honoured(tmp_path, tracker, origin, make_file, spawn_get
         "--upload-rate",
         "1M",
     )
-    while not (tmp_path / "seed.bin").exists():
-        assert seeder.poll() is None, seeder.communicate()
-        import time
-
-        time.sleep(0.1)
-    result = run_get(
-        src.url("g.bin"), "-o", str(tmp_path / "g.bin"), "--tracker", t.url, "--upload-time", "0"
-    )
+    wait_for_file(tmp_path / "seed.bin", seeder)
+    result = run_get(src.url("g.bin"), "-o", str(tmp_path / "g.bin"), "--tracker", t.url, "--upload-time", "0")
     assert result.returncode == 0, result.stderr
     _, from_peers = parse_summary(result.stderr)
     assert from_peers == 3 << 20
@@ -169,10 +170,6 @@ def test_rerun_resumes_after_sigkill(tmp_path, origin, make_file, spawn_get):
     out = tmp_path / "h.bin"
     proc = spawn_get(src.url("h.bin"), "-o", str(out), "--download-rate", "2M")
     state = tmp_path / ".h.bin.shoal-state"
-    import json
-    import signal
-    import time
-
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if state.exists() and len(json.loads(state.read_text() or "{}").get("pieces", {})) >= 4:

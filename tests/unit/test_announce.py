@@ -334,10 +334,17 @@ def test_no_piece_is_leased_twice_across_a_swarm(
             have[peer_id] = set()
 
 
-
 def test_a_lease_on_a_piece_another_peer_delivered_is_dropped_not_renewed() -> None:
     snap = snapshot(task(), peers=[peer("p1"), peer("p2", have=[3])], leases=held_by("p1", [3, 4]))
     out = announce(snap, request("p1"))
     assert 3 in out.drop_leases
     assert [lease.piece for lease in out.put_leases] == [4]
     assert out.response is not None and out.response.leases == (4,)
+
+
+def test_peers_stored_before_the_manifest_count_as_holding_nothing() -> None:
+    # The task exists without a manifest (its first peer has not probed the origin yet), so the stored
+    # bitfields are empty; the announce that sets the manifest must not trip over their size.
+    waiting = peer("p2", size=0)
+    out = announce(snapshot(task(manifest=None), peers=[waiting]), request(origin=IDENTITY, want_leases=2))
+    assert out.response is not None and out.response.leases == (0, 1)

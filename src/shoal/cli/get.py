@@ -114,14 +114,10 @@ async def _cancellable(run: Callable[[], asyncio.Future[GetResult] | asyncio.Tas
     show_default=True,
     help="Seconds to keep serving the file to peers after it is complete.",
 )
-@click.option(
-    "--fallback", is_flag=True, help="Download straight from the origin if the tracker is unreachable."
-)
+@click.option("--fallback", is_flag=True, help="Download straight from the origin if the tracker is unreachable.")
 @click.option("--callback", metavar="CMD", help="Run CMD with the file's path appended after success.")
 @click.option("--digest", metavar="sha256:HEX", help="Verify the whole file before it is moved into place.")
-@click.option(
-    "--header", "headers", multiple=True, metavar="'NAME: VALUE'", help="Header for the origin (repeatable)."
-)
+@click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'", help="Header for the origin (repeatable).")
 @click.option("--site", default="", help="Locality label: prefer peers of this site.")
 @click.option("--rack", default="", help="Locality label: prefer peers of this rack.")
 @click.option(

@@ -100,9 +100,7 @@ def decide_announce(
     if request.origin is not None and request.generation in (task.generation, 0):
         if task.manifest is None:
             task = replace(task, manifest=Manifest.for_identity(request.origin))
-        elif (
-            not task.manifest.identity.same_version(request.origin) and request.generation == task.generation
-        ):
+        elif not task.manifest.identity.same_version(request.origin) and request.generation == task.generation:
             task = replace(
                 task,
                 generation=task.generation + 1,
@@ -177,11 +175,14 @@ def decide_announce(
     outcome.mark_bad = [p for p in request.bad_peers if p != request.peer_id]
     bad = set(outcome.mark_bad)
     peers = [
-        p.view if p.view.peer_id not in bad else replace(p.view, bad=True)
+        replace(
+            p.view,
+            bad=p.view.bad or p.view.peer_id in bad,
+            # A bitfield stored before this announce set the manifest describes no pieces yet.
+            have=p.view.have if p.view.have.size == size else Bitfield(size),
+        )
         for p in snapshot.peers
-        if p.view.peer_id != request.peer_id
-        and p.generation == task.generation
-        and now - p.last_seen < policy.peer_ttl
+        if p.view.peer_id != request.peer_id and p.generation == task.generation and now - p.last_seen < policy.peer_ttl
     ]
     live_ids = {p.peer_id for p in peers} | {request.peer_id}
 

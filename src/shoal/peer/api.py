@@ -160,9 +160,7 @@ async def aget(
     started = time.monotonic()
     server = PieceServer(ServerConfig(max_uploads=config.max_uploads, upload_rate=config.upload_rate))
     connector = aiohttp.TCPConnector(limit=128, limit_per_host=16)
-    async with aiohttp.ClientSession(
-        connector=connector, auto_decompress=False, read_bufsize=1 << 20
-    ) as session:
+    async with aiohttp.ClientSession(connector=connector, auto_decompress=False, read_bufsize=1 << 20) as session:
         if config.tracker is not None:
             try:
                 await server.start(config.listen_host, config.listen_port)

@@ -148,16 +148,7 @@ class Wake:
 
 
 Event = (
-    OriginPiece
-    | PeerPiece
-    | RunEnded
-    | NoRange
-    | Announced
-    | TrackerDown
-    | HashesArrived
-    | PeerHas
-    | PeerGone
-    | Wake
+    OriginPiece | PeerPiece | RunEnded | NoRange | Announced | TrackerDown | HashesArrived | PeerHas | PeerGone | Wake
 )
 
 
@@ -215,9 +206,7 @@ class Download:
         self.origin = Origin(url, session, config.headers)
         self.tracker = TrackerClient(config.tracker, session) if config.tracker else None
         self.stats = Stats()
-        self._bucket = (
-            TokenBucket(config.download_rate, burst=config.download_rate) if config.download_rate else None
-        )
+        self._bucket = TokenBucket(config.download_rate, burst=config.download_rate) if config.download_rate else None
         self._reset_attempt()
 
     def _reset_attempt(self) -> None:
@@ -395,8 +384,12 @@ class Download:
             if time.monotonic() - saved_at > SAVE_STATE_SECONDS:
                 log.debug(
                     "%d/%d pieces, %d unreported, in flight %s, leases %s, origin runs %d, peers %s",
-                    len(self.written), manifest.piece_count, len(self.unreported), sorted(self.inflight),
-                    sorted(self.leases), self.origin_busy,
+                    len(self.written),
+                    manifest.piece_count,
+                    len(self.unreported),
+                    sorted(self.inflight),
+                    sorted(self.leases),
+                    self.origin_busy,
                     {p: (len(s.have) if s.have else None, s.requests, s.banned) for p, s in self.peers.items()},
                 )
                 # Even a SIGKILL then loses at most this much verified work (the rerun re-hashes it all).
@@ -453,9 +446,7 @@ class Download:
 
     def _needed(self) -> set[int]:
         assert self.manifest is not None
-        return {
-            i for i in range(self.manifest.piece_count) if i not in self.written and i not in self.inflight
-        }
+        return {i for i in range(self.manifest.piece_count) if i not in self.written and i not in self.inflight}
 
     def _schedule(self) -> None:
         manifest = self.manifest
@@ -556,14 +547,8 @@ class Download:
                 self.hashes.update(hashes)
                 self.hash_seq = max(self.hash_seq, seq)
                 for index, digest in hashes.items():
-                    if (
-                        index in self.written
-                        and self.written[index] != digest
-                        and index not in self.unreported
-                    ):
-                        log.warning(
-                            "piece %d on disk does not match the tracker's hash; fetching again", index
-                        )
+                    if index in self.written and self.written[index] != digest and index not in self.unreported:
+                        log.warning("piece %d on disk does not match the tracker's hash; fetching again", index)
                         del self.written[index]
                         self.have.discard(index)
             case PeerHas(peer_id, have, added):
@@ -719,9 +704,7 @@ class Download:
         pending = list(run)
         url = f"{peer.base_url}/v1/tasks/{self.task_id}/data?gen={self.generation}"
         try:
-            async with self.session.get(
-                url, headers={"Range": range_header(start, end)}, timeout=PEER_TIMEOUT
-            ) as resp:
+            async with self.session.get(url, headers={"Range": range_header(start, end)}, timeout=PEER_TIMEOUT) as resp:
                 if resp.status == 503:
                     self._events.put_nowait(RunEnded(peer_id, tuple(pending), busy=True))
                     return

@@ -102,9 +102,7 @@ class PieceServer:
 
     # -- registry ------------------------------------------------------------------------------------
 
-    def publish(
-        self, task_id: str, generation: int, manifest: Manifest, path: Path, have: Bitfield
-    ) -> ServedTask:
+    def publish(self, task_id: str, generation: int, manifest: Manifest, path: Path, have: Bitfield) -> ServedTask:
         old = self.tasks.get(task_id)
         if old is not None:
             old.close_watchers()

@@ -28,9 +28,7 @@ class TrackerClient:
                         message = json.loads(text).get("error", text)
                     except (ValueError, AttributeError):
                         message = text[:200]
-                    raise TrackerUnavailable(
-                        f"tracker answered {resp.status}: {message}", tracker=self.base_url
-                    )
+                    raise TrackerUnavailable(f"tracker answered {resp.status}: {message}", tracker=self.base_url)
                 return json.loads(text)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise TrackerUnavailable(
@@ -45,9 +43,7 @@ class TrackerClient:
         try:
             return AnnounceResponse.from_json(data)
         except ProtocolError as exc:
-            raise TrackerUnavailable(
-                f"tracker sent a malformed announce reply: {exc}", tracker=self.base_url
-            ) from exc
+            raise TrackerUnavailable(f"tracker sent a malformed announce reply: {exc}", tracker=self.base_url) from exc
 
     async def hashes(self, task_id: str, since: int) -> HashesResponse:
         data = await self._call("GET", f"/v1/tasks/{task_id}/hashes?since={since}")

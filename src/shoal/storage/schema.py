@@ -128,8 +128,11 @@ async def _v2_double_times(conn: AsyncConnection) -> None:
     if conn.dialect.name != "mysql":
         return
     columns = [
-        ("schema_migrations", "applied_at"), ("tasks", "created"), ("tasks", "updated"),
-        ("peers", "last_seen"), ("leases", "expires"),
+        ("schema_migrations", "applied_at"),
+        ("tasks", "created"),
+        ("tasks", "updated"),
+        ("peers", "last_seen"),
+        ("leases", "expires"),
     ]
     for table, column in columns:
         await conn.execute(text(f"ALTER TABLE {table} MODIFY {column} DOUBLE NOT NULL"))
@@ -153,8 +156,6 @@ async def migrate(engine: AsyncEngine) -> int:
         async with engine.begin() as conn:
             await step(conn)
             await conn.execute(
-                insert(schema_migrations).values(
-                    version=version, description=description, applied_at=time.time()
-                )
+                insert(schema_migrations).values(version=version, description=description, applied_at=time.time())
             )
     return MIGRATIONS[-1][0]

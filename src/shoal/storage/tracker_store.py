@@ -92,7 +92,7 @@ class TrackerStore:
     async def _connection(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
         """A connection (a transaction when ``write``); database failures become StoreError."""
         try:
-            async with (self.engine.begin() if write else self.engine.connect()) as conn:
+            async with self.engine.begin() if write else self.engine.connect() as conn:
                 yield conn
         except (SQLAlchemyError, OSError) as exc:
             raise StoreError(f"database error: {exc}") from exc
@@ -133,9 +133,7 @@ class TrackerStore:
         tid = task.task_id
         async with self._connection(write=True) as conn:
             if created:
-                await conn.execute(
-                    tasks.insert().values(task_id=tid, created=time.time(), **_task_values(task))
-                )
+                await conn.execute(tasks.insert().values(task_id=tid, created=time.time(), **_task_values(task)))
             else:
                 await conn.execute(update(tasks).where(tasks.c.task_id == tid).values(**_task_values(task)))
             if outcome.new_generation:
@@ -202,9 +200,7 @@ class TrackerStore:
     async def hashes_since(self, task_id: str, since: int) -> HashesResponse | None:
         async with self._connection() as conn:
             row = (
-                await conn.execute(
-                    select(tasks.c.generation, tasks.c.hash_seq).where(tasks.c.task_id == task_id)
-                )
+                await conn.execute(select(tasks.c.generation, tasks.c.hash_seq).where(tasks.c.task_id == task_id))
             ).first()
             if row is None:
                 return None

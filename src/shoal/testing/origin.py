@@ -147,9 +147,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--no-range", action="store_true")
     parser.add_argument("--rate", default=None, help="cap on bytes per second sent (1024-based units)")
-    parser.add_argument(
-        "--require-header", default=None, help="'Name: value' every request must carry (else 403)"
-    )
+    parser.add_argument("--require-header", default=None, help="'Name: value' every request must carry (else 403)")
     args = parser.parse_args()
     if not os.path.isdir(args.root):
         sys.exit(f"origin: {args.root} is not a directory")

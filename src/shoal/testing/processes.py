@@ -40,9 +40,7 @@ class Service:
         self.stop(signal.SIGKILL)
 
 
-def start_service(
-    argv: Sequence[str], *, timeout: float = 20.0, env: dict[str, str] | None = None
-) -> Service:
+def start_service(argv: Sequence[str], *, timeout: float = 20.0, env: dict[str, str] | None = None) -> Service:
     """Start ``argv`` and wait for its ``listening on URL`` line on stdout."""
     proc = subprocess.Popen(
         list(argv), stdout=subprocess.PIPE, stderr=None, text=True, env={**os.environ, **(env or {})}
