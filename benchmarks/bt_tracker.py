@@ -111,13 +111,10 @@ async def announce(request: web.Request) -> web.Response:
         v6 = [p for p in chosen if ipaddress.ip_address(p.ip).version == 6]
         reply[b"peers"] = b"".join(socket.inet_aton(p.ip) + struct.pack("!H", p.port) for p in v4)
         if v6:
-            reply[b"peers6"] = b"".join(
-                socket.inet_pton(socket.AF_INET6, p.ip) + struct.pack("!H", p.port) for p in v6
-            )
+            reply[b"peers6"] = b"".join(socket.inet_pton(socket.AF_INET6, p.ip) + struct.pack("!H", p.port) for p in v6)
     else:
         reply[b"peers"] = [
-            {b"peer id": pid, b"ip": p.ip.encode(), b"port": p.port}
-            for pid, p in swarm.items() if p in chosen
+            {b"peer id": pid, b"ip": p.ip.encode(), b"port": p.port} for pid, p in swarm.items() if p in chosen
         ]
     return web.Response(body=bencode(reply), content_type="text/plain")
 
@@ -125,8 +122,11 @@ async def announce(request: web.Request) -> web.Response:
 async def scrape(request: web.Request) -> web.Response:
     swarms = request.app[SWARMS]
     swarms.expire(time.monotonic())
-    wanted = [unquote_to_bytes(v) for k, _, v in (i.partition("=") for i in request.query_string.split("&"))
-              if k == "info_hash"] or list(swarms.peers)
+    wanted = [
+        unquote_to_bytes(v)
+        for k, _, v in (i.partition("=") for i in request.query_string.split("&"))
+        if k == "info_hash"
+    ] or list(swarms.peers)
     files = {}
     for info_hash in wanted:
         swarm = swarms.peers.get(info_hash, {})

@@ -95,8 +95,9 @@ class Processes:
 
     def start(self, argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
         with open(log_path, "ab") as out:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self.procs.append(proc)
         return proc
 
@@ -152,15 +153,22 @@ def timed(argv: list[str], workdir: Path, name: str, timeout: float) -> Timed:
     subprocess.run(["sync"], check=False)
     started = time.monotonic()
     with open(out_path, "wb") as out:
-        proc = subprocess.run(["/usr/bin/time", "-v", "-o", str(sys_time), *argv], stdin=subprocess.DEVNULL,
-                              stdout=out, stderr=subprocess.STDOUT, timeout=timeout, check=False)
+        proc = subprocess.run(
+            ["/usr/bin/time", "-v", "-o", str(sys_time), *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+            check=False,
+        )
     wall = time.monotonic() - started
     report = sys_time.read_text(errors="replace") if sys_time.exists() else ""
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", report)
     user = re.search(r"User time \(seconds\): ([\d.]+)", report)
     system = re.search(r"System time \(seconds\): ([\d.]+)", report)
     return Timed(
-        wall_s=wall, returncode=proc.returncode,
+        wall_s=wall,
+        returncode=proc.returncode,
         peak_rss=int(rss[1]) * 1024 if rss else None,
         cpu_s=float(user[1]) + float(system[1]) if user and system else None,
         output=out_path.read_text(errors="replace"),
@@ -178,6 +186,8 @@ class Repetition:
     shoal_reported_s: float | None
     shoal_ok: bool
     ratio: float
+    ratio_own: float | None
+    """curl's wall time over the time shoal reports itself (its interpreter start-up left out)."""
     peak_rss: int | None
     shoal_cpu_s: float | None
     curl_cpu_s: float | None
@@ -198,14 +208,29 @@ def run(args: argparse.Namespace, workdir: Path, procs: Processes) -> dict[str, 
     sha256 = make_payload(payload, size)
 
     origin_log = workdir / "origin.log"
-    origin_proc = procs.start([PYTHON, "-m", "shoal.testing.origin", str(origin_dir), "--host", "127.0.0.1",
-                               "--port", "0"], origin_log)
+    origin_proc = procs.start(
+        [PYTHON, "-m", "shoal.testing.origin", str(origin_dir), "--host", "127.0.0.1", "--port", "0"], origin_log
+    )
     origin = wait_for_line(origin_proc, origin_log, r"origin listening on (http://\S+)")[1]
     url = f"{origin}/{FILE_NAME}"
     tracker_log = workdir / "tracker.log"
-    tracker_proc = procs.start([SHOAL, "tracker", "--host", "127.0.0.1", "--port", "0", "--db",
-                                f"sqlite:///{workdir / 'tracker.db'}", "--interval", "1", "--peer-ttl", "5"],
-                               tracker_log)
+    tracker_proc = procs.start(
+        [
+            SHOAL,
+            "tracker",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--db",
+            f"sqlite:///{workdir / 'tracker.db'}",
+            "--interval",
+            "1",
+            "--peer-ttl",
+            "5",
+        ],
+        tracker_log,
+    )
     tracker = wait_for_line(tracker_proc, tracker_log, r"tracker listening on (http://[^\s]+)")[1]
     log(f"origin {url}, tracker {tracker}")
     verbose = [f"-{'v' * args.verbose}"] if args.verbose else []
@@ -214,8 +239,9 @@ def run(args: argparse.Namespace, workdir: Path, procs: Processes) -> dict[str, 
     seed = workdir / "seed.bin"
     seed_log = workdir / "seed.log"
     started = time.monotonic()
-    seed_proc = procs.start([SHOAL, "get", url, "--tracker", tracker, "--upload-time", "3600", "-q", "-o",
-                             str(seed), *verbose], seed_log)
+    seed_proc = procs.start(
+        [SHOAL, "get", url, "--tracker", tracker, "--upload-time", "3600", "-q", "-o", str(seed), *verbose], seed_log
+    )
     while not (seed.exists() and seed.stat().st_size == size):
         if seed_proc.poll() is not None:
             raise RuntimeError(f"the seeding shoal get exited ({seed_proc.returncode}):\n{seed_log.read_text()}")
@@ -224,8 +250,10 @@ def run(args: argparse.Namespace, workdir: Path, procs: Processes) -> dict[str, 
         time.sleep(0.02)
     seed_s = time.monotonic() - started
     seed_ok = sha256_file(seed) == sha256
-    log(f"seeding peer complete in {seed_s:.2f} s ({size / seed_s / 2**20:.0f} MiB/s from the origin), "
-        f"sha256 {'ok' if seed_ok else 'MISMATCH'}")
+    log(
+        f"seeding peer complete in {seed_s:.2f} s ({size / seed_s / 2**20:.0f} MiB/s from the origin), "
+        f"sha256 {'ok' if seed_ok else 'MISMATCH'}"
+    )
 
     reps: list[Repetition] = []
     for rep in range(1, args.repeat + 1):
@@ -237,8 +265,12 @@ def run(args: argparse.Namespace, workdir: Path, procs: Processes) -> dict[str, 
 
         out = workdir / "out.bin"
         before = origin_bytes(origin)
-        get = timed([SHOAL, "get", url, "--tracker", tracker, "-o", str(out), "--upload-time", "0", *verbose],
-                    workdir, f"shoal{rep}", args.timeout)
+        get = timed(
+            [SHOAL, "get", url, "--tracker", tracker, "-o", str(out), "--upload-time", "0", *verbose],
+            workdir,
+            f"shoal{rep}",
+            args.timeout,
+        )
         during = origin_bytes(origin) - before
         shoal_ok = get.returncode == 0 and sha256_file(out) == sha256
         out.unlink(missing_ok=True)
@@ -246,14 +278,26 @@ def run(args: argparse.Namespace, workdir: Path, procs: Processes) -> dict[str, 
         if get.returncode != 0:
             log(f"run {rep}: shoal get exited {get.returncode}:\n{get.output[-2000:]}")
         log(f"run {rep}: shoal get {get.wall_s:.2f} s ({size / get.wall_s / 2**20:.0f} MiB/s)")
-        reps.append(Repetition(
-            run=rep, curl_s=curl.wall_s, curl_rate=size / curl.wall_s, curl_ok=curl_ok,
-            shoal_s=get.wall_s, shoal_rate=size / get.wall_s,
-            shoal_reported_s=float(summary[1]) if summary else None, shoal_ok=shoal_ok,
-            ratio=curl.wall_s / get.wall_s, peak_rss=get.peak_rss, shoal_cpu_s=get.cpu_s, curl_cpu_s=curl.cpu_s,
-            shoal_from_origin=summary[2] if summary else "?", shoal_from_peers=summary[3] if summary else "?",
-            origin_bytes_during_shoal=during,
-        ))
+        reps.append(
+            Repetition(
+                run=rep,
+                curl_s=curl.wall_s,
+                curl_rate=size / curl.wall_s,
+                curl_ok=curl_ok,
+                shoal_s=get.wall_s,
+                shoal_rate=size / get.wall_s,
+                shoal_reported_s=float(summary[1]) if summary else None,
+                shoal_ok=shoal_ok,
+                ratio=curl.wall_s / get.wall_s,
+                ratio_own=curl.wall_s / float(summary[1]) if summary else None,
+                peak_rss=get.peak_rss,
+                shoal_cpu_s=get.cpu_s,
+                curl_cpu_s=curl.cpu_s,
+                shoal_from_origin=summary[2] if summary else "?",
+                shoal_from_peers=summary[3] if summary else "?",
+                origin_bytes_during_shoal=during,
+            )
+        )
     procs.stop(seed_proc)
     return {
         "setup": {"size": size, "workdir": str(workdir), "repeat": args.repeat},
@@ -276,8 +320,8 @@ def format_report(result: dict[str, object], size: int) -> str:
         f"{seed['rate'] / mib:.0f} MiB/s, sha256 {'ok' if seed['ok'] else 'MISMATCH'}",
         "",
         f"{'run':>3} {'curl s':>7} {'curl MiB/s':>10} {'shoal s':>8} {'(own)':>7} {'shoal MiB/s':>11} "
-        f"{'ratio':>6} {'peak RSS':>9} {'CPU s':>6} {'curl CPU':>8} {'from origin':>12} {'from peers':>11} "
-        f"{'origin sent':>11} {'sha256':>7}",
+        f"{'ratio':>6} {'(own)':>6} {'peak RSS':>9} {'CPU s':>6} {'curl CPU':>8} {'from origin':>12} "
+        f"{'from peers':>11} {'origin sent':>11} {'sha256':>7}",
     ]
     for r in result["runs"]:  # type: ignore[attr-defined]
         own = f"{r['shoal_reported_s']:.2f}" if r["shoal_reported_s"] is not None else "-"
@@ -285,9 +329,10 @@ def format_report(result: dict[str, object], size: int) -> str:
         cpu = f"{r['shoal_cpu_s']:.1f}" if r["shoal_cpu_s"] is not None else "-"
         curl_cpu = f"{r['curl_cpu_s']:.1f}" if r["curl_cpu_s"] is not None else "-"
         ok = "ok" if r["curl_ok"] and r["shoal_ok"] else "BAD"
+        ratio_own = f"{r['ratio_own']:.2f}" if r["ratio_own"] is not None else "-"
         lines.append(
             f"{r['run']:>3} {r['curl_s']:>7.2f} {r['curl_rate'] / mib:>10.0f} {r['shoal_s']:>8.2f} {own:>7} "
-            f"{r['shoal_rate'] / mib:>11.0f} {r['ratio']:>6.2f} {rss:>9} {cpu:>6} {curl_cpu:>8} "
+            f"{r['shoal_rate'] / mib:>11.0f} {r['ratio']:>6.2f} {ratio_own:>6} {rss:>9} {cpu:>6} {curl_cpu:>8} "
             f"{r['shoal_from_origin']:>12} {r['shoal_from_peers']:>11} {r['origin_bytes_during_shoal']:>11} {ok:>7}"
         )
     ratio, rss = result["median_ratio"], result["max_peak_rss"]
@@ -295,7 +340,8 @@ def format_report(result: dict[str, object], size: int) -> str:
     lines += [
         "",
         "shoal s: wall time of the shoal get process (start-up included); (own): the time it reports itself;",
-        "ratio: shoal rate / curl rate; origin sent: the origin's body-byte counter during the shoal get.",
+        "ratio: shoal rate / curl rate (own: by shoal's own time); origin sent: the origin's body-byte counter",
+        "during the shoal get; CPU s: user + system of the shoal get (curl CPU: of curl).",
         f"targets: ratio >= {RATIO_TARGET} -> median {ratio:.2f} {'met' if ratio >= RATIO_TARGET else 'MISSED'}; "
         f"peak RSS < {RSS_TARGET / 1e6:.0f} MB -> max {rss / 1e6:.0f} MB {'met' if rss < RSS_TARGET else 'MISSED'}",
     ]

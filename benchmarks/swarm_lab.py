@@ -37,9 +37,11 @@ start-up is included, and stops when the last peer is done):
 After every run all peer processes (and the run's tracker) are stopped, origin counters are read, and every
 peer's file is compared with the origin's by SHA-256. Figures printed per run: time until the last peer was
 done, that time over the nominal lower bound ``size * 8 / (origin_mbit * 1e6)``, first and median peer
-times, origin bytes over the file size (link TX counter and HTTP payload counter), files verified, CPU
-seconds of the peers and tracker together, the origin's CPU seconds and the largest peak RSS of a peer
-process still running at the end (shoal and aria2; curl exits). The reference figures of DESIGN.md follow.
+times, when the origin link started and stopped sending (so start-up and the swarm's tail show), origin
+bytes over the file size (link TX counter and HTTP payload counter), files verified, the largest peak RSS
+of a peer still running at the end (shoal and aria2; curl exits), and the CPU seconds used while the peers
+ran by the peers, the tracker, the origin and everything else on the machine (a check that nothing else
+competed for the two cores). With ``--repeat`` a median per method follows; then the DESIGN.md reference.
 
 Run it (as root, from the repository; the defaults are the DESIGN.md lab)::
 
@@ -180,8 +182,21 @@ class Lab:
         sh("ip", "-n", BRIDGE_NS, "link", "add", "br0", "type", "bridge")
         sh("ip", "-n", BRIDGE_NS, "link", "set", "br0", "up")
         for node in (self.origin, self.tracker, *self.peers):
-            sh("ip", "-n", node.ns, "link", "add", "eth0", "type", "veth", "peer", "name", node.bridge_port,
-               "netns", BRIDGE_NS)
+            sh(
+                "ip",
+                "-n",
+                node.ns,
+                "link",
+                "add",
+                "eth0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                node.bridge_port,
+                "netns",
+                BRIDGE_NS,
+            )
             sh("ip", "-n", BRIDGE_NS, "link", "set", node.bridge_port, "master", "br0")
             sh("ip", "-n", BRIDGE_NS, "link", "set", node.bridge_port, "up")
             sh("ip", "-n", node.ns, "addr", "add", f"{node.ip}/24", "dev", "eth0")
@@ -191,21 +206,45 @@ class Lab:
         # cut the rate; the latency bound keeps the queue short.
         rate_bytes = self.origin_mbit * 1e6 / 8
         burst = max(256 * 1024, int(rate_bytes / 250))
-        sh("ip", "netns", "exec", ORIGIN_NS, "tc", "qdisc", "add", "dev", "eth0", "root", "tbf",
-           "rate", f"{self.origin_mbit}mbit", "burst", str(burst), "latency", "50ms")
+        sh(
+            "ip",
+            "netns",
+            "exec",
+            ORIGIN_NS,
+            "tc",
+            "qdisc",
+            "add",
+            "dev",
+            "eth0",
+            "root",
+            "tbf",
+            "rate",
+            f"{self.origin_mbit}mbit",
+            "burst",
+            str(burst),
+            "latency",
+            "50ms",
+        )
 
     def start_origin(self, root: Path, log_path: Path) -> None:
         """Serve ``root`` from the origin namespace (shoal's test origin: aiohttp FileResponse)."""
-        self.origin_proc = self.spawn(ORIGIN_NS, [PYTHON, "-m", "shoal.testing.origin", str(root), "--host", "0.0.0.0",
-                                                  "--port", str(ORIGIN_PORT)], log_path)
+        self.origin_proc = self.spawn(
+            ORIGIN_NS,
+            [PYTHON, "-m", "shoal.testing.origin", str(root), "--host", "0.0.0.0", "--port", str(ORIGIN_PORT)],
+            log_path,
+        )
         wait_for_line(self.origin_proc, log_path, "origin listening on")
 
     def spawn(self, ns: str, argv: list[str], log_path: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
         """Start ``argv`` in namespace ``ns`` (its own session), stdout and stderr into ``log_path``."""
         with open(log_path, "ab") as out:
             proc = subprocess.Popen(
-                ["ip", "netns", "exec", ns, *argv], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True, cwd=cwd,
+                ["ip", "netns", "exec", ns, *argv],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=cwd,
             )
         self.procs.append(proc)
         return proc
@@ -244,8 +283,17 @@ class Lab:
 
     def origin_http_bytes(self) -> int:
         """The origin's own count of body bytes sent (GET /_stats), fetched from the tracker namespace."""
-        out = sh("ip", "netns", "exec", TRACKER_NS, "curl", "-sS", "--max-time", "5",
-                 f"http://{self.origin.ip}:{ORIGIN_PORT}/_stats")
+        out = sh(
+            "ip",
+            "netns",
+            "exec",
+            TRACKER_NS,
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            f"http://{self.origin.ip}:{ORIGIN_PORT}/_stats",
+        )
         return int(json.loads(out)["bytes_sent"])
 
 
@@ -315,9 +363,70 @@ def proc_peak_rss(pid: int) -> int | None:
     return None
 
 
+@dataclass(frozen=True)
+class Cpu:
+    """Cumulative CPU seconds at one moment, split by who used them; differences give a run's figures."""
+
+    peers: float
+    """Peer processes: those still running (from /proc) plus those already reaped (RUSAGE_CHILDREN)."""
+    services: float
+    origin: float
+    outside: float
+    """Everything else the machine ran (kernel threads included): /proc/stat less all of the above and us."""
+
+    @classmethod
+    def sample(
+        cls, procs: list[subprocess.Popen[bytes]], services: list[subprocess.Popen[bytes]], origin_pid: int
+    ) -> Cpu:
+        # Only peers are reaped while a run is timed, so the children's rusage grows by theirs alone.
+        peers = running_cpu_seconds([p for p in procs if p.poll() is None]) + children_cpu_seconds()
+        services_cpu = running_cpu_seconds(services)
+        origin = proc_cpu_seconds(origin_pid)
+        outside = machine_task_seconds() - peers - services_cpu - origin - self_cpu_seconds()
+        return cls(peers, services_cpu, origin, outside)
+
+
+def netns_tx_bytes(pid: int, dev: str = "eth0") -> int:
+    """TX bytes of ``dev`` in the network namespace of process ``pid``; a file read, cheap enough to poll."""
+    for line in Path(f"/proc/{pid}/net/dev").read_text().splitlines()[2:]:
+        name, _, counters = line.partition(":")
+        if name.strip() == dev:
+            return int(counters.split()[8])
+    raise RuntimeError(f"no {dev} in the namespace of pid {pid}")
+
+
 def children_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+def machine_task_seconds() -> float:
+    """CPU seconds all processes of the machine ran (user, nice, system; all cores; /proc/stat)."""
+    user, nice, system = (int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:4])
+    return (user + nice + system) / os.sysconf("SC_CLK_TCK")
+
+
+def self_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def running_cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> float:
+    total = 0.0
+    for proc in procs:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            total += proc_cpu_seconds(proc.pid)
+    return total
+
+
+def shoal_revision() -> str:
+    """The commit of the shoal checkout being measured, with "+dirty" when src/ has uncommitted changes."""
+    import shoal
+
+    repo = Path(shoal.__file__).resolve().parents[2]
+    head = sh("git", "-C", str(repo), "rev-parse", "--short", "HEAD", check=False).strip() or "not a git checkout"
+    dirty = sh("git", "-C", str(repo), "status", "--porcelain", "--", "src", check=False).strip()
+    return f"{head}{'+dirty' if dirty else ''} ({repo})"
 
 
 # -- payload and torrent ---------------------------------------------------------------------------------
@@ -367,13 +476,15 @@ def make_torrent(payload: Path, announce: str, web_seed: str, piece_length: int)
         b"piece length": piece_length,
         b"pieces": bytes(pieces),
     }
-    return bencode({
-        b"announce": announce.encode(),
-        b"url-list": [web_seed.encode()],
-        b"created by": b"shoal benchmarks/swarm_lab.py",
-        b"creation date": int(time.time()),
-        b"info": info,
-    })
+    return bencode(
+        {
+            b"announce": announce.encode(),
+            b"url-list": [web_seed.encode()],
+            b"created by": b"shoal benchmarks/swarm_lab.py",
+            b"creation date": int(time.time()),
+            b"info": info,
+        }
+    )
 
 
 # -- one run of one method -------------------------------------------------------------------------------
@@ -393,9 +504,18 @@ class RunResult:
     origin_wire_bytes: int = 0
     origin_http_bytes: int = 0
     verified: int = 0
-    cpu_s_peers_and_tracker: float = 0.0
+    # CPU seconds while the peers ran (from launch until the last peer was done):
+    cpu_s_peers: float = 0.0
+    cpu_s_tracker: float = 0.0
     cpu_s_origin: float = 0.0
+    cpu_s_outside: float = 0.0
+    """CPU seconds of processes outside the lab while the peers ran (machine total less the lab's): ~0 on a
+    quiet machine; much more means another workload competed for the two cores and the run is suspect."""
     max_peer_rss: int | None = None
+    origin_first_s: float | None = None
+    """When the origin link had sent its first 64 KiB of the run (seconds after launch)."""
+    origin_last_s: float | None = None
+    """When the origin link's TX counter last moved before the last peer was done."""
     failures: list[str] = field(default_factory=list)
     peer_reports: list[dict[str, int]] = field(default_factory=list)
     log_dir: str = ""
@@ -411,7 +531,8 @@ class RunResult:
     def to_json(self) -> dict[str, object]:
         data = asdict(self)
         data.update(
-            ok=self.ok, over_bound=self.over_bound,
+            ok=self.ok,
+            over_bound=self.over_bound,
             origin_wire_ratio=self.origin_wire_bytes / self.size,
             origin_http_ratio=self.origin_http_bytes / self.size,
         )
@@ -457,15 +578,28 @@ def shoal_launch(ctx: Context) -> Launch:
     def services(log_dir: Path) -> list[subprocess.Popen[bytes]]:
         db = log_dir / "tracker.db"
         log_path = log_dir / "tracker.log"
-        argv = [SHOAL, "tracker", "--host", "0.0.0.0", "--port", str(SHOAL_TRACKER_PORT), "--db", f"sqlite:///{db}",
-                "--interval", "1", "--peer-ttl", "5"] + ([f"-{'v' * ctx.verbose}"] if ctx.verbose else [])
+        argv = [
+            SHOAL,
+            "tracker",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(SHOAL_TRACKER_PORT),
+            "--db",
+            f"sqlite:///{db}",
+            "--interval",
+            "1",
+            "--peer-ttl",
+            "5",
+        ] + ([f"-{'v' * ctx.verbose}"] if ctx.verbose else [])
         proc = ctx.lab.spawn(TRACKER_NS, argv, log_path)
         wait_for_line(proc, log_path, "tracker listening on")
         return [proc]
 
     def argv(i: int, dest: Path) -> list[str]:
-        return [SHOAL, "get", ctx.url, "-o", str(dest), "--tracker", tracker_url,
-                "--upload-time", str(upload_time)] + ([f"-{'v' * ctx.verbose}"] if ctx.verbose else [])
+        return [SHOAL, "get", ctx.url, "-o", str(dest), "--tracker", tracker_url, "--upload-time", str(upload_time)] + (
+            [f"-{'v' * ctx.verbose}"] if ctx.verbose else []
+        )
 
     def done(dest: Path, proc: subprocess.Popen[bytes]) -> bool:
         # shoal renames the file into place only once it is complete and verified.
@@ -492,20 +626,45 @@ def aria2_launch(ctx: Context) -> Launch:
 
     def services(log_dir: Path) -> list[subprocess.Popen[bytes]]:
         log_path = log_dir / "bt_tracker.log"
-        proc = ctx.lab.spawn(TRACKER_NS, [PYTHON, str(HERE / "bt_tracker.py"), "--host", "0.0.0.0",
-                                          "--port", str(BT_TRACKER_PORT), "--interval", "2"], log_path)
+        proc = ctx.lab.spawn(
+            TRACKER_NS,
+            [
+                PYTHON,
+                str(HERE / "bt_tracker.py"),
+                "--host",
+                "0.0.0.0",
+                "--port",
+                str(BT_TRACKER_PORT),
+                "--interval",
+                "2",
+            ],
+            log_path,
+        )
         wait_for_line(proc, log_path, "bt tracker listening on")
         return [proc]
 
     def argv(i: int, dest: Path) -> list[str]:
         extra = [f"--log={dest.parent}.aria2.log", "--log-level=info"] if ctx.verbose else []
         return [
-            "aria2c", "--enable-dht=false", "--enable-dht6=false", "--bt-enable-lpd=false",
-            "--enable-peer-exchange=true", f"--seed-time={seed_minutes}", "--seed-ratio=0.0",
-            "--check-integrity=false", "--file-allocation=none", "--disable-ipv6=true",
-            "--allow-overwrite=true", "--auto-file-renaming=false", "--bt-save-metadata=false",
-            "--summary-interval=0", "--console-log-level=warn", f"--dir={dest.parent}",
-            f"--on-bt-download-complete={ctx.aria2_hook}", *extra, str(ctx.torrent),
+            "aria2c",
+            "--enable-dht=false",
+            "--enable-dht6=false",
+            "--bt-enable-lpd=false",
+            "--enable-peer-exchange=true",
+            f"--seed-time={seed_minutes}",
+            "--seed-ratio=0.0",
+            "--check-integrity=false",
+            "--file-allocation=none",
+            "--disable-ipv6=true",
+            "--allow-overwrite=true",
+            "--auto-file-renaming=false",
+            "--bt-save-metadata=false",
+            "--summary-interval=0",
+            "--console-log-level=warn",
+            f"--dir={dest.parent}",
+            f"--on-bt-download-complete={ctx.aria2_hook}",
+            *extra,
+            str(ctx.torrent),
         ]
 
     def done(dest: Path, proc: subprocess.Popen[bytes]) -> bool:
@@ -515,7 +674,10 @@ def aria2_launch(ctx: Context) -> Launch:
 
 
 LAUNCHERS: dict[str, Callable[[Context], Launch]] = {
-    "single": curl_launch, "shoal": shoal_launch, "curl": curl_launch, "aria2": aria2_launch,
+    "single": curl_launch,
+    "shoal": shoal_launch,
+    "curl": curl_launch,
+    "aria2": aria2_launch,
 }
 
 
@@ -538,17 +700,24 @@ def run_method(ctx: Context, method: str, run: int) -> RunResult:
     services = launch.services(log_dir)
     assert lab.origin_proc is not None
     origin_pid = lab.origin_proc.pid
+    subprocess.run(["sync"], check=False)  # the last run's writeback must not land on this one
     wire0, http0 = lab.origin_tx_bytes(), lab.origin_http_bytes()
-    cpu0, origin_cpu0 = children_cpu_seconds(), proc_cpu_seconds(origin_pid)
-    subprocess.run(["sync"], check=False)
+    cpu0 = Cpu.sample(procs=[], services=services, origin_pid=origin_pid)
 
+    tx_start = tx_last = netns_tx_bytes(origin_pid)
     started = time.monotonic()
-    procs = [lab.spawn(node.ns, launch.argv(i, dests[i]), log_dir / f"p{i + 1}.log")
-             for i, node in enumerate(peers)]
+    procs = [lab.spawn(node.ns, launch.argv(i, dests[i]), log_dir / f"p{i + 1}.log") for i, node in enumerate(peers)]
     done_at: list[float | None] = [None] * len(peers)
     failed = [False] * len(peers)
     deadline = started + ctx.timeout
     while time.monotonic() < deadline:
+        # The origin link's timeline: when it started sending, when it last sent (start-up and tail).
+        tx = netns_tx_bytes(origin_pid)
+        if tx != tx_last:
+            tx_last = tx
+            result.origin_last_s = time.monotonic() - started
+            if result.origin_first_s is None and tx - tx_start >= 64 * 1024:
+                result.origin_first_s = result.origin_last_s
         for i, proc in enumerate(procs):
             if done_at[i] is not None or failed[i]:
                 continue
@@ -556,8 +725,10 @@ def run_method(ctx: Context, method: str, run: int) -> RunResult:
                 done_at[i] = time.monotonic() - started
             elif proc.poll() is not None:
                 failed[i] = True
-                result.failures.append(f"peer {i + 1} exited with status {proc.returncode} before it was done; "
-                                       f"log {log_dir / f'p{i + 1}.log'}:\n{tail(log_dir / f'p{i + 1}.log', 8)}")
+                result.failures.append(
+                    f"peer {i + 1} exited with status {proc.returncode} before it was done; "
+                    f"log {log_dir / f'p{i + 1}.log'}:\n{tail(log_dir / f'p{i + 1}.log', 8)}"
+                )
         if all(d is not None or f for d, f in zip(done_at, failed, strict=True)):
             break
         time.sleep(POLL_SECONDS)
@@ -566,13 +737,17 @@ def run_method(ctx: Context, method: str, run: int) -> RunResult:
         missing = [str(i + 1) for i, d in enumerate(done_at) if d is None and not failed[i]]
         result.failures.append(f"timeout after {ctx.timeout:.0f}s; peers not done: {', '.join(missing)}")
 
+    # Everything the machine ran while the peers ran, less the lab's own processes (reaped and running).
+    cpu1 = Cpu.sample(procs=procs, services=services, origin_pid=origin_pid)
+    result.cpu_s_peers = cpu1.peers - cpu0.peers
+    result.cpu_s_tracker = cpu1.services - cpu0.services
+    result.cpu_s_origin = cpu1.origin - cpu0.origin
+    result.cpu_s_outside = max(0.0, cpu1.outside - cpu0.outside)
     rss = [r for r in (proc_peak_rss(p.pid) for p in procs if p.poll() is None) if r is not None]
     result.max_peer_rss = max(rss) if rss else None
     # Peers first, while their tracker can still hear them leave; then the run's services.
     lab.stop(procs)
     lab.stop(services)
-    result.cpu_s_peers_and_tracker = children_cpu_seconds() - cpu0
-    result.cpu_s_origin = proc_cpu_seconds(origin_pid) - origin_cpu0
     result.origin_wire_bytes = lab.origin_tx_bytes() - wire0
     result.origin_http_bytes = lab.origin_http_bytes() - http0
     result.done_s = [None if d is None else round(d, 3) for d in done_at]
@@ -585,11 +760,13 @@ def run_method(ctx: Context, method: str, run: int) -> RunResult:
         for i in range(len(peers)):
             match = _SUMMARY.search((log_dir / f"p{i + 1}.log").read_text(errors="replace"))
             if match:
-                result.peer_reports.append({
-                    "peer": i + 1,
-                    "from_origin": int(float(match[1]) * _UNIT[match[2]]),
-                    "from_peers": int(float(match[3]) * _UNIT[match[4]]),
-                })
+                result.peer_reports.append(
+                    {
+                        "peer": i + 1,
+                        "from_origin": int(float(match[1]) * _UNIT[match[2]]),
+                        "from_peers": int(float(match[3]) * _UNIT[match[4]]),
+                    }
+                )
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         digests = list(pool.map(sha256_file, dests))
@@ -605,13 +782,17 @@ def run_method(ctx: Context, method: str, run: int) -> RunResult:
 # -- report ----------------------------------------------------------------------------------------------
 
 
-def format_table(results: list[RunResult], args: argparse.Namespace, lower_bound: float) -> str:
+def format_table(results: list[RunResult], args: argparse.Namespace, setup: dict[str, object]) -> str:
+    lower_bound = float(setup["lower_bound_s"])  # type: ignore[arg-type]
     lines = [
         f"swarm lab: {args.peers} peers, {human(args.size)} file, origin link capped at {args.origin_mbit:g} Mbit/s "
         f"(tbf); lower bound size/rate = {lower_bound:.2f} s",
+        f"shoal {setup['shoal']}; {setup['aria2']}; {setup['curl']}; load average at start {setup['loadavg']}",
         "",
         f"{'method':<7} {'run':>3} {'peers':>5} {'last done':>10} {'x bound':>8} {'first':>7} {'median':>7} "
-        f"{'origin/size':>11} {'http/size':>9} {'sha256 ok':>9} {'CPU s':>7} {'origin CPU':>10} {'peak RSS':>9}",
+        f"{'origin sent':>12} "
+        f"{'origin/size':>11} {'http/size':>9} {'sha256 ok':>9} {'peak RSS':>9} "
+        f"{'CPU s: peers':>12} {'tracker':>7} {'origin':>6} {'other':>6}",
     ]
     for r in results:
         finished = sorted(d for d in r.done_s if d is not None)
@@ -620,42 +801,77 @@ def format_table(results: list[RunResult], args: argparse.Namespace, lower_bound
         first = f"{finished[0]:.2f}" if finished else "-"
         median = f"{statistics.median(finished):.2f}" if finished else "-"
         rss = f"{r.max_peer_rss / 2**20:.0f} MiB" if r.max_peer_rss else "-"
-        lines.append(
-            f"{r.method:<7} {r.run:>3} {r.peers:>5} {last:>10} {over:>8} {first:>7} {median:>7} "
-            f"{r.origin_wire_bytes / r.size:>11.3f} {r.origin_http_bytes / r.size:>9.3f} "
-            f"{f'{r.verified}/{r.peers}':>9} {r.cpu_s_peers_and_tracker:>7.1f} {r.cpu_s_origin:>10.1f} {rss:>9}"
+        sending = (
+            f"{r.origin_first_s:.1f}-{r.origin_last_s:.1f}"
+            if r.origin_first_s is not None and r.origin_last_s is not None
+            else "-"
         )
+        lines.append(
+            f"{r.method:<7} {r.run:>3} {r.peers:>5} {last:>10} {over:>8} {first:>7} {median:>7} {sending:>12} "
+            f"{r.origin_wire_bytes / r.size:>11.3f} {r.origin_http_bytes / r.size:>9.3f} "
+            f"{f'{r.verified}/{r.peers}':>9} {rss:>9} {r.cpu_s_peers:>12.1f} {r.cpu_s_tracker:>7.1f} "
+            f"{r.cpu_s_origin:>6.1f} {r.cpu_s_outside:>6.1f}"
+        )
+    if args.repeat > 1:
+        lines.append("")
+        for method in args.methods:
+            runs = [r for r in results if r.method == method]
+            times = [r.last_done_s for r in runs if r.last_done_s is not None]
+            ratios = [r.origin_wire_bytes / r.size for r in runs]
+            if times:
+                lines.append(
+                    f"{method:<7} median of {len(times)}/{len(runs)} complete runs: last done "
+                    f"{statistics.median(times):.2f} s ({statistics.median(times) / lower_bound:.2f}x bound, "
+                    f"range {min(times):.2f}-{max(times):.2f} s), origin/size {statistics.median(ratios):.3f}"
+                )
+            else:
+                lines.append(f"{method:<7} no complete run out of {len(runs)}")
     lines += [
         "",
-        "last done: from launching the first peer to the last peer done; x bound: that / lower bound;",
+        "last done: from launching the first peer to the last peer done; x bound: that / lower bound; first,",
+        "median: peer done times; origin sent: from when the origin link had sent its first 64 KiB to when it",
+        "last sent (seconds after launch; before it is start-up, after it the swarm's tail);",
         "origin/size: TX bytes of the origin's capped veth (TCP/IP headers included) / file size;",
-        "http/size: the origin's own body-byte counter (GET /_stats) / file size; CPU s: peers and tracker.",
+        "http/size: the origin's own body-byte counter (GET /_stats) / file size (it misses aborted responses);",
+        "peak RSS: largest VmHWM of a peer still running at the end; CPU s: CPU seconds used while the peers ran",
+        "(2 cores give 2 per second) by the peers, the run's tracker, the origin, and everything else on the",
+        "machine, kernel threads included (other: more than a few means the run shared the cores).",
     ]
     for r in results:
         if r.peer_reports:
             origin = sum(p["from_origin"] for p in r.peer_reports) / r.size
             peers = sum(p["from_peers"] for p in r.peer_reports) / r.size
             per_peer = ", ".join(f"{p['from_origin'] / 2**20:.0f}" for p in r.peer_reports)
-            lines.append(f"shoal run {r.run}: the peers' own counts: origin {origin:.3f}x, peers {peers:.3f}x the file; "
-                         f"MiB from origin per peer: {per_peer}")
+            lines.append(
+                f"shoal run {r.run}: the peers' own counts: origin {origin:.3f}x, peers {peers:.3f}x the file; "
+                f"MiB from origin per peer: {per_peer}"
+            )
     for r in results:
         for failure in r.failures:
             lines.append(f"FAILED {r.method} run {r.run}: {failure}")
     setup = REFERENCE["setup"]
     same = (args.peers, args.size, args.origin_mbit) == (setup["peers"], setup["size"], setup["origin_mbit"])
-    lines += ["", "reference figures (DESIGN.md; origin capped at 200 Mbit/s, 8 peers, 256 MiB)"
-              + ("" if same else " -- NOT this run's setup, compare with care") + ":"]
+    lines += [
+        "",
+        "reference figures (DESIGN.md; origin capped at 200 Mbit/s, 8 peers, 256 MiB)"
+        + ("" if same else " -- NOT this run's setup, compare with care")
+        + ":",
+    ]
     for row in REFERENCE["rows"]:
         lines.append(f"  {row['how']:<46} {row['seconds']:>10} s   origin bytes / size {row['origin_ratio']}")
     target = REFERENCE["shoal_target"]
-    lines.append(f"  shoal target: last done <= {target['time_over_bound']}x the lower bound "
-                 f"({target['time_over_bound'] * lower_bound:.1f} s here), origin bytes <= {target['origin_ratio']}x")
+    lines.append(
+        f"  shoal target: last done <= {target['time_over_bound']}x the lower bound "
+        f"({target['time_over_bound'] * lower_bound:.1f} s here), origin bytes <= {target['origin_ratio']}x"
+    )
     for r in results:
         if r.method == "shoal":
             time_ok = r.over_bound is not None and r.over_bound <= target["time_over_bound"]
             bytes_ok = r.origin_wire_bytes / r.size <= target["origin_ratio"]
-            lines.append(f"  shoal run {r.run}: time target {'met' if time_ok else 'MISSED'}, "
-                         f"origin-bytes target {'met' if bytes_ok else 'MISSED'} (by the link counter)")
+            lines.append(
+                f"  shoal run {r.run}: time target {'met' if time_ok else 'MISSED'}, "
+                f"origin-bytes target {'met' if bytes_ok else 'MISSED'} (by the link counter)"
+            )
     return "\n".join(lines)
 
 
@@ -665,23 +881,39 @@ def format_table(results: list[RunResult], args: argparse.Namespace, lower_bound
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Swarm lab: N peers in network namespaces fetch one file from a capped origin "
-                    "(shoal vs curl vs aria2c). Run as root.",
+        "(shoal vs curl vs aria2c). Run as root.",
     )
     parser.add_argument("--peers", type=int, default=8, help="number of peer namespaces (default 8)")
     parser.add_argument("--size", type=parse_size, default=256 << 20, help="file size, e.g. 256M, 1G (default 256M)")
     parser.add_argument("--origin-mbit", type=float, default=200.0, help="origin uplink cap in Mbit/s (default 200)")
-    parser.add_argument("--methods", default="shoal,curl,aria2",
-                        help=f"comma-separated, in run order, from {','.join(ALL_METHODS)} (default shoal,curl,aria2)")
+    parser.add_argument(
+        "--methods",
+        default="shoal,curl,aria2",
+        help=f"comma-separated, in run order, from {','.join(ALL_METHODS)} (default shoal,curl,aria2)",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="run the list of methods this many times")
-    parser.add_argument("--timeout", type=float, default=None,
-                        help="seconds before a run is declared failed (default 12x the lower bound + 30)")
-    parser.add_argument("--bt-piece-kib", type=int, default=None,
-                        help="torrent piece length in KiB (default: power of two from 256 KiB, at most 2048 pieces)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds before a run is declared failed (default 12x the lower bound + 30)",
+    )
+    parser.add_argument(
+        "--bt-piece-kib",
+        type=int,
+        default=None,
+        help="torrent piece length in KiB (default: power of two from 256 KiB, at most 2048 pieces)",
+    )
     parser.add_argument("--subnet", default="10.77.0", help="first three octets of the lab's /24 (default 10.77.0)")
     parser.add_argument("--workdir", default="/tmp", help="parent of the run's directory (default /tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the run's directory (files and logs)")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="run shoal with -v (-vv with -vv) and aria2c with an info log")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="run shoal with -v (-vv with -vv) and aria2c with an info log",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     args = parser.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -723,8 +955,22 @@ def main(argv: list[str] | None = None) -> int:
     lower_bound = args.size * 8 / (args.origin_mbit * 1e6)
     timeout = args.timeout or 12 * lower_bound + 30
     workdir = Path(tempfile.mkdtemp(prefix="swarm-lab-", dir=args.workdir))
+    setup: dict[str, object] = {
+        "peers": args.peers,
+        "size": args.size,
+        "origin_mbit": args.origin_mbit,
+        "methods": args.methods,
+        "repeat": args.repeat,
+        "workdir": str(workdir),
+        "lower_bound_s": lower_bound,
+        "shoal": shoal_revision(),
+        "aria2": sh("aria2c", "--version", check=False).splitlines()[0],
+        "curl": " ".join(sh("curl", "--version", check=False).split()[:2]),
+        "loadavg": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
+    }
     results: list[RunResult] = []
     keep = args.keep
+    interrupted = False
     with terminate_on_signals():
         try:
             origin_dir = workdir / "origin"
@@ -733,15 +979,16 @@ def main(argv: list[str] | None = None) -> int:
             log(f"writing {human(args.size)} of random data to {payload}")
             sha256 = make_payload(payload, args.size)
             with Lab(args.peers, args.subnet, args.origin_mbit) as lab:
-                log(f"lab up: {len(lab.namespaces)} namespaces, origin {lab.origin.ip} capped at {args.origin_mbit:g} Mbit/s")
+                log(f"lab up: {len(lab.namespaces)} namespaces, origin {lab.origin.ip} at {args.origin_mbit:g} Mbit/s")
                 (workdir / "logs").mkdir()
                 lab.start_origin(origin_dir, workdir / "logs" / "origin.log")
                 url = f"http://{lab.origin.ip}:{ORIGIN_PORT}/{FILE_NAME}"
                 torrent = workdir / f"{FILE_NAME}.torrent"
                 if "aria2" in args.methods:
                     piece = args.bt_piece_kib * 1024 if args.bt_piece_kib else torrent_piece_length(args.size)
-                    torrent.write_bytes(make_torrent(
-                        payload, f"http://{lab.tracker.ip}:{BT_TRACKER_PORT}/announce", url, piece))
+                    torrent.write_bytes(
+                        make_torrent(payload, f"http://{lab.tracker.ip}:{BT_TRACKER_PORT}/announce", url, piece)
+                    )
                     log(f"torrent {torrent} ({human(piece)} pieces)")
                 hook = workdir / "aria2-done.sh"
                 # aria2 calls the hook with GID, number of files and the first file's path.
@@ -753,16 +1000,20 @@ def main(argv: list[str] | None = None) -> int:
                         log(f"run {run}: {method} ({1 if method == 'single' else args.peers} peers) ...")
                         result = run_method(ctx, method, run)
                         results.append(result)
-                        summary = (f"{result.last_done_s:.2f} s" if result.last_done_s is not None
-                                   else f"{result.completed}/{result.peers} done")
-                        log(f"run {run}: {method}: {summary}, origin {result.origin_wire_bytes / args.size:.3f}x, "
+                        summary = (
+                            f"{result.last_done_s:.2f} s"
+                            if result.last_done_s is not None
+                            else f"{result.completed}/{result.peers} done"
+                        )
+                        log(
+                            f"run {run}: {method}: {summary}, origin {result.origin_wire_bytes / args.size:.3f}x, "
                             f"verified {result.verified}/{result.peers}"
-                            + ("" if result.ok else f" -- FAILED, logs in {result.log_dir}"))
+                            + ("" if result.ok else f" -- FAILED, logs in {result.log_dir}")
+                        )
                         time.sleep(1.0)  # let TIME_WAIT and writeback settle between runs
         except KeyboardInterrupt:
             log("interrupted; tearing down")
-            keep = True
-            return 130
+            keep = interrupted = True
         finally:
             if any(not r.ok for r in results):
                 keep = True
@@ -778,15 +1029,11 @@ def main(argv: list[str] | None = None) -> int:
             if leftovers:
                 log(f"WARNING: namespaces left behind: {' '.join(leftovers)}")
     if args.json:
-        print(json.dumps({
-            "setup": {"peers": args.peers, "size": args.size, "origin_mbit": args.origin_mbit,
-                      "methods": args.methods, "repeat": args.repeat, "workdir": str(workdir),
-                      "lower_bound_s": lower_bound},
-            "runs": [r.to_json() for r in results],
-            "reference": REFERENCE,
-        }, indent=2))
-    else:
-        print(format_table(results, args, lower_bound))
+        print(json.dumps({"setup": setup, "runs": [r.to_json() for r in results], "reference": REFERENCE}, indent=2))
+    elif results:
+        print(format_table(results, args, setup))
+    if interrupted:
+        return 130
     return 0 if all(r.ok for r in results) else 1
 
 

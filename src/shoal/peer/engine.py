@@ -418,7 +418,7 @@ class Download:
         return Completed(path, self.manifest.length, digest, self.task_id, self.generation, self.manifest)
 
     async def _save_state(self) -> None:
-        if self.part is not None and self.part._fd is not None:
+        if self.part is not None and self.part.is_open:
             with contextlib.suppress(ShoalError):
                 await asyncio.to_thread(self.part.save_state, dict(self.written))
             self.part.close()

@@ -128,6 +128,10 @@ class PartFile:
             raise self._fail("write", exc, self.state) from exc
 
     @property
+    def is_open(self) -> bool:
+        return self._fd is not None
+
+    @property
     def fd(self) -> int:
         if self._fd is None:
             raise RuntimeError("part file is not open")
