@@ -79,3 +79,12 @@ def test_run_pieces() -> None:
     assert run_pieces(1 << 20, 4 << 20) == 4
     assert run_pieces(1 << 20, (4 << 20) + 1) == 4
     assert run_pieces(16 << 20, 4 << 20) == 1
+
+
+def test_lease_size_follows_the_origin_rate() -> None:
+    from shoal.core.picker import MAX_LEASE_BYTES, lease_pieces
+
+    piece = 512 * 1024
+    assert lease_pieces(piece, 0.0, 2 << 20) == 4  # nothing measured yet: the minimum
+    assert lease_pieces(piece, 3e6, 2 << 20) == 5  # a share of a slow link: about a second's worth
+    assert lease_pieces(piece, 1e9, 2 << 20) == MAX_LEASE_BYTES // piece  # alone on a fast origin: capped

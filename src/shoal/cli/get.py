@@ -8,15 +8,6 @@ import sys
 from collections.abc import Callable
 
 import click
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from shoal.cli.main import configure_logging, run_or_exit
 from shoal.core.errors import UsageError
@@ -39,6 +30,17 @@ class ProgressBar:
     """A rich progress bar on stderr: bytes, rate, origin vs peers, ETA."""
 
     def __init__(self, name: str) -> None:
+        # Imported here: rich costs start-up time that a non-interactive `get` (scripts, fleets) need not pay.
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),

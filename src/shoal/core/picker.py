@@ -48,3 +48,18 @@ def origin_run(todo: Iterable[int], max_pieces: int) -> list[int]:
 def run_pieces(piece_length: int, max_bytes: int) -> int:
     """How many pieces make a run of at most ``max_bytes`` (at least one)."""
     return max(1, max_bytes // piece_length)
+
+
+LEASE_SECONDS = 1.0
+MAX_LEASE_BYTES = 64 << 20
+
+
+def lease_pieces(piece_length: int, origin_rate: float, min_bytes: int) -> int:
+    """How many pieces to ask the tracker to lease at once: about a second of our origin throughput.
+
+    A peer sharing a slow origin link with many others asks for little (a few pieces), so the file stays
+    spread over all of them; a peer alone on a fast origin asks for up to 64 MiB, so it is not held back by a
+    tracker round trip every few milliseconds.
+    """
+    wanted = min(max(origin_rate * LEASE_SECONDS, min_bytes), MAX_LEASE_BYTES)
+    return run_pieces(piece_length, int(wanted))

@@ -49,9 +49,10 @@ from shoal.core.errors import (
 from shoal.core.ids import task_id_for_url
 from shoal.core.manifest import Manifest
 from shoal.core.messages import AnnounceRequest, AnnounceResponse, PeerAddress
-from shoal.core.picker import origin_run, peer_run, run_pieces
+from shoal.core.picker import lease_pieces, origin_run, peer_run, run_pieces
 from shoal.core.ranges import range_header
 from shoal.core.rate import TokenBucket
+from shoal.peer.body import Buffers, PieceReader
 from shoal.peer.config import GetConfig
 from shoal.peer.origin import Origin
 from shoal.peer.server import PieceServer, ServedTask
@@ -105,6 +106,10 @@ class RunEnded:
     corrupt: bool = False
     busy: bool = False
     stale: bool = False
+    completed_until: int | None = None
+    """An origin run that finished: the piece after its last, where the next lease should continue."""
+    rate: float = 0.0
+    """An origin run that finished: the bytes per second it achieved."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +231,7 @@ class Download:
         self.origin_busy = 0
         self.origin_failures = 0
         self.last_origin_end: int | None = None
+        self.origin_rate = 0.0  # bytes/s of our recent origin runs (0: none yet)
         self.bad_peers: set[str] = set()
         self.tracker_down_since: float | None = None
         self.direct = self.tracker is None
@@ -521,10 +527,13 @@ class Download:
                 self.served.add(index)
                 self.stats.done += size
                 self.stats.from_peers += size
-            case RunEnded(source, unfetched, error, corrupt, busy, stale):
+            case RunEnded(source, unfetched, error, corrupt, busy, stale, completed_until, rate):
                 self.inflight.difference_update(unfetched)
                 if source == "origin":
                     self.origin_busy -= 1
+                    if completed_until is not None:
+                        self.last_origin_end = completed_until
+                        self.origin_rate = rate if not self.origin_rate else (self.origin_rate + rate) / 2
                     if error is not None:
                         self._origin_failed(error, unfetched)
                 else:
@@ -658,6 +667,7 @@ class Download:
         assert manifest is not None and part is not None
         start, end = manifest.span(run[0], len(run))
         pending = list(run)
+        began = time.monotonic()
         try:
             async with self.origin.request(manifest, start, end) as resp:
                 ranged = self.origin.check(resp, manifest, start, end)
@@ -665,15 +675,16 @@ class Download:
                     self._events.put_nowait(NoRange())
                     await self._read_whole(resp, pending)
                     return
+                reader = PieceReader(resp.content)
                 for index in run:
                     size = manifest.piece_size(index)
                     await self._throttle(size)
-                    data = await resp.content.readexactly(size)
+                    data = await reader.read(size)
                     digest = await asyncio.to_thread(_hash_and_write, part, index, data)
                     pending.remove(index)
                     self._events.put_nowait(OriginPiece(index, digest, size))
-            self.last_origin_end = run[-1] + 1
-            self._events.put_nowait(RunEnded("origin", ()))
+            rate = (end - start) / max(time.monotonic() - began, 1e-3)
+            self._events.put_nowait(RunEnded("origin", (), completed_until=run[-1] + 1, rate=rate))
         except ShoalError as exc:
             self._events.put_nowait(RunEnded("origin", tuple(pending), exc))
         except (aiohttp.ClientError, asyncio.IncompleteReadError, TimeoutError, OSError) as exc:
@@ -686,10 +697,11 @@ class Download:
         part = self.part
         assert manifest is not None and part is not None
         wanted = set(pending)
+        reader = PieceReader(resp.content)
         for index in range(max(wanted) + 1):
             size = manifest.piece_size(index)
             await self._throttle(size)
-            data = await resp.content.readexactly(size)
+            data = await reader.read(size)
             if index in wanted:
                 digest = await asyncio.to_thread(_hash_and_write, part, index, data)
                 pending.remove(index)
@@ -713,10 +725,11 @@ class Download:
                     return
                 if resp.status != 206:
                     raise OriginError(f"peer answered HTTP {resp.status}")
+                reader = PieceReader(resp.content)
                 for index in run:
                     size = manifest.piece_size(index)
                     await self._throttle(size)
-                    data = await resp.content.readexactly(size)
+                    data = await reader.read(size)
                     expected = self.hashes[index]
                     if not await asyncio.to_thread(_verify_and_write, part, index, data, expected):
                         self._events.put_nowait(RunEnded(peer_id, tuple(pending), corrupt=True))
@@ -772,7 +785,7 @@ class Download:
             want = (
                 manifest.piece_count
                 if not self.range_ok
-                else run_pieces(manifest.piece_length, self.config.lease_bytes)
+                else lease_pieces(manifest.piece_length, self.origin_rate, self.config.lease_bytes)
             )
         request = self._request(
             done=reported,
@@ -829,14 +842,14 @@ class Download:
             self._events.put_nowait(HashesArrived(reply.generation, reply.seq, dict(reply.hashes)))
 
 
-def _hash_and_write(part: PartFile, index: int, data: bytes) -> str:
+def _hash_and_write(part: PartFile, index: int, data: Buffers) -> str:
     """Hash a piece fetched from the origin (its hash is not known yet) and write it."""
     digest = piece_hash(data)
     part.write(index, data)
     return digest
 
 
-def _verify_and_write(part: PartFile, index: int, data: bytes, expected: str) -> bool:
+def _verify_and_write(part: PartFile, index: int, data: Buffers, expected: str) -> bool:
     """Write a piece from a peer only when it matches the tracker's hash."""
     if piece_hash(data) != expected:
         return False

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
 from shoal.core.rate import TokenBucket
 from shoal.core.units import parse_rate
@@ -56,10 +57,7 @@ def build_origin(
         stats.requests += 1
         if bucket is not None or no_range:
             return await _stream(request, path, no_range, bucket, stats)
-        response = web.FileResponse(path)
-        await response.prepare(request)
-        stats.bytes_sent += response.content_length or 0
-        return response
+        return _CountedFileResponse(path, stats)
 
     async def stats_view(request: web.Request) -> web.Response:
         return web.json_response({"requests": stats.requests, "bytes_sent": stats.bytes_sent})
@@ -68,6 +66,19 @@ def build_origin(
     app.router.add_get("/_stats", stats_view)
     app.router.add_get("/{path:.+}", serve)
     return app
+
+
+class _CountedFileResponse(web.FileResponse):
+    """sendfile, counting the body bytes once aiohttp has sent them (it prepares after the handler)."""
+
+    def __init__(self, path: Path, stats: OriginStats) -> None:
+        super().__init__(path)
+        self._stats = stats
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        writer = await super().prepare(request)
+        self._stats.bytes_sent += self.content_length or 0
+        return writer
 
 
 async def _stream(

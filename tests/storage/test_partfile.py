@@ -1,0 +1,108 @@
+"""The part file: pieces written as buffers, the sidecar, resuming, and moving into place."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from shoal.core.errors import LocalIOError
+from shoal.core.manifest import Manifest, OriginIdentity
+from shoal.peer.body import PieceReader
+from shoal.storage.partfile import PartFile, piece_hash
+
+PIECE = 256 * 1024
+MANIFEST = Manifest(OriginIdentity(3 * PIECE + 1000, etag='"v1"'), PIECE)
+
+
+def pieces(data: bytes) -> list[bytes]:
+    return [data[i : i + PIECE] for i in range(0, len(data), PIECE)]
+
+
+@pytest.fixture
+def data() -> bytes:
+    return os.urandom(MANIFEST.length)
+
+
+def test_pieces_written_as_many_buffers_land_at_their_offsets(tmp_path: Path, data: bytes) -> None:
+    part = PartFile(tmp_path / "f.bin", "t" * 40, MANIFEST)
+    part.open()
+    for index, piece in enumerate(pieces(data)):
+        # More buffers than one pwritev takes, of uneven sizes, some of them memoryviews.
+        view = memoryview(piece)
+        buffers = [view[i : i + 97] for i in range(0, len(piece), 97)]
+        part.write(index, buffers)
+    assert piece_hash(buffers) == piece_hash(pieces(data)[-1])
+    assert part.finish() == tmp_path / "f.bin"
+    part.close()
+    assert (tmp_path / "f.bin").read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
+
+
+def test_a_rerun_keeps_only_pieces_whose_bytes_still_match(tmp_path: Path, data: bytes) -> None:
+    dest = tmp_path / "f.bin"
+    part = PartFile(dest, "t" * 40, MANIFEST)
+    part.open()
+    for index in (0, 1, 3):
+        part.write(index, [pieces(data)[index]])
+    part.save_state({i: piece_hash(pieces(data)[i]) for i in (0, 1, 3)})
+    part.close()
+    # Piece 1 rots on disk after its hash was recorded.
+    with open(part.path, "r+b") as f:
+        f.seek(PIECE + 10)
+        f.write(b"\0\1\2")
+    resumed = PartFile(dest, "t" * 40, MANIFEST).open()
+    assert sorted(resumed.have) == [0, 3]
+    assert set(resumed.hashes) == {0, 3}
+
+
+def test_a_sidecar_for_another_version_is_ignored(tmp_path: Path, data: bytes) -> None:
+    dest = tmp_path / "f.bin"
+    part = PartFile(dest, "t" * 40, MANIFEST)
+    part.open()
+    part.write(0, [pieces(data)[0]])
+    part.save_state({0: piece_hash(pieces(data)[0])})
+    part.close()
+    changed = Manifest(OriginIdentity(MANIFEST.length, etag='"v2"'), PIECE)
+    resumed = PartFile(dest, "t" * 40, changed).open()
+    assert len(resumed.have) == 0
+    # A corrupt sidecar is ignored too, never an error.
+    part.state.write_text("{not json")
+    assert len(PartFile(dest, "t" * 40, MANIFEST).open().have) == 0
+
+
+def test_unwritable_directory_is_a_local_io_error(tmp_path: Path) -> None:
+    with pytest.raises(LocalIOError) as info:
+        PartFile(tmp_path / "missing" / "f.bin", "t" * 40, MANIFEST).open()
+    assert "missing" in str(info.value) and info.value.path
+
+
+async def test_piece_reader_splits_a_body_at_piece_boundaries(data: bytes) -> None:
+    async def odd_chunks(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for start in range(0, len(data), 70_001):  # chunks that straddle piece boundaries
+            await response.write(data[start : start + 70_001])
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/", odd_chunks)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/") as resp:
+            reader = PieceReader(resp.content)
+            for index, expected in enumerate(pieces(data)):
+                got = await reader.read(MANIFEST.piece_size(index))
+                assert b"".join(bytes(b) for b in got) == expected
+            with pytest.raises(Exception, match="bytes read"):
+                await reader.read(1)
+    finally:
+        await runner.cleanup()
