@@ -18,7 +18,8 @@ for every method alike.
 Printed per repetition: wall time and rate of curl and of the measured shoal get (process start to exit,
 interpreter start-up included; shoal's own reported seconds beside it), shoal's rate over curl's (target
 >= 0.7), its peak RSS (target < 150 MB), CPU seconds, bytes from origin and peers by its own count and
-by the origin's counter, and SHA-256 checks of every copy.
+by the origin's counter, SHA-256 checks of every copy, and the CPU seconds the rest of the machine used
+meanwhile (a check that nothing else competed for the cores).
 
 Run it (from the repository; no root needed)::
 
@@ -143,14 +144,37 @@ class Timed:
     returncode: int
     peak_rss: int | None
     cpu_s: float | None
+    background_cpu_s: float
+    """CPU seconds of the origin, tracker and seeding peer while it ran."""
+    outside_cpu_s: float
     output: str
 
 
-def timed(argv: list[str], workdir: Path, name: str, timeout: float) -> Timed:
-    """Run ``argv`` to its end under /usr/bin/time -v: wall time, peak RSS, CPU seconds and its stderr."""
+def proc_cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_task_seconds() -> float:
+    """CPU seconds all processes of the machine ran (user, nice, system; all cores; /proc/stat)."""
+    user, nice, system = (int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:4])
+    return (user + nice + system) / os.sysconf("SC_CLK_TCK")
+
+
+def timed(argv: list[str], workdir: Path, name: str, timeout: float, procs: Processes) -> Timed:
+    """Run ``argv`` to its end under /usr/bin/time -v: wall time, peak RSS, CPU seconds and its stderr.
+
+    ``outside_cpu_s`` is what the rest of the machine (kernel threads included) ran meanwhile, less this
+    command and the background processes of ``procs``: near 0 on a quiet machine.
+    """
     sys_time = workdir / f"{name}.time"
     out_path = workdir / f"{name}.log"
     subprocess.run(["sync"], check=False)
+    background0 = sum(proc_cpu_seconds(p.pid) for p in procs.procs)
+    machine0 = machine_task_seconds()
     started = time.monotonic()
     with open(out_path, "wb") as out:
         proc = subprocess.run(
@@ -162,15 +186,20 @@ def timed(argv: list[str], workdir: Path, name: str, timeout: float) -> Timed:
             check=False,
         )
     wall = time.monotonic() - started
+    machine = machine_task_seconds() - machine0
+    background = sum(proc_cpu_seconds(p.pid) for p in procs.procs) - background0
     report = sys_time.read_text(errors="replace") if sys_time.exists() else ""
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", report)
     user = re.search(r"User time \(seconds\): ([\d.]+)", report)
     system = re.search(r"System time \(seconds\): ([\d.]+)", report)
+    cpu = float(user[1]) + float(system[1]) if user and system else None
     return Timed(
         wall_s=wall,
         returncode=proc.returncode,
         peak_rss=int(rss[1]) * 1024 if rss else None,
-        cpu_s=float(user[1]) + float(system[1]) if user and system else None,
+        cpu_s=cpu,
+        background_cpu_s=background,
+        outside_cpu_s=max(0.0, machine - background - (cpu or 0.0)),
         output=out_path.read_text(errors="replace"),
     )
 
@@ -190,6 +219,10 @@ class Repetition:
     """curl's wall time over the time shoal reports itself (its interpreter start-up left out)."""
     peak_rss: int | None
     shoal_cpu_s: float | None
+    background_cpu_s: float
+    """Origin, tracker and seeding peer, during the timed shoal get."""
+    outside_cpu_s: float
+    """Everything else on the machine during the timed curl and shoal get together: ~0 when quiet."""
     curl_cpu_s: float | None
     shoal_from_origin: str
     shoal_from_peers: str
@@ -214,23 +247,8 @@ def run(args: argparse.Namespace, workdir: Path, procs: Processes) -> dict[str, 
     origin = wait_for_line(origin_proc, origin_log, r"origin listening on (http://\S+)")[1]
     url = f"{origin}/{FILE_NAME}"
     tracker_log = workdir / "tracker.log"
-    tracker_proc = procs.start(
-        [
-            SHOAL,
-            "tracker",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--db",
-            f"sqlite:///{workdir / 'tracker.db'}",
-            "--interval",
-            "1",
-            "--peer-ttl",
-            "5",
-        ],
-        tracker_log,
-    )
+    options = f"--host 127.0.0.1 --port 0 --db sqlite:///{workdir / 'tracker.db'} --interval 1 --peer-ttl 5"
+    tracker_proc = procs.start([SHOAL, "tracker", *options.split()], tracker_log)
     tracker = wait_for_line(tracker_proc, tracker_log, r"tracker listening on (http://[^\s]+)")[1]
     log(f"origin {url}, tracker {tracker}")
     verbose = [f"-{'v' * args.verbose}"] if args.verbose else []
@@ -258,7 +276,7 @@ def run(args: argparse.Namespace, workdir: Path, procs: Processes) -> dict[str, 
     reps: list[Repetition] = []
     for rep in range(1, args.repeat + 1):
         curl_out = workdir / "curl.bin"
-        curl = timed(["curl", "-sS", "-o", str(curl_out), url], workdir, f"curl{rep}", args.timeout)
+        curl = timed(["curl", "-sS", "-o", str(curl_out), url], workdir, f"curl{rep}", args.timeout, procs)
         curl_ok = curl.returncode == 0 and sha256_file(curl_out) == sha256
         curl_out.unlink(missing_ok=True)
         log(f"run {rep}: curl {curl.wall_s:.2f} s ({size / curl.wall_s / 2**20:.0f} MiB/s)")
@@ -270,6 +288,7 @@ def run(args: argparse.Namespace, workdir: Path, procs: Processes) -> dict[str, 
             workdir,
             f"shoal{rep}",
             args.timeout,
+            procs,
         )
         during = origin_bytes(origin) - before
         shoal_ok = get.returncode == 0 and sha256_file(out) == sha256
@@ -292,6 +311,8 @@ def run(args: argparse.Namespace, workdir: Path, procs: Processes) -> dict[str, 
                 ratio_own=curl.wall_s / float(summary[1]) if summary else None,
                 peak_rss=get.peak_rss,
                 shoal_cpu_s=get.cpu_s,
+                background_cpu_s=get.background_cpu_s,
+                outside_cpu_s=curl.outside_cpu_s + get.outside_cpu_s,
                 curl_cpu_s=curl.cpu_s,
                 shoal_from_origin=summary[2] if summary else "?",
                 shoal_from_peers=summary[3] if summary else "?",
@@ -321,7 +342,7 @@ def format_report(result: dict[str, object], size: int) -> str:
         "",
         f"{'run':>3} {'curl s':>7} {'curl MiB/s':>10} {'shoal s':>8} {'(own)':>7} {'shoal MiB/s':>11} "
         f"{'ratio':>6} {'(own)':>6} {'peak RSS':>9} {'CPU s':>6} {'curl CPU':>8} {'from origin':>12} "
-        f"{'from peers':>11} {'origin sent':>11} {'sha256':>7}",
+        f"{'from peers':>11} {'origin sent':>11} {'sha256':>7} {'seed CPU':>8} {'other':>5}",
     ]
     for r in result["runs"]:  # type: ignore[attr-defined]
         own = f"{r['shoal_reported_s']:.2f}" if r["shoal_reported_s"] is not None else "-"
@@ -333,7 +354,8 @@ def format_report(result: dict[str, object], size: int) -> str:
         lines.append(
             f"{r['run']:>3} {r['curl_s']:>7.2f} {r['curl_rate'] / mib:>10.0f} {r['shoal_s']:>8.2f} {own:>7} "
             f"{r['shoal_rate'] / mib:>11.0f} {r['ratio']:>6.2f} {ratio_own:>6} {rss:>9} {cpu:>6} {curl_cpu:>8} "
-            f"{r['shoal_from_origin']:>12} {r['shoal_from_peers']:>11} {r['origin_bytes_during_shoal']:>11} {ok:>7}"
+            f"{r['shoal_from_origin']:>12} {r['shoal_from_peers']:>11} {r['origin_bytes_during_shoal']:>11} {ok:>7} "
+            f"{r['background_cpu_s']:>8.1f} {r['outside_cpu_s']:>5.1f}"
         )
     ratio, rss = result["median_ratio"], result["max_peak_rss"]
     assert isinstance(ratio, float) and isinstance(rss, int)
@@ -341,7 +363,9 @@ def format_report(result: dict[str, object], size: int) -> str:
         "",
         "shoal s: wall time of the shoal get process (start-up included); (own): the time it reports itself;",
         "ratio: shoal rate / curl rate (own: by shoal's own time); origin sent: the origin's body-byte counter",
-        "during the shoal get; CPU s: user + system of the shoal get (curl CPU: of curl).",
+        "during the shoal get; CPU s: user + system of the shoal get (curl CPU: of curl); seed CPU: origin,",
+        "tracker and seeding peer during the shoal get; other: CPU seconds of everything else on the machine",
+        "during the timed curl and shoal get (more than a few: the machine was shared, the run is suspect).",
         f"targets: ratio >= {RATIO_TARGET} -> median {ratio:.2f} {'met' if ratio >= RATIO_TARGET else 'MISSED'}; "
         f"peak RSS < {RSS_TARGET / 1e6:.0f} MB -> max {rss / 1e6:.0f} MB {'met' if rss < RSS_TARGET else 'MISSED'}",
     ]

@@ -51,9 +51,10 @@ Run it (as root, from the repository; the defaults are the DESIGN.md lab)::
 
 Files live in a fresh directory under ``--workdir`` (default /tmp, a regular disk directory; not a tmpfs).
 It is removed at the end unless ``--keep`` is given or a run failed, in which case the logs (one per peer
-and service, ``shoal get -v`` with ``--verbose``) stay and their path is printed. Namespaces named ``swl-*``
-left by a killed earlier run are removed before the lab is built; none are left after it ends, also on an
-error or Ctrl-C.
+and service; ``-v``/``-vv`` are passed on to shoal) stay and their path is printed. Namespaces named
+``swl-*`` left by a killed earlier run are removed before the lab is built; none are left after it ends,
+also on an error or Ctrl-C. To measure a pinned commit while src/ changes, run with ``PYTHONPATH=DIR/src``
+where DIR holds ``git archive COMMIT src``.
 """
 
 from __future__ import annotations
@@ -182,21 +183,7 @@ class Lab:
         sh("ip", "-n", BRIDGE_NS, "link", "add", "br0", "type", "bridge")
         sh("ip", "-n", BRIDGE_NS, "link", "set", "br0", "up")
         for node in (self.origin, self.tracker, *self.peers):
-            sh(
-                "ip",
-                "-n",
-                node.ns,
-                "link",
-                "add",
-                "eth0",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                node.bridge_port,
-                "netns",
-                BRIDGE_NS,
-            )
+            sh(*f"ip -n {node.ns} link add eth0 type veth peer name {node.bridge_port} netns {BRIDGE_NS}".split())
             sh("ip", "-n", BRIDGE_NS, "link", "set", node.bridge_port, "master", "br0")
             sh("ip", "-n", BRIDGE_NS, "link", "set", node.bridge_port, "up")
             sh("ip", "-n", node.ns, "addr", "add", f"{node.ip}/24", "dev", "eth0")
@@ -206,25 +193,8 @@ class Lab:
         # cut the rate; the latency bound keeps the queue short.
         rate_bytes = self.origin_mbit * 1e6 / 8
         burst = max(256 * 1024, int(rate_bytes / 250))
-        sh(
-            "ip",
-            "netns",
-            "exec",
-            ORIGIN_NS,
-            "tc",
-            "qdisc",
-            "add",
-            "dev",
-            "eth0",
-            "root",
-            "tbf",
-            "rate",
-            f"{self.origin_mbit}mbit",
-            "burst",
-            str(burst),
-            "latency",
-            "50ms",
-        )
+        tbf = f"tc qdisc add dev eth0 root tbf rate {self.origin_mbit}mbit burst {burst} latency 50ms"
+        sh("ip", "netns", "exec", ORIGIN_NS, *tbf.split())
 
     def start_origin(self, root: Path, log_path: Path) -> None:
         """Serve ``root`` from the origin namespace (shoal's test origin: aiohttp FileResponse)."""
@@ -283,17 +253,8 @@ class Lab:
 
     def origin_http_bytes(self) -> int:
         """The origin's own count of body bytes sent (GET /_stats), fetched from the tracker namespace."""
-        out = sh(
-            "ip",
-            "netns",
-            "exec",
-            TRACKER_NS,
-            "curl",
-            "-sS",
-            "--max-time",
-            "5",
-            f"http://{self.origin.ip}:{ORIGIN_PORT}/_stats",
-        )
+        url = f"http://{self.origin.ip}:{ORIGIN_PORT}/_stats"
+        out = sh("ip", "netns", "exec", TRACKER_NS, "curl", "-sS", "--max-time", "5", url)
         return int(json.loads(out)["bytes_sent"])
 
 
@@ -320,6 +281,8 @@ def remove_namespaces(names: list[str]) -> None:
             log(f"teardown: {exc}")
     for ns in names:
         shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        Path("/etc/netns").rmdir()  # only when empty: it may hold other namespaces' files
 
 
 def remove_stale_namespaces() -> None:
@@ -561,10 +524,10 @@ class Launch:
     """How one method runs: services to start first, each peer's command and its done test."""
 
     services: Callable[[Path], list[subprocess.Popen[bytes]]]
-    argv: Callable[[int, Path], list[str]]
+    argv: Callable[[int, Path, Path], list[str]]
+    """Given the peer's index, its output file and the run's log directory: the command to run."""
     done: Callable[[Path, subprocess.Popen[bytes]], bool]
     """Given the peer's output file and process: True once that peer is done."""
-    exits_when_done: bool = False
 
 
 _SUMMARY = re.compile(r"in [\d.]+s \(origin ([\d.]+) (B|KiB|MiB|GiB), peers ([\d.]+) (B|KiB|MiB|GiB)\)")
@@ -574,32 +537,19 @@ _UNIT = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
 def shoal_launch(ctx: Context) -> Launch:
     tracker_url = f"http://{ctx.lab.tracker.ip}:{SHOAL_TRACKER_PORT}"
     upload_time = ctx.timeout + 60  # every peer keeps serving until the run stops it
+    verbose = [f"-{'v' * ctx.verbose}"] if ctx.verbose else []
 
     def services(log_dir: Path) -> list[subprocess.Popen[bytes]]:
         db = log_dir / "tracker.db"
         log_path = log_dir / "tracker.log"
-        argv = [
-            SHOAL,
-            "tracker",
-            "--host",
-            "0.0.0.0",
-            "--port",
-            str(SHOAL_TRACKER_PORT),
-            "--db",
-            f"sqlite:///{db}",
-            "--interval",
-            "1",
-            "--peer-ttl",
-            "5",
-        ] + ([f"-{'v' * ctx.verbose}"] if ctx.verbose else [])
-        proc = ctx.lab.spawn(TRACKER_NS, argv, log_path)
+        options = f"--host 0.0.0.0 --port {SHOAL_TRACKER_PORT} --db sqlite:///{db} --interval 1 --peer-ttl 5"
+        proc = ctx.lab.spawn(TRACKER_NS, [SHOAL, "tracker", *options.split(), *verbose], log_path)
         wait_for_line(proc, log_path, "tracker listening on")
         return [proc]
 
-    def argv(i: int, dest: Path) -> list[str]:
-        return [SHOAL, "get", ctx.url, "-o", str(dest), "--tracker", tracker_url, "--upload-time", str(upload_time)] + (
-            [f"-{'v' * ctx.verbose}"] if ctx.verbose else []
-        )
+    def argv(i: int, dest: Path, log_dir: Path) -> list[str]:
+        options = f"-o {dest} --tracker {tracker_url} --upload-time {upload_time}"
+        return [SHOAL, "get", ctx.url, *options.split(), *verbose]
 
     def done(dest: Path, proc: subprocess.Popen[bytes]) -> bool:
         # shoal renames the file into place only once it is complete and verified.
@@ -612,13 +562,13 @@ def shoal_launch(ctx: Context) -> Launch:
 
 
 def curl_launch(ctx: Context) -> Launch:
-    def argv(i: int, dest: Path) -> list[str]:
+    def argv(i: int, dest: Path, log_dir: Path) -> list[str]:
         return ["curl", "-sS", "-o", str(dest), ctx.url]
 
     def done(dest: Path, proc: subprocess.Popen[bytes]) -> bool:
         return proc.poll() == 0
 
-    return Launch(lambda log_dir: [], argv, done, exits_when_done=True)
+    return Launch(lambda log_dir: [], argv, done)
 
 
 def aria2_launch(ctx: Context) -> Launch:
@@ -626,25 +576,13 @@ def aria2_launch(ctx: Context) -> Launch:
 
     def services(log_dir: Path) -> list[subprocess.Popen[bytes]]:
         log_path = log_dir / "bt_tracker.log"
-        proc = ctx.lab.spawn(
-            TRACKER_NS,
-            [
-                PYTHON,
-                str(HERE / "bt_tracker.py"),
-                "--host",
-                "0.0.0.0",
-                "--port",
-                str(BT_TRACKER_PORT),
-                "--interval",
-                "2",
-            ],
-            log_path,
-        )
+        options = f"--host 0.0.0.0 --port {BT_TRACKER_PORT} --interval 2"
+        proc = ctx.lab.spawn(TRACKER_NS, [PYTHON, str(HERE / "bt_tracker.py"), *options.split()], log_path)
         wait_for_line(proc, log_path, "bt tracker listening on")
         return [proc]
 
-    def argv(i: int, dest: Path) -> list[str]:
-        extra = [f"--log={dest.parent}.aria2.log", "--log-level=info"] if ctx.verbose else []
+    def argv(i: int, dest: Path, log_dir: Path) -> list[str]:
+        extra = [f"--log={log_dir / f'p{i + 1}.aria2.log'}", "--log-level=info"] if ctx.verbose else []
         return [
             "aria2c",
             "--enable-dht=false",
@@ -706,7 +644,9 @@ def run_method(ctx: Context, method: str, run: int) -> RunResult:
 
     tx_start = tx_last = netns_tx_bytes(origin_pid)
     started = time.monotonic()
-    procs = [lab.spawn(node.ns, launch.argv(i, dests[i]), log_dir / f"p{i + 1}.log") for i, node in enumerate(peers)]
+    procs = [
+        lab.spawn(node.ns, launch.argv(i, dests[i], log_dir), log_dir / f"p{i + 1}.log") for i, node in enumerate(peers)
+    ]
     done_at: list[float | None] = [None] * len(peers)
     failed = [False] * len(peers)
     deadline = started + ctx.timeout
@@ -721,9 +661,10 @@ def run_method(ctx: Context, method: str, run: int) -> RunResult:
         for i, proc in enumerate(procs):
             if done_at[i] is not None or failed[i]:
                 continue
+            exited = proc.poll() is not None  # before the done test: an exit after it is seen next round
             if launch.done(dests[i], proc):
                 done_at[i] = time.monotonic() - started
-            elif proc.poll() is not None:
+            elif exited:
                 failed[i] = True
                 result.failures.append(
                     f"peer {i + 1} exited with status {proc.returncode} before it was done; "
