@@ -1,7 +1,12 @@
-"""A set of piece indices as a bit array, most significant bit first (the BitTorrent layout, BEP 3).
+"""A set of piece indices, held as a Python integer (bit i is piece i).
 
-Bitfields cross the network base64-encoded; :func:`Bitfield.decode` validates length and spare bits, so a
-bad bitfield from a peer is a ProtocolError, never an IndexError deep inside the tracker.
+On the wire it is the BitTorrent layout (BEP 3): a byte string, most significant bit first, base64-encoded
+in Shoal's JSON. :func:`Bitfield.decode` validates length and spare bits, so a bad bitfield from a peer is
+a ProtocolError, never an IndexError deep inside the tracker.
+
+The integer makes set algebra C-speed: the download engine asks "needed and held by this peer and
+verifiable" for every scheduling decision, and ``needed & have & hashed`` on three integers replaced a
+Python loop over every piece that took an eighth of a peer's CPU.
 """
 
 from __future__ import annotations
@@ -12,39 +17,52 @@ from collections.abc import Iterable, Iterator
 
 from shoal.core.errors import ProtocolError
 
+# Byte with its bits reversed: turns the wire's most-significant-bit-first bytes into little-endian bit order.
+_REVERSE = bytes(int(f"{b:08b}"[::-1], 2) for b in range(256))
+
+
+def iter_bits(mask: int) -> Iterator[int]:
+    """The positions of the set bits of ``mask``, ascending."""
+    while mask:
+        low = mask & -mask
+        yield low.bit_length() - 1
+        mask ^= low
+
 
 class Bitfield:
-    __slots__ = ("_bits", "_count", "size")
+    __slots__ = ("mask", "size")
 
     def __init__(self, size: int, data: bytes | None = None) -> None:
         if size < 0:
             raise ValueError("size must not be negative")
         self.size = size
-        nbytes = (size + 7) // 8
-        if data is None:
-            self._bits = bytearray(nbytes)
-            self._count = 0
-        else:
+        self.mask = 0
+        if data is not None:
+            nbytes = (size + 7) // 8
             if len(data) != nbytes:
                 raise ProtocolError(f"bitfield has {len(data)} bytes, expected {nbytes}", field="bitfield")
-            spare = nbytes * 8 - size
-            if spare and data[-1] & ((1 << spare) - 1):
+            mask = int.from_bytes(bytes(data).translate(_REVERSE), "little")
+            if mask >> size:
                 raise ProtocolError("bitfield sets bits past the last piece", field="bitfield")
-            self._bits = bytearray(data)
-            self._count = sum(bin(b).count("1") for b in self._bits)
+            self.mask = mask
 
     @classmethod
     def full(cls, size: int) -> Bitfield:
-        bf = cls(size)
-        for i in range(size):
-            bf.add(i)
-        return bf
+        return cls.from_mask(size, (1 << size) - 1)
 
     @classmethod
     def of(cls, size: int, indices: Iterable[int]) -> Bitfield:
         bf = cls(size)
         for i in indices:
             bf.add(i)
+        return bf
+
+    @classmethod
+    def from_mask(cls, size: int, mask: int) -> Bitfield:
+        if mask < 0 or mask >> size:
+            raise ValueError("mask has bits past the last piece")
+        bf = cls(size)
+        bf.mask = mask
         return bf
 
     @classmethod
@@ -55,65 +73,52 @@ class Bitfield:
             raise ProtocolError("bitfield is not valid base64", field="bitfield") from None
         return cls(size, data)
 
-    def encode(self) -> str:
-        return base64.b64encode(bytes(self._bits)).decode()
-
     def to_bytes(self) -> bytes:
-        return bytes(self._bits)
+        return self.mask.to_bytes((self.size + 7) // 8, "little").translate(_REVERSE)
+
+    def encode(self) -> str:
+        return base64.b64encode(self.to_bytes()).decode()
 
     def __contains__(self, index: object) -> bool:
         if not isinstance(index, int) or not 0 <= index < self.size:
             return False
-        return bool(self._bits[index >> 3] & (0x80 >> (index & 7)))
+        return bool(self.mask >> index & 1)
 
     def add(self, index: int) -> None:
         if not 0 <= index < self.size:
             raise IndexError(f"piece {index} out of range")
-        mask = 0x80 >> (index & 7)
-        if not self._bits[index >> 3] & mask:
-            self._bits[index >> 3] |= mask
-            self._count += 1
+        self.mask |= 1 << index
 
     def discard(self, index: int) -> None:
-        if index in self:
-            self._bits[index >> 3] &= ~(0x80 >> (index & 7)) & 0xFF
-            self._count -= 1
+        if 0 <= index < self.size:
+            self.mask &= ~(1 << index)
 
     def __len__(self) -> int:
-        return self._count
+        return self.mask.bit_count()
 
     def __iter__(self) -> Iterator[int]:
-        for byte_index, byte in enumerate(self._bits):
-            if byte:
-                base = byte_index << 3
-                for bit in range(8):
-                    if byte & (0x80 >> bit):
-                        yield base + bit
+        return iter_bits(self.mask)
 
     @property
     def complete(self) -> bool:
-        return self._count == self.size
+        return self.mask == (1 << self.size) - 1
 
     def missing(self) -> Iterator[int]:
-        for i in range(self.size):
-            if i not in self:
-                yield i
+        return iter_bits(~self.mask & ((1 << self.size) - 1))
 
     def union_update(self, other: Bitfield) -> None:
         if other.size != self.size:
             raise ValueError("bitfields of different sizes")
-        for i, b in enumerate(other._bits):
-            self._bits[i] |= b
-        self._count = sum(bin(b).count("1") for b in self._bits)
+        self.mask |= other.mask
 
     def copy(self) -> Bitfield:
-        return Bitfield(self.size, bytes(self._bits))
+        return Bitfield.from_mask(self.size, self.mask)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Bitfield) and other.size == self.size and other._bits == self._bits
+        return isinstance(other, Bitfield) and other.size == self.size and other.mask == self.mask
 
     def __hash__(self) -> int:
-        return hash((self.size, bytes(self._bits)))
+        return hash((self.size, self.mask))
 
     def __repr__(self) -> str:
         return f"Bitfield({self.size}, {len(self)} set)"

@@ -9,28 +9,21 @@ next piece and we need it. From the origin, a run is the next consecutive stretc
 from __future__ import annotations
 
 import random
-from collections.abc import Collection, Iterable
-
-from shoal.core.bitfield import Bitfield
+from collections.abc import Iterable
 
 
-def peer_run(
-    needed: Collection[int],
-    peer_have: Bitfield,
-    verifiable: Collection[int],
-    max_pieces: int,
-    rng: random.Random,
-) -> list[int]:
-    """A run of pieces to ask one peer for: needed, held by the peer, and with a known hash."""
-    candidates = [i for i in needed if i in peer_have and i in verifiable]
-    if not candidates:
+def peer_run(available: int, max_pieces: int, rng: random.Random) -> list[int]:
+    """A run of pieces to ask one peer for, from ``available``: the bit mask of pieces we need, the peer
+    holds, and whose hash we know (bit i is piece i). Starts at the first available piece at or after a
+    random position, and extends while the next piece is available too."""
+    if not available:
         return []
-    index = rng.choice(candidates)
+    start = rng.randrange(available.bit_length())
+    above = available >> start  # never 0: start is at or below the highest set bit
+    index = start + (above & -above).bit_length() - 1
     run = [index]
-    while len(run) < max_pieces:
+    while len(run) < max_pieces and available >> (index + 1) & 1:
         index += 1
-        if index not in peer_have or index not in needed or index not in verifiable:
-            break
         run.append(index)
     return run
 

@@ -224,7 +224,9 @@ class Download:
         self.unreported: dict[int, str] = {}  # fetched from the origin, hash not yet at the tracker
         self.hashes: dict[int, str] = {}
         self.hash_seq = 0
-        self.inflight: set[int] = set()
+        self.on_disk = Bitfield(0)  # the keys of `written`, as a bit mask for the scheduler
+        self.hashed = Bitfield(0)  # the keys of `hashes`, likewise
+        self.inflight = Bitfield(0)
         self.leases: set[int] = set()
         self.peers: dict[str, PeerState] = {}
         self.range_ok = True
@@ -358,7 +360,11 @@ class Download:
         resumed = await asyncio.to_thread(self.part.open)
         self.have = Bitfield(manifest.piece_count)
         self.served = self.server.publish(self.task_id, self.generation, manifest, self.part.path, self.have)
-        self.written = dict(resumed.hashes)
+        self.on_disk = Bitfield(manifest.piece_count)
+        self.hashed = Bitfield(manifest.piece_count)
+        self.inflight = Bitfield(manifest.piece_count)
+        for index, digest in resumed.hashes.items():
+            self._mark_written(index, digest)
         self.stats.done = sum(manifest.piece_size(i) for i in self.written)
         if self.direct:
             for index in self.written:
@@ -450,9 +456,18 @@ class Download:
 
     # -- scheduling (owner only) -------------------------------------------------------------------
 
-    def _needed(self) -> set[int]:
-        assert self.manifest is not None
-        return {i for i in range(self.manifest.piece_count) if i not in self.written and i not in self.inflight}
+    def _needed(self) -> int:
+        """Bit mask of the pieces neither on disk nor being fetched."""
+        return ~(self.on_disk.mask | self.inflight.mask) & ((1 << self.on_disk.size) - 1)
+
+    def _mark_written(self, index: int, digest: str) -> None:
+        self.written[index] = digest
+        self.on_disk.add(index)
+
+    def _learn_hashes(self, hashes: dict[int, str]) -> None:
+        self.hashes.update(hashes)
+        for index in hashes:
+            self.hashed.add(index)
 
     def _schedule(self) -> None:
         manifest = self.manifest
@@ -463,7 +478,7 @@ class Download:
         # Origin: our leased pieces, one run at a time (several when downloading direct).
         streams = self.config.direct_streams if self.direct else 1
         while self.origin_busy < streams:
-            todo = [i for i in self.leases if i in needed]
+            todo = [i for i in self.leases if needed >> i & 1]
             if self.range_ok:
                 run = origin_run(todo, run_pieces(manifest.piece_length, self.config.run_bytes * 2))
             else:
@@ -474,7 +489,7 @@ class Download:
             self._start(run)
             self.origin_busy += 1
             self._spawn(self._fetch_origin(run))
-            needed.difference_update(run)
+            needed &= ~Bitfield.of(manifest.piece_count, run).mask
         # Peers: nearest first (the tracker's order), bounded per peer and overall.
         now = time.monotonic()
         active = sum(p.requests for p in self.peers.values())
@@ -485,13 +500,13 @@ class Download:
             if peer.banned or peer.have is None or peer.busy_until > now:
                 continue
             while peer.requests < self.config.per_peer_requests and active < self.config.peer_requests:
-                run = peer_run(needed, peer.have, self.hashes, max_run, self.rng)
+                run = peer_run(needed & peer.have.mask & self.hashed.mask, max_run, self.rng)
                 if not run:
-                    if any(i in peer.have and i not in self.hashes for i in needed):
-                        self._hash_wake.set()
+                    if needed & peer.have.mask & ~self.hashed.mask:
+                        self._hash_wake.set()  # the peer has pieces we need but cannot verify yet
                     break
                 self._start(run)
-                needed.difference_update(run)
+                needed &= ~Bitfield.of(manifest.piece_count, run).mask
                 peer.requests += 1
                 active += 1
                 self._spawn(self._fetch_peer(peer_id, peer, run))
@@ -499,11 +514,12 @@ class Download:
             self._announce_wake.set()
 
     def _start(self, run: list[int]) -> None:
-        self.inflight.update(run)
+        for index in run:
+            self.inflight.add(index)
 
-    def _wants_leases(self, needed: set[int]) -> bool:
+    def _wants_leases(self, needed: int) -> bool:
         """True when pieces are missing and none of our leases is left to start."""
-        return bool(needed) and not any(i in needed for i in self.leases)
+        return bool(needed) and not any(needed >> i & 1 for i in self.leases)
 
     def _handle(self, event: Event) -> None:
         manifest = self.manifest
@@ -511,7 +527,7 @@ class Download:
         match event:
             case OriginPiece(index, digest, size):
                 self.inflight.discard(index)
-                self.written[index] = digest
+                self._mark_written(index, digest)
                 self.stats.done += size
                 self.stats.from_origin += size
                 self.origin_failures = 0
@@ -522,13 +538,14 @@ class Download:
                     self._announce_wake.set()
             case PeerPiece(peer_id, index, digest, size):
                 self.inflight.discard(index)
-                self.written[index] = digest
+                self._mark_written(index, digest)
                 self.have.add(index)
                 self.served.add(index)
                 self.stats.done += size
                 self.stats.from_peers += size
             case RunEnded(source, unfetched, error, corrupt, busy, stale, completed_until, rate):
-                self.inflight.difference_update(unfetched)
+                for index in unfetched:
+                    self.inflight.discard(index)
                 if source == "origin":
                     self.origin_busy -= 1
                     if completed_until is not None:
@@ -553,12 +570,13 @@ class Download:
             case HashesArrived(generation, seq, hashes):
                 if generation != self.generation:
                     raise Restart()
-                self.hashes.update(hashes)
+                self._learn_hashes(hashes)
                 self.hash_seq = max(self.hash_seq, seq)
                 for index, digest in hashes.items():
                     if index in self.written and self.written[index] != digest and index not in self.unreported:
                         log.warning("piece %d on disk does not match the tracker's hash; fetching again", index)
                         del self.written[index]
+                        self.on_disk.discard(index)
                         self.have.discard(index)
             case PeerHas(peer_id, have, added):
                 peer = self.peers.get(peer_id)
@@ -630,7 +648,7 @@ class Download:
         for index, digest in reported.items():
             if self.unreported.get(index) == digest:
                 del self.unreported[index]
-                self.hashes[index] = digest
+                self._learn_hashes({index: digest})
                 self.have.add(index)
                 self.served.add(index)
         self.leases = set(reply.leases)
@@ -779,9 +797,8 @@ class Download:
         # Built synchronously (no await before the request is complete), so it sees one consistent state
         # of the owner's fields even though it runs in the announcer task.
         reported = dict(self.unreported)
-        needed = self._needed()
         want = 0
-        if not any(i in needed for i in self.leases) and needed:
+        if self._wants_leases(self._needed()):
             want = (
                 manifest.piece_count
                 if not self.range_ok
