@@ -36,7 +36,8 @@ def test_pieces_written_as_many_buffers_land_at_their_offsets(tmp_path: Path, da
         buffers = [view[i : i + 97] for i in range(0, len(piece), 97)]
         part.write(index, buffers)
     assert piece_hash(buffers) == piece_hash(pieces(data)[-1])
-    assert part.finish() == tmp_path / "f.bin"
+    part.sync()
+    assert part.move_into_place() == tmp_path / "f.bin"
     part.close()
     assert (tmp_path / "f.bin").read_bytes() == data
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]

@@ -63,6 +63,7 @@ log = logging.getLogger("shoal.peer")
 PEER_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=15)
 LEASE_POLL_SECONDS = 0.5
 SAVE_STATE_SECONDS = 1.0
+HASH_REFRESH_GAP = 0.02
 BUSY_BACKOFF_SECONDS = 0.5
 
 
@@ -242,6 +243,7 @@ class Download:
         self._announce_wake = asyncio.Event()
         self._hash_wake = asyncio.Event()
         self._last_announce = 0.0
+        self._checkpoint_task: asyncio.Future[None] | None = None
         self._interval = 5.0
 
     # -- public ------------------------------------------------------------------------------------
@@ -404,9 +406,24 @@ class Download:
                     self.origin_busy,
                     {p: (len(s.have) if s.have else None, s.requests, s.banned) for p, s in self.peers.items()},
                 )
-                # Even a SIGKILL then loses at most this much verified work (the rerun re-hashes it all).
                 saved_at = time.monotonic()
-                await asyncio.to_thread(self.part.save_state, dict(self.written))  # type: ignore[union-attr]
+                if self._checkpoint_task is None or self._checkpoint_task.done():
+                    self._checkpoint_task = asyncio.ensure_future(self._checkpoint(dict(self.written)))
+
+    async def _checkpoint(self, written: dict[int, str]) -> None:
+        """Flush what is written so far, then record those pieces as verified.
+
+        Run every SAVE_STATE_SECONDS beside the owner loop (never awaited by it). A SIGKILL then loses at most
+        that much verified work, and the fsync before the final rename has only the last second left to
+        flush instead of the whole file: with many peers on one disk that final flush was most of the
+        swarm's tail.
+        """
+        part = self.part
+        if part is None or not part.is_open:
+            return
+        with contextlib.suppress(ShoalError):
+            await asyncio.to_thread(part.sync)
+            await asyncio.to_thread(part.save_state, written)
 
     async def _finish(self) -> Completed:
         assert self.part is not None and self.manifest is not None
@@ -422,14 +439,39 @@ class Download:
                     actual=digest,
                 )
         await self._stop_tasks()
-        path = await asyncio.to_thread(self.part.finish)
-        self.part.close()
+        await self._report_last_pieces()
+        if self._checkpoint_task is not None:
+            await self._checkpoint_task
+        # fsync can take a second for a large file on a slow disk: the pieces are already offered to peers,
+        # so the swarm's last pieces do not wait for our disk.
+        await asyncio.to_thread(self.part.sync)
+        # Rename and repoint the piece server with no await between them: no request sees the old path gone.
+        path = self.part.move_into_place()
         if self.served is not None:
-            # Peers watching our have stream keep it: the pieces are now served from the final file.
             self.served.path = path
+        self.part.close()
         return Completed(path, self.manifest.length, digest, self.task_id, self.generation, self.manifest)
 
+    async def _report_last_pieces(self) -> None:
+        """Tell the tracker the hashes of our last origin pieces and offer them, before anything slow."""
+        if not self.unreported or self.tracker is None or self.direct or self.served is None:
+            return
+        reported = dict(self.unreported)
+        try:
+            reply = await self.tracker.announce(self.task_id, self._request(done=reported))
+        except TrackerUnavailable:
+            return  # seed() and leave() report them again
+        if reply.restart or reply.generation != self.generation:
+            return
+        for index in reported:
+            del self.unreported[index]
+            self.have.add(index)
+            self.served.add(index)
+
     async def _save_state(self) -> None:
+        if self._checkpoint_task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._checkpoint_task)
         if self.part is not None and self.part.is_open:
             with contextlib.suppress(ShoalError):
                 await asyncio.to_thread(self.part.save_state, dict(self.written))
@@ -845,17 +887,22 @@ class Download:
                 backoff = min(backoff * 2, 5.0)
 
     async def _hash_refresher(self) -> None:
+        """Fetch new piece hashes when woken; at most one request per HASH_REFRESH_GAP, so a burst of have
+        messages from many peers costs the tracker one look-up, not one each."""
         assert self.tracker is not None
+        seen = 0
         while True:
             await self._hash_wake.wait()
+            await asyncio.sleep(HASH_REFRESH_GAP)
             self._hash_wake.clear()
             try:
-                reply = await self.tracker.hashes(self.task_id, self.hash_seq)
+                reply = await self.tracker.hashes(self.task_id, max(seen, self.hash_seq))
             except TrackerUnavailable as exc:
                 log.info("hash refresh failed: %s", exc)
                 await asyncio.sleep(1.0)
                 self._hash_wake.set()
                 continue
+            seen = reply.seq
             self._events.put_nowait(HashesArrived(reply.generation, reply.seq, dict(reply.hashes)))
 
 

@@ -170,10 +170,16 @@ class PartFile:
         assert self._fd is not None
         return os.pread(self._fd, self.manifest.piece_size(index), self.manifest.piece_offset(index))
 
-    def finish(self) -> Path:
-        """fsync, rename into place, drop the sidecar. Returns the destination."""
+    def sync(self) -> None:
+        """fsync the part file: after a crash the renamed file must hold these bytes, not a hole."""
         try:
             os.fsync(self.fd)
+        except OSError as exc:
+            raise self._fail("flush", exc) from exc
+
+    def move_into_place(self) -> Path:
+        """Rename the (synced, verified) part file to the destination and drop the sidecar."""
+        try:
             os.replace(self.path, self.dest)
         except OSError as exc:
             raise self._fail("move into place", exc, self.dest) from exc
