@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -45,6 +44,8 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from shoal.testing.files import sha256_file, write_random_file
 
 PYTHON = sys.executable
 SHOAL = str(Path(PYTHON).with_name("shoal")) if Path(PYTHON).with_name("shoal").exists() else "shoal"
@@ -63,29 +64,6 @@ def parse_size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 256M, 2G)")
     number, unit = match.groups()
     return int(float(number) * 1024 ** " KMGT".index(unit.upper() or " "))
-
-
-def make_payload(path: Path, size: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "wb") as f:
-        remaining = size
-        while remaining:
-            chunk = os.urandom(min(remaining, 4 << 20))
-            digest.update(chunk)
-            f.write(chunk)
-            remaining -= len(chunk)
-    return digest.hexdigest()
-
-
-def sha256_file(path: Path) -> str | None:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            while chunk := f.read(4 << 20):
-                digest.update(chunk)
-    except OSError:
-        return None
-    return digest.hexdigest()
 
 
 class Processes:
@@ -238,7 +216,7 @@ def run(args: argparse.Namespace, workdir: Path, procs: Processes) -> dict[str, 
     origin_dir.mkdir()
     payload = origin_dir / FILE_NAME
     log(f"writing {size / 2**20:.0f} MiB of random data to {payload}")
-    sha256 = make_payload(payload, size)
+    sha256 = write_random_file(payload, size)
 
     origin_log = workdir / "origin.log"
     origin_proc = procs.start(

@@ -81,6 +81,8 @@ from pathlib import Path
 
 from fastbencode import bencode
 
+from shoal.testing.files import sha256_file, write_random_file
+
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
 SHOAL = str(Path(PYTHON).with_name("shoal")) if Path(PYTHON).with_name("shoal").exists() else "shoal"
@@ -393,30 +395,6 @@ def shoal_revision() -> str:
 
 
 # -- payload and torrent ---------------------------------------------------------------------------------
-
-
-def make_payload(path: Path, size: int) -> str:
-    """Write ``size`` random bytes; their SHA-256 hex."""
-    digest = hashlib.sha256()
-    with open(path, "wb") as f:
-        remaining = size
-        while remaining:
-            chunk = os.urandom(min(remaining, 4 << 20))
-            digest.update(chunk)
-            f.write(chunk)
-            remaining -= len(chunk)
-    return digest.hexdigest()
-
-
-def sha256_file(path: Path) -> str | None:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            while chunk := f.read(4 << 20):
-                digest.update(chunk)
-    except OSError:
-        return None
-    return digest.hexdigest()
 
 
 def torrent_piece_length(size: int) -> int:
@@ -918,7 +896,7 @@ def main(argv: list[str] | None = None) -> int:
             origin_dir.mkdir()
             payload = origin_dir / FILE_NAME
             log(f"writing {human(args.size)} of random data to {payload}")
-            sha256 = make_payload(payload, args.size)
+            sha256 = write_random_file(payload, args.size)
             with Lab(args.peers, args.subnet, args.origin_mbit) as lab:
                 log(f"lab up: {len(lab.namespaces)} namespaces, origin {lab.origin.ip} at {args.origin_mbit:g} Mbit/s")
                 (workdir / "logs").mkdir()

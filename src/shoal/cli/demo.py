@@ -8,8 +8,6 @@ origin's own count of bytes it sent.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +21,7 @@ from rich.table import Table
 from shoal.cli.main import configure_logging, run_or_exit
 from shoal.core.units import format_bytes, parse_rate, parse_size
 from shoal.peer.api import GetResult, aget
+from shoal.testing.files import write_random_file
 from shoal.testing.origin import build_origin
 from shoal.tracker import TrackerConfig, build_app
 
@@ -35,23 +34,10 @@ async def _listen(app: web.Application) -> tuple[web.AppRunner, int]:
     return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
 
-def make_release(path: Path, size: int) -> str:
-    """Write ``size`` random bytes to ``path``; return their sha256."""
-    digest = hashlib.sha256()
-    with open(path, "wb") as f:
-        remaining = size
-        while remaining:
-            chunk = os.urandom(min(remaining, 1 << 20))
-            f.write(chunk)
-            digest.update(chunk)
-            remaining -= len(chunk)
-    return digest.hexdigest()
-
-
 async def run_demo(workdir: Path, peers: int, size: int, origin_rate: int, console: Console) -> None:
     data_dir = workdir / "origin"
     data_dir.mkdir()
-    expected = await asyncio.to_thread(make_release, data_dir / "release.bin", size)
+    expected = await asyncio.to_thread(write_random_file, data_dir / "release.bin", size)
     tracker_runner, tracker_port = await _listen(
         build_app(TrackerConfig(db=f"sqlite:///{workdir / 'tracker.db'}", interval=1.0, peer_ttl=5.0))
     )
