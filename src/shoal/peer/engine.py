@@ -32,7 +32,6 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +63,7 @@ PEER_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=15)
 LEASE_POLL_SECONDS = 0.5
 SAVE_STATE_SECONDS = 1.0
 HASH_REFRESH_GAP = 0.02
+STOP_SECONDS = 5.0
 BUSY_BACKOFF_SECONDS = 0.5
 
 
@@ -491,9 +491,11 @@ class Download:
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if tasks:
+            # Bounded: a task that ignores its cancellation (see _announcer) must not hang the download.
+            _, stuck = await asyncio.wait(tasks, timeout=STOP_SECONDS)
+            for task in stuck:
+                log.error("task %s did not stop within %.0fs", task.get_coro(), STOP_SECONDS)
         self._tasks.clear()
 
     # -- scheduling (owner only) -------------------------------------------------------------------
@@ -928,5 +930,3 @@ def _sha256_file(path: Path) -> str:
             h.update(chunk)
     return "sha256:" + h.hexdigest()
 
-
-ProgressCallback = Callable[[Stats], None]
