@@ -25,6 +25,8 @@ from urllib.parse import unquote_to_bytes
 from aiohttp import web
 from fastbencode import bencode
 
+from shoal.listen import listen
+
 
 @dataclass(slots=True)
 class Peer:
@@ -147,11 +149,7 @@ def build_app(interval: int) -> web.Application:
 
 
 async def _main(args: argparse.Namespace) -> None:
-    runner = web.AppRunner(build_app(args.interval), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, args.host, args.port)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await listen(build_app(args.interval), args.host, args.port)
     print(f"bt tracker listening on http://{args.host}:{port}", flush=True)
     try:
         await asyncio.Event().wait()

@@ -81,6 +81,8 @@ from pathlib import Path
 
 from fastbencode import bencode
 
+from shoal.core import units
+from shoal.core.errors import ShoalError
 from shoal.testing.files import sha256_file, write_random_file
 
 HERE = Path(__file__).resolve().parent
@@ -114,12 +116,11 @@ def log(message: str) -> None:
 
 
 def parse_size(text: str) -> int:
-    """``256M`` -> bytes (1024-based K, M, G, T; a plain number is bytes)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
-    if not match:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 256M, 2G)")
-    number, unit = match.groups()
-    return int(float(number) * 1024 ** " KMGT".index(unit.upper() or " "))
+    """argparse type for sizes like ``256M``: shoal's own parser (1024-based units)."""
+    try:
+        return units.parse_size(text)
+    except ShoalError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def human(n: float) -> str:

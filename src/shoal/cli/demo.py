@@ -14,34 +14,25 @@ from pathlib import Path
 
 import aiohttp
 import click
-from aiohttp import web
 from rich.console import Console
 from rich.table import Table
 
 from shoal.cli.main import configure_logging, run_or_exit
 from shoal.core.units import format_bytes, parse_rate, parse_size
+from shoal.listen import listen
 from shoal.peer.api import GetResult, aget
 from shoal.testing.files import write_random_file
 from shoal.testing.origin import build_origin
 from shoal.tracker import TrackerConfig, build_app
 
 
-async def _listen(app: web.Application) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-
 async def run_demo(workdir: Path, peers: int, size: int, origin_rate: int, console: Console) -> None:
     data_dir = workdir / "origin"
     data_dir.mkdir()
     expected = await asyncio.to_thread(write_random_file, data_dir / "release.bin", size)
-    tracker_runner, tracker_port = await _listen(
-        build_app(TrackerConfig(db=f"sqlite:///{workdir / 'tracker.db'}", interval=1.0, peer_ttl=5.0))
-    )
-    origin_runner, origin_port = await _listen(build_origin(data_dir, rate=origin_rate))
+    tracker_config = TrackerConfig(db=f"sqlite:///{workdir / 'tracker.db'}", interval=1.0, peer_ttl=5.0)
+    tracker_runner, tracker_port = await listen(build_app(tracker_config), "127.0.0.1", 0)
+    origin_runner, origin_port = await listen(build_origin(data_dir, rate=origin_rate), "127.0.0.1", 0)
     url = f"http://127.0.0.1:{origin_port}/release.bin"
     tracker = f"http://127.0.0.1:{tracker_port}"
     rate = format_bytes(origin_rate)

@@ -6,20 +6,16 @@ import asyncio
 import signal
 
 import click
-from aiohttp import web
 
 from shoal.cli.main import configure_logging, run_or_exit
+from shoal.listen import listen
 from shoal.storage.db import async_url
 from shoal.tracker import TrackerConfig, build_app
 
 
 async def serve(config: TrackerConfig) -> None:
-    runner = web.AppRunner(build_app(config), access_log=None)
-    await runner.setup()
+    runner, port = await listen(build_app(config), config.host, config.port)
     try:
-        site = web.TCPSite(runner, config.host, config.port)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         click.echo(f"tracker listening on http://{config.host}:{port} (database {config.db})")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

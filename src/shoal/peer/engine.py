@@ -929,4 +929,3 @@ def _sha256_file(path: Path) -> str:
         while chunk := f.read(4 << 20):
             h.update(chunk)
     return "sha256:" + h.hexdigest()
-

@@ -31,6 +31,7 @@ from shoal.core.errors import ProtocolError
 from shoal.core.manifest import Manifest
 from shoal.core.ranges import parse_piece_range
 from shoal.core.rate import TokenBucket
+from shoal.listen import listen
 
 PING_SECONDS = 5.0
 
@@ -191,12 +192,7 @@ class PieceServer:
         return app
 
     async def start(self, host: str, port: int) -> int:
-        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        sockets = getattr(site._server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else port
+        self._runner, self.port = await listen(self.app(), host, port, shutdown_timeout=1.0)
         return self.port
 
     async def stop(self) -> None:

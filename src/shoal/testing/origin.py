@@ -24,6 +24,7 @@ from aiohttp.abc import AbstractStreamWriter
 
 from shoal.core.rate import TokenBucket
 from shoal.core.units import parse_rate
+from shoal.listen import listen
 
 
 @dataclass
@@ -139,11 +140,7 @@ async def _main(args: argparse.Namespace) -> None:
         rate=parse_rate(args.rate) if args.rate else None,
         require_header=required,
     )
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, args.host, args.port)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await listen(app, args.host, args.port)
     print(f"origin listening on http://{args.host}:{port}", flush=True)
     try:
         await asyncio.Event().wait()
