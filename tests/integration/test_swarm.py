@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import shoal
+from shoal.testing.processes import shoal_argv
 from tests.integration.conftest import no_partial_files, run_get, sha256
 
 SUMMARY = re.compile(r"origin ([\d.]+) (\w+), peers ([\d.]+) (\w+)")
@@ -185,3 +186,22 @@ def test_rerun_resumes_after_sigkill(tmp_path, origin, make_file, spawn_get):
     assert out.read_bytes() == data
     assert src.bytes_sent() - before <= size - saved * (256 << 10) + 4096
     assert no_partial_files(tmp_path)
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def test_progress_bar_on_a_terminal_and_quiet_mode(tmp_path, origin, make_file):
+    src = origin("--rate", "2M")
+    make_file(src.root / "p.bin", 4 << 20)
+    command = " ".join(shoal_argv("get", src.url("p.bin"), "-o", str(tmp_path / "p.bin")))
+    # `script` gives the command a pseudo-terminal, as a person's shell would.
+    shown = subprocess.run(["script", "-qec", command, "/dev/null"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stdout
+    screen = ANSI.sub("", shown.stdout.replace("\r", "\n"))
+    assert re.search(r"\d+\.\d/4\.0 MiB", screen), screen  # bytes done of total
+    assert re.search(r"[\d.]+ [KM]iB/s", screen), screen  # rate
+    assert "origin" in screen and "peers" in screen  # from the origin vs from peers
+    assert "p.bin: 4.0 MiB in" in screen
+    quiet = run_get(src.url("p.bin"), "-o", str(tmp_path / "q.bin"), "-q")
+    assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == ""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+import time
+from collections import deque
 from collections.abc import Callable
 
 import click
@@ -26,6 +28,9 @@ def _rate_option(ctx: click.Context, param: click.Parameter, value: str | None) 
         raise click.BadParameter(str(exc)) from None
 
 
+RATE_WINDOW = 10  # progress updates come every 0.2 s: a two-second moving average
+
+
 class ProgressBar:
     """A rich progress bar on stderr: bytes, rate, origin vs peers, ETA."""
 
@@ -38,26 +43,32 @@ class ProgressBar:
             Progress,
             TextColumn,
             TimeRemainingColumn,
-            TransferSpeedColumn,
         )
 
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
+            TextColumn("{task.fields[rate]}"),
             TextColumn("origin {task.fields[origin]} · peers {task.fields[peers]} ({task.fields[npeers]})"),
             TimeRemainingColumn(),
             console=Console(stderr=True),
             transient=False,
         )
-        self.task = self.progress.add_task(name, total=None, origin="0 B", peers="0 B", npeers=0)
+        self.task = self.progress.add_task(name, total=None, rate="?", origin="0 B", peers="0 B", npeers=0)
+        # (seconds, bytes done) over the last RATE_WINDOW updates: the rate shown is a moving average, in the
+        # same 1024-based units as every other figure (rich's own speed column is decimal).
+        self._samples: deque[tuple[float, int]] = deque(maxlen=RATE_WINDOW)
 
     def __call__(self, stats: Stats) -> None:
+        self._samples.append((time.monotonic(), stats.done))
+        (t0, done0), (t1, done1) = self._samples[0], self._samples[-1]
+        rate = f"{format_bytes((done1 - done0) / (t1 - t0))}/s" if t1 > t0 else "?"
         self.progress.update(
             self.task,
             total=stats.total or None,
             completed=stats.done,
+            rate=rate,
             origin=format_bytes(stats.from_origin),
             peers=format_bytes(stats.from_peers),
             npeers=stats.peers,
