@@ -53,7 +53,7 @@ from shoal.core.ranges import range_header
 from shoal.core.rate import TokenBucket
 from shoal.peer.body import Buffers, PieceReader
 from shoal.peer.config import GetConfig
-from shoal.peer.origin import Origin
+from shoal.peer.origin import Origin, Probe
 from shoal.peer.server import PieceServer, ServedTask
 from shoal.peer.tracker_client import TrackerClient
 from shoal.storage.partfile import PartFile, piece_hash
@@ -298,21 +298,30 @@ class Download:
     async def _join(self) -> None:
         """Learn the generation and the manifest, checking the origin is still the same file."""
         reply: AnnounceResponse | None = None
-        if self.tracker is not None:
-            try:
-                reply = await self.tracker.announce(self.task_id, self._request(event="started"))
-            except TrackerUnavailable:
-                if not self.config.fallback:
-                    raise
-                log.warning("tracker unreachable; downloading straight from the origin (--fallback)")
-                self.direct = True
-        try:
-            probe = await self.origin.probe()
-        except OriginError:
+        # The tracker and the origin are asked at once: one round trip less before the first byte moves.
+        announced, probed = await asyncio.gather(
+            self.tracker.announce(self.task_id, self._request(event="started")) if self.tracker else _none(),
+            self.origin.probe(),
+            return_exceptions=True,
+        )
+        if isinstance(announced, TrackerUnavailable):
+            if not self.config.fallback:
+                raise announced
+            log.warning("tracker unreachable; downloading straight from the origin (--fallback)")
+            self.direct = True
+        elif isinstance(announced, BaseException):
+            raise announced
+        else:
+            reply = announced
+        probe: Probe | None = None
+        if isinstance(probed, OriginError):
             if reply is None or reply.manifest is None:
-                raise
+                raise probed
             log.warning("origin unreachable; relying on the swarm's copy")
-            probe = None
+        elif isinstance(probed, BaseException):
+            raise probed
+        else:
+            probe = probed
         if reply is not None and self.tracker is not None and not self.direct:
             self.generation = reply.generation
             if probe is not None and (reply.manifest is None or reply.manifest.identity != probe.identity):
@@ -906,6 +915,10 @@ class Download:
                 continue
             seen = reply.seq
             self._events.put_nowait(HashesArrived(reply.generation, reply.seq, dict(reply.hashes)))
+
+
+async def _none() -> None:
+    return None
 
 
 def _hash_and_write(part: PartFile, index: int, data: Buffers) -> str:
