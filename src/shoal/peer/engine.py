@@ -219,8 +219,7 @@ class Download:
         self.generation = 0
         self.manifest: Manifest | None = None
         self.part: PartFile | None = None
-        self.served: ServedTask | None = None
-        self.have = Bitfield(0)  # verified and offered to peers
+        self.served: ServedTask | None = None  # its `have`: the pieces verified and offered to peers
         self.written: dict[int, str] = {}  # verified (or fetched from the origin) and on disk, with hashes
         self.unreported: dict[int, str] = {}  # fetched from the origin, hash not yet at the tracker
         self.hashes: dict[int, str] = {}
@@ -273,7 +272,7 @@ class Download:
         while time.monotonic() < deadline:
             reported = dict(self.unreported)
             try:
-                reply = await self.tracker.announce(self.task_id, self._request(event=event, full=True, done=reported))
+                reply = await self.tracker.announce(self.task_id, self._request(event=event, done=reported))
                 event = "update"
                 for index in reported:
                     self.unreported.pop(index, None)
@@ -341,11 +340,8 @@ class Download:
             self.range_ok = probe.ranges
             self.generation = 1
 
-    def _request(self, *, event: str = "update", full: bool = False, **extra: object) -> AnnounceRequest:
-        manifest = self.manifest
-        bitfield = None
-        if manifest is not None:
-            bitfield = Bitfield.full(manifest.piece_count).encode() if full else self.have.encode()
+    def _request(self, *, event: str = "update", **extra: object) -> AnnounceRequest:
+        bitfield = self.served.have.encode() if self.served is not None else None
         host = "" if self.config.listen_host in ("0.0.0.0", "::", "") else self.config.listen_host
         return AnnounceRequest(
             peer_id=self.peer_id,
@@ -369,8 +365,9 @@ class Download:
         self.stats.total = manifest.length
         self.part = PartFile(self.config.dest, self.task_id, manifest)
         resumed = await asyncio.to_thread(self.part.open)
-        self.have = Bitfield(manifest.piece_count)
-        self.served = self.server.publish(self.task_id, self.generation, manifest, self.part.path, self.have)
+        self.served = self.server.publish(
+            self.task_id, self.generation, manifest, self.part.path, Bitfield(manifest.piece_count)
+        )
         self.on_disk = Bitfield(manifest.piece_count)
         self.hashed = Bitfield(manifest.piece_count)
         self.inflight = Bitfield(manifest.piece_count)
@@ -379,7 +376,7 @@ class Download:
         self.stats.done = sum(manifest.piece_size(i) for i in self.written)
         if self.direct:
             for index in self.written:
-                self.have.add(index)
+                self.served.add(index)
             self.leases = set(range(manifest.piece_count))
         else:
             # Pieces verified by an earlier run are reported like origin pieces: the tracker checks them
@@ -474,7 +471,6 @@ class Download:
             return
         for index in reported:
             del self.unreported[index]
-            self.have.add(index)
             self.served.add(index)
 
     async def _save_state(self) -> None:
@@ -585,14 +581,13 @@ class Download:
                 self.stats.from_origin += size
                 self.origin_failures = 0
                 if self.direct:
-                    self.have.add(index)
+                    self.served.add(index)
                 else:
                     self.unreported[index] = digest
                     self._announce_wake.set()
             case PeerPiece(peer_id, index, digest, size):
                 self.inflight.discard(index)
                 self._mark_written(index, digest)
-                self.have.add(index)
                 self.served.add(index)
                 self.stats.done += size
                 self.stats.from_peers += size
@@ -630,7 +625,7 @@ class Download:
                         log.warning("piece %d on disk does not match the tracker's hash; fetching again", index)
                         del self.written[index]
                         self.on_disk.discard(index)
-                        self.have.discard(index)
+                        self.served.discard(index)
             case PeerHas(peer_id, have, added):
                 peer = self.peers.get(peer_id)
                 if peer is not None:
@@ -702,7 +697,6 @@ class Download:
             if self.unreported.get(index) == digest:
                 del self.unreported[index]
                 self._learn_hashes({index: digest})
-                self.have.add(index)
                 self.served.add(index)
         self.leases = set(reply.leases)
         if reply.hash_seq > self.hash_seq:

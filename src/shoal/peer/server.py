@@ -72,6 +72,11 @@ class ServedTask:
         for queue in self.watchers:
             queue.put_nowait([index])
 
+    def discard(self, index: int) -> None:
+        """Stop offering a piece (its bytes turned out bad). Watchers are not told: a peer that asks for
+        it gets a 404 and forgets we had it."""
+        self.have.discard(index)
+
     def close_watchers(self) -> None:
         for queue in self.watchers:
             queue.put_nowait(None)
