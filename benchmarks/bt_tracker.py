@@ -25,7 +25,7 @@ from urllib.parse import unquote_to_bytes
 from aiohttp import web
 from fastbencode import bencode
 
-from shoal.listen import listen
+from shoal.listen import serve
 
 
 @dataclass(slots=True)
@@ -148,15 +148,6 @@ def build_app(interval: int) -> web.Application:
     return app
 
 
-async def _main(args: argparse.Namespace) -> None:
-    runner, port = await listen(build_app(args.interval), args.host, args.port)
-    print(f"bt tracker listening on http://{args.host}:{port}", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -164,7 +155,7 @@ def main() -> None:
     parser.add_argument("--interval", type=int, default=2, help="announce interval in seconds")
     args = parser.parse_args()
     try:
-        asyncio.run(_main(args))
+        asyncio.run(serve(build_app(args.interval), args.host, args.port, "bt tracker"))
     except KeyboardInterrupt:
         pass
 

@@ -6,6 +6,8 @@ be embedded: in its own process, in the demo's single process, or in a test.
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from typing import Any
 
 from aiohttp import web
@@ -23,3 +25,21 @@ async def listen(app: web.Application, host: str, port: int, **runner_options: A
         raise
     sockets = getattr(site._server, "sockets", None) or []
     return runner, sockets[0].getsockname()[1] if sockets else port
+
+
+async def serve(app: web.Application, host: str, port: int, name: str, detail: str = "") -> None:
+    """Serve ``app`` until SIGINT or SIGTERM, first printing ``NAME listening on http://HOST:PORT``.
+
+    That line is the contract with whoever started the process (tests, benchmarks, operators' scripts):
+    with port 0 it is the only way to learn the port.
+    """
+    runner, bound = await listen(app, host, port)
+    try:
+        print(f"{name} listening on http://{host}:{bound}{detail}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()

@@ -3,27 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 
 import click
 
 from shoal.cli.main import configure_logging, run_or_exit
-from shoal.listen import listen
+from shoal.listen import serve
 from shoal.storage.db import async_url
 from shoal.tracker import TrackerConfig, build_app
-
-
-async def serve(config: TrackerConfig) -> None:
-    runner, port = await listen(build_app(config), config.host, config.port)
-    try:
-        click.echo(f"tracker listening on http://{config.host}:{port} (database {config.db})")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-    finally:
-        await runner.cleanup()
 
 
 @click.command()
@@ -58,7 +44,7 @@ def tracker(host: str, port: int, db: str, interval: float, peer_ttl: float, ver
     def go() -> None:
         async_url(db)  # a malformed URL is a usage error before anything starts
         try:
-            asyncio.run(serve(config))
+            asyncio.run(serve(build_app(config), host, port, "tracker", f" (database {db})"))
         except OSError as exc:
             raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 

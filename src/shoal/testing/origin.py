@@ -24,7 +24,7 @@ from aiohttp.abc import AbstractStreamWriter
 
 from shoal.core.rate import TokenBucket
 from shoal.core.units import parse_rate
-from shoal.listen import listen
+from shoal.listen import serve
 
 
 @dataclass
@@ -140,12 +140,7 @@ async def _main(args: argparse.Namespace) -> None:
         rate=parse_rate(args.rate) if args.rate else None,
         require_header=required,
     )
-    runner, port = await listen(app, args.host, args.port)
-    print(f"origin listening on http://{args.host}:{port}", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
+    await serve(app, args.host, args.port, "origin")
 
 
 def main() -> None:
