@@ -321,6 +321,8 @@ class Download:
             raise probed
         else:
             probe = probed
+        if probe is not None and probe.task_id and probe.task_id != self.task_id and reply is not None:
+            reply = await self._switch_task(probe.task_id)
         if reply is not None and self.tracker is not None and not self.direct:
             self.generation = reply.generation
             if probe is not None and (reply.manifest is None or reply.manifest.identity != probe.identity):
@@ -339,6 +341,20 @@ class Download:
             self.manifest = Manifest.for_identity(probe.identity)
             self.range_ok = probe.ranges
             self.generation = 1
+
+    async def _switch_task(self, task_id: str) -> AnnounceResponse:
+        """Join the content task a seeder named for this URL (DESIGN.md: a seeded file's id is its content
+        digest), so every URL of the same bytes shares one swarm, and leave the URL task just joined."""
+        assert self.tracker is not None
+        tracker, url_task, stopped = self.tracker, self.task_id, self._request(event="stopped")
+        self.task_id = task_id
+
+        async def leave_url_task() -> None:
+            with contextlib.suppress(TrackerUnavailable):
+                await tracker.announce(url_task, stopped)
+
+        self._spawn(leave_url_task())
+        return await self.tracker.announce(self.task_id, self._request(event="started"))
 
     def _request(self, *, event: str = "update", **extra: object) -> AnnounceRequest:
         bitfield = self.served.have.encode() if self.served is not None else None

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from shoal.core.errors import OriginChanged, OriginError, ProtocolError
+from shoal.core.ids import is_task_id
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.ranges import parse_content_range, range_header
 
@@ -20,13 +21,25 @@ TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=30)
 
 
 def identity_of(resp: aiohttp.ClientResponse, length: int) -> OriginIdentity:
-    return OriginIdentity(length, resp.headers.get("ETag", ""), resp.headers.get("Last-Modified", ""))
+    etag = resp.headers.get("ETag", "")
+    # A strong ETag alone names one version of the content (RFC 9110 8.8.3); Last-Modified then adds only
+    # false alarms (a file touched, or copied to a second origin, is the same content).
+    last_modified = "" if etag and not etag.startswith("W/") else resp.headers.get("Last-Modified", "")
+    return OriginIdentity(length, etag, last_modified)
+
+
+def _task_hint(resp: aiohttp.ClientResponse) -> str | None:
+    """A Shoal seeder names the content task of the file it serves (``Shoal-Task``): a BLAKE3 digest."""
+    hint = resp.headers.get("Shoal-Task", "")
+    return hint if len(hint) == 64 and is_task_id(hint) else None
 
 
 @dataclass(frozen=True, slots=True)
 class Probe:
     identity: OriginIdentity
     ranges: bool
+    task_id: str | None = None
+    """The content task the origin names for this file, if it is a Shoal seeder."""
 
 
 class Origin:
@@ -50,14 +63,14 @@ class Origin:
                         raise self._error(f"origin sent {exc}") from None
                     if total is None:
                         raise self._error("origin did not say the file's length")
-                    return Probe(identity_of(resp, total), True)
+                    return Probe(identity_of(resp, total), True, _task_hint(resp))
                 if resp.status == 416:
                     # An empty file: there is no first byte to ask for.
-                    return Probe(identity_of(resp, 0), True)
+                    return Probe(identity_of(resp, 0), True, _task_hint(resp))
                 if resp.status == 200:
                     if resp.content_length is None:
                         raise self._error("origin sent neither Content-Range nor Content-Length")
-                    return Probe(identity_of(resp, resp.content_length), False)
+                    return Probe(identity_of(resp, resp.content_length), False, _task_hint(resp))
                 raise self._error(f"origin answered HTTP {resp.status}", resp.status)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise self._error(f"cannot reach the origin: {exc or type(exc).__name__}") from exc
