@@ -27,6 +27,15 @@ async def listen(app: web.Application, host: str, port: int, **runner_options: A
     return runner, sockets[0].getsockname()[1] if sockets else port
 
 
+async def until_signalled() -> None:
+    """Return on SIGINT or SIGTERM: how every long-running command ends cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
 async def serve(app: web.Application, host: str, port: int, name: str, detail: str = "") -> None:
     """Serve ``app`` until SIGINT or SIGTERM, first printing ``NAME listening on http://HOST:PORT``.
 
@@ -36,10 +45,6 @@ async def serve(app: web.Application, host: str, port: int, name: str, detail: s
     runner, bound = await listen(app, host, port)
     try:
         print(f"{name} listening on http://{host}:{bound}{detail}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await until_signalled()
     finally:
         await runner.cleanup()

@@ -46,7 +46,12 @@ class LazyGroup(click.Group):
     """Imports a command's module only when that command runs: ``shoal get`` never loads SQLAlchemy or the
     tracker, which took about a quarter of its start-up time (python -X importtime)."""
 
-    commands_by_module = {"tracker": "shoal.cli.tracker", "get": "shoal.cli.get", "demo": "shoal.cli.demo"}
+    commands_by_module = {
+        "tracker": "shoal.cli.tracker",
+        "get": "shoal.cli.get",
+        "demo": "shoal.cli.demo",
+        "seed": "shoal.cli.seed",
+    }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(self.commands_by_module)

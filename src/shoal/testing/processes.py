@@ -90,3 +90,22 @@ def write_random(path: Path, size: int) -> bytes:
     data = os.urandom(size)
     path.write_bytes(data)
     return data
+
+
+def start_seeder(*dirs: Path, state_dir: Path, extra: Sequence[str] = ()) -> Service:
+    """``shoal seed`` on 127.0.0.1 with free ports; it prints its line once the start-up scan is queued."""
+    return start_service(
+        shoal_argv(
+            "seed",
+            *map(str, dirs),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--bt-port",
+            "0",
+            "--state-dir",
+            str(state_dir),
+            *extra,
+        )
+    )

@@ -1,0 +1,141 @@
+"""``shoal seed DIR...``: publish watched directories to the swarm, as .torrent files and over BitTorrent.
+
+This is the composition root of a seeder process: the seeder service, its HTTP routes, the BitTorrent wire
+seeder, the registrar, and, unless ``--tracker`` names one elsewhere, a tracker on the same port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from dataclasses import replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiohttp
+import click
+from aiohttp import web
+
+from shoal.cli.main import configure_logging, run_or_exit
+from shoal.core.errors import UsageError
+from shoal.listen import listen, until_signalled
+from shoal.seeder.app import install
+from shoal.seeder.catalog import Catalog
+from shoal.seeder.config import SeederConfig
+from shoal.seeder.registrar import Registrar
+from shoal.seeder.service import Seeder
+from shoal.seeder.wire import WireSeeder
+from shoal.storage.hash_index import HashIndex
+from shoal.tracker import TrackerConfig, build_app
+
+
+def _announce_ip(config: SeederConfig) -> str:
+    """The address to give the BitTorrent tracker for our wire port, when we know a specific one."""
+    for candidate in (urlsplit(config.advertise).hostname if config.advertise else None, config.host):
+        try:
+            address = ipaddress.ip_address(candidate or "")
+        except ValueError:
+            continue
+        if not address.is_unspecified:
+            return str(address)
+    return ""
+
+
+async def run_seeder(config: SeederConfig) -> None:
+    catalog = Catalog()
+    with HashIndex(config.state_dir / "hashes.db") as index:
+        seeder = Seeder(config, index, catalog)
+        if config.tracker:
+            app = web.Application()
+        else:
+            tracker_db = f"sqlite:///{config.state_dir / 'tracker.db'}"
+            app = build_app(TrackerConfig(host=config.host, port=config.port, db=tracker_db))
+        install(app, seeder, config.tracker or "")
+        runner, port = await listen(app, config.host, config.port)
+        wire = WireSeeder(catalog)
+        try:
+            bt_port = await wire.start(config.host, config.bt_port)
+            local_host = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host
+            local = f"http://{local_host}:{port}"
+            async with aiohttp.ClientSession() as session:
+                registrar = Registrar(
+                    session,
+                    config.tracker or local,
+                    bt_port=bt_port,
+                    file_url=f"{(config.advertise or local).rstrip('/')}/files",
+                    announce_interval=config.announce_interval,
+                    ip=_announce_ip(config),
+                )
+                seeder.listeners.append(registrar)
+                try:
+                    await seeder.start()
+                    where = config.tracker or "embedded"
+                    print(
+                        f"seeder listening on http://{config.host}:{port} "
+                        f"(BitTorrent wire on port {bt_port}; tracker {where})",
+                        flush=True,
+                    )
+                    await until_signalled()
+                finally:
+                    await seeder.stop()
+                    await registrar.close()
+        finally:
+            await wire.stop()
+            await runner.cleanup()
+
+
+@click.command()
+@click.argument("dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--host", default=SeederConfig.host, show_default=True, help="Address to listen on.")
+@click.option("--port", default=SeederConfig.port, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--bt-port",
+    default=SeederConfig.bt_port,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port of the BitTorrent wire protocol.",
+)
+@click.option("--tracker", default=None, help="Tracker base URL; without it a tracker runs in this process.")
+@click.option(
+    "--advertise",
+    default=None,
+    help="Base URL clients reach this seeder at, for torrents (default: the Host of each request).",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the hash index and the embedded tracker's database live [default: ~/.local/state/shoal].",
+)
+@click.option("-v", "--verbose", count=True)
+def seed(
+    dirs: tuple[Path, ...],
+    host: str,
+    port: int,
+    bt_port: int,
+    tracker: str | None,
+    advertise: str | None,
+    state_dir: Path | None,
+    verbose: int,
+) -> None:
+    """Watch DIRS and publish every file in them: to Shoal peers, as .torrent files, over BitTorrent."""
+    configure_logging(verbose, False)
+    for value, name in ((tracker, "--tracker"), (advertise, "--advertise")):
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise click.BadParameter(f"{value!r} is not an http(s) URL", param_hint=name)
+    names = [d.resolve().name for d in dirs]
+    if len(set(names)) != len(names):
+        raise click.BadParameter(f"watched directories need distinct names, got {names}", param_hint="DIRS")
+    config = SeederConfig(
+        dirs=tuple(dirs), host=host, port=port, bt_port=bt_port, tracker=tracker, advertise=advertise
+    )
+    if state_dir is not None:
+        config = replace(config, state_dir=state_dir)
+
+    def go() -> None:
+        try:
+            asyncio.run(run_seeder(config))
+        except OSError as exc:
+            raise UsageError(f"cannot start the seeder on {host}: {exc.strerror or exc}") from None
+
+    run_or_exit(go)

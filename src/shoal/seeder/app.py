@@ -1,0 +1,182 @@
+"""The seeder's HTTP endpoints (the distributor's interface, plus a listing and the files themselves)::
+
+    GET /serve?REL                    the file's .torrent; waits (bounded) if it is still being hashed
+    GET /serve_last_updated?DIRNAME   the .torrent of the newest file under one watched directory
+    GET /serve_last_updated           the .torrent of the newest file of all
+    GET|HEAD /files/REL               the file itself, with Range: the origin and the BEP 19 web seed
+    GET /v1/files                     JSON listing: path, size, digest, modified, torrent URL, info-hash
+    GET /v1/seeder/health
+
+REL is the watched directory's name and the path inside it (``releases/app.tar.gz``). Names are checked
+before any lookup (``names.parse_rel``) and only published files are served, so nothing outside the
+watched directories can be reached. Errors are JSON ``{"error": ...}`` with a 4xx (503 while hashing).
+
+The routes are installed into an application the caller owns, so one process can serve them beside an
+embedded tracker on one port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from shoal.core.errors import ProtocolError
+from shoal.core.metainfo import encode_torrent
+from shoal.seeder.catalog import Catalog, SeededFile
+from shoal.seeder.config import SeederConfig
+from shoal.seeder.files import file_response
+from shoal.seeder.names import parse_rel
+from shoal.seeder.registrar import quote
+from shoal.seeder.service import Seeder
+
+SEEDER = web.AppKey("seeder", Seeder)
+CATALOG = web.AppKey("seeder_catalog", Catalog)
+CONFIG = web.AppKey("seeder_config", SeederConfig)
+TRACKER = web.AppKey("seeder_tracker", str)
+"""The tracker's base URL for torrents' ``announce``; empty: the tracker runs here, at this base URL."""
+
+SEEDER_PATHS = ("/serve", "/serve_last_updated", "/files/", "/v1/files", "/v1/seeder/")
+
+
+def _error(status: int, message: str, **headers: str) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+@web.middleware
+async def seeder_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    if not request.path.startswith(SEEDER_PATHS):
+        return await handler(request)
+    try:
+        return await handler(request)
+    except ProtocolError as exc:
+        return _error(400, str(exc))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        extra = {k: v for k, v in exc.headers.items() if k in ("Retry-After", "Content-Range")}
+        return _error(exc.status, exc.reason, **extra)
+
+
+def _base_url(request: web.Request) -> str:
+    advertised = request.app[CONFIG].advertise
+    return advertised.rstrip("/") if advertised else f"{request.scheme}://{request.host}"
+
+
+def _torrent(request: web.Request, entry: SeededFile) -> web.Response:
+    base = _base_url(request)
+    tracker = request.app[TRACKER] or base
+    body = encode_torrent(
+        entry.info,
+        announce=f"{tracker}/announce",
+        url_list=[f"{base}/files/{quote(entry.rel)}"],
+        creation_date=int(entry.published_at),
+    )
+    filename = entry.info.name.replace('"', "") + ".torrent"
+    return web.Response(
+        body=body,
+        content_type="application/x-bittorrent",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+def _query_name(request: web.Request) -> str:
+    """The query string is the name itself (``/serve?releases/app.tar.gz``), percent-decoded."""
+    return unquote(request.query_string, errors="strict")
+
+
+async def serve(request: web.Request) -> web.Response:
+    rel = parse_rel(_query_name(request))
+    catalog = request.app[CATALOG]
+    try:
+        async with asyncio.timeout(request.app[CONFIG].serve_wait):
+            entry = await catalog.wait_for(rel)
+    except TimeoutError:
+        raise web.HTTPServiceUnavailable(reason=f"{rel} is still being hashed", headers={"Retry-After": "5"}) from None
+    if entry is None:
+        raise web.HTTPNotFound(reason=f"{rel} is not published here")
+    return _torrent(request, entry)
+
+
+async def serve_last_updated(request: web.Request) -> web.Response:
+    catalog = request.app[CATALOG]
+    root = _query_name(request) or None
+    if root is not None:
+        root = parse_rel(root)
+        if root not in {f.root for f in catalog.files.values()} and root not in _root_names(request):
+            raise web.HTTPNotFound(reason=f"{root} is not a watched directory")
+    entry = catalog.newest(root)
+    if entry is None:
+        raise web.HTTPNotFound(reason="nothing is published yet")
+    return _torrent(request, entry)
+
+
+def _root_names(request: web.Request) -> set[str]:
+    return {d.resolve().name for d in request.app[CONFIG].dirs}
+
+
+async def files(request: web.Request) -> web.StreamResponse:
+    rel = parse_rel(request.match_info["rel"])
+    catalog = request.app[CATALOG]
+    entry = catalog.get(rel)
+    if entry is None:
+        if catalog.is_pending(rel):
+            raise web.HTTPServiceUnavailable(reason=f"{rel} is still being hashed", headers={"Retry-After": "2"})
+        raise web.HTTPNotFound(reason=f"{rel} is not published here")
+    return await file_response(request, entry)
+
+
+async def listing(request: web.Request) -> web.Response:
+    base = _base_url(request)
+    entries = sorted(request.app[CATALOG].files.values(), key=lambda f: f.rel)
+    return web.json_response(
+        {
+            "files": [
+                {
+                    "path": f.rel,
+                    "size": f.stat.size,
+                    "digest": f"blake3:{f.hashes.digest}",
+                    "modified": f.stat.mtime_ns / 1e9,
+                    "info_hash": f.info_hash.hex(),
+                    "torrent": f"{base}/serve?{quote(f.rel)}",
+                    "url": f"{base}/files/{quote(f.rel)}",
+                }
+                for f in entries
+            ],
+            "pending": sorted(r for r in request.app[CATALOG].pending_names()),
+            "time": time.time(),
+        }
+    )
+
+
+async def health(request: web.Request) -> web.Response:
+    seeder = request.app[SEEDER]
+    return web.json_response(
+        {
+            "ok": True,
+            "files": len(seeder.catalog.files),
+            "pending": len(seeder.catalog.pending_names()),
+            "hashed_bytes": seeder.hashed_bytes,
+            "hashing_seconds": round(seeder.hashing_seconds, 3),
+        }
+    )
+
+
+def install(app: web.Application, seeder: Seeder, tracker: str) -> None:
+    """Add the seeder's routes to ``app``. ``tracker`` is the tracker base URL for torrents; empty when the
+    tracker is embedded in ``app`` (torrents then announce to the URL the client used)."""
+    app[SEEDER] = seeder
+    app[CATALOG] = seeder.catalog
+    app[CONFIG] = seeder.config
+    app[TRACKER] = tracker.rstrip("/")
+    app.middlewares.append(seeder_errors)
+    app.router.add_get("/serve", serve)
+    app.router.add_get("/serve_last_updated", serve_last_updated)
+    app.router.add_get("/files/{rel:.+}", files)  # answers HEAD too
+    app.router.add_get("/v1/files", listing)
+    app.router.add_get("/v1/seeder/health", health)

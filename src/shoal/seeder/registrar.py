@@ -1,0 +1,157 @@
+"""Telling the trackers about published files.
+
+- **Shoal's tracker**, once per file: the file's content task (its id is the BLAKE3 digest) with the
+  manifest and every piece hash, reported as a peer that fetched all of them from the origin, which the
+  seeder is. The seeder then leaves the task (``stopped``): it is the task's *origin*, not a peer, so
+  getters split the file between them under origin leases and each byte leaves the seeder about once,
+  instead of every getter pulling every piece from it.
+- **The BitTorrent tracker**, every interval: this seeder as a seed (``left=0``) of the file's torrent, on
+  the wire seeder's port; ``stopped`` when the file is unpublished.
+
+Both go over HTTP, also when the tracker runs in this process: services meet through the wire protocol.
+A tracker that cannot be reached is retried with backoff; publishing never waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from dataclasses import replace
+from urllib.parse import quote_from_bytes
+
+import aiohttp
+from fastbencode import bdecode
+
+from shoal.core.errors import TrackerUnavailable
+from shoal.core.messages import AnnounceRequest
+from shoal.peer.tracker_client import TrackerClient
+from shoal.seeder.catalog import SeededFile
+
+log = logging.getLogger("shoal.seeder")
+
+RETRY_SECONDS = (1.0, 2.0, 5.0, 15.0, 30.0)
+BT_TIMEOUT = aiohttp.ClientTimeout(total=10, sock_connect=3)
+
+
+class Registrar:
+    """One task per published file keeps it registered; ``published``/``unpublished`` come from the Seeder."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        tracker: str,
+        *,
+        bt_port: int,
+        file_url: str,
+        announce_interval: float,
+        ip: str = "",
+    ) -> None:
+        self.session = session
+        self.tracker = tracker.rstrip("/")
+        self.client = TrackerClient(self.tracker, session)
+        self.bt_port = bt_port
+        self.file_url = file_url.rstrip("/")
+        self.announce_interval = announce_interval
+        self.ip = ip
+        # BEP 20 style: a client tag and random bytes. Shoal's own peer ids are text, the wire's 20 bytes.
+        self.bt_peer_id = b"-SH0100-" + secrets.token_bytes(12)
+        self.peer_id = "seeder-" + secrets.token_hex(8)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.registered: set[str] = set()
+        """Content task ids the Shoal tracker has accepted (for tests and the listing)."""
+
+    def published(self, entry: SeededFile) -> None:
+        self._cancel(entry.rel)
+        self._tasks[entry.rel] = asyncio.create_task(self._keep(entry))
+
+    def unpublished(self, entry: SeededFile) -> None:
+        self._cancel(entry.rel)
+        task = asyncio.create_task(self._leave(entry))
+        self._tasks[f"stopped:{entry.rel}"] = task
+        task.add_done_callback(lambda t: self._tasks.pop(f"stopped:{entry.rel}", None))
+
+    async def close(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    def _cancel(self, rel: str) -> None:
+        task = self._tasks.pop(rel, None)
+        if task is not None:
+            task.cancel()
+
+    async def _keep(self, entry: SeededFile) -> None:
+        await self._retrying(self._register, entry)
+        event = "started"
+        while True:
+            interval = await self._retrying(self._bt_announce, entry, event)
+            event = ""
+            await asyncio.sleep(interval)
+
+    async def _leave(self, entry: SeededFile) -> None:
+        with contextlib.suppress(TrackerUnavailable):
+            await self._bt_announce(entry, "stopped")
+
+    async def _retrying(self, call, entry: SeededFile, *args: str):  # type: ignore[no-untyped-def]
+        for attempt in range(1_000_000):
+            try:
+                return await call(entry, *args)
+            except TrackerUnavailable as exc:
+                delay = RETRY_SECONDS[min(attempt, len(RETRY_SECONDS) - 1)]
+                log.warning("%s; retrying in %.0f s", exc, delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _register(self, entry: SeededFile) -> None:
+        """Give the Shoal tracker the task's manifest and all its piece hashes, then leave it."""
+        base = AnnounceRequest(peer_id=self.peer_id, url=f"{self.file_url}/{quote(entry.rel)}", port=1)
+        reply = await self.client.announce(entry.task_id, replace(base, event="started", origin=entry.identity))
+        await self.client.announce(
+            entry.task_id,
+            replace(base, event="stopped", generation=reply.generation, done=entry.hashes.piece_hashes()),
+        )
+        self.registered.add(entry.task_id)
+        log.info("registered %s with the tracker as task %s", entry.rel, entry.task_id[:16])
+
+    async def _bt_announce(self, entry: SeededFile, event: str) -> float:
+        """One BEP 3 announce as a seed; returns the interval the tracker asked for."""
+        params: list[tuple[str, bytes | str]] = [
+            ("info_hash", entry.info_hash),
+            ("peer_id", self.bt_peer_id),
+            ("port", str(self.bt_port)),
+            ("uploaded", "0"),
+            ("downloaded", "0"),
+            ("left", "0"),
+            ("compact", "1"),
+            ("numwant", "0"),
+        ]
+        if event:
+            params.append(("event", event))
+        if self.ip:
+            params.append(("ip", self.ip))
+        # Binary values are percent-encoded byte by byte (BEP 3); urlencode would encode them as UTF-8.
+        query = "&".join(f"{k}={quote_from_bytes(v if isinstance(v, bytes) else v.encode())}" for k, v in params)
+        url = f"{self.tracker}/announce?{query}"
+        try:
+            async with self.session.get(url, timeout=BT_TIMEOUT) as resp:
+                body = await resp.read()
+            reply = bdecode(body)
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            raise TrackerUnavailable(f"BitTorrent announce failed: {exc or type(exc).__name__}") from exc
+        if not isinstance(reply, dict):
+            raise TrackerUnavailable("BitTorrent announce: the reply is not a dictionary")
+        failure = reply.get(b"failure reason")
+        if failure is not None:
+            raise TrackerUnavailable(f"BitTorrent announce refused: {failure!r}")
+        interval = reply.get(b"interval")
+        return float(interval) if isinstance(interval, int) and interval > 0 else self.announce_interval
+
+
+def quote(rel: str) -> str:
+    """A REL as a URL path: each component percent-encoded, slashes kept."""
+    return quote_from_bytes(rel.encode(), safe="/")
+

@@ -1,0 +1,262 @@
+"""The seeder: watches directories, decides when a file is complete, hashes it, and publishes it.
+
+When a file is published::
+
+    created / modified ──(no event for `quiet` s)──┐
+    closed after write / moved in ─────────────────┼─> settle: size and mtime unchanged for `settle` s
+    found by the start-up scan ────────────────────┘        │
+                                                            v
+                   hash index hit (path, size, mtime, inode) ── or ── hash (SHA-1 + BLAKE3, threads)
+                                                            │
+                                  stat changed while hashing? ── yes: settle and hash again
+                                                            │ no
+                                                            v
+                                                        published
+
+A published file that is modified, moved out or deleted is unpublished at once (a client must never get a
+torrent for bytes that are no longer there); a modified one is published again once it settles. Every
+event of a path restarts its wait, so a file being written is looked at once, after its writer is done.
+
+One owner: all of this runs on the event loop, in one task per path that is waiting or hashing; the
+catalog it fills is what the HTTP endpoints and the wire seeder read. Listeners (the tracker registrar)
+hear of every publication and withdrawal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import stat as stat_module
+import time
+from pathlib import Path
+from typing import Protocol
+
+from shoal.core.manifest import piece_length_for
+from shoal.core.metainfo import TorrentInfo
+from shoal.seeder.catalog import Catalog, SeededFile
+from shoal.seeder.config import SeederConfig
+from shoal.seeder.names import Root, contained, rel_of
+from shoal.seeder.watcher import Change, Watcher
+from shoal.storage.file_hashes import FileHashes, FileStat, hash_file
+from shoal.storage.hash_index import HashIndex
+
+log = logging.getLogger("shoal.seeder")
+
+HASH_JOBS = 2
+"""Files hashed at once. Each job already keeps two cores busy (SHA-1 beside BLAKE3); two jobs let a small
+file through while a large one hashes."""
+
+
+class Listener(Protocol):
+    def published(self, entry: SeededFile) -> None: ...
+    def unpublished(self, entry: SeededFile) -> None: ...
+
+
+class _Wait:
+    """A path that is waiting to settle or being hashed."""
+
+    __slots__ = ("due", "task")
+
+    def __init__(self, due: float) -> None:
+        self.due = due
+        self.task: asyncio.Task[None] | None = None
+
+
+class Seeder:
+    def __init__(self, config: SeederConfig, index: HashIndex, catalog: Catalog | None = None) -> None:
+        self.config = config
+        self.index = index
+        self.catalog = catalog or Catalog()
+        self.roots = [Root.of(d) for d in config.dirs]
+        names = [r.name for r in self.roots]
+        if len(set(names)) != len(names):
+            raise ValueError(f"watched directories must have distinct names, got {names}")
+        self.listeners: list[Listener] = []
+        self.hashing_seconds = 0.0
+        self.hashed_bytes = 0
+        self._waits: dict[Path, _Wait] = {}
+        self._hash_slots = asyncio.Semaphore(HASH_JOBS)
+        self._watcher = Watcher([r.path for r in self.roots])
+        self._events: asyncio.Task[None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Watch first, then scan, so a file written during the scan is seen by one or the other."""
+        self._watcher.start()
+        self._events = asyncio.create_task(self._consume())
+        for root in self.roots:
+            await self._scan(root.path)
+
+    async def stop(self) -> None:
+        self._watcher.stop()
+        tasks = [w.task for w in self._waits.values() if w.task is not None]
+        if self._events is not None:
+            tasks.append(self._events)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._waits.clear()
+
+    # -- events --------------------------------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        while True:
+            change = await self._watcher.changes.get()
+            try:
+                await self._apply(change)
+            except Exception:  # one bad event must not stop the watcher
+                log.exception("handling %s of %s failed", change.kind, change.path)
+
+    async def _apply(self, change: Change) -> None:
+        if change.kind == "moved":
+            self._gone(change.path, change.is_directory)
+            assert change.dest is not None
+            if change.is_directory:
+                await self._scan(change.dest)
+            else:
+                self._touch(change.dest, 0.0)
+        elif change.kind == "deleted":
+            self._gone(change.path, change.is_directory)
+        elif change.is_directory:
+            if change.kind == "created":
+                await self._scan(change.path)  # files made before inotify watched the new directory
+        elif change.kind == "closed":
+            self._touch(change.path, 0.0)
+        else:  # created or modified: more writes may follow, and a close will cut the wait short
+            self._touch(change.path, self.config.quiet)
+
+    async def _scan(self, directory: Path) -> None:
+        files = await asyncio.to_thread(_walk, directory)
+        for path in files:
+            self._touch(path, 0.0)
+
+    def _root_rel(self, path: Path) -> tuple[Root, str] | None:
+        for root in self.roots:
+            rel = rel_of(root, path)
+            if rel is not None:
+                return root, rel
+        return None
+
+    def _touch(self, path: Path, delay: float) -> None:
+        found = self._root_rel(path)
+        if found is None:
+            return
+        _, rel = found
+        entry = self.catalog.get(rel)
+        if entry is not None and delay > 0:
+            self._withdraw(rel)  # being rewritten: its torrent no longer describes it
+        self.catalog.seen(rel)
+        due = time.monotonic() + delay
+        wait = self._waits.get(path)
+        if wait is None:
+            wait = self._waits[path] = _Wait(due)
+            wait.task = asyncio.create_task(self._settle_and_publish(path, wait))
+        else:
+            wait.due = max(wait.due, due)
+
+    def _gone(self, path: Path, is_directory: bool) -> None:
+        found = self._root_rel(path)
+        if found is None:
+            return
+        _, rel = found
+        names = self.catalog.under(rel) if is_directory else [rel]
+        for name in names:
+            self._withdraw(name)
+        for waiting in [p for p in self._waits if p == path or (is_directory and p.is_relative_to(path))]:
+            wait = self._waits.pop(waiting)
+            if wait.task is not None:
+                wait.task.cancel()
+
+    def _withdraw(self, rel: str) -> None:
+        entry = self.catalog.unpublish(rel)
+        if entry is not None:
+            log.info("unpublished %s", rel)
+            for listener in self.listeners:
+                listener.unpublished(entry)
+
+    # -- settle, hash, publish -----------------------------------------------------------------------
+
+    async def _settle_and_publish(self, path: Path, wait: _Wait) -> None:
+        try:
+            while True:
+                now = time.monotonic()
+                if wait.due > now:
+                    await asyncio.sleep(wait.due - now)
+                    continue
+                first = _regular_stat(path)
+                if first is None:
+                    break
+                if self._cached(path, first) is None:
+                    # A hash index hit proves the file is the one hashed before; anything else must settle.
+                    await asyncio.sleep(self.config.settle)
+                    if wait.due > time.monotonic() or _regular_stat(path) != first:
+                        continue
+                hashes = await self._hashes(path, first)
+                if hashes is None:  # it changed while being hashed
+                    continue
+                self._publish(path, first, hashes)
+                break
+        finally:
+            if self._waits.get(path) is wait:
+                del self._waits[path]
+            found = self._root_rel(path)
+            if found is not None and self.catalog.get(found[1]) is None and self.catalog.is_pending(found[1]):
+                self.catalog.unpublish(found[1])  # gone or unpublishable: wake waiting /serve requests
+
+    def _cached(self, path: Path, stat: FileStat) -> FileHashes | None:
+        return self.index.get(str(path), stat, piece_length_for(stat.size))
+
+    async def _hashes(self, path: Path, stat: FileStat) -> FileHashes | None:
+        cached = await asyncio.to_thread(self._cached, path, stat)
+        if cached is not None:
+            return cached
+        async with self._hash_slots:
+            started = time.perf_counter()
+            try:
+                hashes = await asyncio.to_thread(hash_file, path, piece_length_for(stat.size))
+            except OSError as exc:
+                log.info("hashing %s failed (%s); will look again", path, exc)
+                return None
+            self.hashing_seconds += time.perf_counter() - started
+            self.hashed_bytes += stat.size
+        if _regular_stat(path) != stat:
+            return None
+        await asyncio.to_thread(self.index.put, str(path), stat, hashes)
+        return hashes
+
+    def _publish(self, path: Path, stat: FileStat, hashes: FileHashes) -> None:
+        found = self._root_rel(path)
+        if found is None:
+            return
+        root, rel = found
+        if not contained(root, path):
+            log.warning("not publishing %s: it leads out of %s", rel, root.path)
+            return
+        info = TorrentInfo(path.name, stat.size, hashes.piece_length, hashes.sha1_pieces)
+        entry = SeededFile(rel, root.name, path, stat, hashes, info, info.info_hash(), time.time())
+        old = self.catalog.publish(entry)
+        if old is not None and old.info_hash != entry.info_hash:
+            for listener in self.listeners:
+                listener.unpublished(old)
+        log.info("published %s (%d bytes, %s)", rel, stat.size, hashes.digest[:16])
+        for listener in self.listeners:
+            listener.published(entry)
+
+
+def _regular_stat(path: Path) -> FileStat | None:
+    """The stat of a regular file (following symlinks), or None if it is gone or something else."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return FileStat.of(st) if stat_module.S_ISREG(st.st_mode) else None
+
+
+def _walk(directory: Path) -> list[Path]:
+    """Every file under ``directory``; symlinked directories are not entered (their files may be anywhere)."""
+    found: list[Path] = []
+    for base, _, files in os.walk(directory):
+        found.extend(Path(base, name) for name in files)
+    return found
