@@ -25,6 +25,7 @@ hear of every publication and withdrawal.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import stat as stat_module
@@ -56,11 +57,20 @@ class Listener(Protocol):
 class _Wait:
     """A path that is waiting to settle or being hashed."""
 
-    __slots__ = ("due", "task")
+    __slots__ = ("due", "moved", "task")
 
     def __init__(self, due: float) -> None:
         self.due = due
+        self.moved = asyncio.Event()
+        """Set when ``due`` changes, so a close wakes a path that was waiting out a quiet period."""
         self.task: asyncio.Task[None] | None = None
+
+    async def until_due(self) -> None:
+        while (delay := self.due - time.monotonic()) > 0:
+            self.moved.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self.moved.wait()
 
 
 class Seeder:
@@ -154,7 +164,8 @@ class Seeder:
             wait = self._waits[path] = _Wait(due)
             wait.task = asyncio.create_task(self._settle_and_publish(path, wait))
         else:
-            wait.due = max(wait.due, due)
+            wait.due = due  # a close cuts a quiet wait short; a write after it starts a new one
+            wait.moved.set()
 
     def _gone(self, path: Path, is_directory: bool) -> None:
         found = self._root_rel(path)
@@ -181,10 +192,7 @@ class Seeder:
     async def _settle_and_publish(self, path: Path, wait: _Wait) -> None:
         try:
             while True:
-                now = time.monotonic()
-                if wait.due > now:
-                    await asyncio.sleep(wait.due - now)
-                    continue
+                await wait.until_due()
                 first = _regular_stat(path)
                 if first is None:
                     break
