@@ -1,0 +1,278 @@
+"""WireSeeder against a real, independent BitTorrent client: the libtorrent wheel (BSD).
+
+The torrents are made by libtorrent itself (``create_torrent``, ``set_piece_hashes``), so these tests do
+not depend on Shoal's own metainfo encoder. The seeder runs in the test's event loop on 127.0.0.1; each
+libtorrent session runs in its own threads and is polled against a deadline. Faults (an unknown
+info-hash, a malformed message, a file that shrank) are injected by a raw socket client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import struct
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import libtorrent as lt
+import pytest
+
+from shoal.core.btwire import (
+    BLOCK_SIZE,
+    BitfieldMessage,
+    Handshake,
+    Interested,
+    Message,
+    MessageDecoder,
+    Piece,
+    Request,
+    Unchoke,
+    encode_handshake,
+    encode_message,
+)
+from shoal.seeder.wire import WireConfig, WireSeeder, WireTorrent
+
+PIECE_LENGTH = 64 << 10
+DEADLINE = 60.0
+SESSION_SETTINGS = {
+    "listen_interfaces": "127.0.0.1:0",
+    "enable_dht": False,
+    "enable_lsd": False,
+    "enable_upnp": False,
+    "enable_natpmp": False,
+    "allow_multiple_connections_per_ip": True,
+    # The seeder speaks plain BEP 3 over TCP: without these libtorrent first tries uTP (BEP 29) and
+    # protocol encryption, and falls back to plain TCP only seconds later.
+    "enable_outgoing_utp": False,
+    "enable_incoming_utp": False,
+    "out_enc_policy": int(lt.enc_policy.disabled),
+    "alert_mask": int(lt.alert.category_t.error_notification | lt.alert.category_t.storage_notification),
+}
+
+
+@dataclass
+class Payload:
+    path: Path
+    info: lt.torrent_info
+    torrent: WireTorrent
+
+
+class Torrents:
+    """The seeder's TorrentLookup: a dict the test can change under it."""
+
+    def __init__(self) -> None:
+        self.by_hash: dict[bytes, WireTorrent] = {}
+
+    def wire_torrent(self, info_hash: bytes) -> WireTorrent | None:
+        return self.by_hash.get(info_hash)
+
+
+@pytest.fixture
+def torrents() -> Torrents:
+    return Torrents()
+
+
+@pytest.fixture
+def make_payload(tmp_path: Path, torrents: Torrents) -> Callable[[str, int], Payload]:
+    """A random file of ``size`` bytes, its libtorrent-made torrent, registered with the lookup."""
+
+    def make(name: str, size: int) -> Payload:
+        folder = tmp_path / f"seed-{name}"
+        folder.mkdir()
+        path = folder / name
+        path.write_bytes(os.urandom(size))
+        creator = lt.create_torrent(lt.list_files(str(path)), PIECE_LENGTH, lt.create_torrent.v1_only)
+        lt.set_piece_hashes(creator, str(folder))
+        info = lt.torrent_info(lt.bencode(creator.generate()))
+        torrent = WireTorrent(info.info_hashes().v1.to_bytes(), path, size, info.piece_length())
+        torrents.by_hash[torrent.info_hash] = torrent
+        return Payload(path, info, torrent)
+
+    return make
+
+
+@pytest.fixture
+async def seeder(torrents: Torrents) -> AsyncIterator[WireSeeder]:
+    seeder = WireSeeder(torrents, WireConfig(max_unchoked=1, tick_seconds=0.5))
+    await seeder.start("127.0.0.1", 0)
+    yield seeder
+    await seeder.stop()
+
+
+@pytest.fixture
+def sessions(seeder: WireSeeder) -> Iterator[list[lt.session]]:
+    """libtorrent sessions, destroyed before the seeder stops (the fixture depends on it for that order)."""
+    started: list[lt.session] = []
+    yield started
+    started.clear()
+
+
+def download(sessions: list[lt.session], payload: Payload, save_path: Path, port: int) -> lt.torrent_handle:
+    session = lt.session(SESSION_SETTINGS)
+    sessions.append(session)
+    params = lt.add_torrent_params()
+    params.ti = payload.info
+    params.save_path = str(save_path)
+    # Not auto-managed: libtorrent would otherwise hold a new torrent paused for its queue's next turn.
+    params.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)
+    handle = session.add_torrent(params)
+    handle.connect_peer(("127.0.0.1", port))
+    return handle
+
+
+async def complete(session: lt.session, handle: lt.torrent_handle, deadline: float) -> None:
+    """Wait until ``handle`` is seeding and libtorrent has written every piece to its file."""
+    while not handle.status().is_seeding:
+        if time.monotonic() > deadline:
+            status = handle.status()
+            raise AssertionError(f"not complete: {status.progress:.0%}, {status.num_peers} peers, {status.errc}")
+        await asyncio.sleep(0.05)
+    # Seeding means every piece passed its hash check; the writes to the file may still be queued.
+    handle.flush_cache()
+    while not any(isinstance(alert, lt.cache_flushed_alert) for alert in session.pop_alerts()):
+        assert time.monotonic() < deadline, "libtorrent did not flush its cache"
+        await asyncio.sleep(0.05)
+
+
+async def test_libtorrent_downloads_the_file(
+    seeder: WireSeeder, make_payload: Callable[[str, int], Payload], sessions: list[lt.session], tmp_path: Path
+) -> None:
+    payload = make_payload("one.bin", 3 * 1024 * 1024 + 12345)  # the last piece is short
+    handle = download(sessions, payload, tmp_path / "out", seeder.port)
+    await complete(sessions[0], handle, time.monotonic() + DEADLINE)
+    assert (tmp_path / "out" / "one.bin").read_bytes() == payload.path.read_bytes()
+    assert seeder.uploaded == payload.torrent.length
+
+
+async def test_two_libtorrent_clients_at_once_both_complete(
+    seeder: WireSeeder, make_payload: Callable[[str, int], Payload], sessions: list[lt.session], tmp_path: Path
+) -> None:
+    # One unchoke slot (the fixture's config): the second client waits for the slot the first frees.
+    payload = make_payload("two.bin", 2 * 1024 * 1024 + 1)
+    handles = [download(sessions, payload, tmp_path / f"out{i}", seeder.port) for i in range(2)]
+    deadline = time.monotonic() + DEADLINE
+    await asyncio.gather(*(complete(s, h, deadline) for s, h in zip(sessions, handles, strict=True)))
+    for i in range(2):
+        assert (tmp_path / f"out{i}" / "two.bin").read_bytes() == payload.path.read_bytes()
+
+
+class RawPeer:
+    """A bare downloader on a socket, for what a well-behaved client never sends."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.decoder = MessageDecoder()
+        self.handshake: Handshake | None = None
+
+    @classmethod
+    async def connect(cls, port: int, info_hash: bytes) -> RawPeer:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(encode_handshake(Handshake(info_hash, b"-RAW000-" + os.urandom(12))))
+        return cls(reader, writer)
+
+    def send(self, *messages: Message) -> None:
+        self.writer.write(b"".join(encode_message(m) for m in messages))
+
+    async def receive(self) -> Message | None:
+        """The next message from the seeder, or None when it closed the connection."""
+        async with asyncio.timeout(10):
+            while True:
+                if self.handshake is None:
+                    self.handshake = self.decoder.next_handshake()
+                if self.handshake is not None and (message := self.decoder.next_message()) is not None:
+                    return message
+                data = await self.reader.read(1 << 16)
+                if not data:
+                    return None
+                self.decoder.feed(data)
+
+    async def until(self, kind: type) -> Message:
+        while not isinstance(message := await self.receive(), kind):
+            assert message is not None, f"closed before {kind.__name__}"
+        return message
+
+    async def closed(self) -> bool:
+        while (message := await self.receive()) is not None:
+            assert not isinstance(message, Piece), "served after it should have closed"
+        return True
+
+    async def aclose(self) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
+
+
+async def test_a_handshake_for_an_unknown_info_hash_is_refused(
+    seeder: WireSeeder, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="shoal.seeder.wire")
+    peer = await RawPeer.connect(seeder.port, os.urandom(20))
+    async with asyncio.timeout(10):
+        assert await peer.reader.read() == b""  # closed without a byte of handshake
+    await peer.aclose()
+    assert "unknown info-hash" in caplog.text
+
+
+async def test_a_malformed_message_closes_only_that_connection(
+    seeder: WireSeeder,
+    make_payload: Callable[[str, int], Payload],
+    sessions: list[lt.session],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="shoal.seeder.wire")
+    payload = make_payload("both.bin", 2 * 1024 * 1024)
+    handle = download(sessions, payload, tmp_path / "out", seeder.port)
+    bad = await RawPeer.connect(seeder.port, payload.torrent.info_hash)
+    assert isinstance(await bad.receive(), BitfieldMessage)
+    bad.writer.write(struct.pack(">IB", 10 << 20, 7))  # a 10 MiB "piece"
+    assert await bad.closed()
+    await bad.aclose()
+    assert "exceeds the limit" in caplog.text
+    await complete(sessions[0], handle, time.monotonic() + DEADLINE)
+    assert (tmp_path / "out" / "both.bin").read_bytes() == payload.path.read_bytes()
+
+
+async def test_a_file_that_shrank_closes_its_connections_and_the_others_go_on(
+    seeder: WireSeeder, make_payload: Callable[[str, int], Payload], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="shoal.seeder.wire")
+    shrunk = make_payload("shrunk.bin", 4 * PIECE_LENGTH)
+    intact = make_payload("intact.bin", 4 * PIECE_LENGTH)
+    # One unchoke slot (the fixture's config): the first peer takes it, the second waits for it.
+    peers = [await RawPeer.connect(seeder.port, payload.torrent.info_hash) for payload in (shrunk, intact)]
+    peers[0].send(Interested())
+    await peers[0].until(Unchoke)
+    peers[1].send(Interested())
+    await peers[1].until(BitfieldMessage)
+    os.truncate(shrunk.path, PIECE_LENGTH)
+    peers[0].send(Request(3, 0, BLOCK_SIZE))
+    assert await peers[0].closed()
+    assert "shorter than its torrent" in caplog.text
+
+    await peers[1].until(Unchoke)
+    peers[1].send(Request(3, 0, BLOCK_SIZE))
+    block = await peers[1].until(Piece)
+    assert block == Piece(3, 0, intact.path.read_bytes()[3 * PIECE_LENGTH :][:BLOCK_SIZE])
+    for peer in peers:
+        await peer.aclose()
+
+
+async def test_a_withdrawn_torrent_closes_its_connections(
+    seeder: WireSeeder,
+    make_payload: Callable[[str, int], Payload],
+    torrents: Torrents,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="shoal.seeder.wire")
+    payload = make_payload("gone.bin", 4 * PIECE_LENGTH)
+    peer = await RawPeer.connect(seeder.port, payload.torrent.info_hash)
+    peer.send(Interested())
+    await peer.until(Unchoke)
+    del torrents.by_hash[payload.torrent.info_hash]
+    peer.send(Request(0, 0, BLOCK_SIZE))
+    assert await peer.closed()
+    await peer.aclose()
+    assert "no longer served" in caplog.text
