@@ -7,6 +7,7 @@ import asyncio
 import click
 
 from shoal.cli.main import configure_logging, run_or_exit
+from shoal.core.bt_tracker import INTERVAL_JITTER
 from shoal.listen import serve
 from shoal.storage.db import async_url
 from shoal.tracker import TrackerConfig, build_app
@@ -35,11 +36,41 @@ from shoal.tracker import TrackerConfig, build_app
     type=click.FloatRange(0.5, 86400),
     help="Seconds of silence after which a peer and its origin leases are dropped.",
 )
+@click.option(
+    "--bt-interval",
+    default=TrackerConfig.bt_interval,
+    show_default=True,
+    type=click.IntRange(1, 86400),
+    help="Seconds between a BitTorrent client's announces (+-10% jitter).",
+)
+@click.option(
+    "--bt-peer-ttl",
+    default=TrackerConfig.bt_peer_ttl,
+    show_default=True,
+    type=click.FloatRange(1, 7 * 86400),
+    help="Seconds of silence after which a BitTorrent peer is dropped; more than --bt-interval.",
+)
 @click.option("-v", "--verbose", count=True)
-def tracker(host: str, port: int, db: str, interval: float, peer_ttl: float, verbose: int) -> None:
-    """Run the tracker: tasks, peers, piece hashes and origin leases, over a JSON API."""
+def tracker(
+    host: str, port: int, db: str, interval: float, peer_ttl: float, bt_interval: int, bt_peer_ttl: float, verbose: int
+) -> None:
+    """Run the tracker: tasks, peers, piece hashes and origin leases over a JSON API, and a BitTorrent
+    tracker (/announce, /scrape) for standard clients."""
     configure_logging(verbose, False)
-    config = TrackerConfig(host=host, port=port, db=db, interval=interval, peer_ttl=peer_ttl)
+    # A client may announce INTERVAL_JITTER later than the interval; a TTL below that drops live peers.
+    latest = bt_interval * (1 + INTERVAL_JITTER)
+    if bt_peer_ttl <= latest:
+        raise click.BadParameter(f"must exceed the latest re-announce, {latest:g} s", param_hint="--bt-peer-ttl")
+    config = TrackerConfig(
+        host=host,
+        port=port,
+        db=db,
+        interval=interval,
+        peer_ttl=peer_ttl,
+        bt_interval=bt_interval,
+        bt_min_interval=min(TrackerConfig.bt_min_interval, bt_interval),
+        bt_peer_ttl=bt_peer_ttl,
+    )
 
     def go() -> None:
         async_url(db)  # a malformed URL is a usage error before anything starts

@@ -2,7 +2,8 @@
 
 Request parsing lives in core.messages, decisions in core.announce, persistence in storage.tracker_store;
 this module only wires them to aiohttp. Every error a client can cause becomes a 4xx with a JSON body
-``{"error": "..."}``; nothing a client sends can produce a 500.
+``{"error": "..."}``; nothing a client sends can produce a 500. The BitTorrent endpoints (/announce,
+/scrape) are tracker.bt's, with bencoded replies and errors of their own.
 
 Announces of one task are serialised by a per-task lock, so two peers asking at once never receive the
 same origin lease. One tracker process owns a database; several trackers on one database are not
@@ -27,6 +28,7 @@ from shoal.core.errors import ProtocolError
 from shoal.core.ids import is_task_id
 from shoal.core.messages import AnnounceRequest
 from shoal.storage.tracker_store import StoreError, TrackerStore
+from shoal.tracker import bt
 from shoal.tracker.config import TrackerConfig
 
 log = logging.getLogger("shoal.tracker")
@@ -34,7 +36,7 @@ API_VERSION = 1
 
 
 class TrackerService:
-    """The tracker's state owner: the store, the policy and the per-task locks."""
+    """The tracker's state owner: the store, the policy and the per-task locks, and the BitTorrent swarms."""
 
     def __init__(self, config: TrackerConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
@@ -42,6 +44,7 @@ class TrackerService:
         self.policy = TrackerPolicy(config.interval, config.peer_ttl, config.max_peers)
         self.store = TrackerStore(config.db)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self.bt = bt.BtTracker(config, clock)
 
     def _lock(self, task_id: str) -> asyncio.Lock:
         lock = self._locks.get(task_id)
@@ -63,6 +66,7 @@ class TrackerService:
     async def expire_forever(self) -> None:
         while True:
             await asyncio.sleep(self.config.interval)
+            self.bt.sweep()
             try:
                 await self.store.expire(self.clock(), self.config.peer_ttl)
             except StoreError as exc:  # pragma: no cover - logged, retried next round
@@ -163,4 +167,5 @@ def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> 
     app.router.add_post("/v1/tasks/{task_id}/announce", announce)
     app.router.add_get("/v1/tasks/{task_id}/hashes", hashes)
     app.router.add_get("/v1/tasks/{task_id}", task_info)
+    bt.add_routes(app, service.bt)
     return app

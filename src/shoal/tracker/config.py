@@ -22,3 +22,26 @@ class TrackerConfig:
     """Most peers in one hand-out."""
     max_body: int = 256 * 1024
     """Largest request body accepted, in bytes; larger ones get a 413."""
+
+    # BitTorrent endpoints (GET /announce, GET /scrape) for standard clients; their peers live in memory.
+    bt_interval: int = 60
+    """Seconds between a BitTorrent client's announces (replies vary it by +-10%). Public trackers say 30
+    minutes to spare themselves load; on a fleet's LAN a newcomer should find the hosts that joined since
+    its last announce within a minute, and 10,000 hosts at 60 s are about 170 announces a second."""
+    bt_min_interval: int = 15
+    """Seconds a client must wait before announcing again of its own accord (BEP 3 ``min interval``): short
+    enough that a client with no peers yet can ask again soon, long enough to stop a client in a loop."""
+    bt_peer_ttl: float = 180.0
+    """A BitTorrent peer unheard of for this long is dropped: three intervals, so two lost announces in a
+    row (a busy host, a dropped packet) do not make a live peer vanish from the swarm."""
+    bt_numwant: int = 50
+    """Peers handed out when a client does not say how many it wants (the usual client default)."""
+    bt_max_numwant: int = 200
+    """Most peers in one reply whatever a client asks: libtorrent asks for 200; larger lists only make the
+    reply bigger, a client connects to a few dozen peers anyway."""
+    bt_scrape_limit: int = 1000
+    """Most swarms in a scrape that names no info_hash (the largest ones): about 70 KB of reply."""
+    bt_accept_ip: bool = True
+    """Register a client at the address its ``ip`` parameter names instead of the one it connected from. On
+    a fleet's network that lets a multi-homed host announce its data address; on an untrusted network turn
+    it off, since it lets anyone list an arbitrary address in a swarm."""
