@@ -194,7 +194,10 @@ def test_a_dropped_file_is_published_and_changes_are_followed(seeder: Callable[.
     first = os.urandom(300_000)
     closed = time.monotonic()
     (watched / "new.bin").write_bytes(first)  # written and closed
-    status, _, body = fetch(f"{service.url}/serve?releases/new.bin")  # waits while it settles and hashes
+    # /serve waits for a file the seeder has seen; until inotify's event arrives the file is unknown (404).
+    while (answer := fetch(f"{service.url}/serve?releases/new.bin"))[0] == 404 and time.monotonic() < closed + 1:
+        time.sleep(0.01)
+    status, _, body = answer
     took = time.monotonic() - closed
     assert status == 200, body
     assert took < 2.0 + 1.0, f"published {took:.2f} s after close"

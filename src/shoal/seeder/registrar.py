@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from urllib.parse import quote_from_bytes
 
 import aiohttp
@@ -33,6 +33,15 @@ log = logging.getLogger("shoal.seeder")
 
 RETRY_SECONDS = (1.0, 2.0, 5.0, 15.0, 30.0)
 BT_TIMEOUT = aiohttp.ClientTimeout(total=10, sock_connect=3)
+
+
+@dataclass(slots=True)
+class _FirstRound:
+    """What the attempt made before publication achieved."""
+
+    registered: bool = False
+    interval: float | None = None
+    """The BitTorrent tracker's interval, if the first announce went through."""
 
 
 class Registrar:
@@ -59,12 +68,30 @@ class Registrar:
         self.bt_peer_id = b"-SH0100-" + secrets.token_bytes(12)
         self.peer_id = "seeder-" + secrets.token_hex(8)
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._first: dict[str, _FirstRound] = {}
         self.registered: set[str] = set()
         """Content task ids the Shoal tracker has accepted (for tests and the listing)."""
 
+    async def publishing(self, entry: SeededFile) -> None:
+        """One attempt at both registrations before the file is published, so a client that fetches the
+        torrent the moment it appears already finds the seeder in the swarm (ctorrent, say, would otherwise
+        wait out a whole announce interval). Failures are retried later, by ``published``."""
+        first = _FirstRound()
+        try:
+            first.interval = await self._bt_announce(entry, "started")
+        except TrackerUnavailable as exc:
+            log.warning("%s; will retry", exc)
+        try:
+            await self._register(entry)
+            first.registered = True
+        except TrackerUnavailable as exc:
+            log.warning("%s; will retry", exc)
+        self._first[entry.rel] = first
+
     def published(self, entry: SeededFile) -> None:
         self._cancel(entry.rel)
-        self._tasks[entry.rel] = asyncio.create_task(self._keep(entry))
+        first = self._first.pop(entry.rel, None) or _FirstRound()
+        self._tasks[entry.rel] = asyncio.create_task(self._keep(entry, first))
 
     def unpublished(self, entry: SeededFile) -> None:
         self._cancel(entry.rel)
@@ -84,13 +111,15 @@ class Registrar:
         if task is not None:
             task.cancel()
 
-    async def _keep(self, entry: SeededFile) -> None:
-        await self._retrying(self._register, entry)
-        event = "started"
+    async def _keep(self, entry: SeededFile, first: _FirstRound) -> None:
+        if not first.registered:
+            await self._retrying(self._register, entry)
+        interval, event = first.interval, ""
+        if interval is None:
+            interval, event = await self._retrying(self._bt_announce, entry, "started"), ""
         while True:
-            interval = await self._retrying(self._bt_announce, entry, event)
-            event = ""
             await asyncio.sleep(interval)
+            interval = await self._retrying(self._bt_announce, entry, event)
 
     async def _leave(self, entry: SeededFile) -> None:
         with contextlib.suppress(TrackerUnavailable):

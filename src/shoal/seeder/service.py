@@ -49,7 +49,12 @@ HASH_JOBS = 2
 file through while a large one hashes."""
 
 
+PREPARE_SECONDS = 2.0
+"""How long publication waits for listeners to get ready (the registrar's first announces)."""
+
+
 class Listener(Protocol):
+    async def publishing(self, entry: SeededFile) -> None: ...
     def published(self, entry: SeededFile) -> None: ...
     def unpublished(self, entry: SeededFile) -> None: ...
 
@@ -204,8 +209,8 @@ class Seeder:
                 hashes = await self._hashes(path, first)
                 if hashes is None:  # it changed while being hashed
                     continue
-                self._publish(path, first, hashes)
-                break
+                if await self._publish(path, first, hashes, wait):
+                    break
         finally:
             if self._waits.get(path) is wait:
                 del self._waits[path]
@@ -234,16 +239,24 @@ class Seeder:
         await asyncio.to_thread(self.index.put, str(path), stat, hashes)
         return hashes
 
-    def _publish(self, path: Path, stat: FileStat, hashes: FileHashes) -> None:
+    async def _publish(self, path: Path, stat: FileStat, hashes: FileHashes, wait: _Wait) -> bool:
+        """Publish unless the file was written again meanwhile (then False: settle and hash again)."""
         found = self._root_rel(path)
         if found is None:
-            return
+            return True
         root, rel = found
         if not contained(root, path):
             log.warning("not publishing %s: it leads out of %s", rel, root.path)
-            return
+            return True
+        due = wait.due
         info = TorrentInfo(path.name, stat.size, hashes.piece_length, hashes.sha1_pieces)
         entry = SeededFile(rel, root.name, path, stat, hashes, info, info.info_hash(), time.time())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(PREPARE_SECONDS):
+                for listener in self.listeners:
+                    await listener.publishing(entry)
+        if wait.due != due:
+            return False
         old = self.catalog.publish(entry)
         if old is not None and old.info_hash != entry.info_hash:
             for listener in self.listeners:
@@ -251,6 +264,7 @@ class Seeder:
         log.info("published %s (%d bytes, %s)", rel, stat.size, hashes.digest[:16])
         for listener in self.listeners:
             listener.published(entry)
+        return True
 
 
 def _regular_stat(path: Path) -> FileStat | None:
