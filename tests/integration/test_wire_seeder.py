@@ -34,23 +34,10 @@ from shoal.core.btwire import (
     encode_message,
 )
 from shoal.seeder.wire import WireConfig, WireSeeder, WireTorrent
+from tests.lt_client import SESSION_SETTINGS, add_torrent
 
 PIECE_LENGTH = 64 << 10
 DEADLINE = 60.0
-SESSION_SETTINGS = {
-    "listen_interfaces": "127.0.0.1:0",
-    "enable_dht": False,
-    "enable_lsd": False,
-    "enable_upnp": False,
-    "enable_natpmp": False,
-    "allow_multiple_connections_per_ip": True,
-    # The seeder speaks plain BEP 3 over TCP: without these libtorrent first tries uTP (BEP 29) and
-    # protocol encryption, and falls back to plain TCP only seconds later.
-    "enable_outgoing_utp": False,
-    "enable_incoming_utp": False,
-    "out_enc_policy": int(lt.enc_policy.disabled),
-    "alert_mask": int(lt.alert.category_t.error_notification | lt.alert.category_t.storage_notification),
-}
 
 
 @dataclass
@@ -113,12 +100,7 @@ def sessions(seeder: WireSeeder) -> Iterator[list[lt.session]]:
 def download(sessions: list[lt.session], payload: Payload, save_path: Path, port: int) -> lt.torrent_handle:
     session = lt.session(SESSION_SETTINGS)
     sessions.append(session)
-    params = lt.add_torrent_params()
-    params.ti = payload.info
-    params.save_path = str(save_path)
-    # Not auto-managed: libtorrent would otherwise hold a new torrent paused for its queue's next turn.
-    params.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)
-    handle = session.add_torrent(params)
+    handle = add_torrent(session, payload.info, str(save_path))
     handle.connect_peer(("127.0.0.1", port))
     return handle
 

@@ -1,0 +1,202 @@
+"""Real BitTorrent clients against ``shoal seed``: aria2c, ctorrent and libtorrent, byte for byte.
+
+Each client gets the seeder's ``/serve`` torrent and nothing else; what it can use differs:
+
+- aria2c: the tracker and the BEP 19 web seed (``url-list``);
+- ctorrent: only the tracker and the seeder's BitTorrent wire protocol (it has no web seed support);
+- libtorrent: the tracker, which must hand two clients to each other so they trade pieces.
+
+Loopback quirks (DESIGN.md): ctorrent drops peers with its own IP, so it is told it is 127.0.0.2; aria2c
+has DHT on unless told otherwise; libtorrent needs ``allow_multiple_connections_per_ip``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import libtorrent as lt
+import pytest
+
+from shoal.testing.processes import Service, start_seeder, start_tracker
+from tests.lt_client import SESSION_SETTINGS, add_torrent
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("aria2c") is None or shutil.which("ctorrent") is None,
+    reason="scripts/test installs aria2 and ctorrent",
+)
+
+
+def free_port() -> int:
+    """A port free right now, for clients that cannot be given 0."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        return resp.read()  # type: ignore[no-any-return]
+
+
+def wait_published(seeder: Service, rel: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(f["path"] == rel for f in json.loads(fetch(f"{seeder.url}/v1/files"))["files"]):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{rel} was not published")
+
+
+def scrape(tracker: str, info_hash: bytes) -> dict[bytes, int]:
+    from urllib.parse import quote_from_bytes
+
+    reply = lt.bdecode(fetch(f"{tracker}/scrape?info_hash={quote_from_bytes(info_hash)}"))
+    return reply[b"files"].get(info_hash, {})  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def payload(tmp_path: Path) -> tuple[Path, bytes]:
+    watched = tmp_path / "pub"
+    watched.mkdir()
+    data = os.urandom(5 * 1024 * 1024 + 12345)  # a short last piece
+    (watched / "payload.bin").write_bytes(data)
+    return watched, data
+
+
+@pytest.fixture
+def seeder(tmp_path: Path, payload: tuple[Path, bytes]) -> Iterator[Service]:
+    service = start_seeder(payload[0], state_dir=tmp_path / "state")
+    try:
+        wait_published(service, "pub/payload.bin")
+        yield service
+    finally:
+        service.stop()
+
+
+def test_aria2c_downloads_from_the_served_torrent(seeder: Service, payload: tuple[Path, bytes], tmp_path: Path) -> None:
+    torrent = tmp_path / "payload.torrent"
+    torrent.write_bytes(fetch(f"{seeder.url}/serve?pub/payload.bin"))
+    out = tmp_path / "aria2"
+    result = subprocess.run(
+        [
+            "aria2c",
+            "--enable-dht=false",
+            "--enable-dht6=false",
+            "--bt-enable-lpd=false",
+            "--enable-peer-exchange=false",
+            "--seed-time=0",
+            f"--listen-port={free_port()}",
+            "--console-log-level=warn",
+            "--summary-interval=0",
+            "--check-integrity=true",
+            f"--dir={out}",
+            str(torrent),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (out / "payload.bin").read_bytes() == payload[1]
+
+
+def test_ctorrent_downloads_over_the_wire_protocol_alone(
+    seeder: Service, payload: tuple[Path, bytes], tmp_path: Path
+) -> None:
+    torrent = tmp_path / "payload.torrent"
+    torrent.write_bytes(fetch(f"{seeder.url}/serve?pub/payload.bin"))
+    out = tmp_path / "ctorrent.bin"
+    log = tmp_path / "ctorrent.log"
+    # ctorrent says "Download complete." once every piece passed its SHA-1 check and then waits out the
+    # tracker's min interval to send its `stopped` announce; the test stops it after the first part.
+    with open(log, "w") as log_file:
+        proc = subprocess.Popen(
+            ["ctorrent", "-e", "0", "-I", "127.0.0.2", "-p", str(free_port()), "-s", str(out), str(torrent)],
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 90
+            while "Download complete." not in log.read_text(errors="replace"):
+                assert proc.poll() is None, log.read_text(errors="replace")[-2000:]
+                assert time.monotonic() < deadline, log.read_text(errors="replace")[-2000:]
+                time.sleep(0.1)
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    assert out.read_bytes() == payload[1]
+
+
+def _lt_session() -> lt.session:
+    return lt.session(SESSION_SETTINGS)
+
+
+def _add(session: lt.session, torrent: bytes, save: Path) -> lt.torrent_handle:
+    handle = add_torrent(session, lt.torrent_info(lt.bdecode(torrent)), str(save))
+    # The test is about the tracker and the wire protocol: no web seed, so pieces come from peers only.
+    for url in list(handle.url_seeds()):
+        handle.remove_url_seed(url)
+    return handle
+
+
+def _wait_complete(session: lt.session, handle: lt.torrent_handle, timeout: float = 90.0) -> None:
+    """Seeding (every piece passed libtorrent's hash check) and every write flushed to the file."""
+    deadline = time.monotonic() + timeout
+    while not handle.status().is_seeding:
+        status = handle.status()
+        assert time.monotonic() < deadline, f"libtorrent stuck at {status.progress:.0%} with {status.num_peers} peers"
+        time.sleep(0.05)
+    handle.flush_cache()
+    while not any(isinstance(alert, lt.cache_flushed_alert) for alert in session.pop_alerts()):
+        assert time.monotonic() < deadline, "libtorrent did not flush its cache"
+        time.sleep(0.05)
+
+
+def test_two_libtorrent_clients_find_each_other_through_the_tracker(
+    tmp_path: Path, payload: tuple[Path, bytes]
+) -> None:
+    """A fetches everything from the seeder; the seeder goes away; B can then only be served by A, which
+    the tracker must have handed to it."""
+    tracker = start_tracker(f"sqlite:///{tmp_path / 'tracker.db'}")
+    seeder = start_seeder(payload[0], state_dir=tmp_path / "state", extra=("--tracker", tracker.url))
+    sessions: list[lt.session] = []
+    try:
+        wait_published(seeder, "pub/payload.bin")
+        torrent = fetch(f"{seeder.url}/serve?pub/payload.bin")
+        info_hash = lt.torrent_info(lt.bdecode(torrent)).info_hashes().v1.to_bytes()
+        assert lt.bdecode(torrent)[b"announce"] == f"{tracker.url}/announce".encode()
+
+        first = _lt_session()
+        sessions.append(first)
+        a = _add(first, torrent, tmp_path / "a")
+        _wait_complete(first, a)
+        a.force_reannounce()  # tell the tracker A is complete now, not at its next interval
+        deadline = time.monotonic() + 20
+        while scrape(tracker.url, info_hash).get(b"complete", 0) < 2:  # the seeder and A
+            assert time.monotonic() < deadline, scrape(tracker.url, info_hash)
+            time.sleep(0.1)
+        seeder.stop()
+
+        second = _lt_session()
+        sessions.append(second)
+        b = _add(second, torrent, tmp_path / "b")
+        _wait_complete(second, b)
+        assert b.status().total_payload_download >= len(payload[1])
+        assert a.status().total_payload_upload >= len(payload[1])
+        for name in ("a", "b"):
+            assert (tmp_path / name / "payload.bin").read_bytes() == payload[1]
+    finally:
+        for session in sessions:
+            session.pause()
+        seeder.stop()
+        tracker.stop()
