@@ -150,6 +150,7 @@ GOOD = {"info_hash": HASH, "peer_id": peer_id(1), "port": 6881, "left": 0}
         ({"left": " 1"}, "left", "left must be a non-negative integer"),
         ({"left": "\u0661"}, "left", "left must be a non-negative integer"),
         ({"left": 2**63}, "left", "left is too large"),
+        ({"uploaded": "1" * 40}, "uploaded", "uploaded is too large"),
         ({"uploaded": "x"}, "uploaded", "uploaded must be a non-negative integer"),
         ({"downloaded": -5}, "downloaded", "downloaded must be"),
         ({"numwant": "lots"}, "numwant", "numwant must be a non-negative integer"),

@@ -118,7 +118,7 @@ class BtAnnounce:
         event = _first(query, "event", b"").decode("latin-1")
         if event not in EVENTS:
             raise ProtocolError(
-                f"event must be one of started, completed, stopped or empty, not {event!r}", field="event"
+                f"event must be one of started, completed, stopped or empty, not {event[:32]!r}", field="event"
             )
         raw_ip = query.get("ip")
         raw_key = query.get("key")
@@ -182,12 +182,11 @@ def _fixed_bytes(query: dict[str, list[bytes]], name: str, size: int) -> bytes:
 def _number(query: dict[str, list[bytes]], name: str, *, required: bool = False) -> int:
     raw = _first(query, name, None if required else b"0")
     # bytes.isdigit() is true for ASCII digits only: no sign, space, underscore or other scripts' digits.
-    if not raw.isdigit() or len(raw) > _MAX_DIGITS:
+    if not raw.isdigit():
         raise ProtocolError(f"{name} must be a non-negative integer", field=name)
-    value = int(raw)
-    if value > _MAX_COUNTER:
+    if len(raw) > _MAX_DIGITS or int(raw) > _MAX_COUNTER:
         raise ProtocolError(f"{name} is too large", field=name)
-    return value
+    return int(raw)
 
 
 def _flag(query: dict[str, list[bytes]], name: str, *, default: bool) -> bool:
