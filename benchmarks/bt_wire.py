@@ -46,21 +46,10 @@ from shoal.core import units
 from shoal.core.errors import ShoalError
 from shoal.seeder.wire import WireSeeder, WireTorrent
 from shoal.testing.files import sha256_file, write_random_file
+from shoal.testing.libtorrent_client import SESSION_SETTINGS
 
 TARGET = 150e6  # bytes per second
 FILE_NAME = "payload.bin"
-SESSION_SETTINGS = {
-    "listen_interfaces": "127.0.0.1:0",
-    "enable_dht": False,
-    "enable_lsd": False,
-    "enable_upnp": False,
-    "enable_natpmp": False,
-    "allow_multiple_connections_per_ip": True,
-    "enable_outgoing_utp": False,
-    "enable_incoming_utp": False,
-    "out_enc_policy": int(lt.enc_policy.disabled),
-    "alert_mask": int(lt.alert.category_t.error_notification | lt.alert.category_t.storage_notification),
-}
 
 
 def log(message: str) -> None:

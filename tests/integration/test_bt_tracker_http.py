@@ -23,6 +23,7 @@ from fastbencode import bdecode
 from yarl import URL
 
 from shoal.listen import listen
+from shoal.testing.libtorrent_client import SESSION_SETTINGS
 from shoal.testing.processes import Service
 from shoal.tracker import TrackerConfig, build_app
 
@@ -282,12 +283,7 @@ def test_libtorrent_swarm_through_the_tracker(tmp_path: Path, tracker: Callable[
     info_hash = info.info_hashes().v1.to_bytes()
 
     settings = {
-        "listen_interfaces": "127.0.0.1:0",
-        "enable_dht": False,
-        "enable_lsd": False,
-        "enable_upnp": False,
-        "enable_natpmp": False,
-        "allow_multiple_connections_per_ip": True,
+        **SESSION_SETTINGS,
         "alert_mask": lt.alert.category_t.tracker_notification | lt.alert.category_t.error_notification,
     }
     seeder, leecher = lt.session(settings), lt.session(settings)

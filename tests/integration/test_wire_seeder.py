@@ -34,7 +34,7 @@ from shoal.core.btwire import (
     encode_message,
 )
 from shoal.seeder.wire import WireConfig, WireSeeder, WireTorrent
-from tests.lt_client import SESSION_SETTINGS, add_torrent
+from shoal.testing.libtorrent_client import SESSION_SETTINGS, add_torrent
 
 PIECE_LENGTH = 64 << 10
 DEADLINE = 60.0

@@ -25,8 +25,8 @@ from pathlib import Path
 import libtorrent as lt
 import pytest
 
+from shoal.testing.libtorrent_client import SESSION_SETTINGS, add_torrent
 from shoal.testing.processes import Service, start_seeder, start_tracker
-from tests.lt_client import SESSION_SETTINGS, add_torrent
 
 pytestmark = pytest.mark.skipif(
     shutil.which("aria2c") is None or shutil.which("ctorrent") is None,

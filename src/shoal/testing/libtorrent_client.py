@@ -1,4 +1,5 @@
-"""libtorrent (the wheel, BSD) as an independent BitTorrent client for tests: one set of session settings."""
+"""libtorrent (the wheel, BSD) as an independent BitTorrent client for tests and benchmarks: one set of
+session settings. libtorrent is a test dependency; only tests and benchmarks import this module."""
 
 from __future__ import annotations
 
