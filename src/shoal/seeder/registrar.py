@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from typing import TypeVar
 from urllib.parse import quote_from_bytes
 
 import aiohttp
@@ -30,6 +33,7 @@ from shoal.peer.tracker_client import TrackerClient
 from shoal.seeder.catalog import SeededFile
 
 log = logging.getLogger("shoal.seeder")
+T = TypeVar("T")
 
 RETRY_SECONDS = (1.0, 2.0, 5.0, 15.0, 30.0)
 BT_TIMEOUT = aiohttp.ClientTimeout(total=10, sock_connect=3)
@@ -69,8 +73,6 @@ class Registrar:
         self.peer_id = "seeder-" + secrets.token_hex(8)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._first: dict[str, _FirstRound] = {}
-        self.registered: set[str] = set()
-        """Content task ids the Shoal tracker has accepted (for tests and the listing)."""
 
     async def publishing(self, entry: SeededFile) -> None:
         """One attempt at both registrations before the file is published, so a client that fetches the
@@ -113,22 +115,23 @@ class Registrar:
 
     async def _keep(self, entry: SeededFile, first: _FirstRound) -> None:
         if not first.registered:
-            await self._retrying(self._register, entry)
-        interval, event = first.interval, ""
+            await self._retrying(lambda: self._register(entry))
+        interval = first.interval
         if interval is None:
-            interval, event = await self._retrying(self._bt_announce, entry, "started"), ""
+            interval = await self._retrying(lambda: self._bt_announce(entry, "started"))
         while True:
             await asyncio.sleep(interval)
-            interval = await self._retrying(self._bt_announce, entry, event)
+            interval = await self._retrying(lambda: self._bt_announce(entry, ""))
 
     async def _leave(self, entry: SeededFile) -> None:
         with contextlib.suppress(TrackerUnavailable):
             await self._bt_announce(entry, "stopped")
 
-    async def _retrying(self, call, entry: SeededFile, *args: str):  # type: ignore[no-untyped-def]
-        for attempt in range(1_000_000):
+    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()`` until the tracker answers, backing off from 1 s to 30 s between attempts."""
+        for attempt in itertools.count():
             try:
-                return await call(entry, *args)
+                return await call()
             except TrackerUnavailable as exc:
                 delay = RETRY_SECONDS[min(attempt, len(RETRY_SECONDS) - 1)]
                 log.warning("%s; retrying in %.0f s", exc, delay)
@@ -143,7 +146,6 @@ class Registrar:
             entry.task_id,
             replace(base, event="stopped", generation=reply.generation, done=entry.hashes.piece_hashes()),
         )
-        self.registered.add(entry.task_id)
         log.info("registered %s with the tracker as task %s", entry.rel, entry.task_id[:16])
 
     async def _bt_announce(self, entry: SeededFile, event: str) -> float:
