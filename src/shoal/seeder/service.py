@@ -201,14 +201,19 @@ class Seeder:
                 first = _regular_stat(path)
                 if first is None:
                     break
-                if self._cached(path, first) is None:
+                hashes = await asyncio.to_thread(self._cached, path, first)
+                if hashes is None:
                     # A hash index hit proves the file is the one hashed before; anything else must settle.
                     await asyncio.sleep(self.config.settle)
                     if wait.due > time.monotonic() or _regular_stat(path) != first:
                         continue
-                hashes = await self._hashes(path, first)
-                if hashes is None:  # it changed while being hashed
-                    continue
+                    try:
+                        hashes = await self._hash(path, first)
+                    except PermissionError as exc:
+                        log.warning("not publishing %s: %s", path, exc)
+                        break
+                    if hashes is None:  # it changed while being hashed
+                        continue
                 if await self._publish(path, first, hashes, wait):
                     break
         finally:
@@ -221,14 +226,14 @@ class Seeder:
     def _cached(self, path: Path, stat: FileStat) -> FileHashes | None:
         return self.index.get(str(path), stat, piece_length_for(stat.size))
 
-    async def _hashes(self, path: Path, stat: FileStat) -> FileHashes | None:
-        cached = await asyncio.to_thread(self._cached, path, stat)
-        if cached is not None:
-            return cached
+    async def _hash(self, path: Path, stat: FileStat) -> FileHashes | None:
+        """Hash and remember the file; None if it changed or vanished meanwhile (look again)."""
         async with self._hash_slots:
             started = time.perf_counter()
             try:
                 hashes = await asyncio.to_thread(hash_file, path, piece_length_for(stat.size))
+            except PermissionError:
+                raise
             except OSError as exc:
                 log.info("hashing %s failed (%s); will look again", path, exc)
                 return None
