@@ -26,6 +26,7 @@ from aiohttp import web
 
 from shoal.core.errors import ProtocolError
 from shoal.core.metainfo import encode_torrent
+from shoal.http_errors import error_response
 from shoal.seeder.catalog import Catalog, SeededFile
 from shoal.seeder.config import SeederConfig
 from shoal.seeder.files import file_response
@@ -42,10 +43,6 @@ TRACKER = web.AppKey("seeder_tracker", str)
 SEEDER_PATHS = ("/serve", "/serve_last_updated", "/files/", "/v1/files", "/v1/seeder/")
 
 
-def _error(status: int, message: str, **headers: str) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers)
-
-
 @web.middleware
 async def seeder_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -54,13 +51,11 @@ async def seeder_errors(
         return await handler(request)
     try:
         return await handler(request)
-    except ProtocolError as exc:
-        return _error(400, str(exc))
-    except web.HTTPException as exc:
-        if exc.status < 400:
+    except (ProtocolError, web.HTTPException) as exc:
+        response = error_response(exc)
+        if response is None:
             raise
-        extra = {k: v for k, v in exc.headers.items() if k in ("Retry-After", "Content-Range")}
-        return _error(exc.status, exc.reason, **extra)
+        return response
 
 
 def _base_url(request: web.Request) -> str:

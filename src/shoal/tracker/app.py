@@ -27,6 +27,7 @@ from shoal.core.announce import TrackerPolicy, decide_announce
 from shoal.core.errors import ProtocolError
 from shoal.core.ids import is_task_id
 from shoal.core.messages import AnnounceRequest
+from shoal.http_errors import error_response, json_error
 from shoal.storage.tracker_store import StoreError, TrackerStore
 from shoal.tracker import bt
 from shoal.tracker.config import TrackerConfig
@@ -76,28 +77,23 @@ class TrackerService:
 SERVICE = web.AppKey("service", TrackerService)
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
-
-
 @web.middleware
 async def json_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     try:
         return await handler(request)
-    except ProtocolError as exc:
-        return _error(400, str(exc))
-    except web.HTTPException as exc:
-        if exc.status < 400:
+    except (ProtocolError, web.HTTPException) as exc:
+        response = error_response(exc)
+        if response is None:
             raise
-        return _error(exc.status, exc.reason)
+        return response
     except StoreError as exc:
         log.error("store error: %s", exc)
-        return _error(503, "the tracker's database is unavailable")
+        return json_error(503, "the tracker's database is unavailable")
     except Exception:
         log.exception("unexpected error in %s %s", request.method, request.path)
-        return _error(500, "internal error")
+        return json_error(500, "internal error")
 
 
 def _task_id(request: web.Request) -> str:
@@ -135,7 +131,7 @@ async def hashes(request: web.Request) -> web.Response:
         raise ProtocolError("since must be an integer", field="since") from None
     reply = await request.app[SERVICE].store.hashes_since(task_id, since)
     if reply is None:
-        return _error(404, f"unknown task {task_id}")
+        return json_error(404, f"unknown task {task_id}")
     return web.json_response(reply.to_json())
 
 
@@ -144,7 +140,7 @@ async def task_info(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     summary = await service.store.summary(task_id, service.clock(), service.config.peer_ttl)
     if summary is None:
-        return _error(404, f"unknown task {task_id}")
+        return json_error(404, f"unknown task {task_id}")
     return web.json_response(summary)
 
 
