@@ -9,6 +9,9 @@
     │   └── OriginChanged           4  the origin's file changed under a download, too often to go on
     ├── IntegrityError              5  a digest the user asked for does not match
     ├── LocalIOError                6  reading or writing local files failed
+    ├── CacheError                  7  the node cache cannot do what was asked
+    │   ├── CacheFull               7  the file does not fit: larger than the capacity, or no room
+    │   └── NotInCache              7  no entry (or no copy on disk) for that id
     └── ProtocolError               -  malformed input from a peer or a client (mapped to 4xx at the edge)
 
 Errors carry their context as attributes (``url``, ``peer``, ``piece``) so callers can act on them
@@ -75,6 +78,30 @@ class LocalIOError(ShoalError):
     def __init__(self, message: str, *, path: str = "") -> None:
         super().__init__(message)
         self.path = path
+
+
+class CacheError(ShoalError):
+    """The node cache cannot do what was asked."""
+
+    exit_code = 7
+
+    def __init__(self, message: str, *, digest: str = "") -> None:
+        super().__init__(message)
+        self.digest = digest
+
+
+class CacheFull(CacheError):
+    """A file does not fit: it is larger than the capacity, or pinned and in-use entries leave no room.
+    Nothing was evicted for it."""
+
+    def __init__(self, message: str, *, size: int, capacity: int, digest: str = "") -> None:
+        super().__init__(message, digest=digest)
+        self.size = size
+        self.capacity = capacity
+
+
+class NotInCache(CacheError):
+    """The cache has no entry for an id, or the entry's file is not on disk."""
 
 
 class ProtocolError(ShoalError):

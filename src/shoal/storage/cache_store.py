@@ -1,0 +1,475 @@
+"""The node cache on disk: content-addressed files under a capacity, with their index.
+
+Layout of the storage directory::
+
+    objects/ab/<digest>    cached files, named by the BLAKE3 of their content, read-only (0444)
+    staging/               files on their way in: a put's copy, a download's part file and its sidecar
+
+Rules:
+
+* **Nothing half-written is an entry.** A file enters by copy or download into ``staging/``, is flushed
+  (fsync), hashed, renamed into ``objects/`` and only then recorded; a crash at any point leaves at most a
+  staging file or an orphan object, which :meth:`CacheStore.reconcile` removes.
+* **Never above capacity.** Space is reserved (evicting by :mod:`shoal.core.eviction` first) before a byte
+  is written; a download's reservation is its length. A file that cannot fit is refused with nothing
+  evicted.
+* **Never serve corrupt bytes.** Each entry records the file's stat (inode, size, mtime, ctime) when it
+  was last hashed whole. Any write to the file, including a bit flipped through a hard link, changes its
+  ctime, and the next use hashes it whole again (BLAKE3, about 6 GB/s on two threads): a mismatch removes
+  the entry, and the next request fetches it afresh. A scrub (:meth:`CacheStore.scrub`) hashes every
+  entry regardless, for damage that leaves the stat alone.
+* **Placing a file** at a destination hard-links it when the filesystem allows (no copy: a 1 GiB hit
+  costs milliseconds) and copies otherwise, through a temporary name and a rename either way. A linked
+  destination shares the read-only object's inode, so writing to it fails for users other than root.
+
+Blocking throughout (file I/O, hashing, SQLite): the daemon calls it from worker threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import re
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import blake3
+
+from shoal.core.cache_export import ExportedFile, export_document
+from shoal.core.errors import CacheError, IntegrityError, LocalIOError, NotInCache, UsageError
+from shoal.core.eviction import Entry, Watermarks, plan_eviction
+from shoal.core.ids import canonical_url
+from shoal.core.units import format_bytes
+from shoal.storage.cache_index import CacheEntry, CacheIndex, TaskRecord
+
+DEFAULT_CAPACITY = 20 << 30
+ORPHAN_GRACE_SECONDS = 60.0
+"""An object file with no entry is removed only when older than this: another process may be between
+the rename that made it and the commit that records it."""
+STAGING_MAX_AGE = 7 * 86400.0
+"""Staging files (a download's part file kept for resuming) older than this are removed at start."""
+HASH_CHUNK = 16 << 20
+_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    used: int
+    """Bytes of cached files."""
+    reserved: int
+    """Bytes promised to downloads in progress."""
+    capacity: int
+    files: int
+
+    @property
+    def ratio(self) -> float:
+        return (self.used + self.reserved) / self.capacity if self.capacity else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciled:
+    dropped: tuple[str, ...]
+    """Entries whose file was missing or had the wrong size."""
+    orphans: int
+    """Object files with no entry, removed."""
+    staging: int
+    """Stale staging files removed."""
+    dead: int
+    """Uses and reservations of processes that are gone."""
+
+
+def stat_key(st: os.stat_result) -> str:
+    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+
+
+def hash_content(path: Path, *, sha256: bool = True) -> tuple[str, str]:
+    """(BLAKE3 hex, sha256 hex or "") of a file, read once per hash: BLAKE3 on every core in this thread,
+    sha256 beside it in another (both release the GIL)."""
+    sha_result: list[str] = []
+    sha_error: list[BaseException] = []
+
+    def run_sha256() -> None:
+        try:
+            with open(path, "rb") as f:
+                sha_result.append(hashlib.file_digest(f, "sha256").hexdigest())
+        except BaseException as exc:
+            sha_error.append(exc)
+
+    worker = threading.Thread(target=run_sha256, daemon=True) if sha256 else None
+    if worker is not None:
+        worker.start()
+    try:
+        hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+        buffer = bytearray(HASH_CHUNK)
+        view = memoryview(buffer)
+        with open(path, "rb", buffering=0) as f:
+            while n := f.readinto(buffer):
+                hasher.update(view[:n])
+    finally:
+        if worker is not None:
+            worker.join()
+    if sha_error:
+        raise sha_error[0]
+    return hasher.hexdigest(), (sha_result[0] if sha_result else "")
+
+
+def _io_error(action: str, path: Path, exc: OSError) -> LocalIOError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return LocalIOError(f"cannot {action} {path}: the disk is full", path=str(path))
+    return LocalIOError(f"cannot {action} {path}: {exc.strerror or exc}", path=str(path))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class CacheStore:
+    """Open with ``with CacheStore(index_path, storage_dir, capacity) as store:``. Thread-safe; several
+    processes may open the same cache."""
+
+    def __init__(
+        self,
+        index_path: Path,
+        storage_dir: Path,
+        capacity: int | None = None,
+        *,
+        watermarks: Watermarks | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if capacity is not None and capacity <= 0:
+            raise UsageError("the cache's capacity must be positive")
+        self.index = CacheIndex(Path(index_path))
+        self.storage = Path(storage_dir)
+        self.objects = self.storage / "objects"
+        self.staging = self.storage / "staging"
+        self._capacity = capacity
+        self.watermarks = watermarks or Watermarks()
+        self.clock = clock
+
+    def __enter__(self) -> CacheStore:
+        try:
+            for directory in (self.storage, self.objects, self.staging):
+                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _io_error("create", self.storage, exc) from None
+        self.index.__enter__()
+        if self._capacity is not None:
+            self.index.set_meta("capacity", str(self._capacity))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.index.__exit__()
+
+    @property
+    def capacity(self) -> int:
+        stored = self.index.get_meta("capacity")
+        return int(stored) if stored else (self._capacity or DEFAULT_CAPACITY)
+
+    def object_path(self, digest: str) -> Path:
+        return self.objects / digest[:2] / digest
+
+    # -- looking up ----------------------------------------------------------------------------------
+
+    def lookup(self, ident: str) -> CacheEntry | None:
+        """The entry an id names: a BLAKE3 digest (bare or ``blake3:HEX``) or ``sha256:HEX``."""
+        kind, _, value = ident.strip().lower().rpartition(":")
+        if not _HEX64.match(value) or kind not in ("", "blake3", "sha256"):
+            raise UsageError(f"not a cache id: {ident!r} (expected 64 hex digits, blake3:HEX or sha256:HEX)")
+        return self.index.by_sha256(value) if kind == "sha256" else self.index.get(value)
+
+    def entry(self, ident: str) -> CacheEntry:
+        found = self.lookup(ident)
+        if found is None:
+            raise NotInCache(f"no cache entry {ident}", digest=ident)
+        return found
+
+    def cached(self, ident: str) -> CacheEntry:
+        found = self.entry(ident)
+        if not found.cached:
+            raise NotInCache(f"{ident} is known but not on this node's disk", digest=found.digest)
+        return found
+
+    def by_url(self, url: str) -> CacheEntry | None:
+        return self.index.by_url(canonical_url(url))
+
+    def entries(self) -> list[CacheEntry]:
+        return self.index.entries()
+
+    def usage(self) -> Usage:
+        used, reserved, files = self.index.used()
+        return Usage(used, reserved, self.capacity, files)
+
+    # -- space ---------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def reserve(self, size: int) -> Iterator[int]:
+        """Promise ``size`` bytes, evicting least recently used entries if needed; the promise ends on exit
+        (or becomes the entry, through :meth:`adopt`). Raises CacheFull with nothing evicted."""
+        with self.index.transaction() as db:
+            used, reserved, _ = self.index.used(db)
+            candidates = [Entry(*row) for row in self.index.eviction_candidates(db)]
+            plan = plan_eviction(
+                candidates, used=used + reserved, incoming=size, capacity=self.capacity, watermarks=self.watermarks
+            )
+            for digest in plan:
+                self.index.mark_evicted(db, digest)
+            reservation = self.index.add_reservation(db, size)
+        for digest in plan:
+            self._unlink_object(digest)
+        try:
+            yield reservation
+        finally:
+            self.index.end_reservation(reservation)
+
+    # -- entering ------------------------------------------------------------------------------------
+
+    def staging_path(self, name: str) -> Path:
+        return self.staging / name
+
+    def put(self, path: Path, *, name: str | None = None, pin: bool = False, sources: Iterable[str] = ()) -> CacheEntry:
+        """Copy a local file into the cache; returns its entry (whose ``digest`` is the id)."""
+        path = Path(path)
+        try:
+            st = path.stat()
+        except OSError as exc:
+            raise _io_error("read", path, exc) from None
+        if not path.is_file():
+            raise UsageError(f"{path} is not a regular file")
+        tmp = self.staging / f"put-{secrets.token_hex(8)}"
+        with self.reserve(st.st_size) as reservation:
+            try:
+                try:
+                    shutil.copyfile(path, tmp)
+                    with open(tmp, "rb+") as f:
+                        os.fsync(f.fileno())
+                except OSError as exc:
+                    raise _io_error("copy into the cache", path, exc) from None
+                return self.adopt(tmp, name=name or path.name, pin=pin, sources=sources, reservation=reservation)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+
+    def adopt(
+        self,
+        tmp: Path,
+        *,
+        name: str,
+        sources: Iterable[str] = (),
+        pin: bool = False,
+        expected: str | None = None,
+        reservation: int | None = None,
+        task: TaskRecord | None = None,
+    ) -> CacheEntry:
+        """Move a complete, flushed staging file into the cache and record it (with the swarm task it was
+        fetched as, if any). ``expected`` is a BLAKE3 or ``sha256:`` id the content must match."""
+        try:
+            digest, sha256 = hash_content(tmp)
+            st = tmp.stat()
+        except OSError as exc:
+            raise _io_error("hash", tmp, exc) from None
+        if expected is not None:
+            kind, _, value = expected.lower().rpartition(":")
+            if value != (sha256 if kind == "sha256" else digest):
+                raise IntegrityError(
+                    f"the content does not match {expected}", expected=expected, actual=f"blake3:{digest}"
+                )
+        final = self.object_path(digest)
+        try:
+            os.chmod(tmp, 0o444)
+            final.parent.mkdir(mode=0o700, exist_ok=True)
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
+            key = stat_key(final.stat())
+        except OSError as exc:
+            raise _io_error("store", final, exc) from None
+        now = self.clock()
+        entry = CacheEntry(
+            digest=digest,
+            sha256=sha256,
+            size=st.st_size,
+            name=name,
+            added=now,
+            last_access=now,
+            pinned=pin,
+            cached=True,
+            verified_stat=key,
+            sources=tuple(canonical_url(u) for u in sources),
+        )
+        with self.index.transaction() as db:
+            self.index.insert(db, entry)
+            if reservation is not None:
+                self.index.end_reservation(reservation, db)
+        if task is not None:
+            self.index.record_task(replace(task, digest=digest))
+        return self.entry(digest)
+
+    # -- using ---------------------------------------------------------------------------------------
+
+    def verify(self, entry: CacheEntry, *, force: bool = False) -> bool:
+        """True when the entry's file is intact; a damaged or missing one is removed (the entry is kept as
+        known, with its sources, so it can be fetched again). Hashes only when the stat changed, or ``force``."""
+        path = self.object_path(entry.digest)
+        try:
+            key = stat_key(path.stat())
+            if not force and key == entry.verified_stat:
+                return True
+            digest, _ = hash_content(path, sha256=False)
+        except FileNotFoundError:
+            digest, key = "", ""
+        except OSError as exc:
+            raise _io_error("read", path, exc) from None
+        if digest != entry.digest:
+            self._drop(entry.digest)
+            return False
+        self.index.set_verified(entry.digest, key)
+        return True
+
+    @contextlib.contextmanager
+    def using(self, ident: str) -> Iterator[tuple[CacheEntry, Path]]:
+        """Hold an entry in use (it cannot be evicted) after verifying it; yields it and its file's path.
+        Raises NotInCache when it is not on disk or failed verification."""
+        entry = self.cached(ident)
+        use = self.index.add_use(entry.digest)
+        try:
+            if not self.verify(entry):
+                raise NotInCache(f"{entry.digest} was damaged on disk and has been removed", digest=entry.digest)
+            self.index.touch(entry.digest, self.clock())
+            yield entry, self.object_path(entry.digest)
+        finally:
+            self.index.end_use(use)
+
+    def place(self, ident: str, dest: Path) -> tuple[CacheEntry, bool]:
+        """Put an entry's file at ``dest`` (a hard link if possible, else a copy); (entry, linked)."""
+        dest = Path(dest)
+        with self.using(ident) as (entry, path):
+            tmp = dest.with_name(f".{dest.name}.shoal-{secrets.token_hex(4)}")
+            linked = True
+            try:
+                try:
+                    os.link(path, tmp)
+                except OSError as exc:
+                    if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                        raise
+                    linked = False
+                    shutil.copyfile(path, tmp)
+                    os.chmod(tmp, 0o644)
+                    with open(tmp, "rb+") as f:
+                        os.fsync(f.fileno())
+                os.replace(tmp, dest)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                raise _io_error("write", dest, exc) from None
+            if linked:
+                # A new link changes the inode's ctime: record it, or the next use would hash the file again.
+                with contextlib.suppress(OSError):
+                    self.index.set_verified(entry.digest, stat_key(path.stat()))
+        return entry, linked
+
+    # -- managing ------------------------------------------------------------------------------------
+
+    def evict(self, ident: str) -> CacheEntry:
+        entry = self.cached(ident)
+        if entry.pinned:
+            raise CacheError(f"{entry.digest} is pinned; unpin it first", digest=entry.digest)
+        if entry.in_use:
+            raise CacheError(f"{entry.digest} is in use", digest=entry.digest)
+        self._drop(entry.digest)
+        return entry
+
+    def pin(self, ident: str, pinned: bool = True) -> CacheEntry:
+        entry = self.cached(ident) if pinned else self.entry(ident)
+        self.index.set_pinned(entry.digest, pinned)
+        return self.entry(entry.digest)
+
+    def _drop(self, digest: str) -> None:
+        with self.index.transaction() as db:
+            self.index.mark_evicted(db, digest)
+        self._unlink_object(digest)
+
+    def _unlink_object(self, digest: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.object_path(digest).unlink()
+
+    def scrub(self) -> list[str]:
+        """Hash every cached file whole; the digests of the damaged ones, which are removed."""
+        return [e.digest for e in self.index.entries(cached_only=True) if not self.verify(e, force=True)]
+
+    def reconcile(self) -> Reconciled:
+        """Make the index and the files agree (run at start): drop entries whose file is missing or has the
+        wrong size, remove object files with no entry, stale staging files, and the uses and reservations
+        of processes that are gone."""
+        dead = self.index.clear_dead()
+        dropped = []
+        cached = {e.digest: e for e in self.index.entries(cached_only=True)}
+        for digest, entry in cached.items():
+            try:
+                size = self.object_path(digest).stat().st_size
+            except FileNotFoundError:
+                size = -1
+            if size != entry.size:
+                self._drop(digest)
+                dropped.append(digest)
+        now = time.time()
+        orphans = 0
+        for path in self.objects.glob("*/*"):
+            if path.name not in cached and now - path.stat().st_mtime > ORPHAN_GRACE_SECONDS:
+                with contextlib.suppress(FileNotFoundError):
+                    path.chmod(0o600)
+                    path.unlink()
+                    orphans += 1
+        staging = 0
+        for path in self.staging.iterdir():
+            limit = ORPHAN_GRACE_SECONDS if path.name.startswith("put-") else STAGING_MAX_AGE
+            if now - path.stat().st_mtime > limit:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    staging += 1
+        return Reconciled(tuple(dropped), orphans, staging, dead)
+
+    # -- syncing nodes -------------------------------------------------------------------------------
+
+    def export(self, *, since: float | None = None, node: str = "") -> dict[str, object]:
+        files = [
+            ExportedFile(
+                e.digest,
+                e.name,
+                e.size,
+                e.sha256,
+                e.added,
+                e.sources,
+                tuple(sorted({*e.holders, *([node] if node and e.cached else [])})),
+            )
+            for e in self.index.entries(since=since)
+        ]
+        return export_document(files, node=node, now=self.clock())
+
+    def import_files(self, files: list[ExportedFile]) -> int:
+        """Record what another node holds (validated already; see core.cache_export). All or nothing;
+        entries this node has keep their state. The number of new entries."""
+        added = 0
+        with self.index.transaction() as db:
+            for f in files:
+                entry = CacheEntry(
+                    f.digest, f.sha256, f.size, f.name, f.added, f.added, False, False, "", False, f.sources, f.peers
+                )
+                added += self.index.insert_known(db, entry)
+        return added
+
+
+def describe(usage: Usage) -> str:
+    return (
+        f"{format_bytes(usage.used + usage.reserved)} of {format_bytes(usage.capacity)} "
+        f"({usage.ratio:.1%}), {usage.files} files"
+    )
