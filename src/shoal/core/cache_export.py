@@ -35,6 +35,8 @@ from shoal.core.ids import canonical_url
 
 VERSION = 1
 MAX_FILES = 1_000_000
+_LARGEST = (1 << 63) - 1
+"""Sizes and times past this the index (SQLite) cannot record, nor Python's float hold exactly."""
 _HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
@@ -90,7 +92,7 @@ def _file(raw: Any, where: str) -> ExportedFile:
     if not isinstance(name, str) or not name or "/" in name or "\0" in name or name in (".", "..") or len(name) > 255:
         raise _fail(f"{where}.name", "must be a file name (no slashes, at most 255 characters)")
     size = raw.get("size")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= _LARGEST:
         raise _fail(f"{where}.size", "must be a non-negative integer")
     sha256 = raw.get("sha256")
     if not isinstance(sha256, str) or not _HEX64.match(sha256.lower()):
@@ -99,7 +101,9 @@ def _file(raw: Any, where: str) -> ExportedFile:
     if not isinstance(digest, str) or not _HEX64.match(digest.lower()):
         raise _fail(f"{where}.id", "must be 64 hex digits (a BLAKE3 digest)")
     added = raw.get("added")
-    if not isinstance(added, (int, float)) or isinstance(added, bool) or added < 0:
+    # The bound also refuses NaN and Infinity, which Python's json reads: the index cannot hold NaN, nor can an
+    # export write inf as a whole number.
+    if not isinstance(added, (int, float)) or isinstance(added, bool) or not 0 <= added <= _LARGEST:
         raise _fail(f"{where}.added", "must be a non-negative Unix time")
     sources = _urls(raw.get("sources"), f"{where}.sources")
     peers = _urls(raw.get("peers"), f"{where}.peers")
@@ -111,7 +115,7 @@ def parse_export(doc: Any) -> list[ExportedFile]:
     if not isinstance(doc, Mapping):
         raise _fail("document", "must be a JSON object")
     version = doc.get("version")
-    if version != VERSION:
+    if type(version) is not int or version != VERSION:  # not True, nor 1.0
         raise _fail("version", f"unknown version {version!r} (this Shoal reads version {VERSION})")
     files = doc.get("files")
     if not isinstance(files, list):

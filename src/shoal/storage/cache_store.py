@@ -240,6 +240,7 @@ class CacheStore:
     def put(self, path: Path, *, name: str | None = None, pin: bool = False, sources: Iterable[str] = ()) -> CacheEntry:
         """Copy a local file into the cache; returns its entry (whose ``digest`` is the id)."""
         path = Path(path)
+        sources = tuple(canonical_url(u) for u in sources)  # a bad URL is refused before anything is copied
         try:
             st = path.stat()
         except OSError as exc:
@@ -273,6 +274,8 @@ class CacheStore:
     ) -> CacheEntry:
         """Move a complete, flushed staging file into the cache and record it (with the swarm task it was
         fetched as, if any). ``expected`` is a BLAKE3 or ``sha256:`` id the content must match."""
+        # Before the file moves into objects/: a bad URL found after the rename would leave an orphan object.
+        sources = tuple(canonical_url(u) for u in sources)
         try:
             digest, sha256 = hash_content(tmp)
             st = tmp.stat()
@@ -286,6 +289,9 @@ class CacheStore:
                 )
         final = self.object_path(digest)
         try:
+            # A fresh mtime: reconcile() takes an object older than ORPHAN_GRACE_SECONDS with no entry for an
+            # orphan, and a part file's last write may be long past once a large file has been hashed.
+            os.utime(tmp)
             os.chmod(tmp, 0o444)
             final.parent.mkdir(mode=0o700, exist_ok=True)
             os.replace(tmp, final)
@@ -304,7 +310,7 @@ class CacheStore:
             pinned=pin,
             cached=True,
             verified_stat=key,
-            sources=tuple(canonical_url(u) for u in sources),
+            sources=sources,
         )
         with self.index.transaction() as db:
             self.index.insert(db, entry)
@@ -367,6 +373,9 @@ class CacheStore:
                     with open(tmp, "rb+") as f:
                         os.fsync(f.fileno())
                 os.replace(tmp, dest)
+                # When dest is already a link to the same object, rename(2) does nothing and leaves tmp.
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
             except OSError as exc:
                 with contextlib.suppress(OSError):
                     tmp.unlink()
