@@ -3,20 +3,50 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
+import shlex
 import signal
+import subprocess
 import sys
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import click
 
 from shoal.cli.main import configure_logging, run_or_exit
 from shoal.core.errors import UsageError
 from shoal.core.units import format_bytes, parse_rate
-from shoal.peer.api import GetResult, aget
+from shoal.daemon.client import DaemonClient
+from shoal.daemon.config import default_socket
 from shoal.peer.config import GetConfig
-from shoal.peer.engine import Stats
+from shoal.peer.request import parse_headers, resolve_destination
+
+if TYPE_CHECKING:
+    from shoal.peer.api import GetResult
+
+# Only what a cache hit through the daemon needs is imported at the top: the in-process download (aiohttp,
+# the engine) is imported when it runs, so a hit costs an interpreter start and one request.
+log = logging.getLogger("shoal.get")
+_DIGEST = re.compile(r"^sha256:[0-9a-fA-F]{64}$")
+
+
+class StatsLike(Protocol):
+    """A download's counters: the engine's Stats, or a daemon's progress line."""
+
+    @property
+    def total(self) -> int: ...
+    @property
+    def done(self) -> int: ...
+    @property
+    def from_origin(self) -> int: ...
+    @property
+    def from_peers(self) -> int: ...
+    @property
+    def peers(self) -> int: ...
 
 
 def _rate_option(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
@@ -60,7 +90,7 @@ class ProgressBar:
         # same 1024-based units as every other figure (rich's own speed column is decimal).
         self._samples: deque[tuple[float, int]] = deque(maxlen=RATE_WINDOW)
 
-    def __call__(self, stats: Stats) -> None:
+    def __call__(self, stats: StatsLike) -> None:
         self._samples.append((time.monotonic(), stats.done))
         (t0, done0), (t1, done1) = self._samples[0], self._samples[-1]
         rate = f"{format_bytes((done1 - done0) / (t1 - t0))}/s" if t1 > t0 else "?"
@@ -140,6 +170,14 @@ async def _cancellable(run: Callable[[], asyncio.Future[GetResult] | asyncio.Tas
     metavar="HOST:PORT",
     help="Where this peer serves pieces to others.",
 )
+@click.option(
+    "--socket",
+    "socket_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A running daemon's control socket [default: $SHOAL_DAEMON_SOCKET, /run/shoal/daemon.sock for root].",
+)
+@click.option("--no-daemon", is_flag=True, help="Download in this process even when a daemon runs.")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def get(
@@ -157,12 +195,23 @@ def get(
     site: str,
     rack: str,
     listen: str,
+    socket_path: Path | None,
+    no_daemon: bool,
     verbose: int,
     quiet: bool,
 ) -> None:
-    """Download URL through the swarm (from peers first, the origin once)."""
+    """Download URL through the swarm (from peers first, the origin once).
+
+    When a daemon runs on this host, it does the download into its cache (or answers from it at once) and
+    places the file; its own tracker, rates and locality apply, and it seeds the file for as long as it is
+    cached (--upload-time, --listen and the rate options are for downloads made in this process)."""
     configure_logging(verbose, quiet)
     show_bar = not quiet and sys.stderr.isatty()
+    client = None if no_daemon else DaemonClient(socket_path or default_socket())
+    if client is not None and client.running():
+        bar = ProgressBar(url.rsplit("/", 1)[-1] or url) if show_bar else None
+        run_or_exit(lambda: _through_daemon(client, url, output, dest_path, headers, digest, callback, quiet, bar))
+        return
 
     def report(result: GetResult) -> None:
         if bar is not None:
@@ -177,6 +226,7 @@ def get(
     bar = ProgressBar(url.rsplit("/", 1)[-1] or url) if show_bar else None
 
     def go() -> GetResult:
+        from shoal.peer.api import aget
 
         def run() -> asyncio.Task[GetResult]:
             return asyncio.ensure_future(
@@ -206,3 +256,40 @@ def get(
             return asyncio.run(_cancellable(run))
 
     run_or_exit(go)
+
+
+def _through_daemon(
+    client: DaemonClient,
+    url: str,
+    output: str | None,
+    dest_path: str | None,
+    headers: tuple[str, ...],
+    digest: str | None,
+    callback: str | None,
+    quiet: bool,
+    bar: ProgressBar | None,
+) -> None:
+    dest = resolve_destination(url, output, dest_path)
+    if digest is not None and not _DIGEST.match(digest):
+        raise UsageError(f"--digest takes sha256:HEX (64 hex digits), not {digest!r}")
+    if bar is not None:
+        with bar:
+            result = client.get(url, dest, headers=parse_headers(headers), digest=digest, progress=bar)
+    else:
+        result = client.get(url, dest, headers=parse_headers(headers), digest=digest)
+    if not quiet:
+        how = "hard link" if result["linked"] else "copy"
+        if result["hit"]:
+            detail = f"cache hit, {how}"
+        else:
+            origin, peers = format_bytes(result["bytes_from_origin"]), format_bytes(result["bytes_from_peers"])
+            detail = f"origin {origin}, peers {peers}; cached by the daemon, {how}"
+        click.echo(f"{dest}: {format_bytes(result['size'])} in {result['seconds']:.2f}s ({detail})", err=True)
+    if callback:
+        try:
+            code = subprocess.call([*shlex.split(callback), str(dest)])
+        except OSError as exc:
+            log.error("callback %r could not start: %s", callback, exc.strerror or exc)
+            return
+        if code != 0:
+            log.error("callback %r exited with status %d", callback, code)

@@ -52,6 +52,8 @@ class LazyGroup(click.Group):
         "get": "shoal.cli.get",
         "demo": "shoal.cli.demo",
         "seed": "shoal.cli.seed",
+        "daemon": "shoal.cli.daemon",
+        "cache": "shoal.cli.cache",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

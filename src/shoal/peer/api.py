@@ -15,22 +15,20 @@ import shlex
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from urllib.parse import unquote, urlsplit
+from pathlib import Path
 
 import aiohttp
 
-from shoal.core.errors import LocalIOError, UsageError
+from shoal.core.errors import UsageError
 from shoal.core.ids import canonical_url
 from shoal.core.units import parse_rate
 from shoal.peer.config import GetConfig
 from shoal.peer.engine import Download, Stats
+from shoal.peer.request import parse_headers, resolve_destination
 from shoal.peer.server import PieceServer, ServerConfig
 
 log = logging.getLogger("shoal.get")
 _DIGEST = re.compile(r"^sha256:[0-9a-fA-F]{64}$")
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_RESERVED_HEADERS = {"range", "if-range", "host", "content-length", "transfer-encoding", "connection"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,55 +41,6 @@ class GetResult:
     bytes_from_peers: int
     seconds: float
     task_id: str
-
-
-def file_name_from_url(url: str) -> str:
-    """The last path segment of the URL, decoded (like wget); ``index.html`` when the path ends in ``/``."""
-    path = unquote(urlsplit(canonical_url(url)).path)
-    name = "" if path.endswith("/") else PurePosixPath(path).name
-    return name if name not in ("", ".", "..") else "index.html"
-
-
-def resolve_destination(
-    url: str, output: str | os.PathLike[str] | None, dest_dir: str | os.PathLike[str] | None
-) -> Path:
-    """Where the file goes; the directory must exist and be writable."""
-    if output is not None and dest_dir is not None:
-        raise UsageError("give either an output file (-o) or a destination directory (--dest-path), not both")
-    if output is not None:
-        dest = Path(output)
-    else:
-        dest = Path(dest_dir or ".") / file_name_from_url(url)
-    dest = dest.absolute()
-    if dest.is_dir():
-        raise UsageError(f"{dest} is a directory; give a file name with -o or use --dest-path")
-    parent = dest.parent
-    if not parent.is_dir():
-        raise LocalIOError(f"destination directory {parent} does not exist", path=str(parent))
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise LocalIOError(f"destination directory {parent} is not writable", path=str(parent))
-    return dest
-
-
-def parse_headers(headers: Iterable[str] | Mapping[str, str] | None) -> dict[str, str]:
-    if headers is None:
-        return {}
-    items = headers.items() if isinstance(headers, Mapping) else (_split_header(h) for h in headers)
-    out = {}
-    for name, value in items:
-        if not _HEADER_NAME.match(name) or any(c in value for c in "\r\n\0"):
-            raise UsageError(f"malformed header {name!r}")
-        if name.lower() in _RESERVED_HEADERS:
-            raise UsageError(f"header {name!r} is managed by shoal and cannot be set")
-        out[name] = value
-    return out
-
-
-def _split_header(text: str) -> tuple[str, str]:
-    name, sep, value = text.partition(":")
-    if not sep or not name.strip():
-        raise UsageError(f"malformed header {text!r} (expected 'Name: value')")
-    return name.strip(), value.strip()
 
 
 def parse_listen(text: str) -> tuple[str, int]:

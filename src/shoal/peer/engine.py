@@ -32,6 +32,7 @@ import logging
 import random
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,7 @@ import aiohttp
 from shoal.core.bitfield import Bitfield
 from shoal.core.errors import (
     IntegrityError,
+    LocalIOError,
     OriginChanged,
     OriginError,
     ShoalError,
@@ -201,8 +203,13 @@ class Download:
         *,
         peer_id: str | None = None,
         rng: random.Random | None = None,
+        before_write: Callable[[Manifest], Awaitable[None]] | None = None,
     ) -> None:
+        """``before_write`` is awaited once the manifest is known and before anything is written (again
+        after a restart): the daemon's cache reserves the file's length there, and an error it raises
+        ends the download."""
         self.url = url
+        self.before_write = before_write
         self.config = config
         self.session = session
         self.server = server
@@ -379,6 +386,8 @@ class Download:
         manifest = self.manifest
         assert manifest is not None
         self.stats.total = manifest.length
+        if self.before_write is not None:
+            await self.before_write(manifest)
         self.part = PartFile(self.config.dest, self.task_id, manifest)
         resumed = await asyncio.to_thread(self.part.open)
         self.served = self.server.publish(
@@ -610,6 +619,8 @@ class Download:
             case RunEnded(source, unfetched, error, corrupt, busy, stale, completed_until, rate):
                 for index in unfetched:
                     self.inflight.discard(index)
+                if isinstance(error, LocalIOError):
+                    raise error  # our own disk failed (full, read-only): no other source can help
                 if source == "origin":
                     self.origin_busy -= 1
                     if completed_until is not None:

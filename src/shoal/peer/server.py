@@ -104,7 +104,13 @@ class PieceServer:
             else None
         )
         self._runner: web.AppRunner | None = None
+        self._routes: list[web.RouteDef] = []
         self.port = 0
+
+    def add_route(self, route: web.RouteDef) -> None:
+        """Serve one more route beside the piece routes (the daemon's whole-file content route); call
+        before start."""
+        self._routes.append(route)
 
     # -- registry ------------------------------------------------------------------------------------
 
@@ -194,6 +200,7 @@ class PieceServer:
         app.router.add_get("/v1/tasks/{task_id}/data", self._data)
         app.router.add_get("/v1/tasks/{task_id}/haves", self._haves)
         app.router.add_get("/v1/health", self._health)
+        app.router.add_routes(self._routes)
         return app
 
     async def start(self, host: str, port: int) -> int:

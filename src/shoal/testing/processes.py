@@ -109,3 +109,12 @@ def start_seeder(*dirs: Path, state_dir: Path, extra: Sequence[str] = ()) -> Ser
             *extra,
         )
     )
+
+
+def start_daemon(
+    cache_dir: Path, socket: Path, *, tracker: str | None = None, capacity: str = "1G", extra: Sequence[str] = ()
+) -> Service:
+    """``shoal daemon`` with its piece server on 127.0.0.1 (a free port); ``url`` is the piece server's."""
+    argv = ["daemon", "--cache-dir", str(cache_dir), "--socket", str(socket), "--capacity", capacity]
+    argv += ["--listen", "127.0.0.1:0", *(["--tracker", tracker] if tracker else []), *extra]
+    return start_service(shoal_argv(*argv))

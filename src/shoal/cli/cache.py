@@ -1,0 +1,329 @@
+"""``shoal cache``: look at and manage the node cache.
+
+Every command works on the cache's files and index directly (a daemon may be running on it at the same
+time: the index is shared safely). ``warm``, and ``get`` of an id that is not on disk, fetch through the
+running daemon when there is one, so the content is seeded afterwards; else in this process.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from shoal.cli.main import configure_logging, run_or_exit
+from shoal.core.errors import LocalIOError, UsageError
+from shoal.core.units import format_bytes
+from shoal.daemon.client import DaemonClient
+from shoal.daemon.config import default_cache_dir, default_socket, index_path
+from shoal.storage.cache_index import CacheEntry
+from shoal.storage.cache_store import CacheStore, describe
+
+T = TypeVar("T")
+
+
+class Options:
+    def __init__(self, cache_dir: Path, socket: Path, tracker: str | None) -> None:
+        self.cache_dir = cache_dir
+        self.socket = socket
+        self.tracker = tracker
+
+    @contextmanager
+    def store(self) -> Iterator[CacheStore]:
+        with CacheStore(index_path(self.cache_dir), self.cache_dir) as store:
+            yield store
+
+    def daemon(self) -> DaemonClient | None:
+        client = DaemonClient(self.socket)
+        return client if client.running() else None
+
+
+pass_options = click.make_pass_decorator(Options)
+
+
+def _run(action: Callable[[], T]) -> T:
+    result: T = run_or_exit(action)
+    return result
+
+
+def _when(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds).isoformat(sep=" ", timespec="seconds")
+
+
+def _entry_json(entry: CacheEntry) -> dict[str, Any]:
+    return {
+        "id": entry.digest,
+        "sha256": entry.sha256,
+        "name": entry.name,
+        "size": entry.size,
+        "added": entry.added,
+        "last_access": entry.last_access,
+        "pinned": entry.pinned,
+        "cached": entry.cached,
+        "in_use": entry.in_use,
+        "sources": list(entry.sources),
+        "peers": list(entry.holders),
+    }
+
+
+def _warm(options: Options, target: str) -> CacheEntry:
+    """Fetch into the cache through the daemon if one runs, else here; the entry."""
+    client = options.daemon()
+    if client is not None:
+        reply = client.warm(target)
+        with options.store() as store:
+            return store.entry(reply["entry"]["digest"])
+    from shoal.daemon.api import Cache
+
+    with Cache(index_path(options.cache_dir), options.cache_dir, tracker=options.tracker) as cache:
+        return cache.info(cache.warm_up(target))
+
+
+@click.group()
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The cache [default: $SHOAL_CACHE_DIR, /var/cache/shoal for root, else ~/.cache/shoal].",
+)
+@click.option(
+    "--socket",
+    "socket_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The daemon's control socket [default: $SHOAL_DAEMON_SOCKET, /run/shoal/daemon.sock for root].",
+)
+@click.option("--tracker", envvar="SHOAL_TRACKER", help="Tracker for fetches made without a daemon.")
+@click.option("-v", "--verbose", count=True)
+@click.pass_context
+def cache(
+    ctx: click.Context, cache_dir: Path | None, socket_path: Path | None, tracker: str | None, verbose: int
+) -> None:
+    """Look at and manage the node cache (ids: BLAKE3 hex, blake3:HEX or sha256:HEX)."""
+    configure_logging(verbose, False)
+    ctx.obj = Options((cache_dir or default_cache_dir()).absolute(), socket_path or default_socket(), tracker)
+
+
+@cache.command("ls")
+@click.option("--all", "show_all", is_flag=True, help="Also list entries known but not on disk.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@pass_options
+def ls(options: Options, show_all: bool, as_json: bool) -> None:
+    """List cached files, least recently used first."""
+
+    def go() -> None:
+        with options.store() as store:
+            entries = sorted(store.entries(), key=lambda e: e.last_access)
+        for e in entries:
+            if not (e.cached or show_all):
+                continue
+            if as_json:
+                click.echo(json.dumps(_entry_json(e)))
+                continue
+            flags = ("P" if e.pinned else "-") + ("U" if e.in_use else "-") + ("C" if e.cached else "-")
+            click.echo(f"{e.digest[:16]}  {flags}  {format_bytes(e.size):>10}  {_when(e.last_access)}  {e.name}")
+
+    _run(go)
+
+
+@cache.command()
+@click.argument("ident", metavar="ID")
+@pass_options
+def info(options: Options, ident: str) -> None:
+    """Everything known of one entry, as JSON."""
+
+    def go() -> None:
+        with options.store() as store:
+            click.echo(json.dumps(_entry_json(store.entry(ident)), indent=2))
+
+    _run(go)
+
+
+@cache.command()
+@click.argument("ident", metavar="ID")
+@pass_options
+def exists(options: Options, ident: str) -> None:
+    """Exit 0 when ID's file is on this node's disk, else 1; prints cached, known (not on disk) or absent."""
+
+    def go() -> bool:
+        with options.store() as store:
+            entry = store.lookup(ident)
+        click.echo("absent" if entry is None else "cached" if entry.cached else "known (not on disk)")
+        return entry is not None and entry.cached
+
+    sys.exit(0 if _run(go) else 1)
+
+
+@cache.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--pin", is_flag=True, help="Never evict it (until unpinned).")
+@pass_options
+def put(options: Options, path: Path, pin: bool) -> None:
+    """Copy FILE into the cache; prints its id."""
+
+    def go() -> None:
+        with options.store() as store:
+            click.echo(store.put(path, pin=pin).digest)
+
+    _run(go)
+
+
+@cache.command()
+@click.argument("target", metavar="URL|ID")
+@pass_options
+def warm(options: Options, target: str) -> None:
+    """Fetch URL (through the swarm) or ID (from its known sources) into the cache; prints the id."""
+    _run(lambda: click.echo(_warm(options, target).digest))
+
+
+@cache.command("get")
+@click.argument("ident", metavar="ID")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Write to PATH.")
+@pass_options
+def get_(options: Options, ident: str, output: Path) -> None:
+    """Place ID's file at PATH (a hard link on the same filesystem), fetching it first if needed."""
+
+    def go() -> None:
+        dest = output.absolute()
+        if not dest.parent.is_dir():
+            raise LocalIOError(f"destination directory {dest.parent} does not exist", path=str(dest.parent))
+        with options.store() as store:
+            entry = store.lookup(ident)
+        if entry is None or not entry.cached:
+            entry = _warm(options, ident)
+        with options.store() as store:
+            placed, linked = store.place(entry.digest, dest)
+        click.echo(f"{dest}: {format_bytes(placed.size)} ({'hard link' if linked else 'copy'})", err=True)
+
+    _run(go)
+
+
+@cache.command()
+@click.argument("ident", metavar="ID")
+@pass_options
+def evict(options: Options, ident: str) -> None:
+    """Remove ID's file from the cache (refused while pinned or in use)."""
+
+    def go() -> None:
+        with options.store() as store:
+            entry = store.evict(ident)
+        click.echo(f"evicted {entry.digest} ({format_bytes(entry.size)})")
+
+    _run(go)
+
+
+@cache.command()
+@click.argument("ident", metavar="ID")
+@pass_options
+def pin(options: Options, ident: str) -> None:
+    """Never evict ID (it stays until unpinned)."""
+
+    def go() -> None:
+        with options.store() as store:
+            click.echo(f"pinned {store.pin(ident, True).digest}")
+
+    _run(go)
+
+
+@cache.command()
+@click.argument("ident", metavar="ID")
+@pass_options
+def unpin(options: Options, ident: str) -> None:
+    """Let ID be evicted again."""
+
+    def go() -> None:
+        with options.store() as store:
+            click.echo(f"unpinned {store.pin(ident, False).digest}")
+
+    _run(go)
+
+
+@cache.command()
+@click.option("--json", "as_json", is_flag=True, help="As JSON.")
+@pass_options
+def usage(options: Options, as_json: bool) -> None:
+    """Used bytes, capacity and ratio."""
+
+    def go() -> None:
+        with options.store() as store:
+            u = store.usage()
+        if as_json:
+            fields = {k: getattr(u, k) for k in ("used", "reserved", "capacity", "files")}
+            click.echo(json.dumps({**fields, "ratio": u.ratio}))
+        else:
+            click.echo(describe(u))
+
+    _run(go)
+
+
+@cache.command()
+@pass_options
+def verify(options: Options) -> None:
+    """Hash every cached file whole; damaged ones are removed (and fetched again when next asked for)."""
+
+    def go() -> None:
+        with options.store() as store:
+            damaged = store.scrub()
+        for digest in damaged:
+            click.echo(f"damaged, removed: {digest}")
+        if damaged:
+            sys.exit(1)
+        click.echo("all cached files are intact")
+
+    _run(go)
+
+
+def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return datetime.datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither a Unix time nor an ISO 8601 date") from None
+
+
+@cache.command()
+@click.option("--since", callback=_since, metavar="T", help="Only entries added since T (Unix time or ISO date).")
+@pass_options
+def export(options: Options, since: float | None) -> None:
+    """Print the cache's entries as versioned JSON, for another node's `shoal cache import`."""
+
+    def go() -> None:
+        with options.store() as store:
+            doc = store.export(since=since, node=store.index.get_meta("node") or "")
+        json.dump(doc, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+
+    _run(go)
+
+
+@cache.command("import")
+@click.argument("source", type=click.File("rb"), metavar="FILE")
+@pass_options
+def import_(options: Options, source: Any) -> None:
+    """Record the entries of another node's export (FILE, or - for stdin) as known here; `warm ID` fetches
+    one. All or nothing: a malformed document changes nothing."""
+    from shoal.core.cache_export import parse_export
+
+    def go() -> None:
+        try:
+            doc = json.load(source)
+        except ValueError as exc:
+            raise UsageError(f"cannot import: not JSON ({exc}); nothing was imported") from None
+        files = parse_export(doc)
+        with options.store() as store:
+            added = store.import_files(files)
+        click.echo(f"imported {len(files)} entries ({added} new) at {_when(time.time())}")
+
+    _run(go)

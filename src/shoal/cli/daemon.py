@@ -1,0 +1,122 @@
+"""``shoal daemon``: run the host's long-running peer and its cache."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import click
+
+from shoal.cli.main import configure_logging, run_or_exit
+from shoal.core.errors import UsageError
+from shoal.core.units import format_bytes, parse_size
+from shoal.daemon.config import DaemonConfig, default_cache_dir, default_socket
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    try:
+        size = parse_size(value)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if size <= 0:
+        raise click.BadParameter("must be positive")
+    return size
+
+
+def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    return None if value is None else _size(ctx, param, value)
+
+
+def _listen(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise click.BadParameter(f"takes HOST:PORT, not {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+async def run_daemon(config: DaemonConfig) -> None:
+    from shoal.daemon.service import Daemon
+    from shoal.listen import until_signalled
+
+    async with Daemon(config) as daemon:
+        usage = daemon.store.usage()
+        # The piece server's URL first: with port 0 this line is how a script learns it (see shoal.listen.serve).
+        print(
+            f"daemon listening on http://{config.listen_host}:{daemon.server.port} (control socket {config.socket}; "
+            f"cache {config.cache_dir}, {format_bytes(usage.used)} of {format_bytes(usage.capacity)}; "
+            f"tracker {config.tracker or 'none'})",
+            flush=True,
+        )
+        await until_signalled()
+
+
+@click.command()
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the cache lives [default: $SHOAL_CACHE_DIR, /var/cache/shoal for root, else ~/.cache/shoal].",
+)
+@click.option(
+    "--capacity", default="20G", show_default=True, callback=_size, help="Bytes the cache may hold (1024-based)."
+)
+@click.option("--tracker", envvar="SHOAL_TRACKER", help="Tracker URL (default: $SHOAL_TRACKER; none: origin only).")
+@click.option("--site", default="", help="Locality label: prefer peers of this site.")
+@click.option("--rack", default="", help="Locality label: prefer peers of this rack.")
+@click.option(
+    "--listen",
+    default="0.0.0.0:0",
+    show_default=True,
+    callback=_listen,
+    metavar="HOST:PORT",
+    help="Where the piece server serves other peers.",
+)
+@click.option(
+    "--socket",
+    "socket_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Control socket [default: $SHOAL_DAEMON_SOCKET, /run/shoal/daemon.sock for root].",
+)
+@click.option("--download-rate", callback=_rate, metavar="RATE", help="Cap each download at RATE bytes/s.")
+@click.option("--upload-rate", callback=_rate, metavar="RATE", help="Cap uploads to peers at RATE bytes/s.")
+@click.option(
+    "--scrub-interval",
+    type=click.FloatRange(min=0),
+    default=DaemonConfig.scrub_interval,
+    show_default=True,
+    help="Seconds between full re-hashes of every cached file (0: never).",
+)
+@click.option("-v", "--verbose", count=True)
+def daemon(
+    cache_dir: Path | None,
+    capacity: int,
+    tracker: str | None,
+    site: str,
+    rack: str,
+    listen: tuple[str, int],
+    socket_path: Path | None,
+    download_rate: int | None,
+    upload_rate: int | None,
+    scrub_interval: float,
+    verbose: int,
+) -> None:
+    """Run the host's long-running peer: a bounded cache whose content it serves to the swarm for as long
+    as it is cached. `shoal get` hands its downloads to it."""
+    configure_logging(verbose, False)
+    if tracker is not None and not tracker.startswith(("http://", "https://")):
+        raise click.BadParameter(f"{tracker!r} is not an http(s) URL", param_hint="--tracker")
+    config = DaemonConfig(
+        cache_dir=(cache_dir or default_cache_dir()).absolute(),
+        capacity=capacity,
+        tracker=tracker,
+        site=site,
+        rack=rack,
+        listen_host=listen[0],
+        listen_port=listen[1],
+        socket=(socket_path or default_socket()).absolute(),
+        download_rate=download_rate,
+        upload_rate=upload_rate,
+        scrub_interval=scrub_interval,
+    )
+    run_or_exit(lambda: asyncio.run(run_daemon(config)))

@@ -1,0 +1,71 @@
+"""Configuration of ``shoal daemon``: every field documented, every default here, and the default places of
+the cache and the control socket (which ``shoal get`` and ``shoal cache`` share, so this module stays
+light: no aiohttp, no SQL)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_CAPACITY = 20 << 30
+
+
+def default_cache_dir() -> Path:
+    """``$SHOAL_CACHE_DIR``; else /var/cache/shoal for root, ``$XDG_CACHE_HOME/shoal`` (~/.cache/shoal)
+    for other users."""
+    if env := os.environ.get("SHOAL_CACHE_DIR"):
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/cache/shoal")
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "shoal"
+
+
+def default_socket() -> Path:
+    """``$SHOAL_DAEMON_SOCKET``; else /run/shoal/daemon.sock for root, ``$XDG_RUNTIME_DIR/shoal/daemon.sock``
+    (or /tmp/shoal-UID/daemon.sock) for other users."""
+    if env := os.environ.get("SHOAL_DAEMON_SOCKET"):
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/run/shoal/daemon.sock")
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    base = Path(runtime) / "shoal" if runtime else Path(f"/tmp/shoal-{os.geteuid()}")
+    return base / "daemon.sock"
+
+
+def index_path(cache_dir: Path) -> Path:
+    return cache_dir / "index.sqlite"
+
+
+# No slots: the class attributes must stay readable as the defaults (the CLI shows them).
+@dataclass(frozen=True)
+class DaemonConfig:
+    cache_dir: Path
+    """Where the cache lives: ``index.sqlite``, ``objects/`` and ``staging/``. Destinations on the same
+    filesystem get hard links instead of copies."""
+    capacity: int = DEFAULT_CAPACITY
+    """Bytes the cache may hold, downloads in progress included."""
+    tracker: str | None = None
+    """Tracker base URL; None fetches straight from origins and seeds nothing."""
+    site: str = ""
+    """Locality label announced to the tracker."""
+    rack: str = ""
+    """Locality label announced to the tracker."""
+    listen_host: str = "0.0.0.0"
+    """Address of the piece server other peers fetch from; a specific address is also what they are told."""
+    listen_port: int = 0
+    """Port of the piece server; 0 picks a free one."""
+    socket: Path = Path("daemon.sock")
+    """The control socket (mode 0600: only this user may talk to the daemon)."""
+    download_rate: int | None = None
+    """Bytes per second for each download; None for no limit."""
+    upload_rate: int | None = None
+    """Bytes per second for serving peers, all tasks together; None for no limit."""
+    max_uploads: int = 32
+    """Concurrent piece uploads before the piece server answers 503."""
+    fallback: bool = True
+    """Fetch straight from the origin when the tracker cannot be reached (a daemon must keep working)."""
+    scrub_interval: float = 86400.0
+    """Seconds between full re-hashes of every cached file (0: never), for damage a stat does not show."""
+    reseed_seconds: float = 5.0
+    """Retry delay when the tracker cannot be reached while seeding."""

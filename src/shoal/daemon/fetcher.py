@@ -1,0 +1,188 @@
+"""Downloads into the cache: one swarm download per URL however many requests ask for it at once.
+
+A fetch reserves the file's length in the cache as soon as the manifest is known (evicting if it must,
+failing with CacheFull before a byte is written), downloads through the swarm into ``staging/`` (the part
+file is named after the task, so a daemon killed mid-download resumes from its verified pieces when the
+URL is asked for again), then hashes the file and moves it into the cache, and hands the task to
+:class:`~shoal.daemon.seeding.Seeding` so the host keeps serving it for as long as it is cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
+
+import aiohttp
+
+from shoal.core.errors import IntegrityError, LocalIOError, NotInCache, ShoalError
+from shoal.core.ids import canonical_url, task_id_for_url
+from shoal.core.manifest import Manifest
+from shoal.daemon.config import DaemonConfig
+from shoal.daemon.seeding import Seeding
+from shoal.peer.config import GetConfig
+from shoal.peer.engine import Download, Stats
+from shoal.peer.request import file_name_from_url
+from shoal.peer.server import PieceServer
+from shoal.storage.cache_index import CacheEntry, TaskRecord
+from shoal.storage.cache_store import CacheStore
+
+log = logging.getLogger("shoal.daemon")
+
+
+@dataclass(eq=False)
+class Fetch:
+    """One download into the cache; every request for the same URL waits on the same one."""
+
+    url: str
+    stats: Stats = field(default_factory=Stats)
+    result: asyncio.Future[CacheEntry] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class Fetcher:
+    def __init__(
+        self,
+        config: DaemonConfig,
+        store: CacheStore,
+        session: aiohttp.ClientSession,
+        server: PieceServer,
+        seeding: Seeding | None,
+        *,
+        peer_id: str,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.session = session
+        self.server = server
+        self.seeding = seeding
+        self.peer_id = peer_id
+        self._fetches: dict[str, Fetch] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def fetch(self, url: str, *, headers: Mapping[str, str], expected: str | None = None) -> Fetch:
+        """Start (or join) the download of ``url`` into the cache. ``expected``: a BLAKE3 or ``sha256:``
+        id the content must have."""
+        key = task_id_for_url(url)
+        current = self._fetches.get(key)
+        if current is not None and not current.result.done():
+            return current
+        fetch = Fetch(canonical_url(url))
+        # A failure nobody waits for any more (the asking client went away) is logged, not warned about.
+        fetch.result.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._fetches[key] = fetch
+        task = asyncio.create_task(self._run(fetch, key, dict(headers), expected))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return fetch
+
+    async def warm(self, target: str, follow: Callable[[Fetch], Awaitable[CacheEntry]]) -> CacheEntry:
+        """Make sure ``target`` (a URL, or a cache id) is cached and intact, fetching it if not; ``follow``
+        waits for a fetch (showing its progress). An id is fetched from the URLs it was seen at, then from
+        the nodes an import said hold it, and must hash to the id."""
+        if target.startswith(("http://", "https://")):
+            return await follow(self.fetch(target, headers={}))
+        entry = await asyncio.to_thread(self.store.entry, target)
+        if entry.cached and await asyncio.to_thread(self._intact, entry.digest):
+            return entry
+        urls = [*entry.sources, *(f"{peer.rstrip('/')}/v1/content/{entry.digest}" for peer in entry.holders)]
+        if not urls:
+            raise NotInCache(f"{target} is not cached and no source for it is known", digest=entry.digest)
+        failure: ShoalError | None = None
+        for url in urls:
+            try:
+                return await follow(self.fetch(url, headers={}, expected=entry.digest))
+            except ShoalError as exc:
+                log.warning("fetching %s from %s failed: %s", entry.digest[:16], url, exc)
+                failure = exc
+        assert failure is not None
+        raise failure
+
+    def _intact(self, digest: str) -> bool:
+        """Verify a cached entry (a damaged one is removed)."""
+        try:
+            with self.store.using(digest):
+                return True
+        except NotInCache:
+            return False
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _run(self, fetch: Fetch, key: str, headers: dict[str, str], expected: str | None) -> None:
+        try:
+            entry = await self._download(fetch, key, headers, expected)
+        except asyncio.CancelledError:
+            fetch.result.cancel()
+            raise
+        except Exception as exc:
+            fetch.result.set_exception(exc)
+            return
+        fetch.result.set_result(entry)
+        log.info("cached %s as %s", fetch.url, entry.digest[:16])
+
+    async def _download(self, fetch: Fetch, key: str, headers: dict[str, str], expected: str | None) -> CacheEntry:
+        config = GetConfig(
+            dest=self.store.staging_path(key),
+            tracker=self.config.tracker,
+            headers={"Accept-Encoding": "identity", **headers},
+            download_rate=self.config.download_rate,
+            upload_time=0,
+            fallback=self.config.fallback,
+            site=self.config.site,
+            rack=self.config.rack,
+            listen_host=self.config.listen_host,
+            listen_port=self.server.port,
+        )
+        with contextlib.ExitStack() as reservations:
+
+            async def reserve(manifest: Manifest) -> None:
+                reservations.close()  # a restart (the origin changed) reserves the new length instead
+                await asyncio.to_thread(reservations.enter_context, self.store.reserve(manifest.length))
+
+            download = Download(
+                fetch.url, config, self.session, self.server, peer_id=self.peer_id, before_write=reserve
+            )
+            fetch.stats = download.stats
+            try:
+                completed = await download.run()
+                seeded = self.seeding is not None and not download.direct
+                record = TaskRecord(
+                    download.task_id,
+                    "",
+                    fetch.url,
+                    completed.generation,
+                    completed.manifest.length,
+                    completed.manifest.identity.etag,
+                    completed.manifest.identity.last_modified,
+                )
+                entry = await asyncio.to_thread(
+                    self.store.adopt,
+                    completed.path,
+                    name=file_name_from_url(fetch.url),
+                    sources=[fetch.url],
+                    expected=expected,
+                    task=record if seeded else None,
+                )
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(download.leave())
+                if isinstance(exc, IntegrityError):
+                    completed.path.unlink(missing_ok=True)  # verified piece by piece, but not what was asked for
+                elif isinstance(exc, LocalIOError) and download.part is not None:
+                    # The cache's disk is full or failing: give the space back rather than keep the part
+                    # file for a resume.
+                    await asyncio.to_thread(download.part.discard)
+                raise
+        if seeded:
+            # The piece server now serves the file from the cache; the download's own entry pointed at
+            # the staging path it was renamed from.
+            assert self.seeding is not None
+            self.seeding.add(replace(record, digest=entry.digest))
+        else:
+            with contextlib.suppress(Exception):
+                await download.leave()
+        return entry

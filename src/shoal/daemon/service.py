@@ -1,0 +1,174 @@
+"""``shoal daemon``: the long-running peer of a host. Its parts, started in this order and stopped in reverse:
+
+    cache store ── reconciled with its files at start (orphans removed, missing files dropped)
+    piece server ── serves every cached task's pieces to peers, and whole files at /v1/content/{id}
+    seeding ── keeps each cached task announced to the tracker for as long as it is cached
+    fetcher ── one swarm download per URL into the cache, however many requests ask at once
+    control API ── the Unix socket ``shoal get`` and ``shoal cache warm`` talk to
+    scrub ── re-hashes every cached file every ``scrub_interval``
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from shoal.core.errors import LocalIOError, UsageError
+from shoal.daemon.config import DaemonConfig, index_path
+from shoal.daemon.control import Control
+from shoal.daemon.fetcher import Fetcher
+from shoal.daemon.seeding import Seeding
+from shoal.peer.server import PieceServer, ServerConfig
+from shoal.peer.tracker_client import TrackerClient
+from shoal.storage.cache_store import CacheStore, describe
+
+log = logging.getLogger("shoal.daemon")
+
+
+class Daemon:
+    """``async with Daemon(config) as daemon:`` starts every part; leaving the block stops them."""
+
+    def __init__(self, config: DaemonConfig) -> None:
+        self.config = config
+        self.peer_id = "daemon-" + secrets.token_hex(8)
+        self.store = CacheStore(index_path(config.cache_dir), config.cache_dir, config.capacity)
+        self.server = PieceServer(ServerConfig(max_uploads=config.max_uploads, upload_rate=config.upload_rate))
+        self.seeding: Seeding | None = None
+        self.fetcher: Fetcher | None = None
+        self.node_url = ""
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> Daemon:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    async def _start(self) -> None:
+        config, stack = self.config, self._stack
+        await asyncio.to_thread(self.store.__enter__)
+        stack.callback(self.store.__exit__)
+        reconciled = await asyncio.to_thread(self.store.reconcile)
+        if reconciled.dropped or reconciled.orphans or reconciled.staging or reconciled.dead:
+            log.warning("cache reconciled: %s", reconciled)
+        self.server.add_route(web.get("/v1/content/{digest}", self._content))
+        try:
+            await self.server.start(config.listen_host, config.listen_port)
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {config.listen_host}:{config.listen_port}: {exc.strerror}") from None
+        stack.push_async_callback(self.server.stop)
+        host = config.listen_host if config.listen_host not in ("0.0.0.0", "::", "") else socket.getfqdn()
+        self.node_url = f"http://{host}:{self.server.port}"
+        await asyncio.to_thread(self.store.index.set_meta, "node", self.node_url)
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=128, limit_per_host=16), auto_decompress=False, read_bufsize=1 << 20
+        )
+        stack.push_async_callback(session.close)
+        if config.tracker:
+            announce_host = "" if config.listen_host in ("0.0.0.0", "::", "") else config.listen_host
+            self.seeding = Seeding(
+                self.store,
+                self.server,
+                TrackerClient(config.tracker, session),
+                peer_id=self.peer_id,
+                host=announce_host,
+                site=config.site,
+                rack=config.rack,
+                retry_seconds=config.reseed_seconds,
+            )
+            await self.seeding.start()
+            stack.push_async_callback(self.seeding.stop)
+        self.fetcher = Fetcher(config, self.store, session, self.server, self.seeding, peer_id=self.peer_id)
+        stack.push_async_callback(self.fetcher.stop)
+        runner = web.AppRunner(Control(self.store, self.fetcher, self.status).app(), access_log=None)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        await _bind_control(runner, config.socket)
+        stack.callback(_unlink_quietly, config.socket)
+        if config.scrub_interval > 0:
+            scrub = asyncio.create_task(self._scrub_every(config.scrub_interval))
+            stack.callback(scrub.cancel)
+        log.info("cache %s: %s", config.cache_dir, describe(self.store.usage()))
+
+    def status(self) -> dict[str, Any]:
+        usage = self.store.usage()
+        return {
+            "cache_dir": str(self.config.cache_dir),
+            "node": self.node_url,
+            "peer_port": self.server.port,
+            "used": usage.used,
+            "reserved": usage.reserved,
+            "capacity": usage.capacity,
+            "files": usage.files,
+            "seeding": self.seeding.task_ids if self.seeding else [],
+            "uploading": len(self.server.tasks),
+        }
+
+    async def _content(self, request: web.Request) -> web.StreamResponse:
+        """A whole cached file by id, for nodes syncing from this one's export (they verify its digest).
+        Ranges and If-Range come from FileResponse; its ETag (mtime and size) is stable, objects never change."""
+        digest = request.match_info["digest"]
+        try:
+            entry = await asyncio.to_thread(self.store.lookup, digest)
+        except UsageError as exc:
+            raise web.HTTPBadRequest(reason=str(exc)) from None
+        if entry is None or not entry.cached:
+            raise web.HTTPNotFound(reason="not cached here")
+        return web.FileResponse(self.store.object_path(entry.digest), chunk_size=1 << 20)
+
+    async def _scrub_every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            damaged = await asyncio.to_thread(self.store.scrub)
+            if damaged:
+                log.warning("scrub removed %d damaged files: %s", len(damaged), ", ".join(d[:16] for d in damaged))
+
+
+async def _bind_control(runner: web.AppRunner, path: Path) -> None:
+    """Listen on the control socket, created with mode 0600 in a directory only this user may enter."""
+    _prepare_socket_path(path)
+    old_umask = os.umask(0o177)  # the socket is born 0600: no window in which another user could connect
+    try:
+        await web.UnixSite(runner, str(path)).start()
+    except OSError as exc:
+        raise LocalIOError(f"cannot listen on {path}: {exc.strerror}", path=str(path)) from None
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+
+
+def _prepare_socket_path(path: Path) -> None:
+    """Create the socket's directory (0700); remove a stale socket, refuse a live one."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LocalIOError(f"cannot create {path.parent}: {exc.strerror}", path=str(path.parent)) from None
+    if path.exists():
+        probe = socket.socket(socket.AF_UNIX)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # a stale socket of a daemon that died
+        else:
+            raise UsageError(f"a daemon is already listening on {path}")
+        finally:
+            probe.close()
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
