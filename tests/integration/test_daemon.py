@@ -89,6 +89,10 @@ def test_a_second_get_is_a_cache_hit_with_no_network(
     assert (tmp_path / "b.bin").stat().st_ino == obj.stat().st_ino
     assert stat.S_IMODE(obj.stat().st_mode) == 0o444
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".b.bin")]  # no temporary left beside it
+    (tmp_path / "sub").mkdir()
+    dotted = node.get(o.url("file.bin"), tmp_path / "sub" / ".." / "c.bin")  # normalised before it is sent
+    assert dotted.returncode == 0, dotted.stderr
+    assert (tmp_path / "c.bin").stat().st_ino == obj.stat().st_ino
 
 
 def test_the_daemon_seeds_what_it_caches_across_a_restart(

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import click
 
-from shoal.cli.main import configure_logging, run_or_exit
+from shoal.cli.main import configure_logging, run_or_exit, socket_option
 from shoal.core.errors import LocalIOError, UsageError
 from shoal.core.units import format_bytes
 from shoal.daemon.client import DaemonClient
@@ -57,29 +57,13 @@ def _when(seconds: float) -> str:
     return datetime.datetime.fromtimestamp(seconds).isoformat(sep=" ", timespec="seconds")
 
 
-def _entry_json(entry: CacheEntry) -> dict[str, Any]:
-    return {
-        "id": entry.digest,
-        "sha256": entry.sha256,
-        "name": entry.name,
-        "size": entry.size,
-        "added": entry.added,
-        "last_access": entry.last_access,
-        "pinned": entry.pinned,
-        "cached": entry.cached,
-        "in_use": entry.in_use,
-        "sources": list(entry.sources),
-        "peers": list(entry.holders),
-    }
-
-
 def _warm(options: Options, target: str) -> CacheEntry:
     """Fetch into the cache through the daemon if one runs, else here; the entry."""
     client = options.daemon()
     if client is not None:
         reply = client.warm(target)
         with options.store() as store:
-            return store.entry(reply["entry"]["digest"])
+            return store.entry(reply["entry"]["id"])
     from shoal.daemon.api import Cache
 
     with Cache(index_path(options.cache_dir), options.cache_dir, tracker=options.tracker) as cache:
@@ -93,13 +77,7 @@ def _warm(options: Options, target: str) -> CacheEntry:
     default=None,
     help="The cache [default: $SHOAL_CACHE_DIR, /var/cache/shoal for root, else ~/.cache/shoal].",
 )
-@click.option(
-    "--socket",
-    "socket_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="The daemon's control socket [default: $SHOAL_DAEMON_SOCKET, /run/shoal/daemon.sock for root].",
-)
+@socket_option
 @click.option("--tracker", envvar="SHOAL_TRACKER", help="Tracker for fetches made without a daemon.")
 @click.option("-v", "--verbose", count=True)
 @click.pass_context
@@ -125,7 +103,7 @@ def ls(options: Options, show_all: bool, as_json: bool) -> None:
             if not (e.cached or show_all):
                 continue
             if as_json:
-                click.echo(json.dumps(_entry_json(e)))
+                click.echo(json.dumps(e.to_json()))
                 continue
             flags = ("P" if e.pinned else "-") + ("U" if e.in_use else "-") + ("C" if e.cached else "-")
             click.echo(f"{e.digest[:16]}  {flags}  {format_bytes(e.size):>10}  {_when(e.last_access)}  {e.name}")
@@ -141,7 +119,7 @@ def info(options: Options, ident: str) -> None:
 
     def go() -> None:
         with options.store() as store:
-            click.echo(json.dumps(_entry_json(store.entry(ident)), indent=2))
+            click.echo(json.dumps(store.entry(ident).to_json(), indent=2))
 
     _run(go)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from shoal.cli.main import configure_logging, run_or_exit
+from shoal.cli.main import configure_logging, run_or_exit, socket_option
 from shoal.core.errors import UsageError
 from shoal.core.units import format_bytes, parse_size
 from shoal.daemon.config import DaemonConfig, default_cache_dir, default_socket
@@ -71,13 +71,7 @@ async def run_daemon(config: DaemonConfig) -> None:
     metavar="HOST:PORT",
     help="Where the piece server serves other peers.",
 )
-@click.option(
-    "--socket",
-    "socket_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Control socket [default: $SHOAL_DAEMON_SOCKET, /run/shoal/daemon.sock for root].",
-)
+@socket_option
 @click.option("--download-rate", callback=_rate, metavar="RATE", help="Cap each download at RATE bytes/s.")
 @click.option("--upload-rate", callback=_rate, metavar="RATE", help="Cap uploads to peers at RATE bytes/s.")
 @click.option(

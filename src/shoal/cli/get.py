@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import click
 
-from shoal.cli.main import configure_logging, run_or_exit
+from shoal.cli.main import configure_logging, run_or_exit, socket_option
 from shoal.core.errors import UsageError
 from shoal.core.units import format_bytes, parse_rate
 from shoal.daemon.client import DaemonClient
@@ -170,13 +170,7 @@ async def _cancellable(run: Callable[[], asyncio.Future[GetResult] | asyncio.Tas
     metavar="HOST:PORT",
     help="Where this peer serves pieces to others.",
 )
-@click.option(
-    "--socket",
-    "socket_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="A running daemon's control socket [default: $SHOAL_DAEMON_SOCKET, /run/shoal/daemon.sock for root].",
-)
+@socket_option
 @click.option("--no-daemon", is_flag=True, help="Download in this process even when a daemon runs.")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")

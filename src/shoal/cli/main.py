@@ -19,11 +19,24 @@ import importlib
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 
 from shoal.core.errors import ShoalError
+
+
+def socket_option(command: Any) -> Any:
+    """``--socket PATH``: the daemon's control socket, shared by `daemon`, `get` and `cache`."""
+    return click.option(
+        "--socket",
+        "socket_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="The daemon's control socket [default: $SHOAL_DAEMON_SOCKET, /run/shoal/daemon.sock for root, "
+        "else $XDG_RUNTIME_DIR/shoal/daemon.sock].",
+    )(command)
 
 
 def configure_logging(verbose: int, quiet: bool) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -112,7 +113,9 @@ class DaemonClient:
         progress: Callable[[Progress], None] | None = None,
     ) -> dict[str, Any]:
         """Have the daemon place ``url``'s file at ``dest`` (absolute); returns its result."""
-        body = {"url": url, "dest_dir": str(dest.parent), "name": dest.name, "headers": headers or {}, "digest": digest}
+        # Normalised here: the daemon refuses a directory with "." or ".." in it rather than guess.
+        directory = os.path.normpath(dest.parent)
+        body = {"url": url, "dest_dir": directory, "name": dest.name, "headers": headers or {}, "digest": digest}
         return self._stream("/v1/get", body, progress)
 
     def warm(self, target: str, *, progress: Callable[[Progress], None] | None = None) -> dict[str, Any]:

@@ -23,7 +23,6 @@ import socket
 import struct
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -89,12 +88,6 @@ def _stats(stats: Stats) -> dict[str, int]:
         "from_peers": stats.from_peers,
         "peers": stats.peers,
     }
-
-
-def _entry_json(entry: CacheEntry) -> dict[str, Any]:
-    out = asdict(entry)
-    out["sources"], out["holders"] = list(entry.sources), list(entry.holders)
-    return out
 
 
 class Control:
@@ -170,7 +163,7 @@ class Control:
 
         async def run(progress: Callable[[Stats], Awaitable[None]]) -> dict[str, Any]:
             entry = await self.fetcher.warm(target, lambda fetch: self._follow(fetch, progress))
-            return {"entry": _entry_json(entry)}
+            return {"entry": entry.to_json()}
 
         return await self._stream(request, run)
 

@@ -102,6 +102,22 @@ class CacheEntry:
     sources: tuple[str, ...] = ()
     holders: tuple[str, ...] = ()
 
+    def to_json(self) -> dict[str, object]:
+        """The entry as ``shoal cache info`` and the daemon's control API show it."""
+        return {
+            "id": self.digest,
+            "sha256": self.sha256,
+            "name": self.name,
+            "size": self.size,
+            "added": self.added,
+            "last_access": self.last_access,
+            "pinned": self.pinned,
+            "cached": self.cached,
+            "in_use": self.in_use,
+            "sources": list(self.sources),
+            "peers": list(self.holders),
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class TaskRecord:

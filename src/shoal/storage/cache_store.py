@@ -433,7 +433,7 @@ class CacheStore:
         now = time.time()
         orphans = 0
         for path in self.objects.glob("*/*"):
-            if path.name not in cached and now - path.stat().st_mtime > ORPHAN_GRACE_SECONDS:
+            if path.name not in cached and _age(path, now) > ORPHAN_GRACE_SECONDS:
                 with contextlib.suppress(FileNotFoundError):
                     path.chmod(0o600)
                     path.unlink()
@@ -441,7 +441,7 @@ class CacheStore:
         staging = 0
         for path in self.staging.iterdir():
             limit = ORPHAN_GRACE_SECONDS if path.name.startswith("put-") else STAGING_MAX_AGE
-            if now - path.stat().st_mtime > limit:
+            if _age(path, now) > limit:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
                     staging += 1
@@ -475,6 +475,14 @@ class CacheStore:
                 )
                 added += self.index.insert_known(db, entry)
         return added
+
+
+def _age(path: Path, now: float) -> float:
+    """Seconds since the file was last modified; 0 for one that is already gone (another process won)."""
+    try:
+        return now - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def describe(usage: Usage) -> str:
