@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -397,3 +398,26 @@ def test_socket_probe_helper_sees_a_stale_socket_as_no_daemon(tmp_path: Path) ->
     s.bind(str(path))
     s.close()  # the file stays; nobody listens
     assert not DaemonClient(path).running()
+
+
+def test_a_digest_names_content_whatever_the_url_and_a_wrong_one_places_nothing(
+    origin: Callable[..., Origin],
+    daemon: Callable[..., Daemon],
+    tmp_path: Path,
+    make_file: Callable[[Path, int], bytes],
+) -> None:
+    o = origin()
+    data = make_file(o.root / "file.bin", 2 * MiB)
+    node = daemon()
+    wrong = node.get(o.url("file.bin"), tmp_path / "wrong.bin", "--digest", "sha256:" + "0" * 64)
+    assert wrong.returncode == 5, wrong.stderr
+    assert not (tmp_path / "wrong.bin").exists()
+    assert node.objects() == [] and not list((node.cache_dir / "staging").iterdir())
+    right = "sha256:" + hashlib.sha256(data).hexdigest()
+    assert node.get(o.url("file.bin"), tmp_path / "a.bin", "--digest", right).returncode == 0
+    sent = o.bytes_sent()
+    # Another URL, the same content by digest: answered from the cache without asking that URL at all.
+    other = node.get("http://127.0.0.1:9/elsewhere.bin", tmp_path / "b.bin", "--digest", right)
+    assert other.returncode == 0, other.stderr
+    assert "cache hit" in other.stderr and o.bytes_sent() == sent
+    assert (tmp_path / "b.bin").read_bytes() == data

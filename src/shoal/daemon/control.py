@@ -28,8 +28,8 @@ from typing import Any
 
 from aiohttp import web
 
-from shoal.core.errors import NotInCache, ShoalError, UsageError
-from shoal.daemon.fetcher import Fetch, Fetcher
+from shoal.core.errors import IntegrityError, NotInCache, ShoalError, UsageError
+from shoal.daemon.fetcher import Fetch, Fetcher, matches
 from shoal.http_errors import json_error
 from shoal.peer.engine import Stats
 from shoal.peer.request import parse_headers
@@ -140,6 +140,8 @@ class Control:
             if hit is None:
                 fetch = self.fetcher.fetch(url, headers=headers, expected=digest)
                 fetched = await self._follow(fetch, progress)
+                if not matches(fetched, digest):  # joined a download another request started
+                    raise IntegrityError(f"{url} is not {digest}", expected=digest or "", actual=fetched.sha256)
                 entry, linked = await asyncio.to_thread(self.store.place, fetched.digest, dest)
             return {
                 "path": str(dest),

@@ -41,6 +41,14 @@ class Fetch:
     result: asyncio.Future[CacheEntry] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
+def matches(entry: CacheEntry, expected: str | None) -> bool:
+    """True when the entry is the content ``expected`` (a BLAKE3 or ``sha256:`` id) names, or none is named."""
+    if expected is None:
+        return True
+    kind, _, value = expected.lower().rpartition(":")
+    return value == (entry.sha256 if kind == "sha256" else entry.digest)
+
+
 class Fetcher:
     def __init__(
         self,
@@ -63,7 +71,8 @@ class Fetcher:
 
     def fetch(self, url: str, *, headers: Mapping[str, str], expected: str | None = None) -> Fetch:
         """Start (or join) the download of ``url`` into the cache. ``expected``: a BLAKE3 or ``sha256:``
-        id the content must have."""
+        id the content must have (a request that joins another's download checks its own, see
+        :func:`matches`)."""
         key = task_id_for_url(url)
         current = self._fetches.get(key)
         if current is not None and not current.result.done():
@@ -92,7 +101,10 @@ class Fetcher:
         failure: ShoalError | None = None
         for url in urls:
             try:
-                return await follow(self.fetch(url, headers={}, expected=entry.digest))
+                fetched = await follow(self.fetch(url, headers={}, expected=entry.digest))
+                if not matches(fetched, entry.digest):
+                    raise IntegrityError(f"{url} no longer serves {entry.digest}", expected=entry.digest)
+                return fetched
             except ShoalError as exc:
                 log.warning("fetching %s from %s failed: %s", entry.digest[:16], url, exc)
                 failure = exc
@@ -121,6 +133,9 @@ class Fetcher:
         except Exception as exc:
             fetch.result.set_exception(exc)
             return
+        finally:
+            if self._fetches.get(key) is fetch:
+                del self._fetches[key]
         fetch.result.set_result(entry)
         log.info("cached %s as %s", fetch.url, entry.digest[:16])
 
