@@ -7,8 +7,9 @@ Rules (the watermarks of Dragonfly's and Kraken's disk GC):
 * A file larger than the capacity never fits; nothing is evicted for it.
 * While ``used + incoming`` stays at or under the high watermark, nothing is evicted.
 * Past it, entries are evicted least recently used first until ``used + incoming`` is at or under the low
-  watermark, so a busy cache does not evict on every insert. Pinned entries and entries in use (a
-  download being placed, a peer being served a piece) are never evicted.
+  watermark, so a busy cache does not evict on every insert. Pinned entries and entries in use (being
+  verified or placed at a destination) are never evicted. Pieces being sent to peers do not hold an
+  entry: an evicted file's requests end in a 404 and the peer goes elsewhere.
 * When the evictable entries cannot bring usage down to the low watermark, only as many are evicted as
   the new file needs to fit within the capacity; when even all of them are not enough, the plan fails
   and nothing is evicted.
