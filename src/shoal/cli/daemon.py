@@ -7,31 +7,18 @@ from pathlib import Path
 
 import click
 
-from shoal.cli.main import configure_logging, run_or_exit, socket_option
+from shoal.cli.main import click_parser, configure_logging, run_or_exit, socket_option
 from shoal.core.errors import UsageError
-from shoal.core.units import format_bytes, parse_size
+from shoal.core.units import format_bytes, parse_rate, parse_size
 from shoal.daemon.config import DaemonConfig, default_cache_dir, default_socket
+from shoal.peer.request import parse_listen
 
 
-def _size(ctx: click.Context, param: click.Parameter, value: str) -> int:
-    try:
-        size = parse_size(value)
-    except UsageError as exc:
-        raise click.BadParameter(str(exc)) from None
+def _capacity(text: str) -> int:
+    size = parse_size(text)
     if size <= 0:
-        raise click.BadParameter("must be positive")
+        raise UsageError(f"the capacity must be positive, not {text!r}")
     return size
-
-
-def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
-    return None if value is None else _size(ctx, param, value)
-
-
-def _listen(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise click.BadParameter(f"takes HOST:PORT, not {value!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 async def run_daemon(config: DaemonConfig) -> None:
@@ -58,7 +45,11 @@ async def run_daemon(config: DaemonConfig) -> None:
     help="Where the cache lives [default: $SHOAL_CACHE_DIR, /var/cache/shoal for root, else ~/.cache/shoal].",
 )
 @click.option(
-    "--capacity", default="20G", show_default=True, callback=_size, help="Bytes the cache may hold (1024-based)."
+    "--capacity",
+    default="20G",
+    show_default=True,
+    callback=click_parser(_capacity),
+    help="Bytes the cache may hold (1024-based).",
 )
 @click.option("--tracker", envvar="SHOAL_TRACKER", help="Tracker URL (default: $SHOAL_TRACKER; none: origin only).")
 @click.option("--site", default="", help="Locality label: prefer peers of this site.")
@@ -67,13 +58,17 @@ async def run_daemon(config: DaemonConfig) -> None:
     "--listen",
     default="0.0.0.0:0",
     show_default=True,
-    callback=_listen,
+    callback=click_parser(parse_listen),
     metavar="HOST:PORT",
     help="Where the piece server serves other peers.",
 )
 @socket_option
-@click.option("--download-rate", callback=_rate, metavar="RATE", help="Cap each download at RATE bytes/s.")
-@click.option("--upload-rate", callback=_rate, metavar="RATE", help="Cap uploads to peers at RATE bytes/s.")
+@click.option(
+    "--download-rate", callback=click_parser(parse_rate), metavar="RATE", help="Cap each download at RATE bytes/s."
+)
+@click.option(
+    "--upload-rate", callback=click_parser(parse_rate), metavar="RATE", help="Cap uploads to peers at RATE bytes/s."
+)
 @click.option(
     "--scrub-interval",
     type=click.FloatRange(min=0),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import shlex
 import signal
 import subprocess
@@ -17,13 +16,12 @@ from typing import TYPE_CHECKING, Protocol
 
 import click
 
-from shoal.cli.main import configure_logging, run_or_exit, socket_option
-from shoal.core.errors import UsageError
+from shoal.cli.main import click_parser, configure_logging, run_or_exit, socket_option
 from shoal.core.units import format_bytes, parse_rate
 from shoal.daemon.client import DaemonClient
 from shoal.daemon.config import default_socket
 from shoal.peer.config import GetConfig
-from shoal.peer.request import parse_headers, resolve_destination
+from shoal.peer.request import check_digest, parse_headers, resolve_destination
 
 if TYPE_CHECKING:
     from shoal.peer.api import GetResult
@@ -31,7 +29,6 @@ if TYPE_CHECKING:
 # Only what a cache hit through the daemon needs is imported at the top: the in-process download (aiohttp,
 # the engine) is imported when it runs, so a hit costs an interpreter start and one request.
 log = logging.getLogger("shoal.get")
-_DIGEST = re.compile(r"^sha256:[0-9a-fA-F]{64}$")
 
 
 class StatsLike(Protocol):
@@ -47,15 +44,6 @@ class StatsLike(Protocol):
     def from_peers(self) -> int: ...
     @property
     def peers(self) -> int: ...
-
-
-def _rate_option(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        return parse_rate(value)
-    except UsageError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 RATE_WINDOW = 10  # progress updates come every 0.2 s: a two-second moving average
@@ -140,13 +128,13 @@ async def _cancellable(run: Callable[[], asyncio.Future[GetResult] | asyncio.Tas
 @click.option("--tracker", envvar="SHOAL_TRACKER", help="Tracker URL (default: $SHOAL_TRACKER).")
 @click.option(
     "--download-rate",
-    callback=_rate_option,
+    callback=click_parser(parse_rate),
     metavar="RATE",
     help="Cap downloads at RATE bytes/s (1024-based K, M, G).",
 )
 @click.option(
     "--upload-rate",
-    callback=_rate_option,
+    callback=click_parser(parse_rate),
     metavar="RATE",
     help="Cap uploads to peers at RATE bytes/s (1024-based K, M, G).",
 )
@@ -264,8 +252,7 @@ def _through_daemon(
     bar: ProgressBar | None,
 ) -> None:
     dest = resolve_destination(url, output, dest_path)
-    if digest is not None and not _DIGEST.match(digest):
-        raise UsageError(f"--digest takes sha256:HEX (64 hex digits), not {digest!r}")
+    check_digest(digest)
     if bar is not None:
         with bar:
             result = client.get(url, dest, headers=parse_headers(headers), digest=digest, progress=bar)

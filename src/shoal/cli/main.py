@@ -20,11 +20,27 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
-from shoal.core.errors import ShoalError
+from shoal.core.errors import ShoalError, UsageError
+
+T = TypeVar("T")
+
+
+def click_parser(parse: Callable[[str], T]) -> Callable[[click.Context, click.Parameter, str | None], T | None]:
+    """A click callback that parses an option with ``parse``; its UsageError becomes click's BadParameter."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> T | None:
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except UsageError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return callback
 
 
 def socket_option(command: Any) -> Any:

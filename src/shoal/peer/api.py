@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import shlex
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -24,11 +23,10 @@ from shoal.core.ids import canonical_url
 from shoal.core.units import parse_rate
 from shoal.peer.config import GetConfig
 from shoal.peer.engine import Download, Stats
-from shoal.peer.request import parse_headers, resolve_destination
+from shoal.peer.request import check_digest, parse_headers, parse_listen, resolve_destination
 from shoal.peer.server import PieceServer, ServerConfig
 
 log = logging.getLogger("shoal.get")
-_DIGEST = re.compile(r"^sha256:[0-9a-fA-F]{64}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,13 +39,6 @@ class GetResult:
     bytes_from_peers: int
     seconds: float
     task_id: str
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise UsageError(f"--listen takes HOST:PORT, not {text!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 def _rate(value: int | str | None) -> int | None:
@@ -85,8 +76,7 @@ async def aget(
     ``upload_time`` of serving it to peers.
     """
     canonical_url(url)  # validates
-    if digest is not None and not _DIGEST.match(digest):
-        raise UsageError(f"--digest takes sha256:HEX (64 hex digits), not {digest!r}")
+    check_digest(digest)
     if upload_time < 0:
         raise UsageError("upload time must not be negative")
     listen_host, listen_port = parse_listen(listen)

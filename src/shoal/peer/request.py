@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 from shoal.core.errors import LocalIOError, UsageError
 from shoal.core.ids import canonical_url
 
+_DIGEST = re.compile(r"^sha256:[0-9a-fA-F]{64}$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _RESERVED_HEADERS = {"range", "if-range", "host", "content-length", "transfer-encoding", "connection"}
 
@@ -66,3 +67,16 @@ def _split_header(text: str) -> tuple[str, str]:
     if not sep or not name.strip():
         raise UsageError(f"malformed header {text!r} (expected 'Name: value')")
     return name.strip(), value.strip()
+
+
+def check_digest(digest: str | None) -> None:
+    """A ``--digest`` is ``sha256:HEX`` (64 hex digits), or absent."""
+    if digest is not None and not _DIGEST.match(digest):
+        raise UsageError(f"--digest takes sha256:HEX (64 hex digits), not {digest!r}")
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise UsageError(f"--listen takes HOST:PORT, not {text!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
