@@ -23,6 +23,7 @@ import aiohttp
 from aiohttp import web
 
 from shoal.core.errors import LocalIOError, UsageError
+from shoal.daemon.client import DaemonClient
 from shoal.daemon.config import DaemonConfig, index_path
 from shoal.daemon.control import Control
 from shoal.daemon.fetcher import Fetcher
@@ -71,7 +72,8 @@ class Daemon:
         except OSError as exc:
             raise UsageError(f"cannot listen on {config.listen_host}:{config.listen_port}: {exc.strerror}") from None
         stack.push_async_callback(self.server.stop)
-        host = config.listen_host if config.listen_host not in ("0.0.0.0", "::", "") else socket.getfqdn()
+        wildcard = config.listen_host in ("0.0.0.0", "::", "")
+        host = socket.getfqdn() if wildcard else config.listen_host
         self.node_url = f"http://{host}:{self.server.port}"
         await asyncio.to_thread(self.store.index.set_meta, "node", self.node_url)
         session = aiohttp.ClientSession(
@@ -79,13 +81,12 @@ class Daemon:
         )
         stack.push_async_callback(session.close)
         if config.tracker:
-            announce_host = "" if config.listen_host in ("0.0.0.0", "::", "") else config.listen_host
             self.seeding = Seeding(
                 self.store,
                 self.server,
                 TrackerClient(config.tracker, session),
                 peer_id=self.peer_id,
-                host=announce_host,
+                host="" if wildcard else config.listen_host,
                 site=config.site,
                 rack=config.rack,
                 retry_seconds=config.reseed_seconds,
@@ -157,16 +158,10 @@ def _prepare_socket_path(path: Path) -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise LocalIOError(f"cannot create {path.parent}: {exc.strerror}", path=str(path.parent)) from None
-    if path.exists():
-        probe = socket.socket(socket.AF_UNIX)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            path.unlink()  # a stale socket of a daemon that died
-        else:
-            raise UsageError(f"a daemon is already listening on {path}")
-        finally:
-            probe.close()
+    if DaemonClient(path).running():
+        raise UsageError(f"a daemon is already listening on {path}")
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # a stale socket of a daemon that died
 
 
 def _unlink_quietly(path: Path) -> None:
