@@ -116,6 +116,38 @@ leases = Table(
     Column("expires", Time, nullable=False),
 )
 
+# The mirror manager's state (shoal.mirror.manager): one row per job, with its core.mirror_job.JobState
+# fields, and one per worker that ever registered.
+mirror_jobs = Table(
+    "mirror_jobs",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("spec", Text, nullable=False),  # the JobSpec as JSON (JobSpec.to_json)
+    Column("status", String(16), nullable=False),
+    Column("last_update", Time, nullable=True),
+    Column("last_started", Time, nullable=True),
+    Column("last_ended", Time, nullable=True),
+    Column("error_msg", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("retry", Boolean, nullable=False),
+    Column("worker", String(64), nullable=True),
+    Column("run_id", String(64), nullable=True),
+    Column("next_schedule", Time, nullable=True),
+    Column("size", BigInteger, nullable=False),
+    Column("version", String(64), nullable=True),
+    Column("updated", Time, nullable=False),
+)
+
+mirror_workers = Table(
+    "mirror_workers",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("concurrency", Integer, nullable=False),
+    Column("registered", Time, nullable=False),
+    Column("last_seen", Time, nullable=False),
+)
+
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 
 
@@ -138,9 +170,14 @@ async def _v2_double_times(conn: AsyncConnection) -> None:
         await conn.execute(text(f"ALTER TABLE {table} MODIFY {column} DOUBLE NOT NULL"))
 
 
+async def _v4_mirror(conn: AsyncConnection) -> None:
+    await conn.run_sync(lambda sync: metadata.create_all(sync, tables=[mirror_jobs, mirror_workers]))
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "tasks, piece hashes, peers, leases", _v1_initial),
     (2, "times as DOUBLE on MySQL", _v2_double_times),
+    (4, "mirror jobs and workers", _v4_mirror),
 ]
 
 
