@@ -148,6 +148,59 @@ mirror_workers = Table(
     Column("last_seen", Time, nullable=False),
 )
 
+pools = Table(
+    "pools",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("token_hash", String(64), nullable=True),  # SHA-256 of a private pool's token; NULL: public
+    Column("created", Time, nullable=False),
+)
+
+pool_members = Table(
+    "pool_members",
+    metadata,
+    Column("pool", String(64), primary_key=True),
+    Column("member_id", String(64), primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("url", String(255), nullable=False),
+    Column("site", String(64), nullable=False, default=""),
+    Column("rack", String(64), nullable=False, default=""),
+    Column("free", BigInteger, nullable=False, default=0),
+    Column("joined", Time, nullable=False),
+    Column("last_seen", Time, nullable=False),
+)
+
+pool_jobs = Table(
+    "pool_jobs",
+    metadata,
+    Column("job_id", String(16), primary_key=True),
+    Column("pool", String(64), nullable=False, index=True),
+    Column("url", Text, nullable=False),
+    Column("dest", Text, nullable=True),
+    Column("replicas", Integer, nullable=True),
+    Column("digest", String(80), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("error", Text, nullable=False, default=""),
+    Column("created", Time, nullable=False),
+    Column("updated", Time, nullable=False),
+)
+
+pool_assignments = Table(
+    "pool_assignments",
+    metadata,
+    Column("job_id", String(16), primary_key=True),
+    Column("member_id", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("done", BigInteger, nullable=False, default=0),
+    Column("total", BigInteger, nullable=False, default=0),
+    Column("rate", Double, nullable=False, default=0.0),
+    Column("from_origin", BigInteger, nullable=False, default=0),
+    Column("from_peers", BigInteger, nullable=False, default=0),
+    Column("error", Text, nullable=False, default=""),
+    Column("assigned", Time, nullable=False),
+    Column("updated", Time, nullable=False),
+)
+
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 
 
@@ -174,9 +227,16 @@ async def _v4_mirror(conn: AsyncConnection) -> None:
     await conn.run_sync(lambda sync: metadata.create_all(sync, tables=[mirror_jobs, mirror_workers]))
 
 
+async def _v3_pools(conn: AsyncConnection) -> None:
+    await conn.run_sync(
+        lambda sync: metadata.create_all(sync, tables=[pools, pool_members, pool_jobs, pool_assignments])
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "tasks, piece hashes, peers, leases", _v1_initial),
     (2, "times as DOUBLE on MySQL", _v2_double_times),
+    (3, "pools, members, push jobs and assignments", _v3_pools),
     (4, "mirror jobs and workers", _v4_mirror),
 ]
 
