@@ -223,14 +223,14 @@ async def _v2_double_times(conn: AsyncConnection) -> None:
         await conn.execute(text(f"ALTER TABLE {table} MODIFY {column} DOUBLE NOT NULL"))
 
 
-async def _v4_mirror(conn: AsyncConnection) -> None:
-    await conn.run_sync(lambda sync: metadata.create_all(sync, tables=[mirror_jobs, mirror_workers]))
-
-
 async def _v3_pools(conn: AsyncConnection) -> None:
     await conn.run_sync(
         lambda sync: metadata.create_all(sync, tables=[pools, pool_members, pool_jobs, pool_assignments])
     )
+
+
+async def _v4_mirror(conn: AsyncConnection) -> None:
+    await conn.run_sync(lambda sync: metadata.create_all(sync, tables=[mirror_jobs, mirror_workers]))
 
 
 MIGRATIONS: list[tuple[int, str, Migration]] = [
