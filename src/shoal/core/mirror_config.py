@@ -170,19 +170,21 @@ class JobSpec:
         object.__setattr__(self, "success_exit_codes", frozenset(self.success_exit_codes))
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict that ``from_json`` reads back into an equal JobSpec."""
+        """A JSON-ready dict that ``from_json`` reads back into an equal JobSpec (the command provider's own
+        keys are null for the http provider, which refuses them)."""
+        command = self.provider == "command"
         return {
             "name": self.name,
             "provider": self.provider,
             "upstream": self.upstream,
-            "command": self.command,
+            "command": self.command if command else None,
             "interval": self.interval,
             "cron": self.cron,
             "timeout": self.timeout,
             "retries": self.retries,
             "worker": self.worker,
             "env": dict(self.env),
-            "success_exit_codes": sorted(self.success_exit_codes),
+            "success_exit_codes": sorted(self.success_exit_codes) if command else None,
             "hooks": self.hooks.to_json(),
             "retention": self.retention.to_json(),
             "publish": self.publish.to_json(),

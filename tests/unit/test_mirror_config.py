@@ -1,0 +1,324 @@
+"""The mirror configuration (core.mirror_config): what a good mirrors.toml becomes, and for each kind of
+mistake, the one ConfigError that names the key and the line it is on."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shoal.core.errors import ProtocolError, UsageError
+from shoal.core.mirror_config import (
+    ConfigError,
+    Hooks,
+    JobSpec,
+    Publish,
+    Retention,
+    parse_config,
+    parse_duration,
+)
+
+FULL = """\
+[manager]
+host = "0.0.0.0"
+port = 7000
+token_env = "MIRROR_TOKEN"
+db = "sqlite:////tmp/mirror.db"
+worker_timeout = "2m"
+
+[worker]
+manager = "http://10.0.0.1:7000"
+token = "s3cret"
+directory = "/srv/mirror"
+concurrency = 4
+
+[[jobs]]
+name = "files"
+provider = "http"
+upstream = "https://example.org/pub/"
+interval = "10m"
+retries = 3
+
+[jobs.retention]
+keep_versions = 2
+max_age = "30d"
+
+[[jobs]]
+name = "debian"
+provider = "command"
+upstream = "rsync://ftp.debian.org/debian/"
+command = "rsync -a \\"$SHOAL_MIRROR_UPSTREAM\\" ."
+cron = "0 */6 * * *"
+timeout = 7200
+worker = "w1"
+success_exit_codes = [0, 24]
+env = { RSYNC_TIMEOUT = "60" }
+
+[jobs.hooks]
+pre_job = "echo start"
+post_fail = ["echo one", "echo two"]
+
+[jobs.publish]
+seed = false
+pool = "edge"
+replicas = 2
+"""
+
+
+def config_error(text: str, **kwargs: object) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        parse_config(textwrap.dedent(text), "mirrors.toml", **kwargs)  # type: ignore[arg-type]
+    return info.value
+
+
+def job(extra: str = "", *, provider: str = "http", upstream: str = '"http://origin.test/file"') -> str:
+    command = 'command = "true"\n' if provider == "command" else ""
+    return f'[[jobs]]\nname = "j"\nprovider = "{provider}"\nupstream = {upstream}\n{command}{extra}'
+
+
+def test_a_full_configuration() -> None:
+    config = parse_config(FULL, "mirrors.toml", environ={"MIRROR_TOKEN": "t0ken"})
+    assert config.manager.host == "0.0.0.0"
+    assert config.manager.port == 7000
+    assert config.manager.token == "t0ken"
+    assert config.manager.db == "sqlite:////tmp/mirror.db"
+    assert config.manager.worker_timeout == 120.0
+    assert config.worker.manager == "http://10.0.0.1:7000"
+    assert config.worker.token == "s3cret"
+    assert config.worker.directory == "/srv/mirror"
+    assert config.worker.concurrency == 4
+    files, debian = config.jobs
+    assert files == JobSpec(
+        name="files",
+        provider="http",
+        upstream="https://example.org/pub/",
+        interval=600.0,
+        retries=3,
+        retention=Retention(keep_versions=2, max_age=30 * 86400.0),
+    )
+    assert debian.command == 'rsync -a "$SHOAL_MIRROR_UPSTREAM" .'
+    assert debian.cron == "0 */6 * * *"
+    assert debian.timeout == 7200.0
+    assert debian.worker == "w1"
+    assert debian.success_exit_codes == frozenset({0, 24})
+    assert dict(debian.env) == {"RSYNC_TIMEOUT": "60"}
+    assert debian.hooks == Hooks(pre_job=("echo start",), post_fail=("echo one", "echo two"))
+    assert debian.publish == Publish(seed=False, pool="edge", replicas=2)
+    assert config.job("debian") is debian
+    assert config.job("nope") is None
+
+
+def test_an_empty_file_is_all_defaults() -> None:
+    config = parse_config("")
+    assert config.jobs == ()
+    assert config.manager.host == "127.0.0.1"
+    assert config.manager.token is None
+    assert config.worker.concurrency == 2
+
+
+def test_config_error_is_a_usage_error() -> None:
+    assert issubclass(ConfigError, UsageError)
+    assert ConfigError("x", source="s", line=1, key="k").exit_code == 2
+
+
+# -- every mistake names its key and its line --------------------------------------------------------------
+
+
+def test_unknown_key_in_a_job_names_the_job_key_and_line() -> None:
+    text = FULL.replace('interval = "10m"', 'intervall = "10m"')
+    error = config_error(text, environ={"MIRROR_TOKEN": "x"})
+    line = text.splitlines().index('intervall = "10m"') + 1
+    assert str(error) == f"mirrors.toml:{line}: jobs[0] (name 'files'): unknown key 'intervall'"
+    assert (error.source, error.line, error.key, error.path) == ("mirrors.toml", line, "intervall", "jobs[0].intervall")
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key"),
+    [
+        ("[manager]\nport = 1\nprot = 2\n", 3, "prot"),
+        ("[worker]\n\nconcurrrency = 2\n", 3, "concurrrency"),
+        ("colour = 'blue'\n", 1, "colour"),
+        ("[mangaer]\nport = 1\n", 1, "mangaer"),
+        (job("[jobs.hooks]\npre_jobb = 'x'\n"), 6, "pre_jobb"),
+        (job("[jobs.retention]\nkeep = 1\n"), 6, "keep"),
+        (job("[jobs.publish]\n\n\npools = 'x'\n"), 8, "pools"),
+        (job("hooks.pre_exec = 'x'\nhooks.pre_sync = 'y'\n"), 6, "pre_sync"),
+    ],
+)
+def test_unknown_keys_anywhere(text: str, line: int, key: str) -> None:
+    error = config_error(text)
+    assert (error.line, error.key) == (line, key)
+    assert f"unknown key {key!r}" in str(error)
+    assert str(error).startswith(f"mirrors.toml:{line}: ")
+
+
+def test_unknown_key_in_an_inline_table_points_at_its_line() -> None:
+    error = config_error(job("retention = { keep_versions = 2, keep_forever = true }\n"))
+    assert (error.line, error.key) == (5, "keep_forever")
+
+
+@pytest.mark.parametrize("interval", ['"10x"', '"-5m"', "-5", "0", '"0s"', '""', '"m"', "true", "[1]", "nan"])
+def test_bad_intervals(interval: str) -> None:
+    error = config_error(job(f"interval = {interval}\n"))
+    assert (error.line, error.key) == (5, "interval")
+    assert "interval" in str(error) or "duration" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90s", 90.0), ("10m", 600.0), ("1.5h", 5400.0), ("1d", 86400.0), ("45", 45.0), (7, 7.0)]
+)
+def test_durations(text: str | int, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_bad_cron_names_the_key_and_the_field() -> None:
+    error = config_error(job('cron = "0 25 * * *"\n'))
+    assert (error.line, error.key) == (5, "cron")
+    assert "hour" in str(error)
+
+
+def test_duplicate_job_names() -> None:
+    text = job() + "\n" + job()
+    error = config_error(text)
+    assert (error.line, error.key, error.path) == (7, "name", "jobs[1].name")
+    assert "duplicate job name 'j' (also jobs[0])" in str(error)
+
+
+def test_missing_upstream() -> None:
+    error = config_error('\n[[jobs]]\nname = "a"\nprovider = "http"\n')
+    # The key is absent, so the line is the job's table header.
+    assert (error.line, error.key) == (2, "upstream")
+    assert "missing key 'upstream'" in str(error)
+
+
+def test_command_provider_needs_a_command() -> None:
+    error = config_error('[[jobs]]\nname = "a"\nprovider = "command"\nupstream = "x"\n')
+    assert (error.line, error.key) == (1, "command")
+
+
+def test_http_provider_needs_an_http_url() -> None:
+    error = config_error(job(upstream='"ftp://origin.test/x"'))
+    assert (error.line, error.key) == (4, "upstream")
+    assert "not an http(s) URL" in str(error)
+
+
+@pytest.mark.parametrize("key", ['command = "x"', "success_exit_codes = [0]"])
+def test_command_only_keys_are_refused_for_http(key: str) -> None:
+    error = config_error(job(key + "\n"))
+    assert error.line == 5
+    assert "only for the command provider" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ("retries = 0\n", "retries"),
+        ('retries = "2"\n', "retries"),
+        ("timeout = -1\n", "timeout"),
+        ('worker = "bad name"\n', "worker"),
+        ("[jobs.retention]\nkeep_versions = 0\n", "keep_versions"),
+        ('[jobs.retention]\nmax_age = "forever"\n', "max_age"),
+        ('[jobs.publish]\nseed = "yes"\n', "seed"),
+        ("[jobs.publish]\nreplicas = 2\n", "replicas"),
+        ("[jobs.hooks]\npost_fail = [1]\n", "post_fail"),
+        ('[jobs.hooks]\npre_job = ""\n', "pre_job"),
+        ('[jobs.env]\n"BAD-NAME" = "1"\n', "BAD-NAME"),
+        ("[jobs.env]\nN = 1\n", "N"),
+    ],
+)
+def test_wrong_values(extra: str, key: str) -> None:
+    error = config_error(job(extra))
+    assert error.key == key
+    assert error.line == len(job(extra).splitlines())
+
+
+@pytest.mark.parametrize("codes", ["[256]", "[]", "[-1]", '"0"'])
+def test_bad_exit_codes(codes: str) -> None:
+    error = config_error(job(f"success_exit_codes = {codes}\n", provider="command", upstream='"x"'))
+    assert (error.key, error.line) == ("success_exit_codes", 6)
+
+
+def test_bad_provider_and_name() -> None:
+    assert config_error(job().replace('"http"', '"ftp"')).key == "provider"
+    error = config_error(job().replace('"j"', '"../etc"'))
+    assert (error.key, error.line) == ("name", 2)
+
+
+def test_manager_settings_errors() -> None:
+    assert config_error("[manager]\nport = 70000\n").line == 2
+    assert config_error('[manager]\ntoken = "a"\ntoken_env = "B"\n').key == "token_env"
+    error = config_error('[manager]\n\ntoken_env = "MISSING"\n', environ={})
+    assert (error.key, error.line) == ("token_env", 3)
+    assert "MISSING is not set" in str(error)
+    assert config_error('[worker]\nmanager = "localhost:1"\n').key == "manager"
+
+
+def test_jobs_must_be_an_array_of_tables() -> None:
+    assert config_error('jobs = "x"\n').key == "jobs"
+
+
+def test_syntax_errors_carry_their_line() -> None:
+    error = config_error('[manager]\nport = 1\nhost = "unterminated\n')
+    assert error.line == 3
+    assert error.key is None
+    assert str(error).startswith("mirrors.toml:3: not valid TOML")
+
+
+def test_multiline_strings_do_not_confuse_the_line_finder() -> None:
+    text = job('[jobs.hooks]\npre_job = """\nfake = 1\n[[jobs]]\n"""\nbogus = 1\n')
+    error = config_error(text)
+    assert (error.key, error.line) == ("bogus", 10)
+
+
+# -- JSON, as the manager sends jobs to workers -------------------------------------------------------------
+
+
+def test_from_json_validates_like_the_toml_parser() -> None:
+    good = parse_config(FULL, environ={"MIRROR_TOKEN": "x"}).jobs[1].to_json()
+    with pytest.raises(ProtocolError) as info:
+        JobSpec.from_json({**good, "intervall": 5})
+    assert info.value.field == "job.intervall"
+    with pytest.raises(ProtocolError):
+        JobSpec.from_json({**good, "interval": 0})
+    with pytest.raises(ProtocolError):
+        JobSpec.from_json({**good, "hooks": {"pre_job": "x", "nope": []}})
+    with pytest.raises(ProtocolError):
+        JobSpec.from_json([good])
+
+
+names = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,20}", fullmatch=True)
+commands = st.text(min_size=1, max_size=20).filter(lambda s: s.strip() != "")
+durations = st.floats(min_value=0.001, max_value=1e9, allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def job_specs(draw: st.DrawFn) -> JobSpec:
+    provider = draw(st.sampled_from(["http", "command"]))
+    pool = draw(st.none() | names)
+    return JobSpec(
+        name=draw(names),
+        provider=provider,
+        upstream=draw(st.sampled_from(["http://a.test/x", "https://b.test/dir/"]))
+        if provider == "http"
+        else draw(commands),
+        command=draw(commands) if provider == "command" else "",
+        interval=draw(durations),
+        cron=draw(st.none() | st.sampled_from(["0 * * * *", "*/5 1-3 * * mon-fri", "@daily"])),
+        timeout=draw(durations),
+        retries=draw(st.integers(1, 1000)),
+        worker=draw(st.none() | names),
+        env=draw(st.dictionaries(st.from_regex(r"[A-Z_][A-Z0-9_]{0,8}", fullmatch=True), st.text(max_size=10))),
+        success_exit_codes=draw(st.frozensets(st.integers(0, 255), min_size=1))
+        if provider == "command"
+        else frozenset({0}),
+        hooks=Hooks(*(tuple(draw(st.lists(commands, max_size=2))) for _ in range(5))),
+        retention=Retention(draw(st.none() | st.integers(1, 100)), draw(st.none() | durations)),
+        publish=Publish(draw(st.booleans()), pool, draw(st.none() | st.integers(1, 9)) if pool else None),
+    )
+
+
+@given(job_specs())
+def test_json_round_trip(spec: JobSpec) -> None:
+    assert JobSpec.from_json(spec.to_json()) == spec
