@@ -43,7 +43,8 @@ def test_libtorrent_reads_what_we_write() -> None:
 @given(
     length=st.integers(min_value=0, max_value=1 << 40),
     shift=st.integers(min_value=14, max_value=24),
-    name=st.text(alphabet=st.characters(blacklist_characters="/\0", blacklist_categories=("Cs",)), min_size=1),
+    # libtorrent reads a backslash as a path separator too, and refuses a name that is nothing but separators.
+    name=st.text(alphabet=st.characters(blacklist_characters="/\\\0", blacklist_categories=("Cs",)), min_size=1),
 )
 def test_info_hash_matches_libtorrent(length: int, shift: int, name: str) -> None:
     if name in (".", "..") or length >> shift > 4096:
