@@ -83,6 +83,7 @@ class LazyGroup(click.Group):
         "seed": "shoal.cli.seed",
         "daemon": "shoal.cli.daemon",
         "cache": "shoal.cli.cache",
+        "mirror": "shoal.cli.mirror",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -7,7 +7,9 @@ seeder, the registrar, and, unless ``--tracker`` names one elsewhere, a tracker 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -42,6 +44,19 @@ def _announce_ip(config: SeederConfig) -> str:
 
 
 async def run_seeder(config: SeederConfig) -> None:
+    async with hosted_seeder(config) as (port, bt_port):
+        where = config.tracker or "embedded"
+        print(
+            f"seeder listening on http://{config.host}:{port} (BitTorrent wire on port {bt_port}; tracker {where})",
+            flush=True,
+        )
+        await until_signalled()
+
+
+@contextlib.asynccontextmanager
+async def hosted_seeder(config: SeederConfig) -> AsyncIterator[tuple[int, int]]:
+    """A seeder (with its embedded tracker unless ``config.tracker`` is set) serving while the block runs;
+    yields its HTTP port and BitTorrent wire port. ``shoal mirror worker`` hosts one this way too."""
     catalog = Catalog()
     with HashIndex(config.state_dir / "hashes.db") as index:
         seeder = Seeder(config, index, catalog)
@@ -69,13 +84,7 @@ async def run_seeder(config: SeederConfig) -> None:
                 seeder.listeners.append(registrar)
                 try:
                     await seeder.start()
-                    where = config.tracker or "embedded"
-                    print(
-                        f"seeder listening on http://{config.host}:{port} "
-                        f"(BitTorrent wire on port {bt_port}; tracker {where})",
-                        flush=True,
-                    )
-                    await until_signalled()
+                    yield port, bt_port
                 finally:
                     await seeder.stop()
                     await registrar.close()

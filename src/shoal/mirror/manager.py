@@ -1,0 +1,503 @@
+"""The mirror manager: the one owner of every job's status, its schedule, and the workers that run jobs.
+
+What it does, and where the decisions live::
+
+    config (mirrors.toml) ──load / reload──▶ jobs in SQL (storage.mirror_store)
+                                               │
+    scheduler tick (every second, or woken) ───┤ core.mirror_plan: lost workers, due jobs, who runs one
+                                               ▼
+    worker ◀── commands (long-poll: run, cancel, reload) ── manager ◀── reports (syncing, success, failure)
+    ctl    ──── start / stop / disable / enable / restart / reload / flush / rm-worker ──▶ manager
+
+Rules, and why:
+
+- Every status change is core.mirror_job's ``apply``; an event it refuses (a stale report, stopping a
+  paused job) is an IllegalTransition, a 409 at the HTTP edge, and changes nothing. Each change is one
+  store write (one transaction), made under one lock, so two requests never interleave on a job.
+- A run has an id (``run_id``) that its command carries and every report must name: a report from a
+  run that was since restarted, stopped or declared lost is stale and refused, so it cannot overwrite
+  the state of the run that replaced it. The id lives in SQL, so reports survive a manager restart.
+- The manager, not the worker, decides retries: a failure with attempts to spare is answered "retry",
+  with the Retry event applied, so the state in SQL says which attempt runs.
+- Workers belong to a manager session (a random id per manager process). A worker's poll that names
+  another session is told to register again, which is how workers notice a manager restart; its
+  registration lists the runs it still has, and core.mirror_plan.reconcile decides which of the jobs
+  the manager thought it ran were lost with its previous process, and which it must cancel.
+- Commands to a worker are numbered and kept until the worker acknowledges them in its next poll, so a
+  reply lost on the wire is sent again instead of leaving a job assigned but never started.
+- A worker unheard of for ``worker_timeout`` is lost: its running jobs fail ("worker lost") and are due
+  at once, so the next tick starts them on another worker. Every worker counts as heard of when the
+  manager starts, so a manager that was down does not declare them all lost before they re-register.
+- Time comes from an injectable clock; the HTTP routes are shoal.mirror.manager_http's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from shoal.core.errors import ProtocolError, ShoalError
+from shoal.core.mirror_config import JobSpec, MirrorConfig
+from shoal.core.mirror_job import (
+    Disabled,
+    Enabled,
+    JobEvent,
+    JobState,
+    JobStatus,
+    PreJobDone,
+    Restart,
+    Retry,
+    Scheduled,
+    Started,
+    Stopped,
+    SyncFailed,
+    SyncSucceeded,
+    WorkerLost,
+    apply,
+    is_running,
+)
+from shoal.core.mirror_plan import (
+    JobTiming,
+    WorkerLoad,
+    choose_worker,
+    due_jobs,
+    lost_workers,
+    next_schedule,
+    reconcile,
+)
+from shoal.storage.mirror_store import JobRecord, MirrorStore, WorkerRecord
+
+log = logging.getLogger("shoal.mirror.manager")
+
+MAX_ERROR = 8192
+"""Most characters of an error message kept per job (the runner sends at most about 4 KiB of output)."""
+
+TICK = 1.0
+"""Seconds between scheduler rounds when nothing wakes it sooner."""
+
+
+class UnknownJob(ShoalError):
+    """No job of that name (a 404 at the HTTP edge)."""
+
+
+class UnknownWorker(ShoalError):
+    """No worker of that name (a 404 at the HTTP edge)."""
+
+
+class NoWorker(ShoalError):
+    """No live worker can take the job now (a 409 at the HTTP edge)."""
+
+
+class StaleSession(ShoalError):
+    """A worker's poll names a session other than this manager's, or it never registered: register again."""
+
+
+class StaleRun(ShoalError):
+    """A report from a run that is no longer the job's current one (a 409 at the HTTP edge)."""
+
+
+def default_db(config_path: Path | None) -> str:
+    """The database when ``[manager] db`` is not set: an SQLite file beside the config file."""
+    base = config_path.with_suffix(".db") if config_path is not None else Path("shoal-mirror.db")
+    return f"sqlite:///{base.resolve()}"
+
+
+@dataclass
+class WorkerLink:
+    """A worker registered with this manager process: its outbox of numbered commands, and when it was heard."""
+
+    name: str
+    url: str
+    concurrency: int
+    last_seen: float
+    seq: int = 0
+    outbox: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def send(self, command: dict[str, Any]) -> None:
+        self.seq += 1
+        self.outbox.append((self.seq, {**command, "seq": self.seq}))
+        self.wake.set()
+
+
+def job_json(job: JobRecord, spec: JobSpec | None) -> dict[str, Any]:
+    """A job's status as the API and ``shoal mirror ctl list --format json`` show it (tunasync's fields)."""
+    s = job.state
+    return {
+        "name": job.name,
+        "worker": job.worker,
+        "status": s.status.value,
+        "last_update": s.last_update,
+        "last_started": s.last_started,
+        "last_ended": s.last_ended,
+        "next_schedule": None if s.status in (JobStatus.PAUSED, JobStatus.DISABLED) else job.next_schedule,
+        "upstream": spec.upstream if spec else job.spec.get("upstream", ""),
+        "provider": spec.provider if spec else job.spec.get("provider", ""),
+        "size": job.size,
+        "version": job.version,
+        "attempts": s.attempts,
+        "error_msg": s.error_msg,
+    }
+
+
+class MirrorManager:
+    """The manager's state owner. ``async with`` opens the store and loads the config's jobs."""
+
+    def __init__(
+        self,
+        config: MirrorConfig,
+        *,
+        config_path: Path | None = None,
+        clock: Callable[[], float] = time.time,
+        load: Callable[[Path], MirrorConfig] | None = None,
+    ) -> None:
+        self.config = config
+        self.settings = config.manager
+        self.config_path = config_path
+        self.clock = clock
+        self._load = load
+        self.db = self.settings.db or default_db(config_path)
+        self.store = MirrorStore(self.db)
+        self.session = secrets.token_hex(8)
+        self.links: dict[str, WorkerLink] = {}
+        self.started = clock()
+        self.hold = min(10.0, self.settings.worker_timeout / 3)
+        """Seconds a poll waits for a command before answering empty: well inside the worker timeout."""
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+
+    async def __aenter__(self) -> MirrorManager:
+        await self.store.__aenter__()
+        try:
+            self.started = self.clock()
+            await self.load_jobs(self.config.jobs)
+        except BaseException:
+            await self.store.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.store.__aexit__(None, None, None)
+
+    # -- jobs from the configuration -----------------------------------------------------------------
+
+    def spec_of(self, job: JobRecord) -> JobSpec | None:
+        try:
+            return JobSpec.from_json(dict(job.spec))
+        except ProtocolError as exc:  # written by an older version, say; the job cannot run as stored
+            log.warning("job %s has an unreadable spec (%s)", job.name, exc)
+            return None
+
+    async def load_jobs(self, specs: Iterable[JobSpec]) -> dict[str, list[str]]:
+        """Make the stored jobs match ``specs``: new ones added, changed ones updated, missing ones disabled.
+
+        A job that is disabled stays disabled when it is listed again: a user disabled it, or it was
+        removed and may come back on purpose; ``shoal mirror ctl enable`` brings it back."""
+        now = self.clock()
+        wanted = {spec.name: spec for spec in specs}
+        changes: dict[str, list[str]] = {"added": [], "updated": [], "disabled": []}
+        async with self._lock:
+            stored = {job.name: job for job in await self.store.jobs()}
+            writes: list[JobRecord] = []
+            cancels: list[tuple[JobRecord, JobStatus]] = []
+            for name, spec in wanted.items():
+                spec_json = spec.to_json()
+                job = stored.get(name)
+                if job is None:
+                    new = JobRecord(name=name, spec=spec_json, state=JobState(), updated=now)
+                    writes.append(replace(new, next_schedule=next_schedule(spec.interval, spec.cron, new.state, now)))
+                    changes["added"].append(name)
+                elif dict(job.spec) != spec_json:
+                    changed = replace(job, spec=spec_json, updated=now)
+                    if not is_running(job.state.status):
+                        changed = replace(
+                            changed, next_schedule=next_schedule(spec.interval, spec.cron, job.state, now)
+                        )
+                    writes.append(changed)
+                    changes["updated"].append(name)
+            for name, job in stored.items():
+                if name not in wanted and job.state.status is not JobStatus.DISABLED:
+                    writes.append(replace(job, state=apply(job.state, Disabled(), now), updated=now))
+                    cancels.append((job, job.state.status))
+                    changes["disabled"].append(name)
+            await self.store.put_jobs(writes)
+            for job, status in cancels:
+                self._cancel_if_running(job, status)
+        self._wake.set()
+        return changes
+
+    async def reload(self, worker: str | None = None) -> dict[str, Any]:
+        """Re-read the config file (its jobs; listening and the database stay as started), or ask one
+        worker to re-read its own."""
+        if worker is not None:
+            link = self.links.get(worker)
+            if link is None:
+                raise UnknownWorker(f"no live worker named {worker!r}")
+            link.send({"op": "reload"})
+            return {"worker": worker, "reloading": True}
+        if self.config_path is None or self._load is None:
+            raise ProtocolError("this manager was not started from a config file; nothing to reload")
+        config = await asyncio.to_thread(self._load, self.config_path)  # ConfigError: nothing changes
+        self.config = replace(self.config, jobs=config.jobs)
+        return await self.load_jobs(config.jobs)
+
+    # -- the scheduler -------------------------------------------------------------------------------
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except ShoalError as exc:  # the database is away, say: try again next round
+                log.warning("scheduler round failed: %s", exc)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TICK):
+                    await self._wake.wait()
+
+    async def tick(self) -> None:
+        """One round: fail the jobs of lost workers, then start the due jobs where there is room."""
+        now = self.clock()
+        async with self._lock:
+            workers = await self.store.workers()
+            seen = {w.name: w.last_seen for w in workers}
+            seen.update({name: link.last_seen for name, link in self.links.items()})
+            lost = lost_workers(seen, now, self.settings.worker_timeout, since=self.started)
+            jobs = await self.store.jobs()
+            running_on_lost = [j for j in jobs if is_running(j.state.status) and j.worker in set(lost)]
+            for name in lost:
+                if self.links.pop(name, None) is not None:
+                    log.warning("worker %s lost: unheard of for %g s", name, self.settings.worker_timeout)
+            if running_on_lost:
+                await self._lose(running_on_lost, now)
+                jobs = await self.store.jobs()
+            by_name = {j.name: j for j in jobs}
+            for name in due_jobs((JobTiming(j.name, j.state, j.next_schedule) for j in jobs), now):
+                job = by_name[name]
+                spec = self.spec_of(job)
+                if spec is None:
+                    continue
+                chosen = choose_worker(spec.worker, self._loads(by_name.values()))
+                if chosen is None:
+                    continue
+                by_name[name] = await self._begin(job, spec, Scheduled(), chosen, now)
+
+    async def _lose(self, jobs: Iterable[JobRecord], now: float) -> None:
+        """Fail ``jobs`` as lost with their worker; they are due at once (elsewhere, if need be)."""
+        writes = [
+            replace(job, state=apply(job.state, WorkerLost(), now), next_schedule=now, run_id=None, updated=now)
+            for job in jobs
+        ]
+        for job in writes:
+            log.warning("job %s failed: worker %s lost", job.name, job.worker)
+        await self.store.put_jobs(writes)
+
+    def _loads(self, jobs: Iterable[JobRecord]) -> list[WorkerLoad]:
+        running: dict[str, int] = {}
+        for job in jobs:
+            if is_running(job.state.status) and job.worker is not None:
+                running[job.worker] = running.get(job.worker, 0) + 1
+        return [WorkerLoad(name, link.concurrency, running.get(name, 0)) for name, link in self.links.items()]
+
+    async def _begin(
+        self, job: JobRecord, spec: JobSpec, event: JobEvent, worker: str, now: float, *, force: bool = False
+    ) -> JobRecord:
+        """Apply ``event`` (Scheduled, Started or Restart), give the run a new id and send it to ``worker``."""
+        state = apply(job.state, event, now, max_attempts=spec.retries)
+        begun = replace(job, state=state, worker=worker, run_id=secrets.token_hex(8), updated=now)
+        await self.store.put_job(begun)
+        self.links[worker].send(
+            {"op": "run", "job": spec.to_json(), "run_id": begun.run_id, "attempt": state.attempts, "force": force}
+        )
+        log.info("job %s: %s on worker %s", job.name, type(event).__name__, worker)
+        return begun
+
+    def _cancel_if_running(self, job: JobRecord, status: JobStatus) -> None:
+        if is_running(status) and job.worker is not None and job.worker in self.links:
+            self.links[job.worker].send({"op": "cancel", "job": job.name, "run_id": job.run_id})
+
+    # -- the worker protocol -------------------------------------------------------------------------
+
+    async def register(
+        self, name: str, url: str, concurrency: int, running: Iterable[tuple[str, str]]
+    ) -> dict[str, Any]:
+        """A worker (re-)registers: record it, and reconcile the runs it has with those assigned to it."""
+        now = self.clock()
+        reported = {f"{job}:{run}" for job, run in running}
+        async with self._lock:
+            old = await self.store.worker(name)
+            registered = old.registered if old is not None else now
+            await self.store.put_worker(WorkerRecord(name, url, concurrency, registered, now))
+            link = self.links[name] = WorkerLink(name, url, concurrency, now)
+            jobs = await self.store.jobs()
+            mine = {f"{j.name}:{j.run_id}": j for j in jobs if is_running(j.state.status) and j.worker == name}
+            decided = reconcile(mine, reported)
+            await self._lose([mine[key] for key in decided.lost], now)
+            for key in decided.cancel:
+                job_name, _, run_id = key.partition(":")
+                link.send({"op": "cancel", "job": job_name, "run_id": run_id})
+        log.info("worker %s registered (%s, %d at once)", name, url or "no seeder", concurrency)
+        self._wake.set()
+        return {"session": self.session, "hold": self.hold, "lost": [k.partition(":")[0] for k in decided.lost]}
+
+    async def poll(self, name: str, session: str, ack: int) -> list[dict[str, Any]]:
+        """A worker's heartbeat and command fetch: drop what it acknowledged, wait (bounded) for more."""
+        link = self.links.get(name)
+        if link is None or session != self.session:
+            raise StaleSession(f"worker {name!r} is not registered with this manager; register again")
+        link.outbox = [(seq, command) for seq, command in link.outbox if seq > ack]
+        await self._heard(link)
+        if not link.outbox:
+            link.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.hold):
+                    await link.wake.wait()
+        if self.links.get(name) is not link:  # re-registered, removed or lost meanwhile
+            raise StaleSession(f"worker {name!r} is not registered with this manager; register again")
+        await self._heard(link)
+        return [command for _, command in link.outbox]
+
+    async def _heard(self, link: WorkerLink) -> None:
+        link.last_seen = self.clock()
+        await self.store.touch_worker(link.name, link.last_seen)
+
+    async def report(
+        self,
+        job_name: str,
+        *,
+        worker: str,
+        run_id: str,
+        event: str,
+        error: str = "",
+        size: int = 0,
+        version: str | None = None,
+    ) -> dict[str, Any]:
+        """A worker reports on a run: ``syncing`` (the pre-job hooks are done), ``success`` or ``failure``.
+
+        The answer to a failure says whether to retry at once, and as which attempt."""
+        now = self.clock()
+        async with self._lock:
+            job = await self.store.job(job_name)
+            if job is None:
+                raise UnknownJob(f"no job named {job_name!r}")
+            if job.run_id != run_id or job.worker != worker or not is_running(job.state.status):
+                raise StaleRun(f"run {run_id} of job {job_name!r} is not its current run")
+            spec = self.spec_of(job)
+            retries = spec.retries if spec is not None else 1
+            state = job.state
+            if event == "syncing":
+                state = apply(state, PreJobDone(), now)
+            elif event == "success":
+                if state.status is JobStatus.PRE_SYNCING:  # the syncing report was lost on the way
+                    state = apply(state, PreJobDone(), now)
+                state = apply(state, SyncSucceeded(), now)
+            elif event == "failure":
+                state = apply(state, SyncFailed(error[-MAX_ERROR:]), now, max_attempts=retries)
+                if state.retry:
+                    state = apply(state, Retry(), now)
+            else:
+                raise ProtocolError(f"unknown event {event!r} (syncing, success or failure)", field="event")
+            changed = replace(job, state=state, updated=now)
+            if event == "success":
+                changed = replace(changed, size=size, version=version)
+            if not is_running(state.status) and spec is not None:
+                changed = replace(changed, next_schedule=next_schedule(spec.interval, spec.cron, state, now))
+            await self.store.put_job(changed)
+        if not is_running(state.status):
+            self._wake.set()  # a slot is free
+            log.info("job %s: %s%s", job_name, state.status.value, f" ({state.error_msg[:200]})" if error else "")
+        retry = event == "failure" and is_running(state.status)
+        return {"status": state.status.value, "retry": retry, "attempt": state.attempts}
+
+    # -- what users ask (shoal mirror ctl) -----------------------------------------------------------
+
+    async def job(self, name: str) -> JobRecord:
+        job = await self.store.job(name)
+        if job is None:
+            raise UnknownJob(f"no job named {name!r}")
+        return job
+
+    async def list_jobs(self, *, include_disabled: bool = False, status: str | None = None) -> list[dict[str, Any]]:
+        jobs = await self.store.jobs()
+        return [
+            job_json(j, self.spec_of(j))
+            for j in jobs
+            if (include_disabled or j.state.status is not JobStatus.DISABLED)
+            and (status is None or j.state.status.value == status)
+        ]
+
+    async def command(self, name: str, action: str, *, force: bool = False) -> dict[str, Any]:
+        """start, stop, disable, enable or restart a job; IllegalTransition (409) when its status forbids it."""
+        now = self.clock()
+        async with self._lock:
+            job = await self.job(name)
+            old = job.state.status
+            spec = self.spec_of(job)
+            if action in ("start", "restart"):
+                if spec is None:
+                    raise ProtocolError(f"job {name!r} has an unreadable spec; fix the config and reload")
+                event: JobEvent = Started() if action == "start" else Restart()
+                apply(job.state, event, now)  # IllegalTransition before anything is sent
+                others = [j for j in await self.store.jobs() if j.name != name]
+                chosen = choose_worker(spec.worker, self._loads(others), force=force)
+                if chosen is None:
+                    where = f"worker {spec.worker!r}" if spec.worker else "worker"
+                    raise NoWorker(f"no live {where} can take job {name!r} now (see 'shoal mirror ctl workers')")
+                self._cancel_if_running(job, old)
+                job = await self._begin(job, spec, event, chosen, now, force=force)
+            else:
+                events: dict[str, JobEvent] = {"stop": Stopped(), "disable": Disabled(), "enable": Enabled()}
+                if action not in events:
+                    raise ProtocolError(f"unknown action {action!r}", field="action")
+                state = apply(job.state, events[action], now)
+                job = replace(job, state=state, updated=now)
+                if action == "enable" and spec is not None:
+                    job = replace(job, next_schedule=next_schedule(spec.interval, spec.cron, state, now))
+                await self.store.put_job(job)
+                self._cancel_if_running(job, old)
+                log.info("job %s: %s by a user (was %s)", name, action, old.value)
+        self._wake.set()
+        return job_json(job, spec)
+
+    async def workers(self) -> list[dict[str, Any]]:
+        jobs = await self.store.jobs()
+        loads = {w.name: w.running for w in self._loads(jobs)}
+        return [
+            {
+                "name": w.name,
+                "url": w.url,
+                "concurrency": w.concurrency,
+                "registered": w.registered,
+                "last_seen": self.links[w.name].last_seen if w.name in self.links else w.last_seen,
+                "live": w.name in self.links,
+                "running": loads.get(w.name, 0),
+            }
+            for w in await self.store.workers()
+        ]
+
+    async def remove_worker(self, name: str) -> dict[str, Any]:
+        """Forget a worker; its running jobs fail as lost and are due at once. A live one re-registers."""
+        now = self.clock()
+        async with self._lock:
+            if not await self.store.delete_worker(name):
+                raise UnknownWorker(f"no worker named {name!r}")
+            link = self.links.pop(name, None)
+            if link is not None:
+                link.wake.set()  # its waiting poll answers "register again"
+            running = [j for j in await self.store.jobs() if is_running(j.state.status) and j.worker == name]
+            await self._lose(running, now)
+        self._wake.set()
+        return {"removed": name, "jobs_failed": [j.name for j in running]}
+
+    async def flush(self) -> dict[str, Any]:
+        """Drop the disabled jobs (tunasync's flush)."""
+        async with self._lock:
+            disabled = [j.name for j in await self.store.jobs() if j.state.status is JobStatus.DISABLED]
+            await self.store.delete_jobs(disabled)
+        return {"removed": disabled}

@@ -1,0 +1,285 @@
+"""The mirror worker: registers with the manager, takes its commands, runs attempts, reports what happened.
+
+The worker owns no job status: the manager does (shoal.mirror.manager). The worker's loop::
+
+    register ──▶ poll (long-poll; each poll is also the heartbeat and acknowledges the commands handled)
+       ▲            │ run JOB RUN_ID ATTEMPT ──▶ task: slot ─▶ run_attempt ─▶ report ─▶ (retry? run again)
+       │            │ cancel JOB [RUN_ID]    ──▶ cancel the job's task (run_attempt kills its processes)
+       │            │ reload                 ──▶ re-read the config file, register again (new concurrency)
+       └── 409 "register again" (the manager restarted, or forgot this worker)
+
+Rules, and why:
+
+- One task per job: a run for a job that still has one cancels the old task and waits for it to end
+  before the new one touches the job directory, so two attempts never fill one directory.
+- A worker runs at most ``concurrency`` attempts at once (a second guard behind the manager's own
+  count); a forced start (``ctl start --force``) takes a slot beyond the limit.
+- Reports are retried until the manager answers, so a result reached while the manager restarts is not
+  lost; a report the manager refuses (409: the run was stopped, restarted or declared lost meanwhile) is
+  dropped, because the manager has moved on. The "syncing" report is best effort: a success report
+  moves a job through syncing if that report never arrived.
+- A manager that cannot be reached is retried with a short, capped backoff, so after a manager restart
+  the worker is back within about a second; only a refused token (or another 4xx) ends the worker.
+- The attempt itself (hooks, provider, versions, retention) is shoal.mirror.runner's ``run_attempt``,
+  passed in, so the worker is tested without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from shoal.core.errors import ProtocolError, TrackerUnavailable, UsageError
+from shoal.core.mirror_config import JobSpec, WorkerSettings
+from shoal.mirror.client import ManagerRefused, MirrorClient
+
+log = logging.getLogger("shoal.mirror.worker")
+
+BACKOFF_FIRST = 0.2
+BACKOFF_MAX = 2.0
+"""Seconds between attempts to reach the manager: short, so a restarted manager sees its workers soon."""
+
+
+class Outcome(Protocol):
+    """What one attempt returns (shoal.mirror.runner.AttemptResult)."""
+
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def error(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def version(self) -> str | None: ...
+
+
+class RunAttempt(Protocol):
+    def __call__(
+        self,
+        spec: JobSpec,
+        job_dir: Path,
+        *,
+        attempt: int = 1,
+        on_syncing: Callable[[], Awaitable[None]] | None = None,
+    ) -> Awaitable[Outcome]: ...
+
+
+class _Slots:
+    """At most ``limit`` holders at once, except forced ones; the limit may change (a reload)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def take(self, *, force: bool = False) -> AsyncIterator[None]:
+        async with self._changed:
+            if not force:
+                await self._changed.wait_for(lambda: self.used < self.limit)
+            self.used += 1
+        try:
+            yield
+        finally:
+            self.used -= 1
+            # No await here: a cancelled task must give its slot back even while being cancelled again.
+            asyncio.get_running_loop().create_task(self._notify())
+
+    async def resize(self, limit: int) -> None:
+        self.limit = limit
+        await self._notify()
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+
+@dataclass
+class _Run:
+    run_id: str
+    task: asyncio.Task[None]
+
+
+class MirrorWorker:
+    def __init__(
+        self,
+        name: str,
+        settings: WorkerSettings,
+        run_attempt: RunAttempt,
+        *,
+        url: str = "",
+        reload: Callable[[], WorkerSettings] | None = None,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.url = url
+        self._run_attempt = run_attempt
+        self._reload = reload
+        self._slots = _Slots(settings.concurrency)
+        self._runs: dict[str, _Run] = {}
+        self._client: MirrorClient | None = None
+        self.registered = asyncio.Event()
+        """Set while registered with the current manager session (tests and the CLI wait on it)."""
+
+    @property
+    def client(self) -> MirrorClient:
+        assert self._client is not None, "the worker is not running"
+        return self._client
+
+    async def run(self) -> None:
+        """Serve the manager until cancelled; every running attempt is cancelled on the way out."""
+        try:
+            async with MirrorClient(self.settings.manager, self.settings.token) as client:
+                self._client = client
+                while True:
+                    session, hold = await self._register()
+                    await self._serve(session, hold)
+        finally:
+            runs = [run.task for run in self._runs.values()]
+            for task in runs:
+                task.cancel()
+            await asyncio.gather(*runs, return_exceptions=True)
+            self._client = None
+
+    async def _register(self) -> tuple[str, float]:
+        self.registered.clear()
+        delay = BACKOFF_FIRST
+        running = [{"job": job, "run_id": run.run_id} for job, run in self._runs.items() if not run.task.done()]
+        while True:
+            try:
+                reply = await self.client.register(self.name, self.url, self._slots.limit, running)
+                break
+            except TrackerUnavailable as exc:
+                log.warning("registering with the manager failed (%s); trying again", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+        for job in reply.get("lost", []):
+            log.warning("the manager counts job %s as lost with this worker's previous process", job)
+        log.info("registered with %s as %s", self.settings.manager, self.name)
+        self.registered.set()
+        return str(reply["session"]), float(reply["hold"])
+
+    async def _serve(self, session: str, hold: float) -> None:
+        """Poll and handle commands until the manager asks for a new registration (or a reload does)."""
+        ack = 0
+        delay = BACKOFF_FIRST
+        while True:
+            try:
+                commands = await self.client.poll(self.name, session, ack, hold)
+            except ManagerRefused as exc:
+                if exc.register:
+                    log.info("the manager asks this worker to register again")
+                    return
+                raise
+            except TrackerUnavailable as exc:
+                log.warning("polling the manager failed (%s); trying again", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            delay = BACKOFF_FIRST
+            again = False
+            for command in commands:
+                seq = int(command.get("seq", 0))
+                if seq <= ack:
+                    continue
+                ack = seq
+                try:
+                    again = await self._handle(command) or again
+                except ProtocolError as exc:  # a command this worker cannot read: skip it, say why
+                    log.error("ignoring a command from the manager: %s", exc)
+            if again:
+                # Acknowledge what was handled, then register with the new settings.
+                with contextlib.suppress(TrackerUnavailable, ManagerRefused):
+                    await self.client.poll(self.name, session, ack, 0.0)
+                return
+
+    async def _handle(self, command: dict[str, Any]) -> bool:
+        """Act on one command; True when the worker must register again."""
+        op = command.get("op")
+        if op == "run":
+            spec = JobSpec.from_json(command.get("job"))
+            run_id, attempt = str(command["run_id"]), int(command.get("attempt", 1))
+            previous = self._runs.pop(spec.name, None)
+            task = asyncio.create_task(
+                self._run(spec, run_id, attempt, bool(command.get("force")), previous), name=f"mirror job {spec.name}"
+            )
+            self._runs[spec.name] = _Run(run_id, task)
+            task.add_done_callback(lambda _: self._forget(spec.name, task))
+        elif op == "cancel":
+            job = str(command.get("job"))
+            run = self._runs.get(job)
+            if run is not None and command.get("run_id") in (None, run.run_id):
+                log.info("cancelling job %s (run %s)", job, run.run_id)
+                run.task.cancel()
+        elif op == "reload":
+            if self._reload is None:
+                log.warning("asked to reload, but this worker has no config file")
+                return False
+            try:
+                settings = await asyncio.to_thread(self._reload)
+            except Exception as exc:  # a broken file must not stop the worker; it keeps its settings
+                log.error("reload failed, keeping the current settings: %s", exc)
+                return False
+            self.settings = settings
+            await self._slots.resize(settings.concurrency)
+            log.info("reloaded: concurrency %d", settings.concurrency)
+            return True
+        else:
+            raise ProtocolError(f"unknown command {op!r}", field="op")
+        return False
+
+    def _forget(self, job: str, task: asyncio.Task[None]) -> None:
+        run = self._runs.get(job)
+        if run is not None and run.task is task:
+            del self._runs[job]
+
+    async def _run(self, spec: JobSpec, run_id: str, attempt: int, force: bool, previous: _Run | None) -> None:
+        if previous is not None:  # never two attempts in one job directory
+            previous.task.cancel()
+            await asyncio.gather(previous.task, return_exceptions=True)
+        job_dir = Path(self.settings.directory) / spec.name
+        async with self._slots.take(force=force):
+            while True:
+                log.info("job %s: attempt %d (run %s)", spec.name, attempt, run_id)
+
+                async def syncing() -> None:
+                    await self._report(spec.name, run_id, {"event": "syncing"}, tries=3)
+
+                try:
+                    await asyncio.to_thread(job_dir.mkdir, parents=True, exist_ok=True)
+                    outcome = await self._run_attempt(spec, job_dir, attempt=attempt, on_syncing=syncing)
+                    body: dict[str, Any] = (
+                        {"event": "success", "size": outcome.size, "version": outcome.version}
+                        if outcome.ok
+                        else {"event": "failure", "error": outcome.error or "the attempt failed"}
+                    )
+                except Exception as exc:  # a bug or an OSError in the attempt fails it; the worker goes on
+                    log.exception("job %s: the attempt raised", spec.name)
+                    body = {"event": "failure", "error": f"{type(exc).__name__}: {exc}"}
+                reply = await self._report(spec.name, run_id, body)
+                if reply is None or not reply.get("retry"):
+                    return
+                attempt = int(reply.get("attempt", attempt + 1))
+
+    async def _report(self, job: str, run_id: str, body: dict[str, Any], *, tries: int = 0) -> dict[str, Any] | None:
+        """Send a report until the manager answers (at most ``tries`` times if given); None if it refused."""
+        delay = BACKOFF_FIRST
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self.client.report(job, {**body, "worker": self.name, "run_id": run_id})
+            except (ManagerRefused, UsageError) as exc:  # 409 stale run, 404 job flushed meanwhile
+                log.info("the manager dropped the %s report of job %s: %s", body["event"], job, exc)
+                return None
+            except TrackerUnavailable as exc:
+                if tries and attempt >= tries:
+                    log.warning("could not report %s of job %s: %s", body["event"], job, exc)
+                    return None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
