@@ -69,7 +69,7 @@ replicas = 2
 
 def config_error(text: str, **kwargs: object) -> ConfigError:
     with pytest.raises(ConfigError) as info:
-        parse_config(textwrap.dedent(text), "mirrors.toml", **kwargs)  # type: ignore[arg-type]
+        parse_config(textwrap.dedent(text), "mirrors.toml", **kwargs)
     return info.value
 
 

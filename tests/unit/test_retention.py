@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoal.core.retention import plan_retention
+from shoal.core.retention import next_version_name, plan_retention, version_created
 
 DAY = 86400.0
 VERSIONS = [("v1", 1 * DAY), ("v2", 2 * DAY), ("v3", 3 * DAY), ("v4", 4 * DAY)]
@@ -88,3 +88,40 @@ def test_properties(versions: list[tuple[str, float]], keep: int | None, age: fl
         assert too_old or (keep is not None and rank >= keep)
     # Oldest first.
     assert [created[n] for n in removed] == sorted(created[n] for n in removed)
+
+
+# -- version names -------------------------------------------------------------------------------------------
+
+T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+
+
+def test_version_names_are_utc_timestamps() -> None:
+    assert next_version_name([], T0) == "20231114T221320Z"
+    assert version_created("20231114T221320Z") == T0
+    assert version_created("20231114T221320Z-0002") == T0
+
+
+@pytest.mark.parametrize("name", ["latest", "20231114T221320", "20231114T221320Z-1", "20231399T000000Z", ""])
+def test_other_names_are_not_versions(name: str) -> None:
+    assert version_created(name) is None
+
+
+def test_a_taken_name_gets_the_next_suffix() -> None:
+    assert next_version_name(["20231114T221320Z"], T0) == "20231114T221320Z-0001"
+    assert next_version_name(["20231114T221320Z", "20231114T221320Z-0001"], T0) == "20231114T221320Z-0002"
+    assert next_version_name(["20231114T221320Z"], T0 + 1) == "20231114T221321Z"
+
+
+def test_a_clock_stepped_back_still_names_the_newest_last() -> None:
+    later = "20231114T231320Z"
+    assert next_version_name([later, "junk"], T0) == later + "-0001"
+
+
+@given(st.lists(st.floats(0, 4e9, allow_nan=False), min_size=1, max_size=20))
+def test_each_new_name_sorts_after_all_before(times: list[float]) -> None:
+    names: list[str] = []
+    for now in times:
+        name = next_version_name(names, now)
+        assert version_created(name) is not None
+        assert all(name > earlier for earlier in names)
+        names.append(name)

@@ -1,0 +1,256 @@
+"""What fills a new version of a mirror job: the ``http`` and ``command`` providers.
+
+A provider gets an empty staging directory and a deadline, fills the directory, and either returns or
+raises ProviderError saying why not. It never touches ``versions/`` or ``current``: publishing is the
+runner's, and only after the provider succeeded (``shoal.mirror.runner``).
+
+http: ``upstream`` names one file, or (ending in ``/``) a directory index in the style of Apache's and
+nginx's autoindex, whose file links are fetched. Each file is checked before the version can be published:
+
+- the answer is 200 (no redirect to an error page passes: a redirect is followed, then must end in 200);
+- the body has exactly the Content-Length the answer declared (a connection cut short is an error, not a
+  shorter file); ``Accept-Encoding: identity`` is sent and bodies are not decompressed, so the length
+  is the length of the bytes on disk;
+- the file did not change during the fetch: a HEAD after the GET must report the same ETag,
+  Last-Modified and Content-Length as the GET did (a GET's headers if the upstream refuses HEAD). An
+  upstream that sends neither ETag nor Last-Modified is checked on its length alone.
+
+Index links are taken only when they name a file directly under the index: parent links (``../`` or an
+absolute path above), sort links with a query (Apache's ``?C=N;O=D``), links to other hosts or schemes,
+and subdirectories (a trailing ``/``) are skipped. A name is decoded and must be a plain file name (no
+``/``, not ``.`` or ``..``), so a hostile index cannot write outside the staging directory. An index
+that lists no files at all fails the attempt: publishing an empty version would empty the mirror.
+
+command: ``/bin/sh -c command`` runs in the staging directory (``shoal.mirror.shell``), with the job's
+environment; an exit status in ``success_exit_codes`` is success. ``$SHOAL_MIRROR_PREVIOUS`` names the
+newest published version (empty if none) so that rsync can hard-link unchanged files from it with
+``--link-dest="$SHOAL_MIRROR_PREVIOUS"`` instead of fetching everything again. Writing into files of the
+previous version is never safe: they are being served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import os
+from collections.abc import Mapping
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urljoin, urlsplit
+
+import aiohttp
+
+from shoal.core.errors import ShoalError
+from shoal.core.mirror_config import JobSpec
+from shoal.mirror.shell import KILL_GRACE, OUTPUT_LIMIT, run_shell
+from shoal.peer.request import file_name_from_url
+
+log = logging.getLogger(__name__)
+
+FETCH_PARALLELISM = 4
+"""Files of one directory index fetched at once."""
+INDEX_LIMIT = 16 << 20
+"""Largest directory index read, in bytes."""
+_CHUNK = 1 << 20
+_IDENTITY = {"Accept-Encoding": "identity", "User-Agent": "shoal-mirror"}
+
+
+class ProviderError(ShoalError):
+    """The provider could not produce a complete, consistent version; the message says why.
+    ``returncode``: the command's exit status, when a command failed."""
+
+    def __init__(self, message: str, *, returncode: int | None = None) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+
+
+class ProviderTimedOut(ProviderError):
+    """The command ran past its time and was stopped; ``output`` is the tail of what it printed."""
+
+    def __init__(self, message: str, *, output: str) -> None:
+        super().__init__(message)
+        self.output = output
+
+
+# -- http -------------------------------------------------------------------------------------------------
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.hrefs: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            href = dict(attrs).get("href")
+            if href:
+                self.hrefs.append(href)
+
+
+def safe_file_name(name: str) -> bool:
+    """Whether ``name`` can only mean a file directly inside a directory."""
+    return (
+        name not in ("", ".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and "\0" not in name
+        and len(name.encode("utf-8", "surrogateescape")) <= 255
+    )
+
+
+def index_files(base_url: str, html: str) -> dict[str, str]:
+    """The files a directory index at ``base_url`` links to, as {file name: absolute URL}, in page order."""
+    parser = _Links()
+    parser.feed(html)
+    parser.close()
+    base = urlsplit(base_url)
+    files: dict[str, str] = {}
+    for href in parser.hrefs:
+        url = urljoin(base_url, href.strip())
+        parts = urlsplit(url)
+        if parts.query or (parts.scheme, parts.netloc) != (base.scheme, base.netloc):
+            continue
+        if not parts.path.startswith(base.path) or parts.path == base.path:
+            continue
+        rest = parts.path[len(base.path) :]
+        if "/" in rest:  # a subdirectory (trailing '/') or something deeper
+            continue
+        name = unquote(rest)
+        if not safe_file_name(name):
+            continue
+        files.setdefault(name, parts._replace(fragment="").geturl())
+    return files
+
+
+def _http_date(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def _identity(headers: Mapping[str, str]) -> tuple[str | None, str | None, str | None]:
+    return headers.get("ETag"), headers.get("Last-Modified"), headers.get("Content-Length")
+
+
+async def _recheck(session: aiohttp.ClientSession, url: str) -> tuple[str | None, str | None, str | None]:
+    """The file's identity now: a HEAD, or the headers of a GET whose body is not read."""
+    async with session.head(url, headers=_IDENTITY, allow_redirects=True) as response:
+        if response.status == 200:
+            return _identity(response.headers)
+        if response.status not in (405, 501):
+            raise ProviderError(f"{url}: HTTP {response.status} when checking the file after its fetch")
+    async with session.get(url, headers=_IDENTITY) as response:
+        if response.status != 200:
+            raise ProviderError(f"{url}: HTTP {response.status} when checking the file after its fetch")
+        identity = _identity(response.headers)
+        response.close()  # the body is not wanted; drop the connection rather than read it
+        return identity
+
+
+async def fetch_file(session: aiohttp.ClientSession, url: str, dest: Path) -> int:
+    """Fetch ``url`` into ``dest`` with the checks in the module docstring; the number of bytes.
+    ProviderError on any failure (``dest`` may then hold a partial file: the caller discards it)."""
+    try:
+        async with session.get(url, headers=_IDENTITY) as response:
+            if response.status != 200:
+                raise ProviderError(f"{url}: HTTP {response.status} {response.reason or ''}".rstrip())
+            before = _identity(response.headers)
+            declared = response.content_length
+            received = 0
+            with dest.open("wb") as out:
+                try:
+                    async for chunk in response.content.iter_chunked(_CHUNK):
+                        out.write(chunk)
+                        received += len(chunk)
+                except aiohttp.ClientPayloadError:
+                    of = f" of {declared}" if declared is not None else ""
+                    raise ProviderError(f"{url}: truncated: the body ended after {received}{of} bytes") from None
+                await asyncio.to_thread(os.fsync, out.fileno())
+        if declared is not None and received != declared:
+            raise ProviderError(f"{url}: truncated: the body ended after {received} of {declared} bytes")
+        after = await _recheck(session, url)
+    except aiohttp.ClientPayloadError as exc:
+        raise ProviderError(f"{url}: truncated or corrupt body: {exc}") from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise ProviderError(f"{url}: {type(exc).__name__}: {exc}") from None
+    if after != before:
+        changed = [
+            f"{what} {old!r} -> {new!r}"
+            for what, old, new in zip(("ETag", "Last-Modified", "Content-Length"), before, after, strict=True)
+            if old != new
+        ]
+        raise ProviderError(f"{url}: changed during the fetch ({'; '.join(changed)})")
+    modified = _http_date(before[1])
+    if modified is not None:
+        os.utime(dest, (modified, modified))
+    return received
+
+
+async def _read_index(session: aiohttp.ClientSession, url: str) -> str:
+    try:
+        async with session.get(url, headers=_IDENTITY) as response:
+            if response.status != 200:
+                raise ProviderError(f"{url}: HTTP {response.status} for the directory index")
+            body = await response.content.read(INDEX_LIMIT + 1)
+            if len(body) > INDEX_LIMIT:
+                raise ProviderError(f"{url}: the directory index is larger than {INDEX_LIMIT >> 20} MiB")
+            return body.decode(response.charset or "utf-8", errors="replace")
+    except (aiohttp.ClientError, OSError) as exc:
+        raise ProviderError(f"{url}: {type(exc).__name__}: {exc}") from None
+
+
+async def run_http(spec: JobSpec, staging: Path, parts: Path) -> None:
+    """Fill ``staging`` from ``spec.upstream``; files are fetched into ``parts`` (an empty directory beside
+    it) and moved into ``staging`` only once every one of them has passed its checks."""
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=60, sock_read=300)
+    async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
+        if spec.upstream.endswith("/"):
+            files = index_files(spec.upstream, await _read_index(session, spec.upstream))
+            if not files:
+                raise ProviderError(f"{spec.upstream}: the directory index lists no files")
+        else:
+            files = {file_name_from_url(spec.upstream): spec.upstream}
+        limit = asyncio.Semaphore(FETCH_PARALLELISM)
+
+        async def fetch(name: str, url: str) -> None:
+            async with limit:
+                await fetch_file(session, url, parts / name)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for name, url in files.items():
+                    group.create_task(fetch(name, url))
+        except ExceptionGroup as errors:
+            # The first failure cancelled the rest; report it (a ProviderError explains itself).
+            first = errors.exceptions[0]
+            raise first if isinstance(first, ShoalError) else ProviderError(str(first)) from None
+    for name in files:
+        os.replace(parts / name, staging / name)
+    log.info("%s: fetched %d file(s) from %s", spec.name, len(files), spec.upstream)
+
+
+# -- command ----------------------------------------------------------------------------------------------
+
+
+async def run_command(
+    spec: JobSpec, staging: Path, env: Mapping[str, str], limit: float, *, grace: float = KILL_GRACE
+) -> int:
+    """Run the job's command in ``staging``; its exit status when that counts as success, else
+    ProviderError with the status and the tail of the output (ProviderTimedOut past ``limit`` seconds)."""
+    result = await run_shell(spec.command, cwd=staging, env=env, limit=limit, grace=grace)
+    if result.timed_out:
+        raise ProviderTimedOut(f"command timed out after {limit:g} s", output=_tail(result.output))
+    if result.returncode not in spec.success_exit_codes:
+        raise ProviderError(
+            f"command failed with {result.status_text}: {_tail(result.output)}".rstrip(": "),
+            returncode=result.returncode,
+        )
+    return result.returncode if result.returncode is not None else 0
+
+
+def _tail(output: str) -> str:
+    return output.strip()[-OUTPUT_LIMIT:]

@@ -1,0 +1,330 @@
+"""One attempt of a mirror job on a worker: hooks, the provider, and a new version published whole or not at all.
+
+The worker calls ``run_attempt`` once per attempt (``core.mirror_job`` decides whether there is another)
+and reports what it returns. An attempt, in order::
+
+    clean .staging/ (what a crash left)      make .staging/<version>/ (empty)
+    pre_job hooks ──fail──────────────────────────────────────────────────────────┐
+    on_syncing()            (the worker reports PreJobDone: the job is syncing)    │
+    pre_exec hooks ──fail─────────────────────────────────────────────────────────┤
+    provider (http | command) fills .staging/<version>/                            │
+    post_exec hooks         (run whether the provider failed or not)              │
+    ── provider or post_exec failed ──────────────────────────────────────────────┤
+    post_success hooks ──fail─────────────────────────────────────────────────────┤
+    rename .staging/<version> -> versions/<version>; current -> versions/<version> │
+    retention removes expired versions          post_fail hooks; .staging/<version> removed
+    AttemptResult(ok=True, size, version)       AttemptResult(ok=False, error)
+
+The job directory::
+
+    <job_dir>/versions/<version>/...   published versions, never written into once there
+    <job_dir>/current                   symlink to versions/<newest>, replaced atomically (rename)
+    <job_dir>/.staging/                 the attempt under way (hidden: the seeder does not publish it)
+
+Rules, and why:
+
+- Nothing half-written is published: the provider fills a staging directory, and only a rename moves it
+  into ``versions/``, after the provider, its integrity checks and the post_exec and post_success hooks
+  all succeeded. post_success is therefore a last gate (it can check or complete the staging directory);
+  a failure anywhere removes the staging directory and leaves ``current`` as it was.
+- Cancellation (the worker stops or restarts the job) kills the running command's whole process group
+  (SIGTERM, SIGKILL after ``kill_grace``), removes the staging directory, and propagates CancelledError.
+  A crash of the worker leaves at most ``.staging/``, which the next attempt removes first.
+- ``spec.timeout`` bounds the whole attempt, hooks included, as one deadline: a job's owner thinks of
+  "how long may a sync take", and a hanging hook is as stuck as a hanging rsync. The post_fail hooks run
+  after the attempt has failed (often because its time ran out), so they get their own limit,
+  ``FAIL_HOOK_TIMEOUT``. A timeout reads "timed out after N s".
+- A failing post_fail hook does not change the outcome (the attempt had already failed); its own error
+  is added to the attempt's.
+- Every hook and the command see the worker's environment, then the job's ``env``, then these (which win):
+  SHOAL_MIRROR_JOB, SHOAL_MIRROR_UPSTREAM, SHOAL_MIRROR_DIR (the job directory, also the hooks' working
+  directory), SHOAL_MIRROR_WORKING_DIR (the staging directory being filled, the command's working
+  directory), SHOAL_MIRROR_VERSION, SHOAL_MIRROR_ATTEMPT, SHOAL_MIRROR_PREVIOUS (the newest published
+  version's directory, or empty); post_exec, post_success and post_fail hooks also get
+  SHOAL_MIRROR_EXIT_STATUS (the command's status; for http 0 or 1) and SHOAL_MIRROR_ERROR (empty on
+  success).
+- Errors keep the tail of the failing command's output (at most 4 KiB each), so the status page shows
+  why without a trip to the worker's logs.
+- Two attempts of one job must not run at once in one job directory; the worker ensures it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from shoal.core.mirror_config import JobSpec
+from shoal.core.retention import next_version_name, plan_retention, version_created
+from shoal.mirror.providers import ProviderError, ProviderTimedOut, run_command, run_http
+from shoal.mirror.shell import KILL_GRACE, OUTPUT_LIMIT, run_shell
+
+log = logging.getLogger(__name__)
+
+FAIL_HOOK_TIMEOUT = 300.0
+"""Seconds each post_fail hook may take (they run after the attempt's own time may be used up)."""
+
+VERSIONS = "versions"
+CURRENT = "current"
+STAGING = ".staging"
+_CURRENT_TMP = ".current.tmp"
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """What one attempt came to."""
+
+    ok: bool
+    error: str = ""
+    """Empty when ok; else a short, complete reason: the failing hook's or command's exit status and the
+    tail of its output, the provider's error, or "timed out after 30 s"."""
+    size: int = 0
+    """Bytes in the version this attempt published (0 on failure)."""
+    version: str | None = None
+    """The published version's directory name under ``versions/``."""
+
+
+class _Failed(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def current_version(job_dir: Path) -> Path | None:
+    """The published version ``current`` points at, or None."""
+    link = job_dir / CURRENT
+    try:
+        target = os.readlink(link)
+    except OSError:
+        return None
+    path = job_dir / target
+    return path if path.is_dir() else None
+
+
+async def run_attempt(
+    spec: JobSpec,
+    job_dir: Path,
+    *,
+    attempt: int = 1,
+    on_syncing: Callable[[], Awaitable[None]] | None = None,
+    kill_grace: float = KILL_GRACE,
+    base_env: Mapping[str, str] | None = None,
+) -> AttemptResult:
+    """Run one attempt of ``spec`` in ``job_dir`` (created if missing), as the module docstring draws it.
+
+    ``base_env`` is the environment hooks and the command start from (default: this process's)."""
+    deadline = asyncio.get_running_loop().time() + spec.timeout
+    try:
+        job_dir, version, staging, parts = await asyncio.to_thread(_prepare, job_dir)
+    except OSError as exc:
+        return AttemptResult(ok=False, error=f"cannot prepare the job directory {job_dir}: {exc}")
+    previous = current_version(job_dir)
+    env = {
+        **(os.environ if base_env is None else base_env),
+        **spec.env,
+        "SHOAL_MIRROR_JOB": spec.name,
+        "SHOAL_MIRROR_UPSTREAM": spec.upstream,
+        "SHOAL_MIRROR_DIR": str(job_dir),
+        "SHOAL_MIRROR_WORKING_DIR": str(staging),
+        "SHOAL_MIRROR_VERSION": version,
+        "SHOAL_MIRROR_ATTEMPT": str(attempt),
+        "SHOAL_MIRROR_PREVIOUS": str(previous) if previous else "",
+    }
+    attempt_ = _Attempt(spec, job_dir, env, deadline, kill_grace)
+    try:
+        try:
+            await attempt_.hooks("pre_job", spec.hooks.pre_job)
+            if on_syncing is not None:
+                await on_syncing()
+            await attempt_.hooks("pre_exec", spec.hooks.pre_exec)
+            status, provider_error = await attempt_.provider(staging, parts)
+            attempt_.env.update(SHOAL_MIRROR_EXIT_STATUS=str(status), SHOAL_MIRROR_ERROR=provider_error)
+            errors = [provider_error] if provider_error else []
+            try:
+                await attempt_.hooks("post_exec", spec.hooks.post_exec)
+            except _Failed as failure:
+                errors.append(failure.message)
+            if errors:
+                raise _Failed("; ".join(errors))
+            await attempt_.hooks("post_success", spec.hooks.post_success)
+            # Not in a thread: a cancellation must not find the rename half-way to done in another thread
+            # while the finally below removes the staging directory. It is a rename, a symlink, two fsyncs.
+            target = _publish(job_dir, staging, version)
+        except _Failed as failure:
+            return await attempt_.failed(failure.message)
+        except OSError as exc:
+            return await attempt_.failed(f"local I/O error: {exc}")
+    finally:
+        # Whatever happened, nothing of this attempt stays in .staging (a published version was renamed out).
+        _discard(staging)
+        _discard(parts)
+    try:
+        removed = await asyncio.to_thread(_apply_retention, spec, job_dir, version)
+        size = await asyncio.to_thread(_tree_size, target)
+    except OSError as exc:
+        # The version is published and whole; a retention that could not finish is retried next time.
+        log.warning("%s: retention after version %s failed: %s", spec.name, version, exc)
+        removed, size = (), 0
+    log.info(
+        "%s: published version %s (%d bytes)%s",
+        spec.name,
+        version,
+        size,
+        f"; removed {', '.join(removed)}" if removed else "",
+    )
+    return AttemptResult(ok=True, size=size, version=version)
+
+
+class _Attempt:
+    """The running attempt's facts, for hooks and the provider."""
+
+    def __init__(self, spec: JobSpec, job_dir: Path, env: dict[str, str], deadline: float, kill_grace: float) -> None:
+        self.spec = spec
+        self.job_dir = job_dir
+        self.env = env
+        self.deadline = deadline
+        self.kill_grace = kill_grace
+
+    def remaining(self) -> float:
+        return self.deadline - asyncio.get_running_loop().time()
+
+    def timed_out(self, where: str = "") -> _Failed:
+        return _Failed(f"timed out after {self.spec.timeout:g} s" + (f" ({where})" if where else ""))
+
+    async def hooks(self, stage: str, commands: tuple[str, ...], *, limit: float | None = None) -> None:
+        for index, command in enumerate(commands, 1):
+            label = f"{stage} hook {index} `{_short(command)}`"
+            timeout = self.remaining() if limit is None else limit
+            if timeout <= 0:
+                raise self.timed_out(f"before the {label}")
+            result = await run_shell(command, cwd=self.job_dir, env=self.env, limit=timeout, grace=self.kill_grace)
+            output = _tail(result.output)
+            if result.timed_out:
+                if limit is None:
+                    raise _Failed(f"{self.timed_out(f'in the {label}').message}: {output}".rstrip(": "))
+                raise _Failed(f"{label} timed out after {limit:g} s: {output}".rstrip(": "))
+            if result.returncode != 0:
+                raise _Failed(f"{label} failed with {result.status_text}: {output}".rstrip(": "))
+
+    async def provider(self, staging: Path, parts: Path) -> tuple[int, str]:
+        """(exit status, error): the command's status, or 0/1 for http; the error is empty on success."""
+        remaining = self.remaining()
+        if remaining <= 0:
+            return 1, self.timed_out("before the provider").message
+        try:
+            if self.spec.provider == "command":
+                status = await run_command(self.spec, staging, self.env, remaining, grace=self.kill_grace)
+                return status, ""
+            try:
+                async with asyncio.timeout(remaining):
+                    await run_http(self.spec, staging, parts)
+            except TimeoutError:
+                return 1, self.timed_out().message
+            return 0, ""
+        except ProviderTimedOut as exc:
+            return 1, f"{self.timed_out().message}: {exc.output}".rstrip(": ")
+        except ProviderError as exc:
+            return exc.returncode or 1, str(exc)
+        except OSError as exc:
+            return 1, f"local I/O error: {exc}"
+
+    async def failed(self, error: str) -> AttemptResult:
+        log.warning("%s: attempt failed: %s", self.spec.name, error)
+        self.env.setdefault("SHOAL_MIRROR_EXIT_STATUS", "1")
+        self.env["SHOAL_MIRROR_ERROR"] = error
+        try:
+            await self.hooks("post_fail", self.spec.hooks.post_fail, limit=FAIL_HOOK_TIMEOUT)
+        except _Failed as failure:
+            error = f"{error}; {failure.message}"
+        return AttemptResult(ok=False, error=error)
+
+
+def _short(command: str) -> str:
+    line = " ".join(command.split())
+    return line if len(line) <= 60 else line[:57] + "..."
+
+
+def _tail(output: str) -> str:
+    return output.strip()[-OUTPUT_LIMIT:]
+
+
+def _discard(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _prepare(job_dir: Path) -> tuple[Path, str, Path, Path]:
+    """Make the job directory's skeleton, remove what a crashed attempt left, and make this attempt's empty
+    staging directory and the directory its files are fetched into: (absolute job_dir, version, staging,
+    parts)."""
+    job_dir = Path(os.path.abspath(job_dir))
+    versions = job_dir / VERSIONS
+    versions.mkdir(parents=True, exist_ok=True)
+    staging_root = job_dir / STAGING
+    _discard(staging_root)
+    with contextlib.suppress(FileNotFoundError):
+        (job_dir / _CURRENT_TMP).unlink()
+    staging_root.mkdir()
+    version = next_version_name(os.listdir(versions), time.time())
+    staging = staging_root / version
+    parts = staging_root / f"{version}.parts"
+    staging.mkdir()
+    parts.mkdir()
+    return job_dir, version, staging, parts
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _publish(job_dir: Path, staging: Path, version: str) -> Path:
+    """Move the staging directory into versions/ and point ``current`` at it, each step atomic."""
+    target = job_dir / VERSIONS / version
+    os.rename(staging, target)
+    _fsync_dir(target.parent)
+    temporary = job_dir / _CURRENT_TMP
+    with contextlib.suppress(FileNotFoundError):
+        temporary.unlink()
+    # Relative, so the job directory can be moved or mounted elsewhere.
+    os.symlink(Path(VERSIONS) / version, temporary)
+    os.replace(temporary, job_dir / CURRENT)
+    _fsync_dir(job_dir)
+    return target
+
+
+def _apply_retention(spec: JobSpec, job_dir: Path, newest: str) -> tuple[str, ...]:
+    """Remove the versions the job's retention expires; the names removed."""
+    keep, max_age = spec.retention.keep_versions, spec.retention.max_age
+    if keep is None and max_age is None:
+        return ()
+    versions = job_dir / VERSIONS
+    known = [(name, created) for name in os.listdir(versions) if (created := version_created(name)) is not None]
+    plan = plan_retention(known, keep_versions=keep, max_age=max_age, now=time.time())
+    removed = []
+    for name in plan:
+        if name == newest:  # the plan never names the newest; this guards ``current`` against a clock jump
+            continue
+        # Renamed out of versions/ first, so a removal cut short leaves no half-removed version in view.
+        doomed = job_dir / STAGING / f"removing-{name}"
+        os.rename(versions / name, doomed)
+        _discard(doomed)
+        removed.append(name)
+    return tuple(removed)
+
+
+def _tree_size(root: Path) -> int:
+    total = 0
+    for directory, _dirs, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.lstat(os.path.join(directory, name)).st_size
+    return total
