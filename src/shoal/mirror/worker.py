@@ -22,6 +22,9 @@ Rules, and why:
   the worker is back within about a second; only a refused token (or another 4xx) ends the worker.
 - The attempt itself (hooks, provider, versions, retention) is shoal.mirror.runner's ``run_attempt``,
   passed in, so the worker is tested without it.
+- The worker's seeder watches the whole directory, so a job that must not be seeded
+  (``publish.seed = false``) runs in the hidden ``.unseeded/`` beside the others (the seeder never
+  publishes hidden paths).
 """
 
 from __future__ import annotations
@@ -67,6 +70,15 @@ class RunAttempt(Protocol):
         attempt: int = 1,
         on_syncing: Callable[[], Awaitable[None]] | None = None,
     ) -> Awaitable[Outcome]: ...
+
+
+UNSEEDED = ".unseeded"
+"""Where jobs with ``publish.seed = false`` live: hidden, so the worker's seeder never publishes them."""
+
+
+def job_directory(directory: Path, spec: JobSpec) -> Path:
+    """``<directory>/<job>``, or ``<directory>/.unseeded/<job>`` for a job that is not to be seeded."""
+    return directory / spec.name if spec.publish.seed else directory / UNSEEDED / spec.name
 
 
 class _Slots:
@@ -242,7 +254,7 @@ class MirrorWorker:
         if previous is not None:  # never two attempts in one job directory
             previous.task.cancel()
             await asyncio.gather(previous.task, return_exceptions=True)
-        job_dir = Path(self.settings.directory) / spec.name
+        job_dir = job_directory(Path(self.settings.directory), spec)
         async with self._slots.take(force=force):
             while True:
                 log.info("job %s: attempt %d (run %s)", spec.name, attempt, run_id)
