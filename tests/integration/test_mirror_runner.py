@@ -461,3 +461,14 @@ async def test_cancelling_an_http_fetch_leaves_no_staging(upstream: Upstream, tm
         await runner.cleanup()
     assert published(tmp_path / "job") == {}
     assert_no_staging(tmp_path / "job")
+
+
+async def test_a_process_a_hook_leaves_behind_is_killed(tmp_path: Path) -> None:
+    pid_file = tmp_path / "stray.pid"
+    # The hook exits at once but leaves a sleep holding its output pipe; the attempt must neither wait for
+    # it nor let it outlive the attempt.
+    spec = command_job("echo data > f", hooks=Hooks(pre_job=(f"sleep 1000 & echo $! > {pid_file}",)))
+    result = await run_attempt(spec, tmp_path / "job")
+    assert result.ok, result.error
+    stray = int(pid_file.read_text())
+    await eventually(lambda: not alive(stray), f"the stray sleep {stray} is killed")

@@ -198,8 +198,9 @@ def test_command_provider_needs_a_command() -> None:
     assert (error.line, error.key) == (1, "command")
 
 
-def test_http_provider_needs_an_http_url() -> None:
-    error = config_error(job(upstream='"ftp://origin.test/x"'))
+@pytest.mark.parametrize("url", ["ftp://origin.test/x", "http:///x", "http://origin.test:99999/x", "origin.test/x"])
+def test_http_provider_needs_an_http_url(url: str) -> None:
+    error = config_error(job(upstream=f'"{url}"'))
     assert (error.line, error.key) == (4, "upstream")
     assert "not an http(s) URL" in str(error)
 

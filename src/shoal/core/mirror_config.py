@@ -66,9 +66,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from shoal.core.errors import ProtocolError, UsageError
+from shoal.core.ids import canonical_url
 from shoal.core.schedule import Cron, CronError
 
 PROVIDERS = ("http", "command")
@@ -407,9 +407,10 @@ def parse_duration(value: Any) -> float:
 
 def _url(value: Any) -> str:
     text = _nonempty(value)
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{text[:80]!r} is not an http(s) URL")
+    try:
+        canonical_url(text)  # the checks every Shoal URL gets: scheme, host, port
+    except UsageError:
+        raise ValueError(f"{text[:80]!r} is not an http(s) URL") from None
     return text
 
 

@@ -241,6 +241,7 @@ class _Attempt:
         try:
             await self.hooks("post_fail", self.spec.hooks.post_fail, limit=FAIL_HOOK_TIMEOUT)
         except _Failed as failure:
+            log.warning("%s: %s", self.spec.name, failure.message)
             error = f"{error}; {failure.message}"
         return AttemptResult(ok=False, error=error)
 

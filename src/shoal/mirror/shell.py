@@ -87,6 +87,21 @@ class _Tail:
         return "..." + text if self.cut else text
 
 
+class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """asyncio's own subprocess protocol, plus an event for the shell's exit.
+
+    ``Process.wait()`` returns only once the output pipe is closed as well, and a process the shell left
+    in the background keeps it open: the exit itself is what ends a command here."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=2**16, loop=loop)
+        self.exited = asyncio.Event()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        self.exited.set()
+
+
 def _signal_group(pgid: int, signum: int) -> bool:
     """Send ``signum`` to the group; False when the group is gone."""
     try:
@@ -132,7 +147,9 @@ async def run_shell(
     """Run ``/bin/sh -c command`` in ``cwd`` with exactly ``env``; stop it (group and all) after ``limit``
     seconds and say so in the result (no TimeoutError: the output is wanted). Cancellation stops it the
     same way, then propagates."""
-    process = await asyncio.create_subprocess_exec(
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.subprocess_exec(
+        lambda: _Protocol(loop),
         "/bin/sh",
         "-c",
         command,
@@ -143,6 +160,7 @@ async def run_shell(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    process = asyncio.subprocess.Process(transport, protocol, loop)
     assert process.stdout is not None
     tail = _Tail(OUTPUT_LIMIT)
     reader = asyncio.create_task(tail.drain(process.stdout))
@@ -150,7 +168,7 @@ async def run_shell(
     try:
         try:
             async with asyncio.timeout(max(limit, 0.0)):
-                await process.wait()
+                await protocol.exited.wait()
         except TimeoutError:
             timed_out = True
             await stop_group(process, grace)
@@ -164,8 +182,8 @@ async def run_shell(
         _signal_group(process.pid, signal.SIGKILL)
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             async with asyncio.timeout(_DRAIN_AFTER_EXIT):
+                await protocol.exited.wait()  # after a SIGKILL: its status, once the loop has reaped it
                 await asyncio.shield(reader)
         reader.cancel()
-        with contextlib.suppress(BaseException):
-            await process.wait()
+        transport.close()
     return ShellResult(process.returncode, tail.text(), timed_out)
