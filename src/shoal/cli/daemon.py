@@ -10,7 +10,7 @@ import click
 from shoal.cli.main import click_parser, configure_logging, run_or_exit, socket_option
 from shoal.core.errors import UsageError
 from shoal.core.units import format_bytes, parse_rate, parse_size
-from shoal.daemon.config import DaemonConfig, default_cache_dir, default_socket
+from shoal.daemon.config import DaemonConfig, PoolSpec, default_cache_dir, default_socket
 from shoal.peer.request import parse_listen
 
 
@@ -31,7 +31,9 @@ async def run_daemon(config: DaemonConfig) -> None:
         print(
             f"daemon listening on http://{config.listen_host}:{daemon.server.port} (control socket {config.socket}; "
             f"cache {config.cache_dir}, {format_bytes(usage.used)} of {format_bytes(usage.capacity)}; "
-            f"tracker {config.tracker or 'none'})",
+            f"tracker {config.tracker or 'none'}"
+            + "".join(f"; pool {spec.name}" for spec in config.pools)
+            + ")",
             flush=True,
         )
         await until_signalled()
@@ -76,6 +78,21 @@ async def run_daemon(config: DaemonConfig) -> None:
     show_default=True,
     help="Seconds between full re-hashes of every cached file (0: never).",
 )
+@click.option(
+    "--pool",
+    "pools",
+    multiple=True,
+    callback=lambda ctx, param, values: [click_parser(PoolSpec.parse)(ctx, param, v) for v in values],
+    metavar="NAME[:TOKEN]",
+    help="Join this pool on the tracker and fetch what is pushed to it (repeatable).",
+)
+@click.option(
+    "--pool-dest",
+    multiple=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="A directory under which pushes may place files with --dest (repeatable; default: none).",
+)
+@click.option("--name", "member_name", default="", help="This daemon's name in its pools [default: the host name].")
 @click.option("-v", "--verbose", count=True)
 def daemon(
     cache_dir: Path | None,
@@ -88,6 +105,9 @@ def daemon(
     download_rate: int | None,
     upload_rate: int | None,
     scrub_interval: float,
+    pools: list[PoolSpec],
+    pool_dest: tuple[Path, ...],
+    member_name: str,
     verbose: int,
 ) -> None:
     """Run the host's long-running peer: a bounded cache whose content it serves to the swarm for as long
@@ -95,6 +115,8 @@ def daemon(
     configure_logging(verbose, False)
     if tracker is not None and not tracker.startswith(("http://", "https://")):
         raise click.BadParameter(f"{tracker!r} is not an http(s) URL", param_hint="--tracker")
+    if pools and tracker is None:
+        raise click.BadParameter("pools live on a tracker: give --tracker too", param_hint="--pool")
     config = DaemonConfig(
         cache_dir=(cache_dir or default_cache_dir()).absolute(),
         capacity=capacity,
@@ -107,5 +129,8 @@ def daemon(
         download_rate=download_rate,
         upload_rate=upload_rate,
         scrub_interval=scrub_interval,
+        pools=tuple(pools),
+        pool_dest=tuple(p.absolute() for p in pool_dest),
+        member_name=member_name,
     )
     run_or_exit(lambda: asyncio.run(run_daemon(config)))

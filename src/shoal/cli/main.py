@@ -84,6 +84,7 @@ class LazyGroup(click.Group):
         "daemon": "shoal.cli.daemon",
         "cache": "shoal.cli.cache",
         "mirror": "shoal.cli.mirror",
+        "pool": "shoal.cli.pool",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -107,6 +107,9 @@ class NotInCache(CacheError):
 class ProtocolError(ShoalError):
     """Malformed input from the network: a request body, a bitfield, a header from a peer."""
 
+    http_status = 400
+    """The status an HTTP API answers this error with."""
+
     def __init__(self, message: str, *, field: str = "") -> None:
         super().__init__(message)
         self.field = field

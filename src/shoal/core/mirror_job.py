@@ -185,6 +185,8 @@ class IllegalTransition(ProtocolError):
     """An event that the lifecycle does not allow in the job's status: a stale report, or a command that
     makes no sense now (stopping a paused job). Maps to 409 Conflict at an API's edge."""
 
+    http_status = 409
+
     def __init__(self, status: JobStatus, event: JobEvent, reason: str = "") -> None:
         message = f"{type(event).__name__} is not allowed while the job is {status.value}"
         super().__init__(f"{message}: {reason}" if reason else message, field="status")

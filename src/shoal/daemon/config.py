@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from shoal.core.errors import UsageError
+
 DEFAULT_CAPACITY = 20 << 30
 
 
@@ -31,6 +33,21 @@ def default_socket() -> Path:
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     base = Path(runtime) / "shoal" if runtime else Path(f"/tmp/shoal-{os.geteuid()}")
     return base / "daemon.sock"
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSpec:
+    """A pool to join: ``--pool NAME[:TOKEN]`` (a private pool needs its token)."""
+
+    name: str
+    token: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> PoolSpec:
+        name, sep, token = text.partition(":")
+        if not name or (sep and not token):
+            raise UsageError(f"--pool takes NAME or NAME:TOKEN, not {text!r}")
+        return cls(name, token or None)
 
 
 def index_path(cache_dir: Path) -> Path:
@@ -69,3 +86,10 @@ class DaemonConfig:
     """Seconds between full re-hashes of every cached file (0: never), for damage a stat does not show."""
     reseed_seconds: float = 5.0
     """Retry delay when the tracker cannot be reached while seeding."""
+    pools: tuple[PoolSpec, ...] = ()
+    """Pools this daemon is a member of (on ``tracker``): it fetches what is pushed to them."""
+    pool_dest: tuple[Path, ...] = ()
+    """Directories under which a push's ``--dest`` may place files; a push elsewhere fails on this member
+    (whoever may push to a pool must not be able to write anywhere the daemon can)."""
+    member_name: str = ""
+    """How this daemon is named in its pools' member lists; empty: the host name."""

@@ -28,8 +28,8 @@ from typing import Any
 
 from aiohttp import web
 
-from shoal.core.errors import IntegrityError, NotInCache, ShoalError, UsageError
-from shoal.daemon.fetcher import Fetch, Fetcher, matches
+from shoal.core.errors import NotInCache, ShoalError, UsageError
+from shoal.daemon.fetcher import Fetch, Fetcher
 from shoal.http_errors import json_error
 from shoal.peer.engine import Stats
 from shoal.peer.request import parse_headers
@@ -130,19 +130,18 @@ class Control:
         started = time.monotonic()
 
         async def run(progress: Callable[[Stats], Awaitable[None]]) -> dict[str, Any]:
-            hit = await asyncio.to_thread(self._lookup, url, digest)
-            fetch: Fetch | None = None
-            if hit is not None:
-                try:
-                    entry, linked = await asyncio.to_thread(self.store.place, hit.digest, dest)
-                except NotInCache:
-                    hit = None  # damaged on disk and removed: fetch it again
-            if hit is None:
-                fetch = self.fetcher.fetch(url, headers=headers, expected=digest)
-                fetched = await self._follow(fetch, progress)
-                if not matches(fetched, digest):  # joined a download another request started
-                    raise IntegrityError(f"{url} is not {digest}", expected=digest or "", actual=fetched.sha256)
-                entry, linked = await asyncio.to_thread(self.store.place, fetched.digest, dest)
+            def follow(fetch: Fetch) -> Awaitable[CacheEntry]:
+                return self._follow(fetch, progress)
+
+            entry, fetch = await self.fetcher.obtain(url, headers=headers, expected=digest, follow=follow)
+            try:
+                entry, linked = await asyncio.to_thread(self.store.place, entry.digest, dest)
+            except NotInCache:
+                if fetch is not None:
+                    raise
+                # A hit damaged on disk was removed by place's check: fetch it again.
+                entry, fetch = await self.fetcher.obtain(url, headers=headers, expected=digest, follow=follow)
+                entry, linked = await asyncio.to_thread(self.store.place, entry.digest, dest)
             return {
                 "path": str(dest),
                 "size": entry.size,
@@ -168,10 +167,6 @@ class Control:
             return {"entry": entry.to_json()}
 
         return await self._stream(request, run)
-
-    def _lookup(self, url: str, digest: str | None) -> CacheEntry | None:
-        entry = self.store.lookup(digest) if digest else self.store.by_url(url)
-        return entry if entry is not None and entry.cached else None
 
     async def _follow(self, fetch: Fetch, progress: Callable[[Stats], Awaitable[None]]) -> CacheEntry:
         while True:

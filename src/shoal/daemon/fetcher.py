@@ -39,6 +39,7 @@ class Fetch:
     url: str
     stats: Stats = field(default_factory=Stats)
     result: asyncio.Future[CacheEntry] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    task: asyncio.Task[None] | None = None
 
 
 def matches(entry: CacheEntry, expected: str | None) -> bool:
@@ -81,10 +82,34 @@ class Fetcher:
         # A failure nobody waits for any more (the asking client went away) is logged, not warned about.
         fetch.result.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._fetches[key] = fetch
-        task = asyncio.create_task(self._run(fetch, key, dict(headers), expected))
+        task = fetch.task = asyncio.create_task(self._run(fetch, key, dict(headers), expected))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return fetch
+
+    async def obtain(
+        self,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        expected: str | None,
+        follow: Callable[[Fetch], Awaitable[CacheEntry]],
+    ) -> tuple[CacheEntry, Fetch | None]:
+        """The cached entry of ``url`` (or of the content ``expected`` names, whatever its URL), fetching
+        it if it is not cached; ``follow`` waits for a fetch. The Fetch is None on a hit."""
+        hit = await asyncio.to_thread(self.cached, url, expected)
+        if hit is not None:
+            return hit, None
+        fetch = self.fetch(url, headers=headers, expected=expected)
+        entry = await follow(fetch)
+        if not matches(entry, expected):  # joined a download another request started
+            raise IntegrityError(f"{url} is not {expected}", expected=expected or "", actual=entry.sha256)
+        return entry, fetch
+
+    def cached(self, url: str, expected: str | None = None) -> CacheEntry | None:
+        """The cache's entry for ``url`` (or the content ``expected`` names) when its file is on disk."""
+        entry = self.store.lookup(expected) if expected else self.store.by_url(url)
+        return entry if entry is not None and entry.cached else None
 
     async def warm(self, target: str, follow: Callable[[Fetch], Awaitable[CacheEntry]]) -> CacheEntry:
         """Make sure ``target`` (a URL, or a cache id) is cached and intact, fetching it if not; ``follow``
@@ -110,6 +135,12 @@ class Fetcher:
                 failure = exc
         assert failure is not None
         raise failure
+
+    def cancel(self, url: str) -> None:
+        """Stop the download of ``url``, if one runs; every request waiting on it sees it cancelled."""
+        fetch = self._fetches.get(task_id_for_url(url))
+        if fetch is not None and fetch.task is not None:
+            fetch.task.cancel()
 
     def _intact(self, digest: str) -> bool:
         """Verify a cached entry (a damaged one is removed)."""

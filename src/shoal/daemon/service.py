@@ -5,6 +5,7 @@
     seeding ── keeps each cached task announced to the tracker for as long as it is cached
     fetcher ── one swarm download per URL into the cache, however many requests ask at once
     control API ── the Unix socket ``shoal get`` and ``shoal cache warm`` talk to
+    pool members ── one per ``--pool``: fetch what is pushed to the pool, report progress to the tracker
     scrub ── re-hashes every cached file every ``scrub_interval``
 """
 
@@ -27,6 +28,7 @@ from shoal.daemon.client import DaemonClient
 from shoal.daemon.config import DaemonConfig, index_path
 from shoal.daemon.control import Control
 from shoal.daemon.fetcher import Fetcher
+from shoal.daemon.pools import Identity, PoolMember
 from shoal.daemon.seeding import Seeding
 from shoal.peer.server import PieceServer, ServerConfig
 from shoal.peer.tracker_client import TrackerClient
@@ -100,10 +102,34 @@ class Daemon:
         stack.push_async_callback(runner.cleanup)
         await _bind_control(runner, config.socket)
         stack.callback(_unlink_quietly, config.socket)
+        if config.pools and config.tracker:
+            member_id = await asyncio.to_thread(self._member_id)
+            identity = Identity(
+                member_id, config.member_name or socket.gethostname(), self.node_url, config.site, config.rack
+            )
+            for spec in config.pools:
+                member = PoolMember(
+                    spec,
+                    tracker=config.tracker,
+                    session=session,
+                    fetcher=self.fetcher,
+                    store=self.store,
+                    identity=identity,
+                    dest_roots=config.pool_dest,
+                )
+                await stack.enter_async_context(member)
         if config.scrub_interval > 0:
             scrub = asyncio.create_task(self._scrub_every(config.scrub_interval))
             stack.callback(scrub.cancel)
         log.info("cache %s: %s", config.cache_dir, describe(self.store.usage()))
+
+    def _member_id(self) -> str:
+        """This cache's id in pools, kept in its index so a restarted daemon is the same member."""
+        member_id = self.store.index.get_meta("member")
+        if member_id is None:
+            member_id = secrets.token_hex(8)
+            self.store.index.set_meta("member", member_id)
+        return member_id
 
     def status(self) -> dict[str, Any]:
         usage = self.store.usage()

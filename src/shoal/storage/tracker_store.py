@@ -89,7 +89,7 @@ class TrackerStore:
         return self._engine
 
     @contextlib.asynccontextmanager
-    async def _connection(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
+    async def connection(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
         """A connection (a transaction when ``write``); database failures become StoreError."""
         try:
             async with self.engine.begin() if write else self.engine.connect() as conn:
@@ -100,7 +100,7 @@ class TrackerStore:
     async def load(self, task_id: str, hash_pieces: Iterable[int]) -> TaskSnapshot:
         """The task, its peers and leases, and the stored hashes of ``hash_pieces``."""
         wanted = list(hash_pieces)
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             row = (await conn.execute(select(tasks).where(tasks.c.task_id == task_id))).first()
             if row is None:
                 return TaskSnapshot(None, [], {}, {})
@@ -131,7 +131,7 @@ class TrackerStore:
     async def apply(self, outcome: AnnounceOutcome, *, created: bool) -> None:
         task = outcome.task
         tid = task.task_id
-        async with self._connection(write=True) as conn:
+        async with self.connection(write=True) as conn:
             if created:
                 await conn.execute(tasks.insert().values(task_id=tid, created=time.time(), **_task_values(task)))
             else:
@@ -198,7 +198,7 @@ class TrackerStore:
             await conn.execute(peers.insert().values(task_id=task_id, peer_id=view.peer_id, **values))
 
     async def hashes_since(self, task_id: str, since: int) -> HashesResponse | None:
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             row = (
                 await conn.execute(select(tasks.c.generation, tasks.c.hash_seq).where(tasks.c.task_id == task_id))
             ).first()
@@ -216,7 +216,7 @@ class TrackerStore:
         task = snapshot.task
         if task is None:
             return None
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             hashed = (
                 await conn.execute(
                     select(func.count()).select_from(piece_hashes).where(piece_hashes.c.task_id == task_id)
@@ -254,7 +254,7 @@ class TrackerStore:
     async def expire(self, now: float, peer_ttl: float) -> int:
         """Forget peers unheard of for ``peer_ttl`` and the leases they held; return how many peers."""
         cutoff = now - peer_ttl
-        async with self._connection(write=True) as conn:
+        async with self.connection(write=True) as conn:
             await conn.execute(delete(leases).where(leases.c.expires < now))
             result = await conn.execute(delete(peers).where(peers.c.last_seen < cutoff))
             return int(result.rowcount or 0)

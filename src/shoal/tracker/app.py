@@ -13,8 +13,6 @@ supported.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import time
 import weakref
@@ -27,9 +25,9 @@ from shoal.core.announce import TrackerPolicy, decide_announce
 from shoal.core.errors import ProtocolError
 from shoal.core.ids import is_task_id
 from shoal.core.messages import AnnounceRequest
-from shoal.http_errors import error_response, json_error
+from shoal.http_errors import error_response, json_error, read_json
 from shoal.storage.tracker_store import StoreError, TrackerStore
-from shoal.tracker import bt
+from shoal.tracker import bt, pools
 from shoal.tracker.config import TrackerConfig
 
 log = logging.getLogger("shoal.tracker")
@@ -46,6 +44,7 @@ class TrackerService:
         self.store = TrackerStore(config.db)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.bt = bt.BtTracker(config, clock)
+        self.pools = pools.Pools(self.store, clock, member_ttl=config.peer_ttl)
 
     def _lock(self, task_id: str) -> asyncio.Lock:
         lock = self._locks.get(task_id)
@@ -103,21 +102,13 @@ def _task_id(request: web.Request) -> str:
     return task_id
 
 
-async def _json_body(request: web.Request) -> Any:
-    raw = await request.read()  # raises 413 past client_max_size
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"the body is not valid JSON: {exc}") from None
-
-
 async def health(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "api": API_VERSION})
 
 
 async def announce(request: web.Request) -> web.Response:
     task_id = _task_id(request)
-    body = AnnounceRequest.from_json(await _json_body(request))
+    body = AnnounceRequest.from_json(await read_json(request))
     service = request.app[SERVICE]
     reply = await service.announce(task_id, body, request.remote or "")
     return web.json_response(reply)
@@ -152,11 +143,11 @@ def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> 
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with service.store:
-            expiry = asyncio.create_task(service.expire_forever())
+            loops = [asyncio.create_task(service.expire_forever()), asyncio.create_task(service.pools.sweep_forever())]
             yield
-            expiry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await expiry
+            for loop in loops:
+                loop.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_get("/v1/health", health)
@@ -164,4 +155,5 @@ def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> 
     app.router.add_get("/v1/tasks/{task_id}/hashes", hashes)
     app.router.add_get("/v1/tasks/{task_id}", task_info)
     bt.add_routes(app, service.bt)
+    pools.add_routes(app, service.pools)
     return app

@@ -1,0 +1,192 @@
+"""``shoal pool``: create pools on the tracker, push downloads to them, and watch the pushes live.
+
+Members join with ``shoal daemon --tracker URL --pool NAME[:TOKEN]``. A private pool's token is printed
+once by ``create``; every other command takes it with ``--token`` or ``$SHOAL_POOL_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import click
+
+from shoal.cli.main import configure_logging, run_or_exit
+from shoal.core.units import format_bytes
+from shoal.pool_client import PoolClient
+
+WATCH_SECONDS = 0.5
+
+
+def _client(ctx: click.Context) -> PoolClient:
+    client = ctx.find_object(PoolClient)
+    assert client is not None
+    return client
+
+
+@click.group()
+@click.option("--tracker", envvar="SHOAL_TRACKER", required=True, help="Tracker URL (default: $SHOAL_TRACKER).")
+@click.option("--token", envvar="SHOAL_POOL_TOKEN", help="A private pool's token (default: $SHOAL_POOL_TOKEN).")
+@click.option("-v", "--verbose", count=True)
+@click.pass_context
+def pool(ctx: click.Context, tracker: str, token: str | None, verbose: int) -> None:
+    """Pools of daemons that downloads are pushed to."""
+    configure_logging(verbose, False)
+    if not tracker.startswith(("http://", "https://")):
+        raise click.BadParameter(f"{tracker!r} is not an http(s) URL", param_hint="--tracker")
+    ctx.obj = PoolClient(tracker, token)
+
+
+@pool.command()
+@click.argument("name")
+@click.option("--private", is_flag=True, help="Members, pushes and status need the token printed here.")
+@click.pass_context
+def create(ctx: click.Context, name: str, private: bool) -> None:
+    """Create the pool NAME."""
+    reply = run_or_exit(lambda: _client(ctx).create(name, private=private))
+    if private:
+        click.echo(f"created private pool {name}; its token (shown once, keep it secret):")
+        click.echo(reply["token"])
+    else:
+        click.echo(f"created pool {name}")
+
+
+@pool.command()
+@click.argument("name")
+@click.pass_context
+def rm(ctx: click.Context, name: str) -> None:
+    """Remove the pool NAME, its members and its jobs."""
+    run_or_exit(lambda: _client(ctx).remove(name))
+    click.echo(f"removed pool {name}")
+
+
+@pool.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def members(ctx: click.Context, name: str, as_json: bool) -> None:
+    """List the members of the pool NAME."""
+    rows = run_or_exit(lambda: _client(ctx).members(name))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("member", "name", "url", "site", "rack", "free", "state", box=None)
+    for m in rows:
+        state = "live" if m["live"] else "gone"
+        table.add_row(m["member_id"], m["name"], m["url"], m["site"], m["rack"], format_bytes(m["free"]), state)
+    Console().print(table)
+
+
+@pool.command()
+@click.argument("name")
+@click.argument("url")
+@click.option("--dest", help="Also place the file at this absolute path on each member.")
+@click.option("--replicas", type=click.IntRange(min=1), help="Fetch on K members only, and keep K copies.")
+@click.option("--digest", metavar="sha256:HEX", help="The file's SHA-256; members check it.")
+@click.option("--watch", is_flag=True, help="Then show the job's progress until it ends.")
+@click.pass_context
+def push(
+    ctx: click.Context, name: str, url: str, dest: str | None, replicas: int | None, digest: str | None, watch: bool
+) -> None:
+    """Make the pool NAME's members fetch URL into their caches."""
+    client = _client(ctx)
+    job = run_or_exit(lambda: client.push(name, url, dest=dest, replicas=replicas, digest=digest))
+    click.echo(f"pushed job {job['job']} to pool {name}")
+    if watch:
+        _watch(client, name, job["job"])
+
+
+@pool.command()
+@click.argument("name")
+@click.argument("job", required=False)
+@click.option("--watch", is_flag=True, help="Refresh until the job (or every job) has ended.")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.pass_context
+def status(ctx: click.Context, name: str, job: str | None, watch: bool, as_json: bool) -> None:
+    """Show the pool NAME's jobs, or JOB member by member."""
+    client = _client(ctx)
+    if as_json:
+        reply = run_or_exit(lambda: client.job(name, job) if job else {"jobs": client.jobs(name)})
+        click.echo(json.dumps(reply, indent=2))
+        return
+    if watch and job:
+        _watch(client, name, job)
+        return
+    from rich.console import Console
+
+    console = Console()
+    if job:
+        console.print(_job_table(run_or_exit(lambda: client.job(name, job))))
+    else:
+        console.print(_jobs_table(run_or_exit(lambda: client.jobs(name))))
+
+
+@pool.command()
+@click.argument("name")
+@click.argument("job")
+@click.pass_context
+def cancel(ctx: click.Context, name: str, job: str) -> None:
+    """Cancel JOB: its members stop fetching."""
+    run_or_exit(lambda: _client(ctx).cancel(name, job))
+    click.echo(f"cancelled job {job}")
+
+
+def _watch(client: PoolClient, name: str, job: str) -> None:
+    from rich.console import Console
+    from rich.live import Live
+
+    reply = run_or_exit(lambda: client.job(name, job))
+    with Live(_job_table(reply), console=Console(), refresh_per_second=4) as live:
+        while reply["status"] == "running":
+            time.sleep(WATCH_SECONDS)
+            reply = run_or_exit(lambda: client.job(name, job))
+            live.update(_job_table(reply))
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def _job_table(job: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    replicas = job["replicas"]
+    copies = f"{replicas['current']}/{replicas['target']}" if replicas["target"] else str(replicas["current"])
+    title = f"job {job['job']} {job['status']}: {job['url']} (copies {copies})"
+    if job["error"]:
+        title += f"\n{job['error']}"
+    table = Table("member", "site/rack", "state", "done", "rate", "origin", "peers", "ETA", "error", title=title)
+    for m in job["members"]:
+        total = m["total"]
+        done = f"{format_bytes(m['done'])} / {format_bytes(total)}" if total else format_bytes(m["done"])
+        state = m["status"] if m["live"] or m["status"] in ("left", "failed", "cancelled") else f"{m['status']} (gone)"
+        table.add_row(
+            f"{m['name'] or '?'} {m['member'][:8]}",
+            "/".join(x for x in (m["site"], m["rack"]) if x),
+            state,
+            done,
+            f"{format_bytes(m['rate'])}/s" if m["rate"] else "",
+            format_bytes(m["from_origin"]),
+            format_bytes(m["from_peers"]),
+            _eta(m["eta"]),
+            m["error"],
+        )
+    return table
+
+
+def _jobs_table(jobs: list[dict[str, Any]]) -> Any:
+    from rich.table import Table
+
+    table = Table("job", "state", "url", "members done", "copies", "error", box=None)
+    for job in jobs:
+        done = sum(1 for m in job["members"] if m["status"] == "done")
+        replicas = job["replicas"]
+        copies = f"{replicas['current']}/{replicas['target']}" if replicas["target"] else str(replicas["current"])
+        table.add_row(job["job"], job["status"], job["url"], f"{done}/{len(job['members'])}", copies, job["error"])
+    return table

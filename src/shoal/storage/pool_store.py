@@ -1,0 +1,317 @@
+"""Pools, their members and push jobs in the tracker's SQL store (tables of schema v3).
+
+The store only loads and saves: which member gets an assignment and what becomes of a job is
+shoal.core.pool's decision, which the tracker applies here, one transaction per change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, delete, select, update
+from sqlalchemy.exc import IntegrityError
+
+from shoal.core.ids import task_id_for_url
+from shoal.core.pool import (
+    Assignment,
+    Decision,
+    Heartbeat,
+    Member,
+    MemberReport,
+    MemberStatus,
+    PushJob,
+    PushRequest,
+    PushStatus,
+)
+from shoal.storage.schema import pool_assignments, pool_jobs, pool_members, pools, tasks
+from shoal.storage.tracker_store import StoreError, TrackerStore
+
+
+class PoolExists(StoreError):
+    """A pool of that name exists already."""
+
+
+@dataclass(frozen=True, slots=True)
+class PoolRow:
+    name: str
+    token_hash: str | None
+    created: float
+
+    @property
+    def private(self) -> bool:
+        return self.token_hash is not None
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    job: PushJob
+    pool: str
+    request: PushRequest
+    created: float
+    updated: float
+
+
+@dataclass(frozen=True, slots=True)
+class PoolState:
+    """What core.pool.decide needs about one job: the pool's members and the job's assignments."""
+
+    members: list[Member]
+    assignments: dict[str, Assignment]
+    length: int | None
+
+
+def _job(row: Any) -> JobRow:
+    return JobRow(
+        PushJob(row.job_id, row.url, row.replicas, PushStatus(row.status), row.error),
+        row.pool,
+        PushRequest(row.url, row.dest, row.replicas, row.digest),
+        row.created,
+        row.updated,
+    )
+
+
+def _member(row: Any) -> Member:
+    return Member(row.member_id, row.last_seen, row.site, row.rack, row.free)
+
+
+class PoolStore:
+    """Pool persistence over an open TrackerStore's engine."""
+
+    def __init__(self, store: TrackerStore) -> None:
+        self.store = store
+
+    async def create(self, name: str, token_hash: str | None, now: float) -> None:
+        async with self.store.connection(write=True) as conn:
+            if (await conn.execute(select(pools.c.name).where(pools.c.name == name))).first() is not None:
+                raise PoolExists(f"pool {name!r} exists already")
+            try:
+                await conn.execute(pools.insert().values(name=name, token_hash=token_hash, created=now))
+            except IntegrityError:  # pragma: no cover - a concurrent create of the same name
+                raise PoolExists(f"pool {name!r} exists already") from None
+
+    async def get(self, name: str) -> PoolRow | None:
+        async with self.store.connection() as conn:
+            row = (await conn.execute(select(pools).where(pools.c.name == name))).first()
+        return None if row is None else PoolRow(row.name, row.token_hash, row.created)
+
+    async def remove(self, name: str) -> None:
+        async with self.store.connection(write=True) as conn:
+            job_ids = select(pool_jobs.c.job_id).where(pool_jobs.c.pool == name)
+            await conn.execute(delete(pool_assignments).where(pool_assignments.c.job_id.in_(job_ids)))
+            await conn.execute(delete(pool_jobs).where(pool_jobs.c.pool == name))
+            await conn.execute(delete(pool_members).where(pool_members.c.pool == name))
+            await conn.execute(delete(pools).where(pools.c.name == name))
+
+    # -- members ---------------------------------------------------------------------------------------
+
+    async def heartbeat(self, pool: str, member_id: str, beat: Heartbeat, now: float) -> None:
+        values = {
+            "name": beat.name,
+            "url": beat.url,
+            "site": beat.site,
+            "rack": beat.rack,
+            "free": beat.free,
+            "last_seen": now,
+        }
+        where = and_(pool_members.c.pool == pool, pool_members.c.member_id == member_id)
+        async with self.store.connection(write=True) as conn:
+            result = await conn.execute(update(pool_members).where(where).values(**values))
+            if result.rowcount == 0:
+                await conn.execute(pool_members.insert().values(pool=pool, member_id=member_id, joined=now, **values))
+
+    async def leave(self, pool: str, member_id: str) -> None:
+        """The member said it is leaving: it is no longer live (its row stays for the status)."""
+        async with self.store.connection(write=True) as conn:
+            await conn.execute(
+                update(pool_members)
+                .where(and_(pool_members.c.pool == pool, pool_members.c.member_id == member_id))
+                .values(last_seen=0.0)
+            )
+
+    async def members(self, pool: str) -> list[dict[str, Any]]:
+        async with self.store.connection() as conn:
+            rows = await conn.execute(
+                select(pool_members).where(pool_members.c.pool == pool).order_by(pool_members.c.joined)
+            )
+            return [dict(row._mapping) for row in rows]
+
+    # -- jobs ------------------------------------------------------------------------------------------
+
+    async def add_job(self, pool: str, job_id: str, request: PushRequest, now: float) -> None:
+        async with self.store.connection(write=True) as conn:
+            await conn.execute(
+                pool_jobs.insert().values(
+                    job_id=job_id,
+                    pool=pool,
+                    url=request.url,
+                    dest=request.dest,
+                    replicas=request.replicas,
+                    digest=request.digest,
+                    status=PushStatus.RUNNING.value,
+                    error="",
+                    created=now,
+                    updated=now,
+                )
+            )
+
+    async def job(self, pool: str, job_id: str) -> JobRow | None:
+        async with self.store.connection() as conn:
+            row = (
+                await conn.execute(
+                    select(pool_jobs).where(and_(pool_jobs.c.pool == pool, pool_jobs.c.job_id == job_id))
+                )
+            ).first()
+        return None if row is None else _job(row)
+
+    async def jobs(self, pool: str, *, open_only: bool = False) -> list[JobRow]:
+        query = select(pool_jobs).where(pool_jobs.c.pool == pool)
+        if open_only:
+            query = query.where(pool_jobs.c.status.in_([PushStatus.RUNNING.value, PushStatus.COMPLETE.value]))
+        async with self.store.connection() as conn:
+            rows = await conn.execute(query.order_by(pool_jobs.c.created))
+            return [_job(row) for row in rows]
+
+    async def open_pools(self) -> list[str]:
+        """Pools with a running or complete job: the ones the sweep decides again."""
+        open_statuses = [PushStatus.RUNNING.value, PushStatus.COMPLETE.value]
+        async with self.store.connection() as conn:
+            rows = await conn.execute(select(pool_jobs.c.pool).where(pool_jobs.c.status.in_(open_statuses)).distinct())
+            return [row.pool for row in rows]
+
+    async def state(self, pool: str, job: JobRow) -> PoolState:
+        async with self.store.connection() as conn:
+            members = [_member(r) for r in await conn.execute(select(pool_members).where(pool_members.c.pool == pool))]
+            rows = await conn.execute(select(pool_assignments).where(pool_assignments.c.job_id == job.job.job_id))
+            assignments = {r.member_id: Assignment(r.member_id, MemberStatus(r.status), r.error) for r in rows}
+            length = (
+                await conn.execute(select(tasks.c.length).where(tasks.c.task_id == task_id_for_url(job.job.url)))
+            ).scalar()
+        return PoolState(members, assignments, length)
+
+    async def apply(self, job: PushJob, decision: Decision, status: PushStatus, error: str, now: float) -> None:
+        """Save what core.pool.decide decided for ``job``: new assignments, left members, the job's status."""
+        async with self.store.connection(write=True) as conn:
+            if decision.left:
+                await conn.execute(
+                    update(pool_assignments)
+                    .where(
+                        and_(
+                            pool_assignments.c.job_id == job.job_id,
+                            pool_assignments.c.member_id.in_(decision.left),
+                        )
+                    )
+                    .values(status=MemberStatus.LEFT.value, rate=0.0, updated=now)
+                )
+            if decision.assign:
+                # A member assigned again (it had left, or its copy was evicted) starts over.
+                await conn.execute(
+                    delete(pool_assignments).where(
+                        and_(
+                            pool_assignments.c.job_id == job.job_id,
+                            pool_assignments.c.member_id.in_(decision.assign),
+                        )
+                    )
+                )
+                await conn.execute(
+                    pool_assignments.insert(),
+                    [
+                        {
+                            "job_id": job.job_id,
+                            "member_id": member_id,
+                            "status": MemberStatus.ASSIGNED.value,
+                            "done": 0,
+                            "total": 0,
+                            "rate": 0.0,
+                            "from_origin": 0,
+                            "from_peers": 0,
+                            "error": "",
+                            "assigned": now,
+                            "updated": now,
+                        }
+                        for member_id in decision.assign
+                    ],
+                )
+            if status is not job.status or error != job.error:
+                await conn.execute(
+                    update(pool_jobs)
+                    .where(pool_jobs.c.job_id == job.job_id)
+                    .values(status=status.value, error=error, updated=now)
+                )
+
+    async def cancel(self, job_id: str, now: float) -> None:
+        async with self.store.connection(write=True) as conn:
+            await conn.execute(
+                update(pool_jobs)
+                .where(pool_jobs.c.job_id == job_id)
+                .values(status=PushStatus.CANCELLED.value, updated=now)
+            )
+            await conn.execute(
+                update(pool_assignments)
+                .where(
+                    and_(
+                        pool_assignments.c.job_id == job_id,
+                        pool_assignments.c.status.in_([s.value for s in (MemberStatus.ASSIGNED, MemberStatus.RUNNING)]),
+                    )
+                )
+                .values(status=MemberStatus.CANCELLED.value, rate=0.0, updated=now)
+            )
+
+    async def report(self, job_id: str, member_id: str, status: MemberStatus, report: MemberReport, now: float) -> None:
+        """Save a member's report; ``status`` is the assignment's new status (core.pool.advance's)."""
+        async with self.store.connection(write=True) as conn:
+            await conn.execute(
+                update(pool_assignments)
+                .where(and_(pool_assignments.c.job_id == job_id, pool_assignments.c.member_id == member_id))
+                .values(
+                    status=status.value,
+                    done=report.done,
+                    total=report.total,
+                    rate=report.rate if status is MemberStatus.RUNNING else 0.0,
+                    from_origin=report.from_origin,
+                    from_peers=report.from_peers,
+                    error=report.error,
+                    updated=now,
+                )
+            )
+
+    async def assignments(self, job_id: str) -> list[dict[str, Any]]:
+        """A job's assignments with their members' names and places, for the status."""
+        m, a = pool_members, pool_assignments
+        async with self.store.connection() as conn:
+            job_pool = select(pool_jobs.c.pool).where(pool_jobs.c.job_id == job_id).scalar_subquery()
+            rows = await conn.execute(
+                select(a, m.c.name, m.c.url, m.c.site, m.c.rack, m.c.last_seen)
+                .select_from(a)
+                .join(m, and_(m.c.member_id == a.c.member_id, m.c.pool == job_pool), isouter=True)
+                .where(a.c.job_id == job_id)
+                .order_by(a.c.assigned, a.c.member_id)
+            )
+            return [dict(row._mapping) for row in rows]
+
+    async def member_work(self, pool: str, member_id: str) -> list[tuple[JobRow, MemberStatus]]:
+        """The member's assignments that are still to do (or that it may resume after coming back), the
+        cancelled ones, so it can stop them, and the done ones, so it can say when it no longer holds one."""
+        wanted = [
+            s.value
+            for s in (
+                MemberStatus.ASSIGNED,
+                MemberStatus.RUNNING,
+                MemberStatus.LEFT,
+                MemberStatus.CANCELLED,
+                MemberStatus.DONE,
+            )
+        ]
+        async with self.store.connection() as conn:
+            rows = await conn.execute(
+                select(pool_jobs, pool_assignments.c.status.label("assignment"))
+                .join(pool_assignments, pool_assignments.c.job_id == pool_jobs.c.job_id)
+                .where(
+                    and_(
+                        pool_jobs.c.pool == pool,
+                        pool_assignments.c.member_id == member_id,
+                        pool_assignments.c.status.in_(wanted),
+                    )
+                )
+            )
+            return [(_job(row), MemberStatus(row.assignment)) for row in rows]

@@ -1,0 +1,433 @@
+"""The tracker's pools: a JSON API under /v1/pools over the pool store and core.pool's decisions.
+
+::
+
+    POST   /v1/pools                                   create {"name", "private"}; a private pool's token
+                                                       is in the reply, once
+    GET    /v1/pools/{pool}                            the pool, its members and its jobs
+    DELETE /v1/pools/{pool}                            remove the pool, its members and jobs
+    GET    /v1/pools/{pool}/members                    members, with whether each is live
+    POST   /v1/pools/{pool}/members/{member}           heartbeat (joins); ?version=N&wait=S long-polls for
+                                                       work: the reply comes when the pool changes
+    DELETE /v1/pools/{pool}/members/{member}           the member leaves
+    POST   /v1/pools/{pool}/jobs                       push {"url", "dest", "replicas", "digest"}
+    GET    /v1/pools/{pool}/jobs                       every job's status
+    GET    /v1/pools/{pool}/jobs/{job}                 one job's status, member by member
+    POST   /v1/pools/{pool}/jobs/{job}/cancel          cancel
+    POST   /v1/pools/{pool}/jobs/{job}/members/{m}     a member's report (progress, done, failed, evicted)
+
+Rules:
+
+- A private pool needs ``Authorization: Bearer TOKEN`` on every route but create: none is a 401, a wrong
+  one a 403, and neither reply says anything about the pool beyond that it needs a token.
+- One pool's changes are serialised by a per-pool lock: load, decide (core.pool), apply. Every change
+  bumps the pool's version and wakes the members long-polling it, so a push reaches every member at once
+  and they start together, which is what splits the origin work between them.
+- A sweep every ``SWEEP_SECONDS`` decides every open job again, so members that fell silent are marked
+  left and lost replicas are repaired even when nobody else speaks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from shoal.core.errors import ProtocolError
+from shoal.core.pool import (
+    Cancel,
+    Heartbeat,
+    JobEvent,
+    JobFailed,
+    MemberReport,
+    PushRequest,
+    advance,
+    advance_job,
+    check_job_id,
+    check_pool_name,
+    decide,
+    hash_token,
+    new_job_id,
+    new_token,
+    replica_count,
+    token_matches,
+)
+from shoal.http_errors import json_error, read_json
+from shoal.storage.pool_store import JobRow, PoolExists, PoolRow, PoolStore
+from shoal.storage.tracker_store import TrackerStore
+
+log = logging.getLogger("shoal.tracker.pools")
+
+SWEEP_SECONDS = 2.0
+MAX_WAIT = 30.0
+"""Longest long-poll a member may ask for; the tracker also keeps it under a third of the member TTL, so
+a member waiting on a heartbeat is never taken for gone."""
+_MEMBER_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+class _Pool:
+    """In-memory companions of a pool's rows: the lock and the version that long-polls wait on."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        # A random start, so a member's version from before a tracker restart never matches.
+        self.version = secrets.randbelow(1 << 30)
+        self.changed = asyncio.Event()
+
+    def bump(self) -> None:
+        self.version += 1
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+
+class Pools:
+    """The pools' service: authorisation, decisions and long-polls over the pool store."""
+
+    def __init__(self, store: TrackerStore, clock: Callable[[], float] = time.time, *, member_ttl: float) -> None:
+        self.store = PoolStore(store)
+        self.clock = clock
+        self.member_ttl = member_ttl
+        self._pools: dict[str, _Pool] = {}
+
+    def _pool(self, name: str) -> _Pool:
+        pool = self._pools.get(name)
+        if pool is None:
+            pool = self._pools[name] = _Pool()
+        return pool
+
+    async def authorize(self, request: web.Request) -> PoolRow:
+        name = check_pool_name(request.match_info["pool"])
+        row = await self.store.get(name)
+        if row is None:
+            raise web.HTTPNotFound(reason=f"no pool {name!r}")
+        if row.token_hash is not None:
+            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise web.HTTPUnauthorized(reason="this pool needs a token", headers={"WWW-Authenticate": "Bearer"})
+            if not token_matches(row.token_hash, token.strip()):
+                raise web.HTTPForbidden(reason="wrong token for this pool")
+        return row
+
+    async def create(self, name: str, private: bool) -> str | None:
+        check_pool_name(name)
+        token = new_token() if private else None
+        await self.store.create(name, hash_token(token) if token else None, self.clock())
+        return token
+
+    async def remove(self, name: str) -> None:
+        pool = self._pool(name)
+        async with pool.lock:
+            await self.store.remove(name)
+            pool.bump()
+        self._pools.pop(name, None)
+
+    async def push(self, name: str, request: PushRequest) -> str:
+        pool = self._pool(name)
+        job_id = new_job_id()
+        async with pool.lock:
+            await self.store.add_job(name, job_id, request, self.clock())
+            job = await self.store.job(name, job_id)
+            assert job is not None
+            await self._decide(name, job)
+            pool.bump()
+        return job_id
+
+    async def cancel(self, name: str, job_id: str) -> None:
+        pool = self._pool(name)
+        async with pool.lock:
+            job = await self.job(name, job_id)
+            advance_job(job.job.status, Cancel())  # IllegalTransition (409) once it ended
+            await self.store.cancel(job_id, self.clock())
+            pool.bump()
+
+    async def report(self, name: str, job_id: str, member_id: str, report: MemberReport) -> str:
+        pool = self._pool(name)
+        async with pool.lock:
+            job = await self.job(name, job_id)
+            state = await self.store.state(name, job)
+            current = state.assignments.get(member_id)
+            if current is None:
+                raise web.HTTPNotFound(reason=f"member {member_id!r} has no part in job {job_id}")
+            status = advance(current.status, report.event())
+            await self.store.report(job_id, member_id, status, report, self.clock())
+            if status is not current.status:
+                await self._decide(name, job)
+                pool.bump()
+            return status.value
+
+    async def heartbeat(
+        self, name: str, member_id: str, beat: Heartbeat, *, version: int | None, wait: float
+    ) -> dict[str, Any]:
+        pool = self._pool(name)
+        async with pool.lock:
+            before = {m["member_id"]: m["last_seen"] for m in await self.store.members(name)}
+            now = self.clock()
+            await self.store.heartbeat(name, member_id, beat, now)
+            changed = member_id not in before or now - before[member_id] >= self.member_ttl
+            for job in await self.store.jobs(name, open_only=True):
+                changed = await self._decide(name, job) or changed
+            if changed:
+                pool.bump()
+        wait = min(wait, self.member_ttl / 3)
+        if version == pool.version and wait > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(pool.changed.wait(), wait)
+        work = await self.store.member_work(name, member_id)
+        return {
+            "version": pool.version,
+            "work": [{**job.request.to_json(), "job": job.job.job_id, "status": status.value} for job, status in work],
+        }
+
+    async def leave(self, name: str, member_id: str) -> None:
+        pool = self._pool(name)
+        async with pool.lock:
+            await self.store.leave(name, member_id)
+            for job in await self.store.jobs(name, open_only=True):
+                await self._decide(name, job)
+            pool.bump()
+
+    async def sweep(self) -> None:
+        """Decide every open job again: members that fell silent leave, lost replicas are repaired."""
+        for name in await self.store.open_pools():
+            pool = self._pool(name)
+            async with pool.lock:
+                changed = False
+                for job in await self.store.jobs(name, open_only=True):
+                    changed = await self._decide(name, job) or changed
+                if changed:
+                    pool.bump()
+
+    async def sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            try:
+                await self.sweep()
+            except Exception:  # pragma: no cover - logged, tried again next round
+                log.exception("pool sweep failed")
+
+    async def job(self, name: str, job_id: str) -> JobRow:
+        job = await self.store.job(name, check_job_id(job_id))
+        if job is None:
+            raise web.HTTPNotFound(reason=f"no job {job_id} in pool {name!r}")
+        return job
+
+    async def _decide(self, name: str, job: JobRow) -> bool:
+        """Decide ``job`` and save the outcome; True when anything changed. The caller holds the lock."""
+        state = await self.store.state(name, job)
+        now = self.clock()
+        decision = decide(job.job, state.members, state.assignments, now=now, ttl=self.member_ttl, length=state.length)
+        if not decision.changes:
+            return False
+        status, error = job.job.status, job.job.error
+        if decision.event is not None:
+            status = advance_job(status, decision.event)
+            error = _error_of(decision.event, error)
+        await self.store.apply(job.job, decision, status, error, now)
+        if decision.event is not None:
+            log.info("pool %s job %s: %s", name, job.job.job_id, status.value)
+        return True
+
+    async def job_status(self, name: str, job: JobRow) -> dict[str, Any]:
+        now = self.clock()
+        members = []
+        live: set[str] = set()
+        for row in await self.store.assignments(job.job.job_id):
+            is_live = row["last_seen"] is not None and now - row["last_seen"] < self.member_ttl
+            if is_live:
+                live.add(row["member_id"])
+            remaining = max(row["total"] - row["done"], 0)
+            running = row["status"] == "running" and row["rate"] > 0
+            members.append(
+                {
+                    "member": row["member_id"],
+                    "name": row["name"],
+                    "url": row["url"],
+                    "site": row["site"],
+                    "rack": row["rack"],
+                    "live": is_live,
+                    "status": row["status"],
+                    "done": row["done"],
+                    "total": row["total"],
+                    "rate": row["rate"],
+                    "from_origin": row["from_origin"],
+                    "from_peers": row["from_peers"],
+                    "eta": remaining / row["rate"] if running else None,
+                    "error": row["error"],
+                    "updated": row["updated"],
+                }
+            )
+        state = await self.store.state(name, job)
+        return {
+            "job": job.job.job_id,
+            "pool": name,
+            **job.request.to_json(),
+            "status": job.job.status.value,
+            "error": job.job.error,
+            "replicas": {"target": job.job.replicas, "current": replica_count(state.assignments.values(), live)},
+            "created": job.created,
+            "updated": job.updated,
+            "members": members,
+        }
+
+
+def _error_of(event: JobEvent, error: str) -> str:
+    return event.error if isinstance(event, JobFailed) else error
+
+
+POOLS = web.AppKey("pools", Pools)
+
+
+def _member_id(request: web.Request) -> str:
+    member_id = request.match_info["member"]
+    if not _MEMBER_ID.fullmatch(member_id):
+        raise ProtocolError("member ids are 1-64 of A-Z, a-z, 0-9, '_', '.' and '-'", field="member")
+    return member_id
+
+
+async def create_pool(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    if not isinstance(body, dict) or set(body) - {"name", "private"} or not isinstance(body.get("name"), str):
+        raise ProtocolError('the body must be {"name": "...", "private": true|false}')
+    private = body.get("private", False)
+    if not isinstance(private, bool):
+        raise ProtocolError("private must be true or false", field="private")
+    try:
+        token = await request.app[POOLS].create(body["name"], private)
+    except PoolExists as exc:
+        return json_error(409, str(exc))
+    reply: dict[str, Any] = {"name": body["name"], "private": private}
+    if token:
+        reply["token"] = token
+    return web.json_response(reply, status=201)
+
+
+async def show_pool(request: web.Request) -> web.Response:
+    pools = request.app[POOLS]
+    row = await pools.authorize(request)
+    jobs = [await pools.job_status(row.name, job) for job in await pools.store.jobs(row.name)]
+    return web.json_response(
+        {
+            "name": row.name,
+            "private": row.private,
+            "created": row.created,
+            "members": await _members(pools, row),
+            "jobs": jobs,
+        }
+    )
+
+
+async def remove_pool(request: web.Request) -> web.Response:
+    pools = request.app[POOLS]
+    row = await pools.authorize(request)
+    await pools.remove(row.name)
+    return web.json_response({"removed": row.name})
+
+
+async def _members(pools: Pools, row: PoolRow) -> list[dict[str, Any]]:
+    now = pools.clock()
+    return [
+        {**member, "live": now - member["last_seen"] < pools.member_ttl}
+        for member in await pools.store.members(row.name)
+    ]
+
+
+async def list_members(request: web.Request) -> web.Response:
+    pools = request.app[POOLS]
+    row = await pools.authorize(request)
+    return web.json_response({"members": await _members(pools, row)})
+
+
+def _query_number(request: web.Request, key: str, *, high: float) -> float | None:
+    raw = request.query.get(key)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ProtocolError(f"{key} must be a number", field=key) from None
+    if not 0 <= value <= high:
+        raise ProtocolError(f"{key} must be from 0 to {high:g}", field=key)
+    return value
+
+
+async def heartbeat(request: web.Request) -> web.Response:
+    pools = request.app[POOLS]
+    row = await pools.authorize(request)
+    member_id = _member_id(request)
+    beat = Heartbeat.from_json(await read_json(request))
+    version = _query_number(request, "version", high=float(1 << 62))
+    wait = _query_number(request, "wait", high=MAX_WAIT) or 0.0
+    reply = await pools.heartbeat(
+        row.name, member_id, beat, version=None if version is None else int(version), wait=wait
+    )
+    return web.json_response(reply)
+
+
+async def leave(request: web.Request) -> web.Response:
+    pools = request.app[POOLS]
+    row = await pools.authorize(request)
+    await pools.leave(row.name, _member_id(request))
+    return web.json_response({"left": True})
+
+
+async def push(request: web.Request) -> web.Response:
+    pools = request.app[POOLS]
+    row = await pools.authorize(request)
+    job_id = await pools.push(row.name, PushRequest.from_json(await read_json(request)))
+    job = await pools.store.job(row.name, job_id)
+    assert job is not None
+    return web.json_response(await pools.job_status(row.name, job), status=201)
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    pools = request.app[POOLS]
+    row = await pools.authorize(request)
+    return web.json_response(
+        {"jobs": [await pools.job_status(row.name, job) for job in await pools.store.jobs(row.name)]}
+    )
+
+
+async def show_job(request: web.Request) -> web.Response:
+    pools = request.app[POOLS]
+    row = await pools.authorize(request)
+    job = await pools.job(row.name, request.match_info["job"])
+    return web.json_response(await pools.job_status(row.name, job))
+
+
+async def cancel(request: web.Request) -> web.Response:
+    pools = request.app[POOLS]
+    row = await pools.authorize(request)
+    await pools.cancel(row.name, request.match_info["job"])
+    job = await pools.job(row.name, request.match_info["job"])
+    return web.json_response(await pools.job_status(row.name, job))
+
+
+async def report(request: web.Request) -> web.Response:
+    pools = request.app[POOLS]
+    row = await pools.authorize(request)
+    member_id = _member_id(request)
+    body = MemberReport.from_json(await read_json(request))
+    status = await pools.report(row.name, request.match_info["job"], member_id, body)
+    return web.json_response({"status": status})
+
+
+def add_routes(app: web.Application, pools: Pools) -> None:
+    app[POOLS] = pools
+    app.router.add_post("/v1/pools", create_pool)
+    app.router.add_get("/v1/pools/{pool}", show_pool)
+    app.router.add_delete("/v1/pools/{pool}", remove_pool)
+    app.router.add_get("/v1/pools/{pool}/members", list_members)
+    app.router.add_post("/v1/pools/{pool}/members/{member}", heartbeat)
+    app.router.add_delete("/v1/pools/{pool}/members/{member}", leave)
+    app.router.add_post("/v1/pools/{pool}/jobs", push)
+    app.router.add_get("/v1/pools/{pool}/jobs", list_jobs)
+    app.router.add_get("/v1/pools/{pool}/jobs/{job}", show_job)
+    app.router.add_post("/v1/pools/{pool}/jobs/{job}/cancel", cancel)
+    app.router.add_post("/v1/pools/{pool}/jobs/{job}/members/{member}", report)

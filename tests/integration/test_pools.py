@@ -1,0 +1,357 @@
+"""Pools with real processes: a tracker, an origin, daemons that join pools, and `shoal pool` commands."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shoal.testing.processes import Service, shoal_argv, start_daemon
+from tests.integration.conftest import Origin
+
+MiB = 1 << 20
+
+
+def pool_cli(tracker: Service, *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+    argv = shoal_argv("pool", "--tracker", tracker.url, *(["--token", token] if token else []), *args)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+
+def api(
+    tracker: Service, method: str, path: str, body: Any = None, *, token: str | None = None
+) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        f"{tracker.url}/v1/pools{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+        headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+def wait_for(check: Callable[[], Any], *, timeout: float = 90, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Pool:
+    def __init__(self, tracker: Service, name: str, token: str | None = None) -> None:
+        self.tracker = tracker
+        self.name = name
+        self.token = token
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        status, reply = api(self.tracker, "GET", f"/{self.name}/jobs/{job_id}", token=self.token)
+        assert status == 200, reply
+        return reply  # type: ignore[no-any-return]
+
+    def push(self, url: str, **options: Any) -> str:
+        status, reply = api(self.tracker, "POST", f"/{self.name}/jobs", {"url": url, **options}, token=self.token)
+        assert status == 201, reply
+        return reply["job"]  # type: ignore[no-any-return]
+
+    def live_members(self) -> int:
+        status, reply = api(self.tracker, "GET", f"/{self.name}/members", token=self.token)
+        assert status == 200, reply
+        return sum(1 for m in reply["members"] if m["live"])
+
+    def wait_job(self, job_id: str, status: str, *, timeout: float = 120) -> dict[str, Any]:
+        return wait_for(  # type: ignore[no-any-return]
+            lambda: (job := self.job(job_id))["status"] == status and job, timeout=timeout, what=f"job {status}"
+        )
+
+
+@pytest.fixture
+def make_pool(tracker: Callable[..., Service]) -> Callable[..., Pool]:
+    def make(name: str = "lan", *, private: bool = False, tracker_service: Service | None = None) -> Pool:
+        service = tracker_service or tracker()
+        status, reply = api(service, "POST", "", {"name": name, "private": private})
+        assert status == 201, reply
+        return Pool(service, name, reply.get("token"))
+
+    return make
+
+
+@pytest.fixture
+def member(tmp_path: Path, services: list[Service]) -> Callable[..., Service]:
+    def make(pool: Pool, name: str, *extra: str, capacity: str = "1G") -> Service:
+        spec = f"{pool.name}:{pool.token}" if pool.token else pool.name
+        service = start_daemon(
+            tmp_path / name / "cache",
+            tmp_path / name / "daemon.sock",
+            tracker=pool.tracker.url,
+            capacity=capacity,
+            extra=["--pool", spec, "--name", name, *extra],
+        )
+        services.append(service)
+        return service
+
+    return make
+
+
+def test_a_push_reaches_every_member_and_each_byte_leaves_the_origin_about_once(
+    make_pool: Callable[..., Pool],
+    member: Callable[..., Service],
+    origin: Callable[..., Origin],
+    make_file: Callable[[Path, int], bytes],
+    tmp_path: Path,
+) -> None:
+    o = origin("--rate", "24M")
+    size = 24 * MiB
+    data = make_file(o.root / "release.bin", size)
+    pool = make_pool()
+    dests = []
+    for n in range(4):
+        dest_dir = tmp_path / f"dest{n}"
+        dest_dir.mkdir()
+        dests.append(dest_dir / "release.bin")
+        member(pool, f"m{n}", "--pool-dest", str(dest_dir), "--site", "dc1", "--rack", f"r{n % 2}")
+    wait_for(lambda: pool.live_members() == 4, what="4 members")
+
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    # Each member places the file under its own allowed directory: one push, one dest path, so the test
+    # pushes the dest of member 0 and checks that the others refuse to write outside their --pool-dest.
+    job_id = pool.push(o.url("release.bin"), digest=digest)
+    job = pool.wait_job(job_id, "complete")
+
+    assert [m["status"] for m in job["members"]] == ["done"] * 4
+    assert job["replicas"] == {"target": None, "current": 4}
+    from_origin = [m["from_origin"] for m in job["members"]]
+    assert sum(1 for b in from_origin if b > 0) >= 2, f"the origin work was not split: {from_origin}"
+    assert o.bytes_sent() <= 1.1 * size
+    assert sum(m["from_origin"] + m["from_peers"] for m in job["members"]) >= 4 * size
+
+    placed = pool.push(o.url("release.bin"), dest=str(dests[0]))
+    job = pool.wait_job(placed, "complete")
+    statuses = {m["name"]: (m["status"], m["error"]) for m in job["members"]}
+    assert statuses["m0"] == ("done", "")
+    assert dests[0].read_bytes() == data
+    for name in ("m1", "m2", "m3"):
+        status, error = statuses[name]
+        assert status == "failed" and "--pool-dest" in error
+    assert not any(d.exists() for d in dests[1:])
+
+
+def test_a_member_that_joins_mid_job_takes_origin_work_and_gets_the_file(
+    make_pool: Callable[..., Pool],
+    member: Callable[..., Service],
+    origin: Callable[..., Origin],
+    make_file: Callable[[Path, int], bytes],
+) -> None:
+    o = origin("--rate", "4M")
+    size = 24 * MiB
+    make_file(o.root / "big.bin", size)
+    pool = make_pool()
+    member(pool, "a")
+    member(pool, "b")
+    wait_for(lambda: pool.live_members() == 2, what="2 members")
+    job_id = pool.push(o.url("big.bin"))
+    wait_for(lambda: sum(m["done"] for m in pool.job(job_id)["members"]) > 2 * MiB, what="progress")
+
+    member(pool, "late")
+    job = pool.wait_job(job_id, "complete", timeout=180)
+    late = next(m for m in job["members"] if m["name"] == "late")
+    assert late["status"] == "done"
+    assert late["from_origin"] > 0, "the member that joined took no share of the origin work"
+    assert o.bytes_sent() <= 1.1 * size
+
+
+def test_a_member_killed_mid_job_leaves_and_the_others_finish(
+    make_pool: Callable[..., Pool],
+    member: Callable[..., Service],
+    origin: Callable[..., Origin],
+    make_file: Callable[[Path, int], bytes],
+) -> None:
+    o = origin("--rate", "6M")
+    size = 24 * MiB
+    make_file(o.root / "big.bin", size)
+    pool = make_pool()
+    victim = member(pool, "victim")
+    member(pool, "a")
+    member(pool, "b")
+    wait_for(lambda: pool.live_members() == 3, what="3 members")
+    job_id = pool.push(o.url("big.bin"))
+    wait_for(
+        lambda: next(m for m in pool.job(job_id)["members"] if m["name"] == "victim")["done"] > 3 * MiB,
+        what="the victim to be under way",
+    )
+    victim.kill()
+
+    job = pool.wait_job(job_id, "complete", timeout=180)
+    statuses = {m["name"]: m["status"] for m in job["members"]}
+    assert statuses == {"victim": "left", "a": "done", "b": "done"}
+    assert job["replicas"]["current"] == 2
+
+
+def test_replicas_are_restored_after_a_holder_is_killed(
+    make_pool: Callable[..., Pool],
+    member: Callable[..., Service],
+    origin: Callable[..., Origin],
+    make_file: Callable[[Path, int], bytes],
+) -> None:
+    o = origin()
+    make_file(o.root / "model.bin", 4 * MiB)
+    pool = make_pool()
+    members = {name: member(pool, name, "--site", site) for name, site in [("a", "s1"), ("b", "s1"), ("c", "s2"), ("d", "s2")]}
+    wait_for(lambda: pool.live_members() == 4, what="4 members")
+
+    job_id = pool.push(o.url("model.bin"), replicas=2)
+    job = pool.wait_job(job_id, "complete")
+    holders = [m["name"] for m in job["members"] if m["status"] == "done"]
+    assert len(holders) == 2 and job["replicas"] == {"target": 2, "current": 2}
+    sites = {"a": "s1", "b": "s1", "c": "s2", "d": "s2"}
+    assert {sites[h] for h in holders} == {"s1", "s2"}, "the copies were not spread across sites"
+
+    members[holders[0]].kill()
+    restored = wait_for(
+        lambda: (job := pool.job(job_id))["replicas"]["current"] == 2
+        and job["status"] == "complete"
+        and {m["name"]: m["status"] for m in job["members"]}[holders[0]] == "left"
+        and job,
+        timeout=120,
+        what="the replica count restored",
+    )
+    statuses = {m["name"]: m["status"] for m in restored["members"]}
+    assert statuses[holders[0]] == "left"
+    assert statuses[holders[1]] == "done"
+    assert sum(1 for s in statuses.values() if s == "done") == 2
+
+
+def test_a_private_pool_refuses_without_its_token_and_reveals_nothing(
+    make_pool: Callable[..., Pool],
+    member: Callable[..., Service],
+    origin: Callable[..., Origin],
+    make_file: Callable[[Path, int], bytes],
+    tmp_path: Path,
+) -> None:
+    o = origin()
+    make_file(o.root / "secret.bin", 1 * MiB)
+    pool = make_pool("private", private=True)
+    assert pool.token
+    member(pool, "insider")
+    outsider = Pool(pool.tracker, pool.name, None)
+    member(outsider, "outsider")  # joins without the token: its heartbeats are refused
+    wait_for(lambda: pool.live_members() == 1, what="the member with the token")
+
+    for method, path, body in [
+        ("GET", "", None),
+        ("GET", "/members", None),
+        ("POST", "/jobs", {"url": o.url("secret.bin")}),
+        ("GET", "/jobs", None),
+        ("POST", "/members/intruder", {"name": "x", "url": "http://127.0.0.1:1"}),
+        ("DELETE", "", None),
+    ]:
+        status, reply = api(pool.tracker, method, f"/{pool.name}{path}", body)
+        assert status == 401 and set(reply) == {"error"}, (method, path, reply)
+        status, reply = api(pool.tracker, method, f"/{pool.name}{path}", body, token="wrong")
+        assert status == 403 and set(reply) == {"error"}, (method, path, reply)
+        assert "insider" not in reply["error"] and "secret" not in reply["error"]
+
+    status, reply = api(pool.tracker, "GET", f"/{pool.name}/members", token=pool.token)
+    assert [m["name"] for m in reply["members"]] == ["insider"]
+    status, reply = api(pool.tracker, "GET", f"/{pool.name}/jobs", token=pool.token)
+    assert reply["jobs"] == []  # the refused push created nothing
+
+    job = pool.wait_job(pool.push(o.url("secret.bin")), "complete")
+    assert [m["name"] for m in job["members"]] == ["insider"]
+
+    with sqlite3.connect(tmp_path / "tracker.db") as db:
+        (stored,) = db.execute("SELECT token_hash FROM pools WHERE name = 'private'").fetchone()
+    assert stored == hashlib.sha256(pool.token.encode()).hexdigest()
+
+    refused = pool_cli(pool.tracker, "status", pool.name, token="wrong")
+    assert refused.returncode == 2 and "HTTP 403" in refused.stderr
+
+
+def test_a_push_whose_origin_fails_fails_with_the_origins_error(
+    make_pool: Callable[..., Pool], member: Callable[..., Service], origin: Callable[..., Origin]
+) -> None:
+    o = origin()
+    pool = make_pool()
+    member(pool, "a")
+    member(pool, "b")
+    wait_for(lambda: pool.live_members() == 2, what="2 members")
+    job = pool.wait_job(pool.push(o.url("missing.bin")), "failed")
+    assert "404" in job["error"], job
+    assert {m["status"] for m in job["members"]} == {"failed"}
+
+
+def test_a_cancelled_job_stops_its_members(
+    make_pool: Callable[..., Pool],
+    member: Callable[..., Service],
+    origin: Callable[..., Origin],
+    make_file: Callable[[Path, int], bytes],
+) -> None:
+    o = origin("--rate", "2M")
+    make_file(o.root / "slow.bin", 64 * MiB)
+    pool = make_pool()
+    member(pool, "a")
+    wait_for(lambda: pool.live_members() == 1, what="a member")
+    job_id = pool.push(o.url("slow.bin"))
+    wait_for(lambda: pool.job(job_id)["members"][0]["done"] > 0, what="progress")
+
+    cancelled = pool_cli(pool.tracker, "cancel", pool.name, job_id)
+    assert cancelled.returncode == 0, cancelled.stderr
+    job = pool.job(job_id)
+    assert job["status"] == "cancelled" and job["members"][0]["status"] == "cancelled"
+    time.sleep(2)  # let the member hear of it and stop
+    sent = o.bytes_sent()
+    time.sleep(2)
+    assert o.bytes_sent() - sent < 1 * MiB, "the member kept fetching after the cancel"
+    again = pool_cli(pool.tracker, "cancel", pool.name, job_id)
+    assert again.returncode == 2 and "409" in again.stderr
+
+
+def test_pool_commands_end_to_end(
+    tracker: Callable[..., Service], member: Callable[..., Service], origin: Callable[..., Origin],
+    make_file: Callable[[Path, int], bytes],
+) -> None:
+    t = tracker()
+    o = origin()
+    make_file(o.root / "f.bin", 2 * MiB)
+    created = pool_cli(t, "create", "ops")
+    assert created.returncode == 0 and "created pool ops" in created.stdout
+    assert pool_cli(t, "create", "ops").returncode == 2  # exists already
+    assert pool_cli(t, "create", "Bad Name").returncode == 2
+    pool = Pool(t, "ops")
+    member(pool, "n1")
+    wait_for(lambda: pool.live_members() == 1, what="a member")
+
+    listed = pool_cli(t, "members", "ops", "--json")
+    assert listed.returncode == 0 and json.loads(listed.stdout)[0]["name"] == "n1"
+    pushed = pool_cli(t, "push", "ops", o.url("f.bin"), "--watch")
+    assert pushed.returncode == 0, pushed.stderr
+    job_id = pushed.stdout.split()[2]
+    status = pool_cli(t, "status", "ops", job_id, "--json")
+    assert json.loads(status.stdout)["status"] == "complete"
+    table = pool_cli(t, "status", "ops")
+    assert job_id in table.stdout and "complete" in table.stdout
+
+    assert pool_cli(t, "push", "ops", "ftp://x/y").returncode == 2
+    assert pool_cli(t, "push", "ops", o.url("f.bin"), "--dest", "relative/path").returncode == 2
+    assert pool_cli(t, "status", "nosuch").returncode == 2
+    removed = pool_cli(t, "rm", "ops")
+    assert removed.returncode == 0
+    assert pool_cli(t, "members", "ops").returncode == 2
+    unreachable = subprocess.run(
+        shoal_argv("pool", "--tracker", "http://127.0.0.1:9", "members", "ops"), capture_output=True, text=True
+    )
+    assert unreachable.returncode == 3
