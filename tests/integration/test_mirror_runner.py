@@ -39,7 +39,9 @@ class Upstream:
     truncate: set[str] = field(default_factory=set)
     change_during: set[str] = field(default_factory=set)
     extra_index_links: list[str] = field(default_factory=list)
-    gets: int = 0
+    no_head: bool = False
+    bodies: list[str] = field(default_factory=list)
+    """The files sent whole (200), in order; a 304 is not a body."""
 
     def headers(self, name: str) -> dict[str, str]:
         body = self.files[name]
@@ -62,9 +64,14 @@ class Upstream:
             if name not in self.files:
                 raise web.HTTPNotFound()
             body = self.files[name]
+            headers = self.headers(name)
             if request.method == "HEAD":
-                return web.Response(headers={**self.headers(name), "Content-Length": str(len(body))})
-            self.gets += 1
+                if self.no_head:
+                    raise web.HTTPMethodNotAllowed("HEAD", ["GET"])
+                return web.Response(headers={**headers, "Content-Length": str(len(body))})
+            if request.headers.get("If-None-Match") == headers["ETag"]:
+                return web.Response(status=304, headers=headers)
+            self.bodies.append(name)
             response = web.StreamResponse(headers=self.headers(name))
             response.content_length = len(body)
             await response.prepare(request)
@@ -115,7 +122,11 @@ def published(job_dir: Path) -> dict[str, dict[str, bytes]]:
     result: dict[str, dict[str, bytes]] = {}
     for version in sorted(os.listdir(versions)) if versions.is_dir() else []:
         root = versions / version
-        result[version] = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+        result[version] = {
+            str(p.relative_to(root)): p.read_bytes()
+            for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.name.startswith(".")  # as the seeder sees it: hidden files are not published
+        }
     return result
 
 
@@ -203,6 +214,25 @@ async def test_an_upstream_that_changes_between_runs_makes_two_versions(upstream
     assert (job_dir / "current" / "a.txt").read_bytes() == b"second, longer"
 
 
+async def test_unchanged_files_are_not_fetched_again(upstream: Upstream, tmp_path: Path) -> None:
+    job_dir = tmp_path / "job"
+    upstream.files.update({"same.iso": os.urandom(100_000), "changes.txt": b"one"})
+    first = await run_attempt(http_job(upstream.url), job_dir)
+    assert sorted(upstream.bodies) == ["changes.txt", "same.iso"]
+    upstream.bodies.clear()
+    upstream.files["changes.txt"] = b"two"
+    second = await run_attempt(http_job(upstream.url), job_dir)
+    assert first.ok and second.ok, (first, second)
+    assert upstream.bodies == ["changes.txt"]  # same.iso was answered 304
+    old, new = job_dir / "versions" / (first.version or ""), job_dir / "versions" / (second.version or "")
+    assert (new / "same.iso").read_bytes() == upstream.files["same.iso"]
+    assert (new / "same.iso").stat().st_ino == (old / "same.iso").stat().st_ino
+    assert (new / "changes.txt").read_bytes() == b"two"
+    assert (old / "changes.txt").read_bytes() == b"one"
+    assert (new / ".shoal-http.json").is_file()
+    assert second.size == first.size == 100_003  # what is published: the hidden record is not counted
+
+
 async def test_a_truncated_body_publishes_nothing(upstream: Upstream, tmp_path: Path) -> None:
     upstream.files.update({"good.txt": b"fine", "big.bin": os.urandom(200_000)})
     upstream.truncate.add("big.bin")
@@ -236,6 +266,17 @@ async def test_a_file_that_changes_during_its_fetch_publishes_nothing(upstream: 
     assert "ETag" in result.error
     assert published(tmp_path / "job") == {}
     assert_no_staging(tmp_path / "job")
+
+
+async def test_a_change_is_caught_without_head_too(upstream: Upstream, tmp_path: Path) -> None:
+    upstream.no_head = True
+    upstream.files["steady.txt"] = b"steady"
+    good = await run_attempt(http_job(upstream.url + "steady.txt"), tmp_path / "job")
+    assert good.ok, good.error
+    upstream.files["moving.txt"] = b"before"
+    upstream.change_during.add("moving.txt")
+    bad = await run_attempt(http_job(upstream.url + "moving.txt"), tmp_path / "job")
+    assert "moving.txt: changed during the fetch" in bad.error
 
 
 async def test_http_errors_fail_the_attempt(upstream: Upstream, tmp_path: Path) -> None:

@@ -15,6 +15,12 @@ nginx's autoindex, whose file links are fetched. Each file is checked before the
   Last-Modified and Content-Length as the GET did (a GET's headers if the upstream refuses HEAD). An
   upstream that sends neither ETag nor Last-Modified is checked on its length alone.
 
+Unchanged files are not fetched again: each http version records what it fetched (URL, ETag,
+Last-Modified, length) in a hidden ``.shoal-http.json`` (the seeder does not publish hidden files), and
+the next attempt asks with If-None-Match / If-Modified-Since; on 304 Not Modified the previous version's
+file is hard-linked into the new one (copied where a link is impossible). Sharing inodes is safe because a
+published version is never written into.
+
 Index links are taken only when they name a file directly under the index: parent links (``../`` or an
 absolute path above), sort links with a query (Apache's ``?C=N;O=D``), links to other hosts or schemes,
 and subdirectories (a trailing ``/``) are skipped. A name is decoded and must be a plain file name (no
@@ -32,9 +38,12 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import logging
 import os
+import shutil
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
@@ -52,6 +61,8 @@ FETCH_PARALLELISM = 4
 """Files of one directory index fetched at once."""
 INDEX_LIMIT = 16 << 20
 """Largest directory index read, in bytes."""
+MANIFEST = ".shoal-http.json"
+"""What an http version fetched, inside the version (hidden): the next attempt's conditional requests."""
 _CHUNK = 1 << 20
 _IDENTITY = {"Accept-Encoding": "identity", "User-Agent": "shoal-mirror"}
 
@@ -151,11 +162,67 @@ async def _recheck(session: aiohttp.ClientSession, url: str) -> tuple[str | None
         return identity
 
 
-async def fetch_file(session: aiohttp.ClientSession, url: str, dest: Path) -> int:
-    """Fetch ``url`` into ``dest`` with the checks in the module docstring; the number of bytes.
-    ProviderError on any failure (``dest`` may then hold a partial file: the caller discards it)."""
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """One file of an http version, as its upstream described it."""
+
+    url: str
+    etag: str | None
+    last_modified: str | None
+    length: int
+
+
+def load_manifest(version: Path | None) -> dict[str, Fetched]:
+    """What the version at ``version`` fetched, by file name; empty when unknown or unreadable (then
+    every file is fetched afresh, which is always correct)."""
+    if version is None:
+        return {}
     try:
-        async with session.get(url, headers=_IDENTITY) as response:
+        data = json.loads((version / MANIFEST).read_text(encoding="utf-8"))
+        return {name: Fetched(**entry) for name, entry in data["files"].items()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return {}
+
+
+def _link_or_copy(source: Path, dest: Path) -> None:
+    try:
+        os.link(source, dest)
+    except OSError:  # another filesystem, too many links, links not allowed
+        shutil.copy2(source, dest)
+
+
+def _reusable(url: str, previous: tuple[Path, Fetched] | None) -> tuple[Path, Fetched] | None:
+    """The previous copy of ``url``, if it can answer a conditional request: same URL, a validator, and
+    the file still there with the length it had."""
+    if previous is None:
+        return None
+    path, fetched = previous
+    if fetched.url != url or not (fetched.etag or fetched.last_modified):
+        return None
+    try:
+        return previous if os.stat(path).st_size == fetched.length else None
+    except OSError:
+        return None
+
+
+async def fetch_file(
+    session: aiohttp.ClientSession, url: str, dest: Path, *, previous: tuple[Path, Fetched] | None = None
+) -> Fetched:
+    """Fetch ``url`` into ``dest`` with the checks in the module docstring; what was fetched. ``previous``
+    (its file and record) is reused when the upstream answers 304 Not Modified. ProviderError on any
+    failure (``dest`` may then hold a partial file: the caller discards it)."""
+    reuse = _reusable(url, previous)
+    headers = dict(_IDENTITY)
+    if reuse is not None:
+        if reuse[1].etag:
+            headers["If-None-Match"] = reuse[1].etag
+        if reuse[1].last_modified:
+            headers["If-Modified-Since"] = reuse[1].last_modified
+    try:
+        async with session.get(url, headers=headers) as response:
+            if response.status == 304 and reuse is not None:
+                await asyncio.to_thread(_link_or_copy, reuse[0], dest)
+                return reuse[1]
             if response.status != 200:
                 raise ProviderError(f"{url}: HTTP {response.status} {response.reason or ''}".rstrip())
             before = _identity(response.headers)
@@ -187,7 +254,7 @@ async def fetch_file(session: aiohttp.ClientSession, url: str, dest: Path) -> in
     modified = _http_date(before[1])
     if modified is not None:
         os.utime(dest, (modified, modified))
-    return received
+    return Fetched(url=url, etag=before[0], last_modified=before[1], length=received)
 
 
 async def _read_index(session: aiohttp.ClientSession, url: str) -> str:
@@ -203,9 +270,12 @@ async def _read_index(session: aiohttp.ClientSession, url: str) -> str:
         raise ProviderError(f"{url}: {type(exc).__name__}: {exc}") from None
 
 
-async def run_http(spec: JobSpec, staging: Path, parts: Path) -> None:
+async def run_http(spec: JobSpec, staging: Path, parts: Path, previous: Path | None = None) -> None:
     """Fill ``staging`` from ``spec.upstream``; files are fetched into ``parts`` (an empty directory beside
-    it) and moved into ``staging`` only once every one of them has passed its checks."""
+    it) and moved into ``staging`` only once every one of them has passed its checks. ``previous`` is the
+    newest published version, whose unchanged files are reused."""
+    known = load_manifest(previous)
+    fetched: dict[str, Fetched] = {}
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=60, sock_read=300)
     async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
         if spec.upstream.endswith("/"):
@@ -218,7 +288,8 @@ async def run_http(spec: JobSpec, staging: Path, parts: Path) -> None:
 
         async def fetch(name: str, url: str) -> None:
             async with limit:
-                await fetch_file(session, url, parts / name)
+                before = (previous / name, known[name]) if previous is not None and name in known else None
+                fetched[name] = await fetch_file(session, url, parts / name, previous=before)
 
         try:
             async with asyncio.TaskGroup() as group:
@@ -230,7 +301,10 @@ async def run_http(spec: JobSpec, staging: Path, parts: Path) -> None:
             raise first if isinstance(first, ShoalError) else ProviderError(str(first)) from None
     for name in files:
         os.replace(parts / name, staging / name)
-    log.info("%s: fetched %d file(s) from %s", spec.name, len(files), spec.upstream)
+    manifest = {"files": {name: asdict(entry) for name, entry in fetched.items()}}
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    reused = sum(1 for name, entry in fetched.items() if known.get(name) == entry)
+    log.info("%s: %d file(s) from %s, %d of them unchanged", spec.name, len(files), spec.upstream, reused)
 
 
 # -- command ----------------------------------------------------------------------------------------------

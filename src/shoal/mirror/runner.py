@@ -85,7 +85,7 @@ class AttemptResult:
     """Empty when ok; else a short, complete reason: the failing hook's or command's exit status and the
     tail of its output, the provider's error, or "timed out after 30 s"."""
     size: int = 0
-    """Bytes in the version this attempt published (0 on failure)."""
+    """Bytes in the version this attempt published, hidden files not counted (0 on failure)."""
     version: str | None = None
     """The published version's directory name under ``versions/``."""
 
@@ -136,7 +136,7 @@ async def run_attempt(
         "SHOAL_MIRROR_ATTEMPT": str(attempt),
         "SHOAL_MIRROR_PREVIOUS": str(previous) if previous else "",
     }
-    attempt_ = _Attempt(spec, job_dir, env, deadline, kill_grace)
+    attempt_ = _Attempt(spec, job_dir, env, deadline, kill_grace, previous)
     try:
         try:
             await attempt_.hooks("pre_job", spec.hooks.pre_job)
@@ -184,8 +184,17 @@ async def run_attempt(
 class _Attempt:
     """The running attempt's facts, for hooks and the provider."""
 
-    def __init__(self, spec: JobSpec, job_dir: Path, env: dict[str, str], deadline: float, kill_grace: float) -> None:
+    def __init__(
+        self,
+        spec: JobSpec,
+        job_dir: Path,
+        env: dict[str, str],
+        deadline: float,
+        kill_grace: float,
+        previous: Path | None,
+    ) -> None:
         self.spec = spec
+        self.previous = previous
         self.job_dir = job_dir
         self.env = env
         self.deadline = deadline
@@ -223,7 +232,7 @@ class _Attempt:
                 return status, ""
             try:
                 async with asyncio.timeout(remaining):
-                    await run_http(self.spec, staging, parts)
+                    await run_http(self.spec, staging, parts, self.previous)
             except TimeoutError:
                 return 1, self.timed_out().message
             return 0, ""
@@ -323,9 +332,13 @@ def _apply_retention(spec: JobSpec, job_dir: Path, newest: str) -> tuple[str, ..
 
 
 def _tree_size(root: Path) -> int:
+    """Bytes of the files a seeder publishes from ``root``: hidden files and directories do not count."""
     total = 0
-    for directory, _dirs, files in os.walk(root):
+    for directory, dirs, files in os.walk(root):
+        dirs[:] = [name for name in dirs if not name.startswith(".")]
         for name in files:
+            if name.startswith("."):
+                continue
             with contextlib.suppress(FileNotFoundError):
                 total += os.lstat(os.path.join(directory, name)).st_size
     return total
