@@ -21,6 +21,7 @@ from aiohttp import web
 
 from shoal.core.mirror_config import Hooks, JobSpec, Retention
 from shoal.listen import listen
+from shoal.mirror.providers import index_files, safe_file_name
 from shoal.mirror.runner import AttemptResult, current_version, run_attempt
 
 DEADLINE = 30.0
@@ -108,7 +109,8 @@ async def upstream() -> AsyncIterator[Upstream]:
 
 
 def http_job(url: str, **kwargs: object) -> JobSpec:
-    return JobSpec(name="files", provider="http", upstream=url, timeout=60.0, **kwargs)
+    options: dict[str, object] = {"timeout": 60.0, **kwargs}
+    return JobSpec(name="files", provider="http", upstream=url, **options)
 
 
 def command_job(command: str, **kwargs: object) -> JobSpec:
@@ -513,3 +515,70 @@ async def test_a_process_a_hook_leaves_behind_is_killed(tmp_path: Path) -> None:
     assert result.ok, result.error
     stray = int(pid_file.read_text())
     await eventually(lambda: not alive(stray), f"the stray sleep {stray} is killed")
+
+
+async def test_an_http_fetch_past_the_timeout_fails(tmp_path: Path) -> None:
+    release = asyncio.Event()
+
+    async def stalled(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.content_length = 2000
+        await response.prepare(request)
+        await response.write(b"x" * 1000)
+        await release.wait()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/stalled.bin", stalled)
+    runner, port = await listen(app, "127.0.0.1", 0)
+    try:
+        result = await run_attempt(http_job(f"http://127.0.0.1:{port}/stalled.bin", timeout=1.0), tmp_path / "job")
+    finally:
+        release.set()
+        await runner.cleanup()
+    assert result.error == "timed out after 1 s"
+    assert published(tmp_path / "job") == {}
+    assert_no_staging(tmp_path / "job")
+
+
+# -- directory indexes, as servers write them -----------------------------------------------------------------
+
+APACHE = """<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 3.2 Final//EN"><html><body><h1>Index of /pub/debian</h1>
+<table><tr><th><a href="?C=N;O=D">Name</a></th><th><a href="?C=M;O=A">Last modified</a></th></tr>
+<tr><td><img src="/icons/back.gif" alt="[PARENTDIR]"></td><td><a href="/pub/">Parent Directory</a></td></tr>
+<tr><td><a href="README">README</a></td></tr>
+<tr><td><a href="file%20one.tar.gz">file one.tar.gz</a></td></tr>
+<tr><td><a href="dists/">dists/</a></td></tr>
+<tr><td><a href="https://mirror.example.org/pub/debian/ls-lR.gz">elsewhere</a></td></tr>
+<tr><td><a href="%2E%2E">dots</a></td></tr>
+</table></body></html>"""
+
+NGINX = """<html><head><title>Index of /pub/debian/</title></head><body><h1>Index of /pub/debian/</h1><hr><pre>
+<a href="../">../</a>
+<a href="dists/">dists/</a>                                             01-Jan-2024 00:00       -
+<a href="ls-lR.gz">ls-lR.gz</a>                                           01-Jan-2024 00:00    1234
+<a href="caf%C3%A9.txt">caf\u00e9.txt</a>                                       01-Jan-2024 00:00      12
+<a href="http://origin.test/pub/debian/abs.txt">abs.txt</a>
+</pre><hr></body></html>"""
+
+
+def test_apache_index() -> None:
+    base = "http://origin.test/pub/debian/"
+    assert index_files(base, APACHE) == {
+        "README": base + "README",
+        "file one.tar.gz": base + "file%20one.tar.gz",
+    }
+
+
+def test_nginx_index() -> None:
+    base = "http://origin.test/pub/debian/"
+    assert index_files(base, NGINX) == {
+        "ls-lR.gz": base + "ls-lR.gz",
+        "caf\u00e9.txt": base + "caf%C3%A9.txt",
+        "abs.txt": base + "abs.txt",
+    }
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "a\\b", "nul\0", "x" * 256])
+def test_unsafe_file_names(name: str) -> None:
+    assert not safe_file_name(name)
