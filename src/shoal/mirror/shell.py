@@ -115,7 +115,26 @@ def _signal_group(pgid: int, signum: int) -> bool:
 
 
 def _group_alive(pgid: int) -> bool:
-    return _signal_group(pgid, 0)
+    """Whether any process of the group still runs. Zombies do not count: an orphan of the group is
+    reaped by init, which in a container may take seconds, and a zombie holds nothing."""
+    if not _signal_group(pgid, 0):
+        return False
+    try:
+        pids = [entry for entry in os.listdir("/proc") if entry.isdigit()]
+    except OSError:  # no /proc: the signal's answer is all there is
+        return True
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                data = stat.read()
+        except OSError:
+            continue
+        # proc(5): "pid (comm) state ppid pgrp ..."; comm may hold spaces and parentheses, so split after
+        # its last ')'.
+        fields = data[data.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] != b"Z":
+            return True
+    return False
 
 
 async def stop_group(process: asyncio.subprocess.Process, grace: float = KILL_GRACE) -> None:
@@ -124,15 +143,17 @@ async def stop_group(process: asyncio.subprocess.Process, grace: float = KILL_GR
     if not _signal_group(pgid, signal.SIGTERM):
         return
     deadline = time.monotonic() + grace
+    gone = False
     try:
         # The group's other members are not our children, so there is nothing to wait on but the group
         # itself: poll it (every 50 ms) until it is empty or the grace is over.
         while time.monotonic() < deadline:
             if process.returncode is not None and not _group_alive(pgid):
+                gone = True
                 return
             await asyncio.sleep(_POLL)
     finally:
-        if _signal_group(pgid, signal.SIGKILL):
+        if not gone and _signal_group(pgid, signal.SIGKILL):
             log.info("process group %d did not stop within %.1f s of SIGTERM: killed", pgid, grace)
 
 
