@@ -28,7 +28,8 @@ Rules, and why:
   all succeeded. post_success is therefore a last gate (it can check or complete the staging directory);
   a failure anywhere removes the staging directory and leaves ``current`` as it was.
 - Cancellation (the worker stops or restarts the job) kills the running command's whole process group
-  (SIGTERM, SIGKILL after ``kill_grace``), removes the staging directory, and propagates CancelledError.
+  (SIGTERM, SIGKILL after ``kill_grace``), removes the staging directory (in a thread, before
+  ``run_attempt`` returns), and propagates CancelledError.
   A crash of the worker leaves at most ``.staging/``, which the next attempt removes first.
 - ``spec.timeout`` bounds the whole attempt, hooks included, as one deadline: a job's owner thinks of
   "how long may a sync take", and a hanging hook is as stuck as a hanging rsync. The post_fail hooks run
@@ -162,8 +163,9 @@ async def run_attempt(
             return await attempt_.failed(f"local I/O error: {exc}")
     finally:
         # Whatever happened, nothing of this attempt stays in .staging (a published version was renamed out).
-        _discard(staging)
-        _discard(parts)
+        # In a thread: a failed rsync may leave a large tree, and the worker's event loop keeps its
+        # heartbeat. Shielded: a second cancellation does not stop the removal half-way.
+        await asyncio.shield(asyncio.to_thread(_discard, staging, parts))
     try:
         removed = await asyncio.to_thread(_apply_retention, spec, job_dir, version)
         size = await asyncio.to_thread(_tree_size, target)
@@ -264,8 +266,9 @@ def _tail(output: str) -> str:
     return output.strip()[-OUTPUT_LIMIT:]
 
 
-def _discard(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+def _discard(*paths: Path) -> None:
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _prepare(job_dir: Path) -> tuple[Path, str, Path, Path]:
