@@ -4,6 +4,7 @@ mistake, the one ConfigError that names the key and the line it is on."""
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -19,6 +20,7 @@ from shoal.core.mirror_config import (
     parse_config,
     parse_duration,
 )
+from shoal.mirror.config import load_config
 
 FULL = """\
 [manager]
@@ -323,3 +325,24 @@ def job_specs(draw: st.DrawFn) -> JobSpec:
 @given(job_specs())
 def test_json_round_trip(spec: JobSpec) -> None:
     assert JobSpec.from_json(spec.to_json()) == spec
+
+
+# -- the file on disk (shoal.mirror.config) ---------------------------------------------------------------
+
+
+def test_load_config_reads_the_file_and_the_token_from_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "mirrors.toml"
+    path.write_text('[worker]\ntoken_env = "T"\n' + job())
+    config = load_config(path, environ={"T": "secret"})
+    assert config.worker.token == "secret"
+    assert [j.name for j in config.jobs] == ["j"]
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert str(info.value).startswith(f"{path}:2: worker: ")
+
+
+def test_load_config_of_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "nope.toml")
+    assert "cannot read the configuration" in str(info.value)
+    assert info.value.exit_code == 2
