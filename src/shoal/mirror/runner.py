@@ -137,30 +137,30 @@ async def run_attempt(
         "SHOAL_MIRROR_ATTEMPT": str(attempt),
         "SHOAL_MIRROR_PREVIOUS": str(previous) if previous else "",
     }
-    attempt_ = _Attempt(spec, job_dir, env, deadline, kill_grace, previous)
+    this = _Attempt(spec, job_dir, env, deadline, kill_grace, previous)
     try:
         try:
-            await attempt_.hooks("pre_job", spec.hooks.pre_job)
+            await this.hooks("pre_job", spec.hooks.pre_job)
             if on_syncing is not None:
                 await on_syncing()
-            await attempt_.hooks("pre_exec", spec.hooks.pre_exec)
-            status, provider_error = await attempt_.provider(staging, parts)
-            attempt_.env.update(SHOAL_MIRROR_EXIT_STATUS=str(status), SHOAL_MIRROR_ERROR=provider_error)
+            await this.hooks("pre_exec", spec.hooks.pre_exec)
+            status, provider_error = await this.provider(staging, parts)
+            this.env.update(SHOAL_MIRROR_EXIT_STATUS=str(status), SHOAL_MIRROR_ERROR=provider_error)
             errors = [provider_error] if provider_error else []
             try:
-                await attempt_.hooks("post_exec", spec.hooks.post_exec)
+                await this.hooks("post_exec", spec.hooks.post_exec)
             except _Failed as failure:
                 errors.append(failure.message)
             if errors:
                 raise _Failed("; ".join(errors))
-            await attempt_.hooks("post_success", spec.hooks.post_success)
+            await this.hooks("post_success", spec.hooks.post_success)
             # Not in a thread: a cancellation must not find the rename half-way to done in another thread
             # while the finally below removes the staging directory. It is a rename, a symlink, two fsyncs.
             target = _publish(job_dir, staging, version)
         except _Failed as failure:
-            return await attempt_.failed(failure.message)
+            return await this.failed(failure.message)
         except OSError as exc:
-            return await attempt_.failed(f"local I/O error: {exc}")
+            return await this.failed(f"local I/O error: {exc}")
     finally:
         # Whatever happened, nothing of this attempt stays in .staging (a published version was renamed out).
         # In a thread: a failed rsync may leave a large tree, and the worker's event loop keeps its
