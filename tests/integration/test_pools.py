@@ -26,9 +26,7 @@ def pool_cli(tracker: Service, *args: str, token: str | None = None) -> subproce
     return subprocess.run(argv, capture_output=True, text=True, timeout=60)
 
 
-def api(
-    tracker: Service, method: str, path: str, body: Any = None, *, token: str | None = None
-) -> tuple[int, Any]:
+def api(tracker: Service, method: str, path: str, body: Any = None, *, token: str | None = None) -> tuple[int, Any]:
     request = urllib.request.Request(
         f"{tracker.url}/v1/pools{path}",
         data=None if body is None else json.dumps(body).encode(),
@@ -210,7 +208,9 @@ def test_replicas_are_restored_after_a_holder_is_killed(
     o = origin()
     make_file(o.root / "model.bin", 4 * MiB)
     pool = make_pool()
-    members = {name: member(pool, name, "--site", site) for name, site in [("a", "s1"), ("b", "s1"), ("c", "s2"), ("d", "s2")]}
+    members = {
+        name: member(pool, name, "--site", site) for name, site in [("a", "s1"), ("b", "s1"), ("c", "s2"), ("d", "s2")]
+    }
     wait_for(lambda: pool.live_members() == 4, what="4 members")
 
     job_id = pool.push(o.url("model.bin"), replicas=2)
@@ -222,10 +222,12 @@ def test_replicas_are_restored_after_a_holder_is_killed(
 
     members[holders[0]].kill()
     restored = wait_for(
-        lambda: (job := pool.job(job_id))["replicas"]["current"] == 2
-        and job["status"] == "complete"
-        and {m["name"]: m["status"] for m in job["members"]}[holders[0]] == "left"
-        and job,
+        lambda: (
+            (job := pool.job(job_id))["replicas"]["current"] == 2
+            and job["status"] == "complete"
+            and {m["name"]: m["status"] for m in job["members"]}[holders[0]] == "left"
+            and job
+        ),
         timeout=120,
         what="the replica count restored",
     )
@@ -321,7 +323,9 @@ def test_a_cancelled_job_stops_its_members(
 
 
 def test_pool_commands_end_to_end(
-    tracker: Callable[..., Service], member: Callable[..., Service], origin: Callable[..., Origin],
+    tracker: Callable[..., Service],
+    member: Callable[..., Service],
+    origin: Callable[..., Origin],
     make_file: Callable[[Path, int], bytes],
 ) -> None:
     t = tracker()
@@ -355,3 +359,38 @@ def test_pool_commands_end_to_end(
         shoal_argv("pool", "--tracker", "http://127.0.0.1:9", "members", "ops"), capture_output=True, text=True
     )
     assert unreachable.returncode == 3
+
+
+def test_a_holder_that_evicts_its_copy_is_replaced(
+    make_pool: Callable[..., Pool],
+    member: Callable[..., Service],
+    origin: Callable[..., Origin],
+    make_file: Callable[[Path, int], bytes],
+    tmp_path: Path,
+) -> None:
+    o = origin()
+    make_file(o.root / "layer.bin", 2 * MiB)
+    pool = make_pool()
+    for name in ("a", "b", "c"):
+        member(pool, name)
+    wait_for(lambda: pool.live_members() == 3, what="3 members")
+    job_id = pool.push(o.url("layer.bin"), replicas=2)
+    job = pool.wait_job(job_id, "complete")
+    holder = next(m["name"] for m in job["members"] if m["status"] == "done")
+
+    cache = ["cache", "--cache-dir", str(tmp_path / holder / "cache")]
+    listing = subprocess.run(shoal_argv(*cache, "ls", "--json"), capture_output=True, text=True, timeout=60)
+    digest = json.loads(listing.stdout.splitlines()[0])["id"]
+    evicted = subprocess.run(shoal_argv(*cache, "evict", digest), capture_output=True, text=True, timeout=60)
+    assert evicted.returncode == 0, evicted.stderr
+
+    restored = wait_for(
+        lambda: (
+            (job := pool.job(job_id))["status"] == "complete"
+            and sorted(m["status"] for m in job["members"]) == ["done", "done", "evicted"]
+            and job
+        ),
+        what="a third member fetching a replica",
+    )
+    assert {m["name"]: m["status"] for m in restored["members"]}[holder] == "evicted"
+    assert restored["replicas"] == {"target": 2, "current": 2}

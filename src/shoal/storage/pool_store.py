@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from shoal.core.ids import task_id_for_url
@@ -289,29 +289,31 @@ class PoolStore:
             )
             return [dict(row._mapping) for row in rows]
 
-    async def member_work(self, pool: str, member_id: str) -> list[tuple[JobRow, MemberStatus]]:
-        """The member's assignments that are still to do (or that it may resume after coming back), the
-        cancelled ones, so it can stop them, and the done ones, so it can say when it no longer holds one."""
-        wanted = [
-            s.value
-            for s in (
-                MemberStatus.ASSIGNED,
-                MemberStatus.RUNNING,
-                MemberStatus.LEFT,
-                MemberStatus.CANCELLED,
-                MemberStatus.DONE,
-            )
-        ]
+    async def member_work(
+        self, pool: str, member_id: str, *, cancelled_since: float = 0.0
+    ) -> list[tuple[JobRow, MemberStatus]]:
+        """What a member's heartbeat reply lists: its assignments still to do (or to resume after coming
+        back); those cancelled since ``cancelled_since``, so it stops them; and its done ones in open jobs
+        with a replica count, so it can say when it no longer holds one. The reply stays as small as the
+        work in hand, however long the pool's history."""
+        a, j = pool_assignments, pool_jobs
+        open_statuses = [PushStatus.RUNNING.value, PushStatus.COMPLETE.value]
+        active = [s.value for s in (MemberStatus.ASSIGNED, MemberStatus.RUNNING, MemberStatus.LEFT)]
         async with self.store.connection() as conn:
             rows = await conn.execute(
-                select(pool_jobs, pool_assignments.c.status.label("assignment"))
-                .join(pool_assignments, pool_assignments.c.job_id == pool_jobs.c.job_id)
+                select(j, a.c.status.label("assignment"))
+                .join(a, a.c.job_id == j.c.job_id)
                 .where(
-                    and_(
-                        pool_jobs.c.pool == pool,
-                        pool_assignments.c.member_id == member_id,
-                        pool_assignments.c.status.in_(wanted),
-                    )
+                    and_(j.c.pool == pool, a.c.member_id == member_id),
+                    or_(
+                        and_(a.c.status.in_(active), j.c.status.in_(open_statuses)),
+                        and_(a.c.status == MemberStatus.CANCELLED.value, a.c.updated >= cancelled_since),
+                        and_(
+                            a.c.status == MemberStatus.DONE.value,
+                            j.c.replicas.is_not(None),
+                            j.c.status.in_(open_statuses),
+                        ),
+                    ),
                 )
             )
             return [(_job(row), MemberStatus(row.assignment)) for row in rows]

@@ -179,7 +179,8 @@ class Pools:
         if version == pool.version and wait > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(pool.changed.wait(), wait)
-        work = await self.store.member_work(name, member_id)
+        # A cancel is listed for a few heartbeats' worth of time: long enough for the member to hear of it.
+        work = await self.store.member_work(name, member_id, cancelled_since=self.clock() - 3 * self.member_ttl)
         return {
             "version": pool.version,
             "work": [{**job.request.to_json(), "job": job.job.job_id, "status": status.value} for job, status in work],
