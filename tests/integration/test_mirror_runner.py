@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -108,13 +109,13 @@ async def upstream() -> AsyncIterator[Upstream]:
 # -- helpers -------------------------------------------------------------------------------------------------
 
 
-def http_job(url: str, **kwargs: object) -> JobSpec:
-    options: dict[str, object] = {"timeout": 60.0, **kwargs}
+def http_job(url: str, **kwargs: Any) -> JobSpec:
+    options: dict[str, Any] = {"timeout": 60.0, **kwargs}
     return JobSpec(name="files", provider="http", upstream=url, **options)
 
 
-def command_job(command: str, **kwargs: object) -> JobSpec:
-    options: dict[str, object] = {"timeout": 60.0, **kwargs}
+def command_job(command: str, **kwargs: Any) -> JobSpec:
+    options: dict[str, Any] = {"timeout": 60.0, **kwargs}
     return JobSpec(name="cmd", provider="command", upstream="rsync://up.test/x/", command=command, **options)
 
 
@@ -317,7 +318,7 @@ async def test_command_provider_with_hooks_and_their_environment(tmp_path: Path)
     assert files["upstream.txt"] == b"rsync://up.test/x/ from-env\n"
     assert files["sub/f"] == b"x"
     # The command ran in the staging directory of its version.
-    assert files["where"].decode().strip() == str(tmp_path / "job" / ".staging" / result.version)
+    assert files["where"].decode().strip() == str(tmp_path / "job" / ".staging" / (result.version or "?"))
     assert log.read_text().splitlines() == [
         "pre_job cmd 2 ",
         "pre_exec cmd 2 ",
@@ -439,7 +440,7 @@ async def test_retention_by_age_removes_old_versions_but_never_the_newest(tmp_pa
     result = await run_attempt(spec, job_dir)
     assert result.ok, result.error
     # The old version is gone, and a directory that is not a version is left alone.
-    assert sorted(os.listdir(job_dir / "versions")) == sorted([result.version, "not-a-version"])
+    assert sorted(os.listdir(job_dir / "versions")) == sorted([result.version or "?", "not-a-version"])
 
 
 async def test_the_previous_version_is_offered_for_link_dest(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ mistake, the one ConfigError that names the key and the line it is on."""
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -69,9 +70,9 @@ replicas = 2
 """
 
 
-def config_error(text: str, **kwargs: object) -> ConfigError:
+def config_error(text: str, environ: Mapping[str, str] | None = None) -> ConfigError:
     with pytest.raises(ConfigError) as info:
-        parse_config(textwrap.dedent(text), "mirrors.toml", **kwargs)
+        parse_config(textwrap.dedent(text), "mirrors.toml", environ=environ or {})
     return info.value
 
 
