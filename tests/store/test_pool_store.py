@@ -1,0 +1,629 @@
+"""The PoolStore contract, run against every SQL backend (see conftest.db_url).
+
+Times are realistic epoch seconds with a fractional part, so a backend that stores them with too little
+precision shows up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from shoal.core.announce import decide_announce
+from shoal.core.ids import task_id_for_url
+from shoal.core.pool import (
+    Assignment,
+    Decision,
+    Heartbeat,
+    JobFailed,
+    Member,
+    MemberReport,
+    MemberStatus,
+    PushJob,
+    PushRequest,
+    PushStatus,
+    advance_job,
+    decide,
+    hash_token,
+)
+from shoal.storage.pool_store import JobRow, PoolExists, PoolRow, PoolStore
+from shoal.storage.schema import pool_assignments, pool_jobs, pool_members, pools
+from shoal.storage.tracker_store import StoreError, TrackerStore
+
+from .driver import IDENTITY, POLICY, T0, request
+
+ASSIGNED, RUNNING, DONE, FAILED, EVICTED, CANCELLED, LEFT = (
+    MemberStatus.ASSIGNED,
+    MemberStatus.RUNNING,
+    MemberStatus.DONE,
+    MemberStatus.FAILED,
+    MemberStatus.EVICTED,
+    MemberStatus.CANCELLED,
+    MemberStatus.LEFT,
+)
+URL = "http://origin.example/images/disk.img"
+OTHER_URL = "http://origin.example/images/other.img"
+JOB = "0123456789abcdef"
+JOB2 = "fedcba9876543210"
+DIGEST = "sha256:" + "ab" * 32
+TTL = 30.0
+
+
+@pytest.fixture
+async def tracker(db_url: str) -> AsyncIterator[TrackerStore]:
+    async with TrackerStore(db_url) as opened:
+        yield opened
+
+
+@pytest.fixture
+def store(tracker: TrackerStore) -> PoolStore:
+    return PoolStore(tracker)
+
+
+def beat(name: str = "node", **fields: Any) -> Heartbeat:
+    values: dict[str, Any] = {"url": f"http://{name}.example:7000/", "site": "fra", "rack": "r1", "free": 1 << 40}
+    values.update(fields)
+    return Heartbeat(name=name, **values)
+
+
+async def pool_with(store: PoolStore, name: str = "farm", *members: str, now: float = T0) -> None:
+    """A public pool ``name`` whose ``members`` have just heartbeated."""
+    await store.create(name, None, now)
+    for member_id in members:
+        await store.heartbeat(name, member_id, beat(member_id), now)
+
+
+async def job_in(store: PoolStore, pool: str = "farm", job_id: str = JOB, now: float = T0, **request: Any) -> JobRow:
+    await store.add_job(pool, job_id, PushRequest(**{"url": URL, **request}), now)
+    row = await store.job(pool, job_id)
+    assert row is not None
+    return row
+
+
+async def assign(store: PoolStore, job: JobRow, *member_ids: str, now: float = T0) -> None:
+    await store.apply(job.job, Decision(assign=member_ids), job.job.status, job.job.error, now)
+
+
+async def set_status(
+    store: PoolStore, job_id: str, member_id: str, status: MemberStatus, now: float = T0, **counters: Any
+) -> None:
+    await store.report(job_id, member_id, status, MemberReport(status, **counters), now)
+
+
+async def statuses(store: PoolStore, job: JobRow, pool: str = "farm") -> dict[str, MemberStatus]:
+    state = await store.state(pool, job)
+    return {mid: a.status for mid, a in state.assignments.items()}
+
+
+async def rows(tracker: TrackerStore, table: Any, pool: str | None = None) -> int:
+    """How many rows ``table`` holds; only ``pool``'s when given (the pools table names it in ``name``)."""
+    query = select(func.count()).select_from(table)
+    if pool is not None:
+        query = query.where(table.c.pool == pool) if "pool" in table.c else query.where(table.c.name == pool)
+    async with tracker.connection() as conn:
+        return int((await conn.execute(query)).scalar_one())
+
+
+async def seed_task(tracker: TrackerStore, url: str, now: float) -> None:
+    """Make the tracker know ``url``'s length, the way a first peer's join does: two announces."""
+    task_id = task_id_for_url(url)
+    for req in (
+        request("peer-1", url=url, generation=0, event="started"),
+        request("peer-1", url=url, event="started", origin=IDENTITY),
+    ):
+        snapshot = await tracker.load(task_id, req.done)
+        outcome = decide_announce(snapshot, req, task_id=task_id, seen_host="192.0.2.1", now=now, policy=POLICY)
+        await tracker.apply(outcome, created=snapshot.task is None)
+
+
+# -- pools ---------------------------------------------------------------------------------------------
+
+
+async def test_a_pool_reads_back_as_created(store: PoolStore) -> None:
+    token_hash = hash_token("secret")
+    await store.create("public", None, T0)
+    await store.create("private", token_hash, T0 + 0.5)
+    public, private = await store.get("public"), await store.get("private")
+    assert public == PoolRow("public", None, T0)
+    assert private == PoolRow("private", token_hash, T0 + 0.5)
+    assert not public.private and private.private
+    assert await store.get("missing") is None
+
+
+async def test_creating_a_pool_twice_is_refused_and_changes_nothing(store: PoolStore) -> None:
+    await store.create("farm", hash_token("first"), T0)
+    with pytest.raises(PoolExists) as info:
+        await store.create("farm", None, T0 + 10)
+    assert isinstance(info.value, StoreError)
+    assert "farm" in str(info.value)
+    assert await store.get("farm") == PoolRow("farm", hash_token("first"), T0)
+
+
+# -- members -------------------------------------------------------------------------------------------
+
+
+async def test_a_first_heartbeat_adds_the_member(store: PoolStore) -> None:
+    await store.create("farm", None, T0)
+    await store.heartbeat("farm", "m1", beat("node-1", site="ams", rack="r7", free=123), T0)
+    assert await store.members("farm") == [
+        {
+            "pool": "farm",
+            "member_id": "m1",
+            "name": "node-1",
+            "url": "http://node-1.example:7000/",
+            "site": "ams",
+            "rack": "r7",
+            "free": 123,
+            "joined": T0,
+            "last_seen": T0,
+        }
+    ]
+
+
+async def test_a_later_heartbeat_updates_the_member_and_keeps_when_it_joined(store: PoolStore) -> None:
+    await store.create("farm", None, T0)
+    await store.heartbeat("farm", "m1", beat("node-1", free=100), T0)
+    await store.heartbeat("farm", "m1", beat("renamed", site="ams", rack="r9", free=2**40 + 7), T0 + 12.25)
+    [row] = await store.members("farm")
+    assert row["joined"] == T0
+    assert row["last_seen"] == T0 + 12.25
+    assert (row["name"], row["site"], row["rack"], row["free"]) == ("renamed", "ams", "r9", 2**40 + 7)
+
+
+async def test_an_identical_heartbeat_is_harmless(store: PoolStore) -> None:
+    # Same values at the same time: an UPDATE that changes nothing must still count as found (MySQL
+    # reports changed rows unless told otherwise), or the upsert inserts a duplicate.
+    await store.create("farm", None, T0)
+    await store.heartbeat("farm", "m1", beat("node-1"), T0)
+    await store.heartbeat("farm", "m1", beat("node-1"), T0)
+    assert [m["member_id"] for m in await store.members("farm")] == ["m1"]
+
+
+async def test_members_are_per_pool_and_in_joining_order(store: PoolStore) -> None:
+    await store.create("farm", None, T0)
+    await store.create("lab", None, T0)
+    await store.heartbeat("farm", "late", beat("late"), T0 + 2)
+    await store.heartbeat("farm", "early", beat("early"), T0 + 1)
+    await store.heartbeat("lab", "early", beat("lab-early", free=5), T0 + 3)
+    await store.heartbeat("farm", "late", beat("late"), T0 + 4)  # a later beat does not move it
+    assert [m["member_id"] for m in await store.members("farm")] == ["early", "late"]
+    [lab] = await store.members("lab")
+    assert (lab["name"], lab["free"], lab["joined"]) == ("lab-early", 5, T0 + 3)
+    assert await store.members("nobody") == []
+
+
+async def test_leaving_makes_the_member_silent_and_keeps_its_row(store: PoolStore) -> None:
+    await pool_with(store, "farm", "m1", "m2")
+    await store.create("lab", None, T0)
+    await store.heartbeat("lab", "m1", beat("m1"), T0)
+    await store.leave("farm", "m1")
+    members = {m["member_id"]: m for m in await store.members("farm")}
+    assert members["m1"]["last_seen"] == 0.0
+    assert members["m1"]["joined"] == T0
+    assert members["m2"]["last_seen"] == T0
+    assert [m["last_seen"] for m in await store.members("lab")] == [T0]  # the same id elsewhere stays
+    job = await job_in(store)
+    state = await store.state("farm", job)
+    live = {m.member_id for m in state.members if m.live(T0 + 1, TTL)}
+    assert live == {"m2"}
+    await store.leave("farm", "stranger")  # a member that never joined: nothing to do
+
+
+# -- jobs ----------------------------------------------------------------------------------------------
+
+
+async def test_a_job_reads_back_as_added(store: PoolStore) -> None:
+    await pool_with(store)
+    request = PushRequest(URL, "/srv/images/disk.img", 3, DIGEST)
+    await store.add_job("farm", JOB, request, T0)
+    assert await store.job("farm", JOB) == JobRow(PushJob(JOB, URL, 3, PushStatus.RUNNING, ""), "farm", request, T0, T0)
+    await store.add_job("farm", JOB2, PushRequest(OTHER_URL), T0 + 1)
+    assert await store.job("farm", JOB2) == JobRow(
+        PushJob(JOB2, OTHER_URL, None), "farm", PushRequest(OTHER_URL), T0 + 1, T0 + 1
+    )
+
+
+async def test_a_job_is_found_only_in_its_pool(store: PoolStore) -> None:
+    await pool_with(store, "farm")
+    await pool_with(store, "lab")
+    await job_in(store, "farm")
+    assert await store.job("lab", JOB) is None
+    assert await store.job("farm", JOB2) is None
+    assert await store.jobs("lab") == []
+
+
+async def test_jobs_come_in_creation_order_and_open_only_leaves_out_ended_ones(store: PoolStore) -> None:
+    await pool_with(store, "farm", "m1")
+    ids = [f"{n:016x}" for n in range(4)]
+    for n, job_id in reversed(list(enumerate(ids))):
+        await job_in(store, job_id=job_id, now=T0 + n)
+    assert [j.job.job_id for j in await store.jobs("farm")] == ids
+    rows_ = {j.job.job_id: j for j in await store.jobs("farm")}
+    complete, failed, cancelled = rows_[ids[1]], rows_[ids[2]], rows_[ids[3]]
+    await store.apply(complete.job, Decision(), PushStatus.COMPLETE, "", T0 + 10)
+    await store.apply(failed.job, Decision(event=JobFailed("HTTP 404")), PushStatus.FAILED, "HTTP 404", T0 + 10)
+    await store.cancel(cancelled.job.job_id, T0 + 10)
+    assert [j.job.job_id for j in await store.jobs("farm", open_only=True)] == ids[:2]
+    assert [j.job.status for j in await store.jobs("farm")] == [
+        PushStatus.RUNNING,
+        PushStatus.COMPLETE,
+        PushStatus.FAILED,
+        PushStatus.CANCELLED,
+    ]
+
+
+# -- state ---------------------------------------------------------------------------------------------
+
+
+async def test_state_holds_the_members_the_assignments_and_no_length_yet(store: PoolStore) -> None:
+    await store.create("farm", None, T0)
+    await store.heartbeat("farm", "m1", beat("m1", site="fra", rack="r1", free=10), T0)
+    await store.heartbeat("farm", "m2", beat("m2", site="ams", rack="r2", free=20), T0 + 1.5)
+    job = await job_in(store)
+    await assign(store, job, "m1", "m2")
+    await set_status(store, JOB, "m2", FAILED, error="HTTP 404")
+    state = await store.state("farm", job)
+    assert sorted(state.members, key=lambda m: m.member_id) == [
+        Member("m1", T0, "fra", "r1", 10),
+        Member("m2", T0 + 1.5, "ams", "r2", 20),
+    ]
+    assert state.assignments == {
+        "m1": Assignment("m1", ASSIGNED, ""),
+        "m2": Assignment("m2", FAILED, "HTTP 404"),
+    }
+    assert state.length is None
+
+
+async def test_state_has_the_length_once_the_tracker_knows_the_url(store: PoolStore, tracker: TrackerStore) -> None:
+    await pool_with(store, "farm", "m1")
+    job = await job_in(store)
+    other = await job_in(store, job_id=JOB2, url=OTHER_URL)
+    await seed_task(tracker, URL, T0)
+    assert (await store.state("farm", job)).length == IDENTITY.length
+    assert (await store.state("farm", other)).length is None
+
+
+async def test_state_only_holds_the_jobs_own_assignments_and_the_pools_members(store: PoolStore) -> None:
+    await pool_with(store, "farm", "m1", "m2")
+    await pool_with(store, "lab", "x1")
+    job = await job_in(store)
+    other = await job_in(store, job_id=JOB2)
+    lab_job = await job_in(store, "lab", job_id="1111111111111111")
+    await assign(store, job, "m1")
+    await assign(store, other, "m2")
+    await assign(store, lab_job, "x1")
+    state = await store.state("farm", job)
+    assert {m.member_id for m in state.members} == {"m1", "m2"}
+    assert set(state.assignments) == {"m1"}
+
+
+# -- apply ---------------------------------------------------------------------------------------------
+
+
+async def test_apply_inserts_assigned_rows(store: PoolStore) -> None:
+    await pool_with(store, "farm", "m1", "m2")
+    job = await job_in(store)
+    await assign(store, job, "m1", "m2", now=T0 + 3.25)
+    assert await statuses(store, job) == {"m1": ASSIGNED, "m2": ASSIGNED}
+    for row in await store.assignments(JOB):
+        assert (row["done"], row["total"], row["rate"], row["from_origin"], row["from_peers"]) == (0, 0, 0.0, 0, 0)
+        assert (row["error"], row["assigned"], row["updated"]) == ("", T0 + 3.25, T0 + 3.25)
+    assert await store.job("farm", JOB) == job  # no change of status: the job's row is untouched
+
+
+async def test_apply_replaces_the_row_of_a_member_assigned_again(store: PoolStore) -> None:
+    await pool_with(store, "farm", "m1", "m2")
+    job = await job_in(store)
+    await assign(store, job, "m1", "m2")
+    await set_status(store, JOB, "m1", DONE, done=100, total=100, from_origin=100)
+    await set_status(store, JOB, "m1", EVICTED, done=100, total=100, error="gone")
+    await assign(store, job, "m1", now=T0 + 60)
+    rows_ = {r["member_id"]: r for r in await store.assignments(JOB)}
+    assert len(rows_) == 2
+    again = rows_["m1"]
+    assert (again["status"], again["done"], again["total"], again["from_origin"]) == ("assigned", 0, 0, 0)
+    assert (again["error"], again["assigned"], again["updated"]) == ("", T0 + 60, T0 + 60)
+    assert (rows_["m2"]["status"], rows_["m2"]["assigned"]) == ("assigned", T0)
+
+
+async def test_apply_marks_left_members(store: PoolStore) -> None:
+    await pool_with(store, "farm", "m1", "m2", "m3")
+    job = await job_in(store)
+    other = await job_in(store, job_id=JOB2)
+    await assign(store, job, "m1", "m2", "m3")
+    await assign(store, other, "m1")
+    await set_status(store, JOB, "m1", RUNNING, done=10, total=100, rate=5.0)
+    await set_status(store, JOB, "m2", DONE, done=100, total=100)
+    await store.apply(job.job, Decision(left=("m1", "m2")), PushStatus.RUNNING, "", T0 + 40)
+    rows_ = {r["member_id"]: r for r in await store.assignments(JOB)}
+    assert (rows_["m1"]["status"], rows_["m1"]["rate"], rows_["m1"]["updated"]) == ("left", 0.0, T0 + 40)
+    assert rows_["m1"]["done"] == 10  # progress so far is kept for the status
+    assert (rows_["m2"]["status"], rows_["m3"]["status"]) == ("left", "assigned")
+    assert await statuses(store, other) == {"m1": ASSIGNED}  # the same member in another job is untouched
+
+
+async def test_apply_saves_the_jobs_status_and_error(store: PoolStore) -> None:
+    await pool_with(store, "farm", "m1")
+    job = await job_in(store)
+    await store.apply(job.job, Decision(event=JobFailed("HTTP 404")), PushStatus.FAILED, "HTTP 404", T0 + 9)
+    failed = await store.job("farm", JOB)
+    assert failed is not None
+    assert (failed.job.status, failed.job.error, failed.created, failed.updated) == (
+        PushStatus.FAILED,
+        "HTTP 404",
+        T0,
+        T0 + 9,
+    )
+
+
+async def test_apply_leaves_the_jobs_row_alone_when_its_status_stays(store: PoolStore) -> None:
+    await pool_with(store, "farm", "m1", "m2")
+    job = await job_in(store)
+    await assign(store, job, "m1", now=T0 + 5)
+    await store.apply(job.job, Decision(left=("m1",)), job.job.status, job.job.error, T0 + 6)
+    assert await store.job("farm", JOB) == job
+
+
+async def test_apply_in_one_go(store: PoolStore) -> None:
+    await pool_with(store, "farm", "m1", "m2", "m3")
+    job = await job_in(store, replicas=1)
+    await assign(store, job, "m1", "m2")
+    await set_status(store, JOB, "m1", DONE)
+    await store.apply(job.job, Decision(), PushStatus.COMPLETE, "", T0 + 1)
+    decision = Decision(assign=("m3",), left=("m1",))
+    await store.apply(PushJob(JOB, URL, 1, PushStatus.COMPLETE), decision, PushStatus.RUNNING, "", T0 + 2)
+    assert await statuses(store, job) == {"m1": LEFT, "m2": ASSIGNED, "m3": ASSIGNED}
+    reopened = await store.job("farm", JOB)
+    assert reopened is not None and (reopened.job.status, reopened.updated) == (PushStatus.RUNNING, T0 + 2)
+
+
+async def test_decide_and_apply_as_the_tracker_does(store: PoolStore) -> None:
+    """Load, decide, apply, load again: the stored state is what decide saw plus what it decided, so a
+    second decision has nothing left to do."""
+    await store.create("farm", None, T0)
+    for n, site in enumerate(["fra", "fra", "ams", "ams"]):
+        await store.heartbeat("farm", f"m{n}", beat(f"m{n}", site=site, free=1000 - n), T0)
+    job = await job_in(store, replicas=2)
+    now = T0 + 1
+    for _ in range(2):
+        state = await store.state("farm", job)
+        decision = decide(job.job, state.members, state.assignments, now=now, ttl=TTL, length=state.length)
+        status = advance_job(job.job.status, decision.event) if decision.event else job.job.status
+        await store.apply(job.job, decision, status, job.job.error, now)
+        refreshed = await store.job("farm", JOB)
+        assert refreshed is not None
+        job = refreshed
+    assert await statuses(store, job) == {"m0": ASSIGNED, "m2": ASSIGNED}  # one per site, the most room
+    state = await store.state("farm", job)
+    assert decide(job.job, state.members, state.assignments, now=now, ttl=TTL) == Decision()
+
+
+# -- cancel and report ---------------------------------------------------------------------------------
+
+
+async def test_cancel_stops_running_and_assigned_members_and_keeps_the_rest(store: PoolStore) -> None:
+    members = ["assigned", "running", "done", "failed", "evicted", "left"]
+    await pool_with(store, "farm", *members)
+    job = await job_in(store)
+    other = await job_in(store, job_id=JOB2)
+    await assign(store, job, *members)
+    await assign(store, other, "running")
+    await set_status(store, JOB, "running", RUNNING, done=5, total=10, rate=2.5)
+    await set_status(store, JOB2, "running", RUNNING, done=5, total=10, rate=2.5)
+    await set_status(store, JOB, "done", DONE, done=10, total=10)
+    await set_status(store, JOB, "failed", FAILED, error="HTTP 500")
+    await set_status(store, JOB, "evicted", EVICTED)
+    await store.apply(job.job, Decision(left=("left",)), PushStatus.RUNNING, "", T0)
+    await store.cancel(JOB, T0 + 30)
+    rows_ = {r["member_id"]: r for r in await store.assignments(JOB)}
+    assert {mid: r["status"] for mid, r in rows_.items()} == {
+        "assigned": "cancelled",
+        "running": "cancelled",
+        "done": "done",
+        "failed": "failed",
+        "evicted": "evicted",
+        "left": "left",
+    }
+    assert (rows_["running"]["rate"], rows_["running"]["done"], rows_["running"]["updated"]) == (0.0, 5, T0 + 30)
+    assert rows_["done"]["updated"] == T0
+    cancelled = await store.job("farm", JOB)
+    assert cancelled is not None and (cancelled.job.status, cancelled.updated) == (PushStatus.CANCELLED, T0 + 30)
+    assert await statuses(store, other) == {"running": RUNNING}
+    untouched = await store.job("farm", JOB2)
+    assert untouched is not None and untouched.job.status is PushStatus.RUNNING
+
+
+async def test_a_report_saves_status_and_counters(store: PoolStore) -> None:
+    await pool_with(store, "farm", "m1", "m2")
+    job = await job_in(store)
+    await assign(store, job, "m1", "m2")
+    report = MemberReport(RUNNING, done=2**33, total=2**34, rate=1.5e9, from_origin=2**32, from_peers=2**32)
+    await store.report(JOB, "m1", RUNNING, report, T0 + 4.5)
+    rows_ = {r["member_id"]: r for r in await store.assignments(JOB)}
+    m1 = rows_["m1"]
+    assert (m1["status"], m1["done"], m1["total"], m1["rate"]) == ("running", 2**33, 2**34, 1.5e9)
+    assert (m1["from_origin"], m1["from_peers"], m1["error"]) == (2**32, 2**32, "")
+    assert (m1["assigned"], m1["updated"]) == (T0, T0 + 4.5)
+    assert (rows_["m2"]["status"], rows_["m2"]["updated"]) == ("assigned", T0)
+
+
+async def test_a_report_keeps_a_rate_only_while_running(store: PoolStore) -> None:
+    await pool_with(store, "farm", "m1")
+    job = await job_in(store)
+    await assign(store, job, "m1")
+    await store.report(JOB, "m1", DONE, MemberReport(DONE, done=9, total=9, rate=7.0), T0 + 1)
+    [row] = await store.assignments(JOB)
+    assert (row["status"], row["rate"]) == ("done", 0.0)
+    # The stored status is the one the caller computed (core.pool.advance), not the report's own.
+    await store.report(JOB, "m1", FAILED, MemberReport(FAILED, error="disk full", rate=3.0), T0 + 2)
+    [row] = await store.assignments(JOB)
+    assert (row["status"], row["rate"], row["error"], row["done"]) == ("failed", 0.0, "disk full", 0)
+    assert (await store.state("farm", job)).assignments["m1"] == Assignment("m1", FAILED, "disk full")
+
+
+# -- the status view and a member's work ---------------------------------------------------------------
+
+
+async def test_assignments_carry_their_members_names_and_places(store: PoolStore) -> None:
+    await store.create("farm", None, T0)
+    await store.create("lab", None, T0)
+    await store.heartbeat("farm", "m1", beat("node-1", site="fra", rack="r1"), T0 + 1)
+    await store.heartbeat("farm", "m2", beat("node-2", site="ams", rack="r2"), T0 + 2)
+    await store.heartbeat("lab", "m1", beat("lab-node", site="lab", rack="lab"), T0 + 3)  # same id, other pool
+    job = await job_in(store)
+    await assign(store, job, "m2", now=T0 + 5)
+    await assign(store, job, "m1", "ghost", now=T0 + 5)  # ghost: a member with no row
+    await assign(store, job, "m0", now=T0 + 4)
+    got = await store.assignments(JOB)
+    assert [r["member_id"] for r in got] == ["m0", "ghost", "m1", "m2"]  # by assigned, then member id
+    by_id = {r["member_id"]: r for r in got}
+    assert (by_id["m1"]["name"], by_id["m1"]["url"], by_id["m1"]["site"], by_id["m1"]["rack"]) == (
+        "node-1",
+        "http://node-1.example:7000/",
+        "fra",
+        "r1",
+    )
+    assert by_id["m1"]["last_seen"] == T0 + 1
+    assert (by_id["m2"]["name"], by_id["m2"]["last_seen"]) == ("node-2", T0 + 2)
+    assert (by_id["ghost"]["name"], by_id["ghost"]["last_seen"]) == (None, None)
+    assert by_id["m1"]["job_id"] == JOB and by_id["m1"]["status"] == "assigned"
+    assert await store.assignments(JOB2) == []
+
+
+WORK_CASES = [
+    # (the assignment's status, the job's status, replicas, listed)
+    (ASSIGNED, PushStatus.RUNNING, None, True),
+    (RUNNING, PushStatus.RUNNING, None, True),
+    (LEFT, PushStatus.RUNNING, None, True),  # to resume when it comes back
+    (RUNNING, PushStatus.COMPLETE, None, True),
+    (LEFT, PushStatus.COMPLETE, 2, True),
+    (ASSIGNED, PushStatus.FAILED, None, False),
+    (LEFT, PushStatus.FAILED, 2, False),
+    (LEFT, PushStatus.CANCELLED, None, False),
+    (DONE, PushStatus.RUNNING, 2, True),  # so it can say when it no longer holds its copy
+    (DONE, PushStatus.COMPLETE, 2, True),
+    (DONE, PushStatus.COMPLETE, None, False),  # nobody repairs a push to every member
+    (DONE, PushStatus.FAILED, 2, False),
+    (DONE, PushStatus.CANCELLED, 2, False),
+    (FAILED, PushStatus.RUNNING, None, False),
+    (FAILED, PushStatus.RUNNING, 2, False),
+    (EVICTED, PushStatus.COMPLETE, 2, False),
+    (CANCELLED, PushStatus.CANCELLED, None, True),  # recent: see the cancelled_since tests
+]
+
+
+@pytest.mark.parametrize(
+    ("assignment", "job_status", "replicas", "listed"),
+    WORK_CASES,
+    ids=[f"{a.value}-in-{j.value}-{r or 'all'}" for a, j, r, _ in WORK_CASES],
+)
+async def test_member_work_lists_what_the_member_should_do_stop_or_check(
+    store: PoolStore, assignment: MemberStatus, job_status: PushStatus, replicas: int | None, listed: bool
+) -> None:
+    await pool_with(store, "farm", "m1")
+    job = await job_in(store, replicas=replicas, dest="/srv/disk.img", digest=DIGEST)
+    await assign(store, job, "m1")
+    if assignment is LEFT:
+        await store.apply(job.job, Decision(left=("m1",)), job.job.status, "", T0 + 10)
+    elif assignment is not ASSIGNED:
+        await set_status(store, JOB, "m1", assignment, now=T0 + 10)
+    if job_status is not job.job.status:
+        await store.apply(job.job, Decision(), job_status, "", T0 + 10)
+    work = await store.member_work("farm", "m1", cancelled_since=T0 + 10)
+    expected_job = await store.job("farm", JOB)
+    assert work == ([(expected_job, assignment)] if listed else [])
+
+
+async def test_member_work_lists_a_cancel_only_since_the_given_time(store: PoolStore) -> None:
+    await pool_with(store, "farm", "m1")
+    await job_in(store)
+    old = await job_in(store, job_id=JOB2)
+    await assign(store, await job_in(store, job_id="1111111111111111"), "m1", now=T0)
+    await assign(store, old, "m1", now=T0)
+    await store.cancel(JOB2, T0 + 10)
+    await store.cancel("1111111111111111", T0 + 20)
+
+    def cancelled(work: list[tuple[JobRow, MemberStatus]]) -> list[str]:
+        return sorted(row.job.job_id for row, status in work if status is CANCELLED)
+
+    assert cancelled(await store.member_work("farm", "m1")) == ["1111111111111111", JOB2]
+    assert cancelled(await store.member_work("farm", "m1", cancelled_since=T0 + 10)) == ["1111111111111111", JOB2]
+    assert cancelled(await store.member_work("farm", "m1", cancelled_since=T0 + 10.5)) == ["1111111111111111"]
+    assert cancelled(await store.member_work("farm", "m1", cancelled_since=T0 + 21)) == []
+
+
+async def test_member_work_is_the_members_own_in_its_pool(store: PoolStore) -> None:
+    await pool_with(store, "farm", "m1", "m2")
+    await pool_with(store, "lab", "m1")
+    first = await job_in(store, job_id="0000000000000001", now=T0, dest="/srv/1.img")
+    second = await job_in(store, job_id="0000000000000002", now=T0 + 1, url=OTHER_URL, replicas=2)
+    lab = await job_in(store, "lab", job_id="00000000000000ff")
+    await assign(store, first, "m1", "m2")
+    await assign(store, second, "m2")
+    await assign(store, lab, "m1")
+    await set_status(store, "0000000000000001", "m2", RUNNING)
+    assert await store.member_work("farm", "m1") == [(first, ASSIGNED)]
+    work = sorted(await store.member_work("farm", "m2"), key=lambda w: w[0].job.job_id)
+    assert work == [(first, RUNNING), (second, ASSIGNED)]
+    assert await store.member_work("lab", "m1") == [(lab, ASSIGNED)]
+    assert await store.member_work("farm", "stranger") == []
+    assert await store.member_work("nowhere", "m1") == []
+
+
+async def test_open_pools_are_those_with_a_running_or_complete_job(store: PoolStore) -> None:
+    for name in ("idle", "running", "complete", "failed", "cancelled", "two"):
+        await pool_with(store, name)
+    await job_in(store, "running", job_id="0000000000000001")
+    complete = await job_in(store, "complete", job_id="0000000000000002")
+    await store.apply(complete.job, Decision(), PushStatus.COMPLETE, "", T0)
+    failed = await job_in(store, "failed", job_id="0000000000000003")
+    await store.apply(failed.job, Decision(), PushStatus.FAILED, "HTTP 404", T0)
+    await job_in(store, "cancelled", job_id="0000000000000004")
+    await store.cancel("0000000000000004", T0)
+    await job_in(store, "two", job_id="0000000000000005")
+    await job_in(store, "two", job_id="0000000000000006")
+    assert sorted(await store.open_pools()) == ["complete", "running", "two"]
+
+
+# -- remove --------------------------------------------------------------------------------------------
+
+
+async def test_remove_deletes_everything_of_the_pool_and_nothing_else(store: PoolStore, tracker: TrackerStore) -> None:
+    for name, prefix in (("farm", "a"), ("lab", "b")):
+        await pool_with(store, name, "m1", "m2")
+        for n in range(2):
+            job = await job_in(store, name, job_id=f"{prefix * 15}{n}")
+            await assign(store, job, "m1", "m2")
+    farm_jobs = [j.job.job_id for j in await store.jobs("farm")]
+    lab_jobs = [j.job.job_id for j in await store.jobs("lab")]
+    assert len(farm_jobs) == len(lab_jobs) == 2 and not set(farm_jobs) & set(lab_jobs)
+    lab_before = [await store.assignments(job_id) for job_id in lab_jobs]
+
+    await store.remove("farm")
+
+    assert await store.get("farm") is None
+    assert await store.members("farm") == []
+    assert await store.jobs("farm") == []
+    for job_id in farm_jobs:
+        assert await store.assignments(job_id) == []
+    assert await store.member_work("farm", "m1") == []
+    assert await rows(tracker, pools) == 1
+    assert await rows(tracker, pool_members) == 2
+    assert await rows(tracker, pool_jobs) == 2
+    assert await rows(tracker, pool_assignments) == 4
+
+    assert await store.get("lab") == PoolRow("lab", None, T0)
+    assert [m["member_id"] for m in await store.members("lab")] == ["m1", "m2"]
+    assert [j.job.job_id for j in await store.jobs("lab")] == lab_jobs
+    assert [await store.assignments(job_id) for job_id in lab_jobs] == lab_before
+    await store.create("farm", None, T0 + 100)  # the name is free again
+    assert await store.jobs("farm") == []
+
+
+async def test_removing_a_missing_pool_is_harmless(store: PoolStore, tracker: TrackerStore) -> None:
+    await pool_with(store, "farm", "m1")
+    await store.remove("nothing")
+    assert await rows(tracker, pools) == 1 and await rows(tracker, pool_members, "farm") == 1
