@@ -7,6 +7,7 @@ timing. Commands that would outlive a killed worker write their pid, and the tes
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ from shoal.testing.processes import (
     start_mirror_manager,
     start_mirror_worker,
     start_origin,
+    start_tracker,
 )
 
 TOKEN = "s3cret-token"
@@ -103,7 +105,16 @@ class Mirror:
         self.services.append(service)
         return service
 
-    def worker(self, manager: Service, name: str, *, token: str | None = TOKEN, concurrency: int = 2) -> Service:
+    def worker(
+        self,
+        manager: Service,
+        name: str,
+        *,
+        token: str | None = TOKEN,
+        concurrency: int = 2,
+        extra: str = "",
+        env: dict[str, str] | None = None,
+    ) -> Service:
         config = self.tmp / f"{name}.toml"
         config.write_text(
             "[worker]\n"
@@ -111,9 +122,9 @@ class Mirror:
             + (f'token = "{token}"\n' if token else "")
             + f'directory = "{self.tmp / name}"\n'
             f"concurrency = {concurrency}\n"
-            'seed_host = "127.0.0.1"\nseed_port = 0\n'
+            'seed_host = "127.0.0.1"\nseed_port = 0\n' + extra
         )
-        service = start_mirror_worker(config, name)
+        service = start_mirror_worker(config, name, env=env)
         self.services.append(service)
         return service
 
@@ -574,3 +585,70 @@ def _status(url: str) -> int:
             return int(resp.status)
     except urllib.error.HTTPError as exc:
         return exc.code
+
+
+def test_a_new_version_is_pushed_to_a_private_pool_with_its_digest(
+    mirror: Mirror, upstream: tuple[Service, Path]
+) -> None:
+    origin, root = upstream
+    payload = os.urandom(1 << 20)
+    (root / "tool.bin").write_bytes(payload)
+    tracker = start_tracker(f"sqlite:///{mirror.tmp / 'tracker.db'}")
+    mirror.services.insert(0, tracker)  # stopped last
+    created = urllib.request.Request(
+        f"{tracker.url}/v1/pools",
+        data=json.dumps({"name": "edge", "private": True}).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(created, timeout=30) as resp:
+        pool_token = json.load(resp)["token"]
+    manager = mirror.manager(
+        f"""
+[[jobs]]
+name = "tools"
+provider = "http"
+upstream = "{origin.url}/tool.bin"
+interval = "1h"
+[jobs.publish]
+pool = "edge"
+replicas = 1
+"""
+    )
+    worker = mirror.worker(manager, "w1", extra=f'tracker = "{tracker.url}"\n', env={"SHOAL_POOL_TOKEN": pool_token})
+    job = wait_for(lambda: job_is(manager, "tools", status="success"), "the job pushed to the pool")
+    rel = f"w1/tools/versions/{job['version']}/tool.bin"
+    listing = urllib.request.Request(
+        f"{tracker.url}/v1/pools/edge/jobs", headers={"Authorization": f"Bearer {pool_token}"}
+    )
+    with urllib.request.urlopen(listing, timeout=30) as resp:
+        pushed = json.load(resp)["jobs"]
+    assert [(j["url"], j["digest"]) for j in pushed] == [
+        (f"{worker.url}/files/{rel}", "sha256:" + hashlib.sha256(payload).hexdigest())
+    ]
+    assert pushed[0]["replicas"]["target"] == 1
+    assert fetch(pushed[0]["url"]) == payload
+
+
+def test_a_push_to_a_pool_that_refuses_fails_the_job_with_the_reason(
+    mirror: Mirror, upstream: tuple[Service, Path]
+) -> None:
+    origin, root = upstream
+    (root / "tool.bin").write_bytes(b"tool v1\n")
+    tracker = start_tracker(f"sqlite:///{mirror.tmp / 'tracker.db'}")
+    mirror.services.insert(0, tracker)
+    manager = mirror.manager(
+        f"""
+[[jobs]]
+name = "tools"
+provider = "http"
+upstream = "{origin.url}/tool.bin"
+interval = "1h"
+retries = 1
+[jobs.publish]
+pool = "nowhere"
+"""
+    )
+    mirror.worker(manager, "w1", extra=f'tracker = "{tracker.url}"\n')
+    job = wait_for(lambda: job_is(manager, "tools", status="failed"), "the push's failure")
+    assert "nowhere" in job["error_msg"] and "404" in job["error_msg"]

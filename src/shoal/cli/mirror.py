@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import os
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -144,7 +145,14 @@ async def _run_worker(config_path: Path, name: str, settings: Any) -> None:
     try:
         local_host = "127.0.0.1" if settings.seed_host in ("0.0.0.0", "::", "") else settings.seed_host
         url = (settings.advertise or f"http://{local_host}:{port}").rstrip("/")
-        w = MirrorWorker(name, settings, run_attempt, url=url, reload=lambda: load_config(config_path).worker)
+        w = MirrorWorker(
+            name,
+            settings,
+            run_attempt,
+            url=url,
+            reload=lambda: load_config(config_path).worker,
+            pool_token=os.environ.get("SHOAL_POOL_TOKEN") or None,
+        )
         print(
             f"mirror worker {name} listening on http://{settings.seed_host}:{port} "
             f"(seeding {directory}; BitTorrent wire on port {bt_port}; manager {settings.manager})",

@@ -22,6 +22,8 @@ Rules, and why:
   the worker is back within about a second; only a refused token (or another 4xx) ends the worker.
 - The attempt itself (hooks, provider, versions, retention) is shoal.mirror.runner's ``run_attempt``,
   passed in, so the worker is tested without it.
+- A job with ``publish.pool`` has each new version pushed to that pool once seeded
+  (shoal.mirror.publish); a push that fails fails the attempt, with the reason in the job's status.
 - The worker's seeder watches the whole directory, so a job that must not be seeded
   (``publish.seed = false``) runs in the hidden ``.unseeded/`` beside the others (the seeder never
   publishes hidden paths).
@@ -37,9 +39,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import aiohttp
+
 from shoal.core.errors import ProtocolError, TrackerUnavailable, UsageError
 from shoal.core.mirror_config import JobSpec, WorkerSettings
 from shoal.mirror.client import ManagerRefused, MirrorClient
+from shoal.mirror.publish import PublishError, push_version
 
 log = logging.getLogger("shoal.mirror.worker")
 
@@ -126,15 +131,19 @@ class MirrorWorker:
         *,
         url: str = "",
         reload: Callable[[], WorkerSettings] | None = None,
+        pool_token: str | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
         self.url = url
+        """The worker's seeder (base URL): what the manager lists, and what pool pushes name."""
+        self.pool_token = pool_token
         self._run_attempt = run_attempt
         self._reload = reload
         self._slots = _Slots(settings.concurrency)
         self._runs: dict[str, _Run] = {}
         self._client: MirrorClient | None = None
+        self._http: aiohttp.ClientSession | None = None
         self.registered = asyncio.Event()
         """Set while registered with the current manager session (tests and the CLI wait on it)."""
 
@@ -146,8 +155,12 @@ class MirrorWorker:
     async def run(self) -> None:
         """Serve the manager until cancelled; every running attempt is cancelled on the way out."""
         try:
-            async with MirrorClient(self.settings.manager, self.settings.token) as client:
+            async with (
+                MirrorClient(self.settings.manager, self.settings.token) as client,
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http,
+            ):
                 self._client = client
+                self._http = http
                 while True:
                     session, hold = await self._register()
                     await self._serve(session, hold)
@@ -202,7 +215,7 @@ class MirrorWorker:
                 ack = seq
                 try:
                     again = await self._handle(command) or again
-                except ProtocolError as exc:  # a command this worker cannot read: skip it, say why
+                except (ProtocolError, KeyError, TypeError, ValueError) as exc:  # unreadable: skip it, say why
                     log.error("ignoring a command from the manager: %s", exc)
             if again:
                 # Acknowledge what was handled, then register with the new settings.
@@ -270,6 +283,11 @@ class MirrorWorker:
                         if outcome.ok
                         else {"event": "failure", "error": outcome.error or "the attempt failed"}
                     )
+                    if outcome.ok and outcome.version and spec.publish.pool:
+                        await self._push(spec, job_dir, outcome.version)
+                except PublishError as exc:
+                    log.warning("job %s: %s", spec.name, exc)
+                    body = {"event": "failure", "error": str(exc)}
                 except Exception as exc:  # a bug or an OSError in the attempt fails it; the worker goes on
                     log.exception("job %s: the attempt raised", spec.name)
                     body = {"event": "failure", "error": f"{type(exc).__name__}: {exc}"}
@@ -277,6 +295,29 @@ class MirrorWorker:
                 if reply is None or not reply.get("retry"):
                     return
                 attempt = int(reply.get("attempt", attempt + 1))
+
+    async def _push(self, spec: JobSpec, job_dir: Path, version: str) -> None:
+        """Push the new version's files to the job's pool (shoal.mirror.publish)."""
+        pool = spec.publish.pool
+        assert pool is not None and self._http is not None
+        if not spec.publish.seed or not self.url:
+            raise PublishError(f"job {spec.name}: pushing to pool {pool!r} needs the version seeded (publish.seed)")
+        directory = Path(self.settings.directory)
+        inside = job_dir.relative_to(directory).as_posix()
+        root = await asyncio.to_thread(directory.resolve)  # the seeder names files by the real path's name
+        prefix = f"{root.name}/{inside}/versions/{version}"
+        tracker = (self.settings.tracker or self.url).rstrip("/")
+        jobs = await push_version(
+            self._http,
+            seeder=self.url,
+            tracker=tracker,
+            pool=pool,
+            replicas=spec.publish.replicas,
+            token=self.pool_token,
+            version_dir=job_dir / "versions" / version,
+            rel_prefix=prefix,
+        )
+        log.info("job %s: version %s pushed to pool %s (%d files)", spec.name, version, pool, len(jobs))
 
     async def _report(self, job: str, run_id: str, body: dict[str, Any], *, tries: int = 0) -> dict[str, Any] | None:
         """Send a report until the manager answers (at most ``tries`` times if given); None if it refused."""
