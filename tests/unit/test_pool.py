@@ -437,11 +437,6 @@ def test_equal_room_picks_by_member_id() -> None:
     assert run(push(replicas=2), members).assign == ("a", "b")
 
 
-@pytest.mark.xfail(
-    reason="_spread counts every live member with an assignment as a copy at its site: a failed or evicted "
-    "member at site B makes B look as covered as A, which holds the only copy",
-    strict=True,
-)
 def test_spread_does_not_count_members_that_hold_no_copy() -> None:
     members = [
         member("a-held", site="A"),

@@ -320,7 +320,9 @@ def decide(
         on_the_way = sum(1 for a in after.values() if a.member_id in live and a.status in ACTIVE)
         short = job.replicas - replica_count(after.values(), live) - on_the_way
         if short > 0:
-            holders = [m for m in members if m.member_id in live and m.member_id in after]
+            # Copies held or on their way; a member that failed or evicted holds nothing at its site.
+            holding = {mid for mid, a in after.items() if a.status in ACTIVE or a.status is MemberStatus.DONE}
+            holders = [m for m in members if m.member_id in live and m.member_id in holding]
             assign = _spread(candidates, holders, short)
     active = sum(1 for a in after.values() if a.member_id in live and a.status in ACTIVE) + len(assign)
     held = replica_count(after.values(), live)
