@@ -518,6 +518,44 @@ def test_reload_adds_updates_and_disables_jobs(mirror: Mirror) -> None:
     assert jobs(manager)["extra"]["status"] == "disabled"
 
 
+def test_an_upstream_that_changes_mid_fetch_publishes_nothing(mirror: Mirror, tmp_path: Path) -> None:
+    root = tmp_path / "slow-upstream"
+    root.mkdir()
+    (root / "big.bin").write_bytes(os.urandom(1 << 20))
+    origin = start_origin(root, "--rate", "128K")  # about 8 s for the file: time to change it under the fetch
+    mirror.services.insert(0, origin)
+    manager = mirror.manager(
+        f"""
+[[jobs]]
+name = "moving"
+provider = "http"
+upstream = "{origin.url}/big.bin"
+interval = "1h"
+retries = 1
+"""
+    )
+    mirror.worker(manager, "w1")
+    staging = mirror.tmp / "w1" / "moving" / ".staging"
+
+    def fetching() -> bool:
+        return any(p.is_file() and p.stat().st_size > 0 for p in staging.rglob("*")) if staging.is_dir() else False
+
+    wait_for(fetching, "the fetch under way")
+    (root / "big.bin").write_bytes(os.urandom((1 << 20) + 4096))  # a new release, mid-fetch
+    job = wait_for(lambda: job_is(manager, "moving", status="failed"), "the fetch to fail", timeout=120)
+    assert "changed" in job["error_msg"] or "length" in job["error_msg"], job["error_msg"]
+    assert versions(mirror.tmp / "w1" / "moving") == []
+    assert not (mirror.tmp / "w1" / "moving" / "current").exists()
+    assert not any(p.is_file() for p in staging.rglob("*")) if staging.is_dir() else True
+
+
+def test_ctl_without_a_reachable_manager_exits_3(mirror: Mirror) -> None:
+    closed = Service(proc=subprocess.Popen(["true"], text=True), url=f"http://127.0.0.1:{free_port()}", argv=[])
+    closed.proc.wait()
+    result = ctl(closed, "list")
+    assert result.returncode == 3 and "cannot reach the mirror manager" in result.stderr
+
+
 # -- publishing ----------------------------------------------------------------------------------------
 
 
