@@ -87,33 +87,40 @@ def job_directory(directory: Path, spec: JobSpec) -> Path:
 
 
 class _Slots:
-    """At most ``limit`` holders at once, except forced ones; the limit may change (a reload)."""
+    """At most ``limit`` holders at once, except forced ones; the limit may change (a reload).
+
+    Waiters are futures woken all at once on every release, and each checks again; a release never
+    awaits, so a task being cancelled always gives its slot back."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
-        self._changed = asyncio.Condition()
+        self._waiters: list[asyncio.Future[None]] = []
 
     @contextlib.asynccontextmanager
     async def take(self, *, force: bool = False) -> AsyncIterator[None]:
-        async with self._changed:
-            if not force:
-                await self._changed.wait_for(lambda: self.used < self.limit)
-            self.used += 1
+        while not force and self.used >= self.limit:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                self._waiters.remove(waiter)
+        self.used += 1
         try:
             yield
         finally:
             self.used -= 1
-            # No await here: a cancelled task must give its slot back even while being cancelled again.
-            asyncio.get_running_loop().create_task(self._notify())
+            self._wake()
 
-    async def resize(self, limit: int) -> None:
+    def resize(self, limit: int) -> None:
         self.limit = limit
-        await self._notify()
+        self._wake()
 
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+    def _wake(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 @dataclass
@@ -145,7 +152,7 @@ class MirrorWorker:
         self._client: MirrorClient | None = None
         self._http: aiohttp.ClientSession | None = None
         self.registered = asyncio.Event()
-        """Set while registered with the current manager session (tests and the CLI wait on it)."""
+        """Set while registered with the current manager session."""
 
     @property
     def client(self) -> MirrorClient:
@@ -174,8 +181,8 @@ class MirrorWorker:
     async def _register(self) -> tuple[str, float]:
         self.registered.clear()
         delay = BACKOFF_FIRST
-        running = [{"job": job, "run_id": run.run_id} for job, run in self._runs.items() if not run.task.done()]
         while True:
+            running = [{"job": job, "run_id": run.run_id} for job, run in self._runs.items() if not run.task.done()]
             try:
                 reply = await self.client.register(self.name, self.url, self._slots.limit, running)
                 break
@@ -251,7 +258,7 @@ class MirrorWorker:
                 log.error("reload failed, keeping the current settings: %s", exc)
                 return False
             self.settings = settings
-            await self._slots.resize(settings.concurrency)
+            self._slots.resize(settings.concurrency)
             log.info("reloaded: concurrency %d", settings.concurrency)
             return True
         else:

@@ -1,0 +1,136 @@
+"""The mirror worker against a real manager over loopback HTTP, in one process, with a scripted attempt in
+place of shoal.mirror.runner (tested on its own): retries decided by the manager, the concurrency limit,
+cancellation by stop, and registering again when the manager's session changes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shoal.core.mirror_config import JobSpec, WorkerSettings, parse_config
+from shoal.listen import listen
+from shoal.mirror.manager import MirrorManager
+from shoal.mirror.manager_http import build_app
+from shoal.mirror.worker import MirrorWorker
+
+
+@dataclass(frozen=True)
+class Result:
+    ok: bool
+    error: str = ""
+    size: int = 0
+    version: str | None = None
+
+
+JOBS = """
+[[jobs]]
+name = "a"
+provider = "command"
+upstream = "x"
+command = "true"
+retries = 2
+[[jobs]]
+name = "b"
+provider = "command"
+upstream = "x"
+command = "true"
+"""
+
+
+async def until(check: Callable[[], Awaitable[Any]], what: str, seconds: float = 30.0) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if found := await check():
+            return found
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+
+
+@contextlib.asynccontextmanager
+async def serving(tmp_path: Path) -> AsyncIterator[tuple[MirrorManager, str]]:
+    config = parse_config(f'[manager]\ndb = "sqlite:///{tmp_path / "m.db"}"\nworker_timeout = "3s"\n' + JOBS)
+    manager = MirrorManager(config)
+    runner, port = await listen(build_app(manager), "127.0.0.1", 0)
+    try:
+        yield manager, f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def job(manager: MirrorManager, name: str, **wanted: Any) -> dict[str, Any] | None:
+    found = next(j for j in await manager.list_jobs(include_disabled=True) if j["name"] == name)
+    return found if all(found[k] == v for k, v in wanted.items()) else None
+
+
+@pytest.fixture
+def script() -> tuple[list[tuple[str, int]], list[str], Callable[..., Awaitable[Result]]]:
+    calls: list[tuple[str, int]] = []
+    cancelled: list[str] = []
+
+    async def attempt(
+        spec: JobSpec, job_dir: Path, *, attempt: int = 1, on_syncing: Callable[[], Awaitable[None]] | None = None
+    ) -> Result:
+        calls.append((spec.name, attempt))
+        assert await asyncio.to_thread(job_dir.is_dir) and job_dir.name == spec.name
+        if on_syncing is not None:
+            await on_syncing()
+        if spec.name == "a":
+            return Result(False, "upstream said 503") if attempt == 1 else Result(True, size=5, version="v1")
+        try:
+            await asyncio.sleep(3600)  # "b" runs until it is stopped
+        except asyncio.CancelledError:
+            cancelled.append(spec.name)
+            raise
+        return Result(True)
+
+    return calls, cancelled, attempt
+
+
+async def test_retry_concurrency_and_stop(tmp_path: Path, script: Any) -> None:
+    calls, cancelled, attempt = script
+    async with serving(tmp_path) as (manager, url):
+        settings = WorkerSettings(manager=url, directory=str(tmp_path / "w1"), concurrency=1)
+        worker = MirrorWorker("w1", settings, attempt)
+        task = asyncio.create_task(worker.run())
+        try:
+            done = await until(lambda: job(manager, "a", status="success"), "a to succeed on its second attempt")
+            assert (done["attempts"], done["size"], done["version"]) == (2, 5, "v1")
+            assert done["error_msg"] == ""
+            await until(lambda: job(manager, "b", status="syncing"), "b to start once a freed the only slot")
+            assert calls == [("a", 1), ("a", 2), ("b", 1)]
+            await manager.command("b", "stop")
+            await until(lambda: asyncio.sleep(0, result=cancelled == ["b"]), "b's attempt to be cancelled")
+            assert (await job(manager, "b"))["status"] == "paused"  # type: ignore[index]
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_worker_registers_again_with_a_new_manager_session(tmp_path: Path, script: Any) -> None:
+    _, cancelled, attempt = script
+    async with serving(tmp_path) as (manager, url):
+        await manager.command("a", "disable")
+        settings = WorkerSettings(manager=url, directory=str(tmp_path / "w1"), concurrency=2)
+        worker = MirrorWorker("w1", settings, attempt)
+        task = asyncio.create_task(worker.run())
+        try:
+            await until(lambda: job(manager, "b", status="syncing"), "b running")
+            first = manager.links["w1"]
+            # What a restart looks like to the worker: its session is no longer the manager's.
+            manager.session = "another"
+            first.wake.set()
+            await until(lambda: asyncio.sleep(0, result=manager.links.get("w1") not in (None, first)), "re-register")
+            # Its running job was reported and kept, not lost.
+            assert (await job(manager, "b"))["status"] == "syncing"  # type: ignore[index]
+            assert cancelled == []
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        assert cancelled == ["b"]  # a worker that stops cancels what it runs
