@@ -134,3 +134,26 @@ async def test_a_worker_registers_again_with_a_new_manager_session(tmp_path: Pat
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         assert cancelled == ["b"]  # a worker that stops cancels what it runs
+
+
+async def test_reload_worker_rereads_its_settings_and_registers_again(tmp_path: Path, script: Any) -> None:
+    _, _, attempt = script
+    async with serving(tmp_path) as (manager, url):
+        for name in ("a", "b"):
+            await manager.command(name, "disable")
+        settings = WorkerSettings(manager=url, directory=str(tmp_path / "w1"), concurrency=1)
+        reloaded = WorkerSettings(manager=url, directory=str(tmp_path / "w1"), concurrency=3)
+        worker = MirrorWorker("w1", settings, attempt, reload=lambda: reloaded)
+        task = asyncio.create_task(worker.run())
+        try:
+            await until(lambda: asyncio.sleep(0, result="w1" in manager.links), "w1 to register")
+            assert manager.links["w1"].concurrency == 1
+            assert await manager.reload("w1") == {"worker": "w1", "reloading": True}
+            await until(
+                lambda: asyncio.sleep(0, result="w1" in manager.links and manager.links["w1"].concurrency == 3),
+                "w1 to register again with its new concurrency",
+            )
+            assert worker.settings is reloaded
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
