@@ -243,7 +243,7 @@ def list_(ctx: click.Context, include_all: bool, status: str | None, fmt: str) -
             _when(j["next_schedule"]),
             format_bytes(j["size"]),
             j["upstream"],
-            (j["error_msg"] or "").strip().splitlines()[-1][:80] if j["error_msg"] else "",
+            ((j["error_msg"] or "").strip().splitlines() or [""])[-1][:80],  # the last line says most
         ]
         for j in jobs
     ]
