@@ -94,19 +94,20 @@ async def test_migrate_is_idempotent_and_records_versions(db_url: str) -> None:
 
 
 async def test_migrating_a_version_1_database(db_url: str) -> None:
-    """v2 turns MySQL's 4-byte FLOAT times of a v1 database into DOUBLEs; elsewhere it changes nothing."""
+    """Every later migration runs on a v1 database: v2 turns MySQL's 4-byte FLOAT times into DOUBLEs
+    (elsewhere it changes nothing), later ones add their tables."""
     async with TrackerStore(db_url) as store:
         async with store.engine.begin() as conn:
             if conn.dialect.name == "mysql":
                 for table, column in (("peers", "last_seen"), ("leases", "expires"), ("tasks", "updated")):
                     await conn.execute(text(f"ALTER TABLE {table} MODIFY {column} FLOAT NOT NULL"))
             await conn.execute(delete(schema_migrations).where(schema_migrations.c.version > 1))
-        assert await migrate(store.engine) == 2
+        assert await migrate(store.engine) == MIGRATIONS[-1][0]
         await join(store, "p1", T0 + 0.25, want_leases=1)
         snapshot = await store.load(TASK_ID, ())
         async with store.engine.connect() as conn:
             versions = (await conn.execute(select(schema_migrations.c.version))).scalars().all()
-    assert sorted(versions) == [1, 2]
+    assert sorted(versions) == [version for version, _, _ in MIGRATIONS]
     assert [p.last_seen for p in snapshot.peers] == [T0 + 0.25]
     assert [lease.expires for lease in snapshot.leases.values()] == [T0 + 0.25 + TTL]
 
