@@ -1,8 +1,8 @@
 """A small synchronous client of the tracker's pool API (/v1/pools), for ``shoal pool``.
 
 Standard library only (urllib), so the command starts quickly. Errors are mapped at this edge: a tracker
-that cannot be reached or fails (a 5xx) is TrackerUnavailable (exit 3); a refusal (unknown pool, missing or wrong token, a
-bad push) is a UsageError (exit 2) carrying the tracker's message and the HTTP status.
+that cannot be reached or fails (a 5xx) is TrackerUnavailable (exit 3); a refusal (unknown pool, missing
+or wrong token, a bad push) is a UsageError (exit 2) carrying the tracker's message and the HTTP status.
 """
 
 from __future__ import annotations

@@ -29,9 +29,10 @@ from shoal.core.pool import (
     decide,
     hash_token,
 )
+from shoal.storage.db import StoreError
 from shoal.storage.pool_store import JobRow, PoolExists, PoolRow, PoolStore
 from shoal.storage.schema import pool_assignments, pool_jobs, pool_members, pools
-from shoal.storage.tracker_store import StoreError, TrackerStore
+from shoal.storage.tracker_store import TrackerStore
 
 from .driver import IDENTITY, POLICY, T0, request
 

@@ -16,8 +16,9 @@ from shoal.core.bitfield import Bitfield
 from shoal.core.handout import PeerView
 from shoal.core.leases import Lease
 from shoal.core.manifest import Manifest
+from shoal.storage.db import StoreError
 from shoal.storage.schema import MIGRATIONS, metadata, migrate, schema_migrations
-from shoal.storage.tracker_store import StoreError, TrackerStore
+from shoal.storage.tracker_store import TrackerStore
 
 from .conftest import drop_schema
 from .driver import (

@@ -37,7 +37,7 @@ from shoal.core.errors import ProtocolError, UsageError
 from shoal.core.mirror_job import IllegalTransition, JobStatus
 from shoal.http_errors import error_response, json_error
 from shoal.mirror.manager import MirrorManager, NoWorker, StaleRun, StaleSession, UnknownJob, UnknownWorker, job_json
-from shoal.storage.tracker_store import StoreError
+from shoal.storage.db import StoreError
 
 log = logging.getLogger("shoal.mirror.manager")
 

@@ -7,14 +7,22 @@ already names a driver is used as given. SQLite runs in WAL mode so readers neve
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any, Self
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from shoal.core.errors import UsageError
+from shoal.core.errors import ShoalError, UsageError
+from shoal.storage.schema import migrate
+
+
+class StoreError(ShoalError):
+    """The database failed or could not be reached."""
 
 _DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -59,3 +67,45 @@ def create_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(full, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+class SqlStore:
+    """A store over one database: ``async with`` opens the engine and brings the schema up to date
+    (shoal.storage.schema's migrations, which every store shares); ``connection()`` maps database
+    failures to StoreError. The tracker's and the mirror manager's stores build on it."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: AsyncEngine | None = None
+
+    async def __aenter__(self) -> Self:
+        self._engine = create_engine(self.url)
+        try:
+            await migrate(self._engine)
+        except (SQLAlchemyError, OSError) as exc:
+            await self._engine.dispose()
+            self._engine = None
+            raise StoreError(f"cannot open the database {self.url}: {exc}") from exc
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise RuntimeError(f"the store is not open; use 'async with {type(self).__name__}(url)'")
+        return self._engine
+
+    @contextlib.asynccontextmanager
+    async def connection(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A connection (a transaction when ``write``); database failures become StoreError."""
+        try:
+            async with self.engine.begin() if write else self.engine.connect() as conn:
+                yield conn
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreError(f"database error: {exc}") from exc

@@ -9,21 +9,16 @@ A job's spec is kept as the JSON the manager hands it (JobSpec.to_json) and read
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shoal.core.mirror_job import JobState, JobStatus
-from shoal.storage.db import create_engine
-from shoal.storage.schema import migrate, mirror_jobs, mirror_workers
-from shoal.storage.tracker_store import StoreError
+from shoal.storage.db import SqlStore
+from shoal.storage.schema import mirror_jobs, mirror_workers
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,58 +92,23 @@ def _worker_from_row(row: Any) -> WorkerRecord:
     return WorkerRecord(row.name, row.url, row.concurrency, row.registered, row.last_seen)
 
 
-class MirrorStore:
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._engine: AsyncEngine | None = None
-
-    async def __aenter__(self) -> Self:
-        self._engine = create_engine(self.url)
-        try:
-            await migrate(self._engine)
-        except (SQLAlchemyError, OSError) as exc:
-            await self._engine.dispose()
-            self._engine = None
-            raise StoreError(f"cannot open the database {self.url}: {exc}") from exc
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._engine is not None:
-            await self._engine.dispose()
-            self._engine = None
-
-    @property
-    def engine(self) -> AsyncEngine:
-        if self._engine is None:
-            raise RuntimeError("the store is not open; use 'async with MirrorStore(url)'")
-        return self._engine
-
-    @contextlib.asynccontextmanager
-    async def _connection(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with self.engine.begin() if write else self.engine.connect() as conn:
-                yield conn
-        except (SQLAlchemyError, OSError) as exc:
-            raise StoreError(f"database error: {exc}") from exc
-
+class MirrorStore(SqlStore):
     # -- jobs ----------------------------------------------------------------------------------------
 
     async def jobs(self) -> list[JobRecord]:
         """Every job, by name."""
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             rows = (await conn.execute(select(mirror_jobs).order_by(mirror_jobs.c.name))).all()
         return [_job_from_row(r) for r in rows]
 
     async def job(self, name: str) -> JobRecord | None:
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             row = (await conn.execute(select(mirror_jobs).where(mirror_jobs.c.name == name))).first()
         return None if row is None else _job_from_row(row)
 
     async def put_jobs(self, jobs: Iterable[JobRecord]) -> None:
         """Insert or replace each job, all in one transaction."""
-        async with self._connection(write=True) as conn:
+        async with self.connection(write=True) as conn:
             for job in jobs:
                 values = _job_values(job)
                 result = await conn.execute(update(mirror_jobs).where(mirror_jobs.c.name == job.name).values(values))
@@ -163,19 +123,19 @@ class MirrorStore:
         wanted = sorted(set(names))
         if not wanted:
             return 0
-        async with self._connection(write=True) as conn:
+        async with self.connection(write=True) as conn:
             result = await conn.execute(delete(mirror_jobs).where(mirror_jobs.c.name.in_(wanted)))
         return int(result.rowcount or 0)
 
     # -- workers -------------------------------------------------------------------------------------
 
     async def workers(self) -> list[WorkerRecord]:
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             rows = (await conn.execute(select(mirror_workers).order_by(mirror_workers.c.name))).all()
         return [_worker_from_row(r) for r in rows]
 
     async def worker(self, name: str) -> WorkerRecord | None:
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             row = (await conn.execute(select(mirror_workers).where(mirror_workers.c.name == name))).first()
         return None if row is None else _worker_from_row(row)
 
@@ -186,7 +146,7 @@ class MirrorStore:
             "registered": worker.registered,
             "last_seen": worker.last_seen,
         }
-        async with self._connection(write=True) as conn:
+        async with self.connection(write=True) as conn:
             where = mirror_workers.c.name == worker.name
             result = await conn.execute(update(mirror_workers).where(where).values(values))
             if result.rowcount == 0:
@@ -194,13 +154,13 @@ class MirrorStore:
 
     async def touch_worker(self, name: str, now: float) -> bool:
         """Record that the worker was heard of at ``now``; False if there is no such worker."""
-        async with self._connection(write=True) as conn:
+        async with self.connection(write=True) as conn:
             result = await conn.execute(
                 update(mirror_workers).where(mirror_workers.c.name == name).values(last_seen=now)
             )
         return bool(result.rowcount)
 
     async def delete_worker(self, name: str) -> bool:
-        async with self._connection(write=True) as conn:
+        async with self.connection(write=True) as conn:
             result = await conn.execute(delete(mirror_workers).where(mirror_workers.c.name == name))
         return bool(result.rowcount)

@@ -24,8 +24,9 @@ from shoal.core.pool import (
     PushRequest,
     PushStatus,
 )
+from shoal.storage.db import StoreError
 from shoal.storage.schema import pool_assignments, pool_jobs, pool_members, pools, tasks
-from shoal.storage.tracker_store import StoreError, TrackerStore
+from shoal.storage.tracker_store import TrackerStore
 
 
 class PoolExists(StoreError):

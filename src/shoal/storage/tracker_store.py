@@ -7,29 +7,21 @@ announce or none of it.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable
-from types import TracebackType
-from typing import Any, Self
+from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import and_, delete, func, select, update
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shoal.core.announce import AnnounceOutcome, PeerRecord, TaskRecord, TaskSnapshot
 from shoal.core.bitfield import Bitfield
-from shoal.core.errors import ShoalError
 from shoal.core.handout import PeerView
 from shoal.core.leases import Lease
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import HashesResponse
-from shoal.storage.db import create_engine
-from shoal.storage.schema import leases, migrate, peers, piece_hashes, tasks
-
-
-class StoreError(ShoalError):
-    """The database failed or could not be reached."""
+from shoal.storage.db import SqlStore
+from shoal.storage.schema import leases, peers, piece_hashes, tasks
 
 
 def _task_from_row(row: Any) -> TaskRecord:
@@ -61,42 +53,7 @@ def _task_values(task: TaskRecord) -> dict[str, Any]:
     }
 
 
-class TrackerStore:
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._engine: AsyncEngine | None = None
-
-    async def __aenter__(self) -> Self:
-        self._engine = create_engine(self.url)
-        try:
-            await migrate(self._engine)
-        except (SQLAlchemyError, OSError) as exc:
-            await self._engine.dispose()
-            raise StoreError(f"cannot open the database {self.url}: {exc}") from exc
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._engine is not None:
-            await self._engine.dispose()
-            self._engine = None
-
-    @property
-    def engine(self) -> AsyncEngine:
-        if self._engine is None:
-            raise RuntimeError("the store is not open; use 'async with TrackerStore(url)'")
-        return self._engine
-
-    @contextlib.asynccontextmanager
-    async def connection(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
-        """A connection (a transaction when ``write``); database failures become StoreError."""
-        try:
-            async with self.engine.begin() if write else self.engine.connect() as conn:
-                yield conn
-        except (SQLAlchemyError, OSError) as exc:
-            raise StoreError(f"database error: {exc}") from exc
-
+class TrackerStore(SqlStore):
     async def load(self, task_id: str, hash_pieces: Iterable[int]) -> TaskSnapshot:
         """The task, its peers and leases, and the stored hashes of ``hash_pieces``."""
         wanted = list(hash_pieces)

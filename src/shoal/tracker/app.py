@@ -26,7 +26,8 @@ from shoal.core.errors import ProtocolError
 from shoal.core.ids import is_task_id
 from shoal.core.messages import AnnounceRequest
 from shoal.http_errors import error_response, json_error, read_json
-from shoal.storage.tracker_store import StoreError, TrackerStore
+from shoal.storage.db import StoreError
+from shoal.storage.tracker_store import TrackerStore
 from shoal.tracker import bt, pools
 from shoal.tracker.config import TrackerConfig
 
