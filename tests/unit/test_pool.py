@@ -890,3 +890,13 @@ def test_only_the_tokens_sha256_is_stored_and_it_matches() -> None:
 def test_token_matches_exactly_the_hashed_token(token: str, other: str) -> None:
     assert token_matches(hash_token(token), token)
     assert token_matches(hash_token(token), other) == (token == other)
+
+
+def test_a_member_marked_left_that_is_heard_from_again_keeps_the_job_open() -> None:
+    returning = {"a": Assignment("a", MemberStatus.LEFT)}
+    decision = run(push(), [member("a")], returning)
+    assert decision == Decision()  # it resumes; the job neither fails nor finishes
+    gone = run(push(), [member("a", age=TTL + 1)], returning)
+    assert isinstance(gone.event, JobFailed)
+    replicas = run(push(replicas=1), [member("a"), member("b")], returning)
+    assert replicas.assign == ()  # its copy is on the way again

@@ -42,8 +42,9 @@ Rules, and why:
   no assignment in the job (one whose copy was evicted, or that failed, is not asked again) and, when the
   file's length is known, room for it; they are spread across sites, then racks, then by most room.
 - A job is complete when no live member is still fetching and at least one holds the file; it fails
-  when no live member is fetching or holds it and nobody can be assigned. Its error is the one its
-  members failed with most often (an origin failing fails every member the same way).
+  when no live member is fetching or holds it and nobody can be assigned. A member marked left that is
+  heard from again counts as fetching: it resumes its assignment (a restarted daemon, say). A failed
+  job's error is the one its members failed with most often (an origin failing fails each the same way).
 - Pool tokens are random (:func:`new_token`); only their SHA-256 is stored, and a given token is compared
   in constant time. A slow password hash buys nothing against 256-bit random tokens.
 """
@@ -173,7 +174,11 @@ _MEMBER_TRANSITIONS: dict[tuple[MemberStatus, type[MemberEvent]], MemberStatus] 
 }
 
 ACTIVE = frozenset({MemberStatus.ASSIGNED, MemberStatus.RUNNING})
-"""Statuses in which a member still works on the job: the ones its heartbeat replies list."""
+"""Statuses in which a member still works on the job."""
+
+_WORKING = ACTIVE | {MemberStatus.LEFT}
+"""What counts as work under way for a live member: a member marked left that is heard from again resumes
+its assignment (its heartbeat replies list it), so it keeps the job open instead of letting it fail."""
 
 
 class IllegalTransition(ProtocolError):
@@ -317,14 +322,14 @@ def decide(
         if job.status is PushStatus.RUNNING:
             assign = tuple(sorted(m.member_id for m in candidates))
     else:
-        on_the_way = sum(1 for a in after.values() if a.member_id in live and a.status in ACTIVE)
+        on_the_way = sum(1 for a in after.values() if a.member_id in live and a.status in _WORKING)
         short = job.replicas - replica_count(after.values(), live) - on_the_way
         if short > 0:
             # Copies held or on their way; a member that failed or evicted holds nothing at its site.
-            holding = {mid for mid, a in after.items() if a.status in ACTIVE or a.status is MemberStatus.DONE}
+            holding = {mid for mid, a in after.items() if a.status in _WORKING or a.status is MemberStatus.DONE}
             holders = [m for m in members if m.member_id in live and m.member_id in holding]
             assign = _spread(candidates, holders, short)
-    active = sum(1 for a in after.values() if a.member_id in live and a.status in ACTIVE) + len(assign)
+    active = sum(1 for a in after.values() if a.member_id in live and a.status in _WORKING) + len(assign)
     held = replica_count(after.values(), live)
     event: JobEvent | None = None
     if job.status is PushStatus.RUNNING and active == 0:
