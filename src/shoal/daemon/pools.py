@@ -161,8 +161,14 @@ class PoolMember:
                 version = None
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
+            work = reply.get("work") if isinstance(reply, dict) else None
+            if not isinstance(work, list) or not all(_is_work(item) for item in work):
+                log.warning("pool %s: the tracker's heartbeat reply is not the protocol: %.200r", self.pool.name, reply)
+                version = None
+                await asyncio.sleep(RETRY_SECONDS)
+                continue
             version = reply.get("version")
-            for item in reply.get("work", []):
+            for item in work:
                 await self._handle(item)
 
     def _free(self) -> int:
@@ -236,6 +242,15 @@ class PoolMember:
                 log.warning("pool %s: report on job %s refused: %s", self.pool.name, job_id, exc)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             log.warning("pool %s: report on job %s failed: %s", self.pool.name, job_id, exc)
+
+
+def _is_work(item: object) -> bool:
+    """A heartbeat reply's work item as the tracker sends it (core.pool.PushRequest's fields, job, status)."""
+    return (
+        isinstance(item, dict)
+        and all(isinstance(item.get(key), str) for key in ("job", "status", "url"))
+        and all(item.get(key) is None or isinstance(item[key], str) for key in ("dest", "digest"))
+    )
 
 
 class _Refused(Exception):
