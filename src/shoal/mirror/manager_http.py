@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,8 +33,8 @@ from typing import Any
 from aiohttp import web
 
 from shoal.core.errors import ProtocolError, UsageError
-from shoal.core.mirror_job import IllegalTransition, JobStatus
-from shoal.http_errors import error_response, json_error
+from shoal.core.mirror_job import JobStatus
+from shoal.http_errors import bearer_token, json_error, json_errors, read_json
 from shoal.mirror.manager import MirrorManager, NoWorker, StaleRun, StaleSession, UnknownJob, UnknownWorker, job_json
 from shoal.storage.db import StoreError
 
@@ -47,10 +46,10 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 ACTIONS = ("start", "stop", "disable", "enable", "restart")
 
 
-def _authorized(header: str | None, token: str) -> bool:
-    scheme, _, given = (header or "").partition(" ")
+def _authorized(request: web.Request, token: str) -> bool:
+    given = bearer_token(request)
     # compare_digest on bytes: constant time whatever the input, and no TypeError for non-ASCII text.
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+    return given is not None and hmac.compare_digest(given.encode(), token.encode())
 
 
 @web.middleware
@@ -58,29 +57,20 @@ async def guard(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     token = request.app[MANAGER].settings.token
-    if token and request.path != f"{PREFIX}/health" and not _authorized(request.headers.get("Authorization"), token):
+    if token and request.path != f"{PREFIX}/health" and not _authorized(request, token):
         return json_error(401, "a valid bearer token is required", **{"WWW-Authenticate": 'Bearer realm="shoal"'})
     try:
         return await handler(request)
     except StaleSession as exc:
         return web.json_response({"error": str(exc), "register": True}, status=409)
-    except (IllegalTransition, StaleRun, NoWorker) as exc:
+    except (StaleRun, NoWorker) as exc:
         return json_error(409, str(exc))
     except (UnknownJob, UnknownWorker) as exc:
         return json_error(404, str(exc))
     except UsageError as exc:  # a config file that does not parse on reload
         return json_error(400, str(exc))
-    except (ProtocolError, web.HTTPException) as exc:
-        response = error_response(exc)
-        if response is None:
-            raise
-        return response
-    except StoreError as exc:
-        log.error("store error: %s", exc)
-        return json_error(503, "the mirror manager's database is unavailable")
-    except Exception:
-        log.exception("unexpected error in %s %s", request.method, request.path)
-        return json_error(500, "internal error")
+    # IllegalTransition (a 409), other client errors, the database failing and anything unexpected: the
+    # shared json_errors middleware outside this one.
 
 
 def _name(request: web.Request, what: str = "name") -> str:
@@ -91,13 +81,9 @@ def _name(request: web.Request, what: str = "name") -> str:
 
 
 async def _body(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
-    raw = await request.read()
-    if optional and not raw.strip():
+    if optional and not (await request.read()).strip():
         return {}
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"the body is not valid JSON: {exc}") from None
+    data = await read_json(request)
     if not isinstance(data, dict):
         raise ProtocolError("the body must be a JSON object")
     return data
@@ -221,7 +207,8 @@ async def flush(request: web.Request) -> web.Response:
 
 def build_app(manager: MirrorManager) -> web.Application:
     """The manager as an aiohttp application: it opens the store and runs the scheduler while it serves."""
-    app = web.Application(middlewares=[guard], client_max_size=1024 * 1024)
+    errors = json_errors(log, unavailable=(StoreError,), what="the mirror manager's database")
+    app = web.Application(middlewares=[errors, guard], client_max_size=1024 * 1024)
     app[MANAGER] = manager
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

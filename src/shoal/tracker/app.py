@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
@@ -25,7 +25,7 @@ from shoal.core.announce import TrackerPolicy, decide_announce
 from shoal.core.errors import ProtocolError
 from shoal.core.ids import is_task_id
 from shoal.core.messages import AnnounceRequest
-from shoal.http_errors import error_response, json_error, read_json
+from shoal.http_errors import json_error, json_errors, read_json
 from shoal.storage.db import StoreError
 from shoal.storage.tracker_store import TrackerStore
 from shoal.tracker import bt, pools
@@ -77,25 +77,6 @@ class TrackerService:
 SERVICE = web.AppKey("service", TrackerService)
 
 
-@web.middleware
-async def json_errors(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except (ProtocolError, web.HTTPException) as exc:
-        response = error_response(exc)
-        if response is None:
-            raise
-        return response
-    except StoreError as exc:
-        log.error("store error: %s", exc)
-        return json_error(503, "the tracker's database is unavailable")
-    except Exception:
-        log.exception("unexpected error in %s %s", request.method, request.path)
-        return json_error(500, "internal error")
-
-
 def _task_id(request: web.Request) -> str:
     task_id = request.match_info["task_id"]
     if not is_task_id(task_id):
@@ -138,7 +119,8 @@ async def task_info(request: web.Request) -> web.Response:
 
 def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> web.Application:
     """The tracker as an aiohttp application; listening is the caller's business (AppRunner/TCPSite)."""
-    app = web.Application(middlewares=[json_errors], client_max_size=config.max_body)
+    errors = json_errors(log, unavailable=(StoreError,), what="the tracker's database")
+    app = web.Application(middlewares=[errors], client_max_size=config.max_body)
     service = TrackerService(config, clock)
     app[SERVICE] = service
 

@@ -59,7 +59,7 @@ from shoal.core.pool import (
     replica_count,
     token_matches,
 )
-from shoal.http_errors import json_error, read_json
+from shoal.http_errors import bearer_token, json_error, read_json
 from shoal.storage.pool_store import JobRow, PoolExists, PoolRow, PoolStore
 from shoal.storage.tracker_store import TrackerStore
 
@@ -108,10 +108,10 @@ class Pools:
         if row is None:
             raise web.HTTPNotFound(reason=f"no pool {name!r}")
         if row.token_hash is not None:
-            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
+            token = bearer_token(request)
+            if token is None:
                 raise web.HTTPUnauthorized(reason="this pool needs a token", headers={"WWW-Authenticate": "Bearer"})
-            if not token_matches(row.token_hash, token.strip()):
+            if not token_matches(row.token_hash, token):
                 raise web.HTTPForbidden(reason="wrong token for this pool")
         return row
 
