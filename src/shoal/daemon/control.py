@@ -169,11 +169,7 @@ class Control:
         return await self._stream(request, run)
 
     async def _follow(self, fetch: Fetch, progress: Callable[[Stats], Awaitable[None]]) -> CacheEntry:
-        while True:
-            done, _ = await asyncio.wait([fetch.result], timeout=PROGRESS_SECONDS)
-            if done:
-                return fetch.result.result()
-            await progress(fetch.stats)
+        return await fetch.follow(progress, PROGRESS_SECONDS)
 
     async def _stream(
         self, request: web.Request, run: Callable[[Callable[[Stats], Awaitable[None]]], Awaitable[dict[str, Any]]]

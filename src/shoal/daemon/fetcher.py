@@ -41,6 +41,14 @@ class Fetch:
     result: asyncio.Future[CacheEntry] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     task: asyncio.Task[None] | None = None
 
+    async def follow(self, progress: Callable[[Stats], Awaitable[None]], every: float) -> CacheEntry:
+        """Wait for the download's entry, calling ``progress`` with its counters every ``every`` seconds."""
+        while True:
+            done, _ = await asyncio.wait([self.result], timeout=every)
+            if done:
+                return self.result.result()
+            await progress(self.stats)
+
 
 def matches(entry: CacheEntry, expected: str | None) -> bool:
     """True when the entry is the content ``expected`` (a BLAKE3 or ``sha256:`` id) names, or none is named."""

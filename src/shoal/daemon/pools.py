@@ -196,14 +196,13 @@ class PoolMember:
         fetch: Fetch | None = None
         rate = _Rate()
 
+        async def progress(stats: Stats) -> None:
+            await self._report(job_id, "running", stats, rate=rate.update(stats.done))
+
         async def follow(started: Fetch) -> CacheEntry:
             nonlocal fetch
             fetch = started
-            while True:
-                done, _ = await asyncio.wait([started.result], timeout=REPORT_SECONDS)
-                if done:
-                    return started.result.result()
-                await self._report(job_id, "running", started.stats, rate=rate.update(started.stats.done))
+            return await started.follow(progress, REPORT_SECONDS)
 
         try:
             target = allowed_dest(dest, self.dest_roots) if dest else None
