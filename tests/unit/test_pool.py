@@ -46,6 +46,7 @@ from shoal.core.pool import (
     advance,
     advance_job,
     check_job_id,
+    check_member_id,
     check_pool_name,
     decide,
     hash_token,
@@ -900,3 +901,14 @@ def test_a_member_marked_left_that_is_heard_from_again_keeps_the_job_open() -> N
     assert isinstance(gone.event, JobFailed)
     replicas = run(push(replicas=1), [member("a"), member("b")], returning)
     assert replicas.assign == ()  # its copy is on the way again
+
+
+@pytest.mark.parametrize("member_id", ["", "a" * 65, "a b", "a/b", "id\n", "é"])
+def test_bad_member_ids_are_refused(member_id: str) -> None:
+    with pytest.raises(ProtocolError) as raised:
+        check_member_id(member_id)
+    assert raised.value.field == "member"
+
+
+def test_member_ids_have_a_peer_ids_form() -> None:
+    assert check_member_id("a1b2-c3.d_4") == "a1b2-c3.d_4"

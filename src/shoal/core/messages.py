@@ -21,7 +21,7 @@ from shoal.core.manifest import HASH_SIZE, Manifest, OriginIdentity
 EVENTS = ("started", "update", "completed", "stopped")
 MAX_LEASES_PER_ANNOUNCE = 256
 # \Z, not $: a $ also matches before a trailing newline, which would let "id\n" through.
-_PEER_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
+PEER_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 _LABEL = re.compile(r"^[A-Za-z0-9_.:-]{0,64}\Z")
 _HEX_HASH = re.compile(rf"^[0-9a-f]{{{HASH_SIZE * 2}}}\Z")
 
@@ -103,7 +103,7 @@ class AnnounceRequest:
         if not isinstance(data, dict):
             raise ProtocolError("the body must be a JSON object")
         peer_id = _get(data, "peer_id", str, "")
-        if not _PEER_ID.match(peer_id):
+        if not PEER_ID.match(peer_id):
             raise ProtocolError("peer_id must be 1-64 characters of [A-Za-z0-9_.-]", field="peer_id")
         url = _get(data, "url", str, "")
         if not url.startswith(("http://", "https://")) or len(url) > 8192:
@@ -136,7 +136,7 @@ class AnnounceRequest:
                 raise ProtocolError(f"done[{key}] is not a {HASH_SIZE}-byte hex hash", field="done")
             done[int(key)] = value
         bad_peers = _get(data, "bad_peers", list, [])
-        if not all(isinstance(p, str) and _PEER_ID.match(p) for p in bad_peers):
+        if not all(isinstance(p, str) and PEER_ID.match(p) for p in bad_peers):
             raise ProtocolError("bad_peers must be a list of peer ids", field="bad_peers")
         want = _get(data, "want_leases", int, 0)
         if not 0 <= want <= MAX_LEASES_PER_ANNOUNCE:

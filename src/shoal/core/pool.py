@@ -63,6 +63,7 @@ from typing import Any
 
 from shoal.core.errors import ProtocolError, UsageError
 from shoal.core.ids import canonical_url
+from shoal.core.messages import PEER_ID
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _JOB_ID = re.compile(r"[0-9a-f]{16}")
@@ -75,6 +76,13 @@ def check_pool_name(name: str) -> str:
             field="pool",
         )
     return name
+
+
+def check_member_id(member_id: str) -> str:
+    """A member id has a peer id's form (a daemon's id in its pools)."""
+    if not PEER_ID.match(member_id):
+        raise ProtocolError("member ids are 1-64 of A-Z, a-z, 0-9, '_', '.' and '-'", field="member")
+    return member_id
 
 
 def check_job_id(job_id: str) -> str:

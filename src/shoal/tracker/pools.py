@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import secrets
 import time
 from collections.abc import Callable
@@ -51,6 +50,7 @@ from shoal.core.pool import (
     advance,
     advance_job,
     check_job_id,
+    check_member_id,
     check_pool_name,
     decide,
     hash_token,
@@ -69,7 +69,6 @@ SWEEP_SECONDS = 2.0
 MAX_WAIT = 30.0
 """Longest long-poll a member may ask for; the tracker also keeps it under a third of the member TTL, so
 a member waiting on a heartbeat is never taken for gone."""
-_MEMBER_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 class _Pool:
@@ -286,10 +285,7 @@ POOLS = web.AppKey("pools", Pools)
 
 
 def _member_id(request: web.Request) -> str:
-    member_id = request.match_info["member"]
-    if not _MEMBER_ID.fullmatch(member_id):
-        raise ProtocolError("member ids are 1-64 of A-Z, a-z, 0-9, '_', '.' and '-'", field="member")
-    return member_id
+    return check_member_id(request.match_info["member"])
 
 
 async def create_pool(request: web.Request) -> web.Response:
