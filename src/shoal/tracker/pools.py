@@ -41,11 +41,13 @@ from aiohttp import web
 
 from shoal.core.errors import ProtocolError
 from shoal.core.pool import (
+    Assignment,
     Cancel,
     Heartbeat,
     JobEvent,
     JobFailed,
     MemberReport,
+    MemberStatus,
     PushRequest,
     advance,
     advance_job,
@@ -238,10 +240,12 @@ class Pools:
         now = self.clock()
         members = []
         live: set[str] = set()
+        assignments = []
         for row in await self.store.assignments(job.job.job_id):
             is_live = row["last_seen"] is not None and now - row["last_seen"] < self.member_ttl
             if is_live:
                 live.add(row["member_id"])
+            assignments.append(Assignment(row["member_id"], MemberStatus(row["status"])))
             remaining = max(row["total"] - row["done"], 0)
             running = row["status"] == "running" and row["rate"] > 0
             members.append(
@@ -263,14 +267,13 @@ class Pools:
                     "updated": row["updated"],
                 }
             )
-        state = await self.store.state(name, job)
         return {
             "job": job.job.job_id,
             "pool": name,
             **job.request.to_json(),
             "status": job.job.status.value,
             "error": job.job.error,
-            "replicas": {"target": job.job.replicas, "current": replica_count(state.assignments.values(), live)},
+            "replicas": {"target": job.job.replicas, "current": replica_count(assignments, live)},
             "created": job.created,
             "updated": job.updated,
             "members": members,
