@@ -80,6 +80,12 @@ def test_a_second_get_is_a_cache_hit_with_no_network(
     first = node.get(o.url("file.bin"), tmp_path / "a.bin")
     assert first.returncode == 0, first.stderr
     assert "cached by the daemon" in first.stderr
+    # The SHA-256 is not waited for; the daemon completes it in the background.
+    sha256 = hashlib.sha256(data).hexdigest()
+    deadline = time.monotonic() + 10
+    while node.index("SELECT sha256 FROM entries") != [(sha256,)] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert node.index("SELECT sha256 FROM entries") == [(sha256,)]
     sent = o.bytes_sent()
     second = node.get(o.url("file.bin"), tmp_path / "b.bin")
     assert second.returncode == 0, second.stderr

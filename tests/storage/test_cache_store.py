@@ -780,6 +780,66 @@ def test_adopt_with_the_right_expected_digest_records_the_entry_and_its_task(sto
     assert store.index.tasks() == []  # a task is seeded only while its file is on disk
 
 
+def adopt_later(store: CacheStore, data: bytes, expected: str | None = None) -> CacheEntry:
+    """Adopt ``data`` as a download does in the daemon: its SHA-256 left pending."""
+    part = store.staging_path(f"{len(store.entries())}.part")
+    part.write_bytes(data)
+    with store.reserve(len(data)) as reservation:
+        return store.adopt(
+            part, name="f", sources=[ORIGIN], reservation=reservation, expected=expected, sha256_later=True
+        )
+
+
+def test_a_sha256_left_for_later_is_pending_until_completed(store: CacheStore) -> None:
+    data = os.urandom(300)
+    entry = adopt_later(store, data)
+    assert entry.cached and entry.digest == blake3.blake3(data).hexdigest()
+    assert entry.sha256 == "" and entry.to_json()["sha256"] is None
+    assert store.index.sha256_pending() == [entry.digest]
+    assert store.complete_sha256() == 1
+    assert store.entry(entry.digest).sha256 == hashlib.sha256(data).hexdigest()
+    assert store.index.sha256_pending() == [] and store.complete_sha256() == 0
+
+
+def test_a_sha256_lookup_completes_the_pending_ones_first(store: CacheStore) -> None:
+    data = os.urandom(300)
+    entry = adopt_later(store, data)
+    found = store.lookup(f"sha256:{hashlib.sha256(data).hexdigest()}")
+    assert found is not None and found.digest == entry.digest
+    assert store.index.sha256_pending() == []
+
+
+def test_info_and_export_name_a_pending_entry_by_both_ids(store: CacheStore) -> None:
+    first, second = os.urandom(300), os.urandom(200)
+    one, two = adopt_later(store, first), adopt_later(store, second)
+    assert store.info(one.digest).sha256 == hashlib.sha256(first).hexdigest()
+    assert store.index.sha256_pending() == [two.digest]  # info completes only the entry it shows
+    files = {f.digest: f.sha256 for f in parse_export(json.loads(json.dumps(store.export(node=NODE))))}
+    assert files == {one.digest: hashlib.sha256(first).hexdigest(), two.digest: hashlib.sha256(second).hexdigest()}
+
+
+def test_an_expected_sha256_is_checked_at_once_even_when_asked_for_later(store: CacheStore) -> None:
+    data = os.urandom(300)
+    sha256 = hashlib.sha256(data).hexdigest()
+    assert adopt_later(store, data, expected=f"sha256:{sha256}").sha256 == sha256
+    with pytest.raises(IntegrityError):
+        adopt_later(store, os.urandom(300), expected=f"sha256:{sha256}")
+
+
+def test_a_pending_entry_damaged_on_disk_is_removed_not_completed(store: CacheStore) -> None:
+    entry = adopt_later(store, os.urandom(300))
+    flip_a_byte(store.object_path(entry.digest))
+    assert store.complete_sha256() == 0
+    assert not store.entry(entry.digest).cached and object_files(store) == {}
+
+
+def test_an_entry_evicted_while_pending_is_left_out_of_the_export(store: CacheStore) -> None:
+    entry = adopt_later(store, os.urandom(300))
+    store.evict(entry.digest)
+    assert store.complete_sha256() == 0
+    assert parse_export(json.loads(json.dumps(store.export(node=NODE)))) == []
+
+
 # -- two processes, one cache --------------------------------------------------------------------------
 
 

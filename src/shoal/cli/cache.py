@@ -119,7 +119,7 @@ def info(options: Options, ident: str) -> None:
 
     def go() -> None:
         with options.store() as store:
-            click.echo(json.dumps(store.entry(ident).to_json(), indent=2))
+            click.echo(json.dumps(store.info(ident).to_json(), indent=2))
 
     _run(go)
 

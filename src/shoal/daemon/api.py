@@ -89,7 +89,7 @@ class Cache:
         return self._store.usage().ratio
 
     def info(self, ident: str) -> CacheEntry:
-        return self._store.entry(ident)
+        return self._store.info(ident)
 
     async def _warm(self, target: str) -> CacheEntry:
         if not self._open:

@@ -146,7 +146,7 @@ class Control:
                 "path": str(dest),
                 "size": entry.size,
                 "digest": entry.digest,
-                "sha256": entry.sha256,
+                "sha256": entry.sha256 or None,  # None: still pending (see fetcher)
                 "hit": fetch is None,
                 "linked": linked,
                 "bytes_from_origin": fetch.stats.from_origin if fetch else 0,

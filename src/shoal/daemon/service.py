@@ -97,6 +97,7 @@ class Daemon:
             stack.push_async_callback(self.seeding.stop)
         self.fetcher = Fetcher(config, self.store, session, self.server, self.seeding, peer_id=self.peer_id)
         stack.push_async_callback(self.fetcher.stop)
+        self.fetcher.complete_sha256()  # any left pending when the daemon last stopped
         runner = web.AppRunner(Control(self.store, self.fetcher, self.status).app(), access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)

@@ -89,6 +89,7 @@ class CacheEntry:
     digest: str
     """BLAKE3 of the whole file (hex): the entry's id, and the swarm task id of a seeded file."""
     sha256: str
+    """SHA-256 of the whole file (hex); "" while it is pending (see CacheStore.complete_sha256)."""
     size: int
     name: str
     added: float
@@ -106,7 +107,7 @@ class CacheEntry:
         """The entry as ``shoal cache info`` and the daemon's control API show it."""
         return {
             "id": self.digest,
-            "sha256": self.sha256,
+            "sha256": self.sha256 or None,
             "name": self.name,
             "size": self.size,
             "added": self.added,
@@ -335,6 +336,16 @@ class CacheIndex:
         with self._lock:
             cursor = self._conn().execute("UPDATE entries SET pinned = ? WHERE digest = ?", (int(pinned), digest))
             return cursor.rowcount == 1
+
+    def sha256_pending(self) -> list[str]:
+        """Digests of cached entries whose SHA-256 is not known yet."""
+        with self._lock:
+            rows = self._conn().execute("SELECT digest FROM entries WHERE cached = 1 AND sha256 = ''")
+            return [str(r[0]) for r in rows]
+
+    def set_sha256(self, digest: str, sha256: str) -> None:
+        with self._lock:
+            self._conn().execute("UPDATE entries SET sha256 = ? WHERE digest = ?", (sha256, digest))
 
     def set_verified(self, digest: str, stat_key: str) -> None:
         with self._lock:

@@ -21,6 +21,10 @@ Rules:
 * **Placing a file** at a destination hard-links it when the filesystem allows (no copy: a 1 GiB hit
   costs milliseconds) and copies otherwise, through a temporary name and a rename either way. A linked
   destination shares the read-only object's inode, so writing to it fails for users other than root.
+* **The SHA-256 may come later.** An entry is named by its BLAKE3; its SHA-256 (for ``sha256:`` ids)
+  costs ten times as much CPU, so the daemon records it as pending (``""``) and completes it in the
+  background (:meth:`CacheStore.complete_sha256`) rather than make a finished download wait for it. A
+  lookup by ``sha256:`` completes every pending one first, so it is never missed.
 
 Blocking throughout (file I/O, hashing, SQLite): the daemon calls it from worker threads.
 """
@@ -55,7 +59,6 @@ ORPHAN_GRACE_SECONDS = 60.0
 the rename that made it and the commit that records it."""
 STAGING_MAX_AGE = 7 * 86400.0
 """Staging files (a download's part file kept for resuming) older than this are removed at start."""
-HASH_CHUNK = 16 << 20
 _HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
@@ -90,8 +93,8 @@ def stat_key(st: os.stat_result) -> str:
 
 
 def hash_content(path: Path, *, sha256: bool = True) -> tuple[str, str]:
-    """(BLAKE3 hex, sha256 hex or "") of a file, read once per hash: BLAKE3 on every core in this thread,
-    sha256 beside it in another (both release the GIL)."""
+    """(BLAKE3 hex, sha256 hex or "") of a file, read once per hash: BLAKE3 over a memory map on every
+    core in this thread, sha256 beside it in another (both release the GIL)."""
     sha_result: list[str] = []
     sha_error: list[BaseException] = []
 
@@ -107,11 +110,8 @@ def hash_content(path: Path, *, sha256: bool = True) -> tuple[str, str]:
         worker.start()
     try:
         hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-        buffer = bytearray(HASH_CHUNK)
-        view = memoryview(buffer)
-        with open(path, "rb", buffering=0) as f:
-            while n := f.readinto(buffer):
-                hasher.update(view[:n])
+        if os.stat(path).st_size:  # an empty file cannot be mapped
+            hasher.update_mmap(path)
     finally:
         if worker is not None:
             worker.join()
@@ -182,16 +182,28 @@ class CacheStore:
     # -- looking up ----------------------------------------------------------------------------------
 
     def lookup(self, ident: str) -> CacheEntry | None:
-        """The entry an id names: a BLAKE3 digest (bare or ``blake3:HEX``) or ``sha256:HEX``."""
+        """The entry an id names: a BLAKE3 digest (bare or ``blake3:HEX``) or ``sha256:HEX`` (pending
+        SHA-256s are completed first, so a file just cached is found by either)."""
         kind, _, value = ident.strip().lower().rpartition(":")
         if not _HEX64.match(value) or kind not in ("", "blake3", "sha256"):
             raise UsageError(f"not a cache id: {ident!r} (expected 64 hex digits, blake3:HEX or sha256:HEX)")
-        return self.index.by_sha256(value) if kind == "sha256" else self.index.get(value)
+        if kind == "sha256":
+            self.complete_sha256()
+            return self.index.by_sha256(value)
+        return self.index.get(value)
 
     def entry(self, ident: str) -> CacheEntry:
         found = self.lookup(ident)
         if found is None:
             raise NotInCache(f"no cache entry {ident}", digest=ident)
+        return found
+
+    def info(self, ident: str) -> CacheEntry:
+        """The entry, with its SHA-256 completed if it was pending: what ``shoal cache info`` shows."""
+        found = self.entry(ident)
+        if not found.sha256 and found.cached:
+            self.complete_sha256([found.digest])
+            found = self.entry(found.digest)
         return found
 
     def cached(self, ident: str) -> CacheEntry:
@@ -271,18 +283,23 @@ class CacheStore:
         expected: str | None = None,
         reservation: int | None = None,
         task: TaskRecord | None = None,
+        sha256_later: bool = False,
     ) -> CacheEntry:
         """Move a complete, flushed staging file into the cache and record it (with the swarm task it was
-        fetched as, if any). ``expected`` is a BLAKE3 or ``sha256:`` id the content must match."""
+        fetched as, if any). ``expected`` is a BLAKE3 or ``sha256:`` id the content must match.
+
+        ``sha256_later``: record the SHA-256 as pending instead of hashing for it now (unless ``expected``
+        is one), for a caller that completes it off the critical path (see :meth:`complete_sha256`). The
+        BLAKE3 id is always computed here: it names the file."""
         # Before the file moves into objects/: a bad URL found after the rename would leave an orphan object.
         sources = tuple(canonical_url(u) for u in sources)
+        kind, _, value = (expected or "").lower().rpartition(":")
         try:
-            digest, sha256 = hash_content(tmp)
+            digest, sha256 = hash_content(tmp, sha256=kind == "sha256" or not sha256_later)
             st = tmp.stat()
         except OSError as exc:
             raise _io_error("hash", tmp, exc) from None
         if expected is not None:
-            kind, _, value = expected.lower().rpartition(":")
             if value != (sha256 if kind == "sha256" else digest):
                 raise IntegrityError(
                     f"the content does not match {expected}", expected=expected, actual=f"blake3:{digest}"
@@ -319,6 +336,27 @@ class CacheStore:
         if task is not None:
             self.index.record_task(replace(task, digest=digest))
         return self.entry(digest)
+
+    def complete_sha256(self, digests: Iterable[str] | None = None) -> int:
+        """Hash the files of entries whose SHA-256 is pending (those of ``digests``, or all) and record it;
+        the BLAKE3 id is checked in the same read, and a damaged file is removed. The number completed."""
+        completed = 0
+        for digest in list(digests) if digests is not None else self.index.sha256_pending():
+            try:
+                with self.using(digest) as (entry, path):
+                    if entry.sha256:
+                        continue
+                    blake, sha256 = hash_content(path)
+            except NotInCache:
+                continue  # evicted, or found damaged by using()'s check, meanwhile
+            except OSError as exc:
+                raise _io_error("read", self.object_path(digest), exc) from None
+            if blake != digest:
+                self._drop(digest)
+                continue
+            self.index.set_sha256(digest, sha256)
+            completed += 1
+        return completed
 
     # -- using ---------------------------------------------------------------------------------------
 
@@ -450,6 +488,7 @@ class CacheStore:
     # -- syncing nodes -------------------------------------------------------------------------------
 
     def export(self, *, since: float | None = None, node: str = "") -> dict[str, object]:
+        self.complete_sha256()  # an export names every file by both ids
         files = [
             ExportedFile(
                 e.digest,
@@ -461,6 +500,8 @@ class CacheStore:
                 tuple(sorted({*e.holders, *([node] if node and e.cached else [])})),
             )
             for e in self.index.entries(since=since)
+            # An entry evicted before its pending SHA-256 was completed cannot be named by both ids.
+            if e.sha256
         ]
         return export_document(files, node=node, now=self.clock())
 
