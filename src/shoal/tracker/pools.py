@@ -20,9 +20,11 @@ Rules:
 
 - A private pool needs ``Authorization: Bearer TOKEN`` on every route but create: none is a 401, a wrong
   one a 403, and neither reply says anything about the pool beyond that it needs a token.
-- One pool's changes are serialised by a per-pool lock: load, decide (core.pool), apply. Every change
-  bumps the pool's version and wakes the members long-polling it, so a push reaches every member at once
-  and they start together, which is what splits the origin work between them.
+- One pool's changes are serialised by a per-pool lock: load, decide (core.pool), apply. Every change to
+  what members must do (a push, a new assignment, a cancel, the pool removed) bumps the pool's version and
+  wakes the members long-polling it, so a push reaches every member at once and they start together,
+  which is what splits the origin work between them. Reports that give nobody new work (progress, done,
+  a job complete) wake nobody: eight members finishing at once had cost 64 heartbeats under the lock.
 - A sweep every ``SWEEP_SECONDS`` decides every open job again, so members that fell silent are marked
   left and lost replicas are repaired even when nobody else speaks.
 """
@@ -158,8 +160,7 @@ class Pools:
                 raise web.HTTPNotFound(reason=f"member {member_id!r} has no part in job {job_id}")
             status = advance(current.status, report.event())
             await self.store.report(job_id, member_id, status, report, self.clock())
-            if status is not current.status:
-                await self._decide(name, job)
+            if status is not current.status and await self._decide(name, job):
                 pool.bump()
             return status.value
 
@@ -168,13 +169,11 @@ class Pools:
     ) -> dict[str, Any]:
         pool = self._pool(name)
         async with pool.lock:
-            before = {m["member_id"]: m["last_seen"] for m in await self.store.members(name)}
-            now = self.clock()
-            await self.store.heartbeat(name, member_id, beat, now)
-            changed = member_id not in before or now - before[member_id] >= self.member_ttl
+            await self.store.heartbeat(name, member_id, beat, self.clock())
+            assigned = False
             for job in await self.store.jobs(name, open_only=True):
-                changed = await self._decide(name, job) or changed
-            if changed:
+                assigned = await self._decide(name, job) or assigned
+            if assigned:
                 pool.bump()
         wait = min(wait, self.member_ttl / 3)
         if version == pool.version and wait > 0:
@@ -191,19 +190,21 @@ class Pools:
         pool = self._pool(name)
         async with pool.lock:
             await self.store.leave(name, member_id)
+            assigned = False
             for job in await self.store.jobs(name, open_only=True):
-                await self._decide(name, job)
-            pool.bump()
+                assigned = await self._decide(name, job) or assigned
+            if assigned:
+                pool.bump()
 
     async def sweep(self) -> None:
         """Decide every open job again: members that fell silent leave, lost replicas are repaired."""
         for name in await self.store.open_pools():
             pool = self._pool(name)
             async with pool.lock:
-                changed = False
+                assigned = False
                 for job in await self.store.jobs(name, open_only=True):
-                    changed = await self._decide(name, job) or changed
-                if changed:
+                    assigned = await self._decide(name, job) or assigned
+                if assigned:
                     pool.bump()
 
     async def sweep_forever(self) -> None:
@@ -221,7 +222,8 @@ class Pools:
         return job
 
     async def _decide(self, name: str, job: JobRow) -> bool:
-        """Decide ``job`` and save the outcome; True when anything changed. The caller holds the lock."""
+        """Decide ``job`` and save the outcome; True when a member was given new work (the caller then wakes
+        the pool's long-polls). The caller holds the lock."""
         state = await self.store.state(name, job)
         now = self.clock()
         decision = decide(job.job, state.members, state.assignments, now=now, ttl=self.member_ttl, length=state.length)
@@ -234,7 +236,7 @@ class Pools:
         await self.store.apply(job.job, decision, status, error, now)
         if decision.event is not None:
             log.info("pool %s job %s: %s", name, job.job.job_id, status.value)
-        return True
+        return bool(decision.assign)
 
     async def job_status(self, name: str, job: JobRow) -> dict[str, Any]:
         now = self.clock()

@@ -1,0 +1,96 @@
+"""The tracker's pool service (tracker.pools.Pools) in process, over a real SQLite store, with a fake clock:
+which changes wake the members long-polling a pool."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from shoal.core.pool import Heartbeat, MemberReport, MemberStatus, PushRequest
+from shoal.storage.tracker_store import TrackerStore
+from shoal.tracker.pools import Pools
+
+POOL = "lab"
+TTL = 15.0
+URL = "http://origin.example/disk.img"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_763_700_000.25
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def pools(tmp_path: Path) -> AsyncIterator[Pools]:
+    async with TrackerStore(f"sqlite:///{tmp_path / 'tracker.db'}") as store:
+        service = Pools(store, Clock(), member_ttl=TTL)
+        await service.create(POOL, private=False)
+        yield service
+
+
+def beat(name: str) -> Heartbeat:
+    return Heartbeat(name=name, url=f"http://{name}.example:7000/", site="", rack="", free=1 << 40)
+
+
+async def join(pools: Pools, *names: str) -> int:
+    """Heartbeat each member once (no wait); the pool's version afterwards."""
+    reply: dict[str, object] = {}
+    for name in names:
+        reply = await pools.heartbeat(POOL, name, beat(name), version=None, wait=0)
+    version = reply["version"]
+    assert isinstance(version, int)
+    return version
+
+
+async def woken(pools: Pools, member: str, version: int, change: Callable[[], Awaitable[object]]) -> bool:
+    """Whether ``member``'s long-poll at ``version`` returns early once ``change()`` has run."""
+    poll = asyncio.ensure_future(pools.heartbeat(POOL, member, beat(member), version=version, wait=TTL / 3))
+    await asyncio.sleep(0.05)
+    assert not poll.done()  # nothing has changed yet: the poll waits
+    await change()
+    done, _ = await asyncio.wait([poll], timeout=1.0)
+    poll.cancel()
+    return bool(done)
+
+
+async def test_a_push_wakes_every_long_poll_with_its_work(pools: Pools) -> None:
+    version = await join(pools, "m1", "m2")
+    poll = asyncio.ensure_future(pools.heartbeat(POOL, "m1", beat("m1"), version=version, wait=TTL / 3))
+    await asyncio.sleep(0.05)
+    job_id = await pools.push(POOL, PushRequest(url=URL))
+    reply = await asyncio.wait_for(poll, 1.0)
+    assert reply["version"] != version
+    assert [(w["job"], w["status"]) for w in reply["work"]] == [(job_id, "assigned")]
+
+
+async def test_reports_that_give_nobody_work_wake_nobody(pools: Pools) -> None:
+    await join(pools, "m1", "m2")
+    job_id = await pools.push(POOL, PushRequest(url=URL))
+    version = await join(pools, "m1", "m2")
+    running = MemberReport(MemberStatus.RUNNING, done=1, total=2)
+    assert not await woken(pools, "m2", version, lambda: pools.report(POOL, job_id, "m1", running))
+    done = MemberReport(MemberStatus.DONE, done=2, total=2)
+    assert not await woken(pools, "m2", version, lambda: pools.report(POOL, job_id, "m1", done))
+    assert await pools.report(POOL, job_id, "m2", done) == "done"
+    job = await pools.job(POOL, job_id)
+    assert job.job.status.value == "complete"  # the job completed, and still nobody was woken for it
+
+
+async def test_a_lost_replica_wakes_the_member_given_the_new_copy(pools: Pools) -> None:
+    await join(pools, "m1", "m2")
+    job_id = await pools.push(POOL, PushRequest(url=URL, replicas=1))
+    status = await pools.job_status(POOL, await pools.job(POOL, job_id))
+    (holder,) = [m["member"] for m in status["members"]]
+    other = "m2" if holder == "m1" else "m1"
+    await pools.report(POOL, job_id, holder, MemberReport(MemberStatus.DONE, done=2, total=2))
+    version = await join(pools, other)
+    evicted = MemberReport(MemberStatus.EVICTED, done=0, total=2)
+    assert await woken(pools, other, version, lambda: pools.report(POOL, job_id, holder, evicted))
+    reply = await pools.heartbeat(POOL, other, beat(other), version=None, wait=0)
+    assert [(w["job"], w["status"]) for w in reply["work"]] == [(job_id, "assigned")]
