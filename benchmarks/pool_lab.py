@@ -258,6 +258,7 @@ def main() -> int:
     parser.add_argument("--scenarios", default="all,kill,replicas")
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp"))
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (every process's log)")
     args = parser.parse_args()
     scenarios = args.scenarios.split(",")
     if os.geteuid() != 0:
@@ -275,7 +276,10 @@ def main() -> int:
             outcomes.append(bench.run(scenario, workdir / f"run{n}-{scenario}", url))
             log(report(outcomes[-1:], args.size, args.origin_mbit, args.peers))
     print(report(outcomes, args.size, args.origin_mbit, args.peers))
-    sh("rm", "-rf", str(workdir))
+    if args.keep:
+        log(f"logs kept in {workdir}")
+    else:
+        sh("rm", "-rf", str(workdir))
     return 0
 
 
