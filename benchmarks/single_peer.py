@@ -48,6 +48,7 @@ from pathlib import Path
 from shoal.core import units
 from shoal.core.errors import ShoalError
 from shoal.testing.files import sha256_file, write_random_file
+from shoal.testing.processes import compile_bytecode
 
 PYTHON = sys.executable
 SHOAL = str(Path(PYTHON).with_name("shoal")) if Path(PYTHON).with_name("shoal").exists() else "shoal"
@@ -366,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--size and --repeat must be positive")
     if not Path("/usr/bin/time").exists():
         sys.exit("needs /usr/bin/time (apt-get install -y time)")
+    compile_bytecode()  # shoal get starts as an installed shoal does, from bytecode
     workdir = Path(tempfile.mkdtemp(prefix="shoal-single-", dir=args.workdir))
     procs = Processes()
     keep = args.keep

@@ -84,6 +84,7 @@ from fastbencode import bencode
 from shoal.core import units
 from shoal.core.errors import ShoalError
 from shoal.testing.files import sha256_file, write_random_file
+from shoal.testing.processes import compile_bytecode
 
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
@@ -874,6 +875,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"missing tools: {', '.join(missing)}")
     lower_bound = args.size * 8 / (args.origin_mbit * 1e6)
     timeout = args.timeout or 12 * lower_bound + 30
+    compile_bytecode()  # the peers start as an installed shoal does, from bytecode
     workdir = Path(tempfile.mkdtemp(prefix="swarm-lab-", dir=args.workdir))
     setup: dict[str, object] = {
         "peers": args.peers,
