@@ -568,15 +568,19 @@ class Download:
         now = time.monotonic()
         active = sum(p.requests for p in self.peers.values())
         max_run = run_pieces(manifest.piece_length, self.config.run_bytes)
-        for peer_id, peer in self.peers.items():
+        usable = [
+            (peer_id, peer, peer.have)
+            for peer_id, peer in self.peers.items()
+            if not peer.banned and peer.have is not None and peer.busy_until <= now
+        ]
+        per_peer = self.config.per_peer_requests if len(usable) > 1 else self.config.lone_peer_requests
+        for peer_id, peer, have in usable:
             if active >= self.config.peer_requests or not needed:
                 break
-            if peer.banned or peer.have is None or peer.busy_until > now:
-                continue
-            while peer.requests < self.config.per_peer_requests and active < self.config.peer_requests:
-                run = peer_run(needed & peer.have.mask & self.hashed.mask, max_run, self.rng)
+            while peer.requests < per_peer and active < self.config.peer_requests:
+                run = peer_run(needed & have.mask & self.hashed.mask, max_run, self.rng)
                 if not run:
-                    if needed & peer.have.mask & ~self.hashed.mask:
+                    if needed & have.mask & ~self.hashed.mask:
                         self._hash_wake.set()  # the peer has pieces we need but cannot verify yet
                     break
                 self._start(run)
