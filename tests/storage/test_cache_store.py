@@ -790,14 +790,17 @@ def adopt_later(store: CacheStore, data: bytes, expected: str | None = None) -> 
         )
 
 
-def test_a_sha256_left_for_later_is_pending_until_completed(store: CacheStore) -> None:
+def test_a_sha256_left_for_later_is_pending_until_completed(store: CacheStore, clock: Clock) -> None:
     data = os.urandom(300)
     entry = adopt_later(store, data)
     assert entry.cached and entry.digest == blake3.blake3(data).hexdigest()
     assert entry.sha256 == "" and entry.to_json()["sha256"] is None
     assert store.index.sha256_pending() == [entry.digest]
+    clock.advance(60)
     assert store.complete_sha256() == 1
-    assert store.entry(entry.digest).sha256 == hashlib.sha256(data).hexdigest()
+    completed = store.entry(entry.digest)
+    assert completed.sha256 == hashlib.sha256(data).hexdigest()
+    assert completed.last_access == entry.last_access  # looking after it is not a use (eviction order kept)
     assert store.index.sha256_pending() == [] and store.complete_sha256() == 0
 
 

@@ -343,7 +343,7 @@ class CacheStore:
         completed = 0
         for digest in list(digests) if digests is not None else self.index.sha256_pending():
             try:
-                with self.using(digest) as (entry, path):
+                with self.using(digest, touch=False) as (entry, path):
                     if entry.sha256:
                         continue
                     blake, sha256 = hash_content(path)
@@ -380,15 +380,17 @@ class CacheStore:
         return True
 
     @contextlib.contextmanager
-    def using(self, ident: str) -> Iterator[tuple[CacheEntry, Path]]:
+    def using(self, ident: str, *, touch: bool = True) -> Iterator[tuple[CacheEntry, Path]]:
         """Hold an entry in use (it cannot be evicted) after verifying it; yields it and its file's path.
-        Raises NotInCache when it is not on disk or failed verification."""
+        Raises NotInCache when it is not on disk or failed verification. ``touch``: count it as used
+        (its last access, for eviction), unless the cache is only looking after it."""
         entry = self.cached(ident)
         use = self.index.add_use(entry.digest)
         try:
             if not self.verify(entry):
                 raise NotInCache(f"{entry.digest} was damaged on disk and has been removed", digest=entry.digest)
-            self.index.touch(entry.digest, self.clock())
+            if touch:
+                self.index.touch(entry.digest, self.clock())
             yield entry, self.object_path(entry.digest)
         finally:
             self.index.end_use(use)
