@@ -7,10 +7,12 @@ import json
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import shoal
+from shoal.core.ids import task_id_for_url
 from shoal.testing.processes import shoal_argv
 from tests.integration.conftest import no_partial_files, run_get, sha256
 
@@ -87,6 +89,33 @@ async def test_async_api_through_tracker(tmp_path, tracker, origin, make_file):
     result = await shoal.aget(src.url("b.bin"), dest_dir=tmp_path, tracker=t.url, upload_time=0)
     assert result.path == tmp_path / "b.bin"
     assert result.path.read_bytes() == data
+
+
+def test_a_peer_is_known_to_hold_the_whole_file_once_the_file_is_in_place(
+    tmp_path, tracker, origin, make_file, spawn_get
+):
+    # The callback runs once the file is at its destination and before the peer seeds: what the tracker
+    # knows then is what a peer started because the file appeared would be told.
+    src = origin()
+    make_file(src.root / "d.bin", 6 << 20)
+    t = tracker()
+    seeder = spawn_get(src.url("d.bin"), "-o", str(tmp_path / "seed.bin"), "--tracker", t.url, "--upload-time", "30")
+    wait_for_file(tmp_path / "seed.bin", seeder)
+    look = tmp_path / "look.py"
+    look.write_text(
+        "import sys, urllib.request\n"
+        "with urllib.request.urlopen(sys.argv[1]) as r, open(sys.argv[2], 'wb') as out:\n"
+        "    out.write(r.read())\n"
+    )
+    seen = tmp_path / "seen.json"
+    callback = f"{sys.executable} {look} {t.url}/v1/tasks/{task_id_for_url(src.url('d.bin'))} {seen}"
+    dest = str(tmp_path / "two.bin")
+    second = run_get(src.url("d.bin"), "-o", dest, "--tracker", t.url, "--upload-time", "0", "--callback", callback)
+    assert second.returncode == 0, second.stderr
+    assert parse_summary(second.stderr) == (0, 6 << 20)  # every piece came from the seeder
+    task = json.loads(seen.read_text())
+    assert len(task["peers"]) == 2
+    assert [p["pieces"] for p in task["peers"]] == [task["pieces"]] * 2
 
 
 def test_second_peer_takes_everything_from_the_first(tmp_path, tracker, origin, make_file, spawn_get):

@@ -484,8 +484,11 @@ class Download:
         return Completed(path, self.manifest.length, digest, self.task_id, self.generation, self.manifest)
 
     async def _report_last_pieces(self) -> None:
-        """Tell the tracker the hashes of our last origin pieces and offer them, before anything slow."""
-        if not self.unreported or self.tracker is None or self.direct or self.served is None:
+        """Tell the tracker we hold the whole file (the hashes of our last origin pieces, and the pieces taken
+        from peers since our last announce), before anything slow and before the file appears at its
+        destination: a peer started once the file is there is told we hold all of it, and is not leased
+        the pieces we last took from peers, to fetch from the origin again."""
+        if self.tracker is None or self.direct or self.served is None:
             return
         reported = dict(self.unreported)
         try:
