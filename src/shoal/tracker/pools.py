@@ -170,10 +170,7 @@ class Pools:
         pool = self._pool(name)
         async with pool.lock:
             await self.store.heartbeat(name, member_id, beat, self.clock())
-            assigned = False
-            for job in await self.store.jobs(name, open_only=True):
-                assigned = await self._decide(name, job) or assigned
-            if assigned:
+            if await self._decide_open(name):
                 pool.bump()
         wait = min(wait, self.member_ttl / 3)
         if version == pool.version and wait > 0:
@@ -190,10 +187,7 @@ class Pools:
         pool = self._pool(name)
         async with pool.lock:
             await self.store.leave(name, member_id)
-            assigned = False
-            for job in await self.store.jobs(name, open_only=True):
-                assigned = await self._decide(name, job) or assigned
-            if assigned:
+            if await self._decide_open(name):
                 pool.bump()
 
     async def sweep(self) -> None:
@@ -201,10 +195,7 @@ class Pools:
         for name in await self.store.open_pools():
             pool = self._pool(name)
             async with pool.lock:
-                assigned = False
-                for job in await self.store.jobs(name, open_only=True):
-                    assigned = await self._decide(name, job) or assigned
-                if assigned:
+                if await self._decide_open(name):
                     pool.bump()
 
     async def sweep_forever(self) -> None:
@@ -220,6 +211,14 @@ class Pools:
         if job is None:
             raise web.HTTPNotFound(reason=f"no job {job_id} in pool {name!r}")
         return job
+
+    async def _decide_open(self, name: str) -> bool:
+        """Decide every open job of the pool; True when a member was given new work. The caller holds the
+        lock."""
+        assigned = False
+        for job in await self.store.jobs(name, open_only=True):
+            assigned = await self._decide(name, job) or assigned
+        return assigned
 
     async def _decide(self, name: str, job: JobRow) -> bool:
         """Decide ``job`` and save the outcome; True when a member was given new work (the caller then wakes
