@@ -47,8 +47,12 @@ async def store(db_url: str) -> AsyncIterator[TrackerStore]:
 
 
 async def assert_applied(store: TrackerStore, outcome: AnnounceOutcome) -> None:
-    """What an outcome wrote is what load() reads back."""
+    """What an outcome wrote is what load() reads back, and the copy in memory is what the database holds."""
     snapshot = await store.load(TASK_ID, outcome.new_hashes)
+    stored = await store.read_rows(TASK_ID)
+    assert stored is not None
+    assert in_order(stored.snapshot(outcome.new_hashes)) == in_order(snapshot)
+    assert await store.hashes_since(TASK_ID, 0) == stored.hashes_since(0)
     assert snapshot.task == outcome.task
     peers = {p.view.peer_id: p for p in snapshot.peers}
     if outcome.peer is not None:
@@ -63,6 +67,10 @@ async def assert_applied(store: TrackerStore, outcome: AnnounceOutcome) -> None:
     for peer_id in outcome.mark_bad:
         if peer_id in peers:
             assert peers[peer_id].view.bad
+
+
+def in_order(snapshot: TaskSnapshot) -> TaskSnapshot:
+    return replace(snapshot, peers=sorted(snapshot.peers, key=lambda p: p.view.peer_id))
 
 
 async def step(store: TrackerStore, peer_id: str, now: float, **fields: object) -> AnnounceOutcome:
@@ -276,6 +284,8 @@ async def test_expire_removes_silent_peers_and_expired_leases(store: TrackerStor
     assert await store.expire(T0 + TTL - 1, TTL) == 0
     assert await store.expire(T0 + TTL + 1, TTL) == 1
     after = await store.load(TASK_ID, ())
+    stored = await store.read_rows(TASK_ID)
+    assert stored is not None and in_order(stored.snapshot(())) == in_order(after)
     assert [p.view.peer_id for p in after.peers] == ["p2"]
     assert {lease.peer_id for lease in after.leases.values()} == {"p2"}
     assert len(after.leases) == 4
@@ -283,6 +293,19 @@ async def test_expire_removes_silent_peers_and_expired_leases(store: TrackerStor
     await step(store, "p3", T0 + TTL + 2, generation=0)
     out = await step(store, "p3", T0 + TTL + 2, want_leases=8)
     assert out.response is not None and p1_pieces <= set(out.response.leases)
+
+
+async def test_a_task_left_without_peers_is_read_again_from_the_database(store: TrackerStore) -> None:
+    await join(store, "p1", T0, want_leases=4)
+    await step(store, "p1", T0 + 1, done={0: digest(0)})
+    assert await store.expire(T0 + 1 + TTL + 1, TTL) == 1
+    after = await store.load(TASK_ID, [0])
+    assert after.peers == [] and after.known_hashes == {0: digest(0)}
+    stored = await store.read_rows(TASK_ID)
+    assert stored is not None and in_order(after) == in_order(stored.snapshot([0]))
+    # A peer coming back finds the task as it was.
+    out = await join(store, "p1", T0 + 40, want_leases=2)
+    assert out.response is not None and out.response.hash_seq == 1
 
 
 async def test_expire_keeps_the_leases_of_a_peer_that_keeps_announcing(store: TrackerStore) -> None:
@@ -350,10 +373,13 @@ async def test_a_failed_apply_changes_nothing(store: TrackerStore) -> None:
 async def test_database_errors_become_store_errors(store: TrackerStore, db_url: str) -> None:
     await join(store, "p1", T0)
     await drop_schema(db_url)
+    # Reads of a task not held in memory go to the database; every write does.
     with pytest.raises(StoreError):
-        await store.load(TASK_ID, ())
+        await store.load("f" * 40, ())
     with pytest.raises(StoreError):
-        await store.hashes_since(TASK_ID, 0)
+        await store.hashes_since("f" * 40, 0)
+    with pytest.raises(StoreError):
+        await store.read_rows(TASK_ID)
     with pytest.raises(StoreError):
         await store.expire(T0, TTL)
     with pytest.raises(StoreError):

@@ -3,15 +3,22 @@
 One store, three backends (SQLite, PostgreSQL, MySQL/MariaDB) through SQLAlchemy Core; the same contract
 tests run against each. Every outcome is applied in one transaction, so a crash leaves either the whole
 announce or none of it.
+
+One tracker process owns its database, so the store keeps a write-through copy of each active task's rows
+(:class:`TaskRows`): an announce reads its snapshot, and a hash look-up its hashes, from memory and pays
+only for the writes. Every write goes to the database first and to the copy once it has committed; a write
+that fails drops the copy, and so does an expiry sweep that leaves a task without peers. A task not in
+memory is read from the database, which is what a restarted tracker does.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shoal.core.announce import AnnounceOutcome, PeerRecord, TaskRecord, TaskSnapshot
@@ -53,39 +60,160 @@ def _task_values(task: TaskRecord) -> dict[str, Any]:
     }
 
 
-class TrackerStore(SqlStore):
-    async def load(self, task_id: str, hash_pieces: Iterable[int]) -> TaskSnapshot:
-        """The task, its peers and leases, and the stored hashes of ``hash_pieces``."""
-        wanted = list(hash_pieces)
-        async with self.connection() as conn:
-            row = (await conn.execute(select(tasks).where(tasks.c.task_id == task_id))).first()
-            if row is None:
-                return TaskSnapshot(None, [], {}, {})
-            task = _task_from_row(row)
-            size = task.manifest.piece_count if task.manifest else 0
-            peer_rows = (await conn.execute(select(peers).where(peers.c.task_id == task_id))).all()
-            lease_rows = (await conn.execute(select(leases).where(leases.c.task_id == task_id))).all()
-            known: dict[int, str] = {}
-            if wanted:
-                hash_rows = await conn.execute(
-                    select(piece_hashes.c.piece, piece_hashes.c.hash).where(
-                        and_(piece_hashes.c.task_id == task_id, piece_hashes.c.piece.in_(wanted))
-                    )
-                )
-                known = {r.piece: r.hash for r in hash_rows}
-        peer_records = []
-        for r in peer_rows:
+@dataclass(frozen=True, slots=True)
+class PeerRow:
+    """A peers row as stored (the bitfield raw, under the generation it was reported in)."""
+
+    peer_id: str
+    host: str
+    port: int
+    site: str
+    rack: str
+    bitfield: bytes
+    generation: int
+    last_seen: float
+    bad: bool
+
+
+@dataclass(slots=True)
+class TaskRows:
+    """One task's rows: what the database holds for it, read once and then kept up to date."""
+
+    task: TaskRecord
+    peers: dict[str, PeerRow] = field(default_factory=dict)
+    leases: dict[int, Lease] = field(default_factory=dict)
+    hashes: dict[int, tuple[str, int]] = field(default_factory=dict)
+    """piece -> (hash, seq)"""
+
+    def snapshot(self, hash_pieces: Iterable[int]) -> TaskSnapshot:
+        task = self.task
+        size = task.manifest.piece_count if task.manifest else 0
+        records = []
+        for r in self.peers.values():
             have = (
                 Bitfield(size, r.bitfield)
                 if r.generation == task.generation and len(r.bitfield) == (size + 7) // 8
                 else Bitfield(size)
             )
-            view = PeerView(r.peer_id, r.host, r.port, r.site, r.rack, have, bool(r.bad))
-            peer_records.append(PeerRecord(view, r.generation, r.last_seen))
-        lease_map = {r.piece: Lease(r.piece, r.peer_id, r.expires) for r in lease_rows}
-        return TaskSnapshot(task, peer_records, lease_map, known)
+            view = PeerView(r.peer_id, r.host, r.port, r.site, r.rack, have, r.bad)
+            records.append(PeerRecord(view, r.generation, r.last_seen))
+        known = {i: self.hashes[i][0] for i in hash_pieces if i in self.hashes}
+        return TaskSnapshot(task, records, dict(self.leases), known)
+
+    def hashes_since(self, since: int) -> HashesResponse:
+        new = {piece: digest for piece, (digest, seq) in self.hashes.items() if seq > since}
+        return HashesResponse(self.task.generation, self.task.hash_seq, new)
+
+    def apply(self, outcome: AnnounceOutcome) -> None:
+        """The same changes :meth:`TrackerStore.apply` made to the database, in the same order."""
+        self.task = task = outcome.task
+        if outcome.new_generation:
+            self.hashes.clear()
+            self.leases.clear()
+            self.peers = {k: replace(r, bitfield=b"") for k, r in self.peers.items()}
+        if outcome.remove_peer:
+            self.peers.pop(outcome.remove_peer, None)
+        if outcome.peer is not None:
+            self.peers[outcome.peer.view.peer_id] = _peer_row(outcome.peer)
+        first_seq = task.hash_seq - len(outcome.new_hashes) + 1
+        for n, (piece, digest) in enumerate(sorted(outcome.new_hashes.items())):
+            self.hashes[piece] = (digest, first_seq + n)
+        for peer_id in outcome.mark_bad:
+            if peer_id in self.peers:
+                self.peers[peer_id] = replace(self.peers[peer_id], bad=True)
+        for piece in set(outcome.drop_leases) | {lease.piece for lease in outcome.put_leases}:
+            self.leases.pop(piece, None)
+        for lease in outcome.put_leases:
+            self.leases[lease.piece] = lease
+
+    def expire(self, now: float, cutoff: float) -> None:
+        self.leases = {i: lease for i, lease in self.leases.items() if not lease.expires < now}
+        self.peers = {k: r for k, r in self.peers.items() if not r.last_seen < cutoff}
+
+
+def _peer_row(record: PeerRecord) -> PeerRow:
+    view = record.view
+    return PeerRow(
+        view.peer_id,
+        view.host,
+        view.port,
+        view.site,
+        view.rack,
+        view.have.to_bytes(),
+        record.generation,
+        record.last_seen,
+        view.bad,
+    )
+
+
+class TrackerStore(SqlStore):
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self._rows: dict[str, TaskRows] = {}
+        self._writes = 0  # bumped as every write starts and ends: a read that overlapped one is not kept
+
+    async def _task_rows(self, task_id: str) -> TaskRows | None:
+        rows = self._rows.get(task_id)
+        if rows is not None:
+            return rows
+        writes = self._writes
+        rows = await self.read_rows(task_id)
+        if rows is not None and self._writes == writes:
+            self._rows[task_id] = rows
+        return rows
+
+    async def read_rows(self, task_id: str) -> TaskRows | None:
+        """The task's rows as the database holds them (not the copy in memory)."""
+        async with self.connection() as conn:
+            row = (await conn.execute(select(tasks).where(tasks.c.task_id == task_id))).first()
+            if row is None:
+                return None
+            peer_rows = (await conn.execute(select(peers).where(peers.c.task_id == task_id))).all()
+            lease_rows = (await conn.execute(select(leases).where(leases.c.task_id == task_id))).all()
+            hash_rows = (
+                await conn.execute(
+                    select(piece_hashes.c.piece, piece_hashes.c.hash, piece_hashes.c.seq).where(
+                        piece_hashes.c.task_id == task_id
+                    )
+                )
+            ).all()
+        return TaskRows(
+            _task_from_row(row),
+            {
+                r.peer_id: PeerRow(
+                    r.peer_id, r.host, r.port, r.site, r.rack, r.bitfield, r.generation, r.last_seen, bool(r.bad)
+                )
+                for r in peer_rows
+            },
+            {r.piece: Lease(r.piece, r.peer_id, r.expires) for r in lease_rows},
+            {r.piece: (r.hash, r.seq) for r in hash_rows},
+        )
+
+    async def load(self, task_id: str, hash_pieces: Iterable[int]) -> TaskSnapshot:
+        """The task, its peers and leases, and the stored hashes of ``hash_pieces``."""
+        rows = await self._task_rows(task_id)
+        if rows is None:
+            return TaskSnapshot(None, [], {}, {})
+        return rows.snapshot(hash_pieces)
 
     async def apply(self, outcome: AnnounceOutcome, *, created: bool) -> None:
+        task_id = outcome.task.task_id
+        self._writes += 1
+        try:
+            await self._write(outcome, created=created)
+        except BaseException:
+            self._rows.pop(task_id, None)
+            raise
+        finally:
+            self._writes += 1
+        rows = self._rows.get(task_id)
+        if rows is not None:
+            rows.apply(outcome)
+        elif created:
+            self._rows[task_id] = fresh = TaskRows(outcome.task)
+            fresh.apply(outcome)
+
+    async def _write(self, outcome: AnnounceOutcome, *, created: bool) -> None:
         task = outcome.task
         tid = task.task_id
         async with self.connection(write=True) as conn:
@@ -155,30 +283,16 @@ class TrackerStore(SqlStore):
             await conn.execute(peers.insert().values(task_id=task_id, peer_id=view.peer_id, **values))
 
     async def hashes_since(self, task_id: str, since: int) -> HashesResponse | None:
-        async with self.connection() as conn:
-            row = (
-                await conn.execute(select(tasks.c.generation, tasks.c.hash_seq).where(tasks.c.task_id == task_id))
-            ).first()
-            if row is None:
-                return None
-            hash_rows = await conn.execute(
-                select(piece_hashes.c.piece, piece_hashes.c.hash).where(
-                    and_(piece_hashes.c.task_id == task_id, piece_hashes.c.seq > since)
-                )
-            )
-            return HashesResponse(row.generation, row.hash_seq, {r.piece: r.hash for r in hash_rows})
+        rows = await self._task_rows(task_id)
+        return None if rows is None else rows.hashes_since(since)
 
     async def summary(self, task_id: str, now: float, peer_ttl: float) -> dict[str, Any] | None:
-        snapshot = await self.load(task_id, ())
-        task = snapshot.task
-        if task is None:
+        rows = await self._task_rows(task_id)
+        if rows is None:
             return None
-        async with self.connection() as conn:
-            hashed = (
-                await conn.execute(
-                    select(func.count()).select_from(piece_hashes).where(piece_hashes.c.task_id == task_id)
-                )
-            ).scalar_one()
+        snapshot = rows.snapshot(())
+        task = rows.task
+        hashed = len(rows.hashes)
         m = task.manifest
         return {
             "task_id": task.task_id,
@@ -211,7 +325,18 @@ class TrackerStore(SqlStore):
     async def expire(self, now: float, peer_ttl: float) -> int:
         """Forget peers unheard of for ``peer_ttl`` and the leases they held; return how many peers."""
         cutoff = now - peer_ttl
-        async with self.connection(write=True) as conn:
-            await conn.execute(delete(leases).where(leases.c.expires < now))
-            result = await conn.execute(delete(peers).where(peers.c.last_seen < cutoff))
-            return int(result.rowcount or 0)
+        self._writes += 1
+        try:
+            async with self.connection(write=True) as conn:
+                await conn.execute(delete(leases).where(leases.c.expires < now))
+                result = await conn.execute(delete(peers).where(peers.c.last_seen < cutoff))
+        except BaseException:
+            self._rows.clear()
+            raise
+        finally:
+            self._writes += 1
+        for task_id, rows in list(self._rows.items()):
+            rows.expire(now, cutoff)
+            if not rows.peers:
+                del self._rows[task_id]  # nobody announces it: read it again if someone comes back
+        return int(result.rowcount or 0)
