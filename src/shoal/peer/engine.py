@@ -64,7 +64,7 @@ log = logging.getLogger("shoal.peer")
 PEER_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=15)
 LEASE_POLL_SECONDS = 0.5
 SAVE_STATE_SECONDS = 1.0
-HASH_REFRESH_GAP = 0.02
+HASH_REFRESH_GAP = 0.1
 STOP_SECONDS = 5.0
 BUSY_BACKOFF_SECONDS = 0.5
 
@@ -926,14 +926,19 @@ class Download:
                 backoff = min(backoff * 2, 5.0)
 
     async def _hash_refresher(self) -> None:
-        """Fetch new piece hashes when woken; at most one request per HASH_REFRESH_GAP, so a burst of have
-        messages from many peers costs the tracker one look-up, not one each."""
+        """Fetch new piece hashes when woken: at once after a quiet spell (the swarm's last pieces are not
+        held up), else HASH_REFRESH_GAP after the previous look-up, so a stream of have messages from many
+        peers costs the tracker one look-up per gap, not one each."""
         assert self.tracker is not None
         seen = 0
+        asked_at = -HASH_REFRESH_GAP
         while True:
             await self._hash_wake.wait()
-            await asyncio.sleep(HASH_REFRESH_GAP)
+            wait = asked_at + HASH_REFRESH_GAP - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
             self._hash_wake.clear()
+            asked_at = time.monotonic()
             try:
                 reply = await self.tracker.hashes(self.task_id, max(seen, self.hash_seq))
             except TrackerUnavailable as exc:
