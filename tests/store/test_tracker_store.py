@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from shoal.core.leases import Lease
 from shoal.core.manifest import Manifest
 from shoal.storage.db import StoreError
 from shoal.storage.schema import MIGRATIONS, metadata, migrate, schema_migrations
-from shoal.storage.tracker_store import TrackerStore
+from shoal.storage.tracker_store import TaskRows, TrackerStore
 
 from .conftest import drop_schema
 from .driver import (
@@ -306,6 +306,30 @@ async def test_a_task_left_without_peers_is_read_again_from_the_database(store: 
     # A peer coming back finds the task as it was.
     out = await join(store, "p1", T0 + 40, want_leases=2)
     assert out.response is not None and out.response.hash_seq == 1
+
+
+class WriteDuringRead(TrackerStore):
+    """A store whose next database read of a task is overtaken by a write (another request's announce)."""
+
+    write: Callable[[], Awaitable[object]] | None = None
+
+    async def read_rows(self, task_id: str) -> TaskRows | None:
+        rows = await super().read_rows(task_id)
+        if self.write is not None:
+            write, self.write = self.write, None
+            await write()
+        return rows
+
+
+async def test_a_read_overtaken_by_a_write_is_not_kept(db_url: str) -> None:
+    async with WriteDuringRead(db_url) as store:
+        await join(store, "p1", T0, want_leases=4)
+        assert await store.expire(T0 + TTL + 1, TTL) == 1  # the task leaves memory
+        store.write = lambda: join(store, "p2", T0 + TTL + 2, want_leases=4)
+        overtaken = await store.load(TASK_ID, ())
+        assert overtaken.peers == []  # read before p2's announce landed
+        now = await store.load(TASK_ID, ())
+        assert [p.view.peer_id for p in now.peers] == ["p2"] and len(now.leases) == 4
 
 
 async def test_expire_keeps_the_leases_of_a_peer_that_keeps_announcing(store: TrackerStore) -> None:
