@@ -870,7 +870,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if os.geteuid() != 0:
         sys.exit("swarm_lab.py needs root (network namespaces, tc)")
-    missing = [tool for tool in ("ip", "tc", "curl", "aria2c", "sync") if shutil.which(tool) is None]
+    tools = ["ip", "tc", "curl", "sync"] + (["aria2c"] if "aria2" in args.methods else [])
+    missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:
         sys.exit(f"missing tools: {', '.join(missing)}")
     lower_bound = args.size * 8 / (args.origin_mbit * 1e6)
@@ -886,7 +887,7 @@ def main(argv: list[str] | None = None) -> int:
         "workdir": str(workdir),
         "lower_bound_s": lower_bound,
         "shoal": shoal_revision(),
-        "aria2": sh("aria2c", "--version", check=False).splitlines()[0],
+        "aria2": sh("aria2c", "--version", check=False).splitlines()[0] if shutil.which("aria2c") else "no aria2c",
         "curl": " ".join(sh("curl", "--version", check=False).split()[:2]),
         "loadavg": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
     }
