@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import and_, delete, select, update
@@ -266,21 +266,12 @@ class TrackerStore(SqlStore):
                 )
 
     async def _upsert_peer(self, conn: AsyncConnection, task_id: str, record: PeerRecord) -> None:
-        view = record.view
-        values = {
-            "host": view.host,
-            "port": view.port,
-            "site": view.site,
-            "rack": view.rack,
-            "bitfield": view.have.to_bytes(),
-            "generation": record.generation,
-            "last_seen": record.last_seen,
-            "bad": view.bad,
-        }
-        where = and_(peers.c.task_id == task_id, peers.c.peer_id == view.peer_id)
+        values = asdict(_peer_row(record))  # the row the copy in memory gets too
+        peer_id = values.pop("peer_id")
+        where = and_(peers.c.task_id == task_id, peers.c.peer_id == peer_id)
         result = await conn.execute(update(peers).where(where).values(**values))
         if result.rowcount == 0:
-            await conn.execute(peers.insert().values(task_id=task_id, peer_id=view.peer_id, **values))
+            await conn.execute(peers.insert().values(task_id=task_id, peer_id=peer_id, **values))
 
     async def hashes_since(self, task_id: str, since: int) -> HashesResponse | None:
         rows = await self._task_rows(task_id)
