@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shoal.core.pool import Heartbeat, MemberReport, MemberStatus, PushRequest
+from shoal.core.pool import Heartbeat, IllegalTransition, MemberReport, MemberStatus, PushRequest
 from shoal.storage.tracker_store import TrackerStore
 from shoal.tracker.pools import Pools
 
@@ -94,3 +94,32 @@ async def test_a_lost_replica_wakes_the_member_given_the_new_copy(pools: Pools) 
     assert await woken(pools, other, version, lambda: pools.report(POOL, job_id, holder, evicted))
     reply = await pools.heartbeat(POOL, other, beat(other), version=None, wait=0)
     assert [(w["job"], w["status"]) for w in reply["work"]] == [(job_id, "assigned")]
+
+
+async def test_progress_of_a_running_member_does_not_wait_for_the_pools_lock(pools: Pools) -> None:
+    await join(pools, "m1", "m2")
+    job_id = await pools.push(POOL, PushRequest(url=URL))
+    running = MemberReport(MemberStatus.RUNNING, done=1, total=4)
+    assert await pools.report(POOL, job_id, "m1", running) == "running"  # assigned -> running, locked
+    lock = pools._pool(POOL).lock
+    async with lock:  # a long decision of another member's report, say
+        later = MemberReport(MemberStatus.RUNNING, done=3, total=4)
+        assert await asyncio.wait_for(pools.report(POOL, job_id, "m1", later), 1.0) == "running"
+        # m2's first report changes its status: that one is decided under the lock, so it waits.
+        first = asyncio.ensure_future(pools.report(POOL, job_id, "m2", running))
+        await asyncio.sleep(0.05)
+        assert not first.done()
+    assert await asyncio.wait_for(first, 1.0) == "running"
+    job = await pools.job(POOL, job_id)
+    m1 = next(m for m in (await pools.job_status(POOL, job))["members"] if m["member"] == "m1")
+    assert m1["done"] == 3
+
+
+async def test_progress_of_a_cancelled_member_is_refused_as_before(pools: Pools) -> None:
+    await join(pools, "m1")
+    job_id = await pools.push(POOL, PushRequest(url=URL))
+    running = MemberReport(MemberStatus.RUNNING, done=1, total=4)
+    await pools.report(POOL, job_id, "m1", running)
+    await pools.cancel(POOL, job_id)
+    with pytest.raises(IllegalTransition):
+        await pools.report(POOL, job_id, "m1", running)

@@ -465,6 +465,34 @@ async def test_a_report_keeps_a_rate_only_while_running(store: PoolStore) -> Non
     assert (await store.state("farm", job)).assignments["m1"] == Assignment("m1", FAILED, "disk full")
 
 
+async def test_progress_saves_the_counters_of_a_running_assignment_only(store: PoolStore) -> None:
+    await pool_with(store, "farm", "m1", "m2", "m3")
+    job = await job_in(store)
+    await assign(store, job, "m1", "m2", "m3")
+    await set_status(store, JOB, "m1", RUNNING, T0 + 1)
+    await set_status(store, JOB, "m3", RUNNING, T0 + 1)
+    await store.cancel(JOB, T0 + 2)  # m1 and m3 cancelled: their next progress must not revive them
+    job2 = await job_in(store, job_id=JOB2)
+    await assign(store, job2, "m1", "m2")
+    await set_status(store, JOB2, "m1", RUNNING, T0 + 3)
+    report = MemberReport(RUNNING, done=2**33, total=2**34, rate=1.5e9, from_origin=2**32, from_peers=2**32)
+
+    assert await store.progress("farm", JOB2, "m1", report, T0 + 4.5) is True
+    [m1] = [r for r in await store.assignments(JOB2) if r["member_id"] == "m1"]
+    assert (m1["status"], m1["done"], m1["total"], m1["rate"]) == ("running", 2**33, 2**34, 1.5e9)
+    assert (m1["from_origin"], m1["from_peers"], m1["updated"]) == (2**32, 2**32, T0 + 4.5)
+
+    # Not running (assigned, cancelled), no such member, or the job of another pool: nothing is written,
+    # and the caller decides the report under the pool's lock.
+    before = await store.assignments(JOB), await store.assignments(JOB2)
+    assert await store.progress("farm", JOB2, "m2", report, T0 + 5) is False
+    assert await store.progress("farm", JOB, "m3", report, T0 + 5) is False
+    assert await store.progress("farm", JOB2, "m9", report, T0 + 5) is False
+    await store.create("lab", None, T0)
+    assert await store.progress("lab", JOB2, "m1", report, T0 + 5) is False
+    assert (await store.assignments(JOB), await store.assignments(JOB2)) == before
+
+
 # -- the status view and a member's work ---------------------------------------------------------------
 
 

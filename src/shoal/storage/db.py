@@ -7,6 +7,7 @@ already names a driver is used as given. SQLite runs in WAL mode so readers neve
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from types import TracebackType
@@ -77,9 +78,14 @@ class SqlStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self._engine: AsyncEngine | None = None
+        # SQLite takes one writer at a time, and a second one waits in its busy handler, which sleeps in
+        # steps of up to 100 ms. Writers of this process queue here instead and start the moment the
+        # previous one commits (see connection()).
+        self._sqlite_writer: asyncio.Lock | None = None
 
     async def __aenter__(self) -> Self:
         self._engine = create_engine(self.url)
+        self._sqlite_writer = asyncio.Lock() if self._engine.dialect.name == "sqlite" else None
         try:
             await migrate(self._engine)
         except (SQLAlchemyError, OSError) as exc:
@@ -103,9 +109,11 @@ class SqlStore:
 
     @contextlib.asynccontextmanager
     async def connection(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
-        """A connection (a transaction when ``write``); database failures become StoreError."""
+        """A connection (a transaction when ``write``); database failures become StoreError. On SQLite,
+        write transactions of this process run one at a time."""
+        serial = self._sqlite_writer if write and self._sqlite_writer is not None else contextlib.nullcontext()
         try:
-            async with self.engine.begin() if write else self.engine.connect() as conn:
+            async with serial, self.engine.begin() if write else self.engine.connect() as conn:
                 yield conn
         except (SQLAlchemyError, OSError) as exc:
             raise StoreError(f"database error: {exc}") from exc

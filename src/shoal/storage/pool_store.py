@@ -276,6 +276,34 @@ class PoolStore:
                 )
             )
 
+    async def progress(self, pool: str, job_id: str, member_id: str, report: MemberReport, now: float) -> bool:
+        """Save a progress report of a running assignment in one conditional update, without loading the
+        pool: True when it was saved; False when the job is not the pool's or the assignment is not running
+        (it is new, or it has been cancelled or marked left meanwhile), which the caller then decides."""
+        a = pool_assignments
+        in_pool = select(pool_jobs.c.job_id).where(and_(pool_jobs.c.pool == pool, pool_jobs.c.job_id == job_id))
+        async with self.store.connection(write=True) as conn:
+            result = await conn.execute(
+                update(a)
+                .where(
+                    and_(
+                        a.c.job_id.in_(in_pool),
+                        a.c.member_id == member_id,
+                        a.c.status == MemberStatus.RUNNING.value,
+                    )
+                )
+                .values(
+                    done=report.done,
+                    total=report.total,
+                    rate=report.rate,
+                    from_origin=report.from_origin,
+                    from_peers=report.from_peers,
+                    error=report.error,
+                    updated=now,
+                )
+            )
+            return bool(result.rowcount)
+
     async def assignments(self, job_id: str) -> list[dict[str, Any]]:
         """A job's assignments with their members' names and places, for the status."""
         m, a = pool_members, pool_assignments

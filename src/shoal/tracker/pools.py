@@ -25,6 +25,10 @@ Rules:
   wakes the members long-polling it, so a push reaches every member at once and they start together,
   which is what splits the origin work between them. Reports that give nobody new work (progress, done,
   a job complete) wake nobody: eight members finishing at once had cost 64 heartbeats under the lock.
+- A progress report of a running assignment changes no status, so it is one conditional update outside
+  the lock (``PoolStore.progress``); only a report that changes a status is decided under it. Eight
+  members reporting twice a second had held the lock half of the time (46 ms a report on a tracker
+  sharing two cores with them), and a done report waited up to 0.36 s behind them.
 - A sweep every ``SWEEP_SECONDS`` decides every open job again, so members that fell silent are marked
   left and lost replicas are repaired even when nobody else speaks.
 """
@@ -152,6 +156,10 @@ class Pools:
 
     async def report(self, name: str, job_id: str, member_id: str, report: MemberReport) -> str:
         pool = self._pool(name)
+        if report.status is MemberStatus.RUNNING and await self.store.progress(
+            name, check_job_id(job_id), member_id, report, self.clock()
+        ):
+            return MemberStatus.RUNNING.value
         async with pool.lock:
             job = await self.job(name, job_id)
             state = await self.store.state(name, job)
