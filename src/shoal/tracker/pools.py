@@ -68,7 +68,7 @@ from shoal.core.pool import (
     token_matches,
 )
 from shoal.http_errors import bearer_token, json_error, read_json
-from shoal.storage.pool_store import JobRow, PoolExists, PoolRow, PoolStore
+from shoal.storage.pool_store import JobRow, PoolExists, PoolRow, PoolState, PoolStore
 from shoal.storage.tracker_store import TrackerStore
 
 log = logging.getLogger("shoal.tracker.pools")
@@ -168,8 +168,12 @@ class Pools:
                 raise web.HTTPNotFound(reason=f"member {member_id!r} has no part in job {job_id}")
             status = advance(current.status, report.event())
             await self.store.report(job_id, member_id, status, report, self.clock())
-            if status is not current.status and await self._decide(name, job):
-                pool.bump()
+            if status is not current.status:
+                # The state just read, with this report's outcome, is what the store now holds: decide on
+                # it rather than read it all again.
+                state.assignments[member_id] = Assignment(member_id, status, report.error)
+                if await self._decide(name, job, state):
+                    pool.bump()
             return status.value
 
     async def heartbeat(
@@ -228,10 +232,12 @@ class Pools:
             assigned = await self._decide(name, job) or assigned
         return assigned
 
-    async def _decide(self, name: str, job: JobRow) -> bool:
-        """Decide ``job`` and save the outcome; True when a member was given new work (the caller then wakes
-        the pool's long-polls). The caller holds the lock."""
-        state = await self.store.state(name, job)
+    async def _decide(self, name: str, job: JobRow, state: PoolState | None = None) -> bool:
+        """Decide ``job`` (on ``state`` when the caller has it current, else read) and save the outcome; True
+        when a member was given new work (the caller then wakes the pool's long-polls). The caller holds the
+        lock."""
+        if state is None:
+            state = await self.store.state(name, job)
         now = self.clock()
         decision = decide(job.job, state.members, state.assignments, now=now, ttl=self.member_ttl, length=state.length)
         if not decision.changes:
