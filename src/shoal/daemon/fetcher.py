@@ -7,17 +7,17 @@ URL is asked for again), then hashes the file and moves it into the cache, and h
 :class:`~shoal.daemon.seeding.Seeding` so the host keeps serving it for as long as it is cached.
 
 The file is cached, and its fetch done, once its BLAKE3 id is known; its SHA-256 (for ``sha256:`` ids) is
-completed afterwards on one low-priority thread, unless the request named a SHA-256 it must match. On a
-pool of eight members sharing two cores that hashing had made every member's finish 1.2 s later.
+completed afterwards by a child at idle priority (:mod:`shoal.storage.idle_hash`), unless the request named
+a SHA-256 it must match. On a pool of eight members sharing two cores that hashing had made every member's
+finish 1.2 s later.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-import os
-import threading
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -35,6 +35,7 @@ from shoal.peer.request import file_name_from_url
 from shoal.peer.server import PieceServer
 from shoal.storage.cache_index import CacheEntry, TaskRecord
 from shoal.storage.cache_store import CacheStore
+from shoal.storage.idle_hash import HashingStopped, IdleHasher
 
 log = logging.getLogger("shoal.daemon")
 
@@ -84,7 +85,8 @@ class Fetcher:
         self.peer_id = peer_id
         self._fetches: dict[str, Fetch] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="sha256", initializer=_lower_priority)
+        self._idle_hasher = IdleHasher()
+        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="sha256")
         self._hashing: asyncio.Future[int] | None = None
         self._hash_again = False
 
@@ -169,11 +171,14 @@ class Fetcher:
             self._hash_again = True  # an entry added while a pass runs may be past its query
             return
         self._hash_again = False
-        self._hashing = asyncio.get_running_loop().run_in_executor(self._hasher, self.store.complete_sha256)
+        complete = functools.partial(self.store.complete_sha256, hasher=self._idle_hasher)
+        self._hashing = asyncio.get_running_loop().run_in_executor(self._hasher, complete)
         self._hashing.add_done_callback(self._hashed)
 
     def _hashed(self, future: asyncio.Future[int]) -> None:
-        if not future.cancelled() and future.exception() is not None:
+        if future.cancelled() or isinstance(future.exception(), HashingStopped):
+            return
+        if future.exception() is not None:
             log.warning("completing SHA-256s failed: %s", future.exception())
         elif self._hash_again:
             self.complete_sha256()
@@ -191,6 +196,7 @@ class Fetcher:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._hash_again = False
+        self._idle_hasher.stop()  # the pass in progress ends now; the next start completes what is left
         if self._hashing is not None:
             with contextlib.suppress(Exception):
                 await self._hashing
@@ -277,9 +283,3 @@ class Fetcher:
                 await download.leave()
         return entry
 
-
-def _lower_priority() -> None:
-    """Run the calling thread at the lowest CPU priority (Linux schedules threads one by one): hashing for
-    an index must not slow the downloads and uploads still running."""
-    with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)

@@ -337,16 +337,24 @@ class CacheStore:
             self.index.record_task(replace(task, digest=digest))
         return self.entry(digest)
 
-    def complete_sha256(self, digests: Iterable[str] | None = None) -> int:
+    def complete_sha256(
+        self,
+        digests: Iterable[str] | None = None,
+        *,
+        hasher: Callable[[Path], tuple[str, str]] | None = None,
+    ) -> int:
         """Hash the files of entries whose SHA-256 is pending (those of ``digests``, or all) and record it;
-        the BLAKE3 id is checked in the same read, and a damaged file is removed. The number completed."""
+        the BLAKE3 id is checked in the same read, and a damaged file is removed. The number completed.
+        ``hasher``: how to get a file's (BLAKE3, SHA-256); default :func:`hash_content` in this thread (the
+        daemon's background pass passes :class:`shoal.storage.idle_hash.IdleHasher`)."""
+        hasher = hasher or hash_content
         completed = 0
         for digest in list(digests) if digests is not None else self.index.sha256_pending():
             try:
                 with self.using(digest, touch=False) as (entry, path):
                     if entry.sha256:
                         continue
-                    blake, sha256 = hash_content(path)
+                    blake, sha256 = hasher(path)
             except NotInCache:
                 continue  # evicted, or found damaged by using()'s check, meanwhile
             except OSError as exc:
