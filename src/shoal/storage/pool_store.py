@@ -76,6 +76,19 @@ def _member(row: Any) -> Member:
     return Member(row.member_id, row.last_seen, row.site, row.rack, row.free)
 
 
+def _report_values(report: MemberReport, status: MemberStatus, now: float) -> dict[str, Any]:
+    """The assignment columns a member's report sets; a rate is kept only while running."""
+    return {
+        "done": report.done,
+        "total": report.total,
+        "rate": report.rate if status is MemberStatus.RUNNING else 0.0,
+        "from_origin": report.from_origin,
+        "from_peers": report.from_peers,
+        "error": report.error,
+        "updated": now,
+    }
+
+
 class PoolStore:
     """Pool persistence over an open TrackerStore's engine."""
 
@@ -264,16 +277,7 @@ class PoolStore:
             await conn.execute(
                 update(pool_assignments)
                 .where(and_(pool_assignments.c.job_id == job_id, pool_assignments.c.member_id == member_id))
-                .values(
-                    status=status.value,
-                    done=report.done,
-                    total=report.total,
-                    rate=report.rate if status is MemberStatus.RUNNING else 0.0,
-                    from_origin=report.from_origin,
-                    from_peers=report.from_peers,
-                    error=report.error,
-                    updated=now,
-                )
+                .values(status=status.value, **_report_values(report, status, now))
             )
 
     async def progress(self, pool: str, job_id: str, member_id: str, report: MemberReport, now: float) -> bool:
@@ -292,15 +296,7 @@ class PoolStore:
                         a.c.status == MemberStatus.RUNNING.value,
                     )
                 )
-                .values(
-                    done=report.done,
-                    total=report.total,
-                    rate=report.rate,
-                    from_origin=report.from_origin,
-                    from_peers=report.from_peers,
-                    error=report.error,
-                    updated=now,
-                )
+                .values(**_report_values(report, MemberStatus.RUNNING, now))
             )
             return bool(result.rowcount)
 
