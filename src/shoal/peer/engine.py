@@ -124,6 +124,7 @@ class NoRange:
 class Announced:
     reply: AnnounceResponse
     reported: dict[int, str]
+    handled: asyncio.Future[None]  # resolved by the owner once the reply is applied
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +248,7 @@ class Download:
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._announce_wake = asyncio.Event()
+        self._news_wake = asyncio.Event()  # something to tell the tracker at once (see _news)
         self._hash_wake = asyncio.Event()
         self._last_announce = 0.0
         self._checkpoint_task: asyncio.Future[None] | None = None
@@ -616,7 +618,7 @@ class Download:
                     self.served.add(index)
                 else:
                     self.unreported[index] = digest
-                    self._announce_wake.set()
+                    self._news()
             case PeerPiece(peer_id, index, digest, size):
                 self.inflight.discard(index)
                 self._mark_written(index, digest)
@@ -640,9 +642,12 @@ class Download:
             case NoRange():
                 if self.range_ok:
                     self.range_ok = False
-                    self._announce_wake.set()
-            case Announced(reply, reported):
-                self._announced(reply, reported)
+                    self._news()
+            case Announced(reply, reported, handled):
+                try:
+                    self._announced(reply, reported)
+                finally:
+                    handled.set_result(None)
             case TrackerDown(error):
                 if self.tracker_down_since is None:
                     self.tracker_down_since = time.monotonic()
@@ -709,7 +714,7 @@ class Download:
             log.warning("peer %s served a corrupt piece; avoiding it", peer_id)
             peer.banned = True
             self.bad_peers.add(peer_id)
-            self._announce_wake.set()
+            self._news()
         elif busy:
             peer.busy_until = time.monotonic() + BUSY_BACKOFF_SECONDS
             self._spawn(self._delay_schedule(BUSY_BACKOFF_SECONDS))
@@ -899,8 +904,18 @@ class Download:
         except TrackerUnavailable as exc:
             self._events.put_nowait(TrackerDown(exc))
             return False
-        self._events.put_nowait(Announced(reply, reported))
+        # The next announce waits until the owner has applied this reply: built before, it would report the
+        # same pieces again and ask for leases the reply may already have granted.
+        handled = asyncio.get_running_loop().create_future()
+        self._events.put_nowait(Announced(reply, reported, handled))
+        await handled
         return True
+
+    def _news(self) -> None:
+        """Wake the announcer for something the tracker must hear at once: a piece hash from the origin
+        (other peers cannot take the piece before), a bad peer, an origin that ignores Range."""
+        self._news_wake.set()
+        self._announce_wake.set()
 
     async def _announcer(self) -> None:
         """One announce in flight at a time: now when there is news or a need, else every interval."""
@@ -915,10 +930,14 @@ class Download:
                 pass
             self._announce_wake.clear()
             if not self.unreported and not self.bad_peers:
-                # Asking only for leases: do not poll faster than LEASE_POLL_SECONDS.
+                # Asking only for leases: do not poll faster than LEASE_POLL_SECONDS, but news that comes
+                # meanwhile goes out at once (the swarm's last origin pieces sat here for up to that long).
                 gap = self._last_announce + LEASE_POLL_SECONDS - time.monotonic()
                 if gap > 0:
-                    await asyncio.sleep(gap)
+                    self._news_wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(gap):
+                            await self._news_wake.wait()
             if await self._announce_once():
                 backoff = 0.5
             else:

@@ -1,0 +1,57 @@
+"""When a peer tells the tracker what it fetched, and when it asks for the hashes of what others fetched.
+
+In-process downloads (the async API) against a real tracker and a real, rate-capped origin. The engine's
+pacing constants are raised far above the download's length, so a piece that waits for one of them turns a
+download of a few seconds into a timeout: these tests check that news skips the pacing, not how fast it goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import shoal
+from shoal.core.messages import AnnounceRequest, AnnounceResponse
+from shoal.peer import engine
+from shoal.peer.tracker_client import TrackerClient
+
+SIZE = 4 << 20  # 16 pieces of 256 KiB
+PACING = 120.0  # seconds: far longer than any download here takes
+DEADLINE = 30.0
+
+
+@pytest.fixture
+def reports(monkeypatch: pytest.MonkeyPatch) -> list[set[int]]:
+    """The pieces each announce reports (``done``), in the order they were sent, for every peer."""
+    sent: list[set[int]] = []
+    announce = TrackerClient.announce
+
+    async def recording(self: TrackerClient, task_id: str, request: AnnounceRequest) -> AnnounceResponse:
+        sent.append(set(request.done))
+        return await announce(self, task_id, request)
+
+    monkeypatch.setattr(TrackerClient, "announce", recording)
+    return sent
+
+
+async def test_pieces_fetched_during_the_lease_poll_gap_are_reported_at_once(
+    tmp_path, tracker, origin, make_file, monkeypatch, reports
+):
+    # Each lease run leaves every piece in flight, so the announcer, asking only for leases, waits out the
+    # poll gap; the pieces that arrive meanwhile must not wait with it.
+    monkeypatch.setattr(engine, "LEASE_POLL_SECONDS", PACING)
+    src = origin("--rate", "2M")
+    data = make_file(src.root / "a.bin", SIZE)
+    t = tracker()
+    result = await asyncio.wait_for(
+        shoal.aget(src.url("a.bin"), dest_dir=tmp_path, tracker=t.url, upload_time=0), DEADLINE
+    )
+    assert result.path.read_bytes() == data
+    assert result.bytes_from_origin == SIZE
+    reported = [done for done in reports if done]
+    assert set().union(*reported) == set(range(SIZE // (256 << 10)))
+    # No piece is reported twice: an announce waits until the owner has applied the previous reply. (The
+    # final report may repeat pieces of an announce cancelled in flight when the last piece arrived.)
+    earlier = reported[:-1]
+    assert sum(len(done) for done in earlier) == len(set().union(*earlier))
