@@ -16,7 +16,7 @@ from shoal.core.messages import AnnounceRequest, AnnounceResponse
 from shoal.peer import engine
 from shoal.peer.tracker_client import TrackerClient
 
-SIZE = 4 << 20  # 16 pieces of 256 KiB
+SIZE = 4 << 20  # 16 pieces of 256 KiB: the whole download is within the endgame (HASH_ENDGAME_PIECES)
 PACING = 120.0  # seconds: far longer than any download here takes
 DEADLINE = 30.0
 
@@ -55,3 +55,24 @@ async def test_pieces_fetched_during_the_lease_poll_gap_are_reported_at_once(
     # final report may repeat pieces of an announce cancelled in flight when the last piece arrived.)
     earlier = reported[:-1]
     assert sum(len(done) for done in earlier) == len(set().union(*earlier))
+
+
+async def test_endgame_hash_look_ups_skip_the_refresh_gap(tmp_path, tracker, origin, make_file, monkeypatch):
+    # Two peers split the origin's pieces and take the rest from each other: each needs the hashes of the
+    # other's pieces as they are reported, one look-up after another.
+    monkeypatch.setattr(engine, "HASH_REFRESH_GAP", PACING)
+    src = origin("--rate", "2M")
+    data = make_file(src.root / "b.bin", SIZE)
+    t = tracker()
+    first, second = tmp_path / "p1", tmp_path / "p2"
+    first.mkdir()
+    second.mkdir()
+
+    async def fetch(dest):  # type: ignore[no-untyped-def]
+        return await shoal.aget(src.url("b.bin"), dest_dir=dest, tracker=t.url, upload_time=2)
+
+    results = await asyncio.wait_for(asyncio.gather(fetch(first), fetch(second)), DEADLINE)
+    for result in results:
+        assert result.path.read_bytes() == data
+    assert sum(r.bytes_from_peers for r in results) > 0
+    assert sum(r.bytes_from_origin for r in results) <= SIZE * 1.05

@@ -65,6 +65,8 @@ PEER_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=15)
 LEASE_POLL_SECONDS = 0.5
 SAVE_STATE_SECONDS = 1.0
 HASH_REFRESH_GAP = 0.1
+HASH_ENDGAME_PIECES = 16  # with at most this many pieces missing, hash look-ups skip the gap...
+HASH_ENDGAME_LOOKUPS = 32  # ...this many times per attempt
 STOP_SECONDS = 5.0
 BUSY_BACKOFF_SECONDS = 0.5
 
@@ -945,17 +947,26 @@ class Download:
                 backoff = min(backoff * 2, 5.0)
 
     async def _hash_refresher(self) -> None:
-        """Fetch new piece hashes when woken: at once after a quiet spell (the swarm's last pieces are not
-        held up), else HASH_REFRESH_GAP after the previous look-up, so a stream of have messages from many
-        peers costs the tracker one look-up per gap, not one each."""
+        """Fetch new piece hashes when woken: at once after a quiet spell, else HASH_REFRESH_GAP after the
+        previous look-up, so a stream of have messages from many peers costs the tracker one look-up per gap,
+        not one each. In the endgame (at most HASH_ENDGAME_PIECES missing) the swarm's last pieces are what
+        every peer waits for: up to HASH_ENDGAME_LOOKUPS look-ups go at once (in the swarm lab the gap had
+        held each of the last pieces back by up to 0.1 s); a budget, so a peer offering pieces the tracker
+        has no hash for cannot make us ask in a loop."""
         assert self.tracker is not None
+        manifest = self.manifest
+        assert manifest is not None
         seen = 0
         asked_at = -HASH_REFRESH_GAP
+        at_once = HASH_ENDGAME_LOOKUPS
         while True:
             await self._hash_wake.wait()
             wait = asked_at + HASH_REFRESH_GAP - time.monotonic()
             if wait > 0:
-                await asyncio.sleep(wait)
+                if at_once and manifest.piece_count - len(self.written) <= HASH_ENDGAME_PIECES:
+                    at_once -= 1
+                else:
+                    await asyncio.sleep(wait)
             self._hash_wake.clear()
             asked_at = time.monotonic()
             try:
