@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import click
 
-from shoal.cli.main import click_parser, configure_logging, run_or_exit, socket_option
+from shoal.cli.main import click_parser, configure_logging, loading, run_or_exit, socket_option
 from shoal.core.units import format_bytes, parse_rate
 from shoal.daemon.client import DaemonClient
 from shoal.daemon.config import default_socket
@@ -208,7 +208,8 @@ def get(
     bar = ProgressBar(url.rsplit("/", 1)[-1] or url) if show_bar else None
 
     def go() -> GetResult:
-        from shoal.peer.api import aget
+        with loading():
+            from shoal.peer.api import aget
 
         def run() -> asyncio.Task[GetResult]:
             return asyncio.ensure_future(

@@ -15,10 +15,12 @@ Exit codes (also in the README):
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import importlib
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -72,6 +74,25 @@ def run_or_exit(action: Callable[[], Any]) -> Any:
         sys.exit(130)
 
 
+@contextlib.contextmanager
+def loading() -> Iterator[None]:
+    """Import a command's code with the cyclic garbage collector paused, then freeze what was loaded.
+
+    Imports create tens of thousands of objects that live as long as the process: the collector, run every
+    700 allocations, scans them again and again and frees nothing, about a sixteenth of ``shoal get``'s
+    import time (0.15 s instead of 0.16 s of CPU here). Frozen (``gc.freeze``), they are left out of every
+    later collection too. With eight peers starting at once on two cores, start-up is CPU time.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
 class LazyGroup(click.Group):
     """Imports a command's module only when that command runs: ``shoal get`` never loads SQLAlchemy or the
     tracker, which took about a quarter of its start-up time (python -X importtime)."""
@@ -94,7 +115,8 @@ class LazyGroup(click.Group):
         module = self.commands_by_module.get(cmd_name)
         if module is None:
             return None
-        command = getattr(importlib.import_module(module), cmd_name)
+        with loading():
+            command = getattr(importlib.import_module(module), cmd_name)
         assert isinstance(command, click.Command)
         return command
 
