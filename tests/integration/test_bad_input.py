@@ -204,3 +204,35 @@ async def test_piece_server_serves_only_verified_pieces_of_its_generation(tmp_pa
                 assert update == {"have": [3]}
     finally:
         await server.stop()
+
+
+async def test_piece_server_sends_a_run_with_its_range_and_frees_the_slot_when_the_file_is_gone(tmp_path):
+    piece = 256 * 1024
+    manifest = Manifest(OriginIdentity(3 * piece + 1000), piece)
+    path = tmp_path / "data"
+    payload = os.urandom(manifest.length)
+    path.write_bytes(payload)
+    server = PieceServer(ServerConfig(max_uploads=1))
+    port = await server.start("127.0.0.1", 0)
+    server.publish(TASK, 1, manifest, path, Bitfield.of(4, range(4)))
+    url = f"http://127.0.0.1:{port}/v1/tasks/{TASK}/data?gen=1"
+    try:
+        async with aiohttp.ClientSession() as session:
+            # The last run ends with the short last piece: Content-Range names the file's real length.
+            async with session.get(url, headers={"Range": f"bytes={2 * piece}-{manifest.length - 1}"}) as r:
+                assert r.status == 206
+                assert r.headers["Content-Range"] == f"bytes {2 * piece}-{manifest.length - 1}/{manifest.length}"
+                assert r.headers["Content-Type"] == "application/octet-stream"
+                assert await r.read() == payload[2 * piece :]
+            # The file vanishes under a served task (evicted): a 404, and the only upload slot is free again.
+            path.unlink()
+            for _ in range(2):
+                async with session.get(url, headers={"Range": f"bytes=0-{piece - 1}"}) as r:
+                    assert r.status == 404 and "Content-Range" not in r.headers
+                    assert await r.read() == b""
+            path.write_bytes(payload)
+            async with session.get(url, headers={"Range": f"bytes={piece}-{2 * piece - 1}"}) as r:
+                assert r.status == 206 and await r.read() == payload[piece : 2 * piece]
+            assert server._active == 0
+    finally:
+        await server.stop()

@@ -8,7 +8,7 @@
 Rules: only tasks this process holds, only pieces verified, only the generation asked for (a 409 when it
 is another), so a peer never receives bytes of another version of the file. Uploads are bounded: past
 ``max_uploads`` concurrent ones the server answers 503 with Retry-After and the downloader goes to another
-peer. Data goes out with ``web.FileResponse`` (sendfile, zero-copy); an upload rate limit paces whole
+peer. Data goes out with sendfile (zero-copy); an upload rate limit paces whole
 responses through a token bucket before they start, so sendfile is kept even when limited.
 
 The have stream lets a downloader learn of a new piece within one network round trip of its verification,
@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 
 from shoal.core.bitfield import Bitfield
@@ -36,16 +36,49 @@ from shoal.listen import listen
 PING_SECONDS = 5.0
 
 
-class _UploadResponse(web.FileResponse):
-    """A sendfile response that frees its upload slot when sent (aiohttp sends it after the handler)."""
+class _PieceResponse(web.StreamResponse):
+    """A 206 of whole pieces, sent with sendfile; frees its upload slot once sent.
 
-    def __init__(self, path: Path, server: PieceServer) -> None:
-        super().__init__(path, chunk_size=1 << 20)
+    aiohttp sends a returned response after the handler, so the slot is released here. web.FileResponse would
+    stat, open and close the file in the default executor on every request, two thread round trips for what
+    is here a local file this process wrote (or a cache file it holds): it is opened inline instead. A peer
+    of a swarm serves hundreds of runs of a few pieces, and each round trip wakes a thread on a busy host.
+    """
+
+    def __init__(self, path: Path, start: int, end: int, length: int, server: PieceServer) -> None:
+        super().__init__(
+            status=206,
+            headers={
+                hdrs.CONTENT_TYPE: "application/octet-stream",
+                hdrs.CONTENT_RANGE: f"bytes {start}-{end - 1}/{length}",
+            },
+        )
+        self.content_length = end - start
+        self._path = path
+        self._offset = start
         self._server: PieceServer | None = server
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        try:
+        if self.prepared:
             return await super().prepare(request)
+        try:
+            try:
+                file = open(self._path, "rb", buffering=0)  # noqa: ASYNC230 (see the class docstring)
+            except OSError:
+                # The file went away between the check of the pieces and now (the task was evicted).
+                self.set_status(404, "piece file is gone")
+                del self.headers[hdrs.CONTENT_RANGE]
+                self.content_length = 0
+                return await super().prepare(request)
+            with file:
+                writer = await super().prepare(request)
+                transport = request.transport
+                if transport is None:
+                    raise ConnectionResetError("connection lost")
+                count = self.content_length or 0
+                await asyncio.get_running_loop().sendfile(transport, file, self._offset, count)
+                await super().write_eof()
+                return writer
         finally:
             if self._server is not None:
                 self._server._active -= 1
@@ -156,7 +189,7 @@ class PieceServer:
                 if delay:
                     await asyncio.sleep(delay)
             served.uploaded += end - start
-            return _UploadResponse(served.path, self)
+            return _PieceResponse(served.path, start, end, served.manifest.length, self)
         except BaseException:
             self._active -= 1
             raise
