@@ -9,14 +9,15 @@
 
 Inside an attempt the owner loop (:meth:`Download._loop`) is the only code that reads or changes the
 state (which pieces we have, which are in flight, what each peer holds, our leases). Everything that does
-I/O runs in its own task and posts an event:
+I/O runs in its own task and posts an event (:mod:`shoal.peer.events`):
 
-* ``_fetch_origin`` fetches a run of leased pieces with one Range request; each piece is hashed and
-  written, then reported to the tracker (``done``) on the next announce. Only when the tracker has the
-  hash is the piece offered to other peers, so every peer can verify what it receives.
-* ``_fetch_peer`` fetches a run from a peer; each piece is checked against the tracker's hash before it
+* ``fetch_origin`` (:mod:`shoal.peer.fetchers`) fetches a run of leased pieces with one Range request;
+  each piece is hashed and written, then reported to the tracker (``done``) on the next announce. Only
+  when the tracker has the hash is the piece offered to other peers, so every peer can verify what it
+  receives.
+* ``fetch_peer`` fetches a run from a peer; each piece is checked against the tracker's hash before it
   is written; a mismatch bans the peer and reports it.
-* ``_watch`` follows a peer's have stream, so a new piece is known within a round trip.
+* ``watch_haves`` follows a peer's have stream, so a new piece is known within a round trip.
 * ``_announcer`` talks to the tracker: reports, lease requests, peer hand-outs.
 * ``_hash_refresher`` fetches new piece hashes from the tracker when a peer offers a piece we cannot
   verify yet.
@@ -27,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import random
 import secrets
@@ -51,17 +51,28 @@ from shoal.core.ids import task_id_for_url
 from shoal.core.manifest import Manifest
 from shoal.core.messages import AnnounceRequest, AnnounceResponse, PeerAddress
 from shoal.core.picker import lease_pieces, origin_run, peer_run, run_pieces
-from shoal.core.ranges import range_header
 from shoal.core.rate import TokenBucket
-from shoal.peer.body import Buffers, PieceReader
 from shoal.peer.config import GetConfig
+from shoal.peer.events import (
+    Announced,
+    Event,
+    HashesArrived,
+    NoRange,
+    OriginPiece,
+    PeerGone,
+    PeerHas,
+    PeerPiece,
+    RunEnded,
+    TrackerDown,
+    Wake,
+)
+from shoal.peer.fetchers import fetch_origin, fetch_peer, watch_haves
 from shoal.peer.origin import Origin, Probe
 from shoal.peer.server import PieceServer, ServedTask
 from shoal.peer.tracker_client import TrackerClient
-from shoal.storage.partfile import PartFile, piece_hash
+from shoal.storage.partfile import PartFile
 
 log = logging.getLogger("shoal.peer")
-PEER_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=15)
 LEASE_POLL_SECONDS = 0.5
 SAVE_STATE_SECONDS = 1.0
 HASH_REFRESH_GAP = 0.1
@@ -81,86 +92,6 @@ class Stats:
     from_peers: int = 0
     started: float = field(default_factory=time.monotonic)
     peers: int = 0
-
-
-# -- events posted to the owner loop ----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class OriginPiece:
-    index: int
-    digest: str
-    size: int
-
-
-@dataclass(frozen=True, slots=True)
-class PeerPiece:
-    peer_id: str
-    index: int
-    digest: str
-    size: int
-
-
-@dataclass(frozen=True, slots=True)
-class RunEnded:
-    """A fetch task ended; ``unfetched`` pieces of its run go back to the pool."""
-
-    source: str
-    unfetched: tuple[int, ...]
-    error: ShoalError | None = None
-    corrupt: bool = False
-    busy: bool = False
-    stale: bool = False
-    completed_until: int | None = None
-    """An origin run that finished: the piece after its last, where the next lease should continue."""
-    rate: float = 0.0
-    """An origin run that finished: the bytes per second it achieved."""
-
-
-@dataclass(frozen=True, slots=True)
-class NoRange:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Announced:
-    reply: AnnounceResponse
-    reported: dict[int, str]
-    handled: asyncio.Future[None]  # resolved by the owner once the reply is applied
-
-
-@dataclass(frozen=True, slots=True)
-class TrackerDown:
-    error: TrackerUnavailable
-
-
-@dataclass(frozen=True, slots=True)
-class HashesArrived:
-    generation: int
-    seq: int
-    hashes: dict[int, str]
-
-
-@dataclass(frozen=True, slots=True)
-class PeerHas:
-    peer_id: str
-    have: Bitfield | None
-    added: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class PeerGone:
-    peer_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Wake:
-    """Nothing happened, but a back-off ended: schedule again."""
-
-
-Event = (
-    OriginPiece | PeerPiece | RunEnded | NoRange | Announced | TrackerDown | HashesArrived | PeerHas | PeerGone | Wake
-)
 
 
 class Restart(Exception):
@@ -551,8 +482,9 @@ class Download:
             self.hashed.add(index)
 
     def _schedule(self) -> None:
-        manifest = self.manifest
-        assert manifest is not None
+        manifest, part = self.manifest, self.part
+        assert manifest is not None and part is not None
+        post = self._events.put_nowait
         needed = self._needed()
         if not needed:
             return
@@ -569,7 +501,7 @@ class Download:
                 break
             self._start(run)
             self.origin_busy += 1
-            self._spawn(self._fetch_origin(run))
+            self._spawn(fetch_origin(self.origin, manifest, part, run, post, self._throttle))
             needed &= ~Bitfield.of(manifest.piece_count, run).mask
         # Peers: nearest first (the tracker's order), bounded per peer and overall.
         now = time.monotonic()
@@ -594,7 +526,10 @@ class Download:
                 needed &= ~Bitfield.of(manifest.piece_count, run).mask
                 peer.requests += 1
                 active += 1
-                self._spawn(self._fetch_peer(peer_id, peer, run))
+                url = f"{peer.base_url}/v1/tasks/{self.task_id}/data?gen={self.generation}"
+                self._spawn(
+                    fetch_peer(self.session, url, peer_id, manifest, part, run, self.hashes, post, self._throttle)
+                )
         if not self.direct and self._wants_leases(needed):
             self._announce_wake.set()
 
@@ -728,7 +663,7 @@ class Download:
             self._events.put_nowait(PeerGone(peer_id))
 
     def _announced(self, reply: AnnounceResponse, reported: dict[int, str]) -> None:
-        assert self.served is not None
+        assert self.served is not None and self.manifest is not None
         self.tracker_down_since = None
         if reply.restart or reply.generation != self.generation:
             raise Restart()
@@ -750,7 +685,9 @@ class Download:
             ):
                 peer = PeerState(address)
                 self.peers[address.peer_id] = peer
-                peer.watcher = asyncio.ensure_future(self._watch(peer))
+                url = f"{peer.base_url}/v1/tasks/{self.task_id}/haves?gen={self.generation}"
+                watch = watch_haves(self.session, url, address.peer_id, self.manifest, self._events.put_nowait)
+                peer.watcher = asyncio.ensure_future(watch)
                 self._tasks.add(peer.watcher)
                 peer.watcher.add_done_callback(self._task_done)
         self.stats.peers = len(self.peers)
@@ -766,111 +703,6 @@ class Download:
             delay = self._bucket.reserve(nbytes, time.monotonic())
             if delay:
                 await asyncio.sleep(delay)
-
-    async def _fetch_origin(self, run: list[int]) -> None:
-        manifest = self.manifest
-        part = self.part
-        assert manifest is not None and part is not None
-        start, end = manifest.span(run[0], len(run))
-        pending = list(run)
-        began = time.monotonic()
-        try:
-            async with self.origin.request(manifest, start, end) as resp:
-                ranged = self.origin.check(resp, manifest, start, end)
-                if not ranged:
-                    self._events.put_nowait(NoRange())
-                    await self._read_whole(resp, pending)
-                    return
-                reader = PieceReader(resp.content)
-                for index in run:
-                    size = manifest.piece_size(index)
-                    await self._throttle(size)
-                    data = await reader.read(size)
-                    digest = await asyncio.to_thread(_hash_and_write, part, index, data)
-                    pending.remove(index)
-                    self._events.put_nowait(OriginPiece(index, digest, size))
-            rate = (end - start) / max(time.monotonic() - began, 1e-3)
-            self._events.put_nowait(RunEnded("origin", (), completed_until=run[-1] + 1, rate=rate))
-        except ShoalError as exc:
-            self._events.put_nowait(RunEnded("origin", tuple(pending), exc))
-        except (aiohttp.ClientError, asyncio.IncompleteReadError, TimeoutError, OSError) as exc:
-            error = OriginError(f"origin transfer failed: {exc or type(exc).__name__}", url=self.url)
-            self._events.put_nowait(RunEnded("origin", tuple(pending), error))
-
-    async def _read_whole(self, resp: aiohttp.ClientResponse, pending: list[int]) -> None:
-        """The origin sent the whole file: read up to the last piece of the run, keeping the run's pieces."""
-        manifest = self.manifest
-        part = self.part
-        assert manifest is not None and part is not None
-        wanted = set(pending)
-        reader = PieceReader(resp.content)
-        for index in range(max(wanted) + 1):
-            size = manifest.piece_size(index)
-            await self._throttle(size)
-            data = await reader.read(size)
-            if index in wanted:
-                digest = await asyncio.to_thread(_hash_and_write, part, index, data)
-                pending.remove(index)
-                self._events.put_nowait(OriginPiece(index, digest, size))
-        self._events.put_nowait(RunEnded("origin", tuple(pending)))
-
-    async def _fetch_peer(self, peer_id: str, peer: PeerState, run: list[int]) -> None:
-        manifest = self.manifest
-        part = self.part
-        assert manifest is not None and part is not None
-        start, end = manifest.span(run[0], len(run))
-        pending = list(run)
-        url = f"{peer.base_url}/v1/tasks/{self.task_id}/data?gen={self.generation}"
-        try:
-            async with self.session.get(url, headers={"Range": range_header(start, end)}, timeout=PEER_TIMEOUT) as resp:
-                if resp.status == 503:
-                    self._events.put_nowait(RunEnded(peer_id, tuple(pending), busy=True))
-                    return
-                if resp.status in (404, 409, 416):
-                    self._events.put_nowait(RunEnded(peer_id, tuple(pending), stale=True))
-                    return
-                if resp.status != 206:
-                    raise OriginError(f"peer answered HTTP {resp.status}")
-                reader = PieceReader(resp.content)
-                for index in run:
-                    size = manifest.piece_size(index)
-                    await self._throttle(size)
-                    data = await reader.read(size)
-                    expected = self.hashes[index]
-                    if not await asyncio.to_thread(_verify_and_write, part, index, data, expected):
-                        self._events.put_nowait(RunEnded(peer_id, tuple(pending), corrupt=True))
-                        return
-                    pending.remove(index)
-                    self._events.put_nowait(PeerPiece(peer_id, index, expected, size))
-            self._events.put_nowait(RunEnded(peer_id, ()))
-        except ShoalError as exc:
-            self._events.put_nowait(RunEnded(peer_id, tuple(pending), exc))
-        except (aiohttp.ClientError, asyncio.IncompleteReadError, TimeoutError, OSError) as exc:
-            error = ShoalError(f"peer transfer failed: {exc or type(exc).__name__}")
-            self._events.put_nowait(RunEnded(peer_id, tuple(pending), error))
-
-    async def _watch(self, peer: PeerState) -> None:
-        manifest = self.manifest
-        assert manifest is not None
-        peer_id = peer.address.peer_id
-        url = f"{peer.base_url}/v1/tasks/{self.task_id}/haves?gen={self.generation}"
-        try:
-            async with self.session.get(url, timeout=PEER_TIMEOUT) as resp:
-                if resp.status != 200:
-                    return
-                async for line in resp.content:
-                    message = json.loads(line)
-                    if "bitfield" in message:
-                        self._events.put_nowait(
-                            PeerHas(peer_id, Bitfield.decode(manifest.piece_count, message["bitfield"]))
-                        )
-                    elif "have" in message:
-                        added = tuple(i for i in message["have"] if isinstance(i, int))
-                        self._events.put_nowait(PeerHas(peer_id, None, added))
-        except (aiohttp.ClientError, TimeoutError, OSError, ValueError, ShoalError) as exc:
-            log.debug("have stream of %s ended: %s", peer_id, exc)
-        finally:
-            self._events.put_nowait(PeerGone(peer_id))
 
     async def _announce_now(self, *, released: tuple[int, ...] = (), delay: float = 0.0) -> None:
         if delay:
@@ -982,21 +814,6 @@ class Download:
 
 async def _none() -> None:
     return None
-
-
-def _hash_and_write(part: PartFile, index: int, data: Buffers) -> str:
-    """Hash a piece fetched from the origin (its hash is not known yet) and write it."""
-    digest = piece_hash(data)
-    part.write(index, data)
-    return digest
-
-
-def _verify_and_write(part: PartFile, index: int, data: Buffers, expected: str) -> bool:
-    """Write a piece from a peer only when it matches the tracker's hash."""
-    if piece_hash(data) != expected:
-        return False
-    part.write(index, data)
-    return True
 
 
 def _sha256_file(path: Path) -> str:

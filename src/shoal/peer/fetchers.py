@@ -1,0 +1,160 @@
+"""A download's I/O tasks: fetch a run of pieces from the origin or from a peer, follow a peer's have stream.
+
+Each runs as its own task and reads none of the download's state: it is given what it needs as values (the
+manifest, the part file, the run, the hashes to verify against) and reports what happened through ``post``
+as the events of :mod:`shoal.peer.events`, ending every run with one ``RunEnded``. The owner loop
+(:class:`shoal.peer.engine.Download`) is the only code that changes state in response.
+
+Rules: a piece from the origin is hashed and written (its hash goes to the tracker before any peer may take
+it); a piece from a peer is written only when it matches the hash it was fetched against, and a mismatch
+ends the run as ``corrupt``. Hashing and writing run in a worker thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+
+import aiohttp
+
+from shoal.core.bitfield import Bitfield
+from shoal.core.errors import OriginError, ShoalError
+from shoal.core.manifest import Manifest
+from shoal.core.ranges import range_header
+from shoal.peer.body import Buffers, PieceReader
+from shoal.peer.events import Event, NoRange, OriginPiece, PeerGone, PeerHas, PeerPiece, RunEnded
+from shoal.peer.origin import Origin
+from shoal.storage.partfile import PartFile, piece_hash
+
+log = logging.getLogger("shoal.peer")
+PEER_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=15)
+
+Post = Callable[[Event], None]
+Throttle = Callable[[int], Awaitable[None]]
+"""Awaited with a piece's size before it is read: the download rate limit."""
+
+
+async def fetch_origin(
+    origin: Origin, manifest: Manifest, part: PartFile, run: list[int], post: Post, throttle: Throttle
+) -> None:
+    """Fetch a run of leased pieces with one Range request; an origin that ignores Range is read whole."""
+    start, end = manifest.span(run[0], len(run))
+    pending = list(run)
+    began = time.monotonic()
+    try:
+        async with origin.request(manifest, start, end) as resp:
+            if not origin.check(resp, manifest, start, end):
+                post(NoRange())
+                await _read_whole(resp, manifest, part, pending, post, throttle)
+                return
+            reader = PieceReader(resp.content)
+            for index in run:
+                size = manifest.piece_size(index)
+                await throttle(size)
+                data = await reader.read(size)
+                digest = await asyncio.to_thread(_hash_and_write, part, index, data)
+                pending.remove(index)
+                post(OriginPiece(index, digest, size))
+        rate = (end - start) / max(time.monotonic() - began, 1e-3)
+        post(RunEnded("origin", (), completed_until=run[-1] + 1, rate=rate))
+    except ShoalError as exc:
+        post(RunEnded("origin", tuple(pending), exc))
+    except (aiohttp.ClientError, asyncio.IncompleteReadError, TimeoutError, OSError) as exc:
+        error = OriginError(f"origin transfer failed: {exc or type(exc).__name__}", url=origin.url)
+        post(RunEnded("origin", tuple(pending), error))
+
+
+async def _read_whole(
+    resp: aiohttp.ClientResponse, manifest: Manifest, part: PartFile, pending: list[int], post: Post, throttle: Throttle
+) -> None:
+    """The origin sent the whole file: read up to the last piece of the run, keeping the run's pieces."""
+    wanted = set(pending)
+    reader = PieceReader(resp.content)
+    for index in range(max(wanted) + 1):
+        size = manifest.piece_size(index)
+        await throttle(size)
+        data = await reader.read(size)
+        if index in wanted:
+            digest = await asyncio.to_thread(_hash_and_write, part, index, data)
+            pending.remove(index)
+            post(OriginPiece(index, digest, size))
+    post(RunEnded("origin", tuple(pending)))
+
+
+async def fetch_peer(
+    session: aiohttp.ClientSession,
+    url: str,
+    peer_id: str,
+    manifest: Manifest,
+    part: PartFile,
+    run: list[int],
+    hashes: Mapping[int, str],
+    post: Post,
+    throttle: Throttle,
+) -> None:
+    """Fetch a run from a peer's ``data`` URL, each piece verified against ``hashes`` before it is written."""
+    start, end = manifest.span(run[0], len(run))
+    pending = list(run)
+    try:
+        async with session.get(url, headers={"Range": range_header(start, end)}, timeout=PEER_TIMEOUT) as resp:
+            if resp.status == 503:
+                post(RunEnded(peer_id, tuple(pending), busy=True))
+                return
+            if resp.status in (404, 409, 416):
+                post(RunEnded(peer_id, tuple(pending), stale=True))
+                return
+            if resp.status != 206:
+                raise OriginError(f"peer answered HTTP {resp.status}")
+            reader = PieceReader(resp.content)
+            for index in run:
+                size = manifest.piece_size(index)
+                await throttle(size)
+                data = await reader.read(size)
+                expected = hashes[index]
+                if not await asyncio.to_thread(_verify_and_write, part, index, data, expected):
+                    post(RunEnded(peer_id, tuple(pending), corrupt=True))
+                    return
+                pending.remove(index)
+                post(PeerPiece(peer_id, index, expected, size))
+        post(RunEnded(peer_id, ()))
+    except ShoalError as exc:
+        post(RunEnded(peer_id, tuple(pending), exc))
+    except (aiohttp.ClientError, asyncio.IncompleteReadError, TimeoutError, OSError) as exc:
+        error = ShoalError(f"peer transfer failed: {exc or type(exc).__name__}")
+        post(RunEnded(peer_id, tuple(pending), error))
+
+
+async def watch_haves(session: aiohttp.ClientSession, url: str, peer_id: str, manifest: Manifest, post: Post) -> None:
+    """Follow a peer's have stream (its bitfield, then each piece it verifies) until it ends: then PeerGone."""
+    try:
+        async with session.get(url, timeout=PEER_TIMEOUT) as resp:
+            if resp.status != 200:
+                return
+            async for line in resp.content:
+                message = json.loads(line)
+                if "bitfield" in message:
+                    post(PeerHas(peer_id, Bitfield.decode(manifest.piece_count, message["bitfield"])))
+                elif "have" in message:
+                    post(PeerHas(peer_id, None, tuple(i for i in message["have"] if isinstance(i, int))))
+    except (aiohttp.ClientError, TimeoutError, OSError, ValueError, ShoalError) as exc:
+        log.debug("have stream of %s ended: %s", peer_id, exc)
+    finally:
+        post(PeerGone(peer_id))
+
+
+def _hash_and_write(part: PartFile, index: int, data: Buffers) -> str:
+    """Hash a piece fetched from the origin (its hash is not known yet) and write it."""
+    digest = piece_hash(data)
+    part.write(index, data)
+    return digest
+
+
+def _verify_and_write(part: PartFile, index: int, data: Buffers, expected: str) -> bool:
+    """Write a piece from a peer only when it matches the tracker's hash."""
+    if piece_hash(data) != expected:
+        return False
+    part.write(index, data)
+    return True
