@@ -206,6 +206,27 @@ async def test_piece_server_serves_only_verified_pieces_of_its_generation(tmp_pa
         await server.stop()
 
 
+async def test_have_stream_sends_a_quiet_piece_at_once_and_batches_a_stream_of_them(tmp_path):
+    manifest = Manifest(OriginIdentity(8 * 256 * 1024), 256 * 1024)
+    server = PieceServer(ServerConfig(have_gap=0.5))
+    port = await server.start("127.0.0.1", 0)
+    served = server.publish(TASK, 1, manifest, tmp_path / "data", Bitfield(8))
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/v1/tasks/{TASK}/haves?gen=1") as r:
+                assert json.loads(await r.content.readline()) == {"bitfield": Bitfield(8).encode()}
+                served.add(0)
+                assert json.loads(await asyncio.wait_for(r.content.readline(), 2)) == {"have": [0]}
+                # Within the gap of the last line, pieces wait for the gap to end and go out as one line (without
+                # the gap, the stream would have written [1] while we slept).
+                served.add(1)
+                await asyncio.sleep(0.1)
+                served.add(2)
+                served.add(5)
+                assert json.loads(await asyncio.wait_for(r.content.readline(), 2)) == {"have": [1, 2, 5]}
+    finally:
+        await server.stop()
+
 async def test_piece_server_sends_a_run_with_its_range_and_frees_the_slot_when_the_file_is_gone(tmp_path):
     piece = 256 * 1024
     manifest = Manifest(OriginIdentity(3 * piece + 1000), piece)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,6 +123,12 @@ class ServerConfig:
     """Concurrent piece uploads; past this the server answers 503 and the asker goes elsewhere."""
     upload_rate: int | None = None
     """Bytes per second for all uploads together; None for no limit."""
+    have_gap: float = 0.05
+    """Seconds between two lines of a have stream while pieces keep coming: a piece verified after a quiet
+    spell is sent at once, and under a stream one line carries every piece since the last. A swarm lab peer
+    gains a piece every 20-25 ms and tells 7 watchers of each: with a piece every 20 ms, 0.05 s sends 2.5
+    times fewer lines and halves the CPU of both ends (benchmarks/have_stream.py), for at most one gap of
+    delay."""
 
 
 class PieceServer:
@@ -202,6 +209,8 @@ class PieceServer:
         try:
             await response.prepare(request)
             await response.write(json.dumps({"bitfield": served.have.encode()}).encode() + b"\n")
+            loop = asyncio.get_running_loop()
+            sent_at = -math.inf
             while True:
                 try:
                     async with asyncio.timeout(PING_SECONDS):  # not wait_for: see Download._announcer
@@ -211,6 +220,9 @@ class PieceServer:
                     continue
                 if item is None:
                     break
+                wait = sent_at + self.config.have_gap - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)  # the pieces verified meanwhile join this line
                 batch = list(item)
                 while not queue.empty():
                     more = queue.get_nowait()
@@ -219,6 +231,7 @@ class PieceServer:
                         return response
                     batch.extend(more)
                 await response.write(json.dumps({"have": batch}).encode() + b"\n")
+                sent_at = loop.time()
         except ConnectionResetError:
             pass  # the watcher went away; nothing to clean up beyond the queue
         finally:
