@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -11,11 +12,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, inspect, select, text
 
-from shoal.core.announce import AnnounceOutcome, PeerRecord, TaskSnapshot
+from shoal.core.announce import AnnounceOutcome, PeerRecord, TaskSnapshot, decide_announce
 from shoal.core.bitfield import Bitfield
 from shoal.core.handout import PeerView
 from shoal.core.leases import Lease
 from shoal.core.manifest import Manifest
+from shoal.core.messages import AnnounceRequest
 from shoal.storage.db import StoreError
 from shoal.storage.schema import MIGRATIONS, metadata, migrate, schema_migrations
 from shoal.storage.tracker_store import TaskRows, TrackerStore
@@ -308,6 +310,35 @@ async def test_a_task_left_without_peers_is_read_again_from_the_database(store: 
     assert out.response is not None and out.response.hash_seq == 1
 
 
+async def stage(store: TrackerStore, req: AnnounceRequest, now: float) -> tuple[AnnounceOutcome, asyncio.Future[None]]:
+    """Decide an announce on the store's copy and stage it, without waiting for the commit."""
+    snapshot = await store.load(TASK_ID, req.done)
+    outcome = decide_announce(snapshot, req, task_id=TASK_ID, seen_host="192.0.2.1", now=now, policy=POLICY)
+    return outcome, store.stage(outcome, created=snapshot.task is None)
+
+
+async def test_staged_announces_are_decided_on_the_copy_and_commit_in_order(store: TrackerStore) -> None:
+    await join(store, "p1", T0, want_leases=4)
+    staged = [await stage(store, request("p1", done={i: digest(i)}), T0 + 1 + i) for i in range(3)]
+    # Each was decided on the state the one before it staged, before any of them committed.
+    assert [outcome.task.hash_seq for outcome, _ in staged] == [1, 2, 3]
+    assert (await store.hashes_since(TASK_ID, 0)).hashes == {i: digest(i) for i in range(3)}  # type: ignore[union-attr]
+    await asyncio.gather(*(done for _, done in staged))
+    await assert_applied(store, staged[-1][0])
+    assert (await store.read_rows(TASK_ID)).hashes_since(0).hashes == {i: digest(i) for i in range(3)}  # type: ignore[union-attr]
+
+
+async def test_a_read_of_a_task_not_in_memory_waits_for_the_staged_writes(store: TrackerStore) -> None:
+    await join(store, "p1", T0, want_leases=4)
+    outcome, reported = await stage(store, request("p1", done={0: digest(0)}), T0 + 1)
+    expired = asyncio.ensure_future(store.expire(T0 + 1 + TTL + 1, TTL))
+    await asyncio.sleep(0)  # the sweep drops the copy (p1 is silent) and stages its deletes
+    after = await store.load(TASK_ID, [0])  # from the database, once both writes are in it
+    assert after.peers == [] and after.known_hashes == {0: digest(0)} and after.task == outcome.task
+    await reported
+    assert await expired == 1
+
+
 class WriteDuringRead(TrackerStore):
     """A store whose next database read of a task is overtaken by a write (another request's announce)."""
 
@@ -392,6 +423,29 @@ async def test_a_failed_apply_changes_nothing(store: TrackerStore) -> None:
         await store.apply(outcome, created=False)
     after = await store.load(TASK_ID, [0])
     assert after == before
+
+
+async def test_a_failed_write_fails_the_writes_staged_behind_it(store: TrackerStore) -> None:
+    await join(store, "p1", T0, want_leases=2)
+    await step(store, "p1", T0 + 1, done={0: digest(0)})
+    before = await store.load(TASK_ID, [0, 1])
+    assert before.task is not None
+    # The hash insert hits the stored piece 0, so this write fails (see test_a_failed_apply_changes_nothing).
+    bad = AnnounceOutcome(
+        task=replace(before.task, hash_seq=before.task.hash_seq + 1),
+        peer=PeerRecord(PeerView("p9", "10.0.0.9", 7000, "", "", Bitfield(PIECES)), 1, T0 + 2),
+        new_hashes={0: digest(0, "b")},
+    )
+    failing = store.stage(bad, created=False)
+    await asyncio.sleep(0)  # the writer takes it: what is staged next goes in the next transaction
+    # Decided on a copy that includes the failing write: it must not land without it.
+    _, behind = await stage(store, request("p1", done={1: digest(1)}), T0 + 3)
+    for done in (failing, behind):
+        with pytest.raises(StoreError):
+            await done
+    assert await store.load(TASK_ID, [0, 1]) == before  # the copy was dropped and read again
+    await announce(store, request("p1", done={1: digest(1)}), T0 + 4)  # and the task goes on
+    assert (await store.load(TASK_ID, [1])).known_hashes == {1: digest(1)}
 
 
 async def test_database_errors_become_store_errors(store: TrackerStore, db_url: str) -> None:

@@ -4,17 +4,26 @@ One store, three backends (SQLite, PostgreSQL, MySQL/MariaDB) through SQLAlchemy
 tests run against each. Every outcome is applied in one transaction, so a crash leaves either the whole
 announce or none of it.
 
-One tracker process owns its database, so the store keeps a write-through copy of each active task's rows
+One tracker process owns its database, so the store keeps a copy of each active task's rows
 (:class:`TaskRows`): an announce reads its snapshot, and a hash look-up its hashes, from memory and pays
-only for the writes. Every write goes to the database first and to the copy once it has committed; a write
-that fails drops the copy, and so does an expiry sweep that leaves a task without peers. A task not in
-memory is read from the database, which is what a restarted tracker does.
+only for the writes. A change goes to the copy when it is staged (:meth:`TrackerStore.stage`) and to the
+database behind it, in the order staged: one writer task commits everything staged meanwhile in one
+transaction (group commit), and a caller learns its change is durable when its future resolves. So the
+tracker decides a task's announces one at a time on the copy without holding the task's lock across a
+round trip to the database: in the swarm lab an announce's write had taken a median 36 ms (up to 0.25 s)
+on a busy host, and announces had queued a median 0.28 s (up to 0.9 s) for the lock behind them.
+
+A write that fails drops the copies of the tasks it and every write staged behind it changed (those were
+decided on state that included it), and fails them all; an expiry sweep that leaves a task without peers
+drops its copy too. A task not in memory is read from the database once no write is pending, which is what
+a restarted tracker does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -146,13 +155,80 @@ def _peer_row(record: PeerRecord) -> PeerRow:
     )
 
 
+@dataclass(slots=True)
+class _Staged:
+    """A write staged for the database: what it runs in the batch's transaction, whose copies it changed
+    (None: every task's), and the future its caller awaits."""
+
+    run: Callable[[AsyncConnection], Awaitable[Any]]
+    tasks: Collection[str] | None
+    done: asyncio.Future[Any]
+
+
 class TrackerStore(SqlStore):
     def __init__(self, url: str) -> None:
         super().__init__(url)
         self._rows: dict[str, TaskRows] = {}
-        self._writes = 0  # bumped as every write starts and ends: a read that overlapped one is not kept
+        self._writes = 0  # bumped as every batch starts and ends: a read that overlapped one is not kept
+        self._staged: list[_Staged] = []  # not yet begun, in the order staged
+        self._writer: asyncio.Task[None] | None = None
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.flush()
+        await super().__aexit__(*exc)
+
+    async def flush(self) -> None:
+        """Return once every write staged so far has committed or failed."""
+        while self._writer is not None:
+            await asyncio.wait([self._writer])
+
+    def _stage(
+        self, run: Callable[[AsyncConnection], Awaitable[Any]], tasks: Collection[str] | None
+    ) -> asyncio.Future[Any]:
+        done = asyncio.get_running_loop().create_future()
+        self._staged.append(_Staged(run, tasks, done))
+        if self._writer is None:
+            self._writer = asyncio.ensure_future(self._write_staged())
+        return done
+
+    async def _write_staged(self) -> None:
+        """The one writer: commit what is staged, a batch per transaction, until nothing is left."""
+        try:
+            while self._staged:
+                batch, self._staged = self._staged, []
+                self._writes += 1
+                try:
+                    async with self.connection(write=True) as conn:
+                        results = [await staged.run(conn) for staged in batch]
+                except BaseException as exc:
+                    failed, self._staged = batch + self._staged, []
+                    for staged in failed:
+                        if staged.tasks is None:
+                            self._rows.clear()
+                        for task_id in staged.tasks or ():
+                            self._rows.pop(task_id, None)
+                        if staged.done.done():  # its caller was cancelled while it waited
+                            continue
+                        if isinstance(exc, asyncio.CancelledError):
+                            staged.done.cancel()
+                        else:
+                            staged.done.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                else:
+                    for staged, result in zip(batch, results, strict=True):
+                        if not staged.done.done():
+                            staged.done.set_result(result)
+                finally:
+                    self._writes += 1
+        finally:
+            self._writer = None
 
     async def _task_rows(self, task_id: str) -> TaskRows | None:
+        rows = self._rows.get(task_id)
+        if rows is not None:
+            return rows
+        await self.flush()  # the database must hold every change staged so far
         rows = self._rows.get(task_id)
         if rows is not None:
             return rows
@@ -197,15 +273,13 @@ class TrackerStore(SqlStore):
         return rows.snapshot(hash_pieces)
 
     async def apply(self, outcome: AnnounceOutcome, *, created: bool) -> None:
+        """Stage an outcome and wait until it has committed."""
+        await self.stage(outcome, created=created)
+
+    def stage(self, outcome: AnnounceOutcome, *, created: bool) -> asyncio.Future[None]:
+        """Apply an outcome to the task's copy now and stage its write; the future resolves once the write
+        has committed (StoreError if it failed). ``created``: the outcome creates the task."""
         task_id = outcome.task.task_id
-        self._writes += 1
-        try:
-            await self._write(outcome, created=created)
-        except BaseException:
-            self._rows.pop(task_id, None)
-            raise
-        finally:
-            self._writes += 1
         rows = self._rows.get(task_id)
         if rows is not None:
             rows.apply(outcome)
@@ -213,57 +287,59 @@ class TrackerStore(SqlStore):
             self._rows[task_id] = fresh = TaskRows(outcome.task)
             fresh.apply(outcome)
 
-    async def _write(self, outcome: AnnounceOutcome, *, created: bool) -> None:
+        async def write(conn: AsyncConnection) -> None:
+            await self._write(conn, outcome, created=created)
+
+        return self._stage(write, (task_id,))
+
+    async def _write(self, conn: AsyncConnection, outcome: AnnounceOutcome, *, created: bool) -> None:
         task = outcome.task
         tid = task.task_id
-        async with self.connection(write=True) as conn:
-            if created:
-                await conn.execute(tasks.insert().values(task_id=tid, created=time.time(), **_task_values(task)))
-            else:
-                await conn.execute(update(tasks).where(tasks.c.task_id == tid).values(**_task_values(task)))
-            if outcome.new_generation:
-                await conn.execute(delete(piece_hashes).where(piece_hashes.c.task_id == tid))
-                await conn.execute(delete(leases).where(leases.c.task_id == tid))
-                await conn.execute(update(peers).where(peers.c.task_id == tid).values(bitfield=b""))
-            if outcome.remove_peer:
-                await conn.execute(
-                    delete(peers).where(and_(peers.c.task_id == tid, peers.c.peer_id == outcome.remove_peer))
-                )
-            if outcome.peer is not None:
-                await self._upsert_peer(conn, tid, outcome.peer)
-            if outcome.new_hashes:
-                first_seq = task.hash_seq - len(outcome.new_hashes) + 1
-                await conn.execute(
-                    piece_hashes.insert(),
-                    [
-                        {"task_id": tid, "piece": piece, "hash": digest, "seq": first_seq + n}
-                        for n, (piece, digest) in enumerate(sorted(outcome.new_hashes.items()))
-                    ],
-                )
-            if outcome.mark_bad:
-                await conn.execute(
-                    update(peers)
-                    .where(and_(peers.c.task_id == tid, peers.c.peer_id.in_(outcome.mark_bad)))
-                    .values(bad=True)
-                )
-            touched = set(outcome.drop_leases) | {lease.piece for lease in outcome.put_leases}
-            if touched:
-                await conn.execute(
-                    delete(leases).where(and_(leases.c.task_id == tid, leases.c.piece.in_(sorted(touched))))
-                )
-            if outcome.put_leases:
-                await conn.execute(
-                    leases.insert(),
-                    [
-                        {
-                            "task_id": tid,
-                            "piece": lease.piece,
-                            "peer_id": lease.peer_id,
-                            "expires": lease.expires,
-                        }
-                        for lease in outcome.put_leases
-                    ],
-                )
+        if created:
+            await conn.execute(tasks.insert().values(task_id=tid, created=time.time(), **_task_values(task)))
+        else:
+            await conn.execute(update(tasks).where(tasks.c.task_id == tid).values(**_task_values(task)))
+        if outcome.new_generation:
+            await conn.execute(delete(piece_hashes).where(piece_hashes.c.task_id == tid))
+            await conn.execute(delete(leases).where(leases.c.task_id == tid))
+            await conn.execute(update(peers).where(peers.c.task_id == tid).values(bitfield=b""))
+        if outcome.remove_peer:
+            await conn.execute(
+                delete(peers).where(and_(peers.c.task_id == tid, peers.c.peer_id == outcome.remove_peer))
+            )
+        if outcome.peer is not None:
+            await self._upsert_peer(conn, tid, outcome.peer)
+        if outcome.new_hashes:
+            first_seq = task.hash_seq - len(outcome.new_hashes) + 1
+            await conn.execute(
+                piece_hashes.insert(),
+                [
+                    {"task_id": tid, "piece": piece, "hash": digest, "seq": first_seq + n}
+                    for n, (piece, digest) in enumerate(sorted(outcome.new_hashes.items()))
+                ],
+            )
+        if outcome.mark_bad:
+            await conn.execute(
+                update(peers)
+                .where(and_(peers.c.task_id == tid, peers.c.peer_id.in_(outcome.mark_bad)))
+                .values(bad=True)
+            )
+        touched = set(outcome.drop_leases) | {lease.piece for lease in outcome.put_leases}
+        if touched:
+            await conn.execute(delete(leases).where(and_(leases.c.task_id == tid, leases.c.piece.in_(sorted(touched)))))
+        if outcome.put_leases:
+            await conn.execute(
+                leases.insert(),
+                [
+                    {
+                        "task_id": tid,
+                        "piece": lease.piece,
+                        "peer_id": lease.peer_id,
+                        "expires": lease.expires,
+                    }
+                    for lease in outcome.put_leases
+                ],
+            )
 
     async def _upsert_peer(self, conn: AsyncConnection, task_id: str, record: PeerRecord) -> None:
         values = asdict(_peer_row(record))  # the row the copy in memory gets too
@@ -316,18 +392,15 @@ class TrackerStore(SqlStore):
     async def expire(self, now: float, peer_ttl: float) -> int:
         """Forget peers unheard of for ``peer_ttl`` and the leases they held; return how many peers."""
         cutoff = now - peer_ttl
-        self._writes += 1
-        try:
-            async with self.connection(write=True) as conn:
-                await conn.execute(delete(leases).where(leases.c.expires < now))
-                result = await conn.execute(delete(peers).where(peers.c.last_seen < cutoff))
-        except BaseException:
-            self._rows.clear()
-            raise
-        finally:
-            self._writes += 1
         for task_id, rows in list(self._rows.items()):
             rows.expire(now, cutoff)
             if not rows.peers:
                 del self._rows[task_id]  # nobody announces it: read it again if someone comes back
-        return int(result.rowcount or 0)
+
+        async def write(conn: AsyncConnection) -> int:
+            await conn.execute(delete(leases).where(leases.c.expires < now))
+            result = await conn.execute(delete(peers).where(peers.c.last_seen < cutoff))
+            return int(result.rowcount or 0)
+
+        expired: int = await self._stage(write, None)
+        return expired

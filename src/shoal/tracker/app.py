@@ -55,12 +55,16 @@ class TrackerService:
         return lock
 
     async def announce(self, task_id: str, request: AnnounceRequest, seen_host: str) -> dict[str, Any]:
+        # A task's announces are decided one at a time on the store's copy of its rows; the lock is not held
+        # while the write reaches the database. The reply waits for the commit (group commit: announces
+        # staged meanwhile share one transaction), so what a peer is told is durable.
         async with self._lock(task_id):
             snapshot = await self.store.load(task_id, request.done)
             outcome = decide_announce(
                 snapshot, request, task_id=task_id, seen_host=seen_host, now=self.clock(), policy=self.policy
             )
-            await self.store.apply(outcome, created=snapshot.task is None)
+            committed = self.store.stage(outcome, created=snapshot.task is None)
+        await committed
         assert outcome.response is not None
         return outcome.response.to_json()
 
