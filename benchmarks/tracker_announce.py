@@ -5,15 +5,18 @@ commits, and how long each waits, with several peers announcing at once.
 In process, no HTTP (``bt_announce.py`` measures the HTTP side): a ``TrackerService`` on ``--db`` (default: a
 fresh SQLite file), one task of ``--pieces`` pieces, and ``--peers`` peers that announce ``--announces`` times
 each, all at once, as peers of a swarm do: every announce reports the hash of a piece it fetched from the
-origin and asks for one more lease. Printed: announces per second, the tracker's CPU milliseconds per
-announce (this process's CPU time over the timed announces), and the median and 90th percentile of the time
-from calling the service until it answered (after the announce's write committed).
+origin and asks for one more lease. With ``--seeding`` the peers hold the whole file and their announces
+report nothing new (a fleet's steady state: every seeder announcing once an interval). Printed: announces per
+second, the tracker's CPU milliseconds per announce (this process's CPU time over the timed announces), and
+the median and 90th percentile of the time from calling the service until it answered (after the
+announce's write committed).
 
 Run it (from the repository; PostgreSQL and MariaDB are this machine's services)::
 
     python3 benchmarks/tracker_announce.py
     python3 benchmarks/tracker_announce.py --db postgresql://postgres@127.0.0.1/test
     python3 benchmarks/tracker_announce.py --db mysql://root@127.0.0.1/test --peers 16
+    python3 benchmarks/tracker_announce.py --seeding
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from shoal.core.bitfield import Bitfield
 from shoal.core.manifest import OriginIdentity
 from shoal.core.messages import AnnounceRequest
 from shoal.tracker.app import TrackerService
@@ -53,13 +57,18 @@ async def run(args: argparse.Namespace, db: str) -> dict[str, float]:
         generation = joined["generation"]
         waits: list[float] = []
         reported = iter(range(args.pieces))
+        everything = Bitfield.full(args.pieces).encode()
 
         async def peer(k: int) -> None:
             for _ in range(args.announces):
-                piece = next(reported, None)
-                done = {piece: secrets.token_hex(32)} if piece is not None else {}
+                if args.seeding:
+                    announce = request(k, generation=generation, bitfield=everything)
+                else:
+                    piece = next(reported, None)
+                    done = {piece: secrets.token_hex(32)} if piece is not None else {}
+                    announce = request(k, generation=generation, done=done, want_leases=1)
                 started = time.perf_counter()
-                await service.announce(task_id, request(k, generation=generation, done=done, want_leases=1), "10.0.0.1")
+                await service.announce(task_id, announce, "10.0.0.1")
                 waits.append(time.perf_counter() - started)
 
         cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -81,6 +90,7 @@ def main() -> int:
     parser.add_argument("--peers", type=int, default=8, help="peers announcing at once (default 8)")
     parser.add_argument("--announces", type=int, default=50, help="announces per peer (default 50)")
     parser.add_argument("--pieces", type=int, default=512, help="pieces of the task (default 512)")
+    parser.add_argument("--seeding", action="store_true", help="announces of peers holding the whole file")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -88,7 +98,7 @@ def main() -> int:
         for i in range(args.repeat):
             db = args.db or f"sqlite:///{Path(tmp) / f'tracker{i}.db'}"
             result = asyncio.run(run(args, db))
-            backend = db.split(":", 1)[0]
+            backend = db.split(":", 1)[0] + (", seeding" if args.seeding else "")
             if args.json:
                 print(json.dumps({"run": i + 1, "db": backend, **{k: round(v, 2) for k, v in result.items()}}))
             else:

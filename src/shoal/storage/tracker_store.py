@@ -281,6 +281,9 @@ class TrackerStore(SqlStore):
         has committed (StoreError if it failed). ``created``: the outcome creates the task."""
         task_id = outcome.task.task_id
         rows = self._rows.get(task_id)
+        # Most announces change only their peer's row and leases: the task's row is written when it changed
+        # (a hash, a generation, the manifest), or when there is no copy to tell.
+        task_changed = rows is None or rows.task != outcome.task
         if rows is not None:
             rows.apply(outcome)
         elif created:
@@ -288,16 +291,18 @@ class TrackerStore(SqlStore):
             fresh.apply(outcome)
 
         async def write(conn: AsyncConnection) -> None:
-            await self._write(conn, outcome, created=created)
+            await self._write(conn, outcome, created=created, task_changed=task_changed)
 
         return self._stage(write, (task_id,))
 
-    async def _write(self, conn: AsyncConnection, outcome: AnnounceOutcome, *, created: bool) -> None:
+    async def _write(
+        self, conn: AsyncConnection, outcome: AnnounceOutcome, *, created: bool, task_changed: bool
+    ) -> None:
         task = outcome.task
         tid = task.task_id
         if created:
             await conn.execute(tasks.insert().values(task_id=tid, created=time.time(), **_task_values(task)))
-        else:
+        elif task_changed:
             await conn.execute(update(tasks).where(tasks.c.task_id == tid).values(**_task_values(task)))
         if outcome.new_generation:
             await conn.execute(delete(piece_hashes).where(piece_hashes.c.task_id == tid))
