@@ -28,17 +28,15 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
+import signal
 import sys
-import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from shoal.core.bitfield import Bitfield
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.peer.events import Event, PeerHas
-from shoal.testing.processes import compile_bytecode
+from shoal.testing.processes import compile_bytecode, start_service
 
 TASK = "ab" * 20
 PIECE = 256 * 1024
@@ -52,8 +50,8 @@ def cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def serve(pieces: int, interval: float, gap: float | None, port_file: Path) -> None:
-    """The child: publish an empty task, wait for a line on stdin, then verify a piece every ``interval``."""
+def serve(pieces: int, interval: float, gap: float | None) -> None:
+    """The child: publish an empty task, say where, wait for SIGUSR1, then verify a piece every ``interval``."""
     from shoal.peer.server import PieceServer, ServerConfig
 
     async def run() -> None:
@@ -61,8 +59,10 @@ def serve(pieces: int, interval: float, gap: float | None, port_file: Path) -> N
         server = PieceServer(ServerConfig() if gap is None else ServerConfig(have_gap=gap))
         port = await server.start("127.0.0.1", 0)
         served = server.publish(TASK, 1, manifest, Path(os.devnull), Bitfield(manifest.piece_count))
-        await asyncio.to_thread(port_file.write_text, str(port))
-        await asyncio.to_thread(sys.stdin.readline)
+        go = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, go.set)
+        print(f"piece server listening on http://127.0.0.1:{port}", flush=True)
+        await go.wait()
         for index in range(pieces):
             served.add(index)
             await asyncio.sleep(interval)
@@ -107,9 +107,9 @@ async def watch(port: int, args: argparse.Namespace, go: Callable[[], None]) -> 
 
 
 def main() -> int:
-    if len(sys.argv) == 6 and sys.argv[1] == "--serve":
+    if len(sys.argv) == 5 and sys.argv[1] == "--serve":
         gap = None if sys.argv[4] == "default" else float(sys.argv[4])
-        serve(int(sys.argv[2]), float(sys.argv[3]), gap, Path(sys.argv[5]))
+        serve(int(sys.argv[2]), float(sys.argv[3]), gap)
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--watchers", type=int, default=7, help="have streams followed (default 7)")
@@ -119,32 +119,20 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     compile_bytecode()
-    with tempfile.TemporaryDirectory(prefix="have-stream-") as tmp:
-        port_file = Path(tmp) / "port"
-        gap = "default" if args.gap is None else str(args.gap)
-        argv = [sys.executable, __file__, "--serve", str(args.pieces), str(args.interval_ms / 1000), gap]
-        child = subprocess.Popen([*argv, str(port_file)], stdin=subprocess.PIPE)
-        try:
-            deadline = time.monotonic() + 30
-            while not (port_file.exists() and port_file.read_text()):
-                if child.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("the piece server did not start")
-                time.sleep(0.05)
-            server0 = None
+    gap = "default" if args.gap is None else str(args.gap)
+    child = start_service([sys.executable, __file__, "--serve", str(args.pieces), str(args.interval_ms / 1000), gap])
+    server0 = 0.0
 
-            def go() -> None:
-                nonlocal server0
-                assert child.stdin is not None
-                server0 = cpu_seconds(child.pid)
-                child.stdin.write(b"go\n")
-                child.stdin.flush()
+    def go() -> None:
+        nonlocal server0
+        server0 = cpu_seconds(child.proc.pid)
+        child.proc.send_signal(signal.SIGUSR1)
 
-            watchers_cpu, lines = asyncio.run(watch(int(port_file.read_text()), args, go))
-            assert server0 is not None
-            server_cpu = cpu_seconds(child.pid) - server0
-        finally:
-            child.kill()
-            child.wait()
+    try:
+        watchers_cpu, lines = asyncio.run(watch(int(child.url.rsplit(":", 1)[1]), args, go))
+        server_cpu = cpu_seconds(child.proc.pid) - server0
+    finally:
+        child.kill()
     notifications = args.pieces * args.watchers
     result = {
         "watchers": args.watchers,

@@ -28,7 +28,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,14 +35,14 @@ from pathlib import Path
 
 from shoal.core.bitfield import Bitfield
 from shoal.core.manifest import Manifest, OriginIdentity
-from shoal.testing.processes import compile_bytecode
+from shoal.testing.processes import compile_bytecode, start_service
 
 TASK = "ab" * 20
 WARM_UP = 200
 
 
-def serve(path: Path, piece_length: int, port_file: Path) -> None:
-    """The child: serve every piece of ``path`` and write the port once listening."""
+def serve(path: Path, piece_length: int) -> None:
+    """The child: serve every piece of ``path``; say where once listening."""
     from shoal.peer.server import PieceServer
 
     manifest = Manifest(OriginIdentity(path.stat().st_size), piece_length)
@@ -52,7 +51,7 @@ def serve(path: Path, piece_length: int, port_file: Path) -> None:
         server = PieceServer()
         port = await server.start("127.0.0.1", 0)
         server.publish(TASK, 1, manifest, path, Bitfield.of(manifest.piece_count, range(manifest.piece_count)))
-        await asyncio.to_thread(port_file.write_text, str(port))
+        print(f"piece server listening on http://127.0.0.1:{port}", flush=True)
         await asyncio.Event().wait()
 
     asyncio.run(run())
@@ -90,29 +89,21 @@ def measure(workdir: Path, args: argparse.Namespace) -> dict[str, float]:
     if not path.exists():
         path.write_bytes(os.urandom(piece_length * args.pieces))
     manifest = Manifest(OriginIdentity(path.stat().st_size), piece_length)
-    port_file = workdir / "port"
-    port_file.unlink(missing_ok=True)
-    child = subprocess.Popen([sys.executable, __file__, "--serve", str(path), str(piece_length), str(port_file)])
+    child = start_service([sys.executable, __file__, "--serve", str(path), str(piece_length)])
     try:
-        deadline = time.monotonic() + 30
-        while not (port_file.exists() and port_file.read_text()):
-            if child.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the piece server did not start")
-            time.sleep(0.05)
-        port = int(port_file.read_text())
+        port = int(child.url.rsplit(":", 1)[1])
         asyncio.run(fetch(port, manifest, WARM_UP, args.concurrency))
-        cpu0, t0 = cpu_seconds(child.pid), time.monotonic()
+        cpu0, t0 = cpu_seconds(child.proc.pid), time.monotonic()
         asyncio.run(fetch(port, manifest, args.requests, args.concurrency))
-        seconds, cpu = time.monotonic() - t0, cpu_seconds(child.pid) - cpu0
+        seconds, cpu = time.monotonic() - t0, cpu_seconds(child.proc.pid) - cpu0
     finally:
         child.kill()
-        child.wait()
     return {"server_cpu_s": cpu, "us_per_request": cpu / args.requests * 1e6, "seconds": seconds}
 
 
 def main() -> int:
-    if len(sys.argv) == 5 and sys.argv[1] == "--serve":
-        serve(Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]))
+    if len(sys.argv) == 4 and sys.argv[1] == "--serve":
+        serve(Path(sys.argv[2]), int(sys.argv[3]))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=3000, help="timed requests (default 3000)")
