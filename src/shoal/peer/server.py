@@ -8,8 +8,8 @@
 Rules: only tasks this process holds, only pieces verified, only the generation asked for (a 409 when it
 is another), so a peer never receives bytes of another version of the file. Uploads are bounded: past
 ``max_uploads`` concurrent ones the server answers 503 with Retry-After and the downloader goes to another
-peer. Data goes out with sendfile (zero-copy); an upload rate limit paces whole
-responses through a token bucket before they start, so sendfile is kept even when limited.
+peer. Data goes out with sendfile (zero-copy); an upload rate limit paces whole responses through a token
+bucket before they start, so sendfile is kept even when limited.
 
 The have stream lets a downloader learn of a new piece within one network round trip of its verification,
 instead of waiting for the tracker's announce interval.
@@ -76,8 +76,8 @@ class _PieceResponse(web.StreamResponse):
                 transport = request.transport
                 if transport is None:
                     raise ConnectionResetError("connection lost")
-                count = self.content_length or 0
-                await asyncio.get_running_loop().sendfile(transport, file, self._offset, count)
+                if self.content_length:  # sendfile refuses a count of 0
+                    await asyncio.get_running_loop().sendfile(transport, file, self._offset, self.content_length)
                 await super().write_eof()
                 return writer
         finally:
