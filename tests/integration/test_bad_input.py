@@ -227,6 +227,7 @@ async def test_have_stream_sends_a_quiet_piece_at_once_and_batches_a_stream_of_t
     finally:
         await server.stop()
 
+
 async def test_piece_server_sends_a_run_with_its_range_and_frees_the_slot_when_the_file_is_gone(tmp_path):
     piece = 256 * 1024
     manifest = Manifest(OriginIdentity(3 * piece + 1000), piece)

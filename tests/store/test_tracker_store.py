@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, inspect, select, text
 
-from shoal.core.announce import AnnounceOutcome, PeerRecord, TaskSnapshot, decide_announce
+from shoal.core.announce import AnnounceOutcome, PeerRecord, TaskSnapshot
 from shoal.core.bitfield import Bitfield
 from shoal.core.handout import PeerView
 from shoal.core.leases import Lease
@@ -34,6 +34,7 @@ from .driver import (
     URL,
     announce,
     bitfield,
+    decide,
     digest,
     join,
     request,
@@ -312,9 +313,8 @@ async def test_a_task_left_without_peers_is_read_again_from_the_database(store: 
 
 async def stage(store: TrackerStore, req: AnnounceRequest, now: float) -> tuple[AnnounceOutcome, asyncio.Future[None]]:
     """Decide an announce on the store's copy and stage it, without waiting for the commit."""
-    snapshot = await store.load(TASK_ID, req.done)
-    outcome = decide_announce(snapshot, req, task_id=TASK_ID, seen_host="192.0.2.1", now=now, policy=POLICY)
-    return outcome, store.stage(outcome, created=snapshot.task is None)
+    outcome, created = await decide(store, req, now)
+    return outcome, store.stage(outcome, created=created)
 
 
 async def test_staged_announces_are_decided_on_the_copy_and_commit_in_order(store: TrackerStore) -> None:

@@ -407,5 +407,4 @@ class TrackerStore(SqlStore):
             result = await conn.execute(delete(peers).where(peers.c.last_seen < cutoff))
             return int(result.rowcount or 0)
 
-        expired: int = await self._stage(write, None)
-        return expired
+        return int(await self._stage(write, None))
