@@ -42,7 +42,6 @@ def body(**changes: Any) -> dict[str, Any]:
         "released": [4, 5],
         "bad_peers": ["peer-9"],
         "want_leases": 8,
-        "after": 12,
         "no_range": False,
     }
     data.update(changes)
@@ -55,7 +54,7 @@ def test_a_full_body_parses() -> None:
     assert r.origin == OriginIdentity(1000, '"x"', "Mon")
     assert r.done == {3: HASH}
     assert r.released == (4, 5) and r.bad_peers == ("peer-9",)
-    assert (r.want_leases, r.after, r.no_range, r.generation) == (8, 12, False, 2)
+    assert (r.want_leases, r.no_range, r.generation) == (8, False, 2)
 
 
 def test_minimal_body_gets_defaults() -> None:
@@ -117,8 +116,6 @@ MALFORMED: list[tuple[str, Any, str]] = [
     ("bad_peers", [9], "bad_peers"),
     ("want_leases", -1, "want_leases"),
     ("want_leases", MAX_LEASES_PER_ANNOUNCE + 1, "want_leases"),
-    ("after", -1, "after"),
-    ("after", 1.5, "after"),
     ("no_range", "yes", "no_range"),
 ]
 
@@ -137,8 +134,8 @@ def test_body_must_be_an_object(data: Any) -> None:
 
 
 def test_null_means_absent() -> None:
-    r = AnnounceRequest.from_json(body(origin=None, bitfield=None, after=None, event=None, done=None))
-    assert (r.origin, r.bitfield, r.after, r.event, r.done) == (None, None, None, "update", {})
+    r = AnnounceRequest.from_json(body(origin=None, bitfield=None, event=None, done=None))
+    assert (r.origin, r.bitfield, r.event, r.done) == (None, None, "update", {})
 
 
 peer_ids = st.from_regex(r"\A[A-Za-z0-9_.-]{1,64}\Z")
@@ -161,7 +158,6 @@ requests = st.builds(
     released=st.lists(st.integers(0, 10_000), max_size=5).map(tuple),
     bad_peers=st.lists(peer_ids, max_size=3).map(tuple),
     want_leases=st.integers(0, MAX_LEASES_PER_ANNOUNCE),
-    after=st.none() | st.integers(0, 10_000),
     no_range=st.booleans(),
 )
 

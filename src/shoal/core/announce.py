@@ -217,7 +217,6 @@ def decide_announce(
             asker=request.peer_id,
             asker_have=have,
             want=request.want_leases,
-            after=request.after,
             range_ok=task.range_ok,
         )
         outcome.put_leases.extend(Lease(i, request.peer_id, now + policy.peer_ttl) for i in granted)

@@ -94,7 +94,6 @@ class AnnounceRequest:
     bad_peers: tuple[str, ...] = ()
     """Peers that served this peer bytes failing verification."""
     want_leases: int = 0
-    after: int | None = None
     no_range: bool = False
     """The origin answered a Range request with the whole file."""
 
@@ -141,9 +140,6 @@ class AnnounceRequest:
         want = _get(data, "want_leases", int, 0)
         if not 0 <= want <= MAX_LEASES_PER_ANNOUNCE:
             raise ProtocolError(f"want_leases must be 0-{MAX_LEASES_PER_ANNOUNCE}", field="want_leases")
-        after = _get(data, "after", int)
-        if after is not None and after < 0:
-            raise ProtocolError("after must not be negative", field="after")
         return cls(
             peer_id=peer_id,
             url=url,
@@ -159,7 +155,6 @@ class AnnounceRequest:
             released=tuple(_index_list(data, "released")),
             bad_peers=tuple(bad_peers),
             want_leases=want,
-            after=after,
             no_range=bool(_get(data, "no_range", bool, False)),
         )
 

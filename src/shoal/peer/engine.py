@@ -173,7 +173,6 @@ class Download:
         self.range_ok = True
         self.origin_busy = 0
         self.origin_failures = 0
-        self.last_origin_end: int | None = None
         self.origin_rate = 0.0  # bytes/s of our recent origin runs (0: none yet)
         self.bad_peers: set[str] = set()
         self.tracker_down_since: float | None = None
@@ -562,15 +561,14 @@ class Download:
                 self.served.add(index)
                 self.stats.done += size
                 self.stats.from_peers += size
-            case RunEnded(source, unfetched, error, corrupt, busy, stale, completed_until, rate):
+            case RunEnded(source, unfetched, error, corrupt, busy, stale, rate):
                 for index in unfetched:
                     self.inflight.discard(index)
                 if isinstance(error, LocalIOError):
                     raise error  # our own disk failed (full, read-only): no other source can help
                 if source == "origin":
                     self.origin_busy -= 1
-                    if completed_until is not None:
-                        self.last_origin_end = completed_until
+                    if rate:
                         self.origin_rate = rate if not self.origin_rate else (self.origin_rate + rate) / 2
                     if error is not None:
                         self._origin_failed(error, unfetched)
@@ -729,7 +727,6 @@ class Download:
             released=released,
             bad_peers=tuple(sorted(self.bad_peers)),
             want_leases=want,
-            after=self.last_origin_end,
             no_range=not self.range_ok,
         )
         self._last_announce = time.monotonic()

@@ -39,10 +39,8 @@ class RunEnded:
     corrupt: bool = False
     busy: bool = False
     stale: bool = False
-    completed_until: int | None = None
-    """An origin run that finished: the piece after its last, where the next lease should continue."""
     rate: float = 0.0
-    """An origin run that finished: the bytes per second it achieved."""
+    """An origin run that finished whole: the bytes per second it achieved (0 for any other run)."""
 
 
 @dataclass(frozen=True, slots=True)

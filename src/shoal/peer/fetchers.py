@@ -59,7 +59,7 @@ async def fetch_origin(
                 pending.remove(index)
                 post(OriginPiece(index, digest, size))
         rate = (end - start) / max(time.monotonic() - began, 1e-3)
-        post(RunEnded("origin", (), completed_until=run[-1] + 1, rate=rate))
+        post(RunEnded("origin", (), rate=rate))
     except ShoalError as exc:
         post(RunEnded("origin", tuple(pending), exc))
     except (aiohttp.ClientError, asyncio.IncompleteReadError, TimeoutError, OSError) as exc:
