@@ -780,6 +780,35 @@ def test_adopt_with_the_right_expected_digest_records_the_entry_and_its_task(sto
     assert store.index.tasks() == []  # a task is seeded only while its file is on disk
 
 
+def test_adopt_takes_the_hashes_its_caller_computed_while_writing(
+    store: CacheStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A download hashed the file as it wrote it (peer.prefix_hash): adopting it reads it no more."""
+    data = os.urandom(300)
+    digest, sha256 = blake3.blake3(data).hexdigest(), hashlib.sha256(data).hexdigest()
+    read: list[Path] = []
+    real = cache_store.hash_content
+    monkeypatch.setattr(cache_store, "hash_content", lambda path, **kw: read.append(path) or real(path, **kw))
+    part = store.staging_path("t.part")
+    part.write_bytes(data)
+    entry = store.adopt(part, name="f", sources=[ORIGIN], sha256_later=True, hashes={"blake3": digest})
+    assert (entry.digest, entry.sha256, read) == (digest, "", [])
+    assert store.index.sha256_pending() == [digest]
+    # A SHA-256 the caller must match, and did not compute, is read from the file here.
+    part = store.staging_path("u.part")
+    part.write_bytes(data[::-1])
+    reversed_digest = blake3.blake3(data[::-1]).hexdigest()
+    reversed_sha256 = hashlib.sha256(data[::-1]).hexdigest()
+    entry = store.adopt(part, name="g", expected=f"sha256:{reversed_sha256}", hashes={"blake3": reversed_digest})
+    assert (entry.digest, entry.sha256, len(read)) == (reversed_digest, reversed_sha256, 1)
+    # Both given: the expected SHA-256 is checked against the caller's.
+    part = store.staging_path("v.part")
+    part.write_bytes(data + b"x")
+    with pytest.raises(IntegrityError):
+        store.adopt(part, name="h", expected=f"sha256:{sha256}", hashes={"blake3": digest, "sha256": "0" * 64})
+    assert len(read) == 1
+
+
 def adopt_later(store: CacheStore, data: bytes, expected: str | None = None) -> CacheEntry:
     """Adopt ``data`` as a download does in the daemon: its SHA-256 left pending."""
     part = store.staging_path(f"{len(store.entries())}.part")

@@ -111,3 +111,10 @@ def test_copy_is_independent() -> None:
     clone.add(2)
     assert list(original) == [1] and list(clone) == [1, 2]
     assert original != clone and hash(original) == hash(Bitfield.of(8, [1]))
+
+
+@given(bitfields(), st.data())
+def test_run_end_is_the_first_unset_index_from_start(bf: Bitfield, data: st.DataObject) -> None:
+    start = data.draw(st.integers(0, bf.size))
+    expected = next((i for i in range(start, bf.size) if i not in bf), bf.size)
+    assert bf.run_end(start) == expected

@@ -103,6 +103,11 @@ class Bitfield:
     def complete(self) -> bool:
         return self.mask == (1 << self.size) - 1
 
+    def run_end(self, start: int) -> int:
+        """The first index at or after ``start`` that is not set (``size`` when all of them are)."""
+        rest = self.mask >> start
+        return min(start + (rest ^ (rest + 1)).bit_length() - 1, self.size)
+
     def missing(self) -> Iterator[int]:
         return iter_bits(~self.mask & ((1 << self.size) - 1))
 

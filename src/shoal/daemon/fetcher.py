@@ -231,6 +231,8 @@ class Fetcher:
             rack=self.config.rack,
             listen_host=self.config.listen_host,
             listen_port=self.server.port,
+            # The cache names the file by its BLAKE3, hashed while it downloads rather than after.
+            file_hashes=("blake3", "sha256") if (expected or "").lower().startswith("sha256:") else ("blake3",),
         )
         with contextlib.ExitStack() as reservations:
 
@@ -262,6 +264,7 @@ class Fetcher:
                     expected=expected,
                     task=record if seeded else None,
                     sha256_later=True,
+                    hashes=completed.hashes,
                 )
             except BaseException as exc:
                 with contextlib.suppress(Exception):

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import random
 import secrets
@@ -68,6 +67,7 @@ from shoal.peer.events import (
 )
 from shoal.peer.fetchers import fetch_origin, fetch_peer, watch_haves
 from shoal.peer.origin import Origin, Probe
+from shoal.peer.prefix_hash import PrefixHash
 from shoal.peer.server import PieceServer, ServedTask
 from shoal.peer.tracker_client import TrackerClient
 from shoal.storage.partfile import PartFile
@@ -123,6 +123,9 @@ class Completed:
     task_id: str
     generation: int
     manifest: Manifest
+    hashes: dict[str, str] = field(default_factory=dict)
+    """Whole-file hex digests computed while the file downloaded (GetConfig.file_hashes, and ``sha256``
+    with a ``digest``), by name."""
 
 
 class Download:
@@ -185,6 +188,7 @@ class Download:
         self._last_announce = 0.0
         self._checkpoint_task: asyncio.Future[None] | None = None
         self._interval = 5.0
+        self.prefix: PrefixHash | None = None
 
     # -- public ------------------------------------------------------------------------------------
 
@@ -330,6 +334,9 @@ class Download:
         self.on_disk = Bitfield(manifest.piece_count)
         self.hashed = Bitfield(manifest.piece_count)
         self.inflight = Bitfield(manifest.piece_count)
+        names = {*self.config.file_hashes, *(("sha256",) if self.config.digest else ())}
+        if names:
+            self.prefix = PrefixHash(self.part, manifest, self.on_disk, sorted(names))
         for index, digest in resumed.hashes.items():
             self._mark_written(index, digest)
         self.stats.done = sum(manifest.piece_size(i) for i in self.written)
@@ -392,9 +399,10 @@ class Download:
 
     async def _finish(self) -> Completed:
         assert self.part is not None and self.manifest is not None
+        hashes = await self.prefix.digests() if self.prefix is not None else {}
         digest = None
         if self.config.digest:
-            digest = await asyncio.to_thread(_sha256_file, self.part.path)
+            digest = "sha256:" + hashes["sha256"]
             expected = self.config.digest.lower()
             if digest != expected:
                 self.part.discard()
@@ -415,7 +423,7 @@ class Download:
         if self.served is not None:
             self.served.path = path
         self.part.close()
-        return Completed(path, self.manifest.length, digest, self.task_id, self.generation, self.manifest)
+        return Completed(path, self.manifest.length, digest, self.task_id, self.generation, self.manifest, hashes)
 
     async def _report_last_pieces(self) -> None:
         """Tell the tracker we hold the whole file (the hashes of our last origin pieces, and the pieces taken
@@ -455,6 +463,8 @@ class Download:
             log.error("internal task failed", exc_info=task.exception())
 
     async def _stop_tasks(self) -> None:
+        if self.prefix is not None:
+            self.prefix.cancel()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -474,6 +484,8 @@ class Download:
     def _mark_written(self, index: int, digest: str) -> None:
         self.written[index] = digest
         self.on_disk.add(index)
+        if self.prefix is not None:
+            self.prefix.grew()
 
     def _learn_hashes(self, hashes: dict[int, str]) -> None:
         self.hashes.update(hashes)
@@ -812,10 +824,3 @@ class Download:
 async def _none() -> None:
     return None
 
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(4 << 20):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()

@@ -40,7 +40,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -284,18 +284,27 @@ class CacheStore:
         reservation: int | None = None,
         task: TaskRecord | None = None,
         sha256_later: bool = False,
+        hashes: Mapping[str, str] | None = None,
     ) -> CacheEntry:
         """Move a complete, flushed staging file into the cache and record it (with the swarm task it was
         fetched as, if any). ``expected`` is a BLAKE3 or ``sha256:`` id the content must match.
 
         ``sha256_later``: record the SHA-256 as pending instead of hashing for it now (unless ``expected``
-        is one), for a caller that completes it off the critical path (see :meth:`complete_sha256`). The
-        BLAKE3 id is always computed here: it names the file."""
+        is one), for a caller that completes it off the critical path (see :meth:`complete_sha256`).
+
+        ``hashes``: whole-file hex digests (``blake3``, ``sha256``) the caller computed from these very bytes
+        as it wrote them (a download's PrefixHash); the file is read again only for what they lack."""
         # Before the file moves into objects/: a bad URL found after the rename would leave an orphan object.
         sources = tuple(canonical_url(u) for u in sources)
         kind, _, value = (expected or "").lower().rpartition(":")
+        known = hashes or {}
+        need_sha256 = (kind == "sha256" or not sha256_later) and "sha256" not in known
         try:
-            digest, sha256 = hash_content(tmp, sha256=kind == "sha256" or not sha256_later)
+            if "blake3" in known and not need_sha256:
+                digest, sha256 = known["blake3"], known.get("sha256", "")
+            else:
+                digest, sha256 = hash_content(tmp, sha256=need_sha256)
+                sha256 = sha256 or known.get("sha256", "")
             st = tmp.stat()
         except OSError as exc:
             raise _io_error("hash", tmp, exc) from None

@@ -14,12 +14,13 @@ The blocking calls here (pwrite, fsync, rename, hashing) run in a worker thread;
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import blake3
 
@@ -32,6 +33,11 @@ STATE_VERSION = 1
 
 Buffers = Sequence[bytes | memoryview]
 _IOV_MAX = 512  # well under Linux's IOV_MAX of 1024
+FEED_CHUNK = 4 << 20
+
+
+class Hasher(Protocol):
+    def update(self, data: bytes, /) -> object: ...
 
 
 def piece_hash(data: bytes | memoryview | Buffers) -> str:
@@ -169,6 +175,22 @@ class PartFile:
     def read(self, index: int) -> bytes:
         assert self._fd is not None
         return os.pread(self._fd, self.manifest.piece_size(index), self.manifest.piece_offset(index))
+
+    def feed(self, first: int, end: int, hashers: Sequence[Hasher]) -> None:
+        """Read pieces ``first`` up to ``end`` back, in order and in chunks of at most ``FEED_CHUNK`` bytes,
+        into each of ``hashers`` (a whole-file hash that follows the download; they release the GIL)."""
+        offset = self.manifest.piece_offset(first)
+        stop = min(self.manifest.piece_offset(end), self.manifest.length)
+        try:
+            while offset < stop:
+                chunk = os.pread(self.fd, min(FEED_CHUNK, stop - offset), offset)
+                if not chunk:
+                    raise OSError(errno.EIO, "the part file is shorter than its pieces")
+                for hasher in hashers:
+                    hasher.update(chunk)
+                offset += len(chunk)
+        except OSError as exc:
+            raise self._fail("read", exc) from exc
 
     def sync(self) -> None:
         """fsync the part file: after a crash the renamed file must hold these bytes, not a hole."""
