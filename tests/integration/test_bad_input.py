@@ -255,6 +255,6 @@ async def test_piece_server_sends_a_run_with_its_range_and_frees_the_slot_when_t
             path.write_bytes(payload)
             async with session.get(url, headers={"Range": f"bytes={piece}-{2 * piece - 1}"}) as r:
                 assert r.status == 206 and await r.read() == payload[piece : 2 * piece]
-            assert server._active == 0
+            assert server.uploads == 0
     finally:
         await server.stop()

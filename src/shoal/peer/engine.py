@@ -156,6 +156,8 @@ class Download:
         self.origin = Origin(url, session, config.headers)
         self.tracker = TrackerClient(config.tracker, session) if config.tracker else None
         self.stats = Stats()
+        self.first_piece = asyncio.Event()
+        """Set once a verified piece is on disk (the first one fetched, or one a rerun found)."""
         self._bucket = TokenBucket(config.download_rate, burst=config.download_rate) if config.download_rate else None
         self._reset_attempt()
 
@@ -484,6 +486,7 @@ class Download:
     def _mark_written(self, index: int, digest: str) -> None:
         self.written[index] = digest
         self.on_disk.add(index)
+        self.first_piece.set()
         if self.prefix is not None:
             self.prefix.grew()
 

@@ -1,0 +1,158 @@
+"""The HTTP side of the piece server (see :mod:`shoal.peer.server` for the routes and their rules).
+
+Kept apart so that a process imports aiohttp.web, about 0.05 CPU-seconds, only when it starts serving:
+``shoal get`` binds its port first, announces it, and imports this once its first request is out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from pathlib import Path
+
+from aiohttp import hdrs, web
+from aiohttp.abc import AbstractStreamWriter
+
+from shoal.core.errors import ProtocolError
+from shoal.core.ranges import parse_piece_range
+from shoal.peer.server import PieceServer, ServedTask
+
+PING_SECONDS = 5.0
+
+
+class _PieceResponse(web.StreamResponse):
+    """A 206 of whole pieces, sent with sendfile; frees its upload slot once sent.
+
+    aiohttp sends a returned response after the handler, so the slot is released here. web.FileResponse would
+    stat, open and close the file in the default executor on every request, two thread round trips for what
+    is here a local file this process wrote (or a cache file it holds): it is opened inline instead. A peer
+    of a swarm serves hundreds of runs of a few pieces, and each round trip wakes a thread on a busy host.
+    """
+
+    def __init__(self, path: Path, start: int, end: int, length: int, server: PieceServer) -> None:
+        super().__init__(
+            status=206,
+            headers={
+                hdrs.CONTENT_TYPE: "application/octet-stream",
+                hdrs.CONTENT_RANGE: f"bytes {start}-{end - 1}/{length}",
+            },
+        )
+        self.content_length = end - start
+        self._path = path
+        self._offset = start
+        self._server: PieceServer | None = server
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if self.prepared:
+            return await super().prepare(request)
+        try:
+            try:
+                file = open(self._path, "rb", buffering=0)  # noqa: ASYNC230 (see the class docstring)
+            except OSError:
+                # The file went away between the check of the pieces and now (the task was evicted).
+                self.set_status(404, "piece file is gone")
+                del self.headers[hdrs.CONTENT_RANGE]
+                self.content_length = 0
+                return await super().prepare(request)
+            with file:
+                writer = await super().prepare(request)
+                transport = request.transport
+                if transport is None:
+                    raise ConnectionResetError("connection lost")
+                if self.content_length:  # sendfile refuses a count of 0
+                    await asyncio.get_running_loop().sendfile(transport, file, self._offset, self.content_length)
+                await super().write_eof()
+                return writer
+        finally:
+            if self._server is not None:
+                self._server.uploads -= 1
+                self._server = None
+
+
+class PieceRoutes:
+    """The handlers of one PieceServer's routes."""
+
+    def __init__(self, server: PieceServer) -> None:
+        self.server = server
+
+    def _served(self, request: web.Request) -> ServedTask:
+        served = self.server.tasks.get(request.match_info["task_id"])
+        if served is None:
+            raise web.HTTPNotFound(reason="task not served here")
+        gen = request.query.get("gen", "")
+        if gen != str(served.generation):
+            raise web.HTTPConflict(reason=f"this peer serves generation {served.generation}")
+        return served
+
+    async def _data(self, request: web.Request) -> web.StreamResponse:
+        served = self._served(request)
+        try:
+            first, count = parse_piece_range(request.headers.get("Range"), served.manifest)
+        except ProtocolError as exc:
+            raise web.HTTPRequestRangeNotSatisfiable(reason=str(exc)) from None
+        if any(i not in served.have for i in range(first, first + count)):
+            raise web.HTTPNotFound(reason="piece not held")
+        if self.server.uploads >= self.server.config.max_uploads:
+            raise web.HTTPServiceUnavailable(reason="too many uploads", headers={"Retry-After": "1"})
+        self.server.uploads += 1  # released by _PieceResponse once sent, or below if we never get that far
+        try:
+            start, end = served.manifest.span(first, count)
+            if self.server.bucket is not None:
+                delay = self.server.bucket.reserve(end - start, time.monotonic())
+                if delay:
+                    await asyncio.sleep(delay)
+            served.uploaded += end - start
+            return _PieceResponse(served.path, start, end, served.manifest.length, self.server)
+        except BaseException:
+            self.server.uploads -= 1
+            raise
+
+    async def _haves(self, request: web.Request) -> web.StreamResponse:
+        served = self._served(request)
+        queue: asyncio.Queue[list[int] | None] = asyncio.Queue()
+        served.watchers.add(queue)
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        try:
+            await response.prepare(request)
+            await response.write(json.dumps({"bitfield": served.have.encode()}).encode() + b"\n")
+            loop = asyncio.get_running_loop()
+            sent_at = -math.inf
+            while True:
+                try:
+                    async with asyncio.timeout(PING_SECONDS):  # not wait_for: see Download._announcer
+                        item = await queue.get()
+                except TimeoutError:
+                    await response.write(b'{"ping": true}\n')
+                    continue
+                if item is None:
+                    break
+                wait = sent_at + self.server.config.have_gap - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)  # the pieces verified meanwhile join this line
+                batch = list(item)
+                while not queue.empty():
+                    more = queue.get_nowait()
+                    if more is None:
+                        await response.write(json.dumps({"have": batch}).encode() + b"\n")
+                        return response
+                    batch.extend(more)
+                await response.write(json.dumps({"have": batch}).encode() + b"\n")
+                sent_at = loop.time()
+        except ConnectionResetError:
+            pass  # the watcher went away; nothing to clean up beyond the queue
+        finally:
+            served.watchers.discard(queue)
+        return response
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "tasks": len(self.server.tasks), "uploads": self.server.uploads})
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/v1/tasks/{task_id}/data", self._data)
+        app.router.add_get("/v1/tasks/{task_id}/haves", self._haves)
+        app.router.add_get("/v1/health", self._health)
+        app.router.add_routes(self.server.routes)
+        return app
