@@ -98,6 +98,11 @@ SHOAL_TRACKER_PORT = 6969
 BT_TRACKER_PORT = 6970
 FILE_NAME = "payload.bin"
 POLL_SECONDS = 0.02
+# The share of the capped link's bytes that is TCP payload: a full segment carries 1448 bytes (1500-byte MTU,
+# TCP timestamps) in a 1514-byte Ethernet frame, and tbf charges whole frames. The veth's TX counter sees one
+# header per 64 KiB GSO packet, so it counts about the payload. One curl alone takes 11.26 s for 256 MiB at
+# 200 Mbit/s, 1.048x size/rate: the same ratio.
+WIRE_PAYLOAD = 1448 / 1514
 ALL_METHODS = ("single", "shoal", "curl", "aria2")
 
 # DESIGN.md, "Reference figures from this kind of machine" (origin capped at 200 Mbit/s, 8 peers, 256 MiB).
@@ -459,6 +464,12 @@ class RunResult:
     """When the origin link had sent its first 64 KiB of the run (seconds after launch)."""
     origin_last_s: float | None = None
     """When the origin link's TX counter last moved before the last peer was done."""
+    origin_slack_s: float | None = None
+    """Link time unused between origin_first_s and origin_last_s: that span less the time the bytes it sent
+    need at the cap, framing included (WIRE_PAYLOAD). Gaps in the origin's sending: no request open, or
+    requests slower than the link."""
+    origin_timeline: list[tuple[float, int]] = field(default_factory=list)
+    """(seconds after launch, origin link TX bytes since launch) each time the counter moved."""
     failures: list[str] = field(default_factory=list)
     peer_reports: list[dict[str, int]] = field(default_factory=list)
     log_dir: str = ""
@@ -622,7 +633,7 @@ def run_method(ctx: Context, method: str, run: int) -> RunResult:
     wire0, http0 = lab.origin_tx_bytes(), lab.origin_http_bytes()
     cpu0 = Cpu.sample(procs=[], services=services, origin_pid=origin_pid)
 
-    tx_start = tx_last = netns_tx_bytes(origin_pid)
+    tx_start = tx_last = tx_first = netns_tx_bytes(origin_pid)
     started = time.monotonic()
     procs = [
         lab.spawn(node.ns, launch.argv(i, dests[i], log_dir), log_dir / f"p{i + 1}.log") for i, node in enumerate(peers)
@@ -636,8 +647,10 @@ def run_method(ctx: Context, method: str, run: int) -> RunResult:
         if tx != tx_last:
             tx_last = tx
             result.origin_last_s = time.monotonic() - started
+            result.origin_timeline.append((round(result.origin_last_s, 3), tx - tx_start))
             if result.origin_first_s is None and tx - tx_start >= 64 * 1024:
                 result.origin_first_s = result.origin_last_s
+                tx_first = tx
         for i, proc in enumerate(procs):
             if done_at[i] is not None or failed[i]:
                 continue
@@ -658,6 +671,9 @@ def run_method(ctx: Context, method: str, run: int) -> RunResult:
         missing = [str(i + 1) for i, d in enumerate(done_at) if d is None and not failed[i]]
         result.failures.append(f"timeout after {ctx.timeout:.0f}s; peers not done: {', '.join(missing)}")
 
+    if result.origin_first_s is not None and result.origin_last_s is not None:
+        sent_s = (tx_last - tx_first) / WIRE_PAYLOAD * 8 / (lab.origin_mbit * 1e6)
+        result.origin_slack_s = max(0.0, result.origin_last_s - result.origin_first_s - sent_s)
     # Everything the machine ran while the peers ran, less the lab's own processes (reaped and running).
     cpu1 = Cpu.sample(procs=procs, services=services, origin_pid=origin_pid)
     result.cpu_s_peers = cpu1.peers - cpu0.peers
@@ -707,11 +723,12 @@ def format_table(results: list[RunResult], args: argparse.Namespace, setup: dict
     lower_bound = float(setup["lower_bound_s"])  # type: ignore[arg-type]
     lines = [
         f"swarm lab: {args.peers} peers, {human(args.size)} file, origin link capped at {args.origin_mbit:g} Mbit/s "
-        f"(tbf); lower bound size/rate = {lower_bound:.2f} s",
+        f"(tbf); lower bound size/rate = {lower_bound:.2f} s "
+        f"({lower_bound / WIRE_PAYLOAD:.2f} s of frames on the wire)",
         f"shoal {setup['shoal']}; {setup['aria2']}; {setup['curl']}; load average at start {setup['loadavg']}",
         "",
         f"{'method':<7} {'run':>3} {'peers':>5} {'last done':>10} {'x bound':>8} {'first':>7} {'median':>7} "
-        f"{'origin sent':>12} "
+        f"{'origin sent':>12} {'slack':>5} "
         f"{'origin/size':>11} {'http/size':>9} {'sha256 ok':>9} {'peak RSS':>9} "
         f"{'CPU s: peers':>12} {'tracker':>7} {'origin':>6} {'other':>6}",
     ]
@@ -729,6 +746,7 @@ def format_table(results: list[RunResult], args: argparse.Namespace, setup: dict
         )
         lines.append(
             f"{r.method:<7} {r.run:>3} {r.peers:>5} {last:>10} {over:>8} {first:>7} {median:>7} {sending:>12} "
+            f"{'-' if r.origin_slack_s is None else f'{r.origin_slack_s:.2f}':>5} "
             f"{r.origin_wire_bytes / r.size:>11.3f} {r.origin_http_bytes / r.size:>9.3f} "
             f"{f'{r.verified}/{r.peers}':>9} {rss:>9} {r.cpu_s_peers:>12.1f} {r.cpu_s_tracker:>7.1f} "
             f"{r.cpu_s_origin:>6.1f} {r.cpu_s_outside:>6.1f}"
@@ -751,7 +769,8 @@ def format_table(results: list[RunResult], args: argparse.Namespace, setup: dict
         "",
         "last done: from launching the first peer to the last peer done; x bound: that / lower bound; first,",
         "median: peer done times; origin sent: from when the origin link had sent its first 64 KiB to when it",
-        "last sent (seconds after launch; before it is start-up, after it the swarm's tail);",
+        "last sent (seconds after launch; before it is start-up, after it the swarm's tail); slack: that span",
+        "less the time its bytes need at the cap with TCP/IP/Ethernet framing (seconds the link sat idle);",
         "origin/size: TX bytes of the origin's capped veth (TCP/IP headers included) / file size;",
         "http/size: the origin's own body-byte counter (GET /_stats) / file size (it misses aborted responses);",
         "peak RSS: largest VmHWM of a peer still running at the end; CPU s: CPU seconds used while the peers ran",
