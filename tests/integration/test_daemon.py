@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import blake3
 import pytest
 
 from shoal.daemon.client import DaemonClient, RemoteError
@@ -80,6 +81,8 @@ def test_a_second_get_is_a_cache_hit_with_no_network(
     first = node.get(o.url("file.bin"), tmp_path / "a.bin")
     assert first.returncode == 0, first.stderr
     assert "cached by the daemon" in first.stderr
+    # Its id is the BLAKE3 the download computed as the file arrived (peer.prefix_hash): the file's own.
+    assert node.index("SELECT digest FROM entries") == [(blake3.blake3(data).hexdigest(),)]
     # The SHA-256 is not waited for; the daemon completes it in the background.
     sha256 = hashlib.sha256(data).hexdigest()
     deadline = time.monotonic() + 10

@@ -50,6 +50,7 @@ async def test_pieces_written_in_any_order_hash_like_the_whole_file(tmp_path: Pa
     part = open_part(tmp_path)
     on_disk = Bitfield(MANIFEST.piece_count)
     prefix = PrefixHash(part, MANIFEST, on_disk, ["blake3", "sha256"])
+    prefix.start()
     order = list(range(MANIFEST.piece_count))
     random.Random(7).shuffle(order)
     for index in order:
@@ -66,6 +67,7 @@ async def test_the_prefix_is_hashed_while_later_pieces_are_missing(tmp_path: Pat
     part = open_part(tmp_path)
     on_disk = Bitfield(MANIFEST.piece_count)
     prefix = PrefixHash(part, MANIFEST, on_disk, ["blake3"])
+    prefix.start()
     for index in (0, 1, 2, 4, 5):
         part.write(index, [piece(data, index)])
         on_disk.add(index)
@@ -88,6 +90,7 @@ async def test_pieces_already_on_disk_are_hashed_from_the_start(tmp_path: Path, 
     for index in range(MANIFEST.piece_count):
         part.write(index, [piece(data, index)])
     prefix = PrefixHash(part, MANIFEST, Bitfield.full(MANIFEST.piece_count), ["sha256"])
+    prefix.start()
     assert await prefix.digests() == {"sha256": hashlib.sha256(data).hexdigest()}
     part.close()
 
@@ -95,9 +98,12 @@ async def test_pieces_already_on_disk_are_hashed_from_the_start(tmp_path: Path, 
 async def test_digests_before_the_last_piece_is_a_bug(tmp_path: Path) -> None:
     part = open_part(tmp_path)
     prefix = PrefixHash(part, MANIFEST, Bitfield(MANIFEST.piece_count), ["blake3"])
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="start"):
         await prefix.digests()
-    prefix.cancel()
+    prefix.start()
+    with pytest.raises(RuntimeError, match="every piece"):
+        await prefix.digests()
+    await prefix.aclose()
     part.close()
 
 
@@ -107,6 +113,7 @@ async def test_a_part_file_cut_short_is_a_local_io_error(tmp_path: Path, data: b
         part.write(index, [piece(data, index)])
     os.truncate(part.fd, MANIFEST.length - 100)  # something else truncated the file under the download
     prefix = PrefixHash(part, MANIFEST, Bitfield.full(MANIFEST.piece_count), ["blake3"])
+    prefix.start()
     with pytest.raises(LocalIOError):
         await prefix.digests()
     part.close()
@@ -117,3 +124,68 @@ async def test_an_unknown_hash_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="md5"):
         PrefixHash(part, MANIFEST, Bitfield(MANIFEST.piece_count), ["md5"])
     part.close()
+
+
+async def test_a_piece_written_again_after_it_was_hashed_restarts_the_hashes(tmp_path: Path, data: bytes) -> None:
+    """The engine dropped a piece whose bytes on disk did not match the tracker's hash and fetched it
+    again: the hashes must be of the bytes finally in the file, not of the dropped ones."""
+    part = open_part(tmp_path)
+    on_disk = Bitfield(MANIFEST.piece_count)
+    prefix = PrefixHash(part, MANIFEST, on_disk, ["blake3"])
+    prefix.start()
+    stale = bytearray(data)
+    stale[5 : 5 + 10] = b"\0" * 10  # piece 0 as an earlier run left it
+    for index in range(8):
+        part.write(index, [piece(bytes(stale), index)])
+        on_disk.add(index)
+        prefix.grew()
+    await settle(prefix, 8)
+    on_disk.discard(0)
+    prefix.invalidate(0)
+    part.write(0, [piece(data, 0)])
+    for index in range(8, MANIFEST.piece_count):
+        part.write(index, [piece(data, index)])
+        on_disk.add(index)
+    on_disk.add(0)
+    prefix.grew()
+    assert (await prefix.digests())["blake3"] == blake3.blake3(data).hexdigest()
+    part.close()
+
+
+async def test_a_piece_past_the_hashed_prefix_is_dropped_without_a_restart(tmp_path: Path, data: bytes) -> None:
+    part = open_part(tmp_path)
+    on_disk = Bitfield(MANIFEST.piece_count)
+    prefix = PrefixHash(part, MANIFEST, on_disk, ["blake3"])
+    prefix.start()
+    for index in (0, 1, 5):
+        part.write(index, [piece(data, index)])
+        on_disk.add(index)
+        prefix.grew()
+    await settle(prefix, 2)
+    on_disk.discard(5)
+    prefix.invalidate(5)
+    assert prefix.hashed_pieces == 2
+    await prefix.aclose()
+    part.close()
+
+
+async def test_an_empty_file_hashes_to_the_empty_digest(tmp_path: Path) -> None:
+    manifest = Manifest(OriginIdentity(0), PIECE)
+    part = PartFile(tmp_path / "empty", "t" * 40, manifest)
+    part.open()
+    prefix = PrefixHash(part, manifest, Bitfield(0), ["blake3", "sha256"])
+    prefix.start()
+    assert await prefix.digests() == {"blake3": blake3.blake3(b"").hexdigest(), "sha256": hashlib.sha256().hexdigest()}
+    part.close()
+
+
+async def test_closing_waits_for_the_read_in_progress_and_leaves_no_error_behind(tmp_path: Path, data: bytes) -> None:
+    part = open_part(tmp_path)
+    for index in range(MANIFEST.piece_count):
+        part.write(index, [piece(data, index)])
+    prefix = PrefixHash(part, MANIFEST, Bitfield.full(MANIFEST.piece_count), ["sha256"])
+    prefix.start()
+    await asyncio.sleep(0)  # the first read is under way in its thread
+    await prefix.aclose()
+    part.close()  # no read is left to use the closed descriptor
+    assert prefix.hashed_pieces in range(MANIFEST.piece_count + 1)

@@ -9,9 +9,9 @@ Rules:
   falls silent loses its leases when it expires, and the pieces become leasable again.
 * Peers get runs of consecutive pieces so one HTTP Range request fetches a run, and each run starts at
   the lowest free piece: peers that start together take the file's first runs in turn, and the swarm
-  fills the file front to back. A peer's complete prefix therefore grows with its download, so the
-  whole-file hashes it needs (the daemon's content id, ``--digest``) are computed as the prefix grows
-  rather than over the whole file once the last piece is in (see :mod:`shoal.peer.prefix_hash`); a file
+  fills the file front to back. The complete prefix of a peer that started with them then grows with its
+  download, so the whole-file hashes it needs (the daemon's content id, ``--digest``) are computed as
+  the prefix grows rather than once the last piece is in (see :mod:`shoal.peer.prefix_hash`); a file
   filled in eight places at once would leave all of that hashing to the end.
 * An origin that ignores Range requests makes splitting impossible: one peer leases every free piece and
   fetches the whole file; the others wait for its pieces.
@@ -61,6 +61,5 @@ def grant_leases(
     if not free:
         return []
     start = (free & -free).bit_length() - 1  # the lowest free piece
-    rest = free >> start
-    run = (rest ^ (rest + 1)).bit_length() - 1  # the free pieces that follow it without a break
-    return list(range(start, start + min(run, want)))
+    end = Bitfield.from_mask(held.size, free).run_end(start)
+    return list(range(start, min(end, start + want)))

@@ -111,7 +111,7 @@ async def aget(
         try:
             completed = await download.run()
             if serving is not None:
-                await server.serve()  # a resumed file may have been complete before any piece arrived
+                await _try_serve(server)  # an empty file has no first piece
             seconds = time.monotonic() - started
             if progress:
                 progress(download.stats)
@@ -138,6 +138,8 @@ async def aget(
                 ticker.cancel()
             if serving is not None:
                 serving.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await serving
             with contextlib.suppress(Exception):
                 await asyncio.shield(download.leave())
             await server.stop()
@@ -148,10 +150,15 @@ async def _serve_from_first_piece(download: Download, server: PieceServer) -> No
     requests are out, so the HTTP server's start (and its import, about 0.05 CPU-s) does not delay them.
     Peers that connect earlier wait in the listen backlog."""
     await download.first_piece.wait()
+    await _try_serve(server)
+
+
+async def _try_serve(server: PieceServer) -> None:
+    """Start answering peers; a failure is logged, never the download's: the file still comes (or came)."""
     try:
         await server.serve()
-    except Exception:
-        log.exception("the piece server could not start; other peers cannot fetch from this one")
+    except Exception as exc:
+        log.error("the piece server could not start (%s); other peers cannot fetch from this one", exc)
 
 
 def get(url: str, **options: object) -> GetResult:

@@ -205,6 +205,8 @@ class Download:
                     self.part.discard()  # pieces of the old version must never mix with the new one
             finally:
                 await self._stop_tasks()
+                if self.prefix is not None:
+                    await self.prefix.aclose()
             self._reset_attempt()
         raise OriginChanged(f"the origin's file kept changing ({self.url})", url=self.url)
 
@@ -338,7 +340,8 @@ class Download:
         self.inflight = Bitfield(manifest.piece_count)
         names = {*self.config.file_hashes, *(("sha256",) if self.config.digest else ())}
         if names:
-            self.prefix = PrefixHash(self.part, manifest, self.on_disk, sorted(names))
+            self.prefix = PrefixHash(self.part, manifest, self.on_disk, names)
+            self.prefix.start()
         for index, digest in resumed.hashes.items():
             self._mark_written(index, digest)
         self.stats.done = sum(manifest.piece_size(i) for i in self.written)
@@ -401,6 +404,8 @@ class Download:
 
     async def _finish(self) -> Completed:
         assert self.part is not None and self.manifest is not None
+        await self._stop_tasks()
+        await self._report_last_pieces()  # before the hashes' last reads: the swarm needs them, not those
         hashes = await self.prefix.digests() if self.prefix is not None else {}
         digest = None
         if self.config.digest:
@@ -413,8 +418,6 @@ class Download:
                     expected=expected,
                     actual=digest,
                 )
-        await self._stop_tasks()
-        await self._report_last_pieces()
         if self._checkpoint_task is not None:
             await self._checkpoint_task
         # fsync can take a second for a large file on a slow disk: the pieces are already offered to peers,
@@ -446,6 +449,8 @@ class Download:
             self.served.add(index)
 
     async def _save_state(self) -> None:
+        if self.prefix is not None:
+            await self.prefix.aclose()  # its read in progress ends before the part file closes
         if self._checkpoint_task is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._checkpoint_task)
@@ -465,8 +470,6 @@ class Download:
             log.error("internal task failed", exc_info=task.exception())
 
     async def _stop_tasks(self) -> None:
-        if self.prefix is not None:
-            self.prefix.cancel()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -615,6 +618,8 @@ class Download:
                         del self.written[index]
                         self.on_disk.discard(index)
                         self.served.discard(index)
+                        if self.prefix is not None:
+                            self.prefix.invalidate(index)
             case PeerHas(peer_id, have, added):
                 peer = self.peers.get(peer_id)
                 if peer is not None:

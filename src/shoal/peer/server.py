@@ -91,13 +91,14 @@ class PieceServer:
             else None
         )
         self._socket: socket.socket | None = None
+        self._serving = asyncio.Lock()
         self._runner: web.AppRunner | None = None
         self.routes: list[web.RouteDef] = []
         self.port = 0
 
     def add_route(self, route: web.RouteDef) -> None:
         """Serve one more route beside the piece routes (the daemon's whole-file content route); call
-        before start."""
+        before serve (or start)."""
         self.routes.append(route)
 
     # -- registry ------------------------------------------------------------------------------------
@@ -117,37 +118,55 @@ class PieceServer:
 
     # -- HTTP ----------------------------------------------------------------------------------------
 
-    # -- HTTP ----------------------------------------------------------------------------------------
-
     def bind(self, host: str, port: int) -> int:
         """Listen on host:port (0 picks a free port) without answering yet, and return the port: it can be
-        announced at once, and peers that connect before :meth:`serve` wait in the listen backlog."""
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.create_server((host, port), family=family, backlog=BACKLOG)
+        announced at once, and peers that connect before :meth:`serve` wait in the listen backlog.
+
+        ``host`` as aiohttp's TCPSite takes it: ``""`` for every interface (IPv4 and IPv6), an address, or a
+        name (looked up here, blocking: call it before there is other work on the loop)."""
+        if self._socket is not None:
+            raise RuntimeError("the piece server is bound already")
+        if not host:
+            dual = socket.has_dualstack_ipv6()
+            family = socket.AF_INET6 if dual else socket.AF_INET
+            sock = socket.create_server(("", port), family=family, backlog=BACKLOG, dualstack_ipv6=dual)
+        else:
+            family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
+                0
+            ]
+            sock = socket.create_server(address[:2], family=family, backlog=BACKLOG)
         sock.setblocking(False)
         self._socket = sock
         self.port = sock.getsockname()[1]
         return self.port
 
     async def serve(self) -> None:
-        """Answer on the bound socket (idempotent). The HTTP side is imported here, so a `shoal get` pays
-        for aiohttp.web while its first bytes travel rather than before its first request."""
-        if self._runner is not None:
-            return
-        if self._socket is None:
-            raise RuntimeError("serve() before bind()")
-        from aiohttp import web
+        """Answer on the bound socket; at once if it does already (concurrent calls wait for one start).
+        The HTTP side is imported here, so a `shoal get` pays for aiohttp.web while its first bytes travel
+        rather than before its first request. A start that fails closes the socket: peers are refused
+        instead of waiting in its backlog."""
+        async with self._serving:
+            if self._runner is not None:
+                return
+            if self._socket is None:
+                raise RuntimeError("serve() without a bound socket")
+            from aiohttp import web
 
-        from shoal.peer.piece_http import PieceRoutes
+            from shoal.peer.piece_http import PieceRoutes
 
-        runner = web.AppRunner(PieceRoutes(self).app(), access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        try:
-            await web.SockSite(runner, self._socket).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
+            runner: web.AppRunner | None = None
+            try:
+                runner = web.AppRunner(PieceRoutes(self).app(), access_log=None, shutdown_timeout=1.0)
+                await runner.setup()
+                await web.SockSite(runner, self._socket).start()
+            except BaseException as exc:
+                if runner is not None:
+                    await runner.cleanup()
+                if isinstance(exc, Exception):
+                    self._socket.close()
+                    self._socket = None
+                raise
+            self._runner = runner
 
     async def start(self, host: str, port: int) -> int:
         """Bind and serve at once."""
