@@ -32,6 +32,20 @@ def open_part(tmp_path: Path) -> PartFile:
     return part
 
 
+def written_part(tmp_path: Path, data: bytes) -> PartFile:
+    """A part file that holds every piece (as a rerun finds a download it had finished)."""
+    part = open_part(tmp_path)
+    for index in range(MANIFEST.piece_count):
+        part.write(index, [piece(data, index)])
+    return part
+
+
+def following(part: PartFile, on_disk: Bitfield, names: list[str]) -> PrefixHash:
+    prefix = PrefixHash(part, MANIFEST, on_disk, names)
+    prefix.start()
+    return prefix
+
+
 def piece(data: bytes, index: int) -> bytes:
     start = MANIFEST.piece_offset(index)
     return data[start : start + MANIFEST.piece_size(index)]
@@ -49,8 +63,7 @@ async def settle(prefix: PrefixHash, pieces: int) -> None:
 async def test_pieces_written_in_any_order_hash_like_the_whole_file(tmp_path: Path, data: bytes) -> None:
     part = open_part(tmp_path)
     on_disk = Bitfield(MANIFEST.piece_count)
-    prefix = PrefixHash(part, MANIFEST, on_disk, ["blake3", "sha256"])
-    prefix.start()
+    prefix = following(part, on_disk, ["blake3", "sha256"])
     order = list(range(MANIFEST.piece_count))
     random.Random(7).shuffle(order)
     for index in order:
@@ -66,8 +79,7 @@ async def test_pieces_written_in_any_order_hash_like_the_whole_file(tmp_path: Pa
 async def test_the_prefix_is_hashed_while_later_pieces_are_missing(tmp_path: Path, data: bytes) -> None:
     part = open_part(tmp_path)
     on_disk = Bitfield(MANIFEST.piece_count)
-    prefix = PrefixHash(part, MANIFEST, on_disk, ["blake3"])
-    prefix.start()
+    prefix = following(part, on_disk, ["blake3"])
     for index in (0, 1, 2, 4, 5):
         part.write(index, [piece(data, index)])
         on_disk.add(index)
@@ -86,11 +98,8 @@ async def test_the_prefix_is_hashed_while_later_pieces_are_missing(tmp_path: Pat
 
 async def test_pieces_already_on_disk_are_hashed_from_the_start(tmp_path: Path, data: bytes) -> None:
     """A resumed download: every piece was verified by an earlier run before the hash was created."""
-    part = open_part(tmp_path)
-    for index in range(MANIFEST.piece_count):
-        part.write(index, [piece(data, index)])
-    prefix = PrefixHash(part, MANIFEST, Bitfield.full(MANIFEST.piece_count), ["sha256"])
-    prefix.start()
+    part = written_part(tmp_path, data)
+    prefix = following(part, Bitfield.full(MANIFEST.piece_count), ["sha256"])
     assert await prefix.digests() == {"sha256": hashlib.sha256(data).hexdigest()}
     part.close()
 
@@ -108,12 +117,9 @@ async def test_digests_before_the_last_piece_is_a_bug(tmp_path: Path) -> None:
 
 
 async def test_a_part_file_cut_short_is_a_local_io_error(tmp_path: Path, data: bytes) -> None:
-    part = open_part(tmp_path)
-    for index in range(MANIFEST.piece_count):
-        part.write(index, [piece(data, index)])
+    part = written_part(tmp_path, data)
     os.truncate(part.fd, MANIFEST.length - 100)  # something else truncated the file under the download
-    prefix = PrefixHash(part, MANIFEST, Bitfield.full(MANIFEST.piece_count), ["blake3"])
-    prefix.start()
+    prefix = following(part, Bitfield.full(MANIFEST.piece_count), ["blake3"])
     with pytest.raises(LocalIOError):
         await prefix.digests()
     part.close()
@@ -131,8 +137,7 @@ async def test_a_piece_written_again_after_it_was_hashed_restarts_the_hashes(tmp
     again: the hashes must be of the bytes finally in the file, not of the dropped ones."""
     part = open_part(tmp_path)
     on_disk = Bitfield(MANIFEST.piece_count)
-    prefix = PrefixHash(part, MANIFEST, on_disk, ["blake3"])
-    prefix.start()
+    prefix = following(part, on_disk, ["blake3"])
     stale = bytearray(data)
     stale[5 : 5 + 10] = b"\0" * 10  # piece 0 as an earlier run left it
     for index in range(8):
@@ -155,8 +160,7 @@ async def test_a_piece_written_again_after_it_was_hashed_restarts_the_hashes(tmp
 async def test_a_piece_past_the_hashed_prefix_is_dropped_without_a_restart(tmp_path: Path, data: bytes) -> None:
     part = open_part(tmp_path)
     on_disk = Bitfield(MANIFEST.piece_count)
-    prefix = PrefixHash(part, MANIFEST, on_disk, ["blake3"])
-    prefix.start()
+    prefix = following(part, on_disk, ["blake3"])
     for index in (0, 1, 5):
         part.write(index, [piece(data, index)])
         on_disk.add(index)
@@ -180,11 +184,8 @@ async def test_an_empty_file_hashes_to_the_empty_digest(tmp_path: Path) -> None:
 
 
 async def test_closing_waits_for_the_read_in_progress_and_leaves_no_error_behind(tmp_path: Path, data: bytes) -> None:
-    part = open_part(tmp_path)
-    for index in range(MANIFEST.piece_count):
-        part.write(index, [piece(data, index)])
-    prefix = PrefixHash(part, MANIFEST, Bitfield.full(MANIFEST.piece_count), ["sha256"])
-    prefix.start()
+    part = written_part(tmp_path, data)
+    prefix = following(part, Bitfield.full(MANIFEST.piece_count), ["sha256"])
     await asyncio.sleep(0)  # the first read is under way in its thread
     await prefix.aclose()
     part.close()  # no read is left to use the closed descriptor
