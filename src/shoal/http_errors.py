@@ -19,7 +19,6 @@ from shoal.core.errors import ProtocolError
 _KEPT_HEADERS = ("Retry-After", "Content-Range")
 
 
-
 def json_error(status: int, message: str, **headers: str) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers)
 

@@ -896,9 +896,7 @@ def test_two_stores_on_one_index_see_each_others_entries(
     assert_consistent(first)
 
 
-def test_another_process_sees_the_entries_and_the_space(
-    store: CacheStore, make_file: MakeFile, tmp_path: Path
-) -> None:
+def test_another_process_sees_the_entries_and_the_space(store: CacheStore, make_file: MakeFile, tmp_path: Path) -> None:
     mine = store.put(make_file(300))
     theirs = make_file(200)
     script = textwrap.dedent(

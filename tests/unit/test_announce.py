@@ -274,9 +274,7 @@ steps = st.lists(
 
 @settings(max_examples=150, deadline=None)
 @given(steps, st.booleans())
-def test_no_piece_is_leased_twice_across_a_swarm(
-    script: list[tuple[str, str, int, float]], range_ok: bool
-) -> None:
+def test_no_piece_is_leased_twice_across_a_swarm(script: list[tuple[str, str, int, float]], range_ok: bool) -> None:
     """Peers join, fetch, release, accuse, fall silent and leave; a live lease is never handed twice."""
     tracker = MemoryTracker()
     now = NOW

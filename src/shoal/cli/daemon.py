@@ -31,9 +31,7 @@ async def run_daemon(config: DaemonConfig) -> None:
         print(
             f"daemon listening on http://{config.listen_host}:{daemon.server.port} (control socket {config.socket}; "
             f"cache {config.cache_dir}, {format_bytes(usage.used)} of {format_bytes(usage.capacity)}; "
-            f"tracker {config.tracker or 'none'}"
-            + "".join(f"; pool {spec.name}" for spec in config.pools)
-            + ")",
+            f"tracker {config.tracker or 'none'}" + "".join(f"; pool {spec.name}" for spec in config.pools) + ")",
             flush=True,
         )
         await until_signalled()

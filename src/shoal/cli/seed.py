@@ -135,9 +135,7 @@ def seed(
     names = [d.resolve().name for d in dirs]
     if len(set(names)) != len(names):
         raise click.BadParameter(f"watched directories need distinct names, got {names}", param_hint="DIRS")
-    config = SeederConfig(
-        dirs=tuple(dirs), host=host, port=port, bt_port=bt_port, tracker=tracker, advertise=advertise
-    )
+    config = SeederConfig(dirs=tuple(dirs), host=host, port=port, bt_port=bt_port, tracker=tracker, advertise=advertise)
     if state_dir is not None:
         config = replace(config, state_dir=state_dir)
 

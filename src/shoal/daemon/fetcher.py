@@ -285,4 +285,3 @@ class Fetcher:
             with contextlib.suppress(Exception):
                 await download.leave()
         return entry
-

@@ -67,9 +67,7 @@ class Seeding:
         have = Bitfield(manifest.piece_count)
         for index in range(manifest.piece_count):
             have.add(index)
-        self.server.publish(
-            record.task_id, record.generation, manifest, self.store.object_path(record.digest), have
-        )
+        self.server.publish(record.task_id, record.generation, manifest, self.store.object_path(record.digest), have)
         task = asyncio.create_task(self._keep(record))
         self._tasks[record.task_id] = task
         task.add_done_callback(lambda t: self._done(record.task_id, t))

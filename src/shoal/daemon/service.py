@@ -1,12 +1,12 @@
 """``shoal daemon``: the long-running peer of a host. Its parts, started in this order and stopped in reverse:
 
-    cache store ── reconciled with its files at start (orphans removed, missing files dropped)
-    piece server ── serves every cached task's pieces to peers, and whole files at /v1/content/{id}
-    seeding ── keeps each cached task announced to the tracker for as long as it is cached
-    fetcher ── one swarm download per URL into the cache, however many requests ask at once
-    control API ── the Unix socket ``shoal get`` and ``shoal cache warm`` talk to
-    pool members ── one per ``--pool``: fetch what is pushed to the pool, report progress to the tracker
-    scrub ── re-hashes every cached file every ``scrub_interval``
+cache store ── reconciled with its files at start (orphans removed, missing files dropped)
+piece server ── serves every cached task's pieces to peers, and whole files at /v1/content/{id}
+seeding ── keeps each cached task announced to the tracker for as long as it is cached
+fetcher ── one swarm download per URL into the cache, however many requests ask at once
+control API ── the Unix socket ``shoal get`` and ``shoal cache warm`` talk to
+pool members ── one per ``--pool``: fetch what is pushed to the pool, report progress to the tracker
+scrub ── re-hashes every cached file every ``scrub_interval``
 """
 
 from __future__ import annotations

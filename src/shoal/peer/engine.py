@@ -831,4 +831,3 @@ class Download:
 
 async def _none() -> None:
     return None
-

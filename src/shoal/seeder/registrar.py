@@ -185,4 +185,3 @@ class Registrar:
 def quote(rel: str) -> str:
     """A REL as a URL path: each component percent-encoded, slashes kept."""
     return quote_from_bytes(rel.encode(), safe="/")
-

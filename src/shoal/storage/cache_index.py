@@ -276,10 +276,14 @@ class CacheIndex:
 
     def tasks(self) -> list[TaskRecord]:
         with self._lock:
-            rows = self._conn().execute(
-                "SELECT t.task_id, t.digest, t.url, t.generation, t.length, t.etag, t.last_modified FROM tasks t"
-                " JOIN entries e ON e.digest = t.digest WHERE e.cached = 1"
-            ).fetchall()
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT t.task_id, t.digest, t.url, t.generation, t.length, t.etag, t.last_modified FROM tasks t"
+                    " JOIN entries e ON e.digest = t.digest WHERE e.cached = 1"
+                )
+                .fetchall()
+            )
         return [TaskRecord(*row) for row in rows]
 
     def cached_digests(self) -> set[str]:

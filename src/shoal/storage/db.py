@@ -25,6 +25,7 @@ from shoal.storage.schema import migrate
 class StoreError(ShoalError):
     """The database failed or could not be reached."""
 
+
 _DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
     "postgresql": "postgresql+asyncpg",

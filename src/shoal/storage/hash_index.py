@@ -62,11 +62,15 @@ class HashIndex:
 
     def get(self, path: str, stat: FileStat, piece_length: int) -> FileHashes | None:
         with self._lock:
-            row = self._conn().execute(
-                "SELECT digest, blake3_pieces, sha1_pieces FROM file_hashes"
-                " WHERE path = ? AND size = ? AND mtime_ns = ? AND inode = ? AND piece_length = ?",
-                (path, stat.size, stat.mtime_ns, stat.inode, piece_length),
-            ).fetchone()
+            row = (
+                self._conn()
+                .execute(
+                    "SELECT digest, blake3_pieces, sha1_pieces FROM file_hashes"
+                    " WHERE path = ? AND size = ? AND mtime_ns = ? AND inode = ? AND piece_length = ?",
+                    (path, stat.size, stat.mtime_ns, stat.inode, piece_length),
+                )
+                .fetchone()
+            )
         return None if row is None else FileHashes(piece_length, row[0], row[1], row[2])
 
     def put(self, path: str, stat: FileStat, hashes: FileHashes) -> None:
