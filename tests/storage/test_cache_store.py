@@ -819,6 +819,28 @@ def adopt_later(store: CacheStore, data: bytes, expected: str | None = None) -> 
         )
 
 
+def test_a_copy_adopted_while_the_damaged_one_was_hashed_is_kept(store: CacheStore) -> None:
+    """The background SHA-256 pass finds the file damaged, but a fresh copy of the same content was adopted
+    under its id meanwhile (the daemon noticed the damage first and fetched again): that copy stays."""
+    data = os.urandom(300)
+    entry = adopt_later(store, data)
+    path = store.object_path(entry.digest)
+
+    def damaged_then_replaced(hashed: Path) -> tuple[str, str]:
+        flipped = bytes([data[0] ^ 1]) + data[1:]
+        result = blake3.blake3(flipped).hexdigest(), hashlib.sha256(flipped).hexdigest()
+        fresh = store.staging_path("fresh.part")
+        fresh.write_bytes(data)
+        os.replace(fresh, hashed)  # what adopt does with the new download
+        return result
+
+    assert store.complete_sha256(hasher=damaged_then_replaced) == 0
+    assert store.entry(entry.digest).cached and path.read_bytes() == data
+    # The damaged file itself, still in place, is dropped.
+    assert store.complete_sha256(hasher=lambda hashed: ("0" * 64, "0" * 64)) == 0
+    assert not store.entry(entry.digest).cached and not path.exists()
+
+
 def test_a_sha256_left_for_later_is_pending_until_completed(store: CacheStore, clock: Clock) -> None:
     data = os.urandom(300)
     entry = adopt_later(store, data)

@@ -363,13 +363,14 @@ class CacheStore:
                 with self.using(digest, touch=False) as (entry, path):
                     if entry.sha256:
                         continue
+                    inode = path.stat().st_ino
                     blake, sha256 = hasher(path)
             except NotInCache:
                 continue  # evicted, or found damaged by using()'s check, meanwhile
             except OSError as exc:
                 raise _io_error("read", self.object_path(digest), exc) from None
             if blake != digest:
-                self._drop(digest)
+                self._drop(digest, inode=inode)
                 continue
             self.index.set_sha256(digest, sha256)
             completed += 1
@@ -381,8 +382,10 @@ class CacheStore:
         """True when the entry's file is intact; a damaged or missing one is removed (the entry is kept as
         known, with its sources, so it can be fetched again). Hashes only when the stat changed, or ``force``."""
         path = self.object_path(entry.digest)
+        inode: int | None = None
         try:
-            key = stat_key(path.stat())
+            st = path.stat()
+            key, inode = stat_key(st), st.st_ino
             if not force and key == entry.verified_stat:
                 return True
             digest, _ = hash_content(path, sha256=False)
@@ -391,7 +394,7 @@ class CacheStore:
         except OSError as exc:
             raise _io_error("read", path, exc) from None
         if digest != entry.digest:
-            self._drop(entry.digest)
+            self._drop(entry.digest, inode=inode)
             return False
         self.index.set_verified(entry.digest, key)
         return True
@@ -459,7 +462,16 @@ class CacheStore:
         self.index.set_pinned(entry.digest, pinned)
         return self.entry(entry.digest)
 
-    def _drop(self, digest: str) -> None:
+    def _drop(self, digest: str, *, inode: int | None = None) -> None:
+        """Forget a damaged or missing file; its entry stays known, so it can be fetched again. ``inode``: the
+        file found damaged. A file that has replaced it since (a fresh copy of the same content adopted
+        under this id while it was being hashed) is left alone: dropping by id would remove the good copy."""
+        if inode is not None:
+            try:
+                if self.object_path(digest).stat().st_ino != inode:
+                    return
+            except FileNotFoundError:
+                pass
         with self.index.transaction() as db:
             self.index.mark_evicted(db, digest)
         self._unlink_object(digest)
