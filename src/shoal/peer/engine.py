@@ -405,24 +405,25 @@ class Download:
     async def _finish(self) -> Completed:
         assert self.part is not None and self.manifest is not None
         await self._stop_tasks()
-        await self._report_last_pieces()  # before the hashes' last reads: the swarm needs them, not those
+        if self._checkpoint_task is not None:
+            await self._checkpoint_task
+        # The last report (a tracker round trip) and the flush (fsync can take a second for a large file on a
+        # slow disk) run together, and the whole-file hashes finish their last reads meanwhile: the swarm's
+        # last pieces wait for neither our disk nor our hashes, and the file is renamed after all three.
+        part = self.part
+        await asyncio.gather(self._report_last_pieces(), asyncio.to_thread(part.sync))
         hashes = await self.prefix.digests() if self.prefix is not None else {}
         digest = None
         if self.config.digest:
             digest = "sha256:" + hashes["sha256"]
             expected = self.config.digest.lower()
             if digest != expected:
-                self.part.discard()
+                part.discard()
                 raise IntegrityError(
                     f"digest mismatch for {self.url}: expected {expected}, got {digest}",
                     expected=expected,
                     actual=digest,
                 )
-        if self._checkpoint_task is not None:
-            await self._checkpoint_task
-        # fsync can take a second for a large file on a slow disk: the pieces are already offered to peers,
-        # so the swarm's last pieces do not wait for our disk.
-        await asyncio.to_thread(self.part.sync)
         # Rename and repoint the piece server with no await between them: no request sees the old path gone.
         path = self.part.move_into_place()
         if self.served is not None:
@@ -432,7 +433,7 @@ class Download:
 
     async def _report_last_pieces(self) -> None:
         """Tell the tracker we hold the whole file (the hashes of our last origin pieces, and the pieces taken
-        from peers since our last announce), before anything slow and before the file appears at its
+        from peers since our last announce), beside the final flush and before the file appears at its
         destination: a peer started once the file is there is told we hold all of it, and is not leased
         the pieces we last took from peers, to fetch from the origin again."""
         if self.tracker is None or self.direct or self.served is None:
