@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -839,6 +840,40 @@ def test_a_copy_adopted_while_the_damaged_one_was_hashed_is_kept(store: CacheSto
     # The damaged file itself, still in place, is dropped.
     assert store.complete_sha256(hasher=lambda hashed: ("0" * 64, "0" * 64)) == 0
     assert not store.entry(entry.digest).cached and not path.exists()
+
+
+def test_a_copy_adopted_while_a_damaged_one_is_being_dropped_is_kept(
+    store: CacheStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The drop of a damaged copy has checked that the file is still the one it hashed; a fresh copy's adopt
+    that comes now must wait until the old file is gone, not be unlinked in its place."""
+    data = os.urandom(300)
+    entry = adopt_later(store, data)
+    path = store.object_path(entry.digest)
+    inode = path.stat().st_ino
+    fresh = store.staging_path("fresh.part")
+    fresh.write_bytes(data)
+    failures: list[BaseException] = []
+
+    def adopt() -> None:
+        try:
+            store.adopt(fresh, name="f", sha256_later=True)
+        except BaseException as exc:
+            failures.append(exc)
+
+    adopting = threading.Thread(target=adopt)
+    real_mark = store.index.mark_evicted
+
+    def mark_while_adopting(db: Any, digest: str) -> None:
+        adopting.start()
+        adopting.join(0.3)  # without the store's lock the adopt would rename and insert right now
+        real_mark(db, digest)
+
+    monkeypatch.setattr(store.index, "mark_evicted", mark_while_adopting)
+    store._drop(entry.digest, inode=inode)
+    adopting.join()
+    assert failures == []
+    assert store.entry(entry.digest).cached and path.read_bytes() == data and path.stat().st_ino != inode
 
 
 def test_a_sha256_left_for_later_is_pending_until_completed(store: CacheStore, clock: Clock) -> None:

@@ -156,6 +156,9 @@ class CacheStore:
         self._capacity = capacity
         self.watermarks = watermarks or Watermarks()
         self.clock = clock
+        # Held while an object file and its entry change together (adopt's rename and insert, a drop's check,
+        # mark and unlink): a drop of a damaged copy must not unlink a fresh one adopted under its id.
+        self._objects_lock = threading.Lock()
 
     def __enter__(self) -> CacheStore:
         try:
@@ -314,34 +317,35 @@ class CacheStore:
                     f"the content does not match {expected}", expected=expected, actual=f"blake3:{digest}"
                 )
         final = self.object_path(digest)
-        try:
-            # A fresh mtime: reconcile() takes an object older than ORPHAN_GRACE_SECONDS with no entry for an
-            # orphan, and a part file's last write may be long past once a large file has been hashed.
-            os.utime(tmp)
-            os.chmod(tmp, 0o444)
-            final.parent.mkdir(mode=0o700, exist_ok=True)
-            os.replace(tmp, final)
-            _fsync_dir(final.parent)
-            key = stat_key(final.stat())
-        except OSError as exc:
-            raise _io_error("store", final, exc) from None
-        now = self.clock()
-        entry = CacheEntry(
-            digest=digest,
-            sha256=sha256,
-            size=st.st_size,
-            name=name,
-            added=now,
-            last_access=now,
-            pinned=pin,
-            cached=True,
-            verified_stat=key,
-            sources=sources,
-        )
-        with self.index.transaction() as db:
-            self.index.insert(db, entry)
-            if reservation is not None:
-                self.index.end_reservation(reservation, db)
+        with self._objects_lock:
+            try:
+                # A fresh mtime: reconcile() takes an object older than ORPHAN_GRACE_SECONDS with no entry for
+                # an orphan, and a part file's last write may be long past once a large file has been hashed.
+                os.utime(tmp)
+                os.chmod(tmp, 0o444)
+                final.parent.mkdir(mode=0o700, exist_ok=True)
+                os.replace(tmp, final)
+                _fsync_dir(final.parent)
+                key = stat_key(final.stat())
+            except OSError as exc:
+                raise _io_error("store", final, exc) from None
+            now = self.clock()
+            entry = CacheEntry(
+                digest=digest,
+                sha256=sha256,
+                size=st.st_size,
+                name=name,
+                added=now,
+                last_access=now,
+                pinned=pin,
+                cached=True,
+                verified_stat=key,
+                sources=sources,
+            )
+            with self.index.transaction() as db:
+                self.index.insert(db, entry)
+                if reservation is not None:
+                    self.index.end_reservation(reservation, db)
         if task is not None:
             self.index.record_task(replace(task, digest=digest))
         return self.entry(digest)
@@ -466,15 +470,16 @@ class CacheStore:
         """Forget a damaged or missing file; its entry stays known, so it can be fetched again. ``inode``: the
         file found damaged. A file that has replaced it since (a fresh copy of the same content adopted
         under this id while it was being hashed) is left alone: dropping by id would remove the good copy."""
-        if inode is not None:
-            try:
-                if self.object_path(digest).stat().st_ino != inode:
-                    return
-            except FileNotFoundError:
-                pass
-        with self.index.transaction() as db:
-            self.index.mark_evicted(db, digest)
-        self._unlink_object(digest)
+        with self._objects_lock:
+            if inode is not None:
+                try:
+                    if self.object_path(digest).stat().st_ino != inode:
+                        return
+                except FileNotFoundError:
+                    pass
+            with self.index.transaction() as db:
+                self.index.mark_evicted(db, digest)
+            self._unlink_object(digest)
 
     def _unlink_object(self, digest: str) -> None:
         with contextlib.suppress(FileNotFoundError):
