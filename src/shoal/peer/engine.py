@@ -425,10 +425,10 @@ class Download:
                     actual=digest,
                 )
         # Rename and repoint the piece server with no await between them: no request sees the old path gone.
-        path = self.part.move_into_place()
+        path = part.move_into_place()
         if self.served is not None:
             self.served.path = path
-        self.part.close()
+        part.close()
         return Completed(path, self.manifest.length, digest, self.task_id, self.generation, self.manifest, hashes)
 
     async def _report_last_pieces(self) -> None:

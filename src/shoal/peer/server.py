@@ -131,9 +131,8 @@ class PieceServer:
             family = socket.AF_INET6 if dual else socket.AF_INET
             sock = socket.create_server(("", port), family=family, backlog=BACKLOG, dualstack_ipv6=dual)
         else:
-            family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
-                0
-            ]
+            found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            family, _, _, _, address = found[0]
             sock = socket.create_server(address[:2], family=family, backlog=BACKLOG)
         sock.setblocking(False)
         self._socket = sock
