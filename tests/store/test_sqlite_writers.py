@@ -1,14 +1,16 @@
-"""SQLite write transactions of one process run one at a time (storage.db.SqlStore.connection): a second
-writer queues in the process instead of sleeping in SQLite's busy handler."""
+"""SQLite write transactions of one process run one at a time (storage.db.SqlStore.connection and
+write_transaction): a second writer queues in the process instead of sleeping in SQLite's busy handler."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import Connection, func, select
 
-from shoal.storage.db import SqlStore
+from shoal.storage.db import SqlStore, StoreError
 from shoal.storage.schema import pools
 
 
@@ -52,3 +54,71 @@ async def test_readers_do_not_wait_for_a_writer(tmp_path: Path) -> None:
         assert count == 0
         release.set()
         await writer
+
+
+async def test_a_write_transaction_runs_whole_in_one_worker_thread(tmp_path: Path) -> None:
+    """The tracker's writes on a SQLite file: every statement of the transaction in one thread, not the
+    event loop's (aiosqlite would hop to its thread and back for each statement)."""
+    async with SqlStore(f"sqlite:///{tmp_path / 'tracker.db'}") as store:
+        threads: set[int] = set()
+
+        def work(conn: Connection) -> int:
+            for name in ("a", "b", "c"):
+                threads.add(threading.get_ident())
+                conn.execute(pools.insert().values(name=name, token_hash=None, created=1.5))
+            return int(conn.execute(select(func.count()).select_from(pools)).scalar_one())
+
+        assert await store.write_transaction(work) == 3
+        assert len(threads) == 1 and threading.get_ident() not in threads
+        async with store.connection() as conn:  # committed, and seen by the async engine
+            assert (await conn.execute(select(func.count()).select_from(pools))).scalar_one() == 3
+
+
+async def test_a_write_transaction_waits_for_the_writer_before_it(tmp_path: Path) -> None:
+    async with SqlStore(f"sqlite:///{tmp_path / 'tracker.db'}") as store:
+        release = asyncio.Event()
+        entered: list[str] = []
+
+        async def hold_write() -> None:
+            async with store.connection(write=True) as conn:
+                entered.append("async")
+                await conn.execute(pools.insert().values(name="held", token_hash=None, created=1.5))
+                await release.wait()
+
+        def work(conn: Connection) -> None:
+            entered.append("thread")
+            conn.execute(pools.insert().values(name="next", token_hash=None, created=1.5))
+
+        holder = asyncio.ensure_future(hold_write())
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(store.write_transaction(work))
+        await asyncio.sleep(0.2)
+        assert entered == ["async"]  # queued in the process, not in SQLite's busy handler
+        release.set()
+        await asyncio.wait_for(asyncio.gather(holder, second), 5.0)
+        assert entered == ["async", "thread"]
+
+
+async def test_a_failed_write_transaction_is_a_store_error_and_writes_nothing(tmp_path: Path) -> None:
+    async with SqlStore(f"sqlite:///{tmp_path / 'tracker.db'}") as store:
+
+        def work(conn: Connection) -> None:
+            conn.execute(pools.insert().values(name="dup", token_hash=None, created=1.5))
+            conn.execute(pools.insert().values(name="dup", token_hash=None, created=1.5))  # primary key
+
+        with pytest.raises(StoreError, match="database error"):
+            await store.write_transaction(work)
+        async with store.connection() as conn:
+            assert (await conn.execute(select(func.count()).select_from(pools))).scalar_one() == 0
+
+
+async def test_in_memory_sqlite_writes_on_its_own_connection() -> None:
+    """A second engine would open a second, empty in-memory database: the write runs on the async one."""
+    async with SqlStore("sqlite:///:memory:") as store:
+
+        def work(conn: Connection) -> None:
+            conn.execute(pools.insert().values(name="mem", token_hash=None, created=1.5))
+
+        await store.write_transaction(work)
+        async with store.connection() as conn:
+            assert (await conn.execute(select(func.count()).select_from(pools))).scalar_one() == 1

@@ -22,13 +22,13 @@ a restarted tracker does.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import and_, delete, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, and_, delete, select, update
 
 from shoal.core.announce import AnnounceOutcome, PeerRecord, TaskRecord, TaskSnapshot
 from shoal.core.bitfield import Bitfield
@@ -155,12 +155,16 @@ def _peer_row(record: PeerRecord) -> PeerRow:
     )
 
 
+def _run_batch(batch: list[_Staged], conn: Connection) -> list[Any]:
+    return [staged.run(conn) for staged in batch]
+
+
 @dataclass(slots=True)
 class _Staged:
     """A write staged for the database: what it runs in the batch's transaction, whose copies it changed
     (None: every task's), and the future its caller awaits."""
 
-    run: Callable[[AsyncConnection], Awaitable[Any]]
+    run: Callable[[Connection], Any]
     tasks: Collection[str] | None
     done: asyncio.Future[Any]
 
@@ -182,9 +186,7 @@ class TrackerStore(SqlStore):
         while self._writer is not None:
             await asyncio.wait([self._writer])
 
-    def _stage(
-        self, run: Callable[[AsyncConnection], Awaitable[Any]], tasks: Collection[str] | None
-    ) -> asyncio.Future[Any]:
+    def _stage(self, run: Callable[[Connection], Any], tasks: Collection[str] | None) -> asyncio.Future[Any]:
         done = asyncio.get_running_loop().create_future()
         self._staged.append(_Staged(run, tasks, done))
         if self._writer is None:
@@ -198,8 +200,7 @@ class TrackerStore(SqlStore):
                 batch, self._staged = self._staged, []
                 self._writes += 1
                 try:
-                    async with self.connection(write=True) as conn:
-                        results = [await staged.run(conn) for staged in batch]
+                    results = await self.write_transaction(functools.partial(_run_batch, batch))
                 except BaseException as exc:
                     failed, self._staged = batch + self._staged, []
                     for staged in failed:
@@ -290,33 +291,29 @@ class TrackerStore(SqlStore):
             self._rows[task_id] = fresh = TaskRows(outcome.task)
             fresh.apply(outcome)
 
-        async def write(conn: AsyncConnection) -> None:
-            await self._write(conn, outcome, created=created, task_changed=task_changed)
+        def write(conn: Connection) -> None:
+            self._write(conn, outcome, created=created, task_changed=task_changed)
 
         return self._stage(write, (task_id,))
 
-    async def _write(
-        self, conn: AsyncConnection, outcome: AnnounceOutcome, *, created: bool, task_changed: bool
-    ) -> None:
+    def _write(self, conn: Connection, outcome: AnnounceOutcome, *, created: bool, task_changed: bool) -> None:
         task = outcome.task
         tid = task.task_id
         if created:
-            await conn.execute(tasks.insert().values(task_id=tid, created=time.time(), **_task_values(task)))
+            conn.execute(tasks.insert().values(task_id=tid, created=time.time(), **_task_values(task)))
         elif task_changed:
-            await conn.execute(update(tasks).where(tasks.c.task_id == tid).values(**_task_values(task)))
+            conn.execute(update(tasks).where(tasks.c.task_id == tid).values(**_task_values(task)))
         if outcome.new_generation:
-            await conn.execute(delete(piece_hashes).where(piece_hashes.c.task_id == tid))
-            await conn.execute(delete(leases).where(leases.c.task_id == tid))
-            await conn.execute(update(peers).where(peers.c.task_id == tid).values(bitfield=b""))
+            conn.execute(delete(piece_hashes).where(piece_hashes.c.task_id == tid))
+            conn.execute(delete(leases).where(leases.c.task_id == tid))
+            conn.execute(update(peers).where(peers.c.task_id == tid).values(bitfield=b""))
         if outcome.remove_peer:
-            await conn.execute(
-                delete(peers).where(and_(peers.c.task_id == tid, peers.c.peer_id == outcome.remove_peer))
-            )
+            conn.execute(delete(peers).where(and_(peers.c.task_id == tid, peers.c.peer_id == outcome.remove_peer)))
         if outcome.peer is not None:
-            await self._upsert_peer(conn, tid, outcome.peer)
+            self._upsert_peer(conn, tid, outcome.peer)
         if outcome.new_hashes:
             first_seq = task.hash_seq - len(outcome.new_hashes) + 1
-            await conn.execute(
+            conn.execute(
                 piece_hashes.insert(),
                 [
                     {"task_id": tid, "piece": piece, "hash": digest, "seq": first_seq + n}
@@ -324,16 +321,16 @@ class TrackerStore(SqlStore):
                 ],
             )
         if outcome.mark_bad:
-            await conn.execute(
+            conn.execute(
                 update(peers)
                 .where(and_(peers.c.task_id == tid, peers.c.peer_id.in_(outcome.mark_bad)))
                 .values(bad=True)
             )
         touched = set(outcome.drop_leases) | {lease.piece for lease in outcome.put_leases}
         if touched:
-            await conn.execute(delete(leases).where(and_(leases.c.task_id == tid, leases.c.piece.in_(sorted(touched)))))
+            conn.execute(delete(leases).where(and_(leases.c.task_id == tid, leases.c.piece.in_(sorted(touched)))))
         if outcome.put_leases:
-            await conn.execute(
+            conn.execute(
                 leases.insert(),
                 [
                     {
@@ -346,13 +343,13 @@ class TrackerStore(SqlStore):
                 ],
             )
 
-    async def _upsert_peer(self, conn: AsyncConnection, task_id: str, record: PeerRecord) -> None:
+    def _upsert_peer(self, conn: Connection, task_id: str, record: PeerRecord) -> None:
         values = asdict(_peer_row(record))  # the row the copy in memory gets too
         peer_id = values.pop("peer_id")
         where = and_(peers.c.task_id == task_id, peers.c.peer_id == peer_id)
-        result = await conn.execute(update(peers).where(where).values(**values))
+        result = conn.execute(update(peers).where(where).values(**values))
         if result.rowcount == 0:
-            await conn.execute(peers.insert().values(task_id=task_id, peer_id=peer_id, **values))
+            conn.execute(peers.insert().values(task_id=task_id, peer_id=peer_id, **values))
 
     async def hashes_since(self, task_id: str, since: int) -> HashesResponse | None:
         rows = await self._task_rows(task_id)
@@ -402,9 +399,9 @@ class TrackerStore(SqlStore):
             if not rows.peers:
                 del self._rows[task_id]  # nobody announces it: read it again if someone comes back
 
-        async def write(conn: AsyncConnection) -> int:
-            await conn.execute(delete(leases).where(leases.c.expires < now))
-            result = await conn.execute(delete(peers).where(peers.c.last_seen < cutoff))
+        def write(conn: Connection) -> int:
+            conn.execute(delete(leases).where(leases.c.expires < now))
+            result = conn.execute(delete(peers).where(peers.c.last_seen < cutoff))
             return int(result.rowcount or 0)
 
         return int(await self._stage(write, None))
