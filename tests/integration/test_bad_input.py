@@ -228,6 +228,41 @@ async def test_have_stream_sends_a_quiet_piece_at_once_and_batches_a_stream_of_t
         await server.stop()
 
 
+async def next_news(r: aiohttp.ClientResponse) -> object:
+    """The next line of a have stream that is not a ping; None at its end."""
+    while line := await asyncio.wait_for(r.content.readline(), 2):
+        if (message := json.loads(line)) != {"ping": True}:
+            return message
+    return None
+
+
+async def test_have_stream_pings_when_quiet_and_ends_after_the_pieces_not_yet_told(tmp_path, monkeypatch):
+    monkeypatch.setattr("shoal.peer.server.PING_SECONDS", 0.2)
+    manifest = Manifest(OriginIdentity(8 * 256 * 1024), 256 * 1024)
+    server = PieceServer(ServerConfig(have_gap=5.0))
+    port = await server.start("127.0.0.1", 0)
+    served = server.publish(TASK, 1, manifest, tmp_path / "data", Bitfield(8))
+    try:
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{port}/v1/tasks/{TASK}/haves?gen=1"
+            async with session.get(url) as first, session.get(url) as second:
+                for r in (first, second):
+                    assert json.loads(await r.content.readline()) == {"bitfield": Bitfield(8).encode()}
+                for r in (first, second):  # nothing verified for a while: a ping on every stream
+                    assert json.loads(await asyncio.wait_for(r.content.readline(), 2)) == {"ping": True}
+                served.add(0)  # a ping does not open a have gap: sent at once
+                for r in (first, second):
+                    assert await next_news(r) == {"have": [0]}
+                served.add(4)  # within the (long) gap: held back...
+                server.withdraw(TASK)  # ...until the task is withdrawn, which tells it and ends the streams
+                for r in (first, second):
+                    assert await next_news(r) == {"have": [4]}
+                    assert await next_news(r) is None
+            assert served.watchers == set()
+    finally:
+        await server.stop()
+
+
 async def test_piece_server_sends_a_run_with_its_range_and_frees_the_slot_when_the_file_is_gone(tmp_path):
     piece = 256 * 1024
     manifest = Manifest(OriginIdentity(3 * piece + 1000), piece)

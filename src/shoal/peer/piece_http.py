@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import time
 from pathlib import Path
 
@@ -18,8 +17,6 @@ from aiohttp.abc import AbstractStreamWriter
 from shoal.core.errors import ProtocolError
 from shoal.core.ranges import parse_piece_range
 from shoal.peer.server import PieceServer, ServedTask
-
-PING_SECONDS = 5.0
 
 
 class _PieceResponse(web.StreamResponse):
@@ -111,39 +108,27 @@ class PieceRoutes:
 
     async def _haves(self, request: web.Request) -> web.StreamResponse:
         served = self._served(request)
-        queue: asyncio.Queue[list[int] | None] = asyncio.Queue()
-        served.watchers.add(queue)
+        queue = served.watch()
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         try:
             await response.prepare(request)
             await response.write(json.dumps({"bitfield": served.have.encode()}).encode() + b"\n")
-            loop = asyncio.get_running_loop()
-            sent_at = -math.inf
             while True:
-                try:
-                    async with asyncio.timeout(PING_SECONDS):  # not wait_for: see Download._announcer
-                        item = await queue.get()
-                except TimeoutError:
-                    await response.write(b'{"ping": true}\n')
-                    continue
-                if item is None:
-                    break
-                wait = sent_at + self.server.config.have_gap - loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)  # the pieces verified meanwhile join this line
-                batch = list(item)
-                while not queue.empty():
+                line = await queue.get()
+                # Lines that queued while the last write waited go out as one write.
+                while line is not None and not queue.empty():
                     more = queue.get_nowait()
                     if more is None:
-                        await response.write(json.dumps({"have": batch}).encode() + b"\n")
+                        await response.write(line)
                         return response
-                    batch.extend(more)
-                await response.write(json.dumps({"have": batch}).encode() + b"\n")
-                sent_at = loop.time()
+                    line += more
+                if line is None:
+                    break
+                await response.write(line)
         except ConnectionResetError:
             pass  # the watcher went away; nothing to clean up beyond the queue
         finally:
-            served.watchers.discard(queue)
+            served.unwatch(queue)
         return response
 
     async def _health(self, request: web.Request) -> web.Response:

@@ -18,6 +18,8 @@ instead of waiting for the tracker's announce interval.
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,36 +33,105 @@ if TYPE_CHECKING:
     from aiohttp import web
 
 BACKLOG = 128
+PING_SECONDS = 5.0
+"""A have stream quiet this long gets a ping line, so a watcher can tell an idle peer from a dead one."""
+PING_LINE = b'{"ping": true}\n'
 
 
 @dataclass(eq=False)
 class ServedTask:
-    """One task this peer serves: its file, its verified pieces, and the have streams watching it."""
+    """One task this peer serves: its file, its verified pieces, and the have streams watching it.
+
+    Newly verified pieces are told to the watchers as one line for all of them: a piece after a quiet spell
+    at once, under a stream of pieces one line per ``have_gap`` with every piece since the last, and a ping
+    after PING_SECONDS without a line. The line is encoded once and each watcher's stream only writes it."""
 
     task_id: str
     generation: int
     manifest: Manifest
     path: Path
     have: Bitfield
-    watchers: set[asyncio.Queue[list[int] | None]] = field(default_factory=set)
+    have_gap: float = 0.05
+    watchers: set[asyncio.Queue[bytes | None]] = field(default_factory=set)
     uploaded: int = 0
+    _news: list[int] = field(default_factory=list)
+    _sending: asyncio.TimerHandle | asyncio.Handle | None = None
+    _sent_at: float = -math.inf  # the last have line (the gap counts from it)
+    _spoke_at: float = -math.inf  # the last line of any kind (a ping comes PING_SECONDS after it)
+    _pinging: asyncio.TimerHandle | None = None
 
     def add(self, index: int) -> None:
-        """Mark a verified piece servable and tell every watcher."""
+        """Mark a verified piece servable and tell every watcher (within one have_gap)."""
         if index in self.have:
             return
         self.have.add(index)
-        for queue in self.watchers:
-            queue.put_nowait([index])
+        if not self.watchers:
+            return  # a watcher that comes later starts from the bitfield
+        self._news.append(index)
+        if self._sending is None:
+            loop = asyncio.get_running_loop()
+            due = self._sent_at + self.have_gap
+            # call_soon even when due: pieces verified in the same loop iteration share the line.
+            if due > loop.time():
+                self._sending = loop.call_at(due, self._send_news)
+            else:
+                self._sending = loop.call_soon(self._send_news)
 
     def discard(self, index: int) -> None:
         """Stop offering a piece (its bytes turned out bad). Watchers are not told: a peer that asks for
         it gets a 404 and forgets we had it."""
         self.have.discard(index)
 
+    def watch(self) -> asyncio.Queue[bytes | None]:
+        """A new watcher's queue of lines (None: the stream ends). Its first line, the bitfield, is the
+        caller's to send."""
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.watchers.add(queue)
+        if self._pinging is None:
+            self._pinging = asyncio.get_running_loop().call_later(PING_SECONDS, self._ping)
+        return queue
+
+    def unwatch(self, queue: asyncio.Queue[bytes | None]) -> None:
+        self.watchers.discard(queue)
+        if not self.watchers:
+            self._stop_timers()
+            self._news.clear()
+
     def close_watchers(self) -> None:
+        """End every have stream (the task is withdrawn or replaced), after the pieces not yet told."""
+        if self._news:
+            self._tell(self._have_line())
+        self._stop_timers()
+        self._tell(None)
+
+    def _have_line(self) -> bytes:
+        news, self._news = self._news, []
+        return json.dumps({"have": news}).encode() + b"\n"
+
+    def _send_news(self) -> None:
+        self._sending = None
+        if self._news:
+            self._sent_at = self._spoke_at = asyncio.get_running_loop().time()
+            self._tell(self._have_line())
+
+    def _ping(self) -> None:
+        loop = asyncio.get_running_loop()
+        idle = loop.time() - self._spoke_at
+        if idle >= PING_SECONDS:
+            self._spoke_at = loop.time()
+            self._tell(PING_LINE)
+            idle = 0.0
+        self._pinging = loop.call_later(PING_SECONDS - idle, self._ping)
+
+    def _tell(self, line: bytes | None) -> None:
         for queue in self.watchers:
-            queue.put_nowait(None)
+            queue.put_nowait(line)
+
+    def _stop_timers(self) -> None:
+        for handle in (self._sending, self._pinging):
+            if handle is not None:
+                handle.cancel()
+        self._sending = self._pinging = None
 
 
 # No slots: the class attributes must stay readable as the defaults (the CLI shows them).
@@ -107,7 +178,7 @@ class PieceServer:
         old = self.tasks.get(task_id)
         if old is not None:
             old.close_watchers()
-        served = ServedTask(task_id, generation, manifest, path, have.copy())
+        served = ServedTask(task_id, generation, manifest, path, have.copy(), self.config.have_gap)
         self.tasks[task_id] = served
         return served
 
