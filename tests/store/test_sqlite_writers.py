@@ -122,3 +122,35 @@ async def test_in_memory_sqlite_writes_on_its_own_connection() -> None:
         await store.write_transaction(work)
         async with store.connection() as conn:
             assert (await conn.execute(select(func.count()).select_from(pools))).scalar_one() == 1
+
+
+async def test_a_cancelled_write_transaction_holds_off_the_next_writer_until_its_thread_ends(tmp_path: Path) -> None:
+    async with SqlStore(f"sqlite:///{tmp_path / 'tracker.db'}") as store:
+        in_thread, go_on = threading.Event(), threading.Event()
+        entered: list[str] = []
+
+        def slow(conn: Connection) -> None:
+            conn.execute(pools.insert().values(name="slow", token_hash=None, created=1.5))
+            in_thread.set()
+            go_on.wait(5)
+
+        async def next_writer() -> None:
+            async with store.connection(write=True) as conn:
+                entered.append("next")
+                await conn.execute(pools.insert().values(name="next", token_hash=None, created=1.5))
+
+        caller = asyncio.ensure_future(store.write_transaction(slow))
+        await asyncio.to_thread(in_thread.wait, 5)
+        caller.cancel()
+        await asyncio.sleep(0.05)
+        caller.cancel()  # twice, as a shutdown may: still no early release
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        waiting = asyncio.ensure_future(next_writer())
+        await asyncio.sleep(0.2)
+        assert entered == []  # in the process's queue, not in SQLite's busy handler
+        go_on.set()
+        await asyncio.wait_for(waiting, 5.0)
+        async with store.connection() as conn:  # the cancelled caller's transaction still committed
+            names = (await conn.execute(select(pools.c.name).order_by(pools.c.name))).scalars().all()
+        assert names == ["next", "slow"]

@@ -19,7 +19,7 @@ from shoal.core.bitfield import Bitfield
 from shoal.core.errors import TrackerUnavailable
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import AnnounceRequest
-from shoal.peer.server import PieceServer
+from shoal.peer.server import PieceServer, ServedTask
 from shoal.peer.tracker_client import TrackerClient
 from shoal.storage.cache_index import TaskRecord
 from shoal.storage.cache_store import CacheStore
@@ -67,8 +67,10 @@ class Seeding:
         have = Bitfield(manifest.piece_count)
         for index in range(manifest.piece_count):
             have.add(index)
-        self.server.publish(record.task_id, record.generation, manifest, self.store.object_path(record.digest), have)
-        task = asyncio.create_task(self._keep(record))
+        served = self.server.publish(
+            record.task_id, record.generation, manifest, self.store.object_path(record.digest), have
+        )
+        task = asyncio.create_task(self._keep(record, served))
         self._tasks[record.task_id] = task
         task.add_done_callback(lambda t: self._done(record.task_id, t))
 
@@ -102,7 +104,7 @@ class Seeding:
             bitfield=served.have.encode() if served is not None else None,
         )
 
-    async def _keep(self, record: TaskRecord) -> None:
+    async def _keep(self, record: TaskRecord, served: ServedTask) -> None:
         event = "completed"
         try:
             while True:
@@ -123,7 +125,13 @@ class Seeding:
                     return
                 await asyncio.sleep(reply.interval)
         finally:
-            self.server.withdraw(record.task_id)
-            with contextlib.suppress(TrackerUnavailable, TimeoutError):
-                async with asyncio.timeout(STOP_SECONDS):
-                    await self.tracker.announce(record.task_id, self._request(record, "stopped"))
+            # Added again meanwhile (the file was fetched again): the new task serves and announces it now.
+            if self.server.tasks.get(record.task_id) is served:
+                self.server.withdraw(record.task_id)
+                await self._stopped(record)
+
+    async def _stopped(self, record: TaskRecord) -> None:
+        """Tell the tracker at once that we no longer hold the task (bounded: the daemon may be stopping)."""
+        with contextlib.suppress(TrackerUnavailable, TimeoutError):
+            async with asyncio.timeout(STOP_SECONDS):
+                await self.tracker.announce(record.task_id, self._request(record, "stopped"))

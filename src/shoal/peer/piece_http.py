@@ -113,18 +113,17 @@ class PieceRoutes:
         try:
             await response.prepare(request)
             await response.write(json.dumps({"bitfield": served.have.encode()}).encode() + b"\n")
-            while True:
-                line = await queue.get()
+            ended = False
+            while not ended and (line := await queue.get()) is not None:
                 # Lines that queued while the last write waited go out as one write.
-                while line is not None and not queue.empty():
+                lines = [line]
+                while not queue.empty():
                     more = queue.get_nowait()
                     if more is None:
-                        await response.write(line)
-                        return response
-                    line += more
-                if line is None:
-                    break
-                await response.write(line)
+                        ended = True
+                        break
+                    lines.append(more)
+                await response.write(b"".join(lines))
         except ConnectionResetError:
             pass  # the watcher went away; nothing to clean up beyond the queue
         finally:

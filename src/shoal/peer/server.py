@@ -51,21 +51,22 @@ class ServedTask:
     manifest: Manifest
     path: Path
     have: Bitfield
-    have_gap: float = 0.05
+    have_gap: float
     watchers: set[asyncio.Queue[bytes | None]] = field(default_factory=set)
     uploaded: int = 0
-    _news: list[int] = field(default_factory=list)
-    _sending: asyncio.TimerHandle | asyncio.Handle | None = None
-    _sent_at: float = -math.inf  # the last have line (the gap counts from it)
-    _spoke_at: float = -math.inf  # the last line of any kind (a ping comes PING_SECONDS after it)
-    _pinging: asyncio.TimerHandle | None = None
+    _news: list[int] = field(default_factory=list, init=False, repr=False)
+    _sending: asyncio.TimerHandle | asyncio.Handle | None = field(default=None, init=False, repr=False)
+    _sent_at: float = field(default=-math.inf, init=False, repr=False)  # the last have line: the gap's start
+    _spoke_at: float = field(default=-math.inf, init=False, repr=False)  # the last line: pings count from it
+    _pinging: asyncio.TimerHandle | None = field(default=None, init=False, repr=False)
+    _closed: bool = field(default=False, init=False, repr=False)
 
     def add(self, index: int) -> None:
         """Mark a verified piece servable and tell every watcher (within one have_gap)."""
         if index in self.have:
             return
         self.have.add(index)
-        if not self.watchers:
+        if not self.watchers or self._closed:
             return  # a watcher that comes later starts from the bitfield
         self._news.append(index)
         if self._sending is None:
@@ -87,7 +88,9 @@ class ServedTask:
         caller's to send."""
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.watchers.add(queue)
-        if self._pinging is None:
+        if self._closed:
+            queue.put_nowait(None)
+        elif self._pinging is None:
             self._pinging = asyncio.get_running_loop().call_later(PING_SECONDS, self._ping)
         return queue
 
@@ -103,6 +106,7 @@ class ServedTask:
             self._tell(self._have_line())
         self._stop_timers()
         self._tell(None)
+        self._closed = True
 
     def _have_line(self) -> bytes:
         news, self._news = self._news, []

@@ -79,9 +79,11 @@ def sqlite_writer_engine(engine: AsyncEngine) -> Engine | None:
     """A plain (pysqlite) engine on the same SQLite file, for write transactions run whole in a worker
     thread; None for other databases and for in-memory SQLite (a second engine would open another one)."""
     url = engine.url
-    if engine.dialect.name != "sqlite" or not url.database or url.database == ":memory:" or "mode=memory" in str(url):
+    database = url.database or ""
+    if engine.dialect.name != "sqlite" or not database or ":memory:" in database or url.query.get("mode") == "memory":
         return None
-    writer = create_sync_engine(url.set(drivername="sqlite+pysqlite"))
+    # Its connections are used by whichever executor thread runs the transaction (one at a time).
+    writer = create_sync_engine(url.set(drivername="sqlite+pysqlite"), connect_args={"check_same_thread": False})
     event.listen(writer, "connect", _sqlite_pragmas)
     return writer
 
@@ -145,7 +147,8 @@ class SqlStore:
         On a SQLite file the whole transaction runs in a worker thread on a plain sqlite3 connection: one
         thread hop, where aiosqlite makes several for each statement (cursor, execute, close), which had
         been most of the tracker's CPU time per announce. Other databases run ``work`` on the async
-        driver (``run_sync``)."""
+        driver (``run_sync``). A caller cancelled meanwhile does not stop the thread: its transaction may
+        still commit, and the next writer waits for it to end."""
         if self._sync_writer is None:
             async with self.connection(write=True) as conn:
                 return await conn.run_sync(work)
@@ -156,13 +159,15 @@ class SqlStore:
             with writer.begin() as conn:
                 return work(conn)
 
+        def release(done: asyncio.Future[T]) -> None:
+            serial.release()  # when the thread is done, however many times the caller was cancelled
+            if not done.cancelled():
+                done.exception()  # retrieved: a cancelled caller's failure is not logged as unhandled
+
         try:
-            async with serial:
-                done = asyncio.ensure_future(asyncio.to_thread(transaction))
-                try:
-                    return await asyncio.shield(done)
-                finally:
-                    if not done.done():  # we were cancelled: the next writer still waits for this one
-                        await asyncio.wait([done])
+            await serial.acquire()
+            done = asyncio.ensure_future(asyncio.to_thread(transaction))
+            done.add_done_callback(release)
+            return await asyncio.shield(done)
         except (SQLAlchemyError, OSError) as exc:
             raise StoreError(f"database error: {exc}") from exc

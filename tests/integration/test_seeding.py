@@ -1,0 +1,47 @@
+"""The daemon's seeding of cached files (shoal.daemon.seeding), in process: a real cache and piece server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import aiohttp
+
+from shoal.daemon.seeding import Seeding
+from shoal.peer.server import PieceServer
+from shoal.peer.tracker_client import TrackerClient
+from shoal.storage.cache_index import TaskRecord
+from shoal.storage.cache_store import CacheStore
+
+URL = "http://origin.invalid/file.bin"
+
+
+async def test_a_task_added_again_stays_served(tmp_path: Path) -> None:
+    """The file of a seeded task is fetched again (its copy was damaged, say) and the task added again: the
+    first seeding loop ends, and must leave the task the second one published on the piece server."""
+    with CacheStore(tmp_path / "index.db", tmp_path / "cache", 1 << 20) as store:
+        part = store.staging_path("f.part")
+        part.write_bytes(os.urandom(1000))
+        task = TaskRecord("t" * 40, "", URL, 1, 1000, '"v1"', "")
+        entry = store.adopt(part, name="f", task=task)
+        record = replace(task, digest=entry.digest)
+        server = PieceServer()
+        async with aiohttp.ClientSession() as session:
+            # No tracker listens here: the loops keep retrying, as they do while a tracker is down.
+            tracker = TrackerClient("http://127.0.0.1:9", session)
+            seeding = Seeding(store, server, tracker, peer_id="p1", host="", site="", rack="", retry_seconds=0.05)
+            try:
+                seeding.add(record)
+                first = server.tasks[record.task_id]
+                await asyncio.sleep(0.1)
+                seeding.add(record)
+                second = server.tasks[record.task_id]
+                assert second is not first
+                await asyncio.sleep(0.2)  # the first loop has ended by now
+                assert server.tasks.get(record.task_id) is second
+                assert seeding.task_ids == [record.task_id]
+            finally:
+                await seeding.stop()
+            assert record.task_id not in server.tasks  # stopping withdraws it
