@@ -228,6 +228,25 @@ async def test_have_stream_sends_a_quiet_piece_at_once_and_batches_a_stream_of_t
         await server.stop()
 
 
+async def test_have_stream_sends_a_piece_only_we_hold_without_waiting_for_the_gap(tmp_path):
+    manifest = Manifest(OriginIdentity(8 * 256 * 1024), 256 * 1024)
+    server = PieceServer(ServerConfig(have_gap=5.0))
+    port = await server.start("127.0.0.1", 0)
+    served = server.publish(TASK, 1, manifest, tmp_path / "data", Bitfield(8))
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/v1/tasks/{TASK}/haves?gen=1") as r:
+                assert json.loads(await r.content.readline()) == {"bitfield": Bitfield(8).encode()}
+                served.add(0)
+                assert json.loads(await asyncio.wait_for(r.content.readline(), 2)) == {"have": [0]}
+                served.add(1)  # from a peer: waits for the 5 s gap...
+                await asyncio.sleep(0.1)
+                served.add(2, at_once=True)  # ...until one from the origin comes, and both go at once
+                assert json.loads(await asyncio.wait_for(r.content.readline(), 1)) == {"have": [1, 2]}
+    finally:
+        await server.stop()
+
+
 async def next_news(r: aiohttp.ClientResponse) -> object:
     """The next line of a have stream that is not a ping; None at its end."""
     while line := await asyncio.wait_for(r.content.readline(), 2):

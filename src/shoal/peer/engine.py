@@ -447,7 +447,7 @@ class Download:
             return
         for index in reported:
             del self.unreported[index]
-            self.served.add(index)
+            self.served.add(index, at_once=True)
 
     async def _save_state(self) -> None:
         if self.prefix is not None:
@@ -692,7 +692,7 @@ class Download:
             if self.unreported.get(index) == digest:
                 del self.unreported[index]
                 self._learn_hashes({index: digest})
-                self.served.add(index)
+                self.served.add(index, at_once=True)  # from the origin (or an earlier run): only we hold it
         self.leases = set(reply.leases)
         if reply.hash_seq > self.hash_seq:
             self._hash_wake.set()

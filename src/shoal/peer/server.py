@@ -56,27 +56,32 @@ class ServedTask:
     uploaded: int = 0
     _news: list[int] = field(default_factory=list, init=False, repr=False)
     _sending: asyncio.TimerHandle | asyncio.Handle | None = field(default=None, init=False, repr=False)
+    _due: float = field(default=0.0, init=False, repr=False)  # when _sending runs
     _sent_at: float = field(default=-math.inf, init=False, repr=False)  # the last have line: the gap's start
     _spoke_at: float = field(default=-math.inf, init=False, repr=False)  # the last line: pings count from it
     _pinging: asyncio.TimerHandle | None = field(default=None, init=False, repr=False)
     _closed: bool = field(default=False, init=False, repr=False)
 
-    def add(self, index: int) -> None:
-        """Mark a verified piece servable and tell every watcher (within one have_gap)."""
+    def add(self, index: int, *, at_once: bool = False) -> None:
+        """Mark a verified piece servable and tell every watcher: within one have_gap, or ``at_once`` for a
+        piece no other peer holds yet (one we fetched from the origin), with every piece waiting for the
+        gap. The swarm waits for those; a piece taken from a peer is available elsewhere meanwhile."""
         if index in self.have:
             return
         self.have.add(index)
         if not self.watchers or self._closed:
             return  # a watcher that comes later starts from the bitfield
         self._news.append(index)
-        if self._sending is None:
-            loop = asyncio.get_running_loop()
-            due = self._sent_at + self.have_gap
-            # call_soon even when due: pieces verified in the same loop iteration share the line.
-            if due > loop.time():
-                self._sending = loop.call_at(due, self._send_news)
-            else:
-                self._sending = loop.call_soon(self._send_news)
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        due = now if at_once else max(now, self._sent_at + self.have_gap)
+        if self._sending is not None:
+            if due >= self._due:
+                return
+            self._sending.cancel()
+        self._due = due
+        # call_soon even when due: pieces verified in the same loop iteration share the line.
+        self._sending = loop.call_at(due, self._send_news) if due > now else loop.call_soon(self._send_news)
 
     def discard(self, index: int) -> None:
         """Stop offering a piece (its bytes turned out bad). Watchers are not told: a peer that asks for
