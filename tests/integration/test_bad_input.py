@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -15,7 +17,7 @@ import pytest
 
 from shoal.core.bitfield import Bitfield
 from shoal.core.manifest import Manifest, OriginIdentity
-from shoal.peer.server import PieceServer, ServerConfig
+from shoal.peer.server import PieceServer, ServedTask, ServerConfig
 from shoal.testing.processes import shoal_argv
 from tests.integration.conftest import run_get
 
@@ -206,80 +208,71 @@ async def test_piece_server_serves_only_verified_pieces_of_its_generation(tmp_pa
         await server.stop()
 
 
-async def test_have_stream_sends_a_quiet_piece_at_once_and_batches_a_stream_of_them(tmp_path):
+@contextlib.asynccontextmanager
+async def have_streams(
+    tmp_path: Path, gap: float, count: int = 1
+) -> AsyncIterator[tuple[PieceServer, ServedTask, list[aiohttp.ClientResponse]]]:
+    """A piece server with a task of 8 pieces, none held, and ``count`` have streams past their bitfield."""
     manifest = Manifest(OriginIdentity(8 * 256 * 1024), 256 * 1024)
-    server = PieceServer(ServerConfig(have_gap=0.5))
+    server = PieceServer(ServerConfig(have_gap=gap))
     port = await server.start("127.0.0.1", 0)
     served = server.publish(TASK, 1, manifest, tmp_path / "data", Bitfield(8))
+    url = f"http://127.0.0.1:{port}/v1/tasks/{TASK}/haves?gen=1"
     try:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"http://127.0.0.1:{port}/v1/tasks/{TASK}/haves?gen=1") as r:
+        async with aiohttp.ClientSession() as session, contextlib.AsyncExitStack() as stack:
+            streams = [await stack.enter_async_context(session.get(url)) for _ in range(count)]
+            for r in streams:
                 assert json.loads(await r.content.readline()) == {"bitfield": Bitfield(8).encode()}
-                served.add(0)
-                assert json.loads(await asyncio.wait_for(r.content.readline(), 2)) == {"have": [0]}
-                # Within the gap of the last line, pieces wait for the gap to end and go out as one line (without
-                # the gap, the stream would have written [1] while we slept).
-                served.add(1)
-                await asyncio.sleep(0.1)
-                served.add(2)
-                served.add(5)
-                assert json.loads(await asyncio.wait_for(r.content.readline(), 2)) == {"have": [1, 2, 5]}
+            yield server, served, streams
     finally:
         await server.stop()
 
 
-async def test_have_stream_sends_a_piece_only_we_hold_without_waiting_for_the_gap(tmp_path):
-    manifest = Manifest(OriginIdentity(8 * 256 * 1024), 256 * 1024)
-    server = PieceServer(ServerConfig(have_gap=5.0))
-    port = await server.start("127.0.0.1", 0)
-    served = server.publish(TASK, 1, manifest, tmp_path / "data", Bitfield(8))
-    try:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"http://127.0.0.1:{port}/v1/tasks/{TASK}/haves?gen=1") as r:
-                assert json.loads(await r.content.readline()) == {"bitfield": Bitfield(8).encode()}
-                served.add(0)
-                assert json.loads(await asyncio.wait_for(r.content.readline(), 2)) == {"have": [0]}
-                served.add(1)  # from a peer: waits for the 5 s gap...
-                await asyncio.sleep(0.1)
-                served.add(2, at_once=True)  # ...until one from the origin comes, and both go at once
-                assert json.loads(await asyncio.wait_for(r.content.readline(), 1)) == {"have": [1, 2]}
-    finally:
-        await server.stop()
-
-
-async def next_news(r: aiohttp.ClientResponse) -> object:
-    """The next line of a have stream that is not a ping; None at its end."""
+async def next_line(r: aiohttp.ClientResponse, *, pings: bool = False) -> object:
+    """The next line of a have stream (skipping pings unless ``pings``); None at its end."""
     while line := await asyncio.wait_for(r.content.readline(), 2):
-        if (message := json.loads(line)) != {"ping": True}:
+        if (message := json.loads(line)) != {"ping": True} or pings:
             return message
     return None
 
 
+async def test_have_stream_sends_a_quiet_piece_at_once_and_batches_a_stream_of_them(tmp_path):
+    async with have_streams(tmp_path, gap=0.5) as (_, served, [r]):
+        served.add(0)
+        assert await next_line(r) == {"have": [0]}
+        # Within the gap of the last line, pieces wait for the gap to end and go out as one line (without the
+        # gap, the stream would have written [1] while we slept).
+        served.add(1)
+        await asyncio.sleep(0.1)
+        served.add(2)
+        served.add(5)
+        assert await next_line(r) == {"have": [1, 2, 5]}
+
+
+async def test_have_stream_sends_a_piece_only_we_hold_without_waiting_for_the_gap(tmp_path):
+    async with have_streams(tmp_path, gap=5.0) as (_, served, [r]):
+        served.add(0)
+        assert await next_line(r) == {"have": [0]}
+        served.add(1)  # from a peer: waits for the 5 s gap...
+        await asyncio.sleep(0.1)
+        served.add(2, at_once=True)  # ...until one from the origin comes, and both go at once
+        assert json.loads(await asyncio.wait_for(r.content.readline(), 1)) == {"have": [1, 2]}
+
+
 async def test_have_stream_pings_when_quiet_and_ends_after_the_pieces_not_yet_told(tmp_path, monkeypatch):
     monkeypatch.setattr("shoal.peer.server.PING_SECONDS", 0.2)
-    manifest = Manifest(OriginIdentity(8 * 256 * 1024), 256 * 1024)
-    server = PieceServer(ServerConfig(have_gap=5.0))
-    port = await server.start("127.0.0.1", 0)
-    served = server.publish(TASK, 1, manifest, tmp_path / "data", Bitfield(8))
-    try:
-        async with aiohttp.ClientSession() as session:
-            url = f"http://127.0.0.1:{port}/v1/tasks/{TASK}/haves?gen=1"
-            async with session.get(url) as first, session.get(url) as second:
-                for r in (first, second):
-                    assert json.loads(await r.content.readline()) == {"bitfield": Bitfield(8).encode()}
-                for r in (first, second):  # nothing verified for a while: a ping on every stream
-                    assert json.loads(await asyncio.wait_for(r.content.readline(), 2)) == {"ping": True}
-                served.add(0)  # a ping does not open a have gap: sent at once
-                for r in (first, second):
-                    assert await next_news(r) == {"have": [0]}
-                served.add(4)  # within the (long) gap: held back...
-                server.withdraw(TASK)  # ...until the task is withdrawn, which tells it and ends the streams
-                for r in (first, second):
-                    assert await next_news(r) == {"have": [4]}
-                    assert await next_news(r) is None
-            assert served.watchers == set()
-    finally:
-        await server.stop()
+    async with have_streams(tmp_path, gap=5.0, count=2) as (server, served, streams):
+        for r in streams:  # nothing verified for a while: a ping on every stream
+            assert await next_line(r, pings=True) == {"ping": True}
+        served.add(0)  # a ping does not open a have gap: sent at once
+        for r in streams:
+            assert await next_line(r) == {"have": [0]}
+        served.add(4)  # within the (long) gap: held back...
+        server.withdraw(TASK)  # ...until the task is withdrawn, which tells it and ends the streams
+        for r in streams:
+            assert await next_line(r) == {"have": [4]}
+            assert await next_line(r) is None
+    assert served.watchers == set()
 
 
 async def test_piece_server_sends_a_run_with_its_range_and_frees_the_slot_when_the_file_is_gone(tmp_path):
