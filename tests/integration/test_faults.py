@@ -6,9 +6,12 @@ from __future__ import annotations
 import os
 import signal
 import time
+import urllib.request
 from pathlib import Path
 
 from shoal.core.ids import task_id_for_url
+from shoal.core.manifest import Manifest, OriginIdentity
+from shoal.storage.partfile import PartFile, piece_hash
 from shoal.testing.processes import start_tracker
 from tests.integration.conftest import no_partial_files, run_get, task_summary
 
@@ -94,6 +97,44 @@ def test_origin_changes_mid_swarm(tmp_path, tracker, origin, make_file, spawn_ge
             assert proc.returncode == 4, err
             assert not out.exists()
     assert task_summary(t, task_id_for_url(url))["generation"] >= 2
+
+
+def test_a_resumed_file_that_the_tracker_knows_as_other_bytes_is_fetched_again(tmp_path, tracker, origin, make_file):
+    """The origin's bytes changed under an unchanged identity (the file rewritten with its old mtime, so the
+    same ETag and Last-Modified) between an interrupted run and its rerun. The rerun finds every piece of
+    the old bytes verified on disk, so its last report to the tracker is its first: it conflicts with the
+    hashes the tracker learnt of the new bytes, and the old file must not be renamed into place."""
+    size = 2 << 20
+    src = origin()
+    path = src.root / "same.bin"
+    old = make_file(path, size)
+    url = src.url("same.bin")
+    # What an interrupted run leaves: the part file with every piece written, and its sidecar.
+    with urllib.request.urlopen(urllib.request.Request(url, method="HEAD")) as head:
+        identity = OriginIdentity(size, head.headers["ETag"])  # a strong ETag: Last-Modified is not kept
+    part = PartFile(tmp_path / "out.bin", task_id_for_url(url), Manifest.for_identity(identity))
+    part.open()
+    hashes = {}
+    for index in range(part.manifest.piece_count):
+        start, end = part.manifest.span(index, 1)
+        part.write(index, [old[start:end]])
+        hashes[index] = piece_hash(old[start:end])
+    part.save_state(hashes)
+    part.close()
+    # The origin's file is rewritten in place with its old mtime: its ETag and Last-Modified stay the same.
+    mtime = path.stat().st_mtime_ns
+    new = os.urandom(size)
+    path.write_bytes(new)
+    os.utime(path, ns=(mtime, mtime))
+    t = tracker()
+    other = run_get(url, "-o", str(tmp_path / "other.bin"), "--tracker", t.url, "--upload-time", "0")
+    assert other.returncode == 0, other.stderr  # the tracker now holds the new bytes' hashes
+
+    rerun = run_get(url, "-o", str(tmp_path / "out.bin"), "--tracker", t.url, "--upload-time", "0")
+    assert rerun.returncode == 0, rerun.stderr
+    assert (tmp_path / "out.bin").read_bytes() == new
+    assert "changed" in rerun.stderr  # it started again instead of placing the old bytes
+    assert no_partial_files(tmp_path)
 
 
 def task_summary_or_none(t, url):

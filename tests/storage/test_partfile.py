@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import aiohttp
@@ -107,3 +108,32 @@ async def test_piece_reader_splits_a_body_at_piece_boundaries(data: bytes) -> No
                 await reader.read(1)
     finally:
         await runner.cleanup()
+
+
+def test_close_waits_for_a_worker_thread_still_using_the_file(tmp_path: Path) -> None:
+    """A fetch cancelled while its thread writes or reads does not stop the thread: closing the part file
+    must wait for it, or its bytes could land in whatever file reuses the descriptor's number."""
+    part = PartFile(tmp_path / "out.bin", "ab" * 20, MANIFEST)
+    part.open()
+    part.write(0, [os.urandom(PIECE)])
+    inside, go_on = threading.Event(), threading.Event()
+
+    class SlowHasher:
+        def update(self, data: bytes, /) -> object:
+            inside.set()
+            go_on.wait(5)
+            return None
+
+    reader = threading.Thread(target=part.feed, args=(0, 1, [SlowHasher()]))
+    reader.start()
+    assert inside.wait(5)
+    closer = threading.Thread(target=part.close)
+    closer.start()
+    closer.join(0.2)
+    assert closer.is_alive() and part.is_open  # held back while the read is in progress
+    go_on.set()
+    reader.join(5)
+    closer.join(5)
+    assert not part.is_open
+    with pytest.raises(RuntimeError, match="not open"):
+        part.write(1, [os.urandom(PIECE)])  # and nothing can start another one

@@ -357,10 +357,11 @@ class Download:
             self._spawn(self._hash_refresher())
         try:
             await self._loop()
+            return await self._finish()
         except BaseException:
+            await self._stop_tasks()  # no fetch starts another write into the part file meanwhile
             await self._save_state()
             raise
-        return await self._finish()
 
     async def _loop(self) -> None:
         manifest = self.manifest
@@ -411,7 +412,12 @@ class Download:
         # slow disk) run together, and the whole-file hashes finish their last reads meanwhile: the swarm's
         # last pieces wait for neither our disk nor our hashes, and the file is renamed after all three.
         part = self.part
-        await asyncio.gather(self._report_last_pieces(), asyncio.to_thread(part.sync))
+        reported, synced = await asyncio.gather(
+            self._report_last_pieces(), asyncio.to_thread(part.sync), return_exceptions=True
+        )
+        for outcome in (reported, synced):  # both have ended: nothing uses the file when it is closed
+            if isinstance(outcome, BaseException):
+                raise outcome
         hashes = await self.prefix.digests() if self.prefix is not None else {}
         digest = None
         if self.config.digest:
@@ -444,7 +450,9 @@ class Download:
         except TrackerUnavailable:
             return  # seed() and leave() report them again
         if reply.restart or reply.generation != self.generation:
-            return
+            # Our last origin pieces conflict with what the tracker holds (the origin's bytes changed under
+            # one identity): the file may mix two versions, so it must not be renamed into place.
+            raise Restart()
         for index in reported:
             del self.unreported[index]
             self.served.add(index, at_once=True)

@@ -17,7 +17,8 @@ import contextlib
 import errno
 import json
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -65,7 +66,9 @@ class Resumed:
 
 
 class PartFile:
-    """The temporary file of one download. Not thread-safe for open/close; pwrite/pread are."""
+    """The temporary file of one download. Open it from one thread; write, read back, sync and close from
+    any: close waits for the writes, reads and syncs in progress in worker threads (a fetch cancelled while
+    its thread writes does not stop the thread), so none of them lands in a file that reused the number."""
 
     def __init__(self, dest: Path, task_id: str, manifest: Manifest) -> None:
         self.dest = dest
@@ -74,6 +77,22 @@ class PartFile:
         self.task_id = task_id
         self.manifest = manifest
         self._fd: int | None = None
+        self._users = 0  # worker threads using the fd now
+        self._idle = threading.Condition()
+
+    @contextlib.contextmanager
+    def _using(self) -> Iterator[int]:
+        with self._idle:
+            if self._fd is None:
+                raise RuntimeError("part file is not open")
+            self._users += 1
+            fd = self._fd
+        try:
+            yield fd
+        finally:
+            with self._idle:
+                self._users -= 1
+                self._idle.notify_all()
 
     def _fail(self, action: str, exc: OSError, path: Path | None = None) -> LocalIOError:
         where = path or self.path
@@ -158,23 +177,24 @@ class PartFile:
         offset = self.manifest.piece_offset(index)
         pending = [memoryview(b) for b in buffers]
         try:
-            while pending:
-                batch = pending[:_IOV_MAX]
-                written = os.pwritev(self.fd, batch, offset)
-                offset += written
-                # A short write (rare on regular files) leaves the rest of the batch for the next call.
-                while batch and written >= len(batch[0]):
-                    written -= len(batch[0])
-                    batch.pop(0)
-                    pending.pop(0)
-                if written:
-                    pending[0] = pending[0][written:]
+            with self._using() as fd:
+                while pending:
+                    batch = pending[:_IOV_MAX]
+                    written = os.pwritev(fd, batch, offset)
+                    offset += written
+                    # A short write (rare on regular files) leaves the rest of the batch for the next call.
+                    while batch and written >= len(batch[0]):
+                        written -= len(batch[0])
+                        batch.pop(0)
+                        pending.pop(0)
+                    if written:
+                        pending[0] = pending[0][written:]
         except OSError as exc:
             raise self._fail("write", exc) from exc
 
     def read(self, index: int) -> bytes:
-        assert self._fd is not None
-        return os.pread(self._fd, self.manifest.piece_size(index), self.manifest.piece_offset(index))
+        with self._using() as fd:
+            return os.pread(fd, self.manifest.piece_size(index), self.manifest.piece_offset(index))
 
     def feed(self, first: int, end: int, hashers: Sequence[Hasher]) -> None:
         """Read pieces ``first`` up to ``end`` back, in order and in chunks of at most ``FEED_CHUNK`` bytes,
@@ -182,20 +202,22 @@ class PartFile:
         offset = self.manifest.piece_offset(first)
         stop = min(self.manifest.piece_offset(end), self.manifest.length)
         try:
-            while offset < stop:
-                chunk = os.pread(self.fd, min(FEED_CHUNK, stop - offset), offset)
-                if not chunk:
-                    raise OSError(errno.EIO, "the part file is shorter than its pieces")
-                for hasher in hashers:
-                    hasher.update(chunk)
-                offset += len(chunk)
+            with self._using() as fd:
+                while offset < stop:
+                    chunk = os.pread(fd, min(FEED_CHUNK, stop - offset), offset)
+                    if not chunk:
+                        raise OSError(errno.EIO, "the part file is shorter than its pieces")
+                    for hasher in hashers:
+                        hasher.update(chunk)
+                    offset += len(chunk)
         except OSError as exc:
             raise self._fail("read", exc) from exc
 
     def sync(self) -> None:
         """fsync the part file: after a crash the renamed file must hold these bytes, not a hole."""
         try:
-            os.fsync(self.fd)
+            with self._using() as fd:
+                os.fsync(fd)
         except OSError as exc:
             raise self._fail("flush", exc) from exc
 
@@ -210,9 +232,13 @@ class PartFile:
         return self.dest
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        """Close the file once no worker thread uses it (a write in progress takes a millisecond or so)."""
+        with self._idle:
+            while self._users:
+                self._idle.wait()
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
     def discard(self) -> None:
         """Remove the part file and the sidecar (the content is known to be wrong)."""
