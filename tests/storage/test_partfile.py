@@ -14,6 +14,7 @@ from shoal.core.errors import LocalIOError
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.peer.body import PieceReader
 from shoal.storage.partfile import PartFile, piece_hash
+from shoal.testing.http import serving
 
 PIECE = 256 * 1024
 MANIFEST = Manifest(OriginIdentity(3 * PIECE + 1000, etag='"v1"'), PIECE)
@@ -93,21 +94,13 @@ async def test_piece_reader_splits_a_body_at_piece_boundaries(data: bytes) -> No
 
     app = web.Application()
     app.router.add_get("/", odd_chunks)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/") as resp:
-            reader = PieceReader(resp.content)
-            for index, expected in enumerate(pieces(data)):
-                got = await reader.read(MANIFEST.piece_size(index))
-                assert b"".join(bytes(b) for b in got) == expected
-            with pytest.raises(Exception, match="bytes read"):
-                await reader.read(1)
-    finally:
-        await runner.cleanup()
+    async with serving(app) as base, aiohttp.ClientSession() as session, session.get(f"{base}/") as resp:
+        reader = PieceReader(resp.content)
+        for index, expected in enumerate(pieces(data)):
+            got = await reader.read(MANIFEST.piece_size(index))
+            assert b"".join(bytes(b) for b in got) == expected
+        with pytest.raises(Exception, match="bytes read"):
+            await reader.read(1)
 
 
 def test_close_waits_for_a_worker_thread_still_using_the_file(tmp_path: Path) -> None:
