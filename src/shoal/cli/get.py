@@ -22,6 +22,7 @@ from shoal.daemon.client import DaemonClient
 from shoal.daemon.config import default_socket
 from shoal.peer.config import GetConfig
 from shoal.peer.request import check_digest, parse_headers, resolve_destination
+from shoal.tls import deferred_roots
 
 if TYPE_CHECKING:
     from shoal.peer.api import GetResult
@@ -208,7 +209,7 @@ def get(
     bar = ProgressBar(url.rsplit("/", 1)[-1] or url) if show_bar else None
 
     def go() -> GetResult:
-        with loading():
+        with loading(), deferred_roots():  # the CA certificates load if an https request comes (shoal.tls)
             from shoal.peer.api import aget
 
         def run() -> asyncio.Task[GetResult]:

@@ -25,6 +25,7 @@ from shoal.peer.config import GetConfig
 from shoal.peer.engine import Download, Stats
 from shoal.peer.request import check_digest, parse_headers, parse_listen, resolve_destination
 from shoal.peer.server import PieceServer, ServerConfig
+from shoal.tls import load_roots_first
 
 log = logging.getLogger("shoal.get")
 
@@ -99,7 +100,10 @@ async def aget(
     started = time.monotonic()
     server = PieceServer(ServerConfig(max_uploads=config.max_uploads, upload_rate=config.upload_rate))
     connector = aiohttp.TCPConnector(limit=128, limit_per_host=16)
-    async with aiohttp.ClientSession(connector=connector, auto_decompress=False, read_bufsize=1 << 20) as session:
+    session = aiohttp.ClientSession(
+        connector=connector, auto_decompress=False, read_bufsize=1 << 20, middlewares=(load_roots_first,)
+    )
+    async with session:
         if config.tracker is not None:
             try:
                 server.bind(config.listen_host, config.listen_port)
