@@ -76,3 +76,38 @@ async def test_endgame_hash_look_ups_skip_the_refresh_gap(tmp_path, tracker, ori
         assert result.path.read_bytes() == data
     assert sum(r.bytes_from_peers for r in results) > 0
     assert sum(r.bytes_from_origin for r in results) <= SIZE * 1.05
+
+
+async def test_an_endgame_origin_piece_is_reported_beside_the_announce_in_flight(
+    tmp_path, tracker, origin, make_file, monkeypatch
+):
+    # The whole download is within the endgame. The reply to the first announce that reports a piece is
+    # held back until another announce has reported a later piece: with one announce at a time, that would
+    # be the final report, after every piece, and the download could not even get there, because the held
+    # announce asks for the leases of the second half of the file.
+    announce = TrackerClient.announce
+    reports: list[set[int]] = []
+    reported_later = asyncio.Event()
+
+    async def holding(self: TrackerClient, task_id: str, request: AnnounceRequest) -> AnnounceResponse:
+        done = set(request.done)
+        if done:
+            reports.append(done)
+            if len(reports) > 1:
+                reported_later.set()
+        reply = await announce(self, task_id, request)
+        if done and reports[0] is done:
+            await reported_later.wait()
+        return reply
+
+    monkeypatch.setattr(TrackerClient, "announce", holding)
+    src = origin("--rate", "2M")
+    data = make_file(src.root / "c.bin", SIZE)
+    t = tracker()
+    result = await asyncio.wait_for(
+        shoal.aget(src.url("c.bin"), dest_dir=tmp_path, tracker=t.url, upload_time=0), DEADLINE
+    )
+    assert result.path.read_bytes() == data
+    pieces = SIZE // (256 << 10)
+    assert len(reports[0] | reports[1]) < pieces  # the second report came while pieces were still arriving
+    assert not reports[0] & reports[1]  # and did not repeat the pieces of the one in flight

@@ -194,6 +194,30 @@ def test_pieces_held_by_live_peers_are_not_leased() -> None:
     assert out.response.leases == (10, 11, 12, 13)
 
 
+def test_an_older_announce_arriving_late_keeps_the_pieces_a_newer_one_reported() -> None:
+    # p1 reported pieces 4 and 5 (their leases went); then its announce sent before that arrives, with a
+    # bitfield that lacks them. They stay p1's: another peer is not leased them.
+    snap = snapshot(task(), peers=[peer("p1", have=[0, 1, 4, 5])], leases=held_by("p1", [6, 7]))
+    out = announce(snap, request("p1", bitfield=bits([0, 1]).encode()))
+    assert out.peer is not None and sorted(out.peer.view.have) == [0, 1, 4, 5]
+    out = announce(snapshot(task(), peers=[out.peer], leases=held_by("p1", [6, 7])), request("p2", want_leases=16))
+    assert out.response is not None and not {0, 1, 4, 5, 6, 7} & set(out.response.leases)
+
+
+@pytest.mark.parametrize(
+    ("earlier", "fields"),
+    [
+        (peer("p1", have=[0, 1, 4, 5], generation=1), {"generation": 2}),  # an older generation's pieces
+        (peer("p1", have=[0, 1, 4, 5]), {"event": "started"}),  # a download started again
+        (peer("p1", have=[0, 1, 4, 5], last_seen=DEAD), {}),  # a peer that had fallen silent
+    ],
+)
+def test_a_new_start_counts_only_the_pieces_it_announces(earlier, fields) -> None:
+    snap = snapshot(task(generation=fields.get("generation", 1)), peers=[earlier])
+    out = announce(snap, request("p1", bitfield=bits([0]).encode(), **fields))
+    assert out.peer is not None and sorted(out.peer.view.have) == [0]
+
+
 def test_without_range_support_one_peer_fetches_everything() -> None:
     out = announce(snapshot(task(), peers=[peer("p2")]), request("p1", no_range=True, want_leases=2))
     assert not out.task.range_ok

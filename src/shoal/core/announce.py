@@ -143,6 +143,19 @@ def decide_announce(
         for index in request.done:
             have.add(index)
     previous = next((p for p in snapshot.peers if p.view.peer_id == request.peer_id), None)
+    if (
+        current
+        and request.event == "update"
+        and previous is not None
+        and previous.generation == task.generation
+        and now - previous.last_seen < policy.peer_ttl
+        and previous.view.have.size == size
+    ):
+        # A live peer's pieces only grow between its start and its stop. Kept, they survive an older
+        # announce that arrives after a newer one (a peer reports its last origin pieces beside the announce
+        # in flight): its bitfield lacks pieces the newer one reported done, and with their leases gone those
+        # would look free and be leased to another peer, to fetch from the origin again.
+        have.union_update(previous.view.have)
     view = PeerView(
         peer_id=request.peer_id,
         host=host,
