@@ -21,6 +21,18 @@ PACING = 120.0  # seconds: far longer than any download here takes
 DEADLINE = 30.0
 
 
+async def download_alone(tmp_path, tracker, origin, make_file) -> shoal.GetResult:
+    """One peer fetches a SIZE-byte file from a rate-capped origin through a fresh tracker; checks its bytes."""
+    src = origin("--rate", "2M")
+    data = make_file(src.root / "f.bin", SIZE)
+    t = tracker()
+    result = await asyncio.wait_for(
+        shoal.aget(src.url("f.bin"), dest_dir=tmp_path, tracker=t.url, upload_time=0), DEADLINE
+    )
+    assert result.path.read_bytes() == data
+    return result
+
+
 @pytest.fixture
 def reports(monkeypatch: pytest.MonkeyPatch) -> list[set[int]]:
     """The pieces each announce reports (``done``), in the order they were sent, for every peer."""
@@ -41,13 +53,7 @@ async def test_pieces_fetched_during_the_lease_poll_gap_are_reported_at_once(
     # Each lease run leaves every piece in flight, so the announcer, asking only for leases, waits out the
     # poll gap; the pieces that arrive meanwhile must not wait with it.
     monkeypatch.setattr(engine, "LEASE_POLL_SECONDS", PACING)
-    src = origin("--rate", "2M")
-    data = make_file(src.root / "a.bin", SIZE)
-    t = tracker()
-    result = await asyncio.wait_for(
-        shoal.aget(src.url("a.bin"), dest_dir=tmp_path, tracker=t.url, upload_time=0), DEADLINE
-    )
-    assert result.path.read_bytes() == data
+    result = await download_alone(tmp_path, tracker, origin, make_file)
     assert result.bytes_from_origin == SIZE
     reported = [done for done in reports if done]
     assert set().union(*reported) == set(range(SIZE // (256 << 10)))
@@ -101,13 +107,7 @@ async def test_an_endgame_origin_piece_is_reported_beside_the_announce_in_flight
         return reply
 
     monkeypatch.setattr(TrackerClient, "announce", holding)
-    src = origin("--rate", "2M")
-    data = make_file(src.root / "c.bin", SIZE)
-    t = tracker()
-    result = await asyncio.wait_for(
-        shoal.aget(src.url("c.bin"), dest_dir=tmp_path, tracker=t.url, upload_time=0), DEADLINE
-    )
-    assert result.path.read_bytes() == data
+    await download_alone(tmp_path, tracker, origin, make_file)
     pieces = SIZE // (256 << 10)
     assert len(reports[0] | reports[1]) < pieces  # the second report came while pieces were still arriving
     assert not reports[0] & reports[1]  # and did not repeat the pieces of the one in flight
