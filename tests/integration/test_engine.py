@@ -1,17 +1,24 @@
-"""The download engine (shoal.peer.engine.Download) in process, against a real HTTP origin."""
+"""The download engine (shoal.peer.engine.Download) in process: against a real HTTP origin, and its owner loop
+fed events directly (orderings of peer failures that real processes produce only by chance)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
 
+from shoal.core.bitfield import Bitfield
 from shoal.core.errors import LocalIOError
+from shoal.core.manifest import Manifest, OriginIdentity
+from shoal.core.messages import AnnounceResponse, PeerAddress
 from shoal.peer.config import GetConfig
 from shoal.peer.engine import Download
+from shoal.peer.events import Announced, PeerGone, RunEnded
 from shoal.peer.server import PieceServer
 from shoal.storage.partfile import part_path, state_path
 from shoal.testing.http import serving
@@ -38,3 +45,49 @@ async def test_a_failed_rename_closes_the_part_file_and_keeps_its_pieces_for_a_r
         done = await again.run()  # every piece verified on disk: nothing is fetched again
         assert done.path == dest and dest.read_bytes() == payload
         assert again.stats.from_origin == 0
+
+
+@pytest.fixture
+async def joined(tmp_path: Path) -> AsyncIterator[Download]:
+    """A download past its join (generation 1 of a 1 MiB file), its owner's events fed by the test."""
+    async with aiohttp.ClientSession() as session:
+        config = GetConfig(dest=tmp_path / "f.bin", tracker="http://127.0.0.1:9")
+        download = Download("http://127.0.0.1:9/f.bin", config, session, PieceServer())
+        manifest = Manifest.for_identity(OriginIdentity(1 << 20))
+        download.generation, download.manifest = 1, manifest
+        download.served = download.server.publish(
+            download.task_id, 1, manifest, tmp_path / "f.bin", Bitfield(manifest.piece_count)
+        )
+        yield download
+        await download._stop_tasks()  # the have-stream watchers of peers handed out
+
+
+def hand_out(download: Download, *peer_ids: str) -> None:
+    assert download.manifest is not None
+    peers = tuple(PeerAddress(p, "127.0.0.1", 9) for p in peer_ids)
+    download._handle(Announced(AnnounceResponse(1, download.manifest, peers=peers), {}, _done()))
+
+
+def _done() -> asyncio.Future[None]:
+    return asyncio.get_running_loop().create_future()
+
+
+async def test_a_peer_that_went_before_its_corrupt_run_ended_stays_banned(joined: Download) -> None:
+    hand_out(joined, "bad")
+    joined.peers["bad"].requests = 1
+    joined._handle(PeerGone("bad"))  # its have stream ended first (the process died)
+    joined._handle(RunEnded("bad", (0,), corrupt=True))
+    assert "bad" in joined.bad_peers
+    hand_out(joined, "bad", "good")
+    assert list(joined.peers) == ["good"]
+
+
+async def test_runs_of_a_peer_that_went_and_came_back_do_not_count_against_it(joined: Download) -> None:
+    hand_out(joined, "p")
+    joined.peers["p"].requests = 2
+    joined._handle(PeerGone("p"))
+    hand_out(joined, "p")  # handed out again while its two runs were still going
+    joined.peers["p"].requests = 1  # one run of its new state
+    for _ in range(3):
+        joined._handle(RunEnded("p", ()))
+    assert joined.peers["p"].requests == 0

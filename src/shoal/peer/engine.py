@@ -31,6 +31,7 @@ import logging
 import random
 import secrets
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,6 +182,7 @@ class Download:
         self.origin_failures = 0
         self.origin_rate = 0.0  # bytes/s of our recent origin runs (0: none yet)
         self.bad_peers: set[str] = set()
+        self._orphan_runs: Counter[str] = Counter()  # runs still going of peers removed (PeerGone)
         self.tracker_down_since: float | None = None
         self.direct = self.tracker is None
         self._events: asyncio.Queue[Event] = asyncio.Queue()
@@ -649,6 +651,8 @@ class Download:
                 peer = self.peers.pop(peer_id, None)
                 if peer is not None and peer.watcher is not None:
                     peer.watcher.cancel()
+                if peer is not None and peer.requests:
+                    self._orphan_runs[peer_id] += peer.requests  # their RunEnded events are still to come
                 self.stats.peers = len(self.peers)
 
     def _origin_failed(self, error: ShoalError, unfetched: tuple[int, ...]) -> None:
@@ -675,15 +679,20 @@ class Download:
         busy: bool,
         stale: bool,
     ) -> None:
-        peer = self.peers.get(peer_id)
-        if peer is None:
-            return
-        peer.requests -= 1
         if corrupt:
+            # Even when the peer is gone already: a later hand-out must not bring it back.
             log.warning("peer %s served a corrupt piece; avoiding it", peer_id)
-            peer.banned = True
             self.bad_peers.add(peer_id)
             self._news()
+        peer = self.peers.get(peer_id)
+        if self._orphan_runs[peer_id]:
+            self._orphan_runs[peer_id] -= 1  # a run of the peer's state before it went and came back
+        elif peer is not None:
+            peer.requests -= 1
+        if peer is None:
+            return
+        if corrupt:
+            peer.banned = True
         elif busy:
             peer.busy_until = time.monotonic() + BUSY_BACKOFF_SECONDS
             self._spawn(self._delay_schedule(BUSY_BACKOFF_SECONDS))
