@@ -18,7 +18,7 @@ from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import AnnounceResponse, PeerAddress
 from shoal.peer.config import GetConfig
 from shoal.peer.engine import Download
-from shoal.peer.events import Announced, PeerGone, RunEnded
+from shoal.peer.events import Announced, HashesArrived, PeerGone, RunEnded
 from shoal.peer.server import PieceServer
 from shoal.storage.partfile import part_path, state_path
 from shoal.testing.http import serving
@@ -55,6 +55,7 @@ async def joined(tmp_path: Path) -> AsyncIterator[Download]:
         download = Download("http://127.0.0.1:9/f.bin", config, session, PieceServer())
         manifest = Manifest.for_identity(OriginIdentity(1 << 20))
         download.generation, download.manifest = 1, manifest
+        download.on_disk, download.hashed = Bitfield(manifest.piece_count), Bitfield(manifest.piece_count)
         download.served = download.server.publish(
             download.task_id, 1, manifest, tmp_path / "f.bin", Bitfield(manifest.piece_count)
         )
@@ -91,3 +92,14 @@ async def test_runs_of_a_peer_that_went_and_came_back_do_not_count_against_it(jo
     for _ in range(3):
         joined._handle(RunEnded("p", ()))
     assert joined.peers["p"].requests == 0
+
+
+async def test_a_piece_on_disk_that_the_tracker_hashes_otherwise_is_fetched_again(joined: Download) -> None:
+    assert joined.manifest is not None and joined.served is not None
+    size = joined.manifest.piece_size(0)
+    joined._mark_written(0, "a" * 64)  # verified by an earlier run, before the tracker knew the piece
+    joined.served.add(0)
+    joined.stats.done = size
+    joined._handle(HashesArrived(1, 1, {0: "b" * 64}))
+    assert 0 not in joined.written and 0 not in joined.served.have
+    assert joined.stats.done == 0

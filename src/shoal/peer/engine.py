@@ -634,6 +634,7 @@ class Download:
                         del self.written[index]
                         self.on_disk.discard(index)
                         self.served.discard(index)
+                        self.stats.done -= manifest.piece_size(index)
                         if self.prefix is not None:
                             self.prefix.invalidate(index)
             case PeerHas(peer_id, have, added):
