@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
 
+import shoal
 from shoal.core.bitfield import Bitfield
 from shoal.core.errors import LocalIOError
 from shoal.core.manifest import Manifest, OriginIdentity
@@ -22,6 +23,7 @@ from shoal.peer.events import Announced, HashesArrived, PeerGone, RunEnded
 from shoal.peer.server import PieceServer
 from shoal.storage.partfile import part_path, state_path
 from shoal.testing.http import serving
+from shoal.testing.processes import Service
 
 
 async def test_a_failed_rename_closes_the_part_file_and_keeps_its_pieces_for_a_rerun(tmp_path: Path) -> None:
@@ -103,3 +105,30 @@ async def test_a_piece_on_disk_that_the_tracker_hashes_otherwise_is_fetched_agai
     joined._handle(HashesArrived(1, 1, {0: "b" * 64}))
     assert 0 not in joined.written and 0 not in joined.served.have
     assert joined.stats.done == 0
+
+
+async def test_a_failed_origin_run_is_given_back_and_fetched_again(
+    tmp_path: Path, tracker: Callable[..., Service]
+) -> None:
+    # The origin answers the first run's request with a 503, then serves: the peer gives the run's leases
+    # back (beside its announcer), is leased pieces again and finishes, every piece from the origin once.
+    payload = os.urandom(3 << 20)
+    (tmp_path / "f.bin").write_bytes(payload)
+    failed: list[str] = []
+
+    async def flaky(request: web.Request) -> web.StreamResponse:
+        ranged = request.headers.get("Range", "")
+        if ranged != "bytes=0-0" and not failed:
+            failed.append(ranged)
+            return web.Response(status=503)
+        return web.FileResponse(tmp_path / "f.bin")
+
+    app = web.Application()
+    app.router.add_get("/f.bin", flaky)
+    t = tracker()
+    out = tmp_path / "out"
+    out.mkdir()
+    async with serving(app) as base:
+        result = await asyncio.wait_for(shoal.aget(f"{base}/f.bin", dest_dir=out, tracker=t.url, upload_time=0), 60)
+    assert failed and result.path.read_bytes() == payload
+    assert result.bytes_from_origin == len(payload)

@@ -667,7 +667,7 @@ class Download:
         if not self.direct:
             # Give the pieces back so another peer can try; ask again after a pause.
             self.leases.difference_update(unfetched)
-            self._spawn(self._announce_now(released=tuple(unfetched), delay=0.2 * self.origin_failures))
+            self._spawn(self._release(tuple(unfetched), delay=0.2 * self.origin_failures))
         else:
             self._spawn(self._delay_schedule(0.2 * self.origin_failures))
 
@@ -705,8 +705,8 @@ class Download:
             self._events.put_nowait(PeerGone(peer_id))
 
     def _announced(self, reply: AnnounceResponse, reported: dict[int, str], leases: bool) -> None:
-        """Apply an announce's reply; ``leases`` False for a report sent beside the announce in flight, whose
-        lease list may be older than that announce's."""
+        """Apply an announce's reply; ``leases`` False for one sent beside the announcer (an endgame report,
+        a release), whose lease list may be older than the announcer's."""
         assert self.served is not None and self.manifest is not None
         self.tracker_down_since = None
         if reply.restart or reply.generation != self.generation:
@@ -749,15 +749,18 @@ class Download:
             if delay:
                 await asyncio.sleep(delay)
 
-    async def _announce_now(self, *, released: tuple[int, ...] = (), delay: float = 0.0) -> None:
-        if delay:
-            await asyncio.sleep(delay)
-        await self._announce_once(released=released)
+    async def _release(self, pieces: tuple[int, ...], *, delay: float) -> None:
+        """Give leased pieces back after ``delay``, beside the announcer, which then asks for others."""
+        await asyncio.sleep(delay)
+        await self._announce_once(released=pieces, beside=True)
+        self._announce_wake.set()
 
-    async def _announce_once(self, released: tuple[int, ...] = (), *, report_only: bool = False) -> bool:
+    async def _announce_once(self, released: tuple[int, ...] = (), *, beside: bool = False) -> bool:
         """Send one announce and post its reply (or the failure). True when the tracker answered.
 
-        It reports the origin pieces no announce in flight reports; ``report_only``: and asks for no leases."""
+        It reports the origin pieces no announce in flight reports. ``beside``: sent beside the announcer,
+        it asks for no leases, and its reply's lease list, which may be older than the announcer's next
+        one, is not applied."""
         assert self.tracker is not None
         manifest = self.manifest
         assert manifest is not None
@@ -765,7 +768,7 @@ class Download:
         # of the owner's fields even though it runs in the announcer task.
         reported = {i: d for i, d in self.unreported.items() if i not in self._reporting}
         want = 0
-        if not report_only and self._wants_leases(self._needed()):
+        if not beside and self._wants_leases(self._needed()):
             want = (
                 manifest.piece_count
                 if not self.range_ok
@@ -792,7 +795,7 @@ class Download:
             # The next announce waits until the owner has applied this reply: built before, it would report
             # the same pieces again and ask for leases the reply may already have granted.
             handled = asyncio.get_running_loop().create_future()
-            self._events.put_nowait(Announced(reply, reported, handled, leases=not report_only))
+            self._events.put_nowait(Announced(reply, reported, handled, leases=not beside))
             await handled
             return True
         finally:
@@ -810,7 +813,7 @@ class Download:
         if manifest.piece_count - len(self.written) > HASH_ENDGAME_PIECES:
             return
         self._endgame_reports -= 1
-        self._spawn(self._announce_once(report_only=True))
+        self._spawn(self._announce_once(beside=True))
 
     def _news(self) -> None:
         """Wake the announcer for something the tracker must hear at once: a piece hash from the origin

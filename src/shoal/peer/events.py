@@ -53,7 +53,7 @@ class Announced:
     reply: AnnounceResponse
     reported: dict[int, str]
     handled: asyncio.Future[None]  # resolved by the owner once the reply is applied
-    leases: bool = True  # False: a report beside the announce in flight, whose lease list may be older
+    leases: bool = True  # False: sent beside the announcer (a report, a release); its lease list may be older
 
 
 @dataclass(frozen=True, slots=True)
