@@ -130,3 +130,58 @@ def test_close_waits_for_a_worker_thread_still_using_the_file(tmp_path: Path) ->
     assert not part.is_open
     with pytest.raises(RuntimeError, match="not open"):
         part.write(1, [os.urandom(PIECE)])  # and nothing can start another one
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_close_overtaking_an_open_in_progress_closes_the_file(
+    tmp_path: Path, data: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A download cancelled while its thread opens and re-hashes the part file closes it meanwhile: the open
+    stops at the next piece and no descriptor is left behind."""
+    dest = tmp_path / "f.bin"
+    first = PartFile(dest, "t" * 40, MANIFEST)
+    first.open()
+    for index, piece in enumerate(pieces(data)):
+        first.write(index, [piece])
+    first.save_state({i: piece_hash(p) for i, p in enumerate(pieces(data))})
+    first.close()
+
+    hashing, go_on = threading.Event(), threading.Event()
+    real_hash = piece_hash
+
+    def slow_hash(buffers: object) -> str:
+        hashing.set()
+        go_on.wait(5)
+        return real_hash(buffers)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("shoal.storage.partfile.piece_hash", slow_hash)
+    before = _open_fds()
+    part = PartFile(dest, "t" * 40, MANIFEST)
+    failure: list[BaseException] = []
+
+    def opening() -> None:
+        try:
+            part.open()
+        except BaseException as exc:
+            failure.append(exc)
+
+    opener = threading.Thread(target=opening)
+    opener.start()
+    assert hashing.wait(5)
+    part.close()
+    go_on.set()
+    opener.join(5)
+    assert isinstance(failure[0], RuntimeError)
+    assert not part.is_open and _open_fds() == before
+
+
+def test_an_open_after_close_opens_nothing(tmp_path: Path) -> None:
+    part = PartFile(tmp_path / "f.bin", "t" * 40, MANIFEST)
+    before = _open_fds()
+    part.close()  # the caller was cancelled before the thread started
+    with pytest.raises(RuntimeError, match="closed"):
+        part.open()
+    assert not part.is_open and _open_fds() == before

@@ -337,7 +337,13 @@ class Download:
         if self.before_write is not None:
             await self.before_write(manifest)
         self.part = PartFile(self.config.dest, self.task_id, manifest)
-        resumed = await asyncio.to_thread(self.part.open)
+        try:
+            resumed = await asyncio.to_thread(self.part.open)
+        except BaseException:
+            # Failed, or cancelled while its thread re-hashes (an open still running closes what it opened):
+            # the file is closed, and its state stays as the last run saved it.
+            self.part.close()
+            raise
         self.served = self.server.publish(
             self.task_id, self.generation, manifest, self.part.path, Bitfield(manifest.piece_count)
         )

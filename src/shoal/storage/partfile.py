@@ -78,6 +78,7 @@ class PartFile:
         self.manifest = manifest
         self._fd: int | None = None
         self._users = 0  # worker threads using the fd now
+        self._closed = False  # close() was called: an open() still running closes what it opened
         self._idle = threading.Condition()
 
     @contextlib.contextmanager
@@ -99,21 +100,37 @@ class PartFile:
         return LocalIOError(f"cannot {action} {where}: {exc.strerror or exc}", path=str(where))
 
     def open(self) -> Resumed:
-        """Open or create the part file and return the pieces a previous run verified (re-hashed)."""
+        """Open or create the part file and return the pieces a previous run verified (re-hashed).
+
+        Run in a worker thread, it can be overtaken by :meth:`close` (its caller was cancelled): the file is
+        then closed, by close or here, and open raises RuntimeError."""
         previous = self._read_state()
         try:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            if previous is None:
-                os.ftruncate(self._fd, 0)
-            os.ftruncate(self._fd, self.manifest.length)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
+            raise self._fail("create", exc) from exc
+        with self._idle:
+            if self._closed:
+                os.close(fd)
+                raise RuntimeError("part file closed while it was opened")
+            self._fd = fd
+        try:
+            if previous is None:
+                os.ftruncate(fd, 0)
+            os.ftruncate(fd, self.manifest.length)
+        except OSError as exc:
+            self.close()
             raise self._fail("create", exc) from exc
         have = Bitfield(self.manifest.piece_count)
         hashes: dict[int, str] = {}
-        for index, digest in (previous or {}).items():
-            if piece_hash(self.read(index)) == digest:
-                have.add(index)
-                hashes[index] = digest
+        try:
+            for index, digest in (previous or {}).items():
+                if piece_hash(self.read(index)) == digest:
+                    have.add(index)
+                    hashes[index] = digest
+        except OSError as exc:
+            self.close()
+            raise self._fail("read", exc) from exc
         return Resumed(have, hashes)
 
     def _read_state(self) -> dict[int, str] | None:
@@ -234,6 +251,7 @@ class PartFile:
     def close(self) -> None:
         """Close the file once no worker thread uses it (a write in progress takes a millisecond or so)."""
         with self._idle:
+            self._closed = True
             while self._users:
                 self._idle.wait()
             if self._fd is not None:
