@@ -15,14 +15,17 @@ from aiohttp import web
 import shoal
 from shoal.core.bitfield import Bitfield
 from shoal.core.errors import LocalIOError
+from shoal.core.ids import task_id_for_url
 from shoal.core.manifest import Manifest, OriginIdentity
-from shoal.core.messages import AnnounceResponse, PeerAddress
+from shoal.core.messages import AnnounceRequest, AnnounceResponse, PeerAddress
 from shoal.peer.config import GetConfig
 from shoal.peer.engine import Download
 from shoal.peer.events import Announced, HashesArrived, PeerGone, RunEnded
 from shoal.peer.server import PieceServer
-from shoal.storage.partfile import part_path, state_path
+from shoal.peer.tracker_client import TrackerClient
+from shoal.storage.partfile import PartFile, part_path, piece_hash, state_path
 from shoal.testing.http import serving
+from shoal.testing.origin import build_origin
 from shoal.testing.processes import Service
 
 
@@ -132,3 +135,54 @@ async def test_a_failed_origin_run_is_given_back_and_fetched_again(
         result = await asyncio.wait_for(shoal.aget(f"{base}/f.bin", dest_dir=out, tracker=t.url, upload_time=0), 60)
     assert failed and result.path.read_bytes() == payload
     assert result.bytes_from_origin == len(payload)
+
+
+async def test_a_restart_stops_serving_the_old_version_before_its_part_file_goes(
+    tmp_path: Path, tracker: Callable[..., Service], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As in test_faults: a rerun finds every piece of the old bytes on disk, but the origin's file was
+    # rewritten under the same ETag and the tracker knows the new bytes. The rerun's last report conflicts
+    # and it starts again; from then until its next attempt publishes, it serves nothing of the task.
+    root = tmp_path / "origin"
+    root.mkdir()
+    path = root / "same.bin"
+    old = os.urandom(1 << 20)
+    path.write_bytes(old)
+    dest = tmp_path / "out.bin"
+    t = tracker()
+    async with serving(build_origin(root)) as base, aiohttp.ClientSession() as session:
+        url = f"{base}/same.bin"
+        async with session.head(url) as head:
+            identity = OriginIdentity(len(old), head.headers["ETag"])
+        part = PartFile(dest, task_id_for_url(url), Manifest.for_identity(identity))
+        part.open()
+        hashes = {}
+        for index in range(part.manifest.piece_count):
+            start, end = part.manifest.span(index, 1)
+            part.write(index, [old[start:end]])
+            hashes[index] = piece_hash(old[start:end])
+        part.save_state(hashes)
+        part.close()
+        mtime = path.stat().st_mtime_ns
+        new = os.urandom(len(old))
+        path.write_bytes(new)
+        os.utime(path, ns=(mtime, mtime))
+        other = tmp_path / "other"
+        other.mkdir()
+        await shoal.aget(url, dest_dir=other, tracker=t.url, upload_time=0)  # the tracker learns the new hashes
+
+        server = PieceServer()
+        download = Download(url, GetConfig(dest=dest, tracker=t.url), session, server)
+        served_at_join: list[bool] = []
+        announce = TrackerClient.announce
+
+        async def watching(self: TrackerClient, task_id: str, request: AnnounceRequest) -> AnnounceResponse:
+            if request.event == "started":
+                served_at_join.append(task_id in server.tasks)
+            return await announce(self, task_id, request)
+
+        monkeypatch.setattr(TrackerClient, "announce", watching)
+        done = await asyncio.wait_for(download.run(), 60)
+        await download.leave()
+    assert done.path.read_bytes() == new
+    assert served_at_join == [False, False]  # the first attempt's join, and the one after the restart

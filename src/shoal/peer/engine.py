@@ -207,6 +207,10 @@ class Download:
             except Restart:
                 log.warning("the origin's file changed; starting again")
                 self.stats.done = 0
+                if self.served is not None:
+                    # Before the part file goes: until the next attempt publishes its own, the old version's
+                    # pieces would be served from whatever file takes its place.
+                    self.server.withdraw(self.task_id, self.served)
                 if self.part is not None:
                     self.part.discard()  # pieces of the old version must never mix with the new one
             finally:
@@ -242,7 +246,8 @@ class Download:
 
     async def leave(self) -> None:
         """Stop serving and tell the tracker we are gone, with any origin hashes it has not had yet."""
-        self.server.withdraw(self.task_id)
+        if self.served is not None:
+            self.server.withdraw(self.task_id, self.served)  # not what another owner serves for the task now
         if self.tracker is not None and self.generation and not self.direct:
             with contextlib.suppress(TrackerUnavailable):
                 await self.tracker.announce(self.task_id, self._request(event="stopped", done=dict(self.unreported)))

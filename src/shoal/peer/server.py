@@ -191,10 +191,13 @@ class PieceServer:
         self.tasks[task_id] = served
         return served
 
-    def withdraw(self, task_id: str) -> None:
-        served = self.tasks.pop(task_id, None)
-        if served is not None:
-            served.close_watchers()
+    def withdraw(self, task_id: str, served: ServedTask | None = None) -> None:
+        """Stop serving a task (with ``served``: only if that is what is served for it now)."""
+        current = self.tasks.get(task_id)
+        if current is None or (served is not None and current is not served):
+            return
+        del self.tasks[task_id]
+        current.close_watchers()
 
     # -- HTTP ----------------------------------------------------------------------------------------
 
