@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -12,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from shoal.core.ids import task_id_for_url
+from shoal.core.manifest import Manifest, OriginIdentity
+from shoal.storage.partfile import PartFile, piece_hash
 from shoal.testing.processes import Service, shoal_argv, start_origin, start_tracker, write_random
 
 
@@ -100,3 +104,27 @@ def task_summary(tracker: Service, task_id: str) -> dict[str, object]:
 
 def no_partial_files(directory: Path) -> bool:
     return not any(p.name.endswith((".shoal-part", ".shoal-state")) for p in directory.iterdir())
+
+
+def rewritten_after_an_interrupted_run(url: str, origin_file: Path, dest: Path) -> bytes:
+    """Leave what an interrupted run of ``url`` into ``dest`` leaves, the part file with every piece of the
+    origin's bytes written and its sidecar; then rewrite the origin's file in place with new bytes and its old
+    mtime, so that its ETag and Last-Modified stay the same. Returns the new bytes. (Blocking: from an async
+    test whose loop serves the origin, run it in a thread.)"""
+    old = origin_file.read_bytes()
+    with urllib.request.urlopen(urllib.request.Request(url, method="HEAD")) as head:
+        identity = OriginIdentity(len(old), head.headers["ETag"])  # a strong ETag: Last-Modified is not kept
+    part = PartFile(dest, task_id_for_url(url), Manifest.for_identity(identity))
+    part.open()
+    hashes = {}
+    for index in range(part.manifest.piece_count):
+        start, end = part.manifest.span(index, 1)
+        part.write(index, [old[start:end]])
+        hashes[index] = piece_hash(old[start:end])
+    part.save_state(hashes)
+    part.close()
+    mtime = origin_file.stat().st_mtime_ns
+    new = os.urandom(len(old))
+    origin_file.write_bytes(new)
+    os.utime(origin_file, ns=(mtime, mtime))
+    return new

@@ -15,7 +15,6 @@ from aiohttp import web
 import shoal
 from shoal.core.bitfield import Bitfield
 from shoal.core.errors import LocalIOError
-from shoal.core.ids import task_id_for_url
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import AnnounceRequest, AnnounceResponse, PeerAddress
 from shoal.peer.config import GetConfig
@@ -23,10 +22,11 @@ from shoal.peer.engine import Download
 from shoal.peer.events import Announced, HashesArrived, PeerGone, RunEnded
 from shoal.peer.server import PieceServer
 from shoal.peer.tracker_client import TrackerClient
-from shoal.storage.partfile import PartFile, part_path, piece_hash, state_path
+from shoal.storage.partfile import part_path, state_path
 from shoal.testing.http import serving
 from shoal.testing.origin import build_origin
 from shoal.testing.processes import Service
+from tests.integration.conftest import rewritten_after_an_interrupted_run
 
 
 async def test_a_failed_rename_closes_the_part_file_and_keeps_its_pieces_for_a_rerun(tmp_path: Path) -> None:
@@ -146,27 +146,12 @@ async def test_a_restart_stops_serving_the_old_version_before_its_part_file_goes
     root = tmp_path / "origin"
     root.mkdir()
     path = root / "same.bin"
-    old = os.urandom(1 << 20)
-    path.write_bytes(old)
+    path.write_bytes(os.urandom(1 << 20))
     dest = tmp_path / "out.bin"
     t = tracker()
     async with serving(build_origin(root)) as base, aiohttp.ClientSession() as session:
         url = f"{base}/same.bin"
-        async with session.head(url) as head:
-            identity = OriginIdentity(len(old), head.headers["ETag"])
-        part = PartFile(dest, task_id_for_url(url), Manifest.for_identity(identity))
-        part.open()
-        hashes = {}
-        for index in range(part.manifest.piece_count):
-            start, end = part.manifest.span(index, 1)
-            part.write(index, [old[start:end]])
-            hashes[index] = piece_hash(old[start:end])
-        part.save_state(hashes)
-        part.close()
-        mtime = path.stat().st_mtime_ns
-        new = os.urandom(len(old))
-        path.write_bytes(new)
-        os.utime(path, ns=(mtime, mtime))
+        new = await asyncio.to_thread(rewritten_after_an_interrupted_run, url, path, dest)
         other = tmp_path / "other"
         other.mkdir()
         await shoal.aget(url, dest_dir=other, tracker=t.url, upload_time=0)  # the tracker learns the new hashes

@@ -6,14 +6,11 @@ from __future__ import annotations
 import os
 import signal
 import time
-import urllib.request
 from pathlib import Path
 
 from shoal.core.ids import task_id_for_url
-from shoal.core.manifest import Manifest, OriginIdentity
-from shoal.storage.partfile import PartFile, piece_hash
 from shoal.testing.processes import start_tracker
-from tests.integration.conftest import no_partial_files, run_get, task_summary
+from tests.integration.conftest import no_partial_files, rewritten_after_an_interrupted_run, run_get, task_summary
 
 
 def wait_for(predicate, timeout: float = 60.0, what: str = "condition") -> None:
@@ -107,25 +104,9 @@ def test_a_resumed_file_that_the_tracker_knows_as_other_bytes_is_fetched_again(t
     size = 2 << 20
     src = origin()
     path = src.root / "same.bin"
-    old = make_file(path, size)
+    make_file(path, size)
     url = src.url("same.bin")
-    # What an interrupted run leaves: the part file with every piece written, and its sidecar.
-    with urllib.request.urlopen(urllib.request.Request(url, method="HEAD")) as head:
-        identity = OriginIdentity(size, head.headers["ETag"])  # a strong ETag: Last-Modified is not kept
-    part = PartFile(tmp_path / "out.bin", task_id_for_url(url), Manifest.for_identity(identity))
-    part.open()
-    hashes = {}
-    for index in range(part.manifest.piece_count):
-        start, end = part.manifest.span(index, 1)
-        part.write(index, [old[start:end]])
-        hashes[index] = piece_hash(old[start:end])
-    part.save_state(hashes)
-    part.close()
-    # The origin's file is rewritten in place with its old mtime: its ETag and Last-Modified stay the same.
-    mtime = path.stat().st_mtime_ns
-    new = os.urandom(size)
-    path.write_bytes(new)
-    os.utime(path, ns=(mtime, mtime))
+    new = rewritten_after_an_interrupted_run(url, path, tmp_path / "out.bin")
     t = tracker()
     other = run_get(url, "-o", str(tmp_path / "other.bin"), "--tracker", t.url, "--upload-time", "0")
     assert other.returncode == 0, other.stderr  # the tracker now holds the new bytes' hashes
