@@ -40,6 +40,21 @@ from shoal.storage.idle_hash import HashingStopped, IdleHasher
 log = logging.getLogger("shoal.daemon")
 
 
+async def enter_in_thread(stack: contextlib.ExitStack, manager: contextlib.AbstractContextManager[object]) -> None:
+    """Enter ``manager`` in a worker thread (it blocks: the cache's reservation is a database transaction) and
+    register its exit with ``stack``. A caller cancelled meanwhile waits for the thread to finish entering,
+    so the exit is registered before the stack closes: the cache's space is never promised for good."""
+    entering = asyncio.ensure_future(asyncio.to_thread(stack.enter_context, manager))
+    try:
+        await asyncio.shield(entering)
+    except asyncio.CancelledError:
+        while not entering.done():  # however often cancelled: the thread is one short transaction
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({entering})
+        entering.exception()  # retrieved: the caller was cancelled, and that is what it raises
+        raise
+
+
 @dataclass(eq=False)
 class Fetch:
     """One download into the cache; every request for the same URL waits on the same one."""
@@ -238,7 +253,7 @@ class Fetcher:
 
             async def reserve(manifest: Manifest) -> None:
                 reservations.close()  # a restart (the origin changed) reserves the new length instead
-                await asyncio.to_thread(reservations.enter_context, self.store.reserve(manifest.length))
+                await enter_in_thread(reservations, self.store.reserve(manifest.length))
 
             download = Download(
                 fetch.url, config, self.session, self.server, peer_id=self.peer_id, before_write=reserve
