@@ -792,7 +792,8 @@ class Download:
             want_leases=want,
             no_range=not self.range_ok,
         )
-        self._last_announce = time.monotonic()
+        if not beside:
+            self._last_announce = time.monotonic()  # paces the announcer's lease polls, which this is not
         self._announcing += 1
         self._reporting.update(reported)
         try:
