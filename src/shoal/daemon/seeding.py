@@ -126,8 +126,7 @@ class Seeding:
                 await asyncio.sleep(reply.interval)
         finally:
             # Added again meanwhile (the file was fetched again): the new task serves and announces it now.
-            if self.server.tasks.get(record.task_id) is served:
-                self.server.withdraw(record.task_id)
+            if self.server.withdraw(record.task_id, served):
                 await self._stopped(record)
 
     async def _stopped(self, record: TaskRecord) -> None:

@@ -191,13 +191,14 @@ class PieceServer:
         self.tasks[task_id] = served
         return served
 
-    def withdraw(self, task_id: str, served: ServedTask | None = None) -> None:
-        """Stop serving a task (with ``served``: only if that is what is served for it now)."""
+    def withdraw(self, task_id: str, served: ServedTask | None = None) -> bool:
+        """Stop serving a task (with ``served``: only if that is what is served for it now); True if it was."""
         current = self.tasks.get(task_id)
         if current is None or (served is not None and current is not served):
-            return
+            return False
         del self.tasks[task_id]
         current.close_watchers()
+        return True
 
     # -- HTTP ----------------------------------------------------------------------------------------
 
