@@ -11,7 +11,7 @@ import os
 import ssl
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -29,10 +29,10 @@ def ca() -> trustme.CA:
 
 
 @pytest.fixture
-def ca_file(ca: trustme.CA, tmp_path: Path) -> Iterator[Path]:
+def ca_file(ca: trustme.CA, tmp_path: Path) -> Path:
     path = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(path))
-    yield path
+    return path
 
 
 @pytest.fixture
