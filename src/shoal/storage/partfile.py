@@ -28,6 +28,7 @@ import blake3
 from shoal.core.bitfield import Bitfield
 from shoal.core.errors import LocalIOError
 from shoal.core.manifest import Manifest
+from shoal.storage import writeback
 
 STATE_VERSION = 1
 
@@ -190,8 +191,9 @@ class PartFile:
         return self._fd
 
     def write(self, index: int, buffers: Buffers) -> None:
-        """Write a piece given as buffers, with as few pwritev calls as the kernel allows."""
-        offset = self.manifest.piece_offset(index)
+        """Write a piece given as buffers, with as few pwritev calls as the kernel allows, and start its
+        writeback to disk (see :mod:`shoal.storage.writeback`)."""
+        start = offset = self.manifest.piece_offset(index)
         pending = [memoryview(b) for b in buffers]
         try:
             with self._using() as fd:
@@ -206,6 +208,7 @@ class PartFile:
                         pending.pop(0)
                     if written:
                         pending[0] = pending[0][written:]
+                writeback.start(fd, start, offset - start)
         except OSError as exc:
             raise self._fail("write", exc) from exc
 
