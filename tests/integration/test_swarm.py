@@ -136,6 +136,24 @@ def test_second_peer_takes_everything_from_the_first(tmp_path, tracker, origin, 
     seeder.kill()
 
 
+def test_very_verbose_lines_say_when_each_piece_landed(tmp_path, tracker, origin, make_file):
+    src = origin()
+    make_file(src.root / "v.bin", 3 << 20)
+    t = tracker()
+    result = run_get(src.url("v.bin"), "-o", str(tmp_path / "v.bin"), "--tracker", t.url, "--upload-time", "0", "-vv")
+    assert result.returncode == 0, result.stderr
+    stamped = re.compile(r"shoal: (\d\d:\d\d:\d\d\.\d{3}) DEBUG: (.*)")
+    lines = [m.groups() for m in map(stamped.fullmatch, result.stderr.splitlines()) if m]
+    messages = [message for _, message in lines]
+    pieces = [message for message in messages if message.startswith("piece ")]
+    indices = sorted(int(message.split()[1]) for message in pieces)
+    assert len(indices) > 1 and indices == list(range(len(indices)))
+    assert all(message.endswith(" from the origin") for message in pieces)
+    assert messages.index("flushed and reported") > max(messages.index(p) for p in pieces)
+    times = [stamp for stamp, _ in lines]
+    assert times == sorted(times)
+
+
 def test_callback_runs_with_the_path(tmp_path, origin, make_file):
     src = origin()
     make_file(src.root / "d.bin", 1 << 20)

@@ -59,7 +59,11 @@ def socket_option(command: Any) -> Any:
 
 def configure_logging(verbose: int, quiet: bool) -> None:
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
-    logging.basicConfig(level=level, format="shoal: %(levelname)s: %(message)s", stream=sys.stderr)
+    # -vv traces what happens when: its lines carry the time, to the millisecond.
+    stamp = "%(asctime)s.%(msecs)03d " if level == logging.DEBUG else ""
+    logging.basicConfig(
+        level=level, format=f"shoal: {stamp}%(levelname)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
+    )
 
 
 def run_or_exit(action: Callable[[], Any]) -> Any:

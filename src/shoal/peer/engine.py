@@ -430,12 +430,14 @@ class Download:
         # slow disk) run together, and the whole-file hashes finish their last reads meanwhile: the swarm's
         # last pieces wait for neither our disk nor our hashes, and the file is renamed after all three.
         part = self.part
+        log.debug("all pieces written: flushing the file and reporting the last pieces")
         reported, synced = await asyncio.gather(
             self._report_last_pieces(), asyncio.to_thread(part.sync), return_exceptions=True
         )
         for outcome in (reported, synced):  # both have ended: nothing uses the file when it is closed
             if isinstance(outcome, BaseException):
                 raise outcome
+        log.debug("flushed and reported")
         hashes = await self.prefix.digests() if self.prefix is not None else {}
         digest = None
         if self.config.digest:
@@ -590,6 +592,7 @@ class Download:
         assert manifest is not None and self.served is not None
         match event:
             case OriginPiece(index, digest, size):
+                log.debug("piece %d from the origin", index)
                 self.inflight.discard(index)
                 self._mark_written(index, digest)
                 self.stats.done += size
@@ -602,6 +605,7 @@ class Download:
                     self._news()
                     self._report_at_once()
             case PeerPiece(peer_id, index, digest, size):
+                log.debug("piece %d from peer %s", index, peer_id)
                 self.inflight.discard(index)
                 self._mark_written(index, digest)
                 self.served.add(index)
