@@ -634,10 +634,13 @@ def run_method(ctx: Context, method: str, run: int) -> RunResult:
     cpu0 = Cpu.sample(procs=[], services=services, origin_pid=origin_pid)
 
     tx_start = tx_last = tx_first = netns_tx_bytes(origin_pid)
-    started = time.monotonic()
+    started, launched_at = time.monotonic(), time.time()
     procs = [
         lab.spawn(node.ns, launch.argv(i, dests[i], log_dir), log_dir / f"p{i + 1}.log") for i, node in enumerate(peers)
     ]
+    if ctx.verbose:  # for the peers' -vv lines, which carry the time of day
+        clock = time.strftime("%H:%M:%S", time.localtime(launched_at))
+        log(f"peers launched at {clock}.{int(launched_at % 1 * 1000):03d}")
     done_at: list[float | None] = [None] * len(peers)
     failed = [False] * len(peers)
     deadline = started + ctx.timeout

@@ -293,6 +293,9 @@ class Download:
                 self.generation = reply.generation
             if reply.manifest is None:
                 raise OriginError(f"the tracker has no manifest for {self.url}", url=self.url)
+            log.debug(
+                "joined generation %d: %d peers, %d leases", reply.generation, len(reply.peers), len(reply.leases)
+            )
             self.manifest = reply.manifest
             self.range_ok = reply.range_ok
             self._interval = reply.interval
@@ -547,6 +550,7 @@ class Download:
                 break
             self._start(run)
             self.origin_busy += 1
+            log.debug("pieces %d-%d from the origin: asking", run[0], run[-1])
             self._spawn(fetch_origin(self.origin, manifest, part, run, post, self._throttle))
             needed &= ~Bitfield.of(manifest.piece_count, run).mask
         # Peers: nearest first (the tracker's order), bounded per peer and overall.
