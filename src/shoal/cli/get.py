@@ -161,7 +161,7 @@ async def _cancellable(run: Callable[[], asyncio.Future[GetResult] | asyncio.Tas
 )
 @socket_option
 @click.option("--no-daemon", is_flag=True, help="Download in this process even when a daemon runs.")
-@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.option("-v", "--verbose", count=True, help="More logging; -vv traces the download, each line timed to the ms.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def get(
     url: str,
