@@ -31,10 +31,12 @@ class _Stat(ctypes.Structure):
     _fields_ = [(name, ctypes.c_uint64) for name in ("cache", "dirty", "writeback", "evicted", "recently_evicted")]
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
 def dirty_pages(fd: int, offset: int, length: int) -> int:
     stat = _Stat()
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.syscall(_SYS_CACHESTAT, fd, ctypes.byref(_Range(offset, length)), ctypes.byref(stat), 0) != 0:
+    if _libc.syscall(_SYS_CACHESTAT, fd, ctypes.byref(_Range(offset, length)), ctypes.byref(stat), 0) != 0:
         code = ctypes.get_errno()
         if code == errno.ENOSYS:
             pytest.skip("this kernel has no cachestat (Linux 6.5+)")

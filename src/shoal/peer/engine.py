@@ -514,6 +514,11 @@ class Download:
 
     # -- scheduling (owner only) -------------------------------------------------------------------
 
+    def _in_endgame(self) -> bool:
+        """At most HASH_ENDGAME_PIECES pieces missing: what is left is among the swarm's last pieces."""
+        assert self.manifest is not None
+        return self.manifest.piece_count - len(self.written) <= HASH_ENDGAME_PIECES
+
     def _needed(self) -> int:
         """Bit mask of the pieces neither on disk nor being fetched."""
         return ~(self.on_disk.mask | self.inflight.mask) & ((1 << self.on_disk.size) - 1)
@@ -827,11 +832,7 @@ class Download:
         which every other peer waits for: report it now, beside the announce in flight, rather than after
         that announce's reply (in the swarm lab the swarm's last origin piece waited 50-130 ms for it). A
         budget of ENDGAME_REPORTS per attempt bounds the extra announces."""
-        manifest = self.manifest
-        assert manifest is not None
-        if not self._announcing or not self._endgame_reports:
-            return
-        if manifest.piece_count - len(self.written) > HASH_ENDGAME_PIECES:
+        if not self._announcing or not self._endgame_reports or not self._in_endgame():
             return
         self._endgame_reports -= 1
         self._spawn(self._announce_once(beside=True))
@@ -877,8 +878,6 @@ class Download:
         held each of the last pieces back by up to 0.1 s); a budget, so a peer offering pieces the tracker
         has no hash for cannot make us ask in a loop."""
         assert self.tracker is not None
-        manifest = self.manifest
-        assert manifest is not None
         seen = 0
         asked_at = -HASH_REFRESH_GAP
         at_once = HASH_ENDGAME_LOOKUPS
@@ -886,7 +885,7 @@ class Download:
             await self._hash_wake.wait()
             wait = asked_at + HASH_REFRESH_GAP - time.monotonic()
             if wait > 0:
-                if at_once and manifest.piece_count - len(self.written) <= HASH_ENDGAME_PIECES:
+                if at_once and self._in_endgame():
                     at_once -= 1
                 else:
                     await asyncio.sleep(wait)
