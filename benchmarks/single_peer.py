@@ -2,9 +2,10 @@
 """Single peer on loopback: how close one ``shoal get`` from one complete peer comes to plain curl.
 
 No namespaces, no rate cap: everything on 127.0.0.1, files in a fresh directory under ``--workdir``
-(default /tmp, a regular disk directory, not a tmpfs; ``sync`` runs before every timed transfer so that one
-transfer's writeback does not land on the next). The page cache is not dropped: the source file is cached
-for every method alike.
+(default /tmp, a regular disk directory, not a tmpfs). Before every timed transfer a scratch file of the
+file's size is written, flushed and deleted, and ``sync`` runs: each transfer starts with the machine's free
+memory in the same state (see :func:`reset_memory`) and none pays for the writeback of the one before. The
+page cache is not dropped: the source file is cached for every method alike.
 
 1. ``python -m shoal.testing.origin DIR`` serves a random file of ``--size`` bytes (aiohttp FileResponse,
    sendfile), and ``shoal tracker`` runs on a fresh SQLite database.
@@ -117,6 +118,28 @@ def wait_for_line(proc: subprocess.Popen[bytes], log_path: Path, pattern: str, t
     raise RuntimeError(f"{log_path.name}: nothing matching {pattern!r} within {timeout}s")
 
 
+def reset_memory(workdir: Path, size: int) -> None:
+    """Put the machine's free memory in the same state before every timed transfer: write a scratch file of
+    the transfer's size in order, flush it, delete it.
+
+    On this VM the state decides much of a transfer's time. Freed memory goes back to the host after about
+    2 s (``/sys/module/page_reporting``), and writing into pages the host took back is slow: 2 GiB go into
+    the page cache in 0.4 s right after 2 GiB were freed and in 2-6 s once the host has them. Which pages
+    are taken back also depends on how the freed file was written. Measured, a ``shoal get`` that followed a
+    deleted curl copy took 6.9-7.7 s, one that followed a deleted ``shoal get`` copy 4.3-5.2 s: without this
+    step, whichever of the pair runs second is measured in the state the other left."""
+    scratch = workdir / "scratch.bin"
+    block = bytes(4 << 20)
+    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for offset in range(0, size, len(block)):
+            os.write(fd, block[: min(len(block), size - offset)])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    scratch.unlink()
+
+
 def flush(path: Path) -> float:
     """Seconds an fsync of ``path`` takes: the writeback its writer left to the kernel."""
     started = time.monotonic()
@@ -159,14 +182,16 @@ def machine_task_seconds() -> float:
     return (user + nice + system) / os.sysconf("SC_CLK_TCK")
 
 
-def timed(argv: list[str], workdir: Path, name: str, timeout: float, procs: Processes) -> Timed:
-    """Run ``argv`` to its end under /usr/bin/time -v: wall time, peak RSS, CPU seconds and its stderr.
+def timed(argv: list[str], workdir: Path, name: str, size: int, timeout: float, procs: Processes) -> Timed:
+    """Run ``argv`` to its end under /usr/bin/time -v, after :func:`reset_memory` of ``size`` bytes: wall
+    time, peak RSS, CPU seconds and its stderr.
 
     ``outside_cpu_s`` is what the rest of the machine (kernel threads included) ran meanwhile, less this
     command and the background processes of ``procs``: near 0 on a quiet machine.
     """
     sys_time = workdir / f"{name}.time"
     out_path = workdir / f"{name}.log"
+    reset_memory(workdir, size)
     subprocess.run(["sync"], check=False)
     background0 = sum(proc_cpu_seconds(p.pid) for p in procs.procs)
     machine0 = machine_task_seconds()
@@ -276,7 +301,7 @@ def run(args: argparse.Namespace, workdir: Path, procs: Processes) -> dict[str, 
     reps: list[Repetition] = []
     for rep in range(1, args.repeat + 1):
         curl_out = workdir / "curl.bin"
-        curl = timed(["curl", "-sS", "-o", str(curl_out), url], workdir, f"curl{rep}", args.timeout, procs)
+        curl = timed(["curl", "-sS", "-o", str(curl_out), url], workdir, f"curl{rep}", size, args.timeout, procs)
         curl_flush_s = flush(curl_out)
         curl_ok = curl.returncode == 0 and sha256_file(curl_out) == sha256
         curl_out.unlink(missing_ok=True)
@@ -288,6 +313,7 @@ def run(args: argparse.Namespace, workdir: Path, procs: Processes) -> dict[str, 
             [SHOAL, "get", url, "--tracker", tracker, "-o", str(out), "--upload-time", "0", *verbose],
             workdir,
             f"shoal{rep}",
+            size,
             args.timeout,
             procs,
         )
