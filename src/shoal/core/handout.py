@@ -42,6 +42,7 @@ def _spread_key(asker: str, other: str) -> bytes:
 
 def hand_out(asker: PeerView, peers: Sequence[PeerView], limit: int) -> list[PeerView]:
     """Peers (never the asker, never bad ones) holding pieces the asker lacks, nearest first."""
-    useful = [p for p in peers if p.peer_id != asker.peer_id and not p.bad and any(i not in asker.have for i in p.have)]
+    lacking = ~asker.have.mask  # one big-int AND a peer, not a Python loop over its pieces
+    useful = [p for p in peers if p.peer_id != asker.peer_id and not p.bad and p.have.mask & lacking]
     useful.sort(key=lambda p: (locality_tier(asker, p), _spread_key(asker.peer_id, p.peer_id)))
     return useful[:limit]
