@@ -129,11 +129,11 @@ def reset_memory(workdir: Path, size: int) -> None:
     deleted curl copy took 6.9-7.7 s, one that followed a deleted ``shoal get`` copy 4.3-5.2 s: without this
     step, whichever of the pair runs second is measured in the state the other left."""
     scratch = workdir / "scratch.bin"
-    block = bytes(4 << 20)
+    block = memoryview(bytes(4 << 20))
     fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         for offset in range(0, size, len(block)):
-            os.write(fd, block[: min(len(block), size - offset)])
+            os.write(fd, block[: size - offset])
         os.fsync(fd)
     finally:
         os.close(fd)
