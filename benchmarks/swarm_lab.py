@@ -345,6 +345,7 @@ class Cpu:
     origin: float
     outside: float
     """Everything else the machine ran (kernel threads included): /proc/stat less all of the above and us."""
+    machine: Machine
 
     @classmethod
     def sample(
@@ -354,8 +355,9 @@ class Cpu:
         peers = running_cpu_seconds([p for p in procs if p.poll() is None]) + children_cpu_seconds()
         services_cpu = running_cpu_seconds(services)
         origin = proc_cpu_seconds(origin_pid)
-        outside = machine_task_seconds() - peers - services_cpu - origin - self_cpu_seconds()
-        return cls(peers, services_cpu, origin, outside)
+        machine = Machine.sample()
+        outside = machine.tasks - peers - services_cpu - origin - self_cpu_seconds()
+        return cls(peers, services_cpu, origin, outside, machine)
 
 
 def netns_tx_bytes(pid: int, dev: str = "eth0") -> int:
@@ -372,10 +374,24 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def machine_task_seconds() -> float:
-    """CPU seconds all processes of the machine ran (user, nice, system; all cores; /proc/stat)."""
-    user, nice, system = (int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:4])
-    return (user + nice + system) / os.sysconf("SC_CLK_TCK")
+@dataclass(frozen=True)
+class Machine:
+    """The machine's cumulative CPU seconds, all cores, by kind (the first line of /proc/stat)."""
+
+    tasks: float
+    """User, nice and system time of every process (what the processes' own counters add up to)."""
+    irq: float
+    """Interrupts and softirqs: most of the network stack's work on the veths, charged to no process."""
+    idle: float
+    """Idle and I/O wait: cores that had nothing to run."""
+    steal: float
+    """Time the host ran something else while this VM's cores wanted to run: lost to the lab."""
+
+    @classmethod
+    def sample(cls) -> Machine:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+        user, nice, system, idle, iowait, irq, softirq, steal = (x / os.sysconf("SC_CLK_TCK") for x in fields)
+        return cls(user + nice + system, irq + softirq, idle + iowait, steal)
 
 
 def self_cpu_seconds() -> float:
@@ -459,6 +475,12 @@ class RunResult:
     cpu_s_outside: float = 0.0
     """CPU seconds of processes outside the lab while the peers ran (machine total less the lab's): ~0 on a
     quiet machine; much more means another workload competed for the two cores and the run is suspect."""
+    cpu_s_irq: float = 0.0
+    """Interrupt and softirq time meanwhile, all cores (the veths' packets, mostly)."""
+    cpu_s_idle: float = 0.0
+    """Idle time meanwhile, all cores: near 0 when the run was bound by the CPU."""
+    cpu_s_steal: float = 0.0
+    """Time the host took from this VM's cores meanwhile (steal): the lab's CPU-bound phases stretch by it."""
     max_peer_rss: int | None = None
     origin_first_s: float | None = None
     """When the origin link had sent its first 64 KiB of the run (seconds after launch)."""
@@ -683,6 +705,9 @@ def run_method(ctx: Context, method: str, run: int) -> RunResult:
     result.cpu_s_tracker = cpu1.services - cpu0.services
     result.cpu_s_origin = cpu1.origin - cpu0.origin
     result.cpu_s_outside = max(0.0, cpu1.outside - cpu0.outside)
+    result.cpu_s_irq = cpu1.machine.irq - cpu0.machine.irq
+    result.cpu_s_idle = cpu1.machine.idle - cpu0.machine.idle
+    result.cpu_s_steal = cpu1.machine.steal - cpu0.machine.steal
     rss = [r for r in (proc_peak_rss(p.pid) for p in procs if p.poll() is None) if r is not None]
     result.max_peer_rss = max(rss) if rss else None
     # Peers first, while their tracker can still hear them leave; then the run's services.
@@ -733,7 +758,7 @@ def format_table(results: list[RunResult], args: argparse.Namespace, setup: dict
         f"{'method':<7} {'run':>3} {'peers':>5} {'last done':>10} {'x bound':>8} {'first':>7} {'median':>7} "
         f"{'origin sent':>12} {'slack':>5} "
         f"{'origin/size':>11} {'http/size':>9} {'sha256 ok':>9} {'peak RSS':>9} "
-        f"{'CPU s: peers':>12} {'tracker':>7} {'origin':>6} {'other':>6}",
+        f"{'CPU s: peers':>12} {'tracker':>7} {'origin':>6} {'other':>6} {'irq':>5} {'idle':>5} {'steal':>5}",
     ]
     for r in results:
         finished = sorted(d for d in r.done_s if d is not None)
@@ -752,7 +777,8 @@ def format_table(results: list[RunResult], args: argparse.Namespace, setup: dict
             f"{'-' if r.origin_slack_s is None else f'{r.origin_slack_s:.2f}':>5} "
             f"{r.origin_wire_bytes / r.size:>11.3f} {r.origin_http_bytes / r.size:>9.3f} "
             f"{f'{r.verified}/{r.peers}':>9} {rss:>9} {r.cpu_s_peers:>12.1f} {r.cpu_s_tracker:>7.1f} "
-            f"{r.cpu_s_origin:>6.1f} {r.cpu_s_outside:>6.1f}"
+            f"{r.cpu_s_origin:>6.1f} {r.cpu_s_outside:>6.1f} {r.cpu_s_irq:>5.1f} {r.cpu_s_idle:>5.1f} "
+            f"{r.cpu_s_steal:>5.1f}"
         )
     if args.repeat > 1:
         lines.append("")
@@ -778,7 +804,9 @@ def format_table(results: list[RunResult], args: argparse.Namespace, setup: dict
         "http/size: the origin's own body-byte counter (GET /_stats) / file size (it misses aborted responses);",
         "peak RSS: largest VmHWM of a peer still running at the end; CPU s: CPU seconds used while the peers ran",
         "(2 cores give 2 per second) by the peers, the run's tracker, the origin, and everything else on the",
-        "machine, kernel threads included (other: more than a few means the run shared the cores).",
+        "machine, kernel threads included (other: more than a few means the run shared the cores); irq: interrupt",
+        "and softirq time (the veths' packets, charged to no process); idle: cores with nothing to run (near 0:",
+        "the run was bound by the CPU); steal: time the host took from this VM's cores (the run stretches by it).",
     ]
     for r in results:
         if r.peer_reports:
