@@ -153,9 +153,9 @@ class ServerConfig:
     have_gap: float = 0.05
     """Seconds between two lines of a have stream while pieces keep coming: a piece verified after a quiet
     spell is sent at once, and under a stream one line carries every piece since the last. A swarm lab peer
-    gains a piece every 20-25 ms and tells 7 watchers of each: with a piece every 20 ms, 0.05 s sends 2.5
-    times fewer lines and halves the CPU of both ends (benchmarks/have_stream.py), for at most one gap of
-    delay."""
+    gained a piece every 20-25 ms (with 512 KiB pieces; 1 MiB pieces now halve the rate) and tells 7
+    watchers of each: with a piece every 20 ms, 0.05 s sends 2.5 times fewer lines and halves the CPU of
+    both ends (benchmarks/have_stream.py), for at most one gap of delay."""
 
 
 class PieceServer:
