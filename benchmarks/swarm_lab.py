@@ -389,8 +389,9 @@ class Machine:
 
     @classmethod
     def sample(cls) -> Machine:
-        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
-        user, nice, system, idle, iowait, irq, softirq, steal = (x / os.sysconf("SC_CLK_TCK") for x in fields)
+        tick = os.sysconf("SC_CLK_TCK")
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:9]
+        user, nice, system, idle, iowait, irq, softirq, steal = (int(x) / tick for x in fields)
         return cls(user + nice + system, irq + softirq, idle + iowait, steal)
 
 
