@@ -58,6 +58,7 @@ from urllib.parse import quote_from_bytes
 
 from fastbencode import bdecode
 
+from shoal.testing.cpu import MachineCpu, process_cpu_seconds
 from shoal.testing.processes import shoal_argv, start_service
 
 HASH_PREFIX = b"shoal-bt-bench\x00\x00"  # 16 bytes; the last 4 of each info_hash count 0, 1, 2, ...
@@ -120,21 +121,6 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and all its threads (/proc/PID/stat)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_cpu_seconds() -> float:
-    """CPU seconds all processes of the machine ran (user, nice, system; all cores; /proc/stat)."""
-    user, nice, system = (int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:4])
-    return (user + nice + system) / os.sysconf("SC_CLK_TCK")
 
 
 def sample_announce(base: str, hashes: int) -> dict[bytes, object]:
@@ -236,10 +222,10 @@ _NON_2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
 def wrk(base: str, script: Path, seconds: float, connections: int, tracker_pid: int) -> Run:
     """One wrk run on CLIENT_CPU; the tracker's and the client's CPU seconds during it."""
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    tracker0, machine0 = cpu_seconds(tracker_pid), machine_cpu_seconds()
+    tracker0, machine0 = process_cpu_seconds(tracker_pid), MachineCpu.sample()
     argv = ["taskset", "-c", str(CLIENT_CPU), "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "-s", str(script)]
     done = subprocess.run([*argv, f"{base}/announce"], capture_output=True, text=True, timeout=seconds + 60)
-    tracker_cpu, machine = cpu_seconds(tracker_pid) - tracker0, machine_cpu_seconds() - machine0
+    tracker_cpu, machine = process_cpu_seconds(tracker_pid) - tracker0, (MachineCpu.sample() - machine0).tasks
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     client_cpu = (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
     match = _RPS.search(done.stdout)

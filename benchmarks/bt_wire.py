@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import os
 import re
-import resource
 import shutil
 import signal
 import statistics
@@ -45,6 +44,7 @@ import libtorrent as lt
 from shoal.core import units
 from shoal.core.errors import ShoalError
 from shoal.seeder.wire import WireSeeder, WireTorrent
+from shoal.testing.cpu import own_cpu_seconds, process_cpu_seconds
 from shoal.testing.files import sha256_file, write_random_file
 from shoal.testing.libtorrent_client import SESSION_SETTINGS
 
@@ -92,16 +92,6 @@ async def serve(torrent: WireTorrent) -> None:
 # -- the measurement -----------------------------------------------------------------------------------
 
 
-def proc_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 @dataclass
 class Run:
     run: int
@@ -120,7 +110,7 @@ def download(info: lt.torrent_info, port: int, save: Path, seeder_pid: int, time
     params.save_path = str(save)
     params.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)
     handle = session.add_torrent(params)
-    seeder0, client0 = proc_cpu_seconds(seeder_pid), own_cpu_seconds()
+    seeder0, client0 = process_cpu_seconds(seeder_pid), own_cpu_seconds()
     connected = time.monotonic()
     handle.connect_peer(("127.0.0.1", port))
     first = None
@@ -132,7 +122,7 @@ def download(info: lt.torrent_info, port: int, save: Path, seeder_pid: int, time
             raise RuntimeError(f"not complete within {timeout:.0f}s: {status.progress:.1%}")
         time.sleep(0.01)
     done = time.monotonic()
-    seeder_cpu, client_cpu = proc_cpu_seconds(seeder_pid) - seeder0, own_cpu_seconds() - client0
+    seeder_cpu, client_cpu = process_cpu_seconds(seeder_pid) - seeder0, own_cpu_seconds() - client0
     handle.flush_cache()  # the last writes may still be queued; the SHA-256 check reads the file
     deadline = time.monotonic() + 60
     while not any(isinstance(a, lt.cache_flushed_alert) for a in session.pop_alerts()):

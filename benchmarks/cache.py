@@ -63,6 +63,7 @@ from shoal.core.errors import ShoalError
 from shoal.daemon.client import DaemonClient
 from shoal.daemon.config import index_path
 from shoal.storage.cache_store import CacheStore
+from shoal.testing.cpu import process_cpu_seconds
 from shoal.testing.files import sha256_file, write_random_file
 from shoal.testing.processes import Service, shoal_argv, start_daemon, start_origin, start_tracker
 
@@ -170,14 +171,6 @@ def reset_hwm(pid: int) -> bool:
     except OSError:
         return False
     return True
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def origin_bytes(origin: Service) -> int:
@@ -454,7 +447,7 @@ def bench_rss(args: argparse.Namespace, base: Path, checks: Checks) -> None:
                 f"daemon before the peers: VmRSS {before.get('VmRSS', 0) / 1e6:.1f} MB, VmHWM so far (its fetch "
                 f"included) {before.get('VmHWM', 0) / 1e6:.1f} MB; VmHWM reset: {'yes' if hwm_reset else 'no'}"
             )
-            origin0, cpu0 = origin_bytes(n.origin), cpu_seconds(pid)
+            origin0, cpu0 = origin_bytes(n.origin), process_cpu_seconds(pid)
             argv = ["get", url, "--tracker", n.tracker.url, "--no-daemon", "--upload-time", "0"]
             started = time.perf_counter()
             for i in range(args.peers):
@@ -478,7 +471,7 @@ def bench_rss(args: argparse.Namespace, base: Path, checks: Checks) -> None:
             elapsed = time.perf_counter() - started
             after = proc_status(pid)
             peak_rss = max(peak_rss, after.get("VmRSS", 0))
-            origin_sent, cpu = origin_bytes(n.origin) - origin0, cpu_seconds(pid) - cpu0
+            origin_sent, cpu = origin_bytes(n.origin) - origin0, process_cpu_seconds(pid) - cpu0
         finally:
             for p in peers:
                 if p.poll() is None:

@@ -36,18 +36,11 @@ from pathlib import Path
 from shoal.core.bitfield import Bitfield
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.peer.events import Event, PeerHas
+from shoal.testing.cpu import own_cpu_seconds, process_cpu_seconds
 from shoal.testing.processes import compile_bytecode, start_service
 
 TASK = "ab" * 20
 PIECE = 256 * 1024
-
-
-def cpu_seconds(pid: int | None = None) -> float:
-    if pid is None:
-        times = os.times()
-        return times.user + times.system
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def serve(pieces: int, interval: float, gap: float | None) -> None:
@@ -96,10 +89,10 @@ async def watch(port: int, args: argparse.Namespace, go: Callable[[], None]) -> 
             asyncio.ensure_future(watch_haves(session, url, f"w{i}", manifest, post)) for i in range(args.watchers)
         ]
         await asyncio.sleep(0.5)  # every stream has sent its bitfield
-        cpu0 = cpu_seconds()
+        cpu0 = own_cpu_seconds()
         go()
         await asyncio.wait_for(everything.wait(), timeout=args.pieces * args.interval_ms / 1000 + 30)
-        cpu = cpu_seconds() - cpu0
+        cpu = own_cpu_seconds() - cpu0
         for task in watchers:
             task.cancel()
         await asyncio.gather(*watchers, return_exceptions=True)
@@ -125,12 +118,12 @@ def main() -> int:
 
     def go() -> None:
         nonlocal server0
-        server0 = cpu_seconds(child.proc.pid)
+        server0 = process_cpu_seconds(child.proc.pid)
         child.proc.send_signal(signal.SIGUSR1)
 
     try:
         watchers_cpu, lines = asyncio.run(watch(int(child.url.rsplit(":", 1)[1]), args, go))
-        server_cpu = cpu_seconds(child.proc.pid) - server0
+        server_cpu = process_cpu_seconds(child.proc.pid) - server0
     finally:
         child.kill()
     notifications = args.pieces * args.watchers

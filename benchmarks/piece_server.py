@@ -35,6 +35,7 @@ from pathlib import Path
 
 from shoal.core.bitfield import Bitfield
 from shoal.core.manifest import Manifest, OriginIdentity
+from shoal.testing.cpu import process_cpu_seconds
 from shoal.testing.processes import compile_bytecode, start_service
 
 TASK = "ab" * 20
@@ -78,11 +79,6 @@ async def fetch(port: int, manifest: Manifest, requests: int, concurrency: int) 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measure(workdir: Path, args: argparse.Namespace) -> dict[str, float]:
     path = workdir / "payload.bin"
     piece_length = args.piece_kib * 1024
@@ -93,9 +89,9 @@ def measure(workdir: Path, args: argparse.Namespace) -> dict[str, float]:
     try:
         port = int(child.url.rsplit(":", 1)[1])
         asyncio.run(fetch(port, manifest, WARM_UP, args.concurrency))
-        cpu0, t0 = cpu_seconds(child.proc.pid), time.monotonic()
+        cpu0, t0 = process_cpu_seconds(child.proc.pid), time.monotonic()
         asyncio.run(fetch(port, manifest, args.requests, args.concurrency))
-        seconds, cpu = time.monotonic() - t0, cpu_seconds(child.proc.pid) - cpu0
+        seconds, cpu = time.monotonic() - t0, process_cpu_seconds(child.proc.pid) - cpu0
     finally:
         child.kill()
     return {"server_cpu_s": cpu, "us_per_request": cpu / args.requests * 1e6, "seconds": seconds}

@@ -51,6 +51,7 @@ from pathlib import Path
 
 from shoal.core import units
 from shoal.core.errors import ShoalError
+from shoal.testing.cpu import MachineCpu, process_cpu_seconds
 from shoal.testing.files import sha256_file, write_random_file
 from shoal.testing.processes import compile_bytecode
 
@@ -168,20 +169,6 @@ class Timed:
     output: str
 
 
-def proc_cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_task_seconds() -> float:
-    """CPU seconds all processes of the machine ran (user, nice, system; all cores; /proc/stat)."""
-    user, nice, system = (int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:4])
-    return (user + nice + system) / os.sysconf("SC_CLK_TCK")
-
-
 def timed(argv: list[str], workdir: Path, name: str, size: int, timeout: float, procs: Processes) -> Timed:
     """Run ``argv`` to its end under /usr/bin/time -v, after :func:`reset_memory` of ``size`` bytes: wall
     time, peak RSS, CPU seconds and its stderr.
@@ -193,8 +180,8 @@ def timed(argv: list[str], workdir: Path, name: str, size: int, timeout: float, 
     out_path = workdir / f"{name}.log"
     reset_memory(workdir, size)
     subprocess.run(["sync"], check=False)
-    background0 = sum(proc_cpu_seconds(p.pid) for p in procs.procs)
-    machine0 = machine_task_seconds()
+    background0 = sum(process_cpu_seconds(p.pid) for p in procs.procs)
+    machine0 = MachineCpu.sample()
     started = time.monotonic()
     with open(out_path, "wb") as out:
         proc = subprocess.run(
@@ -206,8 +193,8 @@ def timed(argv: list[str], workdir: Path, name: str, size: int, timeout: float, 
             check=False,
         )
     wall = time.monotonic() - started
-    machine = machine_task_seconds() - machine0
-    background = sum(proc_cpu_seconds(p.pid) for p in procs.procs) - background0
+    machine = (MachineCpu.sample() - machine0).tasks
+    background = sum(process_cpu_seconds(p.pid) for p in procs.procs) - background0
     report = sys_time.read_text(errors="replace") if sys_time.exists() else ""
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", report)
     user = re.search(r"User time \(seconds\): ([\d.]+)", report)

@@ -83,6 +83,7 @@ from fastbencode import bencode
 
 from shoal.core import units
 from shoal.core.errors import ShoalError
+from shoal.testing.cpu import MachineCpu, own_cpu_seconds, process_cpu_seconds
 from shoal.testing.files import sha256_file, write_random_file
 from shoal.testing.processes import compile_bytecode
 
@@ -321,11 +322,6 @@ def tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-def proc_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def proc_peak_rss(pid: int) -> int | None:
     """VmHWM (peak resident set) of a running process, bytes."""
     with contextlib.suppress(OSError):
@@ -345,7 +341,7 @@ class Cpu:
     origin: float
     outside: float
     """Everything else the machine ran (kernel threads included): /proc/stat less all of the above and us."""
-    machine: Machine
+    machine: MachineCpu
 
     @classmethod
     def sample(
@@ -354,9 +350,9 @@ class Cpu:
         # Only peers are reaped while a run is timed, so the children's rusage grows by theirs alone.
         peers = running_cpu_seconds([p for p in procs if p.poll() is None]) + children_cpu_seconds()
         services_cpu = running_cpu_seconds(services)
-        origin = proc_cpu_seconds(origin_pid)
-        machine = Machine.sample()
-        outside = machine.tasks - peers - services_cpu - origin - self_cpu_seconds()
+        origin = process_cpu_seconds(origin_pid)
+        machine = MachineCpu.sample()
+        outside = machine.tasks - peers - services_cpu - origin - own_cpu_seconds()
         return cls(peers, services_cpu, origin, outside, machine)
 
 
@@ -374,37 +370,11 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-@dataclass(frozen=True)
-class Machine:
-    """The machine's cumulative CPU seconds, all cores, by kind (the first line of /proc/stat)."""
-
-    tasks: float
-    """User, nice and system time of every process (what the processes' own counters add up to)."""
-    irq: float
-    """Interrupts and softirqs: most of the network stack's work on the veths, charged to no process."""
-    idle: float
-    """Idle and I/O wait: cores that had nothing to run."""
-    steal: float
-    """Time the host ran something else while this VM's cores wanted to run: lost to the lab."""
-
-    @classmethod
-    def sample(cls) -> Machine:
-        tick = os.sysconf("SC_CLK_TCK")
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:9]
-        user, nice, system, idle, iowait, irq, softirq, steal = (int(x) / tick for x in fields)
-        return cls(user + nice + system, irq + softirq, idle + iowait, steal)
-
-
-def self_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def running_cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> float:
     total = 0.0
     for proc in procs:
         with contextlib.suppress(OSError, IndexError, ValueError):
-            total += proc_cpu_seconds(proc.pid)
+            total += process_cpu_seconds(proc.pid)
     return total
 
 
@@ -706,9 +676,8 @@ def run_method(ctx: Context, method: str, run: int) -> RunResult:
     result.cpu_s_tracker = cpu1.services - cpu0.services
     result.cpu_s_origin = cpu1.origin - cpu0.origin
     result.cpu_s_outside = max(0.0, cpu1.outside - cpu0.outside)
-    result.cpu_s_irq = cpu1.machine.irq - cpu0.machine.irq
-    result.cpu_s_idle = cpu1.machine.idle - cpu0.machine.idle
-    result.cpu_s_steal = cpu1.machine.steal - cpu0.machine.steal
+    machine = cpu1.machine - cpu0.machine
+    result.cpu_s_irq, result.cpu_s_idle, result.cpu_s_steal = machine.irq, machine.idle, machine.steal
     rss = [r for r in (proc_peak_rss(p.pid) for p in procs if p.poll() is None) if r is not None]
     result.max_peer_rss = max(rss) if rss else None
     # Peers first, while their tracker can still hear them leave; then the run's services.
