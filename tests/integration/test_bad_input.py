@@ -41,9 +41,31 @@ TASK = "ab" * 20
 def test_cli_rejects_bad_arguments(tmp_path, args, code, message):
     result = subprocess.run(shoal_argv("get", *args), capture_output=True, text=True, cwd=tmp_path, timeout=30)
     assert result.returncode == code, result.stderr
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr  # one clear line: not click's usage, hint and error
+    assert lines[0].startswith("shoal: error: ") and message in lines[0]
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["get"], "Missing argument 'URL'. (see 'python -m shoal get --help')"),  # shoal_argv runs python -m
+        (["no-such-command"], "No such command 'no-such-command'. (see 'python -m shoal --help')"),
+        (["--no-such-flag"], "No such option '--no-such-flag'"),
+    ],
+)
+def test_cli_usage_errors_are_one_line(tmp_path, args, message):
+    result = subprocess.run(shoal_argv(*args), capture_output=True, text=True, cwd=tmp_path, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("shoal: error: ") and message in result.stderr
+
+
+def test_cli_without_a_command_shows_its_help():
+    result = subprocess.run(shoal_argv(), capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.startswith("Usage: ") and "get " in result.stderr and "tracker " in result.stderr
 
 
 def test_output_into_a_missing_directory(tmp_path):
@@ -73,7 +95,7 @@ def test_output_into_an_unwritable_directory(readonly_dir, origin, make_file):
     make_file(src.root / "x.bin", 1 << 20)
     result = run_get(src.url("x.bin"), "-o", str(readonly_dir / "x.bin"))
     assert result.returncode == 6, result.stderr
-    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "is not writable" in result.stderr
     assert list(readonly_dir.iterdir()) == []
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from click.exceptions import NoArgsIsHelpError
 
 from shoal.core.errors import ShoalError, UsageError
 
@@ -132,4 +133,23 @@ def cli() -> None:
 
 
 def main() -> None:
-    cli()
+    """The ``shoal`` command. A usage error is one line on stderr and exit code 2, like every other error:
+    click's own display is four (the usage, a hint, a blank line, the error)."""
+    try:
+        code = cli.main(standalone_mode=False)
+    except click.UsageError as exc:
+        if isinstance(exc, NoArgsIsHelpError):  # a group run without a command: its help, as click shows it
+            exc.show()
+        else:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            click.echo(f"shoal: error: {exc.format_message()}{hint}", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        click.echo(f"shoal: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("shoal: aborted", err=True)
+        sys.exit(1)
+    # Without standalone mode click returns the code of an exit it caught (--help, --version), or the
+    # command's return value, which is not an exit code.
+    sys.exit(code if type(code) is int else 0)
