@@ -154,7 +154,7 @@ def _announce(**fields: object) -> bytes:
         (_announce(want_leases=-1), 400, "want_leases"),
         (_announce(released=["a"]), 400, "released"),
         (_announce(origin={"length": -5}), 400, "origin"),
-        pytest.param(b'{"x": "' + b"a" * 300_000 + b'"}', 413, "", id="oversized"),
+        pytest.param(b'{"x": "' + b"a" * 300_000 + b'"}', 413, "Too Large", id="oversized"),
     ],
     ids=lambda value: value.decode()[:40] if isinstance(value, bytes) else None,
 )
@@ -178,10 +178,17 @@ def test_tracker_rejects_bad_bitfields_and_unknown_tasks(tracker):
         assert code == 400 and "bitfield" in str(reply["error"])
     code, reply = _post(f"{t.url}/v1/tasks/{TASK}/announce", _announce(generation=generation, done={"99999": "0" * 64}))
     assert code == 400 and "piece 99999" in str(reply["error"])
-    assert _get(f"{t.url}/v1/tasks/{'cd' * 20}")[0] == 404
-    assert _get(f"{t.url}/v1/tasks/{'cd' * 20}/hashes")[0] == 404
-    assert _get(f"{t.url}/v1/tasks/not-a-task")[0] == 400
-    assert _get(f"{t.url}/v1/tasks/{TASK}/hashes?since=abc")[0] == 400
+    for path, status in [
+        (f"/v1/tasks/{'cd' * 20}", 404),
+        (f"/v1/tasks/{'cd' * 20}/hashes", 404),
+        ("/v1/tasks/not-a-task", 400),
+        (f"/v1/tasks/{TASK}/hashes?since=abc", 400),
+    ]:
+        code, reply = _get(f"{t.url}{path}")
+        assert (code, type(reply.get("error"))) == (status, str), (path, reply)
+    # An announce for a task the tracker has never seen, with a generation it never gave: told to restart.
+    code, reply = _post(f"{t.url}/v1/tasks/{'cd' * 20}/announce", _announce(generation=7, bitfield="AAAA"))
+    assert (code, reply["restart"], reply["generation"]) == (200, True, 1), reply
 
 
 async def test_piece_server_serves_only_verified_pieces_of_its_generation(tmp_path):
@@ -214,7 +221,11 @@ async def test_piece_server_serves_only_verified_pieces_of_its_generation(tmp_pa
 
             # One upload at a time: while a paced upload holds the only slot, the next asker gets a 503.
             slow = asyncio.ensure_future(fetch(f"{base}/data?gen=3", f"bytes=0-{2 * piece - 1}"))
-            await asyncio.sleep(0.2)
+            for _ in range(500):
+                if server.uploads == 1:
+                    break
+                await asyncio.sleep(0.01)
+            assert server.uploads == 1
             async with session.get(f"{base}/data?gen=3", headers={"Range": f"bytes=0-{piece - 1}"}) as r:
                 assert r.status == 503 and r.headers["Retry-After"] == "1"
             assert (await slow)[0] == 206

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import shoal
 from shoal.core.ids import task_id_for_url
 from shoal.testing.processes import shoal_argv
@@ -223,10 +225,14 @@ def test_rerun_resumes_after_sigkill(tmp_path, origin, make_file, spawn_get):
         if state.exists() and len(json.loads(state.read_text() or "{}").get("pieces", {})) >= 4:
             break
         time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail("the download recorded no 4 verified pieces within 30 s")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not out.exists()
     saved = len(json.loads(state.read_text())["pieces"])
+    assert saved >= 4
     before = src.bytes_sent()
     result = run_get(src.url("h.bin"), "-o", str(out))
     assert result.returncode == 0, result.stderr

@@ -58,4 +58,3 @@ def test_own_and_machine_time_grow_by_what_this_process_burns() -> None:
     own, machine = own_cpu_seconds() - own0, MachineCpu.sample() - machine0
     assert own >= 0.2
     assert machine.tasks >= 0.18  # the machine's counter includes ours (ticks: 10 ms granularity)
-    assert min(machine.irq, machine.idle, machine.steal) >= 0.0

@@ -186,9 +186,10 @@ def test_macros_stand_for_their_expressions(macro: str, expression: str) -> None
 
 
 def test_a_day_that_exists_only_in_leap_years_and_one_ored_with_a_weekday_are_accepted() -> None:
-    Cron.parse("0 0 29 2 *")
-    Cron.parse("0 0 30 2 mon")  # ORed: every Monday in February matches
-    Cron.parse("  0 0 1 1 *  ")
+    assert Cron.parse("0 0 29 2 *").next_after(ts(2025, 1, 1)) == ts(2028, 2, 29)
+    # ORed: 30 February never comes, but every Monday in February matches (1 February 2025 is a Saturday).
+    assert Cron.parse("0 0 30 2 mon").next_after(ts(2024, 3, 1)) == ts(2025, 2, 3)
+    assert Cron.parse("  0 0 1 1 *  ") == Cron.parse("0 0 1 1 *")
 
 
 # -- cron: next run on known dates -------------------------------------------------------------------------
