@@ -33,13 +33,38 @@ def error_response(exc: Exception) -> web.Response | None:
     return None
 
 
+def _check_strings(value: Any) -> None:
+    """Refuse strings no service stores: a lone surrogate (JSON's ``"\\ud800"``) cannot be encoded for a
+    database, and PostgreSQL refuses NUL. Either would fail the write, and every write committed with it."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                raise ProtocolError("the body holds a NUL character")
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                raise ProtocolError("the body holds a string that is not valid Unicode") from None
+
+
 async def read_json(request: web.Request) -> Any:
-    """The request's JSON body; a ProtocolError (400) when it is not JSON, a 413 past client_max_size."""
+    """The request's JSON body; a ProtocolError (400) when it is not JSON, or holds a string no service
+    stores (see :func:`_check_strings`); a 413 past client_max_size."""
     raw = await request.read()
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        body = json.loads(raw)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of over 4,300 digits
         raise ProtocolError(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("the body is not valid JSON: nested too deeply") from None
+    _check_strings(body)
+    return body
 
 
 def json_errors(
@@ -69,7 +94,9 @@ def json_errors(
 
 
 def bearer_token(request: web.Request) -> str | None:
-    """The token of an ``Authorization: Bearer TOKEN`` header; None when there is none."""
+    """The token of an ``Authorization: Bearer TOKEN`` header; None when there is none, or when it is not
+    printable ASCII (RFC 6750's token68; a byte such as 0xff would break hashing and comparing it)."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     token = token.strip()
-    return token if scheme.lower() == "bearer" and token else None
+    usable = token.isascii() and token.isprintable()
+    return token if scheme.lower() == "bearer" and token and usable else None

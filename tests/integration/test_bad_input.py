@@ -155,6 +155,14 @@ def _announce(**fields: object) -> bytes:
         (_announce(released=["a"]), 400, "released"),
         (_announce(origin={"length": -5}), 400, "origin"),
         pytest.param(b'{"x": "' + b"a" * 300_000 + b'"}', 413, "Too Large", id="oversized"),
+        # Strings no database stores: each failed its write, and every announce committed beside it.
+        (_announce(host="\ud800"), 400, "not valid Unicode"),
+        (_announce(url="http://127.0.0.1:9/a\u0000b"), 400, "NUL"),
+        (_announce(origin={"length": 5, "etag": '"a\u0001"'}), 400, "control characters"),
+        (_announce(origin={"length": 1 << 41}), 400, "largest file"),
+        (_announce(bad_peers=[f"p{i}" for i in range(300)]), 400, "bad_peers"),
+        pytest.param(b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply", id="deep"),
+        pytest.param(b'{"generation": ' + b"9" * 5000 + b"}", 400, "not valid JSON", id="huge-int"),
     ],
     ids=lambda value: value.decode()[:40] if isinstance(value, bytes) else None,
 )

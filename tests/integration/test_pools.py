@@ -265,6 +265,8 @@ def test_a_private_pool_refuses_without_its_token_and_reveals_nothing(
         assert status == 401 and set(reply) == {"error"}, (method, path, reply)
         status, reply = api(pool.tracker, method, f"/{pool.name}{path}", body, token="wrong")
         assert status == 403 and set(reply) == {"error"}, (method, path, reply)
+        status, reply = api(pool.tracker, method, f"/{pool.name}{path}", body, token="\xff\xfe")  # not ASCII
+        assert status == 401 and set(reply) == {"error"}, (method, path, reply)
         assert "insider" not in reply["error"] and "secret" not in reply["error"]
 
     status, reply = api(pool.tracker, "GET", f"/{pool.name}/members", token=pool.token)

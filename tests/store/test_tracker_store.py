@@ -339,6 +339,20 @@ async def test_a_read_of_a_task_not_in_memory_waits_for_the_staged_writes(store:
     assert await expired == 1
 
 
+async def test_reads_of_a_task_not_in_memory_at_once_share_one_copy(store: TrackerStore) -> None:
+    await join(store, "p1", T0, want_leases=4)
+    assert await store.expire(T0 + TTL + 1, TTL) == 1  # the task leaves memory
+    # Two requests (a hash look-up and an announce, say) read it at once. Had the second read replaced the
+    # copy the first put in place, an announce decided on the first copy would be lost: its leases granted
+    # again to the next asker.
+    first, second = await asyncio.gather(store._task_rows(TASK_ID), store._task_rows(TASK_ID))
+    assert first is not None and first is second
+    out = await join(store, "p2", T0 + TTL + 2, want_leases=4)
+    assert out.response is not None and out.response.leases == (0, 1, 2, 3)
+    again = await join(store, "p3", T0 + TTL + 3, want_leases=4)
+    assert again.response is not None and again.response.leases == (4, 5, 6, 7)
+
+
 class WriteDuringRead(TrackerStore):
     """A store whose next database read of a task is overtaken by a write (another request's announce)."""
 

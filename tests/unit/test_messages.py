@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shoal.core.errors import ProtocolError
-from shoal.core.manifest import Manifest, OriginIdentity
+from shoal.core.manifest import MAX_LENGTH, Manifest, OriginIdentity
 from shoal.core.messages import (
     MAX_LEASES_PER_ANNOUNCE,
     AnnounceRequest,
@@ -141,7 +141,9 @@ def test_null_means_absent() -> None:
 peer_ids = st.from_regex(r"\A[A-Za-z0-9_.-]{1,64}\Z")
 labels = st.from_regex(r"\A[A-Za-z0-9_.:-]{0,64}\Z")
 hashes = st.binary(min_size=32, max_size=32).map(bytes.hex)
-identities = st.builds(OriginIdentity, st.integers(0, 1 << 50), st.text(max_size=20), st.text(max_size=20))
+# Validators are printable text (letters, digits, punctuation, symbols, spaces): no control characters.
+validators = st.text(st.characters(categories=["L", "N", "P", "S"]) | st.just(" "), max_size=20)
+identities = st.builds(OriginIdentity, st.integers(0, MAX_LENGTH), validators, validators)
 requests = st.builds(
     AnnounceRequest,
     peer_id=peer_ids,

@@ -57,7 +57,7 @@ def grant_leases(
     if not range_ok:
         if any(lease.peer_id != asker for lease in leased.values()):
             return []
-        return [i for i in range(held.size) if free >> i & 1]
+        return list(Bitfield.from_mask(held.size, free))
     if not free:
         return []
     start = (free & -free).bit_length() - 1  # the lowest free piece

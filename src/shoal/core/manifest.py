@@ -23,6 +23,9 @@ MIN_PIECE_LENGTH = 256 * 1024
 MAX_PIECE_LENGTH = 16 * 1024 * 1024
 TARGET_PIECES = 256
 HASH_SIZE = 32
+MAX_LENGTH = MAX_PIECE_LENGTH * 65_536
+"""1 TiB: at most 65,536 pieces, so a task's bitfield is at most 8 KiB and every per-piece loop of the
+tracker stays short. A larger origin file is refused."""
 
 
 def piece_length_for(length: int) -> int:

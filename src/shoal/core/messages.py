@@ -16,10 +16,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from shoal.core.errors import ProtocolError
-from shoal.core.manifest import HASH_SIZE, Manifest, OriginIdentity
+from shoal.core.manifest import HASH_SIZE, MAX_LENGTH, Manifest, OriginIdentity
 
 EVENTS = ("started", "update", "completed", "stopped")
 MAX_LEASES_PER_ANNOUNCE = 256
+MAX_BAD_PEERS = 256
 # \Z, not $: a $ also matches before a trailing newline, which would let "id\n" through.
 PEER_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 _LABEL = re.compile(r"^[A-Za-z0-9_.:-]{0,64}\Z")
@@ -64,12 +65,16 @@ def parse_identity(raw: Any, name: str = "origin") -> OriginIdentity:
     if not isinstance(raw, dict):
         raise ProtocolError(f"{name} must be an object", field=name)
     length = _nested(raw, name, "length", int)
-    if length is None or length < 0 or length > 1 << 50:
+    if length is None or length < 0:
         raise ProtocolError(f"{name}.length must be a non-negative integer", field=name)
+    if length > MAX_LENGTH:
+        raise ProtocolError(f"{name}.length is over the largest file a task holds, {MAX_LENGTH} bytes", field=name)
     etag = _nested(raw, name, "etag", str, "")
     last_modified = _nested(raw, name, "last_modified", str, "")
     if len(etag) > 512 or len(last_modified) > 128:
         raise ProtocolError(f"{name} validators are too long", field=name)
+    if not (etag.isprintable() and last_modified.isprintable()):
+        raise ProtocolError(f"{name} validators hold control characters", field=name)
     return OriginIdentity(length, etag, last_modified)
 
 
@@ -105,7 +110,9 @@ class AnnounceRequest:
         if not PEER_ID.match(peer_id):
             raise ProtocolError("peer_id must be 1-64 characters of [A-Za-z0-9_.-]", field="peer_id")
         url = _get(data, "url", str, "")
-        if not url.startswith(("http://", "https://")) or len(url) > 8192:
+        # isprintable() is False for control characters, NUL and lone surrogates, which no URL holds (and a
+        # database would refuse: a lone surrogate cannot be encoded, PostgreSQL refuses NUL).
+        if not url.startswith(("http://", "https://")) or len(url) > 8192 or not url.isprintable():
             raise ProtocolError("url must be an http(s) URL", field="url")
         port = _get(data, "port", int)
         if port is None or not 0 < port < 65536:
@@ -114,7 +121,7 @@ class AnnounceRequest:
         if event not in EVENTS:
             raise ProtocolError(f"event must be one of {', '.join(EVENTS)}", field="event")
         host = _get(data, "host", str, "")
-        if len(host) > 255 or any(c.isspace() for c in host):
+        if len(host) > 255 or any(c.isspace() for c in host) or not host.isprintable():
             raise ProtocolError("host is malformed", field="host")
         site, rack = _get(data, "site", str, ""), _get(data, "rack", str, "")
         for label, value in (("site", site), ("rack", rack)):
@@ -135,8 +142,8 @@ class AnnounceRequest:
                 raise ProtocolError(f"done[{key}] is not a {HASH_SIZE}-byte hex hash", field="done")
             done[int(key)] = value
         bad_peers = _get(data, "bad_peers", list, [])
-        if not all(isinstance(p, str) and PEER_ID.match(p) for p in bad_peers):
-            raise ProtocolError("bad_peers must be a list of peer ids", field="bad_peers")
+        if len(bad_peers) > MAX_BAD_PEERS or not all(isinstance(p, str) and PEER_ID.match(p) for p in bad_peers):
+            raise ProtocolError(f"bad_peers must be a list of at most {MAX_BAD_PEERS} peer ids", field="bad_peers")
         want = _get(data, "want_leases", int, 0)
         if not 0 <= want <= MAX_LEASES_PER_ANNOUNCE:
             raise ProtocolError(f"want_leases must be 0-{MAX_LEASES_PER_ANNOUNCE}", field="want_leases")

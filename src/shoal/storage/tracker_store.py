@@ -236,7 +236,9 @@ class TrackerStore(SqlStore):
         writes = self._writes
         rows = await self.read_rows(task_id)
         if rows is not None and self._writes == writes:
-            self._rows[task_id] = rows
+            # Another reader may have put the task's copy in place while this one read, and an announce may
+            # already have changed that copy: keep it, never replace it with what was read.
+            rows = self._rows.setdefault(task_id, rows)
         return rows
 
     async def read_rows(self, task_id: str) -> TaskRows | None:

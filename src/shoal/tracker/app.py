@@ -76,6 +76,8 @@ class TrackerService:
                 await self.store.expire(self.clock(), self.config.peer_ttl)
             except StoreError as exc:  # pragma: no cover - logged, retried next round
                 log.warning("expiring peers failed: %s", exc)
+            except Exception:  # a write staged beside the expiry failed the batch: the loop must go on
+                log.exception("expiring peers failed")
 
 
 SERVICE = web.AppKey("service", TrackerService)
