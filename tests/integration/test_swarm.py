@@ -258,3 +258,21 @@ def test_progress_bar_on_a_terminal_and_quiet_mode(tmp_path, origin, make_file):
     assert "p.bin: 4.0 MiB in" in screen
     quiet = run_get(src.url("p.bin"), "-o", str(tmp_path / "q.bin"), "-q")
     assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == ""
+
+
+def test_a_second_get_to_the_same_destination_at_once_is_refused(tmp_path, origin, make_file, spawn_get):
+    src = origin("--rate", "2M")
+    data = make_file(src.root / "same.bin", 4 << 20)
+    out = tmp_path / "same.bin"
+    first = spawn_get(src.url("same.bin"), "-o", str(out))
+    part = tmp_path / ".same.bin.shoal-part"
+    deadline = time.monotonic() + 30
+    while not part.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert part.exists() and first.poll() is None
+    second = run_get(src.url("same.bin"), "-o", str(out))
+    assert second.returncode == 6, second.stderr
+    assert second.stderr.strip().count("\n") == 0 and "another download is writing" in second.stderr
+    assert first.wait(timeout=60) == 0
+    assert out.read_bytes() == data
+    assert no_partial_files(tmp_path)

@@ -62,6 +62,23 @@ def test_a_rerun_keeps_only_pieces_whose_bytes_still_match(tmp_path: Path, data:
     assert set(resumed.hashes) == {0, 3}
 
 
+def test_a_second_download_to_the_same_destination_at_once_is_refused(tmp_path: Path, data: bytes) -> None:
+    dest = tmp_path / "f.bin"
+    first = PartFile(dest, "t" * 40, MANIFEST)
+    first.open()
+    first.write(0, [pieces(data)[0]])
+    # A second process (or a second open: each has its own open file description) finds no sidecar yet:
+    # it would truncate the part file under the first one's written pieces.
+    second = PartFile(dest, "t" * 40, MANIFEST)
+    with pytest.raises(LocalIOError, match="another download is writing"):
+        second.open()
+    assert first.read(0) == pieces(data)[0]
+    first.close()
+    third = PartFile(dest, "t" * 40, MANIFEST)
+    third.open()  # the lock went with the first one's close
+    third.close()
+
+
 def test_a_sidecar_for_another_version_is_ignored(tmp_path: Path, data: bytes) -> None:
     dest = tmp_path / "f.bin"
     part = PartFile(dest, "t" * 40, MANIFEST)
@@ -70,11 +87,14 @@ def test_a_sidecar_for_another_version_is_ignored(tmp_path: Path, data: bytes) -
     part.save_state({0: piece_hash(pieces(data)[0])})
     part.close()
     changed = Manifest(OriginIdentity(MANIFEST.length, etag='"v2"'), PIECE)
-    resumed = PartFile(dest, "t" * 40, changed).open()
-    assert len(resumed.have) == 0
+    other = PartFile(dest, "t" * 40, changed)
+    assert len(other.open().have) == 0
+    other.close()
     # A corrupt sidecar is ignored too, never an error.
     part.state.write_text("{not json")
-    assert len(PartFile(dest, "t" * 40, MANIFEST).open().have) == 0
+    again = PartFile(dest, "t" * 40, MANIFEST)
+    assert len(again.open().have) == 0
+    again.close()
 
 
 def test_unwritable_directory_is_a_local_io_error(tmp_path: Path) -> None:

@@ -40,26 +40,26 @@ Throttle = Callable[[int], Awaitable[None]]
 async def fetch_origin(
     origin: Origin, manifest: Manifest, part: PartFile, run: list[int], post: Post, throttle: Throttle
 ) -> None:
-    """Fetch a run of leased pieces with one Range request; an origin that ignores Range is read whole."""
-    start, end = manifest.span(run[0], len(run))
+    """Fetch a run of leased pieces (ascending) with one Range request; an origin that ignores Range is
+    read whole.
+
+    The run need not be contiguous: without Range support the engine asks for every piece it lacks, around
+    the ones it holds. The request then spans from the run's first piece to its last, and the pieces between
+    that are not in the run are read past, not kept."""
+    first, last = run[0], run[-1]
+    start, end = manifest.span(first, last - first + 1)
     pending = list(run)
     began = time.monotonic()
     try:
         async with origin.request(manifest, start, end) as resp:
             if not origin.check(resp, manifest, start, end):
                 post(NoRange())
-                await _read_whole(resp, manifest, part, pending, post, throttle)
-                return
-            reader = PieceReader(resp.content)
-            for index in run:
-                size = manifest.piece_size(index)
-                await throttle(size)
-                data = await reader.read(size)
-                digest = await asyncio.to_thread(_hash_and_write, part, index, data)
-                pending.remove(index)
-                post(OriginPiece(index, digest, size))
-        rate = (end - start) / max(time.monotonic() - began, 1e-3)
-        post(RunEnded("origin", (), rate=rate))
+                await _read_pieces(PieceReader(resp.content), manifest, part, 0, pending, post, throttle)
+                post(RunEnded("origin", ()))
+            else:
+                await _read_pieces(PieceReader(resp.content), manifest, part, first, pending, post, throttle)
+                rate = (end - start) / max(time.monotonic() - began, 1e-3)
+                post(RunEnded("origin", (), rate=rate))
     except ShoalError as exc:
         post(RunEnded("origin", tuple(pending), exc))
     except (aiohttp.ClientError, asyncio.IncompleteReadError, TimeoutError, OSError) as exc:
@@ -67,13 +67,19 @@ async def fetch_origin(
         post(RunEnded("origin", tuple(pending), error))
 
 
-async def _read_whole(
-    resp: aiohttp.ClientResponse, manifest: Manifest, part: PartFile, pending: list[int], post: Post, throttle: Throttle
+async def _read_pieces(
+    reader: PieceReader,
+    manifest: Manifest,
+    part: PartFile,
+    first: int,
+    pending: list[int],
+    post: Post,
+    throttle: Throttle,
 ) -> None:
-    """The origin sent the whole file: read up to the last piece of the run, keeping the run's pieces."""
+    """Read the body's pieces from ``first`` (the piece its first byte belongs to) up to the last pending
+    one; hash and write those in ``pending``, taking each out of it as it is written."""
     wanted = set(pending)
-    reader = PieceReader(resp.content)
-    for index in range(max(wanted) + 1):
+    for index in range(first, max(wanted) + 1):
         size = manifest.piece_size(index)
         await throttle(size)
         data = await reader.read(size)
@@ -81,7 +87,6 @@ async def _read_whole(
             digest = await asyncio.to_thread(_hash_and_write, part, index, data)
             pending.remove(index)
             post(OriginPiece(index, digest, size))
-    post(RunEnded("origin", tuple(pending)))
 
 
 async def fetch_peer(

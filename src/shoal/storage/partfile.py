@@ -5,7 +5,9 @@ Nothing appears at the destination until the whole file is verified: pieces are 
 ``.NAME.shoal-part`` at their offsets, and only the final rename puts ``NAME`` in place. The sidecar
 ``.NAME.shoal-state`` records which pieces were verified and their hashes; it is replaced atomically. A
 rerun trusts the sidecar only after hashing each listed piece again, so a crash between a write and a
-sidecar update can never make a bad piece count as good.
+sidecar update can never make a bad piece count as good. The part file is locked (``flock``) while it is
+open: a second download to the same destination at once is refused rather than truncating and overwriting
+the first one's pieces.
 
 The blocking calls here (pwrite, fsync, rename, hashing) run in a worker thread; callers use the
 ``async`` wrappers in the peer layer.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import threading
@@ -110,6 +113,15 @@ class PartFile:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise self._fail("create", exc) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LocalIOError(
+                f"another download is writing {self.dest} (its part file {self.path} is locked)", path=str(self.dest)
+            ) from None
+        except OSError:
+            pass  # a filesystem without locks (some network mounts): go on unlocked, as before
         with self._idle:
             if self._closed:
                 os.close(fd)
