@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -21,28 +22,53 @@ def wait_for(predicate, timeout: float = 60.0, what: str = "condition") -> None:
         time.sleep(0.05)
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def test_peer_killed_mid_transfer(tmp_path, tracker, origin, make_file, spawn_get):
     size = 16 << 20
     src = origin("--rate", "4M")
     data = make_file(src.root / "k.bin", size)
     t = tracker(peer_ttl=2.0, interval=0.5)
     url = src.url("k.bin")
-    victim = spawn_get(url, "-o", str(tmp_path / "victim.bin"), "--tracker", t.url, "--upload-time", "30")
+    port = free_port()
+    victim = spawn_get(
+        url,
+        "-o",
+        str(tmp_path / "victim.bin"),
+        "--tracker",
+        t.url,
+        "--upload-time",
+        "30",
+        "--listen",
+        f"127.0.0.1:{port}",
+    )
     others = [
         spawn_get(url, "-o", str(tmp_path / f"o{i}.bin"), "--tracker", t.url, "--upload-time", "5") for i in range(2)
     ]
-    # Kill the victim once it holds origin leases and has fetched part of the file.
+
+    def victim_row() -> dict | None:
+        summary = task_summary_or_none(t, url) or {"peers": []}
+        return next((p for p in summary["peers"] if p["port"] == port), None)
+
+    # Kill the victim once it has fetched part of the file and origin leases are out.
     wait_for(
-        lambda: any(p["pieces"] > 2 for p in (task_summary_or_none(t, url) or {"peers": []})["peers"]),
-        what="progress",
+        lambda: (row := victim_row()) is not None and row["pieces"] > 2 and task_summary_or_none(t, url)["leases"] > 0,
+        what="the victim holding pieces while leases are out",
     )
     victim.send_signal(signal.SIGKILL)
     victim.wait()
+    wait_for(lambda: victim_row() is None, what="the tracker dropping the silent victim")
     for proc in others:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
         assert (tmp_path / f"o{others.index(proc)}.bin").read_bytes() == data
     assert not (tmp_path / "victim.bin").exists()
+    # The victim's leases went to the others: the file left the origin about once, not once more per peer.
+    assert src.bytes_sent() <= size * 1.25
 
 
 def test_corrupt_peer_is_caught_and_avoided(tmp_path, tracker, origin, make_file, spawn_get):
@@ -123,6 +149,30 @@ def task_summary_or_none(t, url):
         return task_summary(t, task_id_for_url(url))
     except OSError:
         return None
+
+
+def test_the_swarm_stands_in_for_an_origin_that_is_down_but_not_for_one_that_refuses(
+    tmp_path, tracker, origin, make_file, spawn_get
+):
+    t = tracker()
+    src = origin()
+    data = make_file(src.root / "s.bin", 2 << 20)
+    url = src.url("s.bin")
+    seeder = spawn_get(url, "-o", str(tmp_path / "seed.bin"), "--tracker", t.url, "--upload-time", "120")
+    wait_for(lambda: (tmp_path / "seed.bin").exists(), what="the seeding peer's file")
+    # The origin now refuses the file (404: removed). That is its answer about the file: the swarm's copy
+    # must not override it.
+    (src.root / "s.bin").unlink()
+    refused = run_get(url, "-o", str(tmp_path / "refused.bin"), "--tracker", t.url, "--upload-time", "0")
+    assert refused.returncode == 4 and "404" in refused.stderr, refused.stderr
+    assert not (tmp_path / "refused.bin").exists()
+    # The origin is down (no answer at all): the swarm's copy is used.
+    src.service.kill()
+    got = run_get(url, "-o", str(tmp_path / "got.bin"), "--tracker", t.url, "--upload-time", "0")
+    assert got.returncode == 0, got.stderr
+    assert "relying on the swarm's copy" in got.stderr
+    assert (tmp_path / "got.bin").read_bytes() == data
+    seeder.kill()
 
 
 def test_tracker_restarted_mid_swarm(tmp_path, origin, make_file, spawn_get, services):

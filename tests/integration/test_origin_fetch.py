@@ -6,12 +6,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
+import pytest
+from aiohttp import web
 
+from shoal.core.errors import OriginError
 from shoal.core.manifest import Manifest
 from shoal.peer.events import Event, NoRange, OriginPiece, RunEnded
 from shoal.peer.fetchers import fetch_origin
 from shoal.peer.origin import Origin as OriginClient
 from shoal.storage.partfile import PartFile, piece_hash
+from shoal.testing.http import serving
 from tests.integration.conftest import Origin
 
 PIECE = 256 << 10
@@ -64,3 +68,23 @@ async def test_an_origin_without_range_support_gives_a_gapped_run_its_own_bytes(
         assert fetched == {i: piece_hash(data[i * PIECE : (i + 1) * PIECE]) for i in (0, 2, 5)}
     finally:
         part.close()
+
+
+@pytest.mark.parametrize(("content_range", "length"), [("bytes */0", 0), ("bytes */100", None), (None, None)])
+async def test_a_416_to_the_probe_is_an_empty_file_only_when_the_origin_says_so(
+    content_range: str | None, length: int | None
+) -> None:
+    async def refuse(request: web.Request) -> web.Response:
+        headers = {"Content-Range": content_range} if content_range else {}
+        return web.Response(status=416, headers=headers)
+
+    app = web.Application()
+    app.router.add_get("/f.bin", refuse)
+    async with serving(app) as base, aiohttp.ClientSession() as session:
+        origin = OriginClient(f"{base}/f.bin", session, {})
+        if length is None:
+            with pytest.raises(OriginError, match="not empty") as info:
+                await origin.probe()
+            assert not info.value.transient  # the origin's answer: no swarm stands in for it
+        else:
+            assert (await origin.probe()).identity.length == length

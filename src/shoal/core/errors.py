@@ -54,6 +54,12 @@ class OriginError(ShoalError):
         self.url = url
         self.status = status
 
+    @property
+    def transient(self) -> bool:
+        """Whether the origin may answer otherwise later: no HTTP status (unreachable, a broken reply), a
+        5xx, a timeout (408) or too many requests (429). A 4xx refusal is its answer about the file."""
+        return self.status is None or self.status >= 500 or self.status in (408, 429)
+
 
 class OriginChanged(OriginError):
     """The origin's file (length, ETag or Last-Modified) changed while the swarm was fetching it."""

@@ -274,7 +274,9 @@ class Download:
             reply = announced
         probe: Probe | None = None
         if isinstance(probed, OriginError):
-            if reply is None or reply.manifest is None:
+            # Unreachable or failing (5xx, 408, 429): the swarm's copy will do. A refusal (401, 403, 404,
+            # 410...) is the origin's answer, which the swarm must not override.
+            if reply is None or reply.manifest is None or not probed.transient:
                 raise probed
             log.warning("origin unreachable; relying on the swarm's copy")
         elif isinstance(probed, BaseException):

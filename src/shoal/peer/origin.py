@@ -65,7 +65,10 @@ class Origin:
                         raise self._error("origin did not say the file's length")
                     return Probe(identity_of(resp, total), True, _task_hint(resp))
                 if resp.status == 416:
-                    # An empty file: there is no first byte to ask for.
+                    # An empty file has no first byte to ask for; its origin says so (RFC 9110 15.5.17:
+                    # "Content-Range: bytes */0"). A 416 that names another length is the origin's bug.
+                    if resp.headers.get("Content-Range", "").replace(" ", "") != "bytes*/0":
+                        raise self._error("origin refused the range bytes=0-0 of a file that is not empty", 416)
                     return Probe(identity_of(resp, 0), True, _task_hint(resp))
                 if resp.status == 200:
                     if resp.content_length is None:
