@@ -113,6 +113,8 @@ async def test_migrating_a_version_1_database(db_url: str) -> None:
             if conn.dialect.name == "mysql":
                 for table, column in (("peers", "last_seen"), ("leases", "expires"), ("tasks", "updated")):
                     await conn.execute(text(f"ALTER TABLE {table} MODIFY {column} FLOAT NOT NULL"))
+                # v1 built peer ids with the server's default collation, which ignores case.
+                await conn.execute(text("ALTER TABLE peers MODIFY peer_id VARCHAR(64) NOT NULL"))
             await conn.execute(delete(schema_migrations).where(schema_migrations.c.version > 1))
         assert await migrate(store.engine) == MIGRATIONS[-1][0]
         await join(store, "p1", T0 + 0.25, want_leases=1)
@@ -122,6 +124,20 @@ async def test_migrating_a_version_1_database(db_url: str) -> None:
     assert sorted(versions) == [version for version, _, _ in MIGRATIONS]
     assert [p.last_seen for p in snapshot.peers] == [T0 + 0.25]
     assert [lease.expires for lease in snapshot.leases.values()] == [T0 + 0.25 + TTL]
+    await assert_peer_ids_tell_case_apart(db_url)
+
+
+async def assert_peer_ids_tell_case_apart(db_url: str) -> None:
+    async with TrackerStore(db_url) as store:
+        await join(store, "Peer", T0 + 1)
+        await join(store, "peer", T0 + 2)
+        stored = await store.read_rows(TASK_ID)  # the database's rows, not the copy in memory
+    assert stored is not None
+    assert {"Peer", "peer"} <= {p.view.peer_id for p in stored.snapshot(()).peers}
+
+
+async def test_peer_ids_that_differ_only_in_case_are_two_peers(db_url: str) -> None:
+    await assert_peer_ids_tell_case_apart(db_url)
 
 
 async def test_opening_an_unreachable_database_is_a_store_error() -> None:

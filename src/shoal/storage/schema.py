@@ -30,6 +30,7 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.dialects import mysql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
@@ -53,6 +54,10 @@ class _HexBlob(TypeDecorator[bytes]):
 
 
 Blob = LargeBinary().with_variant(_HexBlob(), "mysql", "mariadb")
+# Identifiers that tell apart upper and lower case (peer ids, pool member ids, mirror job and worker names are
+# [A-Za-z0-9_.-]). MySQL compares strings case-insensitively by default: "Peer" and "peer" would be one
+# key there, and one peer's upsert, stop or bad mark would hit the other's row.
+Key = String(64).with_variant(mysql.VARCHAR(64, charset="ascii", collation="ascii_bin"), "mysql", "mariadb")
 # Times are epoch seconds. SQLAlchemy's Float is a 4-byte FLOAT on MySQL, which rounds today's epoch to
 # about two minutes; DOUBLE keeps sub-millisecond precision on every backend.
 Time = Double
@@ -96,7 +101,7 @@ peers = Table(
     "peers",
     metadata,
     Column("task_id", String(64), primary_key=True),
-    Column("peer_id", String(64), primary_key=True),
+    Column("peer_id", Key, primary_key=True),
     Column("host", String(255), nullable=False),
     Column("port", Integer, nullable=False),
     Column("site", String(64), nullable=False, default=""),
@@ -112,7 +117,7 @@ leases = Table(
     metadata,
     Column("task_id", String(64), primary_key=True),
     Column("piece", Integer, primary_key=True, autoincrement=False),
-    Column("peer_id", String(64), nullable=False),
+    Column("peer_id", Key, nullable=False),
     Column("expires", Time, nullable=False),
 )
 
@@ -121,7 +126,7 @@ leases = Table(
 mirror_jobs = Table(
     "mirror_jobs",
     metadata,
-    Column("name", String(64), primary_key=True),
+    Column("name", Key, primary_key=True),
     Column("spec", Text, nullable=False),  # the JobSpec as JSON (JobSpec.to_json)
     Column("status", String(16), nullable=False),
     Column("last_update", Time, nullable=True),
@@ -130,7 +135,7 @@ mirror_jobs = Table(
     Column("error_msg", Text, nullable=False),
     Column("attempts", Integer, nullable=False),
     Column("retry", Boolean, nullable=False),
-    Column("worker", String(64), nullable=True),
+    Column("worker", Key, nullable=True),
     Column("run_id", String(64), nullable=True),
     Column("next_schedule", Time, nullable=True),
     Column("size", BigInteger, nullable=False),
@@ -141,7 +146,7 @@ mirror_jobs = Table(
 mirror_workers = Table(
     "mirror_workers",
     metadata,
-    Column("name", String(64), primary_key=True),
+    Column("name", Key, primary_key=True),
     Column("url", Text, nullable=False),
     Column("concurrency", Integer, nullable=False),
     Column("registered", Time, nullable=False),
@@ -160,7 +165,7 @@ pool_members = Table(
     "pool_members",
     metadata,
     Column("pool", String(64), primary_key=True),
-    Column("member_id", String(64), primary_key=True),
+    Column("member_id", Key, primary_key=True),
     Column("name", String(255), nullable=False),
     Column("url", String(255), nullable=False),
     Column("site", String(64), nullable=False, default=""),
@@ -189,7 +194,7 @@ pool_assignments = Table(
     "pool_assignments",
     metadata,
     Column("job_id", String(16), primary_key=True),
-    Column("member_id", String(64), primary_key=True),
+    Column("member_id", Key, primary_key=True),
     Column("status", String(16), nullable=False),
     Column("done", BigInteger, nullable=False, default=0),
     Column("total", BigInteger, nullable=False, default=0),
@@ -233,11 +238,31 @@ async def _v4_mirror(conn: AsyncConnection) -> None:
     await conn.run_sync(lambda sync: metadata.create_all(sync, tables=[mirror_jobs, mirror_workers]))
 
 
+async def _v5_case_sensitive_keys(conn: AsyncConnection) -> None:
+    # Databases built on MySQL before the identifiers were Key compare them case-insensitively.
+    if conn.dialect.name != "mysql":
+        return
+    columns = [
+        ("peers", "peer_id", "NOT NULL"),
+        ("leases", "peer_id", "NOT NULL"),
+        ("pool_members", "member_id", "NOT NULL"),
+        ("pool_assignments", "member_id", "NOT NULL"),
+        ("mirror_jobs", "name", "NOT NULL"),
+        ("mirror_jobs", "worker", "NULL"),
+        ("mirror_workers", "name", "NOT NULL"),
+    ]
+    for table, column, null in columns:
+        await conn.execute(
+            text(f"ALTER TABLE {table} MODIFY {column} VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin {null}")
+        )
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "tasks, piece hashes, peers, leases", _v1_initial),
     (2, "times as DOUBLE on MySQL", _v2_double_times),
     (3, "pools, members, push jobs and assignments", _v3_pools),
     (4, "mirror jobs and workers", _v4_mirror),
+    (5, "case-sensitive identifiers on MySQL", _v5_case_sensitive_keys),
 ]
 
 
