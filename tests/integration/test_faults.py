@@ -4,10 +4,13 @@ that ignores Range."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import time
 from pathlib import Path
+
+import pytest
 
 from shoal.core.ids import task_id_for_url
 from shoal.testing.processes import start_tracker
@@ -91,10 +94,18 @@ def test_corrupt_peer_is_caught_and_avoided(tmp_path, tracker, origin, make_file
     assert "corrupt" in result.stderr
     peers = task_summary(t, task_id_for_url(url))["peers"]
     assert any(p["bad"] for p in peers)  # type: ignore[union-attr,index]
+    # Avoided: a later download is not handed the bad peer, whose other pieces are good, so it takes
+    # everything from the origin (the download before it has left the swarm).
+    later = run_get(url, "-o", str(tmp_path / "later.bin"), "--tracker", t.url, "--upload-time", "0")
+    assert later.returncode == 0, later.stderr
+    assert (tmp_path / "later.bin").read_bytes() == data
+    assert "corrupt" not in later.stderr.replace(str(tmp_path), "")  # (the test's directory is named so)
+    assert re.search(r"origin 4\.0 MiB, peers 0 B", later.stderr), later.stderr
     seeder.kill()
 
 
-def test_origin_changes_mid_swarm(tmp_path, tracker, origin, make_file, spawn_get):
+@pytest.mark.parametrize("grows", [0, 1 << 20], ids=["new-etag", "new-length"])
+def test_origin_changes_mid_swarm(tmp_path, tracker, origin, make_file, spawn_get, grows):
     size = 8 << 20
     src = origin("--rate", "2M")
     make_file(src.root / "v.bin", size)
@@ -105,7 +116,7 @@ def test_origin_changes_mid_swarm(tmp_path, tracker, origin, make_file, spawn_ge
         for i in range(2)
     ]
     wait_for(lambda: (task_summary_or_none(t, url) or {}).get("hashed_pieces", 0) >= 3, what="first pieces")
-    new = os.urandom(size)
+    new = os.urandom(size + grows)
     tmp = src.root / "v.bin.tmp"
     tmp.write_bytes(new)
     os.replace(tmp, src.root / "v.bin")
@@ -118,8 +129,10 @@ def test_origin_changes_mid_swarm(tmp_path, tracker, origin, make_file, spawn_ge
             assert "changed" in err
         else:
             assert proc.returncode == 4, err
+            assert "changed" in err
             assert not out.exists()
     assert task_summary(t, task_id_for_url(url))["generation"] >= 2
+    assert no_partial_files(tmp_path)
 
 
 def test_a_resumed_file_that_the_tracker_knows_as_other_bytes_is_fetched_again(tmp_path, tracker, origin, make_file):
@@ -189,14 +202,25 @@ def test_tracker_restarted_mid_swarm(tmp_path, origin, make_file, spawn_get, ser
         for i in range(3)
     ]
     wait_for(lambda: (task_summary_or_none(first, url) or {}).get("hashed_pieces", 0) >= 4, what="progress")
+    generation = task_summary(first, task_id_for_url(url))["generation"]
     first.kill()
-    time.sleep(1.0)  # the tracker is really gone for a while: peers see connection refused
+    time.sleep(1.0)  # an outage, not a wait for something: peers see connection refused meanwhile
+    restarted = time.time()
     second = start_tracker(db, port=port)
     services.append(second)
+
+    def reannounced() -> bool:
+        summary = task_summary_or_none(second, url)
+        return summary is not None and sum(p["last_seen"] > restarted for p in summary["peers"]) == 3
+
+    wait_for(reannounced, what="all three peers announcing to the restarted tracker")
     for i, proc in enumerate(peers):
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
+        assert "changed" not in err  # they went on, not started again
         assert (tmp_path / f"r{i}.bin").read_bytes() == data
+    assert task_summary(second, task_id_for_url(url))["generation"] == generation
+    assert src.bytes_sent() <= size * 1.25  # the file left the origin about once
     assert no_partial_files(tmp_path)
 
 

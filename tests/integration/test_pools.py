@@ -316,10 +316,16 @@ def test_a_cancelled_job_stops_its_members(
     assert cancelled.returncode == 0, cancelled.stderr
     job = pool.job(job_id)
     assert job["status"] == "cancelled" and job["members"][0]["status"] == "cancelled"
-    time.sleep(2)  # let the member hear of it and stop
+
+    def quiet() -> bool:  # no byte left the origin for half a second (at 2 MiB/s, one would have)
+        sent = o.bytes_sent()
+        time.sleep(0.5)
+        return o.bytes_sent() == sent
+
+    wait_for(quiet, timeout=20, what="the member to stop fetching after the cancel")
     sent = o.bytes_sent()
-    time.sleep(2)
-    assert o.bytes_sent() - sent < 1 * MiB, "the member kept fetching after the cancel"
+    time.sleep(1)
+    assert o.bytes_sent() == sent, "the member fetched again after the cancel"
     again = pool_cli(pool.tracker, "cancel", pool.name, job_id)
     assert again.returncode == 2 and "409" in again.stderr
 

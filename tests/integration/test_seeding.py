@@ -35,11 +35,13 @@ async def test_a_task_added_again_stays_served(tmp_path: Path) -> None:
             try:
                 seeding.add(record)
                 first = server.tasks[record.task_id]
-                await asyncio.sleep(0.1)
+                first_loop = seeding._tasks[record.task_id]
+                await asyncio.sleep(0.1)  # the first loop is retrying its announce
                 seeding.add(record)
                 second = server.tasks[record.task_id]
                 assert second is not first
-                await asyncio.sleep(0.2)  # the first loop has ended by now
+                await asyncio.wait([first_loop], timeout=5)
+                assert first_loop.done()  # ended, with whatever it does on its way out
                 assert server.tasks.get(record.task_id) is second
                 assert seeding.task_ids == [record.task_id]
             finally:
