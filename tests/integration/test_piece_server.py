@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import os
 import socket
 import subprocess
 import sys
+import time
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from shoal.peer.server import PieceServer
+from shoal.core.bitfield import Bitfield
+from shoal.core.manifest import Manifest, OriginIdentity
+from shoal.peer.piece_http import MAX_UPLOAD_WAIT
+from shoal.peer.server import PieceServer, ServerConfig
+
+TASK = "ab" * 20
 
 
 async def test_a_peer_that_connects_before_serve_is_answered_once_it_serves() -> None:
@@ -101,3 +109,53 @@ def test_shoal_get_starts_without_the_http_server_or_sql() -> None:
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert loaded == []
+
+
+async def test_an_upload_that_would_wait_past_the_askers_patience_is_turned_away(tmp_path) -> None:
+    piece = 256 * 1024
+    manifest = Manifest(OriginIdentity(16 * piece), piece)
+    path = tmp_path / "data"
+    payload = os.urandom(manifest.length)
+    path.write_bytes(payload)
+    server = PieceServer(ServerConfig(upload_rate=piece))  # one piece a second, a burst of one piece
+    port = await server.start("127.0.0.1", 0)
+    server.publish(TASK, 1, manifest, path, Bitfield.full(16))
+    url = f"http://127.0.0.1:{port}/v1/tasks/{TASK}/data?gen=1"
+    try:
+        async with aiohttp.ClientSession() as session:
+            # 16 pieces at one a second: 15 s before the first byte, past MAX_UPLOAD_WAIT.
+            async with session.get(url, headers={"Range": f"bytes=0-{16 * piece - 1}"}) as r:
+                assert r.status == 503
+                assert int(r.headers["Retry-After"]) == math.ceil(15 - MAX_UPLOAD_WAIT)
+            assert server.uploads == 0
+            # The refused reservation was given back: one piece goes at once.
+            started = time.monotonic()
+            async with session.get(url, headers={"Range": f"bytes=0-{piece - 1}"}) as r:
+                assert r.status == 206 and await r.read() == payload[:piece]
+            assert time.monotonic() - started < MAX_UPLOAD_WAIT
+    finally:
+        await server.stop()
+
+
+async def test_an_upload_whose_task_is_withdrawn_while_it_waits_is_not_sent(tmp_path) -> None:
+    piece = 256 * 1024
+    manifest = Manifest(OriginIdentity(4 * piece), piece)
+    path = tmp_path / "data"
+    path.write_bytes(os.urandom(manifest.length))
+    server = PieceServer(ServerConfig(upload_rate=piece))
+    port = await server.start("127.0.0.1", 0)
+    served = server.publish(TASK, 1, manifest, path, Bitfield.full(4))
+    url = f"http://127.0.0.1:{port}/v1/tasks/{TASK}/data?gen=1"
+    try:
+        async with aiohttp.ClientSession() as session:
+            # Two pieces at one a second: about a second of waiting, during which the download restarts.
+            waiting = asyncio.ensure_future(session.get(url, headers={"Range": f"bytes=0-{2 * piece - 1}"}))
+            for _ in range(500):
+                if server.uploads == 1:
+                    break
+                await asyncio.sleep(0.01)
+            server.withdraw(TASK, served)
+            async with await waiting as r:
+                assert r.status == 404
+    finally:
+        await server.stop()

@@ -56,3 +56,14 @@ def test_an_eager_sender_gets_the_full_rate(sizes: list[int], rate: float, burst
         now += bucket.reserve(nbytes, now)
     expected = max(0.0, (sum(sizes) - burst) / rate)
     assert abs(now - expected) <= 1e-6 * max(1.0, expected)
+
+
+def test_a_refunded_reservation_is_as_if_it_was_never_made() -> None:
+    bucket = TokenBucket(rate=100.0, burst=100.0)
+    assert bucket.reserve(50, now=0.0) == 0.0
+    assert bucket.reserve(1000, now=0.0) == 9.5  # 950 bytes of debt at 100 a second
+    bucket.refund(1000)
+    assert bucket.reserve(50, now=0.0) == 0.0  # the 50 left over, as before the refused reservation
+    assert bucket.reserve(1, now=0.0) == 0.01
+    bucket.refund(10_000)
+    assert bucket.tokens == 100.0  # never more than the burst

@@ -30,3 +30,7 @@ class TokenBucket:
         if self.tokens >= 0:
             return 0.0
         return -self.tokens / self.rate
+
+    def refund(self, nbytes: int) -> None:
+        """Give back a reservation that will not be used (the caller was turned away instead of waiting)."""
+        self.tokens = min(self.burst, self.tokens + nbytes)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from pathlib import Path
 
@@ -17,6 +18,10 @@ from aiohttp.abc import AbstractStreamWriter
 from shoal.core.errors import ProtocolError
 from shoal.core.ranges import parse_piece_range
 from shoal.peer.server import PieceServer, ServedTask
+
+MAX_UPLOAD_WAIT = 5.0
+"""Seconds a rate-limited upload may wait for its turn before its headers go out; past that the asker gets
+a 503. A downloader gives up on a peer that sends nothing for 15 s (``fetchers.PEER_TIMEOUT``)."""
 
 
 class _PieceResponse(web.StreamResponse):
@@ -98,8 +103,17 @@ class PieceRoutes:
             start, end = served.manifest.span(first, count)
             if self.server.bucket is not None:
                 delay = self.server.bucket.reserve(end - start, time.monotonic())
+                if delay > MAX_UPLOAD_WAIT:
+                    # The asker would give up before a byte came (PEER_TIMEOUT), and an abandoned wait
+                    # would still spend the budget: it goes elsewhere and asks again later instead.
+                    self.server.bucket.refund(end - start)
+                    retry = str(math.ceil(delay - MAX_UPLOAD_WAIT))
+                    raise web.HTTPServiceUnavailable(reason="upload rate limit", headers={"Retry-After": retry})
                 if delay:
                     await asyncio.sleep(delay)
+                    if self.server.tasks.get(request.match_info["task_id"]) is not served:
+                        # Withdrawn meanwhile (the download restarted): its file may be another version now.
+                        raise web.HTTPNotFound(reason="task not served here")
             served.uploaded += end - start
             return _PieceResponse(served.path, start, end, served.manifest.length, self.server)
         except BaseException:
