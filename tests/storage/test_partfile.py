@@ -97,6 +97,20 @@ def test_a_sidecar_for_another_version_is_ignored(tmp_path: Path, data: bytes) -
     again.close()
 
 
+def test_a_file_whose_origin_names_no_version_is_never_resumed(tmp_path: Path, data: bytes) -> None:
+    dest = tmp_path / "f.bin"
+    unversioned = Manifest(OriginIdentity(MANIFEST.length), PIECE)  # no ETag, no Last-Modified
+    part = PartFile(dest, "t" * 40, unversioned)
+    part.open()
+    part.write(0, [pieces(data)[0]])
+    part.save_state({0: piece_hash(pieces(data)[0])})
+    part.close()
+    # The origin's file may have changed at the same length since: nothing tells, so nothing is kept.
+    again = PartFile(dest, "t" * 40, unversioned)
+    assert len(again.open().have) == 0
+    again.close()
+
+
 def test_unwritable_directory_is_a_local_io_error(tmp_path: Path) -> None:
     with pytest.raises(LocalIOError) as info:
         PartFile(tmp_path / "missing" / "f.bin", "t" * 40, MANIFEST).open()

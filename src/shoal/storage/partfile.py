@@ -147,6 +147,13 @@ class PartFile:
         return Resumed(have, hashes)
 
     def _read_state(self) -> dict[int, str] | None:
+        """The pieces the sidecar records, if it describes this version of this file; else None.
+
+        An origin that names no version (neither ETag nor Last-Modified) leaves nothing to tell its file of
+        today from the one the sidecar's pieces came from when the length is the same: such a download is
+        never resumed, since a rerun could otherwise place a mix of two versions."""
+        if not (self.manifest.identity.etag or self.manifest.identity.last_modified):
+            return None
         try:
             raw = json.loads(self.state.read_text())
         except FileNotFoundError:
