@@ -18,7 +18,7 @@ from shoal.core.errors import LocalIOError
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import AnnounceRequest, AnnounceResponse, PeerAddress
 from shoal.peer.config import GetConfig
-from shoal.peer.engine import Download
+from shoal.peer.engine import MAX_WATCHED_PEERS, Download
 from shoal.peer.events import Announced, HashesArrived, PeerGone, RunEnded
 from shoal.peer.server import PieceServer
 from shoal.peer.tracker_client import TrackerClient
@@ -97,6 +97,23 @@ async def test_runs_of_a_peer_that_went_and_came_back_do_not_count_against_it(jo
     for _ in range(3):
         joined._handle(RunEnded("p", ()))
     assert joined.peers["p"].requests == 0
+
+
+async def test_peers_followed_are_capped_and_a_useless_one_makes_room(joined: Download) -> None:
+    assert joined.manifest is not None
+    count = joined.manifest.piece_count
+    hand_out(joined, *(f"p{i}" for i in range(MAX_WATCHED_PEERS + 10)))
+    assert len(joined.peers) == MAX_WATCHED_PEERS  # each holds a connection: the rest wait for room
+    # p0 turns out to hold nothing we lack (we hold piece 0, it holds only that); the others hold piece 1.
+    joined._mark_written(0, "a" * 64)
+    joined.peers["p0"].have = Bitfield.of(count, [0])
+    for i in range(1, MAX_WATCHED_PEERS):
+        joined.peers[f"p{i}"].have = Bitfield.of(count, [1])
+    joined.peers["p1"].requests = 1
+    hand_out(joined, "new1", "new2")
+    assert "p0" not in joined.peers and "new1" in joined.peers  # the useless one made room
+    assert "new2" not in joined.peers  # no other peer is useless
+    assert len(joined.peers) == MAX_WATCHED_PEERS
 
 
 async def test_a_piece_on_disk_that_the_tracker_hashes_otherwise_is_fetched_again(joined: Download) -> None:

@@ -82,6 +82,9 @@ HASH_ENDGAME_LOOKUPS = 32  # ...this many times per attempt
 ENDGAME_REPORTS = 16  # origin pieces reported beside an announce in flight, per attempt (see _report_at_once)
 STOP_SECONDS = 5.0
 BUSY_BACKOFF_SECONDS = 0.5
+MAX_WATCHED_PEERS = 64
+"""Peers followed at once. Each holds a have-stream connection of the session's 128 (``api.py``): with more,
+piece fetches and announces would queue for a connection behind streams that never end."""
 
 
 @dataclass(slots=True)
@@ -755,6 +758,8 @@ class Download:
                 and address.peer_id != self.peer_id
                 and address.peer_id not in self.bad_peers
             ):
+                if len(self.peers) >= MAX_WATCHED_PEERS and not self._drop_a_useless_peer():
+                    break
                 peer = PeerState(address)
                 self.peers[address.peer_id] = peer
                 url = f"{peer.base_url}/v1/tasks/{self.task_id}/haves?gen={self.generation}"
@@ -763,6 +768,18 @@ class Download:
                 self._tasks.add(peer.watcher)
                 peer.watcher.add_done_callback(self._task_done)
         self.stats.peers = len(self.peers)
+
+    def _drop_a_useless_peer(self) -> bool:
+        """Stop following one peer that holds nothing we lack and has no request of ours running, to make
+        room for a peer the tracker handed out (it hands out peers that hold what we lack first)."""
+        lacking = ~self.on_disk.mask
+        for peer_id, peer in self.peers.items():
+            if peer.have is not None and not peer.have.mask & lacking and not peer.requests:
+                del self.peers[peer_id]
+                if peer.watcher is not None:
+                    peer.watcher.cancel()
+                return True
+        return False
 
     # -- I/O tasks ---------------------------------------------------------------------------------
 
