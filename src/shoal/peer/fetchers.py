@@ -32,9 +32,23 @@ from shoal.storage.partfile import PartFile, piece_hash
 log = logging.getLogger("shoal.peer")
 PEER_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=15)
 
+READ_SIZE = 1 << 20
+"""Bytes asked of each recv() on a piece transfer's connection; asyncio's default is 256 KiB. A lone
+``shoal get`` of a 2 GiB file from one peer on loopback spends its event loop on the reads: with 1 MiB, 4
+alternating pairs took 3.55-3.97 s against 4.03-4.15 s (user CPU 1.13-1.24 s against 1.43-1.52 s); 4 MiB
+was no faster and held 10 MB more."""
+
 Post = Callable[[Event], None]
 Throttle = Callable[[int], Awaitable[None]]
 """Awaited with a piece's size before it is read: the download rate limit."""
+
+
+def _read_widely(resp: aiohttp.ClientResponse) -> None:
+    """Let the body's connection read READ_SIZE bytes a call (``max_size`` of asyncio's selector transport,
+    read by each of its reads; a transport without it is left alone)."""
+    transport = resp.connection.transport if resp.connection is not None else None
+    if transport is not None and hasattr(transport, "max_size"):
+        transport.max_size = READ_SIZE
 
 
 async def fetch_origin(
@@ -52,6 +66,7 @@ async def fetch_origin(
     began = time.monotonic()
     try:
         async with origin.request(manifest, start, end) as resp:
+            _read_widely(resp)
             if not origin.check(resp, manifest, start, end):
                 post(NoRange())
                 await _read_pieces(PieceReader(resp.content), manifest, part, 0, pending, post, throttle)
@@ -113,6 +128,7 @@ async def fetch_peer(
                 return
             if resp.status != 206:
                 raise OriginError(f"peer answered HTTP {resp.status}")
+            _read_widely(resp)
             reader = PieceReader(resp.content)
             for index in run:
                 size = manifest.piece_size(index)
