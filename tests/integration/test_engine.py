@@ -114,6 +114,16 @@ async def test_peers_followed_are_capped_and_a_useless_one_makes_room(joined: Do
     assert "p0" not in joined.peers and "new1" in joined.peers  # the useless one made room
     assert "new2" not in joined.peers  # no other peer is useless
     assert len(joined.peers) == MAX_WATCHED_PEERS
+    # p0 is handed out again before its stopped watcher has ended: not followed until that watcher's
+    # PeerGone, which then removes nothing else.
+    joined._handle(PeerGone("p2"))  # room, from a peer that really went
+    hand_out(joined, "p0")
+    assert "p0" not in joined.peers
+    joined._handle(PeerGone("p0"))
+    hand_out(joined, "p0")
+    assert "p0" in joined.peers
+    joined._handle(PeerGone("p3"))
+    assert "p0" in joined.peers and "p3" not in joined.peers
 
 
 async def test_a_piece_on_disk_that_the_tracker_hashes_otherwise_is_fetched_again(joined: Download) -> None:

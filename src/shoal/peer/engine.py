@@ -186,6 +186,7 @@ class Download:
         self.origin_rate = 0.0  # bytes/s of our recent origin runs (0: none yet)
         self.bad_peers: set[str] = set()
         self._orphan_runs: Counter[str] = Counter()  # runs still going of peers removed (PeerGone)
+        self._dropped: set[str] = set()  # peers we stopped following whose watcher has not ended yet
         self.tracker_down_since: float | None = None
         self.direct = self.tracker is None
         self._events: asyncio.Queue[Event] = asyncio.Queue()
@@ -679,12 +680,10 @@ class Download:
             case Wake():
                 pass
             case PeerGone(peer_id):
-                peer = self.peers.pop(peer_id, None)
-                if peer is not None and peer.watcher is not None:
-                    peer.watcher.cancel()
-                if peer is not None and peer.requests:
-                    self._orphan_runs[peer_id] += peer.requests  # their RunEnded events are still to come
-                self.stats.peers = len(self.peers)
+                if peer_id in self._dropped:
+                    self._dropped.discard(peer_id)  # the end of a watcher we stopped: the peer is gone already
+                else:
+                    self._forget_peer(peer_id)
 
     def _origin_failed(self, error: ShoalError, unfetched: tuple[int, ...]) -> None:
         if isinstance(error, OriginChanged):
@@ -757,6 +756,7 @@ class Download:
                 address.peer_id not in self.peers
                 and address.peer_id != self.peer_id
                 and address.peer_id not in self.bad_peers
+                and address.peer_id not in self._dropped
             ):
                 if len(self.peers) >= MAX_WATCHED_PEERS and not self._drop_a_useless_peer():
                     break
@@ -775,11 +775,22 @@ class Download:
         lacking = ~self.on_disk.mask
         for peer_id, peer in self.peers.items():
             if peer.have is not None and not peer.have.mask & lacking and not peer.requests:
-                del self.peers[peer_id]
                 if peer.watcher is not None:
-                    peer.watcher.cancel()
+                    self._dropped.add(peer_id)  # until its watcher's PeerGone, which must not remove a successor
+                self._forget_peer(peer_id)
                 return True
         return False
+
+    def _forget_peer(self, peer_id: str) -> None:
+        """Stop following a peer: its watcher is cancelled, and runs of it still going are counted as orphans
+        (their RunEnded events are still to come)."""
+        peer = self.peers.pop(peer_id, None)
+        if peer is not None:
+            if peer.watcher is not None:
+                peer.watcher.cancel()
+            if peer.requests:
+                self._orphan_runs[peer_id] += peer.requests
+        self.stats.peers = len(self.peers)
 
     # -- I/O tasks ---------------------------------------------------------------------------------
 
