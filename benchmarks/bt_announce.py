@@ -44,7 +44,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -59,7 +58,7 @@ from urllib.parse import quote_from_bytes
 from fastbencode import bdecode
 
 from shoal.testing.cpu import MachineCpu, process_cpu_seconds
-from shoal.testing.processes import shoal_argv, start_service
+from shoal.testing.processes import free_port, shoal_argv, start_service
 
 HASH_PREFIX = b"shoal-bt-bench\x00\x00"  # 16 bytes; the last 4 of each info_hash count 0, 1, 2, ...
 TRACKER_CPU, CLIENT_CPU = 0, 1
@@ -114,13 +113,6 @@ def ensure_installed(command: str, package: str) -> str:
     if path is None:
         sys.exit(f"cannot find {command} after installing {package}")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def sample_announce(base: str, hashes: int) -> dict[bytes, object]:

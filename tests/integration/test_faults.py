@@ -6,14 +6,13 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import time
 from pathlib import Path
 
 import pytest
 
 from shoal.core.ids import task_id_for_url
-from shoal.testing.processes import start_tracker
+from shoal.testing.processes import free_port, start_tracker
 from tests.integration.conftest import no_partial_files, rewritten_after_an_interrupted_run, run_get, task_summary
 
 
@@ -23,12 +22,6 @@ def wait_for(predicate, timeout: float = 60.0, what: str = "condition") -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_peer_killed_mid_transfer(tmp_path, tracker, origin, make_file, spawn_get):

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -25,6 +24,7 @@ import pytest
 
 from shoal.testing.processes import (
     Service,
+    free_port,
     shoal_argv,
     start_mirror_manager,
     start_mirror_worker,
@@ -81,12 +81,6 @@ def job_is(manager: Service, name: str, **wanted: Any) -> dict[str, Any] | None:
 def fetch(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=30) as resp:
         return resp.read()  # type: ignore[no-any-return]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Mirror:

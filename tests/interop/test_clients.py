@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -26,19 +25,12 @@ import libtorrent as lt
 import pytest
 
 from shoal.testing.libtorrent_client import SESSION_SETTINGS, add_torrent
-from shoal.testing.processes import Service, start_seeder, start_tracker
+from shoal.testing.processes import Service, free_port, start_seeder, start_tracker
 
 pytestmark = pytest.mark.skipif(
     shutil.which("aria2c") is None or shutil.which("ctorrent") is None,
     reason="scripts/test installs aria2 and ctorrent",
 )
-
-
-def free_port() -> int:
-    """A port free right now, for clients that cannot be given 0."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def fetch(url: str) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _LISTENING = re.compile(r"listening on (http://\S+)")
+
+
+def free_port() -> int:
+    """A loopback port free right now, for a process that must be told its port (not 0) before it starts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def compile_bytecode() -> None:
