@@ -929,6 +929,56 @@ def test_an_entry_evicted_while_pending_is_left_out_of_the_export(store: CacheSt
     assert parse_export(json.loads(json.dumps(store.export(node=NODE)))) == []
 
 
+class BlockedHasher:
+    """A background hasher that opens the file (as the idle child does), then waits for ``release`` before
+    reading it: the pass is held mid-file for as long as the test needs, with no timing involved."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, path: Path) -> tuple[str, str]:
+        with open(path, "rb") as f:
+            self.started.set()
+            assert self.release.wait(30)
+            data = f.read()
+        return blake3.blake3(data).hexdigest(), hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("how", ["command", "lru", "replaced"])
+def test_the_background_sha256_never_keeps_a_file_from_eviction(
+    store: CacheStore, open_store: OpenStore, make_file: MakeFile, clock: Clock, how: str
+) -> None:
+    """The daemon's SHA-256 pass runs at idle priority and may take a minute on a busy host: an eviction
+    (``shoal cache evict`` in another process, or the LRU making room) goes ahead while it hashes, and the
+    hash of the file it read is not recorded once that file is no longer the entry's."""
+    data = os.urandom(300)
+    entry = adopt_later(store, data)
+    hasher = BlockedHasher()
+    completed: list[int] = []
+    worker = threading.Thread(target=lambda: completed.append(store.complete_sha256(hasher=hasher)))
+    worker.start()
+    try:
+        assert hasher.started.wait(30)
+        if how == "command":
+            other = open_store(None)  # another connection to the index, as another process has
+            assert other.evict(entry.digest).digest == entry.digest
+        else:
+            clock.advance()
+            store.put(make_file(800))  # past the high watermark: the least recently used entry must go
+            if how == "replaced":
+                assert not store.entry(entry.digest).cached
+                adopt_later(store, data)  # the same content fetched again: a new file under the same id
+    finally:
+        hasher.release.set()
+        worker.join(30)
+    assert completed == [0]
+    after = store.entry(entry.digest)
+    assert after.sha256 == ""  # pending still: nothing was recorded from the file the pass read
+    assert after.cached == (how == "replaced")
+    assert_consistent(store)
+
+
 # -- two processes, one cache --------------------------------------------------------------------------
 
 

@@ -76,3 +76,22 @@ def test_the_cache_completes_a_pending_sha256_through_it(tmp_path: Path) -> None
         assert entry.sha256 == ""
         assert store.complete_sha256(hasher=IdleHasher()) == 1
         assert store.entry(entry.digest).sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_a_file_evicted_before_the_child_reads_it_is_skipped_not_an_error(tmp_path: Path) -> None:
+    """The pass holds no use of the entry, so an eviction may come first; the child then finds no file, and
+    the pass goes on to the next entry instead of failing."""
+    data = os.urandom(1 << 20)
+    with CacheStore(tmp_path / "index.sqlite", tmp_path / "store", 64 << 20) as store:
+        staged = store.staging_path("t")
+        staged.write_bytes(data)
+        entry = store.adopt(staged, name="model.bin", sha256_later=True)
+        idle = IdleHasher()
+
+        def evicted_first(path: Path) -> tuple[str, str]:
+            store.evict(entry.digest)  # what `shoal cache evict` does while the pass waits for its child
+            return idle(path)
+
+        assert store.complete_sha256(hasher=evicted_first) == 0
+        after = store.entry(entry.digest)
+        assert not after.cached and after.sha256 == ""

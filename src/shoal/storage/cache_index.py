@@ -347,9 +347,10 @@ class CacheIndex:
             rows = self._conn().execute("SELECT digest FROM entries WHERE cached = 1 AND sha256 = ''")
             return [str(r[0]) for r in rows]
 
-    def set_sha256(self, digest: str, sha256: str) -> None:
-        with self._lock:
-            self._conn().execute("UPDATE entries SET sha256 = ? WHERE digest = ?", (sha256, digest))
+    def set_sha256(self, db: sqlite3.Connection, digest: str, sha256: str) -> bool:
+        """Record a cached entry's SHA-256 (inside a transaction); False when it is no longer cached."""
+        cursor = db.execute("UPDATE entries SET sha256 = ? WHERE digest = ? AND cached = 1", (sha256, digest))
+        return cursor.rowcount == 1
 
     def set_verified(self, digest: str, stat_key: str) -> None:
         with self._lock:

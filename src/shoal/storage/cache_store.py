@@ -23,8 +23,10 @@ Rules:
   destination shares the read-only object's inode, so writing to it fails for users other than root.
 * **The SHA-256 may come later.** An entry is named by its BLAKE3; its SHA-256 (for ``sha256:`` ids)
   costs ten times as much CPU, so the daemon records it as pending (``""``) and completes it in the
-  background (:meth:`CacheStore.complete_sha256`) rather than make a finished download wait for it. A
-  lookup by ``sha256:`` completes every pending one first, so it is never missed.
+  background (:meth:`CacheStore.complete_sha256`) rather than make a finished download wait for it. That
+  pass never holds the entry in use, so it never delays an eviction. A lookup by ``sha256:`` completes
+  every pending one first, so it is never missed.
+
 
 Blocking throughout (file I/O, hashing, SQLite): the daemon calls it from worker threads.
 """
@@ -33,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import re
 import secrets
@@ -44,14 +45,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import blake3
-
 from shoal.core.cache_export import ExportedFile, export_document
 from shoal.core.errors import CacheError, IntegrityError, LocalIOError, NotInCache, UsageError
 from shoal.core.eviction import Entry, Watermarks, plan_eviction
 from shoal.core.ids import canonical_url
 from shoal.core.units import format_bytes
 from shoal.storage.cache_index import CacheEntry, CacheIndex, TaskRecord
+from shoal.storage.content_hash import hash_content
 
 DEFAULT_CAPACITY = 20 << 30
 ORPHAN_GRACE_SECONDS = 60.0
@@ -90,34 +90,6 @@ class Reconciled:
 
 def stat_key(st: os.stat_result) -> str:
     return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
-
-
-def hash_content(path: Path, *, sha256: bool = True) -> tuple[str, str]:
-    """(BLAKE3 hex, sha256 hex or "") of a file, read once per hash: BLAKE3 over a memory map on every
-    core in this thread, sha256 beside it in another (both release the GIL)."""
-    sha_result: list[str] = []
-    sha_error: list[BaseException] = []
-
-    def run_sha256() -> None:
-        try:
-            with open(path, "rb") as f:
-                sha_result.append(hashlib.file_digest(f, "sha256").hexdigest())
-        except BaseException as exc:
-            sha_error.append(exc)
-
-    worker = threading.Thread(target=run_sha256, daemon=True) if sha256 else None
-    if worker is not None:
-        worker.start()
-    try:
-        hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-        if os.stat(path).st_size:  # an empty file cannot be mapped
-            hasher.update_mmap(path)
-    finally:
-        if worker is not None:
-            worker.join()
-    if sha_error:
-        raise sha_error[0]
-    return hasher.hexdigest(), (sha_result[0] if sha_result else "")
 
 
 def _io_error(action: str, path: Path, exc: OSError) -> LocalIOError:
@@ -359,25 +331,36 @@ class CacheStore:
         """Hash the files of entries whose SHA-256 is pending (those of ``digests``, or all) and record it;
         the BLAKE3 id is checked in the same read, and a damaged file is removed. The number completed.
         ``hasher``: how to get a file's (BLAKE3, SHA-256); default :func:`hash_content` in this thread (the
-        daemon's background pass passes :class:`shoal.storage.idle_hash.IdleHasher`)."""
+        daemon's background pass passes :class:`shoal.storage.idle_hash.IdleHasher`).
+
+        The pass holds no use of the entry: work nobody waits for must never keep a file from eviction
+        (by the LRU or ``shoal cache evict``), and an idle-priority child on a busy host may take a minute.
+        So the file may be evicted or replaced while it is hashed; the hash is recorded only if the same
+        file (inode) is still the entry's, cached, when it is done."""
         hasher = hasher or hash_content
         completed = 0
         for digest in list(digests) if digests is not None else self.index.sha256_pending():
+            entry = self.index.get(digest)
+            if entry is None or not entry.cached or entry.sha256:
+                continue
+            path = self.object_path(digest)
+            inode = _inode(path)
+            if inode is None:
+                continue  # evicted meanwhile, or missing: the next use's check drops it
             try:
-                with self.using(digest, touch=False) as (entry, path):
-                    if entry.sha256:
-                        continue
-                    inode = path.stat().st_ino
-                    blake, sha256 = hasher(path)
-            except NotInCache:
-                continue  # evicted, or found damaged by using()'s check, meanwhile
+                blake, sha256 = hasher(path)
             except OSError as exc:
-                raise _io_error("read", self.object_path(digest), exc) from None
+                if _inode(path) != inode:
+                    continue  # evicted or replaced under the hasher: nothing of this file to record
+                raise _io_error("read", path, exc) from None
             if blake != digest:
                 self._drop(digest, inode=inode)
                 continue
-            self.index.set_sha256(digest, sha256)
-            completed += 1
+            with self._objects_lock, self.index.transaction() as db:
+                # Under the lock and in one transaction: no eviction or adopt can come between the check
+                # and the write.
+                if _inode(path) == inode and self.index.set_sha256(db, digest, sha256):
+                    completed += 1
         return completed
 
     # -- using ---------------------------------------------------------------------------------------
@@ -552,6 +535,14 @@ class CacheStore:
                 )
                 added += self.index.insert_known(db, entry)
         return added
+
+
+def _inode(path: Path) -> int | None:
+    """The file's inode number; None when it is gone."""
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return None
 
 
 def _age(path: Path, now: float) -> float:

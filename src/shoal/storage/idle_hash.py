@@ -94,7 +94,7 @@ def main(argv: list[str]) -> int:
         return 2
     _lower_priority()
     # Imported after lowering: even the import runs at idle priority.
-    from shoal.storage.cache_store import hash_content
+    from shoal.storage.content_hash import hash_content
 
     try:
         blake, sha256 = hash_content(Path(argv[0]))
