@@ -311,11 +311,18 @@ def test_cache_commands_and_a_node_syncing_from_another(
     assert cache_cli(node.cache_dir, "exists", "0" * 64).returncode == 1
     info = json.loads(cache_cli(node.cache_dir, "info", put_id).stdout)
     assert info["pinned"] and info["size"] == local.stat().st_size
-    listing = cache_cli(node.cache_dir, "ls").stdout
-    assert "file.bin" in listing and "local.txt" in listing
-    assert cache_cli(node.cache_dir, "evict", put_id).returncode == 7  # pinned
-    assert cache_cli(node.cache_dir, "unpin", put_id).returncode == 0
-    assert cache_cli(node.cache_dir, "evict", put_id).returncode == 0
+    header, *rows = cache_cli(node.cache_dir, "ls").stdout.splitlines()
+    assert header.split() == ["ID", "FLAGS", "SIZE", "LAST", "USED", "NAME"]
+    names = {row.split()[-1]: row.split()[0] for row in rows}
+    assert set(names) == {"file.bin", "local.txt"} and names["local.txt"] == put_id[:16]
+    # The ids `ls` shows, and any unique prefix of 8 hex digits or more, are taken wherever an id is.
+    short = names["local.txt"]
+    assert json.loads(cache_cli(node.cache_dir, "info", short).stdout)["id"] == put_id
+    assert cache_cli(node.cache_dir, "evict", short).returncode == 7  # pinned
+    assert cache_cli(node.cache_dir, "unpin", put_id[:8]).returncode == 0
+    evicted = cache_cli(node.cache_dir, "evict", short)
+    assert evicted.returncode == 0 and evicted.stdout == f"evicted {put_id} (13 B)\n"
+    assert cache_cli(node.cache_dir, "exists", short[:7]).returncode == 2  # too short to name one
     assert cache_cli(node.cache_dir, "exists", put_id).stdout.strip() == "known (not on disk)"
     usage = json.loads(cache_cli(node.cache_dir, "usage", "--json").stdout)
     assert usage["used"] == 2 * MiB and usage["files"] == 1
@@ -329,7 +336,7 @@ def test_cache_commands_and_a_node_syncing_from_another(
     bad = cache_cli(other, "import", "-", stdin=json.dumps({**doc, "version": 9}))
     assert bad.returncode == 2 and "unknown version" in bad.stderr
     assert cache_cli(other, "import", "-", stdin="{not json").returncode == 2
-    assert cache_cli(other, "ls", "--all").stdout == ""
+    assert cache_cli(other, "ls", "--all").stdout.splitlines()[1:] == []
     assert cache_cli(other, "import", "-", stdin=exported.stdout).returncode == 0
     assert cache_cli(other, "exists", entry["id"]).stdout.strip() == "known (not on disk)"
     fetched = cache_cli(other, "get", entry["id"], "-o", str(tmp_path / "synced.bin"))
@@ -430,3 +437,7 @@ def test_a_digest_names_content_whatever_the_url_and_a_wrong_one_places_nothing(
     assert other.returncode == 0, other.stderr
     assert "cache hit" in other.stderr and o.bytes_sent() == sent
     assert (tmp_path / "b.bin").read_bytes() == data
+    # A digest is what the file must match, so it is whole: a prefix (as cache ids may be) is refused.
+    with pytest.raises(RemoteError, match="64 hex digits"):
+        DaemonClient(node.socket).get("http://127.0.0.1:9/elsewhere.bin", tmp_path / "c.bin", digest=right[:20])
+    assert not (tmp_path / "c.bin").exists()

@@ -229,17 +229,57 @@ def test_lookup_by_bare_digest_blake3_and_sha256_ids(store: CacheStore, make_fil
     assert store.lookup(entry.sha256) is None
 
 
+def test_an_id_may_be_shortened_to_a_unique_prefix_of_8_hex_digits(store: CacheStore, make_file: MakeFile) -> None:
+    entry = store.put(make_file(50))
+    for ident in (
+        entry.digest[:8],
+        entry.digest[:16],  # what `shoal cache ls` shows
+        entry.digest[:63],
+        f"blake3:{entry.digest[:12]}",
+        f"sha256:{entry.sha256[:8]}",
+        entry.digest[:10].upper(),
+    ):
+        assert store.lookup(ident) == entry, ident
+    assert store.cached(entry.digest[:8]) == entry
+    store.pin(entry.digest[:8])
+    assert store.entry(entry.digest).pinned
+    other = "f" * 8 if not entry.digest.startswith("f" * 8) else "0" * 8
+    assert store.lookup(other) is None
+
+
+def test_an_ambiguous_prefix_is_refused_naming_the_candidates(store: CacheStore) -> None:
+    # Known entries (as an import records them) whose ids share their first 10 hex digits.
+    shared = "ab12cd34ef"
+    ids = [shared + c * 54 for c in "0123456"] + [shared + "99" + c * 52 for c in "01"]
+    store.import_files([ExportedFile(d, f"f{i}", 10, "", 1.0, (), ()) for i, d in enumerate(ids)])
+    with pytest.raises(UsageError) as info:
+        store.lookup(shared)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"ambiguous id '{shared}': it begins ")
+    assert (
+        all(d in message for d in ids[:4]) and ids[4] not in message and message.endswith("and more; give more digits")
+    )
+    with pytest.raises(UsageError, match="ambiguous"):
+        store.entry(shared[:8])
+    pair = f"{shared}99"
+    with pytest.raises(UsageError, match=f"^ambiguous id '{pair}': it begins {ids[7]}, {ids[8]}; give more digits$"):
+        store.lookup(pair)
+    assert store.lookup(f"{shared}2") == store.entry(ids[2])
+
+
 @pytest.mark.parametrize(
     "ident",
     [
         "",
         "abc",
-        "0" * 63,
+        "0" * 7,
         "0" * 65,
         "g" * 64,
+        "0" * 7 + "g",
         "md5:" + "0" * 64,
         "sha1:" + "0" * 64,
-        "blake3:" + "0" * 63,
+        "blake3:" + "0" * 7,
+        "sha256:" + "0" * 7,
         "sha256:",
         "blake3:sha256:" + "0" * 64,
         "0" * 32 + " " + "0" * 31,

@@ -3,6 +3,7 @@
 Every command works on the cache's files and index directly (a daemon may be running on it at the same
 time: the index is shared safely). ``warm``, and ``get`` of an id that is not on disk, fetch through the
 running daemon when there is one, so the content is seeded afterwards; else in this process.
+Ids may be shortened to a unique prefix of at least 8 hex digits, as ``ls`` shows them.
 """
 
 from __future__ import annotations
@@ -84,9 +85,14 @@ def _warm(options: Options, target: str) -> CacheEntry:
 def cache(
     ctx: click.Context, cache_dir: Path | None, socket_path: Path | None, tracker: str | None, verbose: int
 ) -> None:
-    """Look at and manage the node cache (ids: BLAKE3 hex, blake3:HEX or sha256:HEX)."""
+    """Look at and manage the node cache (ids: BLAKE3 hex, blake3:HEX or sha256:HEX, or a unique prefix of
+    at least 8 hex digits)."""
     configure_logging(verbose, False)
     ctx.obj = Options((cache_dir or default_cache_dir()).absolute(), socket_path or default_socket(), tracker)
+
+
+# The id column shows 16 hex digits: any unique prefix of 8 or more is accepted wherever an id is.
+_LS_ROW = "{:<16}  {:<5}  {:>10}  {:<19}  {}"
 
 
 @cache.command("ls")
@@ -99,6 +105,8 @@ def ls(options: Options, show_all: bool, as_json: bool) -> None:
     def go() -> None:
         with options.store() as store:
             entries = sorted(store.entries(), key=lambda e: e.last_access)
+        if not as_json:
+            click.echo(_LS_ROW.format("ID", "FLAGS", "SIZE", "LAST USED", "NAME").rstrip())
         for e in entries:
             if not (e.cached or show_all):
                 continue
@@ -106,7 +114,7 @@ def ls(options: Options, show_all: bool, as_json: bool) -> None:
                 click.echo(json.dumps(e.to_json()))
                 continue
             flags = ("P" if e.pinned else "-") + ("U" if e.in_use else "-") + ("C" if e.cached else "-")
-            click.echo(f"{e.digest[:16]}  {flags}  {format_bytes(e.size):>10}  {_when(e.last_access)}  {e.name}")
+            click.echo(_LS_ROW.format(e.digest[:16], flags, format_bytes(e.size), _when(e.last_access), e.name))
 
     _run(go)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import struct
 import time
@@ -37,7 +38,9 @@ from shoal.storage.cache_index import CacheEntry
 from shoal.storage.cache_store import CacheStore
 
 PROGRESS_SECONDS = 0.2
-_DIGEST_PREFIXES = ("sha256:", "blake3:")
+# Whole digests only: the digest is what the placed file must match, not a cache id to look up, so a
+# prefix (which cache ids accept) would weaken the check.
+_DIGEST = re.compile(r"^(sha256|blake3):[0-9a-f]{64}\Z", re.IGNORECASE)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -125,8 +128,8 @@ class Control:
         dest = destination(body)
         headers = parse_headers(body.get("headers") or {})
         digest = body.get("digest")
-        if digest is not None and (not isinstance(digest, str) or not digest.startswith(_DIGEST_PREFIXES)):
-            raise UsageError("digest must be sha256:HEX or blake3:HEX")
+        if digest is not None and (not isinstance(digest, str) or not _DIGEST.match(digest)):
+            raise UsageError("digest must be sha256:HEX or blake3:HEX (64 hex digits)")
         started = time.monotonic()
 
         async def run(progress: Callable[[Stats], Awaitable[None]]) -> dict[str, Any]:

@@ -235,6 +235,21 @@ class CacheIndex:
             ).fetchone()
             return None if row is None else self._entry(db, row)
 
+    def by_prefix(self, column: str, prefix: str, *, limit: int) -> list[CacheEntry]:
+        """Entries whose ``column`` (``digest`` or ``sha256``) begins with ``prefix`` (lowercase hex), at
+        most ``limit``, by id."""
+        if column not in ("digest", "sha256"):
+            raise ValueError(f"not an id column: {column}")
+        # A range rather than LIKE: it uses the column's index, and 'g' sorts after every hex digit.
+        with self._lock:
+            db = self._conn()
+            rows = db.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE {column} >= ? AND {column} < ?"
+                f" ORDER BY {column}, digest LIMIT ?",
+                (prefix, prefix + "g", limit),
+            ).fetchall()
+            return [self._entry(db, row) for row in rows]
+
     def by_url(self, url: str) -> CacheEntry | None:
         """The cached entry last fetched from ``url``, if any."""
         with self._lock:

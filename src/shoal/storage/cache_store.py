@@ -27,7 +27,6 @@ Rules:
   pass never holds the entry in use, so it never delays an eviction. A lookup by ``sha256:`` completes
   every pending one first, so it is never missed.
 
-
 Blocking throughout (file I/O, hashing, SQLite): the daemon calls it from worker threads.
 """
 
@@ -59,7 +58,10 @@ ORPHAN_GRACE_SECONDS = 60.0
 the rename that made it and the commit that records it."""
 STAGING_MAX_AGE = 7 * 86400.0
 """Staging files (a download's part file kept for resuming) older than this are removed at start."""
-_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
+MIN_ID_PREFIX = 8
+"""The fewest hex digits an id may be shortened to: 4 billion values, so a cache's ids rarely share one."""
+_HEX_ID = re.compile(rf"^[0-9a-f]{{{MIN_ID_PREFIX},64}}\Z")
+_AMBIGUOUS_SHOWN = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,15 +159,27 @@ class CacheStore:
     # -- looking up ----------------------------------------------------------------------------------
 
     def lookup(self, ident: str) -> CacheEntry | None:
-        """The entry an id names: a BLAKE3 digest (bare or ``blake3:HEX``) or ``sha256:HEX`` (pending
-        SHA-256s are completed first, so a file just cached is found by either)."""
+        """The entry an id names: a BLAKE3 digest (bare or ``blake3:HEX``) or ``sha256:HEX``, whole or as a
+        prefix of at least MIN_ID_PREFIX hex digits (``shoal cache ls`` shows 16). A prefix must name one
+        entry: one that begins several ids is a UsageError listing them. Pending SHA-256s are completed
+        before a ``sha256:`` lookup, so a file just cached is found by either id."""
         kind, _, value = ident.strip().lower().rpartition(":")
-        if not _HEX64.match(value) or kind not in ("", "blake3", "sha256"):
-            raise UsageError(f"not a cache id: {ident!r} (expected 64 hex digits, blake3:HEX or sha256:HEX)")
+        if not _HEX_ID.match(value) or kind not in ("", "blake3", "sha256"):
+            raise UsageError(
+                f"not a cache id: {ident!r} (expected 64 hex digits, blake3:HEX or sha256:HEX, or a unique "
+                f"prefix of at least {MIN_ID_PREFIX} hex digits)"
+            )
+        column = "sha256" if kind == "sha256" else "digest"
         if kind == "sha256":
             self.complete_sha256()
-            return self.index.by_sha256(value)
-        return self.index.get(value)
+        if len(value) == 64:
+            return self.index.by_sha256(value) if kind == "sha256" else self.index.get(value)
+        found = self.index.by_prefix(column, value, limit=_AMBIGUOUS_SHOWN + 1)
+        if len(found) > 1:
+            shown = ", ".join(e.sha256 if kind == "sha256" else e.digest for e in found[:_AMBIGUOUS_SHOWN])
+            more = " and more" if len(found) > _AMBIGUOUS_SHOWN else ""
+            raise UsageError(f"ambiguous id {ident.strip()!r}: it begins {shown}{more}; give more digits")
+        return found[0] if found else None
 
     def entry(self, ident: str) -> CacheEntry:
         found = self.lookup(ident)
