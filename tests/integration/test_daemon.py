@@ -408,6 +408,47 @@ def test_concurrent_gets_of_one_url_share_one_download(
     assert len({(tmp_path / f"{i}.bin").stat().st_ino for i in range(3)}) == 1
 
 
+def test_one_daemon_per_cache_and_a_restart_keeps_or_warns_about_the_capacity(
+    daemon: Callable[..., Daemon], tmp_path: Path, procs: list[subprocess.Popen[str]]
+) -> None:
+    first = daemon(capacity="300M")
+    argv = ["daemon", "--cache-dir", str(first.cache_dir), "--listen", "127.0.0.1:0"]
+    # Its own socket, no --capacity: only the cache is shared, and the second daemon is refused for it.
+    second = subprocess.run(
+        shoal_argv(*argv, "--socket", str(tmp_path / "second.sock")), capture_output=True, text=True, timeout=60
+    )
+    assert second.returncode == 7, second.stderr
+    assert second.stderr == (
+        f"shoal: error: the cache {first.cache_dir} is in use by another shoal daemon (pid {first.service.proc.pid}); "
+        "stop it, or give this one another --cache-dir\n"
+    )
+    assert not (tmp_path / "second.sock").exists()
+    assert first.index("SELECT value FROM meta WHERE key = 'capacity'") == [(str(300 << 20),)]
+    assert DaemonClient(first.socket).status()["capacity"] == 300 << 20
+    first.service.stop()
+
+    def restart(*extra: str) -> tuple[str, str]:
+        """Start a daemon on the cache, wait until it serves, stop it: (its stdout's first line, its stderr)."""
+        proc = subprocess.Popen(
+            shoal_argv(*argv, "--socket", str(first.socket), *extra),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        procs.append(proc)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # the start-up's warnings come before it
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+        return line, err
+
+    line, err = restart()  # no --capacity: the cache's own
+    assert "listening on" in line and "of 300.0 MiB" in line and err == ""
+    line, err = restart("--capacity", "20G")
+    assert "of 20.0 GiB" in line
+    assert f"shoal: WARNING: cache {first.cache_dir}: capacity changed from 300.0 MiB to 20.0 GiB\n" in err
+
+
 def test_socket_probe_helper_sees_a_stale_socket_as_no_daemon(tmp_path: Path) -> None:
     path = tmp_path / "stale.sock"
     s = socket.socket(socket.AF_UNIX)

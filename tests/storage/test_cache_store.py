@@ -320,6 +320,20 @@ def test_the_capacity_is_kept_in_the_index(open_store: OpenStore) -> None:
     assert open_store(None).usage().capacity == 5000
 
 
+def test_a_changed_capacity_is_logged_with_the_old_and_the_new(
+    open_store: OpenStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="shoal.cache"):
+        store = open_store(300 << 20)  # a new cache: nothing to change
+        open_store(300 << 20)
+        open_store(None)
+        assert caplog.records == []
+        assert open_store(20 << 30).capacity == 20 << 30
+    (record,) = caplog.records
+    assert record.levelname == "WARNING"
+    assert record.getMessage() == f"cache {store.storage}: capacity changed from 300.0 MiB to 20.0 GiB"
+
+
 # -- space: eviction and the capacity ------------------------------------------------------------------
 
 

@@ -46,10 +46,10 @@ async def run_daemon(config: DaemonConfig) -> None:
 )
 @click.option(
     "--capacity",
-    default="20G",
-    show_default=True,
+    default=None,
     callback=click_parser(_capacity),
-    help="Bytes the cache may hold (1024-based).",
+    help="Bytes the cache may hold (1024-based) [default: the cache's own, kept from its last daemon; "
+    "20G for a new cache].",
 )
 @click.option("--tracker", envvar="SHOAL_TRACKER", help="Tracker URL (default: $SHOAL_TRACKER; none: origin only).")
 @click.option("--site", default="", help="Locality label: prefer peers of this site.")
@@ -94,7 +94,7 @@ async def run_daemon(config: DaemonConfig) -> None:
 @click.option("-v", "--verbose", count=True)
 def daemon(
     cache_dir: Path | None,
-    capacity: int,
+    capacity: int | None,
     tracker: str | None,
     site: str,
     rack: str,

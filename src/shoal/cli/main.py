@@ -9,7 +9,7 @@ Exit codes (also in the README):
     4  the origin failed, or its file kept changing
     5  integrity failure: the whole-file digest did not match
     6  local I/O error: the destination cannot be written
-    7  cache error: the file does not fit the cache, or the cache has no such entry
+    7  cache error: the file does not fit the cache, the cache has no such entry, or another daemon holds it
     130 interrupted
 """
 

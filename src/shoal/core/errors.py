@@ -11,7 +11,8 @@
     ├── LocalIOError                6  reading or writing local files failed
     ├── CacheError                  7  the node cache cannot do what was asked
     │   ├── CacheFull               7  the file does not fit: larger than the capacity, or no room
-    │   └── NotInCache              7  no entry (or no copy on disk) for that id
+    │   ├── NotInCache              7  no entry (or no copy on disk) for that id
+    │   └── CacheLocked             7  another daemon serves that cache directory
     └── ProtocolError               -  malformed input from a peer or a client (mapped to 4xx at the edge)
 
 Errors carry their context as attributes (``url``, ``peer``, ``piece``) so callers can act on them
@@ -108,6 +109,16 @@ class CacheFull(CacheError):
 
 class NotInCache(CacheError):
     """The cache has no entry for an id, or the entry's file is not on disk."""
+
+
+class CacheLocked(CacheError):
+    """Another daemon holds the cache directory's lock (one daemon per cache: two would each keep their own
+    capacity and evict without regard to the other's downloads)."""
+
+    def __init__(self, message: str, *, path: str, pid: int | None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.pid = pid
 
 
 class ProtocolError(ShoalError):

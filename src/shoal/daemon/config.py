@@ -10,8 +10,6 @@ from pathlib import Path
 
 from shoal.core.errors import UsageError
 
-DEFAULT_CAPACITY = 20 << 30
-
 
 def default_cache_dir() -> Path:
     """``$SHOAL_CACHE_DIR``; else /var/cache/shoal for root, ``$XDG_CACHE_HOME/shoal`` (~/.cache/shoal)
@@ -60,8 +58,10 @@ class DaemonConfig:
     cache_dir: Path
     """Where the cache lives: ``index.sqlite``, ``objects/`` and ``staging/``. Destinations on the same
     filesystem get hard links instead of copies."""
-    capacity: int = DEFAULT_CAPACITY
-    """Bytes the cache may hold, downloads in progress included."""
+    capacity: int | None = None
+    """Bytes the cache may hold, downloads in progress included. None: the capacity the cache directory
+    already has (kept in its index), or the store's DEFAULT_CAPACITY (20 GiB) for a new cache. Another
+    value replaces the stored capacity, with a warning."""
     tracker: str | None = None
     """Tracker base URL; None fetches straight from origins and seeds nothing."""
     site: str = ""

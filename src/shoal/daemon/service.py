@@ -1,5 +1,6 @@
 """``shoal daemon``: the long-running peer of a host. Its parts, started in this order and stopped in reverse:
 
+cache lock ── one daemon per cache directory (see shoal.storage.cache_lock), taken before anything else
 cache store ── reconciled with its files at start (orphans removed, missing files dropped)
 piece server ── serves every cached task's pieces to peers, and whole files at /v1/content/{id}
 seeding ── keeps each cached task announced to the tracker for as long as it is cached
@@ -32,6 +33,7 @@ from shoal.daemon.pools import Identity, PoolMember
 from shoal.daemon.seeding import Seeding
 from shoal.peer.server import PieceServer, ServerConfig
 from shoal.peer.tracker_client import TrackerClient
+from shoal.storage.cache_lock import CacheLock
 from shoal.storage.cache_store import CacheStore, describe
 
 log = logging.getLogger("shoal.daemon")
@@ -63,6 +65,8 @@ class Daemon:
 
     async def _start(self) -> None:
         config, stack = self.config, self._stack
+        # First: a second daemon must be refused before it writes its capacity into the first one's cache.
+        await asyncio.to_thread(stack.enter_context, CacheLock(config.cache_dir))
         await asyncio.to_thread(self.store.__enter__)
         stack.callback(self.store.__exit__)
         reconciled = await asyncio.to_thread(self.store.reconcile)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import re
 import secrets
@@ -52,7 +53,10 @@ from shoal.core.units import format_bytes
 from shoal.storage.cache_index import CacheEntry, CacheIndex, TaskRecord
 from shoal.storage.content_hash import hash_content
 
+log = logging.getLogger("shoal.cache")
+
 DEFAULT_CAPACITY = 20 << 30
+"""The capacity of a cache opened without one that has none stored yet."""
 ORPHAN_GRACE_SECONDS = 60.0
 """An object file with no entry is removed only when older than this: another process may be between
 the rename that made it and the commit that records it."""
@@ -142,6 +146,15 @@ class CacheStore:
             raise _io_error("create", self.storage, exc) from None
         self.index.__enter__()
         if self._capacity is not None:
+            stored = self.index.get_meta("capacity")
+            if stored is not None and int(stored) != self._capacity:
+                # Never silent: a smaller capacity changes what stays cached.
+                log.warning(
+                    "cache %s: capacity changed from %s to %s",
+                    self.storage,
+                    format_bytes(int(stored)),
+                    format_bytes(self._capacity),
+                )
             self.index.set_meta("capacity", str(self._capacity))
         return self
 
