@@ -345,6 +345,51 @@ def test_cache_commands_and_a_node_syncing_from_another(
     assert cache_cli(other, "exists", entry["id"]).returncode == 0
 
 
+def test_cache_commands_use_the_running_daemons_cache_unless_told_otherwise(
+    origin: Callable[..., Origin],
+    daemon: Callable[..., Daemon],
+    tmp_path: Path,
+    make_file: Callable[[Path, int], bytes],
+) -> None:
+    o = origin()
+    data = make_file(o.root / "file.bin", MiB)
+    node = daemon(capacity="300M")
+    default = tmp_path / "default-cache"  # where `shoal cache` would go with no daemon
+    env = {**os.environ, "SHOAL_CACHE_DIR": str(default), "SHOAL_DAEMON_SOCKET": str(node.socket)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(shoal_argv("cache", *args), capture_output=True, text=True, env=env, timeout=60)
+
+    local = tmp_path / "local.txt"
+    local.write_bytes(b"kept by hand\n")
+    put = cli("put", str(local))
+    assert put.returncode == 0, put.stderr
+    warm = cli("warm", o.url("file.bin"))  # fetched by the daemon, then found in the same cache
+    assert warm.returncode == 0, warm.stderr
+    assert warm.stdout.strip() == blake3.blake3(data).hexdigest()
+    usage = json.loads(cli("usage", "--json").stdout)
+    assert usage["files"] == 2 and usage["capacity"] == 300 << 20  # the daemon's cache, its own capacity
+    assert node.index("SELECT COUNT(*) FROM entries WHERE cached = 1") == [(2,)]
+    assert not default.exists()
+    # --socket names the daemon as well as the environment does.
+    del env["SHOAL_DAEMON_SOCKET"]
+    listed = cli("--socket", str(node.socket), "ls")
+    assert listed.returncode == 0 and {row.split()[-1] for row in listed.stdout.splitlines()[1:]} == {
+        "file.bin",
+        "local.txt",
+    }
+    # An explicit --cache-dir wins: a warm there is fetched in this process, into that cache.
+    other = tmp_path / "other-cache"
+    mine = cli("--cache-dir", str(other), "--socket", str(node.socket), "warm", o.url("file.bin"))
+    assert mine.returncode == 0, mine.stderr
+    assert cli("--cache-dir", str(other), "exists", warm.stdout.strip()).stdout == "cached\n"
+    assert node.index("SELECT COUNT(*) FROM entries") == [(2,)]
+    # With no daemon on the socket, the default cache.
+    node.service.stop()
+    usage = json.loads(cli("--socket", str(node.socket), "usage", "--json").stdout)
+    assert usage["files"] == 0 and default.is_dir()
+
+
 def test_python_api_cache(
     origin: Callable[..., Origin], tmp_path: Path, make_file: Callable[[Path, int], bytes]
 ) -> None:

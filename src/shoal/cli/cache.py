@@ -1,14 +1,19 @@
 """``shoal cache``: look at and manage the node cache.
 
+Which cache: ``--cache-dir`` when given; else the one the running daemon serves (asked on its control
+socket, ``--socket``, the same default as ``shoal get``), so commands never work on another cache than the
+daemon's by accident; else the default cache directory. An existing cache keeps its stored capacity.
+
 Every command works on the cache's files and index directly (a daemon may be running on it at the same
 time: the index is shared safely). ``warm``, and ``get`` of an id that is not on disk, fetch through the
-running daemon when there is one, so the content is seeded afterwards; else in this process.
+running daemon when it serves this cache, so the content is seeded afterwards; else in this process.
 Ids may be shortened to a unique prefix of at least 8 hex digits, as ``ls`` shows them.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import sys
 import time
@@ -29,12 +34,31 @@ from shoal.storage.cache_store import CacheStore, describe
 
 T = TypeVar("T")
 
+STATUS_TIMEOUT = 10.0
+"""Seconds to wait for a running daemon to say which cache it serves."""
+
 
 class Options:
-    def __init__(self, cache_dir: Path, socket: Path, tracker: str | None) -> None:
-        self.cache_dir = cache_dir
+    """The group's options; the cache directory and the daemon are looked up once, when a command needs
+    them."""
+
+    def __init__(self, cache_dir: Path | None, socket: Path, tracker: str | None) -> None:
+        self._cache_dir = cache_dir
         self.socket = socket
         self.tracker = tracker
+
+    @functools.cached_property
+    def _served(self) -> tuple[DaemonClient, Path] | None:
+        """The daemon on the control socket and the cache directory it serves, if one runs."""
+        client = DaemonClient(self.socket, timeout=STATUS_TIMEOUT)
+        return (client, Path(client.status()["cache_dir"])) if client.running() else None
+
+    @property
+    def cache_dir(self) -> Path:
+        if self._cache_dir is None:
+            served = self._served
+            self._cache_dir = served[1] if served is not None else default_cache_dir().absolute()
+        return self._cache_dir
 
     @contextmanager
     def store(self) -> Iterator[CacheStore]:
@@ -42,8 +66,18 @@ class Options:
             yield store
 
     def daemon(self) -> DaemonClient | None:
-        client = DaemonClient(self.socket)
-        return client if client.running() else None
+        """The running daemon, when it serves this cache (one serving another would fetch into its own)."""
+        served = self._served
+        if served is None or not _same_dir(served[1], self.cache_dir):
+            return None
+        return served[0]
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return a.resolve() == b.resolve()
 
 
 pass_options = click.make_pass_decorator(Options)
@@ -59,7 +93,7 @@ def _when(seconds: float) -> str:
 
 
 def _warm(options: Options, target: str) -> CacheEntry:
-    """Fetch into the cache through the daemon if one runs, else here; the entry."""
+    """Fetch into the cache through the daemon if it serves this cache, else here; the entry."""
     client = options.daemon()
     if client is not None:
         reply = client.warm(target)
@@ -76,7 +110,8 @@ def _warm(options: Options, target: str) -> CacheEntry:
     "--cache-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="The cache [default: $SHOAL_CACHE_DIR, /var/cache/shoal for root, else ~/.cache/shoal].",
+    help="The cache [default: the running daemon's; else $SHOAL_CACHE_DIR, /var/cache/shoal for root, "
+    "else ~/.cache/shoal].",
 )
 @socket_option
 @click.option("--tracker", envvar="SHOAL_TRACKER", help="Tracker for fetches made without a daemon.")
@@ -88,7 +123,7 @@ def cache(
     """Look at and manage the node cache (ids: BLAKE3 hex, blake3:HEX or sha256:HEX, or a unique prefix of
     at least 8 hex digits)."""
     configure_logging(verbose, False)
-    ctx.obj = Options((cache_dir or default_cache_dir()).absolute(), socket_path or default_socket(), tracker)
+    ctx.obj = Options(cache_dir.absolute() if cache_dir else None, socket_path or default_socket(), tracker)
 
 
 # The id column shows 16 hex digits: any unique prefix of 8 or more is accepted wherever an id is.
