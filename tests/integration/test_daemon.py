@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -388,6 +389,29 @@ def test_cache_commands_use_the_running_daemons_cache_unless_told_otherwise(
     node.service.stop()
     usage = json.loads(cli("--socket", str(node.socket), "usage", "--json").stdout)
     assert usage["files"] == 0 and default.is_dir()
+
+
+def test_a_daemon_that_does_not_answer_is_one_error_line_naming_the_way_around_it(tmp_path: Path) -> None:
+    path = tmp_path / "mute.sock"
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(path))
+        listener.listen()
+
+        def hang_up() -> None:
+            for _ in range(2):  # the probe, then the status request
+                conn, _ = listener.accept()
+                conn.close()
+
+        closer = threading.Thread(target=hang_up)
+        closer.start()
+        listed = subprocess.run(
+            shoal_argv("cache", "--socket", str(path), "ls"), capture_output=True, text=True, timeout=60
+        )
+        closer.join(10)
+    assert listed.returncode == 1
+    assert listed.stderr.startswith(f"shoal: error: cannot reach the daemon at {path}: ")
+    assert listed.stderr.endswith(" (give --cache-dir to work on a cache without asking it)\n")
+    assert listed.stderr.count("\n") == 1
 
 
 def test_python_api_cache(

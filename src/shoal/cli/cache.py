@@ -27,7 +27,7 @@ import click
 from shoal.cli.main import configure_logging, run_or_exit, socket_option
 from shoal.core.errors import LocalIOError, UsageError
 from shoal.core.units import format_bytes
-from shoal.daemon.client import DaemonClient
+from shoal.daemon.client import DaemonClient, DaemonUnavailable
 from shoal.daemon.config import default_cache_dir, default_socket, index_path
 from shoal.storage.cache_index import CacheEntry
 from shoal.storage.cache_store import CacheStore, describe
@@ -51,7 +51,12 @@ class Options:
     def _served(self) -> tuple[DaemonClient, Path] | None:
         """The daemon on the control socket and the cache directory it serves, if one runs."""
         client = DaemonClient(self.socket, timeout=STATUS_TIMEOUT)
-        return (client, Path(client.status()["cache_dir"])) if client.running() else None
+        if not client.running():
+            return None
+        try:
+            return client, Path(client.status()["cache_dir"])
+        except DaemonUnavailable as exc:
+            raise DaemonUnavailable(f"{exc} (give --cache-dir to work on a cache without asking it)") from None
 
     @property
     def cache_dir(self) -> Path:

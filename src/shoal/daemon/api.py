@@ -32,7 +32,7 @@ from shoal.storage.cache_store import CacheStore
 
 class Cache:
     """A bounded, content-addressed local cache. Ids are BLAKE3 digests (bare or ``blake3:HEX``) or
-    ``sha256:HEX``."""
+    ``sha256:HEX``, or a unique prefix of either of at least 8 hex digits."""
 
     def __init__(
         self,
