@@ -4,16 +4,20 @@ the origin's bytes, origins that publish their digest (right or wrong), and ``--
 from __future__ import annotations
 
 import hashlib
+import json
+import signal
 import sys
+import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from shoal.core.bitfield import Bitfield
 from shoal.core.ids import task_id_for_url
 from shoal.core.manifest import piece_length_for
-from shoal.testing.processes import Service, start_service
+from shoal.testing.processes import Service, free_port, start_daemon, start_service
 from tests.integration.conftest import Origin, no_partial_files, run_get, task_summary
 
 SIZE = 4 << 20  # 16 pieces of 256 KiB
@@ -72,7 +76,7 @@ def test_pieces_of_a_hostile_peer_are_fetched_again_when_the_origins_digest_fail
 
 
 def test_a_digest_given_by_the_user_mends_a_poisoned_download_instead_of_failing_it(
-    tmp_path: Path, out_dir: Path, tracker, origin: Callable[..., Origin], make_file, services
+    tmp_path: Path, out_dir: Path, tracker, origin: Callable[..., Origin], make_file, services, spawn_get
 ) -> None:
     src = origin()  # publishes no digest
     data = make_file(src.root / "b.bin", SIZE)
@@ -83,13 +87,27 @@ def test_a_digest_given_by_the_user_mends_a_poisoned_download_instead_of_failing
     before = src.bytes_sent()
 
     out = out_dir / "b.bin"
-    result = run_get(url, "-o", str(out), "--tracker", t.url, "--upload-time", "0", "--digest", digest)
-    assert result.returncode == 0, result.stderr
+    port = free_port()
+    argv = ["-o", str(out), "--tracker", t.url, "--digest", digest, "--listen", f"127.0.0.1:{port}"]
+    get = spawn_get(url, *argv, "--upload-time", "60")
+    deadline = time.monotonic() + 60
+    while not out.exists() and get.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert out.exists(), get.communicate(timeout=10)[1]
     assert out.read_bytes() == data
-    assert f"the file does not match --digest (expected {digest}" in result.stderr
-    assert f"suspected peers: {hostile}" in result.stderr
-    assert flagged_bad(t, url, hostile, digest)
     assert SIZE <= src.bytes_sent() - before <= SIZE + PIECE
+    # While it seeds, it offers every piece but the one whose hash the tracker holds as the hostile peer's
+    # (a peer would verify it against that hash, fail it, and report us).
+    task_id = task_id_for_url(url, digest=digest)
+    generation = task_summary(t, task_id)["generation"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/tasks/{task_id}/haves?gen={generation}") as stream:
+        offered = Bitfield.decode(16, json.loads(stream.readline())["bitfield"])
+    assert sorted(offered) == [i for i in range(16) if i != POISONED]
+    get.send_signal(signal.SIGINT)
+    _, err = get.communicate(timeout=30)
+    assert f"the file does not match --digest (expected {digest}" in err
+    assert f"suspected peers: {hostile}" in err
+    assert flagged_bad(t, url, hostile, digest)
 
 
 @pytest.mark.parametrize("user_digest", [False, True], ids=["origin-only", "with-right-user-digest"])
@@ -148,3 +166,26 @@ def test_content_digest_and_content_md5_of_a_206_are_not_the_files(
     assert result.returncode == 0, result.stderr
     assert out.read_bytes() == data
     assert "content-digest: a 206's is of the range" in result.stderr
+
+
+def test_a_daemon_does_not_seed_a_file_the_tracker_knows_by_other_hashes(
+    tmp_path: Path, out_dir: Path, tracker, origin: Callable[..., Origin], make_file, services
+) -> None:
+    """The daemon's download mends the poisoned pieces like `shoal get` does; it then keeps the file in its
+    cache but does not seed it for the task, whose hashes for the hostile peer's piece are not the file's."""
+    src = origin("--digest-header", "repr-digest")
+    data = make_file(src.root / "f.bin", SIZE)
+    t = tracker()
+    url = src.url("f.bin")
+    hostile = start_hostile(services, t, url, data, tmp_path / "hostile.bin")
+    sock = tmp_path / "node" / "daemon.sock"
+    node = start_daemon(tmp_path / "node" / "cache", sock, tracker=t.url)
+    services.append(node)
+
+    out = out_dir / "f.bin"
+    result = run_get(url, "-o", str(out), "--socket", str(sock))
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes() == data
+    assert flagged_bad(t, url, hostile)
+    node_port = int(node.url.rsplit(":", 1)[1])
+    assert all(p["port"] != node_port for p in task_summary(t, task_id_for_url(url))["peers"])  # type: ignore[index,union-attr]
