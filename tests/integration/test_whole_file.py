@@ -18,7 +18,13 @@ from shoal.core.bitfield import Bitfield
 from shoal.core.ids import task_id_for_url
 from shoal.core.manifest import piece_length_for
 from shoal.testing.processes import Service, free_port, start_daemon, start_service
-from tests.integration.conftest import Origin, no_partial_files, run_get, task_summary
+from tests.integration.conftest import (
+    Origin,
+    no_partial_files,
+    rewritten_after_an_interrupted_run,
+    run_get,
+    task_summary,
+)
 
 SIZE = 4 << 20  # 16 pieces of 256 KiB
 PIECE = piece_length_for(SIZE)
@@ -189,3 +195,21 @@ def test_a_daemon_does_not_seed_a_file_the_tracker_knows_by_other_hashes(
     assert flagged_bad(t, url, hostile)
     node_port = int(node.url.rsplit(":", 1)[1])
     assert all(p["port"] != node_port for p in task_summary(t, task_id_for_url(url))["peers"])  # type: ignore[index,union-attr]
+
+
+def test_resumed_pieces_that_fail_the_origins_digest_are_fetched_again(
+    out_dir: Path, origin: Callable[..., Origin], make_file
+) -> None:
+    """An interrupted run left every piece of the origin's old bytes verified on disk, and the origin's file
+    was then rewritten under the same ETag: the rerun resumes them all, but the origin's Repr-Digest is of
+    the new bytes. Resumed pieces' sources are not recorded, so they are fetched again (no peer suspected)."""
+    src = origin("--digest-header", "repr-digest")
+    path = src.root / "g.bin"
+    make_file(path, SIZE)
+    out = out_dir / "g.bin"
+    new = rewritten_after_an_interrupted_run(src.url("g.bin"), path, out)
+    result = run_get(src.url("g.bin"), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes() == new
+    assert "suspected peers: none (the pieces were resumed from an earlier run)" in result.stderr
+    assert no_partial_files(out_dir)
