@@ -136,8 +136,8 @@ class Completed:
     generation: int
     manifest: Manifest
     hashes: dict[str, str] = field(default_factory=dict)
-    """Whole-file hex digests computed while the file downloaded (GetConfig.file_hashes, and ``sha256``
-    with a ``digest``), by name."""
+    """Whole-file hex digests computed while the file downloaded (GetConfig.file_hashes, and the algorithms
+    of the whole-file checks: ``sha256`` with a ``digest``, the origin's), by name."""
 
 
 class Download:
