@@ -104,6 +104,14 @@ async def test_pieces_already_on_disk_are_hashed_from_the_start(tmp_path: Path, 
     part.close()
 
 
+async def test_the_digest_algorithms_of_origins(tmp_path: Path, data: bytes) -> None:
+    """SHA-512 and MD5, which origins publish (Repr-Digest, Content-MD5), beside the others in one pass."""
+    part = written_part(tmp_path, data)
+    prefix = following(part, Bitfield.full(MANIFEST.piece_count), ["sha512", "md5", "sha256"])
+    assert await prefix.digests() == {name: hashlib.new(name, data).hexdigest() for name in ("sha512", "md5", "sha256")}
+    part.close()
+
+
 async def test_digests_before_the_last_piece_is_a_bug(tmp_path: Path) -> None:
     part = open_part(tmp_path)
     prefix = PrefixHash(part, MANIFEST, Bitfield(MANIFEST.piece_count), ["blake3"])
@@ -127,8 +135,8 @@ async def test_a_part_file_cut_short_is_a_local_io_error(tmp_path: Path, data: b
 
 async def test_an_unknown_hash_is_refused(tmp_path: Path) -> None:
     part = open_part(tmp_path)
-    with pytest.raises(ValueError, match="md5"):
-        PrefixHash(part, MANIFEST, Bitfield(MANIFEST.piece_count), ["md5"])
+    with pytest.raises(ValueError, match="sha1"):
+        PrefixHash(part, MANIFEST, Bitfield(MANIFEST.piece_count), ["sha1"])
     part.close()
 
 

@@ -7,7 +7,7 @@
     ├── TrackerUnavailable          3  the tracker could not be reached or answered nonsense
     ├── OriginError                 4  the origin failed (HTTP error, refused, short body)
     │   └── OriginChanged           4  the origin's file changed under a download, too often to go on
-    ├── IntegrityError              5  a digest the user asked for does not match
+    ├── IntegrityError              5  content fails a whole-file digest (--digest, the origin's, a cache id)
     ├── LocalIOError                6  reading or writing local files failed
     ├── CacheError                  7  the node cache cannot do what was asked
     │   ├── CacheFull               7  the file does not fit: larger than the capacity, or no room
@@ -67,7 +67,7 @@ class OriginChanged(OriginError):
 
 
 class IntegrityError(ShoalError):
-    """Downloaded content does not match the digest the user gave."""
+    """Downloaded content does not match a whole-file digest (the user's, the origin's, or a cache id)."""
 
     exit_code = 5
 

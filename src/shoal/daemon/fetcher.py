@@ -261,7 +261,9 @@ class Fetcher:
             fetch.stats = download.stats
             try:
                 completed = await download.run()
-                seeded = self.seeding is not None and not download.direct
+                # A file some of whose pieces the tracker knows by other hashes (fetched again from the origin
+                # after a failed whole-file check) is not seeded: peers verify against those hashes.
+                seeded = self.seeding is not None and not download.direct and not download.withheld
                 record = TaskRecord(
                     download.task_id,
                     "",

@@ -27,7 +27,7 @@ class GetConfig:
     digest: str | None = None
     """``sha256:HEX`` to verify the whole file before it is moved into place."""
     file_hashes: tuple[str, ...] = ()
-    """Whole-file hashes to compute while the file downloads (``blake3``, ``sha256``; see
+    """Whole-file hashes to compute while the file downloads (``blake3``, ``sha256``, ``sha512``, ``md5``; see
     peer/prefix_hash.py), returned in ``Completed.hashes``: the daemon's cache names a file by its BLAKE3."""
     site: str = ""
     """Locality label: peers of the same site are preferred."""

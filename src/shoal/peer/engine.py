@@ -21,6 +21,11 @@ I/O runs in its own task and posts an event (:mod:`shoal.peer.events`):
 * ``_announcer`` talks to the tracker: reports, lease requests, peer hand-outs.
 * ``_hash_refresher`` fetches new piece hashes from the tracker when a peer offers a piece we cannot
   verify yet.
+
+Once every piece is in, the whole file is checked against ``--digest`` and the digest the origin publishes
+(:mod:`shoal.core.whole_file`). A file that fails is not a dead end: the pieces that did not come from the
+origin under our own leases are dropped, their peers reported as bad, and fetched again straight from the
+origin (:meth:`Download._refetch_suspects`); only the origin's own bytes failing is an IntegrityError.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from pathlib import Path
 import aiohttp
 
 from shoal.core.bitfield import Bitfield
+from shoal.core.digests import PublishedDigest
 from shoal.core.errors import (
     IntegrityError,
     LocalIOError,
@@ -52,6 +58,7 @@ from shoal.core.manifest import Manifest
 from shoal.core.messages import AnnounceRequest, AnnounceResponse, PeerAddress
 from shoal.core.picker import lease_pieces, origin_run, peer_run, run_pieces
 from shoal.core.rate import TokenBucket
+from shoal.core.whole_file import WholeFileCheck, failed_check, plan_refetch, whole_file_checks
 from shoal.peer.config import GetConfig
 from shoal.peer.events import (
     Announced,
@@ -129,8 +136,8 @@ class Completed:
     generation: int
     manifest: Manifest
     hashes: dict[str, str] = field(default_factory=dict)
-    """Whole-file hex digests computed while the file downloaded (GetConfig.file_hashes, and ``sha256``
-    with a ``digest``), by name."""
+    """Whole-file hex digests computed while the file downloaded (GetConfig.file_hashes, and the algorithms
+    of the whole-file checks: ``sha256`` with a ``digest``, the origin's), by name."""
 
 
 class Download:
@@ -172,6 +179,7 @@ class Download:
         self.part: PartFile | None = None
         self.served: ServedTask | None = None  # its `have`: the pieces verified and offered to peers
         self.written: dict[int, str] = {}  # verified (or fetched from the origin) and on disk, with hashes
+        self.sources: dict[int, str | None] = {}  # who supplied each piece written: a peer, or None (the origin)
         self.unreported: dict[int, str] = {}  # fetched from the origin, hash not yet at the tracker
         self.hashes: dict[int, str] = {}
         self.hash_seq = 0
@@ -201,6 +209,10 @@ class Download:
         self._checkpoint_task: asyncio.Future[None] | None = None
         self._interval = 5.0
         self.prefix: PrefixHash | None = None
+        self.published: PublishedDigest | None = None  # the origin's whole-file digest, from the probe
+        self.checks: tuple[WholeFileCheck, ...] = ()
+        self.refetching = False  # after a failed whole-file check: every missing piece comes from the origin
+        self.withheld: set[int] = set()  # refetched pieces whose hash the tracker knows otherwise: not offered
 
     # -- public ------------------------------------------------------------------------------------
 
@@ -229,7 +241,8 @@ class Download:
         if self.tracker is None or self.served is None or seconds <= 0:
             return
         for index in range(completed.manifest.piece_count):
-            self.served.add(index)
+            if index not in self.withheld:
+                self.served.add(index)
         deadline = time.monotonic() + seconds
         event = "completed"
         while time.monotonic() < deadline:
@@ -287,6 +300,7 @@ class Download:
             raise probed
         else:
             probe = probed
+            self.published = probe.digest
         if probe is not None and probe.task_id and probe.task_id != self.task_id and reply is not None:
             reply = await self._switch_task(probe.task_id)
         if reply is not None and self.tracker is not None and not self.direct:
@@ -364,10 +378,8 @@ class Download:
         self.on_disk = Bitfield(manifest.piece_count)
         self.hashed = Bitfield(manifest.piece_count)
         self.inflight = Bitfield(manifest.piece_count)
-        names = {*self.config.file_hashes, *(("sha256",) if self.config.digest else ())}
-        if names:
-            self.prefix = PrefixHash(self.part, manifest, self.on_disk, names)
-            self.prefix.start()
+        self.checks = whole_file_checks(self.config.digest, self.published)
+        self._follow_whole_file()
         for index, digest in resumed.hashes.items():
             self._mark_written(index, digest)
         self.stats.done = sum(manifest.piece_size(i) for i in self.written)
@@ -448,23 +460,71 @@ class Download:
                 raise outcome
         log.debug("flushed and reported")
         hashes = await self.prefix.digests() if self.prefix is not None else {}
-        digest = None
-        if self.config.digest:
-            digest = "sha256:" + hashes["sha256"]
-            expected = self.config.digest.lower()
-            if digest != expected:
-                part.discard()
-                raise IntegrityError(
-                    f"digest mismatch for {self.url}: expected {expected}, got {digest}",
-                    expected=expected,
-                    actual=digest,
-                )
+        failed = failed_check(self.checks, hashes)
+        if failed is not None:
+            await self._refetch_suspects(*failed)  # an IntegrityError when the origin's bytes alone failed
+            return await self._finish()
+        digest = "sha256:" + hashes["sha256"] if self.config.digest else None
         # Rename and repoint the piece server with no await between them: no request sees the old path gone.
         path = part.move_into_place()
         if self.served is not None:
             self.served.path = path
         part.close()
         return Completed(path, self.manifest.length, digest, self.task_id, self.generation, self.manifest, hashes)
+
+    async def _refetch_suspects(self, check: WholeFileCheck, actual: str) -> None:
+        """The complete file fails a whole-file check (:mod:`shoal.core.whole_file`): drop every piece this
+        download did not fetch from the origin itself, report the peers that supplied them, and fetch those
+        pieces again straight from the origin, as a download without a tracker does (no leases). When every
+        piece came from the origin already, the file is discarded and it is an IntegrityError."""
+        assert self.part is not None and self.manifest is not None and self.served is not None
+        manifest = self.manifest
+        plan = plan_refetch(manifest.piece_count, self.sources)
+        if plan is None:
+            self.part.discard()
+            raise IntegrityError(
+                f"digest mismatch for {self.url}: expected {check.expected} ({check.source}), got {actual} "
+                "from the origin's own bytes",
+                expected=check.expected,
+                actual=actual,
+            )
+        log.warning(
+            "the file does not match %s (expected %s, got %s); suspected peers: %s; fetching %d of its %d pieces "
+            "again from the origin",
+            check.source,
+            check.expected,
+            actual,
+            ", ".join(plan.suspects) or "none (the pieces were resumed from an earlier run)",
+            len(plan.pieces),
+            manifest.piece_count,
+        )
+        self.bad_peers.update(plan.suspects)
+        for peer_id in list(self.peers):
+            self._forget_peer(peer_id)
+        for index in plan.pieces:
+            del self.written[index]
+            self.sources.pop(index, None)
+            self.unreported.pop(index, None)  # a resumed piece's old hash must not reach the tracker now
+            self.on_disk.discard(index)
+            self.served.discard(index)
+            self.stats.done -= manifest.piece_size(index)
+        self.refetching = True
+        self.leases = set(plan.pieces)
+        self._events = asyncio.Queue()  # nothing of the fetches and watchers stopped is news now
+        self._follow_whole_file()  # the old hashes read the dropped pieces: hash the file again as it refills
+        await self._report_suspects()
+        await self._loop()
+
+    async def _report_suspects(self) -> None:
+        """Tell the tracker at once of the peers whose pieces failed the whole-file check, and that we no
+        longer hold the pieces being fetched again."""
+        if self.tracker is None or self.direct:
+            return
+        request = self._request(bad_peers=tuple(sorted(self.bad_peers)))
+        try:
+            await self.tracker.announce(self.task_id, request)
+        except TrackerUnavailable as exc:
+            log.info("reporting the suspected peers failed: %s", exc)  # the last report names them again
 
     async def _report_last_pieces(self) -> None:
         """Tell the tracker we hold the whole file (the hashes of our last origin pieces, and the pieces taken
@@ -475,7 +535,8 @@ class Download:
             return
         reported = dict(self.unreported)
         try:
-            reply = await self.tracker.announce(self.task_id, self._request(done=reported))
+            request = self._request(done=reported, bad_peers=tuple(sorted(self.bad_peers)))
+            reply = await self.tracker.announce(self.task_id, request)
         except TrackerUnavailable:
             return  # seed() and leave() report them again
         if reply.restart or reply.generation != self.generation:
@@ -496,6 +557,14 @@ class Download:
             with contextlib.suppress(ShoalError):
                 await asyncio.to_thread(self.part.save_state, dict(self.written))
             self.part.close()
+
+    def _follow_whole_file(self) -> None:
+        """Start hashing the whole file as its prefix fills: the checks' algorithms and the caller's."""
+        assert self.part is not None and self.manifest is not None
+        names = {*self.config.file_hashes, *(check.algorithm for check in self.checks)}
+        if names:
+            self.prefix = PrefixHash(self.part, self.manifest, self.on_disk, names)
+            self.prefix.start()
 
     def _spawn(self, coro: object) -> None:
         task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
@@ -549,7 +618,7 @@ class Download:
         if not needed:
             return
         # Origin: our leased pieces, one run at a time (several when downloading direct).
-        streams = self.config.direct_streams if self.direct else 1
+        streams = self.config.direct_streams if self.direct or self.refetching else 1
         while self.origin_busy < streams:
             todo = [i for i in self.leases if needed >> i & 1]
             if self.range_ok:
@@ -613,8 +682,16 @@ class Download:
                 self.stats.done += size
                 self.stats.from_origin += size
                 self.origin_failures = 0
+                self.sources[index] = None
                 if self.direct:
                     self.served.add(index)
+                elif self.refetching:
+                    # Fetched under no lease after a failed whole-file check, so not ours to report; offered
+                    # only when the tracker's hash agrees, which peers verify it against.
+                    if self.hashes.get(index) == digest:
+                        self.served.add(index)
+                    else:
+                        self.withheld.add(index)
                 else:
                     self.unreported[index] = digest
                     self._news()
@@ -623,6 +700,7 @@ class Download:
                 log.debug("piece %d from peer %s", index, peer_id)
                 self.inflight.discard(index)
                 self._mark_written(index, digest)
+                self.sources[index] = peer_id
                 self.served.add(index)
                 self.stats.done += size
                 self.stats.from_peers += size
@@ -693,7 +771,7 @@ class Download:
         log.warning("origin fetch failed (%d in a row): %s", self.origin_failures, error)
         if self.origin_failures >= self.config.origin_retries:
             raise error
-        if not self.direct:
+        if not self.direct and not self.refetching:
             # Give the pieces back so another peer can try; ask again after a pause.
             self.leases.difference_update(unfetched)
             self._spawn(self._release(tuple(unfetched), delay=0.2 * self.origin_failures))

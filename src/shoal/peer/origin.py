@@ -7,16 +7,19 @@ origin ignores Range. Anything else is an OriginChanged (another version of the 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import aiohttp
 
+from shoal.core.digests import PublishedDigest, published_digest
 from shoal.core.errors import OriginChanged, OriginError, ProtocolError
 from shoal.core.ids import is_task_id
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.ranges import parse_content_range, range_header
 
+log = logging.getLogger("shoal.peer")
 TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=30)
 
 
@@ -34,12 +37,26 @@ def _task_hint(resp: aiohttp.ClientResponse) -> str | None:
     return hint if len(hint) == 64 and is_task_id(hint) else None
 
 
+DIGEST_HEADERS = ("repr-digest", "content-digest", "digest", "x-amz-checksum-sha256", "content-md5")
+
+
+def _published(resp: aiohttp.ClientResponse) -> PublishedDigest | None:
+    """The whole-file digest the reply's headers publish (:mod:`shoal.core.digests`), if any."""
+    fields = {name: resp.headers.getall(name, []) for name in DIGEST_HEADERS}
+    found = published_digest(fields, partial=resp.status == 206)
+    for reason in found.skipped:
+        log.debug("origin digest header skipped: %s", reason)
+    return found.best
+
+
 @dataclass(frozen=True, slots=True)
 class Probe:
     identity: OriginIdentity
     ranges: bool
     task_id: str | None = None
     """The content task the origin names for this file, if it is a Shoal seeder."""
+    digest: PublishedDigest | None = None
+    """The whole-file digest the origin publishes, checked once the file is complete."""
 
 
 class Origin:
@@ -63,7 +80,7 @@ class Origin:
                         raise self._error(f"origin sent {exc}") from None
                     if total is None:
                         raise self._error("origin did not say the file's length")
-                    return Probe(identity_of(resp, total), True, _task_hint(resp))
+                    return Probe(identity_of(resp, total), True, _task_hint(resp), _published(resp))
                 if resp.status == 416:
                     # An empty file has no first byte to ask for; its origin says so (RFC 9110 15.5.17:
                     # "Content-Range: bytes */0"). A 416 that names another length is the origin's bug.
@@ -73,7 +90,7 @@ class Origin:
                 if resp.status == 200:
                     if resp.content_length is None:
                         raise self._error("origin sent neither Content-Range nor Content-Length")
-                    return Probe(identity_of(resp, resp.content_length), False, _task_hint(resp))
+                    return Probe(identity_of(resp, resp.content_length), False, _task_hint(resp), _published(resp))
                 raise self._error(f"origin answered HTTP {resp.status}", resp.status)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise self._error(f"cannot reach the origin: {exc or type(exc).__name__}") from exc

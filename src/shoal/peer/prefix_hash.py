@@ -1,7 +1,7 @@
 """Whole-file hashes that keep pace with a download: the file's complete prefix is hashed as it grows.
 
 A download writes verified pieces in whatever order they arrive, but a whole-file hash (the daemon's BLAKE3
-content id, the SHA-256 that ``--digest`` checks) needs the bytes in file order. :class:`PrefixHash`
+content id, the digest ``--digest`` or the origin names) needs the bytes in file order. :class:`PrefixHash`
 follows the run of pieces on disk from the start of the file: each time that run grows, a worker thread
 reads the new bytes back (from the page cache: they were just written) and feeds them to the hashes.
 
@@ -32,7 +32,8 @@ from shoal.core.bitfield import Bitfield
 from shoal.core.manifest import Manifest
 from shoal.storage.partfile import Hasher, PartFile
 
-ALGORITHMS = ("blake3", "sha256")
+ALGORITHMS = ("blake3", "sha256", "sha512", "md5")
+"""BLAKE3 names a cached file; the others are what ``--digest`` and an origin's published digest use."""
 FEED_BYTES = 32 << 20
 """At most this much is read per worker-thread call, so a cancelled hash (Ctrl-C on a large resumed
 download) waits for one such read, not for the whole resumed prefix."""
@@ -45,8 +46,8 @@ class WholeHash(Hasher, Protocol):
 def _new(name: str) -> WholeHash:
     if name == "blake3":
         return blake3.blake3(max_threads=blake3.blake3.AUTO)
-    if name == "sha256":
-        return hashlib.sha256()
+    if name in ALGORITHMS:
+        return hashlib.new(name)
     raise ValueError(f"unknown whole-file hash {name!r} (known: {', '.join(ALGORITHMS)})")
 
 

@@ -2,10 +2,15 @@
 
 Range requests, ETag, Last-Modified and If-Range come from ``web.FileResponse`` (what a real static
 server does). Switches make it misbehave the ways real origins do: ``no_range`` answers every request
-with the whole file (200), ``rate`` caps the bytes per second it sends. ``GET /_stats`` reports the bytes
-sent, so tests and benchmarks measure what left the origin rather than trusting the peers' counters.
+with the whole file (200), ``rate`` caps the bytes per second it sends. ``digest_headers`` publishes digests
+(:data:`DIGEST_HEADERS`) as a real origin computes them: ``Repr-Digest``, ``Digest`` and
+``x-amz-checksum-sha256`` of the whole file, ``Content-Digest`` and ``Content-MD5`` of the body sent (on a
+206, the range); ``wrong_digests`` makes each of them a digest of other bytes (an unsound origin).
+``GET /_stats`` reports the bytes sent, so tests and benchmarks measure what left the origin rather than
+trusting the peers' counters.
 
-Run it as a process: ``python -m shoal.testing.origin DIR [--port 0] [--no-range] [--rate 20M]``; it prints
+Run it as a process: ``python -m shoal.testing.origin DIR [--port 0] [--no-range] [--rate 20M]
+[--digest-header NAME]... [--wrong-digests]``; it prints
 ``origin listening on http://HOST:PORT`` once it accepts connections.
 """
 
@@ -13,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
 import os
 import sys
 import time
@@ -25,6 +32,8 @@ from aiohttp.abc import AbstractStreamWriter
 from shoal.core.rate import TokenBucket
 from shoal.core.units import parse_rate
 from shoal.listen import serve
+
+DIGEST_HEADERS = ("repr-digest", "content-digest", "digest", "x-amz-checksum-sha256", "content-md5")
 
 
 @dataclass
@@ -39,6 +48,8 @@ def build_origin(
     no_range: bool = False,
     rate: int | None = None,
     require_header: tuple[str, str] | None = None,
+    digest_headers: tuple[str, ...] = (),
+    wrong_digests: bool = False,
 ) -> web.Application:
     root = root.resolve()
     stats = OriginStats()
@@ -56,8 +67,9 @@ def build_origin(
         if require_header and request.headers.get(require_header[0]) != require_header[1]:
             raise web.HTTPForbidden()
         stats.requests += 1
-        if bucket is not None or no_range:
-            return await _stream(request, path, no_range, bucket, stats)
+        if bucket is not None or no_range or digest_headers:
+            digests = _Digests(digest_headers, wrong_digests)
+            return await _stream(request, path, no_range, bucket, stats, digests)
         return _CountedFileResponse(path, stats)
 
     async def stats_view(request: web.Request) -> web.Response:
@@ -82,8 +94,41 @@ class _CountedFileResponse(web.FileResponse):
         return writer
 
 
+@dataclass(frozen=True)
+class _Digests:
+    """The digest headers to send, computed from the file each time (test files are small)."""
+
+    names: tuple[str, ...]
+    wrong: bool
+
+    def headers(self, path: Path, start: int, end: int) -> dict[str, str]:
+        if not self.names:
+            return {}
+        data = path.read_bytes()
+        whole, body = data, data[start:end]
+        if self.wrong:
+            whole, body = b"other bytes" + whole, b"other bytes" + body
+
+        def b64(algorithm: str, content: bytes) -> str:
+            return base64.b64encode(hashlib.new(algorithm, content).digest()).decode()
+
+        values = {
+            "repr-digest": f"sha-256=:{b64('sha256', whole)}:, sha-512=:{b64('sha512', whole)}:",
+            "content-digest": f"sha-256=:{b64('sha256', body)}:",
+            "digest": f"SHA-256={b64('sha256', whole)}",
+            "x-amz-checksum-sha256": b64("sha256", whole),
+            "content-md5": b64("md5", body),
+        }
+        return {name: values[name] for name in self.names}
+
+
 async def _stream(
-    request: web.Request, path: Path, no_range: bool, bucket: TokenBucket | None, stats: OriginStats
+    request: web.Request,
+    path: Path,
+    no_range: bool,
+    bucket: TokenBucket | None,
+    stats: OriginStats,
+    digests: _Digests,
 ) -> web.StreamResponse:
     """Send the file (or the asked range) in chunks, paced by ``bucket``, counting bytes as they go."""
     st = await asyncio.to_thread(path.stat)
@@ -105,6 +150,7 @@ async def _stream(
     response.content_length = end - start
     if status == 206:
         response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{st.st_size}"
+    response.headers.update(await asyncio.to_thread(digests.headers, path, start, end))
     await response.prepare(request)
     sent = 0
     f = await asyncio.to_thread(open, path, "rb")
@@ -139,6 +185,8 @@ async def _main(args: argparse.Namespace) -> None:
         no_range=args.no_range,
         rate=parse_rate(args.rate) if args.rate else None,
         require_header=required,
+        digest_headers=tuple(args.digest_header),
+        wrong_digests=args.wrong_digests,
     )
     await serve(app, args.host, args.port, "origin")
 
@@ -151,6 +199,14 @@ def main() -> None:
     parser.add_argument("--no-range", action="store_true")
     parser.add_argument("--rate", default=None, help="cap on bytes per second sent (1024-based units)")
     parser.add_argument("--require-header", default=None, help="'Name: value' every request must carry (else 403)")
+    parser.add_argument(
+        "--digest-header",
+        action="append",
+        default=[],
+        choices=DIGEST_HEADERS,
+        help="publish this digest header (repeatable)",
+    )
+    parser.add_argument("--wrong-digests", action="store_true", help="publish digests of other bytes")
     args = parser.parse_args()
     if not os.path.isdir(args.root):
         sys.exit(f"origin: {args.root} is not a directory")

@@ -1,0 +1,73 @@
+"""The whole-file check of a finished download, and what to do when it fails.
+
+Each piece is verified against the tracker's hash as it arrives, but the tracker only relays what a peer
+reported: a hash it holds may have come from a peer that lied, or that saw other bytes at the origin under
+the same identity, and the pieces matching it are then wrong all the same. A whole-file digest the user
+gave (``--digest``) or the origin published (:mod:`shoal.core.digests`) is the check no peer can forge.
+
+When it fails, the pieces this download fetched from the origin itself are the origin's bytes; every other
+piece (from a peer, or resumed from an earlier run, whose sources are not recorded) is suspect. Those are
+fetched again straight from the origin, and the peers that supplied them are reported as bad. Only a file
+made of the origin's bytes alone that still fails is an integrity error: then the digest and the origin
+disagree, and nothing Shoal can fetch would mend that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from shoal.core.digests import PublishedDigest
+
+
+@dataclass(frozen=True, slots=True)
+class WholeFileCheck:
+    algorithm: str
+    hexdigest: str
+    source: str
+    """Who asked for it: ``--digest``, or the origin's header (``the origin's Repr-Digest``)."""
+
+    @property
+    def expected(self) -> str:
+        return f"{self.algorithm}:{self.hexdigest}"
+
+
+def whole_file_checks(user_digest: str | None, published: PublishedDigest | None) -> tuple[WholeFileCheck, ...]:
+    """The checks a finished file must pass. The user's ``ALGORITHM:HEX`` comes first and stands alone for
+    its algorithm (the user named the bytes they want); the origin's digest is checked too when it is of
+    another algorithm, since both are hashed in the same pass over the file."""
+    checks: list[WholeFileCheck] = []
+    if user_digest:
+        algorithm, _, hexdigest = user_digest.lower().partition(":")
+        checks.append(WholeFileCheck(algorithm, hexdigest, "--digest"))
+    if published is not None and all(c.algorithm != published.algorithm for c in checks):
+        checks.append(WholeFileCheck(published.algorithm, published.hexdigest, f"the origin's {published.header}"))
+    return tuple(checks)
+
+
+def failed_check(checks: tuple[WholeFileCheck, ...], computed: Mapping[str, str]) -> tuple[WholeFileCheck, str] | None:
+    """The first check the file fails, with the ``ALGORITHM:HEX`` it has; None when it passes them all."""
+    for check in checks:
+        actual = f"{check.algorithm}:{computed[check.algorithm]}"
+        if actual != check.expected:
+            return check, actual
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Refetch:
+    pieces: tuple[int, ...]
+    """Every piece not fetched from the origin by this download, ascending."""
+    suspects: tuple[str, ...]
+    """The peers that supplied any of them, sorted."""
+
+
+def plan_refetch(piece_count: int, sources: Mapping[int, str | None]) -> Refetch | None:
+    """What to fetch again after a failed whole-file check. ``sources`` maps a piece to the peer it came
+    from, or to None for one fetched from the origin; a piece missing from it was resumed from an earlier
+    run. None when every piece came from the origin: there is nothing to refetch."""
+    pieces = tuple(i for i in range(piece_count) if i not in sources or sources[i] is not None)
+    if not pieces:
+        return None
+    suspects = sorted({peer for i in pieces if (peer := sources.get(i)) is not None})
+    return Refetch(pieces, tuple(suspects))
