@@ -48,17 +48,22 @@ class RefusedError(Exception):
 
 
 class HostilePeer:
-    def __init__(self, tracker: str, url: str, *, task_id: str | None = None, name: str = "mallory") -> None:
+    def __init__(
+        self, tracker: str, url: str, *, task_id: str | None = None, name: str = "mallory", source: str = "127.0.0.2"
+    ) -> None:
+        """``source``: the address Mallory's requests come from, so that on loopback the tracker sees Mallory
+        on a host of its own (127.0.0.2), as it would on a real network."""
         self.tracker = tracker.rstrip("/")
         self.url = url
         self.task_id = task_id or task_id_for_url(url)
         self.me = identity(name)
+        self.source = source
         self.server = PieceServer()
         self._session: aiohttp.ClientSession | None = None
         self._dir = tempfile.TemporaryDirectory(prefix="shoal-hostile-")
 
     async def __aenter__(self) -> HostilePeer:
-        self._session = aiohttp.ClientSession()
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(self.source, 0)))
         await self.server.start("127.0.0.1", 0)
         return self
 
