@@ -66,20 +66,20 @@ async def run(args: argparse.Namespace, db: str) -> dict[str, float]:
         )
         generation = joined["generation"]
         waits: list[float] = []
-        reported = iter(range(args.pieces))
         everything = Bitfield.full(args.pieces).encode()
 
         async def peer(k: int) -> None:
+            leased: list[int] = []  # a hash is taken only from the piece's lease holder: report those
             for _ in range(args.announces):
                 if args.seeding:
                     announce = request(k, generation=generation, bitfield=everything)
                 else:
-                    piece = next(reported, None)
-                    done = {piece: secrets.token_hex(32)} if piece is not None else {}
+                    done = {leased.pop(0): secrets.token_hex(32)} if leased else {}
                     announce = request(k, generation=generation, done=done, want_leases=1)
                 started = time.perf_counter()
-                await service.announce(task_id, announce, "10.0.0.1")
+                reply = await service.announce(task_id, announce, "10.0.0.1")
                 waits.append(time.perf_counter() - started)
+                leased = [i for i in reply["leases"] if i not in done]
 
         cpu0, wall0 = time.process_time(), time.perf_counter()
         await asyncio.gather(*(peer(k) for k in range(1, args.peers + 1)))

@@ -18,6 +18,7 @@ import pytest
 from shoal.core.bitfield import Bitfield
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.peer.server import PieceServer, ServedTask, ServerConfig
+from shoal.testing.hostile import identity
 from shoal.testing.processes import shoal_argv
 from tests.integration.conftest import run_get
 
@@ -136,7 +137,8 @@ def _get(url: str) -> tuple[int, dict[str, object]]:
 
 
 def _announce(**fields: object) -> bytes:
-    body = {"peer_id": "p1", "url": "http://127.0.0.1:9/f", "port": 7000, **fields}
+    me = identity("p1")
+    body = {"peer_id": me.peer_id, "secret": me.secret, "url": "http://127.0.0.1:9/f", "port": 7000, **fields}
     return json.dumps(body).encode()
 
 

@@ -269,10 +269,10 @@ def test_shoal_get_fetches_a_seeded_file_through_the_swarm(
     (watched / "model.bin").write_bytes(data)
     service = seeder()
     entry = wait_published(service, "releases/model.bin")
-    digest = str(entry["digest"]).removeprefix("blake3:")
+    task_id = str(entry["task_id"])
     # The seeder registers the file's content task with its tracker: every piece hash, before any get.
     deadline = time.monotonic() + 10
-    while fetch(f"{service.url}/v1/tasks/{digest}")[0] != 200:
+    while fetch(f"{service.url}/v1/tasks/{task_id}")[0] != 200:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     outs = [tmp_path / f"out{i}" for i in range(2)]
@@ -296,5 +296,5 @@ def test_shoal_get_fetches_a_seeded_file_through_the_swarm(
         assert proc.wait(60) == 0
     for out in outs:
         assert out.read_bytes() == data
-    summary = json.loads(fetch(f"{service.url}/v1/tasks/{digest}")[2])
+    summary = json.loads(fetch(f"{service.url}/v1/tasks/{task_id}")[2])
     assert summary["generation"] == 1  # no getter saw another version than the one the seeder registered

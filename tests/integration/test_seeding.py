@@ -14,6 +14,7 @@ from shoal.peer.server import PieceServer
 from shoal.peer.tracker_client import TrackerClient
 from shoal.storage.cache_index import TaskRecord
 from shoal.storage.cache_store import CacheStore
+from shoal.testing.hostile import identity
 
 URL = "http://origin.invalid/file.bin"
 
@@ -31,7 +32,9 @@ async def test_a_task_added_again_stays_served(tmp_path: Path) -> None:
         async with aiohttp.ClientSession() as session:
             # No tracker listens here: the loops keep retrying, as they do while a tracker is down.
             tracker = TrackerClient("http://127.0.0.1:9", session)
-            seeding = Seeding(store, server, tracker, peer_id="p1", host="", site="", rack="", retry_seconds=0.05)
+            seeding = Seeding(
+                store, server, tracker, identity=identity("p1"), host="", site="", rack="", retry_seconds=0.05
+            )
             try:
                 seeding.add(record)
                 first = server.tasks[record.task_id]

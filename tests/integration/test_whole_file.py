@@ -33,11 +33,21 @@ CLAIMED = 8  # the hostile peer takes the leases of pieces 0-7; the downloader f
 
 
 def start_hostile(services: list[Service], tracker: Service, url: str, data: bytes, path: Path, *extra: str) -> str:
-    """Start a hostile peer (shoal.testing.hostile) serving ``data`` with piece POISONED changed; its peer id."""
+    """Start a hostile peer (shoal.testing.lease_liar) serving ``data`` with piece POISONED changed; its peer id."""
     poisoned = bytearray(data)
     poisoned[POISONED * PIECE : POISONED * PIECE + 4096] = bytes(b ^ 0xFF for b in data[POISONED * PIECE :][:4096])
     path.write_bytes(poisoned)
-    argv = [sys.executable, "-m", "shoal.testing.hostile", "--tracker", tracker.url, "--url", url, "--file", str(path)]
+    argv = [
+        sys.executable,
+        "-m",
+        "shoal.testing.lease_liar",
+        "--tracker",
+        tracker.url,
+        "--url",
+        url,
+        "--file",
+        str(path),
+    ]
     service = start_service([*argv, "--pieces", str(CLAIMED), *extra])
     services.append(service)
     digest = extra[extra.index("--digest") + 1] if "--digest" in extra else ""
@@ -47,8 +57,10 @@ def start_hostile(services: list[Service], tracker: Service, url: str, data: byt
 
 
 def flagged_bad(tracker: Service, url: str, peer_id: str, digest: str = "") -> bool:
+    """The honest download reported the peer: its host accused it (one host's word bans it for that host;
+    README, "Trust model")."""
     peers = task_summary(tracker, task_id_for_url(url, digest=digest))["peers"]
-    return any(p["peer_id"] == peer_id and p["bad"] for p in peers)  # type: ignore[index,union-attr]
+    return any(p["peer_id"] == peer_id and p["accusers"] >= 1 for p in peers)  # type: ignore[index,union-attr,operator]
 
 
 @pytest.fixture

@@ -39,16 +39,20 @@ def request(peer_id: str, **fields: Any) -> AnnounceRequest:
     return AnnounceRequest(peer_id=peer_id, **values)
 
 
-async def decide(store: TrackerStore, req: AnnounceRequest, now: float) -> tuple[AnnounceOutcome, bool]:
+async def decide(
+    store: TrackerStore, req: AnnounceRequest, now: float, seen_host: str = "192.0.2.1"
+) -> tuple[AnnounceOutcome, bool]:
     """Decide an announce on what the store holds: the outcome, and whether it creates the task."""
     snapshot = await store.load(TASK_ID, req.done)
-    outcome = decide_announce(snapshot, req, task_id=TASK_ID, seen_host="192.0.2.1", now=now, policy=POLICY)
+    outcome = decide_announce(snapshot, req, task_id=TASK_ID, seen_host=seen_host, now=now, policy=POLICY)
     return outcome, snapshot.task is None
 
 
-async def announce(store: TrackerStore, req: AnnounceRequest, now: float) -> AnnounceOutcome:
-    """One announce exactly as the tracker service runs it."""
-    outcome, created = await decide(store, req, now)
+async def announce(
+    store: TrackerStore, req: AnnounceRequest, now: float, seen_host: str = "192.0.2.1"
+) -> AnnounceOutcome:
+    """One announce exactly as the tracker service runs it (as seen from ``seen_host``)."""
+    outcome, created = await decide(store, req, now, seen_host)
     await store.apply(outcome, created=created)
     return outcome
 

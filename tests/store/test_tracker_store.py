@@ -59,7 +59,10 @@ async def assert_applied(store: TrackerStore, outcome: AnnounceOutcome) -> None:
     assert snapshot.task == outcome.task
     peers = {p.view.peer_id: p for p in snapshot.peers}
     if outcome.peer is not None:
-        assert peers[outcome.peer.view.peer_id] == outcome.peer
+        assert (
+            in_order(replace(snapshot, peers=[peers[outcome.peer.view.peer_id]])).peers
+            == in_order(replace(snapshot, peers=[outcome.peer])).peers
+        )
     if outcome.remove_peer:
         assert outcome.remove_peer not in peers
     for lease in outcome.put_leases:
@@ -73,11 +76,16 @@ async def assert_applied(store: TrackerStore, outcome: AnnounceOutcome) -> None:
 
 
 def in_order(snapshot: TaskSnapshot) -> TaskSnapshot:
-    return replace(snapshot, peers=sorted(snapshot.peers, key=lambda p: p.view.peer_id))
+    """The snapshot with its peers sorted and their accusers left out: those are kept in memory only (a
+    restarted tracker judges a peer afresh; its stored ``bad`` mark stays)."""
+    peers = [replace(p, view=replace(p.view, accusers=frozenset())) for p in snapshot.peers]
+    return replace(snapshot, peers=sorted(peers, key=lambda p: p.view.peer_id))
 
 
-async def step(store: TrackerStore, peer_id: str, now: float, **fields: object) -> AnnounceOutcome:
-    outcome = await announce(store, request(peer_id, **fields), now)
+async def step(
+    store: TrackerStore, peer_id: str, now: float, seen_host: str = "192.0.2.1", **fields: object
+) -> AnnounceOutcome:
+    outcome = await announce(store, request(peer_id, **fields), now, seen_host)
     await assert_applied(store, outcome)
     return outcome
 
@@ -214,15 +222,22 @@ async def test_stopped_removes_the_peer_and_its_leases(store: TrackerStore) -> N
 
 
 async def test_bad_marks_are_stored_and_respected(store: TrackerStore) -> None:
-    await join(store, "p1", T0)
-    await join(store, "p2", T0, bitfield=bitfield(*range(PIECES)))
+    await join(store, "p1", T0, want_leases=4)
+    await step(store, "p1", T0, done={i: digest(i) for i in range(4)})
+    await join(store, "p2", T0, bitfield=bitfield(0, 1, 2, 3))
     await join(store, "p3", T0, bitfield=bitfield(0))
-    await step(store, "p1", T0 + 1, bad_peers=("p2",))
+    # Accusers on two hosts: the second one bans p2 for everyone.
+    await step(store, "p1", T0 + 1, "10.9.0.1", bad_peers=("p2",))
+    rows = await store.read_rows(TASK_ID)
+    assert rows is not None and not rows.peers["p2"].bad
+    await step(store, "p3", T0 + 1, "10.9.0.2", bad_peers=("p2",))
+    rows = await store.read_rows(TASK_ID)
+    assert rows is not None and rows.peers["p2"].bad
     await step(store, "p4", T0 + 2, generation=0)
     out = await step(store, "p4", T0 + 2, want_leases=2)
     assert out.response is not None
-    assert [p.peer_id for p in out.response.peers] == ["p3"]
-    assert out.response.leases == (1, 2)
+    assert sorted(p.peer_id for p in out.response.peers) == ["p1", "p3"]
+    assert out.response.leases == (4, 5)
 
 
 # -- generations and hashes ----------------------------------------------------------------------------
@@ -259,11 +274,14 @@ async def test_origin_change_clears_hashes_leases_and_bitfields(store: TrackerSt
     assert out.response is not None and out.response.leases == (0,)
 
 
-async def test_conflicting_hash_clears_the_generation(store: TrackerStore) -> None:
+async def test_a_conflicting_hash_is_rejected_and_changes_nothing_stored(store: TrackerStore) -> None:
     await _busy_task(store)
-    out = await step(store, "p2", T0 + 2, done={2: digest(2), 1: digest(1, "b")})
-    assert out.new_generation
-    await _assert_fresh_generation(store, 2)
+    before = await store.read_rows(TASK_ID)
+    out = await step(store, "p1", T0 + 2, done={1: digest(1, "b")})
+    assert not out.new_generation and out.rejected == [1]
+    after = await store.read_rows(TASK_ID)
+    assert before is not None and after is not None
+    assert after.task == before.task and after.hashes == before.hashes
 
 
 async def test_a_stale_report_changes_nothing_stored(store: TrackerStore) -> None:
@@ -418,6 +436,7 @@ async def test_summary(store: TrackerStore) -> None:
         "last_modified": IDENTITY.last_modified,
         "range_ok": True,
         "hashed_pieces": 1,
+        "rejected_reports": 0,
         "leases": 2,
     }
     assert peers == [
@@ -429,6 +448,7 @@ async def test_summary(store: TrackerStore) -> None:
             "rack": "r1",
             "pieces": 1,
             "bad": False,
+            "accusers": 0,
             "last_seen": T0 + 1,
         },
     ]

@@ -60,8 +60,18 @@ def snapshot(
     peers: Sequence[PeerRecord] = (),
     leases: Iterable[Lease] = (),
     known_hashes: Mapping[int, str] | None = None,
+    hashed: Iterable[int] | None = None,
 ) -> TaskSnapshot:
-    return TaskSnapshot(task_record, list(peers), {lease.piece: lease for lease in leases}, dict(known_hashes or {}))
+    """``hashed``: the pieces whose hash the tracker holds, with those of ``known_hashes`` (default: every piece of a
+    task with a manifest)."""
+    if hashed is None:
+        mask = (1 << PIECES) - 1 if task_record is not None and task_record.manifest is not None else 0
+    else:
+        mask = sum(1 << i for i in hashed)
+    for index in known_hashes or {}:
+        mask |= 1 << index
+    leased = {lease.piece: lease for lease in leases}
+    return TaskSnapshot(task_record, list(peers), leased, dict(known_hashes or {}), mask)
 
 
 def request(peer_id: str = "p1", **fields: Any) -> AnnounceRequest:
@@ -70,5 +80,7 @@ def request(peer_id: str = "p1", **fields: Any) -> AnnounceRequest:
     return AnnounceRequest(peer_id=peer_id, **values)
 
 
-def announce(snap: TaskSnapshot, req: AnnounceRequest, *, now: float = NOW) -> AnnounceOutcome:
-    return decide_announce(snap, req, task_id=TASK_ID, seen_host="192.0.2.9", now=now, policy=POLICY)
+def announce(
+    snap: TaskSnapshot, req: AnnounceRequest, *, now: float = NOW, seen_host: str = "192.0.2.9", task_id: str = TASK_ID
+) -> AnnounceOutcome:
+    return decide_announce(snap, req, task_id=task_id, seen_host=seen_host, now=now, policy=POLICY)

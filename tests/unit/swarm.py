@@ -31,7 +31,8 @@ class MemoryTracker:
             else replace(p, view=replace(p.view, have=Bitfield(size)))
             for p in self.peers.values()
         ]
-        return TaskSnapshot(self.task, peers, dict(self.leases), dict(self.hashes))
+        hashed = sum(1 << i for i in self.hashes)
+        return TaskSnapshot(self.task, peers, dict(self.leases), dict(self.hashes), hashed)
 
     def apply(self, outcome: AnnounceOutcome) -> None:
         self.task = outcome.task
@@ -44,6 +45,10 @@ class MemoryTracker:
         if outcome.peer is not None:
             self.peers[outcome.peer.view.peer_id] = outcome.peer
         self.hashes.update(outcome.new_hashes)
+        for peer_id, accusers in outcome.accusations.items():
+            if peer_id in self.peers:
+                p = self.peers[peer_id]
+                self.peers[peer_id] = replace(p, view=replace(p.view, accusers=accusers))
         for peer_id in outcome.mark_bad:
             if peer_id in self.peers:
                 p = self.peers[peer_id]

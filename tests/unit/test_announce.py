@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shoal.core.errors import ProtocolError
+from shoal.core.ids import content_task_id
 from shoal.core.leases import Lease
 from shoal.core.manifest import Manifest, OriginIdentity
 
@@ -23,6 +26,7 @@ from .factories import (
     request,
     snapshot,
     task,
+    view,
 )
 from .swarm import MemoryTracker
 
@@ -106,20 +110,124 @@ def test_generation_zero_report_cannot_replace_a_known_manifest() -> None:
     assert out.response is not None and not out.response.restart and out.response.manifest == MANIFEST
 
 
-def test_conflicting_done_hash_starts_a_new_generation() -> None:
-    snap = snapshot(task(hash_seq=1), known_hashes={5: digest(5)})
+def test_a_report_that_conflicts_with_a_trusted_hash_is_rejected_not_a_new_generation() -> None:
+    snap = snapshot(task(hash_seq=1), known_hashes={5: digest(5)}, leases=held_by("p1", [5]))
     out = announce(snap, request(done={5: digest(5, "b")}))
-    assert out.new_generation and out.task.generation == 2
-    assert out.task.manifest == MANIFEST
+    assert not out.new_generation and out.task.generation == 1 and out.task.hash_seq == 1
+    assert out.new_hashes == {} and out.rejected == [5]
+    assert out.response is not None and not out.response.restart and out.response.rejected == (5,)
+    assert out.peer is not None and 5 not in out.peer.view.have
+
+
+def test_only_the_live_lease_holder_reports_a_piece_hash() -> None:
+    snap = snapshot(task(), leases=[*held_by("p2", [4]), *held_by("p1", [6], expires=NOW - 1)])
+    out = announce(snap, request("p1", done={3: digest(3), 4: digest(4), 6: digest(6)}))
+    # 3: nobody's lease; 4: p2's lease; 6: p1's lease has lapsed.
+    assert out.new_hashes == {} and sorted(out.rejected) == [3, 4, 6]
+    assert out.peer is not None and len(out.peer.view.have) == 0
+
+
+def test_a_report_matching_the_trusted_hash_needs_no_lease() -> None:
+    # A rerun reports the pieces an earlier run verified: the tracker confirms the ones it knows.
+    out = announce(snapshot(task(), known_hashes={2: digest(2)}), request(done={2: digest(2)}))
+    assert out.rejected == [] and out.new_hashes == {}
+    assert out.peer is not None and list(out.peer.view.have) == [2]
+
+
+def test_a_bitfield_claims_only_pieces_whose_hash_the_tracker_holds() -> None:
+    snap = snapshot(task(), hashed=[0, 1])
+    out = announce(snap, request("p1", bitfield=bits(range(PIECES)).encode()))
+    assert out.peer is not None and sorted(out.peer.view.have) == [0, 1]
+    # So the pieces it claims without hashes stay free for origin leases.
+    out = announce(snapshot(task(), peers=[out.peer], hashed=[0, 1]), request("p2", want_leases=4))
+    assert out.response is not None and out.response.leases == (2, 3, 4, 5)
+
+
+unleased = st.dictionaries(st.integers(0, PIECES - 1), st.sampled_from("abc"), max_size=PIECES)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["x1", "x2", "x3"]), unleased, st.lists(st.integers(0, PIECES - 1)), st.booleans()),
+        max_size=12,
+    )
+)
+def test_no_announce_from_peers_without_the_lease_changes_a_trusted_hash(script) -> None:
+    """Hostile peers (never a lease holder) report hashes, claim bitfields, accuse and stop in any order:
+    no hash the tracker trusts changes, no new one appears, and the generation stays."""
+    tracker = MemoryTracker()
+    tracker.announce(request("honest", generation=0, origin=IDENTITY), NOW)
+    tracker.announce(request("honest", want_leases=4), NOW)
+    tracker.announce(request("honest", done={i: digest(i) for i in range(4)}), NOW)
+    trusted = dict(tracker.hashes)
+    assert trusted == {i: digest(i) for i in range(4)}
+    for peer_id, reports, claims, stop in script:
+        tracker.announce(
+            request(
+                peer_id,
+                done={i: digest(i, v) for i, v in reports.items()},
+                bitfield=bits(claims).encode(),
+                bad_peers=("honest",),
+                event="stopped" if stop else "update",
+                want_leases=0,
+            ),
+            NOW,
+        )
+        assert tracker.hashes == trusted
+        assert tracker.task is not None and tracker.task.generation == 1
+    assert not tracker.peers["honest"].view.bad, "peers on one host cannot ban a peer for everyone"
+
+
+# -- content tasks -------------------------------------------------------------------------------------
+
+
+def _content(pieces: int = PIECES) -> tuple[str, tuple[str, ...]]:
+    hashes = tuple(digest(i, "c") for i in range(pieces))
+    return content_task_id(IDENTITY.length, MANIFEST.piece_length, hashes), hashes
+
+
+def test_a_content_task_takes_a_piece_list_that_hashes_to_its_id() -> None:
+    task_id, hashes = _content()
+    out = announce(snapshot(None), request(generation=0, origin=IDENTITY, piece_hashes=hashes), task_id=task_id)
+    assert out.task.manifest == MANIFEST and out.new_hashes == dict(enumerate(hashes))
+    assert out.task.hash_seq == PIECES
+    # Registered again (a second seeder of the same bytes): nothing new.
+    again = snapshot(out.task, known_hashes=out.new_hashes)
+    out = announce(again, request(origin=IDENTITY, piece_hashes=hashes), task_id=task_id)
     assert out.new_hashes == {}
-    assert out.response is not None and out.response.restart
 
 
-def test_no_hash_from_a_conflicting_report_survives_into_the_new_generation() -> None:
-    snap = snapshot(task(), known_hashes={5: digest(5)})
-    out = announce(snap, request(done={4: digest(4), 5: digest(5, "b"), 6: digest(6)}))
-    assert out.new_generation
-    assert out.new_hashes == {}, "hashes of the old generation would mix into the new one"
+@pytest.mark.parametrize("tamper", ["a piece", "the length", "the count"])
+def test_a_content_task_refuses_a_piece_list_that_does_not_hash_to_its_id(tamper: str) -> None:
+    task_id, hashes = _content()
+    origin = IDENTITY
+    if tamper == "a piece":
+        hashes = (digest(0, "d"), *hashes[1:])
+    elif tamper == "the length":
+        origin = OriginIdentity(IDENTITY.length - 1, IDENTITY.etag)
+    else:
+        hashes = hashes[:-1]
+    with pytest.raises(ProtocolError) as info:
+        announce(snapshot(None), request(generation=0, origin=origin, piece_hashes=hashes), task_id=task_id)
+    assert info.value.field == "piece_hashes"
+
+
+def test_a_piece_list_registers_only_a_content_task() -> None:
+    with pytest.raises(ProtocolError):
+        announce(snapshot(None), request(generation=0, origin=IDENTITY, piece_hashes=_content()[1]))
+
+
+def test_a_content_task_takes_no_single_report_and_never_changes_its_manifest() -> None:
+    task_id, hashes = _content()
+    registered = task(manifest=MANIFEST)
+    snap = snapshot(registered, known_hashes=dict(enumerate(hashes)), leases=held_by("p1", [0, 1]))
+    out = announce(snap, request(done={0: digest(0, "d"), 1: hashes[1]}, origin=CHANGED), task_id=task_id)
+    assert not out.new_generation and out.task.manifest == MANIFEST
+    assert out.new_hashes == {} and out.rejected == [0]
+    # Before its registration no report or origin claim gives it a manifest or a hash either.
+    out = announce(snapshot(task(manifest=None)), request(origin=IDENTITY, want_leases=2), task_id=task_id)
+    assert out.task.manifest is None
 
 
 def test_new_done_hashes_are_recorded_and_counted() -> None:
@@ -236,14 +344,41 @@ def test_no_range_from_a_stale_generation_is_ignored() -> None:
 # -- bad peers and hand-outs ---------------------------------------------------------------------------
 
 
-def test_bad_peer_marks_are_applied_and_the_bad_peer_is_shunned() -> None:
+def test_an_accusation_keeps_the_peer_from_the_accusers_host_at_once() -> None:
     snap = snapshot(task(), peers=[peer("p2", have=range(PIECES)), peer("p3", have=[0])])
     out = announce(snap, request("p1", bad_peers=("p2", "p1"), want_leases=4))
-    assert out.mark_bad == ["p2"], "a peer cannot mark itself"
-    assert out.response is not None
-    assert [p.peer_id for p in out.response.peers] == ["p3"]
-    # p2's pieces no longer count as held, so they can be fetched from the origin again.
-    assert out.response.leases == (1, 2, 3, 4)
+    assert out.accusations == {"p2": frozenset({"192.0.2.9"})}, "a peer cannot accuse itself"
+    assert out.mark_bad == [], "one host's word bans no one for everyone"
+    assert out.response is not None and [p.peer_id for p in out.response.peers] == ["p3"]
+    # p2's pieces still count as held: nobody fetches them from the origin again on one host's word.
+    assert out.response.leases == ()
+    # Another peer on another host is still handed p2.
+    snap = snapshot(
+        task(),
+        peers=[
+            out.peer,
+            replace(
+                peer("p2", have=range(PIECES)),
+                view=replace(view("p2", have=range(PIECES)), accusers=frozenset({"192.0.2.9"})),
+            ),
+        ],
+    )
+    out = announce(snap, request("p4"), seen_host="192.0.2.50")
+    assert out.response is not None and "p2" in [p.peer_id for p in out.response.peers]
+
+
+def test_accusers_on_two_hosts_ban_a_peer_for_everyone() -> None:
+    accused = peer("p2", have=range(PIECES))
+    first = announce(snapshot(task(), peers=[accused]), request("p1", bad_peers=("p2",)), seen_host="10.9.0.1")
+    again = announce(snapshot(task(), peers=[accused]), request("p5", bad_peers=("p2",)), seen_host="10.9.0.1")
+    assert first.mark_bad == [] and again.mark_bad == []
+    accused = replace(accused, view=replace(accused.view, accusers=first.accusations["p2"]))
+    out = announce(
+        snapshot(task(), peers=[accused]), request("p3", bad_peers=("p2",), want_leases=2), seen_host="10.9.0.2"
+    )
+    assert out.mark_bad == ["p2"]
+    # Its pieces no longer count as held, so they can be fetched from the origin again.
+    assert out.response is not None and out.response.peers == () and out.response.leases == (0, 1)
 
 
 def test_a_stored_bad_mark_keeps_excluding_the_peer() -> None:
@@ -348,7 +483,8 @@ def test_no_piece_is_leased_twice_across_a_swarm(script: list[tuple[str, str, in
         assert not granted & taken, "a piece leased to two live peers"
         assert not granted & held, "a piece leased although a live peer holds it"
         assert not granted & have[peer_id]
-        have[peer_id] |= set(done)
+        # A report the tracker did not take (the lease had lapsed to another peer) claims nothing.
+        have[peer_id] |= set(done) - set(out.response.rejected)
         leases[peer_id] = [] if action == "stopped" else list(out.response.leases)
         if action == "stopped":
             have[peer_id] = set()

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shoal.core.errors import ProtocolError
+from shoal.core.ids import PeerIdentity
 from shoal.core.manifest import MAX_LENGTH, Manifest, OriginIdentity
 from shoal.core.messages import (
     MAX_LEASES_PER_ANNOUNCE,
@@ -23,12 +24,15 @@ from shoal.core.messages import (
 from .factories import digest
 
 HASH = digest(0)
+PEER = PeerIdentity.from_secret("ab" * 16, "peer")
+OTHER = PeerIdentity.from_secret("6" * 32, "peer")
 
 
 def body(**changes: Any) -> dict[str, Any]:
     """A valid announce body with ``changes`` applied; a value of ``...`` removes the field."""
     data: dict[str, Any] = {
-        "peer_id": "peer-1",
+        "peer_id": PEER.peer_id,
+        "secret": PEER.secret,
         "url": "http://origin.example/f.iso",
         "port": 7000,
         "event": "started",
@@ -50,7 +54,7 @@ def body(**changes: Any) -> dict[str, Any]:
 
 def test_a_full_body_parses() -> None:
     r = AnnounceRequest.from_json(body())
-    assert r.peer_id == "peer-1" and r.port == 7000 and r.event == "started"
+    assert r.peer_id == PEER.peer_id and r.secret == PEER.secret and r.port == 7000 and r.event == "started"
     assert r.origin == OriginIdentity(1000, '"x"', "Mon")
     assert r.done == {3: HASH}
     assert r.released == (4, 5) and r.bad_peers == ("peer-9",)
@@ -58,8 +62,8 @@ def test_a_full_body_parses() -> None:
 
 
 def test_minimal_body_gets_defaults() -> None:
-    r = AnnounceRequest.from_json({"peer_id": "p", "url": "https://o/x", "port": 1})
-    assert r == AnnounceRequest(peer_id="p", url="https://o/x", port=1)
+    r = AnnounceRequest.from_json({"peer_id": PEER.peer_id, "secret": PEER.secret, "url": "https://o/x", "port": 1})
+    assert r == AnnounceRequest(peer_id=PEER.peer_id, secret=PEER.secret, url="https://o/x", port=1)
 
 
 MALFORMED: list[tuple[str, Any, str]] = [
@@ -69,6 +73,17 @@ MALFORMED: list[tuple[str, Any, str]] = [
     ("peer_id", "x" * 65, "peer_id"),
     ("peer_id", "abc\n", "peer_id"),
     ("peer_id", 7, "peer_id"),
+    # An id that is well-formed but not the one the secret names: someone else's.
+    ("peer_id", OTHER.peer_id, "secret"),
+    ("peer_id", "peer-1", "secret"),
+    ("secret", ..., "secret"),
+    ("secret", "", "secret"),
+    ("secret", OTHER.secret, "secret"),
+    ("secret", PEER.secret.upper(), "secret"),
+    ("secret", 5, "secret"),
+    ("piece_hashes", "not base64!", "piece_hashes"),
+    ("piece_hashes", "AAAA", "piece_hashes"),
+    ("piece_hashes", ["AAAA"], "piece_hashes"),
     ("url", ..., "url"),
     ("url", "ftp://o/x", "url"),
     ("url", "http://o/" + "x" * 8192, "url"),
@@ -144,9 +159,11 @@ hashes = st.binary(min_size=32, max_size=32).map(bytes.hex)
 # Validators are printable text (letters, digits, punctuation, symbols, spaces): no control characters.
 validators = st.text(st.characters(categories=["L", "N", "P", "S"]) | st.just(" "), max_size=20)
 identities = st.builds(OriginIdentity, st.integers(0, MAX_LENGTH), validators, validators)
+secrets = st.binary(min_size=16, max_size=16).map(bytes.hex)
+peer_identities = st.builds(PeerIdentity.from_secret, secrets, st.sampled_from(["", "daemon", "seeder"]))
 requests = st.builds(
-    AnnounceRequest,
-    peer_id=peer_ids,
+    lambda identity, **fields: AnnounceRequest(peer_id=identity.peer_id, secret=identity.secret, **fields),
+    peer_identities,
     url=st.sampled_from(["http://o/x", "https://mirror.example/a?b=c"]),
     port=st.integers(1, 65535),
     event=st.sampled_from(["started", "update", "completed", "stopped"]),
@@ -161,6 +178,7 @@ requests = st.builds(
     bad_peers=st.lists(peer_ids, max_size=3).map(tuple),
     want_leases=st.integers(0, MAX_LEASES_PER_ANNOUNCE),
     no_range=st.booleans(),
+    piece_hashes=st.lists(hashes, max_size=5).map(tuple),
 )
 
 

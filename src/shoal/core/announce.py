@@ -1,11 +1,27 @@
 """The tracker's decision for one announce: a pure function from the task's state and a request to the
 writes the store must make and the reply the peer gets.
 
+Trust (README, "Trust model"). The tracker is a coordinator, not an oracle: it hands out only hashes that
+the origin's bytes produced or that the task's name commits to, so a peer can be wrong or lie without
+another host writing a wrong file.
+
+- A **URL task** (40-hex id) takes a piece's hash from one peer only: the live holder of that piece's origin
+  lease, which fetched it from the origin. A report from anyone else, or one that differs from the hash
+  the tracker holds, is rejected: it changes nothing, is counted, and the reporter is told.
+- A **content task** (64-hex id) is the BLAKE3 of its manifest (core.ids.content_task_id): its piece hashes
+  are registered whole, by anyone, and taken only when they hash to the id. No single report is ever
+  taken for it, and its manifest never changes.
+- A peer's bitfield claims only pieces whose hash the tracker holds: a claim cannot take a piece out of
+  origin leasing before the origin's bytes are known.
+- A ``bad_peers`` report keeps the accused away from the reporter's host at once, and from everyone only
+  when reporters on BAN_QUORUM different hosts (as the tracker sees their addresses) agree: one host cannot
+  empty a swarm.
+
 Generations: a task's content is one version of the origin's file. When a peer reports that the origin
-now describes a different file (length, ETag or Last-Modified), or two peers report different hashes for
-one piece, the task starts a new generation: every hash, lease and bitfield of the old one is dropped, and
-every peer still on the old generation is told to restart. Pieces of two generations never mix because
-every report and every peer-to-peer request names its generation.
+now describes a different file (length, ETag or Last-Modified), the task starts a new generation: every
+hash, lease and bitfield of the old one is dropped, and every peer still on the old generation is told to
+restart. Two reports that disagree never start one. Pieces of two generations never mix because every
+report and every peer-to-peer request names its generation.
 
 Reports that name another generation than the current one are stale (a peer that saw the origin before it
 changed) and are ignored, so a slow peer cannot flip a task back to an old version.
@@ -19,9 +35,13 @@ from dataclasses import dataclass, field, replace
 from shoal.core.bitfield import Bitfield
 from shoal.core.errors import ProtocolError
 from shoal.core.handout import PeerView, hand_out
+from shoal.core.ids import content_task_id, is_content_task
 from shoal.core.leases import Lease, grant_leases
 from shoal.core.manifest import Manifest
 from shoal.core.messages import AnnounceRequest, AnnounceResponse, PeerAddress
+
+BAN_QUORUM = 2
+"""Reporters on this many different hosts must accuse a peer before it is kept from everyone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +82,8 @@ class TaskSnapshot:
     leases: Mapping[int, Lease]
     known_hashes: Mapping[int, str]
     """Stored hashes of the pieces the request reports as done (only those are needed)."""
+    hashed: int = 0
+    """Bit mask of the pieces whose hash the tracker holds."""
 
 
 @dataclass(slots=True)
@@ -77,6 +99,11 @@ class AnnounceOutcome:
     drop_leases: list[int] = field(default_factory=list)
     put_leases: list[Lease] = field(default_factory=list)
     mark_bad: list[str] = field(default_factory=list)
+    """Peers now kept from everyone (BAN_QUORUM reached)."""
+    accusations: dict[str, frozenset[str]] = field(default_factory=dict)
+    """Peers accused by this announce -> every host that has accused them so far."""
+    rejected: list[int] = field(default_factory=list)
+    """Hash reports not taken (see the module docstring)."""
     response: AnnounceResponse | None = None
 
 
@@ -96,8 +123,13 @@ def decide_announce(
     task = snapshot.task or TaskRecord(task_id=task_id, url=request.url, generation=1, manifest=None)
     outcome = AnnounceOutcome(task=task)
 
-    # The origin identity the peer observed, under the generation it believed current.
-    if request.origin is not None and request.generation in (task.generation, 0):
+    content = is_content_task(task_id)
+    if request.piece_hashes:
+        task, registered = _register_content(task, request)
+        outcome.new_hashes.update({i: d for i, d in registered.items() if not snapshot.hashed >> i & 1})
+    # The origin identity the peer observed, under the generation it believed current. A content task's
+    # manifest comes only from its registration, and never changes.
+    elif request.origin is not None and request.generation in (task.generation, 0) and not content:
         if task.manifest is None:
             task = replace(task, manifest=Manifest.for_identity(request.origin))
         elif not task.manifest.identity.same_version(request.origin) and request.generation == task.generation:
@@ -115,32 +147,34 @@ def decide_announce(
     manifest = task.manifest
     size = manifest.piece_count if manifest else 0
 
-    # Hash reports: a conflict with a stored hash means the origin's bytes changed under an unchanged
-    # identity (or a peer lies); either way the only safe answer is a clean new generation.
-    # Indices are checked even without a manifest (size 0), where every report is out of range.
+    # Hash reports. Indices are checked even without a manifest (size 0), where every report is out of range.
+    confirmed: list[int] = []  # reported pieces whose hash the tracker holds now
     if current and request.done:
         for index, digest in request.done.items():
             if index >= size:
                 raise ProtocolError(f"done reports piece {index} of {size}", field="done")
-            known = snapshot.known_hashes.get(index)
-            if known is not None and known != digest:
-                task = replace(task, generation=task.generation + 1)
-                outcome.new_generation = True
-                # The rest of this report belongs to the old generation too: keep none of it.
-                outcome.new_hashes.clear()
-                current = False
-                break
-            if known is None:
-                outcome.new_hashes[index] = digest
-        if outcome.new_hashes:
-            task = replace(task, hash_seq=task.hash_seq + len(outcome.new_hashes))
+            known = snapshot.known_hashes.get(index, outcome.new_hashes.get(index))
+            if known is not None:
+                (confirmed if known == digest else outcome.rejected).append(index)
+                continue
+            lease = snapshot.leases.get(index)
+            if content or lease is None or lease.peer_id != request.peer_id or lease.expires < now:
+                outcome.rejected.append(index)
+                continue
+            outcome.new_hashes[index] = digest
+            confirmed.append(index)
+    if outcome.new_hashes:
+        task = replace(task, hash_seq=task.hash_seq + len(outcome.new_hashes))
 
     host = request.host or seen_host
     have = Bitfield(size)
     if current and manifest and request.bitfield is not None:
         have = Bitfield.decode(size, request.bitfield)
+        # A claim counts only for pieces whose hash the tracker holds: no one can take a piece out of
+        # origin leasing, or be handed out for it, before the origin's bytes are known.
+        have.intersection_update(snapshot.hashed | Bitfield.of(size, outcome.new_hashes).mask)
     if current:
-        for index in request.done:
+        for index in confirmed:
             have.add(index)
     previous = next((p for p in snapshot.peers if p.view.peer_id == request.peer_id), None)
     if (
@@ -164,6 +198,7 @@ def decide_announce(
         rack=request.rack,
         have=have,
         bad=previous.view.bad if previous and current else False,
+        accusers=previous.view.accusers if previous and current else frozenset(),
     )
     outcome.task = task
 
@@ -185,18 +220,26 @@ def decide_announce(
         )
         return outcome
 
-    outcome.mark_bad = [p for p in request.bad_peers if p != request.peer_id]
-    bad = set(outcome.mark_bad)
-    peers = [
-        replace(
-            p.view,
-            bad=p.view.bad or p.view.peer_id in bad,
+    accused = set(request.bad_peers) - {request.peer_id}
+    peers = []
+    for record in snapshot.peers:
+        if (
+            record.view.peer_id == request.peer_id
+            or record.generation != task.generation
+            or now - record.last_seen >= policy.peer_ttl
+        ):
+            continue
+        other = record.view
+        if other.peer_id in accused and seen_host not in other.accusers:
+            accusers = other.accusers | {seen_host}
+            outcome.accusations[other.peer_id] = accusers
+            if not other.bad and len(accusers) >= BAN_QUORUM:
+                outcome.mark_bad.append(other.peer_id)
+            other = replace(other, accusers=accusers, bad=other.bad or len(accusers) >= BAN_QUORUM)
+        if other.have.size != size:
             # A bitfield stored before this announce set the manifest describes no pieces yet.
-            have=p.view.have if p.view.have.size == size else Bitfield(size),
-        )
-        for p in snapshot.peers
-        if p.view.peer_id != request.peer_id and p.generation == task.generation and now - p.last_seen < policy.peer_ttl
-    ]
+            other = replace(other, have=Bitfield(size))
+        peers.append(other)
     live_ids = {p.peer_id for p in peers} | {request.peer_id}
 
     # Leases: finished and released ones go, and so do the asker's leases on pieces another trusted peer
@@ -235,7 +278,9 @@ def decide_announce(
         outcome.put_leases.extend(Lease(i, request.peer_id, now + policy.peer_ttl) for i in granted)
     mine = sorted({i for i, lease in live_leases.items() if lease.peer_id == request.peer_id} | set(granted))
 
-    handed = hand_out(view, peers, policy.max_peers) if manifest else []
+    # Peers accused from the asker's own host are kept from it at once, whatever the quorum says.
+    trusted = [p for p in peers if seen_host not in p.accusers]
+    handed = hand_out(view, trusted, policy.max_peers) if manifest else []
     outcome.response = AnnounceResponse(
         generation=task.generation,
         manifest=manifest,
@@ -244,5 +289,23 @@ def decide_announce(
         leases=tuple(mine),
         hash_seq=task.hash_seq,
         interval=policy.interval,
+        rejected=tuple(outcome.rejected),
     )
     return outcome
+
+
+def _register_content(task: TaskRecord, request: AnnounceRequest) -> tuple[TaskRecord, dict[int, str]]:
+    """A content task's manifest and every piece hash, taken only when they hash to the task's id."""
+    if not is_content_task(task.task_id):
+        raise ProtocolError("piece_hashes registers a content task (a 64-hex id), not a URL task", field="piece_hashes")
+    if request.origin is None:
+        raise ProtocolError("piece_hashes needs the origin's length (origin)", field="origin")
+    manifest = Manifest.for_identity(request.origin)
+    hashes = request.piece_hashes
+    if len(hashes) != manifest.piece_count or content_task_id(manifest.length, manifest.piece_length, hashes) != (
+        task.task_id
+    ):
+        raise ProtocolError("piece_hashes and origin.length do not hash to the task id", field="piece_hashes")
+    if task.manifest is None:
+        task = replace(task, manifest=manifest)
+    return task, dict(enumerate(hashes))

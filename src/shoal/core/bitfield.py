@@ -116,6 +116,10 @@ class Bitfield:
             raise ValueError("bitfields of different sizes")
         self.mask |= other.mask
 
+    def intersection_update(self, mask: int) -> None:
+        """Keep only the pieces whose bits ``mask`` sets."""
+        self.mask &= mask
+
     def copy(self) -> Bitfield:
         return Bitfield.from_mask(self.size, self.mask)
 

@@ -26,6 +26,9 @@ class PeerView:
     rack: str
     have: Bitfield
     bad: bool = False
+    """Kept from every hand-out: reporters on enough hosts accused it (core.announce.BAN_QUORUM)."""
+    accusers: frozenset[str] = frozenset()
+    """The hosts whose peers reported it for serving bytes that failed verification."""
 
 
 def locality_tier(asker: PeerView, other: PeerView) -> int:

@@ -8,7 +8,11 @@ empty path made ``/``, fragment dropped. The query string is kept as-is: it ofte
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
+
+import blake3
 
 from shoal.core.errors import UsageError
 
@@ -44,5 +48,76 @@ def task_id_for_url(url: str, *, tag: str = "", digest: str = "") -> str:
 
 
 def is_task_id(text: str) -> bool:
-    """Task ids are 40 lower-case hex characters (URL tasks) or 64 (content digests)."""
+    """Task ids are 40 lower-case hex characters (URL tasks) or 64 (content tasks: a manifest's BLAKE3)."""
     return len(text) in (40, 64) and all(c in "0123456789abcdef" for c in text)
+
+
+def is_content_task(task_id: str) -> bool:
+    """A content task's id is 64 hex characters (:func:`content_task_id`); a URL task's is 40."""
+    return len(task_id) == 64
+
+
+# -- peer identities -------------------------------------------------------------------------------------
+#
+# A peer's id is self-certifying: it is derived from a secret only the peer knows, and every announce
+# carries that secret. The tracker recomputes the id from the secret, so nobody can announce (``stopped``
+# included) under an id that is not theirs, even though ids are public (hand-outs, ``GET /v1/tasks/{id}``).
+# The tracker stores nothing for this, so the binding survives a tracker restart and holds on any tracker
+# process. Secrets travel only to the tracker, never to other peers.
+
+PEER_SECRET_HEX = 32
+"""A secret is 16 random bytes, as lower-case hex."""
+_PEER_DIGEST_HEX = 24
+_LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz")
+
+
+def peer_id_for(secret: str, label: str = "") -> str:
+    """The id a peer holding ``secret`` announces under: ``label-`` (optional, lower-case letters, for the
+    logs: ``daemon``, ``seeder``) and 24 hex characters of the secret's SHA-256."""
+    if label and not (len(label) <= 16 and set(label) <= _LABEL_CHARS):
+        raise ValueError(f"a peer label is 1-16 lower-case letters, not {label!r}")
+    digest = hashlib.sha256(b"shoal-peer\n" + secret.encode()).hexdigest()[:_PEER_DIGEST_HEX]
+    return f"{label}-{digest}" if label else digest
+
+
+def is_peer_secret(text: str) -> bool:
+    return len(text) == PEER_SECRET_HEX and all(c in "0123456789abcdef" for c in text)
+
+
+def peer_id_matches(peer_id: str, secret: str) -> bool:
+    """True when ``peer_id`` is the id ``secret`` names (with whatever label the peer chose)."""
+    label, _, _ = peer_id.rpartition("-")
+    try:
+        return is_peer_secret(secret) and peer_id_for(secret, label) == peer_id
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class PeerIdentity:
+    """A peer's id and the secret that proves it (see above). ``secret`` comes from the caller's random
+    source (``secrets.token_hex(16)``): the core reads no randomness."""
+
+    peer_id: str
+    secret: str
+
+    @classmethod
+    def from_secret(cls, secret: str, label: str = "") -> PeerIdentity:
+        if not is_peer_secret(secret):
+            raise ValueError(f"a peer secret is {PEER_SECRET_HEX} lower-case hex characters")
+        return cls(peer_id_for(secret, label), secret)
+
+
+# -- content tasks -----------------------------------------------------------------------------------------
+
+
+def content_task_id(length: int, piece_length: int, piece_hashes: Sequence[str]) -> str:
+    """A content task's id: the BLAKE3 of its manifest (length, piece length and every piece's BLAKE3, in
+    order), as BitTorrent's info-hash is the SHA-1 of the info dictionary that holds the piece hashes.
+
+    The id commits to every piece, so a peer that knows only the id can check a piece list the tracker
+    (or anyone) hands it, and then every piece, trusting nobody."""
+    h = blake3.blake3(f"shoal-manifest-v1\n{length}\n{piece_length}\n".encode())
+    for digest in piece_hashes:
+        h.update(bytes.fromhex(digest))
+    return h.hexdigest()

@@ -10,12 +10,15 @@ bad request becomes a ProtocolError naming the field, which the HTTP edge turns 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from shoal.core.errors import ProtocolError
+from shoal.core.ids import PEER_SECRET_HEX, peer_id_matches
 from shoal.core.manifest import HASH_SIZE, MAX_LENGTH, Manifest, OriginIdentity
 
 EVENTS = ("started", "update", "completed", "stopped")
@@ -78,11 +81,28 @@ def parse_identity(raw: Any, name: str = "origin") -> OriginIdentity:
     return OriginIdentity(length, etag, last_modified)
 
 
+def encode_piece_hashes(hashes: tuple[str, ...]) -> str:
+    """Piece hashes on the wire: their bytes, concatenated, in base64 (a third of hex's size)."""
+    return base64.b64encode(b"".join(bytes.fromhex(h) for h in hashes)).decode()
+
+
+def decode_piece_hashes(text: str) -> tuple[str, ...]:
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError("piece_hashes is not base64", field="piece_hashes") from None
+    if len(raw) % HASH_SIZE:
+        raise ProtocolError(f"piece_hashes is not a whole number of {HASH_SIZE}-byte hashes", field="piece_hashes")
+    return tuple(raw[i : i + HASH_SIZE].hex() for i in range(0, len(raw), HASH_SIZE))
+
+
 @dataclass(frozen=True, slots=True)
 class AnnounceRequest:
     peer_id: str
     url: str
     port: int
+    secret: str = ""
+    """The secret the peer id is derived from (core.ids.peer_id_for): proves the announce is the peer's."""
     event: str = "update"
     host: str = ""
     site: str = ""
@@ -101,6 +121,8 @@ class AnnounceRequest:
     want_leases: int = 0
     no_range: bool = False
     """The origin answered a Range request with the whole file."""
+    piece_hashes: tuple[str, ...] = ()
+    """Every piece's hash, in order: registers a content task's manifest (its id must commit to them)."""
 
     @classmethod
     def from_json(cls, data: Any) -> AnnounceRequest:
@@ -109,6 +131,11 @@ class AnnounceRequest:
         peer_id = _get(data, "peer_id", str, "")
         if not PEER_ID.match(peer_id):
             raise ProtocolError("peer_id must be 1-64 characters of [A-Za-z0-9_.-]", field="peer_id")
+        secret = _get(data, "secret", str, "")
+        if not peer_id_matches(peer_id, secret):
+            raise ProtocolError(
+                f"secret must be the {PEER_SECRET_HEX} hex characters peer_id is derived from", field="secret"
+            )
         url = _get(data, "url", str, "")
         # isprintable() is False for control characters, NUL and lone surrogates, which no URL holds (and a
         # database would refuse: a lone surrogate cannot be encoded, PostgreSQL refuses NUL).
@@ -163,6 +190,8 @@ class AnnounceRequest:
             bad_peers=tuple(bad_peers),
             want_leases=want,
             no_range=bool(_get(data, "no_range", bool, False)),
+            secret=secret,
+            piece_hashes=decode_piece_hashes(_get(data, "piece_hashes", str, "")),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -171,6 +200,10 @@ class AnnounceRequest:
         out["done"] = {str(k): v for k, v in self.done.items()}
         out["released"] = list(self.released)
         out["bad_peers"] = list(self.bad_peers)
+        if self.piece_hashes:
+            out["piece_hashes"] = encode_piece_hashes(self.piece_hashes)
+        else:
+            del out["piece_hashes"]
         return out
 
 
@@ -211,9 +244,14 @@ class AnnounceResponse:
     leases: tuple[int, ...] = ()
     hash_seq: int = 0
     interval: float = 5.0
+    rejected: tuple[int, ...] = ()
+    """Pieces whose reported hash the tracker did not take: no live origin lease of the reporter's, or a
+    hash other than the one it holds. The reporter keeps its piece but must not offer it to peers unless
+    the tracker's hash (learned from ``/hashes``) matches."""
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "rejected": list(self.rejected),
             "generation": self.generation,
             "manifest": None if self.manifest is None else manifest_to_json(self.manifest),
             "restart": self.restart,
@@ -251,6 +289,7 @@ class AnnounceResponse:
             leases=tuple(_index_list(data, "leases")),
             hash_seq=_get(data, "hash_seq", int, 0),
             interval=float(_get(data, "interval", (int, float), 5.0)),
+            rejected=tuple(_index_list(data, "rejected")),
         )
 
 

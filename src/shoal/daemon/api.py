@@ -22,6 +22,7 @@ from pathlib import Path
 import aiohttp
 
 from shoal.core.errors import UsageError
+from shoal.core.ids import PeerIdentity
 from shoal.core.units import parse_size
 from shoal.daemon.config import DaemonConfig
 from shoal.daemon.fetcher import Fetch, Fetcher
@@ -101,7 +102,14 @@ class Cache:
             await server.start("0.0.0.0", 0)
         try:
             async with aiohttp.ClientSession(auto_decompress=False, read_bufsize=1 << 20) as session:
-                fetcher = Fetcher(config, store, session, server, None, peer_id="cache-" + secrets.token_hex(8))
+                fetcher = Fetcher(
+                    config,
+                    store,
+                    session,
+                    server,
+                    None,
+                    identity=PeerIdentity.from_secret(secrets.token_hex(16), "cache"),
+                )
                 try:
                     return await fetcher.warm(target, _result)
                 finally:

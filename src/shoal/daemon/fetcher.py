@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 import aiohttp
 
 from shoal.core.errors import IntegrityError, LocalIOError, NotInCache, ShoalError
-from shoal.core.ids import canonical_url, task_id_for_url
+from shoal.core.ids import PeerIdentity, canonical_url, task_id_for_url
 from shoal.core.manifest import Manifest
 from shoal.daemon.config import DaemonConfig
 from shoal.daemon.seeding import Seeding
@@ -90,14 +90,14 @@ class Fetcher:
         server: PieceServer,
         seeding: Seeding | None,
         *,
-        peer_id: str,
+        identity: PeerIdentity,
     ) -> None:
         self.config = config
         self.store = store
         self.session = session
         self.server = server
         self.seeding = seeding
-        self.peer_id = peer_id
+        self.identity = identity
         self._fetches: dict[str, Fetch] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle_hasher = IdleHasher()
@@ -256,7 +256,7 @@ class Fetcher:
                 await enter_in_thread(reservations, self.store.reserve(manifest.length))
 
             download = Download(
-                fetch.url, config, self.session, self.server, peer_id=self.peer_id, before_write=reserve
+                fetch.url, config, self.session, self.server, identity=self.identity, before_write=reserve
             )
             fetch.stats = download.stats
             try:

@@ -17,6 +17,7 @@ import logging
 
 from shoal.core.bitfield import Bitfield
 from shoal.core.errors import TrackerUnavailable
+from shoal.core.ids import PeerIdentity
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import AnnounceRequest
 from shoal.peer.server import PieceServer, ServedTask
@@ -37,7 +38,7 @@ class Seeding:
         server: PieceServer,
         tracker: TrackerClient,
         *,
-        peer_id: str,
+        identity: PeerIdentity,
         host: str,
         site: str,
         rack: str,
@@ -46,7 +47,7 @@ class Seeding:
         self.store = store
         self.server = server
         self.tracker = tracker
-        self.peer_id = peer_id
+        self.identity = identity
         self.host = host
         self.site = site
         self.rack = rack
@@ -93,7 +94,8 @@ class Seeding:
     def _request(self, record: TaskRecord, event: str) -> AnnounceRequest:
         served = self.server.tasks.get(record.task_id)
         return AnnounceRequest(
-            peer_id=self.peer_id,
+            peer_id=self.identity.peer_id,
+            secret=self.identity.secret,
             url=record.url,
             port=self.server.port or 1,
             event=event,

@@ -25,6 +25,7 @@ import aiohttp
 from aiohttp import web
 
 from shoal.core.errors import LocalIOError, UsageError
+from shoal.core.ids import PeerIdentity
 from shoal.daemon.client import DaemonClient
 from shoal.daemon.config import DaemonConfig, index_path
 from shoal.daemon.control import Control
@@ -44,7 +45,7 @@ class Daemon:
 
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
-        self.peer_id = "daemon-" + secrets.token_hex(8)
+        self.identity = PeerIdentity.from_secret(secrets.token_hex(16), "daemon")
         self.store = CacheStore(index_path(config.cache_dir), config.cache_dir, config.capacity)
         self.server = PieceServer(ServerConfig(max_uploads=config.max_uploads, upload_rate=config.upload_rate))
         self.seeding: Seeding | None = None
@@ -91,7 +92,7 @@ class Daemon:
                 self.store,
                 self.server,
                 TrackerClient(config.tracker, session),
-                peer_id=self.peer_id,
+                identity=self.identity,
                 host="" if wildcard else config.listen_host,
                 site=config.site,
                 rack=config.rack,
@@ -99,7 +100,7 @@ class Daemon:
             )
             await self.seeding.start()
             stack.push_async_callback(self.seeding.stop)
-        self.fetcher = Fetcher(config, self.store, session, self.server, self.seeding, peer_id=self.peer_id)
+        self.fetcher = Fetcher(config, self.store, session, self.server, self.seeding, identity=self.identity)
         stack.push_async_callback(self.fetcher.stop)
         self.fetcher.complete_sha256()  # any left pending when the daemon last stopped
         runner = web.AppRunner(Control(self.store, self.fetcher, self.status).app(), access_log=None)

@@ -53,7 +53,7 @@ from shoal.core.errors import (
     ShoalError,
     TrackerUnavailable,
 )
-from shoal.core.ids import task_id_for_url
+from shoal.core.ids import PeerIdentity, content_task_id, task_id_for_url
 from shoal.core.manifest import Manifest
 from shoal.core.messages import AnnounceRequest, AnnounceResponse, PeerAddress
 from shoal.core.picker import lease_pieces, origin_run, peer_run, run_pieces
@@ -150,7 +150,7 @@ class Download:
         session: aiohttp.ClientSession,
         server: PieceServer,
         *,
-        peer_id: str | None = None,
+        identity: PeerIdentity | None = None,
         rng: random.Random | None = None,
         before_write: Callable[[Manifest], Awaitable[None]] | None = None,
     ) -> None:
@@ -162,7 +162,8 @@ class Download:
         self.config = config
         self.session = session
         self.server = server
-        self.peer_id = peer_id or secrets.token_hex(10)
+        self.identity = identity or PeerIdentity.from_secret(secrets.token_hex(16))
+        self.peer_id = self.identity.peer_id
         self.rng = rng or random.Random()
         self.task_id = task_id_for_url(url, digest=config.digest or "")
         self.origin = Origin(url, session, config.headers)
@@ -181,6 +182,9 @@ class Download:
         self.written: dict[int, str] = {}  # verified (or fetched from the origin) and on disk, with hashes
         self.sources: dict[int, str | None] = {}  # who supplied each piece written: a peer, or None (the origin)
         self.unreported: dict[int, str] = {}  # fetched from the origin, hash not yet at the tracker
+        self.resumed: set[int] = set()  # pieces an earlier run verified, until the tracker confirms them
+        self.withheld: set[int] = set()  # on disk but not offered: the tracker did not take our hash, or holds another
+        self.content_hashes: dict[int, str] = {}  # a content task's every hash, checked against its id
         self.hashes: dict[int, str] = {}
         self.hash_seq = 0
         self.on_disk = Bitfield(0)  # the keys of `written`, as a bit mask for the scheduler
@@ -212,7 +216,6 @@ class Download:
         self.published: PublishedDigest | None = None  # the origin's whole-file digest, from the probe
         self.checks: tuple[WholeFileCheck, ...] = ()
         self.refetching = False  # after a failed whole-file check: every missing piece comes from the origin
-        self.withheld: set[int] = set()  # refetched pieces whose hash the tracker knows otherwise: not offered
 
     # -- public ------------------------------------------------------------------------------------
 
@@ -302,7 +305,7 @@ class Download:
             probe = probed
             self.published = probe.digest
         if probe is not None and probe.task_id and probe.task_id != self.task_id and reply is not None:
-            reply = await self._switch_task(probe.task_id)
+            reply = await self._switch_task(probe.task_id, reply)
         if reply is not None and self.tracker is not None and not self.direct:
             self.generation = reply.generation
             if probe is not None and (reply.manifest is None or reply.manifest.identity != probe.identity):
@@ -325,19 +328,39 @@ class Download:
             self.range_ok = probe.ranges
             self.generation = 1
 
-    async def _switch_task(self, task_id: str) -> AnnounceResponse:
-        """Join the content task a seeder named for this URL (DESIGN.md: a seeded file's id is its content
-        digest), so every URL of the same bytes shares one swarm, and leave the URL task just joined."""
+    async def _switch_task(self, task_id: str, url_reply: AnnounceResponse) -> AnnounceResponse:
+        """Join the content task a seeder named for this URL (DESIGN.md: a seeded file's task is its content),
+        so every URL of the same bytes shares one swarm, and leave the URL task just joined.
+
+        The content task's id commits to every piece hash (core.ids.content_task_id): its hashes are taken
+        only when they hash to the id, so neither the tracker nor a peer can make us accept other bytes.
+        A task whose hashes do not check out (not registered yet, or a lying tracker) is left, and the
+        download goes on as the URL task."""
         assert self.tracker is not None
-        tracker, url_task, stopped = self.tracker, self.task_id, self._request(event="stopped")
-        self.task_id = task_id
+        tracker = self.tracker
+        reply = await tracker.announce(task_id, self._request(event="started"))
+        hashes = await tracker.hashes(task_id, 0) if reply.manifest is not None else None
+        m = reply.manifest
+        if m is None or hashes is None or len(hashes.hashes) != m.piece_count:
+            verified = False
+        else:
+            ordered = [hashes.hashes[i] for i in range(m.piece_count) if i in hashes.hashes]
+            verified = len(ordered) == m.piece_count and content_task_id(m.length, m.piece_length, ordered) == task_id
+        leave, keep = (self.task_id, task_id) if verified else (task_id, self.task_id)
+        stopped = self._request(event="stopped")
 
-        async def leave_url_task() -> None:
+        async def leave_other_task() -> None:
             with contextlib.suppress(TrackerUnavailable):
-                await tracker.announce(url_task, stopped)
+                await tracker.announce(leave, stopped)
 
-        self._spawn(leave_url_task())
-        return await self.tracker.announce(self.task_id, self._request(event="started"))
+        self._spawn(leave_other_task())
+        if not verified:
+            log.warning("the tracker's piece list for content task %s does not match its id; ignoring it", task_id[:16])
+            return url_reply
+        assert hashes is not None
+        self.task_id = keep
+        self.content_hashes = dict(hashes.hashes)
+        return reply
 
     def _request(self, *, event: str = "update", **extra: object) -> AnnounceRequest:
         bitfield = self.served.have.encode() if self.served is not None else None
@@ -352,6 +375,7 @@ class Download:
             rack=self.config.rack,
             generation=self.generation,
             bitfield=bitfield,
+            secret=self.identity.secret,
             **extra,  # type: ignore[arg-type]
         )
 
@@ -380,6 +404,7 @@ class Download:
         self.inflight = Bitfield(manifest.piece_count)
         self.checks = whole_file_checks(self.config.digest, self.published)
         self._follow_whole_file()
+        self._learn_hashes(self.content_hashes)
         for index, digest in resumed.hashes.items():
             self._mark_written(index, digest)
         self.stats.done = sum(manifest.piece_size(i) for i in self.written)
@@ -388,9 +413,10 @@ class Download:
                 self.served.add(index)
             self.leases = set(range(manifest.piece_count))
         else:
-            # Pieces verified by an earlier run are reported like origin pieces: the tracker checks them
-            # against what it knows, and they are offered to peers once it has their hashes.
+            # Pieces verified by an earlier run are reported like origin pieces: the tracker takes them only
+            # when they match the hash it holds (core.announce), and they are offered to peers only then.
             self.unreported = dict(resumed.hashes)
+            self.resumed = set(resumed.hashes)
             self._spawn(self._announcer())
             self._spawn(self._hash_refresher())
         try:
@@ -539,13 +565,12 @@ class Download:
             reply = await self.tracker.announce(self.task_id, request)
         except TrackerUnavailable:
             return  # seed() and leave() report them again
-        if reply.restart or reply.generation != self.generation:
-            # Our last origin pieces conflict with what the tracker holds (the origin's bytes changed under
-            # one identity): the file may mix two versions, so it must not be renamed into place.
+        if reply.restart or reply.generation != self.generation or self.resumed.intersection(reply.rejected):
+            # The task moved on, or a piece an earlier run verified differs from the tracker's (the origin's
+            # bytes changed under one identity between the runs): the file may mix two versions, so it must
+            # not be renamed into place.
             raise Restart()
-        for index in reported:
-            del self.unreported[index]
-            self.served.add(index, at_once=True)
+        self._confirm(reported, reply.rejected)
 
     async def _save_state(self) -> None:
         if self.prefix is not None:
@@ -678,13 +703,16 @@ class Download:
             case OriginPiece(index, digest, size):
                 log.debug("piece %d from the origin", index)
                 self.inflight.discard(index)
+                if self.content_hashes and self.content_hashes.get(index) != digest:
+                    # A content task names its bytes: an origin that sends others serves another file now.
+                    raise Restart()
                 self._mark_written(index, digest)
                 self.stats.done += size
                 self.stats.from_origin += size
                 self.origin_failures = 0
                 self.sources[index] = None
-                if self.direct:
-                    self.served.add(index)
+                if self.direct or index in self.content_hashes:
+                    self.served.add(index)  # direct, or checked against a hash the task's id commits to
                 elif self.refetching:
                     # Fetched under no lease after a failed whole-file check, so not ours to report; offered
                     # only when the tracker's hash agrees, which peers verify it against.
@@ -738,7 +766,15 @@ class Download:
                 self._learn_hashes(hashes)
                 self.hash_seq = max(self.hash_seq, seq)
                 for index, digest in hashes.items():
-                    if index in self.written and self.written[index] != digest and index not in self.unreported:
+                    if index in self.withheld and self.written.get(index) == digest:
+                        self.withheld.discard(index)
+                        self.resumed.discard(index)
+                        self.served.add(index)
+                    elif index in self.withheld and index not in self.resumed:
+                        pass  # our own origin bytes; another lease holder's report differs: keep ours, unserved
+                    elif index in self.written and self.written[index] != digest and index not in self.unreported:
+                        self.withheld.discard(index)
+                        self.resumed.discard(index)
                         log.warning("piece %d on disk does not match the tracker's hash; fetching again", index)
                         del self.written[index]
                         self.on_disk.discard(index)
@@ -820,11 +856,7 @@ class Download:
             raise Restart()
         self._interval = reply.interval
         self.range_ok = reply.range_ok
-        for index, digest in reported.items():
-            if self.unreported.get(index) == digest:
-                del self.unreported[index]
-                self._learn_hashes({index: digest})
-                self.served.add(index, at_once=True)  # from the origin (or an earlier run): only we hold it
+        self._confirm({i: d for i, d in reported.items() if self.unreported.get(i) == d}, reply.rejected)
         if leases:
             self.leases = set(reply.leases)
         if reply.hash_seq > self.hash_seq:
@@ -846,6 +878,23 @@ class Download:
                 self._tasks.add(peer.watcher)
                 peer.watcher.add_done_callback(self._task_done)
         self.stats.peers = len(self.peers)
+
+    def _confirm(self, reported: dict[int, str], rejected: tuple[int, ...]) -> None:
+        """The tracker answered a report of ``reported``: the pieces it took are offered to peers at once (only
+        we hold them); the ones it did not take stay on disk but are never served, unless a hash look-up
+        shows the tracker's hash is ours (a lease that lapsed while another peer fetched the same bytes)."""
+        assert self.served is not None
+        refused = set(rejected)
+        for index, digest in reported.items():
+            self.unreported.pop(index, None)
+            if index in refused:
+                log.warning("the tracker did not take our hash of piece %d; not offering it to peers", index)
+                self.withheld.add(index)
+                self._hash_wake.set()
+                continue
+            self.resumed.discard(index)
+            self._learn_hashes({index: digest})
+            self.served.add(index, at_once=True)  # from the origin (or an earlier run): only we hold it
 
     def _drop_a_useless_peer(self) -> bool:
         """Stop following one peer that holds nothing we lack and has no request of ours running, to make

@@ -4,7 +4,8 @@
     GET /serve_last_updated?DIRNAME   the .torrent of the newest file under one watched directory
     GET /serve_last_updated           the .torrent of the newest file of all
     GET|HEAD /files/REL               the file itself, with Range: the origin and the BEP 19 web seed
-    GET /v1/files                     JSON listing: path, size, digest, modified, torrent URL, info-hash
+    GET /v1/files                     JSON listing: path, size, digest, content task, modified, torrent URL,
+                                      info-hash
     GET /v1/seeder/health
 
 REL is the watched directory's name and the path inside it (``releases/app.tar.gz``). Names are checked
@@ -136,6 +137,7 @@ async def listing(request: web.Request) -> web.Response:
                     "path": f.rel,
                     "size": f.stat.size,
                     "digest": f"blake3:{f.hashes.digest}",
+                    "task_id": f.task_id,
                     "modified": f.stat.mtime_ns / 1e9,
                     "info_hash": f.info_hash.hex(),
                     "torrent": f"{base}/serve?{quote(f.rel)}",

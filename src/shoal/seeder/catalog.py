@@ -35,8 +35,9 @@ class SeededFile:
 
     @property
     def task_id(self) -> str:
-        """A seeded file's task is its content (DESIGN.md): the BLAKE3 of the whole file."""
-        return self.hashes.digest
+        """A seeded file's task is its content (DESIGN.md): the BLAKE3 of its manifest, which commits to every
+        piece hash (core.ids.content_task_id)."""
+        return self.hashes.content_task_id(self.stat.size)
 
     @property
     def etag(self) -> str:

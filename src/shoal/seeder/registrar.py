@@ -20,7 +20,7 @@ import itertools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import quote_from_bytes
 
@@ -28,6 +28,7 @@ import aiohttp
 from fastbencode import bdecode
 
 from shoal.core.errors import TrackerUnavailable
+from shoal.core.ids import PeerIdentity
 from shoal.core.messages import AnnounceRequest
 from shoal.peer.tracker_client import TrackerClient
 from shoal.seeder.catalog import SeededFile
@@ -70,7 +71,7 @@ class Registrar:
         self.ip = ip
         # BEP 20 style: a client tag and random bytes. Shoal's own peer ids are text, the wire's 20 bytes.
         self.bt_peer_id = b"-SH0100-" + secrets.token_bytes(12)
-        self.peer_id = "seeder-" + secrets.token_hex(8)
+        self.identity = PeerIdentity.from_secret(secrets.token_hex(16), "seeder")
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._first: dict[str, _FirstRound] = {}
 
@@ -139,12 +140,20 @@ class Registrar:
         raise AssertionError("unreachable")
 
     async def _register(self, entry: SeededFile) -> None:
-        """Give the Shoal tracker the task's manifest and all its piece hashes, then leave it."""
-        base = AnnounceRequest(peer_id=self.peer_id, url=f"{self.file_url}/{quote(entry.rel)}", port=1)
-        reply = await self.client.announce(entry.task_id, replace(base, event="started", origin=entry.identity))
+        """Give the Shoal tracker the task's manifest and all its piece hashes (which the task's id commits to,
+        so the tracker checks them), and leave the task in the same announce."""
+        hashes = entry.hashes.piece_hashes()
         await self.client.announce(
             entry.task_id,
-            replace(base, event="stopped", generation=reply.generation, done=entry.hashes.piece_hashes()),
+            AnnounceRequest(
+                peer_id=self.identity.peer_id,
+                secret=self.identity.secret,
+                url=f"{self.file_url}/{quote(entry.rel)}",
+                port=1,
+                event="stopped",
+                origin=entry.identity,
+                piece_hashes=tuple(hashes[i] for i in range(len(hashes))),
+            ),
         )
         log.info("registered %s with the tracker as task %s", entry.rel, entry.task_id[:16])
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import blake3
 
+from shoal.core.ids import content_task_id
 from shoal.core.manifest import HASH_SIZE
 from shoal.core.metainfo import SHA1_SIZE
 
@@ -48,6 +49,13 @@ class FileHashes:
     """BLAKE3 of each piece, 32 bytes each, concatenated."""
     sha1_pieces: bytes
     """SHA-1 of each piece, 20 bytes each, concatenated (a torrent's ``pieces``)."""
+
+    def content_task_id(self, length: int) -> str:
+        """The id of the content task of a file of ``length`` bytes with these pieces."""
+        b = self.blake3_pieces
+        return content_task_id(
+            length, self.piece_length, [b[i : i + HASH_SIZE].hex() for i in range(0, len(b), HASH_SIZE)]
+        )
 
     def piece_hashes(self) -> dict[int, str]:
         """Shoal's piece hashes as the tracker API carries them: index -> hex."""

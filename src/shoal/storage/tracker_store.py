@@ -82,6 +82,8 @@ class PeerRow:
     generation: int
     last_seen: float
     bad: bool
+    accusers: frozenset[str] = frozenset()
+    """Kept in memory only: after a restart a peer is judged afresh (``bad`` is stored)."""
 
 
 @dataclass(slots=True)
@@ -93,6 +95,14 @@ class TaskRows:
     leases: dict[int, Lease] = field(default_factory=dict)
     hashes: dict[int, tuple[str, int]] = field(default_factory=dict)
     """piece -> (hash, seq)"""
+    hashed: int = 0
+    """The keys of ``hashes`` as a bit mask."""
+    rejected_reports: int = 0
+    """Hash reports the tracker did not take since this copy was read (core.announce)."""
+
+    def __post_init__(self) -> None:
+        for piece in self.hashes:
+            self.hashed |= 1 << piece
 
     def snapshot(self, hash_pieces: Iterable[int]) -> TaskSnapshot:
         task = self.task
@@ -104,10 +114,10 @@ class TaskRows:
                 if r.generation == task.generation and len(r.bitfield) == (size + 7) // 8
                 else Bitfield(size)
             )
-            view = PeerView(r.peer_id, r.host, r.port, r.site, r.rack, have, r.bad)
+            view = PeerView(r.peer_id, r.host, r.port, r.site, r.rack, have, r.bad, r.accusers)
             records.append(PeerRecord(view, r.generation, r.last_seen))
         known = {i: self.hashes[i][0] for i in hash_pieces if i in self.hashes}
-        return TaskSnapshot(task, records, dict(self.leases), known)
+        return TaskSnapshot(task, records, dict(self.leases), known, self.hashed)
 
     def hashes_since(self, since: int) -> HashesResponse:
         new = {piece: digest for piece, (digest, seq) in self.hashes.items() if seq > since}
@@ -118,6 +128,7 @@ class TaskRows:
         self.task = task = outcome.task
         if outcome.new_generation:
             self.hashes.clear()
+            self.hashed = 0
             self.leases.clear()
             self.peers = {k: replace(r, bitfield=b"") for k, r in self.peers.items()}
         if outcome.remove_peer:
@@ -127,6 +138,11 @@ class TaskRows:
         first_seq = task.hash_seq - len(outcome.new_hashes) + 1
         for n, (piece, digest) in enumerate(sorted(outcome.new_hashes.items())):
             self.hashes[piece] = (digest, first_seq + n)
+            self.hashed |= 1 << piece
+        self.rejected_reports += len(outcome.rejected)
+        for peer_id, accusers in outcome.accusations.items():
+            if peer_id in self.peers:
+                self.peers[peer_id] = replace(self.peers[peer_id], accusers=accusers)
         for peer_id in outcome.mark_bad:
             if peer_id in self.peers:
                 self.peers[peer_id] = replace(self.peers[peer_id], bad=True)
@@ -152,6 +168,7 @@ def _peer_row(record: PeerRecord) -> PeerRow:
         record.generation,
         record.last_seen,
         view.bad,
+        view.accusers,
     )
 
 
@@ -347,6 +364,7 @@ class TrackerStore(SqlStore):
 
     def _upsert_peer(self, conn: Connection, task_id: str, record: PeerRecord) -> None:
         values = asdict(_peer_row(record))  # the row the copy in memory gets too
+        del values["accusers"]
         peer_id = values.pop("peer_id")
         where = and_(peers.c.task_id == task_id, peers.c.peer_id == peer_id)
         result = conn.execute(update(peers).where(where).values(**values))
@@ -376,6 +394,7 @@ class TrackerStore(SqlStore):
             "last_modified": m.identity.last_modified if m else "",
             "range_ok": task.range_ok,
             "hashed_pieces": hashed,
+            "rejected_reports": rows.rejected_reports,
             "leases": len([lease for lease in snapshot.leases.values() if lease.expires > now]),
             "peers": [
                 {
@@ -386,6 +405,7 @@ class TrackerStore(SqlStore):
                     "rack": p.view.rack,
                     "pieces": len(p.view.have),
                     "bad": p.view.bad,
+                    "accusers": len(p.view.accusers),
                     "last_seen": p.last_seen,
                 }
                 for p in snapshot.peers

@@ -1,95 +1,118 @@
-"""A hostile peer for tests: it takes the origin leases of a task's first pieces, reports the hashes of
-bytes of its own for them, and serves those bytes with Shoal's real piece server.
+"""A hostile peer for integrity tests: a small scripted client of the tracker's JSON API that serves bytes of
+its own choosing from a real piece server.
 
-That is what a lying lease holder does, and what an honest one does that saw other bytes at the origin under
-the same identity: the tracker then holds hashes that the origin's bytes do not match, every piece the peer
-serves passes the piece check, and only a whole-file digest (``--digest``, or the origin's own) tells.
-(A peer whose bytes fail the tracker's hashes, bit rot, is the corrupt peer of tests/integration/
-test_faults.py; this one is the case piece hashes cannot catch.)
+It is not a mock of Shoal: it speaks the announce protocol and the peer data plane as an attacker on the
+same network would, with a valid peer identity of its own (the trust model must hold even for a malicious
+peer with valid credentials). Each test scripts what it claims and what it serves::
 
-Run it as a process::
-
-    python -m shoal.testing.hostile --tracker URL --url URL --file PATH [--pieces N] [--digest sha256:HEX]
-
-``--file`` holds the bytes to serve (the origin's length); ``--pieces`` how many pieces from the first to
-take (default: all); ``--digest`` joins the task of a ``shoal get --digest``. Once the tracker holds its
-hashes it prints ``hostile peer listening on http://HOST:PORT``, then announces until it is killed.
+    async with HostilePeer(tracker.url, url) as mallory:
+        reply = await mallory.announce(event="started", origin=identity)
+        await mallory.serve(manifest, reply["generation"], forged_bytes)
+        await mallory.announce(generation=1, bitfield=..., done={...})
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import secrets
+import hashlib
+import json
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import blake3
 
 from shoal.core.bitfield import Bitfield
-from shoal.core.ids import task_id_for_url
-from shoal.core.manifest import Manifest
-from shoal.core.messages import AnnounceRequest
-from shoal.peer.origin import Origin
+from shoal.core.ids import PeerIdentity, task_id_for_url
+from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.peer.server import PieceServer
-from shoal.peer.tracker_client import TrackerClient
-from shoal.storage.partfile import piece_hash
-
-HOST = "127.0.0.1"
 
 
-async def _run(args: argparse.Namespace, path: Path, data: bytes) -> None:
-    peer_id = "hostile-" + secrets.token_hex(4)
-    task_id = task_id_for_url(args.url, digest=args.digest or "")
-    server = PieceServer()
-    port = await server.start(HOST, 0)
-    async with aiohttp.ClientSession(auto_decompress=False) as session:
-        identity = (await Origin(args.url, session, {}).probe()).identity
-        if identity.length != len(data):
-            raise SystemExit(f"hostile: {path} has {len(data)} bytes, the origin's file {identity.length}")
-        manifest = Manifest.for_identity(identity)
-        tracker = TrackerClient(args.tracker, session)
-
-        def request(**extra: object) -> AnnounceRequest:
-            return AnnounceRequest(peer_id=peer_id, url=args.url, port=port, host=HOST, **extra)  # type: ignore[arg-type]
-
-        reply = await tracker.announce(task_id, request(event="started", origin=identity))
-        generation = reply.generation
-        want = manifest.piece_count if args.pieces is None else args.pieces
-        reply = await tracker.announce(task_id, request(generation=generation, want_leases=want))
-        leased = sorted(reply.leases)[:want]
-        if len(leased) < want:
-            raise SystemExit(f"hostile: the tracker leased {len(leased)} of the {want} pieces asked for")
-        done = {}
-        for index in leased:
-            start, end = manifest.span(index, 1)
-            done[index] = piece_hash(data[start:end])
-        have = Bitfield.of(manifest.piece_count, leased)
-        reply = await tracker.announce(
-            task_id, request(generation=generation, done=done, bitfield=have.encode(), released=tuple(reply.leases))
-        )
-        if reply.restart or reply.generation != generation:
-            raise SystemExit("hostile: the tracker refused the hashes (it knew other ones)")
-        server.publish(task_id, generation, manifest, path, have)
-        print(f"hostile peer listening on http://{HOST}:{port}", flush=True)
-        while True:
-            await asyncio.sleep(reply.interval)
-            reply = await tracker.announce(task_id, request(generation=generation, bitfield=have.encode()))
+def identity(name: str, label: str = "") -> PeerIdentity:
+    """A peer identity derived from ``name``: the same name gives the same id in every run."""
+    return PeerIdentity.from_secret(hashlib.sha256(name.encode()).hexdigest()[:32], label)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tracker", required=True)
-    parser.add_argument("--url", required=True)
-    parser.add_argument("--file", required=True)
-    parser.add_argument("--pieces", type=int, default=None)
-    parser.add_argument("--digest", default=None)
-    args = parser.parse_args()
-    path = Path(args.file).resolve()
-    try:
-        asyncio.run(_run(args, path, path.read_bytes()))
-    except KeyboardInterrupt:
-        pass
+def piece_hashes(manifest: Manifest, data: bytes) -> dict[int, str]:
+    """Shoal's piece hashes (BLAKE3) of ``data`` cut by ``manifest``."""
+    return {i: blake3.blake3(data[slice(*manifest.span(i, 1))]).hexdigest() for i in range(manifest.piece_count)}
 
 
-if __name__ == "__main__":
-    main()
+class RefusedError(Exception):
+    """The tracker answered with a 4xx: ``status`` and its JSON ``error``."""
+
+    def __init__(self, status: int, error: str) -> None:
+        super().__init__(f"HTTP {status}: {error}")
+        self.status = status
+        self.error = error
+
+
+class HostilePeer:
+    def __init__(
+        self, tracker: str, url: str, *, task_id: str | None = None, name: str = "mallory", source: str = "127.0.0.2"
+    ) -> None:
+        """``source``: the address Mallory's requests come from, so that on loopback the tracker sees Mallory
+        on a host of its own (127.0.0.2), as it would on a real network."""
+        self.tracker = tracker.rstrip("/")
+        self.url = url
+        self.task_id = task_id or task_id_for_url(url)
+        self.me = identity(name)
+        self.source = source
+        self.server = PieceServer()
+        self._session: aiohttp.ClientSession | None = None
+        self._dir = tempfile.TemporaryDirectory(prefix="shoal-hostile-")
+
+    async def __aenter__(self) -> HostilePeer:
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(self.source, 0)))
+        await self.server.start("127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.server.stop()
+        if self._session is not None:
+            await self._session.close()
+        self._dir.cleanup()
+
+    async def post(self, body: dict[str, Any], task_id: str | None = None) -> dict[str, Any]:
+        """POST a raw announce body; the reply's JSON, or RefusedError for a 4xx."""
+        assert self._session is not None
+        url = f"{self.tracker}/v1/tasks/{task_id or self.task_id}/announce"
+        async with self._session.post(url, data=json.dumps(body)) as resp:
+            reply = await resp.json(content_type=None)
+            if resp.status >= 400:
+                raise RefusedError(resp.status, str(reply.get("error", "")))
+            return reply  # type: ignore[no-any-return]
+
+    async def announce(self, *, as_peer: PeerIdentity | None = None, **fields: Any) -> dict[str, Any]:
+        """An announce as this peer (or as ``as_peer``: an identity whose secret the attacker holds), with
+        ``done`` given as {index: hex} and ``origin`` as an OriginIdentity."""
+        who = as_peer or self.me
+        task_id = fields.pop("task_id", None)
+        body: dict[str, Any] = {
+            "peer_id": who.peer_id,
+            "secret": who.secret,
+            "url": self.url,
+            "port": self.server.port or 1,
+            "host": "127.0.0.1",
+        }
+        for key, value in fields.items():
+            if key == "done":
+                value = {str(i): d for i, d in value.items()}
+            elif isinstance(value, OriginIdentity):
+                value = {"length": value.length, "etag": value.etag, "last_modified": value.last_modified}
+            body[key] = value
+        return await self.post(body, task_id)
+
+    async def task(self) -> dict[str, Any]:
+        assert self._session is not None
+        async with self._session.get(f"{self.tracker}/v1/tasks/{self.task_id}") as resp:
+            return await resp.json()  # type: ignore[no-any-return]
+
+    def serve(self, manifest: Manifest, generation: int, data: bytes) -> Bitfield:
+        """Offer ``data`` (any bytes of the manifest's length) as every piece of the task; returns the full
+        bitfield to claim."""
+        path = Path(self._dir.name) / f"{self.task_id}.{generation}"
+        path.write_bytes(data)
+        have = Bitfield.full(manifest.piece_count)
+        self.server.publish(self.task_id, generation, manifest, path, have.copy())
+        return have

@@ -64,6 +64,15 @@ class TrackerService:
                 snapshot, request, task_id=task_id, seen_host=seen_host, now=self.clock(), policy=self.policy
             )
             committed = self.store.stage(outcome, created=snapshot.task is None)
+        if outcome.rejected:
+            log.warning(
+                "task %s: peer %s (%s) reported %d piece hashes the tracker did not take (pieces %s)",
+                task_id[:16],
+                request.peer_id,
+                seen_host,
+                len(outcome.rejected),
+                outcome.rejected[:8],
+            )
         await committed
         assert outcome.response is not None
         return outcome.response.to_json()

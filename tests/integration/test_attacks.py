@@ -1,0 +1,186 @@
+"""Integrity under attack (README, "Trust model"): a hostile peer with a valid identity of its own, speaking the
+tracker's protocol and serving bytes of its choosing, against a real tracker, a real origin and honest
+`shoal get` processes. Each attack ends with every honest host holding the origin's bytes (or a clear error
+and nothing placed), and the origin's bytes bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from shoal.core.ids import content_task_id
+from shoal.core.manifest import Manifest, OriginIdentity
+from shoal.core.messages import encode_piece_hashes
+from shoal.testing.hostile import HostilePeer, RefusedError, identity, piece_hashes
+from shoal.testing.processes import start_seeder
+from tests.integration.conftest import run_get
+
+
+
+from tests.integration.test_seeder import wait_published
+
+SIZE = 4 << 20  # 16 pieces of 256 KiB
+
+
+async def wait_until_async(predicate, what: str, within: float = 120.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+def origin_identity(url: str) -> OriginIdentity:
+    """What a peer's probe sees (a GET of the first byte, as `shoal get` asks)."""
+    with urllib.request.urlopen(urllib.request.Request(url, headers={"Range": "bytes=0-0"})) as probe:
+        total = int(probe.headers["Content-Range"].rpartition("/")[2])
+        return OriginIdentity(total, probe.headers.get("ETag", ""), "")
+
+
+async def get(tmp_path: Path, url: str, name: str, tracker: str, *extra: str):
+    """An honest `shoal get` in its own process (in a thread: the hostile peer's server runs on this loop)."""
+    return await asyncio.to_thread(
+        run_get, url, "-o", str(tmp_path / name), "--tracker", tracker, "--upload-time", "0", *extra
+    )
+
+
+async def poisoned_peer(mallory: HostilePeer, url: str, forged: bytes, pieces: list[int]) -> dict[str, object]:
+    """Mallory joins, serves ``forged`` and claims every piece, reporting forged hashes for ``pieces``."""
+    origin = origin_identity(url)
+    manifest = Manifest.for_identity(origin)
+    joined = await mallory.announce(event="started", origin=origin)
+    generation = joined["generation"]
+    have = mallory.serve(manifest, generation, forged)
+    fake = piece_hashes(manifest, forged)
+    return await mallory.announce(
+        generation=generation, bitfield=have.encode(), done={i: fake[i] for i in pieces}, event="update"
+    )
+
+
+@pytest.mark.parametrize("pieces", [range(16), [3, 9]], ids=["every-piece", "two-pieces"])
+async def test_forged_hashes_from_a_peer_without_leases_are_refused(
+    tmp_path, tracker, origin, make_file, spawn_get, pieces
+):
+    src = origin()
+    data = make_file(src.root / "f.bin", SIZE)
+    url = src.url("f.bin")
+    t = tracker()
+    forged = bytearray(data)
+    for i in pieces:
+        forged[i * (256 << 10)] ^= 0xFF
+    async with HostilePeer(t.url, url) as mallory:
+        reply = await poisoned_peer(mallory, url, bytes(forged), list(pieces))
+        assert sorted(reply["rejected"]) == sorted(pieces)
+        first = spawn_get(url, "-o", str(tmp_path / "a.bin"), "--tracker", t.url, "--upload-time", "120")
+        await wait_until_async(lambda: (tmp_path / "a.bin").exists(), what="the first download")
+        # A second host while the first seeds: it takes the first's pieces, never Mallory's.
+        second = await get(tmp_path, url, "b.bin", t.url)
+        assert second.returncode == 0, second.stderr
+        summary = await mallory.task()
+    first.kill()
+    assert (tmp_path / "a.bin").read_bytes() == data and (tmp_path / "b.bin").read_bytes() == data
+    assert summary["rejected_reports"] == len(pieces) and summary["generation"] == 1
+    assert src.bytes_sent() <= SIZE * 1.02 + 4096  # each byte once (and the probes' first bytes)
+
+
+async def test_conflicting_reports_in_a_loop_start_no_generation(tmp_path, tracker, origin, make_file):
+    src = origin()
+    data = make_file(src.root / "g.bin", SIZE)
+    url = src.url("g.bin")
+    t = tracker()
+    async with HostilePeer(t.url, url) as mallory:
+        origin_id = origin_identity(url)
+        await mallory.announce(event="started", origin=origin_id)
+        first = await get(tmp_path, url, "a.bin", t.url)
+        assert first.returncode == 0, first.stderr
+        for n in range(40):
+            await mallory.announce(generation=1, done={n % 16: f"{n % 10}".ljust(64, "e")})
+        second = await get(tmp_path, url, "b.bin", t.url)
+        assert second.returncode == 0, second.stderr
+        summary = await mallory.task()
+    assert (tmp_path / "b.bin").read_bytes() == data
+    assert summary["generation"] == 1 and summary["rejected_reports"] == 40
+
+
+async def test_forged_accusations_and_stops_do_not_empty_a_swarm(tmp_path, tracker, origin, make_file, spawn_get):
+    src = origin()
+    data = make_file(src.root / "h.bin", SIZE)
+    url = src.url("h.bin")
+    t = tracker()
+    seed = spawn_get(url, "-o", str(tmp_path / "seed.bin"), "--tracker", t.url, "--upload-time", "120")
+    async with HostilePeer(t.url, url) as mallory:
+
+        async def honest_peers() -> list[dict[str, object]]:
+            return [p for p in (await mallory.task()).get("peers", []) if p["pieces"] == 16]
+
+        await wait_until_async(lambda: (tmp_path / "seed.bin").exists(), what="the seed's download")
+        for _ in range(1200):
+            if await honest_peers():
+                break
+            await asyncio.sleep(0.1)
+        [honest] = await honest_peers()
+        await mallory.announce(event="started", origin=origin_identity(url))
+        # Mallory accuses the honest seed, and announces `stopped` under its id without its secret.
+        await mallory.announce(generation=1, bad_peers=[honest["peer_id"]])
+        with pytest.raises(RefusedError) as refused:
+            await mallory.post(
+                {
+                    "peer_id": honest["peer_id"],
+                    "secret": identity("guess").secret,
+                    "url": url,
+                    "port": 1,
+                    "event": "stopped",
+                }
+            )
+        assert refused.value.status == 400 and "secret" in refused.value.error
+        later = await get(tmp_path, url, "later.bin", t.url)
+        summary = await mallory.task()
+    seed.kill()
+    assert later.returncode == 0, later.stderr
+    assert (tmp_path / "later.bin").read_bytes() == data
+    # The later download took the file from the seed, not from the origin again.
+    assert src.bytes_sent() <= SIZE * 1.02 + 8192
+    assert any(p["peer_id"] == honest["peer_id"] and not p["bad"] for p in summary["peers"])
+
+
+async def test_a_content_task_cannot_be_poisoned(tmp_path, tracker, make_file):
+    """A seeded file's content task: Mallory cannot register other piece hashes under its id, nor report
+    any, nor change its manifest; the honest download's bytes are the seeded file's."""
+    watched = tmp_path / "pub"
+    watched.mkdir()
+    data = make_file(watched / "c.bin", SIZE)
+    t = tracker()
+    service = start_seeder(watched, state_dir=tmp_path / "state", extra=("--tracker", t.url))
+    url = f"{service.url}/files/pub/c.bin"
+    manifest = Manifest.for_identity(OriginIdentity(SIZE))
+    hashes = piece_hashes(manifest, data)
+    task_id = content_task_id(SIZE, manifest.piece_length, [hashes[i] for i in range(16)])
+    forged = bytes(b ^ 1 for b in data)
+    fake = piece_hashes(manifest, forged)
+    async with HostilePeer(t.url, url, task_id=task_id) as mallory:
+        with pytest.raises(RefusedError) as refused:
+            await mallory.announce(
+                event="started", origin=OriginIdentity(SIZE), piece_hashes=_b64([fake[i] for i in range(16)])
+            )
+        assert refused.value.status == 400 and "piece_hashes" in refused.value.error
+        published = await asyncio.to_thread(wait_published, service, "pub/c.bin")
+        assert published["task_id"] == task_id
+        reply = await mallory.announce(event="started", origin=OriginIdentity(SIZE, '"other"'))
+        have = mallory.serve(manifest, reply["generation"], forged)
+        reply = await mallory.announce(
+            generation=reply["generation"], bitfield=have.encode(), done={i: fake[i] for i in range(16)}
+        )
+        assert sorted(reply["rejected"]) == list(range(16))
+        result = await get(tmp_path, url, "c.bin", t.url)
+        summary = await mallory.task()
+    service.stop()
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "c.bin").read_bytes() == data
+    assert summary["generation"] == 1 and summary["etag"] != '"other"'
+    assert "ignoring it" not in result.stderr  # the getter joined the content task: its hashes checked out
+
+
+def _b64(hashes: list[str]) -> str:
+    return encode_piece_hashes(tuple(hashes))
