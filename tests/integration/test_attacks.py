@@ -17,9 +17,6 @@ from shoal.core.messages import encode_piece_hashes
 from shoal.testing.hostile import HostilePeer, RefusedError, identity, piece_hashes
 from shoal.testing.processes import start_seeder
 from tests.integration.conftest import run_get
-
-
-
 from tests.integration.test_seeder import wait_published
 
 SIZE = 4 << 20  # 16 pieces of 256 KiB
