@@ -6,6 +6,7 @@ and nothing placed), and the origin's bytes bounded."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import urllib.request
 from pathlib import Path
 
@@ -15,9 +16,10 @@ from shoal.core.ids import content_task_id
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import encode_piece_hashes
 from shoal.testing.hostile import HostilePeer, RefusedError, identity, piece_hashes
-from shoal.testing.processes import start_seeder
+from shoal.testing.processes import shoal_argv, start_seeder, start_tracker
 from tests.integration.conftest import run_get
 from tests.integration.test_seeder import wait_published
+from tests.integration.test_whole_file import start_hostile as start_liar
 
 SIZE = 4 << 20  # 16 pieces of 256 KiB
 
@@ -181,3 +183,72 @@ async def test_a_content_task_cannot_be_poisoned(tmp_path, tracker, make_file):
 
 def _b64(hashes: list[str]) -> str:
     return encode_piece_hashes(tuple(hashes))
+
+
+async def test_a_lying_lease_holder_is_caught_by_spot_checks(tmp_path, tracker, origin, make_file, services):
+    """Mallory (127.0.0.2) holds the leases of pieces 0-7 and reports a forged hash for piece 3. The tracker
+    checks every reported piece (--audit-share 1): two checkers on other hosts fetch piece 3 from the origin
+    and agree, against Mallory. An honest `shoal get` that started meanwhile, rate-limited so it is still
+    going, ends with the origin's bytes: Mallory is banned and every hash it reported revoked."""
+    src = origin()
+    data = make_file(src.root / "s.bin", SIZE)
+    url = src.url("s.bin")
+    t = start_tracker(f"sqlite:///{tmp_path / 'tracker.db'}", extra=("--audit-share", "1"))
+    services.append(t)
+    liar_id = await asyncio.to_thread(
+        start_liar, services, t, url, data, tmp_path / "forged.bin", "--source", "127.0.0.2"
+    )
+    manifest = Manifest.for_identity(origin_identity(url))
+    truth = piece_hashes(manifest, data)
+    honest = await asyncio.to_thread(
+        subprocess.Popen,
+        shoal_argv(
+            "get",
+            url,
+            "-o",
+            str(tmp_path / "s.bin"),
+            "--tracker",
+            t.url,
+            "--upload-time",
+            "0",
+            "--download-rate",
+            "512K",
+        ),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    async with HostilePeer(t.url, url, name="observer") as observer:
+
+        async def honest_holds_pieces() -> bool:
+            peers = (await observer.task()).get("peers", [])
+            return any(p["peer_id"] != liar_id and p["pieces"] >= 4 for p in peers)
+
+        # The honest download has taken pieces (Mallory's among them, which its forged hash vouches for).
+        for _ in range(1200):
+            if await honest_holds_pieces():
+                break
+            await asyncio.sleep(0.05)
+    checkers = [HostilePeer(t.url, url, name=f"checker{n}", source=f"127.0.0.{n + 3}") for n in range(2)]
+    for checker in checkers:
+        async with checker:
+            joined = await checker.announce(event="started", origin=manifest.identity)
+            # The checker takes leases (the checked pieces come one an announce) and reports what the origin's
+            # bytes hash to, until it has voted on piece 3.
+            voted: set[int] = set()
+            for _ in range(40):
+                reply = await checker.announce(generation=joined["generation"], want_leases=1)
+                leased = [i for i in reply["leases"] if i not in voted]
+                if leased:
+                    await checker.announce(generation=joined["generation"], done={i: truth[i] for i in leased})
+                    voted.update(leased)
+                if 3 in voted:
+                    break
+            assert 3 in voted, f"{checker.me.peer_id} was never leased piece 3 to check"
+            summary = await checker.task()
+    _, err = await asyncio.to_thread(honest.communicate, timeout=120)
+    assert honest.returncode == 0, err
+    print("HONEST", err)
+    assert (tmp_path / "s.bin").read_bytes() == data
+    assert any(p["peer_id"] == liar_id and p["bad"] for p in summary["peers"])
+    # The checks cost the origin the pieces fetched twice: 8 checked pieces at most, here half the file.
+    assert src.bytes_sent() <= SIZE * 1.6

@@ -81,6 +81,12 @@ def request(peer_id: str = "p1", **fields: Any) -> AnnounceRequest:
 
 
 def announce(
-    snap: TaskSnapshot, req: AnnounceRequest, *, now: float = NOW, seen_host: str = "192.0.2.9", task_id: str = TASK_ID
+    snap: TaskSnapshot,
+    req: AnnounceRequest,
+    *,
+    now: float = NOW,
+    seen_host: str = "192.0.2.9",
+    task_id: str = TASK_ID,
+    policy: TrackerPolicy = POLICY,
 ) -> AnnounceOutcome:
-    return decide_announce(snap, req, task_id=task_id, seen_host=seen_host, now=now, policy=POLICY)
+    return decide_announce(snap, req, task_id=task_id, seen_host=seen_host, now=now, policy=policy)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from shoal.core.announce import AnnounceOutcome, PeerRecord, TaskRecord, TaskSnapshot
+from shoal.core.announce import AnnounceOutcome, PeerRecord, TaskRecord, TaskSnapshot, TrackerPolicy
+from shoal.core.audit import Audit
 from shoal.core.bitfield import Bitfield
 from shoal.core.leases import Lease
 from shoal.core.messages import AnnounceRequest
 
-from .factories import TASK_ID, announce
+from .factories import POLICY, TASK_ID, announce
 
 
 @dataclass
@@ -22,6 +23,9 @@ class MemoryTracker:
     peers: dict[str, PeerRecord] = field(default_factory=dict)
     leases: dict[int, Lease] = field(default_factory=dict)
     hashes: dict[int, str] = field(default_factory=dict)
+    audits: dict[int, Audit] = field(default_factory=dict)
+    reporters: dict[int, str] = field(default_factory=dict)
+    policy: TrackerPolicy = POLICY
 
     def snapshot(self) -> TaskSnapshot:
         size = self.task.manifest.piece_count if self.task and self.task.manifest else 0
@@ -32,7 +36,9 @@ class MemoryTracker:
             for p in self.peers.values()
         ]
         hashed = sum(1 << i for i in self.hashes)
-        return TaskSnapshot(self.task, peers, dict(self.leases), dict(self.hashes), hashed)
+        return TaskSnapshot(
+            self.task, peers, dict(self.leases), dict(self.hashes), hashed, dict(self.audits), dict(self.reporters)
+        )
 
     def apply(self, outcome: AnnounceOutcome) -> None:
         self.task = outcome.task
@@ -44,7 +50,16 @@ class MemoryTracker:
             self.peers.pop(outcome.remove_peer, None)
         if outcome.peer is not None:
             self.peers[outcome.peer.view.peer_id] = outcome.peer
+        for piece in outcome.revoked:
+            self.hashes.pop(piece, None)
+            self.reporters.pop(piece, None)
         self.hashes.update(outcome.new_hashes)
+        self.reporters.update({piece: peer for piece, peer in outcome.reporters.items() if peer})
+        for piece, audit in outcome.audits.items():
+            if audit is None:
+                self.audits.pop(piece, None)
+            else:
+                self.audits[piece] = audit
         for peer_id, accusers in outcome.accusations.items():
             if peer_id in self.peers:
                 p = self.peers[peer_id]
@@ -58,8 +73,8 @@ class MemoryTracker:
         for lease in outcome.put_leases:
             self.leases[lease.piece] = lease
 
-    def announce(self, request: AnnounceRequest, now: float) -> AnnounceOutcome:
-        outcome = announce(self.snapshot(), request, now=now)
+    def announce(self, request: AnnounceRequest, now: float, seen_host: str = "192.0.2.9") -> AnnounceOutcome:
+        outcome = announce(self.snapshot(), request, now=now, seen_host=seen_host, policy=self.policy)
         assert outcome.task.task_id == TASK_ID
         self.apply(outcome)
         return outcome

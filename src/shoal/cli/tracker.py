@@ -50,9 +50,25 @@ from shoal.tracker import TrackerConfig, build_app
     type=click.FloatRange(1, 7 * 86400),
     help="Seconds of silence after which a BitTorrent peer is dropped; more than --bt-interval.",
 )
+@click.option(
+    "--audit-share",
+    default=TrackerConfig.audit_share,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Share of the piece hashes lease holders report that another host fetches again from the origin "
+    "to check (0: no spot checks).",
+)
 @click.option("-v", "--verbose", count=True)
 def tracker(
-    host: str, port: int, db: str, interval: float, peer_ttl: float, bt_interval: int, bt_peer_ttl: float, verbose: int
+    host: str,
+    port: int,
+    db: str,
+    interval: float,
+    peer_ttl: float,
+    bt_interval: int,
+    bt_peer_ttl: float,
+    audit_share: float,
+    verbose: int,
 ) -> None:
     """Run the tracker: tasks, peers, piece hashes and origin leases over a JSON API, and a BitTorrent
     tracker (/announce, /scrape) for standard clients."""
@@ -70,6 +86,7 @@ def tracker(
         bt_interval=bt_interval,
         bt_min_interval=min(TrackerConfig.bt_min_interval, bt_interval),
         bt_peer_ttl=bt_peer_ttl,
+        audit_share=audit_share,
     )
 
     def go() -> None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from shoal.core.audit import AUDIT_SHARE, MAX_VOTES, Audit, Vote, is_audited, tally
 from shoal.core.bitfield import Bitfield
 from shoal.core.errors import ProtocolError
 from shoal.core.handout import PeerView, hand_out
@@ -71,6 +72,9 @@ class TrackerPolicy:
     """A peer unheard of for this long is gone, and so are its leases."""
     max_peers: int
     """Most peers in one hand-out."""
+    audit_key: bytes = b""
+    """The key that picks the pieces spot-checked (core.audit); empty: none are."""
+    audit_share: float = AUDIT_SHARE
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +88,10 @@ class TaskSnapshot:
     """Stored hashes of the pieces the request reports as done (only those are needed)."""
     hashed: int = 0
     """Bit mask of the pieces whose hash the tracker holds."""
+    audits: Mapping[int, Audit] = field(default_factory=dict)
+    """Spot checks under way (core.audit)."""
+    reporters: Mapping[int, str] = field(default_factory=dict)
+    """piece -> the lease holder whose report the tracker took (none for hashes nobody alone vouches for)."""
 
 
 @dataclass(slots=True)
@@ -104,6 +112,12 @@ class AnnounceOutcome:
     """Peers accused by this announce -> every host that has accused them so far."""
     rejected: list[int] = field(default_factory=list)
     """Hash reports not taken (see the module docstring)."""
+    reporters: dict[int, str] = field(default_factory=dict)
+    """Who vouches for each of ``new_hashes`` ("": peers on two hosts, or the task's id)."""
+    revoked: list[int] = field(default_factory=list)
+    """Hashes dropped (a spot check caught their reporter), before ``new_hashes`` are written."""
+    audits: dict[int, Audit | None] = field(default_factory=dict)
+    """Spot checks begun or advanced; None: closed."""
     response: AnnounceResponse | None = None
 
 
@@ -147,36 +161,24 @@ def decide_announce(
     manifest = task.manifest
     size = manifest.piece_count if manifest else 0
 
-    # Hash reports. Indices are checked even without a manifest (size 0), where every report is out of range.
+    previous = next((p for p in snapshot.peers if p.view.peer_id == request.peer_id), None)
+    banned = previous is not None and previous.view.bad and current
     confirmed: list[int] = []  # reported pieces whose hash the tracker holds now
     if current and request.done:
-        for index, digest in request.done.items():
-            if index >= size:
-                raise ProtocolError(f"done reports piece {index} of {size}", field="done")
-            known = snapshot.known_hashes.get(index, outcome.new_hashes.get(index))
-            if known is not None:
-                (confirmed if known == digest else outcome.rejected).append(index)
-                continue
-            lease = snapshot.leases.get(index)
-            if content or lease is None or lease.peer_id != request.peer_id or lease.expires < now:
-                outcome.rejected.append(index)
-                continue
-            outcome.new_hashes[index] = digest
-            confirmed.append(index)
-    if outcome.new_hashes:
-        task = replace(task, hash_seq=task.hash_seq + len(outcome.new_hashes))
+        confirmed = _take_reports(
+            snapshot, request, outcome, seen_host, now, policy, trusting=not content and not banned
+        )
+    if outcome.new_hashes or outcome.revoked:
+        task = replace(task, hash_seq=task.hash_seq + len(outcome.revoked) + len(outcome.new_hashes))
+    hashed = snapshot.hashed & ~Bitfield.of(size, outcome.revoked).mask | Bitfield.of(size, outcome.new_hashes).mask
 
     host = request.host or seen_host
     have = Bitfield(size)
     if current and manifest and request.bitfield is not None:
         have = Bitfield.decode(size, request.bitfield)
-        # A claim counts only for pieces whose hash the tracker holds: no one can take a piece out of
-        # origin leasing, or be handed out for it, before the origin's bytes are known.
-        have.intersection_update(snapshot.hashed | Bitfield.of(size, outcome.new_hashes).mask)
     if current:
         for index in confirmed:
             have.add(index)
-    previous = next((p for p in snapshot.peers if p.view.peer_id == request.peer_id), None)
     if (
         current
         and request.event == "update"
@@ -190,6 +192,9 @@ def decide_announce(
         # in flight): its bitfield lacks pieces the newer one reported done, and with their leases gone those
         # would look free and be leased to another peer, to fetch from the origin again.
         have.union_update(previous.view.have)
+    # A claim counts only for pieces whose hash the tracker holds: no one can take a piece out of origin
+    # leasing, or be handed out for it, before the origin's bytes are known (or once its hash is revoked).
+    have.intersection_update(hashed)
     view = PeerView(
         peer_id=request.peer_id,
         host=host,
@@ -239,6 +244,8 @@ def decide_announce(
         if other.have.size != size:
             # A bitfield stored before this announce set the manifest describes no pieces yet.
             other = replace(other, have=Bitfield(size))
+        elif other.have.mask & ~hashed:
+            other = replace(other, have=Bitfield.from_mask(size, other.have.mask & hashed))  # revoked pieces
         peers.append(other)
     live_ids = {p.peer_id for p in peers} | {request.peer_id}
 
@@ -266,7 +273,7 @@ def decide_announce(
             live_leases[index] = lease
 
     granted: list[int] = []
-    if manifest is not None and request.want_leases:
+    if manifest is not None and request.want_leases and not view.bad:
         granted = grant_leases(
             held=held,
             leased=live_leases,
@@ -275,6 +282,7 @@ def decide_announce(
             want=request.want_leases,
             range_ok=task.range_ok,
         )
+        granted += _audit_lease(snapshot, outcome, have, {**live_leases, **dict.fromkeys(granted)}, seen_host)
         outcome.put_leases.extend(Lease(i, request.peer_id, now + policy.peer_ttl) for i in granted)
     mine = sorted({i for i, lease in live_leases.items() if lease.peer_id == request.peer_id} | set(granted))
 
@@ -309,3 +317,75 @@ def _register_content(task: TaskRecord, request: AnnounceRequest) -> tuple[TaskR
     if task.manifest is None:
         task = replace(task, manifest=manifest)
     return task, dict(enumerate(hashes))
+
+
+def _take_reports(
+    snapshot: TaskSnapshot,
+    request: AnnounceRequest,
+    outcome: AnnounceOutcome,
+    seen_host: str,
+    now: float,
+    policy: TrackerPolicy,
+    *,
+    trusting: bool,
+) -> list[int]:
+    """Judge the hashes an announce reports (module docstring, core.audit); returns the pieces whose hash the
+    tracker now holds as the peer reported it. ``trusting`` False (a content task, a banned peer): only a
+    report that matches a held hash counts."""
+    size = outcome.task.manifest.piece_count if outcome.task.manifest else 0
+    confirmed: list[int] = []
+    for index, digest in request.done.items():
+        if index >= size:
+            raise ProtocolError(f"done reports piece {index} of {size}", field="done")
+        lease = snapshot.leases.get(index)
+        holder = trusting and lease is not None and lease.peer_id == request.peer_id and lease.expires >= now
+        known = snapshot.known_hashes.get(index, outcome.new_hashes.get(index))
+        audit = snapshot.audits.get(index)
+        if known is not None and holder and audit is not None and seen_host not in audit.hosts:
+            known = _vote(snapshot, outcome, audit.with_vote(Vote(request.peer_id, seen_host, digest)), known)
+        if known is not None:
+            (confirmed if known == digest else outcome.rejected).append(index)
+        elif holder:
+            outcome.new_hashes[index] = digest
+            outcome.reporters[index] = request.peer_id
+            confirmed.append(index)
+            task = outcome.task
+            if is_audited(policy.audit_key, task.task_id, task.generation, index, policy.audit_share):
+                outcome.audits[index] = Audit(index, (Vote(request.peer_id, seen_host, digest),))
+        else:
+            outcome.rejected.append(index)
+    return confirmed
+
+
+def _vote(snapshot: TaskSnapshot, outcome: AnnounceOutcome, audit: Audit, known: str) -> str:
+    """Count a checker's report of a piece under check; returns the piece's hash after it."""
+    verdict = tally(audit)
+    if verdict is None:
+        outcome.audits[audit.piece] = audit if len(audit.votes) < MAX_VOTES else None
+        return known
+    outcome.audits[audit.piece] = None
+    if verdict.digest != known:
+        outcome.revoked.append(audit.piece)
+        outcome.new_hashes[audit.piece] = verdict.digest
+        outcome.reporters[audit.piece] = ""
+    for liar in verdict.liars:
+        if liar not in outcome.mark_bad:
+            outcome.mark_bad.append(liar)
+        for piece, reporter in snapshot.reporters.items():
+            if reporter == liar and piece != audit.piece and piece not in outcome.revoked:
+                outcome.revoked.append(piece)
+                outcome.audits[piece] = None
+    return verdict.digest
+
+
+def _audit_lease(
+    snapshot: TaskSnapshot, outcome: AnnounceOutcome, have: Bitfield, leased: Mapping[int, object], seen_host: str
+) -> list[int]:
+    """At most one piece under check for the asker to fetch from the origin: one it lacks, that nobody is
+    fetching, and whose reporters are all on other hosts."""
+    for index, audit in sorted(snapshot.audits.items()):
+        if outcome.audits.get(index, audit) is None or index in leased or index in have:
+            continue
+        if seen_host not in audit.hosts and index not in outcome.revoked:
+            return [index]
+    return []

@@ -298,12 +298,16 @@ class HashesResponse:
     generation: int
     seq: int
     hashes: Mapping[int, str]
+    revoked: tuple[int, ...] = ()
+    """Pieces whose hash the tracker dropped (a spot check caught its reporter): a copy taken from a peer
+    must be fetched again, once a new hash comes."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "generation": self.generation,
             "seq": self.seq,
             "hashes": {str(k): v for k, v in self.hashes.items()},
+            "revoked": list(self.revoked),
         }
 
     @classmethod
@@ -316,4 +320,5 @@ class HashesResponse:
             if not (_is_index(key) and isinstance(value, str) and _HEX_HASH.match(value)):
                 raise ProtocolError("hashes maps piece indices to hex hashes", field="hashes")
             hashes[int(key)] = value
-        return cls(_get(data, "generation", int, 0), _get(data, "seq", int, 0), hashes)
+        revoked = tuple(_index_list(data, "revoked"))
+        return cls(_get(data, "generation", int, 0), _get(data, "seq", int, 0), hashes, revoked)

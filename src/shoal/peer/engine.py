@@ -485,6 +485,15 @@ class Download:
             if isinstance(outcome, BaseException):
                 raise outcome
         log.debug("flushed and reported")
+        missing = [i for i in range(self.manifest.piece_count) if i not in self.written]
+        if missing:
+            # The last report learned of revoked hashes (core.audit), and pieces taken from peers went with
+            # them: fetch those from the origin before anything is placed.
+            self.refetching = True
+            self.leases = set(missing)
+            self._events = asyncio.Queue()
+            await self._loop()
+            return await self._finish()
         hashes = await self.prefix.digests() if self.prefix is not None else {}
         failed = failed_check(self.checks, hashes)
         if failed is not None:
@@ -571,6 +580,11 @@ class Download:
             # not be renamed into place.
             raise Restart()
         self._confirm(reported, reply.rejected)
+        if reply.hash_seq > self.hash_seq:
+            # Hashes changed since our last look-up: a revoked one must not go unseen in the file we place.
+            with contextlib.suppress(TrackerUnavailable):
+                news = await self.tracker.hashes(self.task_id, self.hash_seq)
+                self._handle(HashesArrived(news.generation, news.seq, dict(news.hashes), news.revoked))
 
     async def _save_state(self) -> None:
         if self.prefix is not None:
@@ -727,6 +741,8 @@ class Download:
             case PeerPiece(peer_id, index, digest, size):
                 log.debug("piece %d from peer %s", index, peer_id)
                 self.inflight.discard(index)
+                if self.hashes.get(index) != digest:
+                    return  # its hash was revoked while it was written: fetched again (over it) when one comes
                 self._mark_written(index, digest)
                 self.sources[index] = peer_id
                 self.served.add(index)
@@ -760,9 +776,10 @@ class Download:
                 stuck = not self.inflight and self.origin_busy == 0
                 if stuck and time.monotonic() - self.tracker_down_since > self.config.tracker_patience:
                     raise error
-            case HashesArrived(generation, seq, hashes):
+            case HashesArrived(generation, seq, hashes, revoked):
                 if generation != self.generation:
                     raise Restart()
+                self._revoke(revoked)
                 self._learn_hashes(hashes)
                 self.hash_seq = max(self.hash_seq, seq)
                 for index, digest in hashes.items():
@@ -773,15 +790,7 @@ class Download:
                     elif index in self.withheld and index not in self.resumed:
                         pass  # our own origin bytes; another lease holder's report differs: keep ours, unserved
                     elif index in self.written and self.written[index] != digest and index not in self.unreported:
-                        self.withheld.discard(index)
-                        self.resumed.discard(index)
-                        log.warning("piece %d on disk does not match the tracker's hash; fetching again", index)
-                        del self.written[index]
-                        self.on_disk.discard(index)
-                        self.served.discard(index)
-                        self.stats.done -= manifest.piece_size(index)
-                        if self.prefix is not None:
-                            self.prefix.invalidate(index)
+                        self._drop_piece(index, "does not match the tracker's hash")
             case PeerHas(peer_id, have, added):
                 peer = self.peers.get(peer_id)
                 if peer is not None:
@@ -878,6 +887,36 @@ class Download:
                 self._tasks.add(peer.watcher)
                 peer.watcher.add_done_callback(self._task_done)
         self.stats.peers = len(self.peers)
+
+    def _drop_piece(self, index: int, why: str) -> None:
+        """Forget a piece on disk (it will be fetched again) and stop offering it."""
+        assert self.manifest is not None and self.served is not None
+        log.warning("piece %d on disk %s; fetching it again", index, why)
+        self.withheld.discard(index)
+        self.resumed.discard(index)
+        self.sources.pop(index, None)
+        del self.written[index]
+        self.on_disk.discard(index)
+        self.served.discard(index)
+        self.stats.done -= self.manifest.piece_size(index)
+        if self.prefix is not None:
+            self.prefix.invalidate(index)
+
+    def _revoke(self, pieces: tuple[int, ...]) -> None:
+        """The tracker dropped these pieces' hashes: a spot check caught the peer that reported them
+        (core.audit). A copy taken from a peer (or resumed) was verified against that hash only, so it is
+        fetched again; our own origin bytes stay, offered again only once a new hash matches them."""
+        assert self.served is not None
+        for index in pieces:
+            self.hashes.pop(index, None)
+            self.hashed.discard(index)
+            if index not in self.written:
+                continue
+            if self.sources.get(index, "resumed") is not None:
+                self._drop_piece(index, "came from a peer and its hash was revoked")
+            else:
+                self.served.discard(index)
+                self.withheld.add(index)
 
     def _confirm(self, reported: dict[int, str], rejected: tuple[int, ...]) -> None:
         """The tracker answered a report of ``reported``: the pieces it took are offered to peers at once (only
@@ -1056,7 +1095,7 @@ class Download:
                 self._hash_wake.set()
                 continue
             seen = reply.seq
-            self._events.put_nowait(HashesArrived(reply.generation, reply.seq, dict(reply.hashes)))
+            self._events.put_nowait(HashesArrived(reply.generation, reply.seq, dict(reply.hashes), reply.revoked))
 
 
 async def _none() -> None:

@@ -66,6 +66,7 @@ class HashesArrived:
     generation: int
     seq: int
     hashes: dict[int, str]
+    revoked: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, delete, select, update
 
 from shoal.core.announce import AnnounceOutcome, PeerRecord, TaskRecord, TaskSnapshot
+from shoal.core.audit import Audit
 from shoal.core.bitfield import Bitfield
 from shoal.core.handout import PeerView
 from shoal.core.leases import Lease
@@ -99,6 +100,12 @@ class TaskRows:
     """The keys of ``hashes`` as a bit mask."""
     rejected_reports: int = 0
     """Hash reports the tracker did not take since this copy was read (core.announce)."""
+    audits: dict[int, Audit] = field(default_factory=dict)
+    """Spot checks under way (core.audit). Kept in memory only, like the two below: a restarted tracker
+    begins no check of the hashes it read back, and can revoke only what it saw reported since."""
+    reporters: dict[int, str] = field(default_factory=dict)
+    revoked: dict[int, int] = field(default_factory=dict)
+    """piece -> the seq its hash was revoked at (until a new hash replaces it)."""
 
     def __post_init__(self) -> None:
         for piece in self.hashes:
@@ -117,28 +124,44 @@ class TaskRows:
             view = PeerView(r.peer_id, r.host, r.port, r.site, r.rack, have, r.bad, r.accusers)
             records.append(PeerRecord(view, r.generation, r.last_seen))
         known = {i: self.hashes[i][0] for i in hash_pieces if i in self.hashes}
-        return TaskSnapshot(task, records, dict(self.leases), known, self.hashed)
+        return TaskSnapshot(task, records, dict(self.leases), known, self.hashed, self.audits, self.reporters)
 
     def hashes_since(self, since: int) -> HashesResponse:
         new = {piece: digest for piece, (digest, seq) in self.hashes.items() if seq > since}
-        return HashesResponse(self.task.generation, self.task.hash_seq, new)
+        revoked = tuple(sorted(piece for piece, seq in self.revoked.items() if seq > since))
+        return HashesResponse(self.task.generation, self.task.hash_seq, new, revoked)
 
     def apply(self, outcome: AnnounceOutcome) -> None:
         """The same changes :meth:`TrackerStore.apply` made to the database, in the same order."""
-        self.task = task = outcome.task
+        self.task = outcome.task
         if outcome.new_generation:
             self.hashes.clear()
             self.hashed = 0
+            self.audits.clear()
+            self.reporters.clear()
+            self.revoked.clear()
             self.leases.clear()
             self.peers = {k: replace(r, bitfield=b"") for k, r in self.peers.items()}
         if outcome.remove_peer:
             self.peers.pop(outcome.remove_peer, None)
         if outcome.peer is not None:
             self.peers[outcome.peer.view.peer_id] = _peer_row(outcome.peer)
-        first_seq = task.hash_seq - len(outcome.new_hashes) + 1
+        revoked_seq, first_seq = _seqs(outcome)
+        for n, piece in enumerate(outcome.revoked):
+            self.hashes.pop(piece, None)
+            self.reporters.pop(piece, None)
+            self.hashed &= ~(1 << piece)
+            self.revoked[piece] = revoked_seq + n
         for n, (piece, digest) in enumerate(sorted(outcome.new_hashes.items())):
             self.hashes[piece] = (digest, first_seq + n)
             self.hashed |= 1 << piece
+            self.revoked.pop(piece, None)
+        self.reporters.update({piece: peer for piece, peer in outcome.reporters.items() if peer})
+        for piece, audit in outcome.audits.items():
+            if audit is None:
+                self.audits.pop(piece, None)
+            else:
+                self.audits[piece] = audit
         self.rejected_reports += len(outcome.rejected)
         for peer_id, accusers in outcome.accusations.items():
             if peer_id in self.peers:
@@ -154,6 +177,12 @@ class TaskRows:
     def expire(self, now: float, cutoff: float) -> None:
         self.leases = {i: lease for i, lease in self.leases.items() if not lease.expires < now}
         self.peers = {k: r for k, r in self.peers.items() if not r.last_seen < cutoff}
+
+
+def _seqs(outcome: AnnounceOutcome) -> tuple[int, int]:
+    """The first seq of the outcome's revocations, and of its new hashes, which follow them."""
+    first = outcome.task.hash_seq - len(outcome.revoked) - len(outcome.new_hashes) + 1
+    return first, first + len(outcome.revoked)
 
 
 def _peer_row(record: PeerRecord) -> PeerRow:
@@ -330,8 +359,14 @@ class TrackerStore(SqlStore):
             conn.execute(delete(peers).where(and_(peers.c.task_id == tid, peers.c.peer_id == outcome.remove_peer)))
         if outcome.peer is not None:
             self._upsert_peer(conn, tid, outcome.peer)
+        if outcome.revoked:
+            conn.execute(
+                delete(piece_hashes).where(
+                    and_(piece_hashes.c.task_id == tid, piece_hashes.c.piece.in_(sorted(outcome.revoked)))
+                )
+            )
         if outcome.new_hashes:
-            first_seq = task.hash_seq - len(outcome.new_hashes) + 1
+            _, first_seq = _seqs(outcome)
             conn.execute(
                 piece_hashes.insert(),
                 [

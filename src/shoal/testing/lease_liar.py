@@ -10,7 +10,7 @@ hashes cannot catch.)
 
 Run it as a process::
 
-    python -m shoal.testing.lease_liar --tracker URL --url URL --file PATH [--pieces N] [--digest sha256:HEX]
+    python -m shoal.testing.lease_liar --tracker URL --url URL --file PATH [--pieces N] [--digest sha256:HEX] [--source ADDR]
 
 ``--file`` holds the bytes to serve (the origin's length); ``--pieces`` how many pieces from the first to
 take (default: all); ``--digest`` joins the task of a ``shoal get --digest``. Once the tracker holds its
@@ -43,7 +43,10 @@ async def _run(args: argparse.Namespace, path: Path, data: bytes) -> None:
     task_id = task_id_for_url(args.url, digest=args.digest or "")
     server = PieceServer()
     port = await server.start(HOST, 0)
-    async with aiohttp.ClientSession(auto_decompress=False) as session:
+    # --source: the address its requests come from, so the tracker sees it on a host of its own (loopback
+    # has many: 127.0.0.2 is another host than 127.0.0.1 to the tracker's spot checks and accusations).
+    connector = aiohttp.TCPConnector(local_addr=(args.source, 0)) if args.source else None
+    async with aiohttp.ClientSession(auto_decompress=False, connector=connector) as session:
         identity = (await Origin(args.url, session, {}).probe()).identity
         if identity.length != len(data):
             raise SystemExit(f"hostile: {path} has {len(data)} bytes, the origin's file {identity.length}")
@@ -84,6 +87,7 @@ def main() -> None:
     parser.add_argument("--file", required=True)
     parser.add_argument("--pieces", type=int, default=None)
     parser.add_argument("--digest", default=None)
+    parser.add_argument("--source", default=None, help="the local address of its requests (say 127.0.0.2)")
     args = parser.parse_args()
     path = Path(args.file).resolve()
     try:

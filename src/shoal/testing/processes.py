@@ -85,7 +85,9 @@ def shoal_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "shoal", *args]
 
 
-def start_tracker(db: str, *, port: int = 0, interval: float = 0.5, peer_ttl: float = 2.0) -> Service:
+def start_tracker(
+    db: str, *, port: int = 0, interval: float = 0.5, peer_ttl: float = 2.0, extra: Sequence[str] = ()
+) -> Service:
     return start_service(
         shoal_argv(
             "tracker",
@@ -99,6 +101,7 @@ def start_tracker(db: str, *, port: int = 0, interval: float = 0.5, peer_ttl: fl
             str(interval),
             "--peer-ttl",
             str(peer_ttl),
+            *extra,
         )
     )
 

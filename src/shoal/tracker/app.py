@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable
@@ -41,7 +42,10 @@ class TrackerService:
     def __init__(self, config: TrackerConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.clock = clock
-        self.policy = TrackerPolicy(config.interval, config.peer_ttl, config.max_peers)
+        # A new spot-check key each start: which pieces are checked is never predictable from outside.
+        self.policy = TrackerPolicy(
+            config.interval, config.peer_ttl, config.max_peers, secrets.token_bytes(16), config.audit_share
+        )
         self.store = TrackerStore(config.db)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.bt = bt.BtTracker(config, clock)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shoal.core.audit import AUDIT_SHARE
+
 
 # No slots: the class attributes must stay readable as the defaults (the CLI shows them).
 @dataclass(frozen=True)
@@ -20,6 +22,10 @@ class TrackerConfig:
     """A peer unheard of for this long is dropped from hand-outs and its origin leases lapse."""
     max_peers: int = 50
     """Most peers in one hand-out."""
+    audit_share: float = AUDIT_SHARE
+    """The share of the piece hashes lease holders report that another host fetches again from the origin to
+    check (core.audit): the origin sends about this much more, and a holder lying about k pieces goes
+    unnoticed with probability (1 - audit_share) ** k. 0 turns spot checks off."""
     max_body: int = 256 * 1024
     """Largest request body accepted, in bytes; larger ones get a 413."""
 
