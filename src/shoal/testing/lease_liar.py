@@ -10,7 +10,8 @@ hashes cannot catch.)
 
 Run it as a process::
 
-    python -m shoal.testing.lease_liar --tracker URL --url URL --file PATH [--pieces N] [--digest sha256:HEX] [--source ADDR]
+    python -m shoal.testing.lease_liar --tracker URL --url URL --file PATH [--pieces N] [--digest sha256:HEX]
+        [--source ADDR]
 
 ``--file`` holds the bytes to serve (the origin's length); ``--pieces`` how many pieces from the first to
 take (default: all); ``--digest`` joins the task of a ``shoal get --digest``. Once the tracker holds its
