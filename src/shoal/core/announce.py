@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from shoal.core.bitfield import Bitfield
 from shoal.core.errors import ProtocolError
 from shoal.core.handout import PeerView, hand_out
-from shoal.core.leases import Lease, grant_leases
+from shoal.core.leases import Lease, grant_leases, reclaim_leases
 from shoal.core.manifest import Manifest
 from shoal.core.messages import AnnounceRequest, AnnounceResponse, PeerAddress
 
@@ -134,6 +134,10 @@ def decide_announce(
                 outcome.new_hashes[index] = digest
         if outcome.new_hashes:
             task = replace(task, hash_seq=task.hash_seq + len(outcome.new_hashes))
+    if current:
+        for index in request.fetching:
+            if index >= size:
+                raise ProtocolError(f"fetching names piece {index} of {size}", field="fetching")
 
     host = request.host or seen_host
     have = Bitfield(size)
@@ -221,6 +225,15 @@ def decide_announce(
             live_leases[index] = renewed
         elif lease.peer_id in live_ids and lease.expires > now:
             live_leases[index] = lease
+
+    # Origin fetches in flight whose lease the tracker lost (a restart) or let lapse: back to their peer,
+    # before any lease is granted afresh, so the piece is not fetched from the origin a second time.
+    for index in reclaim_leases(
+        claimed=set(request.fetching) - finished, held=held, leased=live_leases, asker=request.peer_id
+    ):
+        if index not in live_leases:
+            live_leases[index] = reclaimed = Lease(index, request.peer_id, now + policy.peer_ttl)
+            outcome.put_leases.append(reclaimed)
 
     granted: list[int] = []
     if manifest is not None and request.want_leases:

@@ -179,6 +179,7 @@ class Download:
         self.hashed = Bitfield(0)  # the keys of `hashes`, likewise
         self.inflight = Bitfield(0)
         self.leases: set[int] = set()
+        self.fetching: set[int] = set()  # pieces of our origin runs still to come (told to the tracker)
         self.peers: dict[str, PeerState] = {}
         self.range_ok = True
         self.origin_busy = 0
@@ -560,6 +561,7 @@ class Download:
             if not run:
                 break
             self._start(run)
+            self.fetching.update(run)
             self.origin_busy += 1
             log.debug("pieces %d-%d from the origin: asking", run[0], run[-1])
             self._spawn(fetch_origin(self.origin, manifest, part, run, post, self._throttle))
@@ -609,6 +611,7 @@ class Download:
             case OriginPiece(index, digest, size):
                 log.debug("piece %d from the origin", index)
                 self.inflight.discard(index)
+                self.fetching.discard(index)
                 self._mark_written(index, digest)
                 self.stats.done += size
                 self.stats.from_origin += size
@@ -633,6 +636,7 @@ class Download:
                     raise error  # our own disk failed (full, read-only): no other source can help
                 if source == "origin":
                     self.origin_busy -= 1
+                    self.fetching.difference_update(unfetched)
                     if rate:
                         self.origin_rate = rate if not self.origin_rate else (self.origin_rate + rate) / 2
                     if error is not None:
@@ -832,6 +836,9 @@ class Download:
         request = self._request(
             done=reported,
             released=released,
+            # Every announce names them: a tracker that lost their leases (restarted) gives them back to us
+            # instead of leasing them to another peer, who would fetch them from the origin again.
+            fetching=tuple(sorted(self.fetching)),
             bad_peers=tuple(sorted(self.bad_peers)),
             want_leases=want,
             no_range=not self.range_ok,
