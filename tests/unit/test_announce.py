@@ -10,6 +10,7 @@ from shoal.core.errors import ProtocolError
 from shoal.core.leases import Lease
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import AnnounceRequest
+from shoal.core.resume import resume
 
 from .factories import (
     IDENTITY,
@@ -281,6 +282,18 @@ def test_a_claim_beyond_the_last_piece_or_malformed_is_a_protocol_error() -> Non
         AnnounceRequest.from_json(body)
     assert caught.value.field == "fetching"
     assert AnnounceRequest.from_json({**body, "fetching": [2, 3]}).fetching == (2, 3)
+
+
+def test_a_restart_gives_what_was_live_when_the_tracker_stopped_one_ttl_from_the_restart() -> None:
+    stopped, outage = NOW, 40.0  # longer than a TTL: judged by its last announce, every peer would be dead
+    plan = resume(stopped, stopped + outage, POLICY.peer_ttl)
+    assert plan is not None
+    assert (plan.live_since, plan.last_seen) == (stopped - POLICY.peer_ttl, stopped + outage)
+    assert (plan.leases_from, plan.expires) == (stopped, stopped + outage + POLICY.peer_ttl)
+    assert resume(None, NOW, POLICY.peer_ttl) is None  # a database without peers has nothing to carry over
+    # A clock stepped back since the stop makes nothing live that was not.
+    back = resume(NOW + 100, NOW, POLICY.peer_ttl)
+    assert back is not None and back.leases_from == NOW and back.expires == NOW + POLICY.peer_ttl
 
 
 # -- bad peers and hand-outs ---------------------------------------------------------------------------

@@ -905,7 +905,10 @@ class Download:
                 backoff = 0.5
             else:
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                # Never slower than the tracker's interval: it forgets a peer silent for its peer TTL (a
+                # few intervals) and leases that peer's pieces to others, so a peer that backed off
+                # further while the tracker was down (restarting) would be forgotten once it came back.
+                backoff = min(backoff * 2, 5.0, self._interval)
 
     async def _hash_refresher(self) -> None:
         """Fetch new piece hashes when woken: at once after a quiet spell, else HASH_REFRESH_GAP after the
