@@ -183,6 +183,9 @@ def test_the_swarm_stands_in_for_an_origin_that_is_down_but_not_for_one_that_ref
 
 
 def test_tracker_restarted_mid_swarm(tmp_path, origin, make_file, spawn_get, services):
+    """A tracker killed and restarted while every peer is fetching its leased pieces from the origin: the
+    peers go on, the restarted tracker keeps their leases (and gives back the ones it has not kept to the
+    peers fetching them), and the file leaves the origin once."""
     size = 12 << 20
     src = origin("--rate", "3M")
     data = make_file(src.root / "r.bin", size)
@@ -195,7 +198,19 @@ def test_tracker_restarted_mid_swarm(tmp_path, origin, make_file, spawn_get, ser
         spawn_get(url, "-o", str(tmp_path / f"r{i}.bin"), "--tracker", first.url, "--upload-time", "3")
         for i in range(3)
     ]
-    wait_for(lambda: (task_summary_or_none(first, url) or {}).get("hashed_pieces", 0) >= 4, what="progress")
+
+    def mid_swarm() -> bool:
+        # Every peer has joined (one whose joining announces meet the outage gives up, by design: pieces it
+        # reported prove it is past them) and origin leases are out: pieces are on their way when it goes.
+        summary = task_summary_or_none(first, url) or {}
+        return (
+            len(summary.get("peers", [])) == 3
+            and all(p["pieces"] > 0 for p in summary["peers"])
+            and summary["hashed_pieces"] < summary["pieces"]
+            and summary["leases"] > 0
+        )
+
+    wait_for(mid_swarm, what="all three peers fetching from the origin")
     generation = task_summary(first, task_id_for_url(url))["generation"]
     first.kill()
     time.sleep(1.0)  # an outage, not a wait for something: peers see connection refused meanwhile
@@ -203,18 +218,23 @@ def test_tracker_restarted_mid_swarm(tmp_path, origin, make_file, spawn_get, ser
     second = start_tracker(db, port=port)
     services.append(second)
 
-    def reannounced() -> bool:
-        summary = task_summary_or_none(second, url)
-        return summary is not None and sum(p["last_seen"] > restarted for p in summary["peers"]) == 3
-
-    wait_for(reannounced, what="all three peers announcing to the restarted tracker")
+    # Each peer announces to the restarted tracker (and, once done and seeding, leaves it with a stopped
+    # announce that removes its row): collect the peers seen, not a moment when all three are listed.
+    seen: set[str] = set()
+    deadline = time.monotonic() + 120
+    while len(seen) < 3 and any(proc.poll() is None for proc in peers) and time.monotonic() < deadline:
+        summary = task_summary_or_none(second, url) or {"peers": []}
+        seen.update(p["peer_id"] for p in summary["peers"] if p["last_seen"] > restarted)
+        time.sleep(0.05)
     for i, proc in enumerate(peers):
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
         assert "changed" not in err  # they went on, not started again
         assert (tmp_path / f"r{i}.bin").read_bytes() == data
+    assert len(seen) == 3, f"peers that announced to the restarted tracker: {seen}"
     assert task_summary(second, task_id_for_url(url))["generation"] == generation
-    assert src.bytes_sent() <= size * 1.25  # the file left the origin about once
+    # The file left the origin once: no piece whose lease the restart lost was fetched by a second peer.
+    assert src.bytes_sent() <= size * 1.05
     assert no_partial_files(tmp_path)
 
 

@@ -12,6 +12,8 @@ from shoal.core.errors import ProtocolError
 from shoal.core.ids import content_task_id
 from shoal.core.leases import Lease
 from shoal.core.manifest import Manifest, OriginIdentity
+from shoal.core.messages import AnnounceRequest
+from shoal.core.resume import resume
 
 from .factories import (
     IDENTITY,
@@ -341,6 +343,67 @@ def test_no_range_from_a_stale_generation_is_ignored() -> None:
     assert out.task.range_ok
 
 
+# -- claims: origin fetches in flight, after a restart that lost their leases ---------------------------
+
+
+def test_a_claim_on_a_free_piece_is_leased_back_to_its_fetcher() -> None:
+    # The restarted tracker has no lease on 4 or 5 (lost, or lapsed while p1 could not reach it).
+    snap = snapshot(task(), peers=[peer("p2", have=[0, 1])])
+    out = announce(snap, request("p1", fetching=(5, 4)))
+    assert out.response is not None and out.response.leases == (4, 5)
+    assert out.put_leases == held_by("p1", [4, 5], NOW + POLICY.peer_ttl)
+
+
+def test_a_claim_on_a_piece_someone_else_holds_or_leases_is_refused() -> None:
+    snap = snapshot(
+        task(),
+        peers=[peer("p2", have=[4]), peer("p3"), peer("p4", last_seen=DEAD)],
+        leases=[*held_by("p3", [5]), *held_by("p3", [6], expires=NOW), *held_by("p4", [7])],
+    )
+    out = announce(snap, request("p1", fetching=(4, 5, 6, 7)))
+    # 4: p2 holds it; 5: p3's live lease. 6: p3's lease has lapsed; 7: p4 is gone. Those two are p1's.
+    assert out.response is not None and out.response.leases == (6, 7)
+    assert sorted(lease.piece for lease in out.put_leases) == [6, 7]
+
+
+def test_a_claimed_piece_is_not_leased_afresh_to_the_claimant_or_another_peer() -> None:
+    tracker = MemoryTracker()
+    tracker.announce(request("p1", generation=0, origin=IDENTITY), NOW)
+    claimed = tracker.announce(request("p1", fetching=(0, 1, 2), want_leases=2), NOW)
+    # The claims come before fresh grants: p1 gets 0-2 back and, asking for more, the next run (3, 4).
+    assert claimed.response is not None and claimed.response.leases == (0, 1, 2, 3, 4)
+    other = tracker.announce(request("p2", want_leases=4), NOW)
+    assert other.response is not None and other.response.leases == (5, 6, 7, 8)
+
+
+def test_a_claim_on_a_piece_reported_done_or_released_in_the_same_announce_is_no_lease() -> None:
+    out = announce(snapshot(task()), request("p1", fetching=(3, 4, 5), done={3: digest(3)}, released=(4,)))
+    assert out.response is not None and out.response.leases == (5,)
+
+
+def test_a_claim_beyond_the_last_piece_or_malformed_is_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError) as caught:
+        announce(snapshot(task()), request("p1", fetching=(PIECES,)))
+    assert caught.value.field == "fetching"
+    body = {**request("p1").to_json(), "fetching": [-1]}
+    with pytest.raises(ProtocolError) as caught:
+        AnnounceRequest.from_json(body)
+    assert caught.value.field == "fetching"
+    assert AnnounceRequest.from_json({**body, "fetching": [2, 3]}).fetching == (2, 3)
+
+
+def test_a_restart_gives_what_was_live_when_the_tracker_stopped_one_ttl_from_the_restart() -> None:
+    stopped, outage = NOW, 40.0  # longer than a TTL: judged by its last announce, every peer would be dead
+    plan = resume(stopped, stopped + outage, POLICY.peer_ttl)
+    assert plan is not None
+    assert (plan.live_since, plan.last_seen) == (stopped - POLICY.peer_ttl, stopped + outage)
+    assert (plan.leases_from, plan.expires) == (stopped, stopped + outage + POLICY.peer_ttl)
+    assert resume(None, NOW, POLICY.peer_ttl) is None  # a database without peers has nothing to carry over
+    # A clock stepped back since the stop makes nothing live that was not.
+    back = resume(NOW + 100, NOW, POLICY.peer_ttl)
+    assert back is not None and back.leases_from == NOW and back.expires == NOW + POLICY.peer_ttl
+
+
 # -- bad peers and hand-outs ---------------------------------------------------------------------------
 
 
@@ -422,7 +485,7 @@ PEERS = ["p0", "p1", "p2", "p3"]
 steps = st.lists(
     st.tuples(
         st.sampled_from(PEERS),
-        st.sampled_from(["update", "update", "update", "finish", "release", "stopped", "accuse"]),
+        st.sampled_from(["update", "update", "update", "finish", "release", "stopped", "accuse", "claim"]),
         st.integers(min_value=0, max_value=6),
         st.floats(min_value=0.0, max_value=POLICY.peer_ttl * 0.7),
     ),
@@ -434,7 +497,8 @@ steps = st.lists(
 @settings(max_examples=150, deadline=None)
 @given(steps, st.booleans())
 def test_no_piece_is_leased_twice_across_a_swarm(script: list[tuple[str, str, int, float]], range_ok: bool) -> None:
-    """Peers join, fetch, release, accuse, fall silent and leave; a live lease is never handed twice."""
+    """Peers join, fetch, release, accuse, claim pieces as in flight, fall silent and leave; a live lease is
+    never handed twice."""
     tracker = MemoryTracker()
     now = NOW
     have: dict[str, set[int]] = {p: set() for p in PEERS}
@@ -453,6 +517,7 @@ def test_no_piece_is_leased_twice_across_a_swarm(script: list[tuple[str, str, in
             want_leases=amount,
             done=done,
             released=released,
+            fetching=tuple(range(amount)) if action == "claim" else (),
             bad_peers=accused,
             bitfield=bits(have[peer_id]).encode(),
             no_range=not range_ok,

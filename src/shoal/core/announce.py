@@ -37,7 +37,7 @@ from shoal.core.bitfield import Bitfield
 from shoal.core.errors import ProtocolError
 from shoal.core.handout import PeerView, hand_out
 from shoal.core.ids import content_task_id, is_content_task
-from shoal.core.leases import Lease, grant_leases
+from shoal.core.leases import Lease, grant_leases, reclaim_leases
 from shoal.core.manifest import Manifest
 from shoal.core.messages import AnnounceRequest, AnnounceResponse, PeerAddress
 
@@ -171,6 +171,10 @@ def decide_announce(
     if outcome.new_hashes or outcome.revoked:
         task = replace(task, hash_seq=task.hash_seq + len(outcome.revoked) + len(outcome.new_hashes))
     hashed = snapshot.hashed & ~Bitfield.of(size, outcome.revoked).mask | Bitfield.of(size, outcome.new_hashes).mask
+    if current:
+        for index in request.fetching:
+            if index >= size:
+                raise ProtocolError(f"fetching names piece {index} of {size}", field="fetching")
 
     host = request.host or seen_host
     have = Bitfield(size)
@@ -271,6 +275,14 @@ def decide_announce(
             live_leases[index] = renewed
         elif lease.peer_id in live_ids and lease.expires > now:
             live_leases[index] = lease
+
+    # Origin fetches in flight whose lease the tracker lost (a restart) or let lapse: back to their peer,
+    # before any lease is granted afresh, so the piece is not fetched from the origin a second time.
+    claimed = set() if view.bad else set(request.fetching) - finished
+    for index in reclaim_leases(claimed=claimed, held=held, leased=live_leases, asker=request.peer_id):
+        if index not in live_leases:
+            live_leases[index] = reclaimed = Lease(index, request.peer_id, now + policy.peer_ttl)
+            outcome.put_leases.append(reclaimed)
 
     granted: list[int] = []
     if manifest is not None and request.want_leases and not view.bad:

@@ -7,6 +7,11 @@ Rules:
   once.
 * A lease lives as long as its peer keeps announcing; the tracker renews it on each announce. A peer that
   falls silent loses its leases when it expires, and the pieces become leasable again.
+* A peer names the pieces it is fetching from the origin on every announce (``fetching``). A tracker that
+  has lost such a lease (restarted, or it lapsed while the peer could not reach the tracker) grants it back
+  to that peer when no live, trusted peer holds the piece and no other peer holds a live lease on it: the
+  bytes are on their way, and leasing the piece to someone else would fetch it from the origin twice. A
+  claim on a piece someone else holds or has leased is refused; the claimant's bytes are then a copy.
 * Peers get runs of consecutive pieces so one HTTP Range request fetches a run, and each run starts at
   the lowest free piece: peers that start together take the file's first runs in turn, and the swarm
   fills the file front to back. The complete prefix of a peer that started with them then grows with its
@@ -19,7 +24,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from shoal.core.bitfield import Bitfield
@@ -63,3 +68,10 @@ def grant_leases(
     start = (free & -free).bit_length() - 1  # the lowest free piece
     end = Bitfield.from_mask(held.size, free).run_end(start)
     return list(range(start, min(end, start + want)))
+
+
+def reclaim_leases(*, claimed: Iterable[int], held: Bitfield, leased: Mapping[int, Lease], asker: str) -> list[int]:
+    """The pieces of ``claimed`` (the asker's origin fetches in flight) whose lease is the asker's after this
+    announce: those no live, trusted peer holds (``held``) and no other peer holds a live lease on
+    (``leased`` holds only live leases). Indices must be within ``held``'s size."""
+    return sorted(i for i in set(claimed) if i not in held and (i not in leased or leased[i].peer_id == asker))

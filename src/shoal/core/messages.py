@@ -116,6 +116,10 @@ class AnnounceRequest:
     """Pieces fetched from the origin under lease: index -> BLAKE3 hex of the piece."""
     released: tuple[int, ...] = ()
     """Leases the peer gives back unfetched."""
+    fetching: tuple[int, ...] = ()
+    """Pieces the peer is fetching from the origin right now, under leases it was granted. A tracker that
+    has lost or let lapse those leases (restarted, or unreachable for longer than its peer TTL) grants each
+    back to this peer when nobody holds the piece and no other peer holds a live lease on it."""
     bad_peers: tuple[str, ...] = ()
     """Peers that served this peer bytes failing verification."""
     want_leases: int = 0
@@ -187,6 +191,7 @@ class AnnounceRequest:
             bitfield=bitfield,
             done=done,
             released=tuple(_index_list(data, "released")),
+            fetching=tuple(_index_list(data, "fetching")),
             bad_peers=tuple(bad_peers),
             want_leases=want,
             no_range=bool(_get(data, "no_range", bool, False)),
@@ -199,6 +204,7 @@ class AnnounceRequest:
         out["origin"] = None if self.origin is None else asdict(self.origin)
         out["done"] = {str(k): v for k, v in self.done.items()}
         out["released"] = list(self.released)
+        out["fetching"] = list(self.fetching)
         out["bad_peers"] = list(self.bad_peers)
         if self.piece_hashes:
             out["piece_hashes"] = encode_piece_hashes(self.piece_hashes)

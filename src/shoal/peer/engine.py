@@ -191,6 +191,7 @@ class Download:
         self.hashed = Bitfield(0)  # the keys of `hashes`, likewise
         self.inflight = Bitfield(0)
         self.leases: set[int] = set()
+        self.fetching: set[int] = set()  # pieces of our origin runs still to come (told to the tracker)
         self.peers: dict[str, PeerState] = {}
         self.range_ok = True
         self.origin_busy = 0
@@ -668,6 +669,7 @@ class Download:
             if not run:
                 break
             self._start(run)
+            self.fetching.update(run)
             self.origin_busy += 1
             log.debug("pieces %d-%d from the origin: asking", run[0], run[-1])
             self._spawn(fetch_origin(self.origin, manifest, part, run, post, self._throttle))
@@ -717,6 +719,7 @@ class Download:
             case OriginPiece(index, digest, size):
                 log.debug("piece %d from the origin", index)
                 self.inflight.discard(index)
+                self.fetching.discard(index)
                 if self.content_hashes and self.content_hashes.get(index) != digest:
                     # A content task names its bytes: an origin that sends others serves another file now.
                     raise Restart()
@@ -755,6 +758,7 @@ class Download:
                     raise error  # our own disk failed (full, read-only): no other source can help
                 if source == "origin":
                     self.origin_busy -= 1
+                    self.fetching.difference_update(unfetched)
                     if rate:
                         self.origin_rate = rate if not self.origin_rate else (self.origin_rate + rate) / 2
                     if error is not None:
@@ -998,6 +1002,9 @@ class Download:
         request = self._request(
             done=reported,
             released=released,
+            # Every announce names them: a tracker that lost their leases (restarted) gives them back to us
+            # instead of leasing them to another peer, who would fetch them from the origin again.
+            fetching=tuple(sorted(self.fetching)),
             bad_peers=tuple(sorted(self.bad_peers)),
             want_leases=want,
             no_range=not self.range_ok,
@@ -1064,7 +1071,10 @@ class Download:
                 backoff = 0.5
             else:
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                # Never slower than the tracker's interval: it forgets a peer silent for its peer TTL (a
+                # few intervals) and leases that peer's pieces to others, so a peer that backed off
+                # further while the tracker was down (restarting) would be forgotten once it came back.
+                backoff = min(backoff * 2, 5.0, self._interval)
 
     async def _hash_refresher(self) -> None:
         """Fetch new piece hashes when woken: at once after a quiet spell, else HASH_REFRESH_GAP after the

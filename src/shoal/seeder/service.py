@@ -3,7 +3,7 @@
 When a file is published::
 
     created / modified ──(no event for `quiet` s)──┐
-    closed after write / moved in ─────────────────┼─> settle: size and mtime unchanged for `settle` s
+    closed after write / moved in (from anywhere) ─┼─> settle: size and mtime unchanged for `settle` s
     found by the start-up scan ────────────────────┘        │
                                                             v
                    hash index hit (path, size, mtime, inode) ── or ── hash (SHA-1 + BLAKE3, threads)
@@ -16,6 +16,8 @@ When a file is published::
 A published file that is modified, moved out or deleted is unpublished at once (a client must never get a
 torrent for bytes that are no longer there); a modified one is published again once it settles. Every
 event of a path restarts its wait, so a file being written is looked at once, after its writer is done.
+When a path is looked at after an event is :func:`shoal.seeder.watcher.due_after`'s rule; the reason is
+logged with the publication.
 
 One owner: all of this runs on the event loop, in one task per path that is waiting or hashing; the
 catalog it fills is what the HTTP endpoints and the wire seeder read. Listeners (the tracker registrar)
@@ -38,7 +40,7 @@ from shoal.core.metainfo import TorrentInfo
 from shoal.seeder.catalog import Catalog, SeededFile
 from shoal.seeder.config import SeederConfig
 from shoal.seeder.names import Root, contained, rel_of
-from shoal.seeder.watcher import Change, Watcher
+from shoal.seeder.watcher import Change, Due, Watcher, Why, due_after
 from shoal.storage.file_hashes import FileHashes, FileStat, hash_file
 from shoal.storage.hash_index import HashIndex
 
@@ -62,10 +64,12 @@ class Listener(Protocol):
 class _Wait:
     """A path that is waiting to settle or being hashed."""
 
-    __slots__ = ("due", "moved", "task")
+    __slots__ = ("due", "moved", "task", "why")
 
-    def __init__(self, due: float) -> None:
-        self.due = due
+    def __init__(self, due: Due) -> None:
+        self.due = due.at
+        self.why: Why = due.why
+        """Why it is looked at when it is (the latest event's rule), for the publication's log line."""
         self.moved = asyncio.Event()
         """Set when ``due`` changes, so a close wakes a path that was waiting out a quiet period."""
         self.task: asyncio.Task[None] | None = None
@@ -125,27 +129,23 @@ class Seeder:
                 log.exception("handling %s of %s failed", change.kind, change.path)
 
     async def _apply(self, change: Change) -> None:
+        path = change.path
         if change.kind == "moved":
             self._gone(change.path, change.is_directory)
             assert change.dest is not None
-            if change.is_directory:
-                await self._scan(change.dest)
-            else:
-                self._touch(change.dest, 0.0)
-        elif change.kind == "deleted":
-            self._gone(change.path, change.is_directory)
+            path = change.dest
+        if change.kind == "deleted":
+            self._gone(path, change.is_directory)
         elif change.is_directory:
-            if change.kind == "created":
-                await self._scan(change.path)  # files made before inotify watched the new directory
-        elif change.kind == "closed":
-            self._touch(change.path, 0.0)
-        else:  # created or modified: more writes may follow, and a close will cut the wait short
-            self._touch(change.path, self.config.quiet)
+            if change.kind in ("created", "moved", "moved_in"):
+                await self._scan(path)  # files made before inotify watched the directory
+        else:
+            self._touch(path, due_after(change.kind, time.monotonic(), self.config.quiet))
 
     async def _scan(self, directory: Path) -> None:
         files = await asyncio.to_thread(_walk, directory)
         for path in files:
-            self._touch(path, 0.0)
+            self._touch(path, Due(time.monotonic(), "found"))
 
     def _root_rel(self, path: Path) -> tuple[Root, str] | None:
         for root in self.roots:
@@ -154,22 +154,21 @@ class Seeder:
                 return root, rel
         return None
 
-    def _touch(self, path: Path, delay: float) -> None:
+    def _touch(self, path: Path, due: Due) -> None:
         found = self._root_rel(path)
         if found is None:
             return
         _, rel = found
         entry = self.catalog.get(rel)
-        if entry is not None and delay > 0:
+        if entry is not None and due.why == "quiet":
             self._withdraw(rel)  # being rewritten: its torrent no longer describes it
         self.catalog.seen(rel)
-        due = time.monotonic() + delay
         wait = self._waits.get(path)
         if wait is None:
             wait = self._waits[path] = _Wait(due)
             wait.task = asyncio.create_task(self._settle_and_publish(path, wait))
         else:
-            wait.due = due  # a close cuts a quiet wait short; a write after it starts a new one
+            wait.due, wait.why = due.at, due.why  # a close cuts a quiet wait short; a write starts a new one
             wait.moved.set()
 
     def _gone(self, path: Path, is_directory: bool) -> None:
@@ -266,10 +265,18 @@ class Seeder:
         if old is not None and old.info_hash != entry.info_hash:
             for listener in self.listeners:
                 listener.unpublished(old)
-        log.info("published %s (%d bytes, %s)", rel, stat.size, hashes.digest[:16])
+        log.info("published %s (%d bytes, %s; %s)", rel, stat.size, hashes.digest[:16], _WHY[wait.why])
         for listener in self.listeners:
             listener.published(entry)
         return True
+
+
+_WHY: dict[Why, str] = {
+    "closed": "settled after a close",
+    "moved": "settled after a move",
+    "quiet": "settled after the quiet period without a close",
+    "found": "found by a scan",
+}
 
 
 def _regular_stat(path: Path) -> FileStat | None:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, select, update
+from sqlalchemy import Connection, and_, delete, func, select, update
 
 from shoal.core.announce import AnnounceOutcome, PeerRecord, TaskRecord, TaskSnapshot
 from shoal.core.audit import Audit
@@ -37,6 +37,7 @@ from shoal.core.handout import PeerView
 from shoal.core.leases import Lease
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import HashesResponse
+from shoal.core.resume import resume
 from shoal.storage.db import SqlStore
 from shoal.storage.schema import leases, peers, piece_hashes, tasks
 
@@ -447,6 +448,28 @@ class TrackerStore(SqlStore):
                 if now - p.last_seen < peer_ttl
             ],
         }
+
+    async def resume(self, now: float, peer_ttl: float) -> tuple[int, int]:
+        """Carry over the peers and leases a previous tracker left live (:mod:`shoal.core.resume`); return
+        how many of each. Called once at start-up, before any announce is served."""
+        async with self.connection() as conn:
+            last_heard = (await conn.execute(select(func.max(peers.c.last_seen)))).scalar()
+        plan = resume(None if last_heard is None else float(last_heard), now, peer_ttl)
+        if plan is None:
+            return 0, 0
+
+        def write(conn: Connection) -> tuple[int, int]:
+            resumed_peers = conn.execute(
+                update(peers).where(peers.c.last_seen >= plan.live_since).values(last_seen=plan.last_seen)
+            )
+            resumed_leases = conn.execute(
+                update(leases).where(leases.c.expires >= plan.leases_from).values(expires=plan.expires)
+            )
+            return int(resumed_peers.rowcount or 0), int(resumed_leases.rowcount or 0)
+
+        self._rows.clear()  # none are read before start-up ends; none may outlive the rows they copy
+        counts: tuple[int, int] = await self._stage(write, None)
+        return counts
 
     async def expire(self, now: float, peer_ttl: float) -> int:
         """Forget peers unheard of for ``peer_ttl`` and the leases they held; return how many peers."""

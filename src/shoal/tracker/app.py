@@ -81,6 +81,12 @@ class TrackerService:
         assert outcome.response is not None
         return outcome.response.to_json()
 
+    async def resume(self) -> None:
+        """Give the peers and leases a previous tracker left live one peer TTL to be heard of again."""
+        peers, leases = await self.store.resume(self.clock(), self.config.peer_ttl)
+        if peers or leases:
+            log.info("resumed %d peers and %d origin leases from the database", peers, leases)
+
     async def expire_forever(self) -> None:
         while True:
             await asyncio.sleep(self.config.interval)
@@ -145,6 +151,7 @@ def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> 
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with service.store:
+            await service.resume()
             loops = [asyncio.create_task(service.expire_forever()), asyncio.create_task(service.pools.sweep_forever())]
             yield
             for loop in loops:
