@@ -14,6 +14,7 @@ from shoal.core.leases import Lease
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import AnnounceRequest
 from shoal.core.resume import resume
+from shoal.testing.hostile import identity
 
 from .factories import (
     IDENTITY,
@@ -385,7 +386,8 @@ def test_a_claim_beyond_the_last_piece_or_malformed_is_a_protocol_error() -> Non
     with pytest.raises(ProtocolError) as caught:
         announce(snapshot(task()), request("p1", fetching=(PIECES,)))
     assert caught.value.field == "fetching"
-    body = {**request("p1").to_json(), "fetching": [-1]}
+    me = identity("p1")
+    body = {**request(me.peer_id, secret=me.secret).to_json(), "fetching": [-1]}
     with pytest.raises(ProtocolError) as caught:
         AnnounceRequest.from_json(body)
     assert caught.value.field == "fetching"
