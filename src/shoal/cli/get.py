@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import shlex
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from shoal.daemon.client import DaemonClient
 from shoal.daemon.config import default_socket
 from shoal.peer.config import GetConfig
 from shoal.peer.request import check_digest, parse_headers, resolve_destination
+from shoal.storage.placement import Destination
 from shoal.tls import deferred_roots
 
 if TYPE_CHECKING:
@@ -255,13 +257,26 @@ def _through_daemon(
 ) -> None:
     dest = resolve_destination(url, output, dest_path)
     check_digest(digest)
-    if bar is not None:
-        with bar:
-            result = client.get(url, dest, headers=parse_headers(headers), digest=digest, progress=bar)
-    else:
-        result = client.get(url, dest, headers=parse_headers(headers), digest=digest)
+    destination = Destination.of(dest)
+    landing = dest
+    if destination.through:
+        # A device or a FIFO is written through from here: the daemon places the file in our scratch
+        # directory, so that it never waits on a FIFO's reader, and Ctrl-C stops that wait.
+        destination.prepare()
+        landing = destination.temporary(f"shoal-{secrets.token_hex(4)}")
+    try:
+        if bar is not None:
+            with bar:
+                result = client.get(url, landing, headers=parse_headers(headers), digest=digest, progress=bar)
+        else:
+            result = client.get(url, landing, headers=parse_headers(headers), digest=digest)
+        if destination.through:
+            destination.install(landing)
+    finally:
+        if destination.through:
+            landing.unlink(missing_ok=True)
     if not quiet:
-        how = "hard link" if result["linked"] else "copy"
+        how = "written through" if destination.through else "hard link" if result["linked"] else "copy"
         if result["hit"]:
             detail = f"cache hit, {how}"
         else:
