@@ -12,6 +12,7 @@
     ├── CacheError                  7  the node cache cannot do what was asked
     │   ├── CacheFull               7  the file does not fit: larger than the capacity, or no room
     │   └── NotInCache              7  no entry (or no copy on disk) for that id
+    ├── CallbackFailed              8  the file is in place, but the --callback command failed
     └── ProtocolError               -  malformed input from a peer or a client (mapped to 4xx at the edge)
 
 Errors carry their context as attributes (``url``, ``peer``, ``piece``) so callers can act on them
@@ -108,6 +109,20 @@ class CacheFull(CacheError):
 
 class NotInCache(CacheError):
     """The cache has no entry for an id, or the entry's file is not on disk."""
+
+
+class CallbackFailed(ShoalError):
+    """The download succeeded and the file is in place, but the ``--callback`` command could not be started
+    or did not exit 0."""
+
+    exit_code = 8
+
+    def __init__(self, message: str, *, command: str, path: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.command = command
+        self.path = path
+        self.status = status
+        """The command's exit status (negative: the signal that killed it); None when it could not start."""
 
 
 class ProtocolError(ShoalError):
