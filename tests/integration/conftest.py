@@ -1,10 +1,11 @@
-"""Fixtures for integration tests: real tracker, origin and `shoal get` processes on 127.0.0.1."""
+"""Fixtures for integration tests: real tracker, origin, daemon and `shoal get` processes on 127.0.0.1."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import sqlite3
 import subprocess
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -16,7 +17,7 @@ import pytest
 from shoal.core.ids import task_id_for_url
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.storage.partfile import PartFile, piece_hash
-from shoal.testing.processes import Service, shoal_argv, start_origin, start_tracker, write_random
+from shoal.testing.processes import Service, shoal_argv, start_daemon, start_origin, start_tracker, write_random
 
 
 @dataclass
@@ -128,3 +129,44 @@ def rewritten_after_an_interrupted_run(url: str, origin_file: Path, dest: Path) 
     origin_file.write_bytes(new)
     os.utime(origin_file, ns=(mtime, mtime))
     return new
+
+
+class Daemon:
+    def __init__(self, service: Service, cache_dir: Path, socket_path: Path) -> None:
+        self.service = service
+        self.cache_dir = cache_dir
+        self.socket = socket_path
+
+    def get(self, url: str, dest: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+        return run_get(url, "-o", str(dest), "--socket", str(self.socket), *extra)
+
+    def objects(self) -> list[Path]:
+        return sorted((self.cache_dir / "objects").glob("*/*"))
+
+    def index(self, query: str) -> list[tuple[object, ...]]:
+        with sqlite3.connect(self.cache_dir / "index.sqlite") as db:
+            return db.execute(query).fetchall()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, services: list[Service]) -> Callable[..., Daemon]:
+    def make(
+        tracker: Service | None = None, *, name: str = "node", capacity: str = "1G", cache_dir: Path | None = None
+    ) -> Daemon:
+        cache = cache_dir or tmp_path / name / "cache"
+        sock = tmp_path / name / "daemon.sock"
+        service = start_daemon(cache, sock, tracker=tracker.url if tracker else None, capacity=capacity)
+        services.append(service)
+        return Daemon(service, cache, sock)
+
+    return make
+
+
+def cache_cli(cache_dir: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        shoal_argv("cache", "--cache-dir", str(cache_dir), *args),
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=60,
+    )

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import socket
-import sqlite3
 import stat
 import subprocess
 import sys
@@ -23,50 +22,9 @@ import pytest
 
 from shoal.daemon.client import DaemonClient, RemoteError
 from shoal.testing.processes import Service, shoal_argv, start_daemon
-from tests.integration.conftest import Origin, run_get
+from tests.integration.conftest import Daemon, Origin, cache_cli, run_get
 
 MiB = 1 << 20
-
-
-class Daemon:
-    def __init__(self, service: Service, cache_dir: Path, socket_path: Path) -> None:
-        self.service = service
-        self.cache_dir = cache_dir
-        self.socket = socket_path
-
-    def get(self, url: str, dest: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-        return run_get(url, "-o", str(dest), "--socket", str(self.socket), *extra)
-
-    def objects(self) -> list[Path]:
-        return sorted((self.cache_dir / "objects").glob("*/*"))
-
-    def index(self, query: str) -> list[tuple[object, ...]]:
-        with sqlite3.connect(self.cache_dir / "index.sqlite") as db:
-            return db.execute(query).fetchall()
-
-
-@pytest.fixture
-def daemon(tmp_path: Path, services: list[Service]) -> Callable[..., Daemon]:
-    def make(
-        tracker: Service | None = None, *, name: str = "node", capacity: str = "1G", cache_dir: Path | None = None
-    ) -> Daemon:
-        cache = cache_dir or tmp_path / name / "cache"
-        sock = tmp_path / name / "daemon.sock"
-        service = start_daemon(cache, sock, tracker=tracker.url if tracker else None, capacity=capacity)
-        services.append(service)
-        return Daemon(service, cache, sock)
-
-    return make
-
-
-def cache_cli(cache_dir: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        shoal_argv("cache", "--cache-dir", str(cache_dir), *args),
-        capture_output=True,
-        text=True,
-        input=stdin,
-        timeout=60,
-    )
 
 
 def test_a_second_get_is_a_cache_hit_with_no_network(

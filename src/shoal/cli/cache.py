@@ -25,12 +25,13 @@ from typing import Any, TypeVar
 import click
 
 from shoal.cli.main import configure_logging, run_or_exit, socket_option
-from shoal.core.errors import LocalIOError, UsageError
+from shoal.core.errors import UsageError
 from shoal.core.units import format_bytes
 from shoal.daemon.client import DaemonClient, DaemonUnavailable
 from shoal.daemon.config import default_cache_dir, default_socket, index_path
 from shoal.storage.cache_index import CacheEntry
 from shoal.storage.cache_store import CacheStore, describe
+from shoal.storage.placement import Destination
 
 T = TypeVar("T")
 
@@ -214,19 +215,20 @@ def warm(options: Options, target: str) -> None:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Write to PATH.")
 @pass_options
 def get_(options: Options, ident: str, output: Path) -> None:
-    """Place ID's file at PATH (a hard link on the same filesystem), fetching it first if needed."""
+    """Place ID's file at PATH (a hard link on the same filesystem; a device or a FIFO written through),
+    fetching it first if needed."""
 
     def go() -> None:
-        dest = output.absolute()
-        if not dest.parent.is_dir():
-            raise LocalIOError(f"destination directory {dest.parent} does not exist", path=str(dest.parent))
+        destination = Destination.of(output)
+        destination.writable()
         with options.store() as store:
             entry = store.lookup(ident)
         if entry is None or not entry.cached:
             entry = _warm(options, ident)
         with options.store() as store:
-            placed, linked = store.place(entry.digest, dest)
-        click.echo(f"{dest}: {format_bytes(placed.size)} ({'hard link' if linked else 'copy'})", err=True)
+            placed, linked = store.place(entry.digest, destination.path)
+        how = "written through" if destination.through else "hard link" if linked else "copy"
+        click.echo(f"{destination.path}: {format_bytes(placed.size)} ({how})", err=True)
 
     _run(go)
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import shlex
+import secrets
 import signal
-import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -20,8 +18,10 @@ from shoal.cli.main import click_parser, configure_logging, loading, run_or_exit
 from shoal.core.units import format_bytes, parse_rate
 from shoal.daemon.client import DaemonClient
 from shoal.daemon.config import default_socket
+from shoal.peer.callback import callback_argv, run_callback
 from shoal.peer.config import GetConfig
 from shoal.peer.request import check_digest, parse_headers, resolve_destination
+from shoal.storage.placement import Destination
 from shoal.tls import deferred_roots
 
 if TYPE_CHECKING:
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 # Only what a cache hit through the daemon needs is imported at the top: the in-process download (aiohttp,
 # the engine) is imported when it runs, so a hit costs an interpreter start and one request.
-log = logging.getLogger("shoal.get")
 
 
 class StatsLike(Protocol):
@@ -107,7 +106,16 @@ def _dump_tasks() -> None:
         task.print_stack(file=sys.stderr)
 
 
-async def _cancellable(run: Callable[[], asyncio.Future[GetResult] | asyncio.Task[GetResult]]) -> GetResult:
+async def _cancellable(
+    run: Callable[[], asyncio.Future[GetResult] | asyncio.Task[GetResult]],
+    placed: Callable[[], GetResult | None],
+    stopped: Callable[[GetResult], None],
+) -> GetResult:
+    """Run the download; SIGTERM stops it as Ctrl-C does (asyncio.run turns SIGINT into a cancellation).
+
+    Stopped before the file is in place, it was interrupted (KeyboardInterrupt: exit code 130). Stopped once
+    ``placed`` has the result, while the file is served to peers, the download succeeded: ``stopped`` is told
+    and the result returned (exit code 0), since what the user asked for is done."""
     task = asyncio.ensure_future(run())
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, task.cancel)
@@ -115,7 +123,11 @@ async def _cancellable(run: Callable[[], asyncio.Future[GetResult] | asyncio.Tas
     try:
         return await task
     except asyncio.CancelledError:
-        raise KeyboardInterrupt from None
+        result = placed()
+        if result is None:
+            raise KeyboardInterrupt from None
+        stopped(result)
+        return result
 
 
 @click.command()
@@ -147,7 +159,9 @@ async def _cancellable(run: Callable[[], asyncio.Future[GetResult] | asyncio.Tas
     help="Seconds to keep serving the file to peers after it is complete.",
 )
 @click.option("--fallback", is_flag=True, help="Download straight from the origin if the tracker is unreachable.")
-@click.option("--callback", metavar="CMD", help="Run CMD with the file's path appended after success.")
+@click.option(
+    "--callback", metavar="CMD", help="Run CMD with the file's path appended after success (exit code 8 if it fails)."
+)
 @click.option("--digest", metavar="sha256:HEX", help="Verify the whole file before it is moved into place.")
 @click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'", help="Header for the origin (repeatable).")
 @click.option("--site", default="", help="Locality label: prefer peers of this site.")
@@ -196,15 +210,22 @@ def get(
         run_or_exit(lambda: _through_daemon(client, url, output, dest_path, headers, digest, callback, quiet, bar))
         return
 
+    placed: list[GetResult] = []
+
     def report(result: GetResult) -> None:
+        placed.append(result)
         if bar is not None:
             bar.progress.stop()
         if not quiet:
             origin, peers = format_bytes(result.bytes_from_origin), format_bytes(result.bytes_from_peers)
             size = format_bytes(result.size)
             click.echo(f"{result.path}: {size} in {result.seconds:.2f}s (origin {origin}, peers {peers})", err=True)
-            if tracker and upload_time > 0:
-                click.echo(f"serving it to peers for {upload_time:g}s (Ctrl-C to stop)", err=True)
+            if result.seeding > 0:
+                click.echo(f"serving it to peers for {result.seeding:g}s (Ctrl-C to stop)", err=True)
+
+    def stopped(result: GetResult) -> None:
+        if not quiet:
+            click.echo(f"stopped serving it to peers; {result.path} is in place", err=True)
 
     bar = ProgressBar(url.rsplit("/", 1)[-1] or url) if show_bar else None
 
@@ -234,10 +255,13 @@ def get(
                 )
             )
 
+        def cancellable() -> Coroutine[None, None, GetResult]:
+            return _cancellable(run, lambda: placed[0] if placed else None, stopped)
+
         if bar is None:
-            return asyncio.run(_cancellable(run))
+            return asyncio.run(cancellable())
         with bar:
-            return asyncio.run(_cancellable(run))
+            return asyncio.run(cancellable())
 
     run_or_exit(go)
 
@@ -255,24 +279,33 @@ def _through_daemon(
 ) -> None:
     dest = resolve_destination(url, output, dest_path)
     check_digest(digest)
-    if bar is not None:
-        with bar:
-            result = client.get(url, dest, headers=parse_headers(headers), digest=digest, progress=bar)
-    else:
-        result = client.get(url, dest, headers=parse_headers(headers), digest=digest)
+    if callback is not None:
+        callback_argv(callback)
+    destination = Destination.of(dest)
+    landing = dest
+    if destination.through:
+        # A device or a FIFO is written through from here: the daemon places the file in our scratch
+        # directory, so that it never waits on a FIFO's reader, and Ctrl-C stops that wait.
+        destination.prepare()
+        landing = destination.temporary(f"shoal-{secrets.token_hex(4)}")
+    try:
+        if bar is not None:
+            with bar:
+                result = client.get(url, landing, headers=parse_headers(headers), digest=digest, progress=bar)
+        else:
+            result = client.get(url, landing, headers=parse_headers(headers), digest=digest)
+        if destination.through:
+            destination.install(landing)
+    finally:
+        if destination.through:
+            landing.unlink(missing_ok=True)
+    if callback:
+        run_callback(callback, dest)  # before the line that says it went well, as in a download made here
     if not quiet:
-        how = "hard link" if result["linked"] else "copy"
+        how = "written through" if destination.through else "hard link" if result["linked"] else "copy"
         if result["hit"]:
             detail = f"cache hit, {how}"
         else:
             origin, peers = format_bytes(result["bytes_from_origin"]), format_bytes(result["bytes_from_peers"])
             detail = f"origin {origin}, peers {peers}; cached by the daemon, {how}"
         click.echo(f"{dest}: {format_bytes(result['size'])} in {result['seconds']:.2f}s ({detail})", err=True)
-    if callback:
-        try:
-            code = subprocess.call([*shlex.split(callback), str(dest)])
-        except OSError as exc:
-            log.error("callback %r could not start: %s", callback, exc.strerror or exc)
-            return
-        if code != 0:
-            log.error("callback %r exited with status %d", callback, code)

@@ -10,6 +10,7 @@ Exit codes (also in the README):
     5  integrity failure: the whole-file digest did not match
     6  local I/O error: the destination cannot be written
     7  cache error: the file does not fit the cache, the cache has no such entry, or another daemon holds it
+    8  the file is in place, but the --callback command failed or could not be started
     130 interrupted
 """
 

@@ -13,6 +13,7 @@
     │   ├── CacheFull               7  the file does not fit: larger than the capacity, or no room
     │   ├── NotInCache              7  no entry (or no copy on disk) for that id
     │   └── CacheLocked             7  another daemon serves that cache directory
+    ├── CallbackFailed              8  the file is in place, but the --callback command failed
     └── ProtocolError               -  malformed input from a peer or a client (mapped to 4xx at the edge)
 
 Errors carry their context as attributes (``url``, ``peer``, ``piece``) so callers can act on them
@@ -119,6 +120,20 @@ class CacheLocked(CacheError):
         super().__init__(message)
         self.path = path
         self.pid = pid
+
+
+class CallbackFailed(ShoalError):
+    """The download succeeded and the file is in place, but the ``--callback`` command could not be started
+    or did not exit 0."""
+
+    exit_code = 8
+
+    def __init__(self, message: str, *, command: str, path: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.command = command
+        self.path = path
+        self.status = status
+        """The command's exit status (negative: the signal that killed it); None when it could not start."""
 
 
 class ProtocolError(ShoalError):

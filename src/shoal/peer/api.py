@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import shlex
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import aiohttp
 from shoal.core.errors import UsageError
 from shoal.core.ids import canonical_url
 from shoal.core.units import parse_rate
+from shoal.peer.callback import callback_argv, run_callback
 from shoal.peer.config import GetConfig
 from shoal.peer.engine import Download, Stats
 from shoal.peer.request import check_digest, parse_headers, parse_listen, resolve_destination
@@ -40,6 +40,8 @@ class GetResult:
     bytes_from_peers: int
     seconds: float
     task_id: str
+    seeding: float = 0.0
+    """Seconds the file is served to peers now that it is in place (0: it is not, see Download.seeds)."""
 
 
 def _rate(value: int | str | None) -> int | None:
@@ -73,11 +75,14 @@ async def aget(
 
     ``tracker`` defaults to the ``SHOAL_TRACKER`` environment variable; with neither, the file comes
     straight from the origin. ``callback`` is a command run with the file's path appended once the file
-    is in place. ``on_complete`` is called with the result as soon as the file is in place, before the
+    is in place; if it cannot start or fails, CallbackFailed is raised at once (no seeding follows), the
+    file left in place. ``on_complete`` is called with the result as soon as the file is in place, before the
     ``upload_time`` of serving it to peers.
     """
     canonical_url(url)  # validates
     check_digest(digest)
+    if callback is not None:
+        callback_argv(callback)
     if upload_time < 0:
         raise UsageError("upload time must not be negative")
     listen_host, listen_port = parse_listen(listen)
@@ -123,7 +128,8 @@ async def aget(
                 ticker.cancel()
                 ticker = None
             if callback:
-                await _run_callback(callback, completed.path)
+                # Its failure ends the get at once (CallbackFailed), with no seeding period.
+                await asyncio.to_thread(run_callback, callback, completed.path)
             result = GetResult(
                 path=completed.path,
                 size=completed.size,
@@ -132,6 +138,7 @@ async def aget(
                 bytes_from_peers=download.stats.from_peers,
                 seconds=seconds,
                 task_id=completed.task_id,
+                seeding=config.upload_time if download.seeds(config.upload_time) else 0.0,
             )
             if on_complete:
                 on_complete(result)
@@ -174,15 +181,3 @@ async def _tick(stats: Stats, progress: Callable[[Stats], None]) -> None:
     while True:
         progress(stats)
         await asyncio.sleep(0.2)
-
-
-async def _run_callback(command: str, path: Path) -> None:
-    argv = [*shlex.split(command), str(path)]
-    try:
-        proc = await asyncio.create_subprocess_exec(*argv)
-    except OSError as exc:
-        log.error("callback %r could not start: %s", command, exc.strerror or exc)
-        return
-    code = await proc.wait()
-    if code != 0:
-        log.error("callback %r exited with status %d", command, code)

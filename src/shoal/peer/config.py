@@ -11,7 +11,8 @@ from pathlib import Path
 @dataclass(frozen=True)
 class GetConfig:
     dest: Path
-    """Where the finished file goes; a temporary file beside it holds the download until it is verified."""
+    """Where the finished file goes; a temporary file beside it holds the download until it is verified (a
+    symlink, a device or a FIFO: see storage/placement.py)."""
     tracker: str | None = None
     """Tracker base URL (http://host:6969); None downloads straight from the origin."""
     headers: dict[str, str] = field(default_factory=dict)

@@ -35,6 +35,7 @@ import contextlib
 import logging
 import random
 import secrets
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -240,10 +241,17 @@ class Download:
             self._reset_attempt()
         raise OriginChanged(f"the origin's file kept changing ({self.url})", url=self.url)
 
+    def seeds(self, seconds: float) -> bool:
+        """Whether :meth:`seed` serves the completed file for ``seconds``: only when there is a tracker that
+        answered (a download made straight from the origin, with no tracker or with ``--fallback``, has
+        nobody to announce to) and a file to serve from (not one written through to a device or a FIFO)."""
+        return self.tracker is not None and not self.direct and self.served is not None and seconds > 0
+
     async def seed(self, completed: Completed, seconds: float) -> None:
         """Keep serving a completed file for ``seconds``, announcing it; :meth:`leave` ends it."""
-        if self.tracker is None or self.served is None or seconds <= 0:
+        if not self.seeds(seconds):
             return
+        assert self.tracker is not None and self.served is not None
         for index in range(completed.manifest.piece_count):
             if index not in self.withheld:
                 self.served.add(index)
@@ -501,12 +509,28 @@ class Download:
             await self._refetch_suspects(*failed)  # an IntegrityError when the origin's bytes alone failed
             return await self._finish()
         digest = "sha256:" + hashes["sha256"] if self.config.digest else None
-        # Rename and repoint the piece server with no await between them: no request sees the old path gone.
-        path = part.move_into_place()
-        if self.served is not None:
-            self.served.path = path
+        if part.destination.through:
+            # A device or a FIFO is written through (storage.placement), and nothing stays on disk to serve
+            # from: the piece server stops serving the file before its part file goes. The write waits for a
+            # FIFO's reader, in a thread, told to give up if we are cancelled meanwhile.
+            if self.served is not None:
+                self.server.withdraw(self.task_id, self.served)
+                self.served = None
+            stop = threading.Event()
+            try:
+                await asyncio.to_thread(part.move_into_place, stop)
+            except asyncio.CancelledError:
+                stop.set()
+                raise
+        else:
+            # Rename and repoint the piece server with no await between them: no request sees the old path gone.
+            placed = part.move_into_place()
+            if self.served is not None and placed is not None:
+                self.served.path = placed
         part.close()
-        return Completed(path, self.manifest.length, digest, self.task_id, self.generation, self.manifest, hashes)
+        return Completed(
+            self.config.dest, self.manifest.length, digest, self.task_id, self.generation, self.manifest, hashes
+        )
 
     async def _refetch_suspects(self, check: WholeFileCheck, actual: str) -> None:
         """The complete file fails a whole-file check (:mod:`shoal.core.whole_file`): drop every piece this

@@ -12,8 +12,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
-from shoal.core.errors import LocalIOError, UsageError
+from shoal.core.errors import UsageError
 from shoal.core.ids import canonical_url
+from shoal.storage.placement import Destination
 
 _DIGEST = re.compile(r"^sha256:[0-9a-fA-F]{64}$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -30,7 +31,8 @@ def file_name_from_url(url: str) -> str:
 def resolve_destination(
     url: str, output: str | os.PathLike[str] | None, dest_dir: str | os.PathLike[str] | None
 ) -> Path:
-    """Where the file goes; the directory must exist and be writable."""
+    """Where the file goes: its directory must exist and be writable, or, for a device or a FIFO, the file
+    itself (see :mod:`shoal.storage.placement`)."""
     if output is not None and dest_dir is not None:
         raise UsageError("give either an output file (-o) or a destination directory (--dest-path), not both")
     if output is not None:
@@ -40,11 +42,7 @@ def resolve_destination(
     dest = dest.absolute()
     if dest.is_dir():
         raise UsageError(f"{dest} is a directory; give a file name with -o or use --dest-path")
-    parent = dest.parent
-    if not parent.is_dir():
-        raise LocalIOError(f"destination directory {parent} does not exist", path=str(parent))
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise LocalIOError(f"destination directory {parent} is not writable", path=str(parent))
+    Destination.of(dest).writable()
     return dest
 
 

@@ -19,7 +19,8 @@ Rules:
   the entry, and the next request fetches it afresh. A scrub (:meth:`CacheStore.scrub`) hashes every
   entry regardless, for damage that leaves the stat alone.
 * **Placing a file** at a destination hard-links it when the filesystem allows (no copy: a 1 GiB hit
-  costs milliseconds) and copies otherwise, through a temporary name and a rename either way. A linked
+  costs milliseconds) and copies otherwise, through a temporary name and a rename either way; a symlink is
+  followed and a device or a FIFO written through (:mod:`shoal.storage.placement`). A linked
   destination shares the read-only object's inode, so writing to it fails for users other than root.
 * **The SHA-256 may come later.** An entry is named by its BLAKE3; its SHA-256 (for ``sha256:`` ids)
   costs ten times as much CPU, so the daemon records it as pending (``""``) and completes it in the
@@ -52,6 +53,7 @@ from shoal.core.ids import canonical_url
 from shoal.core.units import format_bytes
 from shoal.storage.cache_index import CacheEntry, CacheIndex, TaskRecord
 from shoal.storage.content_hash import hash_content
+from shoal.storage.placement import Destination
 
 log = logging.getLogger("shoal.cache")
 
@@ -430,10 +432,15 @@ class CacheStore:
             self.index.end_use(use)
 
     def place(self, ident: str, dest: Path) -> tuple[CacheEntry, bool]:
-        """Put an entry's file at ``dest`` (a hard link if possible, else a copy); (entry, linked)."""
-        dest = Path(dest)
+        """Put an entry's file at ``dest`` by :mod:`shoal.storage.placement`'s rule: a hard link if possible,
+        else a copy, through a temporary name beside the target (a symlink followed); a device or a FIFO is
+        written through. (entry, linked)."""
+        destination = Destination.of(dest)
         with self.using(ident) as (entry, path):
-            tmp = dest.with_name(f".{dest.name}.shoal-{secrets.token_hex(4)}")
+            if destination.through:
+                destination.write_through(path)
+                return entry, False
+            tmp = destination.temporary(f"shoal-{secrets.token_hex(4)}")
             linked = True
             try:
                 try:
@@ -446,14 +453,17 @@ class CacheStore:
                     os.chmod(tmp, 0o644)
                     with open(tmp, "rb+") as f:
                         os.fsync(f.fileno())
-                os.replace(tmp, dest)
-                # When dest is already a link to the same object, rename(2) does nothing and leaves tmp.
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
             except OSError as exc:
                 with contextlib.suppress(OSError):
                     tmp.unlink()
-                raise _io_error("write", dest, exc) from None
+                raise _io_error("write", destination.path, exc) from None
+            try:
+                destination.install(tmp)
+            finally:
+                # Left after a failed rename, and after a successful one when dest is already a link to the
+                # same object: rename(2) then does nothing.
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
             if linked:
                 # A new link changes the inode's ctime: record it, or the next use would hash the file again.
                 with contextlib.suppress(OSError):

@@ -2,7 +2,9 @@
 pieces.
 
 Nothing appears at the destination until the whole file is verified: pieces are written into
-``.NAME.shoal-part`` at their offsets, and only the final rename puts ``NAME`` in place. The sidecar
+``.NAME.shoal-part`` at their offsets, and only the final rename puts ``NAME`` in place. Where the part file
+lives and how it is put in place (a symlink followed, a device or a FIFO written through, its part file in
+a private scratch directory) is :mod:`shoal.storage.placement`'s rule. The sidecar
 ``.NAME.shoal-state`` records which pieces were verified and their hashes; it is replaced atomically. A
 rerun trusts the sidecar only after hashing each listed piece again, so a crash between a write and a
 sidecar update can never make a bad piece count as good. The part file is locked (``flock``) while it is
@@ -32,6 +34,7 @@ from shoal.core.bitfield import Bitfield
 from shoal.core.errors import LocalIOError
 from shoal.core.manifest import Manifest
 from shoal.storage import writeback
+from shoal.storage.placement import Destination
 
 STATE_VERSION = 1
 
@@ -56,11 +59,11 @@ def piece_hash(data: bytes | memoryview | Buffers) -> str:
 
 
 def part_path(dest: Path) -> Path:
-    return dest.with_name(f".{dest.name}.shoal-part")
+    return Destination.of(dest).temporary("shoal-part")
 
 
 def state_path(dest: Path) -> Path:
-    return dest.with_name(f".{dest.name}.shoal-state")
+    return Destination.of(dest).temporary("shoal-state")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +78,11 @@ class PartFile:
     its thread writes does not stop the thread), so none of them lands in a file that reused the number."""
 
     def __init__(self, dest: Path, task_id: str, manifest: Manifest) -> None:
+        """``dest`` is looked at now (a stat): a LocalIOError for one that can never be written."""
         self.dest = dest
-        self.path = part_path(dest)
-        self.state = state_path(dest)
+        self.destination = Destination.of(dest)
+        self.path = self.destination.temporary("shoal-part")
+        self.state = self.destination.temporary("shoal-state")
         self.task_id = task_id
         self.manifest = manifest
         self._fd: int | None = None
@@ -108,6 +113,7 @@ class PartFile:
 
         Run in a worker thread, it can be overtaken by :meth:`close` (its caller was cancelled): the file is
         then closed, by close or here, and open raises RuntimeError."""
+        self.destination.prepare()
         previous = self._read_state()
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -260,15 +266,14 @@ class PartFile:
         except OSError as exc:
             raise self._fail("flush", exc) from exc
 
-    def move_into_place(self) -> Path:
-        """Rename the (synced, verified) part file to the destination and drop the sidecar."""
-        try:
-            os.replace(self.path, self.dest)
-        except OSError as exc:
-            raise self._fail("move into place", exc, self.dest) from exc
+    def move_into_place(self, stop: threading.Event | None = None) -> Path | None:
+        """Put the (synced, verified) part file in place (renamed, or written through and removed: see
+        :meth:`Destination.write_through` for ``stop``) and drop the sidecar; the path the file's bytes are
+        at now (None when written through: nowhere to read them again)."""
+        self.destination.install(self.path, stop)
         with contextlib.suppress(FileNotFoundError):
             self.state.unlink()
-        return self.dest
+        return None if self.destination.through else self.destination.target
 
     def close(self) -> None:
         """Close the file once no worker thread uses it (a write in progress takes a millisecond or so)."""

@@ -1,0 +1,119 @@
+"""How `shoal get` ends once the file is in place: the seeding period (only with a tracker that answered),
+Ctrl-C or SIGTERM during it (exit 0: the file is in place), and a failing --callback (exit 8). Real
+processes: a tracker, an origin, a daemon, `shoal get`."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from shoal.testing.processes import Service
+from tests.integration.conftest import Daemon, Origin, run_get
+
+MiB = 1 << 20
+DEAD_TRACKER = "http://127.0.0.1:9"
+
+
+def test_no_seeding_period_without_a_tracker_that_answered(
+    tmp_path: Path, origin: Callable[..., Origin], make_file: Callable[[Path, int], bytes]
+) -> None:
+    o = origin()
+    data = make_file(o.root / "f.bin", MiB)
+    # The default upload time is 60 s: a get that seeded to nobody would run into the timeout.
+    fallback = run_get(
+        o.url("f.bin"), "-o", str(tmp_path / "a.bin"), "--tracker", DEAD_TRACKER, "--fallback", timeout=30
+    )
+    assert fallback.returncode == 0, fallback.stderr
+    assert (tmp_path / "a.bin").read_bytes() == data
+    assert "serving it to peers" not in fallback.stderr
+    alone = run_get(o.url("f.bin"), "-o", str(tmp_path / "b.bin"), "--no-daemon", timeout=30)
+    assert alone.returncode == 0, alone.stderr
+    assert "serving it to peers" not in alone.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_stopped_while_serving_to_peers_exits_0_with_the_file_in_place(
+    sig: signal.Signals,
+    tmp_path: Path,
+    tracker: Callable[..., Service],
+    origin: Callable[..., Origin],
+    make_file: Callable[[Path, int], bytes],
+    spawn_get: Callable[..., subprocess.Popen[str]],
+) -> None:
+    t, o = tracker(), origin()
+    data = make_file(o.root / "f.bin", 2 * MiB)
+    out = tmp_path / "f.bin"
+    proc = spawn_get(o.url("f.bin"), "-o", str(out), "--tracker", t.url, "--upload-time", "600", "--no-daemon")
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "serving it to peers for 600s" in line:
+            break
+    else:
+        pytest.fail(f"no seeding period began (exit {proc.wait()})")
+    proc.send_signal(sig)
+    assert proc.wait(20) == 0
+    rest = proc.stderr.read()
+    assert rest == f"stopped serving it to peers; {out} is in place\n"
+    assert out.read_bytes() == data
+
+
+@pytest.fixture(params=["in-process", "daemon"])
+def get_with_callback(
+    request: pytest.FixtureRequest,
+    tracker: Callable[..., Service],
+    origin: Callable[..., Origin],
+    daemon: Callable[..., Daemon],
+    make_file: Callable[[Path, int], bytes],
+) -> tuple[Callable[[Path, str], subprocess.CompletedProcess[str]], bytes]:
+    o = origin()
+    data = make_file(o.root / "f.bin", MiB)
+    if request.param == "in-process":
+        # With a tracker and a long upload time: a failed callback must end the get at once all the same.
+        extra: tuple[str, ...] = ("--no-daemon", "--tracker", tracker().url, "--upload-time", "600")
+    else:
+        extra = ("--socket", str(daemon().socket))
+
+    def get(dest: Path, callback: str) -> subprocess.CompletedProcess[str]:
+        return run_get(o.url("f.bin"), "-o", str(dest), "--callback", callback, *extra, timeout=60)
+
+    return get, data
+
+
+def test_a_callback_that_fails_exits_8_and_the_file_stays(
+    tmp_path: Path, get_with_callback: tuple[Callable[[Path, str], subprocess.CompletedProcess[str]], bytes]
+) -> None:
+    get, data = get_with_callback
+    out = tmp_path / "f.bin"
+    failed = get(out, "sh -c 'exit 3'")
+    assert failed.returncode == 8, failed.stderr
+    assert failed.stderr.strip().count("\n") == 0
+    assert f"{out} is in place, but the callback" in failed.stderr and "exited with status 3" in failed.stderr
+    assert out.read_bytes() == data
+
+
+def test_a_callback_that_cannot_start_exits_8_and_the_file_stays(
+    tmp_path: Path, get_with_callback: tuple[Callable[[Path, str], subprocess.CompletedProcess[str]], bytes]
+) -> None:
+    get, data = get_with_callback
+    out = tmp_path / "f.bin"
+    missing = get(out, str(tmp_path / "no-such-command"))
+    assert missing.returncode == 8, missing.stderr
+    assert missing.stderr.strip().count("\n") == 0
+    assert "could not be started: No such file or directory" in missing.stderr
+    assert out.read_bytes() == data
+
+
+@pytest.mark.parametrize(("callback", "message"), [("", "needs a command"), ("echo 'open", "No closing quotation")])
+def test_a_callback_that_can_never_run_is_refused_before_the_download(
+    tmp_path: Path, origin: Callable[..., Origin], make_file: Callable[[Path, int], bytes], callback: str, message: str
+) -> None:
+    o = origin()
+    make_file(o.root / "f.bin", MiB)
+    result = run_get(o.url("f.bin"), "-o", str(tmp_path / "f.bin"), "--callback", callback, "--no-daemon")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().count("\n") == 0 and message in result.stderr
+    assert o.bytes_sent() == 0 and not (tmp_path / "f.bin").exists()
