@@ -79,7 +79,7 @@ def in_order(snapshot: TaskSnapshot) -> TaskSnapshot:
     """The snapshot with its peers sorted, and what is kept in memory only left out: peers' accusers (a
     restarted tracker judges a peer afresh; its stored ``bad`` mark stays), spot checks and who reported
     each hash."""
-    peers = [replace(p, view=replace(p.view, accusers=frozenset())) for p in snapshot.peers]
+    peers = [replace(p, view=replace(p.view, accusers=frozenset()), reported=0) for p in snapshot.peers]
     return replace(snapshot, peers=sorted(peers, key=lambda p: p.view.peer_id), audits={}, reporters={})
 
 
@@ -231,7 +231,7 @@ async def test_bad_marks_are_stored_and_respected(store: TrackerStore) -> None:
     await step(store, "p1", T0 + 1, "10.9.0.1", bad_peers=("p2",))
     rows = await store.read_rows(TASK_ID)
     assert rows is not None and not rows.peers["p2"].bad
-    await step(store, "p3", T0 + 1, "10.9.0.2", bad_peers=("p2",))
+    await step(store, "p3", T0 + 1, "10.9.0.2", bad_peers=("p2",), bitfield=bitfield(0))
     rows = await store.read_rows(TASK_ID)
     assert rows is not None and rows.peers["p2"].bad
     await step(store, "p4", T0 + 2, generation=0)

@@ -45,9 +45,16 @@ def view(peer_id: str, *, have: Iterable[int] = (), size: int = PIECES, **fields
 
 
 def peer(
-    peer_id: str, *, have: Iterable[int] = (), generation: int = 1, last_seen: float = NOW, **fields: Any
+    peer_id: str,
+    *,
+    have: Iterable[int] = (),
+    generation: int = 1,
+    last_seen: float = NOW,
+    reported: Iterable[int] = (),
+    **fields: Any,
 ) -> PeerRecord:
-    return PeerRecord(view(peer_id, have=have, **fields), generation, last_seen)
+    """``reported``: the pieces whose hash the tracker took from this peer."""
+    return PeerRecord(view(peer_id, have=have, **fields), generation, last_seen, sum(1 << i for i in reported))
 
 
 def task(*, generation: int = 1, manifest: Manifest | None = MANIFEST, **fields: Any) -> TaskRecord:

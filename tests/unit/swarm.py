@@ -55,6 +55,10 @@ class MemoryTracker:
             self.reporters.pop(piece, None)
         self.hashes.update(outcome.new_hashes)
         self.reporters.update({piece: peer for piece, peer in outcome.reporters.items() if peer})
+        for peer_id, have in outcome.unheld.items():
+            if peer_id in self.peers:
+                p = self.peers[peer_id]
+                self.peers[peer_id] = replace(p, view=replace(p.view, have=have))
         for piece, audit in outcome.audits.items():
             if audit is None:
                 self.audits.pop(piece, None)

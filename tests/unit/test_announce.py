@@ -308,11 +308,18 @@ def test_pieces_held_by_live_peers_are_not_leased() -> None:
 def test_an_older_announce_arriving_late_keeps_the_pieces_a_newer_one_reported() -> None:
     # p1 reported pieces 4 and 5 (their leases went); then its announce sent before that arrives, with a
     # bitfield that lacks them. They stay p1's: another peer is not leased them.
-    snap = snapshot(task(), peers=[peer("p1", have=[0, 1, 4, 5])], leases=held_by("p1", [6, 7]))
+    snap = snapshot(task(), peers=[peer("p1", have=[0, 1, 4, 5], reported=[4, 5])], leases=held_by("p1", [6, 7]))
     out = announce(snap, request("p1", bitfield=bits([0, 1]).encode()))
     assert out.peer is not None and sorted(out.peer.view.have) == [0, 1, 4, 5]
     out = announce(snapshot(task(), peers=[out.peer], leases=held_by("p1", [6, 7])), request("p2", want_leases=16))
     assert out.response is not None and not {0, 1, 4, 5, 6, 7} & set(out.response.leases)
+
+
+def test_a_piece_taken_from_peers_and_left_out_of_the_bitfield_is_no_longer_the_peers() -> None:
+    # p1 took pieces 2 and 3 from peers, then dropped 3 (its hash changed, core.audit): its bitfield says so.
+    snap = snapshot(task(), peers=[peer("p1", have=[2, 3, 4], reported=[4])])
+    out = announce(snap, request("p1", bitfield=bits([2]).encode()))
+    assert out.peer is not None and sorted(out.peer.view.have) == [2, 4]
 
 
 @pytest.mark.parametrize(

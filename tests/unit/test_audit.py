@@ -138,6 +138,9 @@ def test_claims_of_revoked_pieces_count_for_nothing() -> None:
     tracker.announce(request("d", bitfield=bits(range(4)).encode()), NOW, "10.0.0.4")
     assert sorted(tracker.peers["d"].view.have) == [0, 1, 2, 3]
     catch(tracker, digest(0))
+    # d's copies were checked against the forged hashes: none of them is d's now, the replaced piece 0
+    # included, even though the tracker otherwise keeps a live peer's pieces.
+    assert len(tracker.peers["d"].view.have) == 0
     out = tracker.announce(request("e", generation=0, origin=IDENTITY), NOW, "10.0.0.5")
     out = tracker.announce(request("e", want_leases=PIECES), NOW, "10.0.0.5")
     assert out.response is not None and {1, 2, 3} <= set(out.response.leases), "d's copies of them are not held"

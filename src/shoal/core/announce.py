@@ -62,6 +62,8 @@ class PeerRecord:
     view: PeerView
     generation: int
     last_seen: float
+    reported: int = 0
+    """Bit mask of the pieces whose hash the tracker took from this peer's reports (kept in memory only)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +118,9 @@ class AnnounceOutcome:
     """Who vouches for each of ``new_hashes`` ("": peers on two hosts, or the task's id)."""
     revoked: list[int] = field(default_factory=list)
     """Hashes dropped (a spot check caught their reporter), before ``new_hashes`` are written."""
+    unheld: dict[str, Bitfield] = field(default_factory=dict)
+    """Other peers' pieces after the revoked ones are taken out: a copy checked against a revoked hash is
+    nobody's until its holder reports it again (the tracker otherwise keeps a live peer's pieces)."""
     audits: dict[int, Audit | None] = field(default_factory=dict)
     """Spot checks begun or advanced; None: closed."""
     response: AnnounceResponse | None = None
@@ -170,7 +175,12 @@ def decide_announce(
         )
     if outcome.new_hashes or outcome.revoked:
         task = replace(task, hash_seq=task.hash_seq + len(outcome.revoked) + len(outcome.new_hashes))
-    hashed = snapshot.hashed & ~Bitfield.of(size, outcome.revoked).mask | Bitfield.of(size, outcome.new_hashes).mask
+    revoked = Bitfield.of(size, outcome.revoked).mask
+    hashed = snapshot.hashed & ~revoked | Bitfield.of(size, outcome.new_hashes).mask
+    for record in snapshot.peers if revoked else ():
+        other = record.view
+        if other.peer_id != request.peer_id and other.have.size == size and other.have.mask & revoked:
+            outcome.unheld[other.peer_id] = Bitfield.from_mask(size, other.have.mask & ~revoked)
     if current:
         for index in request.fetching:
             if index >= size:
@@ -183,6 +193,7 @@ def decide_announce(
     if current:
         for index in confirmed:
             have.add(index)
+    reported = Bitfield.of(size, confirmed).mask
     if (
         current
         and request.event == "update"
@@ -191,11 +202,14 @@ def decide_announce(
         and now - previous.last_seen < policy.peer_ttl
         and previous.view.have.size == size
     ):
-        # A live peer's pieces only grow between its start and its stop. Kept, they survive an older
-        # announce that arrives after a newer one (a peer reports its last origin pieces beside the announce
-        # in flight): its bitfield lacks pieces the newer one reported done, and with their leases gone those
-        # would look free and be leased to another peer, to fetch from the origin again.
-        have.union_update(previous.view.have)
+        # A live peer keeps the pieces it reported done between its start and its stop. Kept, they survive
+        # an older announce that arrives after a newer one (a peer reports its last origin pieces beside the
+        # announce in flight): its bitfield lacks pieces the newer one reported done, and with their leases
+        # gone those would look free and be leased to another peer, to fetch from the origin again. Its other
+        # pieces are what its bitfield says: a peer drops a piece whose hash changed, and says so by leaving
+        # it out.
+        reported |= previous.reported
+        have.union_update(Bitfield.from_mask(size, previous.view.have.mask & previous.reported))
     # A claim counts only for pieces whose hash the tracker holds: no one can take a piece out of origin
     # leasing, or be handed out for it, before the origin's bytes are known (or once its hash is revoked).
     have.intersection_update(hashed)
@@ -217,7 +231,7 @@ def decide_announce(
         outcome.response = AnnounceResponse(task.generation, manifest, range_ok=task.range_ok)
         return outcome
 
-    outcome.peer = PeerRecord(view, task.generation, now)
+    outcome.peer = PeerRecord(view, task.generation, now, reported & have.mask)
     if not current:
         outcome.response = AnnounceResponse(
             task.generation,
@@ -245,6 +259,8 @@ def decide_announce(
             if not other.bad and len(accusers) >= BAN_QUORUM:
                 outcome.mark_bad.append(other.peer_id)
             other = replace(other, accusers=accusers, bad=other.bad or len(accusers) >= BAN_QUORUM)
+        if other.peer_id in outcome.unheld:
+            other = replace(other, have=outcome.unheld[other.peer_id])
         if other.have.size != size:
             # A bitfield stored before this announce set the manifest describes no pieces yet.
             other = replace(other, have=Bitfield(size))

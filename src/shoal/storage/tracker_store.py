@@ -86,6 +86,8 @@ class PeerRow:
     bad: bool
     accusers: frozenset[str] = frozenset()
     """Kept in memory only: after a restart a peer is judged afresh (``bad`` is stored)."""
+    reported: int = 0
+    """Kept in memory only (core.announce.PeerRecord.reported)."""
 
 
 @dataclass(slots=True)
@@ -123,7 +125,7 @@ class TaskRows:
                 else Bitfield(size)
             )
             view = PeerView(r.peer_id, r.host, r.port, r.site, r.rack, have, r.bad, r.accusers)
-            records.append(PeerRecord(view, r.generation, r.last_seen))
+            records.append(PeerRecord(view, r.generation, r.last_seen, r.reported))
         known = {i: self.hashes[i][0] for i in hash_pieces if i in self.hashes}
         return TaskSnapshot(task, records, dict(self.leases), known, self.hashed, self.audits, self.reporters)
 
@@ -158,6 +160,9 @@ class TaskRows:
             self.hashed |= 1 << piece
             self.revoked.pop(piece, None)
         self.reporters.update({piece: peer for piece, peer in outcome.reporters.items() if peer})
+        for peer_id, have in outcome.unheld.items():
+            if peer_id in self.peers:
+                self.peers[peer_id] = replace(self.peers[peer_id], bitfield=have.to_bytes())
         for piece, audit in outcome.audits.items():
             if audit is None:
                 self.audits.pop(piece, None)
@@ -199,6 +204,7 @@ def _peer_row(record: PeerRecord) -> PeerRow:
         record.last_seen,
         view.bad,
         view.accusers,
+        record.reported,
     )
 
 
@@ -375,6 +381,12 @@ class TrackerStore(SqlStore):
                     for n, (piece, digest) in enumerate(sorted(outcome.new_hashes.items()))
                 ],
             )
+        for peer_id, have in outcome.unheld.items():
+            conn.execute(
+                update(peers)
+                .where(and_(peers.c.task_id == tid, peers.c.peer_id == peer_id))
+                .values(bitfield=have.to_bytes())
+            )
         if outcome.mark_bad:
             conn.execute(
                 update(peers)
@@ -400,7 +412,7 @@ class TrackerStore(SqlStore):
 
     def _upsert_peer(self, conn: Connection, task_id: str, record: PeerRecord) -> None:
         values = asdict(_peer_row(record))  # the row the copy in memory gets too
-        del values["accusers"]
+        del values["accusers"], values["reported"]
         peer_id = values.pop("peer_id")
         where = and_(peers.c.task_id == task_id, peers.c.peer_id == peer_id)
         result = conn.execute(update(peers).where(where).values(**values))
