@@ -11,22 +11,30 @@ import asyncio
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import aiohttp
 import click
-from rich.console import Console
-from rich.table import Table
 
 from shoal.cli.main import configure_logging, run_or_exit
 from shoal.core.units import format_bytes, parse_rate, parse_size
-from shoal.listen import listen
-from shoal.peer.api import GetResult, aget
-from shoal.testing.files import write_random_file
-from shoal.testing.origin import build_origin
-from shoal.tracker import TrackerConfig, build_app
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from shoal.peer.api import GetResult
 
 
 async def run_demo(workdir: Path, peers: int, size: int, origin_rate: int, console: Console) -> None:
+    # Imported here: `shoal demo --help` needs none of them.
+    import aiohttp
+    from rich.table import Table
+
+    from shoal.listen import listen
+    from shoal.peer.api import aget
+    from shoal.testing.files import write_random_file
+    from shoal.testing.origin import build_origin
+    from shoal.tracker import TrackerConfig, build_app
+
     data_dir = workdir / "origin"
     data_dir.mkdir()
     expected = await asyncio.to_thread(write_random_file, data_dir / "release.bin", size)
@@ -103,6 +111,8 @@ def demo(peers: int, size: str, origin_rate: str, verbose: int) -> None:
     def go() -> None:
         nbytes, rate = parse_size(size), parse_rate(origin_rate)
         with tempfile.TemporaryDirectory(prefix="shoal-demo-") as tmp:
+            from rich.console import Console
+
             asyncio.run(run_demo(Path(tmp), peers, nbytes, rate, Console()))
 
     run_or_exit(go)

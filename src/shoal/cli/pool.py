@@ -20,22 +20,24 @@ WATCH_SECONDS = 0.5
 
 
 def _client(ctx: click.Context) -> PoolClient:
-    client = ctx.find_object(PoolClient)
-    assert client is not None
-    return client
+    """The tracker's pool client, made when a subcommand runs: ``--help`` of any of them needs no tracker."""
+    pool_ctx = ctx.parent
+    assert pool_ctx is not None
+    tracker, token = pool_ctx.params["tracker"], pool_ctx.params["token"]
+    if tracker is None:
+        raise click.UsageError("no tracker: give --tracker URL or set $SHOAL_TRACKER", ctx=pool_ctx)
+    if not tracker.startswith(("http://", "https://")):
+        raise click.BadParameter(f"{tracker!r} is not an http(s) URL", ctx=pool_ctx, param_hint="--tracker")
+    return PoolClient(tracker, token)
 
 
 @click.group()
-@click.option("--tracker", envvar="SHOAL_TRACKER", required=True, help="Tracker URL (default: $SHOAL_TRACKER).")
-@click.option("--token", envvar="SHOAL_POOL_TOKEN", help="A private pool's token (default: $SHOAL_POOL_TOKEN).")
-@click.option("-v", "--verbose", count=True)
-@click.pass_context
-def pool(ctx: click.Context, tracker: str, token: str | None, verbose: int) -> None:
+@click.option("--tracker", envvar="SHOAL_TRACKER", metavar="URL", help="Tracker URL [default: $SHOAL_TRACKER].")
+@click.option("--token", envvar="SHOAL_POOL_TOKEN", help="A private pool's token [default: $SHOAL_POOL_TOKEN].")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv: debug).")
+def pool(tracker: str | None, token: str | None, verbose: int) -> None:
     """Pools of daemons that downloads are pushed to."""
     configure_logging(verbose, False)
-    if not tracker.startswith(("http://", "https://")):
-        raise click.BadParameter(f"{tracker!r} is not an http(s) URL", param_hint="--tracker")
-    ctx.obj = PoolClient(tracker, token)
 
 
 @pool.command()

@@ -14,21 +14,14 @@ from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import aiohttp
 import click
-from aiohttp import web
 
 from shoal.cli.main import configure_logging, run_or_exit
 from shoal.core.errors import UsageError
-from shoal.listen import listen, until_signalled
-from shoal.seeder.app import install
-from shoal.seeder.catalog import Catalog
 from shoal.seeder.config import SeederConfig
-from shoal.seeder.registrar import Registrar
-from shoal.seeder.service import Seeder
-from shoal.seeder.wire import WireSeeder
-from shoal.storage.hash_index import HashIndex
-from shoal.tracker import TrackerConfig, build_app
+
+# The services (aiohttp, SQLAlchemy, the seeder) are imported where they start, so `shoal seed --help` and
+# usage errors cost no more than click's own start-up.
 
 
 def _announce_ip(config: SeederConfig) -> str:
@@ -44,6 +37,8 @@ def _announce_ip(config: SeederConfig) -> str:
 
 
 async def run_seeder(config: SeederConfig) -> None:
+    from shoal.listen import until_signalled
+
     async with hosted_seeder(config) as (port, bt_port):
         where = config.tracker or "embedded"
         print(
@@ -57,6 +52,18 @@ async def run_seeder(config: SeederConfig) -> None:
 async def hosted_seeder(config: SeederConfig) -> AsyncIterator[tuple[int, int]]:
     """A seeder (with its embedded tracker unless ``config.tracker`` is set) serving while the block runs;
     yields its HTTP port and BitTorrent wire port. ``shoal mirror worker`` hosts one this way too."""
+    import aiohttp
+    from aiohttp import web
+
+    from shoal.listen import listen
+    from shoal.seeder.app import install
+    from shoal.seeder.catalog import Catalog
+    from shoal.seeder.registrar import Registrar
+    from shoal.seeder.service import Seeder
+    from shoal.seeder.wire import WireSeeder
+    from shoal.storage.hash_index import HashIndex
+    from shoal.tracker import TrackerConfig, build_app
+
     catalog = Catalog()
     with HashIndex(config.state_dir / "hashes.db") as index:
         seeder = Seeder(config, index, catalog)

@@ -1,16 +1,16 @@
-"""``shoal tracker``: run the tracker service."""
+"""``shoal tracker``: run the tracker service.
+
+The service (aiohttp, SQLAlchemy) is imported when it runs, so ``--help`` and usage errors cost no more
+than click's own start-up.
+"""
 
 from __future__ import annotations
-
-import asyncio
 
 import click
 
 from shoal.cli.main import configure_logging, run_or_exit
 from shoal.core.bt_tracker import INTERVAL_JITTER
-from shoal.listen import serve
-from shoal.storage.db import async_url
-from shoal.tracker import TrackerConfig, build_app
+from shoal.tracker.config import TrackerConfig
 
 
 @click.command()
@@ -73,6 +73,12 @@ def tracker(
     )
 
     def go() -> None:
+        import asyncio
+
+        from shoal.listen import serve
+        from shoal.storage.db import async_url
+        from shoal.tracker.app import build_app
+
         async_url(db)  # a malformed URL is a usage error before anything starts
         try:
             asyncio.run(serve(build_app(config), host, port, "tracker", f" (database {db})"))
