@@ -47,6 +47,7 @@ class StatsLike(Protocol):
     def peers(self) -> int: ...
 
 
+INTERRUPTED = "interrupted; run the same command again to resume from the pieces verified so far"
 RATE_WINDOW = 10  # progress updates come every 0.2 s: a two-second moving average
 
 
@@ -193,7 +194,10 @@ def get(
     client = None if no_daemon else DaemonClient(socket_path or default_socket())
     if client is not None and client.running():
         bar = ProgressBar(url.rsplit("/", 1)[-1] or url) if show_bar else None
-        run_or_exit(lambda: _through_daemon(client, url, output, dest_path, headers, digest, callback, quiet, bar))
+        run_or_exit(
+            lambda: _through_daemon(client, url, output, dest_path, headers, digest, callback, quiet, bar),
+            interrupted=INTERRUPTED,
+        )
         return
 
     def report(result: GetResult) -> None:
@@ -239,7 +243,7 @@ def get(
         with bar:
             return asyncio.run(_cancellable(run))
 
-    run_or_exit(go)
+    run_or_exit(go, interrupted=INTERRUPTED)
 
 
 def _through_daemon(

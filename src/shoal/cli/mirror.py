@@ -70,7 +70,7 @@ def manager(config_path: Path, host: str | None, port: int | None, verbose: int)
         from shoal.mirror.config import load_config
         from shoal.mirror.manager import MirrorManager
         from shoal.mirror.manager_http import build_app
-        from shoal.storage.db import async_url
+        from shoal.storage.db import async_url, safe_url
 
         config = load_config(config_path)  # ConfigError (exit 2) names the key and the line
         settings = config.manager
@@ -83,10 +83,9 @@ def manager(config_path: Path, host: str | None, port: int | None, verbose: int)
         config = replace(config, manager=settings)
         mgr = MirrorManager(config, config_path=config_path, load=load_config)
         async_url(mgr.db)  # a malformed URL is a usage error before anything starts
-        try:
-            asyncio.run(serve(build_app(mgr), settings.host, settings.port, "mirror manager", f" (database {mgr.db})"))
-        except OSError as exc:
-            raise UsageError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
+        asyncio.run(
+            serve(build_app(mgr), settings.host, settings.port, "mirror manager", f" (database {safe_url(mgr.db)})")
+        )
 
     run_or_exit(go)
 

@@ -76,13 +76,10 @@ def tracker(
         import asyncio
 
         from shoal.listen import serve
-        from shoal.storage.db import async_url
+        from shoal.storage.db import async_url, safe_url
         from shoal.tracker.app import build_app
 
         async_url(db)  # a malformed URL is a usage error before anything starts
-        try:
-            asyncio.run(serve(build_app(config), host, port, "tracker", f" (database {db})"))
-        except OSError as exc:
-            raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        asyncio.run(serve(build_app(config), host, port, "tracker", f" (database {safe_url(db)})"))
 
     run_or_exit(go)
