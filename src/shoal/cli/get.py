@@ -8,15 +8,14 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import click
 
 from shoal.cli.main import click_parser, configure_logging, loading, run_or_exit, socket_option
+from shoal.cli.progress import ProgressBar
 from shoal.core.units import format_bytes, parse_rate
 from shoal.daemon.client import DaemonClient
 from shoal.daemon.config import default_socket
@@ -31,75 +30,7 @@ if TYPE_CHECKING:
 # the engine) is imported when it runs, so a hit costs an interpreter start and one request.
 log = logging.getLogger("shoal.get")
 
-
-class StatsLike(Protocol):
-    """A download's counters: the engine's Stats, or a daemon's progress line."""
-
-    @property
-    def total(self) -> int: ...
-    @property
-    def done(self) -> int: ...
-    @property
-    def from_origin(self) -> int: ...
-    @property
-    def from_peers(self) -> int: ...
-    @property
-    def peers(self) -> int: ...
-
-
 INTERRUPTED = "interrupted; run the same command again to resume from the pieces verified so far"
-RATE_WINDOW = 10  # progress updates come every 0.2 s: a two-second moving average
-
-
-class ProgressBar:
-    """A rich progress bar on stderr: bytes, rate, origin vs peers, ETA."""
-
-    def __init__(self, name: str) -> None:
-        # Imported here: rich costs start-up time that a non-interactive `get` (scripts, fleets) need not pay.
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            DownloadColumn(binary_units=True),
-            TextColumn("{task.fields[rate]}"),
-            TextColumn("origin {task.fields[origin]} · peers {task.fields[peers]} ({task.fields[npeers]})"),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            transient=False,
-        )
-        self.task = self.progress.add_task(name, total=None, rate="?", origin="0 B", peers="0 B", npeers=0)
-        # (seconds, bytes done) over the last RATE_WINDOW updates: the rate shown is a moving average, in the
-        # same 1024-based units as every other figure (rich's own speed column is decimal).
-        self._samples: deque[tuple[float, int]] = deque(maxlen=RATE_WINDOW)
-
-    def __call__(self, stats: StatsLike) -> None:
-        self._samples.append((time.monotonic(), stats.done))
-        (t0, done0), (t1, done1) = self._samples[0], self._samples[-1]
-        rate = f"{format_bytes((done1 - done0) / (t1 - t0))}/s" if t1 > t0 else "?"
-        self.progress.update(
-            self.task,
-            total=stats.total or None,
-            completed=stats.done,
-            rate=rate,
-            origin=format_bytes(stats.from_origin),
-            peers=format_bytes(stats.from_peers),
-            npeers=stats.peers,
-        )
-
-    def __enter__(self) -> ProgressBar:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
 
 
 def _dump_tasks() -> None:
