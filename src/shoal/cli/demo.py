@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from shoal.cli.main import click_parser, configure_logging, run_or_exit
+from shoal.cli.main import click_parser, configure_logging, run_or_exit, verbose_option
 from shoal.cli.progress import Rate, StatsLike, make_progress, sources
 from shoal.core.errors import UsageError
 from shoal.core.units import format_bytes, parse_rate, parse_size
@@ -231,9 +231,16 @@ def _size(text: str) -> int:
 
 
 @click.command()
-@click.option("--peers", default=4, show_default=True, type=click.IntRange(1, 64), help="How many peers fetch.")
 @click.option(
-    "--size", default="64M", show_default=True, callback=click_parser(_size), help="File size (1024-based K, M, G)."
+    "--peers", default=4, show_default=True, type=click.IntRange(1, 64), metavar="N", help="How many peers fetch."
+)
+@click.option(
+    "--size",
+    default="64M",
+    show_default=True,
+    callback=click_parser(_size),
+    metavar="SIZE",
+    help="File size (1024-based K, M, G).",
 )
 @click.option(
     "--origin-rate",
@@ -243,9 +250,9 @@ def _size(text: str) -> int:
     metavar="RATE",
     help="The origin's upload cap in bytes/s (1024-based K, M, G).",
 )
-@click.option("-v", "--verbose", count=True, help="More logging (-vv: debug).")
+@verbose_option
 def demo(peers: int, size: int, origin_rate: int, verbose: int) -> None:
-    """Run a tracker, an origin and --peers peers on loopback, and show who fetched what."""
+    """Run a tracker, an origin and N peers on loopback, and show who fetched what."""
     configure_logging(verbose, False)
 
     def go() -> None:

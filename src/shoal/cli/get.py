@@ -56,9 +56,12 @@ async def _cancellable(run: Callable[[], asyncio.Future[GetResult] | asyncio.Tas
 @click.option(
     "--dest-path",
     type=click.Path(file_okay=False),
-    help="Write into DIR, named after the URL (default: the current directory).",
+    metavar="DIR",
+    help="Write into DIR, named after the URL [default: the current directory].",
 )
-@click.option("--tracker", envvar="SHOAL_TRACKER", help="Tracker URL (default: $SHOAL_TRACKER).")
+@click.option(
+    "--tracker", envvar="SHOAL_TRACKER", metavar="URL", help="The tracker's base URL [default: $SHOAL_TRACKER]."
+)
 @click.option(
     "--download-rate",
     callback=click_parser(parse_rate),
@@ -76,14 +79,15 @@ async def _cancellable(run: Callable[[], asyncio.Future[GetResult] | asyncio.Tas
     type=click.FloatRange(min=0),
     default=GetConfig.upload_time,
     show_default=True,
-    help="Seconds to keep serving the file to peers after it is complete.",
+    metavar="SECONDS",
+    help="Keep serving the file to peers this long after it is complete.",
 )
 @click.option("--fallback", is_flag=True, help="Download straight from the origin if the tracker is unreachable.")
 @click.option("--callback", metavar="CMD", help="Run CMD with the file's path appended after success.")
 @click.option("--digest", metavar="sha256:HEX", help="Verify the whole file before it is moved into place.")
 @click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'", help="Header for the origin (repeatable).")
-@click.option("--site", default="", help="Locality label: prefer peers of this site.")
-@click.option("--rack", default="", help="Locality label: prefer peers of this rack.")
+@click.option("--site", default="", metavar="SITE", help="Locality label: prefer peers of this site.")
+@click.option("--rack", default="", metavar="RACK", help="Locality label: prefer peers of this rack.")
 @click.option(
     "--listen",
     default="0.0.0.0:0",

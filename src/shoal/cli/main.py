@@ -54,9 +54,15 @@ def socket_option(command: Any) -> Any:
         "socket_path",
         type=click.Path(dir_okay=False, path_type=Path),
         default=None,
+        metavar="PATH",
         help="The daemon's control socket [default: $SHOAL_DAEMON_SOCKET, /run/shoal/daemon.sock for root, "
         "else $XDG_RUNTIME_DIR/shoal/daemon.sock].",
     )(command)
+
+
+def verbose_option(command: Any) -> Any:
+    """``-v``, ``-vv``: more logging, the same in every command but `get` (whose -vv traces a download)."""
+    return click.option("-v", "--verbose", count=True, help="More logging (-vv: debug).")(command)
 
 
 def configure_logging(verbose: int, quiet: bool) -> None:

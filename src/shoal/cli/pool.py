@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from shoal.cli.main import configure_logging, run_or_exit
+from shoal.cli.main import configure_logging, run_or_exit, verbose_option
 from shoal.core.units import format_bytes
 from shoal.pool_client import PoolClient
 
@@ -33,8 +33,10 @@ def _client(ctx: click.Context) -> PoolClient:
 
 @click.group()
 @click.option("--tracker", envvar="SHOAL_TRACKER", metavar="URL", help="Tracker URL [default: $SHOAL_TRACKER].")
-@click.option("--token", envvar="SHOAL_POOL_TOKEN", help="A private pool's token [default: $SHOAL_POOL_TOKEN].")
-@click.option("-v", "--verbose", count=True, help="More logging (-vv: debug).")
+@click.option(
+    "--token", envvar="SHOAL_POOL_TOKEN", metavar="TOKEN", help="A private pool's token [default: $SHOAL_POOL_TOKEN]."
+)
+@verbose_option
 def pool(tracker: str | None, token: str | None, verbose: int) -> None:
     """Pools of daemons that downloads are pushed to."""
     configure_logging(verbose, False)
@@ -86,8 +88,8 @@ def members(ctx: click.Context, name: str, as_json: bool) -> None:
 @pool.command()
 @click.argument("name")
 @click.argument("url")
-@click.option("--dest", help="Also place the file at this absolute path on each member.")
-@click.option("--replicas", type=click.IntRange(min=1), help="Fetch on K members only, and keep K copies.")
+@click.option("--dest", metavar="PATH", help="Also place the file at this absolute PATH on each member.")
+@click.option("--replicas", type=click.IntRange(min=1), metavar="K", help="Fetch on K members only, and keep K copies.")
 @click.option("--digest", metavar="sha256:HEX", help="The file's SHA-256; members check it.")
 @click.option("--watch", is_flag=True, help="Then show the job's progress until it ends.")
 @click.pass_context

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from shoal.cli.main import configure_logging, run_or_exit
+from shoal.cli.main import configure_logging, run_or_exit, verbose_option
 from shoal.core.errors import UsageError
 from shoal.seeder.config import SeederConfig
 
@@ -101,29 +101,43 @@ async def hosted_seeder(config: SeederConfig) -> AsyncIterator[tuple[int, int]]:
 
 
 @click.command()
-@click.argument("dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--host", default=SeederConfig.host, show_default=True, help="Address to listen on.")
-@click.option("--port", default=SeederConfig.port, show_default=True, type=click.IntRange(0, 65535))
+@click.argument(
+    "dirs", nargs=-1, required=True, metavar="DIR...", type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+@click.option("--host", default=SeederConfig.host, show_default=True, metavar="HOST", help="Address to listen on.")
+@click.option(
+    "--port",
+    default=SeederConfig.port,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    metavar="PORT",
+    help="Port of the HTTP side (torrents, files, the embedded tracker); 0: any free port.",
+)
 @click.option(
     "--bt-port",
     default=SeederConfig.bt_port,
     show_default=True,
     type=click.IntRange(0, 65535),
-    help="Port of the BitTorrent wire protocol.",
+    metavar="PORT",
+    help="Port of the BitTorrent wire protocol; 0: any free port.",
 )
-@click.option("--tracker", default=None, help="Tracker base URL; without it a tracker runs in this process.")
+@click.option(
+    "--tracker", default=None, metavar="URL", help="The tracker's base URL; without it a tracker runs in this process."
+)
 @click.option(
     "--advertise",
     default=None,
-    help="Base URL clients reach this seeder at, for torrents (default: the Host of each request).",
+    metavar="URL",
+    help="Base URL clients reach this seeder at, for torrents [default: the Host of each request].",
 )
 @click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
+    metavar="DIR",
     help="Where the hash index and the embedded tracker's database live [default: ~/.local/state/shoal].",
 )
-@click.option("-v", "--verbose", count=True)
+@verbose_option
 def seed(
     dirs: tuple[Path, ...],
     host: str,
@@ -134,14 +148,14 @@ def seed(
     state_dir: Path | None,
     verbose: int,
 ) -> None:
-    """Watch DIRS and publish every file in them: to Shoal peers, as .torrent files, over BitTorrent."""
+    """Watch each DIR and publish every file in it: to Shoal peers, as .torrent files, over BitTorrent."""
     configure_logging(verbose, False)
     for value, name in ((tracker, "--tracker"), (advertise, "--advertise")):
         if value is not None and urlsplit(value).scheme not in ("http", "https"):
             raise click.BadParameter(f"{value!r} is not an http(s) URL", param_hint=name)
     names = [d.resolve().name for d in dirs]
     if len(set(names)) != len(names):
-        raise click.BadParameter(f"watched directories need distinct names, got {names}", param_hint="DIRS")
+        raise click.BadParameter(f"watched directories need distinct names, got {names}", param_hint="DIR...")
     config = SeederConfig(dirs=tuple(dirs), host=host, port=port, bt_port=bt_port, tracker=tracker, advertise=advertise)
     if state_dir is not None:
         config = replace(config, state_dir=state_dir)

@@ -8,24 +8,33 @@ from __future__ import annotations
 
 import click
 
-from shoal.cli.main import configure_logging, run_or_exit
+from shoal.cli.main import configure_logging, run_or_exit, verbose_option
 from shoal.core.bt_tracker import INTERVAL_JITTER
 from shoal.tracker.config import TrackerConfig
 
 
 @click.command()
-@click.option("--host", default=TrackerConfig.host, show_default=True, help="Address to listen on.")
-@click.option("--port", default=TrackerConfig.port, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--host", default=TrackerConfig.host, show_default=True, metavar="HOST", help="Address to listen on.")
+@click.option(
+    "--port",
+    default=TrackerConfig.port,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    metavar="PORT",
+    help="Port to listen on (0: any free port).",
+)
 @click.option(
     "--db",
     default=TrackerConfig.db,
     show_default=True,
+    metavar="URL",
     help="Database URL: sqlite:///PATH, postgresql://USER@HOST/DB or mysql://USER@HOST/DB.",
 )
 @click.option(
     "--interval",
     default=TrackerConfig.interval,
     show_default=True,
+    metavar="SECONDS",
     type=click.FloatRange(0.1, 3600),
     help="Seconds between a peer's periodic announces.",
 )
@@ -33,6 +42,7 @@ from shoal.tracker.config import TrackerConfig
     "--peer-ttl",
     default=TrackerConfig.peer_ttl,
     show_default=True,
+    metavar="SECONDS",
     type=click.FloatRange(0.5, 86400),
     help="Seconds of silence after which a peer and its origin leases are dropped.",
 )
@@ -40,6 +50,7 @@ from shoal.tracker.config import TrackerConfig
     "--bt-interval",
     default=TrackerConfig.bt_interval,
     show_default=True,
+    metavar="SECONDS",
     type=click.IntRange(1, 86400),
     help="Seconds between a BitTorrent client's announces (+-10% jitter).",
 )
@@ -47,10 +58,11 @@ from shoal.tracker.config import TrackerConfig
     "--bt-peer-ttl",
     default=TrackerConfig.bt_peer_ttl,
     show_default=True,
+    metavar="SECONDS",
     type=click.FloatRange(1, 7 * 86400),
     help="Seconds of silence after which a BitTorrent peer is dropped; more than --bt-interval.",
 )
-@click.option("-v", "--verbose", count=True)
+@verbose_option
 def tracker(
     host: str, port: int, db: str, interval: float, peer_ttl: float, bt_interval: int, bt_peer_ttl: float, verbose: int
 ) -> None:
