@@ -12,14 +12,20 @@ from typing import Any
 
 from aiohttp import web
 
+from shoal.core.errors import ListenError
+
 
 async def listen(app: web.Application, host: str, port: int, **runner_options: Any) -> tuple[web.AppRunner, int]:
-    """Serve ``app`` on host:port (0 picks a free port); return the runner (to clean up) and the port."""
+    """Serve ``app`` on host:port (0 picks a free port); return the runner (to clean up) and the port.
+    An address that cannot be had is a ListenError."""
     runner = web.AppRunner(app, access_log=None, **runner_options)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
         await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ListenError.from_os_error(f"{host}:{port}", exc) from None
     except BaseException:
         await runner.cleanup()
         raise

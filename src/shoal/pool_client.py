@@ -38,18 +38,26 @@ class PoolClient:
             request.add_header("Authorization", f"Bearer {self.token}")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read())
+                body, kind = response.read(), response.headers.get_content_type()
+            try:
+                return json.loads(body)
+            except ValueError:
+                raise TrackerUnavailable.not_a_tracker(self.tracker, f"a page ({kind})") from None
         except urllib.error.HTTPError as exc:
             try:
                 message = json.loads(exc.read()).get("error") or exc.reason
             except (ValueError, AttributeError):
-                message = exc.reason
+                # The tracker's errors are JSON: this is another server.
+                answered = f"{exc.code} {exc.reason} ({exc.headers.get_content_type()})"
+                raise TrackerUnavailable.not_a_tracker(self.tracker, answered) from None
+            if exc.code in (404, 405) and message == exc.reason:  # no such route (the API names what is unknown)
+                raise TrackerUnavailable.not_a_tracker(self.tracker, f"{exc.code} {exc.reason}") from None
             if exc.code >= 500:
                 raise TrackerUnavailable(
                     f"the tracker failed: {message} (HTTP {exc.code})", tracker=self.tracker
                 ) from None
             raise PoolRefused(f"the tracker refused: {message} (HTTP {exc.code})", status=exc.code) from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise TrackerUnavailable(
                 f"cannot reach the tracker at {self.tracker}: {reason}", tracker=self.tracker

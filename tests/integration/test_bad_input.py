@@ -54,6 +54,7 @@ def test_cli_rejects_bad_arguments(tmp_path, args, code, message):
         (["get"], "Missing argument 'URL'. (see 'python -m shoal get --help')"),  # shoal_argv runs python -m
         (["no-such-command"], "No such command 'no-such-command'. (see 'python -m shoal --help')"),
         (["--no-such-flag"], "No such option '--no-such-flag'"),
+        (["pool", "create", "x"], "no tracker: give --tracker URL or set $SHOAL_TRACKER (see 'python -m shoal pool"),
     ],
 )
 def test_cli_usage_errors_are_one_line(tmp_path, args, message):

@@ -3,6 +3,7 @@ that ignores Range."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import signal
@@ -263,9 +264,10 @@ def test_origin_without_range_support(tmp_path, tracker, origin, make_file, spaw
 
 def test_digest_mismatch_leaves_nothing(tmp_path: Path, origin, make_file):
     src = origin()
-    make_file(src.root / "z.bin", 1 << 20)
+    data = make_file(src.root / "z.bin", 1 << 20)
     out = tmp_path / "z.bin"
     result = run_get(src.url("z.bin"), "-o", str(out), "--digest", "sha256:" + "0" * 64)
     assert result.returncode == 5
     assert "digest mismatch" in result.stderr
+    assert f"got sha256:{hashlib.sha256(data).hexdigest()}" in result.stderr  # what the file is, to check
     assert not out.exists() and no_partial_files(tmp_path)

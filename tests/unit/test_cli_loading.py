@@ -1,8 +1,14 @@
-"""``shoal.cli.main.loading``: a command's imports run with the cyclic collector paused, then are frozen."""
+"""How the CLI loads its code: a command's imports run with the cyclic collector paused, then are frozen;
+help texts load no service."""
 
 from __future__ import annotations
 
 import gc
+import json
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -43,3 +49,75 @@ def test_a_collector_switched_off_stays_off() -> None:
     with loading():
         pass
     assert not gc.isenabled()
+
+
+# Run in a fresh interpreter: walks every command of `shoal`, shows each one's --help as `shoal` would, and
+# after each names the heavy modules loaded so far. Output: one JSON object.
+WALK_HELP = """
+import contextlib, io, json, sys
+import click
+from shoal.cli.main import cli
+
+HEAVY = ("sqlalchemy", "aiohttp")
+report = {"helps": 0, "failed": [], "heavy": [], "texts": {}, "no_help": []}
+
+def walk(command, path):
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            code = cli.main([*path, "--help"], prog_name="shoal", standalone_mode=False)
+    except click.ClickException as exc:
+        report["failed"].append([" ".join(path), exc.format_message()])
+        code = None
+    if code == 0 and out.getvalue().startswith("Usage: shoal"):
+        report["helps"] += 1
+        report["texts"][" ".join(path)] = out.getvalue()
+    elif code is not None:
+        report["failed"].append([" ".join(path), out.getvalue()[:200]])
+    for param in command.params:
+        if isinstance(param, click.Option) and not param.help and param.name not in ("help", "version"):
+            report["no_help"].append([" ".join(path), param.opts[-1]])
+    loaded = [m for m in HEAVY if m in sys.modules]
+    if loaded and not report["heavy"]:
+        report["heavy"] = [" ".join(path), loaded]
+    if isinstance(command, click.Group):
+        ctx = click.Context(command)
+        for name in command.list_commands(ctx):
+            walk(command.get_command(ctx, name), [*path, name])
+
+walk(cli, [])
+print(json.dumps(report))
+"""
+
+
+def test_every_help_works_offline_and_loads_neither_sqlalchemy_nor_aiohttp() -> None:
+    """`shoal --help`, each group's and each command's --help: no tracker, no network, and none of the
+    services' libraries, whose import made `shoal --help` cost six times `shoal get --help`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}  # no $SHOAL_TRACKER to lean on
+    done = subprocess.run(
+        [sys.executable, "-c", WALK_HELP], capture_output=True, text=True, env=env, timeout=60, check=True
+    )
+    report = json.loads(done.stdout)
+    assert report["failed"] == []
+    assert report["heavy"] == []
+    # shoal, 8 commands, and the subcommands of pool (6), mirror (3), mirror ctl (10) and cache (13)
+    assert report["helps"] >= 40
+
+
+# An option's value named by its click type rather than by what it is (a URL, SECONDS, DIR).
+TYPE_METAVAR = re.compile(r"^ +(?:-\w, )?--[\w-]+ (TEXT|INTEGER|FLOAT|DIRECTORY|BOOLEAN|(?:INTEGER|FLOAT) RANGE)\b")
+
+
+def test_every_help_text_says_what_each_option_takes_in_plain_text() -> None:
+    """Every option has help, names its value for what it is (URL, SECONDS, DIR, not TEXT, FLOAT RANGE or
+    DIRECTORY), and no help shows reStructuredText's backticks, which click prints as they are."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
+    done = subprocess.run(
+        [sys.executable, "-c", WALK_HELP], capture_output=True, text=True, env=env, timeout=60, check=True
+    )
+    report = json.loads(done.stdout)
+    assert report["no_help"] == []
+    typed = [(path, line.strip()) for path, text in report["texts"].items() for line in text.splitlines()
+             if TYPE_METAVAR.match(line)]  # fmt: skip
+    assert typed == []
+    assert [path for path, text in report["texts"].items() if "`" in text] == []

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import click
 
-from shoal.cli.main import configure_logging, run_or_exit, socket_option
+from shoal.cli.main import configure_logging, run_or_exit, socket_option, verbose_option
 from shoal.core.errors import UsageError
 from shoal.core.units import format_bytes
 from shoal.daemon.client import DaemonClient, DaemonUnavailable
@@ -116,12 +116,13 @@ def _warm(options: Options, target: str) -> CacheEntry:
     "--cache-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
+    metavar="DIR",
     help="The cache [default: the running daemon's; else $SHOAL_CACHE_DIR, /var/cache/shoal for root, "
     "else ~/.cache/shoal].",
 )
 @socket_option
-@click.option("--tracker", envvar="SHOAL_TRACKER", help="Tracker for fetches made without a daemon.")
-@click.option("-v", "--verbose", count=True)
+@click.option("--tracker", envvar="SHOAL_TRACKER", metavar="URL", help="The tracker for fetches made without a daemon.")
+@verbose_option
 @click.pass_context
 def cache(
     ctx: click.Context, cache_dir: Path | None, socket_path: Path | None, tracker: str | None, verbose: int
@@ -189,7 +190,7 @@ def exists(options: Options, ident: str) -> None:
 
 
 @cache.command()
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("path", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--pin", is_flag=True, help="Never evict it (until unpinned).")
 @pass_options
 def put(options: Options, path: Path, pin: bool) -> None:
@@ -212,7 +213,14 @@ def warm(options: Options, target: str) -> None:
 
 @cache.command("get")
 @click.argument("ident", metavar="ID")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Write to PATH.")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help="Write to PATH.",
+)
 @pass_options
 def get_(options: Options, ident: str, output: Path) -> None:
     """Place ID's file at PATH (a hard link on the same filesystem; a device or a FIFO written through),
@@ -325,7 +333,7 @@ def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> flo
 @click.option("--since", callback=_since, metavar="T", help="Only entries added since T (Unix time or ISO date).")
 @pass_options
 def export(options: Options, since: float | None) -> None:
-    """Print the cache's entries as versioned JSON, for another node's `shoal cache import`."""
+    """Print the cache's entries as versioned JSON, for another node's 'shoal cache import'."""
 
     def go() -> None:
         with options.store() as store:
@@ -340,7 +348,7 @@ def export(options: Options, since: float | None) -> None:
 @click.argument("source", type=click.File("rb"), metavar="FILE")
 @pass_options
 def import_(options: Options, source: Any) -> None:
-    """Record the entries of another node's export (FILE, or - for stdin) as known here; `warm ID` fetches
+    """Record the entries of another node's export (FILE, or - for stdin) as known here; 'warm ID' fetches
     one. All or nothing: a malformed document changes nothing."""
     from shoal.core.cache_export import parse_export
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from shoal.cli.main import click_parser, configure_logging, run_or_exit, socket_option
+from shoal.cli.main import click_parser, configure_logging, run_or_exit, socket_option, verbose_option
 from shoal.core.errors import UsageError
 from shoal.core.units import format_bytes, parse_rate, parse_size
 from shoal.daemon.config import DaemonConfig, PoolSpec, default_cache_dir, default_socket
@@ -42,18 +42,25 @@ async def run_daemon(config: DaemonConfig) -> None:
     "--cache-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
+    metavar="DIR",
     help="Where the cache lives [default: $SHOAL_CACHE_DIR, /var/cache/shoal for root, else ~/.cache/shoal].",
 )
 @click.option(
     "--capacity",
     default=None,
     callback=click_parser(_capacity),
-    help="Bytes the cache may hold (1024-based) [default: the cache's own, kept from its last daemon; "
-    "20G for a new cache].",
+    metavar="SIZE",
+    help="Bytes the cache may hold (1024-based K, M, G, T) [default: the cache's own, kept from its last "
+    "daemon; 20G for a new cache].",
 )
-@click.option("--tracker", envvar="SHOAL_TRACKER", help="Tracker URL (default: $SHOAL_TRACKER; none: origin only).")
-@click.option("--site", default="", help="Locality label: prefer peers of this site.")
-@click.option("--rack", default="", help="Locality label: prefer peers of this rack.")
+@click.option(
+    "--tracker",
+    envvar="SHOAL_TRACKER",
+    metavar="URL",
+    help="The tracker's base URL [default: $SHOAL_TRACKER; none: from the origins only].",
+)
+@click.option("--site", default="", metavar="SITE", help="Locality label: prefer peers of this site.")
+@click.option("--rack", default="", metavar="RACK", help="Locality label: prefer peers of this rack.")
 @click.option(
     "--listen",
     default="0.0.0.0:0",
@@ -64,16 +71,23 @@ async def run_daemon(config: DaemonConfig) -> None:
 )
 @socket_option
 @click.option(
-    "--download-rate", callback=click_parser(parse_rate), metavar="RATE", help="Cap each download at RATE bytes/s."
+    "--download-rate",
+    callback=click_parser(parse_rate),
+    metavar="RATE",
+    help="Cap each download at RATE bytes/s (1024-based K, M, G).",
 )
 @click.option(
-    "--upload-rate", callback=click_parser(parse_rate), metavar="RATE", help="Cap uploads to peers at RATE bytes/s."
+    "--upload-rate",
+    callback=click_parser(parse_rate),
+    metavar="RATE",
+    help="Cap uploads to peers at RATE bytes/s (1024-based K, M, G).",
 )
 @click.option(
     "--scrub-interval",
     type=click.FloatRange(min=0),
     default=DaemonConfig.scrub_interval,
     show_default=True,
+    metavar="SECONDS",
     help="Seconds between full re-hashes of every cached file (0: never).",
 )
 @click.option(
@@ -88,10 +102,17 @@ async def run_daemon(config: DaemonConfig) -> None:
     "--pool-dest",
     multiple=True,
     type=click.Path(file_okay=False, exists=True, path_type=Path),
-    help="A directory under which pushes may place files with --dest (repeatable; default: none).",
+    metavar="DIR",
+    help="A directory under which pushes may place files with --dest (repeatable) [default: none].",
 )
-@click.option("--name", "member_name", default="", help="This daemon's name in its pools [default: the host name].")
-@click.option("-v", "--verbose", count=True)
+@click.option(
+    "--name",
+    "member_name",
+    default="",
+    metavar="NAME",
+    help="This daemon's name in its pools [default: the host name].",
+)
+@verbose_option
 def daemon(
     cache_dir: Path | None,
     capacity: int | None,
@@ -109,7 +130,7 @@ def daemon(
     verbose: int,
 ) -> None:
     """Run the host's long-running peer: a bounded cache whose content it serves to the swarm for as long
-    as it is cached. `shoal get` hands its downloads to it."""
+    as it is cached. 'shoal get' hands its downloads to it."""
     configure_logging(verbose, False)
     if tracker is not None and not tracker.startswith(("http://", "https://")):
         raise click.BadParameter(f"{tracker!r} is not an http(s) URL", param_hint="--tracker")

@@ -6,15 +6,14 @@ import asyncio
 import secrets
 import signal
 import sys
-import time
-from collections import deque
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import click
 
 from shoal.cli.main import click_parser, configure_logging, loading, run_or_exit, socket_option
+from shoal.cli.progress import ProgressBar
 from shoal.core.units import format_bytes, parse_rate
 from shoal.daemon.client import DaemonClient
 from shoal.daemon.config import default_socket
@@ -30,74 +29,7 @@ if TYPE_CHECKING:
 # Only what a cache hit through the daemon needs is imported at the top: the in-process download (aiohttp,
 # the engine) is imported when it runs, so a hit costs an interpreter start and one request.
 
-
-class StatsLike(Protocol):
-    """A download's counters: the engine's Stats, or a daemon's progress line."""
-
-    @property
-    def total(self) -> int: ...
-    @property
-    def done(self) -> int: ...
-    @property
-    def from_origin(self) -> int: ...
-    @property
-    def from_peers(self) -> int: ...
-    @property
-    def peers(self) -> int: ...
-
-
-RATE_WINDOW = 10  # progress updates come every 0.2 s: a two-second moving average
-
-
-class ProgressBar:
-    """A rich progress bar on stderr: bytes, rate, origin vs peers, ETA."""
-
-    def __init__(self, name: str) -> None:
-        # Imported here: rich costs start-up time that a non-interactive `get` (scripts, fleets) need not pay.
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            DownloadColumn(binary_units=True),
-            TextColumn("{task.fields[rate]}"),
-            TextColumn("origin {task.fields[origin]} · peers {task.fields[peers]} ({task.fields[npeers]})"),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            transient=False,
-        )
-        self.task = self.progress.add_task(name, total=None, rate="?", origin="0 B", peers="0 B", npeers=0)
-        # (seconds, bytes done) over the last RATE_WINDOW updates: the rate shown is a moving average, in the
-        # same 1024-based units as every other figure (rich's own speed column is decimal).
-        self._samples: deque[tuple[float, int]] = deque(maxlen=RATE_WINDOW)
-
-    def __call__(self, stats: StatsLike) -> None:
-        self._samples.append((time.monotonic(), stats.done))
-        (t0, done0), (t1, done1) = self._samples[0], self._samples[-1]
-        rate = f"{format_bytes((done1 - done0) / (t1 - t0))}/s" if t1 > t0 else "?"
-        self.progress.update(
-            self.task,
-            total=stats.total or None,
-            completed=stats.done,
-            rate=rate,
-            origin=format_bytes(stats.from_origin),
-            peers=format_bytes(stats.from_peers),
-            npeers=stats.peers,
-        )
-
-    def __enter__(self) -> ProgressBar:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+INTERRUPTED = "interrupted; run the same command again to resume from the pieces verified so far"
 
 
 def _dump_tasks() -> None:
@@ -136,9 +68,12 @@ async def _cancellable(
 @click.option(
     "--dest-path",
     type=click.Path(file_okay=False),
-    help="Write into DIR, named after the URL (default: the current directory).",
+    metavar="DIR",
+    help="Write into DIR, named after the URL [default: the current directory].",
 )
-@click.option("--tracker", envvar="SHOAL_TRACKER", help="Tracker URL (default: $SHOAL_TRACKER).")
+@click.option(
+    "--tracker", envvar="SHOAL_TRACKER", metavar="URL", help="The tracker's base URL [default: $SHOAL_TRACKER]."
+)
 @click.option(
     "--download-rate",
     callback=click_parser(parse_rate),
@@ -156,7 +91,8 @@ async def _cancellable(
     type=click.FloatRange(min=0),
     default=GetConfig.upload_time,
     show_default=True,
-    help="Seconds to keep serving the file to peers after it is complete.",
+    metavar="SECONDS",
+    help="Keep serving the file to peers this long after it is complete.",
 )
 @click.option("--fallback", is_flag=True, help="Download straight from the origin if the tracker is unreachable.")
 @click.option(
@@ -164,8 +100,8 @@ async def _cancellable(
 )
 @click.option("--digest", metavar="sha256:HEX", help="Verify the whole file before it is moved into place.")
 @click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'", help="Header for the origin (repeatable).")
-@click.option("--site", default="", help="Locality label: prefer peers of this site.")
-@click.option("--rack", default="", help="Locality label: prefer peers of this rack.")
+@click.option("--site", default="", metavar="SITE", help="Locality label: prefer peers of this site.")
+@click.option("--rack", default="", metavar="RACK", help="Locality label: prefer peers of this rack.")
 @click.option(
     "--listen",
     default="0.0.0.0:0",
@@ -207,7 +143,10 @@ def get(
     client = None if no_daemon else DaemonClient(socket_path or default_socket())
     if client is not None and client.running():
         bar = ProgressBar(url.rsplit("/", 1)[-1] or url) if show_bar else None
-        run_or_exit(lambda: _through_daemon(client, url, output, dest_path, headers, digest, callback, quiet, bar))
+        run_or_exit(
+            lambda: _through_daemon(client, url, output, dest_path, headers, digest, callback, quiet, bar),
+            interrupted=INTERRUPTED,
+        )
         return
 
     placed: list[GetResult] = []
@@ -263,7 +202,7 @@ def get(
         with bar:
             return asyncio.run(cancellable())
 
-    run_or_exit(go)
+    run_or_exit(go, interrupted=INTERRUPTED)
 
 
 def _through_daemon(

@@ -11,6 +11,7 @@ Exit codes (also in the README):
     6  local I/O error: the destination cannot be written
     7  cache error: the file does not fit the cache, the cache has no such entry, or another daemon holds it
     8  the file is in place, but the --callback command failed or could not be started
+    9  cannot listen: the port is in use, the address is not this host's, or it needs privileges
     130 interrupted
 """
 
@@ -23,7 +24,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 from click.exceptions import NoArgsIsHelpError
@@ -54,9 +55,15 @@ def socket_option(command: Any) -> Any:
         "socket_path",
         type=click.Path(dir_okay=False, path_type=Path),
         default=None,
+        metavar="PATH",
         help="The daemon's control socket [default: $SHOAL_DAEMON_SOCKET, /run/shoal/daemon.sock for root, "
         "else $XDG_RUNTIME_DIR/shoal/daemon.sock].",
     )(command)
+
+
+def verbose_option(command: Any) -> Any:
+    """``-v``, ``-vv``: more logging, the same in every command but `get` (whose -vv traces a download)."""
+    return click.option("-v", "--verbose", count=True, help="More logging (-vv: debug).")(command)
 
 
 def configure_logging(verbose: int, quiet: bool) -> None:
@@ -68,15 +75,29 @@ def configure_logging(verbose: int, quiet: bool) -> None:
     )
 
 
-def run_or_exit(action: Callable[[], Any]) -> Any:
-    """Run ``action``; turn Shoal errors into one line on stderr and their exit code."""
+def usage_hint(ctx: click.Context | None) -> str:
+    """`` (see 'shoal CMD --help')``: what every usage error ends with, naming the help of its command."""
+    return f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """Exit with ``code`` after ``shoal: error: MESSAGE`` on stderr, on one line whatever the message holds
+    (a server's reply, a driver's error): a script reads one line per error."""
+    click.echo(f"shoal: error: {' '.join(message.split())}", err=True)
+    sys.exit(code)
+
+
+def run_or_exit(action: Callable[[], Any], *, interrupted: str = "interrupted") -> Any:
+    """Run ``action``; turn Shoal errors into one line on stderr and their exit code (a usage error with
+    the hint to its command's help), and Ctrl-C or SIGTERM into ``shoal: INTERRUPTED`` and 130."""
     try:
         return action()
+    except UsageError as exc:
+        fail(f"{exc}{usage_hint(click.get_current_context(silent=True))}", exc.exit_code)
     except ShoalError as exc:
-        click.echo(f"shoal: error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        click.echo("shoal: interrupted", err=True)
+        click.echo(f"shoal: {interrupted}", err=True)
         sys.exit(130)
 
 
@@ -142,12 +163,10 @@ def main() -> None:
         if isinstance(exc, NoArgsIsHelpError):  # a group run without a command: its help, as click shows it
             exc.show()
         else:
-            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-            click.echo(f"shoal: error: {exc.format_message()}{hint}", err=True)
+            fail(f"{exc.format_message()}{usage_hint(exc.ctx)}", exc.exit_code)
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        click.echo(f"shoal: error: {exc.format_message()}", err=True)
-        sys.exit(exc.exit_code)
+        fail(exc.format_message(), exc.exit_code)
     except click.Abort:
         click.echo("shoal: aborted", err=True)
         sys.exit(1)

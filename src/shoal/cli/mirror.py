@@ -20,10 +20,11 @@ from typing import Any, TypeVar
 
 import click
 
-from shoal.cli.main import configure_logging, run_or_exit
+from shoal.cli.main import configure_logging, run_or_exit, verbose_option
 from shoal.core.errors import UsageError
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 DEFAULT_MANAGER = "http://127.0.0.1:6970"
@@ -52,15 +53,33 @@ def mirror() -> None:
 # -- manager -----------------------------------------------------------------------------------------
 
 
+def config_option(tables: str) -> Callable[[F], F]:
+    """``--config FILE``: the mirror config, of which a process reads ``tables``."""
+    return click.option(
+        "--config",
+        "config_path",
+        required=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        metavar="FILE",
+        help=f"The mirror config (TOML); this reads its {tables}.",
+    )
+
+
 @mirror.command()
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--host", default=None, help="Address to listen on [default: the config's, 127.0.0.1].")
-@click.option("--port", default=None, type=click.IntRange(0, 65535), help="[default: the config's, 6970]")
-@click.option("-v", "--verbose", count=True)
+@config_option("[manager] table and [[jobs]]")
+@click.option("--host", default=None, metavar="HOST", help="Address to listen on [default: the config's, 127.0.0.1].")
+@click.option(
+    "--port",
+    default=None,
+    type=click.IntRange(0, 65535),
+    metavar="PORT",
+    help="Port to listen on (0: any free port) [default: the config's, 6970].",
+)
+@verbose_option
 def manager(config_path: Path, host: str | None, port: int | None, verbose: int) -> None:
     """Run the mirror manager: job status in SQL, the schedule, workers' registration and the ctl API.
 
-    Without a token (``[manager] token`` or ``token_env``) it only listens on a loopback address."""
+    Without a token ([manager] token or token_env) it only listens on a loopback address."""
     configure_logging(verbose, False)
 
     def go() -> None:
@@ -70,7 +89,7 @@ def manager(config_path: Path, host: str | None, port: int | None, verbose: int)
         from shoal.mirror.config import load_config
         from shoal.mirror.manager import MirrorManager
         from shoal.mirror.manager_http import build_app
-        from shoal.storage.db import async_url
+        from shoal.storage.db import async_url, safe_url
 
         config = load_config(config_path)  # ConfigError (exit 2) names the key and the line
         settings = config.manager
@@ -83,10 +102,9 @@ def manager(config_path: Path, host: str | None, port: int | None, verbose: int)
         config = replace(config, manager=settings)
         mgr = MirrorManager(config, config_path=config_path, load=load_config)
         async_url(mgr.db)  # a malformed URL is a usage error before anything starts
-        try:
-            asyncio.run(serve(build_app(mgr), settings.host, settings.port, "mirror manager", f" (database {mgr.db})"))
-        except OSError as exc:
-            raise UsageError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
+        asyncio.run(
+            serve(build_app(mgr), settings.host, settings.port, "mirror manager", f" (database {safe_url(mgr.db)})")
+        )
 
     run_or_exit(go)
 
@@ -95,12 +113,12 @@ def manager(config_path: Path, host: str | None, port: int | None, verbose: int)
 
 
 @mirror.command()
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--name", required=True, help="This worker's name; jobs may ask for it by name.")
-@click.option("-v", "--verbose", count=True)
+@config_option("[worker] table")
+@click.option("--name", required=True, metavar="NAME", help="This worker's name; jobs may ask for it by name.")
+@verbose_option
 def worker(config_path: Path, name: str, verbose: int) -> None:
-    """Run a mirror worker: take jobs from the manager, run them into ``[worker] directory``, and seed
-    the results (an embedded seeder, with its own tracker unless ``[worker] tracker`` names one)."""
+    """Run a mirror worker: take jobs from the manager, run them into its [worker] directory, and seed
+    the results (an embedded seeder, with its own tracker unless [worker] tracker names one)."""
     configure_logging(verbose, False)
 
     def go() -> None:
@@ -179,10 +197,16 @@ async def _run_worker(config_path: Path, name: str, settings: Any) -> None:
     "manager_url",
     envvar="SHOAL_MIRROR_MANAGER",
     default=DEFAULT_MANAGER,
-    show_default=True,
-    help="The manager's base URL [env: SHOAL_MIRROR_MANAGER].",
+    metavar="URL",
+    help=f"The manager's base URL [default: $SHOAL_MIRROR_MANAGER, else {DEFAULT_MANAGER}].",
 )
-@click.option("--token", envvar="SHOAL_MIRROR_TOKEN", default=None, help="Bearer token [env: SHOAL_MIRROR_TOKEN].")
+@click.option(
+    "--token",
+    envvar="SHOAL_MIRROR_TOKEN",
+    default=None,
+    metavar="TOKEN",
+    help="The manager's bearer token [default: $SHOAL_MIRROR_TOKEN].",
+)
 @click.pass_context
 def ctl(ctx: click.Context, manager_url: str, token: str | None) -> None:
     """Control the mirror manager: list jobs, start, stop, disable, enable, restart, reload, workers."""
@@ -222,8 +246,10 @@ FORMATS = click.Choice(["table", "json"])
 
 @ctl.command("list")
 @click.option("--all", "include_all", is_flag=True, help="Include disabled jobs.")
-@click.option("--status", default=None, help="Only jobs in this status (none, syncing, success, failed, ...).")
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.option(
+    "--status", default=None, metavar="STATUS", help="Only jobs in this status (none, syncing, success, failed, ...)."
+)
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True, help="A table or JSON.")
 @click.pass_context
 def list_(ctx: click.Context, include_all: bool, status: str | None, fmt: str) -> None:
     """The jobs' status: worker, status, last update, next run, size, upstream, last error."""
@@ -288,7 +314,7 @@ def reload(ctx: click.Context, worker_name: str | None) -> None:
 
 
 @ctl.command()
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True, help="A table or JSON.")
 @click.pass_context
 def workers(ctx: click.Context, fmt: str) -> None:
     """The workers: live or not, last heard of, jobs running, concurrency."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from shoal.cli.main import configure_logging, run_or_exit
+from shoal.cli.main import configure_logging, run_or_exit, verbose_option
 from shoal.core.units import format_bytes
 from shoal.pool_client import PoolClient
 
@@ -20,22 +20,26 @@ WATCH_SECONDS = 0.5
 
 
 def _client(ctx: click.Context) -> PoolClient:
-    client = ctx.find_object(PoolClient)
-    assert client is not None
-    return client
+    """The tracker's pool client, made when a subcommand runs: ``--help`` of any of them needs no tracker."""
+    pool_ctx = ctx.parent
+    assert pool_ctx is not None
+    tracker, token = pool_ctx.params["tracker"], pool_ctx.params["token"]
+    if tracker is None:
+        raise click.UsageError("no tracker: give --tracker URL or set $SHOAL_TRACKER", ctx=pool_ctx)
+    if not tracker.startswith(("http://", "https://")):
+        raise click.BadParameter(f"{tracker!r} is not an http(s) URL", ctx=pool_ctx, param_hint="--tracker")
+    return PoolClient(tracker, token)
 
 
 @click.group()
-@click.option("--tracker", envvar="SHOAL_TRACKER", required=True, help="Tracker URL (default: $SHOAL_TRACKER).")
-@click.option("--token", envvar="SHOAL_POOL_TOKEN", help="A private pool's token (default: $SHOAL_POOL_TOKEN).")
-@click.option("-v", "--verbose", count=True)
-@click.pass_context
-def pool(ctx: click.Context, tracker: str, token: str | None, verbose: int) -> None:
+@click.option("--tracker", envvar="SHOAL_TRACKER", metavar="URL", help="Tracker URL [default: $SHOAL_TRACKER].")
+@click.option(
+    "--token", envvar="SHOAL_POOL_TOKEN", metavar="TOKEN", help="A private pool's token [default: $SHOAL_POOL_TOKEN]."
+)
+@verbose_option
+def pool(tracker: str | None, token: str | None, verbose: int) -> None:
     """Pools of daemons that downloads are pushed to."""
     configure_logging(verbose, False)
-    if not tracker.startswith(("http://", "https://")):
-        raise click.BadParameter(f"{tracker!r} is not an http(s) URL", param_hint="--tracker")
-    ctx.obj = PoolClient(tracker, token)
 
 
 @pool.command()
@@ -84,8 +88,8 @@ def members(ctx: click.Context, name: str, as_json: bool) -> None:
 @pool.command()
 @click.argument("name")
 @click.argument("url")
-@click.option("--dest", help="Also place the file at this absolute path on each member.")
-@click.option("--replicas", type=click.IntRange(min=1), help="Fetch on K members only, and keep K copies.")
+@click.option("--dest", metavar="PATH", help="Also place the file at this absolute PATH on each member.")
+@click.option("--replicas", type=click.IntRange(min=1), metavar="K", help="Fetch on K members only, and keep K copies.")
 @click.option("--digest", metavar="sha256:HEX", help="The file's SHA-256; members check it.")
 @click.option("--watch", is_flag=True, help="Then show the job's progress until it ends.")
 @click.pass_context

@@ -14,21 +14,14 @@ from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import aiohttp
 import click
-from aiohttp import web
 
-from shoal.cli.main import configure_logging, run_or_exit
+from shoal.cli.main import configure_logging, run_or_exit, verbose_option
 from shoal.core.errors import UsageError
-from shoal.listen import listen, until_signalled
-from shoal.seeder.app import install
-from shoal.seeder.catalog import Catalog
 from shoal.seeder.config import SeederConfig
-from shoal.seeder.registrar import Registrar
-from shoal.seeder.service import Seeder
-from shoal.seeder.wire import WireSeeder
-from shoal.storage.hash_index import HashIndex
-from shoal.tracker import TrackerConfig, build_app
+
+# The services (aiohttp, SQLAlchemy, the seeder) are imported where they start, so `shoal seed --help` and
+# usage errors cost no more than click's own start-up.
 
 
 def _announce_ip(config: SeederConfig) -> str:
@@ -44,6 +37,8 @@ def _announce_ip(config: SeederConfig) -> str:
 
 
 async def run_seeder(config: SeederConfig) -> None:
+    from shoal.listen import until_signalled
+
     async with hosted_seeder(config) as (port, bt_port):
         where = config.tracker or "embedded"
         print(
@@ -57,6 +52,18 @@ async def run_seeder(config: SeederConfig) -> None:
 async def hosted_seeder(config: SeederConfig) -> AsyncIterator[tuple[int, int]]:
     """A seeder (with its embedded tracker unless ``config.tracker`` is set) serving while the block runs;
     yields its HTTP port and BitTorrent wire port. ``shoal mirror worker`` hosts one this way too."""
+    import aiohttp
+    from aiohttp import web
+
+    from shoal.listen import listen
+    from shoal.seeder.app import install
+    from shoal.seeder.catalog import Catalog
+    from shoal.seeder.registrar import Registrar
+    from shoal.seeder.service import Seeder
+    from shoal.seeder.wire import WireSeeder
+    from shoal.storage.hash_index import HashIndex
+    from shoal.tracker import TrackerConfig, build_app
+
     catalog = Catalog()
     with HashIndex(config.state_dir / "hashes.db") as index:
         seeder = Seeder(config, index, catalog)
@@ -94,29 +101,43 @@ async def hosted_seeder(config: SeederConfig) -> AsyncIterator[tuple[int, int]]:
 
 
 @click.command()
-@click.argument("dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--host", default=SeederConfig.host, show_default=True, help="Address to listen on.")
-@click.option("--port", default=SeederConfig.port, show_default=True, type=click.IntRange(0, 65535))
+@click.argument(
+    "dirs", nargs=-1, required=True, metavar="DIR...", type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+@click.option("--host", default=SeederConfig.host, show_default=True, metavar="HOST", help="Address to listen on.")
+@click.option(
+    "--port",
+    default=SeederConfig.port,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    metavar="PORT",
+    help="Port of the HTTP side (torrents, files, the embedded tracker); 0: any free port.",
+)
 @click.option(
     "--bt-port",
     default=SeederConfig.bt_port,
     show_default=True,
     type=click.IntRange(0, 65535),
-    help="Port of the BitTorrent wire protocol.",
+    metavar="PORT",
+    help="Port of the BitTorrent wire protocol; 0: any free port.",
 )
-@click.option("--tracker", default=None, help="Tracker base URL; without it a tracker runs in this process.")
+@click.option(
+    "--tracker", default=None, metavar="URL", help="The tracker's base URL; without it a tracker runs in this process."
+)
 @click.option(
     "--advertise",
     default=None,
-    help="Base URL clients reach this seeder at, for torrents (default: the Host of each request).",
+    metavar="URL",
+    help="Base URL clients reach this seeder at, for torrents [default: the Host of each request].",
 )
 @click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
+    metavar="DIR",
     help="Where the hash index and the embedded tracker's database live [default: ~/.local/state/shoal].",
 )
-@click.option("-v", "--verbose", count=True)
+@verbose_option
 def seed(
     dirs: tuple[Path, ...],
     host: str,
@@ -127,14 +148,14 @@ def seed(
     state_dir: Path | None,
     verbose: int,
 ) -> None:
-    """Watch DIRS and publish every file in them: to Shoal peers, as .torrent files, over BitTorrent."""
+    """Watch each DIR and publish every file in it: to Shoal peers, as .torrent files, over BitTorrent."""
     configure_logging(verbose, False)
     for value, name in ((tracker, "--tracker"), (advertise, "--advertise")):
         if value is not None and urlsplit(value).scheme not in ("http", "https"):
             raise click.BadParameter(f"{value!r} is not an http(s) URL", param_hint=name)
     names = [d.resolve().name for d in dirs]
     if len(set(names)) != len(names):
-        raise click.BadParameter(f"watched directories need distinct names, got {names}", param_hint="DIRS")
+        raise click.BadParameter(f"watched directories need distinct names, got {names}", param_hint="DIR...")
     config = SeederConfig(dirs=tuple(dirs), host=host, port=port, bt_port=bt_port, tracker=tracker, advertise=advertise)
     if state_dir is not None:
         config = replace(config, state_dir=state_dir)

@@ -1,31 +1,40 @@
-"""``shoal tracker``: run the tracker service."""
+"""``shoal tracker``: run the tracker service.
+
+The service (aiohttp, SQLAlchemy) is imported when it runs, so ``--help`` and usage errors cost no more
+than click's own start-up.
+"""
 
 from __future__ import annotations
 
-import asyncio
-
 import click
 
-from shoal.cli.main import configure_logging, run_or_exit
+from shoal.cli.main import configure_logging, run_or_exit, verbose_option
 from shoal.core.bt_tracker import INTERVAL_JITTER
-from shoal.listen import serve
-from shoal.storage.db import async_url
-from shoal.tracker import TrackerConfig, build_app
+from shoal.tracker.config import TrackerConfig
 
 
 @click.command()
-@click.option("--host", default=TrackerConfig.host, show_default=True, help="Address to listen on.")
-@click.option("--port", default=TrackerConfig.port, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--host", default=TrackerConfig.host, show_default=True, metavar="HOST", help="Address to listen on.")
+@click.option(
+    "--port",
+    default=TrackerConfig.port,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    metavar="PORT",
+    help="Port to listen on (0: any free port).",
+)
 @click.option(
     "--db",
     default=TrackerConfig.db,
     show_default=True,
+    metavar="URL",
     help="Database URL: sqlite:///PATH, postgresql://USER@HOST/DB or mysql://USER@HOST/DB.",
 )
 @click.option(
     "--interval",
     default=TrackerConfig.interval,
     show_default=True,
+    metavar="SECONDS",
     type=click.FloatRange(0.1, 3600),
     help="Seconds between a peer's periodic announces.",
 )
@@ -33,6 +42,7 @@ from shoal.tracker import TrackerConfig, build_app
     "--peer-ttl",
     default=TrackerConfig.peer_ttl,
     show_default=True,
+    metavar="SECONDS",
     type=click.FloatRange(0.5, 86400),
     help="Seconds of silence after which a peer and its origin leases are dropped.",
 )
@@ -40,6 +50,7 @@ from shoal.tracker import TrackerConfig, build_app
     "--bt-interval",
     default=TrackerConfig.bt_interval,
     show_default=True,
+    metavar="SECONDS",
     type=click.IntRange(1, 86400),
     help="Seconds between a BitTorrent client's announces (+-10% jitter).",
 )
@@ -47,6 +58,7 @@ from shoal.tracker import TrackerConfig, build_app
     "--bt-peer-ttl",
     default=TrackerConfig.bt_peer_ttl,
     show_default=True,
+    metavar="SECONDS",
     type=click.FloatRange(1, 7 * 86400),
     help="Seconds of silence after which a BitTorrent peer is dropped; more than --bt-interval.",
 )
@@ -55,10 +67,11 @@ from shoal.tracker import TrackerConfig, build_app
     default=TrackerConfig.audit_share,
     show_default=True,
     type=click.FloatRange(0, 1),
+    metavar="SHARE",
     help="Share of the piece hashes lease holders report that another host fetches again from the origin "
     "to check (0: no spot checks).",
 )
-@click.option("-v", "--verbose", count=True)
+@verbose_option
 def tracker(
     host: str,
     port: int,
@@ -90,10 +103,13 @@ def tracker(
     )
 
     def go() -> None:
+        import asyncio
+
+        from shoal.listen import serve
+        from shoal.storage.db import async_url, safe_url
+        from shoal.tracker.app import build_app
+
         async_url(db)  # a malformed URL is a usage error before anything starts
-        try:
-            asyncio.run(serve(build_app(config), host, port, "tracker", f" (database {db})"))
-        except OSError as exc:
-            raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        asyncio.run(serve(build_app(config), host, port, "tracker", f" (database {safe_url(db)})"))
 
     run_or_exit(go)

@@ -14,6 +14,7 @@
     │   ├── NotInCache              7  no entry (or no copy on disk) for that id
     │   └── CacheLocked             7  another daemon serves that cache directory
     ├── CallbackFailed              8  the file is in place, but the --callback command failed
+    ├── ListenError                 9  an address to listen on cannot be had (in use, not this host's)
     └── ProtocolError               -  malformed input from a peer or a client (mapped to 4xx at the edge)
 
 Errors carry their context as attributes (``url``, ``peer``, ``piece``) so callers can act on them
@@ -22,6 +23,9 @@ of the layer that sees them.
 """
 
 from __future__ import annotations
+
+import errno
+import os
 
 
 class ShoalError(Exception):
@@ -44,6 +48,17 @@ class TrackerUnavailable(ShoalError):
     def __init__(self, message: str, *, tracker: str = "") -> None:
         super().__init__(message)
         self.tracker = tracker
+
+    @classmethod
+    def not_a_tracker(cls, tracker: str, answered: str) -> TrackerUnavailable:
+        """A server at ``tracker`` answered the tracker API with something else (``answered``: "404 Not
+        Found, text/html", say): a web server, or a Shoal tracker given by its BitTorrent /announce URL."""
+        path = tracker.split("://", 1)[-1].partition("/")[2].rstrip("/")
+        if path.endswith(("announce", "scrape")):
+            advice = "give the tracker's base URL (http://HOST:PORT), not its BitTorrent /" + path.rsplit("/", 1)[-1]
+        else:
+            advice = "is that a Shoal tracker? give its base URL (http://HOST:PORT)"
+        return cls(f"{tracker} answered {answered}, not the tracker API: {advice}", tracker=tracker)
 
 
 class OriginError(ShoalError):
@@ -86,6 +101,32 @@ class LocalIOError(ShoalError):
     def __init__(self, message: str, *, path: str = "") -> None:
         super().__init__(message)
         self.path = path
+
+
+class ListenError(ShoalError):
+    """A server cannot listen where it was asked to: the port is in use, the address is not this host's,
+    the port needs privileges, or a socket path cannot be bound. The same exit code from every command
+    that listens (tracker, seed, daemon, mirror, get), so a supervisor can tell it from a bad flag."""
+
+    exit_code = 9
+
+    def __init__(self, message: str, *, address: str = "") -> None:
+        super().__init__(message)
+        self.address = address
+
+    @classmethod
+    def from_os_error(cls, address: str, exc: OSError) -> ListenError:
+        """The error for binding ``address`` (HOST:PORT or a socket path) that failed with ``exc``: the
+        system's reason without the wrapper's repetition of the address, and what to do where it is clear."""
+        # asyncio's bind error repeats the address in its strerror; a name lookup's (gaierror) errno is negative.
+        reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror or str(exc)
+        advice = {
+            errno.EADDRINUSE: "; another process listens there: stop it or choose another port",
+            errno.EADDRNOTAVAIL: "; that address is not this host's",
+        }.get(exc.errno or 0, "")
+        if exc.errno == errno.EACCES and not address.startswith("/"):
+            advice = "; ports below 1024 need root or CAP_NET_BIND_SERVICE"
+        return cls(f"cannot listen on {address}: {reason}{advice}", address=address)
 
 
 class CacheError(ShoalError):

@@ -141,7 +141,10 @@ class Fetcher:
             # Joined a download that left its SHA-256 for later.
             entry = await asyncio.to_thread(self.store.info, entry.digest)
         if not matches(entry, expected):  # joined a download another request started
-            raise IntegrityError(f"{url} is not {expected}", expected=expected or "", actual=entry.sha256)
+            actual = f"sha256:{entry.sha256}" if expected and expected.lower().startswith("sha256:") else entry.digest
+            raise IntegrityError(
+                f"digest mismatch for {url}: expected {expected}, got {actual}", expected=expected or "", actual=actual
+            )
         return entry, fetch
 
     def cached(self, url: str, expected: str | None = None) -> CacheEntry | None:

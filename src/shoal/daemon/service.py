@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from shoal.core.errors import LocalIOError, UsageError
+from shoal.core.errors import ListenError, LocalIOError, UsageError
 from shoal.core.ids import PeerIdentity
 from shoal.daemon.client import DaemonClient
 from shoal.daemon.config import DaemonConfig, index_path
@@ -77,7 +77,7 @@ class Daemon:
         try:
             await self.server.start(config.listen_host, config.listen_port)
         except OSError as exc:
-            raise UsageError(f"cannot listen on {config.listen_host}:{config.listen_port}: {exc.strerror}") from None
+            raise ListenError.from_os_error(f"{config.listen_host}:{config.listen_port}", exc) from None
         stack.push_async_callback(self.server.stop)
         wildcard = config.listen_host in ("0.0.0.0", "::", "")
         host = socket.getfqdn() if wildcard else config.listen_host
@@ -178,7 +178,7 @@ async def _bind_control(runner: web.AppRunner, path: Path) -> None:
     try:
         await web.UnixSite(runner, str(path)).start()
     except OSError as exc:
-        raise LocalIOError(f"cannot listen on {path}: {exc.strerror}", path=str(path)) from None
+        raise ListenError.from_os_error(str(path), exc) from None
     finally:
         os.umask(old_umask)
     os.chmod(path, 0o600)
@@ -191,7 +191,7 @@ def _prepare_socket_path(path: Path) -> None:
     except OSError as exc:
         raise LocalIOError(f"cannot create {path.parent}: {exc.strerror}", path=str(path.parent)) from None
     if DaemonClient(path).running():
-        raise UsageError(f"a daemon is already listening on {path}")
+        raise ListenError(f"cannot listen on {path}: a daemon is already listening there", address=str(path))
     with contextlib.suppress(FileNotFoundError):
         path.unlink()  # a stale socket of a daemon that died
 

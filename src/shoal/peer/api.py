@@ -17,7 +17,7 @@ from pathlib import Path
 
 import aiohttp
 
-from shoal.core.errors import UsageError
+from shoal.core.errors import ListenError, UsageError
 from shoal.core.ids import canonical_url
 from shoal.core.units import parse_rate
 from shoal.peer.callback import callback_argv, run_callback
@@ -113,7 +113,7 @@ async def aget(
             try:
                 server.bind(config.listen_host, config.listen_port)
             except OSError as exc:
-                raise UsageError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+                raise ListenError.from_os_error(listen, exc) from None
         download = Download(url, config, session, server)
         ticker = asyncio.ensure_future(_tick(download.stats, progress)) if progress else None
         serving = asyncio.ensure_future(_serve_from_first_piece(download, server)) if config.tracker else None

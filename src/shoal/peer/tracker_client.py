@@ -23,20 +23,27 @@ class TrackerClient:
         try:
             async with self.session.request(method, url, json=body, timeout=TIMEOUT) as resp:
                 text = await resp.text()
+                status = f"{resp.status} {resp.reason or ''}".strip()
+                try:
+                    data = json.loads(text)
+                except ValueError:
+                    # The tracker answers JSON, its errors included: anything else is another server.
+                    answered = f"{status if resp.status >= 400 else 'a page'} ({resp.content_type or 'no type'})"
+                    raise TrackerUnavailable.not_a_tracker(self.base_url, answered) from None
                 if resp.status >= 400:
-                    try:
-                        message = json.loads(text).get("error", text)
-                    except (ValueError, AttributeError):
-                        message = text[:200]
-                    raise TrackerUnavailable(f"tracker answered {resp.status}: {message}", tracker=self.base_url)
-                return json.loads(text)
+                    error = data.get("error") if isinstance(data, dict) else None
+                    if resp.status in (404, 405) and error in (None, resp.reason):
+                        # No such route (the tracker names what is unknown, an unknown task say): the
+                        # base URL is not the tracker's, a Shoal tracker's /announce for one.
+                        raise TrackerUnavailable.not_a_tracker(self.base_url, status)
+                    message = " ".join(str(error).split()) if error else "no reason given"
+                    raise TrackerUnavailable(f"tracker answered {status}: {message}", tracker=self.base_url)
+                return data
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise TrackerUnavailable(
                 f"cannot reach the tracker at {self.base_url}: {exc or type(exc).__name__}",
                 tracker=self.base_url,
             ) from exc
-        except ValueError as exc:
-            raise TrackerUnavailable(f"tracker sent invalid JSON: {exc}", tracker=self.base_url) from exc
 
     async def announce(self, task_id: str, request: AnnounceRequest) -> AnnounceResponse:
         data = await self._call("POST", f"/v1/tasks/{task_id}/announce", request.to_json())

@@ -48,7 +48,7 @@ from shoal.core.btwire import (
     State,
     piece_header,
 )
-from shoal.core.errors import LocalIOError, ProtocolError
+from shoal.core.errors import ListenError, LocalIOError, ProtocolError
 from shoal.core.unchoke import UnchokeSlots
 
 log = logging.getLogger("shoal.seeder.wire")
@@ -195,8 +195,12 @@ class WireSeeder:
         return len(self._peers)
 
     async def start(self, host: str, port: int) -> int:
-        """Listen on host:port (0 picks a free port); return the bound port."""
-        self._server = await asyncio.start_server(self._handle, host, port)
+        """Listen on host:port (0 picks a free port); return the bound port. An address that cannot be had
+        is a ListenError."""
+        try:
+            self._server = await asyncio.start_server(self._handle, host, port)
+        except OSError as exc:
+            raise ListenError.from_os_error(f"{host}:{port}", exc) from None
         self.port = self._server.sockets[0].getsockname()[1]
         self._ticker = asyncio.create_task(self._tick())
         return self.port

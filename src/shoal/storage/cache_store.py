@@ -314,8 +314,9 @@ class CacheStore:
             raise _io_error("hash", tmp, exc) from None
         if expected is not None:
             if value != (sha256 if kind == "sha256" else digest):
+                got = f"sha256:{sha256}" if kind == "sha256" else f"blake3:{digest}"
                 raise IntegrityError(
-                    f"the content does not match {expected}", expected=expected, actual=f"blake3:{digest}"
+                    f"the content does not match {expected}: it is {got}", expected=expected, actual=f"blake3:{digest}"
                 )
         final = self.object_path(digest)
         with self._objects_lock:

@@ -17,7 +17,7 @@ from typing import Any, Self, TypeVar
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from shoal.core.errors import ShoalError, UsageError
@@ -28,6 +28,28 @@ T = TypeVar("T")
 
 class StoreError(ShoalError):
     """The database failed or could not be reached."""
+
+
+def describe(exc: BaseException) -> str:
+    """One line on a database failure: the driver's own words, without SQLAlchemy's wrapping (the driver's
+    class name, the statement, the "Background on this error" link on a second line)."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        args = exc.orig.args
+        # PyMySQL's errors are (code, message); asyncpg's and sqlite3's a message alone.
+        text = str(args[1]) if len(args) == 2 and isinstance(args[0], int) else str(exc.orig)
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    else:
+        text = str(exc)
+    return " ".join(text.split()) or type(exc).__name__
+
+
+def safe_url(url: str) -> str:
+    """``url`` for messages and logs: its password, if any, as ``***``."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
 
 
 _DRIVERS = {
@@ -110,7 +132,7 @@ class SqlStore:
         except (SQLAlchemyError, OSError) as exc:
             await self._engine.dispose()
             self._engine = None
-            raise StoreError(f"cannot open the database {self.url}: {exc}") from exc
+            raise StoreError(f"cannot open the database {safe_url(self.url)}: {describe(exc)}") from exc
         self._sync_writer = sqlite_writer_engine(self._engine)
         return self
 
@@ -139,7 +161,7 @@ class SqlStore:
             async with serial, self.engine.begin() if write else self.engine.connect() as conn:
                 yield conn
         except (SQLAlchemyError, OSError) as exc:
-            raise StoreError(f"database error: {exc}") from exc
+            raise StoreError(f"database error: {describe(exc)}") from exc
 
     async def write_transaction(self, work: Callable[[Connection], T]) -> T:
         """Run ``work`` in one write transaction and commit; database failures become StoreError.
@@ -170,4 +192,4 @@ class SqlStore:
             done.add_done_callback(release)
             return await asyncio.shield(done)
         except (SQLAlchemyError, OSError) as exc:
-            raise StoreError(f"database error: {exc}") from exc
+            raise StoreError(f"database error: {describe(exc)}") from exc
