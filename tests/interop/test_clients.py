@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,11 +120,12 @@ def test_ctorrent_downloads_over_the_wire_protocol_alone(
             stderr=subprocess.STDOUT,
         )
         try:
-            deadline = time.monotonic() + 90
-            while "Download complete." not in log.read_text(errors="replace"):
+
+            def complete() -> bool:
                 assert proc.poll() is None, log.read_text(errors="replace")[-2000:]
-                assert time.monotonic() < deadline, log.read_text(errors="replace")[-2000:]
-                time.sleep(0.1)
+                return "Download complete." in log.read_text(errors="replace")
+
+            wait_until(complete, "ctorrent to complete", timeout=90, interval=0.1)
         finally:
             proc.terminate()
             proc.wait(10)
