@@ -12,8 +12,8 @@ import pytest
 from shoal.core.pool import Heartbeat, IllegalTransition, MemberReport, MemberStatus, PushRequest
 from shoal.storage.tracker_store import TrackerStore
 from shoal.testing.clock import FakeClock
-from shoal.testing.lock import WatchedLock
 from shoal.testing.poll import DEADLINE, wait_until_async
+from shoal.testing.watched import WatchedEvent, WatchedLock
 from shoal.tracker.pools import Pools
 
 POOL = "lab"
@@ -44,12 +44,21 @@ async def join(pools: Pools, *names: str) -> int:
     return version
 
 
+async def parked_poll(pools: Pools, member: str, version: int) -> asyncio.Future[dict[str, object]]:
+    """``member``'s long-poll at ``version``, once it waits on the pool's change (not merely started)."""
+    changed = pools._pool(POOL).changed = WatchedEvent()  # bump() replaces it with a plain one
+    poll = asyncio.ensure_future(pools.heartbeat(POOL, member, beat(member), version=version, wait=TTL / 3))
+    await wait_until_async(lambda: changed.waiting == 1 or poll.done(), f"{member}'s long-poll to wait")
+    assert not poll.done(), poll.result()  # nothing has changed yet: the poll waits
+    return poll
+
+
 async def woken(pools: Pools, member: str, version: int, change: Callable[[], Awaitable[object]]) -> bool:
     """Whether ``member``'s long-poll at ``version`` is woken by ``change()``.
 
     A change wakes the long-polls exactly when it moves the pool's version, which a heartbeat that does not
     wait reads back at once; a woken poll then returns well before its wait (``TTL / 3``) is out."""
-    poll = asyncio.ensure_future(pools.heartbeat(POOL, member, beat(member), version=version, wait=TTL / 3))
+    poll = await parked_poll(pools, member, version)
     try:
         await change()
         if (await pools.heartbeat(POOL, member, beat(member), version=None, wait=0))["version"] == version:
@@ -62,7 +71,7 @@ async def woken(pools: Pools, member: str, version: int, change: Callable[[], Aw
 
 async def test_a_push_wakes_every_long_poll_with_its_work(pools: Pools) -> None:
     version = await join(pools, "m1", "m2")
-    poll = asyncio.ensure_future(pools.heartbeat(POOL, "m1", beat("m1"), version=version, wait=TTL / 3))
+    poll = await parked_poll(pools, "m1", version)
     job_id = await pools.push(POOL, PushRequest(url=URL))
     reply = await asyncio.wait_for(poll, DEADLINE)  # woken: its wait is far longer
     assert reply["version"] != version

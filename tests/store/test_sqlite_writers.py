@@ -12,8 +12,8 @@ from sqlalchemy import Connection, func, select
 
 from shoal.storage.db import SqlStore, StoreError
 from shoal.storage.schema import pools
-from shoal.testing.lock import WatchedLock
 from shoal.testing.poll import DEADLINE, wait_until_async
+from shoal.testing.watched import WatchedLock
 
 
 async def test_a_second_writer_starts_when_the_first_commits(tmp_path: Path) -> None:
