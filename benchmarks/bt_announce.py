@@ -58,7 +58,8 @@ from urllib.parse import quote_from_bytes
 from fastbencode import bdecode
 
 from shoal.testing.cpu import MachineCpu, process_cpu_seconds
-from shoal.testing.processes import free_port, shoal_argv, start_service
+from shoal.testing.processes import shoal_argv, start_service
+from shoal.testing.sockets import listening_ports
 
 HASH_PREFIX = b"shoal-bt-bench\x00\x00"  # 16 bytes; the last 4 of each info_hash count 0, 1, 2, ...
 TRACKER_CPU, CLIENT_CPU = 0, 1
@@ -130,10 +131,11 @@ def start_opentracker(workdir: Path, hashes: int) -> tuple[subprocess.Popen[byte
     root = workdir / "opentracker"
     root.mkdir()
     (root / "whitelist").write_text("".join(info_hash(i).hex() + "\n" for i in range(hashes)))
-    port = free_port()
     # opentracker chroots into tracker.rootdir and drops to nobody: the whitelist path is inside the root.
+    # Port 0: the kernel picks a free port, read back from the kernel's table of the process's sockets
+    # (opentracker does not print it), so nothing else can take it between a probe and the bind.
     (root / "opentracker.conf").write_text(
-        f"listen.tcp 127.0.0.1:{port}\naccess.whitelist /whitelist\ntracker.rootdir {root}\n"
+        f"listen.tcp 127.0.0.1:0\naccess.whitelist /whitelist\ntracker.rootdir {root}\n"
     )
     root.chmod(0o755)
     out = open(workdir / "opentracker.log", "wb")
@@ -145,12 +147,14 @@ def start_opentracker(workdir: Path, hashes: int) -> tuple[subprocess.Popen[byte
         start_new_session=True,
     )
     out.close()
-    base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
     while True:
         try:
-            if b"failure reason" not in sample_announce(base, hashes):
-                return proc, base
+            ports = listening_ports(proc.pid)  # taskset execs opentracker: the same process
+            if ports:
+                base = f"http://127.0.0.1:{min(ports)}"
+                if b"failure reason" not in sample_announce(base, hashes):
+                    return proc, base
         except OSError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:

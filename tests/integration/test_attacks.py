@@ -16,19 +16,13 @@ from shoal.core.ids import content_task_id
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import encode_piece_hashes
 from shoal.testing.hostile import HostilePeer, RefusedError, identity, piece_hashes
+from shoal.testing.poll import wait_until_async
 from shoal.testing.processes import shoal_argv, start_seeder, start_tracker
 from tests.integration.conftest import run_get
 from tests.integration.test_seeder import wait_published
 from tests.integration.test_whole_file import start_hostile as start_liar
 
 SIZE = 4 << 20  # 16 pieces of 256 KiB
-
-
-async def wait_until_async(predicate, what: str, within: float = 120.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 def origin_identity(url: str) -> OriginIdentity:
@@ -73,7 +67,7 @@ async def test_forged_hashes_from_a_peer_without_leases_are_refused(
         reply = await poisoned_peer(mallory, url, bytes(forged), list(pieces))
         assert sorted(reply["rejected"]) == sorted(pieces)
         first = spawn_get(url, "-o", str(tmp_path / "a.bin"), "--tracker", t.url, "--upload-time", "120")
-        await wait_until_async(lambda: (tmp_path / "a.bin").exists(), what="the first download")
+        await wait_until_async(lambda: (tmp_path / "a.bin").exists(), "the first download")
         # A second host while the first seeds: it takes the first's pieces, never Mallory's.
         second = await get(tmp_path, url, "b.bin", t.url)
         assert second.returncode == 0, second.stderr
@@ -114,12 +108,8 @@ async def test_forged_accusations_and_stops_do_not_empty_a_swarm(tmp_path, track
         async def honest_peers() -> list[dict[str, object]]:
             return [p for p in (await mallory.task()).get("peers", []) if p["pieces"] == 16]
 
-        await wait_until_async(lambda: (tmp_path / "seed.bin").exists(), what="the seed's download")
-        for _ in range(1200):
-            if await honest_peers():
-                break
-            await asyncio.sleep(0.1)
-        [honest] = await honest_peers()
+        await wait_until_async(lambda: (tmp_path / "seed.bin").exists(), "the seed's download")
+        [honest] = await wait_until_async(honest_peers, "the seed complete at the tracker")
         await mallory.announce(event="started", origin=origin_identity(url))
         # Mallory accuses the honest seed, and announces `stopped` under its id without its secret.
         await mallory.announce(generation=1, bad_peers=[honest["peer_id"]])
@@ -224,10 +214,7 @@ async def test_a_lying_lease_holder_is_caught_by_spot_checks(tmp_path, tracker, 
             return any(p["peer_id"] != liar_id and p["pieces"] >= 4 for p in peers)
 
         # The honest download has taken pieces (Mallory's among them, which its forged hash vouches for).
-        for _ in range(1200):
-            if await honest_holds_pieces():
-                break
-            await asyncio.sleep(0.05)
+        await wait_until_async(honest_holds_pieces, "the honest download holding pieces")
     checkers = [HostilePeer(t.url, url, name=f"checker{n}", source=f"127.0.0.{n + 3}") for n in range(2)]
     for checker in checkers:
         async with checker:

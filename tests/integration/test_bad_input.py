@@ -19,6 +19,7 @@ from shoal.core.bitfield import Bitfield
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.peer.server import PieceServer, ServedTask, ServerConfig
 from shoal.testing.hostile import identity
+from shoal.testing.poll import DEADLINE, wait_until_async
 from shoal.testing.processes import shoal_argv
 from tests.integration.conftest import run_get
 
@@ -232,11 +233,7 @@ async def test_piece_server_serves_only_verified_pieces_of_its_generation(tmp_pa
 
             # One upload at a time: while a paced upload holds the only slot, the next asker gets a 503.
             slow = asyncio.ensure_future(fetch(f"{base}/data?gen=3", f"bytes=0-{2 * piece - 1}"))
-            for _ in range(500):
-                if server.uploads == 1:
-                    break
-                await asyncio.sleep(0.01)
-            assert server.uploads == 1
+            await wait_until_async(lambda: server.uploads == 1, "the paced upload to take the slot")
             async with session.get(f"{base}/data?gen=3", headers={"Range": f"bytes=0-{piece - 1}"}) as r:
                 assert r.status == 503 and r.headers["Retry-After"] == "1"
             assert (await slow)[0] == 206
@@ -246,7 +243,7 @@ async def test_piece_server_serves_only_verified_pieces_of_its_generation(tmp_pa
                 first = json.loads(await r.content.readline())
                 assert Bitfield.decode(4, first["bitfield"]) == Bitfield.of(4, [0, 1])
                 served.add(3)
-                update = json.loads(await asyncio.wait_for(r.content.readline(), 2))
+                update = json.loads(await asyncio.wait_for(r.content.readline(), DEADLINE))
                 assert update == {"have": [3]}
     finally:
         await server.stop()
@@ -272,40 +269,45 @@ async def have_streams(
         await server.stop()
 
 
+# A have gap no wait of these tests outlasts: a line that comes was not held back for the gap's end.
+LONG_GAP = 2 * DEADLINE
+
+
 async def next_line(r: aiohttp.ClientResponse, *, pings: bool = False) -> object:
     """The next line of a have stream (skipping pings unless ``pings``); None at its end."""
-    while line := await asyncio.wait_for(r.content.readline(), 2):
+    while line := await asyncio.wait_for(r.content.readline(), DEADLINE):
         if (message := json.loads(line)) != {"ping": True} or pings:
             return message
     return None
 
 
 async def test_have_stream_sends_a_quiet_piece_at_once_and_batches_a_stream_of_them(tmp_path):
-    async with have_streams(tmp_path, gap=0.5) as (_, served, [r]):
+    # The gap, long enough that piece 1 comes within it even on a busy machine, is how long this test takes.
+    async with have_streams(tmp_path, gap=3.0) as (_, served, [r]):
         served.add(0)
         assert await next_line(r) == {"have": [0]}
         # Within the gap of the last line, pieces wait for the gap to end and go out as one line (without the
-        # gap, the stream would have written [1] while we slept).
+        # gap, the stream would have written [1] in the loop's next iteration, let run here).
         served.add(1)
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0)
         served.add(2)
         served.add(5)
         assert await next_line(r) == {"have": [1, 2, 5]}
 
 
 async def test_have_stream_sends_a_piece_only_we_hold_without_waiting_for_the_gap(tmp_path):
-    async with have_streams(tmp_path, gap=5.0) as (_, served, [r]):
+    async with have_streams(tmp_path, gap=LONG_GAP) as (_, served, [r]):
         served.add(0)
         assert await next_line(r) == {"have": [0]}
-        served.add(1)  # from a peer: waits for the 5 s gap...
-        await asyncio.sleep(0.1)
+        served.add(1)  # from a peer: waits for the gap...
+        await asyncio.sleep(0)  # (the loop's next iteration would send a piece due at once)
         served.add(2, at_once=True)  # ...until one from the origin comes, and both go at once
-        assert json.loads(await asyncio.wait_for(r.content.readline(), 1)) == {"have": [1, 2]}
+        assert await next_line(r) == {"have": [1, 2]}  # before the deadline: long before the gap's end
 
 
 async def test_have_stream_pings_when_quiet_and_ends_after_the_pieces_not_yet_told(tmp_path, monkeypatch):
     monkeypatch.setattr("shoal.peer.server.PING_SECONDS", 0.2)
-    async with have_streams(tmp_path, gap=5.0, count=2) as (server, served, streams):
+    async with have_streams(tmp_path, gap=LONG_GAP, count=2) as (server, served, streams):
         for r in streams:  # nothing verified for a while: a ping on every stream
             assert await next_line(r, pings=True) == {"ping": True}
         served.add(0)  # a ping does not open a have gap: sent at once

@@ -23,6 +23,7 @@ from fastbencode import bdecode
 from yarl import URL
 
 from shoal.listen import listen
+from shoal.testing.clock import FakeClock
 from shoal.testing.libtorrent_client import SESSION_SETTINGS
 from shoal.testing.processes import Service
 from shoal.tracker import TrackerConfig, build_app
@@ -30,14 +31,6 @@ from shoal.tracker import TrackerConfig, build_app
 HASH = bytes(range(20))
 OTHER_HASH = b"\xfe\x00+%&" * 4
 NOW = 1_700_000_000.0
-
-
-class FakeClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def peer_id(n: int) -> bytes:

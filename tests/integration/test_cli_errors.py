@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from shoal.testing.processes import Service, free_port, shoal_argv, start_service
+from shoal.testing.poll import wait_until
+from shoal.testing.processes import Service, shoal_argv, start_service
+from shoal.testing.sockets import listening_ports
 from tests.integration.conftest import Origin, run_get
 
 
@@ -105,20 +107,13 @@ def web_page(services: list[Service]) -> Service:
 @pytest.fixture
 def plain_http_server(tmp_path: Path) -> Iterator[str]:
     """Python's http.server: a 404 HTML page for a GET of a missing file, a 501 HTML page for a POST."""
-    port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port), "--directory", str(tmp_path)],
+        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "0", "--directory", str(tmp_path)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 30
-    while True:  # until it accepts connections
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, "http.server did not start"
-            time.sleep(0.05)
+    # Port 0: the kernel picks it, and the server's listening socket tells which.
+    (port,) = wait_until(lambda: proc.poll() is None and listening_ports(proc.pid), "http.server listening")
     yield f"http://127.0.0.1:{port}"
     proc.terminate()
     proc.wait(10)

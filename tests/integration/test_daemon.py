@@ -12,7 +12,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ import blake3
 import pytest
 
 from shoal.daemon.client import DaemonClient, RemoteError
+from shoal.testing.poll import wait_until
 from shoal.testing.processes import Service, shoal_argv, start_daemon
 from tests.integration.conftest import Daemon, Origin, cache_cli, run_get
 
@@ -44,10 +44,7 @@ def test_a_second_get_is_a_cache_hit_with_no_network(
     assert node.index("SELECT digest FROM entries") == [(blake3.blake3(data).hexdigest(),)]
     # The SHA-256 is not waited for; the daemon completes it in the background.
     sha256 = hashlib.sha256(data).hexdigest()
-    deadline = time.monotonic() + 10
-    while node.index("SELECT sha256 FROM entries") != [(sha256,)] and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert node.index("SELECT sha256 FROM entries") == [(sha256,)]
+    wait_until(lambda: node.index("SELECT sha256 FROM entries") == [(sha256,)], "the SHA-256 in the cache's index")
     sent = o.bytes_sent()
     second = node.get(o.url("file.bin"), tmp_path / "b.bin")
     assert second.returncode == 0, second.stderr
@@ -190,15 +187,13 @@ def test_a_daemon_killed_mid_download_resumes_from_verified_pieces(
         text=True,
     )
     state = node.cache_dir / "staging"
-    deadline = time.monotonic() + 30
+
     # Wait until the daemon has checkpointed verified pieces (its sidecar lists some), then SIGKILL it.
-    while time.monotonic() < deadline:
+    def checkpointed() -> bool:
         sidecars = list(state.glob(".*.shoal-state"))
-        if sidecars and len(json.loads(sidecars[0].read_text() or "{}").get("pieces", {})) >= 8:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail("the daemon never checkpointed pieces")
+        return bool(sidecars) and len(json.loads(sidecars[0].read_text() or "{}").get("pieces", {})) >= 8
+
+    wait_until(checkpointed, "the daemon to checkpoint 8 verified pieces")
     node.service.kill()
     get.communicate(timeout=30)
     assert get.returncode != 0  # the get lost its daemon

@@ -13,16 +13,10 @@ from pathlib import Path
 import pytest
 
 from shoal.core.ids import task_id_for_url
-from shoal.testing.processes import free_port, start_tracker
+from shoal.testing.poll import wait_until as wait_for
+from shoal.testing.processes import start_tracker
+from shoal.testing.sockets import listening_ports
 from tests.integration.conftest import no_partial_files, rewritten_after_an_interrupted_run, run_get, task_summary
-
-
-def wait_for(predicate, timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_peer_killed_mid_transfer(tmp_path, tracker, origin, make_file, spawn_get):
@@ -31,7 +25,6 @@ def test_peer_killed_mid_transfer(tmp_path, tracker, origin, make_file, spawn_ge
     data = make_file(src.root / "k.bin", size)
     t = tracker(peer_ttl=2.0, interval=0.5)
     url = src.url("k.bin")
-    port = free_port()
     victim = spawn_get(
         url,
         "-o",
@@ -41,8 +34,10 @@ def test_peer_killed_mid_transfer(tmp_path, tracker, origin, make_file, spawn_ge
         "--upload-time",
         "30",
         "--listen",
-        f"127.0.0.1:{port}",
+        "127.0.0.1:0",
     )
+    # The port its piece server got from the kernel: how the tracker's list of peers names the victim.
+    (port,) = wait_for(lambda: listening_ports(victim.pid), what="the victim's piece server")
     others = [
         spawn_get(url, "-o", str(tmp_path / f"o{i}.bin"), "--tracker", t.url, "--upload-time", "5") for i in range(2)
     ]

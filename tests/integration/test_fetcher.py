@@ -12,6 +12,7 @@ import pytest
 
 from shoal.daemon.fetcher import enter_in_thread
 from shoal.storage.cache_store import CacheStore
+from shoal.testing.poll import DEADLINE
 
 
 async def test_a_reservation_still_being_made_when_its_fetch_is_cancelled_is_given_back(tmp_path: Path) -> None:
@@ -21,7 +22,7 @@ async def test_a_reservation_still_being_made_when_its_fetch_is_cancelled_is_giv
         @contextlib.contextmanager
         def slow_reservation() -> Iterator[int]:
             inside.set()
-            go_on.wait(5)  # the transaction is slow (another process holds the index)
+            go_on.wait(DEADLINE)  # the transaction is slow (another process holds the index)
             with store.reserve(16 << 20) as reservation:
                 entered.set()
                 yield reservation
@@ -37,12 +38,12 @@ async def test_a_reservation_still_being_made_when_its_fetch_is_cancelled_is_giv
                 await asyncio.sleep(60)  # the download
 
         task = asyncio.ensure_future(fetch())
-        assert await asyncio.to_thread(inside.wait, 5)
+        assert await asyncio.to_thread(inside.wait, DEADLINE)
         task.cancel()
         await asyncio.sleep(0.05)
         task.cancel()  # and once more while it waits for the thread
         go_on.set()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert await asyncio.to_thread(entered.wait, 5)  # the thread did reserve...
+        assert await asyncio.to_thread(entered.wait, DEADLINE)  # the thread did reserve...
         assert store.index.used()[1] == 0  # ...and nothing stays reserved

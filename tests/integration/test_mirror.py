@@ -13,39 +13,26 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from shoal.testing.poll import wait_until
 from shoal.testing.processes import (
     Service,
-    free_port,
     shoal_argv,
     start_mirror_manager,
     start_mirror_worker,
     start_origin,
     start_tracker,
 )
+from shoal.testing.sockets import refusing_port
 
 TOKEN = "s3cret-token"
-DEADLINE = 60.0
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
 
 
 def api(manager: Service, method: str, path: str, body: Any = None, *, token: str | None = TOKEN) -> tuple[int, Any]:
@@ -184,16 +171,16 @@ keep_versions = 2
     def contents() -> list[str]:
         return [(v / "index.txt").read_text() for v in versions(job_dir) if (v / "index.txt").exists()]
 
-    wait_for(lambda: "release 1\n" in contents(), "the first version")
+    wait_until(lambda: "release 1\n" in contents(), "the first version")
     (root / "index.txt").write_text("release 2, longer\n")
-    wait_for(lambda: "release 2, longer\n" in contents(), "the upstream's change")
+    wait_until(lambda: "release 2, longer\n" in contents(), "the upstream's change")
     (root / "index.txt").write_text("release 3\n")
-    wait_for(lambda: "release 3\n" in contents(), "the second change")
+    wait_until(lambda: "release 3\n" in contents(), "the second change")
     # Retention keeps the newest two versions: the first is gone, and `current` is the newest.
-    wait_for(lambda: "release 1\n" not in contents(), "retention removing the oldest version")
+    wait_until(lambda: "release 1\n" not in contents(), "retention removing the oldest version")
     assert len(versions(job_dir)) <= 2
     assert (job_dir / "current" / "index.txt").read_text() == "release 3\n"
-    job = wait_for(lambda: job_is(manager, "site", status="success"), "a success status")
+    job = wait_until(lambda: job_is(manager, "site", status="success"), "a success status")
     assert job["worker"] == "w1"
     assert job["last_update"] is not None and job["next_schedule"] >= job["last_ended"]
     assert job["upstream"] == f"{origin.url}/index.txt"
@@ -229,15 +216,15 @@ def test_ctl_list_stop_start_disable_enable_flush(mirror: Mirror) -> None:
     pidfile, log = mirror.pidfile("slow"), mirror.tmp / "slow.log"
     manager = mirror.manager(SLOW_JOB.format(pidfile=pidfile, log=log))
     mirror.worker(manager, "w1")
-    wait_for(lambda: job_is(manager, "slow", status="syncing", worker="w1"), "the job syncing on w1")
-    wait_for(lambda: pidfile.exists() and alive(pidfile), "the command running")
+    wait_until(lambda: job_is(manager, "slow", status="syncing", worker="w1"), "the job syncing on w1")
+    wait_until(lambda: pidfile.exists() and alive(pidfile), "the command running")
     first_pid = pidfile.read_text()
 
     # stop: paused, the command killed, no next run scheduled.
     result = ctl(manager, "stop", "slow")
     assert result.returncode == 0, result.stderr
     assert "slow: paused" in result.stdout
-    wait_for(lambda: not alive(pidfile), "the stopped command to be killed")
+    wait_until(lambda: not alive(pidfile), "the stopped command to be killed")
     assert jobs(manager)["slow"]["next_schedule"] is None
     # Stopping it again is a conflict (exit 1), and changes nothing.
     again = ctl(manager, "stop", "slow")
@@ -246,12 +233,12 @@ def test_ctl_list_stop_start_disable_enable_flush(mirror: Mirror) -> None:
 
     # start: runs again at once, on the worker.
     assert ctl(manager, "start", "slow").returncode == 0
-    wait_for(lambda: pidfile.read_text() != first_pid and alive(pidfile), "the restarted command")
+    wait_until(lambda: pidfile.read_text() != first_pid and alive(pidfile), "the restarted command")
     assert jobs(manager)["slow"]["status"] in ("pre-syncing", "syncing")
 
     # disable: killed, hidden from the default list, shown with --all.
     assert ctl(manager, "disable", "slow").returncode == 0
-    wait_for(lambda: not alive(pidfile), "the disabled job's command to be killed")
+    wait_until(lambda: not alive(pidfile), "the disabled job's command to be killed")
     listed = json.loads(ctl(manager, "list", "--format", "json").stdout)
     assert "slow" not in [j["name"] for j in listed]
     assert jobs(manager)["slow"]["status"] == "disabled"
@@ -261,7 +248,7 @@ def test_ctl_list_stop_start_disable_enable_flush(mirror: Mirror) -> None:
 
     # enable: back to none, and due at once (it never finished a run).
     assert ctl(manager, "enable", "slow").returncode == 0
-    wait_for(lambda: job_is(manager, "slow", status="syncing"), "the enabled job running again")
+    wait_until(lambda: job_is(manager, "slow", status="syncing"), "the enabled job running again")
 
     # flush drops disabled jobs only.
     assert ctl(manager, "disable", "slow").returncode == 0
@@ -279,10 +266,10 @@ def test_restart_kills_the_running_sync_and_runs_it_afresh(mirror: Mirror) -> No
     pidfile, log = mirror.pidfile("slow"), mirror.tmp / "slow.log"
     manager = mirror.manager(SLOW_JOB.format(pidfile=pidfile, log=log))
     mirror.worker(manager, "w1")
-    wait_for(lambda: pidfile.exists() and alive(pidfile), "the command running")
+    wait_until(lambda: pidfile.exists() and alive(pidfile), "the command running")
     first = pidfile.read_text()
     assert ctl(manager, "restart", "slow").returncode == 0
-    wait_for(lambda: pidfile.read_text() != first and alive(pidfile), "a new command")
+    wait_until(lambda: pidfile.read_text() != first and alive(pidfile), "a new command")
     assert not alive_pid(int(first))
     assert job_is(manager, "slow", worker="w1")["status"] in ("pre-syncing", "syncing")  # type: ignore[index]
 
@@ -409,7 +396,7 @@ pre_exec = ['echo "the mirror is locked by $SHOAL_MIRROR_JOB" >&2; exit 3']
 """
     )
     mirror.worker(manager, "w1")
-    job = wait_for(lambda: job_is(manager, "hooked", status="failed"), "the hook's failure")
+    job = wait_until(lambda: job_is(manager, "hooked", status="failed"), "the hook's failure")
     assert "the mirror is locked by hooked" in job["error_msg"]
     assert job["attempts"] == 2  # retried as configured, then given up until the next run
     assert job["last_update"] is None and job["size"] == 0
@@ -431,12 +418,12 @@ retries = 2
 """
     )
     mirror.worker(manager, "w1")
-    job = wait_for(lambda: job_is(manager, "stuck", status="failed"), "the timeout", timeout=90)
+    job = wait_until(lambda: job_is(manager, "stuck", status="failed"), "the timeout", timeout=90)
     assert "timed out" in job["error_msg"]
     assert job["attempts"] == 2
     pids = [int(line) for line in pidfile.read_text().split()]
     assert len(pids) == 2
-    wait_for(lambda: not any(alive_pid(pid) for pid in pids), "both attempts' processes to be gone", timeout=30)
+    wait_until(lambda: not any(alive_pid(pid) for pid in pids), "both attempts' processes to be gone", timeout=30)
     assert versions(mirror.tmp / "w1" / "stuck") == []
 
 
@@ -453,24 +440,24 @@ interval = "1h"
 """
     )
     w1 = mirror.worker(manager, "w1")
-    wait_for(lambda: job_is(manager, "lost", status="syncing", worker="w1"), "the job running on w1")
-    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), "the command's pid")
+    wait_until(lambda: job_is(manager, "lost", status="syncing", worker="w1"), "the job running on w1")
+    wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), "the command's pid")
     w1.kill()
-    job = wait_for(lambda: job_is(manager, "lost", status="failed"), "the job failed after the worker timeout")
+    job = wait_until(lambda: job_is(manager, "lost", status="failed"), "the job failed after the worker timeout")
     assert job["error_msg"] == "worker lost" and job["worker"] == "w1"
     workers = {w["name"]: w for w in json.loads(ctl(manager, "workers", "--format", "json").stdout)}
     assert workers["w1"]["live"] is False
     mirror.worker(manager, "w2")
-    job = wait_for(lambda: job_is(manager, "lost", status="success", worker="w2"), "the job done on w2")
+    job = wait_until(lambda: job_is(manager, "lost", status="success", worker="w2"), "the job done on w2")
     assert job["error_msg"] == ""
     assert (mirror.tmp / "w2" / "lost" / "current" / "out.txt").read_text() == "done\n"
 
 
 def test_a_restarted_manager_gets_its_workers_back_and_keeps_history(mirror: Mirror) -> None:
-    port = free_port()
-    manager = mirror.manager(QUICK_JOB, port=port)
+    manager = mirror.manager(QUICK_JOB)
+    port = int(manager.url.rsplit(":", 1)[1])  # the restarted manager takes the same port: the workers know it
     mirror.worker(manager, "w1")
-    before = wait_for(lambda: job_is(manager, "quick", status="success"), "the first run")
+    before = wait_until(lambda: job_is(manager, "quick", status="success"), "the first run")
     session = api(manager, "GET", "health")[1]["session"]
     manager.stop()
     mirror.services.remove(manager)
@@ -481,13 +468,13 @@ def test_a_restarted_manager_gets_its_workers_back_and_keeps_history(mirror: Mir
         found = json.loads(ctl(manager, "workers", "--format", "json").stdout)
         return any(w["name"] == "w1" and w["live"] for w in found)
 
-    wait_for(w1_live, "w1 to register again")
+    wait_until(w1_live, "w1 to register again")
     after = jobs(manager)["quick"]
     for key in ("status", "last_update", "last_started", "last_ended", "size", "worker", "next_schedule"):
         assert after[key] == before[key], key
     # And it takes work from the new manager.
     assert ctl(manager, "start", "quick").returncode == 0
-    wait_for(
+    wait_until(
         lambda: (job := job_is(manager, "quick", status="success")) and job["last_update"] > before["last_update"],
         "a run through the restarted manager",
     )
@@ -534,9 +521,9 @@ retries = 1
     def fetching() -> bool:
         return any(p.is_file() and p.stat().st_size > 0 for p in staging.rglob("*")) if staging.is_dir() else False
 
-    wait_for(fetching, "the fetch under way")
+    wait_until(fetching, "the fetch under way")
     (root / "big.bin").write_bytes(os.urandom((1 << 20) + 4096))  # a new release, mid-fetch
-    job = wait_for(lambda: job_is(manager, "moving", status="failed"), "the fetch to fail", timeout=120)
+    job = wait_until(lambda: job_is(manager, "moving", status="failed"), "the fetch to fail", timeout=120)
     assert "changed" in job["error_msg"] or "length" in job["error_msg"], job["error_msg"]
     assert versions(mirror.tmp / "w1" / "moving") == []
     assert not (mirror.tmp / "w1" / "moving" / "current").exists()
@@ -544,9 +531,10 @@ retries = 1
 
 
 def test_ctl_without_a_reachable_manager_exits_3(mirror: Mirror) -> None:
-    closed = Service(proc=subprocess.Popen(["true"], text=True), url=f"http://127.0.0.1:{free_port()}", argv=[])
-    closed.proc.wait()
-    result = ctl(closed, "list")
+    with refusing_port() as port:
+        closed = Service(proc=subprocess.Popen(["true"], text=True), url=f"http://127.0.0.1:{port}", argv=[])
+        closed.proc.wait()
+        result = ctl(closed, "list")
     assert result.returncode == 3 and "cannot reach the mirror manager" in result.stderr
 
 
@@ -562,16 +550,16 @@ def test_a_jobs_new_files_are_fetched_by_shoal_get_and_aria2c(mirror: Mirror, up
         f'[[jobs]]\nname = "images"\nprovider = "http"\nupstream = "{origin.url}/image.bin"\ninterval = "1h"\n'
     )
     worker = mirror.worker(manager, "w1")
-    job = wait_for(lambda: job_is(manager, "images", status="success"), "the job's first version")
+    job = wait_until(lambda: job_is(manager, "images", status="success"), "the job's first version")
     rel = f"w1/images/versions/{job['version']}/image.bin"
 
     def published() -> dict[str, Any] | None:
         listing = json.loads(fetch(f"{worker.url}/v1/files"))
         return next((f for f in listing["files"] if f["path"] == rel), None)
 
-    entry = wait_for(published, "the seeder publishing the new version")
+    entry = wait_until(published, "the seeder publishing the new version")
     digest = str(entry["digest"]).removeprefix("blake3:")
-    wait_for(lambda: _status(f"{worker.url}/v1/tasks/{digest}") == 200, "the content task at the tracker")
+    wait_until(lambda: _status(f"{worker.url}/v1/tasks/{digest}") == 200, "the content task at the tracker")
 
     out = mirror.tmp / "got.bin"
     got = subprocess.run(
@@ -596,7 +584,9 @@ def test_a_jobs_new_files_are_fetched_by_shoal_get_and_aria2c(mirror: Mirror, up
             "--bt-enable-lpd=false",
             "--enable-peer-exchange=false",
             "--seed-time=0",
-            f"--listen-port={free_port()}",
+            # No port handed in: aria2c binds the first free one of its own range (6881-6999, below the
+            # kernel's ephemeral ports), so two runs at once never race for one.
+            "--listen-port=6881-6999",
             "--console-log-level=warn",
             "--summary-interval=0",
             "--check-integrity=true",
@@ -648,7 +638,7 @@ replicas = 1
 """
     )
     worker = mirror.worker(manager, "w1", extra=f'tracker = "{tracker.url}"\n', env={"SHOAL_POOL_TOKEN": pool_token})
-    job = wait_for(lambda: job_is(manager, "tools", status="success"), "the job pushed to the pool")
+    job = wait_until(lambda: job_is(manager, "tools", status="success"), "the job pushed to the pool")
     rel = f"w1/tools/versions/{job['version']}/tool.bin"
     listing = urllib.request.Request(
         f"{tracker.url}/v1/pools/edge/jobs", headers={"Authorization": f"Bearer {pool_token}"}
@@ -682,5 +672,5 @@ pool = "nowhere"
 """
     )
     mirror.worker(manager, "w1", extra=f'tracker = "{tracker.url}"\n')
-    job = wait_for(lambda: job_is(manager, "tools", status="failed"), "the push's failure")
+    job = wait_until(lambda: job_is(manager, "tools", status="failed"), "the push's failure")
     assert "nowhere" in job["error_msg"] and "404" in job["error_msg"]

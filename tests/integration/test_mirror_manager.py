@@ -14,16 +14,9 @@ import pytest
 from shoal.core.mirror_config import MirrorConfig, parse_config
 from shoal.core.mirror_job import IllegalTransition
 from shoal.mirror.manager import MirrorManager, NoWorker, StaleRun, StaleSession, UnknownWorker
+from shoal.testing.clock import FakeClock
 
 T0 = 1_800_000_000.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def config(tmp: Path, jobs: str) -> MirrorConfig:
@@ -38,12 +31,12 @@ def job(name: str, *, retries: int = 2, interval: str = "10m", extra: str = "") 
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock(T0)
 
 
 @pytest.fixture
-def open_manager(tmp_path: Path, clock: Clock) -> Callable[[str], Any]:
+def open_manager(tmp_path: Path, clock: FakeClock) -> Callable[[str], Any]:
     @asynccontextmanager
     async def make(jobs: str) -> AsyncIterator[MirrorManager]:
         async with MirrorManager(config(tmp_path, jobs), clock=clock) as manager:
@@ -60,7 +53,7 @@ def runs(commands: list[dict[str, Any]]) -> list[tuple[str, str, int]]:
     return [(c["job"]["name"], c["run_id"], c["attempt"]) for c in commands if c["op"] == "run"]
 
 
-async def test_a_failed_attempt_is_retried_then_the_run_gives_up(open_manager: Any, clock: Clock) -> None:
+async def test_a_failed_attempt_is_retried_then_the_run_gives_up(open_manager: Any, clock: FakeClock) -> None:
     async with open_manager(job("a", retries=2)) as manager:
         session = (await manager.register("w1", "", 2, []))["session"]
         await manager.tick()
@@ -79,7 +72,7 @@ async def test_a_failed_attempt_is_retried_then_the_run_gives_up(open_manager: A
         assert final["last_ended"] == clock.now and final["next_schedule"] == clock.now + 600
 
 
-async def test_a_report_from_a_replaced_run_is_refused(open_manager: Any, clock: Clock) -> None:
+async def test_a_report_from_a_replaced_run_is_refused(open_manager: Any, clock: FakeClock) -> None:
     async with open_manager(job("a")) as manager:
         session = (await manager.register("w1", "", 2, []))["session"]
         await manager.tick()
@@ -104,7 +97,7 @@ async def test_a_report_from_a_replaced_run_is_refused(open_manager: Any, clock:
         assert (await status(manager, "a"))["status"] == "success"
 
 
-async def test_a_lost_worker_fails_its_jobs_which_then_run_elsewhere(open_manager: Any, clock: Clock) -> None:
+async def test_a_lost_worker_fails_its_jobs_which_then_run_elsewhere(open_manager: Any, clock: FakeClock) -> None:
     async with open_manager(job("a", extra="")) as manager:
         s1 = (await manager.register("w1", "", 1, []))["session"]
         await manager.tick()
@@ -126,7 +119,7 @@ async def test_a_lost_worker_fails_its_jobs_which_then_run_elsewhere(open_manage
 
 
 async def test_registration_after_a_restart_keeps_live_runs_and_fails_vanished_ones(
-    tmp_path: Path, clock: Clock
+    tmp_path: Path, clock: FakeClock
 ) -> None:
     cfg = config(tmp_path, job("kept") + job("gone"))
     async with MirrorManager(cfg, clock=clock) as first:
@@ -152,7 +145,7 @@ async def test_registration_after_a_restart_keeps_live_runs_and_fails_vanished_o
         assert (await status(second, "kept"))["status"] == "success"
 
 
-async def test_concurrency_limits_assignment_unless_forced(open_manager: Any, clock: Clock) -> None:
+async def test_concurrency_limits_assignment_unless_forced(open_manager: Any, clock: FakeClock) -> None:
     jobs = job("a") + job("b") + job("pinned", extra='worker = "w9"\n')
     async with open_manager(jobs) as manager:
         session = (await manager.register("w1", "", 1, []))["session"]
@@ -186,7 +179,7 @@ async def test_removing_a_worker_fails_its_jobs_and_flush_drops_disabled_ones(op
         assert [j["name"] for j in await manager.list_jobs(include_disabled=True)] == ["b"]
 
 
-async def test_loading_a_changed_config(tmp_path: Path, clock: Clock) -> None:
+async def test_loading_a_changed_config(tmp_path: Path, clock: FakeClock) -> None:
     async with MirrorManager(config(tmp_path, job("a") + job("b")), clock=clock) as manager:
         changes = await manager.load_jobs(config(tmp_path, job("a", interval="1h") + job("c")).jobs)
         assert changes == {"added": ["c"], "updated": ["a"], "disabled": ["b"]}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -24,6 +23,7 @@ from shoal.core.mirror_config import Hooks, JobSpec, Retention
 from shoal.listen import listen
 from shoal.mirror.providers import index_files, safe_file_name
 from shoal.mirror.runner import AttemptResult, current_version, run_attempt
+from shoal.testing.poll import wait_until_async
 
 DEADLINE = 30.0
 
@@ -145,14 +145,6 @@ def alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
-
-
-async def eventually(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {DEADLINE} s: {what}")
-        await asyncio.sleep(0.05)
 
 
 def counter() -> tuple[list[int], Callable[[], Awaitable[None]]]:
@@ -396,7 +388,7 @@ async def test_a_command_past_its_timeout_is_killed_with_its_children(tmp_path: 
     assert not result.ok
     assert result.error == "timed out after 1 s: started"
     child = int(pid_file.read_text())
-    await eventually(lambda: not alive(child), f"the background sleep {child} is killed")
+    await wait_until_async(lambda: not alive(child), f"the background sleep {child} is killed")
     assert published(tmp_path / "job") == {}
     assert_no_staging(tmp_path / "job")
 
@@ -408,7 +400,7 @@ async def test_a_group_that_ignores_sigterm_is_killed(tmp_path: Path) -> None:
     result = await run_attempt(spec, tmp_path / "job", kill_grace=0.5)
     assert result.error.startswith("timed out after 1 s")
     child = int(pid_file.read_text())
-    await eventually(lambda: not alive(child), f"the SIGTERM-proof sleep {child} is killed")
+    await wait_until_async(lambda: not alive(child), f"the SIGTERM-proof sleep {child} is killed")
 
 
 async def test_a_hook_past_the_deadline_times_the_attempt_out(tmp_path: Path) -> None:
@@ -465,13 +457,13 @@ async def test_cancellation_kills_the_group_and_leaves_no_staging(tmp_path: Path
     pid_file = tmp_path / "child.pid"
     spec = command_job(f"echo partial > f; sleep 1000 & echo $! > {pid_file}; wait")
     task = asyncio.create_task(run_attempt(spec, tmp_path / "job"))
-    await eventually(lambda: pid_file.exists() and pid_file.read_text().strip() != "", "the command started")
+    await wait_until_async(lambda: pid_file.exists() and pid_file.read_text().strip() != "", "the command started")
     child = int(pid_file.read_text())
     assert alive(child)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await eventually(lambda: not alive(child), f"the sleep {child} is killed")
+    await wait_until_async(lambda: not alive(child), f"the sleep {child} is killed")
     assert published(tmp_path / "job") == {}
     assert not (tmp_path / "job" / "current").exists()
     assert_no_staging(tmp_path / "job")
@@ -515,7 +507,7 @@ async def test_a_process_a_hook_leaves_behind_is_killed(tmp_path: Path) -> None:
     result = await run_attempt(spec, tmp_path / "job")
     assert result.ok, result.error
     stray = int(pid_file.read_text())
-    await eventually(lambda: not alive(stray), f"the stray sleep {stray} is killed")
+    await wait_until_async(lambda: not alive(stray), f"the stray sleep {stray} is killed")
 
 
 async def test_an_http_fetch_past_the_timeout_fails(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from shoal.listen import listen
 from shoal.mirror.manager import MirrorManager
 from shoal.mirror.manager_http import build_app
 from shoal.mirror.worker import MirrorWorker
+from shoal.testing.poll import wait_until_async
 
 
 @dataclass(frozen=True)
@@ -42,15 +42,6 @@ provider = "command"
 upstream = "x"
 command = "true"
 """
-
-
-async def until(check: Callable[[], Awaitable[Any]], what: str, seconds: float = 30.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if found := await check():
-            return found
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {seconds} s waiting for {what}")
 
 
 @contextlib.asynccontextmanager
@@ -100,13 +91,15 @@ async def test_retry_concurrency_and_stop(tmp_path: Path, script: Any) -> None:
         worker = MirrorWorker("w1", settings, attempt)
         task = asyncio.create_task(worker.run())
         try:
-            done = await until(lambda: job(manager, "a", status="success"), "a to succeed on its second attempt")
+            done = await wait_until_async(
+                lambda: job(manager, "a", status="success"), "a to succeed on its second attempt"
+            )
             assert (done["attempts"], done["size"], done["version"]) == (2, 5, "v1")
             assert done["error_msg"] == ""
-            await until(lambda: job(manager, "b", status="syncing"), "b to start once a freed the only slot")
+            await wait_until_async(lambda: job(manager, "b", status="syncing"), "b to start once a freed the only slot")
             assert calls == [("a", 1), ("a", 2), ("b", 1)]
             await manager.command("b", "stop")
-            await until(lambda: asyncio.sleep(0, result=cancelled == ["b"]), "b's attempt to be cancelled")
+            await wait_until_async(lambda: cancelled == ["b"], "b's attempt to be cancelled")
             assert (await job(manager, "b"))["status"] == "paused"  # type: ignore[index]
         finally:
             task.cancel()
@@ -121,12 +114,12 @@ async def test_a_worker_registers_again_with_a_new_manager_session(tmp_path: Pat
         worker = MirrorWorker("w1", settings, attempt)
         task = asyncio.create_task(worker.run())
         try:
-            await until(lambda: job(manager, "b", status="syncing"), "b running")
+            await wait_until_async(lambda: job(manager, "b", status="syncing"), "b running")
             first = manager.links["w1"]
             # What a restart looks like to the worker: its session is no longer the manager's.
             manager.session = "another"
             first.wake.set()
-            await until(lambda: asyncio.sleep(0, result=manager.links.get("w1") not in (None, first)), "re-register")
+            await wait_until_async(lambda: manager.links.get("w1") not in (None, first), "re-register")
             # Its running job was reported and kept, not lost.
             assert (await job(manager, "b"))["status"] == "syncing"  # type: ignore[index]
             assert cancelled == []
@@ -146,11 +139,11 @@ async def test_reload_worker_rereads_its_settings_and_registers_again(tmp_path: 
         worker = MirrorWorker("w1", settings, attempt, reload=lambda: reloaded)
         task = asyncio.create_task(worker.run())
         try:
-            await until(lambda: asyncio.sleep(0, result="w1" in manager.links), "w1 to register")
+            await wait_until_async(lambda: "w1" in manager.links, "w1 to register")
             assert manager.links["w1"].concurrency == 1
             assert await manager.reload("w1") == {"worker": "w1", "reloading": True}
-            await until(
-                lambda: asyncio.sleep(0, result="w1" in manager.links and manager.links["w1"].concurrency == 3),
+            await wait_until_async(
+                lambda: "w1" in manager.links and manager.links["w1"].concurrency == 3,
                 "w1 to register again with its new concurrency",
             )
             assert worker.settings is reloaded

@@ -18,6 +18,8 @@ from shoal.core.bitfield import Bitfield
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.peer.piece_http import MAX_UPLOAD_WAIT
 from shoal.peer.server import PieceServer, ServerConfig
+from shoal.testing.poll import DEADLINE, wait_until_async
+from shoal.testing.sockets import accept_queue
 
 TASK = "ab" * 20
 
@@ -29,11 +31,12 @@ async def test_a_peer_that_connects_before_serve_is_answered_once_it_serves() ->
     try:
         async with aiohttp.ClientSession() as session:
             request = asyncio.ensure_future(session.get(f"http://127.0.0.1:{port}/v1/health"))
-            await asyncio.sleep(0.2)
+            # The kernel completed the connection and holds it for the server, which has not accepted it.
+            await wait_until_async(lambda: accept_queue(port) == 1 or request.done(), "the connection to queue")
             assert not request.done(), "answered before the server served"
             await server.serve()
             await server.serve()  # idempotent
-            async with await asyncio.wait_for(request, 5) as resp:
+            async with await asyncio.wait_for(request, DEADLINE) as resp:
                 assert resp.status == 200
                 assert (await resp.json())["ok"] is True
     finally:
@@ -150,10 +153,7 @@ async def test_an_upload_whose_task_is_withdrawn_while_it_waits_is_not_sent(tmp_
         async with aiohttp.ClientSession() as session:
             # Two pieces at one a second: about a second of waiting, during which the download restarts.
             waiting = asyncio.ensure_future(session.get(url, headers={"Range": f"bytes=0-{2 * piece - 1}"}))
-            for _ in range(500):
-                if server.uploads == 1:
-                    break
-                await asyncio.sleep(0.01)
+            await wait_until_async(lambda: server.uploads == 1, "the upload to wait for its rate")
             server.withdraw(TASK, served)
             async with await waiting as r:
                 assert r.status == 404

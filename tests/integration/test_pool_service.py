@@ -11,25 +11,21 @@ import pytest
 
 from shoal.core.pool import Heartbeat, IllegalTransition, MemberReport, MemberStatus, PushRequest
 from shoal.storage.tracker_store import TrackerStore
+from shoal.testing.clock import FakeClock
+from shoal.testing.poll import DEADLINE, wait_until_async
+from shoal.testing.watched import WatchedEvent, WatchedLock
 from shoal.tracker.pools import Pools
 
 POOL = "lab"
-TTL = 15.0
+# A long-poll waits at most TTL / 3: far longer than any wait of these tests, so a poll that returns was woken.
+TTL = 3600.0
 URL = "http://origin.example/disk.img"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_763_700_000.25
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
 async def pools(tmp_path: Path) -> AsyncIterator[Pools]:
     async with TrackerStore(f"sqlite:///{tmp_path / 'tracker.db'}") as store:
-        service = Pools(store, Clock(), member_ttl=TTL)
+        service = Pools(store, FakeClock(), member_ttl=TTL)
         await service.create(POOL, private=False)
         yield service
 
@@ -48,23 +44,36 @@ async def join(pools: Pools, *names: str) -> int:
     return version
 
 
-async def woken(pools: Pools, member: str, version: int, change: Callable[[], Awaitable[object]]) -> bool:
-    """Whether ``member``'s long-poll at ``version`` returns early once ``change()`` has run."""
+async def parked_poll(pools: Pools, member: str, version: int) -> asyncio.Future[dict[str, object]]:
+    """``member``'s long-poll at ``version``, once it waits on the pool's change (not merely started)."""
+    changed = pools._pool(POOL).changed = WatchedEvent()  # bump() replaces it with a plain one
     poll = asyncio.ensure_future(pools.heartbeat(POOL, member, beat(member), version=version, wait=TTL / 3))
-    await asyncio.sleep(0.05)
-    assert not poll.done()  # nothing has changed yet: the poll waits
-    await change()
-    done, _ = await asyncio.wait([poll], timeout=1.0)
-    poll.cancel()
-    return bool(done)
+    await wait_until_async(lambda: changed.waiting == 1 or poll.done(), f"{member}'s long-poll to wait")
+    assert not poll.done(), poll.result()  # nothing has changed yet: the poll waits
+    return poll
+
+
+async def woken(pools: Pools, member: str, version: int, change: Callable[[], Awaitable[object]]) -> bool:
+    """Whether ``member``'s long-poll at ``version`` is woken by ``change()``.
+
+    A change wakes the long-polls exactly when it moves the pool's version, which a heartbeat that does not
+    wait reads back at once; a woken poll then returns well before its wait (``TTL / 3``) is out."""
+    poll = await parked_poll(pools, member, version)
+    try:
+        await change()
+        if (await pools.heartbeat(POOL, member, beat(member), version=None, wait=0))["version"] == version:
+            return False
+        reply = await asyncio.wait_for(poll, DEADLINE)
+        return bool(reply["version"] != version)
+    finally:
+        poll.cancel()
 
 
 async def test_a_push_wakes_every_long_poll_with_its_work(pools: Pools) -> None:
     version = await join(pools, "m1", "m2")
-    poll = asyncio.ensure_future(pools.heartbeat(POOL, "m1", beat("m1"), version=version, wait=TTL / 3))
-    await asyncio.sleep(0.05)
+    poll = await parked_poll(pools, "m1", version)
     job_id = await pools.push(POOL, PushRequest(url=URL))
-    reply = await asyncio.wait_for(poll, 1.0)
+    reply = await asyncio.wait_for(poll, DEADLINE)  # woken: its wait is far longer
     assert reply["version"] != version
     assert [(w["job"], w["status"]) for w in reply["work"]] == [(job_id, "assigned")]
 
@@ -101,15 +110,17 @@ async def test_progress_of_a_running_member_does_not_wait_for_the_pools_lock(poo
     job_id = await pools.push(POOL, PushRequest(url=URL))
     running = MemberReport(MemberStatus.RUNNING, done=1, total=4)
     assert await pools.report(POOL, job_id, "m1", running) == "running"  # assigned -> running, locked
-    lock = pools._pool(POOL).lock
+    lock = pools._pool(POOL).lock = WatchedLock()
     async with lock:  # a long decision of another member's report, say
         later = MemberReport(MemberStatus.RUNNING, done=3, total=4)
-        assert await asyncio.wait_for(pools.report(POOL, job_id, "m1", later), 1.0) == "running"
+        # Held for good meanwhile: a report that waited for the lock would time out here.
+        assert await asyncio.wait_for(pools.report(POOL, job_id, "m1", later), DEADLINE) == "running"
+        assert lock.waiting == 0
         # m2's first report changes its status: that one is decided under the lock, so it waits.
         first = asyncio.ensure_future(pools.report(POOL, job_id, "m2", running))
-        await asyncio.sleep(0.05)
+        await wait_until_async(lambda: lock.waiting == 1 or first.done(), "m2's report to reach the lock")
         assert not first.done()
-    assert await asyncio.wait_for(first, 1.0) == "running"
+    assert await asyncio.wait_for(first, DEADLINE) == "running"
     job = await pools.job(POOL, job_id)
     m1 = next(m for m in (await pools.job_status(POOL, job))["members"] if m["member"] == "m1")
     assert m1["done"] == 3

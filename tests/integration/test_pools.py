@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sqlite3
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from shoal.testing.poll import wait_until
 from shoal.testing.processes import Service, shoal_argv, start_daemon
 from tests.integration.conftest import Origin
 
@@ -40,14 +42,8 @@ def api(tracker: Service, method: str, path: str, body: Any = None, *, token: st
         return exc.code, json.load(exc)
 
 
-def wait_for(check: Callable[[], Any], *, timeout: float = 90, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+# Pools of real daemons on a small machine: every wait here gets 90 s unless it says otherwise.
+wait_for = functools.partial(wait_until, timeout=90, interval=0.2)
 
 
 class Pool:

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ import blake3
 import libtorrent as lt
 import pytest
 
+from shoal.testing.poll import wait_until
 from shoal.testing.processes import Service, shoal_argv, start_seeder
 
 Fetch = tuple[int, Message, bytes]
@@ -39,23 +39,12 @@ def listing(seeder: Service) -> dict[str, dict[str, object]]:
     return {f["path"]: f for f in json.loads(body)["files"]}
 
 
-def wait_published(seeder: Service, rel: str, timeout: float = 20.0) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = listing(seeder).get(rel)
-        if found is not None:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"{rel} was not published within {timeout} s")
+def wait_published(seeder: Service, rel: str) -> dict[str, object]:
+    return wait_until(lambda: listing(seeder).get(rel), f"{rel} to be published")
 
 
-def wait_gone(seeder: Service, rel: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if rel not in listing(seeder):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{rel} is still published after {timeout} s")
+def wait_gone(seeder: Service, rel: str) -> None:
+    wait_until(lambda: rel not in listing(seeder), f"{rel} to be unpublished")
 
 
 @pytest.fixture
@@ -192,13 +181,13 @@ def test_a_dropped_file_is_published_and_changes_are_followed(seeder: Callable[.
     assert fetch(f"{service.url}/serve_last_updated")[0] == 404
 
     first = os.urandom(300_000)
-    closed = time.monotonic()
     (watched / "new.bin").write_bytes(first)  # written and closed
     # /serve waits for a file the seeder has seen; until inotify's event arrives the file is unknown (404).
     # How soon it is published is measured by benchmarks/seed_publish.py, not here.
-    while (answer := fetch(f"{service.url}/serve?releases/new.bin"))[0] == 404 and time.monotonic() < closed + 20:
-        time.sleep(0.01)
-    status, _, body = answer
+    status, _, body = wait_until(
+        lambda: (answer := fetch(f"{service.url}/serve?releases/new.bin"))[0] != 404 and answer,
+        "the seeder to see the new file",
+    )
     assert status == 200, body
     assert fetch(f"{service.url}/serve_last_updated?releases")[2] == body
     assert fetch(f"{service.url}/serve_last_updated")[2] == body
@@ -206,10 +195,7 @@ def test_a_dropped_file_is_published_and_changes_are_followed(seeder: Callable[.
     # Written in place: unpublished at once, published again with the new content.
     second = os.urandom(200_000)
     (watched / "new.bin").write_bytes(second)
-    deadline = time.monotonic() + 10
-    while listing(service).get("releases/new.bin", {}).get("size") != len(second):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(lambda: listing(service).get("releases/new.bin", {}).get("size") == len(second), "the new content")
     assert fetch(f"{service.url}/files/releases/new.bin")[2] == second
 
     # Hidden while written, then renamed into place (how careful writers publish).
@@ -271,10 +257,7 @@ def test_shoal_get_fetches_a_seeded_file_through_the_swarm(
     entry = wait_published(service, "releases/model.bin")
     task_id = str(entry["task_id"])
     # The seeder registers the file's content task with its tracker: every piece hash, before any get.
-    deadline = time.monotonic() + 10
-    while fetch(f"{service.url}/v1/tasks/{task_id}")[0] != 200:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(lambda: fetch(f"{service.url}/v1/tasks/{task_id}")[0] == 200, "the content task at the tracker")
     outs = [tmp_path / f"out{i}" for i in range(2)]
     procs = [
         subprocess.Popen(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -15,6 +17,8 @@ from shoal.peer.tracker_client import TrackerClient
 from shoal.storage.cache_index import TaskRecord
 from shoal.storage.cache_store import CacheStore
 from shoal.testing.hostile import identity
+from shoal.testing.poll import DEADLINE, wait_until_async
+from shoal.testing.sockets import refusing_port
 
 URL = "http://origin.invalid/file.bin"
 
@@ -29,9 +33,19 @@ async def test_a_task_added_again_stays_served(tmp_path: Path) -> None:
         entry = store.adopt(part, name="f", task=task)
         record = replace(task, digest=entry.digest)
         server = PieceServer()
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession() as session, contextlib.AsyncExitStack() as stack:
             # No tracker listens here: the loops keep retrying, as they do while a tracker is down.
-            tracker = TrackerClient("http://127.0.0.1:9", session)
+            port = stack.enter_context(refusing_port())
+            tracker = TrackerClient(f"http://127.0.0.1:{port}", session)
+            announces = 0
+            announce = tracker.announce
+
+            async def counted(*args: Any, **kwargs: Any) -> Any:
+                nonlocal announces
+                announces += 1
+                return await announce(*args, **kwargs)
+
+            tracker.announce = counted  # type: ignore[method-assign]
             seeding = Seeding(
                 store, server, tracker, identity=identity("p1"), host="", site="", rack="", retry_seconds=0.05
             )
@@ -39,11 +53,11 @@ async def test_a_task_added_again_stays_served(tmp_path: Path) -> None:
                 seeding.add(record)
                 first = server.tasks[record.task_id]
                 first_loop = seeding._tasks[record.task_id]
-                await asyncio.sleep(0.1)  # the first loop is retrying its announce
+                await wait_until_async(lambda: announces >= 2, "the first loop retrying its announce")
                 seeding.add(record)
                 second = server.tasks[record.task_id]
                 assert second is not first
-                await asyncio.wait([first_loop], timeout=5)
+                await asyncio.wait([first_loop], timeout=DEADLINE)
                 assert first_loop.done()  # ended, with whatever it does on its way out
                 assert server.tasks.get(record.task_id) is second
                 assert seeding.task_ids == [record.task_id]

@@ -8,13 +8,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-
-import pytest
 
 import shoal
 from shoal.core.ids import task_id_for_url
+from shoal.testing.poll import wait_until
 from shoal.testing.processes import shoal_argv
 from tests.integration.conftest import no_partial_files, run_get, sha256
 
@@ -24,11 +22,12 @@ UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
 
 def wait_for_file(path: Path, proc: subprocess.Popen[str], timeout: float = 60) -> None:
     """Wait for a `shoal get` to put its file in place (it appears only when complete)."""
-    deadline = time.monotonic() + timeout
-    while not path.exists():
+
+    def appeared() -> bool:
         assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, f"{path} did not appear"
-        time.sleep(0.05)
+        return path.exists()
+
+    wait_until(appeared, f"{path} to appear", timeout=timeout)
 
 
 def parse_summary(stderr: str) -> tuple[float, float]:
@@ -220,14 +219,10 @@ def test_rerun_resumes_after_sigkill(tmp_path, origin, make_file, spawn_get):
     out = tmp_path / "h.bin"
     proc = spawn_get(src.url("h.bin"), "-o", str(out), "--download-rate", "2M")
     state = tmp_path / ".h.bin.shoal-state"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if state.exists() and len(json.loads(state.read_text() or "{}").get("pieces", {})) >= 4:
-            break
-        time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("the download recorded no 4 verified pieces within 30 s")
+    wait_until(
+        lambda: state.exists() and len(json.loads(state.read_text() or "{}").get("pieces", {})) >= 4,
+        "the download to record 4 verified pieces",
+    )
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not out.exists()
@@ -266,9 +261,7 @@ def test_a_second_get_to_the_same_destination_at_once_is_refused(tmp_path, origi
     out = tmp_path / "same.bin"
     first = spawn_get(src.url("same.bin"), "-o", str(out))
     part = tmp_path / ".same.bin.shoal-part"
-    deadline = time.monotonic() + 30
-    while not part.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: part.exists() or first.poll() is not None, "the first download's part file")
     assert part.exists() and first.poll() is None
     second = run_get(src.url("same.bin"), "-o", str(out))
     assert second.returncode == 6, second.stderr

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from shoal.testing.poll import wait_until_async
 from shoal.tracker.app import TrackerService
 from shoal.tracker.config import TrackerConfig
 
@@ -32,10 +33,7 @@ async def test_the_expiry_loop_outlives_a_failed_round(tmp_path: Path, caplog: p
     async with service.store:
         loop = asyncio.ensure_future(service.expire_forever())
         try:
-            for _ in range(500):
-                if rounds >= 3:
-                    break
-                await asyncio.sleep(0.01)
+            await wait_until_async(lambda: rounds >= 3, "three expiry rounds")
         finally:
             loop.cancel()
             with pytest.raises(asyncio.CancelledError):

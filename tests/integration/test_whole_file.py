@@ -17,7 +17,9 @@ import pytest
 from shoal.core.bitfield import Bitfield
 from shoal.core.ids import task_id_for_url
 from shoal.core.manifest import piece_length_for
-from shoal.testing.processes import Service, free_port, start_daemon, start_service
+from shoal.testing.poll import wait_until
+from shoal.testing.processes import Service, start_daemon, start_service
+from shoal.testing.sockets import listening_ports
 from tests.integration.conftest import (
     Origin,
     no_partial_files,
@@ -105,8 +107,7 @@ def test_a_digest_given_by_the_user_mends_a_poisoned_download_instead_of_failing
     before = src.bytes_sent()
 
     out = out_dir / "b.bin"
-    port = free_port()
-    argv = ["-o", str(out), "--tracker", t.url, "--digest", digest, "--listen", f"127.0.0.1:{port}"]
+    argv = ["-o", str(out), "--tracker", t.url, "--digest", digest, "--listen", "127.0.0.1:0"]
     get = spawn_get(url, *argv, "--upload-time", "60")
     deadline = time.monotonic() + 60
     while not out.exists() and get.poll() is None and time.monotonic() < deadline:
@@ -118,6 +119,7 @@ def test_a_digest_given_by_the_user_mends_a_poisoned_download_instead_of_failing
     # (a peer would verify it against that hash, fail it, and report us).
     task_id = task_id_for_url(url, digest=digest)
     generation = task_summary(t, task_id)["generation"]
+    (port,) = wait_until(lambda: listening_ports(get.pid), "the get's piece server")
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/tasks/{task_id}/haves?gen={generation}") as stream:
         offered = Bitfield.decode(16, json.loads(stream.readline())["bitfield"])
     assert sorted(offered) == [i for i in range(16) if i != POISONED]

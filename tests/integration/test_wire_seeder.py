@@ -12,7 +12,6 @@ import asyncio
 import logging
 import os
 import struct
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from shoal.core.btwire import (
 )
 from shoal.seeder.wire import WireConfig, WireSeeder, WireTorrent
 from shoal.testing.libtorrent_client import SESSION_SETTINGS, add_torrent
+from shoal.testing.poll import wait_until_async
 
 PIECE_LENGTH = 64 << 10
 DEADLINE = 60.0
@@ -105,18 +105,16 @@ def download(sessions: list[lt.session], payload: Payload, save_path: Path, port
     return handle
 
 
-async def complete(session: lt.session, handle: lt.torrent_handle, deadline: float) -> None:
+async def complete(session: lt.session, handle: lt.torrent_handle) -> None:
     """Wait until ``handle`` is seeding and libtorrent has written every piece to its file."""
-    while not handle.status().is_seeding:
-        if time.monotonic() > deadline:
-            status = handle.status()
-            raise AssertionError(f"not complete: {status.progress:.0%}, {status.num_peers} peers, {status.errc}")
-        await asyncio.sleep(0.05)
+    await wait_until_async(lambda: handle.status().is_seeding, "libtorrent to seed", timeout=DEADLINE)
     # Seeding means every piece passed its hash check; the writes to the file may still be queued.
     handle.flush_cache()
-    while not any(isinstance(alert, lt.cache_flushed_alert) for alert in session.pop_alerts()):
-        assert time.monotonic() < deadline, "libtorrent did not flush its cache"
-        await asyncio.sleep(0.05)
+    await wait_until_async(
+        lambda: any(isinstance(alert, lt.cache_flushed_alert) for alert in session.pop_alerts()),
+        "libtorrent to flush its cache",
+        timeout=DEADLINE,
+    )
 
 
 async def test_libtorrent_downloads_the_file(
@@ -124,7 +122,7 @@ async def test_libtorrent_downloads_the_file(
 ) -> None:
     payload = make_payload("one.bin", 3 * 1024 * 1024 + 12345)  # the last piece is short
     handle = download(sessions, payload, tmp_path / "out", seeder.port)
-    await complete(sessions[0], handle, time.monotonic() + DEADLINE)
+    await complete(sessions[0], handle)
     assert (tmp_path / "out" / "one.bin").read_bytes() == payload.path.read_bytes()
     assert seeder.uploaded == payload.torrent.length
 
@@ -135,8 +133,7 @@ async def test_two_libtorrent_clients_at_once_both_complete(
     # One unchoke slot (the fixture's config): the second client waits for the slot the first frees.
     payload = make_payload("two.bin", 2 * 1024 * 1024 + 1)
     handles = [download(sessions, payload, tmp_path / f"out{i}", seeder.port) for i in range(2)]
-    deadline = time.monotonic() + DEADLINE
-    await asyncio.gather(*(complete(s, h, deadline) for s, h in zip(sessions, handles, strict=True)))
+    await asyncio.gather(*(complete(s, h) for s, h in zip(sessions, handles, strict=True)))
     for i in range(2):
         assert (tmp_path / f"out{i}" / "two.bin").read_bytes() == payload.path.read_bytes()
 
@@ -213,7 +210,7 @@ async def test_a_malformed_message_closes_only_that_connection(
     assert await bad.closed()
     await bad.aclose()
     assert "exceeds the limit" in caplog.text
-    await complete(sessions[0], handle, time.monotonic() + DEADLINE)
+    await complete(sessions[0], handle)
     assert (tmp_path / "out" / "both.bin").read_bytes() == payload.path.read_bytes()
 
 

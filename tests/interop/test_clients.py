@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,8 @@ import libtorrent as lt
 import pytest
 
 from shoal.testing.libtorrent_client import SESSION_SETTINGS, add_torrent
-from shoal.testing.processes import Service, free_port, start_seeder, start_tracker
+from shoal.testing.poll import wait_until
+from shoal.testing.processes import Service, start_seeder, start_tracker
 
 pytestmark = pytest.mark.skipif(
     shutil.which("aria2c") is None or shutil.which("ctorrent") is None,
@@ -38,13 +38,11 @@ def fetch(url: str) -> bytes:
         return resp.read()  # type: ignore[no-any-return]
 
 
-def wait_published(seeder: Service, rel: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(f["path"] == rel for f in json.loads(fetch(f"{seeder.url}/v1/files"))["files"]):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{rel} was not published")
+def wait_published(seeder: Service, rel: str) -> None:
+    wait_until(
+        lambda: any(f["path"] == rel for f in json.loads(fetch(f"{seeder.url}/v1/files"))["files"]),
+        f"{rel} to be published",
+    )
 
 
 def scrape(tracker: str, info_hash: bytes) -> dict[bytes, int]:
@@ -85,7 +83,9 @@ def test_aria2c_downloads_from_the_served_torrent(seeder: Service, payload: tupl
             "--bt-enable-lpd=false",
             "--enable-peer-exchange=false",
             "--seed-time=0",
-            f"--listen-port={free_port()}",
+            # No port handed in: aria2c binds the first free one of its own range (6881-6999, below the
+            # kernel's ephemeral ports), so two runs at once never race for one.
+            "--listen-port=6881-6999",
             "--console-log-level=warn",
             "--summary-interval=0",
             "--check-integrity=true",
@@ -111,18 +111,21 @@ def test_ctorrent_downloads_over_the_wire_protocol_alone(
     # tracker's min interval to send its `stopped` announce; the test stops it after the first part.
     with open(log, "w") as log_file:
         proc = subprocess.Popen(
-            ["ctorrent", "-e", "0", "-I", "127.0.0.2", "-p", str(free_port()), "-s", str(out), str(torrent)],
+            # No -p: ctorrent binds the first free port from 2706 down to 2106 (below the kernel's ephemeral
+            # ports), so two runs at once never race for one.
+            ["ctorrent", "-e", "0", "-I", "127.0.0.2", "-s", str(out), str(torrent)],
             cwd=tmp_path,
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
         try:
-            deadline = time.monotonic() + 90
-            while "Download complete." not in log.read_text(errors="replace"):
+
+            def complete() -> bool:
                 assert proc.poll() is None, log.read_text(errors="replace")[-2000:]
-                assert time.monotonic() < deadline, log.read_text(errors="replace")[-2000:]
-                time.sleep(0.1)
+                return "Download complete." in log.read_text(errors="replace")
+
+            wait_until(complete, "ctorrent to complete", timeout=90, interval=0.1)
         finally:
             proc.terminate()
             proc.wait(10)
@@ -143,15 +146,12 @@ def _add(session: lt.session, torrent: bytes, save: Path) -> lt.torrent_handle:
 
 def _wait_complete(session: lt.session, handle: lt.torrent_handle, timeout: float = 90.0) -> None:
     """Seeding (every piece passed libtorrent's hash check) and every write flushed to the file."""
-    deadline = time.monotonic() + timeout
-    while not handle.status().is_seeding:
-        status = handle.status()
-        assert time.monotonic() < deadline, f"libtorrent stuck at {status.progress:.0%} with {status.num_peers} peers"
-        time.sleep(0.05)
+    wait_until(lambda: handle.status().is_seeding, "libtorrent to seed", timeout=timeout)
     handle.flush_cache()
-    while not any(isinstance(alert, lt.cache_flushed_alert) for alert in session.pop_alerts()):
-        assert time.monotonic() < deadline, "libtorrent did not flush its cache"
-        time.sleep(0.05)
+    wait_until(
+        lambda: any(isinstance(alert, lt.cache_flushed_alert) for alert in session.pop_alerts()),
+        "libtorrent to flush its cache",
+    )
 
 
 def test_two_libtorrent_clients_find_each_other_through_the_tracker(
@@ -173,10 +173,7 @@ def test_two_libtorrent_clients_find_each_other_through_the_tracker(
         a = _add(first, torrent, tmp_path / "a")
         _wait_complete(first, a)
         a.force_reannounce()  # tell the tracker A is complete now, not at its next interval
-        deadline = time.monotonic() + 20
-        while scrape(tracker.url, info_hash).get(b"complete", 0) < 2:  # the seeder and A
-            assert time.monotonic() < deadline, scrape(tracker.url, info_hash)
-            time.sleep(0.1)
+        wait_until(lambda: scrape(tracker.url, info_hash).get(b"complete", 0) >= 2, "the seeder and A complete")
         seeder.stop()
 
         second = _lt_session()

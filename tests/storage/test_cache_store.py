@@ -26,36 +26,23 @@ from shoal.core.errors import CacheError, CacheFull, IntegrityError, LocalIOErro
 from shoal.storage import cache_store
 from shoal.storage.cache_index import CacheEntry, TaskRecord
 from shoal.storage.cache_store import ORPHAN_GRACE_SECONDS, STAGING_MAX_AGE, CacheStore, stat_key
+from shoal.testing.clock import FakeClock
 
 CAP = 1000  # bytes: the high watermark is 950, the low 850
 NODE = "http://10.0.0.5:7000/"
 ORIGIN = "http://origin.example/release.tar"
 
 
-class Clock:
-    """The store's clock: added and last-access times, without sleeping."""
-
-    def __init__(self, now: float = 1_763_700_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float = 1.0) -> float:
-        self.now += seconds
-        return self.now
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 OpenStore = Callable[..., CacheStore]
 
 
 @pytest.fixture
-def open_store(tmp_path: Path, clock: Clock) -> Iterator[OpenStore]:
+def open_store(tmp_path: Path, clock: FakeClock) -> Iterator[OpenStore]:
     """Open a store (closed at teardown); by default all share one index and storage directory."""
     with contextlib.ExitStack() as stack:
 
@@ -174,7 +161,9 @@ def age(path: Path, seconds: float) -> None:
 # -- entering and looking up ---------------------------------------------------------------------------
 
 
-def test_put_records_the_blake3_and_sha256_of_the_bytes(store: CacheStore, make_file: MakeFile, clock: Clock) -> None:
+def test_put_records_the_blake3_and_sha256_of_the_bytes(
+    store: CacheStore, make_file: MakeFile, clock: FakeClock
+) -> None:
     data = os.urandom(300)
     src = make_file(data=data, name="release.tar")
     entry = store.put(src, sources=["HTTP://Origin.Example:80/release.tar"])
@@ -338,7 +327,7 @@ def test_a_changed_capacity_is_logged_with_the_old_and_the_new(
 
 
 def test_least_recently_used_entries_are_evicted_past_the_high_watermark(
-    store: CacheStore, make_file: MakeFile, clock: Clock
+    store: CacheStore, make_file: MakeFile, clock: FakeClock
 ) -> None:
     first, second, third, fourth = (store.put(make_file(200)) for _ in range(4))
     for entry in (first, second, third, fourth):
@@ -365,7 +354,7 @@ def test_least_recently_used_entries_are_evicted_past_the_high_watermark(
     assert_consistent(store)
 
 
-def test_pinned_entries_are_never_evicted(store: CacheStore, make_file: MakeFile, clock: Clock) -> None:
+def test_pinned_entries_are_never_evicted(store: CacheStore, make_file: MakeFile, clock: FakeClock) -> None:
     pinned = [store.put(make_file(150), pin=True) for _ in range(2)]
     for _ in range(20):
         clock.advance()
@@ -382,7 +371,7 @@ def test_pinned_entries_are_never_evicted(store: CacheStore, make_file: MakeFile
     assert not any(store.entry(p.digest).cached for p in pinned)
 
 
-def test_entries_in_use_are_never_evicted(store: CacheStore, make_file: MakeFile, clock: Clock) -> None:
+def test_entries_in_use_are_never_evicted(store: CacheStore, make_file: MakeFile, clock: FakeClock) -> None:
     old, newer = store.put(make_file(450)), store.put(make_file(450))
     store.index.touch(old.digest, clock.advance())
     store.index.touch(newer.digest, clock.advance())
@@ -428,7 +417,7 @@ def test_a_file_larger_than_the_capacity_is_refused_with_nothing_evicted(
 
 
 def test_usage_never_goes_above_the_capacity_through_a_churn_of_puts(
-    store: CacheStore, make_file: MakeFile, clock: Clock, monkeypatch: pytest.MonkeyPatch
+    store: CacheStore, make_file: MakeFile, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rng = random.Random(7)
     adopt = store.adopt
@@ -471,7 +460,7 @@ def test_usage_never_goes_above_the_capacity_through_a_churn_of_puts(
     assert len(store.entries()) > 50 and store.usage().files < 20
 
 
-def test_a_reservation_holds_space_until_it_ends(store: CacheStore, make_file: MakeFile, clock: Clock) -> None:
+def test_a_reservation_holds_space_until_it_ends(store: CacheStore, make_file: MakeFile, clock: FakeClock) -> None:
     old = store.put(make_file(400))
     clock.advance()
     with store.reserve(500) as reservation:
@@ -740,7 +729,7 @@ def test_reconcile_removes_old_orphan_objects_and_keeps_fresh_ones(store: CacheS
 
 
 def test_reconcile_keeps_an_object_being_recorded_whose_content_is_old(
-    open_store: OpenStore, tmp_path: Path, clock: Clock
+    open_store: OpenStore, tmp_path: Path, clock: FakeClock
 ) -> None:
     # A download's part file can have its last write long before its whole-file hash finishes (a 100 GB
     # file hashes for minutes). A reconcile (another process starting) that runs between the rename into
@@ -930,7 +919,7 @@ def test_a_copy_adopted_while_a_damaged_one_is_being_dropped_is_kept(
     assert store.entry(entry.digest).cached and path.read_bytes() == data and path.stat().st_ino != inode
 
 
-def test_a_sha256_left_for_later_is_pending_until_completed(store: CacheStore, clock: Clock) -> None:
+def test_a_sha256_left_for_later_is_pending_until_completed(store: CacheStore, clock: FakeClock) -> None:
     data = os.urandom(300)
     entry = adopt_later(store, data)
     assert entry.cached and entry.digest == blake3.blake3(data).hexdigest()
@@ -1001,7 +990,7 @@ class BlockedHasher:
 
 @pytest.mark.parametrize("how", ["command", "lru", "replaced"])
 def test_the_background_sha256_never_keeps_a_file_from_eviction(
-    store: CacheStore, open_store: OpenStore, make_file: MakeFile, clock: Clock, how: str
+    store: CacheStore, open_store: OpenStore, make_file: MakeFile, clock: FakeClock, how: str
 ) -> None:
     """The daemon's SHA-256 pass runs at idle priority and may take a minute on a busy host: an eviction
     (``shoal cache evict`` in another process, or the LRU making room) goes ahead while it hashes, and the
@@ -1037,7 +1026,7 @@ def test_the_background_sha256_never_keeps_a_file_from_eviction(
 
 
 def test_two_stores_on_one_index_see_each_others_entries(
-    open_store: OpenStore, make_file: MakeFile, clock: Clock
+    open_store: OpenStore, make_file: MakeFile, clock: FakeClock
 ) -> None:
     first, second = open_store(), open_store(None)
     entry = first.put(make_file(300))
@@ -1085,7 +1074,7 @@ def test_another_process_sees_the_entries_and_the_space(store: CacheStore, make_
 
 
 def test_import_records_entries_as_known_and_keeps_those_already_cached(
-    store: CacheStore, make_file: MakeFile, clock: Clock
+    store: CacheStore, make_file: MakeFile, clock: FakeClock
 ) -> None:
     mine = store.put(make_file(300), name="mine.iso", sources=[ORIGIN], pin=True)
     elsewhere = ExportedFile(
@@ -1127,7 +1116,7 @@ def test_fetching_a_known_entry_makes_it_cached(store: CacheStore, make_file: Ma
 
 
 def test_export_lists_sources_and_the_node_as_a_peer_of_cached_files(
-    store: CacheStore, make_file: MakeFile, clock: Clock
+    store: CacheStore, make_file: MakeFile, clock: FakeClock
 ) -> None:
     cached = store.put(make_file(300), name="cached.iso", sources=[ORIGIN])
     gone = store.put(make_file(100), name="gone.iso", sources=["http://o.example/gone"])
@@ -1154,7 +1143,7 @@ def test_export_lists_sources_and_the_node_as_a_peer_of_cached_files(
     assert len(parse_export(json.loads(json.dumps(doc)))) == 3
 
 
-def test_export_since(store: CacheStore, make_file: MakeFile, clock: Clock) -> None:
+def test_export_since(store: CacheStore, make_file: MakeFile, clock: FakeClock) -> None:
     store.put(make_file(10))
     since = clock.advance(100)
     newer = store.put(make_file(10))

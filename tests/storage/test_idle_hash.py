@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-import time
 from pathlib import Path
 
 import blake3
@@ -13,6 +12,7 @@ import pytest
 
 from shoal.storage.cache_store import CacheStore
 from shoal.storage.idle_hash import HashingStopped, IdleHasher
+from shoal.testing.poll import wait_until
 
 
 def test_it_hashes_like_the_reference(tmp_path: Path) -> None:
@@ -43,14 +43,9 @@ def test_the_child_runs_at_idle_priority_in_its_own_session_and_stop_kills_it(tm
     worker = threading.Thread(target=run)
     worker.start()
     try:
-        deadline = time.monotonic() + 10
-        while (pid := hasher.child_pid) is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert pid is not None
+        pid = wait_until(lambda: hasher.child_pid, "the hashing child to start")
         # The child lowers itself first thing; give it the moment that takes.
-        while os.sched_getscheduler(pid) != os.SCHED_IDLE and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert os.sched_getscheduler(pid) == os.SCHED_IDLE
+        wait_until(lambda: os.sched_getscheduler(pid) == os.SCHED_IDLE, "the child in SCHED_IDLE")
         assert os.getpriority(os.PRIO_PROCESS, pid) == 19
         assert os.getsid(pid) == pid != os.getsid(0)
         autogroup = Path(f"/proc/{pid}/autogroup")

@@ -16,6 +16,7 @@ from shoal.core.errors import LocalIOError
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.peer.prefix_hash import PrefixHash
 from shoal.storage.partfile import PartFile
+from shoal.testing.poll import wait_until_async
 
 PIECE = 256 * 1024
 MANIFEST = Manifest(OriginIdentity(23 * PIECE + 777), PIECE)
@@ -53,11 +54,7 @@ def piece(data: bytes, index: int) -> bytes:
 
 async def settle(prefix: PrefixHash, pieces: int) -> None:
     """Wait until the follower has hashed ``pieces`` pieces (it runs in a worker thread)."""
-    for _ in range(500):
-        if prefix.hashed_pieces >= pieces:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"only {prefix.hashed_pieces} of {pieces} pieces hashed")
+    await wait_until_async(lambda: prefix.hashed_pieces >= pieces, f"{pieces} pieces hashed")
 
 
 async def test_pieces_written_in_any_order_hash_like_the_whole_file(tmp_path: Path, data: bytes) -> None:
@@ -85,8 +82,9 @@ async def test_the_prefix_is_hashed_while_later_pieces_are_missing(tmp_path: Pat
         on_disk.add(index)
         prefix.grew()
     await settle(prefix, 3)
-    await asyncio.sleep(0.05)
+    # The follower moved to piece 3 and, finding it missing, waits for the next piece (no read under way).
     assert prefix.hashed_pieces == 3, "hashed past a missing piece"
+    assert prefix._reading_to == 3, "reading past a missing piece"
     for index in range(3, MANIFEST.piece_count):
         if index not in on_disk:
             part.write(index, [piece(data, index)])

@@ -3,6 +3,11 @@
 Each test gets the plain URL of an empty database: every table of the shoal schema (and
 schema_migrations) is dropped first, so runs are isolated. A server that cannot be reached fails the
 test under CI (``CI=true``) and skips it, with the reason, elsewhere.
+
+Each test process has a database of its own on each server, ``shoal_test_PID``, created on first use
+(through the server's ``test`` database) and dropped when the session ends: xdist's workers, and other
+runs of the suite on the same machine, never drop each other's tables. A database left by a run that was
+killed is dropped by the next run that finds its process gone.
 """
 
 from __future__ import annotations
@@ -11,9 +16,11 @@ import asyncio
 import contextlib
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import make_url, text
 
 from shoal.storage.db import create_engine
 from shoal.storage.schema import metadata
@@ -30,28 +37,84 @@ SERVERS: dict[str, list[str]] = {
 BACKENDS = ["sqlite", *SERVERS]
 CONNECT_TIMEOUT = 10.0
 
-# backend -> a URL that answered, or the reason none did. Probed once per session.
+# backend -> the URL of this process's database on it, or the reason no server answered. Once per session.
 _probed: dict[str, str | BaseException] = {}
+PREFIX = "shoal_test_"
 
 
 async def _probe(backend: str) -> str | BaseException:
     if backend not in _probed:
         failure: BaseException = RuntimeError("no candidate URL")
         for url in SERVERS[backend]:
-            engine = create_engine(url)
             try:
-                async with asyncio.timeout(CONNECT_TIMEOUT), engine.connect():
-                    pass
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    _probed[backend] = await _own_database(url)
             except Exception as exc:
                 failure = exc
                 continue
-            finally:
-                await engine.dispose()
-            _probed[backend] = url
             break
         else:
             _probed[backend] = failure
     return _probed[backend]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def _own_database(url: str) -> str:
+    """Create this process's database on the server of ``url`` (dropping those of processes that are gone);
+    return its URL."""
+    own = f"{PREFIX}{os.getpid()}"
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            if engine.dialect.name == "postgresql":
+                listed = "SELECT datname FROM pg_database WHERE datname LIKE 'shoal\\_test\\_%'"
+            else:
+                listed = "SHOW DATABASES LIKE 'shoal\\_test\\_%'"
+            for (name,) in (await conn.execute(text(listed))).all():
+                pid = name.removeprefix(PREFIX)
+                if pid.isdigit() and not _alive(int(pid)):
+                    with contextlib.suppress(Exception):  # another run may be dropping it too
+                        await conn.execute(text(_drop(engine.dialect.name, name)))
+            await conn.execute(text(_drop(engine.dialect.name, own)))  # a stale one of a reused pid
+            await conn.execute(text(f"CREATE DATABASE {own}"))
+    finally:
+        await engine.dispose()
+    return make_url(url).set(database=own).render_as_string(hide_password=False)
+
+
+def _drop(dialect: str, name: str) -> str:
+    # PostgreSQL refuses to drop a database with open connections; FORCE ends those of a killed run.
+    return f"DROP DATABASE IF EXISTS {name}" + (" WITH (FORCE)" if dialect == "postgresql" else "")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_own_databases() -> Iterator[None]:
+    yield
+    created = [url for url in _probed.values() if isinstance(url, str)]
+
+    async def drop_all() -> None:
+        for url in created:
+            admin = make_url(url).set(database="test")
+            engine = create_engine(admin.render_as_string(hide_password=False))
+            try:
+                async with engine.connect() as conn:
+                    conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                    await conn.execute(text(_drop(engine.dialect.name, str(make_url(url).database))))
+            finally:
+                await engine.dispose()
+
+    if created:
+        asyncio.run(drop_all())
 
 
 async def drop_schema(url: str) -> None:

@@ -12,6 +12,8 @@ from sqlalchemy import Connection, func, select
 
 from shoal.storage.db import SqlStore, StoreError
 from shoal.storage.schema import pools
+from shoal.testing.poll import DEADLINE, wait_until_async
+from shoal.testing.watched import WatchedLock
 
 
 async def test_a_second_writer_starts_when_the_first_commits(tmp_path: Path) -> None:
@@ -26,13 +28,14 @@ async def test_a_second_writer_starts_when_the_first_commits(tmp_path: Path) -> 
                 if hold is not None:
                     await hold.wait()
 
+        queue = store._sqlite_writer = WatchedLock()
         first = asyncio.ensure_future(write("first", release))
-        await asyncio.sleep(0.05)
+        await wait_until_async(lambda: entered == ["first"] or first.done(), "the first writer's transaction")
         second = asyncio.ensure_future(write("second", None))
-        await asyncio.sleep(0.2)
+        await wait_until_async(lambda: queue.waiting == 1 or second.done(), "the second writer to queue")
         assert entered == ["first"]  # the second waits for the first's commit, outside SQLite
         release.set()
-        await asyncio.wait_for(asyncio.gather(first, second), 5.0)
+        await asyncio.wait_for(asyncio.gather(first, second), DEADLINE)
         assert entered == ["first", "second"]
         async with store.connection() as conn:
             assert (await conn.execute(select(func.count()).select_from(pools))).scalar_one() == 2
@@ -40,15 +43,16 @@ async def test_a_second_writer_starts_when_the_first_commits(tmp_path: Path) -> 
 
 async def test_readers_do_not_wait_for_a_writer(tmp_path: Path) -> None:
     async with SqlStore(f"sqlite:///{tmp_path / 'tracker.db'}") as store:
-        release = asyncio.Event()
+        holding, release = asyncio.Event(), asyncio.Event()
 
         async def hold_write() -> None:
             async with store.connection(write=True) as conn:
                 await conn.execute(pools.insert().values(name="held", token_hash=None, created=1.5))
+                holding.set()
                 await release.wait()
 
         writer = asyncio.ensure_future(hold_write())
-        await asyncio.sleep(0.05)
+        await asyncio.wait_for(holding.wait(), DEADLINE)
         async with store.connection() as conn:  # WAL: the last committed state, at once
             count = (await conn.execute(select(func.count()).select_from(pools))).scalar_one()
         assert count == 0
@@ -89,13 +93,14 @@ async def test_a_write_transaction_waits_for_the_writer_before_it(tmp_path: Path
             entered.append("thread")
             conn.execute(pools.insert().values(name="next", token_hash=None, created=1.5))
 
+        queue = store._sqlite_writer = WatchedLock()
         holder = asyncio.ensure_future(hold_write())
-        await asyncio.sleep(0.05)
+        await wait_until_async(lambda: entered == ["async"] or holder.done(), "the first writer's transaction")
         second = asyncio.ensure_future(store.write_transaction(work))
-        await asyncio.sleep(0.2)
+        await wait_until_async(lambda: queue.waiting == 1 or second.done(), "the second writer to queue")
         assert entered == ["async"]  # queued in the process, not in SQLite's busy handler
         release.set()
-        await asyncio.wait_for(asyncio.gather(holder, second), 5.0)
+        await asyncio.wait_for(asyncio.gather(holder, second), DEADLINE)
         assert entered == ["async", "thread"]
 
 
@@ -132,25 +137,26 @@ async def test_a_cancelled_write_transaction_holds_off_the_next_writer_until_its
         def slow(conn: Connection) -> None:
             conn.execute(pools.insert().values(name="slow", token_hash=None, created=1.5))
             in_thread.set()
-            go_on.wait(5)
+            assert go_on.wait(DEADLINE)
 
         async def next_writer() -> None:
             async with store.connection(write=True) as conn:
                 entered.append("next")
                 await conn.execute(pools.insert().values(name="next", token_hash=None, created=1.5))
 
+        queue = store._sqlite_writer = WatchedLock()
         caller = asyncio.ensure_future(store.write_transaction(slow))
-        await asyncio.to_thread(in_thread.wait, 5)
+        assert await asyncio.to_thread(in_thread.wait, DEADLINE)
         caller.cancel()
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)  # the first cancellation is delivered
         caller.cancel()  # twice, as a shutdown may: still no early release
         with pytest.raises(asyncio.CancelledError):
             await caller
         waiting = asyncio.ensure_future(next_writer())
-        await asyncio.sleep(0.2)
+        await wait_until_async(lambda: queue.waiting == 1 or waiting.done(), "the next writer to queue")
         assert entered == []  # in the process's queue, not in SQLite's busy handler
         go_on.set()
-        await asyncio.wait_for(waiting, 5.0)
+        await asyncio.wait_for(waiting, DEADLINE)
         async with store.connection() as conn:  # the cancelled caller's transaction still committed
             names = (await conn.execute(select(pools.c.name).order_by(pools.c.name))).scalars().all()
         assert names == ["next", "slow"]

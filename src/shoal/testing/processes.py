@@ -1,7 +1,8 @@
 """Real processes for integration tests and benchmarks: a tracker, an origin, `shoal get`.
 
 Each service is started with port 0 and prints the address it listens on; :func:`start_service` waits for
-that line so a test never guesses a port or sleeps.
+that line so a test never guesses a port or sleeps. (There is no "free port" helper: a port probed free and
+handed to another process can be taken in between; see :mod:`shoal.testing.sockets`.)
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,13 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _LISTENING = re.compile(r"listening on (http://\S+)")
-
-
-def free_port() -> int:
-    """A loopback port free right now, for a process that must be told its port (not 0) before it starts."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def compile_bytecode() -> None:
