@@ -70,7 +70,7 @@ def test_corrupt_peer_is_caught_and_avoided(tmp_path, tracker, origin, make_file
     t = tracker()
     url = src.url("c.bin")
     seed_path = tmp_path / "seed.bin"
-    seeder = spawn_get(url, "-o", str(seed_path), "--tracker", t.url, "--upload-time", "60")
+    seeder = spawn_get(url, "-o", str(seed_path), "--tracker", t.url, "--upload-time", "600")
     wait_for(seed_path.exists, what="the seeder's download")
     # Bit rot on the seeder's disk: it now serves bytes that fail their piece hash.
     with open(seed_path, "r+b") as f:

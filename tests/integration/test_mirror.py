@@ -558,8 +558,8 @@ def test_a_jobs_new_files_are_fetched_by_shoal_get_and_aria2c(mirror: Mirror, up
         return next((f for f in listing["files"] if f["path"] == rel), None)
 
     entry = wait_until(published, "the seeder publishing the new version")
-    digest = str(entry["digest"]).removeprefix("blake3:")
-    wait_until(lambda: _status(f"{worker.url}/v1/tasks/{digest}") == 200, "the content task at the tracker")
+    task_id = str(entry["task_id"])  # the content task: the BLAKE3 of the file's manifest
+    wait_until(lambda: _status(f"{worker.url}/v1/tasks/{task_id}") == 200, "the content task at the tracker")
 
     out = mirror.tmp / "got.bin"
     got = subprocess.run(

@@ -422,8 +422,8 @@ def test_an_accusation_keeps_the_peer_from_the_accusers_host_at_once() -> None:
     assert out.accusations == {"p2": frozenset({"192.0.2.9"})}, "a peer cannot accuse itself"
     assert out.mark_bad == [], "one host's word bans no one for everyone"
     assert out.response is not None and [p.peer_id for p in out.response.peers] == ["p3"]
-    # p2's pieces still count as held: nobody fetches them from the origin again on one host's word.
-    assert out.response.leases == ()
+    # For the accuser p2's pieces no longer count as held: it may lease one only p2 holds.
+    assert out.response.leases == (1, 2, 3, 4)
     # Another peer on another host is still handed p2.
     snap = snapshot(
         task(),
@@ -435,8 +435,10 @@ def test_an_accusation_keeps_the_peer_from_the_accusers_host_at_once() -> None:
             ),
         ],
     )
-    out = announce(snap, request("p4"), seen_host="192.0.2.50")
+    out = announce(snap, request("p4", want_leases=4), seen_host="192.0.2.50")
     assert out.response is not None and "p2" in [p.peer_id for p in out.response.peers]
+    # Elsewhere they do: nobody else fetches them from the origin again on one host's word.
+    assert out.response.leases == ()
 
 
 def test_accusers_on_two_hosts_ban_a_peer_for_everyone() -> None:

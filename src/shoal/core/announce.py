@@ -272,8 +272,11 @@ def decide_announce(
     # Leases: finished and released ones go, and so do the asker's leases on pieces another trusted peer
     # has delivered meanwhile (fetching them again from the origin would be waste); the asker's others are
     # renewed; dead peers' ones lapse.
+    # Peers accused from the asker's own host are kept from it at once, whatever the quorum says: their
+    # pieces do not count as held for it either, so it can lease one that only they hold.
+    trusted = [p for p in peers if seen_host not in p.accusers]
     held = have.copy()
-    for p in peers:
+    for p in trusted:
         if not p.bad:
             held.union_update(p.have)
     finished = set(request.done) | set(request.released)
@@ -314,8 +317,6 @@ def decide_announce(
         outcome.put_leases.extend(Lease(i, request.peer_id, now + policy.peer_ttl) for i in granted)
     mine = sorted({i for i, lease in live_leases.items() if lease.peer_id == request.peer_id} | set(granted))
 
-    # Peers accused from the asker's own host are kept from it at once, whatever the quorum says.
-    trusted = [p for p in peers if seen_host not in p.accusers]
     handed = hand_out(view, trusted, policy.max_peers) if manifest else []
     outcome.response = AnnounceResponse(
         generation=task.generation,
