@@ -105,7 +105,15 @@ def test_origin_changes_mid_swarm(tmp_path, tracker, origin, make_file, spawn_ge
         spawn_get(url, "-o", str(tmp_path / f"v{i}.bin"), "--tracker", t.url, "--upload-time", "2", "-v")
         for i in range(2)
     ]
-    wait_for(lambda: (task_summary_or_none(t, url) or {}).get("hashed_pieces", 0) >= 3, what="first pieces")
+    # Both peers have joined (they saw the old version) and pieces of it are out, before the file changes: a
+    # peer that started after the change would just fetch the new version, with nothing to tell.
+    wait_for(
+        lambda: (
+            len((summary := task_summary_or_none(t, url) or {}).get("peers", [])) == 2
+            and summary.get("hashed_pieces", 0) >= 3
+        ),
+        what="both peers joined and first pieces",
+    )
     new = os.urandom(size + grows)
     tmp = src.root / "v.bin.tmp"
     tmp.write_bytes(new)

@@ -55,7 +55,7 @@ def test_stopped_while_serving_to_peers_exits_0_with_the_file_in_place(
     else:
         pytest.fail(f"no seeding period began (exit {proc.wait()})")
     proc.send_signal(sig)
-    assert proc.wait(20) == 0
+    assert proc.wait(60) == 0
     rest = proc.stderr.read()
     assert rest == f"stopped serving it to peers; {out} is in place\n"
     assert out.read_bytes() == data
