@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from shoal.testing.processes import compile_bytecode
@@ -12,3 +14,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     # Once per run: under xdist the controller does it before it starts the workers.
     if not hasattr(session.config, "workerinput"):
         compile_bytecode()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A command started in the background by a shell without job control (a CI script's `cmd &`) inherits
+    # SIGINT ignored, and so would every process the tests start: the tests that press Ctrl-C on `shoal get`
+    # (SIGINT) would then wait for nothing. A terminal's Ctrl-C reaches a process with SIGINT at its default,
+    # so the tests run as that: a handler here is reset to the default in every child at exec.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
