@@ -269,12 +269,13 @@ def decide_announce(
         peers.append(other)
     live_ids = {p.peer_id for p in peers} | {request.peer_id}
 
-    # Leases: finished and released ones go, and so do the asker's leases on pieces another trusted peer
-    # has delivered meanwhile (fetching them again from the origin would be waste); the asker's others are
-    # renewed; dead peers' ones lapse.
     # Peers accused from the asker's own host are kept from it at once, whatever the quorum says: their
     # pieces do not count as held for it either, so it can lease one that only they hold.
     trusted = [p for p in peers if seen_host not in p.accusers]
+
+    # Leases: finished and released ones go, and so do the asker's leases on pieces another trusted peer
+    # has delivered meanwhile (fetching them again from the origin would be waste); the asker's others are
+    # renewed; dead peers' ones lapse.
     held = have.copy()
     for p in trusted:
         if not p.bad:
