@@ -314,7 +314,8 @@ def decide_announce(
             want=request.want_leases,
             range_ok=task.range_ok,
         )
-        granted += _audit_lease(snapshot, outcome, have, {**live_leases, **dict.fromkeys(granted)}, seen_host)
+        if snapshot.audits:  # most announces: none under way, and no lease table to build
+            granted += _audit_lease(snapshot, outcome, have, {**live_leases, **dict.fromkeys(granted)}, seen_host)
         outcome.put_leases.extend(Lease(i, request.peer_id, now + policy.peer_ttl) for i in granted)
     mine = sorted({i for i, lease in live_leases.items() if lease.peer_id == request.peer_id} | set(granted))
 

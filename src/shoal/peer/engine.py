@@ -38,7 +38,7 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -498,9 +498,7 @@ class Download:
         if missing:
             # The last report learned of revoked hashes (core.audit), and pieces taken from peers went with
             # them: fetch those from the origin before anything is placed.
-            self.refetching = True
-            self.leases = set(missing)
-            self._events = asyncio.Queue()
+            self._refetch_from_origin(missing)
             await self._loop()
             return await self._finish()
         hashes = await self.prefix.digests() if self.prefix is not None else {}
@@ -568,12 +566,17 @@ class Download:
             self.on_disk.discard(index)
             self.served.discard(index)
             self.stats.done -= manifest.piece_size(index)
-        self.refetching = True
-        self.leases = set(plan.pieces)
-        self._events = asyncio.Queue()  # nothing of the fetches and watchers stopped is news now
+        self._refetch_from_origin(plan.pieces)
         self._follow_whole_file()  # the old hashes read the dropped pieces: hash the file again as it refills
         await self._report_suspects()
         await self._loop()
+
+    def _refetch_from_origin(self, pieces: Iterable[int]) -> None:
+        """From now on ``pieces`` come straight from the origin, as a download without a tracker fetches (no
+        leases), once the owner loop runs again; the fetches and watchers stopped are no news any more."""
+        self.refetching = True
+        self.leases = set(pieces)
+        self._events = asyncio.Queue()
 
     async def _report_suspects(self) -> None:
         """Tell the tracker at once of the peers whose pieces failed the whole-file check, and that we no

@@ -32,12 +32,9 @@ class SeededFile:
     info_hash: bytes
     published_at: float
     """Wall-clock time of publication."""
-
-    @property
-    def task_id(self) -> str:
-        """A seeded file's task is its content (DESIGN.md): the BLAKE3 of its manifest, which commits to every
-        piece hash (core.ids.content_task_id)."""
-        return self.hashes.content_task_id(self.stat.size)
+    task_id: str
+    """A seeded file's task is its content (DESIGN.md): the BLAKE3 of its manifest, which commits to every
+    piece hash (``FileHashes.content_task_id``). Computed once at publication: every file request names it."""
 
     @property
     def etag(self) -> str:

@@ -254,7 +254,8 @@ class Seeder:
             return True
         due = wait.due
         info = TorrentInfo(path.name, stat.size, hashes.piece_length, hashes.sha1_pieces)
-        entry = SeededFile(rel, root.name, path, stat, hashes, info, info.info_hash(), time.time())
+        task_id = hashes.content_task_id(stat.size)
+        entry = SeededFile(rel, root.name, path, stat, hashes, info, info.info_hash(), time.time(), task_id)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(PREPARE_SECONDS):
                 for listener in self.listeners:
