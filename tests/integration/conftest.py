@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,8 +30,14 @@ class Origin:
         return f"{self.service.url}/{name}"
 
     def bytes_sent(self) -> int:
+        return int(self.stats()["bytes_sent"])
+
+    def requests(self) -> int:
+        return int(self.stats()["requests"])
+
+    def stats(self) -> dict[str, int]:
         with urllib.request.urlopen(f"{self.service.url}/_stats") as r:
-            return int(json.load(r)["bytes_sent"])
+            return json.load(r)  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -43,7 +50,7 @@ def services() -> Iterator[list[Service]]:
 
 @pytest.fixture
 def tracker(tmp_path: Path, services: list[Service]) -> Callable[..., Service]:
-    def make(db: str | None = None, **options: float) -> Service:
+    def make(db: str | None = None, **options: Any) -> Service:
         service = start_tracker(db or f"sqlite:///{tmp_path / 'tracker.db'}", **options)
         services.append(service)
         return service

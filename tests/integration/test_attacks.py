@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,55 @@ async def test_conflicting_reports_in_a_loop_start_no_generation(tmp_path, track
         summary = await mallory.task()
     assert (tmp_path / "b.bin").read_bytes() == data
     assert summary["generation"] == 1 and summary["rejected_reports"] == 40
+
+
+async def test_claims_that_the_origin_changed_start_no_generation(tmp_path, tracker, origin, make_file):
+    """Mallory claims, again and again, that the origin now serves another file: the tracker looks at the
+    origin itself, which says otherwise, so the task keeps its generation and its hashes."""
+    src = origin()
+    data = make_file(src.root / "c.bin", SIZE)
+    url = src.url("c.bin")
+    t = tracker()
+    async with HostilePeer(t.url, url) as mallory:
+        real = origin_identity(url)
+        await mallory.announce(event="started", origin=real)
+        first = await get(tmp_path, url, "a.bin", t.url)
+        assert first.returncode == 0, first.stderr
+        before = src.requests()
+        claims = [replace(real, etag=f'"forged-{n}"') for n in range(20)]
+        replies = await asyncio.gather(*(mallory.announce(generation=1, origin=claim) for claim in claims))
+        assert all(r["generation"] == 1 and not r.get("restart") for r in replies)
+        looks = src.requests() - before
+        second = await get(tmp_path, url, "b.bin", t.url)
+        summary = await mallory.task()
+    assert second.returncode == 0, second.stderr
+    assert (tmp_path / "b.bin").read_bytes() == data
+    assert summary["generation"] == 1 and summary["refused_origins"] == 20 and summary["hashed_pieces"] == 16
+    assert 1 <= looks <= 2, f"{looks} looks at the origin for 20 claims at once"
+
+
+async def test_a_change_the_tracker_cannot_see_needs_claims_from_two_hosts(tmp_path, tracker, origin, make_file):
+    """With the tracker's own looks off (an origin out of its reach behaves the same), the origin's change
+    starts a new generation once peers on two hosts report it, not before."""
+    src = origin()
+    make_file(src.root / "d.bin", SIZE)
+    url = src.url("d.bin")
+    t = tracker(extra=["--no-origin-checks"])
+    async with (
+        HostilePeer(t.url, url, name="p2", source="127.0.0.2") as p2,
+        HostilePeer(t.url, url, name="p3", source="127.0.0.3") as p3,
+    ):
+        await p2.announce(event="started", origin=origin_identity(url))
+        make_file(src.root / "d.bin", SIZE + 1)
+        changed = origin_identity(url)
+        once = await p2.announce(generation=1, origin=changed)
+        assert once["generation"] == 1 and (await p2.task())["refused_origins"] == 1
+        again = await p2.announce(generation=1, origin=changed)
+        assert again["generation"] == 1, "one host twice is still one host"
+        second = await p3.announce(generation=1, origin=changed)
+        summary = await p3.task()
+    assert second["generation"] == 2 and second["manifest"]["length"] == SIZE + 1
+    assert summary["generation"] == 2 and summary["length"] == SIZE + 1
 
 
 async def test_forged_accusations_and_stops_do_not_empty_a_swarm(tmp_path, tracker, origin, make_file, spawn_get):

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shoal.core.announce import claims_change
 from shoal.core.errors import ProtocolError
 from shoal.core.ids import content_task_id
 from shoal.core.leases import Lease
@@ -77,10 +78,12 @@ def test_the_seen_address_stands_in_for_a_missing_host() -> None:
 # -- generations ---------------------------------------------------------------------------------------
 
 
-def test_origin_change_under_the_current_generation_starts_a_new_one() -> None:
+def test_origin_change_the_tracker_confirmed_starts_a_new_one() -> None:
     snap = snapshot(task(range_ok=False, hash_seq=7), peers=[peer("p2", have=[0, 1])], leases=held_by("p2", [2]))
-    out = announce(snap, request(origin=CHANGED, want_leases=4, done={3: digest(3)}))
-    assert out.new_generation
+    req = request(origin=CHANGED, want_leases=4, done={3: digest(3)})
+    assert claims_change(snap.task, req)
+    out = announce(replace(snap, origin_seen=CHANGED), req)
+    assert out.new_generation and not out.refused_origin
     assert out.task.generation == 2
     assert out.task.manifest == Manifest.for_identity(CHANGED)
     assert out.task.range_ok, "a new file may well answer Range requests"
@@ -88,6 +91,28 @@ def test_origin_change_under_the_current_generation_starts_a_new_one() -> None:
     assert out.response is not None
     assert out.response.restart and out.response.generation == 2 and out.response.hash_seq == 0
     assert out.response.leases == () and out.response.peers == ()
+
+
+@pytest.mark.parametrize("seen", [None, IDENTITY, replace(CHANGED, etag='"v3"')], ids=["unconfirmed", "same", "other"])
+def test_a_claimed_change_the_origin_does_not_bear_out_is_refused(seen: OriginIdentity | None) -> None:
+    """None: the tracker could not tell; IDENTITY: the origin still describes the current file; another
+    identity: the origin changed, but not into what the peer claims."""
+    snap = replace(snapshot(task(hash_seq=3), leases=held_by("p1", [2])), origin_seen=seen)
+    out = announce(snap, request(origin=CHANGED, want_leases=1, done={2: digest(2)}))
+    assert out.refused_origin and not out.new_generation
+    assert out.task.generation == 1 and out.task.manifest == MANIFEST
+    assert out.new_hashes == {2: digest(2)}, "the rest of the announce counts as usual"
+    assert out.response is not None and not out.response.restart and out.response.manifest == MANIFEST
+
+
+def test_only_a_current_url_task_peer_claims_a_change() -> None:
+    assert not claims_change(None, request(origin=CHANGED))
+    assert not claims_change(task(manifest=None), request(origin=CHANGED))
+    assert not claims_change(task(), request(origin=IDENTITY))
+    assert not claims_change(task(), request(origin=None))
+    assert not claims_change(task(), request(generation=0, origin=CHANGED))
+    assert not claims_change(task(generation=2), request(generation=1, origin=CHANGED))
+    assert claims_change(task(), request(origin=CHANGED))
 
 
 def test_same_origin_report_changes_nothing() -> None:
@@ -157,8 +182,9 @@ unleased = st.dictionaries(st.integers(0, PIECES - 1), st.sampled_from("abc"), m
     )
 )
 def test_no_announce_from_peers_without_the_lease_changes_a_trusted_hash(script) -> None:
-    """Hostile peers (never a lease holder) report hashes, claim bitfields, accuse and stop in any order:
-    no hash the tracker trusts changes, no new one appears, and the generation stays."""
+    """Hostile peers (never a lease holder) report hashes, claim bitfields, claim the origin changed (a
+    claim the tracker's look at the origin does not bear out), accuse and stop in any order: no hash the
+    tracker trusts changes, no new one appears, and the generation stays."""
     tracker = MemoryTracker()
     tracker.announce(request("honest", generation=0, origin=IDENTITY), NOW)
     tracker.announce(request("honest", want_leases=4), NOW)
@@ -169,6 +195,7 @@ def test_no_announce_from_peers_without_the_lease_changes_a_trusted_hash(script)
         tracker.announce(
             request(
                 peer_id,
+                origin=CHANGED if len(claims) % 2 else None,
                 done={i: digest(i, v) for i, v in reports.items()},
                 bitfield=bits(claims).encode(),
                 bad_peers=("honest",),

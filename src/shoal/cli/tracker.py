@@ -71,6 +71,13 @@ from shoal.tracker.config import TrackerConfig
     help="Share of the piece hashes lease holders report that another host fetches again from the origin "
     "to check (0: no spot checks).",
 )
+@click.option(
+    "--origin-checks/--no-origin-checks",
+    default=TrackerConfig.origin_checks,
+    show_default=True,
+    help="Confirm a peer's claim that an origin file changed with the tracker's own look at the origin; "
+    "off (or the origin out of the tracker's reach), such a claim needs peers on two hosts.",
+)
 @verbose_option
 def tracker(
     host: str,
@@ -81,6 +88,7 @@ def tracker(
     bt_interval: int,
     bt_peer_ttl: float,
     audit_share: float,
+    origin_checks: bool,
     verbose: int,
 ) -> None:
     """Run the tracker: tasks, peers, piece hashes and origin leases over a JSON API, and a BitTorrent
@@ -100,6 +108,7 @@ def tracker(
         bt_min_interval=min(TrackerConfig.bt_min_interval, bt_interval),
         bt_peer_ttl=bt_peer_ttl,
         audit_share=audit_share,
+        origin_checks=origin_checks,
     )
 
     def go() -> None:

@@ -18,10 +18,12 @@ another host writing a wrong file.
   empty a swarm.
 
 Generations: a task's content is one version of the origin's file. When a peer reports that the origin
-now describes a different file (length, ETag or Last-Modified), the task starts a new generation: every
-hash, lease and bitfield of the old one is dropped, and every peer still on the old generation is told to
-restart. Two reports that disagree never start one. Pieces of two generations never mix because every
-report and every peer-to-peer request names its generation.
+now describes a different file (length, ETag or Last-Modified), and the tracker's own look at the origin
+shows that file too (``TaskSnapshot.origin_seen``: tracker.origin_check), the task starts a new generation:
+every hash, lease and bitfield of the old one is dropped, and every peer still on the old generation is
+told to restart. A claim the origin does not bear out changes nothing and is counted; two hash reports that
+disagree never start one. Pieces of two generations never mix because every report and every peer-to-peer
+request names its generation.
 
 Reports that name another generation than the current one are stale (a peer that saw the origin before it
 changed) and are ignored, so a slow peer cannot flip a task back to an old version.
@@ -38,7 +40,7 @@ from shoal.core.errors import ProtocolError
 from shoal.core.handout import PeerView, hand_out
 from shoal.core.ids import content_task_id, is_content_task
 from shoal.core.leases import Lease, grant_leases, reclaim_leases
-from shoal.core.manifest import Manifest
+from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import AnnounceRequest, AnnounceResponse, PeerAddress
 
 BAN_QUORUM = 2
@@ -94,6 +96,9 @@ class TaskSnapshot:
     """Spot checks under way (core.audit)."""
     reporters: Mapping[int, str] = field(default_factory=dict)
     """piece -> the lease holder whose report the tracker took (none for hashes nobody alone vouches for)."""
+    origin_seen: OriginIdentity | None = None
+    """What the origin describes now, as the tracker confirmed it for an announce that claims the file
+    changed (:func:`claims_change`); None: not confirmed. Only a claim it bears out starts a generation."""
 
 
 @dataclass(slots=True)
@@ -114,6 +119,8 @@ class AnnounceOutcome:
     """Peers accused by this announce -> every host that has accused them so far."""
     rejected: list[int] = field(default_factory=list)
     """Hash reports not taken (see the module docstring)."""
+    refused_origin: bool = False
+    """The announce claimed the origin's file changed and the tracker's look at the origin did not agree."""
     reporters: dict[int, str] = field(default_factory=dict)
     """Who vouches for each of ``new_hashes`` ("": peers on two hosts, or the task's id)."""
     revoked: list[int] = field(default_factory=list)
@@ -151,14 +158,17 @@ def decide_announce(
     elif request.origin is not None and request.generation in (task.generation, 0) and not content:
         if task.manifest is None:
             task = replace(task, manifest=Manifest.for_identity(request.origin))
-        elif not task.manifest.identity.same_version(request.origin) and request.generation == task.generation:
-            task = replace(
-                task,
-                generation=task.generation + 1,
-                manifest=Manifest.for_identity(request.origin),
-                range_ok=True,
-            )
-            outcome.new_generation = True
+        elif claims_change(task, request):
+            if snapshot.origin_seen is None or not snapshot.origin_seen.same_version(request.origin):
+                outcome.refused_origin = True
+            else:
+                task = replace(
+                    task,
+                    generation=task.generation + 1,
+                    manifest=Manifest.for_identity(request.origin),
+                    range_ok=True,
+                )
+                outcome.new_generation = True
     if request.no_range and request.generation == task.generation and task.range_ok:
         task = replace(task, range_ok=False)
 
@@ -331,6 +341,20 @@ def decide_announce(
         rejected=tuple(outcome.rejected),
     )
     return outcome
+
+
+def claims_change(task: TaskRecord | None, request: AnnounceRequest) -> bool:
+    """Whether the announce says the origin's file is no longer the one the task's current generation
+    describes: a claim the tracker confirms at the origin before deciding (TaskSnapshot.origin_seen)."""
+    return (
+        task is not None
+        and task.manifest is not None
+        and request.origin is not None
+        and not request.piece_hashes
+        and not is_content_task(task.task_id)
+        and request.generation == task.generation
+        and not task.manifest.identity.same_version(request.origin)
+    )
 
 
 def _register_content(task: TaskRecord, request: AnnounceRequest) -> tuple[TaskRecord, dict[int, str]]:

@@ -103,6 +103,8 @@ class TaskRows:
     """The keys of ``hashes`` as a bit mask."""
     rejected_reports: int = 0
     """Hash reports the tracker did not take since this copy was read (core.announce)."""
+    refused_origins: int = 0
+    """Claims that the origin's file changed which the origin did not bear out, since this copy was read."""
     audits: dict[int, Audit] = field(default_factory=dict)
     """Spot checks under way (core.audit). Kept in memory only, like the two below: a restarted tracker
     begins no check of the hashes it read back, and can revoke only what it saw reported since."""
@@ -169,6 +171,7 @@ class TaskRows:
             else:
                 self.audits[piece] = audit
         self.rejected_reports += len(outcome.rejected)
+        self.refused_origins += outcome.refused_origin
         for peer_id, accusers in outcome.accusations.items():
             if peer_id in self.peers:
                 self.peers[peer_id] = replace(self.peers[peer_id], accusers=accusers)
@@ -443,6 +446,7 @@ class TrackerStore(SqlStore):
             "range_ok": task.range_ok,
             "hashed_pieces": hashed,
             "rejected_reports": rows.rejected_reports,
+            "refused_origins": rows.refused_origins,
             "leases": len([lease for lease in snapshot.leases.values() if lease.expires > now]),
             "peers": [
                 {

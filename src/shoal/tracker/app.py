@@ -18,19 +18,22 @@ import secrets
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
-from shoal.core.announce import TrackerPolicy, decide_announce
+from shoal.core.announce import TrackerPolicy, claims_change, decide_announce
 from shoal.core.errors import ProtocolError
 from shoal.core.ids import is_task_id
+from shoal.core.manifest import OriginIdentity
 from shoal.core.messages import AnnounceRequest
 from shoal.http_errors import json_error, json_errors, read_json
 from shoal.storage.db import StoreError
 from shoal.storage.tracker_store import TrackerStore
 from shoal.tracker import bt, pools
 from shoal.tracker.config import TrackerConfig
+from shoal.tracker.origin_check import OriginCheck
 
 log = logging.getLogger("shoal.tracker")
 API_VERSION = 1
@@ -50,6 +53,7 @@ class TrackerService:
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.bt = bt.BtTracker(config, clock)
         self.pools = pools.Pools(self.store, clock, member_ttl=config.peer_ttl)
+        self.origin_check = OriginCheck(enabled=config.origin_checks, claim_ttl=config.peer_ttl * 4)
 
     def _lock(self, task_id: str) -> asyncio.Lock:
         lock = self._locks.get(task_id)
@@ -62,12 +66,25 @@ class TrackerService:
         # A task's announces are decided one at a time on the store's copy of its rows; the lock is not held
         # while the write reaches the database. The reply waits for the commit (group commit: announces
         # staged meanwhile share one transaction), so what a peer is told is durable.
+        seen = await self._check_claim(task_id, request, seen_host) if request.origin is not None else None
         async with self._lock(task_id):
             snapshot = await self.store.load(task_id, request.done)
             outcome = decide_announce(
-                snapshot, request, task_id=task_id, seen_host=seen_host, now=self.clock(), policy=self.policy
+                replace(snapshot, origin_seen=seen),
+                request,
+                task_id=task_id,
+                seen_host=seen_host,
+                now=self.clock(),
+                policy=self.policy,
             )
             committed = self.store.stage(outcome, created=snapshot.task is None)
+        if outcome.refused_origin:
+            log.warning(
+                "task %s: peer %s (%s) claimed the origin's file changed; the origin did not bear it out",
+                task_id[:16],
+                request.peer_id,
+                seen_host,
+            )
         if outcome.rejected:
             log.warning(
                 "task %s: peer %s (%s) reported %d piece hashes the tracker did not take (pieces %s)",
@@ -80,6 +97,17 @@ class TrackerService:
         await committed
         assert outcome.response is not None
         return outcome.response.to_json()
+
+    async def _check_claim(self, task_id: str, request: AnnounceRequest, seen_host: str) -> OriginIdentity | None:
+        """What the origin describes now, when the announce claims the task's file changed (core.announce:
+        only a claim the origin bears out starts a generation). Looked at outside the task's lock: a look
+        takes a round trip to the origin, and the task's other announces go on meanwhile."""
+        async with self._lock(task_id):
+            task = (await self.store.load(task_id, ())).task
+        if request.origin is None or not claims_change(task, request):
+            return None
+        assert task is not None
+        return await self.origin_check.confirm(task.url, request.origin, seen_host)
 
     async def resume(self) -> None:
         """Give the peers and leases a previous tracker left live one peer TTL to be heard of again."""
@@ -157,6 +185,7 @@ def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> 
             for loop in loops:
                 loop.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
+            await service.origin_check.aclose()
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_get("/v1/health", health)

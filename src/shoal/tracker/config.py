@@ -26,6 +26,10 @@ class TrackerConfig:
     """The share of the piece hashes lease holders report that another host fetches again from the origin to
     check (core.audit): the origin sends about this much more, and a holder lying about k pieces goes
     unnoticed with probability (1 - audit_share) ** k. 0 turns spot checks off."""
+    origin_checks: bool = True
+    """Check an announce's claim that a task's origin file changed with a look of the tracker's own at the
+    origin (one small GET, at most one every 2 s per URL) before starting a new generation. Off, or when
+    the tracker cannot reach the origin, such a claim needs peers on two hosts making it."""
     max_body: int = 256 * 1024
     """Largest request body accepted, in bytes; larger ones get a 413."""
 
