@@ -2,10 +2,11 @@
 
 aiohttp (3.10 on) builds its two default TLS contexts, one that verifies and one that does not, when its
 connector module is imported, and each loads the system's CA certificates. With OpenSSL 3.0 a load costs
-20-25 ms of CPU (python/cpython#95031): 45 ms of the 0.3 CPU-s a ``shoal get`` spends before its first
-request; in the swarm lab, eight peers starting at once on two cores, the origin's first byte now leaves
-0.1-0.2 s sooner at the median of nine alternating pairs (README, swarm lab). Shoal's own traffic, to its
-tracker and its peers, is plain HTTP; only an https origin (or tracker) needs the certificates.
+tens of milliseconds of CPU (python/cpython#95031), a share worth saving of what a ``shoal get`` spends
+before its first request: when peers start together on few cores, start-up is CPU time, and the deferred
+load lets the origin's first byte leave sooner (benchmarks/swarm_lab.py; figures in benchmarks/RESULTS.md).
+Shoal's own traffic, to its tracker and its peers, is plain HTTP; only an https origin (or tracker) needs
+the certificates.
 
 ``with deferred_roots():`` around the import of aiohttp keeps the contexts built meanwhile without their
 certificates and records them. :func:`load_roots` loads the certificates into those same contexts, so

@@ -106,9 +106,9 @@ def loading() -> Iterator[None]:
     """Import a command's code with the cyclic garbage collector paused, then freeze what was loaded.
 
     Imports create tens of thousands of objects that live as long as the process: the collector, run every
-    700 allocations, scans them again and again and frees nothing, about a sixteenth of ``shoal get``'s
-    import time (0.15 s instead of 0.16 s of CPU here). Frozen (``gc.freeze``), they are left out of every
-    later collection too. With eight peers starting at once on two cores, start-up is CPU time.
+    700 allocations, scans them again and again and frees nothing, CPU time taken from ``shoal get``'s
+    imports. Frozen (``gc.freeze``), they are left out of every later collection too. When peers start at
+    once on few cores, start-up is CPU time (benchmarks/swarm_lab.py; figures in benchmarks/RESULTS.md).
     """
     enabled = gc.isenabled()
     gc.disable()

@@ -222,7 +222,8 @@ def _compact(ip: str, port: int) -> bytes:
 
 
 class HandedPeer(NamedTuple):
-    """A peer as a reply names it (a named tuple: replies build dozens, a frozen dataclass is 3x slower)."""
+    """A peer as a reply names it (a named tuple: replies build dozens, and a frozen dataclass is several
+    times slower to build; benchmarks/bt_announce.py)."""
 
     peer_id: bytes
     ip: str
@@ -359,7 +360,8 @@ class Swarms:
                 )
 
         # One pass: drop the expired, count, and gather who may be handed out. This costs O(swarm size) per
-        # announce (about 1 ms for 10,000 peers), which is fine at a fleet's announce rates.
+        # announce, which is fine at a fleet's announce rates (benchmarks/bt_announce.py; figures in
+        # benchmarks/RESULTS.md).
         rewrite = not _is_loopback(source)
         host_address = None if tracker_address is None or _is_loopback(tracker_address) else tracker_address
         seeding = request.left == 0

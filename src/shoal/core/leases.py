@@ -39,7 +39,8 @@ class Lease:
 
 def _free_mask(held: Bitfield, leased: Mapping[int, Lease], asker_have: Bitfield) -> int:
     """Bit i set when piece i is held by nobody, leased to nobody, and not the asker's. Bit masks: a test
-    of each piece in each bitfield cost the tracker about 1 ms per announce for 512 pieces."""
+    of each piece in each bitfield costs time per piece on every announce, the tracker's busiest path
+    (benchmarks/tracker_announce.py; figures in benchmarks/RESULTS.md)."""
     taken = held.mask | asker_have.mask
     for piece in leased:
         taken |= 1 << piece

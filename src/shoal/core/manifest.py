@@ -4,15 +4,14 @@ Piece length rule: the smallest power of two that cuts the file into at most ``T
 clamped to [256 KiB, 16 MiB]. A file of up to 64 MiB gets 256 KiB pieces, a 256 MiB file 1 MiB pieces, a
 2 GiB file 8 MiB pieces. A few hundred pieces still let many peers split the origin work, and each piece
 costs the same whatever its size: a request to a peer, a line of each have stream, a report to the tracker
-and a look-up of its hash by every other peer, a hop to a worker thread. In the swarm lab (8 peers, 256 MiB,
-benchmarks/swarm_lab.py), 256 pieces of 1 MiB instead of 512 of 512 KiB took the peers 1-2 CPU-seconds
-less a run and the tracker a quarter less, and the last peer was done sooner in 12 of 14 alternating pairs
-(medians 12.63 s and 12.77 s). Fewer still went too far: 128 pieces of 2 MiB were slower in 4 of 5 pairs
-against 1 MiB, since a piece is passed on only once it is whole and a larger one takes longer to arrive
-from the origin. Pieces of at most 16 MiB bound the memory a download holds per in-flight piece.
+and a look-up of its hash by every other peer, a hop to a worker thread. So fewer, larger pieces spend
+less CPU in the peers and the tracker, down to a point: a piece is passed on only once it is whole, and a
+larger one takes longer to arrive from the origin, so half as many pieces as TARGET_PIECES made the swarm
+slower (benchmarks/swarm_lab.py, in alternating runs; figures in benchmarks/RESULTS.md). Pieces of at most
+16 MiB bound the memory a download holds per in-flight piece.
 
-Piece hashes are BLAKE3 (32 bytes): it verifies at about 4.5 GB/s on one core of this machine, against
-0.39 GB/s for SHA-256, so verification never limits a LAN transfer.
+Piece hashes are BLAKE3 (32 bytes): it verifies many times faster than SHA-256 on one core, so
+verification never limits a LAN transfer.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Talking to a running daemon over its control socket, with the standard library only.
 
-``shoal get`` uses this before anything else: a cache hit must not pay for importing aiohttp (a fifth of a
-second here), so this module imports nothing heavier than ``http.client``.
+``shoal get`` uses this before anything else: a cache hit must not pay for importing aiohttp, which costs
+more than the rest of the hit (benchmarks/cache.py times one), so this module imports nothing heavier than
+``http.client``.
 """
 
 from __future__ import annotations

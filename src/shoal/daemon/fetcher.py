@@ -8,8 +8,9 @@ URL is asked for again), then hashes the file and moves it into the cache, and h
 
 The file is cached, and its fetch done, once its BLAKE3 id is known; its SHA-256 (for ``sha256:`` ids) is
 completed afterwards by a child at idle priority (:mod:`shoal.storage.idle_hash`), unless the request named
-a SHA-256 it must match. On a pool of eight members sharing two cores that hashing had made every member's
-finish 1.2 s later.
+a SHA-256 it must match. Nobody waits for that hash when the download ends, and when members of a pool
+share a host's cores, computing it before the fetch counts as done delays every member's finish
+(benchmarks/pool_lab.py times a push; figures in benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations

@@ -158,7 +158,7 @@ async def aget(
 
 async def _serve_from_first_piece(download: Download, server: PieceServer) -> None:
     """Answer peers from our first piece on: before it there is nothing to serve, and by then the first
-    requests are out, so the HTTP server's start (and its import, about 0.05 CPU-s) does not delay them.
+    requests are out, so the HTTP server's start (and its import of aiohttp.web) does not delay them.
     Peers that connect earlier wait in the listen backlog."""
     await download.first_piece.wait()
     await _try_serve(server)

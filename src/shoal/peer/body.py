@@ -1,7 +1,8 @@
 """Reading an HTTP body piece by piece without copying it.
 
-aiohttp's ``readexactly(4 MiB)`` joins the buffered chunks into one fresh 4 MiB bytes object per piece;
-measured here, that allocation and copy halved the download rate and doubled its CPU. A piece is instead
+aiohttp's ``readexactly(4 MiB)`` joins the buffered chunks into one fresh 4 MiB bytes object per piece, an
+allocation and a copy of every byte that cost as much as the rest of the transfer (benchmarks/single_peer.py;
+figures in benchmarks/RESULTS.md). A piece is instead
 kept as the list of buffers aiohttp received (sliced with memoryviews at piece boundaries), hashed buffer by
 buffer, and written with one ``pwritev``.
 """

@@ -46,8 +46,8 @@ class GetConfig:
     """Runs fetched from any one peer at once, when there are others to fetch from."""
     lone_peer_requests: int = 4
     """Runs fetched at once from a peer that is the only one to fetch from: each run is one TCP stream, and
-    one stream alone does not fill a fast link (2 GiB from one peer on loopback: 2.4 s with 4 runs at
-    once, 2.6-3.6 s with 2, 2.5 s with 8; benchmarks/single_peer.py)."""
+    one stream alone does not fill a fast link, and more than a few gain nothing while each holds a piece
+    in memory (benchmarks/single_peer.py; figures in benchmarks/RESULTS.md)."""
     run_bytes: int = 4 << 20
     """Largest run of consecutive pieces asked for in one request to a peer."""
     lease_bytes: int = 2 << 20

@@ -468,8 +468,9 @@ class Download:
         rerun hashes every recorded piece again, so a crash that lost written bytes costs only their
         refetch. The disk is kept busy instead by the writeback each piece starts as it is written
         (PartFile.write), and the fsync before the final rename waits only for what has not reached it yet.
-        An fsync every second stalled the file's writers while the journal committed: 0.25-0.5 s of each
-        second of a 2 GiB download, with the machine idle (benchmarks/single_peer.py).
+        An fsync every second stalls the file's writers while the journal commits, a large share of each
+        second of a large download with the machine idle meanwhile (benchmarks/single_peer.py; figures in
+        benchmarks/RESULTS.md).
         """
         part = self.part
         if part is None or not part.is_open:
@@ -1059,9 +1060,9 @@ class Download:
 
     def _report_at_once(self) -> None:
         """In the endgame (at most HASH_ENDGAME_PIECES missing) a new origin piece is among the swarm's last,
-        which every other peer waits for: report it now, beside the announce in flight, rather than after
-        that announce's reply (in the swarm lab the swarm's last origin piece waited 50-130 ms for it). A
-        budget of ENDGAME_REPORTS per attempt bounds the extra announces."""
+        which every other peer waits for: report it now, beside the announce in flight, rather than make the
+        swarm's last origin pieces wait for that announce's reply (benchmarks/swarm_lab.py; figures in
+        benchmarks/RESULTS.md). A budget of ENDGAME_REPORTS per attempt bounds the extra announces."""
         if not self._announcing or not self._endgame_reports or not self._in_endgame():
             return
         self._endgame_reports -= 1
@@ -1107,9 +1108,9 @@ class Download:
         """Fetch new piece hashes when woken: at once after a quiet spell, else HASH_REFRESH_GAP after the
         previous look-up, so a stream of have messages from many peers costs the tracker one look-up per gap,
         not one each. In the endgame (at most HASH_ENDGAME_PIECES missing) the swarm's last pieces are what
-        every peer waits for: up to HASH_ENDGAME_LOOKUPS look-ups go at once (in the swarm lab the gap had
-        held each of the last pieces back by up to 0.1 s); a budget, so a peer offering pieces the tracker
-        has no hash for cannot make us ask in a loop."""
+        every peer waits for: up to HASH_ENDGAME_LOOKUPS look-ups go at once (the gap would hold each of the
+        last pieces back by up to HASH_REFRESH_GAP on every peer); a budget, so a peer offering pieces the
+        tracker has no hash for cannot make us ask in a loop."""
         assert self.tracker is not None
         seen = 0
         asked_at = -HASH_REFRESH_GAP

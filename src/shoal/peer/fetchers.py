@@ -34,9 +34,9 @@ PEER_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=15)
 
 READ_SIZE = 1 << 20
 """Bytes asked of each recv() on a piece transfer's connection; asyncio's default is 256 KiB. A lone
-``shoal get`` of a 2 GiB file from one peer on loopback spends its event loop on the reads: with 1 MiB, 4
-alternating pairs took 3.55-3.97 s against 4.03-4.15 s (user CPU 1.13-1.24 s against 1.43-1.52 s); 4 MiB
-was no faster and held 10 MB more."""
+``shoal get`` from one peer on a fast link spends its event loop on the reads, so fewer, larger reads finish
+it sooner and with less CPU; larger than 1 MiB gained nothing and held more memory
+(benchmarks/single_peer.py; figures in benchmarks/RESULTS.md)."""
 
 Post = Callable[[Event], None]
 Throttle = Callable[[int], Awaitable[None]]

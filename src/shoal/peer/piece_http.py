@@ -1,7 +1,8 @@
 """The HTTP side of the piece server (see :mod:`shoal.peer.server` for the routes and their rules).
 
-Kept apart so that a process imports aiohttp.web, about 0.05 CPU-seconds, only when it starts serving:
-``shoal get`` binds its port first, announces it, and imports this once its first request is out.
+Kept apart so that a process imports aiohttp.web, a costly import, only when it starts serving: ``shoal
+get`` binds its port first, announces it, and imports this once its first request is out (start-up is CPU
+time when peers start together: benchmarks/swarm_lab.py; figures in benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations

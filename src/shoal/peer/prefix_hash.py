@@ -8,9 +8,10 @@ reads the new bytes back (from the page cache: they were just written) and feeds
 How closely it follows depends on the order pieces arrive in. Peers that start together fill the file
 front to back, since the tracker leases the lowest free pieces first (:mod:`shoal.core.leases`): the run
 then trails the download by a few pieces, and only those are left once the last piece is in (hashing the
-whole file after its last piece had made every member of a pool of eight on two cores report its copy
-0.3-0.45 s later). A peer that joins a swarm which already holds the file picks its pieces from peers at
-random, so most of its hashing still comes at the end, as it did before.
+whole file only after its last piece would add a whole-file pass to every copy's finish:
+benchmarks/pool_lab.py; figures in benchmarks/RESULTS.md). A peer that joins a swarm which already holds
+the file picks its pieces from peers at random, so most of its hashing still comes at the end, as it did
+before.
 
 The bytes hashed are those of the part file that is renamed into place, read back after each piece was
 verified and written. A piece the download drops and fetches again (its bytes on disk turned out not to

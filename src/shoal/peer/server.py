@@ -152,10 +152,10 @@ class ServerConfig:
     """Bytes per second for all uploads together; None for no limit."""
     have_gap: float = 0.05
     """Seconds between two lines of a have stream while pieces keep coming: a piece verified after a quiet
-    spell is sent at once, and under a stream one line carries every piece since the last. A swarm lab peer
-    gained a piece every 20-25 ms (with 512 KiB pieces; 1 MiB pieces now halve the rate) and tells 7
-    watchers of each: with a piece every 20 ms, 0.05 s sends 2.5 times fewer lines and halves the CPU of
-    both ends (benchmarks/have_stream.py), for at most one gap of delay."""
+    spell is sent at once, and under a stream one line carries every piece since the last. A peer of a
+    busy swarm gains a piece every few tens of milliseconds and tells every watcher of each: a line per gap
+    rather than per piece sends fewer lines and spends less CPU at both ends, for at most one gap of delay
+    (benchmarks/have_stream.py, with and without the gap; figures in benchmarks/RESULTS.md)."""
 
 
 class PieceServer:

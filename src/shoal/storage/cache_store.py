@@ -15,7 +15,7 @@ Rules:
   evicted.
 * **Never serve corrupt bytes.** Each entry records the file's stat (inode, size, mtime, ctime) when it
   was last hashed whole. Any write to the file, including a bit flipped through a hard link, changes its
-  ctime, and the next use hashes it whole again (BLAKE3, about 6 GB/s on two threads): a mismatch removes
+  ctime, and the next use hashes it whole again (BLAKE3, on two threads): a mismatch removes
   the entry, and the next request fetches it afresh. A scrub (:meth:`CacheStore.scrub`) hashes every
   entry regardless, for damage that leaves the stat alone.
 * **Placing a file** at a destination hard-links it when the filesystem allows (no copy: a 1 GiB hit
@@ -23,10 +23,10 @@ Rules:
   followed and a device or a FIFO written through (:mod:`shoal.storage.placement`). A linked
   destination shares the read-only object's inode, so writing to it fails for users other than root.
 * **The SHA-256 may come later.** An entry is named by its BLAKE3; its SHA-256 (for ``sha256:`` ids)
-  costs ten times as much CPU, so the daemon records it as pending (``""``) and completes it in the
-  background (:meth:`CacheStore.complete_sha256`) rather than make a finished download wait for it. That
-  pass never holds the entry in use, so it never delays an eviction. A lookup by ``sha256:`` completes
-  every pending one first, so it is never missed.
+  costs many times as much CPU (benchmarks/RESULTS.md, hashing), so the daemon records it as pending
+  (``""``) and completes it in the background (:meth:`CacheStore.complete_sha256`) rather than make a
+  finished download wait for it. That pass never holds the entry in use, so it never delays an eviction. A
+  lookup by ``sha256:`` completes every pending one first, so it is never missed.
 
 Blocking throughout (file I/O, hashing, SQLite): the daemon calls it from worker threads.
 """

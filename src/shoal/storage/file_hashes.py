@@ -1,9 +1,10 @@
 """Hashing a whole file once for both protocols: Shoal's BLAKE3 pieces and whole-file digest, and
 BitTorrent's SHA-1 pieces, cut at the same boundaries.
 
-SHA-1 is the slow one (about 0.85 GB/s on one core here, against 4.5 GB/s for BLAKE3), so it runs in a
-thread of its own while this thread does the BLAKE3 work; both hashers release the GIL, so a 2-core host
-hashes at about SHA-1's speed. The second pass over the file is read from the page cache.
+SHA-1 is the slow one, several times slower than BLAKE3 on one core, so it runs in a thread of its own
+while this thread does the BLAKE3 work; both hashers release the GIL, so a 2-core host hashes at about
+SHA-1's speed. The second pass over the file is read from the page cache. (benchmarks/seed_publish.py
+measures the hashing rate; figures in benchmarks/RESULTS.md.)
 
 These functions block: call them from a worker thread (``asyncio.to_thread``), never on the event loop.
 """

@@ -10,8 +10,9 @@ only for the writes. A change goes to the copy when it is staged (:meth:`Tracker
 database behind it, in the order staged: one writer task commits everything staged meanwhile in one
 transaction (group commit), and a caller learns its change is durable when its future resolves. So the
 tracker decides a task's announces one at a time on the copy without holding the task's lock across a
-round trip to the database: in the swarm lab an announce's write had taken a median 36 ms (up to 0.25 s)
-on a busy host, and announces had queued a median 0.28 s (up to 0.9 s) for the lock behind them.
+round trip to the database: a commit takes far longer than a decision, longest on a busy host, and every
+other announce of the task would queue behind it (benchmarks/tracker_announce.py measures announces a
+second and the time to answer; figures in benchmarks/RESULTS.md).
 
 A write that fails drops the copies of the tasks it and every write staged behind it changed (those were
 decided on state that included it), and fails them all; an expiry sweep that leaves a task without peers

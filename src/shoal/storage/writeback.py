@@ -1,11 +1,11 @@
 """Start writing a file's fresh data to disk without waiting for it (Linux ``sync_file_range``).
 
 A download is flushed before it is renamed into place (see :mod:`shoal.storage.partfile`). Left to the
-page cache, a 2 GiB download is still mostly in memory when it ends: its final fsync then took 2.5 s here,
-with the machine idle. Flushed by an fsync every second instead, each fsync of the last second's 350 MB
-stalled the file's writers for 0.25-0.5 s, a third of the download. Starting the writeback of each piece
-as soon as it is written keeps the disk busy beside the download, and the fsyncs find little left to wait
-for (benchmarks/single_peer.py; figures in the README).
+page cache, a large download is still mostly in memory when it ends, and its final fsync then waits for
+all of it with the machine otherwise idle. Flushed by an fsync every second instead, each fsync of the last
+second's data stalls the file's writers while the journal commits. Starting the writeback of each piece as
+soon as it is written keeps the disk busy beside the download, and the fsyncs find little left to wait
+for (benchmarks/single_peer.py; figures in benchmarks/RESULTS.md).
 
 Python's os module has no ``sync_file_range``: it is called from the C library through ctypes, which
 releases the GIL for the call. Where it is missing (not Linux), :func:`start` does nothing, and the fsyncs

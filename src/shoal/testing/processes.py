@@ -24,9 +24,9 @@ def compile_bytecode() -> None:
     """Byte-compile the shoal package where it is imported from, as pip does on a regular install.
 
     An editable install never gets its bytecode written when ``PYTHONDONTWRITEBYTECODE`` is set (it is on
-    this project's machines): every process then compiles every module it imports again, 0.23 of the 0.54
-    CPU-seconds a small ``shoal get`` took (perf stat), and eight peers starting at once on two cores wait
-    for each other's compiling. Benchmarks and the test session call this first, so the processes they
+    this project's machines): every process then compiles every module it imports again, a large share of
+    a small ``shoal get``'s CPU time (figures in benchmarks/RESULTS.md), and peers starting at once on few
+    cores wait for each other's compiling. Benchmarks and the test session call this first, so the processes they
     start behave like an installed tool."""
     package = Path(__file__).resolve().parent.parent
     # Best effort: a package it cannot write to (installed read-only) runs from its installed bytecode.

@@ -24,11 +24,12 @@ Rules:
   what members must do (a push, a new assignment, a cancel, the pool removed) bumps the pool's version and
   wakes the members long-polling it, so a push reaches every member at once and they start together,
   which is what splits the origin work between them. Reports that give nobody new work (progress, done,
-  a job complete) wake nobody: eight members finishing at once had cost 64 heartbeats under the lock.
+  a job complete) wake nobody: n members finishing at once would cost n * n heartbeats under the lock.
 - A progress report of a running assignment changes no status, so it is one conditional update outside
-  the lock (``PoolStore.progress``); only a report that changes a status is decided under it. Eight
-  members reporting twice a second had held the lock half of the time (46 ms a report on a tracker
-  sharing two cores with them), and a done report waited up to 0.36 s behind them.
+  the lock (``PoolStore.progress``); only a report that changes a status is decided under it. Every
+  member reports twice a second, so under the lock the progress reports would hold it much of the time,
+  and a member's done report would queue behind them (benchmarks/pool_lab.py; figures in
+  benchmarks/RESULTS.md).
 - A sweep every ``SWEEP_SECONDS`` decides every open job again, so members that fell silent are marked
   left and lost replicas are repaired even when nobody else speaks.
 """
