@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 import urllib.request
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +20,7 @@ from shoal.core.messages import encode_piece_hashes
 from shoal.testing.hostile import HostilePeer, RefusedError, identity, piece_hashes
 from shoal.testing.poll import wait_until_async
 from shoal.testing.processes import shoal_argv, start_seeder, start_tracker
+from shoal.tracker.origin_check import RECHECK
 from tests.integration.conftest import run_get
 from tests.integration.test_seeder import wait_published
 from tests.integration.test_whole_file import start_hostile as start_liar
@@ -112,7 +114,9 @@ async def test_claims_that_the_origin_changed_start_no_generation(tmp_path, trac
         assert first.returncode == 0, first.stderr
         before = src.requests()
         claims = [replace(real, etag=f'"forged-{n}"') for n in range(20)]
+        started = time.monotonic()
         replies = await asyncio.gather(*(mallory.announce(generation=1, origin=claim) for claim in claims))
+        elapsed = time.monotonic() - started
         assert all(r["generation"] == 1 and not r.get("restart") for r in replies)
         looks = src.requests() - before
         second = await get(tmp_path, url, "b.bin", t.url)
@@ -120,7 +124,8 @@ async def test_claims_that_the_origin_changed_start_no_generation(tmp_path, trac
     assert second.returncode == 0, second.stderr
     assert (tmp_path / "b.bin").read_bytes() == data
     assert summary["generation"] == 1 and summary["refused_origins"] == 20 and summary["hashed_pieces"] == 16
-    assert 1 <= looks <= 2, f"{looks} looks at the origin for 20 claims at once"
+    # One look, and one more per RECHECK seconds the claims kept coming (a busy machine spreads them out).
+    assert 1 <= looks <= 2 + elapsed // RECHECK, f"{looks} looks at the origin for 20 claims in {elapsed:.1f} s"
 
 
 async def test_a_change_the_tracker_cannot_see_needs_claims_from_two_hosts(tmp_path, tracker, origin, make_file):

@@ -148,13 +148,73 @@ def decide_announce(
 ) -> AnnounceOutcome:
     task = snapshot.task or TaskRecord(task_id=task_id, url=request.url, generation=1, manifest=None)
     outcome = AnnounceOutcome(task=task)
-
     content = is_content_task(task_id)
+    task = _learn_manifest(snapshot, request, outcome, task, content=content)
+    current = request.generation == task.generation and not outcome.new_generation
+    size = task.manifest.piece_count if task.manifest else 0
+
+    previous = next((p for p in snapshot.peers if p.view.peer_id == request.peer_id), None)
+    banned = previous is not None and previous.view.bad and current
+    confirmed: list[int] = []  # reported pieces whose hash the tracker holds now
+    if current and request.done:
+        trusting = not content and not banned
+        confirmed = _take_reports(snapshot, request, outcome, seen_host, now, policy, trusting=trusting)
+    if outcome.new_hashes or outcome.revoked:
+        task = replace(task, hash_seq=task.hash_seq + len(outcome.revoked) + len(outcome.new_hashes))
+    outcome.task = task
+    hashed = _unhold_revoked(snapshot, request, outcome, size)
+    if current:
+        for index in request.fetching:
+            if index >= size:
+                raise ProtocolError(f"fetching names piece {index} of {size}", field="fetching")
+    view, reported = _asker_view(request, previous, task, current, confirmed, hashed, seen_host, now, policy)
+
+    if request.event == "stopped":
+        outcome.remove_peer = request.peer_id
+        outcome.drop_leases = [i for i, lease in snapshot.leases.items() if lease.peer_id == request.peer_id]
+        outcome.response = AnnounceResponse(task.generation, task.manifest, range_ok=task.range_ok)
+        return outcome
+    outcome.peer = PeerRecord(view, task.generation, now, reported & view.have.mask)
+    if not current:
+        outcome.response = AnnounceResponse(
+            task.generation,
+            task.manifest,
+            restart=request.generation != 0 or outcome.new_generation,
+            range_ok=task.range_ok,
+            hash_seq=0 if outcome.new_generation else task.hash_seq,
+            interval=policy.interval,
+        )
+        return outcome
+
+    peers = _live_peers(snapshot, request, outcome, task, hashed, seen_host, now, policy)
+    # Peers accused from the asker's own host are kept from it at once, whatever the quorum says: their
+    # pieces do not count as held for it either, so it can lease one that only they hold.
+    trusted = [p for p in peers if seen_host not in p.accusers]
+    live = {p.peer_id for p in peers}
+    mine = _lease_decisions(snapshot, request, outcome, task, view, trusted, live, seen_host, now, policy)
+    handed = hand_out(view, trusted, policy.max_peers) if task.manifest else []
+    outcome.response = AnnounceResponse(
+        generation=task.generation,
+        manifest=task.manifest,
+        range_ok=task.range_ok,
+        peers=tuple(_address(p) for p in handed),
+        leases=tuple(mine),
+        hash_seq=task.hash_seq,
+        interval=policy.interval,
+        rejected=tuple(outcome.rejected),
+    )
+    return outcome
+
+
+def _learn_manifest(
+    snapshot: TaskSnapshot, request: AnnounceRequest, outcome: AnnounceOutcome, task: TaskRecord, *, content: bool
+) -> TaskRecord:
+    """The task after what the announce says of the file: a content task's registration, the origin
+    identity the peer observed (under the generation it believed current), an origin that ignores Range."""
     if request.piece_hashes:
         task, registered = _register_content(task, request)
         outcome.new_hashes.update({i: d for i, d in registered.items() if not snapshot.hashed >> i & 1})
-    # The origin identity the peer observed, under the generation it believed current. A content task's
-    # manifest comes only from its registration, and never changes.
+    # A content task's manifest comes only from its registration, and never changes.
     elif request.origin is not None and request.generation in (task.generation, 0) and not content:
         if task.manifest is None:
             task = replace(task, manifest=Manifest.for_identity(request.origin))
@@ -171,32 +231,34 @@ def decide_announce(
                 outcome.new_generation = True
     if request.no_range and request.generation == task.generation and task.range_ok:
         task = replace(task, range_ok=False)
+    return task
 
-    current = request.generation == task.generation and not outcome.new_generation
-    manifest = task.manifest
-    size = manifest.piece_count if manifest else 0
 
-    previous = next((p for p in snapshot.peers if p.view.peer_id == request.peer_id), None)
-    banned = previous is not None and previous.view.bad and current
-    confirmed: list[int] = []  # reported pieces whose hash the tracker holds now
-    if current and request.done:
-        confirmed = _take_reports(
-            snapshot, request, outcome, seen_host, now, policy, trusting=not content and not banned
-        )
-    if outcome.new_hashes or outcome.revoked:
-        task = replace(task, hash_seq=task.hash_seq + len(outcome.revoked) + len(outcome.new_hashes))
+def _unhold_revoked(snapshot: TaskSnapshot, request: AnnounceRequest, outcome: AnnounceOutcome, size: int) -> int:
+    """Take the pieces whose hashes this announce revoked out of the other peers' bitfields (``unheld``);
+    returns the bit mask of the pieces whose hash the tracker holds after the announce."""
     revoked = Bitfield.of(size, outcome.revoked).mask
-    hashed = snapshot.hashed & ~revoked | Bitfield.of(size, outcome.new_hashes).mask
     for record in snapshot.peers if revoked else ():
         other = record.view
         if other.peer_id != request.peer_id and other.have.size == size and other.have.mask & revoked:
             outcome.unheld[other.peer_id] = Bitfield.from_mask(size, other.have.mask & ~revoked)
-    if current:
-        for index in request.fetching:
-            if index >= size:
-                raise ProtocolError(f"fetching names piece {index} of {size}", field="fetching")
+    return snapshot.hashed & ~revoked | Bitfield.of(size, outcome.new_hashes).mask
 
-    host = request.host or seen_host
+
+def _asker_view(
+    request: AnnounceRequest,
+    previous: PeerRecord | None,
+    task: TaskRecord,
+    current: bool,
+    confirmed: list[int],
+    hashed: int,
+    seen_host: str,
+    now: float,
+    policy: TrackerPolicy,
+) -> tuple[PeerView, int]:
+    """The asker as the tracker stores it after this announce, and the mask of the pieces it reported."""
+    manifest = task.manifest
+    size = manifest.piece_count if manifest else 0
     have = Bitfield(size)
     if current and manifest and request.bitfield is not None:
         have = Bitfield.decode(size, request.bitfield)
@@ -225,7 +287,7 @@ def decide_announce(
     have.intersection_update(hashed)
     view = PeerView(
         peer_id=request.peer_id,
-        host=host,
+        host=request.host or seen_host,
         port=request.port,
         site=request.site,
         rack=request.rack,
@@ -233,26 +295,22 @@ def decide_announce(
         bad=previous.view.bad if previous and current else False,
         accusers=previous.view.accusers if previous and current else frozenset(),
     )
-    outcome.task = task
+    return view, reported
 
-    if request.event == "stopped":
-        outcome.remove_peer = request.peer_id
-        outcome.drop_leases = [i for i, lease in snapshot.leases.items() if lease.peer_id == request.peer_id]
-        outcome.response = AnnounceResponse(task.generation, manifest, range_ok=task.range_ok)
-        return outcome
 
-    outcome.peer = PeerRecord(view, task.generation, now, reported & have.mask)
-    if not current:
-        outcome.response = AnnounceResponse(
-            task.generation,
-            manifest,
-            restart=request.generation != 0 or outcome.new_generation,
-            range_ok=task.range_ok,
-            hash_seq=0 if outcome.new_generation else task.hash_seq,
-            interval=policy.interval,
-        )
-        return outcome
-
+def _live_peers(
+    snapshot: TaskSnapshot,
+    request: AnnounceRequest,
+    outcome: AnnounceOutcome,
+    task: TaskRecord,
+    hashed: int,
+    seen_host: str,
+    now: float,
+    policy: TrackerPolicy,
+) -> list[PeerView]:
+    """The task's other live peers on its generation, as this announce leaves them: the accusations it
+    makes counted (a ban once accusers on BAN_QUORUM hosts agree), revoked pieces taken out."""
+    size = task.manifest.piece_count if task.manifest else 0
     accused = set(request.bad_peers) - {request.peer_id}
     peers = []
     for record in snapshot.peers:
@@ -277,16 +335,27 @@ def decide_announce(
         elif other.have.mask & ~hashed:
             other = replace(other, have=Bitfield.from_mask(size, other.have.mask & hashed))  # revoked pieces
         peers.append(other)
-    live_ids = {p.peer_id for p in peers} | {request.peer_id}
+    return peers
 
-    # Peers accused from the asker's own host are kept from it at once, whatever the quorum says: their
-    # pieces do not count as held for it either, so it can lease one that only they hold.
-    trusted = [p for p in peers if seen_host not in p.accusers]
 
-    # Leases: finished and released ones go, and so do the asker's leases on pieces another trusted peer
-    # has delivered meanwhile (fetching them again from the origin would be waste); the asker's others are
+def _lease_decisions(
+    snapshot: TaskSnapshot,
+    request: AnnounceRequest,
+    outcome: AnnounceOutcome,
+    task: TaskRecord,
+    view: PeerView,
+    trusted: list[PeerView],
+    live: set[str],
+    seen_host: str,
+    now: float,
+    policy: TrackerPolicy,
+) -> list[int]:
+    """The asker's origin leases after this announce (the pieces it is to fetch from the origin), with the
+    lease writes in ``outcome``."""
+    # Finished and released leases go, and so do the asker's leases on pieces another trusted peer has
+    # delivered meanwhile (fetching them again from the origin would be waste); the asker's others are
     # renewed; dead peers' ones lapse.
-    held = have.copy()
+    held = view.have.copy()
     for p in trusted:
         if not p.bad:
             held.union_update(p.have)
@@ -295,6 +364,7 @@ def decide_announce(
     outcome.drop_leases = [
         i for i in finished | delivered if i in snapshot.leases and snapshot.leases[i].peer_id == request.peer_id
     ]
+    live_ids = live | {request.peer_id}
     live_leases: dict[int, Lease] = {}
     for index, lease in snapshot.leases.items():
         if lease.peer_id == request.peer_id:
@@ -315,32 +385,20 @@ def decide_announce(
             outcome.put_leases.append(reclaimed)
 
     granted: list[int] = []
-    if manifest is not None and request.want_leases and not view.bad:
+    if task.manifest is not None and request.want_leases and not view.bad:
         granted = grant_leases(
             held=held,
             leased=live_leases,
             asker=request.peer_id,
-            asker_have=have,
+            asker_have=view.have,
             want=request.want_leases,
             range_ok=task.range_ok,
         )
         if snapshot.audits:  # most announces: none under way, and no lease table to build
-            granted += _audit_lease(snapshot, outcome, have, {**live_leases, **dict.fromkeys(granted)}, seen_host)
+            leased = {**live_leases, **dict.fromkeys(granted)}
+            granted += _audit_lease(snapshot, outcome, view.have, leased, seen_host)
         outcome.put_leases.extend(Lease(i, request.peer_id, now + policy.peer_ttl) for i in granted)
-    mine = sorted({i for i, lease in live_leases.items() if lease.peer_id == request.peer_id} | set(granted))
-
-    handed = hand_out(view, trusted, policy.max_peers) if manifest else []
-    outcome.response = AnnounceResponse(
-        generation=task.generation,
-        manifest=manifest,
-        range_ok=task.range_ok,
-        peers=tuple(_address(p) for p in handed),
-        leases=tuple(mine),
-        hash_seq=task.hash_seq,
-        interval=policy.interval,
-        rejected=tuple(outcome.rejected),
-    )
-    return outcome
+    return sorted({i for i, lease in live_leases.items() if lease.peer_id == request.peer_id} | set(granted))
 
 
 def claims_change(task: TaskRecord | None, request: AnnounceRequest) -> bool:

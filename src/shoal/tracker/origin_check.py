@@ -27,6 +27,8 @@ from shoal.core.manifest import OriginIdentity
 from shoal.peer.origin import Origin
 
 log = logging.getLogger("shoal.tracker")
+RECHECK = 2.0
+"""Seconds after a look before another may be taken for a claim it contradicts."""
 LOOK_TIMEOUT = 10.0
 """Seconds; a look that takes longer counts as not seeing the origin: the claimant's announce waits for it."""
 
@@ -36,7 +38,7 @@ class OriginCheck:
         self,
         *,
         enabled: bool = True,
-        recheck: float = 2.0,
+        recheck: float = RECHECK,
         claim_ttl: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
