@@ -12,8 +12,9 @@ Rules:
 
 - A destination is written only under a directory the daemon's operator allowed (``--pool-dest DIR``):
   whoever may push to a pool must not be able to overwrite any file the daemon can write.
-- The tracker being unreachable never stops the daemon: the loop retries every ``RETRY_SECONDS``; its
-  assignments' downloads go on meanwhile.
+- The tracker being unreachable never stops the daemon: the loop retries with HEARTBEAT_BACKOFF (jittered,
+  so a fleet's members do not all come back at once after a tracker restart); its assignments' downloads
+  go on meanwhile.
 - On a clean stop the daemon says it leaves, so the tracker hands its assignments' leases on at once
   instead of after the member TTL.
 """
@@ -33,6 +34,7 @@ from urllib.parse import quote
 import aiohttp
 
 from shoal.core.errors import ShoalError, UsageError
+from shoal.core.retry import Backoff, Retry
 from shoal.daemon.config import PoolSpec
 from shoal.daemon.fetcher import Fetch, Fetcher
 from shoal.peer.engine import Stats
@@ -42,7 +44,7 @@ from shoal.storage.cache_store import CacheStore
 log = logging.getLogger("shoal.daemon.pools")
 
 REPORT_SECONDS = 0.5
-RETRY_SECONDS = 2.0
+HEARTBEAT_BACKOFF = Backoff(1.0, 4.0)
 POLL_SECONDS = 5.0
 
 
@@ -143,6 +145,7 @@ class PoolMember:
 
     async def _poll_forever(self) -> None:
         version: int | None = None
+        retry = Retry(HEARTBEAT_BACKOFF)
         while True:
             beat = {
                 "name": self.identity.name,
@@ -159,14 +162,15 @@ class PoolMember:
             except (aiohttp.ClientError, TimeoutError, ValueError, _Refused) as exc:
                 log.warning("pool %s: heartbeat failed: %s", self.pool.name, exc)
                 version = None
-                await asyncio.sleep(RETRY_SECONDS)
+                await asyncio.sleep(retry.next_delay())
                 continue
             work = reply.get("work") if isinstance(reply, dict) else None
             if not isinstance(work, list) or not all(_is_work(item) for item in work):
                 log.warning("pool %s: the tracker's heartbeat reply is not the protocol: %.200r", self.pool.name, reply)
                 version = None
-                await asyncio.sleep(RETRY_SECONDS)
+                await asyncio.sleep(retry.next_delay())
                 continue
+            retry.reset()
             version = reply.get("version")
             for item in work:
                 await self._handle(item)

@@ -20,6 +20,7 @@ from shoal.core.errors import TrackerUnavailable
 from shoal.core.ids import PeerIdentity
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import AnnounceRequest
+from shoal.core.retry import Backoff, Retry
 from shoal.peer.server import PieceServer, ServedTask
 from shoal.peer.tracker_client import TrackerClient
 from shoal.storage.cache_index import TaskRecord
@@ -108,6 +109,7 @@ class Seeding:
 
     async def _keep(self, record: TaskRecord, served: ServedTask) -> None:
         event = "completed"
+        retry = Retry(Backoff(min(1.0, self.retry_seconds), self.retry_seconds))
         try:
             while True:
                 entry = await asyncio.to_thread(self.store.index.get, record.digest)
@@ -118,8 +120,9 @@ class Seeding:
                     reply = await self.tracker.announce(record.task_id, self._request(record, event))
                 except TrackerUnavailable as exc:
                     log.info("announce while seeding failed: %s", exc)
-                    await asyncio.sleep(self.retry_seconds)
+                    await asyncio.sleep(retry.next_delay())
                     continue
+                retry.reset()
                 event = "update"
                 if reply.restart or reply.generation != record.generation:
                     log.info("task %s moved on (the origin changed); no longer seeding it", record.task_id[:16])

@@ -18,8 +18,8 @@ Rules, and why:
   lost; a report the manager refuses (409: the run was stopped, restarted or declared lost meanwhile) is
   dropped, because the manager has moved on. The "syncing" report is best effort: a success report
   moves a job through syncing if that report never arrived.
-- A manager that cannot be reached is retried with a short, capped backoff, so after a manager restart
-  the worker is back within about a second; only a refused token (or another 4xx) ends the worker.
+- A manager that cannot be reached is retried with a short, capped, jittered backoff (core.retry), so after
+  a manager restart the worker is back within about a second; only a refused token (or another 4xx) ends the worker.
 - The attempt itself (hooks, provider, versions, retention) is shoal.mirror.runner's ``run_attempt``,
   passed in, so the worker is tested without it.
 - A job with ``publish.pool`` has each new version pushed to that pool once seeded
@@ -43,14 +43,15 @@ import aiohttp
 
 from shoal.core.errors import ProtocolError, TrackerUnavailable, UsageError
 from shoal.core.mirror_config import JobSpec, WorkerSettings
+from shoal.core.retry import Backoff, Retry
 from shoal.mirror.client import ManagerRefused, MirrorClient
 from shoal.mirror.publish import PublishError, push_version
 
 log = logging.getLogger("shoal.mirror.worker")
 
-BACKOFF_FIRST = 0.2
-BACKOFF_MAX = 2.0
-"""Seconds between attempts to reach the manager: short, so a restarted manager sees its workers soon."""
+MANAGER_BACKOFF = Backoff(0.2, 2.0)
+"""Retries of a manager that does not answer (core.retry): short, so a restarted manager sees its workers
+soon, and jittered, so they do not all come back at the same instant."""
 
 
 class Outcome(Protocol):
@@ -180,7 +181,7 @@ class MirrorWorker:
 
     async def _register(self) -> tuple[str, float]:
         self.registered.clear()
-        delay = BACKOFF_FIRST
+        retry = Retry(MANAGER_BACKOFF)
         while True:
             running = [{"job": job, "run_id": run.run_id} for job, run in self._runs.items() if not run.task.done()]
             try:
@@ -188,8 +189,7 @@ class MirrorWorker:
                 break
             except TrackerUnavailable as exc:
                 log.warning("registering with the manager failed (%s); trying again", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, BACKOFF_MAX)
+                await asyncio.sleep(retry.next_delay())
         for job in reply.get("lost", []):
             log.warning("the manager counts job %s as lost with this worker's previous process", job)
         log.info("registered with %s as %s", self.settings.manager, self.name)
@@ -199,7 +199,7 @@ class MirrorWorker:
     async def _serve(self, session: str, hold: float) -> None:
         """Poll and handle commands until the manager asks for a new registration (or a reload does)."""
         ack = 0
-        delay = BACKOFF_FIRST
+        retry = Retry(MANAGER_BACKOFF)
         while True:
             try:
                 commands = await self.client.poll(self.name, session, ack, hold)
@@ -210,10 +210,9 @@ class MirrorWorker:
                 raise
             except TrackerUnavailable as exc:
                 log.warning("polling the manager failed (%s); trying again", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, BACKOFF_MAX)
+                await asyncio.sleep(retry.next_delay())
                 continue
-            delay = BACKOFF_FIRST
+            retry.reset()
             again = False
             for command in commands:
                 seq = int(command.get("seq", 0))
@@ -328,7 +327,7 @@ class MirrorWorker:
 
     async def _report(self, job: str, run_id: str, body: dict[str, Any], *, tries: int = 0) -> dict[str, Any] | None:
         """Send a report until the manager answers (at most ``tries`` times if given); None if it refused."""
-        delay = BACKOFF_FIRST
+        retry = Retry(MANAGER_BACKOFF)
         attempt = 0
         while True:
             attempt += 1
@@ -341,5 +340,4 @@ class MirrorWorker:
                 if tries and attempt >= tries:
                     log.warning("could not report %s of job %s: %s", body["event"], job, exc)
                     return None
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, BACKOFF_MAX)
+                await asyncio.sleep(retry.next_delay())

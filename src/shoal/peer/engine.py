@@ -59,6 +59,7 @@ from shoal.core.manifest import Manifest
 from shoal.core.messages import AnnounceRequest, AnnounceResponse, PeerAddress
 from shoal.core.picker import lease_pieces, origin_run, peer_run, run_pieces
 from shoal.core.rate import TokenBucket
+from shoal.core.retry import Backoff, Retry
 from shoal.core.whole_file import WholeFileCheck, failed_check, plan_refetch, whole_file_checks
 from shoal.peer.config import GetConfig
 from shoal.peer.events import (
@@ -89,6 +90,8 @@ HASH_ENDGAME_PIECES = 16  # with at most this many pieces missing, hash look-ups
 HASH_ENDGAME_LOOKUPS = 32  # ...this many times per attempt
 ENDGAME_REPORTS = 16  # origin pieces reported beside an announce in flight, per attempt (see _report_at_once)
 STOP_SECONDS = 5.0
+ANNOUNCE_BACKOFF = Backoff(0.5, 5.0)
+"""Retries of a tracker that does not answer (core.retry), never slower than its announce interval."""
 BUSY_BACKOFF_SECONDS = 0.5
 MAX_WATCHED_PEERS = 64
 """Peers followed at once. Each holds a have-stream connection of the session's 128 (``api.py``): with more,
@@ -257,6 +260,7 @@ class Download:
                 self.served.add(index)
         deadline = time.monotonic() + seconds
         event = "completed"
+        retry = Retry(ANNOUNCE_BACKOFF, self.rng)
         while time.monotonic() < deadline:
             reported = dict(self.unreported)
             try:
@@ -267,9 +271,10 @@ class Download:
                 if reply.restart or reply.generation != completed.generation:
                     break
                 wait = min(reply.interval, deadline - time.monotonic())
+                retry.reset()
             except TrackerUnavailable as exc:
                 log.info("announce while seeding failed: %s", exc)
-                wait = min(2.0, deadline - time.monotonic())
+                wait = min(retry.next_delay(cap=self._interval), deadline - time.monotonic())
             if wait > 0:
                 await asyncio.sleep(wait)
 
@@ -1076,7 +1081,7 @@ class Download:
 
     async def _announcer(self) -> None:
         """One announce in flight at a time: now when there is news or a need, else every interval."""
-        backoff = 0.5
+        retry = Retry(ANNOUNCE_BACKOFF, self.rng)
         while True:
             # asyncio.timeout, not wait_for: in Python 3.11 wait_for can swallow a cancellation that
             # arrives as the event fires, and the task would never stop.
@@ -1096,13 +1101,12 @@ class Download:
                         async with asyncio.timeout(gap):
                             await self._news_wake.wait()
             if await self._announce_once():
-                backoff = 0.5
+                retry.reset()
             else:
-                await asyncio.sleep(backoff)
                 # Never slower than the tracker's interval: it forgets a peer silent for its peer TTL (a
                 # few intervals) and leases that peer's pieces to others, so a peer that backed off
                 # further while the tracker was down (restarting) would be forgotten once it came back.
-                backoff = min(backoff * 2, 5.0, self._interval)
+                await asyncio.sleep(retry.next_delay(cap=self._interval))
 
     async def _hash_refresher(self) -> None:
         """Fetch new piece hashes when woken: at once after a quiet spell, else HASH_REFRESH_GAP after the
@@ -1115,6 +1119,7 @@ class Download:
         seen = 0
         asked_at = -HASH_REFRESH_GAP
         at_once = HASH_ENDGAME_LOOKUPS
+        retry = Retry(ANNOUNCE_BACKOFF, self.rng)
         while True:
             await self._hash_wake.wait()
             wait = asked_at + HASH_REFRESH_GAP - time.monotonic()
@@ -1129,9 +1134,10 @@ class Download:
                 reply = await self.tracker.hashes(self.task_id, max(seen, self.hash_seq))
             except TrackerUnavailable as exc:
                 log.info("hash refresh failed: %s", exc)
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(retry.next_delay(cap=self._interval))
                 self._hash_wake.set()
                 continue
+            retry.reset()
             seen = reply.seq
             self._events.put_nowait(HashesArrived(reply.generation, reply.seq, dict(reply.hashes), reply.revoked))
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -30,13 +29,14 @@ from fastbencode import bdecode
 from shoal.core.errors import TrackerUnavailable
 from shoal.core.ids import PeerIdentity
 from shoal.core.messages import AnnounceRequest
+from shoal.core.retry import Backoff, Retry
 from shoal.peer.tracker_client import TrackerClient
 from shoal.seeder.catalog import SeededFile
 
 log = logging.getLogger("shoal.seeder")
 T = TypeVar("T")
 
-RETRY_SECONDS = (1.0, 2.0, 5.0, 15.0, 30.0)
+TRACKER_BACKOFF = Backoff(1.0, 30.0)
 BT_TIMEOUT = aiohttp.ClientTimeout(total=10, sock_connect=3)
 
 
@@ -129,15 +129,15 @@ class Registrar:
             await self._bt_announce(entry, "stopped")
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
-        """``call()`` until the tracker answers, backing off from 1 s to 30 s between attempts."""
-        for attempt in itertools.count():
+        """``call()`` until the tracker answers, backing off (TRACKER_BACKOFF) between attempts."""
+        retry = Retry(TRACKER_BACKOFF)
+        while True:
             try:
                 return await call()
             except TrackerUnavailable as exc:
-                delay = RETRY_SECONDS[min(attempt, len(RETRY_SECONDS) - 1)]
-                log.warning("%s; retrying in %.0f s", exc, delay)
+                delay = retry.next_delay()
+                log.warning("%s; retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
 
     async def _register(self, entry: SeededFile) -> None:
         """Give the Shoal tracker the task's manifest and all its piece hashes (which the task's id commits to,
