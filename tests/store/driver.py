@@ -6,6 +6,7 @@ precision shows up.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from shoal.core.announce import AnnounceOutcome, TrackerPolicy, decide_announce
@@ -42,8 +43,10 @@ def request(peer_id: str, **fields: Any) -> AnnounceRequest:
 async def decide(
     store: TrackerStore, req: AnnounceRequest, now: float, seen_host: str = "192.0.2.1"
 ) -> tuple[AnnounceOutcome, bool]:
-    """Decide an announce on what the store holds: the outcome, and whether it creates the task."""
-    snapshot = await store.load(TASK_ID, req.done)
+    """Decide an announce on what the store holds: the outcome, and whether it creates the task. The origin
+    bears out every claim that it changed (the tracker's look, tracker.origin_check, is not the store's
+    business: what a new generation writes is)."""
+    snapshot = replace(await store.load(TASK_ID, req.done), origin_seen=req.origin)
     outcome = decide_announce(snapshot, req, task_id=TASK_ID, seen_host=seen_host, now=now, policy=POLICY)
     return outcome, snapshot.task is None
 

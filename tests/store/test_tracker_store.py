@@ -438,6 +438,7 @@ async def test_summary(store: TrackerStore) -> None:
         "range_ok": True,
         "hashed_pieces": 1,
         "rejected_reports": 0,
+        "refused_origins": 0,
         "leases": 2,
     }
     assert peers == [
