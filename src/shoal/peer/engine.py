@@ -57,7 +57,7 @@ from shoal.core.errors import (
 from shoal.core.ids import PeerIdentity, content_task_id, task_id_for_url
 from shoal.core.manifest import Manifest
 from shoal.core.messages import AnnounceRequest, AnnounceResponse, PeerAddress
-from shoal.core.picker import lease_pieces, origin_run, peer_run, run_pieces
+from shoal.core.picker import FetchLimits, Holder, lease_pieces, plan_fetches
 from shoal.core.rate import TokenBucket
 from shoal.core.retry import Backoff, Retry
 from shoal.core.whole_file import WholeFileCheck, failed_check, plan_refetch, whole_file_checks
@@ -684,58 +684,60 @@ class Download:
             self.hashed.add(index)
 
     def _schedule(self) -> None:
+        """Start what core.picker.plan_fetches says to, and wake the tracker's tasks it says need waking."""
         manifest, part = self.manifest, self.part
         assert manifest is not None and part is not None
-        post = self._events.put_nowait
         needed = self._needed()
         if not needed:
             return
-        # Origin: our leased pieces, one run at a time (several when downloading direct).
-        streams = self.config.direct_streams if self.direct or self.refetching else 1
-        while self.origin_busy < streams:
-            todo = [i for i in self.leases if needed >> i & 1]
-            if self.range_ok:
-                run = origin_run(todo, run_pieces(manifest.piece_length, self.config.run_bytes * 2))
-            else:
-                # The origin sends the whole file whatever we ask: take every leased piece in one pass.
-                run = sorted(todo)
-            if not run:
-                break
+        now = time.monotonic()
+        plan = plan_fetches(
+            piece_length=manifest.piece_length,
+            needed=needed,
+            leases=self.leases,
+            hashed=self.hashed.mask,
+            origin_busy=self.origin_busy,
+            range_ok=self.range_ok,
+            # Peers: nearest first (the tracker's order), bounded per peer and overall.
+            holders=[
+                Holder(peer_id, peer.have.mask, peer.requests)
+                for peer_id, peer in self.peers.items()
+                if not peer.banned and peer.have is not None and peer.busy_until <= now
+            ],
+            peer_runs=sum(p.requests for p in self.peers.values()),
+            limits=self._limits,
+            rng=self.rng,
+            direct=self.direct,
+        )
+        post = self._events.put_nowait
+        for run in plan.origin:
             self._start(run)
             self.fetching.update(run)
             self.origin_busy += 1
             log.debug("pieces %d-%d from the origin: asking", run[0], run[-1])
             self._spawn(fetch_origin(self.origin, manifest, part, run, post, self._throttle))
-            needed &= ~Bitfield.of(manifest.piece_count, run).mask
-        # Peers: nearest first (the tracker's order), bounded per peer and overall.
-        now = time.monotonic()
-        active = sum(p.requests for p in self.peers.values())
-        max_run = run_pieces(manifest.piece_length, self.config.run_bytes)
-        usable = [
-            (peer_id, peer, peer.have)
-            for peer_id, peer in self.peers.items()
-            if not peer.banned and peer.have is not None and peer.busy_until <= now
-        ]
-        per_peer = self.config.per_peer_requests if len(usable) > 1 else self.config.lone_peer_requests
-        for peer_id, peer, have in usable:
-            if active >= self.config.peer_requests or not needed:
-                break
-            while peer.requests < per_peer and active < self.config.peer_requests:
-                run = peer_run(needed & have.mask & self.hashed.mask, max_run, self.rng)
-                if not run:
-                    if needed & have.mask & ~self.hashed.mask:
-                        self._hash_wake.set()  # the peer has pieces we need but cannot verify yet
-                    break
-                self._start(run)
-                needed &= ~Bitfield.of(manifest.piece_count, run).mask
-                peer.requests += 1
-                active += 1
-                url = f"{peer.base_url}/v1/tasks/{self.task_id}/data?gen={self.generation}"
-                self._spawn(
-                    fetch_peer(self.session, url, peer_id, manifest, part, run, self.hashes, post, self._throttle)
-                )
-        if not self.direct and self._wants_leases(needed):
+        for peer_id, run in plan.peers:
+            self._start(run)
+            peer = self.peers[peer_id]
+            peer.requests += 1
+            url = f"{peer.base_url}/v1/tasks/{self.task_id}/data?gen={self.generation}"
+            self._spawn(fetch_peer(self.session, url, peer_id, manifest, part, run, self.hashes, post, self._throttle))
+        if plan.want_hashes:
+            self._hash_wake.set()  # a peer has pieces we need but cannot verify yet
+        if plan.want_leases:
             self._announce_wake.set()
+
+    @property
+    def _limits(self) -> FetchLimits:
+        config = self.config
+        return FetchLimits(
+            run_bytes=config.run_bytes,
+            # Origin: our leased pieces, one run at a time (several when downloading straight).
+            origin_streams=config.direct_streams if self.direct or self.refetching else 1,
+            peer_requests=config.peer_requests,
+            per_peer_requests=config.per_peer_requests,
+            lone_peer_requests=config.lone_peer_requests,
+        )
 
     def _start(self, run: list[int]) -> None:
         for index in run:
