@@ -149,24 +149,8 @@ def get(
         )
         return
 
-    placed: list[GetResult] = []
-
-    def report(result: GetResult) -> None:
-        placed.append(result)
-        if bar is not None:
-            bar.progress.stop()
-        if not quiet:
-            origin, peers = format_bytes(result.bytes_from_origin), format_bytes(result.bytes_from_peers)
-            size = format_bytes(result.size)
-            click.echo(f"{result.path}: {size} in {result.seconds:.2f}s (origin {origin}, peers {peers})", err=True)
-            if result.seeding > 0:
-                click.echo(f"serving it to peers for {result.seeding:g}s (Ctrl-C to stop)", err=True)
-
-    def stopped(result: GetResult) -> None:
-        if not quiet:
-            click.echo(f"stopped serving it to peers; {result.path} is in place", err=True)
-
     bar = ProgressBar(url.rsplit("/", 1)[-1] or url) if show_bar else None
+    outcome = _Outcome(bar, quiet)
 
     def go() -> GetResult:
         with loading(), deferred_roots():  # the CA certificates load if an https request comes (shoal.tls)
@@ -190,12 +174,12 @@ def get(
                     listen=listen,
                     callback=callback,
                     progress=bar,
-                    on_complete=report,
+                    on_complete=outcome.placed,
                 )
             )
 
         def cancellable() -> Coroutine[None, None, GetResult]:
-            return _cancellable(run, lambda: placed[0] if placed else None, stopped)
+            return _cancellable(run, lambda: outcome.result, outcome.stopped)
 
         if bar is None:
             return asyncio.run(cancellable())
@@ -203,6 +187,30 @@ def get(
             return asyncio.run(cancellable())
 
     run_or_exit(go, interrupted=INTERRUPTED)
+
+
+class _Outcome:
+    """What `shoal get` says once the file is in place, and after the serving period it stopped."""
+
+    def __init__(self, bar: ProgressBar | None, quiet: bool) -> None:
+        self.bar = bar
+        self.quiet = quiet
+        self.result: GetResult | None = None
+
+    def placed(self, result: GetResult) -> None:
+        self.result = result
+        if self.bar is not None:
+            self.bar.progress.stop()
+        if not self.quiet:
+            origin, peers = format_bytes(result.bytes_from_origin), format_bytes(result.bytes_from_peers)
+            size = format_bytes(result.size)
+            click.echo(f"{result.path}: {size} in {result.seconds:.2f}s (origin {origin}, peers {peers})", err=True)
+            if result.seeding > 0:
+                click.echo(f"serving it to peers for {result.seeding:g}s (Ctrl-C to stop)", err=True)
+
+    def stopped(self, result: GetResult) -> None:
+        if not self.quiet:
+            click.echo(f"stopped serving it to peers; {result.path} is in place", err=True)
 
 
 def _through_daemon(

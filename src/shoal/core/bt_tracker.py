@@ -346,18 +346,7 @@ class Swarms:
             if request.event == "stopped":
                 return self._reply(0, 0, (), rng)
             swarm = self._swarms[request.info_hash] = _Swarm()
-        if request.event == "stopped":
-            swarm.peers.pop(me, None)
-        else:
-            previous = swarm.peers.get(me)
-            if request.event == "completed" and (previous is None or previous.left > 0):
-                swarm.downloaded += 1
-            if previous is not None:
-                previous.peer_id, previous.left, previous.last_seen = request.peer_id, request.left, now
-            else:
-                swarm.peers[me] = _Peer(
-                    request.peer_id, request.port, request.left, now, _is_loopback(ip), _compact(ip, request.port)
-                )
+        _record(swarm, request, ip, now)
 
         # One pass: drop the expired, count, and gather who may be handed out. This costs O(swarm size) per
         # announce, which is fine at a fleet's announce rates (benchmarks/bt_announce.py; figures in
@@ -442,3 +431,20 @@ class Swarms:
             if not swarm.peers:
                 del self._swarms[info_hash]
         return dropped
+
+
+def _record(swarm: _Swarm, request: BtAnnounce, ip: str, now: float) -> None:
+    """The swarm after the announce of the client at ``ip``: gone when it stopped, else (re)listed."""
+    me = (ip, request.port)
+    if request.event == "stopped":
+        swarm.peers.pop(me, None)
+        return
+    previous = swarm.peers.get(me)
+    if request.event == "completed" and (previous is None or previous.left > 0):
+        swarm.downloaded += 1
+    if previous is not None:
+        previous.peer_id, previous.left, previous.last_seen = request.peer_id, request.left, now
+    else:
+        swarm.peers[me] = _Peer(
+            request.peer_id, request.port, request.left, now, _is_loopback(ip), _compact(ip, request.port)
+        )

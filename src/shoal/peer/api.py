@@ -79,29 +79,35 @@ async def aget(
     file left in place. ``on_complete`` is called with the result as soon as the file is in place, before the
     ``upload_time`` of serving it to peers.
     """
-    canonical_url(url)  # validates
-    check_digest(digest)
-    if callback is not None:
-        callback_argv(callback)
-    if upload_time < 0:
-        raise UsageError("upload time must not be negative")
-    listen_host, listen_port = parse_listen(listen)
-    config = GetConfig(
-        dest=resolve_destination(url, output, dest_dir),
-        tracker=tracker if tracker is not None else os.environ.get("SHOAL_TRACKER") or None,
-        headers={"Accept-Encoding": "identity", **parse_headers(headers)},
-        download_rate=_rate(download_rate),
-        upload_rate=_rate(upload_rate),
+    config = _config(
+        url,
+        output=output,
+        dest_dir=dest_dir,
+        tracker=tracker,
+        headers=headers,
+        download_rate=download_rate,
+        upload_rate=upload_rate,
         upload_time=upload_time,
         fallback=fallback,
-        digest=digest.lower() if digest else None,
+        digest=digest,
         site=site,
         rack=rack,
-        listen_host=listen_host,
-        listen_port=listen_port,
+        listen=listen,
+        callback=callback,
     )
-    if config.tracker is not None and not config.tracker.startswith(("http://", "https://")):
-        raise UsageError(f"--tracker takes an http(s) URL, not {config.tracker!r}")
+    return await _download(url, config, listen=listen, callback=callback, progress=progress, on_complete=on_complete)
+
+
+async def _download(
+    url: str,
+    config: GetConfig,
+    *,
+    listen: str,
+    callback: str | None,
+    progress: Callable[[Stats], None] | None,
+    on_complete: Callable[[GetResult], None] | None,
+) -> GetResult:
+    """aget's download once its options are checked: into place, then the serving period."""
     started = time.monotonic()
     server = PieceServer(ServerConfig(max_uploads=config.max_uploads, upload_rate=config.upload_rate))
     connector = aiohttp.TCPConnector(limit=128, limit_per_host=16)
@@ -154,6 +160,50 @@ async def aget(
             with contextlib.suppress(Exception):
                 await asyncio.shield(download.leave())
             await server.stop()
+
+
+def _config(
+    url: str,
+    *,
+    output: str | os.PathLike[str] | None,
+    dest_dir: str | os.PathLike[str] | None,
+    tracker: str | None,
+    headers: Iterable[str] | Mapping[str, str] | None,
+    download_rate: int | str | None,
+    upload_rate: int | str | None,
+    upload_time: float,
+    fallback: bool,
+    digest: str | None,
+    site: str,
+    rack: str,
+    listen: str,
+    callback: str | None,
+) -> GetConfig:
+    """aget's options checked (a UsageError names the first that is wrong) and made a GetConfig."""
+    canonical_url(url)  # validates
+    check_digest(digest)
+    if callback is not None:
+        callback_argv(callback)
+    if upload_time < 0:
+        raise UsageError("upload time must not be negative")
+    listen_host, listen_port = parse_listen(listen)
+    config = GetConfig(
+        dest=resolve_destination(url, output, dest_dir),
+        tracker=tracker if tracker is not None else os.environ.get("SHOAL_TRACKER") or None,
+        headers={"Accept-Encoding": "identity", **parse_headers(headers)},
+        download_rate=_rate(download_rate),
+        upload_rate=_rate(upload_rate),
+        upload_time=upload_time,
+        fallback=fallback,
+        digest=digest.lower() if digest else None,
+        site=site,
+        rack=rack,
+        listen_host=listen_host,
+        listen_port=listen_port,
+    )
+    if config.tracker is not None and not config.tracker.startswith(("http://", "https://")):
+        raise UsageError(f"--tracker takes an http(s) URL, not {config.tracker!r}")
+    return config
 
 
 async def _serve_from_first_piece(download: Download, server: PieceServer) -> None:

@@ -748,44 +748,11 @@ class Download:
         return bool(needed) and not any(needed >> i & 1 for i in self.leases)
 
     def _handle(self, event: Event) -> None:
-        manifest = self.manifest
-        assert manifest is not None and self.served is not None
         match event:
             case OriginPiece(index, digest, size):
-                log.debug("piece %d from the origin", index)
-                self.inflight.discard(index)
-                self.fetching.discard(index)
-                if self.content_hashes and self.content_hashes.get(index) != digest:
-                    # A content task names its bytes: an origin that sends others serves another file now.
-                    raise Restart()
-                self._mark_written(index, digest)
-                self.stats.done += size
-                self.stats.from_origin += size
-                self.origin_failures = 0
-                self.sources[index] = None
-                if self.direct or index in self.content_hashes:
-                    self.served.add(index)  # direct, or checked against a hash the task's id commits to
-                elif self.refetching:
-                    # Fetched under no lease after a failed whole-file check, so not ours to report; offered
-                    # only when the tracker's hash agrees, which peers verify it against.
-                    if self.hashes.get(index) == digest:
-                        self.served.add(index)
-                    else:
-                        self.withheld.add(index)
-                else:
-                    self.unreported[index] = digest
-                    self._news()
-                    self._report_at_once()
+                self._origin_piece(index, digest, size)
             case PeerPiece(peer_id, index, digest, size):
-                log.debug("piece %d from peer %s", index, peer_id)
-                self.inflight.discard(index)
-                if self.hashes.get(index) != digest:
-                    return  # its hash was revoked while it was written: fetched again (over it) when one comes
-                self._mark_written(index, digest)
-                self.sources[index] = peer_id
-                self.served.add(index)
-                self.stats.done += size
-                self.stats.from_peers += size
+                self._peer_piece(peer_id, index, digest, size)
             case RunEnded(source, unfetched, error, corrupt, busy, stale, rate):
                 for index in unfetched:
                     self.inflight.discard(index)
@@ -816,29 +783,9 @@ class Download:
                 if stuck and time.monotonic() - self.tracker_down_since > self.config.tracker_patience:
                     raise error
             case HashesArrived(generation, seq, hashes, revoked):
-                if generation != self.generation:
-                    raise Restart()
-                self._revoke(revoked)
-                self._learn_hashes(hashes)
-                self.hash_seq = max(self.hash_seq, seq)
-                for index, digest in hashes.items():
-                    if index in self.withheld and self.written.get(index) == digest:
-                        self.withheld.discard(index)
-                        self.resumed.discard(index)
-                        self.served.add(index)
-                    elif index in self.withheld and index not in self.resumed:
-                        pass  # our own origin bytes; another lease holder's report differs: keep ours, unserved
-                    elif index in self.written and self.written[index] != digest and index not in self.unreported:
-                        self._drop_piece(index, "does not match the tracker's hash")
+                self._hashes_arrived(generation, seq, hashes, revoked)
             case PeerHas(peer_id, have, added):
-                peer = self.peers.get(peer_id)
-                if peer is not None:
-                    if have is not None:
-                        peer.have = have
-                    elif peer.have is not None:
-                        for index in added:
-                            if 0 <= index < manifest.piece_count:
-                                peer.have.add(index)
+                self._peer_has(peer_id, have, added)
             case Wake():
                 pass
             case PeerGone(peer_id):
@@ -846,6 +793,74 @@ class Download:
                     self._dropped.discard(peer_id)  # the end of a watcher we stopped: the peer is gone already
                 else:
                     self._forget_peer(peer_id)
+
+    def _origin_piece(self, index: int, digest: str, size: int) -> None:
+        assert self.served is not None
+        log.debug("piece %d from the origin", index)
+        self.inflight.discard(index)
+        self.fetching.discard(index)
+        if self.content_hashes and self.content_hashes.get(index) != digest:
+            # A content task names its bytes: an origin that sends others serves another file now.
+            raise Restart()
+        self._mark_written(index, digest)
+        self.stats.done += size
+        self.stats.from_origin += size
+        self.origin_failures = 0
+        self.sources[index] = None
+        if self.direct or index in self.content_hashes:
+            self.served.add(index)  # direct, or checked against a hash the task's id commits to
+        elif self.refetching:
+            # Fetched under no lease after a failed whole-file check, so not ours to report; offered only
+            # when the tracker's hash agrees, which peers verify it against.
+            if self.hashes.get(index) == digest:
+                self.served.add(index)
+            else:
+                self.withheld.add(index)
+        else:
+            self.unreported[index] = digest
+            self._news()
+            self._report_at_once()
+
+    def _peer_piece(self, peer_id: str, index: int, digest: str, size: int) -> None:
+        assert self.served is not None
+        log.debug("piece %d from peer %s", index, peer_id)
+        self.inflight.discard(index)
+        if self.hashes.get(index) != digest:
+            return  # its hash was revoked while it was written: fetched again (over it) when one comes
+        self._mark_written(index, digest)
+        self.sources[index] = peer_id
+        self.served.add(index)
+        self.stats.done += size
+        self.stats.from_peers += size
+
+    def _hashes_arrived(self, generation: int, seq: int, hashes: dict[int, str], revoked: tuple[int, ...]) -> None:
+        assert self.served is not None
+        if generation != self.generation:
+            raise Restart()
+        self._revoke(revoked)
+        self._learn_hashes(hashes)
+        self.hash_seq = max(self.hash_seq, seq)
+        for index, digest in hashes.items():
+            if index in self.withheld and self.written.get(index) == digest:
+                self.withheld.discard(index)
+                self.resumed.discard(index)
+                self.served.add(index)
+            elif index in self.withheld and index not in self.resumed:
+                pass  # our own origin bytes; another lease holder's report differs: keep ours, unserved
+            elif index in self.written and self.written[index] != digest and index not in self.unreported:
+                self._drop_piece(index, "does not match the tracker's hash")
+
+    def _peer_has(self, peer_id: str, have: Bitfield | None, added: tuple[int, ...]) -> None:
+        peer = self.peers.get(peer_id)
+        if peer is None:
+            return
+        if have is not None:
+            peer.have = have
+        elif peer.have is not None:
+            assert self.manifest is not None
+            for index in added:
+                if 0 <= index < self.manifest.piece_count:
+                    peer.have.add(index)
 
     def _origin_failed(self, error: ShoalError, unfetched: tuple[int, ...]) -> None:
         if isinstance(error, OriginChanged):
