@@ -17,9 +17,10 @@ from shoal.core.bitfield import Bitfield
 from shoal.core.errors import LocalIOError
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import AnnounceRequest, AnnounceResponse, PeerAddress
+from shoal.core.pieces import PieceBook
 from shoal.peer.config import GetConfig
 from shoal.peer.engine import MAX_WATCHED_PEERS, Download
-from shoal.peer.events import Announced, HashesArrived, PeerGone, RunEnded
+from shoal.peer.events import Announced, HashesArrived, PeerGone, PeerPiece, RunEnded
 from shoal.peer.server import PieceServer
 from shoal.peer.tracker_client import TrackerClient
 from shoal.storage.partfile import part_path, state_path
@@ -60,7 +61,7 @@ async def joined(tmp_path: Path) -> AsyncIterator[Download]:
         download = Download("http://127.0.0.1:9/f.bin", config, session, PieceServer())
         manifest = Manifest.for_identity(OriginIdentity(1 << 20))
         download.generation, download.manifest = 1, manifest
-        download.on_disk, download.hashed = Bitfield(manifest.piece_count), Bitfield(manifest.piece_count)
+        download._book = PieceBook(manifest)
         download.served = download.server.publish(
             download.task_id, 1, manifest, tmp_path / "f.bin", Bitfield(manifest.piece_count)
         )
@@ -105,7 +106,8 @@ async def test_peers_followed_are_capped_and_a_useless_one_makes_room(joined: Do
     hand_out(joined, *(f"p{i}" for i in range(MAX_WATCHED_PEERS + 10)))
     assert len(joined.peers) == MAX_WATCHED_PEERS  # each holds a connection: the rest wait for room
     # p0 turns out to hold nothing we lack (we hold piece 0, it holds only that); the others hold piece 1.
-    joined._mark_written(0, "a" * 64)
+    joined.book.learn_hashes({0: "a" * 64})
+    joined._handle(PeerPiece("p1", 0, "a" * 64, joined.manifest.piece_size(0)))
     joined.peers["p0"].have = Bitfield.of(count, [0])
     for i in range(1, MAX_WATCHED_PEERS):
         joined.peers[f"p{i}"].have = Bitfield.of(count, [1])
@@ -127,14 +129,14 @@ async def test_peers_followed_are_capped_and_a_useless_one_makes_room(joined: Do
 
 
 async def test_a_piece_on_disk_that_the_tracker_hashes_otherwise_is_fetched_again(joined: Download) -> None:
+    """The book's decision (tests/unit/test_pieces.py) carried out: not served, not counted, needed again."""
     assert joined.manifest is not None and joined.served is not None
-    size = joined.manifest.piece_size(0)
-    joined._mark_written(0, "a" * 64)  # verified by an earlier run, before the tracker knew the piece
-    joined.served.add(0)
-    joined.stats.done = size
+    joined.book.learn_hashes({0: "a" * 64})
+    joined._handle(PeerPiece("p", 0, "a" * 64, joined.manifest.piece_size(0)))
+    assert 0 in joined.served.have and joined.stats.done == joined.manifest.piece_size(0)
     joined._handle(HashesArrived(1, 1, {0: "b" * 64}))
-    assert 0 not in joined.written and 0 not in joined.served.have
-    assert joined.stats.done == 0
+    assert 0 not in joined.book.written and 0 not in joined.served.have
+    assert joined.stats.done == 0 and joined.book.needed() & 1
 
 
 async def test_a_failed_origin_run_is_given_back_and_fetched_again(

@@ -58,6 +58,7 @@ from shoal.core.ids import PeerIdentity, content_task_id, task_id_for_url
 from shoal.core.manifest import Manifest
 from shoal.core.messages import AnnounceRequest, AnnounceResponse, PeerAddress
 from shoal.core.picker import FetchLimits, Holder, lease_pieces, plan_fetches
+from shoal.core.pieces import Changes, PieceBook
 from shoal.core.rate import TokenBucket
 from shoal.core.retry import Backoff, Retry
 from shoal.core.whole_file import WholeFileCheck, failed_check, plan_refetch, whole_file_checks
@@ -183,19 +184,8 @@ class Download:
         self.manifest: Manifest | None = None
         self.part: PartFile | None = None
         self.served: ServedTask | None = None  # its `have`: the pieces verified and offered to peers
-        self.written: dict[int, str] = {}  # verified (or fetched from the origin) and on disk, with hashes
-        self.sources: dict[int, str | None] = {}  # who supplied each piece written: a peer, or None (the origin)
-        self.unreported: dict[int, str] = {}  # fetched from the origin, hash not yet at the tracker
-        self.resumed: set[int] = set()  # pieces an earlier run verified, until the tracker confirms them
-        self.withheld: set[int] = set()  # on disk but not offered: the tracker did not take our hash, or holds another
+        self._book: PieceBook | None = None  # once the manifest is known (core.pieces)
         self.content_hashes: dict[int, str] = {}  # a content task's every hash, checked against its id
-        self.hashes: dict[int, str] = {}
-        self.hash_seq = 0
-        self.on_disk = Bitfield(0)  # the keys of `written`, as a bit mask for the scheduler
-        self.hashed = Bitfield(0)  # the keys of `hashes`, likewise
-        self.inflight = Bitfield(0)
-        self.leases: set[int] = set()
-        self.fetching: set[int] = set()  # pieces of our origin runs still to come (told to the tracker)
         self.peers: dict[str, PeerState] = {}
         self.range_ok = True
         self.origin_busy = 0
@@ -223,6 +213,23 @@ class Download:
         self.refetching = False  # after a failed whole-file check: every missing piece comes from the origin
 
     # -- public ------------------------------------------------------------------------------------
+
+    @property
+    def book(self) -> PieceBook:
+        """The attempt's pieces (core.pieces); only once the manifest is known."""
+        assert self._book is not None
+        return self._book
+
+    @property
+    def withheld(self) -> set[int]:
+        """Pieces on disk that are not offered to peers (the tracker holds other hashes for them)."""
+        return self._book.withheld if self._book is not None else set()
+
+    def _unreported(self) -> dict[int, str]:
+        return dict(self._book.unreported) if self._book is not None else {}
+
+    def _written(self) -> dict[int, str]:
+        return dict(self._book.written) if self._book is not None else {}
 
     async def run(self) -> Completed:
         for _ in range(self.config.restarts + 1):
@@ -262,12 +269,12 @@ class Download:
         event = "completed"
         retry = Retry(ANNOUNCE_BACKOFF, self.rng)
         while time.monotonic() < deadline:
-            reported = dict(self.unreported)
+            reported = self._unreported()
             try:
                 reply = await self.tracker.announce(self.task_id, self._request(event=event, done=reported))
                 event = "update"
                 for index in reported:
-                    self.unreported.pop(index, None)
+                    self.book.unreported.pop(index, None)
                 if reply.restart or reply.generation != completed.generation:
                     break
                 wait = min(reply.interval, deadline - time.monotonic())
@@ -284,7 +291,7 @@ class Download:
             self.server.withdraw(self.task_id, self.served)  # not what another owner serves for the task now
         if self.tracker is not None and self.generation and not self.direct:
             with contextlib.suppress(TrackerUnavailable):
-                await self.tracker.announce(self.task_id, self._request(event="stopped", done=dict(self.unreported)))
+                await self.tracker.announce(self.task_id, self._request(event="stopped", done=self._unreported()))
 
     # -- joining -----------------------------------------------------------------------------------
 
@@ -413,24 +420,19 @@ class Download:
         self.served = self.server.publish(
             self.task_id, self.generation, manifest, self.part.path, Bitfield(manifest.piece_count)
         )
-        self.on_disk = Bitfield(manifest.piece_count)
-        self.hashed = Bitfield(manifest.piece_count)
-        self.inflight = Bitfield(manifest.piece_count)
+        self._book = book = PieceBook(manifest, content_hashes=self.content_hashes)
+        book.learn_hashes(self.content_hashes)
         self.checks = whole_file_checks(self.config.digest, self.published)
         self._follow_whole_file()
-        self._learn_hashes(self.content_hashes)
-        for index, digest in resumed.hashes.items():
-            self._mark_written(index, digest)
-        self.stats.done = sum(manifest.piece_size(i) for i in self.written)
+        # Pieces verified by an earlier run: in a swarm they are reported like origin pieces; the tracker
+        # takes them only when they match the hash it holds (core.announce), and they are offered only then.
+        changes = Changes()
+        book.resume(resumed.hashes, changes, direct=self.direct)
+        self._apply(changes)
+        self.stats.done = book.done_bytes
         if self.direct:
-            for index in self.written:
-                self.served.add(index)
-            self.leases = set(range(manifest.piece_count))
+            book.leases = set(range(manifest.piece_count))
         else:
-            # Pieces verified by an earlier run are reported like origin pieces: the tracker takes them only
-            # when they match the hash it holds (core.announce), and they are offered to peers only then.
-            self.unreported = dict(resumed.hashes)
-            self.resumed = set(resumed.hashes)
             self._spawn(self._announcer())
             self._spawn(self._hash_refresher())
         try:
@@ -445,7 +447,7 @@ class Download:
         manifest = self.manifest
         assert manifest is not None
         saved_at = time.monotonic()
-        while len(self.written) < manifest.piece_count:
+        while not self.book.complete:
             self._schedule()
             event = await self._events.get()
             self._handle(event)
@@ -454,17 +456,17 @@ class Download:
             if time.monotonic() - saved_at > SAVE_STATE_SECONDS:
                 log.debug(
                     "%d/%d pieces, %d unreported, in flight %s, leases %s, origin runs %d, peers %s",
-                    len(self.written),
+                    len(self.book.written),
                     manifest.piece_count,
-                    len(self.unreported),
-                    sorted(self.inflight),
-                    sorted(self.leases),
+                    len(self.book.unreported),
+                    sorted(self.book.inflight),
+                    sorted(self.book.leases),
                     self.origin_busy,
                     {p: (len(s.have) if s.have else None, s.requests, s.banned) for p, s in self.peers.items()},
                 )
                 saved_at = time.monotonic()
                 if self._checkpoint_task is None or self._checkpoint_task.done():
-                    self._checkpoint_task = asyncio.ensure_future(self._checkpoint(dict(self.written)))
+                    self._checkpoint_task = asyncio.ensure_future(self._checkpoint(dict(self.book.written)))
 
     async def _checkpoint(self, written: dict[int, str]) -> None:
         """Record the pieces written so far as verified, so that a rerun after a kill resumes from them.
@@ -500,7 +502,7 @@ class Download:
             if isinstance(outcome, BaseException):
                 raise outcome
         log.debug("flushed and reported")
-        missing = [i for i in range(self.manifest.piece_count) if i not in self.written]
+        missing = [i for i in range(self.manifest.piece_count) if i not in self.book.written]
         if missing:
             # The last report learned of revoked hashes (core.audit), and pieces taken from peers went with
             # them: fetch those from the origin before anything is placed.
@@ -543,7 +545,7 @@ class Download:
         piece came from the origin already, the file is discarded and it is an IntegrityError."""
         assert self.part is not None and self.manifest is not None and self.served is not None
         manifest = self.manifest
-        plan = plan_refetch(manifest.piece_count, self.sources)
+        plan = plan_refetch(manifest.piece_count, self.book.sources)
         if plan is None:
             self.part.discard()
             raise IntegrityError(
@@ -565,13 +567,8 @@ class Download:
         self.bad_peers.update(plan.suspects)
         for peer_id in list(self.peers):
             self._forget_peer(peer_id)
-        for index in plan.pieces:
-            del self.written[index]
-            self.sources.pop(index, None)
-            self.unreported.pop(index, None)  # a resumed piece's old hash must not reach the tracker now
-            self.on_disk.discard(index)
-            self.served.discard(index)
-            self.stats.done -= manifest.piece_size(index)
+        self._apply(self.book.forget(plan.pieces))
+        self.stats.done -= sum(manifest.piece_size(index) for index in plan.pieces)
         self._refetch_from_origin(plan.pieces)
         self._follow_whole_file()  # the old hashes read the dropped pieces: hash the file again as it refills
         await self._report_suspects()
@@ -581,7 +578,7 @@ class Download:
         """From now on ``pieces`` come straight from the origin, as a download without a tracker fetches (no
         leases), once the owner loop runs again; the fetches and watchers stopped are no news any more."""
         self.refetching = True
-        self.leases = set(pieces)
+        self.book.leases = set(pieces)
         self._events = asyncio.Queue()
 
     async def _report_suspects(self) -> None:
@@ -602,22 +599,22 @@ class Download:
         the pieces we last took from peers, to fetch from the origin again."""
         if self.tracker is None or self.direct or self.served is None:
             return
-        reported = dict(self.unreported)
+        reported = self._unreported()
         try:
             request = self._request(done=reported, bad_peers=tuple(sorted(self.bad_peers)))
             reply = await self.tracker.announce(self.task_id, request)
         except TrackerUnavailable:
             return  # seed() and leave() report them again
-        if reply.restart or reply.generation != self.generation or self.resumed.intersection(reply.rejected):
+        if reply.restart or reply.generation != self.generation or self.book.resumed.intersection(reply.rejected):
             # The task moved on, or a piece an earlier run verified differs from the tracker's (the origin's
             # bytes changed under one identity between the runs): the file may mix two versions, so it must
             # not be renamed into place.
             raise Restart()
-        self._confirm(reported, reply.rejected)
-        if reply.hash_seq > self.hash_seq:
+        self._apply(self.book.confirm(reported, reply.rejected))
+        if reply.hash_seq > self.book.hash_seq:
             # Hashes changed since our last look-up: a revoked one must not go unseen in the file we place.
             with contextlib.suppress(TrackerUnavailable):
-                news = await self.tracker.hashes(self.task_id, self.hash_seq)
+                news = await self.tracker.hashes(self.task_id, self.book.hash_seq)
                 self._handle(HashesArrived(news.generation, news.seq, dict(news.hashes), news.revoked))
 
     async def _save_state(self) -> None:
@@ -628,7 +625,7 @@ class Download:
                 await asyncio.shield(self._checkpoint_task)
         if self.part is not None and self.part.is_open:
             with contextlib.suppress(ShoalError):
-                await asyncio.to_thread(self.part.save_state, dict(self.written))
+                await asyncio.to_thread(self.part.save_state, self._written())
             self.part.close()
 
     def _follow_whole_file(self) -> None:
@@ -636,7 +633,7 @@ class Download:
         assert self.part is not None and self.manifest is not None
         names = {*self.config.file_hashes, *(check.algorithm for check in self.checks)}
         if names:
-            self.prefix = PrefixHash(self.part, self.manifest, self.on_disk, names)
+            self.prefix = PrefixHash(self.part, self.manifest, self.book.on_disk, names)
             self.prefix.start()
 
     def _spawn(self, coro: object) -> None:
@@ -665,37 +662,53 @@ class Download:
     def _in_endgame(self) -> bool:
         """At most HASH_ENDGAME_PIECES pieces missing: what is left is among the swarm's last pieces."""
         assert self.manifest is not None
-        return self.manifest.piece_count - len(self.written) <= HASH_ENDGAME_PIECES
+        return self.manifest.piece_count - len(self.book.written) <= HASH_ENDGAME_PIECES
 
-    def _needed(self) -> int:
-        """Bit mask of the pieces neither on disk nor being fetched."""
-        return ~(self.on_disk.mask | self.inflight.mask) & ((1 << self.on_disk.size) - 1)
-
-    def _mark_written(self, index: int, digest: str) -> None:
-        self.written[index] = digest
-        self.on_disk.add(index)
-        self.first_piece.set()
-        if self.prefix is not None:
-            self.prefix.grew()
-
-    def _learn_hashes(self, hashes: dict[int, str]) -> None:
-        self.hashes.update(hashes)
-        for index in hashes:
-            self.hashed.add(index)
+    def _apply(self, changes: Changes) -> None:
+        """Carry out a change to the book (core.pieces) on the piece server, the progress counters and the
+        whole-file hashes, and wake the tasks it concerns."""
+        assert self.served is not None and self.manifest is not None
+        if changes.restart:
+            # A content task names its bytes: an origin that sends others serves another file now.
+            raise Restart()
+        for _ in changes.written:
+            self.first_piece.set()
+            if self.prefix is not None:
+                self.prefix.grew()
+        for index, why in changes.dropped:
+            log.warning("piece %d on disk %s; fetching it again", index, why)
+            self.served.discard(index)
+            self.stats.done -= self.manifest.piece_size(index)
+            if self.prefix is not None:
+                self.prefix.invalidate(index)
+        for index in changes.unserve:
+            self.served.discard(index)
+        for index in changes.serve:
+            self.served.add(index)
+        for index in changes.serve_at_once:
+            self.served.add(index, at_once=True)  # from the origin (or an earlier run): only we hold it
+        for index in changes.refused:
+            log.warning("the tracker did not take our hash of piece %d; not offering it to peers", index)
+        if changes.want_hashes:
+            self._hash_wake.set()
+        if changes.report:
+            self._news()
+            self._report_at_once()
 
     def _schedule(self) -> None:
         """Start what core.picker.plan_fetches says to, and wake the tracker's tasks it says need waking."""
         manifest, part = self.manifest, self.part
         assert manifest is not None and part is not None
-        needed = self._needed()
+        book = self.book
+        needed = book.needed()
         if not needed:
             return
         now = time.monotonic()
         plan = plan_fetches(
             piece_length=manifest.piece_length,
             needed=needed,
-            leases=self.leases,
-            hashed=self.hashed.mask,
+            leases=book.leases,
+            hashed=book.hashed.mask,
             origin_busy=self.origin_busy,
             range_ok=self.range_ok,
             # Peers: nearest first (the tracker's order), bounded per peer and overall.
@@ -711,17 +724,17 @@ class Download:
         )
         post = self._events.put_nowait
         for run in plan.origin:
-            self._start(run)
-            self.fetching.update(run)
+            book.start(run)
+            book.fetching.update(run)
             self.origin_busy += 1
             log.debug("pieces %d-%d from the origin: asking", run[0], run[-1])
             self._spawn(fetch_origin(self.origin, manifest, part, run, post, self._throttle))
         for peer_id, run in plan.peers:
-            self._start(run)
+            book.start(run)
             peer = self.peers[peer_id]
             peer.requests += 1
             url = f"{peer.base_url}/v1/tasks/{self.task_id}/data?gen={self.generation}"
-            self._spawn(fetch_peer(self.session, url, peer_id, manifest, part, run, self.hashes, post, self._throttle))
+            self._spawn(fetch_peer(self.session, url, peer_id, manifest, part, run, book.hashes, post, self._throttle))
         if plan.want_hashes:
             self._hash_wake.set()  # a peer has pieces we need but cannot verify yet
         if plan.want_leases:
@@ -739,13 +752,9 @@ class Download:
             lone_peer_requests=config.lone_peer_requests,
         )
 
-    def _start(self, run: list[int]) -> None:
-        for index in run:
-            self.inflight.add(index)
-
     def _wants_leases(self, needed: int) -> bool:
         """True when pieces are missing and none of our leases is left to start."""
-        return bool(needed) and not any(needed >> i & 1 for i in self.leases)
+        return bool(needed) and not any(needed >> i & 1 for i in self.book.leases)
 
     def _handle(self, event: Event) -> None:
         match event:
@@ -755,12 +764,12 @@ class Download:
                 self._peer_piece(peer_id, index, digest, size)
             case RunEnded(source, unfetched, error, corrupt, busy, stale, rate):
                 for index in unfetched:
-                    self.inflight.discard(index)
+                    self.book.inflight.discard(index)
                 if isinstance(error, LocalIOError):
                     raise error  # our own disk failed (full, read-only): no other source can help
                 if source == "origin":
                     self.origin_busy -= 1
-                    self.fetching.difference_update(unfetched)
+                    self.book.fetching.difference_update(unfetched)
                     if rate:
                         self.origin_rate = rate if not self.origin_rate else (self.origin_rate + rate) / 2
                     if error is not None:
@@ -779,7 +788,7 @@ class Download:
             case TrackerDown(error):
                 if self.tracker_down_since is None:
                     self.tracker_down_since = time.monotonic()
-                stuck = not self.inflight and self.origin_busy == 0
+                stuck = not self.book.inflight and self.origin_busy == 0
                 if stuck and time.monotonic() - self.tracker_down_since > self.config.tracker_patience:
                     raise error
             case HashesArrived(generation, seq, hashes, revoked):
@@ -795,60 +804,26 @@ class Download:
                     self._forget_peer(peer_id)
 
     def _origin_piece(self, index: int, digest: str, size: int) -> None:
-        assert self.served is not None
         log.debug("piece %d from the origin", index)
-        self.inflight.discard(index)
-        self.fetching.discard(index)
-        if self.content_hashes and self.content_hashes.get(index) != digest:
-            # A content task names its bytes: an origin that sends others serves another file now.
-            raise Restart()
-        self._mark_written(index, digest)
-        self.stats.done += size
-        self.stats.from_origin += size
-        self.origin_failures = 0
-        self.sources[index] = None
-        if self.direct or index in self.content_hashes:
-            self.served.add(index)  # direct, or checked against a hash the task's id commits to
-        elif self.refetching:
-            # Fetched under no lease after a failed whole-file check, so not ours to report; offered only
-            # when the tracker's hash agrees, which peers verify it against.
-            if self.hashes.get(index) == digest:
-                self.served.add(index)
-            else:
-                self.withheld.add(index)
-        else:
-            self.unreported[index] = digest
-            self._news()
-            self._report_at_once()
+        changes = self.book.origin_piece(index, digest, direct=self.direct, refetching=self.refetching)
+        if changes.written:
+            self.stats.done += size
+            self.stats.from_origin += size
+            self.origin_failures = 0
+        self._apply(changes)
 
     def _peer_piece(self, peer_id: str, index: int, digest: str, size: int) -> None:
-        assert self.served is not None
         log.debug("piece %d from peer %s", index, peer_id)
-        self.inflight.discard(index)
-        if self.hashes.get(index) != digest:
-            return  # its hash was revoked while it was written: fetched again (over it) when one comes
-        self._mark_written(index, digest)
-        self.sources[index] = peer_id
-        self.served.add(index)
-        self.stats.done += size
-        self.stats.from_peers += size
+        changes = self.book.peer_piece(peer_id, index, digest)
+        if changes.written:
+            self.stats.done += size
+            self.stats.from_peers += size
+        self._apply(changes)
 
     def _hashes_arrived(self, generation: int, seq: int, hashes: dict[int, str], revoked: tuple[int, ...]) -> None:
-        assert self.served is not None
         if generation != self.generation:
             raise Restart()
-        self._revoke(revoked)
-        self._learn_hashes(hashes)
-        self.hash_seq = max(self.hash_seq, seq)
-        for index, digest in hashes.items():
-            if index in self.withheld and self.written.get(index) == digest:
-                self.withheld.discard(index)
-                self.resumed.discard(index)
-                self.served.add(index)
-            elif index in self.withheld and index not in self.resumed:
-                pass  # our own origin bytes; another lease holder's report differs: keep ours, unserved
-            elif index in self.written and self.written[index] != digest and index not in self.unreported:
-                self._drop_piece(index, "does not match the tracker's hash")
+        self._apply(self.book.hashes_arrived(seq, hashes, revoked))
 
     def _peer_has(self, peer_id: str, have: Bitfield | None, added: tuple[int, ...]) -> None:
         peer = self.peers.get(peer_id)
@@ -872,7 +847,7 @@ class Download:
             raise error
         if not self.direct and not self.refetching:
             # Give the pieces back so another peer can try; ask again after a pause.
-            self.leases.difference_update(unfetched)
+            self.book.leases.difference_update(unfetched)
             self._spawn(self._release(tuple(unfetched), delay=0.2 * self.origin_failures))
         else:
             self._spawn(self._delay_schedule(0.2 * self.origin_failures))
@@ -919,10 +894,11 @@ class Download:
             raise Restart()
         self._interval = reply.interval
         self.range_ok = reply.range_ok
-        self._confirm({i: d for i, d in reported.items() if self.unreported.get(i) == d}, reply.rejected)
+        book = self.book
+        self._apply(book.confirm({i: d for i, d in reported.items() if book.unreported.get(i) == d}, reply.rejected))
         if leases:
-            self.leases = set(reply.leases)
-        if reply.hash_seq > self.hash_seq:
+            book.leases = set(reply.leases)
+        if reply.hash_seq > book.hash_seq:
             self._hash_wake.set()
         for address in reply.peers:
             if (
@@ -942,57 +918,10 @@ class Download:
                 peer.watcher.add_done_callback(self._task_done)
         self.stats.peers = len(self.peers)
 
-    def _drop_piece(self, index: int, why: str) -> None:
-        """Forget a piece on disk (it will be fetched again) and stop offering it."""
-        assert self.manifest is not None and self.served is not None
-        log.warning("piece %d on disk %s; fetching it again", index, why)
-        self.withheld.discard(index)
-        self.resumed.discard(index)
-        self.sources.pop(index, None)
-        del self.written[index]
-        self.on_disk.discard(index)
-        self.served.discard(index)
-        self.stats.done -= self.manifest.piece_size(index)
-        if self.prefix is not None:
-            self.prefix.invalidate(index)
-
-    def _revoke(self, pieces: tuple[int, ...]) -> None:
-        """The tracker dropped these pieces' hashes: a spot check caught the peer that reported them
-        (core.audit). A copy taken from a peer (or resumed) was verified against that hash only, so it is
-        fetched again; our own origin bytes stay, offered again only once a new hash matches them."""
-        assert self.served is not None
-        for index in pieces:
-            self.hashes.pop(index, None)
-            self.hashed.discard(index)
-            if index not in self.written:
-                continue
-            if self.sources.get(index, "resumed") is not None:
-                self._drop_piece(index, "came from a peer and its hash was revoked")
-            else:
-                self.served.discard(index)
-                self.withheld.add(index)
-
-    def _confirm(self, reported: dict[int, str], rejected: tuple[int, ...]) -> None:
-        """The tracker answered a report of ``reported``: the pieces it took are offered to peers at once (only
-        we hold them); the ones it did not take stay on disk but are never served, unless a hash look-up
-        shows the tracker's hash is ours (a lease that lapsed while another peer fetched the same bytes)."""
-        assert self.served is not None
-        refused = set(rejected)
-        for index, digest in reported.items():
-            self.unreported.pop(index, None)
-            if index in refused:
-                log.warning("the tracker did not take our hash of piece %d; not offering it to peers", index)
-                self.withheld.add(index)
-                self._hash_wake.set()
-                continue
-            self.resumed.discard(index)
-            self._learn_hashes({index: digest})
-            self.served.add(index, at_once=True)  # from the origin (or an earlier run): only we hold it
-
     def _drop_a_useless_peer(self) -> bool:
         """Stop following one peer that holds nothing we lack and has no request of ours running, to make
         room for a peer the tracker handed out (it hands out peers that hold what we lack first)."""
-        lacking = ~self.on_disk.mask
+        lacking = ~self.book.on_disk.mask
         for peer_id, peer in self.peers.items():
             if peer.have is not None and not peer.have.mask & lacking and not peer.requests:
                 if peer.watcher is not None:
@@ -1041,9 +970,9 @@ class Download:
         assert manifest is not None
         # Built synchronously (no await before the request is complete), so it sees one consistent state
         # of the owner's fields even though it runs in the announcer task.
-        reported = {i: d for i, d in self.unreported.items() if i not in self._reporting}
+        reported = {i: d for i, d in self.book.unreported.items() if i not in self._reporting}
         want = 0
-        if not beside and self._wants_leases(self._needed()):
+        if not beside and self._wants_leases(self.book.needed()):
             want = (
                 manifest.piece_count
                 if not self.range_ok
@@ -1054,7 +983,7 @@ class Download:
             released=released,
             # Every announce names them: a tracker that lost their leases (restarted) gives them back to us
             # instead of leasing them to another peer, who would fetch them from the origin again.
-            fetching=tuple(sorted(self.fetching)),
+            fetching=tuple(sorted(self.book.fetching)),
             bad_peers=tuple(sorted(self.bad_peers)),
             want_leases=want,
             no_range=not self.range_ok,
@@ -1108,7 +1037,7 @@ class Download:
             except TimeoutError:
                 pass
             self._announce_wake.clear()
-            if not self.unreported and not self.bad_peers:
+            if not self.book.unreported and not self.bad_peers:
                 # Asking only for leases: do not poll faster than LEASE_POLL_SECONDS, but news that comes
                 # meanwhile goes out at once (the swarm's last origin pieces sat here for up to that long).
                 gap = self._last_announce + LEASE_POLL_SECONDS - time.monotonic()
@@ -1148,7 +1077,7 @@ class Download:
             self._hash_wake.clear()
             asked_at = time.monotonic()
             try:
-                reply = await self.tracker.hashes(self.task_id, max(seen, self.hash_seq))
+                reply = await self.tracker.hashes(self.task_id, max(seen, self.book.hash_seq))
             except TrackerUnavailable as exc:
                 log.info("hash refresh failed: %s", exc)
                 await asyncio.sleep(retry.next_delay(cap=self._interval))
