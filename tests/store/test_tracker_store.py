@@ -543,3 +543,34 @@ async def test_revoked_hashes_are_dropped_and_a_replacement_follows_them(store: 
     assert news is not None and news.seq == seq + 3
     assert news.hashes == {0: digest(0, "b")} and news.revoked == (1,)
     assert (await store.load(TASK_ID, [])).hashed == 0b101
+
+
+# -- a restart -----------------------------------------------------------------------------------------
+
+
+async def test_a_restarted_tracker_gives_the_live_peers_and_leases_one_ttl(db_url: str) -> None:
+    """core.resume on each backend: what was live when the tracker stopped is live for one TTL after it
+    comes back, however long it was down; what was already silent stays gone."""
+    async with TrackerStore(db_url) as first:
+        await join(first, "gone", T0 - TTL - 5, want_leases=2)  # silent for over a TTL when the tracker stopped
+        await join(first, "p1", T0, want_leases=4)
+        await join(first, "p2", T0 + 10, want_leases=2)
+        before = await first.load(TASK_ID, ())
+        live = {i: lease.peer_id for i, lease in before.leases.items() if lease.expires >= T0 + 10}
+    assert sorted(live.values()) == ["p1"] * 4 + ["p2"] * 2
+    restart = T0 + 10 + 3 * TTL  # down for three TTLs
+    async with TrackerStore(db_url) as second:
+        assert await second.resume(restart, TTL) == (2, 6)
+        after = await second.load(TASK_ID, ())
+        assert {p.view.peer_id: p.last_seen for p in after.peers if p.last_seen >= restart - TTL} == {
+            "p1": restart,
+            "p2": restart,
+        }
+        resumed = {i: lease for i, lease in after.leases.items() if lease.expires > restart}
+        assert {i: lease.peer_id for i, lease in resumed.items()} == live
+        assert {lease.expires for lease in resumed.values()} == {restart + TTL}
+        # Nobody heard of for a TTL after the restart: forgotten like any silent peer, leases with them.
+        assert await second.expire(restart + TTL + 1, TTL) == 3
+        assert (await second.load(TASK_ID, ())).leases == {}
+    async with TrackerStore(db_url) as empty_restart:
+        assert await empty_restart.resume(restart + 2 * TTL, TTL) == (0, 0), "nothing was left to carry over"
