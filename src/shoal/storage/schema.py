@@ -1,7 +1,20 @@
 """The tracker's tables and the migrations that build them.
 
-Migrations are an ordered list; each runs once in its own transaction and is recorded in
-``schema_migrations``. A new column or table is a new entry at the end; entries are never edited.
+The tables below are the schema as it is now: the stores query them. ``MIGRATIONS`` is how a database gets
+there: an ordered list, each entry run once in its own transaction and recorded in ``schema_migrations``.
+
+The rules of the list:
+
+- Entries are never edited, once a release has run them: a database that ran an entry keeps what that
+  entry built, and a fresh one must get the same.
+- Each entry builds what its version had from definitions frozen inside it (the Tables it creates, declared
+  in a MetaData of its own with the types of its day; the ALTERs it runs, written out), never from the
+  tables below, which change as the schema grows.
+- A new column or table is a new entry at the end, with its own frozen definition, and the same change
+  to the tables below.
+
+tests/store/test_schema.py checks on every backend that a fresh database and one upgraded from each
+earlier version both end up equal to the tables below.
 """
 
 from __future__ import annotations
@@ -18,6 +31,7 @@ from sqlalchemy import (
     ColumnElement,
     Dialect,
     Double,
+    Float,
     Integer,
     LargeBinary,
     MetaData,
@@ -208,13 +222,78 @@ pool_assignments = Table(
 
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 
+# The frozen definitions below declare what each version's DDL built, and only that: Python-side defaults,
+# and the bind handling of Blob, belong to the tables above, which the stores query. A type is written as
+# the generic type of its day (Float, String(64)), not through the aliases above (Time, Key), which may
+# change.
+
+
+def _schema_migrations_table(frozen: MetaData) -> Table:
+    # As migrate() first created it, alongside v1: its time was a Float, a 4-byte FLOAT on MySQL until v2.
+    return Table(
+        "schema_migrations",
+        frozen,
+        Column("version", Integer, primary_key=True, autoincrement=False),
+        Column("description", String(200), nullable=False),
+        Column("applied_at", Float, nullable=False),
+    )
+
 
 async def _v1_initial(conn: AsyncConnection) -> None:
-    await conn.run_sync(lambda sync: metadata.create_all(sync, tables=[tasks, piece_hashes, peers, leases]))
+    # Times were Float (a 4-byte FLOAT on MySQL, fixed by v2) and peer ids a plain String (case-insensitive
+    # on MySQL, fixed by v5).
+    frozen = MetaData()
+    Table(
+        "tasks",
+        frozen,
+        Column("task_id", String(64), primary_key=True),
+        Column("url", Text, nullable=False),
+        Column("generation", Integer, nullable=False),
+        Column("length", BigInteger, nullable=True),
+        Column("piece_length", Integer, nullable=True),
+        Column("etag", String(512), nullable=False),
+        Column("last_modified", String(128), nullable=False),
+        Column("range_ok", Boolean, nullable=False),
+        Column("hash_seq", Integer, nullable=False),
+        Column("created", Float, nullable=False),
+        Column("updated", Float, nullable=False),
+    )
+    Table(
+        "piece_hashes",
+        frozen,
+        Column("task_id", String(64), primary_key=True),
+        Column("piece", Integer, primary_key=True, autoincrement=False),
+        Column("hash", String(64), nullable=False),
+        Column("seq", Integer, nullable=False),
+    )
+    Table(
+        "peers",
+        frozen,
+        Column("task_id", String(64), primary_key=True),
+        Column("peer_id", String(64), primary_key=True),
+        Column("host", String(255), nullable=False),
+        Column("port", Integer, nullable=False),
+        Column("site", String(64), nullable=False),
+        Column("rack", String(64), nullable=False),
+        Column("bitfield", LargeBinary, nullable=False),
+        Column("generation", Integer, nullable=False),
+        Column("last_seen", Float, nullable=False),
+        Column("bad", Boolean, nullable=False),
+    )
+    Table(
+        "leases",
+        frozen,
+        Column("task_id", String(64), primary_key=True),
+        Column("piece", Integer, primary_key=True, autoincrement=False),
+        Column("peer_id", String(64), nullable=False),
+        Column("expires", Float, nullable=False),
+    )
+    await conn.run_sync(frozen.create_all)
 
 
 async def _v2_double_times(conn: AsyncConnection) -> None:
-    # Databases that v1 built on MySQL before times were DOUBLE hold them as 4-byte FLOATs.
+    # Databases that v1 built on MySQL hold times as 4-byte FLOATs. Elsewhere v1's Float already holds
+    # 8 bytes (REAL on SQLite, FLOAT = double precision on PostgreSQL).
     if conn.dialect.name != "mysql":
         return
     columns = [
@@ -229,13 +308,92 @@ async def _v2_double_times(conn: AsyncConnection) -> None:
 
 
 async def _v3_pools(conn: AsyncConnection) -> None:
-    await conn.run_sync(
-        lambda sync: metadata.create_all(sync, tables=[pools, pool_members, pool_jobs, pool_assignments])
+    # Member ids were a plain String (case-insensitive on MySQL, fixed by v5).
+    frozen = MetaData()
+    Table(
+        "pools",
+        frozen,
+        Column("name", String(64), primary_key=True),
+        Column("token_hash", String(64), nullable=True),
+        Column("created", Double, nullable=False),
     )
+    Table(
+        "pool_members",
+        frozen,
+        Column("pool", String(64), primary_key=True),
+        Column("member_id", String(64), primary_key=True),
+        Column("name", String(255), nullable=False),
+        Column("url", String(255), nullable=False),
+        Column("site", String(64), nullable=False),
+        Column("rack", String(64), nullable=False),
+        Column("free", BigInteger, nullable=False),
+        Column("joined", Double, nullable=False),
+        Column("last_seen", Double, nullable=False),
+    )
+    Table(
+        "pool_jobs",
+        frozen,
+        Column("job_id", String(16), primary_key=True),
+        Column("pool", String(64), nullable=False, index=True),
+        Column("url", Text, nullable=False),
+        Column("dest", Text, nullable=True),
+        Column("replicas", Integer, nullable=True),
+        Column("digest", String(80), nullable=True),
+        Column("status", String(16), nullable=False),
+        Column("error", Text, nullable=False),
+        Column("created", Double, nullable=False),
+        Column("updated", Double, nullable=False),
+    )
+    Table(
+        "pool_assignments",
+        frozen,
+        Column("job_id", String(16), primary_key=True),
+        Column("member_id", String(64), primary_key=True),
+        Column("status", String(16), nullable=False),
+        Column("done", BigInteger, nullable=False),
+        Column("total", BigInteger, nullable=False),
+        Column("rate", Double, nullable=False),
+        Column("from_origin", BigInteger, nullable=False),
+        Column("from_peers", BigInteger, nullable=False),
+        Column("error", Text, nullable=False),
+        Column("assigned", Double, nullable=False),
+        Column("updated", Double, nullable=False),
+    )
+    await conn.run_sync(frozen.create_all)
 
 
 async def _v4_mirror(conn: AsyncConnection) -> None:
-    await conn.run_sync(lambda sync: metadata.create_all(sync, tables=[mirror_jobs, mirror_workers]))
+    # Job and worker names were a plain String (case-insensitive on MySQL, fixed by v5).
+    frozen = MetaData()
+    Table(
+        "mirror_jobs",
+        frozen,
+        Column("name", String(64), primary_key=True),
+        Column("spec", Text, nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("last_update", Double, nullable=True),
+        Column("last_started", Double, nullable=True),
+        Column("last_ended", Double, nullable=True),
+        Column("error_msg", Text, nullable=False),
+        Column("attempts", Integer, nullable=False),
+        Column("retry", Boolean, nullable=False),
+        Column("worker", String(64), nullable=True),
+        Column("run_id", String(64), nullable=True),
+        Column("next_schedule", Double, nullable=True),
+        Column("size", BigInteger, nullable=False),
+        Column("version", String(64), nullable=True),
+        Column("updated", Double, nullable=False),
+    )
+    Table(
+        "mirror_workers",
+        frozen,
+        Column("name", String(64), primary_key=True),
+        Column("url", Text, nullable=False),
+        Column("concurrency", Integer, nullable=False),
+        Column("registered", Double, nullable=False),
+        Column("last_seen", Double, nullable=False),
+    )
+    await conn.run_sync(frozen.create_all)
 
 
 async def _v5_case_sensitive_keys(conn: AsyncConnection) -> None:
@@ -266,13 +424,23 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
 ]
 
 
-async def migrate(engine: AsyncEngine) -> int:
-    """Bring the schema up to date; return the version it is at."""
+async def migrate(engine: AsyncEngine, *, upto: int | None = None) -> int:
+    """Bring the schema up to date, or only up to version ``upto`` (the tests build older databases this
+    way); return the version it is at.
+
+    Each step not yet recorded in ``schema_migrations`` runs in its own transaction, which also records it.
+    """
+    versions = [version for version, _, _ in MIGRATIONS]
+    if upto is not None and upto not in versions:
+        raise ValueError(f"no schema version {upto}; the versions are {versions}")
     async with engine.begin() as conn:
-        await conn.run_sync(lambda sync: metadata.create_all(sync, tables=[schema_migrations]))
+        bookkeeping = _schema_migrations_table(MetaData())
+        await conn.run_sync(lambda sync: bookkeeping.create(sync, checkfirst=True))
     async with engine.connect() as conn:
-        applied = set((await conn.execute(select(schema_migrations.c.version))).scalars())
+        applied: set[int] = set((await conn.execute(select(schema_migrations.c.version))).scalars())
     for version, description, step in MIGRATIONS:
+        if upto is not None and version > upto:
+            break
         if version in applied:
             continue
         async with engine.begin() as conn:
@@ -280,4 +448,5 @@ async def migrate(engine: AsyncEngine) -> int:
             await conn.execute(
                 insert(schema_migrations).values(version=version, description=description, applied_at=time.time())
             )
-    return MIGRATIONS[-1][0]
+        applied.add(version)
+    return max(applied)
