@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from shoal.core.errors import IllegalTransition
 from shoal.core.mirror_config import MirrorConfig, parse_config
-from shoal.core.mirror_job import IllegalTransition
 from shoal.mirror.manager import MirrorManager, NoWorker, StaleRun, StaleSession, UnknownWorker
 from shoal.testing.clock import FakeClock
 

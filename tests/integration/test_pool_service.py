@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from shoal.core.pool import Heartbeat, IllegalTransition, MemberReport, MemberStatus, PushRequest
+from shoal.core.errors import IllegalTransition
+from shoal.core.pool import Heartbeat, MemberReport, MemberStatus, PushRequest
 from shoal.storage.tracker_store import TrackerStore
 from shoal.testing.clock import FakeClock
 from shoal.testing.poll import DEADLINE, wait_until_async

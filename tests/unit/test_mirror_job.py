@@ -15,13 +15,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoal.core.errors import ProtocolError, ShoalError
+from shoal.core.errors import IllegalTransition, ProtocolError, ShoalError
 from shoal.core.mirror_job import (
     DEFAULT_MAX_ATTEMPTS,
     WORKER_LOST,
     Disabled,
     Enabled,
-    IllegalTransition,
     JobEvent,
     JobState,
     JobStatus,

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shoal.core.errors import ProtocolError, ShoalError
+from shoal.core.errors import IllegalTransition, ProtocolError, ShoalError
 from shoal.core.pool import (
     ACTIVE,
     Assignment,
@@ -30,7 +30,6 @@ from shoal.core.pool import (
     Failed,
     Finished,
     Heartbeat,
-    IllegalTransition,
     JobEvent,
     JobFailed,
     Left,
@@ -126,7 +125,7 @@ def test_every_other_assignment_transition_is_refused(status: MemberStatus, even
     assert info.value.status is status
     assert info.value.event == event
     assert info.value.http_status == 409
-    assert info.value.field == "state"
+    assert info.value.field == "status"
     assert str(info.value) == f"{type(event).__name__} is not allowed while the assignment is {status.value}"
 
 

@@ -16,6 +16,7 @@
     ├── CallbackFailed              8  the file is in place, but the --callback command failed
     ├── ListenError                 9  an address to listen on cannot be had (in use, not this host's)
     └── ProtocolError               -  malformed input from a peer or a client (mapped to 4xx at the edge)
+        └── IllegalTransition       -  an event a state machine does not allow in its status (409 at the edge)
 
 Errors carry their context as attributes (``url``, ``peer``, ``piece``) so callers can act on them
 without parsing messages. Foreign exceptions (aiohttp, OSError, SQLAlchemy) are translated at the edge
@@ -24,6 +25,7 @@ of the layer that sees them.
 
 from __future__ import annotations
 
+import enum
 import errno
 import os
 
@@ -186,3 +188,20 @@ class ProtocolError(ShoalError):
     def __init__(self, message: str, *, field: str = "") -> None:
         super().__init__(message)
         self.field = field
+
+
+class IllegalTransition(ProtocolError):
+    """An event that a state machine's table does not allow in its status: a stale or duplicated report, or
+    a command that makes no sense now (stopping a paused job). Raised by each transition table (a pool job
+    and its assignments in shoal.core.pool, a mirror job in shoal.core.mirror_job); 409 Conflict at an API's
+    edge. ``subject`` names what has the status (``job``, ``assignment``); ``reason`` says more where the
+    table's guard, not its pairs, refused."""
+
+    http_status = 409
+
+    def __init__(self, subject: str, status: enum.Enum, event: object, reason: str = "") -> None:
+        message = f"{type(event).__name__} is not allowed while the {subject} is {status.value}"
+        super().__init__(f"{message}: {reason}" if reason else message, field="status")
+        self.subject = subject
+        self.status = status
+        self.event = event

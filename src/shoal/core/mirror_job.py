@@ -37,7 +37,7 @@ The transitions, and what each does to the state's fields (``_TRANSITIONS`` belo
       syncing, success, failed
     any                        Disabled              disabled
     disabled                   Enabled               none         attempts = 0
-    anything else                                                 IllegalTransition (a ProtocolError)
+    anything else                                                 IllegalTransition (shoal.core.errors)
 
 Rules, and why:
 
@@ -69,7 +69,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, replace
 
-from shoal.core.errors import ProtocolError
+from shoal.core.errors import IllegalTransition
 
 # tunasync's defaultMaxRetry: two attempts in all before a run gives up until its next schedule.
 DEFAULT_MAX_ATTEMPTS = 2
@@ -181,19 +181,6 @@ class JobState:
     retry: bool = False
 
 
-class IllegalTransition(ProtocolError):
-    """An event that the lifecycle does not allow in the job's status: a stale report, or a command that
-    makes no sense now (stopping a paused job). Maps to 409 Conflict at an API's edge."""
-
-    http_status = 409
-
-    def __init__(self, status: JobStatus, event: JobEvent, reason: str = "") -> None:
-        message = f"{type(event).__name__} is not allowed while the job is {status.value}"
-        super().__init__(f"{message}: {reason}" if reason else message, field="status")
-        self.status = status
-        self.event = event
-
-
 _S = JobStatus
 
 # The table in the module docstring, one literal entry per legal (status, event) pair. Retry's entry has a
@@ -246,9 +233,9 @@ def _check(state: JobState, event: JobEvent) -> JobStatus:
     """The next status, or IllegalTransition."""
     target = _TRANSITIONS.get((state.status, type(event)))
     if target is None:
-        raise IllegalTransition(state.status, event)
+        raise IllegalTransition("job", state.status, event)
     if isinstance(event, Retry) and not state.retry:
-        raise IllegalTransition(state.status, event, f"the run has used its {state.attempts} attempt(s)")
+        raise IllegalTransition("job", state.status, event, f"the run has used its {state.attempts} attempt(s)")
     return target
 
 

@@ -61,7 +61,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from shoal.core.errors import ProtocolError, UsageError
+from shoal.core.errors import IllegalTransition, ProtocolError, UsageError
 from shoal.core.ids import canonical_url
 from shoal.core.messages import PEER_ID
 
@@ -189,24 +189,12 @@ _WORKING = ACTIVE | {MemberStatus.LEFT}
 its assignment (its heartbeat replies list it), so it keeps the job open instead of letting it fail."""
 
 
-class IllegalTransition(ProtocolError):
-    """A report the diagram does not allow now (a stale or duplicated report); a 409 at the API's edge."""
-
-    http_status = 409
-
-    def __init__(self, status: enum.Enum, event: object) -> None:
-        subject = "job" if isinstance(status, PushStatus) else "assignment"
-        super().__init__(f"{type(event).__name__} is not allowed while the {subject} is {status.value}", field="state")
-        self.status = status
-        self.event = event
-
-
 def advance(status: MemberStatus, event: MemberEvent) -> MemberStatus:
     """The assignment's next status; IllegalTransition for a pair the diagram does not list."""
     try:
         return _MEMBER_TRANSITIONS[(status, type(event))]
     except KeyError:
-        raise IllegalTransition(status, event) from None
+        raise IllegalTransition("assignment", status, event) from None
 
 
 # -- job events, decided by :func:`decide` (Cancel comes from a user) -----------------------------------
@@ -248,7 +236,7 @@ def advance_job(status: PushStatus, event: JobEvent) -> PushStatus:
     try:
         return _JOB_TRANSITIONS[(status, type(event))]
     except KeyError:
-        raise IllegalTransition(status, event) from None
+        raise IllegalTransition("job", status, event) from None
 
 
 # -- values the tracker loads and hands to decide() ------------------------------------------------------
