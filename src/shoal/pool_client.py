@@ -13,13 +13,7 @@ import urllib.request
 from typing import Any
 from urllib.parse import quote
 
-from shoal.core.errors import TrackerUnavailable, UsageError
-
-
-class PoolRefused(UsageError):
-    def __init__(self, message: str, *, status: int) -> None:
-        super().__init__(message)
-        self.status = status
+from shoal.core.errors import PoolRefused, TrackerUnavailable
 
 
 class PoolClient:

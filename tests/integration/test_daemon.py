@@ -19,7 +19,8 @@ from pathlib import Path
 import blake3
 import pytest
 
-from shoal.daemon.client import DaemonClient, RemoteError
+from shoal.core.errors import RemoteError
+from shoal.daemon.client import DaemonClient
 from shoal.testing.poll import wait_until
 from shoal.testing.processes import Service, shoal_argv, start_daemon
 from tests.integration.conftest import Daemon, Origin, cache_cli, run_get

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from shoal.core.errors import IllegalTransition
+from shoal.core.errors import IllegalTransition, NoWorker, StaleRun, StaleSession, UnknownWorker
 from shoal.core.mirror_config import MirrorConfig, parse_config
-from shoal.mirror.manager import MirrorManager, NoWorker, StaleRun, StaleSession, UnknownWorker
+from shoal.mirror.manager import MirrorManager
 from shoal.testing.clock import FakeClock
 
 T0 = 1_800_000_000.0

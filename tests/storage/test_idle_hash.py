@@ -10,8 +10,9 @@ from pathlib import Path
 import blake3
 import pytest
 
+from shoal.core.errors import HashingStopped
 from shoal.storage.cache_store import CacheStore
-from shoal.storage.idle_hash import HashingStopped, IdleHasher
+from shoal.storage.idle_hash import IdleHasher
 from shoal.testing.poll import wait_until
 
 

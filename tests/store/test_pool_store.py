@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from shoal.core.announce import decide_announce
+from shoal.core.errors import PoolExists, StoreError
 from shoal.core.ids import task_id_for_url
 from shoal.core.pool import (
     Assignment,
@@ -29,8 +30,7 @@ from shoal.core.pool import (
     decide,
     hash_token,
 )
-from shoal.storage.db import StoreError
-from shoal.storage.pool_store import JobRow, PoolExists, PoolRow, PoolStore
+from shoal.storage.pool_store import JobRow, PoolRow, PoolStore
 from shoal.storage.schema import pool_assignments, pool_jobs, pool_members, pools
 from shoal.storage.tracker_store import TrackerStore
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection, func, select
 
-from shoal.storage.db import SqlStore, StoreError
+from shoal.core.errors import StoreError
+from shoal.storage.db import SqlStore
 from shoal.storage.schema import pools
 from shoal.testing.poll import DEADLINE, wait_until_async
 from shoal.testing.watched import WatchedLock

@@ -14,11 +14,12 @@ from sqlalchemy import inspect, select, text
 
 from shoal.core.announce import AnnounceOutcome, PeerRecord, TaskSnapshot
 from shoal.core.bitfield import Bitfield
+from shoal.core.errors import StoreError
 from shoal.core.handout import PeerView
 from shoal.core.leases import Lease
 from shoal.core.manifest import Manifest
 from shoal.core.messages import AnnounceRequest
-from shoal.storage.db import StoreError, create_engine
+from shoal.storage.db import create_engine
 from shoal.storage.schema import MIGRATIONS, metadata, migrate, schema_migrations
 from shoal.storage.tracker_store import TaskRows, TrackerStore
 

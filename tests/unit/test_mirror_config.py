@@ -11,16 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoal.core.errors import ProtocolError, UsageError
-from shoal.core.mirror_config import (
-    ConfigError,
-    Hooks,
-    JobSpec,
-    Publish,
-    Retention,
-    parse_config,
-    parse_duration,
-)
+from shoal.core.errors import ConfigError, ProtocolError, UsageError
+from shoal.core.mirror_config import Hooks, JobSpec, Publish, Retention, parse_config, parse_duration
 from shoal.mirror.config import load_config
 
 FULL = """\

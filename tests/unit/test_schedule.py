@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shoal.core.errors import UsageError
-from shoal.core.schedule import Cron, CronError, next_run
+from shoal.core.errors import CronError, UsageError
+from shoal.core.schedule import Cron, next_run
 
 
 def ts(*args: int) -> float:

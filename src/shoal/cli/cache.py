@@ -25,9 +25,9 @@ from typing import Any, TypeVar
 import click
 
 from shoal.cli.main import configure_logging, run_or_exit, socket_option, verbose_option
-from shoal.core.errors import UsageError
+from shoal.core.errors import DaemonUnavailable, UsageError
 from shoal.core.units import format_bytes
-from shoal.daemon.client import DaemonClient, DaemonUnavailable
+from shoal.daemon.client import DaemonClient
 from shoal.daemon.config import default_cache_dir, default_socket, index_path
 from shoal.storage.cache_index import CacheEntry
 from shoal.storage.cache_store import CacheStore, describe

@@ -4,6 +4,9 @@
 
     ShoalError                      1  anything else that went wrong
     ├── UsageError                  2  bad arguments, flags, units, paths given by the user
+    │   ├── ConfigError             2  a mirrors.toml that cannot be used (names the file, the line and the key)
+    │   ├── CronError               2  a cron expression that cannot be read (names the field)
+    │   └── PoolRefused             2  the tracker refused a pool request: unknown pool, token, a bad push
     ├── TrackerUnavailable          3  the tracker could not be reached or answered nonsense
     ├── OriginError                 4  the origin failed (HTTP error, refused, short body)
     │   └── OriginChanged           4  the origin's file changed under a download, too often to go on
@@ -15,8 +18,25 @@
     │   └── CacheLocked             7  another daemon serves that cache directory
     ├── CallbackFailed              8  the file is in place, but the --callback command failed
     ├── ListenError                 9  an address to listen on cannot be had (in use, not this host's)
-    └── ProtocolError               -  malformed input from a peer or a client (mapped to 4xx at the edge)
-        └── IllegalTransition       -  an event a state machine does not allow in its status (409 at the edge)
+    ├── ProtocolError               -  malformed input from a peer or a client (mapped to 4xx at the edge)
+    │   └── IllegalTransition       -  an event a state machine does not allow in its status (409 at the edge)
+    ├── StoreError                  1  the SQL database failed or could not be reached (503 at the edge)
+    │   └── PoolExists              1  a pool of that name exists already (409 at the edge)
+    ├── DaemonUnavailable           1  no daemon answers on the control socket
+    ├── RemoteError                 *  an error the daemon reported (* the daemon's exit code, kept)
+    ├── HashingStopped              1  the daemon's idle hasher was stopped before a file was hashed
+    ├── ManagerRefused              1  the mirror manager refused a request (its 409)
+    ├── UnknownJob                  1  the mirror manager has no job of that name (404 at the edge)
+    ├── UnknownWorker               1  the mirror manager has no worker of that name (404 at the edge)
+    ├── NoWorker                    1  no live mirror worker can take the job now (409 at the edge)
+    ├── StaleSession                1  a mirror worker must register again (409 with "register" at the edge)
+    ├── StaleRun                    1  a report from a run that is no longer the job's current one (409)
+    ├── ProviderError               1  a mirror provider could not produce a complete, consistent version
+    │   └── ProviderTimedOut        1  the provider's command ran past its time and was stopped
+    └── PublishError                1  a mirror version could not be pushed to its pool
+
+Every error Shoal raises on purpose is defined here, so this drawing is the whole tree. Modules keep only
+private exceptions that never leave them (a control-flow signal caught a few lines away).
 
 Errors carry their context as attributes (``url``, ``peer``, ``piece``) so callers can act on them
 without parsing messages. Foreign exceptions (aiohttp, OSError, SQLAlchemy) are translated at the edge
@@ -40,6 +60,37 @@ class UsageError(ShoalError):
     """The user asked for something malformed: a bad flag value, unit, URL or destination."""
 
     exit_code = 2
+
+
+class ConfigError(UsageError):
+    """The configuration cannot be used. ``source`` is the file's name, ``line`` the line at fault (None
+    when unknown), ``key`` the offending key's own name (``intervall``), ``path`` where it sits
+    (``jobs[1].intervall``; empty for a syntax error)."""
+
+    def __init__(self, message: str, *, source: str, line: int | None, key: str | None, path: str = "") -> None:
+        super().__init__(message)
+        self.source = source
+        self.line = line
+        self.key = key
+        self.path = path
+
+
+class CronError(UsageError):
+    """A cron expression that cannot be read; ``field`` names the part at fault."""
+
+    def __init__(self, message: str, *, expression: str, field: str) -> None:
+        super().__init__(f"cron expression {expression!r}: {message}")
+        self.expression = expression
+        self.field = field
+
+
+class PoolRefused(UsageError):
+    """The tracker refused a request of its pool API (an unknown pool, a missing or wrong token, a bad
+    push); ``status`` is the HTTP status it answered with."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class TrackerUnavailable(ShoalError):
@@ -205,3 +256,89 @@ class IllegalTransition(ProtocolError):
         self.subject = subject
         self.status = status
         self.event = event
+
+
+# -- the SQL store ------------------------------------------------------------------------------------
+
+
+class StoreError(ShoalError):
+    """The database failed or could not be reached."""
+
+
+class PoolExists(StoreError):
+    """A pool of that name exists already."""
+
+
+# -- the daemon ---------------------------------------------------------------------------------------
+
+
+class DaemonUnavailable(ShoalError):
+    """No daemon answers on the control socket."""
+
+
+class RemoteError(ShoalError):
+    """An error the daemon reported; it keeps the daemon's exit code."""
+
+    def __init__(self, message: str, *, exit_code: int = 1, kind: str = "") -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.kind = kind
+
+
+class HashingStopped(ShoalError):
+    """The idle hasher (shoal.storage.idle_hash) was stopped while a file was being hashed, or before: the
+    daemon is stopping, and the next start completes what is left. Not a failure."""
+
+
+# -- mirror jobs --------------------------------------------------------------------------------------
+
+
+class ManagerRefused(ShoalError):
+    """The manager understood the request and refused it (409): ``status`` is the HTTP status, ``register``
+    True when it asks a worker to register again."""
+
+    def __init__(self, message: str, *, status: int, register: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.register = register
+
+
+class UnknownJob(ShoalError):
+    """No job of that name (a 404 at the HTTP edge)."""
+
+
+class UnknownWorker(ShoalError):
+    """No worker of that name (a 404 at the HTTP edge)."""
+
+
+class NoWorker(ShoalError):
+    """No live worker can take the job now (a 409 at the HTTP edge)."""
+
+
+class StaleSession(ShoalError):
+    """A worker's poll names a session other than this manager's, or it never registered: register again."""
+
+
+class StaleRun(ShoalError):
+    """A report from a run that is no longer the job's current one (a 409 at the HTTP edge)."""
+
+
+class ProviderError(ShoalError):
+    """The provider could not produce a complete, consistent version; the message says why.
+    ``returncode``: the command's exit status, when a command failed."""
+
+    def __init__(self, message: str, *, returncode: int | None = None) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+
+
+class ProviderTimedOut(ProviderError):
+    """The command ran past its time and was stopped; ``output`` is the tail of what it printed."""
+
+    def __init__(self, message: str, *, output: str) -> None:
+        super().__init__(message)
+        self.output = output
+
+
+class PublishError(ShoalError):
+    """A version could not be pushed to its pool."""

@@ -67,9 +67,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from shoal.core.errors import ProtocolError, UsageError
+from shoal.core.errors import ConfigError, CronError, ProtocolError, UsageError
 from shoal.core.ids import canonical_url
-from shoal.core.schedule import Cron, CronError
+from shoal.core.schedule import Cron
 
 PROVIDERS = ("http", "command")
 
@@ -248,19 +248,6 @@ class MirrorConfig:
 
     def job(self, name: str) -> JobSpec | None:
         return next((job for job in self.jobs if job.name == name), None)
-
-
-class ConfigError(UsageError):
-    """The configuration cannot be used. ``source`` is the file's name, ``line`` the line at fault (None
-    when unknown), ``key`` the offending key's own name (``intervall``), ``path`` where it sits
-    (``jobs[1].intervall``; empty for a syntax error)."""
-
-    def __init__(self, message: str, *, source: str, line: int | None, key: str | None, path: str = "") -> None:
-        super().__init__(message)
-        self.source = source
-        self.line = line
-        self.key = key
-        self.path = path
 
 
 # -- parsing ----------------------------------------------------------------------------------------------

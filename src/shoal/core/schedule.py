@@ -45,7 +45,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from shoal.core.errors import UsageError
+from shoal.core.errors import CronError, UsageError
 
 
 def next_run(last_started: float | None, last_ended: float | None, interval: float, now: float) -> float:
@@ -64,15 +64,6 @@ def next_run(last_started: float | None, last_ended: float | None, interval: flo
     if last_ended is None or (last_started is not None and last_started > last_ended):
         return now
     return min(max(last_ended + interval, now), now + interval)
-
-
-class CronError(UsageError):
-    """A cron expression that cannot be read; ``field`` names the part at fault."""
-
-    def __init__(self, message: str, *, expression: str, field: str) -> None:
-        super().__init__(f"cron expression {expression!r}: {message}")
-        self.expression = expression
-        self.field = field
 
 
 _MACROS: Mapping[str, str] = {

@@ -16,20 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shoal.core.errors import ShoalError
-
-
-class RemoteError(ShoalError):
-    """An error the daemon reported; it keeps the daemon's exit code."""
-
-    def __init__(self, message: str, *, exit_code: int = 1, kind: str = "") -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-        self.kind = kind
-
-
-class DaemonUnavailable(ShoalError):
-    """No daemon answers on the control socket."""
+from shoal.core.errors import DaemonUnavailable, RemoteError
 
 
 @dataclass(frozen=True, slots=True)

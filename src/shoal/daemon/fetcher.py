@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 
 import aiohttp
 
-from shoal.core.errors import IntegrityError, LocalIOError, NotInCache, ShoalError
+from shoal.core.errors import HashingStopped, IntegrityError, LocalIOError, NotInCache, ShoalError
 from shoal.core.ids import PeerIdentity, canonical_url, task_id_for_url
 from shoal.core.manifest import Manifest
 from shoal.daemon.config import DaemonConfig
@@ -36,7 +36,7 @@ from shoal.peer.request import file_name_from_url
 from shoal.peer.server import PieceServer
 from shoal.storage.cache_index import CacheEntry, TaskRecord
 from shoal.storage.cache_store import CacheStore
-from shoal.storage.idle_hash import HashingStopped, IdleHasher
+from shoal.storage.idle_hash import IdleHasher
 
 log = logging.getLogger("shoal.daemon")
 

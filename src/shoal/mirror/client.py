@@ -14,17 +14,7 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from shoal.core.errors import ShoalError, TrackerUnavailable, UsageError
-
-
-class ManagerRefused(ShoalError):
-    """The manager understood the request and refused it (409): ``status`` is the HTTP status, ``register``
-    True when it asks a worker to register again."""
-
-    def __init__(self, message: str, *, status: int, register: bool = False) -> None:
-        super().__init__(message)
-        self.status = status
-        self.register = register
+from shoal.core.errors import ManagerRefused, TrackerUnavailable, UsageError
 
 
 class MirrorClient:

@@ -11,7 +11,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from shoal.core.mirror_config import ConfigError, MirrorConfig, parse_config
+from shoal.core.errors import ConfigError
+from shoal.core.mirror_config import MirrorConfig, parse_config
 
 
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> MirrorConfig:

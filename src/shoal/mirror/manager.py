@@ -43,7 +43,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from shoal.core.errors import ProtocolError, ShoalError
+from shoal.core.errors import NoWorker, ProtocolError, ShoalError, StaleRun, StaleSession, UnknownJob, UnknownWorker
 from shoal.core.mirror_config import JobSpec, MirrorConfig
 from shoal.core.mirror_job import (
     Disabled,
@@ -81,26 +81,6 @@ MAX_ERROR = 8192
 
 TICK = 1.0
 """Seconds between scheduler rounds when nothing wakes it sooner."""
-
-
-class UnknownJob(ShoalError):
-    """No job of that name (a 404 at the HTTP edge)."""
-
-
-class UnknownWorker(ShoalError):
-    """No worker of that name (a 404 at the HTTP edge)."""
-
-
-class NoWorker(ShoalError):
-    """No live worker can take the job now (a 409 at the HTTP edge)."""
-
-
-class StaleSession(ShoalError):
-    """A worker's poll names a session other than this manager's, or it never registered: register again."""
-
-
-class StaleRun(ShoalError):
-    """A report from a run that is no longer the job's current one (a 409 at the HTTP edge)."""
 
 
 def default_db(config_path: Path | None) -> str:

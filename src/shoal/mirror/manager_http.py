@@ -32,11 +32,19 @@ from typing import Any
 
 from aiohttp import web
 
-from shoal.core.errors import ProtocolError, UsageError
+from shoal.core.errors import (
+    NoWorker,
+    ProtocolError,
+    StaleRun,
+    StaleSession,
+    StoreError,
+    UnknownJob,
+    UnknownWorker,
+    UsageError,
+)
 from shoal.core.mirror_job import JobStatus
 from shoal.http_errors import bearer_token, json_error, json_errors, read_json
-from shoal.mirror.manager import MirrorManager, NoWorker, StaleRun, StaleSession, UnknownJob, UnknownWorker, job_json
-from shoal.storage.db import StoreError
+from shoal.mirror.manager import MirrorManager, job_json
 
 log = logging.getLogger("shoal.mirror.manager")
 

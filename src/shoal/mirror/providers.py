@@ -50,7 +50,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import aiohttp
 
-from shoal.core.errors import ShoalError
+from shoal.core.errors import ProviderError, ProviderTimedOut, ShoalError
 from shoal.core.mirror_config import JobSpec
 from shoal.mirror.shell import KILL_GRACE, OUTPUT_LIMIT, run_shell
 from shoal.peer.request import file_name_from_url
@@ -65,23 +65,6 @@ MANIFEST = ".shoal-http.json"
 """What an http version fetched, inside the version (hidden): the next attempt's conditional requests."""
 _CHUNK = 1 << 20
 _IDENTITY = {"Accept-Encoding": "identity", "User-Agent": "shoal-mirror"}
-
-
-class ProviderError(ShoalError):
-    """The provider could not produce a complete, consistent version; the message says why.
-    ``returncode``: the command's exit status, when a command failed."""
-
-    def __init__(self, message: str, *, returncode: int | None = None) -> None:
-        super().__init__(message)
-        self.returncode = returncode
-
-
-class ProviderTimedOut(ProviderError):
-    """The command ran past its time and was stopped; ``output`` is the tail of what it printed."""
-
-    def __init__(self, message: str, *, output: str) -> None:
-        super().__init__(message)
-        self.output = output
 
 
 # -- http -------------------------------------------------------------------------------------------------

@@ -27,14 +27,10 @@ from urllib.parse import quote
 
 import aiohttp
 
-from shoal.core.errors import ShoalError
+from shoal.core.errors import PublishError
 
 SEED_WAIT = 300.0
 """Seconds to wait for the seeder to hash and list a new file before giving up on the push."""
-
-
-class PublishError(ShoalError):
-    """A version could not be pushed to its pool."""
 
 
 def _sha256(path: Path) -> str:

@@ -61,9 +61,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from shoal.core.errors import ProviderError, ProviderTimedOut
 from shoal.core.mirror_config import JobSpec
 from shoal.core.retention import next_version_name, plan_retention, version_created
-from shoal.mirror.providers import ProviderError, ProviderTimedOut, run_command, run_http
+from shoal.mirror.providers import run_command, run_http
 from shoal.mirror.shell import KILL_GRACE, OUTPUT_LIMIT, run_shell
 
 log = logging.getLogger(__name__)

@@ -41,11 +41,11 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from shoal.core.errors import ProtocolError, TrackerUnavailable, UsageError
+from shoal.core.errors import ManagerRefused, ProtocolError, PublishError, TrackerUnavailable, UsageError
 from shoal.core.mirror_config import JobSpec, WorkerSettings
 from shoal.core.retry import Backoff, Retry
-from shoal.mirror.client import ManagerRefused, MirrorClient
-from shoal.mirror.publish import PublishError, push_version
+from shoal.mirror.client import MirrorClient
+from shoal.mirror.publish import push_version
 
 log = logging.getLogger("shoal.mirror.worker")
 

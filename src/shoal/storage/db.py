@@ -20,14 +20,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from shoal.core.errors import ShoalError, UsageError
+from shoal.core.errors import StoreError, UsageError
 from shoal.storage.schema import migrate
 
 T = TypeVar("T")
-
-
-class StoreError(ShoalError):
-    """The database failed or could not be reached."""
 
 
 def describe(exc: BaseException) -> str:

@@ -26,9 +26,7 @@ import sys
 import threading
 from pathlib import Path
 
-
-class HashingStopped(Exception):
-    """The hasher was stopped while a file was being hashed."""
+from shoal.core.errors import HashingStopped
 
 
 class IdleHasher:

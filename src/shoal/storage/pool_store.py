@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from shoal.core.errors import PoolExists
 from shoal.core.ids import task_id_for_url
 from shoal.core.pool import (
     Assignment,
@@ -24,13 +25,8 @@ from shoal.core.pool import (
     PushRequest,
     PushStatus,
 )
-from shoal.storage.db import StoreError
 from shoal.storage.schema import pool_assignments, pool_jobs, pool_members, pools, tasks
 from shoal.storage.tracker_store import TrackerStore
-
-
-class PoolExists(StoreError):
-    """A pool of that name exists already."""
 
 
 @dataclass(frozen=True, slots=True)

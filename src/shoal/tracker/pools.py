@@ -46,7 +46,7 @@ from typing import Any
 
 from aiohttp import web
 
-from shoal.core.errors import ProtocolError
+from shoal.core.errors import PoolExists, ProtocolError
 from shoal.core.pool import (
     Assignment,
     Cancel,
@@ -69,7 +69,7 @@ from shoal.core.pool import (
     token_matches,
 )
 from shoal.http_errors import bearer_token, json_error, read_json
-from shoal.storage.pool_store import JobRow, PoolExists, PoolRow, PoolState, PoolStore
+from shoal.storage.pool_store import JobRow, PoolRow, PoolState, PoolStore
 from shoal.storage.tracker_store import TrackerStore
 
 log = logging.getLogger("shoal.tracker.pools")
