@@ -111,7 +111,7 @@ class Stats:
     peers: int = 0
 
 
-class Restart(Exception):
+class _JoinAgain(Exception):
     """The task moved to a new generation (the origin changed): drop everything and join again."""
 
 
@@ -235,7 +235,7 @@ class Download:
         for _ in range(self.config.restarts + 1):
             try:
                 return await self._attempt()
-            except Restart:
+            except _JoinAgain:
                 log.warning("the origin's file changed; starting again")
                 self.stats.done = 0
                 if self.served is not None:
@@ -609,7 +609,7 @@ class Download:
             # The task moved on, or a piece an earlier run verified differs from the tracker's (the origin's
             # bytes changed under one identity between the runs): the file may mix two versions, so it must
             # not be renamed into place.
-            raise Restart()
+            raise _JoinAgain()
         self._apply(self.book.confirm(reported, reply.rejected))
         if reply.hash_seq > self.book.hash_seq:
             # Hashes changed since our last look-up: a revoked one must not go unseen in the file we place.
@@ -670,7 +670,7 @@ class Download:
         assert self.served is not None and self.manifest is not None
         if changes.restart:
             # A content task names its bytes: an origin that sends others serves another file now.
-            raise Restart()
+            raise _JoinAgain()
         for _ in changes.written:
             self.first_piece.set()
             if self.prefix is not None:
@@ -822,7 +822,7 @@ class Download:
 
     def _hashes_arrived(self, generation: int, seq: int, hashes: dict[int, str], revoked: tuple[int, ...]) -> None:
         if generation != self.generation:
-            raise Restart()
+            raise _JoinAgain()
         self._apply(self.book.hashes_arrived(seq, hashes, revoked))
 
     def _peer_has(self, peer_id: str, have: Bitfield | None, added: tuple[int, ...]) -> None:
@@ -840,7 +840,7 @@ class Download:
     def _origin_failed(self, error: ShoalError, unfetched: tuple[int, ...]) -> None:
         if isinstance(error, OriginChanged):
             # Joining again probes the origin and tells the tracker, which starts a new generation.
-            raise Restart()
+            raise _JoinAgain()
         self.origin_failures += 1
         log.warning("origin fetch failed (%d in a row): %s", self.origin_failures, error)
         if self.origin_failures >= self.config.origin_retries:
@@ -891,7 +891,7 @@ class Download:
         assert self.served is not None and self.manifest is not None
         self.tracker_down_since = None
         if reply.restart or reply.generation != self.generation:
-            raise Restart()
+            raise _JoinAgain()
         self._interval = reply.interval
         self.range_ok = reply.range_ok
         book = self.book
