@@ -29,7 +29,7 @@ class GetConfig:
     """``sha256:HEX`` to verify the whole file before it is moved into place."""
     file_hashes: tuple[str, ...] = ()
     """Whole-file hashes to compute while the file downloads (``blake3``, ``sha256``, ``sha512``, ``md5``; see
-    peer/prefix_hash.py), returned in ``Completed.hashes``: the daemon's cache names a file by its BLAKE3."""
+    peer/prefix_hash.py), returned in ``Downloaded.hashes``: the daemon's cache names a file by its BLAKE3."""
     site: str = ""
     """Locality label: peers of the same site are preferred."""
     rack: str = ""

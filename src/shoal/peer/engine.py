@@ -133,7 +133,7 @@ class PeerState:
 
 
 @dataclass(frozen=True, slots=True)
-class Completed:
+class Downloaded:
     path: Path
     size: int
     digest: str | None
@@ -231,7 +231,7 @@ class Download:
     def _written(self) -> dict[int, str]:
         return dict(self._book.written) if self._book is not None else {}
 
-    async def run(self) -> Completed:
+    async def run(self) -> Downloaded:
         for _ in range(self.config.restarts + 1):
             try:
                 return await self._attempt()
@@ -257,7 +257,7 @@ class Download:
         nobody to announce to) and a file to serve from (not one written through to a device or a FIFO)."""
         return self.tracker is not None and not self.direct and self.served is not None and seconds > 0
 
-    async def seed(self, completed: Completed, seconds: float) -> None:
+    async def seed(self, completed: Downloaded, seconds: float) -> None:
         """Keep serving a completed file for ``seconds``, announcing it; :meth:`leave` ends it."""
         if not self.seeds(seconds):
             return
@@ -402,7 +402,7 @@ class Download:
 
     # -- one attempt -------------------------------------------------------------------------------
 
-    async def _attempt(self) -> Completed:
+    async def _attempt(self) -> Downloaded:
         await self._join()
         manifest = self.manifest
         assert manifest is not None
@@ -485,7 +485,7 @@ class Download:
         with contextlib.suppress(ShoalError):
             await asyncio.to_thread(part.save_state, written)
 
-    async def _finish(self) -> Completed:
+    async def _finish(self) -> Downloaded:
         assert self.part is not None and self.manifest is not None
         await self._stop_tasks()
         if self._checkpoint_task is not None:
@@ -534,7 +534,7 @@ class Download:
             if self.served is not None and placed is not None:
                 self.served.path = placed
         part.close()
-        return Completed(
+        return Downloaded(
             self.config.dest, self.manifest.length, digest, self.task_id, self.generation, self.manifest, hashes
         )
 
