@@ -20,7 +20,7 @@ from shoal.core.errors import DaemonUnavailable, RemoteError
 
 
 @dataclass(frozen=True, slots=True)
-class Progress:
+class FetchProgress:
     """A progress line from the daemon (the same fields as a download's Stats)."""
 
     total: int = 0
@@ -98,7 +98,7 @@ class DaemonClient:
         *,
         headers: dict[str, str] | None = None,
         digest: str | None = None,
-        progress: Callable[[Progress], None] | None = None,
+        progress: Callable[[FetchProgress], None] | None = None,
     ) -> dict[str, Any]:
         """Have the daemon place ``url``'s file at ``dest`` (absolute); returns its result."""
         # Normalised here: the daemon refuses a directory with "." or ".." in it rather than guess.
@@ -106,17 +106,17 @@ class DaemonClient:
         body = {"url": url, "dest_dir": directory, "name": dest.name, "headers": headers or {}, "digest": digest}
         return self._stream("/v1/get", body, progress)
 
-    def warm(self, target: str, *, progress: Callable[[Progress], None] | None = None) -> dict[str, Any]:
+    def warm(self, target: str, *, progress: Callable[[FetchProgress], None] | None = None) -> dict[str, Any]:
         return self._stream("/v1/warm", {"target": target}, progress)
 
-    def _stream(self, target: str, body: object, progress: Callable[[Progress], None] | None) -> dict[str, Any]:
+    def _stream(self, target: str, body: object, progress: Callable[[FetchProgress], None] | None) -> dict[str, Any]:
         conn, response = self._request("POST", target, body)
         try:
             for raw in response:
                 line = json.loads(raw)
                 if "progress" in line:
                     if progress is not None:
-                        progress(Progress(**line["progress"]))
+                        progress(FetchProgress(**line["progress"]))
                 elif "result" in line:
                     return dict(line["result"])
                 elif "error" in line:
