@@ -14,7 +14,7 @@ import aiohttp
 from shoal.daemon.seeding import Seeding
 from shoal.peer.server import PieceServer
 from shoal.peer.tracker_client import TrackerClient
-from shoal.storage.cache_index import TaskRecord
+from shoal.storage.cache_index import SeededTask
 from shoal.storage.cache_store import CacheStore
 from shoal.testing.hostile import identity
 from shoal.testing.poll import DEADLINE, wait_until_async
@@ -29,7 +29,7 @@ async def test_a_task_added_again_stays_served(tmp_path: Path) -> None:
     with CacheStore(tmp_path / "index.db", tmp_path / "cache", 1 << 20) as store:
         part = store.staging_path("f.part")
         part.write_bytes(os.urandom(1000))
-        task = TaskRecord("t" * 40, "", URL, 1, 1000, '"v1"', "")
+        task = SeededTask("t" * 40, "", URL, 1, 1000, '"v1"', "")
         entry = store.adopt(part, name="f", task=task)
         record = replace(task, digest=entry.digest)
         server = PieceServer()

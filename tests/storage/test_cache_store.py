@@ -24,7 +24,7 @@ import pytest
 from shoal.core.cache_export import ExportedFile, parse_export
 from shoal.core.errors import CacheError, CacheFull, IntegrityError, LocalIOError, NotInCache, UsageError
 from shoal.storage import cache_store
-from shoal.storage.cache_index import CacheEntry, TaskRecord
+from shoal.storage.cache_index import CacheEntry, SeededTask
 from shoal.storage.cache_store import ORPHAN_GRACE_SECONDS, STAGING_MAX_AGE, CacheStore, stat_key
 from shoal.testing.clock import FakeClock
 
@@ -814,12 +814,12 @@ def test_adopt_with_the_right_expected_digest_records_the_entry_and_its_task(sto
     expected = {"bare": digest, "blake3": f"BLAKE3:{digest.upper()}", "sha256": f"sha256:{sha256}"}[kind]
     part = store.staging_path("t.part")
     part.write_bytes(data)
-    task = TaskRecord("t" * 40, "", ORIGIN, 2, 200, '"v1"', "")
+    task = SeededTask("t" * 40, "", ORIGIN, 2, 200, '"v1"', "")
     with store.reserve(200) as reservation:
         entry = store.adopt(part, name="f", expected=expected, reservation=reservation, sources=[ORIGIN], task=task)
         assert store.usage().reserved == 0  # the promise became the entry
     assert entry.digest == digest and entry.cached and not part.exists()
-    assert store.index.tasks() == [TaskRecord("t" * 40, digest, ORIGIN, 2, 200, '"v1"', "")]
+    assert store.index.tasks() == [SeededTask("t" * 40, digest, ORIGIN, 2, 200, '"v1"', "")]
     store.evict(digest)
     assert store.index.tasks() == []  # a task is seeded only while its file is on disk
 

@@ -34,7 +34,7 @@ from shoal.peer.config import GetConfig
 from shoal.peer.engine import Download, Stats
 from shoal.peer.request import file_name_from_url
 from shoal.peer.server import PieceServer
-from shoal.storage.cache_index import CacheEntry, TaskRecord
+from shoal.storage.cache_index import CacheEntry, SeededTask
 from shoal.storage.cache_store import CacheStore
 from shoal.storage.idle_hash import IdleHasher
 
@@ -268,7 +268,7 @@ class Fetcher:
                 # A file some of whose pieces the tracker knows by other hashes (fetched again from the origin
                 # after a failed whole-file check) is not seeded: peers verify against those hashes.
                 seeded = self.seeding is not None and not download.direct and not download.withheld
-                record = TaskRecord(
+                record = SeededTask(
                     download.task_id,
                     "",
                     fetch.url,

@@ -23,7 +23,7 @@ from shoal.core.messages import AnnounceRequest
 from shoal.core.retry import Backoff, Retry
 from shoal.peer.server import PieceServer, ServedTask
 from shoal.peer.tracker_client import TrackerClient
-from shoal.storage.cache_index import TaskRecord
+from shoal.storage.cache_index import SeededTask
 from shoal.storage.cache_store import CacheStore
 
 log = logging.getLogger("shoal.daemon")
@@ -60,7 +60,7 @@ class Seeding:
         for record in await asyncio.to_thread(self.store.index.tasks):
             self.add(record)
 
-    def add(self, record: TaskRecord) -> None:
+    def add(self, record: SeededTask) -> None:
         old = self._tasks.pop(record.task_id, None)
         if old is not None:
             old.cancel()
@@ -92,7 +92,7 @@ class Seeding:
         if not task.cancelled() and task.exception() is not None:
             log.error("seeding %s failed", task_id[:16], exc_info=task.exception())
 
-    def _request(self, record: TaskRecord, event: str) -> AnnounceRequest:
+    def _request(self, record: SeededTask, event: str) -> AnnounceRequest:
         served = self.server.tasks.get(record.task_id)
         return AnnounceRequest(
             peer_id=self.identity.peer_id,
@@ -107,7 +107,7 @@ class Seeding:
             bitfield=served.have.encode() if served is not None else None,
         )
 
-    async def _keep(self, record: TaskRecord, served: ServedTask) -> None:
+    async def _keep(self, record: SeededTask, served: ServedTask) -> None:
         event = "completed"
         retry = Retry(Backoff(min(1.0, self.retry_seconds), self.retry_seconds))
         try:
@@ -134,7 +134,7 @@ class Seeding:
             if self.server.withdraw(record.task_id, served):
                 await self._stopped(record)
 
-    async def _stopped(self, record: TaskRecord) -> None:
+    async def _stopped(self, record: SeededTask) -> None:
         """Tell the tracker at once that we no longer hold the task (bounded: the daemon may be stopping)."""
         with contextlib.suppress(TrackerUnavailable, TimeoutError):
             async with asyncio.timeout(STOP_SECONDS):

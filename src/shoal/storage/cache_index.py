@@ -121,7 +121,7 @@ class CacheEntry:
 
 
 @dataclass(frozen=True, slots=True)
-class TaskRecord:
+class SeededTask:
     """A swarm task the daemon seeds an entry under."""
 
     task_id: str
@@ -289,7 +289,7 @@ class CacheIndex:
         ).fetchall()
         return [(str(d), int(s), float(t), bool(p), bool(u)) for d, s, t, p, u in rows]
 
-    def tasks(self) -> list[TaskRecord]:
+    def tasks(self) -> list[SeededTask]:
         with self._lock:
             rows = (
                 self._conn()
@@ -299,7 +299,7 @@ class CacheIndex:
                 )
                 .fetchall()
             )
-        return [TaskRecord(*row) for row in rows]
+        return [SeededTask(*row) for row in rows]
 
     def cached_digests(self) -> set[str]:
         with self._lock:
@@ -371,7 +371,7 @@ class CacheIndex:
         with self._lock:
             self._conn().execute("UPDATE entries SET verified_stat = ? WHERE digest = ?", (stat_key, digest))
 
-    def record_task(self, task: TaskRecord) -> None:
+    def record_task(self, task: SeededTask) -> None:
         with self._lock:
             self._conn().execute(
                 "INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -51,7 +51,7 @@ from shoal.core.errors import CacheError, IntegrityError, LocalIOError, NotInCac
 from shoal.core.eviction import Entry, Watermarks, plan_eviction
 from shoal.core.ids import canonical_url
 from shoal.core.units import format_bytes
-from shoal.storage.cache_index import CacheEntry, CacheIndex, TaskRecord
+from shoal.storage.cache_index import CacheEntry, CacheIndex, SeededTask
 from shoal.storage.content_hash import hash_content
 from shoal.storage.placement import Destination
 
@@ -286,7 +286,7 @@ class CacheStore:
         pin: bool = False,
         expected: str | None = None,
         reservation: int | None = None,
-        task: TaskRecord | None = None,
+        task: SeededTask | None = None,
         sha256_later: bool = False,
         hashes: Mapping[str, str] | None = None,
     ) -> CacheEntry:
