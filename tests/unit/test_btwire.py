@@ -21,7 +21,7 @@ from shoal.core.btwire import (
     MAX_QUEUED_REQUESTS,
     MAX_REQUEST_LENGTH,
     BitfieldMessage,
-    Cancel,
+    CancelMessage,
     Choke,
     Event,
     Extended,
@@ -113,7 +113,7 @@ messages = st.one_of(
     st.builds(BitfieldMessage, st.binary(max_size=64)),
     st.builds(Request, u32, u32, u32),
     st.builds(Piece, u32, u32, st.binary(max_size=300)),
-    st.builds(Cancel, u32, u32, u32),
+    st.builds(CancelMessage, u32, u32, u32),
     st.builds(Port, st.integers(min_value=0, max_value=65535)),
     st.builds(Extended, st.integers(min_value=0, max_value=255), st.binary(max_size=64)),
     st.builds(
@@ -255,7 +255,7 @@ SCRIPT = Downloader().hello() + wire(
     KeepAlive(),
     *blocks(1),
     Request(5, 0, 1000),
-    Cancel(1, 0, BLOCK_SIZE),
+    CancelMessage(1, 0, BLOCK_SIZE),
     Port(6881),
     Extended(0, b"d1:md11:ut_metadatai1eee"),
     UnknownMessage(13, b"fast extension"),
@@ -361,7 +361,12 @@ def test_cancel_removes_a_queued_request_only() -> None:
     [taken] = seed.take_requests(1)
     # The second cancel is for a block already taken to be sent, the third for one never asked for.
     seed.receive_data(
-        wire(Cancel(1, 0, BLOCK_SIZE), Cancel(taken.index, taken.begin, taken.length), Cancel(3, 0, 1)), NOW
+        wire(
+            CancelMessage(1, 0, BLOCK_SIZE),
+            CancelMessage(taken.index, taken.begin, taken.length),
+            CancelMessage(3, 0, 1),
+        ),
+        NOW,
     )
     assert seed.take_requests(10) == [Request(0, BLOCK_SIZE, BLOCK_SIZE), Request(1, BLOCK_SIZE, BLOCK_SIZE)]
 

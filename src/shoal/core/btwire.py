@@ -169,7 +169,9 @@ class Piece:
 
 
 @dataclass(frozen=True, slots=True)
-class Cancel:
+class CancelMessage:
+    """BEP 3's cancel: the peer withdraws a Request."""
+
     index: int
     begin: int
     length: int
@@ -206,7 +208,7 @@ Message = (
     | BitfieldMessage
     | Request
     | Piece
-    | Cancel
+    | CancelMessage
     | Port
     | Extended
     | UnknownMessage
@@ -266,7 +268,7 @@ def encode_message(message: Message) -> bytes:
             return _HEADER.pack(13, REQUEST) + _TRIPLE.pack(index, begin, length)
         case Piece(index, begin, block):
             return piece_header(index, begin, len(block)) + block
-        case Cancel(index, begin, length):
+        case CancelMessage(index, begin, length):
             return _HEADER.pack(13, CANCEL) + _TRIPLE.pack(index, begin, length)
         case Port(port):
             return _HEADER.pack(3, PORT) + _PORT.pack(port)
@@ -344,7 +346,7 @@ class MessageDecoder:
         if message_id == HAVE:
             return Have(*_U32.unpack_from(buf, start))
         if message_id == CANCEL:
-            return Cancel(*_TRIPLE.unpack_from(buf, start))
+            return CancelMessage(*_TRIPLE.unpack_from(buf, start))
         if message_id == BITFIELD:
             return BitfieldMessage(bytes(buf[start:end]))
         if message_id == PIECE:
@@ -501,7 +503,7 @@ class SeedingConnection:
                 if self.peer_interested:
                     self.peer_interested = False
                     events.append(PeerNotInterested())
-            elif type(message) is Cancel:
+            elif type(message) is CancelMessage:
                 self._on_cancel(message)
             elif type(message) is Have:
                 self._on_have(message.index, events)
@@ -531,7 +533,7 @@ class SeedingConnection:
         else:
             self._queue.append(request)
 
-    def _on_cancel(self, cancel: Cancel) -> None:
+    def _on_cancel(self, cancel: CancelMessage) -> None:
         try:
             self._queue.remove(Request(cancel.index, cancel.begin, cancel.length))
         except ValueError:
