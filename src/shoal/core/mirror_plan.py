@@ -105,14 +105,14 @@ def next_schedule(interval: float, cron: str | None, state: JobState, now: float
 
 
 @dataclass(frozen=True, slots=True)
-class Reconciled:
+class RunsReconciled:
     """What a worker's registration changes: jobs lost with its previous process, jobs it must cancel."""
 
     lost: tuple[str, ...]
     cancel: tuple[str, ...]
 
 
-def reconcile(assigned: Iterable[str], reported: Iterable[str]) -> Reconciled:
+def reconcile(assigned: Iterable[str], reported: Iterable[str]) -> RunsReconciled:
     """Compare the jobs the manager has running on a worker with those the worker says it runs."""
     mine, theirs = set(assigned), set(reported)
-    return Reconciled(lost=tuple(sorted(mine - theirs)), cancel=tuple(sorted(theirs - mine)))
+    return RunsReconciled(lost=tuple(sorted(mine - theirs)), cancel=tuple(sorted(theirs - mine)))
