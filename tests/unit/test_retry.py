@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoal.core.retry import Backoff, Retry
+from shoal.core.retry import Backoff, Retries
 
 
 def test_steps_double_up_to_the_cap() -> None:
@@ -29,7 +29,7 @@ def test_a_delay_is_between_half_and_all_of_its_step(first: float, spread: float
 
 def test_a_fleet_does_not_retry_in_lockstep() -> None:
     """1,000 clients that saw the same failure at once: their retries spread over half of each step."""
-    clients = [Retry(Backoff(1.0, 30.0), random.Random(n)) for n in range(1000)]
+    clients = [Retries(Backoff(1.0, 30.0), random.Random(n)) for n in range(1000)]
     for attempt in range(4):
         delays = [client.next_delay() for client in clients]
         step = 2.0**attempt
@@ -39,7 +39,7 @@ def test_a_fleet_does_not_retry_in_lockstep() -> None:
 
 
 def test_reset_starts_again_from_the_first_step() -> None:
-    retry = Retry(Backoff(1.0, 8.0), random.Random(1))
+    retry = Retries(Backoff(1.0, 8.0), random.Random(1))
     assert retry.next_delay() <= 1.0
     for _ in range(5):
         retry.next_delay()

@@ -35,7 +35,7 @@ class Backoff:
         return step / 2 + rng.random() * step / 2
 
 
-class Retry:
+class Retries:
     """One loop's retries: :meth:`next_delay` after each failure, :meth:`reset` after a success."""
 
     def __init__(self, policy: Backoff, rng: random.Random | None = None) -> None:

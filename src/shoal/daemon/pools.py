@@ -34,7 +34,7 @@ from urllib.parse import quote
 import aiohttp
 
 from shoal.core.errors import ShoalError, UsageError
-from shoal.core.retry import Backoff, Retry
+from shoal.core.retry import Backoff, Retries
 from shoal.daemon.config import PoolSpec
 from shoal.daemon.fetcher import Fetch, Fetcher
 from shoal.peer.engine import Stats
@@ -145,7 +145,7 @@ class PoolMember:
 
     async def _poll_forever(self) -> None:
         version: int | None = None
-        retry = Retry(HEARTBEAT_BACKOFF)
+        retry = Retries(HEARTBEAT_BACKOFF)
         while True:
             beat = {
                 "name": self.identity.name,

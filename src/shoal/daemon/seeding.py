@@ -20,7 +20,7 @@ from shoal.core.errors import TrackerUnavailable
 from shoal.core.ids import PeerIdentity
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import AnnounceRequest
-from shoal.core.retry import Backoff, Retry
+from shoal.core.retry import Backoff, Retries
 from shoal.peer.server import PieceServer, ServedTask
 from shoal.peer.tracker_client import TrackerClient
 from shoal.storage.cache_index import SeededTask
@@ -109,7 +109,7 @@ class Seeding:
 
     async def _keep(self, record: SeededTask, served: ServedTask) -> None:
         event = "completed"
-        retry = Retry(Backoff(min(1.0, self.retry_seconds), self.retry_seconds))
+        retry = Retries(Backoff(min(1.0, self.retry_seconds), self.retry_seconds))
         try:
             while True:
                 entry = await asyncio.to_thread(self.store.index.get, record.digest)

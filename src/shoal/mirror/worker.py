@@ -43,7 +43,7 @@ import aiohttp
 
 from shoal.core.errors import ManagerRefused, ProtocolError, PublishError, TrackerUnavailable, UsageError
 from shoal.core.mirror_config import JobSpec, WorkerSettings
-from shoal.core.retry import Backoff, Retry
+from shoal.core.retry import Backoff, Retries
 from shoal.mirror.client import MirrorClient
 from shoal.mirror.publish import push_version
 
@@ -181,7 +181,7 @@ class MirrorWorker:
 
     async def _register(self) -> tuple[str, float]:
         self.registered.clear()
-        retry = Retry(MANAGER_BACKOFF)
+        retry = Retries(MANAGER_BACKOFF)
         while True:
             running = [{"job": job, "run_id": run.run_id} for job, run in self._runs.items() if not run.task.done()]
             try:
@@ -199,7 +199,7 @@ class MirrorWorker:
     async def _serve(self, session: str, hold: float) -> None:
         """Poll and handle commands until the manager asks for a new registration (or a reload does)."""
         ack = 0
-        retry = Retry(MANAGER_BACKOFF)
+        retry = Retries(MANAGER_BACKOFF)
         while True:
             try:
                 commands = await self.client.poll(self.name, session, ack, hold)
@@ -327,7 +327,7 @@ class MirrorWorker:
 
     async def _report(self, job: str, run_id: str, body: dict[str, Any], *, tries: int = 0) -> dict[str, Any] | None:
         """Send a report until the manager answers (at most ``tries`` times if given); None if it refused."""
-        retry = Retry(MANAGER_BACKOFF)
+        retry = Retries(MANAGER_BACKOFF)
         attempt = 0
         while True:
             attempt += 1

@@ -60,7 +60,7 @@ from shoal.core.messages import AnnounceRequest, AnnounceResponse, PeerAddress
 from shoal.core.picker import FetchLimits, Holder, lease_pieces, plan_fetches
 from shoal.core.pieces import Changes, PieceBook
 from shoal.core.rate import TokenBucket
-from shoal.core.retry import Backoff, Retry
+from shoal.core.retry import Backoff, Retries
 from shoal.core.whole_file import WholeFileCheck, failed_check, plan_refetch, whole_file_checks
 from shoal.peer.config import GetConfig
 from shoal.peer.events import (
@@ -267,7 +267,7 @@ class Download:
                 self.served.add(index)
         deadline = time.monotonic() + seconds
         event = "completed"
-        retry = Retry(ANNOUNCE_BACKOFF, self.rng)
+        retry = Retries(ANNOUNCE_BACKOFF, self.rng)
         while time.monotonic() < deadline:
             reported = self._unreported()
             try:
@@ -1027,7 +1027,7 @@ class Download:
 
     async def _announcer(self) -> None:
         """One announce in flight at a time: now when there is news or a need, else every interval."""
-        retry = Retry(ANNOUNCE_BACKOFF, self.rng)
+        retry = Retries(ANNOUNCE_BACKOFF, self.rng)
         while True:
             # asyncio.timeout, not wait_for: in Python 3.11 wait_for can swallow a cancellation that
             # arrives as the event fires, and the task would never stop.
@@ -1065,7 +1065,7 @@ class Download:
         seen = 0
         asked_at = -HASH_REFRESH_GAP
         at_once = HASH_ENDGAME_LOOKUPS
-        retry = Retry(ANNOUNCE_BACKOFF, self.rng)
+        retry = Retries(ANNOUNCE_BACKOFF, self.rng)
         while True:
             await self._hash_wake.wait()
             wait = asked_at + HASH_REFRESH_GAP - time.monotonic()

@@ -29,7 +29,7 @@ from fastbencode import bdecode
 from shoal.core.errors import TrackerUnavailable
 from shoal.core.ids import PeerIdentity
 from shoal.core.messages import AnnounceRequest
-from shoal.core.retry import Backoff, Retry
+from shoal.core.retry import Backoff, Retries
 from shoal.peer.tracker_client import TrackerClient
 from shoal.seeder.catalog import SeededFile
 
@@ -130,7 +130,7 @@ class Registrar:
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         """``call()`` until the tracker answers, backing off (TRACKER_BACKOFF) between attempts."""
-        retry = Retry(TRACKER_BACKOFF)
+        retry = Retries(TRACKER_BACKOFF)
         while True:
             try:
                 return await call()
