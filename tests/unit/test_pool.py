@@ -30,7 +30,6 @@ from shoal.core.pool import (
     Failed,
     Finished,
     Heartbeat,
-    JobEvent,
     JobFailed,
     Left,
     Member,
@@ -38,6 +37,7 @@ from shoal.core.pool import (
     MemberReport,
     MemberStatus,
     Progress,
+    PushEvent,
     PushJob,
     PushRequest,
     PushStatus,
@@ -148,9 +148,9 @@ def test_active_is_assigned_and_running() -> None:
 
 # -- the job's transitions ---------------------------------------------------------------------------------
 
-JOB_EVENTS: list[JobEvent] = [Finished(), JobFailed("HTTP 404"), Reopened(), Cancel()]
+JOB_EVENTS: list[PushEvent] = [Finished(), JobFailed("HTTP 404"), Reopened(), Cancel()]
 
-JOB_LEGAL: dict[tuple[PushStatus, type[JobEvent]], PushStatus] = {
+JOB_LEGAL: dict[tuple[PushStatus, type[PushEvent]], PushStatus] = {
     (J_RUNNING, Finished): J_COMPLETE,
     (J_RUNNING, JobFailed): J_FAILED,
     (J_COMPLETE, Reopened): J_RUNNING,
@@ -160,7 +160,7 @@ JOB_LEGAL: dict[tuple[PushStatus, type[JobEvent]], PushStatus] = {
 
 
 @pytest.mark.parametrize(("pair", "target"), JOB_LEGAL.items(), ids=lambda v: str(v))
-def test_every_legal_job_transition(pair: tuple[PushStatus, type[JobEvent]], target: PushStatus) -> None:
+def test_every_legal_job_transition(pair: tuple[PushStatus, type[PushEvent]], target: PushStatus) -> None:
     status, event_type = pair
     event = next(e for e in JOB_EVENTS if type(e) is event_type)
     assert advance_job(status, event) is target
@@ -170,7 +170,7 @@ JOB_ILLEGAL = [(s, e) for s, e in product(PushStatus, JOB_EVENTS) if (s, type(e)
 
 
 @pytest.mark.parametrize(("status", "event"), JOB_ILLEGAL, ids=str)
-def test_every_other_job_transition_is_refused(status: PushStatus, event: JobEvent) -> None:
+def test_every_other_job_transition_is_refused(status: PushStatus, event: PushEvent) -> None:
     with pytest.raises(IllegalTransition) as info:
         advance_job(status, event)
     assert info.value.status is status

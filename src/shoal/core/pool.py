@@ -220,10 +220,10 @@ class Cancel:
     """A user cancelled the job."""
 
 
-JobEvent = Finished | JobFailed | Reopened | Cancel
+PushEvent = Finished | JobFailed | Reopened | Cancel
 
 _P = PushStatus
-_JOB_TRANSITIONS: dict[tuple[PushStatus, type[JobEvent]], PushStatus] = {
+_JOB_TRANSITIONS: dict[tuple[PushStatus, type[PushEvent]], PushStatus] = {
     (_P.RUNNING, Finished): _P.COMPLETE,
     (_P.RUNNING, JobFailed): _P.FAILED,
     (_P.COMPLETE, Reopened): _P.RUNNING,
@@ -232,7 +232,7 @@ _JOB_TRANSITIONS: dict[tuple[PushStatus, type[JobEvent]], PushStatus] = {
 }
 
 
-def advance_job(status: PushStatus, event: JobEvent) -> PushStatus:
+def advance_job(status: PushStatus, event: PushEvent) -> PushStatus:
     try:
         return _JOB_TRANSITIONS[(status, type(event))]
     except KeyError:
@@ -274,7 +274,7 @@ class PushJob:
 class Decision:
     assign: tuple[str, ...] = ()  # members to give a new assignment
     left: tuple[str, ...] = ()  # members whose assignment becomes left
-    event: JobEvent | None = None  # what happens to the job, if anything
+    event: PushEvent | None = None  # what happens to the job, if anything
 
     @property
     def changes(self) -> bool:
@@ -327,7 +327,7 @@ def decide(
             assign = _spread(candidates, holders, short)
     active = sum(1 for a in after.values() if a.member_id in live and a.status in _WORKING) + len(assign)
     held = replica_count(after.values(), live)
-    event: JobEvent | None = None
+    event: PushEvent | None = None
     if job.status is PushStatus.RUNNING and active == 0:
         event = Finished() if held else JobFailed(_common_error(after.values()))
     elif job.status is PushStatus.COMPLETE and assign:

@@ -51,10 +51,10 @@ from shoal.core.pool import (
     Assignment,
     Cancel,
     Heartbeat,
-    JobEvent,
     JobFailed,
     MemberReport,
     MemberStatus,
+    PushEvent,
     PushRequest,
     advance,
     advance_job,
@@ -296,7 +296,7 @@ class Pools:
         }
 
 
-def _error_of(event: JobEvent, error: str) -> str:
+def _error_of(event: PushEvent, error: str) -> str:
     return event.error if isinstance(event, JobFailed) else error
 
 
