@@ -25,7 +25,7 @@ from urllib.parse import unquote_to_bytes
 from aiohttp import web
 from fastbencode import bencode
 
-from shoal.listen import serve
+from shoal.http.listen import serve
 
 
 @dataclass(slots=True)

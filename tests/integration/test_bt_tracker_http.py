@@ -22,7 +22,7 @@ import pytest
 from fastbencode import bdecode
 from yarl import URL
 
-from shoal.listen import listen
+from shoal.http.listen import listen
 from shoal.testing.clock import FakeClock
 from shoal.testing.libtorrent_client import SESSION_SETTINGS
 from shoal.testing.processes import Service

@@ -85,7 +85,7 @@ def test_a_get_whose_listen_port_is_in_use_is_exit_code_9(
 HTML_SERVER = """
 import asyncio
 from aiohttp import web
-from shoal.listen import serve
+from shoal.http.listen import serve
 
 async def page(request):
     return web.Response(text="<html>\\n<body>\\n<h1>Welcome</h1>\\n</body>\\n</html>\\n", content_type="text/html")

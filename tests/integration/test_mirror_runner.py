@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 
 from shoal.core.mirror_config import Hooks, JobSpec, Retention
-from shoal.listen import listen
+from shoal.http.listen import listen
 from shoal.mirror.providers import index_files, safe_file_name
 from shoal.mirror.runner import AttemptResult, current_version, run_attempt
 from shoal.testing.poll import wait_until_async

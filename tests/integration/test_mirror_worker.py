@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from shoal.core.mirror_config import JobSpec, WorkerSettings, parse_config
-from shoal.listen import listen
+from shoal.http.listen import listen
 from shoal.mirror.manager import MirrorManager
 from shoal.mirror.manager_http import build_app
 from shoal.mirror.worker import MirrorWorker

@@ -1,4 +1,4 @@
-"""HTTPS origins, and the CA certificates ``shoal get`` loads only when it first needs them (shoal.tls).
+"""HTTPS origins, and the CA certificates ``shoal get`` loads only when it first needs them (shoal.http.tls).
 
 A real TLS server on loopback with a certificate from a test CA (trustme); the client processes trust
 that CA through ``SSL_CERT_FILE``, which is what loading the default certificates reads.
@@ -62,7 +62,7 @@ async def _run(argv: list[str], trusted: Path | None) -> tuple[int, str, str]:
 _PROBE = textwrap.dedent(
     """
     import asyncio, ssl, sys
-    from shoal.tls import deferred_roots, load_roots_first
+    from shoal.http.tls import deferred_roots, load_roots_first
     with deferred_roots():
         import aiohttp
     # Outside the block contexts load their certificates again (the one CA of SSL_CERT_FILE).

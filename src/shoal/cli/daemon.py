@@ -23,11 +23,11 @@ def _capacity(text: str) -> int:
 
 async def run_daemon(config: DaemonConfig) -> None:
     from shoal.daemon.service import Daemon
-    from shoal.listen import until_signalled
+    from shoal.http.listen import until_signalled
 
     async with Daemon(config) as daemon:
         usage = daemon.store.usage()
-        # The piece server's URL first: with port 0 this line is how a script learns it (see shoal.listen.serve).
+        # The piece server's URL first: with port 0 this line is how a script learns it (see shoal.http.listen.serve).
         print(
             f"daemon listening on http://{config.listen_host}:{daemon.server.port} (control socket {config.socket}; "
             f"cache {config.cache_dir}, {format_bytes(usage.used)} of {format_bytes(usage.capacity)}; "

@@ -115,7 +115,7 @@ async def run_demo(workdir: Path, peers: int, size: int, origin_rate: int, conso
     # Imported here: `shoal demo --help` needs none of them.
     import aiohttp
 
-    from shoal.listen import listen
+    from shoal.http.listen import listen
     from shoal.peer.api import aget
     from shoal.testing.files import write_random_file
     from shoal.testing.origin import build_origin

@@ -17,11 +17,11 @@ from shoal.cli.progress import ProgressBar
 from shoal.core.units import format_bytes, parse_rate
 from shoal.daemon.client import DaemonClient
 from shoal.daemon.config import default_socket
+from shoal.http.tls import deferred_roots
 from shoal.peer.callback import callback_argv, run_callback
 from shoal.peer.config import GetConfig
 from shoal.peer.request import check_digest, parse_headers, resolve_destination
 from shoal.storage.placement import Destination
-from shoal.tls import deferred_roots
 
 if TYPE_CHECKING:
     from shoal.peer.api import GetResult
@@ -153,7 +153,7 @@ def get(
     outcome = _Outcome(bar, quiet)
 
     def go() -> GetResult:
-        with loading(), deferred_roots():  # the CA certificates load if an https request comes (shoal.tls)
+        with loading(), deferred_roots():  # the CA certificates load if an https request comes (shoal.http.tls)
             from shoal.peer.api import aget
 
         def run() -> asyncio.Task[GetResult]:

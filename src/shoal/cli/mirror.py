@@ -85,7 +85,7 @@ def manager(config_path: Path, host: str | None, port: int | None, verbose: int)
     def go() -> None:
         from dataclasses import replace
 
-        from shoal.listen import serve
+        from shoal.http.listen import serve
         from shoal.mirror.config import load_config
         from shoal.mirror.manager import MirrorManager
         from shoal.mirror.manager_http import build_app
@@ -138,7 +138,7 @@ def worker(config_path: Path, name: str, verbose: int) -> None:
 
 async def _run_worker(config_path: Path, name: str, settings: Any) -> None:
     from shoal.cli.seed import hosted_seeder
-    from shoal.listen import until_signalled
+    from shoal.http.listen import until_signalled
     from shoal.mirror.config import load_config
     from shoal.mirror.runner import run_attempt
     from shoal.mirror.worker import MirrorWorker

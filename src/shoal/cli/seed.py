@@ -37,7 +37,7 @@ def _announce_ip(config: SeederConfig) -> str:
 
 
 async def run_seeder(config: SeederConfig) -> None:
-    from shoal.listen import until_signalled
+    from shoal.http.listen import until_signalled
 
     async with hosted_seeder(config) as (port, bt_port):
         where = config.tracker or "embedded"
@@ -55,7 +55,7 @@ async def hosted_seeder(config: SeederConfig) -> AsyncIterator[tuple[int, int]]:
     import aiohttp
     from aiohttp import web
 
-    from shoal.listen import listen
+    from shoal.http.listen import listen
     from shoal.seeder.app import install
     from shoal.seeder.catalog import Catalog
     from shoal.seeder.registrar import Registrar

@@ -114,7 +114,7 @@ def tracker(
     def go() -> None:
         import asyncio
 
-        from shoal.listen import serve
+        from shoal.http.listen import serve
         from shoal.storage.db import async_url, safe_url
         from shoal.tracker.app import build_app
 

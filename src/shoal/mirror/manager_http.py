@@ -43,7 +43,7 @@ from shoal.core.errors import (
     UsageError,
 )
 from shoal.core.mirror_job import JobStatus
-from shoal.http_errors import bearer_token, json_error, json_errors, read_json
+from shoal.http.json_api import bearer_token, json_error, json_errors, read_json
 from shoal.mirror.manager import MirrorManager, job_json
 
 log = logging.getLogger("shoal.mirror.manager")

@@ -27,7 +27,7 @@ from aiohttp import web
 
 from shoal.core.errors import ProtocolError
 from shoal.core.metainfo import encode_torrent
-from shoal.http_errors import error_response
+from shoal.http.json_api import error_response
 from shoal.seeder.catalog import Catalog, SeededFile
 from shoal.seeder.config import SeederConfig
 from shoal.seeder.files import file_response

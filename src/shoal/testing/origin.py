@@ -31,7 +31,7 @@ from aiohttp.abc import AbstractStreamWriter
 
 from shoal.core.rate import TokenBucket
 from shoal.core.units import parse_rate
-from shoal.listen import serve
+from shoal.http.listen import serve
 
 DIGEST_HEADERS = ("repr-digest", "content-digest", "digest", "x-amz-checksum-sha256", "content-md5")
 

@@ -28,7 +28,7 @@ from shoal.core.errors import ProtocolError, StoreError
 from shoal.core.ids import is_task_id
 from shoal.core.manifest import OriginIdentity
 from shoal.core.messages import AnnounceRequest
-from shoal.http_errors import json_error, json_errors, read_json
+from shoal.http.json_api import json_error, json_errors, read_json
 from shoal.storage.tracker_store import TrackerStore
 from shoal.tracker import bt, pools
 from shoal.tracker.config import TrackerConfig

@@ -68,7 +68,7 @@ from shoal.core.pool import (
     replica_count,
     token_matches,
 )
-from shoal.http_errors import bearer_token, json_error, read_json
+from shoal.http.json_api import bearer_token, json_error, read_json
 from shoal.storage.pool_store import JobRow, PoolRow, PoolState, PoolStore
 from shoal.storage.tracker_store import TrackerStore
 
