@@ -14,7 +14,7 @@ import click
 
 from shoal.cli.main import configure_logging, run_or_exit, verbose_option
 from shoal.core.units import format_bytes
-from shoal.pool_client import PoolClient
+from shoal.tracker.pool_client import PoolClient
 
 WATCH_SECONDS = 0.5
 

@@ -2,7 +2,8 @@
 
 Standard library only (urllib), so the command starts quickly. Errors are mapped at this edge: a tracker
 that cannot be reached or fails (a 5xx) is TrackerUnavailable (exit 3); a refusal (unknown pool, missing
-or wrong token, a bad push) is a UsageError (exit 2) carrying the tracker's message and the HTTP status.
+or wrong token, a bad push) is a PoolRefused (a UsageError, exit 2) carrying the tracker's message and the
+HTTP status. It sits beside the service whose API it calls, as daemon.client and mirror.client do.
 """
 
 from __future__ import annotations
