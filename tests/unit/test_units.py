@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shoal.core.errors import UsageError
-from shoal.core.units import format_bytes, parse_rate, parse_size
+from shoal.core.units import format_bytes, format_size, parse_rate, parse_size
 
 KiB, MiB, GiB, TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
 
@@ -79,3 +79,16 @@ def test_integer_sizes_scale_by_powers_of_1024(number: int, unit: str) -> None:
 )
 def test_format_bytes(n: int, text: str) -> None:
     assert format_bytes(n) == text
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [(20 * GiB, "20G"), (512 * KiB, "512K"), (1536 * MiB, "1536M"), (2 * TiB, "2T"), (100, "100"), (0, "0")],
+)
+def test_format_size_writes_the_largest_whole_unit(n: int, text: str) -> None:
+    assert format_size(n) == text
+
+
+@given(st.integers(min_value=0, max_value=1 << 50))
+def test_format_size_reads_back(n: int) -> None:
+    assert parse_size(format_size(n)) == n

@@ -9,7 +9,8 @@ import click
 
 from shoal.cli.main import click_parser, configure_logging, run_or_exit, socket_option, verbose_option
 from shoal.core.errors import UsageError
-from shoal.core.units import format_bytes, parse_rate, parse_size
+from shoal.core.eviction import DEFAULT_CAPACITY
+from shoal.core.units import format_bytes, format_size, parse_rate, parse_size
 from shoal.daemon.config import DaemonConfig, PoolSpec, default_cache_dir, default_socket
 from shoal.peer.request import parse_listen
 
@@ -51,7 +52,7 @@ async def run_daemon(config: DaemonConfig) -> None:
     callback=click_parser(_capacity),
     metavar="SIZE",
     help="Bytes the cache may hold (1024-based K, M, G, T) [default: the cache's own, kept from its last "
-    "daemon; 20G for a new cache].",
+    f"daemon; {format_size(DEFAULT_CAPACITY)} for a new cache].",
 )
 @click.option(
     "--tracker",

@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from shoal.core.errors import CacheFull
 from shoal.core.units import format_bytes
 
+DEFAULT_CAPACITY = 20 << 30
+"""The capacity of a cache given none that has none stored yet (the daemon's, ``shoal cache``'s and the
+Python API's alike); ``shoal daemon --help`` shows it."""
 HIGH_WATERMARK = 0.95
 LOW_WATERMARK = 0.85
 

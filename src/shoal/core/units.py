@@ -39,6 +39,15 @@ def parse_rate(text: str) -> int:
     return value
 
 
+def format_size(n: int) -> str:
+    """``n`` bytes as a size option takes it, in the largest unit that divides it whole: ``20G``, ``512K``,
+    ``100`` (what :func:`parse_size` reads back to ``n``), for defaults shown in help texts."""
+    for unit in ("T", "G", "M", "K"):
+        if n and n % _UNITS[unit] == 0:
+            return f"{n // _UNITS[unit]}{unit}"
+    return str(n)
+
+
 def format_bytes(n: float) -> str:
     """Human-readable 1024-based size: ``1.5 MiB``."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):

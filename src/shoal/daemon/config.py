@@ -60,7 +60,7 @@ class DaemonConfig:
     filesystem get hard links instead of copies."""
     capacity: int | None = None
     """Bytes the cache may hold, downloads in progress included. None: the capacity the cache directory
-    already has (kept in its index), or the store's DEFAULT_CAPACITY (20 GiB) for a new cache. Another
+    already has (kept in its index), or shoal.core.eviction.DEFAULT_CAPACITY for a new cache. Another
     value replaces the stored capacity, with a warning."""
     tracker: str | None = None
     """Tracker base URL; None fetches straight from origins and seeds nothing."""

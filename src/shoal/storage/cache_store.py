@@ -48,7 +48,7 @@ from pathlib import Path
 
 from shoal.core.cache_export import ExportedFile, export_document
 from shoal.core.errors import CacheError, IntegrityError, LocalIOError, NotInCache, UsageError
-from shoal.core.eviction import Entry, Watermarks, plan_eviction
+from shoal.core.eviction import DEFAULT_CAPACITY, Entry, Watermarks, plan_eviction
 from shoal.core.ids import canonical_url
 from shoal.core.units import format_bytes
 from shoal.storage.cache_index import CacheEntry, CacheIndex, SeededTask
@@ -57,8 +57,6 @@ from shoal.storage.placement import Destination
 
 log = logging.getLogger("shoal.cache")
 
-DEFAULT_CAPACITY = 20 << 30
-"""The capacity of a cache opened without one that has none stored yet."""
 ORPHAN_GRACE_SECONDS = 60.0
 """An object file with no entry is removed only when older than this: another process may be between
 the rename that made it and the commit that records it."""
