@@ -63,9 +63,9 @@ class UsageError(ShoalError):
 
 
 class ConfigError(UsageError):
-    """The configuration cannot be used. ``source`` is the file's name, ``line`` the line at fault (None
-    when unknown), ``key`` the offending key's own name (``intervall``), ``path`` where it sits
-    (``jobs[1].intervall``; empty for a syntax error)."""
+    """A mirror configuration (mirrors.toml) cannot be used. ``source`` is the file's name, ``line`` the line
+    at fault (None when unknown), ``key`` the offending key's own name (``intervall``), ``path`` where it
+    sits (``jobs[1].intervall``; empty for a syntax error)."""
 
     def __init__(self, message: str, *, source: str, line: int | None, key: str | None, path: str = "") -> None:
         super().__init__(message)
@@ -262,7 +262,7 @@ class IllegalTransition(ProtocolError):
 
 
 class StoreError(ShoalError):
-    """The database failed or could not be reached."""
+    """The SQL database (tracker, pools, mirror manager) failed or could not be reached."""
 
 
 class PoolExists(StoreError):
@@ -294,7 +294,7 @@ class HashingStopped(ShoalError):
 
 
 class ManagerRefused(ShoalError):
-    """The manager understood the request and refused it (409): ``status`` is the HTTP status, ``register``
+    """The mirror manager understood the request and refused it (409): ``status`` is the HTTP status, ``register``
     True when it asks a worker to register again."""
 
     def __init__(self, message: str, *, status: int, register: bool = False) -> None:
@@ -304,27 +304,28 @@ class ManagerRefused(ShoalError):
 
 
 class UnknownJob(ShoalError):
-    """No job of that name (a 404 at the HTTP edge)."""
+    """The mirror manager has no job of that name (a 404 at the HTTP edge)."""
 
 
 class UnknownWorker(ShoalError):
-    """No worker of that name (a 404 at the HTTP edge)."""
+    """The mirror manager has no worker of that name (a 404 at the HTTP edge)."""
 
 
 class NoWorker(ShoalError):
-    """No live worker can take the job now (a 409 at the HTTP edge)."""
+    """No live mirror worker can take the job now (a 409 at the HTTP edge)."""
 
 
 class StaleSession(ShoalError):
-    """A worker's poll names a session other than this manager's, or it never registered: register again."""
+    """A mirror worker's poll names a session other than the manager's, or it never registered: it must
+    register again (a 409 with ``"register": true`` at the HTTP edge)."""
 
 
 class StaleRun(ShoalError):
-    """A report from a run that is no longer the job's current one (a 409 at the HTTP edge)."""
+    """A report from a mirror job's run that is no longer its current one (a 409 at the HTTP edge)."""
 
 
 class ProviderError(ShoalError):
-    """The provider could not produce a complete, consistent version; the message says why.
+    """A mirror provider could not produce a complete, consistent version; the message says why.
     ``returncode``: the command's exit status, when a command failed."""
 
     def __init__(self, message: str, *, returncode: int | None = None) -> None:
@@ -333,7 +334,7 @@ class ProviderError(ShoalError):
 
 
 class ProviderTimedOut(ProviderError):
-    """The command ran past its time and was stopped; ``output`` is the tail of what it printed."""
+    """The provider's command ran past its time and was stopped; ``output`` is the tail of what it printed."""
 
     def __init__(self, message: str, *, output: str) -> None:
         super().__init__(message)
@@ -341,4 +342,4 @@ class ProviderTimedOut(ProviderError):
 
 
 class PublishError(ShoalError):
-    """A version could not be pushed to its pool."""
+    """A mirror version could not be pushed to its pool."""
