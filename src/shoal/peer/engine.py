@@ -211,6 +211,7 @@ class Download:
         self.published: PublishedDigest | None = None  # the origin's whole-file digest, from the probe
         self.checks: tuple[WholeFileCheck, ...] = ()
         self.refetching = False  # after a failed whole-file check: every missing piece comes from the origin
+        self._set_fetch_limits()
 
     # -- public ------------------------------------------------------------------------------------
 
@@ -423,6 +424,7 @@ class Download:
         self._book = book = PieceBook(manifest, content_hashes=self.content_hashes)
         book.learn_hashes(self.content_hashes)
         self.checks = whole_file_checks(self.config.digest, self.published)
+        self._set_fetch_limits()
         self._follow_whole_file()
         # Pieces verified by an earlier run: in a swarm they are reported like origin pieces; the tracker
         # takes them only when they match the hash it holds (core.announce), and they are offered only then.
@@ -578,6 +580,7 @@ class Download:
         """From now on ``pieces`` come straight from the origin, as a download without a tracker fetches (no
         leases), once the owner loop runs again; the fetches and watchers stopped are no news any more."""
         self.refetching = True
+        self._set_fetch_limits()
         self.book.leases = set(pieces)
         self._events = asyncio.Queue()
 
@@ -703,7 +706,17 @@ class Download:
         needed = book.needed()
         if not needed:
             return
-        now = time.monotonic()
+        limits = self._fetch_limits
+        peer_runs = sum(p.requests for p in self.peers.values())
+        holders = []
+        if peer_runs < limits.peer_requests:  # else no peer run can start: the usual case, kept cheap
+            now = time.monotonic()
+            # Peers: nearest first (the tracker's order), bounded per peer and overall.
+            holders = [
+                Holder(peer_id, peer.have.mask, peer.requests)
+                for peer_id, peer in self.peers.items()
+                if not peer.banned and peer.have is not None and peer.busy_until <= now
+            ]
         plan = plan_fetches(
             piece_length=manifest.piece_length,
             needed=needed,
@@ -711,14 +724,9 @@ class Download:
             hashed=book.hashed.mask,
             origin_busy=self.origin_busy,
             range_ok=self.range_ok,
-            # Peers: nearest first (the tracker's order), bounded per peer and overall.
-            holders=[
-                Holder(peer_id, peer.have.mask, peer.requests)
-                for peer_id, peer in self.peers.items()
-                if not peer.banned and peer.have is not None and peer.busy_until <= now
-            ],
-            peer_runs=sum(p.requests for p in self.peers.values()),
-            limits=self._limits,
+            holders=holders,
+            peer_runs=peer_runs,
+            limits=limits,
             rng=self.rng,
             direct=self.direct,
         )
@@ -740,10 +748,10 @@ class Download:
         if plan.want_leases:
             self._announce_wake.set()
 
-    @property
-    def _limits(self) -> FetchLimits:
+    def _set_fetch_limits(self) -> None:
+        """What plan_fetches may start at once; set at each attempt and when refetching begins."""
         config = self.config
-        return FetchLimits(
+        self._fetch_limits = FetchLimits(
             run_bytes=config.run_bytes,
             # Origin: our leased pieces, one run at a time (several when downloading straight).
             origin_streams=config.direct_streams if self.direct or self.refetching else 1,
