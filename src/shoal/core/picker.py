@@ -9,7 +9,7 @@ next piece and we need it. From the origin, a run is the next consecutive stretc
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 
@@ -103,7 +103,7 @@ def plan_fetches(
     *,
     piece_length: int,
     needed: int,
-    leases: Iterable[int],
+    leases: Collection[int],
     hashed: int,
     origin_busy: int,
     range_ok: bool,
@@ -121,7 +121,7 @@ def plan_fetches(
     plan = FetchPlan()
     if not needed:
         return plan
-    leased = set(leases)
+    leased = leases
     origin_max = run_pieces(piece_length, limits.run_bytes * 2)
     for _ in range(max(0, limits.origin_streams - origin_busy)):
         todo = [i for i in leased if needed >> i & 1]

@@ -708,6 +708,14 @@ class Download:
             return
         limits = self._fetch_limits
         peer_runs = sum(p.requests for p in self.peers.values())
+        if peer_runs >= limits.peer_requests and (
+            self.origin_busy >= limits.origin_streams or not any(needed >> i & 1 for i in book.leases)
+        ):
+            # Nothing can start (the usual case in a busy swarm, checked on every event): only whether to
+            # ask for leases, as plan_fetches would say.
+            if not self.direct and not any(needed >> i & 1 for i in book.leases):
+                self._announce_wake.set()
+            return
         holders = []
         if peer_runs < limits.peer_requests:  # else no peer run can start: the usual case, kept cheap
             now = time.monotonic()
