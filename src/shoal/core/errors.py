@@ -19,7 +19,8 @@
     ├── CallbackFailed              8  the file is in place, but the --callback command failed
     ├── ListenError                 9  an address to listen on cannot be had (in use, not this host's)
     ├── ProtocolError               -  malformed input from a peer or a client (mapped to 4xx at the edge)
-    │   └── IllegalTransition       -  an event a state machine does not allow in its status (409 at the edge)
+    │   ├── IllegalTransition       -  an event a state machine does not allow in its status (409 at the edge)
+    │   └── NotFound                -  what a request names does not exist: a pool, a push job (404 at the edge)
     ├── StoreError                  1  the SQL database failed or could not be reached (503 at the edge)
     │   └── PoolExists              1  a pool of that name exists already (409 at the edge)
     ├── DaemonUnavailable           1  no daemon answers on the control socket
@@ -256,6 +257,12 @@ class IllegalTransition(ProtocolError):
         self.subject = subject
         self.status = status
         self.event = event
+
+
+class NotFound(ProtocolError):
+    """What a request names does not exist: a pool, a push job, a member's part in one."""
+
+    http_status = 404
 
 
 # -- the SQL store ------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ from typing import Any
 
 from aiohttp import web
 
-from shoal.core.errors import PoolExists, ProtocolError
+from shoal.core.errors import NotFound, PoolExists, ProtocolError
 from shoal.core.pool import (
     Assignment,
     Cancel,
@@ -110,17 +110,10 @@ class Pools:
             pool = self._pools[name] = _Pool()
         return pool
 
-    async def authorize(self, request: web.Request) -> PoolRow:
-        name = check_pool_name(request.match_info["pool"])
-        row = await self.store.get(name)
+    async def pool(self, name: str) -> PoolRow:
+        row = await self.store.get(check_pool_name(name))
         if row is None:
-            raise web.HTTPNotFound(reason=f"no pool {name!r}")
-        if row.token_hash is not None:
-            token = bearer_token(request)
-            if token is None:
-                raise web.HTTPUnauthorized(reason="this pool needs a token", headers={"WWW-Authenticate": "Bearer"})
-            if not token_matches(row.token_hash, token):
-                raise web.HTTPForbidden(reason="wrong token for this pool")
+            raise NotFound(f"no pool {name!r}")
         return row
 
     async def create(self, name: str, private: bool) -> str | None:
@@ -166,7 +159,7 @@ class Pools:
             state = await self.store.state(name, job)
             current = state.assignments.get(member_id)
             if current is None:
-                raise web.HTTPNotFound(reason=f"member {member_id!r} has no part in job {job_id}")
+                raise NotFound(f"member {member_id!r} has no part in job {job_id}")
             status = advance(current.status, report.event())
             await self.store.report(job_id, member_id, status, report, self.clock())
             if status is not current.status:
@@ -222,7 +215,7 @@ class Pools:
     async def job(self, name: str, job_id: str) -> JobRow:
         job = await self.store.job(name, check_job_id(job_id))
         if job is None:
-            raise web.HTTPNotFound(reason=f"no job {job_id} in pool {name!r}")
+            raise NotFound(f"no job {job_id} in pool {name!r}")
         return job
 
     async def _decide_open(self, name: str) -> bool:
@@ -303,6 +296,19 @@ def _error_of(event: PushEvent, error: str) -> str:
 POOLS = web.AppKey("pools", Pools)
 
 
+async def authorize(pools: Pools, request: web.Request) -> PoolRow:
+    """The pool the request names, once its bearer token (if the pool has one) checks out: a 401 without a
+    token, a 403 with a wrong one."""
+    row = await pools.pool(request.match_info["pool"])
+    if row.token_hash is not None:
+        token = bearer_token(request)
+        if token is None:
+            raise web.HTTPUnauthorized(reason="this pool needs a token", headers={"WWW-Authenticate": "Bearer"})
+        if not token_matches(row.token_hash, token):
+            raise web.HTTPForbidden(reason="wrong token for this pool")
+    return row
+
+
 def _member_id(request: web.Request) -> str:
     return check_member_id(request.match_info["member"])
 
@@ -326,7 +332,7 @@ async def create_pool(request: web.Request) -> web.Response:
 
 async def show_pool(request: web.Request) -> web.Response:
     pools = request.app[POOLS]
-    row = await pools.authorize(request)
+    row = await authorize(pools, request)
     jobs = [await pools.job_status(row.name, job) for job in await pools.store.jobs(row.name)]
     return web.json_response(
         {
@@ -341,7 +347,7 @@ async def show_pool(request: web.Request) -> web.Response:
 
 async def remove_pool(request: web.Request) -> web.Response:
     pools = request.app[POOLS]
-    row = await pools.authorize(request)
+    row = await authorize(pools, request)
     await pools.remove(row.name)
     return web.json_response({"removed": row.name})
 
@@ -356,7 +362,7 @@ async def _members(pools: Pools, row: PoolRow) -> list[dict[str, Any]]:
 
 async def list_members(request: web.Request) -> web.Response:
     pools = request.app[POOLS]
-    row = await pools.authorize(request)
+    row = await authorize(pools, request)
     return web.json_response({"members": await _members(pools, row)})
 
 
@@ -375,7 +381,7 @@ def _query_number(request: web.Request, key: str, *, high: float) -> float | Non
 
 async def heartbeat(request: web.Request) -> web.Response:
     pools = request.app[POOLS]
-    row = await pools.authorize(request)
+    row = await authorize(pools, request)
     member_id = _member_id(request)
     beat = Heartbeat.from_json(await read_json(request))
     version = _query_number(request, "version", high=float(1 << 62))
@@ -388,14 +394,14 @@ async def heartbeat(request: web.Request) -> web.Response:
 
 async def leave(request: web.Request) -> web.Response:
     pools = request.app[POOLS]
-    row = await pools.authorize(request)
+    row = await authorize(pools, request)
     await pools.leave(row.name, _member_id(request))
     return web.json_response({"left": True})
 
 
 async def push(request: web.Request) -> web.Response:
     pools = request.app[POOLS]
-    row = await pools.authorize(request)
+    row = await authorize(pools, request)
     job_id = await pools.push(row.name, PushRequest.from_json(await read_json(request)))
     job = await pools.store.job(row.name, job_id)
     assert job is not None
@@ -404,7 +410,7 @@ async def push(request: web.Request) -> web.Response:
 
 async def list_jobs(request: web.Request) -> web.Response:
     pools = request.app[POOLS]
-    row = await pools.authorize(request)
+    row = await authorize(pools, request)
     return web.json_response(
         {"jobs": [await pools.job_status(row.name, job) for job in await pools.store.jobs(row.name)]}
     )
@@ -412,14 +418,14 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 async def show_job(request: web.Request) -> web.Response:
     pools = request.app[POOLS]
-    row = await pools.authorize(request)
+    row = await authorize(pools, request)
     job = await pools.job(row.name, request.match_info["job"])
     return web.json_response(await pools.job_status(row.name, job))
 
 
 async def cancel(request: web.Request) -> web.Response:
     pools = request.app[POOLS]
-    row = await pools.authorize(request)
+    row = await authorize(pools, request)
     await pools.cancel(row.name, request.match_info["job"])
     job = await pools.job(row.name, request.match_info["job"])
     return web.json_response(await pools.job_status(row.name, job))
@@ -427,7 +433,7 @@ async def cancel(request: web.Request) -> web.Response:
 
 async def report(request: web.Request) -> web.Response:
     pools = request.app[POOLS]
-    row = await pools.authorize(request)
+    row = await authorize(pools, request)
     member_id = _member_id(request)
     body = MemberReport.from_json(await read_json(request))
     status = await pools.report(row.name, request.match_info["job"], member_id, body)
