@@ -708,12 +708,11 @@ class Download:
             return
         limits = self._fetch_limits
         peer_runs = sum(p.requests for p in self.peers.values())
-        if peer_runs >= limits.peer_requests and (
-            self.origin_busy >= limits.origin_streams or not any(needed >> i & 1 for i in book.leases)
-        ):
+        no_lease_to_start = not any(needed >> i & 1 for i in book.leases)
+        if peer_runs >= limits.peer_requests and (self.origin_busy >= limits.origin_streams or no_lease_to_start):
             # Nothing can start (the usual case in a busy swarm, checked on every event): only whether to
             # ask for leases, as plan_fetches would say.
-            if not self.direct and not any(needed >> i & 1 for i in book.leases):
+            if not self.direct and no_lease_to_start:
                 self._announce_wake.set()
             return
         holders = []

@@ -69,7 +69,7 @@ class TrackerService:
         async with self._lock(task_id):
             snapshot = await self.store.load(task_id, request.done)
             outcome = decide_announce(
-                replace(snapshot, origin_seen=seen),
+                snapshot if seen is None else replace(snapshot, origin_seen=seen),
                 request,
                 task_id=task_id,
                 seen_host=seen_host,
