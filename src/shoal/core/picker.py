@@ -59,6 +59,12 @@ def lease_pieces(piece_length: int, origin_rate: float, min_bytes: int) -> int:
     return run_pieces(piece_length, int(wanted))
 
 
+def wants_leases(needed: int, leases: Iterable[int]) -> bool:
+    """Pieces are missing (``needed``, a bit mask) and none of our ``leases`` is left to start: time to ask
+    the tracker for more."""
+    return bool(needed) and not any(needed >> i & 1 for i in leases)
+
+
 @dataclass(frozen=True, slots=True)
 class FetchLimits:
     """How much a download asks of its sources at once (the GetConfig fields of the same names)."""
@@ -151,5 +157,5 @@ def plan_fetches(
                 needed &= ~(1 << index)
             requests += 1
             active += 1
-    plan.want_leases = not direct and bool(needed) and not any(needed >> i & 1 for i in leased)
+    plan.want_leases = not direct and wants_leases(needed, leased)
     return plan

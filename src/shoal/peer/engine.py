@@ -57,7 +57,7 @@ from shoal.core.errors import (
 from shoal.core.ids import PeerIdentity, content_task_id, task_id_for_url
 from shoal.core.manifest import Manifest
 from shoal.core.messages import AnnounceRequest, AnnounceResponse, PeerAddress
-from shoal.core.picker import FetchLimits, Holder, lease_pieces, plan_fetches
+from shoal.core.picker import FetchLimits, Holder, lease_pieces, plan_fetches, wants_leases
 from shoal.core.pieces import Changes, PieceBook
 from shoal.core.rate import TokenBucket
 from shoal.core.retry import Backoff, Retries
@@ -708,11 +708,11 @@ class Download:
             return
         limits = self._fetch_limits
         peer_runs = sum(p.requests for p in self.peers.values())
-        no_lease_to_start = not any(needed >> i & 1 for i in book.leases)
-        if peer_runs >= limits.peer_requests and (self.origin_busy >= limits.origin_streams or no_lease_to_start):
+        lease_wanted = wants_leases(needed, book.leases)  # none of our leases is left to start
+        if peer_runs >= limits.peer_requests and (self.origin_busy >= limits.origin_streams or lease_wanted):
             # Nothing can start (the usual case in a busy swarm, checked on every event): only whether to
             # ask for leases, as plan_fetches would say.
-            if not self.direct and no_lease_to_start:
+            if not self.direct and lease_wanted:
                 self._announce_wake.set()
             return
         holders = []
@@ -766,10 +766,6 @@ class Download:
             per_peer_requests=config.per_peer_requests,
             lone_peer_requests=config.lone_peer_requests,
         )
-
-    def _wants_leases(self, needed: int) -> bool:
-        """True when pieces are missing and none of our leases is left to start."""
-        return bool(needed) and not any(needed >> i & 1 for i in self.book.leases)
 
     def _handle(self, event: Event) -> None:
         match event:
@@ -987,7 +983,7 @@ class Download:
         # of the owner's fields even though it runs in the announcer task.
         reported = {i: d for i, d in self.book.unreported.items() if i not in self._reporting}
         want = 0
-        if not beside and self._wants_leases(self.book.needed()):
+        if not beside and wants_leases(self.book.needed(), self.book.leases):
             want = (
                 manifest.piece_count
                 if not self.range_ok
