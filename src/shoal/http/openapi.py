@@ -1,0 +1,109 @@
+"""OpenAPI 3.1 descriptions of Shoal's JSON APIs, generated from the msgspec structs that define them.
+
+Each service lists its routes once, as ``Route`` values naming the struct a request carries and the struct
+a reply carries; the same structs decode and validate the bodies, so the document cannot drift from what
+the service accepts. ``document`` builds the description; ``serve`` answers it at ``/v1/openapi.json``;
+``scripts/openapi`` writes each service's document to docs/openapi/, and a test keeps those files current.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+PATH = "/v1/openapi.json"
+_PARAMETER = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)}")
+_REF = "#/components/schemas/{name}"
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    """Every error reply of every JSON API: a 4xx or 5xx with the reason in words."""
+
+    error: str
+
+
+@dataclass(frozen=True)
+class Query:
+    """One query-string parameter of a route."""
+
+    name: str
+    description: str
+    kind: type = str
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Route:
+    """One operation of a JSON API. ``request`` and ``response`` are msgspec types (a Struct, or a list
+    or dict of them); None means no body. ``auth`` marks operations that take a bearer token."""
+
+    method: str
+    path: str
+    summary: str
+    request: Any = None
+    response: Any = None
+    status: int = 200
+    query: tuple[Query, ...] = ()
+    auth: bool = False
+
+
+def _parameters(route: Route) -> list[dict[str, Any]]:
+    params: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in _PARAMETER.findall(route.path)
+    ]
+    for q in route.query:
+        (schema,), _ = msgspec.json.schema_components([q.kind], ref_template=_REF)
+        params.append(
+            {"name": q.name, "in": "query", "required": q.required, "description": q.description, "schema": schema}
+        )
+    return params
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def document(title: str, version: str, routes: Sequence[Route], *, description: str = "") -> dict[str, Any]:
+    """The OpenAPI 3.1 document of one API."""
+    types = [ErrorBody]
+    for route in routes:
+        types.extend(t for t in (route.request, route.response) if t is not None)
+    schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
+    schema_of = dict(zip(map(id, types), schemas, strict=True))
+    error = {"description": "an error, with its reason", **_json(schema_of[id(ErrorBody)])}
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        operation: dict[str, Any] = {"summary": route.summary, "responses": {}}
+        if params := _parameters(route):
+            operation["parameters"] = params
+        if route.request is not None:
+            operation["requestBody"] = {"required": True, **_json(schema_of[id(route.request)])}
+        reply: dict[str, Any] = {"description": "success"}
+        if route.response is not None:
+            reply.update(_json(schema_of[id(route.response)]))
+        operation["responses"][str(route.status)] = reply
+        operation["responses"]["default"] = error
+        if route.auth:
+            operation["security"] = [{"bearer": []}]
+        paths.setdefault(route.path, {})[route.method.lower()] = operation
+    info = {"title": title, "version": version, **({"description": description} if description else {})}
+    doc: dict[str, Any] = {"openapi": "3.1.0", "info": info, "paths": paths, "components": {"schemas": components}}
+    if any(route.auth for route in routes):
+        doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    return doc
+
+
+def serve(app: web.Application, doc: dict[str, Any]) -> None:
+    """Answer ``GET /v1/openapi.json`` on ``app`` with ``doc`` (encoded once)."""
+    body = msgspec.json.encode(doc)
+
+    async def handler(_request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    app.router.add_get(PATH, handler)
