@@ -34,8 +34,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from shoal.core.bitfield import Bitfield
+from shoal.core.events import Event, PeerHas
 from shoal.core.manifest import Manifest, OriginIdentity
-from shoal.peer.events import Event, PeerHas
 from shoal.testing.cpu import own_cpu_seconds, process_cpu_seconds
 from shoal.testing.processes import compile_bytecode, start_service
 

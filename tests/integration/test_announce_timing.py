@@ -12,8 +12,8 @@ import asyncio
 import pytest
 
 import shoal
+from shoal.core import download
 from shoal.core.messages import AnnounceRequest, AnnounceResponse
-from shoal.peer import engine
 from shoal.peer.tracker_client import TrackerClient
 
 SIZE = 4 << 20  # 16 pieces of 256 KiB: the whole download is within the endgame (HASH_ENDGAME_PIECES)
@@ -52,7 +52,7 @@ async def test_pieces_fetched_during_the_lease_poll_gap_are_reported_at_once(
 ):
     # Each lease run leaves every piece in flight, so the announcer, asking only for leases, waits out the
     # poll gap; the pieces that arrive meanwhile must not wait with it.
-    monkeypatch.setattr(engine, "LEASE_POLL_SECONDS", PACING)
+    monkeypatch.setattr(download, "LEASE_POLL_SECONDS", PACING)
     result = await download_alone(tmp_path, tracker, origin, make_file)
     assert result.bytes_from_origin == SIZE
     reported = [done for done in reports if done]
@@ -66,7 +66,7 @@ async def test_pieces_fetched_during_the_lease_poll_gap_are_reported_at_once(
 async def test_endgame_hash_look_ups_skip_the_refresh_gap(tmp_path, tracker, origin, make_file, monkeypatch):
     # Two peers split the origin's pieces and take the rest from each other: each needs the hashes of the
     # other's pieces as they are reported, one look-up after another.
-    monkeypatch.setattr(engine, "HASH_REFRESH_GAP", PACING)
+    monkeypatch.setattr(download, "HASH_REFRESH_GAP", PACING)
     src = origin("--rate", "2M")
     data = make_file(src.root / "b.bin", SIZE)
     t = tracker()

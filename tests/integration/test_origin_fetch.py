@@ -10,8 +10,8 @@ import pytest
 from aiohttp import web
 
 from shoal.core.errors import OriginError
+from shoal.core.events import Event, NoRange, OriginPiece, RunEnded
 from shoal.core.manifest import Manifest
-from shoal.peer.events import Event, NoRange, OriginPiece, RunEnded
 from shoal.peer.fetchers import fetch_origin
 from shoal.peer.origin import Origin as OriginClient
 from shoal.storage.partfile import PartFile, piece_hash

@@ -29,10 +29,10 @@ from typing import Any
 
 from aiohttp import web
 
+from shoal.core.download import Stats
 from shoal.core.errors import NotInCache, ShoalError, UsageError
 from shoal.daemon.fetcher import Fetch, Fetcher
 from shoal.http.json_api import json_error
-from shoal.peer.engine import Stats
 from shoal.peer.request import parse_headers
 from shoal.storage.cache_index import CacheEntry
 from shoal.storage.cache_store import CacheStore

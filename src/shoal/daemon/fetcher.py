@@ -25,13 +25,14 @@ from dataclasses import dataclass, field, replace
 
 import aiohttp
 
+from shoal.core.download import Stats
 from shoal.core.errors import HashingStopped, IntegrityError, LocalIOError, NotInCache, ShoalError
 from shoal.core.ids import PeerIdentity, canonical_url, task_id_for_url
 from shoal.core.manifest import Manifest
 from shoal.daemon.config import DaemonConfig
 from shoal.daemon.seeding import Seeding
 from shoal.peer.config import GetConfig
-from shoal.peer.engine import Download, Stats
+from shoal.peer.engine import Download
 from shoal.peer.request import file_name_from_url
 from shoal.peer.server import PieceServer
 from shoal.storage.cache_index import CacheEntry, SeededTask

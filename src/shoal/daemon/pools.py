@@ -33,11 +33,11 @@ from urllib.parse import quote
 
 import aiohttp
 
+from shoal.core.download import Stats
 from shoal.core.errors import ShoalError, UsageError
 from shoal.core.retry import Backoff, Retries
 from shoal.daemon.config import PoolSpec
 from shoal.daemon.fetcher import Fetch, Fetcher
-from shoal.peer.engine import Stats
 from shoal.storage.cache_index import CacheEntry
 from shoal.storage.cache_store import CacheStore
 

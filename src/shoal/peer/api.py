@@ -17,13 +17,14 @@ from pathlib import Path
 
 import aiohttp
 
+from shoal.core.download import Stats
 from shoal.core.errors import ListenError, UsageError
 from shoal.core.ids import canonical_url
 from shoal.core.units import parse_rate
 from shoal.http.tls import load_roots_first
 from shoal.peer.callback import callback_argv, run_callback
 from shoal.peer.config import GetConfig
-from shoal.peer.engine import Download, Stats
+from shoal.peer.engine import Download
 from shoal.peer.request import check_digest, parse_headers, parse_listen, resolve_destination
 from shoal.peer.server import PieceServer, ServerConfig
 

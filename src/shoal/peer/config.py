@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shoal.core.download import Tuning
+
 
 # No slots: the class attributes must stay readable as the defaults (the CLI shows them).
 @dataclass(frozen=True)
@@ -60,3 +62,16 @@ class GetConfig:
     """Seconds without a tracker answer, while stuck, before the download gives up."""
     origin_retries: int = 5
     """Consecutive failed origin requests before the download gives up."""
+
+    def tuning(self) -> Tuning:
+        """The settings the download's decisions read (core.download)."""
+        return Tuning(
+            run_bytes=self.run_bytes,
+            lease_bytes=self.lease_bytes,
+            direct_streams=self.direct_streams,
+            peer_requests=self.peer_requests,
+            per_peer_requests=self.per_peer_requests,
+            lone_peer_requests=self.lone_peer_requests,
+            origin_retries=self.origin_retries,
+            tracker_patience=self.tracker_patience,
+        )

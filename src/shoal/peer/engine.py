@@ -1,4 +1,4 @@
-"""The download engine: one task owns a download's state; fetchers and watchers report back as events.
+"""The download engine: the I/O of one download, carrying out what its core decides.
 
 ::
 
@@ -7,9 +7,10 @@
      │          └──────────────> join again (at most `restarts` times, then OriginChanged)
      └─ tracker unreachable ──> direct from the origin (with --fallback), else TrackerUnavailable
 
-Inside an attempt the owner loop (:meth:`Download._loop`) is the only code that reads or changes the
-state (which pieces we have, which are in flight, what each peer holds, our leases). Everything that does
-I/O runs in its own task and posts an event (:mod:`shoal.peer.events`):
+An attempt's state and every decision about it live in :class:`shoal.core.download.DownloadCore` (values in,
+actions out, no I/O). The owner loop (:meth:`Download._loop`) hands it each event with the time and carries
+out the actions it returns; everything that does I/O runs in its own task and posts an event
+(:mod:`shoal.core.events`):
 
 * ``fetch_origin`` (:mod:`shoal.peer.fetchers`) fetches a run of leased pieces with one Range request;
   each piece is hashed and written, then reported to the tracker (``done``) on the next announce. Only
@@ -18,7 +19,7 @@ I/O runs in its own task and posts an event (:mod:`shoal.peer.events`):
 * ``fetch_peer`` fetches a run from a peer; each piece is checked against the tracker's hash before it
   is written; a mismatch bans the peer and reports it.
 * ``watch_haves`` follows a peer's have stream, so a new piece is known within a round trip.
-* ``_announcer`` talks to the tracker: reports, lease requests, peer hand-outs.
+* ``_announcer`` talks to the tracker: reports, lease requests, peer hand-outs (what to say: ``core.ask``).
 * ``_hash_refresher`` fetches new piece hashes from the tracker when a peer offers a piece we cannot
   verify yet.
 
@@ -37,8 +38,7 @@ import random
 import secrets
 import threading
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,36 +46,33 @@ import aiohttp
 
 from shoal.core.bitfield import Bitfield
 from shoal.core.digests import PublishedDigest
-from shoal.core.errors import (
-    IntegrityError,
-    LocalIOError,
-    OriginChanged,
-    OriginError,
-    ShoalError,
-    TrackerUnavailable,
+from shoal.core.download import (
+    Action,
+    Carry,
+    DownloadCore,
+    FetchOrigin,
+    FetchPeer,
+    Follow,
+    JoinAgain,
+    Note,
+    PlanLater,
+    Release,
+    ReportBeside,
+    Stats,
+    Unfollow,
+    WakeAnnouncer,
+    WakeHashes,
 )
+from shoal.core.errors import IntegrityError, OriginChanged, OriginError, ShoalError, TrackerUnavailable
+from shoal.core.events import Announced, Event, HashesArrived, OriginPiece, PeerPiece, TrackerDown, Wake
 from shoal.core.ids import PeerIdentity, content_task_id, task_id_for_url
 from shoal.core.manifest import Manifest
-from shoal.core.messages import AnnounceRequest, AnnounceResponse, PeerAddress
-from shoal.core.picker import FetchLimits, Holder, lease_pieces, plan_fetches, wants_leases
-from shoal.core.pieces import Changes, PieceBook
+from shoal.core.messages import AnnounceRequest, AnnounceResponse
+from shoal.core.pieces import Changes
 from shoal.core.rate import TokenBucket
 from shoal.core.retry import Backoff, Retries
 from shoal.core.whole_file import WholeFileCheck, failed_check, plan_refetch, whole_file_checks
 from shoal.peer.config import GetConfig
-from shoal.peer.events import (
-    Announced,
-    Event,
-    HashesArrived,
-    NoRange,
-    OriginPiece,
-    PeerGone,
-    PeerHas,
-    PeerPiece,
-    RunEnded,
-    TrackerDown,
-    Wake,
-)
 from shoal.peer.fetchers import fetch_origin, fetch_peer, watch_haves
 from shoal.peer.origin import Origin, Probe
 from shoal.peer.prefix_hash import PrefixHash
@@ -84,52 +81,18 @@ from shoal.peer.tracker_client import TrackerClient
 from shoal.storage.partfile import PartFile
 
 log = logging.getLogger("shoal.peer")
-LEASE_POLL_SECONDS = 0.5
 SAVE_STATE_SECONDS = 1.0
-HASH_REFRESH_GAP = 0.1
-HASH_ENDGAME_PIECES = 16  # with at most this many pieces missing, hash look-ups skip the gap...
-HASH_ENDGAME_LOOKUPS = 32  # ...this many times per attempt
-ENDGAME_REPORTS = 16  # origin pieces reported beside an announce in flight, per attempt (see _report_at_once)
 STOP_SECONDS = 5.0
 ANNOUNCE_BACKOFF = Backoff(0.5, 5.0)
 """Retries of a tracker that does not answer (core.retry), never slower than its announce interval."""
-BUSY_BACKOFF_SECONDS = 0.5
-MAX_WATCHED_PEERS = 64
-"""Peers followed at once. Each holds a have-stream connection of the session's 128 (``api.py``): with more,
-piece fetches and announces would queue for a connection behind streams that never end."""
 
 
 @dataclass(slots=True)
-class Stats:
-    """Counters the progress display reads; only the owner loop writes them."""
+class _Applied:
+    """An announce's reply for the owner loop, and the future the announcer waits on until it is applied."""
 
-    total: int = 0
-    done: int = 0
-    from_origin: int = 0
-    from_peers: int = 0
-    started: float = field(default_factory=time.monotonic)
-    peers: int = 0
-
-
-class _JoinAgain(Exception):
-    """The task moved to a new generation (the origin changed): drop everything and join again."""
-
-
-@dataclass(slots=True)
-class PeerState:
-    address: PeerAddress
-    have: Bitfield | None = None
-    watcher: asyncio.Task[None] | None = None
-    requests: int = 0
-    busy_until: float = 0.0
-    banned: bool = False
-
-    @property
-    def base_url(self) -> str:
-        host = self.address.host
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        return f"http://{host}:{self.address.port}"
+    event: Announced
+    handled: asyncio.Future[None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +120,7 @@ class Download:
         *,
         identity: PeerIdentity | None = None,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
         before_write: Callable[[Manifest], Awaitable[None]] | None = None,
     ) -> None:
         """``before_write`` is awaited once the manifest is known and before anything is written (again
@@ -170,6 +134,7 @@ class Download:
         self.identity = identity or PeerIdentity.from_secret(secrets.token_hex(16))
         self.peer_id = self.identity.peer_id
         self.rng = rng or random.Random()
+        self.clock = clock
         self.task_id = task_id_for_url(url, digest=config.digest or "")
         self.origin = Origin(url, session, config.headers)
         self.tracker = TrackerClient(config.tracker, session) if config.tracker else None
@@ -184,59 +149,40 @@ class Download:
         self.manifest: Manifest | None = None
         self.part: PartFile | None = None
         self.served: ServedTask | None = None  # its `have`: the pieces verified and offered to peers
-        self._book: PieceBook | None = None  # once the manifest is known (core.pieces)
+        self.core: DownloadCore | None = None  # once the manifest is known
         self.content_hashes: dict[int, str] = {}  # a content task's every hash, checked against its id
-        self.peers: dict[str, PeerState] = {}
         self.range_ok = True
-        self.origin_busy = 0
-        self.origin_failures = 0
-        self.origin_rate = 0.0  # bytes/s of our recent origin runs (0: none yet)
-        self.bad_peers: set[str] = set()
-        self._orphan_runs: Counter[str] = Counter()  # runs still going of peers removed (PeerGone)
-        self._dropped: set[str] = set()  # peers we stopped following whose watcher has not ended yet
-        self.tracker_down_since: float | None = None
         self.direct = self.tracker is None
-        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._interval = 5.0  # the tracker's, until the core takes over
+        self._events: asyncio.Queue[Event | _Applied] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._watchers: dict[str, asyncio.Task[None]] = {}
         self._announce_wake = asyncio.Event()
-        self._news_wake = asyncio.Event()  # something to tell the tracker at once (see _news)
+        self._news_wake = asyncio.Event()  # something to tell the tracker at once
         self._hash_wake = asyncio.Event()
-        self._last_announce = 0.0
-        self._announcing = 0  # announces in flight
-        self._reporting: set[int] = set()  # origin pieces an announce in flight reports
-        self._endgame_reports = ENDGAME_REPORTS
         self._checkpoint_task: asyncio.Future[None] | None = None
-        self._interval = 5.0
         self.prefix: PrefixHash | None = None
         self.published: PublishedDigest | None = None  # the origin's whole-file digest, from the probe
         self.checks: tuple[WholeFileCheck, ...] = ()
-        self.refetching = False  # after a failed whole-file check: every missing piece comes from the origin
-        self._set_fetch_limits()
 
     # -- public ------------------------------------------------------------------------------------
 
     @property
-    def book(self) -> PieceBook:
-        """The attempt's pieces (core.pieces); only once the manifest is known."""
-        assert self._book is not None
-        return self._book
-
-    @property
     def withheld(self) -> set[int]:
         """Pieces on disk that are not offered to peers (the tracker holds other hashes for them)."""
-        return self._book.withheld if self._book is not None else set()
+        return self.core.book.withheld if self.core is not None else set()
 
     def _unreported(self) -> dict[int, str]:
-        return dict(self._book.unreported) if self._book is not None else {}
+        return dict(self.core.book.unreported) if self.core is not None else {}
 
     def _written(self) -> dict[int, str]:
-        return dict(self._book.written) if self._book is not None else {}
+        return dict(self.core.book.written) if self.core is not None else {}
 
     async def run(self) -> Downloaded:
         for _ in range(self.config.restarts + 1):
             try:
                 return await self._attempt()
-            except _JoinAgain:
+            except JoinAgain:
                 log.warning("the origin's file changed; starting again")
                 self.stats.done = 0
                 if self.served is not None:
@@ -262,27 +208,27 @@ class Download:
         """Keep serving a completed file for ``seconds``, announcing it; :meth:`leave` ends it."""
         if not self.seeds(seconds):
             return
-        assert self.tracker is not None and self.served is not None
+        assert self.tracker is not None and self.served is not None and self.core is not None
         for index in range(completed.manifest.piece_count):
             if index not in self.withheld:
                 self.served.add(index)
-        deadline = time.monotonic() + seconds
+        deadline = self.clock() + seconds
         event = "completed"
         retry = Retries(ANNOUNCE_BACKOFF, self.rng)
-        while time.monotonic() < deadline:
+        while self.clock() < deadline:
             reported = self._unreported()
             try:
                 reply = await self.tracker.announce(self.task_id, self._request(event=event, done=reported))
                 event = "update"
                 for index in reported:
-                    self.book.unreported.pop(index, None)
+                    self.core.book.unreported.pop(index, None)
                 if reply.restart or reply.generation != completed.generation:
                     break
-                wait = min(reply.interval, deadline - time.monotonic())
+                wait = min(reply.interval, deadline - self.clock())
                 retry.reset()
             except TrackerUnavailable as exc:
                 log.info("announce while seeding failed: %s", exc)
-                wait = min(retry.next_delay(cap=self._interval), deadline - time.monotonic())
+                wait = min(retry.next_delay(cap=self.core.interval), deadline - self.clock())
             if wait > 0:
                 await asyncio.sleep(wait)
 
@@ -421,20 +367,27 @@ class Download:
         self.served = self.server.publish(
             self.task_id, self.generation, manifest, self.part.path, Bitfield(manifest.piece_count)
         )
-        self._book = book = PieceBook(manifest, content_hashes=self.content_hashes)
-        book.learn_hashes(self.content_hashes)
+        self.core = core = DownloadCore(
+            manifest,
+            peer_id=self.peer_id,
+            generation=self.generation,
+            tuning=self.config.tuning(),
+            stats=self.stats,
+            rng=self.rng,
+            direct=self.direct,
+            range_ok=self.range_ok,
+            interval=self._interval,
+            content_hashes=self.content_hashes,
+        )
         self.checks = whole_file_checks(self.config.digest, self.published)
-        self._set_fetch_limits()
         self._follow_whole_file()
         # Pieces verified by an earlier run: in a swarm they are reported like origin pieces; the tracker
         # takes them only when they match the hash it holds (core.announce), and they are offered only then.
         changes = Changes()
-        book.resume(resumed.hashes, changes, direct=self.direct)
+        core.book.resume(resumed.hashes, changes, direct=self.direct)
         self._apply(changes)
-        self.stats.done = book.done_bytes
-        if self.direct:
-            book.leases = set(range(manifest.piece_count))
-        else:
+        self.stats.done = core.book.done_bytes
+        if not self.direct:
             self._spawn(self._announcer())
             self._spawn(self._hash_refresher())
         try:
@@ -446,29 +399,44 @@ class Download:
             raise
 
     async def _loop(self) -> None:
-        manifest = self.manifest
-        assert manifest is not None
-        saved_at = time.monotonic()
-        while not self.book.complete:
-            self._schedule()
-            event = await self._events.get()
-            self._handle(event)
+        core = self.core
+        assert core is not None
+        saved_at = self.clock()
+        while not core.book.complete:
+            self._carry_out(core.plan(self.clock()))
+            self._handle(await self._events.get())
             while not self._events.empty():
                 self._handle(self._events.get_nowait())
-            if time.monotonic() - saved_at > SAVE_STATE_SECONDS:
+            if self.clock() - saved_at > SAVE_STATE_SECONDS:
+                book = core.book
                 log.debug(
                     "%d/%d pieces, %d unreported, in flight %s, leases %s, origin runs %d, peers %s",
-                    len(self.book.written),
-                    manifest.piece_count,
-                    len(self.book.unreported),
-                    sorted(self.book.inflight),
-                    sorted(self.book.leases),
-                    self.origin_busy,
-                    {p: (len(s.have) if s.have else None, s.requests, s.banned) for p, s in self.peers.items()},
+                    len(book.written),
+                    book.manifest.piece_count,
+                    len(book.unreported),
+                    sorted(book.inflight),
+                    sorted(book.leases),
+                    core.origin_busy,
+                    {p: (len(s.have) if s.have else None, s.requests, s.banned) for p, s in core.peers.items()},
                 )
-                saved_at = time.monotonic()
+                saved_at = self.clock()
                 if self._checkpoint_task is None or self._checkpoint_task.done():
-                    self._checkpoint_task = asyncio.ensure_future(self._checkpoint(dict(self.book.written)))
+                    self._checkpoint_task = asyncio.ensure_future(self._checkpoint(dict(book.written)))
+
+    def _handle(self, item: Event | _Applied) -> None:
+        """Hand one event to the core and carry out what it decides."""
+        assert self.core is not None
+        if isinstance(item, OriginPiece):
+            log.debug("piece %d from the origin", item.index)
+        elif isinstance(item, PeerPiece):
+            log.debug("piece %d from peer %s", item.index, item.peer_id)
+        if isinstance(item, _Applied):
+            try:
+                self._carry_out(self.core.handle(item.event, self.clock()))
+            finally:
+                item.handled.set_result(None)
+        else:
+            self._carry_out(self.core.handle(item, self.clock()))
 
     async def _checkpoint(self, written: dict[int, str]) -> None:
         """Record the pieces written so far as verified, so that a rerun after a kill resumes from them.
@@ -488,7 +456,7 @@ class Download:
             await asyncio.to_thread(part.save_state, written)
 
     async def _finish(self) -> Downloaded:
-        assert self.part is not None and self.manifest is not None
+        assert self.part is not None and self.manifest is not None and self.core is not None
         await self._stop_tasks()
         if self._checkpoint_task is not None:
             await self._checkpoint_task
@@ -504,7 +472,7 @@ class Download:
             if isinstance(outcome, BaseException):
                 raise outcome
         log.debug("flushed and reported")
-        missing = [i for i in range(self.manifest.piece_count) if i not in self.book.written]
+        missing = [i for i in range(self.manifest.piece_count) if i not in self.core.book.written]
         if missing:
             # The last report learned of revoked hashes (core.audit), and pieces taken from peers went with
             # them: fetch those from the origin before anything is placed.
@@ -545,9 +513,9 @@ class Download:
         download did not fetch from the origin itself, report the peers that supplied them, and fetch those
         pieces again straight from the origin, as a download without a tracker does (no leases). When every
         piece came from the origin already, the file is discarded and it is an IntegrityError."""
-        assert self.part is not None and self.manifest is not None and self.served is not None
-        manifest = self.manifest
-        plan = plan_refetch(manifest.piece_count, self.book.sources)
+        assert self.part is not None and self.core is not None
+        manifest = self.core.manifest
+        plan = plan_refetch(manifest.piece_count, self.core.book.sources)
         if plan is None:
             self.part.discard()
             raise IntegrityError(
@@ -566,30 +534,25 @@ class Download:
             len(plan.pieces),
             manifest.piece_count,
         )
-        self.bad_peers.update(plan.suspects)
-        for peer_id in list(self.peers):
-            self._forget_peer(peer_id)
-        self._apply(self.book.forget(plan.pieces))
-        self.stats.done -= sum(manifest.piece_size(index) for index in plan.pieces)
-        self._refetch_from_origin(plan.pieces)
+        self._carry_out(self.core.refetch(plan))
+        self._events = asyncio.Queue()  # the fetches and watchers stopped are no news any more
         self._follow_whole_file()  # the old hashes read the dropped pieces: hash the file again as it refills
         await self._report_suspects()
         await self._loop()
 
-    def _refetch_from_origin(self, pieces: Iterable[int]) -> None:
-        """From now on ``pieces`` come straight from the origin, as a download without a tracker fetches (no
-        leases), once the owner loop runs again; the fetches and watchers stopped are no news any more."""
-        self.refetching = True
-        self._set_fetch_limits()
-        self.book.leases = set(pieces)
+    def _refetch_from_origin(self, pieces: list[int]) -> None:
+        """From now on ``pieces`` come straight from the origin (core.refetch_from_origin), once the owner
+        loop runs again; the fetches and watchers stopped are no news any more."""
+        assert self.core is not None
+        self.core.refetch_from_origin(pieces)
         self._events = asyncio.Queue()
 
     async def _report_suspects(self) -> None:
         """Tell the tracker at once of the peers whose pieces failed the whole-file check, and that we no
         longer hold the pieces being fetched again."""
-        if self.tracker is None or self.direct:
+        if self.tracker is None or self.direct or self.core is None:
             return
-        request = self._request(bad_peers=tuple(sorted(self.bad_peers)))
+        request = self._request(bad_peers=tuple(sorted(self.core.bad_peers)))
         try:
             await self.tracker.announce(self.task_id, request)
         except TrackerUnavailable as exc:
@@ -600,24 +563,20 @@ class Download:
         from peers since our last announce), beside the final flush and before the file appears at its
         destination: a peer started once the file is there is told we hold all of it, and is not leased
         the pieces we last took from peers, to fetch from the origin again."""
-        if self.tracker is None or self.direct or self.served is None:
+        core = self.core
+        if self.tracker is None or self.direct or self.served is None or core is None:
             return
         reported = self._unreported()
         try:
-            request = self._request(done=reported, bad_peers=tuple(sorted(self.bad_peers)))
+            request = self._request(done=reported, bad_peers=tuple(sorted(core.bad_peers)))
             reply = await self.tracker.announce(self.task_id, request)
         except TrackerUnavailable:
             return  # seed() and leave() report them again
-        if reply.restart or reply.generation != self.generation or self.book.resumed.intersection(reply.rejected):
-            # The task moved on, or a piece an earlier run verified differs from the tracker's (the origin's
-            # bytes changed under one identity between the runs): the file may mix two versions, so it must
-            # not be renamed into place.
-            raise _JoinAgain()
-        self._apply(self.book.confirm(reported, reply.rejected))
-        if reply.hash_seq > self.book.hash_seq:
+        self._carry_out(core.last_report(reply, reported))
+        if reply.hash_seq > core.book.hash_seq:
             # Hashes changed since our last look-up: a revoked one must not go unseen in the file we place.
             with contextlib.suppress(TrackerUnavailable):
-                news = await self.tracker.hashes(self.task_id, self.book.hash_seq)
+                news = await self.tracker.hashes(self.task_id, core.book.hash_seq)
                 self._handle(HashesArrived(news.generation, news.seq, dict(news.hashes), news.revoked))
 
     async def _save_state(self) -> None:
@@ -633,10 +592,10 @@ class Download:
 
     def _follow_whole_file(self) -> None:
         """Start hashing the whole file as its prefix fills: the checks' algorithms and the caller's."""
-        assert self.part is not None and self.manifest is not None
+        assert self.part is not None and self.core is not None
         names = {*self.config.file_hashes, *(check.algorithm for check in self.checks)}
         if names:
-            self.prefix = PrefixHash(self.part, self.manifest, self.book.on_disk, names)
+            self.prefix = PrefixHash(self.part, self.core.manifest, self.core.book.on_disk, names)
             self.prefix.start()
 
     def _spawn(self, coro: object) -> None:
@@ -660,20 +619,51 @@ class Download:
                 log.error("task %s did not stop within %.0fs", task.get_coro(), STOP_SECONDS)
         self._tasks.clear()
 
-    # -- scheduling (owner only) -------------------------------------------------------------------
+    # -- carrying out the core's actions (owner only) ----------------------------------------------
 
-    def _in_endgame(self) -> bool:
-        """At most HASH_ENDGAME_PIECES pieces missing: what is left is among the swarm's last pieces."""
-        assert self.manifest is not None
-        return self.manifest.piece_count - len(self.book.written) <= HASH_ENDGAME_PIECES
+    def _carry_out(self, actions: list[Action]) -> None:
+        assert self.core is not None and self.part is not None
+        manifest, part, post = self.core.manifest, self.part, self._events.put_nowait
+        for action in actions:
+            match action:
+                case FetchOrigin(run):
+                    log.debug("pieces %d-%d from the origin: asking", run[0], run[-1])
+                    self._spawn(fetch_origin(self.origin, manifest, part, run, post, self._throttle))
+                case FetchPeer(peer_id, base_url, run):
+                    url = f"{base_url}/v1/tasks/{self.task_id}/data?gen={self.generation}"
+                    hashes = self.core.book.hashes
+                    self._spawn(
+                        fetch_peer(self.session, url, peer_id, manifest, part, run, hashes, post, self._throttle)
+                    )
+                case Follow(peer_id, base_url):
+                    url = f"{base_url}/v1/tasks/{self.task_id}/haves?gen={self.generation}"
+                    watcher = asyncio.ensure_future(watch_haves(self.session, url, peer_id, manifest, post))
+                    self._watchers[peer_id] = watcher
+                    self._tasks.add(watcher)
+                    watcher.add_done_callback(self._task_done)
+                case Unfollow(peer_id):
+                    if peer_id in self._watchers:
+                        self._watchers.pop(peer_id).cancel()
+                case Carry(changes):
+                    self._apply(changes)
+                case WakeAnnouncer(news):
+                    if news:
+                        self._news_wake.set()
+                    self._announce_wake.set()
+                case WakeHashes():
+                    self._hash_wake.set()
+                case PlanLater(seconds):
+                    self._spawn(self._wake_after(seconds))
+                case Release(pieces, delay):
+                    self._spawn(self._release(pieces, delay=delay))
+                case ReportBeside():
+                    self._spawn(self._announce_once(beside=True))
+                case Note(level, text):
+                    log.log(level, "%s", text)
 
     def _apply(self, changes: Changes) -> None:
-        """Carry out a change to the book (core.pieces) on the piece server, the progress counters and the
-        whole-file hashes, and wake the tasks it concerns."""
-        assert self.served is not None and self.manifest is not None
-        if changes.restart:
-            # A content task names its bytes: an origin that sends others serves another file now.
-            raise _JoinAgain()
+        """Carry out a change to the book (core.pieces) on the piece server and the whole-file hashes."""
+        assert self.served is not None
         for _ in changes.written:
             self.first_piece.set()
             if self.prefix is not None:
@@ -681,7 +671,6 @@ class Download:
         for index, why in changes.dropped:
             log.warning("piece %d on disk %s; fetching it again", index, why)
             self.served.discard(index)
-            self.stats.done -= self.manifest.piece_size(index)
             if self.prefix is not None:
                 self.prefix.invalidate(index)
         for index in changes.unserve:
@@ -692,275 +681,16 @@ class Download:
             self.served.add(index, at_once=True)  # from the origin (or an earlier run): only we hold it
         for index in changes.refused:
             log.warning("the tracker did not take our hash of piece %d; not offering it to peers", index)
-        if changes.want_hashes:
-            self._hash_wake.set()
-        if changes.report:
-            self._news()
-            self._report_at_once()
-
-    def _schedule(self) -> None:
-        """Start what core.picker.plan_fetches says to, and wake the tracker's tasks it says need waking."""
-        manifest, part = self.manifest, self.part
-        assert manifest is not None and part is not None
-        book = self.book
-        needed = book.needed()
-        if not needed:
-            return
-        limits = self._fetch_limits
-        peer_runs = sum(p.requests for p in self.peers.values())
-        lease_wanted = wants_leases(needed, book.leases)  # none of our leases is left to start
-        if peer_runs >= limits.peer_requests and (self.origin_busy >= limits.origin_streams or lease_wanted):
-            # Nothing can start (the usual case in a busy swarm, checked on every event): only whether to
-            # ask for leases, as plan_fetches would say.
-            if not self.direct and lease_wanted:
-                self._announce_wake.set()
-            return
-        holders = []
-        if peer_runs < limits.peer_requests:  # else no peer run can start: the usual case, kept cheap
-            now = time.monotonic()
-            # Peers: nearest first (the tracker's order), bounded per peer and overall.
-            holders = [
-                Holder(peer_id, peer.have.mask, peer.requests)
-                for peer_id, peer in self.peers.items()
-                if not peer.banned and peer.have is not None and peer.busy_until <= now
-            ]
-        plan = plan_fetches(
-            piece_length=manifest.piece_length,
-            needed=needed,
-            leases=book.leases,
-            hashed=book.hashed.mask,
-            origin_busy=self.origin_busy,
-            range_ok=self.range_ok,
-            holders=holders,
-            peer_runs=peer_runs,
-            limits=limits,
-            rng=self.rng,
-            direct=self.direct,
-        )
-        post = self._events.put_nowait
-        for run in plan.origin:
-            book.start(run)
-            book.fetching.update(run)
-            self.origin_busy += 1
-            log.debug("pieces %d-%d from the origin: asking", run[0], run[-1])
-            self._spawn(fetch_origin(self.origin, manifest, part, run, post, self._throttle))
-        for peer_id, run in plan.peers:
-            book.start(run)
-            peer = self.peers[peer_id]
-            peer.requests += 1
-            url = f"{peer.base_url}/v1/tasks/{self.task_id}/data?gen={self.generation}"
-            self._spawn(fetch_peer(self.session, url, peer_id, manifest, part, run, book.hashes, post, self._throttle))
-        if plan.want_hashes:
-            self._hash_wake.set()  # a peer has pieces we need but cannot verify yet
-        if plan.want_leases:
-            self._announce_wake.set()
-
-    def _set_fetch_limits(self) -> None:
-        """What plan_fetches may start at once; set at each attempt and when refetching begins."""
-        config = self.config
-        self._fetch_limits = FetchLimits(
-            run_bytes=config.run_bytes,
-            # Origin: our leased pieces, one run at a time (several when downloading straight).
-            origin_streams=config.direct_streams if self.direct or self.refetching else 1,
-            peer_requests=config.peer_requests,
-            per_peer_requests=config.per_peer_requests,
-            lone_peer_requests=config.lone_peer_requests,
-        )
-
-    def _handle(self, event: Event) -> None:
-        match event:
-            case OriginPiece(index, digest, size):
-                self._origin_piece(index, digest, size)
-            case PeerPiece(peer_id, index, digest, size):
-                self._peer_piece(peer_id, index, digest, size)
-            case RunEnded(source, unfetched, error, corrupt, busy, stale, rate):
-                for index in unfetched:
-                    self.book.inflight.discard(index)
-                if isinstance(error, LocalIOError):
-                    raise error  # our own disk failed (full, read-only): no other source can help
-                if source == "origin":
-                    self.origin_busy -= 1
-                    self.book.fetching.difference_update(unfetched)
-                    if rate:
-                        self.origin_rate = rate if not self.origin_rate else (self.origin_rate + rate) / 2
-                    if error is not None:
-                        self._origin_failed(error, unfetched)
-                else:
-                    self._peer_run_ended(source, unfetched, error, corrupt, busy, stale)
-            case NoRange():
-                if self.range_ok:
-                    self.range_ok = False
-                    self._news()
-            case Announced(reply, reported, handled, leases):
-                try:
-                    self._announced(reply, reported, leases)
-                finally:
-                    handled.set_result(None)
-            case TrackerDown(error):
-                if self.tracker_down_since is None:
-                    self.tracker_down_since = time.monotonic()
-                stuck = not self.book.inflight and self.origin_busy == 0
-                if stuck and time.monotonic() - self.tracker_down_since > self.config.tracker_patience:
-                    raise error
-            case HashesArrived(generation, seq, hashes, revoked):
-                self._hashes_arrived(generation, seq, hashes, revoked)
-            case PeerHas(peer_id, have, added):
-                self._peer_has(peer_id, have, added)
-            case Wake():
-                pass
-            case PeerGone(peer_id):
-                if peer_id in self._dropped:
-                    self._dropped.discard(peer_id)  # the end of a watcher we stopped: the peer is gone already
-                else:
-                    self._forget_peer(peer_id)
-
-    def _origin_piece(self, index: int, digest: str, size: int) -> None:
-        log.debug("piece %d from the origin", index)
-        changes = self.book.origin_piece(index, digest, direct=self.direct, refetching=self.refetching)
-        if changes.written:
-            self.stats.done += size
-            self.stats.from_origin += size
-            self.origin_failures = 0
-        self._apply(changes)
-
-    def _peer_piece(self, peer_id: str, index: int, digest: str, size: int) -> None:
-        log.debug("piece %d from peer %s", index, peer_id)
-        changes = self.book.peer_piece(peer_id, index, digest)
-        if changes.written:
-            self.stats.done += size
-            self.stats.from_peers += size
-        self._apply(changes)
-
-    def _hashes_arrived(self, generation: int, seq: int, hashes: dict[int, str], revoked: tuple[int, ...]) -> None:
-        if generation != self.generation:
-            raise _JoinAgain()
-        self._apply(self.book.hashes_arrived(seq, hashes, revoked))
-
-    def _peer_has(self, peer_id: str, have: Bitfield | None, added: tuple[int, ...]) -> None:
-        peer = self.peers.get(peer_id)
-        if peer is None:
-            return
-        if have is not None:
-            peer.have = have
-        elif peer.have is not None:
-            assert self.manifest is not None
-            for index in added:
-                if 0 <= index < self.manifest.piece_count:
-                    peer.have.add(index)
-
-    def _origin_failed(self, error: ShoalError, unfetched: tuple[int, ...]) -> None:
-        if isinstance(error, OriginChanged):
-            # Joining again probes the origin and tells the tracker, which starts a new generation.
-            raise _JoinAgain()
-        self.origin_failures += 1
-        log.warning("origin fetch failed (%d in a row): %s", self.origin_failures, error)
-        if self.origin_failures >= self.config.origin_retries:
-            raise error
-        if not self.direct and not self.refetching:
-            # Give the pieces back so another peer can try; ask again after a pause.
-            self.book.leases.difference_update(unfetched)
-            self._spawn(self._release(tuple(unfetched), delay=0.2 * self.origin_failures))
-        else:
-            self._spawn(self._delay_schedule(0.2 * self.origin_failures))
-
-    def _peer_run_ended(
-        self,
-        peer_id: str,
-        unfetched: tuple[int, ...],
-        error: ShoalError | None,
-        corrupt: bool,
-        busy: bool,
-        stale: bool,
-    ) -> None:
-        if corrupt:
-            # Even when the peer is gone already: a later hand-out must not bring it back.
-            log.warning("peer %s served a corrupt piece; avoiding it", peer_id)
-            self.bad_peers.add(peer_id)
-            self._news()
-        peer = self.peers.get(peer_id)
-        if self._orphan_runs[peer_id]:
-            self._orphan_runs[peer_id] -= 1  # a run of the peer's state before it went and came back
-        elif peer is not None:
-            peer.requests -= 1
-        if peer is None:
-            return
-        if corrupt:
-            peer.banned = True
-        elif busy:
-            peer.busy_until = time.monotonic() + BUSY_BACKOFF_SECONDS
-            self._spawn(self._delay_schedule(BUSY_BACKOFF_SECONDS))
-        elif stale and peer.have is not None:
-            for index in unfetched:
-                peer.have.discard(index)
-        elif error is not None:
-            log.info("peer %s failed: %s", peer_id, error)
-            self._events.put_nowait(PeerGone(peer_id))
-
-    def _announced(self, reply: AnnounceResponse, reported: dict[int, str], leases: bool) -> None:
-        """Apply an announce's reply; ``leases`` False for one sent beside the announcer (an endgame report,
-        a release), whose lease list may be older than the announcer's."""
-        assert self.served is not None and self.manifest is not None
-        self.tracker_down_since = None
-        if reply.restart or reply.generation != self.generation:
-            raise _JoinAgain()
-        self._interval = reply.interval
-        self.range_ok = reply.range_ok
-        book = self.book
-        self._apply(book.confirm({i: d for i, d in reported.items() if book.unreported.get(i) == d}, reply.rejected))
-        if leases:
-            book.leases = set(reply.leases)
-        if reply.hash_seq > book.hash_seq:
-            self._hash_wake.set()
-        for address in reply.peers:
-            if (
-                address.peer_id not in self.peers
-                and address.peer_id != self.peer_id
-                and address.peer_id not in self.bad_peers
-                and address.peer_id not in self._dropped
-            ):
-                if len(self.peers) >= MAX_WATCHED_PEERS and not self._drop_a_useless_peer():
-                    break
-                peer = PeerState(address)
-                self.peers[address.peer_id] = peer
-                url = f"{peer.base_url}/v1/tasks/{self.task_id}/haves?gen={self.generation}"
-                watch = watch_haves(self.session, url, address.peer_id, self.manifest, self._events.put_nowait)
-                peer.watcher = asyncio.ensure_future(watch)
-                self._tasks.add(peer.watcher)
-                peer.watcher.add_done_callback(self._task_done)
-        self.stats.peers = len(self.peers)
-
-    def _drop_a_useless_peer(self) -> bool:
-        """Stop following one peer that holds nothing we lack and has no request of ours running, to make
-        room for a peer the tracker handed out (it hands out peers that hold what we lack first)."""
-        lacking = ~self.book.on_disk.mask
-        for peer_id, peer in self.peers.items():
-            if peer.have is not None and not peer.have.mask & lacking and not peer.requests:
-                if peer.watcher is not None:
-                    self._dropped.add(peer_id)  # until its watcher's PeerGone, which must not remove a successor
-                self._forget_peer(peer_id)
-                return True
-        return False
-
-    def _forget_peer(self, peer_id: str) -> None:
-        """Stop following a peer: its watcher is cancelled, and runs of it still going are counted as orphans
-        (their RunEnded events are still to come)."""
-        peer = self.peers.pop(peer_id, None)
-        if peer is not None:
-            if peer.watcher is not None:
-                peer.watcher.cancel()
-            if peer.requests:
-                self._orphan_runs[peer_id] += peer.requests
-        self.stats.peers = len(self.peers)
 
     # -- I/O tasks ---------------------------------------------------------------------------------
 
-    async def _delay_schedule(self, seconds: float) -> None:
+    async def _wake_after(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
         self._events.put_nowait(Wake())
 
     async def _throttle(self, nbytes: int) -> None:
         if self._bucket is not None:
-            delay = self._bucket.reserve(nbytes, time.monotonic())
+            delay = self._bucket.reserve(nbytes, self.clock())
             if delay:
                 await asyncio.sleep(delay)
 
@@ -971,38 +701,21 @@ class Download:
         self._announce_wake.set()
 
     async def _announce_once(self, released: tuple[int, ...] = (), *, beside: bool = False) -> bool:
-        """Send one announce and post its reply (or the failure). True when the tracker answered.
-
-        It reports the origin pieces no announce in flight reports. ``beside``: sent beside the announcer,
-        it asks for no leases, and its reply's lease list, which may be older than the announcer's next
-        one, is not applied."""
-        assert self.tracker is not None
-        manifest = self.manifest
-        assert manifest is not None
-        # Built synchronously (no await before the request is complete), so it sees one consistent state
-        # of the owner's fields even though it runs in the announcer task.
-        reported = {i: d for i, d in self.book.unreported.items() if i not in self._reporting}
-        want = 0
-        if not beside and wants_leases(self.book.needed(), self.book.leases):
-            want = (
-                manifest.piece_count
-                if not self.range_ok
-                else lease_pieces(manifest.piece_length, self.origin_rate, self.config.lease_bytes)
-            )
+        """Send one announce (what it says: core.ask) and post its reply, or the failure. True when the
+        tracker answered. ``beside``: sent beside the announcer, it asks for no leases, and its reply's lease
+        list, which may be older than the announcer's next one, is not applied."""
+        assert self.tracker is not None and self.core is not None
+        core = self.core
+        # Asked and built synchronously (no await before the request is complete): one consistent state.
+        ask = core.ask(self.clock(), beside=beside)
         request = self._request(
-            done=reported,
+            done=ask.done,
             released=released,
-            # Every announce names them: a tracker that lost their leases (restarted) gives them back to us
-            # instead of leasing them to another peer, who would fetch them from the origin again.
-            fetching=tuple(sorted(self.book.fetching)),
-            bad_peers=tuple(sorted(self.bad_peers)),
-            want_leases=want,
-            no_range=not self.range_ok,
+            fetching=ask.fetching,
+            bad_peers=ask.bad_peers,
+            want_leases=ask.want_leases,
+            no_range=ask.no_range,
         )
-        if not beside:
-            self._last_announce = time.monotonic()  # paces the announcer's lease polls, which this is not
-        self._announcing += 1
-        self._reporting.update(reported)
         try:
             try:
                 reply = await self.tracker.announce(self.task_id, request)
@@ -1010,88 +723,59 @@ class Download:
                 self._events.put_nowait(TrackerDown(exc))
                 return False
             finally:
-                self._announcing -= 1
+                core.answered()
             # The next announce waits until the owner has applied this reply: built before, it would report
             # the same pieces again and ask for leases the reply may already have granted.
             handled = asyncio.get_running_loop().create_future()
-            self._events.put_nowait(Announced(reply, reported, handled, leases=not beside))
+            self._events.put_nowait(_Applied(Announced(reply, ask.done, leases=not beside), handled))
             await handled
             return True
         finally:
-            self._reporting.difference_update(reported)  # applied (no longer unreported) or to be sent again
-
-    def _report_at_once(self) -> None:
-        """In the endgame (at most HASH_ENDGAME_PIECES missing) a new origin piece is among the swarm's last,
-        which every other peer waits for: report it now, beside the announce in flight, rather than make the
-        swarm's last origin pieces wait for that announce's reply (benchmarks/swarm_lab.py; figures in
-        benchmarks/RESULTS.md). A budget of ENDGAME_REPORTS per attempt bounds the extra announces."""
-        if not self._announcing or not self._endgame_reports or not self._in_endgame():
-            return
-        self._endgame_reports -= 1
-        self._spawn(self._announce_once(beside=True))
-
-    def _news(self) -> None:
-        """Wake the announcer for something the tracker must hear at once: a piece hash from the origin
-        (other peers cannot take the piece before), a bad peer, an origin that ignores Range."""
-        self._news_wake.set()
-        self._announce_wake.set()
+            core.settled(ask)
 
     async def _announcer(self) -> None:
         """One announce in flight at a time: now when there is news or a need, else every interval."""
+        assert self.core is not None
+        core = self.core
         retry = Retries(ANNOUNCE_BACKOFF, self.rng)
         while True:
             # asyncio.timeout, not wait_for: in Python 3.11 wait_for can swallow a cancellation that
             # arrives as the event fires, and the task would never stop.
-            try:
-                async with asyncio.timeout(self._interval):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(core.interval):
                     await self._announce_wake.wait()
-            except TimeoutError:
-                pass
             self._announce_wake.clear()
-            if not self.book.unreported and not self.bad_peers:
-                # Asking only for leases: do not poll faster than LEASE_POLL_SECONDS, but news that comes
-                # meanwhile goes out at once (the swarm's last origin pieces sat here for up to that long).
-                gap = self._last_announce + LEASE_POLL_SECONDS - time.monotonic()
-                if gap > 0:
-                    self._news_wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(gap):
-                            await self._news_wake.wait()
+            if gap := core.lease_poll_wait(self.clock()):
+                # Only asking for leases: wait out the poll gap, but news that comes meanwhile goes at once.
+                self._news_wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(gap):
+                        await self._news_wake.wait()
             if await self._announce_once():
                 retry.reset()
             else:
                 # Never slower than the tracker's interval: it forgets a peer silent for its peer TTL (a
                 # few intervals) and leases that peer's pieces to others, so a peer that backed off
                 # further while the tracker was down (restarting) would be forgotten once it came back.
-                await asyncio.sleep(retry.next_delay(cap=self._interval))
+                await asyncio.sleep(retry.next_delay(cap=core.interval))
 
     async def _hash_refresher(self) -> None:
-        """Fetch new piece hashes when woken: at once after a quiet spell, else HASH_REFRESH_GAP after the
-        previous look-up, so a stream of have messages from many peers costs the tracker one look-up per gap,
-        not one each. In the endgame (at most HASH_ENDGAME_PIECES missing) the swarm's last pieces are what
-        every peer waits for: up to HASH_ENDGAME_LOOKUPS look-ups go at once (the gap would hold each of the
-        last pieces back by up to HASH_REFRESH_GAP on every peer); a budget, so a peer offering pieces the
-        tracker has no hash for cannot make us ask in a loop."""
-        assert self.tracker is not None
+        """Fetch new piece hashes when woken, paced by core.hash_lookup_wait."""
+        assert self.tracker is not None and self.core is not None
+        core = self.core
         seen = 0
-        asked_at = -HASH_REFRESH_GAP
-        at_once = HASH_ENDGAME_LOOKUPS
         retry = Retries(ANNOUNCE_BACKOFF, self.rng)
         while True:
             await self._hash_wake.wait()
-            wait = asked_at + HASH_REFRESH_GAP - time.monotonic()
-            if wait > 0:
-                if at_once and self._in_endgame():
-                    at_once -= 1
-                else:
-                    await asyncio.sleep(wait)
+            if wait := core.hash_lookup_wait(self.clock()):
+                await asyncio.sleep(wait)
             self._hash_wake.clear()
-            asked_at = time.monotonic()
+            core.hashes_asked(self.clock())
             try:
-                reply = await self.tracker.hashes(self.task_id, max(seen, self.book.hash_seq))
+                reply = await self.tracker.hashes(self.task_id, max(seen, core.book.hash_seq))
             except TrackerUnavailable as exc:
                 log.info("hash refresh failed: %s", exc)
-                await asyncio.sleep(retry.next_delay(cap=self._interval))
+                await asyncio.sleep(retry.next_delay(cap=core.interval))
                 self._hash_wake.set()
                 continue
             retry.reset()

@@ -2,7 +2,7 @@
 
 Each runs as its own task and reads none of the download's state: it is given what it needs as values (the
 manifest, the part file, the run, the hashes to verify against) and reports what happened through ``post``
-as the events of :mod:`shoal.peer.events`, ending every run with one ``RunEnded``. The owner loop
+as the events of :mod:`shoal.core.events`, ending every run with one ``RunEnded``. The owner loop
 (:class:`shoal.peer.engine.Download`) is the only code that changes state in response.
 
 Rules: a piece from the origin is hashed and written (its hash goes to the tracker before any peer may take
@@ -22,10 +22,10 @@ import aiohttp
 
 from shoal.core.bitfield import Bitfield
 from shoal.core.errors import OriginError, ShoalError
+from shoal.core.events import Event, NoRange, OriginPiece, PeerGone, PeerHas, PeerPiece, RunEnded
 from shoal.core.manifest import Manifest
 from shoal.core.ranges import range_header
 from shoal.peer.body import Buffers, PieceReader
-from shoal.peer.events import Event, NoRange, OriginPiece, PeerGone, PeerHas, PeerPiece, RunEnded
 from shoal.peer.origin import Origin
 from shoal.storage.partfile import PartFile, piece_hash
 

@@ -1,12 +1,11 @@
-"""What a download's I/O tasks tell its owner loop (shoal.peer.engine.Download).
+"""What a download's I/O tasks tell its owner (shoal.peer.engine.Download), which hands them to the core.
 
-Events are named for what happened and carry values only; the owner loop is the one reader, and the only
-code that changes the download's state in response.
+Events are named for what happened and carry values only: the owner loop is their one reader, and
+core.download.DownloadCore the only code that changes the download's state in response.
 """
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 from shoal.core.bitfield import Bitfield
@@ -52,7 +51,6 @@ class NoRange:
 class Announced:
     reply: AnnounceResponse
     reported: dict[int, str]
-    handled: asyncio.Future[None]  # resolved by the owner once the reply is applied
     leases: bool = True  # False: sent beside the announcer (a report, a release); its lease list may be older
 
 
