@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Protocol, Self, TypeVar
 
 from shoal.core import units
 from shoal.core.errors import ShoalError
@@ -146,7 +146,7 @@ class Lab:
         """``shoal get`` options that place peer ``index`` (locality labels); none on one switch."""
         return []
 
-    def __enter__(self) -> Lab:
+    def __enter__(self) -> Self:
         remove_stale_namespaces(self.prefix)
         try:
             self._build()
