@@ -44,21 +44,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from labrun import FILE_NAME, SHOAL, SHOAL_TRACKER_PORT
+from netlab import ORIGIN_NS, ORIGIN_PORT, TRACKER_NS, Lab, human, log, parse_size, sh, wait_for_line
 from shoal.testing.files import write_random_file
-from swarm_lab import (
-    FILE_NAME,
-    ORIGIN_NS,
-    ORIGIN_PORT,
-    SHOAL,
-    SHOAL_TRACKER_PORT,
-    TRACKER_NS,
-    Lab,
-    human,
-    log,
-    parse_size,
-    sh,
-    wait_for_line,
-)
 
 POOL = "lab"
 MEMBER_PORT = 7000

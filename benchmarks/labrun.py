@@ -1,0 +1,508 @@
+"""One run of one download method in a network lab (netlab.Lab): its processes, its clock and its counts.
+
+A method (``shoal``, ``curl``, ``aria2``; ``single`` is curl in the first peer alone) is a :class:`Launch`:
+the services to start first, each peer's command, and the test that a peer is done. :func:`run_method`
+starts every peer at once (the clock starts before the first process is launched, so process start-up is
+included) and stops when the last one is done; it reads the origin link's counters, the CPU used meanwhile
+by the peers, the services, the origin and everything else, and compares every peer's file with the
+origin's by SHA-256. Shoal's peers get the lab's locality labels (``Lab.peer_labels``); the aria2 swarm
+uses benchmarks/bt_tracker.py, independent of the code under test, and the origin as BEP 19 web seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import math
+import re
+import resource
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from fastbencode import bencode
+
+from netlab import ORIGIN_PORT, PYTHON, Lab, human, log, proc_peak_rss, sh, tail, wait_for_line
+from shoal.testing.cpu import MachineCpu, own_cpu_seconds, process_cpu_seconds
+from shoal.testing.files import sha256_file, write_random_file
+
+HERE = Path(__file__).resolve().parent
+SHOAL = str(Path(PYTHON).with_name("shoal")) if Path(PYTHON).with_name("shoal").exists() else "shoal"
+SHOAL_TRACKER_PORT = 6969
+BT_TRACKER_PORT = 6970
+FILE_NAME = "payload.bin"
+POLL_SECONDS = 0.02
+# The share of the capped link's bytes that is TCP payload: a full segment carries 1448 bytes (1500-byte MTU,
+# TCP timestamps) in a 1514-byte Ethernet frame, and tbf charges whole frames. The veth's TX counter sees one
+# header per 64 KiB GSO packet, so it counts about the payload. One curl alone takes 11.26 s for 256 MiB at
+# 200 Mbit/s, 1.048x size/rate: the same ratio.
+WIRE_PAYLOAD = 1448 / 1514
+
+
+@dataclass(frozen=True)
+class Cpu:
+    """Cumulative CPU seconds at one moment, split by who used them; differences give a run's figures."""
+
+    peers: float
+    """Peer processes: those still running (from /proc) plus those already reaped (RUSAGE_CHILDREN)."""
+    services: float
+    origin: float
+    outside: float
+    """Everything else the machine ran (kernel threads included): /proc/stat less all of the above and us."""
+    machine: MachineCpu
+
+    @classmethod
+    def sample(
+        cls, procs: list[subprocess.Popen[bytes]], services: list[subprocess.Popen[bytes]], origin_pid: int
+    ) -> Cpu:
+        # Only peers are reaped while a run is timed, so the children's rusage grows by theirs alone.
+        peers = running_cpu_seconds([p for p in procs if p.poll() is None]) + children_cpu_seconds()
+        services_cpu = running_cpu_seconds(services)
+        origin = process_cpu_seconds(origin_pid)
+        machine = MachineCpu.sample()
+        outside = machine.tasks - peers - services_cpu - origin - own_cpu_seconds()
+        return cls(peers, services_cpu, origin, outside, machine)
+
+
+def netns_tx_bytes(pid: int, dev: str = "eth0") -> int:
+    """TX bytes of ``dev`` in the network namespace of process ``pid``; a file read, cheap enough to poll."""
+    for line in Path(f"/proc/{pid}/net/dev").read_text().splitlines()[2:]:
+        name, _, counters = line.partition(":")
+        if name.strip() == dev:
+            return int(counters.split()[8])
+    raise RuntimeError(f"no {dev} in the namespace of pid {pid}")
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def running_cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> float:
+    total = 0.0
+    for proc in procs:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            total += process_cpu_seconds(proc.pid)
+    return total
+
+
+def shoal_revision() -> str:
+    """The commit of the shoal checkout being measured, with "+dirty" when src/ has uncommitted changes."""
+    import shoal
+
+    repo = Path(shoal.__file__).resolve().parents[2]
+    head = sh("git", "-C", str(repo), "rev-parse", "--short", "HEAD", check=False).strip() or "not a git checkout"
+    dirty = sh("git", "-C", str(repo), "status", "--porcelain", "--", "src", check=False).strip()
+    return f"{head}{'+dirty' if dirty else ''} ({repo})"
+
+
+# -- payload and torrent ---------------------------------------------------------------------------------
+
+
+def torrent_piece_length(size: int) -> int:
+    """The smallest power of two from 256 KiB that cuts the file into at most 2048 pieces (mktorrent-like)."""
+    piece = 256 * 1024
+    while piece * 2048 < size and piece < 16 << 20:
+        piece *= 2
+    return piece
+
+
+def make_torrent(payload: Path, announce: str, web_seed: str, piece_length: int) -> bytes:
+    """A single-file v1 metainfo (BEP 3) with SHA-1 pieces and a BEP 19 ``url-list`` web seed."""
+    pieces = bytearray()
+    with open(payload, "rb") as f:
+        while chunk := f.read(piece_length):
+            pieces += hashlib.sha1(chunk).digest()
+    info = {
+        b"name": payload.name.encode(),
+        b"length": payload.stat().st_size,
+        b"piece length": piece_length,
+        b"pieces": bytes(pieces),
+    }
+    return bencode(
+        {
+            b"announce": announce.encode(),
+            b"url-list": [web_seed.encode()],
+            b"created by": b"shoal benchmarks/labrun.py",
+            b"creation date": int(time.time()),
+            b"info": info,
+        }
+    )
+
+
+# -- one run of one method -------------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    method: str
+    run: int
+    peers: int
+    size: int
+    lower_bound_s: float
+    completed: int = 0
+    last_done_s: float | None = None
+    done_s: list[float | None] = field(default_factory=list)
+    timed_out: bool = False
+    origin_wire_bytes: int = 0
+    origin_http_bytes: int = 0
+    verified: int = 0
+    # CPU seconds while the peers ran (from launch until the last peer was done):
+    cpu_s_peers: float = 0.0
+    cpu_s_tracker: float = 0.0
+    cpu_s_origin: float = 0.0
+    cpu_s_outside: float = 0.0
+    """CPU seconds of processes outside the lab while the peers ran (machine total less the lab's): ~0 on a
+    quiet machine; much more means another workload competed for the two cores and the run is suspect."""
+    cpu_s_irq: float = 0.0
+    """Interrupt and softirq time meanwhile, all cores (the veths' packets, mostly)."""
+    cpu_s_idle: float = 0.0
+    """Idle time meanwhile, all cores: near 0 when the run was bound by the CPU."""
+    cpu_s_steal: float = 0.0
+    """Time the host took from this VM's cores meanwhile (steal): the lab's CPU-bound phases stretch by it."""
+    max_peer_rss: int | None = None
+    origin_first_s: float | None = None
+    """When the origin link had sent its first 64 KiB of the run (seconds after launch)."""
+    origin_last_s: float | None = None
+    """When the origin link's TX counter last moved before the last peer was done."""
+    origin_slack_s: float | None = None
+    """Link time unused between origin_first_s and origin_last_s: that span less the time the bytes it sent
+    need at the cap, framing included (WIRE_PAYLOAD). Gaps in the origin's sending: no request open, or
+    requests slower than the link."""
+    origin_timeline: list[tuple[float, int]] = field(default_factory=list)
+    """(seconds after launch, origin link TX bytes since launch) each time the counter moved."""
+    failures: list[str] = field(default_factory=list)
+    peer_reports: list[dict[str, int]] = field(default_factory=list)
+    log_dir: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and self.verified == self.peers
+
+    def count_cpu(self, before: Cpu, after: Cpu) -> None:
+        """The CPU figures of the run from samples taken at launch and when the last peer was done."""
+        self.cpu_s_peers = after.peers - before.peers
+        self.cpu_s_tracker = after.services - before.services
+        self.cpu_s_origin = after.origin - before.origin
+        self.cpu_s_outside = max(0.0, after.outside - before.outside)
+        machine = after.machine - before.machine
+        self.cpu_s_irq, self.cpu_s_idle, self.cpu_s_steal = machine.irq, machine.idle, machine.steal
+
+    @property
+    def over_bound(self) -> float | None:
+        return None if self.last_done_s is None else self.last_done_s / self.lower_bound_s
+
+    def to_json(self) -> dict[str, object]:
+        data = asdict(self)
+        data.update(
+            ok=self.ok,
+            over_bound=self.over_bound,
+            origin_wire_ratio=self.origin_wire_bytes / self.size,
+            origin_http_ratio=self.origin_http_bytes / self.size,
+        )
+        return data
+
+
+@dataclass
+class Context:
+    lab: Lab
+    workdir: Path
+    payload: Path
+    sha256: str
+    size: int
+    torrent: Path
+    aria2_hook: Path
+    timeout: float
+    verbose: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.lab.origin.ip}:{ORIGIN_PORT}/{FILE_NAME}"
+
+
+@dataclass
+class Launch:
+    """How one method runs: services to start first, each peer's command and its done test."""
+
+    services: Callable[[Path], list[subprocess.Popen[bytes]]]
+    argv: Callable[[int, Path, Path], list[str]]
+    """Given the peer's index, its output file and the run's log directory: the command to run."""
+    done: Callable[[Path, subprocess.Popen[bytes]], bool]
+    """Given the peer's output file and process: True once that peer is done."""
+
+
+_SUMMARY = re.compile(r"in [\d.]+s \(origin ([\d.]+) (B|KiB|MiB|GiB), peers ([\d.]+) (B|KiB|MiB|GiB)\)")
+_UNIT = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+
+
+def shoal_launch(ctx: Context) -> Launch:
+    tracker_url = f"http://{ctx.lab.tracker.ip}:{SHOAL_TRACKER_PORT}"
+    upload_time = ctx.timeout + 60  # every peer keeps serving until the run stops it
+    verbose = [f"-{'v' * ctx.verbose}"] if ctx.verbose else []
+
+    def services(log_dir: Path) -> list[subprocess.Popen[bytes]]:
+        db = log_dir / "tracker.db"
+        log_path = log_dir / "tracker.log"
+        options = f"--host 0.0.0.0 --port {SHOAL_TRACKER_PORT} --db sqlite:///{db} --interval 1 --peer-ttl 5"
+        proc = ctx.lab.spawn(ctx.lab.tracker.ns, [SHOAL, "tracker", *options.split(), *verbose], log_path)
+        wait_for_line(proc, log_path, "tracker listening on")
+        return [proc]
+
+    def argv(i: int, dest: Path, log_dir: Path) -> list[str]:
+        options = f"-o {dest} --tracker {tracker_url} --upload-time {upload_time}"
+        return [SHOAL, "get", ctx.url, *options.split(), *ctx.lab.peer_labels(i), *verbose]
+
+    def done(dest: Path, proc: subprocess.Popen[bytes]) -> bool:
+        # shoal renames the file into place only once it is complete and verified.
+        try:
+            return dest.stat().st_size == ctx.size
+        except FileNotFoundError:
+            return False
+
+    return Launch(services, argv, done)
+
+
+def curl_launch(ctx: Context) -> Launch:
+    def argv(i: int, dest: Path, log_dir: Path) -> list[str]:
+        return ["curl", "-sS", "-o", str(dest), ctx.url]
+
+    def done(dest: Path, proc: subprocess.Popen[bytes]) -> bool:
+        return proc.poll() == 0
+
+    return Launch(lambda log_dir: [], argv, done)
+
+
+def aria2_launch(ctx: Context) -> Launch:
+    seed_minutes = math.ceil((ctx.timeout + 60) / 60)
+
+    def services(log_dir: Path) -> list[subprocess.Popen[bytes]]:
+        log_path = log_dir / "bt_tracker.log"
+        options = f"--host 0.0.0.0 --port {BT_TRACKER_PORT} --interval 2"
+        proc = ctx.lab.spawn(ctx.lab.tracker.ns, [PYTHON, str(HERE / "bt_tracker.py"), *options.split()], log_path)
+        wait_for_line(proc, log_path, "bt tracker listening on")
+        return [proc]
+
+    def argv(i: int, dest: Path, log_dir: Path) -> list[str]:
+        extra = [f"--log={log_dir / f'p{i + 1}.aria2.log'}", "--log-level=info"] if ctx.verbose else []
+        return [
+            "aria2c",
+            "--enable-dht=false",
+            "--enable-dht6=false",
+            "--bt-enable-lpd=false",
+            "--enable-peer-exchange=true",
+            f"--seed-time={seed_minutes}",
+            "--seed-ratio=0.0",
+            "--check-integrity=false",
+            "--file-allocation=none",
+            "--disable-ipv6=true",
+            "--allow-overwrite=true",
+            "--auto-file-renaming=false",
+            "--bt-save-metadata=false",
+            "--summary-interval=0",
+            "--console-log-level=warn",
+            f"--dir={dest.parent}",
+            f"--on-bt-download-complete={ctx.aria2_hook}",
+            *extra,
+            str(ctx.torrent),
+        ]
+
+    def done(dest: Path, proc: subprocess.Popen[bytes]) -> bool:
+        return Path(f"{dest}.done").exists()
+
+    return Launch(services, argv, done)
+
+
+LAUNCHERS: dict[str, Callable[[Context], Launch]] = {
+    "single": curl_launch,
+    "shoal": shoal_launch,
+    "curl": curl_launch,
+    "aria2": aria2_launch,
+}
+
+
+def run_method(ctx: Context, method: str, run: int, label: str = "") -> RunResult:
+    """One run of ``method`` in ``ctx.lab``; its logs go to ``logs/LABELrunRUN-METHOD``."""
+    lab = ctx.lab
+    peers = lab.peers[:1] if method == "single" else lab.peers
+    result = RunResult(method, run, len(peers), ctx.size, lab.lower_bound_s(ctx.size))
+    log_dir = ctx.workdir / "logs" / f"{label}run{run}-{method}"
+    log_dir.mkdir(parents=True)
+    result.log_dir = str(log_dir)
+    launch = LAUNCHERS[method](ctx)
+    dests = []
+    for i in range(len(peers)):
+        d = ctx.workdir / "peers" / f"p{i + 1}"
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+        dests.append(d / FILE_NAME)
+
+    services = launch.services(log_dir)
+    assert lab.origin_proc is not None
+    origin_pid = lab.origin_proc.pid
+    subprocess.run(["sync"], check=False)  # the last run's writeback must not land on this one
+    wire0, http0 = lab.origin_tx_bytes(), lab.origin_http_bytes()
+    cpu0 = Cpu.sample(procs=[], services=services, origin_pid=origin_pid)
+    tx_start = netns_tx_bytes(origin_pid)
+    started, launched_at = time.monotonic(), time.time()
+    procs = [
+        lab.spawn(node.ns, launch.argv(i, dests[i], log_dir), log_dir / f"p{i + 1}.log") for i, node in enumerate(peers)
+    ]
+    if ctx.verbose:  # for the peers' -vv lines, which carry the time of day
+        clock = time.strftime("%H:%M:%S", time.localtime(launched_at))
+        log(f"peers launched at {clock}.{int(launched_at % 1 * 1000):03d}")
+    done_at = watch_peers(ctx, launch, procs, dests, result, started, tx_start)
+    # Everything the machine ran while the peers ran, less the lab's own processes (reaped and running).
+    result.count_cpu(cpu0, Cpu.sample(procs=procs, services=services, origin_pid=origin_pid))
+    rss = [r for r in (proc_peak_rss(p.pid) for p in procs if p.poll() is None) if r is not None]
+    result.max_peer_rss = max(rss) if rss else None
+    # Peers first, while their tracker can still hear them leave; then the run's services.
+    lab.stop(procs)
+    lab.stop(services)
+    result.origin_wire_bytes = lab.origin_tx_bytes() - wire0
+    result.origin_http_bytes = lab.origin_http_bytes() - http0
+    result.done_s = [None if d is None else round(d, 3) for d in done_at]
+    finished = [d for d in done_at if d is not None]
+    result.completed = len(finished)
+    if finished and len(finished) == len(peers):
+        result.last_done_s = max(finished)
+    if method == "shoal":
+        result.peer_reports = shoal_reports(log_dir, len(peers))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        digests = list(pool.map(sha256_file, dests))
+    for i, digest in enumerate(digests):
+        if digest == ctx.sha256:
+            result.verified += 1
+        elif done_at[i] is not None:
+            result.failures.append(f"peer {i + 1}: file differs from the origin's (sha256 {digest})")
+    shutil.rmtree(ctx.workdir / "peers", ignore_errors=True)
+    return result
+
+
+def watch_peers(
+    ctx: Context,
+    launch: Launch,
+    procs: list[subprocess.Popen[bytes]],
+    dests: list[Path],
+    result: RunResult,
+    started: float,
+    tx_start: int,
+) -> list[float | None]:
+    """Poll until every peer is done or has failed, or the run times out: when each peer was done (seconds
+    after ``started``). Failures, and the origin link's timeline and slack, go into ``result``."""
+    assert ctx.lab.origin_proc is not None
+    origin_pid = ctx.lab.origin_proc.pid
+    tx_last = tx_first = tx_start
+    log_dir = Path(result.log_dir)
+    done_at: list[float | None] = [None] * len(procs)
+    failed = [False] * len(procs)
+    deadline = started + ctx.timeout
+    while time.monotonic() < deadline:
+        # The origin link's timeline: when it started sending, when it last sent (start-up and tail).
+        tx = netns_tx_bytes(origin_pid)
+        if tx != tx_last:
+            tx_last = tx
+            result.origin_last_s = time.monotonic() - started
+            result.origin_timeline.append((round(result.origin_last_s, 3), tx - tx_start))
+            if result.origin_first_s is None and tx - tx_start >= 64 * 1024:
+                result.origin_first_s = result.origin_last_s
+                tx_first = tx
+        for i, proc in enumerate(procs):
+            if done_at[i] is not None or failed[i]:
+                continue
+            exited = proc.poll() is not None  # before the done test: an exit after it is seen next round
+            if launch.done(dests[i], proc):
+                done_at[i] = time.monotonic() - started
+            elif exited:
+                failed[i] = True
+                result.failures.append(
+                    f"peer {i + 1} exited with status {proc.returncode} before it was done; "
+                    f"log {log_dir / f'p{i + 1}.log'}:\n{tail(log_dir / f'p{i + 1}.log', 8)}"
+                )
+        if all(d is not None or f for d, f in zip(done_at, failed, strict=True)):
+            break
+        time.sleep(POLL_SECONDS)
+    else:
+        result.timed_out = True
+        missing = [str(i + 1) for i, d in enumerate(done_at) if d is None and not failed[i]]
+        result.failures.append(f"timeout after {ctx.timeout:.0f}s; peers not done: {', '.join(missing)}")
+    if result.origin_first_s is not None and result.origin_last_s is not None:
+        sent_s = (tx_last - tx_first) / WIRE_PAYLOAD * 8 / (ctx.lab.origin_mbit * 1e6)
+        result.origin_slack_s = max(0.0, result.origin_last_s - result.origin_first_s - sent_s)
+    return done_at
+
+
+def shoal_reports(log_dir: Path, peers: int) -> list[dict[str, int]]:
+    """Each shoal peer's own closing count: bytes from the origin and from peers (from its log)."""
+    reports = []
+    for i in range(peers):
+        match = _SUMMARY.search((log_dir / f"p{i + 1}.log").read_text(errors="replace"))
+        if match:
+            reports.append(
+                {
+                    "peer": i + 1,
+                    "from_origin": int(float(match[1]) * _UNIT[match[2]]),
+                    "from_peers": int(float(match[3]) * _UNIT[match[4]]),
+                }
+            )
+    return reports
+
+
+def measured_software() -> dict[str, object]:
+    """What a run measured and the machine's load when it started, for the report's header."""
+    return {
+        "shoal": shoal_revision(),
+        "aria2": sh("aria2c", "--version", check=False).splitlines()[0] if shutil.which("aria2c") else "no aria2c",
+        "curl": " ".join(sh("curl", "--version", check=False).split()[:2]),
+        "loadavg": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
+    }
+
+
+def write_payload(workdir: Path, size: int) -> tuple[Path, str]:
+    """The origin's file in ``workdir/origin``: random bytes; its path and SHA-256."""
+    origin_dir = workdir / "origin"
+    origin_dir.mkdir()
+    payload = origin_dir / FILE_NAME
+    log(f"writing {human(size)} of random data to {payload}")
+    return payload, write_random_file(payload, size)
+
+
+def lab_context(
+    lab: Lab, workdir: Path, payload: Path, sha256: str, args: argparse.Namespace, timeout: float, origin_log: str
+) -> Context:
+    """Start the origin in ``lab`` (its log ``logs/ORIGIN_LOG``, new for each lab: a start is recognised by
+    its line in the log) and write what the methods need: the torrent (aria2 only; one for all labs of a
+    session, whose tracker address is the same) and the hook aria2 calls when a download is complete."""
+    (workdir / "logs").mkdir(exist_ok=True)
+    lab.start_origin(payload.parent, workdir / "logs" / origin_log)
+    url = f"http://{lab.origin.ip}:{ORIGIN_PORT}/{FILE_NAME}"
+    torrent = workdir / f"{FILE_NAME}.torrent"
+    if "aria2" in args.methods and not torrent.exists():
+        piece = args.bt_piece_kib * 1024 if args.bt_piece_kib else torrent_piece_length(args.size)
+        torrent.write_bytes(make_torrent(payload, f"http://{lab.tracker.ip}:{BT_TRACKER_PORT}/announce", url, piece))
+        log(f"torrent {torrent} ({human(piece)} pieces)")
+    hook = workdir / "aria2-done.sh"
+    # aria2 calls the hook with GID, number of files and the first file's path.
+    hook.write_text('#!/bin/sh\n: > "$3.done"\n')
+    hook.chmod(0o755)
+    return Context(lab, workdir, payload, sha256, args.size, torrent, hook, timeout, args.verbose)
+
+
+def run_logged(ctx: Context, method: str, run: int, label: str = "") -> RunResult:
+    """One run of ``method`` (``label`` before its name in the log and its log directory), its outcome logged."""
+    what = f"{label}run {run}: {method}"
+    log(f"{what} ({1 if method == 'single' else len(ctx.lab.peers)} peers) ...")
+    result = run_method(ctx, method, run, label)
+    summary = (
+        f"{result.last_done_s:.2f} s" if result.last_done_s is not None else f"{result.completed}/{result.peers} done"
+    )
+    log(
+        f"{what}: {summary}, origin {result.origin_wire_bytes / ctx.size:.3f}x, "
+        f"verified {result.verified}/{result.peers}" + ("" if result.ok else f" -- FAILED, logs in {result.log_dir}")
+    )
+    time.sleep(1.0)  # let TIME_WAIT and writeback settle between runs
+    return result
