@@ -18,23 +18,24 @@ from shoal.core.download import (
     HASH_REFRESH_GAP,
     LEASE_POLL_SECONDS,
     MAX_WATCHED_PEERS,
+    DownloadCore,
+    Stats,
+    Tuning,
+)
+from shoal.core.download_actions import (
     Action,
     Carry,
-    DownloadCore,
     FetchOrigin,
     FetchPeer,
     Follow,
-    JoinAgain,
     PlanLater,
     Release,
     ReportBeside,
-    Stats,
-    Tuning,
     Unfollow,
     WakeAnnouncer,
     WakeHashes,
 )
-from shoal.core.errors import OriginChanged, OriginError, TrackerUnavailable
+from shoal.core.errors import JoinAgain, OriginChanged, OriginError, TrackerUnavailable
 from shoal.core.events import Announced, HashesArrived, OriginPiece, PeerGone, PeerHas, PeerPiece, RunEnded, TrackerDown
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import AnnounceResponse, PeerAddress

@@ -32,7 +32,22 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from shoal.core.bitfield import Bitfield
-from shoal.core.errors import LocalIOError, OriginChanged, ShoalError
+from shoal.core.download_actions import (
+    Action,
+    Ask,
+    Carry,
+    FetchOrigin,
+    FetchPeer,
+    Follow,
+    Note,
+    PlanLater,
+    Release,
+    ReportBeside,
+    Unfollow,
+    WakeAnnouncer,
+    WakeHashes,
+)
+from shoal.core.errors import JoinAgain, LocalIOError, OriginChanged, ShoalError
 from shoal.core.events import (
     Announced,
     Event,
@@ -63,10 +78,6 @@ BUSY_BACKOFF_SECONDS = 0.5
 MAX_WATCHED_PEERS = 64
 """Peers followed at once. Each holds a have-stream connection of the session's 128 (peer/api.py): with more,
 piece fetches and announces would queue for a connection behind streams that never end."""
-
-
-class JoinAgain(Exception):
-    """The attempt is over: the task moved to a new generation, or the origin serves another file now."""
 
 
 @dataclass(slots=True)
@@ -110,106 +121,6 @@ class FollowedPeer:
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
         return f"http://{host}:{self.address.port}"
-
-
-# -- actions: what the engine carries out, in the order given ------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class FetchOrigin:
-    run: list[int]
-
-
-@dataclass(frozen=True, slots=True)
-class FetchPeer:
-    peer_id: str
-    base_url: str
-    run: list[int]
-
-
-@dataclass(frozen=True, slots=True)
-class Follow:
-    """Start following a peer's have stream."""
-
-    peer_id: str
-    base_url: str
-
-
-@dataclass(frozen=True, slots=True)
-class Unfollow:
-    peer_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Carry:
-    """Carry out a change to the book on the piece server and the whole-file hashes (core.pieces)."""
-
-    changes: Changes
-
-
-@dataclass(frozen=True, slots=True)
-class WakeAnnouncer:
-    news: bool = False
-    """Something the tracker must hear at once (a piece hash from the origin, a bad peer, no Range)."""
-
-
-@dataclass(frozen=True, slots=True)
-class WakeHashes:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class PlanLater:
-    """Plan again after ``seconds`` (a back-off ends)."""
-
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class Release:
-    """Give leased pieces back to the tracker after ``delay``, beside the announcer."""
-
-    pieces: tuple[int, ...]
-    delay: float
-
-
-@dataclass(frozen=True, slots=True)
-class ReportBeside:
-    """Send an announce now, beside the one in flight (an endgame report)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Note:
-    """A line for the log."""
-
-    level: int
-    text: str
-
-
-Action = (
-    FetchOrigin
-    | FetchPeer
-    | Follow
-    | Unfollow
-    | Carry
-    | WakeAnnouncer
-    | WakeHashes
-    | PlanLater
-    | Release
-    | ReportBeside
-    | Note
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Ask:
-    """What one announce tells the tracker and asks of it (the AnnounceRequest fields of these names)."""
-
-    done: dict[int, str]
-    fetching: tuple[int, ...]
-    bad_peers: tuple[str, ...]
-    want_leases: int
-    no_range: bool
 
 
 class DownloadCore:
@@ -268,6 +179,16 @@ class DownloadCore:
             peer_requests=t.peer_requests,
             per_peer_requests=t.per_peer_requests,
             lone_peer_requests=t.lone_peer_requests,
+        )
+
+    def describe(self) -> str:
+        """One line of where the attempt stands, for the debug log."""
+        book = self.book
+        peers = {p: (len(s.have) if s.have else None, s.requests, s.banned) for p, s in self.peers.items()}
+        return (
+            f"{len(book.written)}/{self.manifest.piece_count} pieces, {len(book.unreported)} unreported, "
+            f"in flight {sorted(book.inflight)}, leases {sorted(book.leases)}, origin runs {self.origin_busy}, "
+            f"peers {peers}"
         )
 
     def in_endgame(self) -> bool:

@@ -10,6 +10,7 @@
     ├── TrackerUnavailable          3  the tracker could not be reached or answered nonsense
     ├── OriginError                 4  the origin failed (HTTP error, refused, short body)
     │   └── OriginChanged           4  the origin's file changed under a download, too often to go on
+    ├── JoinAgain                   -  a download's attempt is over (a new generation): the engine joins again
     ├── IntegrityError              5  content fails a whole-file digest (--digest, the origin's, a cache id)
     ├── LocalIOError                6  reading or writing local files failed
     ├── CacheError                  7  the node cache cannot do what was asked
@@ -55,6 +56,12 @@ class ShoalError(Exception):
     """Root of every error Shoal raises on purpose."""
 
     exit_code = 1
+
+
+class JoinAgain(ShoalError):
+    """The attempt is over: the task moved to a new generation, or the origin serves another file now.
+    Raised by the download core (core.download) and caught by the engine, which joins again; never leaves
+    it (after too many, the engine raises OriginChanged)."""
 
 
 class UsageError(ShoalError):

@@ -47,52 +47,45 @@ import aiohttp
 from shoal.core.bitfield import Bitfield
 from shoal.core.digests import PublishedDigest
 from shoal.core.download import (
+    DownloadCore,
+    Stats,
+)
+from shoal.core.download_actions import (
     Action,
     Carry,
-    DownloadCore,
     FetchOrigin,
     FetchPeer,
     Follow,
-    JoinAgain,
     Note,
     PlanLater,
     Release,
     ReportBeside,
-    Stats,
     Unfollow,
     WakeAnnouncer,
     WakeHashes,
 )
-from shoal.core.errors import IntegrityError, OriginChanged, OriginError, ShoalError, TrackerUnavailable
-from shoal.core.events import Announced, Event, HashesArrived, OriginPiece, PeerPiece, TrackerDown, Wake
-from shoal.core.ids import PeerIdentity, content_task_id, task_id_for_url
+from shoal.core.errors import IntegrityError, JoinAgain, OriginChanged, ShoalError, TrackerUnavailable
+from shoal.core.events import Event, HashesArrived, OriginPiece, PeerPiece, Wake
+from shoal.core.ids import PeerIdentity, task_id_for_url
 from shoal.core.manifest import Manifest
-from shoal.core.messages import AnnounceRequest, AnnounceResponse
+from shoal.core.messages import AnnounceRequest
 from shoal.core.pieces import Changes
 from shoal.core.rate import TokenBucket
-from shoal.core.retry import Backoff, Retries
+from shoal.core.retry import Retries
 from shoal.core.whole_file import WholeFileCheck, failed_check, plan_refetch, whole_file_checks
+from shoal.peer.announcer import ANNOUNCE_BACKOFF, Announcer, Applied
 from shoal.peer.config import GetConfig
 from shoal.peer.fetchers import fetch_origin, fetch_peer, watch_haves
-from shoal.peer.origin import Origin, Probe
+from shoal.peer.join import join
+from shoal.peer.origin import Origin
 from shoal.peer.prefix_hash import PrefixHash
 from shoal.peer.server import PieceServer, ServedTask
+from shoal.peer.tasks import Tasks
 from shoal.peer.tracker_client import TrackerClient
 from shoal.storage.partfile import PartFile
 
 log = logging.getLogger("shoal.peer")
 SAVE_STATE_SECONDS = 1.0
-STOP_SECONDS = 5.0
-ANNOUNCE_BACKOFF = Backoff(0.5, 5.0)
-"""Retries of a tracker that does not answer (core.retry), never slower than its announce interval."""
-
-
-@dataclass(slots=True)
-class _Applied:
-    """An announce's reply for the owner loop, and the future the announcer waits on until it is applied."""
-
-    event: Announced
-    handled: asyncio.Future[None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,12 +147,10 @@ class Download:
         self.range_ok = True
         self.direct = self.tracker is None
         self._interval = 5.0  # the tracker's, until the core takes over
-        self._events: asyncio.Queue[Event | _Applied] = asyncio.Queue()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._events: asyncio.Queue[Event | Applied] = asyncio.Queue()
+        self._tasks = Tasks()
         self._watchers: dict[str, asyncio.Task[None]] = {}
-        self._announce_wake = asyncio.Event()
-        self._news_wake = asyncio.Event()  # something to tell the tracker at once
-        self._hash_wake = asyncio.Event()
+        self.announcer: Announcer | None = None  # with a tracker, once the core is made
         self._checkpoint_task: asyncio.Future[None] | None = None
         self.prefix: PrefixHash | None = None
         self.published: PublishedDigest | None = None  # the origin's whole-file digest, from the probe
@@ -192,7 +183,7 @@ class Download:
                 if self.part is not None:
                     self.part.discard()  # pieces of the old version must never mix with the new one
             finally:
-                await self._stop_tasks()
+                await self._tasks.stop()
                 if self.prefix is not None:
                     await self.prefix.aclose()
             self._reset_attempt()
@@ -243,94 +234,21 @@ class Download:
     # -- joining -----------------------------------------------------------------------------------
 
     async def _join(self) -> None:
-        """Learn the generation and the manifest, checking the origin is still the same file."""
-        reply: AnnounceResponse | None = None
-        # The tracker and the origin are asked at once: one round trip less before the first byte moves.
-        announced, probed = await asyncio.gather(
-            self.tracker.announce(self.task_id, self._request(event="started")) if self.tracker else _none(),
-            self.origin.probe(),
-            return_exceptions=True,
+        """Learn the generation and the manifest, checking the origin is still the same file (peer.join)."""
+        joined = await join(
+            self.url,
+            self.task_id,
+            tracker=self.tracker,
+            origin=self.origin,
+            request=self._request,
+            fallback=self.config.fallback,
+            spawn=self._tasks.spawn,
         )
-        if isinstance(announced, TrackerUnavailable):
-            if not self.config.fallback:
-                raise announced
-            log.warning("tracker unreachable; downloading straight from the origin (--fallback)")
-            self.direct = True
-        elif isinstance(announced, BaseException):
-            raise announced
-        else:
-            reply = announced
-        probe: Probe | None = None
-        if isinstance(probed, OriginError):
-            # Unreachable or failing (5xx, 408, 429): the swarm's copy will do. A refusal (401, 403, 404,
-            # 410...) is the origin's answer, which the swarm must not override.
-            if reply is None or reply.manifest is None or not probed.transient:
-                raise probed
-            log.warning("origin unreachable; relying on the swarm's copy")
-        elif isinstance(probed, BaseException):
-            raise probed
-        else:
-            probe = probed
-            self.published = probe.digest
-        if probe is not None and probe.task_id and probe.task_id != self.task_id and reply is not None:
-            reply = await self._switch_task(probe.task_id, reply)
-        if reply is not None and self.tracker is not None and not self.direct:
-            self.generation = reply.generation
-            if probe is not None and (reply.manifest is None or reply.manifest.identity != probe.identity):
-                reply = await self.tracker.announce(
-                    self.task_id,
-                    self._request(event="started", origin=probe.identity, no_range=not probe.ranges),
-                )
-                self.generation = reply.generation
-            if reply.manifest is None:
-                raise OriginError(f"the tracker has no manifest for {self.url}", url=self.url)
-            log.debug(
-                "joined generation %d: %d peers, %d leases", reply.generation, len(reply.peers), len(reply.leases)
-            )
-            self.manifest = reply.manifest
-            self.range_ok = reply.range_ok
-            self._interval = reply.interval
-        else:
-            assert probe is not None
-            self.manifest = Manifest.for_identity(probe.identity)
-            self.range_ok = probe.ranges
-            self.generation = 1
+        self.task_id, self.manifest, self.generation = joined.task_id, joined.manifest, joined.generation
+        self.range_ok, self.direct, self._interval = joined.range_ok, joined.direct, joined.interval
+        self.published, self.content_hashes = joined.published, joined.content_hashes
 
-    async def _switch_task(self, task_id: str, url_reply: AnnounceResponse) -> AnnounceResponse:
-        """Join the content task a seeder named for this URL (DESIGN.md: a seeded file's task is its content),
-        so every URL of the same bytes shares one swarm, and leave the URL task just joined.
-
-        The content task's id commits to every piece hash (core.ids.content_task_id): its hashes are taken
-        only when they hash to the id, so neither the tracker nor a peer can make us accept other bytes.
-        A task whose hashes do not check out (not registered yet, or a lying tracker) is left, and the
-        download goes on as the URL task."""
-        assert self.tracker is not None
-        tracker = self.tracker
-        reply = await tracker.announce(task_id, self._request(event="started"))
-        hashes = await tracker.hashes(task_id, 0) if reply.manifest is not None else None
-        m = reply.manifest
-        if m is None or hashes is None or len(hashes.hashes) != m.piece_count:
-            verified = False
-        else:
-            ordered = [hashes.hashes[i] for i in range(m.piece_count) if i in hashes.hashes]
-            verified = len(ordered) == m.piece_count and content_task_id(m.length, m.piece_length, ordered) == task_id
-        leave, keep = (self.task_id, task_id) if verified else (task_id, self.task_id)
-        stopped = self._request(event="stopped")
-
-        async def leave_other_task() -> None:
-            with contextlib.suppress(TrackerUnavailable):
-                await tracker.announce(leave, stopped)
-
-        self._spawn(leave_other_task())
-        if not verified:
-            log.warning("the tracker's piece list for content task %s does not match its id; ignoring it", task_id[:16])
-            return url_reply
-        assert hashes is not None
-        self.task_id = keep
-        self.content_hashes = dict(hashes.hashes)
-        return reply
-
-    def _request(self, *, event: str = "update", **extra: object) -> AnnounceRequest:
+    def _request(self, *, event: str = "update", generation: int | None = None, **extra: object) -> AnnounceRequest:
         bitfield = self.served.have.encode() if self.served is not None else None
         host = "" if self.config.listen_host in ("0.0.0.0", "::", "") else self.config.listen_host
         return AnnounceRequest(
@@ -341,7 +259,7 @@ class Download:
             host=host,
             site=self.config.site,
             rack=self.config.rack,
-            generation=self.generation,
+            generation=self.generation if generation is None else generation,
             bitfield=bitfield,
             secret=self.identity.secret,
             **extra,  # type: ignore[arg-type]
@@ -387,14 +305,17 @@ class Download:
         core.book.resume(resumed.hashes, changes, direct=self.direct)
         self._apply(changes)
         self.stats.done = core.book.done_bytes
-        if not self.direct:
-            self._spawn(self._announcer())
-            self._spawn(self._hash_refresher())
+        if self.tracker is not None and not self.direct:
+            self.announcer = Announcer(
+                self.tracker, self.task_id, core, self._request, self._post, rng=self.rng, clock=self.clock
+            )
+            self._tasks.spawn(self.announcer.run())
+            self._tasks.spawn(self.announcer.refresh_hashes())
         try:
             await self._loop()
             return await self._finish()
         except BaseException:
-            await self._stop_tasks()  # no fetch starts another write into the part file meanwhile
+            await self._tasks.stop()  # no fetch starts another write into the part file meanwhile
             await self._save_state()
             raise
 
@@ -408,29 +329,22 @@ class Download:
             while not self._events.empty():
                 self._handle(self._events.get_nowait())
             if self.clock() - saved_at > SAVE_STATE_SECONDS:
-                book = core.book
-                log.debug(
-                    "%d/%d pieces, %d unreported, in flight %s, leases %s, origin runs %d, peers %s",
-                    len(book.written),
-                    book.manifest.piece_count,
-                    len(book.unreported),
-                    sorted(book.inflight),
-                    sorted(book.leases),
-                    core.origin_busy,
-                    {p: (len(s.have) if s.have else None, s.requests, s.banned) for p, s in core.peers.items()},
-                )
+                log.debug("%s", core.describe())
                 saved_at = self.clock()
                 if self._checkpoint_task is None or self._checkpoint_task.done():
-                    self._checkpoint_task = asyncio.ensure_future(self._checkpoint(dict(book.written)))
+                    self._checkpoint_task = asyncio.ensure_future(self._checkpoint(dict(core.book.written)))
 
-    def _handle(self, item: Event | _Applied) -> None:
+    def _post(self, item: Event | Applied) -> None:
+        self._events.put_nowait(item)
+
+    def _handle(self, item: Event | Applied) -> None:
         """Hand one event to the core and carry out what it decides."""
         assert self.core is not None
         if isinstance(item, OriginPiece):
             log.debug("piece %d from the origin", item.index)
         elif isinstance(item, PeerPiece):
             log.debug("piece %d from peer %s", item.index, item.peer_id)
-        if isinstance(item, _Applied):
+        if isinstance(item, Applied):
             try:
                 self._carry_out(self.core.handle(item.event, self.clock()))
             finally:
@@ -444,10 +358,8 @@ class Download:
         Run every SAVE_STATE_SECONDS beside the owner loop (never awaited by it). There is no fsync here: a
         rerun hashes every recorded piece again, so a crash that lost written bytes costs only their
         refetch. The disk is kept busy instead by the writeback each piece starts as it is written
-        (PartFile.write), and the fsync before the final rename waits only for what has not reached it yet.
-        An fsync every second stalls the file's writers while the journal commits, a large share of each
-        second of a large download with the machine idle meanwhile (benchmarks/single_peer.py; figures in
-        benchmarks/RESULTS.md).
+        (PartFile.write), and the fsync before the final rename waits only for what has not reached it yet:
+        an fsync every second would stall the file's writers while the journal commits (single_peer.py).
         """
         part = self.part
         if part is None or not part.is_open:
@@ -457,7 +369,7 @@ class Download:
 
     async def _finish(self) -> Downloaded:
         assert self.part is not None and self.manifest is not None and self.core is not None
-        await self._stop_tasks()
+        await self._tasks.stop()
         if self._checkpoint_task is not None:
             await self._checkpoint_task
         # The last report (a tracker round trip) and the flush (fsync can take a second for a large file on a
@@ -598,66 +510,42 @@ class Download:
             self.prefix = PrefixHash(self.part, self.core.manifest, self.core.book.on_disk, names)
             self.prefix.start()
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("internal task failed", exc_info=task.exception())
-
-    async def _stop_tasks(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            # Bounded: a task that ignores its cancellation (see _announcer) must not hang the download.
-            _, stuck = await asyncio.wait(tasks, timeout=STOP_SECONDS)
-            for task in stuck:
-                log.error("task %s did not stop within %.0fs", task.get_coro(), STOP_SECONDS)
-        self._tasks.clear()
-
     # -- carrying out the core's actions (owner only) ----------------------------------------------
 
     def _carry_out(self, actions: list[Action]) -> None:
         assert self.core is not None and self.part is not None
-        manifest, part, post = self.core.manifest, self.part, self._events.put_nowait
+        manifest, part, post, announcer = self.core.manifest, self.part, self._post, self.announcer
         for action in actions:
             match action:
                 case FetchOrigin(run):
                     log.debug("pieces %d-%d from the origin: asking", run[0], run[-1])
-                    self._spawn(fetch_origin(self.origin, manifest, part, run, post, self._throttle))
+                    self._tasks.spawn(fetch_origin(self.origin, manifest, part, run, post, self._throttle))
                 case FetchPeer(peer_id, base_url, run):
                     url = f"{base_url}/v1/tasks/{self.task_id}/data?gen={self.generation}"
                     hashes = self.core.book.hashes
-                    self._spawn(
+                    self._tasks.spawn(
                         fetch_peer(self.session, url, peer_id, manifest, part, run, hashes, post, self._throttle)
                     )
                 case Follow(peer_id, base_url):
                     url = f"{base_url}/v1/tasks/{self.task_id}/haves?gen={self.generation}"
-                    watcher = asyncio.ensure_future(watch_haves(self.session, url, peer_id, manifest, post))
-                    self._watchers[peer_id] = watcher
-                    self._tasks.add(watcher)
-                    watcher.add_done_callback(self._task_done)
+                    self._watchers[peer_id] = self._tasks.spawn(watch_haves(self.session, url, peer_id, manifest, post))
                 case Unfollow(peer_id):
                     if peer_id in self._watchers:
                         self._watchers.pop(peer_id).cancel()
                 case Carry(changes):
                     self._apply(changes)
                 case WakeAnnouncer(news):
-                    if news:
-                        self._news_wake.set()
-                    self._announce_wake.set()
+                    if announcer is not None:
+                        announcer.wake(news=news)
                 case WakeHashes():
-                    self._hash_wake.set()
+                    if announcer is not None:
+                        announcer.want_hashes()
                 case PlanLater(seconds):
-                    self._spawn(self._wake_after(seconds))
-                case Release(pieces, delay):
-                    self._spawn(self._release(pieces, delay=delay))
-                case ReportBeside():
-                    self._spawn(self._announce_once(beside=True))
+                    self._tasks.spawn(self._wake_after(seconds))
+                case Release(pieces, delay) if announcer is not None:
+                    self._tasks.spawn(announcer.release(pieces, delay=delay))
+                case ReportBeside() if announcer is not None:
+                    self._tasks.spawn(announcer.once(beside=True))
                 case Note(level, text):
                     log.log(level, "%s", text)
 
@@ -686,102 +574,10 @@ class Download:
 
     async def _wake_after(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
-        self._events.put_nowait(Wake())
+        self._post(Wake())
 
     async def _throttle(self, nbytes: int) -> None:
         if self._bucket is not None:
             delay = self._bucket.reserve(nbytes, self.clock())
             if delay:
                 await asyncio.sleep(delay)
-
-    async def _release(self, pieces: tuple[int, ...], *, delay: float) -> None:
-        """Give leased pieces back after ``delay``, beside the announcer, which then asks for others."""
-        await asyncio.sleep(delay)
-        await self._announce_once(released=pieces, beside=True)
-        self._announce_wake.set()
-
-    async def _announce_once(self, released: tuple[int, ...] = (), *, beside: bool = False) -> bool:
-        """Send one announce (what it says: core.ask) and post its reply, or the failure. True when the
-        tracker answered. ``beside``: sent beside the announcer, it asks for no leases, and its reply's lease
-        list, which may be older than the announcer's next one, is not applied."""
-        assert self.tracker is not None and self.core is not None
-        core = self.core
-        # Asked and built synchronously (no await before the request is complete): one consistent state.
-        ask = core.ask(self.clock(), beside=beside)
-        request = self._request(
-            done=ask.done,
-            released=released,
-            fetching=ask.fetching,
-            bad_peers=ask.bad_peers,
-            want_leases=ask.want_leases,
-            no_range=ask.no_range,
-        )
-        try:
-            try:
-                reply = await self.tracker.announce(self.task_id, request)
-            except TrackerUnavailable as exc:
-                self._events.put_nowait(TrackerDown(exc))
-                return False
-            finally:
-                core.answered()
-            # The next announce waits until the owner has applied this reply: built before, it would report
-            # the same pieces again and ask for leases the reply may already have granted.
-            handled = asyncio.get_running_loop().create_future()
-            self._events.put_nowait(_Applied(Announced(reply, ask.done, leases=not beside), handled))
-            await handled
-            return True
-        finally:
-            core.settled(ask)
-
-    async def _announcer(self) -> None:
-        """One announce in flight at a time: now when there is news or a need, else every interval."""
-        assert self.core is not None
-        core = self.core
-        retry = Retries(ANNOUNCE_BACKOFF, self.rng)
-        while True:
-            # asyncio.timeout, not wait_for: in Python 3.11 wait_for can swallow a cancellation that
-            # arrives as the event fires, and the task would never stop.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(core.interval):
-                    await self._announce_wake.wait()
-            self._announce_wake.clear()
-            if gap := core.lease_poll_wait(self.clock()):
-                # Only asking for leases: wait out the poll gap, but news that comes meanwhile goes at once.
-                self._news_wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(gap):
-                        await self._news_wake.wait()
-            if await self._announce_once():
-                retry.reset()
-            else:
-                # Never slower than the tracker's interval: it forgets a peer silent for its peer TTL (a
-                # few intervals) and leases that peer's pieces to others, so a peer that backed off
-                # further while the tracker was down (restarting) would be forgotten once it came back.
-                await asyncio.sleep(retry.next_delay(cap=core.interval))
-
-    async def _hash_refresher(self) -> None:
-        """Fetch new piece hashes when woken, paced by core.hash_lookup_wait."""
-        assert self.tracker is not None and self.core is not None
-        core = self.core
-        seen = 0
-        retry = Retries(ANNOUNCE_BACKOFF, self.rng)
-        while True:
-            await self._hash_wake.wait()
-            if wait := core.hash_lookup_wait(self.clock()):
-                await asyncio.sleep(wait)
-            self._hash_wake.clear()
-            core.hashes_asked(self.clock())
-            try:
-                reply = await self.tracker.hashes(self.task_id, max(seen, core.book.hash_seq))
-            except TrackerUnavailable as exc:
-                log.info("hash refresh failed: %s", exc)
-                await asyncio.sleep(retry.next_delay(cap=core.interval))
-                self._hash_wake.set()
-                continue
-            retry.reset()
-            seen = reply.seq
-            self._events.put_nowait(HashesArrived(reply.generation, reply.seq, dict(reply.hashes), reply.revoked))
-
-
-async def _none() -> None:
-    return None
