@@ -12,6 +12,7 @@ from shoal.core.errors import UsageError
 from shoal.core.eviction import DEFAULT_CAPACITY
 from shoal.core.units import format_bytes, format_size, parse_rate, parse_size
 from shoal.daemon.config import DaemonConfig, PoolSpec, default_cache_dir, default_socket
+from shoal.peer.config import DEFAULT_LISTEN
 from shoal.peer.request import parse_listen
 
 
@@ -64,7 +65,7 @@ async def run_daemon(config: DaemonConfig) -> None:
 @click.option("--rack", default="", metavar="RACK", help="Locality label: prefer peers of this rack.")
 @click.option(
     "--listen",
-    default="0.0.0.0:0",
+    default=DEFAULT_LISTEN,
     show_default=True,
     callback=click_parser(parse_listen),
     metavar="HOST:PORT",

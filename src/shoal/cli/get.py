@@ -19,7 +19,7 @@ from shoal.daemon.client import DaemonClient
 from shoal.daemon.config import default_socket
 from shoal.http.tls import deferred_roots
 from shoal.peer.callback import callback_argv, run_callback
-from shoal.peer.config import GetConfig
+from shoal.peer.config import DEFAULT_LISTEN, GetConfig
 from shoal.peer.request import check_digest, parse_headers, resolve_destination
 from shoal.storage.placement import Destination
 
@@ -104,7 +104,7 @@ async def _cancellable(
 @click.option("--rack", default="", metavar="RACK", help="Locality label: prefer peers of this rack.")
 @click.option(
     "--listen",
-    default="0.0.0.0:0",
+    default=DEFAULT_LISTEN,
     show_default=True,
     metavar="HOST:PORT",
     help="Where this peer serves pieces to others.",
