@@ -339,6 +339,7 @@ def test_pool_commands_end_to_end(
     created = pool_cli(t, "create", "ops")
     assert created.returncode == 0 and "created pool ops" in created.stdout
     assert pool_cli(t, "create", "ops").returncode == 2  # exists already
+    assert api(t, "POST", "", {"name": "ops"}) == (409, {"error": "pool 'ops' exists already"})
     assert pool_cli(t, "create", "Bad Name").returncode == 2
     pool = Pool(t, "ops")
     member(pool, "n1")

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from shoal.core.announce import decide_announce
-from shoal.core.errors import PoolExists, StoreError
+from shoal.core.errors import Conflict, PoolExists, StoreError
 from shoal.core.ids import task_id_for_url
 from shoal.core.pool import (
     Assignment,
@@ -138,7 +138,9 @@ async def test_creating_a_pool_twice_is_refused_and_changes_nothing(store: PoolS
     await store.create("farm", hash_token("first"), T0)
     with pytest.raises(PoolExists) as info:
         await store.create("farm", None, T0 + 10)
-    assert isinstance(info.value, StoreError)
+    # The name is taken, the database is fine: a conflict the client caused, not a storage failure (503).
+    assert isinstance(info.value, Conflict) and not isinstance(info.value, StoreError)
+    assert info.value.http_status == 409
     assert "farm" in str(info.value)
     assert await store.get("farm") == PoolRow("farm", hash_token("first"), T0)
 

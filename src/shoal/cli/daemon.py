@@ -7,11 +7,20 @@ from pathlib import Path
 
 import click
 
-from shoal.cli.main import click_parser, configure_logging, run_or_exit, socket_option, verbose_option
+from shoal.cli.main import (
+    click_parser,
+    configure_logging,
+    locality_options,
+    rate_option,
+    run_or_exit,
+    socket_option,
+    verbose_option,
+)
 from shoal.core.errors import UsageError
 from shoal.core.eviction import DEFAULT_CAPACITY
-from shoal.core.units import format_bytes, format_size, parse_rate, parse_size
+from shoal.core.units import format_bytes, format_size, parse_size
 from shoal.daemon.config import DaemonConfig, PoolSpec, default_cache_dir, default_socket
+from shoal.peer.config import DEFAULT_LISTEN
 from shoal.peer.request import parse_listen
 
 
@@ -60,29 +69,18 @@ async def run_daemon(config: DaemonConfig) -> None:
     metavar="URL",
     help="The tracker's base URL [default: $SHOAL_TRACKER; none: from the origins only].",
 )
-@click.option("--site", default="", metavar="SITE", help="Locality label: prefer peers of this site.")
-@click.option("--rack", default="", metavar="RACK", help="Locality label: prefer peers of this rack.")
+@locality_options
 @click.option(
     "--listen",
-    default="0.0.0.0:0",
+    default=DEFAULT_LISTEN,
     show_default=True,
     callback=click_parser(parse_listen),
     metavar="HOST:PORT",
     help="Where the piece server serves other peers.",
 )
 @socket_option
-@click.option(
-    "--download-rate",
-    callback=click_parser(parse_rate),
-    metavar="RATE",
-    help="Cap each download at RATE bytes/s (1024-based K, M, G).",
-)
-@click.option(
-    "--upload-rate",
-    callback=click_parser(parse_rate),
-    metavar="RATE",
-    help="Cap uploads to peers at RATE bytes/s (1024-based K, M, G).",
-)
+@rate_option("--download-rate", "each download")
+@rate_option("--upload-rate", "uploads to peers")
 @click.option(
     "--scrub-interval",
     type=click.FloatRange(min=0),

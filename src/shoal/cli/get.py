@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from shoal.cli.main import click_parser, configure_logging, loading, run_or_exit, socket_option
+from shoal.cli.main import configure_logging, loading, locality_options, rate_option, run_or_exit, socket_option
 from shoal.cli.progress import ProgressBar
-from shoal.core.units import format_bytes, parse_rate
+from shoal.core.units import format_bytes
 from shoal.daemon.client import DaemonClient
 from shoal.daemon.config import default_socket
 from shoal.http.tls import deferred_roots
 from shoal.peer.callback import callback_argv, run_callback
-from shoal.peer.config import GetConfig
+from shoal.peer.config import DEFAULT_LISTEN, GetConfig
 from shoal.peer.request import check_digest, parse_headers, resolve_destination
 from shoal.storage.placement import Destination
 
@@ -74,18 +74,8 @@ async def _cancellable(
 @click.option(
     "--tracker", envvar="SHOAL_TRACKER", metavar="URL", help="The tracker's base URL [default: $SHOAL_TRACKER]."
 )
-@click.option(
-    "--download-rate",
-    callback=click_parser(parse_rate),
-    metavar="RATE",
-    help="Cap downloads at RATE bytes/s (1024-based K, M, G).",
-)
-@click.option(
-    "--upload-rate",
-    callback=click_parser(parse_rate),
-    metavar="RATE",
-    help="Cap uploads to peers at RATE bytes/s (1024-based K, M, G).",
-)
+@rate_option("--download-rate", "downloads")
+@rate_option("--upload-rate", "uploads to peers")
 @click.option(
     "--upload-time",
     type=click.FloatRange(min=0),
@@ -100,11 +90,10 @@ async def _cancellable(
 )
 @click.option("--digest", metavar="sha256:HEX", help="Verify the whole file before it is moved into place.")
 @click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'", help="Header for the origin (repeatable).")
-@click.option("--site", default="", metavar="SITE", help="Locality label: prefer peers of this site.")
-@click.option("--rack", default="", metavar="RACK", help="Locality label: prefer peers of this rack.")
+@locality_options
 @click.option(
     "--listen",
-    default="0.0.0.0:0",
+    default=DEFAULT_LISTEN,
     show_default=True,
     metavar="HOST:PORT",
     help="Where this peer serves pieces to others.",

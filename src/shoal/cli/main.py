@@ -30,6 +30,7 @@ import click
 from click.exceptions import NoArgsIsHelpError
 
 from shoal.core.errors import ShoalError, UsageError
+from shoal.core.units import parse_rate
 
 T = TypeVar("T")
 
@@ -59,6 +60,24 @@ def socket_option(command: Any) -> Any:
         help="The daemon's control socket [default: $SHOAL_DAEMON_SOCKET, /run/shoal/daemon.sock for root, "
         "else $XDG_RUNTIME_DIR/shoal/daemon.sock].",
     )(command)
+
+
+def rate_option(flag: str, capped: str) -> Callable[[Any], Any]:
+    """An option of bytes per second (``--download-rate``, ``--upload-rate``); ``capped`` says what it caps."""
+    return click.option(
+        flag,
+        callback=click_parser(parse_rate),
+        metavar="RATE",
+        help=f"Cap {capped} at RATE bytes/s (1024-based K, M, G).",
+    )
+
+
+def locality_options(command: Any) -> Any:
+    """``--site`` and ``--rack``: the locality labels a peer announces, shared by `get` and `daemon`."""
+    for label in ("rack", "site"):  # the option added last is listed first
+        help_text = f"Locality label: prefer peers of this {label}."
+        command = click.option(f"--{label}", default="", metavar=label.upper(), help=help_text)(command)
+    return command
 
 
 def verbose_option(command: Any) -> Any:

@@ -20,10 +20,11 @@
     ├── CallbackFailed              8  the file is in place, but the --callback command failed
     ├── ListenError                 9  an address to listen on cannot be had (in use, not this host's)
     ├── ProtocolError               -  malformed input from a peer or a client (mapped to 4xx at the edge)
-    │   ├── IllegalTransition       -  an event a state machine does not allow in its status (409 at the edge)
+    │   ├── Conflict                -  a request at odds with what exists now (409 at the edge)
+    │   │   ├── IllegalTransition   -  an event a state machine does not allow in its status
+    │   │   └── PoolExists          -  a pool of that name exists already
     │   └── NotFound                -  what a request names does not exist: a pool, a push job (404 at the edge)
     ├── StoreError                  1  the SQL database failed or could not be reached (503 at the edge)
-    │   └── PoolExists              1  a pool of that name exists already (409 at the edge)
     ├── DaemonUnavailable           1  no daemon answers on the control socket
     ├── RemoteError                 *  an error the daemon reported (* the daemon's exit code, kept)
     ├── HashingStopped              1  the daemon's idle hasher was stopped before a file was hashed
@@ -249,14 +250,19 @@ class ProtocolError(ShoalError):
         self.field = field
 
 
-class IllegalTransition(ProtocolError):
+class Conflict(ProtocolError):
+    """A well-formed request that what exists now does not allow: a name already taken, a status change a
+    state machine forbids. The client caused it, and nothing changed (409 Conflict at an API's edge)."""
+
+    http_status = 409
+
+
+class IllegalTransition(Conflict):
     """An event that a state machine's table does not allow in its status: a stale or duplicated report, or
     a command that makes no sense now (stopping a paused job). Raised by each transition table (a pool job
     and its assignments in shoal.core.pool, a mirror job in shoal.core.mirror_job); 409 Conflict at an API's
     edge. ``subject`` names what has the status (``job``, ``assignment``); ``reason`` says more where the
     table's guard, not its pairs, refused."""
-
-    http_status = 409
 
     def __init__(self, subject: str, status: enum.Enum, event: object, reason: str = "") -> None:
         message = f"{type(event).__name__} is not allowed while the {subject} is {status.value}"
@@ -272,15 +278,15 @@ class NotFound(ProtocolError):
     http_status = 404
 
 
+class PoolExists(Conflict):
+    """A pool of that name exists already: the name is taken, the database is fine."""
+
+
 # -- the SQL store ------------------------------------------------------------------------------------
 
 
 class StoreError(ShoalError):
     """The SQL database (tracker, pools, mirror manager) failed or could not be reached."""
-
-
-class PoolExists(StoreError):
-    """A pool of that name exists already."""
 
 
 # -- the daemon ---------------------------------------------------------------------------------------

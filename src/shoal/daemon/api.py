@@ -99,7 +99,7 @@ class Cache:
         config = DaemonConfig(cache_dir=store.storage, capacity=store.capacity, tracker=self.tracker)
         server = PieceServer()
         if self.tracker:
-            await server.start("0.0.0.0", 0)
+            await server.start(config.listen_host, config.listen_port)
         try:
             async with aiohttp.ClientSession(auto_decompress=False, read_bufsize=1 << 20) as session:
                 fetcher = Fetcher(

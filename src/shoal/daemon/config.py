@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shoal.core.errors import UsageError
+from shoal.peer.config import DEFAULT_LISTEN_HOST
 
 
 def default_cache_dir() -> Path:
@@ -68,7 +69,7 @@ class DaemonConfig:
     """Locality label announced to the tracker."""
     rack: str = ""
     """Locality label announced to the tracker."""
-    listen_host: str = "0.0.0.0"
+    listen_host: str = DEFAULT_LISTEN_HOST
     """Address of the piece server other peers fetch from; a specific address is also what they are told."""
     listen_port: int = 0
     """Port of the piece server; 0 picks a free one."""

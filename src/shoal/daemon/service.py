@@ -24,10 +24,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from shoal.core.errors import ListenError, LocalIOError, UsageError
+from shoal.core.errors import ListenError, LocalIOError
 from shoal.core.ids import PeerIdentity
 from shoal.daemon.client import DaemonClient
 from shoal.daemon.config import DaemonConfig, index_path
+from shoal.daemon.content_http import content_route
 from shoal.daemon.control import Control
 from shoal.daemon.fetcher import Fetcher
 from shoal.daemon.pools import Identity, PoolMember
@@ -73,7 +74,7 @@ class Daemon:
         reconciled = await asyncio.to_thread(self.store.reconcile)
         if reconciled.dropped or reconciled.orphans or reconciled.staging or reconciled.dead:
             log.warning("cache reconciled: %s", reconciled)
-        self.server.add_route(web.get("/v1/content/{digest}", self._content))
+        self.server.add_route(content_route(self.store))
         try:
             await self.server.start(config.listen_host, config.listen_port)
         except OSError as exc:
@@ -150,18 +151,6 @@ class Daemon:
             "seeding": self.seeding.task_ids if self.seeding else [],
             "uploading": len(self.server.tasks),
         }
-
-    async def _content(self, request: web.Request) -> web.StreamResponse:
-        """A whole cached file by id, for nodes syncing from this one's export (they verify its digest).
-        Ranges and If-Range come from FileResponse; its ETag (mtime and size) is stable, objects never change."""
-        digest = request.match_info["digest"]
-        try:
-            entry = await asyncio.to_thread(self.store.lookup, digest)
-        except UsageError as exc:
-            raise web.HTTPBadRequest(reason=str(exc)) from None
-        if entry is None or not entry.cached:
-            raise web.HTTPNotFound(reason="not cached here")
-        return web.FileResponse(self.store.object_path(entry.digest), chunk_size=1 << 20)
 
     async def _scrub_every(self, seconds: float) -> None:
         while True:

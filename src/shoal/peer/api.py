@@ -23,7 +23,7 @@ from shoal.core.ids import canonical_url
 from shoal.core.units import parse_rate
 from shoal.http.tls import load_roots_first
 from shoal.peer.callback import callback_argv, run_callback
-from shoal.peer.config import GetConfig
+from shoal.peer.config import DEFAULT_LISTEN, GetConfig
 from shoal.peer.engine import Download
 from shoal.peer.request import check_digest, parse_headers, parse_listen, resolve_destination
 from shoal.peer.server import PieceServer, ServerConfig
@@ -67,7 +67,7 @@ async def aget(
     digest: str | None = None,
     site: str = "",
     rack: str = "",
-    listen: str = "0.0.0.0:0",
+    listen: str = DEFAULT_LISTEN,
     callback: str | None = None,
     progress: Callable[[Stats], None] | None = None,
     on_complete: Callable[[GetResult], None] | None = None,

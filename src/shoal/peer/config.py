@@ -8,6 +8,11 @@ from pathlib import Path
 
 from shoal.core.download import Tuning
 
+DEFAULT_LISTEN_HOST = "0.0.0.0"
+"""Where a piece server (of a `get`, of the daemon) listens unless told: every IPv4 address."""
+DEFAULT_LISTEN = f"{DEFAULT_LISTEN_HOST}:0"
+"""``--listen`` unless told, as HOST:PORT: every IPv4 address, on a port the kernel picks."""
+
 
 # No slots: the class attributes must stay readable as the defaults (the CLI shows them).
 @dataclass(frozen=True)
@@ -36,7 +41,7 @@ class GetConfig:
     """Locality label: peers of the same site are preferred."""
     rack: str = ""
     """Locality label: peers of the same rack (and site) are preferred most."""
-    listen_host: str = "0.0.0.0"
+    listen_host: str = DEFAULT_LISTEN_HOST
     """Address the piece server listens on; a specific address is also what peers are told."""
     listen_port: int = 0
     """Port the piece server listens on; 0 picks a free one."""

@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlsplit
 
 from shoal.core.errors import UsageError
 from shoal.core.ids import canonical_url
+from shoal.peer.config import DEFAULT_LISTEN_HOST
 from shoal.storage.placement import Destination
 
 _DIGEST = re.compile(r"^sha256:[0-9a-fA-F]{64}$")
@@ -77,4 +78,4 @@ def parse_listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         raise UsageError(f"--listen takes HOST:PORT, not {text!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)
+    return host.strip("[]") or DEFAULT_LISTEN_HOST, int(port)

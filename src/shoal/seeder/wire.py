@@ -1,6 +1,6 @@
 """BitTorrent wire seeding (BEP 3): serves complete files to standard clients on one TCP port.
 
-The decisions live in the core (shoal.core.btwire: connection states and request validation;
+The decisions live in the core (shoal.core.btseeding: connection states and request validation;
 shoal.core.unchoke: which peers are unchoked); this module owns the sockets, the disk and the clock. A
 client's handshake names an info-hash; the ``TorrentLookup`` the seeder is given answers with the file to
 serve, or None and the connection closes.
@@ -37,17 +37,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from shoal.core import btwire
-from shoal.core.btwire import (
-    BLOCK_SIZE,
+from shoal.core import btseeding
+from shoal.core.btseeding import (
     HandshakeReceived,
     PeerCompleted,
     PeerInterested,
     PeerNotInterested,
     SeedingConnection,
     State,
-    piece_header,
 )
+from shoal.core.btwire import BLOCK_SIZE, piece_header
 from shoal.core.errors import ListenError, LocalIOError, ProtocolError
 from shoal.core.unchoke import UnchokeSlots
 
@@ -82,9 +81,9 @@ class WireConfig:
     """Peers downloading at once, all torrents together; other interested peers wait for a slot."""
     rotate_seconds: float = 30.0
     """Seconds an unchoked peer keeps its slot while other peers wait for one."""
-    max_requests: int = btwire.MAX_QUEUED_REQUESTS
-    """Requests queued per peer; past it requests are dropped (see shoal.core.btwire)."""
-    max_request_length: int = btwire.MAX_REQUEST_LENGTH
+    max_requests: int = btseeding.MAX_QUEUED_REQUESTS
+    """Requests queued per peer; past it requests are dropped (see shoal.core.btseeding)."""
+    max_request_length: int = btseeding.MAX_REQUEST_LENGTH
     """Longest block a peer may request; a longer request closes the connection."""
     cache_bytes: int = 64 << 20
     """Bytes of file spans kept in memory, all torrents together (at least one span is kept)."""
@@ -94,7 +93,7 @@ class WireConfig:
     mostly reads what is evicted before it is asked for; small pieces are grouped to save thread hops."""
     write_buffer: int = 1 << 20
     """Bytes queued in a connection's transport before its sender waits for the peer to take them."""
-    idle_timeout: float = btwire.IDLE_TIMEOUT
+    idle_timeout: float = btseeding.IDLE_TIMEOUT
     """Seconds a peer may stay silent (not even a keep-alive) before it is disconnected."""
     tick_seconds: float = 5.0
     """How often keep-alives, idle peers and unchoke rotation are seen to."""
@@ -268,7 +267,7 @@ class WireSeeder:
                 with contextlib.suppress(asyncio.CancelledError):
                     await peer.sender
 
-    def _on_event(self, peer: _Peer, event: btwire.Event) -> list[btwire.Event]:
+    def _on_event(self, peer: _Peer, event: btseeding.Event) -> list[btseeding.Event]:
         """Act on one event; return the events that acting on it produced."""
         now = asyncio.get_running_loop().time()
         if isinstance(event, HandshakeReceived):

@@ -166,38 +166,34 @@ class PartFile:
             return None
         except (OSError, ValueError):
             return None
-        m = self.manifest
-        expected = {
-            "version": STATE_VERSION,
-            "task_id": self.task_id,
-            "length": m.length,
-            "piece_length": m.piece_length,
-            "etag": m.identity.etag,
-            "last_modified": m.identity.last_modified,
-        }
-        if not isinstance(raw, dict) or any(raw.get(k) != v for k, v in expected.items()):
+        if not isinstance(raw, dict) or any(raw.get(k) != v for k, v in self._state_identity().items()):
             return None
         pieces = raw.get("pieces")
         if not isinstance(pieces, dict):
             return None
         out = {}
+        piece_count = self.manifest.piece_count
         for key, value in pieces.items():
-            if isinstance(key, str) and key.isdigit() and int(key) < m.piece_count and isinstance(value, str):
+            if isinstance(key, str) and key.isdigit() and int(key) < piece_count and isinstance(value, str):
                 out[int(key)] = value
         return out
 
-    def save_state(self, hashes: dict[int, str]) -> None:
-        """Record the verified pieces atomically (write a temporary file, then rename over the old one)."""
+    def _state_identity(self) -> dict[str, Any]:
+        """What the sidecar records of the download beside its pieces; a sidecar that says otherwise is of
+        another file, or another version of it, and is not resumed."""
         m = self.manifest
-        body: dict[str, Any] = {
+        return {
             "version": STATE_VERSION,
             "task_id": self.task_id,
             "length": m.length,
             "piece_length": m.piece_length,
             "etag": m.identity.etag,
             "last_modified": m.identity.last_modified,
-            "pieces": {str(k): v for k, v in sorted(hashes.items())},
         }
+
+    def save_state(self, hashes: dict[int, str]) -> None:
+        """Record the verified pieces atomically (write a temporary file, then rename over the old one)."""
+        body = {**self._state_identity(), "pieces": {str(k): v for k, v in sorted(hashes.items())}}
         tmp = self.state.with_name(self.state.name + ".tmp")
         try:
             tmp.write_text(json.dumps(body))
