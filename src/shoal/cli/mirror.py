@@ -83,7 +83,7 @@ def manager(config_path: Path, host: str | None, port: int | None, verbose: int)
     configure_logging(verbose, False)
 
     def go() -> None:
-        from dataclasses import replace
+        from msgspec.structs import replace
 
         from shoal.http.listen import serve
         from shoal.mirror.config import load_config

@@ -43,6 +43,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from shoal.core.errors import NoWorker, ProtocolError, ShoalError, StaleRun, StaleSession, UnknownJob, UnknownWorker
 from shoal.core.mirror_config import JobSpec, MirrorConfig
 from shoal.core.mirror_job import (
@@ -225,7 +227,7 @@ class MirrorManager:
         if self.config_path is None or self._load is None:
             raise ProtocolError("this manager was not started from a config file; nothing to reload")
         config = await asyncio.to_thread(self._load, self.config_path)  # ConfigError: nothing changes
-        self.config = replace(self.config, jobs=config.jobs)
+        self.config = msgspec.structs.replace(self.config, jobs=config.jobs)
         return await self.load_jobs(config.jobs)
 
     # -- the scheduler -------------------------------------------------------------------------------
