@@ -68,7 +68,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 from msgspec.structs import force_setattr
@@ -100,14 +100,18 @@ EnvName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 
 
-class Seconds(float):
-    """A duration as the file writes it: a positive number of seconds, or a string such as ``"10m"``
-    (``parse_duration``). Only decoding sees this type; a struct keeps the plain float."""
+if TYPE_CHECKING:  # to the type checker, the value a struct keeps
+    Seconds = float
+    HookCommands = tuple[str, ...]
+else:  # at run time, classes of their own, so msgspec hands the file's value to dec_hook
 
+    class Seconds(float):
+        """A duration as the file writes it: a positive number of seconds, or a string such as ``"10m"``
+        (read by dec_hook with ``parse_duration``); the struct then keeps the plain float."""
 
-class Commands(tuple[str, ...]):
-    """A hook as the file writes it: one command string, or an array of them. Only decoding sees this
-    type; a struct keeps the plain tuple."""
+    class HookCommands(tuple):
+        """A hook as the file writes it: one command string, or an array of them (read by dec_hook); the
+        struct then keeps the plain tuple."""
 
 
 Duration = Annotated[
@@ -118,7 +122,7 @@ Duration = Annotated[
     ),
 ]
 Hook = Annotated[
-    Commands,
+    HookCommands,
     msgspec.Meta(
         description="shell commands, run in order with /bin/sh -c",
         extra_json_schema={"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
@@ -145,25 +149,28 @@ class _Table(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A table of the file (or object of the JSON): an unknown key is refused, so a typo like
     ``intervall`` cannot silently keep the default."""
 
+    def __post_init__(self) -> None:
+        # A decoded duration or hook is kept as the plain float or tuple, which msgspec can encode.
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if isinstance(value, Seconds | HookCommands):
+                force_setattr(self, name, float(value) if isinstance(value, Seconds) else tuple(value))
+
 
 class Hooks(_Table, frozen=True):
     """Shell commands run around a job's attempt, each with ``/bin/sh -c``, in order; the first that fails
     stops the rest of its list. What each sees is described in ``shoal.mirror.runner``."""
 
-    pre_job: Hook = Commands()
+    pre_job: Hook = ()
     """Before anything else; a failure fails the attempt before the provider runs."""
-    pre_exec: Hook = Commands()
+    pre_exec: Hook = ()
     """Just before the provider runs; a failure fails the attempt."""
-    post_exec: Hook = Commands()
+    post_exec: Hook = ()
     """Just after the provider, whatever its outcome; a failure fails the attempt."""
-    post_success: Hook = Commands()
+    post_success: Hook = ()
     """After a successful attempt, before its version is published; a failure fails the attempt."""
-    post_fail: Hook = Commands()
+    post_fail: Hook = ()
     """After a failed attempt; a failure here is added to the attempt's error, nothing more."""
-
-    def __post_init__(self) -> None:
-        for name in self.__struct_fields__:
-            force_setattr(self, name, tuple(getattr(self, name)))
 
 
 class Retention(_Table, frozen=True):
@@ -173,10 +180,6 @@ class Retention(_Table, frozen=True):
     """Keep the newest K versions (at least 1)."""
     max_age: Duration | None = None
     """Seconds; older versions are removed, but never the newest one."""
-
-    def __post_init__(self) -> None:
-        if self.max_age is not None:
-            force_setattr(self, "max_age", float(self.max_age))
 
 
 class Publish(_Table, frozen=True):
@@ -190,6 +193,7 @@ class Publish(_Table, frozen=True):
     """...with at least this many replicas (None: every member). Only with ``pool``."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.replicas is not None and self.pool is None:
             raise _Invalid(("replicas",), "'replicas' needs a 'pool' to push to")
 
@@ -205,11 +209,11 @@ class JobSpec(_Table, frozen=True):
     """http: an http(s) URL, a file or a directory index (ending in ``/``). command: $SHOAL_MIRROR_UPSTREAM."""
     command: str | None = None
     """The command provider's shell command (required for it; None for http, which refuses one)."""
-    interval: Duration = Seconds(3600.0)
+    interval: Duration = 3600.0
     """Seconds from the end of one run to the start of the next (``core.schedule.next_run``)."""
     cron: str | None = None
     """A five-field UTC cron expression (``core.schedule.Cron``); when set it decides the schedule."""
-    timeout: Duration = Seconds(3600.0)
+    timeout: Duration = 3600.0
     """Seconds one attempt may take, hooks included, before it is killed and failed."""
     retries: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 2
     """Attempts per run, the first included (``core.mirror_job``'s ``max_attempts``)."""
@@ -226,8 +230,7 @@ class JobSpec(_Table, frozen=True):
     publish: Publish = Publish()
 
     def __post_init__(self) -> None:
-        force_setattr(self, "interval", float(self.interval))
-        force_setattr(self, "timeout", float(self.timeout))
+        super().__post_init__()
         if self.provider == "http":
             try:
                 canonical_url(self.upstream)  # the checks every Shoal URL gets: scheme, host, port
@@ -262,7 +265,7 @@ class JobSpec(_Table, frozen=True):
         """Read ``data`` as the TOML parser reads a ``[[jobs]]`` table; ProtocolError naming the field on
         bad input."""
         try:
-            return msgspec.convert(data, JobSpec, dec_hook=_decode)
+            return msgspec.convert(data, JobSpec, dec_hook=dec_hook)
         except (_Invalid, msgspec.ValidationError) as exc:
             where, message = _problem(exc, data)
             field = _dotted(("job", *where))
@@ -282,11 +285,8 @@ class ManagerSettings(_Table, frozen=True):
     """The environment variable ``token`` was read from, if any."""
     db: Text | None = None
     """Database URL (as ``shoal tracker --db``); None: an SQLite file beside the config file."""
-    worker_timeout: Duration = Seconds(60.0)
+    worker_timeout: Duration = 60.0
     """Seconds after which a worker not heard from is lost and its running jobs fail."""
-
-    def __post_init__(self) -> None:
-        force_setattr(self, "worker_timeout", float(self.worker_timeout))
 
 
 class WorkerSettings(_Table, frozen=True):
@@ -312,6 +312,7 @@ class WorkerSettings(_Table, frozen=True):
     """Base URL clients reach the worker's seeder at; None: the Host a request came in on."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for key in ("manager", "tracker", "advertise"):
             url = getattr(self, key)
             try:
@@ -327,6 +328,7 @@ class MirrorConfig(_Table, frozen=True):
     jobs: tuple[JobSpec, ...] = ()
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         seen: dict[str, int] = {}
         for index, job in enumerate(self.jobs):
             if job.name in seen:
@@ -368,12 +370,13 @@ def _commands(value: Any) -> tuple[str, ...]:
     return tuple(items)
 
 
-def _decode(kind: type, value: Any) -> Any:
-    """msgspec's hook for the two types the file may write in more than one way."""
+def dec_hook(kind: type, value: Any) -> Any:
+    """msgspec's ``dec_hook`` for the two types the file may write in more than one way: every decoding of
+    these structs (here, and the mirror client's of a run command) passes it."""
     if kind is Seconds:
         return Seconds(parse_duration(value))
-    if kind is Commands:
-        return Commands(_commands(value))
+    if kind is HookCommands:
+        return HookCommands(_commands(value))
     raise NotImplementedError(kind)
 
 
@@ -391,7 +394,7 @@ def _token(settings: Any, section: str, environ: Mapping[str, str]) -> Any:
 
 
 def _config(data: dict[str, Any], environ: Mapping[str, str]) -> MirrorConfig:
-    config = msgspec.convert(data, MirrorConfig, dec_hook=_decode)
+    config = msgspec.convert(data, MirrorConfig, dec_hook=dec_hook)
     return msgspec.structs.replace(
         config, manager=_token(config.manager, "manager", environ), worker=_token(config.worker, "worker", environ)
     )
