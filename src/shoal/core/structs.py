@@ -51,12 +51,16 @@ def decode(raw: bytes, kind: type[T]) -> T:
         value = _decoder(kind).decode(raw)
     except msgspec.ValidationError as exc:
         message, name = str(exc), field_of(str(exc))
-        raise ProtocolError(f"malformed {name or 'body'}: {message}", field=name) from None
+        if not name:
+            raise ProtocolError(f"the body must be a JSON object of the message: {message}") from None
+        raise ProtocolError(f"malformed {name}: {message}", field=name) from None
     except msgspec.DecodeError as exc:
         reason = str(exc)
         if _SURROGATE_ESCAPE.search(raw):
             reason = "a \\u escape holds half of a UTF-16 surrogate pair"
         raise ProtocolError(f"the body is not valid JSON: {reason}") from None
+    except RecursionError:  # arrays in arrays, in a field the message does not know
+        raise ProtocolError("the body is not valid JSON: nested too deeply") from None
     if b"\\u0000" in raw:
         _refuse_nul(value)
     checked = getattr(value, "checked", None)
