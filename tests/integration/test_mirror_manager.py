@@ -14,6 +14,7 @@ import pytest
 from shoal.core.errors import IllegalTransition, NoWorker, StaleRun, StaleSession, UnknownWorker
 from shoal.core.mirror_config import MirrorConfig, parse_config
 from shoal.mirror.manager import MirrorManager
+from shoal.mirror.messages import CancelJob, Command, JobView, Reloaded, ReportReply, RunJob
 from shoal.testing.clock import FakeClock
 
 T0 = 1_800_000_000.0
@@ -45,77 +46,77 @@ def open_manager(tmp_path: Path, clock: FakeClock) -> Callable[[str], Any]:
     return make
 
 
-async def status(manager: MirrorManager, name: str) -> dict[str, Any]:
-    return next(j for j in await manager.list_jobs(include_disabled=True) if j["name"] == name)
+async def status(manager: MirrorManager, name: str) -> JobView:
+    return next(j for j in await manager.list_jobs(include_disabled=True) if j.name == name)
 
 
-def runs(commands: list[dict[str, Any]]) -> list[tuple[str, str, int]]:
-    return [(c["job"]["name"], c["run_id"], c["attempt"]) for c in commands if c["op"] == "run"]
+def runs(commands: list[Command]) -> list[tuple[str, str, int]]:
+    return [(c.job.name, c.run_id, c.attempt) for c in commands if isinstance(c, RunJob)]
 
 
 async def test_a_failed_attempt_is_retried_then_the_run_gives_up(open_manager: Any, clock: FakeClock) -> None:
     async with open_manager(job("a", retries=2)) as manager:
-        session = (await manager.register("w1", "", 2, []))["session"]
+        session = (await manager.register("w1", "", 2, [])).session
         await manager.tick()
         [(name, run_id, attempt)] = runs(await manager.poll("w1", session, 0))
         assert (name, attempt) == ("a", 1)
         await manager.report("a", worker="w1", run_id=run_id, event="syncing")
-        assert (await status(manager, "a"))["status"] == "syncing"
+        assert (await status(manager, "a")).status == "syncing"
         clock.now += 5
         reply = await manager.report("a", worker="w1", run_id=run_id, event="failure", error="rsync exited 23")
-        assert reply == {"status": "pre-syncing", "retry": True, "attempt": 2}
+        assert reply == ReportReply(status="pre-syncing", retry=True, attempt=2)
         clock.now += 5
         reply = await manager.report("a", worker="w1", run_id=run_id, event="failure", error="rsync exited 12")
-        assert reply["retry"] is False and reply["status"] == "failed"
+        assert reply.retry is False and reply.status == "failed"
         final = await status(manager, "a")
-        assert final["error_msg"] == "rsync exited 12" and final["attempts"] == 2
-        assert final["last_ended"] == clock.now and final["next_schedule"] == clock.now + 600
+        assert final.error_msg == "rsync exited 12" and final.attempts == 2
+        assert final.last_ended == clock.now and final.next_schedule == clock.now + 600
 
 
 async def test_a_report_from_a_replaced_run_is_refused(open_manager: Any, clock: FakeClock) -> None:
     async with open_manager(job("a")) as manager:
-        session = (await manager.register("w1", "", 2, []))["session"]
+        session = (await manager.register("w1", "", 2, [])).session
         await manager.tick()
         [(_, first, _)] = runs(await manager.poll("w1", session, 0))
         restarted = await manager.command("a", "restart")
-        assert restarted["status"] == "pre-syncing"
+        assert restarted.status == "pre-syncing"
         commands = await manager.poll("w1", session, 1)
-        assert [c["op"] for c in commands] == ["cancel", "run"] and commands[0]["run_id"] == first
+        assert [type(c) for c in commands] == [CancelJob, RunJob] and commands[0].run_id == first
         with pytest.raises(StaleRun):
             await manager.report("a", worker="w1", run_id=first, event="success", size=1)
-        second = commands[1]["run_id"]
+        second = commands[1].run_id
         # A success whose "syncing" report was lost still counts: pre-syncing -> syncing -> success.
         clock.now += 1
         reply = await manager.report("a", worker="w1", run_id=second, event="success", size=42, version="v2")
-        assert reply["status"] == "success"
+        assert reply.status == "success"
         done = await status(manager, "a")
-        assert (done["size"], done["version"], done["last_update"]) == (42, "v2", clock.now)
+        assert (done.size, done.version, done.last_update) == (42, "v2", clock.now)
         with pytest.raises(StaleRun):  # the run is over
             await manager.report("a", worker="w1", run_id=second, event="failure", error="late")
         with pytest.raises(IllegalTransition):
             await manager.command("a", "enable")
-        assert (await status(manager, "a"))["status"] == "success"
+        assert (await status(manager, "a")).status == "success"
 
 
 async def test_a_lost_worker_fails_its_jobs_which_then_run_elsewhere(open_manager: Any, clock: FakeClock) -> None:
     async with open_manager(job("a", extra="")) as manager:
-        s1 = (await manager.register("w1", "", 1, []))["session"]
+        s1 = (await manager.register("w1", "", 1, [])).session
         await manager.tick()
         assert runs(await manager.poll("w1", s1, 0))
         clock.now += 29
         await manager.tick()
-        assert (await status(manager, "a"))["status"] == "pre-syncing"  # not yet: 29 s < 30 s
+        assert (await status(manager, "a")).status == "pre-syncing"  # not yet: 29 s < 30 s
         clock.now += 1
         await manager.tick()
         lost = await status(manager, "a")
-        assert (lost["status"], lost["error_msg"], lost["next_schedule"]) == ("failed", "worker lost", clock.now)
+        assert (lost.status, lost.error_msg, lost.next_schedule) == ("failed", "worker lost", clock.now)
         with pytest.raises(StaleSession):
             await manager.poll("w1", s1, 1)  # it must register again
-        s2 = (await manager.register("w2", "", 1, []))["session"]
+        s2 = (await manager.register("w2", "", 1, [])).session
         await manager.tick()
         [(name, _, attempt)] = runs(await manager.poll("w2", s2, 0))
         assert (name, attempt) == ("a", 1)
-        assert (await status(manager, "a"))["worker"] == "w2"
+        assert (await status(manager, "a")).worker == "w2"
 
 
 async def test_registration_after_a_restart_keeps_live_runs_and_fails_vanished_ones(
@@ -123,7 +124,7 @@ async def test_registration_after_a_restart_keeps_live_runs_and_fails_vanished_o
 ) -> None:
     cfg = config(tmp_path, job("kept") + job("gone"))
     async with MirrorManager(cfg, clock=clock) as first:
-        session = (await first.register("w1", "", 4, []))["session"]
+        session = (await first.register("w1", "", 4, [])).session
         await first.tick()
         assigned = {name: run_id for name, run_id, _ in runs(await first.poll("w1", session, 0))}
         assert set(assigned) == {"kept", "gone"}
@@ -131,59 +132,57 @@ async def test_registration_after_a_restart_keeps_live_runs_and_fails_vanished_o
     async with MirrorManager(cfg, clock=clock) as second:
         assert second.session != session
         await second.tick()  # no worker is lost before it had worker_timeout to come back
-        assert (await status(second, "kept"))["status"] == "pre-syncing"
+        assert (await status(second, "kept")).status == "pre-syncing"
         reply = await second.register("w1", "", 4, [("kept", assigned["kept"]), ("stray", "r0")])
-        assert reply["lost"] == ["gone"]
-        assert (await status(second, "kept"))["status"] == "pre-syncing"
+        assert reply.lost == ["gone"]
+        assert (await status(second, "kept")).status == "pre-syncing"
         gone = await status(second, "gone")
-        assert (gone["status"], gone["error_msg"]) == ("failed", "worker lost")
-        commands = await second.poll("w1", reply["session"], 0)
-        assert {"op": "cancel", "job": "stray", "run_id": "r0"} in [
-            {k: c[k] for k in ("op", "job", "run_id")} for c in commands if c["op"] == "cancel"
-        ]
+        assert (gone.status, gone.error_msg) == ("failed", "worker lost")
+        commands = await second.poll("w1", reply.session, 0)
+        assert ("stray", "r0") in [(c.job, c.run_id) for c in commands if isinstance(c, CancelJob)]
         await second.report("kept", worker="w1", run_id=assigned["kept"], event="success", size=7)
-        assert (await status(second, "kept"))["status"] == "success"
+        assert (await status(second, "kept")).status == "success"
 
 
 async def test_concurrency_limits_assignment_unless_forced(open_manager: Any, clock: FakeClock) -> None:
     jobs = job("a") + job("b") + job("pinned", extra='worker = "w9"\n')
     async with open_manager(jobs) as manager:
-        session = (await manager.register("w1", "", 1, []))["session"]
+        session = (await manager.register("w1", "", 1, [])).session
         await manager.tick()
         [(started, _, _)] = runs(await manager.poll("w1", session, 0))
         other = "b" if started == "a" else "a"
-        assert (await status(manager, other))["status"] == "none"
+        assert (await status(manager, other)).status == "none"
         with pytest.raises(NoWorker):
             await manager.command(other, "start")
         forced = await manager.command(other, "start", force=True)
-        assert forced["status"] == "pre-syncing" and forced["worker"] == "w1"
-        assert [c["force"] for c in await manager.poll("w1", session, 1) if c["op"] == "run"] == [True]
+        assert forced.status == "pre-syncing" and forced.worker == "w1"
+        assert [c.force for c in await manager.poll("w1", session, 1) if isinstance(c, RunJob)] == [True]
         with pytest.raises(NoWorker):  # it names a worker that is not here, force or not
             await manager.command("pinned", "start", force=True)
         with pytest.raises(UnknownWorker):
             await manager.reload("w9")
         workers = await manager.workers()
-        assert [(w["name"], w["running"], w["live"]) for w in workers] == [("w1", 2, True)]
+        assert [(w.name, w.running, w.live) for w in workers] == [("w1", 2, True)]
 
 
 async def test_removing_a_worker_fails_its_jobs_and_flush_drops_disabled_ones(open_manager: Any) -> None:
     async with open_manager(job("a") + job("b")) as manager:
         await manager.register("w1", "", 1, [])
         await manager.tick()
-        running = [j["name"] for j in await manager.list_jobs() if j["status"] == "pre-syncing"]
+        running = [j.name for j in await manager.list_jobs() if j.status == "pre-syncing"]
         removed = await manager.remove_worker("w1")
-        assert removed["jobs_failed"] == running
+        assert removed.jobs_failed == running
         assert await manager.workers() == []
         await manager.command("a", "disable")
-        assert (await manager.flush())["removed"] == ["a"]
-        assert [j["name"] for j in await manager.list_jobs(include_disabled=True)] == ["b"]
+        assert (await manager.flush()).removed == ["a"]
+        assert [j.name for j in await manager.list_jobs(include_disabled=True)] == ["b"]
 
 
 async def test_loading_a_changed_config(tmp_path: Path, clock: FakeClock) -> None:
     async with MirrorManager(config(tmp_path, job("a") + job("b")), clock=clock) as manager:
         changes = await manager.load_jobs(config(tmp_path, job("a", interval="1h") + job("c")).jobs)
-        assert changes == {"added": ["c"], "updated": ["a"], "disabled": ["b"]}
-        assert (await status(manager, "b"))["status"] == "disabled"
-        assert [j["name"] for j in await manager.list_jobs()] == ["a", "c"]
-        assert [j["name"] for j in await manager.list_jobs(status="disabled")] == []
-        assert [j["name"] for j in await manager.list_jobs(include_disabled=True, status="disabled")] == ["b"]
+        assert changes == Reloaded(added=["c"], updated=["a"], disabled=["b"])
+        assert (await status(manager, "b")).status == "disabled"
+        assert [j.name for j in await manager.list_jobs()] == ["a", "c"]
+        assert [j.name for j in await manager.list_jobs(status="disabled")] == []
+        assert [j.name for j in await manager.list_jobs(include_disabled=True, status="disabled")] == ["b"]

@@ -17,6 +17,7 @@ from shoal.core.mirror_config import JobSpec, WorkerSettings, parse_config
 from shoal.http.listen import listen
 from shoal.mirror.manager import MirrorManager
 from shoal.mirror.manager_http import build_app
+from shoal.mirror.messages import JobView, Reloaded
 from shoal.mirror.worker import MirrorWorker
 from shoal.testing.poll import wait_until_async
 
@@ -55,9 +56,9 @@ async def serving(tmp_path: Path) -> AsyncIterator[tuple[MirrorManager, str]]:
         await runner.cleanup()
 
 
-async def job(manager: MirrorManager, name: str, **wanted: Any) -> dict[str, Any] | None:
-    found = next(j for j in await manager.list_jobs(include_disabled=True) if j["name"] == name)
-    return found if all(found[k] == v for k, v in wanted.items()) else None
+async def job(manager: MirrorManager, name: str, **wanted: Any) -> JobView | None:
+    found = next(j for j in await manager.list_jobs(include_disabled=True) if j.name == name)
+    return found if all(getattr(found, k) == v for k, v in wanted.items()) else None
 
 
 @pytest.fixture
@@ -94,13 +95,13 @@ async def test_retry_concurrency_and_stop(tmp_path: Path, script: Any) -> None:
             done = await wait_until_async(
                 lambda: job(manager, "a", status="success"), "a to succeed on its second attempt"
             )
-            assert (done["attempts"], done["size"], done["version"]) == (2, 5, "v1")
-            assert done["error_msg"] == ""
+            assert (done.attempts, done.size, done.version) == (2, 5, "v1")
+            assert done.error_msg == ""
             await wait_until_async(lambda: job(manager, "b", status="syncing"), "b to start once a freed the only slot")
             assert calls == [("a", 1), ("a", 2), ("b", 1)]
             await manager.command("b", "stop")
             await wait_until_async(lambda: cancelled == ["b"], "b's attempt to be cancelled")
-            assert (await job(manager, "b"))["status"] == "paused"  # type: ignore[index]
+            assert (await job(manager, "b")).status == "paused"  # type: ignore[union-attr]
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -121,7 +122,7 @@ async def test_a_worker_registers_again_with_a_new_manager_session(tmp_path: Pat
             first.wake.set()
             await wait_until_async(lambda: manager.links.get("w1") not in (None, first), "re-register")
             # Its running job was reported and kept, not lost.
-            assert (await job(manager, "b"))["status"] == "syncing"  # type: ignore[index]
+            assert (await job(manager, "b")).status == "syncing"  # type: ignore[union-attr]
             assert cancelled == []
         finally:
             task.cancel()
@@ -141,7 +142,7 @@ async def test_reload_worker_rereads_its_settings_and_registers_again(tmp_path: 
         try:
             await wait_until_async(lambda: "w1" in manager.links, "w1 to register")
             assert manager.links["w1"].concurrency == 1
-            assert await manager.reload("w1") == {"worker": "w1", "reloading": True}
+            assert await manager.reload("w1") == Reloaded(worker="w1", reloading=True)
             await wait_until_async(
                 lambda: "w1" in manager.links and manager.links["w1"].concurrency == 3,
                 "w1 to register again with its new concurrency",

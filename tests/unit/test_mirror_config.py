@@ -299,16 +299,14 @@ def job_specs(draw: st.DrawFn) -> JobSpec:
         upstream=draw(st.sampled_from(["http://a.test/x", "https://b.test/dir/"]))
         if provider == "http"
         else draw(commands),
-        command=draw(commands) if provider == "command" else "",
+        command=draw(commands) if provider == "command" else None,
         interval=draw(durations),
         cron=draw(st.none() | st.sampled_from(["0 * * * *", "*/5 1-3 * * mon-fri", "@daily"])),
         timeout=draw(durations),
         retries=draw(st.integers(1, 1000)),
         worker=draw(st.none() | names),
         env=draw(st.dictionaries(st.from_regex(r"[A-Z_][A-Z0-9_]{0,8}", fullmatch=True), st.text(max_size=10))),
-        success_exit_codes=draw(st.frozensets(st.integers(0, 255), min_size=1))
-        if provider == "command"
-        else frozenset({0}),
+        success_exit_codes=draw(st.frozensets(st.integers(0, 255), min_size=1)) if provider == "command" else None,
         hooks=Hooks(*(tuple(draw(st.lists(commands, max_size=2))) for _ in range(5))),
         retention=Retention(draw(st.none() | st.integers(1, 100)), draw(st.none() | durations)),
         publish=Publish(draw(st.booleans()), pool, draw(st.none() | st.integers(1, 9)) if pool else None),

@@ -83,7 +83,7 @@ def manager(config_path: Path, host: str | None, port: int | None, verbose: int)
     configure_logging(verbose, False)
 
     def go() -> None:
-        from dataclasses import replace
+        from msgspec.structs import replace
 
         from shoal.http.listen import serve
         from shoal.mirror.config import load_config
@@ -225,6 +225,13 @@ def _call(ctx: click.Context, action: Callable[[Any], Awaitable[T]]) -> T:
     return run_or_exit(lambda: asyncio.run(go()))  # type: ignore[no-any-return]
 
 
+def _echo_json(replies: list[Any]) -> None:
+    """The manager's replies (msgspec structs) as indented JSON."""
+    import msgspec
+
+    click.echo(json.dumps(msgspec.to_builtins(replies), indent=2))
+
+
 def _when(t: float | None) -> str:
     return "-" if t is None else datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -257,19 +264,19 @@ def list_(ctx: click.Context, include_all: bool, status: str | None, fmt: str) -
 
     jobs = _call(ctx, lambda c: c.jobs(include_disabled=include_all, status=status))
     if fmt == "json":
-        click.echo(json.dumps(jobs, indent=2))
+        _echo_json(jobs)
         return
     rows = [
         [
-            j["name"],
-            j["worker"] or "-",
-            j["status"],
-            _when(j["last_update"]),
-            _when(j["last_ended"]),
-            _when(j["next_schedule"]),
-            format_bytes(j["size"]),
-            j["upstream"],
-            ((j["error_msg"] or "").strip().splitlines() or [""])[-1][:80],  # the last line says most
+            j.name,
+            j.worker or "-",
+            j.status,
+            _when(j.last_update),
+            _when(j.last_ended),
+            _when(j.next_schedule),
+            format_bytes(j.size),
+            j.upstream,
+            (j.error_msg.strip().splitlines() or [""])[-1][:80],  # the last line says most
         ]
         for j in jobs
     ]
@@ -283,7 +290,7 @@ def _job_command(action: str, doc: str) -> None:
     def command(ctx: click.Context, /, job: str, **options: Any) -> None:
         run_or_exit(lambda: _check_name(job, "job"))
         result = _call(ctx, lambda c: c.job_action(job, action, force=bool(options.get("force"))))
-        click.echo(f"{result['name']}: {result['status']}" + (f" on {result['worker']}" if result["worker"] else ""))
+        click.echo(f"{result.name}: {result.status}" + (f" on {result.worker}" if result.worker else ""))
 
     command.__doc__ = doc
     if action == "start":
@@ -310,7 +317,7 @@ def reload(ctx: click.Context, worker_name: str | None) -> None:
         click.echo(f"{worker_name}: reloading")
         return
     for what in ("added", "updated", "disabled"):
-        click.echo(f"{what}: {', '.join(result.get(what, [])) or '-'}")
+        click.echo(f"{what}: {', '.join(getattr(result, what)) or '-'}")
 
 
 @ctl.command()
@@ -320,11 +327,10 @@ def workers(ctx: click.Context, fmt: str) -> None:
     """The workers: live or not, last heard of, jobs running, concurrency."""
     found = _call(ctx, lambda c: c.workers())
     if fmt == "json":
-        click.echo(json.dumps(found, indent=2))
+        _echo_json(found)
         return
     rows = [
-        [w["name"], "yes" if w["live"] else "no", _when(w["last_seen"]), f"{w['running']}/{w['concurrency']}", w["url"]]
-        for w in found
+        [w.name, "yes" if w.live else "no", _when(w.last_seen), f"{w.running}/{w.concurrency}", w.url] for w in found
     ]
     _print_table("mirror workers (UTC)", ["name", "live", "last seen", "running", "url"], rows)
 
@@ -336,7 +342,7 @@ def rm_worker(ctx: click.Context, worker_name: str) -> None:
     """Forget WORKER; its running jobs fail as lost and run elsewhere. A live worker registers again."""
     run_or_exit(lambda: _check_name(worker_name, "worker"))
     result = _call(ctx, lambda c: c.remove_worker(worker_name))
-    click.echo(f"removed {worker_name}; failed: {', '.join(result['jobs_failed']) or '-'}")
+    click.echo(f"removed {worker_name}; failed: {', '.join(result.jobs_failed) or '-'}")
 
 
 @ctl.command()
@@ -344,4 +350,4 @@ def rm_worker(ctx: click.Context, worker_name: str) -> None:
 def flush(ctx: click.Context) -> None:
     """Drop every disabled job."""
     result = _call(ctx, lambda c: c.flush())
-    click.echo(f"removed: {', '.join(result['removed']) or '-'}")
+    click.echo(f"removed: {', '.join(result.removed) or '-'}")

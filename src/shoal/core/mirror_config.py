@@ -1,8 +1,9 @@
 """The mirror configuration (``mirrors.toml``): TOML text in, validated values out.
 
 Pure: the text, its name and the environment come in as values (``shoal.mirror.config.load_config`` reads
-the file and ``os.environ``); no files, sockets or clock reads here. One validator serves the TOML file and
-the JSON the manager sends its workers (``JobSpec.from_json``), so a job means the same thing on both ends.
+the file and ``os.environ``); no files, sockets or clock reads here. Each table is a msgspec struct, and the
+same structs read the TOML file and the JSON the manager sends its workers (``JobSpec.from_json``), so a job
+means the same thing on both ends, and the manager's OpenAPI document describes it from them.
 
 The layout::
 
@@ -49,6 +50,9 @@ Rules, and why:
   ``intervall`` would otherwise silently keep the default), a wrong type, a duration that is zero, negative
   or has an unknown unit, a bad cron expression, a duplicate job name, a missing ``upstream``, a command
   provider without a ``command``. Each is one ConfigError naming the key and the line.
+- A struct's field types and ``msgspec.Meta`` bounds state what one value may be; its ``__post_init__``
+  the rules between values (a provider's keys, ``replicas`` without ``pool``, a cron expression), raising
+  ``_Invalid`` with the key. ``_problem`` turns either kind of refusal into a key path and a message.
 - TOML parsers report lines only for syntax errors, so the line of a key is found by scanning the text
   (``_locate_keys``): table headers and ``key =`` lines, outside multi-line strings. When a key cannot be
   placed (it sits inside an inline table spread over lines, say) the line of its table is given instead.
@@ -62,201 +66,75 @@ from __future__ import annotations
 import math
 import re
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import msgspec
+from msgspec.structs import force_setattr
 
 from shoal.core.errors import ConfigError, CronError, ProtocolError, UsageError
 from shoal.core.ids import canonical_url
 from shoal.core.schedule import Cron
 
 PROVIDERS = ("http", "command")
+COMMAND_ONLY = ("command", "success_exit_codes")
+"""The keys only the command provider reads."""
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*")
 _UNIT_SECONDS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _EMPTY_ENV: Mapping[str, str] = MappingProxyType({})
 
-
-# -- the values -------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Hooks:
-    """Shell commands run around a job's attempt, each with ``/bin/sh -c``, in order; the first that fails
-    stops the rest of its list. What each sees is described in ``shoal.mirror.runner``."""
-
-    pre_job: tuple[str, ...] = ()
-    """Before anything else; a failure fails the attempt before the provider runs."""
-    pre_exec: tuple[str, ...] = ()
-    """Just before the provider runs; a failure fails the attempt."""
-    post_exec: tuple[str, ...] = ()
-    """Just after the provider, whatever its outcome; a failure fails the attempt."""
-    post_success: tuple[str, ...] = ()
-    """After a successful attempt, before its version is published; a failure fails the attempt."""
-    post_fail: tuple[str, ...] = ()
-    """After a failed attempt; a failure here is added to the attempt's error, nothing more."""
-
-    def to_json(self) -> dict[str, list[str]]:
-        return {name: list(getattr(self, name)) for name in _HOOK_NAMES}
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_NOT_BLANK = r"\S"
+Name = Annotated[str, msgspec.Meta(pattern=_NAME)]
+"""A job's, worker's or pool's name: letters, digits, '.', '_', '-'; at most 64; also a directory name."""
+Text = Annotated[str, msgspec.Meta(pattern=_NOT_BLANK)]
+"""A string that is not blank."""
+_PATTERNS_IN_WORDS = {
+    _NAME: "a name (letters, digits, '.', '_', '-'; at most 64)",
+    _NOT_BLANK: "a string that is not blank",
+}
+EnvName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 
 
-_HOOK_NAMES = ("pre_job", "pre_exec", "post_exec", "post_success", "post_fail")
+if TYPE_CHECKING:  # to the type checker, the value a struct keeps
+    Seconds = float
+    HookCommands = tuple[str, ...]
+else:  # at run time, classes of their own, so msgspec hands the file's value to dec_hook
+
+    class Seconds(float):
+        """A duration as the file writes it: a positive number of seconds, or a string such as ``"10m"``
+        (read by dec_hook with ``parse_duration``); the struct then keeps the plain float."""
+
+    class HookCommands(tuple):
+        """A hook as the file writes it: one command string, or an array of them (read by dec_hook); the
+        struct then keeps the plain tuple."""
 
 
-@dataclass(frozen=True, slots=True)
-class Retention:
-    """Which versions of a job's content to keep (``shoal.core.retention``); None: no limit of that kind."""
-
-    keep_versions: int | None = None
-    """Keep the newest K versions (at least 1)."""
-    max_age: float | None = None
-    """Seconds; older versions are removed, but never the newest one."""
-
-    def to_json(self) -> dict[str, Any]:
-        return {"keep_versions": self.keep_versions, "max_age": self.max_age}
-
-
-@dataclass(frozen=True, slots=True)
-class Publish:
-    """Where a job's new versions go besides its directory."""
-
-    seed: bool = True
-    """The worker's seeder publishes the job directory (``shoal seed``)."""
-    pool: str | None = None
-    """Push each new version's files to this pool..."""
-    replicas: int | None = None
-    """...with at least this many replicas (None: every member). Only with ``pool``."""
-
-    def to_json(self) -> dict[str, Any]:
-        return {"seed": self.seed, "pool": self.pool, "replicas": self.replicas}
-
-
-@dataclass(frozen=True, slots=True)
-class JobSpec:
-    """One mirror job as configured. Build one with ``parse_config`` or ``from_json``, which validate; the
-    constructor itself only freezes ``env`` and ``success_exit_codes``."""
-
-    name: str
-    """``[A-Za-z0-9][A-Za-z0-9._-]{0,63}``, unique among the jobs; also the job directory's name."""
-    provider: str
-    """``http`` or ``command``."""
-    upstream: str
-    """http: an http(s) URL, a file or a directory index (ending in ``/``). command: $SHOAL_MIRROR_UPSTREAM."""
-    command: str = ""
-    """The command provider's shell command (required for it, refused for http)."""
-    interval: float = 3600.0
-    """Seconds from the end of one run to the start of the next (``core.schedule.next_run``)."""
-    cron: str | None = None
-    """A five-field UTC cron expression (``core.schedule.Cron``); when set it decides the schedule."""
-    timeout: float = 3600.0
-    """Seconds one attempt may take, hooks included, before it is killed and failed."""
-    retries: int = 2
-    """Attempts per run, the first included (``core.mirror_job``'s ``max_attempts``)."""
-    worker: str | None = None
-    """Run only on the worker of this name; None: on any worker."""
-    env: Mapping[str, str] = field(default_factory=lambda: _EMPTY_ENV)
-    """Extra environment for the provider and the hooks."""
-    success_exit_codes: frozenset[int] = frozenset({0})
-    """Exit statuses of the command provider that mean success."""
-    hooks: Hooks = Hooks()
-    retention: Retention = Retention()
-    publish: Publish = Publish()
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "env", MappingProxyType(dict(self.env)))
-        object.__setattr__(self, "success_exit_codes", frozenset(self.success_exit_codes))
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict that ``from_json`` reads back into an equal JobSpec (the command provider's own
-        keys are null for the http provider, which refuses them)."""
-        command = self.provider == "command"
-        return {
-            "name": self.name,
-            "provider": self.provider,
-            "upstream": self.upstream,
-            "command": self.command if command else None,
-            "interval": self.interval,
-            "cron": self.cron,
-            "timeout": self.timeout,
-            "retries": self.retries,
-            "worker": self.worker,
-            "env": dict(self.env),
-            "success_exit_codes": sorted(self.success_exit_codes) if command else None,
-            "hooks": self.hooks.to_json(),
-            "retention": self.retention.to_json(),
-            "publish": self.publish.to_json(),
-        }
-
-    @classmethod
-    def from_json(cls, data: Any) -> JobSpec:
-        """Validate ``data`` as the TOML parser validates a ``[[jobs]]`` table (null means absent);
-        ProtocolError naming the field on bad input."""
-        if not isinstance(data, dict):
-            raise ProtocolError("a job must be a JSON object", field="job")
-        try:
-            return _job(_Table(data, ("job",)))
-        except _Invalid as exc:
-            raise ProtocolError(f"{_dotted(exc.path)}: {exc.message}", field=_dotted(exc.path)) from None
-
-
-@dataclass(frozen=True, slots=True)
-class ManagerSettings:
-    """The ``[manager]`` table: how ``shoal mirror manager`` listens and keeps its state."""
-
-    host: str = "127.0.0.1"
-    """Address to listen on; without a token only a loopback address is allowed."""
-    port: int = 6970
-    """TCP port; 0 picks a free one."""
-    token: str | None = None
-    """The bearer token workers and ``shoal mirror ctl`` must send (from ``token`` or ``token_env``)."""
-    db: str | None = None
-    """Database URL (as ``shoal tracker --db``); None: an SQLite file beside the config file."""
-    worker_timeout: float = 60.0
-    """Seconds after which a worker not heard from is lost and its running jobs fail."""
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerSettings:
-    """The ``[worker]`` table: what ``shoal mirror worker --config`` connects to and where it writes."""
-
-    manager: str = "http://127.0.0.1:6970"
-    """The manager's base URL."""
-    token: str | None = None
-    """The manager's bearer token (from ``token`` or ``token_env``)."""
-    directory: str = "/var/lib/shoal/mirror"
-    """Job directories are ``<directory>/<job name>``."""
-    concurrency: int = 2
-    """Jobs run at once on one worker."""
-    tracker: str | None = None
-    """Where the worker's seeder announces; None: the seeder's embedded tracker."""
-    seed_host: str = "0.0.0.0"
-    """Address the worker's seeder listens on."""
-    seed_port: int = 6390
-    """TCP port of the worker's seeder (HTTP); 0 picks a free one."""
-    advertise: str | None = None
-    """Base URL clients reach the worker's seeder at; None: the Host a request came in on."""
-
-
-@dataclass(frozen=True, slots=True)
-class MirrorConfig:
-    manager: ManagerSettings = ManagerSettings()
-    worker: WorkerSettings = WorkerSettings()
-    jobs: tuple[JobSpec, ...] = ()
-
-    def job(self, name: str) -> JobSpec | None:
-        return next((job for job in self.jobs if job.name == name), None)
-
-
-# -- parsing ----------------------------------------------------------------------------------------------
+Duration = Annotated[
+    Seconds,
+    msgspec.Meta(
+        description="seconds, or a number with one unit of s, m, h or d ('90s', '10m', '1.5h', '1d')",
+        extra_json_schema={"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string"}]},
+    ),
+]
+Hook = Annotated[
+    HookCommands,
+    msgspec.Meta(
+        description="shell commands, run in order with /bin/sh -c",
+        extra_json_schema={"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+    ),
+]
 
 KeyPath = tuple[str | int, ...]
 
 
-class _Invalid(Exception):
-    """A value at ``path`` is wrong; turned into ConfigError (with a line) or ProtocolError at the edge."""
+class _Invalid(ValueError):
+    """A value at ``path`` (below the struct that raised it) is wrong; a ValueError, so msgspec adds the
+    struct's own path, and turned into ConfigError (with a line) or ProtocolError at the edge."""
 
     def __init__(self, path: KeyPath, message: str) -> None:
         super().__init__(message)
@@ -264,122 +142,212 @@ class _Invalid(Exception):
         self.message = message
 
 
-def _dotted(path: KeyPath) -> str:
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
-    return text
+# -- the values -------------------------------------------------------------------------------------------
 
 
-T = TypeVar("T")
+class _Table(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A table of the file (or object of the JSON): an unknown key is refused, so a typo like
+    ``intervall`` cannot silently keep the default."""
+
+    def __post_init__(self) -> None:
+        # A decoded duration or hook is kept as the plain float or tuple, which msgspec can encode.
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if isinstance(value, Seconds | HookCommands):
+                force_setattr(self, name, float(value) if isinstance(value, Seconds) else tuple(value))
 
 
-class _Table:
-    """A TOML/JSON table being read: typed getters that record which keys were read, and ``finish`` to
-    refuse the rest. None counts as absent (JSON's null; TOML has none)."""
+class Hooks(_Table, frozen=True):
+    """Shell commands run around a job's attempt, each with ``/bin/sh -c``, in order; the first that fails
+    stops the rest of its list. What each sees is described in ``shoal.mirror.runner``."""
 
-    def __init__(self, data: Mapping[str, Any], path: KeyPath) -> None:
-        self.data = data
-        self.path = path
-        self.read: set[str] = set()
+    pre_job: Hook = ()
+    """Before anything else; a failure fails the attempt before the provider runs."""
+    pre_exec: Hook = ()
+    """Just before the provider runs; a failure fails the attempt."""
+    post_exec: Hook = ()
+    """Just after the provider, whatever its outcome; a failure fails the attempt."""
+    post_success: Hook = ()
+    """After a successful attempt, before its version is published; a failure fails the attempt."""
+    post_fail: Hook = ()
+    """After a failed attempt; a failure here is added to the attempt's error, nothing more."""
 
-    def fail(self, key: str, message: str) -> _Invalid:
-        return _Invalid((*self.path, key), message)
 
-    def has(self, key: str) -> bool:
-        return self.data.get(key) is not None
+class Retention(_Table, frozen=True):
+    """Which versions of a job's content to keep (``shoal.core.retention``); None: no limit of that kind."""
 
-    def get(self, key: str, convert: Callable[[Any], T], default: T) -> T:
-        self.read.add(key)
-        value = self.data.get(key)
-        if value is None:
-            return default
-        try:
-            return convert(value)
-        except _Invalid:
-            raise
-        except (TypeError, ValueError, UsageError) as exc:
-            raise self.fail(key, str(exc)) from None
+    keep_versions: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    """Keep the newest K versions (at least 1)."""
+    max_age: Duration | None = None
+    """Seconds; older versions are removed, but never the newest one."""
 
-    def required(self, key: str, convert: Callable[[Any], T]) -> T:
-        if self.data.get(key) is None:
-            raise self.fail(key, f"missing key {key!r}")
-        result = self.get(key, convert, None)
-        assert result is not None
+
+class Publish(_Table, frozen=True):
+    """Where a job's new versions go besides its directory."""
+
+    seed: bool = True
+    """The worker's seeder publishes the job directory (``shoal seed``)."""
+    pool: Name | None = None
+    """Push each new version's files to this pool..."""
+    replicas: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    """...with at least this many replicas (None: every member). Only with ``pool``."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.replicas is not None and self.pool is None:
+            raise _Invalid(("replicas",), "'replicas' needs a 'pool' to push to")
+
+
+class JobSpec(_Table, frozen=True):
+    """One mirror job as configured. ``parse_config`` and ``from_json`` read one from the file or the
+    JSON; the constructor checks the rules between fields (and normalises ``cron``) as they do."""
+
+    name: Name
+    """Unique among the jobs; also the job directory's name."""
+    provider: Literal["http", "command"]
+    upstream: Text
+    """http: an http(s) URL, a file or a directory index (ending in ``/``). command: $SHOAL_MIRROR_UPSTREAM."""
+    command: str | None = None
+    """The command provider's shell command (required for it; None for http, which refuses one)."""
+    interval: Duration = 3600.0
+    """Seconds from the end of one run to the start of the next (``core.schedule.next_run``)."""
+    cron: str | None = None
+    """A five-field UTC cron expression (``core.schedule.Cron``); when set it decides the schedule."""
+    timeout: Duration = 3600.0
+    """Seconds one attempt may take, hooks included, before it is killed and failed."""
+    retries: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 2
+    """Attempts per run, the first included (``core.mirror_job``'s ``max_attempts``)."""
+    worker: Name | None = None
+    """Run only on the worker of this name; None: on any worker."""
+    env: dict[str, str] = {}
+    """Extra environment for the provider and the hooks (not to be changed once built)."""
+    success_exit_codes: (
+        Annotated[frozenset[Annotated[int, msgspec.Meta(ge=0, le=255)]], msgspec.Meta(min_length=1)] | None
+    ) = None
+    """Exit statuses of the command provider that mean success (default: 0 alone); None for http."""
+    hooks: Hooks = Hooks()
+    retention: Retention = Retention()
+    publish: Publish = Publish()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.provider == "http":
+            try:
+                canonical_url(self.upstream)  # the checks every Shoal URL gets: scheme, host, port
+            except UsageError:
+                raise _Invalid(("upstream",), f"{self.upstream[:80]!r} is not an http(s) URL") from None
+            for key in COMMAND_ONLY:
+                if getattr(self, key) is not None:
+                    raise _Invalid((key,), f"{key!r} is only for the command provider")
+        elif self.command is None:
+            raise _Invalid(("command",), "missing key 'command'")
+        elif not self.command.strip():
+            raise _Invalid(("command",), "must not be blank")
+        else:
+            force_setattr(self, "success_exit_codes", frozenset(self.success_exit_codes or {0}))
+        if self.cron is not None:
+            try:
+                force_setattr(self, "cron", Cron.parse(self.cron).expression)
+            except CronError as exc:
+                raise _Invalid(("cron",), str(exc)) from None
+        for key in self.env:
+            if not _ENV_NAME.fullmatch(key):
+                raise _Invalid(("env", key), f"{key!r} is not an environment variable name")
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict that ``from_json`` reads back into an equal JobSpec (sets sorted, so equal
+        specs give equal dicts)."""
+        result: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(self, order="deterministic"))
         return result
 
-    def table(self, key: str) -> _Table:
-        self.read.add(key)
-        value = self.data.get(key)
-        if value is None:
-            value = {}
-        if not isinstance(value, Mapping):
-            raise self.fail(key, f"{key} must be a table, not {_kind(value)}")
-        return _Table(value, (*self.path, key))
-
-    def finish(self) -> None:
-        for key in self.data:
-            if key not in self.read:
-                raise self.fail(key, f"unknown key {key!r}")
+    @classmethod
+    def from_json(cls, data: Any) -> JobSpec:
+        """Read ``data`` as the TOML parser reads a ``[[jobs]]`` table; ProtocolError naming the field on
+        bad input."""
+        try:
+            return msgspec.convert(data, JobSpec, dec_hook=dec_hook)
+        except (_Invalid, msgspec.ValidationError) as exc:
+            where, message = _problem(exc, data)
+            field = _dotted(("job", *where))
+            raise ProtocolError(f"{field}: {message}", field=field) from None
 
 
-def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return f"a boolean ({str(value).lower()})"
-    if isinstance(value, int | float):
-        return f"a number ({value})"
-    if isinstance(value, str):
-        return f"a string ({value[:40]!r})"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, Mapping):
-        return "a table"
-    return type(value).__name__
+class ManagerSettings(_Table, frozen=True):
+    """The ``[manager]`` table: how ``shoal mirror manager`` listens and keeps its state."""
+
+    host: Text = "127.0.0.1"
+    """Address to listen on; without a token only a loopback address is allowed."""
+    port: Port = 6970
+    """TCP port; 0 picks a free one."""
+    token: Text | None = None
+    """The bearer token workers and ``shoal mirror ctl`` must send (from ``token`` or ``token_env``)."""
+    token_env: EnvName | None = None
+    """The environment variable ``token`` was read from, if any."""
+    db: Text | None = None
+    """Database URL (as ``shoal tracker --db``); None: an SQLite file beside the config file."""
+    worker_timeout: Duration = 60.0
+    """Seconds after which a worker not heard from is lost and its running jobs fail."""
 
 
-def _string(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"expected a string, not {_kind(value)}")
-    return value
+class WorkerSettings(_Table, frozen=True):
+    """The ``[worker]`` table: what ``shoal mirror worker --config`` connects to and where it writes."""
+
+    manager: Text = "http://127.0.0.1:6970"
+    """The manager's base URL."""
+    token: Text | None = None
+    """The manager's bearer token (from ``token`` or ``token_env``)."""
+    token_env: EnvName | None = None
+    """The environment variable ``token`` was read from, if any."""
+    directory: Text = "/var/lib/shoal/mirror"
+    """Job directories are ``<directory>/<job name>``."""
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 2
+    """Jobs run at once on one worker."""
+    tracker: Text | None = None
+    """Where the worker's seeder announces; None: the seeder's embedded tracker."""
+    seed_host: Text = "0.0.0.0"
+    """Address the worker's seeder listens on."""
+    seed_port: Port = 6390
+    """TCP port of the worker's seeder (HTTP); 0 picks a free one."""
+    advertise: Text | None = None
+    """Base URL clients reach the worker's seeder at; None: the Host a request came in on."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in ("manager", "tracker", "advertise"):
+            url = getattr(self, key)
+            try:
+                if url is not None:
+                    canonical_url(url)
+            except UsageError:
+                raise _Invalid((key,), f"{url[:80]!r} is not an http(s) URL") from None
 
 
-def _nonempty(value: Any) -> str:
-    text = _string(value)
-    if not text.strip():
-        raise ValueError("must not be empty")
-    return text
+class MirrorConfig(_Table, frozen=True):
+    manager: ManagerSettings = ManagerSettings()
+    worker: WorkerSettings = WorkerSettings()
+    jobs: tuple[JobSpec, ...] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        seen: dict[str, int] = {}
+        for index, job in enumerate(self.jobs):
+            if job.name in seen:
+                problem = f"duplicate job name {job.name!r} (also jobs[{seen[job.name]}])"
+                raise _Invalid(("jobs", index, "name"), problem)
+            seen[job.name] = index
+
+    def job(self, name: str) -> JobSpec | None:
+        return next((job for job in self.jobs if job.name == name), None)
 
 
-def _name(value: Any) -> str:
-    text = _string(value)
-    if not _NAME.fullmatch(text):
-        raise ValueError(f"{text[:80]!r} is not a valid name (letters, digits, '.', '_', '-'; at most 64)")
-    return text
-
-
-def _integer(low: int, high: int | None = None) -> Callable[[Any], int]:
-    def convert(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"expected an integer, not {_kind(value)}")
-        if value < low or (high is not None and value > high):
-            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-            raise ValueError(f"must be {bounds}, not {value}")
-        return value
-
-    return convert
-
-
-def _boolean(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"expected true or false, not {_kind(value)}")
-    return value
+# -- reading ----------------------------------------------------------------------------------------------
 
 
 def parse_duration(value: Any) -> float:
     """A positive, finite number of seconds, from a number or a string like ``"90s"``, ``"10m"``, ``"6h"``,
     ``"1d"``; ValueError or TypeError otherwise."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise TypeError(f"expected a duration (seconds, or a string like '10m'), not {_kind(value)}")
+        raise TypeError(f"expected a duration (seconds, or a string like '10m'), not {_shown(value)}")
     if isinstance(value, str):
         match = _DURATION.fullmatch(value)
         if not match:
@@ -392,174 +360,44 @@ def parse_duration(value: Any) -> float:
     return seconds
 
 
-def _url(value: Any) -> str:
-    text = _nonempty(value)
-    try:
-        canonical_url(text)  # the checks every Shoal URL gets: scheme, host, port
-    except UsageError:
-        raise ValueError(f"{text[:80]!r} is not an http(s) URL") from None
-    return text
-
-
-def _cron(value: Any) -> str:
-    text = _string(value)
-    try:
-        return Cron.parse(text).expression
-    except CronError as exc:
-        raise ValueError(str(exc)) from None
-
-
 def _commands(value: Any) -> tuple[str, ...]:
-    """A hook: one command string, or an array of them."""
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list):
-        raise TypeError(f"expected a command string or an array of them, not {_kind(value)}")
+        raise TypeError(f"expected a command string or an array of them, not {_shown(value)}")
     for item in items:
         if not isinstance(item, str) or not item.strip():
-            raise ValueError(f"every hook command must be a non-empty string, not {_kind(item)}")
+            raise ValueError(f"every hook command must be a non-empty string, not {_shown(item)}")
     return tuple(items)
 
 
-def _exit_codes(value: Any) -> frozenset[int]:
-    if not isinstance(value, list) or not value:
-        raise TypeError(f"expected a non-empty array of exit statuses, not {_kind(value)}")
-    check = _integer(0, 255)
-    return frozenset(check(item) for item in value)
+def dec_hook(kind: type, value: Any) -> Any:
+    """msgspec's ``dec_hook`` for the two types the file may write in more than one way: every decoding of
+    these structs (here, and the mirror client's of a run command) passes it."""
+    if kind is Seconds:
+        return Seconds(parse_duration(value))
+    if kind is HookCommands:
+        return HookCommands(_commands(value))
+    raise NotImplementedError(kind)
 
 
-def _env(table: _Table) -> Mapping[str, str]:
-    env: dict[str, str] = {}
-    for key in table.data:
-        if not _ENV_NAME.fullmatch(key):
-            raise table.fail(key, f"{key!r} is not an environment variable name")
-        value = table.get(key, _string, "")
-        env[key] = value
-    return env
-
-
-def _job(table: _Table) -> JobSpec:
-    name = table.required("name", _name)
-    provider = table.required("provider", _string)
-    if provider not in PROVIDERS:
-        raise table.fail("provider", f"unknown provider {provider!r} (known: {', '.join(PROVIDERS)})")
-    upstream = table.required("upstream", _url if provider == "http" else _nonempty)
-    if provider == "command":
-        command = table.required("command", _nonempty)
-        codes = table.get("success_exit_codes", _exit_codes, frozenset({0}))
-    else:
-        for key in ("command", "success_exit_codes"):
-            if table.has(key):
-                raise table.fail(key, f"{key!r} is only for the command provider")
-            table.read.add(key)
-        command, codes = "", frozenset({0})
-    spec = JobSpec(
-        name=name,
-        provider=provider,
-        upstream=upstream,
-        command=command,
-        interval=table.get("interval", parse_duration, 3600.0),
-        cron=table.get("cron", _cron, None),
-        timeout=table.get("timeout", parse_duration, 3600.0),
-        retries=table.get("retries", _integer(1, 1000), 2),
-        worker=table.get("worker", _name, None),
-        env=_env(table.table("env")),
-        success_exit_codes=codes,
-        hooks=_hooks(table.table("hooks")),
-        retention=_retention(table.table("retention")),
-        publish=_publish(table.table("publish")),
-    )
-    table.finish()
-    return spec
-
-
-def _hooks(table: _Table) -> Hooks:
-    empty: tuple[str, ...] = ()
-    hooks = Hooks(**{name: table.get(name, _commands, empty) for name in _HOOK_NAMES})
-    table.finish()
-    return hooks
-
-
-def _retention(table: _Table) -> Retention:
-    retention = Retention(
-        keep_versions=table.get("keep_versions", _integer(1), None),
-        max_age=table.get("max_age", parse_duration, None),
-    )
-    table.finish()
-    return retention
-
-
-def _publish(table: _Table) -> Publish:
-    seed = table.get("seed", _boolean, True)
-    pool = table.get("pool", _name, None)
-    replicas = table.get("replicas", _integer(1), None)
-    if replicas is not None and pool is None:
-        raise table.fail("replicas", "'replicas' needs a 'pool' to push to")
-    table.finish()
-    return Publish(seed=seed, pool=pool, replicas=replicas)
-
-
-def _token(table: _Table, environ: Mapping[str, str]) -> str | None:
-    token = table.get("token", _nonempty, None)
-    variable = table.get("token_env", _string, None)
+def _token(settings: Any, section: str, environ: Mapping[str, str]) -> Any:
+    """``settings`` with ``token`` read from ``token_env``'s variable, when that is given."""
+    variable = settings.token_env
     if variable is None:
-        return token
-    if token is not None:
-        raise table.fail("token_env", "give 'token' or 'token_env', not both")
-    if not _ENV_NAME.fullmatch(variable):
-        raise table.fail("token_env", f"{variable!r} is not an environment variable name")
+        return settings
+    if settings.token is not None:
+        raise _Invalid((section, "token_env"), "give 'token' or 'token_env', not both")
     value = environ.get(variable, "")
     if not value.strip():
-        raise table.fail("token_env", f"the environment variable {variable} is not set (or empty)")
-    return value
+        raise _Invalid((section, "token_env"), f"the environment variable {variable} is not set (or empty)")
+    return msgspec.structs.replace(settings, token=value)
 
 
-def _manager(table: _Table, environ: Mapping[str, str]) -> ManagerSettings:
-    settings = ManagerSettings(
-        host=table.get("host", _nonempty, "127.0.0.1"),
-        port=table.get("port", _integer(0, 65535), 6970),
-        token=_token(table, environ),
-        db=table.get("db", _nonempty, None),
-        worker_timeout=table.get("worker_timeout", parse_duration, 60.0),
+def _config(data: dict[str, Any], environ: Mapping[str, str]) -> MirrorConfig:
+    config = msgspec.convert(data, MirrorConfig, dec_hook=dec_hook)
+    return msgspec.structs.replace(
+        config, manager=_token(config.manager, "manager", environ), worker=_token(config.worker, "worker", environ)
     )
-    table.finish()
-    return settings
-
-
-def _worker(table: _Table, environ: Mapping[str, str]) -> WorkerSettings:
-    settings = WorkerSettings(
-        manager=table.get("manager", _url, "http://127.0.0.1:6970"),
-        token=_token(table, environ),
-        directory=table.get("directory", _nonempty, "/var/lib/shoal/mirror"),
-        concurrency=table.get("concurrency", _integer(1, 1000), 2),
-        tracker=table.get("tracker", _url, None),
-        seed_host=table.get("seed_host", _nonempty, "0.0.0.0"),
-        seed_port=table.get("seed_port", _integer(0, 65535), 6390),
-        advertise=table.get("advertise", _url, None),
-    )
-    table.finish()
-    return settings
-
-
-def _config(data: Mapping[str, Any], environ: Mapping[str, str]) -> MirrorConfig:
-    root = _Table(data, ())
-    manager = _manager(root.table("manager"), environ)
-    worker = _worker(root.table("worker"), environ)
-    root.read.add("jobs")
-    raw_jobs = data.get("jobs", [])
-    if not isinstance(raw_jobs, list):
-        raise root.fail("jobs", "jobs must be an array of tables ([[jobs]])")
-    jobs: list[JobSpec] = []
-    seen: dict[str, int] = {}
-    for index, raw in enumerate(raw_jobs):
-        if not isinstance(raw, Mapping):
-            raise _Invalid(("jobs", index), "each job must be a table ([[jobs]])")
-        job = _job(_Table(raw, ("jobs", index)))
-        if job.name in seen:
-            raise _Invalid(("jobs", index, "name"), f"duplicate job name {job.name!r} (also jobs[{seen[job.name]}])")
-        seen[job.name] = index
-        jobs.append(job)
-    root.finish()
-    return MirrorConfig(manager=manager, worker=worker, jobs=tuple(jobs))
 
 
 def parse_config(text: str, source: str = "<config>", *, environ: Mapping[str, str] = _EMPTY_ENV) -> MirrorConfig:
@@ -576,30 +414,94 @@ def parse_config(text: str, source: str = "<config>", *, environ: Mapping[str, s
         raise ConfigError(f"{where}: not valid TOML: {message}", source=source, line=line, key=None) from None
     try:
         return _config(data, environ)
-    except _Invalid as exc:
-        line = _line_of(_locate_keys(text), exc.path)
+    except (_Invalid, msgspec.ValidationError) as exc:
+        path, message = _problem(exc, data)
+        line = _line_of(_locate_keys(text), path)
         where = f"{source}:{line}" if line is not None else source
-        key = next((str(part) for part in reversed(exc.path) if isinstance(part, str)), None)
+        key = next((str(part) for part in reversed(path) if isinstance(part, str)), None)
         raise ConfigError(
-            f"{where}: {_context(data, exc.path)}: {exc.message}",
-            source=source,
-            line=line,
-            key=key,
-            path=_dotted(exc.path),
+            f"{where}: {_context(data, path)}: {message}", source=source, line=line, key=key, path=_dotted(path)
         ) from None
 
 
+# -- what is wrong, and where -----------------------------------------------------------------------------
+
+_AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_STEP = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|\[\.\.\.\]")
+_NAMED = re.compile(r"^Object (?P<what>contains unknown|missing required) field `(?P<key>[^`]*)`$")
+
+
+def _problem(exc: Exception, data: Any) -> tuple[KeyPath, str]:
+    """The key path and the message of a refusal: our own (``_Invalid``, a duration or a hook that does
+    not read, said in our words) or msgspec's (a wrong type or bound, an unknown or missing key)."""
+    if isinstance(exc, _Invalid):
+        return exc.path, exc.message
+    text = str(exc)
+    at = _AT.search(text)
+    message = text[: at.start()] if at else text
+    path: list[str | int] = []
+    for step in _STEP.finditer(at["path"] if at else ""):
+        if step[0] == "[...]":  # a value in a table of arbitrary keys; env is the only one, of strings
+            table = _value_at(data, tuple(path))
+            path.append(next(k for k, v in table.items() if not isinstance(v, str)))
+        else:
+            path.append(step[1] if step[1] is not None else int(step[2]))
+    cause = exc.__cause__
+    if isinstance(cause, _Invalid):
+        return (*path, *cause.path), cause.message
+    if isinstance(cause, TypeError | ValueError):  # the decode hook's: already names the value
+        return tuple(path), f"{path[-1]}: {cause}"
+    named = _NAMED.match(message)
+    if named:
+        verb = "unknown" if named["what"].startswith("contains") else "missing"
+        return (*path, named["key"]), f"{verb} key {named['key']!r}"
+    message = message[0].lower() + message[1:]
+    for pattern, words in _PATTERNS_IN_WORDS.items():
+        message = message.replace(f"`str` matching regex {pattern!r}", words)
+    name = _dotted(_tail(tuple(path)))
+    return tuple(path), f"{name} = {_shown(_value_at(data, tuple(path)))}: {message}" if name else message
+
+
+def _value_at(data: Any, path: KeyPath) -> Any:
+    for part in path:
+        data = data[part]
+    return data
+
+
+def _tail(path: KeyPath) -> KeyPath:
+    """From the last key on: ``success_exit_codes[0]`` of ``jobs[0].success_exit_codes[0]``."""
+    keys = [i for i, part in enumerate(path) if isinstance(part, str)]
+    return path[keys[-1] :] if keys else path
+
+
+def _shown(value: Any) -> str:
+    """A value as the file would write it, cut short."""
+    try:
+        text = msgspec.json.encode(value).decode()
+    except (TypeError, msgspec.EncodeError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _dotted(path: KeyPath) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
+
+
 def _context(data: Mapping[str, Any], path: KeyPath) -> str:
-    """``jobs[1] (name 'debian')`` or ``manager``: the table an error is in, for the message."""
-    if len(path) >= 2 and path[0] == "jobs" and isinstance(path[1], int):
-        job = data["jobs"][path[1]]
-        where = f"jobs[{path[1]}]"
+    """``jobs[1] (name 'debian')`` or ``manager``: the table the key at ``path`` is in, for the message."""
+    table = path[: len(path) - len(_tail(path))]
+    if len(table) >= 2 and table[0] == "jobs" and isinstance(table[1], int):
+        job = data["jobs"][table[1]]
+        where = f"jobs[{table[1]}]"
         name = job.get("name") if isinstance(job, Mapping) else None
         if isinstance(name, str):
             where += f" (name {name!r})"
-        rest = _dotted(path[2:-1])
+        rest = _dotted(table[2:])
         return f"{where} {rest}" if rest else where
-    return _dotted(path[:-1]) or "top level"
+    return _dotted(table) or "top level"
 
 
 # -- where keys are ---------------------------------------------------------------------------------------

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
+import msgspec
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from shoal.core.errors import ProtocolError
+from shoal.core.structs import decode
+
+T = TypeVar("T")
 
 _KEPT_HEADERS = ("Retry-After", "Content-Range")
 
@@ -65,6 +69,17 @@ async def read_json(request: web.Request) -> Any:
         raise ProtocolError("the body is not valid JSON: nested too deeply") from None
     _check_strings(body)
     return body
+
+
+async def read_struct(request: web.Request, kind: type[T]) -> T:
+    """The request's body decoded straight into the message ``kind`` (core.structs.decode: a ProtocolError,
+    a 400 at the edge, names the field at fault); a 413 past client_max_size."""
+    return decode(await request.read(), kind)
+
+
+def struct_response(value: Any, status: int = 200) -> web.Response:
+    """A reply of the message ``value`` (a msgspec struct, or builtins holding them), encoded once."""
+    return web.Response(body=msgspec.json.encode(value), status=status, content_type="application/json")
 
 
 def json_errors(

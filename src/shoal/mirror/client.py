@@ -1,24 +1,50 @@
-"""A client of the mirror manager's HTTP API (shoal.mirror.manager_http), for workers and ``shoal mirror ctl``.
+"""The one client of the mirror manager's HTTP API (shoal.mirror.manager_http), for workers and ``shoal mirror ctl``.
 
-Foreign errors are mapped here, at the edge: a manager that cannot be reached is TrackerUnavailable (exit
-3: the manager is the fleet's control service, as the tracker is); a reply of 400 or 404 is a UsageError
-(the user named something wrong), 401 a UsageError about the token, 409 a ManagerRefused (exit 1) with
-the manager's reason, and anything else that is not JSON a TrackerUnavailable.
+Requests and replies are the structs of shoal.mirror.messages, encoded and decoded here. Foreign errors are
+mapped here, at the edge, in one place (``_refusal``): a manager that cannot be reached is
+TrackerUnavailable (exit 3: the manager is the fleet's control service, as the tracker is); a reply of 400,
+404 or 413 is a UsageError (the user named something wrong), 401 a UsageError about the token, 409 a
+ManagerRefused (exit 1) with the manager's reason, and anything else, or a reply that is not the message it
+should be, a TrackerUnavailable. Retrying is the caller's (the worker's loops use core.retry).
 """
 
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 from urllib.parse import quote, urlsplit
 
 import aiohttp
+import msgspec
 
-from shoal.core.errors import ManagerRefused, TrackerUnavailable, UsageError
+from shoal.core.errors import ManagerRefused, ShoalError, TrackerUnavailable, UsageError
+from shoal.core.mirror_config import dec_hook
+from shoal.mirror.messages import (
+    Command,
+    Flushed,
+    JobAction,
+    JobList,
+    JobView,
+    ManagerError,
+    Poll,
+    PollReply,
+    Register,
+    Registered,
+    Reloaded,
+    ReloadRequest,
+    Report,
+    ReportReply,
+    RunningJob,
+    WorkerList,
+    WorkerRemoved,
+    WorkerView,
+)
+
+R = TypeVar("R")
 
 
 class MirrorClient:
-    """``async with MirrorClient(url, token) as client``; every method returns the reply's JSON object."""
+    """``async with MirrorClient(url, token) as client``; every method returns the reply's struct."""
 
     def __init__(self, base_url: str, token: str | None = None, *, timeout: float = 30.0) -> None:
         if urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).hostname:
@@ -41,72 +67,77 @@ class MirrorClient:
             self._session = None
 
     async def call(
-        self, method: str, path: str, body: dict[str, Any] | None = None, *, seconds: float | None = None
-    ) -> dict[str, Any]:
+        self, method: str, path: str, reply: type[R], body: Any = None, *, seconds: float | None = None
+    ) -> R:
+        """One request: ``body`` (a struct, or None) encoded, the reply decoded as ``reply``."""
         if self._session is None:
             raise RuntimeError("use 'async with MirrorClient(...)'")
         url = f"{self.base_url}/v1/mirror/{path}"
+        data = None if body is None else msgspec.json.encode(body)
+        headers = {"Content-Type": "application/json"} if data is not None else {}
         try:
             async with self._session.request(
-                method, url, json=body, timeout=aiohttp.ClientTimeout(total=seconds or self.timeout)
+                method, url, data=data, headers=headers, timeout=aiohttp.ClientTimeout(total=seconds or self.timeout)
             ) as resp:
-                try:
-                    data = await resp.json(content_type=None)
-                except ValueError:
-                    data = None
-                status = resp.status
+                raw, status = await resp.read(), resp.status
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise TrackerUnavailable(
                 f"cannot reach the mirror manager at {self.base_url}: {exc or type(exc).__name__}",
                 tracker=self.base_url,
             ) from None
-        if not isinstance(data, dict):
+        if status >= 300:
+            raise self._refusal(status, raw)
+        try:
+            return msgspec.json.decode(raw, type=reply, dec_hook=dec_hook)
+        except msgspec.DecodeError as exc:  # ValidationError too: a reply that is not the message
             raise TrackerUnavailable(
-                f"the mirror manager at {self.base_url} answered {status} without a JSON object", tracker=self.base_url
-            )
-        if status < 300:
-            return data
-        message = str(data.get("error", f"HTTP {status}"))
+                f"the mirror manager at {self.base_url} answered {status} with a reply this worker cannot read: {exc}",
+                tracker=self.base_url,
+            ) from None
+
+    def _refusal(self, status: int, raw: bytes) -> ShoalError:
+        try:
+            error = msgspec.json.decode(raw, type=ManagerError)
+        except msgspec.DecodeError:
+            error = ManagerError(f"HTTP {status}")
         if status == 401:
-            raise UsageError(f"the mirror manager refused the token: {message} (see --token, $SHOAL_MIRROR_TOKEN)")
+            return UsageError(f"the mirror manager refused the token: {error.error} (see --token, $SHOAL_MIRROR_TOKEN)")
         if status in (400, 404, 413):
-            raise UsageError(message)
+            return UsageError(error.error)
         if status == 409:
-            raise ManagerRefused(message, status=status, register=bool(data.get("register")))
-        raise TrackerUnavailable(f"the mirror manager answered {status}: {message}", tracker=self.base_url)
+            return ManagerRefused(error.error, status=status, register=error.register)
+        return TrackerUnavailable(f"the mirror manager answered {status}: {error.error}", tracker=self.base_url)
 
     # -- ctl -----------------------------------------------------------------------------------------
 
-    async def jobs(self, *, include_disabled: bool = False, status: str | None = None) -> list[dict[str, Any]]:
+    async def jobs(self, *, include_disabled: bool = False, status: str | None = None) -> list[JobView]:
         query = [f"all={int(include_disabled)}"] + ([f"status={quote(status)}"] if status else [])
-        return list((await self.call("GET", "jobs?" + "&".join(query)))["jobs"])
+        return (await self.call("GET", "jobs?" + "&".join(query), JobList)).jobs
 
-    async def job_action(self, job: str, action: str, *, force: bool = False) -> dict[str, Any]:
-        return await self.call("POST", f"jobs/{quote(job, safe='')}/{action}", {"force": True} if force else None)
+    async def job_action(self, job: str, action: str, *, force: bool = False) -> JobView:
+        return await self.call("POST", f"jobs/{quote(job, safe='')}/{action}", JobView, JobAction(force=force))
 
-    async def reload(self, worker: str | None = None) -> dict[str, Any]:
-        return await self.call("POST", "reload", {"worker": worker} if worker else None)
+    async def reload(self, worker: str | None = None) -> Reloaded:
+        return await self.call("POST", "reload", Reloaded, ReloadRequest(worker=worker))
 
-    async def workers(self) -> list[dict[str, Any]]:
-        return list((await self.call("GET", "workers"))["workers"])
+    async def workers(self) -> list[WorkerView]:
+        return (await self.call("GET", "workers", WorkerList)).workers
 
-    async def remove_worker(self, name: str) -> dict[str, Any]:
-        return await self.call("DELETE", f"workers/{quote(name, safe='')}")
+    async def remove_worker(self, name: str) -> WorkerRemoved:
+        return await self.call("DELETE", f"workers/{quote(name, safe='')}", WorkerRemoved)
 
-    async def flush(self) -> dict[str, Any]:
-        return await self.call("POST", "flush")
+    async def flush(self) -> Flushed:
+        return await self.call("POST", "flush", Flushed)
 
     # -- the worker protocol -------------------------------------------------------------------------
 
-    async def register(self, name: str, url: str, concurrency: int, running: list[dict[str, str]]) -> dict[str, Any]:
-        body = {"url": url, "concurrency": concurrency, "running": running}
-        return await self.call("POST", f"workers/{quote(name, safe='')}/register", body)
+    async def register(self, name: str, url: str, concurrency: int, running: list[RunningJob]) -> Registered:
+        body = Register(concurrency=concurrency, url=url, running=running)
+        return await self.call("POST", f"workers/{quote(name, safe='')}/register", Registered, body)
 
-    async def poll(self, name: str, session: str, ack: int, hold: float) -> list[dict[str, Any]]:
-        reply = await self.call(
-            "POST", f"workers/{quote(name, safe='')}/poll", {"session": session, "ack": ack}, seconds=hold + 15
-        )
-        return list(reply.get("commands", []))
+    async def poll(self, name: str, session: str, ack: int, hold: float) -> list[Command]:
+        path = f"workers/{quote(name, safe='')}/poll"
+        return (await self.call("POST", path, PollReply, Poll(session=session, ack=ack), seconds=hold + 15)).commands
 
-    async def report(self, job: str, body: dict[str, Any]) -> dict[str, Any]:
-        return await self.call("POST", f"jobs/{quote(job, safe='')}/report", body)
+    async def report(self, job: str, body: Report) -> ReportReply:
+        return await self.call("POST", f"jobs/{quote(job, safe='')}/report", ReportReply, body)

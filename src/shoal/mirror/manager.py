@@ -41,7 +41,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+
+import msgspec
 
 from shoal.core.errors import NoWorker, ProtocolError, ShoalError, StaleRun, StaleSession, UnknownJob, UnknownWorker
 from shoal.core.mirror_config import JobSpec, MirrorConfig
@@ -72,6 +73,19 @@ from shoal.core.mirror_plan import (
     next_schedule,
     reconcile,
 )
+from shoal.mirror.messages import (
+    CancelJob,
+    Command,
+    Flushed,
+    JobView,
+    Registered,
+    Reloaded,
+    ReloadWorker,
+    ReportReply,
+    RunJob,
+    WorkerRemoved,
+    WorkerView,
+)
 from shoal.storage.mirror_store import JobRecord, MirrorStore, WorkerRecord
 
 log = logging.getLogger("shoal.mirror.manager")
@@ -98,33 +112,33 @@ class WorkerLink:
     concurrency: int
     last_seen: float
     seq: int = 0
-    outbox: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    outbox: list[Command] = field(default_factory=list)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def send(self, command: dict[str, Any]) -> None:
+    def send(self, command: Command) -> None:
         self.seq += 1
-        self.outbox.append((self.seq, {**command, "seq": self.seq}))
+        self.outbox.append(msgspec.structs.replace(command, seq=self.seq))
         self.wake.set()
 
 
-def job_json(job: JobRecord, spec: JobSpec | None) -> dict[str, Any]:
-    """A job's status as the API and ``shoal mirror ctl list --format json`` show it (tunasync's fields)."""
+def job_view(job: JobRecord, spec: JobSpec | None) -> JobView:
+    """A job's status as the API shows it."""
     s = job.state
-    return {
-        "name": job.name,
-        "worker": job.worker,
-        "status": s.status.value,
-        "last_update": s.last_update,
-        "last_started": s.last_started,
-        "last_ended": s.last_ended,
-        "next_schedule": None if s.status in (JobStatus.PAUSED, JobStatus.DISABLED) else job.next_schedule,
-        "upstream": spec.upstream if spec else job.spec.get("upstream", ""),
-        "provider": spec.provider if spec else job.spec.get("provider", ""),
-        "size": job.size,
-        "version": job.version,
-        "attempts": s.attempts,
-        "error_msg": s.error_msg,
-    }
+    return JobView(
+        name=job.name,
+        worker=job.worker,
+        status=s.status.value,
+        last_update=s.last_update,
+        last_started=s.last_started,
+        last_ended=s.last_ended,
+        next_schedule=None if s.status in (JobStatus.PAUSED, JobStatus.DISABLED) else job.next_schedule,
+        upstream=spec.upstream if spec else str(job.spec.get("upstream", "")),
+        provider=spec.provider if spec else str(job.spec.get("provider", "")),
+        size=job.size,
+        version=job.version,
+        attempts=s.attempts,
+        error_msg=s.error_msg,
+    )
 
 
 class MirrorManager:
@@ -175,7 +189,7 @@ class MirrorManager:
             log.warning("job %s has an unreadable spec (%s)", job.name, exc)
             return None
 
-    async def load_jobs(self, specs: Iterable[JobSpec]) -> dict[str, list[str]]:
+    async def load_jobs(self, specs: Iterable[JobSpec]) -> Reloaded:
         """Make the stored jobs match ``specs``: new ones added, changed ones updated, missing ones disabled.
 
         A job that is disabled stays disabled when it is listed again: a user disabled it, or it was
@@ -211,21 +225,21 @@ class MirrorManager:
             for job, status in cancels:
                 self._cancel_if_running(job, status)
         self._wake.set()
-        return changes
+        return Reloaded(added=changes["added"], updated=changes["updated"], disabled=changes["disabled"])
 
-    async def reload(self, worker: str | None = None) -> dict[str, Any]:
+    async def reload(self, worker: str | None = None) -> Reloaded:
         """Re-read the config file (its jobs; listening and the database stay as started), or ask one
         worker to re-read its own."""
         if worker is not None:
             link = self.links.get(worker)
             if link is None:
                 raise UnknownWorker(f"no live worker named {worker!r}")
-            link.send({"op": "reload"})
-            return {"worker": worker, "reloading": True}
+            link.send(ReloadWorker())
+            return Reloaded(worker=worker, reloading=True)
         if self.config_path is None or self._load is None:
             raise ProtocolError("this manager was not started from a config file; nothing to reload")
         config = await asyncio.to_thread(self._load, self.config_path)  # ConfigError: nothing changes
-        self.config = replace(self.config, jobs=config.jobs)
+        self.config = msgspec.structs.replace(self.config, jobs=config.jobs)
         return await self.load_jobs(config.jobs)
 
     # -- the scheduler -------------------------------------------------------------------------------
@@ -292,21 +306,18 @@ class MirrorManager:
         state = apply(job.state, event, now, max_attempts=spec.retries)
         begun = replace(job, state=state, worker=worker, run_id=secrets.token_hex(8), updated=now)
         await self.store.put_job(begun)
-        self.links[worker].send(
-            {"op": "run", "job": spec.to_json(), "run_id": begun.run_id, "attempt": state.attempts, "force": force}
-        )
+        assert begun.run_id is not None
+        self.links[worker].send(RunJob(job=spec, run_id=begun.run_id, attempt=state.attempts, force=force))
         log.info("job %s: %s on worker %s", job.name, type(event).__name__, worker)
         return begun
 
     def _cancel_if_running(self, job: JobRecord, status: JobStatus) -> None:
         if is_running(status) and job.worker is not None and job.worker in self.links:
-            self.links[job.worker].send({"op": "cancel", "job": job.name, "run_id": job.run_id})
+            self.links[job.worker].send(CancelJob(job=job.name, run_id=job.run_id))
 
     # -- the worker protocol -------------------------------------------------------------------------
 
-    async def register(
-        self, name: str, url: str, concurrency: int, running: Iterable[tuple[str, str]]
-    ) -> dict[str, Any]:
+    async def register(self, name: str, url: str, concurrency: int, running: Iterable[tuple[str, str]]) -> Registered:
         """A worker (re-)registers: record it, and reconcile the runs it has with those assigned to it."""
         now = self.clock()
         reported = {f"{job}:{run}" for job, run in running}
@@ -321,17 +332,17 @@ class MirrorManager:
             await self._lose([mine[key] for key in decided.lost], now)
             for key in decided.cancel:
                 job_name, _, run_id = key.partition(":")
-                link.send({"op": "cancel", "job": job_name, "run_id": run_id})
+                link.send(CancelJob(job=job_name, run_id=run_id))
         log.info("worker %s registered (%s, %d at once)", name, url or "no seeder", concurrency)
         self._wake.set()
-        return {"session": self.session, "hold": self.hold, "lost": [k.partition(":")[0] for k in decided.lost]}
+        return Registered(self.session, self.hold, [k.partition(":")[0] for k in decided.lost])
 
-    async def poll(self, name: str, session: str, ack: int) -> list[dict[str, Any]]:
+    async def poll(self, name: str, session: str, ack: int) -> list[Command]:
         """A worker's heartbeat and command fetch: drop what it acknowledged, wait (bounded) for more."""
         link = self.links.get(name)
         if link is None or session != self.session:
             raise StaleSession(f"worker {name!r} is not registered with this manager; register again")
-        link.outbox = [(seq, command) for seq, command in link.outbox if seq > ack]
+        link.outbox = [command for command in link.outbox if command.seq > ack]
         await self._heard(link)
         if not link.outbox:
             link.wake.clear()
@@ -341,7 +352,7 @@ class MirrorManager:
         if self.links.get(name) is not link:  # re-registered, removed or lost meanwhile
             raise StaleSession(f"worker {name!r} is not registered with this manager; register again")
         await self._heard(link)
-        return [command for _, command in link.outbox]
+        return list(link.outbox)
 
     async def _heard(self, link: WorkerLink) -> None:
         link.last_seen = self.clock()
@@ -357,7 +368,7 @@ class MirrorManager:
         error: str = "",
         size: int = 0,
         version: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> ReportReply:
         """A worker reports on a run: ``syncing`` (the pre-job hooks are done), ``success`` or ``failure``.
 
         The answer to a failure says whether to retry at once, and as which attempt."""
@@ -393,7 +404,7 @@ class MirrorManager:
             self._wake.set()  # a slot is free
             log.info("job %s: %s%s", job_name, state.status.value, f" ({state.error_msg[:200]})" if error else "")
         retry = event == "failure" and is_running(state.status)
-        return {"status": state.status.value, "retry": retry, "attempt": state.attempts}
+        return ReportReply(state.status.value, retry, state.attempts)
 
     # -- what users ask (shoal mirror ctl) -----------------------------------------------------------
 
@@ -403,16 +414,16 @@ class MirrorManager:
             raise UnknownJob(f"no job named {name!r}")
         return job
 
-    async def list_jobs(self, *, include_disabled: bool = False, status: str | None = None) -> list[dict[str, Any]]:
+    async def list_jobs(self, *, include_disabled: bool = False, status: str | None = None) -> list[JobView]:
         jobs = await self.store.jobs()
         return [
-            job_json(j, self.spec_of(j))
+            job_view(j, self.spec_of(j))
             for j in jobs
             if (include_disabled or j.state.status is not JobStatus.DISABLED)
             and (status is None or j.state.status.value == status)
         ]
 
-    async def command(self, name: str, action: str, *, force: bool = False) -> dict[str, Any]:
+    async def command(self, name: str, action: str, *, force: bool = False) -> JobView:
         """start, stop, disable, enable or restart a job; IllegalTransition (409) when its status forbids it."""
         now = self.clock()
         async with self._lock:
@@ -443,25 +454,25 @@ class MirrorManager:
                 self._cancel_if_running(job, old)
                 log.info("job %s: %s by a user (was %s)", name, action, old.value)
         self._wake.set()
-        return job_json(job, spec)
+        return job_view(job, spec)
 
-    async def workers(self) -> list[dict[str, Any]]:
+    async def workers(self) -> list[WorkerView]:
         jobs = await self.store.jobs()
         loads = {w.name: w.running for w in self._loads(jobs)}
         return [
-            {
-                "name": w.name,
-                "url": w.url,
-                "concurrency": w.concurrency,
-                "registered": w.registered,
-                "last_seen": self.links[w.name].last_seen if w.name in self.links else w.last_seen,
-                "live": w.name in self.links,
-                "running": loads.get(w.name, 0),
-            }
+            WorkerView(
+                name=w.name,
+                url=w.url,
+                concurrency=w.concurrency,
+                registered=w.registered,
+                last_seen=self.links[w.name].last_seen if w.name in self.links else w.last_seen,
+                live=w.name in self.links,
+                running=loads.get(w.name, 0),
+            )
             for w in await self.store.workers()
         ]
 
-    async def remove_worker(self, name: str) -> dict[str, Any]:
+    async def remove_worker(self, name: str) -> WorkerRemoved:
         """Forget a worker; its running jobs fail as lost and are due at once. A live one re-registers."""
         now = self.clock()
         async with self._lock:
@@ -473,11 +484,11 @@ class MirrorManager:
             running = [j for j in await self.store.jobs() if is_running(j.state.status) and j.worker == name]
             await self._lose(running, now)
         self._wake.set()
-        return {"removed": name, "jobs_failed": [j.name for j in running]}
+        return WorkerRemoved(name, [j.name for j in running])
 
-    async def flush(self) -> dict[str, Any]:
+    async def flush(self) -> Flushed:
         """Drop the disabled jobs (tunasync's flush)."""
         async with self._lock:
             disabled = [j.name for j in await self.store.jobs() if j.state.status is JobStatus.DISABLED]
             await self.store.delete_jobs(disabled)
-        return {"removed": disabled}
+        return Flushed(disabled)

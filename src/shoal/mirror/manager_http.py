@@ -12,9 +12,14 @@
     GET    /v1/mirror/workers
     DELETE /v1/mirror/workers/{name}
     POST   /v1/mirror/flush                           drop the disabled jobs
+    GET    /v1/openapi.json                           no token needed: this API's OpenAPI document
 
-Every route but health needs ``Authorization: Bearer TOKEN`` when the manager has a token, compared in
-constant time; a missing or wrong one is a 401 before the request is read, so it changes nothing.
+Each body and reply is a struct of shoal.mirror.messages, and ``ROUTES`` names them; the OpenAPI document
+is generated from those, so it describes exactly what the handlers accept.
+
+Every route but health and the OpenAPI document needs ``Authorization: Bearer TOKEN`` when the manager has
+a token, compared in constant time; a missing or wrong one is a 401 before the request is read, so it
+changes nothing.
 Errors are JSON ``{"error": ...}``: 400 bad input, 401 token, 404 unknown job or worker, 409 a status
 change the job's lifecycle forbids (core.mirror_job.IllegalTransition), a stale run, no worker free, or
 "register again" (with ``"register": true``), 503 the database is away. Nothing a client sends is a 500.
@@ -28,10 +33,11 @@ import hmac
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
+from shoal import __version__
 from shoal.core.errors import (
     NoWorker,
     ProtocolError,
@@ -43,8 +49,29 @@ from shoal.core.errors import (
     UsageError,
 )
 from shoal.core.mirror_job import JobStatus
-from shoal.http.json_api import bearer_token, json_error, json_errors, read_json
-from shoal.mirror.manager import MirrorManager, job_json
+from shoal.core.structs import decode
+from shoal.http import openapi
+from shoal.http.json_api import bearer_token, json_error, json_errors, read_struct, struct_response
+from shoal.http.openapi import Query, Route
+from shoal.mirror.manager import MirrorManager, job_view
+from shoal.mirror.messages import (
+    Flushed,
+    Health,
+    JobAction,
+    JobList,
+    JobView,
+    ManagerError,
+    Poll,
+    PollReply,
+    Register,
+    Registered,
+    Reloaded,
+    ReloadRequest,
+    Report,
+    ReportReply,
+    WorkerList,
+    WorkerRemoved,
+)
 
 log = logging.getLogger("shoal.mirror.manager")
 
@@ -52,6 +79,11 @@ MANAGER = web.AppKey("mirror_manager", MirrorManager)
 PREFIX = "/v1/mirror"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 ACTIONS = ("start", "stop", "disable", "enable", "restart")
+_OPEN = (f"{PREFIX}/health", openapi.PATH)
+"""What anyone may read without the token: whether the manager is up, and what its API is."""
+
+M = TypeVar("M")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _authorized(request: web.Request, token: str) -> bool:
@@ -61,16 +93,14 @@ def _authorized(request: web.Request, token: str) -> bool:
 
 
 @web.middleware
-async def guard(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app[MANAGER].settings.token
-    if token and request.path != f"{PREFIX}/health" and not _authorized(request, token):
+    if token and request.path not in _OPEN and not _authorized(request, token):
         return json_error(401, "a valid bearer token is required", **{"WWW-Authenticate": 'Bearer realm="shoal"'})
     try:
         return await handler(request)
     except StaleSession as exc:
-        return web.json_response({"error": str(exc), "register": True}, status=409)
+        return struct_response(ManagerError(str(exc), register=True), status=409)
     except (StaleRun, NoWorker) as exc:
         return json_error(409, str(exc))
     except (UnknownJob, UnknownWorker) as exc:
@@ -88,74 +118,42 @@ def _name(request: web.Request, what: str = "name") -> str:
     return name
 
 
-async def _body(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
-    if optional and not (await request.read()).strip():
-        return {}
-    data = await read_json(request)
-    if not isinstance(data, dict):
-        raise ProtocolError("the body must be a JSON object")
-    return data
-
-
-def _field(data: dict[str, Any], key: str, kind: type, default: Any = ...) -> Any:
-    if data.get(key) is None:
-        if default is ...:
-            raise ProtocolError(f"{key!r} is required", field=key)
-        return default
-    value = data[key]
-    # bool is an int in Python; a JSON true is not a count.
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise ProtocolError(f"{key!r} must be a {kind.__name__}, not {type(value).__name__}", field=key)
-    return value
-
-
-def _count(data: dict[str, Any], key: str, low: int, default: Any = ...) -> int:
-    value = _field(data, key, int, default)
-    if value < low or value > 2**62:
-        raise ProtocolError(f"{key!r} must be between {low} and 2**62", field=key)
-    return int(value)
+async def _optional(request: web.Request, kind: type[M]) -> M:
+    """A body that may be left out: ``kind``'s defaults then."""
+    raw = await request.read()
+    return decode(raw, kind) if raw.strip() else kind()
 
 
 async def health(request: web.Request) -> web.Response:
-    return web.json_response({"ok": True, "session": request.app[MANAGER].session})
+    return struct_response(Health(ok=True, session=request.app[MANAGER].session))
 
 
 async def register(request: web.Request) -> web.Response:
     name = _name(request)
-    data = await _body(request)
-    url = _field(data, "url", str, "")
-    concurrency = _count(data, "concurrency", 1)
-    running_raw = _field(data, "running", list, [])
-    running: list[tuple[str, str]] = []
-    for item in running_raw:
-        if not (isinstance(item, dict) and isinstance(item.get("job"), str) and isinstance(item.get("run_id"), str)):
-            raise ProtocolError("each running entry must be {'job': str, 'run_id': str}", field="running")
-        running.append((item["job"], item["run_id"]))
-    return web.json_response(await request.app[MANAGER].register(name, url, concurrency, running))
+    body = await read_struct(request, Register)
+    running = [(item.job, item.run_id) for item in body.running]
+    return struct_response(await request.app[MANAGER].register(name, body.url, body.concurrency, running))
 
 
 async def poll(request: web.Request) -> web.Response:
     name = _name(request)
-    data = await _body(request)
-    session = _field(data, "session", str)
-    ack = _count(data, "ack", 0, 0)
-    commands = await request.app[MANAGER].poll(name, session, ack)
-    return web.json_response({"commands": commands})
+    body = await read_struct(request, Poll)
+    return struct_response(PollReply(await request.app[MANAGER].poll(name, body.session, body.ack)))
 
 
 async def report(request: web.Request) -> web.Response:
     name = _name(request)
-    data = await _body(request)
+    body = await read_struct(request, Report)
     reply = await request.app[MANAGER].report(
         name,
-        worker=_field(data, "worker", str),
-        run_id=_field(data, "run_id", str),
-        event=_field(data, "event", str),
-        error=_field(data, "error", str, ""),
-        size=_count(data, "size", 0, 0),
-        version=_field(data, "version", str, None),
+        worker=body.worker,
+        run_id=body.run_id,
+        event=body.event,
+        error=body.error,
+        size=body.size,
+        version=body.version,
     )
-    return web.json_response(reply)
+    return struct_response(reply)
 
 
 def _flag(request: web.Request, key: str) -> bool:
@@ -172,13 +170,13 @@ async def list_jobs(request: web.Request) -> web.Response:
         raise ProtocolError(f"unknown status {status[:40]!r} (known: {known})", field="status")
     include = _flag(request, "all") if "all" in request.query else False
     jobs = await request.app[MANAGER].list_jobs(include_disabled=include or status == "disabled", status=status)
-    return web.json_response({"jobs": jobs})
+    return struct_response(JobList(jobs))
 
 
 async def get_job(request: web.Request) -> web.Response:
     manager = request.app[MANAGER]
     job = await manager.job(_name(request))
-    return web.json_response(job_json(job, manager.spec_of(job)))
+    return struct_response(job_view(job, manager.spec_of(job)))
 
 
 async def job_action(request: web.Request) -> web.Response:
@@ -186,31 +184,85 @@ async def job_action(request: web.Request) -> web.Response:
     action = request.match_info["action"]
     if action not in ACTIONS:
         raise web.HTTPNotFound(reason=f"unknown action {action[:40]!r} (known: {', '.join(ACTIONS)})")
-    data = await _body(request, optional=True)
-    force = _field(data, "force", bool, False)
-    if force and action != "start":
+    body = await _optional(request, JobAction)
+    if body.force and action != "start":
         raise ProtocolError("'force' is only for start", field="force")
-    return web.json_response(await request.app[MANAGER].command(name, action, force=force))
+    return struct_response(await request.app[MANAGER].command(name, action, force=body.force))
 
 
 async def reload(request: web.Request) -> web.Response:
-    data = await _body(request, optional=True)
-    worker = _field(data, "worker", str, None)
-    if worker is not None and not _NAME.fullmatch(worker):
-        raise ProtocolError(f"{worker[:80]!r} is not a valid worker name", field="worker")
-    return web.json_response(await request.app[MANAGER].reload(worker))
+    body = await _optional(request, ReloadRequest)
+    return struct_response(await request.app[MANAGER].reload(body.worker))
 
 
 async def list_workers(request: web.Request) -> web.Response:
-    return web.json_response({"workers": await request.app[MANAGER].workers()})
+    return struct_response(WorkerList(await request.app[MANAGER].workers()))
 
 
 async def remove_worker(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[MANAGER].remove_worker(_name(request)))
+    return struct_response(await request.app[MANAGER].remove_worker(_name(request)))
 
 
 async def flush(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[MANAGER].flush())
+    return struct_response(await request.app[MANAGER].flush())
+
+
+_WORKER = f"{PREFIX}/workers/{{name}}"
+_JOB = f"{PREFIX}/jobs/{{name}}"
+_API: dict[Route, Handler] = {
+    Route("GET", f"{PREFIX}/health", "whether the manager is up, and its session", response=Health): health,
+    Route(
+        "POST", f"{_WORKER}/register", "a worker (re-)registers", request=Register, response=Registered, auth=True
+    ): register,
+    Route(
+        "POST",
+        f"{_WORKER}/poll",
+        "a worker's heartbeat and command fetch (a long poll); a 409 with register: true asks it to register again",
+        request=Poll,
+        response=PollReply,
+        auth=True,
+    ): poll,
+    Route("GET", f"{PREFIX}/workers", "the workers", response=WorkerList, auth=True): list_workers,
+    Route("DELETE", _WORKER, "forget a worker", response=WorkerRemoved, auth=True): remove_worker,
+    Route(
+        "GET",
+        f"{PREFIX}/jobs",
+        "the jobs' status",
+        response=JobList,
+        query=(
+            Query("all", "1: include the disabled jobs"),
+            Query("status", "only the jobs in this status"),
+        ),
+        auth=True,
+    ): list_jobs,
+    Route("GET", _JOB, "one job's status", response=JobView, auth=True): get_job,
+    Route(
+        "POST", f"{_JOB}/report", "a worker reports on a run", request=Report, response=ReportReply, auth=True
+    ): report,
+    Route(
+        "POST",
+        f"{_JOB}/{{action}}",
+        f"act on a job: {', '.join(ACTIONS)} (the body may be left out)",
+        request=JobAction,
+        response=JobView,
+        auth=True,
+    ): job_action,
+    Route(
+        "POST",
+        f"{PREFIX}/reload",
+        "re-read the manager's config file, or have one worker re-read its own (the body may be left out)",
+        request=ReloadRequest,
+        response=Reloaded,
+        auth=True,
+    ): reload,
+    Route("POST", f"{PREFIX}/flush", "drop the disabled jobs", response=Flushed, auth=True): flush,
+}
+ROUTES = tuple(_API)
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI description of the manager's API, from the structs its handlers read and write."""
+    return openapi.document("Shoal mirror manager", __version__, ROUTES, description=__doc__ or "")
 
 
 def build_app(manager: MirrorManager) -> web.Application:
@@ -228,16 +280,7 @@ def build_app(manager: MirrorManager) -> web.Application:
                 await scheduler
 
     app.cleanup_ctx.append(lifecycle)
-    r = app.router
-    r.add_get(f"{PREFIX}/health", health)
-    r.add_post(f"{PREFIX}/workers/{{name}}/register", register)
-    r.add_post(f"{PREFIX}/workers/{{name}}/poll", poll)
-    r.add_get(f"{PREFIX}/workers", list_workers)
-    r.add_delete(f"{PREFIX}/workers/{{name}}", remove_worker)
-    r.add_get(f"{PREFIX}/jobs", list_jobs)
-    r.add_get(f"{PREFIX}/jobs/{{name}}", get_job)
-    r.add_post(f"{PREFIX}/jobs/{{name}}/report", report)
-    r.add_post(f"{PREFIX}/jobs/{{name}}/{{action}}", job_action)
-    r.add_post(f"{PREFIX}/reload", reload)
-    r.add_post(f"{PREFIX}/flush", flush)
+    for route, handler in _API.items():
+        app.router.add_route(route.method, route.path, handler)
+    openapi.serve(app, openapi_document())
     return app

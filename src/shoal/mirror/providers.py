@@ -298,10 +298,12 @@ async def run_command(
 ) -> int:
     """Run the job's command in ``staging``; its exit status when that counts as success, else
     ProviderError with the status and the tail of the output (ProviderTimedOut past ``limit`` seconds)."""
-    result = await run_shell(spec.command, cwd=staging, env=env, limit=limit, grace=grace)
+    command, success = spec.command, spec.success_exit_codes
+    assert command is not None and success is not None, "JobSpec gives the command provider both"
+    result = await run_shell(command, cwd=staging, env=env, limit=limit, grace=grace)
     if result.timed_out:
         raise ProviderTimedOut(f"command timed out after {limit:g} s", output=_tail(result.output))
-    if result.returncode not in spec.success_exit_codes:
+    if result.returncode not in success:
         raise ProviderError(
             f"command failed with {result.status_text}: {_tail(result.output)}".rstrip(": "),
             returncode=result.returncode,

@@ -18,6 +18,8 @@ Rules, and why:
   lost; a report the manager refuses (409: the run was stopped, restarted or declared lost meanwhile) is
   dropped, because the manager has moved on. The "syncing" report is best effort: a success report
   moves a job through syncing if that report never arrived.
+- A poll reply the worker cannot read (a manager of another version, say) is handled as a manager that
+  does not answer: logged and retried, so nothing half-read is acted on.
 - A manager that cannot be reached is retried with a short, capped, jittered backoff (core.retry), so after
   a manager restart the worker is back within about a second; only a refused token (or another 4xx) ends the worker.
 - The attempt itself (hooks, provider, versions, retention) is shoal.mirror.runner's ``run_attempt``,
@@ -41,10 +43,11 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from shoal.core.errors import ManagerRefused, ProtocolError, PublishError, TrackerUnavailable, UsageError
+from shoal.core.errors import ManagerRefused, PublishError, TrackerUnavailable, UsageError
 from shoal.core.mirror_config import JobSpec, WorkerSettings
 from shoal.core.retry import Backoff, Retries
 from shoal.mirror.client import MirrorClient
+from shoal.mirror.messages import CancelJob, Command, Report, ReportReply, RunJob, RunningJob
 from shoal.mirror.publish import push_version
 
 log = logging.getLogger("shoal.mirror.worker")
@@ -183,18 +186,18 @@ class MirrorWorker:
         self.registered.clear()
         retry = Retries(MANAGER_BACKOFF)
         while True:
-            running = [{"job": job, "run_id": run.run_id} for job, run in self._runs.items() if not run.task.done()]
+            running = [RunningJob(job, run.run_id) for job, run in self._runs.items() if not run.task.done()]
             try:
                 reply = await self.client.register(self.name, self.url, self._slots.limit, running)
                 break
             except TrackerUnavailable as exc:
                 log.warning("registering with the manager failed (%s); trying again", exc)
                 await asyncio.sleep(retry.next_delay())
-        for job in reply.get("lost", []):
+        for job in reply.lost:
             log.warning("the manager counts job %s as lost with this worker's previous process", job)
         log.info("registered with %s as %s", self.settings.manager, self.name)
         self.registered.set()
-        return str(reply["session"]), float(reply["hold"])
+        return reply.session, reply.hold
 
     async def _serve(self, session: str, hold: float) -> None:
         """Poll and handle commands until the manager asks for a new registration (or a reload does)."""
@@ -215,39 +218,31 @@ class MirrorWorker:
             retry.reset()
             again = False
             for command in commands:
-                seq = int(command.get("seq", 0))
-                if seq <= ack:
+                if command.seq <= ack:
                     continue
-                ack = seq
-                try:
-                    again = await self._handle(command) or again
-                except (ProtocolError, KeyError, TypeError, ValueError) as exc:  # unreadable: skip it, say why
-                    log.error("ignoring a command from the manager: %s", exc)
+                ack = command.seq
+                again = await self._handle(command) or again
             if again:
                 # Acknowledge what was handled, then register with the new settings.
                 with contextlib.suppress(TrackerUnavailable, ManagerRefused):
                     await self.client.poll(self.name, session, ack, 0.0)
                 return
 
-    async def _handle(self, command: dict[str, Any]) -> bool:
+    async def _handle(self, command: Command) -> bool:
         """Act on one command; True when the worker must register again."""
-        op = command.get("op")
-        if op == "run":
-            spec = JobSpec.from_json(command.get("job"))
-            run_id, attempt = str(command["run_id"]), int(command.get("attempt", 1))
+        if isinstance(command, RunJob):
+            spec = command.job
             previous = self._runs.pop(spec.name, None)
-            task = asyncio.create_task(
-                self._run(spec, run_id, attempt, bool(command.get("force")), previous), name=f"mirror job {spec.name}"
-            )
-            self._runs[spec.name] = _Run(run_id, task)
+            run = self._run(spec, command.run_id, command.attempt, command.force, previous)
+            task = asyncio.create_task(run, name=f"mirror job {spec.name}")
+            self._runs[spec.name] = _Run(command.run_id, task)
             task.add_done_callback(lambda _: self._forget(spec.name, task))
-        elif op == "cancel":
-            job = str(command.get("job"))
-            run = self._runs.get(job)
-            if run is not None and command.get("run_id") in (None, run.run_id):
-                log.info("cancelling job %s (run %s)", job, run.run_id)
-                run.task.cancel()
-        elif op == "reload":
+        elif isinstance(command, CancelJob):
+            current = self._runs.get(command.job)
+            if current is not None and command.run_id in (None, current.run_id):
+                log.info("cancelling job %s (run %s)", command.job, current.run_id)
+                current.task.cancel()
+        else:
             if self._reload is None:
                 log.warning("asked to reload, but this worker has no config file")
                 return False
@@ -260,8 +255,6 @@ class MirrorWorker:
             self._slots.resize(settings.concurrency)
             log.info("reloaded: concurrency %d", settings.concurrency)
             return True
-        else:
-            raise ProtocolError(f"unknown command {op!r}", field="op")
         return False
 
     def _forget(self, job: str, task: asyncio.Task[None]) -> None:
@@ -278,29 +271,32 @@ class MirrorWorker:
             while True:
                 log.info("job %s: attempt %d (run %s)", spec.name, attempt, run_id)
 
+                def report(event: str, **facts: Any) -> Report:
+                    return Report(worker=self.name, run_id=run_id, event=event, **facts)
+
                 async def syncing() -> None:
-                    await self._report(spec.name, run_id, {"event": "syncing"}, tries=3)
+                    await self._report(spec.name, report("syncing"), tries=3)
 
                 try:
                     await asyncio.to_thread(job_dir.mkdir, parents=True, exist_ok=True)
                     outcome = await self._run_attempt(spec, job_dir, attempt=attempt, on_syncing=syncing)
-                    body: dict[str, Any] = (
-                        {"event": "success", "size": outcome.size, "version": outcome.version}
+                    body = (
+                        report("success", size=outcome.size, version=outcome.version)
                         if outcome.ok
-                        else {"event": "failure", "error": outcome.error or "the attempt failed"}
+                        else report("failure", error=outcome.error or "the attempt failed")
                     )
                     if outcome.ok and outcome.version and spec.publish.pool:
                         await self._push(spec, job_dir, outcome.version)
                 except PublishError as exc:
                     log.warning("job %s: %s", spec.name, exc)
-                    body = {"event": "failure", "error": str(exc)}
+                    body = report("failure", error=str(exc))
                 except Exception as exc:  # a bug or an OSError in the attempt fails it; the worker goes on
                     log.exception("job %s: the attempt raised", spec.name)
-                    body = {"event": "failure", "error": f"{type(exc).__name__}: {exc}"}
-                reply = await self._report(spec.name, run_id, body)
-                if reply is None or not reply.get("retry"):
+                    body = report("failure", error=f"{type(exc).__name__}: {exc}")
+                reply = await self._report(spec.name, body)
+                if reply is None or not reply.retry:
                     return
-                attempt = int(reply.get("attempt", attempt + 1))
+                attempt = reply.attempt
 
     async def _push(self, spec: JobSpec, job_dir: Path, version: str) -> None:
         """Push the new version's files to the job's pool (shoal.mirror.publish)."""
@@ -325,19 +321,19 @@ class MirrorWorker:
         )
         log.info("job %s: version %s pushed to pool %s (%d files)", spec.name, version, pool, len(jobs))
 
-    async def _report(self, job: str, run_id: str, body: dict[str, Any], *, tries: int = 0) -> dict[str, Any] | None:
+    async def _report(self, job: str, body: Report, *, tries: int = 0) -> ReportReply | None:
         """Send a report until the manager answers (at most ``tries`` times if given); None if it refused."""
         retry = Retries(MANAGER_BACKOFF)
         attempt = 0
         while True:
             attempt += 1
             try:
-                return await self.client.report(job, {**body, "worker": self.name, "run_id": run_id})
+                return await self.client.report(job, body)
             except (ManagerRefused, UsageError) as exc:  # 409 stale run, 404 job flushed meanwhile
-                log.info("the manager dropped the %s report of job %s: %s", body["event"], job, exc)
+                log.info("the manager dropped the %s report of job %s: %s", body.event, job, exc)
                 return None
             except TrackerUnavailable as exc:
                 if tries and attempt >= tries:
-                    log.warning("could not report %s of job %s: %s", body["event"], job, exc)
+                    log.warning("could not report %s of job %s: %s", body.event, job, exc)
                     return None
                 await asyncio.sleep(retry.next_delay())

@@ -1,0 +1,184 @@
+"""The messages of the mirror manager's HTTP API (shoal.mirror.manager_http), one msgspec struct each.
+
+The manager decodes requests and encodes replies with these structs, the client (shoal.mirror.client)
+encodes requests and decodes replies with them, and the OpenAPI document (``manager_http.ROUTES``) is
+generated from them, so the three cannot disagree. Rules, and why:
+
+- A request's unknown fields are ignored, so a newer worker or ctl can add one without breaking an older
+  manager; what a field may hold is its type's and its ``msgspec.Meta``'s to say.
+- Counts are bounded by ``MAX_COUNT``: the store keeps them in a signed 64-bit column.
+- Commands to a worker are a tagged union on ``op``: a worker reads ``{"op": "run", ...}`` into ``RunJob``.
+- The field names are the wire's since the API began; a reply keeps every field it had.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from shoal.core.mirror_config import JobSpec, Name
+
+MAX_COUNT = 2**62
+Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
+
+
+# -- the worker protocol ----------------------------------------------------------------------------------
+
+
+class Health(msgspec.Struct, frozen=True):
+    ok: bool
+    session: str
+    """The manager process's session: it changes when the manager restarts."""
+
+
+class RunningJob(msgspec.Struct, frozen=True):
+    job: str
+    run_id: str
+
+
+class Register(msgspec.Struct, frozen=True):
+    """A worker (re-)registers: where its seeder is, how many jobs it runs at once, which runs it has."""
+
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNT)]
+    url: str = ""
+    running: list[RunningJob] = []
+
+
+class Registered(msgspec.Struct, frozen=True):
+    session: str
+    hold: float
+    """Seconds a poll waits for a command before answering empty."""
+    lost: list[str]
+    """Jobs the manager counted as running on this worker's previous process, now failed as lost."""
+
+
+class Poll(msgspec.Struct, frozen=True):
+    """A worker's heartbeat and command fetch; ``ack`` is the last command's ``seq`` it has handled."""
+
+    session: str
+    ack: Count = 0
+
+
+class RunJob(msgspec.Struct, frozen=True, tag="run", tag_field="op"):
+    """Run an attempt of a job (a new run, or the manager's retry of one)."""
+
+    job: JobSpec
+    run_id: str
+    attempt: int
+    force: bool = False
+    seq: int = 0
+
+
+class CancelJob(msgspec.Struct, frozen=True, tag="cancel", tag_field="op"):
+    """Cancel a job's attempt: only that run's when ``run_id`` is given."""
+
+    job: str
+    run_id: str | None = None
+    seq: int = 0
+
+
+class ReloadWorker(msgspec.Struct, frozen=True, tag="reload", tag_field="op"):
+    """Re-read the worker's config file, then register again."""
+
+    seq: int = 0
+
+
+Command = RunJob | CancelJob | ReloadWorker
+
+
+class PollReply(msgspec.Struct, frozen=True):
+    commands: list[Command]
+
+
+class Report(msgspec.Struct, frozen=True):
+    """What became of a run: ``syncing`` (its pre-job hooks are done), ``success`` or ``failure``."""
+
+    worker: str
+    run_id: str
+    event: str
+    error: str = ""
+    size: Count = 0
+    version: str | None = None
+
+
+class ReportReply(msgspec.Struct, frozen=True):
+    status: str
+    retry: bool
+    """Run the next attempt now, as number ``attempt``."""
+    attempt: int
+
+
+# -- what users ask (shoal mirror ctl) --------------------------------------------------------------------
+
+
+class JobView(msgspec.Struct, frozen=True):
+    """A job's status as the API and ``shoal mirror ctl list --format json`` show it (tunasync's fields)."""
+
+    name: str
+    worker: str | None
+    status: str
+    last_update: float | None
+    last_started: float | None
+    last_ended: float | None
+    next_schedule: float | None
+    upstream: str
+    provider: str
+    size: int
+    version: str | None
+    attempts: int
+    error_msg: str
+
+
+class JobList(msgspec.Struct, frozen=True):
+    jobs: list[JobView]
+
+
+class JobAction(msgspec.Struct, frozen=True):
+    force: bool = False
+    """start only: start even if the job's worker runs all it may."""
+
+
+class ReloadRequest(msgspec.Struct, frozen=True):
+    worker: Name | None = None
+    """Ask this worker to re-read its config file; None: the manager re-reads its own."""
+
+
+class Reloaded(msgspec.Struct, frozen=True):
+    """What a reload did: the jobs the manager's config added, updated and disabled, or the worker asked."""
+
+    added: list[str] = []
+    updated: list[str] = []
+    disabled: list[str] = []
+    worker: str | None = None
+    reloading: bool = False
+
+
+class WorkerView(msgspec.Struct, frozen=True):
+    name: str
+    url: str
+    concurrency: int
+    registered: float
+    last_seen: float
+    live: bool
+    running: int
+
+
+class WorkerList(msgspec.Struct, frozen=True):
+    workers: list[WorkerView]
+
+
+class WorkerRemoved(msgspec.Struct, frozen=True):
+    removed: str
+    jobs_failed: list[str]
+
+
+class Flushed(msgspec.Struct, frozen=True):
+    removed: list[str]
+
+
+class ManagerError(msgspec.Struct, frozen=True):
+    """Every error reply: the reason, and ``register`` on the 409 that asks a worker to register again."""
+
+    error: str
+    register: bool = False
