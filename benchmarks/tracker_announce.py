@@ -62,9 +62,9 @@ async def run(args: argparse.Namespace, db: str) -> dict[str, float]:
     async with service.store:
         first = await service.announce(task_id, request(0, generation=0, event="started"), "10.0.0.1")
         joined = await service.announce(
-            task_id, request(0, generation=first["generation"], event="started", origin=identity), "10.0.0.1"
+            task_id, request(0, generation=first.generation, event="started", origin=identity), "10.0.0.1"
         )
-        generation = joined["generation"]
+        generation = joined.generation
         waits: list[float] = []
         everything = Bitfield.full(args.pieces).encode()
 
@@ -79,7 +79,7 @@ async def run(args: argparse.Namespace, db: str) -> dict[str, float]:
                 started = time.perf_counter()
                 reply = await service.announce(task_id, announce, "10.0.0.1")
                 waits.append(time.perf_counter() - started)
-                leased = [i for i in reply["leases"] if i not in done]
+                leased = [i for i in reply.leases if i not in done]
 
         cpu0, wall0 = time.process_time(), time.perf_counter()
         await asyncio.gather(*(peer(k) for k in range(1, args.peers + 1)))

@@ -6,6 +6,7 @@ and nothing placed), and the origin's bytes bounded."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import subprocess
 import time
 import urllib.request
@@ -16,7 +17,7 @@ import pytest
 
 from shoal.core.ids import content_task_id
 from shoal.core.manifest import Manifest, OriginIdentity
-from shoal.core.messages import encode_piece_hashes
+from shoal.core.messages import piece_hash_bytes
 from shoal.testing.hostile import HostilePeer, RefusedError, identity, piece_hashes
 from shoal.testing.poll import wait_until_async
 from shoal.testing.processes import shoal_argv, start_seeder, start_tracker
@@ -231,7 +232,7 @@ async def test_a_content_task_cannot_be_poisoned(tmp_path, tracker, make_file):
 
 
 def _b64(hashes: list[str]) -> str:
-    return encode_piece_hashes(tuple(hashes))
+    return base64.b64encode(piece_hash_bytes(tuple(hashes))).decode()
 
 
 async def test_a_lying_lease_holder_is_caught_by_spot_checks(tmp_path, tracker, origin, make_file, services):

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from shoal.core.errors import IllegalTransition
-from shoal.core.pool import Heartbeat, MemberReport, MemberStatus, PushRequest
+from shoal.core.pool import MemberStatus
+from shoal.core.pool_messages import Heartbeat, MemberReport, PushRequest
 from shoal.storage.tracker_store import TrackerStore
 from shoal.testing.clock import FakeClock
 from shoal.testing.poll import DEADLINE, wait_until_async
@@ -40,7 +41,7 @@ async def join(pools: Pools, *names: str) -> int:
     reply: dict[str, object] = {}
     for name in names:
         reply = await pools.heartbeat(POOL, name, beat(name), version=None, wait=0)
-    version = reply["version"]
+    version = reply.version
     assert isinstance(version, int)
     return version
 
@@ -62,10 +63,10 @@ async def woken(pools: Pools, member: str, version: int, change: Callable[[], Aw
     poll = await parked_poll(pools, member, version)
     try:
         await change()
-        if (await pools.heartbeat(POOL, member, beat(member), version=None, wait=0))["version"] == version:
+        if (await pools.heartbeat(POOL, member, beat(member), version=None, wait=0)).version == version:
             return False
         reply = await asyncio.wait_for(poll, DEADLINE)
-        return bool(reply["version"] != version)
+        return bool(reply.version != version)
     finally:
         poll.cancel()
 
@@ -75,8 +76,8 @@ async def test_a_push_wakes_every_long_poll_with_its_work(pools: Pools) -> None:
     poll = await parked_poll(pools, "m1", version)
     job_id = await pools.push(POOL, PushRequest(url=URL))
     reply = await asyncio.wait_for(poll, DEADLINE)  # woken: its wait is far longer
-    assert reply["version"] != version
-    assert [(w["job"], w["status"]) for w in reply["work"]] == [(job_id, "assigned")]
+    assert reply.version != version
+    assert [(w.job, w.status.value) for w in reply.work] == [(job_id, "assigned")]
 
 
 async def test_reports_that_give_nobody_work_wake_nobody(pools: Pools) -> None:
@@ -87,7 +88,7 @@ async def test_reports_that_give_nobody_work_wake_nobody(pools: Pools) -> None:
     assert not await woken(pools, "m2", version, lambda: pools.report(POOL, job_id, "m1", running))
     done = MemberReport(MemberStatus.DONE, done=2, total=2)
     assert not await woken(pools, "m2", version, lambda: pools.report(POOL, job_id, "m1", done))
-    assert await pools.report(POOL, job_id, "m2", done) == "done"
+    assert await pools.report(POOL, job_id, "m2", done) is MemberStatus.DONE
     job = await pools.job(POOL, job_id)
     assert job.job.status.value == "complete"  # the job completed, and still nobody was woken for it
 
@@ -96,35 +97,35 @@ async def test_a_lost_replica_wakes_the_member_given_the_new_copy(pools: Pools) 
     await join(pools, "m1", "m2")
     job_id = await pools.push(POOL, PushRequest(url=URL, replicas=1))
     status = await pools.job_status(POOL, await pools.job(POOL, job_id))
-    (holder,) = [m["member"] for m in status["members"]]
+    (holder,) = [m.member for m in status.members]
     other = "m2" if holder == "m1" else "m1"
     await pools.report(POOL, job_id, holder, MemberReport(MemberStatus.DONE, done=2, total=2))
     version = await join(pools, other)
     evicted = MemberReport(MemberStatus.EVICTED, done=0, total=2)
     assert await woken(pools, other, version, lambda: pools.report(POOL, job_id, holder, evicted))
     reply = await pools.heartbeat(POOL, other, beat(other), version=None, wait=0)
-    assert [(w["job"], w["status"]) for w in reply["work"]] == [(job_id, "assigned")]
+    assert [(w.job, w.status.value) for w in reply.work] == [(job_id, "assigned")]
 
 
 async def test_progress_of_a_running_member_does_not_wait_for_the_pools_lock(pools: Pools) -> None:
     await join(pools, "m1", "m2")
     job_id = await pools.push(POOL, PushRequest(url=URL))
     running = MemberReport(MemberStatus.RUNNING, done=1, total=4)
-    assert await pools.report(POOL, job_id, "m1", running) == "running"  # assigned -> running, locked
+    assert await pools.report(POOL, job_id, "m1", running) is MemberStatus.RUNNING  # assigned -> running, locked
     lock = pools._pool(POOL).lock = WatchedLock()
     async with lock:  # a long decision of another member's report, say
         later = MemberReport(MemberStatus.RUNNING, done=3, total=4)
         # Held for good meanwhile: a report that waited for the lock would time out here.
-        assert await asyncio.wait_for(pools.report(POOL, job_id, "m1", later), DEADLINE) == "running"
+        assert await asyncio.wait_for(pools.report(POOL, job_id, "m1", later), DEADLINE) is MemberStatus.RUNNING
         assert lock.waiting == 0
         # m2's first report changes its status: that one is decided under the lock, so it waits.
         first = asyncio.ensure_future(pools.report(POOL, job_id, "m2", running))
         await wait_until_async(lambda: lock.waiting == 1 or first.done(), "m2's report to reach the lock")
         assert not first.done()
-    assert await asyncio.wait_for(first, DEADLINE) == "running"
+    assert await asyncio.wait_for(first, DEADLINE) is MemberStatus.RUNNING
     job = await pools.job(POOL, job_id)
-    m1 = next(m for m in (await pools.job_status(POOL, job))["members"] if m["member"] == "m1")
-    assert m1["done"] == 3
+    m1 = next(m for m in (await pools.job_status(POOL, job)).members if m.member == "m1")
+    assert m1.done == 3
 
 
 async def test_progress_of_a_cancelled_member_is_refused_as_before(pools: Pools) -> None:

@@ -18,18 +18,16 @@ from shoal.core.ids import task_id_for_url
 from shoal.core.pool import (
     Assignment,
     Decision,
-    Heartbeat,
     JobFailed,
     Member,
-    MemberReport,
     MemberStatus,
     PushJob,
-    PushRequest,
     PushStatus,
     advance_job,
     decide,
     hash_token,
 )
+from shoal.core.pool_messages import Heartbeat, MemberReport, PushRequest
 from shoal.storage.pool_store import JobRow, PoolRow, PoolStore
 from shoal.storage.schema import pool_assignments, pool_jobs, pool_members, pools
 from shoal.storage.tracker_store import TrackerStore

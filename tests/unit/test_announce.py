@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,8 +14,9 @@ from shoal.core.errors import ProtocolError
 from shoal.core.ids import content_task_id
 from shoal.core.leases import Lease
 from shoal.core.manifest import Manifest, OriginIdentity
-from shoal.core.messages import AnnounceRequest
+from shoal.core.messages import AnnounceRequest, piece_hash_bytes
 from shoal.core.resume import resume
+from shoal.core.structs import decode
 from shoal.testing.hostile import identity
 
 from .factories import (
@@ -219,12 +221,13 @@ def _content(pieces: int = PIECES) -> tuple[str, tuple[str, ...]]:
 
 def test_a_content_task_takes_a_piece_list_that_hashes_to_its_id() -> None:
     task_id, hashes = _content()
-    out = announce(snapshot(None), request(generation=0, origin=IDENTITY, piece_hashes=hashes), task_id=task_id)
+    listed = piece_hash_bytes(hashes)
+    out = announce(snapshot(None), request(generation=0, origin=IDENTITY, piece_hash_bytes=listed), task_id=task_id)
     assert out.task.manifest == MANIFEST and out.new_hashes == dict(enumerate(hashes))
     assert out.task.hash_seq == PIECES
     # Registered again (a second seeder of the same bytes): nothing new.
     again = snapshot(out.task, known_hashes=out.new_hashes)
-    out = announce(again, request(origin=IDENTITY, piece_hashes=hashes), task_id=task_id)
+    out = announce(again, request(origin=IDENTITY, piece_hash_bytes=listed), task_id=task_id)
     assert out.new_hashes == {}
 
 
@@ -239,13 +242,19 @@ def test_a_content_task_refuses_a_piece_list_that_does_not_hash_to_its_id(tamper
     else:
         hashes = hashes[:-1]
     with pytest.raises(ProtocolError) as info:
-        announce(snapshot(None), request(generation=0, origin=origin, piece_hashes=hashes), task_id=task_id)
+        announce(
+            snapshot(None),
+            request(generation=0, origin=origin, piece_hash_bytes=piece_hash_bytes(hashes)),
+            task_id=task_id,
+        )
     assert info.value.field == "piece_hashes"
 
 
 def test_a_piece_list_registers_only_a_content_task() -> None:
     with pytest.raises(ProtocolError):
-        announce(snapshot(None), request(generation=0, origin=IDENTITY, piece_hashes=_content()[1]))
+        announce(
+            snapshot(None), request(generation=0, origin=IDENTITY, piece_hash_bytes=piece_hash_bytes(_content()[1]))
+        )
 
 
 def test_a_content_task_takes_no_single_report_and_never_changes_its_manifest() -> None:
@@ -421,11 +430,11 @@ def test_a_claim_beyond_the_last_piece_or_malformed_is_a_protocol_error() -> Non
         announce(snapshot(task()), request("p1", fetching=(PIECES,)))
     assert caught.value.field == "fetching"
     me = identity("p1")
-    body = {**request(me.peer_id, secret=me.secret).to_json(), "fetching": [-1]}
+    body = {**msgspec.to_builtins(request(me.peer_id, secret=me.secret)), "fetching": [-1]}
     with pytest.raises(ProtocolError) as caught:
-        AnnounceRequest.from_json(body)
+        decode(msgspec.json.encode(body), AnnounceRequest)
     assert caught.value.field == "fetching"
-    assert AnnounceRequest.from_json({**body, "fetching": [2, 3]}).fetching == (2, 3)
+    assert decode(msgspec.json.encode({**body, "fetching": [2, 3]}), AnnounceRequest).fetching == (2, 3)
 
 
 def test_a_restart_gives_what_was_live_when_the_tracker_stopped_one_ttl_from_the_restart() -> None:

@@ -38,7 +38,7 @@ from shoal.core.download_actions import (
 from shoal.core.errors import JoinAgain, OriginChanged, OriginError, TrackerUnavailable
 from shoal.core.events import Announced, HashesArrived, OriginPiece, PeerGone, PeerHas, PeerPiece, RunEnded, TrackerDown
 from shoal.core.manifest import Manifest, OriginIdentity
-from shoal.core.messages import AnnounceResponse, PeerAddress
+from shoal.core.messages import AnnounceResponse, ManifestMessage, PeerAddress
 from shoal.peer.config import GetConfig
 
 MANIFEST = Manifest.for_identity(OriginIdentity(1 << 20))  # 4 pieces of 256 KiB
@@ -60,7 +60,8 @@ def core(manifest: Manifest = MANIFEST, *, tuning: Tuning = TUNING, direct: bool
 
 def reply(*peer_ids: str, leases: tuple[int, ...] = (), generation: int = 1, **fields: object) -> AnnounceResponse:
     peers = tuple(PeerAddress(peer_id=p, host="127.0.0.1", port=9) for p in peer_ids)
-    return AnnounceResponse(generation=generation, manifest=MANIFEST, peers=peers, leases=leases, **fields)  # type: ignore[arg-type]
+    manifest = ManifestMessage.of(MANIFEST)
+    return AnnounceResponse(generation=generation, manifest_message=manifest, peers=peers, leases=leases, **fields)  # type: ignore[arg-type]
 
 
 def hand_out(c: DownloadCore, *peer_ids: str) -> list[Action]:

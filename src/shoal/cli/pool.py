@@ -11,8 +11,10 @@ import time
 from typing import Any
 
 import click
+import msgspec
 
 from shoal.cli.main import configure_logging, run_or_exit, verbose_option
+from shoal.core.pool_messages import AssignmentView, JobList, JobView, PushRequest
 from shoal.core.units import format_bytes
 from shoal.tracker.pool_client import PoolClient
 
@@ -51,7 +53,7 @@ def create(ctx: click.Context, name: str, private: bool) -> None:
     reply = run_or_exit(lambda: _client(ctx).create(name, private=private))
     if private:
         click.echo(f"created private pool {name}; its token (shown once, keep it secret):")
-        click.echo(reply["token"])
+        click.echo(reply.token)
     else:
         click.echo(f"created pool {name}")
 
@@ -73,15 +75,15 @@ def members(ctx: click.Context, name: str, as_json: bool) -> None:
     """List the members of the pool NAME."""
     rows = run_or_exit(lambda: _client(ctx).members(name))
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        _echo_json(rows)
         return
     from rich.console import Console
     from rich.table import Table
 
     table = Table("member", "name", "url", "site", "rack", "free", "state", box=None)
     for m in rows:
-        state = "live" if m["live"] else "gone"
-        table.add_row(m["member_id"], m["name"], m["url"], m["site"], m["rack"], format_bytes(m["free"]), state)
+        state = "live" if m.live else "gone"
+        table.add_row(m.member_id, m.name, m.url, m.site, m.rack, format_bytes(m.free), state)
     Console().print(table)
 
 
@@ -98,10 +100,10 @@ def push(
 ) -> None:
     """Make the pool NAME's members fetch URL into their caches."""
     client = _client(ctx)
-    job = run_or_exit(lambda: client.push(name, url, dest=dest, replicas=replicas, digest=digest))
-    click.echo(f"pushed job {job['job']} to pool {name}")
+    job = run_or_exit(lambda: client.push(name, PushRequest(url, dest, replicas, digest)))
+    click.echo(f"pushed job {job.job} to pool {name}")
     if watch:
-        _watch(client, name, job["job"])
+        _watch(client, name, job.job)
 
 
 @pool.command()
@@ -114,8 +116,7 @@ def status(ctx: click.Context, name: str, job: str | None, watch: bool, as_json:
     """Show the pool NAME's jobs, or JOB member by member."""
     client = _client(ctx)
     if as_json:
-        reply = run_or_exit(lambda: client.job(name, job) if job else {"jobs": client.jobs(name)})
-        click.echo(json.dumps(reply, indent=2))
+        _echo_json(run_or_exit(lambda: client.job(name, job) if job else JobList(client.jobs(name))))
         return
     if watch and job:
         _watch(client, name, job)
@@ -139,13 +140,17 @@ def cancel(ctx: click.Context, name: str, job: str) -> None:
     click.echo(f"cancelled job {job}")
 
 
+def _echo_json(reply: object) -> None:
+    click.echo(json.dumps(msgspec.to_builtins(reply), indent=2))
+
+
 def _watch(client: PoolClient, name: str, job: str) -> None:
     from rich.console import Console
     from rich.live import Live
 
     reply = run_or_exit(lambda: client.job(name, job))
     with Live(_job_table(reply), console=Console(), refresh_per_second=4) as live:
-        while reply["status"] == "running":
+        while reply.status.value == "running":
             time.sleep(WATCH_SECONDS)
             reply = run_or_exit(lambda: client.job(name, job))
             live.update(_job_table(reply))
@@ -157,40 +162,44 @@ def _eta(seconds: float | None) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
-def _job_table(job: dict[str, Any]) -> Any:
+def _copies(job: JobView) -> str:
+    replicas = job.replicas
+    return f"{replicas.current}/{replicas.target}" if replicas.target else str(replicas.current)
+
+
+def _state(m: AssignmentView) -> str:
+    status = m.status.value
+    return status if m.live or status in ("left", "failed", "cancelled") else f"{status} (gone)"
+
+
+def _job_table(job: JobView) -> Any:
     from rich.table import Table
 
-    replicas = job["replicas"]
-    copies = f"{replicas['current']}/{replicas['target']}" if replicas["target"] else str(replicas["current"])
-    title = f"job {job['job']} {job['status']}: {job['url']} (copies {copies})"
-    if job["error"]:
-        title += f"\n{job['error']}"
+    title = f"job {job.job} {job.status.value}: {job.url} (copies {_copies(job)})"
+    if job.error:
+        title += f"\n{job.error}"
     table = Table("member", "site/rack", "state", "done", "rate", "origin", "peers", "ETA", "error", title=title)
-    for m in job["members"]:
-        total = m["total"]
-        done = f"{format_bytes(m['done'])} / {format_bytes(total)}" if total else format_bytes(m["done"])
-        state = m["status"] if m["live"] or m["status"] in ("left", "failed", "cancelled") else f"{m['status']} (gone)"
+    for m in job.members:
+        done = f"{format_bytes(m.done)} / {format_bytes(m.total)}" if m.total else format_bytes(m.done)
         table.add_row(
-            f"{m['name'] or '?'} {m['member'][:8]}",
-            "/".join(x for x in (m["site"], m["rack"]) if x),
-            state,
+            f"{m.name or '?'} {m.member[:8]}",
+            "/".join(x for x in (m.site, m.rack) if x),
+            _state(m),
             done,
-            f"{format_bytes(m['rate'])}/s" if m["rate"] else "",
-            format_bytes(m["from_origin"]),
-            format_bytes(m["from_peers"]),
-            _eta(m["eta"]),
-            m["error"],
+            f"{format_bytes(m.rate)}/s" if m.rate else "",
+            format_bytes(m.from_origin),
+            format_bytes(m.from_peers),
+            _eta(m.eta),
+            m.error,
         )
     return table
 
 
-def _jobs_table(jobs: list[dict[str, Any]]) -> Any:
+def _jobs_table(jobs: list[JobView]) -> Any:
     from rich.table import Table
 
     table = Table("job", "state", "url", "members done", "copies", "error", box=None)
     for job in jobs:
-        done = sum(1 for m in job["members"] if m["status"] == "done")
-        replicas = job["replicas"]
-        copies = f"{replicas['current']}/{replicas['target']}" if replicas["target"] else str(replicas["current"])
-        table.add_row(job["job"], job["status"], job["url"], f"{done}/{len(job['members'])}", copies, job["error"])
+        done = sum(1 for m in job.members if m.status.value == "done")
+        table.add_row(job.job, job.status.value, job.url, f"{done}/{len(job.members)}", _copies(job), job.error)
     return table

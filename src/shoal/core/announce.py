@@ -41,7 +41,7 @@ from shoal.core.handout import PeerView, hand_out
 from shoal.core.ids import content_task_id, is_content_task
 from shoal.core.leases import Lease, grant_leases, reclaim_leases
 from shoal.core.manifest import Manifest, OriginIdentity
-from shoal.core.messages import AnnounceRequest, AnnounceResponse, PeerAddress
+from shoal.core.messages import AnnounceRequest, AnnounceResponse, ManifestMessage, PeerAddress
 
 BAN_QUORUM = 2
 """Reporters on this many different hosts must accuse a peer before it is kept from everyone."""
@@ -172,13 +172,13 @@ def decide_announce(
     if request.event == "stopped":
         outcome.remove_peer = request.peer_id
         outcome.drop_leases = [i for i, lease in snapshot.leases.items() if lease.peer_id == request.peer_id]
-        outcome.response = AnnounceResponse(task.generation, task.manifest, range_ok=task.range_ok)
+        outcome.response = AnnounceResponse(task.generation, ManifestMessage.of(task.manifest), range_ok=task.range_ok)
         return outcome
     outcome.peer = PeerRecord(view, task.generation, now, reported & view.have.mask)
     if not current:
         outcome.response = AnnounceResponse(
             task.generation,
-            task.manifest,
+            ManifestMessage.of(task.manifest),
             restart=request.generation != 0 or outcome.new_generation,
             range_ok=task.range_ok,
             hash_seq=0 if outcome.new_generation else task.hash_seq,
@@ -195,7 +195,7 @@ def decide_announce(
     handed = hand_out(view, trusted, policy.max_peers) if task.manifest else []
     outcome.response = AnnounceResponse(
         generation=task.generation,
-        manifest=task.manifest,
+        manifest_message=ManifestMessage.of(task.manifest),
         range_ok=task.range_ok,
         peers=tuple(_address(p) for p in handed),
         leases=tuple(mine),

@@ -17,6 +17,9 @@ verification never limits a LAN transfer.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
+
+from msgspec import Meta
 
 MIN_PIECE_LENGTH = 256 * 1024
 MAX_PIECE_LENGTH = 16 * 1024 * 1024
@@ -39,11 +42,13 @@ def piece_length_for(length: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class OriginIdentity:
-    """How the origin describes one version of the file. Any difference means a different file."""
+    """How the origin describes one version of the file. Any difference means a different file. The
+    annotations' bounds are checked where a peer sends one (core.messages): a task holds at most
+    MAX_LENGTH bytes, and the validators are header values of bounded length."""
 
-    length: int
-    etag: str = ""
-    last_modified: str = ""
+    length: Annotated[int, Meta(ge=0, le=MAX_LENGTH)]
+    etag: Annotated[str, Meta(max_length=512)] = ""
+    last_modified: Annotated[str, Meta(max_length=128)] = ""
 
     def same_version(self, other: OriginIdentity) -> bool:
         return self == other

@@ -59,18 +59,16 @@ import secrets
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from shoal.core.errors import IllegalTransition, ProtocolError, UsageError
-from shoal.core.ids import canonical_url
-from shoal.core.messages import PEER_ID
+from shoal.core.errors import IllegalTransition, ProtocolError
+from shoal.core.messages import PEER_ID, whole
 
-_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+POOL_NAME = re.compile(whole("[a-z0-9][a-z0-9._-]{0,63}"))
 _JOB_ID = re.compile(r"[0-9a-f]{16}")
 
 
 def check_pool_name(name: str) -> str:
-    if not _NAME.fullmatch(name):
+    if not POOL_NAME.match(name):
         raise ProtocolError(
             f"bad pool name {name!r}: 1-64 of a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
             field="pool",
@@ -356,147 +354,3 @@ def _common_error(assignments: Iterable[Assignment]) -> str:
     if not errors:
         return "no live member could fetch the file"
     return errors.most_common(1)[0][0]
-
-
-# -- request bodies --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PushRequest:
-    url: str
-    dest: str | None = None
-    replicas: int | None = None
-    digest: str | None = None
-
-    @classmethod
-    def from_json(cls, data: Any) -> PushRequest:
-        body = _object(data, {"url", "dest", "replicas", "digest"})
-        url = _string(body, "url", required=True)
-        assert url is not None
-        try:
-            url = canonical_url(url)
-        except UsageError as exc:
-            raise ProtocolError(str(exc), field="url") from None
-        dest = _string(body, "dest")
-        if dest is not None and (not dest.startswith("/") or "\0" in dest or dest.endswith("/")):
-            raise ProtocolError("dest must be an absolute file path", field="dest")
-        replicas = body.get("replicas")
-        if replicas is not None and (type(replicas) is not int or not 1 <= replicas <= 10_000):
-            raise ProtocolError("replicas must be an integer from 1 to 10000", field="replicas")
-        digest = _string(body, "digest")
-        if digest is not None:
-            kind, _, value = digest.lower().partition(":")
-            if kind != "sha256" or len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
-                raise ProtocolError("digest must be sha256: and 64 hex characters", field="digest")
-            digest = f"sha256:{value}"
-        return cls(url, dest, replicas, digest)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"url": self.url, "dest": self.dest, "replicas": self.replicas, "digest": self.digest}
-
-
-@dataclass(frozen=True, slots=True)
-class MemberReport:
-    """A member's report on its assignment: its status and progress counters."""
-
-    status: MemberStatus
-    done: int = 0
-    total: int = 0
-    rate: float = 0.0
-    from_origin: int = 0
-    from_peers: int = 0
-    error: str = ""
-
-    @classmethod
-    def from_json(cls, data: Any) -> MemberReport:
-        body = _object(data, {"status", "done", "total", "rate", "from_origin", "from_peers", "error"})
-        try:
-            status = MemberStatus(body.get("status"))
-        except ValueError:
-            raise ProtocolError("status must be running, done, failed or evicted", field="status") from None
-        if status not in (MemberStatus.RUNNING, MemberStatus.DONE, MemberStatus.FAILED, MemberStatus.EVICTED):
-            raise ProtocolError("status must be running, done, failed or evicted", field="status")
-        counters = {key: _count(body, key) for key in ("done", "total", "from_origin", "from_peers")}
-        rate = body.get("rate", 0)
-        if type(rate) not in (int, float) or not 0 <= rate < 1e13:
-            raise ProtocolError("rate must be a non-negative number", field="rate")
-        error = _string(body, "error") or ""
-        return cls(status, rate=float(rate), error=error[:2000], **counters)
-
-    def event(self) -> MemberEvent:
-        match self.status:
-            case MemberStatus.RUNNING:
-                return Progress()
-            case MemberStatus.DONE:
-                return Completed()
-            case MemberStatus.FAILED:
-                return Failed(self.error or "failed")
-            case _:
-                return Evicted()
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "status": self.status.value,
-            "done": self.done,
-            "total": self.total,
-            "rate": self.rate,
-            "from_origin": self.from_origin,
-            "from_peers": self.from_peers,
-            "error": self.error,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Heartbeat:
-    """A member's heartbeat: its name, where it serves, its locality and its cache's room."""
-
-    name: str
-    url: str
-    site: str = ""
-    rack: str = ""
-    free: int = 0
-
-    @classmethod
-    def from_json(cls, data: Any) -> Heartbeat:
-        body = _object(data, {"name", "url", "site", "rack", "free"})
-        labels = {key: _string(body, key) or "" for key in ("name", "url", "site", "rack")}
-        for key, value in labels.items():
-            if len(value) > (255 if key in ("name", "url") else 64):
-                raise ProtocolError(f"{key} is too long", field=key)
-        return cls(free=_count(body, "free"), **labels)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "url": self.url,
-            "site": self.site,
-            "rack": self.rack,
-            "free": self.free,
-        }
-
-
-def _object(data: Any, keys: set[str]) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise ProtocolError("the body must be a JSON object")
-    unknown = sorted(set(data) - keys)
-    if unknown:
-        raise ProtocolError(f"unknown field {unknown[0]!r}", field=unknown[0])
-    return data
-
-
-def _string(body: Mapping[str, Any], key: str, *, required: bool = False) -> str | None:
-    value = body.get(key)
-    if value is None:
-        if required:
-            raise ProtocolError(f"{key} is required", field=key)
-        return None
-    if not isinstance(value, str) or len(value) > 8192:
-        raise ProtocolError(f"{key} must be a string", field=key)
-    return value
-
-
-def _count(body: Mapping[str, Any], key: str) -> int:
-    value = body.get(key, 0)
-    if type(value) is not int or not 0 <= value < 1 << 62:
-        raise ProtocolError(f"{key} must be a non-negative integer", field=key)
-    return value

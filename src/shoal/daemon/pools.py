@@ -15,6 +15,8 @@ Rules:
 - The tracker being unreachable never stops the daemon: the loop retries with HEARTBEAT_BACKOFF (jittered,
   so a fleet's members do not all come back at once after a tracker restart); its assignments' downloads
   go on meanwhile.
+- The calls, their bodies and the mapping of replies are core.pool_api's, shared with ``shoal pool``;
+  this module is their aiohttp transport.
 - On a clean stop the daemon says it leaves, so the tracker hands its assignments' leases on at once
   instead of after the member TTL.
 """
@@ -28,13 +30,15 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
+from typing import TypeVar
 
 import aiohttp
 
+from shoal.core import pool_api
 from shoal.core.download import Stats
-from shoal.core.errors import ShoalError, UsageError
+from shoal.core.errors import PoolRefused, ShoalError, TrackerUnavailable, UsageError
+from shoal.core.pool import MemberStatus
+from shoal.core.pool_messages import Heartbeat, MemberReport, WorkItem
 from shoal.core.retry import Backoff, Retries
 from shoal.daemon.config import PoolSpec
 from shoal.daemon.fetcher import Fetch, Fetcher
@@ -46,6 +50,7 @@ log = logging.getLogger("shoal.daemon.pools")
 REPORT_SECONDS = 0.5
 HEARTBEAT_BACKOFF = Backoff(1.0, 4.0)
 POLL_SECONDS = 5.0
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +113,7 @@ class PoolMember:
         self.store = store
         self.identity = identity
         self.dest_roots = dest_roots
-        self._base = f"{tracker.rstrip('/')}/v1/pools/{quote(pool.name, safe='')}"
+        self.tracker = tracker.rstrip("/")
         self._headers = {"Authorization": f"Bearer {pool.token}"} if pool.token else {}
         self._jobs: dict[str, asyncio.Task[None]] = {}
         self._loop: asyncio.Task[None] | None = None
@@ -122,86 +127,75 @@ class PoolMember:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-            async with self.session.delete(
-                f"{self._base}/members/{self.identity.member_id}",
-                headers=self._headers,
-                timeout=aiohttp.ClientTimeout(total=2),
-            ):
-                pass
+        with contextlib.suppress(TrackerUnavailable, PoolRefused):
+            await self._run(pool_api.leave(self.pool.name, self.identity.member_id), seconds=2)
 
-    async def _call(self, method: str, path: str, body: Any = None, *, seconds: float = 10) -> Any:
-        async with self.session.request(
-            method,
-            f"{self._base}{path}",
-            json=body,
-            headers=self._headers,
-            timeout=aiohttp.ClientTimeout(total=seconds),
-        ) as response:
-            reply = await response.json(content_type=None)
-            if response.status >= 400:
-                raise _Refused(response.status, reply.get("error", "") if isinstance(reply, dict) else "")
-            return reply
+    async def _run(self, call: pool_api.Call[R], *, seconds: float = 10) -> R:
+        """Send ``call`` and read its reply (core.pool_api's mapping); aiohttp's errors are mapped here."""
+        try:
+            async with self.session.request(
+                call.method,
+                f"{self.tracker}{call.path}",
+                data=call.body,
+                headers=self._headers,
+                timeout=aiohttp.ClientTimeout(total=seconds),
+            ) as response:
+                body = await response.read()
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise TrackerUnavailable(
+                f"cannot reach the tracker at {self.tracker}: {exc or type(exc).__name__}", tracker=self.tracker
+            ) from exc
+        content_type = response.headers.get("Content-Type", "").split(";")[0]
+        return call.read(self.tracker, response.status, response.reason or "", content_type, body)
 
     async def _poll_forever(self) -> None:
         version: int | None = None
         retry = Retries(HEARTBEAT_BACKOFF)
         while True:
-            beat = {
-                "name": self.identity.name,
-                "url": self.identity.url,
-                "site": self.identity.site,
-                "rack": self.identity.rack,
-                "free": await asyncio.to_thread(self._free),
-            }
-            query = f"?wait={POLL_SECONDS:g}" + ("" if version is None else f"&version={version}")
+            identity = self.identity
+            beat = Heartbeat(
+                identity.name, identity.url, identity.site, identity.rack, await asyncio.to_thread(self._free)
+            )
+            call = pool_api.heartbeat(self.pool.name, identity.member_id, beat, wait=POLL_SECONDS, version=version)
             try:
-                reply = await self._call(
-                    "POST", f"/members/{self.identity.member_id}{query}", beat, seconds=POLL_SECONDS + 10
-                )
-            except (aiohttp.ClientError, TimeoutError, ValueError, _Refused) as exc:
+                reply = await self._run(call, seconds=POLL_SECONDS + 10)
+            except (TrackerUnavailable, PoolRefused) as exc:
                 log.warning("pool %s: heartbeat failed: %s", self.pool.name, exc)
                 version = None
                 await asyncio.sleep(retry.next_delay())
                 continue
-            work = reply.get("work") if isinstance(reply, dict) else None
-            if not isinstance(work, list) or not all(_is_work(item) for item in work):
-                log.warning("pool %s: the tracker's heartbeat reply is not the protocol: %.200r", self.pool.name, reply)
-                version = None
-                await asyncio.sleep(retry.next_delay())
-                continue
             retry.reset()
-            version = reply.get("version")
-            for item in work:
+            version = reply.version
+            for item in reply.work:
                 await self._handle(item)
 
     def _free(self) -> int:
         usage = self.store.usage()
         return max(usage.capacity - usage.used - usage.reserved, 0)
 
-    async def _handle(self, item: dict[str, Any]) -> None:
-        job_id, status = item["job"], item["status"]
+    async def _handle(self, item: WorkItem) -> None:
+        job_id, status = item.job, item.status
         running = self._jobs.get(job_id)
-        if status == "cancelled":
+        if status is MemberStatus.CANCELLED:
             if running is not None:
                 log.info("pool %s: job %s cancelled", self.pool.name, job_id)
                 running.cancel()
-                self.fetcher.cancel(item["url"])
-        elif status == "done":
-            if running is None and not await asyncio.to_thread(self.fetcher.cached, item["url"], item.get("digest")):
-                await self._report(job_id, "evicted", None)
+                self.fetcher.cancel(item.url)
+        elif status is MemberStatus.DONE:
+            if running is None and not await asyncio.to_thread(self.fetcher.cached, item.url, item.digest):
+                await self._report(job_id, MemberStatus.EVICTED, None)
         elif running is None:
-            task = asyncio.create_task(self._run(job_id, item))
+            task = asyncio.create_task(self._fetch(job_id, item))
             self._jobs[job_id] = task
             task.add_done_callback(lambda _t: self._jobs.pop(job_id, None))
 
-    async def _run(self, job_id: str, item: dict[str, Any]) -> None:
-        url, dest, digest = item["url"], item.get("dest"), item.get("digest")
+    async def _fetch(self, job_id: str, item: WorkItem) -> None:
+        url, dest, digest = item.url, item.dest, item.digest
         fetch: Fetch | None = None
         rate = _Rate()
 
         async def progress(stats: Stats) -> None:
-            await self._report(job_id, "running", stats, rate=rate.update(stats.done))
+            await self._report(job_id, MemberStatus.RUNNING, stats, rate=rate.update(stats.done))
 
         async def follow(started: Fetch) -> CacheEntry:
             nonlocal fetch
@@ -215,48 +209,25 @@ class PoolMember:
                 await asyncio.to_thread(self.store.place, entry.digest, target)
         except ShoalError as exc:
             log.warning("pool %s: job %s failed: %s", self.pool.name, job_id, exc)
-            await self._report(job_id, "failed", fetch.stats if fetch else None, error=str(exc))
+            await self._report(job_id, MemberStatus.FAILED, fetch.stats if fetch else None, error=str(exc))
             return
         stats = fetch.stats if fetch else Stats(total=entry.size, done=entry.size)
-        await self._report(job_id, "done", stats)
+        await self._report(job_id, MemberStatus.DONE, stats)
         log.info("pool %s: job %s done (%s)", self.pool.name, job_id, entry.digest[:16])
 
     async def _report(
-        self, job_id: str, status: str, stats: Stats | None, *, rate: float = 0.0, error: str = ""
+        self, job_id: str, status: MemberStatus, stats: Stats | None, *, rate: float = 0.0, error: str = ""
     ) -> None:
         stats = stats or Stats()
-        body = {
-            "status": status,
-            "done": stats.done,
-            "total": stats.total,
-            "rate": rate,
-            "from_origin": stats.from_origin,
-            "from_peers": stats.from_peers,
-            "error": error,
-        }
+        body = MemberReport(status, stats.done, stats.total, rate, stats.from_origin, stats.from_peers, error)
         try:
-            await self._call("POST", f"/jobs/{job_id}/members/{self.identity.member_id}", body)
-        except _Refused as exc:
-            if exc.status == 409 and status == "running":
+            await self._run(pool_api.report(self.pool.name, job_id, self.identity.member_id, body))
+        except PoolRefused as exc:
+            if exc.status == 409 and status is MemberStatus.RUNNING:
                 # The job was cancelled (or this member marked left and then assigned again): the
                 # heartbeat reply says what to do; a report that no longer fits is dropped.
                 log.info("pool %s: job %s: %s", self.pool.name, job_id, exc)
             else:
                 log.warning("pool %s: report on job %s refused: %s", self.pool.name, job_id, exc)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        except TrackerUnavailable as exc:
             log.warning("pool %s: report on job %s failed: %s", self.pool.name, job_id, exc)
-
-
-def _is_work(item: object) -> bool:
-    """A heartbeat reply's work item as the tracker sends it (core.pool.PushRequest's fields, job, status)."""
-    return (
-        isinstance(item, dict)
-        and all(isinstance(item.get(key), str) for key in ("job", "status", "url"))
-        and all(item.get(key) is None or isinstance(item[key], str) for key in ("dest", "digest"))
-    )
-
-
-class _Refused(Exception):
-    def __init__(self, status: int, error: str) -> None:
-        super().__init__(f"{status} {error}")
-        self.status = status

@@ -28,7 +28,7 @@ from fastbencode import bdecode
 
 from shoal.core.errors import TrackerUnavailable
 from shoal.core.ids import PeerIdentity
-from shoal.core.messages import AnnounceRequest
+from shoal.core.messages import AnnounceRequest, piece_hash_bytes
 from shoal.core.retry import Backoff, Retries
 from shoal.peer.tracker_client import TrackerClient
 from shoal.seeder.catalog import SeededFile
@@ -152,7 +152,7 @@ class Registrar:
                 port=1,
                 event="stopped",
                 origin=entry.identity,
-                piece_hashes=tuple(hashes[i] for i in range(len(hashes))),
+                piece_hash_bytes=piece_hash_bytes(tuple(hashes[i] for i in range(len(hashes)))),
             ),
         )
         log.info("registered %s with the tracker as task %s", entry.rel, entry.task_id[:16])

@@ -17,14 +17,12 @@ from shoal.core.ids import task_id_for_url
 from shoal.core.pool import (
     Assignment,
     Decision,
-    Heartbeat,
     Member,
-    MemberReport,
     MemberStatus,
     PushJob,
-    PushRequest,
     PushStatus,
 )
+from shoal.core.pool_messages import Heartbeat, MemberReport, PushRequest
 from shoal.storage.schema import pool_assignments, pool_jobs, pool_members, pools, tasks
 from shoal.storage.tracker_store import TrackerStore
 

@@ -37,7 +37,7 @@ from shoal.core.bitfield import Bitfield
 from shoal.core.handout import PeerView
 from shoal.core.leases import Lease
 from shoal.core.manifest import Manifest, OriginIdentity
-from shoal.core.messages import HashesResponse
+from shoal.core.messages import HashesResponse, PeerSummary, TaskSummary
 from shoal.core.resume import resume
 from shoal.storage.db import SqlStore
 from shoal.storage.schema import leases, peers, piece_hashes, tasks
@@ -427,44 +427,43 @@ class TrackerStore(SqlStore):
         rows = await self._task_rows(task_id)
         return None if rows is None else rows.hashes_since(since)
 
-    async def summary(self, task_id: str, now: float, peer_ttl: float) -> dict[str, Any] | None:
+    async def summary(self, task_id: str, now: float, peer_ttl: float) -> TaskSummary | None:
         rows = await self._task_rows(task_id)
         if rows is None:
             return None
         snapshot = rows.snapshot(())
         task = rows.task
-        hashed = len(rows.hashes)
         m = task.manifest
-        return {
-            "task_id": task.task_id,
-            "url": task.url,
-            "generation": task.generation,
-            "length": m.length if m else None,
-            "piece_length": m.piece_length if m else None,
-            "pieces": m.piece_count if m else None,
-            "etag": m.identity.etag if m else "",
-            "last_modified": m.identity.last_modified if m else "",
-            "range_ok": task.range_ok,
-            "hashed_pieces": hashed,
-            "rejected_reports": rows.rejected_reports,
-            "refused_origins": rows.refused_origins,
-            "leases": len([lease for lease in snapshot.leases.values() if lease.expires > now]),
-            "peers": [
-                {
-                    "peer_id": p.view.peer_id,
-                    "host": p.view.host,
-                    "port": p.view.port,
-                    "site": p.view.site,
-                    "rack": p.view.rack,
-                    "pieces": len(p.view.have),
-                    "bad": p.view.bad,
-                    "accusers": len(p.view.accusers),
-                    "last_seen": p.last_seen,
-                }
+        return TaskSummary(
+            task_id=task.task_id,
+            url=task.url,
+            generation=task.generation,
+            length=m.length if m else None,
+            piece_length=m.piece_length if m else None,
+            pieces=m.piece_count if m else None,
+            etag=m.identity.etag if m else "",
+            last_modified=m.identity.last_modified if m else "",
+            range_ok=task.range_ok,
+            hashed_pieces=len(rows.hashes),
+            rejected_reports=rows.rejected_reports,
+            refused_origins=rows.refused_origins,
+            leases=len([lease for lease in snapshot.leases.values() if lease.expires > now]),
+            peers=tuple(
+                PeerSummary(
+                    peer_id=p.view.peer_id,
+                    host=p.view.host,
+                    port=p.view.port,
+                    site=p.view.site,
+                    rack=p.view.rack,
+                    pieces=len(p.view.have),
+                    bad=p.view.bad,
+                    accusers=len(p.view.accusers),
+                    last_seen=p.last_seen,
+                )
                 for p in snapshot.peers
                 if now - p.last_seen < peer_ttl
-            ],
-        }
+            ),
+        )
 
     async def resume(self, now: float, peer_ttl: float) -> tuple[int, int]:
         """Carry over the peers and leases a previous tracker left live (:mod:`shoal.core.resume`); return

@@ -1,9 +1,9 @@
 """The tracker's HTTP service: the versioned JSON API over the store and the core's decisions.
 
-Request parsing lives in core.messages, decisions in core.announce, persistence in storage.tracker_store;
-this module only wires them to aiohttp. Every error a client can cause becomes a 4xx with a JSON body
-``{"error": "..."}``; nothing a client sends can produce a 500. The BitTorrent endpoints (/announce,
-/scrape) are tracker.bt's, with bencoded replies and errors of their own.
+The messages are core.messages' structs (decoded and checked there), decisions in core.announce,
+persistence in storage.tracker_store; this module only wires them to aiohttp. Every error a client can
+cause becomes a 4xx with a JSON body ``{"error": "..."}``; nothing a client sends can produce a 500. The
+BitTorrent endpoints (/announce, /scrape) are tracker.bt's, with bencoded replies and errors of their own.
 
 Announces of one task are serialised by a per-task lock, so two peers asking at once never receive the
 same origin lease. One tracker process owns a database; several trackers on one database are not
@@ -27,8 +27,9 @@ from shoal.core.announce import TrackerPolicy, claims_change, decide_announce
 from shoal.core.errors import ProtocolError, StoreError
 from shoal.core.ids import is_task_id
 from shoal.core.manifest import OriginIdentity
-from shoal.core.messages import AnnounceRequest
-from shoal.http.json_api import json_error, json_errors, read_json
+from shoal.core.messages import AnnounceRequest, AnnounceResponse, HashesResponse, Health, TaskSummary
+from shoal.http import openapi
+from shoal.http.json_api import json_error, json_errors, read_struct, struct_response
 from shoal.storage.tracker_store import TrackerStore
 from shoal.tracker import bt, pools
 from shoal.tracker.config import TrackerConfig
@@ -61,7 +62,7 @@ class TrackerService:
             self._locks[task_id] = lock
         return lock
 
-    async def announce(self, task_id: str, request: AnnounceRequest, seen_host: str) -> dict[str, Any]:
+    async def announce(self, task_id: str, request: AnnounceRequest, seen_host: str) -> AnnounceResponse:
         # A task's announces are decided one at a time on the store's copy of its rows; the lock is not held
         # while the write reaches the database. The reply waits for the commit (group commit: announces
         # staged meanwhile share one transaction), so what a peer is told is durable.
@@ -95,7 +96,7 @@ class TrackerService:
             )
         await committed
         assert outcome.response is not None
-        return outcome.response.to_json()
+        return outcome.response
 
     async def _check_claim(self, task_id: str, request: AnnounceRequest, seen_host: str) -> OriginIdentity | None:
         """What the origin describes now, when the announce claims the task's file changed (core.announce:
@@ -137,15 +138,14 @@ def _task_id(request: web.Request) -> str:
 
 
 async def health(request: web.Request) -> web.Response:
-    return web.json_response({"ok": True, "api": API_VERSION})
+    return struct_response(Health(ok=True, api=API_VERSION))
 
 
 async def announce(request: web.Request) -> web.Response:
     task_id = _task_id(request)
-    body = AnnounceRequest.from_json(await read_json(request))
+    body = await read_struct(request, AnnounceRequest)
     service = request.app[SERVICE]
-    reply = await service.announce(task_id, body, request.remote or "")
-    return web.json_response(reply)
+    return struct_response(await service.announce(task_id, body, request.remote or ""))
 
 
 async def hashes(request: web.Request) -> web.Response:
@@ -157,7 +157,7 @@ async def hashes(request: web.Request) -> web.Response:
     reply = await request.app[SERVICE].store.hashes_since(task_id, since)
     if reply is None:
         return json_error(404, f"unknown task {task_id}")
-    return web.json_response(reply.to_json())
+    return struct_response(reply)
 
 
 async def task_info(request: web.Request) -> web.Response:
@@ -166,7 +166,38 @@ async def task_info(request: web.Request) -> web.Response:
     summary = await service.store.summary(task_id, service.clock(), service.config.peer_ttl)
     if summary is None:
         return json_error(404, f"unknown task {task_id}")
-    return web.json_response(summary)
+    return struct_response(summary)
+
+
+ROUTES = (
+    openapi.Route("GET", "/v1/health", "whether the tracker answers, and its API version", response=Health),
+    openapi.Route(
+        "POST",
+        "/v1/tasks/{task_id}/announce",
+        "a peer's announce: joins the task's swarm; the reply hands out peers and origin leases",
+        request=AnnounceRequest,
+        response=AnnounceResponse,
+    ),
+    openapi.Route(
+        "GET",
+        "/v1/tasks/{task_id}/hashes",
+        "the piece hashes the tracker took since a sequence number",
+        response=HashesResponse,
+        query=(openapi.Query("since", "the hash_seq of an earlier reply; 0 for every hash", int),),
+    ),
+    openapi.Route("GET", "/v1/tasks/{task_id}", "what the tracker knows of a task", response=TaskSummary),
+)
+"""The tracker's own JSON API; with pools.ROUTES, what /v1/openapi.json describes."""
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document of every JSON API the tracker serves: its own and the pools'."""
+    return openapi.document(
+        "Shoal tracker",
+        str(API_VERSION),
+        ROUTES + pools.ROUTES,
+        description="The tracker's JSON API (tasks, announces, piece hashes) and its pools' (push jobs).",
+    )
 
 
 def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> web.Application:
@@ -193,4 +224,5 @@ def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> 
     app.router.add_get("/v1/tasks/{task_id}", task_info)
     bt.add_routes(app, service.bt)
     pools.add_routes(app, service.pools)
+    openapi.serve(app, openapi_document())
     return app

@@ -1,20 +1,28 @@
-"""A small synchronous client of the tracker's pool API (/v1/pools), for ``shoal pool``.
+"""The synchronous transport of the pool API's client (core.pool_api), for ``shoal pool``.
 
-Standard library only (urllib), so the command starts quickly. Errors are mapped at this edge: a tracker
-that cannot be reached or fails (a 5xx) is TrackerUnavailable (exit 3); a refusal (unknown pool, missing
-or wrong token, a bad push) is a PoolRefused (a UsageError, exit 2) carrying the tracker's message and the
-HTTP status. It sits beside the service whose API it calls, as daemon.client and mirror.client do.
+Standard library only (urllib), so the command starts quickly. The operations, their bodies and the
+mapping of replies to messages or errors are core.pool_api's: a refusal (unknown pool, missing or wrong
+token, a bad push) is a PoolRefused (a UsageError, exit 2); a tracker that fails (a 5xx), cannot be
+reached or answers something else is TrackerUnavailable (exit 3). It sits beside the service whose API
+it calls, as daemon.client and mirror.client do.
 """
 
 from __future__ import annotations
 
-import json
 import urllib.error
 import urllib.request
-from typing import Any
-from urllib.parse import quote
+from typing import TypeVar
 
-from shoal.core.errors import PoolRefused, TrackerUnavailable
+from shoal.core import pool_api
+from shoal.core.errors import TrackerUnavailable
+from shoal.core.pool_messages import (
+    JobView,
+    MemberView,
+    PoolCreated,
+    PushRequest,
+)
+
+R = TypeVar("R")
 
 
 class PoolClient:
@@ -23,75 +31,43 @@ class PoolClient:
         self.token = token
         self.timeout = timeout
 
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"{self.tracker}/v1/pools{path}", data=data, method=method)
+    def run(self, call: pool_api.Call[R]) -> R:
+        """Send ``call`` and read its reply (core.pool_api's mapping)."""
+        request = urllib.request.Request(f"{self.tracker}{call.path}", data=call.body, method=call.method)
         request.add_header("Accept", "application/json")
-        if data is not None:
+        if call.body is not None:
             request.add_header("Content-Type", "application/json")
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                body, kind = response.read(), response.headers.get_content_type()
-            try:
-                return json.loads(body)
-            except ValueError:
-                raise TrackerUnavailable.not_a_tracker(self.tracker, f"a page ({kind})") from None
+                status, reason, headers, body = response.status, response.reason, response.headers, response.read()
         except urllib.error.HTTPError as exc:
-            try:
-                message = json.loads(exc.read()).get("error") or exc.reason
-            except (ValueError, AttributeError):
-                # The tracker's errors are JSON: this is another server.
-                answered = f"{exc.code} {exc.reason} ({exc.headers.get_content_type()})"
-                raise TrackerUnavailable.not_a_tracker(self.tracker, answered) from None
-            if exc.code in (404, 405) and message == exc.reason:  # no such route (the API names what is unknown)
-                raise TrackerUnavailable.not_a_tracker(self.tracker, f"{exc.code} {exc.reason}") from None
-            if exc.code >= 500:
-                raise TrackerUnavailable(
-                    f"the tracker failed: {message} (HTTP {exc.code})", tracker=self.tracker
-                ) from None
-            raise PoolRefused(f"the tracker refused: {message} (HTTP {exc.code})", status=exc.code) from None
+            status, reason, headers, body = exc.code, exc.reason, exc.headers, exc.read()
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise TrackerUnavailable(
                 f"cannot reach the tracker at {self.tracker}: {reason}", tracker=self.tracker
             ) from None
+        return call.read(self.tracker, status, str(reason), headers.get_content_type(), body)
 
-    @staticmethod
-    def _name(pool: str) -> str:
-        return "/" + quote(pool, safe="")
-
-    def create(self, pool: str, *, private: bool) -> dict[str, Any]:
-        reply: dict[str, Any] = self._call("POST", "", {"name": pool, "private": private})
-        return reply
-
-    def show(self, pool: str) -> dict[str, Any]:
-        reply: dict[str, Any] = self._call("GET", self._name(pool))
-        return reply
+    def create(self, pool: str, *, private: bool) -> PoolCreated:
+        return self.run(pool_api.create(pool, private=private))
 
     def remove(self, pool: str) -> None:
-        self._call("DELETE", self._name(pool))
+        self.run(pool_api.remove(pool))
 
-    def members(self, pool: str) -> list[dict[str, Any]]:
-        reply: list[dict[str, Any]] = self._call("GET", f"{self._name(pool)}/members")["members"]
-        return reply
+    def members(self, pool: str) -> list[MemberView]:
+        return self.run(pool_api.members(pool)).members
 
-    def push(
-        self, pool: str, url: str, *, dest: str | None, replicas: int | None, digest: str | None
-    ) -> dict[str, Any]:
-        body = {"url": url, "dest": dest, "replicas": replicas, "digest": digest}
-        reply: dict[str, Any] = self._call("POST", f"{self._name(pool)}/jobs", body)
-        return reply
+    def push(self, pool: str, request: PushRequest) -> JobView:
+        return self.run(pool_api.push(pool, request))
 
-    def jobs(self, pool: str) -> list[dict[str, Any]]:
-        reply: list[dict[str, Any]] = self._call("GET", f"{self._name(pool)}/jobs")["jobs"]
-        return reply
+    def jobs(self, pool: str) -> list[JobView]:
+        return self.run(pool_api.jobs(pool)).jobs
 
-    def job(self, pool: str, job: str) -> dict[str, Any]:
-        reply: dict[str, Any] = self._call("GET", f"{self._name(pool)}/jobs/{quote(job, safe='')}")
-        return reply
+    def job(self, pool: str, job: str) -> JobView:
+        return self.run(pool_api.job(pool, job))
 
-    def cancel(self, pool: str, job: str) -> dict[str, Any]:
-        reply: dict[str, Any] = self._call("POST", f"{self._name(pool)}/jobs/{quote(job, safe='')}/cancel")
-        return reply
+    def cancel(self, pool: str, job: str) -> JobView:
+        return self.run(pool_api.cancel(pool, job))

@@ -42,7 +42,6 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
 
 from aiohttp import web
 
@@ -50,12 +49,9 @@ from shoal.core.errors import NotFound, PoolExists, ProtocolError
 from shoal.core.pool import (
     Assignment,
     Cancel,
-    Heartbeat,
     JobFailed,
-    MemberReport,
     MemberStatus,
     PushEvent,
-    PushRequest,
     advance,
     advance_job,
     check_job_id,
@@ -68,7 +64,27 @@ from shoal.core.pool import (
     replica_count,
     token_matches,
 )
-from shoal.http.json_api import bearer_token, json_error, read_json
+from shoal.core.pool_messages import (
+    AssignmentView,
+    CreatePool,
+    Heartbeat,
+    HeartbeatReply,
+    JobList,
+    JobView,
+    MemberLeft,
+    MemberList,
+    MemberReport,
+    MemberView,
+    PoolCreated,
+    PoolRemoved,
+    PoolView,
+    PushRequest,
+    Replicas,
+    ReportReply,
+    WorkItem,
+)
+from shoal.http.json_api import bearer_token, json_error, read_struct, struct_response
+from shoal.http.openapi import Query, Route
 from shoal.storage.pool_store import JobRow, PoolRow, PoolState, PoolStore
 from shoal.storage.tracker_store import TrackerStore
 
@@ -148,12 +164,12 @@ class Pools:
             await self.store.cancel(job_id, self.clock())
             pool.bump()
 
-    async def report(self, name: str, job_id: str, member_id: str, report: MemberReport) -> str:
+    async def report(self, name: str, job_id: str, member_id: str, report: MemberReport) -> MemberStatus:
         pool = self._pool(name)
         if report.status is MemberStatus.RUNNING and await self.store.progress(
             name, check_job_id(job_id), member_id, report, self.clock()
         ):
-            return MemberStatus.RUNNING.value
+            return MemberStatus.RUNNING
         async with pool.lock:
             job = await self.job(name, job_id)
             state = await self.store.state(name, job)
@@ -168,11 +184,11 @@ class Pools:
                 state.assignments[member_id] = Assignment(member_id, status, report.error)
                 if await self._decide(name, job, state):
                     pool.bump()
-            return status.value
+            return status
 
     async def heartbeat(
         self, name: str, member_id: str, beat: Heartbeat, *, version: int | None, wait: float
-    ) -> dict[str, Any]:
+    ) -> HeartbeatReply:
         pool = self._pool(name)
         async with pool.lock:
             await self.store.heartbeat(name, member_id, beat, self.clock())
@@ -184,10 +200,15 @@ class Pools:
                 await asyncio.wait_for(pool.changed.wait(), wait)
         # A cancel is listed for a few heartbeats' worth of time: long enough for the member to hear of it.
         work = await self.store.member_work(name, member_id, cancelled_since=self.clock() - 3 * self.member_ttl)
-        return {
-            "version": pool.version,
-            "work": [{**job.request.to_json(), "job": job.job.job_id, "status": status.value} for job, status in work],
-        }
+        return HeartbeatReply(
+            pool.version,
+            [
+                WorkItem(
+                    job.request.url, job.request.dest, job.request.replicas, job.request.digest, job.job.job_id, status
+                )
+                for job, status in work
+            ],
+        )
 
     async def leave(self, name: str, member_id: str) -> None:
         pool = self._pool(name)
@@ -245,7 +266,7 @@ class Pools:
             log.info("pool %s job %s: %s", name, job.job.job_id, status.value)
         return bool(decision.assign)
 
-    async def job_status(self, name: str, job: JobRow) -> dict[str, Any]:
+    async def job_status(self, name: str, job: JobRow) -> JobView:
         now = self.clock()
         members = []
         live: set[str] = set()
@@ -258,35 +279,38 @@ class Pools:
             remaining = max(row["total"] - row["done"], 0)
             running = row["status"] == "running" and row["rate"] > 0
             members.append(
-                {
-                    "member": row["member_id"],
-                    "name": row["name"],
-                    "url": row["url"],
-                    "site": row["site"],
-                    "rack": row["rack"],
-                    "live": is_live,
-                    "status": row["status"],
-                    "done": row["done"],
-                    "total": row["total"],
-                    "rate": row["rate"],
-                    "from_origin": row["from_origin"],
-                    "from_peers": row["from_peers"],
-                    "eta": remaining / row["rate"] if running else None,
-                    "error": row["error"],
-                    "updated": row["updated"],
-                }
+                AssignmentView(
+                    member=row["member_id"],
+                    name=row["name"],
+                    url=row["url"],
+                    site=row["site"],
+                    rack=row["rack"],
+                    live=is_live,
+                    status=MemberStatus(row["status"]),
+                    done=row["done"],
+                    total=row["total"],
+                    rate=row["rate"],
+                    from_origin=row["from_origin"],
+                    from_peers=row["from_peers"],
+                    eta=remaining / row["rate"] if running else None,
+                    error=row["error"],
+                    updated=row["updated"],
+                )
             )
-        return {
-            "job": job.job.job_id,
-            "pool": name,
-            **job.request.to_json(),
-            "status": job.job.status.value,
-            "error": job.job.error,
-            "replicas": {"target": job.job.replicas, "current": replica_count(assignments, live)},
-            "created": job.created,
-            "updated": job.updated,
-            "members": members,
-        }
+        request = job.request
+        return JobView(
+            job=job.job.job_id,
+            pool=name,
+            url=request.url,
+            dest=request.dest,
+            digest=request.digest,
+            status=job.job.status,
+            error=job.job.error,
+            replicas=Replicas(target=job.job.replicas, current=replica_count(assignments, live)),
+            created=job.created,
+            updated=job.updated,
+            members=members,
+        )
 
 
 def _error_of(event: PushEvent, error: str) -> str:
@@ -314,48 +338,32 @@ def _member_id(request: web.Request) -> str:
 
 
 async def create_pool(request: web.Request) -> web.Response:
-    body = await read_json(request)
-    if not isinstance(body, dict) or set(body) - {"name", "private"} or not isinstance(body.get("name"), str):
-        raise ProtocolError('the body must be {"name": "...", "private": true|false}')
-    private = body.get("private", False)
-    if not isinstance(private, bool):
-        raise ProtocolError("private must be true or false", field="private")
+    body = await read_struct(request, CreatePool)
     try:
-        token = await request.app[POOLS].create(body["name"], private)
+        token = await request.app[POOLS].create(body.name, body.private)
     except PoolExists as exc:
         return json_error(409, str(exc))
-    reply: dict[str, Any] = {"name": body["name"], "private": private}
-    if token:
-        reply["token"] = token
-    return web.json_response(reply, status=201)
+    return struct_response(PoolCreated(body.name, body.private, token), status=201)
 
 
 async def show_pool(request: web.Request) -> web.Response:
     pools = request.app[POOLS]
     row = await authorize(pools, request)
     jobs = [await pools.job_status(row.name, job) for job in await pools.store.jobs(row.name)]
-    return web.json_response(
-        {
-            "name": row.name,
-            "private": row.private,
-            "created": row.created,
-            "members": await _members(pools, row),
-            "jobs": jobs,
-        }
-    )
+    return struct_response(PoolView(row.name, row.private, row.created, await _members(pools, row), jobs))
 
 
 async def remove_pool(request: web.Request) -> web.Response:
     pools = request.app[POOLS]
     row = await authorize(pools, request)
     await pools.remove(row.name)
-    return web.json_response({"removed": row.name})
+    return struct_response(PoolRemoved(row.name))
 
 
-async def _members(pools: Pools, row: PoolRow) -> list[dict[str, Any]]:
+async def _members(pools: Pools, row: PoolRow) -> list[MemberView]:
     now = pools.clock()
     return [
-        {**member, "live": now - member["last_seen"] < pools.member_ttl}
+        MemberView(**member, live=now - member["last_seen"] < pools.member_ttl)
         for member in await pools.store.members(row.name)
     ]
 
@@ -363,7 +371,7 @@ async def _members(pools: Pools, row: PoolRow) -> list[dict[str, Any]]:
 async def list_members(request: web.Request) -> web.Response:
     pools = request.app[POOLS]
     row = await authorize(pools, request)
-    return web.json_response({"members": await _members(pools, row)})
+    return struct_response(MemberList(await _members(pools, row)))
 
 
 def _query_number(request: web.Request, key: str, *, high: float) -> float | None:
@@ -383,44 +391,42 @@ async def heartbeat(request: web.Request) -> web.Response:
     pools = request.app[POOLS]
     row = await authorize(pools, request)
     member_id = _member_id(request)
-    beat = Heartbeat.from_json(await read_json(request))
+    beat = await read_struct(request, Heartbeat)
     version = _query_number(request, "version", high=float(1 << 62))
     wait = _query_number(request, "wait", high=MAX_WAIT) or 0.0
     reply = await pools.heartbeat(
         row.name, member_id, beat, version=None if version is None else int(version), wait=wait
     )
-    return web.json_response(reply)
+    return struct_response(reply)
 
 
 async def leave(request: web.Request) -> web.Response:
     pools = request.app[POOLS]
     row = await authorize(pools, request)
     await pools.leave(row.name, _member_id(request))
-    return web.json_response({"left": True})
+    return struct_response(MemberLeft(True))
 
 
 async def push(request: web.Request) -> web.Response:
     pools = request.app[POOLS]
     row = await authorize(pools, request)
-    job_id = await pools.push(row.name, PushRequest.from_json(await read_json(request)))
+    job_id = await pools.push(row.name, await read_struct(request, PushRequest))
     job = await pools.store.job(row.name, job_id)
     assert job is not None
-    return web.json_response(await pools.job_status(row.name, job), status=201)
+    return struct_response(await pools.job_status(row.name, job), status=201)
 
 
 async def list_jobs(request: web.Request) -> web.Response:
     pools = request.app[POOLS]
     row = await authorize(pools, request)
-    return web.json_response(
-        {"jobs": [await pools.job_status(row.name, job) for job in await pools.store.jobs(row.name)]}
-    )
+    return struct_response(JobList([await pools.job_status(row.name, job) for job in await pools.store.jobs(row.name)]))
 
 
 async def show_job(request: web.Request) -> web.Response:
     pools = request.app[POOLS]
     row = await authorize(pools, request)
     job = await pools.job(row.name, request.match_info["job"])
-    return web.json_response(await pools.job_status(row.name, job))
+    return struct_response(await pools.job_status(row.name, job))
 
 
 async def cancel(request: web.Request) -> web.Response:
@@ -428,28 +434,72 @@ async def cancel(request: web.Request) -> web.Response:
     row = await authorize(pools, request)
     await pools.cancel(row.name, request.match_info["job"])
     job = await pools.job(row.name, request.match_info["job"])
-    return web.json_response(await pools.job_status(row.name, job))
+    return struct_response(await pools.job_status(row.name, job))
 
 
 async def report(request: web.Request) -> web.Response:
     pools = request.app[POOLS]
     row = await authorize(pools, request)
     member_id = _member_id(request)
-    body = MemberReport.from_json(await read_json(request))
+    body = await read_struct(request, MemberReport)
     status = await pools.report(row.name, request.match_info["job"], member_id, body)
-    return web.json_response({"status": status})
+    return struct_response(ReportReply(status))
+
+
+_LONG_POLL = (
+    Query("version", "the version of the member's last reply: the reply waits until the pool changes", int),
+    Query("wait", f"seconds to wait for a change, at most {MAX_WAIT:g}", float),
+)
+_HANDLERS = (
+    (Route("POST", "/v1/pools", "create a pool", request=CreatePool, response=PoolCreated, status=201), create_pool),
+    (Route("GET", "/v1/pools/{pool}", "the pool, its members and jobs", response=PoolView, auth=True), show_pool),
+    (Route("DELETE", "/v1/pools/{pool}", "remove the pool", response=PoolRemoved, auth=True), remove_pool),
+    (Route("GET", "/v1/pools/{pool}/members", "the members", response=MemberList, auth=True), list_members),
+    (
+        Route(
+            "POST",
+            "/v1/pools/{pool}/members/{member}",
+            "a member's heartbeat (joins the pool); the reply lists its assignments",
+            request=Heartbeat,
+            response=HeartbeatReply,
+            query=_LONG_POLL,
+            auth=True,
+        ),
+        heartbeat,
+    ),
+    (Route("DELETE", "/v1/pools/{pool}/members/{member}", "the member leaves", response=MemberLeft, auth=True), leave),
+    (
+        Route(
+            "POST",
+            "/v1/pools/{pool}/jobs",
+            "push a download to the pool's members",
+            request=PushRequest,
+            response=JobView,
+            status=201,
+            auth=True,
+        ),
+        push,
+    ),
+    (Route("GET", "/v1/pools/{pool}/jobs", "every job's status", response=JobList, auth=True), list_jobs),
+    (Route("GET", "/v1/pools/{pool}/jobs/{job}", "a job's status", response=JobView, auth=True), show_job),
+    (Route("POST", "/v1/pools/{pool}/jobs/{job}/cancel", "cancel a job", response=JobView, auth=True), cancel),
+    (
+        Route(
+            "POST",
+            "/v1/pools/{pool}/jobs/{job}/members/{member}",
+            "a member's report on its assignment",
+            request=MemberReport,
+            response=ReportReply,
+            auth=True,
+        ),
+        report,
+    ),
+)
+ROUTES = tuple(route for route, _ in _HANDLERS)
+"""The pool API, as /v1/openapi.json describes it (with the tracker's own routes)."""
 
 
 def add_routes(app: web.Application, pools: Pools) -> None:
     app[POOLS] = pools
-    app.router.add_post("/v1/pools", create_pool)
-    app.router.add_get("/v1/pools/{pool}", show_pool)
-    app.router.add_delete("/v1/pools/{pool}", remove_pool)
-    app.router.add_get("/v1/pools/{pool}/members", list_members)
-    app.router.add_post("/v1/pools/{pool}/members/{member}", heartbeat)
-    app.router.add_delete("/v1/pools/{pool}/members/{member}", leave)
-    app.router.add_post("/v1/pools/{pool}/jobs", push)
-    app.router.add_get("/v1/pools/{pool}/jobs", list_jobs)
-    app.router.add_get("/v1/pools/{pool}/jobs/{job}", show_job)
-    app.router.add_post("/v1/pools/{pool}/jobs/{job}/cancel", cancel)
-    app.router.add_post("/v1/pools/{pool}/jobs/{job}/members/{member}", report)
+    for route, handler in _HANDLERS:
+        app.router.add_route(route.method, route.path, handler)

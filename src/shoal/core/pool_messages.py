@@ -1,0 +1,214 @@
+"""The pool API's messages (``/v1/pools``, served by tracker.pools): each once, as a msgspec struct that
+decodes and checks the requests (core.structs.decode) and encodes the replies.
+
+Requests refuse fields they do not know (``forbid_unknown_fields``): a misspelt ``replica`` must not push
+to every member. Replies are read by clients of other versions, which take what they know.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+from shoal.core.errors import ProtocolError, UsageError
+from shoal.core.ids import canonical_url
+from shoal.core.messages import whole
+from shoal.core.pool import (
+    POOL_NAME,
+    Completed,
+    Evicted,
+    Failed,
+    MemberEvent,
+    MemberStatus,
+    Progress,
+    PushStatus,
+)
+
+Count = Annotated[int, Meta(ge=0, lt=1 << 62)]
+_TEXT = 8192
+_ERROR_KEPT = 2000
+_REPORTED = (MemberStatus.RUNNING, MemberStatus.DONE, MemberStatus.FAILED, MemberStatus.EVICTED)
+
+# -- requests --------------------------------------------------------------------------------------------
+
+
+class CreatePool(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Create a pool; a private one's token is in the reply, once."""
+
+    name: Annotated[str, Meta(pattern=POOL_NAME.pattern, description="1-64 of a-z, 0-9, '.', '_', '-'")]
+    private: bool = False
+
+
+class PushRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Make a pool's members fetch ``url`` into their caches (``replicas`` of them; every one if null)."""
+
+    url: Annotated[str, Meta(max_length=_TEXT)]
+    dest: Annotated[str, Meta(max_length=_TEXT, description="also place the file at this absolute path")] | None = None
+    replicas: Annotated[int, Meta(ge=1, le=10_000)] | None = None
+    digest: Annotated[str, Meta(pattern=whole("[sS][hH][aA]256:[0-9a-fA-F]{64}"))] | None = None
+
+    def checked(self) -> PushRequest:
+        try:
+            url = canonical_url(self.url)
+        except UsageError as exc:
+            raise ProtocolError(str(exc), field="url") from None
+        dest = self.dest
+        if dest is not None and (not dest.startswith("/") or "\0" in dest or dest.endswith("/")):
+            raise ProtocolError("dest must be an absolute file path", field="dest")
+        digest = None if self.digest is None else self.digest.lower()
+        return msgspec.structs.replace(self, url=url, digest=digest)
+
+
+class MemberReport(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A member's report on its assignment: its status and progress counters."""
+
+    status: Annotated[MemberStatus, Meta(description="running, done, failed or evicted")]
+    done: Count = 0
+    total: Count = 0
+    rate: Annotated[float, Meta(ge=0, lt=1e13)] = 0.0
+    from_origin: Count = 0
+    from_peers: Count = 0
+    error: Annotated[str, Meta(max_length=_TEXT)] = ""
+
+    def checked(self) -> MemberReport:
+        if self.status not in _REPORTED:
+            raise ProtocolError("status must be running, done, failed or evicted", field="status")
+        # A member's error is shown in status tables and stored per assignment: its start says what failed.
+        return msgspec.structs.replace(self, error=self.error[:_ERROR_KEPT]) if len(self.error) > _ERROR_KEPT else self
+
+    def event(self) -> MemberEvent:
+        match self.status:
+            case MemberStatus.RUNNING:
+                return Progress()
+            case MemberStatus.DONE:
+                return Completed()
+            case MemberStatus.FAILED:
+                return Failed(self.error or "failed")
+            case _:
+                return Evicted()
+
+
+class Heartbeat(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A member's heartbeat: its name, where it serves, its locality and its cache's room."""
+
+    name: Annotated[str, Meta(max_length=255)] = ""
+    url: Annotated[str, Meta(max_length=255)] = ""
+    site: Annotated[str, Meta(max_length=64)] = ""
+    rack: Annotated[str, Meta(max_length=64)] = ""
+    free: Count = 0
+
+
+# -- replies ---------------------------------------------------------------------------------------------
+
+
+class PoolCreated(msgspec.Struct, frozen=True, omit_defaults=True):
+    name: str
+    private: bool
+    token: str | None = None
+    """A private pool's token: shown once, only its hash is kept."""
+
+
+class MemberView(msgspec.Struct, frozen=True):
+    """A member of a pool, as its heartbeats describe it; ``live`` while heard from within the TTL."""
+
+    pool: str
+    member_id: str
+    name: str
+    url: str
+    site: str
+    rack: str
+    free: int
+    joined: float
+    last_seen: float
+    live: bool
+
+
+class Replicas(msgspec.Struct, frozen=True):
+    target: int | None
+    """The copies the push keeps; null: every member."""
+    current: int
+
+
+class AssignmentView(msgspec.Struct, frozen=True):
+    """One member's part in a job. The member's fields are null once it has left the pool."""
+
+    member: str
+    name: str | None
+    url: str | None
+    site: str | None
+    rack: str | None
+    live: bool
+    status: MemberStatus
+    done: int
+    total: int
+    rate: float
+    from_origin: int
+    from_peers: int
+    eta: float | None
+    """Seconds left at the current rate, while running."""
+    error: str
+    updated: float
+
+
+class JobView(msgspec.Struct, frozen=True):
+    """A push job's status, member by member."""
+
+    job: str
+    pool: str
+    url: str
+    dest: str | None
+    digest: str | None
+    status: PushStatus
+    error: str
+    replicas: Replicas
+    created: float
+    updated: float
+    members: list[AssignmentView]
+
+
+class PoolView(msgspec.Struct, frozen=True):
+    name: str
+    private: bool
+    created: float
+    members: list[MemberView]
+    jobs: list[JobView]
+
+
+class PoolRemoved(msgspec.Struct, frozen=True):
+    removed: str
+
+
+class MemberList(msgspec.Struct, frozen=True):
+    members: list[MemberView]
+
+
+class JobList(msgspec.Struct, frozen=True):
+    jobs: list[JobView]
+
+
+class WorkItem(msgspec.Struct, frozen=True):
+    """An assignment of the member a heartbeat reply is for: the push, its job and the assignment's status."""
+
+    url: str
+    dest: str | None
+    replicas: int | None
+    digest: str | None
+    job: str
+    status: MemberStatus
+
+
+class HeartbeatReply(msgspec.Struct, frozen=True):
+    version: int
+    """The pool's version: a heartbeat naming it waits until the pool changes."""
+    work: list[WorkItem]
+
+
+class MemberLeft(msgspec.Struct, frozen=True):
+    left: bool
+
+
+class ReportReply(msgspec.Struct, frozen=True):
+    status: MemberStatus
+    """The assignment's status after the report."""
