@@ -17,6 +17,7 @@ straight into it. Rules, and why:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import msgspec
@@ -71,13 +72,19 @@ def _refuse_nul(value: Any) -> None:
     """ProtocolError naming the top-level field of ``value`` that holds a NUL anywhere within it."""
     fields = msgspec.structs.asdict(value) if isinstance(value, msgspec.Struct) else {"": value}
     for name, member in fields.items():
-        stack = [msgspec.to_builtins(member)]
-        while stack:
-            item = stack.pop()
-            if isinstance(item, dict):
-                stack.extend(item.keys())
-                stack.extend(item.values())
-            elif isinstance(item, list):
-                stack.extend(item)
-            elif isinstance(item, str) and "\x00" in item:
-                raise ProtocolError(f"{name or 'the body'} holds a NUL character", field=name)
+        if any("\x00" in text for text in strings_in(msgspec.to_builtins(member))):
+            raise ProtocolError(f"{name or 'the body'} holds a NUL character", field=name)
+
+
+def strings_in(value: Any) -> Iterator[str]:
+    """Every string within ``value``, a JSON document's builtins: dicts' keys and values, lists' items."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            yield item

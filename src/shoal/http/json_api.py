@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from shoal.core.errors import ProtocolError
-from shoal.core.structs import decode
+from shoal.core.structs import decode, strings_in
 
 T = TypeVar("T")
 
@@ -40,21 +40,13 @@ def error_response(exc: Exception) -> web.Response | None:
 def _check_strings(value: Any) -> None:
     """Refuse strings no service stores: a lone surrogate (JSON's ``"\\ud800"``) cannot be encoded for a
     database, and PostgreSQL refuses NUL. Either would fail the write, and every write committed with it."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, str):
-            if "\x00" in item:
-                raise ProtocolError("the body holds a NUL character")
-            try:
-                item.encode()
-            except UnicodeEncodeError:
-                raise ProtocolError("the body holds a string that is not valid Unicode") from None
+    for item in strings_in(value):
+        if "\x00" in item:
+            raise ProtocolError("the body holds a NUL character")
+        try:
+            item.encode()
+        except UnicodeEncodeError:
+            raise ProtocolError("the body holds a string that is not valid Unicode") from None
 
 
 async def read_json(request: web.Request) -> Any:
