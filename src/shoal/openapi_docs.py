@@ -21,8 +21,15 @@ def _tracker() -> dict[str, Any]:
     return openapi_document()
 
 
+def _mirror_manager() -> dict[str, Any]:
+    from shoal.mirror.manager_http import openapi_document
+
+    return openapi_document()
+
+
 DOCUMENTS: dict[str, Callable[[], dict[str, Any]]] = {
     "tracker": _tracker,
+    "mirror-manager": _mirror_manager,
 }
 """Service name -> its document (the tracker's holds its pool API: both are served on one port)."""
 
