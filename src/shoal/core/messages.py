@@ -44,6 +44,7 @@ HexHash = Annotated[
     Meta(min_length=2 * HASH_SIZE, max_length=2 * HASH_SIZE, pattern=f"^[0-9a-f]{{{2 * HASH_SIZE}}}$"),
 ]
 """A piece's BLAKE3, in lower-case hex (the exact length keeps a final newline out)."""
+ContentTaskId = Annotated[str, Meta(pattern="^([0-9a-f]{64})?$", description="a content task's id, or empty")]
 Index = Annotated[int, Meta(ge=0)]
 Indices = Annotated[tuple[Index, ...], Meta(max_length=MAX_INDICES)]
 _SPACE = re.compile(r"\s")
@@ -88,6 +89,9 @@ class AnnounceRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     piece_hash_bytes: bytes = msgspec.field(default=b"", name="piece_hashes")
     """Every piece's hash, in order, concatenated (base64 on the wire: a third of hex's size): registers a
     content task's manifest (its id must commit to them)."""
+    content_task: ContentTaskId = ""
+    """A URL task's file as a content task: a peer whose file matched the task's digest vouches for the
+    content task it registered (core.content_alias)."""
 
     @property
     def piece_hashes(self) -> tuple[str, ...]:
@@ -163,6 +167,9 @@ class AnnounceResponse(msgspec.Struct, frozen=True):
     """Pieces whose reported hash the tracker did not take: no live origin lease of the reporter's, or a
     hash other than the one it holds. The reporter keeps its piece but must not offer it to peers unless
     the tracker's hash (learned from ``/hashes``) matches."""
+    content_task: ContentTaskId = ""
+    """To a peer joining a URL task (``started``): the content task peers vouched for as its file, a hint
+    that a peer with a digest to check the file against may follow (core.content_alias)."""
 
     @property
     def manifest(self) -> Manifest | None:

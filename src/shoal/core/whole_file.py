@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shoal.core.digests import PublishedDigest
+from shoal.core.errors import IntegrityError
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,15 @@ class WholeFileCheck:
     hexdigest: str
     source: str
     """Who asked for it: ``--digest``, or the origin's header (``the origin's Repr-Digest``)."""
+
+    def mismatch(self, url: str, actual: str) -> IntegrityError:
+        """The error when the origin's own bytes fail this check: nothing is left to fetch again."""
+        return IntegrityError(
+            f"digest mismatch for {url}: expected {self.expected} ({self.source}), got {actual} from the origin's "
+            "own bytes",
+            expected=self.expected,
+            actual=actual,
+        )
 
     @property
     def expected(self) -> str:
@@ -60,6 +70,13 @@ class Refetch:
     """Every piece not fetched from the origin by this download, ascending."""
     suspects: tuple[str, ...]
     """The peers that supplied any of them, sorted."""
+
+    def describe(self, check: WholeFileCheck, actual: str, piece_count: int) -> str:
+        suspects = ", ".join(self.suspects) or "none (the pieces were resumed from an earlier run)"
+        return (
+            f"the file does not match {check.source} (expected {check.expected}, got {actual}); suspected peers: "
+            f"{suspects}; fetching {len(self.pieces)} of its {piece_count} pieces again from the origin"
+        )
 
 
 def plan_refetch(piece_count: int, sources: Mapping[int, str | None]) -> Refetch | None:

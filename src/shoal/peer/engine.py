@@ -9,24 +9,15 @@
 
 An attempt's state and every decision about it live in :class:`shoal.core.download.DownloadCore` (values in,
 actions out, no I/O). The owner loop (:meth:`Download._loop`) hands it each event with the time and carries
-out the actions it returns; everything that does I/O runs in its own task and posts an event
-(:mod:`shoal.core.events`):
-
-* ``fetch_origin`` (:mod:`shoal.peer.fetchers`) fetches a run of leased pieces with one Range request;
-  each piece is hashed and written, then reported to the tracker (``done``) on the next announce. Only
-  when the tracker has the hash is the piece offered to other peers, so every peer can verify what it
-  receives.
-* ``fetch_peer`` fetches a run from a peer; each piece is checked against the tracker's hash before it
-  is written; a mismatch bans the peer and reports it.
-* ``watch_haves`` follows a peer's have stream, so a new piece is known within a round trip.
-* ``_announcer`` talks to the tracker: reports, lease requests, peer hand-outs (what to say: ``core.ask``).
-* ``_hash_refresher`` fetches new piece hashes from the tracker when a peer offers a piece we cannot
-  verify yet.
+out the actions it returns; every I/O task posts events (:mod:`shoal.core.events`): the fetchers and
+have-stream watchers (:mod:`shoal.peer.fetchers`), the announcer and hash look-ups
+(:mod:`shoal.peer.announcer`). A piece from the origin is offered to peers once the tracker holds its hash;
+a piece from a peer is checked against that hash before it is written (docs/architecture.md).
 
 Once every piece is in, the whole file is checked against ``--digest`` and the digest the origin publishes
 (:mod:`shoal.core.whole_file`). A file that fails is not a dead end: the pieces that did not come from the
-origin under our own leases are dropped, their peers reported as bad, and fetched again straight from the
-origin (:meth:`Download._refetch_suspects`); only the origin's own bytes failing is an IntegrityError.
+origin are dropped, their peers reported as bad, and fetched again straight from the origin
+(:meth:`Download._refetch_suspects`); only the origin's own bytes failing is an IntegrityError.
 """
 
 from __future__ import annotations
@@ -64,7 +55,7 @@ from shoal.core.download_actions import (
     WakeAnnouncer,
     WakeHashes,
 )
-from shoal.core.errors import IntegrityError, JoinAgain, OriginChanged, ShoalError, TrackerUnavailable
+from shoal.core.errors import JoinAgain, OriginChanged, ShoalError, TrackerUnavailable
 from shoal.core.events import Event, HashesArrived, OriginPiece, PeerPiece, Wake
 from shoal.core.ids import PeerIdentity, task_id_for_url
 from shoal.core.manifest import Manifest
@@ -75,6 +66,7 @@ from shoal.core.retry import Retries
 from shoal.core.whole_file import WholeFileCheck, failed_check, plan_refetch, whole_file_checks
 from shoal.peer.announcer import ANNOUNCE_BACKOFF, Announcer, Applied
 from shoal.peer.config import GetConfig
+from shoal.peer.content_task import ContentSeed, register_content
 from shoal.peer.fetchers import fetch_origin, fetch_peer, watch_haves
 from shoal.peer.join import join
 from shoal.peer.origin import Origin
@@ -128,7 +120,8 @@ class Download:
         self.peer_id = self.identity.peer_id
         self.rng = rng or random.Random()
         self.clock = clock
-        self.task_id = task_id_for_url(url, digest=config.digest or "")
+        self.url_task = task_id_for_url(url, digest=config.digest or "")
+        self._distrusted: set[str] = set()  # content tasks named for the digest that did not hold it
         self.origin = Origin(url, session, config.headers)
         self.tracker = TrackerClient(config.tracker, session) if config.tracker else None
         self.stats = Stats()
@@ -138,6 +131,9 @@ class Download:
         self._reset_attempt()
 
     def _reset_attempt(self) -> None:
+        self.task_id = self.url_task  # joining may switch to a content task (peer.join)
+        self.via_alias = False
+        self.content: ContentSeed | None = None  # the content task this download registered, seeded beside
         self.generation = 0
         self.manifest: Manifest | None = None
         self.part: PartFile | None = None
@@ -166,15 +162,21 @@ class Download:
     def _unreported(self) -> dict[int, str]:
         return dict(self.core.book.unreported) if self.core is not None else {}
 
-    def _written(self) -> dict[int, str]:
-        return dict(self.core.book.written) if self.core is not None else {}
-
     async def run(self) -> Downloaded:
         for _ in range(self.config.restarts + 1):
             try:
                 return await self._attempt()
             except JoinAgain:
-                log.warning("the origin's file changed; starting again")
+                if self.via_alias:
+                    # The tracker named it for our digest on the word of peers: not again, for this download.
+                    log.warning(
+                        "content task %s does not hold %s; downloading the URL's own task",
+                        self.task_id[:16],
+                        self.config.digest,
+                    )
+                    self._distrusted.add(self.task_id)
+                else:
+                    log.warning("the origin's file changed; starting again")
                 self.stats.done = 0
                 if self.served is not None:
                     # Before the part file goes: until the next attempt publishes its own, the old version's
@@ -209,7 +211,10 @@ class Download:
         while self.clock() < deadline:
             reported = self._unreported()
             try:
-                reply = await self.tracker.announce(self.task_id, self._request(event=event, done=reported))
+                await self._seed_content(completed)
+                vouch = self.content.task_id if self.content is not None else ""
+                request = self._request(event=event, done=reported, content_task=vouch)
+                reply = await self.tracker.announce(self.task_id, request)
                 event = "update"
                 for index in reported:
                     self.core.book.unreported.pop(index, None)
@@ -223,13 +228,33 @@ class Download:
             if wait > 0:
                 await asyncio.sleep(wait)
 
+    async def _seed_content(self, completed: Downloaded) -> None:
+        """A digest download of a URL task registers its file's content task (peer.content_task), then
+        announces it beside the URL task; the URL task's announces vouch for it."""
+        assert self.tracker is not None and self.core is not None
+        if self.content is None:
+            if self.config.digest and self.task_id == self.url_task and not self.withheld:
+                hashes = [self.core.book.written[i] for i in range(completed.manifest.piece_count)]
+                self.content = await register_content(
+                    self.tracker, self.server, self._request, completed.manifest, completed.path, hashes
+                )
+        else:
+            await self.tracker.announce(self.content.task_id, self._request(generation=self.content.generation))
+
     async def leave(self) -> None:
         """Stop serving and tell the tracker we are gone, with any origin hashes it has not had yet."""
+        content = self.content
         if self.served is not None:
             self.server.withdraw(self.task_id, self.served)  # not what another owner serves for the task now
+        if content is not None:
+            self.server.withdraw(content.task_id, content.served)
         if self.tracker is not None and self.generation and not self.direct:
             with contextlib.suppress(TrackerUnavailable):
                 await self.tracker.announce(self.task_id, self._request(event="stopped", done=self._unreported()))
+                if content is not None:
+                    await self.tracker.announce(
+                        content.task_id, self._request(event="stopped", generation=content.generation)
+                    )
 
     # -- joining -----------------------------------------------------------------------------------
 
@@ -243,10 +268,13 @@ class Download:
             request=self._request,
             fallback=self.config.fallback,
             spawn=self._tasks.spawn,
+            follow_alias=bool(self.config.digest),
+            distrusted=frozenset(self._distrusted),
         )
         self.task_id, self.manifest, self.generation = joined.task_id, joined.manifest, joined.generation
         self.range_ok, self.direct, self._interval = joined.range_ok, joined.direct, joined.interval
         self.published, self.content_hashes = joined.published, joined.content_hashes
+        self.via_alias = joined.via_alias
 
     def _request(self, *, event: str = "update", generation: int | None = None, **extra: object) -> AnnounceRequest:
         bitfield = self.served.have.encode() if self.served is not None else None
@@ -426,26 +454,14 @@ class Download:
         pieces again straight from the origin, as a download without a tracker does (no leases). When every
         piece came from the origin already, the file is discarded and it is an IntegrityError."""
         assert self.part is not None and self.core is not None
+        if self.via_alias:
+            raise JoinAgain()  # the content task peers named for the digest is another file (see run)
         manifest = self.core.manifest
         plan = plan_refetch(manifest.piece_count, self.core.book.sources)
         if plan is None:
             self.part.discard()
-            raise IntegrityError(
-                f"digest mismatch for {self.url}: expected {check.expected} ({check.source}), got {actual} "
-                "from the origin's own bytes",
-                expected=check.expected,
-                actual=actual,
-            )
-        log.warning(
-            "the file does not match %s (expected %s, got %s); suspected peers: %s; fetching %d of its %d pieces "
-            "again from the origin",
-            check.source,
-            check.expected,
-            actual,
-            ", ".join(plan.suspects) or "none (the pieces were resumed from an earlier run)",
-            len(plan.pieces),
-            manifest.piece_count,
-        )
+            raise check.mismatch(self.url, actual)
+        log.warning("%s", plan.describe(check, actual, manifest.piece_count))
         self._carry_out(self.core.refetch(plan))
         self._events = asyncio.Queue()  # the fetches and watchers stopped are no news any more
         self._follow_whole_file()  # the old hashes read the dropped pieces: hash the file again as it refills
@@ -499,7 +515,7 @@ class Download:
                 await asyncio.shield(self._checkpoint_task)
         if self.part is not None and self.part.is_open:
             with contextlib.suppress(ShoalError):
-                await asyncio.to_thread(self.part.save_state, self._written())
+                await asyncio.to_thread(self.part.save_state, dict(self.core.book.written) if self.core else {})
             self.part.close()
 
     def _follow_whole_file(self) -> None:

@@ -2,9 +2,11 @@
 
 The tracker and the origin are asked at once (one round trip less before the first byte moves). The
 origin's answer is checked against the tracker's manifest: a file that changed starts a new generation.
-A seeder may name a content task for the URL (DESIGN.md: a seeded file's task is its content); it is
-joined only when its piece hashes hash to its id (core.ids.content_task_id), so neither the tracker nor
-a peer can make us accept other bytes.
+A content task may be named for the URL: by a seeder origin (DESIGN.md: a seeded file's task is its
+content), or, for a download with a digest, by the tracker from what peers that finished it vouched for
+(core.content_alias). It is joined only when its piece hashes hash to its id (core.ids.content_task_id),
+so neither the tracker nor a peer can make us accept other bytes; one the tracker named is followed only
+with a digest to check the file against at the end, and one that failed us (``distrusted``) never again.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class Joined:
     """The origin's whole-file digest, from the probe."""
     content_hashes: dict[int, str] = field(default_factory=dict)
     """A content task's every hash, checked against its id."""
+    via_alias: bool = False
+    """The content task joined is the one the tracker named for the digest (not the origin's)."""
 
 
 async def join(
@@ -54,6 +58,8 @@ async def join(
     request: Request,
     fallback: bool,
     spawn: Callable[[Coroutine[Any, Any, None]], object],
+    follow_alias: bool = False,
+    distrusted: frozenset[str] = frozenset(),
 ) -> Joined:
     """Learn the generation and the manifest, checking the origin is still the same file."""
     reply: AnnounceResponse | None = None
@@ -85,10 +91,16 @@ async def join(
         probe = probed
     published = probe.digest if probe is not None else None
     content_hashes: dict[int, str] = {}
-    if probe is not None and probe.task_id and probe.task_id != task_id and reply is not None and tracker:
-        switched = await _switch_task(tracker, task_id, probe.task_id, request, spawn)
+    named, via_alias = probe.task_id if probe is not None else "", False
+    if not named and follow_alias and reply is not None and reply.content_task:
+        named, via_alias = reply.content_task, True
+    if named and named != task_id and named not in distrusted and reply is not None and tracker:
+        switched = await _switch_task(tracker, task_id, named, request, spawn)
         if switched is not None:
             task_id, reply, content_hashes = switched
+        via_alias = via_alias and switched is not None
+    else:
+        via_alias = False
     if reply is None or tracker is None or direct:
         assert probe is not None
         return Joined(task_id, Manifest.for_identity(probe.identity), 1, probe.ranges, True, published=published)
@@ -110,6 +122,7 @@ async def join(
         interval=reply.interval,
         published=published,
         content_hashes=content_hashes,
+        via_alias=via_alias,
     )
 
 

@@ -21,11 +21,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from shoal.core.announce import TrackerPolicy, claims_change, decide_announce
+from shoal.core.content_alias import ContentAliases
 from shoal.core.errors import ProtocolError, StoreError
-from shoal.core.ids import is_task_id
+from shoal.core.ids import is_content_task, is_task_id
 from shoal.core.manifest import OriginIdentity
 from shoal.core.messages import AnnounceRequest, AnnounceResponse, HashesResponse, Health, TaskSummary
 from shoal.http import openapi
@@ -53,6 +55,7 @@ class TrackerService:
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.bt = bt.BtTracker(config, clock)
         self.pools = pools.Pools(self.store, clock, member_ttl=config.peer_ttl)
+        self.aliases = ContentAliases()  # soft state, like the peers: learned again from the next finisher
         self.origin_check = OriginCheck(enabled=config.origin_checks, claim_ttl=config.peer_ttl * 4)
 
     def _lock(self, task_id: str) -> asyncio.Lock:
@@ -96,7 +99,17 @@ class TrackerService:
             )
         await committed
         assert outcome.response is not None
-        return outcome.response
+        return self._alias(task_id, request, outcome.response)
+
+    def _alias(self, task_id: str, request: AnnounceRequest, response: AnnounceResponse) -> AnnounceResponse:
+        """Take a peer's vouch for its URL task's content task; name the best-vouched one to a peer joining."""
+        if is_content_task(task_id):
+            return response
+        if request.content_task and request.event != "stopped":
+            self.aliases.vouch(task_id, request.content_task, request.peer_id)
+        if request.event == "started" and (named := self.aliases.best(task_id)):
+            return msgspec.structs.replace(response, content_task=named)
+        return response
 
     async def _check_claim(self, task_id: str, request: AnnounceRequest, seen_host: str) -> OriginIdentity | None:
         """What the origin describes now, when the announce claims the task's file changed (core.announce:
