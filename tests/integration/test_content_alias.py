@@ -107,3 +107,26 @@ async def test_a_liars_content_task_costs_one_attempt_and_the_origins_bytes_are_
     assert src.bytes_sent() - before <= 2 * SIZE + 65536
     assert plain.returncode == 0, plain.stderr
     assert (tmp_path / "plain.bin").read_bytes() == data
+
+
+async def test_the_daemon_registers_and_seeds_the_content_task_of_a_digest_download(
+    tmp_path, tracker, origin, make_file, daemon
+):
+    src = origin()
+    data = make_file(src.root / "g.bin", SIZE)
+    url, digest = src.url("g.bin"), "sha256:" + hashlib.sha256(data).hexdigest()
+    t = tracker()
+    node = daemon(t)
+    placed = await asyncio.to_thread(node.get, url, tmp_path / "g.bin", "--digest", digest)
+    assert placed.returncode == 0, placed.stderr
+    content = content_id(data)
+    await wait_until_async(
+        lambda: (task_summary(t.url, content) or {}).get("hashed_pieces") == 16, "the content task registered"
+    )
+    (tmp_path / "elsewhere").mkdir()
+    before = src.bytes_sent()
+    result = await asyncio.wait_for(
+        shoal.aget(url, dest_dir=tmp_path / "elsewhere", tracker=t.url, digest=digest, upload_time=0), 60
+    )
+    assert result.task_id == content and result.path.read_bytes() == data
+    assert result.bytes_from_peers == SIZE and src.bytes_sent() - before < 65536  # from the daemon, not the origin

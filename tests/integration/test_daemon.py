@@ -491,7 +491,7 @@ def test_a_digest_names_content_whatever_the_url_and_a_wrong_one_places_nothing(
     node = daemon()
     wrong = node.get(o.url("file.bin"), tmp_path / "wrong.bin", "--digest", "sha256:" + "0" * 64)
     assert wrong.returncode == 5, wrong.stderr
-    assert f"it is sha256:{hashlib.sha256(data).hexdigest()}" in wrong.stderr  # the mismatch names what it got
+    assert f"got sha256:{hashlib.sha256(data).hexdigest()}" in wrong.stderr  # the mismatch names what it got
     assert not (tmp_path / "wrong.bin").exists()
     assert node.objects() == [] and not list((node.cache_dir / "staging").iterdir())
     right = "sha256:" + hashlib.sha256(data).hexdigest()

@@ -26,13 +26,13 @@ from dataclasses import dataclass, field, replace
 import aiohttp
 
 from shoal.core.download import Stats
-from shoal.core.errors import HashingStopped, IntegrityError, LocalIOError, NotInCache, ShoalError
+from shoal.core.errors import HashingStopped, IntegrityError, LocalIOError, NotInCache, ShoalError, TrackerUnavailable
 from shoal.core.ids import PeerIdentity, canonical_url, task_id_for_url
 from shoal.core.manifest import Manifest
 from shoal.daemon.config import DaemonConfig
 from shoal.daemon.seeding import Seeding
 from shoal.peer.config import GetConfig
-from shoal.peer.engine import Download
+from shoal.peer.engine import Download, Downloaded
 from shoal.peer.request import file_name_from_url
 from shoal.peer.server import PieceServer
 from shoal.storage.cache_index import CacheEntry, SeededTask
@@ -240,6 +240,7 @@ class Fetcher:
             self.complete_sha256()
 
     async def _download(self, fetch: Fetch, key: str, headers: dict[str, str], expected: str | None) -> CacheEntry:
+        sha256 = (expected or "").lower().startswith("sha256:")
         config = GetConfig(
             dest=self.store.staging_path(key),
             tracker=self.config.tracker,
@@ -252,7 +253,10 @@ class Fetcher:
             listen_host=self.config.listen_host,
             listen_port=self.server.port,
             # The cache names the file by its BLAKE3, hashed while it downloads rather than after.
-            file_hashes=("blake3", "sha256") if (expected or "").lower().startswith("sha256:") else ("blake3",),
+            file_hashes=("blake3", "sha256") if sha256 else ("blake3",),
+            # A SHA-256 to check the file against: the download may join the content task peers vouch for
+            # (core.content_alias), and registers its own when it finishes the URL's task.
+            digest=expected if sha256 else None,
         )
         with contextlib.ExitStack() as reservations:
 
@@ -264,6 +268,7 @@ class Fetcher:
                 fetch.url, config, self.session, self.server, identity=self.identity, before_write=reserve
             )
             fetch.stats = download.stats
+            completed: Downloaded | None = None
             try:
                 completed = await download.run()
                 # A file some of whose pieces the tracker knows by other hashes (fetched again from the origin
@@ -291,7 +296,7 @@ class Fetcher:
             except BaseException as exc:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(download.leave())
-                if isinstance(exc, IntegrityError):
+                if isinstance(exc, IntegrityError) and completed is not None:
                     completed.path.unlink(missing_ok=True)  # verified piece by piece, but not what was asked for
                 elif isinstance(exc, LocalIOError) and download.part is not None:
                     # The cache's disk is full or failing: give the space back rather than keep the part
@@ -303,6 +308,13 @@ class Fetcher:
             # the staging path it was renamed from.
             assert self.seeding is not None
             self.seeding.add(replace(record, digest=entry.digest))
+            content = None
+            with contextlib.suppress(TrackerUnavailable):
+                content = await download.register_content(completed, self.store.object_path(entry.digest))
+            if content is not None:  # the file's content task, registered for the digest it matched
+                self.seeding.add(
+                    replace(record, task_id=content.task_id, generation=content.generation, digest=entry.digest)
+                )
         else:
             with contextlib.suppress(Exception):
                 await download.leave()

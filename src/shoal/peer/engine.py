@@ -211,10 +211,9 @@ class Download:
         while self.clock() < deadline:
             reported = self._unreported()
             try:
-                await self._seed_content(completed)
-                vouch = self.content.task_id if self.content is not None else ""
-                request = self._request(event=event, done=reported, content_task=vouch)
-                reply = await self.tracker.announce(self.task_id, request)
+                if (content := await self.register_content(completed)) is not None:
+                    await self.tracker.announce(content.task_id, self._request(generation=content.generation))
+                reply = await self.tracker.announce(self.task_id, self._request(event=event, done=reported))
                 event = "update"
                 for index in reported:
                     self.core.book.unreported.pop(index, None)
@@ -228,18 +227,17 @@ class Download:
             if wait > 0:
                 await asyncio.sleep(wait)
 
-    async def _seed_content(self, completed: Downloaded) -> None:
-        """A digest download of a URL task registers its file's content task (peer.content_task), then
-        announces it beside the URL task; the URL task's announces vouch for it."""
-        assert self.tracker is not None and self.core is not None
-        if self.content is None:
-            if self.config.digest and self.task_id == self.url_task and not self.withheld:
+    async def register_content(self, completed: Downloaded, path: Path | None = None) -> ContentSeed | None:
+        """A digest download of a URL task registers its file's content task and serves it from ``path`` (the
+        file's, by default; peer.content_task), then vouches for it in an announce of the URL task. None when
+        there is none to register; raises TrackerUnavailable."""
+        if self.content is None and self.tracker and self.core and self.config.digest and not self.withheld:
+            if self.task_id == self.url_task and not self.direct:
                 hashes = [self.core.book.written[i] for i in range(completed.manifest.piece_count)]
-                self.content = await register_content(
-                    self.tracker, self.server, self._request, completed.manifest, completed.path, hashes
-                )
-        else:
-            await self.tracker.announce(self.content.task_id, self._request(generation=self.content.generation))
+                args = (self.tracker, self.server, self._request, completed.manifest, path or completed.path, hashes)
+                self.content = await register_content(*args)
+                await self.tracker.announce(self.task_id, self._request(content_task=self.content.task_id))
+        return self.content
 
     async def leave(self) -> None:
         """Stop serving and tell the tracker we are gone, with any origin hashes it has not had yet."""
