@@ -14,7 +14,7 @@ import pytest
 from shoal.core.errors import IllegalTransition, NoWorker, StaleRun, StaleSession, UnknownWorker
 from shoal.core.mirror_config import MirrorConfig, parse_config
 from shoal.mirror.manager import MirrorManager
-from shoal.mirror.messages import CancelJob, Command, JobView, Reloaded, ReportReply, RunJob
+from shoal.mirror.messages import CancelJob, Command, MirrorJobView, Reloaded, RunJob, RunReportReply
 from shoal.testing.clock import FakeClock
 
 T0 = 1_800_000_000.0
@@ -46,7 +46,7 @@ def open_manager(tmp_path: Path, clock: FakeClock) -> Callable[[str], Any]:
     return make
 
 
-async def status(manager: MirrorManager, name: str) -> JobView:
+async def status(manager: MirrorManager, name: str) -> MirrorJobView:
     return next(j for j in await manager.list_jobs(include_disabled=True) if j.name == name)
 
 
@@ -64,7 +64,7 @@ async def test_a_failed_attempt_is_retried_then_the_run_gives_up(open_manager: A
         assert (await status(manager, "a")).status == "syncing"
         clock.now += 5
         reply = await manager.report("a", worker="w1", run_id=run_id, event="failure", error="rsync exited 23")
-        assert reply == ReportReply(status="pre-syncing", retry=True, attempt=2)
+        assert reply == RunReportReply(status="pre-syncing", retry=True, attempt=2)
         clock.now += 5
         reply = await manager.report("a", worker="w1", run_id=run_id, event="failure", error="rsync exited 12")
         assert reply.retry is False and reply.status == "failed"

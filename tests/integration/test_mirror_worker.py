@@ -17,7 +17,7 @@ from shoal.core.mirror_config import JobSpec, WorkerSettings, parse_config
 from shoal.http.listen import listen
 from shoal.mirror.manager import MirrorManager
 from shoal.mirror.manager_http import build_app
-from shoal.mirror.messages import JobView, Reloaded
+from shoal.mirror.messages import MirrorJobView, Reloaded
 from shoal.mirror.worker import MirrorWorker
 from shoal.testing.poll import wait_until_async
 
@@ -56,7 +56,7 @@ async def serving(tmp_path: Path) -> AsyncIterator[tuple[MirrorManager, str]]:
         await runner.cleanup()
 
 
-async def job(manager: MirrorManager, name: str, **wanted: Any) -> JobView | None:
+async def job(manager: MirrorManager, name: str, **wanted: Any) -> MirrorJobView | None:
     found = next(j for j in await manager.list_jobs(include_disabled=True) if j.name == name)
     return found if all(getattr(found, k) == v for k, v in wanted.items()) else None
 

@@ -23,9 +23,9 @@ from shoal.mirror.messages import (
     Command,
     Flushed,
     JobAction,
-    JobList,
-    JobView,
     ManagerError,
+    MirrorJobList,
+    MirrorJobView,
     Poll,
     PollReply,
     Register,
@@ -33,8 +33,8 @@ from shoal.mirror.messages import (
     Reloaded,
     ReloadRequest,
     Report,
-    ReportReply,
     RunningJob,
+    RunReportReply,
     WorkerList,
     WorkerRemoved,
     WorkerView,
@@ -110,12 +110,12 @@ class MirrorClient:
 
     # -- ctl -----------------------------------------------------------------------------------------
 
-    async def jobs(self, *, include_disabled: bool = False, status: str | None = None) -> list[JobView]:
+    async def jobs(self, *, include_disabled: bool = False, status: str | None = None) -> list[MirrorJobView]:
         query = [f"all={int(include_disabled)}"] + ([f"status={quote(status)}"] if status else [])
-        return (await self.call("GET", "jobs?" + "&".join(query), JobList)).jobs
+        return (await self.call("GET", "jobs?" + "&".join(query), MirrorJobList)).jobs
 
-    async def job_action(self, job: str, action: str, *, force: bool = False) -> JobView:
-        return await self.call("POST", f"jobs/{quote(job, safe='')}/{action}", JobView, JobAction(force=force))
+    async def job_action(self, job: str, action: str, *, force: bool = False) -> MirrorJobView:
+        return await self.call("POST", f"jobs/{quote(job, safe='')}/{action}", MirrorJobView, JobAction(force=force))
 
     async def reload(self, worker: str | None = None) -> Reloaded:
         return await self.call("POST", "reload", Reloaded, ReloadRequest(worker=worker))
@@ -139,5 +139,5 @@ class MirrorClient:
         path = f"workers/{quote(name, safe='')}/poll"
         return (await self.call("POST", path, PollReply, Poll(session=session, ack=ack), seconds=hold + 15)).commands
 
-    async def report(self, job: str, body: Report) -> ReportReply:
-        return await self.call("POST", f"jobs/{quote(job, safe='')}/report", ReportReply, body)
+    async def report(self, job: str, body: Report) -> RunReportReply:
+        return await self.call("POST", f"jobs/{quote(job, safe='')}/report", RunReportReply, body)

@@ -77,12 +77,12 @@ from shoal.mirror.messages import (
     CancelJob,
     Command,
     Flushed,
-    JobView,
+    MirrorJobView,
     Registered,
     Reloaded,
     ReloadWorker,
-    ReportReply,
     RunJob,
+    RunReportReply,
     WorkerRemoved,
     WorkerView,
 )
@@ -121,10 +121,10 @@ class WorkerLink:
         self.wake.set()
 
 
-def job_view(job: JobRecord, spec: JobSpec | None) -> JobView:
+def job_view(job: JobRecord, spec: JobSpec | None) -> MirrorJobView:
     """A job's status as the API shows it."""
     s = job.state
-    return JobView(
+    return MirrorJobView(
         name=job.name,
         worker=job.worker,
         status=s.status.value,
@@ -368,7 +368,7 @@ class MirrorManager:
         error: str = "",
         size: int = 0,
         version: str | None = None,
-    ) -> ReportReply:
+    ) -> RunReportReply:
         """A worker reports on a run: ``syncing`` (the pre-job hooks are done), ``success`` or ``failure``.
 
         The answer to a failure says whether to retry at once, and as which attempt."""
@@ -404,7 +404,7 @@ class MirrorManager:
             self._wake.set()  # a slot is free
             log.info("job %s: %s%s", job_name, state.status.value, f" ({state.error_msg[:200]})" if error else "")
         retry = event == "failure" and is_running(state.status)
-        return ReportReply(state.status.value, retry, state.attempts)
+        return RunReportReply(state.status.value, retry, state.attempts)
 
     # -- what users ask (shoal mirror ctl) -----------------------------------------------------------
 
@@ -414,7 +414,7 @@ class MirrorManager:
             raise UnknownJob(f"no job named {name!r}")
         return job
 
-    async def list_jobs(self, *, include_disabled: bool = False, status: str | None = None) -> list[JobView]:
+    async def list_jobs(self, *, include_disabled: bool = False, status: str | None = None) -> list[MirrorJobView]:
         jobs = await self.store.jobs()
         return [
             job_view(j, self.spec_of(j))
@@ -423,7 +423,7 @@ class MirrorManager:
             and (status is None or j.state.status.value == status)
         ]
 
-    async def command(self, name: str, action: str, *, force: bool = False) -> JobView:
+    async def command(self, name: str, action: str, *, force: bool = False) -> MirrorJobView:
         """start, stop, disable, enable or restart a job; IllegalTransition (409) when its status forbids it."""
         now = self.clock()
         async with self._lock:

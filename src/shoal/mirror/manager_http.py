@@ -56,11 +56,11 @@ from shoal.http.openapi import Query, Route
 from shoal.mirror.manager import MirrorManager, job_view
 from shoal.mirror.messages import (
     Flushed,
-    Health,
     JobAction,
-    JobList,
-    JobView,
     ManagerError,
+    ManagerHealth,
+    MirrorJobList,
+    MirrorJobView,
     Poll,
     PollReply,
     Register,
@@ -68,7 +68,7 @@ from shoal.mirror.messages import (
     Reloaded,
     ReloadRequest,
     Report,
-    ReportReply,
+    RunReportReply,
     WorkerList,
     WorkerRemoved,
 )
@@ -125,7 +125,7 @@ async def _optional(request: web.Request, kind: type[M]) -> M:
 
 
 async def health(request: web.Request) -> web.Response:
-    return struct_response(Health(ok=True, session=request.app[MANAGER].session))
+    return struct_response(ManagerHealth(ok=True, session=request.app[MANAGER].session))
 
 
 async def register(request: web.Request) -> web.Response:
@@ -170,7 +170,7 @@ async def list_jobs(request: web.Request) -> web.Response:
         raise ProtocolError(f"unknown status {status[:40]!r} (known: {known})", field="status")
     include = _flag(request, "all") if "all" in request.query else False
     jobs = await request.app[MANAGER].list_jobs(include_disabled=include or status == "disabled", status=status)
-    return struct_response(JobList(jobs))
+    return struct_response(MirrorJobList(jobs))
 
 
 async def get_job(request: web.Request) -> web.Response:
@@ -210,7 +210,7 @@ async def flush(request: web.Request) -> web.Response:
 _WORKER = f"{PREFIX}/workers/{{name}}"
 _JOB = f"{PREFIX}/jobs/{{name}}"
 _API: dict[Route, Handler] = {
-    Route("GET", f"{PREFIX}/health", "whether the manager is up, and its session", response=Health): health,
+    Route("GET", f"{PREFIX}/health", "whether the manager is up, and its session", response=ManagerHealth): health,
     Route(
         "POST", f"{_WORKER}/register", "a worker (re-)registers", request=Register, response=Registered, auth=True
     ): register,
@@ -228,23 +228,23 @@ _API: dict[Route, Handler] = {
         "GET",
         f"{PREFIX}/jobs",
         "the jobs' status",
-        response=JobList,
+        response=MirrorJobList,
         query=(
             Query("all", "1: include the disabled jobs"),
             Query("status", "only the jobs in this status"),
         ),
         auth=True,
     ): list_jobs,
-    Route("GET", _JOB, "one job's status", response=JobView, auth=True): get_job,
+    Route("GET", _JOB, "one job's status", response=MirrorJobView, auth=True): get_job,
     Route(
-        "POST", f"{_JOB}/report", "a worker reports on a run", request=Report, response=ReportReply, auth=True
+        "POST", f"{_JOB}/report", "a worker reports on a run", request=Report, response=RunReportReply, auth=True
     ): report,
     Route(
         "POST",
         f"{_JOB}/{{action}}",
         f"act on a job: {', '.join(ACTIONS)} (the body may be left out)",
         request=JobAction,
-        response=JobView,
+        response=MirrorJobView,
         auth=True,
     ): job_action,
     Route(

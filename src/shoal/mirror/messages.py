@@ -26,7 +26,7 @@ Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
 # -- the worker protocol ----------------------------------------------------------------------------------
 
 
-class Health(msgspec.Struct, frozen=True):
+class ManagerHealth(msgspec.Struct, frozen=True):
     ok: bool
     session: str
     """The manager process's session: it changes when the manager restarts."""
@@ -102,7 +102,7 @@ class Report(msgspec.Struct, frozen=True):
     version: str | None = None
 
 
-class ReportReply(msgspec.Struct, frozen=True):
+class RunReportReply(msgspec.Struct, frozen=True):
     status: str
     retry: bool
     """Run the next attempt now, as number ``attempt``."""
@@ -112,7 +112,7 @@ class ReportReply(msgspec.Struct, frozen=True):
 # -- what users ask (shoal mirror ctl) --------------------------------------------------------------------
 
 
-class JobView(msgspec.Struct, frozen=True):
+class MirrorJobView(msgspec.Struct, frozen=True):
     """A job's status as the API and ``shoal mirror ctl list --format json`` show it (tunasync's fields)."""
 
     name: str
@@ -130,8 +130,8 @@ class JobView(msgspec.Struct, frozen=True):
     error_msg: str
 
 
-class JobList(msgspec.Struct, frozen=True):
-    jobs: list[JobView]
+class MirrorJobList(msgspec.Struct, frozen=True):
+    jobs: list[MirrorJobView]
 
 
 class JobAction(msgspec.Struct, frozen=True):

@@ -47,7 +47,7 @@ from shoal.core.errors import ManagerRefused, PublishError, TrackerUnavailable, 
 from shoal.core.mirror_config import JobSpec, WorkerSettings
 from shoal.core.retry import Backoff, Retries
 from shoal.mirror.client import MirrorClient
-from shoal.mirror.messages import CancelJob, Command, Report, ReportReply, RunJob, RunningJob
+from shoal.mirror.messages import CancelJob, Command, Report, RunJob, RunningJob, RunReportReply
 from shoal.mirror.publish import push_version
 
 log = logging.getLogger("shoal.mirror.worker")
@@ -321,7 +321,7 @@ class MirrorWorker:
         )
         log.info("job %s: version %s pushed to pool %s (%d files)", spec.name, version, pool, len(jobs))
 
-    async def _report(self, job: str, body: Report, *, tries: int = 0) -> ReportReply | None:
+    async def _report(self, job: str, body: Report, *, tries: int = 0) -> RunReportReply | None:
         """Send a report until the manager answers (at most ``tries`` times if given); None if it refused."""
         retry = Retries(MANAGER_BACKOFF)
         attempt = 0
