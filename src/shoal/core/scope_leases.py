@@ -1,0 +1,233 @@
+"""Scope leases: which peer of a rack fetches a piece across the rack's uplink, and which peer of a site
+fetches it across the site's link, decided by the tracker.
+
+Origin leases (:mod:`shoal.core.leases`) make each piece leave the origin about once. Scope leases do the
+same at the fleet's other boundaries, which are what operators pay for and what saturates first: a rack is
+the peers with one (site, rack) label pair, behind one uplink; a site is the peers with one site label,
+behind one WAN link. A piece should cross each boundary once and then spread inside.
+
+Rules:
+
+* Only a peer with a rack label takes part. A peer without one is flat: it trades with everyone as before
+  scopes existed, and so does any peer with it, since where a flat peer sits is unknown and no boundary can
+  be drawn. A rack label without a site label is a rack of one implicit site: racks, but no site boundary.
+* A piece that no peer of the asker's rack holds, that no flat peer holds, and that a peer of another rack
+  holds, is leased to one peer of the rack at a time (a rack lease). Only that peer fetches it across the
+  rack's uplink; the others take it from inside the rack once it is there (:func:`allowed_mask`).
+* A piece held only outside the asker's site is leased with its site lease too, so one peer of the site
+  fetches it across sites. When another peer of the site holds that site lease, the piece is left for that
+  peer's rack, and crosses into this rack from there, inside the site.
+* Pieces held inside the asker's site come first (the cheaper crossing), then those held only in other
+  sites; within each, the lowest pieces first, so the leases form runs of consecutive pieces and one
+  request fetches a run. Spreading racks over different holders is the hand-out's work (core.handout).
+* Pieces nobody holds are not scope leases: they are origin leases.
+* Bad peers' pieces do not count as held, as for origin leases.
+
+Liveness comes first, since a rack waits for its lease holder:
+
+* A lease lives while its holder announces: each announce renews it (:func:`renew`), and a holder that
+  falls silent or is no longer live loses it (:func:`drop_dead`).
+* A lease whose piece has not reached its scope ``stale_after`` seconds after it was granted is stale: its
+  holder keeps it, but the next other peer of the scope that asks takes it over. A rack whose lease holder
+  stalls (or whose holder's source does) does not wait for it forever, and a rack of one peer keeps its
+  only fetcher. A stale lease is never granted afresh to its own holder, which would hide the stall.
+* A lease is done once a peer of its scope holds the piece (:func:`drop_delivered`).
+
+The tracker's table of scope leases maps ``(scope, piece)`` to the lease, so a piece has at most one lease
+in a scope; the functions take a table and return a new one, or the leases to add to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from itertools import islice
+from typing import Literal, Protocol
+
+from shoal.core.bitfield import iter_bits
+from shoal.core.handout import PeerView
+
+ScopeKind = Literal["rack", "site"]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Scope:
+    """A rack (its site and rack labels; the site may be "", one implicit site) or a site (rack "")."""
+
+    kind: ScopeKind
+    site: str
+    rack: str = ""
+
+
+class Labelled(Protocol):
+    """A peer's locality labels, as PeerView (the tracker) and PeerAddress (a downloader) carry them."""
+
+    @property
+    def site(self) -> str: ...
+
+    @property
+    def rack(self) -> str: ...
+
+
+def rack_scope(peer: Labelled) -> Scope | None:
+    """The peer's rack, or None for a peer without a rack label (flat)."""
+    return Scope("rack", peer.site, peer.rack) if peer.rack else None
+
+
+def site_scope(peer: Labelled) -> Scope | None:
+    """The peer's site, or None for a peer without a site label."""
+    return Scope("site", peer.site) if peer.site else None
+
+
+def crossing(asker: Labelled, holder: Labelled) -> ScopeKind | None:
+    """The outermost boundary a transfer from ``holder`` to ``asker`` crosses, as the asker's scopes draw
+    it: None inside the asker's rack or when either peer is flat, "rack" into another rack of the asker's
+    site (or any other rack when the asker has no site label), "site" from outside the asker's site."""
+    mine, theirs = rack_scope(asker), rack_scope(holder)
+    if mine is None or theirs is None or mine == theirs:
+        return None
+    return "rack" if not asker.site or asker.site == holder.site else "site"
+
+
+LeaseKey = tuple[Scope, int]
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeLease:
+    piece: int
+    scope: Scope
+    peer_id: str
+    granted: float
+    """When the lease was granted to this peer; renewals keep it (stale leases are judged from it)."""
+    expires: float
+
+    @property
+    def key(self) -> LeaseKey:
+        return (self.scope, self.piece)
+
+    def stale(self, now: float, stale_after: float) -> bool:
+        return now - self.granted >= stale_after
+
+
+@dataclass(frozen=True, slots=True)
+class Crossings:
+    """Bit masks of the pieces a peer holds scope leases on: its rack leases and its site leases."""
+
+    rack: int = 0
+    site: int = 0
+
+
+def crossings_of(leases: Iterable[ScopeLease], peer_id: str) -> Crossings:
+    """The pieces ``peer_id`` holds scope leases on."""
+    rack = site = 0
+    for lease in leases:
+        if lease.peer_id == peer_id:
+            if lease.scope.kind == "rack":
+                rack |= 1 << lease.piece
+            else:
+                site |= 1 << lease.piece
+    return Crossings(rack, site)
+
+
+def allowed_mask(asker: Labelled, holder: Labelled, have: int, crossings: Crossings) -> int:
+    """The pieces of ``have`` (the holder's, as a bit mask) that the asker may fetch from the holder: all of
+    them inside its rack or with a flat peer, else only those it holds the leases of every boundary on."""
+    boundary = crossing(asker, holder)
+    if boundary is None:
+        return have
+    if boundary == "rack":
+        return have & crossings.rack
+    return have & crossings.rack & crossings.site
+
+
+def grant_scope_leases(
+    *,
+    asker: PeerView,
+    peers: Sequence[PeerView],
+    leases: Mapping[LeaseKey, ScopeLease],
+    want: int,
+    now: float,
+    ttl: float,
+    stale_after: float,
+) -> list[ScopeLease]:
+    """Up to ``want`` pieces for ``asker`` to fetch across its rack's boundary: their rack leases, and the
+    site leases of those held only outside its site. ``peers`` are the task's live peers (the asker among
+    them or not); a lease whose holder is not among them, or past its expiry, no longer counts. The leases
+    returned replace the table's entries of the same key (a stale lease taken over)."""
+    rack = rack_scope(asker)
+    if rack is None or want <= 0:
+        return []
+    reach = asker.have.mask  # pieces the asker has, or may take without crossing a boundary
+    in_site = outside = 0
+    live = {asker.peer_id}
+    for peer in peers:
+        if peer.peer_id == asker.peer_id:
+            continue
+        live.add(peer.peer_id)
+        if peer.bad:
+            continue
+        boundary = crossing(asker, peer)
+        if boundary is None:
+            reach |= peer.have.mask
+        elif boundary == "rack":
+            in_site |= peer.have.mask
+        else:
+            outside |= peer.have.mask
+    taken = _taken(leases, rack, asker.peer_id, live, now, stale_after)
+    near = in_site & ~reach & ~taken
+    site = site_scope(asker)
+    far = 0
+    if site is not None:
+        far = outside & ~in_site & ~reach & ~taken & ~_taken(leases, site, asker.peer_id, live, now, stale_after)
+    chosen_near = list(islice(iter_bits(near), want))
+    chosen_far = list(islice(iter_bits(far), want - len(chosen_near)))
+    expires = now + ttl
+    granted = [ScopeLease(i, rack, asker.peer_id, now, expires) for i in chosen_near + chosen_far]
+    if site is not None:
+        granted += [ScopeLease(i, site, asker.peer_id, now, expires) for i in chosen_far]
+    return granted
+
+
+def _taken(
+    leases: Mapping[LeaseKey, ScopeLease], scope: Scope, asker: str, live: set[str], now: float, stale_after: float
+) -> int:
+    """Bit mask of the pieces ``scope`` has a lease on that the asker may not get: its own (never granted
+    again, stale or not), and other live peers' leases in force that are not stale."""
+    mask = 0
+    for (lease_scope, piece), lease in leases.items():
+        if lease_scope != scope:
+            continue
+        if lease.peer_id == asker or (
+            lease.peer_id in live and lease.expires > now and not lease.stale(now, stale_after)
+        ):
+            mask |= 1 << piece
+    return mask
+
+
+def renew(leases: Mapping[LeaseKey, ScopeLease], peer_id: str, now: float, ttl: float) -> dict[LeaseKey, ScopeLease]:
+    """The table after an announce of ``peer_id``: its leases expire ``ttl`` from now (granted is kept)."""
+    expires = now + ttl
+    return {
+        key: replace(lease, expires=expires) if lease.peer_id == peer_id else lease for key, lease in leases.items()
+    }
+
+
+def drop_dead(
+    leases: Mapping[LeaseKey, ScopeLease], *, live_ids: Iterable[str], now: float
+) -> dict[LeaseKey, ScopeLease]:
+    """The table without the leases of peers that are not live, and those past their expiry."""
+    live = set(live_ids)
+    return {key: lease for key, lease in leases.items() if lease.peer_id in live and lease.expires > now}
+
+
+def drop_delivered(leases: Mapping[LeaseKey, ScopeLease], peers: Iterable[PeerView]) -> dict[LeaseKey, ScopeLease]:
+    """The table without the leases whose piece a peer of their scope holds: that piece has crossed.
+    ``peers``: the task's live peers; bad peers' pieces do not count."""
+    held: dict[Scope, int] = {}
+    for peer in peers:
+        if peer.bad:
+            continue
+        for scope in (rack_scope(peer), site_scope(peer)):
+            if scope is not None:
+                held[scope] = held.get(scope, 0) | peer.have.mask
+    return {key: lease for key, lease in leases.items() if not held.get(lease.scope, 0) >> lease.piece & 1}
