@@ -5,8 +5,16 @@ from __future__ import annotations
 import signal
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from shoal.testing.processes import compile_bytecode
+
+# Property tests assert what holds, never how fast: hypothesis's per-example deadline and its "too slow"
+# health checks are timings, which a busy CI machine turns into failures of correct code.
+settings.register_profile(
+    "shoal", deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+settings.load_profile("shoal")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
