@@ -415,7 +415,7 @@ def wait_seeding(socket: Path, timeout: float = 30.0) -> list[str]:
     client = DaemonClient(socket, timeout=10)
     deadline = time.monotonic() + timeout
     while True:
-        seeding = list(client.status().get("seeding", []))
+        seeding = client.status().seeding
         if seeding or time.monotonic() > deadline:
             return seeding
         time.sleep(0.1)

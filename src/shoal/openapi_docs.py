@@ -27,11 +27,19 @@ def _mirror_manager() -> dict[str, Any]:
     return openapi_document()
 
 
+def _daemon() -> dict[str, Any]:
+    from shoal.daemon.control import openapi_document
+
+    return openapi_document()
+
+
 DOCUMENTS: dict[str, Callable[[], dict[str, Any]]] = {
     "tracker": _tracker,
     "mirror-manager": _mirror_manager,
+    "daemon": _daemon,
 }
-"""Service name -> its document (the tracker's holds its pool API: both are served on one port)."""
+"""Service name -> its document (the tracker's holds its pool API: both are served on one port; the
+daemon's is its control API, on its Unix socket)."""
 
 DIRECTORY = PurePosixPath("docs/openapi")
 """Where the documents live, from the repository's root."""

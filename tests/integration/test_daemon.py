@@ -21,6 +21,7 @@ import pytest
 
 from shoal.core.errors import RemoteError
 from shoal.daemon.client import DaemonClient
+from shoal.daemon.messages import GetLine, GetRequest
 from shoal.testing.poll import wait_until
 from shoal.testing.processes import Service, shoal_argv, start_daemon
 from tests.integration.conftest import Daemon, Origin, cache_cli, run_get
@@ -85,7 +86,7 @@ def test_the_daemon_seeds_what_it_caches_across_a_restart(
     assert "peers 5.0 MiB" in other.stderr
     assert o.bytes_sent() - before < MiB  # a probe at most, never the file again
     status = DaemonClient(node.socket).status()
-    assert status["files"] == 1 and len(status["seeding"]) == 1
+    assert status.files == 1 and len(status.seeding) == 1
 
 
 def test_a_flipped_bit_is_never_served_and_is_fetched_again(
@@ -234,14 +235,15 @@ def test_the_control_socket_is_private_and_paths_outside_the_destination_are_ref
 
 def _refuses_paths_outside_the_destination(node: Daemon, tmp_path: Path) -> None:
     client = DaemonClient(node.socket)
-    for body in (
-        {"url": "http://127.0.0.1:9/x", "dest_dir": str(tmp_path), "name": "../escape"},
-        {"url": "http://127.0.0.1:9/x", "dest_dir": str(tmp_path), "name": ".."},
-        {"url": "http://127.0.0.1:9/x", "dest_dir": f"{tmp_path}/sub/../..", "name": "x"},
-        {"url": "http://127.0.0.1:9/x", "dest_dir": "relative/dir", "name": "x"},
+    for dest_dir, name in (
+        (str(tmp_path), "../escape"),
+        (str(tmp_path), ".."),
+        (f"{tmp_path}/sub/../..", "x"),
+        ("relative/dir", "x"),
     ):
-        with pytest.raises(RemoteError, match="refus"):
-            client._stream("/v1/get", body, None)
+        with pytest.raises(RemoteError, match="refus") as info:
+            client.stream("/v1/get", GetRequest("http://127.0.0.1:9/x", dest_dir, name), GetLine, None)
+        assert info.value.exit_code == 2
     assert not (tmp_path.parent / "escape").exists()
 
 
@@ -398,7 +400,7 @@ def test_the_content_route_serves_cached_files_by_id(
     data = make_file(o.root / "file.bin", MiB)
     node = daemon()
     result = DaemonClient(node.socket).get(o.url("file.bin"), tmp_path / "a.bin")
-    with urllib.request.urlopen(f"{node.service.url}/v1/content/{result['digest']}") as r:
+    with urllib.request.urlopen(f"{node.service.url}/v1/content/{result.digest}") as r:
         assert r.read() == data
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(f"{node.service.url}/v1/content/{'0' * 64}")
@@ -447,7 +449,7 @@ def test_one_daemon_per_cache_and_a_restart_keeps_or_warns_about_the_capacity(
     )
     assert not (tmp_path / "second.sock").exists()
     assert first.index("SELECT value FROM meta WHERE key = 'capacity'") == [(str(300 << 20),)]
-    assert DaemonClient(first.socket).status()["capacity"] == 300 << 20
+    assert DaemonClient(first.socket).status().capacity == 300 << 20
     first.service.stop()
 
     def restart(*extra: str) -> tuple[str, str]:

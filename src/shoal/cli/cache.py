@@ -55,7 +55,7 @@ class Options:
         if not client.running():
             return None
         try:
-            return client, Path(client.status()["cache_dir"])
+            return client, Path(client.status().cache_dir)
         except DaemonUnavailable as exc:
             raise DaemonUnavailable(f"{exc} (give --cache-dir to work on a cache without asking it)") from None
 
@@ -104,7 +104,7 @@ def _warm(options: Options, target: str) -> CacheEntry:
     if client is not None:
         reply = client.warm(target)
         with options.store() as store:
-            return store.entry(reply["entry"]["id"])
+            return store.entry(reply.entry.id)
     from shoal.daemon.api import Cache
 
     with Cache(index_path(options.cache_dir), options.cache_dir, tracker=options.tracker) as cache:

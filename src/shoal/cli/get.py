@@ -238,10 +238,10 @@ def _through_daemon(
     if callback:
         run_callback(callback, dest)  # before the line that says it went well, as in a download made here
     if not quiet:
-        how = "written through" if destination.through else "hard link" if result["linked"] else "copy"
-        if result["hit"]:
+        how = "written through" if destination.through else "hard link" if result.linked else "copy"
+        if result.hit:
             detail = f"cache hit, {how}"
         else:
-            origin, peers = format_bytes(result["bytes_from_origin"]), format_bytes(result["bytes_from_peers"])
+            origin, peers = format_bytes(result.bytes_from_origin), format_bytes(result.bytes_from_peers)
             detail = f"origin {origin}, peers {peers}; cached by the daemon, {how}"
-        click.echo(f"{dest}: {format_bytes(result['size'])} in {result['seconds']:.2f}s ({detail})", err=True)
+        click.echo(f"{dest}: {format_bytes(result.size)} in {result.seconds:.2f}s ({detail})", err=True)

@@ -32,6 +32,14 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
 
 
+# Here, in the core, so a client that must start quickly (shoal.daemon.client) reads it without importing an
+# HTTP server; shoal.http.openapi describes it in every document.
+class ErrorBody(msgspec.Struct, frozen=True):
+    """Every error reply of every JSON API: a 4xx or 5xx with the reason in words."""
+
+    error: str
+
+
 def _decoder(kind: type[T]) -> msgspec.json.Decoder[T]:
     decoder = _decoders.get(kind)
     if decoder is None:

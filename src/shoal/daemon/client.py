@@ -1,33 +1,58 @@
-"""Talking to a running daemon over its control socket, with the standard library only.
+"""The one client of the daemon's control API (shoal.daemon.control), over its Unix socket.
+
+Requests and replies are the structs of shoal.daemon.messages, encoded and decoded here. Foreign errors are
+mapped here, at the edge, in one place: a daemon that cannot be reached, or a reply that is not the
+message it should be (a daemon of another version), is DaemonUnavailable; a 4xx is a RemoteError saying
+the daemon refused, with exit code 2 (the request was wrong: a destination outside the directory, a
+malformed digest); a 5xx a RemoteError saying it failed; a stream's ``error`` line a RemoteError with the
+daemon's message, error class and exit code, so ``shoal get`` ends as a download in its own process would.
 
 ``shoal get`` uses this before anything else: a cache hit must not pay for importing aiohttp, which costs
 more than the rest of the hit (benchmarks/cache.py times one), so this module imports nothing heavier than
-``http.client``.
+``http.client`` and msgspec.
 """
 
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
+
+import msgspec
 
 from shoal.core.errors import DaemonUnavailable, RemoteError
+from shoal.core.structs import ErrorBody
+from shoal.daemon.messages import (
+    DaemonStatus,
+    FetchFailure,
+    FetchProgress,
+    GetLine,
+    GetRequest,
+    Placed,
+    Warmed,
+    WarmLine,
+    WarmRequest,
+)
+
+R = TypeVar("R")
+T = TypeVar("T", covariant=True)
+OnProgress = Callable[[FetchProgress], None]
+_FAILED = (OSError, http.client.HTTPException)
+"""What a connection that breaks raises: refused, reset, closed before or in the middle of a reply."""
 
 
-@dataclass(frozen=True, slots=True)
-class FetchProgress:
-    """A progress line from the daemon (the same fields as a download's Stats)."""
+class Line(Protocol[T]):
+    """A line of a streamed reply (GetLine, WarmLine): one of its fields is set."""
 
-    total: int = 0
-    done: int = 0
-    from_origin: int = 0
-    from_peers: int = 0
-    peers: int = 0
+    @property
+    def progress(self) -> FetchProgress | None: ...
+    @property
+    def result(self) -> T | None: ...
+    @property
+    def error(self) -> FetchFailure | None: ...
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -65,31 +90,14 @@ class DaemonClient:
         finally:
             sock.close()
 
-    def _request(self, method: str, target: str, body: object = None) -> tuple[_UnixConnection, Any]:
-        conn = _UnixConnection(self.path, self.timeout)
-        payload = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"} if payload is not None else {}
-        try:
-            conn.request(method, target, body=payload, headers=headers)
-            response = conn.getresponse()
-        except OSError as exc:
-            conn.close()
-            raise DaemonUnavailable(f"cannot reach the daemon at {self.path}: {exc.strerror or exc}") from None
-        if response.status != 200:
-            try:
-                message = json.loads(response.read()).get("error", "")
-            except (ValueError, AttributeError):
-                message = ""
-            conn.close()
-            raise RemoteError(f"the daemon refused: {message or response.reason}", exit_code=2)
-        return conn, response
+    # -- the operations ------------------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
-        conn, response = self._request("GET", "/v1/status")
-        try:
-            return dict(json.loads(response.read()))
-        finally:
-            conn.close()
+    def status(self) -> DaemonStatus:
+        return self.call("GET", "/v1/status", DaemonStatus)
+
+    def document(self) -> dict[str, Any]:
+        """The control API's OpenAPI document, as the daemon serves it."""
+        return self.call("GET", "/v1/openapi.json", dict[str, Any])
 
     def get(
         self,
@@ -98,32 +106,99 @@ class DaemonClient:
         *,
         headers: dict[str, str] | None = None,
         digest: str | None = None,
-        progress: Callable[[FetchProgress], None] | None = None,
-    ) -> dict[str, Any]:
+        progress: OnProgress | None = None,
+    ) -> Placed:
         """Have the daemon place ``url``'s file at ``dest`` (absolute); returns its result."""
         # Normalised here: the daemon refuses a directory with "." or ".." in it rather than guess.
         directory = os.path.normpath(dest.parent)
-        body = {"url": url, "dest_dir": directory, "name": dest.name, "headers": headers or {}, "digest": digest}
-        return self._stream("/v1/get", body, progress)
+        body = GetRequest(url, directory, dest.name, headers or {}, digest)
+        return self.stream("/v1/get", body, GetLine, progress)
 
-    def warm(self, target: str, *, progress: Callable[[FetchProgress], None] | None = None) -> dict[str, Any]:
-        return self._stream("/v1/warm", {"target": target}, progress)
+    def warm(self, target: str, *, progress: OnProgress | None = None) -> Warmed:
+        return self.stream("/v1/warm", WarmRequest(target), WarmLine, progress)
 
-    def _stream(self, target: str, body: object, progress: Callable[[FetchProgress], None] | None) -> dict[str, Any]:
+    # -- the transport and the one mapping of its errors ---------------------------------------------
+
+    def call(self, method: str, target: str, reply: type[R], body: msgspec.Struct | None = None) -> R:
+        """One request whose reply is one JSON document, decoded as ``reply``."""
+        conn, response = self._request(method, target, body)
+        try:
+            raw = response.read()
+        except _FAILED as exc:
+            raise self._went_away(exc) from None
+        finally:
+            conn.close()
+        return self._decode(raw, reply)
+
+    def stream(
+        self,
+        target: str,
+        body: msgspec.Struct,
+        line: type[Line[R]],
+        progress: OnProgress | None,
+    ) -> R:
+        """A request answered with lines (shoal.daemon.messages: progress, then a result or an error), each a
+        ``line``; ``progress`` is called with each progress line. Returns the result."""
         conn, response = self._request("POST", target, body)
         try:
             for raw in response:
-                line = json.loads(raw)
-                if "progress" in line:
-                    if progress is not None:
-                        progress(FetchProgress(**line["progress"]))
-                elif "result" in line:
-                    return dict(line["result"])
-                elif "error" in line:
-                    error = line["error"]
-                    raise RemoteError(error["message"], exit_code=int(error["exit_code"]), kind=error.get("kind", ""))
-        except (OSError, http.client.HTTPException, ValueError, KeyError) as exc:
-            raise DaemonUnavailable(f"the daemon went away mid-request: {exc or type(exc).__name__}") from None
+                item = self._decode(raw, line)
+                if item.result is not None:
+                    return item.result
+                if item.error is not None:
+                    error = item.error
+                    raise RemoteError(error.message, exit_code=error.exit_code, kind=error.kind)
+                if item.progress is not None and progress is not None:
+                    progress(item.progress)
+        except _FAILED as exc:
+            raise self._went_away(exc) from None
         finally:
             conn.close()
         raise DaemonUnavailable("the daemon ended the reply without a result")
+
+    def _request(
+        self, method: str, target: str, body: msgspec.Struct | None
+    ) -> tuple[_UnixConnection, http.client.HTTPResponse]:
+        """Send a request; the connection and a 2xx response. The refusal's error for anything else."""
+        conn = _UnixConnection(self.path, self.timeout)
+        payload = None if body is None else msgspec.json.encode(body)
+        headers = {"Content-Type": "application/json"} if payload is not None else {}
+        try:
+            conn.request(method, target, body=payload, headers=headers)
+            response = conn.getresponse()
+            if 200 <= response.status < 300:
+                return conn, response
+            raw = response.read()
+        except _FAILED as exc:
+            conn.close()
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _said(exc)
+            raise DaemonUnavailable(f"cannot reach the daemon at {self.path}: {reason}") from None
+        conn.close()
+        raise self._refusal(response.status, response.reason, raw)
+
+    @staticmethod
+    def _refusal(status: int, reason: str, raw: bytes) -> RemoteError:
+        try:
+            message = msgspec.json.decode(raw, type=ErrorBody).error
+        except msgspec.DecodeError:  # ValidationError too: not the API's error reply
+            message = reason
+        if status >= 500:
+            return RemoteError(f"the daemon failed: {message} (HTTP {status})")
+        return RemoteError(f"the daemon refused: {message}", exit_code=2)
+
+    def _decode(self, raw: bytes, kind: type[R]) -> R:
+        try:
+            return msgspec.json.decode(raw, type=kind)
+        except msgspec.DecodeError as exc:  # ValidationError too: a reply that is not the message
+            raise DaemonUnavailable(
+                f"the daemon at {self.path} answered something this shoal cannot read (is it another version?): {exc}"
+            ) from None
+
+    @staticmethod
+    def _went_away(exc: Exception) -> DaemonUnavailable:
+        return DaemonUnavailable(f"the daemon went away mid-request: {_said(exc)}")
+
+
+def _said(exc: Exception) -> str:
+    """An exception's words, or its class's name when it has none (http.client's often have none)."""
+    return str(exc) or type(exc).__name__

@@ -1,13 +1,18 @@
 """The daemon's control API, on a Unix socket only this user can reach (mode 0600, and the peer's
 credentials checked with SO_PEERCRED on every request).
 
-    POST /v1/get      {"url", "dest_dir", "name", "headers"?, "digest"?}   place a file, fetching it if needed
-    POST /v1/warm     {"target": URL | ID}                                 fetch into the cache, place nothing
-    GET  /v1/status                                                        usage, downloads, seeded tasks
+    POST /v1/get           {"url", "dest_dir", "name", "headers"?, "digest"?}   place a file, fetching it if needed
+    POST /v1/warm          {"target": URL | ID}                                 fetch into the cache, place nothing
+    GET  /v1/status                                                             usage, downloads, seeded tasks
+    GET  /v1/openapi.json                                                       this API's OpenAPI document
+
+Each body and reply is a struct of shoal.daemon.messages, and ``ROUTES`` names them; the OpenAPI document
+is generated from those, so it describes exactly what the handlers accept.
 
 ``get`` and ``warm`` answer with newline-delimited JSON: ``{"progress": {...}}`` lines every 0.2 s while
-the swarm works, then one ``{"result": {...}}`` or ``{"error": {"message", "exit_code"}}``. Other errors
-are one JSON object with a 4xx status.
+the swarm works, then one ``{"result": {...}}`` or ``{"error": {"message", "kind", "exit_code"}}``. Other
+errors are one JSON object ``{"error": "..."}`` with a 4xx status (400 a malformed request, 403 another
+user).
 
 The destination is given as the directory the user named and a file name: a name with a slash, ``.``
 or ``..``, or a directory that is not an existing absolute directory, is refused, so a request can never
@@ -17,9 +22,8 @@ place a file outside the directory the user gave.
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
 import os
-import re
 import socket
 import struct
 import time
@@ -27,22 +31,40 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
+from shoal import __version__
 from shoal.core.download import Stats
 from shoal.core.errors import NotInCache, ShoalError, UsageError
 from shoal.daemon.fetcher import Fetch, Fetcher
-from shoal.http.json_api import json_error
+from shoal.daemon.messages import (
+    DaemonStatus,
+    EntryView,
+    FetchFailure,
+    FetchProgress,
+    GetLine,
+    GetRequest,
+    Placed,
+    Warmed,
+    WarmLine,
+    WarmRequest,
+)
+from shoal.http import openapi
+from shoal.http.json_api import json_error, json_errors, read_struct, struct_response
+from shoal.http.openapi import Route
 from shoal.peer.request import parse_headers
 from shoal.storage.cache_index import CacheEntry
 from shoal.storage.cache_store import CacheStore
 
+log = logging.getLogger("shoal.daemon.control")
+
 PROGRESS_SECONDS = 0.2
-# Whole digests only: the digest is what the placed file must match, not a cache id to look up, so a
-# prefix (which cache ids accept) would weaken the check.
-_DIGEST = re.compile(r"^(sha256|blake3):[0-9a-f]{64}\Z", re.IGNORECASE)
+NDJSON = "application/x-ndjson"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Follow = Callable[[Stats], Awaitable[None]]
+_encode = msgspec.json.Encoder().encode
 
 
 def peer_uid(request: web.Request) -> int | None:
@@ -63,13 +85,13 @@ async def same_user_only(request: web.Request, handler: Handler) -> web.StreamRe
         return await handler(request)
     except UsageError as exc:
         return json_error(400, str(exc))
+    # A malformed body (a ProtocolError naming the field) and anything unexpected: the shared json_errors
+    # middleware outside this one.
 
 
-def destination(body: dict[str, Any]) -> Path:
+def destination(body: GetRequest) -> Path:
     """The file a request may write: ``name`` inside ``dest_dir``, and nowhere else."""
-    dest_dir, name = body.get("dest_dir"), body.get("name")
-    if not isinstance(dest_dir, str) or not isinstance(name, str):
-        raise UsageError("dest_dir and name are required strings")
+    dest_dir, name = body.dest_dir, body.name
     if not os.path.isabs(dest_dir) or os.path.normpath(dest_dir) != dest_dir.rstrip("/") or "\0" in dest_dir:
         raise UsageError(f"dest_dir must be an absolute, normalised path, not {dest_dir!r}")
     if not name or name in (".", "..") or "/" in name or "\0" in name:
@@ -83,56 +105,42 @@ def destination(body: dict[str, Any]) -> Path:
     return target
 
 
-def _stats(stats: Stats) -> dict[str, int]:
-    return {
-        "total": stats.total,
-        "done": stats.done,
-        "from_origin": stats.from_origin,
-        "from_peers": stats.from_peers,
-        "peers": stats.peers,
-    }
+def _progress(stats: Stats) -> FetchProgress:
+    return FetchProgress(stats.total, stats.done, stats.from_origin, stats.from_peers, stats.peers)
 
 
 class Control:
     """The control API's handlers over the daemon's store and fetcher."""
 
-    def __init__(self, store: CacheStore, fetcher: Fetcher, status: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, store: CacheStore, fetcher: Fetcher, status: Callable[[], DaemonStatus]) -> None:
         self.store = store
         self.fetcher = fetcher
         self.status = status
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[same_user_only], client_max_size=1 << 20)
-        app.router.add_post("/v1/get", self._get)
-        app.router.add_post("/v1/warm", self._warm)
-        app.router.add_get("/v1/status", self._status)
+        middlewares = [json_errors(log), same_user_only]
+        app = web.Application(middlewares=middlewares, client_max_size=1 << 20)
+        handlers: dict[tuple[str, str], Handler] = {
+            ("POST", "/v1/get"): self._get,
+            ("POST", "/v1/warm"): self._warm,
+            ("GET", "/v1/status"): self._status,
+        }
+        for route in ROUTES:
+            app.router.add_route(route.method, route.path, handlers[route.method, route.path])
+        openapi.serve(app, openapi_document())
         return app
 
-    async def _body(self, request: web.Request) -> dict[str, Any]:
-        try:
-            body = await request.json()
-        except ValueError:
-            raise UsageError("the body must be JSON") from None
-        if not isinstance(body, dict):
-            raise UsageError("the body must be a JSON object")
-        return body
-
     async def _status(self, request: web.Request) -> web.Response:
-        return web.json_response(self.status())
+        return struct_response(self.status())
 
     async def _get(self, request: web.Request) -> web.StreamResponse:
-        body = await self._body(request)
-        url = body.get("url")
-        if not isinstance(url, str):
-            raise UsageError("url is required")
+        body = await read_struct(request, GetRequest)
+        url, digest = body.url, body.digest
         dest = destination(body)
-        headers = parse_headers(body.get("headers") or {})
-        digest = body.get("digest")
-        if digest is not None and (not isinstance(digest, str) or not _DIGEST.match(digest)):
-            raise UsageError("digest must be sha256:HEX or blake3:HEX (64 hex digits)")
+        headers = parse_headers(body.headers or {})
         started = time.monotonic()
 
-        async def run(progress: Callable[[Stats], Awaitable[None]]) -> dict[str, Any]:
+        async def run(progress: Follow) -> Placed:
             def follow(fetch: Fetch) -> Awaitable[CacheEntry]:
                 return self._follow(fetch, progress)
 
@@ -145,48 +153,72 @@ class Control:
                 # A hit damaged on disk was removed by place's check: fetch it again.
                 entry, fetch = await self.fetcher.obtain(url, headers=headers, expected=digest, follow=follow)
                 entry, linked = await asyncio.to_thread(self.store.place, entry.digest, dest)
-            return {
-                "path": str(dest),
-                "size": entry.size,
-                "digest": entry.digest,
-                "sha256": entry.sha256 or None,  # None: still pending (see fetcher)
-                "hit": fetch is None,
-                "linked": linked,
-                "bytes_from_origin": fetch.stats.from_origin if fetch else 0,
-                "bytes_from_peers": fetch.stats.from_peers if fetch else 0,
-                "seconds": time.monotonic() - started,
-            }
+            return Placed(
+                path=str(dest),
+                size=entry.size,
+                digest=entry.digest,
+                sha256=entry.sha256 or None,  # None: still pending (see fetcher)
+                hit=fetch is None,
+                linked=linked,
+                bytes_from_origin=fetch.stats.from_origin if fetch else 0,
+                bytes_from_peers=fetch.stats.from_peers if fetch else 0,
+                seconds=time.monotonic() - started,
+            )
 
-        return await self._stream(request, run)
+        return await self._stream(request, run, GetLine)
 
     async def _warm(self, request: web.Request) -> web.StreamResponse:
-        body = await self._body(request)
-        target = body.get("target")
-        if not isinstance(target, str) or not target:
-            raise UsageError("target (a URL or a cache id) is required")
+        target = (await read_struct(request, WarmRequest)).target
 
-        async def run(progress: Callable[[Stats], Awaitable[None]]) -> dict[str, Any]:
+        async def run(progress: Follow) -> Warmed:
             entry = await self.fetcher.warm(target, lambda fetch: self._follow(fetch, progress))
-            return {"entry": entry.to_json()}
+            return Warmed(msgspec.convert(entry.to_json(), EntryView))
 
-        return await self._stream(request, run)
+        return await self._stream(request, run, WarmLine)
 
-    async def _follow(self, fetch: Fetch, progress: Callable[[Stats], Awaitable[None]]) -> CacheEntry:
+    async def _follow(self, fetch: Fetch, progress: Follow) -> CacheEntry:
         return await fetch.follow(progress, PROGRESS_SECONDS)
 
     async def _stream(
-        self, request: web.Request, run: Callable[[Callable[[Stats], Awaitable[None]]], Awaitable[dict[str, Any]]]
+        self, request: web.Request, run: Callable[[Follow], Awaitable[Any]], line: Callable[..., msgspec.Struct]
     ) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        """Answer ``run``'s progress and then its result or error, each a ``line`` (GetLine or WarmLine)."""
+        response = web.StreamResponse(headers={"Content-Type": NDJSON})
         await response.prepare(request)
 
         async def progress(stats: Stats) -> None:
-            await response.write(json.dumps({"progress": _stats(stats)}).encode() + b"\n")
+            await response.write(_encode(line(progress=_progress(stats))) + b"\n")
 
         try:
-            line: dict[str, Any] = {"result": await run(progress)}
+            last = line(result=await run(progress))
         except ShoalError as exc:
-            line = {"error": {"message": str(exc), "kind": type(exc).__name__, "exit_code": exc.exit_code}}
-        await response.write(json.dumps(line).encode() + b"\n")
+            last = line(error=FetchFailure(str(exc), exc.exit_code, type(exc).__name__))
+        await response.write(_encode(last) + b"\n")
         await response.write_eof()
         return response
+
+
+ROUTES = (
+    Route(
+        "POST",
+        "/v1/get",
+        "place a file, fetching it into the cache if needed; each line of the reply is one GetLine",
+        request=GetRequest,
+        response=GetLine,
+        media=NDJSON,
+    ),
+    Route(
+        "POST",
+        "/v1/warm",
+        "fetch into the cache (and seed), placing nothing; each line of the reply is one WarmLine",
+        request=WarmRequest,
+        response=WarmLine,
+        media=NDJSON,
+    ),
+    Route("GET", "/v1/status", "what the daemon serves and holds", response=DaemonStatus),
+)
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI description of the control API, from the structs its handlers read and write."""
+    return openapi.document("Shoal daemon control API", __version__, ROUTES, description=__doc__ or "")

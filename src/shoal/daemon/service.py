@@ -19,7 +19,6 @@ import os
 import secrets
 import socket
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -31,6 +30,7 @@ from shoal.daemon.config import DaemonConfig, index_path
 from shoal.daemon.content_http import content_route
 from shoal.daemon.control import Control
 from shoal.daemon.fetcher import Fetcher
+from shoal.daemon.messages import DaemonStatus
 from shoal.daemon.pools import Identity, PoolMember
 from shoal.daemon.seeding import Seeding
 from shoal.peer.server import PieceServer, ServerConfig
@@ -138,19 +138,19 @@ class Daemon:
             self.store.index.set_meta("member", member_id)
         return member_id
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> DaemonStatus:
         usage = self.store.usage()
-        return {
-            "cache_dir": str(self.config.cache_dir),
-            "node": self.node_url,
-            "peer_port": self.server.port,
-            "used": usage.used,
-            "reserved": usage.reserved,
-            "capacity": usage.capacity,
-            "files": usage.files,
-            "seeding": self.seeding.task_ids if self.seeding else [],
-            "uploading": len(self.server.tasks),
-        }
+        return DaemonStatus(
+            cache_dir=str(self.config.cache_dir),
+            node=self.node_url,
+            peer_port=self.server.port,
+            used=usage.used,
+            reserved=usage.reserved,
+            capacity=usage.capacity,
+            files=usage.files,
+            seeding=self.seeding.task_ids if self.seeding else [],
+            uploading=len(self.server.tasks),
+        )
 
     async def _scrub_every(self, seconds: float) -> None:
         while True:

@@ -16,15 +16,13 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from shoal.core.structs import ErrorBody
+
+__all__ = ["PATH", "ErrorBody", "Query", "Route", "document", "serve"]
+
 PATH = "/v1/openapi.json"
 _PARAMETER = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)}")
 _REF = "#/components/schemas/{name}"
-
-
-class ErrorBody(msgspec.Struct, frozen=True):
-    """Every error reply of every JSON API: a 4xx or 5xx with the reason in words."""
-
-    error: str
 
 
 @dataclass(frozen=True)
@@ -40,7 +38,8 @@ class Query:
 @dataclass(frozen=True)
 class Route:
     """One operation of a JSON API. ``request`` and ``response`` are msgspec types (a Struct, or a list
-    or dict of them); None means no body. ``auth`` marks operations that take a bearer token."""
+    or dict of them); None means no body. ``auth`` marks operations that take a bearer token. ``media`` is
+    the reply's type: ``application/x-ndjson`` for a stream of lines, each a ``response``."""
 
     method: str
     path: str
@@ -50,6 +49,7 @@ class Route:
     status: int = 200
     query: tuple[Query, ...] = ()
     auth: bool = False
+    media: str = "application/json"
 
 
 def _parameters(route: Route) -> list[dict[str, Any]]:
@@ -65,8 +65,8 @@ def _parameters(route: Route) -> list[dict[str, Any]]:
     return params
 
 
-def _json(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"content": {"application/json": {"schema": schema}}}
+def _json(schema: dict[str, Any], media: str = "application/json") -> dict[str, Any]:
+    return {"content": {media: {"schema": schema}}}
 
 
 def document(title: str, version: str, routes: Sequence[Route], *, description: str = "") -> dict[str, Any]:
@@ -86,7 +86,7 @@ def document(title: str, version: str, routes: Sequence[Route], *, description: 
             operation["requestBody"] = {"required": True, **_json(schema_of[id(route.request)])}
         reply: dict[str, Any] = {"description": "success"}
         if route.response is not None:
-            reply.update(_json(schema_of[id(route.response)]))
+            reply.update(_json(schema_of[id(route.response)], route.media))
         operation["responses"][str(route.status)] = reply
         operation["responses"]["default"] = error
         if route.auth:
