@@ -20,6 +20,7 @@ import blake3
 import pytest
 
 from shoal.core.errors import RemoteError
+from shoal.core.ids import canonical_url
 from shoal.daemon.client import DaemonClient
 from shoal.daemon.messages import GetLine, GetRequest
 from shoal.testing.poll import wait_until
@@ -286,7 +287,7 @@ def test_cache_commands_and_a_node_syncing_from_another(
     exported = cache_cli(node.cache_dir, "export")
     doc = json.loads(exported.stdout)
     (entry,) = [f for f in doc["files"] if f["name"] == "file.bin"]
-    assert doc["version"] == 1 and entry["size"] == 2 * MiB and entry["peers"] == [node.service.url]
+    assert doc["version"] == 1 and entry["size"] == 2 * MiB and entry["peers"] == [canonical_url(node.service.url)]
     # Another node imports the export and syncs the file from the first node (its origin is gone).
     (o.root / "file.bin").unlink()
     other = tmp_path / "other-cache"

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import re
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -240,6 +240,17 @@ def test_the_first_bad_file_is_the_one_reported() -> None:
     assert "files[1].size" in message and "files[2]" not in message
 
 
+def test_a_bad_url_is_reported_in_the_documents_order() -> None:
+    doc = document(file_json(), file_json(peers=["gopher://x/"]), file_json(size=-5))
+    message = rejected(doc)
+    assert "files[1].peers[0]: malformed URL 'gopher://x/'" in message and "files[2]" not in message
+
+
+@pytest.mark.parametrize(("key", "value"), [("exported", -1), ("exported", "now"), ("node", 3)])
+def test_the_documents_own_fields_are_checked_too(key: str, value: Any) -> None:
+    assert f"cannot import: {key}: expected `" in rejected(document(file_json(), **{key: value}))
+
+
 def test_a_bad_field_in_json_text_is_rejected_like_any_other() -> None:
     # Python's json module reads NaN and Infinity, which are not JSON but do arrive that way.
     text = json.dumps(document(file_json())).replace('"added": 1763690000', '"added": Infinity')
@@ -295,4 +306,4 @@ def test_any_value_in_any_field_is_accepted_or_rejected_as_a_usage_error(key: st
     # Whatever is accepted can be exported again as plain JSON, and reads back the same.
     assert math.isfinite(parsed.added) and 0 <= parsed.size < 1 << 63
     again = json.loads(json.dumps(export_document([parsed], node="", now=NOW), allow_nan=False))
-    assert parse_export(again) == [dataclasses.replace(parsed, added=float(int(parsed.added)))]
+    assert parse_export(again) == [msgspec.structs.replace(parsed, added=float(int(parsed.added)))]
