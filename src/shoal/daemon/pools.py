@@ -16,7 +16,7 @@ Rules:
   so a fleet's members do not all come back at once after a tracker restart); its assignments' downloads
   go on meanwhile.
 - The calls, their bodies and the mapping of replies are core.pool_api's, shared with ``shoal pool``;
-  this module is their aiohttp transport.
+  http.pool_transport sends them.
 - On a clean stop the daemon says it leaves, so the tracker hands its assignments' leases on at once
   instead of after the member TTL.
 """
@@ -42,6 +42,7 @@ from shoal.core.pool_messages import Heartbeat, MemberReport, WorkItem
 from shoal.core.retry import Backoff, Retries
 from shoal.daemon.config import PoolSpec
 from shoal.daemon.fetcher import Fetch, Fetcher
+from shoal.http.pool_transport import run_call
 from shoal.storage.cache_index import CacheEntry
 from shoal.storage.cache_store import CacheStore
 
@@ -114,7 +115,6 @@ class PoolMember:
         self.identity = identity
         self.dest_roots = dest_roots
         self.tracker = tracker.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {pool.token}"} if pool.token else {}
         self._jobs: dict[str, asyncio.Task[None]] = {}
         self._loop: asyncio.Task[None] | None = None
 
@@ -131,22 +131,8 @@ class PoolMember:
             await self._run(pool_api.leave(self.pool.name, self.identity.member_id), seconds=2)
 
     async def _run(self, call: pool_api.Call[R], *, seconds: float = 10) -> R:
-        """Send ``call`` and read its reply (core.pool_api's mapping); aiohttp's errors are mapped here."""
-        try:
-            async with self.session.request(
-                call.method,
-                f"{self.tracker}{call.path}",
-                data=call.body,
-                headers=self._headers,
-                timeout=aiohttp.ClientTimeout(total=seconds),
-            ) as response:
-                body = await response.read()
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise TrackerUnavailable(
-                f"cannot reach the tracker at {self.tracker}: {exc or type(exc).__name__}", tracker=self.tracker
-            ) from exc
-        content_type = response.headers.get("Content-Type", "").split(";")[0]
-        return call.read(self.tracker, response.status, response.reason or "", content_type, body)
+        """Send ``call`` and read its reply (core.pool_api's mapping, over http.pool_transport)."""
+        return await run_call(self.session, self.tracker, call, token=self.pool.token, seconds=seconds)
 
     async def _poll_forever(self) -> None:
         version: int | None = None

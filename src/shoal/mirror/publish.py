@@ -3,7 +3,8 @@
 The worker's seeder publishes a version's files by itself (it watches the worker's directory); this module
 adds the optional second step: ask the tracker's pool API (``POST {tracker}/v1/pools/{pool}/jobs``, the
 tracker's shoal.tracker.pools) to place every file of the version on ``replicas`` members of the pool
-(every member when None). The members fetch it through the swarm from the worker's seeder.
+(every member when None). The members fetch it through the swarm from the worker's seeder. The push is the
+pool API client's call (core.pool_api.push, sent by http.pool_transport), as ``shoal pool push`` makes it.
 
 Rules, and why:
 
@@ -27,10 +28,15 @@ from urllib.parse import quote
 
 import aiohttp
 
-from shoal.core.errors import PublishError
+from shoal.core import pool_api
+from shoal.core.errors import PoolRefused, PublishError, TrackerUnavailable
+from shoal.core.pool_messages import PushRequest
+from shoal.http.pool_transport import run_call
 
 SEED_WAIT = 300.0
 """Seconds to wait for the seeder to hash and list a new file before giving up on the push."""
+PUSH_SECONDS = 30.0
+"""Seconds one push may take before the tracker counts as unreachable."""
 
 
 def _sha256(path: Path) -> str:
@@ -72,22 +78,15 @@ async def push_version(
     files = await asyncio.to_thread(_files, version_dir)
     wanted = {f"{rel_prefix}/{p.relative_to(version_dir).as_posix()}": p for p in files}
     await _wait_seeded(session, seeder, set(wanted), seed_wait)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
     jobs: list[str] = []
     for rel, path in wanted.items():
         digest = await asyncio.to_thread(_sha256, path)
-        body = {"url": f"{seeder}/files/{quote(rel)}", "replicas": replicas, "digest": f"sha256:{digest}"}
-        url = f"{tracker}/v1/pools/{quote(pool, safe='')}/jobs"
+        push = PushRequest(url=f"{seeder}/files/{quote(rel)}", replicas=replicas, digest=f"sha256:{digest}")
         try:
-            async with session.post(url, json=body, headers=headers) as resp:
-                reply = await resp.json(content_type=None) if resp.status < 500 else None
-                if resp.status >= 300:
-                    reason = reply.get("error") if isinstance(reply, dict) else f"HTTP {resp.status}"
-                    raise PublishError(f"pool {pool!r} at {tracker} refused {rel}: {reason} ({resp.status})")
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            job = await run_call(session, tracker, pool_api.push(pool, push), token=token, seconds=PUSH_SECONDS)
+        except (PoolRefused, TrackerUnavailable) as exc:
             raise PublishError(f"pushing {rel} to pool {pool!r} at {tracker} failed: {exc}") from None
-        if isinstance(reply, dict) and isinstance(reply.get("job"), str):
-            jobs.append(reply["job"])
+        jobs.append(job.job)
     return jobs
 
 
