@@ -6,6 +6,7 @@ import random
 from dataclasses import replace
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -39,6 +40,7 @@ from shoal.core.errors import JoinAgain, OriginChanged, OriginError, TrackerUnav
 from shoal.core.events import Announced, HashesArrived, OriginPiece, PeerGone, PeerHas, PeerPiece, RunEnded, TrackerDown
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import AnnounceResponse, ManifestMessage, PeerAddress
+from shoal.core.scope_leases import Labels
 from shoal.peer.config import GetConfig
 
 MANIFEST = Manifest.for_identity(OriginIdentity(1 << 20))  # 4 pieces of 256 KiB
@@ -351,3 +353,68 @@ def test_every_piece_arrives_once_whatever_the_sources_do(seed: int, peers: int,
         granted.difference_update(unfetched)
     assert c.book.complete
     assert c.stats.done == manifest.length == c.stats.from_origin + c.stats.from_peers
+
+
+# -- locality: fetches across a rack's boundary only under a scope lease ----------------------------------
+
+
+def labelled_core(rack: str) -> DownloadCore:
+    c = DownloadCore(
+        MANIFEST,
+        peer_id="me",
+        generation=1,
+        tuning=TUNING,
+        stats=Stats(),
+        rng=random.Random(1),
+        labels=Labels("s", rack),
+    )
+    c.book.learn_hashes({i: digest(i) for i in range(PIECES)})
+    return c
+
+
+def hand_out_labelled(c: DownloadCore, peers: dict[str, str]) -> None:
+    addresses = tuple(PeerAddress(peer_id=p, host="127.0.0.1", port=9, site="s", rack=r) for p, r in peers.items())
+    c.handle(Announced(msgspec.structs.replace(reply(), peers=addresses), {}), NOW)
+
+
+def peer_fetches(actions: list[Action]) -> dict[str, set[int]]:
+    fetched: dict[str, set[int]] = {}
+    for action in actions:
+        if isinstance(action, FetchPeer):
+            fetched.setdefault(action.peer_id, set()).update(action.run)
+    return fetched
+
+
+def test_across_a_rack_only_the_pieces_leased_to_us_are_fetched_and_leases_are_asked_for() -> None:
+    c = labelled_core("r1")
+    hand_out_labelled(c, {"near": "r1", "far": "r2"})
+    c.handle(PeerHas("near", Bitfield.of(PIECES, [0])), NOW)
+    c.handle(PeerHas("far", Bitfield.of(PIECES, range(PIECES))), NOW)
+    actions = c.plan(NOW)
+    assert peer_fetches(actions) == {"near": {0}}  # the other rack's pieces wait for a lease
+    assert WakeAnnouncer() in actions
+    ask = c.ask(NOW)
+    assert ask.want_crossings > 0
+    c.answered()
+    c.settled(ask)
+    c.handle(Announced(reply(rack_leases=(1, 2)), {}), NOW)
+    runs = [a for a in c.plan(NOW) if isinstance(a, FetchPeer)]
+    assert {a.peer_id for a in runs} == {"far"} and {i for a in runs for i in a.run} == {1, 2}
+    assert c.ask(NOW).want_crossings > 0  # piece 3 too: none of our leases is left to start
+    for run in runs:
+        for index in run.run:
+            c.handle(PeerPiece("far", index, digest(index), SIZE), NOW)
+        c.handle(RunEnded("far", ()), NOW)
+    c.handle(Announced(reply(rack_leases=(3,)), {}), NOW)
+    assert peer_fetches(c.plan(NOW)) == {"far": {3}}
+    assert c.ask(NOW).want_crossings == 0  # every piece we lack is on its way
+
+
+def test_without_labels_every_peer_is_fetched_from_as_on_one_switch() -> None:
+    c = core()
+    c.book.learn_hashes({i: digest(i) for i in range(PIECES)})
+    hand_out(c, "far")
+    c.peers["far"].address = PeerAddress(peer_id="far", host="127.0.0.1", port=9, site="s", rack="r2")
+    c.handle(PeerHas("far", Bitfield.of(PIECES, range(PIECES))), NOW)
+    assert set().union(*peer_fetches(c.plan(NOW)).values()) == set(range(PIECES))
+    assert c.ask(NOW).want_crossings == 0

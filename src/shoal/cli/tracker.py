@@ -72,6 +72,15 @@ from shoal.tracker.config import TrackerConfig
     "to check (0: no spot checks).",
 )
 @click.option(
+    "--crossing-patience",
+    default=TrackerConfig.crossing_patience,
+    show_default=True,
+    type=click.FloatRange(0.5, 3600),
+    metavar="SECONDS",
+    help="Seconds a rack's scope lease (one peer of the rack fetching a piece from another rack or site) may "
+    "go undelivered before another peer of the rack takes it over.",
+)
+@click.option(
     "--origin-checks/--no-origin-checks",
     default=TrackerConfig.origin_checks,
     show_default=True,
@@ -88,6 +97,7 @@ def tracker(
     bt_interval: int,
     bt_peer_ttl: float,
     audit_share: float,
+    crossing_patience: float,
     origin_checks: bool,
     verbose: int,
 ) -> None:
@@ -108,6 +118,7 @@ def tracker(
         bt_min_interval=min(TrackerConfig.bt_min_interval, bt_interval),
         bt_peer_ttl=bt_peer_ttl,
         audit_share=audit_share,
+        crossing_patience=crossing_patience,
         origin_checks=origin_checks,
     )
 

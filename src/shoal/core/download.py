@@ -65,6 +65,7 @@ from shoal.core.manifest import Manifest
 from shoal.core.messages import AnnounceResponse, PeerAddress
 from shoal.core.picker import FetchLimits, Holder, lease_pieces, plan_fetches, wants_leases
 from shoal.core.pieces import Changes, PieceBook
+from shoal.core.scope_leases import FLAT, Crossings, Labels, allowed_mask
 from shoal.core.whole_file import Refetch
 
 ENDGAME_PIECES = 16
@@ -135,6 +136,7 @@ class DownloadCore:
         tuning: Tuning,
         stats: Stats,
         rng: random.Random,
+        labels: Labels = FLAT,
         direct: bool = False,
         range_ok: bool = True,
         interval: float = 5.0,
@@ -146,6 +148,9 @@ class DownloadCore:
         self.tuning = tuning
         self.stats = stats
         self.rng = rng
+        self.labels = labels
+        self.crossings = Crossings()  # our scope leases: what we may fetch across our rack's boundary
+        self._blocked = 0  # pieces we need that only peers across a boundary we hold no lease on hold
         self.direct = direct
         self.range_ok = range_ok
         self.interval = interval
@@ -211,12 +216,7 @@ class DownloadCore:
             return [WakeAnnouncer()] if not self.direct and lease_wanted else []
         holders = []
         if peer_runs < limits.peer_requests:  # else no peer run can start: the usual case, kept cheap
-            # Peers: nearest first (the tracker's order), bounded per peer and overall.
-            holders = [
-                Holder(peer_id, peer.have.mask, peer.requests)
-                for peer_id, peer in self.peers.items()
-                if not peer.banned and peer.have is not None and peer.busy_until <= now
-            ]
+            holders = self._holders(now, needed)
         plan = plan_fetches(
             piece_length=self.manifest.piece_length,
             needed=needed,
@@ -243,9 +243,32 @@ class DownloadCore:
             actions.append(FetchPeer(peer_id, peer.base_url, run))
         if plan.want_hashes:
             actions.append(WakeHashes())  # a peer has pieces we need but cannot verify yet
-        if plan.want_leases:
+        if plan.want_leases or self._wants_crossings(needed):
             actions.append(WakeAnnouncer())
         return actions
+
+    def _holders(self, now: float, needed: int) -> list[Holder]:
+        """The peers to fetch from now, nearest first (the tracker's order), each with the pieces we may take
+        from it: across our rack's or site's boundary only those we hold scope leases on (core.scope_leases)."""
+        ready = [
+            (peer_id, peer, peer.have.mask)
+            for peer_id, peer in self.peers.items()
+            if not peer.banned and peer.have is not None and peer.busy_until <= now
+        ]
+        if not self.labels.rack:  # no boundary to cross: every peer is ours to fetch from
+            return [Holder(peer_id, have, peer.requests) for peer_id, peer, have in ready]
+        holders, across, reachable = [], 0, 0
+        for peer_id, peer, have in ready:
+            allowed = allowed_mask(self.labels, peer.address, have, self.crossings)
+            across |= have & ~allowed
+            reachable |= allowed
+            holders.append(Holder(peer_id, allowed, peer.requests))
+        self._blocked = needed & across & ~reachable
+        return holders
+
+    def _wants_crossings(self, needed: int) -> bool:
+        """Pieces we need are held only across a boundary, and none of our scope leases is left to start."""
+        return bool(self._blocked & needed) and not needed & self.crossings.rack
 
     # -- what happened -------------------------------------------------------------------------------
 
@@ -390,6 +413,7 @@ class DownloadCore:
         self._carry(book.confirm(still, reply.rejected), actions)
         if leases:
             book.leases = set(reply.leases)
+            self.crossings = Crossings(sum(1 << i for i in reply.rack_leases), sum(1 << i for i in reply.site_leases))
         if reply.hash_seq > book.hash_seq:
             actions.append(WakeHashes())
         for address in reply.peers:
@@ -440,6 +464,9 @@ class DownloadCore:
                 want = lease_pieces(self.manifest.piece_length, self.origin_rate, self.tuning.lease_bytes)
             else:
                 want = self.manifest.piece_count  # an origin that ignores Range sends it all in one go
+        crossings = 0
+        if not beside and self._wants_crossings(book.needed()):
+            crossings = lease_pieces(self.manifest.piece_length, 0.0, self.tuning.lease_bytes)
         if not beside:
             self.last_announce = now  # paces the announcer's lease polls, which a report beside it is not
         self.announcing += 1
@@ -451,6 +478,7 @@ class DownloadCore:
             fetching=tuple(sorted(book.fetching)),
             bad_peers=tuple(sorted(self.bad_peers)),
             want_leases=want,
+            want_crossings=crossings,
             no_range=not self.range_ok,
         )
 

@@ -101,4 +101,5 @@ class Ask:
     fetching: tuple[int, ...]
     bad_peers: tuple[str, ...]
     want_leases: int
+    want_crossings: int
     no_range: bool

@@ -84,6 +84,9 @@ class AnnounceRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     bad_peers: Annotated[tuple[PeerId, ...], Meta(max_length=MAX_BAD_PEERS)] = ()
     """Peers that served this peer bytes failing verification."""
     want_leases: Annotated[int, Meta(ge=0, le=MAX_LEASES_PER_ANNOUNCE)] = 0
+    want_crossings: Annotated[int, Meta(ge=0, le=MAX_LEASES_PER_ANNOUNCE)] = 0
+    """Scope leases wanted: pieces this peer needs that only peers across its rack's (or site's) boundary
+    hold (core.scope_leases)."""
     no_range: bool = False
     """The origin answered a Range request with the whole file."""
     piece_hash_bytes: bytes = msgspec.field(default=b"", name="piece_hashes")
@@ -167,6 +170,10 @@ class AnnounceResponse(msgspec.Struct, frozen=True):
     """Pieces whose reported hash the tracker did not take: no live origin lease of the reporter's, or a
     hash other than the one it holds. The reporter keeps its piece but must not offer it to peers unless
     the tracker's hash (learned from ``/hashes``) matches."""
+    rack_leases: Indices = ()
+    """The pieces this peer may fetch from another rack: one peer of a rack fetches each (core.scope_leases)."""
+    site_leases: Indices = ()
+    """The pieces this peer may fetch from another site (it holds their rack leases too)."""
     content_task: ContentTaskId = ""
     """To a peer joining a URL task (``started``): the content task peers vouched for as its file, a hint
     that a peer with a digest to check the file against may follow (core.content_alias)."""

@@ -231,3 +231,38 @@ def drop_delivered(leases: Mapping[LeaseKey, ScopeLease], peers: Iterable[PeerVi
             if scope is not None:
                 held[scope] = held.get(scope, 0) | peer.have.mask
     return {key: lease for key, lease in leases.items() if not held.get(lease.scope, 0) >> lease.piece & 1}
+
+
+@dataclass(frozen=True, slots=True)
+class Labels:
+    """A peer's own locality labels (it knows them from its configuration)."""
+
+    site: str = ""
+    rack: str = ""
+
+
+FLAT = Labels()
+"""No labels: one flat scope, as a fleet on one switch."""
+
+
+def decide_crossings(
+    leases: Mapping[LeaseKey, ScopeLease],
+    *,
+    asker: PeerView,
+    peers: Sequence[PeerView],
+    want: int,
+    now: float,
+    ttl: float,
+    stale_after: float,
+) -> tuple[dict[LeaseKey, ScopeLease], Crossings]:
+    """One announce's scope leases, in the tracker's order: the dead and the delivered ones go, the asker's
+    are renewed, up to ``want`` new ones are granted; the table after it, and the asker's crossings.
+    ``peers``: the task's live peers, the asker among them."""
+    table = drop_delivered(drop_dead(leases, live_ids=(p.peer_id for p in peers), now=now), peers)
+    table = renew(table, asker.peer_id, now, ttl)
+    if want:
+        granted = grant_scope_leases(
+            asker=asker, peers=peers, leases=table, want=want, now=now, ttl=ttl, stale_after=stale_after
+        )
+        table.update((lease.key, lease) for lease in granted)
+    return table, crossings_of(table.values(), asker.peer_id)

@@ -85,6 +85,7 @@ class Announcer:
             fetching=ask.fetching,
             bad_peers=ask.bad_peers,
             want_leases=ask.want_leases,
+            want_crossings=ask.want_crossings,
             no_range=ask.no_range,
         )
         try:

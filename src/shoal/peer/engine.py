@@ -63,6 +63,7 @@ from shoal.core.messages import AnnounceRequest
 from shoal.core.pieces import Changes
 from shoal.core.rate import TokenBucket
 from shoal.core.retry import Retries
+from shoal.core.scope_leases import Labels
 from shoal.core.whole_file import WholeFileCheck, failed_check, plan_refetch, whole_file_checks
 from shoal.peer.announcer import ANNOUNCE_BACKOFF, Announcer, Applied
 from shoal.peer.config import GetConfig
@@ -318,6 +319,7 @@ class Download:
             tuning=self.config.tuning(),
             stats=self.stats,
             rng=self.rng,
+            labels=Labels(self.config.site, self.config.rack),
             direct=self.direct,
             range_ok=self.range_ok,
             interval=self._interval,

@@ -24,12 +24,14 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from shoal.core.announce import TrackerPolicy, claims_change, decide_announce
+from shoal.core.announce import AnnounceOutcome, TaskSnapshot, TrackerPolicy, claims_change, decide_announce
+from shoal.core.bitfield import iter_bits
 from shoal.core.content_alias import ContentAliases
 from shoal.core.errors import ProtocolError, StoreError
 from shoal.core.ids import is_content_task, is_task_id
 from shoal.core.manifest import OriginIdentity
 from shoal.core.messages import AnnounceRequest, AnnounceResponse, HashesResponse, Health, TaskSummary
+from shoal.core.scope_leases import Crossings, LeaseKey, ScopeLease, decide_crossings, rack_scope
 from shoal.http import openapi
 from shoal.http.json_api import json_error, json_errors, read_struct, struct_response
 from shoal.storage.tracker_store import TrackerStore
@@ -55,6 +57,7 @@ class TrackerService:
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.bt = bt.BtTracker(config, clock)
         self.pools = pools.Pools(self.store, clock, member_ttl=config.peer_ttl)
+        self._scope_leases: dict[str, tuple[int, dict[LeaseKey, ScopeLease]]] = {}
         self.aliases = ContentAliases()  # soft state, like the peers: learned again from the next finisher
         self.origin_check = OriginCheck(enabled=config.origin_checks, claim_ttl=config.peer_ttl * 4)
 
@@ -81,6 +84,7 @@ class TrackerService:
                 policy=self.policy,
             )
             committed = self.store.stage(outcome, created=snapshot.task is None)
+            crossings = self._crossings(task_id, snapshot, outcome, request.want_crossings)
         if outcome.refused_origin:
             log.warning(
                 "task %s: peer %s (%s) claimed the origin's file changed; the origin did not bear it out",
@@ -99,7 +103,44 @@ class TrackerService:
             )
         await committed
         assert outcome.response is not None
-        return self._alias(task_id, request, outcome.response)
+        response = outcome.response
+        if crossings is not None:
+            rack, site = tuple(iter_bits(crossings.rack)), tuple(iter_bits(crossings.site))
+            response = msgspec.structs.replace(response, rack_leases=rack, site_leases=site)
+        return self._alias(task_id, request, response)
+
+    def _crossings(self, task_id: str, snapshot: TaskSnapshot, outcome: AnnounceOutcome, want: int) -> Crossings | None:
+        """The asker's scope leases after this announce (core.scope_leases), None for a flat swarm. They are
+        the process's soft state, like the hand-outs' view of the peers: a restarted tracker grants anew."""
+        view = outcome.peer.view if outcome.peer is not None else None
+        generation = outcome.task.generation
+        held, table = self._scope_leases.get(task_id, (generation, {}))
+        if held != generation:
+            table = {}
+        if view is None or outcome.response is None or outcome.response.restart or outcome.task.manifest is None:
+            return None
+        if not table and rack_scope(view) is None:
+            return None  # a flat swarm, or a peer without labels in one: nothing to decide
+        now, ttl = self.clock(), self.policy.peer_ttl
+        live = [
+            p.view
+            for p in snapshot.peers
+            if p.view.peer_id != view.peer_id and p.generation == generation and p.last_seen > now - ttl
+        ]
+        table, crossings = decide_crossings(
+            table,
+            asker=view,
+            peers=[*live, view],
+            want=want,
+            now=now,
+            ttl=ttl,
+            stale_after=self.config.crossing_patience,
+        )
+        if table:
+            self._scope_leases[task_id] = (generation, table)
+        else:
+            self._scope_leases.pop(task_id, None)
+        return crossings
 
     def _alias(self, task_id: str, request: AnnounceRequest, response: AnnounceResponse) -> AnnounceResponse:
         """Take a peer's vouch for its URL task's content task; name the best-vouched one to a peer joining."""

@@ -26,6 +26,10 @@ class TrackerConfig:
     """The share of the piece hashes lease holders report that another host fetches again from the origin to
     check (core.audit): the origin sends about this much more, and a holder lying about k pieces goes
     unnoticed with probability (1 - audit_share) ** k. 0 turns spot checks off."""
+    crossing_patience: float = 10.0
+    """Seconds a rack's (or site's) scope lease may go without its piece arriving before the next peer of the
+    rack that asks takes it over (core.scope_leases): a stalled fetcher does not hold its rack up for long,
+    and a fetch that takes longer than this may bring the piece into the rack twice."""
     origin_checks: bool = True
     """Check an announce's claim that a task's origin file changed with a look of the tracker's own at the
     origin (one small GET, at most one every 2 s per URL) before starting a new generation. Off, or when
