@@ -23,10 +23,10 @@ from shoal.daemon.config import DaemonConfig, index_path
 from shoal.daemon.control import ROUTES, Control, openapi_document
 from shoal.daemon.fetcher import Fetcher
 from shoal.daemon.messages import DaemonStatus
-from shoal.http import openapi
 from shoal.openapi_docs import DIRECTORY
 from shoal.peer.server import PieceServer
 from shoal.storage.cache_store import CacheStore
+from shoal.testing import routes
 from tests.integration.conftest import Daemon
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,15 +46,11 @@ async def control(tmp_path: Path) -> AsyncIterator[Control]:
 
 
 async def test_every_route_the_control_api_serves_is_in_its_routes(control: Control) -> None:
-    served = {
-        (route.method, route.resource.canonical)
-        for route in control.app().router.routes()
-        if route.method != "HEAD" and route.resource is not None and route.resource.canonical != openapi.PATH
-    }
+    served = routes.served(control.app())
     described = {(route.method, route.path) for route in ROUTES}
     assert served == described == {("POST", "/v1/get"), ("POST", "/v1/warm"), ("GET", "/v1/status")}
     document = openapi_document()
-    assert {(m.upper(), p) for p, ops in document["paths"].items() for m in ops} == described
+    assert routes.described(document) == described
     assert set(document["paths"]["/v1/get"]["post"]["responses"]["200"]["content"]) == {"application/x-ndjson"}
 
 

@@ -14,6 +14,7 @@ from shoal.http import openapi
 from shoal.http.listen import listen
 from shoal.mirror.manager import MirrorManager
 from shoal.mirror.manager_http import ROUTES, build_app, openapi_document
+from shoal.testing import routes
 
 TOKEN = "s3cret"
 
@@ -24,15 +25,11 @@ def manager(tmp_path: Path) -> MirrorManager:
 
 def test_every_route_the_manager_serves_is_in_its_routes(tmp_path: Path) -> None:
     app = build_app(manager(tmp_path))
-    served = {
-        (route.method, route.resource.canonical)
-        for route in app.router.routes()
-        if route.method != "HEAD" and route.resource is not None and route.resource.canonical != openapi.PATH
-    }
+    served = routes.served(app)
     described = {(route.method, route.path) for route in ROUTES}
     assert served == described
     document = openapi_document()
-    assert {(m.upper(), p) for p, ops in document["paths"].items() for m in ops} == described
+    assert routes.described(document) == described
 
 
 async def test_the_document_is_served_and_its_bounds_are_the_servers(tmp_path: Path) -> None:
