@@ -33,13 +33,28 @@ def _daemon() -> dict[str, Any]:
     return openapi_document()
 
 
+def _seeder() -> dict[str, Any]:
+    from shoal.seeder.app import openapi_document
+
+    return openapi_document()
+
+
+def _peer() -> dict[str, Any]:
+    from shoal.peer.piece_http import openapi_document
+
+    return openapi_document()
+
+
 DOCUMENTS: dict[str, Callable[[], dict[str, Any]]] = {
     "tracker": _tracker,
     "mirror-manager": _mirror_manager,
     "daemon": _daemon,
+    "seeder": _seeder,
+    "peer": _peer,
 }
 """Service name -> its document (the tracker's holds its pool API: both are served on one port; the
-daemon's is its control API, on its Unix socket)."""
+daemon's is its control API, on its Unix socket; the seeder's is its own routes, which a seeder with an
+embedded tracker serves combined with the tracker's; the peer's is every peer's piece server)."""
 
 DIRECTORY = PurePosixPath("docs/openapi")
 """Where the documents live, from the repository's root."""

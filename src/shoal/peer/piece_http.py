@@ -3,6 +3,10 @@
 Kept apart so that a process imports aiohttp.web, a costly import, only when it starts serving: ``shoal
 get`` binds its port first, announces it, and imports this once its first request is out (start-up is CPU
 time when peers start together: benchmarks/swarm_lab.py; figures in benchmarks/RESULTS.md).
+
+``ROUTES`` lists every route once, and ``GET /v1/openapi.json`` answers the OpenAPI document generated from
+it, built at its first request so that a peer's start pays nothing for it. Errors are aiohttp's own: the
+status and its reason in words (a downloader reads the status only).
 """
 
 from __future__ import annotations
@@ -12,12 +16,19 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 
+from shoal import __version__
 from shoal.core.errors import ProtocolError
 from shoal.core.ranges import parse_piece_range
+from shoal.http import openapi
+from shoal.http.json_api import struct_response
+from shoal.http.openapi import Query, Route
+from shoal.peer import server as piece_server
+from shoal.peer.messages import HavesLine, PeerHealth
 from shoal.peer.server import PieceServer, ServedTask
 
 MAX_UPLOAD_WAIT = 5.0
@@ -146,12 +157,50 @@ class PieceRoutes:
         return response
 
     async def _health(self, request: web.Request) -> web.Response:
-        return web.json_response({"ok": True, "tasks": len(self.server.tasks), "uploads": self.server.uploads})
+        return struct_response(PeerHealth(ok=True, tasks=len(self.server.tasks), uploads=self.server.uploads))
 
     def app(self) -> web.Application:
         app = web.Application()
-        app.router.add_get("/v1/tasks/{task_id}/data", self._data)
-        app.router.add_get("/v1/tasks/{task_id}/haves", self._haves)
-        app.router.add_get("/v1/health", self._health)
+        handlers = {
+            "/v1/tasks/{task_id}/data": self._data,
+            "/v1/tasks/{task_id}/haves": self._haves,
+            "/v1/health": self._health,
+        }
+        for route in ROUTES:
+            app.router.add_get(route.path, handlers[route.path])
         app.router.add_routes(self.server.routes)
+        openapi.serve(app, openapi_document)
         return app
+
+
+_GEN = Query("gen", "the task's generation this peer serves; another is a 409", int, required=True)
+ROUTES = (
+    Route(
+        "GET",
+        "/v1/tasks/{task_id}/data",
+        "whole verified pieces of the task, as a single Range (bytes=a-b) on the piece boundaries asks; sent with "
+        "sendfile. 404 a piece not held, 416 a range of no whole pieces, 503 with Retry-After past the uploads "
+        "allowed or the upload rate",
+        status=206,
+        query=(_GEN,),
+        media="application/octet-stream",
+    ),
+    Route(
+        "GET",
+        "/v1/tasks/{task_id}/haves",
+        "the pieces this peer holds, then each as it is verified, until the task is withdrawn; each line of the "
+        "reply is one HavesLine",
+        response=HavesLine,
+        query=(_GEN,),
+        media="application/x-ndjson",
+    ),
+    Route("GET", "/v1/health", "whether the piece server answers, and what it serves now", response=PeerHealth),
+)
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI description of a peer's piece server (a daemon's also serves its cache's whole files at
+    /v1/content/{digest}, shoal.daemon.content_http)."""
+    return openapi.document(
+        "Shoal peer piece server", __version__, ROUTES, description=piece_server.__doc__ or "", plain_errors=True
+    )

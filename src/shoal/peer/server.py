@@ -4,6 +4,7 @@
     GET /v1/tasks/{task_id}/haves?gen=G   newline-delimited JSON: first {"bitfield": ...}, then
                                           {"have": [i, ...]} as pieces are verified, {"ping": true} idle
     GET /v1/health
+    GET /v1/openapi.json                  these routes' OpenAPI document
 
 Rules: only tasks this process holds, only pieces verified, only the generation asked for (a 409 when it
 is another), so a peer never receives bytes of another version of the file. Uploads are bounded: past

@@ -6,7 +6,11 @@
     GET|HEAD /files/REL               the file itself, with Range: the origin and the BEP 19 web seed
     GET /v1/files                     JSON listing: path, size, digest, content task, modified, torrent URL,
                                       info-hash
-    GET /v1/seeder/health
+    GET /v1/seeder/health             files published and pending, bytes and seconds spent hashing
+    GET /v1/openapi.json              these routes' OpenAPI document (with the embedded tracker's, if any)
+
+The JSON replies are structs of shoal.seeder.messages, and ``ROUTES`` lists every route once; the OpenAPI
+document is generated from them.
 
 REL is the watched directory's name and the path inside it (``releases/app.tar.gz``). Names are checked
 before any lookup (``names.parse_rel``) and only published files are served, so nothing outside the
@@ -21,16 +25,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
 
+from shoal import __version__
 from shoal.core.errors import ProtocolError
 from shoal.core.metainfo import encode_torrent
-from shoal.http.json_api import error_response
+from shoal.http import openapi
+from shoal.http.json_api import error_response, struct_response
+from shoal.http.openapi import Route
 from shoal.seeder.catalog import Catalog, SeededFile
 from shoal.seeder.config import SeederConfig
 from shoal.seeder.files import file_response
+from shoal.seeder.messages import FileListing, ListedFile, SeederHealth
 from shoal.seeder.names import parse_rel
 from shoal.seeder.registrar import quote
 from shoal.seeder.service import Seeder
@@ -130,50 +139,91 @@ async def files(request: web.Request) -> web.StreamResponse:
 async def listing(request: web.Request) -> web.Response:
     base = _base_url(request)
     entries = sorted(request.app[CATALOG].files.values(), key=lambda f: f.rel)
-    return web.json_response(
-        {
-            "files": [
-                {
-                    "path": f.rel,
-                    "size": f.stat.size,
-                    "digest": f"blake3:{f.hashes.digest}",
-                    "task_id": f.task_id,
-                    "modified": f.stat.mtime_ns / 1e9,
-                    "info_hash": f.info_hash.hex(),
-                    "torrent": f"{base}/serve?{quote(f.rel)}",
-                    "url": f"{base}/files/{quote(f.rel)}",
-                }
-                for f in entries
-            ],
-            "pending": sorted(r for r in request.app[CATALOG].pending_names()),
-            "time": time.time(),
-        }
-    )
+    files = [
+        ListedFile(
+            path=f.rel,
+            size=f.stat.size,
+            digest=f"blake3:{f.hashes.digest}",
+            task_id=f.task_id,
+            modified=f.stat.mtime_ns / 1e9,
+            info_hash=f.info_hash.hex(),
+            torrent=f"{base}/serve?{quote(f.rel)}",
+            url=f"{base}/files/{quote(f.rel)}",
+        )
+        for f in entries
+    ]
+    return struct_response(FileListing(files, request.app[CATALOG].pending_names(), time.time()))
 
 
 async def health(request: web.Request) -> web.Response:
     seeder = request.app[SEEDER]
-    return web.json_response(
-        {
-            "ok": True,
-            "files": len(seeder.catalog.files),
-            "pending": len(seeder.catalog.pending_names()),
-            "hashed_bytes": seeder.hashed_bytes,
-            "hashing_seconds": round(seeder.hashing_seconds, 3),
-        }
+    return struct_response(
+        SeederHealth(
+            ok=True,
+            files=len(seeder.catalog.files),
+            pending=len(seeder.catalog.pending_names()),
+            hashed_bytes=seeder.hashed_bytes,
+            hashing_seconds=round(seeder.hashing_seconds, 3),
+        )
     )
+
+
+TORRENT = "application/x-bittorrent"
+ROUTES = (
+    Route(
+        "GET",
+        "/serve",
+        "the .torrent of the file REL, the whole query string (/serve?releases/app.tar.gz), percent-encoded; "
+        "waits (bounded) while it is being hashed, then 503 with Retry-After",
+        media=TORRENT,
+    ),
+    Route(
+        "GET",
+        "/serve_last_updated",
+        "the .torrent of the newest file (by mtime): under the watched directory the query string names "
+        "(/serve_last_updated?releases), or of all with none",
+        media=TORRENT,
+    ),
+    Route(
+        "GET",
+        "/files/{rel}",
+        "the file REL (it may hold slashes) itself, for the origin and the BEP 19 web seed: a 206 for a single "
+        "Range, ETag its BLAKE3, If-Range; HEAD too",
+        media="application/octet-stream",
+    ),
+    Route("GET", "/v1/files", "the published files, and those still pending", response=FileListing),
+    Route(
+        "GET",
+        "/v1/seeder/health",
+        "files published and pending, bytes and seconds spent hashing",
+        response=SeederHealth,
+    ),
+)
+_HANDLERS: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = {
+    "/serve": serve,
+    "/serve_last_updated": serve_last_updated,
+    "/files/{rel}": files,
+    "/v1/files": listing,
+    "/v1/seeder/health": health,
+}
+_PATTERNS = {"/files/{rel}": "/files/{rel:.+}"}
+"""Where a route's path parameter spans several segments: a REL is a path."""
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI description of the seeder's routes, from the structs its handlers write."""
+    return openapi.document("Shoal seeder", __version__, ROUTES, description=__doc__ or "")
 
 
 def install(app: web.Application, seeder: Seeder, tracker: str) -> None:
     """Add the seeder's routes to ``app``. ``tracker`` is the tracker base URL for torrents; empty when the
-    tracker is embedded in ``app`` (torrents then announce to the URL the client used)."""
+    tracker is embedded in ``app`` (torrents then announce to the URL the client used, and /v1/openapi.json
+    describes both)."""
     app[SEEDER] = seeder
     app[CATALOG] = seeder.catalog
     app[CONFIG] = seeder.config
     app[TRACKER] = tracker.rstrip("/")
     app.middlewares.append(seeder_errors)
-    app.router.add_get("/serve", serve)
-    app.router.add_get("/serve_last_updated", serve_last_updated)
-    app.router.add_get("/files/{rel:.+}", files)  # answers HEAD too
-    app.router.add_get("/v1/files", listing)
-    app.router.add_get("/v1/seeder/health", health)
+    for route in ROUTES:
+        app.router.add_get(_PATTERNS.get(route.path, route.path), _HANDLERS[route.path])  # HEAD too
+    openapi.serve(app, openapi_document)
