@@ -76,6 +76,8 @@ HASH_REFRESH_GAP = 0.1
 LEASE_POLL_SECONDS = 0.5
 """Announces that only ask for leases go no faster than this; news goes at once."""
 BUSY_BACKOFF_SECONDS = 0.5
+MAX_CROSSINGS = 64
+"""Scope leases asked for at once (core.scope_leases): 16 MiB of 256 KiB pieces a lease poll."""
 MAX_WATCHED_PEERS = 64
 """Peers followed at once. Each holds a have-stream connection of the session's 128 (peer/api.py): with more,
 piece fetches and announces would queue for a connection behind streams that never end."""
@@ -465,8 +467,10 @@ class DownloadCore:
             else:
                 want = self.manifest.piece_count  # an origin that ignores Range sends it all in one go
         crossings = 0
-        if not beside and self._wants_crossings(book.needed()):
-            crossings = lease_pieces(self.manifest.piece_length, 0.0, self.tuning.lease_bytes)
+        if not beside and self._wants_crossings(needed := book.needed()):
+            # Every blocked piece, up to MAX_CROSSINGS: asks are paced like lease polls, and a rack's pieces
+            # from other racks come through its few lease holders, so a small batch would starve the uplink.
+            crossings = min((self._blocked & needed).bit_count(), MAX_CROSSINGS)
         if not beside:
             self.last_announce = now  # paces the announcer's lease polls, which a report beside it is not
         self.announcing += 1
