@@ -40,6 +40,17 @@ def task_summary(tracker: str, task_id: str) -> dict[str, object] | None:
         return None
 
 
+async def registered_and_vouched(tracker: str, url: str, digest: str, content: str) -> None:
+    """Wait until the content task is registered with every hash and the URL task's peers vouch for it."""
+    await wait_until_async(
+        lambda: (task_summary(tracker, content) or {}).get("hashed_pieces") == 16, "the content task registered"
+    )
+    url_task = task_id_for_url(url, digest=digest)
+    await wait_until_async(
+        lambda: (task_summary(tracker, url_task) or {}).get("content_task") == content, "a vouch for it"
+    )
+
+
 async def test_a_digest_download_joins_the_content_task_an_earlier_one_registered(
     tmp_path, tracker, origin, make_file, spawn_get
 ):
@@ -53,9 +64,7 @@ async def test_a_digest_download_joins_the_content_task_an_earlier_one_registere
     )
     wait_for_file(tmp_path / "first.bin", first)
     # The first download registered the content task with every hash, and serves it.
-    await wait_until_async(
-        lambda: (task_summary(t.url, content) or {}).get("hashed_pieces") == 16, "the content task registered"
-    )
+    await registered_and_vouched(t.url, url, digest, content)
     (tmp_path / "second").mkdir()
     result = await asyncio.wait_for(
         shoal.aget(url, dest_dir=tmp_path / "second", tracker=t.url, digest=digest, upload_time=0), 60
@@ -120,9 +129,7 @@ async def test_the_daemon_registers_and_seeds_the_content_task_of_a_digest_downl
     placed = await asyncio.to_thread(node.get, url, tmp_path / "g.bin", "--digest", digest)
     assert placed.returncode == 0, placed.stderr
     content = content_id(data)
-    await wait_until_async(
-        lambda: (task_summary(t.url, content) or {}).get("hashed_pieces") == 16, "the content task registered"
-    )
+    await registered_and_vouched(t.url, url, digest, content)
     (tmp_path / "elsewhere").mkdir()
     before = src.bytes_sent()
     result = await asyncio.wait_for(

@@ -228,6 +228,8 @@ class TaskSummary(msgspec.Struct, frozen=True):
     refused_origins: int
     leases: int
     peers: tuple[PeerSummary, ...]
+    content_task: ContentTaskId = ""
+    """A URL task's content task, the one most peers vouched for (core.content_alias); "" when none."""
 
 
 class Health(msgspec.Struct, frozen=True):

@@ -220,6 +220,8 @@ async def task_info(request: web.Request) -> web.Response:
     summary = await service.store.summary(task_id, service.clock(), service.config.peer_ttl)
     if summary is None:
         return json_error(404, f"unknown task {task_id}")
+    if not is_content_task(task_id) and (named := service.aliases.best(task_id)):
+        summary = msgspec.structs.replace(summary, content_task=named)
     return struct_response(summary)
 
 
