@@ -86,7 +86,8 @@ async def test_conflicting_reports_in_a_loop_start_no_generation(tmp_path, track
     src = origin()
     data = make_file(src.root / "g.bin", SIZE)
     url = src.url("g.bin")
-    t = tracker()
+    # A peer TTL longer than the test: the counts below are soft state, forgotten with the task's last peer.
+    t = tracker(peer_ttl=60.0)
     async with HostilePeer(t.url, url) as mallory:
         origin_id = origin_identity(url)
         await mallory.announce(event="started", origin=origin_id)
@@ -109,7 +110,8 @@ async def test_claims_that_the_origin_changed_start_no_generation(tmp_path, trac
     src = origin()
     data = make_file(src.root / "c.bin", SIZE)
     url = src.url("c.bin")
-    t = tracker()
+    # A peer TTL longer than the test: the counts below are soft state, forgotten with the task's last peer.
+    t = tracker(peer_ttl=60.0)
     async with HostilePeer(t.url, url) as mallory:
         real = origin_identity(url)
         await mallory.announce(event="started", origin=real)
