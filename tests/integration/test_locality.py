@@ -8,6 +8,9 @@ import json
 import re
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from subprocess import Popen
 
 from shoal.core.ids import task_id_for_url
 from shoal.storage.partfile import state_path
@@ -17,6 +20,33 @@ from tests.integration.test_swarm import wait_for_file
 
 SIZE = 8 << 20  # 32 pieces of 256 KiB
 PIECE = re.compile(r"DEBUG: piece (\d+) from (?:the origin|peer (\S+))$")
+
+
+RACKS = {"a": "r1", "b": "r1", "c": "r2", "d": "r2"}
+"""Two racks of one site, two peers each."""
+
+
+def start_racked(
+    spawn_get: Callable[..., Popen[str]], url: str, tracker: str, tmp_path: Path, *extra: str
+) -> dict[str, Popen[str]]:
+    """`shoal get` of ``url`` for every peer of RACKS, each labelled with its rack, seeding for a minute."""
+    return {
+        name: spawn_get(
+            url,
+            "-o",
+            str(tmp_path / f"{name}.bin"),
+            "--tracker",
+            tracker,
+            "--site",
+            "s1",
+            "--rack",
+            rack,
+            "--upload-time",
+            "60",
+            *extra,
+        )
+        for name, rack in RACKS.items()
+    }
 
 
 def peers_of(tracker: str, task_id: str) -> dict[str, str]:
@@ -30,24 +60,8 @@ def test_each_piece_enters_each_rack_once(tmp_path, tracker, origin, make_file, 
     url = src.url("r.bin")
     # Patience far beyond any fetch here: no lease is taken over, so "once" is exact, whatever the load.
     t = tracker(extra=("--crossing-patience", "600"))
-    racks = {"a": "r1", "b": "r1", "c": "r2", "d": "r2"}
-    procs = {
-        name: spawn_get(
-            url,
-            "-o",
-            str(tmp_path / f"{name}.bin"),
-            "--tracker",
-            t.url,
-            "--site",
-            "s1",
-            "--rack",
-            rack,
-            "--upload-time",
-            "60",
-            "-vv",
-        )
-        for name, rack in racks.items()
-    }
+
+    procs = start_racked(spawn_get, url, t.url, tmp_path, "-vv")
     for name, proc in procs.items():
         wait_for_file(tmp_path / f"{name}.bin", proc, timeout=120)
     rack_of = peers_of(t.url, task_id_for_url(url))  # every peer is seeding: all are live
@@ -58,8 +72,8 @@ def test_each_piece_enters_each_rack_once(tmp_path, tracker, origin, make_file, 
         _, stderr = proc.communicate()
         assert sha256(tmp_path / f"{name}.bin") == sha256(src.root / "r.bin")
         for index, source in (m.groups() for m in map(PIECE.search, stderr.splitlines()) if m):
-            if source is None or rack_of[source] != racks[name]:
-                entered[racks[name]][int(index)] += 1  # from the origin, or across the rack's boundary
+            if source is None or rack_of[source] != RACKS[name]:
+                entered[RACKS[name]][int(index)] += 1  # from the origin, or across the rack's boundary
     for rack, counts in entered.items():
         assert counts == Counter(range(SIZE >> 18)), f"pieces that entered {rack} more or less than once"
 
@@ -86,23 +100,7 @@ def test_a_rack_goes_on_when_its_peer_fetching_across_is_killed(tmp_path, tracke
     make_file(src.root / "k.bin", SIZE)
     url = src.url("k.bin")
     t = tracker(extra=("--crossing-patience", "600"))  # only the death of c may move its leases
-    racks = {"a": "r1", "b": "r1", "c": "r2", "d": "r2"}
-    procs = {
-        name: spawn_get(
-            url,
-            "-o",
-            str(tmp_path / f"{name}.bin"),
-            "--tracker",
-            t.url,
-            "--site",
-            "s1",
-            "--rack",
-            rack,
-            "--upload-time",
-            "60",
-        )
-        for name, rack in racks.items()
-    }
+    procs = start_racked(spawn_get, url, t.url, tmp_path)
     wait_until(lambda: state_path(tmp_path / "c.bin").exists(), "c to record its first pieces", timeout=60)
     procs["c"].kill()
     for name in ("a", "b", "d"):
