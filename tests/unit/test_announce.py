@@ -387,6 +387,22 @@ def test_no_range_from_a_stale_generation_is_ignored() -> None:
     assert out.task.range_ok
 
 
+def test_racks_are_leased_the_origins_pieces_of_their_own_stripes() -> None:
+    """Two racks: each is leased its own share of the origin's pieces (core.leases.stripes), lowest first,
+    however the asks interleave; a flat peer beside them takes the lowest free pieces, as without racks."""
+    tracker = MemoryTracker()
+    tracker.announce(request("a1", generation=0, origin=IDENTITY, site="s", rack="r1"), NOW)
+    for name, rack in (("a1", "r1"), ("b1", "r2"), ("a2", "r1"), ("b2", "r2")):
+        tracker.announce(request(name, site="s", rack=rack), NOW)
+    got = {
+        name: tracker.announce(request(name, site="s", rack=rack, want_leases=3), NOW).response.leases
+        for name, rack in (("b1", "r2"), ("a1", "r1"), ("a2", "r1"), ("b2", "r2"))
+    }
+    assert got == {"a1": (0, 1, 2), "a2": (3, 8, 9), "b1": (4, 5, 6), "b2": (7, 12, 13)}
+    flat = tracker.announce(request("f", want_leases=2), NOW).response
+    assert flat is not None and flat.leases == (10, 11)
+
+
 # -- claims: origin fetches in flight, after a restart that lost their leases ---------------------------
 
 

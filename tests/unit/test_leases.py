@@ -8,8 +8,8 @@ from itertools import pairwise
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoal.core.bitfield import Bitfield
-from shoal.core.leases import Lease, grant_leases
+from shoal.core.bitfield import Bitfield, iter_bits
+from shoal.core.leases import STRIPE, Lease, grant_leases, stripes
 
 SIZE = 32
 
@@ -148,3 +148,48 @@ def test_no_piece_is_ever_leased_twice(steps: list[tuple[str, str, int]], range_
                 free = [i for i in range(SIZE) if i not in leased and i not in held and i not in have[peer]]
                 assert granted[:1] == free[:1] if amount else not granted, "not the lowest free piece"
             leased |= lease_map(peer, granted)
+
+
+# A fleet of racks: the origin's pieces shared out in stripes (core.leases.stripes).
+
+
+def test_stripes_deal_runs_of_stripe_pieces_to_the_racks_in_turn() -> None:
+    assert STRIPE == 4
+    assert list(iter_bits(stripes(20, 0, 2))) == [0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19]
+    assert list(iter_bits(stripes(20, 1, 2))) == [4, 5, 6, 7, 12, 13, 14, 15]
+    assert list(iter_bits(stripes(10, 2, 3))) == [8, 9]
+    assert stripes(3, 1, 2) == 0  # a file shorter than one stripe is the first rack's
+
+
+@given(st.integers(min_value=0, max_value=600), st.integers(min_value=1, max_value=9))
+def test_the_racks_shares_cover_the_file_once(size: int, count: int) -> None:
+    shares = [stripes(size, i, count) for i in range(count)]
+    assert sum(shares) == (1 << size) - 1, "a piece in no share, or in two"
+    assert all(not a & b for i, a in enumerate(shares) for b in shares[i + 1 :])
+    counts = [m.bit_count() for m in shares]
+    assert max(counts) - min(counts) <= STRIPE
+
+
+def test_a_rack_is_leased_its_own_stripes_lowest_first() -> None:
+    share = stripes(SIZE, 1, 2)
+    held = Bitfield.of(SIZE, [4])
+    assert grant_leases(
+        held=held, leased={}, asker="a", asker_have=Bitfield(SIZE), want=6, range_ok=True, share=share
+    ) == [5, 6, 7, 12, 13, 14]
+
+
+def test_a_rack_whose_stripes_are_taken_helps_from_the_back_of_the_file() -> None:
+    share = stripes(SIZE, 0, 2)  # pieces 0-3, 8-11, 16-19, 24-27
+    leased = lease_map("b", [i for i in range(SIZE) if share >> i & 1])
+    leased |= lease_map("c", [29])
+    got = grant_leases(
+        held=Bitfield(SIZE), leased=leased, asker="a", asker_have=Bitfield(SIZE), want=5, range_ok=True, share=share
+    )
+    assert got == [28, 30, 31, 20, 21]  # the highest stripe's free pieces, then the next one down
+
+
+def test_a_share_does_not_change_the_lease_of_an_origin_without_range() -> None:
+    got = grant_leases(
+        held=Bitfield(8), leased={}, asker="a", asker_have=Bitfield(8), want=2, range_ok=False, share=stripes(8, 1, 2)
+    )
+    assert got == list(range(8))

@@ -42,6 +42,7 @@ from shoal.core.ids import content_task_id, is_content_task
 from shoal.core.leases import Lease, grant_leases, reclaim_leases
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import AnnounceRequest, AnnounceResponse, ManifestMessage, PeerAddress
+from shoal.core.scope_leases import origin_share
 
 BAN_QUORUM = 2
 """Reporters on this many different hosts must accuse a peer before it is kept from everyone."""
@@ -393,6 +394,7 @@ def _lease_decisions(
             asker_have=view.have,
             want=request.want_leases,
             range_ok=task.range_ok,
+            share=origin_share(view, trusted, task.manifest.piece_count),
         )
         if snapshot.audits:  # most announces: none under way, and no lease table to build
             leased = {**live_leases, **dict.fromkeys(granted)}

@@ -18,6 +18,13 @@ Rules:
   download, so the whole-file hashes it needs (the daemon's content id, ``--digest``) are computed as
   the prefix grows rather than once the last piece is in (see :mod:`shoal.peer.prefix_hash`); a file
   filled in eight places at once would leave all of that hashing to the end.
+* In a fleet of racks the origin's pieces are shared out among the racks (``share``): the file is cut
+  into stripes of STRIPE pieces dealt to the racks in turn, and a peer is leased the free pieces of its
+  rack's stripes first, lowest first. A piece fetched from the origin enters its rack over the rack's uplink
+  and leaves it once for every other rack, so a rack that fetched more than its share from the origin
+  would send more out than the others and finish last (core.scope_leases). A rack whose stripes are all
+  taken helps the others from the back of the file, the highest free stripe first, where the rack that
+  owns it will come last: a slow or stalled rack does not hold the file back.
 * An origin that ignores Range requests makes splitting impossible: one peer leases every free piece and
   fetches the whole file; the others wait for its pieces.
 """
@@ -26,8 +33,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from itertools import islice
 
-from shoal.core.bitfield import Bitfield
+from shoal.core.bitfield import Bitfield, iter_bits
+
+STRIPE = 4
+"""Pieces in a stripe of a rack's share of the origin's pieces: small, so racks get shares of the file that
+differ by at most one stripe, and large enough that a stripe is fetched with one request."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +67,10 @@ def grant_leases(
     asker_have: Bitfield,
     want: int,
     range_ok: bool,
+    share: int | None = None,
 ) -> list[int]:
-    """Choose up to ``want`` pieces to lease to ``asker``. ``leased`` holds only live leases."""
+    """Choose up to ``want`` pieces to lease to ``asker``. ``leased`` holds only live leases; ``share`` is the
+    bit mask of the asker's rack's stripes (:func:`stripes`), None outside a fleet of racks."""
     if want <= 0:
         return []
     free = _free_mask(held, leased, asker_have)
@@ -66,9 +80,40 @@ def grant_leases(
         return list(Bitfield.from_mask(held.size, free))
     if not free:
         return []
+    if share is not None:
+        mine = free & share
+        if mine:
+            return list(islice(iter_bits(mine), want))
+        return _from_the_back(free, want)
     start = (free & -free).bit_length() - 1  # the lowest free piece
     end = Bitfield.from_mask(held.size, free).run_end(start)
     return list(range(start, min(end, start + want)))
+
+
+def stripes(size: int, index: int, count: int) -> int:
+    """Bit mask of the pieces of the ``index``-th of ``count`` racks' shares: stripes ``index``,
+    ``index + count``, ... of STRIPE pieces each, of a file of ``size`` pieces."""
+    if not 0 <= index < count:
+        raise ValueError(f"rack {index} of {count}")
+    period = count * STRIPE
+    mask = ((1 << STRIPE) - 1) << index * STRIPE
+    while period < size:  # doubling the pattern: a few big-int shifts, not one per stripe
+        mask |= mask << period
+        period *= 2
+    return mask & ((1 << size) - 1)
+
+
+def _from_the_back(free: int, want: int) -> list[int]:
+    """Up to ``want`` free pieces, stripe by stripe from the highest stripe with a free piece down, each
+    stripe's pieces in order."""
+    chosen: list[int] = []
+    while free and len(chosen) < want:
+        top = free.bit_length() - 1
+        start = top - top % STRIPE
+        run = free >> start << start
+        chosen += islice(iter_bits(run), want - len(chosen))
+        free &= ~run
+    return chosen
 
 
 def reclaim_leases(*, claimed: Iterable[int], held: Bitfield, leased: Mapping[int, Lease], asker: str) -> list[int]:

@@ -20,7 +20,9 @@ Rules:
 * Pieces held inside the asker's site come first (the cheaper crossing), then those held only in other
   sites; within each, the lowest pieces first, so the leases form runs of consecutive pieces and one
   request fetches a run. Spreading racks over different holders is the hand-out's work (core.handout).
-* Pieces nobody holds are not scope leases: they are origin leases.
+* Pieces nobody holds are not scope leases: they are origin leases, shared out among the racks
+  (:func:`origin_share`, core.leases) so that each rack fetches its share from the origin and sends out
+  no more than the others.
 * Bad peers' pieces do not count as held, as for origin leases.
 
 Liveness comes first, since a rack waits for its lease holder:
@@ -46,6 +48,7 @@ from typing import Literal, Protocol
 
 from shoal.core.bitfield import iter_bits
 from shoal.core.handout import PeerView
+from shoal.core.leases import stripes
 
 ScopeKind = Literal["rack", "site"]
 
@@ -87,6 +90,20 @@ def crossing(asker: Labelled, holder: Labelled) -> ScopeKind | None:
     if mine is None or theirs is None or mine == theirs:
         return None
     return "rack" if not asker.site or asker.site == holder.site else "site"
+
+
+def origin_share(asker: PeerView, peers: Iterable[PeerView], size: int) -> int | None:
+    """Bit mask of the pieces of a file of ``size`` pieces that the asker's rack fetches from the origin first
+    (core.leases.stripes), among the racks of the task's live peers ``peers`` (bad peers' racks do not
+    count); None for a flat asker or a task of one rack, where the origin's pieces go to whoever asks."""
+    mine = rack_scope(asker)
+    if mine is None:
+        return None
+    racks = {mine} | {scope for p in peers if not p.bad and (scope := rack_scope(p)) is not None}
+    if len(racks) < 2:
+        return None
+    ordered = sorted(racks)
+    return stripes(size, ordered.index(mine), len(ordered))
 
 
 LeaseKey = tuple[Scope, int]
