@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from subprocess import Popen
+from typing import Any
 
 from shoal.core.ids import task_id_for_url
 from shoal.storage.partfile import state_path
@@ -49,9 +50,13 @@ def start_racked(
     }
 
 
-def peers_of(tracker: str, task_id: str) -> dict[str, str]:
+def task_view(tracker: str, task_id: str) -> dict[str, Any]:
     with urllib.request.urlopen(f"{tracker}/v1/tasks/{task_id}") as reply:
-        return {p["peer_id"]: p["rack"] for p in json.loads(reply.read())["peers"]}
+        return json.loads(reply.read())
+
+
+def peers_of(tracker: str, task_id: str) -> dict[str, str]:
+    return {p["peer_id"]: p["rack"] for p in task_view(tracker, task_id)["peers"]}
 
 
 def test_each_piece_enters_each_rack_once(tmp_path, tracker, origin, make_file, spawn_get):
@@ -66,6 +71,17 @@ def test_each_piece_enters_each_rack_once(tmp_path, tracker, origin, make_file, 
         wait_for_file(tmp_path / f"{name}.bin", proc, timeout=120)
     rack_of = peers_of(t.url, task_id_for_url(url))  # every peer is seeding: all are live
     assert sorted(rack_of.values()) == ["r1", "r1", "r2", "r2"]
+
+    # The tracker's task view sums what the peers announced they took in, by scope (each announced its totals
+    # on completing): each rack took the file in once, from the origin or the other rack, and the rest of
+    # what its peers took came from inside it.
+    def all_received() -> dict[str, int] | None:
+        received = task_view(t.url, task_id_for_url(url))["received"]
+        return received if sum(received.values()) == 4 * SIZE else None
+
+    received = wait_until(all_received, "every peer's bytes in the tracker's task view", timeout=60)
+    assert received.get("origin", 0) + received.get("racks", 0) == 2 * SIZE
+    assert received["rack"] == 2 * SIZE and "sites" not in received and "unlabelled" not in received
     entered: dict[str, Counter[int]] = {"r1": Counter(), "r2": Counter()}
     for name, proc in procs.items():
         proc.kill()

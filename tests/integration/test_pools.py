@@ -132,6 +132,12 @@ def test_a_push_reaches_every_member_and_each_byte_leaves_the_origin_about_once(
     assert sum(1 for b in from_origin if b > 0) >= 2, f"the origin work was not split: {from_origin}"
     assert o.bytes_sent() <= 1.1 * size
     assert sum(m["from_origin"] + m["from_peers"] for m in job["members"]) >= 4 * size
+    # Every member is labelled: each byte from a peer came from its rack or the other rack of its site.
+    for m in job["members"]:
+        assert m["from_peers"] == m["from_rack"] + m["from_racks"] and m["from_sites"] == 0, m
+    table = pool_cli(pool.tracker, "status", pool.name, job_id, token=pool.token)
+    caption = " ".join(table.stdout.split())  # rich wraps the caption to the terminal
+    assert table.returncode == 0 and "across racks" in caption and "0 B across sites" in caption, table.stdout
 
     placed = pool.push(o.url("release.bin"), dest=str(dests[0]))
     job = pool.wait_job(placed, "complete")

@@ -444,6 +444,7 @@ async def test_summary(store: TrackerStore) -> None:
         "refused_origins": 0,
         "leases": 2,
         "content_task": "",  # named by the service (core.content_alias), not the store
+        "received": {},  # summed by the service (core.scope_tally), not the store
     }
     assert peers == [
         {

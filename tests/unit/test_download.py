@@ -39,7 +39,7 @@ from shoal.core.download_actions import (
 from shoal.core.errors import JoinAgain, OriginChanged, OriginError, TrackerUnavailable
 from shoal.core.events import Announced, HashesArrived, OriginPiece, PeerGone, PeerHas, PeerPiece, RunEnded, TrackerDown
 from shoal.core.manifest import Manifest, OriginIdentity
-from shoal.core.messages import AnnounceResponse, ManifestMessage, PeerAddress
+from shoal.core.messages import AnnounceResponse, ManifestMessage, PeerAddress, ScopeBytes
 from shoal.core.scope_leases import Labels
 from shoal.peer.config import GetConfig
 
@@ -418,3 +418,27 @@ def test_without_labels_every_peer_is_fetched_from_as_on_one_switch() -> None:
     c.handle(PeerHas("far", Bitfield.of(PIECES, range(PIECES))), NOW)
     assert set().union(*peer_fetches(c.plan(NOW)).values()) == set(range(PIECES))
     assert c.ask(NOW).want_crossings == 0
+
+
+def test_bytes_taken_in_are_counted_by_scope_and_announced() -> None:
+    c = labelled_core("r1")
+    addresses = [
+        PeerAddress(peer_id="mate", host="127.0.0.1", port=9, site="s", rack="r1"),
+        PeerAddress(peer_id="next", host="127.0.0.1", port=9, site="s", rack="r2"),
+        PeerAddress(peer_id="away", host="127.0.0.1", port=9, site="t", rack="r1"),  # rack r1 of another site
+    ]
+    c.handle(Announced(msgspec.structs.replace(reply(leases=(3,)), peers=tuple(addresses)), {}), NOW)
+    for index, source in enumerate(("mate", "next", "away")):
+        c.handle(PeerPiece(source, index, digest(index), SIZE), NOW)
+    c.handle(OriginPiece(3, digest(3), SIZE), NOW)
+    assert c.ask(NOW).received == ScopeBytes(origin=SIZE, rack=SIZE, racks=SIZE, sites=SIZE)
+    assert c.stats.from_peers == 3 * SIZE and c.stats.from_origin == SIZE
+
+
+def test_without_labels_every_peer_byte_is_unlabelled() -> None:
+    c = core()
+    c.book.learn_hashes({i: digest(i) for i in range(PIECES)})
+    hand_out(c, "p")
+    c.peers["p"].address = PeerAddress(peer_id="p", host="127.0.0.1", port=9, site="s", rack="r2")
+    c.handle(PeerPiece("p", 0, digest(0), SIZE), NOW)
+    assert c.ask(NOW).received == ScopeBytes(unlabelled=SIZE)

@@ -192,6 +192,14 @@ def _job_table(job: JobView) -> Any:
             _eta(m.eta),
             m.error,
         )
+    # Once members have racks, where the job's bytes came from: each piece should cross a rack's uplink once.
+    if any(m.from_rack or m.from_racks or m.from_sites for m in job.members):
+        table.caption = (
+            f"taken in: {format_bytes(sum(m.from_origin for m in job.members))} from the origin, "
+            f"{format_bytes(sum(m.from_rack for m in job.members))} inside racks, "
+            f"{format_bytes(sum(m.from_racks for m in job.members))} across racks, "
+            f"{format_bytes(sum(m.from_sites for m in job.members))} across sites"
+        )
     return table
 
 

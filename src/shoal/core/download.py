@@ -62,10 +62,10 @@ from shoal.core.events import (
     Wake,
 )
 from shoal.core.manifest import Manifest
-from shoal.core.messages import AnnounceResponse, PeerAddress
+from shoal.core.messages import AnnounceResponse, PeerAddress, ScopeBytes
 from shoal.core.picker import FetchLimits, Holder, lease_pieces, plan_fetches, wants_leases
 from shoal.core.pieces import Changes, PieceBook
-from shoal.core.scope_leases import FLAT, Crossings, Labels, allowed_mask
+from shoal.core.scope_leases import FLAT, Crossings, Labels, allowed_mask, crossing
 from shoal.core.whole_file import Refetch
 
 ENDGAME_PIECES = 16
@@ -91,7 +91,17 @@ class Stats:
     done: int = 0
     from_origin: int = 0
     from_peers: int = 0
+    from_rack: int = 0
+    """Of ``from_peers``: from peers of our rack."""
+    from_racks: int = 0
+    """Of ``from_peers``: from other racks of our site (core.scope_leases.crossing)."""
+    from_sites: int = 0
+    """Of ``from_peers``: from other sites. The rest of it came from peers where no boundary is known."""
     peers: int = 0
+
+    def by_scope(self) -> ScopeBytes:
+        unlabelled = self.from_peers - self.from_rack - self.from_racks - self.from_sites
+        return ScopeBytes(self.from_origin, self.from_rack, self.from_racks, self.from_sites, unlabelled)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +136,13 @@ class FollowedPeer:
         return f"http://{host}:{self.address.port}"
 
 
+def _scope(labels: Labels, address: PeerAddress) -> str:
+    """Which ScopeBytes counter a peer's bytes go to: "rack", "racks", "sites", or "" (no boundary known)."""
+    if not labels.rack or not address.rack:
+        return ""
+    return {None: "rack", "rack": "racks", "site": "sites"}[crossing(labels, address)]
+
+
 class DownloadCore:
     """One attempt of one download: its pieces (``book``), its peers and sources, and the decisions."""
 
@@ -152,6 +169,9 @@ class DownloadCore:
         self.rng = rng
         self.labels = labels
         self.crossings = Crossings()  # our scope leases: what we may fetch across our rack's boundary
+        # Each peer handed out: where it is from us (_scope). Kept after the peer is no longer followed, since
+        # pieces of its runs may still arrive.
+        self._scopes: dict[str, str] = {}
         self._blocked = 0  # pieces we need that only peers across a boundary we hold no lease on hold
         self.direct = direct
         self.range_ok = range_ok
@@ -288,8 +308,7 @@ class DownloadCore:
             case PeerPiece(peer_id, index, digest, size):
                 changes = self.book.peer_piece(peer_id, index, digest)
                 if changes.written:
-                    self.stats.done += size
-                    self.stats.from_peers += size
+                    self._count_peer_bytes(peer_id, size)
                 self._carry(changes, actions)
             case RunEnded():
                 self._run_ended(event, now, actions)
@@ -430,6 +449,7 @@ class DownloadCore:
             if len(self.peers) >= MAX_WATCHED_PEERS and not self._drop_a_useless_peer(actions):
                 break
             peer = self.peers[peer_id] = FollowedPeer(address)
+            self._scopes[peer_id] = _scope(self.labels, address)
             actions.append(Follow(peer_id, peer.base_url))
         self.stats.peers = len(self.peers)
 
@@ -453,6 +473,18 @@ class DownloadCore:
         self.stats.peers = len(self.peers)
 
     # -- what to tell the tracker --------------------------------------------------------------------
+
+    def _count_peer_bytes(self, peer_id: str, size: int) -> None:
+        stats = self.stats
+        stats.done += size
+        stats.from_peers += size
+        match self._scopes.get(peer_id):
+            case "rack":
+                stats.from_rack += size
+            case "racks":
+                stats.from_racks += size
+            case "sites":
+                stats.from_sites += size
 
     def ask(self, now: float, *, beside: bool = False) -> Ask:
         """What the next announce reports and asks: the origin pieces no announce in flight reports, and
@@ -484,6 +516,7 @@ class DownloadCore:
             want_leases=want,
             want_crossings=crossings,
             no_range=not self.range_ok,
+            received=self.stats.by_scope(),
         )
 
     def answered(self) -> None:

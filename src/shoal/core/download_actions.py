@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shoal.core.messages import ScopeBytes
 from shoal.core.pieces import Changes
 
 
@@ -103,3 +104,4 @@ class Ask:
     want_leases: int
     want_crossings: int
     no_range: bool
+    received: ScopeBytes

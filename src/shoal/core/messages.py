@@ -56,6 +56,33 @@ def check_validators(identity: OriginIdentity, name: str) -> None:
         raise ProtocolError(f"{name} validators hold control characters", field=name)
 
 
+ByteCount = Annotated[int, Meta(ge=0, le=1 << 53)]
+
+
+class ScopeBytes(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Bytes a download took in, by where they came from: the origin, or a peer inside its rack, in another
+    rack of its site, in another site (core.scope_leases draws the boundaries), or a peer where no boundary
+    is known (either side has no rack label). Totals since the download started; the tracker sums them
+    over a task's peers."""
+
+    origin: ByteCount = 0
+    rack: ByteCount = 0
+    racks: ByteCount = 0
+    sites: ByteCount = 0
+    unlabelled: ByteCount = 0
+
+    def __add__(self, other: ScopeBytes) -> ScopeBytes:
+        pairs = zip(msgspec.structs.astuple(self), msgspec.structs.astuple(other), strict=True)
+        return ScopeBytes(*(a + b for a, b in pairs))
+
+    def since(self, earlier: ScopeBytes) -> ScopeBytes:
+        """What was added since ``earlier`` (this one whole when a counter went back: a new download)."""
+        pairs = list(zip(msgspec.structs.astuple(self), msgspec.structs.astuple(earlier), strict=True))
+        if any(a < b for a, b in pairs):
+            return self
+        return ScopeBytes(*(a - b for a, b in pairs))
+
+
 class AnnounceRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     """A peer's announce: who it is, where it serves, what it saw at the origin, what it holds and did."""
 
@@ -95,6 +122,8 @@ class AnnounceRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     content_task: ContentTaskId = ""
     """A URL task's file as a content task: a peer whose file matched the task's digest vouches for the
     content task it registered (core.content_alias)."""
+    received: ScopeBytes | None = None
+    """What this peer's download took in so far, by scope (for the operator's views only)."""
 
     @property
     def piece_hashes(self) -> tuple[str, ...]:
@@ -230,6 +259,9 @@ class TaskSummary(msgspec.Struct, frozen=True):
     peers: tuple[PeerSummary, ...]
     content_task: ContentTaskId = ""
     """A URL task's content task, the one most peers vouched for (core.content_alias); "" when none."""
+    received: ScopeBytes = ScopeBytes()
+    """What the task's peers took in by scope, summed over every peer heard of since the tracker started
+    (its soft state: not kept across a restart)."""
 
 
 class Health(msgspec.Struct, frozen=True):

@@ -71,6 +71,12 @@ class MemberReport(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     from_origin: Count = 0
     from_peers: Count = 0
     error: Annotated[str, Meta(max_length=_TEXT)] = ""
+    from_rack: Count = 0
+    """Of ``from_peers``: from peers of the member's rack (core.messages.ScopeBytes)."""
+    from_racks: Count = 0
+    """Of ``from_peers``: from other racks of its site."""
+    from_sites: Count = 0
+    """Of ``from_peers``: from other sites."""
 
     def checked(self) -> MemberReport:
         if self.status not in _REPORTED:
@@ -146,6 +152,9 @@ class AssignmentView(msgspec.Struct, frozen=True):
     rate: float
     from_origin: int
     from_peers: int
+    from_rack: int
+    from_racks: int
+    from_sites: int
     eta: float | None
     """Seconds left at the current rate, while running."""
     error: str

@@ -205,7 +205,18 @@ class PoolMember:
         self, job_id: str, status: MemberStatus, stats: Stats | None, *, rate: float = 0.0, error: str = ""
     ) -> None:
         stats = stats or Stats()
-        body = MemberReport(status, stats.done, stats.total, rate, stats.from_origin, stats.from_peers, error)
+        body = MemberReport(
+            status,
+            stats.done,
+            stats.total,
+            rate,
+            stats.from_origin,
+            stats.from_peers,
+            error,
+            from_rack=stats.from_rack,
+            from_racks=stats.from_racks,
+            from_sites=stats.from_sites,
+        )
         try:
             await self._run(pool_api.report(self.pool.name, job_id, self.identity.member_id, body))
         except PoolRefused as exc:

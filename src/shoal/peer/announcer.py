@@ -87,6 +87,7 @@ class Announcer:
             want_leases=ask.want_leases,
             want_crossings=ask.want_crossings,
             no_range=ask.no_range,
+            received=ask.received,
         )
         try:
             try:

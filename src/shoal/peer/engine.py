@@ -214,7 +214,8 @@ class Download:
             try:
                 if (content := await self.register_content(completed)) is not None:
                     await self.tracker.announce(content.task_id, self._request(generation=content.generation))
-                reply = await self.tracker.announce(self.task_id, self._request(event=event, done=reported))
+                request = self._request(event=event, done=reported, received=self.stats.by_scope())
+                reply = await self.tracker.announce(self.task_id, request)
                 event = "update"
                 for index in reported:
                     self.core.book.unreported.pop(index, None)
@@ -249,11 +250,11 @@ class Download:
             self.server.withdraw(content.task_id, content.served)
         if self.tracker is not None and self.generation and not self.direct:
             with contextlib.suppress(TrackerUnavailable):
-                await self.tracker.announce(self.task_id, self._request(event="stopped", done=self._unreported()))
+                stopped = self._request(event="stopped", done=self._unreported(), received=self.stats.by_scope())
+                await self.tracker.announce(self.task_id, stopped)
                 if content is not None:
-                    await self.tracker.announce(
-                        content.task_id, self._request(event="stopped", generation=content.generation)
-                    )
+                    content_stopped = self._request(event="stopped", generation=content.generation)
+                    await self.tracker.announce(content.task_id, content_stopped)
 
     # -- joining -----------------------------------------------------------------------------------
 

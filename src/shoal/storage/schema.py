@@ -218,6 +218,9 @@ pool_assignments = Table(
     Column("error", Text, nullable=False, default=""),
     Column("assigned", Time, nullable=False),
     Column("updated", Time, nullable=False),
+    Column("from_rack", BigInteger, nullable=False, server_default=text("0")),
+    Column("from_racks", BigInteger, nullable=False, server_default=text("0")),
+    Column("from_sites", BigInteger, nullable=False, server_default=text("0")),
 )
 
 Migration = Callable[[AsyncConnection], Awaitable[None]]
@@ -415,12 +418,19 @@ async def _v5_case_sensitive_keys(conn: AsyncConnection) -> None:
         )
 
 
+async def _v6_scope_bytes(conn: AsyncConnection) -> None:
+    # What a member's download took in from its rack, other racks and other sites (core.messages.ScopeBytes).
+    for column in ("from_rack", "from_racks", "from_sites"):
+        await conn.execute(text(f"ALTER TABLE pool_assignments ADD COLUMN {column} BIGINT NOT NULL DEFAULT 0"))
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "tasks, piece hashes, peers, leases", _v1_initial),
     (2, "times as DOUBLE on MySQL", _v2_double_times),
     (3, "pools, members, push jobs and assignments", _v3_pools),
     (4, "mirror jobs and workers", _v4_mirror),
     (5, "case-sensitive identifiers on MySQL", _v5_case_sensitive_keys),
+    (6, "pool assignments: bytes by scope", _v6_scope_bytes),
 ]
 
 

@@ -32,6 +32,7 @@ from shoal.core.ids import is_content_task, is_task_id
 from shoal.core.manifest import OriginIdentity
 from shoal.core.messages import AnnounceRequest, AnnounceResponse, HashesResponse, Health, TaskSummary
 from shoal.core.scope_leases import Crossings, LeaseKey, ScopeLease, decide_crossings, rack_scope
+from shoal.core.scope_tally import ScopeTally
 from shoal.http import openapi
 from shoal.http.json_api import json_error, json_errors, read_struct, struct_response
 from shoal.storage.tracker_store import TrackerStore
@@ -41,6 +42,8 @@ from shoal.tracker.origin_check import OriginCheck
 
 log = logging.getLogger("shoal.tracker")
 API_VERSION = 1
+TALLY_TTLS = 10
+"""A peer's last byte totals are kept this many peer TTLs after it was last heard of (core.scope_tally)."""
 
 
 class TrackerService:
@@ -59,6 +62,7 @@ class TrackerService:
         self.pools = pools.Pools(self.store, clock, member_ttl=config.peer_ttl)
         self._scope_leases: dict[str, tuple[int, dict[LeaseKey, ScopeLease]]] = {}
         self.aliases = ContentAliases()  # soft state, like the peers: learned again from the next finisher
+        self.scope_bytes = ScopeTally()
         self.origin_check = OriginCheck(enabled=config.origin_checks, claim_ttl=config.peer_ttl * 4)
 
     def _lock(self, task_id: str) -> asyncio.Lock:
@@ -85,6 +89,9 @@ class TrackerService:
             )
             committed = self.store.stage(outcome, created=snapshot.task is None)
             crossings = self._crossings(task_id, snapshot, outcome, request.want_crossings)
+            if request.received is not None:
+                leaving = request.event == "stopped"
+                self.scope_bytes.record(task_id, request.peer_id, request.received, self.clock(), leaving=leaving)
         if outcome.refused_origin:
             log.warning(
                 "task %s: peer %s (%s) claimed the origin's file changed; the origin did not bear it out",
@@ -173,6 +180,8 @@ class TrackerService:
         while True:
             await asyncio.sleep(self.config.interval)
             self.bt.sweep()
+            # A peer silent this long and back is counted afresh; until then its last totals are kept.
+            self.scope_bytes.forget_before(self.clock() - self.config.peer_ttl * TALLY_TTLS)
             try:
                 await self.store.expire(self.clock(), self.config.peer_ttl)
             except StoreError as exc:  # pragma: no cover - logged, retried next round
@@ -222,7 +231,7 @@ async def task_info(request: web.Request) -> web.Response:
         return json_error(404, f"unknown task {task_id}")
     if not is_content_task(task_id) and (named := service.aliases.best(task_id)):
         summary = msgspec.structs.replace(summary, content_task=named)
-    return struct_response(summary)
+    return struct_response(msgspec.structs.replace(summary, received=service.scope_bytes.totals(task_id)))
 
 
 ROUTES = (
