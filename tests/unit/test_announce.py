@@ -441,6 +441,25 @@ def test_a_claim_on_a_piece_reported_done_or_released_in_the_same_announce_is_no
     assert out.response is not None and out.response.leases == (5,)
 
 
+def test_a_task_just_taken_over_grants_no_fresh_lease_but_honours_claims() -> None:
+    """Settling (core.ownership): the tracker does not know yet what the peers hold, so nothing is leased
+    afresh; a fetch in flight is given back to its peer as always."""
+    out = announce(snapshot(task()), request("p1", fetching=(4,), want_leases=4), settled=False)
+    assert out.response is not None and out.response.leases == (4,)
+    assert announce(snapshot(task()), request("p1", want_leases=4)).response.leases == (0, 1, 2, 3)  # type: ignore[union-attr]
+
+
+def test_a_task_just_taken_over_takes_the_report_of_a_lease_it_lost() -> None:
+    """p1 fetched 6 under a lease the tracker lost when it took the task over; 7 is leased to live p2, whose
+    report alone counts. Once settled, only a live lease holder reports, as always."""
+    snap = snapshot(task(), peers=[peer("p2")], leases=held_by("p2", [7]))
+    req = request("p1", done={6: digest(6), 7: digest(7)})
+    settling = announce(snap, req, settled=False)
+    assert settling.new_hashes == {6: digest(6)} and settling.rejected == [7]
+    settled = announce(snap, req)
+    assert settled.new_hashes == {} and sorted(settled.rejected) == [6, 7]
+
+
 def test_a_claim_beyond_the_last_piece_or_malformed_is_a_protocol_error() -> None:
     with pytest.raises(ProtocolError) as caught:
         announce(snapshot(task()), request("p1", fetching=(PIECES,)))

@@ -6,6 +6,8 @@ than click's own start-up.
 
 from __future__ import annotations
 
+import re
+
 import click
 
 from shoal.cli.main import configure_logging, run_or_exit, verbose_option
@@ -87,6 +89,13 @@ from shoal.tracker.config import TrackerConfig
     help="Confirm a peer's claim that an origin file changed with the tracker's own look at the origin; "
     "off (or the origin out of the tracker's reach), such a claim needs peers on two hosts.",
 )
+@click.option(
+    "--advertise",
+    default="",
+    metavar="URL",
+    help="With several trackers on one PostgreSQL or MySQL database: the URL the others reach this one at "
+    "(default: http://HOST:PORT as it listens, 127.0.0.1 for a wildcard HOST).",
+)
 @verbose_option
 def tracker(
     host: str,
@@ -99,6 +108,7 @@ def tracker(
     audit_share: float,
     crossing_patience: float,
     origin_checks: bool,
+    advertise: str,
     verbose: int,
 ) -> None:
     """Run the tracker: tasks, peers, piece hashes and origin leases over a JSON API, and a BitTorrent
@@ -108,6 +118,8 @@ def tracker(
     latest = bt_interval * (1 + INTERVAL_JITTER)
     if bt_peer_ttl <= latest:
         raise click.BadParameter(f"must exceed the latest re-announce, {latest:g} s", param_hint="--bt-peer-ttl")
+    if advertise and not re.fullmatch(r"https?://[^/\s?#]+/?", advertise):
+        raise click.BadParameter("must be a base URL: http://HOST:PORT", param_hint="--advertise")
     config = TrackerConfig(
         host=host,
         port=port,
@@ -120,6 +132,7 @@ def tracker(
         audit_share=audit_share,
         crossing_patience=crossing_patience,
         origin_checks=origin_checks,
+        advertise=advertise,
     )
 
     def go() -> None:

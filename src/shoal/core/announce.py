@@ -146,7 +146,13 @@ def decide_announce(
     seen_host: str,
     now: float,
     policy: TrackerPolicy,
+    settled: bool = True,
 ) -> AnnounceOutcome:
+    """``settled`` False: the tracker has just taken the task over (or started) and does not know yet what
+    its peers hold or were leased (core.ownership). It grants no origin lease afresh, since a piece a peer
+    holds would look free; and it takes a hash report from a peer whose lease it lost (a piece no live,
+    trusted peer holds and no other peer holds a live lease on), as it gives such a peer back the lease of a
+    fetch still in flight (core.leases.reclaim_leases): that peer fetched it from the origin."""
     task = snapshot.task or TaskRecord(task_id=task_id, url=request.url, generation=1, manifest=None)
     outcome = AnnounceOutcome(task=task)
     content = is_content_task(task_id)
@@ -159,7 +165,8 @@ def decide_announce(
     confirmed: list[int] = []  # reported pieces whose hash the tracker holds now
     if current and request.done:
         trusting = not content and not banned
-        confirmed = _take_reports(snapshot, request, outcome, seen_host, now, policy, trusting=trusting)
+        lost = frozenset() if settled else _reclaimable(snapshot, request, now, policy)
+        confirmed = _take_reports(snapshot, request, outcome, seen_host, now, policy, trusting=trusting, lost=lost)
     if outcome.new_hashes or outcome.revoked:
         task = replace(task, hash_seq=task.hash_seq + len(outcome.revoked) + len(outcome.new_hashes))
     outcome.task = task
@@ -192,7 +199,8 @@ def decide_announce(
     # pieces do not count as held for it either, so it can lease one that only they hold.
     trusted = [p for p in peers if seen_host not in p.accusers]
     live = {p.peer_id for p in peers}
-    mine = _lease_decisions(snapshot, request, outcome, task, view, trusted, live, seen_host, now, policy)
+    wanted = request.want_leases if settled else 0
+    mine = _lease_decisions(snapshot, request, outcome, task, view, trusted, live, seen_host, now, policy, wanted)
     handed = hand_out(view, trusted, policy.max_peers) if task.manifest else []
     outcome.response = AnnounceResponse(
         generation=task.generation,
@@ -350,6 +358,7 @@ def _lease_decisions(
     seen_host: str,
     now: float,
     policy: TrackerPolicy,
+    want: int,
 ) -> list[int]:
     """The asker's origin leases after this announce (the pieces it is to fetch from the origin), with the
     lease writes in ``outcome``."""
@@ -386,13 +395,13 @@ def _lease_decisions(
             outcome.put_leases.append(reclaimed)
 
     granted: list[int] = []
-    if task.manifest is not None and request.want_leases and not view.bad:
+    if task.manifest is not None and want and not view.bad:
         granted = grant_leases(
             held=held,
             leased=live_leases,
             asker=request.peer_id,
             asker_have=view.have,
-            want=request.want_leases,
+            want=want,
             range_ok=task.range_ok,
             share=origin_share(view, trusted, task.manifest.piece_count),
         )
@@ -443,6 +452,7 @@ def _take_reports(
     policy: TrackerPolicy,
     *,
     trusting: bool,
+    lost: frozenset[int] = frozenset(),
 ) -> list[int]:
     """Judge the hashes an announce reports (module docstring, core.audit); returns the pieces whose hash the
     tracker now holds as the peer reported it. ``trusting`` False (a content task, a banned peer): only a
@@ -453,7 +463,8 @@ def _take_reports(
         if index >= size:
             raise ProtocolError(f"done reports piece {index} of {size}", field="done")
         lease = snapshot.leases.get(index)
-        holder = trusting and lease is not None and lease.peer_id == request.peer_id and lease.expires >= now
+        live_holder = lease is not None and lease.peer_id == request.peer_id and lease.expires >= now
+        holder = trusting and (live_holder or index in lost)
         known = snapshot.known_hashes.get(index, outcome.new_hashes.get(index))
         audit = snapshot.audits.get(index)
         if known is not None and holder and audit is not None and seen_host not in audit.hosts:
@@ -470,6 +481,30 @@ def _take_reports(
         else:
             outcome.rejected.append(index)
     return confirmed
+
+
+def _reclaimable(snapshot: TaskSnapshot, request: AnnounceRequest, now: float, policy: TrackerPolicy) -> frozenset[int]:
+    """The pieces the asker reports done that it could claim back as a lost lease: no live, trusted peer
+    holds them and no other live peer holds a live lease on them."""
+    live = {
+        p.view.peer_id: p
+        for p in snapshot.peers
+        if p.view.peer_id != request.peer_id and now - p.last_seen < policy.peer_ttl and not p.view.bad
+    }
+    held = 0
+    for record in live.values():
+        held |= record.view.have.mask
+    return frozenset(
+        i
+        for i in request.done
+        if not held >> i & 1
+        and not (
+            (lease := snapshot.leases.get(i)) is not None
+            and lease.peer_id != request.peer_id
+            and lease.peer_id in live
+            and lease.expires > now
+        )
+    )
 
 
 def _vote(snapshot: TaskSnapshot, outcome: AnnounceOutcome, audit: Audit, known: str) -> str:

@@ -9,6 +9,7 @@ turns into a 400. The same structs encode the replies and give the OpenAPI docum
     POST /v1/tasks/{task_id}/announce   AnnounceRequest  -> AnnounceResponse
     GET  /v1/tasks/{task_id}/hashes?since=SEQ             -> HashesResponse
     GET  /v1/tasks/{task_id}                              -> TaskSummary
+    GET  /v1/cluster                                      -> ClusterView
 """
 
 from __future__ import annotations
@@ -262,6 +263,23 @@ class TaskSummary(msgspec.Struct, frozen=True):
     received: ScopeBytes = ScopeBytes()
     """What the task's peers took in by scope, summed over every peer heard of since the tracker started
     (its soft state: not kept across a restart)."""
+
+
+class ClusterMember(msgspec.Struct, frozen=True):
+    """A tracker process sharing the database (core.ownership)."""
+
+    tracker_id: str
+    url: str
+    active_from: float
+    expires: float
+    live: bool
+
+
+class ClusterView(msgspec.Struct, frozen=True):
+    """The trackers sharing this one's database, as it last read them; empty on SQLite (one process)."""
+
+    tracker_id: str
+    members: tuple[ClusterMember, ...]
 
 
 class Health(msgspec.Struct, frozen=True):

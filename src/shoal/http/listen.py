@@ -14,6 +14,10 @@ from aiohttp import web
 
 from shoal.core.errors import ListenError
 
+ON_LISTENING = web.AppKey("on_listening", list)
+"""Callbacks an application is given the port it listens on once it does (a service that tells others where
+it can be reached: the port is known only then when it was 0)."""
+
 
 async def listen(app: web.Application, host: str, port: int, **runner_options: Any) -> tuple[web.AppRunner, int]:
     """Serve ``app`` on host:port (0 picks a free port); return the runner (to clean up) and the port.
@@ -30,7 +34,10 @@ async def listen(app: web.Application, host: str, port: int, **runner_options: A
         await runner.cleanup()
         raise
     sockets = getattr(site._server, "sockets", None) or []
-    return runner, sockets[0].getsockname()[1] if sockets else port
+    bound = sockets[0].getsockname()[1] if sockets else port
+    for callback in app.get(ON_LISTENING, ()):
+        callback(bound)
+    return runner, bound
 
 
 async def until_signalled() -> None:

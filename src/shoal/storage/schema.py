@@ -223,6 +223,23 @@ pool_assignments = Table(
     Column("from_sites", BigInteger, nullable=False, server_default=text("0")),
 )
 
+trackers = Table(
+    "trackers",
+    metadata,
+    Column("tracker_id", Key, primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("active_from", Time, nullable=False),
+    Column("expires", Time, nullable=False),
+)
+"""Tracker processes sharing the database (core.ownership): each renews its row while it lives."""
+
+tracker_cluster = Table(
+    "tracker_cluster",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+)
+"""One row, locked by a tracker registering, so that two registering at once see each other."""
+
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 
 # The frozen definitions below declare what each version's DDL built, and only that: Python-side defaults,
@@ -424,6 +441,25 @@ async def _v6_scope_bytes(conn: AsyncConnection) -> None:
         await conn.execute(text(f"ALTER TABLE pool_assignments ADD COLUMN {column} BIGINT NOT NULL DEFAULT 0"))
 
 
+async def _v7_trackers(conn: AsyncConnection) -> None:
+    frozen = MetaData()
+    Table(
+        "trackers",
+        frozen,
+        Column(
+            "tracker_id",
+            String(64).with_variant(mysql.VARCHAR(64, charset="ascii", collation="ascii_bin"), "mysql"),
+            primary_key=True,
+        ),
+        Column("url", Text, nullable=False),
+        Column("active_from", Double, nullable=False),
+        Column("expires", Double, nullable=False),
+    )
+    cluster = Table("tracker_cluster", frozen, Column("id", Integer, primary_key=True, autoincrement=False))
+    await conn.run_sync(frozen.create_all)
+    await conn.execute(insert(cluster).values(id=1))
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "tasks, piece hashes, peers, leases", _v1_initial),
     (2, "times as DOUBLE on MySQL", _v2_double_times),
@@ -431,6 +467,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (4, "mirror jobs and workers", _v4_mirror),
     (5, "case-sensitive identifiers on MySQL", _v5_case_sensitive_keys),
     (6, "pool assignments: bytes by scope", _v6_scope_bytes),
+    (7, "tracker processes sharing the database", _v7_trackers),
 ]
 
 

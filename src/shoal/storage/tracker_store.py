@@ -325,6 +325,11 @@ class TrackerStore(SqlStore):
             {r.piece: (r.hash, r.seq) for r in hash_rows},
         )
 
+    def forget(self, task_ids: Iterable[str]) -> None:
+        """Drop the copies of these tasks: the next announce of one reads it from the database again."""
+        for task_id in task_ids:
+            self._rows.pop(task_id, None)
+
     async def load(self, task_id: str, hash_pieces: Iterable[int]) -> TaskSnapshot:
         """The task, its peers and leases, and the stored hashes of ``hash_pieces``."""
         rows = await self._task_rows(task_id)

@@ -6,14 +6,15 @@ cause becomes a 4xx with a JSON body ``{"error": "..."}``; nothing a client send
 BitTorrent endpoints (/announce, /scrape) are tracker.bt's, with bencoded replies and errors of their own.
 
 Announces of one task are serialised by a per-task lock, so two peers asking at once never receive the
-same origin lease. One tracker process owns a database; several trackers on one database are not
-supported.
+same origin lease. Several trackers may share a PostgreSQL or MySQL database: each task is decided by one of
+them at a time, and the others forward its requests there (tracker.cluster, core.ownership).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 import time
 import weakref
@@ -23,6 +24,7 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from shoal.core.announce import AnnounceOutcome, TaskSnapshot, TrackerPolicy, claims_change, decide_announce
 from shoal.core.bitfield import iter_bits
@@ -30,13 +32,23 @@ from shoal.core.content_alias import ContentAliases
 from shoal.core.errors import ProtocolError, StoreError
 from shoal.core.ids import is_content_task, is_task_id
 from shoal.core.manifest import OriginIdentity
-from shoal.core.messages import AnnounceRequest, AnnounceResponse, HashesResponse, Health, TaskSummary
+from shoal.core.messages import (
+    AnnounceRequest,
+    AnnounceResponse,
+    ClusterView,
+    HashesResponse,
+    Health,
+    TaskSummary,
+)
+from shoal.core.ownership import settled
 from shoal.core.scope_leases import Crossings, LeaseKey, ScopeLease, decide_crossings, rack_scope
 from shoal.core.scope_tally import ScopeTally
 from shoal.http import openapi
 from shoal.http.json_api import json_error, json_errors, read_struct, struct_response
+from shoal.http.listen import ON_LISTENING
 from shoal.storage.tracker_store import TrackerStore
 from shoal.tracker import bt, pools
+from shoal.tracker.cluster import Cluster
 from shoal.tracker.config import TrackerConfig
 from shoal.tracker.origin_check import OriginCheck
 
@@ -64,6 +76,11 @@ class TrackerService:
         self.aliases = ContentAliases()  # soft state, like the peers: learned again from the next finisher
         self.scope_bytes = ScopeTally()
         self.origin_check = OriginCheck(enabled=config.origin_checks, claim_ttl=config.peer_ttl * 4)
+        self.cluster: Cluster | None = None
+        if not self.store.url.startswith("sqlite"):
+            self.cluster = Cluster(self.store, advertise=config.advertise, host=config.host, clock=clock)
+        self.started = clock()
+        self._gained: dict[str, float] = {}  # task -> when this tracker began deciding it (core.ownership)
 
     def _lock(self, task_id: str) -> asyncio.Lock:
         lock = self._locks.get(task_id)
@@ -79,13 +96,18 @@ class TrackerService:
         seen = await self._check_claim(task_id, request, seen_host) if request.origin is not None else None
         async with self._lock(task_id):
             snapshot = await self.store.load(task_id, request.done)
+            now = self.clock()
+            gained = self._gained_at(task_id, created=snapshot.task is None, now=now)
             outcome = decide_announce(
                 snapshot if seen is None else replace(snapshot, origin_seen=seen),
                 request,
                 task_id=task_id,
                 seen_host=seen_host,
-                now=self.clock(),
+                now=now,
                 policy=self.policy,
+                # A task this tracker took over (or found at its start) waits for its peers to say what they
+                # hold before leasing pieces afresh: one held would look free and leave the origin again.
+                settled=settled(gained, now, self.config.interval),
             )
             committed = self.store.stage(outcome, created=snapshot.task is None)
             crossings = self._crossings(task_id, snapshot, outcome, request.want_crossings)
@@ -170,6 +192,26 @@ class TrackerService:
         assert task is not None
         return await self.origin_check.confirm(task.url, request.origin, seen_host)
 
+    def _gained_at(self, task_id: str, *, created: bool, now: float) -> float:
+        """When this tracker began deciding the task. One an announce creates is known whole from the start;
+        one found in the database was another's until now (a tracker before a restart, another member)."""
+        if task_id not in self._gained:
+            self._gained[task_id] = -math.inf if created else now if self.cluster else self.started
+        return self._gained[task_id]
+
+    def held_tasks(self) -> list[str]:
+        """The tasks whose soft state this tracker keeps."""
+        return list(self._gained)
+
+    def drop_tasks(self, task_ids: list[str]) -> None:
+        """Forget the soft state of tasks another tracker owns now (core.ownership): should they come back,
+        they start clean rather than from leases the other tracker has since replaced."""
+        for task_id in task_ids:
+            self._gained.pop(task_id, None)
+            self._scope_leases.pop(task_id, None)
+        self.store.forget(task_ids)
+        log.info("%d tasks moved to another tracker", len(task_ids))
+
     async def resume(self) -> None:
         """Give the peers and leases a previous tracker left live one peer TTL to be heard of again."""
         peers, leases = await self.store.resume(self.clock(), self.config.peer_ttl)
@@ -208,7 +250,8 @@ async def announce(request: web.Request) -> web.Response:
     task_id = _task_id(request)
     body = await read_struct(request, AnnounceRequest)
     service = request.app[SERVICE]
-    return struct_response(await service.announce(task_id, body, request.remote or ""))
+    seen = service.cluster.client_address(request) if service.cluster else request.remote or ""
+    return struct_response(await service.announce(task_id, body, seen))
 
 
 async def hashes(request: web.Request) -> web.Response:
@@ -234,6 +277,11 @@ async def task_info(request: web.Request) -> web.Response:
     return struct_response(msgspec.structs.replace(summary, received=service.scope_bytes.totals(task_id)))
 
 
+async def cluster_info(request: web.Request) -> web.Response:
+    cluster = request.app[SERVICE].cluster
+    return struct_response(cluster.view() if cluster is not None else ClusterView("", ()))
+
+
 ROUTES = (
     openapi.Route("GET", "/v1/health", "whether the tracker answers, and its API version", response=Health),
     openapi.Route(
@@ -251,6 +299,9 @@ ROUTES = (
         query=(openapi.Query("since", "the hash_seq of an earlier reply; 0 for every hash", int),),
     ),
     openapi.Route("GET", "/v1/tasks/{task_id}", "what the tracker knows of a task", response=TaskSummary),
+    openapi.Route(
+        "GET", "/v1/cluster", "the trackers sharing this one's database, which own the tasks", response=ClusterView
+    ),
 )
 """The tracker's own JSON API; with pools.ROUTES, what /v1/openapi.json describes."""
 
@@ -265,21 +316,46 @@ def openapi_document() -> dict[str, Any]:
     )
 
 
+def _owned_here(cluster: Cluster) -> Middleware:
+    """A task's routes are served by the tracker that owns the task (tracker.cluster)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not is_task_id(request.match_info.get("task_id", "")):
+            return await handler(request)  # not a task's route, or a malformed id the handler refuses
+        return await cluster.forward(request, handler)
+
+    return middleware
+
+
+async def _membership(cluster: Cluster, service: TrackerService) -> None:
+    await cluster.join()
+    await cluster.heartbeat_forever(service.drop_tasks, service.held_tasks)
+
+
 def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> web.Application:
     """The tracker as an aiohttp application; listening is the caller's business (AppRunner/TCPSite)."""
     errors = json_errors(log, unavailable=(StoreError,), what="the tracker's database")
-    app = web.Application(middlewares=[errors], client_max_size=config.max_body)
     service = TrackerService(config, clock)
+    cluster = service.cluster
+    middlewares = [errors] if cluster is None else [errors, _owned_here(cluster)]
+    app = web.Application(middlewares=middlewares, client_max_size=config.max_body)
     app[SERVICE] = service
+    if cluster is not None:
+        app[ON_LISTENING] = [cluster.listening]
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with service.store:
             await service.resume()
             loops = [asyncio.create_task(service.expire_forever()), asyncio.create_task(service.pools.sweep_forever())]
+            if cluster is not None:
+                loops.append(asyncio.create_task(_membership(cluster, service)))
             yield
             for loop in loops:
                 loop.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
+            if cluster is not None:
+                await cluster.leave()
             await service.origin_check.aclose()
 
     app.cleanup_ctx.append(lifecycle)
@@ -287,6 +363,7 @@ def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> 
     app.router.add_post("/v1/tasks/{task_id}/announce", announce)
     app.router.add_get("/v1/tasks/{task_id}/hashes", hashes)
     app.router.add_get("/v1/tasks/{task_id}", task_info)
+    app.router.add_get("/v1/cluster", cluster_info)
     bt.add_routes(app, service.bt)
     pools.add_routes(app, service.pools)
     openapi.serve(app, openapi_document())

@@ -34,6 +34,10 @@ class TrackerConfig:
     """Check an announce's claim that a task's origin file changed with a look of the tracker's own at the
     origin (one small GET, at most one every 2 s per URL) before starting a new generation. Off, or when
     the tracker cannot reach the origin, such a claim needs peers on two hosts making it."""
+    advertise: str = ""
+    """With several trackers on one PostgreSQL or MySQL database: the URL the other trackers reach this one at
+    to forward a task's requests to it (tracker.cluster). Empty: http://HOST:PORT as it listens, with
+    127.0.0.1 for a wildcard HOST (trackers on one host)."""
     max_body: int = 256 * 1024
     """Largest request body accepted, in bytes; larger ones get a 413."""
 

@@ -1,0 +1,55 @@
+"""The member rows of tracker processes sharing one database (core.ownership has the rules)."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, select, update
+
+from shoal.core.ownership import JOIN_DELAY, TTL, TrackerMember
+from shoal.storage.db import SqlStore
+from shoal.storage.schema import tracker_cluster, trackers
+
+FORGET_AFTER = 60.0
+"""Rows of members dead this long are deleted by whichever tracker renews next."""
+
+
+def _member(row: object) -> TrackerMember:
+    return TrackerMember(row.tracker_id, row.url, row.active_from, row.expires)  # type: ignore[attr-defined]
+
+
+class ClusterStore:
+    """Registration and renewal of this process's member row, over a store's database."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+
+    async def register(self, tracker_id: str, url: str, now: float) -> list[TrackerMember]:
+        """Add this tracker's row and return every member's. The cluster row is locked meanwhile, so two
+        trackers registering at once see each other: the second waits for the first to commit. A tracker
+        that finds no other live member counts at once; otherwise after JOIN_DELAY."""
+        async with self.store.connection(write=True) as conn:
+            await conn.execute(select(tracker_cluster.c.id).where(tracker_cluster.c.id == 1).with_for_update())
+            rows = [_member(r) for r in await conn.execute(select(trackers))]
+            alone = not any(m.expires > now for m in rows)
+            active_from = now if alone else now + JOIN_DELAY
+            await conn.execute(delete(trackers).where(trackers.c.tracker_id == tracker_id))
+            await conn.execute(
+                trackers.insert().values(tracker_id=tracker_id, url=url, active_from=active_from, expires=now + TTL)
+            )
+        return [*rows, TrackerMember(tracker_id, url, active_from, now + TTL)]
+
+    async def renew(self, tracker_id: str, now: float) -> list[TrackerMember] | None:
+        """Extend this tracker's row and return every member's; None when the row is gone (deleted as dead:
+        the tracker must register again). Rows dead for FORGET_AFTER are deleted."""
+        async with self.store.connection(write=True) as conn:
+            renewed = await conn.execute(
+                update(trackers).where(trackers.c.tracker_id == tracker_id).values(expires=now + TTL)
+            )
+            if renewed.rowcount == 0:
+                return None
+            await conn.execute(delete(trackers).where(trackers.c.expires < now - FORGET_AFTER))
+            return [_member(r) for r in await conn.execute(select(trackers))]
+
+    async def leave(self, tracker_id: str) -> None:
+        """Delete this tracker's row: its tasks move to the others at their next heartbeat."""
+        async with self.store.connection(write=True) as conn:
+            await conn.execute(delete(trackers).where(trackers.c.tracker_id == tracker_id))

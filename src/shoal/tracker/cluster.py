@@ -1,0 +1,171 @@
+"""Several tracker processes on one database: membership, the owner of each task, and forwarding.
+
+The rules are core.ownership's; this module runs them. Every tracker on PostgreSQL or MySQL is a member
+(a cluster of one is the common case; SQLite is one process's database, and has no members). A task's
+routes (``/v1/tasks/{task_id}...``) are decided by its owner only: a tracker that does not own the task
+forwards the request to the owner and relays the reply, naming the client's address in FORWARDED_FOR so
+that the owner judges the announce by the peer's host and not by the forwarding tracker's. The header is
+believed only from another member's address, and a forwarded request is never forwarded again: when the
+members disagree for a moment, the peer gets a 503 with Retry-After and announces again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import secrets
+import socket
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp import web
+
+from shoal.core.errors import StoreError
+from shoal.core.messages import ClusterMember, ClusterView
+from shoal.core.ownership import HEARTBEAT, TrackerMember, in_force, lost_tasks, owner
+from shoal.http.json_api import json_error
+from shoal.storage.cluster_store import ClusterStore
+from shoal.storage.db import SqlStore
+
+log = logging.getLogger("shoal.tracker.cluster")
+
+FORWARDED_FOR = "X-Shoal-Forwarded-For"
+"""The address of the client a member forwarded the request for."""
+FORWARD_TIMEOUT = 10.0
+"""Seconds a forwarded request may take at the owner before the client gets a 503."""
+RETRY_AFTER = "1"
+"""Seconds a client is told to wait when no member can decide its task this moment."""
+
+
+class Cluster:
+    """This tracker's membership: its row, the members' rows as last read, and who owns which task."""
+
+    def __init__(self, store: SqlStore, *, advertise: str, host: str, clock: Callable[[], float]) -> None:
+        """``advertise``: the URL other trackers reach this one at; "" for http://HOST:PORT once listening
+        (127.0.0.1 for a wildcard HOST: trackers on one host)."""
+        self.tracker_id = secrets.token_hex(8)
+        self.url = advertise.rstrip("/")
+        self._host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+        self._listening = asyncio.Event()
+        self.clock = clock
+        self._rows = ClusterStore(store)
+        self.members: list[TrackerMember] = []
+        self._renewed = float("-inf")  # when the database last took a renewal of our row (our clock)
+        self._member_hosts: set[str] = set()
+        self._session: aiohttp.ClientSession | None = None
+
+    def listening(self, port: int) -> None:
+        """The port we listen on (http.listen.ON_LISTENING): our URL when none is advertised."""
+        if not self.url:
+            host = f"[{self._host}]" if ":" in self._host else self._host
+            self.url = f"http://{host}:{port}"
+        self._listening.set()
+
+    async def join(self) -> None:
+        await self._listening.wait()
+        now = self.clock()
+        self.members = await self._rows.register(self.tracker_id, self.url, now)
+        self._renewed = now
+        await self._learn_hosts()
+        log.info("tracker %s joined as %s; %d members", self.tracker_id, self.url, len(self.members))
+
+    async def leave(self) -> None:
+        self._renewed = float("-inf")  # decide nothing more, before the row goes
+        if self._session is not None:
+            await self._session.close()
+        with contextlib.suppress(StoreError):
+            await self._rows.leave(self.tracker_id)
+
+    async def heartbeat_forever(self, drop: Callable[[list[str]], None], held: Callable[[], list[str]]) -> None:
+        """Renew our row every HEARTBEAT and read the others'; ``drop`` gets the tasks of ``held`` that
+        another member owns now, whose soft state this tracker must forget."""
+        while True:
+            await asyncio.sleep(HEARTBEAT)
+            now = self.clock()
+            try:
+                members = await self._rows.renew(self.tracker_id, now)
+                if members is None:
+                    log.warning("tracker %s: our member row was gone; joining again", self.tracker_id)
+                    await self.join()
+                else:
+                    self.members, self._renewed = members, now
+                await self._learn_hosts()
+            except StoreError as exc:
+                log.warning("tracker %s: renewing the member row failed: %s", self.tracker_id, exc)
+            if lost := lost_tasks(held(), self.tracker_id, self.members, self.clock()):
+                drop(lost)
+
+    def owner(self, task_id: str) -> TrackerMember | None:
+        """The member that decides ``task_id`` now; None when none can (we are fenced, or nobody is live)."""
+        now = self.clock()
+        if not in_force(self._renewed, now):
+            return None
+        return owner(task_id, self.members, now)
+
+    def mine(self, task_id: str) -> bool:
+        current = self.owner(task_id)
+        return current is not None and current.tracker_id == self.tracker_id
+
+    def view(self) -> ClusterView:
+        now = self.clock()
+        members = tuple(
+            ClusterMember(m.tracker_id, m.url, m.active_from, m.expires, m.live(now))
+            for m in sorted(self.members, key=lambda m: m.tracker_id)
+        )
+        return ClusterView(self.tracker_id, members)
+
+    def client_address(self, request: web.Request) -> str:
+        """The address of the peer behind ``request``: FORWARDED_FOR when a member forwarded it."""
+        forwarded = request.headers.get(FORWARDED_FOR)
+        if forwarded and request.remote in self._member_hosts:
+            return forwarded
+        return request.remote or ""
+
+    async def forward(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """Serve a task's route: here when we own the task, else at its owner."""
+        task_id = request.match_info.get("task_id", "")
+        current = self.owner(task_id)
+        if current is not None and current.tracker_id == self.tracker_id:
+            return await handler(request)
+        if current is None or FORWARDED_FOR in request.headers:
+            why = "no tracker can decide this task at the moment" if current is None else "the task is moving"
+            return json_error(503, f"{why}; announce again", **{"Retry-After": RETRY_AFTER})
+        return await self._relay(request, current)
+
+    async def _relay(self, request: web.Request, to: TrackerMember) -> web.StreamResponse:
+        if self._session is None:
+            timeout = aiohttp.ClientTimeout(total=FORWARD_TIMEOUT)
+            self._session = aiohttp.ClientSession(timeout=timeout, auto_decompress=False)
+        headers = {FORWARDED_FOR: request.remote or ""}
+        if content_type := request.headers.get("Content-Type"):
+            headers["Content-Type"] = content_type
+        body = await request.read()
+        try:
+            async with self._session.request(
+                request.method, to.url + request.rel_url.path_qs, data=body or None, headers=headers
+            ) as reply:
+                payload = await reply.read()
+                kept = {k: v for k, v in reply.headers.items() if k in ("Content-Type", "Retry-After")}
+                return web.Response(status=reply.status, body=payload, headers=kept)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.info("forwarding %s to %s failed: %s", request.rel_url.path, to.url, exc)
+            return json_error(503, "the task's tracker did not answer; announce again", **{"Retry-After": RETRY_AFTER})
+
+    async def _learn_hosts(self) -> None:
+        """The addresses of the other members, whose FORWARDED_FOR is believed."""
+        hosts: set[str] = set()
+        loop = asyncio.get_running_loop()
+        for member in self.members:
+            host = urlsplit(member.url).hostname or ""
+            try:
+                hosts.add(str(ipaddress.ip_address(host)))
+            except ValueError:
+                with contextlib.suppress(OSError):
+                    for *_, address in await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM):
+                        hosts.add(str(address[0]))
+        self._member_hosts = hosts

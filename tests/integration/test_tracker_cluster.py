@@ -1,0 +1,113 @@
+"""Several tracker processes on one PostgreSQL database (tracker.cluster, core.ownership): a task is decided
+by one of them, the others forward its requests there, and a tracker killed mid-swarm hands its tasks on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from subprocess import Popen
+from typing import Any
+
+import pytest
+
+from shoal.core.ids import task_id_for_url
+from shoal.core.ownership import TrackerMember, owner
+from shoal.storage.partfile import state_path
+from shoal.testing.poll import wait_until
+from shoal.testing.processes import Service
+from tests.integration.conftest import Origin, sha256, task_summary
+from tests.integration.test_swarm import wait_for_file
+from tests.store.conftest import SERVERS, _probe, drop_schema
+
+SIZE = 8 << 20  # 32 pieces of 256 KiB
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """An empty PostgreSQL database of this test process."""
+    found = asyncio.run(_probe("postgresql"))
+    if isinstance(found, BaseException):
+        pytest.fail(f"PostgreSQL unreachable at {SERVERS['postgresql']}: {found!r}")
+    asyncio.run(drop_schema(found))
+    yield found
+
+
+def cluster_of(t: Service) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{t.url}/v1/cluster") as reply:
+        return json.loads(reply.read())  # type: ignore[no-any-return]
+
+
+def start_cluster(tracker: Callable[..., Service], db: str, n: int) -> dict[str, Service]:
+    """``n`` trackers on ``db``, once each sees all of them live; by tracker id."""
+    started = [tracker(db=db) for _ in range(n)]
+    for t in started:
+        wait_until(lambda t=t: sum(m["live"] for m in cluster_of(t)["members"]) == n, f"{n} live members", timeout=30)
+    return {cluster_of(t)["tracker_id"]: t for t in started}
+
+
+def owner_of(task_id: str, t: Service) -> str:
+    """The tracker that owns ``task_id`` as ``t`` sees the members (the trackers share this host's clock)."""
+    rows = cluster_of(t)["members"]
+    members = [TrackerMember(m["tracker_id"], m["url"], m["active_from"], m["expires"]) for m in rows]
+    found = owner(task_id, members, time.time())
+    assert found is not None
+    return found.tracker_id
+
+
+def get_all(
+    spawn_get: Callable[..., Popen[str]], url: str, trackers: list[Service], tmp_path: Path
+) -> list[Popen[str]]:
+    """Four peers of ``url``, spread over ``trackers`` in turn, seeding for a minute once done."""
+    return [
+        spawn_get(
+            url, "-o", str(tmp_path / f"p{i}.bin"), "--tracker", trackers[i % len(trackers)].url, "--upload-time", "60"
+        )
+        for i in range(4)
+    ]
+
+
+def test_peers_announcing_to_different_trackers_share_one_swarm(
+    tmp_path, tracker, origin, make_file, spawn_get, pg_url
+):
+    src: Origin = origin("--rate", "8M")
+    make_file(src.root / "c.bin", SIZE)
+    url = src.url("c.bin")
+    trackers = list(start_cluster(tracker, pg_url, 2).values())
+    procs = get_all(spawn_get, url, trackers, tmp_path)
+    for i, proc in enumerate(procs):
+        wait_for_file(tmp_path / f"p{i}.bin", proc, timeout=120)
+        assert sha256(tmp_path / f"p{i}.bin") == sha256(src.root / "c.bin")
+    task_id = task_id_for_url(url)
+    # Either tracker answers for the task (one forwards to the other), and both know all four peers.
+    for t in trackers:
+        assert len(task_summary(t, task_id)["peers"]) == 4  # type: ignore[arg-type]
+    # One swarm: each piece left the origin about once. Two split swarms would each have fetched the file.
+    assert src.bytes_sent() <= 1.05 * SIZE
+
+
+def test_a_tracker_killed_mid_swarm_hands_its_tasks_on(tmp_path, tracker, origin, make_file, spawn_get, pg_url):
+    """Three trackers; the peers announce to the two that do not own the task, and its owner is SIGKILLed
+    once the swarm is under way: the task moves to a survivor, which rebuilds its peers from their next
+    announces, and every download completes with the file leaving the origin about once."""
+    src: Origin = origin("--rate", "1M")  # 8 s for the file: the kill lands mid-download
+    make_file(src.root / "k.bin", SIZE)
+    url = src.url("k.bin")
+    task_id = task_id_for_url(url)
+    by_id = start_cluster(tracker, pg_url, 3)
+    first = next(iter(by_id.values()))
+    doomed = by_id[owner_of(task_id, first)]
+    survivors = [t for t in by_id.values() if t is not doomed]
+    procs = get_all(spawn_get, url, survivors, tmp_path)
+    wait_until(lambda: state_path(tmp_path / "p0.bin").exists(), "p0 to record its first pieces", timeout=60)
+    doomed.kill()
+    for i, proc in enumerate(procs):
+        wait_for_file(tmp_path / f"p{i}.bin", proc, timeout=120)
+        assert sha256(tmp_path / f"p{i}.bin") == sha256(src.root / "k.bin")
+    # The task moved to a survivor, which rebuilt its peers from their announces.
+    assert owner_of(task_id, survivors[0]) in {cluster_of(t)["tracker_id"] for t in survivors}
+    wait_until(lambda: len(task_summary(survivors[0], task_id)["peers"]) == 4, "the 4 peers at the new owner")
+    assert src.bytes_sent() <= 1.05 * SIZE

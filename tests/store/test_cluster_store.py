@@ -1,0 +1,62 @@
+"""Member rows of trackers sharing a database (storage.cluster_store), against every SQL backend."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from shoal.core.ownership import JOIN_DELAY, TTL
+from shoal.storage.cluster_store import FORGET_AFTER, ClusterStore
+from shoal.storage.tracker_store import TrackerStore
+
+T0 = 1_700_000_000.5
+
+
+@pytest.fixture
+async def stores(db_url: str) -> AsyncIterator[tuple[ClusterStore, ClusterStore]]:
+    """Two trackers' views of one database, each through its own engine as two processes would have. Not on
+    SQLite: one process owns a SQLite database, and a tracker on it has no member row."""
+    if db_url.startswith("sqlite"):
+        pytest.skip("trackers share PostgreSQL or MySQL databases, not SQLite files")
+    async with TrackerStore(db_url) as first, TrackerStore(db_url) as second:
+        yield ClusterStore(first), ClusterStore(second)
+
+
+async def test_the_first_member_counts_at_once_and_a_later_one_after_the_join_delay(stores) -> None:
+    a, b = stores
+    (alone,) = await a.register("a", "http://10.0.0.1:6969", T0)
+    assert (alone.active_from, alone.expires) == (T0, T0 + TTL)
+    members = {m.tracker_id: m for m in await b.register("b", "http://10.0.0.2:6969", T0 + 1)}
+    assert members["a"] == alone
+    assert members["b"].active_from == T0 + 1 + JOIN_DELAY and members["b"].url == "http://10.0.0.2:6969"
+
+
+async def test_two_registering_at_once_see_each_other(stores) -> None:
+    a, b = stores
+    seen_a, seen_b = await asyncio.gather(a.register("a", "http://a", T0), b.register("b", "http://b", T0))
+    later = max((seen_a, seen_b), key=len)
+    assert {m.tracker_id for m in later} == {"a", "b"}, "the second to register did not see the first"
+    assert sorted(m.active_from for m in later) == [T0, T0 + JOIN_DELAY]
+
+
+async def test_renewal_extends_the_row_and_reads_the_others(stores) -> None:
+    a, b = stores
+    await a.register("a", "http://a", T0)
+    await b.register("b", "http://b", T0)
+    members = {m.tracker_id: m for m in await a.renew("a", T0 + 2) or []}
+    assert members["a"].expires == T0 + 2 + TTL and members["b"].expires == T0 + TTL
+
+
+async def test_a_member_that_left_is_gone_and_long_dead_rows_are_deleted(stores) -> None:
+    a, b = stores
+    await a.register("a", "http://a", T0)
+    await b.register("b", "http://b", T0)
+    await b.leave("b")
+    assert await b.renew("b", T0 + 1) is None  # its row is gone: it must register again
+    assert [m.tracker_id for m in await a.renew("a", T0 + 1) or []] == ["a"]
+    await b.register("b", "http://b", T0 + 1)
+    # a stays silent after its renewal at T0 + 1; b renews long after a's row expired
+    members = await b.renew("b", T0 + 1 + TTL + FORGET_AFTER + 1) or []
+    assert [m.tracker_id for m in members] == ["b"]

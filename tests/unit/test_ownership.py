@@ -1,0 +1,88 @@
+"""Which tracker owns which task (core.ownership): rendezvous hashing over live members, fencing, take-over."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shoal.core.ownership import FENCE_MARGIN, TTL, TrackerMember, in_force, lost_tasks, owner, settled
+
+NOW = 1000.0
+TASKS = [f"{i:040x}" for i in range(3000)]
+
+
+def member(name: str, active_from: float = NOW - 10, expires: float = NOW + 5) -> TrackerMember:
+    return TrackerMember(name, f"http://{name}:6969", active_from, expires)
+
+
+def test_every_task_has_one_owner_and_the_members_share_them() -> None:
+    members = [member("a"), member("b"), member("c")]
+    owners = Counter(owner(t, members, NOW).tracker_id for t in TASKS)  # type: ignore[union-attr]
+    assert set(owners) == {"a", "b", "c"}
+    assert all(800 <= n <= 1200 for n in owners.values()), owners
+
+
+def test_the_owner_does_not_depend_on_the_order_members_are_listed_in() -> None:
+    members = [member("a"), member("b"), member("c")]
+    for task in TASKS[:200]:
+        assert owner(task, members, NOW) == owner(task, members[::-1], NOW)
+
+
+def test_a_dead_member_gives_up_only_its_own_tasks() -> None:
+    alive = [member("a"), member("b")]
+    dead = member("c", expires=NOW - 0.1)
+    before = {t: owner(t, [*alive, member("c")], NOW) for t in TASKS}
+    after = {t: owner(t, [*alive, dead], NOW) for t in TASKS}
+    moved = [t for t in TASKS if before[t] != after[t]]
+    assert moved and all(before[t].tracker_id == "c" for t in moved)  # type: ignore[union-attr]
+    assert all(after[t].tracker_id in ("a", "b") for t in TASKS)  # type: ignore[union-attr]
+
+
+def test_a_joining_member_counts_only_from_its_active_from() -> None:
+    joining = member("new", active_from=NOW + 3)
+    members = [member("a"), joining]
+    assert {owner(t, members, NOW).tracker_id for t in TASKS} == {"a"}  # type: ignore[union-attr]
+    assert "new" in {owner(t, members, NOW + 3).tracker_id for t in TASKS}  # type: ignore[union-attr]
+
+
+def test_nobody_owns_a_task_when_no_member_is_live() -> None:
+    assert owner(TASKS[0], [member("a", expires=NOW)], NOW) is None
+    assert owner(TASKS[0], [], NOW) is None
+
+
+def test_a_member_stops_deciding_before_its_row_expires() -> None:
+    renewed = NOW
+    assert in_force(renewed, NOW + TTL - FENCE_MARGIN - 0.01)
+    assert not in_force(renewed, NOW + TTL - FENCE_MARGIN)
+    assert not in_force(float("-inf"), NOW)  # never renewed: not yet joined, or left
+
+
+@given(st.floats(min_value=0, max_value=100), st.floats(min_value=0, max_value=100))
+def test_no_moment_has_two_deciders(renewed_at: float, later: float) -> None:
+    """TrackerMember a renewed its row at ``renewed_at`` and then fell silent; b takes a's tasks once a's row has
+    expired. Whenever b may decide a task of a's, a itself no longer does."""
+    a = member("a", active_from=0, expires=renewed_at + TTL)
+    b = member("b", active_from=0, expires=1e9)
+    now = renewed_at + later
+    for task in TASKS[:50]:
+        b_decides = owner(task, [a, b], now).tracker_id == "b"  # type: ignore[union-attr]
+        a_decides = in_force(renewed_at, now) and owner(task, [a, b], now).tracker_id == "a"  # type: ignore[union-attr]
+        assert not (a_decides and b_decides)
+        if not a.live(now):
+            assert not a_decides
+
+
+def test_a_task_taken_over_settles_after_one_interval() -> None:
+    assert not settled(NOW, NOW + 4.9, 5.0)
+    assert settled(NOW, NOW + 5.0, 5.0)
+
+
+def test_the_tasks_lost_to_a_member_that_joined() -> None:
+    me, other = member("me"), member("other", active_from=NOW)
+    held = TASKS[:100]
+    lost = lost_tasks(held, "me", [me, other], NOW)
+    assert lost == [t for t in held if owner(t, [me, other], NOW).tracker_id == "other"]  # type: ignore[union-attr]
+    assert 20 < len(lost) < 80
+    assert lost_tasks(held, "me", [me], NOW) == []
