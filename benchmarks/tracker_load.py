@@ -22,8 +22,8 @@ each announces every N/R seconds. The tracker's ``--peer-ttl`` is set to three o
 so no peer expires between its turns. A request unanswered ``--timeout`` seconds after its scheduled time
 (the peer's client gives up after 10 s) counts as timed out. Latency runs from the scheduled time, so a
 generator that falls behind is charged, not hidden (its lag is printed). Before the steps every peer has
-``--prime`` turns at the first rate (joining: two announces each); then each rate runs ``--warmup`` seconds
-unmeasured and ``--duration`` measured.
+``--prime`` turns (joining takes two) at ``--prime-rate`` (default: the first rate); then each rate runs
+``--warmup`` seconds unmeasured and ``--duration`` measured.
 
 Printed per step, for the announces scheduled in its measured window: offered/s, answered 200/s, 503/s,
 other errors, timeouts, p50/p95/p99 of the answered ones, the tracker's CPU (% of one core, /proc/PID/stat)
@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import random
@@ -271,7 +272,10 @@ async def measure(load: Load, meters: Meters, rate: float, args: argparse.Namesp
     if before[0] is not None and after[0] is not None:
         step.tracker_cpu = after[0] - before[0]
     step.own_cpu = after[1] - before[1]
-    step.other_cpu = (after[2] - before[2]).tasks - (step.tracker_cpu or 0.0) - step.own_cpu
+    machine = after[2] - before[2]
+    # A process's system time includes the loopback's softirq work done on its behalf, which /proc/stat
+    # counts as softirq, not as task time: the rest of the machine is both less these two processes.
+    step.other_cpu = machine.tasks + machine.irq - (step.tracker_cpu or 0.0) - step.own_cpu
     step.windowed = True
     if step.pending:
         await step.closed.wait()
@@ -297,6 +301,8 @@ def print_step(step: Step, args: argparse.Namespace) -> None:
         f"{f['generator_cpu_pct']:>5.0f}% {f['other_cpu_pct']:>5.0f}% {f['generator_lag_max_ms']:>7.1f}",
         flush=True,
     )
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(step.kinds.items(), key=lambda kv: -kv[1]))
+    print(f"    announces: {kinds}; hash reports rejected: {step.rejected}", flush=True)
     for sample in step.error_samples:
         print(f"    e.g. {sample}", flush=True)
 
@@ -313,7 +319,8 @@ async def run(args: argparse.Namespace, url: str, pid: int | None, peers: list[S
     steps = []
     try:
         async with Load(args, url, peers) as load:
-            await load.offer(args.rates[0], args.prime * len(peers) / args.rates[0], None)
+            prime_rate = args.prime_rate or args.rates[0]
+            await load.offer(prime_rate, args.prime * len(peers) / prime_rate, None)
             for rate in args.rates:
                 profile = args.profile if rate == (args.profile_rate or args.rates[-1]) else None
                 step = await measure(load, meters, rate, args, profile)
@@ -334,6 +341,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds at each rate (default 5)")
     p.add_argument("--duration", type=float, default=15.0, help="measured seconds at each rate (default 15)")
     p.add_argument("--prime", type=float, default=2.0, help="turns of every peer at the first rate before the steps")
+    p.add_argument("--prime-rate", type=float, help="announces per second while priming (default: the first rate)")
     p.add_argument(
         "--timeout",
         type=float,
@@ -363,7 +371,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.pieces = parse_range(args.pieces)
     except ValueError as exc:
         p.error(str(exc))
-    if not args.rates or min(args.rates) <= 0:
+    if not args.rates or min(args.rates) <= 0 or (args.prime_rate is not None and args.prime_rate <= 0):
         p.error("--rates takes positive announces per second")
     if args.peers < 1 or not 1 <= args.hosts <= 200 or args.connections < args.hosts:
         p.error("--peers must be positive, --hosts 1-200, --connections at least --hosts")
@@ -397,7 +405,11 @@ def main() -> int:
         task_sizes(args.mix, args.peers), args.pieces, workload(args), args.hosts, random.Random(args.seed)
     )
     tasks = {id(p.task): p.task for p in peers}
-    peer_ttl = max(15.0, 3 * len(peers) / min(args.rates))
+    # The fleet lives as long as the run: out of the collector's sight, a full collection does not walk it
+    # (a pause that would stall the schedule).
+    gc.collect()
+    gc.freeze()
+    peer_ttl = max(15.0, 3 * len(peers) / min([*args.rates, args.prime_rate or args.rates[0]]))
     with (
         tempfile.TemporaryDirectory(prefix="tracker-load-") as tmp,
         tracker_for(args, peer_ttl, Path(tmp)) as (url, pid),
