@@ -8,6 +8,7 @@
     │   ├── CronError               2  a cron expression that cannot be read (names the field)
     │   └── PoolRefused             2  the tracker refused a pool request: unknown pool, token, a bad push
     ├── TrackerUnavailable          3  the tracker could not be reached or answered nonsense
+    │   └── TrackerBusy             3  the tracker sheds load (503 with Retry-After): wait, then ask again
     ├── OriginError                 4  the origin failed (HTTP error, refused, short body)
     │   └── OriginChanged           4  the origin's file changed under a download, too often to go on
     ├── JoinAgain                   -  a download's attempt is over (a new generation): the engine joins again
@@ -121,6 +122,17 @@ class TrackerUnavailable(ShoalError):
         else:
             advice = "is that a Shoal tracker? give its base URL (http://HOST:PORT)"
         return cls(f"{tracker} answered {answered}, not the tracker API: {advice}", tracker=tracker)
+
+
+class TrackerBusy(TrackerUnavailable):
+    """The tracker is up but sheds load: it answered 503 with ``Retry-After``. A client waits
+    ``retry_after`` seconds (bounded, jittered: core.retry.busy_delay) and asks again; it is not the tracker
+    being down, so it never leads to the origin fallback or to giving up. Only a caller that chose not to
+    wait sees it, as a TrackerUnavailable it may ignore."""
+
+    def __init__(self, message: str, *, tracker: str = "", retry_after: float) -> None:
+        super().__init__(message, tracker=tracker)
+        self.retry_after = retry_after
 
 
 class OriginError(ShoalError):
