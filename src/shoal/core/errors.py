@@ -26,6 +26,7 @@
     │   │   └── PoolExists          -  a pool of that name exists already
     │   └── NotFound                -  what a request names does not exist: a pool, a push job (404 at the edge)
     ├── StoreError                  1  the SQL database failed or could not be reached (503 at the edge)
+    │   └── DatabaseLocked         10  another tracker process holds the SQLite database file
     ├── DaemonUnavailable           1  no daemon answers on the control socket
     ├── RemoteError                 *  an error the daemon reported (* the daemon's exit code, kept)
     ├── HashingStopped              1  the daemon's idle hasher was stopped before a file was hashed
@@ -299,6 +300,19 @@ class PoolExists(Conflict):
 
 class StoreError(ShoalError):
     """The SQL database (tracker, pools, mirror manager) failed or could not be reached."""
+
+
+class DatabaseLocked(StoreError):
+    """Another process holds the lock of the tracker's SQLite database file (storage.db_lock): two trackers
+    on one file would each keep the peers and leases in their own memory and lease the same pieces twice.
+    ``path`` is the database file, ``pid`` the holder's (None when it cannot be told)."""
+
+    exit_code = 10
+
+    def __init__(self, message: str, *, path: str, pid: int | None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.pid = pid
 
 
 # -- the daemon ---------------------------------------------------------------------------------------
