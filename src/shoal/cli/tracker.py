@@ -87,6 +87,14 @@ from shoal.tracker.config import TrackerConfig
     help="Confirm a peer's claim that an origin file changed with the tracker's own look at the origin; "
     "off (or the origin out of the tracker's reach), such a claim needs peers on two hosts.",
 )
+@click.option(
+    "--max-inflight",
+    default=TrackerConfig.max_inflight,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    metavar="N",
+    help="Most JSON announces in flight; past it an announce is answered 503 with Retry-After at once.",
+)
 @verbose_option
 def tracker(
     host: str,
@@ -99,6 +107,7 @@ def tracker(
     audit_share: float,
     crossing_patience: float,
     origin_checks: bool,
+    max_inflight: int,
     verbose: int,
 ) -> None:
     """Run the tracker: tasks, peers, piece hashes and origin leases over a JSON API, and a BitTorrent
@@ -120,6 +129,7 @@ def tracker(
         audit_share=audit_share,
         crossing_patience=crossing_patience,
         origin_checks=origin_checks,
+        max_inflight=max_inflight,
     )
 
     def go() -> None:
@@ -127,9 +137,10 @@ def tracker(
 
         from shoal.http.listen import serve
         from shoal.storage.db import async_url, safe_url
-        from shoal.tracker.app import build_app
+        from shoal.tracker.app import RUNNER_OPTIONS, build_app
 
         async_url(db)  # a malformed URL is a usage error before anything starts
-        asyncio.run(serve(build_app(config), host, port, "tracker", f" (database {safe_url(db)})"))
+        detail = f" (database {safe_url(db)})"
+        asyncio.run(serve(build_app(config), host, port, "tracker", detail, **RUNNER_OPTIONS))
 
     run_or_exit(go)

@@ -7,7 +7,11 @@ BitTorrent endpoints (/announce, /scrape) are tracker.bt's, with bencoded replie
 
 Announces of one task are serialised by a per-task lock, so two peers asking at once never receive the
 same origin lease. One tracker process owns a database; several trackers on one database are not
-supported.
+supported, and a second one on a SQLite file is refused at start (storage.db_lock).
+
+Under overload (tracker.admission): past ``max_inflight`` JSON announces in flight, an announce is answered
+503 with ``Retry-After`` before its body is read; the runner cancels the handlers of clients that left
+(RUNNER_OPTIONS), and a request that may change state, an announce included, runs to its end all the same.
 """
 
 from __future__ import annotations
@@ -34,13 +38,18 @@ from shoal.core.messages import AnnounceRequest, AnnounceResponse, HashesRespons
 from shoal.core.scope_leases import Crossings, LeaseKey, ScopeLease, decide_crossings, rack_scope
 from shoal.http import openapi
 from shoal.http.json_api import json_error, json_errors, read_struct, struct_response
+from shoal.storage.db_lock import DatabaseLock
 from shoal.storage.tracker_store import TrackerStore
 from shoal.tracker import bt, pools
+from shoal.tracker.admission import Admission, capped, whole_writes
 from shoal.tracker.config import TrackerConfig
 from shoal.tracker.origin_check import OriginCheck
 
 log = logging.getLogger("shoal.tracker")
 API_VERSION = 1
+RUNNER_OPTIONS: dict[str, Any] = {"handler_cancellation": True}
+"""How the tracker's application is served (aiohttp's AppRunner): the handler of a client that left is
+cancelled, so reads stop and the cap counts live work (tracker.admission)."""
 
 
 class TrackerService:
@@ -182,6 +191,7 @@ class TrackerService:
 
 
 SERVICE = web.AppKey("service", TrackerService)
+ADMISSION = web.AppKey("admission", Admission)
 
 
 def _task_id(request: web.Request) -> str:
@@ -257,25 +267,34 @@ def openapi_document() -> dict[str, Any]:
 
 
 def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> web.Application:
-    """The tracker as an aiohttp application; listening is the caller's business (AppRunner/TCPSite)."""
+    """The tracker as an aiohttp application; listening is the caller's business (AppRunner/TCPSite, with
+    RUNNER_OPTIONS). Its start takes the SQLite file's lock (DatabaseLocked when another tracker holds it)."""
+    admission = Admission(config.max_inflight, config.interval)
     errors = json_errors(log, unavailable=(StoreError,), what="the tracker's database")
-    app = web.Application(middlewares=[errors], client_max_size=config.max_body)
+    # whole_writes inside errors: a request that outlived its client still fails as JSON to a client that
+    # stayed, and bt's middleware (appended by add_routes) inside both.
+    app = web.Application(middlewares=[errors, whole_writes(admission)], client_max_size=config.max_body)
     service = TrackerService(config, clock)
     app[SERVICE] = service
+    app[ADMISSION] = admission
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        async with service.store:
-            await service.resume()
-            loops = [asyncio.create_task(service.expire_forever()), asyncio.create_task(service.pools.sweep_forever())]
-            yield
-            for loop in loops:
-                loop.cancel()
-            await asyncio.gather(*loops, return_exceptions=True)
-            await service.origin_check.aclose()
+        with DatabaseLock(config.db):
+            async with service.store:
+                await service.resume()
+                loops = [
+                    asyncio.create_task(service.expire_forever()),
+                    asyncio.create_task(service.pools.sweep_forever()),
+                ]
+                yield
+                for loop in loops:
+                    loop.cancel()
+                await asyncio.gather(*loops, return_exceptions=True)
+                await service.origin_check.aclose()
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_get("/v1/health", health)
-    app.router.add_post("/v1/tasks/{task_id}/announce", announce)
+    app.router.add_post("/v1/tasks/{task_id}/announce", capped(admission, announce))
     app.router.add_get("/v1/tasks/{task_id}/hashes", hashes)
     app.router.add_get("/v1/tasks/{task_id}", task_info)
     bt.add_routes(app, service.bt)

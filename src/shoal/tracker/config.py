@@ -36,6 +36,11 @@ class TrackerConfig:
     the tracker cannot reach the origin, such a claim needs peers on two hosts making it."""
     max_body: int = 256 * 1024
     """Largest request body accepted, in bytes; larger ones get a 413."""
+    max_inflight: int = 64
+    """Most JSON announces in flight at once; past it an announce is answered 503 with ``Retry-After`` at
+    once, before its body is read (tracker.admission). Announces in flight share one core: with a few
+    dozen, group commits fill and each waits about a few dozen announces' CPU time; hundreds would only
+    queue, each waiting longer than the last. At least 1."""
 
     # BitTorrent endpoints (GET /announce, GET /scrape) for standard clients; their peers live in memory.
     bt_interval: int = 60
