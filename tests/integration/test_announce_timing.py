@@ -39,9 +39,11 @@ def reports(monkeypatch: pytest.MonkeyPatch) -> list[set[int]]:
     sent: list[set[int]] = []
     announce = TrackerClient.announce
 
-    async def recording(self: TrackerClient, task_id: str, request: AnnounceRequest) -> AnnounceResponse:
+    async def recording(
+        self: TrackerClient, task_id: str, request: AnnounceRequest, *, wait_busy: bool = True
+    ) -> AnnounceResponse:
         sent.append(set(request.done))
-        return await announce(self, task_id, request)
+        return await announce(self, task_id, request, wait_busy=wait_busy)
 
     monkeypatch.setattr(TrackerClient, "announce", recording)
     return sent
@@ -95,13 +97,15 @@ async def test_an_endgame_origin_piece_is_reported_beside_the_announce_in_flight
     reports: list[set[int]] = []
     reported_later = asyncio.Event()
 
-    async def holding(self: TrackerClient, task_id: str, request: AnnounceRequest) -> AnnounceResponse:
+    async def holding(
+        self: TrackerClient, task_id: str, request: AnnounceRequest, *, wait_busy: bool = True
+    ) -> AnnounceResponse:
         done = set(request.done)
         if done:
             reports.append(done)
             if len(reports) > 1:
                 reported_later.set()
-        reply = await announce(self, task_id, request)
+        reply = await announce(self, task_id, request, wait_busy=wait_busy)
         if done and reports[0] is done:
             await reported_later.wait()
         return reply

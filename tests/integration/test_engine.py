@@ -101,10 +101,12 @@ async def test_a_restart_stops_serving_the_old_version_before_its_part_file_goes
         served_at_join: list[bool] = []
         announce = TrackerClient.announce
 
-        async def watching(self: TrackerClient, task_id: str, request: AnnounceRequest) -> AnnounceResponse:
+        async def watching(
+            self: TrackerClient, task_id: str, request: AnnounceRequest, *, wait_busy: bool = True
+        ) -> AnnounceResponse:
             if request.event == "started":
                 served_at_join.append(task_id in server.tasks)
-            return await announce(self, task_id, request)
+            return await announce(self, task_id, request, wait_busy=wait_busy)
 
         monkeypatch.setattr(TrackerClient, "announce", watching)
         done = await asyncio.wait_for(download.run(), 60)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoal.core.retry import Backoff, Retries
+from shoal.core.retry import BUSY_JITTER, BUSY_WAIT_MAX, BUSY_WAIT_MIN, Backoff, Retries, busy_delay
 
 
 def test_steps_double_up_to_the_cap() -> None:
@@ -52,3 +52,18 @@ def test_reset_starts_again_from_the_first_step() -> None:
 def test_a_policy_that_could_spin_or_shrink_is_refused(first: float, cap: float, factor: float) -> None:
     with pytest.raises(ValueError):
         Backoff(first, cap, factor)
+
+
+@given(st.floats(0, 10_000, allow_nan=False), st.integers(0, 2**32))
+def test_a_busy_wait_is_the_servers_figure_plus_jitter_within_bounds(retry_after: float, seed: int) -> None:
+    delay = busy_delay(retry_after, random.Random(seed))
+    assert BUSY_WAIT_MIN <= delay <= BUSY_WAIT_MAX
+    floor = min(max(retry_after, BUSY_WAIT_MIN), BUSY_WAIT_MAX)
+    assert floor <= delay <= floor * (1 + BUSY_JITTER), "never sooner than asked (within the cap)"
+
+
+def test_clients_shed_together_do_not_come_back_together() -> None:
+    rng = random.Random(3)
+    delays = [busy_delay(2.0, rng) for _ in range(500)]
+    assert statistics.pstdev(delays) > 0.1
+    assert 2.0 <= min(delays) and max(delays) <= 2.5

@@ -12,6 +12,7 @@ Exit codes (also in the README):
     7  cache error: the file does not fit the cache, the cache has no such entry, or another daemon holds it
     8  the file is in place, but the --callback command failed or could not be started
     9  cannot listen: the port is in use, the address is not this host's, or it needs privileges
+    10 the tracker's SQLite database file is held by another tracker process
     130 interrupted
 """
 

@@ -90,6 +90,14 @@ from shoal.tracker.config import TrackerConfig
     "off (or the origin out of the tracker's reach), such a claim needs peers on two hosts.",
 )
 @click.option(
+    "--max-inflight",
+    default=TrackerConfig.max_inflight,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    metavar="N",
+    help="Most JSON announces in flight; past it an announce is answered 503 with Retry-After at once.",
+)
+@click.option(
     "--advertise",
     default="",
     metavar="URL",
@@ -108,6 +116,7 @@ def tracker(
     audit_share: float,
     crossing_patience: float,
     origin_checks: bool,
+    max_inflight: int,
     advertise: str,
     verbose: int,
 ) -> None:
@@ -132,6 +141,7 @@ def tracker(
         audit_share=audit_share,
         crossing_patience=crossing_patience,
         origin_checks=origin_checks,
+        max_inflight=max_inflight,
         advertise=advertise,
     )
 
@@ -140,9 +150,10 @@ def tracker(
 
         from shoal.http.listen import serve
         from shoal.storage.db import async_url, safe_url
-        from shoal.tracker.app import build_app
+        from shoal.tracker.app import RUNNER_OPTIONS, build_app
 
         async_url(db)  # a malformed URL is a usage error before anything starts
-        asyncio.run(serve(build_app(config), host, port, "tracker", f" (database {safe_url(db)})"))
+        detail = f" (database {safe_url(db)})"
+        asyncio.run(serve(build_app(config), host, port, "tracker", detail, **RUNNER_OPTIONS))
 
     run_or_exit(go)

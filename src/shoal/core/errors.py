@@ -8,6 +8,7 @@
     │   ├── CronError               2  a cron expression that cannot be read (names the field)
     │   └── PoolRefused             2  the tracker refused a pool request: unknown pool, token, a bad push
     ├── TrackerUnavailable          3  the tracker could not be reached or answered nonsense
+    │   └── TrackerBusy             3  the tracker sheds load (503 with Retry-After): wait, then ask again
     ├── OriginError                 4  the origin failed (HTTP error, refused, short body)
     │   └── OriginChanged           4  the origin's file changed under a download, too often to go on
     ├── JoinAgain                   -  a download's attempt is over (a new generation): the engine joins again
@@ -25,6 +26,7 @@
     │   │   └── PoolExists          -  a pool of that name exists already
     │   └── NotFound                -  what a request names does not exist: a pool, a push job (404 at the edge)
     ├── StoreError                  1  the SQL database failed or could not be reached (503 at the edge)
+    │   └── DatabaseLocked         10  another tracker process holds the SQLite database file
     ├── DaemonUnavailable           1  no daemon answers on the control socket
     ├── RemoteError                 *  an error the daemon reported (* the daemon's exit code, kept)
     ├── HashingStopped              1  the daemon's idle hasher was stopped before a file was hashed
@@ -121,6 +123,17 @@ class TrackerUnavailable(ShoalError):
         else:
             advice = "is that a Shoal tracker? give its base URL (http://HOST:PORT)"
         return cls(f"{tracker} answered {answered}, not the tracker API: {advice}", tracker=tracker)
+
+
+class TrackerBusy(TrackerUnavailable):
+    """The tracker is up but sheds load: it answered 503 with ``Retry-After``. A client waits
+    ``retry_after`` seconds (bounded, jittered: core.retry.busy_delay) and asks again; it is not the tracker
+    being down, so it never leads to the origin fallback or to giving up. Only a caller that chose not to
+    wait sees it, as a TrackerUnavailable it may ignore."""
+
+    def __init__(self, message: str, *, tracker: str = "", retry_after: float) -> None:
+        super().__init__(message, tracker=tracker)
+        self.retry_after = retry_after
 
 
 class OriginError(ShoalError):
@@ -287,6 +300,19 @@ class PoolExists(Conflict):
 
 class StoreError(ShoalError):
     """The SQL database (tracker, pools, mirror manager) failed or could not be reached."""
+
+
+class DatabaseLocked(StoreError):
+    """Another process holds the lock of the tracker's SQLite database file (storage.db_lock): two trackers
+    on one file would each keep the peers and leases in their own memory and lease the same pieces twice.
+    ``path`` is the database file, ``pid`` the holder's (None when it cannot be told)."""
+
+    exit_code = 10
+
+    def __init__(self, message: str, *, path: str, pid: int | None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.pid = pid
 
 
 # -- the daemon ---------------------------------------------------------------------------------------

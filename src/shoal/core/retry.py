@@ -5,6 +5,9 @@ When a tracker or a mirror manager restarts, every client of a fleet sees it fai
 Retries after fixed or purely doubling delays then come back in lockstep, all at once, again and again.
 Each delay here is drawn between half and all of its capped exponential step ("equal jitter"): the
 clients spread over half the step, and none retries sooner than half of it, so a loop still cannot spin.
+
+A service that is up but sheds load says when to come back (503 with ``Retry-After``): that is not a
+failure, and its wait is the server's figure with jitter (:func:`busy_delay`), not a step of the backoff.
 """
 
 from __future__ import annotations
@@ -51,3 +54,21 @@ class Retries:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+BUSY_WAIT_MIN = 0.5
+"""Seconds: the shortest wait after a busy reply, whatever it says (a ``Retry-After: 0`` must not make a
+fleet ask again in a loop)."""
+BUSY_WAIT_MAX = 30.0
+"""Seconds: the longest wait after a busy reply, whatever it says, so a misconfigured proxy's hour-long
+``Retry-After`` cannot park a download."""
+BUSY_JITTER = 0.25
+"""A busy wait is drawn from ``Retry-After`` to that plus this share: clients shed together spread out
+instead of coming back in the same second."""
+
+
+def busy_delay(retry_after: float, rng: random.Random) -> float:
+    """Seconds to wait after a busy reply (503 with ``Retry-After``): at least what the server asked, plus
+    jitter, within BUSY_WAIT_MIN..BUSY_WAIT_MAX. The server's figure is a floor: it chose it from its load."""
+    wait = min(max(retry_after, BUSY_WAIT_MIN), BUSY_WAIT_MAX)
+    return min(wait * (1 + rng.random() * BUSY_JITTER), BUSY_WAIT_MAX)

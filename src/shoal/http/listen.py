@@ -49,13 +49,13 @@ async def until_signalled() -> None:
     await stop.wait()
 
 
-async def serve(app: web.Application, host: str, port: int, name: str, detail: str = "") -> None:
+async def serve(app: web.Application, host: str, port: int, name: str, detail: str = "", **runner_options: Any) -> None:
     """Serve ``app`` until SIGINT or SIGTERM, first printing ``NAME listening on http://HOST:PORT``.
 
     That line is the contract with whoever started the process (tests, benchmarks, operators' scripts):
-    with port 0 it is the only way to learn the port.
+    with port 0 it is the only way to learn the port. ``runner_options`` go to aiohttp's AppRunner.
     """
-    runner, bound = await listen(app, host, port)
+    runner, bound = await listen(app, host, port, **runner_options)
     try:
         print(f"{name} listening on http://{host}:{bound}{detail}", flush=True)
         await until_signalled()

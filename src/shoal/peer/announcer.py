@@ -4,6 +4,11 @@ Each runs in its own task, woken by the owner loop (shoal.peer.engine) as the co
 (core.download: WakeAnnouncer, WakeHashes, Release, ReportBeside). What an announce says, and how the
 announces and look-ups are paced, is the core's decision (``ask``, ``lease_poll_wait``,
 ``hash_lookup_wait``); replies go back to the owner loop as events.
+
+A busy tracker (503 with ``Retry-After``, core.errors.TrackerBusy) is not a tracker down: no TrackerDown
+goes to the owner loop (whose patience with a silent tracker ends the download), and the announce loop
+waits what the tracker asked (core.retry.busy_delay) before asking again, with what the core says then:
+an announce built before the wait would report stale progress and ask for leases already granted.
 """
 
 from __future__ import annotations
@@ -16,15 +21,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from shoal.core.download import DownloadCore
-from shoal.core.errors import TrackerUnavailable
+from shoal.core.errors import TrackerBusy, TrackerUnavailable
 from shoal.core.events import Announced, Event, HashesArrived, TrackerDown
 from shoal.core.messages import AnnounceRequest
-from shoal.core.retry import Backoff, Retries
+from shoal.core.retry import Backoff, Retries, busy_delay
 from shoal.peer.tracker_client import TrackerClient
 
 log = logging.getLogger("shoal.peer")
 ANNOUNCE_BACKOFF = Backoff(0.5, 5.0)
 """Retries of a tracker that does not answer (core.retry), never slower than its announce interval."""
+
+
+@dataclass(frozen=True, slots=True)
+class Busy:
+    """The tracker shed an announce (503 with ``Retry-After``): ask again after ``retry_after`` seconds."""
+
+    retry_after: float
 
 
 @dataclass(slots=True)
@@ -67,15 +79,25 @@ class Announcer:
         self._hashes.set()
 
     async def release(self, pieces: tuple[int, ...], *, delay: float) -> None:
-        """Give leased pieces back after ``delay``, beside the announce loop, which then asks for others."""
+        """Give leased pieces back after ``delay``, beside the announce loop, which then asks for others. A
+        busy tracker is asked again once its wait is over: until told, it keeps the pieces leased to us."""
         await asyncio.sleep(delay)
-        await self.once(released=pieces, beside=True)
+        while True:
+            sent = await self.send(released=pieces, beside=True)
+            if not isinstance(sent, Busy):
+                break
+            await asyncio.sleep(busy_delay(sent.retry_after, self.rng))
         self._wake.set()
 
     async def once(self, released: tuple[int, ...] = (), *, beside: bool = False) -> bool:
+        """:meth:`send`; True when the tracker answered."""
+        return await self.send(released, beside=beside) is True
+
+    async def send(self, released: tuple[int, ...] = (), *, beside: bool = False) -> bool | Busy:
         """Send one announce (what it says: core.ask) and post its reply, or the failure. True when the
-        tracker answered. ``beside``: sent beside the announce loop, it asks for no leases, and its reply's
-        lease list, which may be older than the loop's next one, is not applied."""
+        tracker answered, Busy when it sheds load (nothing is posted: it is up), False when it failed.
+        ``beside``: sent beside the announce loop, it asks for no leases, and its reply's lease list, which
+        may be older than the loop's next one, is not applied."""
         core = self.core
         # Asked and built synchronously (no await before the request is complete): one consistent state.
         ask = core.ask(self.clock(), beside=beside)
@@ -91,7 +113,10 @@ class Announcer:
         )
         try:
             try:
-                reply = await self.tracker.announce(self.task_id, request)
+                reply = await self.tracker.announce(self.task_id, request, wait_busy=False)
+            except TrackerBusy as exc:
+                log.info("tracker busy (%s); announcing again in about %g s", exc, exc.retry_after)
+                return Busy(exc.retry_after)
             except TrackerUnavailable as exc:
                 self.post(TrackerDown(exc))
                 return False
@@ -123,8 +148,15 @@ class Announcer:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(gap):
                         await self._news.wait()
-            if await self.once():
+            sent = await self.send()
+            if sent is True:
                 retry.reset()
+            elif isinstance(sent, Busy):
+                # The tracker is up and said when to come back: its figure, not a step of the backoff; then
+                # the announce goes at once, as it would have.
+                retry.reset()
+                await asyncio.sleep(busy_delay(sent.retry_after, self.rng))
+                self._wake.set()
             else:
                 # Never slower than the tracker's interval: it forgets a peer silent for its peer TTL (a
                 # few intervals) and leases that peer's pieces to others, so a peer that backed off

@@ -1,48 +1,77 @@
 """The peer's side of the tracker API: announce and hash look-ups. Bodies are core.messages' structs;
 a reply becomes its message or an error by core.tracker_replies' one mapping (a refusal is
-TrackerUnavailable to a peer: it can only try again), and aiohttp's errors are mapped at this edge."""
+TrackerUnavailable to a peer: it can only try again), and aiohttp's errors are mapped at this edge.
+
+A busy tracker (503 with ``Retry-After``: it sheds load) is waited out here, for every caller alike (the
+join, the daemon's and the seeder's announces, hash look-ups): the call sleeps the tracker's figure with
+jitter (core.retry.busy_delay) and asks again, for as long as the tracker stays busy. A busy tracker is up,
+so the caller never sees it as down: no origin fallback, no giving up. Two kinds of call do not wait:
+``wait_busy=False`` (the download's announcer, which rebuilds what it says after the wait instead of
+sending a stale announce again) gets TrackerBusy, and a ``stopped`` announce is not sent again (the peer is
+leaving; the tracker forgets it after its TTL anyway, and a departing process must not wait on a busy one).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
 from typing import TypeVar
 
 import aiohttp
 import msgspec
 
-from shoal.core.errors import TrackerUnavailable
+from shoal.core.errors import TrackerBusy, TrackerUnavailable
 from shoal.core.messages import AnnounceRequest, AnnounceResponse, HashesResponse
+from shoal.core.retry import busy_delay
 from shoal.core.tracker_replies import read_reply
 
+log = logging.getLogger("shoal.peer")
 TIMEOUT = aiohttp.ClientTimeout(total=10, sock_connect=3)
 _JSON_BODY = {"Content-Type": "application/json"}
 T = TypeVar("T")
 
 
 class TrackerClient:
-    def __init__(self, base_url: str, session: aiohttp.ClientSession) -> None:
+    def __init__(self, base_url: str, session: aiohttp.ClientSession, *, rng: random.Random | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.session = session
+        self.rng = rng or random.Random()
 
     def _refused(self, message: str, status: int) -> TrackerUnavailable:
         return TrackerUnavailable(f"tracker answered {status}: {message}", tracker=self.base_url)
 
-    async def _call(self, method: str, path: str, kind: type[T], body: bytes | None = None) -> T:
+    async def _once(self, method: str, path: str, kind: type[T], body: bytes | None) -> T:
         url = f"{self.base_url}{path}"
         headers = _JSON_BODY if body is not None else None
         try:
             async with self.session.request(method, url, data=body, headers=headers, timeout=TIMEOUT) as resp:
                 raw = await resp.read()
                 reason, content_type = resp.reason or "", resp.headers.get("Content-Type", "")
+                retry_after = resp.headers.get("Retry-After")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise TrackerUnavailable(
                 f"cannot reach the tracker at {self.base_url}: {exc or type(exc).__name__}",
                 tracker=self.base_url,
             ) from exc
-        return read_reply(self.base_url, resp.status, reason, content_type.split(";")[0], raw, kind, self._refused)
+        ctype = content_type.split(";")[0]
+        return read_reply(self.base_url, resp.status, reason, ctype, raw, kind, self._refused, retry_after)
 
-    async def announce(self, task_id: str, request: AnnounceRequest) -> AnnounceResponse:
+    async def _call(self, method: str, path: str, kind: type[T], body: bytes | None = None, *, wait_busy: bool) -> T:
+        while True:
+            try:
+                return await self._once(method, path, kind, body)
+            except TrackerBusy as exc:
+                if not wait_busy:
+                    raise
+                delay = busy_delay(exc.retry_after, self.rng)
+                log.info("tracker busy (%s); asking again in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+
+    async def announce(self, task_id: str, request: AnnounceRequest, *, wait_busy: bool = True) -> AnnounceResponse:
         body = msgspec.json.encode(request)
-        return await self._call("POST", f"/v1/tasks/{task_id}/announce", AnnounceResponse, body)
+        wait = wait_busy and request.event != "stopped"
+        return await self._call("POST", f"/v1/tasks/{task_id}/announce", AnnounceResponse, body, wait_busy=wait)
 
     async def hashes(self, task_id: str, since: int) -> HashesResponse:
-        return await self._call("GET", f"/v1/tasks/{task_id}/hashes?since={since}", HashesResponse)
+        return await self._call("GET", f"/v1/tasks/{task_id}/hashes?since={since}", HashesResponse, wait_busy=True)

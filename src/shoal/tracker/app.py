@@ -8,6 +8,11 @@ BitTorrent endpoints (/announce, /scrape) are tracker.bt's, with bencoded replie
 Announces of one task are serialised by a per-task lock, so two peers asking at once never receive the
 same origin lease. Several trackers may share a PostgreSQL or MySQL database: each task is decided by one of
 them at a time, and the others forward its requests there (tracker.cluster, core.ownership).
+
+Under overload (tracker.admission): past ``max_inflight`` JSON announces in flight, an announce is answered
+503 with ``Retry-After`` before its body is read; the runner cancels the handlers of clients that left
+(RUNNER_OPTIONS), and a request that may change state, an announce included, runs to its end all the same.
+A second tracker on a SQLite file is refused at start (storage.db_lock).
 """
 
 from __future__ import annotations
@@ -46,8 +51,10 @@ from shoal.core.scope_tally import ScopeTally
 from shoal.http import openapi
 from shoal.http.json_api import json_error, json_errors, read_struct, struct_response
 from shoal.http.listen import ON_LISTENING
+from shoal.storage.db_lock import DatabaseLock
 from shoal.storage.tracker_store import TrackerStore
 from shoal.tracker import bt, pools
+from shoal.tracker.admission import Admission, capped, whole_writes
 from shoal.tracker.cluster import Cluster
 from shoal.tracker.config import TrackerConfig
 from shoal.tracker.origin_check import OriginCheck
@@ -56,6 +63,9 @@ log = logging.getLogger("shoal.tracker")
 API_VERSION = 1
 TALLY_TTLS = 10
 """A peer's last byte totals are kept this many peer TTLs after it was last heard of (core.scope_tally)."""
+RUNNER_OPTIONS: dict[str, Any] = {"handler_cancellation": True}
+"""How the tracker's application is served (aiohttp's AppRunner): the handler of a client that left is
+cancelled, so reads stop and the cap counts live work (tracker.admission)."""
 
 
 class TrackerService:
@@ -233,6 +243,7 @@ class TrackerService:
 
 
 SERVICE = web.AppKey("service", TrackerService)
+ADMISSION = web.AppKey("admission", Admission)
 
 
 def _task_id(request: web.Request) -> str:
@@ -334,33 +345,43 @@ async def _membership(cluster: Cluster, service: TrackerService) -> None:
 
 
 def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> web.Application:
-    """The tracker as an aiohttp application; listening is the caller's business (AppRunner/TCPSite)."""
+    """The tracker as an aiohttp application; listening is the caller's business (AppRunner/TCPSite, with
+    RUNNER_OPTIONS). Its start takes the SQLite file's lock (DatabaseLocked when another tracker holds it)."""
+    admission = Admission(config.max_inflight, config.interval)
     errors = json_errors(log, unavailable=(StoreError,), what="the tracker's database")
     service = TrackerService(config, clock)
     cluster = service.cluster
-    middlewares = [errors] if cluster is None else [errors, _owned_here(cluster)]
+    # whole_writes inside errors: a request that outlived its client still fails as JSON to a client that
+    # stayed; a task's request goes to its owner (cluster) inside both, and bt's middleware (appended by
+    # add_routes) inside all.
+    middlewares = [errors, whole_writes(admission)] + ([_owned_here(cluster)] if cluster is not None else [])
     app = web.Application(middlewares=middlewares, client_max_size=config.max_body)
     app[SERVICE] = service
+    app[ADMISSION] = admission
     if cluster is not None:
         app[ON_LISTENING] = [cluster.listening]
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        async with service.store:
-            await service.resume()
-            loops = [asyncio.create_task(service.expire_forever()), asyncio.create_task(service.pools.sweep_forever())]
-            if cluster is not None:
-                loops.append(asyncio.create_task(_membership(cluster, service)))
-            yield
-            for loop in loops:
-                loop.cancel()
-            await asyncio.gather(*loops, return_exceptions=True)
-            if cluster is not None:
-                await cluster.leave()
-            await service.origin_check.aclose()
+        with DatabaseLock(config.db):
+            async with service.store:
+                await service.resume()
+                loops = [
+                    asyncio.create_task(service.expire_forever()),
+                    asyncio.create_task(service.pools.sweep_forever()),
+                ]
+                if cluster is not None:
+                    loops.append(asyncio.create_task(_membership(cluster, service)))
+                yield
+                for loop in loops:
+                    loop.cancel()
+                await asyncio.gather(*loops, return_exceptions=True)
+                if cluster is not None:
+                    await cluster.leave()
+                await service.origin_check.aclose()
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_get("/v1/health", health)
-    app.router.add_post("/v1/tasks/{task_id}/announce", announce)
+    app.router.add_post("/v1/tasks/{task_id}/announce", capped(admission, announce))
     app.router.add_get("/v1/tasks/{task_id}/hashes", hashes)
     app.router.add_get("/v1/tasks/{task_id}", task_info)
     app.router.add_get("/v1/cluster", cluster_info)

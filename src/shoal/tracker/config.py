@@ -40,6 +40,11 @@ class TrackerConfig:
     127.0.0.1 for a wildcard HOST (trackers on one host)."""
     max_body: int = 256 * 1024
     """Largest request body accepted, in bytes; larger ones get a 413."""
+    max_inflight: int = 64
+    """Most JSON announces in flight at once; past it an announce is answered 503 with ``Retry-After`` at
+    once, before its body is read (tracker.admission). Announces in flight share one core: with a few
+    dozen, group commits fill and each waits about a few dozen announces' CPU time; hundreds would only
+    queue, each waiting longer than the last. At least 1."""
 
     # BitTorrent endpoints (GET /announce, GET /scrape) for standard clients; their peers live in memory.
     bt_interval: int = 60

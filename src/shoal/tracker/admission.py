@@ -1,0 +1,159 @@
+"""The tracker under overload: a cap on announces in flight, and requests that outlive their clients.
+
+Rules, and why:
+
+- **Past the cap, refuse at once and cheaply.** An announce that finds ``limit`` announces in flight is
+  answered 503 before its body is read: no decode, no lock, no store. Without a cap an overloaded tracker
+  takes every request, each waits longer than its client's timeout, and useful throughput collapses (to
+  0-150 announces a second in issue 27's load tests); with one, the announces it takes are served at its
+  full rate and the others learn at once that they should come back.
+- **The reply says when to come back.** ``Retry-After`` is whole seconds (RFC 9110, 10.2.3, delay-seconds),
+  drawn at random from 1 to the announce interval: a peer told to wait comes back no later than it would
+  have announced anyway, and the peers shed in one burst do not come back in one. The body is the JSON
+  API's error (``{"error": ...}``) so a client knows the tracker, not a proxy, is busy (core.tracker_replies).
+- **A request that changes state runs to its end, even when its client leaves.** The tracker's runner
+  cancels the handler of a client that disconnected (aiohttp's ``handler_cancellation``): reads (GET, HEAD)
+  stop there, nothing to undo. A request that may change state (POST, PUT, DELETE: an announce, the pools'
+  writes) runs in a task of its own that the handler's cancellation does not reach: an announce's decision,
+  its staged write and the soft state beside them are applied as a whole or not at all, wherever the
+  service awaits. An announce whose client left keeps its slot until it ends, so the cap bounds that work
+  too. (Cancelling it while it queued for its task's lock would save a little more, but only the service
+  knows where its point of no return is, and the cap already bounds the queue.)
+- The BitTorrent ``/announce`` is not capped: its handler never awaits (its swarms are in memory), so no two
+  are ever in flight, and each costs an eighth of a JSON announce.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from shoal.core.errors import ShoalError
+
+log = logging.getLogger("shoal.tracker")
+
+LOG_EVERY = 10.0
+"""Seconds between two warnings that announces are being shed: one line per spell, not one per request."""
+READS = frozenset({"GET", "HEAD", "OPTIONS"})
+"""Methods whose handlers change nothing: cancelled when their client leaves."""
+
+
+class Admission:
+    """Announces in flight, capped at ``limit``; counts what it shed and what outlived its client."""
+
+    def __init__(
+        self,
+        limit: int,
+        interval: float,
+        *,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"the cap on announces in flight must be a whole number of at least 1, not {limit!r}")
+        if not interval > 0:
+            raise ValueError(f"the announce interval must be positive, not {interval!r}")
+        self.limit = limit
+        self.longest_wait = max(1, math.ceil(interval))
+        """Retry-After is drawn from 1 to this many seconds."""
+        self.rng = rng or random.Random()
+        self.clock = clock
+        self.inflight = 0
+        self.shed = 0
+        """Announces answered 503, since the start."""
+        self.abandoned = 0
+        """Requests whose client left while they changed state (they ran to their end all the same)."""
+        self._bodies: dict[int, bytes] = {}
+        self._logged_at: float | None = None
+        self._logged_shed = 0
+
+    def enter(self) -> bool:
+        """Take a slot for an announce; False when all ``limit`` are taken."""
+        if self.inflight >= self.limit:
+            self.shed += 1
+            return False
+        self.inflight += 1
+        return True
+
+    def leave(self) -> None:
+        """Give back the slot :meth:`enter` took."""
+        if self.inflight <= 0:
+            raise RuntimeError("an announce left that had not entered")
+        self.inflight -= 1
+
+    def retry_after(self) -> int:
+        return self.rng.randint(1, self.longest_wait)
+
+    def busy(self) -> web.Response:
+        """The 503 for an announce past the cap. Its body is one of a few encoded once."""
+        wait = self.retry_after()
+        body = self._bodies.get(wait)
+        if body is None:
+            error = f"the tracker is busy ({self.limit} announces in flight); announce again in {wait} s"
+            body = self._bodies[wait] = json.dumps({"error": error}).encode()
+        self._warn()
+        return web.Response(status=503, body=body, content_type="application/json", headers={"Retry-After": str(wait)})
+
+    def _warn(self) -> None:
+        now = self.clock()
+        if self._logged_at is None or now - self._logged_at >= LOG_EVERY:
+            since = f"in the last {now - self._logged_at:.0f} s" if self._logged_at is not None else "so far"
+            log.warning(
+                "shedding load: %d announces answered 503 %s (--max-inflight %d)",
+                self.shed - self._logged_shed,
+                since,
+                self.limit,
+            )
+            self._logged_at, self._logged_shed = now, self.shed
+
+
+def capped(admission: Admission, handler: Handler) -> Handler:
+    """``handler`` (an announce) behind the cap: past it, the 503 of :meth:`Admission.busy` at once."""
+
+    async def admitted(request: web.Request) -> web.StreamResponse:
+        if not admission.enter():
+            return admission.busy()
+        try:
+            return await handler(request)
+        finally:
+            admission.leave()
+
+    return admitted
+
+
+def whole_writes(admission: Admission) -> Middleware:
+    """A middleware: a request that may change state runs to its end though its client leaves (see the
+    module's rules); a read is cancelled with its client."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method in READS:
+            return await handler(request)
+        work = asyncio.ensure_future(handler(request))
+        left = False
+
+        def ended(work: asyncio.Future[web.StreamResponse]) -> None:
+            # Retrieved here, or asyncio would log it as never retrieved; logged when nobody else will.
+            exc = None if work.cancelled() else work.exception()
+            if left and exc is not None and not isinstance(exc, ShoalError | web.HTTPException):
+                log.error("unexpected error in %s %s (its client had left)", request.method, request.path, exc_info=exc)
+
+        work.add_done_callback(ended)
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            if not work.done():
+                left = True
+                admission.abandoned += 1
+                log.debug("%s %s: the client left; the request runs to its end", request.method, request.path)
+            raise
+
+    return middleware

@@ -1,0 +1,67 @@
+"""What a client makes of the tracker's replies (core.tracker_replies): a busy tracker is told apart from a
+failing one by its 503's Retry-After and JSON error."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shoal.core.errors import TrackerBusy, TrackerUnavailable, UsageError
+from shoal.core.messages import Health
+from shoal.core.tracker_replies import parse_retry_after, read_reply
+
+TRACKER = "http://tracker:6969"
+BUSY = json.dumps({"error": "the tracker is busy (64 announces in flight); announce again in 3 s"}).encode()
+
+
+def refused(message: str, status: int) -> Exception:
+    return UsageError(f"{status}: {message}")
+
+
+def read(status: int, body: bytes, retry_after: str | None, content_type: str = "application/json") -> Health:
+    return read_reply(TRACKER, status, "Service Unavailable", content_type, body, Health, refused, retry_after)
+
+
+def test_a_503_with_retry_after_is_the_tracker_busy() -> None:
+    with pytest.raises(TrackerBusy) as caught:
+        read(503, BUSY, "3")
+    assert caught.value.retry_after == 3.0 and caught.value.tracker == TRACKER
+    assert "announce again in 3 s" in str(caught.value)
+    assert isinstance(caught.value, TrackerUnavailable), "a caller that does not wait sees it as unavailable"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "retry_after", "content_type"),
+    [
+        (503, json.dumps({"error": "the tracker's database is unavailable"}).encode(), None, "application/json"),
+        (503, BUSY, "Wed, 21 Oct 2015 07:28:00 GMT", "application/json"),
+        (503, BUSY, "-1", "application/json"),
+        (503, b"<html>Service Unavailable</html>", "5", "text/html"),
+        (500, json.dumps({"error": "internal error"}).encode(), "5", "application/json"),
+    ],
+    ids=["no-retry-after", "http-date", "negative", "a-proxy-page", "not-503"],
+)
+def test_other_failures_stay_the_tracker_unavailable(
+    status: int, body: bytes, retry_after: str | None, content_type: str
+) -> None:
+    with pytest.raises(TrackerUnavailable) as caught:
+        read(status, body, retry_after, content_type)
+    assert not isinstance(caught.value, TrackerBusy)
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("0", 0.0),
+        (" 12 ", 12.0),
+        ("120", 120.0),
+        (None, None),
+        ("", None),
+        ("1.5", None),
+        ("9" * 10, None),
+        ("٣", None),
+    ],
+)
+def test_retry_after_is_read_as_delay_seconds_only(value: str | None, seconds: float | None) -> None:
+    assert parse_retry_after(value) == seconds
