@@ -108,7 +108,8 @@ class TaskSnapshot:
     grace: bool = False
     """The tracker started moments ago and this task's peers from before may not have announced yet: no
     origin lease is granted afresh, since the piece may be on its way to one of them (its next announce's
-    ``fetching`` gets that lease back). Pieces an announce claims are reclaimed as ever."""
+    ``fetching`` gets that lease back). Pieces an announce claims are reclaimed as ever, and so are the
+    pieces it reports done that nobody holds a lease on (fetched while the tracker was down)."""
 
 
 @dataclass(slots=True)
@@ -493,6 +494,10 @@ def _take_reports(
             raise ProtocolError(f"done reports piece {index} of {size}", field="done")
         lease = swarm.leases.get(index)
         holder = trusting and lease is not None and lease.peer_id == request.peer_id and lease.expires >= now
+        if trusting and lease is None and snapshot.grace:
+            # The tracker restarted moments ago and lost the leases: a piece whose fetch ended during the
+            # outage is reported done, and counts as its reporter's claim, like a fetch still in flight.
+            holder = True
         known = snapshot.known_hashes.get(index, outcome.new_hashes.get(index))
         audit = snapshot.audits.get(index)
         if known is not None and holder and audit is not None and seen_host not in audit.hosts:

@@ -7,7 +7,8 @@ BitTorrent endpoints (/announce, /scrape) are tracker.bt's, with bencoded replie
 
 Announces of one task are serialised by a per-task lock, so two peers asking at once never receive the
 same origin lease. One tracker process owns a database; several trackers on one database are not
-supported.
+supported. A task's peers and leases live in this process's memory (storage.tracker_store, core.swarm):
+a restarted tracker knows no peers until they announce again.
 """
 
 from __future__ import annotations
@@ -41,6 +42,13 @@ from shoal.tracker.origin_check import OriginCheck
 
 log = logging.getLogger("shoal.tracker")
 API_VERSION = 1
+GRACE_INTERVALS = 2
+"""For this many announce intervals after it starts (at most one peer TTL), the tracker grants no origin lease
+afresh on a task it found in the database (core.announce, ``TaskSnapshot.grace``). Peers retry a failed
+announce at least every interval (peer.announcer), so within one interval of the start every live peer has
+announced and named the pieces it is fetching (``fetching``), which it gets back; the second interval
+covers an announce slowed by a busy host. Until then a piece that looks free may be on its way from the
+origin to a peer not heard of yet, and leasing it would fetch it twice."""
 
 
 class TrackerService:
@@ -69,22 +77,24 @@ class TrackerService:
         return lock
 
     async def announce(self, task_id: str, request: AnnounceRequest, seen_host: str) -> AnnounceResponse:
-        # A task's announces are decided one at a time on the store's copy of its rows; the lock is not held
-        # while the write reaches the database. The reply waits for the commit (group commit: announces
-        # staged meanwhile share one transaction), so what a peer is told is durable.
+        # A task's announces are decided one at a time on its state in memory; the lock is not held while a
+        # write reaches the database. An announce that changed a durable fact (a new task, a hash, a
+        # generation) is answered once its write has committed (group commit: writes staged meanwhile share
+        # one transaction), so what a peer is told of them is durable; any other touches no database.
         seen = await self._check_claim(task_id, request, seen_host) if request.origin is not None else None
         async with self._lock(task_id):
-            snapshot = await self.store.load(task_id, request.done)
+            now = self.clock()
+            snapshot = await self.store.load(task_id, request.done, now=now, peer_ttl=self.policy.peer_ttl)
             outcome = decide_announce(
                 snapshot if seen is None else replace(snapshot, origin_seen=seen),
                 request,
                 task_id=task_id,
                 seen_host=seen_host,
-                now=self.clock(),
+                now=now,
                 policy=self.policy,
             )
+            crossings = self._crossings(task_id, snapshot, outcome, request.want_crossings, now)
             committed = self.store.stage(outcome, created=snapshot.task is None)
-            crossings = self._crossings(task_id, snapshot, outcome, request.want_crossings)
         if outcome.refused_origin:
             log.warning(
                 "task %s: peer %s (%s) claimed the origin's file changed; the origin did not bear it out",
@@ -109,7 +119,9 @@ class TrackerService:
             response = msgspec.structs.replace(response, rack_leases=rack, site_leases=site)
         return self._alias(task_id, request, response)
 
-    def _crossings(self, task_id: str, snapshot: TaskSnapshot, outcome: AnnounceOutcome, want: int) -> Crossings | None:
+    def _crossings(
+        self, task_id: str, snapshot: TaskSnapshot, outcome: AnnounceOutcome, want: int, now: float
+    ) -> Crossings | None:
         """The asker's scope leases after this announce (core.scope_leases), None for a flat swarm. They are
         the process's soft state, like the hand-outs' view of the peers: a restarted tracker grants anew."""
         view = outcome.peer.view if outcome.peer is not None else None
@@ -121,7 +133,7 @@ class TrackerService:
             return None
         if not table and rack_scope(view) is None:
             return None  # a flat swarm, or a peer without labels in one: nothing to decide
-        now, ttl = self.clock(), self.policy.peer_ttl
+        ttl = self.policy.peer_ttl
         live = [
             p.view
             for p in snapshot.peers
@@ -164,10 +176,10 @@ class TrackerService:
         return await self.origin_check.confirm(task.url, request.origin, seen_host)
 
     async def resume(self) -> None:
-        """Give the peers and leases a previous tracker left live one peer TTL to be heard of again."""
-        peers, leases = await self.store.resume(self.clock(), self.config.peer_ttl)
-        if peers or leases:
-            log.info("resumed %d peers and %d origin leases from the database", peers, leases)
+        """Begin serving: the tasks in the database are known, their peers are not until they announce, and
+        for GRACE_INTERVALS no origin lease is granted afresh on those tasks."""
+        grace = min(GRACE_INTERVALS * self.config.interval, self.config.peer_ttl)
+        self.store.grace_until = self.clock() + grace
 
     async def expire_forever(self) -> None:
         while True:
@@ -175,9 +187,7 @@ class TrackerService:
             self.bt.sweep()
             try:
                 await self.store.expire(self.clock(), self.config.peer_ttl)
-            except StoreError as exc:  # pragma: no cover - logged, retried next round
-                log.warning("expiring peers failed: %s", exc)
-            except Exception:  # a write staged beside the expiry failed the batch: the loop must go on
+            except Exception:  # a fault of one round must not end the loop
                 log.exception("expiring peers failed")
 
 
