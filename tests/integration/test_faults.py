@@ -188,8 +188,9 @@ def test_the_swarm_stands_in_for_an_origin_that_is_down_but_not_for_one_that_ref
 
 def test_tracker_restarted_mid_swarm(tmp_path, origin, make_file, spawn_get, services):
     """A tracker killed and restarted while every peer is fetching its leased pieces from the origin: the
-    peers go on, the restarted tracker keeps their leases (and gives back the ones it has not kept to the
-    peers fetching them), and the file leaves the origin once."""
+    peers go on, the restarted tracker (which knows no peers until they announce) gives each its leases back
+    through the pieces its announces say it is fetching, leases nothing afresh until they have all had time
+    to announce, and the file leaves the origin once."""
     size = 12 << 20
     src = origin("--rate", "3M")
     data = make_file(src.root / "r.bin", size)

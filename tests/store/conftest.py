@@ -18,9 +18,10 @@ import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import make_url, text
+from sqlalchemy import MetaData, make_url, text
 
 from shoal.storage.db import create_engine
 from shoal.storage.schema import metadata
@@ -118,12 +119,21 @@ def _drop_own_databases() -> Iterator[None]:
 
 
 async def drop_schema(url: str) -> None:
+    """Drop every table of the database: the schema's, and those only an earlier version had (a test that
+    built one and failed before migrating leaves them)."""
     engine = create_engine(url)
     try:
         async with engine.begin() as conn:
             await conn.run_sync(metadata.drop_all)
+            await conn.run_sync(_drop_the_rest)
     finally:
         await engine.dispose()
+
+
+def _drop_the_rest(sync: Any) -> None:
+    found = MetaData()
+    found.reflect(sync)
+    found.drop_all(sync)
 
 
 @pytest.fixture(params=[pytest.param(b, marks=pytest.mark.backend) for b in BACKENDS])

@@ -46,7 +46,8 @@ async def decide(
     """Decide an announce on what the store holds: the outcome, and whether it creates the task. The origin
     bears out every claim that it changed (the tracker's look, tracker.origin_check, is not the store's
     business: what a new generation writes is)."""
-    snapshot = replace(await store.load(TASK_ID, req.done), origin_seen=req.origin)
+    loaded = await store.load(TASK_ID, req.done, now=now, peer_ttl=POLICY.peer_ttl)
+    snapshot = replace(loaded, origin_seen=req.origin)
     outcome = decide_announce(snapshot, req, task_id=TASK_ID, seen_host=seen_host, now=now, policy=POLICY)
     return outcome, snapshot.task is None
 

@@ -154,8 +154,13 @@ def write_rows(sync: Connection) -> dict[str, dict[str, Any]]:
     return written
 
 
+DROPPED = {"peers", "leases"}
+"""Tables an earlier version had and a later one dropped (v8: the tracker's soft state is in memory)."""
+
+
 def read_rows(sync: Connection, written: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The rows of the tables in ``written``, with the columns written."""
+    """The rows of the tables in ``written`` that the schema still has, with the columns written."""
+    written = {name: row for name, row in written.items() if name not in DROPPED}
     tables = MetaData()
     tables.reflect(sync, only=list(written))
     read: dict[str, dict[str, Any]] = {}
@@ -196,4 +201,4 @@ async def test_a_database_of_an_earlier_version_is_upgraded_with_its_rows(db_url
     assert sorted(before) == VERSIONS[: VERSIONS.index(version) + 1]
     assert sorted(versions) == VERSIONS
     assert found == declared(engine.dialect)
-    assert read == written
+    assert read == {name: row for name, row in written.items() if name not in DROPPED}

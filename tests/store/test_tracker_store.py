@@ -1,4 +1,8 @@
-"""The TrackerStore contract, run against every SQL backend (see conftest.db_url)."""
+"""The TrackerStore contract, run against every SQL backend (see conftest.db_url).
+
+The database holds a task's durable facts (the task, its piece hashes and their reporters); its peers and
+leases live in memory only (core.swarm). Each step checks both: the copy in memory is what the database
+holds, and the swarm's aggregates are what a swarm built afresh from its peers and leases would have."""
 
 from __future__ import annotations
 
@@ -8,21 +12,24 @@ import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 import msgspec
 import pytest
 from sqlalchemy import inspect, select, text
 
-from shoal.core.announce import AnnounceOutcome, PeerRecord, TaskSnapshot
-from shoal.core.bitfield import Bitfield
+from shoal.core.announce import AnnounceOutcome, PeerRecord, TaskSnapshot, decide_announce
+from shoal.core.bitfield import Bitfield, iter_bits
 from shoal.core.errors import StoreError
 from shoal.core.handout import PeerView
 from shoal.core.leases import Lease
 from shoal.core.manifest import Manifest
 from shoal.core.messages import AnnounceRequest
+from shoal.core.swarm import Swarm
 from shoal.storage.db import create_engine
 from shoal.storage.schema import MIGRATIONS, metadata, migrate, schema_migrations
 from shoal.storage.tracker_store import TaskRows, TrackerStore
+from shoal.testing.poll import wait_until_async
 
 from .conftest import drop_schema
 from .driver import (
@@ -43,6 +50,7 @@ from .driver import (
 )
 
 TTL = POLICY.peer_ttl
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -51,20 +59,42 @@ async def store(db_url: str) -> AsyncIterator[TrackerStore]:
         yield opened
 
 
+def assert_swarm_consistent(swarm: Swarm) -> None:
+    """The aggregates kept announce by announce are those of a swarm built afresh from the same peers."""
+    again = Swarm.of(
+        swarm.peers.values(),
+        swarm.leases,
+        generation=swarm.generation,
+        size=swarm.size,
+        now=0.0,
+        ttl=float("inf"),
+        asker="",
+    )
+    assert swarm.leases == again.leases and swarm.leased == again.leased
+    assert swarm._counts.levels == again._counts.levels
+    assert swarm.index._all == again.index._all
+    assert swarm.accused_by == again.accused_by
+    for peer_id in swarm.peers:
+        assert swarm.own(peer_id) == again.own(peer_id)
+        assert swarm.held_by_others(peer_id) == again.held_by_others(peer_id)
+
+
 async def assert_applied(store: TrackerStore, outcome: AnnounceOutcome) -> None:
-    """What an outcome wrote is what load() reads back, and the copy in memory is what the database holds."""
+    """What an outcome changed is what load() reads back, and the durable facts in memory are what the
+    database holds."""
     snapshot = await store.load(TASK_ID, outcome.new_hashes)
     stored = await store.read_rows(TASK_ID)
+    memory = store._rows[TASK_ID]
     assert stored is not None
-    assert in_order(stored.snapshot(outcome.new_hashes)) == in_order(snapshot)
+    assert stored.task == memory.task == snapshot.task == outcome.task
+    assert (stored.hashes, stored.reporters, stored.hashed) == (memory.hashes, memory.reporters, memory.hashed)
     assert await store.hashes_since(TASK_ID, 0) == stored.hashes_since(0)
-    assert snapshot.task == outcome.task
+    assert snapshot.swarm is memory.swarm
+    assert_swarm_consistent(memory.swarm)
     peers = {p.view.peer_id: p for p in snapshot.peers}
     if outcome.peer is not None:
-        assert (
-            in_order(replace(snapshot, peers=[peers[outcome.peer.view.peer_id]])).peers
-            == in_order(replace(snapshot, peers=[outcome.peer])).peers
-        )
+        kept = peers[outcome.peer.view.peer_id]
+        assert replace(kept, view=replace(kept.view, bad=outcome.peer.view.bad)) == outcome.peer
     if outcome.remove_peer:
         assert outcome.remove_peer not in peers
     for lease in outcome.put_leases:
@@ -77,12 +107,9 @@ async def assert_applied(store: TrackerStore, outcome: AnnounceOutcome) -> None:
             assert peers[peer_id].view.bad
 
 
-def in_order(snapshot: TaskSnapshot) -> TaskSnapshot:
-    """The snapshot with its peers sorted, and what is kept in memory only left out: peers' accusers (a
-    restarted tracker judges a peer afresh; its stored ``bad`` mark stays), spot checks and who reported
-    each hash."""
-    peers = [replace(p, view=replace(p.view, accusers=frozenset()), reported=0) for p in snapshot.peers]
-    return replace(snapshot, peers=sorted(peers, key=lambda p: p.view.peer_id), audits={}, reporters={})
+def durable(snapshot: TaskSnapshot) -> tuple[object, ...]:
+    """What of a snapshot the database holds."""
+    return snapshot.task, dict(snapshot.known_hashes), snapshot.hashed, dict(snapshot.reporters)
 
 
 async def step(
@@ -130,21 +157,25 @@ async def test_migrating_a_version_1_database(db_url: str) -> None:
         stored = await store.read_rows(TASK_ID)  # the database's rows, not the copy in memory
         async with store.engine.connect() as conn:
             versions = (await conn.execute(select(schema_migrations.c.version))).scalars().all()
+            tables = set(await conn.run_sync(lambda sync: inspect(sync).get_table_names()))
     assert sorted(versions) == [version for version, _, _ in MIGRATIONS]
-    assert stored is not None
-    snapshot = stored.snapshot(())
-    assert [p.last_seen for p in snapshot.peers] == [T0 + 0.25]
-    assert [lease.expires for lease in snapshot.leases.values()] == [T0 + 0.25 + TTL]
+    assert stored is not None and stored.task.manifest == MANIFEST
+    assert not {"peers", "leases"} & tables, "v6 drops the tables of the soft state"
     await assert_peer_ids_tell_case_apart(db_url)
 
 
 async def assert_peer_ids_tell_case_apart(db_url: str) -> None:
+    """Two peers whose ids differ only in case report hashes: each is named as its own reporter."""
     async with TrackerStore(db_url) as store:
-        await join(store, "Peer", T0 + 1)
-        await join(store, "peer", T0 + 2)
+        await join(store, "Peer", T0 + 1, want_leases=1)
+        await join(store, "peer", T0 + 2, want_leases=1)
+        swarm = store._rows[TASK_ID].swarm
+        for peer_id in ("Peer", "peer"):
+            piece = next(iter_bits(swarm.own(peer_id)))
+            await announce(store, request(peer_id, done={piece: digest(piece)}), T0 + 3)
         stored = await store.read_rows(TASK_ID)  # the database's rows, not the copy in memory
     assert stored is not None
-    assert {"Peer", "peer"} <= {p.view.peer_id for p in stored.snapshot(()).peers}
+    assert {"Peer", "peer"} <= set(stored.reporters.values())
 
 
 async def test_peer_ids_that_differ_only_in_case_are_two_peers(db_url: str) -> None:
@@ -224,18 +255,17 @@ async def test_stopped_removes_the_peer_and_its_leases(store: TrackerStore) -> N
     assert len(snapshot.leases) == 4
 
 
-async def test_bad_marks_are_stored_and_respected(store: TrackerStore) -> None:
+async def test_bad_marks_are_kept_and_respected(store: TrackerStore) -> None:
     await join(store, "p1", T0, want_leases=4)
     await step(store, "p1", T0, done={i: digest(i) for i in range(4)})
     await join(store, "p2", T0, bitfield=bitfield(0, 1, 2, 3))
     await join(store, "p3", T0, bitfield=bitfield(0))
     # Accusers on two hosts: the second one bans p2 for everyone.
     await step(store, "p1", T0 + 1, "10.9.0.1", bad_peers=("p2",))
-    rows = await store.read_rows(TASK_ID)
-    assert rows is not None and not rows.peers["p2"].bad
+    swarm = store._rows[TASK_ID].swarm
+    assert not swarm.peers["p2"].view.bad and swarm.accused_by == {"10.9.0.1": {"p2"}}
     await step(store, "p3", T0 + 1, "10.9.0.2", bad_peers=("p2",), bitfield=bitfield(0))
-    rows = await store.read_rows(TASK_ID)
-    assert rows is not None and rows.peers["p2"].bad
+    assert swarm.peers["p2"].view.bad and "p2" not in swarm.index
     await step(store, "p4", T0 + 2, generation=0)
     out = await step(store, "p4", T0 + 2, want_leases=2)
     assert out.response is not None
@@ -285,6 +315,7 @@ async def test_a_conflicting_hash_is_rejected_and_changes_nothing_stored(store: 
     after = await store.read_rows(TASK_ID)
     assert before is not None and after is not None
     assert after.task == before.task and after.hashes == before.hashes
+    assert store.stage(out, created=False).done(), "a rejected report changes nothing durable: no write"
 
 
 async def test_a_stale_report_changes_nothing_stored(store: TrackerStore) -> None:
@@ -324,8 +355,7 @@ async def test_expire_removes_silent_peers_and_expired_leases(store: TrackerStor
     assert await store.expire(T0 + TTL - 1, TTL) == 0
     assert await store.expire(T0 + TTL + 1, TTL) == 1
     after = await store.load(TASK_ID, ())
-    stored = await store.read_rows(TASK_ID)
-    assert stored is not None and in_order(stored.snapshot(())) == in_order(after)
+    assert_swarm_consistent(store._rows[TASK_ID].swarm)
     assert [p.view.peer_id for p in after.peers] == ["p2"]
     assert {lease.peer_id for lease in after.leases.values()} == {"p2"}
     assert len(after.leases) == 4
@@ -339,10 +369,9 @@ async def test_a_task_left_without_peers_is_read_again_from_the_database(store: 
     await join(store, "p1", T0, want_leases=4)
     await step(store, "p1", T0 + 1, done={0: digest(0)})
     assert await store.expire(T0 + 1 + TTL + 1, TTL) == 1
+    assert TASK_ID not in store._rows
     after = await store.load(TASK_ID, [0])
-    assert after.peers == [] and after.known_hashes == {0: digest(0)}
-    stored = await store.read_rows(TASK_ID)
-    assert stored is not None and in_order(after) == in_order(stored.snapshot([0]))
+    assert list(after.peers) == [] and after.known_hashes == {0: digest(0)} and after.reporters == {0: "p1"}
     # A peer coming back finds the task as it was.
     out = await join(store, "p1", T0 + 40, want_leases=2)
     assert out.response is not None and out.response.hash_seq == 1
@@ -365,15 +394,48 @@ async def test_staged_announces_are_decided_on_the_copy_and_commit_in_order(stor
     assert (await store.read_rows(TASK_ID)).hashes_since(0).hashes == {i: digest(i) for i in range(3)}  # type: ignore[union-attr]
 
 
-async def test_a_read_of_a_task_not_in_memory_waits_for_the_staged_writes(store: TrackerStore) -> None:
-    await join(store, "p1", T0, want_leases=4)
-    outcome, reported = await stage(store, request("p1", done={0: digest(0)}), T0 + 1)
-    expired = asyncio.ensure_future(store.expire(T0 + 1 + TTL + 1, TTL))
-    await asyncio.sleep(0)  # the sweep drops the copy (p1 is silent) and stages its deletes
-    after = await store.load(TASK_ID, [0])  # from the database, once both writes are in it
-    assert after.peers == [] and after.known_hashes == {0: digest(0)} and after.task == outcome.task
-    await reported
-    assert await expired == 1
+class HeldWriter(TrackerStore):
+    """A store whose write transactions wait until the test lets them run."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.go = asyncio.Event()
+        self.waiting = 0
+
+    async def write_transaction(self, work: Callable[[Any], T]) -> T:
+        self.waiting += 1
+        await self.go.wait()
+        self.waiting -= 1
+        return await super().write_transaction(work)
+
+
+async def test_an_announce_that_changes_nothing_durable_waits_for_no_write(db_url: str) -> None:
+    async with HeldWriter(db_url) as store:
+        store.go.set()
+        await join(store, "p1", T0, want_leases=4)
+        store.go.clear()
+        # A hash report: durable, so its write is staged, and held.
+        _, reported = await stage(store, request("p1", done={0: digest(0)}), T0 + 1)
+        await wait_until_async(lambda: store.waiting == 1, "the hash report's write to reach the writer")
+        # Another peer's join and its announces while that write is held: decided on the copy, answered at
+        # once (the task exists; nothing they change is durable).
+        _, joined = await stage(store, request("p2", generation=0, event="started"), T0 + 2)
+        out, working = await stage(store, request("p2", bitfield=bitfield(0), want_leases=2), T0 + 2)
+        assert joined.done() and working.done() and not reported.done()
+        assert out.response is not None and out.response.leases == (4, 5)
+        assert out.response.hash_seq == 1, "told of the hash whose write is on its way"
+        # The first announce of another task reads it without waiting for the held write, and its own
+        # creation is staged behind it.
+        other = "c" * 40
+        snapshot = await store.load(other, ())
+        assert snapshot.task is None
+        # A sweep keeps a task in memory while a write of it is pending, even without live peers.
+        assert await store.expire(T0 + 1 + TTL + 1, TTL) == 2
+        assert TASK_ID in store._rows
+        store.go.set()
+        await reported
+        assert (await store.read_rows(TASK_ID)).hashes_since(0).hashes == {0: digest(0)}  # type: ignore[union-attr]
+        assert await store.expire(T0 + 1 + TTL + 1, TTL) == 0 and TASK_ID not in store._rows
 
 
 async def test_reads_of_a_task_not_in_memory_at_once_share_one_copy(store: TrackerStore) -> None:
@@ -409,9 +471,10 @@ async def test_a_read_overtaken_by_a_write_is_not_kept(db_url: str) -> None:
         assert await store.expire(T0 + TTL + 1, TTL) == 1  # the task leaves memory
         store.write = lambda: join(store, "p2", T0 + TTL + 2, want_leases=4)
         overtaken = await store.load(TASK_ID, ())
-        assert overtaken.peers == []  # read before p2's announce landed
-        now = await store.load(TASK_ID, ())
-        assert [p.view.peer_id for p in now.peers] == ["p2"] and len(now.leases) == 4
+        # Read before p2's announce landed: the copy p2's announce put in place (with its leases) is the
+        # one kept and returned, not what was read.
+        assert [p.view.peer_id for p in overtaken.peers] == ["p2"] and len(overtaken.leases) == 4
+        assert overtaken.swarm is store._rows[TASK_ID].swarm
 
 
 async def test_expire_keeps_the_leases_of_a_peer_that_keeps_announcing(store: TrackerStore) -> None:
@@ -464,22 +527,32 @@ async def test_summary(store: TrackerStore) -> None:
 # -- failures ------------------------------------------------------------------------------------------
 
 
-async def test_a_failed_apply_changes_nothing(store: TrackerStore) -> None:
+async def test_a_failed_write_changes_nothing_durable(store: TrackerStore) -> None:
     await join(store, "p1", T0, want_leases=2)
     await step(store, "p1", T0 + 1, done={0: digest(0)})
     before = await store.load(TASK_ID, [0])
     assert before.task is not None
-    # The task row and the peer are written first; the hash insert then hits the stored piece 0.
+    # The task row is written first; the hash insert then hits the stored piece 0.
     outcome = AnnounceOutcome(
         task=replace(before.task, hash_seq=before.task.hash_seq + 1),
         peer=PeerRecord(PeerView("p9", "10.0.0.9", 7000, "", "", Bitfield(PIECES)), 1, T0 + 2),
-        new_hashes={0: digest(0, "b")},
+        new_hashes={0: digest(0, "b"), 1: digest(1)},
         put_leases=[Lease(5, "p9", T0 + 2 + TTL)],
     )
     with pytest.raises(StoreError):
         await store.apply(outcome, created=False)
-    after = await store.load(TASK_ID, [0])
-    assert in_order(after) == in_order(before)
+    assert store._rows[TASK_ID].stale
+    after = await store.load(TASK_ID, [0, 1])
+    # The durable facts are the database's again; the hash sequence does not go back (peers may have been
+    # told it); the soft state stays.
+    assert after.known_hashes == {0: digest(0)} and after.hashed == 0b1
+    assert after.task == replace(before.task, hash_seq=before.task.hash_seq + 1)
+    assert "p9" in {p.view.peer_id for p in after.peers} and after.leases[5].peer_id == "p9"
+    assert_swarm_consistent(store._rows[TASK_ID].swarm)
+    out = await announce(store, request("p1", done={1: digest(1)}), T0 + 3)
+    assert out.task.hash_seq == before.task.hash_seq + 2 and not out.rejected
+    stored = await store.read_rows(TASK_ID)
+    assert stored is not None and stored.task == out.task and set(stored.hashes) == {0, 1}
 
 
 async def test_a_failed_write_fails_the_writes_staged_behind_it(store: TrackerStore) -> None:
@@ -487,7 +560,8 @@ async def test_a_failed_write_fails_the_writes_staged_behind_it(store: TrackerSt
     await step(store, "p1", T0 + 1, done={0: digest(0)})
     before = await store.load(TASK_ID, [0, 1])
     assert before.task is not None
-    # The hash insert hits the stored piece 0, so this write fails (see test_a_failed_apply_changes_nothing).
+    facts = durable(before)
+    # The hash insert hits the stored piece 0, so this write fails (see test_a_failed_write_changes_nothing_durable).
     bad = AnnounceOutcome(
         task=replace(before.task, hash_seq=before.task.hash_seq + 1),
         peer=PeerRecord(PeerView("p9", "10.0.0.9", 7000, "", "", Bitfield(PIECES)), 1, T0 + 2),
@@ -500,25 +574,27 @@ async def test_a_failed_write_fails_the_writes_staged_behind_it(store: TrackerSt
     for done in (failing, behind):
         with pytest.raises(StoreError):
             await done
-    assert in_order(await store.load(TASK_ID, [0, 1])) == in_order(before)  # the copy was dropped and read again
+    assert durable(await store.load(TASK_ID, [0, 1]))[1:] == facts[1:]  # read again
     await announce(store, request("p1", done={1: digest(1)}), T0 + 4)  # and the task goes on
     assert (await store.load(TASK_ID, [1])).known_hashes == {1: digest(1)}
 
 
 async def test_database_errors_become_store_errors(store: TrackerStore, db_url: str) -> None:
-    await join(store, "p1", T0)
+    await join(store, "p1", T0, want_leases=2)
     await drop_schema(db_url)
-    # Reads of a task not held in memory go to the database; every write does.
+    # Reads of a task not held in memory go to the database, and so does every durable change.
     with pytest.raises(StoreError):
         await store.load("f" * 40, ())
     with pytest.raises(StoreError):
         await store.hashes_since("f" * 40, 0)
     with pytest.raises(StoreError):
         await store.read_rows(TASK_ID)
+    # What changes nothing durable needs no database: the expiry sweep, an announce of a known task.
+    assert await store.expire(T0 + 1, TTL) == 0
+    out = await announce(store, request("p2", generation=0, event="started"), T0 + 1)
+    assert out.response is not None and out.response.generation == 1
     with pytest.raises(StoreError):
-        await store.expire(T0, TTL)
-    with pytest.raises(StoreError):
-        await announce(store, request("p1", generation=0), T0)
+        await announce(store, request("p1", done={0: digest(0)}), T0 + 1)
 
 
 async def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
@@ -553,29 +629,36 @@ async def test_revoked_hashes_are_dropped_and_a_replacement_follows_them(store: 
 # -- a restart -----------------------------------------------------------------------------------------
 
 
-async def test_a_restarted_tracker_gives_the_live_peers_and_leases_one_ttl(db_url: str) -> None:
-    """core.resume on each backend: what was live when the tracker stopped is live for one TTL after it
-    comes back, however long it was down; what was already silent stays gone."""
+async def test_a_restarted_tracker_knows_the_durable_facts_and_no_peers(db_url: str) -> None:
+    """The database holds the task, its hashes and who reported them; peers and leases lived in the old
+    process's memory, and come back only as the peers announce again (their fetches in flight through
+    ``fetching``)."""
     async with TrackerStore(db_url) as first:
-        await join(first, "gone", T0 - TTL - 5, want_leases=2)  # silent for over a TTL when the tracker stopped
         await join(first, "p1", T0, want_leases=4)
-        await join(first, "p2", T0 + 10, want_leases=2)
-        before = await first.load(TASK_ID, ())
-        live = {i: lease.peer_id for i, lease in before.leases.items() if lease.expires >= T0 + 10}
-    assert sorted(live.values()) == ["p1"] * 4 + ["p2"] * 2
-    restart = T0 + 10 + 3 * TTL  # down for three TTLs
+        await join(first, "p2", T0 + 1, want_leases=2)
+        await announce(first, request("p1", done={0: digest(0)}), T0 + 2)
+        before = await first.load(TASK_ID, [0])
     async with TrackerStore(db_url) as second:
-        assert await second.resume(restart, TTL) == (2, 6)
-        after = await second.load(TASK_ID, ())
-        assert {p.view.peer_id: p.last_seen for p in after.peers if p.last_seen >= restart - TTL} == {
-            "p1": restart,
-            "p2": restart,
-        }
-        resumed = {i: lease for i, lease in after.leases.items() if lease.expires > restart}
-        assert {i: lease.peer_id for i, lease in resumed.items()} == live
-        assert {lease.expires for lease in resumed.values()} == {restart + TTL}
-        # Nobody heard of for a TTL after the restart: forgotten like any silent peer, leases with them.
-        assert await second.expire(restart + TTL + 1, TTL) == 3
-        assert (await second.load(TASK_ID, ())).leases == {}
-    async with TrackerStore(db_url) as empty_restart:
-        assert await empty_restart.resume(restart + 2 * TTL, TTL) == (0, 0), "nothing was left to carry over"
+        second.grace_until = T0 + 10
+        after = await second.load(TASK_ID, [0], now=T0 + 3, peer_ttl=TTL)
+        assert durable(after) == durable(before) and after.reporters == {0: "p1"}
+        assert list(after.peers) == [] and after.leases == {}
+        assert after.grace, "a task read back during the grace period grants no lease afresh"
+        # p2 comes back fetching its two pieces: they are its again; p3 gets no lease meanwhile.
+        back = await announce(second, request("p2", fetching=(4, 5), want_leases=2), T0 + 3)
+        assert back.response is not None and back.response.leases == (4, 5)
+        fresh = await join(second, "p3", T0 + 4, want_leases=2)
+        assert fresh.response is not None and fresh.response.leases == ()
+        later = await announce(second, request("p3", want_leases=2), T0 + 11)
+        # Piece 0's hash is known, but nobody live holds it: leased again, like every piece p1 held.
+        assert later.response is not None and later.response.leases == (0, 1)
+        assert not (await second.load(TASK_ID, (), now=T0 + 11, peer_ttl=TTL)).grace
+    async with TrackerStore(db_url) as third:
+        # A task this process created itself has no peers from before: no grace.
+        third.grace_until = T0 + 100
+        other = "c" * 40
+        req = request("q1", generation=0, event="started")
+        snapshot = await third.load(other, (), now=T0 + 20, peer_ttl=TTL)
+        outcome = decide_announce(snapshot, req, task_id=other, seen_host="192.0.2.1", now=T0 + 20, policy=POLICY)
+        await third.apply(outcome, created=True)
+        assert not (await third.load(other, (), now=T0 + 20, peer_ttl=TTL)).grace

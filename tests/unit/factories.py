@@ -95,6 +95,5 @@ def announce(
     seen_host: str = "192.0.2.9",
     task_id: str = TASK_ID,
     policy: TrackerPolicy = POLICY,
-    settled: bool = True,
 ) -> AnnounceOutcome:
-    return decide_announce(snap, req, task_id=task_id, seen_host=seen_host, now=now, policy=policy, settled=settled)
+    return decide_announce(snap, req, task_id=task_id, seen_host=seen_host, now=now, policy=policy)

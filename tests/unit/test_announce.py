@@ -15,7 +15,6 @@ from shoal.core.ids import content_task_id
 from shoal.core.leases import Lease
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import AnnounceRequest, piece_hash_bytes
-from shoal.core.resume import resume
 from shoal.core.structs import decode
 from shoal.testing.hostile import identity
 
@@ -155,6 +154,18 @@ def test_only_the_live_lease_holder_reports_a_piece_hash() -> None:
     # 3: nobody's lease; 4: p2's lease; 6: p1's lease has lapsed.
     assert out.new_hashes == {} and sorted(out.rejected) == [3, 4, 6]
     assert out.peer is not None and len(out.peer.view.have) == 0
+
+
+def test_in_the_grace_after_a_restart_a_report_claims_an_unleased_piece_and_no_lease_is_granted() -> None:
+    """The restarted tracker lost every lease: a piece fetched during the outage is reported done without
+    one, and is taken from its reporter; a piece another peer has leased again is not; nothing is leased
+    afresh, while claims of fetches in flight are leased back."""
+    snap = replace(snapshot(task(), peers=[peer("p2")], leases=held_by("p2", [4]), hashed=[]), grace=True)
+    out = announce(snap, request("p1", done={3: digest(3), 4: digest(4)}, fetching=(5,), want_leases=4))
+    assert out.new_hashes == {3: digest(3)} and out.reporters == {3: "p1"} and out.rejected == [4]
+    assert out.response is not None and out.response.leases == (5,)
+    after = announce(replace(snap, grace=False), request("p1", done={3: digest(3)}))
+    assert after.rejected == [3], "once the grace is over, a report needs its lease again"
 
 
 def test_a_report_matching_the_trusted_hash_needs_no_lease() -> None:
@@ -441,25 +452,6 @@ def test_a_claim_on_a_piece_reported_done_or_released_in_the_same_announce_is_no
     assert out.response is not None and out.response.leases == (5,)
 
 
-def test_a_task_just_taken_over_grants_no_fresh_lease_but_honours_claims() -> None:
-    """Settling (core.ownership): the tracker does not know yet what the peers hold, so nothing is leased
-    afresh; a fetch in flight is given back to its peer as always."""
-    out = announce(snapshot(task()), request("p1", fetching=(4,), want_leases=4), settled=False)
-    assert out.response is not None and out.response.leases == (4,)
-    assert announce(snapshot(task()), request("p1", want_leases=4)).response.leases == (0, 1, 2, 3)  # type: ignore[union-attr]
-
-
-def test_a_task_just_taken_over_takes_the_report_of_a_lease_it_lost() -> None:
-    """p1 fetched 6 under a lease the tracker lost when it took the task over; 7 is leased to live p2, whose
-    report alone counts. Once settled, only a live lease holder reports, as always."""
-    snap = snapshot(task(), peers=[peer("p2")], leases=held_by("p2", [7]))
-    req = request("p1", done={6: digest(6), 7: digest(7)})
-    settling = announce(snap, req, settled=False)
-    assert settling.new_hashes == {6: digest(6)} and settling.rejected == [7]
-    settled = announce(snap, req)
-    assert settled.new_hashes == {} and sorted(settled.rejected) == [6, 7]
-
-
 def test_a_claim_beyond_the_last_piece_or_malformed_is_a_protocol_error() -> None:
     with pytest.raises(ProtocolError) as caught:
         announce(snapshot(task()), request("p1", fetching=(PIECES,)))
@@ -470,18 +462,6 @@ def test_a_claim_beyond_the_last_piece_or_malformed_is_a_protocol_error() -> Non
         decode(msgspec.json.encode(body), AnnounceRequest)
     assert caught.value.field == "fetching"
     assert decode(msgspec.json.encode({**body, "fetching": [2, 3]}), AnnounceRequest).fetching == (2, 3)
-
-
-def test_a_restart_gives_what_was_live_when_the_tracker_stopped_one_ttl_from_the_restart() -> None:
-    stopped, outage = NOW, 40.0  # longer than a TTL: judged by its last announce, every peer would be dead
-    plan = resume(stopped, stopped + outage, POLICY.peer_ttl)
-    assert plan is not None
-    assert (plan.live_since, plan.last_seen) == (stopped - POLICY.peer_ttl, stopped + outage)
-    assert (plan.leases_from, plan.expires) == (stopped, stopped + outage + POLICY.peer_ttl)
-    assert resume(None, NOW, POLICY.peer_ttl) is None  # a database without peers has nothing to carry over
-    # A clock stepped back since the stop makes nothing live that was not.
-    back = resume(NOW + 100, NOW, POLICY.peer_ttl)
-    assert back is not None and back.leases_from == NOW and back.expires == NOW + POLICY.peer_ttl
 
 
 # -- bad peers and hand-outs ---------------------------------------------------------------------------

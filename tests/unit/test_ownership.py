@@ -7,7 +7,7 @@ from collections import Counter
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoal.core.ownership import FENCE_MARGIN, TTL, TrackerMember, in_force, lost_tasks, owner, settled
+from shoal.core.ownership import FENCE_MARGIN, TTL, TrackerMember, in_force, lost_tasks, owner
 
 NOW = 1000.0
 TASKS = [f"{i:040x}" for i in range(3000)]
@@ -72,11 +72,6 @@ def test_no_moment_has_two_deciders(renewed_at: float, later: float) -> None:
         assert not (a_decides and b_decides)
         if not a.live(now):
             assert not a_decides
-
-
-def test_a_task_taken_over_settles_after_one_interval() -> None:
-    assert not settled(NOW, NOW + 4.9, 5.0)
-    assert settled(NOW, NOW + 5.0, 5.0)
 
 
 def test_the_tasks_lost_to_a_member_that_joined() -> None:

@@ -454,23 +454,28 @@ def _served(alive: list[SimPeer]) -> list[SimPeer]:
 # The origin's pieces shared out among racks (origin_share, core.leases.stripes).
 
 
+def racks_of(peers: list[PeerView]) -> list[tuple[str, str]]:
+    """What core.swarm.Swarm.racks keeps for these peers: the labels of the labelled ones not banned."""
+    return [(p.site, p.rack) for p in peers if p.rack and not p.bad]
+
+
 def test_racks_share_the_origin_in_stripes_in_the_order_of_their_labels() -> None:
     peers = [node("a", rack="r2"), node("b", rack="r1"), node("c", site="s0", rack="r9")]
     # Racks in (site, rack) order: s0/r9, s1/r1, s1/r2.
-    assert origin_share(peers[0], peers, SIZE) == stripes(SIZE, 2, 3)
-    assert origin_share(peers[1], peers, SIZE) == stripes(SIZE, 1, 3)
-    assert origin_share(peers[2], peers, SIZE) == stripes(SIZE, 0, 3)
+    assert origin_share(peers[0], racks_of(peers), SIZE) == stripes(SIZE, 2, 3)
+    assert origin_share(peers[1], racks_of(peers), SIZE) == stripes(SIZE, 1, 3)
+    assert origin_share(peers[2], racks_of(peers), SIZE) == stripes(SIZE, 0, 3)
 
 
 def test_no_share_for_a_flat_asker_or_a_task_of_one_rack() -> None:
     rack_mates = [node("a"), node("b")]
-    assert origin_share(rack_mates[0], rack_mates, SIZE) is None
+    assert origin_share(rack_mates[0], racks_of(rack_mates), SIZE) is None
     flat = node("f", site="", rack="")
-    assert origin_share(flat, [flat, node("x", rack="r2")], SIZE) is None
+    assert origin_share(flat, racks_of([flat, node("x", rack="r2")]), SIZE) is None
     # A flat peer is no rack: one labelled rack beside it is still a task of one rack.
-    assert origin_share(rack_mates[0], [*rack_mates, flat], SIZE) is None
+    assert origin_share(rack_mates[0], racks_of([*rack_mates, flat]), SIZE) is None
 
 
 def test_a_bad_peers_rack_gets_no_share() -> None:
     asker = node("a", rack="r1")
-    assert origin_share(asker, [asker, node("b", rack="r2", bad=True)], SIZE) is None
+    assert origin_share(asker, racks_of([asker, node("b", rack="r2", bad=True)]), SIZE) is None

@@ -31,18 +31,19 @@ changed) and are ignored, so a slow peer cannot flip a task back to an old versi
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from shoal.core.audit import AUDIT_SHARE, MAX_VOTES, Audit, Vote, is_audited, tally
-from shoal.core.bitfield import Bitfield
+from shoal.core.bitfield import Bitfield, iter_bits
 from shoal.core.errors import ProtocolError
 from shoal.core.handout import PeerView, hand_out
 from shoal.core.ids import content_task_id, is_content_task
-from shoal.core.leases import Lease, grant_leases, reclaim_leases
+from shoal.core.leases import Lease, grant_free, reclaimable
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import AnnounceRequest, AnnounceResponse, ManifestMessage, PeerAddress
 from shoal.core.scope_leases import origin_share
+from shoal.core.swarm import Swarm
 
 BAN_QUORUM = 2
 """Reporters on this many different hosts must accuse a peer before it is kept from everyone."""
@@ -84,10 +85,14 @@ class TrackerPolicy:
 
 @dataclass(frozen=True, slots=True)
 class TaskSnapshot:
-    """What the tracker loads before deciding: the task and its live peers and leases."""
+    """What the tracker loads before deciding: the task and its live peers and leases.
+
+    The tracker hands its task's :class:`~shoal.core.swarm.Swarm` itself (``swarm``; ``peers`` and
+    ``leases`` are then its own, not copies), expired at the ``now`` of the decision. Without one (tests
+    build snapshots of plain values) the decision builds one of the live ones of ``peers`` and ``leases``."""
 
     task: TaskRecord | None
-    peers: Sequence[PeerRecord]
+    peers: Collection[PeerRecord]
     leases: Mapping[int, Lease]
     known_hashes: Mapping[int, str]
     """Stored hashes of the pieces the request reports as done (only those are needed)."""
@@ -100,6 +105,12 @@ class TaskSnapshot:
     origin_seen: OriginIdentity | None = None
     """What the origin describes now, as the tracker confirmed it for an announce that claims the file
     changed (:func:`claims_change`); None: not confirmed. Only a claim it bears out starts a generation."""
+    swarm: Swarm | None = field(default=None, compare=False)
+    grace: bool = False
+    """The tracker started moments ago and this task's peers from before may not have announced yet: no
+    origin lease is granted afresh, since the piece may be on its way to one of them (its next announce's
+    ``fetching`` gets that lease back). Pieces an announce claims are reclaimed as ever, and so are the
+    pieces it reports done that nobody holds a lease on (fetched while the tracker was down)."""
 
 
 @dataclass(slots=True)
@@ -146,31 +157,36 @@ def decide_announce(
     seen_host: str,
     now: float,
     policy: TrackerPolicy,
-    settled: bool = True,
 ) -> AnnounceOutcome:
-    """``settled`` False: the tracker has just taken the task over (or started) and does not know yet what
-    its peers hold or were leased (core.ownership). It grants no origin lease afresh, since a piece a peer
-    holds would look free; and it takes a hash report from a peer whose lease it lost (a piece no live,
-    trusted peer holds and no other peer holds a live lease on), as it gives such a peer back the lease of a
-    fetch still in flight (core.leases.reclaim_leases): that peer fetched it from the origin."""
     task = snapshot.task or TaskRecord(task_id=task_id, url=request.url, generation=1, manifest=None)
+    swarm = snapshot.swarm
+    if swarm is None:
+        size = task.manifest.piece_count if task.manifest else 0
+        swarm = Swarm.of(
+            snapshot.peers,
+            snapshot.leases,
+            generation=task.generation,
+            size=size,
+            now=now,
+            ttl=policy.peer_ttl,
+            asker=request.peer_id,
+        )
     outcome = AnnounceOutcome(task=task)
     content = is_content_task(task_id)
     task = _learn_manifest(snapshot, request, outcome, task, content=content)
     current = request.generation == task.generation and not outcome.new_generation
     size = task.manifest.piece_count if task.manifest else 0
 
-    previous = next((p for p in snapshot.peers if p.view.peer_id == request.peer_id), None)
+    previous = swarm.peers.get(request.peer_id)
     banned = previous is not None and previous.view.bad and current
     confirmed: list[int] = []  # reported pieces whose hash the tracker holds now
     if current and request.done:
         trusting = not content and not banned
-        lost = frozenset() if settled else _reclaimable(snapshot, request, now, policy)
-        confirmed = _take_reports(snapshot, request, outcome, seen_host, now, policy, trusting=trusting, lost=lost)
+        confirmed = _take_reports(snapshot, swarm, request, outcome, seen_host, now, policy, trusting=trusting)
     if outcome.new_hashes or outcome.revoked:
         task = replace(task, hash_seq=task.hash_seq + len(outcome.revoked) + len(outcome.new_hashes))
     outcome.task = task
-    hashed = _unhold_revoked(snapshot, request, outcome, size)
+    hashed = _unhold_revoked(snapshot, swarm, request, outcome, size)
     if current:
         for index in request.fetching:
             if index >= size:
@@ -179,7 +195,7 @@ def decide_announce(
 
     if request.event == "stopped":
         outcome.remove_peer = request.peer_id
-        outcome.drop_leases = [i for i, lease in snapshot.leases.items() if lease.peer_id == request.peer_id]
+        outcome.drop_leases = list(iter_bits(swarm.own(request.peer_id)))
         outcome.response = AnnounceResponse(task.generation, ManifestMessage.of(task.manifest), range_ok=task.range_ok)
         return outcome
     outcome.peer = PeerRecord(view, task.generation, now, reported & view.have.mask)
@@ -194,14 +210,29 @@ def decide_announce(
         )
         return outcome
 
-    peers = _live_peers(snapshot, request, outcome, task, hashed, seen_host, now, policy)
-    # Peers accused from the asker's own host are kept from it at once, whatever the quorum says: their
-    # pieces do not count as held for it either, so it can lease one that only they hold.
-    trusted = [p for p in peers if seen_host not in p.accusers]
-    live = {p.peer_id for p in peers}
-    wanted = request.want_leases if settled else 0
-    mine = _lease_decisions(snapshot, request, outcome, task, view, trusted, live, seen_host, now, policy, wanted)
-    handed = hand_out(view, trusted, policy.max_peers) if task.manifest else []
+    limit = policy.max_peers if task.manifest else 0
+    if (
+        outcome.revoked
+        or request.bad_peers
+        or seen_host in swarm.accused_by
+        or (swarm.generation, swarm.size) != (task.generation, size)
+    ):
+        # This announce changes other peers (accuses them, takes revoked pieces from them), or some are
+        # kept from the asker's host: decide on every live peer as this announce leaves it.
+        peers = _live_peers(swarm, request, outcome, task, hashed, seen_host, now, policy)
+        # Peers accused from the asker's own host are kept from it at once, whatever the quorum says: their
+        # pieces do not count as held for it either, so it can lease one that only they hold.
+        trusted = [p for p in peers if seen_host not in p.accusers]
+        held = view.have.mask
+        for p in trusted:
+            if not p.bad:
+                held |= p.have.mask
+        handed = hand_out(view, trusted, limit)
+    else:
+        # Most announces: the swarm's aggregates already are what a pass over its peers would give.
+        held = swarm.held_by_others(request.peer_id) | view.have.mask
+        handed = swarm.index.hand_out(view, limit, swarm.view_of)
+    mine = _lease_decisions(snapshot, swarm, request, outcome, task, view, held, seen_host, now, policy)
     outcome.response = AnnounceResponse(
         generation=task.generation,
         manifest_message=ManifestMessage.of(task.manifest),
@@ -243,11 +274,13 @@ def _learn_manifest(
     return task
 
 
-def _unhold_revoked(snapshot: TaskSnapshot, request: AnnounceRequest, outcome: AnnounceOutcome, size: int) -> int:
+def _unhold_revoked(
+    snapshot: TaskSnapshot, swarm: Swarm, request: AnnounceRequest, outcome: AnnounceOutcome, size: int
+) -> int:
     """Take the pieces whose hashes this announce revoked out of the other peers' bitfields (``unheld``);
     returns the bit mask of the pieces whose hash the tracker holds after the announce."""
     revoked = Bitfield.of(size, outcome.revoked).mask
-    for record in snapshot.peers if revoked else ():
+    for record in swarm.peers.values() if revoked else ():
         other = record.view
         if other.peer_id != request.peer_id and other.have.size == size and other.have.mask & revoked:
             outcome.unheld[other.peer_id] = Bitfield.from_mask(size, other.have.mask & ~revoked)
@@ -308,7 +341,7 @@ def _asker_view(
 
 
 def _live_peers(
-    snapshot: TaskSnapshot,
+    swarm: Swarm,
     request: AnnounceRequest,
     outcome: AnnounceOutcome,
     task: TaskRecord,
@@ -322,7 +355,7 @@ def _live_peers(
     size = task.manifest.piece_count if task.manifest else 0
     accused = set(request.bad_peers) - {request.peer_id}
     peers = []
-    for record in snapshot.peers:
+    for record in swarm.peers.values():
         if (
             record.view.peer_id == request.peer_id
             or record.generation != task.generation
@@ -330,7 +363,9 @@ def _live_peers(
         ):
             continue
         other = record.view
-        if other.peer_id in accused and seen_host not in other.accusers:
+        if other.peer_id in accused and seen_host not in other.accusers and not other.bad:
+            # A banned peer takes no more accusers: it is kept from everyone already, and the names would
+            # only grow its record.
             accusers = other.accusers | {seen_host}
             outcome.accusations[other.peer_id] = accusers
             if not other.bad and len(accusers) >= BAN_QUORUM:
@@ -347,69 +382,66 @@ def _live_peers(
     return peers
 
 
+def _mask(indices: Iterable[int], size: int) -> int:
+    """The bit mask of ``indices``, leaving out those past the last piece."""
+    mask = 0
+    for index in indices:
+        if index < size:
+            mask |= 1 << index
+    return mask
+
+
 def _lease_decisions(
     snapshot: TaskSnapshot,
+    swarm: Swarm,
     request: AnnounceRequest,
     outcome: AnnounceOutcome,
     task: TaskRecord,
     view: PeerView,
-    trusted: list[PeerView],
-    live: set[str],
+    held: int,
     seen_host: str,
     now: float,
     policy: TrackerPolicy,
-    want: int,
 ) -> list[int]:
     """The asker's origin leases after this announce (the pieces it is to fetch from the origin), with the
-    lease writes in ``outcome``."""
+    lease writes in ``outcome``. ``held``: the pieces the asker or another live, trusted peer holds. Bit masks
+    throughout: a pass over every lease of a file of thousands of pieces on every announce is what the
+    tracker's busiest path cannot afford."""
+    size = task.manifest.piece_count if task.manifest else 0
+    asker = request.peer_id
     # Finished and released leases go, and so do the asker's leases on pieces another trusted peer has
     # delivered meanwhile (fetching them again from the origin would be waste); the asker's others are
-    # renewed; dead peers' ones lapse.
-    held = view.have.copy()
-    for p in trusted:
-        if not p.bad:
-            held.union_update(p.have)
-    finished = set(request.done) | set(request.released)
-    delivered = {i for i, lease in snapshot.leases.items() if lease.peer_id == request.peer_id and i in held}
-    outcome.drop_leases = [
-        i for i in finished | delivered if i in snapshot.leases and snapshot.leases[i].peer_id == request.peer_id
-    ]
-    live_ids = live | {request.peer_id}
-    live_leases: dict[int, Lease] = {}
-    for index, lease in snapshot.leases.items():
-        if lease.peer_id == request.peer_id:
-            if index in finished or index in delivered:
-                continue
-            renewed = Lease(index, lease.peer_id, now + policy.peer_ttl)
-            outcome.put_leases.append(renewed)
-            live_leases[index] = renewed
-        elif lease.peer_id in live_ids and lease.expires > now:
-            live_leases[index] = lease
+    # renewed; dead peers' ones have lapsed (the swarm holds only live leases).
+    own = swarm.own(asker)
+    finished = _mask(request.done, size) | _mask(request.released, size)
+    dropped = own & (finished | held)
+    outcome.drop_leases = list(iter_bits(dropped))
+    kept = own & ~dropped
+    expires = now + policy.peer_ttl
+    outcome.put_leases.extend(Lease(i, asker, expires) for i in iter_bits(kept))
+    others = swarm.leased & ~own
 
     # Origin fetches in flight whose lease the tracker lost (a restart) or let lapse: back to their peer,
     # before any lease is granted afresh, so the piece is not fetched from the origin a second time.
-    claimed = set() if view.bad else set(request.fetching) - finished
-    for index in reclaim_leases(claimed=claimed, held=held, leased=live_leases, asker=request.peer_id):
-        if index not in live_leases:
-            live_leases[index] = reclaimed = Lease(index, request.peer_id, now + policy.peer_ttl)
-            outcome.put_leases.append(reclaimed)
+    claimed = 0 if view.bad else _mask(request.fetching, size) & ~finished
+    reclaimed = reclaimable(claimed=claimed, held=held, others_leased=others) & ~kept
+    outcome.put_leases.extend(Lease(i, asker, expires) for i in iter_bits(reclaimed))
+    leased = others | kept | reclaimed
 
     granted: list[int] = []
-    if task.manifest is not None and want and not view.bad:
-        granted = grant_leases(
-            held=held,
-            leased=live_leases,
-            asker=request.peer_id,
-            asker_have=view.have,
-            want=want,
+    if task.manifest is not None and request.want_leases and not view.bad and not snapshot.grace:
+        granted = grant_free(
+            size=size,
+            taken=held | view.have.mask | leased,
+            others_lease=bool(others),
+            want=request.want_leases,
             range_ok=task.range_ok,
-            share=origin_share(view, trusted, task.manifest.piece_count),
+            share=origin_share(view, swarm.racks, size),
         )
-        if snapshot.audits:  # most announces: none under way, and no lease table to build
-            leased = {**live_leases, **dict.fromkeys(granted)}
-            granted += _audit_lease(snapshot, outcome, view.have, leased, seen_host)
-        outcome.put_leases.extend(Lease(i, request.peer_id, now + policy.peer_ttl) for i in granted)
-    return sorted({i for i, lease in live_leases.items() if lease.peer_id == request.peer_id} | set(granted))
+        if snapshot.audits:  # most announces: none under way
+            granted += _audit_lease(snapshot, outcome, view.have, leased | _mask(granted, size), seen_host)
+        outcome.put_leases.extend(Lease(i, asker, expires) for i in granted)
+    return sorted([*iter_bits(kept | reclaimed), *granted])
 
 
 def claims_change(task: TaskRecord | None, request: AnnounceRequest) -> bool:
@@ -445,6 +477,7 @@ def _register_content(task: TaskRecord, request: AnnounceRequest) -> tuple[TaskR
 
 def _take_reports(
     snapshot: TaskSnapshot,
+    swarm: Swarm,
     request: AnnounceRequest,
     outcome: AnnounceOutcome,
     seen_host: str,
@@ -452,7 +485,6 @@ def _take_reports(
     policy: TrackerPolicy,
     *,
     trusting: bool,
-    lost: frozenset[int] = frozenset(),
 ) -> list[int]:
     """Judge the hashes an announce reports (module docstring, core.audit); returns the pieces whose hash the
     tracker now holds as the peer reported it. ``trusting`` False (a content task, a banned peer): only a
@@ -462,9 +494,12 @@ def _take_reports(
     for index, digest in request.done.items():
         if index >= size:
             raise ProtocolError(f"done reports piece {index} of {size}", field="done")
-        lease = snapshot.leases.get(index)
-        live_holder = lease is not None and lease.peer_id == request.peer_id and lease.expires >= now
-        holder = trusting and (live_holder or index in lost)
+        lease = swarm.leases.get(index)
+        holder = trusting and lease is not None and lease.peer_id == request.peer_id and lease.expires >= now
+        if trusting and lease is None and snapshot.grace:
+            # The tracker restarted moments ago and lost the leases: a piece whose fetch ended during the
+            # outage is reported done, and counts as its reporter's claim, like a fetch still in flight.
+            holder = True
         known = snapshot.known_hashes.get(index, outcome.new_hashes.get(index))
         audit = snapshot.audits.get(index)
         if known is not None and holder and audit is not None and seen_host not in audit.hosts:
@@ -481,30 +516,6 @@ def _take_reports(
         else:
             outcome.rejected.append(index)
     return confirmed
-
-
-def _reclaimable(snapshot: TaskSnapshot, request: AnnounceRequest, now: float, policy: TrackerPolicy) -> frozenset[int]:
-    """The pieces the asker reports done that it could claim back as a lost lease: no live, trusted peer
-    holds them and no other live peer holds a live lease on them."""
-    live = {
-        p.view.peer_id: p
-        for p in snapshot.peers
-        if p.view.peer_id != request.peer_id and now - p.last_seen < policy.peer_ttl and not p.view.bad
-    }
-    held = 0
-    for record in live.values():
-        held |= record.view.have.mask
-    return frozenset(
-        i
-        for i in request.done
-        if not held >> i & 1
-        and not (
-            (lease := snapshot.leases.get(i)) is not None
-            and lease.peer_id != request.peer_id
-            and lease.peer_id in live
-            and lease.expires > now
-        )
-    )
 
 
 def _vote(snapshot: TaskSnapshot, outcome: AnnounceOutcome, audit: Audit, known: str) -> str:
@@ -529,12 +540,12 @@ def _vote(snapshot: TaskSnapshot, outcome: AnnounceOutcome, audit: Audit, known:
 
 
 def _audit_lease(
-    snapshot: TaskSnapshot, outcome: AnnounceOutcome, have: Bitfield, leased: Mapping[int, object], seen_host: str
+    snapshot: TaskSnapshot, outcome: AnnounceOutcome, have: Bitfield, leased: int, seen_host: str
 ) -> list[int]:
     """At most one piece under check for the asker to fetch from the origin: one it lacks, that nobody is
-    fetching, and whose reporters are all on other hosts."""
+    fetching (``leased``, a bit mask), and whose reporters are all on other hosts."""
     for index, audit in sorted(snapshot.audits.items()):
-        if outcome.audits.get(index, audit) is None or index in leased or index in have:
+        if outcome.audits.get(index, audit) is None or leased >> index & 1 or index in have:
             continue
         if seen_host not in audit.hosts and index not in outcome.revoked:
             return [index]

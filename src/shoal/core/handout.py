@@ -4,15 +4,25 @@ Only peers that hold something the asker lacks are worth a connection. Among tho
 first, then the same site, then the rest (Kraken and Dragonfly schedule the same way: LAN first). Within a
 tier the order is a stable shuffle keyed by the asker, so different askers spread over different holders
 instead of all hammering the first one. The list is bounded.
+
+The shuffle is a rotation: every peer has a fixed position on a ring of 2**64 (a hash of its id), and an
+asker takes a tier's peers in ring order from its own position. Each asker starts elsewhere on the ring, so
+the askers spread over the holders, and a tracker can keep a swarm's holders sorted by position
+(:class:`HolderIndex`) and walk from the asker's position until it has enough useful peers, instead of
+ordering every peer of a swarm of thousands on every announce. :func:`hand_out` (any sequence of peers)
+and :meth:`HolderIndex.hand_out` give the same list.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from shoal.core.bitfield import Bitfield
+
+_RING = 1 << 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,21 +41,118 @@ class PeerView:
     """The hosts whose peers reported it for serving bytes that failed verification."""
 
 
-def locality_tier(asker: PeerView, other: PeerView) -> int:
-    """0: same rack and site, 1: same site, 2: elsewhere. Empty labels never match."""
-    same_site = bool(asker.site) and asker.site == other.site
-    if same_site and bool(asker.rack) and asker.rack == other.rack:
+def _tier(site: str, rack: str, other_site: str, other_rack: str) -> int:
+    same_site = bool(site) and site == other_site
+    if same_site and bool(rack) and rack == other_rack:
         return 0
     return 1 if same_site else 2
 
 
-def _spread_key(asker: str, other: str) -> bytes:
-    return hashlib.blake2b(f"{asker}/{other}".encode(), digest_size=8).digest()
+def locality_tier(asker: PeerView, other: PeerView) -> int:
+    """0: same rack and site, 1: same site, 2: elsewhere. Empty labels never match."""
+    return _tier(asker.site, asker.rack, other.site, other.rack)
+
+
+def ring_position(peer_id: str) -> int:
+    """A peer's fixed place on the hand-out ring."""
+    return int.from_bytes(hashlib.blake2b(peer_id.encode(), digest_size=8).digest(), "big")
 
 
 def hand_out(asker: PeerView, peers: Sequence[PeerView], limit: int) -> list[PeerView]:
     """Peers (never the asker, never bad ones) holding pieces the asker lacks, nearest first."""
     lacking = ~asker.have.mask  # one big-int AND a peer, not a Python loop over its pieces
     useful = [p for p in peers if p.peer_id != asker.peer_id and not p.bad and p.have.mask & lacking]
-    useful.sort(key=lambda p: (locality_tier(asker, p), _spread_key(asker.peer_id, p.peer_id)))
+    start = ring_position(asker.peer_id)
+    useful.sort(key=lambda p: (locality_tier(asker, p), (ring_position(p.peer_id) - start) % _RING, p.peer_id))
     return useful[:limit]
+
+
+_Entry = tuple[int, str]  # (ring position, peer id)
+
+
+class HolderIndex:
+    """A swarm's holders (peers that may be handed out: see core.swarm) by rack, by site and all together,
+    each group sorted by ring position. Adding or removing a peer costs a binary search and a list move."""
+
+    __slots__ = ("_all", "_racks", "_sites", "_where")
+
+    def __init__(self) -> None:
+        self._all: list[_Entry] = []
+        self._sites: dict[str, list[_Entry]] = {}
+        self._racks: dict[tuple[str, str], list[_Entry]] = {}
+        self._where: dict[str, tuple[int, str, str]] = {}  # peer id -> (position, site, rack)
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def __contains__(self, peer_id: object) -> bool:
+        return peer_id in self._where
+
+    def labels(self, peer_id: str) -> tuple[str, str] | None:
+        where = self._where.get(peer_id)
+        return None if where is None else (where[1], where[2])
+
+    def _groups(self, site: str, rack: str) -> Iterator[list[_Entry]]:
+        yield self._all
+        if site:
+            yield self._sites.setdefault(site, [])
+            if rack:
+                yield self._racks.setdefault((site, rack), [])
+
+    def add(self, peer_id: str, site: str, rack: str) -> None:
+        self.discard(peer_id)
+        entry = (ring_position(peer_id), peer_id)
+        self._where[peer_id] = (entry[0], site, rack)
+        for group in self._groups(site, rack):
+            bisect.insort(group, entry)
+
+    def discard(self, peer_id: str) -> None:
+        where = self._where.pop(peer_id, None)
+        if where is None:
+            return
+        position, site, rack = where
+        entry = (position, peer_id)
+        for group in self._groups(site, rack):
+            del group[bisect.bisect_left(group, entry)]
+        if site and not self._sites[site]:
+            del self._sites[site]
+        if site and rack and not self._racks[(site, rack)]:
+            del self._racks[(site, rack)]
+
+    def hand_out(self, asker: PeerView, limit: int, view_of: Callable[[str], PeerView | None]) -> list[PeerView]:
+        """What :func:`hand_out` gives for the views ``view_of`` returns for the indexed peers (None: leave it
+        out), walking each tier's group from the asker's ring position until ``limit`` useful peers are found.
+        A swarm with enough useful peers costs about ``limit`` look-ups, whatever its size."""
+        lacking = ~asker.have.mask
+        if limit <= 0 or not lacking & ((1 << asker.have.size) - 1):
+            return []
+        start = (ring_position(asker.peer_id), "")
+        site, rack = asker.site, asker.rack
+        tiers: list[tuple[int, list[_Entry]]] = []
+        if site and rack and (site, rack) in self._racks:
+            tiers.append((0, self._racks[(site, rack)]))
+        if site and site in self._sites:
+            tiers.append((1, self._sites[site]))
+        tiers.append((2, self._all))
+        handed: list[PeerView] = []
+        for tier, group in tiers:
+            at = bisect.bisect_left(group, start)
+            for _, peer_id in _ring(group, at):
+                _position, other_site, other_rack = self._where[peer_id]
+                if peer_id == asker.peer_id or _tier(site, rack, other_site, other_rack) != tier:
+                    continue
+                view = view_of(peer_id)
+                if view is None or view.bad or not view.have.mask & lacking:
+                    continue
+                handed.append(view)
+                if len(handed) == limit:
+                    return handed
+        return handed
+
+
+def _ring(group: list[_Entry], at: int) -> Iterator[_Entry]:
+    """The group's entries from ``at`` to its end, then from its start, without copying the list."""
+    for i in range(at, len(group)):
+        yield group[i]
+    for i in range(at):
+        yield group[i]

@@ -49,14 +49,29 @@ class Lease:
     expires: float
 
 
-def _free_mask(held: Bitfield, leased: Mapping[int, Lease], asker_have: Bitfield) -> int:
-    """Bit i set when piece i is held by nobody, leased to nobody, and not the asker's. Bit masks: a test
-    of each piece in each bitfield costs time per piece on every announce, the tracker's busiest path
-    (benchmarks/tracker_announce.py; figures in benchmarks/RESULTS.md)."""
-    taken = held.mask | asker_have.mask
-    for piece in leased:
-        taken |= 1 << piece
-    return ~taken & ((1 << held.size) - 1)
+def grant_free(
+    *, size: int, taken: int, others_lease: bool, want: int, range_ok: bool, share: int | None = None
+) -> list[int]:
+    """Choose up to ``want`` of the pieces of ``size`` that ``taken`` (a bit mask: held by someone, the
+    asker's, or leased) leaves free. ``others_lease``: a peer other than the asker holds a live lease. Bit
+    masks: a test of each piece in each bitfield costs time per piece on every announce, the tracker's
+    busiest path (benchmarks/tracker_announce.py; figures in benchmarks/RESULTS.md). ``share``: the bit mask
+    of the asker's rack's stripes (:func:`stripes`), None outside a fleet of racks."""
+    if want <= 0:
+        return []
+    free = ~taken & ((1 << size) - 1)
+    if not range_ok:
+        return [] if others_lease else list(iter_bits(free))
+    if not free:
+        return []
+    if share is not None:
+        mine = free & share
+        if mine:
+            return list(islice(iter_bits(mine), want))
+        return _from_the_back(free, want)
+    start = (free & -free).bit_length() - 1  # the lowest free piece
+    end = Bitfield.from_mask(size, free).run_end(start)
+    return list(range(start, min(end, start + want)))
 
 
 def grant_leases(
@@ -69,25 +84,16 @@ def grant_leases(
     range_ok: bool,
     share: int | None = None,
 ) -> list[int]:
-    """Choose up to ``want`` pieces to lease to ``asker``. ``leased`` holds only live leases; ``share`` is the
-    bit mask of the asker's rack's stripes (:func:`stripes`), None outside a fleet of racks."""
-    if want <= 0:
-        return []
-    free = _free_mask(held, leased, asker_have)
-    if not range_ok:
-        if any(lease.peer_id != asker for lease in leased.values()):
-            return []
-        return list(Bitfield.from_mask(held.size, free))
-    if not free:
-        return []
-    if share is not None:
-        mine = free & share
-        if mine:
-            return list(islice(iter_bits(mine), want))
-        return _from_the_back(free, want)
-    start = (free & -free).bit_length() - 1  # the lowest free piece
-    end = Bitfield.from_mask(held.size, free).run_end(start)
-    return list(range(start, min(end, start + want)))
+    """Choose up to ``want`` pieces to lease to ``asker``. ``leased`` holds only live leases; ``share`` as for
+    :func:`grant_free`."""
+    return grant_free(
+        size=held.size,
+        taken=held.mask | asker_have.mask | sum(1 << piece for piece in leased),
+        others_lease=any(lease.peer_id != asker for lease in leased.values()),
+        want=want,
+        range_ok=range_ok,
+        share=share,
+    )
 
 
 def stripes(size: int, index: int, count: int) -> int:
@@ -116,8 +122,16 @@ def _from_the_back(free: int, want: int) -> list[int]:
     return chosen
 
 
+def reclaimable(*, claimed: int, held: int, others_leased: int) -> int:
+    """The pieces of ``claimed`` (bit masks throughout) whose lease is the asker's after this announce: those
+    no live, trusted peer holds and no other peer holds a live lease on."""
+    return claimed & ~held & ~others_leased
+
+
 def reclaim_leases(*, claimed: Iterable[int], held: Bitfield, leased: Mapping[int, Lease], asker: str) -> list[int]:
     """The pieces of ``claimed`` (the asker's origin fetches in flight) whose lease is the asker's after this
     announce: those no live, trusted peer holds (``held``) and no other peer holds a live lease on
     (``leased`` holds only live leases). Indices must be within ``held``'s size."""
-    return sorted(i for i in set(claimed) if i not in held and (i not in leased or leased[i].peer_id == asker))
+    others = sum(1 << piece for piece, lease in leased.items() if lease.peer_id != asker)
+    mask = reclaimable(claimed=sum(1 << i for i in set(claimed)), held=held.mask, others_leased=others)
+    return list(iter_bits(mask))

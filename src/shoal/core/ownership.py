@@ -20,10 +20,10 @@ different peers. The rules:
   can count it dead, which happens only at ``expires``. So there is no moment at which two trackers both
   hold a task, however the database or the network fail, as long as the clocks agree within FENCE_MARGIN.
 * **Taking a task over.** The member that gains a task starts without its soft state: the peers rebuild it
-  with their next announces, and origin fetches in flight come back to their peers through ``fetching``
-  (core.leases.reclaim_leases). Until one announce interval has passed, it grants no fresh origin leases
-  for such a task (:func:`settled`): a piece a peer holds would otherwise look free to the first asker and
-  leave the origin a second time.
+  with their next announces, and origin fetches in flight come back to their peers through ``fetching``.
+  For a grace period after tasks move it grants no fresh origin lease on a task it reads from the database
+  (``TaskSnapshot.grace``, as after a start): a piece a peer holds would otherwise look free to the first
+  asker and leave the origin a second time.
 * A tracker that loses a task (a member joined and took it) drops its soft state of the task, so that if
   the task comes back later it starts clean rather than from leases another tracker has since replaced.
 """
@@ -74,12 +74,6 @@ def in_force(renewed: float, now: float) -> bool:
     """Whether a member whose row the database last renewed at ``renewed`` (its own clock) may decide: the
     row lives until ``renewed + TTL`` and the member stops FENCE_MARGIN before."""
     return now < renewed + TTL - FENCE_MARGIN
-
-
-def settled(gained: float, now: float, interval: float) -> bool:
-    """Whether a task gained at ``gained`` (taken over, or at the tracker's start) has been held for one
-    announce interval: every live peer has announced since, so the tracker knows what they hold."""
-    return now - gained >= interval
 
 
 def lost_tasks(held: Iterable[str], me: str, members: Sequence[TrackerMember], now: float) -> list[str]:

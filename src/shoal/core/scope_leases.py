@@ -92,17 +92,17 @@ def crossing(asker: Labelled, holder: Labelled) -> ScopeKind | None:
     return "rack" if not asker.site or asker.site == holder.site else "site"
 
 
-def origin_share(asker: PeerView, peers: Iterable[PeerView], size: int) -> int | None:
+def origin_share(asker: Labelled, racks: Iterable[tuple[str, str]], size: int) -> int | None:
     """Bit mask of the pieces of a file of ``size`` pieces that the asker's rack fetches from the origin first
-    (core.leases.stripes), among the racks of the task's live peers ``peers`` (bad peers' racks do not
-    count); None for a flat asker or a task of one rack, where the origin's pieces go to whoever asks."""
-    mine = rack_scope(asker)
-    if mine is None:
+    (core.leases.stripes), among ``racks``, the (site, rack) labels of the task's live peers that are not
+    banned (core.swarm.Swarm.racks); None for a flat asker or a task of one rack, where the origin's pieces
+    go to whoever asks."""
+    if not asker.rack:
         return None
-    racks = {mine} | {scope for p in peers if not p.bad and (scope := rack_scope(p)) is not None}
-    if len(racks) < 2:
+    mine = (asker.site, asker.rack)
+    ordered = sorted({mine, *racks})
+    if len(ordered) < 2:
         return None
-    ordered = sorted(racks)
     return stripes(size, ordered.index(mine), len(ordered))
 
 

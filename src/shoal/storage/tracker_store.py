@@ -1,23 +1,29 @@
-"""The tracker's SQL store: loads a task snapshot for the core to decide on, applies the outcome.
+"""The tracker's store: each active task's state in memory, and its durable facts in SQL.
 
 One store, three backends (SQLite, PostgreSQL, MySQL/MariaDB) through SQLAlchemy Core; the same contract
-tests run against each. Every outcome is applied in one transaction, so a crash leaves either the whole
-announce or none of it.
+tests run against each.
 
-One tracker process owns its database, so the store keeps a copy of each active task's rows
-(:class:`TaskRows`): an announce reads its snapshot, and a hash look-up its hashes, from memory and pays
-only for the writes. A change goes to the copy when it is staged (:meth:`TrackerStore.stage`) and to the
-database behind it, in the order staged: one writer task commits everything staged meanwhile in one
-transaction (group commit), and a caller learns its change is durable when its future resolves. So the
-tracker decides a task's announces one at a time on the copy without holding the task's lock across a
-round trip to the database: a commit takes far longer than a decision, longest on a busy host, and every
-other announce of the task would queue behind it (benchmarks/tracker_announce.py measures announces a
-second and the time to answer; figures in benchmarks/RESULTS.md).
+What goes where:
 
-A write that fails drops the copies of the tasks it and every write staged behind it changed (those were
-decided on state that included it), and fails them all; an expiry sweep that leaves a task without peers
-drops its copy too. A task not in memory is read from the database once no write is pending, which is what
-a restarted tracker does.
+- **Durable** (SQL, and a copy in memory): the task (URL, generation, manifest, whether the origin takes
+  Range requests, hash sequence) and its piece hashes with the peer each was taken from. A restarted
+  tracker reads them back.
+- **Soft** (memory only, :class:`shoal.core.swarm.Swarm`): peers, their bitfields and liveness, origin
+  leases, accusations and bans, spot checks under way. Peers announce every interval, so a restarted
+  tracker knows a task's swarm again within an interval, and the origin fetches in flight come back
+  through the announces' ``fetching`` (the tracker grants no lease afresh meanwhile: core.announce,
+  ``TaskSnapshot.grace``).
+
+One tracker process owns its database. An announce is decided on the task's copy in memory and changes it
+at once (:meth:`TrackerStore.stage`). Only an outcome that changes a durable fact (a new task, a hash, a
+generation, the manifest) is written: one writer task commits everything staged meanwhile in one
+transaction (group commit), in the order staged, and the caller learns its change is durable when its
+future resolves. Every other announce touches no database and waits for nothing.
+
+A write that fails fails every write staged behind it (they were decided on state that included it) and
+marks those tasks' copies stale: their durable facts are read again before the next decision on them,
+their soft state stays. A task whose swarm is left without peers leaves memory at the next expiry sweep,
+and is read again when someone announces it.
 """
 
 from __future__ import annotations
@@ -25,22 +31,20 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable, Collection, Iterable
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, select, update
+from sqlalchemy import Connection, and_, delete, select, update
 
-from shoal.core.announce import AnnounceOutcome, PeerRecord, TaskRecord, TaskSnapshot
+from shoal.core.announce import AnnounceOutcome, TaskRecord, TaskSnapshot
 from shoal.core.audit import Audit
-from shoal.core.bitfield import Bitfield
-from shoal.core.handout import PeerView
 from shoal.core.leases import Lease
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import HashesResponse, PeerSummary, TaskSummary
-from shoal.core.resume import resume
+from shoal.core.swarm import Swarm
 from shoal.storage.db import SqlStore
-from shoal.storage.schema import leases, peers, piece_hashes, tasks
+from shoal.storage.schema import piece_hashes, tasks
 
 
 def _task_from_row(row: Any) -> TaskRecord:
@@ -72,34 +76,21 @@ def _task_values(task: TaskRecord) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True, slots=True)
-class PeerRow:
-    """A peers row as stored (the bitfield raw, under the generation it was reported in)."""
-
-    peer_id: str
-    host: str
-    port: int
-    site: str
-    rack: str
-    bitfield: bytes
-    generation: int
-    last_seen: float
-    bad: bool
-    accusers: frozenset[str] = frozenset()
-    """Kept in memory only: after a restart a peer is judged afresh (``bad`` is stored)."""
-    reported: int = 0
-    """Kept in memory only (core.announce.PeerRecord.reported)."""
+def _size(task: TaskRecord) -> int:
+    return task.manifest.piece_count if task.manifest else 0
 
 
 @dataclass(slots=True)
 class TaskRows:
-    """One task's rows: what the database holds for it, read once and then kept up to date."""
+    """One task in memory: its durable facts as the database holds them (read once, then kept up to date),
+    and its soft state."""
 
     task: TaskRecord
-    peers: dict[str, PeerRow] = field(default_factory=dict)
-    leases: dict[int, Lease] = field(default_factory=dict)
     hashes: dict[int, tuple[str, int]] = field(default_factory=dict)
     """piece -> (hash, seq)"""
+    reporters: dict[int, str] = field(default_factory=dict)
+    """piece -> the lease holder whose report the tracker took (core.announce.TaskSnapshot.reporters)."""
+    swarm: Swarm = field(init=False)
     hashed: int = 0
     """The keys of ``hashes`` as a bit mask."""
     rejected_reports: int = 0
@@ -107,30 +98,35 @@ class TaskRows:
     refused_origins: int = 0
     """Claims that the origin's file changed which the origin did not bear out, since this copy was read."""
     audits: dict[int, Audit] = field(default_factory=dict)
-    """Spot checks under way (core.audit). Kept in memory only, like the two below: a restarted tracker
-    begins no check of the hashes it read back, and can revoke only what it saw reported since."""
-    reporters: dict[int, str] = field(default_factory=dict)
+    """Spot checks under way (core.audit). Kept in memory only: a restarted tracker begins no check of the
+    hashes it read back."""
     revoked: dict[int, int] = field(default_factory=dict)
-    """piece -> the seq its hash was revoked at (until a new hash replaces it)."""
+    """piece -> the seq its hash was revoked at (until a new hash replaces it). Memory only."""
+    from_database: bool = False
+    """Read from the database (not created by this process): its peers may predate this process."""
+    stale: bool = False
+    """A write of this task failed: its durable facts are read again before the next decision on it."""
 
     def __post_init__(self) -> None:
+        self.swarm = Swarm(self.task.generation, _size(self.task))
         for piece in self.hashes:
             self.hashed |= 1 << piece
 
-    def snapshot(self, hash_pieces: Iterable[int]) -> TaskSnapshot:
-        task = self.task
-        size = task.manifest.piece_count if task.manifest else 0
-        records = []
-        for r in self.peers.values():
-            have = (
-                Bitfield(size, r.bitfield)
-                if r.generation == task.generation and len(r.bitfield) == (size + 7) // 8
-                else Bitfield(size)
-            )
-            view = PeerView(r.peer_id, r.host, r.port, r.site, r.rack, have, r.bad, r.accusers)
-            records.append(PeerRecord(view, r.generation, r.last_seen, r.reported))
+    def snapshot(self, hash_pieces: Iterable[int], *, grace: bool = False) -> TaskSnapshot:
+        """What the decision reads: the swarm itself, no copy of it."""
         known = {i: self.hashes[i][0] for i in hash_pieces if i in self.hashes}
-        return TaskSnapshot(task, records, dict(self.leases), known, self.hashed, self.audits, self.reporters)
+        swarm = self.swarm
+        return TaskSnapshot(
+            self.task,
+            swarm.peers.values(),
+            swarm.leases,
+            known,
+            self.hashed,
+            self.audits,
+            self.reporters,
+            swarm=swarm,
+            grace=grace,
+        )
 
     def hashes_since(self, since: int) -> HashesResponse:
         new = {piece: digest for piece, (digest, seq) in self.hashes.items() if seq > since}
@@ -138,7 +134,7 @@ class TaskRows:
         return HashesResponse(self.task.generation, self.task.hash_seq, new, revoked)
 
     def apply(self, outcome: AnnounceOutcome) -> None:
-        """The same changes :meth:`TrackerStore.apply` made to the database, in the same order."""
+        """The outcome's changes: the durable ones as :meth:`TrackerStore.stage` writes them, and the soft."""
         self.task = outcome.task
         if outcome.new_generation:
             self.hashes.clear()
@@ -146,12 +142,6 @@ class TaskRows:
             self.audits.clear()
             self.reporters.clear()
             self.revoked.clear()
-            self.leases.clear()
-            self.peers = {k: replace(r, bitfield=b"") for k, r in self.peers.items()}
-        if outcome.remove_peer:
-            self.peers.pop(outcome.remove_peer, None)
-        if outcome.peer is not None:
-            self.peers[outcome.peer.view.peer_id] = _peer_row(outcome.peer)
         revoked_seq, first_seq = _seqs(outcome)
         for n, piece in enumerate(outcome.revoked):
             self.hashes.pop(piece, None)
@@ -163,9 +153,6 @@ class TaskRows:
             self.hashed |= 1 << piece
             self.revoked.pop(piece, None)
         self.reporters.update({piece: peer for piece, peer in outcome.reporters.items() if peer})
-        for peer_id, have in outcome.unheld.items():
-            if peer_id in self.peers:
-                self.peers[peer_id] = replace(self.peers[peer_id], bitfield=have.to_bytes())
         for piece, audit in outcome.audits.items():
             if audit is None:
                 self.audits.pop(piece, None)
@@ -173,20 +160,18 @@ class TaskRows:
                 self.audits[piece] = audit
         self.rejected_reports += len(outcome.rejected)
         self.refused_origins += outcome.refused_origin
-        for peer_id, accusers in outcome.accusations.items():
-            if peer_id in self.peers:
-                self.peers[peer_id] = replace(self.peers[peer_id], accusers=accusers)
-        for peer_id in outcome.mark_bad:
-            if peer_id in self.peers:
-                self.peers[peer_id] = replace(self.peers[peer_id], bad=True)
-        for piece in set(outcome.drop_leases) | {lease.piece for lease in outcome.put_leases}:
-            self.leases.pop(piece, None)
-        for lease in outcome.put_leases:
-            self.leases[lease.piece] = lease
+        self.swarm.apply(outcome)
 
-    def expire(self, now: float, cutoff: float) -> None:
-        self.leases = {i: lease for i, lease in self.leases.items() if not lease.expires < now}
-        self.peers = {k: r for k, r in self.peers.items() if not r.last_seen < cutoff}
+    def refresh(self, stored: TaskRows) -> None:
+        """Take the durable facts the database holds (after a failed write), keeping the soft state. The hash
+        sequence never goes back: peers were told the numbers this copy had given out, and a number given
+        again to another hash would hide that hash from them."""
+        told = self.task.hash_seq
+        self.task = replace(stored.task, hash_seq=max(stored.task.hash_seq, told))
+        self.hashes, self.reporters, self.hashed = stored.hashes, stored.reporters, stored.hashed
+        self.audits = {piece: audit for piece, audit in self.audits.items() if piece in self.hashes}
+        self.swarm.retain(self.task.generation, _size(self.task), self.hashed)
+        self.stale = False
 
 
 def _seqs(outcome: AnnounceOutcome) -> tuple[int, int]:
@@ -195,44 +180,34 @@ def _seqs(outcome: AnnounceOutcome) -> tuple[int, int]:
     return first, first + len(outcome.revoked)
 
 
-def _peer_row(record: PeerRecord) -> PeerRow:
-    view = record.view
-    return PeerRow(
-        view.peer_id,
-        view.host,
-        view.port,
-        view.site,
-        view.rack,
-        view.have.to_bytes(),
-        record.generation,
-        record.last_seen,
-        view.bad,
-        view.accusers,
-        record.reported,
-    )
-
-
 def _run_batch(batch: list[_Staged], conn: Connection) -> list[Any]:
     return [staged.run(conn) for staged in batch]
 
 
 @dataclass(slots=True)
 class _Staged:
-    """A write staged for the database: what it runs in the batch's transaction, whose copies it changed
-    (None: every task's), and the future its caller awaits."""
+    """A write staged for the database: what it runs in the batch's transaction, the task it changed, and
+    the future its caller awaits."""
 
     run: Callable[[Connection], Any]
-    tasks: Collection[str] | None
+    task_id: str
     done: asyncio.Future[Any]
+    outcome: AnnounceOutcome
 
 
 class TrackerStore(SqlStore):
     def __init__(self, url: str) -> None:
         super().__init__(url)
         self._rows: dict[str, TaskRows] = {}
-        self._writes = 0  # bumped as every batch starts and ends: a read that overlapped one is not kept
+        self._pending: dict[str, int] = {}  # task -> its writes staged and not yet committed or failed
+        self._drops = 0  # bumped as a task's copy leaves memory: a read that overlapped one is read again
         self._staged: list[_Staged] = []  # not yet begun, in the order staged
         self._writer: asyncio.Task[None] | None = None
+        self.peer_ttl = 0.0
+        """The TTL the latest load or expiry sweep went by (for a lease given back after a failed write)."""
+        self.grace_until = 0.0
+        """Until this time, a task read from the database is decided with ``TaskSnapshot.grace``: the
+        tracker service sets it as it starts."""
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.flush()
@@ -243,28 +218,38 @@ class TrackerStore(SqlStore):
         while self._writer is not None:
             await asyncio.wait([self._writer])
 
-    def _stage(self, run: Callable[[Connection], Any], tasks: Collection[str] | None) -> asyncio.Future[Any]:
+    def _stage(self, run: Callable[[Connection], Any], outcome: AnnounceOutcome) -> asyncio.Future[Any]:
         done = asyncio.get_running_loop().create_future()
-        self._staged.append(_Staged(run, tasks, done))
+        task_id = outcome.task.task_id
+        self._staged.append(_Staged(run, task_id, done, outcome))
+        self._pending[task_id] = self._pending.get(task_id, 0) + 1
         if self._writer is None:
             self._writer = asyncio.ensure_future(self._write_staged())
         return done
+
+    def _settle(self, batch: list[_Staged]) -> None:
+        for staged in batch:
+            left = self._pending[staged.task_id] - 1
+            if left:
+                self._pending[staged.task_id] = left
+            else:
+                del self._pending[staged.task_id]
 
     async def _write_staged(self) -> None:
         """The one writer: commit what is staged, a batch per transaction, until nothing is left."""
         try:
             while self._staged:
                 batch, self._staged = self._staged, []
-                self._writes += 1
                 try:
                     results = await self.write_transaction(functools.partial(_run_batch, batch))
                 except BaseException as exc:
                     failed, self._staged = batch + self._staged, []
+                    self._settle(failed)
                     for staged in failed:
-                        if staged.tasks is None:
-                            self._rows.clear()
-                        for task_id in staged.tasks or ():
-                            self._rows.pop(task_id, None)
+                        rows = self._rows.get(staged.task_id)
+                        if rows is not None:
+                            rows.stale = True
+                            self._give_back(rows, staged.outcome)
                         if staged.done.done():  # its caller was cancelled while it waited
                             continue
                         if isinstance(exc, asyncio.CancelledError):
@@ -274,91 +259,120 @@ class TrackerStore(SqlStore):
                     if not isinstance(exc, Exception):
                         raise
                 else:
+                    self._settle(batch)
                     for staged, result in zip(batch, results, strict=True):
                         if not staged.done.done():
                             staged.done.set_result(result)
-                finally:
-                    self._writes += 1
         finally:
             self._writer = None
 
+    def _give_back(self, rows: TaskRows, outcome: AnnounceOutcome) -> None:
+        """A report whose write failed gave up its lease as it was decided: the lease goes back to the
+        reporter, which reports the piece again (the tracker takes a hash only from the lease holder)."""
+        swarm = rows.swarm
+        for piece, reporter in outcome.reporters.items():
+            holder = swarm.peers.get(reporter)
+            if piece in outcome.new_hashes and holder is not None and piece not in swarm.leases:
+                swarm.give_back(Lease(piece, reporter, holder.last_seen + self.peer_ttl))
+
     async def _task_rows(self, task_id: str) -> TaskRows | None:
         rows = self._rows.get(task_id)
-        if rows is not None:
+        if rows is not None and not rows.stale:
             return rows
-        await self.flush()  # the database must hold every change staged so far
-        rows = self._rows.get(task_id)
-        if rows is not None:
-            return rows
-        writes = self._writes
-        rows = await self.read_rows(task_id)
-        if rows is not None and self._writes == writes:
-            # Another reader may have put the task's copy in place while this one read, and an announce may
-            # already have changed that copy: keep it, never replace it with what was read.
-            rows = self._rows.setdefault(task_id, rows)
-        return rows
+        while True:
+            drops = self._drops
+            stored = await self.read_rows(task_id)
+            rows = self._rows.get(task_id)
+            if rows is not None:
+                # Another reader put the task's copy in place meanwhile, and an announce may already have
+                # changed it: keep it, never replace it with what was read. A stale copy takes what was
+                # read unless a write of it was staged since (decided on a copy refreshed meanwhile).
+                if rows.stale and not self._pending.get(task_id):
+                    if stored is None:
+                        del self._rows[task_id]  # its creation failed
+                        self._drops += 1
+                        return None
+                    rows.refresh(stored)
+                return rows
+            if stored is None:
+                return None
+            if self._drops == drops:
+                stored.from_database = True
+                self._rows[task_id] = stored
+                return stored
 
     async def read_rows(self, task_id: str) -> TaskRows | None:
-        """The task's rows as the database holds them (not the copy in memory)."""
+        """The task's durable facts as the database holds them (not the copy in memory), without peers."""
         async with self.connection() as conn:
             row = (await conn.execute(select(tasks).where(tasks.c.task_id == task_id))).first()
             if row is None:
                 return None
-            peer_rows = (await conn.execute(select(peers).where(peers.c.task_id == task_id))).all()
-            lease_rows = (await conn.execute(select(leases).where(leases.c.task_id == task_id))).all()
             hash_rows = (
                 await conn.execute(
-                    select(piece_hashes.c.piece, piece_hashes.c.hash, piece_hashes.c.seq).where(
-                        piece_hashes.c.task_id == task_id
-                    )
+                    select(
+                        piece_hashes.c.piece, piece_hashes.c.hash, piece_hashes.c.seq, piece_hashes.c.reporter
+                    ).where(piece_hashes.c.task_id == task_id)
                 )
             ).all()
         return TaskRows(
             _task_from_row(row),
-            {
-                r.peer_id: PeerRow(
-                    r.peer_id, r.host, r.port, r.site, r.rack, r.bitfield, r.generation, r.last_seen, bool(r.bad)
-                )
-                for r in peer_rows
-            },
-            {r.piece: Lease(r.piece, r.peer_id, r.expires) for r in lease_rows},
             {r.piece: (r.hash, r.seq) for r in hash_rows},
+            {r.piece: r.reporter for r in hash_rows if r.reporter},
         )
 
-    def forget(self, task_ids: Iterable[str]) -> None:
-        """Drop the copies of these tasks: the next announce of one reads it from the database again."""
-        for task_id in task_ids:
-            self._rows.pop(task_id, None)
+    def held(self) -> list[str]:
+        """The tasks whose copy is in memory (their soft state is this tracker's)."""
+        return list(self._rows)
 
-    async def load(self, task_id: str, hash_pieces: Iterable[int]) -> TaskSnapshot:
-        """The task, its peers and leases, and the stored hashes of ``hash_pieces``."""
+    def forget(self, task_ids: Iterable[str]) -> None:
+        """Drop the copies of these tasks, soft state and all: the next announce of one reads it from the
+        database again. A task with a write pending keeps its copy until the write ends."""
+        for task_id in task_ids:
+            if task_id in self._rows and not self._pending.get(task_id):
+                del self._rows[task_id]
+                self._drops += 1
+
+    async def load(
+        self, task_id: str, hash_pieces: Iterable[int], *, now: float | None = None, peer_ttl: float | None = None
+    ) -> TaskSnapshot:
+        """The task, its live peers and leases, and the stored hashes of ``hash_pieces``. With ``now`` and
+        ``peer_ttl`` the task's swarm is expired at ``now`` first, as a decision at ``now`` needs it."""
         rows = await self._task_rows(task_id)
         if rows is None:
             return TaskSnapshot(None, [], {}, {})
-        return rows.snapshot(hash_pieces)
+        grace = False
+        if now is not None:
+            if peer_ttl is not None:
+                rows.swarm.expire(now, peer_ttl)
+                self.peer_ttl = peer_ttl
+            grace = rows.from_database and now < self.grace_until
+        return rows.snapshot(hash_pieces, grace=grace)
 
     async def apply(self, outcome: AnnounceOutcome, *, created: bool) -> None:
         """Stage an outcome and wait until it has committed."""
         await self.stage(outcome, created=created)
 
     def stage(self, outcome: AnnounceOutcome, *, created: bool) -> asyncio.Future[None]:
-        """Apply an outcome to the task's copy now and stage its write; the future resolves once the write
-        has committed (StoreError if it failed). ``created``: the outcome creates the task."""
+        """Apply an outcome to the task in memory now, and stage the write of what it changed of the durable
+        facts; the future resolves once that has committed (StoreError if it failed), at once when the
+        outcome changed nothing durable. ``created``: the outcome creates the task."""
         task_id = outcome.task.task_id
         rows = self._rows.get(task_id)
-        # Most announces change only their peer's row and leases: the task's row is written when it changed
-        # (a hash, a generation, the manifest), or when there is no copy to tell.
         task_changed = rows is None or rows.task != outcome.task
         if rows is not None:
             rows.apply(outcome)
         elif created:
             self._rows[task_id] = fresh = TaskRows(outcome.task)
             fresh.apply(outcome)
+        if not (created or task_changed or outcome.new_generation or outcome.revoked or outcome.new_hashes):
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
 
         def write(conn: Connection) -> None:
             self._write(conn, outcome, created=created, task_changed=task_changed)
 
-        return self._stage(write, (task_id,))
+        return self._stage(write, outcome)
 
     def _write(self, conn: Connection, outcome: AnnounceOutcome, *, created: bool, task_changed: bool) -> None:
         task = outcome.task
@@ -369,12 +383,6 @@ class TrackerStore(SqlStore):
             conn.execute(update(tasks).where(tasks.c.task_id == tid).values(**_task_values(task)))
         if outcome.new_generation:
             conn.execute(delete(piece_hashes).where(piece_hashes.c.task_id == tid))
-            conn.execute(delete(leases).where(leases.c.task_id == tid))
-            conn.execute(update(peers).where(peers.c.task_id == tid).values(bitfield=b""))
-        if outcome.remove_peer:
-            conn.execute(delete(peers).where(and_(peers.c.task_id == tid, peers.c.peer_id == outcome.remove_peer)))
-        if outcome.peer is not None:
-            self._upsert_peer(conn, tid, outcome.peer)
         if outcome.revoked:
             conn.execute(
                 delete(piece_hashes).where(
@@ -386,47 +394,16 @@ class TrackerStore(SqlStore):
             conn.execute(
                 piece_hashes.insert(),
                 [
-                    {"task_id": tid, "piece": piece, "hash": digest, "seq": first_seq + n}
+                    {
+                        "task_id": tid,
+                        "piece": piece,
+                        "hash": digest,
+                        "seq": first_seq + n,
+                        "reporter": outcome.reporters.get(piece, ""),
+                    }
                     for n, (piece, digest) in enumerate(sorted(outcome.new_hashes.items()))
                 ],
             )
-        for peer_id, have in outcome.unheld.items():
-            conn.execute(
-                update(peers)
-                .where(and_(peers.c.task_id == tid, peers.c.peer_id == peer_id))
-                .values(bitfield=have.to_bytes())
-            )
-        if outcome.mark_bad:
-            conn.execute(
-                update(peers)
-                .where(and_(peers.c.task_id == tid, peers.c.peer_id.in_(outcome.mark_bad)))
-                .values(bad=True)
-            )
-        touched = set(outcome.drop_leases) | {lease.piece for lease in outcome.put_leases}
-        if touched:
-            conn.execute(delete(leases).where(and_(leases.c.task_id == tid, leases.c.piece.in_(sorted(touched)))))
-        if outcome.put_leases:
-            conn.execute(
-                leases.insert(),
-                [
-                    {
-                        "task_id": tid,
-                        "piece": lease.piece,
-                        "peer_id": lease.peer_id,
-                        "expires": lease.expires,
-                    }
-                    for lease in outcome.put_leases
-                ],
-            )
-
-    def _upsert_peer(self, conn: Connection, task_id: str, record: PeerRecord) -> None:
-        values = asdict(_peer_row(record))  # the row the copy in memory gets too
-        del values["accusers"], values["reported"]
-        peer_id = values.pop("peer_id")
-        where = and_(peers.c.task_id == task_id, peers.c.peer_id == peer_id)
-        result = conn.execute(update(peers).where(where).values(**values))
-        if result.rowcount == 0:
-            conn.execute(peers.insert().values(task_id=task_id, peer_id=peer_id, **values))
 
     async def hashes_since(self, task_id: str, since: int) -> HashesResponse | None:
         rows = await self._task_rows(task_id)
@@ -436,7 +413,7 @@ class TrackerStore(SqlStore):
         rows = await self._task_rows(task_id)
         if rows is None:
             return None
-        snapshot = rows.snapshot(())
+        rows.swarm.expire(now, peer_ttl)
         task = rows.task
         m = task.manifest
         return TaskSummary(
@@ -452,7 +429,7 @@ class TrackerStore(SqlStore):
             hashed_pieces=len(rows.hashes),
             rejected_reports=rows.rejected_reports,
             refused_origins=rows.refused_origins,
-            leases=len([lease for lease in snapshot.leases.values() if lease.expires > now]),
+            leases=len(rows.swarm.leases),
             peers=tuple(
                 PeerSummary(
                     peer_id=p.view.peer_id,
@@ -465,44 +442,18 @@ class TrackerStore(SqlStore):
                     accusers=len(p.view.accusers),
                     last_seen=p.last_seen,
                 )
-                for p in snapshot.peers
-                if now - p.last_seen < peer_ttl
+                for p in rows.swarm.peers.values()
             ),
         )
 
-    async def resume(self, now: float, peer_ttl: float) -> tuple[int, int]:
-        """Carry over the peers and leases a previous tracker left live (:mod:`shoal.core.resume`); return
-        how many of each. Called once at start-up, before any announce is served."""
-        async with self.connection() as conn:
-            last_heard = (await conn.execute(select(func.max(peers.c.last_seen)))).scalar()
-        plan = resume(None if last_heard is None else float(last_heard), now, peer_ttl)
-        if plan is None:
-            return 0, 0
-
-        def write(conn: Connection) -> tuple[int, int]:
-            resumed_peers = conn.execute(
-                update(peers).where(peers.c.last_seen >= plan.live_since).values(last_seen=plan.last_seen)
-            )
-            resumed_leases = conn.execute(
-                update(leases).where(leases.c.expires >= plan.leases_from).values(expires=plan.expires)
-            )
-            return int(resumed_peers.rowcount or 0), int(resumed_leases.rowcount or 0)
-
-        self._rows.clear()  # none are read before start-up ends; none may outlive the rows they copy
-        counts: tuple[int, int] = await self._stage(write, None)
-        return counts
-
     async def expire(self, now: float, peer_ttl: float) -> int:
-        """Forget peers unheard of for ``peer_ttl`` and the leases they held; return how many peers."""
-        cutoff = now - peer_ttl
+        """Forget peers unheard of for ``peer_ttl`` and the leases they held; return how many peers. A task
+        left without peers leaves memory (nobody announces it: it is read again if someone comes back)."""
+        gone = 0
+        self.peer_ttl = peer_ttl
         for task_id, rows in list(self._rows.items()):
-            rows.expire(now, cutoff)
-            if not rows.peers:
-                del self._rows[task_id]  # nobody announces it: read it again if someone comes back
-
-        def write(conn: Connection) -> int:
-            conn.execute(delete(leases).where(leases.c.expires < now))
-            result = conn.execute(delete(peers).where(peers.c.last_seen < cutoff))
-            return int(result.rowcount or 0)
-
-        return int(await self._stage(write, None))
+            gone += rows.swarm.expire(now, peer_ttl)
+            if not rows.swarm.peers and not self._pending.get(task_id):
+                del self._rows[task_id]
+                self._drops += 1
+        return gone

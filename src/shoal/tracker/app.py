@@ -6,8 +6,10 @@ cause becomes a 4xx with a JSON body ``{"error": "..."}``; nothing a client send
 BitTorrent endpoints (/announce, /scrape) are tracker.bt's, with bencoded replies and errors of their own.
 
 Announces of one task are serialised by a per-task lock, so two peers asking at once never receive the
-same origin lease. Several trackers may share a PostgreSQL or MySQL database: each task is decided by one of
-them at a time, and the others forward its requests there (tracker.cluster, core.ownership).
+same origin lease. A task's peers and leases live in this process's memory (storage.tracker_store,
+core.swarm): a restarted tracker knows no peers until they announce again. Several trackers may share a
+PostgreSQL or MySQL database: each task is decided by one of them at a time, and the others forward its
+requests there (tracker.cluster, core.ownership).
 
 Under overload (tracker.admission): past ``max_inflight`` JSON announces in flight, an announce is answered
 503 with ``Retry-After`` before its body is read; the runner cancels the handlers of clients that left
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import secrets
 import time
 import weakref
@@ -45,7 +46,6 @@ from shoal.core.messages import (
     Health,
     TaskSummary,
 )
-from shoal.core.ownership import settled
 from shoal.core.scope_leases import Crossings, LeaseKey, ScopeLease, decide_crossings, rack_scope
 from shoal.core.scope_tally import ScopeTally
 from shoal.http import openapi
@@ -66,6 +66,14 @@ TALLY_TTLS = 10
 RUNNER_OPTIONS: dict[str, Any] = {"handler_cancellation": True}
 """How the tracker's application is served (aiohttp's AppRunner): the handler of a client that left is
 cancelled, so reads stop and the cap counts live work (tracker.admission)."""
+GRACE_INTERVALS = 2
+"""For this many announce intervals after it starts, or after tasks moved between the trackers sharing its
+database (at most one peer TTL), the tracker grants no origin lease afresh on a task it read from the
+database (core.announce, ``TaskSnapshot.grace``). Peers retry a failed announce at least every interval
+(peer.announcer), so within one interval every live peer has announced and named the pieces it is fetching
+(``fetching``), which it gets back; the second interval covers an announce slowed by a busy host. Until then
+a piece that looks free may be on its way from the origin to a peer not heard of yet, and leasing it would
+fetch it twice."""
 
 
 class TrackerService:
@@ -89,8 +97,6 @@ class TrackerService:
         self.cluster: Cluster | None = None
         if not self.store.url.startswith("sqlite"):
             self.cluster = Cluster(self.store, advertise=config.advertise, host=config.host, clock=clock)
-        self.started = clock()
-        self._gained: dict[str, float] = {}  # task -> when this tracker began deciding it (core.ownership)
 
     def _lock(self, task_id: str) -> asyncio.Lock:
         lock = self._locks.get(task_id)
@@ -100,14 +106,14 @@ class TrackerService:
         return lock
 
     async def announce(self, task_id: str, request: AnnounceRequest, seen_host: str) -> AnnounceResponse:
-        # A task's announces are decided one at a time on the store's copy of its rows; the lock is not held
-        # while the write reaches the database. The reply waits for the commit (group commit: announces
-        # staged meanwhile share one transaction), so what a peer is told is durable.
+        # A task's announces are decided one at a time on its state in memory; the lock is not held while a
+        # write reaches the database. An announce that changed a durable fact (a new task, a hash, a
+        # generation) is answered once its write has committed (group commit: writes staged meanwhile share
+        # one transaction), so what a peer is told of them is durable; any other touches no database.
         seen = await self._check_claim(task_id, request, seen_host) if request.origin is not None else None
         async with self._lock(task_id):
-            snapshot = await self.store.load(task_id, request.done)
             now = self.clock()
-            gained = self._gained_at(task_id, created=snapshot.task is None, now=now)
+            snapshot = await self.store.load(task_id, request.done, now=now, peer_ttl=self.policy.peer_ttl)
             outcome = decide_announce(
                 snapshot if seen is None else replace(snapshot, origin_seen=seen),
                 request,
@@ -115,15 +121,12 @@ class TrackerService:
                 seen_host=seen_host,
                 now=now,
                 policy=self.policy,
-                # A task this tracker took over (or found at its start) waits for its peers to say what they
-                # hold before leasing pieces afresh: one held would look free and leave the origin again.
-                settled=settled(gained, now, self.config.interval),
             )
+            crossings = self._crossings(task_id, snapshot, outcome, request.want_crossings, now)
             committed = self.store.stage(outcome, created=snapshot.task is None)
-            crossings = self._crossings(task_id, snapshot, outcome, request.want_crossings)
             if request.received is not None:
                 leaving = request.event == "stopped"
-                self.scope_bytes.record(task_id, request.peer_id, request.received, self.clock(), leaving=leaving)
+                self.scope_bytes.record(task_id, request.peer_id, request.received, now, leaving=leaving)
         if outcome.refused_origin:
             log.warning(
                 "task %s: peer %s (%s) claimed the origin's file changed; the origin did not bear it out",
@@ -148,7 +151,9 @@ class TrackerService:
             response = msgspec.structs.replace(response, rack_leases=rack, site_leases=site)
         return self._alias(task_id, request, response)
 
-    def _crossings(self, task_id: str, snapshot: TaskSnapshot, outcome: AnnounceOutcome, want: int) -> Crossings | None:
+    def _crossings(
+        self, task_id: str, snapshot: TaskSnapshot, outcome: AnnounceOutcome, want: int, now: float
+    ) -> Crossings | None:
         """The asker's scope leases after this announce (core.scope_leases), None for a flat swarm. They are
         the process's soft state, like the hand-outs' view of the peers: a restarted tracker grants anew."""
         view = outcome.peer.view if outcome.peer is not None else None
@@ -160,7 +165,7 @@ class TrackerService:
             return None
         if not table and rack_scope(view) is None:
             return None  # a flat swarm, or a peer without labels in one: nothing to decide
-        now, ttl = self.clock(), self.policy.peer_ttl
+        ttl = self.policy.peer_ttl
         live = [
             p.view
             for p in snapshot.peers
@@ -202,31 +207,29 @@ class TrackerService:
         assert task is not None
         return await self.origin_check.confirm(task.url, request.origin, seen_host)
 
-    def _gained_at(self, task_id: str, *, created: bool, now: float) -> float:
-        """When this tracker began deciding the task. One an announce creates is known whole from the start;
-        one found in the database was another's until now (a tracker before a restart, another member)."""
-        if task_id not in self._gained:
-            self._gained[task_id] = -math.inf if created else now if self.cluster else self.started
-        return self._gained[task_id]
-
     def held_tasks(self) -> list[str]:
         """The tasks whose soft state this tracker keeps."""
-        return list(self._gained)
+        return self.store.held()
 
     def drop_tasks(self, task_ids: list[str]) -> None:
         """Forget the soft state of tasks another tracker owns now (core.ownership): should they come back,
         they start clean rather than from leases the other tracker has since replaced."""
         for task_id in task_ids:
-            self._gained.pop(task_id, None)
             self._scope_leases.pop(task_id, None)
         self.store.forget(task_ids)
         log.info("%d tasks moved to another tracker", len(task_ids))
 
+    def tasks_moved(self, at: float) -> None:
+        """Tasks moved between the trackers sharing the database at ``at``: one this tracker gained is read
+        from the database, and is decided with grace as at a start (GRACE_INTERVALS)."""
+        grace = min(GRACE_INTERVALS * self.config.interval, self.config.peer_ttl)
+        self.store.grace_until = max(self.store.grace_until, at + grace)
+
     async def resume(self) -> None:
-        """Give the peers and leases a previous tracker left live one peer TTL to be heard of again."""
-        peers, leases = await self.store.resume(self.clock(), self.config.peer_ttl)
-        if peers or leases:
-            log.info("resumed %d peers and %d origin leases from the database", peers, leases)
+        """Begin serving: the tasks in the database are known, their peers are not until they announce, and
+        for GRACE_INTERVALS no origin lease is granted afresh on those tasks."""
+        grace = min(GRACE_INTERVALS * self.config.interval, self.config.peer_ttl)
+        self.store.grace_until = self.clock() + grace
 
     async def expire_forever(self) -> None:
         while True:
@@ -236,9 +239,7 @@ class TrackerService:
             self.scope_bytes.forget_before(self.clock() - self.config.peer_ttl * TALLY_TTLS)
             try:
                 await self.store.expire(self.clock(), self.config.peer_ttl)
-            except StoreError as exc:  # pragma: no cover - logged, retried next round
-                log.warning("expiring peers failed: %s", exc)
-            except Exception:  # a write staged beside the expiry failed the batch: the loop must go on
+            except Exception:  # a fault of one round must not end the loop
                 log.exception("expiring peers failed")
 
 
@@ -341,7 +342,7 @@ def _owned_here(cluster: Cluster) -> Middleware:
 
 async def _membership(cluster: Cluster, service: TrackerService) -> None:
     await cluster.join()
-    await cluster.heartbeat_forever(service.drop_tasks, service.held_tasks)
+    await cluster.heartbeat_forever(drop=service.drop_tasks, held=service.held_tasks, moved=service.tasks_moved)
 
 
 def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> web.Application:

@@ -55,6 +55,7 @@ class Cluster:
         self.members: list[TrackerMember] = []
         self._renewed = float("-inf")  # when the database last took a renewal of our row (our clock)
         self._member_hosts: set[str] = set()
+        self._announced_joins: set[str] = set()  # members whose coming this tracker has passed to ``moved``
         self._session: aiohttp.ClientSession | None = None
 
     def listening(self, port: int) -> None:
@@ -79,12 +80,20 @@ class Cluster:
         with contextlib.suppress(StoreError):
             await self._rows.leave(self.tracker_id)
 
-    async def heartbeat_forever(self, drop: Callable[[list[str]], None], held: Callable[[], list[str]]) -> None:
-        """Renew our row every HEARTBEAT and read the others'; ``drop`` gets the tasks of ``held`` that
-        another member owns now, whose soft state this tracker must forget."""
+    async def heartbeat_forever(
+        self,
+        *,
+        drop: Callable[[list[str]], None],
+        held: Callable[[], list[str]],
+        moved: Callable[[float], None],
+    ) -> None:
+        """Renew our row every HEARTBEAT and read the others'. ``drop`` gets the tasks of ``held`` (those
+        whose soft state this tracker keeps) that another member owns now, to forget; ``moved`` the times at
+        which tasks move between members (a member counting from its ``active_from``, one found dead)."""
         while True:
             await asyncio.sleep(HEARTBEAT)
             now = self.clock()
+            before = {m.tracker_id for m in self.members if m.live(now)}
             try:
                 members = await self._rows.renew(self.tracker_id, now)
                 if members is None:
@@ -95,6 +104,12 @@ class Cluster:
                 await self._learn_hosts()
             except StoreError as exc:
                 log.warning("tracker %s: renewing the member row failed: %s", self.tracker_id, exc)
+            if before - {m.tracker_id for m in self.members if m.live(now)}:
+                moved(now)  # a member left or died: its tasks are the others' from now
+            for member in self.members:
+                if member.active_from > now and member.tracker_id not in self._announced_joins:
+                    self._announced_joins.add(member.tracker_id)
+                    moved(member.active_from)
             if lost := lost_tasks(held(), self.tracker_id, self.members, self.clock()):
                 drop(lost)
 

@@ -1,0 +1,339 @@
+"""A task's soft state, as the tracker process that owns the task keeps it in memory: its live peers (with
+their pieces, accusations and bans) and its origin leases.
+
+None of it is written to a database: peers announce every interval, so a restarted tracker learns them
+again from their next announces, and their origin fetches in flight come back through each announce's
+``fetching`` (core.leases.reclaim_leases). What is durable (the task, its piece hashes) is the store's.
+
+Rules:
+
+- A swarm holds only live peers and live leases once :meth:`Swarm.expire` has run at ``now``: a peer unheard
+  of for the TTL is forgotten with its leases and its bans, a lease that passed its expiry is dropped. The
+  tracker expires a task's swarm before deciding each of its announces, so the decision (core.announce)
+  needs no pass over the peers to tell the live ones; due times sit in heaps, one entry per peer and per
+  lease, so expiry costs nothing while nobody is due.
+- The swarm changes only through :meth:`Swarm.apply` of a decision's outcome, which keeps its aggregates
+  by the bits that changed: how many holders each piece has (live peers on the current generation, not
+  banned), as bit-sliced counters (one big integer per bit of the count, so adding or removing a peer's
+  whole bitfield is a few integer operations), the leases as bit masks (all, and each peer's), which
+  hosts accused whom, and the holders for the hand-out (core.handout.HolderIndex). An announce then costs
+  about the same in a swarm of thousands as in a swarm of ten.
+- Memory is bounded per peer: its record (the bitfield is an integer of one bit per piece; a peer carries at
+  most core.announce.BAN_QUORUM accusers), one heap entry and one entry in at most three hand-out groups.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from shoal.core.bitfield import Bitfield, iter_bits
+from shoal.core.handout import HolderIndex, PeerView
+from shoal.core.leases import Lease
+
+if TYPE_CHECKING:
+    from shoal.core.announce import AnnounceOutcome, PeerRecord
+
+
+class PieceCounts:
+    """How many holders each piece has, bit-sliced: ``levels[j]`` holds bit j of every piece's count."""
+
+    __slots__ = ("levels",)
+
+    def __init__(self) -> None:
+        self.levels: list[int] = []
+
+    def add(self, mask: int) -> None:
+        carry = mask
+        for j, level in enumerate(self.levels):
+            if not carry:
+                return
+            self.levels[j] = level ^ carry
+            carry &= level
+        if carry:
+            self.levels.append(carry)
+
+    def remove(self, mask: int) -> None:
+        """Take one holder from each piece of ``mask``; each must have one."""
+        borrow = mask
+        for j, level in enumerate(self.levels):
+            if not borrow:
+                break
+            self.levels[j] = level ^ borrow
+            borrow &= ~level
+        while self.levels and not self.levels[-1]:
+            self.levels.pop()
+
+    def held(self) -> int:
+        """The pieces with at least one holder."""
+        held = 0
+        for level in self.levels:
+            held |= level
+        return held
+
+    def once(self) -> int:
+        """The pieces with exactly one holder."""
+        if not self.levels:
+            return 0
+        more = 0
+        for level in self.levels[1:]:
+            more |= level
+        return self.levels[0] & ~more
+
+
+class Swarm:
+    """One task's live peers and origin leases, on the task's current generation and piece count."""
+
+    def __init__(self, generation: int, size: int) -> None:
+        self.generation = generation
+        self.size = size
+        self.peers: dict[str, PeerRecord] = {}
+        self.leases: dict[int, Lease] = {}
+        self.leased = 0
+        """Bit mask of the leased pieces."""
+        self.accused_by: dict[str, set[str]] = {}
+        """host -> the live peers it accused."""
+        self.index = HolderIndex()
+        self.racks: Counter[tuple[str, str]] = Counter()
+        """(site, rack) -> the live peers with those labels that are not banned: the racks that share the
+        origin's pieces (core.scope_leases.origin_share)."""
+        self._counts = PieceCounts()
+        self._own: dict[str, int] = {}  # peer -> bit mask of its leases
+        self._peer_due: list[tuple[float, str]] = []  # (last_seen, peer): heap
+        self._peer_queued: dict[str, float] = {}
+        self._lease_due: list[tuple[float, int]] = []  # (expires, piece): heap
+        self._lease_queued: dict[int, float] = {}
+
+    @classmethod
+    def of(
+        cls,
+        peers: Iterable[PeerRecord],
+        leases: Mapping[int, Lease],
+        *,
+        generation: int,
+        size: int,
+        now: float,
+        ttl: float,
+        asker: str,
+    ) -> Swarm:
+        """A swarm of the live ones of ``peers`` and of their live ``leases`` (a lease of a peer on another
+        generation is not live), and of every lease of ``asker``, which its announce renews."""
+        swarm = cls(generation, size)
+        for record in peers:
+            if now - record.last_seen < ttl:
+                swarm._set(record.view.peer_id, record)
+        for lease in leases.values():
+            holder = swarm.peers.get(lease.peer_id)
+            live = holder is not None and holder.generation == generation and lease.expires > now
+            if live or lease.peer_id == asker:
+                swarm._put_lease(lease)
+        return swarm
+
+    # -- reading ----------------------------------------------------------------------------------------
+
+    def counted(self, record: PeerRecord | None) -> int:
+        """The pieces ``record`` counts as holding for others: none for a banned peer or one whose bitfield
+        is of another generation or piece count."""
+        if record is None or record.view.bad or record.generation != self.generation:
+            return 0
+        have = record.view.have
+        return have.mask if have.size == self.size else 0
+
+    def held(self) -> int:
+        """The pieces some live, unbanned peer on the current generation holds."""
+        return self._counts.held()
+
+    def held_by_others(self, peer_id: str) -> int:
+        """:meth:`held`, leaving out what only ``peer_id`` holds."""
+        mine = self.counted(self.peers.get(peer_id))
+        held = self._counts.held()
+        return held & ~(mine & self._counts.once()) if mine else held
+
+    def own(self, peer_id: str) -> int:
+        """Bit mask of the pieces leased to ``peer_id``."""
+        return self._own.get(peer_id, 0)
+
+    def view_of(self, peer_id: str) -> PeerView | None:
+        record = self.peers.get(peer_id)
+        return None if record is None else record.view
+
+    # -- changing ---------------------------------------------------------------------------------------
+
+    def expire(self, now: float, ttl: float) -> int:
+        """Forget peers unheard of for ``ttl`` (and their leases) and leases past their expiry; return how
+        many peers."""
+        gone = 0
+        due = self._peer_due
+        while due and now - due[0][0] >= ttl:
+            seen, peer_id = heapq.heappop(due)
+            if self._peer_queued.get(peer_id) != seen:
+                continue  # an earlier entry of this peer was pushed after this one
+            del self._peer_queued[peer_id]
+            record = self.peers.get(peer_id)
+            if record is None:
+                continue
+            if now - record.last_seen >= ttl:
+                self._set(peer_id, None)
+                gone += 1
+            else:
+                self._queue_peer(peer_id, record.last_seen)
+        lease_due = self._lease_due
+        while lease_due and lease_due[0][0] <= now:
+            expires, piece = heapq.heappop(lease_due)
+            if self._lease_queued.get(piece) != expires:
+                continue
+            del self._lease_queued[piece]
+            lease = self.leases.get(piece)
+            if lease is None:
+                continue
+            if lease.expires <= now:
+                self._drop_lease(piece)
+            else:
+                self._queue_lease(piece, lease.expires)
+        return gone
+
+    def apply(self, outcome: AnnounceOutcome) -> None:
+        """Take a decision's soft changes, in the order core.announce.AnnounceOutcome lists them."""
+        task = outcome.task
+        size = task.manifest.piece_count if task.manifest else 0
+        if outcome.new_generation or task.generation != self.generation or size != self.size:
+            self._retarget(task.generation, size)
+        if outcome.remove_peer:
+            self._set(outcome.remove_peer, None)
+        if outcome.peer is not None:
+            self._set(outcome.peer.view.peer_id, outcome.peer)
+        for peer_id, have in outcome.unheld.items():
+            self._change(peer_id, have=have)
+        for peer_id, accusers in outcome.accusations.items():
+            self._change(peer_id, accusers=accusers)
+        for peer_id in outcome.mark_bad:
+            self._change(peer_id, bad=True)
+        for piece in outcome.drop_leases:
+            self._drop_lease(piece)
+        for lease in outcome.put_leases:
+            self._put_lease(lease)
+
+    def give_back(self, lease: Lease) -> None:
+        """Put a lease back (its holder's report failed to reach the database)."""
+        if lease.peer_id in self.peers and lease.piece < self.size:
+            self._put_lease(lease)
+
+    def retain(self, generation: int, size: int, hashed: int) -> None:
+        """Keep only what the durable facts read back (after a failed write) bear out: a generation or piece
+        count of their own starts afresh, and pieces whose hash is not held leave every bitfield."""
+        if (generation, size) != (self.generation, self.size):
+            self._retarget(generation, size)
+            return
+        for peer_id, record in list(self.peers.items()):
+            have = record.view.have
+            if have.mask & ~hashed:
+                self._change(peer_id, have=Bitfield.from_mask(have.size, have.mask & hashed))
+
+    def _retarget(self, generation: int, size: int) -> None:
+        """A new generation or piece count: every lease and every bitfield of the old one goes."""
+        self.generation, self.size = generation, size
+        for piece in list(self.leases):
+            self._drop_lease(piece)
+        self._counts = PieceCounts()
+        self.index = HolderIndex()
+        empty = Bitfield(0)
+        for peer_id, record in self.peers.items():
+            if record.view.have.size or record.view.have.mask:
+                self.peers[peer_id] = replace(record, view=replace(record.view, have=empty))
+
+    def _change(self, peer_id: str, **view_fields: object) -> None:
+        record = self.peers.get(peer_id)
+        if record is not None:
+            self._set(peer_id, replace(record, view=replace(record.view, **view_fields)))  # type: ignore[arg-type]
+
+    def _set(self, peer_id: str, record: PeerRecord | None) -> None:
+        old = self.peers.get(peer_id)
+        self._account(peer_id, old, record)
+        if record is None:
+            self.peers.pop(peer_id, None)
+            for piece in iter_bits(self._own.get(peer_id, 0)):
+                self._drop_lease(piece)
+            return
+        self.peers[peer_id] = record
+        queued = self._peer_queued.get(peer_id)
+        if queued is None or record.last_seen < queued:
+            self._queue_peer(peer_id, record.last_seen)
+
+    def _account(self, peer_id: str, old: PeerRecord | None, new: PeerRecord | None) -> None:
+        """Move the aggregates from ``old`` to ``new``."""
+        was, now = self.counted(old), self.counted(new)
+        if was != now:
+            if was & ~now:
+                self._counts.remove(was & ~now)
+            if now & ~was:
+                self._counts.add(now & ~was)
+        labels = None if new is None else (new.view.site, new.view.rack)
+        if now and (peer_id not in self.index or self.index.labels(peer_id) != labels):
+            assert new is not None
+            self.index.add(peer_id, new.view.site, new.view.rack)
+        elif not now:
+            self.index.discard(peer_id)
+        rack_before, rack_after = _rack_of(old), _rack_of(new)
+        if rack_before != rack_after:
+            if rack_before is not None:
+                self.racks[rack_before] -= 1
+                if not self.racks[rack_before]:
+                    del self.racks[rack_before]
+            if rack_after is not None:
+                self.racks[rack_after] += 1
+        before = old.view.accusers if old is not None else frozenset()
+        after = new.view.accusers if new is not None else frozenset()
+        if before != after:
+            for host in before - after:
+                accused = self.accused_by.get(host)
+                if accused is not None:
+                    accused.discard(peer_id)
+                    if not accused:
+                        del self.accused_by[host]
+            for host in after - before:
+                self.accused_by.setdefault(host, set()).add(peer_id)
+
+    def _queue_peer(self, peer_id: str, seen: float) -> None:
+        self._peer_queued[peer_id] = seen
+        heapq.heappush(self._peer_due, (seen, peer_id))
+
+    def _queue_lease(self, piece: int, expires: float) -> None:
+        self._lease_queued[piece] = expires
+        heapq.heappush(self._lease_due, (expires, piece))
+
+    def _put_lease(self, lease: Lease) -> None:
+        piece, bit = lease.piece, 1 << lease.piece
+        old = self.leases.get(piece)
+        if old is not None and old.peer_id != lease.peer_id:
+            self._take_own(old.peer_id, bit)
+        self.leases[piece] = lease
+        self.leased |= bit
+        self._own[lease.peer_id] = self._own.get(lease.peer_id, 0) | bit
+        queued = self._lease_queued.get(piece)
+        if queued is None or lease.expires < queued:
+            self._queue_lease(piece, lease.expires)
+
+    def _drop_lease(self, piece: int) -> None:
+        lease = self.leases.pop(piece, None)
+        if lease is None:
+            return
+        bit = 1 << piece
+        self.leased &= ~bit
+        self._take_own(lease.peer_id, bit)
+
+    def _take_own(self, peer_id: str, bit: int) -> None:
+        mine = self._own.get(peer_id, 0) & ~bit
+        if mine:
+            self._own[peer_id] = mine
+        else:
+            self._own.pop(peer_id, None)
+
+
+def _rack_of(record: PeerRecord | None) -> tuple[str, str] | None:
+    """The (site, rack) a peer counts in for the origin's share: a live peer with a rack label, not banned."""
+    if record is None or not record.view.rack or record.view.bad:
+        return None
+    return (record.view.site, record.view.rack)

@@ -1,0 +1,126 @@
+"""core.swarm: the aggregates kept announce by announce equal those of a swarm built afresh, and the
+indexed hand-out equals the plain one (core.handout)."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shoal.core.announce import TaskSnapshot, decide_announce
+from shoal.core.handout import HolderIndex, hand_out
+from shoal.core.swarm import PieceCounts, Swarm
+
+from .factories import IDENTITY, NOW, PIECES, POLICY, TASK_ID, bits, request, task, view
+
+
+def rebuilt(swarm: Swarm) -> Swarm:
+    return Swarm.of(
+        swarm.peers.values(),
+        swarm.leases,
+        generation=swarm.generation,
+        size=swarm.size,
+        now=0.0,
+        ttl=float("inf"),
+        asker="",
+    )
+
+
+def assert_consistent(swarm: Swarm) -> None:
+    again = rebuilt(swarm)
+    assert swarm._counts.levels == again._counts.levels
+    assert swarm.leased == again.leased and swarm.leases == again.leases
+    assert swarm.index._all == again.index._all and swarm.accused_by == again.accused_by
+    assert swarm.racks == again.racks  # the racks sharing the origin (core.scope_leases.origin_share)
+    for peer_id in swarm.peers:
+        assert swarm.own(peer_id) == again.own(peer_id)
+        assert swarm.held_by_others(peer_id) == again.held_by_others(peer_id)
+        others = [r for r in swarm.peers.values() if r.view.peer_id != peer_id]
+        expected = 0
+        for r in others:
+            expected |= swarm.counted(r)
+        assert swarm.held_by_others(peer_id) == expected
+
+
+@given(st.lists(st.tuples(st.booleans(), st.sets(st.integers(0, 40), max_size=8)), max_size=30))
+def test_bit_sliced_counts_match_plain_counts(steps: list[tuple[bool, set[int]]]) -> None:
+    counts, plain = PieceCounts(), [0] * 41
+    for adding, pieces in steps:
+        if not adding:
+            pieces = {i for i in pieces if plain[i] > 0}
+        mask = sum(1 << i for i in pieces)
+        if adding:
+            counts.add(mask)
+        else:
+            counts.remove(mask)
+        for i in pieces:
+            plain[i] += 1 if adding else -1
+        assert counts.held() == sum(1 << i for i, c in enumerate(plain) if c > 0)
+        assert counts.once() == sum(1 << i for i, c in enumerate(plain) if c == 1)
+
+
+peer_ids = st.sampled_from([f"p{n}" for n in range(8)])
+labels = st.sampled_from(["", "a", "b"])
+pieces = st.sets(st.integers(0, PIECES - 1), max_size=PIECES)
+
+
+@st.composite
+def announces(draw: st.DrawFn) -> dict[str, object]:
+    done = draw(st.sets(st.integers(0, PIECES - 1), max_size=2))
+    return {
+        "peer_id": draw(peer_ids),
+        "bitfield": bits(draw(pieces)).encode(),
+        "done": {i: f"{i:x}".ljust(64, "0") for i in done},
+        "released": tuple(draw(st.sets(st.integers(0, PIECES + 2), max_size=2))),
+        "fetching": tuple(draw(st.sets(st.integers(0, PIECES - 1), max_size=2))),
+        "want_leases": draw(st.integers(0, 3)),
+        "bad_peers": tuple(draw(st.sets(peer_ids, max_size=1))),
+        "event": draw(st.sampled_from(["update", "update", "update", "stopped"])),
+        "site": draw(labels),
+        "rack": draw(labels),
+        "host": draw(st.sampled_from(["10.0.0.1", "10.0.0.2", "10.0.0.3"])),
+        "advance": draw(st.sampled_from([0.0, 1.0, 11.0])),
+    }
+
+
+@given(st.lists(announces(), max_size=25))
+def test_a_swarm_kept_announce_by_announce_is_one_built_afresh(steps: list[dict[str, object]]) -> None:
+    record = task()
+    swarm = Swarm(record.generation, PIECES)
+    now = NOW
+    for step in steps:
+        now += float(step.pop("advance"))  # type: ignore[arg-type]
+        swarm.expire(now, POLICY.peer_ttl)
+        host = str(step.pop("host"))
+        req = request(origin=IDENTITY, **step)
+        snapshot = TaskSnapshot(record, swarm.peers.values(), swarm.leases, {}, (1 << PIECES) - 1, swarm=swarm)
+        outcome = decide_announce(snapshot, req, task_id=TASK_ID, seen_host=host, now=now, policy=POLICY)
+        # The same decision on plain values (the swarm built afresh by the decision itself).
+        plain = TaskSnapshot(record, list(swarm.peers.values()), dict(swarm.leases), {}, (1 << PIECES) - 1)
+        again = decide_announce(plain, req, task_id=TASK_ID, seen_host=host, now=now, policy=POLICY)
+        assert outcome.response == again.response and outcome.put_leases == again.put_leases
+        record = outcome.task
+        swarm.apply(outcome)
+        assert_consistent(swarm)
+
+
+@st.composite
+def holders(draw: st.DrawFn) -> list:  # type: ignore[type-arg]
+    return [
+        view(f"h{n}", have=draw(st.sets(st.integers(0, PIECES - 1), max_size=4)), site=draw(labels), rack=draw(labels))
+        for n in range(draw(st.integers(0, 14)))
+    ]
+
+
+@given(holders(), st.sets(st.integers(0, PIECES - 1), max_size=6), labels, labels, st.integers(0, 10))
+def test_the_indexed_hand_out_is_the_plain_one(peers: list, have: set[int], site: str, rack: str, limit: int) -> None:  # type: ignore[type-arg]
+    asker = view("asker", have=have, site=site, rack=rack)
+    index = HolderIndex()
+    views = {p.peer_id: p for p in peers}
+    for p in peers:
+        if p.have.mask:
+            index.add(p.peer_id, p.site, p.rack)
+    assert index.hand_out(asker, limit, views.get) == hand_out(asker, peers, limit)
+    for p in peers[::2]:
+        index.discard(p.peer_id)
+    rest = [p for p in peers[1::2]]
+    assert index.hand_out(asker, limit, views.get) == hand_out(asker, rest, limit)
