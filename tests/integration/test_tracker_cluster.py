@@ -16,7 +16,6 @@ import pytest
 
 from shoal.core.ids import task_id_for_url
 from shoal.core.ownership import TrackerMember, owner
-from shoal.storage.partfile import state_path
 from shoal.testing.poll import wait_until
 from shoal.testing.processes import Service
 from tests.integration.conftest import Origin, sha256, task_summary
@@ -102,7 +101,7 @@ def test_a_tracker_killed_mid_swarm_hands_its_tasks_on(tmp_path, tracker, origin
     doomed = by_id[owner_of(task_id, first)]
     survivors = [t for t in by_id.values() if t is not doomed]
     procs = get_all(spawn_get, url, survivors, tmp_path)
-    wait_until(lambda: state_path(tmp_path / "p0.bin").exists(), "p0 to record its first pieces", timeout=60)
+    wait_until(lambda: src.bytes_sent() >= SIZE // 4, "a quarter of the file from the origin", timeout=60)
     doomed.kill()
     for i, proc in enumerate(procs):
         wait_for_file(tmp_path / f"p{i}.bin", proc, timeout=120)

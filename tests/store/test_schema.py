@@ -165,7 +165,10 @@ def read_rows(sync: Connection, written: dict[str, dict[str, Any]]) -> dict[str,
     tables.reflect(sync, only=list(written))
     read: dict[str, dict[str, Any]] = {}
     for name, row in written.items():
-        found = sync.execute(select(tables.tables[name])).mappings().one()
+        table = tables.tables[name]
+        # By its primary key: a table may hold rows its migration wrote (tracker_cluster's one row).
+        key = [table.c[column.name] == row[column.name] for column in table.primary_key.columns]
+        found = sync.execute(select(table).where(*key)).mappings().one()
         read[name] = {column: found[column] for column in row}
     return read
 

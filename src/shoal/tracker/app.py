@@ -55,7 +55,7 @@ from shoal.storage.db_lock import DatabaseLock
 from shoal.storage.tracker_store import TrackerStore
 from shoal.tracker import bt, pools
 from shoal.tracker.admission import Admission, capped, whole_writes
-from shoal.tracker.cluster import Cluster
+from shoal.tracker.cluster import RETRY_AFTER, Cluster
 from shoal.tracker.config import TrackerConfig
 from shoal.tracker.origin_check import OriginCheck
 
@@ -66,6 +66,8 @@ TALLY_TTLS = 10
 RUNNER_OPTIONS: dict[str, Any] = {"handler_cancellation": True}
 """How the tracker's application is served (aiohttp's AppRunner): the handler of a client that left is
 cancelled, so reads stop and the cap counts live work (tracker.admission)."""
+TAKEOVER_RETRIES = 4
+"""After tasks move between trackers, grace lasts at least this many of the peers' retries (tracker.cluster)."""
 GRACE_INTERVALS = 2
 """For this many announce intervals after it starts, or after tasks moved between the trackers sharing its
 database (at most one peer TTL), the tracker grants no origin lease afresh on a task it read from the
@@ -113,6 +115,8 @@ class TrackerService:
         seen = await self._check_claim(task_id, request, seen_host) if request.origin is not None else None
         async with self._lock(task_id):
             now = self.clock()
+            if self.cluster is not None:
+                self.tasks_moved(self.cluster.last_move(now))  # a task gained since is read with grace
             snapshot = await self.store.load(task_id, request.done, now=now, peer_ttl=self.policy.peer_ttl)
             outcome = decide_announce(
                 snapshot if seen is None else replace(snapshot, origin_seen=seen),
@@ -222,7 +226,9 @@ class TrackerService:
     def tasks_moved(self, at: float) -> None:
         """Tasks moved between the trackers sharing the database at ``at``: one this tracker gained is read
         from the database, and is decided with grace as at a start (GRACE_INTERVALS)."""
-        grace = min(GRACE_INTERVALS * self.config.interval, self.config.peer_ttl)
+        # The peers of a task whose tracker died were told to come back after RETRY_AFTER while it moved:
+        # the window holds a few of those retries, however short the interval.
+        grace = max(GRACE_INTERVALS * self.config.interval, TAKEOVER_RETRIES * float(RETRY_AFTER))
         self.store.grace_until = max(self.store.grace_until, at + grace)
 
     async def resume(self) -> None:

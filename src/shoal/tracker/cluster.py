@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import math
 import secrets
 import socket
 from collections.abc import Awaitable, Callable
@@ -55,7 +56,7 @@ class Cluster:
         self.members: list[TrackerMember] = []
         self._renewed = float("-inf")  # when the database last took a renewal of our row (our clock)
         self._member_hosts: set[str] = set()
-        self._announced_joins: set[str] = set()  # members whose coming this tracker has passed to ``moved``
+        self._live: set[str] = set()  # the live members at the last heartbeat
         self._session: aiohttp.ClientSession | None = None
 
     def listening(self, port: int) -> None:
@@ -88,12 +89,11 @@ class Cluster:
         moved: Callable[[float], None],
     ) -> None:
         """Renew our row every HEARTBEAT and read the others'. ``drop`` gets the tasks of ``held`` (those
-        whose soft state this tracker keeps) that another member owns now, to forget; ``moved`` the times at
-        which tasks move between members (a member counting from its ``active_from``, one found dead)."""
+        whose soft state this tracker keeps) that another member owns now, to forget; ``moved`` the time a
+        member's row was found gone (one that left: :meth:`last_move` cannot see it)."""
         while True:
             await asyncio.sleep(HEARTBEAT)
             now = self.clock()
-            before = {m.tracker_id for m in self.members if m.live(now)}
             try:
                 members = await self._rows.renew(self.tracker_id, now)
                 if members is None:
@@ -104,12 +104,10 @@ class Cluster:
                 await self._learn_hosts()
             except StoreError as exc:
                 log.warning("tracker %s: renewing the member row failed: %s", self.tracker_id, exc)
-            if before - {m.tracker_id for m in self.members if m.live(now)}:
-                moved(now)  # a member left or died: its tasks are the others' from now
-            for member in self.members:
-                if member.active_from > now and member.tracker_id not in self._announced_joins:
-                    self._announced_joins.add(member.tracker_id)
-                    moved(member.active_from)
+            live = {m.tracker_id for m in self.members if m.live(now)}
+            if self._live - live:
+                moved(now)  # a member left (its row is gone) or died since the last heartbeat
+            self._live = live
             if lost := lost_tasks(held(), self.tracker_id, self.members, self.clock()):
                 drop(lost)
 
@@ -119,6 +117,14 @@ class Cluster:
         if not in_force(self._renewed, now):
             return None
         return owner(task_id, self.members, now)
+
+    def last_move(self, now: float) -> float:
+        """When tasks last moved between the members, by their rows: the latest ``active_from`` of a member
+        counting by ``now`` and the latest ``expires`` of one dead by then. A task is owned anew from that
+        instant on, before any heartbeat has noticed."""
+        times = [m.active_from for m in self.members if m.active_from <= now]
+        times += [m.expires for m in self.members if m.expires <= now]
+        return max(times, default=-math.inf)
 
     def mine(self, task_id: str) -> bool:
         current = self.owner(task_id)
