@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-EPSILON = 0.01
+EPSILON = 0.05
 """A level that moves less than this share of itself does not disturb its neighbours."""
 MAX_RELAX = 20_000
 """Links recomputed per event at most; what is left stays dirty for the next event."""

@@ -175,15 +175,16 @@ class SimPeer:
             self.wake_announcer()
 
     def _holders(self, now: float, needed: int) -> list[Holder]:
+        """DownloadCore._holders, less the peers holding nothing we need (plan_fetches would pass them by
+        without a draw of its random generator); one empty stand-in keeps their count above one when it was,
+        since a lone holder is asked for more runs at once."""
         ready = [f for f in self.followed.values() if f.busy_until <= now and f.ready_at <= now]
-        if not self.rack:
-            return [Holder(f.peer.peer_id, f.peer.visible, f.requests) for f in ready]
+        crossings, flat = self.crossings, not self.rack
         holders, across, reachable = [], 0, 0
-        crossings = self.crossings
         for f in ready:
             have = f.peer.visible
             # allowed_mask(self, f.peer, have, crossings), with the boundary worked out once per peer.
-            if f.boundary is None:
+            if flat or f.boundary is None:
                 allowed = have
             elif f.boundary == "rack":
                 allowed = have & crossings.rack
@@ -191,8 +192,12 @@ class SimPeer:
                 allowed = have & crossings.rack & crossings.site
             across |= have & ~allowed
             reachable |= allowed
-            holders.append(Holder(f.peer.peer_id, allowed, f.requests))
-        self.blocked = needed & across & ~reachable
+            if allowed & needed:
+                holders.append(Holder(f.peer.peer_id, allowed, f.requests))
+        if not flat:
+            self.blocked = needed & across & ~reachable
+        if len(holders) == 1 and len(ready) > 1:
+            holders.append(Holder("", 0, 0))
         return holders
 
     def _wants_crossings(self, needed: int) -> bool:
@@ -270,9 +275,22 @@ class SimPeer:
     def _visible(self, bits: int) -> None:
         self.visible |= bits
         for peer in self.followers:
-            # Only a follower with a request slot free that lacks one of the pieces can start anything.
-            if peer.starved and bits & ~(peer.disk | peer.inflight):
+            # Only a follower with a request slot free can start anything, and only for a piece it lacks and
+            # may take from us: what its plan would conclude, without the plan.
+            if not peer.starved:
+                continue
+            f = peer.followed.get(self.peer_id)
+            new = bits & ~(peer.disk | peer.inflight)
+            if f is None or not new:
+                continue
+            if f.boundary == "rack" and peer.rack:
+                new &= peer.crossings.rack
+            elif f.boundary == "site" and peer.rack:
+                new &= peer.crossings.rack & peer.crossings.site
+            if new & peer.hashed:
                 peer.replan_soon()
+            elif new:
+                peer.want_hashes()
 
     def _endgame(self) -> bool:
         return self.size - self.disk.bit_count() <= ENDGAME_PIECES

@@ -9,17 +9,19 @@ A swarm of up to ``exact_limit`` peers is decided on the whole state, exactly as
 Past that, each decision gets a bounded snapshot, since the real decisions cost time per peer of the task
 and 20,000 peers polling every half second would take hours to simulate:
 
-- to ``decide_announce``: the asker's rack, every holder of an origin lease (so no live lease looks free),
-  a random sample of other peers holding pieces (hand-out candidates, half from the asker's site), and one
-  *aggregate* peer holding the union of every peer's pieces (so ``held`` is exact and no piece anybody
-  holds is leased from the origin). The aggregate is taken out of the hand-out, which is cut back to
-  ``max_peers``;
-- to ``decide_crossings``: the asker's rack, the holders of its site's site leases, and one aggregate per
-  other rack carrying that rack's labels and the union of its pieces, with only the asker's rack's and
-  site's part of the lease table (the rest is other scopes' business, and is left as it is).
+- to ``decide_announce``: the first ``max_peers + 1`` peers of the asker's rack that hold something it lacks,
+  in the hand-out's own order for this asker (so the hand-out's same-rack picks are the real ones; only with
+  a site label, without which the hand-out puts no peer nearer than any other), every
+  holder of an origin lease (so no live lease looks free), a random sample of other peers holding pieces
+  (further hand-out candidates, half from the asker's site) when the rack has too few, and one *aggregate*
+  peer holding the union of every peer's pieces (so ``held`` is exact and no piece anybody holds is leased
+  from the origin). The aggregate is taken out of the hand-out, which is cut back to ``max_peers``;
+- to ``decide_crossings``: the holders of the asker's rack's and site's scope leases, and one aggregate per
+  rack (its own too) carrying the rack's labels and the union of its pieces, with only the asker's rack's
+  and site's part of the lease table (the rest is other scopes' business, and is left as it is).
 
 The origin and scope lease decisions are exact under this reduction (they read unions of pieces by scope and
-the leases of the asker's scopes); the hand-out picks among a sample rather than among every peer.
+the leases of the asker's scopes); the hand-out is exact within the rack and picks among a sample beyond.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import msgspec
 from shoal.core.announce import PeerRecord, TaskRecord, TaskSnapshot, TrackerPolicy, decide_announce
 from shoal.core.audit import Audit
 from shoal.core.bitfield import Bitfield, iter_bits
-from shoal.core.handout import PeerView
+from shoal.core.handout import PeerView, hand_out
 from shoal.core.leases import Lease
 from shoal.core.messages import AnnounceRequest, AnnounceResponse
 from shoal.core.scope_leases import LeaseKey, ScopeLease, decide_crossings, rack_scope, site_scope
@@ -77,6 +79,7 @@ class SimTracker:
     holders: list[str] = field(default_factory=list)
     """Peers holding at least one piece, in the order they got their first (hand-out sampling)."""
     stats: TrackerStats = field(default_factory=TrackerStats)
+    _orders: dict[str, list[str]] = field(default_factory=dict)
 
     # -- announces ------------------------------------------------------------------------------------
 
@@ -153,15 +156,29 @@ class SimTracker:
     # -- bounded snapshots ----------------------------------------------------------------------------
 
     def _bounded_peers(self, request: AnnounceRequest, now: float) -> list[PeerRecord]:
+        size = self.task.manifest.piece_count if self.task and self.task.manifest else 0
+        lacking = ~Bitfield.decode(size, request.bitfield).mask if request.bitfield else -1
         chosen: dict[str, PeerRecord] = {}
-        for peer_id in self.racks.get((request.site, request.rack), ()):
-            chosen[peer_id] = self.records[peer_id]
+        previous = self.records.get(request.peer_id)
+        if previous is not None:
+            chosen[request.peer_id] = previous
+        # The rack's useful peers in the hand-out's own order for this asker: the first max_peers of them
+        # are what hand_out would pick from the whole rack. Without a site label nobody is "same rack" to
+        # the hand-out (core.handout.locality_tier), and the rack is no nearer than the sample.
+        useful = 0
+        for peer_id in self._rack_order(request) if request.site else ():
+            record = self.records[peer_id]
+            if record.view.have.mask & lacking:
+                chosen[peer_id] = record
+                useful += 1
+                if useful > self.policy.max_peers:
+                    break
         for lease in self.leases.values():
             if lease.peer_id in self.records:
                 chosen.setdefault(lease.peer_id, self.records[lease.peer_id])
-        for peer_id in self._sample(request.site):
-            chosen.setdefault(peer_id, self.records[peer_id])
-        size = self.task.manifest.piece_count if self.task and self.task.manifest else 0
+        if useful <= self.policy.max_peers:
+            for peer_id in self._sample(request.site):
+                chosen.setdefault(peer_id, self.records[peer_id])
         union = 0
         for mask in self.rack_union.values():
             union |= mask
@@ -170,15 +187,28 @@ class SimTracker:
         chosen[AGGREGATE] = PeerRecord(view, generation, now)
         return list(chosen.values())
 
+    def _rack_order(self, request: AnnounceRequest) -> list[str]:
+        """The asker's rack in hand_out's order for it (nearest, then its stable shuffle), kept per asker
+        and brought up to date when the rack grows."""
+        mates = self.racks.get((request.site, request.rack), [])
+        order = self._orders.get(request.peer_id)
+        if order is None or len(order) != len(mates) - (request.peer_id in mates):
+            full = Bitfield.full(1)
+            asker = PeerView(request.peer_id, "", 1, request.site, request.rack, Bitfield(1))
+            views = [PeerView(p, "", 1, request.site, request.rack, full) for p in mates if p != request.peer_id]
+            order = [v.peer_id for v in hand_out(asker, views, len(views))]
+            self._orders[request.peer_id] = order
+        return order
+
     def _sample(self, site: str) -> Iterable[str]:
         holders = self.holders
         if len(holders) <= self.sample:
             return holders
+        if not site:
+            return self.rng.sample(holders, self.sample)
         picked = self.rng.sample(holders, self.sample // 2)
-        if site:
-            same = [p for p in self.rng.sample(holders, min(len(holders), self.sample * 4)) if self._site(p) == site]
-            picked += same[: self.sample // 2]
-        return picked
+        same = [p for p in self.rng.sample(holders, min(len(holders), self.sample * 4)) if self._site(p) == site]
+        return picked + same[: self.sample // 2]
 
     def _site(self, peer_id: str) -> str:
         return self.records[peer_id].view.site
@@ -215,18 +245,16 @@ class SimTracker:
         return tuple(iter_bits(crossings.rack)), tuple(iter_bits(crossings.site))
 
     def _scope_peers(self, view: PeerView, part: dict[LeaseKey, ScopeLease]) -> list[PeerView]:
+        """The asker, the holders of its scopes' leases, and one aggregate per rack (its own included)."""
         size = view.have.size
-        mine = (view.site, view.rack)
-        peers = [self.records[p].view for p in self.racks.get(mine, ()) if p != view.peer_id]
-        named = {p.peer_id for p in peers}
+        peers, named = [], {view.peer_id}
         for lease in part.values():
-            if lease.peer_id not in named and lease.peer_id != view.peer_id and lease.peer_id in self.records:
+            if lease.peer_id not in named and lease.peer_id in self.records:
                 peers.append(self.records[lease.peer_id].view)
                 named.add(lease.peer_id)
         for (site, rack), mask in self.rack_union.items():
-            if (site, rack) != mine:
-                have = Bitfield.from_mask(size, mask & ((1 << size) - 1))
-                peers.append(PeerView(f"~{site}/{rack}", "aggregate", 1, site, rack, have))
+            have = Bitfield.from_mask(size, mask & ((1 << size) - 1))
+            peers.append(PeerView(f"~{site}/{rack}", "aggregate", 1, site, rack, have))
         peers.append(view)
         return peers
 
