@@ -172,11 +172,11 @@ class Simulation:
                 peer = SimPeer(self, len(self.peers), site, rack, start)
                 self.peers.append(peer)
                 out, into = f"{peer.peer_id}-out", f"{peer.peer_id}-in"
-                self.nics[peer] = (self._link(out, shape.nic_rate), self._link(into, shape.nic_rate))
+                self.nics[peer] = (self._link(out, shape.nic_rate, False), self._link(into, shape.nic_rate, False))
         self.peers_by_id = {p.peer_id: p for p in self.peers}
 
-    def _link(self, name: str, rate: float) -> Link:
-        return Link(name, rate * self.model.framing)
+    def _link(self, name: str, rate: float, spreads: bool = True) -> Link:
+        return Link(name, rate * self.model.framing, spreads=spreads)
 
     def _pair(self, name: str, rate: float | None) -> tuple[Link | None, Link | None]:
         if not rate:
