@@ -299,15 +299,18 @@ class SimPeer:
         if self.done_at is None and self.disk == self.full and not self.unreported:
             self.done_at = self.sim.now
             self.sim.peer_done(self)
+            self.wake_announcer(news=True)  # the engine's seed(): "completed" at once, then every interval
 
     # -- announces (peer/announcer.py, DownloadCore.ask) ----------------------------------------------
 
     def wake_announcer(self, *, news: bool = False) -> None:
         if self.announcing:
             self.wake_pending = True
+            self.news_pending |= news
             return
         now = self.sim.now
-        gap = 0.0 if self.unreported else max(0.0, self.last_announce + LEASE_POLL_SECONDS - now)
+        urgent = news or self.unreported
+        gap = 0.0 if urgent else max(0.0, self.last_announce + LEASE_POLL_SECONDS - now)
         when = now + gap
         if self.announce_at is not None and self.announce_at <= when:
             return
@@ -377,8 +380,8 @@ class SimPeer:
         if not beside:
             self._arm_timer()
         if self.wake_pending and not self.announcing:
-            self.wake_pending = False
-            self.wake_announcer()
+            news, self.wake_pending, self.news_pending = self.news_pending, False, False
+            self.wake_announcer(news=news)
         elif self.unreported and not self.announcing:
             self.wake_announcer(news=True)
 

@@ -116,7 +116,9 @@ class Result:
 
 
 class Simulation:
-    def __init__(self, shape: Shape, model: Model | None = None, *, seed: int = 1, exact_limit: int = 256) -> None:
+    def __init__(
+        self, shape: Shape, model: Model | None = None, *, seed: int = 1, exact_limit: int = 256, sample: int = 64
+    ) -> None:
         self.shape = shape
         self.model = model or Model()
         self.now = 0.0
@@ -134,6 +136,7 @@ class Simulation:
             TrackerPolicy(config.interval, config.peer_ttl, config.max_peers, audit_key, config.audit_share),
             config.crossing_patience,
             exact_limit=exact_limit,
+            sample=sample,
         )
         self.limits = FetchLimits(
             run_bytes=get.run_bytes,
