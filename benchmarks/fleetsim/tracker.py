@@ -80,6 +80,10 @@ class SimTracker:
     """Peers holding at least one piece, in the order they got their first (hand-out sampling)."""
     stats: TrackerStats = field(default_factory=TrackerStats)
     _orders: dict[str, list[str]] = field(default_factory=dict)
+    site_holders: dict[str, list[str]] = field(default_factory=dict)
+    union: int = 0
+    """Every peer's pieces together (what the aggregate peer holds)."""
+    _aggregates: dict[tuple[str, str], tuple[int, PeerView]] = field(default_factory=dict)
 
     # -- announces ------------------------------------------------------------------------------------
 
@@ -150,8 +154,10 @@ class SimTracker:
         previous = self.records.get(view.peer_id)
         if view.have.mask and (previous is None or not previous.view.have.mask):
             self.holders.append(view.peer_id)
+            self.site_holders.setdefault(view.site, []).append(view.peer_id)
         self.records[view.peer_id] = record
         self.rack_union[key] = self.rack_union.get(key, 0) | view.have.mask
+        self.union |= view.have.mask
 
     # -- bounded snapshots ----------------------------------------------------------------------------
 
@@ -179,11 +185,8 @@ class SimTracker:
         if useful <= self.policy.max_peers:
             for peer_id in self._sample(request.site):
                 chosen.setdefault(peer_id, self.records[peer_id])
-        union = 0
-        for mask in self.rack_union.values():
-            union |= mask
         generation = self.task.generation if self.task else 0
-        view = PeerView(AGGREGATE, "aggregate", 1, "", "", Bitfield.from_mask(size, union & ((1 << size) - 1)))
+        view = PeerView(AGGREGATE, "aggregate", 1, "", "", Bitfield.from_mask(size, self.union & ((1 << size) - 1)))
         chosen[AGGREGATE] = PeerRecord(view, generation, now)
         return list(chosen.values())
 
@@ -201,17 +204,15 @@ class SimTracker:
         return order
 
     def _sample(self, site: str) -> Iterable[str]:
+        """Hand-out candidates beyond the rack: peers holding pieces, half of them from the asker's site."""
         holders = self.holders
         if len(holders) <= self.sample:
             return holders
         if not site:
             return self.rng.sample(holders, self.sample)
-        picked = self.rng.sample(holders, self.sample // 2)
-        same = [p for p in self.rng.sample(holders, min(len(holders), self.sample * 4)) if self._site(p) == site]
-        return picked + same[: self.sample // 2]
-
-    def _site(self, peer_id: str) -> str:
-        return self.records[peer_id].view.site
+        same = self.site_holders.get(site, [])
+        half = self.sample // 2
+        return self.rng.sample(holders, half) + self.rng.sample(same, min(half, len(same)))
 
     def _crossings(self, view: PeerView, want: int, now: float, exact: bool) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """The asker's scope leases after this announce, as TrackerService._crossings decides them."""
@@ -253,8 +254,12 @@ class SimTracker:
                 peers.append(self.records[lease.peer_id].view)
                 named.add(lease.peer_id)
         for (site, rack), mask in self.rack_union.items():
-            have = Bitfield.from_mask(size, mask & ((1 << size) - 1))
-            peers.append(PeerView(f"~{site}/{rack}", "aggregate", 1, site, rack, have))
+            held, aggregate = self._aggregates.get((site, rack), (-1, view))
+            if held != mask:
+                have = Bitfield.from_mask(size, mask & ((1 << size) - 1))
+                aggregate = PeerView(f"~{site}/{rack}", "aggregate", 1, site, rack, have)
+                self._aggregates[(site, rack)] = (mask, aggregate)
+            peers.append(aggregate)
         peers.append(view)
         return peers
 
