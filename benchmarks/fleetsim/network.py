@@ -38,7 +38,7 @@ class Link:
             raise ValueError(f"link {name}: capacity must be positive, got {capacity}")
         self.name = name
         self.capacity = capacity
-        self.flows: set[Flow] = set()
+        self.flows: dict[Flow, None] = {}  # an ordered set: runs repeat exactly
         self.level = capacity
         self.carried = 0.0
         """Bytes that crossed the link so far (updated as flows settle)."""
@@ -95,7 +95,7 @@ class Network:
     def __init__(self, schedule: Callable[[float, Flow], None]) -> None:
         self.schedule = schedule
         """Called with (time, flow) whenever a flow's completion time changes (its version identifies it)."""
-        self.dirty: set[Link] = set()
+        self.dirty: dict[Link, None] = {}
         self.flows = 0
         self.recomputed = 0
 
@@ -104,7 +104,7 @@ class Network:
             raise ValueError("a flow crosses at least one capped link")
         flow.left, flow.since = flow.size, now
         for link in flow.links:
-            link.flows.add(flow)
+            link.flows[flow] = None
         self.flows += 1
         self.relax(flow.links, now)
 
@@ -112,7 +112,7 @@ class Network:
         """The flow's bytes are through (its completion fired): take it off its links."""
         self._settle(flow, now)
         for link in flow.links:
-            link.flows.discard(flow)
+            link.flows.pop(flow, None)
         flow.version += 1
         self.flows -= 1
         self.relax(flow.links, now)
@@ -145,26 +145,28 @@ class Network:
         """Recompute the levels of ``touched`` and of whatever their change disturbs, then the rates of the
         flows on every link whose level moved."""
         work = self.dirty
-        work.update(touched)
-        moved: set[Link] = set(touched)
+        work.update(dict.fromkeys(touched))
+        moved = dict.fromkeys(touched)
         budget = MAX_RELAX
         while work and budget:
             budget -= 1
-            link = work.pop()
+            link, _ = work.popitem()
             level = waterfill(link)
             self.recomputed += 1
             old = link.level
             if level == old or (math.isfinite(old) and abs(level - old) <= EPSILON * old):
                 continue
             link.level = level
-            moved.add(link)
+            moved[link] = None
             if not link.spreads:
                 continue
             for flow in link.flows:
                 for other in flow.links:
                     if other is not link:
-                        work.add(other)
-        flows = set().union(*(link.flows for link in moved)) if moved else ()
+                        work[other] = None
+        flows: dict[Flow, None] = {}
+        for link in moved:
+            flows.update(link.flows)
         for flow in flows:
             rate = min(other.level for other in flow.links)
             if not math.isfinite(rate):

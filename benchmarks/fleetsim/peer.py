@@ -83,7 +83,7 @@ class SimPeer:
         self.crossings = Crossings()
         self.blocked = 0
         self.followed: dict[str, Followed] = {}
-        self.followers: set[SimPeer] = set()
+        self.followers: dict[SimPeer, None] = {}  # an ordered set: runs repeat exactly
         self.peer_runs = 0
         self.origin_busy = 0
         self.origin_rate = 0.0
@@ -183,6 +183,8 @@ class SimPeer:
         holders, across, reachable = [], 0, 0
         for f in ready:
             have = f.peer.visible
+            if not have & needed:
+                continue  # nothing to fetch from it, and nothing it holds is blocked for us
             # allowed_mask(self, f.peer, have, crossings), with the boundary worked out once per peer.
             if flat or f.boundary is None:
                 allowed = have
@@ -395,7 +397,7 @@ class SimPeer:
                 break
             peer = self.sim.peers_by_id[peer_id]
             self.followed[peer_id] = Followed(peer, crossing(self, peer), ready_at=now + self.sim.model.request_latency)
-            peer.followers.add(self)
+            peer.followers[self] = None
             self.sim.at(now + self.sim.model.request_latency, self.replan_soon)
 
     def _drop_useless(self) -> bool:
@@ -403,7 +405,7 @@ class SimPeer:
         for peer_id, f in self.followed.items():
             if not f.peer.visible & lacking and not f.requests:
                 del self.followed[peer_id]
-                f.peer.followers.discard(self)
+                f.peer.followers.pop(self, None)
                 return True
         return False
 

@@ -39,7 +39,7 @@ from shoal.core.bitfield import Bitfield, iter_bits
 from shoal.core.handout import PeerView, hand_out
 from shoal.core.leases import Lease
 from shoal.core.messages import AnnounceRequest, AnnounceResponse
-from shoal.core.scope_leases import LeaseKey, ScopeLease, decide_crossings, rack_scope, site_scope
+from shoal.core.scope_leases import LeaseKey, Scope, ScopeLease, decide_crossings, rack_scope, site_scope
 
 AGGREGATE = "~all"
 """Peer id of the aggregate peer (no real peer id starts with "~": core.messages.PEER_ID forbids it)."""
@@ -73,6 +73,8 @@ class SimTracker:
     audits: dict[int, Audit] = field(default_factory=dict)
     reporters: dict[int, str] = field(default_factory=dict)
     scope_table: dict[LeaseKey, ScopeLease] = field(default_factory=dict)
+    by_scope: dict[Scope, dict[LeaseKey, ScopeLease]] = field(default_factory=dict)
+    """The same table split by scope, as bounded decisions keep it (each reads only its asker's scopes)."""
     racks: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     """(site, rack) -> its peers' ids, in the order they joined."""
     rack_union: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -216,7 +218,7 @@ class SimTracker:
 
     def _crossings(self, view: PeerView, want: int, now: float, exact: bool) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """The asker's scope leases after this announce, as TrackerService._crossings decides them."""
-        if not self.scope_table and rack_scope(view) is None:
+        if not (self.scope_table or self.by_scope) and rack_scope(view) is None:
             return (), ()
         ttl = self.policy.peer_ttl
         generation = self.task.generation if self.task else 0
@@ -232,16 +234,15 @@ class SimTracker:
             )  # fmt: skip
             self.scope_table = table
         else:
-            scopes = {rack_scope(view), site_scope(view)} - {None}
-            part = {key: lease for key, lease in self.scope_table.items() if key[0] in scopes}
+            scopes = [scope for scope in (rack_scope(view), site_scope(view)) if scope is not None]
+            part = {key: lease for scope in scopes for key, lease in self.by_scope.get(scope, {}).items()}
             peers = self._scope_peers(view, part)
             before = len(part)
             table, crossings = decide_crossings(
                 part, asker=view, peers=peers, want=want, now=now, ttl=ttl, stale_after=self.crossing_patience
             )
-            for key in part.keys() - table.keys():
-                del self.scope_table[key]
-            self.scope_table.update(table)
+            for scope in scopes:
+                self.by_scope[scope] = {key: lease for key, lease in table.items() if key[0] == scope}
             self.stats.scope_leases += max(0, len(table) - before)
         return tuple(iter_bits(crossings.rack)), tuple(iter_bits(crossings.site))
 

@@ -65,7 +65,7 @@ def test_a_finished_flow_gives_its_share_back_and_bytes_are_counted() -> None:
 def test_waterfill_of_a_link_nobody_is_limited_by() -> None:
     link, other = Link("l", 100.0), Link("o", 10.0)
     flow = _flow(link, other)
-    link.flows.add(flow)
+    link.flows[flow] = None
     assert waterfill(link) == math.inf
     with pytest.raises(ValueError):
         Link("bad", 0.0)
