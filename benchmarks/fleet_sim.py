@@ -109,8 +109,10 @@ def line(result: Result, label: str) -> str:
     )
 
 
-def simulate(shape: Shape, model: Model, seed: int, exact_limit: int) -> Result:
-    return Simulation(shape, model, seed=seed, exact_limit=exact_limit).run()
+def simulate(shape: Shape, model: Model, seed: int, exact_limit: int, progress: bool = False) -> Result:
+    sim = Simulation(shape, model, seed=seed, exact_limit=exact_limit)
+    sim.progress = progress
+    return sim.run()
 
 
 def before_4c98c4e(model: Model, size: int) -> Model:
@@ -175,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--validate", action="store_true", help="the labs' shapes beside their recorded figures")
     parser.add_argument("--json", action="store_true", help="one JSON object per run instead of text")
+    parser.add_argument("--progress", action="store_true", help="a line to stderr every 200,000 events")
     for name, default in asdict(Model()).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default, help="model: see Model")
     args = parser.parse_args(argv)
@@ -198,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                 site_rate * MBIT if site_rate else None, nic * MBIT,
             )  # fmt: skip
             for seed in range(1, args.seeds + 1):
-                result = simulate(shape, model, seed, args.exact_limit)
+                result = simulate(shape, model, seed, args.exact_limit, args.progress)
                 label = f"{text} ({shape.count} peers) up {uplink}"
                 if args.json:
                     report = {k: v for k, v in asdict(result).items() if k != "done_times"}

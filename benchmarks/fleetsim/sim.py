@@ -9,6 +9,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -125,6 +126,8 @@ class Simulation:
         self._heap: list[tuple[float, int, Callable[..., None], tuple[object, ...]]] = []
         self._seq = itertools.count()
         self.events = 0
+        self.progress = False
+        """Print a line to stderr every 200,000 events."""
         self.url = "http://origin.test/fleet.bin"
         self.identity = origin_identity(shape.size)
         self.manifest = Manifest.for_identity(self.identity)
@@ -230,6 +233,12 @@ class Simulation:
             self.now = when
             self.events += 1
             fn(*args)
+            if self.progress and not self.events % 200_000:
+                done = len(self.peers) - self.remaining
+                print(
+                    f"  t={when:.2f} s: {done} peers done, {self.events} events, {time.perf_counter() - started:.0f} s",
+                    file=sys.stderr,
+                )
         return self._result(time.perf_counter() - started)
 
     # -- the tracker, as the peers reach it ------------------------------------------------------------
