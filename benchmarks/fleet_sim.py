@@ -80,6 +80,12 @@ def parse_rate(text: str, origin: float) -> float:
     return value
 
 
+def parse_flag(text: str) -> bool:
+    if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() in ("true", "1", "yes")
+
+
 def parse_shape(text: str) -> tuple[int, int]:
     """``RxP`` racks of peers, or ``P`` one flat switch; returns (racks, peers), racks 0 for flat."""
     try:
@@ -179,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="one JSON object per run instead of text")
     parser.add_argument("--progress", action="store_true", help="a line to stderr every 200,000 events")
     for name, default in asdict(Model()).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default, help="model: see Model")
+        kind = parse_flag if isinstance(default, bool) else type(default)
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default, help="model: see Model")
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.sites < 0:
         parser.error("--seeds must be at least 1 and --sites not negative")

@@ -402,8 +402,12 @@ class SimPeer:
 
     def _drop_useless(self) -> bool:
         lacking = ~self.disk
+        unreachable = self.sim.model.drop_unreachable and self.rack
         for peer_id, f in self.followed.items():
-            if not f.peer.visible & lacking and not f.requests:
+            have = f.peer.visible
+            if unreachable and f.boundary is not None:
+                have &= self.crossings.rack if f.boundary == "rack" else self.crossings.rack & self.crossings.site
+            if not have & lacking and not f.requests:
                 del self.followed[peer_id]
                 f.peer.followers.pop(self, None)
                 return True

@@ -51,6 +51,9 @@ class Model:
     max_uploads: int = GetConfig.max_uploads
     max_crossings: int = MAX_CROSSINGS
     """Scope leases asked for at once (core.download.MAX_CROSSINGS unless told: only to replay older code)."""
+    drop_unreachable: bool = False
+    """Not the engine's rule (an experiment): a followed peer across a boundary counts as useless when it
+    holds nothing we lack that our scope leases let us take, so it makes room for a rack-mate."""
     framing: float = 1448 / 1514
     """Payload share of a capped link's rate: TCP/IP/Ethernet framing, charged whole by tc tbf (a full-size
     frame carries 1448 payload bytes in 1514)."""
