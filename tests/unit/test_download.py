@@ -442,3 +442,20 @@ def test_without_labels_every_peer_byte_is_unlabelled() -> None:
     c.peers["p"].address = PeerAddress(peer_id="p", host="127.0.0.1", port=9, site="s", rack="r2")
     c.handle(PeerPiece("p", 0, digest(0), SIZE), NOW)
     assert c.ask(NOW).received == ScopeBytes(unlabelled=SIZE)
+
+
+def test_peers_across_a_boundary_we_may_take_nothing_from_make_room_for_rack_mates() -> None:
+    """Every slot followed by peers of another rack holding every piece, none of which our scope leases let
+    us take: a rack-mate handed out gets a slot (one of them is dropped), so the rack is not shut out of
+    itself. One holding a piece we hold the lease of stays."""
+    c = labelled_core("r1")
+    hand_out_labelled(c, {f"far{i}": "r2" for i in range(MAX_WATCHED_PEERS)})
+    for i in range(MAX_WATCHED_PEERS):
+        c.handle(PeerHas(f"far{i}", Bitfield.of(PIECES, range(PIECES))), NOW)
+    mate = (PeerAddress(peer_id="mate", host="127.0.0.1", port=9, site="s", rack="r1"),)
+    # Piece 2 may cross (a rack lease of ours), and every far peer holds it: each is of use, none goes.
+    c.handle(Announced(msgspec.structs.replace(reply(rack_leases=(2,)), peers=mate), {}), NOW)
+    assert "mate" not in c.peers
+    # The lease is gone (another peer of r1 took it over): the far peers offer nothing we may take.
+    c.handle(Announced(msgspec.structs.replace(reply(rack_leases=()), peers=mate), {}), NOW)
+    assert "mate" in c.peers and len(c.peers) == MAX_WATCHED_PEERS

@@ -103,7 +103,8 @@ def test_a_bounded_snapshot_decides_like_the_whole_state() -> None:
     whole = _run(shape)
     bounded = _run(shape, exact_limit=4, sample=2)
     assert bounded.snapshot_peers < shape.count  # type: ignore[attr-defined]
-    assert bounded.origin_bytes == whole.origin_bytes  # type: ignore[attr-defined]
+    # Within 5% of the file: leasing afresh what the left-out peers hold would cost about a quarter of it.
+    assert abs(bounded.origin_bytes - whole.origin_bytes) <= 0.05 * shape.size  # type: ignore[attr-defined]
     assert all(1.0 <= share <= 1.05 for share in bounded.into_racks)  # type: ignore[attr-defined]
     assert bounded.last_done <= 1.1 * whole.last_done  # type: ignore[attr-defined]
 

@@ -454,10 +454,14 @@ class DownloadCore:
         self.stats.peers = len(self.peers)
 
     def _drop_a_useless_peer(self, actions: list[Action]) -> bool:
-        """Stop following one peer that holds nothing we lack and has no run of ours going, to make room."""
+        """Stop following one peer that holds nothing we lack and may take, and has no run of ours going, to
+        make room. A peer across our rack's boundary offers only what our scope leases allow: followed for
+        the rest, such peers would fill every slot and keep out the rack-mates we may take anything from."""
         lacking = ~self.book.on_disk.mask
         for peer_id, peer in self.peers.items():
-            if peer.have is not None and not peer.have.mask & lacking and not peer.requests:
+            if peer.have is None or peer.requests:
+                continue
+            if not allowed_mask(self.labels, peer.address, peer.have.mask, self.crossings) & lacking:
                 self._dropped.add(peer_id)  # until its stream's PeerGone, which must not remove a successor
                 self._forget_peer(peer_id, actions)
                 return True
