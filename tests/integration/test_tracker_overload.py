@@ -144,8 +144,12 @@ async def test_an_announce_whose_client_left_is_applied_whole(tmp_path: Path) ->
         async with aiohttp.ClientSession() as session:
             status, _, joined = await post(session, base, announce_body("alice"))
             assert status == 200 and joined["generation"] == 1
+            status, _, first = await post(session, base, announce_body("alice", generation=1, want_leases=1))
+            assert status == 200 and first["leases"] == [0]
             armed = True
-            asking = asyncio.ensure_future(post(session, base, announce_body("alice", generation=1, want_leases=4)))
+            # Her report of piece 0's hash is a durable fact: the announce stages its write and awaits it.
+            reporting = announce_body("alice", generation=1, done={"0": "ab" * 32}, want_leases=4)
+            asking = asyncio.ensure_future(post(session, base, reporting))
             await committing.wait()
             asking.cancel()  # alice's client gives up while her announce's write is staged: it disconnects
             with contextlib.suppress(asyncio.CancelledError):
@@ -162,8 +166,9 @@ async def test_an_announce_whose_client_left_is_applied_whole(tmp_path: Path) ->
             status, _, bob = await post(session, base, announce_body("bob", generation=1, want_leases=4))
             assert status == 200
         # The leases granted to the departed client are hers (asking for none now, she holds them), and
-        # nobody else was granted them.
+        # nobody else was granted them; the hash she reported was taken.
         assert again["leases"] and bob["leases"] and not set(again["leases"]) & set(bob["leases"])
+        assert again["hash_seq"] >= 1
     finally:
         commit.set()  # a failed test must not leave the held write holding up the store's close
         await runner.cleanup()

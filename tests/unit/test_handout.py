@@ -34,6 +34,10 @@ def test_locality_tiers() -> None:
     unlabelled = view("me")
     assert locality_tier(unlabelled, view("x")) == 2, "empty labels never match"
     assert locality_tier(view("me", site="s1"), view("x", site="s1")) == 1
+    # Racks without a site label: racks of one implicit site, as the scope leases draw them.
+    assert locality_tier(view("me", rack="r1"), view("x", rack="r1")) == 0
+    assert locality_tier(view("me", rack="r1"), view("x", rack="r2")) == 2
+    assert locality_tier(view("me", rack="r1"), view("x", site="s1", rack="r1")) == 2
 
 
 def test_never_the_asker_never_bad_only_useful() -> None:

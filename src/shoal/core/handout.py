@@ -42,14 +42,15 @@ class PeerView:
 
 
 def _tier(site: str, rack: str, other_site: str, other_rack: str) -> int:
-    same_site = bool(site) and site == other_site
-    if same_site and bool(rack) and rack == other_rack:
+    if rack and rack == other_rack and site == other_site:
         return 0
-    return 1 if same_site else 2
+    return 1 if site and site == other_site else 2
 
 
 def locality_tier(asker: PeerView, other: PeerView) -> int:
-    """0: same rack and site, 1: same site, 2: elsewhere. Empty labels never match."""
+    """0: same rack (the same rack label in the same site, or both without a site label: a rack of one
+    implicit site, as core.scope_leases draws it), 1: same site, 2: elsewhere. An empty rack or site label
+    never matches."""
     return _tier(asker.site, asker.rack, other.site, other.rack)
 
 
@@ -96,8 +97,8 @@ class HolderIndex:
         yield self._all
         if site:
             yield self._sites.setdefault(site, [])
-            if rack:
-                yield self._racks.setdefault((site, rack), [])
+        if rack:
+            yield self._racks.setdefault((site, rack), [])
 
     def add(self, peer_id: str, site: str, rack: str) -> None:
         self.discard(peer_id)
@@ -116,7 +117,7 @@ class HolderIndex:
             del group[bisect.bisect_left(group, entry)]
         if site and not self._sites[site]:
             del self._sites[site]
-        if site and rack and not self._racks[(site, rack)]:
+        if rack and not self._racks[(site, rack)]:
             del self._racks[(site, rack)]
 
     def hand_out(self, asker: PeerView, limit: int, view_of: Callable[[str], PeerView | None]) -> list[PeerView]:
@@ -129,7 +130,7 @@ class HolderIndex:
         start = (ring_position(asker.peer_id), "")
         site, rack = asker.site, asker.rack
         tiers: list[tuple[int, list[_Entry]]] = []
-        if site and rack and (site, rack) in self._racks:
+        if rack and (site, rack) in self._racks:
             tiers.append((0, self._racks[(site, rack)]))
         if site and site in self._sites:
             tiers.append((1, self._sites[site]))
