@@ -32,26 +32,21 @@ import time
 from pathlib import Path
 
 from shoal.core.bitfield import Bitfield
-from shoal.core.manifest import MAX_PIECE_LENGTH, MIN_PIECE_LENGTH, OriginIdentity, piece_length_for
+from shoal.core.manifest import OriginIdentity
 from shoal.core.messages import AnnounceRequest
 from shoal.tracker.app import TrackerService
 from shoal.tracker.config import TrackerConfig
-
-
-def length_of(pieces: int) -> int:
-    """A file length that the piece rule cuts into exactly ``pieces`` pieces (``core/manifest.py``)."""
-    piece = MIN_PIECE_LENGTH
-    while piece <= MAX_PIECE_LENGTH:
-        if piece_length_for(pieces * piece) == piece:
-            return pieces * piece
-        piece *= 2
-    raise SystemExit(f"no file length has {pieces} pieces under the piece rule")
+from tracker_load_peers import length_of
 
 
 async def run(args: argparse.Namespace, db: str) -> dict[str, float]:
     task_id = secrets.token_hex(20)  # a task of its own: a reused database holds earlier runs' tasks
     url = f"http://origin.example/{task_id}.bin"
-    identity = OriginIdentity(length_of(args.pieces), etag=f'"{task_id}"')
+    try:
+        length = length_of(args.pieces)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    identity = OriginIdentity(length, etag=f'"{task_id}"')
     service = TrackerService(TrackerConfig(db=db))
 
     def request(peer: int, **fields: object) -> AnnounceRequest:
