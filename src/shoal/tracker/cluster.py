@@ -182,6 +182,8 @@ class Cluster:
         hosts: set[str] = set()
         loop = asyncio.get_running_loop()
         for member in self.members:
+            if member.tracker_id == self.tracker_id:
+                continue  # a client on our own host is no member forwarding to us
             host = urlsplit(member.url).hostname or ""
             try:
                 hosts.add(str(ipaddress.ip_address(host)))
