@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -12,12 +13,17 @@ from pathlib import Path
 from subprocess import Popen
 from typing import Any
 
+import aiohttp
+import msgspec
 import pytest
 
-from shoal.core.ids import task_id_for_url
+from shoal.core.ids import PeerIdentity, task_id_for_url
+from shoal.core.manifest import OriginIdentity
+from shoal.core.messages import AnnounceRequest, AnnounceResponse
 from shoal.core.ownership import TrackerMember, owner
 from shoal.testing.poll import wait_until
 from shoal.testing.processes import Service
+from shoal.tracker.cluster import FORWARDED_FOR
 from tests.integration.conftest import Origin, sha256, task_summary
 from tests.integration.test_swarm import wait_for_file
 from tests.store.conftest import SERVERS, _probe, drop_schema
@@ -110,3 +116,46 @@ def test_a_tracker_killed_mid_swarm_hands_its_tasks_on(tmp_path, tracker, origin
     assert owner_of(task_id, survivors[0]) in {cluster_of(t)["tracker_id"] for t in survivors}
     wait_until(lambda: len(task_summary(survivors[0], task_id)["peers"]) == 4, "the 4 peers at the new owner")
     assert src.bytes_sent() <= 1.05 * SIZE
+
+
+async def _announce_from(source: str, tracker_url: str, url: str, forwarded_for: str) -> None:
+    """A peer at ``source`` (a loopback address) joins ``url``'s task through ``tracker_url``, claiming with the
+    members' header that it announces for ``forwarded_for``."""
+    me = PeerIdentity.from_secret(secrets.token_hex(16))
+    common = {"peer_id": me.peer_id, "secret": me.secret, "url": url, "port": 7000}
+    headers = {FORWARDED_FOR: forwarded_for, "Content-Type": "application/json"}
+    path = f"{tracker_url}/v1/tasks/{task_id_for_url(url)}/announce"
+    connector = aiohttp.TCPConnector(local_addr=(source, 0))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        generation = 0
+        for origin in (None, OriginIdentity(SIZE, etag='"v1"')):
+            request = AnnounceRequest(**common, event="started", generation=generation, origin=origin)
+            body = msgspec.json.encode(request)
+            deadline = time.monotonic() + 30
+            while True:  # a busy or moving task (503) is asked again, as a peer would
+                async with session.post(path, data=body, headers=headers) as reply:
+                    if reply.status != 503 or time.monotonic() > deadline:
+                        assert reply.status == 200, await reply.text()
+                        generation = msgspec.json.decode(await reply.read(), type=AnnounceResponse).generation
+                        break
+                await asyncio.sleep(0.2)
+
+
+def test_only_a_member_may_say_whom_it_forwards_for(tracker, pg_url):
+    """X-Shoal-Forwarded-For is believed from the members' hosts only: a peer elsewhere that sets it is
+    recorded at the address it announced from, whichever tracker it asked, so nobody can get another
+    host handed out as a peer of a task."""
+    trackers = start_cluster(tracker, pg_url, 2)
+    url = "http://127.0.0.1:9/forwarded.bin"
+    task_id = task_id_for_url(url)
+    owner_id = owner_of(task_id, next(iter(trackers.values())))
+    owner_url = trackers[owner_id].url
+    other_url = next(t.url for tid, t in trackers.items() if tid != owner_id)
+    # From outside the members' hosts (127.0.0.1, where both trackers run): to the owner, and through the
+    # other member, which forwards it with the address it saw.
+    asyncio.run(_announce_from("127.0.0.7", owner_url, url, "10.9.9.9"))
+    asyncio.run(_announce_from("127.0.0.8", other_url, url, "10.9.9.9"))
+    # From a member's host the header is taken: the control that shows the check can tell them apart.
+    asyncio.run(_announce_from("127.0.0.1", owner_url, url, "127.0.0.99"))
+    hosts = sorted(p["host"] for p in task_summary(trackers[owner_id], task_id)["peers"])  # type: ignore[union-attr]
+    assert hosts == ["127.0.0.7", "127.0.0.8", "127.0.0.99"]

@@ -138,11 +138,16 @@ class Cluster:
         )
         return ClusterView(self.tracker_id, members)
 
+    def _forwarded(self, request: web.Request) -> bool:
+        """Whether another member forwarded ``request``. The header counts only from a member's host: set by
+        anyone else, it is ignored, or a peer could name another host as itself, or make a member refuse
+        its announces as a forwarding loop."""
+        return FORWARDED_FOR in request.headers and request.remote in self._member_hosts
+
     def client_address(self, request: web.Request) -> str:
         """The address of the peer behind ``request``: FORWARDED_FOR when a member forwarded it."""
-        forwarded = request.headers.get(FORWARDED_FOR)
-        if forwarded and request.remote in self._member_hosts:
-            return forwarded
+        if self._forwarded(request):
+            return request.headers[FORWARDED_FOR]
         return request.remote or ""
 
     async def forward(
@@ -153,7 +158,7 @@ class Cluster:
         current = self.owner(task_id)
         if current is not None and current.tracker_id == self.tracker_id:
             return await handler(request)
-        if current is None or FORWARDED_FOR in request.headers:
+        if current is None or self._forwarded(request):
             why = "no tracker can decide this task at the moment" if current is None else "the task is moving"
             return json_error(503, f"{why}; announce again", **{"Retry-After": RETRY_AFTER})
         return await self._relay(request, current)
