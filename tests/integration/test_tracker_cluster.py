@@ -4,6 +4,7 @@ by one of them, the others forward its requests there, and a tracker killed mid-
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import secrets
 import time
@@ -12,10 +13,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from subprocess import Popen
 from typing import Any
+from urllib.parse import quote_from_bytes
 
 import aiohttp
 import msgspec
 import pytest
+from fastbencode import bdecode
 
 from shoal.core.ids import PeerIdentity, task_id_for_url
 from shoal.core.manifest import OriginIdentity
@@ -25,6 +28,7 @@ from shoal.testing.poll import wait_until
 from shoal.testing.processes import Service
 from shoal.tracker.cluster import FORWARDED_FOR
 from tests.integration.conftest import Origin, sha256, task_summary
+from tests.integration.test_bt_tracker_http import announce_fields, compact_peers, encode_query
 from tests.integration.test_swarm import wait_for_file
 from tests.store.conftest import SERVERS, _probe, drop_schema
 
@@ -159,3 +163,45 @@ def test_only_a_member_may_say_whom_it_forwards_for(tracker, pg_url):
     asyncio.run(_announce_from("127.0.0.1", owner_url, url, "127.0.0.99"))
     hosts = sorted(p["host"] for p in task_summary(trackers[owner_id], task_id)["peers"])  # type: ignore[union-attr]
     assert hosts == ["127.0.0.7", "127.0.0.8", "127.0.0.99"]
+
+
+async def _bt_get(source: str, url: str) -> dict[bytes, Any]:
+    """A bencoded GET from ``source`` (a loopback address), asked again while the cluster says 503."""
+    connector = aiohttp.TCPConnector(local_addr=(source, 0))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        deadline = time.monotonic() + 30
+        while True:
+            async with session.get(url) as reply:
+                body = await reply.read()
+                if reply.status != 503 or time.monotonic() > deadline:
+                    assert reply.status == 200, body
+                    decoded = bdecode(body)
+                    assert isinstance(decoded, dict) and b"failure reason" not in decoded, decoded
+                    return decoded
+            await asyncio.sleep(0.2)
+
+
+def test_bittorrent_clients_of_one_swarm_at_different_trackers_see_each_other(tracker, pg_url):
+    """A BitTorrent swarm is decided by one member too: clients announcing to different trackers are handed
+    out to each other, and a scrape through any member counts the swarms wherever they are owned."""
+    trackers = start_cluster(tracker, pg_url, 2)
+    ids = sorted(trackers)
+    first = trackers[ids[0]]
+    # One swarm owned by each member, so the scrape has to gather from both.
+    hashes: dict[str, bytes] = {}
+    for n in range(1000):
+        info_hash = hashlib.sha1(b"swarm %d" % n).digest()
+        hashes.setdefault(owner_of(info_hash.hex(), first), info_hash)
+        if len(hashes) == 2:
+            break
+    for tracker_id in ids:
+        info_hash = hashes[tracker_id]
+        for n, (source, via) in enumerate([("127.0.0.7", trackers[ids[0]]), ("127.0.0.8", trackers[ids[1]])]):
+            query = encode_query({**announce_fields(n, info_hash=info_hash, left=0 if n else 1000), "compact": 1})
+            reply = asyncio.run(_bt_get(source, f"{via.url}/announce?{query}"))
+        # The second client, at the other tracker, is handed the first.
+        assert compact_peers(reply[b"peers"]) == {("127.0.0.7", 6880)}
+    both = "&".join(f"info_hash={quote_from_bytes(h, safe='')}" for h in hashes.values())
+    for t in trackers.values():
+        files = asyncio.run(_bt_get("127.0.0.9", f"{t.url}/scrape?{both}"))[b"files"]
+        assert {h: (c[b"complete"], c[b"incomplete"]) for h, c in files.items()} == {h: (1, 1) for h in hashes.values()}

@@ -335,13 +335,17 @@ def openapi_document() -> dict[str, Any]:
 
 
 def _owned_here(cluster: Cluster) -> Middleware:
-    """A task's routes are served by the tracker that owns the task (tracker.cluster)."""
+    """A task's routes, and a BitTorrent swarm's announces, are served by the tracker that owns them
+    (tracker.cluster); a scrape gathers its counts from the owners itself (tracker.bt)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not is_task_id(request.match_info.get("task_id", "")):
-            return await handler(request)  # not a task's route, or a malformed id the handler refuses
-        return await cluster.forward(request, handler)
+        task_id = request.match_info.get("task_id", "")
+        if is_task_id(task_id):
+            return await cluster.forward(request, handler, task_id)
+        if request.path == "/announce" and (key := bt.announce_key(request.rel_url.raw_query_string)):
+            return await cluster.forward(request, handler, key)
+        return await handler(request)  # not an owned route, or a malformed one the handler refuses
 
     return middleware
 
@@ -392,7 +396,7 @@ def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> 
     app.router.add_get("/v1/tasks/{task_id}/hashes", hashes)
     app.router.add_get("/v1/tasks/{task_id}", task_info)
     app.router.add_get("/v1/cluster", cluster_info)
-    bt.add_routes(app, service.bt)
+    bt.add_routes(app, service.bt, cluster)
     pools.add_routes(app, service.pools)
     openapi.serve(app, openapi_document())
     return app
