@@ -95,8 +95,18 @@ def _query_name(request: web.Request) -> str:
     return unquote(request.query_string, errors="strict")
 
 
+def _rel(request: web.Request, raw: str) -> str:
+    """The REL a client's name stands for: as given (``DIR/path``), or a path inside one watched directory
+    (``path``: distributor's form); 409 naming the candidates when several directories hold that path."""
+    rel = parse_rel(raw)
+    names = request.app[CATALOG].named(rel, _root_names(request))
+    if len(names) > 1:
+        raise web.HTTPConflict(reason=f"{rel} is in several watched directories: {', '.join(names)}; name one")
+    return names[0] if names else rel
+
+
 async def serve(request: web.Request) -> web.Response:
-    rel = parse_rel(_query_name(request))
+    rel = _rel(request, _query_name(request))
     catalog = request.app[CATALOG]
     try:
         async with asyncio.timeout(request.app[CONFIG].serve_wait):
@@ -126,7 +136,7 @@ def _root_names(request: web.Request) -> set[str]:
 
 
 async def files(request: web.Request) -> web.StreamResponse:
-    rel = parse_rel(request.match_info["rel"])
+    rel = _rel(request, request.match_info["rel"])
     catalog = request.app[CATALOG]
     entry = catalog.get(rel)
     if entry is None:
