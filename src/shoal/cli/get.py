@@ -67,9 +67,10 @@ async def _cancellable(
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to FILE.")
 @click.option(
     "--dest-path",
-    type=click.Path(file_okay=False),
+    type=click.Path(),
     metavar="DIR",
-    help="Write into DIR, named after the URL [default: the current directory].",
+    help="Write into DIR, named after the URL [default: the current directory]; a PATH that is not a "
+    "directory is the file itself.",
 )
 @click.option(
     "--tracker", envvar="SHOAL_TRACKER", metavar="URL", help="The tracker's base URL [default: $SHOAL_TRACKER]."
