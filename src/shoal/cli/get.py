@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING
 
 import click
 
-from shoal.cli.main import configure_logging, loading, locality_options, rate_option, run_or_exit, socket_option
+from shoal.cli.main import (
+    configure_logging,
+    loading,
+    locality_options,
+    log_options,
+    rate_option,
+    run_or_exit,
+    socket_option,
+)
 from shoal.cli.progress import ProgressBar
 from shoal.core.units import format_bytes
 from shoal.daemon.client import DaemonClient
@@ -103,6 +111,7 @@ async def _cancellable(
 @click.option("--no-daemon", is_flag=True, help="Download in this process even when a daemon runs.")
 @click.option("-v", "--verbose", count=True, help="More logging; -vv traces the download, each line timed to the ms.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@log_options
 def get(
     url: str,
     output: str | None,
