@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import shoal
 from shoal.core.ids import task_id_for_url
 from shoal.testing.poll import wait_until
@@ -269,3 +271,23 @@ def test_a_second_get_to_the_same_destination_at_once_is_refused(tmp_path, origi
     assert first.wait(timeout=60) == 0
     assert out.read_bytes() == data
     assert no_partial_files(tmp_path)
+
+
+@pytest.mark.parametrize("ignore", [True, False], ids=["ignore-qp", "without"])
+def test_differently_signed_urls_share_a_swarm_with_ignore_qp(tmp_path, tracker, origin, make_file, spawn_get, ignore):
+    """minion's --ignore-qp: hosts fetching one file by differently signed URLs share one swarm (the second
+    takes it all from the first); without it, each signature is a swarm of its own."""
+    src = origin()
+    size = 4 << 20
+    make_file(src.root / "s.bin", size)
+    t = tracker()
+    flag = ["--ignore-qp", "X-Amz-*,Expires"] if ignore else []
+    signed = [src.url("s.bin") + f"?X-Amz-Signature={sig}&Expires={n}" for n, sig in enumerate(("aa11", "bb22"))]
+    seeder = spawn_get(signed[0], "-o", str(tmp_path / "seed.bin"), "--tracker", t.url, "--upload-time", "30", *flag)
+    wait_for_file(tmp_path / "seed.bin", seeder)
+    second = run_get(signed[1], "-o", str(tmp_path / "two.bin"), "--tracker", t.url, "--upload-time", "0", *flag)
+    assert second.returncode == 0, second.stderr
+    from_origin, from_peers = parse_summary(second.stderr)
+    assert (from_origin, from_peers) == ((0, size) if ignore else (size, 0))
+    assert sha256(tmp_path / "two.bin") == sha256(src.root / "s.bin")
+    seeder.kill()

@@ -108,6 +108,14 @@ async def _cancellable(
     help="Where this peer serves pieces to others.",
 )
 @socket_option
+@click.option(
+    "--ignore-qp",
+    multiple=True,
+    envvar="SHOAL_IGNORE_QP",
+    metavar="NAME",
+    help="A query parameter (or pattern: X-Amz-*) left out of the swarm's identity, so differently signed "
+    "URLs of one file share one swarm; repeatable or comma-separated [default: $SHOAL_IGNORE_QP].",
+)
 @click.option("--no-daemon", is_flag=True, help="Download in this process even when a daemon runs.")
 @click.option("-v", "--verbose", count=True, help="More logging; -vv traces the download, each line timed to the ms.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
@@ -128,6 +136,7 @@ def get(
     rack: str,
     listen: str,
     socket_path: Path | None,
+    ignore_qp: tuple[str, ...],
     no_daemon: bool,
     verbose: int,
     quiet: bool,
@@ -139,7 +148,8 @@ def get(
     cached (--upload-time, --listen and the rate options are for downloads made in this process)."""
     configure_logging(verbose, quiet)
     show_bar = not quiet and sys.stderr.isatty()
-    client = None if no_daemon else DaemonClient(socket_path or default_socket())
+    # A daemon's fetches take no --ignore-qp (yet): such a get is made here, so its swarm is the one asked for.
+    client = None if no_daemon or ignore_qp else DaemonClient(socket_path or default_socket())
     if client is not None and client.running():
         bar = ProgressBar(url.rsplit("/", 1)[-1] or url) if show_bar else None
         run_or_exit(
@@ -168,6 +178,7 @@ def get(
                     upload_time=upload_time,
                     fallback=fallback,
                     digest=digest,
+                    ignore_qp=ignore_qp,
                     site=site,
                     rack=rack,
                     listen=listen,

@@ -19,7 +19,7 @@ import aiohttp
 
 from shoal.core.download import Stats
 from shoal.core.errors import ListenError, UsageError
-from shoal.core.ids import canonical_url
+from shoal.core.ids import canonical_url, parse_ignored_params
 from shoal.core.units import parse_rate
 from shoal.http.tls import load_roots_first
 from shoal.peer.callback import callback_argv, run_callback
@@ -65,6 +65,7 @@ async def aget(
     upload_time: float = GetConfig.upload_time,
     fallback: bool = False,
     digest: str | None = None,
+    ignore_qp: Iterable[str] = (),
     site: str = "",
     rack: str = "",
     listen: str = DEFAULT_LISTEN,
@@ -91,6 +92,7 @@ async def aget(
         upload_time=upload_time,
         fallback=fallback,
         digest=digest,
+        ignore_qp=ignore_qp,
         site=site,
         rack=rack,
         listen=listen,
@@ -175,6 +177,7 @@ def _config(
     upload_time: float,
     fallback: bool,
     digest: str | None,
+    ignore_qp: Iterable[str],
     site: str,
     rack: str,
     listen: str,
@@ -197,6 +200,7 @@ def _config(
         upload_time=upload_time,
         fallback=fallback,
         digest=digest.lower() if digest else None,
+        ignore_qp=parse_ignored_params([ignore_qp] if isinstance(ignore_qp, str) else ignore_qp),
         site=site,
         rack=rack,
         listen_host=listen_host,

@@ -34,6 +34,9 @@ class GetConfig:
     """When the tracker cannot be reached at the start, download straight from the origin."""
     digest: str | None = None
     """``sha256:HEX`` to verify the whole file before it is moved into place."""
+    ignore_qp: tuple[str, ...] = ()
+    """Query parameters (names or shell-style patterns) left out of the task's identity, so differently
+    signed URLs of one file share one swarm (core.ids.identity_url); the origin is still asked by the URL."""
     file_hashes: tuple[str, ...] = ()
     """Whole-file hashes to compute while the file downloads (``blake3``, ``sha256``, ``sha512``, ``md5``; see
     peer/prefix_hash.py), returned in ``Downloaded.hashes``: the daemon's cache names a file by its BLAKE3."""

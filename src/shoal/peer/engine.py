@@ -57,7 +57,7 @@ from shoal.core.download_actions import (
 )
 from shoal.core.errors import JoinAgain, OriginChanged, ShoalError, TrackerUnavailable
 from shoal.core.events import Event, HashesArrived, OriginPiece, PeerPiece, Wake
-from shoal.core.ids import PeerIdentity, task_id_for_url
+from shoal.core.ids import PeerIdentity, identity_url, task_id_for_url
 from shoal.core.manifest import Manifest
 from shoal.core.messages import AnnounceRequest
 from shoal.core.pieces import Changes
@@ -121,7 +121,7 @@ class Download:
         self.peer_id = self.identity.peer_id
         self.rng = rng or random.Random()
         self.clock = clock
-        self.url_task = task_id_for_url(url, digest=config.digest or "")
+        self.url_task = task_id_for_url(identity_url(url, config.ignore_qp), digest=config.digest or "")
         self._distrusted: set[str] = set()  # content tasks named for the digest that did not hold it
         self.origin = Origin(url, session, config.headers)
         self.tracker = TrackerClient(config.tracker, session) if config.tracker else None
