@@ -72,7 +72,12 @@ async def _cancellable(
 
 @click.command()
 @click.argument("url")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to FILE.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Write to FILE; - streams it to stdout in order as it is verified.",
+)
 @click.option(
     "--dest-path",
     type=click.Path(),
@@ -148,8 +153,10 @@ def get(
     cached (--upload-time, --listen and the rate options are for downloads made in this process)."""
     configure_logging(verbose, quiet)
     show_bar = not quiet and sys.stderr.isatty()
-    # A daemon's fetches take no --ignore-qp (yet): such a get is made here, so its swarm is the one asked for.
-    client = None if no_daemon or ignore_qp else DaemonClient(socket_path or default_socket())
+    # A daemon's fetches take no --ignore-qp (yet), and a stream (-o -) is written from here: such a get is
+    # made in this process.
+    in_process = no_daemon or bool(ignore_qp) or output == "-"
+    client = None if in_process else DaemonClient(socket_path or default_socket())
     if client is not None and client.running():
         bar = ProgressBar(url.rsplit("/", 1)[-1] or url) if show_bar else None
         run_or_exit(
@@ -214,13 +221,15 @@ class _Outcome:
         if not self.quiet:
             origin, peers = format_bytes(result.bytes_from_origin), format_bytes(result.bytes_from_peers)
             size = format_bytes(result.size)
-            click.echo(f"{result.path}: {size} in {result.seconds:.2f}s (origin {origin}, peers {peers})", err=True)
+            where = "stdout" if str(result.path) == "-" else result.path
+            click.echo(f"{where}: {size} in {result.seconds:.2f}s (origin {origin}, peers {peers})", err=True)
             if result.seeding > 0:
                 click.echo(f"serving it to peers for {result.seeding:g}s (Ctrl-C to stop)", err=True)
 
     def stopped(self, result: GetResult) -> None:
         if not self.quiet:
-            click.echo(f"stopped serving it to peers; {result.path} is in place", err=True)
+            done = "the file was streamed to stdout" if str(result.path) == "-" else f"{result.path} is in place"
+            click.echo(f"stopped serving it to peers; {done}", err=True)
 
 
 def _through_daemon(

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
+import shutil
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -53,6 +57,10 @@ def _rate(value: int | str | None) -> int | None:
     return parse_rate(value)
 
 
+STDOUT = Path("-")
+"""GetResult.path of a file streamed to stdout (``output="-"``)."""
+
+
 async def aget(
     url: str,
     *,
@@ -81,24 +89,43 @@ async def aget(
     file left in place. ``on_complete`` is called with the result as soon as the file is in place, before the
     ``upload_time`` of serving it to peers.
     """
-    config = _config(
-        url,
-        output=output,
-        dest_dir=dest_dir,
-        tracker=tracker,
-        headers=headers,
-        download_rate=download_rate,
-        upload_rate=upload_rate,
-        upload_time=upload_time,
-        fallback=fallback,
-        digest=digest,
-        ignore_qp=ignore_qp,
-        site=site,
-        rack=rack,
-        listen=listen,
-        callback=callback,
-    )
-    return await _download(url, config, listen=listen, callback=callback, progress=progress, on_complete=on_complete)
+    stream = output is not None and os.fspath(output) == "-"
+    if stream and (dest_dir is not None or callback is not None):
+        raise UsageError("-o - streams the file to stdout: it takes neither --dest-path nor --callback")
+    # Streamed, the file is downloaded (and served to peers) in a scratch directory removed at the end.
+    scratch = tempfile.mkdtemp(prefix="shoal-stream-") if stream else None
+    try:
+        config = _config(
+            url,
+            output=None if stream else output,
+            dest_dir=scratch if stream else dest_dir,
+            tracker=tracker,
+            headers=headers,
+            download_rate=download_rate,
+            upload_rate=upload_rate,
+            upload_time=upload_time,
+            fallback=fallback,
+            digest=digest,
+            ignore_qp=ignore_qp,
+            site=site,
+            rack=rack,
+            listen=listen,
+            callback=callback,
+        )
+        placed = on_complete
+        if stream:
+            sys.stdout.flush()
+            config = dataclasses.replace(config, stream_fd=sys.stdout.fileno())
+
+            def placed(result: GetResult) -> None:
+                if on_complete is not None:
+                    on_complete(dataclasses.replace(result, path=STDOUT))
+
+        result = await _download(url, config, listen=listen, callback=callback, progress=progress, on_complete=placed)
+        return dataclasses.replace(result, path=STDOUT) if stream else result
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 async def _download(

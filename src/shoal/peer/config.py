@@ -34,6 +34,8 @@ class GetConfig:
     """When the tracker cannot be reached at the start, download straight from the origin."""
     digest: str | None = None
     """``sha256:HEX`` to verify the whole file before it is moved into place."""
+    stream_fd: int | None = None
+    """A descriptor the file is also written to, in order, as its verified prefix grows (``-o -``: stdout)."""
     ignore_qp: tuple[str, ...] = ()
     """Query parameters (names or shell-style patterns) left out of the task's identity, so differently
     signed URLs of one file share one swarm (core.ids.identity_url); the origin is still asked by the URL."""

@@ -55,7 +55,7 @@ from shoal.core.download_actions import (
     WakeAnnouncer,
     WakeHashes,
 )
-from shoal.core.errors import JoinAgain, OriginChanged, ShoalError, TrackerUnavailable
+from shoal.core.errors import IntegrityError, JoinAgain, OriginChanged, ShoalError, TrackerUnavailable
 from shoal.core.events import Event, HashesArrived, OriginPiece, PeerPiece, Wake
 from shoal.core.ids import PeerIdentity, identity_url, task_id_for_url
 from shoal.core.manifest import Manifest
@@ -71,7 +71,7 @@ from shoal.peer.content_task import ContentSeed, register_content
 from shoal.peer.fetchers import fetch_origin, fetch_peer, watch_haves
 from shoal.peer.join import join
 from shoal.peer.origin import Origin
-from shoal.peer.prefix_hash import PrefixHash
+from shoal.peer.prefix_hash import FdSink, PrefixHash
 from shoal.peer.server import PieceServer, ServedTask
 from shoal.peer.tasks import Tasks
 from shoal.peer.tracker_client import TrackerClient
@@ -422,6 +422,13 @@ class Download:
             return await self._finish()
         hashes = await self.prefix.digests() if self.prefix is not None else {}
         failed = failed_check(self.checks, hashes)
+        if failed is not None and self.config.stream_fd is not None:
+            check, actual = failed
+            raise IntegrityError(  # what was streamed cannot be fetched again
+                f"the stream cannot be completed: {check.source} expected {check.expected}, the file is {actual}",
+                expected=check.expected,
+                actual=actual,
+            )
         if failed is not None:
             await self._refetch_suspects(*failed)  # an IntegrityError when the origin's bytes alone failed
             return await self._finish()
@@ -523,8 +530,10 @@ class Download:
         """Start hashing the whole file as its prefix fills: the checks' algorithms and the caller's."""
         assert self.part is not None and self.core is not None
         names = {*self.config.file_hashes, *(check.algorithm for check in self.checks)}
-        if names:
-            self.prefix = PrefixHash(self.part, self.core.manifest, self.core.book.on_disk, names)
+        fd = self.config.stream_fd
+        if names or fd is not None:
+            sink = FdSink(fd) if fd is not None else None
+            self.prefix = PrefixHash(self.part, self.core.manifest, self.core.book.on_disk, names, sink)
             self.prefix.start()
 
     # -- carrying out the core's actions (owner only) ----------------------------------------------
