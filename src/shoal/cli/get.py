@@ -102,6 +102,12 @@ async def _cancellable(
 @click.option(
     "--callback", metavar="CMD", help="Run CMD with the file's path appended after success (exit code 8 if it fails)."
 )
+@click.option(
+    "--after-seeding",
+    metavar="CMD",
+    help="Run CMD with the file's path appended once the serving period is over (minion's --callback delete: "
+    "'rm -f'); exit code 8 if it fails.",
+)
 @click.option("--digest", metavar="sha256:HEX", help="Verify the whole file before it is moved into place.")
 @click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'", help="Header for the origin (repeatable).")
 @locality_options
@@ -135,6 +141,7 @@ def get(
     upload_time: float,
     fallback: bool,
     callback: str | None,
+    after_seeding: str | None,
     digest: str | None,
     headers: tuple[str, ...],
     site: str,
@@ -160,7 +167,9 @@ def get(
     if client is not None and client.running():
         bar = ProgressBar(url.rsplit("/", 1)[-1] or url) if show_bar else None
         run_or_exit(
-            lambda: _through_daemon(client, url, output, dest_path, headers, digest, callback, quiet, bar),
+            lambda: _through_daemon(
+                client, url, output, dest_path, headers, digest, callback, after_seeding, quiet, bar
+            ),
             interrupted=INTERRUPTED,
         )
         return
@@ -190,6 +199,7 @@ def get(
                     rack=rack,
                     listen=listen,
                     callback=callback,
+                    after_seeding=after_seeding,
                     progress=bar,
                     on_complete=outcome.placed,
                 )
@@ -240,13 +250,15 @@ def _through_daemon(
     headers: tuple[str, ...],
     digest: str | None,
     callback: str | None,
+    after_seeding: str | None,
     quiet: bool,
     bar: ProgressBar | None,
 ) -> None:
     dest = resolve_destination(url, output, dest_path)
     check_digest(digest)
-    if callback is not None:
-        callback_argv(callback)
+    for command in (callback, after_seeding):
+        if command is not None:
+            callback_argv(command)
     destination = Destination.of(dest)
     landing = dest
     if destination.through:
@@ -275,3 +287,5 @@ def _through_daemon(
             origin, peers = format_bytes(result.bytes_from_origin), format_bytes(result.bytes_from_peers)
             detail = f"origin {origin}, peers {peers}; cached by the daemon, {how}"
         click.echo(f"{dest}: {format_bytes(result.size)} in {result.seconds:.2f}s ({detail})", err=True)
+    if after_seeding:
+        run_callback(after_seeding, dest)  # the daemon seeds its own cached copy: this one has no serving period

@@ -78,6 +78,7 @@ async def aget(
     rack: str = "",
     listen: str = DEFAULT_LISTEN,
     callback: str | None = None,
+    after_seeding: str | None = None,
     progress: Callable[[Stats], None] | None = None,
     on_complete: Callable[[GetResult], None] | None = None,
 ) -> GetResult:
@@ -86,12 +87,16 @@ async def aget(
     ``tracker`` defaults to the ``SHOAL_TRACKER`` environment variable; with neither, the file comes
     straight from the origin. ``callback`` is a command run with the file's path appended once the file
     is in place; if it cannot start or fails, CallbackFailed is raised at once (no seeding follows), the
-    file left in place. ``on_complete`` is called with the result as soon as the file is in place, before the
-    ``upload_time`` of serving it to peers.
+    file left in place. ``after_seeding`` is a command run the same way once the serving period is over
+    (ended by its time, or early because the file went away; not when the get is stopped): minion's
+    ``--callback delete``, done when no peer relies on the file any more. ``on_complete`` is called with
+    the result as soon as the file is in place, before the ``upload_time`` of serving it to peers.
     """
     stream = output is not None and os.fspath(output) == "-"
-    if stream and (dest_dir is not None or callback is not None):
-        raise UsageError("-o - streams the file to stdout: it takes neither --dest-path nor --callback")
+    if stream and (dest_dir is not None or callback is not None or after_seeding is not None):
+        raise UsageError("-o - streams the file to stdout: it takes no --dest-path, --callback or --after-seeding")
+    if after_seeding is not None:
+        callback_argv(after_seeding)
     # Streamed, the file is downloaded (and served to peers) in a scratch directory removed at the end.
     scratch = tempfile.mkdtemp(prefix="shoal-stream-") if stream else None
     try:
@@ -121,7 +126,15 @@ async def aget(
                 if on_complete is not None:
                     on_complete(dataclasses.replace(result, path=STDOUT))
 
-        result = await _download(url, config, listen=listen, callback=callback, progress=progress, on_complete=placed)
+        result = await _download(
+            url,
+            config,
+            listen=listen,
+            callback=callback,
+            after_seeding=after_seeding,
+            progress=progress,
+            on_complete=placed,
+        )
         return dataclasses.replace(result, path=STDOUT) if stream else result
     finally:
         if scratch is not None:
@@ -134,6 +147,7 @@ async def _download(
     *,
     listen: str,
     callback: str | None,
+    after_seeding: str | None,
     progress: Callable[[Stats], None] | None,
     on_complete: Callable[[GetResult], None] | None,
 ) -> GetResult:
@@ -179,6 +193,8 @@ async def _download(
             if on_complete:
                 on_complete(result)
             await download.seed(completed, config.upload_time)
+            if after_seeding:
+                await asyncio.to_thread(run_callback, after_seeding, completed.path)
             return result
         finally:
             if ticker:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import secrets
 import threading
@@ -79,6 +80,18 @@ from shoal.storage.partfile import PartFile
 
 log = logging.getLogger("shoal.peer")
 SAVE_STATE_SECONDS = 1.0
+FILE_CHECK = 1.0
+"""Seconds between two checks, while seeding, that the placed file is still there and unchanged."""
+FileIdentity = tuple[int, int, int, int]
+
+
+def file_identity(path: Path) -> FileIdentity | None:
+    """What tells a file from its replacement: device, inode, size and modification time; None if gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +135,7 @@ class Download:
         self.rng = rng or random.Random()
         self.clock = clock
         self.url_task = task_id_for_url(identity_url(url, config.ignore_qp), digest=config.digest or "")
+        self._left = False  # leave() ran
         self._distrusted: set[str] = set()  # content tasks named for the digest that did not hold it
         self.origin = Origin(url, session, config.headers)
         self.tracker = TrackerClient(config.tracker, session) if config.tracker else None
@@ -209,6 +223,7 @@ class Download:
         deadline = self.clock() + seconds
         event = "completed"
         retry = Retries(ANNOUNCE_BACKOFF, self.rng)
+        placed = await asyncio.to_thread(file_identity, completed.path)
         while self.clock() < deadline:
             reported = self._unreported()
             try:
@@ -226,8 +241,22 @@ class Download:
             except TrackerUnavailable as exc:
                 log.info("announce while seeding failed: %s", exc)
                 wait = min(retry.next_delay(cap=self.core.interval), deadline - self.clock())
-            if wait > 0:
-                await asyncio.sleep(wait)
+            if wait > 0 and not await self._still_placed(completed.path, placed, wait):
+                # Served from its path, a file moved, deleted or rewritten (by a --callback, by hand) would
+                # fail or mislead every peer sent here: out of the swarm at once.
+                log.warning("%s was moved, deleted or changed: no longer serving it to peers", completed.path)
+                await self.leave()
+                return
+
+    async def _still_placed(self, path: Path, placed: FileIdentity | None, seconds: float) -> bool:
+        """Wait ``seconds``, checking every FILE_CHECK seconds that ``path`` is still the file placed;
+        False as soon as it is not."""
+        deadline = self.clock() + seconds
+        while (left := deadline - self.clock()) > 0:
+            await asyncio.sleep(min(FILE_CHECK, left))
+            if await asyncio.to_thread(file_identity, path) != placed:
+                return False
+        return True
 
     async def register_content(self, completed: Downloaded, path: Path | None = None) -> ContentSeed | None:
         """A digest download of a URL task registers its file's content task and serves it from ``path`` (the
@@ -242,7 +271,10 @@ class Download:
         return self.content
 
     async def leave(self) -> None:
-        """Stop serving and tell the tracker we are gone, with any origin hashes it has not had yet."""
+        """Stop serving and tell the tracker we are gone, with any origin hashes it has not had yet (once)."""
+        if self._left:
+            return
+        self._left = True
         content = self.content
         if self.served is not None:
             self.server.withdraw(self.task_id, self.served)  # not what another owner serves for the task now
