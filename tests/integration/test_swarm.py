@@ -291,3 +291,39 @@ def test_differently_signed_urls_share_a_swarm_with_ignore_qp(tmp_path, tracker,
     assert (from_origin, from_peers) == ((0, size) if ignore else (size, 0))
     assert sha256(tmp_path / "two.bin") == sha256(src.root / "s.bin")
     seeder.kill()
+
+
+def test_peers_only_takes_the_file_from_the_swarm_without_a_word_to_the_origin(
+    tmp_path, tracker, origin, make_file, spawn_get
+):
+    """minion's rule (--no-origin): a fleet that must not hit the origin gets the file from peers, or not at
+    all: not even a HEAD or a probe of one byte goes to the origin."""
+    src = origin()
+    size = 4 << 20
+    make_file(src.root / "n.bin", size)
+    t = tracker()
+    alone = run_get(src.url("n.bin"), "-o", str(tmp_path / "alone.bin"), "--tracker", t.url, "--no-origin")
+    assert alone.returncode == 4, alone.stderr
+    assert "no peer has" in alone.stderr and "--no-origin" in alone.stderr
+    assert src.requests() == 0 and not (tmp_path / "alone.bin").exists()
+
+    seeder = spawn_get(src.url("n.bin"), "-o", str(tmp_path / "seed.bin"), "--tracker", t.url, "--upload-time", "60")
+    wait_for_file(tmp_path / "seed.bin", seeder)
+    before = src.requests()
+    args = ("-o", str(tmp_path / "two.bin"), "--tracker", t.url, "--upload-time", "0", "--no-origin")
+    second = run_get(src.url("n.bin"), *args)
+    assert second.returncode == 0, second.stderr
+    assert parse_summary(second.stderr) == (0, size)
+    assert src.requests() == before
+    assert sha256(tmp_path / "two.bin") == sha256(src.root / "n.bin")
+    seeder.kill()
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [((), "--no-origin needs a tracker"), (("--tracker", "http://127.0.0.1:9", "--fallback"), "--fallback")],
+)
+def test_peers_only_without_a_tracker_or_with_fallback_is_a_usage_error(tmp_path, extra, says):
+    done = run_get("http://127.0.0.1:9/f.bin", "-o", str(tmp_path / "f.bin"), "--no-origin", "--no-daemon", *extra)
+    assert done.returncode == 2, done.stderr
+    assert says in done.stderr

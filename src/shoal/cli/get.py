@@ -100,6 +100,11 @@ async def _cancellable(
 )
 @click.option("--fallback", is_flag=True, help="Download straight from the origin if the tracker is unreachable.")
 @click.option(
+    "--no-origin",
+    is_flag=True,
+    help="Peers only: never ask the origin; fail (exit code 4) if the swarm cannot supply the file.",
+)
+@click.option(
     "--callback", metavar="CMD", help="Run CMD with the file's path appended after success (exit code 8 if it fails)."
 )
 @click.option(
@@ -140,6 +145,7 @@ def get(
     upload_rate: int | None,
     upload_time: float,
     fallback: bool,
+    no_origin: bool,
     callback: str | None,
     after_seeding: str | None,
     digest: str | None,
@@ -160,9 +166,9 @@ def get(
     cached (--upload-time, --listen and the rate options are for downloads made in this process)."""
     configure_logging(verbose, quiet)
     show_bar = not quiet and sys.stderr.isatty()
-    # A daemon's fetches take no --ignore-qp (yet), and a stream (-o -) is written from here: such a get is
-    # made in this process.
-    in_process = no_daemon or bool(ignore_qp) or output == "-"
+    # A daemon's fetches take no --ignore-qp nor --no-origin (yet), and a stream (-o -) is written from here:
+    # such a get is made in this process.
+    in_process = no_daemon or bool(ignore_qp) or no_origin or output == "-"
     client = None if in_process else DaemonClient(socket_path or default_socket())
     if client is not None and client.running():
         bar = ProgressBar(url.rsplit("/", 1)[-1] or url) if show_bar else None
@@ -193,6 +199,7 @@ def get(
                     upload_rate=upload_rate,
                     upload_time=upload_time,
                     fallback=fallback,
+                    no_origin=no_origin,
                     digest=digest,
                     ignore_qp=ignore_qp,
                     site=site,

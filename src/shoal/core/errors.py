@@ -153,6 +153,10 @@ class OriginError(ShoalError):
         return self.status is None or self.status >= 500 or self.status in (408, 429)
 
 
+class NoSwarmCopy(OriginError):
+    """``--no-origin``: the swarm cannot supply the file (or the rest of it), and the origin may not be asked."""
+
+
 class OriginChanged(OriginError):
     """The origin's file (length, ETag or Last-Modified) changed while the swarm was fetching it."""
 

@@ -72,6 +72,7 @@ async def aget(
     upload_rate: int | str | None = None,
     upload_time: float = GetConfig.upload_time,
     fallback: bool = False,
+    no_origin: bool = False,
     digest: str | None = None,
     ignore_qp: Iterable[str] = (),
     site: str = "",
@@ -110,6 +111,7 @@ async def aget(
             upload_rate=upload_rate,
             upload_time=upload_time,
             fallback=fallback,
+            no_origin=no_origin,
             digest=digest,
             ignore_qp=ignore_qp,
             site=site,
@@ -219,6 +221,7 @@ def _config(
     upload_rate: int | str | None,
     upload_time: float,
     fallback: bool,
+    no_origin: bool,
     digest: str | None,
     ignore_qp: Iterable[str],
     site: str,
@@ -242,6 +245,7 @@ def _config(
         upload_rate=_rate(upload_rate),
         upload_time=upload_time,
         fallback=fallback,
+        no_origin=no_origin,
         digest=digest.lower() if digest else None,
         ignore_qp=parse_ignored_params([ignore_qp] if isinstance(ignore_qp, str) else ignore_qp),
         site=site,
@@ -251,6 +255,10 @@ def _config(
     )
     if config.tracker is not None and not config.tracker.startswith(("http://", "https://")):
         raise UsageError(f"--tracker takes an http(s) URL, not {config.tracker!r}")
+    if no_origin and config.tracker is None:
+        raise UsageError("--no-origin needs a tracker: the file can only come from the swarm")
+    if no_origin and fallback:
+        raise UsageError("--no-origin forbids the origin, which --fallback would fall back to")
     return config
 
 

@@ -32,6 +32,9 @@ class GetConfig:
     """Seconds to keep serving the file to other peers after it is complete."""
     fallback: bool = False
     """When the tracker cannot be reached at the start, download straight from the origin."""
+    no_origin: bool = False
+    """Peers only: never ask the origin (not even its headers); the file comes from the swarm or not at all,
+    ending with NoSwarmCopy when no peer has supplied what is missing for ``tracker_patience`` seconds."""
     digest: str | None = None
     """``sha256:HEX`` to verify the whole file before it is moved into place."""
     stream_fd: int | None = None
@@ -84,4 +87,5 @@ class GetConfig:
             lone_peer_requests=self.lone_peer_requests,
             origin_retries=self.origin_retries,
             tracker_patience=self.tracker_patience,
+            origin=not self.no_origin,
         )

@@ -299,6 +299,7 @@ class Download:
             origin=self.origin,
             request=self._request,
             fallback=self.config.fallback,
+            no_origin=self.config.no_origin,
             spawn=self._tasks.spawn,
             follow_alias=bool(self.config.digest),
             distrusted=frozenset(self._distrusted),
