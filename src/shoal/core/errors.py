@@ -10,6 +10,7 @@
     ├── TrackerUnavailable          3  the tracker could not be reached or answered nonsense
     │   └── TrackerBusy             3  the tracker sheds load (503 with Retry-After): wait, then ask again
     ├── OriginError                 4  the origin failed (HTTP error, refused, short body)
+    │   ├── NoSwarmCopy             4  --no-origin: the swarm cannot supply the file, and the origin is not asked
     │   └── OriginChanged           4  the origin's file changed under a download, too often to go on
     ├── JoinAgain                   -  a download's attempt is over (a new generation): the engine joins again
     ├── IntegrityError              5  content fails a whole-file digest (--digest, the origin's, a cache id)
