@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING
 
 import click
 
-from shoal.cli.main import configure_logging, loading, locality_options, rate_option, run_or_exit, socket_option
+from shoal.cli.main import (
+    TRACKERS,
+    configure_logging,
+    loading,
+    locality_options,
+    rate_option,
+    run_or_exit,
+    socket_option,
+)
 from shoal.cli.progress import ProgressBar
 from shoal.core.units import format_bytes
 from shoal.daemon.client import DaemonClient
@@ -72,7 +80,12 @@ async def _cancellable(
     help="Write into DIR, named after the URL [default: the current directory].",
 )
 @click.option(
-    "--tracker", envvar="SHOAL_TRACKER", metavar="URL", help="The tracker's base URL [default: $SHOAL_TRACKER]."
+    "--tracker",
+    envvar="SHOAL_TRACKER",
+    callback=TRACKERS,
+    metavar="URL[,URL...]",
+    help="The tracker's base URL, or several of one cluster, asked in turn when one does not answer "
+    "[default: $SHOAL_TRACKER].",
 )
 @rate_option("--download-rate", "downloads")
 @rate_option("--upload-rate", "uploads to peers")

@@ -20,6 +20,7 @@ import aiohttp
 from shoal.core.download import Stats
 from shoal.core.errors import ListenError, UsageError
 from shoal.core.ids import canonical_url
+from shoal.core.tracker_choice import parse_trackers
 from shoal.core.units import parse_rate
 from shoal.http.tls import load_roots_first
 from shoal.peer.callback import callback_argv, run_callback
@@ -190,7 +191,7 @@ def _config(
     listen_host, listen_port = parse_listen(listen)
     config = GetConfig(
         dest=resolve_destination(url, output, dest_dir),
-        tracker=tracker if tracker is not None else os.environ.get("SHOAL_TRACKER") or None,
+        tracker=_trackers(tracker if tracker is not None else os.environ.get("SHOAL_TRACKER") or None),
         headers={"Accept-Encoding": "identity", **parse_headers(headers)},
         download_rate=_rate(download_rate),
         upload_rate=_rate(upload_rate),
@@ -202,9 +203,12 @@ def _config(
         listen_host=listen_host,
         listen_port=listen_port,
     )
-    if config.tracker is not None and not config.tracker.startswith(("http://", "https://")):
-        raise UsageError(f"--tracker takes an http(s) URL, not {config.tracker!r}")
     return config
+
+
+def _trackers(text: str | None) -> str | None:
+    """The tracker option checked: its base URLs, normalised, comma-separated (core.tracker_choice)."""
+    return None if text is None else ",".join(parse_trackers(text))
 
 
 async def _serve_from_first_piece(download: Download, server: PieceServer) -> None:
