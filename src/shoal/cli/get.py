@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from shoal.cli.main import (
+    TRACKERS,
     configure_logging,
     loading,
     locality_options,
@@ -86,7 +87,12 @@ async def _cancellable(
     "directory is the file itself.",
 )
 @click.option(
-    "--tracker", envvar="SHOAL_TRACKER", metavar="URL", help="The tracker's base URL [default: $SHOAL_TRACKER]."
+    "--tracker",
+    envvar="SHOAL_TRACKER",
+    callback=TRACKERS,
+    metavar="URL[,URL...]",
+    help="The tracker's base URL, or several of one cluster, asked in turn when one does not answer "
+    "[default: $SHOAL_TRACKER].",
 )
 @rate_option("--download-rate", "downloads")
 @rate_option("--upload-rate", "uploads to peers")

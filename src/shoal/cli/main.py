@@ -34,6 +34,7 @@ import click
 from click.exceptions import NoArgsIsHelpError
 
 from shoal.core.errors import ShoalError, UsageError
+from shoal.core.tracker_choice import parse_trackers
 from shoal.core.units import parse_rate
 
 T = TypeVar("T")
@@ -51,6 +52,16 @@ def click_parser(parse: Callable[[str], T]) -> Callable[[click.Context, click.Pa
             raise click.BadParameter(str(exc)) from None
 
     return callback
+
+
+def _trackers(text: str) -> str:
+    """A ``--tracker`` value checked (core.tracker_choice): its base URLs, normalised, comma-separated."""
+    return ",".join(parse_trackers(text, what=""))
+
+
+TRACKERS = click_parser(_trackers)
+"""The callback of every ``--tracker``: one tracker's base URL or several, comma-separated; a bad entry is a
+usage error (exit code 2) that names it."""
 
 
 def socket_option(command: Any) -> Any:

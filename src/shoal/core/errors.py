@@ -8,6 +8,7 @@
     │   ├── CronError               2  a cron expression that cannot be read (names the field)
     │   └── PoolRefused             2  the tracker refused a pool request: unknown pool, token, a bad push
     ├── TrackerUnavailable          3  the tracker could not be reached or answered nonsense
+    │   ├── TrackerUnreachable      3  no answer (refused, reset, timed out) or a 5xx: try the next tracker
     │   └── TrackerBusy             3  the tracker sheds load (503 with Retry-After): wait, then ask again
     ├── OriginError                 4  the origin failed (HTTP error, refused, short body)
     │   ├── NoSwarmCopy             4  --no-origin: the swarm cannot supply the file, and the origin is not asked
@@ -124,6 +125,12 @@ class TrackerUnavailable(ShoalError):
         else:
             advice = "is that a Shoal tracker? give its base URL (http://HOST:PORT)"
         return cls(f"{tracker} answered {answered}, not the tracker API: {advice}", tracker=tracker)
+
+
+class TrackerUnreachable(TrackerUnavailable):
+    """The tracker gave no answer (a connection refused or reset, a timeout) or failed (a 5xx that is not
+    busy): a client with several trackers asks the next (core.tracker_choice). ``tracker`` is the URL, or
+    the comma-separated list when every one of a client's trackers failed."""
 
 
 class TrackerBusy(TrackerUnavailable):

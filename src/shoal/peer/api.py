@@ -24,6 +24,7 @@ import aiohttp
 from shoal.core.download import Stats
 from shoal.core.errors import ListenError, UsageError
 from shoal.core.ids import canonical_url, parse_ignored_params
+from shoal.core.tracker_choice import parse_trackers
 from shoal.core.units import parse_rate
 from shoal.http.tls import load_roots_first
 from shoal.peer.callback import callback_argv, run_callback
@@ -239,7 +240,7 @@ def _config(
     listen_host, listen_port = parse_listen(listen)
     config = GetConfig(
         dest=resolve_destination(url, output, dest_dir),
-        tracker=tracker if tracker is not None else os.environ.get("SHOAL_TRACKER") or None,
+        tracker=_trackers(tracker if tracker is not None else os.environ.get("SHOAL_TRACKER") or None),
         headers={"Accept-Encoding": "identity", **parse_headers(headers)},
         download_rate=_rate(download_rate),
         upload_rate=_rate(upload_rate),
@@ -253,13 +254,16 @@ def _config(
         listen_host=listen_host,
         listen_port=listen_port,
     )
-    if config.tracker is not None and not config.tracker.startswith(("http://", "https://")):
-        raise UsageError(f"--tracker takes an http(s) URL, not {config.tracker!r}")
     if no_origin and config.tracker is None:
         raise UsageError("--no-origin needs a tracker: the file can only come from the swarm")
     if no_origin and fallback:
         raise UsageError("--no-origin forbids the origin, which --fallback would fall back to")
     return config
+
+
+def _trackers(text: str | None) -> str | None:
+    """The tracker option checked: its base URLs, normalised, comma-separated (core.tracker_choice)."""
+    return None if text is None else ",".join(parse_trackers(text))
 
 
 async def _serve_from_first_piece(download: Download, server: PieceServer) -> None:

@@ -121,10 +121,12 @@ class Download:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         before_write: Callable[[Manifest], Awaitable[None]] | None = None,
+        tracker: TrackerClient | None = None,
     ) -> None:
         """``before_write`` is awaited once the manifest is known and before anything is written (again
         after a restart): the daemon's cache reserves the file's length there, and an error it raises
-        ends the download."""
+        ends the download. ``tracker`` is a client of ``config.tracker`` shared with other downloads (the
+        daemon's: the tracker it fails over to is theirs too); by default the download makes its own."""
         self.url = url
         self.before_write = before_write
         self.config = config
@@ -138,7 +140,9 @@ class Download:
         self._left = False  # leave() ran
         self._distrusted: set[str] = set()  # content tasks named for the digest that did not hold it
         self.origin = Origin(url, session, config.headers)
-        self.tracker = TrackerClient(config.tracker, session) if config.tracker else None
+        if tracker is None and config.tracker:
+            tracker = TrackerClient(config.tracker, session)
+        self.tracker = tracker if config.tracker else None
         self.stats = Stats()
         self.first_piece = asyncio.Event()
         """Set once a verified piece is on disk (the first one fetched, or one a rerun found)."""
