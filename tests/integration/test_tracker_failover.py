@@ -189,7 +189,7 @@ async def test_the_client_stays_with_a_busy_tracker_it_moved_to(dead_url: str, c
         (["get", "http://origin/f", "--tracker", "http://t1:6969,,http://t2:6969"], "an empty tracker URL"),
         (["daemon", "--cache-dir", "{tmp}", "--tracker", "http://t1:6969,ftp://x"], "'ftp://x'"),
         (["seed", "--tracker", ",", "{tmp}"], "an empty tracker URL"),
-        (["pool", "--tracker", "http://t1:6969,t2", "members", "lan"], "'t2' is not a tracker's base URL"),
+        (["pool", "--tracker", "http://t1:6969,ftp://t2", "members", "lan"], "'ftp://t2' is not a tracker's base URL"),
     ],
     ids=["get-comma", "get-ftp", "get-empty-entry", "daemon", "seed", "pool"],
 )

@@ -24,6 +24,11 @@ def test_one_url_or_several_in_order() -> None:
     assert parse_trackers("http://[::1]:6969") == ("http://[::1]:6969",)
 
 
+def test_a_tracker_without_a_scheme_is_http_as_minion_took_it() -> None:
+    assert parse_trackers("t1:6969") == (A,)
+    assert parse_trackers("t1:6969, [::1]:6969") == (A, "http://[::1]:6969")
+
+
 @pytest.mark.parametrize(
     ("text", "says"),
     [
@@ -32,7 +37,8 @@ def test_one_url_or_several_in_order() -> None:
         (f"{A},,{B}", "an empty tracker URL in"),
         (f"{A},", "an empty tracker URL in"),
         ("ftp://x", "'ftp://x' is not a tracker's base URL"),
-        (f"{A},t2:6969", "'t2:6969' is not a tracker's base URL"),
+        (f"{A},ftp://t2:6969", "'ftp://t2:6969' is not a tracker's base URL"),
+        ("t2:99999", "'http://t2:99999' is not a URL"),
         ("http://", "'http:' is not a tracker's base URL"),
         ("http://t1:99999", "'http://t1:99999' is not a URL"),
         ("http://t1:6969/announce?x=1", "has a query or a fragment"),

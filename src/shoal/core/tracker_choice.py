@@ -34,16 +34,20 @@ from shoal.core.errors import TrackerUnreachable, UsageError
 
 
 def parse_trackers(text: str, *, what: str = "--tracker") -> tuple[str, ...]:
-    """The tracker base URLs in ``text`` (comma-separated), in order, without trailing slashes or repeats.
+    """The tracker base URLs in ``text`` (comma-separated), in order, without trailing slashes or repeats; an
+    entry without a scheme (``HOST:PORT``) is ``http://HOST:PORT``.
     ``what`` names where the text came from (an option, a config key; "" for none) in the UsageError that a
     bad entry gets."""
     prefix = f"{what}: " if what else ""
     urls: list[str] = []
     for entry in text.split(","):
-        url = entry.strip().rstrip("/")
+        url = entry.strip()
         if not url:
             shown = repr(text) if text.strip() else "nothing"
             raise UsageError(f"{prefix}an empty tracker URL in {shown} (give base URLs separated by commas)")
+        if "://" not in url:
+            url = f"http://{url}"  # HOST:PORT, as minion took its tracker
+        url = url.rstrip("/")
         _check_url(url, prefix)
         if url not in urls:
             urls.append(url)
