@@ -7,6 +7,7 @@ whole file is a seed."""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from shoal.http.listen import listen
 from shoal.peer.tracker_client import TrackerClient
 from shoal.testing.clock import FakeClock
 from shoal.testing.hostile import identity, piece_hashes
-from shoal.tracker.app import RUNNER_OPTIONS, build_app
+from shoal.tracker.app import RUNNER_OPTIONS, TrackerService, build_app
 from shoal.tracker.config import TrackerConfig
 
 SIZE = 1 << 20
@@ -119,3 +120,16 @@ async def test_a_peer_lives_as_long_as_its_interval_says(fleet: Fleet) -> None:
     assert await fleet.peers(task_id) == {seed.peer_id}
     fleet.clock.advance(0.02)
     assert await fleet.peers(task_id) == set()
+
+
+def test_a_shed_announce_waits_up_to_the_stretched_interval(tmp_path: Path) -> None:
+    clock = FakeClock()
+    config = TrackerConfig(db=f"sqlite:///{tmp_path / 'tracker.db'}", announce_rate=10.0, **CONFIG)  # type: ignore[arg-type]
+    service = TrackerService(config, clock)
+    assert service.longest_retry() == 5  # no load: the busy interval, as before
+    for n in range(200):  # 40 announces a second at 5 s: four times the target and more
+        service.demand.heard(("t", str(n)), 5.0, clock() + 15.0)
+    clock.advance(1.0)
+    stretch = service.demand.stretch(clock())
+    assert stretch > 4.0
+    assert service.longest_retry() == math.ceil(5.0 * stretch)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import secrets
 import time
@@ -233,6 +234,12 @@ class TrackerService:
         assert task is not None
         return await self.origin_check.confirm(task.url, request.origin, seen_host)
 
+    def longest_retry(self) -> int:
+        """Whole seconds a shed announce may be told to wait at most (tracker.admission): the busy interval as
+        load stretches it now, so a peer shed in an overload comes back no sooner than its interval would
+        have brought it, and the shed announces do not come back faster than the ones taken."""
+        return max(1, math.ceil(self.config.interval * self.demand.stretch(self.clock())))
+
     def held_tasks(self) -> list[str]:
         """The tasks whose soft state this tracker keeps."""
         return self.store.held()
@@ -292,7 +299,9 @@ async def announce(request: web.Request) -> web.Response:
     body = await read_struct(request, AnnounceRequest)
     service = request.app[SERVICE]
     seen = service.cluster.client_address(request) if service.cluster else request.remote or ""
-    return struct_response(await service.announce(task_id, body, seen))
+    reply = await service.announce(task_id, body, seen)
+    request.app[ADMISSION].longest_wait = service.longest_retry()
+    return struct_response(reply)
 
 
 async def hashes(request: web.Request) -> web.Response:
