@@ -249,6 +249,8 @@ class TrackerService:
         they start clean rather than from leases the other tracker has since replaced."""
         for task_id in task_ids:
             self._scope_leases.pop(task_id, None)
+        # Their peers still count in ``demand`` until their TTLs pass: a stretch a little long for a while,
+        # rather than an index of the demand by task.
         self.store.forget(task_ids)
         log.info("%d tasks moved to another tracker", len(task_ids))
 
