@@ -24,6 +24,7 @@ async def run_call(
     """Send ``call`` to ``tracker`` (its base URL) with ``token`` as the bearer, waiting at most ``seconds``;
     its reply as core.pool_api reads it."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers.update(call.headers)
     if call.body is not None:
         headers["Content-Type"] = "application/json"
     try:

@@ -91,7 +91,7 @@ class TrackerService:
         self.store = TrackerStore(config.db)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.bt = bt.BtTracker(config, clock)
-        self.pools = pools.Pools(self.store, clock, member_ttl=config.peer_ttl)
+        self.pools = pools.Pools(self.store, clock, member_ttl=config.peer_ttl, operator_hash=config.admin_token_hash)
         self._scope_leases: dict[str, tuple[int, dict[LeaseKey, ScopeLease]]] = {}
         self.aliases = ContentAliases()  # soft state, like the peers: learned again from the next finisher
         self.scope_bytes = ScopeTally()
@@ -369,6 +369,11 @@ def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> 
         app[ON_LISTENING] = [cluster.listening]
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        if config.admin_token_hash is None:
+            log.warning(
+                "NO OPERATOR TOKEN (--admin-token-file): anyone who reaches this tracker may create pools and "
+                "take their names; run it so only on a trusted network"
+            )
         with DatabaseLock(config.db):
             async with service.store:
                 await service.resume()
