@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shoal.core.errors import UsageError
-from shoal.core.ids import canonical_url, is_task_id, task_id_for_url
+from shoal.core.ids import canonical_url, headers_tag, is_task_id, task_id_for_url
 
 
 @pytest.mark.parametrize(
@@ -107,3 +107,19 @@ def test_task_id_of_malformed_url_is_usage_error() -> None:
 )
 def test_is_task_id(text: str, ok: bool) -> None:
     assert is_task_id(text) is ok
+
+
+def test_headers_key_a_task_that_only_their_holders_can_name() -> None:
+    assert headers_tag({}) == ""
+    assert headers_tag({"Accept-Encoding": "identity"}) == ""  # Shoal's own header is not a credential
+    auth = {"Authorization": "Bearer s3cret"}
+    tag = headers_tag(auth)
+    assert tag.startswith("headers:") and "s3cret" not in tag
+    # Names are case-insensitive and the order of headers does not matter; values are compared exactly.
+    assert headers_tag({"authorization": "Bearer s3cret"}) == tag
+    both = headers_tag({"X-Tenant": "a", "Authorization": "Bearer s3cret"})
+    assert both == headers_tag({"Authorization": "Bearer s3cret", "x-tenant": "a"}) != tag
+    assert headers_tag({"Authorization": "Bearer S3CRET"}) != tag
+    url = "http://origin.example/file.bin"
+    assert task_id_for_url(url, tag=tag) != task_id_for_url(url)
+    assert task_id_for_url(url, tag=tag) == task_id_for_url(url, tag=headers_tag(auth))

@@ -89,7 +89,19 @@ async def _cancellable(
     "--callback", metavar="CMD", help="Run CMD with the file's path appended after success (exit code 8 if it fails)."
 )
 @click.option("--digest", metavar="sha256:HEX", help="Verify the whole file before it is moved into place.")
-@click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'", help="Header for the origin (repeatable).")
+@click.option(
+    "--header",
+    "headers",
+    multiple=True,
+    metavar="'NAME: VALUE'",
+    help="Header for the origin (repeatable). The file is then private to the headers: fetched from the "
+    "origin only, never served to peers.",
+)
+@click.option(
+    "--share-authenticated",
+    is_flag=True,
+    help="With --header: share the file with the peers that hold the same headers, and with them only.",
+)
 @locality_options
 @click.option(
     "--listen",
@@ -114,6 +126,7 @@ def get(
     callback: str | None,
     digest: str | None,
     headers: tuple[str, ...],
+    share_authenticated: bool,
     site: str,
     rack: str,
     listen: str,
@@ -133,7 +146,9 @@ def get(
     if client is not None and client.running():
         bar = ProgressBar(url.rsplit("/", 1)[-1] or url) if show_bar else None
         run_or_exit(
-            lambda: _through_daemon(client, url, output, dest_path, headers, digest, callback, quiet, bar),
+            lambda: _through_daemon(
+                client, url, output, dest_path, headers, digest, callback, quiet, bar, share=share_authenticated
+            ),
             interrupted=INTERRUPTED,
         )
         return
@@ -164,6 +179,7 @@ def get(
                     callback=callback,
                     progress=bar,
                     on_complete=outcome.placed,
+                    share_authenticated=share_authenticated,
                 )
             )
 
@@ -212,6 +228,8 @@ def _through_daemon(
     callback: str | None,
     quiet: bool,
     bar: ProgressBar | None,
+    *,
+    share: bool = False,
 ) -> None:
     dest = resolve_destination(url, output, dest_path)
     check_digest(digest)
@@ -227,9 +245,11 @@ def _through_daemon(
     try:
         if bar is not None:
             with bar:
-                result = client.get(url, landing, headers=parse_headers(headers), digest=digest, progress=bar)
+                result = client.get(
+                    url, landing, headers=parse_headers(headers), digest=digest, progress=bar, share=share
+                )
         else:
-            result = client.get(url, landing, headers=parse_headers(headers), digest=digest)
+            result = client.get(url, landing, headers=parse_headers(headers), digest=digest, share=share)
         if destination.through:
             destination.install(landing)
     finally:

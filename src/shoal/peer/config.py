@@ -34,6 +34,10 @@ class GetConfig:
     """When the tracker cannot be reached at the start, download straight from the origin."""
     digest: str | None = None
     """``sha256:HEX`` to verify the whole file before it is moved into place."""
+    task_tag: str = ""
+    """Content behind origin credentials shared among the peers holding the same headers
+    (core.ids.headers_tag): the task id is keyed by it, and no content task is joined or registered (a
+    content task's id names the bytes alone, so anyone who knows them could ask for it)."""
     file_hashes: tuple[str, ...] = ()
     """Whole-file hashes to compute while the file downloads (``blake3``, ``sha256``, ``sha512``, ``md5``; see
     peer/prefix_hash.py), returned in ``Downloaded.hashes``: the daemon's cache names a file by its BLAKE3."""
