@@ -395,8 +395,7 @@ def _check(pools: Pools, request: web.Request, action: Action, row: PoolRow | No
 
 async def authorize(pools: Pools, request: web.Request, action: Action = Action.USE) -> PoolRow:
     """The pool the request names, once the request may do ``action`` on it (core.pool.refusal): a 401
-    without a token, a 403 with one that does not do. A private pool's refusal comes before any other
-    answer, so an unknown name and a private pool look alike only to those without its token."""
+    without a token, a 403 with one that does not do."""
     row = await pools.pool(request.match_info["pool"])
     _check(pools, request, action, row)
     return row
