@@ -123,11 +123,14 @@ class PoolLab:
         self.timeout = timeout
         self.tracker_url = f"http://{lab.tracker.ip}:{SHOAL_TRACKER_PORT}"
         self.members: dict[str, subprocess.Popen[bytes]] = {}
+        self.token = ""  # the pool's, which pushes need
 
     def api(self, method: str, path: str, body: object = None) -> dict[str, object]:
         argv = ["ip", "netns", "exec", TRACKER_NS, "curl", "-sS", "--max-time", "10", "-X", method]
         if body is not None:
             argv += ["-H", "Content-Type: application/json", "--data", json.dumps(body)]
+        if self.token:
+            argv += ["-H", f"Authorization: Bearer {self.token}"]
         out = subprocess.run([*argv, f"{self.tracker_url}/v1/pools{path}"], capture_output=True, check=True)
         reply: dict[str, object] = json.loads(out.stdout)
         return reply
@@ -138,7 +141,10 @@ class PoolLab:
         options += f" --interval 1 --peer-ttl {PEER_TTL}"
         tracker = self.lab.spawn(TRACKER_NS, [SHOAL, "tracker", *options.split()], run_dir / "tracker.log")
         wait_for_line(tracker, run_dir / "tracker.log", "tracker listening on")
-        self.api("POST", "", {"name": POOL, "private": False})
+        self.token = ""
+        token = self.api("POST", "", {"name": POOL, "private": False})["token"]
+        assert isinstance(token, str)
+        self.token = token
         self.members = {}
         for node in self.lab.peers:
             home = run_dir / node.ns

@@ -619,7 +619,7 @@ def test_a_new_version_is_pushed_to_a_private_pool_with_its_digest(
     mirror.services.insert(0, tracker)  # stopped last
     created = urllib.request.Request(
         f"{tracker.url}/v1/pools",
-        data=json.dumps({"name": "edge", "private": True}).encode(),
+        data=json.dumps({"name": "edge", "private": True, "allow": ["127.0.0.0/8"]}).encode(),
         method="POST",
         headers={"Content-Type": "application/json"},
     )

@@ -46,11 +46,16 @@ def api(tracker: Service, method: str, path: str, body: Any = None, *, token: st
 wait_for = functools.partial(wait_until, timeout=90, interval=0.2)
 
 
+LOOPBACK = ["127.0.0.0/8"]
+"""The allow-list of the tests' pools: their origins listen on loopback, which pushes reach only when named."""
+
+
 class Pool:
-    def __init__(self, tracker: Service, name: str, token: str | None = None) -> None:
+    def __init__(self, tracker: Service, name: str, token: str | None = None, *, private: bool = False) -> None:
         self.tracker = tracker
         self.name = name
         self.token = token
+        self.private = private
 
     def job(self, job_id: str) -> dict[str, Any]:
         status, reply = api(self.tracker, "GET", f"/{self.name}/jobs/{job_id}", token=self.token)
@@ -75,25 +80,28 @@ class Pool:
 
 @pytest.fixture
 def make_pool(tracker: Callable[..., Service]) -> Callable[..., Pool]:
-    def make(name: str = "lan", *, private: bool = False, tracker_service: Service | None = None) -> Pool:
+    def make(
+        name: str = "lan", *, private: bool = False, tracker_service: Service | None = None, admin: str | None = None
+    ) -> Pool:
         service = tracker_service or tracker()
-        status, reply = api(service, "POST", "", {"name": name, "private": private})
+        status, reply = api(service, "POST", "", {"name": name, "private": private, "allow": LOOPBACK}, token=admin)
         assert status == 201, reply
-        return Pool(service, name, reply.get("token"))
+        return Pool(service, name, reply["token"], private=private)
 
     return make
 
 
 @pytest.fixture
 def member(tmp_path: Path, services: list[Service]) -> Callable[..., Service]:
-    def make(pool: Pool, name: str, *extra: str, capacity: str = "1G") -> Service:
-        spec = f"{pool.name}:{pool.token}" if pool.token else pool.name
+    def make(pool: Pool, name: str, *extra: str, capacity: str = "1G", log: Path | None = None) -> Service:
+        spec = f"{pool.name}:{pool.token}" if pool.private and pool.token else pool.name
         service = start_daemon(
             tmp_path / name / "cache",
             tmp_path / name / "daemon.sock",
             tracker=pool.tracker.url,
             capacity=capacity,
             extra=["--pool", spec, "--name", name, *extra],
+            log=log,
         )
         services.append(service)
         return service
@@ -252,7 +260,7 @@ def test_a_private_pool_refuses_without_its_token_and_reveals_nothing(
     pool = make_pool("private", private=True)
     assert pool.token
     member(pool, "insider")
-    outsider = Pool(pool.tracker, pool.name, None)
+    outsider = Pool(pool.tracker, pool.name, None, private=True)
     member(outsider, "outsider")  # joins without the token: its heartbeats are refused
     wait_for(lambda: pool.live_members() == 1, what="the member with the token")
 
@@ -315,7 +323,7 @@ def test_a_cancelled_job_stops_its_members(
     job_id = pool.push(o.url("slow.bin"))
     wait_for(lambda: pool.job(job_id)["members"][0]["done"] > 0, what="progress")
 
-    cancelled = pool_cli(pool.tracker, "cancel", pool.name, job_id)
+    cancelled = pool_cli(pool.tracker, "cancel", pool.name, job_id, token=pool.token)
     assert cancelled.returncode == 0, cancelled.stderr
     job = pool.job(job_id)
     assert job["status"] == "cancelled" and job["members"][0]["status"] == "cancelled"
@@ -329,7 +337,7 @@ def test_a_cancelled_job_stops_its_members(
     sent = o.bytes_sent()
     time.sleep(1)
     assert o.bytes_sent() == sent, "the member fetched again after the cancel"
-    again = pool_cli(pool.tracker, "cancel", pool.name, job_id)
+    again = pool_cli(pool.tracker, "cancel", pool.name, job_id, token=pool.token)
     assert again.returncode == 2 and "409" in again.stderr
 
 
@@ -342,18 +350,23 @@ def test_pool_commands_end_to_end(
     t = tracker()
     o = origin()
     make_file(o.root / "f.bin", 2 * MiB)
-    created = pool_cli(t, "create", "ops")
-    assert created.returncode == 0 and "created pool ops" in created.stdout
+    created = pool_cli(t, "create", "ops", "--allow", "127.0.0.1")
+    assert created.returncode == 0 and "created pool ops" in created.stdout, created.stderr
+    token = created.stdout.split()[-1]
     assert pool_cli(t, "create", "ops").returncode == 2  # exists already
     assert api(t, "POST", "", {"name": "ops"}) == (409, {"error": "pool 'ops' exists already"})
     assert pool_cli(t, "create", "Bad Name").returncode == 2
+    bad_allow = pool_cli(t, "create", "ops2", "--allow", "not a host")
+    assert bad_allow.returncode == 2 and "allow-list entry" in bad_allow.stderr
     pool = Pool(t, "ops")
     member(pool, "n1")
     wait_for(lambda: pool.live_members() == 1, what="a member")
 
     listed = pool_cli(t, "members", "ops", "--json")
     assert listed.returncode == 0 and json.loads(listed.stdout)[0]["name"] == "n1"
-    pushed = pool_cli(t, "push", "ops", o.url("f.bin"), "--watch")
+    unowned = pool_cli(t, "push", "ops", o.url("f.bin"))
+    assert unowned.returncode == 2 and "HTTP 401" in unowned.stderr
+    pushed = pool_cli(t, "push", "ops", o.url("f.bin"), "--watch", token=token)
     assert pushed.returncode == 0, pushed.stderr
     job_id = pushed.stdout.split()[2]
     status = pool_cli(t, "status", "ops", job_id, "--json")
@@ -361,10 +374,11 @@ def test_pool_commands_end_to_end(
     table = pool_cli(t, "status", "ops")
     assert job_id in table.stdout and "complete" in table.stdout
 
-    assert pool_cli(t, "push", "ops", "ftp://x/y").returncode == 2
-    assert pool_cli(t, "push", "ops", o.url("f.bin"), "--dest", "relative/path").returncode == 2
+    assert pool_cli(t, "push", "ops", "ftp://x/y", token=token).returncode == 2
+    assert pool_cli(t, "push", "ops", o.url("f.bin"), "--dest", "relative/path", token=token).returncode == 2
     assert pool_cli(t, "status", "nosuch").returncode == 2
-    removed = pool_cli(t, "rm", "ops")
+    assert pool_cli(t, "rm", "ops").returncode == 2
+    removed = pool_cli(t, "rm", "ops", token=token)
     assert removed.returncode == 0
     assert pool_cli(t, "members", "ops").returncode == 2
     unreachable = subprocess.run(

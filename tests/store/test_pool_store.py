@@ -123,24 +123,26 @@ async def seed_task(tracker: TrackerStore, url: str, now: float) -> None:
 
 async def test_a_pool_reads_back_as_created(store: PoolStore) -> None:
     token_hash = hash_token("secret")
-    await store.create("public", None, T0)
-    await store.create("private", token_hash, T0 + 0.5)
-    public, private = await store.get("public"), await store.get("private")
-    assert public == PoolRow("public", None, T0)
-    assert private == PoolRow("private", token_hash, T0 + 0.5)
+    await store.create("legacy", None, T0)
+    await store.create("public", hash_token("owner"), T0, allow=("http://10.0.0.1/pub/", "10.1.0.0/16"))
+    await store.create("private", token_hash, T0 + 0.5, private=True)
+    legacy, public, private = await store.get("legacy"), await store.get("public"), await store.get("private")
+    assert legacy == PoolRow("legacy", None, T0)
+    assert public == PoolRow("public", hash_token("owner"), T0, False, ("http://10.0.0.1/pub/", "10.1.0.0/16"))
+    assert private == PoolRow("private", token_hash, T0 + 0.5, True)
     assert not public.private and private.private
     assert await store.get("missing") is None
 
 
 async def test_creating_a_pool_twice_is_refused_and_changes_nothing(store: PoolStore) -> None:
-    await store.create("farm", hash_token("first"), T0)
+    await store.create("farm", hash_token("first"), T0, private=True)
     with pytest.raises(PoolExists) as info:
-        await store.create("farm", None, T0 + 10)
+        await store.create("farm", hash_token("second"), T0 + 10)
     # The name is taken, the database is fine: a conflict the client caused, not a storage failure (503).
     assert isinstance(info.value, Conflict) and not isinstance(info.value, StoreError)
     assert info.value.http_status == 409
     assert "farm" in str(info.value)
-    assert await store.get("farm") == PoolRow("farm", hash_token("first"), T0)
+    assert await store.get("farm") == PoolRow("farm", hash_token("first"), T0, True)
 
 
 # -- members -------------------------------------------------------------------------------------------

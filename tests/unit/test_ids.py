@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shoal.core.errors import UsageError
-from shoal.core.ids import canonical_url, identity_url, is_task_id, parse_ignored_params, task_id_for_url
+from shoal.core.ids import canonical_url, headers_tag, identity_url, is_task_id, parse_ignored_params, task_id_for_url
 
 
 @pytest.mark.parametrize(
@@ -150,3 +150,19 @@ def test_ignored_parameters_are_read_from_repeats_and_commas(values: list[str], 
 def test_a_bad_ignored_parameter_is_a_usage_error(bad: str) -> None:
     with pytest.raises(UsageError, match="--ignore-qp"):
         parse_ignored_params([bad])
+
+
+def test_headers_key_a_task_that_only_their_holders_can_name() -> None:
+    assert headers_tag({}) == ""
+    assert headers_tag({"Accept-Encoding": "identity"}) == ""  # Shoal's own header is not a credential
+    auth = {"Authorization": "Bearer s3cret"}
+    tag = headers_tag(auth)
+    assert tag.startswith("headers:") and "s3cret" not in tag
+    # Names are case-insensitive and the order of headers does not matter; values are compared exactly.
+    assert headers_tag({"authorization": "Bearer s3cret"}) == tag
+    both = headers_tag({"X-Tenant": "a", "Authorization": "Bearer s3cret"})
+    assert both == headers_tag({"Authorization": "Bearer s3cret", "x-tenant": "a"}) != tag
+    assert headers_tag({"Authorization": "Bearer S3CRET"}) != tag
+    url = "http://origin.example/file.bin"
+    assert task_id_for_url(url, tag=tag) != task_id_for_url(url)
+    assert task_id_for_url(url, tag=tag) == task_id_for_url(url, tag=headers_tag(auth))

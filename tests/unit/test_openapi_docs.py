@@ -48,17 +48,17 @@ def _template(path: str) -> re.Pattern[str]:
 
 
 CALLS = [
-    pool_api.create("edge", private=True),
+    pool_api.create("edge", private=True, allow=["10.0.0.0/8"]),
     pool_api.show("edge"),
     pool_api.remove("edge"),
     pool_api.members("edge"),
-    pool_api.heartbeat("edge", "m-1", Heartbeat("n", "http://h:1/"), wait=5, version=3),
-    pool_api.leave("edge", "m-1"),
+    pool_api.heartbeat("edge", "m-1", Heartbeat("n", "http://h:1/"), wait=5, version=3, secret="s"),
+    pool_api.leave("edge", "m-1", secret="s"),
     pool_api.push("edge", PushRequest("http://o/f")),
     pool_api.jobs("edge"),
     pool_api.job("edge", "0" * 16),
     pool_api.cancel("edge", "0" * 16),
-    pool_api.report("edge", "0" * 16, "m-1", MemberReport(MemberStatus.RUNNING, done=1)),
+    pool_api.report("edge", "0" * 16, "m-1", MemberReport(MemberStatus.RUNNING, done=1), secret="s"),
 ]
 
 

@@ -22,10 +22,12 @@ from hypothesis import strategies as st
 from shoal.core.errors import IllegalTransition, ProtocolError, ShoalError
 from shoal.core.pool import (
     ACTIVE,
+    Action,
     Assignment,
     Cancel,
     Cancelled,
     Completed,
+    Credential,
     Decision,
     Evicted,
     Failed,
@@ -39,6 +41,7 @@ from shoal.core.pool import (
     PushEvent,
     PushJob,
     PushStatus,
+    Refusal,
     Reopened,
     advance,
     advance_job,
@@ -47,8 +50,11 @@ from shoal.core.pool import (
     check_pool_name,
     decide,
     hash_token,
+    member_id_for,
+    member_secret_matches,
     new_job_id,
     new_token,
+    refusal,
     replica_count,
     token_matches,
 )
@@ -919,3 +925,69 @@ def test_bad_member_ids_are_refused(member_id: str) -> None:
 
 def test_member_ids_have_a_peer_ids_form() -> None:
     assert check_member_id("a1b2-c3.d_4") == "a1b2-c3.d_4"
+
+
+# -- who may do what ---------------------------------------------------------------------------------------
+
+NOBODY = Credential()
+STRANGER = Credential(given=True)
+OWNER = Credential(given=True, owner=True)
+OPERATOR = Credential(given=True, operator=True)
+
+
+@pytest.mark.parametrize("configured", [True, False])
+def test_the_operator_may_do_anything(configured: bool) -> None:
+    for action in Action:
+        for private in (True, False):
+            for owned in (True, False):
+                verdict = refusal(action, OPERATOR, operator_configured=configured, private=private, owned=owned)
+                assert verdict is None
+
+
+def test_creating_needs_the_operator_when_the_tracker_has_one() -> None:
+    assert refusal(Action.CREATE, NOBODY, operator_configured=True) == Refusal(
+        401, "creating a pool needs the operator's token"
+    )
+    assert refusal(Action.CREATE, STRANGER, operator_configured=True) == Refusal(
+        403, "creating a pool needs the operator's token"
+    )
+    assert refusal(Action.CREATE, NOBODY, operator_configured=False) is None
+
+
+@pytest.mark.parametrize("configured", [True, False])
+@pytest.mark.parametrize("private", [True, False])
+def test_managing_an_owned_pool_needs_its_token_with_or_without_an_operator(configured: bool, private: bool) -> None:
+    def verdict(who: Credential) -> Refusal | None:
+        return refusal(Action.MANAGE, who, operator_configured=configured, private=private)
+
+    assert verdict(OWNER) is None
+    assert verdict(NOBODY) is not None and verdict(NOBODY).status == 401  # type: ignore[union-attr]
+    assert verdict(STRANGER) == Refusal(403, "wrong token for this pool")
+
+
+def test_a_pool_from_before_owners_is_managed_by_the_operator_or_on_an_open_tracker_by_anyone() -> None:
+    assert refusal(Action.MANAGE, NOBODY, operator_configured=False, owned=False) is None
+    assert refusal(Action.MANAGE, NOBODY, operator_configured=True, owned=False) is not None
+    assert refusal(Action.MANAGE, STRANGER, operator_configured=True, owned=False) is not None
+
+
+def test_a_public_pool_is_used_by_anyone_and_a_private_one_by_its_token_holders() -> None:
+    assert refusal(Action.USE, NOBODY, operator_configured=True, private=False) is None
+    assert refusal(Action.USE, OWNER, operator_configured=True, private=True) is None
+    assert refusal(Action.USE, NOBODY, operator_configured=False, private=True) == Refusal(
+        401, "this pool needs a token"
+    )
+    assert refusal(Action.USE, STRANGER, operator_configured=False, private=True) == Refusal(
+        403, "wrong token for this pool"
+    )
+
+
+def test_a_member_id_is_named_by_its_secret_only() -> None:
+    secret = "0123456789abcdef" * 2
+    member_id = member_id_for(secret)
+    assert len(member_id) == 24 and member_id == member_id_for(secret)
+    assert member_secret_matches(member_id, secret)
+    assert not member_secret_matches(member_id, "f" * 32)
+    assert not member_secret_matches(member_id, secret.upper())  # not the secret's form
+    assert not member_secret_matches("m-1", secret)
+    assert not member_secret_matches(member_id, "")

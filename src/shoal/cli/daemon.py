@@ -114,6 +114,12 @@ async def run_daemon(config: DaemonConfig) -> None:
     metavar="NAME",
     help="This daemon's name in its pools [default: the host name].",
 )
+@click.option(
+    "--share-authenticated",
+    is_flag=True,
+    help="Share files fetched with origin headers with the peers that hold the same headers "
+    "[default: such files come from the origin only and are served to nobody].",
+)
 @verbose_option
 def daemon(
     cache_dir: Path | None,
@@ -129,6 +135,7 @@ def daemon(
     pools: list[PoolSpec],
     pool_dest: tuple[Path, ...],
     member_name: str,
+    share_authenticated: bool,
     verbose: int,
 ) -> None:
     """Run the host's long-running peer: a bounded cache whose content it serves to the swarm for as long
@@ -151,5 +158,6 @@ def daemon(
         pools=tuple(pools),
         pool_dest=tuple(p.absolute() for p in pool_dest),
         member_name=member_name,
+        share_authenticated=share_authenticated,
     )
     run_or_exit(lambda: asyncio.run(run_daemon(config)))

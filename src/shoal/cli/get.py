@@ -120,7 +120,19 @@ async def _cancellable(
     "'rm -f'); exit code 8 if it fails.",
 )
 @click.option("--digest", metavar="sha256:HEX", help="Verify the whole file before it is moved into place.")
-@click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'", help="Header for the origin (repeatable).")
+@click.option(
+    "--header",
+    "headers",
+    multiple=True,
+    metavar="'NAME: VALUE'",
+    help="Header for the origin (repeatable). The file is then private to the headers: fetched from the "
+    "origin only, never served to peers.",
+)
+@click.option(
+    "--share-authenticated",
+    is_flag=True,
+    help="With --header: share the file with the peers that hold the same headers, and with them only.",
+)
 @locality_options
 @click.option(
     "--listen",
@@ -156,6 +168,7 @@ def get(
     after_seeding: str | None,
     digest: str | None,
     headers: tuple[str, ...],
+    share_authenticated: bool,
     site: str,
     rack: str,
     listen: str,
@@ -180,7 +193,17 @@ def get(
         bar = ProgressBar(url.rsplit("/", 1)[-1] or url) if show_bar else None
         run_or_exit(
             lambda: _through_daemon(
-                client, url, output, dest_path, headers, digest, callback, after_seeding, quiet, bar
+                client,
+                url,
+                output,
+                dest_path,
+                headers,
+                digest,
+                callback,
+                after_seeding,
+                quiet,
+                bar,
+                share=share_authenticated,
             ),
             interrupted=INTERRUPTED,
         )
@@ -215,6 +238,7 @@ def get(
                     after_seeding=after_seeding,
                     progress=bar,
                     on_complete=outcome.placed,
+                    share_authenticated=share_authenticated,
                 )
             )
 
@@ -266,6 +290,8 @@ def _through_daemon(
     after_seeding: str | None,
     quiet: bool,
     bar: ProgressBar | None,
+    *,
+    share: bool = False,
 ) -> None:
     dest = resolve_destination(url, output, dest_path)
     check_digest(digest)
@@ -282,9 +308,11 @@ def _through_daemon(
     try:
         if bar is not None:
             with bar:
-                result = client.get(url, landing, headers=parse_headers(headers), digest=digest, progress=bar)
+                result = client.get(
+                    url, landing, headers=parse_headers(headers), digest=digest, progress=bar, share=share
+                )
         else:
-            result = client.get(url, landing, headers=parse_headers(headers), digest=digest)
+            result = client.get(url, landing, headers=parse_headers(headers), digest=digest, share=share)
         if destination.through:
             destination.install(landing)
     finally:

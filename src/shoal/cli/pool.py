@@ -1,7 +1,8 @@
 """``shoal pool``: create pools on the tracker, push downloads to them, and watch the pushes live.
 
-Members join with ``shoal daemon --tracker URL --pool NAME[:TOKEN]``. A private pool's token is printed
-once by ``create``; every other command takes it with ``--token`` or ``$SHOAL_POOL_TOKEN``.
+Members join with ``shoal daemon --tracker URL --pool NAME[:TOKEN]``. A pool's token (its owner's) is
+printed once by ``create``; every other command takes it, or the tracker operator's token, with
+``--token`` or ``$SHOAL_POOL_TOKEN`` (``create`` takes the operator's, when the tracker has one).
 """
 
 from __future__ import annotations
@@ -43,7 +44,10 @@ def _client(ctx: click.Context) -> PoolClient:
     help="The tracker's base URL, or several of one cluster, asked in turn [default: $SHOAL_TRACKER].",
 )
 @click.option(
-    "--token", envvar="SHOAL_POOL_TOKEN", metavar="TOKEN", help="A private pool's token [default: $SHOAL_POOL_TOKEN]."
+    "--token",
+    envvar="SHOAL_POOL_TOKEN",
+    metavar="TOKEN",
+    help="The pool's token, or the tracker operator's [default: $SHOAL_POOL_TOKEN].",
 )
 @verbose_option
 def pool(tracker: str | None, token: str | None, verbose: int) -> None:
@@ -53,16 +57,21 @@ def pool(tracker: str | None, token: str | None, verbose: int) -> None:
 
 @pool.command()
 @click.argument("name")
-@click.option("--private", is_flag=True, help="Members, pushes and status need the token printed here.")
+@click.option("--private", is_flag=True, help="Members and status need the token printed here too.")
+@click.option(
+    "--allow",
+    multiple=True,
+    metavar="ENTRY",
+    help="What pushes may fetch (repeatable): a URL prefix, an address or network (10.0.0.0/8), a host name "
+    "(*.example.com). Default: any URL but loopback and link-local addresses.",
+)
 @click.pass_context
-def create(ctx: click.Context, name: str, private: bool) -> None:
-    """Create the pool NAME."""
-    reply = run_or_exit(lambda: _client(ctx).create(name, private=private))
-    if private:
-        click.echo(f"created private pool {name}; its token (shown once, keep it secret):")
-        click.echo(reply.token)
-    else:
-        click.echo(f"created pool {name}")
+def create(ctx: click.Context, name: str, private: bool, allow: tuple[str, ...]) -> None:
+    """Create the pool NAME and print its token: pushes, cancels and rm need it."""
+    reply = run_or_exit(lambda: _client(ctx).create(name, private=private, allow=list(allow)))
+    kind = "private pool" if private else "pool"
+    click.echo(f"created {kind} {name}; its token (shown once, keep it secret):")
+    click.echo(reply.token)
 
 
 @pool.command()

@@ -127,6 +127,13 @@ from shoal.tracker.config import TrackerConfig
     help="With several trackers on one PostgreSQL or MySQL database: the URL the others reach this one at "
     "(default: http://HOST:PORT as it listens, 127.0.0.1 for a wildcard HOST).",
 )
+@click.option(
+    "--admin-token-file",
+    type=click.Path(dir_okay=False),
+    metavar="PATH",
+    help="The operator's token (a file of mode 0600): creating pools needs it, and it manages every pool. "
+    "Without it anyone may create pools (trusted networks only).",
+)
 @verbose_option
 def tracker(
     host: str,
@@ -144,6 +151,7 @@ def tracker(
     origin_checks: bool,
     max_inflight: int,
     advertise: str,
+    admin_token_file: str | None,
     verbose: int,
 ) -> None:
     """Run the tracker: tasks, peers, piece hashes and origin leases over a JSON API, and a BitTorrent
@@ -163,6 +171,12 @@ def tracker(
         raise click.BadParameter(f"must be at least the idle interval ({idle:g} s)", param_hint="--max-interval")
     if advertise and not re.fullmatch(r"https?://[^/\s?#]+/?", advertise):
         raise click.BadParameter("must be a base URL: http://HOST:PORT", param_hint="--advertise")
+    admin_token_hash = None
+    if admin_token_file is not None:
+        from shoal.core.pool import hash_token
+        from shoal.storage.secret_file import read_secret_file
+
+        admin_token_hash = hash_token(run_or_exit(lambda: read_secret_file(admin_token_file)))
     config = TrackerConfig(
         host=host,
         port=port,
@@ -180,6 +194,7 @@ def tracker(
         origin_checks=origin_checks,
         max_inflight=max_inflight,
         advertise=advertise,
+        admin_token_hash=admin_token_hash,
     )
 
     def go() -> None:

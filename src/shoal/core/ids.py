@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
@@ -81,6 +81,18 @@ def task_id_for_url(url: str, *, tag: str = "", digest: str = "") -> str:
     """The swarm id of a URL task: sha256 over the canonical URL, tag and digest, 40 hex characters."""
     material = "\n".join((canonical_url(url), tag, digest.lower()))
     return hashlib.sha256(material.encode()).hexdigest()[:40]
+
+
+def headers_tag(headers: Mapping[str, str]) -> str:
+    """The task tag of a download made with origin ``headers`` (credentials: Authorization, a cookie, a
+    token in any header): "" for none, else a hash of every header, names lower-cased, in order. Content
+    behind credentials is private to them: shared at all (``--share-authenticated``), it is shared only
+    under the task this tag keys, which a peer that does not hold the same headers cannot even name.
+    ``Accept-Encoding: identity``, which Shoal sends itself, is not part of it."""
+    lines = sorted(f"{name.lower()}: {value}" for name, value in headers.items() if name.lower() != "accept-encoding")
+    if not lines:
+        return ""
+    return "headers:" + hashlib.sha256("\n".join(["shoal-origin-headers", *lines]).encode()).hexdigest()
 
 
 def is_task_id(text: str) -> bool:

@@ -47,6 +47,20 @@ Rules, and why:
   job's error is the one its members failed with most often (an origin failing fails each the same way).
 - Pool tokens are random (:func:`new_token`); only their SHA-256 is stored, and a given token is compared
   in constant time. A slow password hash buys nothing against 256-bit random tokens.
+
+Who may do what (:func:`refusal`; the README's ``shoal pool`` section says the same):
+
+- **Create** a pool: the operator (the tracker's ``--admin-token-file``). A tracker without one lets
+  anyone create (a trusted LAN), so there the first creator takes a name; the operator's credential, once
+  configured, still removes any pool, so a squatted name is never lost to the operator.
+- **Manage** a pool (push, cancel, remove): the operator, or the pool's owner: whoever holds the token its
+  creation returned (every pool has one; a private pool's members hold it too). A pool from before owners
+  existed has no token: only the operator manages it, or anyone on a tracker without an operator.
+- **Use** a pool (join, heartbeat, report, read its status): anyone for a public pool; the token's holder
+  or the operator for a private one.
+- A member's heartbeats, reports and leave carry its secret: its id is derived from it
+  (:func:`member_id_for`), as a peer's is (core.ids), so nobody can speak for a member whose secret they
+  do not hold, and the tracker stores nothing for it.
 """
 
 from __future__ import annotations
@@ -103,6 +117,68 @@ def hash_token(token: str) -> str:
 
 def token_matches(stored_hash: str, token: str) -> bool:
     return hmac.compare_digest(stored_hash, hash_token(token))
+
+
+# -- who may do what ---------------------------------------------------------------------------------------
+
+
+class Action(enum.Enum):
+    CREATE = "create"
+    MANAGE = "manage"  # push, cancel, remove
+    USE = "use"  # join, heartbeat, report, read
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """What a request's bearer token turned out to be: ``given`` at all, the operator's, the pool's."""
+
+    given: bool = False
+    operator: bool = False
+    owner: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    status: int  # 401: no credential given; 403: the one given does not do
+    reason: str
+
+
+def refusal(
+    action: Action, credential: Credential, *, operator_configured: bool, private: bool = False, owned: bool = True
+) -> Refusal | None:
+    """None when ``credential`` may do ``action`` on a pool (``private``; ``owned``: it has a token), else
+    why not (see the module's rules). A refusal says nothing about the pool beyond what it needs."""
+    if credential.operator:
+        return None
+    match action:
+        case Action.CREATE:
+            allowed = not operator_configured
+            need = "creating a pool needs the operator's token"
+        case Action.MANAGE:
+            allowed = credential.owner if owned else not operator_configured
+            need = "this needs the pool's token or the operator's"
+        case Action.USE:
+            allowed = credential.owner or not private
+            need = "this pool needs a token"
+    if allowed:
+        return None
+    if not credential.given:
+        return Refusal(401, need)
+    return Refusal(403, "wrong token for this pool" if action is not Action.CREATE else need)
+
+
+MEMBER_SECRET_HEX = 32
+"""A member's secret is 16 random bytes, as lower-case hex (the daemon keeps it in its cache's index)."""
+
+
+def member_id_for(secret: str) -> str:
+    """The id a member holding ``secret`` heartbeats under: 24 hex characters of its SHA-256."""
+    return hashlib.sha256(b"shoal-pool-member\n" + secret.encode()).hexdigest()[:24]
+
+
+def member_secret_matches(member_id: str, secret: str) -> bool:
+    ok = len(secret) == MEMBER_SECRET_HEX and all(c in "0123456789abcdef" for c in secret)
+    return ok and hmac.compare_digest(member_id_for(secret), member_id)
 
 
 class MemberStatus(enum.Enum):

@@ -44,6 +44,8 @@ class Call(Generic[R]):
     path: str
     reply: type[R]
     body: bytes | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    """Headers of this call beyond the transport's (a member's secret)."""
 
     def read(self, tracker: str, status: int, reason: str, content_type: str, body: bytes) -> R:
         """The reply to this call as its message; TrackerUnavailable or PoolRefused otherwise."""
@@ -62,8 +64,16 @@ def _job(pool: str, job: str) -> str:
     return f"{_pool(pool)}/jobs/{quote(job, safe='')}"
 
 
-def create(pool: str, *, private: bool) -> Call[PoolCreated]:
-    return Call("POST", "/v1/pools", PoolCreated, msgspec.json.encode(CreatePool(pool, private)))
+MEMBER_SECRET = "Shoal-Member-Secret"
+"""The header that carries a member's secret (core.pool.member_id_for) on its heartbeats, reports and leave."""
+
+
+def _member(secret: str) -> tuple[tuple[str, str], ...]:
+    return ((MEMBER_SECRET, secret),)
+
+
+def create(pool: str, *, private: bool, allow: list[str] | None = None) -> Call[PoolCreated]:
+    return Call("POST", "/v1/pools", PoolCreated, msgspec.json.encode(CreatePool(pool, private, allow or None)))
 
 
 def show(pool: str) -> Call[PoolView]:
@@ -78,15 +88,17 @@ def members(pool: str) -> Call[MemberList]:
     return Call("GET", f"{_pool(pool)}/members", MemberList)
 
 
-def heartbeat(pool: str, member: str, beat: Heartbeat, *, wait: float, version: int | None) -> Call[HeartbeatReply]:
+def heartbeat(
+    pool: str, member: str, beat: Heartbeat, *, wait: float, version: int | None, secret: str
+) -> Call[HeartbeatReply]:
     """A heartbeat that waits up to ``wait`` seconds for the pool to change from ``version``."""
     query = f"?wait={wait:g}" + ("" if version is None else f"&version={version}")
     path = f"{_pool(pool)}/members/{quote(member, safe='')}{query}"
-    return Call("POST", path, HeartbeatReply, msgspec.json.encode(beat))
+    return Call("POST", path, HeartbeatReply, msgspec.json.encode(beat), _member(secret))
 
 
-def leave(pool: str, member: str) -> Call[MemberLeft]:
-    return Call("DELETE", f"{_pool(pool)}/members/{quote(member, safe='')}", MemberLeft)
+def leave(pool: str, member: str, *, secret: str) -> Call[MemberLeft]:
+    return Call("DELETE", f"{_pool(pool)}/members/{quote(member, safe='')}", MemberLeft, headers=_member(secret))
 
 
 def push(pool: str, request: PushRequest) -> Call[JobView]:
@@ -105,6 +117,6 @@ def cancel(pool: str, job_id: str) -> Call[JobView]:
     return Call("POST", f"{_job(pool, job_id)}/cancel", JobView)
 
 
-def report(pool: str, job_id: str, member: str, body: MemberReport) -> Call[ReportReply]:
+def report(pool: str, job_id: str, member: str, body: MemberReport, *, secret: str) -> Call[ReportReply]:
     path = f"{_job(pool, job_id)}/members/{quote(member, safe='')}"
-    return Call("POST", path, ReportReply, msgspec.json.encode(body))
+    return Call("POST", path, ReportReply, msgspec.json.encode(body), _member(secret))

@@ -25,6 +25,7 @@ from shoal.core.pool import (
     Progress,
     PushStatus,
 )
+from shoal.core.push_policy import MAX_ENTRIES, check_entries
 
 Count = Annotated[int, Meta(ge=0, lt=1 << 62)]
 _TEXT = 8192
@@ -35,10 +36,28 @@ _REPORTED = (MemberStatus.RUNNING, MemberStatus.DONE, MemberStatus.FAILED, Membe
 
 
 class CreatePool(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Create a pool; a private one's token is in the reply, once."""
+    """Create a pool; its token (the owner's; a private pool's members join with it) is in the reply, once."""
 
     name: Annotated[str, Meta(pattern=POOL_NAME.pattern, description="1-64 of a-z, 0-9, '.', '_', '-'")]
     private: bool = False
+    allow: (
+        Annotated[
+            list[Annotated[str, Meta(max_length=_TEXT)]],
+            Meta(
+                max_length=MAX_ENTRIES,
+                description="what pushes may fetch: URL prefixes, addresses or networks, host names "
+                "(core.push_policy); loopback and link-local addresses only when named here",
+            ),
+        ]
+        | None
+    ) = None
+
+    def checked(self) -> CreatePool:
+        try:
+            allow = list(check_entries(self.allow or ()))
+        except UsageError as exc:
+            raise ProtocolError(str(exc), field="allow") from None
+        return msgspec.structs.replace(self, allow=allow or None)
 
 
 class PushRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -113,7 +132,8 @@ class PoolCreated(msgspec.Struct, frozen=True, omit_defaults=True):
     name: str
     private: bool
     token: str | None = None
-    """A private pool's token: shown once, only its hash is kept."""
+    """The pool's token: its owner's (and a private pool's members'); shown once, only its hash is kept."""
+    allow: list[str] | None = None
 
 
 class MemberView(msgspec.Struct, frozen=True):
@@ -183,6 +203,8 @@ class PoolView(msgspec.Struct, frozen=True):
     created: float
     members: list[MemberView]
     jobs: list[JobView]
+    allow: list[str] | None = None
+    """The pool's allow-list for pushes (core.push_policy); null: any URL but internal addresses."""
 
 
 class PoolRemoved(msgspec.Struct, frozen=True):
@@ -206,6 +228,9 @@ class WorkItem(msgspec.Struct, frozen=True):
     digest: str | None
     job: str
     status: MemberStatus
+    allow: list[str] = []
+    """The pool's allow-list: the member checks the URL against it, with the addresses it resolves, before
+    it fetches (core.push_policy)."""
 
 
 class HeartbeatReply(msgspec.Struct, frozen=True):

@@ -107,11 +107,13 @@ class DaemonClient:
         headers: dict[str, str] | None = None,
         digest: str | None = None,
         progress: OnProgress | None = None,
+        share: bool = False,
     ) -> Placed:
-        """Have the daemon place ``url``'s file at ``dest`` (absolute); returns its result."""
+        """Have the daemon place ``url``'s file at ``dest`` (absolute); returns its result. ``share``: see
+        GetRequest."""
         # Normalised here: the daemon refuses a directory with "." or ".." in it rather than guess.
         directory = os.path.normpath(dest.parent)
-        body = GetRequest(url, directory, dest.name, headers or {}, digest)
+        body = GetRequest(url, directory, dest.name, headers or {}, digest, share)
         return self.stream("/v1/get", body, GetLine, progress)
 
     def warm(self, target: str, *, progress: OnProgress | None = None) -> Warmed:

@@ -83,6 +83,10 @@ class DaemonConfig:
     """Concurrent piece uploads before the piece server answers 503."""
     fallback: bool = True
     """Fetch straight from the origin when the tracker cannot be reached (a daemon must keep working)."""
+    share_authenticated: bool = False
+    """Share a file fetched with origin headers (credentials) with the peers holding the same headers, and
+    only with them (core.ids.headers_tag). Off: such a file comes from the origin only and is served to
+    nobody; a request may still ask to share its own (GetRequest.share)."""
     scrub_interval: float = 86400.0
     """Seconds between full re-hashes of every cached file (0: never), for damage a stat does not show."""
     reseed_seconds: float = 5.0

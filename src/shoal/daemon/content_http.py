@@ -25,6 +25,9 @@ def content_route(store: CacheStore) -> web.RouteDef:
             raise web.HTTPBadRequest(reason=str(exc)) from None
         except NotInCache:
             raise web.HTTPNotFound(reason="not cached here") from None
+        if await asyncio.to_thread(store.private, entry.digest):
+            # Fetched with origin credentials: served to nobody (README, "Content behind credentials").
+            raise web.HTTPNotFound(reason="not cached here")
         return web.FileResponse(store.object_path(entry.digest), chunk_size=1 << 20)
 
     return web.get("/v1/content/{digest}", content)

@@ -144,14 +144,18 @@ class Control:
             def follow(fetch: Fetch) -> Awaitable[CacheEntry]:
                 return self._follow(fetch, progress)
 
-            entry, fetch = await self.fetcher.obtain(url, headers=headers, expected=digest, follow=follow)
+            entry, fetch = await self.fetcher.obtain(
+                url, headers=headers, expected=digest, follow=follow, share=body.share
+            )
             try:
                 entry, linked = await asyncio.to_thread(self.store.place, entry.digest, dest)
             except NotInCache:
                 if fetch is not None:
                     raise
                 # A hit damaged on disk was removed by place's check: fetch it again.
-                entry, fetch = await self.fetcher.obtain(url, headers=headers, expected=digest, follow=follow)
+                entry, fetch = await self.fetcher.obtain(
+                    url, headers=headers, expected=digest, follow=follow, share=body.share
+                )
                 entry, linked = await asyncio.to_thread(self.store.place, entry.digest, dest)
             return Placed(
                 path=str(dest),

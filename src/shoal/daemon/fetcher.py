@@ -6,6 +6,12 @@ file is named after the task, so a daemon killed mid-download resumes from its v
 URL is asked for again), then hashes the file and moves it into the cache, and hands the task to
 :class:`~shoal.daemon.seeding.Seeding` so the host keeps serving it for as long as it is cached.
 
+A fetch with origin headers (credentials) is private to them (core.ids.headers_tag keys its task and its
+cache record): fetched from the origin only and never seeded, unless shared (``--share-authenticated``, or
+the request's ``share``), and then only under that task, which a peer without the same headers cannot name.
+A request without those headers is never answered from it: the cache finds it by the key of URL and
+headers, not by URL, and a digest names it only for a request that holds the key.
+
 The file is cached, and its fetch done, once its BLAKE3 id is known; its SHA-256 (for ``sha256:`` ids) is
 completed afterwards by a child at idle priority (:mod:`shoal.storage.idle_hash`), unless the request named
 a SHA-256 it must match. Nobody waits for that hash when the download ends, and when members of a pool
@@ -27,7 +33,7 @@ import aiohttp
 
 from shoal.core.download import Stats
 from shoal.core.errors import HashingStopped, IntegrityError, LocalIOError, NotInCache, ShoalError, TrackerUnavailable
-from shoal.core.ids import PeerIdentity, canonical_url, task_id_for_url
+from shoal.core.ids import PeerIdentity, canonical_url, headers_tag, task_id_for_url
 from shoal.core.manifest import Manifest
 from shoal.daemon.config import DaemonConfig
 from shoal.daemon.seeding import Seeding
@@ -62,6 +68,10 @@ class Fetch:
     """One download into the cache; every request for the same URL waits on the same one."""
 
     url: str
+    tag: str = ""
+    """core.ids.headers_tag of its origin headers: "" for a public fetch."""
+    share: bool = False
+    """With a tag: shared with the peers holding the same headers."""
     stats: Stats = field(default_factory=Stats)
     result: asyncio.Future[CacheEntry] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     task: asyncio.Task[None] | None = None
@@ -107,15 +117,16 @@ class Fetcher:
         self._hashing: asyncio.Future[int] | None = None
         self._hash_again = False
 
-    def fetch(self, url: str, *, headers: Mapping[str, str], expected: str | None = None) -> Fetch:
+    def fetch(self, url: str, *, headers: Mapping[str, str], expected: str | None = None, share: bool = False) -> Fetch:
         """Start (or join) the download of ``url`` into the cache. ``expected``: a BLAKE3 or ``sha256:``
         id the content must have (a request that joins another's download checks its own, see
-        :func:`matches`)."""
-        key = task_id_for_url(url)
+        :func:`matches`). ``share``: see the module's docstring (the daemon's config may say so too)."""
+        tag = headers_tag(headers)
+        key = task_id_for_url(url, tag=tag)
         current = self._fetches.get(key)
         if current is not None and not current.result.done():
             return current
-        fetch = Fetch(canonical_url(url))
+        fetch = Fetch(canonical_url(url), tag, bool(tag) and (share or self.config.share_authenticated))
         # A failure nobody waits for any more (the asking client went away) is logged, not warned about.
         fetch.result.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._fetches[key] = fetch
@@ -131,13 +142,14 @@ class Fetcher:
         headers: Mapping[str, str],
         expected: str | None,
         follow: Callable[[Fetch], Awaitable[CacheEntry]],
+        share: bool = False,
     ) -> tuple[CacheEntry, Fetch | None]:
         """The cached entry of ``url`` (or of the content ``expected`` names, whatever its URL), fetching
         it if it is not cached; ``follow`` waits for a fetch. The Fetch is None on a hit."""
-        hit = await asyncio.to_thread(self.cached, url, expected)
+        hit = await asyncio.to_thread(self.cached, url, expected, headers)
         if hit is not None:
             return hit, None
-        fetch = self.fetch(url, headers=headers, expected=expected)
+        fetch = self.fetch(url, headers=headers, expected=expected, share=share)
         entry = await follow(fetch)
         if expected is not None and expected.lower().startswith("sha256:") and not entry.sha256:
             # Joined a download that left its SHA-256 for later.
@@ -149,9 +161,19 @@ class Fetcher:
             )
         return entry, fetch
 
-    def cached(self, url: str, expected: str | None = None) -> CacheEntry | None:
-        """The cache's entry for ``url`` (or the content ``expected`` names) when its file is on disk."""
-        entry = self.store.lookup(expected) if expected else self.store.by_url(url)
+    def cached(
+        self, url: str, expected: str | None = None, headers: Mapping[str, str] | None = None
+    ) -> CacheEntry | None:
+        """The cache's entry for ``url`` fetched with ``headers`` (or the content ``expected`` names) when
+        its file is on disk; a private entry only for a request with the same URL and headers."""
+        tag = headers_tag(headers or {})
+        key = task_id_for_url(url, tag=tag)
+        if expected:
+            entry = self.store.lookup(expected)
+            if entry is not None and (keys := self.store.index.private_keys(entry.digest)) and key not in keys:
+                entry = None
+        else:
+            entry = self.store.by_private_key(key) if tag else self.store.by_url(url)
         return entry if entry is not None and entry.cached else None
 
     async def warm(self, target: str, follow: Callable[[Fetch], Awaitable[CacheEntry]]) -> CacheEntry:
@@ -180,7 +202,8 @@ class Fetcher:
         raise failure
 
     def cancel(self, url: str) -> None:
-        """Stop the download of ``url``, if one runs; every request waiting on it sees it cancelled."""
+        """Stop the (public) download of ``url``, if one runs; every request waiting on it sees it
+        cancelled."""
         fetch = self._fetches.get(task_id_for_url(url))
         if fetch is not None and fetch.task is not None:
             fetch.task.cancel()
@@ -243,7 +266,9 @@ class Fetcher:
         sha256 = (expected or "").lower().startswith("sha256:")
         config = GetConfig(
             dest=self.store.staging_path(key),
-            tracker=self.config.tracker,
+            # Behind credentials and not shared: from the origin only, announced to no tracker.
+            tracker=self.config.tracker if not fetch.tag or fetch.share else None,
+            task_tag=fetch.tag,
             headers={"Accept-Encoding": "identity", **headers},
             download_rate=self.config.download_rate,
             upload_time=0,
@@ -294,11 +319,12 @@ class Fetcher:
                     self.store.adopt,
                     completed.path,
                     name=file_name_from_url(fetch.url),
-                    sources=[fetch.url],
+                    sources=[] if fetch.tag else [fetch.url],
                     expected=expected,
                     task=record if seeded else None,
                     sha256_later=True,
                     hashes=completed.hashes,
+                    private_key=key if fetch.tag else None,
                 )
             except BaseException as exc:
                 with contextlib.suppress(Exception):

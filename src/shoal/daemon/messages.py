@@ -45,8 +45,11 @@ class GetRequest(msgspec.Struct, frozen=True):
     dest_dir: Annotated[str, Meta(description="an existing directory: absolute, normalised")]
     name: Annotated[str, Meta(description="a plain file name inside dest_dir: no slash, not . or ..")]
     headers: dict[str, str] | None = None
-    """Headers for the origin (None: none)."""
+    """Headers for the origin (None: none). With any, the file is private to them (core.ids.headers_tag)."""
     digest: Digest | None = None
+    share: bool = False
+    """With headers: share the file with the peers holding the same headers (the daemon's
+    ``--share-authenticated`` shares every such file); else it is fetched from the origin only."""
 
     def checked(self) -> GetRequest:
         # Whole digests only: it is what the placed file must match, not a cache id to look up, so a

@@ -15,6 +15,14 @@ Rules:
 - The tracker being unreachable never stops the daemon: the loop retries with HEARTBEAT_BACKOFF (jittered,
   so a fleet's members do not all come back at once after a tracker restart); its assignments' downloads
   go on meanwhile.
+- A pool the tracker refuses (removed: 404; a token that no longer does: 401, 403) is said once in the log
+  and asked about again only every REFUSED_SECONDS: an operator who removes a pool must not face a fleet
+  that heartbeats it every second forever, and one who creates it again gets its members back.
+- A member's id is derived from its secret (core.pool.member_id_for), kept in the cache's index, so a
+  restarted daemon is the same member and nobody else can be; every heartbeat, report and leave carries it.
+- A pushed URL is checked against the pool's allow-list and the internal addresses rule
+  (core.push_policy) with the addresses this host resolves its name to, before the fetch: the tracker
+  checked with its own resolver, which may answer differently.
 - The calls, their bodies and the mapping of replies are core.pool_api's, shared with ``shoal pool``;
   http.pool_transport sends them.
 - On a clean stop the daemon says it leaves, so the tracker hands its assignments' leases on at once
@@ -39,11 +47,13 @@ from shoal.core.download import Stats
 from shoal.core.errors import PoolRefused, ShoalError, TrackerUnavailable, UsageError
 from shoal.core.pool import MemberStatus
 from shoal.core.pool_messages import Heartbeat, MemberReport, WorkItem
+from shoal.core.push_policy import refused as push_refused
 from shoal.core.retry import Backoff, Retries
 from shoal.core.tracker_choice import TrackerChoice
 from shoal.daemon.config import PoolSpec
 from shoal.daemon.fetcher import Fetch, Fetcher
 from shoal.http.pool_transport import run_call
+from shoal.http.resolve import resolve
 from shoal.storage.cache_index import CacheEntry
 from shoal.storage.cache_store import CacheStore
 
@@ -51,6 +61,7 @@ log = logging.getLogger("shoal.daemon.pools")
 
 REPORT_SECONDS = 0.5
 HEARTBEAT_BACKOFF = Backoff(1.0, 4.0)
+REFUSED_SECONDS = 60.0
 POLL_SECONDS = 5.0
 R = TypeVar("R")
 
@@ -64,6 +75,8 @@ class Identity:
     url: str
     site: str = ""
     rack: str = ""
+    secret: str = ""
+    """The secret ``member_id`` is derived from (core.pool.member_id_for)."""
 
 
 def allowed_dest(dest: str, roots: tuple[Path, ...]) -> Path:
@@ -129,7 +142,9 @@ class PoolMember:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(TrackerUnavailable, PoolRefused):
-            await self._run(pool_api.leave(self.pool.name, self.identity.member_id), seconds=2)
+            await self._run(
+                pool_api.leave(self.pool.name, self.identity.member_id, secret=self.identity.secret), seconds=2
+            )
 
     async def _run(self, call: pool_api.Call[R], *, seconds: float = 10) -> R:
         """Send ``call`` and read its reply (core.pool_api's mapping, over http.pool_transport)."""
@@ -138,19 +153,36 @@ class PoolMember:
     async def _poll_forever(self) -> None:
         version: int | None = None
         retry = Retries(HEARTBEAT_BACKOFF)
+        refused = ""  # the refusal last logged: the same one again is not
         while True:
             identity = self.identity
             beat = Heartbeat(
                 identity.name, identity.url, identity.site, identity.rack, await asyncio.to_thread(self._free)
             )
-            call = pool_api.heartbeat(self.pool.name, identity.member_id, beat, wait=POLL_SECONDS, version=version)
+            call = pool_api.heartbeat(
+                self.pool.name, identity.member_id, beat, wait=POLL_SECONDS, version=version, secret=identity.secret
+            )
             try:
                 reply = await self._run(call, seconds=POLL_SECONDS + 10)
-            except (TrackerUnavailable, PoolRefused) as exc:
+            except PoolRefused as exc:
+                version = None
+                if exc.status in (401, 403, 404):
+                    if str(exc) != refused:
+                        log.warning("pool %s: %s; asking again every %g s", self.pool.name, exc, REFUSED_SECONDS)
+                        refused = str(exc)
+                    await asyncio.sleep(REFUSED_SECONDS)
+                else:
+                    log.warning("pool %s: heartbeat failed: %s", self.pool.name, exc)
+                    await asyncio.sleep(retry.next_delay())
+                continue
+            except TrackerUnavailable as exc:
                 log.warning("pool %s: heartbeat failed: %s", self.pool.name, exc)
                 version = None
                 await asyncio.sleep(retry.next_delay())
                 continue
+            if refused:
+                log.info("pool %s: the tracker takes this member's heartbeats again", self.pool.name)
+                refused = ""
             retry.reset()
             version = reply.version
             for item in reply.work:
@@ -191,6 +223,9 @@ class PoolMember:
 
         try:
             target = allowed_dest(dest, self.dest_roots) if dest else None
+            reason = push_refused(url, item.allow, await resolve(url))
+            if reason is not None:
+                raise UsageError(f"this member does not fetch it: {reason}")
             entry, _ = await self.fetcher.obtain(url, headers={}, expected=digest, follow=follow)
             if target is not None:
                 await asyncio.to_thread(self.store.place, entry.digest, target)
@@ -219,7 +254,8 @@ class PoolMember:
             from_sites=stats.from_sites,
         )
         try:
-            await self._run(pool_api.report(self.pool.name, job_id, self.identity.member_id, body))
+            identity = self.identity
+            await self._run(pool_api.report(self.pool.name, job_id, identity.member_id, body, secret=identity.secret))
         except PoolRefused as exc:
             if exc.status == 409 and status is MemberStatus.RUNNING:
                 # The job was cancelled (or this member marked left and then assigned again): the

@@ -25,6 +25,7 @@ from aiohttp import web
 
 from shoal.core.errors import ListenError, LocalIOError
 from shoal.core.ids import PeerIdentity
+from shoal.core.pool import member_id_for
 from shoal.daemon.client import DaemonClient
 from shoal.daemon.config import DaemonConfig, index_path
 from shoal.daemon.content_http import content_route
@@ -111,9 +112,14 @@ class Daemon:
         stack.callback(_unlink_quietly, config.socket)
         if config.pools and config.tracker:
             assert self.seeding is not None  # made above, for the same tracker
-            member_id = await asyncio.to_thread(self._member_id)
+            secret = await asyncio.to_thread(self._member_secret)
             identity = Identity(
-                member_id, config.member_name or socket.gethostname(), self.node_url, config.site, config.rack
+                member_id_for(secret),
+                config.member_name or socket.gethostname(),
+                self.node_url,
+                config.site,
+                config.rack,
+                secret,
             )
             for spec in config.pools:
                 member = PoolMember(
@@ -132,13 +138,14 @@ class Daemon:
             stack.callback(scrub.cancel)
         log.info("cache %s: %s", config.cache_dir, describe(self.store.usage()))
 
-    def _member_id(self) -> str:
-        """This cache's id in pools, kept in its index so a restarted daemon is the same member."""
-        member_id = self.store.index.get_meta("member")
-        if member_id is None:
-            member_id = secrets.token_hex(8)
-            self.store.index.set_meta("member", member_id)
-        return member_id
+    def _member_secret(self) -> str:
+        """The secret this cache's member id in pools derives from (core.pool.member_id_for), kept in its
+        index so a restarted daemon is the same member."""
+        secret = self.store.index.get_meta("member_secret")
+        if secret is None:
+            secret = secrets.token_hex(16)
+            self.store.index.set_meta("member_secret", secret)
+        return secret
 
     def status(self) -> DaemonStatus:
         usage = self.store.usage()

@@ -33,6 +33,7 @@ async def run_call(
     http.tracker_failover) with ``token`` as the bearer, waiting at most ``seconds`` for each; its reply as
     core.pool_api reads it."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers.update(call.headers)
     if call.body is not None:
         headers["Content-Type"] = "application/json"
 

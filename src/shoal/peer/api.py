@@ -23,7 +23,7 @@ import aiohttp
 
 from shoal.core.download import Stats
 from shoal.core.errors import ListenError, UsageError
-from shoal.core.ids import canonical_url, parse_ignored_params
+from shoal.core.ids import canonical_url, headers_tag, parse_ignored_params
 from shoal.core.tracker_choice import parse_trackers
 from shoal.core.units import parse_rate
 from shoal.http.tls import load_roots_first
@@ -83,8 +83,13 @@ async def aget(
     after_seeding: str | None = None,
     progress: Callable[[Stats], None] | None = None,
     on_complete: Callable[[GetResult], None] | None = None,
+    share_authenticated: bool = False,
 ) -> GetResult:
     """Download ``url`` through the swarm into place; see GetConfig for what each option means.
+
+    With ``headers`` (origin credentials) the file is private to them: fetched from the origin only, never
+    announced or served; ``share_authenticated`` shares it only with the peers holding the same headers
+    (core.ids.headers_tag keys its task).
 
     ``tracker`` defaults to the ``SHOAL_TRACKER`` environment variable; with neither, the file comes
     straight from the origin. ``callback`` is a command run with the file's path appended once the file
@@ -119,6 +124,7 @@ async def aget(
             rack=rack,
             listen=listen,
             callback=callback,
+            share_authenticated=share_authenticated,
         )
         placed = on_complete
         if stream:
@@ -229,6 +235,7 @@ def _config(
     rack: str,
     listen: str,
     callback: str | None,
+    share_authenticated: bool = False,
 ) -> GetConfig:
     """aget's options checked (a UsageError names the first that is wrong) and made a GetConfig."""
     canonical_url(url)  # validates
@@ -238,10 +245,19 @@ def _config(
     if upload_time < 0:
         raise UsageError("upload time must not be negative")
     listen_host, listen_port = parse_listen(listen)
+    extra = parse_headers(headers)
+    tag = headers_tag(extra)
+    tracker = tracker if tracker is not None else os.environ.get("SHOAL_TRACKER") or None
+    if tag and not share_authenticated and tracker is not None:
+        log.info("origin headers given: fetching from the origin only, sharing with no peer (--share-authenticated)")
+        tracker = None
     config = GetConfig(
         dest=resolve_destination(url, output, dest_dir),
-        tracker=_trackers(tracker if tracker is not None else os.environ.get("SHOAL_TRACKER") or None),
-        headers={"Accept-Encoding": "identity", **parse_headers(headers)},
+        tracker=_trackers(tracker),
+        headers={"Accept-Encoding": "identity", **extra},
+        # Shared or not, the task is keyed by the headers: a private download's pieces are never under the
+        # URL's public task, even while they pass through a piece server.
+        task_tag=tag,
         download_rate=_rate(download_rate),
         upload_rate=_rate(upload_rate),
         upload_time=upload_time,

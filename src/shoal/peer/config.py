@@ -42,6 +42,10 @@ class GetConfig:
     ignore_qp: tuple[str, ...] = ()
     """Query parameters (names or shell-style patterns) left out of the task's identity, so differently
     signed URLs of one file share one swarm (core.ids.identity_url); the origin is still asked by the URL."""
+    task_tag: str = ""
+    """Content behind origin credentials shared among the peers holding the same headers
+    (core.ids.headers_tag): the task id is keyed by it, and no content task is joined or registered (a
+    content task's id names the bytes alone, so anyone who knows them could ask for it)."""
     file_hashes: tuple[str, ...] = ()
     """Whole-file hashes to compute while the file downloads (``blake3``, ``sha256``, ``sha512``, ``md5``; see
     peer/prefix_hash.py), returned in ``Downloaded.hashes``: the daemon's cache names a file by its BLAKE3."""

@@ -136,7 +136,9 @@ class Download:
         self.peer_id = self.identity.peer_id
         self.rng = rng or random.Random()
         self.clock = clock
-        self.url_task = task_id_for_url(identity_url(url, config.ignore_qp), digest=config.digest or "")
+        self.url_task = task_id_for_url(
+            identity_url(url, config.ignore_qp), tag=config.task_tag, digest=config.digest or ""
+        )
         self._left = False  # leave() ran
         self._distrusted: set[str] = set()  # content tasks named for the digest that did not hold it
         self.origin = Origin(url, session, config.headers)
@@ -266,7 +268,15 @@ class Download:
         """A digest download of a URL task registers its file's content task and serves it from ``path`` (the
         file's, by default; peer.content_task), then vouches for it in an announce of the URL task. None when
         there is none to register; raises TrackerUnavailable."""
-        if self.content is None and self.tracker and self.core and self.config.digest and not self.withheld:
+        tagged = bool(self.config.task_tag)  # content behind credentials has no public content task
+        if (
+            self.content is None
+            and self.tracker
+            and self.core
+            and self.config.digest
+            and not self.withheld
+            and not tagged
+        ):
             if self.task_id == self.url_task and not self.direct:
                 hashes = [self.core.book.written[i] for i in range(completed.manifest.piece_count)]
                 args = (self.tracker, self.server, self._request, completed.manifest, path or completed.path, hashes)
@@ -305,8 +315,9 @@ class Download:
             fallback=self.config.fallback,
             no_origin=self.config.no_origin,
             spawn=self._tasks.spawn,
-            follow_alias=bool(self.config.digest),
+            follow_alias=bool(self.config.digest) and not self.config.task_tag,
             distrusted=frozenset(self._distrusted),
+            content_tasks=not self.config.task_tag,
         )
         self.task_id, self.manifest, self.generation = joined.task_id, joined.manifest, joined.generation
         self.range_ok, self.direct, self._interval = joined.range_ok, joined.direct, joined.interval

@@ -61,9 +61,11 @@ async def join(
     follow_alias: bool = False,
     distrusted: frozenset[str] = frozenset(),
     no_origin: bool = False,
+    content_tasks: bool = True,
 ) -> Joined:
     """Learn the generation and the manifest, checking the origin is still the same file (``no_origin``:
-    taking the tracker's manifest as it is, without a word to the origin)."""
+    taking the tracker's manifest as it is, without a word to the origin). ``content_tasks`` False: stay on
+    ``task_id`` whatever content task the origin names (content behind credentials)."""
     reply: AnnounceResponse | None = None
     direct = tracker is None
     announced, probed = await asyncio.gather(
@@ -95,7 +97,7 @@ async def join(
         probe = probed
     published = probe.digest if probe is not None else None
     content_hashes: dict[int, str] = {}
-    named, via_alias = probe.task_id if probe is not None else "", False
+    named, via_alias = probe.task_id if probe is not None and content_tasks else "", False
     if not named and follow_alias and reply is not None and reply.content_task:
         named, via_alias = reply.content_task, True
     if named and named != task_id and named not in distrusted and reply is not None and tracker:

@@ -8,6 +8,8 @@ Tables::
     sources       URLs the file was fetched from (a URL names the newest digest it was seen with)
     holders       other nodes known to hold it (peer URLs from an import)
     tasks         swarm tasks the daemon seeds the file under: task id, URL, generation, origin identity
+    private       files fetched with origin headers (credentials), by the key of URL and headers
+                  (core.ids.headers_tag): found only by requests with the same headers, never served by id
     uses          entries in use (being placed or served), by process id: never evicted
     reservations  space promised to downloads in progress, by process id
 
@@ -67,6 +69,12 @@ CREATE TABLE IF NOT EXISTS tasks (
     etag TEXT NOT NULL,
     last_modified TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS private (
+    digest TEXT NOT NULL REFERENCES entries ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    PRIMARY KEY (digest, key)
+);
+CREATE INDEX IF NOT EXISTS private_key ON private (key);
 CREATE TABLE IF NOT EXISTS uses (
     id INTEGER PRIMARY KEY,
     digest TEXT NOT NULL,
@@ -262,6 +270,28 @@ class CacheIndex:
             ).fetchone()
             return None if row is None else self._entry(db, row)
 
+    def by_private_key(self, key: str) -> CacheEntry | None:
+        """The cached entry last fetched under the private ``key`` (a URL with its origin headers), if any."""
+        with self._lock:
+            db = self._conn()
+            row = db.execute(
+                f"SELECT {', '.join('e.' + c for c in _ENTRY_COLUMNS.split(', '))} FROM entries e"
+                " JOIN private p ON p.digest = e.digest WHERE p.key = ? AND e.cached = 1"
+                " ORDER BY e.added DESC LIMIT 1",
+                (key,),
+            ).fetchone()
+            return None if row is None else self._entry(db, row)
+
+    def private_keys(self, digest: str) -> set[str]:
+        """The private keys of an entry: empty for content anyone may have (see the table's rule)."""
+        with self._lock:
+            rows = self._conn().execute("SELECT key FROM private WHERE digest = ?", (digest,)).fetchall()
+        return {str(r[0]) for r in rows}
+
+    def private_digests(self) -> set[str]:
+        with self._lock:
+            return {str(r[0]) for r in self._conn().execute("SELECT DISTINCT digest FROM private")}
+
     def entries(self, *, cached_only: bool = False, since: float | None = None) -> list[CacheEntry]:
         query = f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE 1=1"
         args: list[object] = []
@@ -328,6 +358,14 @@ class CacheIndex:
         for url in entry.sources:
             db.execute("DELETE FROM sources WHERE url = ? AND digest != ?", (url, entry.digest))
             db.execute("INSERT OR IGNORE INTO sources VALUES (?, ?)", (entry.digest, url))
+        if entry.sources:
+            # The same bytes came from a URL without credentials: they are nobody's secret any more.
+            db.execute("DELETE FROM private WHERE digest = ?", (entry.digest,))
+
+    def insert_private(self, db: sqlite3.Connection, digest: str, key: str) -> None:
+        """Record that ``digest`` was fetched under the private ``key`` (inside a transaction)."""
+        db.execute("DELETE FROM private WHERE key = ? AND digest != ?", (key, digest))
+        db.execute("INSERT OR IGNORE INTO private VALUES (?, ?)", (digest, key))
 
     def insert_known(self, db: sqlite3.Connection, entry: CacheEntry) -> bool:
         """Record an entry another node holds (an import); an entry already here keeps its state. True when

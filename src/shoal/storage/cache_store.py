@@ -217,6 +217,13 @@ class CacheStore:
     def by_url(self, url: str) -> CacheEntry | None:
         return self.index.by_url(canonical_url(url))
 
+    def by_private_key(self, key: str) -> CacheEntry | None:
+        return self.index.by_private_key(key)
+
+    def private(self, digest: str) -> bool:
+        """True for content fetched with origin credentials only: served to nobody by id, exported never."""
+        return bool(self.index.private_keys(digest))
+
     def entries(self) -> list[CacheEntry]:
         return self.index.entries()
 
@@ -287,9 +294,13 @@ class CacheStore:
         task: SeededTask | None = None,
         sha256_later: bool = False,
         hashes: Mapping[str, str] | None = None,
+        private_key: str | None = None,
     ) -> CacheEntry:
         """Move a complete, flushed staging file into the cache and record it (with the swarm task it was
         fetched as, if any). ``expected`` is a BLAKE3 or ``sha256:`` id the content must match.
+
+        ``private_key``: the file was fetched with origin credentials (core.ids.headers_tag); it is found by
+        that key only (:meth:`by_private_key`), and never served by id (:meth:`private`).
 
         ``sha256_later``: record the SHA-256 as pending instead of hashing for it now (unless ``expected``
         is one), for a caller that completes it off the critical path (see :meth:`complete_sha256`).
@@ -344,6 +355,8 @@ class CacheStore:
             )
             with self.index.transaction() as db:
                 self.index.insert(db, entry)
+                if private_key is not None:
+                    self.index.insert_private(db, digest, private_key)
                 if reservation is not None:
                     self.index.end_reservation(reservation, db)
         if task is not None:
@@ -544,6 +557,7 @@ class CacheStore:
 
     def export(self, *, since: float | None = None, node: str = "") -> dict[str, object]:
         self.complete_sha256()  # an export names every file by both ids
+        private = self.index.private_digests()
         files = [
             ExportedFile(
                 e.digest,
@@ -555,6 +569,7 @@ class CacheStore:
                 tuple(sorted({*e.holders, *([node] if node and e.cached else [])})),
             )
             for e in self.index.entries(since=since)
+            if e.digest not in private
             # An entry evicted before its pending SHA-256 was completed cannot be named by both ids.
             if e.sha256
         ]

@@ -6,6 +6,7 @@ shoal.core.pool's decision, which the tracker applies here, one transaction per 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,11 +32,16 @@ from shoal.storage.tracker_store import TrackerStore
 class PoolRow:
     name: str
     token_hash: str | None
+    """The SHA-256 of the pool's token; None for a pool from before owners (schema v9), which has none."""
     created: float
+    private: bool = False
+    allow: tuple[str, ...] = ()
+    """The push allow-list (core.push_policy); empty: none."""
 
-    @property
-    def private(self) -> bool:
-        return self.token_hash is not None
+
+def _pool(row: Any) -> PoolRow:
+    allow = tuple(json.loads(row.allow)) if row.allow else ()
+    return PoolRow(row.name, row.token_hash, row.created, bool(row.private), allow)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,19 +98,28 @@ class PoolStore:
     def __init__(self, store: TrackerStore) -> None:
         self.store = store
 
-    async def create(self, name: str, token_hash: str | None, now: float) -> None:
+    async def create(
+        self, name: str, token_hash: str | None, now: float, *, private: bool = False, allow: tuple[str, ...] = ()
+    ) -> None:
+        values = {
+            "name": name,
+            "token_hash": token_hash,
+            "created": now,
+            "private": private,
+            "allow": json.dumps(list(allow)) if allow else None,
+        }
         async with self.store.connection(write=True) as conn:
             if (await conn.execute(select(pools.c.name).where(pools.c.name == name))).first() is not None:
                 raise PoolExists(f"pool {name!r} exists already")
             try:
-                await conn.execute(pools.insert().values(name=name, token_hash=token_hash, created=now))
+                await conn.execute(pools.insert().values(**values))
             except IntegrityError:  # pragma: no cover - a concurrent create of the same name
                 raise PoolExists(f"pool {name!r} exists already") from None
 
     async def get(self, name: str) -> PoolRow | None:
         async with self.store.connection() as conn:
             row = (await conn.execute(select(pools).where(pools.c.name == name))).first()
-        return None if row is None else PoolRow(row.name, row.token_hash, row.created)
+        return None if row is None else _pool(row)
 
     async def remove(self, name: str) -> None:
         async with self.store.connection(write=True) as conn:

@@ -39,6 +39,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    false,
     func,
     insert,
     select,
@@ -156,8 +157,12 @@ pools = Table(
     "pools",
     metadata,
     Column("name", String(64), primary_key=True),
-    Column("token_hash", String(64), nullable=True),  # SHA-256 of a private pool's token; NULL: public
+    # SHA-256 of the pool's token, its owner's (and a private pool's members'); NULL: a pool from before
+    # version 9, which only the operator manages.
+    Column("token_hash", String(64), nullable=True),
     Column("created", Time, nullable=False),
+    Column("private", Boolean, nullable=False, server_default=false()),
+    Column("allow", Text, nullable=True),  # the push allow-list (core.push_policy) as a JSON list; NULL: none
 )
 
 pool_members = Table(
@@ -458,6 +463,14 @@ async def _v8_soft_state_in_memory(conn: AsyncConnection) -> None:
     await conn.execute(text(f"ALTER TABLE piece_hashes ADD COLUMN reporter {key} NOT NULL DEFAULT ''"))
 
 
+async def _v9_pool_owners(conn: AsyncConnection) -> None:
+    # Every pool gets a token from now on (its owner's); whether it is private is its own column. Pools of
+    # earlier versions had a token only when private.
+    await conn.execute(text("ALTER TABLE pools ADD COLUMN private BOOLEAN NOT NULL DEFAULT FALSE"))
+    await conn.execute(text("ALTER TABLE pools ADD COLUMN allow TEXT NULL"))
+    await conn.execute(text("UPDATE pools SET private = TRUE WHERE token_hash IS NOT NULL"))
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "tasks, piece hashes, peers, leases", _v1_initial),
     (2, "times as DOUBLE on MySQL", _v2_double_times),
@@ -467,6 +480,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (6, "pool assignments: bytes by scope", _v6_scope_bytes),
     (7, "tracker processes sharing the database", _v7_trackers),
     (8, "peers and origin leases in the tracker's memory; piece hashes name their reporter", _v8_soft_state_in_memory),
+    (9, "pools: owners' tokens, private as a column, push allow-lists", _v9_pool_owners),
 ]
 
 

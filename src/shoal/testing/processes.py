@@ -54,11 +54,19 @@ class Service:
         self.stop(signal.SIGKILL)
 
 
-def start_service(argv: Sequence[str], *, timeout: float = 20.0, env: dict[str, str] | None = None) -> Service:
-    """Start ``argv`` and wait for its ``listening on URL`` line on stdout."""
-    proc = subprocess.Popen(
-        list(argv), stdout=subprocess.PIPE, stderr=None, text=True, env={**os.environ, **(env or {})}
-    )
+def start_service(
+    argv: Sequence[str], *, timeout: float = 20.0, env: dict[str, str] | None = None, log: Path | None = None
+) -> Service:
+    """Start ``argv`` and wait for its ``listening on URL`` line on stdout; its stderr goes to ``log`` when
+    given (a test reads what it logged), else to the test's."""
+    stderr = open(log, "a") if log is not None else None  # the child keeps its own copy of the descriptor
+    try:
+        proc = subprocess.Popen(
+            list(argv), stdout=subprocess.PIPE, stderr=stderr, text=True, env={**os.environ, **(env or {})}
+        )
+    finally:
+        if stderr is not None:
+            stderr.close()
     deadline = time.monotonic() + timeout
     assert proc.stdout is not None
     while time.monotonic() < deadline:
@@ -86,6 +94,7 @@ def start_tracker(
     peer_ttl: float = 2.0,
     idle_interval: float | None = None,
     extra: Sequence[str] = (),
+    log: Path | None = None,
 ) -> Service:
     """A ``shoal tracker`` on 127.0.0.1. ``idle_interval`` None: every peer is told ``interval``, idle seeds
     too (tests that wait for a peer to expire count on ``peer_ttl``)."""
@@ -105,7 +114,8 @@ def start_tracker(
             "--idle-interval",
             str(interval if idle_interval is None else idle_interval),
             *extra,
-        )
+        ),
+        log=log,
     )
 
 
@@ -150,9 +160,15 @@ def start_mirror_worker(config: Path, name: str, *, env: dict[str, str] | None =
 
 
 def start_daemon(
-    cache_dir: Path, socket: Path, *, tracker: str | None = None, capacity: str = "1G", extra: Sequence[str] = ()
+    cache_dir: Path,
+    socket: Path,
+    *,
+    tracker: str | None = None,
+    capacity: str = "1G",
+    extra: Sequence[str] = (),
+    log: Path | None = None,
 ) -> Service:
     """``shoal daemon`` with its piece server on 127.0.0.1 (a free port); ``url`` is the piece server's."""
     argv = ["daemon", "--cache-dir", str(cache_dir), "--socket", str(socket), "--capacity", capacity]
     argv += ["--listen", "127.0.0.1:0", *(["--tracker", tracker] if tracker else []), *extra]
-    return start_service(shoal_argv(*argv))
+    return start_service(shoal_argv(*argv), log=log)

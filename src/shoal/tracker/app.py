@@ -109,7 +109,7 @@ class TrackerService:
         self.store = TrackerStore(config.db)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.bt = bt.BtTracker(config, clock)
-        self.pools = pools.Pools(self.store, clock, member_ttl=config.peer_ttl)
+        self.pools = pools.Pools(self.store, clock, member_ttl=config.peer_ttl, operator_hash=config.admin_token_hash)
         self._scope_leases: dict[str, tuple[int, dict[LeaseKey, ScopeLease]]] = {}
         self.aliases = ContentAliases()  # soft state, like the peers: learned again from the next finisher
         self.scope_bytes = ScopeTally()
@@ -389,6 +389,13 @@ async def _membership(cluster: Cluster, service: TrackerService) -> None:
     await cluster.heartbeat_forever(drop=service.drop_tasks, held=service.held_tasks, moved=service.tasks_moved)
 
 
+def _warn_no_operator_token(port: int) -> None:
+    log.warning(
+        "NO OPERATOR TOKEN (--admin-token-file): anyone who reaches this tracker may create pools and take "
+        "their names; run it so only on a trusted network"
+    )
+
+
 def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> web.Application:
     """The tracker as an aiohttp application; listening is the caller's business (AppRunner/TCPSite, with
     RUNNER_OPTIONS). Its start takes the SQLite file's lock (DatabaseLocked when another tracker holds it)."""
@@ -403,8 +410,10 @@ def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> 
     app = web.Application(middlewares=middlewares, client_max_size=config.max_body)
     app[SERVICE] = service
     app[ADMISSION] = admission
-    if cluster is not None:
-        app[ON_LISTENING] = [cluster.listening]
+    listening: list[Callable[[int], None]] = [cluster.listening] if cluster is not None else []
+    if config.admin_token_hash is None:
+        listening.append(_warn_no_operator_token)  # once listening: a tracker that cannot start says only why
+    app[ON_LISTENING] = listening
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         with DatabaseLock(config.db):

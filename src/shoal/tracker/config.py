@@ -49,6 +49,9 @@ class TrackerConfig:
     """With several trackers on one PostgreSQL or MySQL database: the URL the other trackers reach this one at
     to forward a task's requests to it (tracker.cluster). Empty: http://HOST:PORT as it listens, with
     127.0.0.1 for a wildcard HOST (trackers on one host)."""
+    admin_token_hash: str | None = None
+    """The SHA-256 of the operator's token (``--admin-token-file``): creating a pool needs it, and it manages
+    every pool (tracker.pools). None: anyone may create pools, which suits only a trusted network."""
     max_body: int = 256 * 1024
     """Largest request body accepted, in bytes; larger ones get a 413."""
     max_inflight: int = 64

@@ -54,6 +54,8 @@ class PoolClient:
             request.add_header("Content-Type", "application/json")
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
+        for name, value in call.headers:
+            request.add_header(name, value)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 status, reason, headers, body = response.status, response.reason, response.headers, response.read()
@@ -64,8 +66,8 @@ class PoolClient:
             raise TrackerUnreachable(f"cannot reach the tracker at {tracker}: {reason}", tracker=tracker) from None
         return call.read(tracker, status, str(reason), headers.get_content_type(), body)
 
-    def create(self, pool: str, *, private: bool) -> PoolCreated:
-        return self.run(pool_api.create(pool, private=private))
+    def create(self, pool: str, *, private: bool, allow: list[str] | None = None) -> PoolCreated:
+        return self.run(pool_api.create(pool, private=private, allow=allow))
 
     def remove(self, pool: str) -> None:
         self.run(pool_api.remove(pool))

@@ -2,7 +2,7 @@
 
 ::
 
-    POST   /v1/pools                                   create {"name", "private"}; a private pool's token
+    POST   /v1/pools                                   create {"name", "private", "allow"}; the pool's token
                                                        is in the reply, once
     GET    /v1/pools/{pool}                            the pool, its members and its jobs
     DELETE /v1/pools/{pool}                            remove the pool, its members and jobs
@@ -18,8 +18,15 @@
 
 Rules:
 
-- A private pool needs ``Authorization: Bearer TOKEN`` on every route but create: none is a 401, a wrong
-  one a 403, and neither reply says anything about the pool beyond that it needs a token.
+- Who may do what is core.pool.refusal's rule, on ``Authorization: Bearer TOKEN`` (the operator's token,
+  from ``--admin-token-file``, or the pool's): creating needs the operator's (when the tracker has one);
+  pushing, cancelling and removing the pool's or the operator's; a private pool needs one of them on every
+  route. None is a 401, a wrong one a 403, and neither reply says anything about the pool beyond that.
+- A member's heartbeat, report and leave carry its secret (``Shoal-Member-Secret``), whose hash is the
+  member's id (core.pool.member_id_for): a request under another member's id is refused (403) before it
+  changes anything.
+- A push's URL must pass the pool's allow-list and reach no internal address (core.push_policy), with the
+  addresses the tracker resolves its host to; members check again before they fetch.
 - One pool's changes are serialised by a per-pool lock: load, decide (core.pool), apply. Every change to
   what members must do (a push, a new assignment, a cancel, the pool removed) bumps the pool's version and
   wakes the members long-polling it, so a push reaches every member at once and they start together,
@@ -47,8 +54,10 @@ from aiohttp import web
 
 from shoal.core.errors import NotFound, PoolExists, ProtocolError
 from shoal.core.pool import (
+    Action,
     Assignment,
     Cancel,
+    Credential,
     JobFailed,
     MemberStatus,
     PushEvent,
@@ -59,11 +68,14 @@ from shoal.core.pool import (
     check_pool_name,
     decide,
     hash_token,
+    member_secret_matches,
     new_job_id,
     new_token,
+    refusal,
     replica_count,
     token_matches,
 )
+from shoal.core.pool_api import MEMBER_SECRET
 from shoal.core.pool_messages import (
     AssignmentView,
     CreatePool,
@@ -83,8 +95,10 @@ from shoal.core.pool_messages import (
     ReportReply,
     WorkItem,
 )
+from shoal.core.push_policy import refused
 from shoal.http.json_api import bearer_token, json_error, read_struct, struct_response
 from shoal.http.openapi import Query, Route
+from shoal.http.resolve import resolve
 from shoal.storage.pool_store import JobRow, PoolRow, PoolState, PoolStore
 from shoal.storage.tracker_store import TrackerStore
 
@@ -114,10 +128,19 @@ class _Pool:
 class Pools:
     """The pools' service: authorisation, decisions and long-polls over the pool store."""
 
-    def __init__(self, store: TrackerStore, clock: Callable[[], float] = time.time, *, member_ttl: float) -> None:
+    def __init__(
+        self,
+        store: TrackerStore,
+        clock: Callable[[], float] = time.time,
+        *,
+        member_ttl: float,
+        operator_hash: str | None = None,
+    ) -> None:
         self.store = PoolStore(store)
         self.clock = clock
         self.member_ttl = member_ttl
+        self.operator_hash = operator_hash
+        """The SHA-256 of the operator's token; None: anyone may create a pool (a trusted LAN)."""
         self._pools: dict[str, _Pool] = {}
 
     def _pool(self, name: str) -> _Pool:
@@ -132,11 +155,18 @@ class Pools:
             raise NotFound(f"no pool {name!r}")
         return row
 
-    async def create(self, name: str, private: bool) -> str | None:
+    async def create(self, name: str, private: bool, allow: tuple[str, ...] = ()) -> str:
+        """Create the pool; its token, which only the caller ever sees."""
         check_pool_name(name)
-        token = new_token() if private else None
-        await self.store.create(name, hash_token(token) if token else None, self.clock())
+        token = new_token()
+        await self.store.create(name, hash_token(token), self.clock(), private=private, allow=allow)
         return token
+
+    async def check_url(self, row: PoolRow, url: str) -> None:
+        """A ProtocolError when ``url`` may not be pushed to the pool (core.push_policy)."""
+        reason = refused(url, row.allow, await resolve(url))
+        if reason is not None:
+            raise ProtocolError(reason, field="url")
 
     async def remove(self, name: str) -> None:
         pool = self._pool(name)
@@ -187,8 +217,16 @@ class Pools:
             return status
 
     async def heartbeat(
-        self, name: str, member_id: str, beat: Heartbeat, *, version: int | None, wait: float
+        self,
+        name: str,
+        member_id: str,
+        beat: Heartbeat,
+        *,
+        version: int | None,
+        wait: float,
+        allow: tuple[str, ...] = (),
     ) -> HeartbeatReply:
+        """``allow``: the pool's allow-list, which each work item carries for the member to check."""
         pool = self._pool(name)
         async with pool.lock:
             await self.store.heartbeat(name, member_id, beat, self.clock())
@@ -204,7 +242,13 @@ class Pools:
             pool.version,
             [
                 WorkItem(
-                    job.request.url, job.request.dest, job.request.replicas, job.request.digest, job.job.job_id, status
+                    job.request.url,
+                    job.request.dest,
+                    job.request.replicas,
+                    job.request.digest,
+                    job.job.job_id,
+                    status,
+                    list(allow),
                 )
                 for job, status in work
             ],
@@ -323,43 +367,81 @@ def _error_of(event: PushEvent, error: str) -> str:
 POOLS = web.AppKey("pools", Pools)
 
 
-async def authorize(pools: Pools, request: web.Request) -> PoolRow:
-    """The pool the request names, once its bearer token (if the pool has one) checks out: a 401 without a
-    token, a 403 with a wrong one."""
+def credential(pools: Pools, request: web.Request, row: PoolRow | None) -> Credential:
+    """What the request's bearer token is: the operator's, the pool's owner's, or neither."""
+    token = bearer_token(request)
+    if token is None:
+        return Credential()
+    operator = pools.operator_hash is not None and token_matches(pools.operator_hash, token)
+    owner = row is not None and row.token_hash is not None and token_matches(row.token_hash, token)
+    return Credential(True, operator, owner)
+
+
+def _check(pools: Pools, request: web.Request, action: Action, row: PoolRow | None) -> None:
+    private, owned = (row.private, row.token_hash is not None) if row is not None else (False, True)
+    verdict = refusal(
+        action,
+        credential(pools, request, row),
+        operator_configured=pools.operator_hash is not None,
+        private=private,
+        owned=owned,
+    )
+    if verdict is None:
+        return
+    if verdict.status == 401:
+        raise web.HTTPUnauthorized(reason=verdict.reason, headers={"WWW-Authenticate": "Bearer"})
+    raise web.HTTPForbidden(reason=verdict.reason)
+
+
+async def authorize(pools: Pools, request: web.Request, action: Action = Action.USE) -> PoolRow:
+    """The pool the request names, once the request may do ``action`` on it (core.pool.refusal): a 401
+    without a token, a 403 with one that does not do."""
     row = await pools.pool(request.match_info["pool"])
-    if row.token_hash is not None:
-        token = bearer_token(request)
-        if token is None:
-            raise web.HTTPUnauthorized(reason="this pool needs a token", headers={"WWW-Authenticate": "Bearer"})
-        if not token_matches(row.token_hash, token):
-            raise web.HTTPForbidden(reason="wrong token for this pool")
+    _check(pools, request, action, row)
     return row
 
 
 def _member_id(request: web.Request) -> str:
-    return check_member_id(request.match_info["member"])
+    """The member the path names, once the request carries its secret: a 401 without one, a 403 with
+    another member's. Checked before the request changes anything."""
+    member_id = check_member_id(request.match_info["member"])
+    secret = request.headers.get(MEMBER_SECRET)
+    if secret is None:
+        raise web.HTTPUnauthorized(
+            reason=f"a member's requests carry its secret ({MEMBER_SECRET}); a daemon older than pool owners "
+            "does not send it and must be upgraded"
+        )
+    if not member_secret_matches(member_id, secret.strip()):
+        raise web.HTTPForbidden(reason=f"member {member_id!r} is not yours: the secret does not name it")
+    return member_id
 
 
 async def create_pool(request: web.Request) -> web.Response:
+    pools = request.app[POOLS]
+    _check(pools, request, Action.CREATE, None)
     body = await read_struct(request, CreatePool)
+    allow = tuple(body.allow or ())
     try:
-        token = await request.app[POOLS].create(body.name, body.private)
+        token = await pools.create(body.name, body.private, allow)
     except PoolExists as exc:
         return json_error(409, str(exc))
-    return struct_response(PoolCreated(body.name, body.private, token), status=201)
+    log.info("pool %s created (%s)", body.name, "private" if body.private else "public")
+    return struct_response(PoolCreated(body.name, body.private, token, body.allow), status=201)
 
 
 async def show_pool(request: web.Request) -> web.Response:
     pools = request.app[POOLS]
     row = await authorize(pools, request)
     jobs = [await pools.job_status(row.name, job) for job in await pools.store.jobs(row.name)]
-    return struct_response(PoolView(row.name, row.private, row.created, await _members(pools, row), jobs))
+    allow = list(row.allow) or None
+    return struct_response(PoolView(row.name, row.private, row.created, await _members(pools, row), jobs, allow))
 
 
 async def remove_pool(request: web.Request) -> web.Response:
     pools = request.app[POOLS]
-    row = await authorize(pools, request)
+    row = await authorize(pools, request, Action.MANAGE)
     await pools.remove(row.name)
+    log.info("pool %s removed", row.name)
     return struct_response(PoolRemoved(row.name))
 
 
@@ -398,7 +480,7 @@ async def heartbeat(request: web.Request) -> web.Response:
     version = _query_number(request, "version", high=float(1 << 62))
     wait = _query_number(request, "wait", high=MAX_WAIT) or 0.0
     reply = await pools.heartbeat(
-        row.name, member_id, beat, version=None if version is None else int(version), wait=wait
+        row.name, member_id, beat, version=None if version is None else int(version), wait=wait, allow=row.allow
     )
     return struct_response(reply)
 
@@ -412,8 +494,10 @@ async def leave(request: web.Request) -> web.Response:
 
 async def push(request: web.Request) -> web.Response:
     pools = request.app[POOLS]
-    row = await authorize(pools, request)
-    job_id = await pools.push(row.name, await read_struct(request, PushRequest))
+    row = await authorize(pools, request, Action.MANAGE)
+    body = await read_struct(request, PushRequest)
+    await pools.check_url(row, body.url)
+    job_id = await pools.push(row.name, body)
     job = await pools.store.job(row.name, job_id)
     assert job is not None
     return struct_response(await pools.job_status(row.name, job), status=201)
@@ -434,7 +518,7 @@ async def show_job(request: web.Request) -> web.Response:
 
 async def cancel(request: web.Request) -> web.Response:
     pools = request.app[POOLS]
-    row = await authorize(pools, request)
+    row = await authorize(pools, request, Action.MANAGE)
     await pools.cancel(row.name, request.match_info["job"])
     job = await pools.job(row.name, request.match_info["job"])
     return struct_response(await pools.job_status(row.name, job))
@@ -454,7 +538,10 @@ _LONG_POLL = (
     Query("wait", f"seconds to wait for a change, at most {MAX_WAIT:g}", float),
 )
 _HANDLERS = (
-    (Route("POST", "/v1/pools", "create a pool", request=CreatePool, response=PoolCreated, status=201), create_pool),
+    (
+        Route("POST", "/v1/pools", "create a pool", request=CreatePool, response=PoolCreated, status=201, auth=True),
+        create_pool,
+    ),
     (Route("GET", "/v1/pools/{pool}", "the pool, its members and jobs", response=PoolView, auth=True), show_pool),
     (Route("DELETE", "/v1/pools/{pool}", "remove the pool", response=PoolRemoved, auth=True), remove_pool),
     (Route("GET", "/v1/pools/{pool}/members", "the members", response=MemberList, auth=True), list_members),
