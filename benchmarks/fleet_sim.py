@@ -12,7 +12,8 @@ timing parameters (start-up, round trips, have-stream latency, framing) are one 
 Printed per run: the last peer's time and that over the lower bound (max of size / origin rate, size / rack
 uplink, size / site uplink), origin bytes / size, bytes into each rack and site / size (min-max), tracker
 announces (decisions) and hash look-ups, announces per simulated second, and the simulator's own wall time
-(and how much of it the tracker's decisions took).
+(and how much of it the tracker's decisions took: announces decided per second of it, the core's pace on
+this machine, the scope leases' bounded snapshot included past ``--exact-limit``).
 
     python3 benchmarks/fleet_sim.py --validate                  # the namespace labs' shapes, beside their figures
     python3 benchmarks/fleet_sim.py --shape 2x4 --size 256M --uplink-rate 1x
@@ -112,7 +113,8 @@ def line(result: Result, label: str) -> str:
         f"{label:<26} last {seconds:7.2f} s ({result.ratio:.3f}x of {result.bound:.2f} s)  "
         f"origin {result.origin_bytes / s.size:.3f}  racks {spread(result.into_racks)}  "
         f"sites {spread(result.into_sites)}  announces {result.announces} ({result.announces / seconds:.0f}/s)  "
-        f"look-ups {result.hash_lookups}  wall {result.wall:.1f} s (decisions {result.decision_wall:.1f} s)"
+        f"look-ups {result.hash_lookups}  wall {result.wall:.1f} s (decisions {result.decision_wall:.1f} s, "
+        f"{result.announces / max(result.decision_wall, 1e-9):.0f}/s)"
     )
 
 
