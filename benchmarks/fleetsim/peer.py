@@ -16,7 +16,8 @@ leases to ask for) and ``allowed_mask`` (what may cross a boundary). What it kee
   says), a source with ``max_uploads`` uploads answers busy and is left alone BUSY_BACKOFF_SECONDS;
 - an origin piece is offered to peers once the tracker took its hash; a peer's pieces reach its followers
   ``have_latency`` after they are offered (the have stream);
-- at most MAX_WATCHED_PEERS followed; a useless one makes room for a new hand-out.
+- at most MAX_WATCHED_PEERS followed; a useless one (nothing we lack that ``allowed_mask`` lets us take, no
+  run of ours going) makes room for a new hand-out, and is not followed again.
 
 Left out: failures, corrupt peers, restarts and generations (nothing fails in the simulation), byte-level
 transfer detail, CPU.
@@ -83,6 +84,8 @@ class SimPeer:
         self.crossings = Crossings()
         self.blocked = 0
         self.followed: dict[str, Followed] = {}
+        self.dropped: dict[str, float] = {}
+        """Peers we stopped following -> when their have stream has ended (not followed again before)."""
         self.followers: dict[SimPeer, None] = {}  # an ordered set: runs repeat exactly
         self.peer_runs = 0
         self.origin_busy = 0
@@ -176,30 +179,36 @@ class SimPeer:
 
     def _holders(self, now: float, needed: int) -> list[Holder]:
         """DownloadCore._holders, less the peers holding nothing we need (plan_fetches would pass them by
-        without a draw of its random generator); one empty stand-in keeps their count above one when it was,
-        since a lone holder is asked for more runs at once."""
-        ready = [f for f in self.followed.values() if f.busy_until <= now and f.ready_at <= now]
-        crossings, flat = self.crossings, not self.rack
+        without a draw of its random generator), each holder's pieces cut to those we need (plan_fetches
+        takes no others); one empty stand-in keeps their count above one when it was, since a lone holder
+        is asked for more runs at once. The hottest loop of a run: cheapest tests first."""
+        rack_ok = self.crossings.rack
+        site_ok = rack_ok & self.crossings.site
+        flat = not self.rack
         holders, across, reachable = [], 0, 0
-        for f in ready:
-            have = f.peer.visible
-            if not have & needed:
-                continue  # nothing to fetch from it, and nothing it holds is blocked for us
+        for f in self.followed.values():
+            have = f.peer.visible & needed
+            if not have or f.busy_until > now or f.ready_at > now:
+                continue  # nothing to fetch from it (nor blocked for us), or not to be asked now
             # allowed_mask(self, f.peer, have, crossings), with the boundary worked out once per peer.
-            if flat or f.boundary is None:
+            boundary = f.boundary
+            if flat or boundary is None:
                 allowed = have
-            elif f.boundary == "rack":
-                allowed = have & crossings.rack
+            elif boundary == "rack":
+                allowed = have & rack_ok
             else:
-                allowed = have & crossings.rack & crossings.site
+                allowed = have & site_ok
             across |= have & ~allowed
             reachable |= allowed
-            if allowed & needed:
+            if allowed:
                 holders.append(Holder(f.peer.peer_id, allowed, f.requests))
         if not flat:
-            self.blocked = needed & across & ~reachable
-        if len(holders) == 1 and len(ready) > 1:
-            holders.append(Holder("", 0, 0))
+            self.blocked = across & ~reachable
+        if len(holders) == 1:
+            lone = holders[0].peer_id
+            others = (f for f in self.followed.values() if f.peer.peer_id != lone)
+            if any(f.busy_until <= now and f.ready_at <= now for f in others):
+                holders.append(Holder("", 0, 0))
         return holders
 
     def _wants_crossings(self, needed: int) -> bool:
@@ -276,14 +285,17 @@ class SimPeer:
 
     def _visible(self, bits: int) -> None:
         self.visible |= bits
+        me = self.peer_id
         for peer in self.followers:
             # Only a follower with a request slot free can start anything, and only for a piece it lacks and
             # may take from us: what its plan would conclude, without the plan.
             if not peer.starved:
                 continue
-            f = peer.followed.get(self.peer_id)
             new = bits & ~(peer.disk | peer.inflight)
-            if f is None or not new:
+            if not new:
+                continue
+            f = peer.followed.get(me)
+            if f is None:
                 continue
             if f.boundary == "rack" and peer.rack:
                 new &= peer.crossings.rack
@@ -391,7 +403,7 @@ class SimPeer:
         now = self.sim.now
         for address in reply.peers:
             peer_id = address.peer_id
-            if peer_id == self.peer_id or peer_id in self.followed:
+            if peer_id == self.peer_id or peer_id in self.followed or self.dropped.get(peer_id, -1.0) > now:
                 continue
             if len(self.followed) >= MAX_WATCHED_PEERS and not self._drop_useless():
                 break
@@ -401,15 +413,23 @@ class SimPeer:
             self.sim.at(now + self.sim.model.request_latency, self.replan_soon)
 
     def _drop_useless(self) -> bool:
-        lacking = ~self.disk
-        unreachable = self.sim.model.drop_unreachable and self.rack
+        """DownloadCore._drop_a_useless_peer: one followed peer that offers nothing we lack and may take
+        (allowed_mask: across a boundary, only what our scope leases allow), with no run of ours going, makes
+        room; it is not followed again until its have stream has ended (the engine's ``_dropped``)."""
+        lacking, now = ~self.disk, self.sim.now
+        crossings, labelled = self.crossings, bool(self.rack)
         for peer_id, f in self.followed.items():
+            if f.ready_at > now or f.requests:
+                continue  # its have stream has not told us its pieces yet, or a run of ours is going
             have = f.peer.visible
-            if unreachable and f.boundary is not None:
-                have &= self.crossings.rack if f.boundary == "rack" else self.crossings.rack & self.crossings.site
-            if not have & lacking and not f.requests:
+            if labelled and f.boundary == "rack":
+                have &= crossings.rack
+            elif labelled and f.boundary == "site":
+                have &= crossings.rack & crossings.site
+            if not have & lacking:
                 del self.followed[peer_id]
                 f.peer.followers.pop(self, None)
+                self.dropped[peer_id] = now + self.sim.model.request_latency
                 return True
         return False
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import random
 import sys
 import time
@@ -51,9 +52,6 @@ class Model:
     max_uploads: int = GetConfig.max_uploads
     max_crossings: int = MAX_CROSSINGS
     """Scope leases asked for at once (core.download.MAX_CROSSINGS unless told: only to replay older code)."""
-    drop_unreachable: bool = False
-    """Not the engine's rule (an experiment): a followed peer across a boundary counts as useless when it
-    holds nothing we lack that our scope leases let us take, so it makes room for a rack-mate."""
     framing: float = 1448 / 1514
     """Payload share of a capped link's rate: TCP/IP/Ethernet framing, charged whole by tc tbf (a full-size
     frame carries 1448 payload bytes in 1514)."""
@@ -112,6 +110,8 @@ class Result:
     events: int
     link_recomputes: int
     snapshot_peers: float
+    first_origin: float
+    """When the origin began sending (its first run's first byte), seconds after launch."""
     done_times: list[float] = field(default_factory=list)
 
     @property
@@ -120,9 +120,7 @@ class Result:
 
 
 class Simulation:
-    def __init__(
-        self, shape: Shape, model: Model | None = None, *, seed: int = 1, exact_limit: int = 256, sample: int = 64
-    ) -> None:
+    def __init__(self, shape: Shape, model: Model | None = None, *, seed: int = 1, exact_limit: int = 256) -> None:
         self.shape = shape
         self.model = model or Model()
         self.now = 0.0
@@ -142,7 +140,6 @@ class Simulation:
             TrackerPolicy(config.interval, config.peer_ttl, config.max_peers, audit_key, config.audit_share),
             config.crossing_patience,
             exact_limit=exact_limit,
-            sample=sample,
         )
         self.limits = FetchLimits(
             run_bytes=get.run_bytes,
@@ -158,6 +155,7 @@ class Simulation:
         self.rack_in: dict[str, int] = dict.fromkeys(self.rack_links, 0)
         self.site_in: dict[str, int] = dict.fromkeys(self.site_links, 0)
         self.origin_bytes = 0
+        self.first_origin = float("nan")
 
     # -- the fleet ------------------------------------------------------------------------------------
 
@@ -258,6 +256,8 @@ class Simulation:
 
     def _start_flow(self, job: Transfer) -> None:
         size = self.manifest.piece_size(job.run[0])
+        if job.source is None and math.isnan(self.first_origin):
+            self.first_origin = self.now
         self.network.start(Flow(self.path(job.source, job.dest), size, tag=job), self.now)
 
     def _piece_through(self, flow: Flow) -> None:
@@ -308,5 +308,6 @@ class Simulation:
             events=self.events,
             link_recomputes=self.network.recomputed,
             snapshot_peers=stats.snapshot_peers / max(1, stats.announces),
+            first_origin=self.first_origin,
             done_times=done,
         )
