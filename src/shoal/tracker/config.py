@@ -38,6 +38,16 @@ class TrackerConfig:
     """With several trackers on one PostgreSQL or MySQL database: the URL the other trackers reach this one at
     to forward a task's requests to it (tracker.cluster). Empty: http://HOST:PORT as it listens, with
     127.0.0.1 for a wildcard HOST (trackers on one host)."""
+    task_retention: float = 7 * 86400.0
+    """Seconds a task is kept after its last peer (its manifest and piece hashes, in the database): one
+    announced again later is read back, one gone is made afresh (its pieces hashed again from the origin).
+    Tasks that a seeder or any peer still announces are kept. 0: forever."""
+    max_peers_per_task: int = 10_000
+    """Most live peers in one task's swarm; a new peer past it is answered 503 with ``Retry-After``
+    (core.peer_limits). Peers already in the swarm are never refused. 0: no cap."""
+    max_new_peers_per_source: int = 1_000
+    """New peers (ones a task's swarm does not hold yet) a source address may add a minute, in bursts of as
+    many; past it a 429 with ``Retry-After`` (core.peer_limits). 0: no limit."""
     max_body: int = 256 * 1024
     """Largest request body accepted, in bytes; larger ones get a 413."""
     max_inflight: int = 64
