@@ -134,7 +134,7 @@ class TrackerService:
                 size = 0 if swarm is None else len(swarm.peers)
                 refusal = self.limits.admit(swarm_size=size, source=seen_host, now=now)
                 if refusal is not None:
-                    raise NewPeerRefused(refusal)
+                    raise _NewPeerRefused(refusal)
             outcome = decide_announce(
                 snapshot if seen is None else replace(snapshot, origin_seen=seen),
                 request,
@@ -312,7 +312,7 @@ class TrackerService:
                 return removed
 
 
-class NewPeerRefused(Exception):
+class _NewPeerRefused(Exception):
     """The peer limits (core.peer_limits) refuse an announce of a peer new to its task: the handler answers
     with the refusal's status and ``Retry-After``. Never leaves this module."""
 
@@ -350,7 +350,7 @@ async def announce(request: web.Request) -> web.Response:
     seen = service.cluster.client_address(request) if service.cluster else request.remote or ""
     try:
         return struct_response(await service.announce(task_id, body, seen))
-    except NewPeerRefused as exc:
+    except _NewPeerRefused as exc:
         refusal = exc.refusal
         return json_error(refusal.status, refusal.message, **{"Retry-After": str(refusal.retry_after)})
 
