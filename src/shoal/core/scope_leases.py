@@ -240,14 +240,30 @@ def drop_dead(
 def drop_delivered(leases: Mapping[LeaseKey, ScopeLease], peers: Iterable[PeerView]) -> dict[LeaseKey, ScopeLease]:
     """The table without the leases whose piece a peer of their scope holds: that piece has crossed.
     ``peers``: the task's live peers; bad peers' pieces do not count."""
-    held: dict[Scope, int] = {}
+    if not leases:
+        return {}
+    # Only the scopes the table names are looked up, by their labels: this runs on every announce of a
+    # labelled swarm, over every live peer, and a swarm flooded with peers of other scopes must not make
+    # each pass build a Scope per peer.
+    racks: dict[tuple[str, str], int] = {}
+    sites: dict[str, int] = {}
+    for lease in leases.values():
+        if lease.scope.kind == "rack":
+            racks[lease.scope.site, lease.scope.rack] = 0
+        else:
+            sites[lease.scope.site] = 0
     for peer in peers:
         if peer.bad:
             continue
-        for scope in (rack_scope(peer), site_scope(peer)):
-            if scope is not None:
-                held[scope] = held.get(scope, 0) | peer.have.mask
-    return {key: lease for key, lease in leases.items() if not held.get(lease.scope, 0) >> lease.piece & 1}
+        if peer.rack and (rack := (peer.site, peer.rack)) in racks:
+            racks[rack] |= peer.have.mask
+        if peer.site in sites and peer.site:
+            sites[peer.site] |= peer.have.mask
+
+    def held(scope: Scope) -> int:
+        return racks[scope.site, scope.rack] if scope.kind == "rack" else sites[scope.site]
+
+    return {key: lease for key, lease in leases.items() if not held(lease.scope) >> lease.piece & 1}
 
 
 @dataclass(frozen=True, slots=True)
