@@ -177,16 +177,18 @@ def grant_scope_leases(
     reach = asker.have.mask  # pieces the asker has, or may take without crossing a boundary
     in_site = outside = 0
     live = {asker.peer_id}
+    # crossing(asker, peer) spelled out on the labels: this pass runs over every live peer, and builds no
+    # Scope per peer.
+    site_label, rack_label = asker.site, asker.rack
     for peer in peers:
         if peer.peer_id == asker.peer_id:
             continue
         live.add(peer.peer_id)
         if peer.bad:
             continue
-        boundary = crossing(asker, peer)
-        if boundary is None:
+        if not peer.rack or (peer.rack == rack_label and peer.site == site_label):
             reach |= peer.have.mask
-        elif boundary == "rack":
+        elif not site_label or peer.site == site_label:
             in_site |= peer.have.mask
         else:
             outside |= peer.have.mask
