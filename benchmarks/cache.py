@@ -222,7 +222,7 @@ class Node:
 @contextlib.contextmanager
 def node(base: Path, capacity: int) -> Iterator[Node]:
     """A tracker, an origin serving ``base/origin`` and a daemon caching in ``base/cache``; all killed on exit."""
-    base.mkdir(parents=True)
+    base.mkdir(mode=0o700, parents=True)  # the daemon's socket directory must be its user's alone
     (origin_root := base / "origin").mkdir()
     cache_dir, socket, daemon_log = base / "cache", base / "daemon.sock", base / "daemon.log"
     started: list[Service] = []

@@ -148,7 +148,7 @@ class PoolLab:
         self.members = {}
         for node in self.lab.peers:
             home = run_dir / node.ns
-            home.mkdir()
+            home.mkdir(mode=0o700)  # the daemon's socket directory must be its user's alone
             argv = [SHOAL, "daemon", "--cache-dir", str(home / "cache"), "--socket", str(home / "daemon.sock")]
             argv += ["--capacity", "4G", "--tracker", self.tracker_url, "--pool", POOL, "--name", node.ns]
             argv += ["--listen", f"{node.ip}:{MEMBER_PORT}", "--scrub-interval", "0"]

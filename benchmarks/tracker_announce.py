@@ -47,7 +47,8 @@ async def run(args: argparse.Namespace, db: str) -> dict[str, float]:
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
     identity = OriginIdentity(length, etag=f'"{task_id}"')
-    service = TrackerService(TrackerConfig(db=db))
+    # Every peer announces from one address: no per-source limit on new peers.
+    service = TrackerService(TrackerConfig(db=db, max_new_peers_per_source=0))
 
     def request(peer: int, **fields: object) -> AnnounceRequest:
         return AnnounceRequest(

@@ -38,7 +38,8 @@ class Tracker:
         """``shoal tracker`` on a kernel-chosen port, on CPU 0 when ``pin``; stderr (its log) goes to ``log``;
         ``extra``: more of its options."""
         argv = [sys.executable, "-m", "shoal", "tracker", "--host", "127.0.0.1", "--port", "0", "--db", db]
-        argv += ["--peer-ttl", f"{peer_ttl:g}", *extra]
+        # The whole fleet announces from this one address: no per-source limit on new peers.
+        argv += ["--peer-ttl", f"{peer_ttl:g}", "--max-new-peers-per-source", "0", *extra]
         if pin:
             argv = ["taskset", "-c", "0", *argv]
         env = {**os.environ, "PYTHONPATH": str(src)}

@@ -215,20 +215,22 @@ def test_a_daemon_killed_mid_download_resumes_from_verified_pieces(
 def test_the_control_socket_is_private_and_paths_outside_the_destination_are_refused(
     tmp_path: Path, services: list[Service]
 ) -> None:
-    # The socket sits in a directory every user may enter, so only its own mode keeps others out.
+    # The socket's own mode keeps others out, behind its directory's (0700, which the daemon insists on:
+    # tests/integration/test_daemon_socket.py), so the directory is opened to others once the daemon runs.
     public = Path(tempfile.mkdtemp(prefix="shoal-sock-"))
     try:
-        public.chmod(0o755)
         node = Daemon(
             start_daemon(tmp_path / "cache", public / "daemon.sock"), tmp_path / "cache", public / "daemon.sock"
         )
         services.append(node.service)
+        public.chmod(0o755)
         assert stat.S_IMODE(node.socket.stat().st_mode) == 0o600
         # The system's interpreter: the test's own may live where nobody cannot read it (pyenv under /root).
         python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
         probe = "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])"
         other = subprocess.run([python, "-c", probe, str(node.socket)], user="nobody", capture_output=True, text=True)
         assert other.returncode != 0 and "PermissionError" in other.stderr
+        public.chmod(0o700)  # the daemon's client insists on it as well
         _refuses_paths_outside_the_destination(node, tmp_path)
     finally:
         shutil.rmtree(public, ignore_errors=True)

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from shoal.core.messages import AnnounceRequest
+from shoal.testing.clock import FakeClock
 from shoal.testing.poll import wait_until_async
 from shoal.tracker.app import TrackerService
 from shoal.tracker.config import TrackerConfig
@@ -40,3 +43,46 @@ async def test_the_expiry_loop_outlives_a_failed_round(tmp_path: Path, caplog: p
                 await loop
     assert rounds >= 3
     assert any(r.levelno == logging.ERROR and "expiring peers failed" in r.message for r in caplog.records)
+
+
+HOUR = 3600.0
+
+
+def _request(task: str, peer_id: str, **fields: object) -> AnnounceRequest:
+    return AnnounceRequest(peer_id=peer_id, url=f"http://origin.example/{task}", port=7000, **fields)  # type: ignore[arg-type]
+
+
+async def test_tasks_without_peers_leave_after_the_retention_and_announced_ones_stay(tmp_path: Path) -> None:
+    clock = FakeClock()
+    config = TrackerConfig(db=f"sqlite:///{tmp_path / 'tracker.db'}", interval=5, peer_ttl=15, task_retention=HOUR)
+    service = TrackerService(config, clock=clock)
+    idle, seeded, busy = "a" * 40, "b" * 40, "c" * 40
+    async with service.store:
+        await service.resume()
+        for task in (idle, seeded, busy):
+            await service.announce(task, _request(task, "p1", event="started"), "10.0.0.1")
+        # A seeder keeps announcing one task; nobody announces the others after their start. An announce of
+        # one of them is being decided at every pass (its lock is held): that task is left alone.
+        removed = []
+        for _ in range(24):
+            clock.advance(300)
+            await service.announce(seeded, _request(seeded, "seeder"), "10.0.0.2")
+            await service.store.expire(clock.now, config.peer_ttl)
+            async with service._lock(busy):
+                removed.append(await service.retire_tasks(clock.now))
+        assert removed == [0] * 12 + [1] + [0] * 11  # after an hour (12 x 300 s), not before
+        assert await service.store.summary(idle, clock.now, config.peer_ttl) is None
+        summary = await service.store.summary(seeded, clock.now, config.peer_ttl)
+        assert summary is not None and [p.peer_id for p in summary.peers] == ["seeder"]
+        assert await service.store.read_rows(busy) is not None
+        assert await service.retire_tasks(clock.now) == 1  # its lock free now
+        assert await service.store.read_rows(busy) is None
+        # A removed task's next announce makes it afresh.
+        again = await service.announce(idle, _request(idle, "p2", event="started"), "10.0.0.1")
+        assert again.generation == 1 and await service.store.read_rows(idle) is not None
+        # Retention 0: nothing is removed, however old.
+        await service.store.expire(clock.advance(10 * HOUR), config.peer_ttl)
+        forever = TrackerService(replace(config, task_retention=0), clock=clock)
+        forever.store = service.store
+        assert await forever.retire_tasks(clock.now) == 0
+        assert await service.retire_tasks(clock.now) == 2  # the seeder's task too, once it stopped announcing

@@ -662,3 +662,77 @@ async def test_a_restarted_tracker_knows_the_durable_facts_and_no_peers(db_url: 
         outcome = decide_announce(snapshot, req, task_id=other, seen_host="192.0.2.1", now=T0 + 20, policy=POLICY)
         await third.apply(outcome, created=True)
         assert not (await third.load(other, (), now=T0 + 20, peer_ttl=TTL)).grace
+
+
+# -- retention: tasks no peer announces leave the database ------------------------------------------------
+
+
+async def announce_task(store: TrackerStore, task_id: str, req: AnnounceRequest, now: float) -> AnnounceOutcome:
+    """One announce of ``task_id`` as the tracker service runs it, its write stamped at ``now``."""
+    store.clock = lambda: now
+    snapshot = replace(await store.load(task_id, req.done, now=now, peer_ttl=TTL), origin_seen=req.origin)
+    outcome = decide_announce(snapshot, req, task_id=task_id, seen_host="192.0.2.1", now=now, policy=POLICY)
+    await store.apply(outcome, created=snapshot.task is None)
+    return outcome
+
+
+async def join_task(store: TrackerStore, task_id: str, peer_id: str, now: float, **fields: Any) -> AnnounceOutcome:
+    url = f"http://origin.example/{task_id}"
+    await announce_task(store, task_id, request(peer_id, url=url, generation=0, event="started"), now)
+    return await announce_task(
+        store, task_id, request(peer_id, url=url, event="started", origin=IDENTITY, **fields), now
+    )
+
+
+async def stored_ids(store: TrackerStore, table: str) -> set[str]:
+    async with store.connection() as conn:
+        return set((await conn.execute(text(f"SELECT DISTINCT task_id FROM {table}"))).scalars())
+
+
+async def test_idle_tasks_leave_the_database_and_live_ones_stay(store: TrackerStore) -> None:
+    idle, live, held = "a" * 40, "c" * 40, "d" * 40
+    for task_id in (idle, live, held):
+        joined = await join_task(store, task_id, "p1", T0, want_leases=1)
+        assert joined.response is not None and joined.response.leases == (0,)
+        await announce_task(
+            store, task_id, request("p1", url=f"http://origin.example/{task_id}", done={0: digest(0)}), T0
+        )
+    assert await stored_ids(store, "piece_hashes") == {idle, live, held}
+    # Every peer falls silent: the tasks leave memory; one comes back long after, one lingers in memory.
+    assert await store.expire(T0 + TTL + 1, TTL) == 3
+    assert store.held() == []
+    await announce_task(store, live, request("p2", url=f"http://origin.example/{live}", generation=0), T0 + 1000)
+    assert store.held() == [live]
+    # Recorded as alive once its record is older than `every`, and not again within it.
+    assert await store.touch(T0 + 1000, every=100) == 1
+    assert await store.touch(T0 + 1050, every=100) == 0
+    await store.load(held, ())  # a read puts a task in memory without peers
+    assert await store.idle_tasks(T0 + 500) == sorted([idle, held])
+    assert await store.idle_tasks(T0 + 500, after=idle, limit=1) == [held]
+    assert await store.idle_tasks(T0) == []
+    # Only a task idle in the database and absent from memory goes, with its hashes.
+    assert await store.remove_tasks([idle, live, held], T0 + 500) == [idle]
+    assert await stored_ids(store, "tasks") == {live, held}
+    assert await stored_ids(store, "piece_hashes") == {live, held}
+    assert (await store.load(idle, ())).task is None
+    # One that is no longer idle by the time of its removal stays.
+    store.forget([held])
+    await announce_task(store, held, request("p3", url=f"http://origin.example/{held}", generation=0), T0 + 2000)
+    await store.expire(T0 + 2000 + TTL + 1, TTL)
+    assert await store.touch(T0 + 2000, every=100) == 0  # not in memory any more: nothing to record
+    assert await store.remove_tasks([held], T0 + 500) == [held]  # its announce changed nothing durable
+    # A task removed is made afresh by its next announce: no hashes, generation 1 again.
+    again = await join_task(store, idle, "p9", T0 + 3000, want_leases=1)
+    assert again.response is not None and again.response.hash_seq == 0 and again.response.leases == (0,)
+
+
+async def test_a_read_overlapping_a_removal_is_not_kept(store: TrackerStore) -> None:
+    task_id = "e" * 40
+    await join_task(store, task_id, "p1", T0)
+    await store.expire(T0 + TTL + 1, TTL)
+    reads = [asyncio.ensure_future(store.hashes_since(task_id, 0)) for _ in range(3)]
+    removal = asyncio.ensure_future(store.remove_tasks([task_id], T0 + 1))
+    await asyncio.gather(*reads, removal)
+    assert removal.result() == [task_id]
+    assert task_id not in store.held(), "a copy read while the task was removed stays out of memory"
+    assert await store.hashes_since(task_id, 0) is None

@@ -31,6 +31,21 @@ def test_a_503_with_retry_after_is_the_tracker_busy() -> None:
     assert isinstance(caught.value, TrackerUnavailable), "a caller that does not wait sees it as unavailable"
 
 
+def test_a_429_with_retry_after_is_a_wait_too_and_without_it_a_refusal() -> None:
+    limited = json.dumps({"error": "too many new peers from 10.0.0.1: at most 1000 a minute"}).encode()
+    with pytest.raises(TrackerBusy) as caught:
+        read(429, limited, "7")
+    assert caught.value.retry_after == 7.0
+    assert str(caught.value) == (
+        "the tracker asks to wait: too many new peers from 10.0.0.1: at most 1000 a minute (HTTP 429)"
+    )
+    with pytest.raises(UsageError, match=r"^429: too many new peers"):
+        read(429, limited, None)
+    with pytest.raises(TrackerUnavailable, match="not the tracker") as page:
+        read(429, b"<html>Too Many Requests</html>", "7", "text/html")
+    assert not isinstance(page.value, TrackerBusy)
+
+
 @pytest.mark.parametrize(
     ("status", "body", "retry_after", "content_type"),
     [

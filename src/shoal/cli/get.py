@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import signal
 import sys
@@ -23,6 +24,7 @@ from shoal.cli.main import (
     socket_option,
 )
 from shoal.cli.progress import ProgressBar
+from shoal.core.errors import UnsafeSocket
 from shoal.core.units import format_bytes
 from shoal.daemon.client import DaemonClient
 from shoal.daemon.config import default_socket
@@ -188,8 +190,8 @@ def get(
     # A daemon's fetches take no --ignore-qp nor --no-origin (yet), and a stream (-o -) is written from here:
     # such a get is made in this process.
     in_process = no_daemon or bool(ignore_qp) or no_origin or output == "-"
-    client = None if in_process else DaemonClient(socket_path or default_socket())
-    if client is not None and client.running():
+    client = None if in_process else run_or_exit(lambda: _running_daemon(socket_path))
+    if client is not None:
         bar = ProgressBar(url.rsplit("/", 1)[-1] or url) if show_bar else None
         run_or_exit(
             lambda: _through_daemon(
@@ -251,6 +253,22 @@ def get(
             return asyncio.run(cancellable())
 
     run_or_exit(go, interrupted=INTERRUPTED)
+
+
+def _running_daemon(socket_path: Path | None) -> DaemonClient | None:
+    """The daemon to hand the download to, if one runs there and passes shoal.daemon.socket_guard's checks.
+
+    One that fails them is sent nothing. Named by the user (``--socket``, ``$SHOAL_DAEMON_SOCKET``), it is an
+    error, as curl fails on a proxy it cannot use rather than go around it; at the default path, where
+    another local user may have got first, it is a warning and the download runs in this process."""
+    client = DaemonClient(socket_path or default_socket())
+    try:
+        return client if client.running() else None
+    except UnsafeSocket as exc:
+        if socket_path is not None or os.environ.get("SHOAL_DAEMON_SOCKET"):
+            raise
+        click.echo(f"shoal: warning: {exc}; downloading in this process", err=True)
+        return None
 
 
 class _Outcome:

@@ -121,6 +121,31 @@ from shoal.tracker.config import TrackerConfig
     help="Most JSON announces in flight; past it an announce is answered 503 with Retry-After at once.",
 )
 @click.option(
+    "--task-retention",
+    default="7d",
+    show_default=True,
+    metavar="DURATION",
+    callback=lambda ctx, param, value: _retention(value),
+    help="Remove a task (its manifest and piece hashes) this long after its last peer: seconds, or with s, m, "
+    "h or d (0: keep tasks forever).",
+)
+@click.option(
+    "--max-peers-per-task",
+    default=TrackerConfig.max_peers_per_task,
+    show_default=True,
+    type=click.IntRange(0, 10_000_000),
+    metavar="N",
+    help="Most live peers in one task; a new peer past it is answered 503 with Retry-After (0: no cap).",
+)
+@click.option(
+    "--max-new-peers-per-source",
+    default=TrackerConfig.max_new_peers_per_source,
+    show_default=True,
+    type=click.IntRange(0, 10_000_000),
+    metavar="N",
+    help="New peers one source address (an IPv6 /64) may add a minute; past it a 429 with Retry-After (0: no limit).",
+)
+@click.option(
     "--advertise",
     default="",
     metavar="URL",
@@ -150,6 +175,9 @@ def tracker(
     crossing_patience: float,
     origin_checks: bool,
     max_inflight: int,
+    task_retention: float,
+    max_peers_per_task: int,
+    max_new_peers_per_source: int,
     advertise: str,
     admin_token_file: str | None,
     verbose: int,
@@ -193,6 +221,9 @@ def tracker(
         crossing_patience=crossing_patience,
         origin_checks=origin_checks,
         max_inflight=max_inflight,
+        task_retention=task_retention,
+        max_peers_per_task=max_peers_per_task,
+        max_new_peers_per_source=max_new_peers_per_source,
         advertise=advertise,
         admin_token_hash=admin_token_hash,
     )
@@ -209,3 +240,15 @@ def tracker(
         asyncio.run(serve(build_app(config), host, port, "tracker", detail, **RUNNER_OPTIONS))
 
     run_or_exit(go)
+
+
+def _retention(value: str) -> float:
+    """``--task-retention``: a duration (core.mirror_config's syntax), or 0 for forever."""
+    from shoal.core.mirror_config import parse_duration
+
+    if value.strip() in ("0", "0s", "0m", "0h", "0d"):
+        return 0.0
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--task-retention") from None

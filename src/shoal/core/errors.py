@@ -30,6 +30,7 @@
     ├── StoreError                  1  the SQL database failed or could not be reached (503 at the edge)
     │   └── DatabaseLocked         10  another tracker process holds the SQLite database file
     ├── DaemonUnavailable           1  no daemon answers on the control socket
+    │   └── UnsafeSocket            1  the socket's directory or the process behind it is not this user's
     ├── RemoteError                 *  an error the daemon reported (* the daemon's exit code, kept)
     ├── HashingStopped              1  the daemon's idle hasher was stopped before a file was hashed
     ├── ManagerRefused              1  the mirror manager refused a request (its 409)
@@ -332,6 +333,16 @@ class DatabaseLocked(StoreError):
 
 class DaemonUnavailable(ShoalError):
     """No daemon answers on the control socket."""
+
+
+class UnsafeSocket(DaemonUnavailable):
+    """The control socket cannot be trusted: its directory is another user's or open to others, or the
+    process listening on it runs as another user (not root). Nothing was sent to it. ``path`` is the
+    socket."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class RemoteError(ShoalError):

@@ -177,16 +177,18 @@ def grant_scope_leases(
     reach = asker.have.mask  # pieces the asker has, or may take without crossing a boundary
     in_site = outside = 0
     live = {asker.peer_id}
+    # crossing(asker, peer) spelled out on the labels: this pass runs over every live peer, and builds no
+    # Scope per peer.
+    site_label, rack_label = asker.site, asker.rack
     for peer in peers:
         if peer.peer_id == asker.peer_id:
             continue
         live.add(peer.peer_id)
         if peer.bad:
             continue
-        boundary = crossing(asker, peer)
-        if boundary is None:
+        if not peer.rack or (peer.rack == rack_label and peer.site == site_label):
             reach |= peer.have.mask
-        elif boundary == "rack":
+        elif not site_label or peer.site == site_label:
             in_site |= peer.have.mask
         else:
             outside |= peer.have.mask
@@ -240,14 +242,30 @@ def drop_dead(
 def drop_delivered(leases: Mapping[LeaseKey, ScopeLease], peers: Iterable[PeerView]) -> dict[LeaseKey, ScopeLease]:
     """The table without the leases whose piece a peer of their scope holds: that piece has crossed.
     ``peers``: the task's live peers; bad peers' pieces do not count."""
-    held: dict[Scope, int] = {}
+    if not leases:
+        return {}
+    # Only the scopes the table names are looked up, by their labels: this runs on every announce of a
+    # labelled swarm, over every live peer, and a swarm flooded with peers of other scopes must not make
+    # each pass build a Scope per peer.
+    racks: dict[tuple[str, str], int] = {}
+    sites: dict[str, int] = {}
+    for lease in leases.values():
+        if lease.scope.kind == "rack":
+            racks[lease.scope.site, lease.scope.rack] = 0
+        else:
+            sites[lease.scope.site] = 0
     for peer in peers:
         if peer.bad:
             continue
-        for scope in (rack_scope(peer), site_scope(peer)):
-            if scope is not None:
-                held[scope] = held.get(scope, 0) | peer.have.mask
-    return {key: lease for key, lease in leases.items() if not held.get(lease.scope, 0) >> lease.piece & 1}
+        if peer.rack and (rack := (peer.site, peer.rack)) in racks:
+            racks[rack] |= peer.have.mask
+        if peer.site in sites and peer.site:
+            sites[peer.site] |= peer.have.mask
+
+    def held(scope: Scope) -> int:
+        return racks[scope.site, scope.rack] if scope.kind == "rack" else sites[scope.site]
+
+    return {key: lease for key, lease in leases.items() if not held(lease.scope) >> lease.piece & 1}
 
 
 @dataclass(frozen=True, slots=True)

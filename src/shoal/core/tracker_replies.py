@@ -9,10 +9,11 @@ Rules, and why:
 - A 404 or 405 whose error is only the status's reason is aiohttp's "no such route": the base URL is not
   a tracker's (the tracker names what is unknown: a task, a pool).
 - A 503 with ``Retry-After`` in seconds (RFC 9110, 10.2.3) and a JSON error is the tracker shedding load
-  (TrackerBusy): it is up and says when to ask again. Any other 5xx is the tracker failing, or a proxy
-  in front of it finding it down (TrackerUnreachable: another tracker may answer, and this one later);
-  any other 4xx refuses this request, and the caller's ``refused`` makes its API's error of it (a
-  PoolRefused, say).
+  (TrackerBusy): it is up and says when to ask again. So is a 429 with them (RFC 6585, 4): the tracker
+  takes no more new peers from this address for now (core.peer_limits), and says when it will. Any other
+  5xx is the tracker failing, or a proxy in front of it finding it down (TrackerUnreachable: another
+  tracker may answer, and this one later); any other 4xx refuses this request, and the caller's
+  ``refused`` makes its API's error of it (a PoolRefused, say).
 - A 2xx whose body is not the operation's reply is TrackerUnavailable: another version of the protocol.
 """
 
@@ -44,8 +45,11 @@ def read_reply(
     """The reply ``body`` (with ``status``, its ``reason`` and its ``Retry-After`` header, if any) of a call
     to ``tracker`` as a ``kind``, or the error the module's rules give."""
     if status >= 400:
+        wait = parse_retry_after(retry_after) if status in (429, 503) else None
+        if status == 429 and wait is not None and isinstance(data := _json(body), dict) and data.get("error"):
+            message = " ".join(str(data["error"]).split())
+            raise TrackerBusy(f"the tracker asks to wait: {message} (HTTP 429)", tracker=tracker, retry_after=wait)
         error = _error(tracker, status, reason, content_type or "no type", body, refused)
-        wait = parse_retry_after(retry_after) if status == 503 else None
         if wait is not None and isinstance(error, TrackerUnavailable) and _json(body) is not None:
             raise TrackerBusy(str(error), tracker=tracker, retry_after=wait) from None
         if status >= 500:

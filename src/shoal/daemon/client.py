@@ -1,5 +1,8 @@
 """The one client of the daemon's control API (shoal.daemon.control), over its Unix socket.
 
+Every connection is checked first (shoal.daemon.socket_guard: the socket's directory and the listener's
+uid); one that fails is UnsafeSocket (a DaemonUnavailable), raised before anything is sent.
+
 Requests and replies are the structs of shoal.daemon.messages, encoded and decoded here. Foreign errors are
 mapped here, at the edge, in one place: a daemon that cannot be reached, or a reply that is not the
 message it should be (a daemon of another version), is DaemonUnavailable; a 4xx is a RemoteError saying
@@ -16,7 +19,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -25,6 +27,7 @@ import msgspec
 
 from shoal.core.errors import DaemonUnavailable, RemoteError
 from shoal.core.structs import ErrorBody
+from shoal.daemon import socket_guard
 from shoal.daemon.messages import (
     DaemonStatus,
     FetchFailure,
@@ -61,14 +64,7 @@ class _UnixConnection(http.client.HTTPConnection):
         self.path = path
 
     def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(str(self.path))
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
+        self.sock = socket_guard.connect(self.path, self.timeout)
 
 
 class DaemonClient:
@@ -77,18 +73,14 @@ class DaemonClient:
         self.timeout = timeout
 
     def running(self) -> bool:
-        """True when a daemon accepts connections on the socket (a leftover socket file is not one)."""
-        if not self.path.exists():
-            return False
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        """True when a daemon accepts connections on the socket (a leftover socket file is not one).
+        UnsafeSocket when the socket's directory or the process listening is not this user's (or root's):
+        shoal.daemon.socket_guard's rules, which every connection checks before it sends anything."""
         try:
-            sock.settimeout(1.0)
-            sock.connect(str(self.path))
-            return True
+            socket_guard.connect(self.path, 1.0).close()
         except OSError:
             return False
-        finally:
-            sock.close()
+        return True
 
     # -- the operations ------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from shoal.core.errors import ListenError, LocalIOError
+from shoal.core.errors import ListenError
 from shoal.core.ids import PeerIdentity
 from shoal.core.pool import member_id_for
 from shoal.daemon.client import DaemonClient
@@ -34,6 +34,7 @@ from shoal.daemon.fetcher import Fetcher
 from shoal.daemon.messages import DaemonStatus
 from shoal.daemon.pools import Identity, PoolMember
 from shoal.daemon.seeding import Seeding
+from shoal.daemon.socket_guard import prepare_directory
 from shoal.peer.server import PieceServer, ServerConfig
 from shoal.peer.tracker_client import TrackerClient
 from shoal.storage.cache_lock import CacheLock
@@ -68,7 +69,10 @@ class Daemon:
 
     async def _start(self) -> None:
         config, stack = self.config, self._stack
-        # First: a second daemon must be refused before it writes its capacity into the first one's cache.
+        # Before the cache is made: a new socket directory is born 0700 even when the cache directory goes
+        # inside it, and one that is not this user's alone is refused before anything is written.
+        prepare_directory(config.socket)
+        # Then: a second daemon must be refused before it writes its capacity into the first one's cache.
         await asyncio.to_thread(stack.enter_context, CacheLock(config.cache_dir))
         await asyncio.to_thread(self.store.__enter__)
         stack.callback(self.store.__exit__)
@@ -183,11 +187,9 @@ async def _bind_control(runner: web.AppRunner, path: Path) -> None:
 
 
 def _prepare_socket_path(path: Path) -> None:
-    """Create the socket's directory (0700); remove a stale socket, refuse a live one."""
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise LocalIOError(f"cannot create {path.parent}: {exc.strerror}", path=str(path.parent)) from None
+    """Create the socket's directory (0700; an existing one must be this user's alone, see
+    shoal.daemon.socket_guard); remove a stale socket, refuse a live one."""
+    prepare_directory(path)
     if DaemonClient(path).running():
         raise ListenError(f"cannot listen on {path}: a daemon is already listening there", address=str(path))
     with contextlib.suppress(FileNotFoundError):

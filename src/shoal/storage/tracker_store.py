@@ -61,7 +61,7 @@ def _task_from_row(row: Any) -> TaskRecord:
     )
 
 
-def _task_values(task: TaskRecord) -> dict[str, Any]:
+def _task_values(task: TaskRecord, now: float) -> dict[str, Any]:
     m = task.manifest
     return {
         "url": task.url,
@@ -72,8 +72,12 @@ def _task_values(task: TaskRecord) -> dict[str, Any]:
         "last_modified": m.identity.last_modified if m else "",
         "range_ok": task.range_ok,
         "hash_seq": task.hash_seq,
-        "updated": time.time(),
+        "updated": now,
     }
+
+
+_BATCH = 500
+"""Task ids per statement of the retention's writes."""
 
 
 def _size(task: TaskRecord) -> int:
@@ -106,6 +110,9 @@ class TaskRows:
     """Read from the database (not created by this process): its peers may predate this process."""
     stale: bool = False
     """A write of this task failed: its durable facts are read again before the next decision on it."""
+    touched: float = 0.0
+    """The task's ``updated`` in the database as this copy knows it: when it was last written, or last
+    recorded as having peers (:meth:`TrackerStore.touch`)."""
 
     def __post_init__(self) -> None:
         self.swarm = Swarm(self.task.generation, _size(self.task))
@@ -196,8 +203,10 @@ class _Staged:
 
 
 class TrackerStore(SqlStore):
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, clock: Callable[[], float] = time.time) -> None:
         super().__init__(url)
+        self.clock = clock
+        """The time a write records as the task's ``updated`` (the tracker's clock)."""
         self._rows: dict[str, TaskRows] = {}
         self._pending: dict[str, int] = {}  # task -> its writes staged and not yet committed or failed
         self._drops = 0  # bumped as a task's copy leaves memory: a read that overlapped one is read again
@@ -318,6 +327,7 @@ class TrackerStore(SqlStore):
             _task_from_row(row),
             {r.piece: (r.hash, r.seq) for r in hash_rows},
             {r.piece: r.reporter for r in hash_rows if r.reporter},
+            touched=row.updated,
         )
 
     def held(self) -> list[str]:
@@ -362,25 +372,30 @@ class TrackerStore(SqlStore):
         if rows is not None:
             rows.apply(outcome)
         elif created:
-            self._rows[task_id] = fresh = TaskRows(outcome.task)
-            fresh.apply(outcome)
+            self._rows[task_id] = rows = TaskRows(outcome.task)
+            rows.apply(outcome)
         if not (created or task_changed or outcome.new_generation or outcome.revoked or outcome.new_hashes):
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             done.set_result(None)
             return done
+        now = self.clock()
+        if rows is not None and (created or task_changed):
+            rows.touched = now
 
         def write(conn: Connection) -> None:
-            self._write(conn, outcome, created=created, task_changed=task_changed)
+            self._write(conn, outcome, created=created, task_changed=task_changed, now=now)
 
         return self._stage(write, outcome)
 
-    def _write(self, conn: Connection, outcome: AnnounceOutcome, *, created: bool, task_changed: bool) -> None:
+    def _write(
+        self, conn: Connection, outcome: AnnounceOutcome, *, created: bool, task_changed: bool, now: float
+    ) -> None:
         task = outcome.task
         tid = task.task_id
         if created:
-            conn.execute(tasks.insert().values(task_id=tid, created=time.time(), **_task_values(task)))
+            conn.execute(tasks.insert().values(task_id=tid, created=now, **_task_values(task, now)))
         elif task_changed:
-            conn.execute(update(tasks).where(tasks.c.task_id == tid).values(**_task_values(task)))
+            conn.execute(update(tasks).where(tasks.c.task_id == tid).values(**_task_values(task, now)))
         if outcome.new_generation:
             conn.execute(delete(piece_hashes).where(piece_hashes.c.task_id == tid))
         if outcome.revoked:
@@ -457,3 +472,64 @@ class TrackerStore(SqlStore):
                 del self._rows[task_id]
                 self._drops += 1
         return gone
+
+    # -- retention: tasks no peer announces leave the database ------------------------------------------
+
+    async def touch(self, now: float, *, every: float) -> int:
+        """Record ``now`` as the ``updated`` of the tasks in memory that have peers, where it is older than
+        ``every``: a task's ``updated`` then lags its last peer by at most ``every`` (plus a sweep), however
+        long it lives without a durable change. Returns how many were recorded."""
+        due = [
+            task_id
+            for task_id, rows in self._rows.items()
+            if rows.swarm.peers and rows.touched < now - every and not rows.stale
+        ]
+        for start in range(0, len(due), _BATCH):
+            batch = due[start : start + _BATCH]
+
+            def run(conn: Connection, batch: list[str] = batch) -> None:
+                conn.execute(update(tasks).where(tasks.c.task_id.in_(batch)).values(updated=now))
+
+            await self.write_transaction(run)
+            for task_id in batch:
+                if (rows := self._rows.get(task_id)) is not None:
+                    rows.touched = max(rows.touched, now)
+        return len(due)
+
+    async def idle_tasks(self, before: float, *, after: str = "", limit: int = _BATCH) -> list[str]:
+        """Up to ``limit`` ids, in order and greater than ``after``, of the tasks whose ``updated`` is before
+        ``before`` (the database's view: a task in memory may have peers all the same)."""
+        async with self.connection() as conn:
+            found = await conn.execute(
+                select(tasks.c.task_id)
+                .where(and_(tasks.c.updated < before, tasks.c.task_id > after))
+                .order_by(tasks.c.task_id)
+                .limit(limit)
+            )
+            return list(found.scalars())
+
+    async def remove_tasks(self, task_ids: Iterable[str], before: float) -> list[str]:
+        """Remove these tasks (and their piece hashes) from the database, those of them that are not in
+        memory, have no write pending and are still idle since ``before``; return those removed. The caller
+        keeps announces of them from being decided meanwhile (the tracker holds their locks); a read of one
+        that overlapped the removal is not kept."""
+        candidates = sorted(t for t in task_ids if t not in self._rows and not self._pending.get(t))
+        if not candidates:
+            return []
+
+        def run(conn: Connection) -> list[str]:
+            idle = list(
+                conn.execute(
+                    select(tasks.c.task_id).where(and_(tasks.c.task_id.in_(candidates), tasks.c.updated < before))
+                ).scalars()
+            )
+            if idle:
+                conn.execute(delete(piece_hashes).where(piece_hashes.c.task_id.in_(idle)))
+                conn.execute(delete(tasks).where(tasks.c.task_id.in_(idle)))
+            return idle
+
+        self._drops += 1  # a read under way now may read what is about to go: it reads again
+        removed = await self.write_transaction(run)
+        self.forget(removed)  # a copy a read put in memory meanwhile
+        self._drops += 1
+        return removed

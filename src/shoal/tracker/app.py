@@ -52,6 +52,7 @@ from shoal.core.messages import (
     Health,
     TaskSummary,
 )
+from shoal.core.peer_limits import PeerLimits, PeerRefusal
 from shoal.core.scope_leases import Crossings, LeaseKey, ScopeLease, decide_crossings, rack_scope
 from shoal.core.scope_tally import ScopeTally
 from shoal.http import openapi
@@ -74,6 +75,8 @@ RUNNER_OPTIONS: dict[str, Any] = {"handler_cancellation": True}
 cancelled, so reads stop and the cap counts live work (tracker.admission)."""
 TAKEOVER_RETRIES = 4
 """After tasks move between trackers, grace lasts at least this many of the peers' retries (tracker.cluster)."""
+RETIREMENT_BATCH = 500
+"""Idle tasks removed per transaction: each batch's locks are held while it is removed."""
 GRACE_INTERVALS = 2
 """For this many busy announce intervals after it starts, or after tasks moved between the trackers sharing
 its database (at most one peer TTL), the tracker grants no origin lease afresh on a task it read from the
@@ -106,7 +109,14 @@ class TrackerService:
         self.demand: Demand[tuple[str, str]] = Demand(pacing)
         """This process's live peers by the interval their state calls for: the stretch load puts on them."""
         self.rng = random.Random()
-        self.store = TrackerStore(config.db)
+        self.store = TrackerStore(config.db, clock=clock)
+        self.limits = PeerLimits(
+            max_peers_per_task=config.max_peers_per_task,
+            new_peers_per_minute=config.max_new_peers_per_source,
+            interval=config.interval,
+        )
+        self._next_retirement = math.inf
+        """When the next pass over idle tasks runs (set as the service starts: RETIREMENT_DELAY)."""
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.bt = bt.BtTracker(config, clock)
         self.pools = pools.Pools(self.store, clock, member_ttl=config.peer_ttl, operator_hash=config.admin_token_hash)
@@ -136,6 +146,12 @@ class TrackerService:
             if self.cluster is not None:
                 self.tasks_moved(self.cluster.last_move(now))  # a task gained since is read with grace
             snapshot = await self.store.load(task_id, request.done, now=now, peer_ttl=self.policy.peer_ttl)
+            swarm = snapshot.swarm
+            if request.event != "stopped" and (swarm is None or request.peer_id not in swarm.peers):
+                size = 0 if swarm is None else len(swarm.peers)
+                refusal = self.limits.admit(swarm_size=size, source=seen_host, now=now)
+                if refusal is not None:
+                    raise _NewPeerRefused(refusal)
             outcome = decide_announce(
                 snapshot if seen is None else replace(snapshot, origin_seen=seen),
                 request,
@@ -264,14 +280,18 @@ class TrackerService:
 
     async def resume(self) -> None:
         """Begin serving: the tasks in the database are known, their peers are not until they announce, and
-        for GRACE_INTERVALS no origin lease is granted afresh on those tasks."""
+        for GRACE_INTERVALS no origin lease is granted afresh on those tasks. Idle tasks are first removed
+        a retirement period after the start, once the live tasks' peers have announced them into memory."""
+        now = self.clock()
         grace = min(GRACE_INTERVALS * self.config.interval, self.config.peer_ttl)
-        self.store.grace_until = self.clock() + grace
+        self.store.grace_until = now + grace
+        self._next_retirement = now + max(retirement_period(self.config), self.config.peer_ttl)
 
     async def expire_forever(self) -> None:
         while True:
             await asyncio.sleep(self.config.interval)
             self.bt.sweep()
+            self.limits.sweep(self.clock())
             # A peer silent this long and back is counted afresh; until then its last totals are kept.
             self.scope_bytes.forget_before(self.clock() - self.config.peer_ttl * TALLY_TTLS)
             self.demand.expire(self.clock())
@@ -279,6 +299,64 @@ class TrackerService:
                 await self.store.expire(self.clock(), self.config.peer_ttl)
             except Exception:  # a fault of one round must not end the loop
                 log.exception("expiring peers failed")
+            now = self.clock()
+            if now >= self._next_retirement:
+                self._next_retirement = now + retirement_period(self.config)
+                try:
+                    await self.retire_tasks(now)
+                except Exception:
+                    log.exception("removing idle tasks failed")
+
+    async def retire_tasks(self, now: float) -> int:
+        """Record that the tasks in memory with peers are alive (at most every retirement_period), then remove
+        from the database, in batches, the tasks no peer has announced for ``task_retention`` seconds; return
+        how many. A task in memory, or whose announce is being decided (its lock is held), is kept; another
+        tracker's task is left to it. The locks of a batch are held while it is removed, so an announce of
+        one waits and then finds no task: it makes the task afresh."""
+        retention = self.config.task_retention
+        if not retention:
+            return 0
+        await self.store.touch(now, every=retirement_period(self.config))
+        before = now - retention
+        removed, after = 0, ""
+        while True:
+            idle = await self.store.idle_tasks(before, after=after, limit=RETIREMENT_BATCH)
+            if not idle:
+                return removed
+            after = idle[-1]
+            mine = [t for t in idle if self.cluster is None or self.cluster.mine(t)]
+            locks = {t: self._lock(t) for t in mine}
+            free = [t for t, lock in locks.items() if not lock.locked()]
+            for task_id in free:
+                await locks[task_id].acquire()  # free and unawaited: taken at once
+            try:
+                gone = await self.store.remove_tasks(free, before)
+            finally:
+                for task_id in free:
+                    locks[task_id].release()
+            for task_id in gone:
+                self._scope_leases.pop(task_id, None)
+            removed += len(gone)
+            if gone:
+                log.info("removed %d tasks no peer announced for %gs", len(gone), retention)
+            if len(idle) < RETIREMENT_BATCH:
+                return removed
+
+
+class _NewPeerRefused(Exception):
+    """The peer limits (core.peer_limits) refuse an announce of a peer new to its task: the handler answers
+    with the refusal's status and ``Retry-After``. Never leaves this module."""
+
+    def __init__(self, refusal: PeerRefusal) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
+
+
+def retirement_period(config: TrackerConfig) -> float:
+    """Seconds between passes over idle tasks, and the most a live task's last activity in the database may
+    lag: an eighth of the retention (so a task is kept at least seven eighths of it after its last peer),
+    at most an hour, at least an interval."""
+    return max(config.interval, min(config.task_retention / 8, 3600.0))
 
 
 SERVICE = web.AppKey("service", TrackerService)
@@ -301,7 +379,11 @@ async def announce(request: web.Request) -> web.Response:
     body = await read_struct(request, AnnounceRequest)
     service = request.app[SERVICE]
     seen = service.cluster.client_address(request) if service.cluster else request.remote or ""
-    reply = await service.announce(task_id, body, seen)
+    try:
+        reply = await service.announce(task_id, body, seen)
+    except _NewPeerRefused as exc:
+        refusal = exc.refusal
+        return json_error(refusal.status, refusal.message, **{"Retry-After": str(refusal.retry_after)})
     request.app[ADMISSION].longest_wait = service.longest_retry()
     return struct_response(reply)
 

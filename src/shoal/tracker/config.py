@@ -52,6 +52,16 @@ class TrackerConfig:
     admin_token_hash: str | None = None
     """The SHA-256 of the operator's token (``--admin-token-file``): creating a pool needs it, and it manages
     every pool (tracker.pools). None: anyone may create pools, which suits only a trusted network."""
+    task_retention: float = 7 * 86400.0
+    """Seconds a task is kept after its last peer (its manifest and piece hashes, in the database): one
+    announced again later is read back, one gone is made afresh (its pieces hashed again from the origin).
+    Tasks that a seeder or any peer still announces are kept. 0: forever."""
+    max_peers_per_task: int = 10_000
+    """Most live peers in one task's swarm; a new peer past it is answered 503 with ``Retry-After``
+    (core.peer_limits). Peers already in the swarm are never refused. 0: no cap."""
+    max_new_peers_per_source: int = 1_000
+    """New peers (ones a task's swarm does not hold yet) a source address may add a minute, in bursts of as
+    many; past it a 429 with ``Retry-After`` (core.peer_limits). 0: no limit."""
     max_body: int = 256 * 1024
     """Largest request body accepted, in bytes; larger ones get a 413."""
     max_inflight: int = 64
