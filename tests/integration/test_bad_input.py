@@ -37,7 +37,7 @@ TASK = "ab" * 20
         (["http://127.0.0.1:9/x", "--digest", "md5:abc"], 2, "--digest takes sha256:HEX"),
         (["http://127.0.0.1:9/x", "--header", "no colon here"], 2, "malformed header"),
         (["http://127.0.0.1:9/x", "--listen", "nowhere"], 2, "--listen takes HOST:PORT"),
-        (["http://127.0.0.1:9/x", "--tracker", "127.0.0.1:6969"], 2, "--tracker takes an http(s) URL"),
+        (["http://127.0.0.1:9/x", "--tracker", "ftp://127.0.0.1:6969"], 2, "is not a tracker's base URL"),
     ],
 )
 def test_cli_rejects_bad_arguments(tmp_path, args, code, message):
