@@ -20,7 +20,14 @@ Rules:
   ``writelines`` sends the slices as they are, and a connection's unsent blocks pin up to
   ``write_buffer / 16 KiB`` more spans.)
 - At most ``max_unchoked`` peers are unchoked; the others wait in turn, and a peer that was unchoked for
-  ``rotate_seconds`` while others wait is choked again for the next (shoal.core.unchoke).
+  ``rotate_seconds`` while others wait is choked again for the next (shoal.core.unchoke). An unchoked peer
+  that asked for nothing for ``crowded_idle`` seconds while others wait gives its slot up at once.
+- Connections are kept for active peers. A peer not interested for ``interest_timeout`` is closed (the
+  core's ``expired``). When connections run short (past three quarters of ``max_connections``, or a new
+  one arrives at the limit), peers that sent nothing but keep-alives for ``crowded_idle`` seconds are
+  closed, those not interested first, the idlest first; only when none is that idle is a newcomer refused.
+  An info-hash is public: without this, handshakes followed by a keep-alive now and then would hold every
+  connection for as long as ``idle_timeout``.
 - A file that has gone, is shorter than its torrent, or a torrent the lookup no longer serves as it was
   (checked whenever a span is read) closes the connections that read it, with a logged reason; the server
   goes on serving everything else. A peer's protocol error closes that connection only.
@@ -95,6 +102,12 @@ class WireConfig:
     """Bytes queued in a connection's transport before its sender waits for the peer to take them."""
     idle_timeout: float = btseeding.IDLE_TIMEOUT
     """Seconds a peer may stay silent (not even a keep-alive) before it is disconnected."""
+    interest_timeout: float = btseeding.INTEREST_TIMEOUT
+    """Seconds a peer may stay not interested (since its handshake, or since it lost interest) before it is
+    disconnected."""
+    crowded_idle: float = 10.0
+    """When connections run short, peers that sent nothing but keep-alives this long are closed to make
+    room; an unchoked peer that asked for nothing this long gives its slot up to a waiting one."""
     tick_seconds: float = 5.0
     """How often keep-alives, idle peers and unchoke rotation are seen to."""
 
@@ -225,17 +238,18 @@ class WireSeeder:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         host, port = writer.get_extra_info("peername", ("?", 0))[:2]
         address = f"{host}:{port}"
-        if len(self._peers) >= self.config.max_connections:
+        loop = asyncio.get_running_loop()
+        if len(self._peers) >= self.config.max_connections and not self._make_room(loop.time(), 1):
             log.info("bt peer %s refused: %d connections already", address, len(self._peers))
             writer.close()
             return
-        loop = asyncio.get_running_loop()
         conn = SeedingConnection(
             self.peer_id,
             loop.time(),
             max_requests=self.config.max_requests,
             max_request_length=self.config.max_request_length,
             idle_timeout=self.config.idle_timeout,
+            interest_timeout=self.config.interest_timeout,
         )
         peer = _Peer(conn, writer, address)
         writer.transport.set_write_buffer_limits(high=self.config.write_buffer)
@@ -290,6 +304,16 @@ class WireSeeder:
         elif isinstance(event, PeerCompleted):
             raise _Closing("the peer has every piece")
         return []
+
+    def _make_room(self, now: float, wanted: int) -> int:
+        """Close up to ``wanted`` peers that have expired or sent nothing but keep-alives for ``crowded_idle``
+        seconds: expired ones first, then those not interested, the idlest first. Return how many closed."""
+        idle = self.config.crowded_idle
+        closable = [p for p in self._peers if p.conn.expired(now) or p.conn.idle_for(now) >= idle]
+        closable.sort(key=lambda p: (not p.conn.expired(now), p.conn.peer_interested, -p.conn.idle_for(now)))
+        for peer in closable[:wanted]:
+            self._close(peer, f"idle for {peer.conn.idle_for(now):.0f} s while connections ran short", abort=True)
+        return min(wanted, len(closable))
 
     def _release(self, peer: _Peer, now: float) -> None:
         """Give ``peer``'s unchoke slot (if it has one) to the next waiting peer."""
@@ -359,9 +383,25 @@ class WireSeeder:
                     self._close(peer, "silent for too long")
                 else:
                     peer.write(peer.conn.keepalive(now))
+            crowded = len(self._peers) - self.config.max_connections * 3 // 4
+            if crowded > 0:
+                self._make_room(now, crowded)
+            self._snub(now)
             choke, unchoke = self._slots.rotate(now)
             for peer in choke:
                 peer.write(peer.conn.choke())
             for peer in unchoke:
                 if peer.conn.state is State.CHOKED:
                     peer.write(peer.conn.unchoke())
+
+    def _snub(self, now: float) -> None:
+        """While peers wait for a slot, an unchoked peer that asked for nothing for ``crowded_idle`` seconds
+        gives its slot up and waits again behind them."""
+        if not self._slots.waiting:
+            return
+        idle = [p for p in self._slots.unchoked if p.conn.idle_for(now) >= self.config.crowded_idle]
+        for peer in idle[: len(self._slots.waiting)]:  # not more than wait, or a snubbed peer gets a slot back
+            self._release(peer, now)
+            if peer.conn.state is State.UNCHOKED:
+                peer.write(peer.conn.choke())
+            self._slots.want(peer, now)
