@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 _LISTENING = re.compile(r"listening on (http://\S+)")
 
@@ -54,10 +55,13 @@ class Service:
         self.stop(signal.SIGKILL)
 
 
-def start_service(argv: Sequence[str], *, timeout: float = 20.0, env: dict[str, str] | None = None) -> Service:
-    """Start ``argv`` and wait for its ``listening on URL`` line on stdout."""
+def start_service(
+    argv: Sequence[str], *, timeout: float = 20.0, env: dict[str, str] | None = None, stderr: IO[str] | None = None
+) -> Service:
+    """Start ``argv`` and wait for its ``listening on URL`` line on stdout; its stderr goes to ``stderr``
+    (a file the caller reads afterwards), else to ours."""
     proc = subprocess.Popen(
-        list(argv), stdout=subprocess.PIPE, stderr=None, text=True, env={**os.environ, **(env or {})}
+        list(argv), stdout=subprocess.PIPE, stderr=stderr, text=True, env={**os.environ, **(env or {})}
     )
     deadline = time.monotonic() + timeout
     assert proc.stdout is not None
