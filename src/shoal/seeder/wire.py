@@ -28,9 +28,10 @@ Rules:
   closed, those not interested first, the idlest first; only when none is that idle is a newcomer refused.
   An info-hash is public: without this, handshakes followed by a keep-alive now and then would hold every
   connection for as long as ``idle_timeout``.
-- A file that has gone, is shorter than its torrent, or a torrent the lookup no longer serves as it was
-  (checked whenever a span is read) closes the connections that read it, with a logged reason; the server
-  goes on serving everything else. A peer's protocol error closes that connection only.
+- A file that has gone, is shorter than its torrent, is another file than the one published (its inode),
+  or a torrent the lookup no longer serves as it was (checked whenever a span is read) closes the
+  connections that read it, with a logged reason; the server goes on serving everything else. A peer's
+  protocol error closes that connection only.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ class WireTorrent:
     """The complete file on disk (single-file torrents)."""
     length: int
     piece_length: int
+    inode: int = 0
+    """The inode of the file published; a file read at ``path`` with another is not sent (0: not checked)."""
 
 
 class TorrentLookup(Protocol):
@@ -116,11 +119,13 @@ class _Closing(Exception):
     """A connection must close for ``reason`` (not the peer's protocol error: our side's decision)."""
 
 
-def _read_span(path: Path, offset: int, size: int) -> bytes:
-    """``size`` bytes at ``offset`` of ``path``; runs in a worker thread."""
+def _read_span(path: Path, inode: int, offset: int, size: int) -> bytes:
+    """``size`` bytes at ``offset`` of ``path``, if it is still the file of ``inode``; in a worker thread."""
     try:
         fd = os.open(path, os.O_RDONLY)
         try:
+            if inode and os.fstat(fd).st_ino != inode:
+                raise LocalIOError(f"{path} is no longer the file published", path=str(path))
             data = os.pread(fd, size, offset)
         finally:
             os.close(fd)
@@ -146,10 +151,10 @@ class _SpanCache:
             self._spans.move_to_end(key)
         return span
 
-    async def load(self, key: tuple[bytes, int], path: Path, offset: int, size: int) -> memoryview:
+    async def load(self, key: tuple[bytes, int], path: Path, inode: int, offset: int, size: int) -> memoryview:
         future = self._loading.get(key)
         if future is None:
-            future = asyncio.ensure_future(asyncio.to_thread(_read_span, path, offset, size))
+            future = asyncio.ensure_future(asyncio.to_thread(_read_span, path, inode, offset, size))
             self._loading[key] = future
             future.add_done_callback(lambda done: self._loaded(key, done))
         # shield: a waiter that is cancelled (its peer left) must not cancel the read others wait for.
@@ -370,7 +375,8 @@ class WireSeeder:
         if self.lookup.wire_torrent(torrent.info_hash) != torrent:
             raise _Closing("the torrent is no longer served")
         offset = key[1] * span_size
-        return await self._cache.load(key, torrent.path, offset, min(span_size, torrent.length - offset))
+        size = min(span_size, torrent.length - offset)
+        return await self._cache.load(key, torrent.path, torrent.inode, offset, size)
 
     async def _tick(self) -> None:
         """Keep-alives, idle peers and unchoke rotation, every ``tick_seconds``."""
