@@ -57,6 +57,7 @@ from shoal.core.btseeding import (
 from shoal.core.btwire import BLOCK_SIZE, piece_header
 from shoal.core.errors import ListenError, LocalIOError, ProtocolError
 from shoal.core.unchoke import UnchokeSlots
+from shoal.http.limits import quiet_logs, raise_open_files_limit
 
 log = logging.getLogger("shoal.seeder.wire")
 
@@ -214,6 +215,8 @@ class WireSeeder:
     async def start(self, host: str, port: int) -> int:
         """Listen on host:port (0 picks a free port); return the bound port. An address that cannot be had
         is a ListenError."""
+        raise_open_files_limit()  # a connection is a file: as for the HTTP servers (shoal.http.limits)
+        quiet_logs()
         try:
             self._server = await asyncio.start_server(self._handle, host, port)
         except OSError as exc:
