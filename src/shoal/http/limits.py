@@ -12,7 +12,8 @@ One place, so the tracker, the piece server, the seeder, the daemon and the mirr
   request gets a 408 (:func:`read_body`; every body Shoal reads is a bounded JSON document).
 - **Write timeout** (``write_timeout``): a connection whose unsent bytes have not shrunk for this many
   seconds is aborted (a reader that stopped reading); a file sent with sendfile must move each chunk
-  within ``write_timeout`` plus the chunk's time at ``floor_rate`` (:func:`send_file`).
+  (whole pieces, about 1 MiB) within ``write_timeout`` plus the chunk's time at ``floor_rate``
+  (:func:`send_file`).
 - **Open files**: the soft ``RLIMIT_NOFILE`` is raised to the hard limit when a server starts; at the limit
   Python 3.11's asyncio retries ``accept`` once a second but logs a traceback for each of up to 100 tries
   per wake-up, so those lines are cut to one line a second (:func:`quiet_logs`), as are aiohttp's
@@ -45,6 +46,9 @@ SWEEP_SECONDS = 1.0
 """How often the write timeout is checked."""
 CHUNK_BYTES = 4 << 20
 """sendfile goes out in chunks of this many bytes at most, each with its own deadline."""
+MIN_CHUNK = 1 << 20
+"""and of at least this many (whole pieces): each loop.sendfile call costs the event loop a fixed overhead,
+which chunks of one small piece would pay at every piece of a fast transfer."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ class ServerLimits:
     downloader waits for a silent peer (peer.fetchers.PEER_TIMEOUT)."""
     floor_rate: int = 64 << 10
     """Bytes per second below which a file transfer is taken for a stalled reader: each chunk sent with
-    sendfile is due within ``write_timeout`` plus its size at this rate (a 256 KiB piece: 19 s)."""
+    sendfile is due within ``write_timeout`` plus its size at this rate (1 MiB: 31 s)."""
     max_line_size: int = 8190
     """Longest request line and header line, in bytes (aiohttp's default)."""
     max_field_size: int = 8190
@@ -198,11 +202,13 @@ async def read_body(request: web.Request) -> bytes:
 async def send_file(
     transport: asyncio.Transport, file: IO[bytes], offset: int, count: int, chunk: int, limits: ServerLimits
 ) -> None:
-    """Send ``count`` bytes of ``file`` from ``offset`` with sendfile, in chunks of ``chunk`` bytes (at most
-    CHUNK_BYTES), each due within ``limits.deadline(chunk)``. A chunk late is a reader too slow to keep a
-    server's upload slot or connection: the transport is aborted and ConnectionResetError raised."""
+    """Send ``count`` bytes of ``file`` from ``offset`` with sendfile, in chunks of a whole number of ``chunk``
+    bytes (a piece), at least MIN_CHUNK and at most CHUNK_BYTES unless one ``chunk`` is larger, each due
+    within ``limits.deadline`` of its size. A chunk late is a reader too slow to keep a server's upload slot
+    or connection: the transport is aborted and ConnectionResetError raised."""
     loop = asyncio.get_running_loop()
-    chunk = max(1, min(chunk, CHUNK_BYTES))
+    chunk = max(1, chunk)
+    chunk = max(chunk, min(-(-MIN_CHUNK // chunk), CHUNK_BYTES // chunk) * chunk)
     end = offset + count
     while offset < end:
         size = min(chunk, end - offset)

@@ -80,7 +80,7 @@ class _PieceResponse(web.StreamResponse):
                 if transport is None:
                     raise ConnectionResetError("connection lost")
                 if self.content_length:  # sendfile refuses a count of 0
-                    # Piece by piece, each within its deadline: a reader that stalls frees its slot.
+                    # In runs of whole pieces, each within its deadline: a reader that stalls frees its slot.
                     await send_file(
                         transport, file, self._offset, self.content_length, self._piece_length, self._limits
                     )

@@ -9,7 +9,7 @@
 Rules: only tasks this process holds, only pieces verified, only the generation asked for (a 409 when it
 is another), so a peer never receives bytes of another version of the file. Uploads are bounded: past
 ``max_uploads`` concurrent ones the server answers 503 with Retry-After and the downloader goes to another
-peer, and each piece of a response must be taken within a deadline of its size (shoal.http.limits,
+peer, and each run of pieces of a response must be taken within a deadline of its size (shoal.http.limits,
 ``send_file``): a reader that stalls loses its connection and its upload slot. Data goes out with sendfile
 (zero-copy); an upload rate limit paces whole responses through a token bucket before they start, so
 sendfile is kept even when limited.
