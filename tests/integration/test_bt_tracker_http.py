@@ -260,6 +260,20 @@ def test_tracker_process_answers_announce_and_scrape(tracker: Callable[..., Serv
         assert bdecode(response.read()) == {b"files": {HASH: {b"complete": 1, b"incomplete": 0, b"downloaded": 0}}}
 
 
+def test_tracker_process_answers_a_scrape_of_every_info_hash_allowed(tracker: Callable[..., Service]) -> None:
+    """256 info-hashes (the README's limit), each percent-encoded byte by byte as aria2c sends them: a request
+    line of over 15 KB, past aiohttp's default limit of 8 KB."""
+    service = tracker()
+    with urlopen(f"{service.url}/announce?{encode_query(announce_fields(1, left=0))}", timeout=10):
+        pass
+    hashes = [HASH] + [bytes([n % 256]) * 19 + bytes([n // 256]) for n in range(1, 256)]
+    query = "&".join(f"info_hash={quote_from_bytes(h, safe='')}" for h in hashes)
+    assert len(query) > 15_000
+    with urlopen(f"{service.url}/scrape?{query}", timeout=10) as response:
+        files = bdecode(response.read())[b"files"]
+    assert files[HASH] == {b"complete": 1, b"incomplete": 0, b"downloaded": 0}
+
+
 def test_libtorrent_swarm_through_the_tracker(tmp_path: Path, tracker: Callable[..., Service]) -> None:
     """Two libtorrent sessions find each other only through the tracker: one seeds, the other downloads."""
     lt = pytest.importorskip("libtorrent")

@@ -158,6 +158,9 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         "/files/releases/partial.bin.part",
         "/serve_last_updated?..",
         "/serve_last_updated?nothere",
+        "/serve?releases/%ff%fe",
+        "/serve_last_updated?%ff%fe",
+        "/files/releases/%ff%fe",
     ],
 )
 def test_nothing_outside_the_watched_directories_is_served(guarded: Service, path: str) -> None:

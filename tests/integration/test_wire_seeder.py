@@ -255,3 +255,76 @@ async def test_a_withdrawn_torrent_closes_its_connections(
     assert await peer.closed()
     await peer.aclose()
     assert "no longer served" in caplog.text
+
+
+async def idle_for(seconds: float) -> None:
+    """Wait until the seeder's clock (the loop's) has moved ``seconds`` on: the raw peers then count as idle
+    that long. A precondition, not an assertion that something has not happened yet."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await wait_until_async(lambda: loop.time() - start > seconds, f"{seconds} s on the loop's clock")
+
+
+async def test_idle_handshakes_holding_every_connection_do_not_lock_a_real_client_out(
+    torrents: Torrents,
+    make_payload: Callable[[str, int], Payload],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The info-hash is public: strangers take every connection with a handshake and nothing after it (a
+    keep-alive now and then would do for ten minutes). They are closed, the idlest first, as a real client
+    arrives, and libtorrent gets the file."""
+    caplog.set_level(logging.INFO, logger="shoal.seeder.wire")
+    payload = make_payload("crowd.bin", 2 * 1024 * 1024)
+    config = WireConfig(max_connections=12, crowded_idle=0.5, tick_seconds=0.2)
+    seeder = WireSeeder(torrents, config)
+    await seeder.start("127.0.0.1", 0)
+    sessions: list[lt.session] = []
+    try:
+        idle = [await RawPeer.connect(seeder.port, payload.torrent.info_hash) for _ in range(config.max_connections)]
+        for peer in idle:
+            assert isinstance(await peer.receive(), BitfieldMessage)  # accepted: each holds a connection
+        assert seeder.peers == config.max_connections
+        await idle_for(config.crowded_idle)
+        handle = download(sessions, payload, tmp_path / "out", seeder.port)
+        await complete(sessions[0], handle)
+        assert (tmp_path / "out" / "crowd.bin").read_bytes() == payload.path.read_bytes()
+        closed = [peer for peer in idle if peer.reader.at_eof() or await _closed_now(peer)]
+        assert closed, "no idle handshake was closed"
+        assert "while connections ran short" in caplog.text
+        for peer in idle:
+            peer.writer.transport.abort()
+    finally:
+        sessions.clear()
+        await seeder.stop()
+
+
+async def _closed_now(peer: RawPeer) -> bool:
+    """Whether the seeder has closed ``peer``'s connection (its end of file is there to read)."""
+    try:
+        async with asyncio.timeout(0.01):
+            return await peer.reader.read(1 << 16) == b""
+    except TimeoutError:
+        return False
+
+
+async def test_an_unchoked_peer_that_asks_for_nothing_gives_its_slot_to_a_waiting_client(
+    torrents: Torrents, make_payload: Callable[[str, int], Payload], tmp_path: Path
+) -> None:
+    """One unchoke slot, taken by a peer that says it is interested and then requests nothing: a real client
+    waiting for the slot gets it once that peer has been idle ``crowded_idle`` seconds."""
+    payload = make_payload("snub.bin", 2 * 1024 * 1024)
+    seeder = WireSeeder(torrents, WireConfig(max_unchoked=1, rotate_seconds=3600, crowded_idle=0.5, tick_seconds=0.2))
+    await seeder.start("127.0.0.1", 0)
+    sessions: list[lt.session] = []
+    try:
+        squatter = await RawPeer.connect(seeder.port, payload.torrent.info_hash)
+        squatter.send(Interested())
+        await squatter.until(Unchoke)
+        handle = download(sessions, payload, tmp_path / "out", seeder.port)
+        await complete(sessions[0], handle)
+        assert (tmp_path / "out" / "snub.bin").read_bytes() == payload.path.read_bytes()
+        squatter.writer.transport.abort()
+    finally:
+        sessions.clear()
+        await seeder.stop()

@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +25,11 @@ from pathlib import Path
 import libtorrent as lt
 import pytest
 
+from shoal.seeder.wire import WireConfig
 from shoal.testing.libtorrent_client import SESSION_SETTINGS, add_torrent
 from shoal.testing.poll import wait_until
 from shoal.testing.processes import Service, start_seeder, start_tracker
+from shoal.testing.sockets import listening_ports
 
 pytestmark = pytest.mark.skipif(
     shutil.which("aria2c") is None or shutil.which("ctorrent") is None,
@@ -130,6 +134,44 @@ def test_ctorrent_downloads_over_the_wire_protocol_alone(
             proc.terminate()
             proc.wait(10)
     assert out.read_bytes() == payload[1]
+
+
+def test_ctorrent_gets_the_file_while_idle_handshakes_hold_every_connection(
+    seeder: Service, payload: tuple[Path, bytes], tmp_path: Path
+) -> None:
+    """The info-hash is public: 200 strangers (the seeder's connection limit) handshake and then say nothing.
+    The idlest are closed as connections run short, and ctorrent, which can only use the wire, gets the file."""
+    [listed] = json.loads(fetch(f"{seeder.url}/v1/files"))["files"]
+    http_port = int(seeder.url.rsplit(":", 1)[1])
+    [bt_port] = listening_ports(seeder.proc.pid) - {http_port}
+    handshake = bytes([19]) + b"BitTorrent protocol" + bytes(8) + bytes.fromhex(listed["info_hash"])
+    idle = []
+    try:
+        for n in range(200):
+            sock = socket.create_connection(("127.0.0.1", bt_port), timeout=30)
+            idle.append(sock)
+            sock.sendall(handshake + f"-ID0000-{n:012d}".encode())
+            assert len(sock.recv(68, socket.MSG_WAITALL)) == 68  # accepted: our handshake came back
+        started = time.monotonic()
+        # A precondition, not an assertion: the strangers have been idle as long as the seeder tolerates
+        # when connections are short (WireConfig.crowded_idle).
+        wait_until(lambda: time.monotonic() - started > WireConfig.crowded_idle, "the strangers to be idle")
+        test_ctorrent_downloads_over_the_wire_protocol_alone(seeder, payload, tmp_path)
+        closed = 0
+        for sock in idle:
+            sock.setblocking(False)
+            try:
+                while sock.recv(1 << 16):
+                    continue  # our bitfield, and what came after it
+            except BlockingIOError:
+                continue  # still open
+            except ConnectionResetError:
+                pass  # closed with an abort
+            closed += 1
+        assert closed > 0
+    finally:
+        for sock in idle:
+            sock.close()
 
 
 def _lt_session() -> lt.session:

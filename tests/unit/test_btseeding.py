@@ -13,6 +13,7 @@ import pytest
 from shoal.core.bitfield import Bitfield
 from shoal.core.btseeding import (
     HANDSHAKE_TIMEOUT,
+    INTEREST_TIMEOUT,
     KEEPALIVE_SECONDS,
     MAX_QUEUED_REQUESTS,
     MAX_REQUEST_LENGTH,
@@ -357,9 +358,45 @@ def test_keepalives_and_silence() -> None:
     assert seed.expired(NOW + HANDSHAKE_TIMEOUT + 1)  # no handshake yet
     seed.receive_data(Downloader().hello(), NOW + 10)
     seed.accept(LENGTH, PIECE)
+    seed.receive_data(wire(Interested()), NOW + 10)
     assert seed.keepalive(NOW + KEEPALIVE_SECONDS - 1) == b""
     assert seed.keepalive(NOW + KEEPALIVE_SECONDS) == encode_message(KeepAlive())
     assert seed.keepalive(NOW + KEEPALIVE_SECONDS + 1) == b""
     seed.receive_data(wire(KeepAlive()), NOW + 200)
     assert not seed.expired(NOW + 500)
     assert seed.expired(NOW + 501)
+
+
+def test_a_handshake_never_followed_by_interest_expires_whatever_keepalives_come() -> None:
+    seed = SeedingConnection(SEED_ID, NOW)
+    seed.receive_data(Downloader().hello(), NOW)
+    seed.accept(LENGTH, PIECE)
+    for t in range(5, int(INTEREST_TIMEOUT), 5):
+        seed.receive_data(wire(KeepAlive()), NOW + t)
+    assert not seed.expired(NOW + INTEREST_TIMEOUT)
+    assert seed.expired(NOW + INTEREST_TIMEOUT + 1)
+
+
+def test_a_peer_that_loses_interest_expires_unless_it_comes_back() -> None:
+    seed = accepted(unchoked=False)
+    seed.receive_data(wire(Interested()), NOW + 1)
+    assert not seed.expired(NOW + INTEREST_TIMEOUT + 100)  # interested and not silent for long: kept
+    seed.receive_data(wire(NotInterested()), NOW + 200)
+    assert not seed.expired(NOW + 200 + INTEREST_TIMEOUT)
+    assert seed.expired(NOW + 201 + INTEREST_TIMEOUT)
+    seed.receive_data(wire(Interested()), NOW + 200 + INTEREST_TIMEOUT)
+    assert not seed.expired(NOW + 201 + INTEREST_TIMEOUT)
+
+
+def test_idle_for_counts_from_the_last_message_that_is_not_a_keepalive() -> None:
+    seed = SeedingConnection(SEED_ID, NOW)
+    assert seed.idle_for(NOW + 7) == 7  # before its handshake: since the connection started
+    seed.receive_data(Downloader().hello(), NOW + 1)
+    seed.accept(LENGTH, PIECE)
+    assert seed.idle_for(NOW + 7) == 6
+    seed.receive_data(wire(Interested()), NOW + 10)
+    seed.receive_data(wire(KeepAlive()), NOW + 20)
+    assert seed.idle_for(NOW + 30) == 20
+    seed.unchoke()
+    seed.receive_data(wire(Request(0, 0, BLOCK_SIZE)), NOW + 25)
+    assert seed.idle_for(NOW + 30) == 5

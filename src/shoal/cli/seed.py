@@ -63,17 +63,20 @@ async def hosted_seeder(config: SeederConfig) -> AsyncIterator[tuple[int, int]]:
     from shoal.seeder.wire import WireSeeder
     from shoal.storage.hash_index import HashIndex
     from shoal.tracker import TrackerConfig, build_app
+    from shoal.tracker.app import RUNNER_OPTIONS
 
     catalog = Catalog()
     with HashIndex(config.state_dir / "hashes.db") as index:
         seeder = Seeder(config, index, catalog)
+        options: dict[str, object] = {}
         if config.tracker:
             app = web.Application()
         else:
             tracker_db = f"sqlite:///{config.state_dir / 'tracker.db'}"
             app = build_app(TrackerConfig(host=config.host, port=config.port, db=tracker_db))
+            options = dict(RUNNER_OPTIONS)
         install(app, seeder, config.tracker or "")
-        runner, port = await listen(app, config.host, config.port)
+        runner, port = await listen(app, config.host, config.port, **options)
         wire = WireSeeder(catalog)
         try:
             bt_port = await wire.start(config.host, config.bt_port)

@@ -51,7 +51,12 @@ Rules, and why:
   spare bits clear.
 - Keep-alives go out every ``KEEPALIVE_SECONDS`` whatever else is sent (four bytes every two minutes,
   and the core need not hear of every piece the service writes). A peer silent for ``idle_timeout``
-  (any bytes count) has expired; so has one without a handshake after ``HANDSHAKE_TIMEOUT``.
+  (any bytes count) has expired; so has one without a handshake after ``HANDSHAKE_TIMEOUT``, and one that
+  has not been interested for ``interest_timeout`` since we accepted it or since it lost interest: a seed
+  has nothing else to offer, and an info-hash is public, so a handshake followed by keep-alives alone is
+  how a stranger would hold the seeder's connections.
+- ``idle_for`` is how long the peer has sent nothing but keep-alives: the service closes the idlest peers
+  when its connections run short (shoal.seeder.wire), so that active peers keep theirs.
 """
 
 from __future__ import annotations
@@ -88,6 +93,9 @@ KEEPALIVE_SECONDS = 120.0
 IDLE_TIMEOUT = 600.0
 """libtorrent's ``inactivity_timeout``; it sends its keep-alives after half of that without sending."""
 HANDSHAKE_TIMEOUT = 20.0
+INTEREST_TIMEOUT = 30.0
+"""Seconds an accepted peer may stay not interested; clients say they are interested right after our
+bitfield, and a client that has every piece says so with its bitfield or haves (PeerCompleted)."""
 
 _KEEP_ALIVE = encode_message(KeepAlive())
 _CHOKE = encode_message(Choke())
@@ -156,6 +164,7 @@ class SeedingConnection:
         max_requests: int = MAX_QUEUED_REQUESTS,
         max_request_length: int = MAX_REQUEST_LENGTH,
         idle_timeout: float = IDLE_TIMEOUT,
+        interest_timeout: float = INTEREST_TIMEOUT,
     ) -> None:
         if len(peer_id) != 20:
             raise ValueError("peer_id must be 20 bytes")
@@ -165,6 +174,7 @@ class SeedingConnection:
         self.max_requests = max_requests
         self.max_request_length = max_request_length
         self.idle_timeout = idle_timeout
+        self.interest_timeout = interest_timeout
         self.state = State.AWAIT_HANDSHAKE
         self.info_hash = b""
         self.remote_peer_id = b""
@@ -181,8 +191,14 @@ class SeedingConnection:
         self._peer_pieces = 0
         self._messages_seen = 0
         self._choked_requests = 0
+        self._now = now
+        """The ``now`` of the input being processed."""
         self._started = now
         self._last_received = now
+        self._last_active = now
+        """When the peer last sent a message other than a keep-alive."""
+        self._uninterested_since: float | None = now
+        """Since when the peer has not been interested; None while it is."""
         self._last_keepalive = now
 
     # -- input from the peer ---------------------------------------------------------------------------
@@ -191,6 +207,7 @@ class SeedingConnection:
         """Feed the peer's bytes; return what happened. Raises ProtocolError (and closes) on bad input."""
         if self.state is State.CLOSED:
             return []
+        self._now = now
         if data:
             self._last_received = now
             self._decoder.feed(data)
@@ -221,15 +238,18 @@ class SeedingConnection:
             if type(message) is KeepAlive:
                 continue  # its bytes already counted as activity
             self._messages_seen += 1
+            self._last_active = self._now
             if type(message) is Request:
                 self._on_request(message)
             elif type(message) is Interested:
                 if not self.peer_interested:
                     self.peer_interested = True
+                    self._uninterested_since = None
                     events.append(PeerInterested())
             elif type(message) is NotInterested:
                 if self.peer_interested:
                     self.peer_interested = False
+                    self._uninterested_since = self._now
                     events.append(PeerNotInterested())
             elif type(message) is CancelMessage:
                 self._on_cancel(message)
@@ -298,6 +318,7 @@ class SeedingConnection:
         if 1 + bitfield_bytes > MAX_MESSAGE_LENGTH:
             raise ValueError(f"{piece_count} pieces: a bitfield longer than the message limit")
         self._move("accept")
+        self._uninterested_since = self._last_active = self._now
         self._piece_length = piece_length
         self._piece_count = piece_count
         self._last_piece_length = length - (piece_count - 1) * piece_length
@@ -349,7 +370,16 @@ class SeedingConnection:
         return b""
 
     def expired(self, now: float) -> bool:
-        """The peer has been silent too long (or never finished its handshake): close the connection."""
+        """The peer has been silent too long, never finished its handshake, or has not been interested for
+        too long: close the connection."""
         if self.state is State.AWAIT_HANDSHAKE:
             return now - self._started > HANDSHAKE_TIMEOUT
+        uninterested = self._uninterested_since
+        if uninterested is not None and now - uninterested > self.interest_timeout:
+            return True
         return now - self._last_received > self.idle_timeout
+
+    def idle_for(self, now: float) -> float:
+        """Seconds since the peer last sent a message other than a keep-alive (since its connection started,
+        before its handshake)."""
+        return now - self._last_active

@@ -35,6 +35,7 @@ from shoal.daemon.messages import DaemonStatus
 from shoal.daemon.pools import Identity, PoolMember
 from shoal.daemon.seeding import Seeding
 from shoal.daemon.socket_guard import prepare_directory
+from shoal.http.limits import Runner
 from shoal.peer.server import PieceServer, ServerConfig
 from shoal.peer.tracker_client import TrackerClient
 from shoal.storage.cache_lock import CacheLock
@@ -109,7 +110,7 @@ class Daemon:
         self.fetcher = Fetcher(config, self.store, session, self.server, self.seeding, identity=self.identity)
         stack.push_async_callback(self.fetcher.stop)
         self.fetcher.complete_sha256()  # any left pending when the daemon last stopped
-        runner = web.AppRunner(Control(self.store, self.fetcher, self.status).app(), access_log=None)
+        runner = Runner(Control(self.store, self.fetcher, self.status).app())
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         await _bind_control(runner, config.socket)

@@ -17,6 +17,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from shoal.core.errors import ProtocolError
 from shoal.core.structs import decode, strings_in
+from shoal.http.limits import read_body
 
 T = TypeVar("T")
 
@@ -51,8 +52,8 @@ def _check_strings(value: Any) -> None:
 
 async def read_json(request: web.Request) -> Any:
     """The request's JSON body; a ProtocolError (400) when it is not JSON, or holds a string no service
-    stores (see :func:`_check_strings`); a 413 past client_max_size."""
-    raw = await request.read()
+    stores (see :func:`_check_strings`); a 413 past client_max_size, a 408 past the body timeout."""
+    raw = await read_body(request)
     try:
         body = json.loads(raw)
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of over 4,300 digits
@@ -65,8 +66,8 @@ async def read_json(request: web.Request) -> Any:
 
 async def read_struct(request: web.Request, kind: type[T]) -> T:
     """The request's body decoded straight into the message ``kind`` (core.structs.decode: a ProtocolError,
-    a 400 at the edge, names the field at fault); a 413 past client_max_size."""
-    return decode(await request.read(), kind)
+    a 400 at the edge, names the field at fault); a 413 past client_max_size, a 408 past the body timeout."""
+    return decode(await read_body(request), kind)
 
 
 def struct_response(value: Any, status: int = 200) -> web.Response:

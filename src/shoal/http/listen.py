@@ -1,7 +1,8 @@
 """Starting an aiohttp application on an address: the one place that knows how to learn the bound port.
 
 The application is kept apart from where it listens (aiohttp's AppRunner/TCPSite), so every service can
-be embedded: in its own process, in the demo's single process, or in a test.
+be embedded: in its own process, in the demo's single process, or in a test. Every one is served under
+the limits of :mod:`shoal.http.limits` (timeouts, request sizes, the open-file limit).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from shoal.core.errors import ListenError
+from shoal.http.limits import Runner
 
 ON_LISTENING = web.AppKey("on_listening", list)
 """Callbacks an application is given the port it listens on once it does (a service that tells others where
@@ -21,8 +23,9 @@ it can be reached: the port is known only then when it was 0)."""
 
 async def listen(app: web.Application, host: str, port: int, **runner_options: Any) -> tuple[web.AppRunner, int]:
     """Serve ``app`` on host:port (0 picks a free port); return the runner (to clean up) and the port.
-    An address that cannot be had is a ListenError."""
-    runner = web.AppRunner(app, access_log=None, **runner_options)
+    An address that cannot be had is a ListenError. ``runner_options`` go to :class:`shoal.http.limits.Runner`
+    (aiohttp's AppRunner options, and ``limits``)."""
+    runner = Runner(app, **runner_options)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
@@ -53,7 +56,7 @@ async def serve(app: web.Application, host: str, port: int, name: str, detail: s
     """Serve ``app`` until SIGINT or SIGTERM, first printing ``NAME listening on http://HOST:PORT``.
 
     That line is the contract with whoever started the process (tests, benchmarks, operators' scripts):
-    with port 0 it is the only way to learn the port. ``runner_options`` go to aiohttp's AppRunner.
+    with port 0 it is the only way to learn the port. ``runner_options`` go to :func:`listen`.
     """
     runner, bound = await listen(app, host, port, **runner_options)
     try:

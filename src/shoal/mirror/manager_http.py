@@ -52,6 +52,7 @@ from shoal.core.mirror_job import JobStatus
 from shoal.core.structs import decode
 from shoal.http import openapi
 from shoal.http.json_api import bearer_token, json_error, json_errors, read_struct, struct_response
+from shoal.http.limits import read_body
 from shoal.http.openapi import Query, Route
 from shoal.mirror.manager import MirrorManager, job_view
 from shoal.mirror.messages import (
@@ -120,7 +121,7 @@ def _name(request: web.Request, what: str = "name") -> str:
 
 async def _optional(request: web.Request, kind: type[M]) -> M:
     """A body that may be left out: ``kind``'s defaults then."""
-    raw = await request.read()
+    raw = await read_body(request)
     return decode(raw, kind) if raw.strip() else kind()
 
 

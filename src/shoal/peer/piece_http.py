@@ -23,9 +23,11 @@ from aiohttp.abc import AbstractStreamWriter
 
 from shoal import __version__
 from shoal.core.errors import ProtocolError
+from shoal.core.manifest import Manifest
 from shoal.core.ranges import parse_piece_range
 from shoal.http import openapi
 from shoal.http.json_api import struct_response
+from shoal.http.limits import send_file, server_limits
 from shoal.http.openapi import Query, Route
 from shoal.peer import server as piece_server
 from shoal.peer.messages import HavesLine, PeerHealth
@@ -45,17 +47,19 @@ class _PieceResponse(web.StreamResponse):
     of a swarm serves hundreds of runs of a few pieces, and each round trip wakes a thread on a busy host.
     """
 
-    def __init__(self, path: Path, start: int, end: int, length: int, server: PieceServer) -> None:
+    def __init__(self, path: Path, start: int, end: int, manifest: Manifest, server: PieceServer) -> None:
         super().__init__(
             status=206,
             headers={
                 hdrs.CONTENT_TYPE: "application/octet-stream",
-                hdrs.CONTENT_RANGE: f"bytes {start}-{end - 1}/{length}",
+                hdrs.CONTENT_RANGE: f"bytes {start}-{end - 1}/{manifest.length}",
             },
         )
         self.content_length = end - start
         self._path = path
         self._offset = start
+        self._piece_length = manifest.piece_length
+        self._limits = server.limits or server_limits()
         self._server: PieceServer | None = server
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
@@ -76,7 +80,10 @@ class _PieceResponse(web.StreamResponse):
                 if transport is None:
                     raise ConnectionResetError("connection lost")
                 if self.content_length:  # sendfile refuses a count of 0
-                    await asyncio.get_running_loop().sendfile(transport, file, self._offset, self.content_length)
+                    # In runs of whole pieces, each within its deadline: a reader that stalls frees its slot.
+                    await send_file(
+                        transport, file, self._offset, self.content_length, self._piece_length, self._limits
+                    )
                 await super().write_eof()
                 return writer
         finally:
@@ -127,7 +134,7 @@ class PieceRoutes:
                         # Withdrawn meanwhile (the download restarted): its file may be another version now.
                         raise web.HTTPNotFound(reason="task not served here")
             served.uploaded += end - start
-            return _PieceResponse(served.path, start, end, served.manifest.length, self.server)
+            return _PieceResponse(served.path, start, end, served.manifest, self.server)
         except BaseException:
             self.server.uploads -= 1
             raise

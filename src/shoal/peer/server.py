@@ -9,8 +9,10 @@
 Rules: only tasks this process holds, only pieces verified, only the generation asked for (a 409 when it
 is another), so a peer never receives bytes of another version of the file. Uploads are bounded: past
 ``max_uploads`` concurrent ones the server answers 503 with Retry-After and the downloader goes to another
-peer. Data goes out with sendfile (zero-copy); an upload rate limit paces whole responses through a token
-bucket before they start, so sendfile is kept even when limited.
+peer, and each run of pieces of a response must be taken within a deadline of its size (shoal.http.limits,
+``send_file``): a reader that stalls loses its connection and its upload slot. Data goes out with sendfile
+(zero-copy); an upload rate limit paces whole responses through a token bucket before they start, so
+sendfile is kept even when limited.
 
 The have stream lets a downloader learn of a new piece within one network round trip of its verification,
 instead of waiting for the tracker's announce interval.
@@ -32,6 +34,8 @@ from shoal.core.rate import TokenBucket
 
 if TYPE_CHECKING:
     from aiohttp import web
+
+    from shoal.http.limits import ServerLimits
 
 BACKLOG = 128
 PING_SECONDS = 5.0
@@ -176,6 +180,8 @@ class PieceServer:
         self._runner: web.AppRunner | None = None
         self.routes: list[web.RouteDef] = []
         self.port = 0
+        self.limits: ServerLimits | None = None
+        """The limits it serves under (shoal.http.limits), known once it serves."""
 
     def add_route(self, route: web.RouteDef) -> None:
         """Serve one more route beside the piece routes (the daemon's whole-file content route); call
@@ -236,11 +242,13 @@ class PieceServer:
                 raise RuntimeError("serve() without a bound socket")
             from aiohttp import web
 
+            from shoal.http.limits import Runner, server_limits
             from shoal.peer.piece_http import PieceRoutes
 
             runner: web.AppRunner | None = None
             try:
-                runner = web.AppRunner(PieceRoutes(self).app(), access_log=None, shutdown_timeout=1.0)
+                self.limits = server_limits()
+                runner = Runner(PieceRoutes(self).app(), self.limits, shutdown_timeout=1.0)
                 await runner.setup()
                 await web.SockSite(runner, self._socket).start()
             except BaseException as exc:

@@ -94,8 +94,12 @@ def _torrent(request: web.Request, entry: SeededFile) -> web.Response:
 
 
 def _query_name(request: web.Request) -> str:
-    """The query string is the name itself (``/serve?releases/app.tar.gz``), percent-decoded."""
-    return unquote(request.query_string, errors="strict")
+    """The query string is the name itself (``/serve?releases/app.tar.gz``), percent-decoded; a name that is
+    not UTF-8 once decoded is a ProtocolError (400)."""
+    try:
+        return unquote(request.query_string, errors="strict")
+    except UnicodeDecodeError:
+        raise ProtocolError("a file name must be UTF-8, percent-encoded", field="path") from None
 
 
 def _rel(request: web.Request, raw: str) -> str:

@@ -130,4 +130,4 @@ class Catalog:
         entry = self._by_info_hash.get(info_hash)
         if entry is None:
             return None
-        return WireTorrent(entry.info_hash, entry.path, entry.stat.size, entry.info.piece_length)
+        return WireTorrent(entry.info_hash, entry.path, entry.stat.size, entry.info.piece_length, entry.stat.inode)

@@ -7,7 +7,8 @@ still goes out with sendfile.
 
 Before a byte is sent the open file is checked against what was hashed (inode, size, mtime): a file
 changed since it was published is being re-hashed, and gets a 503 with Retry-After rather than bytes that
-do not match its ETag.
+do not match its ETag. A reader that takes a chunk of the file slower than the floor rate loses its
+connection (shoal.http.limits, ``send_file``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from email.utils import formatdate
 
 from aiohttp import hdrs, web
 
+from shoal.http.limits import CHUNK_BYTES, process_limits, send_file
 from shoal.seeder.catalog import SeededFile
 from shoal.storage.file_hashes import FileStat
 
@@ -76,7 +78,7 @@ async def file_response(request: web.Request, entry: SeededFile) -> web.StreamRe
             transport = request.transport
             if transport is None:
                 raise ConnectionResetError("connection lost")
-            await asyncio.get_running_loop().sendfile(transport, fobj, start, stop - start)
+            await send_file(transport, fobj, start, stop - start, CHUNK_BYTES, process_limits())
         await response.write_eof()
         return response
     finally:

@@ -3,12 +3,15 @@
 A client's REL is refused, before any lookup, when it is empty, holds a NUL byte, is absolute, or has an
 empty, ``.`` or ``..`` component; such a name can only be an attempt to leave the watched directories.
 A path on disk has no REL (it is not published) when its real path, symlinks resolved, lies outside its
-watched directory, or when it is hidden or a partial download.
+watched directory, or when it is hidden or a partial download. Whether a file is inside is judged on the
+file opened (:func:`open_inside`), not on its path before or after: a symlink swapped between a check and
+the open cannot lead out.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,3 +69,24 @@ def rel_of(root: Root, path: Path) -> str | None:
 def contained(root: Root, path: Path) -> bool:
     """Whether ``path``'s real location, symlinks resolved, is inside ``root``."""
     return Path(os.path.realpath(path)).is_relative_to(root.path)
+
+
+def open_inside(root: Root, path: Path, opened: Callable[[], None] | None = None) -> int | None:
+    """Open ``path`` for reading (symlinks followed) and return the descriptor if the file opened lies inside
+    ``root``: the path's real location, resolved after the open, is inside and is that very file (same
+    device and inode). None, with nothing left open, when it leads out. ``opened`` runs between the open
+    and the check (tests swap a symlink there). OSError as ``os.open`` raises it."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if opened is not None:
+            opened()
+        st = os.fstat(fd)
+        real = Path(os.path.realpath(path))
+        there = os.stat(real)
+        if real.is_relative_to(root.path) and (there.st_dev, there.st_ino) == (st.st_dev, st.st_ino):
+            return fd
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    return None

@@ -13,6 +13,10 @@ When a file is published::
                                                             v
                                                         published
 
+A file is hashed through one descriptor, opened once and checked to lie inside its watched directory
+(names.open_inside), and is served only while its path leads to that same file (inode, size, mtime): a
+symlink swapped during publication cannot make the seeder hash or serve a file from elsewhere.
+
 A published file that is modified, moved out or deleted is unpublished at once (a client must never get a
 torrent for bytes that are no longer there); a modified one is published again once it settles. Every
 event of a path restarts its wait, so a file being written is looked at once, after its writer is done.
@@ -32,6 +36,7 @@ import logging
 import os
 import stat as stat_module
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -39,9 +44,9 @@ from shoal.core.manifest import piece_length_for
 from shoal.core.metainfo import TorrentInfo
 from shoal.seeder.catalog import Catalog, SeededFile
 from shoal.seeder.config import SeederConfig
-from shoal.seeder.names import Root, contained, rel_of
+from shoal.seeder.names import Root, contained, open_inside, rel_of
 from shoal.seeder.watcher import Change, Due, Watcher, Why, due_after
-from shoal.storage.file_hashes import FileHashes, FileStat, hash_file
+from shoal.storage.file_hashes import FileHashes, FileStat, hash_open_file
 from shoal.storage.hash_index import HashIndex
 
 log = logging.getLogger("shoal.seeder")
@@ -94,6 +99,9 @@ class Seeder:
         self.listeners: list[Listener] = []
         self.hashing_seconds = 0.0
         self.hashed_bytes = 0
+        self.opened: Callable[[Path], None] | None = None
+        """Called in the hashing thread between a file's open and the check that it lies inside its watched
+        directory (names.open_inside): tests swap a symlink there."""
         self._waits: dict[Path, _Wait] = {}
         self._hash_slots = asyncio.Semaphore(HASH_JOBS)
         self._watcher = Watcher([r.path for r in self.roots])
@@ -211,6 +219,9 @@ class Seeder:
                     except PermissionError as exc:
                         log.warning("not publishing %s: %s", path, exc)
                         break
+                    except _LeadsOut as exc:
+                        log.warning("not publishing %s: it leads out of %s", path, exc.root)
+                        break
                     if hashes is None:  # it changed while being hashed
                         continue
                 if await self._publish(path, first, hashes, wait):
@@ -226,15 +237,21 @@ class Seeder:
         return self.index.get(str(path), stat, piece_length_for(stat.size))
 
     async def _hash(self, path: Path, stat: FileStat) -> FileHashes | None:
-        """Hash and remember the file; None if it changed or vanished meanwhile (look again)."""
+        """Hash and remember the file; None if it changed or vanished meanwhile (look again); _LeadsOut if the
+        file opened lies outside its watched directory."""
+        found = self._root_rel(path)
+        if found is None:
+            return None
         async with self._hash_slots:
             started = time.perf_counter()
             try:
-                hashes = await asyncio.to_thread(hash_file, path, piece_length_for(stat.size))
-            except PermissionError:
+                hashes = await asyncio.to_thread(self._hash_inside, found[0], path, stat)
+            except (PermissionError, _LeadsOut):
                 raise
             except OSError as exc:
                 log.info("hashing %s failed (%s); will look again", path, exc)
+                return None
+            if hashes is None:
                 return None
             self.hashing_seconds += time.perf_counter() - started
             self.hashed_bytes += stat.size
@@ -242,6 +259,21 @@ class Seeder:
             return None
         await asyncio.to_thread(self.index.put, str(path), stat, hashes)
         return hashes
+
+    def _hash_inside(self, root: Root, path: Path, stat: FileStat) -> FileHashes | None:
+        """Open the file once, check that what was opened lies inside ``root`` and is the file of ``stat``,
+        and hash it through that descriptor: a symlink swapped at any moment cannot make the seeder hash (and
+        then serve, by inode) a file outside. None when it is not the file of ``stat`` (look again)."""
+        opened = self.opened
+        fd = open_inside(root, path, (lambda: opened(path)) if opened is not None else None)
+        if fd is None:
+            raise _LeadsOut(root.path)
+        try:
+            if FileStat.of(os.fstat(fd)) != stat:
+                return None
+            return hash_open_file(fd, piece_length_for(stat.size), str(path))
+        finally:
+            os.close(fd)
 
     async def _publish(self, path: Path, stat: FileStat, hashes: FileHashes, wait: _Wait) -> bool:
         """Publish unless the file was written again meanwhile (then False: settle and hash again)."""
@@ -270,6 +302,14 @@ class Seeder:
         for listener in self.listeners:
             listener.published(entry)
         return True
+
+
+class _LeadsOut(Exception):
+    """The file opened for a path lies outside its watched directory."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(str(root))
+        self.root = root
 
 
 _WHY: dict[Why, str] = {

@@ -20,10 +20,18 @@ Rules:
   ``writelines`` sends the slices as they are, and a connection's unsent blocks pin up to
   ``write_buffer / 16 KiB`` more spans.)
 - At most ``max_unchoked`` peers are unchoked; the others wait in turn, and a peer that was unchoked for
-  ``rotate_seconds`` while others wait is choked again for the next (shoal.core.unchoke).
-- A file that has gone, is shorter than its torrent, or a torrent the lookup no longer serves as it was
-  (checked whenever a span is read) closes the connections that read it, with a logged reason; the server
-  goes on serving everything else. A peer's protocol error closes that connection only.
+  ``rotate_seconds`` while others wait is choked again for the next (shoal.core.unchoke). An unchoked peer
+  that asked for nothing for ``crowded_idle`` seconds while others wait gives its slot up at once.
+- Connections are kept for active peers. A peer not interested for ``interest_timeout`` is closed (the
+  core's ``expired``). When connections run short (past three quarters of ``max_connections``, or a new
+  one arrives at the limit), peers that sent nothing but keep-alives for ``crowded_idle`` seconds are
+  closed, those not interested first, the idlest first; only when none is that idle is a newcomer refused.
+  An info-hash is public: without this, handshakes followed by a keep-alive now and then would hold every
+  connection for as long as ``idle_timeout``.
+- A file that has gone, is shorter than its torrent, is another file than the one published (its inode),
+  or a torrent the lookup no longer serves as it was (checked whenever a span is read) closes the
+  connections that read it, with a logged reason; the server goes on serving everything else. A peer's
+  protocol error closes that connection only.
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ from shoal.core.btseeding import (
 from shoal.core.btwire import BLOCK_SIZE, piece_header
 from shoal.core.errors import ListenError, LocalIOError, ProtocolError
 from shoal.core.unchoke import UnchokeSlots
+from shoal.http.limits import quiet_logs, raise_open_files_limit
 
 log = logging.getLogger("shoal.seeder.wire")
 
@@ -64,6 +73,8 @@ class WireTorrent:
     """The complete file on disk (single-file torrents)."""
     length: int
     piece_length: int
+    inode: int = 0
+    """The inode of the file published; a file read at ``path`` with another is not sent (0: not checked)."""
 
 
 class TorrentLookup(Protocol):
@@ -95,6 +106,12 @@ class WireConfig:
     """Bytes queued in a connection's transport before its sender waits for the peer to take them."""
     idle_timeout: float = btseeding.IDLE_TIMEOUT
     """Seconds a peer may stay silent (not even a keep-alive) before it is disconnected."""
+    interest_timeout: float = btseeding.INTEREST_TIMEOUT
+    """Seconds a peer may stay not interested (since its handshake, or since it lost interest) before it is
+    disconnected."""
+    crowded_idle: float = 10.0
+    """When connections run short, peers that sent nothing but keep-alives this long are closed to make
+    room; an unchoked peer that asked for nothing this long gives its slot up to a waiting one."""
     tick_seconds: float = 5.0
     """How often keep-alives, idle peers and unchoke rotation are seen to."""
 
@@ -103,11 +120,13 @@ class _Closing(Exception):
     """A connection must close for ``reason`` (not the peer's protocol error: our side's decision)."""
 
 
-def _read_span(path: Path, offset: int, size: int) -> bytes:
-    """``size`` bytes at ``offset`` of ``path``; runs in a worker thread."""
+def _read_span(path: Path, inode: int, offset: int, size: int) -> bytes:
+    """``size`` bytes at ``offset`` of ``path``, if it is still the file of ``inode``; in a worker thread."""
     try:
         fd = os.open(path, os.O_RDONLY)
         try:
+            if inode and os.fstat(fd).st_ino != inode:
+                raise LocalIOError(f"{path} is no longer the file published", path=str(path))
             data = os.pread(fd, size, offset)
         finally:
             os.close(fd)
@@ -133,10 +152,10 @@ class _SpanCache:
             self._spans.move_to_end(key)
         return span
 
-    async def load(self, key: tuple[bytes, int], path: Path, offset: int, size: int) -> memoryview:
+    async def load(self, key: tuple[bytes, int], path: Path, inode: int, offset: int, size: int) -> memoryview:
         future = self._loading.get(key)
         if future is None:
-            future = asyncio.ensure_future(asyncio.to_thread(_read_span, path, offset, size))
+            future = asyncio.ensure_future(asyncio.to_thread(_read_span, path, inode, offset, size))
             self._loading[key] = future
             future.add_done_callback(lambda done: self._loaded(key, done))
         # shield: a waiter that is cancelled (its peer left) must not cancel the read others wait for.
@@ -196,6 +215,8 @@ class WireSeeder:
     async def start(self, host: str, port: int) -> int:
         """Listen on host:port (0 picks a free port); return the bound port. An address that cannot be had
         is a ListenError."""
+        raise_open_files_limit()  # a connection is a file: as for the HTTP servers (shoal.http.limits)
+        quiet_logs()
         try:
             self._server = await asyncio.start_server(self._handle, host, port)
         except OSError as exc:
@@ -225,17 +246,18 @@ class WireSeeder:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         host, port = writer.get_extra_info("peername", ("?", 0))[:2]
         address = f"{host}:{port}"
-        if len(self._peers) >= self.config.max_connections:
+        loop = asyncio.get_running_loop()
+        if len(self._peers) >= self.config.max_connections and not self._make_room(loop.time(), 1):
             log.info("bt peer %s refused: %d connections already", address, len(self._peers))
             writer.close()
             return
-        loop = asyncio.get_running_loop()
         conn = SeedingConnection(
             self.peer_id,
             loop.time(),
             max_requests=self.config.max_requests,
             max_request_length=self.config.max_request_length,
             idle_timeout=self.config.idle_timeout,
+            interest_timeout=self.config.interest_timeout,
         )
         peer = _Peer(conn, writer, address)
         writer.transport.set_write_buffer_limits(high=self.config.write_buffer)
@@ -290,6 +312,16 @@ class WireSeeder:
         elif isinstance(event, PeerCompleted):
             raise _Closing("the peer has every piece")
         return []
+
+    def _make_room(self, now: float, wanted: int) -> int:
+        """Close up to ``wanted`` peers that have expired or sent nothing but keep-alives for ``crowded_idle``
+        seconds: expired ones first, then those not interested, the idlest first. Return how many closed."""
+        idle = self.config.crowded_idle
+        closable = [p for p in self._peers if p.conn.expired(now) or p.conn.idle_for(now) >= idle]
+        closable.sort(key=lambda p: (not p.conn.expired(now), p.conn.peer_interested, -p.conn.idle_for(now)))
+        for peer in closable[:wanted]:
+            self._close(peer, f"idle for {peer.conn.idle_for(now):.0f} s while connections ran short", abort=True)
+        return min(wanted, len(closable))
 
     def _release(self, peer: _Peer, now: float) -> None:
         """Give ``peer``'s unchoke slot (if it has one) to the next waiting peer."""
@@ -346,7 +378,8 @@ class WireSeeder:
         if self.lookup.wire_torrent(torrent.info_hash) != torrent:
             raise _Closing("the torrent is no longer served")
         offset = key[1] * span_size
-        return await self._cache.load(key, torrent.path, offset, min(span_size, torrent.length - offset))
+        size = min(span_size, torrent.length - offset)
+        return await self._cache.load(key, torrent.path, torrent.inode, offset, size)
 
     async def _tick(self) -> None:
         """Keep-alives, idle peers and unchoke rotation, every ``tick_seconds``."""
@@ -359,9 +392,25 @@ class WireSeeder:
                     self._close(peer, "silent for too long")
                 else:
                     peer.write(peer.conn.keepalive(now))
+            crowded = len(self._peers) - self.config.max_connections * 3 // 4
+            if crowded > 0:
+                self._make_room(now, crowded)
+            self._snub(now)
             choke, unchoke = self._slots.rotate(now)
             for peer in choke:
                 peer.write(peer.conn.choke())
             for peer in unchoke:
                 if peer.conn.state is State.CHOKED:
                     peer.write(peer.conn.unchoke())
+
+    def _snub(self, now: float) -> None:
+        """While peers wait for a slot, an unchoked peer that asked for nothing for ``crowded_idle`` seconds
+        gives its slot up and waits again behind them."""
+        if not self._slots.waiting:
+            return
+        idle = [p for p in self._slots.unchoked if p.conn.idle_for(now) >= self.config.crowded_idle]
+        for peer in idle[: len(self._slots.waiting)]:  # not more than wait, or a snubbed peer gets a slot back
+            self._release(peer, now)
+            if peer.conn.state is State.UNCHOKED:
+                peer.write(peer.conn.choke())
+            self._slots.want(peer, now)

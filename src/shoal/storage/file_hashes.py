@@ -64,31 +64,43 @@ class FileHashes:
         return {i: b[i * HASH_SIZE : (i + 1) * HASH_SIZE].hex() for i in range(len(b) // HASH_SIZE)}
 
 
-def _read_pieces(path: Path, piece_length: int) -> Iterator[memoryview]:
-    """Yield memoryviews of consecutive pieces; each is valid until the next one is asked for."""
+def _read_pieces(fd: int, piece_length: int) -> Iterator[memoryview]:
+    """Yield memoryviews of consecutive pieces of the open file ``fd`` from its start, read with pread (so
+    two passes may share the descriptor); each is valid until the next one is asked for."""
     buffer = bytearray(max(1, READ_SIZE // piece_length) * piece_length)
     view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as f:
-        while got := f.readinto(buffer):
-            for start in range(0, got, piece_length):
-                yield view[start : min(start + piece_length, got)]
+    offset = 0
+    while got := os.preadv(fd, [buffer], offset):
+        offset += got
+        for start in range(0, got, piece_length):
+            yield view[start : min(start + piece_length, got)]
 
 
-def _sha1_pieces(path: Path, piece_length: int) -> bytes:
-    return b"".join(hashlib.sha1(piece).digest() for piece in _read_pieces(path, piece_length))
+def _sha1_pieces(fd: int, piece_length: int) -> bytes:
+    return b"".join(hashlib.sha1(piece).digest() for piece in _read_pieces(fd, piece_length))
 
 
 def hash_file(path: Path, piece_length: int) -> FileHashes:
     """Hash ``path`` in pieces of ``piece_length`` (a short read at EOF ends the last piece)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return hash_open_file(fd, piece_length, str(path))
+    finally:
+        os.close(fd)
+
+
+def hash_open_file(fd: int, piece_length: int, name: str) -> FileHashes:
+    """Hash the open file ``fd`` (``name`` for errors) in pieces of ``piece_length``: what was opened is what
+    is hashed, whatever happens to its path meanwhile."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha1") as pool:
-        sha1_future = pool.submit(_sha1_pieces, path, piece_length)
+        sha1_future = pool.submit(_sha1_pieces, fd, piece_length)
         whole = blake3.blake3()
         pieces = bytearray()
-        for piece in _read_pieces(path, piece_length):
+        for piece in _read_pieces(fd, piece_length):
             whole.update(piece)
             pieces += blake3.blake3(piece).digest()
         sha1 = sha1_future.result()
     if len(sha1) // SHA1_SIZE != len(pieces) // HASH_SIZE:
         # The file grew or shrank between the two passes; the caller's stat check hashes it again.
-        raise OSError(f"{path} changed while it was being hashed")
+        raise OSError(f"{name} changed while it was being hashed")
     return FileHashes(piece_length, whole.hexdigest(), bytes(pieces), sha1)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 _LISTENING = re.compile(r"listening on (http://\S+)")
 
@@ -55,18 +56,23 @@ class Service:
 
 
 def start_service(
-    argv: Sequence[str], *, timeout: float = 20.0, env: dict[str, str] | None = None, log: Path | None = None
+    argv: Sequence[str],
+    *,
+    timeout: float = 20.0,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+    stderr: IO[str] | None = None,
 ) -> Service:
-    """Start ``argv`` and wait for its ``listening on URL`` line on stdout; its stderr goes to ``log`` when
-    given (a test reads what it logged), else to the test's."""
-    stderr = open(log, "a") if log is not None else None  # the child keeps its own copy of the descriptor
+    """Start ``argv`` and wait for its ``listening on URL`` line on stdout; its stderr goes to the file
+    ``log`` (appended; a test reads what it logged) or to the open ``stderr`` when given, else to the test's."""
+    opened = open(log, "a") if log is not None else None  # the child keeps its own copy of the descriptor
     try:
         proc = subprocess.Popen(
-            list(argv), stdout=subprocess.PIPE, stderr=stderr, text=True, env={**os.environ, **(env or {})}
+            list(argv), stdout=subprocess.PIPE, stderr=opened or stderr, text=True, env={**os.environ, **(env or {})}
         )
     finally:
-        if stderr is not None:
-            stderr.close()
+        if opened is not None:
+            opened.close()
     deadline = time.monotonic() + timeout
     assert proc.stdout is not None
     while time.monotonic() < deadline:

@@ -70,9 +70,13 @@ log = logging.getLogger("shoal.tracker")
 API_VERSION = 1
 TALLY_TTLS = 10
 """A peer's last byte totals are kept this many peer TTLs after it was last heard of (core.scope_tally)."""
-RUNNER_OPTIONS: dict[str, Any] = {"handler_cancellation": True}
-"""How the tracker's application is served (aiohttp's AppRunner): the handler of a client that left is
-cancelled, so reads stop and the cap counts live work (tracker.admission)."""
+MAX_LINE_SIZE = 32 << 10
+"""Longest request line the tracker takes: a BEP 48 scrape of the 256 info-hashes allowed, each sent as
+``info_hash=`` and 60 characters of percent-encoding, is over 15 KB (aiohttp's default is 8 KB)."""
+RUNNER_OPTIONS: dict[str, Any] = {"handler_cancellation": True, "max_line_size": MAX_LINE_SIZE}
+"""How the tracker's application is served (shoal.http.limits.Runner, aiohttp's AppRunner): the handler of a
+client that left is cancelled, so reads stop and the cap counts live work (tracker.admission); and the
+request line may be long enough for a full scrape."""
 TAKEOVER_RETRIES = 4
 """After tasks move between trackers, grace lasts at least this many of the peers' retries (tracker.cluster)."""
 RETIREMENT_BATCH = 500
