@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from shoal.cli.fleet import FleetOptions, fleet_options
 from shoal.cli.main import configure_logging, loading, locality_options, rate_option, run_or_exit, socket_option
 from shoal.cli.progress import ProgressBar
 from shoal.core.units import format_bytes
@@ -98,6 +99,7 @@ async def _cancellable(
     metavar="HOST:PORT",
     help="Where this peer serves pieces to others.",
 )
+@fleet_options(client=True)
 @socket_option
 @click.option("--no-daemon", is_flag=True, help="Download in this process even when a daemon runs.")
 @click.option("-v", "--verbose", count=True, help="More logging; -vv traces the download, each line timed to the ms.")
@@ -117,6 +119,7 @@ def get(
     site: str,
     rack: str,
     listen: str,
+    fleet: FleetOptions,
     socket_path: Path | None,
     no_daemon: bool,
     verbose: int,
@@ -144,6 +147,7 @@ def get(
     def go() -> GetResult:
         with loading(), deferred_roots():  # the CA certificates load if an https request comes (shoal.http.tls)
             from shoal.peer.api import aget
+        credentials = fleet.load()
 
         def run() -> asyncio.Task[GetResult]:
             return asyncio.ensure_future(
@@ -164,6 +168,7 @@ def get(
                     callback=callback,
                     progress=bar,
                     on_complete=outcome.placed,
+                    credentials=credentials,
                 )
             )
 

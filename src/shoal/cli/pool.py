@@ -14,6 +14,7 @@ import click
 import msgspec
 
 from shoal.cli.main import configure_logging, run_or_exit, verbose_option
+from shoal.core.errors import UsageError
 from shoal.core.pool_messages import AssignmentView, JobList, JobView, PushRequest
 from shoal.core.units import format_bytes
 from shoal.tracker.pool_client import PoolClient
@@ -30,7 +31,15 @@ def _client(ctx: click.Context) -> PoolClient:
         raise click.UsageError("no tracker: give --tracker URL or set $SHOAL_TRACKER", ctx=pool_ctx)
     if not tracker.startswith(("http://", "https://")):
         raise click.BadParameter(f"{tracker!r} is not an http(s) URL", ctx=pool_ctx, param_hint="--tracker")
-    return PoolClient(tracker, token)
+    fleet_key = None
+    if token_file := pool_ctx.params.get("fleet_token_file"):
+        from shoal.http.credentials import read_token_file
+
+        try:
+            fleet_key = read_token_file(token_file)
+        except UsageError as exc:
+            raise click.BadParameter(str(exc), ctx=pool_ctx, param_hint="--fleet-token-file") from None
+    return PoolClient(tracker, token, fleet_key=fleet_key)
 
 
 @click.group()
@@ -38,8 +47,15 @@ def _client(ctx: click.Context) -> PoolClient:
 @click.option(
     "--token", envvar="SHOAL_POOL_TOKEN", metavar="TOKEN", help="A private pool's token [default: $SHOAL_POOL_TOKEN]."
 )
+@click.option(
+    "--fleet-token-file",
+    envvar="SHOAL_FLEET_TOKEN_FILE",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="The fleet's token, when the tracker needs one [default: $SHOAL_FLEET_TOKEN_FILE].",
+)
 @verbose_option
-def pool(tracker: str | None, token: str | None, verbose: int) -> None:
+def pool(tracker: str | None, token: str | None, fleet_token_file: str | None, verbose: int) -> None:
     """Pools of daemons that downloads are pushed to."""
     configure_logging(verbose, False)
 

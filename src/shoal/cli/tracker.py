@@ -10,6 +10,7 @@ import re
 
 import click
 
+from shoal.cli.fleet import FleetOptions, fleet_options
 from shoal.cli.main import configure_logging, run_or_exit, verbose_option
 from shoal.core.bt_tracker import INTERVAL_JITTER
 from shoal.tracker.config import TrackerConfig
@@ -104,6 +105,7 @@ from shoal.tracker.config import TrackerConfig
     help="With several trackers on one PostgreSQL or MySQL database: the URL the others reach this one at "
     "(default: http://HOST:PORT as it listens, 127.0.0.1 for a wildcard HOST).",
 )
+@fleet_options(client=False)
 @verbose_option
 def tracker(
     host: str,
@@ -118,6 +120,7 @@ def tracker(
     origin_checks: bool,
     max_inflight: int,
     advertise: str,
+    fleet: FleetOptions,
     verbose: int,
 ) -> None:
     """Run the tracker: tasks, peers, piece hashes and origin leases over a JSON API, and a BitTorrent
@@ -147,13 +150,25 @@ def tracker(
 
     def go() -> None:
         import asyncio
+        import logging
+        from dataclasses import replace
 
-        from shoal.http.listen import serve
+        from shoal.http.credentials import warn_if_open
+        from shoal.http.listen import ON_LISTENING, serve
         from shoal.storage.db import async_url, safe_url
         from shoal.tracker.app import RUNNER_OPTIONS, build_app
 
         async_url(db)  # a malformed URL is a usage error before anything starts
+        credentials = fleet.load()
         detail = f" (database {safe_url(db)})"
-        asyncio.run(serve(build_app(config), host, port, "tracker", detail, **RUNNER_OPTIONS))
+        app = build_app(replace(config, fleet_key=credentials.key))
+
+        def listening(port: int) -> None:  # once it serves: a tracker that cannot start says only why
+            reach = "announce, learn every task's peers and piece hashes, and join any task's swarm"
+            log = logging.getLogger("shoal.tracker")
+            warn_if_open(log, "tracker and peer", f"{host}:{port}", credentials.secured, reach)
+
+        app.setdefault(ON_LISTENING, []).append(listening)
+        asyncio.run(serve(app, host, port, "tracker", detail, tls=credentials.server_ssl, **RUNNER_OPTIONS))
 
     run_or_exit(go)

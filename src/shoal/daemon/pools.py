@@ -42,6 +42,7 @@ from shoal.core.pool_messages import Heartbeat, MemberReport, WorkItem
 from shoal.core.retry import Backoff, Retries
 from shoal.daemon.config import PoolSpec
 from shoal.daemon.fetcher import Fetch, Fetcher
+from shoal.http.credentials import Credentials
 from shoal.http.pool_transport import run_call
 from shoal.storage.cache_index import CacheEntry
 from shoal.storage.cache_store import CacheStore
@@ -107,8 +108,10 @@ class PoolMember:
         store: CacheStore,
         identity: Identity,
         dest_roots: tuple[Path, ...] = (),
+        credentials: Credentials | None = None,
     ) -> None:
         self.pool = pool
+        self.credentials = credentials
         self.session = session
         self.fetcher = fetcher
         self.store = store
@@ -132,7 +135,9 @@ class PoolMember:
 
     async def _run(self, call: pool_api.Call[R], *, seconds: float = 10) -> R:
         """Send ``call`` and read its reply (core.pool_api's mapping, over http.pool_transport)."""
-        return await run_call(self.session, self.tracker, call, token=self.pool.token, seconds=seconds)
+        return await run_call(
+            self.session, self.tracker, call, token=self.pool.token, seconds=seconds, credentials=self.credentials
+        )
 
     async def _poll_forever(self) -> None:
         version: int | None = None

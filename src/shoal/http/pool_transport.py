@@ -8,22 +8,33 @@ TrackerUnavailable); what a reply means, a refusal included, is core.pool_api's 
 
 from __future__ import annotations
 
+import time
 from typing import TypeVar
 
 import aiohttp
 
 from shoal.core import pool_api
 from shoal.core.errors import TrackerUnavailable
+from shoal.http.credentials import Credentials
 
 R = TypeVar("R")
 
 
 async def run_call(
-    session: aiohttp.ClientSession, tracker: str, call: pool_api.Call[R], *, token: str | None, seconds: float
+    session: aiohttp.ClientSession,
+    tracker: str,
+    call: pool_api.Call[R],
+    *,
+    token: str | None,
+    seconds: float,
+    credentials: Credentials | None = None,
 ) -> R:
-    """Send ``call`` to ``tracker`` (its base URL) with ``token`` as the bearer, waiting at most ``seconds``;
-    its reply as core.pool_api reads it."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    """Send ``call`` to ``tracker`` (its base URL) with ``token`` as the bearer and the fleet's
+    ``credentials``, waiting at most ``seconds``; its reply as core.pool_api reads it."""
+    credentials = credentials or Credentials()
+    headers = credentials.tracker_headers(time.time())
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     if call.body is not None:
         headers["Content-Type"] = "application/json"
     try:
@@ -33,6 +44,7 @@ async def run_call(
             data=call.body,
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=seconds),
+            ssl=credentials.tls_for(tracker),
         ) as response:
             body = await response.read()
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:

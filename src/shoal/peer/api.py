@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import aiohttp
@@ -21,6 +21,7 @@ from shoal.core.download import Stats
 from shoal.core.errors import ListenError, UsageError
 from shoal.core.ids import canonical_url
 from shoal.core.units import parse_rate
+from shoal.http.credentials import Credentials
 from shoal.http.tls import load_roots_first
 from shoal.peer.callback import callback_argv, run_callback
 from shoal.peer.config import DEFAULT_LISTEN, GetConfig
@@ -71,6 +72,7 @@ async def aget(
     callback: str | None = None,
     progress: Callable[[Stats], None] | None = None,
     on_complete: Callable[[GetResult], None] | None = None,
+    credentials: Credentials | None = None,
 ) -> GetResult:
     """Download ``url`` through the swarm into place; see GetConfig for what each option means.
 
@@ -78,7 +80,8 @@ async def aget(
     straight from the origin. ``callback`` is a command run with the file's path appended once the file
     is in place; if it cannot start or fails, CallbackFailed is raised at once (no seeding follows), the
     file left in place. ``on_complete`` is called with the result as soon as the file is in place, before the
-    ``upload_time`` of serving it to peers.
+    ``upload_time`` of serving it to peers. ``credentials`` are the fleet's token and TLS
+    (shoal.http.credentials.load); none: a trusted LAN.
     """
     config = _config(
         url,
@@ -96,6 +99,8 @@ async def aget(
         listen=listen,
         callback=callback,
     )
+    if credentials is not None:
+        config = replace(config, credentials=credentials)
     return await _download(url, config, listen=listen, callback=callback, progress=progress, on_complete=on_complete)
 
 
@@ -110,7 +115,15 @@ async def _download(
 ) -> GetResult:
     """aget's download once its options are checked: into place, then the serving period."""
     started = time.monotonic()
-    server = PieceServer(ServerConfig(max_uploads=config.max_uploads, upload_rate=config.upload_rate))
+    credentials = config.credentials
+    server = PieceServer(
+        ServerConfig(
+            max_uploads=config.max_uploads,
+            upload_rate=config.upload_rate,
+            fleet_key=credentials.key,
+            tls=credentials.server_ssl,
+        )
+    )
     connector = aiohttp.TCPConnector(limit=128, limit_per_host=16)
     session = aiohttp.ClientSession(
         connector=connector, auto_decompress=False, read_bufsize=1 << 20, middlewares=(load_roots_first,)

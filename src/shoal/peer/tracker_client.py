@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from typing import TypeVar
 
 import aiohttp
@@ -25,6 +26,7 @@ from shoal.core.errors import TrackerBusy, TrackerUnavailable
 from shoal.core.messages import AnnounceRequest, AnnounceResponse, HashesResponse
 from shoal.core.retry import busy_delay
 from shoal.core.tracker_replies import read_reply
+from shoal.http.credentials import Credentials
 
 log = logging.getLogger("shoal.peer")
 TIMEOUT = aiohttp.ClientTimeout(total=10, sock_connect=3)
@@ -33,19 +35,41 @@ T = TypeVar("T")
 
 
 class TrackerClient:
-    def __init__(self, base_url: str, session: aiohttp.ClientSession, *, rng: random.Random | None = None) -> None:
+    """With ``credentials``, every call carries the fleet's request credential (and goes over the fleet's
+    TLS), and the ticket of each task's last announce reply is kept for the fetches from peers
+    (:meth:`ticket`)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        session: aiohttp.ClientSession,
+        *,
+        rng: random.Random | None = None,
+        credentials: Credentials | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.session = session
         self.rng = rng or random.Random()
+        self.credentials = credentials or Credentials()
+        self._ssl = self.credentials.tls_for(self.base_url)
+        self._tickets: dict[str, str] = {}
+
+    def ticket(self, task_id: str) -> str:
+        """The ticket the tracker last gave this peer for ``task_id`` ("" for none: no fleet token)."""
+        return self._tickets.get(task_id, "")
 
     def _refused(self, message: str, status: int) -> TrackerUnavailable:
         return TrackerUnavailable(f"tracker answered {status}: {message}", tracker=self.base_url)
 
     async def _once(self, method: str, path: str, kind: type[T], body: bytes | None) -> T:
         url = f"{self.base_url}{path}"
-        headers = _JSON_BODY if body is not None else None
+        headers = self.credentials.tracker_headers(time.time())
+        if body is not None:
+            headers.update(_JSON_BODY)
         try:
-            async with self.session.request(method, url, data=body, headers=headers, timeout=TIMEOUT) as resp:
+            async with self.session.request(
+                method, url, data=body, headers=headers, timeout=TIMEOUT, ssl=self._ssl
+            ) as resp:
                 raw = await resp.read()
                 reason, content_type = resp.reason or "", resp.headers.get("Content-Type", "")
                 retry_after = resp.headers.get("Retry-After")
@@ -71,7 +95,12 @@ class TrackerClient:
     async def announce(self, task_id: str, request: AnnounceRequest, *, wait_busy: bool = True) -> AnnounceResponse:
         body = msgspec.json.encode(request)
         wait = wait_busy and request.event != "stopped"
-        return await self._call("POST", f"/v1/tasks/{task_id}/announce", AnnounceResponse, body, wait_busy=wait)
+        reply = await self._call("POST", f"/v1/tasks/{task_id}/announce", AnnounceResponse, body, wait_busy=wait)
+        if reply.ticket:
+            self._tickets[task_id] = reply.ticket
+        elif request.event == "stopped":
+            self._tickets.pop(task_id, None)
+        return reply
 
     async def hashes(self, task_id: str, since: int) -> HashesResponse:
         return await self._call("GET", f"/v1/tasks/{task_id}/hashes?since={since}", HashesResponse, wait_busy=True)

@@ -27,6 +27,7 @@ from aiohttp import web
 from shoal.core.errors import StoreError
 from shoal.core.messages import ClusterMember, ClusterView
 from shoal.core.ownership import HEARTBEAT, TrackerMember, in_force, lost_tasks, owner
+from shoal.core.tickets import FLEET_HEADER
 from shoal.http.json_api import json_error
 from shoal.storage.cluster_store import ClusterStore
 from shoal.storage.db import SqlStore
@@ -165,6 +166,8 @@ class Cluster:
         headers = {FORWARDED_FOR: request.remote or ""}
         if content_type := request.headers.get("Content-Type"):
             headers["Content-Type"] = content_type
+        if credential := request.headers.get(FLEET_HEADER):
+            headers[FLEET_HEADER] = credential  # the owner checks the peer's fleet credential too
         body = await request.read()
         try:
             async with self._session.request(

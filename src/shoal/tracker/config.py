@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shoal.core.audit import AUDIT_SHARE
+from shoal.core.tickets import FleetKey
 
 
 # No slots: the class attributes must stay readable as the defaults (the CLI shows them).
@@ -38,6 +39,10 @@ class TrackerConfig:
     """With several trackers on one PostgreSQL or MySQL database: the URL the other trackers reach this one at
     to forward a task's requests to it (tracker.cluster). Empty: http://HOST:PORT as it listens, with
     127.0.0.1 for a wildcard HOST (trackers on one host)."""
+    fleet_key: FleetKey | None = None
+    """The fleet token's keys: with them, every JSON API request but health needs a request credential (a
+    401 without), and each announce reply carries the peer's ticket for the task (core.tickets). None: the
+    API is open to whoever reaches it (a warning at start)."""
     max_body: int = 256 * 1024
     """Largest request body accepted, in bytes; larger ones get a 413."""
     max_inflight: int = 64

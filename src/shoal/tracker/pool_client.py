@@ -9,6 +9,7 @@ it calls, as daemon.client and mirror.client do.
 
 from __future__ import annotations
 
+import time
 import urllib.error
 import urllib.request
 from typing import TypeVar
@@ -21,15 +22,19 @@ from shoal.core.pool_messages import (
     PoolCreated,
     PushRequest,
 )
+from shoal.core.tickets import FLEET_HEADER, FleetKey
 
 R = TypeVar("R")
 
 
 class PoolClient:
-    def __init__(self, tracker: str, token: str | None = None, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, tracker: str, token: str | None = None, *, timeout: float = 10.0, fleet_key: FleetKey | None = None
+    ) -> None:
         self.tracker = tracker.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.fleet_key = fleet_key
 
     def run(self, call: pool_api.Call[R]) -> R:
         """Send ``call`` and read its reply (core.pool_api's mapping)."""
@@ -39,6 +44,8 @@ class PoolClient:
             request.add_header("Content-Type", "application/json")
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
+        if self.fleet_key is not None:
+            request.add_header(FLEET_HEADER, self.fleet_key.credential(time.time()))
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 status, reason, headers, body = response.status, response.reason, response.headers, response.read()

@@ -1,0 +1,290 @@
+"""Fleet credentials with real processes: a fleet token (request credentials and tickets, core.tickets), TLS and
+mutual TLS with certificates from a test CA (trustme), and the warning of a service started without any.
+
+The outsider of these tests reaches every port but holds no token (or a ticket for another task, or no
+client certificate): the tracker answers it 401, the piece servers 403 (or the TLS handshake fails), and it
+gets nothing of the file while the fleet's peers download it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from shoal.core.ids import task_id_for_url
+from shoal.core.manifest import Manifest, OriginIdentity
+from shoal.core.ranges import range_header
+from shoal.core.tickets import FLEET_HEADER, TICKET_HEADER, FleetKey
+from shoal.testing.processes import Service, shoal_argv, start_tracker
+from tests.integration.conftest import run_get
+from tests.integration.test_swarm import parse_summary
+
+TOKEN = b"the fleet's token: 0123456789abcdef"
+SIZE = 3 << 20
+
+
+@pytest.fixture
+def token_file(tmp_path: Path) -> Path:
+    path = tmp_path / "fleet.token"
+    path.write_bytes(TOKEN + b"\n")
+    path.chmod(0o600)
+    return path
+
+
+def request(
+    url: str, *, headers: dict[str, str] | None = None, body: bytes | None = None, context: ssl.SSLContext | None = None
+) -> tuple[int, bytes]:
+    """One request; its status and body, whatever the status."""
+    req = urllib.request.Request(url, data=body, headers=headers or {}, method="POST" if body is not None else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=30, context=context) as reply:
+            return reply.status, reply.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def fleet_headers() -> dict[str, str]:
+    return {FLEET_HEADER: FleetKey.from_token(TOKEN).credential(time.time())}
+
+
+def serving_peer(tracker: Service, task_id: str, context: ssl.SSLContext | None = None) -> tuple[int, int]:
+    """The (port, generation) of the one peer the tracker knows for the task (asked with the fleet's token)."""
+    status, body = request(f"{tracker.url}/v1/tasks/{task_id}", headers=fleet_headers(), context=context)
+    assert status == 200, body
+    summary = json.loads(body)
+    assert len(summary["peers"]) == 1, summary
+    return summary["peers"][0]["port"], summary["generation"]
+
+
+def wait_serving(proc: subprocess.Popen[str]) -> None:
+    """Wait for a `shoal get` to place its file and begin serving it (its line on stderr says so)."""
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "serving it to peers" in line:
+            return
+    raise AssertionError(f"the first peer ended: {proc.wait()}")
+
+
+def spawn_seeding_get(procs: list[subprocess.Popen[str]], *args: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        shoal_argv("get", *args, "--upload-time", "120"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    procs.append(proc)
+    wait_serving(proc)
+    return proc
+
+
+def test_the_token_keeps_an_outsider_out_while_the_fleet_downloads(
+    tmp_path: Path,
+    origin: Any,
+    make_file: Any,
+    services: list[Service],
+    procs: list[subprocess.Popen[str]],
+    token_file: Path,
+) -> None:
+    src = origin()
+    data = make_file(src.root / "secret.bin", SIZE)
+    url = src.url("secret.bin")
+    tracker = start_tracker(f"sqlite:///{tmp_path / 't.db'}", extra=("--fleet-token-file", str(token_file)))
+    services.append(tracker)
+    token = ("--fleet-token-file", str(token_file))
+    spawn_seeding_get(procs, url, "-o", str(tmp_path / "first.bin"), "--tracker", tracker.url, *token)
+    task_id = task_id_for_url(url)
+
+    # The outsider cannot announce, nor learn the task's peers, without the fleet's credential.
+    announce = json.dumps({"peer_id": "mallory", "url": url, "port": 9}).encode()
+    status, body = request(f"{tracker.url}/v1/tasks/{task_id}/announce", body=announce)
+    assert status == 401 and json.loads(body)["credential"] == "fleet", body
+    assert "needs a fleet credential" in json.loads(body)["error"]
+    stranger = FleetKey.from_token(b"not the fleet's token, long enough")
+    stale = {FLEET_HEADER: stranger.credential(time.time())}
+    assert request(f"{tracker.url}/v1/tasks/{task_id}", headers=stale)[0] == 401
+    assert request(f"{tracker.url}/v1/health")[0] == 200  # monitoring stays open
+
+    # Knowing the first peer's port (scanned, say), it asks for the file and its have stream: 403, no bytes.
+    port, generation = serving_peer(tracker, task_id)
+    manifest = Manifest.for_identity(OriginIdentity(SIZE))
+    whole = {"Range": range_header(*manifest.span(0, manifest.piece_count))}
+    data_url = f"http://127.0.0.1:{port}/v1/tasks/{task_id}/data?gen={generation}"
+    haves_url = f"http://127.0.0.1:{port}/v1/tasks/{task_id}/haves?gen={generation}"
+    key = FleetKey.from_token(TOKEN)
+    other_task = key.ticket("c" * 64, "mallory", int(time.time()) + 60)  # admitted elsewhere
+    expired = key.ticket(task_id, "mallory", int(time.time()) - 3600)
+    forged = stranger.ticket(task_id, "mallory", int(time.time()) + 60)
+    for ticket in (None, other_task, expired, forged, "garbage"):
+        headers = {**whole, **({TICKET_HEADER: ticket} if ticket else {})}
+        status, body = request(data_url, headers=headers)
+        assert status == 403 and data[:4096] not in body, (ticket, status)
+        status, body = request(haves_url, headers={TICKET_HEADER: ticket} if ticket else {})
+        assert status == 403 and b"bitfield" not in body, (ticket, status)
+    # A ticket the tracker's key made for this task opens it (so the refusals above were the tickets').
+    admitted = {**whole, TICKET_HEADER: key.ticket(task_id, "peer", int(time.time()) + 60)}
+    assert request(data_url, headers=admitted) == (206, data)
+
+    # A peer of the fleet downloads from the first one; one without the token is refused by the tracker.
+    second = run_get(url, "-o", str(tmp_path / "second.bin"), "--tracker", tracker.url, "--upload-time", "0", *token)
+    assert second.returncode == 0, second.stderr
+    assert (tmp_path / "second.bin").read_bytes() == data
+    assert parse_summary(second.stderr)[1] >= SIZE  # every byte from the first peer
+    outsider = run_get(url, "-o", str(tmp_path / "outsider.bin"), "--tracker", tracker.url, "--upload-time", "0")
+    assert outsider.returncode == 3, outsider.stderr
+    assert "refused this peer: this tracker needs a fleet credential" in outsider.stderr
+    assert not (tmp_path / "outsider.bin").exists()
+    assert src.bytes_sent() <= SIZE * 1.05
+
+
+def test_a_swarm_with_the_token_shares_the_file(
+    tmp_path: Path, origin: Any, make_file: Any, services: list[Service], spawn_get: Any, token_file: Path
+) -> None:
+    src = origin("--rate", "4M")
+    data = make_file(src.root / "release.bin", SIZE)
+    tracker = start_tracker(f"sqlite:///{tmp_path / 't.db'}", extra=("--fleet-token-file", str(token_file)))
+    services.append(tracker)
+    env_token = {**os.environ, "SHOAL_FLEET_TOKEN_FILE": str(token_file)}  # the environment variable works too
+    peers = [
+        subprocess.Popen(
+            shoal_argv("get", src.url("release.bin"), "-o", str(tmp_path / f"p{i}.bin"), "--tracker", tracker.url),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env_token,
+        )
+        for i in range(3)
+    ]
+    from_peers = 0.0
+    try:
+        for proc in peers:
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+            assert "no fleet credential" not in err
+            from_peers += parse_summary(err)[1]
+    finally:
+        for proc in peers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    for i in range(3):
+        assert (tmp_path / f"p{i}.bin").read_bytes() == data
+    assert src.bytes_sent() <= SIZE * 1.05
+    assert from_peers >= SIZE
+
+
+def test_a_token_file_others_can_read_is_refused(tmp_path: Path, token_file: Path) -> None:
+    token_file.chmod(0o644)
+    result = subprocess.run(
+        shoal_argv(
+            "tracker", "--port", "0", "--db", f"sqlite:///{tmp_path / 't.db'}", "--fleet-token-file", str(token_file)
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "open to other users" in result.stderr and "chmod 600" in result.stderr
+
+
+def test_a_service_without_a_credential_says_so(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        shoal_argv("tracker", "--host", "127.0.0.1", "--port", "0", "--db", f"sqlite:///{tmp_path / 't.db'}"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert "listening on http://" in proc.stdout.readline()  # the warning is written just before this line
+    finally:
+        proc.kill()
+        _, err = proc.communicate()
+    assert re.search(r"WARNING: no fleet credential: anyone who can reach 127\.0\.0\.1:\d+ may announce", err), err
+
+
+# -- TLS and mutual TLS -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+class Pki:
+    def __init__(self, ca: trustme.CA, directory: Path) -> None:
+        self.ca = directory / "ca.pem"
+        ca.cert_pem.write_to_path(str(self.ca))
+        self.certs: dict[str, tuple[Path, Path]] = {}
+        for name in ("tracker", "peer1", "peer2"):
+            issued = ca.issue_cert("127.0.0.1", f"{name}.fleet.test")
+            cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+            issued.cert_chain_pems[0].write_to_path(str(cert))
+            issued.private_key_pem.write_to_path(str(key))
+            self.certs[name] = cert, key
+
+    def server(self, name: str, *, mutual: bool) -> tuple[str, ...]:
+        cert, key = self.certs[name]
+        return ("--tls-cert", str(cert), "--tls-key", str(key), *(("--tls-client-ca", str(self.ca)) if mutual else ()))
+
+    def context(self, name: str | None = None) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca))
+        if name is not None:
+            context.load_cert_chain(*map(str, self.certs[name]))
+        return context
+
+
+@pytest.fixture
+def pki(ca: trustme.CA, tmp_path: Path) -> Pki:
+    directory = tmp_path / "pki"
+    directory.mkdir()
+    return Pki(ca, directory)
+
+
+@pytest.mark.parametrize("mutual", [False, True], ids=["tls", "mutual-tls"])
+def test_tracker_and_peers_over_tls(
+    tmp_path: Path,
+    origin: Any,
+    make_file: Any,
+    services: list[Service],
+    procs: list[subprocess.Popen[str]],
+    pki: Pki,
+    mutual: bool,
+) -> None:
+    src = origin()
+    data = make_file(src.root / "tls.bin", SIZE)
+    url = src.url("tls.bin")
+    tracker = start_tracker(f"sqlite:///{tmp_path / 't.db'}", extra=pki.server("tracker", mutual=mutual))
+    services.append(tracker)
+    assert tracker.url.startswith("https://127.0.0.1:")
+
+    def peer(name: str) -> tuple[str, ...]:
+        return ("--tracker", tracker.url, "--ca", str(pki.ca), *pki.server(name, mutual=mutual))
+
+    spawn_seeding_get(procs, url, "-o", str(tmp_path / "first.bin"), *peer("peer1"))
+    second = run_get(url, "-o", str(tmp_path / "second.bin"), "--upload-time", "0", *peer("peer2"))
+    assert second.returncode == 0, second.stderr
+    assert (tmp_path / "second.bin").read_bytes() == data
+    assert parse_summary(second.stderr)[1] >= SIZE  # from the first peer, over https
+    assert ("no fleet credential" in second.stderr) is not mutual  # mutual TLS is a credential; TLS alone is not
+
+    task_id = task_id_for_url(url)
+    port, generation = serving_peer(tracker, task_id, pki.context("peer2"))
+    piece_url = f"https://127.0.0.1:{port}/v1/tasks/{task_id}/haves?gen={generation}"
+    tracker_url = f"{tracker.url}/v1/tasks/{task_id}"
+    if not mutual:
+        return
+    # Without a client certificate the handshake fails, at the tracker and at a peer's piece server.
+    for target in (tracker_url, piece_url):
+        with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+            request(target, context=pki.context())
+    # A `shoal get` without one cannot reach the tracker (exit code 3), and places nothing.
+    outsider = run_get(url, "-o", str(tmp_path / "outsider.bin"), "--tracker", tracker.url, "--ca", str(pki.ca))
+    assert outsider.returncode == 3, outsider.stderr
+    assert not (tmp_path / "outsider.bin").exists()
