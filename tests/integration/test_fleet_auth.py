@@ -26,7 +26,7 @@ from shoal.core.ids import task_id_for_url
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.ranges import range_header
 from shoal.core.tickets import FLEET_HEADER, TICKET_HEADER, FleetKey
-from shoal.testing.processes import Service, shoal_argv, start_tracker
+from shoal.testing.processes import Service, shoal_argv, start_daemon, start_tracker
 from tests.integration.conftest import run_get
 from tests.integration.test_swarm import parse_summary
 
@@ -288,3 +288,31 @@ def test_tracker_and_peers_over_tls(
     outsider = run_get(url, "-o", str(tmp_path / "outsider.bin"), "--tracker", tracker.url, "--ca", str(pki.ca))
     assert outsider.returncode == 3, outsider.stderr
     assert not (tmp_path / "outsider.bin").exists()
+
+
+def test_a_daemon_with_the_token_seeds_to_the_fleet_only(
+    tmp_path: Path, origin: Any, make_file: Any, services: list[Service], token_file: Path
+) -> None:
+    src = origin()
+    data = make_file(src.root / "cached.bin", SIZE)
+    url = src.url("cached.bin")
+    token = ("--fleet-token-file", str(token_file))
+    tracker = start_tracker(f"sqlite:///{tmp_path / 't.db'}", extra=token)
+    services.append(tracker)
+    node = start_daemon(tmp_path / "cache", tmp_path / "daemon.sock", tracker=tracker.url, extra=token)
+    services.append(node)
+    through = run_get(url, "-o", str(tmp_path / "first.bin"), "--socket", str(tmp_path / "daemon.sock"))
+    assert through.returncode == 0, through.stderr
+    assert (tmp_path / "first.bin").read_bytes() == data
+
+    # The daemon seeds it: a peer of the fleet takes it from the daemon, not from the origin.
+    sent = src.bytes_sent()
+    second = run_get(url, "-o", str(tmp_path / "second.bin"), "--no-daemon", "--tracker", tracker.url, *token)
+    assert second.returncode == 0, second.stderr
+    assert (tmp_path / "second.bin").read_bytes() == data
+    assert parse_summary(second.stderr)[1] >= SIZE and src.bytes_sent() - sent < SIZE / 4
+    # And its piece server refuses a request without a ticket.
+    task_id = task_id_for_url(url)
+    port = int(node.url.rpartition(":")[2])
+    status, body = request(f"http://127.0.0.1:{port}/v1/tasks/{task_id}/haves?gen=1")
+    assert status == 403 and b"bitfield" not in body
