@@ -139,7 +139,7 @@ def test_the_token_keeps_an_outsider_out_while_the_fleet_downloads(
     assert parse_summary(second.stderr)[1] >= SIZE  # every byte from the first peer
     outsider = run_get(url, "-o", str(tmp_path / "outsider.bin"), "--tracker", tracker.url, "--upload-time", "0")
     assert outsider.returncode == 3, outsider.stderr
-    assert "refused this peer: this tracker needs a fleet credential" in outsider.stderr
+    assert "refused the fleet credential: this tracker needs a fleet credential" in outsider.stderr
     assert not (tmp_path / "outsider.bin").exists()
     assert src.bytes_sent() <= SIZE * 1.05
 
@@ -316,3 +316,19 @@ def test_a_daemon_with_the_token_seeds_to_the_fleet_only(
     port = int(node.url.rpartition(":")[2])
     status, body = request(f"http://127.0.0.1:{port}/v1/tasks/{task_id}/haves?gen=1")
     assert status == 403 and b"bitfield" not in body
+
+
+def test_the_pools_routes_need_the_token_too(tmp_path: Path, services: list[Service], token_file: Path) -> None:
+    tracker = start_tracker(f"sqlite:///{tmp_path / 't.db'}", extra=("--fleet-token-file", str(token_file)))
+    services.append(tracker)
+
+    def pool(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = shoal_argv("pool", "--tracker", tracker.url, *args)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+    refused = pool("create", "builds")
+    assert refused.returncode == 3 and "this tracker needs a fleet credential" in refused.stderr, refused.stderr
+    created = pool("--fleet-token-file", str(token_file), "create", "builds")
+    assert created.returncode == 0, created.stderr
+    listed = pool("--fleet-token-file", str(token_file), "members", "builds", "--json")
+    assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed.stdout

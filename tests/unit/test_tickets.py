@@ -169,7 +169,7 @@ def _refused(message: str, status: int) -> Exception:
 
 def test_a_fleet_401_is_fleet_refused_and_a_pools_401_is_the_callers() -> None:
     body = b'{"error": "the fleet credential is not this fleet\'s", "credential": "fleet"}'
-    with pytest.raises(FleetRefused, match="refused this peer: the fleet credential is not"):
+    with pytest.raises(FleetRefused, match="refused the fleet credential: the fleet credential is not"):
         read_reply("http://t", 401, "Unauthorized", "application/json", body, AnnounceResponse, _refused)
     pool = b'{"error": "this pool needs a token"}'
     with pytest.raises(PoolRefused):

@@ -91,5 +91,5 @@ def _error(tracker: str, status: int, reason: str, content_type: str, body: byte
     if status >= 500:
         return TrackerUnavailable(f"the tracker failed: {message} (HTTP {status})", tracker=tracker)
     if status == 401 and isinstance(data, dict) and data.get("credential") == "fleet":
-        return FleetRefused(f"the tracker at {tracker} refused this peer: {message}", tracker=tracker)
+        return FleetRefused(f"the tracker at {tracker} refused the fleet credential: {message}", tracker=tracker)
     return refused(message, status)

@@ -339,7 +339,10 @@ def openapi_document() -> dict[str, Any]:
         "Shoal tracker",
         str(API_VERSION),
         ROUTES + pools.ROUTES,
-        description="The tracker's JSON API (tasks, announces, piece hashes) and its pools' (push jobs).",
+        description="The tracker's JSON API (tasks, announces, piece hashes) and its pools' (push jobs). With a "
+        "fleet token, every route but /v1/health and /v1/openapi.json needs the fleet's credential in X-Shoal-Fleet "
+        '(a 401 {"error": ..., "credential": "fleet"} without), and an announce reply carries the peer\'s ticket '
+        "for the task, which other peers' piece servers ask for in X-Shoal-Ticket.",
     )
 
 
