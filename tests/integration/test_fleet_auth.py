@@ -26,7 +26,8 @@ from shoal.core.ids import task_id_for_url
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.ranges import range_header
 from shoal.core.tickets import FLEET_HEADER, TICKET_HEADER, FleetKey
-from shoal.testing.processes import Service, shoal_argv, start_daemon, start_tracker
+from shoal.testing.poll import wait_until
+from shoal.testing.processes import Service, shoal_argv, start_daemon, start_seeder, start_tracker, write_random
 from tests.integration.conftest import run_get
 from tests.integration.test_swarm import parse_summary
 
@@ -332,3 +333,36 @@ def test_the_pools_routes_need_the_token_too(tmp_path: Path, services: list[Serv
     assert created.returncode == 0, created.stderr
     listed = pool("--fleet-token-file", str(token_file), "members", "builds", "--json")
     assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed.stdout
+
+
+def test_a_seeder_with_the_token_registers_its_files_and_its_tracker_needs_it(
+    tmp_path: Path, services: list[Service], token_file: Path
+) -> None:
+    watched = tmp_path / "releases"
+    watched.mkdir()
+    token = ("--fleet-token-file", str(token_file))
+    seeder = start_seeder(watched, state_dir=tmp_path / "state", extra=token)
+    services.append(seeder)
+    data = write_random(watched / "a.bin", SIZE)
+
+    def published() -> dict[str, Any] | None:
+        status, body = request(f"{seeder.url}/v1/files", headers=fleet_headers())
+        assert status == 200, body
+        return next((f for f in json.loads(body)["files"] if f["path"] == "releases/a.bin"), None)
+
+    content_task = wait_until(published, "releases/a.bin to be published")["task_id"]
+
+    def registered() -> bool:
+        # Its registrar's announces carry the credential: the embedded tracker takes the content task.
+        status, body = request(f"{seeder.url}/v1/tasks/{content_task}", headers=fleet_headers())
+        assert status in (200, 404), body
+        return status == 200 and json.loads(body)["hashed_pieces"] > 0
+
+    wait_until(registered, "the seeder to register its content task")
+    assert request(f"{seeder.url}/v1/files")[0] == 401  # the embedded tracker's JSON routes need it too
+    url = f"{seeder.url}/files/releases/a.bin"
+    got = run_get(url, "-o", str(tmp_path / "a.bin"), "--tracker", seeder.url, "--upload-time", "0", *token)
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "a.bin").read_bytes() == data
+    outsider = run_get(url, "-o", str(tmp_path / "b.bin"), "--tracker", seeder.url, "--upload-time", "0")
+    assert outsider.returncode == 3 and not (tmp_path / "b.bin").exists(), outsider.stderr

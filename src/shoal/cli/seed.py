@@ -55,6 +55,7 @@ async def hosted_seeder(config: SeederConfig) -> AsyncIterator[tuple[int, int]]:
     import aiohttp
     from aiohttp import web
 
+    from shoal.http.credentials import Credentials
     from shoal.http.listen import listen
     from shoal.seeder.app import install
     from shoal.seeder.catalog import Catalog
@@ -71,7 +72,8 @@ async def hosted_seeder(config: SeederConfig) -> AsyncIterator[tuple[int, int]]:
             app = web.Application()
         else:
             tracker_db = f"sqlite:///{config.state_dir / 'tracker.db'}"
-            app = build_app(TrackerConfig(host=config.host, port=config.port, db=tracker_db))
+            tracker_config = TrackerConfig(host=config.host, port=config.port, db=tracker_db)
+            app = build_app(replace(tracker_config, fleet_key=config.fleet_key))
         install(app, seeder, config.tracker or "")
         runner, port = await listen(app, config.host, config.port)
         wire = WireSeeder(catalog)
@@ -87,6 +89,7 @@ async def hosted_seeder(config: SeederConfig) -> AsyncIterator[tuple[int, int]]:
                     file_url=f"{(config.advertise or local).rstrip('/')}/files",
                     announce_interval=config.announce_interval,
                     ip=_announce_ip(config),
+                    credentials=Credentials(key=config.fleet_key),
                 )
                 seeder.listeners.append(registrar)
                 try:
@@ -137,6 +140,14 @@ async def hosted_seeder(config: SeederConfig) -> AsyncIterator[tuple[int, int]]:
     metavar="DIR",
     help="Where the hash index and the embedded tracker's database live [default: ~/.local/state/shoal].",
 )
+@click.option(
+    "--fleet-token-file",
+    envvar="SHOAL_FLEET_TOKEN_FILE",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="The fleet's token: announces carry it, and the embedded tracker needs it of peers "
+    "[default: $SHOAL_FLEET_TOKEN_FILE].",
+)
 @verbose_option
 def seed(
     dirs: tuple[Path, ...],
@@ -146,6 +157,7 @@ def seed(
     tracker: str | None,
     advertise: str | None,
     state_dir: Path | None,
+    fleet_token_file: str | None,
     verbose: int,
 ) -> None:
     """Watch each DIR and publish every file in it: to Shoal peers, as .torrent files, over BitTorrent."""
@@ -161,8 +173,11 @@ def seed(
         config = replace(config, state_dir=state_dir)
 
     def go() -> None:
+        from shoal.http.credentials import read_token_file
+
+        run = config if fleet_token_file is None else replace(config, fleet_key=read_token_file(fleet_token_file))
         try:
-            asyncio.run(run_seeder(config))
+            asyncio.run(run_seeder(run))
         except OSError as exc:
             raise UsageError(f"cannot start the seeder on {host}: {exc.strerror or exc}") from None
 

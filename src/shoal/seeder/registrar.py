@@ -30,6 +30,7 @@ from shoal.core.errors import TrackerUnavailable
 from shoal.core.ids import PeerIdentity
 from shoal.core.messages import AnnounceRequest, piece_hash_bytes
 from shoal.core.retry import Backoff, Retries
+from shoal.http.credentials import Credentials
 from shoal.peer.tracker_client import TrackerClient
 from shoal.seeder.catalog import SeededFile
 
@@ -61,10 +62,11 @@ class Registrar:
         file_url: str,
         announce_interval: float,
         ip: str = "",
+        credentials: Credentials | None = None,
     ) -> None:
         self.session = session
         self.tracker = tracker.rstrip("/")
-        self.client = TrackerClient(self.tracker, session)
+        self.client = TrackerClient(self.tracker, session, credentials=credentials)
         self.bt_port = bt_port
         self.file_url = file_url.rstrip("/")
         self.announce_interval = announce_interval
