@@ -85,10 +85,13 @@ def test_a_missing_or_malformed_ticket_is_refused(key: FleetKey, value: str | No
 
 
 @given(st.text(max_size=80))
-def test_no_string_is_taken_for_a_ticket(value: str) -> None:
-    # Whatever a stranger sends, the check refuses it with CredentialRefused (and never crashes).
+def test_no_string_is_taken_for_a_ticket_or_a_credential(value: str) -> None:
+    # Whatever a stranger sends, each check refuses it with CredentialRefused (and never crashes).
+    key = FleetKey.from_token(TOKEN)
     with pytest.raises(CredentialRefused):
-        FleetKey.from_token(TOKEN).check_ticket(value, TASK, FakeClock()())
+        key.check_ticket(value, TASK, FakeClock()())
+    with pytest.raises(CredentialRefused):
+        key.check_credential(value, FakeClock()())
 
 
 def test_a_ticket_lasts_a_few_intervals_and_at_least_a_peer_ttl() -> None:
