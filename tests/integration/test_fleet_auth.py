@@ -8,6 +8,7 @@ gets nothing of the file while the fleet's peers download it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -24,12 +25,15 @@ import trustme
 
 from shoal.core.ids import task_id_for_url
 from shoal.core.manifest import Manifest, OriginIdentity
+from shoal.core.ownership import TrackerMember
+from shoal.core.ownership import owner as owner_of
 from shoal.core.ranges import range_header
 from shoal.core.tickets import FLEET_HEADER, TICKET_HEADER, FleetKey
 from shoal.testing.poll import wait_until
 from shoal.testing.processes import Service, shoal_argv, start_daemon, start_seeder, start_tracker, write_random
 from tests.integration.conftest import run_get
 from tests.integration.test_swarm import parse_summary
+from tests.store.conftest import SERVERS, _probe, drop_schema
 
 TOKEN = b"the fleet's token: 0123456789abcdef"
 SIZE = 3 << 20
@@ -366,3 +370,44 @@ def test_a_seeder_with_the_token_registers_its_files_and_its_tracker_needs_it(
     assert (tmp_path / "a.bin").read_bytes() == data
     outsider = run_get(url, "-o", str(tmp_path / "b.bin"), "--tracker", seeder.url, "--upload-time", "0")
     assert outsider.returncode == 3 and not (tmp_path / "b.bin").exists(), outsider.stderr
+
+
+@pytest.fixture
+def pg_url() -> str:
+    """An empty PostgreSQL database of this test process (as test_tracker_cluster's)."""
+    found = asyncio.run(_probe("postgresql"))
+    if isinstance(found, BaseException):
+        pytest.fail(f"PostgreSQL unreachable at {SERVERS['postgresql']}: {found!r}")
+    asyncio.run(drop_schema(found))
+    return found
+
+
+def test_trackers_sharing_a_database_relay_the_peers_credential(
+    tmp_path: Path, tracker: Any, origin: Any, make_file: Any, pg_url: str, token_file: Path
+) -> None:
+    src = origin()
+    data = make_file(src.root / "shared.bin", SIZE)
+    url = src.url("shared.bin")
+    token = ("--fleet-token-file", str(token_file))
+    trackers = [tracker(db=pg_url, extra=token) for _ in range(2)]
+
+    def cluster(t: Service) -> dict[str, Any]:
+        status, body = request(f"{t.url}/v1/cluster", headers=fleet_headers())
+        assert status == 200, body
+        return json.loads(body)  # type: ignore[no-any-return]
+
+    for t in trackers:
+        wait_until(lambda t=t: sum(m["live"] for m in cluster(t)["members"]) == 2, "2 live members", timeout=30)
+    members = cluster(trackers[0])["members"]
+    owner = owner_of(
+        task_id_for_url(url),
+        [TrackerMember(m["tracker_id"], m["url"], m["active_from"], m["expires"]) for m in members],
+        time.time(),
+    )
+    assert owner is not None
+    other = next(t for t in trackers if cluster(t)["tracker_id"] != owner.tracker_id)
+    # Every announce goes to the tracker that does not own the task, which forwards it, credential and all.
+    got = run_get(url, "-o", str(tmp_path / "shared.bin"), "--tracker", other.url, "--upload-time", "0", *token)
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "shared.bin").read_bytes() == data
+    assert request(f"{other.url}/v1/tasks/{task_id_for_url(url)}")[0] == 401
