@@ -9,7 +9,9 @@ origin and asks for one more lease. With ``--seeding`` the peers hold the whole 
 report nothing new (a fleet's steady state: every seeder announcing once an interval). Printed: announces per
 second, the tracker's CPU milliseconds per announce (this process's CPU time over the timed announces), and
 the median and 90th percentile of the time from calling the service until it answered (after the
-announce's write committed).
+announce's write committed). With ``--fleet`` the tracker has a fleet token: every announce's reply carries a
+ticket, and each announce also pays for a request credential made and checked (what the HTTP middleware
+and the peer do, core.tickets), so the difference is what the fleet token costs the tracker.
 
 Run it (from the repository; PostgreSQL and MariaDB are this machine's services)::
 
@@ -17,6 +19,7 @@ Run it (from the repository; PostgreSQL and MariaDB are this machine's services)
     python3 benchmarks/tracker_announce.py --db postgresql://postgres@127.0.0.1/test
     python3 benchmarks/tracker_announce.py --db mysql://root@127.0.0.1/test --peers 16
     python3 benchmarks/tracker_announce.py --seeding
+    python3 benchmarks/tracker_announce.py --seeding --fleet
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from pathlib import Path
 from shoal.core.bitfield import Bitfield
 from shoal.core.manifest import OriginIdentity
 from shoal.core.messages import AnnounceRequest
+from shoal.core.tickets import FleetKey
 from shoal.tracker.app import TrackerService
 from shoal.tracker.config import TrackerConfig
 from tracker_load_peers import length_of
@@ -47,8 +51,9 @@ async def run(args: argparse.Namespace, db: str) -> dict[str, float]:
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
     identity = OriginIdentity(length, etag=f'"{task_id}"')
+    key = FleetKey.from_token(secrets.token_bytes(32)) if args.fleet else None
     # Every peer announces from one address: no per-source limit on new peers.
-    service = TrackerService(TrackerConfig(db=db, max_new_peers_per_source=0))
+    service = TrackerService(TrackerConfig(db=db, max_new_peers_per_source=0, fleet_key=key))
 
     def request(peer: int, **fields: object) -> AnnounceRequest:
         return AnnounceRequest(
@@ -73,6 +78,8 @@ async def run(args: argparse.Namespace, db: str) -> dict[str, float]:
                     done = {leased.pop(0): secrets.token_hex(32)} if leased else {}
                     announce = request(k, generation=generation, done=done, want_leases=1)
                 started = time.perf_counter()
+                if key is not None:
+                    key.check_credential(key.credential(time.time()), time.time())
                 reply = await service.announce(task_id, announce, "10.0.0.1")
                 waits.append(time.perf_counter() - started)
                 leased = [i for i in reply.leases if i not in done]
@@ -97,6 +104,7 @@ def main() -> int:
     parser.add_argument("--announces", type=int, default=50, help="announces per peer (default 50)")
     parser.add_argument("--pieces", type=int, default=512, help="pieces of the task (default 512)")
     parser.add_argument("--seeding", action="store_true", help="announces of peers holding the whole file")
+    parser.add_argument("--fleet", action="store_true", help="a fleet token: tickets and request credentials")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -105,6 +113,7 @@ def main() -> int:
             db = args.db or f"sqlite:///{Path(tmp) / f'tracker{i}.db'}"
             result = asyncio.run(run(args, db))
             backend = db.split(":", 1)[0] + (", seeding" if args.seeding else "")
+            backend += ", fleet token" if args.fleet else ""
             if args.json:
                 print(json.dumps({"run": i + 1, "db": backend, **{k: round(v, 2) for k, v in result.items()}}))
             else:

@@ -47,6 +47,7 @@ Run it (from a checkout; the SQL servers are this machine's services; see benchm
     python3 benchmarks/tracker_load.py --rates 400 --duration 30 --profile /tmp/tracker.txt
     python3 benchmarks/tracker_load.py --url http://127.0.0.1:6969 --pid 1234 --rates 500
     python3 benchmarks/tracker_load.py --follow --idle-share 0.8 --prime-rate 1000 --warmup 120 --duration 60
+    python3 benchmarks/tracker_load.py --fleet-token-file fleet.token --rates 1000,2000  (credentials on)
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ import random
 import shlex
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +75,8 @@ sys.path.insert(0, str(CHECKOUT_SRC))  # the protocol this generator speaks is i
 import aiohttp  # noqa: E402
 import msgspec  # noqa: E402
 
+from shoal.core.tickets import FLEET_HEADER  # noqa: E402
+from shoal.http.credentials import read_token_file  # noqa: E402
 from shoal.peer.tracker_client import TIMEOUT as PEER_TIMEOUT  # noqa: E402
 from shoal.testing.cpu import MachineCpu, own_cpu_seconds, process_cpu_seconds  # noqa: E402
 from tracker_load_peers import DEFAULT_MIX, Reply, SimPeer, Workload, build_fleet, parse_mix, parse_range, task_sizes  # noqa: E402
@@ -154,6 +158,8 @@ class Load:
         self.encode = msgspec.json.Encoder().encode
         self.decode = msgspec.json.Decoder(Reply).decode
         self.sessions: list[aiohttp.ClientSession] = []
+        # A real peer makes a credential for every request (peer.tracker_client): so does each announce here.
+        self.key = read_token_file(args.fleet_token_file) if args.fleet_token_file else None
         self.inflight: set[asyncio.Task[None]] = set()
         self.loop = asyncio.get_running_loop()
         self.rng = random.Random(args.seed)
@@ -269,7 +275,8 @@ class Load:
         status, raw, retry_after, reply = 0, b"", None, None
         try:
             async with asyncio.timeout_at(due + self.args.timeout):
-                async with session.post(self.url + peer.task.path, data=body, headers=JSON) as resp:
+                headers = JSON if self.key is None else {**JSON, FLEET_HEADER: self.key.credential(time.time())}
+                async with session.post(self.url + peer.task.path, data=body, headers=headers) as resp:
                     raw = await resp.read()
                     status = resp.status
                     retry_after = resp.headers.get("Retry-After")
@@ -450,6 +457,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--download-gap", type=float, default=5.0, help="--follow: a downloader's longest gap (5 s)")
     p.add_argument("--idle-share", type=float, default=0.0, help="share of the tasks nobody downloads (default 0)")
     p.add_argument("--tracker-args", default="", help="more options for the started tracker, as one string")
+    p.add_argument(
+        "--fleet-token-file",
+        type=Path,
+        help="the tracker needs this fleet token, and every announce carries a credential made from it",
+    )
     args = p.parse_args(argv)
     try:
         args.rates = [float(r) for r in args.rates.split(",")]
@@ -494,8 +506,11 @@ def tracker_for(args: argparse.Namespace, peer_ttl: float, tmp: Path) -> Iterato
         yield args.url, args.pid
         return
     with scratch_database(args.db, tmp) as db:
+        extra = [*args.tracker_args]
+        if args.fleet_token_file:
+            extra += ["--fleet-token-file", str(args.fleet_token_file)]
         log = tmp / "tracker.log"
-        with Tracker.start(db, args.src, peer_ttl=peer_ttl, pin=args.pin, log=log, extra=args.tracker_args) as tracker:
+        with Tracker.start(db, args.src, peer_ttl=peer_ttl, pin=args.pin, log=log, extra=extra) as tracker:
             yield tracker.url, tracker.pid
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
+from shoal.cli.fleet import FleetOptions, fleet_options
 from shoal.cli.main import (
     TRACKERS,
     click_parser,
@@ -38,9 +40,11 @@ async def run_daemon(config: DaemonConfig) -> None:
 
     async with Daemon(config) as daemon:
         usage = daemon.store.usage()
+        scheme = config.credentials.peer_scheme
         # The piece server's URL first: with port 0 this line is how a script learns it (see shoal.http.listen.serve).
         print(
-            f"daemon listening on http://{config.listen_host}:{daemon.server.port} (control socket {config.socket}; "
+            f"daemon listening on {scheme}://{config.listen_host}:{daemon.server.port} "
+            f"(control socket {config.socket}; "
             f"cache {config.cache_dir}, {format_bytes(usage.used)} of {format_bytes(usage.capacity)}; "
             f"tracker {config.tracker or 'none'}" + "".join(f"; pool {spec.name}" for spec in config.pools) + ")",
             flush=True,
@@ -120,6 +124,7 @@ async def run_daemon(config: DaemonConfig) -> None:
     help="Share files fetched with origin headers with the peers that hold the same headers "
     "[default: such files come from the origin only and are served to nobody].",
 )
+@fleet_options(client=True)
 @verbose_option
 def daemon(
     cache_dir: Path | None,
@@ -136,6 +141,7 @@ def daemon(
     pool_dest: tuple[Path, ...],
     member_name: str,
     share_authenticated: bool,
+    fleet: FleetOptions,
     verbose: int,
 ) -> None:
     """Run the host's long-running peer: a bounded cache whose content it serves to the swarm for as long
@@ -160,4 +166,8 @@ def daemon(
         member_name=member_name,
         share_authenticated=share_authenticated,
     )
-    run_or_exit(lambda: asyncio.run(run_daemon(config)))
+
+    def go() -> None:
+        asyncio.run(run_daemon(replace(config, credentials=fleet.load())))
+
+    run_or_exit(go)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from shoal.cli.fleet import FleetOptions, fleet_options
 from shoal.cli.main import (
     TRACKERS,
     configure_logging,
@@ -143,6 +144,7 @@ async def _cancellable(
     metavar="HOST:PORT",
     help="Where this peer serves pieces to others.",
 )
+@fleet_options(client=True)
 @socket_option
 @click.option(
     "--ignore-qp",
@@ -174,6 +176,7 @@ def get(
     site: str,
     rack: str,
     listen: str,
+    fleet: FleetOptions,
     socket_path: Path | None,
     ignore_qp: tuple[str, ...],
     no_daemon: bool,
@@ -217,6 +220,7 @@ def get(
     def go() -> GetResult:
         with loading(), deferred_roots():  # the CA certificates load if an https request comes (shoal.http.tls)
             from shoal.peer.api import aget
+        credentials = fleet.load()
 
         def run() -> asyncio.Task[GetResult]:
             return asyncio.ensure_future(
@@ -241,6 +245,7 @@ def get(
                     progress=bar,
                     on_complete=outcome.placed,
                     share_authenticated=share_authenticated,
+                    credentials=credentials,
                 )
             )
 

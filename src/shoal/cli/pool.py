@@ -30,8 +30,16 @@ def _client(ctx: click.Context) -> PoolClient:
     tracker, token = pool_ctx.params["tracker"], pool_ctx.params["token"]
     if tracker is None:
         raise click.UsageError("no tracker: give --tracker URL or set $SHOAL_TRACKER", ctx=pool_ctx)
+    fleet_key = None
+    if token_file := pool_ctx.params.get("fleet_token_file"):
+        from shoal.http.credentials import read_token_file
+
+        try:
+            fleet_key = read_token_file(token_file)
+        except UsageError as exc:
+            raise click.BadParameter(str(exc), ctx=pool_ctx, param_hint="--fleet-token-file") from None
     try:
-        return PoolClient(tracker, token)
+        return PoolClient(tracker, token, fleet_key=fleet_key)
     except UsageError as exc:
         raise click.BadParameter(str(exc), ctx=pool_ctx, param_hint="--tracker") from None
 
@@ -49,8 +57,15 @@ def _client(ctx: click.Context) -> PoolClient:
     metavar="TOKEN",
     help="The pool's token, or the tracker operator's [default: $SHOAL_POOL_TOKEN].",
 )
+@click.option(
+    "--fleet-token-file",
+    envvar="SHOAL_FLEET_TOKEN_FILE",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="The fleet's token, when the tracker needs one [default: $SHOAL_FLEET_TOKEN_FILE].",
+)
 @verbose_option
-def pool(tracker: str | None, token: str | None, verbose: int) -> None:
+def pool(tracker: str | None, token: str | None, fleet_token_file: str | None, verbose: int) -> None:
     """Pools of daemons that downloads are pushed to."""
     configure_logging(verbose, False)
 

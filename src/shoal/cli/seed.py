@@ -12,6 +12,7 @@ import ipaddress
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import click
@@ -55,6 +56,7 @@ async def hosted_seeder(config: SeederConfig) -> AsyncIterator[tuple[int, int]]:
     import aiohttp
     from aiohttp import web
 
+    from shoal.http.credentials import Credentials
     from shoal.http.listen import listen
     from shoal.seeder.app import install
     from shoal.seeder.catalog import Catalog
@@ -68,12 +70,13 @@ async def hosted_seeder(config: SeederConfig) -> AsyncIterator[tuple[int, int]]:
     catalog = Catalog()
     with HashIndex(config.state_dir / "hashes.db") as index:
         seeder = Seeder(config, index, catalog)
-        options: dict[str, object] = {}
+        options: dict[str, Any] = {}
         if config.tracker:
             app = web.Application()
         else:
             tracker_db = f"sqlite:///{config.state_dir / 'tracker.db'}"
-            app = build_app(TrackerConfig(host=config.host, port=config.port, db=tracker_db))
+            tracker_config = TrackerConfig(host=config.host, port=config.port, db=tracker_db)
+            app = build_app(replace(tracker_config, fleet_key=config.fleet_key))
             options = dict(RUNNER_OPTIONS)
         install(app, seeder, config.tracker or "")
         runner, port = await listen(app, config.host, config.port, **options)
@@ -90,6 +93,7 @@ async def hosted_seeder(config: SeederConfig) -> AsyncIterator[tuple[int, int]]:
                     file_url=f"{(config.advertise or local).rstrip('/')}/files",
                     announce_interval=config.announce_interval,
                     ip=_announce_ip(config),
+                    credentials=Credentials(key=config.fleet_key),
                 )
                 seeder.listeners.append(registrar)
                 try:
@@ -145,6 +149,14 @@ async def hosted_seeder(config: SeederConfig) -> AsyncIterator[tuple[int, int]]:
     metavar="DIR",
     help="Where the hash index and the embedded tracker's database live [default: ~/.local/state/shoal].",
 )
+@click.option(
+    "--fleet-token-file",
+    envvar="SHOAL_FLEET_TOKEN_FILE",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="The fleet's token: announces carry it, and the embedded tracker needs it of peers "
+    "[default: $SHOAL_FLEET_TOKEN_FILE].",
+)
 @verbose_option
 def seed(
     dirs: tuple[Path, ...],
@@ -154,6 +166,7 @@ def seed(
     tracker: str | None,
     advertise: str | None,
     state_dir: Path | None,
+    fleet_token_file: str | None,
     verbose: int,
 ) -> None:
     """Watch each DIR and publish every file in it: to Shoal peers, as .torrent files, over BitTorrent."""
@@ -168,8 +181,11 @@ def seed(
         config = replace(config, state_dir=state_dir)
 
     def go() -> None:
+        from shoal.http.credentials import read_token_file
+
+        run = config if fleet_token_file is None else replace(config, fleet_key=read_token_file(fleet_token_file))
         try:
-            asyncio.run(run_seeder(config))
+            asyncio.run(run_seeder(run))
         except OSError as exc:
             raise UsageError(f"cannot start the seeder on {host}: {exc.strerror or exc}") from None
 

@@ -10,6 +10,7 @@ import re
 
 import click
 
+from shoal.cli.fleet import FleetOptions, fleet_options
 from shoal.cli.main import configure_logging, run_or_exit, verbose_option
 from shoal.core.bt_tracker import INTERVAL_JITTER
 from shoal.tracker.config import TrackerConfig
@@ -159,6 +160,7 @@ from shoal.tracker.config import TrackerConfig
     help="The operator's token (a file of mode 0600): creating pools needs it, and it manages every pool. "
     "Without it anyone may create pools (trusted networks only).",
 )
+@fleet_options(client=False)
 @verbose_option
 def tracker(
     host: str,
@@ -180,6 +182,7 @@ def tracker(
     max_new_peers_per_source: int,
     advertise: str,
     admin_token_file: str | None,
+    fleet: FleetOptions,
     verbose: int,
 ) -> None:
     """Run the tracker: tasks, peers, piece hashes and origin leases over a JSON API, and a BitTorrent
@@ -230,14 +233,26 @@ def tracker(
 
     def go() -> None:
         import asyncio
+        import logging
+        from dataclasses import replace
 
-        from shoal.http.listen import serve
+        from shoal.http.credentials import warn_if_open
+        from shoal.http.listen import ON_LISTENING, serve
         from shoal.storage.db import async_url, safe_url
         from shoal.tracker.app import RUNNER_OPTIONS, build_app
 
         async_url(db)  # a malformed URL is a usage error before anything starts
+        credentials = fleet.load()
         detail = f" (database {safe_url(db)})"
-        asyncio.run(serve(build_app(config), host, port, "tracker", detail, **RUNNER_OPTIONS))
+        app = build_app(replace(config, fleet_key=credentials.key))
+
+        def listening(port: int) -> None:  # once it serves: a tracker that cannot start says only why
+            reach = "announce, learn every task's peers and piece hashes, and join any task's swarm"
+            log = logging.getLogger("shoal.tracker")
+            warn_if_open(log, "tracker and peer", f"{host}:{port}", credentials.secured, reach)
+
+        app.setdefault(ON_LISTENING, []).append(listening)
+        asyncio.run(serve(app, host, port, "tracker", detail, tls=credentials.server_ssl, **RUNNER_OPTIONS))
 
     run_or_exit(go)
 

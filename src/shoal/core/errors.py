@@ -9,7 +9,8 @@
     │   └── PoolRefused             2  the tracker refused a pool request: unknown pool, token, a bad push
     ├── TrackerUnavailable          3  the tracker could not be reached or answered nonsense
     │   ├── TrackerUnreachable      3  no answer (refused, reset, timed out) or a 5xx: try the next tracker
-    │   └── TrackerBusy             3  the tracker sheds load (503 with Retry-After): wait, then ask again
+    │   ├── TrackerBusy             3  the tracker sheds load (503 with Retry-After): wait, then ask again
+    │   └── FleetRefused            3  the tracker refused this peer's fleet credential (its 401)
     ├── OriginError                 4  the origin failed (HTTP error, refused, short body)
     │   ├── NoSwarmCopy             4  --no-origin: the swarm cannot supply the file, and the origin is not asked
     │   └── OriginChanged           4  the origin's file changed under a download, too often to go on
@@ -26,7 +27,8 @@
     │   ├── Conflict                -  a request at odds with what exists now (409 at the edge)
     │   │   ├── IllegalTransition   -  an event a state machine does not allow in its status
     │   │   └── PoolExists          -  a pool of that name exists already
-    │   └── NotFound                -  what a request names does not exist: a pool, a push job (404 at the edge)
+    │   ├── NotFound                -  what a request names does not exist: a pool, a push job (404 at the edge)
+    │   └── CredentialRefused       -  no fleet credential or ticket, or one that does not check out (401/403)
     ├── StoreError                  1  the SQL database failed or could not be reached (503 at the edge)
     │   └── DatabaseLocked         10  another tracker process holds the SQLite database file
     ├── DaemonUnavailable           1  no daemon answers on the control socket
@@ -143,6 +145,11 @@ class TrackerBusy(TrackerUnavailable):
     def __init__(self, message: str, *, tracker: str = "", retry_after: float) -> None:
         super().__init__(message, tracker=tracker)
         self.retry_after = retry_after
+
+
+class FleetRefused(TrackerUnavailable):
+    """The tracker refused this peer's fleet credential (a 401): no fleet token given, another fleet's, or
+    clocks out of step (core.tickets). Asking again does not help; the message says what the tracker said."""
 
 
 class OriginError(ShoalError):
@@ -306,6 +313,13 @@ class NotFound(ProtocolError):
 
 class PoolExists(Conflict):
     """A pool of that name exists already: the name is taken, the database is fine."""
+
+
+class CredentialRefused(ProtocolError):
+    """A request without a fleet credential (or ticket) where one is needed, or with one that does not check
+    out (core.tickets): a 401 from the tracker, a 403 from a piece server."""
+
+    http_status = 401
 
 
 # -- the SQL store ------------------------------------------------------------------------------------

@@ -207,6 +207,9 @@ class AnnounceResponse(msgspec.Struct, frozen=True):
     content_task: ContentTaskId = ""
     """To a peer joining a URL task (``started``): the content task peers vouched for as its file, a hint
     that a peer with a digest to check the file against may follow (core.content_alias)."""
+    ticket: Annotated[str, Meta(max_length=512)] = ""
+    """With a fleet token: the ticket admitting this peer to the task for a few intervals, which other
+    peers' piece servers ask for (core.tickets); renewed by every announce. Empty without one."""
 
     @property
     def manifest(self) -> Manifest | None:

@@ -14,6 +14,10 @@ Rules, and why:
   5xx is the tracker failing, or a proxy in front of it finding it down (TrackerUnreachable: another
   tracker may answer, and this one later); any other 4xx refuses this request, and the caller's
   ``refused`` makes its API's error of it (a PoolRefused, say).
+- A 401 whose JSON names the fleet credential (``{"error": ..., "credential": "fleet"}``; a private
+  pool's 401 is the caller's refusal) is the tracker refusing this client's fleet credential (FleetRefused): the same
+  credential will not do better, so it is not a refusal a caller retries, and the error says what the
+  tracker found wrong (no token given, another fleet's, clocks out of step).
 - A 2xx whose body is not the operation's reply is TrackerUnavailable: another version of the protocol.
 """
 
@@ -24,7 +28,7 @@ from typing import TypeVar
 
 import msgspec
 
-from shoal.core.errors import ProtocolError, TrackerBusy, TrackerUnavailable, TrackerUnreachable
+from shoal.core.errors import FleetRefused, ProtocolError, TrackerBusy, TrackerUnavailable, TrackerUnreachable
 from shoal.core.structs import decode
 
 T = TypeVar("T")
@@ -93,4 +97,6 @@ def _error(tracker: str, status: int, reason: str, content_type: str, body: byte
     message = " ".join(str(error).split()) if error else "no reason given"
     if status >= 500:
         return TrackerUnavailable(f"the tracker failed: {message} (HTTP {status})", tracker=tracker)
+    if status == 401 and isinstance(data, dict) and data.get("credential") == "fleet":
+        return FleetRefused(f"the tracker at {tracker} refused the fleet credential: {message}", tracker=tracker)
     return refused(message, status)

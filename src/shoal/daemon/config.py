@@ -5,10 +5,11 @@ light: no aiohttp, no SQL)."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from shoal.core.errors import UsageError
+from shoal.http.credentials import Credentials
 from shoal.peer.config import DEFAULT_LISTEN_HOST
 
 
@@ -98,3 +99,6 @@ class DaemonConfig:
     (whoever may push to a pool must not be able to write anywhere the daemon can)."""
     member_name: str = ""
     """How this daemon is named in its pools' member lists; empty: the host name."""
+    credentials: Credentials = field(default_factory=Credentials)
+    """The fleet token and TLS (shoal.http.credentials; ``--fleet-token-file``, ``--tls-cert``...): sent to
+    the tracker, tickets to peers, and what the piece server asks of peers. None given: a trusted LAN."""

@@ -282,6 +282,7 @@ class Fetcher:
             # A SHA-256 to check the file against: the download may join the content task peers vouch for
             # (core.content_alias), and registers its own when it finishes the URL's task.
             digest=expected if sha256 else None,
+            credentials=self.config.credentials,
         )
         with contextlib.ExitStack() as reservations:
 

@@ -52,6 +52,7 @@ from shoal.core.retry import Backoff, Retries
 from shoal.core.tracker_choice import TrackerChoice
 from shoal.daemon.config import PoolSpec
 from shoal.daemon.fetcher import Fetch, Fetcher
+from shoal.http.credentials import Credentials
 from shoal.http.pool_transport import run_call
 from shoal.http.resolve import resolve
 from shoal.storage.cache_index import CacheEntry
@@ -121,8 +122,10 @@ class PoolMember:
         store: CacheStore,
         identity: Identity,
         dest_roots: tuple[Path, ...] = (),
+        credentials: Credentials | None = None,
     ) -> None:
         self.pool = pool
+        self.credentials = credentials
         self.session = session
         self.fetcher = fetcher
         self.store = store
@@ -148,7 +151,9 @@ class PoolMember:
 
     async def _run(self, call: pool_api.Call[R], *, seconds: float = 10) -> R:
         """Send ``call`` and read its reply (core.pool_api's mapping, over http.pool_transport)."""
-        return await run_call(self.session, self.trackers, call, token=self.pool.token, seconds=seconds)
+        return await run_call(
+            self.session, self.trackers, call, token=self.pool.token, seconds=seconds, credentials=self.credentials
+        )
 
     async def _poll_forever(self) -> None:
         version: int | None = None

@@ -51,7 +51,14 @@ class Daemon:
         self.config = config
         self.identity = PeerIdentity.from_secret(secrets.token_hex(16), "daemon")
         self.store = CacheStore(index_path(config.cache_dir), config.cache_dir, config.capacity)
-        self.server = PieceServer(ServerConfig(max_uploads=config.max_uploads, upload_rate=config.upload_rate))
+        self.server = PieceServer(
+            ServerConfig(
+                max_uploads=config.max_uploads,
+                upload_rate=config.upload_rate,
+                fleet_key=config.credentials.key,
+                tls=config.credentials.server_ssl,
+            )
+        )
         self.seeding: Seeding | None = None
         self.fetcher: Fetcher | None = None
         self.node_url = ""
@@ -88,7 +95,7 @@ class Daemon:
         stack.push_async_callback(self.server.stop)
         wildcard = config.listen_host in ("0.0.0.0", "::", "")
         host = socket.getfqdn() if wildcard else config.listen_host
-        self.node_url = f"http://{host}:{self.server.port}"
+        self.node_url = f"{config.credentials.peer_scheme}://{host}:{self.server.port}"
         await asyncio.to_thread(self.store.index.set_meta, "node", self.node_url)
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=128, limit_per_host=16), auto_decompress=False, read_bufsize=1 << 20
@@ -98,7 +105,7 @@ class Daemon:
             self.seeding = Seeding(
                 self.store,
                 self.server,
-                TrackerClient(config.tracker, session),
+                TrackerClient(config.tracker, session, credentials=config.credentials),
                 identity=self.identity,
                 host="" if wildcard else config.listen_host,
                 site=config.site,
@@ -136,6 +143,7 @@ class Daemon:
                     store=self.store,
                     identity=identity,
                     dest_roots=config.pool_dest,
+                    credentials=config.credentials,
                 )
                 await stack.enter_async_context(member)
         if config.scrub_interval > 0:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import ssl
 from typing import Any
 
 from aiohttp import web
@@ -21,14 +22,16 @@ ON_LISTENING = web.AppKey("on_listening", list)
 it can be reached: the port is known only then when it was 0)."""
 
 
-async def listen(app: web.Application, host: str, port: int, **runner_options: Any) -> tuple[web.AppRunner, int]:
-    """Serve ``app`` on host:port (0 picks a free port); return the runner (to clean up) and the port.
-    An address that cannot be had is a ListenError. ``runner_options`` go to :class:`shoal.http.limits.Runner`
-    (aiohttp's AppRunner options, and ``limits``)."""
+async def listen(
+    app: web.Application, host: str, port: int, *, tls: ssl.SSLContext | None = None, **runner_options: Any
+) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on host:port (0 picks a free port), over TLS with ``tls``; return the runner (to clean
+    up) and the port. An address that cannot be had is a ListenError. ``runner_options`` go to
+    :class:`shoal.http.limits.Runner` (aiohttp's AppRunner options, and ``limits``)."""
     runner = Runner(app, **runner_options)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=tls)
         await site.start()
     except OSError as exc:
         await runner.cleanup()
@@ -52,15 +55,26 @@ async def until_signalled() -> None:
     await stop.wait()
 
 
-async def serve(app: web.Application, host: str, port: int, name: str, detail: str = "", **runner_options: Any) -> None:
-    """Serve ``app`` until SIGINT or SIGTERM, first printing ``NAME listening on http://HOST:PORT``.
+async def serve(
+    app: web.Application,
+    host: str,
+    port: int,
+    name: str,
+    detail: str = "",
+    *,
+    tls: ssl.SSLContext | None = None,
+    **runner_options: Any,
+) -> None:
+    """Serve ``app`` until SIGINT or SIGTERM, first printing ``NAME listening on http://HOST:PORT`` (https
+    with ``tls``).
 
     That line is the contract with whoever started the process (tests, benchmarks, operators' scripts):
     with port 0 it is the only way to learn the port. ``runner_options`` go to :func:`listen`.
     """
-    runner, bound = await listen(app, host, port, **runner_options)
+    runner, bound = await listen(app, host, port, tls=tls, **runner_options)
     try:
-        print(f"{name} listening on http://{host}:{bound}{detail}", flush=True)
+        scheme = "https" if tls is not None else "http"
+        print(f"{name} listening on {scheme}://{host}:{bound}{detail}", flush=True)
         await until_signalled()
     finally:
         await runner.cleanup()

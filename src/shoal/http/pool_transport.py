@@ -9,6 +9,7 @@ core.pool_api's one mapping.
 
 from __future__ import annotations
 
+import time
 from typing import TypeVar
 
 import aiohttp
@@ -16,6 +17,7 @@ import aiohttp
 from shoal.core import pool_api
 from shoal.core.errors import TrackerUnreachable
 from shoal.core.tracker_choice import TrackerChoice
+from shoal.http.credentials import Credentials
 from shoal.http.tracker_failover import ask_in_turn
 
 R = TypeVar("R")
@@ -28,11 +30,15 @@ async def run_call(
     *,
     token: str | None,
     seconds: float,
+    credentials: Credentials | None = None,
 ) -> R:
     """Send ``call`` to ``trackers`` (the current one, and the next while they do not answer:
-    http.tracker_failover) with ``token`` as the bearer, waiting at most ``seconds`` for each; its reply as
-    core.pool_api reads it."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    http.tracker_failover) with ``token`` as the bearer and the fleet's ``credentials``, waiting at most
+    ``seconds`` for each; its reply as core.pool_api reads it."""
+    credentials = credentials or Credentials()
+    headers = credentials.tracker_headers(time.time())
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     headers.update(call.headers)
     if call.body is not None:
         headers["Content-Type"] = "application/json"
@@ -45,6 +51,7 @@ async def run_call(
                 data=call.body,
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=seconds),
+                ssl=credentials.tls_for(tracker),
             ) as response:
                 body = await response.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:

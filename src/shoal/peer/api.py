@@ -26,6 +26,7 @@ from shoal.core.errors import ListenError, UsageError
 from shoal.core.ids import canonical_url, headers_tag, parse_ignored_params
 from shoal.core.tracker_choice import parse_trackers
 from shoal.core.units import parse_rate
+from shoal.http.credentials import Credentials
 from shoal.http.tls import load_roots_first
 from shoal.peer.callback import callback_argv, run_callback
 from shoal.peer.config import DEFAULT_LISTEN, GetConfig
@@ -84,6 +85,7 @@ async def aget(
     progress: Callable[[Stats], None] | None = None,
     on_complete: Callable[[GetResult], None] | None = None,
     share_authenticated: bool = False,
+    credentials: Credentials | None = None,
 ) -> GetResult:
     """Download ``url`` through the swarm into place; see GetConfig for what each option means.
 
@@ -98,6 +100,7 @@ async def aget(
     (ended by its time, or early because the file went away; not when the get is stopped): minion's
     ``--callback delete``, done when no peer relies on the file any more. ``on_complete`` is called with
     the result as soon as the file is in place, before the ``upload_time`` of serving it to peers.
+    ``credentials`` are the fleet's token and TLS (shoal.http.credentials.load); none: a trusted LAN.
     """
     stream = output is not None and os.fspath(output) == "-"
     if stream and (dest_dir is not None or callback is not None or after_seeding is not None):
@@ -126,6 +129,8 @@ async def aget(
             callback=callback,
             share_authenticated=share_authenticated,
         )
+        if credentials is not None:
+            config = dataclasses.replace(config, credentials=credentials)
         placed = on_complete
         if stream:
             sys.stdout.flush()
@@ -162,7 +167,15 @@ async def _download(
 ) -> GetResult:
     """aget's download once its options are checked: into place, then the serving period."""
     started = time.monotonic()
-    server = PieceServer(ServerConfig(max_uploads=config.max_uploads, upload_rate=config.upload_rate))
+    credentials = config.credentials
+    server = PieceServer(
+        ServerConfig(
+            max_uploads=config.max_uploads,
+            upload_rate=config.upload_rate,
+            fleet_key=credentials.key,
+            tls=credentials.server_ssl,
+        )
+    )
     connector = aiohttp.TCPConnector(limit=128, limit_per_host=16)
     session = aiohttp.ClientSession(
         connector=connector, auto_decompress=False, read_bufsize=1 << 20, middlewares=(load_roots_first,)

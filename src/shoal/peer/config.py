@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shoal.core.download import Tuning
+from shoal.http.credentials import Credentials
 
 DEFAULT_LISTEN_HOST = "0.0.0.0"
 """Where a piece server (of a `get`, of the daemon) listens unless told: every IPv4 address."""
@@ -79,6 +80,9 @@ class GetConfig:
     """Seconds without a tracker answer, while stuck, before the download gives up."""
     origin_retries: int = 5
     """Consecutive failed origin requests before the download gives up."""
+    credentials: Credentials = field(default_factory=Credentials)
+    """The fleet token and TLS (shoal.http.credentials): sent to the tracker, tickets to peers, and what the
+    piece server asks of peers. The default: none (a trusted LAN)."""
 
     def tuning(self) -> Tuning:
         """The settings the download's decisions read (core.download)."""

@@ -65,11 +65,12 @@ from shoal.core.pieces import Changes
 from shoal.core.rate import TokenBucket
 from shoal.core.retry import Retries
 from shoal.core.scope_leases import Labels
+from shoal.core.tickets import TICKET_HEADER
 from shoal.core.whole_file import WholeFileCheck, failed_check, plan_refetch, whole_file_checks
 from shoal.peer.announcer import ANNOUNCE_BACKOFF, Announcer, Applied
 from shoal.peer.config import GetConfig
 from shoal.peer.content_task import ContentSeed, register_content
-from shoal.peer.fetchers import fetch_origin, fetch_peer, watch_haves
+from shoal.peer.fetchers import PeerAccess, fetch_origin, fetch_peer, watch_haves
 from shoal.peer.join import join
 from shoal.peer.origin import Origin
 from shoal.peer.prefix_hash import FdSink, PrefixHash
@@ -143,7 +144,7 @@ class Download:
         self._distrusted: set[str] = set()  # content tasks named for the digest that did not hold it
         self.origin = Origin(url, session, config.headers)
         if tracker is None and config.tracker:
-            tracker = TrackerClient(config.tracker, session)
+            tracker = TrackerClient(config.tracker, session, credentials=config.credentials)
         self.tracker = tracker if config.tracker else None
         self.stats = Stats()
         self.first_piece = asyncio.Event()
@@ -595,14 +596,17 @@ class Download:
                     log.debug("pieces %d-%d from the origin: asking", run[0], run[-1])
                     self._tasks.spawn(fetch_origin(self.origin, manifest, part, run, post, self._throttle))
                 case FetchPeer(peer_id, base_url, run):
-                    url = f"{base_url}/v1/tasks/{self.task_id}/data?gen={self.generation}"
-                    hashes = self.core.book.hashes
+                    url = f"{self._peer_base(base_url)}/v1/tasks/{self.task_id}/data?gen={self.generation}"
+                    hashes, access = self.core.book.hashes, self._peer_access()
                     self._tasks.spawn(
-                        fetch_peer(self.session, url, peer_id, manifest, part, run, hashes, post, self._throttle)
+                        fetch_peer(
+                            self.session, url, peer_id, manifest, part, run, hashes, post, self._throttle, access=access
+                        )
                     )
                 case Follow(peer_id, base_url):
-                    url = f"{base_url}/v1/tasks/{self.task_id}/haves?gen={self.generation}"
-                    self._watchers[peer_id] = self._tasks.spawn(watch_haves(self.session, url, peer_id, manifest, post))
+                    url = f"{self._peer_base(base_url)}/v1/tasks/{self.task_id}/haves?gen={self.generation}"
+                    watch = watch_haves(self.session, url, peer_id, manifest, post, access=self._peer_access())
+                    self._watchers[peer_id] = self._tasks.spawn(watch)
                 case Unfollow(peer_id):
                     if peer_id in self._watchers:
                         self._watchers.pop(peer_id).cancel()
@@ -622,6 +626,17 @@ class Download:
                     self._tasks.spawn(announcer.once(beside=True))
                 case Note(level, text):
                     log.log(level, "%s", text)
+
+    def _peer_base(self, base_url: str) -> str:
+        """A peer's base URL in the fleet's scheme: https when this peer serves TLS (peer.server)."""
+        scheme = self.config.credentials.peer_scheme
+        return base_url if scheme == "http" else scheme + base_url.removeprefix("http")
+
+    def _peer_access(self) -> PeerAccess:
+        """What a request to a peer carries now: the ticket of our latest announce of the task, the TLS."""
+        ticket = self.tracker.ticket(self.task_id) if self.tracker is not None else ""
+        headers = {TICKET_HEADER: ticket} if ticket else {}
+        return PeerAccess(headers, self.config.credentials.peer_tls())
 
     def _apply(self, changes: Changes) -> None:
         """Carry out a change to the book (core.pieces) on the piece server and the whole-file hashes."""

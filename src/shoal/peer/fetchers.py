@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 
 import aiohttp
 
@@ -37,6 +39,18 @@ READ_SIZE = 1 << 20
 ``shoal get`` from one peer on a fast link spends its event loop on the reads, so fewer, larger reads finish
 it sooner and with less CPU; larger than 1 MiB gained nothing and held more memory
 (benchmarks/single_peer.py; figures in benchmarks/RESULTS.md)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAccess:
+    """What a request to another peer carries: its ticket for the task (``X-Shoal-Ticket``), and the
+    ``ssl=`` of the fleet's TLS (peer.server; shoal.http.credentials)."""
+
+    headers: Mapping[str, str] = field(default_factory=dict)
+    ssl: ssl.SSLContext | bool = True
+
+
+NO_ACCESS = PeerAccess()
 
 Post = Callable[[Event], None]
 Throttle = Callable[[int], Awaitable[None]]
@@ -114,17 +128,25 @@ async def fetch_peer(
     hashes: Mapping[int, str],
     post: Post,
     throttle: Throttle,
+    *,
+    access: PeerAccess = NO_ACCESS,
 ) -> None:
     """Fetch a run from a peer's ``data`` URL, each piece verified against ``hashes`` before it is written."""
     start, end = manifest.span(run[0], len(run))
     pending = list(run)
+    headers = {"Range": range_header(start, end), **access.headers}
     try:
-        async with session.get(url, headers={"Range": range_header(start, end)}, timeout=PEER_TIMEOUT) as resp:
+        async with session.get(url, headers=headers, timeout=PEER_TIMEOUT, ssl=access.ssl) as resp:
             if resp.status == 503:
                 post(RunEnded(peer_id, tuple(pending), busy=True))
                 return
             if resp.status in (404, 409, 416):
                 post(RunEnded(peer_id, tuple(pending), stale=True))
+                return
+            if resp.status == 403:
+                # Our ticket was refused: not yet admitted, or it ran out. Like a busy peer, asked again later.
+                log.info("peer %s refused our ticket: %s", peer_id, resp.reason)
+                post(RunEnded(peer_id, tuple(pending), busy=True))
                 return
             if resp.status != 206:
                 raise OriginError(f"peer answered HTTP {resp.status}")
@@ -152,10 +174,18 @@ async def fetch_peer(
         post(RunEnded(peer_id, tuple(pending), error))
 
 
-async def watch_haves(session: aiohttp.ClientSession, url: str, peer_id: str, manifest: Manifest, post: Post) -> None:
+async def watch_haves(
+    session: aiohttp.ClientSession,
+    url: str,
+    peer_id: str,
+    manifest: Manifest,
+    post: Post,
+    *,
+    access: PeerAccess = NO_ACCESS,
+) -> None:
     """Follow a peer's have stream (its bitfield, then each piece it verifies) until it ends: then PeerGone."""
     try:
-        async with session.get(url, timeout=PEER_TIMEOUT) as resp:
+        async with session.get(url, headers=access.headers, timeout=PEER_TIMEOUT, ssl=access.ssl) as resp:
             if resp.status != 200:
                 return
             async for line in resp.content:

@@ -22,9 +22,10 @@ from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 
 from shoal import __version__
-from shoal.core.errors import ProtocolError
+from shoal.core.errors import CredentialRefused, ProtocolError
 from shoal.core.manifest import Manifest
 from shoal.core.ranges import parse_piece_range
+from shoal.core.tickets import TICKET_HEADER
 from shoal.http import openapi
 from shoal.http.json_api import struct_response
 from shoal.http.limits import send_file, server_limits
@@ -99,7 +100,13 @@ class PieceRoutes:
         self.server = server
 
     def _served(self, request: web.Request) -> ServedTask:
-        served = self.server.tasks.get(request.match_info["task_id"])
+        task_id = request.match_info["task_id"]
+        if (key := self.server.config.fleet_key) is not None:
+            try:
+                key.check_ticket(request.headers.get(TICKET_HEADER), task_id, time.time())
+            except CredentialRefused as exc:
+                raise web.HTTPForbidden(reason=str(exc)) from None
+        served = self.server.tasks.get(task_id)
         if served is None:
             raise web.HTTPNotFound(reason="task not served here")
         gen = request.query.get("gen", "")
@@ -186,8 +193,8 @@ ROUTES = (
         "GET",
         "/v1/tasks/{task_id}/data",
         "whole verified pieces of the task, as a single Range (bytes=a-b) on the piece boundaries asks; sent with "
-        "sendfile. 404 a piece not held, 416 a range of no whole pieces, 503 with Retry-After past the uploads "
-        "allowed or the upload rate",
+        "sendfile. 403 without a ticket admitting the asker to the task (with a fleet token), 404 a piece not "
+        "held, 416 a range of no whole pieces, 503 with Retry-After past the uploads allowed or the upload rate",
         status=206,
         query=(_GEN,),
         media="application/octet-stream",

@@ -7,7 +7,10 @@
     GET /v1/openapi.json                  these routes' OpenAPI document
 
 Rules: only tasks this process holds, only pieces verified, only the generation asked for (a 409 when it
-is another), so a peer never receives bytes of another version of the file. Uploads are bounded: past
+is another), so a peer never receives bytes of another version of the file. With a fleet token, a task's
+routes answer only a request with a ticket (``X-Shoal-Ticket``) admitting its sender to that task, checked
+with the fleet's key alone (core.tickets); any other gets a 403 before anything of the task is looked at,
+so a stranger learns nothing, not even whether the task is served here. Uploads are bounded: past
 ``max_uploads`` concurrent ones the server answers 503 with Retry-After and the downloader goes to another
 peer, and each run of pieces of a response must be taken within a deadline of its size (shoal.http.limits,
 ``send_file``): a reader that stalls loses its connection and its upload slot. Data goes out with sendfile
@@ -22,8 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import socket
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,11 +36,15 @@ from typing import TYPE_CHECKING
 from shoal.core.bitfield import Bitfield
 from shoal.core.manifest import Manifest
 from shoal.core.rate import TokenBucket
+from shoal.core.tickets import FleetKey
+from shoal.http.credentials import warn_if_open
 
 if TYPE_CHECKING:
     from aiohttp import web
 
     from shoal.http.limits import ServerLimits
+
+log = logging.getLogger("shoal.peer")
 
 BACKLOG = 128
 PING_SECONDS = 5.0
@@ -161,6 +170,11 @@ class ServerConfig:
     busy swarm gains a piece every few tens of milliseconds and tells every watcher of each: a line per gap
     rather than per piece sends fewer lines and spends less CPU at both ends, for at most one gap of delay
     (benchmarks/have_stream.py, with and without the gap; figures in benchmarks/RESULTS.md)."""
+    fleet_key: FleetKey | None = None
+    """The fleet token's keys: a task's routes need a ticket admitting the asker to the task (a 403 without).
+    None: anyone who reaches the server may fetch what it serves."""
+    tls: ssl.SSLContext | None = None
+    """Serve over TLS (https), with client certificates required when the context asks for them."""
 
 
 class PieceServer:
@@ -250,7 +264,7 @@ class PieceServer:
                 self.limits = server_limits()
                 runner = Runner(PieceRoutes(self).app(), self.limits, shutdown_timeout=1.0)
                 await runner.setup()
-                await web.SockSite(runner, self._socket).start()
+                await web.SockSite(runner, self._socket, ssl_context=self.config.tls).start()
             except BaseException as exc:
                 if runner is not None:
                     await runner.cleanup()
@@ -259,6 +273,10 @@ class PieceServer:
                     self._socket = None
                 raise
             self._runner = runner
+        secured = self.config.fleet_key is not None or (
+            self.config.tls is not None and self.config.tls.verify_mode == ssl.CERT_REQUIRED
+        )
+        warn_if_open(log, "peer", f"port {self.port}", secured, "fetch every piece this peer serves")
 
     async def start(self, host: str, port: int) -> int:
         """Bind and serve at once."""

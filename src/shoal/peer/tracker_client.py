@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -32,6 +33,7 @@ from shoal.core.messages import AnnounceRequest, AnnounceResponse, HashesRespons
 from shoal.core.retry import busy_delay
 from shoal.core.tracker_choice import TrackerChoice, parse_trackers
 from shoal.core.tracker_replies import read_reply
+from shoal.http.credentials import Credentials
 from shoal.http.tracker_failover import ask_in_turn
 
 log = logging.getLogger("shoal.peer")
@@ -43,15 +45,28 @@ T = TypeVar("T")
 class TrackerClient:
     """The tracker API at one tracker or several: ``trackers`` is a base URL, a comma-separated list of them
     (already checked: core.tracker_choice.parse_trackers), or a sequence of URLs. Every call goes to the
-    current tracker and on to the next when one does not answer (core.tracker_choice's rule)."""
+    current tracker and on to the next when one does not answer (core.tracker_choice's rule). With
+    ``credentials``, every call carries the fleet's request credential (and goes over the fleet's TLS), and
+    the ticket of each task's last announce reply is kept for the fetches from peers (:meth:`ticket`)."""
 
     def __init__(
-        self, trackers: str | Sequence[str], session: aiohttp.ClientSession, *, rng: random.Random | None = None
+        self,
+        trackers: str | Sequence[str],
+        session: aiohttp.ClientSession,
+        *,
+        rng: random.Random | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         urls = parse_trackers(trackers) if isinstance(trackers, str) else tuple(u.rstrip("/") for u in trackers)
         self.choice = TrackerChoice(urls)
         self.session = session
         self.rng = rng or random.Random()
+        self.credentials = credentials or Credentials()
+        self._tickets: dict[str, str] = {}
+
+    def ticket(self, task_id: str) -> str:
+        """The ticket the tracker last gave this peer for ``task_id`` ("" for none: no fleet token)."""
+        return self._tickets.get(task_id, "")
 
     async def _once(self, method: str, path: str, kind: type[T], body: bytes | None) -> T:
         return await ask_in_turn(self.choice, lambda url: self._at(url, method, path, kind, body))
@@ -60,10 +75,17 @@ class TrackerClient:
         def refused(message: str, status: int) -> TrackerUnavailable:
             return TrackerUnavailable(f"tracker answered {status}: {message}", tracker=tracker)
 
-        headers = _JSON_BODY if body is not None else None
+        headers = self.credentials.tracker_headers(time.time())
+        if body is not None:
+            headers.update(_JSON_BODY)
         try:
             async with self.session.request(
-                method, f"{tracker}{path}", data=body, headers=headers, timeout=TIMEOUT
+                method,
+                f"{tracker}{path}",
+                data=body,
+                headers=headers,
+                timeout=TIMEOUT,
+                ssl=self.credentials.tls_for(tracker),
             ) as resp:
                 raw = await resp.read()
                 reason, content_type = resp.reason or "", resp.headers.get("Content-Type", "")
@@ -89,7 +111,12 @@ class TrackerClient:
     async def announce(self, task_id: str, request: AnnounceRequest, *, wait_busy: bool = True) -> AnnounceResponse:
         body = msgspec.json.encode(request)
         wait = wait_busy and request.event != "stopped"
-        return await self._call("POST", f"/v1/tasks/{task_id}/announce", AnnounceResponse, body, wait_busy=wait)
+        reply = await self._call("POST", f"/v1/tasks/{task_id}/announce", AnnounceResponse, body, wait_busy=wait)
+        if reply.ticket:
+            self._tickets[task_id] = reply.ticket
+        elif request.event == "stopped":
+            self._tickets.pop(task_id, None)
+        return reply
 
     async def hashes(self, task_id: str, since: int) -> HashesResponse:
         return await self._call("GET", f"/v1/tasks/{task_id}/hashes?since={since}", HashesResponse, wait_busy=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shoal.core.tickets import FleetKey
+
 
 # No slots: the class attributes must stay readable as the defaults.
 @dataclass(frozen=True)
@@ -33,3 +35,6 @@ class SeederConfig:
     """How long a /serve for a file still being hashed waits for it before answering 503."""
     announce_interval: float = 60.0
     """Seconds between BitTorrent announces of each file when the tracker's reply names none."""
+    fleet_key: FleetKey | None = None
+    """The fleet token's keys: the registrar's announces carry its credential, and the embedded tracker
+    needs it of every peer (core.tickets). The files and the BitTorrent side stay open: they are the origin."""

@@ -30,6 +30,7 @@ from shoal.core.errors import TrackerUnavailable, TrackerUnreachable
 from shoal.core.ids import PeerIdentity
 from shoal.core.messages import AnnounceRequest, piece_hash_bytes
 from shoal.core.retry import Backoff, Retries
+from shoal.http.credentials import Credentials
 from shoal.http.tracker_failover import ask_in_turn
 from shoal.peer.tracker_client import TrackerClient
 from shoal.seeder.catalog import SeededFile
@@ -62,9 +63,10 @@ class Registrar:
         file_url: str,
         announce_interval: float,
         ip: str = "",
+        credentials: Credentials | None = None,
     ) -> None:
         self.session = session
-        self.client = TrackerClient(tracker, session)
+        self.client = TrackerClient(tracker, session, credentials=credentials)
         self.bt_port = bt_port
         self.file_url = file_url.rstrip("/")
         self.announce_interval = announce_interval

@@ -55,7 +55,9 @@ from shoal.core.messages import (
 from shoal.core.peer_limits import PeerLimits, PeerRefusal
 from shoal.core.scope_leases import Crossings, LeaseKey, ScopeLease, decide_crossings, rack_scope
 from shoal.core.scope_tally import ScopeTally
+from shoal.core.tickets import ticket_expiry
 from shoal.http import openapi
+from shoal.http.fleet_auth import require_fleet
 from shoal.http.json_api import json_error, json_errors, read_struct, struct_response
 from shoal.http.listen import ON_LISTENING
 from shoal.storage.db_lock import DatabaseLock
@@ -193,9 +195,16 @@ class TrackerService:
         await committed
         assert outcome.response is not None
         response = outcome.response
+        extra: dict[str, Any] = {}
         if crossings is not None:
-            rack, site = tuple(iter_bits(crossings.rack)), tuple(iter_bits(crossings.site))
-            response = msgspec.structs.replace(response, rack_leases=rack, site_leases=site)
+            extra.update(rack_leases=tuple(iter_bits(crossings.rack)), site_leases=tuple(iter_bits(crossings.site)))
+        key = self.config.fleet_key
+        if key is not None and request.event != "stopped" and not response.restart:
+            # Admitted to the task: the ticket other peers' piece servers ask for (core.tickets).
+            expires = ticket_expiry(now, self.policy.interval, self.policy.peer_ttl)
+            extra["ticket"] = key.ticket(task_id, request.peer_id, expires)
+        if extra:
+            response = msgspec.structs.replace(response, **extra)
         return self._alias(task_id, request, response)
 
     def _crossings(
@@ -450,7 +459,10 @@ def openapi_document() -> dict[str, Any]:
         "Shoal tracker",
         str(API_VERSION),
         ROUTES + pools.ROUTES,
-        description="The tracker's JSON API (tasks, announces, piece hashes) and its pools' (push jobs).",
+        description="The tracker's JSON API (tasks, announces, piece hashes) and its pools' (push jobs). With a "
+        "fleet token, every route but /v1/health and /v1/openapi.json needs the fleet's credential in X-Shoal-Fleet "
+        '(a 401 {"error": ..., "credential": "fleet"} without), and an announce reply carries the peer\'s ticket '
+        "for the task, which other peers' piece servers ask for in X-Shoal-Ticket.",
     )
 
 
@@ -492,7 +504,9 @@ def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> 
     # whole_writes inside errors: a request that outlived its client still fails as JSON to a client that
     # stayed; a task's request goes to its owner (cluster) inside both, and bt's middleware (appended by
     # add_routes) inside all.
-    middlewares = [errors, whole_writes(admission)] + ([_owned_here(cluster)] if cluster is not None else [])
+    # The fleet's credential is checked first inside errors: a stranger's request costs nothing more.
+    fleet = [require_fleet(config.fleet_key, clock=clock)] if config.fleet_key is not None else []
+    middlewares = [errors, *fleet, whole_writes(admission)] + ([_owned_here(cluster)] if cluster is not None else [])
     app = web.Application(middlewares=middlewares, client_max_size=config.max_body)
     app[SERVICE] = service
     app[ADMISSION] = admission

@@ -30,6 +30,7 @@ from yarl import URL
 from shoal.core.errors import StoreError
 from shoal.core.messages import ClusterMember, ClusterView
 from shoal.core.ownership import HEARTBEAT, TrackerMember, in_force, lost_tasks, owner
+from shoal.core.tickets import FLEET_HEADER
 from shoal.http.json_api import json_error
 from shoal.http.limits import read_body
 from shoal.storage.cluster_store import ClusterStore
@@ -218,6 +219,8 @@ class Cluster:
         headers = {FORWARDED_FOR: reachable_address(client or "", self.url), FORWARDED_TO: reached or ""}
         if content_type := request.headers.get("Content-Type"):
             headers["Content-Type"] = content_type
+        if credential := request.headers.get(FLEET_HEADER):
+            headers[FLEET_HEADER] = credential  # the owner checks the peer's fleet credential too
         method, body = ("GET", b"") if path_qs is not None else (request.method, await read_body(request))
         # As the client encoded it: a BitTorrent query's binary values do not survive a decode and re-encode.
         target = URL(to.url + (path_qs if path_qs is not None else request.rel_url.raw_path_qs), encoded=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shoal.core.audit import AUDIT_SHARE
+from shoal.core.tickets import FleetKey
 
 
 # No slots: the class attributes must stay readable as the defaults (the CLI shows them).
@@ -62,6 +63,10 @@ class TrackerConfig:
     max_new_peers_per_source: int = 1_000
     """New peers (ones a task's swarm does not hold yet) a source address may add a minute, in bursts of as
     many; past it a 429 with ``Retry-After`` (core.peer_limits). 0: no limit."""
+    fleet_key: FleetKey | None = None
+    """The fleet token's keys: with them, every JSON API request but health needs a request credential (a
+    401 without), and each announce reply carries the peer's ticket for the task (core.tickets). None: the
+    API is open to whoever reaches it (a warning at start)."""
     max_body: int = 256 * 1024
     """Largest request body accepted, in bytes; larger ones get a 413."""
     max_inflight: int = 64

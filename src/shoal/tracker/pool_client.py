@@ -9,6 +9,7 @@ it calls, as daemon.client and mirror.client do.
 
 from __future__ import annotations
 
+import time
 import urllib.error
 import urllib.request
 from typing import TypeVar
@@ -21,6 +22,7 @@ from shoal.core.pool_messages import (
     PoolCreated,
     PushRequest,
 )
+from shoal.core.tickets import FLEET_HEADER, FleetKey
 from shoal.core.tracker_choice import TrackerChoice, parse_trackers
 
 R = TypeVar("R")
@@ -28,12 +30,16 @@ R = TypeVar("R")
 
 class PoolClient:
     """The pool API at ``tracker``: one base URL or several, comma-separated (core.tracker_choice's rule:
-    the next is asked when one does not answer)."""
+    the next is asked when one does not answer); with ``fleet_key``, every request carries the fleet's
+    credential."""
 
-    def __init__(self, tracker: str, token: str | None = None, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, tracker: str, token: str | None = None, *, timeout: float = 10.0, fleet_key: FleetKey | None = None
+    ) -> None:
         self.trackers = TrackerChoice(parse_trackers(tracker))
         self.token = token
         self.timeout = timeout
+        self.fleet_key = fleet_key
 
     def run(self, call: pool_api.Call[R]) -> R:
         """Send ``call`` and read its reply (core.pool_api's mapping). This is http.tracker_failover's loop
@@ -56,6 +62,8 @@ class PoolClient:
             request.add_header("Authorization", f"Bearer {self.token}")
         for name, value in call.headers:
             request.add_header(name, value)
+        if self.fleet_key is not None:
+            request.add_header(FLEET_HEADER, self.fleet_key.credential(time.time()))
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 status, reason, headers, body = response.status, response.reason, response.headers, response.read()

@@ -1,0 +1,144 @@
+"""Fleet credentials: what a fleet token proves, as values. No files, sockets or clock reads.
+
+A fleet shares one secret token (a file on the tracker and on every peer). It never travels: two keys are
+derived from it (HMAC-SHA256 of the token over a fixed label), one for each thing it proves.
+
+- **Request credentials** (``X-Shoal-Fleet: 1.ISSUED.MAC``) prove to the tracker that a request comes from
+  a holder of the token. ``MAC`` is the request key's HMAC of ``ISSUED`` (whole seconds), so a credential
+  costs one HMAC to make and one to check, and one seen on the wire is good for CREDENTIAL_TTL only. It
+  rides in a header of its own, not ``Authorization``, which a private pool's bearer token uses already.
+- **Tickets** (``X-Shoal-Ticket: EXPIRES.MAC.PEER``) prove to a peer's piece server that the tracker
+  admitted PEER to a task until EXPIRES: ``MAC`` is the ticket key's HMAC of ``TASK|PEER|EXPIRES``. The
+  tracker hands one out with every announce reply, good for a few announce intervals (ticket_expiry), so a
+  leaked ticket opens one task for a short while; a peer that stops announcing loses its access when its
+  last ticket runs out. Every piece server of the fleet holds the token too, so it checks a ticket alone,
+  without asking the tracker.
+
+Clocks of a fleet's hosts agree within CLOCK_SKEW (NTP); every check allows that much.
+
+MACs are truncated to 128 bits (RFC 2104, section 5: at least half the hash's length) and compared in
+constant time.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import math
+from dataclasses import dataclass
+
+from shoal.core.errors import CredentialRefused, UsageError
+
+FLEET_HEADER = "X-Shoal-Fleet"
+"""The request header of a request credential (to the tracker)."""
+TICKET_HEADER = "X-Shoal-Ticket"
+"""The request header of a ticket (to a peer's piece server)."""
+TOKEN_MIN_BYTES = 16
+"""The shortest token taken: 128 bits, if it is random (``openssl rand -hex 32`` makes a good one)."""
+CLOCK_SKEW = 30.0
+"""Seconds two hosts' clocks may disagree by; every check of a time allows this much."""
+CREDENTIAL_TTL = 300.0
+"""Seconds a request credential is good for after it was made (and CLOCK_SKEW before)."""
+CREDENTIAL_REFRESH = 60.0
+"""Seconds a client uses one request credential before it makes the next."""
+TICKET_INTERVALS = 4
+"""A ticket is good for this many announce intervals (at least the tracker's peer TTL): a peer announces
+every interval, so it always holds a fresh one, and a few lost announces do not cut it off."""
+_VERSION = "1"
+_MAC_BYTES = 16
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _digits(text: str) -> bool:
+    """Whole seconds as a credential writes them: ASCII digits, no more than 12."""
+    return text.isascii() and text.isdigit() and len(text) <= 12
+
+
+def parse_token(raw: bytes, source: str) -> bytes:
+    """The token in a token file's bytes (surrounding white space dropped); a UsageError naming ``source``
+    when it is too short to be a secret."""
+    token = raw.strip()
+    if len(token) < TOKEN_MIN_BYTES:
+        raise UsageError(
+            f"{source}: a fleet token has at least {TOKEN_MIN_BYTES} bytes (make one with `openssl rand -hex 32`)"
+        )
+    return token
+
+
+def ticket_expiry(now: float, interval: float, peer_ttl: float) -> int:
+    """When a ticket handed out ``now`` runs out: TICKET_INTERVALS intervals on, at least one peer TTL."""
+    return math.ceil(now + max(TICKET_INTERVALS * interval, peer_ttl))
+
+
+@dataclass(frozen=True, slots=True)
+class FleetKey:
+    """The keys derived from a fleet token; ``repr`` shows none of them."""
+
+    request_key: bytes
+    ticket_key: bytes
+
+    def __repr__(self) -> str:
+        return "FleetKey(...)"
+
+    @classmethod
+    def from_token(cls, token: bytes) -> FleetKey:
+        def derive(label: bytes) -> bytes:
+            return hmac.new(token, b"shoal fleet v1 " + label, hashlib.sha256).digest()
+
+        return cls(derive(b"request"), derive(b"ticket"))
+
+    # -- request credentials (peer -> tracker) --------------------------------------------------------
+
+    def credential(self, now: float) -> str:
+        """A request credential made ``now``."""
+        issued = str(int(now))
+        return f"{_VERSION}.{issued}.{self._mac(self.request_key, issued.encode())}"
+
+    def check_credential(self, value: str | None, now: float) -> None:
+        """Nothing when ``value`` is a request credential of this fleet in force ``now``; else
+        CredentialRefused saying what is wrong (missing, malformed, out of date, not this fleet's)."""
+        if not value:
+            raise CredentialRefused(f"this tracker needs a fleet credential ({FLEET_HEADER}): give --fleet-token-file")
+        version, _, rest = value.partition(".")
+        issued, _, mac = rest.partition(".")
+        if version != _VERSION or not _digits(issued) or not mac or not mac.isascii():
+            raise CredentialRefused(f"malformed fleet credential ({FLEET_HEADER})")
+        if not hmac.compare_digest(mac, self._mac(self.request_key, issued.encode())):
+            raise CredentialRefused("the fleet credential is not this fleet's: is the token the tracker's?")
+        age = now - int(issued)
+        if not -CLOCK_SKEW <= age <= CREDENTIAL_TTL + CLOCK_SKEW:
+            raise CredentialRefused(
+                f"the fleet credential is {abs(age):.0f} s {'old' if age > 0 else 'ahead'}: are the clocks in step?"
+            )
+
+    # -- tickets (tracker -> peer -> other peers' piece servers) --------------------------------------
+
+    def ticket(self, task_id: str, peer_id: str, expires: int) -> str:
+        """The ticket admitting ``peer_id`` to ``task_id`` until ``expires`` (whole seconds)."""
+        return f"{expires}.{self._ticket_mac(task_id, peer_id, expires)}.{peer_id}"
+
+    def check_ticket(self, value: str | None, task_id: str, now: float) -> str:
+        """The peer ``value`` admits to ``task_id`` at ``now``; CredentialRefused when it admits nobody: no
+        ticket, a malformed one, one run out, or one not made with this fleet's key for this task."""
+        if not value:
+            raise CredentialRefused(f"no ticket ({TICKET_HEADER}): only peers the tracker admitted to the task")
+        expires, _, rest = value.partition(".")
+        mac, _, peer_id = rest.partition(".")
+        if not _digits(expires) or not mac or not (mac + peer_id).isascii() or not peer_id:
+            raise CredentialRefused(f"malformed ticket ({TICKET_HEADER})")
+        if not hmac.compare_digest(mac, self._ticket_mac(task_id, peer_id, int(expires))):
+            raise CredentialRefused("the ticket is not valid for this task")
+        if now > int(expires) + CLOCK_SKEW:
+            raise CredentialRefused(f"the ticket ran out {now - int(expires):.0f} s ago")
+        return peer_id
+
+    def _ticket_mac(self, task_id: str, peer_id: str, expires: int) -> str:
+        return self._mac(self.ticket_key, f"{task_id}|{peer_id}|{expires}".encode())
+
+    @staticmethod
+    def _mac(key: bytes, message: bytes) -> str:
+        return _b64(hmac.new(key, message, hashlib.sha256).digest()[:_MAC_BYTES])

@@ -1,0 +1,413 @@
+"""Fleet credentials with real processes: a fleet token (request credentials and tickets, core.tickets), TLS and
+mutual TLS with certificates from a test CA (trustme), and the warning of a service started without any.
+
+The outsider of these tests reaches every port but holds no token (or a ticket for another task, or no
+client certificate): the tracker answers it 401, the piece servers 403 (or the TLS handshake fails), and it
+gets nothing of the file while the fleet's peers download it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from shoal.core.ids import task_id_for_url
+from shoal.core.manifest import Manifest, OriginIdentity
+from shoal.core.ownership import TrackerMember
+from shoal.core.ownership import owner as owner_of
+from shoal.core.ranges import range_header
+from shoal.core.tickets import FLEET_HEADER, TICKET_HEADER, FleetKey
+from shoal.testing.poll import wait_until
+from shoal.testing.processes import Service, shoal_argv, start_daemon, start_seeder, start_tracker, write_random
+from tests.integration.conftest import run_get
+from tests.integration.test_swarm import parse_summary
+from tests.store.conftest import SERVERS, _probe, drop_schema
+
+TOKEN = b"the fleet's token: 0123456789abcdef"
+SIZE = 3 << 20
+
+
+@pytest.fixture
+def token_file(tmp_path: Path) -> Path:
+    path = tmp_path / "fleet.token"
+    path.write_bytes(TOKEN + b"\n")
+    path.chmod(0o600)
+    return path
+
+
+def request(
+    url: str, *, headers: dict[str, str] | None = None, body: bytes | None = None, context: ssl.SSLContext | None = None
+) -> tuple[int, bytes]:
+    """One request; its status and body, whatever the status."""
+    req = urllib.request.Request(url, data=body, headers=headers or {}, method="POST" if body is not None else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=30, context=context) as reply:
+            return reply.status, reply.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def fleet_headers() -> dict[str, str]:
+    return {FLEET_HEADER: FleetKey.from_token(TOKEN).credential(time.time())}
+
+
+def serving_peer(tracker: Service, task_id: str, context: ssl.SSLContext | None = None) -> tuple[int, int]:
+    """The (port, generation) of the one peer the tracker knows for the task (asked with the fleet's token)."""
+    status, body = request(f"{tracker.url}/v1/tasks/{task_id}", headers=fleet_headers(), context=context)
+    assert status == 200, body
+    summary = json.loads(body)
+    assert len(summary["peers"]) == 1, summary
+    return summary["peers"][0]["port"], summary["generation"]
+
+
+def wait_serving(proc: subprocess.Popen[str]) -> None:
+    """Wait for a `shoal get` to place its file and begin serving it (its line on stderr says so)."""
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "serving it to peers" in line:
+            return
+    raise AssertionError(f"the first peer ended: {proc.wait()}")
+
+
+def spawn_seeding_get(procs: list[subprocess.Popen[str]], *args: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        shoal_argv("get", *args, "--upload-time", "120"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    procs.append(proc)
+    wait_serving(proc)
+    return proc
+
+
+def test_the_token_keeps_an_outsider_out_while_the_fleet_downloads(
+    tmp_path: Path,
+    origin: Any,
+    make_file: Any,
+    services: list[Service],
+    procs: list[subprocess.Popen[str]],
+    token_file: Path,
+) -> None:
+    src = origin()
+    data = make_file(src.root / "secret.bin", SIZE)
+    url = src.url("secret.bin")
+    tracker = start_tracker(f"sqlite:///{tmp_path / 't.db'}", extra=("--fleet-token-file", str(token_file)))
+    services.append(tracker)
+    token = ("--fleet-token-file", str(token_file))
+    spawn_seeding_get(procs, url, "-o", str(tmp_path / "first.bin"), "--tracker", tracker.url, *token)
+    task_id = task_id_for_url(url)
+
+    # The outsider cannot announce, nor learn the task's peers, without the fleet's credential.
+    announce = json.dumps({"peer_id": "mallory", "url": url, "port": 9}).encode()
+    status, body = request(f"{tracker.url}/v1/tasks/{task_id}/announce", body=announce)
+    assert status == 401 and json.loads(body)["credential"] == "fleet", body
+    assert "needs a fleet credential" in json.loads(body)["error"]
+    stranger = FleetKey.from_token(b"not the fleet's token, long enough")
+    stale = {FLEET_HEADER: stranger.credential(time.time())}
+    assert request(f"{tracker.url}/v1/tasks/{task_id}", headers=stale)[0] == 401
+    assert request(f"{tracker.url}/v1/health")[0] == 200  # monitoring stays open
+
+    # Knowing the first peer's port (scanned, say), it asks for the file and its have stream: 403, no bytes.
+    port, generation = serving_peer(tracker, task_id)
+    manifest = Manifest.for_identity(OriginIdentity(SIZE))
+    whole = {"Range": range_header(*manifest.span(0, manifest.piece_count))}
+    data_url = f"http://127.0.0.1:{port}/v1/tasks/{task_id}/data?gen={generation}"
+    haves_url = f"http://127.0.0.1:{port}/v1/tasks/{task_id}/haves?gen={generation}"
+    key = FleetKey.from_token(TOKEN)
+    other_task = key.ticket("c" * 64, "mallory", int(time.time()) + 60)  # admitted elsewhere
+    expired = key.ticket(task_id, "mallory", int(time.time()) - 3600)
+    forged = stranger.ticket(task_id, "mallory", int(time.time()) + 60)
+    for ticket in (None, other_task, expired, forged, "garbage"):
+        headers = {**whole, **({TICKET_HEADER: ticket} if ticket else {})}
+        status, body = request(data_url, headers=headers)
+        assert status == 403 and data[:4096] not in body, (ticket, status)
+        status, body = request(haves_url, headers={TICKET_HEADER: ticket} if ticket else {})
+        assert status == 403 and b"bitfield" not in body, (ticket, status)
+    # A ticket the tracker's key made for this task opens it (so the refusals above were the tickets').
+    admitted = {**whole, TICKET_HEADER: key.ticket(task_id, "peer", int(time.time()) + 60)}
+    assert request(data_url, headers=admitted) == (206, data)
+
+    # A peer of the fleet downloads from the first one; one without the token is refused by the tracker.
+    second = run_get(url, "-o", str(tmp_path / "second.bin"), "--tracker", tracker.url, "--upload-time", "0", *token)
+    assert second.returncode == 0, second.stderr
+    assert (tmp_path / "second.bin").read_bytes() == data
+    assert parse_summary(second.stderr)[1] >= SIZE  # every byte from the first peer
+    outsider = run_get(url, "-o", str(tmp_path / "outsider.bin"), "--tracker", tracker.url, "--upload-time", "0")
+    assert outsider.returncode == 3, outsider.stderr
+    assert "refused the fleet credential: this tracker needs a fleet credential" in outsider.stderr
+    assert not (tmp_path / "outsider.bin").exists()
+    assert src.bytes_sent() <= SIZE * 1.05
+
+
+def test_a_swarm_with_the_token_shares_the_file(
+    tmp_path: Path, origin: Any, make_file: Any, services: list[Service], spawn_get: Any, token_file: Path
+) -> None:
+    src = origin("--rate", "4M")
+    data = make_file(src.root / "release.bin", SIZE)
+    tracker = start_tracker(f"sqlite:///{tmp_path / 't.db'}", extra=("--fleet-token-file", str(token_file)))
+    services.append(tracker)
+    env_token = {**os.environ, "SHOAL_FLEET_TOKEN_FILE": str(token_file)}  # the environment variable works too
+    peers = [
+        subprocess.Popen(
+            shoal_argv("get", src.url("release.bin"), "-o", str(tmp_path / f"p{i}.bin"), "--tracker", tracker.url),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env_token,
+        )
+        for i in range(3)
+    ]
+    from_peers = 0.0
+    try:
+        for proc in peers:
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+            assert "no fleet credential" not in err
+            from_peers += parse_summary(err)[1]
+    finally:
+        for proc in peers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    for i in range(3):
+        assert (tmp_path / f"p{i}.bin").read_bytes() == data
+    assert src.bytes_sent() <= SIZE * 1.05
+    assert from_peers >= SIZE
+
+
+def test_a_token_file_others_can_read_is_refused(tmp_path: Path, token_file: Path) -> None:
+    token_file.chmod(0o644)
+    result = subprocess.run(
+        shoal_argv(
+            "tracker", "--port", "0", "--db", f"sqlite:///{tmp_path / 't.db'}", "--fleet-token-file", str(token_file)
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "open to other users" in result.stderr and "chmod 600" in result.stderr
+
+
+def test_a_service_without_a_credential_says_so(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        shoal_argv("tracker", "--host", "127.0.0.1", "--port", "0", "--db", f"sqlite:///{tmp_path / 't.db'}"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert "listening on http://" in proc.stdout.readline()  # the warning is written just before this line
+    finally:
+        proc.kill()
+        _, err = proc.communicate()
+    assert re.search(r"WARNING: no fleet credential: anyone who can reach 127\.0\.0\.1:\d+ may announce", err), err
+
+
+# -- TLS and mutual TLS -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+class Pki:
+    def __init__(self, ca: trustme.CA, directory: Path) -> None:
+        self.ca = directory / "ca.pem"
+        ca.cert_pem.write_to_path(str(self.ca))
+        self.certs: dict[str, tuple[Path, Path]] = {}
+        for name in ("tracker", "peer1", "peer2"):
+            issued = ca.issue_cert("127.0.0.1", f"{name}.fleet.test")
+            cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+            issued.cert_chain_pems[0].write_to_path(str(cert))
+            issued.private_key_pem.write_to_path(str(key))
+            self.certs[name] = cert, key
+
+    def server(self, name: str, *, mutual: bool) -> tuple[str, ...]:
+        cert, key = self.certs[name]
+        return ("--tls-cert", str(cert), "--tls-key", str(key), *(("--tls-client-ca", str(self.ca)) if mutual else ()))
+
+    def context(self, name: str | None = None) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca))
+        if name is not None:
+            context.load_cert_chain(*map(str, self.certs[name]))
+        return context
+
+
+@pytest.fixture
+def pki(ca: trustme.CA, tmp_path: Path) -> Pki:
+    directory = tmp_path / "pki"
+    directory.mkdir()
+    return Pki(ca, directory)
+
+
+@pytest.mark.parametrize("mutual", [False, True], ids=["tls", "mutual-tls"])
+def test_tracker_and_peers_over_tls(
+    tmp_path: Path,
+    origin: Any,
+    make_file: Any,
+    services: list[Service],
+    procs: list[subprocess.Popen[str]],
+    pki: Pki,
+    mutual: bool,
+) -> None:
+    src = origin()
+    data = make_file(src.root / "tls.bin", SIZE)
+    url = src.url("tls.bin")
+    tracker = start_tracker(f"sqlite:///{tmp_path / 't.db'}", extra=pki.server("tracker", mutual=mutual))
+    services.append(tracker)
+    assert tracker.url.startswith("https://127.0.0.1:")
+
+    def peer(name: str) -> tuple[str, ...]:
+        return ("--tracker", tracker.url, "--ca", str(pki.ca), *pki.server(name, mutual=mutual))
+
+    spawn_seeding_get(procs, url, "-o", str(tmp_path / "first.bin"), *peer("peer1"))
+    second = run_get(url, "-o", str(tmp_path / "second.bin"), "--upload-time", "0", *peer("peer2"))
+    assert second.returncode == 0, second.stderr
+    assert (tmp_path / "second.bin").read_bytes() == data
+    assert parse_summary(second.stderr)[1] >= SIZE  # from the first peer, over https
+    assert ("no fleet credential" in second.stderr) is not mutual  # mutual TLS is a credential; TLS alone is not
+
+    task_id = task_id_for_url(url)
+    port, generation = serving_peer(tracker, task_id, pki.context("peer2"))
+    piece_url = f"https://127.0.0.1:{port}/v1/tasks/{task_id}/haves?gen={generation}"
+    tracker_url = f"{tracker.url}/v1/tasks/{task_id}"
+    if not mutual:
+        return
+    # Without a client certificate the handshake fails, at the tracker and at a peer's piece server.
+    for target in (tracker_url, piece_url):
+        with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+            request(target, context=pki.context())
+    # A `shoal get` without one cannot reach the tracker (exit code 3), and places nothing.
+    outsider = run_get(url, "-o", str(tmp_path / "outsider.bin"), "--tracker", tracker.url, "--ca", str(pki.ca))
+    assert outsider.returncode == 3, outsider.stderr
+    assert not (tmp_path / "outsider.bin").exists()
+
+
+def test_a_daemon_with_the_token_seeds_to_the_fleet_only(
+    tmp_path: Path, origin: Any, make_file: Any, services: list[Service], token_file: Path
+) -> None:
+    src = origin()
+    data = make_file(src.root / "cached.bin", SIZE)
+    url = src.url("cached.bin")
+    token = ("--fleet-token-file", str(token_file))
+    tracker = start_tracker(f"sqlite:///{tmp_path / 't.db'}", extra=token)
+    services.append(tracker)
+    node = start_daemon(tmp_path / "cache", tmp_path / "daemon.sock", tracker=tracker.url, extra=token)
+    services.append(node)
+    through = run_get(url, "-o", str(tmp_path / "first.bin"), "--socket", str(tmp_path / "daemon.sock"))
+    assert through.returncode == 0, through.stderr
+    assert (tmp_path / "first.bin").read_bytes() == data
+
+    # The daemon seeds it: a peer of the fleet takes it from the daemon, not from the origin.
+    sent = src.bytes_sent()
+    second = run_get(url, "-o", str(tmp_path / "second.bin"), "--no-daemon", "--tracker", tracker.url, *token)
+    assert second.returncode == 0, second.stderr
+    assert (tmp_path / "second.bin").read_bytes() == data
+    assert parse_summary(second.stderr)[1] >= SIZE and src.bytes_sent() - sent < SIZE / 4
+    # And its piece server refuses a request without a ticket.
+    task_id = task_id_for_url(url)
+    port = int(node.url.rpartition(":")[2])
+    status, body = request(f"http://127.0.0.1:{port}/v1/tasks/{task_id}/haves?gen=1")
+    assert status == 403 and b"bitfield" not in body
+
+
+def test_the_pools_routes_need_the_token_too(tmp_path: Path, services: list[Service], token_file: Path) -> None:
+    tracker = start_tracker(f"sqlite:///{tmp_path / 't.db'}", extra=("--fleet-token-file", str(token_file)))
+    services.append(tracker)
+
+    def pool(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = shoal_argv("pool", "--tracker", tracker.url, *args)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+    refused = pool("create", "builds")
+    assert refused.returncode == 3 and "this tracker needs a fleet credential" in refused.stderr, refused.stderr
+    created = pool("--fleet-token-file", str(token_file), "create", "builds")
+    assert created.returncode == 0, created.stderr
+    listed = pool("--fleet-token-file", str(token_file), "members", "builds", "--json")
+    assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed.stdout
+
+
+def test_a_seeder_with_the_token_registers_its_files_and_its_tracker_needs_it(
+    tmp_path: Path, services: list[Service], token_file: Path
+) -> None:
+    watched = tmp_path / "releases"
+    watched.mkdir()
+    token = ("--fleet-token-file", str(token_file))
+    seeder = start_seeder(watched, state_dir=tmp_path / "state", extra=token)
+    services.append(seeder)
+    data = write_random(watched / "a.bin", SIZE)
+
+    def published() -> dict[str, Any] | None:
+        status, body = request(f"{seeder.url}/v1/files", headers=fleet_headers())
+        assert status == 200, body
+        return next((f for f in json.loads(body)["files"] if f["path"] == "releases/a.bin"), None)
+
+    content_task = wait_until(published, "releases/a.bin to be published")["task_id"]
+
+    def registered() -> bool:
+        # Its registrar's announces carry the credential: the embedded tracker takes the content task.
+        status, body = request(f"{seeder.url}/v1/tasks/{content_task}", headers=fleet_headers())
+        assert status in (200, 404), body
+        return status == 200 and json.loads(body)["hashed_pieces"] > 0
+
+    wait_until(registered, "the seeder to register its content task")
+    assert request(f"{seeder.url}/v1/files")[0] == 401  # the embedded tracker's JSON routes need it too
+    url = f"{seeder.url}/files/releases/a.bin"
+    got = run_get(url, "-o", str(tmp_path / "a.bin"), "--tracker", seeder.url, "--upload-time", "0", *token)
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "a.bin").read_bytes() == data
+    outsider = run_get(url, "-o", str(tmp_path / "b.bin"), "--tracker", seeder.url, "--upload-time", "0")
+    assert outsider.returncode == 3 and not (tmp_path / "b.bin").exists(), outsider.stderr
+
+
+@pytest.fixture
+def pg_url() -> str:
+    """An empty PostgreSQL database of this test process (as test_tracker_cluster's)."""
+    found = asyncio.run(_probe("postgresql"))
+    if isinstance(found, BaseException):
+        pytest.fail(f"PostgreSQL unreachable at {SERVERS['postgresql']}: {found!r}")
+    asyncio.run(drop_schema(found))
+    return found
+
+
+def test_trackers_sharing_a_database_relay_the_peers_credential(
+    tmp_path: Path, tracker: Any, origin: Any, make_file: Any, pg_url: str, token_file: Path
+) -> None:
+    src = origin()
+    data = make_file(src.root / "shared.bin", SIZE)
+    url = src.url("shared.bin")
+    token = ("--fleet-token-file", str(token_file))
+    trackers = [tracker(db=pg_url, extra=token) for _ in range(2)]
+
+    def cluster(t: Service) -> dict[str, Any]:
+        status, body = request(f"{t.url}/v1/cluster", headers=fleet_headers())
+        assert status == 200, body
+        return json.loads(body)  # type: ignore[no-any-return]
+
+    for t in trackers:
+        wait_until(lambda t=t: sum(m["live"] for m in cluster(t)["members"]) == 2, "2 live members", timeout=30)
+    members = cluster(trackers[0])["members"]
+    owner = owner_of(
+        task_id_for_url(url),
+        [TrackerMember(m["tracker_id"], m["url"], m["active_from"], m["expires"]) for m in members],
+        time.time(),
+    )
+    assert owner is not None
+    other = next(t for t in trackers if cluster(t)["tracker_id"] != owner.tracker_id)
+    # Every announce goes to the tracker that does not own the task, which forwards it, credential and all.
+    got = run_get(url, "-o", str(tmp_path / "shared.bin"), "--tracker", other.url, "--upload-time", "0", *token)
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "shared.bin").read_bytes() == data
+    assert request(f"{other.url}/v1/tasks/{task_id_for_url(url)}")[0] == 401
