@@ -88,7 +88,14 @@ async def _cancellable(
 @click.option(
     "--callback", metavar="CMD", help="Run CMD with the file's path appended after success (exit code 8 if it fails)."
 )
-@click.option("--digest", metavar="sha256:HEX", help="Verify the whole file before it is moved into place.")
+@click.option(
+    "--digest",
+    "--hash",
+    "digest",
+    metavar="ALGO:HEX",
+    help="Verify the whole file before it is moved into place (md5, sha1, sha224, sha256, sha384, sha512, "
+    "blake2b or blake3).",
+)
 @click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'", help="Header for the origin (repeatable).")
 @locality_options
 @click.option(
@@ -214,7 +221,7 @@ def _through_daemon(
     bar: ProgressBar | None,
 ) -> None:
     dest = resolve_destination(url, output, dest_path)
-    check_digest(digest)
+    digest = check_digest(digest)
     if callback is not None:
         callback_argv(callback)
     destination = Destination.of(dest)

@@ -36,7 +36,7 @@ class GetResult:
     path: Path
     size: int
     digest: str | None
-    """``sha256:HEX`` of the file when a digest was asked for (and matched); otherwise None."""
+    """The ``ALGORITHM:HEX`` asked for (lower case), which the file matched; None when none was."""
     bytes_from_origin: int
     bytes_from_peers: int
     seconds: float
@@ -182,7 +182,7 @@ def _config(
 ) -> GetConfig:
     """aget's options checked (a UsageError names the first that is wrong) and made a GetConfig."""
     canonical_url(url)  # validates
-    check_digest(digest)
+    digest = check_digest(digest)
     if callback is not None:
         callback_argv(callback)
     if upload_time < 0:
@@ -196,7 +196,7 @@ def _config(
         upload_rate=_rate(upload_rate),
         upload_time=upload_time,
         fallback=fallback,
-        digest=digest.lower() if digest else None,
+        digest=digest,
         site=site,
         rack=rack,
         listen_host=listen_host,

@@ -33,10 +33,11 @@ class GetConfig:
     fallback: bool = False
     """When the tracker cannot be reached at the start, download straight from the origin."""
     digest: str | None = None
-    """``sha256:HEX`` to verify the whole file before it is moved into place."""
+    """``ALGORITHM:HEX``, lower case (core.whole_file.parse_user_digest), to verify the whole file against before
+    it is moved into place."""
     file_hashes: tuple[str, ...] = ()
-    """Whole-file hashes to compute while the file downloads (``blake3``, ``sha256``, ``sha512``, ``md5``; see
-    peer/prefix_hash.py), returned in ``Downloaded.hashes``: the daemon's cache names a file by its BLAKE3."""
+    """Whole-file hashes to compute while the file downloads (peer/prefix_hash.py's ALGORITHMS), returned in
+    ``Downloaded.hashes``: the daemon's cache names a file by its BLAKE3."""
     site: str = ""
     """Locality label: peers of the same site are preferred."""
     rack: str = ""
