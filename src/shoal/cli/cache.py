@@ -183,7 +183,8 @@ def exists(options: Options, ident: str) -> None:
     def go() -> bool:
         with options.store() as store:
             entry = store.lookup(ident)
-        click.echo("absent" if entry is None else "cached" if entry.cached else "known (not on disk)")
+            known = entry is not None or store.known_only(ident) is not None
+        click.echo("absent" if not known else "cached" if entry and entry.cached else "known (not on disk)")
         return entry is not None and entry.cached
 
     sys.exit(0 if _run(go) else 1)
@@ -349,17 +350,16 @@ def export(options: Options, since: float | None) -> None:
 @pass_options
 def import_(options: Options, source: Any) -> None:
     """Record the entries of another node's export (FILE, or - for stdin) as known here; 'warm ID' fetches
-    one. All or nothing: a malformed document changes nothing."""
-    from shoal.core.cache_export import parse_export
+    one. cloud-manager's dump (a JSON array) is read too: its files are known by SHA-256. All or nothing: a
+    malformed document changes nothing."""
 
     def go() -> None:
         try:
             doc = json.load(source)
         except ValueError as exc:
             raise UsageError(f"cannot import: not JSON ({exc}); nothing was imported") from None
-        files = parse_export(doc)
         with options.store() as store:
-            added = store.import_files(files)
-        click.echo(f"imported {len(files)} entries ({added} new) at {_when(time.time())}")
+            count, added = store.import_document(doc)
+        click.echo(f"imported {count} entries ({added} new) at {_when(time.time())}")
 
     _run(go)
