@@ -34,6 +34,10 @@ def cloud_manager_dump(*files: tuple[str, bytes]) -> list[dict[str, object]]:
     ]
 
 
+def hashes(dump: list[dict[str, object]]) -> list[str]:
+    return [str(item["filehash"]) for item in dump]
+
+
 def test_the_cloud_manager_call_pattern_ports_line_by_line(
     origin: Callable[..., Origin], tmp_path: Path, make_file: Callable[[Path, int], bytes]
 ) -> None:
@@ -131,6 +135,13 @@ def test_cache_import_reads_a_cloud_manager_dump_all_or_nothing(tmp_path: Path) 
     assert imported.stdout.startswith("imported 2 entries (2 new) at ")
     exists = cache_cli(cache_dir, "exists", readme)
     assert (exists.returncode, exists.stdout) == (1, "known (not on disk)\n")
+    listed = cache_cli(cache_dir, "ls", "--all").stdout.splitlines()[1:]
+    assert sorted(line.split()[0] for line in listed) == sorted(f"sha256:{h[:9]}" for h in hashes(dump))
+    assert "README.md" in "".join(listed) and cache_cli(cache_dir, "ls").stdout.count("\n") == 1
+    shown = [json.loads(line) for line in cache_cli(cache_dir, "ls", "--all", "--json").stdout.splitlines()]
+    assert sorted(v["sha256"] for v in shown) == sorted(hashes(dump)) and not any(v["cached"] for v in shown)
+    first = listed[0].split()[0]
+    assert cache_cli(cache_dir, "exists", first).stdout == "known (not on disk)\n"  # the id shown names it
     warm = cache_cli(cache_dir, "warm", readme)
     assert warm.returncode == 7, warm.stderr
     assert "known by its SHA-256 only" in warm.stderr
