@@ -25,6 +25,15 @@ generator that falls behind is charged, not hidden (its lag is printed). Before 
 ``--prime`` turns (joining takes two) at ``--prime-rate`` (default: the first rate); then each rate runs
 ``--warmup`` seconds unmeasured and ``--duration`` measured.
 
+``--follow``: closed loop instead, as real peers pace themselves. After its first turn (the fleet's first
+turns spread over ``--prime-rate``), a peer announces again when the tracker's reply says (``interval``); a
+downloader at least every ``--download-gap`` seconds (the download engine reports pieces and asks for leases
+of its own accord), a joining one at once; a shed announce after its ``Retry-After`` plus up to a quarter, a
+failed one after 1-5 s. One step: ``--warmup`` seconds unmeasured (long enough for the longest intervals to
+come round), then ``--duration`` measured; offered/s is what the fleet sent. ``--tracker-args`` passes
+options to the started tracker (``--idle-interval 5 --announce-rate 0``: every peer told 5 s, as before the
+interval adapted). ``--idle-share`` makes that share of the tasks idle: all their peers seed, none stops.
+
 Printed per step, for the announces scheduled in its measured window: offered/s, answered 200/s, 503/s,
 other errors, timeouts, p50/p95/p99 of the answered ones, the tracker's CPU (% of one core, /proc/PID/stat)
 and its largest RSS, this generator's CPU and lag, and the rest of the machine's CPU (the database server).
@@ -37,6 +46,7 @@ Run it (from a checkout; the SQL servers are this machine's services; see benchm
     python3 benchmarks/tracker_load.py --db postgresql://postgres@127.0.0.1/test --rates 200,300,400,600
     python3 benchmarks/tracker_load.py --rates 400 --duration 30 --profile /tmp/tracker.txt
     python3 benchmarks/tracker_load.py --url http://127.0.0.1:6969 --pid 1234 --rates 500
+    python3 benchmarks/tracker_load.py --follow --idle-share 0.8 --prime-rate 1000 --warmup 120 --duration 60
 """
 
 from __future__ import annotations
@@ -45,9 +55,12 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import heapq
+import itertools
 import json
 import os
 import random
+import shlex
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -143,6 +156,11 @@ class Load:
         self.sessions: list[aiohttp.ClientSession] = []
         self.inflight: set[asyncio.Task[None]] = set()
         self.loop = asyncio.get_running_loop()
+        self.rng = random.Random(args.seed)
+        self.following = False
+        self._due: list[tuple[float, int, SimPeer]] = []  # --follow: (when, tie-breaker, peer), a heap
+        self._order = itertools.count()
+        self.step: Step | None = None
 
     async def __aenter__(self) -> Load:
         per = max(1, self.args.connections // self.args.hosts)
@@ -184,9 +202,57 @@ class Load:
                 k += 1
                 due = start + k / rate
 
-    def _spawn(self, due: float, step: Step | None, now: float) -> None:
-        peer = self.peers[self.turn % len(self.peers)]
-        self.turn += 1
+    async def follow(self, meters: Meters, prime_rate: float, warmup: float, duration: float) -> Step:
+        """--follow: every peer's first turn spread at ``prime_rate``, then each when the tracker said; the
+        announces scheduled in the last ``duration`` seconds are the step's, with the CPU used meanwhile."""
+        start = self.loop.time()
+        self.following = True
+        for k, peer in enumerate(self.peers):
+            self._schedule(start + k / prime_rate, peer)
+        measure_from = start + len(self.peers) / prime_rate + warmup
+        end = measure_from + duration
+        step = Step(0.0, duration)
+        before = None
+        while True:
+            now = self.loop.time()
+            if before is None and now >= measure_from:
+                self.step, before = step, meters.read()
+                meters.rss_max = None
+            while self._due and self._due[0][0] <= now and now < end:
+                due, _, peer = heapq.heappop(self._due)
+                self._spawn(due, self.step, now, peer)
+            if now >= end:
+                break
+            # Replies push earlier turns meanwhile: look again at least every 10 ms.
+            wake = min(self._due[0][0] if self._due else end, end, now + 0.01)
+            await asyncio.sleep(max(0.0, wake - now))
+        self.following = False
+        if before is not None:
+            record_cpu(step, before, meters.read())
+        step.rss_max_mb = meters.rss_max
+        return step
+
+    def _schedule(self, when: float, peer: SimPeer) -> None:
+        heapq.heappush(self._due, (when, next(self._order), peer))
+
+    def _next_turn(self, peer: SimPeer, status: int, reply: Reply | None, retry_after: str | None) -> None:
+        """--follow: when this peer announces next, as a real one would after this answer."""
+        if status == 200 and reply is not None:
+            wait = reply.interval
+            if peer.phase in ("new", "joining"):
+                wait = 0.0
+            elif peer.downloading:
+                wait = min(wait, self.args.download_gap)
+        elif status == 503 and retry_after and retry_after.isdigit():
+            wait = int(retry_after) * self.rng.uniform(1.0, 1.25)  # core.retry.busy_delay
+        else:
+            wait = self.rng.uniform(1.0, 5.0)
+        self._schedule(self.loop.time() + wait, peer)
+
+    def _spawn(self, due: float, step: Step | None, now: float, peer: SimPeer | None = None) -> None:
+        if peer is None:
+            peer = self.peers[self.turn % len(self.peers)]
+            self.turn += 1
         request, done = peer.request(self.work)
         if step is not None:
             step.offered += 1
@@ -200,12 +266,13 @@ class Load:
 
     async def _send(self, peer: SimPeer, body: bytes, done: dict[int, str], due: float, step: Step | None) -> None:
         session = self.sessions[peer.source]
-        status, raw = 0, b""
+        status, raw, retry_after, reply = 0, b"", None, None
         try:
             async with asyncio.timeout_at(due + self.args.timeout):
                 async with session.post(self.url + peer.task.path, data=body, headers=JSON) as resp:
                     raw = await resp.read()
                     status = resp.status
+                    retry_after = resp.headers.get("Retry-After")
         except TimeoutError:
             if step is not None:
                 step.timeouts += 1
@@ -216,7 +283,8 @@ class Load:
         else:
             took = self.loop.time() - due
             if status == 200:
-                rejected = peer.answered(self.decode(raw), done)
+                reply = self.decode(raw)
+                rejected = peer.answered(reply, done)
                 if step is not None:
                     step.ok += 1
                     step.latencies.append(took)
@@ -228,6 +296,8 @@ class Load:
                     step.errors += 1
                     self._sample(step, f"{status}: {raw[:200]!r}")
         finally:
+            if self.following:
+                self._next_turn(peer, status, reply, retry_after)
             if step is not None:
                 step.finish_one()
 
@@ -267,8 +337,19 @@ async def measure(load: Load, meters: Meters, rate: float, args: argparse.Namesp
     before = meters.read()
     spy = Tracker.profile(meters.pid, args.duration, profile, args.pin) if profile and meters.pid else None
     await load.offer(rate, args.duration, step)
-    after = meters.read()
     step.rss_max_mb = meters.rss_max
+    record_cpu(step, before, meters.read())
+    step.windowed = True
+    if step.pending:
+        await step.closed.wait()
+    if spy is not None:
+        await asyncio.to_thread(spy.wait)
+    return step
+
+
+def record_cpu(
+    step: Step, before: tuple[float | None, float, MachineCpu], after: tuple[float | None, float, MachineCpu]
+) -> None:
     if before[0] is not None and after[0] is not None:
         step.tracker_cpu = after[0] - before[0]
     step.own_cpu = after[1] - before[1]
@@ -276,12 +357,6 @@ async def measure(load: Load, meters: Meters, rate: float, args: argparse.Namesp
     # A process's system time includes the loopback's softirq work done on its behalf, which /proc/stat
     # counts as softirq, not as task time: the rest of the machine is both less these two processes.
     step.other_cpu = machine.tasks + machine.irq - (step.tracker_cpu or 0.0) - step.own_cpu
-    step.windowed = True
-    if step.pending:
-        await step.closed.wait()
-    if spy is not None:
-        await asyncio.to_thread(spy.wait)
-    return step
 
 
 def print_step(step: Step, args: argparse.Namespace) -> None:
@@ -320,6 +395,13 @@ async def run(args: argparse.Namespace, url: str, pid: int | None, peers: list[S
     try:
         async with Load(args, url, peers) as load:
             prime_rate = args.prime_rate or args.rates[0]
+            if args.follow:
+                step = await load.follow(meters, prime_rate, args.warmup, args.duration)
+                step.windowed = True
+                if step.pending:
+                    await step.closed.wait()
+                print_step(step, args)
+                return [step]
             await load.offer(prime_rate, args.prime * len(peers) / prime_rate, None)
             for rate in args.rates:
                 profile = args.profile if rate == (args.profile_rate or args.rates[-1]) else None
@@ -364,6 +446,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile-rate", type=float, help="the step --profile records (default: the last)")
     p.add_argument("--seed", type=int, default=1, help="random seed of the fleet's shape")
     p.add_argument("--json", action="store_true", help="one JSON object per step")
+    p.add_argument("--follow", action="store_true", help="peers announce when the tracker says (closed loop)")
+    p.add_argument("--download-gap", type=float, default=5.0, help="--follow: a downloader's longest gap (5 s)")
+    p.add_argument("--idle-share", type=float, default=0.0, help="share of the tasks nobody downloads (default 0)")
+    p.add_argument("--tracker-args", default="", help="more options for the started tracker, as one string")
     args = p.parse_args(argv)
     try:
         args.rates = [float(r) for r in args.rates.split(",")]
@@ -381,12 +467,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--url loads a running tracker: its database is its own (no --db)")
     if not 0 <= args.seed_share <= 1 or not 0 <= args.racked_share <= 1 or args.want < 0:
         p.error("--seed-share and --racked-share are shares (0-1); --want is not negative")
+    if not 0 <= args.idle_share <= 1 or args.download_gap <= 0:
+        p.error("--idle-share is a share (0-1); --download-gap is positive")
+    if args.url and args.tracker_args:
+        p.error("--tracker-args are for a tracker started here, not one at --url")
+    args.tracker_args = shlex.split(args.tracker_args)
     args.pin = args.pin and (os.cpu_count() or 1) >= 2
     return args
 
 
 def workload(args: argparse.Namespace) -> Workload:
-    return Workload(args.want, args.download_turns, args.seed_turns, args.seed_share, args.racks, args.racked_share)
+    return Workload(
+        args.want,
+        args.download_turns,
+        args.seed_turns,
+        args.seed_share,
+        args.racks,
+        args.racked_share,
+        args.idle_share,
+    )
 
 
 @contextlib.contextmanager
@@ -395,7 +494,8 @@ def tracker_for(args: argparse.Namespace, peer_ttl: float, tmp: Path) -> Iterato
         yield args.url, args.pid
         return
     with scratch_database(args.db, tmp) as db:
-        with Tracker.start(db, args.src, peer_ttl=peer_ttl, pin=args.pin, log=tmp / "tracker.log") as tracker:
+        log = tmp / "tracker.log"
+        with Tracker.start(db, args.src, peer_ttl=peer_ttl, pin=args.pin, log=log, extra=args.tracker_args) as tracker:
             yield tracker.url, tracker.pid
 
 
@@ -409,7 +509,8 @@ def main() -> int:
     # (a pause that would stall the schedule).
     gc.collect()
     gc.freeze()
-    peer_ttl = max(15.0, 3 * len(peers) / min([*args.rates, args.prime_rate or args.rates[0]]))
+    # Open loop: no peer expires between its turns. --follow: the tracker's own TTLs, which follow its intervals.
+    peer_ttl = 15.0 if args.follow else max(15.0, 3 * len(peers) / min([*args.rates, args.prime_rate or args.rates[0]]))
     with (
         tempfile.TemporaryDirectory(prefix="tracker-load-") as tmp,
         tracker_for(args, peer_ttl, Path(tmp)) as (url, pid),

@@ -45,6 +45,7 @@ class Reply(msgspec.Struct):
     restart: bool = False
     leases: list[int] = []
     rejected: list[int] = []
+    interval: float = 5.0
 
 
 def parse_mix(text: str) -> list[tuple[int, int]]:
@@ -131,6 +132,9 @@ class Workload:
     """Racks the labelled peers are spread over (sites of 8 racks); 0: no labels."""
     racked_share: float = 0.5
     """Share of the peers with --site/--rack labels when ``racks`` is set."""
+    idle_share: float = 0.0
+    """Share of the tasks that nobody downloads: all their peers seed from the start and never stop (a fleet's
+    idle caches)."""
 
 
 class SimPeer:
@@ -225,6 +229,11 @@ class SimPeer:
             self.leased = [i for i in reply.leases if not self.have >> i & 1]
         return len(rejected)
 
+    @property
+    def downloading(self) -> bool:
+        """Joining or fetching: a real peer's download engine announces of its own accord then."""
+        return self.phase in ("new", "joining", "down")
+
     def rejoin(self) -> None:
         """A finished downloader left (its ``stopped`` is this turn's announce): a new host takes its place."""
         self.identity = PeerIdentity.from_secret(secrets.token_hex(16))
@@ -242,7 +251,7 @@ def build_fleet(
     for number, size in enumerate(sizes):
         count = round(math.exp(rng.uniform(math.log(low), math.log(high))))
         task = SimTask.make(run, number, count)
-        seeds = round(size * work.seed_share)
+        seeds = size if rng.random() < work.idle_share else round(size * work.seed_share)
         for k in range(size):
             labels = ("", "")
             if work.racks and rng.random() < work.racked_share:

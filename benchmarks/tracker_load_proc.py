@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,10 +32,13 @@ class Tracker:
 
     @classmethod
     @contextlib.contextmanager
-    def start(cls, db: str, src: Path, *, peer_ttl: float, pin: bool, log: Path) -> Iterator[Tracker]:
-        """``shoal tracker`` on a kernel-chosen port, on CPU 0 when ``pin``; stderr (its log) goes to ``log``."""
+    def start(
+        cls, db: str, src: Path, *, peer_ttl: float, pin: bool, log: Path, extra: Sequence[str] = ()
+    ) -> Iterator[Tracker]:
+        """``shoal tracker`` on a kernel-chosen port, on CPU 0 when ``pin``; stderr (its log) goes to ``log``;
+        ``extra``: more of its options."""
         argv = [sys.executable, "-m", "shoal", "tracker", "--host", "127.0.0.1", "--port", "0", "--db", db]
-        argv += ["--peer-ttl", f"{peer_ttl:g}"]
+        argv += ["--peer-ttl", f"{peer_ttl:g}", *extra]
         if pin:
             argv = ["taskset", "-c", "0", *argv]
         env = {**os.environ, "PYTHONPATH": str(src)}

@@ -215,8 +215,8 @@ def test_a_database_that_refuses_is_one_line_without_the_password(
         (["demo", "--size", "1Q"], "demo"),
         (["cache", "--cache-dir", "{tmp}", "info", "zz"], "cache info"),
         (["mirror", "ctl", "start", "b@d"], "mirror ctl start"),
-        (["pool", "--tracker", "foo", "members", "lan"], "pool"),
-        (["seed", "--tracker", "foo", "{tmp}"], "seed"),
+        (["pool", "--tracker", "ftp://foo", "members", "lan"], "pool"),
+        (["seed", "--tracker", "ftp://foo", "{tmp}"], "seed"),
     ],
 )
 def test_every_usage_error_names_the_help_to_read(args: list[str], hint: str, tmp_path: Path) -> None:

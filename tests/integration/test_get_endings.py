@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from shoal.core.ids import task_id_for_url
+from shoal.testing.poll import wait_until
 from shoal.testing.processes import Service
-from tests.integration.conftest import Daemon, Origin, run_get
+from tests.integration.conftest import Daemon, Origin, run_get, task_summary
 
 MiB = 1 << 20
 DEAD_TRACKER = "http://127.0.0.1:9"
@@ -117,3 +119,62 @@ def test_a_callback_that_can_never_run_is_refused_before_the_download(
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().count("\n") == 0 and message in result.stderr
     assert o.bytes_sent() == 0 and not (tmp_path / "f.bin").exists()
+
+
+@pytest.mark.parametrize("change", ["deleted", "moved", "rewritten"])
+def test_a_seeded_file_that_goes_away_is_withdrawn_from_the_swarm_at_once(
+    change: str,
+    tmp_path: Path,
+    tracker: Callable[..., Service],
+    origin: Callable[..., Origin],
+    make_file: Callable[[Path, int], bytes],
+    spawn_get: Callable[..., subprocess.Popen[str]],
+) -> None:
+    """A file moved, deleted or rewritten while it is seeded (by a callback, by hand) leaves the swarm: the
+    peer stops serving it and tells the tracker, instead of being handed out for pieces it no longer has."""
+    o = origin()
+    make_file(o.root / "f.bin", MiB)
+    t = tracker()
+    dest = tmp_path / "f.bin"
+    proc = spawn_get(o.url("f.bin"), "-o", str(dest), "--tracker", t.url, "--upload-time", "300")
+    task = task_id_for_url(o.url("f.bin"))
+    wait_until(lambda: dest.exists() and len(task_summary(t, task)["peers"]) == 1, "the file placed and seeded")  # type: ignore[arg-type]
+    if change == "deleted":
+        dest.unlink()
+    elif change == "moved":
+        dest.rename(tmp_path / "elsewhere.bin")
+    else:
+        dest.write_bytes(b"something else")
+    _, stderr = proc.communicate(timeout=60)  # the seeding period of 300 s ends early
+    assert proc.returncode == 0, stderr
+    assert "no longer serving it to peers" in stderr
+    assert task_summary(t, task)["peers"] == []
+
+
+def test_after_seeding_runs_once_the_serving_period_is_over(
+    tmp_path: Path,
+    tracker: Callable[..., Service],
+    origin: Callable[..., Origin],
+    make_file: Callable[[Path, int], bytes],
+) -> None:
+    """minion's ``--callback delete``: the file is removed after it was served, not before."""
+    o = origin()
+    make_file(o.root / "f.bin", MiB)
+    t = tracker()
+    dest, marker = tmp_path / "f.bin", tmp_path / "ran"
+    # The command records whether the file was still there when it ran, then deletes it.
+    command = f'sh -c \'test -f "$0" && touch {marker}; rm -f "$0"\''
+    done = run_get(
+        o.url("f.bin"), "-o", str(dest), "--tracker", t.url, "--upload-time", "2", "--after-seeding", command
+    )
+    assert done.returncode == 0, done.stderr
+    assert "serving it to peers for 2s" in done.stderr
+    assert marker.exists() and not dest.exists()
+
+
+def test_an_after_seeding_command_that_fails_is_exit_code_8(tmp_path: Path, origin: Callable[..., Origin]) -> None:
+    o = origin()
+    (o.root / "f.bin").write_bytes(b"x" * 1000)
+    done = run_get(o.url("f.bin"), "-o", str(tmp_path / "f.bin"), "--no-daemon", "--after-seeding", "false")
+    assert done.returncode == 8, done.stderr
+    assert (tmp_path / "f.bin").exists()

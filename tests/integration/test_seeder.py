@@ -281,3 +281,35 @@ def test_shoal_get_fetches_a_seeded_file_through_the_swarm(
         assert out.read_bytes() == data
     summary = json.loads(fetch(f"{service.url}/v1/tasks/{task_id}")[2])
     assert summary["generation"] == 1  # no getter saw another version than the one the seeder registered
+
+
+def test_a_path_inside_one_watched_directory_names_its_file(seeder: Callable[..., Service], tmp_path: Path) -> None:
+    """distributor's form: ``/serve?file.iso`` and ``/files/file.iso`` name a file by its path inside the
+    one watched directory that holds it; a path two of them hold is a 409 naming both; its cache files
+    (``*.mdcache``) are never published."""
+    a, b = tmp_path / "alpha", tmp_path / "beta"
+    (b / "sub").mkdir(parents=True)
+    a.mkdir()
+    (a / "only.iso").write_bytes(b"a" * 1000)
+    (b / "sub" / "nested.iso").write_bytes(b"n" * 1000)
+    for d in (a, b):
+        (d / "same.iso").write_bytes(d.name.encode() * 100)
+    (a / "only.iso.mdcache").write_bytes(b"distributor's metadata")
+    service = seeder(a, b)
+    for rel in ("alpha/only.iso", "beta/sub/nested.iso", "alpha/same.iso", "beta/same.iso"):
+        wait_published(service, rel)
+    assert "alpha/only.iso.mdcache" not in listing(service)
+
+    for short, full in (("only.iso", "alpha/only.iso"), ("sub/nested.iso", "beta/sub/nested.iso")):
+        status, _, torrent = fetch(f"{service.url}/serve?{short}")
+        assert status == 200, torrent
+        assert torrent == fetch(f"{service.url}/serve?{full}")[2]  # the <dirname>/ form keeps working
+        assert fetch(f"{service.url}/files/{short}")[2] == fetch(f"{service.url}/files/{full}")[2]
+
+    status, _, body = fetch(f"{service.url}/serve?same.iso")
+    assert status == 409
+    assert b"alpha/same.iso" in body and b"beta/same.iso" in body
+    assert fetch(f"{service.url}/files/same.iso")[0] == 409
+    assert fetch(f"{service.url}/files/beta/same.iso")[2] == b"beta" * 100
+    assert fetch(f"{service.url}/serve?missing.iso")[0] == 404
+    assert fetch(f"{service.url}/serve?only.iso.mdcache")[0] == 404

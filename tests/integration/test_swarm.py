@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import shoal
 from shoal.core.ids import task_id_for_url
 from shoal.testing.poll import wait_until
@@ -269,3 +271,59 @@ def test_a_second_get_to_the_same_destination_at_once_is_refused(tmp_path, origi
     assert first.wait(timeout=60) == 0
     assert out.read_bytes() == data
     assert no_partial_files(tmp_path)
+
+
+@pytest.mark.parametrize("ignore", [True, False], ids=["ignore-qp", "without"])
+def test_differently_signed_urls_share_a_swarm_with_ignore_qp(tmp_path, tracker, origin, make_file, spawn_get, ignore):
+    """minion's --ignore-qp: hosts fetching one file by differently signed URLs share one swarm (the second
+    takes it all from the first); without it, each signature is a swarm of its own."""
+    src = origin()
+    size = 4 << 20
+    make_file(src.root / "s.bin", size)
+    t = tracker()
+    flag = ["--ignore-qp", "X-Amz-*,Expires"] if ignore else []
+    signed = [src.url("s.bin") + f"?X-Amz-Signature={sig}&Expires={n}" for n, sig in enumerate(("aa11", "bb22"))]
+    seeder = spawn_get(signed[0], "-o", str(tmp_path / "seed.bin"), "--tracker", t.url, "--upload-time", "30", *flag)
+    wait_for_file(tmp_path / "seed.bin", seeder)
+    second = run_get(signed[1], "-o", str(tmp_path / "two.bin"), "--tracker", t.url, "--upload-time", "0", *flag)
+    assert second.returncode == 0, second.stderr
+    from_origin, from_peers = parse_summary(second.stderr)
+    assert (from_origin, from_peers) == ((0, size) if ignore else (size, 0))
+    assert sha256(tmp_path / "two.bin") == sha256(src.root / "s.bin")
+    seeder.kill()
+
+
+def test_peers_only_takes_the_file_from_the_swarm_without_a_word_to_the_origin(
+    tmp_path, tracker, origin, make_file, spawn_get
+):
+    """minion's rule (--no-origin): a fleet that must not hit the origin gets the file from peers, or not at
+    all: not even a HEAD or a probe of one byte goes to the origin."""
+    src = origin()
+    size = 4 << 20
+    make_file(src.root / "n.bin", size)
+    t = tracker()
+    alone = run_get(src.url("n.bin"), "-o", str(tmp_path / "alone.bin"), "--tracker", t.url, "--no-origin")
+    assert alone.returncode == 4, alone.stderr
+    assert "no peer has" in alone.stderr and "--no-origin" in alone.stderr
+    assert src.requests() == 0 and not (tmp_path / "alone.bin").exists()
+
+    seeder = spawn_get(src.url("n.bin"), "-o", str(tmp_path / "seed.bin"), "--tracker", t.url, "--upload-time", "60")
+    wait_for_file(tmp_path / "seed.bin", seeder)
+    before = src.requests()
+    args = ("-o", str(tmp_path / "two.bin"), "--tracker", t.url, "--upload-time", "0", "--no-origin")
+    second = run_get(src.url("n.bin"), *args)
+    assert second.returncode == 0, second.stderr
+    assert parse_summary(second.stderr) == (0, size)
+    assert src.requests() == before
+    assert sha256(tmp_path / "two.bin") == sha256(src.root / "n.bin")
+    seeder.kill()
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [((), "--no-origin needs a tracker"), (("--tracker", "http://127.0.0.1:9", "--fallback"), "--fallback")],
+)
+def test_peers_only_without_a_tracker_or_with_fallback_is_a_usage_error(tmp_path, extra, says):
+    done = run_get("http://127.0.0.1:9/f.bin", "-o", str(tmp_path / "f.bin"), "--no-origin", "--no-daemon", *extra)
+    assert done.returncode == 2, done.stderr
+    assert says in done.stderr

@@ -4,21 +4,31 @@ by one of them, the others forward its requests there, and a tracker killed mid-
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import secrets
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from subprocess import Popen
 from typing import Any
+from urllib.parse import quote_from_bytes
 
+import aiohttp
+import msgspec
 import pytest
+from fastbencode import bdecode
 
-from shoal.core.ids import task_id_for_url
+from shoal.core.ids import PeerIdentity, task_id_for_url
+from shoal.core.manifest import OriginIdentity
+from shoal.core.messages import AnnounceRequest, AnnounceResponse
 from shoal.core.ownership import TrackerMember, owner
 from shoal.testing.poll import wait_until
 from shoal.testing.processes import Service
+from shoal.tracker.cluster import FORWARDED_FOR
 from tests.integration.conftest import Origin, sha256, task_summary
+from tests.integration.test_bt_tracker_http import announce_fields, compact_peers, encode_query
 from tests.integration.test_swarm import wait_for_file
 from tests.store.conftest import SERVERS, _probe, drop_schema
 
@@ -110,3 +120,88 @@ def test_a_tracker_killed_mid_swarm_hands_its_tasks_on(tmp_path, tracker, origin
     assert owner_of(task_id, survivors[0]) in {cluster_of(t)["tracker_id"] for t in survivors}
     wait_until(lambda: len(task_summary(survivors[0], task_id)["peers"]) == 4, "the 4 peers at the new owner")
     assert src.bytes_sent() <= 1.05 * SIZE
+
+
+async def _announce_from(source: str, tracker_url: str, url: str, forwarded_for: str) -> None:
+    """A peer at ``source`` (a loopback address) joins ``url``'s task through ``tracker_url``, claiming with the
+    members' header that it announces for ``forwarded_for``."""
+    me = PeerIdentity.from_secret(secrets.token_hex(16))
+    common = {"peer_id": me.peer_id, "secret": me.secret, "url": url, "port": 7000}
+    headers = {FORWARDED_FOR: forwarded_for, "Content-Type": "application/json"}
+    path = f"{tracker_url}/v1/tasks/{task_id_for_url(url)}/announce"
+    connector = aiohttp.TCPConnector(local_addr=(source, 0))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        generation = 0
+        for origin in (None, OriginIdentity(SIZE, etag='"v1"')):
+            request = AnnounceRequest(**common, event="started", generation=generation, origin=origin)
+            body = msgspec.json.encode(request)
+            deadline = time.monotonic() + 30
+            while True:  # a busy or moving task (503) is asked again, as a peer would
+                async with session.post(path, data=body, headers=headers) as reply:
+                    if reply.status != 503 or time.monotonic() > deadline:
+                        assert reply.status == 200, await reply.text()
+                        generation = msgspec.json.decode(await reply.read(), type=AnnounceResponse).generation
+                        break
+                await asyncio.sleep(0.2)
+
+
+def test_only_a_member_may_say_whom_it_forwards_for(tracker, pg_url):
+    """X-Shoal-Forwarded-For is believed from the members' hosts only: a peer elsewhere that sets it is
+    recorded at the address it announced from, whichever tracker it asked, so nobody can get another
+    host handed out as a peer of a task."""
+    trackers = start_cluster(tracker, pg_url, 2)
+    url = "http://127.0.0.1:9/forwarded.bin"
+    task_id = task_id_for_url(url)
+    owner_id = owner_of(task_id, next(iter(trackers.values())))
+    owner_url = trackers[owner_id].url
+    other_url = next(t.url for tid, t in trackers.items() if tid != owner_id)
+    # From outside the members' hosts (127.0.0.1, where both trackers run): to the owner, and through the
+    # other member, which forwards it with the address it saw.
+    asyncio.run(_announce_from("127.0.0.7", owner_url, url, "10.9.9.9"))
+    asyncio.run(_announce_from("127.0.0.8", other_url, url, "10.9.9.9"))
+    # From a member's host the header is taken: the control that shows the check can tell them apart.
+    asyncio.run(_announce_from("127.0.0.1", owner_url, url, "127.0.0.99"))
+    hosts = sorted(p["host"] for p in task_summary(trackers[owner_id], task_id)["peers"])  # type: ignore[union-attr]
+    assert hosts == ["127.0.0.7", "127.0.0.8", "127.0.0.99"]
+
+
+async def _bt_get(source: str, url: str) -> dict[bytes, Any]:
+    """A bencoded GET from ``source`` (a loopback address), asked again while the cluster says 503."""
+    connector = aiohttp.TCPConnector(local_addr=(source, 0))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        deadline = time.monotonic() + 30
+        while True:
+            async with session.get(url) as reply:
+                body = await reply.read()
+                if reply.status != 503 or time.monotonic() > deadline:
+                    assert reply.status == 200, body
+                    decoded = bdecode(body)
+                    assert isinstance(decoded, dict) and b"failure reason" not in decoded, decoded
+                    return decoded
+            await asyncio.sleep(0.2)
+
+
+def test_bittorrent_clients_of_one_swarm_at_different_trackers_see_each_other(tracker, pg_url):
+    """A BitTorrent swarm is decided by one member too: clients announcing to different trackers are handed
+    out to each other, and a scrape through any member counts the swarms wherever they are owned."""
+    trackers = start_cluster(tracker, pg_url, 2)
+    ids = sorted(trackers)
+    first = trackers[ids[0]]
+    # One swarm owned by each member, so the scrape has to gather from both.
+    hashes: dict[str, bytes] = {}
+    for n in range(1000):
+        info_hash = hashlib.sha1(b"swarm %d" % n).digest()
+        hashes.setdefault(owner_of(info_hash.hex(), first), info_hash)
+        if len(hashes) == 2:
+            break
+    for tracker_id in ids:
+        info_hash = hashes[tracker_id]
+        for n, (source, via) in enumerate([("127.0.0.7", trackers[ids[0]]), ("127.0.0.8", trackers[ids[1]])]):
+            query = encode_query({**announce_fields(n, info_hash=info_hash, left=0 if n else 1000), "compact": 1})
+            reply = asyncio.run(_bt_get(source, f"{via.url}/announce?{query}"))
+        # The second client, at the other tracker, is handed the first.
+        assert compact_peers(reply[b"peers"]) == {("127.0.0.7", 6880)}
+    both = "&".join(f"info_hash={quote_from_bytes(h, safe='')}" for h in hashes.values())
+    for t in trackers.values():
+        files = asyncio.run(_bt_get("127.0.0.9", f"{t.url}/scrape?{both}"))[b"files"]
+        assert {h: (c[b"complete"], c[b"incomplete"]) for h, c in files.items()} == {h: (1, 1) for h in hashes.values()}

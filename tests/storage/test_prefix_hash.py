@@ -12,9 +12,9 @@ import blake3
 import pytest
 
 from shoal.core.bitfield import Bitfield
-from shoal.core.errors import LocalIOError
+from shoal.core.errors import IntegrityError, LocalIOError
 from shoal.core.manifest import Manifest, OriginIdentity
-from shoal.peer.prefix_hash import PrefixHash
+from shoal.peer.prefix_hash import FdSink, PrefixHash
 from shoal.storage.partfile import PartFile
 from shoal.testing.poll import wait_until_async
 
@@ -196,3 +196,59 @@ async def test_closing_waits_for_the_read_in_progress_and_leaves_no_error_behind
     await prefix.aclose()
     part.close()  # no read is left to use the closed descriptor
     assert prefix.hashed_pieces in range(MANIFEST.piece_count + 1)
+
+
+async def test_a_sink_gets_the_file_in_order_while_pieces_arrive_in_any(tmp_path: Path, data: bytes) -> None:
+    part = open_part(tmp_path)
+    on_disk = Bitfield(MANIFEST.piece_count)
+    read, write = os.pipe()
+    received = bytearray()
+    reader = asyncio.get_running_loop().run_in_executor(None, _drain, read, received)
+    prefix = PrefixHash(part, MANIFEST, on_disk, [], FdSink(write))
+    prefix.start()
+    order = list(range(MANIFEST.piece_count))
+    random.Random(3).shuffle(order)
+    for index in order:
+        part.write(index, [piece(data, index)])
+        on_disk.add(index)
+        prefix.grew()
+        await asyncio.sleep(0)
+    assert await prefix.digests() == {}
+    os.close(write)
+    await reader
+    assert bytes(received) == data
+    part.close()
+
+
+async def test_a_piece_dropped_after_it_was_streamed_breaks_the_stream(tmp_path: Path, data: bytes) -> None:
+    part = written_part(tmp_path, data)
+    on_disk = Bitfield.full(MANIFEST.piece_count)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        prefix = PrefixHash(part, MANIFEST, on_disk, ["sha256"], FdSink(devnull, "/dev/null"))
+        prefix.start()
+        await settle(prefix, MANIFEST.piece_count)
+        prefix.invalidate(3)  # its bytes left already: the stream cannot take them back
+        with pytest.raises(IntegrityError, match="piece 3 changed after it was written to /dev/null"):
+            await prefix.digests()
+    finally:
+        os.close(devnull)
+    part.close()
+
+
+async def test_a_sink_whose_reader_left_is_a_local_io_error(tmp_path: Path, data: bytes) -> None:
+    part = written_part(tmp_path, data)
+    read, write = os.pipe()
+    os.close(read)
+    prefix = PrefixHash(part, MANIFEST, Bitfield.full(MANIFEST.piece_count), [], FdSink(write))
+    prefix.start()
+    with pytest.raises(LocalIOError, match="cannot write the file to stdout"):
+        await prefix.digests()
+    os.close(write)
+    part.close()
+
+
+def _drain(fd: int, into: bytearray) -> None:
+    with os.fdopen(fd, "rb") as pipe:
+        while block := pipe.read(1 << 16):
+            into.extend(block)

@@ -36,7 +36,7 @@ from shoal.core.download_actions import (
     WakeAnnouncer,
     WakeHashes,
 )
-from shoal.core.errors import JoinAgain, OriginChanged, OriginError, TrackerUnavailable
+from shoal.core.errors import JoinAgain, NoSwarmCopy, OriginChanged, OriginError, TrackerUnavailable
 from shoal.core.events import Announced, HashesArrived, OriginPiece, PeerGone, PeerHas, PeerPiece, RunEnded, TrackerDown
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import AnnounceResponse, ManifestMessage, PeerAddress, ScopeBytes
@@ -459,3 +459,36 @@ def test_peers_across_a_boundary_we_may_take_nothing_from_make_room_for_rack_mat
     # The lease is gone (another peer of r1 took it over): the far peers offer nothing we may take.
     c.handle(Announced(msgspec.structs.replace(reply(rack_leases=()), peers=mate), {}), NOW)
     assert "mate" in c.peers and len(c.peers) == MAX_WATCHED_PEERS
+
+
+# -- peers only (--no-origin) -----------------------------------------------------------------------------
+
+PEERS_ONLY = replace(TUNING, origin=False)
+
+
+def test_peers_only_asks_the_tracker_for_no_origin_leases() -> None:
+    assert core(tuning=PEERS_ONLY).ask(NOW).want_leases == 0
+    assert core().ask(NOW).want_leases > 0
+
+
+def test_peers_only_ends_once_the_swarm_gave_nothing_for_the_patience() -> None:
+    c = core(tuning=PEERS_ONLY)
+    patience = PEERS_ONLY.tracker_patience
+    c.handle(Announced(reply(), {}), NOW)  # nobody holds anything we need
+    c.handle(Announced(reply(), {}), NOW + patience)  # waited the patience, not past it
+    with pytest.raises(NoSwarmCopy, match="--no-origin forbids the origin"):
+        c.handle(Announced(reply(), {}), NOW + patience + 1)
+
+
+def test_peers_only_waits_for_as_long_as_a_peer_holds_what_it_needs() -> None:
+    c = core(tuning=PEERS_ONLY)
+    hand_out(c, "p")
+    c.handle(PeerHas("p", Bitfield.of(PIECES, [0])), NOW)
+    for later in (NOW, NOW + 10 * PEERS_ONLY.tracker_patience):
+        c.handle(Announced(reply("p"), {}), later)
+    assert c.starved_since is None
+
+
+def test_peers_only_never_fetches_again_from_the_origin() -> None:
+    with pytest.raises(NoSwarmCopy):
+        core(tuning=PEERS_ONLY).refetch_from_origin([0])

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shoal.core.errors import UsageError
-from shoal.core.ids import canonical_url, is_task_id, task_id_for_url
+from shoal.core.ids import canonical_url, identity_url, is_task_id, parse_ignored_params, task_id_for_url
 
 
 @pytest.mark.parametrize(
@@ -107,3 +107,46 @@ def test_task_id_of_malformed_url_is_usage_error() -> None:
 )
 def test_is_task_id(text: str, ok: bool) -> None:
     assert is_task_id(text) is ok
+
+
+@pytest.mark.parametrize(
+    ("url", "ignored", "identity"),
+    [
+        ("http://h/f?X-Amz-Signature=ab&v=2&X-Amz-Expires=60", ("X-Amz-*",), "http://h/f?v=2"),
+        ("http://h/f?x-amz-signature=ab&v=2", ("X-Amz-*",), "http://h/f?v=2"),  # names match in any case
+        ("http://h/f?Signature=1&Expires=2", ("Signature", "Expires"), "http://h/f"),
+        ("http://h/f?token=a%20b&v=%2F", ("token",), "http://h/f?v=%2F"),  # the others verbatim
+        ("http://h/f?tok%65n=1&v=1", ("token",), "http://h/f?v=1"),  # a name is matched decoded
+        ("http://h/f?v=1", ("token",), "http://h/f?v=1"),
+        ("http://h/f", ("token",), "http://h/f"),
+        ("http://h/f?token=1&v=2", (), "http://h/f?token=1&v=2"),
+        ("http://h/f?v=1&v=2&sig", ("sig",), "http://h/f?v=1&v=2"),  # a name without a value
+    ],
+)
+def test_ignored_query_parameters_leave_the_identity(url: str, ignored: tuple[str, ...], identity: str) -> None:
+    assert identity_url(url, ignored) == identity
+
+
+def test_two_signed_urls_of_one_file_name_one_task() -> None:
+    signed = [f"https://bucket.s3.example/f.bin?X-Amz-Signature={s}&X-Amz-Date=2026" for s in ("aa", "bb")]
+    ids = {task_id_for_url(identity_url(u, ("X-Amz-*",))) for u in signed}
+    assert len(ids) == 1
+    assert len({task_id_for_url(u) for u in signed}) == 2
+
+
+@pytest.mark.parametrize(
+    ("values", "names"),
+    [
+        (["X-Amz-*"], ("X-Amz-*",)),
+        (["Signature,Expires", "Key-Pair-Id"], ("Signature", "Expires", "Key-Pair-Id")),
+        ([" a , b ", "a"], ("a", "b")),
+    ],
+)
+def test_ignored_parameters_are_read_from_repeats_and_commas(values: list[str], names: tuple[str, ...]) -> None:
+    assert parse_ignored_params(values) == names
+
+
+@pytest.mark.parametrize("bad", ["", "a,,b", "a=b", "a&b", "a b"])
+def test_a_bad_ignored_parameter_is_a_usage_error(bad: str) -> None:
+    with pytest.raises(UsageError, match="--ignore-qp"):
+        parse_ignored_params([bad])

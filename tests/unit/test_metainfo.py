@@ -39,6 +39,29 @@ def test_libtorrent_reads_what_we_write() -> None:
     assert bytes(parsed.hash_for_piece(5)) == info.pieces[5 * SHA1_SIZE :]
 
 
+def test_backup_trackers_are_tiers_of_their_own_after_the_first() -> None:
+    """BEP 12: one tracker per tier, in order, so clients use the first and move on only when it fails."""
+    data = encode_torrent(
+        _info(262144, 262144),
+        announce="http://t1:6969/announce",
+        backup_announces=["http://t2:6969/announce", "http://t3:6969/announce"],
+    )
+    meta = lt.bdecode(data)
+    assert meta[b"announce"] == b"http://t1:6969/announce", "for clients that do not read announce-list"
+    assert meta[b"announce-list"] == [
+        [b"http://t1:6969/announce"],
+        [b"http://t2:6969/announce"],
+        [b"http://t3:6969/announce"],
+    ]
+    read = lt.load_torrent_buffer(data)  # libtorrent's own reading: one tier each, in order
+    assert list(zip(read.tracker_tiers, read.trackers, strict=True)) == [
+        (0, "http://t1:6969/announce"),
+        (1, "http://t2:6969/announce"),
+        (2, "http://t3:6969/announce"),
+    ]
+    assert b"announce-list" not in lt.bdecode(encode_torrent(_info(1, 262144), announce="http://t1/announce"))
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     length=st.integers(min_value=0, max_value=1 << 40),

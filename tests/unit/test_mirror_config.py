@@ -251,6 +251,15 @@ def test_manager_settings_errors() -> None:
     assert config_error('[worker]\nmanager = "localhost:1"\n').key == "manager"
 
 
+def test_the_workers_tracker_takes_a_list_of_base_urls() -> None:
+    settings = parse_config('[worker]\ntracker = "http://t1:6969,http://t2:6969"\n', "mirrors.toml", environ={})
+    assert settings.worker.tracker == "http://t1:6969,http://t2:6969"
+    error = config_error('[worker]\n\ntracker = "http://t1:6969,ftp://x"\n')
+    assert (error.key, error.line) == ("tracker", 3)
+    assert "'ftp://x' is not a tracker's base URL" in str(error)
+    assert "an empty tracker URL" in str(config_error('[worker]\ntracker = ","\n'))
+
+
 def test_jobs_must_be_an_array_of_tables() -> None:
     assert config_error('jobs = "x"\n').key == "jobs"
 

@@ -31,6 +31,7 @@ def assert_consistent(swarm: Swarm) -> None:
     assert swarm.leased == again.leased and swarm.leases == again.leases
     assert swarm.index._all == again.index._all and swarm.accused_by == again.accused_by
     assert swarm.racks == again.racks  # the racks sharing the origin (core.scope_leases.origin_share)
+    assert swarm.seeds == again.seeds  # the swarm's state for the announce interval (core.interval)
     for peer_id in swarm.peers:
         assert swarm.own(peer_id) == again.own(peer_id)
         assert swarm.held_by_others(peer_id) == again.held_by_others(peer_id)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from shoal.core.errors import TrackerBusy, TrackerUnavailable, UsageError
+from shoal.core.errors import TrackerBusy, TrackerUnavailable, TrackerUnreachable, UsageError
 from shoal.core.messages import Health
 from shoal.core.tracker_replies import parse_retry_after, read_reply
 
@@ -42,12 +42,38 @@ def test_a_503_with_retry_after_is_the_tracker_busy() -> None:
     ],
     ids=["no-retry-after", "http-date", "negative", "a-proxy-page", "not-503"],
 )
-def test_other_failures_stay_the_tracker_unavailable(
+def test_other_failures_are_the_tracker_unreachable(
     status: int, body: bytes, retry_after: str | None, content_type: str
 ) -> None:
-    with pytest.raises(TrackerUnavailable) as caught:
+    """A 5xx that is not busy is the tracker failing, or a proxy finding it down: a client with several
+    trackers asks the next (core.tracker_choice)."""
+    with pytest.raises(TrackerUnreachable) as caught:
         read(status, body, retry_after, content_type)
     assert not isinstance(caught.value, TrackerBusy)
+    assert caught.value.tracker == TRACKER
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "content_type"),
+    [
+        (404, b"<html>Not Found</html>", "text/html"),
+        (404, json.dumps({"error": "Not Found"}).encode(), "application/json"),
+        (200, b"<html>hello</html>", "text/html"),
+    ],
+    ids=["a-web-page", "no-such-route", "a-page-with-200"],
+)
+def test_an_answer_that_is_not_the_api_is_not_the_tracker_unreachable(
+    status: int, body: bytes, content_type: str
+) -> None:
+    """That tracker answered: the URL is wrong, and asking the next would hide it."""
+    with pytest.raises(TrackerUnavailable, match="not the tracker API") as caught:
+        read_reply(TRACKER, status, "Not Found", content_type, body, Health, refused)
+    assert not isinstance(caught.value, TrackerUnreachable)
+
+
+def test_a_refusal_is_the_callers_error() -> None:
+    with pytest.raises(UsageError, match="403: no"):
+        read_reply(TRACKER, 403, "Forbidden", "application/json", b'{"error": "no"}', Health, refused)
 
 
 @pytest.mark.parametrize(

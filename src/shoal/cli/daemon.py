@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from shoal.cli.main import (
+    TRACKERS,
     click_parser,
     configure_logging,
     locality_options,
@@ -66,8 +67,10 @@ async def run_daemon(config: DaemonConfig) -> None:
 @click.option(
     "--tracker",
     envvar="SHOAL_TRACKER",
-    metavar="URL",
-    help="The tracker's base URL [default: $SHOAL_TRACKER; none: from the origins only].",
+    callback=TRACKERS,
+    metavar="URL[,URL...]",
+    help="The tracker's base URL, or several of one cluster, asked in turn when one does not answer "
+    "[default: $SHOAL_TRACKER; none: from the origins only].",
 )
 @locality_options
 @click.option(
@@ -131,8 +134,6 @@ def daemon(
     """Run the host's long-running peer: a bounded cache whose content it serves to the swarm for as long
     as it is cached. 'shoal get' hands its downloads to it."""
     configure_logging(verbose, False)
-    if tracker is not None and not tracker.startswith(("http://", "https://")):
-        raise click.BadParameter(f"{tracker!r} is not an http(s) URL", param_hint="--tracker")
     if pools and tracker is None:
         raise click.BadParameter("pools live on a tracker: give --tracker too", param_hint="--pool")
     config = DaemonConfig(

@@ -12,7 +12,16 @@ from typing import TYPE_CHECKING
 
 import click
 
-from shoal.cli.main import configure_logging, loading, locality_options, rate_option, run_or_exit, socket_option
+from shoal.cli.main import (
+    TRACKERS,
+    configure_logging,
+    loading,
+    locality_options,
+    log_options,
+    rate_option,
+    run_or_exit,
+    socket_option,
+)
 from shoal.cli.progress import ProgressBar
 from shoal.core.units import format_bytes
 from shoal.daemon.client import DaemonClient
@@ -64,15 +73,26 @@ async def _cancellable(
 
 @click.command()
 @click.argument("url")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to FILE.")
 @click.option(
-    "--dest-path",
-    type=click.Path(file_okay=False),
-    metavar="DIR",
-    help="Write into DIR, named after the URL [default: the current directory].",
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Write to FILE; - streams it to stdout in order as it is verified.",
 )
 @click.option(
-    "--tracker", envvar="SHOAL_TRACKER", metavar="URL", help="The tracker's base URL [default: $SHOAL_TRACKER]."
+    "--dest-path",
+    type=click.Path(),
+    metavar="DIR",
+    help="Write into DIR, named after the URL [default: the current directory]; a PATH that is not a "
+    "directory is the file itself.",
+)
+@click.option(
+    "--tracker",
+    envvar="SHOAL_TRACKER",
+    callback=TRACKERS,
+    metavar="URL[,URL...]",
+    help="The tracker's base URL, or several of one cluster, asked in turn when one does not answer "
+    "[default: $SHOAL_TRACKER].",
 )
 @rate_option("--download-rate", "downloads")
 @rate_option("--upload-rate", "uploads to peers")
@@ -86,7 +106,18 @@ async def _cancellable(
 )
 @click.option("--fallback", is_flag=True, help="Download straight from the origin if the tracker is unreachable.")
 @click.option(
+    "--no-origin",
+    is_flag=True,
+    help="Peers only: never ask the origin; fail (exit code 4) if the swarm cannot supply the file.",
+)
+@click.option(
     "--callback", metavar="CMD", help="Run CMD with the file's path appended after success (exit code 8 if it fails)."
+)
+@click.option(
+    "--after-seeding",
+    metavar="CMD",
+    help="Run CMD with the file's path appended once the serving period is over (minion's --callback delete: "
+    "'rm -f'); exit code 8 if it fails.",
 )
 @click.option(
     "--digest",
@@ -106,9 +137,18 @@ async def _cancellable(
     help="Where this peer serves pieces to others.",
 )
 @socket_option
+@click.option(
+    "--ignore-qp",
+    multiple=True,
+    envvar="SHOAL_IGNORE_QP",
+    metavar="NAME",
+    help="A query parameter (or pattern: X-Amz-*) left out of the swarm's identity, so differently signed "
+    "URLs of one file share one swarm; repeatable or comma-separated [default: $SHOAL_IGNORE_QP].",
+)
 @click.option("--no-daemon", is_flag=True, help="Download in this process even when a daemon runs.")
 @click.option("-v", "--verbose", count=True, help="More logging; -vv traces the download, each line timed to the ms.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@log_options
 def get(
     url: str,
     output: str | None,
@@ -118,13 +158,16 @@ def get(
     upload_rate: int | None,
     upload_time: float,
     fallback: bool,
+    no_origin: bool,
     callback: str | None,
+    after_seeding: str | None,
     digest: str | None,
     headers: tuple[str, ...],
     site: str,
     rack: str,
     listen: str,
     socket_path: Path | None,
+    ignore_qp: tuple[str, ...],
     no_daemon: bool,
     verbose: int,
     quiet: bool,
@@ -136,11 +179,16 @@ def get(
     cached (--upload-time, --listen and the rate options are for downloads made in this process)."""
     configure_logging(verbose, quiet)
     show_bar = not quiet and sys.stderr.isatty()
-    client = None if no_daemon else DaemonClient(socket_path or default_socket())
+    # A daemon's fetches take no --ignore-qp nor --no-origin (yet), and a stream (-o -) is written from here:
+    # such a get is made in this process.
+    in_process = no_daemon or bool(ignore_qp) or no_origin or output == "-"
+    client = None if in_process else DaemonClient(socket_path or default_socket())
     if client is not None and client.running():
         bar = ProgressBar(url.rsplit("/", 1)[-1] or url) if show_bar else None
         run_or_exit(
-            lambda: _through_daemon(client, url, output, dest_path, headers, digest, callback, quiet, bar),
+            lambda: _through_daemon(
+                client, url, output, dest_path, headers, digest, callback, after_seeding, quiet, bar
+            ),
             interrupted=INTERRUPTED,
         )
         return
@@ -164,11 +212,14 @@ def get(
                     upload_rate=upload_rate,
                     upload_time=upload_time,
                     fallback=fallback,
+                    no_origin=no_origin,
                     digest=digest,
+                    ignore_qp=ignore_qp,
                     site=site,
                     rack=rack,
                     listen=listen,
                     callback=callback,
+                    after_seeding=after_seeding,
                     progress=bar,
                     on_complete=outcome.placed,
                 )
@@ -200,13 +251,15 @@ class _Outcome:
         if not self.quiet:
             origin, peers = format_bytes(result.bytes_from_origin), format_bytes(result.bytes_from_peers)
             size = format_bytes(result.size)
-            click.echo(f"{result.path}: {size} in {result.seconds:.2f}s (origin {origin}, peers {peers})", err=True)
+            where = "stdout" if str(result.path) == "-" else result.path
+            click.echo(f"{where}: {size} in {result.seconds:.2f}s (origin {origin}, peers {peers})", err=True)
             if result.seeding > 0:
                 click.echo(f"serving it to peers for {result.seeding:g}s (Ctrl-C to stop)", err=True)
 
     def stopped(self, result: GetResult) -> None:
         if not self.quiet:
-            click.echo(f"stopped serving it to peers; {result.path} is in place", err=True)
+            done = "the file was streamed to stdout" if str(result.path) == "-" else f"{result.path} is in place"
+            click.echo(f"stopped serving it to peers; {done}", err=True)
 
 
 def _through_daemon(
@@ -217,13 +270,15 @@ def _through_daemon(
     headers: tuple[str, ...],
     digest: str | None,
     callback: str | None,
+    after_seeding: str | None,
     quiet: bool,
     bar: ProgressBar | None,
 ) -> None:
     dest = resolve_destination(url, output, dest_path)
     digest = check_digest(digest)
-    if callback is not None:
-        callback_argv(callback)
+    for command in (callback, after_seeding):
+        if command is not None:
+            callback_argv(command)
     destination = Destination.of(dest)
     landing = dest
     if destination.through:
@@ -252,3 +307,5 @@ def _through_daemon(
             origin, peers = format_bytes(result.bytes_from_origin), format_bytes(result.bytes_from_peers)
             detail = f"origin {origin}, peers {peers}; cached by the daemon, {how}"
         click.echo(f"{dest}: {format_bytes(result.size)} in {result.seconds:.2f}s ({detail})", err=True)
+    if after_seeding:
+        run_callback(after_seeding, dest)  # the daemon seeds its own cached copy: this one has no serving period

@@ -19,9 +19,12 @@ Exit codes (also in the README):
 from __future__ import annotations
 
 import contextlib
+import datetime
 import gc
 import importlib
+import json
 import logging
+import logging.handlers
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +34,7 @@ import click
 from click.exceptions import NoArgsIsHelpError
 
 from shoal.core.errors import ShoalError, UsageError
+from shoal.core.tracker_choice import parse_trackers
 from shoal.core.units import parse_rate
 
 T = TypeVar("T")
@@ -48,6 +52,16 @@ def click_parser(parse: Callable[[str], T]) -> Callable[[click.Context, click.Pa
             raise click.BadParameter(str(exc)) from None
 
     return callback
+
+
+def _trackers(text: str) -> str:
+    """A ``--tracker`` value checked (core.tracker_choice): its base URLs, normalised, comma-separated."""
+    return ",".join(parse_trackers(text, what=""))
+
+
+TRACKERS = click_parser(_trackers)
+"""The callback of every ``--tracker``: one tracker's base URL or several, comma-separated; a bad entry is a
+usage error (exit code 2) that names it."""
 
 
 def socket_option(command: Any) -> Any:
@@ -81,18 +95,86 @@ def locality_options(command: Any) -> Any:
     return command
 
 
+def log_options(command: Any) -> Any:
+    """``--log-file PATH`` (minion's ``--logfile`` too) and ``--log-format text|json``, on every command:
+    read by :func:`configure_logging` from the click context, so no command's signature carries them."""
+    command = click.option(
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        expose_value=False,
+        callback=_remember,
+        help="text (default), or json: one object a line (time, level, logger, message and context fields).",
+    )(command)
+    return click.option(
+        "--log-file",
+        "--logfile",
+        type=click.Path(dir_okay=False, writable=True, path_type=Path),
+        expose_value=False,
+        callback=_remember,
+        metavar="PATH",
+        help="Append the log to PATH instead of stderr (reopened when rotated away).",
+    )(command)
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: object) -> object:
+    ctx.meta[f"shoal.{param.name}"] = value
+    return value
+
+
 def verbose_option(command: Any) -> Any:
-    """``-v``, ``-vv``: more logging, the same in every command but `get` (whose -vv traces a download)."""
-    return click.option("-v", "--verbose", count=True, help="More logging (-vv: debug).")(command)
+    """``-v``, ``-vv``: more logging, the same in every command but `get` (whose -vv traces a download);
+    with the log's file and format (:func:`log_options`)."""
+    command = click.option("-v", "--verbose", count=True, help="More logging (-vv: debug).")(command)
+    return log_options(command)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: ``time`` (ISO 8601, UTC, milliseconds), ``level``, ``logger``, ``message``,
+    any context a call passed in ``extra`` (``task``, ``peer``, ``job``...), and ``error`` with the
+    traceback when there is one. Log shippers read it without a pattern; a message's newlines stay inside
+    its string."""
+
+    _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, object] = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in self._STANDARD and not key.startswith("_"):
+                out[key] = value if isinstance(value, str | int | float | bool) or value is None else str(value)
+        if record.exc_info:
+            out["error"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
 
 
 def configure_logging(verbose: int, quiet: bool) -> None:
+    """The log's level from ``-v``/``-q``; its file and format from the command's :func:`log_options`. A
+    log file is appended to and reopened when logrotate moves it away (WatchedFileHandler)."""
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
-    # -vv traces what happens when: its lines carry the time, to the millisecond.
-    stamp = "%(asctime)s.%(msecs)03d " if level == logging.DEBUG else ""
-    logging.basicConfig(
-        level=level, format=f"shoal: {stamp}%(levelname)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
-    )
+    ctx = click.get_current_context(silent=True)
+    meta = ctx.meta if ctx is not None else {}
+    path: Path | None = meta.get("shoal.log_file")
+    handler: logging.Handler
+    if path is not None:
+        try:
+            handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+        except OSError as exc:
+            raise click.UsageError(f"cannot open the log file {path}: {exc.strerror or exc}", ctx) from None
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    if meta.get("shoal.log_format") == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        # -vv traces what happens when: its lines carry the time, to the millisecond (always, in a file).
+        stamp = "%(asctime)s.%(msecs)03d " if level == logging.DEBUG or path is not None else ""
+        day = "%Y-%m-%d " if path is not None else ""
+        handler.setFormatter(logging.Formatter(f"shoal: {stamp}%(levelname)s: %(message)s", datefmt=f"{day}%H:%M:%S"))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 def usage_hint(ctx: click.Context | None) -> str:
@@ -103,7 +185,10 @@ def usage_hint(ctx: click.Context | None) -> str:
 def fail(message: str, code: int) -> NoReturn:
     """Exit with ``code`` after ``shoal: error: MESSAGE`` on stderr, on one line whatever the message holds
     (a server's reply, a driver's error): a script reads one line per error."""
-    click.echo(f"shoal: error: {' '.join(message.split())}", err=True)
+    line = " ".join(message.split())
+    if any(isinstance(h, logging.FileHandler) for h in logging.getLogger().handlers):
+        logging.getLogger("shoal").error("%s", line)  # a log file tells why the command ended, too
+    click.echo(f"shoal: error: {line}", err=True)
     sys.exit(code)
 
 

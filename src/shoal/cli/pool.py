@@ -14,6 +14,7 @@ import click
 import msgspec
 
 from shoal.cli.main import configure_logging, run_or_exit, verbose_option
+from shoal.core.errors import UsageError
 from shoal.core.pool_messages import AssignmentView, JobList, JobView, PushRequest
 from shoal.core.units import format_bytes
 from shoal.tracker.pool_client import PoolClient
@@ -28,13 +29,19 @@ def _client(ctx: click.Context) -> PoolClient:
     tracker, token = pool_ctx.params["tracker"], pool_ctx.params["token"]
     if tracker is None:
         raise click.UsageError("no tracker: give --tracker URL or set $SHOAL_TRACKER", ctx=pool_ctx)
-    if not tracker.startswith(("http://", "https://")):
-        raise click.BadParameter(f"{tracker!r} is not an http(s) URL", ctx=pool_ctx, param_hint="--tracker")
-    return PoolClient(tracker, token)
+    try:
+        return PoolClient(tracker, token)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), ctx=pool_ctx, param_hint="--tracker") from None
 
 
 @click.group()
-@click.option("--tracker", envvar="SHOAL_TRACKER", metavar="URL", help="Tracker URL [default: $SHOAL_TRACKER].")
+@click.option(
+    "--tracker",
+    envvar="SHOAL_TRACKER",
+    metavar="URL[,URL...]",
+    help="The tracker's base URL, or several of one cluster, asked in turn [default: $SHOAL_TRACKER].",
+)
 @click.option(
     "--token", envvar="SHOAL_POOL_TOKEN", metavar="TOKEN", help="A private pool's token [default: $SHOAL_POOL_TOKEN]."
 )

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from shoal.cli.main import configure_logging, run_or_exit, verbose_option
+from shoal.cli.main import TRACKERS, configure_logging, run_or_exit, verbose_option
 from shoal.core.errors import UsageError
 from shoal.seeder.config import SeederConfig
 
@@ -122,7 +122,12 @@ async def hosted_seeder(config: SeederConfig) -> AsyncIterator[tuple[int, int]]:
     help="Port of the BitTorrent wire protocol; 0: any free port.",
 )
 @click.option(
-    "--tracker", default=None, metavar="URL", help="The tracker's base URL; without it a tracker runs in this process."
+    "--tracker",
+    default=None,
+    callback=TRACKERS,
+    metavar="URL[,URL...]",
+    help="The tracker's base URL, or several of one cluster, asked in turn when one does not answer; without it "
+    "a tracker runs in this process.",
 )
 @click.option(
     "--advertise",
@@ -150,9 +155,8 @@ def seed(
 ) -> None:
     """Watch each DIR and publish every file in it: to Shoal peers, as .torrent files, over BitTorrent."""
     configure_logging(verbose, False)
-    for value, name in ((tracker, "--tracker"), (advertise, "--advertise")):
-        if value is not None and urlsplit(value).scheme not in ("http", "https"):
-            raise click.BadParameter(f"{value!r} is not an http(s) URL", param_hint=name)
+    if advertise is not None and urlsplit(advertise).scheme not in ("http", "https"):
+        raise click.BadParameter(f"{advertise!r} is not an http(s) URL", param_hint="--advertise")
     names = [d.resolve().name for d in dirs]
     if len(set(names)) != len(names):
         raise click.BadParameter(f"watched directories need distinct names, got {names}", param_hint="DIR...")

@@ -38,7 +38,29 @@ from shoal.tracker.config import TrackerConfig
     show_default=True,
     metavar="SECONDS",
     type=click.FloatRange(0.1, 3600),
-    help="Seconds between a peer's periodic announces.",
+    help="Seconds between the periodic announces of a peer of a busy swarm (one with a downloader).",
+)
+@click.option(
+    "--idle-interval",
+    type=click.FloatRange(0.1, 86400),
+    metavar="SECONDS",
+    help="Seconds between the announces of a seed of a task nobody downloads "
+    f"[default: {TrackerConfig.idle_interval:g}, or --interval if longer].",
+)
+@click.option(
+    "--max-interval",
+    type=click.FloatRange(0.1, 86400),
+    metavar="SECONDS",
+    help=f"Longest interval load may stretch any to [default: {TrackerConfig.max_interval:g}, or --idle-interval "
+    "if longer].",
+)
+@click.option(
+    "--announce-rate",
+    default=TrackerConfig.announce_rate,
+    show_default=True,
+    type=click.FloatRange(0, 1e7),
+    metavar="PER_SECOND",
+    help="Announces a second the intervals handed out may imply; past it every interval is stretched (0: never).",
 )
 @click.option(
     "--peer-ttl",
@@ -46,7 +68,8 @@ from shoal.tracker.config import TrackerConfig
     show_default=True,
     metavar="SECONDS",
     type=click.FloatRange(0.5, 86400),
-    help="Seconds of silence after which a peer and its origin leases are dropped.",
+    help="Seconds of silence after which a peer told --interval, and its origin leases, are dropped; a "
+    "peer told a longer interval lives longer in proportion. More than --interval.",
 )
 @click.option(
     "--bt-interval",
@@ -110,6 +133,9 @@ def tracker(
     port: int,
     db: str,
     interval: float,
+    idle_interval: float | None,
+    max_interval: float | None,
+    announce_rate: float,
     peer_ttl: float,
     bt_interval: int,
     bt_peer_ttl: float,
@@ -127,6 +153,14 @@ def tracker(
     latest = bt_interval * (1 + INTERVAL_JITTER)
     if bt_peer_ttl <= latest:
         raise click.BadParameter(f"must exceed the latest re-announce, {latest:g} s", param_hint="--bt-peer-ttl")
+    if peer_ttl <= interval:
+        raise click.BadParameter(f"must exceed --interval ({interval:g} s)", param_hint="--peer-ttl")
+    idle = max(TrackerConfig.idle_interval, interval) if idle_interval is None else idle_interval
+    if idle < interval:
+        raise click.BadParameter(f"must be at least --interval ({interval:g} s)", param_hint="--idle-interval")
+    longest = max(TrackerConfig.max_interval, idle) if max_interval is None else max_interval
+    if longest < idle:
+        raise click.BadParameter(f"must be at least the idle interval ({idle:g} s)", param_hint="--max-interval")
     if advertise and not re.fullmatch(r"https?://[^/\s?#]+/?", advertise):
         raise click.BadParameter("must be a base URL: http://HOST:PORT", param_hint="--advertise")
     config = TrackerConfig(
@@ -134,6 +168,9 @@ def tracker(
         port=port,
         db=db,
         interval=interval,
+        idle_interval=idle,
+        max_interval=longest,
+        announce_rate=announce_rate,
         peer_ttl=peer_ttl,
         bt_interval=bt_interval,
         bt_min_interval=min(TrackerConfig.bt_min_interval, bt_interval),

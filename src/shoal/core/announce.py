@@ -31,6 +31,7 @@ changed) and are ignored, so a slow peer cannot flip a task back to an old versi
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -39,6 +40,7 @@ from shoal.core.bitfield import Bitfield, iter_bits
 from shoal.core.errors import ProtocolError
 from shoal.core.handout import PeerView, hand_out
 from shoal.core.ids import content_task_id, is_content_task
+from shoal.core.interval import Pacing
 from shoal.core.leases import Lease, grant_free, reclaimable
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import AnnounceRequest, AnnounceResponse, ManifestMessage, PeerAddress
@@ -68,19 +70,48 @@ class PeerRecord:
     last_seen: float
     reported: int = 0
     """Bit mask of the pieces whose hash the tracker took from this peer's reports (kept in memory only)."""
+    ttl: float = 0.0
+    """Seconds this peer lives unheard of, from the interval it was told (core.interval); 0: the policy's."""
+
+    def alive(self, now: float, ttl: float) -> bool:
+        """Heard of within its TTL (``ttl`` for a record without one)."""
+        return now - self.last_seen < (self.ttl or ttl)
 
 
 @dataclass(frozen=True, slots=True)
 class TrackerPolicy:
     interval: float
-    """Seconds between a peer's periodic announces."""
+    """Seconds between the periodic announces of a peer of a busy swarm."""
     peer_ttl: float
-    """A peer unheard of for this long is gone, and so are its leases."""
+    """A peer told ``interval`` and unheard of for this long is gone, and so are its leases; a peer told a
+    longer interval lives longer in proportion (core.interval)."""
     max_peers: int
     """Most peers in one hand-out."""
     audit_key: bytes = b""
     """The key that picks the pieces spot-checked (core.audit); empty: none are."""
     audit_share: float = AUDIT_SHARE
+    pacing: Pacing | None = None
+    """The intervals' rule (core.interval); None: every peer is told ``interval``, without jitter."""
+
+    @property
+    def pace_rule(self) -> Pacing:
+        if self.pacing is not None:
+            return self.pacing
+        return _fixed_pacing(self.interval, self.peer_ttl)
+
+
+@functools.cache
+def _fixed_pacing(interval: float, peer_ttl: float) -> Pacing:
+    return Pacing(interval, interval, interval, jitter=0.0, peer_ttl=peer_ttl)
+
+
+@dataclass(frozen=True, slots=True)
+class Pace:
+    """What the tracker's load says for one announce (core.interval.Demand): the stretch of every interval,
+    and the draw (uniform in [0, 1)) of this announce's jitter."""
+
+    stretch: float = 1.0
+    draw: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +173,8 @@ class AnnounceOutcome:
     nobody's until its holder reports it again (the tracker otherwise keeps a live peer's pieces)."""
     audits: dict[int, Audit | None] = field(default_factory=dict)
     """Spot checks begun or advanced; None: closed."""
+    nominal: float = 0.0
+    """The interval the asker's state called for before load stretched it (core.interval.Demand counts it)."""
     response: AnnounceResponse | None = None
 
 
@@ -157,6 +190,7 @@ def decide_announce(
     seen_host: str,
     now: float,
     policy: TrackerPolicy,
+    pace: Pace = Pace(),
 ) -> AnnounceOutcome:
     task = snapshot.task or TaskRecord(task_id=task_id, url=request.url, generation=1, manifest=None)
     swarm = snapshot.swarm
@@ -198,7 +232,14 @@ def decide_announce(
         outcome.drop_leases = list(iter_bits(swarm.own(request.peer_id)))
         outcome.response = AnnounceResponse(task.generation, ManifestMessage.of(task.manifest), range_ok=task.range_ok)
         return outcome
-    outcome.peer = PeerRecord(view, task.generation, now, reported & view.have.mask)
+    # The interval this peer is told (core.interval): a seed of a swarm nobody downloads from comes back
+    # seldom; a downloader, or any peer of a swarm with one, soon. Its TTL, and its leases', follow it.
+    rule = policy.pace_rule
+    seed = current and swarm.is_seed(PeerRecord(view, task.generation, now))
+    outcome.nominal = rule.nominal(seed=seed, busy_swarm=swarm.downloading(request.peer_id))
+    interval = rule.interval(outcome.nominal, pace.stretch, pace.draw)
+    ttl = rule.ttl(interval)
+    outcome.peer = PeerRecord(view, task.generation, now, reported & view.have.mask, ttl)
     if not current:
         outcome.response = AnnounceResponse(
             task.generation,
@@ -206,7 +247,7 @@ def decide_announce(
             restart=request.generation != 0 or outcome.new_generation,
             range_ok=task.range_ok,
             hash_seq=0 if outcome.new_generation else task.hash_seq,
-            interval=policy.interval,
+            interval=interval,
         )
         return outcome
 
@@ -232,7 +273,7 @@ def decide_announce(
         # Most announces: the swarm's aggregates already are what a pass over its peers would give.
         held = swarm.held_by_others(request.peer_id) | view.have.mask
         handed = swarm.index.hand_out(view, limit, swarm.view_of)
-    mine = _lease_decisions(snapshot, swarm, request, outcome, task, view, held, seen_host, now, policy)
+    mine = _lease_decisions(snapshot, swarm, request, outcome, task, view, held, seen_host, now, ttl)
     outcome.response = AnnounceResponse(
         generation=task.generation,
         manifest_message=ManifestMessage.of(task.manifest),
@@ -240,7 +281,7 @@ def decide_announce(
         peers=tuple(_address(p) for p in handed),
         leases=tuple(mine),
         hash_seq=task.hash_seq,
-        interval=policy.interval,
+        interval=interval,
         rejected=tuple(outcome.rejected),
     )
     return outcome
@@ -313,7 +354,7 @@ def _asker_view(
         and request.event == "update"
         and previous is not None
         and previous.generation == task.generation
-        and now - previous.last_seen < policy.peer_ttl
+        and previous.alive(now, policy.peer_ttl)
         and previous.view.have.size == size
     ):
         # A live peer keeps the pieces it reported done between its start and its stop. Kept, they survive
@@ -359,7 +400,7 @@ def _live_peers(
         if (
             record.view.peer_id == request.peer_id
             or record.generation != task.generation
-            or now - record.last_seen >= policy.peer_ttl
+            or not record.alive(now, policy.peer_ttl)
         ):
             continue
         other = record.view
@@ -401,10 +442,11 @@ def _lease_decisions(
     held: int,
     seen_host: str,
     now: float,
-    policy: TrackerPolicy,
+    ttl: float,
 ) -> list[int]:
     """The asker's origin leases after this announce (the pieces it is to fetch from the origin), with the
-    lease writes in ``outcome``. ``held``: the pieces the asker or another live, trusted peer holds. Bit masks
+    lease writes in ``outcome``, each to expire with the asker (``ttl``). ``held``: the pieces the asker or
+    another live, trusted peer holds. Bit masks
     throughout: a pass over every lease of a file of thousands of pieces on every announce is what the
     tracker's busiest path cannot afford."""
     size = task.manifest.piece_count if task.manifest else 0
@@ -417,7 +459,7 @@ def _lease_decisions(
     dropped = own & (finished | held)
     outcome.drop_leases = list(iter_bits(dropped))
     kept = own & ~dropped
-    expires = now + policy.peer_ttl
+    expires = now + ttl
     outcome.put_leases.extend(Lease(i, asker, expires) for i in iter_bits(kept))
     others = swarm.leased & ~own
 

@@ -47,7 +47,7 @@ from shoal.core.download_actions import (
     WakeAnnouncer,
     WakeHashes,
 )
-from shoal.core.errors import JoinAgain, LocalIOError, OriginChanged, ShoalError
+from shoal.core.errors import JoinAgain, LocalIOError, NoSwarmCopy, OriginChanged, ShoalError
 from shoal.core.events import (
     Announced,
     Event,
@@ -116,6 +116,9 @@ class Tuning:
     lone_peer_requests: int
     origin_retries: int
     tracker_patience: float
+    origin: bool = True
+    """False: peers only (``--no-origin``): no origin leases asked, and a download the swarm cannot go on
+    with for ``tracker_patience`` seconds ends (NoSwarmCopy)."""
 
 
 @dataclass(slots=True)
@@ -181,6 +184,7 @@ class DownloadCore:
         self.peers: dict[str, FollowedPeer] = {}
         self.bad_peers: set[str] = set()
         self.origin_busy = 0
+        self.starved_since: float | None = None  # peers only: since when the swarm gave us nothing to fetch
         self.origin_failures = 0
         self.origin_rate = 0.0  # bytes/s of our recent origin runs (0: none yet)
         self.refetching = False  # after a failed whole-file check: every missing piece comes from the origin
@@ -318,6 +322,8 @@ class DownloadCore:
                     actions.append(WakeAnnouncer(news=True))
             case Announced(reply, reported, leases):
                 self._announced(reply, reported, leases, actions)
+                if not self.tuning.origin:
+                    self._starving(now)
             case TrackerDown(error):
                 if self.tracker_down_since is None:
                     self.tracker_down_since = now
@@ -453,6 +459,22 @@ class DownloadCore:
             actions.append(Follow(peer_id, peer.base_url))
         self.stats.peers = len(self.peers)
 
+    def _starving(self, now: float) -> None:
+        """Peers only: when no fetch is in flight and no peer we follow holds a piece we still need, the
+        download waits for the swarm; past ``tracker_patience`` of that, it ends (NoSwarmCopy)."""
+        needed = self.book.needed()
+        held = any(p.have is not None and p.have.mask & needed for p in self.peers.values())
+        if not needed or self.book.inflight or held:
+            self.starved_since = None
+        elif self.starved_since is None:
+            self.starved_since = now
+        elif now - self.starved_since > self.tuning.tracker_patience:
+            missing = needed.bit_count()
+            raise NoSwarmCopy(
+                f"no peer has supplied the {missing} pieces still missing for {self.tuning.tracker_patience:g} s, "
+                "and --no-origin forbids the origin"
+            )
+
     def _drop_a_useless_peer(self, actions: list[Action]) -> bool:
         """Stop following one peer that holds nothing we lack and may take, and has no run of ours going, to
         make room. A peer across our rack's boundary offers only what our scope leases allow: followed for
@@ -497,7 +519,7 @@ class DownloadCore:
         book = self.book
         reported = {i: d for i, d in book.unreported.items() if i not in self._reporting}
         want = 0
-        if not beside and wants_leases(book.needed(), book.leases):
+        if not beside and self.tuning.origin and wants_leases(book.needed(), book.leases):
             if self.range_ok:
                 want = lease_pieces(self.manifest.piece_length, self.origin_rate, self.tuning.lease_bytes)
             else:
@@ -578,6 +600,10 @@ class DownloadCore:
 
     def refetch_from_origin(self, pieces: Iterable[int]) -> None:
         """From now on ``pieces`` come straight from the origin, as a download without a tracker fetches."""
+        if not self.tuning.origin:
+            raise NoSwarmCopy(
+                "pieces taken from peers turned out bad, and --no-origin forbids fetching them again from the origin"
+            )
         self.refetching = True
         self.limits = self._limits()
         self.book.leases = set(pieces)

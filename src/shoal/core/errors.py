@@ -8,8 +8,10 @@
     │   ├── CronError               2  a cron expression that cannot be read (names the field)
     │   └── PoolRefused             2  the tracker refused a pool request: unknown pool, token, a bad push
     ├── TrackerUnavailable          3  the tracker could not be reached or answered nonsense
+    │   ├── TrackerUnreachable      3  no answer (refused, reset, timed out) or a 5xx: try the next tracker
     │   └── TrackerBusy             3  the tracker sheds load (503 with Retry-After): wait, then ask again
     ├── OriginError                 4  the origin failed (HTTP error, refused, short body)
+    │   ├── NoSwarmCopy             4  --no-origin: the swarm cannot supply the file, and the origin is not asked
     │   └── OriginChanged           4  the origin's file changed under a download, too often to go on
     ├── JoinAgain                   -  a download's attempt is over (a new generation): the engine joins again
     ├── IntegrityError              5  content fails a whole-file digest (--digest, the origin's, a cache id)
@@ -125,6 +127,12 @@ class TrackerUnavailable(ShoalError):
         return cls(f"{tracker} answered {answered}, not the tracker API: {advice}", tracker=tracker)
 
 
+class TrackerUnreachable(TrackerUnavailable):
+    """The tracker gave no answer (a connection refused or reset, a timeout) or failed (a 5xx that is not
+    busy): a client with several trackers asks the next (core.tracker_choice). ``tracker`` is the URL, or
+    the comma-separated list when every one of a client's trackers failed."""
+
+
 class TrackerBusy(TrackerUnavailable):
     """The tracker is up but sheds load: it answered 503 with ``Retry-After``. A client waits
     ``retry_after`` seconds (bounded, jittered: core.retry.busy_delay) and asks again; it is not the tracker
@@ -151,6 +159,10 @@ class OriginError(ShoalError):
         """Whether the origin may answer otherwise later: no HTTP status (unreachable, a broken reply), a
         5xx, a timeout (408) or too many requests (429). A 4xx refusal is its answer about the file."""
         return self.status is None or self.status >= 500 or self.status in (408, 429)
+
+
+class NoSwarmCopy(OriginError):
+    """``--no-origin``: the swarm cannot supply the file (or the rest of it), and the origin may not be asked."""
 
 
 class OriginChanged(OriginError):

@@ -2,15 +2,17 @@
 
 A URL task's id derives from the canonical URL plus an optional tag and digest, so every peer that asks for
 the same thing lands in the same swarm. Canonical means: scheme and host lower-cased, default port dropped,
-empty path made ``/``, fragment dropped. The query string is kept as-is: it often selects content.
+empty path made ``/``, fragment dropped. The query string is kept as-is: it often selects content, unless
+the user names parameters that do not (``--ignore-qp``: :func:`identity_url`).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 import blake3
 
@@ -39,6 +41,40 @@ def canonical_url(url: str) -> str:
         # Credentials are a property of the request, not of the content; keep them out of the id.
         pass
     return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+
+
+def parse_ignored_params(values: Iterable[str]) -> tuple[str, ...]:
+    """``--ignore-qp`` values (repeated, or comma-separated) as the names or shell-style patterns
+    (``X-Amz-*``) of query parameters to leave out of a task's identity; raises UsageError on a bad one."""
+    names: list[str] = []
+    for value in values:
+        for name in value.split(","):
+            name = name.strip()
+            if not name or any(c in name for c in "&=#? \t"):
+                raise UsageError(f"--ignore-qp takes query parameter names (or patterns like X-Amz-*), not {name!r}")
+            names.append(name)
+    return tuple(dict.fromkeys(names))
+
+
+def identity_url(url: str, ignored: Sequence[str] = ()) -> str:
+    """The URL a task's identity is taken from: ``url`` without the query parameters whose names match
+    ``ignored`` (case-insensitively; ``*`` and ``?`` as in shell patterns). Hosts fetching one file by
+    differently signed URLs (S3 or CDN signatures, expiry times, tokens) then land in one swarm, while each
+    still fetches its own URL from the origin. The other parameters are kept verbatim, in order."""
+    if not ignored:
+        return url
+    head, sep, query = url.partition("?")
+    if not sep:
+        return url
+    query, hash_sign, fragment = query.partition("#")
+    patterns = [p.lower() for p in ignored]
+    kept = [
+        item
+        for item in query.split("&")
+        if not any(fnmatch.fnmatchcase(unquote_plus(item.partition("=")[0]).lower(), p) for p in patterns)
+    ]
+    rest = "&".join(kept)
+    return f"{head}{'?' if rest else ''}{rest}{hash_sign}{fragment}"
 
 
 def task_id_for_url(url: str, *, tag: str = "", digest: str = "") -> str:

@@ -60,15 +60,25 @@ class TorrentInfo:
 
 
 def encode_torrent(
-    info: TorrentInfo, *, announce: str, url_list: Sequence[str] = (), creation_date: int | None = None
+    info: TorrentInfo,
+    *,
+    announce: str,
+    url_list: Sequence[str] = (),
+    creation_date: int | None = None,
+    backup_announces: Sequence[str] = (),
 ) -> bytes:
     """The bencoded .torrent file. ``url-list`` is left out when empty (BEP 19 allows a string or a list;
-    a list is what every client reads)."""
+    a list is what every client reads). ``backup_announces`` (trackers of one cluster after the first) make
+    an ``announce-list`` (BEP 12) of one tier per tracker, in order: a client asks the first tier's tracker
+    and moves to the next tier's only when it fails, as Shoal's own peers do (core.tracker_choice), while
+    a tier of several would make each client shuffle them, and the BitTorrent swarms are per tracker."""
     meta: dict[bytes, object] = {
         b"announce": announce.encode(),
         b"created by": CREATED_BY.encode(),
         b"info": info.info_dict(),
     }
+    if backup_announces:
+        meta[b"announce-list"] = [[url.encode()] for url in (announce, *backup_announces)]
     if url_list:
         meta[b"url-list"] = [url.encode() for url in url_list]
     if creation_date is not None:

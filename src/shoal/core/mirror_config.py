@@ -76,6 +76,7 @@ from msgspec.structs import force_setattr
 from shoal.core.errors import ConfigError, CronError, ProtocolError, UsageError
 from shoal.core.ids import canonical_url
 from shoal.core.schedule import Cron
+from shoal.core.tracker_choice import parse_trackers
 
 PROVIDERS = ("http", "command")
 COMMAND_ONLY = ("command", "success_exit_codes")
@@ -303,7 +304,8 @@ class WorkerSettings(_Table, frozen=True):
     concurrency: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 2
     """Jobs run at once on one worker."""
     tracker: Text | None = None
-    """Where the worker's seeder announces; None: the seeder's embedded tracker."""
+    """Where the worker's seeder announces, one tracker or several comma-separated (as ``--tracker``);
+    None: the seeder's embedded tracker."""
     seed_host: Text = "0.0.0.0"
     """Address the worker's seeder listens on."""
     seed_port: Port = 6390
@@ -313,7 +315,12 @@ class WorkerSettings(_Table, frozen=True):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for key in ("manager", "tracker", "advertise"):
+        if self.tracker is not None:
+            try:
+                parse_trackers(self.tracker, what="tracker")
+            except UsageError as exc:
+                raise _Invalid(("tracker",), str(exc).removeprefix("tracker: ")) from None
+        for key in ("manager", "advertise"):
             url = getattr(self, key)
             try:
                 if url is not None:

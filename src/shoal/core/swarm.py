@@ -8,7 +8,8 @@ again from their next announces, and their origin fetches in flight come back th
 Rules:
 
 - A swarm holds only live peers and live leases once :meth:`Swarm.expire` has run at ``now``: a peer unheard
-  of for the TTL is forgotten with its leases and its bans, a lease that passed its expiry is dropped. The
+  of for its TTL (its record's, which follows the interval it was told: core.interval; else the one the
+  swarm is expired by) is forgotten with its leases and its bans, a lease that passed its expiry is dropped. The
   tracker expires a task's swarm before deciding each of its announces, so the decision (core.announce)
   needs no pass over the peers to tell the live ones; due times sit in heaps, one entry per peer and per
   lease, so expiry costs nothing while nobody is due.
@@ -100,9 +101,13 @@ class Swarm:
         self.racks: Counter[tuple[str, str]] = Counter()
         """(site, rack) -> the live peers with those labels that are not banned: the racks that share the
         origin's pieces (core.scope_leases.origin_share)."""
+        self.seeds = 0
+        """Live peers on the current generation that hold every piece (banned or not)."""
+        self.ttl = 0.0
+        """The TTL of a peer whose record has none: the latest :meth:`expire`'s."""
         self._counts = PieceCounts()
         self._own: dict[str, int] = {}  # peer -> bit mask of its leases
-        self._peer_due: list[tuple[float, str]] = []  # (last_seen, peer): heap
+        self._peer_due: list[tuple[float, str]] = []  # (due, peer): heap
         self._peer_queued: dict[str, float] = {}
         self._lease_due: list[tuple[float, int]] = []  # (expires, piece): heap
         self._lease_queued: dict[int, float] = {}
@@ -122,8 +127,9 @@ class Swarm:
         """A swarm of the live ones of ``peers`` and of their live ``leases`` (a lease of a peer on another
         generation is not live), and of every lease of ``asker``, which its announce renews."""
         swarm = cls(generation, size)
+        swarm.ttl = ttl
         for record in peers:
-            if now - record.last_seen < ttl:
+            if record.alive(now, ttl):
                 swarm._set(record.view.peer_id, record)
         for lease in leases.values():
             holder = swarm.peers.get(lease.peer_id)
@@ -152,6 +158,20 @@ class Swarm:
         held = self._counts.held()
         return held & ~(mine & self._counts.once()) if mine else held
 
+    def is_seed(self, record: PeerRecord | None) -> bool:
+        """Whether ``record`` holds every piece of the current generation."""
+        if record is None or record.generation != self.generation or not self.size:
+            return False
+        have = record.view.have
+        return have.size == self.size and have.mask == (1 << self.size) - 1
+
+    def downloading(self, peer_id: str) -> bool:
+        """Whether a live peer other than ``peer_id`` lacks pieces, or holds an origin lease."""
+        others = len(self.peers) - self.seeds
+        if peer_id in self.peers and not self.is_seed(self.peers[peer_id]):
+            others -= 1
+        return others > 0 or bool(self.leased & ~self.own(peer_id))
+
     def own(self, peer_id: str) -> int:
         """Bit mask of the pieces leased to ``peer_id``."""
         return self._own.get(peer_id, 0)
@@ -163,23 +183,24 @@ class Swarm:
     # -- changing ---------------------------------------------------------------------------------------
 
     def expire(self, now: float, ttl: float) -> int:
-        """Forget peers unheard of for ``ttl`` (and their leases) and leases past their expiry; return how
-        many peers."""
+        """Forget peers unheard of for their TTL (``ttl`` for a record without one), and their leases, and
+        leases past their expiry; return how many peers."""
         gone = 0
+        self.ttl = ttl
         due = self._peer_due
-        while due and now - due[0][0] >= ttl:
-            seen, peer_id = heapq.heappop(due)
-            if self._peer_queued.get(peer_id) != seen:
+        while due and due[0][0] <= now:
+            when, peer_id = heapq.heappop(due)
+            if self._peer_queued.get(peer_id) != when:
                 continue  # an earlier entry of this peer was pushed after this one
             del self._peer_queued[peer_id]
             record = self.peers.get(peer_id)
             if record is None:
                 continue
-            if now - record.last_seen >= ttl:
+            if not record.alive(now, ttl):
                 self._set(peer_id, None)
                 gone += 1
             else:
-                self._queue_peer(peer_id, record.last_seen)
+                self._queue_peer(peer_id, self._due(record))
         lease_due = self._lease_due
         while lease_due and lease_due[0][0] <= now:
             expires, piece = heapq.heappop(lease_due)
@@ -239,6 +260,7 @@ class Swarm:
             self._drop_lease(piece)
         self._counts = PieceCounts()
         self.index = HolderIndex()
+        self.seeds = 0  # every bitfield below is emptied
         empty = Bitfield(0)
         for peer_id, record in self.peers.items():
             if record.view.have.size or record.view.have.mask:
@@ -259,12 +281,19 @@ class Swarm:
             return
         self.peers[peer_id] = record
         queued = self._peer_queued.get(peer_id)
-        if queued is None or record.last_seen < queued:
-            self._queue_peer(peer_id, record.last_seen)
+        due = self._due(record)
+        if queued is None or due < queued:
+            self._queue_peer(peer_id, due)
+
+    def _due(self, record: PeerRecord) -> float:
+        """When ``record`` falls due for a look (at the latest when it expires; sooner is harmless: the
+        look queues it again)."""
+        return record.last_seen + (record.ttl or self.ttl)
 
     def _account(self, peer_id: str, old: PeerRecord | None, new: PeerRecord | None) -> None:
         """Move the aggregates from ``old`` to ``new``."""
         was, now = self.counted(old), self.counted(new)
+        self.seeds += self.is_seed(new) - self.is_seed(old)
         if was != now:
             if was & ~now:
                 self._counts.remove(was & ~now)
@@ -296,9 +325,9 @@ class Swarm:
             for host in after - before:
                 self.accused_by.setdefault(host, set()).add(peer_id)
 
-    def _queue_peer(self, peer_id: str, seen: float) -> None:
-        self._peer_queued[peer_id] = seen
-        heapq.heappush(self._peer_due, (seen, peer_id))
+    def _queue_peer(self, peer_id: str, due: float) -> None:
+        self._peer_queued[peer_id] = due
+        heapq.heappush(self._peer_due, (due, peer_id))
 
     def _queue_lease(self, piece: int, expires: float) -> None:
         self._lease_queued[piece] = expires

@@ -9,9 +9,10 @@ Rules, and why:
 - A 404 or 405 whose error is only the status's reason is aiohttp's "no such route": the base URL is not
   a tracker's (the tracker names what is unknown: a task, a pool).
 - A 503 with ``Retry-After`` in seconds (RFC 9110, 10.2.3) and a JSON error is the tracker shedding load
-  (TrackerBusy): it is up and says when to ask again. Any other 5xx is the tracker failing
-  (TrackerUnavailable: worth trying again later); any other 4xx refuses this request, and the caller's
-  ``refused`` makes its API's error of it (a PoolRefused, say).
+  (TrackerBusy): it is up and says when to ask again. Any other 5xx is the tracker failing, or a proxy
+  in front of it finding it down (TrackerUnreachable: another tracker may answer, and this one later);
+  any other 4xx refuses this request, and the caller's ``refused`` makes its API's error of it (a
+  PoolRefused, say).
 - A 2xx whose body is not the operation's reply is TrackerUnavailable: another version of the protocol.
 """
 
@@ -22,7 +23,7 @@ from typing import TypeVar
 
 import msgspec
 
-from shoal.core.errors import ProtocolError, TrackerBusy, TrackerUnavailable
+from shoal.core.errors import ProtocolError, TrackerBusy, TrackerUnavailable, TrackerUnreachable
 from shoal.core.structs import decode
 
 T = TypeVar("T")
@@ -47,6 +48,8 @@ def read_reply(
         wait = parse_retry_after(retry_after) if status == 503 else None
         if wait is not None and isinstance(error, TrackerUnavailable) and _json(body) is not None:
             raise TrackerBusy(str(error), tracker=tracker, retry_after=wait) from None
+        if status >= 500:
+            raise TrackerUnreachable(str(error), tracker=tracker) from None
         raise error
     try:
         return decode(body, kind)

@@ -323,7 +323,14 @@ class Fetcher:
                 await enter_in_thread(reservations, self.store.reserve(manifest.length))
 
             download = Download(
-                fetch.url, config, self.session, self.server, identity=self.identity, before_write=reserve
+                fetch.url,
+                config,
+                self.session,
+                self.server,
+                identity=self.identity,
+                before_write=reserve,
+                # The seeding's client: the tracker it moved to when one did not answer is every download's.
+                tracker=self.seeding.tracker if self.seeding is not None else None,
             )
             fetch.stats = download.stats
             completed: Downloaded | None = None

@@ -40,6 +40,7 @@ from shoal.core.errors import PoolRefused, ShoalError, TrackerUnavailable, Usage
 from shoal.core.pool import MemberStatus
 from shoal.core.pool_messages import Heartbeat, MemberReport, WorkItem
 from shoal.core.retry import Backoff, Retries
+from shoal.core.tracker_choice import TrackerChoice
 from shoal.daemon.config import PoolSpec
 from shoal.daemon.fetcher import Fetch, Fetcher
 from shoal.http.pool_transport import run_call
@@ -101,7 +102,7 @@ class PoolMember:
         self,
         pool: PoolSpec,
         *,
-        tracker: str,
+        trackers: TrackerChoice,
         session: aiohttp.ClientSession,
         fetcher: Fetcher,
         store: CacheStore,
@@ -114,7 +115,7 @@ class PoolMember:
         self.store = store
         self.identity = identity
         self.dest_roots = dest_roots
-        self.tracker = tracker.rstrip("/")
+        self.trackers = trackers
         self._jobs: dict[str, asyncio.Task[None]] = {}
         self._loop: asyncio.Task[None] | None = None
 
@@ -132,7 +133,7 @@ class PoolMember:
 
     async def _run(self, call: pool_api.Call[R], *, seconds: float = 10) -> R:
         """Send ``call`` and read its reply (core.pool_api's mapping, over http.pool_transport)."""
-        return await run_call(self.session, self.tracker, call, token=self.pool.token, seconds=seconds)
+        return await run_call(self.session, self.trackers, call, token=self.pool.token, seconds=seconds)
 
     async def _poll_forever(self) -> None:
         version: int | None = None

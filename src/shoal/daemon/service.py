@@ -110,6 +110,7 @@ class Daemon:
         await _bind_control(runner, config.socket)
         stack.callback(_unlink_quietly, config.socket)
         if config.pools and config.tracker:
+            assert self.seeding is not None  # made above, for the same tracker
             member_id = await asyncio.to_thread(self._member_id)
             identity = Identity(
                 member_id, config.member_name or socket.gethostname(), self.node_url, config.site, config.rack
@@ -117,7 +118,8 @@ class Daemon:
             for spec in config.pools:
                 member = PoolMember(
                     spec,
-                    tracker=config.tracker,
+                    # The seeding's choice of tracker: one failover moves seeding, downloads and pools.
+                    trackers=self.seeding.tracker.choice,
                     session=session,
                     fetcher=self.fetcher,
                     store=self.store,

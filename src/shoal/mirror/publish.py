@@ -31,6 +31,7 @@ import aiohttp
 from shoal.core import pool_api
 from shoal.core.errors import PoolRefused, PublishError, TrackerUnavailable
 from shoal.core.pool_messages import PushRequest
+from shoal.core.tracker_choice import TrackerChoice, parse_trackers
 from shoal.http.pool_transport import run_call
 
 SEED_WAIT = 300.0
@@ -74,7 +75,8 @@ async def push_version(
     seed_wait: float = SEED_WAIT,
 ) -> list[str]:
     """Push every file under ``version_dir`` (seeded as ``rel_prefix/<path inside>``); return the pool's
-    job ids. ``seeder`` and ``tracker`` are base URLs."""
+    job ids. ``seeder`` is a base URL, ``tracker`` one or several (comma-separated, asked in turn)."""
+    trackers = TrackerChoice(parse_trackers(tracker, what="[worker] tracker"))
     files = await asyncio.to_thread(_files, version_dir)
     wanted = {f"{rel_prefix}/{p.relative_to(version_dir).as_posix()}": p for p in files}
     await _wait_seeded(session, seeder, set(wanted), seed_wait)
@@ -83,7 +85,7 @@ async def push_version(
         digest = await asyncio.to_thread(_sha256, path)
         push = PushRequest(url=f"{seeder}/files/{quote(rel)}", replicas=replicas, digest=f"sha256:{digest}")
         try:
-            job = await run_call(session, tracker, pool_api.push(pool, push), token=token, seconds=PUSH_SECONDS)
+            job = await run_call(session, trackers, pool_api.push(pool, push), token=token, seconds=PUSH_SECONDS)
         except (PoolRefused, TrackerUnavailable) as exc:
             raise PublishError(f"pushing {rel} to pool {pool!r} at {tracker} failed: {exc}") from None
         jobs.append(job.job)

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
+import shutil
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -19,7 +23,8 @@ import aiohttp
 
 from shoal.core.download import Stats
 from shoal.core.errors import ListenError, UsageError
-from shoal.core.ids import canonical_url
+from shoal.core.ids import canonical_url, parse_ignored_params
+from shoal.core.tracker_choice import parse_trackers
 from shoal.core.units import parse_rate
 from shoal.http.tls import load_roots_first
 from shoal.peer.callback import callback_argv, run_callback
@@ -53,6 +58,10 @@ def _rate(value: int | str | None) -> int | None:
     return parse_rate(value)
 
 
+STDOUT = Path("-")
+"""GetResult.path of a file streamed to stdout (``output="-"``)."""
+
+
 async def aget(
     url: str,
     *,
@@ -64,11 +73,14 @@ async def aget(
     upload_rate: int | str | None = None,
     upload_time: float = GetConfig.upload_time,
     fallback: bool = False,
+    no_origin: bool = False,
     digest: str | None = None,
+    ignore_qp: Iterable[str] = (),
     site: str = "",
     rack: str = "",
     listen: str = DEFAULT_LISTEN,
     callback: str | None = None,
+    after_seeding: str | None = None,
     progress: Callable[[Stats], None] | None = None,
     on_complete: Callable[[GetResult], None] | None = None,
 ) -> GetResult:
@@ -77,26 +89,59 @@ async def aget(
     ``tracker`` defaults to the ``SHOAL_TRACKER`` environment variable; with neither, the file comes
     straight from the origin. ``callback`` is a command run with the file's path appended once the file
     is in place; if it cannot start or fails, CallbackFailed is raised at once (no seeding follows), the
-    file left in place. ``on_complete`` is called with the result as soon as the file is in place, before the
-    ``upload_time`` of serving it to peers.
+    file left in place. ``after_seeding`` is a command run the same way once the serving period is over
+    (ended by its time, or early because the file went away; not when the get is stopped): minion's
+    ``--callback delete``, done when no peer relies on the file any more. ``on_complete`` is called with
+    the result as soon as the file is in place, before the ``upload_time`` of serving it to peers.
     """
-    config = _config(
-        url,
-        output=output,
-        dest_dir=dest_dir,
-        tracker=tracker,
-        headers=headers,
-        download_rate=download_rate,
-        upload_rate=upload_rate,
-        upload_time=upload_time,
-        fallback=fallback,
-        digest=digest,
-        site=site,
-        rack=rack,
-        listen=listen,
-        callback=callback,
-    )
-    return await _download(url, config, listen=listen, callback=callback, progress=progress, on_complete=on_complete)
+    stream = output is not None and os.fspath(output) == "-"
+    if stream and (dest_dir is not None or callback is not None or after_seeding is not None):
+        raise UsageError("-o - streams the file to stdout: it takes no --dest-path, --callback or --after-seeding")
+    if after_seeding is not None:
+        callback_argv(after_seeding)
+    # Streamed, the file is downloaded (and served to peers) in a scratch directory removed at the end.
+    scratch = tempfile.mkdtemp(prefix="shoal-stream-") if stream else None
+    try:
+        config = _config(
+            url,
+            output=None if stream else output,
+            dest_dir=scratch if stream else dest_dir,
+            tracker=tracker,
+            headers=headers,
+            download_rate=download_rate,
+            upload_rate=upload_rate,
+            upload_time=upload_time,
+            fallback=fallback,
+            no_origin=no_origin,
+            digest=digest,
+            ignore_qp=ignore_qp,
+            site=site,
+            rack=rack,
+            listen=listen,
+            callback=callback,
+        )
+        placed = on_complete
+        if stream:
+            sys.stdout.flush()
+            config = dataclasses.replace(config, stream_fd=sys.stdout.fileno())
+
+            def placed(result: GetResult) -> None:
+                if on_complete is not None:
+                    on_complete(dataclasses.replace(result, path=STDOUT))
+
+        result = await _download(
+            url,
+            config,
+            listen=listen,
+            callback=callback,
+            after_seeding=after_seeding,
+            progress=progress,
+            on_complete=placed,
+        )
+        return dataclasses.replace(result, path=STDOUT) if stream else result
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 async def _download(
@@ -105,6 +150,7 @@ async def _download(
     *,
     listen: str,
     callback: str | None,
+    after_seeding: str | None,
     progress: Callable[[Stats], None] | None,
     on_complete: Callable[[GetResult], None] | None,
 ) -> GetResult:
@@ -150,6 +196,8 @@ async def _download(
             if on_complete:
                 on_complete(result)
             await download.seed(completed, config.upload_time)
+            if after_seeding:
+                await asyncio.to_thread(run_callback, after_seeding, completed.path)
             return result
         finally:
             if ticker:
@@ -174,7 +222,9 @@ def _config(
     upload_rate: int | str | None,
     upload_time: float,
     fallback: bool,
+    no_origin: bool,
     digest: str | None,
+    ignore_qp: Iterable[str],
     site: str,
     rack: str,
     listen: str,
@@ -190,21 +240,30 @@ def _config(
     listen_host, listen_port = parse_listen(listen)
     config = GetConfig(
         dest=resolve_destination(url, output, dest_dir),
-        tracker=tracker if tracker is not None else os.environ.get("SHOAL_TRACKER") or None,
+        tracker=_trackers(tracker if tracker is not None else os.environ.get("SHOAL_TRACKER") or None),
         headers={"Accept-Encoding": "identity", **parse_headers(headers)},
         download_rate=_rate(download_rate),
         upload_rate=_rate(upload_rate),
         upload_time=upload_time,
         fallback=fallback,
+        no_origin=no_origin,
         digest=digest,
+        ignore_qp=parse_ignored_params([ignore_qp] if isinstance(ignore_qp, str) else ignore_qp),
         site=site,
         rack=rack,
         listen_host=listen_host,
         listen_port=listen_port,
     )
-    if config.tracker is not None and not config.tracker.startswith(("http://", "https://")):
-        raise UsageError(f"--tracker takes an http(s) URL, not {config.tracker!r}")
+    if no_origin and config.tracker is None:
+        raise UsageError("--no-origin needs a tracker: the file can only come from the swarm")
+    if no_origin and fallback:
+        raise UsageError("--no-origin forbids the origin, which --fallback would fall back to")
     return config
+
+
+def _trackers(text: str | None) -> str | None:
+    """The tracker option checked: its base URLs, normalised, comma-separated (core.tracker_choice)."""
+    return None if text is None else ",".join(parse_trackers(text))
 
 
 async def _serve_from_first_piece(download: Download, server: PieceServer) -> None:

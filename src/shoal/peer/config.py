@@ -32,9 +32,17 @@ class GetConfig:
     """Seconds to keep serving the file to other peers after it is complete."""
     fallback: bool = False
     """When the tracker cannot be reached at the start, download straight from the origin."""
+    no_origin: bool = False
+    """Peers only: never ask the origin (not even its headers); the file comes from the swarm or not at all,
+    ending with NoSwarmCopy when no peer has supplied what is missing for ``tracker_patience`` seconds."""
     digest: str | None = None
     """``ALGORITHM:HEX``, lower case (core.whole_file.parse_user_digest), to verify the whole file against before
     it is moved into place."""
+    stream_fd: int | None = None
+    """A descriptor the file is also written to, in order, as its verified prefix grows (``-o -``: stdout)."""
+    ignore_qp: tuple[str, ...] = ()
+    """Query parameters (names or shell-style patterns) left out of the task's identity, so differently
+    signed URLs of one file share one swarm (core.ids.identity_url); the origin is still asked by the URL."""
     file_hashes: tuple[str, ...] = ()
     """Whole-file hashes to compute while the file downloads (peer/prefix_hash.py's ALGORITHMS), returned in
     ``Downloaded.hashes``: the daemon's cache names a file by its BLAKE3."""
@@ -80,4 +88,5 @@ class GetConfig:
             lone_peer_requests=self.lone_peer_requests,
             origin_retries=self.origin_retries,
             tracker_patience=self.tracker_patience,
+            origin=not self.no_origin,
         )

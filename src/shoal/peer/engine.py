@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import secrets
 import threading
@@ -55,9 +56,9 @@ from shoal.core.download_actions import (
     WakeAnnouncer,
     WakeHashes,
 )
-from shoal.core.errors import JoinAgain, OriginChanged, ShoalError, TrackerUnavailable
+from shoal.core.errors import IntegrityError, JoinAgain, OriginChanged, ShoalError, TrackerUnavailable
 from shoal.core.events import Event, HashesArrived, OriginPiece, PeerPiece, Wake
-from shoal.core.ids import PeerIdentity, task_id_for_url
+from shoal.core.ids import PeerIdentity, identity_url, task_id_for_url
 from shoal.core.manifest import Manifest
 from shoal.core.messages import AnnounceRequest
 from shoal.core.pieces import Changes
@@ -71,7 +72,7 @@ from shoal.peer.content_task import ContentSeed, register_content
 from shoal.peer.fetchers import fetch_origin, fetch_peer, watch_haves
 from shoal.peer.join import join
 from shoal.peer.origin import Origin
-from shoal.peer.prefix_hash import PrefixHash
+from shoal.peer.prefix_hash import FdSink, PrefixHash
 from shoal.peer.server import PieceServer, ServedTask
 from shoal.peer.tasks import Tasks
 from shoal.peer.tracker_client import TrackerClient
@@ -79,6 +80,18 @@ from shoal.storage.partfile import PartFile
 
 log = logging.getLogger("shoal.peer")
 SAVE_STATE_SECONDS = 1.0
+FILE_CHECK = 1.0
+"""Seconds between two checks, while seeding, that the placed file is still there and unchanged."""
+FileIdentity = tuple[int, int, int, int]
+
+
+def file_identity(path: Path) -> FileIdentity | None:
+    """What tells a file from its replacement: device, inode, size and modification time; None if gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,10 +122,12 @@ class Download:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         before_write: Callable[[Manifest], Awaitable[None]] | None = None,
+        tracker: TrackerClient | None = None,
     ) -> None:
         """``before_write`` is awaited once the manifest is known and before anything is written (again
         after a restart): the daemon's cache reserves the file's length there, and an error it raises
-        ends the download."""
+        ends the download. ``tracker`` is a client of ``config.tracker`` shared with other downloads (the
+        daemon's: the tracker it fails over to is theirs too); by default the download makes its own."""
         self.url = url
         self.before_write = before_write
         self.config = config
@@ -122,10 +137,13 @@ class Download:
         self.peer_id = self.identity.peer_id
         self.rng = rng or random.Random()
         self.clock = clock
-        self.url_task = task_id_for_url(url, digest=config.digest or "")
+        self.url_task = task_id_for_url(identity_url(url, config.ignore_qp), digest=config.digest or "")
+        self._left = False  # leave() ran
         self._distrusted: set[str] = set()  # content tasks named for the digest that did not hold it
         self.origin = Origin(url, session, config.headers)
-        self.tracker = TrackerClient(config.tracker, session) if config.tracker else None
+        if tracker is None and config.tracker:
+            tracker = TrackerClient(config.tracker, session)
+        self.tracker = tracker if config.tracker else None
         self.stats = Stats()
         self.first_piece = asyncio.Event()
         """Set once a verified piece is on disk (the first one fetched, or one a rerun found)."""
@@ -210,6 +228,7 @@ class Download:
         deadline = self.clock() + seconds
         event = "completed"
         retry = Retries(ANNOUNCE_BACKOFF, self.rng)
+        placed = await asyncio.to_thread(file_identity, completed.path)
         while self.clock() < deadline:
             reported = self._unreported()
             try:
@@ -227,8 +246,22 @@ class Download:
             except TrackerUnavailable as exc:
                 log.info("announce while seeding failed: %s", exc)
                 wait = min(retry.next_delay(cap=self.core.interval), deadline - self.clock())
-            if wait > 0:
-                await asyncio.sleep(wait)
+            if wait > 0 and not await self._still_placed(completed.path, placed, wait):
+                # Served from its path, a file moved, deleted or rewritten (by a --callback, by hand) would
+                # fail or mislead every peer sent here: out of the swarm at once.
+                log.warning("%s was moved, deleted or changed: no longer serving it to peers", completed.path)
+                await self.leave()
+                return
+
+    async def _still_placed(self, path: Path, placed: FileIdentity | None, seconds: float) -> bool:
+        """Wait ``seconds``, checking every FILE_CHECK seconds that ``path`` is still the file placed;
+        False as soon as it is not."""
+        deadline = self.clock() + seconds
+        while (left := deadline - self.clock()) > 0:
+            await asyncio.sleep(min(FILE_CHECK, left))
+            if await asyncio.to_thread(file_identity, path) != placed:
+                return False
+        return True
 
     async def register_content(self, completed: Downloaded, path: Path | None = None) -> ContentSeed | None:
         """A digest download of a URL task registers its file's content task and serves it from ``path`` (the
@@ -243,7 +276,10 @@ class Download:
         return self.content
 
     async def leave(self) -> None:
-        """Stop serving and tell the tracker we are gone, with any origin hashes it has not had yet."""
+        """Stop serving and tell the tracker we are gone, with any origin hashes it has not had yet (once)."""
+        if self._left:
+            return
+        self._left = True
         content = self.content
         if self.served is not None:
             self.server.withdraw(self.task_id, self.served)  # not what another owner serves for the task now
@@ -268,6 +304,7 @@ class Download:
             origin=self.origin,
             request=self._request,
             fallback=self.config.fallback,
+            no_origin=self.config.no_origin,
             spawn=self._tasks.spawn,
             follow_alias=bool(self.config.digest),
             distrusted=frozenset(self._distrusted),
@@ -423,6 +460,13 @@ class Download:
             return await self._finish()
         hashes = await self.prefix.digests() if self.prefix is not None else {}
         failed = failed_check(self.checks, hashes)
+        if failed is not None and self.config.stream_fd is not None:
+            check, actual = failed
+            raise IntegrityError(  # what was streamed cannot be fetched again
+                f"the stream cannot be completed: {check.source} expected {check.expected}, the file is {actual}",
+                expected=check.expected,
+                actual=actual,
+            )
         if failed is not None:
             await self._refetch_suspects(*failed)  # an IntegrityError when the origin's bytes alone failed
             return await self._finish()
@@ -524,8 +568,10 @@ class Download:
         """Start hashing the whole file as its prefix fills: the checks' algorithms and the caller's."""
         assert self.part is not None and self.core is not None
         names = {*self.config.file_hashes, *(check.algorithm for check in self.checks)}
-        if names:
-            self.prefix = PrefixHash(self.part, self.core.manifest, self.core.book.on_disk, names)
+        fd = self.config.stream_fd
+        if names or fd is not None:
+            sink = FdSink(fd) if fd is not None else None
+            self.prefix = PrefixHash(self.part, self.core.manifest, self.core.book.on_disk, names, sink)
             self.prefix.start()
 
     # -- carrying out the core's actions (owner only) ----------------------------------------------

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shoal.core.digests import PublishedDigest
-from shoal.core.errors import OriginError, TrackerUnavailable
+from shoal.core.errors import NoSwarmCopy, OriginError, TrackerUnavailable
 from shoal.core.ids import content_task_id
 from shoal.core.manifest import Manifest
 from shoal.core.messages import AnnounceRequest, AnnounceResponse
@@ -60,15 +60,19 @@ async def join(
     spawn: Callable[[Coroutine[Any, Any, None]], object],
     follow_alias: bool = False,
     distrusted: frozenset[str] = frozenset(),
+    no_origin: bool = False,
 ) -> Joined:
-    """Learn the generation and the manifest, checking the origin is still the same file."""
+    """Learn the generation and the manifest, checking the origin is still the same file (``no_origin``:
+    taking the tracker's manifest as it is, without a word to the origin)."""
     reply: AnnounceResponse | None = None
     direct = tracker is None
     announced, probed = await asyncio.gather(
         tracker.announce(task_id, request(event="started", generation=0)) if tracker else _none(),
-        origin.probe(),
+        _none() if no_origin else origin.probe(),
         return_exceptions=True,
     )
+    if no_origin and not isinstance(announced, BaseException) and (announced is None or announced.manifest is None):
+        raise NoSwarmCopy(f"no peer has {url} yet, and --no-origin forbids the origin", url=url)
     if isinstance(announced, TrackerUnavailable):
         if not fallback:
             raise announced
@@ -87,7 +91,7 @@ async def join(
         log.warning("origin unreachable; relying on the swarm's copy")
     elif isinstance(probed, BaseException):
         raise probed
-    else:
+    elif probed is not None:
         probe = probed
     published = probe.digest if probe is not None else None
     content_hashes: dict[int, str] = {}

@@ -17,6 +17,10 @@ The bytes hashed are those of the part file that is renamed into place, read bac
 verified and written. A piece the download drops and fetches again (its bytes on disk turned out not to
 match the tracker's hash) is reported with :meth:`PrefixHash.invalidate`: if it was read already, or is
 being read, the hashes start over from the first piece.
+
+The same reads feed a ``sink`` (:class:`FdSink`, ``shoal get -o -``): the file streamed to a descriptor in
+order as its prefix completes, every byte verified before it leaves. What left cannot be taken back, so a
+piece dropped after it was streamed breaks the stream (:meth:`PrefixHash.digests` raises IntegrityError).
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 from collections.abc import Iterable
 from typing import Protocol
 
 import blake3
 
 from shoal.core.bitfield import Bitfield
+from shoal.core.errors import IntegrityError, LocalIOError
 from shoal.core.manifest import Manifest
 from shoal.core.whole_file import DIGEST_ALGORITHMS
 from shoal.storage.partfile import Hasher, PartFile
@@ -54,6 +60,26 @@ def _new(name: str) -> WholeHash:
     raise ValueError(f"unknown whole-file hash {name!r} (known: {', '.join(ALGORITHMS)})")
 
 
+class FdSink:
+    """The file, written to a descriptor (stdout) in order: a consumer of the prefix's reads, in its thread.
+    A write that fails (the reader went away: EPIPE) is a LocalIOError, not the part file's read error."""
+
+    def __init__(self, fd: int, name: str = "stdout") -> None:
+        self.fd = fd
+        self.name = name
+        self.written = 0
+
+    def update(self, data: bytes | memoryview, /) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                sent = os.write(self.fd, view)
+                view = view[sent:]
+                self.written += sent
+        except OSError as exc:
+            raise LocalIOError(f"cannot write the file to {self.name}: {exc.strerror or exc}") from None
+
+
 class PrefixHash:
     """Whole-file hashes of a part file, fed front to back while ``on_disk`` (the pieces written) grows.
 
@@ -61,8 +87,12 @@ class PrefixHash:
     :meth:`invalidate` after dropping one, and :meth:`digests` once every piece is on disk; :meth:`aclose`
     when the download ends otherwise (before its part file is closed)."""
 
-    def __init__(self, part: PartFile, manifest: Manifest, on_disk: Bitfield, names: Iterable[str]) -> None:
+    def __init__(
+        self, part: PartFile, manifest: Manifest, on_disk: Bitfield, names: Iterable[str], sink: FdSink | None = None
+    ) -> None:
         self._part = part
+        self._sink = sink
+        self._broken: str | None = None  # why the sink's stream cannot be completed
         self._manifest = manifest
         self._on_disk = on_disk
         self._names = sorted(set(names))
@@ -89,6 +119,8 @@ class PrefixHash:
         """Piece ``index`` left the disk's verified set (it will be written again): if its old bytes were
         hashed, or are being read, start over."""
         if index < max(self._next, self._reading_to):
+            if self._sink is not None and self._broken is None:
+                self._broken = f"piece {index} changed after it was written to {self._sink.name}"
             self._epoch += 1
             self._hashers = {name: _new(name) for name in self._names}
             self._next = self._reading_to = 0
@@ -102,6 +134,8 @@ class PrefixHash:
             raise RuntimeError("digests() before every piece is on disk")
         self._wake.set()
         await self._task
+        if self._broken is not None:
+            raise IntegrityError(f"the stream cannot be completed: {self._broken}")
         return {name: hasher.hexdigest() for name, hasher in self._hashers.items()}
 
     async def aclose(self) -> None:
@@ -120,7 +154,9 @@ class PrefixHash:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            epoch, hashers = self._epoch, list(self._hashers.values())
+            epoch, hashers = self._epoch, list[Hasher](self._hashers.values())
+            if self._sink is not None and self._broken is None:
+                hashers.append(self._sink)
             self._reading_to = end
             read = asyncio.ensure_future(asyncio.to_thread(self._part.feed, self._next, end, hashers))
             try:

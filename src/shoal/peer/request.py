@@ -33,13 +33,16 @@ def resolve_destination(
     url: str, output: str | os.PathLike[str] | None, dest_dir: str | os.PathLike[str] | None
 ) -> Path:
     """Where the file goes: its directory must exist and be writable, or, for a device or a FIFO, the file
-    itself (see :mod:`shoal.storage.placement`)."""
+    itself (see :mod:`shoal.storage.placement`). ``dest_dir`` is a directory to write into, named after the
+    URL, when it is one (or ends with a slash); otherwise it is the file's own path (minion's rule)."""
     if output is not None and dest_dir is not None:
         raise UsageError("give either an output file (-o) or a destination directory (--dest-path), not both")
     if output is not None:
         dest = Path(output)
-    else:
+    elif dest_dir is None or os.path.isdir(dest_dir) or str(dest_dir).endswith(os.sep):
         dest = Path(dest_dir or ".") / file_name_from_url(url)
+    else:
+        dest = Path(dest_dir)  # not a directory: the file itself, as minion took --dest-path
     dest = dest.absolute()
     if dest.is_dir():
         raise UsageError(f"{dest} is a directory; give a file name with -o or use --dest-path")

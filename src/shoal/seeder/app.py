@@ -33,6 +33,7 @@ from aiohttp import web
 from shoal import __version__
 from shoal.core.errors import ProtocolError
 from shoal.core.metainfo import encode_torrent
+from shoal.core.tracker_choice import parse_trackers
 from shoal.http import openapi
 from shoal.http.json_api import error_response, struct_response
 from shoal.http.openapi import Route
@@ -47,8 +48,9 @@ from shoal.seeder.service import Seeder
 SEEDER = web.AppKey("seeder", Seeder)
 CATALOG = web.AppKey("seeder_catalog", Catalog)
 CONFIG = web.AppKey("seeder_config", SeederConfig)
-TRACKER = web.AppKey("seeder_tracker", str)
-"""The tracker's base URL for torrents' ``announce``; empty: the tracker runs here, at this base URL."""
+TRACKER = web.AppKey("seeder_tracker", tuple[str, ...])
+"""The trackers' base URLs for torrents' ``announce`` (and ``announce-list``: BEP 12); empty: the tracker
+runs here, at this base URL."""
 
 SEEDER_PATHS = ("/serve", "/serve_last_updated", "/files/", "/v1/files", "/v1/seeder/")
 
@@ -75,10 +77,11 @@ def _base_url(request: web.Request) -> str:
 
 def _torrent(request: web.Request, entry: SeededFile) -> web.Response:
     base = _base_url(request)
-    tracker = request.app[TRACKER] or base
+    first, *others = request.app[TRACKER] or (base,)
     body = encode_torrent(
         entry.info,
-        announce=f"{tracker}/announce",
+        announce=f"{first}/announce",
+        backup_announces=[f"{tracker}/announce" for tracker in others],
         url_list=[f"{base}/files/{quote(entry.rel)}"],
         creation_date=int(entry.published_at),
     )
@@ -95,8 +98,18 @@ def _query_name(request: web.Request) -> str:
     return unquote(request.query_string, errors="strict")
 
 
+def _rel(request: web.Request, raw: str) -> str:
+    """The REL a client's name stands for: as given (``DIR/path``), or a path inside one watched directory
+    (``path``: distributor's form); 409 naming the candidates when several directories hold that path."""
+    rel = parse_rel(raw)
+    names = request.app[CATALOG].named(rel, _root_names(request))
+    if len(names) > 1:
+        raise web.HTTPConflict(reason=f"{rel} is in several watched directories: {', '.join(names)}; name one")
+    return names[0] if names else rel
+
+
 async def serve(request: web.Request) -> web.Response:
-    rel = parse_rel(_query_name(request))
+    rel = _rel(request, _query_name(request))
     catalog = request.app[CATALOG]
     try:
         async with asyncio.timeout(request.app[CONFIG].serve_wait):
@@ -126,7 +139,7 @@ def _root_names(request: web.Request) -> set[str]:
 
 
 async def files(request: web.Request) -> web.StreamResponse:
-    rel = parse_rel(request.match_info["rel"])
+    rel = _rel(request, request.match_info["rel"])
     catalog = request.app[CATALOG]
     entry = catalog.get(rel)
     if entry is None:
@@ -216,13 +229,14 @@ def openapi_document() -> dict[str, Any]:
 
 
 def install(app: web.Application, seeder: Seeder, tracker: str) -> None:
-    """Add the seeder's routes to ``app``. ``tracker`` is the tracker base URL for torrents; empty when the
+    """Add the seeder's routes to ``app``. ``tracker`` is the tracker base URL for torrents (or several,
+    comma-separated: core.tracker_choice); empty when the
     tracker is embedded in ``app`` (torrents then announce to the URL the client used, and /v1/openapi.json
     describes both)."""
     app[SEEDER] = seeder
     app[CATALOG] = seeder.catalog
     app[CONFIG] = seeder.config
-    app[TRACKER] = tracker.rstrip("/")
+    app[TRACKER] = parse_trackers(tracker) if tracker else ()
     app.middlewares.append(seeder_errors)
     for route in ROUTES:
         app.router.add_get(_PATTERNS.get(route.path, route.path), _HANDLERS[route.path])  # HEAD too

@@ -11,6 +11,7 @@ One owner: the seeder's event loop. Readers (the HTTP handlers, the wire seeder)
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +104,16 @@ class Catalog:
             return entry
         await waiting.wait()
         return self.files.get(rel)
+
+    def named(self, rel: str, roots: Iterable[str]) -> list[str]:
+        """The RELs a client's name may mean: itself when it is known (published or pending), else each
+        ``ROOT/rel`` of the watched directories' names that is (distributor's ``/serve?file.iso`` names a
+        file by its path inside the one directory it served). Sorted; empty when none is known."""
+        if rel in self.files or rel in self._pending:
+            return [rel]
+        return sorted(
+            f"{root}/{rel}" for root in set(roots) if f"{root}/{rel}" in self.files or f"{root}/{rel}" in self._pending
+        )
 
     def is_pending(self, rel: str) -> bool:
         return rel in self._pending

@@ -16,6 +16,8 @@ from shoal.core.errors import ProtocolError
 
 PARTIAL_SUFFIXES = (".part", ".shoal-part", ".shoal-state", ".aria2")
 """Downloads in progress: ours (.NAME.shoal-part, hidden anyway), curl/wget/browsers' and aria2's."""
+TOOL_SUFFIXES = (".mdcache",)
+"""Other tools' working files: distributor's cached metadata, left in the directories it served."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +47,8 @@ def parse_rel(raw: str) -> str:
 
 
 def ignored(name: str) -> bool:
-    """Hidden files and directories, and partial downloads, are never published."""
-    return name.startswith(".") or name.endswith(PARTIAL_SUFFIXES)
+    """Hidden files and directories, partial downloads and other tools' working files are never published."""
+    return name.startswith(".") or name.endswith(PARTIAL_SUFFIXES) or name.endswith(TOOL_SUFFIXES)
 
 
 def rel_of(root: Root, path: Path) -> str | None:

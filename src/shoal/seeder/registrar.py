@@ -26,10 +26,11 @@ from urllib.parse import quote_from_bytes
 import aiohttp
 from fastbencode import bdecode
 
-from shoal.core.errors import TrackerUnavailable
+from shoal.core.errors import TrackerUnavailable, TrackerUnreachable
 from shoal.core.ids import PeerIdentity
 from shoal.core.messages import AnnounceRequest, piece_hash_bytes
 from shoal.core.retry import Backoff, Retries
+from shoal.http.tracker_failover import ask_in_turn
 from shoal.peer.tracker_client import TrackerClient
 from shoal.seeder.catalog import SeededFile
 
@@ -63,8 +64,7 @@ class Registrar:
         ip: str = "",
     ) -> None:
         self.session = session
-        self.tracker = tracker.rstrip("/")
-        self.client = TrackerClient(self.tracker, session)
+        self.client = TrackerClient(tracker, session)
         self.bt_port = bt_port
         self.file_url = file_url.rstrip("/")
         self.announce_interval = announce_interval
@@ -158,7 +158,11 @@ class Registrar:
         log.info("registered %s with the tracker as task %s", entry.rel, entry.task_id[:16])
 
     async def _bt_announce(self, entry: SeededFile, event: str) -> float:
-        """One BEP 3 announce as a seed; returns the interval the tracker asked for."""
+        """One BEP 3 announce as a seed, to the tracker the Shoal announces go to (the client's choice: the
+        torrents list the trackers in that order, BEP 12); returns the interval the tracker asked for."""
+        return await ask_in_turn(self.client.choice, lambda tracker: self._bt_announce_at(tracker, entry, event))
+
+    async def _bt_announce_at(self, tracker: str, entry: SeededFile, event: str) -> float:
         params: list[tuple[str, bytes | str]] = [
             ("info_hash", entry.info_hash),
             ("peer_id", self.bt_peer_id),
@@ -175,13 +179,21 @@ class Registrar:
             params.append(("ip", self.ip))
         # Binary values are percent-encoded byte by byte (BEP 3); urlencode would encode them as UTF-8.
         query = "&".join(f"{k}={quote_from_bytes(v if isinstance(v, bytes) else v.encode())}" for k, v in params)
-        url = f"{self.tracker}/announce?{query}"
+        url = f"{tracker}/announce?{query}"
         try:
             async with self.session.get(url, timeout=BT_TIMEOUT) as resp:
                 body = await resp.read()
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise TrackerUnreachable(
+                f"cannot reach the tracker at {tracker}: BitTorrent announce: {exc or type(exc).__name__}",
+                tracker=tracker,
+            ) from exc
+        if resp.status >= 500:
+            raise TrackerUnreachable(f"the tracker at {tracker} failed: HTTP {resp.status}", tracker=tracker)
+        try:
             reply = bdecode(body)
-        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-            raise TrackerUnavailable(f"BitTorrent announce failed: {exc or type(exc).__name__}") from exc
+        except ValueError as exc:
+            raise TrackerUnavailable(f"BitTorrent announce failed: {exc}", tracker=tracker) from exc
         if not isinstance(reply, dict):
             raise TrackerUnavailable("BitTorrent announce: the reply is not a dictionary")
         failure = reply.get(b"failure reason")

@@ -45,7 +45,7 @@ FEED_CHUNK = 4 << 20
 
 
 class Hasher(Protocol):
-    def update(self, data: bytes, /) -> object: ...
+    def update(self, data: bytes | memoryview, /) -> object: ...
 
 
 def piece_hash(data: bytes | memoryview | Buffers) -> str:
@@ -242,15 +242,20 @@ class PartFile:
         into each of ``hashers`` (a whole-file hash that follows the download; they release the GIL)."""
         offset = self.manifest.piece_offset(first)
         stop = min(self.manifest.piece_offset(end), self.manifest.length)
+        # One buffer read into again and again: a fresh 4 MiB bytes object per read would move glibc's mmap
+        # threshold up, and the freed chunks would then stay in the process's heap (its RSS).
+        buffer = memoryview(bytearray(min(FEED_CHUNK, max(stop - offset, 0))))
         try:
             with self._using() as fd:
                 while offset < stop:
-                    chunk = os.pread(fd, min(FEED_CHUNK, stop - offset), offset)
-                    if not chunk:
+                    want = buffer[: min(FEED_CHUNK, stop - offset)]
+                    got = os.preadv(fd, [want], offset)
+                    if not got:
                         raise OSError(errno.EIO, "the part file is shorter than its pieces")
+                    chunk = want[:got]
                     for hasher in hashers:
                         hasher.update(chunk)
-                    offset += len(chunk)
+                    offset += got
         except OSError as exc:
             raise self._fail("read", exc) from exc
 

@@ -273,7 +273,7 @@ class TrackerStore(SqlStore):
         for piece, reporter in outcome.reporters.items():
             holder = swarm.peers.get(reporter)
             if piece in outcome.new_hashes and holder is not None and piece not in swarm.leases:
-                swarm.give_back(Lease(piece, reporter, holder.last_seen + self.peer_ttl))
+                swarm.give_back(Lease(piece, reporter, holder.last_seen + (holder.ttl or self.peer_ttl)))
 
     async def _task_rows(self, task_id: str) -> TaskRows | None:
         rows = self._rows.get(task_id)

@@ -79,8 +79,16 @@ def shoal_argv(*args: str) -> list[str]:
 
 
 def start_tracker(
-    db: str, *, port: int = 0, interval: float = 0.5, peer_ttl: float = 2.0, extra: Sequence[str] = ()
+    db: str,
+    *,
+    port: int = 0,
+    interval: float = 0.5,
+    peer_ttl: float = 2.0,
+    idle_interval: float | None = None,
+    extra: Sequence[str] = (),
 ) -> Service:
+    """A ``shoal tracker`` on 127.0.0.1. ``idle_interval`` None: every peer is told ``interval``, idle seeds
+    too (tests that wait for a peer to expire count on ``peer_ttl``)."""
     return start_service(
         shoal_argv(
             "tracker",
@@ -94,6 +102,8 @@ def start_tracker(
             str(interval),
             "--peer-ttl",
             str(peer_ttl),
+            "--idle-interval",
+            str(interval if idle_interval is None else idle_interval),
             *extra,
         )
     )

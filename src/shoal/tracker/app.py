@@ -15,12 +15,17 @@ Under overload (tracker.admission): past ``max_inflight`` JSON announces in flig
 503 with ``Retry-After`` before its body is read; the runner cancels the handlers of clients that left
 (RUNNER_OPTIONS), and a request that may change state, an announce included, runs to its end all the same.
 A second tracker on a SQLite file is refused at start (storage.db_lock).
+
+Each reply's ``interval`` is core.interval's: from the task's state and the load the intervals handed out
+imply (``TrackerService.demand``); a peer's TTL follows it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import random
 import secrets
 import time
 import weakref
@@ -32,11 +37,12 @@ import msgspec
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from shoal.core.announce import AnnounceOutcome, TaskSnapshot, TrackerPolicy, claims_change, decide_announce
+from shoal.core.announce import AnnounceOutcome, Pace, TaskSnapshot, TrackerPolicy, claims_change, decide_announce
 from shoal.core.bitfield import iter_bits
 from shoal.core.content_alias import ContentAliases
 from shoal.core.errors import ProtocolError, StoreError
 from shoal.core.ids import is_content_task, is_task_id
+from shoal.core.interval import Demand, Pacing
 from shoal.core.manifest import OriginIdentity
 from shoal.core.messages import (
     AnnounceRequest,
@@ -69,13 +75,15 @@ cancelled, so reads stop and the cap counts live work (tracker.admission)."""
 TAKEOVER_RETRIES = 4
 """After tasks move between trackers, grace lasts at least this many of the peers' retries (tracker.cluster)."""
 GRACE_INTERVALS = 2
-"""For this many announce intervals after it starts, or after tasks moved between the trackers sharing its
-database (at most one peer TTL), the tracker grants no origin lease afresh on a task it read from the
-database (core.announce, ``TaskSnapshot.grace``). Peers retry a failed announce at least every interval
-(peer.announcer), so within one interval every live peer has announced and named the pieces it is fetching
-(``fetching``), which it gets back; the second interval covers an announce slowed by a busy host. Until then
-a piece that looks free may be on its way from the origin to a peer not heard of yet, and leasing it would
-fetch it twice."""
+"""For this many busy announce intervals after it starts, or after tasks moved between the trackers sharing
+its database (at most one peer TTL), the tracker grants no origin lease afresh on a task it read from the
+database (core.announce, ``TaskSnapshot.grace``). A peer fetching from the origin is a downloader, told the
+busy interval, and announces sooner still when it has pieces to report or needs leases (peer.announcer), so
+within one interval every such peer has announced and named the pieces it is fetching (``fetching``), which
+it gets back; the second interval covers an announce slowed by a busy host. Until then a piece that looks
+free may be on its way from the origin to a peer not heard of yet, and leasing it would fetch it twice. An
+idle seed, told the idle interval (core.interval), may come back after the grace: waiting for it would stall
+every download of a known task after a restart for that long."""
 
 
 class TrackerService:
@@ -85,9 +93,19 @@ class TrackerService:
         self.config = config
         self.clock = clock
         # A new spot-check key each start: which pieces are checked is never predictable from outside.
-        self.policy = TrackerPolicy(
-            config.interval, config.peer_ttl, config.max_peers, secrets.token_bytes(16), config.audit_share
+        pacing = Pacing(
+            busy=config.interval,
+            idle=config.idle_interval,
+            longest=config.max_interval,
+            target=config.announce_rate,
+            peer_ttl=config.peer_ttl,
         )
+        self.policy = TrackerPolicy(
+            config.interval, config.peer_ttl, config.max_peers, secrets.token_bytes(16), config.audit_share, pacing
+        )
+        self.demand: Demand[tuple[str, str]] = Demand(pacing)
+        """This process's live peers by the interval their state calls for: the stretch load puts on them."""
+        self.rng = random.Random()
         self.store = TrackerStore(config.db)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.bt = bt.BtTracker(config, clock)
@@ -125,7 +143,12 @@ class TrackerService:
                 seen_host=seen_host,
                 now=now,
                 policy=self.policy,
+                pace=Pace(self.demand.stretch(now), self.rng.random()),
             )
+            if outcome.peer is not None:
+                self.demand.heard((task_id, request.peer_id), outcome.nominal, now + outcome.peer.ttl)
+            elif outcome.remove_peer is not None:
+                self.demand.left((task_id, outcome.remove_peer))
             crossings = self._crossings(task_id, snapshot, outcome, request.want_crossings, now)
             committed = self.store.stage(outcome, created=snapshot.task is None)
             if request.received is not None:
@@ -173,7 +196,7 @@ class TrackerService:
         live = [
             p.view
             for p in snapshot.peers
-            if p.view.peer_id != view.peer_id and p.generation == generation and p.last_seen > now - ttl
+            if p.view.peer_id != view.peer_id and p.generation == generation and p.alive(now, ttl)
         ]
         table, crossings = decide_crossings(
             table,
@@ -211,6 +234,12 @@ class TrackerService:
         assert task is not None
         return await self.origin_check.confirm(task.url, request.origin, seen_host)
 
+    def longest_retry(self) -> int:
+        """Whole seconds a shed announce may be told to wait at most (tracker.admission): the busy interval as
+        load stretches it now, so a peer shed in an overload comes back no sooner than its interval would
+        have brought it, and the shed announces do not come back faster than the ones taken."""
+        return max(1, math.ceil(self.config.interval * self.demand.stretch(self.clock())))
+
     def held_tasks(self) -> list[str]:
         """The tasks whose soft state this tracker keeps."""
         return self.store.held()
@@ -220,6 +249,8 @@ class TrackerService:
         they start clean rather than from leases the other tracker has since replaced."""
         for task_id in task_ids:
             self._scope_leases.pop(task_id, None)
+        # Their peers still count in ``demand`` until their TTLs pass: a stretch a little long for a while,
+        # rather than an index of the demand by task.
         self.store.forget(task_ids)
         log.info("%d tasks moved to another tracker", len(task_ids))
 
@@ -243,6 +274,7 @@ class TrackerService:
             self.bt.sweep()
             # A peer silent this long and back is counted afresh; until then its last totals are kept.
             self.scope_bytes.forget_before(self.clock() - self.config.peer_ttl * TALLY_TTLS)
+            self.demand.expire(self.clock())
             try:
                 await self.store.expire(self.clock(), self.config.peer_ttl)
             except Exception:  # a fault of one round must not end the loop
@@ -269,7 +301,9 @@ async def announce(request: web.Request) -> web.Response:
     body = await read_struct(request, AnnounceRequest)
     service = request.app[SERVICE]
     seen = service.cluster.client_address(request) if service.cluster else request.remote or ""
-    return struct_response(await service.announce(task_id, body, seen))
+    reply = await service.announce(task_id, body, seen)
+    request.app[ADMISSION].longest_wait = service.longest_retry()
+    return struct_response(reply)
 
 
 async def hashes(request: web.Request) -> web.Response:
@@ -335,13 +369,17 @@ def openapi_document() -> dict[str, Any]:
 
 
 def _owned_here(cluster: Cluster) -> Middleware:
-    """A task's routes are served by the tracker that owns the task (tracker.cluster)."""
+    """A task's routes, and a BitTorrent swarm's announces, are served by the tracker that owns them
+    (tracker.cluster); a scrape gathers its counts from the owners itself (tracker.bt)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not is_task_id(request.match_info.get("task_id", "")):
-            return await handler(request)  # not a task's route, or a malformed id the handler refuses
-        return await cluster.forward(request, handler)
+        task_id = request.match_info.get("task_id", "")
+        if is_task_id(task_id):
+            return await cluster.forward(request, handler, task_id)
+        if request.path == "/announce" and (key := bt.announce_key(request.rel_url.raw_query_string)):
+            return await cluster.forward(request, handler, key)
+        return await handler(request)  # not an owned route, or a malformed one the handler refuses
 
     return middleware
 
@@ -392,7 +430,7 @@ def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> 
     app.router.add_get("/v1/tasks/{task_id}/hashes", hashes)
     app.router.add_get("/v1/tasks/{task_id}", task_info)
     app.router.add_get("/v1/cluster", cluster_info)
-    bt.add_routes(app, service.bt)
+    bt.add_routes(app, service.bt, cluster)
     pools.add_routes(app, service.pools)
     openapi.serve(app, openapi_document())
     return app

@@ -19,23 +19,32 @@ HTTP behaviour:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from urllib.parse import quote_from_bytes
 
+import aiohttp
 from aiohttp import web
+from fastbencode import bdecode
 
 from shoal.core.bt_tracker import (
+    INFO_HASH_SIZE,
     BtAnnounce,
     BtPolicy,
     Swarms,
+    SwarmStats,
     encode_failure,
     encode_scrape,
     normalize_address,
+    parse_query,
     parse_scrape,
 )
 from shoal.core.errors import ProtocolError
+from shoal.core.ownership import TrackerMember
+from shoal.tracker.cluster import Cluster, local_address
 from shoal.tracker.config import TrackerConfig
 
 log = logging.getLogger("shoal.tracker.bt")
@@ -83,6 +92,7 @@ class BtTracker:
 
 
 BT = web.AppKey("bt", BtTracker)
+BT_CLUSTER: web.AppKey[Cluster | None] = web.AppKey("bt_cluster")
 
 
 def _bencoded(body: bytes, status: int = 200) -> web.Response:
@@ -109,24 +119,86 @@ async def bencoded_errors(
         return _bencoded(encode_failure("internal error"), 500)
 
 
-def _local_address(request: web.Request) -> str | None:
-    """The address the client connected to: one of this host's, and one the client can reach."""
-    sockname = request.transport.get_extra_info("sockname") if request.transport else None
-    return sockname[0] if isinstance(sockname, tuple) else None
-
-
 async def announce(request: web.Request) -> web.Response:
-    bt = request.app[BT]
-    return _bencoded(bt.announce(request.rel_url.raw_query_string, request.remote, _local_address(request)))
+    bt, cluster = request.app[BT], request.app[BT_CLUSTER]
+    source, local = cluster.addresses(request) if cluster is not None else (request.remote, local_address(request))
+    return _bencoded(bt.announce(request.rel_url.raw_query_string, source, local))
 
 
 async def scrape(request: web.Request) -> web.Response:
-    return _bencoded(request.app[BT].scrape(request.rel_url.raw_query_string))
+    bt, cluster = request.app[BT], request.app[BT_CLUSTER]
+    query = request.rel_url.raw_query_string
+    if cluster is None or cluster.forwarded(request):
+        return _bencoded(bt.scrape(query))
+    return _bencoded(encode_scrape(await _gather_scrape(request, bt, cluster, parse_scrape(query))))
 
 
-def add_routes(app: web.Application, bt: BtTracker) -> None:
-    """Serve ``bt`` at /announce and /scrape, with its error middleware inside the app's others."""
+def swarm_key(info_hash: bytes) -> str:
+    """The key a BitTorrent swarm is owned by in a cluster of trackers (core.ownership)."""
+    return info_hash.hex()
+
+
+def announce_key(raw_query: str) -> str | None:
+    """The ownership key of a ``GET /announce``, None when its info_hash is missing or malformed (the
+    handler refuses it wherever it is)."""
+    values = parse_query(raw_query).get("info_hash", [])
+    return swarm_key(values[0]) if len(values) == 1 and len(values[0]) == INFO_HASH_SIZE else None
+
+
+async def _gather_scrape(
+    request: web.Request, bt: BtTracker, cluster: Cluster, info_hashes: tuple[bytes, ...]
+) -> dict[bytes, SwarmStats]:
+    """A scrape's counts from the members that own its swarms: ours from memory, the others' asked of them
+    (one request per member). A member that does not answer leaves its swarms out, as a scrape leaves out
+    a swarm it does not know; so does a scrape that names none (it gets this tracker's largest swarms)."""
+    now = bt.clock()
+    if not info_hashes:
+        return bt.swarms.scrape((), now)
+    by_owner: dict[str, list[bytes]] = {}
+    members: dict[str, TrackerMember] = {}
+    for info_hash in info_hashes:
+        member = cluster.owner(swarm_key(info_hash))
+        if member is not None:
+            by_owner.setdefault(member.tracker_id, []).append(info_hash)
+            members[member.tracker_id] = member
+    mine = by_owner.pop(cluster.tracker_id, None)
+    files = bt.swarms.scrape(mine, now) if mine else {}
+
+    async def ask(tracker_id: str, hashes: list[bytes]) -> dict[bytes, SwarmStats]:
+        path = "/scrape?" + "&".join("info_hash=" + quote_from_bytes(h, safe="") for h in hashes)
+        try:
+            status, body, _ = await cluster.ask(request, members[tracker_id], path)
+            reply = bdecode(body) if status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.info("scrape at %s failed: %s", members[tracker_id].url, exc)
+            return {}
+        return _scrape_counts(reply, set(hashes))
+
+    for part in await asyncio.gather(*(ask(t, hashes) for t, hashes in by_owner.items())):
+        files.update(part)
+    return {h: files[h] for h in info_hashes if h in files}
+
+
+def _scrape_counts(reply: object, asked: set[bytes]) -> dict[bytes, SwarmStats]:
+    """The counts of a member's scrape reply, for the swarms we asked it about; what is malformed is left out."""
+    files = reply.get(b"files") if isinstance(reply, dict) else None
+    if not isinstance(files, dict):
+        return {}
+    out: dict[bytes, SwarmStats] = {}
+    for info_hash, counts in files.items():
+        if info_hash in asked and isinstance(counts, dict):
+            values = [counts.get(k) for k in (b"complete", b"incomplete", b"downloaded")]
+            if all(isinstance(v, int) and v >= 0 for v in values):
+                out[info_hash] = SwarmStats(*values)  # type: ignore[arg-type]
+    return out
+
+
+def add_routes(app: web.Application, bt: BtTracker, cluster: Cluster | None = None) -> None:
+    """Serve ``bt`` at /announce and /scrape, with its error middleware inside the app's others. In a
+    ``cluster``, the app forwards an announce to its swarm's owner (``announce_key``), and a scrape gathers
+    its counts from the swarms' owners."""
     app[BT] = bt
+    app[BT_CLUSTER] = cluster
     app.middlewares.append(bencoded_errors)
     app.router.add_get("/announce", announce)
     app.router.add_get("/scrape", scrape)

@@ -2,11 +2,13 @@
 
 The rules are core.ownership's; this module runs them. Every tracker on PostgreSQL or MySQL is a member
 (a cluster of one is the common case; SQLite is one process's database, and has no members). A task's
-routes (``/v1/tasks/{task_id}...``) are decided by its owner only: a tracker that does not own the task
-forwards the request to the owner and relays the reply, naming the client's address in FORWARDED_FOR so
-that the owner judges the announce by the peer's host and not by the forwarding tracker's. The header is
-believed only from another member's address, and a forwarded request is never forwarded again: when the
-members disagree for a moment, the peer gets a 503 with Retry-After and announces again.
+routes (``/v1/tasks/{task_id}...``) are decided by its owner only, and so is a BitTorrent swarm (keyed by
+its info-hash in hex; tracker.bt): a tracker that does not own the task forwards the request to the owner
+and relays the reply, naming the client's address in FORWARDED_FOR (a client on the forwarder's own host
+by the forwarder's advertised address) so that the owner judges the announce by the peer's host and not by
+the forwarding tracker's. The header is believed only from another member's address, and a forwarded
+request is never forwarded again: when the members disagree for a moment, the peer gets a 503 with
+Retry-After and announces again.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from shoal.core.errors import StoreError
 from shoal.core.messages import ClusterMember, ClusterView
@@ -35,10 +38,32 @@ log = logging.getLogger("shoal.tracker.cluster")
 
 FORWARDED_FOR = "X-Shoal-Forwarded-For"
 """The address of the client a member forwarded the request for."""
+FORWARDED_TO = "X-Shoal-Forwarded-To"
+"""The address at which that client reached the forwarding member (BitTorrent's loopback rule needs it)."""
 FORWARD_TIMEOUT = 10.0
 """Seconds a forwarded request may take at the owner before the client gets a 503."""
 RETRY_AFTER = "1"
 """Seconds a client is told to wait when no member can decide its task this moment."""
+
+
+def local_address(request: web.Request) -> str | None:
+    """The address the client connected to: one of this host's, and one the client can reach."""
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    return sockname[0] if isinstance(sockname, tuple) else None
+
+
+def reachable_address(client: str, own_url: str) -> str:
+    """A client on this tracker's own host (a loopback address) as the other members can reach it: at the
+    host of our advertised URL, when that is an address and not loopback too. A seeder beside its tracker
+    announces over 127.0.0.1; named so to another host's tracker, it would be handed out at that host's
+    loopback."""
+    try:
+        if not ipaddress.ip_address(client).is_loopback:
+            return client
+        ours = ipaddress.ip_address(urlsplit(own_url).hostname or "")
+    except ValueError:
+        return client
+    return client if ours.is_loopback else str(ours)
 
 
 class Cluster:
@@ -138,44 +163,67 @@ class Cluster:
         )
         return ClusterView(self.tracker_id, members)
 
+    def forwarded(self, request: web.Request) -> bool:
+        """Whether another member forwarded ``request``. The header counts only from a member's host: set by
+        anyone else, it is ignored, or a peer could name another host as itself, or make a member refuse
+        its announces as a forwarding loop."""
+        return FORWARDED_FOR in request.headers and request.remote in self._member_hosts
+
     def client_address(self, request: web.Request) -> str:
         """The address of the peer behind ``request``: FORWARDED_FOR when a member forwarded it."""
-        forwarded = request.headers.get(FORWARDED_FOR)
-        if forwarded and request.remote in self._member_hosts:
-            return forwarded
+        if self.forwarded(request):
+            return request.headers[FORWARDED_FOR]
         return request.remote or ""
 
+    def addresses(self, request: web.Request) -> tuple[str | None, str | None]:
+        """The client's address and the address it reached a tracker at, as a forwarding member saw them."""
+        if self.forwarded(request):
+            return request.headers[FORWARDED_FOR], request.headers.get(FORWARDED_TO) or None
+        return request.remote, local_address(request)
+
     async def forward(
-        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]], key: str
     ) -> web.StreamResponse:
-        """Serve a task's route: here when we own the task, else at its owner."""
-        task_id = request.match_info.get("task_id", "")
-        current = self.owner(task_id)
+        """Serve a request about ``key`` (a task id, or a BitTorrent info-hash in hex): here when we own it,
+        else at its owner."""
+        current = self.owner(key)
         if current is not None and current.tracker_id == self.tracker_id:
             return await handler(request)
-        if current is None or FORWARDED_FOR in request.headers:
+        if current is None or self.forwarded(request):
             why = "no tracker can decide this task at the moment" if current is None else "the task is moving"
             return json_error(503, f"{why}; announce again", **{"Retry-After": RETRY_AFTER})
-        return await self._relay(request, current)
+        return await self.relay(request, current)
 
-    async def _relay(self, request: web.Request, to: TrackerMember) -> web.StreamResponse:
-        if self._session is None:
-            timeout = aiohttp.ClientTimeout(total=FORWARD_TIMEOUT)
-            self._session = aiohttp.ClientSession(timeout=timeout, auto_decompress=False)
-        headers = {FORWARDED_FOR: request.remote or ""}
-        if content_type := request.headers.get("Content-Type"):
-            headers["Content-Type"] = content_type
-        body = await request.read()
+    async def relay(self, request: web.Request, to: TrackerMember, path_qs: str | None = None) -> web.Response:
+        """``request`` (or a GET of ``path_qs``) answered by member ``to``, its reply relayed as it came;
+        a 503 with Retry-After when ``to`` does not answer."""
         try:
-            async with self._session.request(
-                request.method, to.url + request.rel_url.path_qs, data=body or None, headers=headers
-            ) as reply:
-                payload = await reply.read()
-                kept = {k: v for k, v in reply.headers.items() if k in ("Content-Type", "Retry-After")}
-                return web.Response(status=reply.status, body=payload, headers=kept)
+            status, payload, kept = await self.ask(request, to, path_qs)
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.info("forwarding %s to %s failed: %s", request.rel_url.path, to.url, exc)
             return json_error(503, "the task's tracker did not answer; announce again", **{"Retry-After": RETRY_AFTER})
+        return web.Response(status=status, body=payload, headers=kept)
+
+    async def ask(
+        self, request: web.Request, to: TrackerMember, path_qs: str | None = None
+    ) -> tuple[int, bytes, dict[str, str]]:
+        """Forward ``request`` (or a GET of ``path_qs``, percent-encoded) to member ``to``: its status, body
+        and the headers a relayed reply keeps. Raises aiohttp.ClientError or TimeoutError when ``to`` does not
+        answer."""
+        if self._session is None:
+            timeout = aiohttp.ClientTimeout(total=FORWARD_TIMEOUT)
+            self._session = aiohttp.ClientSession(timeout=timeout, auto_decompress=False)
+        client, reached = self.addresses(request)
+        headers = {FORWARDED_FOR: reachable_address(client or "", self.url), FORWARDED_TO: reached or ""}
+        if content_type := request.headers.get("Content-Type"):
+            headers["Content-Type"] = content_type
+        method, body = ("GET", b"") if path_qs is not None else (request.method, await request.read())
+        # As the client encoded it: a BitTorrent query's binary values do not survive a decode and re-encode.
+        target = URL(to.url + (path_qs if path_qs is not None else request.rel_url.raw_path_qs), encoded=True)
+        async with self._session.request(method, target, data=body or None, headers=headers) as reply:
+            payload = await reply.read()
+            kept = {k: v for k, v in reply.headers.items() if k in ("Content-Type", "Retry-After")}
+            return reply.status, payload, kept
 
     async def _learn_hosts(self) -> None:
         """The addresses of the other members, whose FORWARDED_FOR is believed."""

@@ -14,26 +14,41 @@ import urllib.request
 from typing import TypeVar
 
 from shoal.core import pool_api
-from shoal.core.errors import TrackerUnavailable
+from shoal.core.errors import TrackerUnreachable
 from shoal.core.pool_messages import (
     JobView,
     MemberView,
     PoolCreated,
     PushRequest,
 )
+from shoal.core.tracker_choice import TrackerChoice, parse_trackers
 
 R = TypeVar("R")
 
 
 class PoolClient:
+    """The pool API at ``tracker``: one base URL or several, comma-separated (core.tracker_choice's rule:
+    the next is asked when one does not answer)."""
+
     def __init__(self, tracker: str, token: str | None = None, *, timeout: float = 10.0) -> None:
-        self.tracker = tracker.rstrip("/")
+        self.trackers = TrackerChoice(parse_trackers(tracker))
         self.token = token
         self.timeout = timeout
 
     def run(self, call: pool_api.Call[R]) -> R:
-        """Send ``call`` and read its reply (core.pool_api's mapping)."""
-        request = urllib.request.Request(f"{self.tracker}{call.path}", data=call.body, method=call.method)
+        """Send ``call`` and read its reply (core.pool_api's mapping). This is http.tracker_failover's loop
+        without the event loop: ``shoal pool`` makes a call or two and exits, so it logs nothing."""
+        failed: dict[int, TrackerUnreachable] = {}
+        while (index := self.trackers.next_try(failed)) is not None:
+            try:
+                return self._at(self.trackers.urls[index], call)
+            except TrackerUnreachable as exc:
+                failed[index] = exc
+                self.trackers.failed(index)
+        raise self.trackers.all_failed(failed)
+
+    def _at(self, tracker: str, call: pool_api.Call[R]) -> R:
+        request = urllib.request.Request(f"{tracker}{call.path}", data=call.body, method=call.method)
         request.add_header("Accept", "application/json")
         if call.body is not None:
             request.add_header("Content-Type", "application/json")
@@ -46,10 +61,8 @@ class PoolClient:
             status, reason, headers, body = exc.code, exc.reason, exc.headers, exc.read()
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise TrackerUnavailable(
-                f"cannot reach the tracker at {self.tracker}: {reason}", tracker=self.tracker
-            ) from None
-        return call.read(self.tracker, status, str(reason), headers.get_content_type(), body)
+            raise TrackerUnreachable(f"cannot reach the tracker at {tracker}: {reason}", tracker=tracker) from None
+        return call.read(tracker, status, str(reason), headers.get_content_type(), body)
 
     def create(self, pool: str, *, private: bool) -> PoolCreated:
         return self.run(pool_api.create(pool, private=private))
