@@ -34,7 +34,7 @@ TASK = "ab" * 20
         (["http://127.0.0.1:9/x", "--no-such-flag"], 2, "No such option"),
         (["http://127.0.0.1:9/x", "--download-rate", "10Q"], 2, "unknown unit 'Q'"),
         (["http://127.0.0.1:9/x", "--upload-rate", "fast"], 2, "not a size or rate"),
-        (["http://127.0.0.1:9/x", "--digest", "md5:abc"], 2, "--digest takes sha256:HEX"),
+        (["http://127.0.0.1:9/x", "--digest", "md5:abc"], 2, "--digest md5: takes 32 hex digits, not 3"),
         (["http://127.0.0.1:9/x", "--header", "no colon here"], 2, "malformed header"),
         (["http://127.0.0.1:9/x", "--listen", "nowhere"], 2, "--listen takes HOST:PORT"),
         (["http://127.0.0.1:9/x", "--tracker", "ftp://127.0.0.1:6969"], 2, "is not a tracker's base URL"),

@@ -13,6 +13,8 @@ import os
 import urllib.error
 import urllib.request
 
+import pytest
+
 import shoal
 from shoal.core.ids import content_task_id, task_id_for_url
 from shoal.core.manifest import Manifest, OriginIdentity
@@ -51,17 +53,17 @@ async def registered_and_vouched(tracker: str, url: str, digest: str, content: s
     )
 
 
+@pytest.mark.parametrize(("algorithm", "option"), [("sha256", "--digest"), ("MD5", "--hash")])
 async def test_a_digest_download_joins_the_content_task_an_earlier_one_registered(
-    tmp_path, tracker, origin, make_file, spawn_get
+    tmp_path, tracker, origin, make_file, spawn_get, algorithm: str, option: str
 ):
+    """Of any algorithm: the swarm is the URL's and the digest's (algorithm and value, in any case)."""
     src = origin()
     data = make_file(src.root / "d.bin", SIZE)
-    url, digest = src.url("d.bin"), "sha256:" + hashlib.sha256(data).hexdigest()
+    url, digest = src.url("d.bin"), f"{algorithm}:" + hashlib.new(algorithm.lower(), data).hexdigest()
     t = tracker()
     content = content_id(data)
-    first = spawn_get(
-        url, "-o", str(tmp_path / "first.bin"), "--tracker", t.url, "--digest", digest, "--upload-time", "60"
-    )
+    first = spawn_get(url, "-o", str(tmp_path / "first.bin"), "--tracker", t.url, option, digest, "--upload-time", "60")
     wait_for_file(tmp_path / "first.bin", first)
     # The first download registered the content task with every hash, and serves it.
     await registered_and_vouched(t.url, url, digest, content)
@@ -70,7 +72,7 @@ async def test_a_digest_download_joins_the_content_task_an_earlier_one_registere
         shoal.aget(url, dest_dir=tmp_path / "second", tracker=t.url, digest=digest, upload_time=0), 60
     )
     assert result.task_id == content and result.path.read_bytes() == data
-    assert result.digest == digest
+    assert result.digest == digest.lower()
 
 
 async def test_a_liars_content_task_costs_one_attempt_and_the_origins_bytes_are_placed(
@@ -118,12 +120,13 @@ async def test_a_liars_content_task_costs_one_attempt_and_the_origins_bytes_are_
     assert (tmp_path / "plain.bin").read_bytes() == data
 
 
+@pytest.mark.parametrize("algorithm", ["sha256", "sha1"])
 async def test_the_daemon_registers_and_seeds_the_content_task_of_a_digest_download(
-    tmp_path, tracker, origin, make_file, daemon
+    tmp_path, tracker, origin, make_file, daemon, algorithm: str
 ):
     src = origin()
     data = make_file(src.root / "g.bin", SIZE)
-    url, digest = src.url("g.bin"), "sha256:" + hashlib.sha256(data).hexdigest()
+    url, digest = src.url("g.bin"), f"{algorithm}:" + hashlib.new(algorithm, data).hexdigest()
     t = tracker()
     node = daemon(t)
     placed = await asyncio.to_thread(node.get, url, tmp_path / "g.bin", "--digest", digest)

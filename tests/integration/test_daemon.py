@@ -509,6 +509,42 @@ def test_a_digest_names_content_whatever_the_url_and_a_wrong_one_places_nothing(
     assert "cache hit" in other.stderr and o.bytes_sent() == sent
     assert (tmp_path / "b.bin").read_bytes() == data
     # A digest is what the file must match, so it is whole: a prefix (as cache ids may be) is refused.
-    with pytest.raises(RemoteError, match="64 hex digits"):
+    with pytest.raises(RemoteError, match="sha256: 64"):
         DaemonClient(node.socket).get("http://127.0.0.1:9/elsewhere.bin", tmp_path / "c.bin", digest=right[:20])
     assert not (tmp_path / "c.bin").exists()
+
+
+def test_a_digest_of_an_algorithm_the_cache_does_not_keep_is_checked_on_a_fetch_and_on_a_hit(
+    origin: Callable[..., Origin],
+    daemon: Callable[..., Daemon],
+    tmp_path: Path,
+    make_file: Callable[[Path, int], bytes],
+) -> None:
+    """The cache keeps BLAKE3 and SHA-256; an md5 (``--hash``, minion's spelling) or sha1 is checked by the
+    download that fetches the file and, on a hit, by hashing the cached file: a wrong one is exit 5 with
+    nothing placed, and the cached file stays for the requests that name it rightly."""
+    o = origin()
+    data = make_file(o.root / "file.bin", 2 * MiB)
+    node = daemon()
+    url = o.url("file.bin")
+    md5 = "md5:" + hashlib.md5(data).hexdigest()
+    wrong = node.get(url, tmp_path / "wrong.bin", "--hash", "md5:" + "0" * 32)
+    assert wrong.returncode == 5, wrong.stderr
+    assert f"got {md5}" in wrong.stderr
+    assert not (tmp_path / "wrong.bin").exists()
+    assert node.objects() == [] and not list((node.cache_dir / "staging").iterdir())
+    fetched = node.get(url, tmp_path / "a.bin", "--hash", md5.upper())
+    assert fetched.returncode == 0, fetched.stderr
+    assert "cached by the daemon" in fetched.stderr and (tmp_path / "a.bin").read_bytes() == data
+    sent = o.bytes_sent()
+    sha1 = "sha1:" + hashlib.sha1(data).hexdigest()
+    hit = node.get(url, tmp_path / "b.bin", "--digest", sha1)
+    assert hit.returncode == 0, hit.stderr
+    assert "cache hit" in hit.stderr and o.bytes_sent() == sent
+    assert (tmp_path / "b.bin").read_bytes() == data
+    # A hit that fails is fetched again, and the origin's bytes fail it too: nothing placed, the cache kept.
+    missed = node.get(url, tmp_path / "c.bin", "--digest", "sha1:" + "f" * 40)
+    assert missed.returncode == 5, missed.stderr
+    assert f"got {sha1}" in missed.stderr
+    assert not (tmp_path / "c.bin").exists()
+    assert len(node.objects()) == 1

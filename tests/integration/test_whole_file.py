@@ -227,3 +227,33 @@ def test_resumed_pieces_that_fail_the_origins_digest_are_fetched_again(
     assert out.read_bytes() == new
     assert "suspected peers: none (the pieces were resumed from an earlier run)" in result.stderr
     assert no_partial_files(out_dir)
+
+
+@pytest.mark.parametrize(("option", "algorithm"), [("--digest", "MD5"), ("--hash", "sha1"), ("--digest", "blake2b")])
+def test_a_digest_of_another_algorithm_places_the_right_file_and_refuses_a_wrong_one(
+    out_dir: Path, origin: Callable[..., Origin], make_file, option: str, algorithm: str
+):
+    """``--digest``/``--hash`` ALGO:HEX of any listed algorithm: the right one places the file; a wrong one
+    is exit 5 (integrity failure) with nothing placed and no part file left."""
+    src = origin()
+    data = make_file(src.root / "d.bin", 1 << 20)
+    right = hashlib.new(algorithm.lower(), data).hexdigest()
+    out = out_dir / "d.bin"
+    result = run_get(src.url("d.bin"), "-o", str(out), option, f"{algorithm}:{right.upper()}")
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes() == data
+    wrong_out = out_dir / "wrong.bin"
+    wrong = "0" * len(right)
+    result = run_get(src.url("d.bin"), "-o", str(wrong_out), option, f"{algorithm}:{wrong}")
+    assert result.returncode == 5, result.stderr
+    assert f"expected {algorithm.lower()}:{wrong} (--digest), got {algorithm.lower()}:{right}" in result.stderr
+    assert not wrong_out.exists() and no_partial_files(out_dir)
+
+
+def test_a_digest_of_an_unknown_algorithm_is_a_usage_error(out_dir: Path, origin: Callable[..., Origin], make_file):
+    src = origin()
+    make_file(src.root / "d.bin", 4096)
+    result = run_get(src.url("d.bin"), "-o", str(out_dir / "d.bin"), "--hash", "crc32:0badf00d")
+    assert result.returncode == 2, result.stderr
+    assert "ALGORITHM one of md5, sha1, sha224, sha256, sha384, sha512, blake2b, blake3" in result.stderr
+    assert not (out_dir / "d.bin").exists() and src.requests() == 0

@@ -22,6 +22,7 @@ import blake3
 import pytest
 
 from shoal.core.cache_export import ExportedFile, parse_export
+from shoal.core.cloud_manager_dump import KnownFile
 from shoal.core.errors import CacheError, CacheFull, IntegrityError, LocalIOError, NotInCache, UsageError
 from shoal.storage import cache_store
 from shoal.storage.cache_index import CacheEntry, SeededTask
@@ -1178,3 +1179,58 @@ def test_an_accepted_document_at_the_limits_imports_and_exports(store: CacheStor
     assert store.import_files(parse_export(doc)) == 1
     assert store.entry("cd" * 32).size == (1 << 63) - 1
     assert parse_export(json.loads(json.dumps(store.export()))) == parse_export(doc)
+
+
+def test_a_cloud_manager_dump_records_files_known_by_sha256_until_the_file_arrives(
+    store: CacheStore, make_file: MakeFile
+) -> None:
+    """cloud-manager's files have no BLAKE3: they are known by ``sha256:`` (not entries, no space), named
+    when looked up, and become an entry when a file with that SHA-256 is put; one the cache has is skipped."""
+    data = os.urandom(100)
+    sha = hashlib.sha256(data).hexdigest()
+    mine = store.put(make_file(50))
+    dump = [
+        {"version": "0.2", "filename": "a.bin", "filesize": "100", "filehash": sha, "datetime": "5", "uploads": []},
+        {"version": "0.2", "filename": "m.bin", "filesize": 50, "filehash": mine.sha256, "datetime": 6},
+    ]
+    assert store.import_document(dump) == (2, 1)
+    assert store.import_document(dump) == (2, 0)
+    assert store.lookup(f"sha256:{sha}") is None
+    known = store.known_only(f"sha256:{sha[:12]}")
+    assert known is not None and (known.name, known.size, known.added) == ("a.bin", 100, 5.0)
+    assert store.known_only(f"sha256:{mine.sha256}") is None and store.known_only(sha) is None
+    with pytest.raises(NotInCache, match=r"\(a.bin\) is known by its SHA-256 only, from an import of cloud-manager"):
+        store.entry(f"sha256:{sha}")
+    assert store.usage().files == 1
+    entry = store.put(make_file(data=data))
+    assert store.lookup(f"sha256:{sha}") == store.entry(entry.digest)
+    assert store.known_only(f"sha256:{sha}") is None
+    assert store.index.known_sha256("", limit=10) == []
+
+
+def test_a_bad_cloud_manager_dump_records_nothing(store: CacheStore) -> None:
+    good = {"version": "0.2", "filename": "a", "filesize": 1, "filehash": "ab" * 32, "datetime": 1}
+    with pytest.raises(UsageError, match=r"^cannot import: \[1\]\.filesize: must be a non-negative integer"):
+        store.import_document([good, {**good, "filehash": "cd" * 32, "filesize": "lots"}])
+    assert store.index.known_sha256("", limit=10) == []
+
+
+def test_an_index_made_before_known_sha256_gains_the_table_on_open(
+    tmp_path: Path, open_store: OpenStore, make_file: MakeFile
+) -> None:
+    """Schema changes are additive: an index without the table (as an older Shoal made it) is opened, kept,
+    and takes a dump."""
+    import sqlite3
+
+    index = tmp_path / "old.db"
+    with CacheStore(index, tmp_path / "old", CAP) as old:
+        old.put(make_file(10))
+    db = sqlite3.connect(index, isolation_level=None)
+    db.execute("DROP TABLE known_sha256")
+    assert db.execute("SELECT 1 FROM sqlite_master WHERE name = 'known_sha256'").fetchone() is None
+    db.close()
+    store = open_store(index=index, storage=tmp_path / "old")
+    assert store.usage().files == 1
+    dump = [{"version": "0.1", "filesize": 1, "filehash": "ab" * 32, "datetime": 1}]
+    assert store.import_document(dump) == (1, 1)
+    assert store.known_only("sha256:" + "ab" * 32) == KnownFile("ab" * 32, "ab" * 5, 1, 1.0)

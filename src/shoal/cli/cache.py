@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import click
 
 from shoal.cli.main import configure_logging, run_or_exit, socket_option, verbose_option
+from shoal.core.cache_export import MAX_FILES
 from shoal.core.errors import DaemonUnavailable, UsageError
 from shoal.core.units import format_bytes
 from shoal.daemon.client import DaemonClient
@@ -142,11 +143,13 @@ _LS_ROW = "{:<16}  {:<5}  {:>10}  {:<19}  {}"
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @pass_options
 def ls(options: Options, show_all: bool, as_json: bool) -> None:
-    """List cached files, least recently used first."""
+    """List cached files, least recently used first; with --all, then entries not on disk and files known by
+    SHA-256 only (from a cloud-manager dump)."""
 
     def go() -> None:
         with options.store() as store:
             entries = sorted(store.entries(), key=lambda e: e.last_access)
+            known = store.index.known_sha256("", limit=MAX_FILES) if show_all else []
         if not as_json:
             click.echo(_LS_ROW.format("ID", "FLAGS", "SIZE", "LAST USED", "NAME").rstrip())
         for e in entries:
@@ -157,6 +160,14 @@ def ls(options: Options, show_all: bool, as_json: bool) -> None:
                 continue
             flags = ("P" if e.pinned else "-") + ("U" if e.in_use else "-") + ("C" if e.cached else "-")
             click.echo(_LS_ROW.format(e.digest[:16], flags, format_bytes(e.size), _when(e.last_access), e.name))
+        # Files known by SHA-256 only (a cloud-manager dump): shown by that id, which `sha256:` and 9 hex digits
+        # still name uniquely enough to be typed back; never used here, so LAST USED is when it was added.
+        for k in known:
+            if as_json:
+                view = {"id": None, "sha256": k.sha256, "name": k.name, "size": k.size, "added": k.added}
+                click.echo(json.dumps({**view, "cached": False}))
+                continue
+            click.echo(_LS_ROW.format(f"sha256:{k.sha256[:9]}", "---", format_bytes(k.size), _when(k.added), k.name))
 
     _run(go)
 
@@ -183,7 +194,8 @@ def exists(options: Options, ident: str) -> None:
     def go() -> bool:
         with options.store() as store:
             entry = store.lookup(ident)
-        click.echo("absent" if entry is None else "cached" if entry.cached else "known (not on disk)")
+            known = entry is not None or store.known_only(ident) is not None
+        click.echo("absent" if not known else "cached" if entry and entry.cached else "known (not on disk)")
         return entry is not None and entry.cached
 
     sys.exit(0 if _run(go) else 1)
@@ -349,17 +361,16 @@ def export(options: Options, since: float | None) -> None:
 @pass_options
 def import_(options: Options, source: Any) -> None:
     """Record the entries of another node's export (FILE, or - for stdin) as known here; 'warm ID' fetches
-    one. All or nothing: a malformed document changes nothing."""
-    from shoal.core.cache_export import parse_export
+    one. cloud-manager's dump (a JSON array) is read too: its files are known by SHA-256. All or nothing: a
+    malformed document changes nothing."""
 
     def go() -> None:
         try:
             doc = json.load(source)
         except ValueError as exc:
             raise UsageError(f"cannot import: not JSON ({exc}); nothing was imported") from None
-        files = parse_export(doc)
         with options.store() as store:
-            added = store.import_files(files)
-        click.echo(f"imported {len(files)} entries ({added} new) at {_when(time.time())}")
+            count, added = store.import_document(doc)
+        click.echo(f"imported {count} entries ({added} new) at {_when(time.time())}")
 
     _run(go)

@@ -122,7 +122,14 @@ async def _cancellable(
     help="Run CMD with the file's path appended once the serving period is over (minion's --callback delete: "
     "'rm -f'); exit code 8 if it fails.",
 )
-@click.option("--digest", metavar="sha256:HEX", help="Verify the whole file before it is moved into place.")
+@click.option(
+    "--digest",
+    "--hash",
+    "digest",
+    metavar="ALGO:HEX",
+    help="Verify the whole file before it is moved into place (md5, sha1, sha224, sha256, sha384, sha512, "
+    "blake2b or blake3).",
+)
 @click.option(
     "--header",
     "headers",
@@ -317,7 +324,7 @@ def _through_daemon(
     share: bool = False,
 ) -> None:
     dest = resolve_destination(url, output, dest_path)
-    check_digest(digest)
+    digest = check_digest(digest)
     for command in (callback, after_seeding):
         if command is not None:
             callback_argv(command)

@@ -14,11 +14,42 @@ disagree, and nothing Shoal can fetch would mend that.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shoal.core.digests import PublishedDigest
-from shoal.core.errors import IntegrityError
+from shoal.core.errors import IntegrityError, UsageError
+
+DIGEST_ALGORITHMS = {
+    "md5": 32,
+    "sha1": 40,
+    "sha224": 56,
+    "sha256": 64,
+    "sha384": 96,
+    "sha512": 128,
+    "blake2b": 128,
+    "blake3": 64,
+}
+"""The algorithms a user's ``--digest ALGORITHM:HEX`` may name (hashlib's names, and BLAKE3's), with the
+length of their hex digest: blake2b is BLAKE2b-512, hashlib's default, as ``b2sum`` prints it."""
+_USER_DIGEST = re.compile(r"^([A-Za-z0-9]+):([0-9a-fA-F]+)\Z")
+
+
+def parse_user_digest(text: str) -> str:
+    """A user's ``ALGORITHM:HEX`` as Shoal keeps it, all lower case (the algorithm's case is ignored, as its
+    hex's is); a UsageError says what it must be. The result is what a URL task's id covers
+    (core.ids.task_id_for_url): one swarm per algorithm and value."""
+    found = _USER_DIGEST.match(text.strip())
+    algorithm = found[1].lower() if found else ""
+    if found is None or algorithm not in DIGEST_ALGORITHMS:
+        known = ", ".join(DIGEST_ALGORITHMS)
+        raise UsageError(f"--digest takes ALGORITHM:HEX with ALGORITHM one of {known}, not {text!r}")
+    if len(found[2]) != DIGEST_ALGORITHMS[algorithm]:
+        raise UsageError(
+            f"--digest {algorithm}: takes {DIGEST_ALGORITHMS[algorithm]} hex digits, not {len(found[2])} ({text!r})"
+        )
+    return f"{algorithm}:{found[2].lower()}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,13 @@ the request's ``share``), and then only under that task, which a peer without th
 A request without those headers is never answered from it: the cache finds it by the key of URL and
 headers, not by URL, and a digest names it only for a request that holds the key.
 
+A request may name the digest the file must have (``expected``). A BLAKE3 or SHA-256 is a cache id: a hit is
+looked up by it, and the download checks it. Any other algorithm (``md5:``, ``sha1:``... see
+core.whole_file.DIGEST_ALGORITHMS) the cache does not keep: the download it starts checks it in its final
+pass (mending a file poisoned by a peer, as ``shoal get --digest`` does), and a hit, or a download another
+request started, is hashed whole once more (in a thread) before it is placed; a hit that fails is fetched
+again.
+
 The file is cached, and its fetch done, once its BLAKE3 id is known; its SHA-256 (for ``sha256:`` ids) is
 completed afterwards by a child at idle priority (:mod:`shoal.storage.idle_hash`), unless the request named
 a SHA-256 it must match. Nobody waits for that hash when the download ends, and when members of a pool
@@ -24,10 +31,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import aiohttp
 
@@ -72,6 +81,8 @@ class Fetch:
     """core.ids.headers_tag of its origin headers: "" for a public fetch."""
     share: bool = False
     """With a tag: shared with the peers holding the same headers."""
+    checked: str | None = None
+    """The digest (``ALGORITHM:HEX``) the download checked the whole file against, if any."""
     stats: Stats = field(default_factory=Stats)
     result: asyncio.Future[CacheEntry] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     task: asyncio.Task[None] | None = None
@@ -83,6 +94,19 @@ class Fetch:
             if done:
                 return self.result.result()
             await progress(self.stats)
+
+
+def is_cache_id(expected: str) -> bool:
+    """True when a digest names a cache entry: a BLAKE3 (bare or ``blake3:``) or a ``sha256:``."""
+    return expected.lower().rpartition(":")[0] in ("", "blake3", "sha256")
+
+
+def file_digest(path: Path, expected: str) -> str:
+    """The ``ALGORITHM:HEX`` of the file at ``path`` in ``expected``'s algorithm, in one read. Blocking."""
+    algorithm = expected.lower().partition(":")[0]
+    with open(path, "rb") as f:
+        hexdigest = hashlib.file_digest(f, algorithm).hexdigest()
+    return f"{algorithm}:{hexdigest}"
 
 
 def matches(entry: CacheEntry, expected: str | None) -> bool:
@@ -146,11 +170,29 @@ class Fetcher:
     ) -> tuple[CacheEntry, Fetch | None]:
         """The cached entry of ``url`` (or of the content ``expected`` names, whatever its URL), fetching
         it if it is not cached; ``follow`` waits for a fetch. The Fetch is None on a hit."""
+        expected = expected.lower() if expected is not None else None
+        other = expected is not None and not is_cache_id(expected)
         hit = await asyncio.to_thread(self.cached, url, expected, headers)
+        if hit is not None and other:
+            assert expected is not None
+            actual = await asyncio.to_thread(self._digest_of, hit, expected)
+            if actual != expected:
+                log.info("cached %s is %s, not %s: fetching it again", url, actual, expected)
+                hit = None
         if hit is not None:
             return hit, None
         fetch = self.fetch(url, headers=headers, expected=expected, share=share)
         entry = await follow(fetch)
+        if other:
+            assert expected is not None
+            if fetch.checked != expected:  # joined a download that checked no digest, or another one
+                actual = await asyncio.to_thread(self._digest_of, entry, expected)
+                if actual != expected:
+                    got = actual or "nothing (the file left the cache meanwhile)"
+                    raise IntegrityError(
+                        f"digest mismatch for {url}: expected {expected}, got {got}", expected=expected, actual=got
+                    )
+            return entry, fetch
         if expected is not None and expected.lower().startswith("sha256:") and not entry.sha256:
             # Joined a download that left its SHA-256 for later.
             entry = await asyncio.to_thread(self.store.info, entry.digest)
@@ -164,11 +206,12 @@ class Fetcher:
     def cached(
         self, url: str, expected: str | None = None, headers: Mapping[str, str] | None = None
     ) -> CacheEntry | None:
-        """The cache's entry for ``url`` fetched with ``headers`` (or the content ``expected`` names) when
-        its file is on disk; a private entry only for a request with the same URL and headers."""
+        """The cache's entry for ``url`` fetched with ``headers`` (or the content ``expected`` names, when it is
+        a cache id) when its file is on disk; a private entry only for a request with the same URL and
+        headers."""
         tag = headers_tag(headers or {})
         key = task_id_for_url(url, tag=tag)
-        if expected:
+        if expected and is_cache_id(expected):
             entry = self.store.lookup(expected)
             if entry is not None and (keys := self.store.index.private_keys(entry.digest)) and key not in keys:
                 entry = None
@@ -226,6 +269,17 @@ class Fetcher:
         elif self._hash_again:
             self.complete_sha256()
 
+    def _digest_of(self, entry: CacheEntry, expected: str) -> str | None:
+        """The cached file's digest in ``expected``'s algorithm, hashed while it is held in use; None when
+        it is no longer on disk (or was damaged, and removed)."""
+        try:
+            with self.store.using(entry.digest, touch=False) as (_, path):
+                return file_digest(path, expected)
+        except NotInCache:
+            return None
+        except OSError as exc:
+            raise LocalIOError(f"cannot read {entry.digest}: {exc}", path=str(exc.filename or "")) from None
+
     def _intact(self, digest: str) -> bool:
         """Verify a cached entry (a damaged one is removed)."""
         try:
@@ -264,6 +318,10 @@ class Fetcher:
 
     async def _download(self, fetch: Fetch, key: str, headers: dict[str, str], expected: str | None) -> CacheEntry:
         sha256 = (expected or "").lower().startswith("sha256:")
+        # The whole-file check of the download: a SHA-256 or an algorithm the cache does not keep (a BLAKE3 is
+        # the id adopt checks).
+        checked = expected if expected is not None and (sha256 or not is_cache_id(expected)) else None
+        fetch.checked = checked
         config = GetConfig(
             dest=self.store.staging_path(key),
             # Behind credentials and not shared: from the origin only, announced to no tracker.
@@ -279,9 +337,9 @@ class Fetcher:
             listen_port=self.server.port,
             # The cache names the file by its BLAKE3, hashed while it downloads rather than after.
             file_hashes=("blake3", "sha256") if sha256 else ("blake3",),
-            # A SHA-256 to check the file against: the download may join the content task peers vouch for
+            # A digest to check the file against: the download may join the content task peers vouch for
             # (core.content_alias), and registers its own when it finishes the URL's task.
-            digest=expected if sha256 else None,
+            digest=checked,
             credentials=self.config.credentials,
         )
         with contextlib.ExitStack() as reservations:
@@ -321,7 +379,7 @@ class Fetcher:
                     completed.path,
                     name=file_name_from_url(fetch.url),
                     sources=[] if fetch.tag else [fetch.url],
-                    expected=expected,
+                    expected=expected if expected is not None and is_cache_id(expected) else None,
                     task=record if seeded else None,
                     sha256_later=True,
                     hashes=completed.hashes,

@@ -22,14 +22,24 @@ from msgspec import Meta
 
 from shoal.core.errors import ProtocolError
 from shoal.core.messages import whole
+from shoal.core.whole_file import DIGEST_ALGORITHMS
 
-_DIGEST = re.compile(whole("(?:[sS][hH][aA]256|[bB][lL][aA][kK][eE]3):[0-9a-fA-F]{64}"))
+
+def _any_case(name: str) -> str:
+    """A pattern matching ``name`` in any case, spelled out letter by letter: JSON Schema's regular
+    expressions (ECMA-262) have no case-insensitive flag."""
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in name)
+
+
+_DIGEST = re.compile(
+    whole("(?:" + "|".join(f"{_any_case(a)}:[0-9a-fA-F]{{{n}}}" for a, n in DIGEST_ALGORITHMS.items()) + ")")
+)
 # The pattern is the document's only: GetRequest.checked applies it, so the refusal says in words what a
 # digest is.
 Digest = Annotated[
     str,
     Meta(
-        description="sha256:HEX or blake3:HEX (64 hex digits): what the placed file must be",
+        description=f"ALGORITHM:HEX, ALGORITHM one of {', '.join(DIGEST_ALGORITHMS)}: what the placed file must be",
         extra_json_schema={"pattern": _DIGEST.pattern},
     ),
 ]
@@ -55,7 +65,8 @@ class GetRequest(msgspec.Struct, frozen=True):
         # Whole digests only: it is what the placed file must match, not a cache id to look up, so a
         # prefix (which cache ids accept) would weaken the check.
         if self.digest is not None and not _DIGEST.match(self.digest):
-            raise ProtocolError("digest must be sha256:HEX or blake3:HEX (64 hex digits)", field="digest")
+            known = ", ".join(f"{a}: {n}" for a, n in DIGEST_ALGORITHMS.items())
+            raise ProtocolError(f"digest must be ALGORITHM:HEX, whole ({known} hex digits)", field="digest")
         return self
 
 

@@ -42,7 +42,7 @@ class GetResult:
     path: Path
     size: int
     digest: str | None
-    """``sha256:HEX`` of the file when a digest was asked for (and matched); otherwise None."""
+    """The ``ALGORITHM:HEX`` asked for (lower case), which the file matched; None when none was."""
     bytes_from_origin: int
     bytes_from_peers: int
     seconds: float
@@ -252,7 +252,7 @@ def _config(
 ) -> GetConfig:
     """aget's options checked (a UsageError names the first that is wrong) and made a GetConfig."""
     canonical_url(url)  # validates
-    check_digest(digest)
+    digest = check_digest(digest)
     if callback is not None:
         callback_argv(callback)
     if upload_time < 0:
@@ -276,7 +276,7 @@ def _config(
         upload_time=upload_time,
         fallback=fallback,
         no_origin=no_origin,
-        digest=digest.lower() if digest else None,
+        digest=digest,
         ignore_qp=parse_ignored_params([ignore_qp] if isinstance(ignore_qp, str) else ignore_qp),
         site=site,
         rack=rack,

@@ -37,7 +37,8 @@ class GetConfig:
     """Peers only: never ask the origin (not even its headers); the file comes from the swarm or not at all,
     ending with NoSwarmCopy when no peer has supplied what is missing for ``tracker_patience`` seconds."""
     digest: str | None = None
-    """``sha256:HEX`` to verify the whole file before it is moved into place."""
+    """``ALGORITHM:HEX``, lower case (core.whole_file.parse_user_digest), to verify the whole file against before
+    it is moved into place."""
     stream_fd: int | None = None
     """A descriptor the file is also written to, in order, as its verified prefix grows (``-o -``: stdout)."""
     ignore_qp: tuple[str, ...] = ()
@@ -48,8 +49,8 @@ class GetConfig:
     (core.ids.headers_tag): the task id is keyed by it, and no content task is joined or registered (a
     content task's id names the bytes alone, so anyone who knows them could ask for it)."""
     file_hashes: tuple[str, ...] = ()
-    """Whole-file hashes to compute while the file downloads (``blake3``, ``sha256``, ``sha512``, ``md5``; see
-    peer/prefix_hash.py), returned in ``Downloaded.hashes``: the daemon's cache names a file by its BLAKE3."""
+    """Whole-file hashes to compute while the file downloads (peer/prefix_hash.py's ALGORITHMS), returned in
+    ``Downloaded.hashes``: the daemon's cache names a file by its BLAKE3."""
     site: str = ""
     """Locality label: peers of the same site are preferred."""
     rack: str = ""

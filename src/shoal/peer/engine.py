@@ -100,12 +100,13 @@ class Downloaded:
     path: Path
     size: int
     digest: str | None
+    """The ``ALGORITHM:HEX`` the file was checked against (GetConfig.digest), or None."""
     task_id: str
     generation: int
     manifest: Manifest
     hashes: dict[str, str] = field(default_factory=dict)
     """Whole-file hex digests computed while the file downloaded (GetConfig.file_hashes, and the algorithms
-    of the whole-file checks: ``sha256`` with a ``digest``, the origin's), by name."""
+    of the whole-file checks: the ``digest``'s, the origin's), by name."""
 
 
 class Download:
@@ -481,7 +482,7 @@ class Download:
         if failed is not None:
             await self._refetch_suspects(*failed)  # an IntegrityError when the origin's bytes alone failed
             return await self._finish()
-        digest = "sha256:" + hashes["sha256"] if self.config.digest else None
+        digest = self.config.digest  # the file matched it (failed_check)
         if part.destination.through:
             # A device or a FIFO is written through (storage.placement), and nothing stays on disk to serve
             # from: the piece server stops serving the file before its part file goes. The write waits for a

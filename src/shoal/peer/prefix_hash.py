@@ -37,10 +37,12 @@ import blake3
 from shoal.core.bitfield import Bitfield
 from shoal.core.errors import IntegrityError, LocalIOError
 from shoal.core.manifest import Manifest
+from shoal.core.whole_file import DIGEST_ALGORITHMS
 from shoal.storage.partfile import Hasher, PartFile
 
-ALGORITHMS = ("blake3", "sha256", "sha512", "md5")
-"""BLAKE3 names a cached file; the others are what ``--digest`` and an origin's published digest use."""
+ALGORITHMS = tuple(DIGEST_ALGORITHMS)
+"""BLAKE3 names a cached file; every one is what a ``--digest`` may name, and an origin's published digest
+uses three of them (core.digests)."""
 FEED_BYTES = 32 << 20
 """At most this much is read per worker-thread call, so a cancelled hash (Ctrl-C on a large resumed
 download) waits for one such read, not for the whole resumed prefix."""

@@ -14,10 +14,10 @@ from urllib.parse import unquote, urlsplit
 
 from shoal.core.errors import UsageError
 from shoal.core.ids import canonical_url
+from shoal.core.whole_file import parse_user_digest
 from shoal.peer.config import DEFAULT_LISTEN_HOST
 from shoal.storage.placement import Destination
 
-_DIGEST = re.compile(r"^sha256:[0-9a-fA-F]{64}$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _RESERVED_HEADERS = {"range", "if-range", "host", "content-length", "transfer-encoding", "connection"}
 
@@ -71,10 +71,10 @@ def _split_header(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def check_digest(digest: str | None) -> None:
-    """A ``--digest`` is ``sha256:HEX`` (64 hex digits), or absent."""
-    if digest is not None and not _DIGEST.match(digest):
-        raise UsageError(f"--digest takes sha256:HEX (64 hex digits), not {digest!r}")
+def check_digest(digest: str | None) -> str | None:
+    """A ``--digest`` (``ALGORITHM:HEX``, see core.whole_file.DIGEST_ALGORITHMS) as Shoal keeps it (lower
+    case), or None when absent."""
+    return parse_user_digest(digest) if digest is not None else None
 
 
 def parse_listen(text: str) -> tuple[str, int]:

@@ -12,6 +12,12 @@ Tables::
                   (core.ids.headers_tag): found only by requests with the same headers, never served by id
     uses          entries in use (being placed or served), by process id: never evicted
     reservations  space promised to downloads in progress, by process id
+    known_sha256  files another node holds that are known by their SHA-256 only (cloud-manager's dump,
+                  core.cloud_manager_dump): name, size, added. No BLAKE3 names them, so they are no entry;
+                  a row goes when an entry with its SHA-256 is recorded.
+
+Schema changes are additive (``CREATE ... IF NOT EXISTS``, run at every open), so an index made by an older
+Shoal gains the new tables the first time a newer one opens it, and an older one ignores them.
 
 Several processes may open one index (the daemon, ``shoal cache``, the Python API): SQLite in WAL mode,
 and every read-modify-write runs in a ``BEGIN IMMEDIATE`` transaction, so two inserts cannot both plan to
@@ -32,6 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from shoal.core.cloud_manager_dump import KnownFile
 from shoal.core.errors import LocalIOError
 
 _SCHEMA = """
@@ -80,6 +87,12 @@ CREATE TABLE IF NOT EXISTS uses (
     digest TEXT NOT NULL,
     pid INTEGER NOT NULL,
     since REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS known_sha256 (
+    sha256 TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL CHECK (size >= 0),
+    added REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS reservations (
     id INTEGER PRIMARY KEY,
@@ -258,6 +271,21 @@ class CacheIndex:
             ).fetchall()
             return [self._entry(db, row) for row in rows]
 
+    def known_sha256(self, prefix: str, *, limit: int) -> list[KnownFile]:
+        """Files known by their SHA-256 only whose SHA-256 begins with ``prefix`` (lowercase hex), at most
+        ``limit``, by SHA-256."""
+        with self._lock:
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT sha256, name, size, added FROM known_sha256 WHERE sha256 >= ? AND sha256 < ?"
+                    " ORDER BY sha256 LIMIT ?",
+                    (prefix, prefix + "g", limit),
+                )
+                .fetchall()
+            )
+        return [KnownFile(str(h), str(n), int(z), float(a)) for h, n, z, a in rows]
+
     def by_url(self, url: str) -> CacheEntry | None:
         """The cached entry last fetched from ``url``, if any."""
         with self._lock:
@@ -358,6 +386,8 @@ class CacheIndex:
         for url in entry.sources:
             db.execute("DELETE FROM sources WHERE url = ? AND digest != ?", (url, entry.digest))
             db.execute("INSERT OR IGNORE INTO sources VALUES (?, ?)", (entry.digest, url))
+        if entry.sha256:
+            db.execute("DELETE FROM known_sha256 WHERE sha256 = ?", (entry.sha256,))
         if entry.sources:
             # The same bytes came from a URL without credentials: they are nobody's secret any more.
             db.execute("DELETE FROM private WHERE digest = ?", (entry.digest,))
@@ -378,6 +408,17 @@ class CacheIndex:
             db.execute("INSERT OR IGNORE INTO sources VALUES (?, ?)", (entry.digest, url))
         for peer in entry.holders:
             db.execute("INSERT OR IGNORE INTO holders VALUES (?, ?)", (entry.digest, peer))
+        if entry.sha256:
+            db.execute("DELETE FROM known_sha256 WHERE sha256 = ?", (entry.sha256,))
+        return cursor.rowcount == 1
+
+    def insert_known_sha256(self, db: sqlite3.Connection, known: KnownFile) -> bool:
+        """Record a file known by its SHA-256 only (inside a transaction), unless an entry or a known file
+        has that SHA-256 already. True when it was new."""
+        if db.execute("SELECT 1 FROM entries WHERE sha256 = ? LIMIT 1", (known.sha256,)).fetchone() is not None:
+            return False
+        row = (known.sha256, known.name, known.size, known.added)
+        cursor = db.execute("INSERT OR IGNORE INTO known_sha256 VALUES (?, ?, ?, ?)", row)
         return cursor.rowcount == 1
 
     def mark_evicted(self, db: sqlite3.Connection, digest: str) -> None:
@@ -403,6 +444,8 @@ class CacheIndex:
     def set_sha256(self, db: sqlite3.Connection, digest: str, sha256: str) -> bool:
         """Record a cached entry's SHA-256 (inside a transaction); False when it is no longer cached."""
         cursor = db.execute("UPDATE entries SET sha256 = ? WHERE digest = ? AND cached = 1", (sha256, digest))
+        if cursor.rowcount == 1:
+            db.execute("DELETE FROM known_sha256 WHERE sha256 = ?", (sha256,))
         return cursor.rowcount == 1
 
     def set_verified(self, digest: str, stat_key: str) -> None:

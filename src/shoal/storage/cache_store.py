@@ -46,7 +46,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from shoal.core.cache_export import ExportedFile, export_document
+from shoal.core.cache_export import ExportedFile, export_document, parse_export
+from shoal.core.cloud_manager_dump import KnownFile, is_cloud_manager_dump, parse_cloud_manager_dump
 from shoal.core.errors import CacheError, IntegrityError, LocalIOError, NotInCache, UsageError
 from shoal.core.eviction import DEFAULT_CAPACITY, Entry, Watermarks, plan_eviction
 from shoal.core.ids import canonical_url
@@ -194,9 +195,30 @@ class CacheStore:
             raise UsageError(f"ambiguous id {ident.strip()!r}: it begins {shown}{more}; give more digits")
         return found[0] if found else None
 
+    def known_only(self, ident: str) -> KnownFile | None:
+        """The file a ``sha256:`` id names when it is known by its SHA-256 only (from a cloud-manager dump:
+        core.cloud_manager_dump) and no entry has it; None otherwise. A prefix must name one."""
+        kind, _, value = ident.strip().lower().rpartition(":")
+        if kind != "sha256" or not _HEX_ID.match(value) or self.lookup(ident) is not None:
+            return None
+        found = self.index.known_sha256(value, limit=_AMBIGUOUS_SHOWN + 1)
+        if len(found) > 1:
+            shown = ", ".join(k.sha256 for k in found[:_AMBIGUOUS_SHOWN])
+            more = " and more" if len(found) > _AMBIGUOUS_SHOWN else ""
+            raise UsageError(f"ambiguous id {ident.strip()!r}: it begins {shown}{more}; give more digits")
+        return found[0] if found else None
+
     def entry(self, ident: str) -> CacheEntry:
         found = self.lookup(ident)
         if found is None:
+            known = self.known_only(ident)
+            if known is not None:
+                raise NotInCache(
+                    f"{ident} ({known.name}) is known by its SHA-256 only, from an import of cloud-manager's dump, "
+                    f"and no source for it is known: 'shoal cache put' the file, or fetch it with "
+                    f"'shoal get URL --digest sha256:{known.sha256}'",
+                    digest=ident,
+                )
             raise NotInCache(f"no cache entry {ident}", digest=ident)
         return found
 
@@ -586,6 +608,24 @@ class CacheStore:
                 )
                 added += self.index.insert_known(db, entry)
         return added
+
+    def import_known_sha256(self, files: list[KnownFile]) -> int:
+        """Record files known by their SHA-256 only (a cloud-manager dump, validated already). All or nothing;
+        a SHA-256 the cache has an entry for is skipped. The number of new ones."""
+        added = 0
+        with self.index.transaction() as db:
+            for known in files:
+                added += self.index.insert_known_sha256(db, known)
+        return added
+
+    def import_document(self, doc: object) -> tuple[int, int]:
+        """Validate and record a document as JSON reads it: Shoal's export (an object) or cloud-manager's
+        dump (an array). (entries in it, new ones). Nothing is recorded unless all of it is valid."""
+        if is_cloud_manager_dump(doc):
+            known = parse_cloud_manager_dump(doc)
+            return len(known), self.import_known_sha256(known)
+        files = parse_export(doc)
+        return len(files), self.import_files(files)
 
 
 def _inode(path: Path) -> int | None:
