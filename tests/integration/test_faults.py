@@ -72,10 +72,13 @@ def test_corrupt_peer_is_caught_and_avoided(tmp_path, tracker, origin, make_file
     seed_path = tmp_path / "seed.bin"
     seeder = spawn_get(url, "-o", str(seed_path), "--tracker", t.url, "--upload-time", "600")
     wait_for(seed_path.exists, what="the seeder's download")
-    # Bit rot on the seeder's disk: it now serves bytes that fail their piece hash.
+    # Bit rot on the seeder's disk: it now serves bytes that fail their piece hash. Rot leaves the file's
+    # times as they were (a file rewritten is withdrawn from the swarm: peer.engine, seeding from a path).
+    before = seed_path.stat()
     with open(seed_path, "r+b") as f:
         f.seek(size // 2)
         f.write(bytes(b ^ 0xFF for b in f.read(4096)))
+    os.utime(seed_path, ns=(before.st_atime_ns, before.st_mtime_ns))
     out = tmp_path / "c.bin"
     result = run_get(url, "-o", str(out), "--tracker", t.url, "--upload-time", "0", "-v")
     assert result.returncode == 0, result.stderr
