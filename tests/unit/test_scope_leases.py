@@ -212,6 +212,18 @@ def test_a_stale_lease_is_never_granted_afresh_to_its_own_holder() -> None:
     assert grant(me, [node("x", rack="r2", have=[0, 1])], table(old)) == [lease(1, R1, "me")]
 
 
+def test_a_rack_lease_holder_takes_back_its_pieces_stale_site_lease() -> None:
+    """A peer holding a piece's rack lease whose site lease went stale and passed to a site-mate of another
+    rack: once that one is stale too (its holder stalls but keeps announcing), the site lease comes back to
+    the peer, alone (the rack lease it holds is not granted twice)."""
+    far = node("far", site="s2", have=[0])
+    mate = node("n", rack="r2")
+    leases = table(lease(0, R1, "me", granted=NOW - 3 * STALE), lease(0, S1, "n", granted=NOW - STALE))
+    assert grant(node("me"), [far, mate], leases) == [lease(0, S1, "me")]
+    fresh = table(lease(0, R1, "me", granted=NOW - 3 * STALE), lease(0, S1, "n", granted=NOW - 1))
+    assert grant(node("me"), [far, mate], fresh) == []
+
+
 def test_one_fetch_per_site_from_another_site() -> None:
     """A piece held only in another site whose site lease a peer of another rack of my site holds: left for
     that rack, and fetched from it across racks once it is there."""

@@ -195,16 +195,32 @@ def grant_scope_leases(
     taken = _taken(leases, rack, asker.peer_id, live, now, stale_after)
     near = in_site & ~reach & ~taken
     site = site_scope(asker)
-    far = 0
+    far = own_rack = 0
     if site is not None:
-        far = outside & ~in_site & ~reach & ~taken & ~_taken(leases, site, asker.peer_id, live, now, stale_after)
+        # A piece held only outside the site needs both leases. The asker may hold the rack lease already while
+        # its site lease went stale and passed to another peer of the site: it may take that one back once it
+        # is stale in turn, or a rack whose only other site-mate stalls (and keeps announcing) would wait
+        # forever for the piece.
+        own_rack = _own(leases, rack, asker.peer_id)
+        site_taken = _taken(leases, site, asker.peer_id, live, now, stale_after)
+        far = outside & ~in_site & ~reach & ~(taken & ~own_rack) & ~site_taken
     chosen_near = list(islice(iter_bits(near), want))
     chosen_far = list(islice(iter_bits(far), want - len(chosen_near)))
     expires = now + ttl
-    granted = [ScopeLease(i, rack, asker.peer_id, now, expires) for i in chosen_near + chosen_far]
+    granted = [ScopeLease(i, rack, asker.peer_id, now, expires) for i in chosen_near]
+    granted += [ScopeLease(i, rack, asker.peer_id, now, expires) for i in chosen_far if not own_rack >> i & 1]
     if site is not None:
         granted += [ScopeLease(i, site, asker.peer_id, now, expires) for i in chosen_far]
     return granted
+
+
+def _own(leases: Mapping[LeaseKey, ScopeLease], scope: Scope, asker: str) -> int:
+    """Bit mask of the pieces ``scope`` has a lease on that ``asker`` holds."""
+    mask = 0
+    for (lease_scope, piece), lease in leases.items():
+        if lease_scope == scope and lease.peer_id == asker:
+            mask |= 1 << piece
+    return mask
 
 
 def _taken(
