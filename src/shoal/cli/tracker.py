@@ -160,6 +160,18 @@ from shoal.tracker.config import TrackerConfig
     help="The operator's token (a file of mode 0600): creating pools needs it, and it manages every pool. "
     "Without it anyone may create pools (trusted networks only).",
 )
+@click.option(
+    "--metrics/--no-metrics",
+    default=TrackerConfig.metrics,
+    show_default=True,
+    help="Serve Prometheus metrics at /metrics (no token needed), counting and timing every announce for them.",
+)
+@click.option(
+    "--access-log",
+    is_flag=True,
+    help="Log one line per request (aiohttp's access log: address, request line, status, size) in the log's "
+    "format (--log-format, --log-file), whatever -v says.",
+)
 @fleet_options(client=False)
 @verbose_option
 def tracker(
@@ -182,6 +194,8 @@ def tracker(
     max_new_peers_per_source: int,
     advertise: str,
     admin_token_file: str | None,
+    metrics: bool,
+    access_log: bool,
     fleet: FleetOptions,
     verbose: int,
 ) -> None:
@@ -229,6 +243,7 @@ def tracker(
         max_new_peers_per_source=max_new_peers_per_source,
         advertise=advertise,
         admin_token_hash=admin_token_hash,
+        metrics=metrics,
     )
 
     def go() -> None:
@@ -237,7 +252,7 @@ def tracker(
         from dataclasses import replace
 
         from shoal.http.credentials import warn_if_open
-        from shoal.http.listen import ON_LISTENING, serve
+        from shoal.http.listen import ON_LISTENING, access_log_options, serve
         from shoal.storage.db import async_url, safe_url
         from shoal.tracker.app import RUNNER_OPTIONS, build_app
 
@@ -252,7 +267,8 @@ def tracker(
             warn_if_open(log, "tracker and peer", f"{host}:{port}", credentials.secured, reach)
 
         app.setdefault(ON_LISTENING, []).append(listening)
-        asyncio.run(serve(app, host, port, "tracker", detail, tls=credentials.server_ssl, **RUNNER_OPTIONS))
+        options = {**RUNNER_OPTIONS, **(access_log_options() if access_log else {})}
+        asyncio.run(serve(app, host, port, "tracker", detail, tls=credentials.server_ssl, **options))
 
     run_or_exit(go)
 

@@ -173,6 +173,8 @@ class AnnounceOutcome:
     nobody's until its holder reports it again (the tracker otherwise keeps a live peer's pieces)."""
     audits: dict[int, Audit | None] = field(default_factory=dict)
     """Spot checks begun or advanced; None: closed."""
+    leases_granted: int = 0
+    """Origin leases granted afresh by this announce (of ``put_leases``, which also renews and gives back)."""
     nominal: float = 0.0
     """The interval the asker's state called for before load stretched it (core.interval.Demand counts it)."""
     response: AnnounceResponse | None = None
@@ -483,6 +485,7 @@ def _lease_decisions(
         if snapshot.audits:  # most announces: none under way
             granted += _audit_lease(snapshot, outcome, view.have, leased | _mask(granted, size), seen_host)
         outcome.put_leases.extend(Lease(i, asker, expires) for i in granted)
+        outcome.leases_granted = len(granted)
     return sorted([*iter_bits(kept | reclaimed), *granted])
 
 

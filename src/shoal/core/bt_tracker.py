@@ -324,6 +324,10 @@ class Swarms:
     def __len__(self) -> int:
         return len(self._swarms)
 
+    def peer_count(self) -> int:
+        """Peers listed in every swarm (expired ones until the next :meth:`sweep`)."""
+        return sum(len(swarm.peers) for swarm in self._swarms.values())
+
     def announce(
         self,
         request: BtAnnounce,

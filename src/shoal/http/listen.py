@@ -8,6 +8,7 @@ the limits of :mod:`shoal.http.limits` (timeouts, request sizes, the open-file l
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import ssl
 from typing import Any
@@ -20,6 +21,15 @@ from shoal.http.limits import Runner
 ON_LISTENING = web.AppKey("on_listening", list)
 """Callbacks an application is given the port it listens on once it does (a service that tells others where
 it can be reached: the port is known only then when it was 0)."""
+
+
+def access_log_options() -> dict[str, Any]:
+    """The runner options that log one line per request: aiohttp's access logger (its default format:
+    address, time, request line, status, size, referer, user agent), at INFO whatever ``-v`` says, through
+    the command's log handler and so in its format (``--log-format json`` adds each field on its own)."""
+    logger = logging.getLogger("aiohttp.access")
+    logger.setLevel(logging.INFO)
+    return {"access_log": logger}
 
 
 async def listen(

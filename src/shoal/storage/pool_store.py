@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from shoal.core.errors import PoolExists
@@ -60,6 +60,18 @@ class PoolState:
     members: list[Member]
     assignments: dict[str, Assignment]
     length: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class PoolCounts:
+    """Every pool's figures together (the tracker's /metrics)."""
+
+    jobs: dict[str, int]
+    """Push jobs by status (core.pool.PushStatus's values), however old."""
+    assignments: dict[str, int]
+    """The assignments of running jobs by status (core.pool.MemberStatus's values): the members' states."""
+    members: int
+    """Members heard from within the member TTL."""
 
 
 def _job(row: Any) -> JobRow:
@@ -204,6 +216,22 @@ class PoolStore:
         async with self.store.connection() as conn:
             rows = await conn.execute(select(pool_jobs.c.pool).where(pool_jobs.c.status.in_(open_statuses)).distinct())
             return [row.pool for row in rows]
+
+    async def counts(self, live_since: float) -> PoolCounts:
+        """Jobs by status, running jobs' assignments by status, and members last seen at ``live_since`` or later."""
+        running = select(pool_jobs.c.job_id).where(pool_jobs.c.status == PushStatus.RUNNING.value)
+        by_status = select(pool_jobs.c.status, func.count()).group_by(pool_jobs.c.status)
+        assigned = (
+            select(pool_assignments.c.status, func.count())
+            .where(pool_assignments.c.job_id.in_(running))
+            .group_by(pool_assignments.c.status)
+        )
+        live = select(func.count()).select_from(pool_members).where(pool_members.c.last_seen >= live_since)
+        async with self.store.connection() as conn:
+            jobs = {status: count for status, count in await conn.execute(by_status)}
+            states = {status: count for status, count in await conn.execute(assigned)}
+            members = (await conn.execute(live)).scalar() or 0
+        return PoolCounts(jobs, states, members)
 
     async def state(self, pool: str, job: JobRow) -> PoolState:
         async with self.store.connection() as conn:

@@ -38,6 +38,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from shoal.core.announce import AnnounceOutcome, Pace, TaskSnapshot, TrackerPolicy, claims_change, decide_announce
+from shoal.core.announce_counts import AnnounceCounts
 from shoal.core.bitfield import iter_bits
 from shoal.core.content_alias import ContentAliases
 from shoal.core.errors import ProtocolError, StoreError
@@ -60,9 +61,11 @@ from shoal.http import openapi
 from shoal.http.fleet_auth import require_fleet
 from shoal.http.json_api import json_error, json_errors, read_struct, struct_response
 from shoal.http.listen import ON_LISTENING
+from shoal.http.metrics import serve_metrics
 from shoal.storage.db_lock import DatabaseLock
 from shoal.storage.tracker_store import TrackerStore
 from shoal.tracker import bt, pools
+from shoal.tracker import metrics as tracker_metrics
 from shoal.tracker.admission import Admission, capped, whole_writes
 from shoal.tracker.cluster import RETRY_AFTER, Cluster
 from shoal.tracker.config import TrackerConfig
@@ -129,6 +132,8 @@ class TrackerService:
         self._scope_leases: dict[str, tuple[int, dict[LeaseKey, ScopeLease]]] = {}
         self.aliases = ContentAliases()  # soft state, like the peers: learned again from the next finisher
         self.scope_bytes = ScopeTally()
+        self.counts = AnnounceCounts() if config.metrics else None
+        """What the announces decided, for /metrics (None: metrics off)."""
         self.origin_check = OriginCheck(enabled=config.origin_checks, claim_ttl=config.peer_ttl * 4)
         self.cluster: Cluster | None = None
         if not self.store.url.startswith("sqlite"):
@@ -173,6 +178,8 @@ class TrackerService:
                 self.demand.left((task_id, outcome.remove_peer))
             crossings = self._crossings(task_id, snapshot, outcome, request.want_crossings, now)
             committed = self.store.stage(outcome, created=snapshot.task is None)
+            if self.counts is not None:
+                self.counts.add(outcome)
             if request.received is not None:
                 leaving = request.event == "stopped"
                 self.scope_bytes.record(task_id, request.peer_id, request.received, now, leaving=leaving)
@@ -542,4 +549,6 @@ def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> 
     bt.add_routes(app, service.bt, cluster)
     pools.add_routes(app, service.pools)
     openapi.serve(app, openapi_document())
+    if config.metrics:
+        tracker_metrics.install(app, serve_metrics(app), service, admission)
     return app

@@ -67,6 +67,9 @@ class TrackerConfig:
     """The fleet token's keys: with them, every JSON API request but health needs a request credential (a
     401 without), and each announce reply carries the peer's ticket for the task (core.tickets). None: the
     API is open to whoever reaches it (a warning at start)."""
+    metrics: bool = True
+    """Serve ``GET /metrics`` (Prometheus) and count and time announces for it (tracker.metrics). Off, the
+    tracker keeps no figure beyond what its decisions need."""
     max_body: int = 256 * 1024
     """Largest request body accepted, in bytes; larger ones get a 413."""
     max_inflight: int = 64
