@@ -43,7 +43,7 @@ PATH = "/metrics"
 
 # A counter's ``_created`` sample (when it was made) doubles the exposition and tells a scraper nothing the
 # process's start time does not.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 SOURCES = ("origin", "rack", "site", "elsewhere", "unlabelled")
 """The ``source`` label of bytes received, one per field of core.messages.ScopeBytes, in its order: the
