@@ -78,9 +78,9 @@ async def hosted_seeder(config: SeederConfig) -> AsyncIterator[tuple[int, int]]:
             tracker_config = TrackerConfig(host=config.host, port=config.port, db=tracker_db)
             app = build_app(replace(tracker_config, fleet_key=config.fleet_key))
             options = dict(RUNNER_OPTIONS)
-        install(app, seeder, config.tracker or "")
-        runner, port = await listen(app, config.host, config.port, **options)
         wire = WireSeeder(catalog)
+        install(app, seeder, config.tracker or "", wire)
+        runner, port = await listen(app, config.host, config.port, **options)
         try:
             bt_port = await wire.start(config.host, config.bt_port)
             local_host = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host

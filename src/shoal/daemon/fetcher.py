@@ -44,6 +44,7 @@ from shoal.core.download import Stats
 from shoal.core.errors import HashingStopped, IntegrityError, LocalIOError, NotInCache, ShoalError, TrackerUnavailable
 from shoal.core.ids import PeerIdentity, canonical_url, headers_tag, task_id_for_url
 from shoal.core.manifest import Manifest
+from shoal.core.messages import ScopeBytes
 from shoal.daemon.config import DaemonConfig
 from shoal.daemon.seeding import Seeding
 from shoal.peer.config import GetConfig
@@ -135,6 +136,11 @@ class Fetcher:
         self.seeding = seeding
         self.identity = identity
         self._fetches: dict[str, Fetch] = {}
+        self.hits = 0
+        """Requests answered from the cache (:meth:`obtain`), since the daemon started; ``misses`` fetched."""
+        self.misses = 0
+        self._received = ScopeBytes()
+        """What the fetches that ended took in, by scope (:meth:`received`)."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle_hasher = IdleHasher()
         self._hasher = ThreadPoolExecutor(1, thread_name_prefix="sha256")
@@ -180,7 +186,9 @@ class Fetcher:
                 log.info("cached %s is %s, not %s: fetching it again", url, actual, expected)
                 hit = None
         if hit is not None:
+            self.hits += 1
             return hit, None
+        self.misses += 1
         fetch = self.fetch(url, headers=headers, expected=expected, share=share)
         entry = await follow(fetch)
         if other:
@@ -243,6 +251,16 @@ class Fetcher:
                 failure = exc
         assert failure is not None
         raise failure
+
+    def received(self) -> ScopeBytes:
+        """Bytes the daemon's downloads took in since it started, by scope: the ended ones' and the running
+        ones' so far."""
+        running = (fetch.stats.by_scope() for fetch in self._fetches.values())
+        return sum(running, self._received)
+
+    def downloading(self) -> int:
+        """Downloads running now."""
+        return len(self._fetches)
 
     def cancel(self, url: str) -> None:
         """Stop the (public) download of ``url``, if one runs; every request waiting on it sees it
@@ -311,6 +329,7 @@ class Fetcher:
         finally:
             if self._fetches.get(key) is fetch:
                 del self._fetches[key]
+            self._received += fetch.stats.by_scope()
         fetch.result.set_result(entry)
         log.info("cached %s as %s", fetch.url, entry.digest[:16])
         if not entry.sha256:

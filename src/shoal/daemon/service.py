@@ -2,7 +2,7 @@
 
 cache lock ── one daemon per cache directory (see shoal.storage.cache_lock), taken before anything else
 cache store ── reconciled with its files at start (orphans removed, missing files dropped)
-piece server ── serves every cached task's pieces to peers, and whole files at /v1/content/{id}
+piece server ── serves every cached task's pieces to peers, whole files at /v1/content/{id}, and /metrics
 seeding ── keeps each cached task announced to the tracker for as long as it is cached
 fetcher ── one swarm download per URL into the cache, however many requests ask at once
 control API ── the Unix socket ``shoal get`` and ``shoal cache warm`` talk to
@@ -26,6 +26,7 @@ from aiohttp import web
 from shoal.core.errors import ListenError
 from shoal.core.ids import PeerIdentity
 from shoal.core.pool import member_id_for
+from shoal.daemon import metrics as daemon_metrics
 from shoal.daemon.client import DaemonClient
 from shoal.daemon.config import DaemonConfig, index_path
 from shoal.daemon.content_http import content_route
@@ -36,6 +37,7 @@ from shoal.daemon.pools import Identity, PoolMember
 from shoal.daemon.seeding import Seeding
 from shoal.daemon.socket_guard import prepare_directory
 from shoal.http.limits import Runner
+from shoal.http.metrics import Metrics
 from shoal.peer.server import PieceServer, ServerConfig
 from shoal.peer.tracker_client import TrackerClient
 from shoal.storage.cache_lock import CacheLock
@@ -61,6 +63,7 @@ class Daemon:
         )
         self.seeding: Seeding | None = None
         self.fetcher: Fetcher | None = None
+        self.metrics = Metrics()
         self.node_url = ""
         self._stack = contextlib.AsyncExitStack()
 
@@ -88,6 +91,7 @@ class Daemon:
         if reconciled.dropped or reconciled.orphans or reconciled.staging or reconciled.dead:
             log.warning("cache reconciled: %s", reconciled)
         self.server.add_route(content_route(self.store))
+        self.server.add_route(self.metrics.route())  # its collectors are added as the parts they read start
         try:
             await self.server.start(config.listen_host, config.listen_port)
         except OSError as exc:
@@ -116,6 +120,7 @@ class Daemon:
             stack.push_async_callback(self.seeding.stop)
         self.fetcher = Fetcher(config, self.store, session, self.server, self.seeding, identity=self.identity)
         stack.push_async_callback(self.fetcher.stop)
+        daemon_metrics.install(self.metrics, self.store, self.fetcher, self.server, self.seeding)
         self.fetcher.complete_sha256()  # any left pending when the daemon last stopped
         runner = Runner(Control(self.store, self.fetcher, self.status).app())
         await runner.setup()

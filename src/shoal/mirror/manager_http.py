@@ -13,11 +13,12 @@
     DELETE /v1/mirror/workers/{name}
     POST   /v1/mirror/flush                           drop the disabled jobs
     GET    /v1/openapi.json                           no token needed: this API's OpenAPI document
+    GET    /metrics                                   no token needed: Prometheus metrics (shoal.mirror.metrics)
 
 Each body and reply is a struct of shoal.mirror.messages, and ``ROUTES`` names them; the OpenAPI document
 is generated from those, so it describes exactly what the handlers accept.
 
-Every route but health and the OpenAPI document needs ``Authorization: Bearer TOKEN`` when the manager has
+Every route but health, the OpenAPI document and the metrics needs ``Authorization: Bearer TOKEN`` when the manager has
 a token, compared in constant time; a missing or wrong one is a 401 before the request is read, so it
 changes nothing.
 Errors are JSON ``{"error": ...}``: 400 bad input, 401 token, 404 unknown job or worker, 409 a status
@@ -53,7 +54,10 @@ from shoal.core.structs import decode
 from shoal.http import openapi
 from shoal.http.json_api import bearer_token, json_error, json_errors, read_struct, struct_response
 from shoal.http.limits import read_body
+from shoal.http.metrics import PATH as metrics_path
+from shoal.http.metrics import serve_metrics
 from shoal.http.openapi import Query, Route
+from shoal.mirror import metrics as mirror_metrics
 from shoal.mirror.manager import MirrorManager, job_view
 from shoal.mirror.messages import (
     Flushed,
@@ -80,8 +84,9 @@ MANAGER = web.AppKey("mirror_manager", MirrorManager)
 PREFIX = "/v1/mirror"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 ACTIONS = ("start", "stop", "disable", "enable", "restart")
-_OPEN = (f"{PREFIX}/health", openapi.PATH)
-"""What anyone may read without the token: whether the manager is up, and what its API is."""
+_OPEN = (f"{PREFIX}/health", openapi.PATH, metrics_path)
+"""What anyone may read without the token: whether the manager is up, what its API is, and its metrics
+(statuses and times; no job's upstream or error)."""
 
 M = TypeVar("M")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -284,4 +289,5 @@ def build_app(manager: MirrorManager) -> web.Application:
     for route, handler in _API.items():
         app.router.add_route(route.method, route.path, handler)
     openapi.serve(app, openapi_document())
+    mirror_metrics.install(serve_metrics(app), manager)
     return app

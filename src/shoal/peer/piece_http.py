@@ -85,6 +85,8 @@ class _PieceResponse(web.StreamResponse):
                     await send_file(
                         transport, file, self._offset, self.content_length, self._piece_length, self._limits
                     )
+                    if self._server is not None:
+                        self._server.served_bytes += self.content_length
                 await super().write_eof()
                 return writer
         finally:

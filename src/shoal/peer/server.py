@@ -184,6 +184,8 @@ class PieceServer:
         self.config = config or ServerConfig()
         self.tasks: dict[str, ServedTask] = {}
         self.uploads = 0  # responses being sent; past config.max_uploads the server answers 503
+        self.served_bytes = 0
+        """Bytes of pieces sent whole to peers since the server started (the daemon's /metrics)."""
         self.bucket = (
             TokenBucket(rate=self.config.upload_rate, burst=self.config.upload_rate)
             if self.config.upload_rate

@@ -36,7 +36,9 @@ from shoal.core.metainfo import encode_torrent
 from shoal.core.tracker_choice import parse_trackers
 from shoal.http import openapi
 from shoal.http.json_api import error_response, struct_response
+from shoal.http.metrics import serve_metrics
 from shoal.http.openapi import Route
+from shoal.seeder import metrics as seeder_metrics
 from shoal.seeder.catalog import Catalog, SeededFile
 from shoal.seeder.config import SeederConfig
 from shoal.seeder.files import file_response
@@ -44,6 +46,7 @@ from shoal.seeder.messages import FileListing, ListedFile, SeederHealth
 from shoal.seeder.names import parse_rel
 from shoal.seeder.registrar import quote
 from shoal.seeder.service import Seeder
+from shoal.seeder.wire import WireSeeder
 
 SEEDER = web.AppKey("seeder", Seeder)
 CATALOG = web.AppKey("seeder_catalog", Catalog)
@@ -232,11 +235,12 @@ def openapi_document() -> dict[str, Any]:
     return openapi.document("Shoal seeder", __version__, ROUTES, description=__doc__ or "")
 
 
-def install(app: web.Application, seeder: Seeder, tracker: str) -> None:
+def install(app: web.Application, seeder: Seeder, tracker: str, wire: WireSeeder | None = None) -> None:
     """Add the seeder's routes to ``app``. ``tracker`` is the tracker base URL for torrents (or several,
     comma-separated: core.tracker_choice); empty when the
     tracker is embedded in ``app`` (torrents then announce to the URL the client used, and /v1/openapi.json
-    describes both)."""
+    describes both). ``/metrics`` reports the seeder (with ``wire``, its BitTorrent wire seeder too) beside
+    whatever else ``app`` reports there (the embedded tracker)."""
     app[SEEDER] = seeder
     app[CATALOG] = seeder.catalog
     app[CONFIG] = seeder.config
@@ -245,3 +249,4 @@ def install(app: web.Application, seeder: Seeder, tracker: str) -> None:
     for route in ROUTES:
         app.router.add_get(_PATTERNS.get(route.path, route.path), _HANDLERS[route.path])  # HEAD too
     openapi.serve(app, openapi_document)
+    seeder_metrics.install(serve_metrics(app), seeder, wire)

@@ -138,6 +138,8 @@ class CacheStore:
         # Held while an object file and its entry change together (adopt's rename and insert, a drop's check,
         # mark and unlink): a drop of a damaged copy must not unlink a fresh one adopted under its id.
         self._objects_lock = threading.Lock()
+        self.evictions = 0
+        """Entries this process evicted to make room (:meth:`reserve`), since it opened the cache."""
 
     def __enter__(self) -> CacheStore:
         try:
@@ -268,6 +270,7 @@ class CacheStore:
             for digest in plan:
                 self.index.mark_evicted(db, digest)
             reservation = self.index.add_reservation(db, size)
+        self.evictions += len(plan)
         for digest in plan:
             self._unlink_object(digest)
         try:
