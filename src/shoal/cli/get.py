@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
@@ -29,6 +30,7 @@ from shoal.core.errors import UnsafeSocket
 from shoal.core.units import format_bytes
 from shoal.daemon.client import DaemonClient
 from shoal.daemon.config import default_socket
+from shoal.daemon.messages import FetchProgress
 from shoal.http.tls import deferred_roots
 from shoal.peer.callback import callback_argv, run_callback
 from shoal.peer.config import DEFAULT_LISTEN, GetConfig
@@ -36,6 +38,7 @@ from shoal.peer.request import check_digest, parse_headers, resolve_destination
 from shoal.storage.placement import Destination
 
 if TYPE_CHECKING:
+    from shoal.cli.get_figures import FigureRecorder
     from shoal.peer.api import GetResult
 
 # Only what a cache hit through the daemon needs is imported at the top: the in-process download (aiohttp,
@@ -162,6 +165,13 @@ async def _cancellable(
     "URLs of one file share one swarm; repeatable or comma-separated [default: $SHOAL_IGNORE_QP].",
 )
 @click.option("--no-daemon", is_flag=True, help="Download in this process even when a daemon runs.")
+@click.option(
+    "--stats-json",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help="At exit, success or not, write the get's figures to PATH as JSON (exit status, bytes by source, "
+    "seconds, rate, pieces), atomically.",
+)
 @click.option("-v", "--verbose", count=True, help="More logging; -vv traces the download, each line timed to the ms.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @log_options
@@ -187,6 +197,7 @@ def get(
     socket_path: Path | None,
     ignore_qp: tuple[str, ...],
     no_daemon: bool,
+    stats_json: Path | None,
     verbose: int,
     quiet: bool,
 ) -> None:
@@ -196,75 +207,85 @@ def get(
     places the file; its own tracker, rates and locality apply, and it seeds the file for as long as it is
     cached (--upload-time, --listen and the rate options are for downloads made in this process)."""
     configure_logging(verbose, quiet)
-    show_bar = not quiet and sys.stderr.isatty()
-    # A daemon's fetches take no --ignore-qp nor --no-origin (yet), and a stream (-o -) is written from here:
-    # such a get is made in this process.
-    in_process = no_daemon or bool(ignore_qp) or no_origin or output == "-"
-    client = None if in_process else run_or_exit(lambda: _running_daemon(socket_path))
-    if client is not None:
-        bar = ProgressBar(url.rsplit("/", 1)[-1] or url) if show_bar else None
-        run_or_exit(
-            lambda: _through_daemon(
-                client,
-                url,
-                output,
-                dest_path,
-                headers,
-                digest,
-                callback,
-                after_seeding,
-                quiet,
-                bar,
-                share=share_authenticated,
-            ),
-            interrupted=INTERRUPTED,
-        )
-        return
+    recorder = None
+    if stats_json is not None:
+        from shoal.cli.get_figures import FigureRecorder, check_destination
 
-    bar = ProgressBar(url.rsplit("/", 1)[-1] or url) if show_bar else None
-    outcome = _Outcome(bar, quiet)
-
-    def go() -> GetResult:
-        with loading(), deferred_roots():  # the CA certificates load if an https request comes (shoal.http.tls)
-            from shoal.peer.api import aget
-        credentials = fleet.load()
-
-        def run() -> asyncio.Task[GetResult]:
-            return asyncio.ensure_future(
-                aget(
+        stats_json = check_destination(stats_json)
+        recorder = FigureRecorder(url, through_daemon=False)
+    with figures_at_exit(stats_json, recorder):
+        show_bar = not quiet and sys.stderr.isatty()
+        # A daemon's fetches take no --ignore-qp nor --no-origin (yet), and a stream (-o -) is written from here:
+        # such a get is made in this process.
+        in_process = no_daemon or bool(ignore_qp) or no_origin or output == "-"
+        client = None if in_process else run_or_exit(lambda: _running_daemon(socket_path))
+        if recorder is not None:
+            recorder.through_daemon = client is not None
+        if client is not None:
+            bar = ProgressBar(url.rsplit("/", 1)[-1] or url) if show_bar else None
+            run_or_exit(
+                lambda: _through_daemon(
+                    client,
                     url,
-                    output=output,
-                    dest_dir=dest_path,
-                    tracker=tracker,
-                    headers=headers,
-                    download_rate=download_rate,
-                    upload_rate=upload_rate,
-                    upload_time=upload_time,
-                    fallback=fallback,
-                    no_origin=no_origin,
-                    digest=digest,
-                    ignore_qp=ignore_qp,
-                    site=site,
-                    rack=rack,
-                    listen=listen,
-                    callback=callback,
-                    after_seeding=after_seeding,
-                    progress=bar,
-                    on_complete=outcome.placed,
-                    share_authenticated=share_authenticated,
-                    credentials=credentials,
-                )
+                    output,
+                    dest_path,
+                    headers,
+                    digest,
+                    callback,
+                    after_seeding,
+                    quiet,
+                    bar,
+                    share=share_authenticated,
+                    recorder=recorder,
+                ),
+                interrupted=INTERRUPTED,
             )
+            return
 
-        def cancellable() -> Coroutine[None, None, GetResult]:
-            return _cancellable(run, lambda: outcome.result, outcome.stopped)
+        bar = ProgressBar(url.rsplit("/", 1)[-1] or url) if show_bar else None
+        outcome = _Outcome(bar, quiet, recorder)
 
-        if bar is None:
-            return asyncio.run(cancellable())
-        with bar:
-            return asyncio.run(cancellable())
+        def go() -> GetResult:
+            with loading(), deferred_roots():  # the CA certificates load if an https request comes (shoal.http.tls)
+                from shoal.peer.api import aget
+            credentials = fleet.load()
 
-    run_or_exit(go, interrupted=INTERRUPTED)
+            def run() -> asyncio.Task[GetResult]:
+                return asyncio.ensure_future(
+                    aget(
+                        url,
+                        output=output,
+                        dest_dir=dest_path,
+                        tracker=tracker,
+                        headers=headers,
+                        download_rate=download_rate,
+                        upload_rate=upload_rate,
+                        upload_time=upload_time,
+                        fallback=fallback,
+                        no_origin=no_origin,
+                        digest=digest,
+                        ignore_qp=ignore_qp,
+                        site=site,
+                        rack=rack,
+                        listen=listen,
+                        callback=callback,
+                        after_seeding=after_seeding,
+                        progress=bar if recorder is None else recorder.watch(bar),
+                        on_complete=outcome.placed,
+                        share_authenticated=share_authenticated,
+                        credentials=credentials,
+                    )
+                )
+
+            def cancellable() -> Coroutine[None, None, GetResult]:
+                return _cancellable(run, lambda: outcome.result, outcome.stopped)
+
+            if bar is None:
+                return asyncio.run(cancellable())
+            with bar:
+                return asyncio.run(cancellable())
+
+        run_or_exit(go, interrupted=INTERRUPTED)
 
 
 def _running_daemon(socket_path: Path | None) -> DaemonClient | None:
@@ -283,16 +304,28 @@ def _running_daemon(socket_path: Path | None) -> DaemonClient | None:
         return None
 
 
+def figures_at_exit(path: Path | None, recorder: FigureRecorder | None) -> contextlib.AbstractContextManager[None]:
+    """Write ``--stats-json`` as the block exits (cli.get_figures), when it was asked for."""
+    if path is None or recorder is None:
+        return contextlib.nullcontext()
+    from shoal.cli.get_figures import written_at_exit
+
+    return written_at_exit(path, recorder)
+
+
 class _Outcome:
     """What `shoal get` says once the file is in place, and after the serving period it stopped."""
 
-    def __init__(self, bar: ProgressBar | None, quiet: bool) -> None:
+    def __init__(self, bar: ProgressBar | None, quiet: bool, recorder: FigureRecorder | None = None) -> None:
         self.bar = bar
         self.quiet = quiet
+        self.recorder = recorder
         self.result: GetResult | None = None
 
     def placed(self, result: GetResult) -> None:
         self.result = result
+        if self.recorder is not None:
+            self.recorder.placed(str(result.path))
         if self.bar is not None:
             self.bar.progress.stop()
         if not self.quiet:
@@ -322,6 +355,7 @@ def _through_daemon(
     bar: ProgressBar | None,
     *,
     share: bool = False,
+    recorder: FigureRecorder | None = None,
 ) -> None:
     dest = resolve_destination(url, output, dest_path)
     digest = check_digest(digest)
@@ -335,19 +369,20 @@ def _through_daemon(
         # directory, so that it never waits on a FIFO's reader, and Ctrl-C stops that wait.
         destination.prepare()
         landing = destination.temporary(f"shoal-{secrets.token_hex(4)}")
+    progress = bar if recorder is None else recorder.watch(bar)
     try:
-        if bar is not None:
-            with bar:
-                result = client.get(
-                    url, landing, headers=parse_headers(headers), digest=digest, progress=bar, share=share
-                )
-        else:
-            result = client.get(url, landing, headers=parse_headers(headers), digest=digest, share=share)
+        with bar if bar is not None else contextlib.nullcontext():
+            result = client.get(
+                url, landing, headers=parse_headers(headers), digest=digest, progress=progress, share=share
+            )
         if destination.through:
             destination.install(landing)
     finally:
         if destination.through:
             landing.unlink(missing_ok=True)
+    if recorder is not None:
+        recorder.placed(str(dest), hit=result.hit)
+        recorder.stats = FetchProgress(result.size, result.size, result.bytes_from_origin, result.bytes_from_peers)
     if callback:
         run_callback(callback, dest)  # before the line that says it went well, as in a download made here
     if not quiet:

@@ -98,6 +98,18 @@ class Stats:
     from_sites: int = 0
     """Of ``from_peers``: from other sites. The rest of it came from peers where no boundary is known."""
     peers: int = 0
+    piece_length: int = 0
+    """The manifest's, once known (0 before): every piece but the last is this long."""
+
+    @property
+    def pieces(self) -> int:
+        """Pieces in the file (0 while the manifest is unknown)."""
+        return -(-self.total // self.piece_length) if self.piece_length else 0
+
+    @property
+    def pieces_done(self) -> int:
+        """Pieces verified: ``done`` is whole pieces, and only the last may be short, so they round up."""
+        return -(-self.done // self.piece_length) if self.piece_length else 0
 
     def by_scope(self) -> ScopeBytes:
         unlabelled = self.from_peers - self.from_rack - self.from_racks - self.from_sites

@@ -350,6 +350,7 @@ class Download:
         manifest = self.manifest
         assert manifest is not None
         self.stats.total = manifest.length
+        self.stats.piece_length = manifest.piece_length
         if self.before_write is not None:
             await self.before_write(manifest)
         self.part = PartFile(self.config.dest, self.task_id, manifest)
