@@ -52,7 +52,10 @@ def assert_closed(scraped: Scrape, jobs: frozenset[str] = frozenset()) -> None:
 
 
 @settings(max_examples=20, deadline=None)
-@given(tasks=st.lists(hex_ids, min_size=1, max_size=20, unique=True), peers=st.lists(hex_ids, min_size=1, max_size=5))
+@given(
+    tasks=st.lists(hex_ids, min_size=1, max_size=20, unique=True),
+    peers=st.lists(hex_ids, min_size=1, max_size=5, unique=True),
+)
 def test_the_trackers_labels_never_carry_its_tasks_or_peers(tmp_path_factory, tasks, peers) -> None:
     db = tmp_path_factory.mktemp("tracker") / "never-opened.db"
     service = TrackerService(TrackerConfig(db=f"sqlite:///{db}"))
