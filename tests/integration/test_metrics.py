@@ -4,11 +4,13 @@ figures must move while the work goes on and end at the totals the work implies.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,8 +18,8 @@ from shoal.core.ids import task_id_for_url
 from shoal.core.manifest import piece_length_for
 from shoal.testing.metrics import Scrape, scrape
 from shoal.testing.poll import wait_until
-from shoal.testing.processes import Service, start_seeder
-from tests.integration.conftest import Daemon, Origin, task_summary
+from shoal.testing.processes import Service, shoal_argv, start_seeder
+from tests.integration.conftest import Daemon, Origin, run_get, task_summary
 from tests.integration.test_mirror import Mirror, job_is
 from tests.integration.test_swarm import wait_for_file
 
@@ -241,3 +243,116 @@ retries = 1
     assert ran.value("shoal_mirror_job_size_bytes", job="fine") == fine["size"] > 0
     assert ("shoal_mirror_job_last_success_timestamp_seconds", frozenset({("job", "broken")})) not in ran.samples
     assert ran.value("shoal_mirror_job_last_duration_seconds", job="broken") >= 0
+
+
+# -- shoal get --stats-json ---------------------------------------------------------------------------
+
+
+def figures(path: Path) -> dict[str, Any]:
+    assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")] == []  # no temporary left
+    return json.loads(path.read_text())  # type: ignore[no-any-return]
+
+
+def test_get_writes_its_figures_at_exit_whether_it_succeeds_or_fails(
+    tmp_path: Path,
+    tracker: Callable[..., Service],
+    origin: Callable[..., Origin],
+    make_file: Callable[[Path, int], bytes],
+) -> None:
+    o = origin()
+    make_file(o.root / "f.bin", 3 * MiB)
+    t = tracker()
+    stats = tmp_path / "stats" / "get.json"
+    stats.parent.mkdir()
+    done = run_get(
+        o.url("f.bin"),
+        "-o",
+        str(tmp_path / "f.bin"),
+        "--tracker",
+        t.url,
+        "--upload-time",
+        "0",
+        "--no-daemon",
+        "--stats-json",
+        str(stats),
+    )
+    assert done.returncode == 0, done.stderr
+    got = figures(stats)
+    pieces = 3 * MiB // piece_length_for(3 * MiB)
+    assert got["exit_status"] == 0 and got["path"] == str(tmp_path / "f.bin") and not got["through_daemon"]
+    assert got["size"] == got["done"] == got["bytes_from_origin"] == 3 * MiB and got["bytes_from_peers"] == 0
+    assert got["bytes_by_source"] == {"origin": 3 * MiB, "rack": 0, "site": 0, "elsewhere": 0, "unlabelled": 0}
+    assert got["pieces"] == got["pieces_done"] == pieces
+    assert got["seconds"] > 0 and got["rate"] == pytest.approx(3 * MiB / got["seconds"], rel=0.01)
+
+    # A second peer takes the file from the first (still serving it); then a get of a missing file fails.
+    serving = spawn_serving(o, t, tmp_path)
+    try:
+        peer = run_get(
+            o.url("f.bin"),
+            "-o",
+            str(tmp_path / "g.bin"),
+            "--tracker",
+            t.url,
+            "--upload-time",
+            "0",
+            "--no-daemon",
+            "--stats-json",
+            str(stats),
+        )
+        assert peer.returncode == 0, peer.stderr
+        from_peer = figures(stats)
+        assert from_peer["bytes_from_peers"] == 3 * MiB and from_peer["bytes_by_source"]["unlabelled"] == 3 * MiB
+    finally:
+        serving.kill()
+        serving.communicate()
+    missing = run_get(o.url("nope.bin"), "-o", str(tmp_path / "n.bin"), "--no-daemon", "--stats-json", str(stats))
+    assert missing.returncode == 4, missing.stderr
+    failed = figures(stats)
+    assert failed["exit_status"] == 4 and failed["path"] is None and failed["done"] == 0
+    assert not (tmp_path / "n.bin").exists()
+
+
+def spawn_serving(o: Origin, t: Service, tmp_path: Path) -> subprocess.Popen[str]:
+    """A `shoal get` that holds the whole file and serves it to peers for a long while."""
+    proc = subprocess.Popen(
+        shoal_argv(
+            "get",
+            o.url("f.bin"),
+            "-o",
+            str(tmp_path / "s.bin"),
+            "--tracker",
+            t.url,
+            "--upload-time",
+            "300",
+            "--no-daemon",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for_file(tmp_path / "s.bin", proc)
+    return proc
+
+
+def test_get_through_the_daemon_writes_its_figures_and_a_bad_path_is_a_usage_error(
+    tmp_path: Path,
+    tracker: Callable[..., Service],
+    origin: Callable[..., Origin],
+    daemon: Callable[..., Daemon],
+    make_file: Callable[[Path, int], bytes],
+) -> None:
+    o = origin()
+    make_file(o.root / "f.bin", 2 * MiB)
+    node = daemon(tracker())
+    stats = tmp_path / "get.json"
+    assert node.get(o.url("f.bin"), tmp_path / "a.bin", "--stats-json", str(stats)).returncode == 0
+    first = figures(stats)
+    assert first["through_daemon"] and not first["cache_hit"] and first["exit_status"] == 0
+    assert first["bytes_from_origin"] == first["size"] == 2 * MiB and first["bytes_by_source"] is None
+    assert node.get(o.url("f.bin"), tmp_path / "b.bin", "--stats-json", str(stats)).returncode == 0
+    second = figures(stats)
+    assert second["cache_hit"] and second["bytes_from_origin"] == 0 and second["path"] == str(tmp_path / "b.bin")
+    bad = node.get(o.url("f.bin"), tmp_path / "c.bin", "--stats-json", str(tmp_path / "no-such-dir" / "s.json"))
+    assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1 and "--stats-json" in bad.stderr
+    assert not (tmp_path / "c.bin").exists()
