@@ -35,6 +35,7 @@ from prometheus_client.registry import Collector
 
 from shoal import __version__
 from shoal.core.messages import ScopeBytes
+from shoal.http import openapi
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -44,6 +45,11 @@ PATH = "/metrics"
 # A counter's ``_created`` sample (when it was made) doubles the exposition and tells a scraper nothing the
 # process's start time does not.
 disable_created_metrics()  # type: ignore[no-untyped-call]
+
+ROUTE = openapi.Route(
+    "GET", PATH, "Prometheus metrics, in the text exposition format; no token needed", media="text/plain"
+)
+"""``GET /metrics`` in the OpenAPI documents of the servers that serve it."""
 
 SOURCES = ("origin", "rack", "site", "elsewhere", "unlabelled")
 """The ``source`` label of bytes received, one per field of core.messages.ScopeBytes, in its order: the

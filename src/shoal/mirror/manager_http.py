@@ -55,6 +55,7 @@ from shoal.http import openapi
 from shoal.http.json_api import bearer_token, json_error, json_errors, read_struct, struct_response
 from shoal.http.limits import read_body
 from shoal.http.metrics import PATH as metrics_path
+from shoal.http.metrics import ROUTE as metrics_route
 from shoal.http.metrics import serve_metrics
 from shoal.http.openapi import Query, Route
 from shoal.mirror import metrics as mirror_metrics
@@ -263,7 +264,7 @@ _API: dict[Route, Handler] = {
     ): reload,
     Route("POST", f"{PREFIX}/flush", "drop the disabled jobs", response=Flushed, auth=True): flush,
 }
-ROUTES = tuple(_API)
+ROUTES = (*_API, metrics_route)
 
 
 def openapi_document() -> dict[str, Any]:

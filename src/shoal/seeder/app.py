@@ -36,6 +36,7 @@ from shoal.core.metainfo import encode_torrent
 from shoal.core.tracker_choice import parse_trackers
 from shoal.http import openapi
 from shoal.http.json_api import error_response, struct_response
+from shoal.http.metrics import ROUTE as metrics_route
 from shoal.http.metrics import serve_metrics
 from shoal.http.openapi import Route
 from shoal.seeder import metrics as seeder_metrics
@@ -232,7 +233,7 @@ _PATTERNS = {"/files/{rel}": "/files/{rel:.+}"}
 
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI description of the seeder's routes, from the structs its handlers write."""
-    return openapi.document("Shoal seeder", __version__, ROUTES, description=__doc__ or "")
+    return openapi.document("Shoal seeder", __version__, (*ROUTES, metrics_route), description=__doc__ or "")
 
 
 def install(app: web.Application, seeder: Seeder, tracker: str, wire: WireSeeder | None = None) -> None:

@@ -61,6 +61,7 @@ from shoal.http import openapi
 from shoal.http.fleet_auth import require_fleet
 from shoal.http.json_api import json_error, json_errors, read_struct, struct_response
 from shoal.http.listen import ON_LISTENING
+from shoal.http.metrics import ROUTE as metrics_route
 from shoal.http.metrics import serve_metrics
 from shoal.storage.db_lock import DatabaseLock
 from shoal.storage.tracker_store import TrackerStore
@@ -465,7 +466,7 @@ def openapi_document() -> dict[str, Any]:
     return openapi.document(
         "Shoal tracker",
         str(API_VERSION),
-        ROUTES + pools.ROUTES,
+        (*ROUTES, *pools.ROUTES, metrics_route),
         description="The tracker's JSON API (tasks, announces, piece hashes) and its pools' (push jobs). With a "
         "fleet token, every route but /v1/health and /v1/openapi.json needs the fleet's credential in X-Shoal-Fleet "
         '(a 401 {"error": ..., "credential": "fleet"} without), and an announce reply carries the peer\'s ticket '
