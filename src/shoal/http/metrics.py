@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
+import msgspec
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -136,8 +137,4 @@ def counter_by(name: str, documentation: str, label: str, values: Iterable[tuple
 
 def by_source(received: ScopeBytes) -> list[tuple[str, float]]:
     """ScopeBytes as (``source`` label, bytes) pairs (SOURCES)."""
-    return list(zip(SOURCES, (float(n) for n in _fields(received)), strict=True))
-
-
-def _fields(received: ScopeBytes) -> tuple[int, ...]:
-    return (received.origin, received.rack, received.racks, received.sites, received.unlabelled)
+    return list(zip(SOURCES, msgspec.structs.astuple(received), strict=True))
