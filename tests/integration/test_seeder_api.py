@@ -41,7 +41,7 @@ def test_every_route_the_seeder_installs_is_described(tmp_path: Path) -> None:
     with HashIndex(tmp_path / "hashes.db") as index:
         install(app, Seeder(SeederConfig(dirs=(tmp_path,)), index), "http://tracker.example")
     served = routes.served(app)
-    described = {(route.method, route.path) for route in ROUTES}
+    described = {(route.method, route.path) for route in ROUTES} | {("GET", "/metrics")}
     assert served == described
     assert routes.described(openapi_document()) == described
     head = {route.resource.canonical for route in app.router.routes() if route.method == "HEAD"}
