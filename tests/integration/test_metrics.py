@@ -18,7 +18,7 @@ from shoal.core.ids import task_id_for_url
 from shoal.core.manifest import piece_length_for
 from shoal.testing.metrics import Scrape, scrape
 from shoal.testing.poll import wait_until
-from shoal.testing.processes import Service, shoal_argv, start_seeder
+from shoal.testing.processes import Service, shoal_argv, start_seeder, start_tracker
 from tests.integration.conftest import Daemon, Origin, run_get, task_summary
 from tests.integration.test_mirror import Mirror, job_is
 from tests.integration.test_swarm import wait_for_file
@@ -356,3 +356,26 @@ def test_get_through_the_daemon_writes_its_figures_and_a_bad_path_is_a_usage_err
     bad = node.get(o.url("f.bin"), tmp_path / "c.bin", "--stats-json", str(tmp_path / "no-such-dir" / "s.json"))
     assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1 and "--stats-json" in bad.stderr
     assert not (tmp_path / "c.bin").exists()
+
+
+# -- the tracker's access log -----------------------------------------------------------------------------
+
+
+def test_the_access_log_is_off_by_default_and_one_json_line_per_request_with_the_flag(tmp_path: Path) -> None:
+    logs = {}
+    for name, flags in {"quiet": (), "logged": ("--access-log",)}.items():
+        logs[name] = tmp_path / f"{name}.log"
+        db = f"sqlite:///{tmp_path / f'{name}.db'}"
+        t = start_tracker(db, extra=(*flags, "--log-format", "json", "--log-file", str(logs[name])))
+        try:
+            for path in ("/v1/health", "/metrics"):
+                with urllib.request.urlopen(f"{t.url}{path}", timeout=30) as reply:
+                    assert reply.status == 200
+        finally:
+            t.stop()  # the log is whole once the process has ended
+    lines = {name: [json.loads(line) for line in log.read_text().splitlines()] for name, log in logs.items()}
+    assert [line for line in lines["quiet"] if line["logger"] == "aiohttp.access"] == []
+    access = [line for line in lines["logged"] if line["logger"] == "aiohttp.access"]
+    assert [line["first_request_line"] for line in access] == ["GET /v1/health HTTP/1.1", "GET /metrics HTTP/1.1"]
+    assert all(line["level"] == "info" and line["response_status"] == 200 for line in access)
+    assert all(line["remote_address"] == "127.0.0.1" and line["response_size"] > 0 for line in access)
