@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from shoal.cli.config_file import configured
 from shoal.cli.fleet import FleetOptions, fleet_options
 from shoal.cli.main import (
     TRACKERS,
@@ -52,6 +53,7 @@ async def run_daemon(config: DaemonConfig) -> None:
         await until_signalled()
 
 
+@configured("SHOAL_DAEMON")
 @click.command()
 @click.option(
     "--cache-dir",

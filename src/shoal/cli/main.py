@@ -259,6 +259,13 @@ def cli() -> None:
     """Shoal: peer-to-peer file distribution for fleets of machines."""
 
 
+def _usage_message(exc: click.UsageError) -> str:
+    """A usage error's line: a bad value from a config file or a variable names where it came from."""
+    from shoal.cli.config_file import reworded
+
+    return reworded(exc, sys.argv[1:]) or exc.format_message()
+
+
 def main() -> None:
     """The ``shoal`` command. A usage error is one line on stderr and exit code 2, like every other error:
     click's own display is four (the usage, a hint, a blank line, the error)."""
@@ -268,7 +275,7 @@ def main() -> None:
         if isinstance(exc, NoArgsIsHelpError):  # a group run without a command: its help, as click shows it
             exc.show()
         else:
-            fail(f"{exc.format_message()}{usage_hint(exc.ctx)}", exc.exit_code)
+            fail(f"{_usage_message(exc)}{usage_hint(exc.ctx)}", exc.exit_code)
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         fail(exc.format_message(), exc.exit_code)

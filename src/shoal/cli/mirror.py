@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import click
 
+from shoal.cli.config_file import configured
 from shoal.cli.main import configure_logging, run_or_exit, verbose_option
 from shoal.core.errors import UsageError
 
@@ -65,6 +66,7 @@ def config_option(tables: str) -> Callable[[F], F]:
     )
 
 
+@configured("SHOAL_MIRROR_MANAGER", config_file=False)
 @mirror.command()
 @config_option("[manager] table and [[jobs]]")
 @click.option("--host", default=None, metavar="HOST", help="Address to listen on [default: the config's, 127.0.0.1].")
@@ -112,6 +114,7 @@ def manager(config_path: Path, host: str | None, port: int | None, verbose: int)
 # -- worker ------------------------------------------------------------------------------------------
 
 
+@configured("SHOAL_MIRROR_WORKER", config_file=False)
 @mirror.command()
 @config_option("[worker] table")
 @click.option("--name", required=True, metavar="NAME", help="This worker's name; jobs may ask for it by name.")

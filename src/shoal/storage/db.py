@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
+import re
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -40,12 +42,16 @@ def describe(exc: BaseException) -> str:
     return " ".join(text.split()) or type(exc).__name__
 
 
+_PASSWORD = re.compile(r"(//[^/@:]*:)[^/@]*@")
+
+
 def safe_url(url: str) -> str:
-    """``url`` for messages and logs: its password, if any, as ``***``."""
+    """``url`` for messages and logs: its password, if any, as ``***`` (also in a URL SQLAlchemy cannot
+    read, whose user-info part is masked as text)."""
     try:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
-        return url
+        return _PASSWORD.sub(r"\1***@", url)
 
 
 _DRIVERS = {
@@ -55,6 +61,8 @@ _DRIVERS = {
     "mysql": "mysql+aiomysql",
     "mariadb": "mysql+aiomysql",
 }
+_EXTRAS = {"asyncpg": "postgresql", "aiomysql": "mysql"}
+"""The drivers that are extras of the package (pyproject.toml), so that a peer host does not install them."""
 
 
 def async_url(url: str) -> str:
@@ -63,16 +71,31 @@ def async_url(url: str) -> str:
         parsed = make_url(url)
     except ArgumentError:
         raise UsageError(
-            f"malformed database URL {url!r} (try sqlite:///path, postgresql://..., mysql://...)"
+            f"malformed database URL {safe_url(url)!r} (try sqlite:///path, postgresql://..., mysql://...)"
         ) from None
     backend, _, driver = parsed.drivername.partition("+")
     if backend not in _DRIVERS:
-        raise UsageError(f"unsupported database {backend!r} in {url!r} (use sqlite, postgresql or mysql)")
+        raise UsageError(f"unsupported database {backend!r} in {safe_url(url)!r} (use sqlite, postgresql or mysql)")
     if not driver:
         parsed = parsed.set(drivername=_DRIVERS[backend])
     if parsed.drivername.startswith("sqlite") and not parsed.database:
-        raise UsageError(f"a SQLite URL needs a file path: sqlite:///path/to/tracker.db, not {url!r}")
+        raise UsageError(f"a SQLite URL needs a file path: sqlite:///path/to/tracker.db, not {safe_url(url)!r}")
+    _require_driver(parsed.drivername.partition("+")[2])
     return parsed.render_as_string(hide_password=False)
+
+
+def _require_driver(driver: str) -> None:
+    """A UsageError naming the extra to install when a URL's driver is one of the package's extras and is
+    not installed (SQLAlchemy's own error would be a traceback at the first connection)."""
+    extra = _EXTRAS.get(driver)
+    if extra is None:
+        return
+    try:
+        importlib.import_module(driver)
+    except ImportError:
+        raise UsageError(
+            f"the {extra} database driver ({driver}) is not installed: pip install 'shoal[{extra}]'"
+        ) from None
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
