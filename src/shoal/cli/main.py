@@ -238,17 +238,19 @@ class LazyGroup(click.Group):
         "cache": "shoal.cli.cache",
         "mirror": "shoal.cli.mirror",
         "pool": "shoal.cli.pool",
+        "install-units": "shoal.cli.units:install_units",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(self.commands_by_module)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        module = self.commands_by_module.get(cmd_name)
-        if module is None:
+        target = self.commands_by_module.get(cmd_name)
+        if target is None:
             return None
+        module, _, name = target.partition(":")  # MODULE, or MODULE:FUNCTION when the name is no identifier
         with loading():
-            command = getattr(importlib.import_module(module), cmd_name)
+            command = getattr(importlib.import_module(module), name or cmd_name)
         assert isinstance(command, click.Command)
         return command
 

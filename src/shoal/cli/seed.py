@@ -43,11 +43,9 @@ async def run_seeder(config: SeederConfig) -> None:
 
     async with hosted_seeder(config) as (port, bt_port):
         where = config.tracker or "embedded"
-        print(
-            f"seeder listening on http://{config.host}:{port} (BitTorrent wire on port {bt_port}; tracker {where})",
-            flush=True,
+        await until_signalled(
+            f"seeder listening on http://{config.host}:{port} (BitTorrent wire on port {bt_port}; tracker {where})"
         )
-        await until_signalled()
 
 
 @contextlib.asynccontextmanager
