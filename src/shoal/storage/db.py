@@ -50,7 +50,7 @@ def safe_url(url: str) -> str:
     read, whose user-info part is masked as text)."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is no number
         return _PASSWORD.sub(r"\1***@", url)
 
 
@@ -69,7 +69,9 @@ def async_url(url: str) -> str:
     """Map a plain database URL to its async-driver form; raise UsageError for anything else."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
+        if parsed.port is not None and not 0 < parsed.port < 65536:
+            raise ValueError(f"port {parsed.port}")
+    except (ArgumentError, ValueError):
         raise UsageError(
             f"malformed database URL {safe_url(url)!r} (try sqlite:///path, postgresql://..., mysql://...)"
         ) from None
