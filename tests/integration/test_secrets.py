@@ -172,3 +172,16 @@ def test_a_mirror_managers_token_from_a_file_guards_its_api_and_shows_nowhere(tm
         manager.stop()
     assert "401" in answers  # without it, the jobs are refused
     assert_nowhere([token], cmdline, answers, manager.line, log.read_text())
+
+
+def test_a_password_in_any_url_a_log_line_or_an_error_quotes_is_hidden(tmp_path: Path) -> None:
+    """The log handler and the error line hide every URL's password, whatever quotes it: here a `get` of an
+    origin URL with credentials that cannot be reached, traced with -vv into a file."""
+    secret = "pw-" + secrets.token_hex(12)
+    log = tmp_path / "get.log"
+    argv = ["get", f"http://user:{secret}@127.0.0.1:9/file.bin", "-o", str(tmp_path / "f"), "--no-daemon", "-vv"]
+    done = subprocess.run(shoal_argv(*argv, "--log-file", str(log)), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 4, done.stderr
+    logged = log.read_text()
+    assert "DEBUG" in logged and "user:***@127.0.0.1:9" in logged + done.stderr
+    assert_nowhere([secret], logged, done.stderr)

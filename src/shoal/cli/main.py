@@ -34,6 +34,7 @@ import click
 from click.exceptions import NoArgsIsHelpError
 
 from shoal.core.errors import ShoalError, UsageError
+from shoal.core.redact import redact_passwords
 from shoal.core.tracker_choice import parse_trackers
 from shoal.core.units import parse_rate
 
@@ -167,14 +168,28 @@ def configure_logging(verbose: int, quiet: bool) -> None:
             raise click.UsageError(f"cannot open the log file {path}: {exc.strerror or exc}", ctx) from None
     else:
         handler = logging.StreamHandler(sys.stderr)
+    formatter: logging.Formatter
     if meta.get("shoal.log_format") == "json":
-        handler.setFormatter(JsonFormatter())
+        formatter = JsonFormatter()
     else:
         # -vv traces what happens when: its lines carry the time, to the millisecond (always, in a file).
         stamp = "%(asctime)s.%(msecs)03d " if level == logging.DEBUG or path is not None else ""
         day = "%Y-%m-%d " if path is not None else ""
-        handler.setFormatter(logging.Formatter(f"shoal: {stamp}%(levelname)s: %(message)s", datefmt=f"{day}%H:%M:%S"))
+        formatter = logging.Formatter(f"shoal: {stamp}%(levelname)s: %(message)s", datefmt=f"{day}%H:%M:%S")
+    handler.setFormatter(RedactingFormatter(formatter))
     logging.basicConfig(level=level, handlers=[handler])
+
+
+class RedactingFormatter(logging.Formatter):
+    """Another formatter's lines with every URL's password as ``***`` (core.redact): whatever a message
+    quotes (a database URL, an origin URL with credentials, a driver's error), no password reaches a log."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_passwords(self.inner.format(record))
 
 
 def usage_hint(ctx: click.Context | None) -> str:
@@ -184,8 +199,9 @@ def usage_hint(ctx: click.Context | None) -> str:
 
 def fail(message: str, code: int) -> NoReturn:
     """Exit with ``code`` after ``shoal: error: MESSAGE`` on stderr, on one line whatever the message holds
-    (a server's reply, a driver's error): a script reads one line per error."""
-    line = " ".join(message.split())
+    (a server's reply, a driver's error): a script reads one line per error. A URL's password in it is
+    shown as ``***``."""
+    line = redact_passwords(" ".join(message.split()))
     if any(isinstance(h, logging.FileHandler) for h in logging.getLogger().handlers):
         logging.getLogger("shoal").error("%s", line)  # a log file tells why the command ended, too
     click.echo(f"shoal: error: {line}", err=True)

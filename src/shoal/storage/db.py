@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import re
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -23,6 +22,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from shoal.core.errors import StoreError, UsageError
+from shoal.core.redact import redact_url
 from shoal.storage.schema import migrate
 
 T = TypeVar("T")
@@ -42,16 +42,13 @@ def describe(exc: BaseException) -> str:
     return " ".join(text.split()) or type(exc).__name__
 
 
-_PASSWORD = re.compile(r"(//[^/@:]*:)[^/@]*@")
-
-
 def safe_url(url: str) -> str:
     """``url`` for messages and logs: its password, if any, as ``***`` (also in a URL SQLAlchemy cannot
     read, whose user-info part is masked as text)."""
     try:
         return make_url(url).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):  # ValueError: a port that is no number
-        return _PASSWORD.sub(r"\1***@", url)
+        return redact_url(url)
 
 
 _DRIVERS = {
