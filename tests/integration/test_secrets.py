@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import make_url
 
+from shoal.testing.poll import wait_until
 from shoal.testing.processes import Service, shoal_argv, start_service
+from tests.integration.test_mirror import TOKEN, Mirror, job_is
 from tests.store.conftest import SERVERS, _probe, drop_schema
 
 
@@ -185,3 +187,21 @@ def test_a_password_in_any_url_a_log_line_or_an_error_quotes_is_hidden(tmp_path:
     logged = log.read_text()
     assert "DEBUG" in logged and "user:***@127.0.0.1:9" in logged + done.stderr
     assert_nowhere([secret], logged, done.stderr)
+
+
+def test_a_mirror_job_runs_without_the_secrets_of_its_worker(tmp_path: Path) -> None:
+    token = TOKEN  # the manager's, which the helpers' `ctl` sends
+    pool_token = "pool-" + secrets.token_hex(16)
+    mirror = Mirror(tmp_path)
+    try:
+        jobs = '[[jobs]]\nname = "env"\nprovider = "command"\nupstream = "local"\ncommand = "env > env.txt"\n'
+        jobs += 'interval = "1h"\n[jobs.env]\nJOB_SETTING = "kept"\n'
+        manager = mirror.manager(jobs, token=token)
+        env = {"DEPLOY_MIRROR_TOKEN": token, "SHOAL_POOL_TOKEN": pool_token, "OPERATOR_SETTING": "kept too"}
+        mirror.worker(manager, "w1", token=None, extra='token_env = "DEPLOY_MIRROR_TOKEN"\n', env=env)
+        wait_until(lambda: job_is(manager, "env", status="success"), "the job's success", timeout=60)
+    finally:
+        mirror.close()
+    seen = (tmp_path / "w1" / "env" / "current" / "env.txt").read_text()
+    assert "JOB_SETTING=kept" in seen and "OPERATOR_SETTING=kept too" in seen
+    assert_nowhere([token, pool_token, "DEPLOY_MIRROR_TOKEN", "SHOAL_POOL_TOKEN"], seen)

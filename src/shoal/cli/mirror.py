@@ -212,7 +212,7 @@ async def _run_worker(config_path: Path, name: str, settings: Any) -> None:
         w = MirrorWorker(
             name,
             settings,
-            run_attempt,
+            functools.partial(run_attempt, base_env=_job_environment(settings.token_env)),
             url=url,
             reload=lambda: load_config(config_path).worker,
             pool_token=os.environ.get("SHOAL_POOL_TOKEN") or None,
@@ -231,6 +231,20 @@ async def _run_worker(config_path: Path, name: str, settings: Any) -> None:
             serving.result()  # the manager refused this worker (a wrong token, say): say so, exit non-zero
     finally:
         await hosted.__aexit__(None, None, None)
+
+
+SECRET_VARIABLES = ("SHOAL_MIRROR_TOKEN", "SHOAL_POOL_TOKEN", "SHOAL_TRACKER_DB")
+"""Variables that hold secrets by Shoal's conventions (README, Secrets), kept from the commands jobs run."""
+
+
+def _job_environment(token_env: str | None) -> dict[str, str]:
+    """The environment a job's hooks and command start from: the worker's, without the secrets it reads
+    from there (the manager's token, a pool's) and without the service manager's socket. A job runs the
+    upstream's tools (rsync, scripts) that need none of them; one that does names it in its ``env`` table."""
+    from shoal.systemd.notify import SOCKET_ENV
+
+    hidden = {*SECRET_VARIABLES, SOCKET_ENV, *([token_env] if token_env else [])}
+    return {name: value for name, value in os.environ.items() if name not in hidden}
 
 
 # -- ctl ---------------------------------------------------------------------------------------------
