@@ -170,7 +170,8 @@ def _is(value: Any, want: type) -> bool:
 
 
 def _shown(value: Any) -> str:
-    kind = next((name for t, name in _TOML_NAMES.items() if isinstance(value, t)), "a table")
+    other = "a table" if isinstance(value, dict) else "a date or time"  # TOML's remaining kinds
+    kind = next((name for t, name in _TOML_NAMES.items() if isinstance(value, t)), other)
     text = repr(value)
     return f"{kind} ({text if len(text) <= 40 else text[:37] + '...'})"
 
