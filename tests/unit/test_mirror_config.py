@@ -346,3 +346,33 @@ def test_load_config_of_a_missing_file_is_a_config_error(tmp_path: Path) -> None
         load_config(tmp_path / "nope.toml")
     assert "cannot read the configuration" in str(info.value)
     assert info.value.exit_code == 2
+
+
+def test_a_token_file_is_read_through_the_callers_reader_and_its_refusal_names_the_key() -> None:
+    text = '[manager]\ntoken_file = "mirror.token"\n'
+    config = parse_config(text, "m.toml", read_secret=lambda name: f"secret-of-{name}")
+    assert config.manager.token == "secret-of-mirror.token"
+
+    def refuse(name: str) -> str:
+        raise UsageError(f"{name} is open to other users (mode 0644): chmod 600 {name}")
+
+    with pytest.raises(ConfigError, match=r"m.toml:2: manager: .*chmod 600") as caught:
+        parse_config(text, "m.toml", read_secret=refuse)
+    assert caught.value.key == "token_file"
+    with pytest.raises(ConfigError, match="give one of 'token', 'token_file', not several"):
+        parse_config('[worker]\ntoken = "abcdefghijklmnopq"\ntoken_file = "t"\n', "m.toml")
+
+
+def test_load_config_reads_a_token_file_beside_it_only_when_nobody_else_may(tmp_path: Path) -> None:
+    secret = tmp_path / "mirror.token"
+    secret.write_text("0123456789abcdef0123\n")
+    secret.chmod(0o600)
+    path = tmp_path / "mirrors.toml"
+    path.write_text('[worker]\ntoken_file = "mirror.token"\n')
+    assert load_config(path, environ={}).worker.token == "0123456789abcdef0123"
+    secret.chmod(0o644)
+    with pytest.raises(ConfigError, match=r"mirrors.toml:2: worker: .*open to other users"):
+        load_config(path, environ={})
+    secret.unlink()
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(path, environ={})

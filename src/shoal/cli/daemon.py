@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from shoal.cli.config_file import configured
 from shoal.cli.fleet import FleetOptions, fleet_options
 from shoal.cli.main import (
     TRACKERS,
@@ -41,17 +42,16 @@ async def run_daemon(config: DaemonConfig) -> None:
     async with Daemon(config) as daemon:
         usage = daemon.store.usage()
         scheme = config.credentials.peer_scheme
-        # The piece server's URL first: with port 0 this line is how a script learns it (see shoal.http.listen.serve).
-        print(
+        # The piece server's URL first: with port 0 this line is how a script learns it (see shoal.http.listen).
+        await until_signalled(
             f"daemon listening on {scheme}://{config.listen_host}:{daemon.server.port} "
             f"(control socket {config.socket}; "
             f"cache {config.cache_dir}, {format_bytes(usage.used)} of {format_bytes(usage.capacity)}; "
-            f"tracker {config.tracker or 'none'}" + "".join(f"; pool {spec.name}" for spec in config.pools) + ")",
-            flush=True,
+            f"tracker {config.tracker or 'none'}" + "".join(f"; pool {spec.name}" for spec in config.pools) + ")"
         )
-        await until_signalled()
 
 
+@configured("SHOAL_DAEMON")
 @click.command()
 @click.option(
     "--cache-dir",

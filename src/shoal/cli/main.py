@@ -34,6 +34,7 @@ import click
 from click.exceptions import NoArgsIsHelpError
 
 from shoal.core.errors import ShoalError, UsageError
+from shoal.core.redact import redact_passwords
 from shoal.core.tracker_choice import parse_trackers
 from shoal.core.units import parse_rate
 
@@ -167,14 +168,28 @@ def configure_logging(verbose: int, quiet: bool) -> None:
             raise click.UsageError(f"cannot open the log file {path}: {exc.strerror or exc}", ctx) from None
     else:
         handler = logging.StreamHandler(sys.stderr)
+    formatter: logging.Formatter
     if meta.get("shoal.log_format") == "json":
-        handler.setFormatter(JsonFormatter())
+        formatter = JsonFormatter()
     else:
         # -vv traces what happens when: its lines carry the time, to the millisecond (always, in a file).
         stamp = "%(asctime)s.%(msecs)03d " if level == logging.DEBUG or path is not None else ""
         day = "%Y-%m-%d " if path is not None else ""
-        handler.setFormatter(logging.Formatter(f"shoal: {stamp}%(levelname)s: %(message)s", datefmt=f"{day}%H:%M:%S"))
+        formatter = logging.Formatter(f"shoal: {stamp}%(levelname)s: %(message)s", datefmt=f"{day}%H:%M:%S")
+    handler.setFormatter(RedactingFormatter(formatter))
     logging.basicConfig(level=level, handlers=[handler])
+
+
+class RedactingFormatter(logging.Formatter):
+    """Another formatter's lines with every URL's password as ``***`` (core.redact): whatever a message
+    quotes (a database URL, an origin URL with credentials, a driver's error), no password reaches a log."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_passwords(self.inner.format(record))
 
 
 def usage_hint(ctx: click.Context | None) -> str:
@@ -184,8 +199,9 @@ def usage_hint(ctx: click.Context | None) -> str:
 
 def fail(message: str, code: int) -> NoReturn:
     """Exit with ``code`` after ``shoal: error: MESSAGE`` on stderr, on one line whatever the message holds
-    (a server's reply, a driver's error): a script reads one line per error."""
-    line = " ".join(message.split())
+    (a server's reply, a driver's error): a script reads one line per error. A URL's password in it is
+    shown as ``***``."""
+    line = redact_passwords(" ".join(message.split()))
     if any(isinstance(h, logging.FileHandler) for h in logging.getLogger().handlers):
         logging.getLogger("shoal").error("%s", line)  # a log file tells why the command ended, too
     click.echo(f"shoal: error: {line}", err=True)
@@ -238,17 +254,19 @@ class LazyGroup(click.Group):
         "cache": "shoal.cli.cache",
         "mirror": "shoal.cli.mirror",
         "pool": "shoal.cli.pool",
+        "install-units": "shoal.cli.units:install_units",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(self.commands_by_module)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        module = self.commands_by_module.get(cmd_name)
-        if module is None:
+        target = self.commands_by_module.get(cmd_name)
+        if target is None:
             return None
+        module, _, name = target.partition(":")  # MODULE, or MODULE:FUNCTION when the name is no identifier
         with loading():
-            command = getattr(importlib.import_module(module), cmd_name)
+            command = getattr(importlib.import_module(module), name or cmd_name)
         assert isinstance(command, click.Command)
         return command
 
@@ -257,6 +275,13 @@ class LazyGroup(click.Group):
 @click.version_option(package_name="shoal")
 def cli() -> None:
     """Shoal: peer-to-peer file distribution for fleets of machines."""
+
+
+def _usage_message(exc: click.UsageError) -> str:
+    """A usage error's line: a bad value from a config file or a variable names where it came from."""
+    from shoal.cli.config_file import reworded
+
+    return reworded(exc, sys.argv[1:]) or exc.format_message()
 
 
 def main() -> None:
@@ -268,7 +293,7 @@ def main() -> None:
         if isinstance(exc, NoArgsIsHelpError):  # a group run without a command: its help, as click shows it
             exc.show()
         else:
-            fail(f"{exc.format_message()}{usage_hint(exc.ctx)}", exc.exit_code)
+            fail(f"{_usage_message(exc)}{usage_hint(exc.ctx)}", exc.exit_code)
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         fail(exc.format_message(), exc.exit_code)

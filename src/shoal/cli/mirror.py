@@ -9,19 +9,31 @@ client of the manager's API; its errors become exit codes in cli.main.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import ipaddress
 import json
+import logging
 import os
 import re
-from collections.abc import Awaitable, Callable
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from shoal.cli.config_file import configured
 from shoal.cli.main import configure_logging, run_or_exit, verbose_option
-from shoal.core.errors import UsageError
+from shoal.core.errors import ShoalError, UsageError
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from shoal.mirror.manager import MirrorManager
+
+log = logging.getLogger("shoal.mirror")
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -65,6 +77,7 @@ def config_option(tables: str) -> Callable[[F], F]:
     )
 
 
+@configured("SHOAL_MIRROR_MANAGER", config_file=False)
 @mirror.command()
 @config_option("[manager] table and [[jobs]]")
 @click.option("--host", default=None, metavar="HOST", help="Address to listen on [default: the config's, 127.0.0.1].")
@@ -102,16 +115,49 @@ def manager(config_path: Path, host: str | None, port: int | None, verbose: int)
         config = replace(config, manager=settings)
         mgr = MirrorManager(config, config_path=config_path, load=load_config)
         async_url(mgr.db)  # a malformed URL is a usage error before anything starts
-        asyncio.run(
-            serve(build_app(mgr), settings.host, settings.port, "mirror manager", f" (database {safe_url(mgr.db)})")
-        )
+        app = build_app(mgr)
+        app.cleanup_ctx.append(functools.partial(_reload_on_hangup, mgr))
+        asyncio.run(serve(app, settings.host, settings.port, "mirror manager", f" (database {safe_url(mgr.db)})"))
 
     run_or_exit(go)
+
+
+async def _reload_on_hangup(manager: MirrorManager, app: web.Application) -> AsyncIterator[None]:
+    """While the manager serves, SIGHUP (``systemctl reload``) re-reads its config's jobs as ``shoal mirror
+    ctl reload`` does, telling the service manager when the reload begins and ends."""
+    from shoal.systemd import notify
+
+    hangup = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, hangup.set)
+
+    async def reload_each_hangup() -> None:
+        while True:
+            await hangup.wait()
+            hangup.clear()
+            notify.reloading()
+            try:
+                done = await manager.reload()
+            except ShoalError as exc:  # a config that no longer parses: the jobs stay as they were
+                log.error("reload failed, the jobs stay as they were: %s", exc)
+            else:
+                log.info("reloaded: jobs added %s, updated %s, disabled %s", done.added, done.updated, done.disabled)
+            notify.ready()
+
+    task = asyncio.create_task(reload_each_hangup())
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 # -- worker ------------------------------------------------------------------------------------------
 
 
+@configured("SHOAL_MIRROR_WORKER", config_file=False)
 @mirror.command()
 @config_option("[worker] table")
 @click.option("--name", required=True, metavar="NAME", help="This worker's name; jobs may ask for it by name.")
@@ -166,18 +212,17 @@ async def _run_worker(config_path: Path, name: str, settings: Any) -> None:
         w = MirrorWorker(
             name,
             settings,
-            run_attempt,
+            functools.partial(run_attempt, base_env=_job_environment(settings.token_env)),
             url=url,
             reload=lambda: load_config(config_path).worker,
             pool_token=os.environ.get("SHOAL_POOL_TOKEN") or None,
         )
-        print(
+        listening = (
             f"mirror worker {name} listening on http://{settings.seed_host}:{port} "
-            f"(seeding {directory}; BitTorrent wire on port {bt_port}; manager {settings.manager})",
-            flush=True,
+            f"(seeding {directory}; BitTorrent wire on port {bt_port}; manager {settings.manager})"
         )
         serving = asyncio.create_task(w.run())
-        signalled = asyncio.create_task(until_signalled())
+        signalled = asyncio.create_task(until_signalled(listening))
         done, _ = await asyncio.wait({serving, signalled}, return_when=asyncio.FIRST_COMPLETED)
         for task in (serving, signalled):
             task.cancel()
@@ -186,6 +231,20 @@ async def _run_worker(config_path: Path, name: str, settings: Any) -> None:
             serving.result()  # the manager refused this worker (a wrong token, say): say so, exit non-zero
     finally:
         await hosted.__aexit__(None, None, None)
+
+
+SECRET_VARIABLES = ("SHOAL_MIRROR_TOKEN", "SHOAL_POOL_TOKEN", "SHOAL_TRACKER_DB")
+"""Variables that hold secrets by Shoal's conventions (README, Secrets), kept from the commands jobs run."""
+
+
+def _job_environment(token_env: str | None) -> dict[str, str]:
+    """The environment a job's hooks and command start from: the worker's, without the secrets it reads
+    from there (the manager's token, a pool's) and without the service manager's socket. A job runs the
+    upstream's tools (rsync, scripts) that need none of them; one that does names it in its ``env`` table."""
+    from shoal.systemd.notify import SOCKET_ENV
+
+    hidden = {*SECRET_VARIABLES, SOCKET_ENV, *([token_env] if token_env else [])}
+    return {name: value for name, value in os.environ.items() if name not in hidden}
 
 
 # -- ctl ---------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import click
 
+from shoal.cli.config_file import configured
 from shoal.cli.main import TRACKERS, configure_logging, run_or_exit, verbose_option
 from shoal.core.errors import UsageError
 from shoal.seeder.config import SeederConfig
@@ -42,11 +43,9 @@ async def run_seeder(config: SeederConfig) -> None:
 
     async with hosted_seeder(config) as (port, bt_port):
         where = config.tracker or "embedded"
-        print(
-            f"seeder listening on http://{config.host}:{port} (BitTorrent wire on port {bt_port}; tracker {where})",
-            flush=True,
+        await until_signalled(
+            f"seeder listening on http://{config.host}:{port} (BitTorrent wire on port {bt_port}; tracker {where})"
         )
-        await until_signalled()
 
 
 @contextlib.asynccontextmanager
@@ -107,6 +106,7 @@ async def hosted_seeder(config: SeederConfig) -> AsyncIterator[tuple[int, int]]:
             await runner.cleanup()
 
 
+@configured("SHOAL_SEED")
 @click.command()
 @click.argument(
     "dirs", nargs=-1, required=True, metavar="DIR...", type=click.Path(exists=True, file_okay=False, path_type=Path)

@@ -10,12 +10,14 @@ import re
 
 import click
 
+from shoal.cli.config_file import configured
 from shoal.cli.fleet import FleetOptions, fleet_options
 from shoal.cli.main import configure_logging, run_or_exit, verbose_option
 from shoal.core.bt_tracker import INTERVAL_JITTER
 from shoal.tracker.config import TrackerConfig
 
 
+@configured("SHOAL_TRACKER")
 @click.command()
 @click.option("--host", default=TrackerConfig.host, show_default=True, metavar="HOST", help="Address to listen on.")
 @click.option(
@@ -28,10 +30,15 @@ from shoal.tracker.config import TrackerConfig
 )
 @click.option(
     "--db",
-    default=TrackerConfig.db,
-    show_default=True,
     metavar="URL",
-    help="Database URL: sqlite:///PATH, postgresql://USER@HOST/DB or mysql://USER@HOST/DB.",
+    help="Database URL: sqlite:///PATH, postgresql://USER@HOST/DB or mysql://USER@HOST/DB; one with a password "
+    f"belongs in $SHOAL_TRACKER_DB or --db-file, not in ps [default: {TrackerConfig.db}].",
+)
+@click.option(
+    "--db-file",
+    type=click.Path(dir_okay=False),
+    metavar="PATH",
+    help="Read the database URL from PATH (mode 0600), for a URL with a password.",
 )
 @click.option(
     "--interval",
@@ -177,7 +184,8 @@ from shoal.tracker.config import TrackerConfig
 def tracker(
     host: str,
     port: int,
-    db: str,
+    db: str | None,
+    db_file: str | None,
     interval: float,
     idle_interval: float | None,
     max_interval: float | None,
@@ -214,6 +222,8 @@ def tracker(
     longest = max(TrackerConfig.max_interval, idle) if max_interval is None else max_interval
     if longest < idle:
         raise click.BadParameter(f"must be at least the idle interval ({idle:g} s)", param_hint="--max-interval")
+    if db is not None and db_file is not None:
+        raise click.UsageError("give --db or --db-file, not both")
     if advertise and not re.fullmatch(r"https?://[^/\s?#]+/?", advertise):
         raise click.BadParameter("must be a base URL: http://HOST:PORT", param_hint="--advertise")
     admin_token_hash = None
@@ -225,7 +235,7 @@ def tracker(
     config = TrackerConfig(
         host=host,
         port=port,
-        db=db,
+        db=db or TrackerConfig.db,
         interval=interval,
         idle_interval=idle,
         max_interval=longest,
@@ -254,12 +264,14 @@ def tracker(
         from shoal.http.credentials import warn_if_open
         from shoal.http.listen import ON_LISTENING, access_log_options, serve
         from shoal.storage.db import async_url, safe_url
+        from shoal.storage.secret_file import read_private_text
         from shoal.tracker.app import RUNNER_OPTIONS, build_app
 
-        async_url(db)  # a malformed URL is a usage error before anything starts
+        url = config.db if db_file is None else read_private_text(db_file)
+        async_url(url)  # a malformed URL, or one without its driver, is a usage error before anything starts
         credentials = fleet.load()
-        detail = f" (database {safe_url(db)})"
-        app = build_app(replace(config, fleet_key=credentials.key))
+        detail = f" (database {safe_url(url)})"
+        app = build_app(replace(config, db=url, fleet_key=credentials.key))
 
         def listening(port: int) -> None:  # once it serves: a tracker that cannot start says only why
             reach = "announce, learn every task's peers and piece hashes, and join any task's swarm"

@@ -17,6 +17,7 @@ from urllib.parse import unquote_plus, urlsplit, urlunsplit
 import blake3
 
 from shoal.core.errors import UsageError
+from shoal.core.redact import redact_url
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -27,13 +28,13 @@ def canonical_url(url: str) -> str:
         parts = urlsplit(url.strip())
         port = parts.port
     except ValueError as exc:
-        raise UsageError(f"malformed URL {url!r}: {exc}") from None
+        raise UsageError(f"malformed URL {redact_url(url)!r}: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS:
-        raise UsageError(f"malformed URL {url!r}: only http:// and https:// are supported")
+        raise UsageError(f"malformed URL {redact_url(url)!r}: only http:// and https:// are supported")
     host = (parts.hostname or "").lower()
     if not host:
-        raise UsageError(f"malformed URL {url!r}: no host")
+        raise UsageError(f"malformed URL {redact_url(url)!r}: no host")
     if ":" in host:
         host = f"[{host}]"
     netloc = host if port in (None, _DEFAULT_PORTS[scheme]) else f"{host}:{port}"

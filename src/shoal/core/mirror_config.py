@@ -10,7 +10,7 @@ The layout::
     [manager]                       # ManagerSettings; every key optional
     host = "127.0.0.1"
     port = 6970
-    token_env = "SHOAL_MIRROR_TOKEN"   # or token = "..." (not both); keeps the secret out of the file
+    token_env = "SHOAL_MIRROR_TOKEN"   # or token_file = "/etc/shoal/mirror.token", or token = "..." (one)
     db = "sqlite:///var/lib/shoal/mirror.db"
     worker_timeout = "1m"
 
@@ -66,7 +66,7 @@ from __future__ import annotations
 import math
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -281,9 +281,12 @@ class ManagerSettings(_Table, frozen=True):
     port: Port = 6970
     """TCP port; 0 picks a free one."""
     token: Text | None = None
-    """The bearer token workers and ``shoal mirror ctl`` must send (from ``token`` or ``token_env``)."""
+    """The bearer token workers and ``shoal mirror ctl`` must send (from ``token``, ``token_env`` or
+    ``token_file``)."""
     token_env: EnvName | None = None
     """The environment variable ``token`` was read from, if any."""
+    token_file: Text | None = None
+    """The file (mode 0600) ``token`` was read from, if any."""
     db: Text | None = None
     """Database URL (as ``shoal tracker --db``); None: an SQLite file beside the config file."""
     worker_timeout: Duration = 60.0
@@ -296,9 +299,11 @@ class WorkerSettings(_Table, frozen=True):
     manager: Text = "http://127.0.0.1:6970"
     """The manager's base URL."""
     token: Text | None = None
-    """The manager's bearer token (from ``token`` or ``token_env``)."""
+    """The manager's bearer token (from ``token``, ``token_env`` or ``token_file``)."""
     token_env: EnvName | None = None
     """The environment variable ``token`` was read from, if any."""
+    token_file: Text | None = None
+    """The file (mode 0600) ``token`` was read from, if any."""
     directory: Text = "/var/lib/shoal/mirror"
     """Job directories are ``<directory>/<job name>``."""
     concurrency: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 2
@@ -387,30 +392,53 @@ def dec_hook(kind: type, value: Any) -> Any:
     raise NotImplementedError(kind)
 
 
-def _token(settings: Any, section: str, environ: Mapping[str, str]) -> Any:
-    """``settings`` with ``token`` read from ``token_env``'s variable, when that is given."""
+SecretReader = Callable[[str], str]
+"""Reads the secret in a file (``token_file``); a UsageError says why it cannot."""
+
+
+def _no_files(path: str) -> str:
+    raise UsageError("token_file is read only from a config file on disk")
+
+
+def _token(settings: Any, section: str, environ: Mapping[str, str], read_secret: SecretReader) -> Any:
+    """``settings`` with ``token`` read from ``token_env``'s variable or ``token_file``, when one is given."""
+    given = [key for key in ("token", "token_env", "token_file") if getattr(settings, key) is not None]
+    if len(given) > 1:
+        raise _Invalid((section, given[-1]), f"give one of {', '.join(repr(k) for k in given)}, not several")
+    if settings.token_file is not None:
+        try:
+            return msgspec.structs.replace(settings, token=read_secret(settings.token_file))
+        except UsageError as exc:
+            raise _Invalid((section, "token_file"), str(exc)) from None
     variable = settings.token_env
     if variable is None:
         return settings
-    if settings.token is not None:
-        raise _Invalid((section, "token_env"), "give 'token' or 'token_env', not both")
     value = environ.get(variable, "")
     if not value.strip():
         raise _Invalid((section, "token_env"), f"the environment variable {variable} is not set (or empty)")
     return msgspec.structs.replace(settings, token=value)
 
 
-def _config(data: dict[str, Any], environ: Mapping[str, str]) -> MirrorConfig:
+def _config(data: dict[str, Any], environ: Mapping[str, str], read_secret: SecretReader) -> MirrorConfig:
     config = msgspec.convert(data, MirrorConfig, dec_hook=dec_hook)
     return msgspec.structs.replace(
-        config, manager=_token(config.manager, "manager", environ), worker=_token(config.worker, "worker", environ)
+        config,
+        manager=_token(config.manager, "manager", environ, read_secret),
+        worker=_token(config.worker, "worker", environ, read_secret),
     )
 
 
-def parse_config(text: str, source: str = "<config>", *, environ: Mapping[str, str] = _EMPTY_ENV) -> MirrorConfig:
+def parse_config(
+    text: str,
+    source: str = "<config>",
+    *,
+    environ: Mapping[str, str] = _EMPTY_ENV,
+    read_secret: SecretReader = _no_files,
+) -> MirrorConfig:
     """Read a mirrors.toml; ConfigError naming the source, line and key on anything wrong.
 
-    ``environ`` is where ``token_env`` looks its variable up (the caller passes ``os.environ``)."""
+    ``environ`` is where ``token_env`` looks its variable up (the caller passes ``os.environ``), and
+    ``read_secret`` reads ``token_file`` (the caller passes ``shoal.storage.secret_file.read_secret_file``)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -420,7 +448,7 @@ def parse_config(text: str, source: str = "<config>", *, environ: Mapping[str, s
         where = f"{source}:{line}" if line is not None else source
         raise ConfigError(f"{where}: not valid TOML: {message}", source=source, line=line, key=None) from None
     try:
-        return _config(data, environ)
+        return _config(data, environ, read_secret)
     except (_Invalid, msgspec.ValidationError) as exc:
         path, message = _problem(exc, data)
         line = _line_of(_locate_keys(text), path)

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from shoal.core.errors import ListenError
 from shoal.http.limits import Runner
+from shoal.systemd import notify
 
 ON_LISTENING = web.AppKey("on_listening", list)
 """Callbacks an application is given the port it listens on once it does (a service that tells others where
@@ -56,13 +57,24 @@ async def listen(
     return runner, bound
 
 
-async def until_signalled() -> None:
-    """Return on SIGINT or SIGTERM: how every long-running command ends cleanly."""
+async def until_signalled(listening: str = "") -> None:
+    """Return on SIGINT or SIGTERM, having told the service manager the service is stopping: how every
+    long-running command ends cleanly.
+
+    ``listening`` (``NAME listening on URL ...``) is printed, and sent to the service manager as the
+    status of ``READY=1`` (shoal.systemd.notify), once the signal handlers are in place: whoever acts on
+    the line (a test, systemd) may stop the service at once. That line is the contract with whoever started
+    the process (tests, benchmarks, operators' scripts): with port 0 it is the only way to learn the port.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if listening:
+        print(listening, flush=True)
+        notify.ready(listening)
     await stop.wait()
+    notify.stopping()
 
 
 async def serve(
@@ -75,16 +87,12 @@ async def serve(
     tls: ssl.SSLContext | None = None,
     **runner_options: Any,
 ) -> None:
-    """Serve ``app`` until SIGINT or SIGTERM, first printing ``NAME listening on http://HOST:PORT`` (https
-    with ``tls``).
-
-    That line is the contract with whoever started the process (tests, benchmarks, operators' scripts):
-    with port 0 it is the only way to learn the port. ``runner_options`` go to :func:`listen`.
+    """Serve ``app`` until SIGINT or SIGTERM, first saying ``NAME listening on http://HOST:PORT`` (https
+    with ``tls``; :func:`until_signalled`). ``runner_options`` go to :func:`listen`.
     """
     runner, bound = await listen(app, host, port, tls=tls, **runner_options)
     try:
         scheme = "https" if tls is not None else "http"
-        print(f"{name} listening on {scheme}://{host}:{bound}{detail}", flush=True)
-        await until_signalled()
+        await until_signalled(f"{name} listening on {scheme}://{host}:{bound}{detail}")
     finally:
         await runner.cleanup()

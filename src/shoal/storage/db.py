@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -21,6 +22,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from shoal.core.errors import StoreError, UsageError
+from shoal.core.redact import redact_url
 from shoal.storage.schema import migrate
 
 T = TypeVar("T")
@@ -41,11 +43,12 @@ def describe(exc: BaseException) -> str:
 
 
 def safe_url(url: str) -> str:
-    """``url`` for messages and logs: its password, if any, as ``***``."""
+    """``url`` for messages and logs: its password, if any, as ``***`` (also in a URL SQLAlchemy cannot
+    read, whose user-info part is masked as text)."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return url
+    except (ArgumentError, ValueError):  # ValueError: a port that is no number
+        return redact_url(url)
 
 
 _DRIVERS = {
@@ -55,24 +58,43 @@ _DRIVERS = {
     "mysql": "mysql+aiomysql",
     "mariadb": "mysql+aiomysql",
 }
+_EXTRAS = {"asyncpg": "postgresql", "aiomysql": "mysql"}
+"""The drivers that are extras of the package (pyproject.toml), so that a peer host does not install them."""
 
 
 def async_url(url: str) -> str:
     """Map a plain database URL to its async-driver form; raise UsageError for anything else."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
+        if parsed.port is not None and not 0 < parsed.port < 65536:
+            raise ValueError(f"port {parsed.port}")
+    except (ArgumentError, ValueError):
         raise UsageError(
-            f"malformed database URL {url!r} (try sqlite:///path, postgresql://..., mysql://...)"
+            f"malformed database URL {safe_url(url)!r} (try sqlite:///path, postgresql://..., mysql://...)"
         ) from None
     backend, _, driver = parsed.drivername.partition("+")
     if backend not in _DRIVERS:
-        raise UsageError(f"unsupported database {backend!r} in {url!r} (use sqlite, postgresql or mysql)")
+        raise UsageError(f"unsupported database {backend!r} in {safe_url(url)!r} (use sqlite, postgresql or mysql)")
     if not driver:
         parsed = parsed.set(drivername=_DRIVERS[backend])
     if parsed.drivername.startswith("sqlite") and not parsed.database:
-        raise UsageError(f"a SQLite URL needs a file path: sqlite:///path/to/tracker.db, not {url!r}")
+        raise UsageError(f"a SQLite URL needs a file path: sqlite:///path/to/tracker.db, not {safe_url(url)!r}")
+    _require_driver(parsed.drivername.partition("+")[2])
     return parsed.render_as_string(hide_password=False)
+
+
+def _require_driver(driver: str) -> None:
+    """A UsageError naming the extra to install when a URL's driver is one of the package's extras and is
+    not installed (SQLAlchemy's own error would be a traceback at the first connection)."""
+    extra = _EXTRAS.get(driver)
+    if extra is None:
+        return
+    try:
+        importlib.import_module(driver)
+    except ImportError:
+        raise UsageError(
+            f"the {extra} database driver ({driver}) is not installed: pip install 'shoal[{extra}]'"
+        ) from None
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -1,4 +1,4 @@
-"""Reading a credential from a file (the tracker's ``--admin-token-file``).
+"""Reading a credential from a file (the tracker's ``--admin-token-file`` and ``--db-file``).
 
 A secret is taken only from a regular file that its group and others cannot read or write (mode 0600 or
 stricter): one the whole host can read is no secret, and refusing it at start is kinder than finding out
@@ -18,9 +18,10 @@ MIN_LENGTH = 16
 MAX_BYTES = 4096
 
 
-def read_secret_file(path: str | os.PathLike[str]) -> str:
-    """The secret in ``path``; UsageError when the file is open to others or holds no usable token,
-    LocalIOError when it cannot be read."""
+def read_private_text(path: str | os.PathLike[str]) -> str:
+    """The text of ``path`` without surrounding white space, read only from a regular file its group and
+    others cannot read or write: a secret such as a database URL with its password. UsageError when the
+    file is open to others, too long or not UTF-8; LocalIOError when it cannot be read."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -35,12 +36,17 @@ def read_secret_file(path: str | os.PathLike[str]) -> str:
     except OSError as exc:
         raise LocalIOError(f"cannot read {path}: {exc.strerror}", path=str(path)) from None
     if len(raw) > MAX_BYTES:
-        raise UsageError(f"{path} is too long for a token (at most {MAX_BYTES} bytes)")
+        raise UsageError(f"{path} is too long for a secret (at most {MAX_BYTES} bytes)")
     try:
-        token = raw.decode("ascii").strip()
+        return raw.decode("utf-8").strip()
     except UnicodeDecodeError:
-        raise UsageError(f"{path}: a token is printable ASCII") from None
-    if not token.isprintable() or " " in token:
+        raise UsageError(f"{path}: a secret is UTF-8 text") from None
+
+
+def read_secret_file(path: str | os.PathLike[str]) -> str:
+    """The token in ``path`` (:func:`read_private_text`); UsageError when it is no usable token."""
+    token = read_private_text(path)
+    if not token.isascii() or not token.isprintable() or " " in token:
         raise UsageError(f"{path}: a token is printable ASCII without spaces, on one line")
     if len(token) < MIN_LENGTH:
         raise UsageError(f"{path}: a token has at least {MIN_LENGTH} characters (try: openssl rand -hex 32)")

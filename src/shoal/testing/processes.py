@@ -39,6 +39,8 @@ class Service:
     proc: subprocess.Popen[str]
     url: str
     argv: list[str]
+    line: str = ""
+    """The ``listening on URL ...`` line it printed."""
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc.poll() is None:
@@ -82,7 +84,7 @@ def start_service(
         match = _LISTENING.search(line)
         if match:
             url = match.group(1).replace("0.0.0.0", "127.0.0.1")
-            return Service(proc, url, list(argv))
+            return Service(proc, url, list(argv), line.rstrip("\n"))
     proc.kill()
     proc.wait()
     raise RuntimeError(f"{' '.join(argv)} did not start (exit {proc.returncode})")
