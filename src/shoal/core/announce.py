@@ -272,7 +272,7 @@ def decide_announce(
     else:
         # Most announces: the swarm's aggregates already are what a pass over its peers would give.
         held = swarm.held_by_others(request.peer_id) | view.have.mask
-        handed = swarm.index.hand_out(view, limit, swarm.view_of)
+        handed = swarm.hand_out(view, limit, pace.draw)
     mine = _lease_decisions(snapshot, swarm, request, outcome, task, view, held, seen_host, now, ttl)
     outcome.response = AnnounceResponse(
         generation=task.generation,

@@ -17,22 +17,25 @@ Rules:
   by the bits that changed: how many holders each piece has (live peers on the current generation, not
   banned), as bit-sliced counters (one big integer per bit of the count, so adding or removing a peer's
   whole bitfield is a few integer operations), the leases as bit masks (all, and each peer's), which
-  hosts accused whom, and the holders for the hand-out (core.handout.HolderIndex). An announce then costs
-  about the same in a swarm of thousands as in a swarm of ten.
+  hosts accused whom, the holders for the hand-out (core.handout.HolderIndex) and the holders of each rare
+  piece (:class:`RareHolders`). An announce then costs about the same in a swarm of thousands as in a swarm
+  of ten, at the end of a download too, when most peers hold nothing the asker lacks.
 - Memory is bounded per peer: its record (the bitfield is an integer of one bit per piece; a peer carries at
-  most core.announce.BAN_QUORUM accusers), one heap entry and one entry in at most three hand-out groups.
+  most core.announce.BAN_QUORUM accusers), one heap entry and one entry in at most three hand-out groups;
+  and per piece: at most ``2 * 2**RARE_POWER`` names of its holders.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from shoal.core.bitfield import Bitfield, iter_bits
-from shoal.core.handout import HolderIndex, PeerView
+from shoal.core.handout import WALK_BUDGET, HolderIndex, PeerView, locality_tier
 from shoal.core.leases import Lease
 
 if TYPE_CHECKING:
@@ -75,6 +78,13 @@ class PieceCounts:
             held |= level
         return held
 
+    def at_least(self, power: int) -> int:
+        """The pieces with at least ``2**power`` holders."""
+        more = 0
+        for level in self.levels[power:]:
+            more |= level
+        return more
+
     def once(self) -> int:
         """The pieces with exactly one holder."""
         if not self.levels:
@@ -83,6 +93,65 @@ class PieceCounts:
         for level in self.levels[1:]:
             more |= level
         return self.levels[0] & ~more
+
+
+RARE_POWER = 5
+"""A piece fewer than ``2**RARE_POWER`` peers hold is rare: the swarm keeps its holders by name, so a
+hand-out finds them without walking the swarm. A piece leaves that record once twice as many hold it, and
+comes back to it (one pass over the peers) only once fewer than ``2**RARE_POWER`` do again: a count moving
+about one threshold costs no pass per announce."""
+RARE_PIECES = 32
+"""Most rare pieces one hand-out looks up the holders of."""
+
+
+class RareHolders:
+    """The holders of the rare pieces of a swarm (those fewer than ``2**power`` peers hold: RARE_POWER), kept
+    as its peers' pieces change."""
+
+    __slots__ = ("_holders", "kept", "power")
+
+    def __init__(self, size: int, power: int = RARE_POWER) -> None:
+        self.power = power
+        self.kept = (1 << size) - 1
+        """The pieces whose holders are kept: every rare one, and some held by up to twice as many."""
+        self._holders: dict[int, set[str]] = {}
+
+    def update(
+        self, peer_id: str, was: int, now: int, counts: PieceCounts, holders: Callable[[], Iterable[tuple[str, int]]]
+    ) -> None:
+        """``peer_id`` held ``was`` and holds ``now`` (``counts`` already count it so); ``holders`` lists every
+        peer with the pieces it holds, for the pass that takes back pieces that became rare again."""
+        for piece in iter_bits(now & ~was & self.kept):
+            self._holders.setdefault(piece, set()).add(peer_id)
+        for piece in iter_bits(was & ~now & self.kept):
+            named = self._holders[piece]
+            named.discard(peer_id)
+            if not named:
+                del self._holders[piece]
+        gained, lost = now & ~was, was & ~now
+        if gained:
+            common = gained & self.kept & counts.at_least(self.power + 1)
+            for piece in iter_bits(common):
+                self._holders.pop(piece, None)
+            self.kept &= ~common
+        back = lost & ~self.kept & ~counts.at_least(self.power)
+        if back:
+            # ``peer_id`` holds none of them now, whatever ``holders`` still says of it.
+            self._take_back(back, ((other, have) for other, have in holders() if other != peer_id))
+
+    def _take_back(self, pieces: int, holders: Iterable[tuple[str, int]]) -> None:
+        self.kept |= pieces
+        for peer_id, have in holders:
+            for piece in iter_bits(have & pieces):
+                self._holders.setdefault(piece, set()).add(peer_id)
+
+    def of(self, pieces: int, start: int) -> Iterator[str]:
+        """The holders of the kept pieces of ``pieces``, from piece ``start`` on and round, RARE_PIECES pieces
+        at most (a peer may come more than once)."""
+        wanted = pieces & self.kept
+        ordered = itertools.chain(iter_bits(wanted >> start << start), iter_bits(wanted & ((1 << start) - 1)))
+        for piece in itertools.islice(ordered, RARE_PIECES):
+            yield from self._holders.get(piece, ())
 
 
 class Swarm:
@@ -106,6 +175,7 @@ class Swarm:
         self.ttl = 0.0
         """The TTL of a peer whose record has none: the latest :meth:`expire`'s."""
         self._counts = PieceCounts()
+        self.rare = RareHolders(size)
         self._own: dict[str, int] = {}  # peer -> bit mask of its leases
         self._peer_due: list[tuple[float, str]] = []  # (due, peer): heap
         self._peer_queued: dict[str, float] = {}
@@ -179,6 +249,33 @@ class Swarm:
     def view_of(self, peer_id: str) -> PeerView | None:
         record = self.peers.get(peer_id)
         return None if record is None else record.view
+
+    def hand_out(self, asker: PeerView, limit: int, draw: float = 0.0) -> list[PeerView]:
+        """The hand-out (core.handout) for ``asker``, a peer of the current generation, at bounded cost: the
+        index's walk (its window drawn by ``draw``, uniform in [0, 1)), then, when a walk was cut short before
+        it found ``limit`` peers, the holders of the rare pieces the asker lacks, nearest first."""
+        handed = self.index.hand_out(asker, limit, self.view_of, draw=draw)
+        if len(handed) >= limit or len(self.index) <= WALK_BUDGET:
+            return handed  # full, or every group was walked whole
+        lacking = ~asker.have.mask & ((1 << self.size) - 1)
+        named = {view.peer_id for view in handed}
+        named.add(asker.peer_id)
+        rare: list[PeerView] = []
+        for peer_id in self.rare.of(lacking, int(draw * self.size)):
+            view = self.view_of(peer_id)
+            if peer_id in named or view is None:
+                continue
+            named.add(peer_id)
+            rare.append(view)
+            if len(handed) + len(rare) == limit:
+                break
+        rare.sort(key=lambda view: locality_tier(asker, view))
+        return handed + rare
+
+    def _holdings(self) -> Iterator[tuple[str, int]]:
+        """Every live peer with the pieces it counts as holding (:meth:`counted`)."""
+        for peer_id, record in self.peers.items():
+            yield peer_id, self.counted(record)
 
     # -- changing ---------------------------------------------------------------------------------------
 
@@ -259,6 +356,7 @@ class Swarm:
         for piece in list(self.leases):
             self._drop_lease(piece)
         self._counts = PieceCounts()
+        self.rare = RareHolders(size)
         self.index = HolderIndex()
         self.seeds = 0  # every bitfield below is emptied
         empty = Bitfield(0)
@@ -299,6 +397,7 @@ class Swarm:
                 self._counts.remove(was & ~now)
             if now & ~was:
                 self._counts.add(now & ~was)
+            self.rare.update(peer_id, was, now, self._counts, self._holdings)
         labels = None if new is None else (new.view.site, new.view.rack)
         if now and (peer_id not in self.index or self.index.labels(peer_id) != labels):
             assert new is not None
