@@ -108,7 +108,8 @@ def _fixed_pacing(interval: float, peer_ttl: float) -> Pacing:
 @dataclass(frozen=True, slots=True)
 class Pace:
     """What the tracker's load says for one announce (core.interval.Demand): the stretch of every interval,
-    and the draw (uniform in [0, 1)) of this announce's jitter."""
+    and the draw (uniform in [0, 1)) of this announce's jitter, which also places the window of a bounded
+    hand-out walk (core.swarm.Swarm.hand_out)."""
 
     stretch: float = 1.0
     draw: float = 0.0
