@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -78,7 +77,7 @@ def hand_out(asker: PeerView, peers: Sequence[PeerView], limit: int) -> list[Pee
     return useful[:limit]
 
 
-_Entry = tuple[int, str]  # (ring position, peer id)
+_Entry = tuple[int, str, str, str]  # (ring position, peer id, site, rack)
 
 
 class HolderIndex:
@@ -112,7 +111,7 @@ class HolderIndex:
 
     def add(self, peer_id: str, site: str, rack: str) -> None:
         self.discard(peer_id)
-        entry = (ring_position(peer_id), peer_id)
+        entry = (ring_position(peer_id), peer_id, site, rack)
         self._where[peer_id] = (entry[0], site, rack)
         for group in self._groups(site, rack):
             bisect.insort(group, entry)
@@ -122,7 +121,7 @@ class HolderIndex:
         if where is None:
             return
         position, site, rack = where
-        entry = (position, peer_id)
+        entry = (position, peer_id, site, rack)
         for group in self._groups(site, rack):
             del group[bisect.bisect_left(group, entry)]
         if site and not self._sites[site]:
@@ -153,13 +152,15 @@ class HolderIndex:
         tiers.append((2, self._all))
         handed: list[PeerView] = []
         own = ring_position(asker.peer_id)
+        nearer = 0
         for tier, group in tiers:
+            if len(group) == nearer:
+                continue  # each group holds the nearer tier's: one no larger holds nobody of its own tier
+            nearer = len(group)
             start = own if len(group) <= WALK_BUDGET else (own + int(draw * _RING)) % _RING
-            at = bisect.bisect_left(group, (start, ""))
-            for _, peer_id in itertools.islice(_ring(group, at), WALK_BUDGET):
-                _position, other_site, other_rack = self._where[peer_id]
-                if peer_id == asker.peer_id or _tier(site, rack, other_site, other_rack) != tier:
-                    continue
+            for _, peer_id, other_site, other_rack in _window(group, bisect.bisect_left(group, (start,))):
+                if peer_id == asker.peer_id or (tier and _tier(site, rack, other_site, other_rack) != tier):
+                    continue  # the rack's group holds the rack alone; the others hold nearer peers too
                 view = view_of(peer_id)
                 if view is None or view.bad or not view.have.mask & lacking:
                     continue
@@ -169,9 +170,9 @@ class HolderIndex:
         return handed
 
 
-def _ring(group: list[_Entry], at: int) -> Iterator[_Entry]:
-    """The group's entries from ``at`` to its end, then from its start, without copying the list."""
-    for i in range(at, len(group)):
-        yield group[i]
-    for i in range(at):
-        yield group[i]
+def _window(group: list[_Entry], at: int) -> list[_Entry]:
+    """At most WALK_BUDGET of the group's entries, in ring order from index ``at``."""
+    window = group[at : at + WALK_BUDGET]
+    if len(window) < WALK_BUDGET and at:
+        window += group[: min(at, WALK_BUDGET - len(window))]
+    return window

@@ -95,7 +95,7 @@ class PieceCounts:
         return self.levels[0] & ~more
 
 
-RARE_POWER = 5
+RARE_POWER = 6
 """A piece fewer than ``2**RARE_POWER`` peers hold is rare: the swarm keeps its holders by name, so a
 hand-out finds them without walking the swarm. A piece leaves that record once twice as many hold it, and
 comes back to it (one pass over the peers) only once fewer than ``2**RARE_POWER`` do again: a count moving
