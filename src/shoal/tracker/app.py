@@ -146,6 +146,9 @@ class TrackerService:
         # write reaches the database. An announce that changed a durable fact (a new task, a hash, a
         # generation) is answered once its write has committed (group commit: writes staged meanwhile share
         # one transaction), so what a peer is told of them is durable; any other touches no database.
+        # Nothing awaits between the decision and the staging of its write: an announce cancelled because its
+        # client left (tracker.admission) changed nothing, or has staged its write, which the store commits
+        # all the same.
         seen = await self._check_claim(task_id, request, seen_host) if request.origin is not None else None
         async with self._lock(task_id):
             now = self.clock()
