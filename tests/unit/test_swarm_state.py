@@ -32,7 +32,7 @@ def assert_consistent(swarm: Swarm) -> None:
     assert swarm.index._all == again.index._all and swarm.accused_by == again.accused_by
     assert swarm.racks == again.racks  # the racks sharing the origin (core.scope_leases.origin_share)
     assert swarm.seeds == again.seeds  # the swarm's state for the announce interval (core.interval)
-    assert_rare_holders_exact(swarm.rare, {p: swarm.counted(r) for p, r in swarm.peers.items()}, swarm._counts)
+    assert swarm.rare is None, "a swarm of a few peers keeps no rare holders: its hand-outs walk it whole"
     for peer_id in swarm.peers:
         assert swarm.own(peer_id) == again.own(peer_id)
         assert swarm.held_by_others(peer_id) == again.held_by_others(peer_id)
@@ -57,7 +57,8 @@ def assert_rare_holders_exact(rare: RareHolders, holdings: dict[str, int], count
 def test_rare_holders_stay_exact_as_counts_cross_the_thresholds(steps: list[tuple[str, set[int]]]) -> None:
     # power 1: a piece is rare under 2 holders, given up at 4, taken back under 2 again; eight peers cross
     # those thresholds back and forth.
-    counts, rare, holdings = PieceCounts(), RareHolders(12, power=1), dict.fromkeys("abcdefgh", 0)
+    counts, holdings = PieceCounts(), dict.fromkeys("abcdefgh", 0)
+    rare = RareHolders(12, counts, holdings.items(), power=1)
     for peer_id, pieces in steps:
         was, now = holdings[peer_id], sum(1 << i for i in pieces)
         counts.remove(was & ~now)
@@ -157,6 +158,18 @@ def big_swarm(holders: int, *, rare_holders: int, size: int = 64) -> Swarm:
     records = [PeerRecord(view(f"h{n}", have=range(size - 1), size=size), 1, NOW) for n in range(holders)]
     records += [PeerRecord(view(f"r{n}", have=[size - 1], size=size), 1, NOW) for n in range(rare_holders)]
     return Swarm.of(records, {}, generation=1, size=size, now=NOW, ttl=30.0, asker="")
+
+
+def test_a_swarm_keeps_rare_holders_only_while_larger_than_a_walk() -> None:
+    swarm = big_swarm(WALK_BUDGET, rare_holders=5)
+    assert swarm.rare is not None
+    assert_rare_holders_exact(swarm.rare, {p: swarm.counted(r) for p, r in swarm.peers.items()}, swarm._counts)
+    for n in range(WALK_BUDGET // 2):
+        swarm._set(f"h{n}", None)
+    assert swarm.rare is not None, "kept until the swarm is down to half a walk"
+    for n in range(WALK_BUDGET // 2, WALK_BUDGET):
+        swarm._set(f"h{n}", None)
+    assert swarm.rare is None
 
 
 @given(st.integers(1, 2**RARE_POWER - 1), st.floats(0.0, 1.0, exclude_max=True))

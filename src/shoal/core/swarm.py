@@ -110,11 +110,14 @@ class RareHolders:
 
     __slots__ = ("_holders", "kept", "power")
 
-    def __init__(self, size: int, power: int = RARE_POWER) -> None:
+    def __init__(self, size: int, counts: PieceCounts, holders: Iterable[tuple[str, int]], power: int = RARE_POWER):
+        """The record of a swarm of ``size`` pieces whose holder counts are ``counts``, and whose peers and the
+        pieces each holds are ``holders``."""
         self.power = power
-        self.kept = (1 << size) - 1
+        self.kept = 0
         """The pieces whose holders are kept: every rare one, and some held by up to twice as many."""
         self._holders: dict[int, set[str]] = {}
+        self._take_back(((1 << size) - 1) & ~counts.at_least(power), holders)
 
     def update(
         self, peer_id: str, was: int, now: int, counts: PieceCounts, holders: Callable[[], Iterable[tuple[str, int]]]
@@ -175,7 +178,8 @@ class Swarm:
         self.ttl = 0.0
         """The TTL of a peer whose record has none: the latest :meth:`expire`'s."""
         self._counts = PieceCounts()
-        self.rare = RareHolders(size)
+        self.rare: RareHolders | None = None
+        """The holders of the rare pieces, kept while the swarm has more holders than a hand-out walks."""
         self._own: dict[str, int] = {}  # peer -> bit mask of its leases
         self._peer_due: list[tuple[float, str]] = []  # (due, peer): heap
         self._peer_queued: dict[str, float] = {}
@@ -255,7 +259,7 @@ class Swarm:
         index's walk (its window drawn by ``draw``, uniform in [0, 1)), then, when a walk was cut short before
         it found ``limit`` peers, the holders of the rare pieces the asker lacks, nearest first."""
         handed = self.index.hand_out(asker, limit, self.view_of, draw=draw)
-        if len(handed) >= limit or len(self.index) <= WALK_BUDGET:
+        if len(handed) >= limit or self.rare is None:
             return handed  # full, or every group was walked whole
         lacking = ~asker.have.mask & ((1 << self.size) - 1)
         named = {view.peer_id for view in handed}
@@ -356,7 +360,7 @@ class Swarm:
         for piece in list(self.leases):
             self._drop_lease(piece)
         self._counts = PieceCounts()
-        self.rare = RareHolders(size)
+        self.rare = None
         self.index = HolderIndex()
         self.seeds = 0  # every bitfield below is emptied
         empty = Bitfield(0)
@@ -374,10 +378,12 @@ class Swarm:
         self._account(peer_id, old, record)
         if record is None:
             self.peers.pop(peer_id, None)
+            self._keep_rare_holders()
             for piece in iter_bits(self._own.get(peer_id, 0)):
                 self._drop_lease(piece)
             return
         self.peers[peer_id] = record
+        self._keep_rare_holders()
         queued = self._peer_queued.get(peer_id)
         due = self._due(record)
         if queued is None or due < queued:
@@ -397,7 +403,8 @@ class Swarm:
                 self._counts.remove(was & ~now)
             if now & ~was:
                 self._counts.add(now & ~was)
-            self.rare.update(peer_id, was, now, self._counts, self._holdings)
+            if self.rare is not None:
+                self.rare.update(peer_id, was, now, self._counts, self._holdings)
         labels = None if new is None else (new.view.site, new.view.rack)
         if now and (peer_id not in self.index or self.index.labels(peer_id) != labels):
             assert new is not None
@@ -423,6 +430,17 @@ class Swarm:
                         del self.accused_by[host]
             for host in after - before:
                 self.accused_by.setdefault(host, set()).add(peer_id)
+
+    def _keep_rare_holders(self) -> None:
+        """Keep the rare pieces' holders while a hand-out's walk may be cut short (more holders than
+        WALK_BUDGET), and not in a smaller swarm, where they would cost a name per piece each peer holds;
+        forget them only once the swarm is down to half that, so a swarm about that size does not build
+        them again and again."""
+        holders = len(self.index)
+        if self.rare is None and holders > WALK_BUDGET:
+            self.rare = RareHolders(self.size, self._counts, self._holdings())
+        elif self.rare is not None and holders < WALK_BUDGET // 2:
+            self.rare = None
 
     def _queue_peer(self, peer_id: str, due: float) -> None:
         self._peer_queued[peer_id] = due
