@@ -33,6 +33,7 @@ def assert_consistent(swarm: Swarm) -> None:
     assert swarm.racks == again.racks  # the racks sharing the origin (core.scope_leases.origin_share)
     assert swarm.seeds == again.seeds  # the swarm's state for the announce interval (core.interval)
     assert swarm.rare is None, "a swarm of a few peers keeps no rare holders: its hand-outs walk it whole"
+    assert set(swarm._addresses) <= set(swarm.peers), "hand-outs' addresses are kept for live peers only"
     for peer_id in swarm.peers:
         assert swarm.own(peer_id) == again.own(peer_id)
         assert swarm.held_by_others(peer_id) == again.held_by_others(peer_id)

@@ -43,7 +43,7 @@ from shoal.core.ids import content_task_id, is_content_task
 from shoal.core.interval import Pacing
 from shoal.core.leases import Lease, grant_free, reclaimable
 from shoal.core.manifest import Manifest, OriginIdentity
-from shoal.core.messages import AnnounceRequest, AnnounceResponse, ManifestMessage, PeerAddress
+from shoal.core.messages import AnnounceRequest, AnnounceResponse, ManifestMessage
 from shoal.core.scope_leases import origin_share
 from shoal.core.swarm import Swarm
 
@@ -179,10 +179,6 @@ class AnnounceOutcome:
     response: AnnounceResponse | None = None
 
 
-def _address(view: PeerView) -> PeerAddress:
-    return PeerAddress(view.peer_id, view.host, view.port, view.site, view.rack)
-
-
 def decide_announce(
     snapshot: TaskSnapshot,
     request: AnnounceRequest,
@@ -279,7 +275,7 @@ def decide_announce(
         generation=task.generation,
         manifest_message=ManifestMessage.of(task.manifest),
         range_ok=task.range_ok,
-        peers=tuple(_address(p) for p in handed),
+        peers=tuple(map(swarm.address, handed)),
         leases=tuple(mine),
         hash_seq=task.hash_seq,
         interval=interval,

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 from shoal.core.bitfield import Bitfield, iter_bits
 from shoal.core.handout import WALK_BUDGET, HolderIndex, PeerView, locality_tier
 from shoal.core.leases import Lease
+from shoal.core.messages import PeerAddress
 
 if TYPE_CHECKING:
     from shoal.core.announce import AnnounceOutcome, PeerRecord
@@ -181,6 +182,7 @@ class Swarm:
         self.rare: RareHolders | None = None
         """The holders of the rare pieces, kept while the swarm has more holders than a hand-out walks."""
         self._own: dict[str, int] = {}  # peer -> bit mask of its leases
+        self._addresses: dict[str, PeerAddress] = {}  # peer -> what hand-outs tell of it (address)
         self._peer_due: list[tuple[float, str]] = []  # (due, peer): heap
         self._peer_queued: dict[str, float] = {}
         self._lease_due: list[tuple[float, int]] = []  # (expires, piece): heap
@@ -249,6 +251,15 @@ class Swarm:
     def own(self, peer_id: str) -> int:
         """Bit mask of the pieces leased to ``peer_id``."""
         return self._own.get(peer_id, 0)
+
+    def address(self, view: PeerView) -> PeerAddress:
+        """What a hand-out tells of ``view``: made once while the peer's address and labels stay the same,
+        not once for each of the hand-outs that name it."""
+        cached = self._addresses.get(view.peer_id)
+        told = (view.host, view.port, view.site, view.rack)
+        if cached is None or (cached.host, cached.port, cached.site, cached.rack) != told:
+            cached = self._addresses[view.peer_id] = PeerAddress(view.peer_id, *told)
+        return cached
 
     def view_of(self, peer_id: str) -> PeerView | None:
         record = self.peers.get(peer_id)
@@ -378,6 +389,7 @@ class Swarm:
         self._account(peer_id, old, record)
         if record is None:
             self.peers.pop(peer_id, None)
+            self._addresses.pop(peer_id, None)
             self._keep_rare_holders()
             for piece in iter_bits(self._own.get(peer_id, 0)):
                 self._drop_lease(piece)
