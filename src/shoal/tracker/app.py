@@ -65,6 +65,7 @@ from shoal.storage.tracker_store import TrackerStore
 from shoal.tracker import bt, pools
 from shoal.tracker.admission import Admission, capped, whole_writes
 from shoal.tracker.cluster import RETRY_AFTER, Cluster
+from shoal.tracker.collector import SurvivorFreezer
 from shoal.tracker.config import TrackerConfig
 from shoal.tracker.origin_check import OriginCheck
 
@@ -130,6 +131,8 @@ class TrackerService:
         self.aliases = ContentAliases()  # soft state, like the peers: learned again from the next finisher
         self.scope_bytes = ScopeTally()
         self.origin_check = OriginCheck(enabled=config.origin_checks, claim_ttl=config.peer_ttl * 4)
+        self.collector = SurvivorFreezer()
+        """The garbage collector's rules under the soft state (tracker.collector), while the service runs."""
         self.cluster: Cluster | None = None
         if not self.store.url.startswith("sqlite"):
             self.cluster = Cluster(self.store, advertise=config.advertise, host=config.host, clock=clock)
@@ -306,6 +309,7 @@ class TrackerService:
     async def expire_forever(self) -> None:
         while True:
             await asyncio.sleep(self.config.interval)
+            self.collector.tick()
             self.bt.sweep()
             self.limits.sweep(self.clock())
             # A peer silent this long and back is counted afresh; until then its last totals are kept.
@@ -519,7 +523,7 @@ def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> 
     app[ON_LISTENING] = listening
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        with DatabaseLock(config.db):
+        with DatabaseLock(config.db), service.collector:
             async with service.store:
                 await service.resume()
                 loops = [
