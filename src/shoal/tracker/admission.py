@@ -19,9 +19,8 @@ Rules, and why:
   without an await (decide, apply to the soft state, stage the durable write: tracker.app), and the store
   commits a staged write whatever becomes of its caller (storage.tracker_store). Cancelled before that step
   (reading its body, queued for its task's lock, reading its task from the database), it changed nothing;
-  after it, only the wait for the commit ends. So announces pay for no task of their own (a task and a
-  shield an announce cost a sixth of the tracker's CPU under load: benchmarks/tracker_load.py), and one
-  whose client left gives its slot back at once instead of queueing on.
+  after it, only the wait for the commit ends. So announces, the tracker's busiest path, pay for no task
+  and shield of their own, and one whose client left gives its slot back at once instead of queueing on.
 - The BitTorrent ``/announce`` is not capped: its handler never awaits (its swarms are in memory), so no two
   are ever in flight, and each costs an eighth of a JSON announce.
 """
