@@ -72,13 +72,14 @@ class Tracker:
 
     @staticmethod
     def profile(pid: int, seconds: float, out: Path, pin: bool) -> subprocess.Popen[bytes]:
-        """py-spy sampling ``pid`` for ``seconds`` (every thread, by function, without pausing the process)
-        into ``out`` as collapsed stacks; on CPU 1 with the generator when ``pin``."""
+        """py-spy sampling ``pid`` for ``seconds`` (the thread holding the GIL, so waits in the event loop's
+        select and the database's threads do not dilute the shares; by function, without pausing the
+        process) into ``out`` as collapsed stacks; on CPU 1 with the generator when ``pin``."""
         spy = shutil.which("py-spy")
         if spy is None:
             raise SystemExit("--profile needs py-spy (pip install py-spy)")
-        argv = [spy, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))), "--rate", "100"]
-        argv += ["--format", "raw", "--function", "--nonblocking", "--output", str(out)]
+        argv = [spy, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))), "--rate", "250"]
+        argv += ["--gil", "--format", "raw", "--function", "--nonblocking", "--output", str(out)]
         if pin:
             argv = ["taskset", "-c", "1", *argv]
         return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

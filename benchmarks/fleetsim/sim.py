@@ -140,6 +140,7 @@ class Simulation:
             TrackerPolicy(config.interval, config.peer_ttl, config.max_peers, audit_key, config.audit_share),
             config.crossing_patience,
             exact_limit=exact_limit,
+            rng=random.Random(seed),
         )
         self.limits = FetchLimits(
             run_bytes=get.run_bytes,

@@ -18,12 +18,13 @@ scope and the leases of the asker's scopes, so they come out as on the whole sta
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass, field
 
 import msgspec
 
-from shoal.core.announce import TaskRecord, TaskSnapshot, TrackerPolicy, decide_announce
+from shoal.core.announce import Pace, TaskRecord, TaskSnapshot, TrackerPolicy, decide_announce
 from shoal.core.audit import Audit
 from shoal.core.bitfield import Bitfield, iter_bits
 from shoal.core.handout import PeerView
@@ -50,6 +51,8 @@ class SimTracker:
     policy: TrackerPolicy
     crossing_patience: float
     exact_limit: int = 256
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+    """The draws the tracker makes per announce (core.announce.Pace: the hand-out's window), seeded."""
     task: TaskRecord | None = None
     swarm: Swarm | None = None
     hashes: dict[int, str] = field(default_factory=dict)
@@ -82,7 +85,13 @@ class SimTracker:
             swarm=swarm,
         )
         outcome = decide_announce(
-            snapshot, request, task_id=self.task_id, seen_host=request.host, now=now, policy=self.policy
+            snapshot,
+            request,
+            task_id=self.task_id,
+            seen_host=request.host,
+            now=now,
+            policy=self.policy,
+            pace=Pace(draw=self.rng.random()),
         )
         task = self.task = outcome.task
         if swarm is None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoal.core.announce import TaskSnapshot, decide_announce
-from shoal.core.handout import HolderIndex, hand_out
-from shoal.core.swarm import PieceCounts, Swarm
+from shoal.core.announce import PeerRecord, TaskSnapshot, decide_announce
+from shoal.core.handout import WALK_BUDGET, HolderIndex, hand_out, locality_tier
+from shoal.core.swarm import RARE_POWER, PieceCounts, RareHolders, Swarm
 
 from .factories import IDENTITY, NOW, PIECES, POLICY, TASK_ID, bits, request, task, view
 
@@ -32,6 +32,8 @@ def assert_consistent(swarm: Swarm) -> None:
     assert swarm.index._all == again.index._all and swarm.accused_by == again.accused_by
     assert swarm.racks == again.racks  # the racks sharing the origin (core.scope_leases.origin_share)
     assert swarm.seeds == again.seeds  # the swarm's state for the announce interval (core.interval)
+    assert swarm.rare is None, "a swarm of a few peers keeps no rare holders: its hand-outs walk it whole"
+    assert set(swarm._addresses) <= set(swarm.peers), "hand-outs' addresses are kept for live peers only"
     for peer_id in swarm.peers:
         assert swarm.own(peer_id) == again.own(peer_id)
         assert swarm.held_by_others(peer_id) == again.held_by_others(peer_id)
@@ -40,6 +42,31 @@ def assert_consistent(swarm: Swarm) -> None:
         for r in others:
             expected |= swarm.counted(r)
         assert swarm.held_by_others(peer_id) == expected
+
+
+def assert_rare_holders_exact(rare: RareHolders, holdings: dict[str, int], counts: PieceCounts) -> None:
+    """Every piece fewer than 2**power peers hold is kept, and every kept piece names exactly its holders."""
+    assert not ~rare.kept & ~counts.at_least(rare.power) & counts.held()
+    size = max((h.bit_length() for h in holdings.values()), default=0)
+    for piece in range(size):
+        if rare.kept >> piece & 1:
+            exact = {p for p, have in holdings.items() if have >> piece & 1}
+            assert rare._holders.get(piece, set()) == exact
+
+
+@given(st.lists(st.tuples(st.sampled_from("abcdefgh"), st.sets(st.integers(0, 11), max_size=12)), max_size=60))
+def test_rare_holders_stay_exact_as_counts_cross_the_thresholds(steps: list[tuple[str, set[int]]]) -> None:
+    # power 1: a piece is rare under 2 holders, given up at 4, taken back under 2 again; eight peers cross
+    # those thresholds back and forth.
+    counts, holdings = PieceCounts(), dict.fromkeys("abcdefgh", 0)
+    rare = RareHolders(12, counts, holdings.items(), power=1)
+    for peer_id, pieces in steps:
+        was, now = holdings[peer_id], sum(1 << i for i in pieces)
+        counts.remove(was & ~now)
+        counts.add(now & ~was)
+        rare.update(peer_id, was, now, counts, lambda: list(holdings.items()))
+        holdings[peer_id] = now
+        assert_rare_holders_exact(rare, holdings, counts)
 
 
 @given(st.lists(st.tuples(st.booleans(), st.sets(st.integers(0, 40), max_size=8)), max_size=30))
@@ -125,3 +152,61 @@ def test_the_indexed_hand_out_is_the_plain_one(peers: list, have: set[int], site
         index.discard(p.peer_id)
     rest = [p for p in peers[1::2]]
     assert index.hand_out(asker, limit, views.get) == hand_out(asker, rest, limit)
+
+
+def big_swarm(holders: int, *, rare_holders: int, size: int = 64) -> Swarm:
+    """``holders`` peers that hold every piece but the last, and ``rare_holders`` more that hold only the last."""
+    records = [PeerRecord(view(f"h{n}", have=range(size - 1), size=size), 1, NOW) for n in range(holders)]
+    records += [PeerRecord(view(f"r{n}", have=[size - 1], size=size), 1, NOW) for n in range(rare_holders)]
+    return Swarm.of(records, {}, generation=1, size=size, now=NOW, ttl=30.0, asker="")
+
+
+def test_a_swarm_keeps_rare_holders_only_while_larger_than_a_walk() -> None:
+    swarm = big_swarm(WALK_BUDGET, rare_holders=5)
+    assert swarm.rare is not None
+    assert_rare_holders_exact(swarm.rare, {p: swarm.counted(r) for p, r in swarm.peers.items()}, swarm._counts)
+    for n in range(WALK_BUDGET // 2):
+        swarm._set(f"h{n}", None)
+    assert swarm.rare is not None, "kept until the swarm is down to half a walk"
+    for n in range(WALK_BUDGET // 2, WALK_BUDGET):
+        swarm._set(f"h{n}", None)
+    assert swarm.rare is None
+
+
+@given(st.integers(1, 2**RARE_POWER - 1), st.floats(0.0, 1.0, exclude_max=True))
+def test_a_large_swarm_hands_out_the_few_holders_of_what_the_asker_lacks(rare_holders: int, draw: float) -> None:
+    swarm = big_swarm(4 * WALK_BUDGET, rare_holders=rare_holders)
+    asker = view("asker", have=range(63), size=64)
+    handed = swarm.hand_out(asker, 8, draw)
+    assert len(handed) == min(rare_holders, 8)
+    assert all(p.peer_id.startswith("r") for p in handed)
+
+
+def test_a_large_swarm_hand_out_looks_at_a_bounded_number_of_peers() -> None:
+    swarm = big_swarm(8 * WALK_BUDGET, rare_holders=3)
+    looked: list[str] = []
+    view_of = swarm.view_of
+
+    def counting(peer_id: str):  # type: ignore[no-untyped-def]
+        looked.append(peer_id)
+        return view_of(peer_id)
+
+    swarm.view_of = counting  # type: ignore[method-assign]
+    asker = view("asker", have=range(63), size=64)
+    handed = swarm.hand_out(asker, 8, 0.5)
+    assert sorted(p.peer_id for p in handed) == ["r0", "r1", "r2"]
+    # One tier (no labels): one walk of WALK_BUDGET peers, then the three holders of the rare piece.
+    assert len(looked) <= WALK_BUDGET + 3
+
+
+def test_a_large_swarm_hands_out_nearest_first_and_only_useful_peers() -> None:
+    records = [
+        PeerRecord(view(f"p{n}", have=[n % 64], size=64, site="s", rack=f"r{n % 4}"), 1, NOW)
+        for n in range(4 * WALK_BUDGET)
+    ]
+    swarm = Swarm.of(records, {}, generation=1, size=64, now=NOW, ttl=30.0, asker="")
+    asker = view("asker", have=range(1, 64), size=64, site="s", rack="r0")
+    handed = swarm.hand_out(asker, 16, 0.25)
+    # Piece 0 is held by p0, p64, p128...: all in rack r0, the asker's.
+    assert len(handed) == 16
+    assert all(p.have.mask & 1 and locality_tier(asker, p) == 0 for p in handed)

@@ -43,7 +43,7 @@ from shoal.core.ids import content_task_id, is_content_task
 from shoal.core.interval import Pacing
 from shoal.core.leases import Lease, grant_free, reclaimable
 from shoal.core.manifest import Manifest, OriginIdentity
-from shoal.core.messages import AnnounceRequest, AnnounceResponse, ManifestMessage, PeerAddress
+from shoal.core.messages import AnnounceRequest, AnnounceResponse, ManifestMessage
 from shoal.core.scope_leases import origin_share
 from shoal.core.swarm import Swarm
 
@@ -108,7 +108,8 @@ def _fixed_pacing(interval: float, peer_ttl: float) -> Pacing:
 @dataclass(frozen=True, slots=True)
 class Pace:
     """What the tracker's load says for one announce (core.interval.Demand): the stretch of every interval,
-    and the draw (uniform in [0, 1)) of this announce's jitter."""
+    and the draw (uniform in [0, 1)) of this announce's jitter, which also places the window of a bounded
+    hand-out walk (core.swarm.Swarm.hand_out)."""
 
     stretch: float = 1.0
     draw: float = 0.0
@@ -178,10 +179,6 @@ class AnnounceOutcome:
     nominal: float = 0.0
     """The interval the asker's state called for before load stretched it (core.interval.Demand counts it)."""
     response: AnnounceResponse | None = None
-
-
-def _address(view: PeerView) -> PeerAddress:
-    return PeerAddress(view.peer_id, view.host, view.port, view.site, view.rack)
 
 
 def decide_announce(
@@ -274,13 +271,13 @@ def decide_announce(
     else:
         # Most announces: the swarm's aggregates already are what a pass over its peers would give.
         held = swarm.held_by_others(request.peer_id) | view.have.mask
-        handed = swarm.index.hand_out(view, limit, swarm.view_of)
+        handed = swarm.hand_out(view, limit, pace.draw)
     mine = _lease_decisions(snapshot, swarm, request, outcome, task, view, held, seen_host, now, ttl)
     outcome.response = AnnounceResponse(
         generation=task.generation,
         manifest_message=ManifestMessage.of(task.manifest),
         range_ok=task.range_ok,
-        peers=tuple(_address(p) for p in handed),
+        peers=tuple(map(swarm.address, handed)),
         leases=tuple(mine),
         hash_seq=task.hash_seq,
         interval=interval,

@@ -10,7 +10,13 @@ asker takes a tier's peers in ring order from its own position. Each asker start
 the askers spread over the holders, and a tracker can keep a swarm's holders sorted by position
 (:class:`HolderIndex`) and walk from the asker's position until it has enough useful peers, instead of
 ordering every peer of a swarm of thousands on every announce. :func:`hand_out` (any sequence of peers)
-and :meth:`HolderIndex.hand_out` give the same list.
+and :meth:`HolderIndex.hand_out` give the same list while no group is larger than WALK_BUDGET.
+
+Past that the walk is bounded: near the end of a download most holders of a swarm of thousands hold nothing
+the asker lacks, and a walk until ``limit`` useful peers turn up would pass most of the swarm on every
+announce. A walk looks at WALK_BUDGET peers of each tier from a point drawn anew each announce, and the
+swarm adds the holders of the rare pieces the asker lacks (core.swarm.RareHolders), which such a walk would
+most likely miss.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ from dataclasses import dataclass
 from shoal.core.bitfield import Bitfield
 
 _RING = 1 << 64
+WALK_BUDGET = 256
+"""Most peers of one tier's group an indexed hand-out looks at: it bounds an announce's work in a swarm of
+thousands, where near the end most holders have nothing the asker lacks."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +77,7 @@ def hand_out(asker: PeerView, peers: Sequence[PeerView], limit: int) -> list[Pee
     return useful[:limit]
 
 
-_Entry = tuple[int, str]  # (ring position, peer id)
+_Entry = tuple[int, str, str, str]  # (ring position, peer id, site, rack)
 
 
 class HolderIndex:
@@ -102,7 +111,7 @@ class HolderIndex:
 
     def add(self, peer_id: str, site: str, rack: str) -> None:
         self.discard(peer_id)
-        entry = (ring_position(peer_id), peer_id)
+        entry = (ring_position(peer_id), peer_id, site, rack)
         self._where[peer_id] = (entry[0], site, rack)
         for group in self._groups(site, rack):
             bisect.insort(group, entry)
@@ -112,7 +121,7 @@ class HolderIndex:
         if where is None:
             return
         position, site, rack = where
-        entry = (position, peer_id)
+        entry = (position, peer_id, site, rack)
         for group in self._groups(site, rack):
             del group[bisect.bisect_left(group, entry)]
         if site and not self._sites[site]:
@@ -120,14 +129,20 @@ class HolderIndex:
         if rack and not self._racks[(site, rack)]:
             del self._racks[(site, rack)]
 
-    def hand_out(self, asker: PeerView, limit: int, view_of: Callable[[str], PeerView | None]) -> list[PeerView]:
+    def hand_out(
+        self, asker: PeerView, limit: int, view_of: Callable[[str], PeerView | None], *, draw: float = 0.0
+    ) -> list[PeerView]:
         """What :func:`hand_out` gives for the views ``view_of`` returns for the indexed peers (None: leave it
         out), walking each tier's group from the asker's ring position until ``limit`` useful peers are found.
-        A swarm with enough useful peers costs about ``limit`` look-ups, whatever its size."""
+
+        The work is bounded: each tier's walk looks at most WALK_BUDGET peers. A group no larger than that is
+        walked whole, so the list is :func:`hand_out`'s; a larger one is walked from a point ``draw`` (uniform
+        in [0, 1)) of the ring further on, so successive announces look at different parts of it. When few
+        peers of a large swarm hold what the asker lacks, the walk may miss them: Swarm.hand_out adds the
+        holders of its rare pieces."""
         lacking = ~asker.have.mask
         if limit <= 0 or not lacking & ((1 << asker.have.size) - 1):
             return []
-        start = (ring_position(asker.peer_id), "")
         site, rack = asker.site, asker.rack
         tiers: list[tuple[int, list[_Entry]]] = []
         if rack and (site, rack) in self._racks:
@@ -136,12 +151,16 @@ class HolderIndex:
             tiers.append((1, self._sites[site]))
         tiers.append((2, self._all))
         handed: list[PeerView] = []
+        own = ring_position(asker.peer_id)
+        nearer = 0
         for tier, group in tiers:
-            at = bisect.bisect_left(group, start)
-            for _, peer_id in _ring(group, at):
-                _position, other_site, other_rack = self._where[peer_id]
-                if peer_id == asker.peer_id or _tier(site, rack, other_site, other_rack) != tier:
-                    continue
+            if len(group) == nearer:
+                continue  # each group holds the nearer tier's: one no larger holds nobody of its own tier
+            nearer = len(group)
+            start = own if len(group) <= WALK_BUDGET else (own + int(draw * _RING)) % _RING
+            for _, peer_id, other_site, other_rack in _window(group, bisect.bisect_left(group, (start,))):
+                if peer_id == asker.peer_id or (tier and _tier(site, rack, other_site, other_rack) != tier):
+                    continue  # the rack's group holds the rack alone; the others hold nearer peers too
                 view = view_of(peer_id)
                 if view is None or view.bad or not view.have.mask & lacking:
                     continue
@@ -151,9 +170,9 @@ class HolderIndex:
         return handed
 
 
-def _ring(group: list[_Entry], at: int) -> Iterator[_Entry]:
-    """The group's entries from ``at`` to its end, then from its start, without copying the list."""
-    for i in range(at, len(group)):
-        yield group[i]
-    for i in range(at):
-        yield group[i]
+def _window(group: list[_Entry], at: int) -> list[_Entry]:
+    """At most WALK_BUDGET of the group's entries, in ring order from index ``at``."""
+    window = group[at : at + WALK_BUDGET]
+    if len(window) < WALK_BUDGET and at:
+        window += group[: min(at, WALK_BUDGET - len(window))]
+    return window

@@ -17,23 +17,27 @@ Rules:
   by the bits that changed: how many holders each piece has (live peers on the current generation, not
   banned), as bit-sliced counters (one big integer per bit of the count, so adding or removing a peer's
   whole bitfield is a few integer operations), the leases as bit masks (all, and each peer's), which
-  hosts accused whom, and the holders for the hand-out (core.handout.HolderIndex). An announce then costs
-  about the same in a swarm of thousands as in a swarm of ten.
+  hosts accused whom, the holders for the hand-out (core.handout.HolderIndex) and the holders of each rare
+  piece (:class:`RareHolders`). An announce then costs about the same in a swarm of thousands as in a swarm
+  of ten, at the end of a download too, when most peers hold nothing the asker lacks.
 - Memory is bounded per peer: its record (the bitfield is an integer of one bit per piece; a peer carries at
-  most core.announce.BAN_QUORUM accusers), one heap entry and one entry in at most three hand-out groups.
+  most core.announce.BAN_QUORUM accusers), one heap entry and one entry in at most three hand-out groups;
+  and per piece: at most ``2 * 2**RARE_POWER`` names of its holders.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from shoal.core.bitfield import Bitfield, iter_bits
-from shoal.core.handout import HolderIndex, PeerView
+from shoal.core.handout import WALK_BUDGET, HolderIndex, PeerView, locality_tier
 from shoal.core.leases import Lease
+from shoal.core.messages import PeerAddress
 
 if TYPE_CHECKING:
     from shoal.core.announce import AnnounceOutcome, PeerRecord
@@ -75,6 +79,13 @@ class PieceCounts:
             held |= level
         return held
 
+    def at_least(self, power: int) -> int:
+        """The pieces with at least ``2**power`` holders."""
+        more = 0
+        for level in self.levels[power:]:
+            more |= level
+        return more
+
     def once(self) -> int:
         """The pieces with exactly one holder."""
         if not self.levels:
@@ -83,6 +94,68 @@ class PieceCounts:
         for level in self.levels[1:]:
             more |= level
         return self.levels[0] & ~more
+
+
+RARE_POWER = 6
+"""A piece fewer than ``2**RARE_POWER`` peers hold is rare: the swarm keeps its holders by name, so a
+hand-out finds them without walking the swarm. A piece leaves that record once twice as many hold it, and
+comes back to it (one pass over the peers) only once fewer than ``2**RARE_POWER`` do again: a count moving
+about one threshold costs no pass per announce."""
+RARE_PIECES = 32
+"""Most rare pieces one hand-out looks up the holders of."""
+
+
+class RareHolders:
+    """The holders of the rare pieces of a swarm (those fewer than ``2**power`` peers hold: RARE_POWER), kept
+    as its peers' pieces change."""
+
+    __slots__ = ("_holders", "kept", "power")
+
+    def __init__(self, size: int, counts: PieceCounts, holders: Iterable[tuple[str, int]], power: int = RARE_POWER):
+        """The record of a swarm of ``size`` pieces whose holder counts are ``counts``, and whose peers and the
+        pieces each holds are ``holders``."""
+        self.power = power
+        self.kept = 0
+        """The pieces whose holders are kept: every rare one, and some held by up to twice as many."""
+        self._holders: dict[int, set[str]] = {}
+        self._take_back(((1 << size) - 1) & ~counts.at_least(power), holders)
+
+    def update(
+        self, peer_id: str, was: int, now: int, counts: PieceCounts, holders: Callable[[], Iterable[tuple[str, int]]]
+    ) -> None:
+        """``peer_id`` held ``was`` and holds ``now`` (``counts`` already count it so); ``holders`` lists every
+        peer with the pieces it holds, for the pass that takes back pieces that became rare again."""
+        for piece in iter_bits(now & ~was & self.kept):
+            self._holders.setdefault(piece, set()).add(peer_id)
+        for piece in iter_bits(was & ~now & self.kept):
+            named = self._holders[piece]
+            named.discard(peer_id)
+            if not named:
+                del self._holders[piece]
+        gained, lost = now & ~was, was & ~now
+        if gained:
+            common = gained & self.kept & counts.at_least(self.power + 1)
+            for piece in iter_bits(common):
+                self._holders.pop(piece, None)
+            self.kept &= ~common
+        back = lost & ~self.kept & ~counts.at_least(self.power)
+        if back:
+            # ``peer_id`` holds none of them now, whatever ``holders`` still says of it.
+            self._take_back(back, ((other, have) for other, have in holders() if other != peer_id))
+
+    def _take_back(self, pieces: int, holders: Iterable[tuple[str, int]]) -> None:
+        self.kept |= pieces
+        for peer_id, have in holders:
+            for piece in iter_bits(have & pieces):
+                self._holders.setdefault(piece, set()).add(peer_id)
+
+    def of(self, pieces: int, start: int) -> Iterator[str]:
+        """The holders of the kept pieces of ``pieces``, from piece ``start`` on and round, RARE_PIECES pieces
+        at most (a peer may come more than once)."""
+        wanted = pieces & self.kept
+        ordered = itertools.chain(iter_bits(wanted >> start << start), iter_bits(wanted & ((1 << start) - 1)))
+        for piece in itertools.islice(ordered, RARE_PIECES):
+            yield from self._holders.get(piece, ())
 
 
 class Swarm:
@@ -106,7 +179,10 @@ class Swarm:
         self.ttl = 0.0
         """The TTL of a peer whose record has none: the latest :meth:`expire`'s."""
         self._counts = PieceCounts()
+        self.rare: RareHolders | None = None
+        """The holders of the rare pieces, kept while the swarm has more holders than a hand-out walks."""
         self._own: dict[str, int] = {}  # peer -> bit mask of its leases
+        self._addresses: dict[str, PeerAddress] = {}  # peer -> what hand-outs tell of it (address)
         self._peer_due: list[tuple[float, str]] = []  # (due, peer): heap
         self._peer_queued: dict[str, float] = {}
         self._lease_due: list[tuple[float, int]] = []  # (expires, piece): heap
@@ -176,9 +252,45 @@ class Swarm:
         """Bit mask of the pieces leased to ``peer_id``."""
         return self._own.get(peer_id, 0)
 
+    def address(self, view: PeerView) -> PeerAddress:
+        """What a hand-out tells of ``view``: made once while the peer's address and labels stay the same,
+        not once for each of the hand-outs that name it."""
+        cached = self._addresses.get(view.peer_id)
+        told = (view.host, view.port, view.site, view.rack)
+        if cached is None or (cached.host, cached.port, cached.site, cached.rack) != told:
+            cached = self._addresses[view.peer_id] = PeerAddress(view.peer_id, *told)
+        return cached
+
     def view_of(self, peer_id: str) -> PeerView | None:
         record = self.peers.get(peer_id)
         return None if record is None else record.view
+
+    def hand_out(self, asker: PeerView, limit: int, draw: float = 0.0) -> list[PeerView]:
+        """The hand-out (core.handout) for ``asker``, a peer of the current generation, at bounded cost: the
+        index's walk (its window drawn by ``draw``, uniform in [0, 1)), then, when a walk was cut short before
+        it found ``limit`` peers, the holders of the rare pieces the asker lacks, nearest first."""
+        handed = self.index.hand_out(asker, limit, self.view_of, draw=draw)
+        if len(handed) >= limit or self.rare is None:
+            return handed  # full, or every group was walked whole
+        lacking = ~asker.have.mask & ((1 << self.size) - 1)
+        named = {view.peer_id for view in handed}
+        named.add(asker.peer_id)
+        rare: list[PeerView] = []
+        for peer_id in self.rare.of(lacking, int(draw * self.size)):
+            view = self.view_of(peer_id)
+            if peer_id in named or view is None:
+                continue
+            named.add(peer_id)
+            rare.append(view)
+            if len(handed) + len(rare) == limit:
+                break
+        rare.sort(key=lambda view: locality_tier(asker, view))
+        return handed + rare
+
+    def _holdings(self) -> Iterator[tuple[str, int]]:
+        """Every live peer with the pieces it counts as holding (:meth:`counted`)."""
+        for peer_id, record in self.peers.items():
+            yield peer_id, self.counted(record)
 
     # -- changing ---------------------------------------------------------------------------------------
 
@@ -259,6 +371,7 @@ class Swarm:
         for piece in list(self.leases):
             self._drop_lease(piece)
         self._counts = PieceCounts()
+        self.rare = None
         self.index = HolderIndex()
         self.seeds = 0  # every bitfield below is emptied
         empty = Bitfield(0)
@@ -276,10 +389,13 @@ class Swarm:
         self._account(peer_id, old, record)
         if record is None:
             self.peers.pop(peer_id, None)
+            self._addresses.pop(peer_id, None)
+            self._keep_rare_holders()
             for piece in iter_bits(self._own.get(peer_id, 0)):
                 self._drop_lease(piece)
             return
         self.peers[peer_id] = record
+        self._keep_rare_holders()
         queued = self._peer_queued.get(peer_id)
         due = self._due(record)
         if queued is None or due < queued:
@@ -299,6 +415,8 @@ class Swarm:
                 self._counts.remove(was & ~now)
             if now & ~was:
                 self._counts.add(now & ~was)
+            if self.rare is not None:
+                self.rare.update(peer_id, was, now, self._counts, self._holdings)
         labels = None if new is None else (new.view.site, new.view.rack)
         if now and (peer_id not in self.index or self.index.labels(peer_id) != labels):
             assert new is not None
@@ -324,6 +442,17 @@ class Swarm:
                         del self.accused_by[host]
             for host in after - before:
                 self.accused_by.setdefault(host, set()).add(peer_id)
+
+    def _keep_rare_holders(self) -> None:
+        """Keep the rare pieces' holders while a hand-out's walk may be cut short (more holders than
+        WALK_BUDGET), and not in a smaller swarm, where they would cost a name per piece each peer holds;
+        forget them only once the swarm is down to half that, so a swarm about that size does not build
+        them again and again."""
+        holders = len(self.index)
+        if self.rare is None and holders > WALK_BUDGET:
+            self.rare = RareHolders(self.size, self._counts, self._holdings())
+        elif self.rare is not None and holders < WALK_BUDGET // 2:
+            self.rare = None
 
     def _queue_peer(self, peer_id: str, due: float) -> None:
         self._peer_queued[peer_id] = due

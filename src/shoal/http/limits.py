@@ -190,6 +190,8 @@ LIMITS = web.AppKey("limits", ServerLimits)
 
 async def read_body(request: web.Request) -> bytes:
     """The request's body, whole, within the body timeout (408 past it); a 413 past client_max_size."""
+    if request.content.is_eof():
+        return await request.read()  # all here already (a small body, the common case): nothing to time
     limits = request.app.get(LIMITS)
     timeout = (limits or process_limits()).body_timeout
     try:

@@ -13,12 +13,14 @@ Rules, and why:
   API's error (``{"error": ...}``) so a client knows the tracker, not a proxy, is busy (core.tracker_replies).
 - **A request that changes state runs to its end, even when its client leaves.** The tracker's runner
   cancels the handler of a client that disconnected (aiohttp's ``handler_cancellation``): reads (GET, HEAD)
-  stop there, nothing to undo. A request that may change state (POST, PUT, DELETE: an announce, the pools'
-  writes) runs in a task of its own that the handler's cancellation does not reach: an announce's decision,
-  its staged write and the soft state beside them are applied as a whole or not at all, wherever the
-  service awaits. An announce whose client left keeps its slot until it ends, so the cap bounds that work
-  too. (Cancelling it while it queued for its task's lock would save a little more, but only the service
-  knows where its point of no return is, and the cap already bounds the queue.)
+  stop there, nothing to undo. A request that may change state (POST, PUT, DELETE: the pools' writes) runs
+  in a task of its own that the handler's cancellation does not reach, wherever the service awaits.
+- **An announce is the exception: it is cancelled where it stands.** Its point of no return is one step
+  without an await (decide, apply to the soft state, stage the durable write: tracker.app), and the store
+  commits a staged write whatever becomes of its caller (storage.tracker_store). Cancelled before that step
+  (reading its body, queued for its task's lock, reading its task from the database), it changed nothing;
+  after it, only the wait for the commit ends. So announces, the tracker's busiest path, pay for no task
+  and shield of their own, and one whose client left gives its slot back at once instead of queueing on.
 - The BitTorrent ``/announce`` is not capped: its handler never awaits (its swarms are in memory), so no two
   are ever in flight, and each costs an eighth of a JSON announce.
 """
@@ -70,7 +72,9 @@ class Admission:
         self.shed = 0
         """Announces answered 503, since the start."""
         self.abandoned = 0
-        """Requests whose client left while they changed state (they ran to their end all the same)."""
+        """Requests whose client left while they changed state (a write ran to its end all the same)."""
+        self.capped: set[Handler] = set()
+        """The announce handlers behind the cap (:func:`capped`), which whole_writes leaves in their task."""
         self._bodies: dict[int, bytes] = {}
         self._logged_at: float | None = None
         self._logged_shed = 0
@@ -116,26 +120,32 @@ class Admission:
 
 
 def capped(admission: Admission, handler: Handler) -> Handler:
-    """``handler`` (an announce) behind the cap: past it, the 503 of :meth:`Admission.busy` at once."""
+    """``handler`` (an announce) behind the cap: past it, the 503 of :meth:`Admission.busy` at once. The
+    handler is cancelled when its client leaves (see the module's rules: it must be safe to cancel)."""
 
     async def admitted(request: web.Request) -> web.StreamResponse:
         if not admission.enter():
             return admission.busy()
         try:
             return await handler(request)
+        except asyncio.CancelledError:
+            admission.abandoned += 1
+            log.debug("%s %s: the client left; the announce stops where it stands", request.method, request.path)
+            raise
         finally:
             admission.leave()
 
+    admission.capped.add(admitted)
     return admitted
 
 
 def whole_writes(admission: Admission) -> Middleware:
     """A middleware: a request that may change state runs to its end though its client leaves (see the
-    module's rules); a read is cancelled with its client."""
+    module's rules); a read, or an announce behind the cap, is cancelled with its client."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method in READS:
+        if request.method in READS or request.match_info.handler in admission.capped:
             return await handler(request)
         work = asyncio.ensure_future(handler(request))
         left = False

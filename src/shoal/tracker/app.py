@@ -69,6 +69,7 @@ from shoal.tracker import bt, pools
 from shoal.tracker import metrics as tracker_metrics
 from shoal.tracker.admission import Admission, capped, whole_writes
 from shoal.tracker.cluster import RETRY_AFTER, Cluster
+from shoal.tracker.collector import SurvivorFreezer
 from shoal.tracker.config import TrackerConfig
 from shoal.tracker.origin_check import OriginCheck
 
@@ -136,6 +137,8 @@ class TrackerService:
         self.counts = AnnounceCounts() if config.metrics else None
         """What the announces decided, for /metrics (None: metrics off)."""
         self.origin_check = OriginCheck(enabled=config.origin_checks, claim_ttl=config.peer_ttl * 4)
+        self.collector = SurvivorFreezer()
+        """The garbage collector's rules under the soft state (tracker.collector), while the service runs."""
         self.cluster: Cluster | None = None
         if not self.store.url.startswith("sqlite"):
             self.cluster = Cluster(self.store, advertise=config.advertise, host=config.host, clock=clock)
@@ -152,6 +155,9 @@ class TrackerService:
         # write reaches the database. An announce that changed a durable fact (a new task, a hash, a
         # generation) is answered once its write has committed (group commit: writes staged meanwhile share
         # one transaction), so what a peer is told of them is durable; any other touches no database.
+        # Nothing awaits between the decision and the staging of its write: an announce cancelled because its
+        # client left (tracker.admission) changed nothing, or has staged its write, which the store commits
+        # all the same.
         seen = await self._check_claim(task_id, request, seen_host) if request.origin is not None else None
         async with self._lock(task_id):
             now = self.clock()
@@ -311,6 +317,7 @@ class TrackerService:
     async def expire_forever(self) -> None:
         while True:
             await asyncio.sleep(self.config.interval)
+            self.collector.tick()
             self.bt.sweep()
             self.limits.sweep(self.clock())
             # A peer silent this long and back is counted afresh; until then its last totals are kept.
@@ -524,7 +531,7 @@ def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> 
     app[ON_LISTENING] = listening
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        with DatabaseLock(config.db):
+        with DatabaseLock(config.db), service.collector:
             async with service.store:
                 await service.resume()
                 loops = [
