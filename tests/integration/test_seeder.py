@@ -236,6 +236,26 @@ def test_a_restart_does_not_hash_unchanged_files_again(seeder: Callable[..., Ser
     assert json.loads(fetch(f"{second.url}/v1/seeder/health")[2])["hashed_bytes"] == 0
 
 
+def test_a_hard_link_of_a_hashed_file_is_published_without_hashing_it_again(
+    seeder: Callable[..., Service], watched: Path
+) -> None:
+    # A mirror's new version hard-links every unchanged file from the previous one (rsync --link-dest).
+    data = os.urandom(3_000_000)
+    (watched / "v1").mkdir()
+    (watched / "v1" / "big.bin").write_bytes(data)
+    service = seeder()
+    wait_published(service, "releases/v1/big.bin")
+    assert json.loads(fetch(f"{service.url}/v1/seeder/health")[2])["hashed_bytes"] == 3_000_000
+    (watched / ".v2").mkdir()
+    os.link(watched / "v1" / "big.bin", watched / ".v2" / "big.bin")
+    (watched / ".v2" / "new.bin").write_bytes(b"n" * 1000)
+    os.rename(watched / ".v2", watched / "v2")  # published as a whole directory, as a mirror version is
+    wait_published(service, "releases/v2/big.bin")
+    wait_published(service, "releases/v2/new.bin")
+    assert json.loads(fetch(f"{service.url}/v1/seeder/health")[2])["hashed_bytes"] == 3_000_000 + 1000
+    assert fetch(f"{service.url}/files/releases/v2/big.bin")[2] == data
+
+
 def test_two_watched_directories_and_their_newest_files(seeder: Callable[..., Service], tmp_path: Path) -> None:
     a, b = tmp_path / "alpha", tmp_path / "beta"
     a.mkdir()
