@@ -122,7 +122,7 @@ def _relay(client: socket.socket, daemon: socket.socket, gate: Gate) -> None:
 
 
 def _start(conf: Path, connection: socket.socket) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([RSYNC, "--daemon", f"--config={conf}"], stdin=connection, stdout=connection)
+    return subprocess.Popen([RSYNC, "--daemon", f"--config={conf}"], stdin=connection.fileno(), stdout=connection.fileno())
 
 
 @contextlib.contextmanager
