@@ -319,9 +319,7 @@ class _Attempt:
                 assert spec.command is not None
                 self.run_log.note(f"command: {spec.command}")
                 with self.run_log.child() as output:
-                    status = await run_command(
-                        spec, staging, self.env, remaining, grace=self.kill_grace, output=output
-                    )
+                    status = await run_command(spec, staging, self.env, remaining, grace=self.kill_grace, output=output)
                 return status, ""
             if spec.provider in RSYNC_PROVIDERS:
                 status = await run_rsync(

@@ -114,6 +114,4 @@ class HashIndex:
 
     def forget(self, stat: FileStat) -> None:
         with self._lock:
-            self._conn().execute(
-                "DELETE FROM content_hashes WHERE device = ? AND inode = ?", (stat.device, stat.inode)
-            )
+            self._conn().execute("DELETE FROM content_hashes WHERE device = ? AND inode = ?", (stat.device, stat.inode))

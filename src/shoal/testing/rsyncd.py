@@ -122,7 +122,9 @@ def _relay(client: socket.socket, daemon: socket.socket, gate: Gate) -> None:
 
 
 def _start(conf: Path, connection: socket.socket) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([RSYNC, "--daemon", f"--config={conf}"], stdin=connection.fileno(), stdout=connection.fileno())
+    return subprocess.Popen(
+        [RSYNC, "--daemon", f"--config={conf}"], stdin=connection.fileno(), stdout=connection.fileno()
+    )
 
 
 @contextlib.contextmanager
