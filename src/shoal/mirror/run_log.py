@@ -116,10 +116,12 @@ class RunLog:
         directory cannot be made or written."""
         place.directory.mkdir(parents=True, exist_ok=True)
         base = f"{job}_{time.strftime('%Y-%m-%d_%H-%M-%S', time.gmtime(now))}"
-        for n in range(1, 1000):
-            path = place.directory / (f"{base}.log" if n == 1 else f"{base}_{n}.log")
-            if not path.exists() and not path.with_name(path.name + FAILED).exists():
-                break
+        # Runs within one second are numbered after the highest number there (not the first free one, which
+        # rotation may have freed), so names keep sorting in the order the runs started.
+        same_second = re.compile(rf"{re.escape(base)}(?:_(\d+))?\.log(?:{re.escape(FAILED)})?")
+        taken = [int(m[1] or 1) for name in os.listdir(place.directory) if (m := same_second.fullmatch(name))]
+        number = max(taken, default=0) + 1
+        path = place.directory / (f"{base}.log" if number == 1 else f"{base}_{number:03d}.log")
         file = path.open("xb")
         _point_latest(place.directory, path.name)
         return cls(place, job, path, file, watch)
