@@ -4,16 +4,21 @@ hooks and commands, and the files they leave: one per run, timed lines, ``latest
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from shoal.core.mirror_config import Hooks, JobSpec
-from shoal.mirror.run_log import LATEST, LogPlace, latest_log
+from shoal.mirror.config import load_config
+from shoal.mirror.run_log import LATEST, LogPlace, latest_log, log_place
 from shoal.mirror.runner import run_attempt
+from shoal.testing.processes import shoal_argv
 
 pytestmark = pytest.mark.asyncio
 
@@ -114,3 +119,46 @@ async def test_size_pattern_gives_the_size_from_the_log(tmp_path: Path) -> None:
     assert unreadable.ok and unreadable.size == 4  # the bytes on disk, and the log says why
     log = latest_log(LogPlace(tmp_path / ".logs" / "files"))
     assert log is not None and "'lots', which is not a size" in log.read_text()
+
+
+async def test_ctl_logs_prints_the_latest_run_and_follows_the_next(tmp_path: Path) -> None:
+    config = tmp_path / "mirrors.toml"
+    config.write_text(
+        f'[worker]\ndirectory = "{tmp_path / "mirror"}"\nlog_dir = "{tmp_path}/logs/{{{{.Name}}}}"\n'
+        '[[jobs]]\nname = "files"\nprovider = "command"\nupstream = "x"\ncommand = "echo run one"\n'
+    )
+    loaded = load_config(config)
+    spec = loaded.jobs[0]
+    place = log_place(loaded.worker, spec)
+    assert place.directory == tmp_path / "logs" / "files"
+    argv = shoal_argv("mirror", "ctl", "logs", "files", "--config", str(config))
+
+    none_yet = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True)
+    assert none_yet.returncode == 2 and f"no run log in {place.directory} yet" in none_yet.stderr
+    assert (await run_attempt(spec, tmp_path / "mirror" / "files", logs=place)).ok
+    printed = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True)
+    assert printed.returncode == 0 and "run one" in printed.stdout and "== success" in printed.stdout
+
+    follower = subprocess.Popen([*argv, "--follow"], stdout=subprocess.PIPE, text=True)
+    assert follower.stdout is not None
+    seen: list[str] = []
+
+    def read_until(text: str) -> bool:
+        while line := follower.stdout.readline():  # type: ignore[union-attr]
+            seen.append(line)
+            if text in line:
+                return True
+        return False
+
+    try:
+        assert await asyncio.to_thread(read_until, "== success")  # the run before it started
+        failing = msgspec.structs.replace(spec, command="echo run two; exit 1")
+        assert not (await run_attempt(failing, tmp_path / "mirror" / "files", logs=place)).ok
+        assert await asyncio.to_thread(read_until, "== failed")  # the next run, as it went
+        assert any("run two" in line for line in seen)
+    finally:
+        follower.terminate()
+        follower.wait()
+        follower.stdout.close()
+    unknown = await asyncio.to_thread(subprocess.run, [*argv[:-3], "nope", *argv[-2:]], capture_output=True, text=True)
+    assert unknown.returncode == 2 and "has no job named 'nope'" in unknown.stderr

@@ -29,6 +29,7 @@ import contextlib
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -183,3 +184,31 @@ def latest_log(place: LogPlace) -> Path | None:
         return place.directory / os.readlink(place.directory / LATEST)
     except OSError:
         return None
+
+
+def follow(place: LogPlace, write: Callable[[bytes], None], *, poll: float = 0.2) -> None:
+    """Write the latest run log, then whatever is added to it and to every later run's log, as it comes,
+    until interrupted (``tail -F latest``). A run's log is followed by its inode, so the rename of a failed
+    run's log to ``.fail`` does not start it over; a new run is switched to once the old log is read to
+    its end. Blocking: it is the whole of ``shoal mirror ctl logs --follow``."""
+    current: BinaryIO | None = None
+    identity: tuple[int, int] | None = None
+    try:
+        while True:
+            if current is not None:
+                while chunk := current.read(65536):
+                    write(chunk)
+            path = latest_log(place)
+            try:
+                st = os.stat(path) if path is not None else None
+            except FileNotFoundError:
+                st = None
+            if st is not None and path is not None and (st.st_dev, st.st_ino) != identity:
+                if current is not None:
+                    current.close()
+                current, identity = path.open("rb"), (st.st_dev, st.st_ino)
+                continue
+            time.sleep(poll)
+    finally:
+        if current is not None:
+            current.close()
