@@ -139,7 +139,7 @@ async def test_ctl_logs_prints_the_latest_run_and_follows_the_next(tmp_path: Pat
     printed = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True)
     assert printed.returncode == 0 and "run one" in printed.stdout and "== success" in printed.stdout
 
-    follower = subprocess.Popen([*argv, "--follow"], stdout=subprocess.PIPE, text=True)
+    follower = await asyncio.to_thread(subprocess.Popen, [*argv, "--follow"], stdout=subprocess.PIPE, text=True)
     assert follower.stdout is not None
     seen: list[str] = []
 
@@ -158,7 +158,7 @@ async def test_ctl_logs_prints_the_latest_run_and_follows_the_next(tmp_path: Pat
         assert any("run two" in line for line in seen)
     finally:
         follower.terminate()
-        follower.wait()
+        await asyncio.to_thread(follower.wait)
         follower.stdout.close()
     unknown = await asyncio.to_thread(subprocess.run, [*argv[:-3], "nope", *argv[-2:]], capture_output=True, text=True)
     assert unknown.returncode == 2 and "has no job named 'nope'" in unknown.stderr
