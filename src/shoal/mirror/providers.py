@@ -1,4 +1,5 @@
-"""What fills a new version of a mirror job: the ``http`` and ``command`` providers.
+"""What fills a new version of a mirror job: the ``http`` and ``command`` providers (``rsync`` and
+``two-stage-rsync`` are ``shoal.mirror.rsync``'s).
 
 A provider gets an empty staging directory and a deadline, fills the directory, and either returns or
 raises ProviderError saying why not. It never touches ``versions/`` or ``current``: publishing is the

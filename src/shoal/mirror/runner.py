@@ -4,22 +4,28 @@ The worker calls ``run_attempt`` once per attempt (``core.mirror_job`` decides w
 and reports what it returns. An attempt, in order::
 
     clean .staging/ (what a crash left)      make .staging/<version>/ (empty)
+    start the run log (shoal.mirror.run_log); every line below goes into it
     pre_job hooks ──fail──────────────────────────────────────────────────────────┐
     on_syncing()            (the worker reports PreJobDone: the job is syncing)    │
     pre_exec hooks ──fail─────────────────────────────────────────────────────────┤
-    provider (http | command) fills .staging/<version>/                            │
+    provider (http | command | rsync | two-stage-rsync) fills .staging/<version>/  │
     post_exec hooks         (run whether the provider failed or not)              │
-    ── provider or post_exec failed ──────────────────────────────────────────────┤
+    ── provider or post_exec failed, or a log line matched fail_on_match ─────────┤
     post_success hooks ──fail─────────────────────────────────────────────────────┤
     rename .staging/<version> -> versions/<version>; current -> versions/<version> │
     retention removes expired versions          post_fail hooks; .staging/<version> removed
     AttemptResult(ok=True, size, version)       AttemptResult(ok=False, error)
+    the run log ends (renamed .fail if the attempt failed); old run logs rotated out
 
 The job directory::
 
     <job_dir>/versions/<version>/...   published versions, never written into once there
     <job_dir>/current                   symlink to versions/<newest>, replaced atomically (rename)
     <job_dir>/.staging/                 the attempt under way (hidden: the seeder does not publish it)
+
+In the in-place layout (``layout = "in-place"``, tunasync's) the provider fills ``<job_dir>`` itself: no
+versions, no ``current``, no retention; a failed attempt leaves what the provider left (rsync's
+``--delay-updates`` keeps that to whole files), and the seeder republishes each file as it changes.
 
 Rules, and why:
 
@@ -41,9 +47,14 @@ Rules, and why:
   SHOAL_MIRROR_JOB, SHOAL_MIRROR_UPSTREAM, SHOAL_MIRROR_DIR (the job directory, also the hooks' working
   directory), SHOAL_MIRROR_WORKING_DIR (the staging directory being filled, the command's working
   directory), SHOAL_MIRROR_VERSION, SHOAL_MIRROR_ATTEMPT, SHOAL_MIRROR_PREVIOUS (the newest published
-  version's directory, or empty); post_exec, post_success and post_fail hooks also get
-  SHOAL_MIRROR_EXIT_STATUS (the command's status; for http 0 or 1) and SHOAL_MIRROR_ERROR (empty on
-  success).
+  version's directory, or empty), SHOAL_MIRROR_LOG_DIR and SHOAL_MIRROR_LOG_FILE (the run log); tunasync's
+  TUNASYNC_MIRROR_NAME, TUNASYNC_WORKING_DIR, TUNASYNC_UPSTREAM_URL, TUNASYNC_LOG_DIR and TUNASYNC_LOG_FILE
+  too, so its hook scripts run unchanged. post_exec, post_success and post_fail hooks also get
+  SHOAL_MIRROR_EXIT_STATUS and TUNASYNC_JOB_EXIT_STATUS (the command's or rsync's status; for http 0 or
+  1) and SHOAL_MIRROR_ERROR (empty on success). In the in-place layout SHOAL_MIRROR_VERSION and
+  SHOAL_MIRROR_PREVIOUS are empty and the working directory is the job directory.
+- The job's size is what ``size_pattern`` read from the log when it is set and matched a size, else the
+  bytes of the published files.
 - Errors keep the tail of the failing command's output (at most 4 KiB each), so the status page shows
   why without a trip to the worker's logs.
 - Two attempts of one job must not run at once in one job directory; the worker ensures it.
