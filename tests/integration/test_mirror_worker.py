@@ -18,6 +18,7 @@ from shoal.http.listen import listen
 from shoal.mirror.manager import MirrorManager
 from shoal.mirror.manager_http import build_app
 from shoal.mirror.messages import MirrorJobView, Reloaded
+from shoal.mirror.run_log import LogPlace
 from shoal.mirror.worker import MirrorWorker
 from shoal.testing.poll import wait_until_async
 
@@ -67,9 +68,15 @@ def script() -> tuple[list[tuple[str, int]], list[str], Callable[..., Awaitable[
     cancelled: list[str] = []
 
     async def attempt(
-        spec: JobSpec, job_dir: Path, *, attempt: int = 1, on_syncing: Callable[[], Awaitable[None]] | None = None
+        spec: JobSpec,
+        job_dir: Path,
+        *,
+        attempt: int = 1,
+        on_syncing: Callable[[], Awaitable[None]] | None = None,
+        logs: LogPlace | None = None,
     ) -> Result:
         calls.append((spec.name, attempt))
+        assert logs is not None and logs.directory == job_dir.parent / ".logs" / spec.name
         assert await asyncio.to_thread(job_dir.is_dir) and job_dir.name == spec.name
         if on_syncing is not None:
             await on_syncing()

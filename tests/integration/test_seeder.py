@@ -236,6 +236,58 @@ def test_a_restart_does_not_hash_unchanged_files_again(seeder: Callable[..., Ser
     assert json.loads(fetch(f"{second.url}/v1/seeder/health")[2])["hashed_bytes"] == 0
 
 
+def test_a_hard_link_of_a_hashed_file_is_published_without_hashing_it_again(
+    seeder: Callable[..., Service], watched: Path
+) -> None:
+    # A mirror's new version hard-links every unchanged file from the previous one (rsync --link-dest).
+    data = os.urandom(3_000_000)
+    (watched / "v1").mkdir()
+    (watched / "v1" / "big.bin").write_bytes(data)
+    service = seeder()
+    wait_published(service, "releases/v1/big.bin")
+    assert json.loads(fetch(f"{service.url}/v1/seeder/health")[2])["hashed_bytes"] == 3_000_000
+    (watched / ".v2").mkdir()
+    os.link(watched / "v1" / "big.bin", watched / ".v2" / "big.bin")
+    (watched / ".v2" / "new.bin").write_bytes(b"n" * 1000)
+    os.rename(watched / ".v2", watched / "v2")  # published as a whole directory, as a mirror version is
+    wait_published(service, "releases/v2/big.bin")
+    wait_published(service, "releases/v2/new.bin")
+    assert json.loads(fetch(f"{service.url}/v1/seeder/health")[2])["hashed_bytes"] == 3_000_000 + 1000
+    assert fetch(f"{service.url}/files/releases/v2/big.bin")[2] == data
+
+
+def test_a_mirror_jobs_current_link_is_a_stable_name_for_its_newest_version(
+    seeder: Callable[..., Service], watched: Path, tmp_path: Path
+) -> None:
+    job = watched / "debian"
+    for version, text in (("v1", b"first"), ("v2", b"second, longer")):
+        (job / "versions" / version / "dists").mkdir(parents=True)
+        (job / "versions" / version / "dists" / "Release").write_bytes(text)
+    (job / "current").symlink_to("versions/v1")
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "Release").write_bytes(b"not to be served")
+    (watched / "outside").symlink_to(tmp_path / "secret")
+    (watched / ".hidden").symlink_to("debian/versions/v1")
+    service = seeder()
+    wait_published(service, "releases/debian/versions/v1/dists/Release")
+    wait_published(service, "releases/debian/versions/v2/dists/Release")
+    assert "releases/debian/current/dists/Release" not in listing(service)  # listed once, by its own name
+
+    assert fetch(f"{service.url}/files/releases/debian/current/dists/Release")[2] == b"first"
+    torrent = fetch(f"{service.url}/serve?releases/debian/current/dists/Release")
+    assert (
+        torrent[0] == 200 and torrent[2] == fetch(f"{service.url}/serve?releases/debian/versions/v1/dists/Release")[2]
+    )
+    assert fetch(f"{service.url}/serve?debian/current/dists/Release")[2] == torrent[2]  # distributor's form
+    os.symlink("versions/v2", job / ".current.tmp")
+    os.replace(job / ".current.tmp", job / "current")  # as the mirror runner publishes a version
+    assert fetch(f"{service.url}/files/releases/debian/current/dists/Release")[2] == b"second, longer"
+
+    for name in ("releases/outside/Release", "releases/.hidden/dists/Release", "releases/debian/current/nope"):
+        assert fetch(f"{service.url}/files/{name}")[0] == 404
+        assert fetch(f"{service.url}/serve?{name}")[0] == 404
+
+
 def test_two_watched_directories_and_their_newest_files(seeder: Callable[..., Service], tmp_path: Path) -> None:
     a, b = tmp_path / "alpha", tmp_path / "beta"
     a.mkdir()

@@ -37,26 +37,46 @@ def test_hashes_match_references(tmp_path: Path, size: int, piece_length: int) -
     assert hashes.piece_hashes() == {i: blake3.blake3(p).hexdigest() for i, p in enumerate(pieces)}
 
 
-def test_index_hits_only_the_same_file_version(tmp_path: Path) -> None:
+def test_index_hits_only_the_same_bytes_on_disk_whatever_their_name(tmp_path: Path) -> None:
     path = tmp_path / "f"
     path.write_bytes(os.urandom(1000))
     stat = FileStat.of(path.stat())
+    assert stat.device == path.stat().st_dev
     hashes = hash_file(path, 262144)
     with HashIndex(tmp_path / "state" / "hashes.db") as index:
-        assert index.get(str(path), stat, 262144) is None
-        index.put(str(path), stat, hashes)
-        assert index.get(str(path), stat, 262144) == hashes
+        assert index.get(stat, 262144) is None
+        index.put(stat, hashes)
+        assert index.get(stat, 262144) == hashes
+        os.link(path, tmp_path / "link")
+        assert index.get(FileStat.of((tmp_path / "link").stat()), 262144) == hashes
         for changed in (
-            FileStat(stat.size + 1, stat.mtime_ns, stat.inode),
-            FileStat(stat.size, stat.mtime_ns + 1, stat.inode),
-            FileStat(stat.size, stat.mtime_ns, stat.inode + 1),
+            FileStat(stat.size + 1, stat.mtime_ns, stat.inode, stat.device),
+            FileStat(stat.size, stat.mtime_ns + 1, stat.inode, stat.device),
+            FileStat(stat.size, stat.mtime_ns, stat.inode + 1, stat.device),
+            FileStat(stat.size, stat.mtime_ns, stat.inode, stat.device + 1),
         ):
-            assert index.get(str(path), changed, 262144) is None
-        assert index.get(str(path), stat, 524288) is None
+            assert index.get(changed, 262144) is None
+        assert index.get(stat, 524288) is None
     with HashIndex(tmp_path / "state" / "hashes.db") as index:  # it survives a restart
-        assert index.get(str(path), stat, 262144) == hashes
-        index.forget(str(path))
-        assert index.get(str(path), stat, 262144) is None
+        assert index.get(stat, 262144) == hashes
+        index.forget(stat)
+        assert index.get(stat, 262144) is None
+
+
+def test_a_rewritten_inode_replaces_its_entry(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"a" * 1000)
+    old = FileStat.of(path.stat())
+    with HashIndex(tmp_path / "hashes.db") as index:
+        index.put(old, hash_file(path, 262144))
+        with path.open("r+b") as f:  # the same inode, new bytes
+            f.write(b"b" * 1000)
+        os.utime(path, ns=(old.mtime_ns + 10**9, old.mtime_ns + 10**9))
+        new = FileStat.of(path.stat())
+        assert new.inode == old.inode
+        index.put(new, hash_file(path, 262144))
+        assert index.get(old, 262144) is None
+        assert index.get(new, 262144) == hash_file(path, 262144)
 
 
 def test_an_unusable_index_path_is_a_clear_error(tmp_path: Path) -> None:

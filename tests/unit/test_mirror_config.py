@@ -376,3 +376,49 @@ def test_load_config_reads_a_token_file_beside_it_only_when_nobody_else_may(tmp_
     secret.unlink()
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(path, environ={})
+# -- the rsync providers, layouts and logs (tunasync's keys) ------------------------------------------------
+
+
+def test_the_rsync_keys_read_as_tunasync_writes_them() -> None:
+    text = job(
+        'rsync_options = ["--bwlimit=50m"]\nexclude_file = "/etc/ex"\nusername = "u"\npassword = "p"\n'
+        'use_ipv6 = true\nlog_dir = "/var/log/shoal/{{.Name}}"\nlog_keep = 3\nlayout = "in-place"\n'
+        'fail_on_match = "^rsync error"\nsize_pattern = "Total file size: (\\\\S+)"\n',
+        provider="two-stage-rsync",
+        upstream='"rsync://m.example/debian/"',
+    )
+    [spec] = parse_config(text).jobs
+    assert spec.rsync_options == ("--bwlimit=50m",)
+    assert (spec.exclude_file, spec.username, spec.password, spec.use_ipv6) == ("/etc/ex", "u", "p", True)
+    assert spec.stage1_profile == "debian"  # two-stage's default profile
+    assert (spec.layout, spec.log_keep, spec.size_pattern) == ("in-place", 3, r"Total file size: (\S+)")
+    assert JobSpec.from_json(spec.to_json()) == spec
+    worker = parse_config('[worker]\nlog_dir = "/logs/{{ .Name }}"\nlog_keep = 5\n').worker
+    assert (worker.log_dir, worker.log_keep) == ("/logs/{{ .Name }}", 5)
+
+
+@pytest.mark.parametrize(
+    ("extra", "provider", "upstream", "message"),
+    [
+        ('username = "u"\n', "http", '"http://origin.test/file"', "'username' is only for the rsync"),
+        ("use_ipv4 = true\n", "command", '"x"', "'use_ipv4' is only for the rsync"),
+        ("", "rsync", '"rsync://m.example/debian"', "not an rsync URL ending in '/'"),
+        ("", "rsync", '"http://m.example/debian/"', "not an rsync URL ending in '/'"),
+        ("use_ipv4 = true\nuse_ipv6 = true\n", "rsync", '"rsync://m/d/"', "'use_ipv4' or 'use_ipv6', not both"),
+        ('password = "a"\npassword_file = "/f"\n', "rsync", '"rsync://m/d/"', "'password' or 'password_file'"),
+        ('stage1_profile = "debian"\n', "rsync", '"rsync://m/d/"', "only for the two-stage-rsync"),
+        ('stage1_profile = "ubuntu"\n', "two-stage-rsync", '"m::d/"', "stage1_profile"),
+        ('command = "x"\n', "rsync", '"rsync://m/d/"', "'command' is only for the command provider"),
+        ('fail_on_match = "(oops"\n', "rsync", '"rsync://m/d/"', "is not a regular expression"),
+        ('size_pattern = "Total: \\\\S+"\n', "rsync", '"rsync://m/d/"', "exactly 1 group"),
+        ('log_dir = "/l/{{.Mirror}}"\n', "rsync", '"rsync://m/d/"', "the only template log_dir takes"),
+        ("log_keep = 0\n", "rsync", '"rsync://m/d/"', "log_keep"),
+        ('layout = "flat"\n', "rsync", '"rsync://m/d/"', "layout"),
+        ('layout = "in-place"\n[jobs.retention]\nkeep_versions = 2\n', "rsync", '"rsync://m/d/"', "keeps no versions"),
+        ('layout = "in-place"\n[jobs.publish]\npool = "edge"\n', "rsync", '"rsync://m/d/"', "needs the versions"),
+    ],
+)
+def test_rsync_layout_and_log_mistakes_name_their_key(extra: str, provider: str, upstream: str, message: str) -> None:
+    error = config_error(job(extra, provider=provider, upstream=upstream))
+    assert message in str(error)
+    assert error.line is not None

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -268,7 +269,8 @@ def _job_environment(token_env: str | None) -> dict[str, str]:
 )
 @click.pass_context
 def ctl(ctx: click.Context, manager_url: str, token: str | None) -> None:
-    """Control the mirror manager: list jobs, start, stop, disable, enable, restart, reload, workers."""
+    """Control the mirror manager: list jobs, start, stop, disable, enable, restart, reload, workers;
+    read a job's run logs."""
     ctx.obj = (manager_url, token or None)
 
 
@@ -402,6 +404,51 @@ def rm_worker(ctx: click.Context, worker_name: str) -> None:
     run_or_exit(lambda: _check_name(worker_name, "worker"))
     result = _call(ctx, lambda c: c.remove_worker(worker_name))
     click.echo(f"removed {worker_name}; failed: {', '.join(result.jobs_failed) or '-'}")
+
+
+@ctl.command()
+@click.argument("job")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing as the run goes on, and the runs after it.")
+@click.option(
+    "--config",
+    "config_path",
+    envvar="SHOAL_MIRROR_CONFIG",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="The worker's mirror config, which says where JOB's logs are [default: $SHOAL_MIRROR_CONFIG].",
+)
+def logs(job: str, follow: bool, config_path: Path) -> None:
+    """Print JOB's latest run log, read on the worker's host (the logs stay where the worker wrote them)."""
+
+    def go() -> None:
+        from shoal.mirror.config import load_config
+        from shoal.mirror.run_log import follow as follow_logs
+        from shoal.mirror.run_log import latest_log, log_place
+
+        _check_name(job, "job")
+        config = load_config(config_path)
+        spec = config.job(job)
+        if spec is None:
+            raise UsageError(f"{config_path} has no job named {job!r}")
+        place = log_place(config.worker, spec)
+        out = click.get_binary_stream("stdout")
+
+        def write(chunk: bytes) -> None:
+            out.write(chunk)
+            out.flush()
+
+        if follow:
+            with contextlib.suppress(KeyboardInterrupt):
+                follow_logs(place, write)
+            return
+        path = latest_log(place)
+        if path is None:
+            raise UsageError(f"job {job} has no run log in {place.directory} yet")
+        with path.open("rb") as log:
+            shutil.copyfileobj(log, out)
+
+    run_or_exit(go)
 
 
 @ctl.command()

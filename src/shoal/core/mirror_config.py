@@ -19,16 +19,24 @@ The layout::
     token_env = "SHOAL_MIRROR_TOKEN"
     directory = "/srv/mirror"
     concurrency = 2
+    log_dir = "/var/log/shoal/{{.Name}}"   # default <directory>/.logs/<job>; {{.Name}} is the job's name
+    log_keep = 10                   # run logs kept per job
 
     [[jobs]]                        # JobSpec, one table per job
     name = "debian"
-    provider = "command"            # or "http"
+    provider = "command"            # or "http", "rsync", "two-stage-rsync"
     upstream = "rsync://ftp.debian.org/debian/"
     command = "rsync -a --delete \"$SHOAL_MIRROR_UPSTREAM\" ."
     interval = "6h"                 # or cron = "0 */6 * * *" (UTC); cron wins when both are given
     timeout = "2h"
     retries = 3
     success_exit_codes = [0, 24]    # command provider only: rsync's 24 is "some files vanished"
+    layout = "versions"             # or "in-place": sync straight into <directory>/<job> (tunasync's layout)
+    log_dir = "/var/log/shoal/debian"  # this job's run logs (default: the worker's log_dir)
+    log_keep = 10
+    fail_on_match = "^rsync error"  # a line of the run's log matching this fails the run
+    size_pattern = "Total file size: (\\S+)"  # the job's size, from the last line of its log that matches
+
     [jobs.env]
     RSYNC_PASSWORD = "..."
     [jobs.hooks]
@@ -40,6 +48,16 @@ The layout::
     seed = true
     pool = "edge"
     replicas = 2
+
+    [[jobs]]                        # the rsync providers take tunasync's keys
+    name = "ubuntu"
+    provider = "rsync"              # or "two-stage-rsync" (stage1_profile = "debian" | "debian-oldstyle")
+    upstream = "rsync://rsync.example.org/ubuntu/"
+    rsync_options = ["--bwlimit=50m"]   # added to the defaults; rsync_override replaces them
+    exclude_file = "/etc/shoal/ubuntu.exclude"
+    username = "mirror"             # password or password_file: given to rsync as RSYNC_PASSWORD
+    password_file = "/etc/shoal/ubuntu.secret"
+    use_ipv6 = true                 # or use_ipv4; not both
 
 Durations are a positive number of seconds or a string: a number with one unit of ``s``, ``m``, ``h`` or
 ``d`` (``"90s"``, ``"10m"``, ``"1.5h"``, ``"1d"``).
@@ -58,7 +76,16 @@ Rules, and why:
   placed (it sits inside an inline table spread over lines, say) the line of its table is given instead.
 - Job indexes in messages count from 0, as TOML paths and JSON pointers do: ``jobs[1]`` is the second job.
 - A key only one provider reads (``command``, ``success_exit_codes``) is refused for the other one, for
-  the same reason as an unknown key.
+  the same reason as an unknown key; so are the rsync keys (``RSYNC_ONLY``) for the http and command
+  providers, and ``stage1_profile`` for plain rsync.
+- The rsync providers take tunasync's key names and meanings, so a tunasync worker config maps onto them
+  one to one. An rsync upstream ends in ``/`` (as tunasync requires: without it rsync would create the
+  module's directory inside the job's). The password never appears in an argument list (``ps`` shows
+  those to every user): it goes to rsync through ``RSYNC_PASSWORD``.
+- ``fail_on_match`` and ``size_pattern`` are compiled here, so a bad regular expression is a ConfigError,
+  not a failed run at 3 a.m.; ``size_pattern`` has exactly one group, the size.
+- The in-place layout keeps no versions: ``retention`` and ``publish.pool`` (which pushes one version) are
+  refused with it.
 """
 
 from __future__ import annotations
@@ -78,9 +105,26 @@ from shoal.core.ids import canonical_url
 from shoal.core.schedule import Cron
 from shoal.core.tracker_choice import parse_trackers
 
-PROVIDERS = ("http", "command")
+PROVIDERS = ("http", "command", "rsync", "two-stage-rsync")
+RSYNC_PROVIDERS = ("rsync", "two-stage-rsync")
 COMMAND_ONLY = ("command", "success_exit_codes")
 """The keys only the command provider reads."""
+RSYNC_ONLY = (
+    "rsync_options",
+    "rsync_override",
+    "exclude_file",
+    "username",
+    "password",
+    "password_file",
+    "use_ipv4",
+    "use_ipv6",
+    "stage1_profile",
+)
+"""The keys only the rsync providers read (``stage1_profile`` only two-stage-rsync)."""
+STAGE1_PROFILES = ("debian", "debian-oldstyle")
+LOG_DIR_NAME = re.compile(r"\{\{\s*\.Name\s*\}\}")
+"""tunasync's template for the job's name in ``log_dir`` (a Go template), also accepted here."""
+_RSYNC_URL = re.compile(r"^(rsync://[^/\s]+/\S*|[^/:\s]+::\S*)/$")
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*")
@@ -199,15 +243,42 @@ class Publish(_Table, frozen=True):
             raise _Invalid(("replicas",), "'replicas' needs a 'pool' to push to")
 
 
+def _regex(path: KeyPath, pattern: str | None, groups: int | None = None) -> None:
+    """Refuse a regular expression that does not compile (or has other than ``groups`` groups)."""
+    if pattern is None:
+        return
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise _Invalid(path, f"{pattern[:60]!r} is not a regular expression: {exc}") from None
+    if groups is not None and compiled.groups != groups:
+        raise _Invalid(path, f"{pattern[:60]!r} must have exactly {groups} group (the size), not {compiled.groups}")
+
+
+def _log_dir(path: KeyPath, template: str | None) -> None:
+    """Refuse a ``{{...}}`` in ``log_dir`` other than tunasync's ``{{.Name}}``."""
+    if template is not None and "{{" in LOG_DIR_NAME.sub("", template):
+        raise _Invalid(path, f"{template[:60]!r}: the only template log_dir takes is {{{{.Name}}}} (the job's name)")
+
+
+def log_directory(template: str, job: str) -> str:
+    """``log_dir`` with tunasync's ``{{.Name}}`` replaced by the job's name."""
+    return LOG_DIR_NAME.sub(job, template)
+
+
+Options = Annotated[tuple[Text, ...], msgspec.Meta(description="rsync command-line options, one per item")]
+
+
 class JobSpec(_Table, frozen=True):
     """One mirror job as configured. ``parse_config`` and ``from_json`` read one from the file or the
     JSON; the constructor checks the rules between fields (and normalises ``cron``) as they do."""
 
     name: Name
     """Unique among the jobs; also the job directory's name."""
-    provider: Literal["http", "command"]
+    provider: Literal["http", "command", "rsync", "two-stage-rsync"]
     upstream: Text
-    """http: an http(s) URL, a file or a directory index (ending in ``/``). command: $SHOAL_MIRROR_UPSTREAM."""
+    """http: an http(s) URL, a file or a directory index (ending in ``/``). command: $SHOAL_MIRROR_UPSTREAM.
+    rsync: ``rsync://host/module/path/`` or ``host::module/path/``, ending in ``/``."""
     command: str | None = None
     """The command provider's shell command (required for it; None for http, which refuses one)."""
     interval: Duration = 3600.0
@@ -229,10 +300,54 @@ class JobSpec(_Table, frozen=True):
     hooks: Hooks = Hooks()
     retention: Retention = Retention()
     publish: Publish = Publish()
+    rsync_options: Options = ()
+    """rsync providers: options added after the default ones (``shoal.core.rsync_args``)."""
+    rsync_override: Options | None = None
+    """rsync providers: options that replace the default ones; ``rsync_options`` still follow."""
+    exclude_file: Text | None = None
+    """rsync providers: a file of exclude patterns (``--exclude-from``)."""
+    username: Text | None = None
+    """rsync providers: the rsync daemon's user (``USER`` in rsync's environment)."""
+    password: Text | None = None
+    """rsync providers: the daemon's password, given to rsync as ``RSYNC_PASSWORD``."""
+    password_file: Text | None = None
+    """rsync providers: a file whose first line is the password (read at each run); not with ``password``."""
+    use_ipv4: bool = False
+    """rsync providers: IPv4 only (``-4``)."""
+    use_ipv6: bool = False
+    """rsync providers: IPv6 only (``-6``); not with ``use_ipv4``."""
+    stage1_profile: Literal["debian", "debian-oldstyle"] | None = None
+    """two-stage-rsync: what stage 1 leaves to stage 2 (the index files); default "debian"."""
+    layout: Literal["versions", "in-place"] = "versions"
+    """versions: each run fills a new ``versions/<version>``, ``current`` points at the newest. in-place:
+    runs sync straight into the job directory, as tunasync does."""
+    log_dir: Text | None = None
+    """Where this job's run logs go (``{{.Name}}`` is the job's name); None: the worker's ``log_dir``."""
+    log_keep: Annotated[int, msgspec.Meta(ge=1, le=100000)] | None = None
+    """Run logs kept for this job; None: the worker's ``log_keep``."""
+    fail_on_match: str | None = None
+    """A regular expression; a line of the run's log that matches it fails the run."""
+    size_pattern: str | None = None
+    """A regular expression with one group; the last line of a successful run's log that matches gives the
+    job's size (``5.37G``, ``1,234,567``), shown in its status instead of the bytes counted on disk."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.provider == "http":
+        _regex(("fail_on_match",), self.fail_on_match)
+        _regex(("size_pattern",), self.size_pattern, groups=1)
+        _log_dir(("log_dir",), self.log_dir)
+        if self.layout == "in-place":
+            if self.retention != Retention():
+                raise _Invalid(("retention",), "the in-place layout keeps no versions: 'retention' is not for it")
+            if self.publish.pool is not None:
+                raise _Invalid(("publish", "pool"), "pushing to a pool needs the versions layout")
+        if self.provider not in RSYNC_PROVIDERS:
+            for key in RSYNC_ONLY:
+                if getattr(self, key) not in (None, False, ()):
+                    raise _Invalid((key,), f"{key!r} is only for the rsync and two-stage-rsync providers")
+        if self.provider in RSYNC_PROVIDERS:
+            self._check_rsync_keys()
+        elif self.provider == "http":
             try:
                 canonical_url(self.upstream)  # the checks every Shoal URL gets: scheme, host, port
             except UsageError:
@@ -254,6 +369,24 @@ class JobSpec(_Table, frozen=True):
         for key in self.env:
             if not _ENV_NAME.fullmatch(key):
                 raise _Invalid(("env", key), f"{key!r} is not an environment variable name")
+
+    def _check_rsync_keys(self) -> None:
+        """The rules between an rsync provider's keys."""
+        if not _RSYNC_URL.match(self.upstream):
+            raise _Invalid(
+                ("upstream",), f"{self.upstream[:80]!r} is not an rsync URL ending in '/' (rsync://host/module/path/)"
+            )
+        for key in COMMAND_ONLY:
+            if getattr(self, key) is not None:
+                raise _Invalid((key,), f"{key!r} is only for the command provider")
+        if self.use_ipv4 and self.use_ipv6:
+            raise _Invalid(("use_ipv6",), "give 'use_ipv4' or 'use_ipv6', not both")
+        if self.password is not None and self.password_file is not None:
+            raise _Invalid(("password_file",), "give 'password' or 'password_file', not both")
+        if self.provider == "rsync" and self.stage1_profile is not None:
+            raise _Invalid(("stage1_profile",), "'stage1_profile' is only for the two-stage-rsync provider")
+        if self.provider == "two-stage-rsync" and self.stage1_profile is None:
+            force_setattr(self, "stage1_profile", "debian")
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict that ``from_json`` reads back into an equal JobSpec (sets sorted, so equal
@@ -317,9 +450,15 @@ class WorkerSettings(_Table, frozen=True):
     """TCP port of the worker's seeder (HTTP); 0 picks a free one."""
     advertise: Text | None = None
     """Base URL clients reach the worker's seeder at; None: the Host a request came in on."""
+    log_dir: Text | None = None
+    """Where jobs' run logs go unless a job says (``{{.Name}}`` is the job's name); None:
+    ``<directory>/.logs/<job>`` (hidden, so the seeder does not publish it)."""
+    log_keep: Annotated[int, msgspec.Meta(ge=1, le=100000)] = 10
+    """Run logs kept per job unless a job says: older ones are removed."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _log_dir(("log_dir",), self.log_dir)
         if self.tracker is not None:
             try:
                 parse_trackers(self.tracker, what="tracker")

@@ -1,4 +1,5 @@
-"""What fills a new version of a mirror job: the ``http`` and ``command`` providers.
+"""What fills a new version of a mirror job: the ``http`` and ``command`` providers (``rsync`` and
+``two-stage-rsync`` are ``shoal.mirror.rsync``'s).
 
 A provider gets an empty staging directory and a deadline, fills the directory, and either returns or
 raises ProviderError saying why not. It never touches ``versions/`` or ``current``: publishing is the
@@ -52,7 +53,7 @@ import aiohttp
 
 from shoal.core.errors import ProviderError, ProviderTimedOut, ShoalError
 from shoal.core.mirror_config import JobSpec
-from shoal.mirror.shell import KILL_GRACE, OUTPUT_LIMIT, run_shell
+from shoal.mirror.shell import KILL_GRACE, OUTPUT_LIMIT, Output, run_shell
 from shoal.peer.request import file_name_from_url
 
 log = logging.getLogger(__name__)
@@ -294,13 +295,19 @@ async def run_http(spec: JobSpec, staging: Path, parts: Path, previous: Path | N
 
 
 async def run_command(
-    spec: JobSpec, staging: Path, env: Mapping[str, str], limit: float, *, grace: float = KILL_GRACE
+    spec: JobSpec,
+    staging: Path,
+    env: Mapping[str, str],
+    limit: float,
+    *,
+    grace: float = KILL_GRACE,
+    output: Output | None = None,
 ) -> int:
     """Run the job's command in ``staging``; its exit status when that counts as success, else
     ProviderError with the status and the tail of the output (ProviderTimedOut past ``limit`` seconds)."""
     command, success = spec.command, spec.success_exit_codes
     assert command is not None and success is not None, "JobSpec gives the command provider both"
-    result = await run_shell(command, cwd=staging, env=env, limit=limit, grace=grace)
+    result = await run_shell(command, cwd=staging, env=env, limit=limit, grace=grace, output=output)
     if result.timed_out:
         raise ProviderTimedOut(f"command timed out after {limit:g} s", output=_tail(result.output))
     if result.returncode not in success:

@@ -4,22 +4,28 @@ The worker calls ``run_attempt`` once per attempt (``core.mirror_job`` decides w
 and reports what it returns. An attempt, in order::
 
     clean .staging/ (what a crash left)      make .staging/<version>/ (empty)
+    start the run log (shoal.mirror.run_log); every line below goes into it
     pre_job hooks ──fail──────────────────────────────────────────────────────────┐
     on_syncing()            (the worker reports PreJobDone: the job is syncing)    │
     pre_exec hooks ──fail─────────────────────────────────────────────────────────┤
-    provider (http | command) fills .staging/<version>/                            │
+    provider (http | command | rsync | two-stage-rsync) fills .staging/<version>/  │
     post_exec hooks         (run whether the provider failed or not)              │
-    ── provider or post_exec failed ──────────────────────────────────────────────┤
+    ── provider or post_exec failed, or a log line matched fail_on_match ─────────┤
     post_success hooks ──fail─────────────────────────────────────────────────────┤
     rename .staging/<version> -> versions/<version>; current -> versions/<version> │
     retention removes expired versions          post_fail hooks; .staging/<version> removed
     AttemptResult(ok=True, size, version)       AttemptResult(ok=False, error)
+    the run log ends (renamed .fail if the attempt failed); old run logs rotated out
 
 The job directory::
 
     <job_dir>/versions/<version>/...   published versions, never written into once there
     <job_dir>/current                   symlink to versions/<newest>, replaced atomically (rename)
     <job_dir>/.staging/                 the attempt under way (hidden: the seeder does not publish it)
+
+In the in-place layout (``layout = "in-place"``, tunasync's) the provider fills ``<job_dir>`` itself: no
+versions, no ``current``, no retention; a failed attempt leaves what the provider left (rsync's
+``--delay-updates`` keeps that to whole files), and the seeder republishes each file as it changes.
 
 Rules, and why:
 
@@ -41,9 +47,14 @@ Rules, and why:
   SHOAL_MIRROR_JOB, SHOAL_MIRROR_UPSTREAM, SHOAL_MIRROR_DIR (the job directory, also the hooks' working
   directory), SHOAL_MIRROR_WORKING_DIR (the staging directory being filled, the command's working
   directory), SHOAL_MIRROR_VERSION, SHOAL_MIRROR_ATTEMPT, SHOAL_MIRROR_PREVIOUS (the newest published
-  version's directory, or empty); post_exec, post_success and post_fail hooks also get
-  SHOAL_MIRROR_EXIT_STATUS (the command's status; for http 0 or 1) and SHOAL_MIRROR_ERROR (empty on
-  success).
+  version's directory, or empty), SHOAL_MIRROR_LOG_DIR and SHOAL_MIRROR_LOG_FILE (the run log); tunasync's
+  TUNASYNC_MIRROR_NAME, TUNASYNC_WORKING_DIR, TUNASYNC_UPSTREAM_URL, TUNASYNC_LOG_DIR and TUNASYNC_LOG_FILE
+  too, so its hook scripts run unchanged. post_exec, post_success and post_fail hooks also get
+  SHOAL_MIRROR_EXIT_STATUS and TUNASYNC_JOB_EXIT_STATUS (the command's or rsync's status; for http 0 or
+  1) and SHOAL_MIRROR_ERROR (empty on success). In the in-place layout SHOAL_MIRROR_VERSION and
+  SHOAL_MIRROR_PREVIOUS are empty and the working directory is the job directory.
+- The job's size is what ``size_pattern`` read from the log when it is set and matched a size, else the
+  bytes of the published files.
 - Errors keep the tail of the failing command's output (at most 4 KiB each), so the status page shows
   why without a trip to the worker's logs.
 - Two attempts of one job must not run at once in one job directory; the worker ensures it.
@@ -62,10 +73,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shoal.core.errors import ProviderError, ProviderTimedOut
-from shoal.core.mirror_config import JobSpec
+from shoal.core.log_match import LogWatch, parse_reported_size
+from shoal.core.mirror_config import RSYNC_PROVIDERS, JobSpec
 from shoal.core.retention import next_version_name, plan_retention, version_created
 from shoal.mirror.providers import run_command, run_http
-from shoal.mirror.shell import KILL_GRACE, OUTPUT_LIMIT, run_shell
+from shoal.mirror.rsync import run_rsync
+from shoal.mirror.run_log import LOGS, LogPlace, RunLog
+from shoal.mirror.shell import KILL_GRACE, OUTPUT_LIMIT, ShellResult, run_shell
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +123,19 @@ def current_version(job_dir: Path) -> Path | None:
     return path if path.is_dir() else None
 
 
+@dataclass(frozen=True, slots=True)
+class _Dirs:
+    """Where an attempt works: the job directory, the directory the provider fills (a new version's, or
+    the job directory itself in the in-place layout), and the scratch directories removed afterwards."""
+
+    job_dir: Path
+    version: str
+    """The new version's name; empty in the in-place layout."""
+    staging: Path
+    parts: Path
+    scratch: tuple[Path, ...]
+
+
 async def run_attempt(
     spec: JobSpec,
     job_dir: Path,
@@ -117,47 +144,89 @@ async def run_attempt(
     on_syncing: Callable[[], Awaitable[None]] | None = None,
     kill_grace: float = KILL_GRACE,
     base_env: Mapping[str, str] | None = None,
+    logs: LogPlace | None = None,
 ) -> AttemptResult:
     """Run one attempt of ``spec`` in ``job_dir`` (created if missing), as the module docstring draws it.
 
-    ``base_env`` is the environment hooks and the command start from (default: this process's)."""
-    deadline = asyncio.get_running_loop().time() + spec.timeout
+    ``base_env`` is the environment hooks and the command start from (default: this process's); ``logs``
+    where its run log goes (default: ``.logs/<job>`` beside the job directory)."""
+    prepare = _prepare_in_place if spec.layout == "in-place" else _prepare
     try:
-        job_dir, version, staging, parts = await asyncio.to_thread(_prepare, job_dir)
+        dirs = await asyncio.to_thread(prepare, job_dir)
     except OSError as exc:
         return AttemptResult(ok=False, error=f"cannot prepare the job directory {job_dir}: {exc}")
-    previous = current_version(job_dir)
+    place = logs or LogPlace(dirs.job_dir.parent / LOGS / spec.name)
+    watch = LogWatch.of(spec.fail_on_match, spec.size_pattern)
+    try:
+        run_log = await asyncio.to_thread(RunLog.start, place, spec.name, watch, time.time())
+    except OSError as exc:
+        await asyncio.to_thread(_discard, *dirs.scratch)
+        return AttemptResult(ok=False, error=f"cannot write the run log in {place.directory}: {exc}")
+    result = AttemptResult(ok=False, error="cancelled")
+    try:
+        result = await _logged_attempt(spec, dirs, run_log, attempt, on_syncing, kill_grace, base_env)
+        return result
+    finally:
+        run_log.note("success" if result.ok else f"failed: {result.error}")
+        await asyncio.shield(asyncio.to_thread(run_log.finish, result.ok))
+
+
+async def _logged_attempt(
+    spec: JobSpec,
+    dirs: _Dirs,
+    run_log: RunLog,
+    attempt: int,
+    on_syncing: Callable[[], Awaitable[None]] | None,
+    kill_grace: float,
+    base_env: Mapping[str, str] | None,
+) -> AttemptResult:
+    job_dir = dirs.job_dir
+    deadline = asyncio.get_running_loop().time() + spec.timeout
+    previous = current_version(job_dir) if spec.layout == "versions" else None
+    logs = str(run_log.place.directory)
     env = {
         **(os.environ if base_env is None else base_env),
         **spec.env,
         "SHOAL_MIRROR_JOB": spec.name,
         "SHOAL_MIRROR_UPSTREAM": spec.upstream,
         "SHOAL_MIRROR_DIR": str(job_dir),
-        "SHOAL_MIRROR_WORKING_DIR": str(staging),
-        "SHOAL_MIRROR_VERSION": version,
+        "SHOAL_MIRROR_WORKING_DIR": str(dirs.staging),
+        "SHOAL_MIRROR_VERSION": dirs.version,
         "SHOAL_MIRROR_ATTEMPT": str(attempt),
         "SHOAL_MIRROR_PREVIOUS": str(previous) if previous else "",
+        "SHOAL_MIRROR_LOG_DIR": logs,
+        "SHOAL_MIRROR_LOG_FILE": str(run_log.path),
+        # tunasync's names, so its hook scripts run unchanged.
+        "TUNASYNC_MIRROR_NAME": spec.name,
+        "TUNASYNC_WORKING_DIR": str(dirs.staging),
+        "TUNASYNC_UPSTREAM_URL": spec.upstream,
+        "TUNASYNC_LOG_DIR": logs,
+        "TUNASYNC_LOG_FILE": str(run_log.path),
     }
-    this = _Attempt(spec, job_dir, env, deadline, kill_grace, previous)
+    this = _Attempt(spec, job_dir, env, deadline, kill_grace, previous, run_log)
     try:
         try:
             await this.hooks("pre_job", spec.hooks.pre_job)
             if on_syncing is not None:
                 await on_syncing()
             await this.hooks("pre_exec", spec.hooks.pre_exec)
-            status, provider_error = await this.provider(staging, parts)
-            this.env.update(SHOAL_MIRROR_EXIT_STATUS=str(status), SHOAL_MIRROR_ERROR=provider_error)
+            status, provider_error = await this.provider(dirs.staging, dirs.parts)
+            this.set_exit_status(status)
+            this.env["SHOAL_MIRROR_ERROR"] = provider_error
             errors = [provider_error] if provider_error else []
             try:
                 await this.hooks("post_exec", spec.hooks.post_exec)
             except _Failed as failure:
                 errors.append(failure.message)
+            matched = run_log.watch.failed_line
+            if matched is not None:
+                errors.append(f"the log matched fail_on_match {spec.fail_on_match!r}: {matched.strip()[:200]}")
             if errors:
                 raise _Failed("; ".join(errors))
             await this.hooks("post_success", spec.hooks.post_success)
             # Not in a thread: a cancellation must not find the rename half-way to done in another thread
             # while the finally below removes the staging directory. It is a rename, a symlink, two fsyncs.
-            target = _publish(job_dir, staging, version)
+            target = job_dir if spec.layout == "in-place" else _publish(job_dir, dirs.staging, dirs.version)
         except _Failed as failure:
             return await this.failed(failure.message)
         except OSError as exc:
@@ -166,22 +235,35 @@ async def run_attempt(
         # Whatever happened, nothing of this attempt stays in .staging (a published version was renamed out).
         # In a thread: a failed rsync may leave a large tree, and the worker's event loop keeps its
         # heartbeat. Shielded: a second cancellation does not stop the removal half-way.
-        await asyncio.shield(asyncio.to_thread(_discard, staging, parts))
+        await asyncio.shield(asyncio.to_thread(_discard, *dirs.scratch))
+    version = dirs.version or None
     try:
-        removed = await asyncio.to_thread(_apply_retention, spec, job_dir, version)
-        size = await asyncio.to_thread(_tree_size, target)
+        removed = await asyncio.to_thread(_apply_retention, spec, job_dir, dirs.version) if version else ()
+        reported = _reported_size(run_log)
+        size = reported if reported is not None else await asyncio.to_thread(_tree_size, target)
     except OSError as exc:
         # The version is published and whole; a retention that could not finish is retried next time.
         log.warning("%s: retention after version %s failed: %s", spec.name, version, exc)
         removed, size = (), 0
     log.info(
-        "%s: published version %s (%d bytes)%s",
+        "%s: published %s (%d bytes)%s",
         spec.name,
-        version,
+        f"version {version}" if version else job_dir,
         size,
         f"; removed {', '.join(removed)}" if removed else "",
     )
     return AttemptResult(ok=True, size=size, version=version)
+
+
+def _reported_size(run_log: RunLog) -> int | None:
+    """The size ``size_pattern`` read from the log, if it did and it reads as a size."""
+    text = run_log.watch.size_text
+    if text is None:
+        return None
+    size = parse_reported_size(text)
+    if size is None:
+        run_log.note(f"size_pattern matched {text!r}, which is not a size; the bytes on disk are counted instead")
+    return size
 
 
 class _Attempt:
@@ -195,6 +277,7 @@ class _Attempt:
         deadline: float,
         kill_grace: float,
         previous: Path | None,
+        run_log: RunLog,
     ) -> None:
         self.spec = spec
         self.previous = previous
@@ -202,6 +285,7 @@ class _Attempt:
         self.env = env
         self.deadline = deadline
         self.kill_grace = kill_grace
+        self.run_log = run_log
 
     def remaining(self) -> float:
         return self.deadline - asyncio.get_running_loop().time()
@@ -209,13 +293,18 @@ class _Attempt:
     def timed_out(self, where: str = "") -> _Failed:
         return _Failed(f"timed out after {self.spec.timeout:g} s" + (f" ({where})" if where else ""))
 
+    def set_exit_status(self, status: int) -> None:
+        """What the post hooks see of the provider's exit status (tunasync's name too)."""
+        self.env["SHOAL_MIRROR_EXIT_STATUS"] = self.env["TUNASYNC_JOB_EXIT_STATUS"] = str(status)
+
     async def hooks(self, stage: str, commands: tuple[str, ...], *, limit: float | None = None) -> None:
         for index, command in enumerate(commands, 1):
             label = f"{stage} hook {index} `{_short(command)}`"
             timeout = self.remaining() if limit is None else limit
             if timeout <= 0:
                 raise self.timed_out(f"before the {label}")
-            result = await run_shell(command, cwd=self.job_dir, env=self.env, limit=timeout, grace=self.kill_grace)
+            self.run_log.note(f"{stage} hook {index}: {command}")
+            result = await self._shell(command, cwd=self.job_dir, limit=timeout)
             output = _tail(result.output)
             if result.timed_out:
                 if limit is None:
@@ -224,18 +313,41 @@ class _Attempt:
             if result.returncode != 0:
                 raise _Failed(f"{label} failed with {result.status_text}: {output}".rstrip(": "))
 
+    async def _shell(self, command: str, *, cwd: Path, limit: float) -> ShellResult:
+        """``command`` run as ``run_shell`` runs it, its output in the run log."""
+        with self.run_log.child() as output:
+            return await run_shell(command, cwd=cwd, env=self.env, limit=limit, grace=self.kill_grace, output=output)
+
     async def provider(self, staging: Path, parts: Path) -> tuple[int, str]:
-        """(exit status, error): the command's status, or 0/1 for http; the error is empty on success."""
+        """(exit status, error): the command's or rsync's status, or 0/1 for http; the error is empty on
+        success."""
         remaining = self.remaining()
         if remaining <= 0:
             return 1, self.timed_out("before the provider").message
+        spec = self.spec
         try:
-            if self.spec.provider == "command":
-                status = await run_command(self.spec, staging, self.env, remaining, grace=self.kill_grace)
+            if spec.provider == "command":
+                assert spec.command is not None
+                self.run_log.note(f"command: {spec.command}")
+                with self.run_log.child() as output:
+                    status = await run_command(spec, staging, self.env, remaining, grace=self.kill_grace, output=output)
                 return status, ""
+            if spec.provider in RSYNC_PROVIDERS:
+                status = await run_rsync(
+                    spec,
+                    staging,
+                    self.env,
+                    remaining,
+                    previous=self.previous,
+                    run_log=self.run_log,
+                    grace=self.kill_grace,
+                )
+                return status, ""
+            self.run_log.note(f"http: {spec.upstream}")
             try:
                 async with asyncio.timeout(remaining):
-                    await run_http(self.spec, staging, parts, self.previous)
+                    # In place, the job directory is its own previous version: its unchanged files stay.
+                    await run_http(spec, staging, parts, staging if spec.layout == "in-place" else self.previous)
             except TimeoutError:
                 return 1, self.timed_out().message
             return 0, ""
@@ -248,7 +360,8 @@ class _Attempt:
 
     async def failed(self, error: str) -> AttemptResult:
         log.warning("%s: attempt failed: %s", self.spec.name, error)
-        self.env.setdefault("SHOAL_MIRROR_EXIT_STATUS", "1")
+        if "SHOAL_MIRROR_EXIT_STATUS" not in self.env:
+            self.set_exit_status(1)
         self.env["SHOAL_MIRROR_ERROR"] = error
         try:
             await self.hooks("post_fail", self.spec.hooks.post_fail, limit=FAIL_HOOK_TIMEOUT)
@@ -272,10 +385,9 @@ def _discard(*paths: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _prepare(job_dir: Path) -> tuple[Path, str, Path, Path]:
+def _prepare(job_dir: Path) -> _Dirs:
     """Make the job directory's skeleton, remove what a crashed attempt left, and make this attempt's empty
-    staging directory and the directory its files are fetched into: (absolute job_dir, version, staging,
-    parts)."""
+    staging directory and the directory its files are fetched into."""
     job_dir = Path(os.path.abspath(job_dir))
     versions = job_dir / VERSIONS
     versions.mkdir(parents=True, exist_ok=True)
@@ -289,7 +401,18 @@ def _prepare(job_dir: Path) -> tuple[Path, str, Path, Path]:
     parts = staging_root / f"{version}.parts"
     staging.mkdir()
     parts.mkdir()
-    return job_dir, version, staging, parts
+    return _Dirs(job_dir, version, staging, parts, scratch=(staging, parts))
+
+
+def _prepare_in_place(job_dir: Path) -> _Dirs:
+    """The in-place layout: the provider fills the job directory itself; only the directory http files are
+    fetched into is scratch."""
+    job_dir = Path(os.path.abspath(job_dir))
+    staging_root = job_dir / STAGING
+    _discard(staging_root)
+    parts = staging_root / "parts"
+    parts.mkdir(parents=True)
+    return _Dirs(job_dir, "", job_dir, parts, scratch=(staging_root,))
 
 
 def _fsync_dir(path: Path) -> None:

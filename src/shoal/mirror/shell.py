@@ -1,7 +1,10 @@
-"""Shell commands for mirror jobs (hooks and the command provider): one process group each, killed whole.
+"""Shell commands for mirror jobs (hooks and the command provider) and the rsync providers' programs: one
+process group each, killed whole.
 
-Every command runs as ``/bin/sh -c COMMAND`` in a new session (``start_new_session``), so the shell and
-everything it starts (``rsync``, ``sleep 1000 &``) share one process group that can be signalled at once.
+Every command runs as ``/bin/sh -c COMMAND`` (``run_shell``), or as its own argument list
+(``run_process``: rsync, whose arguments are not to be re-parsed by a shell), in a new session
+(``start_new_session``), so the shell and everything it starts (``rsync``, ``sleep 1000 &``) share one
+process group that can be signalled at once.
 
 Rules, and why:
 
@@ -15,7 +18,8 @@ Rules, and why:
   the attempt is over, and a stray process would keep the output pipe open and write into a version
   after it was published.
 - Output (stdout and stderr, interleaved) is read as it comes and only its last ``OUTPUT_LIMIT`` bytes are
-  kept, so a chatty rsync costs bounded memory; the tail is what explains a failure.
+  kept, so a chatty rsync costs bounded memory; the tail is what explains a failure. Every chunk also goes
+  to ``output`` when given (the job's run log, ``shoal.mirror.run_log``), as it arrives.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,13 +74,16 @@ class ShellResult:
 class _Tail:
     """The last ``limit`` bytes of a stream."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, output: Callable[[bytes], None] | None = None) -> None:
         self.limit = limit
         self.data = bytearray()
         self.cut = False
+        self.output = output
 
     async def drain(self, stream: asyncio.StreamReader) -> None:
         while chunk := await stream.read(65536):
+            if self.output is not None:
+                self.output(chunk)
             self.data += chunk
             if len(self.data) > self.limit:
                 del self.data[: len(self.data) - self.limit]
@@ -157,6 +164,10 @@ async def stop_group(process: asyncio.subprocess.Process, grace: float = KILL_GR
             log.info("process group %d did not stop within %.1f s of SIGTERM: killed", pgid, grace)
 
 
+Output = Callable[[bytes], None]
+"""Where a command's output goes as it comes, besides the tail kept for its result."""
+
+
 async def run_shell(
     command: str,
     *,
@@ -164,16 +175,28 @@ async def run_shell(
     env: Mapping[str, str],
     limit: float,
     grace: float = KILL_GRACE,
+    output: Output | None = None,
 ) -> ShellResult:
     """Run ``/bin/sh -c command`` in ``cwd`` with exactly ``env``; stop it (group and all) after ``limit``
     seconds and say so in the result (no TimeoutError: the output is wanted). Cancellation stops it the
     same way, then propagates."""
+    return await run_process(("/bin/sh", "-c", command), cwd=cwd, env=env, limit=limit, grace=grace, output=output)
+
+
+async def run_process(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    limit: float,
+    grace: float = KILL_GRACE,
+    output: Output | None = None,
+) -> ShellResult:
+    """Run the program ``argv`` as ``run_shell`` runs its shell: own process group, ``limit``, output."""
     loop = asyncio.get_running_loop()
     transport, protocol = await loop.subprocess_exec(
         lambda: _Protocol(loop),
-        "/bin/sh",
-        "-c",
-        command,
+        *argv,
         cwd=cwd,
         env=dict(env),
         stdin=subprocess.DEVNULL,
@@ -183,7 +206,7 @@ async def run_shell(
     )
     process = asyncio.subprocess.Process(transport, protocol, loop)
     assert process.stdout is not None
-    tail = _Tail(OUTPUT_LIMIT)
+    tail = _Tail(OUTPUT_LIMIT, output)
     reader = asyncio.create_task(tail.drain(process.stdout))
     timed_out = False
     try:

@@ -49,6 +49,7 @@ from shoal.core.retry import Backoff, Retries
 from shoal.mirror.client import MirrorClient
 from shoal.mirror.messages import CancelJob, Command, Report, RunJob, RunningJob, RunReportReply
 from shoal.mirror.publish import push_version
+from shoal.mirror.run_log import LogPlace, log_place
 
 log = logging.getLogger("shoal.mirror.worker")
 
@@ -78,6 +79,7 @@ class RunAttempt(Protocol):
         *,
         attempt: int = 1,
         on_syncing: Callable[[], Awaitable[None]] | None = None,
+        logs: LogPlace | None = None,
     ) -> Awaitable[Outcome]: ...
 
 
@@ -279,7 +281,8 @@ class MirrorWorker:
 
                 try:
                     await asyncio.to_thread(job_dir.mkdir, parents=True, exist_ok=True)
-                    outcome = await self._run_attempt(spec, job_dir, attempt=attempt, on_syncing=syncing)
+                    logs = log_place(self.settings, spec)
+                    outcome = await self._run_attempt(spec, job_dir, attempt=attempt, on_syncing=syncing, logs=logs)
                     body = (
                         report("success", size=outcome.size, version=outcome.version)
                         if outcome.ok

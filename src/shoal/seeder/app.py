@@ -44,7 +44,7 @@ from shoal.seeder.catalog import Catalog, SeededFile
 from shoal.seeder.config import SeederConfig
 from shoal.seeder.files import file_response
 from shoal.seeder.messages import FileListing, ListedFile, SeederHealth
-from shoal.seeder.names import parse_rel
+from shoal.seeder.names import parse_rel, through_links
 from shoal.seeder.registrar import quote
 from shoal.seeder.service import Seeder
 from shoal.seeder.wire import WireSeeder
@@ -106,18 +106,28 @@ def _query_name(request: web.Request) -> str:
         raise ProtocolError("a file name must be UTF-8, percent-encoded", field="path") from None
 
 
-def _rel(request: web.Request, raw: str) -> str:
+async def _rel(request: web.Request, raw: str) -> str:
     """The REL a client's name stands for: as given (``DIR/path``), or a path inside one watched directory
-    (``path``: distributor's form); 409 naming the candidates when several directories hold that path."""
+    (``path``: distributor's form); 409 naming the candidates when several directories hold that path.
+    A name through a symlink inside its watched directory (a mirror job's ``current``) stands for the
+    published file it leads to (``names.through_links``)."""
     rel = parse_rel(raw)
-    names = request.app[CATALOG].named(rel, _root_names(request))
+    catalog = request.app[CATALOG]
+    names = catalog.named(rel, _root_names(request))
     if len(names) > 1:
         raise web.HTTPConflict(reason=f"{rel} is in several watched directories: {', '.join(names)}; name one")
-    return names[0] if names else rel
+    if names:
+        return names[0]
+    roots = request.app[SEEDER].roots
+    for candidate in (rel, *(f"{root.name}/{rel}" for root in roots)):
+        linked = await asyncio.to_thread(through_links, roots, candidate)
+        if linked is not None and catalog.named(linked, ()):
+            return linked
+    return rel
 
 
 async def serve(request: web.Request) -> web.Response:
-    rel = _rel(request, _query_name(request))
+    rel = await _rel(request, _query_name(request))
     catalog = request.app[CATALOG]
     try:
         async with asyncio.timeout(request.app[CONFIG].serve_wait):
@@ -147,7 +157,7 @@ def _root_names(request: web.Request) -> set[str]:
 
 
 async def files(request: web.Request) -> web.StreamResponse:
-    rel = _rel(request, request.match_info["rel"])
+    rel = await _rel(request, request.match_info["rel"])
     catalog = request.app[CATALOG]
     entry = catalog.get(rel)
     if entry is None:

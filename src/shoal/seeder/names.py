@@ -6,12 +6,18 @@ A path on disk has no REL (it is not published) when its real path, symlinks res
 watched directory, or when it is hidden or a partial download. Whether a file is inside is judged on the
 file opened (:func:`open_inside`), not on its path before or after: a symlink swapped between a check and
 the open cannot lead out.
+
+A client's REL may also pass through a symlink to a directory inside the same watched directory
+(:func:`through_links`): a mirror job's ``current`` points at its newest version, so
+``mirror/debian/current/README`` is a stable name for a file published as
+``mirror/debian/versions/20261206T2130Z/README``. The name is resolved to the published file's own REL;
+a link that leads out of its watched directory, or to a hidden or partial file, resolves to nothing.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +70,18 @@ def rel_of(root: Root, path: Path) -> str | None:
     if not inside.parts or any(ignored(part) for part in inside.parts):
         return None
     return "/".join((root.name, *inside.parts))
+
+
+def through_links(roots: Iterable[Root], rel: str) -> str | None:
+    """The REL of the file that ``rel`` (``ROOT/path``) reaches through symlinks inside its watched directory,
+    or None when it is under no watched directory, names something hidden or partial, or leads out."""
+    head, _, inside = rel.partition("/")
+    if not inside or any(ignored(part) for part in inside.split("/")):
+        return None
+    for root in roots:
+        if root.name == head:
+            return rel_of(root, Path(os.path.realpath(root.path / inside)))
+    return None
 
 
 def contained(root: Root, path: Path) -> bool:

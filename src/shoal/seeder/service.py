@@ -6,7 +6,7 @@ When a file is published::
     closed after write / moved in (from anywhere) ─┼─> settle: size and mtime unchanged for `settle` s
     found by the start-up scan ────────────────────┘        │
                                                             v
-                   hash index hit (path, size, mtime, inode) ── or ── hash (SHA-1 + BLAKE3, threads)
+                 hash index hit (device, inode, size, mtime) ── or ── hash (SHA-1 + BLAKE3, threads)
                                                             │
                                   stat changed while hashing? ── yes: settle and hash again
                                                             │ no
@@ -208,7 +208,7 @@ class Seeder:
                 first = _regular_stat(path)
                 if first is None:
                     break
-                hashes = await asyncio.to_thread(self._cached, path, first)
+                hashes = await asyncio.to_thread(self._cached, first)
                 if hashes is None:
                     # A hash index hit proves the file is the one hashed before; anything else must settle.
                     await asyncio.sleep(self.config.settle)
@@ -233,8 +233,8 @@ class Seeder:
             if found is not None and self.catalog.get(found[1]) is None and self.catalog.is_pending(found[1]):
                 self.catalog.unpublish(found[1])  # gone or unpublishable: wake waiting /serve requests
 
-    def _cached(self, path: Path, stat: FileStat) -> FileHashes | None:
-        return self.index.get(str(path), stat, piece_length_for(stat.size))
+    def _cached(self, stat: FileStat) -> FileHashes | None:
+        return self.index.get(stat, piece_length_for(stat.size))
 
     async def _hash(self, path: Path, stat: FileStat) -> FileHashes | None:
         """Hash and remember the file; None if it changed or vanished meanwhile (look again); _LeadsOut if the
@@ -257,7 +257,7 @@ class Seeder:
             self.hashed_bytes += stat.size
         if _regular_stat(path) != stat:
             return None
-        await asyncio.to_thread(self.index.put, str(path), stat, hashes)
+        await asyncio.to_thread(self.index.put, stat, hashes)
         return hashes
 
     def _hash_inside(self, root: Root, path: Path, stat: FileStat) -> FileHashes | None:

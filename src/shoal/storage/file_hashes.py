@@ -30,15 +30,18 @@ READ_SIZE = 4 << 20
 
 @dataclass(frozen=True, slots=True)
 class FileStat:
-    """What tells one version of a file on disk from another without reading it."""
+    """What tells one version of a file on disk from another without reading it. The same bytes reached by
+    another name (a hard link) have the same FileStat: device and inode name the bytes, size and mtime tell
+    a rewrite of them."""
 
     size: int
     mtime_ns: int
     inode: int
+    device: int = 0
 
     @classmethod
     def of(cls, st: os.stat_result) -> FileStat:
-        return cls(st.st_size, st.st_mtime_ns, st.st_ino)
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
 
 
 @dataclass(frozen=True, slots=True)
