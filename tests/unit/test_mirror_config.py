@@ -376,6 +376,8 @@ def test_load_config_reads_a_token_file_beside_it_only_when_nobody_else_may(tmp_
     secret.unlink()
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(path, environ={})
+
+
 # -- the rsync providers, layouts and logs (tunasync's keys) ------------------------------------------------
 
 
