@@ -7,6 +7,7 @@ Each test checks what is on disk afterwards (versions, hard links, ``current``),
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import stat
 from collections.abc import Iterator
@@ -198,3 +199,34 @@ async def test_in_place_syncs_straight_into_the_job_directory(
     failed = await run_attempt(rsync_job(daemon.url("no-such-module"), layout="in-place"), job_dir)
     assert not failed.ok
     assert tree(job_dir) == tree(upstream)  # a failed run leaves the mirror as it was
+
+
+async def test_a_stopped_sync_takes_rsync_with_it_and_publishes_nothing(
+    tmp_path: Path, upstream: Path, daemon: RsyncDaemon
+) -> None:
+    (upstream / "a-large.bin").write_bytes(os.urandom(8 << 20))
+    gate = Gate(after=1 << 20)  # rsync is held mid-transfer, so the job is stopped while rsync runs
+    daemon.gate = gate
+    job_dir = tmp_path / "job"
+    attempt = asyncio.create_task(run_attempt(rsync_job(daemon.url("pub")), job_dir, kill_grace=5))
+    assert await asyncio.to_thread(gate.held.wait, 60)
+
+    def rsync_in(directory: Path) -> list[int]:
+        """Processes running with their working directory under ``directory`` (the client rsync)."""
+        found = []
+        for entry in os.listdir("/proc"):
+            with contextlib.suppress(OSError):
+                if entry.isdigit() and Path(os.readlink(f"/proc/{entry}/cwd")).is_relative_to(directory):
+                    found.append(int(entry))
+        return found
+
+    assert rsync_in(job_dir / ".staging")
+    attempt.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await attempt
+    gate.open()
+    assert rsync_in(job_dir) == []
+    assert not (job_dir / ".staging").exists() or not any((job_dir / ".staging").iterdir())
+    assert current_version(job_dir) is None
+    log = latest_log(LogPlace(tmp_path / ".logs" / "mirror"))
+    assert log is not None and log.name.endswith(".log.fail")

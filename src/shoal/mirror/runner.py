@@ -168,7 +168,15 @@ async def run_attempt(
         return result
     finally:
         run_log.note("success" if result.ok else f"failed: {result.error}")
-        await asyncio.shield(asyncio.to_thread(run_log.finish, result.ok))
+        await asyncio.shield(asyncio.to_thread(_finish_log, spec, run_log, result.ok))
+
+
+def _finish_log(spec: JobSpec, run_log: RunLog, ok: bool) -> None:
+    """End the run log; a log that cannot be renamed or rotated does not change what the attempt came to."""
+    try:
+        run_log.finish(ok)
+    except OSError as exc:
+        log.warning("%s: ending the run log %s failed: %s", spec.name, run_log.path, exc)
 
 
 async def _logged_attempt(

@@ -137,8 +137,9 @@ def write_random(path: Path, size: int) -> bytes:
     return data
 
 
-def start_seeder(*dirs: Path, state_dir: Path, extra: Sequence[str] = ()) -> Service:
-    """``shoal seed`` on 127.0.0.1 with free ports; it prints its line once the start-up scan is queued."""
+def start_seeder(*dirs: Path, state_dir: Path, extra: Sequence[str] = (), log: Path | None = None) -> Service:
+    """``shoal seed`` on 127.0.0.1 with free ports; it prints its line once the start-up scan is queued. Its
+    stderr goes to ``log`` when given (as ``start_service``'s)."""
     return start_service(
         shoal_argv(
             "seed",
@@ -152,7 +153,8 @@ def start_seeder(*dirs: Path, state_dir: Path, extra: Sequence[str] = ()) -> Ser
             "--state-dir",
             str(state_dir),
             *extra,
-        )
+        ),
+        log=log,
     )
 
 
