@@ -113,11 +113,13 @@ def test_metrics_need_no_fleet_token_and_can_be_turned_off(tmp_path: Path, track
     guarded = tracker(extra=("--fleet-token-file", str(token)))
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"{guarded.url}/v1/cluster")
+    refused.value.close()
     assert refused.value.code == 401  # the API is guarded...
     assert scrape(guarded.url).value("shoal_tracker_tasks") == 0  # ...and /metrics is not
     off = tracker(db=f"sqlite:///{tmp_path / 'off.db'}", extra=("--no-metrics",))
     with pytest.raises(urllib.error.HTTPError) as missing:
         urllib.request.urlopen(f"{off.url}/metrics")
+    missing.value.close()
     assert missing.value.code == 404
 
 
