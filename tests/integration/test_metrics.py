@@ -21,6 +21,7 @@ from shoal.testing.poll import wait_until
 from shoal.testing.processes import Service, shoal_argv, start_seeder, start_tracker
 from tests.integration.conftest import Daemon, Origin, run_get, task_summary
 from tests.integration.test_mirror import Mirror, job_is
+from tests.integration.test_pools import Pool, make_pool, member, wait_for  # noqa: F401 - fixtures
 from tests.integration.test_swarm import wait_for_file
 
 MiB = 1 << 20
@@ -113,11 +114,13 @@ def test_metrics_need_no_fleet_token_and_can_be_turned_off(tmp_path: Path, track
     guarded = tracker(extra=("--fleet-token-file", str(token)))
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"{guarded.url}/v1/cluster")
+    refused.value.close()
     assert refused.value.code == 401  # the API is guarded...
     assert scrape(guarded.url).value("shoal_tracker_tasks") == 0  # ...and /metrics is not
     off = tracker(db=f"sqlite:///{tmp_path / 'off.db'}", extra=("--no-metrics",))
     with pytest.raises(urllib.error.HTTPError) as missing:
         urllib.request.urlopen(f"{off.url}/metrics")
+    missing.value.close()
     assert missing.value.code == 404
 
 
@@ -379,3 +382,33 @@ def test_the_access_log_is_off_by_default_and_one_json_line_per_request_with_the
     assert [line["first_request_line"] for line in access] == ["GET /v1/health HTTP/1.1", "GET /metrics HTTP/1.1"]
     assert all(line["level"] == "info" and line["response_status"] == 200 for line in access)
     assert all(line["remote_address"] == "127.0.0.1" and line["response_size"] > 0 for line in access)
+
+
+def test_the_tracker_counts_pool_jobs_and_their_members_states(
+    make_pool: Callable[..., Pool],  # noqa: F811
+    member: Callable[..., Service],  # noqa: F811
+    origin: Callable[..., Origin],
+    make_file: Callable[[Path, int], bytes],
+) -> None:
+    o = origin("--rate", "4M")  # slow enough for the push to be seen running
+    make_file(o.root / "p.bin", 8 * MiB)
+    pool = make_pool()
+    for name in ("m1", "m2"):
+        member(pool, name)
+    wait_for(lambda: scrape(pool.tracker.url).value("shoal_pool_members") == 2, what="2 members in the metrics")
+    assert scrape(pool.tracker.url).total("shoal_pool_jobs") == 0
+    job_id = pool.push(o.url("p.bin"))
+
+    def running() -> Scrape | None:
+        now = scrape(pool.tracker.url)
+        return now if now.value("shoal_pool_assignments", state="running") >= 1 else None
+
+    during = wait_for(running, what="a member running the push, in the metrics")
+    assert during.value("shoal_pool_jobs", status="running") == 1
+    assert during.total("shoal_pool_assignments") == 2  # one part for each member
+    pool.wait_job(job_id, "complete")
+    after = scrape(pool.tracker.url)
+    assert after.value("shoal_pool_jobs", status="complete") == 1
+    assert after.value("shoal_pool_jobs", status="running") == 0
+    assert after.total("shoal_pool_assignments") == 0  # only running jobs' parts are counted
+    assert after.value("shoal_pool_members") == 2

@@ -41,7 +41,15 @@ class ScopeTally:
 
     def grand_totals(self) -> ScopeBytes:
         """Every task's totals added up: what the tracker's peers took in, by scope, since it started."""
-        return sum((tally.totals for tally in self._tasks.values()), ScopeBytes())
+        totals = [tally.totals for tally in self._tasks.values()]
+        # Field by field: adding ScopeBytes one task at a time makes a struct per task.
+        return ScopeBytes(
+            origin=sum(t.origin for t in totals),
+            rack=sum(t.rack for t in totals),
+            racks=sum(t.racks for t in totals),
+            sites=sum(t.sites for t in totals),
+            unlabelled=sum(t.unlabelled for t in totals),
+        )
 
     def forget_before(self, cutoff: float) -> None:
         """Drop the entries of peers last heard of before ``cutoff`` (the tracker's peer TTL ago)."""
