@@ -111,7 +111,9 @@ class RareHolders:
 
     __slots__ = ("_holders", "kept", "power")
 
-    def __init__(self, size: int, counts: PieceCounts, holders: Iterable[tuple[str, int]], power: int = RARE_POWER):
+    def __init__(
+        self, size: int, counts: PieceCounts, holders: Iterable[tuple[str, int]], power: int = RARE_POWER
+    ) -> None:
         """The record of a swarm of ``size`` pieces whose holder counts are ``counts``, and whose peers and the
         pieces each holds are ``holders``."""
         self.power = power
