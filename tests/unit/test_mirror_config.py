@@ -170,7 +170,12 @@ def test_durations(text: str | int, seconds: float) -> None:
 
 @pytest.mark.parametrize(
     ("table", "key"),
-    [(job(), "interval"), (job(), "timeout"), (job("[jobs.retention]\n"), "max_age"), ("[manager]\n", "worker_timeout")],
+    [
+        (job(), "interval"),
+        (job(), "timeout"),
+        (job("[jobs.retention]\n"), "max_age"),
+        ("[manager]\n", "worker_timeout"),
+    ],
 )
 @pytest.mark.parametrize("value", ["120", '"120"', "120.0"])
 def test_a_duration_without_a_unit_is_refused_with_the_units_to_write(table: str, key: str, value: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -46,13 +47,21 @@ async def listen(
     return runner, bound
 
 
-async def until_signalled() -> None:
-    """Return on SIGINT or SIGTERM: how every long-running command ends cleanly."""
+async def until_signalled(on_hangup: Callable[[], None] | None = None) -> None:
+    """Return on SIGINT or SIGTERM: how every long-running command ends cleanly. With ``on_hangup``, SIGHUP
+    calls it (a service re-reads its config, as daemons do on ``systemctl reload``) instead of ending the
+    process, which is SIGHUP's default action."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    if on_hangup is not None:
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    try:
+        await stop.wait()
+    finally:
+        if on_hangup is not None:
+            loop.remove_signal_handler(signal.SIGHUP)
 
 
 async def serve(
@@ -63,10 +72,11 @@ async def serve(
     detail: str = "",
     *,
     tls: ssl.SSLContext | None = None,
+    on_hangup: Callable[[], None] | None = None,
     **runner_options: Any,
 ) -> None:
-    """Serve ``app`` until SIGINT or SIGTERM, first printing ``NAME listening on http://HOST:PORT`` (https
-    with ``tls``).
+    """Serve ``app`` until SIGINT or SIGTERM (SIGHUP calls ``on_hangup``, when given), first printing
+    ``NAME listening on http://HOST:PORT`` (https with ``tls``).
 
     That line is the contract with whoever started the process (tests, benchmarks, operators' scripts):
     with port 0 it is the only way to learn the port. ``runner_options`` go to :func:`listen`.
@@ -75,6 +85,6 @@ async def serve(
     try:
         scheme = "https" if tls is not None else "http"
         print(f"{name} listening on {scheme}://{host}:{bound}{detail}", flush=True)
-        await until_signalled()
+        await until_signalled(on_hangup)
     finally:
         await runner.cleanup()

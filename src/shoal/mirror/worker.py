@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
+import msgspec
 
 from shoal.core.errors import ManagerRefused, PublishError, TrackerUnavailable, UsageError
 from shoal.core.mirror_config import JobSpec, WorkerSettings
@@ -51,6 +52,9 @@ from shoal.mirror.messages import CancelJob, Command, Report, RunJob, RunningJob
 from shoal.mirror.publish import push_version
 
 log = logging.getLogger("shoal.mirror.worker")
+
+RESTART_ONLY = ("name", "manager", "token", "token_env", "seed_host", "seed_port", "advertise")
+"""[worker] keys a reload does not change: the manager connection and the seeder are set up at start."""
 
 MANAGER_BACKOFF = Backoff(0.2, 2.0)
 """Retries of a manager that does not answer (core.retry): short, so a restarted manager sees its workers
@@ -157,6 +161,11 @@ class MirrorWorker:
         self._http: aiohttp.ClientSession | None = None
         self.registered = asyncio.Event()
         """Set while registered with the current manager session."""
+        self._hangup = asyncio.Event()
+
+    def hangup(self) -> None:
+        """SIGHUP: re-read the config file's ``[worker]`` table at once (as a ``reload`` command does)."""
+        self._hangup.set()
 
     @property
     def client(self) -> MirrorClient:
@@ -204,8 +213,13 @@ class MirrorWorker:
         ack = 0
         retry = Retries(MANAGER_BACKOFF)
         while True:
+            if self._hangup.is_set():
+                self._hangup.clear()
+                if await self._reload_settings():
+                    await self._handle_pending(session, ack)
+                    return
             try:
-                commands = await self.client.poll(self.name, session, ack, hold)
+                commands = await self._poll(session, ack, hold)
             except ManagerRefused as exc:
                 if exc.register:
                     log.info("the manager asks this worker to register again")
@@ -228,6 +242,53 @@ class MirrorWorker:
                     await self.client.poll(self.name, session, ack, 0.0)
                 return
 
+    async def _poll(self, session: str, ack: int, hold: float) -> list[Command]:
+        """One poll, cut short by a SIGHUP (the commands it would have brought stay unacknowledged at the
+        manager, which sends them again)."""
+        poll = asyncio.ensure_future(self.client.poll(self.name, session, ack, hold))
+        hangup = asyncio.ensure_future(self._hangup.wait())
+        try:
+            await asyncio.wait({poll, hangup}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            hangup.cancel()
+        if not poll.done():
+            poll.cancel()
+            await asyncio.gather(poll, return_exceptions=True)
+            return []
+        return poll.result()
+
+    async def _handle_pending(self, session: str, ack: int) -> None:
+        """Before registering again: handle the commands already waiting, and acknowledge them."""
+        with contextlib.suppress(TrackerUnavailable, ManagerRefused):
+            for command in await self.client.poll(self.name, session, ack, 0.0):
+                if command.seq > ack:
+                    ack = command.seq
+                    await self._handle(command)
+            await self.client.poll(self.name, session, ack, 0.0)
+
+    async def _reload_settings(self) -> bool:
+        """Re-read the config file's ``[worker]`` table; True when it loaded (then the worker registers
+        again, with its new concurrency). A file that does not load is logged and the settings kept."""
+        if self._reload is None:
+            log.warning("asked to reload, but this worker has no config file")
+            return False
+        try:
+            settings = await asyncio.to_thread(self._reload)
+        except Exception as exc:  # a broken file must not stop the worker; it keeps its settings
+            log.error("reload failed, keeping the current settings: %s", exc)
+            return False
+        kept = {
+            key: getattr(self.settings, key)
+            for key in RESTART_ONLY
+            if getattr(settings, key) != getattr(self.settings, key)
+        }
+        for key in kept:
+            log.warning("reload: [worker] %s changed; that takes effect when the worker restarts", key)
+        self.settings = msgspec.structs.replace(settings, **kept) if kept else settings
+        self._slots.resize(settings.concurrency)
+        log.warning("reloaded: concurrency %d, directory %s", settings.concurrency, settings.directory)
+        return True
+
     async def _handle(self, command: Command) -> bool:
         """Act on one command; True when the worker must register again."""
         if isinstance(command, RunJob):
@@ -243,18 +304,7 @@ class MirrorWorker:
                 log.info("cancelling job %s (run %s)", command.job, current.run_id)
                 current.task.cancel()
         else:
-            if self._reload is None:
-                log.warning("asked to reload, but this worker has no config file")
-                return False
-            try:
-                settings = await asyncio.to_thread(self._reload)
-            except Exception as exc:  # a broken file must not stop the worker; it keeps its settings
-                log.error("reload failed, keeping the current settings: %s", exc)
-                return False
-            self.settings = settings
-            self._slots.resize(settings.concurrency)
-            log.info("reloaded: concurrency %d", settings.concurrency)
-            return True
+            return await self._reload_settings()
         return False
 
     def _forget(self, job: str, task: asyncio.Task[None]) -> None:
