@@ -39,6 +39,10 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _fail_usage(message: str) -> None:
+    raise UsageError(message)
+
+
 def _check_name(value: str, what: str) -> str:
     if not _NAME.fullmatch(value):
         raise UsageError(f"{what} {value!r} is not a valid name ([A-Za-z0-9][A-Za-z0-9._-]{{0,63}})")
@@ -114,9 +118,7 @@ def manager(config_path: Path, host: str | None, port: int | None, public_status
         mgr = MirrorManager(config, config_path=config_path, load=load_config)
         async_url(mgr.db)  # a malformed URL is a usage error before anything starts
         detail = f" (database {safe_url(mgr.db)})"
-        asyncio.run(
-            serve(build_app(mgr), settings.host, settings.port, "mirror manager", detail, on_hangup=mgr.hangup)
-        )
+        asyncio.run(serve(build_app(mgr), settings.host, settings.port, "mirror manager", detail, on_hangup=mgr.hangup))
 
     run_or_exit(go)
 
@@ -388,17 +390,25 @@ def _job_command(action: str, doc: str) -> None:
         if worker is not None:
             run_or_exit(lambda: _check_name(worker, "worker"))
         force = bool(options.get("force"))
-        result = _call(ctx, lambda c: c.job_action(job, action, force=force, worker=worker))
+
+        async def act(client: Any) -> Any:
+            if worker is not None and action != "start":  # tunasynctl names the job's worker: check it
+                where = (await client.job(job)).worker
+                if where not in (None, worker):
+                    raise UsageError(f"job {job!r} runs on worker {where!r}, not {worker!r}")
+                return await client.job_action(job, action)
+            return await client.job_action(job, action, force=force, worker=worker)
+
+        result = _call(ctx, act)
         if result.queued:
             click.echo(f"{result.name}: queued: it starts when a worker has a free slot (--force starts it now)")
             return
         click.echo(f"{result.name}: {result.status}" + (f" on {result.worker}" if result.worker else ""))
 
     command.__doc__ = doc
+    worker_help = "Run it on WORKER." if action == "start" else "tunasynctl's -w: checked to be the job's worker."
+    command = click.option("-w", "--worker", default=None, metavar="WORKER", help=worker_help)(command)
     if action == "start":
-        command = click.option(
-            "-w", "--worker", default=None, metavar="WORKER", help="Run it on WORKER (tunasynctl's -w)."
-        )(command)
         command = click.option(
             "-f", "--force", is_flag=True, help="Start at once even if the worker runs all it may (else it waits)."
         )(command)
@@ -412,11 +422,24 @@ _job_command("enable", "Enable a disabled JOB; it waits for its schedule.")
 _job_command("restart", "Run JOB afresh, killing a running sync first.")
 
 
+def _worker_option(help_text: str) -> Callable[[F], F]:
+    """``-w WORKER``: tunasynctl's spelling of a command's WORKER argument."""
+    return click.option("-w", "--worker", "worker_option", default=None, metavar="WORKER", help=help_text)
+
+
+def _one_worker(argument: str | None, option: str | None) -> str | None:
+    if argument is not None and option is not None and argument != option:
+        raise UsageError(f"two workers named: {argument!r} and -w {option!r}")
+    return argument if argument is not None else option
+
+
 @ctl.command()
-@click.argument("worker_name", metavar="[WORKER]", required=False)
+@click.argument("worker_argument", metavar="[WORKER]", required=False)
+@_worker_option("The same as WORKER (tunasynctl's form).")
 @click.pass_context
-def reload(ctx: click.Context, worker_name: str | None) -> None:
+def reload(ctx: click.Context, worker_argument: str | None, worker_option: str | None) -> None:
     """Re-read the manager's config file (its jobs), or ask WORKER to re-read its own."""
+    worker_name = run_or_exit(lambda: _one_worker(worker_argument, worker_option))
     if worker_name is not None:
         run_or_exit(lambda: _check_name(worker_name, "worker"))
     result = _call(ctx, lambda c: c.reload(worker_name))
@@ -443,10 +466,14 @@ def workers(ctx: click.Context, fmt: str) -> None:
 
 
 @ctl.command("rm-worker")
-@click.argument("worker_name", metavar="WORKER")
+@click.argument("worker_argument", metavar="WORKER", required=False)
+@_worker_option("The same as WORKER (tunasynctl's form).")
 @click.pass_context
-def rm_worker(ctx: click.Context, worker_name: str) -> None:
+def rm_worker(ctx: click.Context, worker_argument: str | None, worker_option: str | None) -> None:
     """Forget WORKER; its running jobs fail as lost and run elsewhere. A live worker registers again."""
+    worker_name = run_or_exit(lambda: _one_worker(worker_argument, worker_option))
+    if worker_name is None:
+        run_or_exit(lambda: _fail_usage("name the worker: rm-worker WORKER (or -w WORKER)"))
     run_or_exit(lambda: _check_name(worker_name, "worker"))
     result = _call(ctx, lambda c: c.remove_worker(worker_name))
     click.echo(f"removed {worker_name}; failed: {', '.join(result.jobs_failed) or '-'}")

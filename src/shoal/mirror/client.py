@@ -122,6 +122,9 @@ class MirrorClient:
         body = JobAction(force=force, worker=worker)
         return await self.call("POST", f"jobs/{quote(job, safe='')}/{action}", MirrorJobView, body)
 
+    async def job(self, name: str) -> MirrorJobView:
+        return await self.call("GET", f"jobs/{quote(name, safe='')}", MirrorJobView)
+
     async def set_size(self, job: str, size: int) -> MirrorJobView:
         return await self.call("POST", f"jobs/{quote(job, safe='')}/size", MirrorJobView, SetSize(size=size))
 

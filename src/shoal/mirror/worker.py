@@ -249,13 +249,12 @@ class MirrorWorker:
         hangup = asyncio.ensure_future(self._hangup.wait())
         try:
             await asyncio.wait({poll, hangup}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
+        finally:  # also when the worker stops: nothing is left running unawaited
             hangup.cancel()
-        if not poll.done():
-            poll.cancel()
-            await asyncio.gather(poll, return_exceptions=True)
-            return []
-        return poll.result()
+            if not poll.done():
+                poll.cancel()
+                await asyncio.gather(poll, return_exceptions=True)
+        return [] if poll.cancelled() else poll.result()
 
     async def _handle_pending(self, session: str, ack: int) -> None:
         """Before registering again: handle the commands already waiting, and acknowledge them."""
