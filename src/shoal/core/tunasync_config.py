@@ -239,7 +239,7 @@ def convert(worker: Source, includes: Sequence[Source] = (), manager: Source | N
             job = _job(leaf, global_, worker_name, source_name, notes)
             if job is not None:
                 jobs.append(job)
-    _check_unique(jobs)
+    _check_unique(jobs, worker.name)
     header = [f"# Converted from {worker.name}" + (f" and {manager.name}" if manager else "")]
     header.append("# by `shoal mirror import-tunasync`; what it could not carry over it listed on stderr.")
     text = "\n".join(header) + "\n" + render(sections, jobs)
@@ -463,16 +463,11 @@ def _env(env: Any, source: str, key: str) -> dict[str, str]:
     return dict(env)
 
 
-def _check_unique(jobs: Sequence[Mapping[str, Any]]) -> None:
+def _check_unique(jobs: Sequence[Mapping[str, Any]], source: str) -> None:
     seen: set[str] = set()
     for job in jobs:
         if job["name"] in seen:
-            raise ConfigError(
-                f"two mirrors are named {job['name']!r}: tunasync would run them in one directory",
-                source="",
-                line=None,
-                key="name",
-            )
+            raise _error(source, "mirrors.name", f"two mirrors are named {job['name']!r} (with the included files)")
         seen.add(job["name"])
 
 

@@ -5,7 +5,7 @@ The worker owns no job status: the manager does (shoal.mirror.manager). The work
     register ──▶ poll (long-poll; each poll is also the heartbeat and acknowledges the commands handled)
        ▲            │ run JOB RUN_ID ATTEMPT ──▶ task: slot ─▶ run_attempt ─▶ report ─▶ (retry? run again)
        │            │ cancel JOB [RUN_ID]    ──▶ cancel the job's task (run_attempt kills its processes)
-       │            │ reload                 ──▶ re-read the config file, register again (new concurrency)
+       │            │ reload (or SIGHUP)     ──▶ re-read the config file, register again (new concurrency)
        └── 409 "register again" (the manager restarted, or forgot this worker)
 
 Rules, and why:
@@ -22,6 +22,9 @@ Rules, and why:
   does not answer: logged and retried, so nothing half-read is acted on.
 - A manager that cannot be reached is retried with a short, capped, jittered backoff (core.retry), so after
   a manager restart the worker is back within about a second; only a refused token (or another 4xx) ends the worker.
+- SIGHUP (``hangup``) cuts a waiting poll short, re-reads ``[worker]``, handles and acknowledges the
+  commands already waiting, then registers again. What the process set up at start (its name, the manager
+  and token, the seeder's address) stays until a restart, and the log says so.
 - The attempt itself (hooks, provider, versions, retention) is shoal.mirror.runner's ``run_attempt``,
   passed in, so the worker is tested without it.
 - A job with ``publish.pool`` has each new version pushed to that pool once seeded
