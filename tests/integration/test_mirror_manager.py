@@ -189,6 +189,21 @@ async def test_a_start_on_a_full_worker_waits_for_a_slot_unless_forced(open_mana
         assert [(w.name, w.running, w.live) for w in workers] == [("w1", 1, True)]
 
 
+async def test_a_run_not_yet_acknowledged_is_sent_again_when_its_worker_registers_again(
+    open_manager: Any, clock: FakeClock
+) -> None:
+    async with open_manager(job("a")) as manager:
+        await manager.register("w1", "", 1, [])
+        clock.now += 1
+        await manager.tick()  # a's run command waits in w1's outbox: w1 reloads before polling it
+        reply = await manager.register("w1", "", 2, [])
+        assert reply.lost == []
+        [(name, run, attempt)] = runs(await manager.poll("w1", reply.session, 0))
+        assert (name, attempt) == ("a", 1)
+        await manager.report("a", worker="w1", run_id=run, event="success")
+        assert (await status(manager, "a")).status == "success"
+
+
 async def test_a_waiting_start_is_withdrawn_by_a_stop(open_manager: Any, clock: FakeClock) -> None:
     async with open_manager(job("a") + job("b")) as manager:
         session = (await manager.register("w1", "", 1, [])).session

@@ -24,7 +24,8 @@ Rules, and why:
   registration lists the runs it still has, and core.mirror_plan.reconcile decides which of the jobs
   the manager thought it ran were lost with its previous process, and which it must cancel.
 - Commands to a worker are numbered and kept until the worker acknowledges them in its next poll, so a
-  reply lost on the wire is sent again instead of leaving a job assigned but never started.
+  reply lost on the wire is sent again instead of leaving a job assigned but never started; a run command
+  still unacknowledged when the worker registers again (after a reload) is carried over to it.
 - A worker unheard of for ``worker_timeout`` is lost: its running jobs fail ("worker lost") and are due
   at once, so the next tick starts them on another worker. Every worker counts as heard of when the
   manager starts, so a manager that was down does not declare them all lost before they re-register.
@@ -391,14 +392,22 @@ class MirrorManager:
             old = await self.store.worker(name)
             registered = old.registered if old is not None else now
             await self.store.put_worker(WorkerRecord(name, url, concurrency, registered, now))
+            previous = self.links.get(name)
             link = self.links[name] = WorkerLink(name, url, concurrency, now)
             jobs = await self.store.jobs()
             mine = {f"{j.name}:{j.run_id}": j for j in jobs if is_running(j.state.status) and j.worker == name}
-            decided = reconcile(mine, reported)
+            # Runs sent to this worker that it has not acknowledged yet (it registered again after a reload,
+            # say) are sent again, not failed as lost: it may never have received them.
+            undelivered = [
+                c for c in (previous.outbox if previous else []) if isinstance(c, RunJob) and _key(c) in mine
+            ]
+            decided = reconcile(mine, reported | {_key(c) for c in undelivered})
             await self._lose([mine[key] for key in decided.lost], now)
             for key in decided.cancel:
                 job_name, _, run_id = key.partition(":")
                 link.send(CancelJob(job=job_name, run_id=run_id))
+            for command in undelivered:
+                link.send(command)
         log.info("worker %s registered (%s, %d at once)", name, url or "no seeder", concurrency)
         self._wake.set()
         return Registered(self.session, self.hold, [k.partition(":")[0] for k in decided.lost])
@@ -592,3 +601,8 @@ def _wanted_worker(spec: JobSpec, asked: str | None) -> str | None:
     if asked is not None and spec.worker is not None and asked != spec.worker:
         raise ProtocolError(f"job {spec.name!r} runs only on worker {spec.worker!r}, not {asked!r}", field="worker")
     return asked or spec.worker
+
+
+def _key(command: RunJob) -> str:
+    """``job:run_id``, as core.mirror_plan.reconcile names runs."""
+    return f"{command.job.name}:{command.run_id}"
