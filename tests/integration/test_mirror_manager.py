@@ -11,7 +11,15 @@ from typing import Any
 
 import pytest
 
-from shoal.core.errors import IllegalTransition, NoWorker, StaleRun, StaleSession, UnknownWorker
+from shoal.core.errors import (
+    IllegalTransition,
+    NoWorker,
+    ProtocolError,
+    StaleRun,
+    StaleSession,
+    UnknownJob,
+    UnknownWorker,
+)
 from shoal.core.mirror_config import MirrorConfig, parse_config
 from shoal.mirror.manager import MirrorManager
 from shoal.mirror.messages import CancelJob, Command, MirrorJobView, Reloaded, RunJob, RunReportReply
@@ -144,25 +152,86 @@ async def test_registration_after_a_restart_keeps_live_runs_and_fails_vanished_o
         assert (await status(second, "kept")).status == "success"
 
 
-async def test_concurrency_limits_assignment_unless_forced(open_manager: Any, clock: FakeClock) -> None:
-    jobs = job("a") + job("b") + job("pinned", extra='worker = "w9"\n')
+async def test_a_start_on_a_full_worker_waits_for_a_slot_unless_forced(open_manager: Any, clock: FakeClock) -> None:
+    jobs = job("a") + job("b") + job("c") + job("pinned", extra='worker = "w9"\n')
     async with open_manager(jobs) as manager:
         session = (await manager.register("w1", "", 1, [])).session
+        clock.now += 1
         await manager.tick()
-        [(started, _, _)] = runs(await manager.poll("w1", session, 0))
-        other = "b" if started == "a" else "a"
-        assert (await status(manager, other)).status == "none"
-        with pytest.raises(NoWorker):
-            await manager.command(other, "start")
-        forced = await manager.command(other, "start", force=True)
-        assert forced.status == "pre-syncing" and forced.worker == "w1"
-        assert [c.force for c in await manager.poll("w1", session, 1) if isinstance(c, RunJob)] == [True]
+        [(first, first_run, _)] = runs(await manager.poll("w1", session, 0))
+        second, third = sorted({"a", "b", "c"} - {first})
+        # tunasync's behaviour: the worker is full, so the start waits instead of being refused.
+        waiting = await manager.command(second, "start")
+        assert (waiting.status, waiting.queued) == ("none", True)
+        assert [(j.name, j.queued) for j in await manager.list_jobs() if j.queued] == [(second, True)]
+        forced = await manager.command(second, "start", force=True)  # --force runs it at once
+        assert (forced.status, forced.worker, forced.queued) == ("pre-syncing", "w1", False)
+        [(name, second_run, _)] = runs(commands := await manager.poll("w1", session, 1))
+        assert name == second and [c.force for c in commands if isinstance(c, RunJob)] == [True]
+        assert (await manager.command(third, "start")).queued
+        await manager.tick()
+        assert (await status(manager, third)).status == "none"  # still no slot: it keeps waiting
+        for name, run in ((first, first_run), (second, second_run)):
+            await manager.report(name, worker="w1", run_id=run, event="success")
+        await manager.tick()
+        assert [name for name, _, _ in runs(await manager.poll("w1", session, 2))] == [third]
+        started = await status(manager, third)
+        assert (started.status, started.queued) == ("pre-syncing", False)
         with pytest.raises(NoWorker):  # it names a worker that is not here, force or not
             await manager.command("pinned", "start", force=True)
+        with pytest.raises(ProtocolError, match="runs only on worker 'w9'"):
+            await manager.command("pinned", "start", worker="w1")
+        with pytest.raises(NoWorker):  # no live worker named so: refused, not queued
+            await manager.command(first, "start", worker="w2")
         with pytest.raises(UnknownWorker):
             await manager.reload("w9")
         workers = await manager.workers()
-        assert [(w.name, w.running, w.live) for w in workers] == [("w1", 2, True)]
+        assert [(w.name, w.running, w.live) for w in workers] == [("w1", 1, True)]
+
+
+async def test_a_run_not_yet_acknowledged_is_sent_again_when_its_worker_registers_again(
+    open_manager: Any, clock: FakeClock
+) -> None:
+    async with open_manager(job("a")) as manager:
+        await manager.register("w1", "", 1, [])
+        clock.now += 1
+        await manager.tick()  # a's run command waits in w1's outbox: w1 reloads before polling it
+        reply = await manager.register("w1", "", 2, [])
+        assert reply.lost == []
+        [(name, run, attempt)] = runs(await manager.poll("w1", reply.session, 0))
+        assert (name, attempt) == ("a", 1)
+        await manager.report("a", worker="w1", run_id=run, event="success")
+        assert (await status(manager, "a")).status == "success"
+
+
+async def test_a_waiting_start_is_withdrawn_by_a_stop(open_manager: Any, clock: FakeClock) -> None:
+    async with open_manager(job("a") + job("b")) as manager:
+        session = (await manager.register("w1", "", 1, [])).session
+        clock.now += 1
+        await manager.tick()
+        [(first, run, _)] = runs(await manager.poll("w1", session, 0))
+        other = "b" if first == "a" else "a"
+        await manager.command(other, "stop")
+        assert (await manager.command(other, "start")).queued  # a paused job may be started, so it waits
+        await manager.command(other, "disable")
+        assert not (await status(manager, other)).queued
+        await manager.report(first, worker="w1", run_id=run, event="success")
+        await manager.tick()
+        assert (await status(manager, other)).status == "disabled"
+
+
+async def test_set_size_shows_until_the_next_success(open_manager: Any, clock: FakeClock) -> None:
+    async with open_manager(job("a")) as manager:
+        assert (await manager.set_size("a", 300 << 30)).size == 300 << 30
+        session = (await manager.register("w1", "", 1, [])).session
+        clock.now += 1
+        await manager.tick()
+        [(_, run, _)] = runs(await manager.poll("w1", session, 0))
+        assert (await status(manager, "a")).size == 300 << 30
+        await manager.report("a", worker="w1", run_id=run, event="success", size=5)
+        assert (await status(manager, "a")).size == 5
+        with pytest.raises(UnknownJob):
+            await manager.set_size("nope", 1)
 
 
 async def test_removing_a_worker_fails_its_jobs_and_flush_drops_disabled_ones(open_manager: Any) -> None:

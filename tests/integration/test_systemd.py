@@ -72,9 +72,9 @@ def test_install_units_writes_every_unit_and_systemd_analyze_verifies_each(tmp_p
         verified = subprocess.run([SYSTEMD_ANALYZE, "verify", str(unit)], capture_output=True, text=True)
         assert verified.returncode == 0, verified.stderr
         assert name not in verified.stderr, verified.stderr  # a warning about the unit is a fault too
-    # Only the mirror manager reloads (SIGHUP re-reads its jobs); the others claim no reload they lack.
+    # Only the mirror manager and worker reload (SIGHUP re-reads their config); the others claim no reload they lack.
     reloads = {name for name in expected if "ExecReload=" in (tmp_path / name).read_text()}
-    assert reloads == {"shoal-mirror-manager.service"}
+    assert reloads == {"shoal-mirror-manager.service", "shoal-mirror-worker.service"}
 
 
 def test_install_units_into_a_missing_directory_is_a_usage_error(tmp_path: Path) -> None:

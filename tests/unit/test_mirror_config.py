@@ -46,7 +46,7 @@ provider = "command"
 upstream = "rsync://ftp.debian.org/debian/"
 command = "rsync -a \\"$SHOAL_MIRROR_UPSTREAM\\" ."
 cron = "0 */6 * * *"
-timeout = 7200
+timeout = "7200s"
 worker = "w1"
 success_exit_codes = [0, 24]
 env = { RSYNC_TIMEOUT = "60" }
@@ -166,6 +166,38 @@ def test_bad_intervals(interval: str) -> None:
 )
 def test_durations(text: str | int, seconds: float) -> None:
     assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [
+        (job(), "interval"),
+        (job(), "timeout"),
+        (job("[jobs.retention]\n"), "max_age"),
+        ("[manager]\n", "worker_timeout"),
+    ],
+)
+@pytest.mark.parametrize("value", ["120", '"120"', "120.0"])
+def test_a_duration_without_a_unit_is_refused_with_the_units_to_write(table: str, key: str, value: str) -> None:
+    # tunasync's interval = 120 is two hours; read as seconds it would silently run every two minutes.
+    text = f"{table}{key} = {value}\n"
+    error = config_error(text)
+    assert (error.line, error.key) == (text.count("\n"), key)
+    assert f"{key}: {value.replace(chr(34), chr(39))} has no unit" in str(error)
+    assert 'write it with one of s, m, h, d, as "120s", "120m" or "120h"' in str(error)
+    assert '"120m" is "2h"' in str(error) and '"120s" is "2m"' in str(error)
+
+
+def test_a_duration_with_a_unit_still_reads() -> None:
+    config = parse_config(job('interval = "120m"\ntimeout = "90s"\n[jobs.retention]\nmax_age = "1.5d"\n'))
+    (spec,) = config.jobs
+    assert (spec.interval, spec.timeout, spec.retention.max_age) == (7200.0, 90.0, 1.5 * 86400)
+
+
+def test_the_manager_s_json_still_carries_durations_as_seconds() -> None:
+    spec = parse_config(job('interval = "2h"\n')).jobs[0]
+    assert spec.to_json()["interval"] == 7200.0
+    assert JobSpec.from_json(spec.to_json()) == spec
 
 
 def test_bad_cron_names_the_key_and_the_field() -> None:
@@ -404,8 +436,9 @@ def test_the_rsync_keys_read_as_tunasync_writes_them() -> None:
     [
         ('username = "u"\n', "http", '"http://origin.test/file"', "'username' is only for the rsync"),
         ("use_ipv4 = true\n", "command", '"x"', "'use_ipv4' is only for the rsync"),
-        ("", "rsync", '"rsync://m.example/debian"', "not an rsync URL ending in '/'"),
-        ("", "rsync", '"http://m.example/debian/"', "not an rsync URL ending in '/'"),
+        ("", "rsync", '"rsync://m.example/debian"', "not an rsync source ending in '/'"),
+        ("", "rsync", '"http://m.example/debian/"', "not an rsync source ending in '/'"),
+        ("", "rsync", '"mirror.example:srv/debian"', "not an rsync source ending in '/'"),
         ("use_ipv4 = true\nuse_ipv6 = true\n", "rsync", '"rsync://m/d/"', "'use_ipv4' or 'use_ipv6', not both"),
         ('password = "a"\npassword_file = "/f"\n', "rsync", '"rsync://m/d/"', "'password' or 'password_file'"),
         ('stage1_profile = "debian"\n', "rsync", '"rsync://m/d/"', "only for the two-stage-rsync"),

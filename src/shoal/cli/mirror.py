@@ -13,28 +13,19 @@ import contextlib
 import functools
 import ipaddress
 import json
-import logging
 import os
 import re
 import shutil
-import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import click
 
 from shoal.cli.config_file import configured
 from shoal.cli.main import configure_logging, run_or_exit, verbose_option
-from shoal.core.errors import ShoalError, UsageError
-
-if TYPE_CHECKING:
-    from aiohttp import web
-
-    from shoal.mirror.manager import MirrorManager
-
-log = logging.getLogger("shoal.mirror")
+from shoal.core.errors import ManagerRefused, UsageError
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -50,6 +41,10 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _fail_usage(message: str) -> None:
+    raise UsageError(message)
 
 
 def _check_name(value: str, what: str) -> str:
@@ -89,11 +84,17 @@ def config_option(tables: str) -> Callable[[F], F]:
     metavar="PORT",
     help="Port to listen on (0: any free port) [default: the config's, 6970].",
 )
+@click.option(
+    "--public-status",
+    is_flag=True,
+    help="Serve GET /jobs (tunasync's status shape) without the token, read-only [default: [manager] public_status].",
+)
 @verbose_option
-def manager(config_path: Path, host: str | None, port: int | None, verbose: int) -> None:
+def manager(config_path: Path, host: str | None, port: int | None, public_status: bool, verbose: int) -> None:
     """Run the mirror manager: job status in SQL, the schedule, workers' registration and the ctl API.
 
-    Without a token ([manager] token or token_env) it only listens on a loopback address."""
+    Without a token ([manager] token or token_env) it only listens on a loopback address. SIGHUP re-reads
+    the config's jobs (as 'ctl reload' does); a config that does not load is logged and the running one kept."""
     configure_logging(verbose, False)
 
     def go() -> None:
@@ -107,7 +108,12 @@ def manager(config_path: Path, host: str | None, port: int | None, verbose: int)
 
         config = load_config(config_path)  # ConfigError (exit 2) names the key and the line
         settings = config.manager
-        settings = replace(settings, host=host or settings.host, port=settings.port if port is None else port)
+        settings = replace(
+            settings,
+            host=host or settings.host,
+            port=settings.port if port is None else port,
+            public_status=public_status or settings.public_status,
+        )
         if not settings.token and not _is_loopback(settings.host):
             raise UsageError(
                 f"refusing to listen on {settings.host} without a token: set [manager] token or token_env "
@@ -116,43 +122,10 @@ def manager(config_path: Path, host: str | None, port: int | None, verbose: int)
         config = replace(config, manager=settings)
         mgr = MirrorManager(config, config_path=config_path, load=load_config)
         async_url(mgr.db)  # a malformed URL is a usage error before anything starts
-        app = build_app(mgr)
-        app.cleanup_ctx.append(functools.partial(_reload_on_hangup, mgr))
-        asyncio.run(serve(app, settings.host, settings.port, "mirror manager", f" (database {safe_url(mgr.db)})"))
+        detail = f" (database {safe_url(mgr.db)})"
+        asyncio.run(serve(build_app(mgr), settings.host, settings.port, "mirror manager", detail, on_hangup=mgr.hangup))
 
     run_or_exit(go)
-
-
-async def _reload_on_hangup(manager: MirrorManager, app: web.Application) -> AsyncIterator[None]:
-    """While the manager serves, SIGHUP (``systemctl reload``) re-reads its config's jobs as ``shoal mirror
-    ctl reload`` does, telling the service manager when the reload begins and ends."""
-    from shoal.systemd import notify
-
-    hangup = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGHUP, hangup.set)
-
-    async def reload_each_hangup() -> None:
-        while True:
-            await hangup.wait()
-            hangup.clear()
-            notify.reloading()
-            try:
-                done = await manager.reload()
-            except ShoalError as exc:  # a config that no longer parses: the jobs stay as they were
-                log.error("reload failed, the jobs stay as they were: %s", exc)
-            else:
-                log.info("reloaded: jobs added %s, updated %s, disabled %s", done.added, done.updated, done.disabled)
-            notify.ready()
-
-    task = asyncio.create_task(reload_each_hangup())
-    try:
-        yield
-    finally:
-        loop.remove_signal_handler(signal.SIGHUP)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 # -- worker ------------------------------------------------------------------------------------------
@@ -161,24 +134,35 @@ async def _reload_on_hangup(manager: MirrorManager, app: web.Application) -> Asy
 @configured("SHOAL_MIRROR_WORKER", config_file=False)
 @mirror.command()
 @config_option("[worker] table")
-@click.option("--name", required=True, metavar="NAME", help="This worker's name; jobs may ask for it by name.")
+@click.option(
+    "--name",
+    default=None,
+    metavar="NAME",
+    help="This worker's name; jobs may ask for it by name [default: the config's [worker] name].",
+)
 @verbose_option
-def worker(config_path: Path, name: str, verbose: int) -> None:
+def worker(config_path: Path, name: str | None, verbose: int) -> None:
     """Run a mirror worker: take jobs from the manager, run them into its [worker] directory, and seed
-    the results (an embedded seeder, with its own tracker unless [worker] tracker names one)."""
+    the results (an embedded seeder, with its own tracker unless [worker] tracker names one).
+
+    SIGHUP re-reads the [worker] table (its concurrency and directory); a config that does not load is
+    logged and the running settings kept."""
     configure_logging(verbose, False)
 
     def go() -> None:
         from shoal.mirror.config import load_config
 
-        _check_name(name, "worker name")
         config = load_config(config_path)
+        chosen = name if name is not None else config.worker.name
+        if chosen is None:
+            raise UsageError("the worker needs a name: give --name NAME or set [worker] name in the config")
+        _check_name(chosen, "worker name")
         directory = Path(config.worker.directory)
         try:
             (directory / ".shoal-seeder").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"cannot use {directory} as the mirror directory: {exc.strerror or exc}") from None
-        asyncio.run(_run_worker(config_path, name, config.worker))
+        asyncio.run(_run_worker(config_path, chosen, config.worker))
 
     run_or_exit(go)
 
@@ -223,7 +207,7 @@ async def _run_worker(config_path: Path, name: str, settings: Any) -> None:
             f"(seeding {directory}; BitTorrent wire on port {bt_port}; manager {settings.manager})"
         )
         serving = asyncio.create_task(w.run())
-        signalled = asyncio.create_task(until_signalled(listening))
+        signalled = asyncio.create_task(until_signalled(listening, on_hangup=w.hangup))
         done, _ = await asyncio.wait({serving, signalled}, return_when=asyncio.FIRST_COMPLETED)
         for task in (serving, signalled):
             task.cancel()
@@ -246,6 +230,51 @@ def _job_environment(token_env: str | None) -> dict[str, str]:
 
     hidden = {*SECRET_VARIABLES, SOCKET_ENV, *([token_env] if token_env else [])}
     return {name: value for name, value in os.environ.items() if name not in hidden}
+
+
+# -- import-tunasync --------------------------------------------------------------------------------
+
+
+@mirror.command("import-tunasync")
+@click.argument("worker_conf", metavar="WORKER.CONF", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument(
+    "manager_conf", metavar="[MANAGER.CONF]", required=False, type=click.Path(dir_okay=False, path_type=Path)
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Write the mirrors.toml to FILE (whole or not at all, mode 0600) instead of stdout.",
+)
+def import_tunasync(worker_conf: Path, manager_conf: Path | None, output: Path | None) -> None:
+    """Convert tunasync's WORKER.CONF (with its [include] files) and MANAGER.CONF into a mirrors.toml.
+
+    Every key that could not be carried over is listed on stderr, with why."""
+
+    def go() -> None:
+        from shoal.core.errors import ConfigError
+        from shoal.core.mirror_config import parse_config
+        from shoal.mirror.config import import_tunasync as convert
+        from shoal.mirror.config import write_atomically
+
+        conversion = convert(worker_conf, manager_conf)
+        try:  # what is written must be a config the manager and worker accept
+            parse_config(conversion.toml, str(output or "the converted configuration"))
+        except ConfigError as exc:
+            raise UsageError(f"the converted configuration would not load, so nothing was written: {exc}") from None
+        for skipped in conversion.skipped:
+            click.echo(f"not carried over: {skipped}", err=True)
+        if output is None:
+            click.echo(conversion.toml, nl=False)
+        else:
+            write_atomically(output, conversion.toml)
+        where = f" into {output}" if output is not None else ""
+        click.echo(
+            f"converted {len(conversion.jobs)} jobs{where}; {len(conversion.skipped)} keys not carried over", err=True
+        )
+
+    run_or_exit(go)
 
 
 # -- ctl ---------------------------------------------------------------------------------------------
@@ -312,18 +341,45 @@ def _print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
 FORMATS = click.Choice(["table", "json"])
 
 
+def _statuses(value: str | None) -> frozenset[str] | None:
+    """``-s success,failed``: the statuses asked for (tunasynctl's comma-separated form), each checked."""
+    from shoal.core.mirror_job import JobStatus
+
+    if value is None:
+        return None
+    known = [s.value for s in JobStatus]
+    asked = frozenset(part.strip() for part in value.split(","))
+    unknown = sorted(asked - set(known))
+    if unknown:
+        raise UsageError(f"unknown status {unknown[0]!r} (known: {', '.join(known)})")
+    return asked
+
+
 @ctl.command("list")
+@click.argument("worker_names", metavar="[WORKER]...", nargs=-1)
 @click.option("--all", "include_all", is_flag=True, help="Include disabled jobs.")
 @click.option(
-    "--status", default=None, metavar="STATUS", help="Only jobs in this status (none, syncing, success, failed, ...)."
+    "-s",
+    "--status",
+    default=None,
+    metavar="STATUS[,STATUS...]",
+    help="Only jobs in these statuses (none, pre-syncing, syncing, success, failed, paused, disabled).",
 )
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True, help="A table or JSON.")
 @click.pass_context
-def list_(ctx: click.Context, include_all: bool, status: str | None, fmt: str) -> None:
-    """The jobs' status: worker, status, last update, next run, size, upstream, last error."""
+def list_(ctx: click.Context, worker_names: tuple[str, ...], include_all: bool, status: str | None, fmt: str) -> None:
+    """The jobs' status: worker, status, last update, next run, size, upstream, last error. With WORKERs,
+    only the jobs that run (or last ran) on them."""
     from shoal.core.units import format_bytes
 
-    jobs = _call(ctx, lambda c: c.jobs(include_disabled=include_all, status=status))
+    statuses = run_or_exit(lambda: _statuses(status))
+    run_or_exit(lambda: [_check_name(name, "worker") for name in worker_names])
+    include = include_all or (statuses is not None and "disabled" in statuses)
+    jobs = [
+        j
+        for j in _call(ctx, lambda c: c.jobs(include_disabled=include))
+        if (statuses is None or j.status in statuses) and (not worker_names or j.worker in worker_names)
+    ]
     if fmt == "json":
         _echo_json(jobs)
         return
@@ -350,27 +406,60 @@ def _job_command(action: str, doc: str) -> None:
     @click.pass_context
     def command(ctx: click.Context, /, job: str, **options: Any) -> None:
         run_or_exit(lambda: _check_name(job, "job"))
-        result = _call(ctx, lambda c: c.job_action(job, action, force=bool(options.get("force"))))
+        worker = options.get("worker")
+        if worker is not None:
+            run_or_exit(lambda: _check_name(worker, "worker"))
+        force = bool(options.get("force"))
+
+        async def act(client: Any) -> Any:
+            if worker is not None and action != "start":  # tunasynctl names the job's worker: check it
+                where = (await client.job(job)).worker
+                if where not in (None, worker):
+                    raise UsageError(f"job {job!r} runs on worker {where!r}, not {worker!r}")
+                return await client.job_action(job, action)
+            return await client.job_action(job, action, force=force, worker=worker)
+
+        result = _call(ctx, act)
+        if result.queued:
+            click.echo(f"{result.name}: queued: it starts when a worker has a free slot (--force starts it now)")
+            return
         click.echo(f"{result.name}: {result.status}" + (f" on {result.worker}" if result.worker else ""))
 
     command.__doc__ = doc
+    worker_help = "Run it on WORKER." if action == "start" else "tunasynctl's -w: checked to be the job's worker."
+    command = click.option("-w", "--worker", default=None, metavar="WORKER", help=worker_help)(command)
     if action == "start":
-        command = click.option("--force", is_flag=True, help="Start even if its worker is running all it may.")(command)
+        command = click.option(
+            "-f", "--force", is_flag=True, help="Start at once even if the worker runs all it may (else it waits)."
+        )(command)
     ctl.command(action)(command)
 
 
-_job_command("start", "Start JOB now (a paused one too).")
+_job_command("start", "Start JOB now (a paused one too); on a full worker it waits for a free slot.")
 _job_command("stop", "Stop JOB: kill a running sync; the schedule leaves it alone until start or restart.")
 _job_command("disable", "Disable JOB: kill a running sync; it never runs until enabled.")
 _job_command("enable", "Enable a disabled JOB; it waits for its schedule.")
 _job_command("restart", "Run JOB afresh, killing a running sync first.")
 
 
+def _worker_option(help_text: str) -> Callable[[F], F]:
+    """``-w WORKER``: tunasynctl's spelling of a command's WORKER argument."""
+    return click.option("-w", "--worker", "worker_option", default=None, metavar="WORKER", help=help_text)
+
+
+def _one_worker(argument: str | None, option: str | None) -> str | None:
+    if argument is not None and option is not None and argument != option:
+        raise UsageError(f"two workers named: {argument!r} and -w {option!r}")
+    return argument if argument is not None else option
+
+
 @ctl.command()
-@click.argument("worker_name", metavar="[WORKER]", required=False)
+@click.argument("worker_argument", metavar="[WORKER]", required=False)
+@_worker_option("The same as WORKER (tunasynctl's form).")
 @click.pass_context
-def reload(ctx: click.Context, worker_name: str | None) -> None:
+def reload(ctx: click.Context, worker_argument: str | None, worker_option: str | None) -> None:
     """Re-read the manager's config file (its jobs), or ask WORKER to re-read its own."""
+    worker_name = run_or_exit(lambda: _one_worker(worker_argument, worker_option))
     if worker_name is not None:
         run_or_exit(lambda: _check_name(worker_name, "worker"))
     result = _call(ctx, lambda c: c.reload(worker_name))
@@ -397,10 +486,14 @@ def workers(ctx: click.Context, fmt: str) -> None:
 
 
 @ctl.command("rm-worker")
-@click.argument("worker_name", metavar="WORKER")
+@click.argument("worker_argument", metavar="WORKER", required=False)
+@_worker_option("The same as WORKER (tunasynctl's form).")
 @click.pass_context
-def rm_worker(ctx: click.Context, worker_name: str) -> None:
+def rm_worker(ctx: click.Context, worker_argument: str | None, worker_option: str | None) -> None:
     """Forget WORKER; its running jobs fail as lost and run elsewhere. A live worker registers again."""
+    worker_name = run_or_exit(lambda: _one_worker(worker_argument, worker_option))
+    if worker_name is None:
+        run_or_exit(lambda: _fail_usage("name the worker: rm-worker WORKER (or -w WORKER)"))
     run_or_exit(lambda: _check_name(worker_name, "worker"))
     result = _call(ctx, lambda c: c.remove_worker(worker_name))
     click.echo(f"removed {worker_name}; failed: {', '.join(result.jobs_failed) or '-'}")
@@ -449,6 +542,49 @@ def logs(job: str, follow: bool, config_path: Path) -> None:
             shutil.copyfileobj(log, out)
 
     run_or_exit(go)
+
+
+@ctl.command()
+@click.option("-w", "--worker", "worker_name", default=None, metavar="WORKER", help="Ask whether WORKER is live.")
+@click.pass_context
+def ping(ctx: click.Context, worker_name: str | None) -> None:
+    """Whether the manager answers (and, with -w, whether WORKER is live); exit 1 when not."""
+    if worker_name is None:
+        health = _call(ctx, lambda c: c.health())
+        click.echo(f"pong (manager session {health.session})")
+        return
+    run_or_exit(lambda: _check_name(worker_name, "worker"))
+    found = {w.name: w for w in _call(ctx, lambda c: c.workers())}
+    worker = found.get(worker_name)
+
+    def verdict() -> None:
+        if worker is None:
+            raise ManagerRefused(f"the manager knows no worker named {worker_name!r}", status=404)
+        if not worker.live:
+            raise ManagerRefused(
+                f"worker {worker_name} is not live (last seen {_when(worker.last_seen)} UTC)", status=503
+            )
+
+    run_or_exit(verdict)
+    click.echo(f"{worker_name}: pong (last seen {_when(worker.last_seen if worker else None)} UTC)")
+
+
+@ctl.command("set-size")
+@click.argument("job")
+@click.argument("size")
+@click.option("-w", "--worker", "worker_name", default=None, metavar="WORKER", help="Accepted for tunasynctl's form.")
+@click.pass_context
+def set_size(ctx: click.Context, job: str, size: str, worker_name: str | None) -> None:
+    """Show SIZE (bytes, or 1024-based units as rsync prints them: 300G, 1.41T) as JOB's size until its next
+    successful sync reports one."""
+    from shoal.core.units import format_bytes, parse_size
+
+    run_or_exit(lambda: _check_name(job, "job"))
+    if worker_name is not None:
+        run_or_exit(lambda: _check_name(worker_name, "worker"))
+    size_bytes = run_or_exit(lambda: parse_size(size))
+    result = _call(ctx, lambda c: c.set_size(job, size_bytes))
+    click.echo(f"{result.name}: size {format_bytes(result.size)}")
 
 
 @ctl.command()

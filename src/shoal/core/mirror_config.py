@@ -59,8 +59,11 @@ The layout::
     password_file = "/etc/shoal/ubuntu.secret"
     use_ipv6 = true                 # or use_ipv4; not both
 
-Durations are a positive number of seconds or a string: a number with one unit of ``s``, ``m``, ``h`` or
-``d`` (``"90s"``, ``"10m"``, ``"1.5h"``, ``"1d"``).
+Durations are a string: a positive number with one unit of ``s``, ``m``, ``h`` or ``d`` (``"90s"``,
+``"10m"``, ``"1.5h"``, ``"1d"``). A bare number (``interval = 120``) is refused in the file: tunasync's
+``interval`` counts minutes and its ``timeout`` seconds, so a number copied from its config would silently
+mean something else here; the error says which units to write. The JSON the manager sends its workers
+carries durations as plain seconds (``dec_hook``); only the file (``file_dec_hook``) insists on a unit.
 
 Rules, and why:
 
@@ -124,10 +127,13 @@ RSYNC_ONLY = (
 STAGE1_PROFILES = ("debian", "debian-oldstyle")
 LOG_DIR_NAME = re.compile(r"\{\{\s*\.Name\s*\}\}")
 """tunasync's template for the job's name in ``log_dir`` (a Go template), also accepted here."""
-_RSYNC_URL = re.compile(r"^(rsync://[^/\s]+/\S*|[^/:\s]+::\S*)/$")
+_RSYNC_URL = re.compile(r"^(rsync://[^/\s]+/\S*|[^/:\s]+::\S*|[^/:\s]+:(?!:|//)\S*)/$")
+"""The sources rsync takes: a daemon's ``rsync://host/module/path/`` or ``host::module/path/``, or a remote
+shell's ``[user@]host:path/`` (as tunasync passes them through); always a directory, ending in '/'."""
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*")
+_WITH_UNIT = re.compile(r"\s*\d+(?:\.\d+)?\s*[smhd]\s*")
 _UNIT_SECONDS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _EMPTY_ENV: Mapping[str, str] = MappingProxyType({})
 
@@ -162,7 +168,9 @@ else:  # at run time, classes of their own, so msgspec hands the file's value to
 Duration = Annotated[
     Seconds,
     msgspec.Meta(
-        description="seconds, or a number with one unit of s, m, h or d ('90s', '10m', '1.5h', '1d')",
+        description=(
+            "a number with one unit of s, m, h or d ('90s', '10m', '1.5h', '1d'); in JSON, seconds as a number too"
+        ),
         extra_json_schema={"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string"}]},
     ),
 ]
@@ -374,7 +382,9 @@ class JobSpec(_Table, frozen=True):
         """The rules between an rsync provider's keys."""
         if not _RSYNC_URL.match(self.upstream):
             raise _Invalid(
-                ("upstream",), f"{self.upstream[:80]!r} is not an rsync URL ending in '/' (rsync://host/module/path/)"
+                ("upstream",),
+                f"{self.upstream[:80]!r} is not an rsync source ending in '/' "
+                "(rsync://host/module/path/, host::module/path/ or host:path/)",
             )
         for key in COMMAND_ONLY:
             if getattr(self, key) is not None:
@@ -424,10 +434,16 @@ class ManagerSettings(_Table, frozen=True):
     """Database URL (as ``shoal tracker --db``); None: an SQLite file beside the config file."""
     worker_timeout: Duration = 60.0
     """Seconds after which a worker not heard from is lost and its running jobs fail."""
+    public_status: bool = False
+    """Serve the jobs' status read-only without the token (``GET /jobs``, tunasync's shape): what a mirror
+    site's status page reads. The token still guards every other route (``--public-status`` too)."""
 
 
 class WorkerSettings(_Table, frozen=True):
     """The ``[worker]`` table: what ``shoal mirror worker --config`` connects to and where it writes."""
+
+    name: Name | None = None
+    """The worker's name when ``--name`` is not given (tunasync's ``[global] name``)."""
 
     manager: Text = "http://127.0.0.1:6970"
     """The manager's base URL."""
@@ -522,13 +538,45 @@ def _commands(value: Any) -> tuple[str, ...]:
 
 
 def dec_hook(kind: type, value: Any) -> Any:
-    """msgspec's ``dec_hook`` for the two types the file may write in more than one way: every decoding of
-    these structs (here, and the mirror client's of a run command) passes it."""
+    """msgspec's ``dec_hook`` for the two types that may be written in more than one way: every decoding of
+    these structs from JSON (``JobSpec.from_json``, the mirror client's of a run command) passes it."""
     if kind is Seconds:
         return Seconds(parse_duration(value))
     if kind is HookCommands:
         return HookCommands(_commands(value))
     raise NotImplementedError(kind)
+
+
+def file_dec_hook(kind: type, value: Any) -> Any:
+    """``dec_hook`` for the TOML file, where a duration must name its unit (the module's docstring says why)."""
+    if kind is Seconds:
+        _require_unit(value)
+    return dec_hook(kind, value)
+
+
+def _require_unit(value: Any) -> None:
+    number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+    if isinstance(value, str) and _DURATION.fullmatch(value) and not _WITH_UNIT.fullmatch(value):
+        number = float(value)
+    if number is None or not (math.isfinite(number) and number > 0):
+        return  # parse_duration says what is wrong with it
+    shown = f"{number:g}"
+    readings = [reading for reading in (_largest(number, "s"), _largest(number, "m")) if reading]
+    also = f" ({', '.join(readings)})" if readings else ""
+    raise ValueError(
+        f"{value!r} has no unit, and tools differ on it (tunasync's interval counts minutes, its timeout "
+        f'seconds): write it with one of s, m, h, d, as "{shown}s", "{shown}m" or "{shown}h"{also}'
+    )
+
+
+def _largest(number: float, unit: str) -> str:
+    """``"120m" is "2h"``: ``number`` of ``unit`` in the largest unit that keeps it whole, if that is larger."""
+    seconds = number * _UNIT_SECONDS[unit]
+    for larger in ("d", "h", "m"):
+        size = _UNIT_SECONDS[larger]
+        if size > _UNIT_SECONDS[unit] and seconds >= size and seconds % size == 0:
+            return f'"{number:g}{unit}" is "{seconds / size:g}{larger}"'
+    return ""
 
 
 SecretReader = Callable[[str], str]
@@ -559,7 +607,7 @@ def _token(settings: Any, section: str, environ: Mapping[str, str], read_secret:
 
 
 def _config(data: dict[str, Any], environ: Mapping[str, str], read_secret: SecretReader) -> MirrorConfig:
-    config = msgspec.convert(data, MirrorConfig, dec_hook=dec_hook)
+    config = msgspec.convert(data, MirrorConfig, dec_hook=file_dec_hook)
     return msgspec.structs.replace(
         config,
         manager=_token(config.manager, "manager", environ, read_secret),

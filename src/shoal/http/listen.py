@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -57,9 +58,10 @@ async def listen(
     return runner, bound
 
 
-async def until_signalled(listening: str = "") -> None:
+async def until_signalled(listening: str = "", on_hangup: Callable[[], None] | None = None) -> None:
     """Return on SIGINT or SIGTERM, having told the service manager the service is stopping: how every
-    long-running command ends cleanly.
+    long-running command ends cleanly. With ``on_hangup``, SIGHUP calls it (a service re-reads its config,
+    as daemons do on ``systemctl reload``) instead of ending the process, which is SIGHUP's default action.
 
     ``listening`` (``NAME listening on URL ...``) is printed, and sent to the service manager as the
     status of ``READY=1`` (shoal.systemd.notify), once the signal handlers are in place: whoever acts on
@@ -70,10 +72,16 @@ async def until_signalled(listening: str = "") -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if on_hangup is not None:
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
     if listening:
         print(listening, flush=True)
         notify.ready(listening)
-    await stop.wait()
+    try:
+        await stop.wait()
+    finally:
+        if on_hangup is not None:
+            loop.remove_signal_handler(signal.SIGHUP)
     notify.stopping()
 
 
@@ -85,14 +93,16 @@ async def serve(
     detail: str = "",
     *,
     tls: ssl.SSLContext | None = None,
+    on_hangup: Callable[[], None] | None = None,
     **runner_options: Any,
 ) -> None:
-    """Serve ``app`` until SIGINT or SIGTERM, first saying ``NAME listening on http://HOST:PORT`` (https
-    with ``tls``; :func:`until_signalled`). ``runner_options`` go to :func:`listen`.
+    """Serve ``app`` until SIGINT or SIGTERM (SIGHUP calls ``on_hangup``, when given), first saying
+    ``NAME listening on http://HOST:PORT`` (https with ``tls``; :func:`until_signalled`). ``runner_options``
+    go to :func:`listen`.
     """
     runner, bound = await listen(app, host, port, tls=tls, **runner_options)
     try:
         scheme = "https" if tls is not None else "http"
-        await until_signalled(f"{name} listening on {scheme}://{host}:{bound}{detail}")
+        await until_signalled(f"{name} listening on {scheme}://{host}:{bound}{detail}", on_hangup)
     finally:
         await runner.cleanup()

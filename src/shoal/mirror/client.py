@@ -24,6 +24,7 @@ from shoal.mirror.messages import (
     Flushed,
     JobAction,
     ManagerError,
+    ManagerHealth,
     MirrorJobList,
     MirrorJobView,
     Poll,
@@ -35,6 +36,7 @@ from shoal.mirror.messages import (
     Report,
     RunningJob,
     RunReportReply,
+    SetSize,
     WorkerList,
     WorkerRemoved,
     WorkerView,
@@ -114,8 +116,20 @@ class MirrorClient:
         query = [f"all={int(include_disabled)}"] + ([f"status={quote(status)}"] if status else [])
         return (await self.call("GET", "jobs?" + "&".join(query), MirrorJobList)).jobs
 
-    async def job_action(self, job: str, action: str, *, force: bool = False) -> MirrorJobView:
-        return await self.call("POST", f"jobs/{quote(job, safe='')}/{action}", MirrorJobView, JobAction(force=force))
+    async def job_action(
+        self, job: str, action: str, *, force: bool = False, worker: str | None = None
+    ) -> MirrorJobView:
+        body = JobAction(force=force, worker=worker)
+        return await self.call("POST", f"jobs/{quote(job, safe='')}/{action}", MirrorJobView, body)
+
+    async def job(self, name: str) -> MirrorJobView:
+        return await self.call("GET", f"jobs/{quote(name, safe='')}", MirrorJobView)
+
+    async def set_size(self, job: str, size: int) -> MirrorJobView:
+        return await self.call("POST", f"jobs/{quote(job, safe='')}/size", MirrorJobView, SetSize(size=size))
+
+    async def health(self) -> ManagerHealth:
+        return await self.call("GET", "health", ManagerHealth)
 
     async def reload(self, worker: str | None = None) -> Reloaded:
         return await self.call("POST", "reload", Reloaded, ReloadRequest(worker=worker))

@@ -24,7 +24,8 @@ Rules, and why:
   registration lists the runs it still has, and core.mirror_plan.reconcile decides which of the jobs
   the manager thought it ran were lost with its previous process, and which it must cancel.
 - Commands to a worker are numbered and kept until the worker acknowledges them in its next poll, so a
-  reply lost on the wire is sent again instead of leaving a job assigned but never started.
+  reply lost on the wire is sent again instead of leaving a job assigned but never started; a run command
+  still unacknowledged when the worker registers again (after a reload) is carried over to it.
 - A worker unheard of for ``worker_timeout`` is lost: its running jobs fail ("worker lost") and are due
   at once, so the next tick starts them on another worker. Every worker counts as heard of when the
   manager starts, so a manager that was down does not declare them all lost before they re-register.
@@ -40,7 +41,9 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from datetime import tzinfo
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -61,6 +64,7 @@ from shoal.core.mirror_job import (
     SyncFailed,
     SyncSucceeded,
     WorkerLost,
+    allowed,
     apply,
     is_running,
 )
@@ -73,6 +77,7 @@ from shoal.core.mirror_plan import (
     next_schedule,
     reconcile,
 )
+from shoal.core.tunasync_status import go_time, human_size
 from shoal.mirror.messages import (
     CancelJob,
     Command,
@@ -83,10 +88,12 @@ from shoal.mirror.messages import (
     ReloadWorker,
     RunJob,
     RunReportReply,
+    TunasyncJob,
     WorkerRemoved,
     WorkerView,
 )
 from shoal.storage.mirror_store import JobRecord, MirrorStore, WorkerRecord
+from shoal.systemd import notify
 
 log = logging.getLogger("shoal.mirror.manager")
 
@@ -95,6 +102,8 @@ MAX_ERROR = 8192
 
 TICK = 1.0
 """Seconds between scheduler rounds when nothing wakes it sooner."""
+
+RUNNING_STATUSES = frozenset({JobStatus.PRE_SYNCING.value, JobStatus.SYNCING.value})
 
 
 def default_db(config_path: Path | None) -> str:
@@ -121,7 +130,7 @@ class WorkerLink:
         self.wake.set()
 
 
-def job_view(job: JobRecord, spec: JobSpec | None) -> MirrorJobView:
+def job_view(job: JobRecord, spec: JobSpec | None, *, queued: bool = False) -> MirrorJobView:
     """A job's status as the API shows it."""
     s = job.state
     return MirrorJobView(
@@ -138,6 +147,29 @@ def job_view(job: JobRecord, spec: JobSpec | None) -> MirrorJobView:
         version=job.version,
         attempts=s.attempts,
         error_msg=s.error_msg,
+        queued=queued,
+    )
+
+
+def tunasync_job(view: MirrorJobView, zone: tzinfo) -> TunasyncJob:
+    """A job's status in tunasync's ``GET /jobs`` shape (core.tunasync_status says how it writes values)."""
+    times = {
+        "last_update": view.last_update,
+        "last_started": view.last_started,
+        "last_ended": view.last_ended,
+        # tunasync sends no next schedule for a running job: its next run is decided when it ends.
+        "next_schedule": None if view.status in RUNNING_STATUSES else view.next_schedule,
+    }
+    fields: dict[str, Any] = {}
+    for name, t in times.items():
+        fields[name], fields[f"{name}_ts"] = go_time(t, zone)
+    return TunasyncJob(
+        name=view.name,
+        is_master=True,
+        status=view.status,
+        upstream=view.upstream,
+        size=human_size(view.size),
+        **fields,
     )
 
 
@@ -166,6 +198,10 @@ class MirrorManager:
         """Seconds a poll waits for a command before answering empty: well inside the worker timeout."""
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
+        self.queued: dict[str, str | None] = {}
+        """Manual starts waiting for a free slot: job -> the worker asked for (None: any). In memory, as
+        tunasync's worker keeps them: a manager restart forgets them, and the schedule runs those jobs."""
 
     async def __aenter__(self) -> MirrorManager:
         await self.store.__aenter__()
@@ -242,6 +278,26 @@ class MirrorManager:
         self.config = msgspec.structs.replace(self.config, jobs=config.jobs)
         return await self.load_jobs(config.jobs)
 
+    def hangup(self) -> None:
+        """SIGHUP: reload the config file in the background (``reload``), logging what changed; a file that
+        does not load is logged and the running config kept."""
+        task = asyncio.get_running_loop().create_task(self._reload_logged())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _reload_logged(self) -> None:
+        notify.reloading()  # systemd's reload waits for READY=1 again
+        try:
+            result = await self.reload()
+        except ShoalError as exc:  # ConfigError: a bad file; StoreError: the database is away
+            log.error("reload on SIGHUP failed, keeping the running config: %s", exc)
+            return
+        finally:
+            notify.ready()
+        changes = {what: getattr(result, what) for what in ("added", "updated", "disabled")}
+        summary = "; ".join(f"{what}: {', '.join(names)}" for what, names in changes.items() if names)
+        log.warning("reloaded %s on SIGHUP (%s)", self.config_path, summary or "no job changed")
+
     # -- the scheduler -------------------------------------------------------------------------------
 
     async def run_forever(self) -> None:
@@ -272,6 +328,7 @@ class MirrorManager:
                 await self._lose(running_on_lost, now)
                 jobs = await self.store.jobs()
             by_name = {j.name: j for j in jobs}
+            await self._start_queued(by_name, now)
             for name in due_jobs((JobTiming(j.name, j.state, j.next_schedule) for j in jobs), now):
                 job = by_name[name]
                 spec = self.spec_of(job)
@@ -281,6 +338,19 @@ class MirrorManager:
                 if chosen is None:
                     continue
                 by_name[name] = await self._begin(job, spec, Scheduled(), chosen, now)
+
+    async def _start_queued(self, by_name: dict[str, JobRecord], now: float) -> None:
+        """Start the waiting manual starts that have a free slot now, oldest first; drop those that can no
+        longer start (removed, disabled, or running since)."""
+        for name, wanted in list(self.queued.items()):
+            job = by_name.get(name)
+            spec = self.spec_of(job) if job is not None else None
+            if job is None or spec is None or not allowed(job.state, Started()):
+                del self.queued[name]
+                continue
+            chosen = choose_worker(wanted, self._loads(by_name.values()))
+            if chosen is not None:
+                by_name[name] = await self._begin(job, spec, Started(), chosen, now)
 
     async def _lose(self, jobs: Iterable[JobRecord], now: float) -> None:
         """Fail ``jobs`` as lost with their worker; they are due at once (elsewhere, if need be)."""
@@ -304,6 +374,7 @@ class MirrorManager:
     ) -> JobRecord:
         """Apply ``event`` (Scheduled, Started or Restart), give the run a new id and send it to ``worker``."""
         state = apply(job.state, event, now, max_attempts=spec.retries)
+        self.queued.pop(job.name, None)  # whatever starts it, a waiting manual start is served
         begun = replace(job, state=state, worker=worker, run_id=secrets.token_hex(8), updated=now)
         await self.store.put_job(begun)
         assert begun.run_id is not None
@@ -325,14 +396,22 @@ class MirrorManager:
             old = await self.store.worker(name)
             registered = old.registered if old is not None else now
             await self.store.put_worker(WorkerRecord(name, url, concurrency, registered, now))
+            previous = self.links.get(name)
             link = self.links[name] = WorkerLink(name, url, concurrency, now)
             jobs = await self.store.jobs()
             mine = {f"{j.name}:{j.run_id}": j for j in jobs if is_running(j.state.status) and j.worker == name}
-            decided = reconcile(mine, reported)
+            # Runs sent to this worker that it has not acknowledged yet (it registered again after a reload,
+            # say) are sent again, not failed as lost: it may never have received them.
+            undelivered = [
+                c for c in (previous.outbox if previous else []) if isinstance(c, RunJob) and _key(c) in mine
+            ]
+            decided = reconcile(mine, reported | {_key(c) for c in undelivered})
             await self._lose([mine[key] for key in decided.lost], now)
             for key in decided.cancel:
                 job_name, _, run_id = key.partition(":")
                 link.send(CancelJob(job=job_name, run_id=run_id))
+            for command in undelivered:
+                link.send(command)
         log.info("worker %s registered (%s, %d at once)", name, url or "no seeder", concurrency)
         self._wake.set()
         return Registered(self.session, self.hold, [k.partition(":")[0] for k in decided.lost])
@@ -417,31 +496,46 @@ class MirrorManager:
     async def list_jobs(self, *, include_disabled: bool = False, status: str | None = None) -> list[MirrorJobView]:
         jobs = await self.store.jobs()
         return [
-            job_view(j, self.spec_of(j))
+            job_view(j, self.spec_of(j), queued=j.name in self.queued)
             for j in jobs
             if (include_disabled or j.state.status is not JobStatus.DISABLED)
             and (status is None or j.state.status.value == status)
         ]
 
-    async def command(self, name: str, action: str, *, force: bool = False) -> MirrorJobView:
-        """start, stop, disable, enable or restart a job; IllegalTransition (409) when its status forbids it."""
+    async def command(self, name: str, action: str, *, force: bool = False, worker: str | None = None) -> MirrorJobView:
+        """start, stop, disable, enable or restart a job; IllegalTransition (409) when its status forbids it.
+
+        A start (or restart) on a worker that runs all it may waits for a free slot (tunasync's behaviour;
+        the reply says ``queued``), unless ``force`` runs it at once; with no live worker that may run the
+        job at all it is refused (NoWorker). ``worker`` asks for one worker (start only)."""
         now = self.clock()
         async with self._lock:
             job = await self.job(name)
             old = job.state.status
             spec = self.spec_of(job)
+            queued = False
             if action in ("start", "restart"):
                 if spec is None:
                     raise ProtocolError(f"job {name!r} has an unreadable spec; fix the config and reload")
+                wanted = _wanted_worker(spec, worker)
                 event: JobEvent = Started() if action == "start" else Restart()
                 apply(job.state, event, now)  # IllegalTransition before anything is sent
                 others = [j for j in await self.store.jobs() if j.name != name]
-                chosen = choose_worker(spec.worker, self._loads(others), force=force)
-                if chosen is None:
-                    where = f"worker {spec.worker!r}" if spec.worker else "worker"
+                loads = self._loads(others)
+                if choose_worker(wanted, loads, force=True) is None:
+                    where = f"worker {wanted!r}" if wanted else "worker"
                     raise NoWorker(f"no live {where} can take job {name!r} now (see 'shoal mirror ctl workers')")
+                chosen = choose_worker(wanted, loads, force=force)
                 self._cancel_if_running(job, old)
-                job = await self._begin(job, spec, event, chosen, now, force=force)
+                if chosen is None:  # every worker it may run on is full: it waits for a slot
+                    if is_running(old):  # a restart: the killed sync is not left counted as running
+                        job = replace(job, state=apply(job.state, Stopped(), now), updated=now)
+                        await self.store.put_job(job)
+                    self.queued[name] = wanted
+                    queued = True
+                    log.info("job %s: %s queued until a slot frees", name, action)
+                else:
+                    job = await self._begin(job, spec, event, chosen, now, force=force)
             else:
                 events: dict[str, JobEvent] = {"stop": Stopped(), "disable": Disabled(), "enable": Enabled()}
                 if action not in events:
@@ -452,9 +546,21 @@ class MirrorManager:
                     job = replace(job, next_schedule=next_schedule(spec.interval, spec.cron, state, now))
                 await self.store.put_job(job)
                 self._cancel_if_running(job, old)
+                self.queued.pop(name, None)  # stopped, disabled or enabled: a waiting start is withdrawn
                 log.info("job %s: %s by a user (was %s)", name, action, old.value)
         self._wake.set()
-        return job_view(job, spec)
+        return job_view(job, spec, queued=queued)
+
+    async def set_size(self, name: str, size: int) -> MirrorJobView:
+        """Set the size a job's status shows until its next successful sync reports one (tunasync's set-size)."""
+        async with self._lock:
+            job = replace(await self.job(name), size=size, updated=self.clock())
+            await self.store.put_job(job)
+        return job_view(job, self.spec_of(job), queued=name in self.queued)
+
+    async def tunasync_jobs(self, zone: tzinfo) -> list[TunasyncJob]:
+        """Every job, disabled ones too, in tunasync's ``GET /jobs`` shape."""
+        return [tunasync_job(view, zone) for view in await self.list_jobs(include_disabled=True)]
 
     async def workers(self) -> list[WorkerView]:
         jobs = await self.store.jobs()
@@ -492,3 +598,15 @@ class MirrorManager:
             disabled = [j.name for j in await self.store.jobs() if j.state.status is JobStatus.DISABLED]
             await self.store.delete_jobs(disabled)
         return Flushed(disabled)
+
+
+def _wanted_worker(spec: JobSpec, asked: str | None) -> str | None:
+    """The worker a start may use: the one asked for, which must be the job's own if it names one."""
+    if asked is not None and spec.worker is not None and asked != spec.worker:
+        raise ProtocolError(f"job {spec.name!r} runs only on worker {spec.worker!r}, not {asked!r}", field="worker")
+    return asked or spec.worker
+
+
+def _key(command: RunJob) -> str:
+    """``job:run_id``, as core.mirror_plan.reconcile names runs."""
+    return f"{command.job.name}:{command.run_id}"

@@ -6,21 +6,26 @@
     POST   /v1/mirror/jobs/{name}/report              {"worker", "run_id", "event", "error", "size", "version"}
     GET    /v1/mirror/jobs[?all=1][&status=S]         the jobs' status (disabled ones only with all=1)
     GET    /v1/mirror/jobs/{name}
-    POST   /v1/mirror/jobs/{name}/{action}            start (body {"force": true} optional), stop, disable,
-                                                      enable, restart
+    POST   /v1/mirror/jobs/{name}/{action}            start (body {"force": true, "worker": W} optional),
+                                                      stop, disable, enable, restart
+    POST   /v1/mirror/jobs/{name}/size                {"size": BYTES}: the size shown until the next success
     POST   /v1/mirror/reload                          {"worker": W} optional: that worker re-reads its config
     GET    /v1/mirror/workers
     DELETE /v1/mirror/workers/{name}
     POST   /v1/mirror/flush                           drop the disabled jobs
     GET    /v1/openapi.json                           no token needed: this API's OpenAPI document
     GET    /metrics                                   no token needed: Prometheus metrics (shoal.mirror.metrics)
+    GET    /jobs                                      every job in tunasync's shape (a JSON array), for mirror
+                                                      status pages; no token needed with public_status
 
 Each body and reply is a struct of shoal.mirror.messages, and ``ROUTES`` names them; the OpenAPI document
 is generated from those, so it describes exactly what the handlers accept.
 
 Every route but health, the OpenAPI document and the metrics needs ``Authorization: Bearer TOKEN`` when the manager has
 a token, compared in constant time; a missing or wrong one is a 401 before the request is read, so it
-changes nothing.
+changes nothing. ``[manager] public_status`` (``--public-status``) opens ``GET /jobs`` to anyone: a
+read-only view of what a mirror site shows its visitors anyway, while the token still guards every route
+that changes something or tells more (errors, workers).
 Errors are JSON ``{"error": ...}``: 400 bad input, 401 token, 404 unknown job or worker, 409 a status
 change the job's lifecycle forbids (core.mirror_job.IllegalTransition), a stale run, no worker free, or
 "register again" (with ``"register": true``), 503 the database is away. Nothing a client sends is a 500.
@@ -34,6 +39,7 @@ import hmac
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -75,6 +81,8 @@ from shoal.mirror.messages import (
     ReloadRequest,
     Report,
     RunReportReply,
+    SetSize,
+    TunasyncJob,
     WorkerList,
     WorkerRemoved,
 )
@@ -85,9 +93,19 @@ MANAGER = web.AppKey("mirror_manager", MirrorManager)
 PREFIX = "/v1/mirror"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 ACTIONS = ("start", "stop", "disable", "enable", "restart")
+TUNASYNC_JOBS = "/jobs"
 _OPEN = (f"{PREFIX}/health", openapi.PATH, metrics_path)
 """What anyone may read without the token: whether the manager is up, what its API is, and its metrics
 (statuses and times; no job's upstream or error)."""
+
+
+def _open(request: web.Request) -> bool:
+    """Whether ``request`` may be served without the token."""
+    if request.path in _OPEN:
+        return True
+    public = request.app[MANAGER].settings.public_status
+    return public and request.method in ("GET", "HEAD") and request.path == TUNASYNC_JOBS
+
 
 M = TypeVar("M")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -102,7 +120,7 @@ def _authorized(request: web.Request, token: str) -> bool:
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app[MANAGER].settings.token
-    if token and request.path not in _OPEN and not _authorized(request, token):
+    if token and not _open(request) and not _authorized(request, token):
         return json_error(401, "a valid bearer token is required", **{"WWW-Authenticate": 'Bearer realm="shoal"'})
     try:
         return await handler(request)
@@ -192,9 +210,21 @@ async def job_action(request: web.Request) -> web.Response:
     if action not in ACTIONS:
         raise web.HTTPNotFound(reason=f"unknown action {action[:40]!r} (known: {', '.join(ACTIONS)})")
     body = await _optional(request, JobAction)
-    if body.force and action != "start":
-        raise ProtocolError("'force' is only for start", field="force")
-    return struct_response(await request.app[MANAGER].command(name, action, force=body.force))
+    for key in ("force", "worker"):
+        if getattr(body, key) and action != "start":
+            raise ProtocolError(f"{key!r} is only for start", field=key)
+    return struct_response(await request.app[MANAGER].command(name, action, force=body.force, worker=body.worker))
+
+
+async def set_size(request: web.Request) -> web.Response:
+    name = _name(request)
+    body = await read_struct(request, SetSize)
+    return struct_response(await request.app[MANAGER].set_size(name, body.size))
+
+
+async def tunasync_jobs(request: web.Request) -> web.Response:
+    zone = datetime.now().astimezone().tzinfo or UTC  # the manager's local zone, as tunasync writes times
+    return struct_response(await request.app[MANAGER].tunasync_jobs(zone))
 
 
 async def reload(request: web.Request) -> web.Response:
@@ -244,6 +274,14 @@ _API: dict[Route, Handler] = {
     ): list_jobs,
     Route("GET", _JOB, "one job's status", response=MirrorJobView, auth=True): get_job,
     Route(
+        "POST",
+        f"{_JOB}/size",
+        "set the size a job's status shows until its next successful sync",
+        request=SetSize,
+        response=MirrorJobView,
+        auth=True,
+    ): set_size,
+    Route(
         "POST", f"{_JOB}/report", "a worker reports on a run", request=Report, response=RunReportReply, auth=True
     ): report,
     Route(
@@ -263,6 +301,13 @@ _API: dict[Route, Handler] = {
         auth=True,
     ): reload,
     Route("POST", f"{PREFIX}/flush", "drop the disabled jobs", response=Flushed, auth=True): flush,
+    Route(
+        "GET",
+        TUNASYNC_JOBS,
+        "every job in tunasync's GET /jobs shape, for mirror status pages (no token with public_status)",
+        response=list[TunasyncJob],
+        auth=True,
+    ): tunasync_jobs,
 }
 ROUTES = (*_API, metrics_route)
 

@@ -128,6 +128,8 @@ class MirrorJobView(msgspec.Struct, frozen=True):
     version: str | None
     attempts: int
     error_msg: str
+    queued: bool = False
+    """A start is waiting for a free slot on a worker that runs all it may (``start`` without ``force``)."""
 
 
 class MirrorJobList(msgspec.Struct, frozen=True):
@@ -136,7 +138,15 @@ class MirrorJobList(msgspec.Struct, frozen=True):
 
 class JobAction(msgspec.Struct, frozen=True):
     force: bool = False
-    """start only: start even if the job's worker runs all it may."""
+    """start only: start at once even if the worker runs all it may (without it such a start waits)."""
+    worker: Name | None = None
+    """start only: run on this worker (tunasynctl's ``-w``); a job that names its worker runs only there."""
+
+
+class SetSize(msgspec.Struct, frozen=True):
+    """The size a job's status shows until its next successful sync (tunasynctl's ``set-size``)."""
+
+    size: Count
 
 
 class ReloadRequest(msgspec.Struct, frozen=True):
@@ -182,3 +192,27 @@ class ManagerError(msgspec.Struct, frozen=True):
 
     error: str
     register: bool = False
+
+
+# -- tunasync's status, for mirror sites ------------------------------------------------------------------
+
+
+class TunasyncJob(msgspec.Struct, frozen=True):
+    """One job as tunasync's manager answers ``GET /jobs`` (its WebMirrorStatus), field for field and in its
+    order: what mirror sites' status pages read. Text times are ``2006-01-02 15:04:05 -0700`` in the
+    manager's time zone; a time that never was is Go's zero time, as tunasync sends it."""
+
+    name: str
+    is_master: bool
+    status: str
+    last_update: str
+    last_update_ts: int
+    last_started: str
+    last_started_ts: int
+    last_ended: str
+    last_ended_ts: int
+    next_schedule: str
+    next_schedule_ts: int
+    upstream: str
+    size: str
+    """Approximate, as rsync prints sizes (``1.41T``, ``300G``); ``unknown`` before the first success."""

@@ -5,7 +5,7 @@ The worker owns no job status: the manager does (shoal.mirror.manager). The work
     register ──▶ poll (long-poll; each poll is also the heartbeat and acknowledges the commands handled)
        ▲            │ run JOB RUN_ID ATTEMPT ──▶ task: slot ─▶ run_attempt ─▶ report ─▶ (retry? run again)
        │            │ cancel JOB [RUN_ID]    ──▶ cancel the job's task (run_attempt kills its processes)
-       │            │ reload                 ──▶ re-read the config file, register again (new concurrency)
+       │            │ reload (or SIGHUP)     ──▶ re-read the config file, register again (new concurrency)
        └── 409 "register again" (the manager restarted, or forgot this worker)
 
 Rules, and why:
@@ -22,6 +22,9 @@ Rules, and why:
   does not answer: logged and retried, so nothing half-read is acted on.
 - A manager that cannot be reached is retried with a short, capped, jittered backoff (core.retry), so after
   a manager restart the worker is back within about a second; only a refused token (or another 4xx) ends the worker.
+- SIGHUP (``hangup``) cuts a waiting poll short, re-reads ``[worker]``, handles and acknowledges the
+  commands already waiting, then registers again. What the process set up at start (its name, the manager
+  and token, the seeder's address) stays until a restart, and the log says so.
 - The attempt itself (hooks, provider, versions, retention) is shoal.mirror.runner's ``run_attempt``,
   passed in, so the worker is tested without it.
 - A job with ``publish.pool`` has each new version pushed to that pool once seeded
@@ -42,6 +45,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
+import msgspec
 
 from shoal.core.errors import ManagerRefused, PublishError, TrackerUnavailable, UsageError
 from shoal.core.mirror_config import JobSpec, WorkerSettings
@@ -52,6 +56,9 @@ from shoal.mirror.publish import push_version
 from shoal.mirror.run_log import LogPlace, log_place
 
 log = logging.getLogger("shoal.mirror.worker")
+
+RESTART_ONLY = ("name", "manager", "token", "token_env", "seed_host", "seed_port", "advertise")
+"""[worker] keys a reload does not change: the manager connection and the seeder are set up at start."""
 
 MANAGER_BACKOFF = Backoff(0.2, 2.0)
 """Retries of a manager that does not answer (core.retry): short, so a restarted manager sees its workers
@@ -159,6 +166,11 @@ class MirrorWorker:
         self._http: aiohttp.ClientSession | None = None
         self.registered = asyncio.Event()
         """Set while registered with the current manager session."""
+        self._hangup = asyncio.Event()
+
+    def hangup(self) -> None:
+        """SIGHUP: re-read the config file's ``[worker]`` table at once (as a ``reload`` command does)."""
+        self._hangup.set()
 
     @property
     def client(self) -> MirrorClient:
@@ -206,8 +218,13 @@ class MirrorWorker:
         ack = 0
         retry = Retries(MANAGER_BACKOFF)
         while True:
+            if self._hangup.is_set():
+                self._hangup.clear()
+                if await self._reload_settings():
+                    await self._handle_pending(session, ack)
+                    return
             try:
-                commands = await self.client.poll(self.name, session, ack, hold)
+                commands = await self._poll(session, ack, hold)
             except ManagerRefused as exc:
                 if exc.register:
                     log.info("the manager asks this worker to register again")
@@ -230,6 +247,52 @@ class MirrorWorker:
                     await self.client.poll(self.name, session, ack, 0.0)
                 return
 
+    async def _poll(self, session: str, ack: int, hold: float) -> list[Command]:
+        """One poll, cut short by a SIGHUP (the commands it would have brought stay unacknowledged at the
+        manager, which sends them again)."""
+        poll = asyncio.ensure_future(self.client.poll(self.name, session, ack, hold))
+        hangup = asyncio.ensure_future(self._hangup.wait())
+        try:
+            await asyncio.wait({poll, hangup}, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # also when the worker stops: nothing is left running unawaited
+            hangup.cancel()
+            if not poll.done():
+                poll.cancel()
+                await asyncio.gather(poll, return_exceptions=True)
+        return [] if poll.cancelled() else poll.result()
+
+    async def _handle_pending(self, session: str, ack: int) -> None:
+        """Before registering again: handle the commands already waiting, and acknowledge them."""
+        with contextlib.suppress(TrackerUnavailable, ManagerRefused):
+            for command in await self.client.poll(self.name, session, ack, 0.0):
+                if command.seq > ack:
+                    ack = command.seq
+                    await self._handle(command)
+            await self.client.poll(self.name, session, ack, 0.0)
+
+    async def _reload_settings(self) -> bool:
+        """Re-read the config file's ``[worker]`` table; True when it loaded (then the worker registers
+        again, with its new concurrency). A file that does not load is logged and the settings kept."""
+        if self._reload is None:
+            log.warning("asked to reload, but this worker has no config file")
+            return False
+        try:
+            settings = await asyncio.to_thread(self._reload)
+        except Exception as exc:  # a broken file must not stop the worker; it keeps its settings
+            log.error("reload failed, keeping the current settings: %s", exc)
+            return False
+        kept = {
+            key: getattr(self.settings, key)
+            for key in RESTART_ONLY
+            if getattr(settings, key) != getattr(self.settings, key)
+        }
+        for key in kept:
+            log.warning("reload: [worker] %s changed; that takes effect when the worker restarts", key)
+        self.settings = msgspec.structs.replace(settings, **kept) if kept else settings
+        self._slots.resize(settings.concurrency)
+        log.warning("reloaded: concurrency %d, directory %s", settings.concurrency, settings.directory)
+        return True
+
     async def _handle(self, command: Command) -> bool:
         """Act on one command; True when the worker must register again."""
         if isinstance(command, RunJob):
@@ -245,18 +308,7 @@ class MirrorWorker:
                 log.info("cancelling job %s (run %s)", command.job, current.run_id)
                 current.task.cancel()
         else:
-            if self._reload is None:
-                log.warning("asked to reload, but this worker has no config file")
-                return False
-            try:
-                settings = await asyncio.to_thread(self._reload)
-            except Exception as exc:  # a broken file must not stop the worker; it keeps its settings
-                log.error("reload failed, keeping the current settings: %s", exc)
-                return False
-            self.settings = settings
-            self._slots.resize(settings.concurrency)
-            log.info("reloaded: concurrency %d", settings.concurrency)
-            return True
+            return await self._reload_settings()
         return False
 
     def _forget(self, job: str, task: asyncio.Task[None]) -> None:

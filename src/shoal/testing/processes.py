@@ -158,15 +158,27 @@ def start_seeder(*dirs: Path, state_dir: Path, extra: Sequence[str] = (), log: P
     )
 
 
-def start_mirror_manager(config: Path, *, port: int = 0, env: dict[str, str] | None = None) -> Service:
-    """``shoal mirror manager`` on 127.0.0.1 (a free port unless ``port``, whatever the config says)."""
-    argv = ["mirror", "manager", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
-    return start_service(shoal_argv(*argv), env=env)
+def start_mirror_manager(
+    config: Path,
+    *,
+    port: int = 0,
+    env: dict[str, str] | None = None,
+    extra: Sequence[str] = (),
+    log: Path | None = None,
+) -> Service:
+    """``shoal mirror manager`` on 127.0.0.1 (a free port unless ``port``, whatever the config says), with
+    ``extra`` options; ``log``: where its stderr goes (else the test's)."""
+    argv = ["mirror", "manager", "--config", str(config), "--host", "127.0.0.1", "--port", str(port), *extra]
+    return start_service(shoal_argv(*argv), env=env, log=log)
 
 
-def start_mirror_worker(config: Path, name: str, *, env: dict[str, str] | None = None) -> Service:
-    """``shoal mirror worker``; ``url`` is its seeder's (the config's ``[worker] seed_host/seed_port``)."""
-    return start_service(shoal_argv("mirror", "worker", "--config", str(config), "--name", name, "-v"), env=env)
+def start_mirror_worker(
+    config: Path, name: str | None, *, env: dict[str, str] | None = None, log: Path | None = None
+) -> Service:
+    """``shoal mirror worker``; ``url`` is its seeder's (the config's ``[worker] seed_host/seed_port``).
+    ``name`` None: the config's ``[worker] name``; ``log``: where its stderr goes (else the test's)."""
+    named = ["--name", name] if name is not None else []
+    return start_service(shoal_argv("mirror", "worker", "--config", str(config), *named, "-v"), env=env, log=log)
 
 
 def start_daemon(
