@@ -23,6 +23,7 @@ WORKERS_DOC = DATA / "workers.conf"  # the documented worker example
 WORKER_TEST = DATA / "worker.conf"  # tunasync's test worker, with [include] include_mirrors = "mirrors/*.conf"
 MANAGER_TEST = DATA / "manager.conf"
 
+
 def converted(worker: Path, manager: Path | None = None) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list[str]]:
     """The conversion as parsed TOML: the whole document, the jobs by name, and the not-carried lines."""
     conversion = import_tunasync(worker, manager)
