@@ -75,8 +75,14 @@ def config_option(tables: str) -> Callable[[F], F]:
     metavar="PORT",
     help="Port to listen on (0: any free port) [default: the config's, 6970].",
 )
+@click.option(
+    "--public-dashboard",
+    is_flag=True,
+    help="With a token: the read-only status page (/) is readable without it [default: the config's "
+    "public_dashboard, false].",
+)
 @verbose_option
-def manager(config_path: Path, host: str | None, port: int | None, verbose: int) -> None:
+def manager(config_path: Path, host: str | None, port: int | None, public_dashboard: bool, verbose: int) -> None:
     """Run the mirror manager: job status in SQL, the schedule, workers' registration and the ctl API.
 
     Without a token ([manager] token or token_env) it only listens on a loopback address."""
@@ -93,7 +99,12 @@ def manager(config_path: Path, host: str | None, port: int | None, verbose: int)
 
         config = load_config(config_path)  # ConfigError (exit 2) names the key and the line
         settings = config.manager
-        settings = replace(settings, host=host or settings.host, port=settings.port if port is None else port)
+        settings = replace(
+            settings,
+            host=host or settings.host,
+            port=settings.port if port is None else port,
+            public_dashboard=public_dashboard or settings.public_dashboard,
+        )
         if not settings.token and not _is_loopback(settings.host):
             raise UsageError(
                 f"refusing to listen on {settings.host} without a token: set [manager] token or token_env "

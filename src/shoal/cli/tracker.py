@@ -160,6 +160,12 @@ from shoal.tracker.config import TrackerConfig
     help="The operator's token (a file of mode 0600): creating pools needs it, and it manages every pool. "
     "Without it anyone may create pools (trusted networks only).",
 )
+@click.option(
+    "--public-dashboard",
+    is_flag=True,
+    help="With --fleet-token-file: the read-only dashboard (/ and its snapshots) is readable without the "
+    "fleet's credential. Without a fleet token the API, and the page, are open anyway.",
+)
 @fleet_options(client=False)
 @verbose_option
 def tracker(
@@ -182,6 +188,7 @@ def tracker(
     max_new_peers_per_source: int,
     advertise: str,
     admin_token_file: str | None,
+    public_dashboard: bool,
     fleet: FleetOptions,
     verbose: int,
 ) -> None:
@@ -229,6 +236,7 @@ def tracker(
         max_new_peers_per_source=max_new_peers_per_source,
         advertise=advertise,
         admin_token_hash=admin_token_hash,
+        public_dashboard=public_dashboard,
     )
 
     def go() -> None:

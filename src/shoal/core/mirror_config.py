@@ -288,6 +288,8 @@ class ManagerSettings(_Table, frozen=True):
     """Database URL (as ``shoal tracker --db``); None: an SQLite file beside the config file."""
     worker_timeout: Duration = 60.0
     """Seconds after which a worker not heard from is lost and its running jobs fail."""
+    public_dashboard: bool = False
+    """With a token: the read-only status page's snapshots (mirror.dashboard) are readable without it."""
 
 
 class WorkerSettings(_Table, frozen=True):

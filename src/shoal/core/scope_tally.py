@@ -39,6 +39,10 @@ class ScopeTally:
         tally = self._tasks.get(task_id)
         return ScopeBytes() if tally is None else tally.totals
 
+    def grand_totals(self) -> ScopeBytes:
+        """Every task's totals summed: they only grow while the tracker runs (a task's stay when it leaves)."""
+        return sum((tally.totals for tally in self._tasks.values()), ScopeBytes())
+
     def forget_before(self, cutoff: float) -> None:
         """Drop the entries of peers last heard of before ``cutoff`` (the tracker's peer TTL ago)."""
         for tally in self._tasks.values():

@@ -54,6 +54,7 @@ from shoal.http import openapi
 from shoal.http.json_api import bearer_token, json_error, json_errors, read_struct, struct_response
 from shoal.http.limits import read_body
 from shoal.http.openapi import Query, Route
+from shoal.mirror import dashboard
 from shoal.mirror.manager import MirrorManager, job_view
 from shoal.mirror.messages import (
     Flushed,
@@ -93,10 +94,17 @@ def _authorized(request: web.Request, token: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), token.encode())
 
 
+def _open(request: web.Request) -> bool:
+    """Readable without the token: _OPEN, the status page's files, and its snapshots when made public."""
+    path = request.path
+    public = request.app[MANAGER].settings.public_dashboard and path in dashboard.PUBLIC_PATHS
+    return path in _OPEN or dashboard.is_page(path) or public
+
+
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app[MANAGER].settings.token
-    if token and request.path not in _OPEN and not _authorized(request, token):
+    if token and not _open(request) and not _authorized(request, token):
         return json_error(401, "a valid bearer token is required", **{"WWW-Authenticate": 'Bearer realm="shoal"'})
     try:
         return await handler(request)
@@ -258,7 +266,7 @@ _API: dict[Route, Handler] = {
     ): reload,
     Route("POST", f"{PREFIX}/flush", "drop the disabled jobs", response=Flushed, auth=True): flush,
 }
-ROUTES = tuple(_API)
+ROUTES = tuple(_API) + dashboard.ROUTES
 
 
 def openapi_document() -> dict[str, Any]:
@@ -283,5 +291,6 @@ def build_app(manager: MirrorManager) -> web.Application:
     app.cleanup_ctx.append(lifecycle)
     for route, handler in _API.items():
         app.router.add_route(route.method, route.path, handler)
+    dashboard.add_routes(app, manager)
     openapi.serve(app, openapi_document())
     return app

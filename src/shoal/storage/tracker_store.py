@@ -334,6 +334,10 @@ class TrackerStore(SqlStore):
         """The tasks whose copy is in memory (their soft state is this tracker's)."""
         return list(self._rows)
 
+    def in_memory(self) -> list[TaskRows]:
+        """The copies in memory, to read (the operator's dashboard): never to change outside a decision."""
+        return list(self._rows.values())
+
     def forget(self, task_ids: Iterable[str]) -> None:
         """Drop the copies of these tasks, soft state and all: the next announce of one reads it from the
         database again. A task with a write pending keeps its copy until the write ends."""

@@ -67,6 +67,9 @@ class TrackerConfig:
     """The fleet token's keys: with them, every JSON API request but health needs a request credential (a
     401 without), and each announce reply carries the peer's ticket for the task (core.tickets). None: the
     API is open to whoever reaches it (a warning at start)."""
+    public_dashboard: bool = False
+    """With ``fleet_key``: the dashboard (``/`` and its snapshots, read-only) is readable without the fleet's
+    credential, which browsers do not hold. Without a fleet key the whole API, the page with it, is open."""
     max_body: int = 256 * 1024
     """Largest request body accepted, in bytes; larger ones get a 413."""
     max_inflight: int = 64
