@@ -109,8 +109,10 @@ const Shoal = (() => {
       g.fillText(rate(v), left - 8, y(v));
     }
     g.textAlign = "center"; g.textBaseline = "top";
-    for (let ago = 0; ago <= span; ago += 60) {
-      g.fillText(ago === 0 ? "now" : `−${ago / 60} min`, x(now - ago), top + hgt + 6);
+    const tick = span <= 60 ? 15 : span <= 180 ? 30 : 60;
+    for (let ago = 0; ago <= span; ago += tick) {
+      g.textAlign = ago === 0 ? "right" : ago === span ? "left" : "center";
+      g.fillText(ago === 0 ? "now" : ago < 60 || ago % 60 ? `−${ago} s` : `−${ago / 60} min`, x(now - ago), top + hgt + 6);
     }
     const shown = samples.filter((s) => now - s[0] <= span);
     for (const [index, color] of [[1, css("--origin")], [2, css("--peers")]]) {

@@ -3,7 +3,7 @@
 
 (() => {
   const { bytes, rate, number, duration, when, stamp, percent, h, bar, card, follow, chart } = Shoal;
-  const CHART_SPAN = 300;
+  const CHART_SPAN = [60, 300];  // seconds shown: at least a minute, at most the five the tracker keeps
   let last = null;
 
   const PUSH_PILL = { running: "run", complete: "ok", failed: "bad", cancelled: "idle" };
@@ -37,7 +37,10 @@
   }
 
   function drawChart() {
-    if (last) chart(document.getElementById("chart"), last.throughput, last.time, CHART_SPAN);
+    if (!last) return;
+    const first = last.throughput.length ? last.throughput[0][0] : last.time;
+    const span = Math.min(CHART_SPAN[1], Math.max(CHART_SPAN[0], Math.ceil((last.time - first) / 60) * 60));
+    chart(document.getElementById("chart"), last.throughput, last.time, span);
   }
 
   function renderTasks(list) {
@@ -64,7 +67,7 @@
       const where = [peer.site, peer.rack].filter(Boolean).join("/");
       const complete = peer.progress >= 1;
       return h("div", { class: "row peer", dataset: { peer: peer.peer_id, progress: peer.progress } },
-        h("div", { class: "who", title: peer.peer_id }, peer.host || peer.peer_id, where ? h("span", { class: "where" }, where) : null),
+        h("div", { class: "who", title: `peer ${peer.peer_id}` }, peer.host || "?", where ? h("span", { class: "where" }, where) : null),
         bar(peer.progress, complete ? "done" : ""),
         h("div", { class: "pct" }, percent(peer.progress)));
     });
@@ -100,7 +103,7 @@
       section.replaceChildren(h("div", { class: "empty" }, ["No public pool.", ...notes].join(" ")));
       return;
     }
-    section.replaceChildren(h("div", { class: "grid" }, snap.pools.map((pool) => poolPanel(pool, snap.time))),
+    section.replaceChildren(h("div", { class: "grid wide" }, snap.pools.map((pool) => poolPanel(pool, snap.time))),
       ...notes.map((n) => h("div", { class: "more" }, n)));
   }
 
@@ -117,13 +120,13 @@
   function pushBlock(panel, now) {
     const job = panel.job;
     const name = job.url.split("?")[0].split("/").filter(Boolean).pop() || job.url;
-    const target = job.replicas.target === null ? "every member" : number(job.replicas.target);
+    const target = job.replicas.target === null ? "every member" : `${number(job.replicas.target)} wanted`;
     const rows = job.members.map((m) => memberRow(m, now));
     return h("div", { class: "push", dataset: { job: job.job, status: job.status } },
       h("div", { class: "push-head" },
         h("span", { class: "name" }, name),
         h("span", { class: `pill ${PUSH_PILL[job.status] || "idle"}` }, job.status),
-        h("span", { class: "sub" }, `${number(job.replicas.current)} copies of ${target} · pushed ${when(job.created, now)}`)),
+        h("span", { class: "sub" }, `copies ${number(job.replicas.current)} (${target}) · pushed ${when(job.created, now)}`)),
       job.error ? h("div", { class: "error" }, job.error) : null,
       h("table", {},
         h("thead", {}, h("tr", {},
@@ -141,7 +144,7 @@
         m.live ? null : h("div", { class: "sub" }, "not live")),
       h("td", {}, h("span", { class: `pill ${MEMBER_PILL[m.status] || "idle"}` }, m.status),
         m.error ? h("details", { class: "error" }, h("summary", {}, "error"), m.error) : null),
-      h("td", {}, h("div", { class: "sub" }, `${bytes(m.done)} of ${m.total ? bytes(m.total) : "?"} · ${percent(share)}`),
+      h("td", { class: "progress" }, h("div", { class: "sub" }, `${bytes(m.done)} of ${m.total ? bytes(m.total) : "?"} · ${percent(share)}`),
         bar(share, m.status === "done" ? "done" : m.status === "failed" ? "failed" : "")),
       h("td", { class: "num" }, m.status === "running" ? rate(m.rate) : "–"),
       h("td", { class: "num" }, m.eta === null ? "–" : duration(m.eta)),
