@@ -143,7 +143,8 @@ def shoot_tracker(browser: Any, tracker: Service, out: Path) -> None:
 
 def shoot_mirror(browser: Any, root: Path, out: Path) -> None:
     config = root / "mirrors.toml"
-    config.write_text(f'[manager]\ntoken = "{MIRROR_TOKEN}"\nworker_timeout = "5s"\npublic_dashboard = true\n' + MIRRORS)
+    manager = f'[manager]\ntoken = "{MIRROR_TOKEN}"\nworker_timeout = "5s"\npublic_dashboard = true\n'
+    config.write_text(manager + MIRRORS)
     worker_config = root / "worker.toml"
     worker_config.write_text(
         f'[worker]\nmanager = "MANAGER"\ntoken = "{MIRROR_TOKEN}"\ndirectory = "{root / "mirror"}"\n'

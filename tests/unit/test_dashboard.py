@@ -19,7 +19,10 @@ from shoal.testing.clock import FakeClock
 @pytest.mark.parametrize(
     ("url", "shown"),
     [
-        ("https://user:pw@cdn.example.com:8443/a/b.iso?X-Amz-Signature=abc#frag", "https://cdn.example.com:8443/a/b.iso"),
+        (
+            "https://user:pw@cdn.example.com:8443/a/b.iso?X-Amz-Signature=abc#frag",
+            "https://cdn.example.com:8443/a/b.iso",
+        ),
         ("http://[::1]:8080/f?token=t", "http://[::1]:8080/f"),
         ("http://host/dir/", "http://host/dir/"),
         ("not a url", "not a url"),
