@@ -160,7 +160,8 @@ async def test_an_open_stream_ends_when_the_tracker_stops(tmp_path: Path) -> Non
 
 async def test_the_page_and_its_files_are_served_and_nothing_else(tracker: Served) -> None:
     status, body, kind = await tracker.get("/")
-    assert status == 200 and kind.startswith("text/html") and b"/v1/dashboard/events" in await _script(tracker)
+    assert status == 200 and kind.startswith("text/html") and b'src="/dashboard/tracker.js"' in body
+    assert b"/v1/dashboard/events" in (await tracker.get("/dashboard/tracker.js"))[1]
     async with tracker.http.get(tracker.base + "/") as reply:
         assert "default-src 'self'" in reply.headers["Content-Security-Policy"]  # nothing from elsewhere runs
     for name, wanted in (("live.js", "text/javascript"), ("dashboard.css", "text/css"), ("mirror.html", "text/html")):
@@ -169,10 +170,6 @@ async def test_the_page_and_its_files_are_served_and_nothing_else(tracker: Serve
     for name in ("__init__.py", "..%2Fapp.py", ".hidden.js", "missing.js", "..%2F..%2Fcore%2Fdashboard.py"):
         status, _, _ = await tracker.get(f"/dashboard/{name}")
         assert status == 404, name
-
-
-async def _script(tracker: Served) -> bytes:
-    return (await tracker.get("/dashboard/tracker.js"))[1]
 
 
 async def test_a_fleet_tracker_shows_its_dashboard_only_when_made_public(tmp_path: Path) -> None:
