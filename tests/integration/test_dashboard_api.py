@@ -30,6 +30,7 @@ from shoal.http.listen import listen
 from shoal.mirror import manager_http
 from shoal.mirror.manager import MirrorManager
 from shoal.testing.hostile import identity
+from shoal.testing.poll import wait_until_async
 from shoal.tracker import dashboard
 from shoal.tracker.app import RUNNER_OPTIONS, build_app
 from shoal.tracker.config import TrackerConfig
@@ -140,6 +141,8 @@ async def test_every_viewer_of_the_stream_gets_the_same_snapshots(tracker: Serve
         assert first.status == 200 and first.headers["Content-Type"] == "text/event-stream"
         ours, theirs = await asyncio.gather(events(first, 3), events(second, 3))
         assert feed.viewers == 2
+    # Viewers that left stop the ticks: nothing is computed while nobody looks.
+    await wait_until_async(lambda: feed.viewers == 0, "the feed to see both viewers leave")
     both = set(ours) | set(theirs)
     times = [msgspec.json.decode(body, type=TrackerDashboard).time for body in ours]
     assert times == sorted(times) and len(set(times)) == 3  # a new snapshot each event

@@ -139,8 +139,8 @@ class LiveFeed:
             while (body := await self._next(seen)) is not None:
                 await response.write(b"data: " + body + b"\n\n")
                 seen = body
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass  # the viewer left
+        except ConnectionResetError:
+            pass  # the viewer left while a snapshot was being written
         finally:
             self._unwatch()
         return response
