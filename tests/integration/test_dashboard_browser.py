@@ -99,7 +99,7 @@ def test_the_tracker_page_follows_a_swarm_to_its_totals(
     tmp_path: Path,
 ) -> None:
     size = 12 * MiB
-    src = origin("--rate", "3M")
+    src = origin("--rate", "2M")
     make_file(src.root / "fleet.img", size)
     t = tracker()
     live(page, t.url)
@@ -153,7 +153,7 @@ def test_the_tracker_page_follows_a_pool_push_to_every_member(
     tmp_path: Path,
 ) -> None:
     size = 10 * MiB
-    src = origin("--rate", "3M")
+    src = origin("--rate", "2M")
     make_file(src.root / "model.bin", size)
     t = tracker()
     token = post_json(f"{t.url}/v1/pools", {"name": "edge", "allow": ["127.0.0.0/8"]})["token"]
