@@ -107,9 +107,9 @@ class TrackerLoad(msgspec.Struct, frozen=True):
     shed: int
     """Announces answered 503 (busy) since the start."""
     tasks: int
-    """Tasks with live peers in this tracker's memory."""
+    """Tasks in this tracker's memory: those with peers (one leaves at the sweep after its last peer)."""
     peers: int
-    """Live peers of those tasks."""
+    """Peers of those tasks, as of the latest sweep (every interval)."""
     stretch: float
     """How far load stretches the announce intervals (1: not at all)."""
     trackers: int
