@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from shoal.core import dashboard
-from shoal.core.dashboard import PeerProgress, Throughput, busiest, display_url, file_name, task_view
+from shoal.core.dashboard import PeerProgress, Throughput, busiest, display_url, file_name, stragglers, task_view
 from shoal.core.messages import ScopeBytes
 from shoal.core.scope_tally import ScopeTally
 from shoal.http.live import LiveFeed
@@ -41,38 +41,32 @@ def test_a_files_name_is_its_last_path_segment_decoded() -> None:
     assert file_name("https://mirror.example.com/") == "mirror.example.com"
 
 
-def peer(name: str, pieces: int, total: int | None = 8) -> PeerProgress:
-    return PeerProgress(name, f"{name}.lan", "s1", "r1", pieces, dashboard.progress(pieces, total))
+def test_the_least_advanced_peers_are_listed_first_seeds_last() -> None:
+    peers = [(8, "seed-a", "A"), (1, "slow", "S"), (4, "half", "H"), (8, "seed-b", "B"), (0, "none", "N")]
+    assert stragglers(peers, limit=4) == ["N", "S", "H", "A"]
+    assert stragglers(peers, limit=0) == []
 
 
-def test_a_task_lists_its_least_advanced_peers_first_and_counts_seeds() -> None:
-    peers = [peer("seed-a", 8), peer("slow", 1), peer("half", 4), peer("seed-b", 8), peer("none", 0)]
+def test_a_task_is_shown_by_its_file_without_its_urls_secrets() -> None:
+    shown = [PeerProgress("p", "p.lan", "s1", "r1", 4, dashboard.progress(4, 8))]
     received = ScopeBytes(origin=100, rack=10, racks=20, sites=30, unlabelled=40)
-    view = task_view("t" * 64, "https://u:p@h/x/file.bin?s=1", 2, 8 << 20, 8, peers, received, limit=4)
-    assert [p.peer_id for p in view.shown] == ["none", "slow", "half", "seed-a"]
-    assert (view.peers, view.seeds) == (5, 2)
-    assert (view.from_origin, view.from_peers) == (100, 100)
+    view = task_view(
+        "t" * 64, "https://u:p@h/x/file.bin?s=1", 2, 8 << 20, 8, peers=5, seeds=2, shown=shown, received=received
+    )
     assert (view.name, view.url, view.generation) == ("file.bin", "https://h/x/file.bin", 2)
+    assert (view.peers, view.seeds, view.from_origin, view.from_peers) == (5, 2, 100, 100)
+    assert view.shown[0].progress == 0.5
 
 
-def test_a_task_of_unknown_size_has_no_seeds_and_no_progress() -> None:
-    view = task_view("t" * 64, "http://h/f", 0, None, None, [peer("a", 0, None)], ScopeBytes())
-    assert view.seeds == 0 and view.shown[0].progress == 0.0
-
-
-def test_progress_never_passes_one() -> None:
+def test_progress_never_passes_one_and_is_zero_for_an_unknown_size() -> None:
     assert dashboard.progress(9, 8) == 1.0 and dashboard.progress(2, 8) == 0.25
+    assert dashboard.progress(3, None) == 0.0
 
 
 def test_the_busiest_tasks_are_kept_and_the_rest_counted() -> None:
-    def task(task_id: str, downloading: int, seeds: int) -> dashboard.TaskView:
-        peers = [peer(f"d{i}", 1) for i in range(downloading)] + [peer(f"s{i}", 8) for i in range(seeds)]
-        return task_view(task_id, "http://h/f", 0, 8, 8, peers, ScopeBytes())
-
-    tasks = [task("quiet", 0, 9), task("busy", 5, 0), task("busier", 5, 3), task("idle", 0, 0)]
-    kept = busiest(tasks, limit=2)
-    assert [t.task_id for t in kept.tasks] == ["busier", "busy"]
-    assert kept.more == 2
+    tasks = [(9, 9, "quiet", "Q"), (5, 0, "busy", "B"), (8, 3, "busier", "R"), (0, 0, "idle", "I"), (5, 0, "a", "A")]
+    assert busiest(tasks, limit=3) == (["R", "A", "B"], 2)  # five downloading each: most peers, then by id
+    assert busiest([], limit=3) == ([], 0)
 
 
 def test_throughput_is_averaged_over_the_window_from_growing_totals() -> None:

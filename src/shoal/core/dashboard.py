@@ -21,14 +21,18 @@ decisions that need no I/O:
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Iterable, Sequence
+from typing import TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import msgspec
 
 from shoal.core.messages import ScopeBytes
 from shoal.core.pool_messages import JobView
+
+T = TypeVar("T")
 
 MAX_TASKS = 50
 """Most tasks in one snapshot."""
@@ -226,15 +230,13 @@ def task_view(
     generation: int,
     length: int | None,
     pieces: int | None,
-    peers: Sequence[PeerProgress],
-    received: ScopeBytes,
     *,
-    limit: int = MAX_PEERS,
+    peers: int,
+    seeds: int,
+    shown: Sequence[PeerProgress],
+    received: ScopeBytes,
 ) -> TaskView:
-    """A task for the page: at most ``limit`` of its peers, the least advanced first (seeds last)."""
-    complete = pieces or 0
-    seeds = sum(1 for p in peers if complete and p.pieces >= complete)
-    shown = sorted(peers, key=_least_advanced)[:limit]
+    """A task for the page: its file, its counts, the peers chosen by :func:`stragglers`, its bytes."""
     return TaskView(
         task_id=task_id,
         name=file_name(url),
@@ -242,7 +244,7 @@ def task_view(
         generation=generation,
         length=length,
         pieces=pieces,
-        peers=len(peers),
+        peers=peers,
         seeds=seeds,
         from_origin=received.origin,
         from_peers=received.rack + received.racks + received.sites + received.unlabelled,
@@ -250,19 +252,23 @@ def task_view(
     )
 
 
-def _least_advanced(peer: PeerProgress) -> tuple[float, str]:
-    return (peer.progress, peer.peer_id)
-
-
 def progress(pieces: int, total: int | None) -> float:
     """The share of ``total`` pieces that ``pieces`` is (0 while the total is unknown)."""
     return min(pieces / total, 1.0) if total else 0.0
 
 
-def busiest(tasks: Iterable[TaskView], limit: int = MAX_TASKS) -> TaskList:
-    """The ``limit`` busiest tasks (most peers still downloading, then most peers), and how many are left."""
-    ranked = sorted(tasks, key=lambda t: (-(t.peers - t.seeds), -t.peers, t.task_id))
-    return TaskList(tuple(ranked[:limit]), max(len(ranked) - limit, 0))
+def stragglers(peers: Iterable[tuple[int, str, T]], limit: int = MAX_PEERS) -> list[T]:
+    """The ``limit`` least advanced of ``(pieces held, peer id, peer)``: fewest pieces first, then by id, so
+    seeds come last and only where room is left. Peers past the limit cost a comparison, never a view."""
+    return [peer for _, _, peer in heapq.nsmallest(limit, peers, key=lambda p: (p[0], p[1]))]
+
+
+def busiest(tasks: Iterable[tuple[int, int, str, T]], limit: int = MAX_TASKS) -> tuple[list[T], int]:
+    """The ``limit`` busiest of ``(peers, seeds, task id, task)``: most peers still downloading, then most
+    peers, then by id; and how many were left out."""
+    items = list(tasks)
+    chosen = heapq.nsmallest(limit, items, key=lambda t: (-(t[0] - t[1]), -t[0], t[2]))
+    return [task for _, _, _, task in chosen], max(len(items) - limit, 0)
 
 
 def mirror_job_panel(

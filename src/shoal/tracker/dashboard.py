@@ -83,22 +83,27 @@ class TrackerDashboardSource:
         self.throughput = Throughput()
 
     def tasks(self, limit: int = dashboard.MAX_TASKS) -> TaskList:
-        return dashboard.busiest((self._task(rows) for rows in self.service.store.in_memory()), limit)
+        """The busiest ``limit`` tasks: ranked by their swarms' counts, and only those viewed."""
+        ranked = ((len(r.swarm.peers), r.swarm.seeds, r.task.task_id, r) for r in self.service.store.in_memory())
+        chosen, more = dashboard.busiest(ranked, limit)
+        return TaskList(tuple(self._task(rows) for rows in chosen), more)
 
     def _task(self, rows: TaskRows) -> TaskView:
         task = rows.task
         manifest = task.manifest
         total = manifest.piece_count if manifest else None
-        peers = [
+        records = rows.swarm.peers.values()
+        chosen = dashboard.stragglers((len(p.view.have), p.view.peer_id, p.view) for p in records)
+        shown = [
             PeerProgress(
-                peer_id=p.view.peer_id,
-                host=p.view.host,
-                site=p.view.site,
-                rack=p.view.rack,
-                pieces=len(p.view.have),
-                progress=dashboard.progress(len(p.view.have), total),
+                peer_id=view.peer_id,
+                host=view.host,
+                site=view.site,
+                rack=view.rack,
+                pieces=len(view.have),
+                progress=dashboard.progress(len(view.have), total),
             )
-            for p in rows.swarm.peers.values()
+            for view in chosen
         ]
         return dashboard.task_view(
             task.task_id,
@@ -106,8 +111,10 @@ class TrackerDashboardSource:
             task.generation,
             manifest.length if manifest else None,
             total,
-            peers,
-            self.service.scope_bytes.totals(task.task_id),
+            peers=len(rows.swarm.peers),
+            seeds=rows.swarm.seeds,
+            shown=shown,
+            received=self.service.scope_bytes.totals(task.task_id),
         )
 
     def load(self, tasks: TaskList) -> TrackerLoad:
