@@ -10,7 +10,9 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
@@ -31,6 +33,7 @@ from shoal.mirror import manager_http
 from shoal.mirror.manager import MirrorManager
 from shoal.testing.hostile import identity
 from shoal.testing.poll import wait_until_async
+from shoal.testing.processes import Service, start_tracker
 from shoal.tracker import dashboard
 from shoal.tracker.app import RUNNER_OPTIONS, build_app
 from shoal.tracker.config import TrackerConfig
@@ -93,6 +96,18 @@ async def serve(app: web.Application, **runner: object) -> AsyncIterator[Served]
 def tracker_app(tmp_path: Path, **config: object) -> web.Application:
     tmp_path.mkdir(exist_ok=True)
     return build_app(TrackerConfig(db=f"sqlite:///{tmp_path / 'tracker.db'}", **config))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def tracker_process(tmp_path: Path, services: list[Service]) -> Callable[..., Service]:
+    """A ``shoal tracker`` process (the integration conftest's ``tracker``, which this module's shadows)."""
+
+    def make(db: str, **options: object) -> Service:
+        service = start_tracker(db, **options)  # type: ignore[arg-type]
+        services.append(service)
+        return service
+
+    return make
 
 
 @pytest.fixture
@@ -244,3 +259,27 @@ async def test_the_mirror_page_needs_the_token_unless_made_public(tmp_path: Path
         # Read-only: every control still needs the token.
         assert (await public.post("/v1/mirror/jobs/tools/start", {}))[0] == 401
         assert (await public.get("/v1/mirror/jobs"))[0] == 401
+
+
+def test_shoal_tracker_public_dashboard_opens_the_page_of_a_fleet_tracker(
+    tmp_path: Path, tracker_process: Callable[..., Service]
+) -> None:
+    """The flag, through the command line of a real tracker process."""
+    token = tmp_path / "fleet.token"
+    token.write_bytes(b"the fleet's token for the dashboard's flag\n")
+    token.chmod(0o600)
+    flags = ("--fleet-token-file", str(token))
+    for public, page, snapshot in ((False, 401, 401), (True, 200, 200)):
+        extra = (*flags, "--public-dashboard") if public else flags
+        service = tracker_process(f"sqlite:///{tmp_path / f'{public}.db'}", extra=extra)
+        assert http_status(f"{service.url}/") == page
+        assert http_status(f"{service.url}/v1/dashboard") == snapshot
+        assert http_status(f"{service.url}/v1/tasks") == 401  # the API stays the fleet's
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
