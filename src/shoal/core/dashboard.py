@@ -247,9 +247,14 @@ def task_view(
         peers=peers,
         seeds=seeds,
         from_origin=received.origin,
-        from_peers=received.rack + received.racks + received.sites + received.unlabelled,
+        from_peers=peer_bytes(received),
         shown=tuple(shown),
     )
+
+
+def peer_bytes(received: ScopeBytes) -> int:
+    """Bytes taken from peers, wherever they were."""
+    return received.rack + received.racks + received.sites + received.unlabelled
 
 
 def progress(pieces: int, total: int | None) -> float:

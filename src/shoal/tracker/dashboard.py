@@ -158,8 +158,7 @@ class TrackerDashboardSource:
         service = self.service
         now = service.clock()
         received = service.scope_bytes.grand_totals()
-        from_peers = received.rack + received.racks + received.sites + received.unlabelled
-        self.throughput.record(now, received.origin, from_peers, self.admission.taken)
+        self.throughput.record(now, received.origin, dashboard.peer_bytes(received), self.admission.taken)
         tasks = self.tasks()
         panels, more_pools, private = await self.pools()
         return TrackerDashboard(
