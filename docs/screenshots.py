@@ -2,7 +2,7 @@
 """Screenshots of the dashboards for the README, taken from a small live fleet on this machine.
 
 Starts a tracker, a rate-capped origin, six `shoal get` peers on two sites, a pool of three daemons with a
-push to it, and a mirror manager with a worker and three jobs; opens each page in Debian's chromium
+push to it, and a mirror manager with a worker and four jobs; opens each page in Debian's chromium
 (Playwright for Python, never a downloaded browser) while the numbers move, and writes
 docs/img/dashboard-tracker.png, dashboard-tracker-dark.png and dashboard-mirror.png.
 
@@ -143,15 +143,14 @@ def shoot_tracker(browser: Any, tracker: Service, out: Path) -> None:
 
 def shoot_mirror(browser: Any, root: Path, out: Path) -> None:
     config = root / "mirrors.toml"
-    manager = f'[manager]\ntoken = "{MIRROR_TOKEN}"\nworker_timeout = "5s"\npublic_dashboard = true\n'
-    config.write_text(manager + MIRRORS)
+    settings = f'[manager]\ntoken = "{MIRROR_TOKEN}"\nworker_timeout = "5s"\npublic_dashboard = true\n'
+    config.write_text(settings + MIRRORS)
+    manager = start_mirror_manager(config)
     worker_config = root / "worker.toml"
     worker_config.write_text(
-        f'[worker]\nmanager = "MANAGER"\ntoken = "{MIRROR_TOKEN}"\ndirectory = "{root / "mirror"}"\n'
+        f'[worker]\nmanager = "{manager.url}"\ntoken = "{MIRROR_TOKEN}"\ndirectory = "{root / "mirror"}"\n'
         'concurrency = 4\nseed_host = "127.0.0.1"\nseed_port = 0\n'
     )
-    manager = start_mirror_manager(config)
-    worker_config.write_text(worker_config.read_text().replace("MANAGER", manager.url))
     worker = start_mirror_worker(worker_config, "big-disk")
     try:
         page = browser.new_page(viewport={"width": 1440, "height": 760}, color_scheme="light")
