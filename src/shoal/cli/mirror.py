@@ -89,8 +89,16 @@ def config_option(tables: str) -> Callable[[F], F]:
     is_flag=True,
     help="Serve GET /jobs (tunasync's status shape) without the token, read-only [default: [manager] public_status].",
 )
+@click.option(
+    "--public-dashboard",
+    is_flag=True,
+    help="With a token: the read-only status page (/) is readable without it [default: the config's "
+    "public_dashboard, false].",
+)
 @verbose_option
-def manager(config_path: Path, host: str | None, port: int | None, public_status: bool, verbose: int) -> None:
+def manager(
+    config_path: Path, host: str | None, port: int | None, public_status: bool, public_dashboard: bool, verbose: int
+) -> None:
     """Run the mirror manager: job status in SQL, the schedule, workers' registration and the ctl API.
 
     Without a token ([manager] token or token_env) it only listens on a loopback address. SIGHUP re-reads
@@ -113,6 +121,7 @@ def manager(config_path: Path, host: str | None, port: int | None, public_status
             host=host or settings.host,
             port=settings.port if port is None else port,
             public_status=public_status or settings.public_status,
+            public_dashboard=public_dashboard or settings.public_dashboard,
         )
         if not settings.token and not _is_loopback(settings.host):
             raise UsageError(

@@ -179,6 +179,12 @@ from shoal.tracker.config import TrackerConfig
     help="Log one line per request (aiohttp's access log: address, request line, status, size) in the log's "
     "format (--log-format, --log-file), whatever -v says.",
 )
+@click.option(
+    "--public-dashboard",
+    is_flag=True,
+    help="With --fleet-token-file: the read-only dashboard (/ and its snapshots) is readable without the "
+    "fleet's credential. Without a fleet token the API, and the page, are open anyway.",
+)
 @fleet_options(client=False)
 @verbose_option
 def tracker(
@@ -204,6 +210,7 @@ def tracker(
     admin_token_file: str | None,
     metrics: bool,
     access_log: bool,
+    public_dashboard: bool,
     fleet: FleetOptions,
     verbose: int,
 ) -> None:
@@ -254,6 +261,7 @@ def tracker(
         advertise=advertise,
         admin_token_hash=admin_token_hash,
         metrics=metrics,
+        public_dashboard=public_dashboard,
     )
 
     def go() -> None:

@@ -437,6 +437,8 @@ class ManagerSettings(_Table, frozen=True):
     public_status: bool = False
     """Serve the jobs' status read-only without the token (``GET /jobs``, tunasync's shape): what a mirror
     site's status page reads. The token still guards every other route (``--public-status`` too)."""
+    public_dashboard: bool = False
+    """With a token: the read-only status page's snapshots (mirror.dashboard) are readable without it."""
 
 
 class WorkerSettings(_Table, frozen=True):

@@ -64,6 +64,7 @@ from shoal.http.metrics import PATH as metrics_path
 from shoal.http.metrics import ROUTE as metrics_route
 from shoal.http.metrics import serve_metrics
 from shoal.http.openapi import Query, Route
+from shoal.mirror import dashboard
 from shoal.mirror import metrics as mirror_metrics
 from shoal.mirror.manager import MirrorManager, job_view
 from shoal.mirror.messages import (
@@ -99,14 +100,6 @@ _OPEN = (f"{PREFIX}/health", openapi.PATH, metrics_path)
 (statuses and times; no job's upstream or error)."""
 
 
-def _open(request: web.Request) -> bool:
-    """Whether ``request`` may be served without the token."""
-    if request.path in _OPEN:
-        return True
-    public = request.app[MANAGER].settings.public_status
-    return public and request.method in ("GET", "HEAD") and request.path == TUNASYNC_JOBS
-
-
 M = TypeVar("M")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -115,6 +108,18 @@ def _authorized(request: web.Request, token: str) -> bool:
     given = bearer_token(request)
     # compare_digest on bytes: constant time whatever the input, and no TypeError for non-ASCII text.
     return given is not None and hmac.compare_digest(given.encode(), token.encode())
+
+
+def _open(request: web.Request) -> bool:
+    """Readable without the token: _OPEN, the status page's files, its snapshots when the dashboard is made
+    public, and tunasync's ``GET /jobs`` when the status is."""
+    path = request.path
+    settings = request.app[MANAGER].settings
+    if path in _OPEN or dashboard.is_page(path):
+        return True
+    if settings.public_dashboard and path in dashboard.PUBLIC_PATHS:
+        return True
+    return settings.public_status and request.method in ("GET", "HEAD") and path == TUNASYNC_JOBS
 
 
 @web.middleware
@@ -309,7 +314,7 @@ _API: dict[Route, Handler] = {
         auth=True,
     ): tunasync_jobs,
 }
-ROUTES = (*_API, metrics_route)
+ROUTES = (*_API, *dashboard.ROUTES, metrics_route)
 
 
 def openapi_document() -> dict[str, Any]:
@@ -334,6 +339,7 @@ def build_app(manager: MirrorManager) -> web.Application:
     app.cleanup_ctx.append(lifecycle)
     for route, handler in _API.items():
         app.router.add_route(route.method, route.path, handler)
+    dashboard.add_routes(app, manager)
     openapi.serve(app, openapi_document())
     mirror_metrics.install(serve_metrics(app), manager)
     return app

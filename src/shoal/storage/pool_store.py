@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from shoal.core.errors import PoolExists
@@ -141,6 +141,11 @@ class PoolStore:
             await conn.execute(delete(pool_members).where(pool_members.c.pool == name))
             await conn.execute(delete(pools).where(pools.c.name == name))
 
+    async def every_pool(self) -> list[PoolRow]:
+        """Every pool, by name (the operator's dashboard)."""
+        async with self.store.connection() as conn:
+            return [_pool(row) for row in await conn.execute(select(pools).order_by(pools.c.name))]
+
     # -- members ---------------------------------------------------------------------------------------
 
     async def heartbeat(self, pool: str, member_id: str, beat: Heartbeat, now: float) -> None:
@@ -209,6 +214,25 @@ class PoolStore:
         async with self.store.connection() as conn:
             rows = await conn.execute(query.order_by(pool_jobs.c.created))
             return [_job(row) for row in rows]
+
+    async def latest_jobs(self, pool: str, limit: int) -> tuple[list[JobRow], int]:
+        """The pool's ``limit`` newest jobs, newest first, and how many jobs it has in all."""
+        async with self.store.connection() as conn:
+            count = (await conn.execute(select(func.count()).where(pool_jobs.c.pool == pool))).scalar() or 0
+            rows = await conn.execute(
+                select(pool_jobs)
+                .where(pool_jobs.c.pool == pool)
+                .order_by(pool_jobs.c.created.desc(), pool_jobs.c.job_id)
+                .limit(limit)
+            )
+            return [_job(row) for row in rows], count
+
+    async def member_counts(self, pool: str, live_since: float) -> tuple[int, int]:
+        """How many members the pool has, and how many were heard from since ``live_since``."""
+        live = func.sum(case((pool_members.c.last_seen > live_since, 1), else_=0))
+        async with self.store.connection() as conn:
+            row = (await conn.execute(select(func.count(), live).where(pool_members.c.pool == pool))).one()
+        return int(row[0] or 0), int(row[1] or 0)
 
     async def open_pools(self) -> list[str]:
         """Pools with a running or complete job: the ones the sweep decides again."""

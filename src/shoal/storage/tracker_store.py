@@ -342,6 +342,10 @@ class TrackerStore(SqlStore):
         """The swarms of the tasks in memory (peers unheard of for their TTL leave at the next sweep)."""
         return [rows.swarm for rows in self._rows.values()]
 
+    def in_memory(self) -> list[TaskRows]:
+        """The copies in memory, to read (the operator's dashboard): never to change outside a decision."""
+        return list(self._rows.values())
+
     def forget(self, task_ids: Iterable[str]) -> None:
         """Drop the copies of these tasks, soft state and all: the next announce of one reads it from the
         database again. A task with a write pending keeps its copy until the write ends."""

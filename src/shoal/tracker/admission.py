@@ -71,6 +71,8 @@ class Admission:
         self.inflight = 0
         self.shed = 0
         """Announces answered 503, since the start."""
+        self.taken = 0
+        """Announces taken (served), since the start."""
         self.abandoned = 0
         """Requests whose client left while they changed state (a write ran to its end all the same)."""
         self.capped: set[Handler] = set()
@@ -85,6 +87,7 @@ class Admission:
             self.shed += 1
             return False
         self.inflight += 1
+        self.taken += 1
         return True
 
     def leave(self) -> None:

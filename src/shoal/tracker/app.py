@@ -65,7 +65,7 @@ from shoal.http.metrics import ROUTE as metrics_route
 from shoal.http.metrics import serve_metrics
 from shoal.storage.db_lock import DatabaseLock
 from shoal.storage.tracker_store import TrackerStore
-from shoal.tracker import bt, pools
+from shoal.tracker import bt, dashboard, pools
 from shoal.tracker import metrics as tracker_metrics
 from shoal.tracker.admission import Admission, capped, whole_writes
 from shoal.tracker.cluster import RETRY_AFTER, Cluster
@@ -473,7 +473,7 @@ def openapi_document() -> dict[str, Any]:
     return openapi.document(
         "Shoal tracker",
         str(API_VERSION),
-        (*ROUTES, *pools.ROUTES, metrics_route),
+        (*ROUTES, *pools.ROUTES, *dashboard.ROUTES, metrics_route),
         description="The tracker's JSON API (tasks, announces, piece hashes) and its pools' (push jobs). With a "
         "fleet token, every route but /v1/health and /v1/openapi.json needs the fleet's credential in X-Shoal-Fleet "
         '(a 401 {"error": ..., "credential": "fleet"} without), and an announce reply carries the peer\'s ticket '
@@ -520,7 +520,8 @@ def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> 
     # stayed; a task's request goes to its owner (cluster) inside both, and bt's middleware (appended by
     # add_routes) inside all.
     # The fleet's credential is checked first inside errors: a stranger's request costs nothing more.
-    fleet = [require_fleet(config.fleet_key, clock=clock)] if config.fleet_key is not None else []
+    guarded = dashboard.fleet_guarded(config.public_dashboard)
+    fleet = [require_fleet(config.fleet_key, clock=clock, guarded=guarded)] if config.fleet_key is not None else []
     middlewares = [errors, *fleet, whole_writes(admission)] + ([_owned_here(cluster)] if cluster is not None else [])
     app = web.Application(middlewares=middlewares, client_max_size=config.max_body)
     app[SERVICE] = service
@@ -556,6 +557,7 @@ def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> 
     app.router.add_get("/v1/cluster", cluster_info)
     bt.add_routes(app, service.bt, cluster)
     pools.add_routes(app, service.pools)
+    dashboard.add_routes(app, service, admission, readable=config.fleet_key is None or config.public_dashboard)
     openapi.serve(app, openapi_document())
     if config.metrics:
         tracker_metrics.install(app, serve_metrics(app), service, admission)

@@ -70,6 +70,9 @@ class TrackerConfig:
     metrics: bool = True
     """Serve ``GET /metrics`` (Prometheus) and count and time announces for it (tracker.metrics). Off, the
     tracker keeps no figure beyond what its decisions need."""
+    public_dashboard: bool = False
+    """With ``fleet_key``: the dashboard (``/`` and its snapshots, read-only) is readable without the fleet's
+    credential, which browsers do not hold. Without a fleet key the whole API, the page with it, is open."""
     max_body: int = 256 * 1024
     """Largest request body accepted, in bytes; larger ones get a 413."""
     max_inflight: int = 64

@@ -1,0 +1,230 @@
+"""The tracker's live dashboard: the page at ``/``, its snapshot and its stream of snapshots.
+
+::
+
+    GET /                         the page (shoal/web/tracker.html); its files under /dashboard/{name}
+    GET /v1/dashboard             one snapshot (core.dashboard.TrackerDashboard)
+    GET /v1/dashboard/events      the snapshots as server-sent events, one a second
+    GET /v1/tasks[?limit=N]       the live tasks, busiest first (core.dashboard.TaskList)
+
+Rules, and why:
+
+- **Read-only.** The page has no control: it reads the snapshot routes, which change nothing.
+- **Who may read.** Without a fleet token the tracker's API is open, and so is the page. With one
+  (``--fleet-token-file``), the API needs the fleet's credential, which no browser holds: the page and its
+  snapshots are readable only with ``--public-dashboard``, which opens those routes alone; ``/v1/tasks``
+  stays the fleet's. Private pools are never shown (core.dashboard: nor a URL's credentials).
+- **One snapshot a tick** (shoal.http.live), built from this tracker's memory (its tasks, their peers and
+  byte tallies) and a bounded number of reads of the pools' tables: MAX_POOLS pools, their MAX_JOBS
+  newest pushes. In a cluster each tracker shows the tasks it owns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import msgspec
+from aiohttp import web
+
+from shoal.core import dashboard
+from shoal.core.dashboard import (
+    PeerProgress,
+    PoolPanel,
+    PushPanel,
+    TaskList,
+    TaskView,
+    Throughput,
+    TrackerDashboard,
+    TrackerLoad,
+)
+from shoal.core.errors import ProtocolError
+from shoal.http import live, openapi
+from shoal.http.json_api import struct_response
+from shoal.tracker.admission import Admission
+
+if TYPE_CHECKING:
+    from shoal.storage.tracker_store import TaskRows
+    from shoal.tracker.app import TrackerService
+
+SNAPSHOT = "/v1/dashboard"
+EVENTS = "/v1/dashboard/events"
+PUBLIC_PATHS = frozenset({SNAPSHOT, EVENTS})
+"""The routes ``--public-dashboard`` opens to readers without the fleet's credential."""
+
+ROUTES = (
+    openapi.Route(
+        "GET", SNAPSHOT, "the dashboard's snapshot: live tasks, pools' pushes, load", response=TrackerDashboard
+    ),
+    openapi.Route(
+        "GET",
+        EVENTS,
+        "the dashboard's snapshots as server-sent events (one `data:` line each), one a second",
+        response=TrackerDashboard,
+        media="text/event-stream",
+    ),
+    openapi.Route(
+        "GET",
+        "/v1/tasks",
+        "the tracker's live tasks, busiest first, each with its least advanced peers",
+        response=TaskList,
+        query=(openapi.Query("limit", f"most tasks listed (1-1000, default {dashboard.MAX_TASKS})", int),),
+    ),
+)
+
+
+class TrackerDashboardSource:
+    """Builds the tracker's snapshots from its service and admission (read, never changed)."""
+
+    def __init__(self, service: TrackerService, admission: Admission) -> None:
+        self.service = service
+        self.admission = admission
+        self.started = service.clock()
+        self.throughput = Throughput()
+
+    def tasks(self, limit: int = dashboard.MAX_TASKS) -> TaskList:
+        """The busiest ``limit`` tasks: ranked by their swarms' counts, and only those viewed."""
+        ranked = ((len(r.swarm.peers), r.swarm.seeds, r.task.task_id, r) for r in self.service.store.in_memory())
+        chosen, more = dashboard.busiest(ranked, limit)
+        return TaskList(tuple(self._task(rows) for rows in chosen), more)
+
+    def _task(self, rows: TaskRows) -> TaskView:
+        task = rows.task
+        manifest = task.manifest
+        total = manifest.piece_count if manifest else None
+        records = rows.swarm.peers.values()
+        chosen = dashboard.stragglers((len(p.view.have), p.view.peer_id, p.view) for p in records)
+        shown = [
+            PeerProgress(
+                peer_id=view.peer_id,
+                host=view.host,
+                site=view.site,
+                rack=view.rack,
+                pieces=len(view.have),
+                progress=dashboard.progress(len(view.have), total),
+            )
+            for view in chosen
+        ]
+        return dashboard.task_view(
+            task.task_id,
+            task.url,
+            task.generation,
+            manifest.length if manifest else None,
+            total,
+            peers=len(rows.swarm.peers),
+            seeds=rows.swarm.seeds,
+            shown=shown,
+            received=self.service.scope_bytes.totals(task.task_id),
+        )
+
+    def load(self, tasks: TaskList) -> TrackerLoad:
+        service = self.service
+        cluster = service.cluster
+        return TrackerLoad(
+            started=self.started,
+            announces_per_second=self.throughput.announces_per_second,
+            inflight=self.admission.inflight,
+            max_inflight=self.admission.limit,
+            shed=self.admission.shed,
+            tasks=len(tasks.tasks) + tasks.more,
+            peers=sum(len(rows.swarm.peers) for rows in service.store.in_memory()),
+            stretch=service.demand.stretch(service.clock()),
+            trackers=max(1, sum(1 for m in cluster.view().members if m.live)) if cluster is not None else 1,
+        )
+
+    async def pools(self) -> tuple[list[PoolPanel], int, int]:
+        """The public pools' panels (at most MAX_POOLS), how many more there are, and how many are private."""
+        pools = self.service.pools
+        rows = await pools.store.every_pool()
+        public = [row for row in rows if not row.private]
+        panels = [await self._pool(row.name) for row in public[: dashboard.MAX_POOLS]]
+        return panels, max(len(public) - dashboard.MAX_POOLS, 0), len(rows) - len(public)
+
+    async def _pool(self, name: str) -> PoolPanel:
+        pools = self.service.pools
+        members, live_members = await pools.store.member_counts(name, pools.clock() - pools.member_ttl)
+        jobs, count = await pools.store.latest_jobs(name, dashboard.MAX_JOBS)
+        pushes = []
+        for job in jobs:
+            view = await pools.job_status(name, job)
+            shown = view.members[: dashboard.MAX_MEMBERS]
+            hidden = len(view.members) - len(shown)
+            if hidden:
+                view = msgspec.structs.replace(view, members=shown)
+            pushes.append(PushPanel(view, hidden))
+        return PoolPanel(name, members, live_members, tuple(pushes), max(count - len(jobs), 0))
+
+    async def snapshot(self) -> TrackerDashboard:
+        service = self.service
+        now = service.clock()
+        received = service.scope_bytes.grand_totals()
+        self.throughput.record(now, received.origin, dashboard.peer_bytes(received), self.admission.taken)
+        tasks = self.tasks()
+        panels, more_pools, private = await self.pools()
+        return TrackerDashboard(
+            time=now,
+            load=self.load(tasks),
+            tasks=tasks,
+            throughput=self.throughput.samples(),
+            pools=tuple(panels),
+            more_pools=more_pools,
+            private_pools=private,
+        )
+
+
+FEED = web.AppKey("dashboard_feed", live.LiveFeed)
+SOURCE = web.AppKey("dashboard_source", TrackerDashboardSource)
+
+
+async def page(request: web.Request) -> web.Response:
+    return live.page("tracker.html")
+
+
+async def closed(request: web.Request) -> web.Response:
+    return live.closed_page(
+        "This tracker requires the fleet's credential for reading (--fleet-token-file). "
+        "Its operator may open this read-only page with <code>shoal tracker --public-dashboard</code>."
+    )
+
+
+async def snapshot(request: web.Request) -> web.Response:
+    body = await request.app[FEED].snapshot()
+    return web.Response(body=body, content_type="application/json")
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    return await request.app[FEED].stream(request)
+
+
+async def tasks(request: web.Request) -> web.Response:
+    text = request.query.get("limit", str(dashboard.MAX_TASKS))
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise ProtocolError("limit must be a whole number from 1 to 1000", field="limit")
+    return struct_response(request.app[SOURCE].tasks(int(text)))
+
+
+def fleet_guarded(public: bool) -> Callable[[str], bool]:
+    """The paths the fleet's credential guards (shoal.http.fleet_auth): the API's, but the dashboard's
+    snapshots when the operator made them ``public``."""
+    if public:
+        return lambda path: path.startswith("/v1/") and path not in PUBLIC_PATHS
+    return lambda path: path.startswith("/v1/")
+
+
+def add_routes(app: web.Application, service: TrackerService, admission: Admission, *, readable: bool) -> None:
+    """The dashboard's routes on the tracker's application; ``readable``: the page may be served (no fleet
+    token, or ``--public-dashboard``), else ``/`` explains how to open it."""
+    source = TrackerDashboardSource(service, admission)
+    feed = live.LiveFeed(source.snapshot, period=dashboard.TICK)
+    app[SOURCE] = source
+    app[FEED] = feed
+
+    async def stop_streams(app: web.Application) -> None:
+        await feed.close()
+
+    app.on_shutdown.append(stop_streams)
+    app.router.add_get("/", page if readable else closed)
+    app.router.add_get("/dashboard/{name}", live.asset_handler())
+    app.router.add_get(SNAPSHOT, snapshot)
+    app.router.add_get(EVENTS, events)
+    app.router.add_get("/v1/tasks", tasks)
