@@ -14,10 +14,11 @@ from typing import Any
 import click
 import msgspec
 
-from shoal.cli.main import configure_logging, run_or_exit, verbose_option
+from shoal.cli.main import click_parser, configure_logging, run_or_exit, verbose_option
 from shoal.core.errors import UsageError
 from shoal.core.pool_messages import AssignmentView, JobList, JobView, PushRequest
 from shoal.core.units import format_bytes
+from shoal.core.whole_file import parse_user_digest
 from shoal.tracker.pool_client import PoolClient
 
 WATCH_SECONDS = 0.5
@@ -123,7 +124,15 @@ def members(ctx: click.Context, name: str, as_json: bool) -> None:
 @click.argument("url")
 @click.option("--dest", metavar="PATH", help="Also place the file at this absolute PATH on each member.")
 @click.option("--replicas", type=click.IntRange(min=1), metavar="K", help="Fetch on K members only, and keep K copies.")
-@click.option("--digest", metavar="sha256:HEX", help="The file's SHA-256; members check it.")
+@click.option(
+    "--digest",
+    "--hash",
+    "digest",
+    callback=click_parser(parse_user_digest),
+    metavar="ALGO:HEX",
+    help="The whole file's digest, which members check (md5, sha1, sha224, sha256, sha384, sha512, blake2b or "
+    "blake3, as for 'shoal get --digest').",
+)
 @click.option("--watch", is_flag=True, help="Then show the job's progress until it ends.")
 @click.pass_context
 def push(

@@ -14,36 +14,13 @@ generated from them, so the three cannot disagree. Rules, and why:
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 import msgspec
 from msgspec import Meta
 
 from shoal.core.errors import ProtocolError
-from shoal.core.messages import whole
-from shoal.core.whole_file import DIGEST_ALGORITHMS
-
-
-def _any_case(name: str) -> str:
-    """A pattern matching ``name`` in any case, spelled out letter by letter: JSON Schema's regular
-    expressions (ECMA-262) have no case-insensitive flag."""
-    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in name)
-
-
-_DIGEST = re.compile(
-    whole("(?:" + "|".join(f"{_any_case(a)}:[0-9a-fA-F]{{{n}}}" for a, n in DIGEST_ALGORITHMS.items()) + ")")
-)
-# The pattern is the document's only: GetRequest.checked applies it, so the refusal says in words what a
-# digest is.
-Digest = Annotated[
-    str,
-    Meta(
-        description=f"ALGORITHM:HEX, ALGORITHM one of {', '.join(DIGEST_ALGORITHMS)}: what the placed file must be",
-        extra_json_schema={"pattern": _DIGEST.pattern},
-    ),
-]
-
+from shoal.core.whole_file import DIGEST_ALGORITHMS, WHOLE_DIGEST, Digest
 
 # -- requests ---------------------------------------------------------------------------------------------
 
@@ -64,7 +41,7 @@ class GetRequest(msgspec.Struct, frozen=True):
     def checked(self) -> GetRequest:
         # Whole digests only: it is what the placed file must match, not a cache id to look up, so a
         # prefix (which cache ids accept) would weaken the check.
-        if self.digest is not None and not _DIGEST.match(self.digest):
+        if self.digest is not None and not WHOLE_DIGEST.match(self.digest):
             known = ", ".join(f"{a}: {n}" for a, n in DIGEST_ALGORITHMS.items())
             raise ProtocolError(f"digest must be ALGORITHM:HEX, whole ({known} hex digits)", field="digest")
         return self
