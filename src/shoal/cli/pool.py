@@ -16,7 +16,7 @@ import msgspec
 
 from shoal.cli.main import click_parser, configure_logging, run_or_exit, verbose_option
 from shoal.core.errors import UsageError
-from shoal.core.pool_messages import AssignmentView, JobList, JobView, PushRequest
+from shoal.core.pool_messages import AssignmentView, JobList, JobView, PoolList, PushRequest
 from shoal.core.units import format_bytes
 from shoal.core.whole_file import parse_user_digest
 from shoal.tracker.pool_client import PoolClient
@@ -88,6 +88,24 @@ def create(ctx: click.Context, name: str, private: bool, allow: tuple[str, ...])
     kind = "private pool" if private else "pool"
     click.echo(f"created {kind} {name}; its token (shown once, keep it secret):")
     click.echo(reply.token)
+
+
+@pool.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def list_pools(ctx: click.Context, as_json: bool) -> None:
+    """List the pools you may read: every public pool, and the private ones --token opens."""
+    rows = run_or_exit(lambda: _client(ctx).pools())
+    if as_json:
+        _echo_json(PoolList(rows))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("pool", "kind", "members live", "jobs running", box=None)
+    for p in rows:
+        table.add_row(p.name, "private" if p.private else "public", str(p.members_live), str(p.jobs_running))
+    Console().print(table)
 
 
 @pool.command()

@@ -210,6 +210,24 @@ class PoolView(msgspec.Struct, frozen=True):
     """The pool's allow-list for pushes (core.push_policy); null: any URL but internal addresses."""
 
 
+class PoolSummary(msgspec.Struct, frozen=True):
+    """A pool in the tracker's list: no member, job or token in it, only counts."""
+
+    name: str
+    private: bool
+    created: float
+    members_live: int
+    """Members heard from within the TTL."""
+    jobs_running: int
+
+
+class PoolList(msgspec.Struct, frozen=True):
+    """The pools the asker may read (core.pool.refusal, Action.USE): every public pool, and the private
+    ones its token opens (the operator's opens all)."""
+
+    pools: list[PoolSummary]
+
+
 class PoolRemoved(msgspec.Struct, frozen=True):
     removed: str
 

@@ -20,6 +20,7 @@ from shoal.core.pool_messages import (
     JobView,
     MemberView,
     PoolCreated,
+    PoolSummary,
     PushRequest,
 )
 from shoal.core.tickets import FLEET_HEADER, FleetKey
@@ -76,6 +77,9 @@ class PoolClient:
 
     def create(self, pool: str, *, private: bool, allow: list[str] | None = None) -> PoolCreated:
         return self.run(pool_api.create(pool, private=private, allow=allow))
+
+    def pools(self) -> list[PoolSummary]:
+        return self.run(pool_api.listing()).pools
 
     def remove(self, pool: str) -> None:
         self.run(pool_api.remove(pool))
