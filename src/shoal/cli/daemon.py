@@ -13,6 +13,7 @@ from shoal.cli.main import (
     TRACKERS,
     click_parser,
     configure_logging,
+    ignore_qp_option,
     locality_options,
     rate_option,
     run_or_exit,
@@ -118,6 +119,7 @@ async def run_daemon(config: DaemonConfig) -> None:
     metavar="NAME",
     help="This daemon's name in its pools [default: the host name].",
 )
+@ignore_qp_option
 @click.option(
     "--share-authenticated",
     is_flag=True,
@@ -140,6 +142,7 @@ def daemon(
     pools: list[PoolSpec],
     pool_dest: tuple[Path, ...],
     member_name: str,
+    ignore_qp: tuple[str, ...],
     share_authenticated: bool,
     fleet: FleetOptions,
     verbose: int,
@@ -165,6 +168,7 @@ def daemon(
         pool_dest=tuple(p.absolute() for p in pool_dest),
         member_name=member_name,
         share_authenticated=share_authenticated,
+        ignore_qp=ignore_qp,
     )
 
     def go() -> None:

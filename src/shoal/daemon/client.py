@@ -100,12 +100,14 @@ class DaemonClient:
         digest: str | None = None,
         progress: OnProgress | None = None,
         share: bool = False,
+        ignore_qp: tuple[str, ...] = (),
+        no_origin: bool = False,
     ) -> Placed:
-        """Have the daemon place ``url``'s file at ``dest`` (absolute); returns its result. ``share``: see
-        GetRequest."""
+        """Have the daemon place ``url``'s file at ``dest`` (absolute); returns its result. ``share``,
+        ``ignore_qp``, ``no_origin``: see GetRequest."""
         # Normalised here: the daemon refuses a directory with "." or ".." in it rather than guess.
         directory = os.path.normpath(dest.parent)
-        body = GetRequest(url, directory, dest.name, headers or {}, digest, share)
+        body = GetRequest(url, directory, dest.name, headers or {}, digest, share, list(ignore_qp), no_origin)
         return self.stream("/v1/get", body, GetLine, progress)
 
     def warm(self, target: str, *, progress: OnProgress | None = None) -> Warmed:

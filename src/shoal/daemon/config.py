@@ -88,6 +88,10 @@ class DaemonConfig:
     """Share a file fetched with origin headers (credentials) with the peers holding the same headers, and
     only with them (core.ids.headers_tag). Off: such a file comes from the origin only and is served to
     nobody; a request may still ask to share its own (GetRequest.share)."""
+    ignore_qp: tuple[str, ...] = ()
+    """Query parameters (names or shell-style patterns) left out of the identity of every task the daemon
+    fetches, a request's own added (core.ids.identity_url): differently signed URLs of one file share one
+    swarm and one cache entry. Every host of a swarm must name the same ones."""
     scrub_interval: float = 86400.0
     """Seconds between full re-hashes of every cached file (0: never), for damage a stat does not show."""
     reseed_seconds: float = 5.0

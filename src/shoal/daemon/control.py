@@ -1,7 +1,8 @@
 """The daemon's control API, on a Unix socket only this user can reach (mode 0600, and the peer's
 credentials checked with SO_PEERCRED on every request).
 
-    POST /v1/get           {"url", "dest_dir", "name", "headers"?, "digest"?}   place a file, fetching it if needed
+    POST /v1/get           {"url", "dest_dir", "name", "headers"?, "digest"?,   place a file, fetching it if needed
+                            "ignore_qp"?, "no_origin"?}
     POST /v1/warm          {"target": URL | ID}                                 fetch into the cache, place nothing
     GET  /v1/status                                                             usage, downloads, seeded tasks
     GET  /v1/openapi.json                                                       this API's OpenAPI document
@@ -37,7 +38,7 @@ from aiohttp import web
 from shoal import __version__
 from shoal.core.download import Stats
 from shoal.core.errors import NotInCache, ShoalError, UsageError
-from shoal.daemon.fetcher import Fetch, Fetcher
+from shoal.daemon.fetcher import Fetch, Fetcher, FetchOptions
 from shoal.daemon.messages import (
     DaemonStatus,
     EntryView,
@@ -138,6 +139,7 @@ class Control:
         url, digest = body.url, body.digest
         dest = destination(body)
         headers = parse_headers(body.headers or {})
+        options = FetchOptions(tuple(body.ignore_qp), body.no_origin)
         started = time.monotonic()
 
         async def run(progress: Follow) -> Placed:
@@ -145,7 +147,7 @@ class Control:
                 return self._follow(fetch, progress)
 
             entry, fetch = await self.fetcher.obtain(
-                url, headers=headers, expected=digest, follow=follow, share=body.share
+                url, headers=headers, expected=digest, follow=follow, share=body.share, options=options
             )
             try:
                 entry, linked = await asyncio.to_thread(self.store.place, entry.digest, dest)
@@ -154,7 +156,7 @@ class Control:
                     raise
                 # A hit damaged on disk was removed by place's check: fetch it again.
                 entry, fetch = await self.fetcher.obtain(
-                    url, headers=headers, expected=digest, follow=follow, share=body.share
+                    url, headers=headers, expected=digest, follow=follow, share=body.share, options=options
                 )
                 entry, linked = await asyncio.to_thread(self.store.place, entry.digest, dest)
             return Placed(

@@ -19,7 +19,8 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from shoal.core.errors import ProtocolError
+from shoal.core.errors import ProtocolError, UsageError
+from shoal.core.ids import parse_ignored_params
 from shoal.core.whole_file import DIGEST_ALGORITHMS, WHOLE_DIGEST, Digest
 
 # -- requests ---------------------------------------------------------------------------------------------
@@ -37,6 +38,13 @@ class GetRequest(msgspec.Struct, frozen=True):
     share: bool = False
     """With headers: share the file with the peers holding the same headers (the daemon's
     ``--share-authenticated`` shares every such file); else it is fetched from the origin only."""
+    ignore_qp: Annotated[
+        list[Annotated[str, Meta(max_length=256)]],
+        Meta(max_length=64, description="query parameters (or patterns: X-Amz-*) left out of the swarm's identity"),
+    ] = []
+    """``shoal get --ignore-qp``: added to the daemon's own list."""
+    no_origin: bool = False
+    """``shoal get --no-origin``: peers only; the origin is never asked (a cache hit is still one)."""
 
     def checked(self) -> GetRequest:
         # Whole digests only: it is what the placed file must match, not a cache id to look up, so a
@@ -44,6 +52,10 @@ class GetRequest(msgspec.Struct, frozen=True):
         if self.digest is not None and not WHOLE_DIGEST.match(self.digest):
             known = ", ".join(f"{a}: {n}" for a, n in DIGEST_ALGORITHMS.items())
             raise ProtocolError(f"digest must be ALGORITHM:HEX, whole ({known} hex digits)", field="digest")
+        try:
+            parse_ignored_params(self.ignore_qp)
+        except UsageError as exc:
+            raise ProtocolError(str(exc), field="ignore_qp") from None
         return self
 
 
