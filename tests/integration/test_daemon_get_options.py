@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from shoal.testing.processes import Service, start_daemon
-from tests.integration.conftest import Daemon, Origin, run_get, sha256
+from tests.integration.conftest import Daemon, Origin, sha256
 from tests.integration.test_swarm import parse_summary
 
 SIGNED = "X-Amz-*,Expires"
