@@ -1,6 +1,7 @@
 """``shoal pool``: create pools on the tracker, push downloads to them, and watch the pushes live.
 
-Members join with ``shoal daemon --tracker URL --pool NAME[:TOKEN]``. A pool's token (its owner's) is
+Members join with ``shoal daemon --tracker URL --pool NAME``, or at runtime with ``shoal pool join NAME``
+(through the daemon's control socket; ``leave`` too). A pool's token (its owner's) is
 printed once by ``create``; every other command takes it, or the tracker operator's token, with
 ``--token`` or ``$SHOAL_POOL_TOKEN`` (``create`` takes the operator's, when the tracker has one).
 """
@@ -9,17 +10,22 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 import msgspec
 
-from shoal.cli.main import click_parser, configure_logging, run_or_exit, verbose_option
+from shoal.cli.main import click_parser, configure_logging, run_or_exit, socket_option, verbose_option
+from shoal.cli.pool_tokens import pool_specs, pool_token_file_option
 from shoal.core.errors import UsageError
 from shoal.core.pool_messages import AssignmentView, JobList, JobView, PoolList, PushRequest
 from shoal.core.units import format_bytes
 from shoal.core.whole_file import parse_user_digest
 from shoal.tracker.pool_client import PoolClient
+
+if TYPE_CHECKING:
+    from shoal.daemon.client import DaemonClient
 
 WATCH_SECONDS = 0.5
 
@@ -186,6 +192,43 @@ def status(ctx: click.Context, name: str, job: str | None, watch: bool, as_json:
         console.print(_job_table(run_or_exit(lambda: client.job(name, job))))
     else:
         console.print(_jobs_table(run_or_exit(lambda: client.jobs(name))))
+
+
+@pool.command()
+@click.argument("name", metavar="NAME")
+@pool_token_file_option
+@socket_option
+@click.pass_context
+def join(ctx: click.Context, name: str, pool_token_file: str | None, socket_path: Path | None) -> None:
+    """Make this host's daemon join the pool NAME of its tracker, until the daemon stops.
+
+    A private pool's token comes from --pool-token-file, else --token or $SHOAL_POOL_TOKEN; NAME:TOKEN works
+    too, but every user of the host can read it in ps."""
+    pool_ctx = ctx.parent
+    assert pool_ctx is not None
+    (spec,) = run_or_exit(lambda: pool_specs([name], pool_token_file, pool_ctx.params["token"]))
+    reply = run_or_exit(lambda: _daemon(socket_path).join_pool(spec.name, spec.token))
+    if reply.changed:
+        click.echo(f"joined pool {spec.name} until the daemon stops (add --pool {spec.name} to its command to keep it)")
+    else:
+        click.echo(f"already a member of pool {spec.name}")
+
+
+@pool.command()
+@click.argument("name")
+@socket_option
+def leave(name: str, socket_path: Path | None) -> None:
+    """Make this host's daemon leave the pool NAME, until the daemon stops (a --pool it was started with
+    joins again then)."""
+    run_or_exit(lambda: _daemon(socket_path).leave_pool(name))
+    click.echo(f"left pool {name}")
+
+
+def _daemon(socket_path: Path | None) -> DaemonClient:
+    from shoal.daemon.client import DaemonClient
+    from shoal.daemon.config import default_socket
+
+    return DaemonClient(socket_path or default_socket())
 
 
 @pool.command()

@@ -21,6 +21,7 @@ from msgspec import Meta
 
 from shoal.core.errors import ProtocolError, UsageError
 from shoal.core.ids import parse_ignored_params
+from shoal.core.pool import POOL_NAME
 from shoal.core.whole_file import DIGEST_ALGORITHMS, WHOLE_DIGEST, Digest
 
 # -- requests ---------------------------------------------------------------------------------------------
@@ -57,6 +58,14 @@ class GetRequest(msgspec.Struct, frozen=True):
         except UsageError as exc:
             raise ProtocolError(str(exc), field="ignore_qp") from None
         return self
+
+
+class JoinPool(msgspec.Struct, frozen=True):
+    """Join a pool of the daemon's tracker until the daemon stops (``shoal pool join``)."""
+
+    name: Annotated[str, Meta(pattern=POOL_NAME.pattern, description="1-64 of a-z, 0-9, '.', '_', '-'")]
+    token: Annotated[str, Meta(min_length=1, max_length=4096)] | None = None
+    """A private pool's token (the pool's, or the operator's)."""
 
 
 class WarmRequest(msgspec.Struct, frozen=True):
@@ -139,6 +148,16 @@ class WarmLine(msgspec.Struct, frozen=True, omit_defaults=True):
     error: FetchFailure | None = None
 
 
+class PoolMembership(msgspec.Struct, frozen=True):
+    """The reply to a join or a leave: the pool, and whether that changed anything."""
+
+    pool: str
+    changed: bool
+    """False for a join of a pool the daemon was a member of already (with the same token)."""
+    pools: list[str]
+    """Every pool the daemon is a member of now."""
+
+
 class DaemonStatus(msgspec.Struct, frozen=True):
     """What the daemon serves and holds."""
 
@@ -154,3 +173,5 @@ class DaemonStatus(msgspec.Struct, frozen=True):
     """The swarm tasks it announces."""
     uploading: int
     """Tasks whose pieces it serves now."""
+    pools: list[str] = []
+    """The pools it is a member of (``--pool``, ``shoal pool join``)."""

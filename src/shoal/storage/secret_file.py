@@ -1,4 +1,4 @@
-"""Reading a credential from a file (the tracker's ``--admin-token-file``).
+"""Reading a credential from a file (the tracker's ``--admin-token-file``, the daemon's ``--pool-token-file``).
 
 A secret is taken only from a regular file that its group and others cannot read or write (mode 0600 or
 stricter): one the whole host can read is no secret, and refusing it at start is kinder than finding out
@@ -18,9 +18,9 @@ MIN_LENGTH = 16
 MAX_BYTES = 4096
 
 
-def read_secret_file(path: str | os.PathLike[str]) -> str:
-    """The secret in ``path``; UsageError when the file is open to others or holds no usable token,
-    LocalIOError when it cannot be read."""
+def read_private_text(path: str | os.PathLike[str], *, max_bytes: int, what: str = "a token") -> str:
+    """The ASCII text of the regular file ``path``, which its group and others may not read; UsageError
+    when it is open to them, longer than ``max_bytes`` or not ASCII, LocalIOError when it cannot be read."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -31,15 +31,21 @@ def read_secret_file(path: str | os.PathLike[str]) -> str:
                 raise UsageError(
                     f"{path} is open to other users (mode {stat.S_IMODE(st.st_mode):04o}): chmod 600 {path}"
                 )
-            raw = f.read(MAX_BYTES + 1)
+            raw = f.read(max_bytes + 1)
     except OSError as exc:
         raise LocalIOError(f"cannot read {path}: {exc.strerror}", path=str(path)) from None
-    if len(raw) > MAX_BYTES:
-        raise UsageError(f"{path} is too long for a token (at most {MAX_BYTES} bytes)")
+    if len(raw) > max_bytes:
+        raise UsageError(f"{path} is too long for {what} (at most {max_bytes} bytes)")
     try:
-        token = raw.decode("ascii").strip()
+        return raw.decode("ascii")
     except UnicodeDecodeError:
-        raise UsageError(f"{path}: a token is printable ASCII") from None
+        raise UsageError(f"{path}: {what} is printable ASCII") from None
+
+
+def read_secret_file(path: str | os.PathLike[str]) -> str:
+    """The secret in ``path``; UsageError when the file is open to others or holds no usable token,
+    LocalIOError when it cannot be read."""
+    token = read_private_text(path, max_bytes=MAX_BYTES).strip()
     if not token.isprintable() or " " in token:
         raise UsageError(f"{path}: a token is printable ASCII without spaces, on one line")
     if len(token) < MIN_LENGTH:
