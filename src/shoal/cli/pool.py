@@ -9,7 +9,6 @@ printed once by ``create``; every other command takes it, or the tracker operato
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +25,6 @@ from shoal.tracker.pool_client import PoolClient
 
 if TYPE_CHECKING:
     from shoal.daemon.client import DaemonClient
-
-WATCH_SECONDS = 0.5
 
 
 def _client(ctx: click.Context) -> PoolClient:
@@ -249,12 +246,10 @@ def _watch(client: PoolClient, name: str, job: str) -> None:
     from rich.console import Console
     from rich.live import Live
 
-    reply = run_or_exit(lambda: client.job(name, job))
-    with Live(_job_table(reply), console=Console(), refresh_per_second=4) as live:
-        while reply.status.value == "running":
-            time.sleep(WATCH_SECONDS)
-            reply = run_or_exit(lambda: client.job(name, job))
-            live.update(_job_table(reply))
+    views = client.watch(name, job)  # a refusal or a tracker gone mid-watch is raised by next()
+    with Live(_job_table(run_or_exit(lambda: next(views))), console=Console(), refresh_per_second=4) as live:
+        while (view := run_or_exit(lambda: next(views, None))) is not None:
+            live.update(_job_table(view))
 
 
 def _eta(seconds: float | None) -> str:
