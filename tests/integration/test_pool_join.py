@@ -149,6 +149,12 @@ def test_a_daemon_joins_and_leaves_pools_at_runtime(
     assert DaemonClient(sock).status().pools == ["vault"]
     assert vault.token.encode() not in cmdline(service)
 
+    # A runtime join lasts until the daemon stops (the README's rule): restarted, it is in no pool.
+    service.stop()
+    restarted = start_daemon(tmp_path / "node" / "cache", sock, tracker=lan.tracker.url)
+    services.append(restarted)
+    assert DaemonClient(sock).status().pools == []
+
 
 def test_joining_a_pool_through_a_daemon_without_a_tracker_is_refused(tmp_path: Path, services: list[Service]) -> None:
     sock = tmp_path / "lone" / "daemon.sock"
