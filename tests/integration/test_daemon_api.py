@@ -48,7 +48,17 @@ async def control(tmp_path: Path) -> AsyncIterator[Control]:
 async def test_every_route_the_control_api_serves_is_in_its_routes(control: Control) -> None:
     served = routes.served(control.app())
     described = {(route.method, route.path) for route in ROUTES}
-    assert served == described == {("POST", "/v1/get"), ("POST", "/v1/warm"), ("GET", "/v1/status")}
+    assert (
+        served
+        == described
+        == {
+            ("POST", "/v1/get"),
+            ("POST", "/v1/warm"),
+            ("GET", "/v1/status"),
+            ("POST", "/v1/pools"),
+            ("DELETE", "/v1/pools/{pool}"),
+        }
+    )
     document = openapi_document()
     assert routes.described(document) == described
     assert set(document["paths"]["/v1/get"]["post"]["responses"]["200"]["content"]) == {"application/x-ndjson"}

@@ -49,6 +49,7 @@ def _template(path: str) -> re.Pattern[str]:
 
 CALLS = [
     pool_api.create("edge", private=True, allow=["10.0.0.0/8"]),
+    pool_api.listing(),
     pool_api.show("edge"),
     pool_api.remove("edge"),
     pool_api.members("edge"),

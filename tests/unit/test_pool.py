@@ -60,6 +60,7 @@ from shoal.core.pool import (
 )
 from shoal.core.pool_messages import Heartbeat, MemberReport, PushRequest
 from shoal.core.structs import decode
+from shoal.core.whole_file import DIGEST_ALGORITHMS
 
 ASSIGNED, RUNNING, DONE, FAILED, EVICTED, CANCELLED, LEFT = (
     MemberStatus.ASSIGNED,
@@ -654,6 +655,13 @@ def test_a_push_digest_is_normalised_to_lower_case() -> None:
     assert request.digest == DIGEST
 
 
+@pytest.mark.parametrize("algorithm", list(DIGEST_ALGORITHMS))
+def test_a_push_takes_a_digest_of_every_algorithm_get_takes(algorithm: str) -> None:
+    hexdigest = "Ab" * (DIGEST_ALGORITHMS[algorithm] // 2)
+    request = parse({"url": URL, "digest": f"{algorithm.upper()}:{hexdigest}"}, PushRequest)
+    assert request.digest == f"{algorithm}:{hexdigest.lower()}"
+
+
 @pytest.mark.parametrize("replicas", [1, 10_000])
 def test_push_replicas_bounds_are_accepted(replicas: int) -> None:
     assert parse({"url": URL, "replicas": replicas}, PushRequest).replicas == replicas
@@ -681,6 +689,8 @@ PUSH_MALFORMED: list[tuple[str, Any, str]] = [
     ("replicas", "2", "replicas"),
     ("digest", "ab" * 32, "digest"),
     ("digest", "md5:" + "ab" * 32, "digest"),
+    ("digest", "whirlpool:" + "ab" * 64, "digest"),
+    ("digest", "blake2b:" + "ab" * 32, "digest"),
     ("digest", "sha256:" + "ab" * 31, "digest"),
     ("digest", "sha256:" + "ab" * 33, "digest"),
     ("digest", "sha256:" + "zz" * 32, "digest"),

@@ -14,16 +14,18 @@ from shoal.cli.main import (
     TRACKERS,
     click_parser,
     configure_logging,
+    ignore_qp_option,
     locality_options,
     rate_option,
     run_or_exit,
     socket_option,
     verbose_option,
 )
+from shoal.cli.pool_tokens import pool_specs, pool_token_file_option
 from shoal.core.errors import UsageError
 from shoal.core.eviction import DEFAULT_CAPACITY
 from shoal.core.units import format_bytes, format_size, parse_size
-from shoal.daemon.config import DaemonConfig, PoolSpec, default_cache_dir, default_socket
+from shoal.daemon.config import DaemonConfig, default_cache_dir, default_socket
 from shoal.peer.config import DEFAULT_LISTEN
 from shoal.peer.request import parse_listen
 
@@ -100,10 +102,11 @@ async def run_daemon(config: DaemonConfig) -> None:
     "--pool",
     "pools",
     multiple=True,
-    callback=lambda ctx, param, values: [click_parser(PoolSpec.parse)(ctx, param, v) for v in values],
-    metavar="NAME[:TOKEN]",
-    help="Join this pool on the tracker and fetch what is pushed to it (repeatable).",
+    metavar="NAME",
+    help="Join this pool on the tracker and fetch what is pushed to it (repeatable); a private pool's token "
+    "from --pool-token-file or $SHOAL_POOL_TOKEN (NAME:TOKEN works too, visible to every user in ps).",
 )
+@pool_token_file_option
 @click.option(
     "--pool-dest",
     multiple=True,
@@ -118,6 +121,7 @@ async def run_daemon(config: DaemonConfig) -> None:
     metavar="NAME",
     help="This daemon's name in its pools [default: the host name].",
 )
+@ignore_qp_option
 @click.option(
     "--share-authenticated",
     is_flag=True,
@@ -137,9 +141,11 @@ def daemon(
     download_rate: int | None,
     upload_rate: int | None,
     scrub_interval: float,
-    pools: list[PoolSpec],
+    pools: tuple[str, ...],
+    pool_token_file: str | None,
     pool_dest: tuple[Path, ...],
     member_name: str,
+    ignore_qp: tuple[str, ...],
     share_authenticated: bool,
     fleet: FleetOptions,
     verbose: int,
@@ -149,6 +155,7 @@ def daemon(
     configure_logging(verbose, False)
     if pools and tracker is None:
         raise click.BadParameter("pools live on a tracker: give --tracker too", param_hint="--pool")
+    specs = run_or_exit(lambda: pool_specs(pools, pool_token_file))
     config = DaemonConfig(
         cache_dir=(cache_dir or default_cache_dir()).absolute(),
         capacity=capacity,
@@ -161,10 +168,11 @@ def daemon(
         download_rate=download_rate,
         upload_rate=upload_rate,
         scrub_interval=scrub_interval,
-        pools=tuple(pools),
+        pools=specs,
         pool_dest=tuple(p.absolute() for p in pool_dest),
         member_name=member_name,
         share_authenticated=share_authenticated,
+        ignore_qp=ignore_qp,
     )
 
     def go() -> None:

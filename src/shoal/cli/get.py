@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import secrets
 import signal
@@ -18,6 +19,7 @@ from shoal.cli.fleet import FleetOptions, fleet_options
 from shoal.cli.main import (
     TRACKERS,
     configure_logging,
+    ignore_qp_option,
     loading,
     locality_options,
     log_options,
@@ -34,7 +36,7 @@ from shoal.daemon.messages import FetchProgress
 from shoal.http.tls import deferred_roots
 from shoal.peer.callback import callback_argv, run_callback
 from shoal.peer.config import DEFAULT_LISTEN, GetConfig
-from shoal.peer.request import check_digest, parse_headers, resolve_destination
+from shoal.peer.request import check_digest, check_no_origin, parse_headers, resolve_destination
 from shoal.storage.placement import Destination
 
 if TYPE_CHECKING:
@@ -156,14 +158,7 @@ async def _cancellable(
 )
 @fleet_options(client=True)
 @socket_option
-@click.option(
-    "--ignore-qp",
-    multiple=True,
-    envvar="SHOAL_IGNORE_QP",
-    metavar="NAME",
-    help="A query parameter (or pattern: X-Amz-*) left out of the swarm's identity, so differently signed "
-    "URLs of one file share one swarm; repeatable or comma-separated [default: $SHOAL_IGNORE_QP].",
-)
+@ignore_qp_option
 @click.option("--no-daemon", is_flag=True, help="Download in this process even when a daemon runs.")
 @click.option(
     "--stats-json",
@@ -215,9 +210,8 @@ def get(
         recorder = FigureRecorder(url, through_daemon=False)
     with figures_at_exit(stats_json, recorder):
         show_bar = not quiet and sys.stderr.isatty()
-        # A daemon's fetches take no --ignore-qp nor --no-origin (yet), and a stream (-o -) is written from here:
-        # such a get is made in this process.
-        in_process = no_daemon or bool(ignore_qp) or no_origin or output == "-"
+        # A stream (-o -) is written from here: such a get is made in this process.
+        in_process = no_daemon or output == "-"
         client = None if in_process else run_or_exit(lambda: _running_daemon(socket_path))
         if recorder is not None:
             recorder.through_daemon = client is not None
@@ -236,6 +230,9 @@ def get(
                     quiet,
                     bar,
                     share=share_authenticated,
+                    ignore_qp=ignore_qp,
+                    no_origin=no_origin,
+                    fallback=fallback,
                     recorder=recorder,
                 ),
                 interrupted=INTERRUPTED,
@@ -355,10 +352,14 @@ def _through_daemon(
     bar: ProgressBar | None,
     *,
     share: bool = False,
+    ignore_qp: tuple[str, ...] = (),
+    no_origin: bool = False,
+    fallback: bool = False,
     recorder: FigureRecorder | None = None,
 ) -> None:
     dest = resolve_destination(url, output, dest_path)
     digest = check_digest(digest)
+    check_no_origin(no_origin, fallback)
     for command in (callback, after_seeding):
         if command is not None:
             callback_argv(command)
@@ -369,12 +370,20 @@ def _through_daemon(
         # directory, so that it never waits on a FIFO's reader, and Ctrl-C stops that wait.
         destination.prepare()
         landing = destination.temporary(f"shoal-{secrets.token_hex(4)}")
+    place = functools.partial(
+        client.get,
+        url,
+        landing,
+        headers=parse_headers(headers),
+        digest=digest,
+        share=share,
+        ignore_qp=ignore_qp,
+        no_origin=no_origin,
+    )
     progress = bar if recorder is None else recorder.watch(bar)
     try:
         with bar if bar is not None else contextlib.nullcontext():
-            result = client.get(
-                url, landing, headers=parse_headers(headers), digest=digest, progress=progress, share=share
-            )
+            result = place(progress=progress)
         if destination.through:
             destination.install(landing)
     finally:

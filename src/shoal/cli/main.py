@@ -78,6 +78,28 @@ def socket_option(command: Any) -> Any:
     )(command)
 
 
+def _ignored_params(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    from shoal.core.ids import parse_ignored_params
+
+    try:
+        return parse_ignored_params(values)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def ignore_qp_option(command: Any) -> Any:
+    """``--ignore-qp NAME``: query parameters left out of a task's identity, shared by `get` and `daemon`."""
+    return click.option(
+        "--ignore-qp",
+        multiple=True,
+        envvar="SHOAL_IGNORE_QP",
+        callback=_ignored_params,
+        metavar="NAME",
+        help="A query parameter (or pattern: X-Amz-*) left out of the swarm's identity, so differently signed "
+        "URLs of one file share one swarm; repeatable or comma-separated [default: $SHOAL_IGNORE_QP].",
+    )(command)
+
+
 def rate_option(flag: str, capped: str) -> Callable[[Any], Any]:
     """An option of bytes per second (``--download-rate``, ``--upload-rate``); ``capped`` says what it caps."""
     return click.option(

@@ -1,6 +1,7 @@
 """``shoal pool``: create pools on the tracker, push downloads to them, and watch the pushes live.
 
-Members join with ``shoal daemon --tracker URL --pool NAME[:TOKEN]``. A pool's token (its owner's) is
+Members join with ``shoal daemon --tracker URL --pool NAME``, or at runtime with ``shoal pool join NAME``
+(through the daemon's control socket; ``leave`` too). A pool's token (its owner's) is
 printed once by ``create``; every other command takes it, or the tracker operator's token, with
 ``--token`` or ``$SHOAL_POOL_TOKEN`` (``create`` takes the operator's, when the tracker has one).
 """
@@ -8,19 +9,22 @@ printed once by ``create``; every other command takes it, or the tracker operato
 from __future__ import annotations
 
 import json
-import time
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 import msgspec
 
-from shoal.cli.main import configure_logging, run_or_exit, verbose_option
+from shoal.cli.main import click_parser, configure_logging, run_or_exit, socket_option, verbose_option
+from shoal.cli.pool_tokens import pool_specs, pool_token_file_option
 from shoal.core.errors import UsageError
-from shoal.core.pool_messages import AssignmentView, JobList, JobView, PushRequest
+from shoal.core.pool_messages import AssignmentView, JobList, JobView, PoolList, PushRequest
 from shoal.core.units import format_bytes
+from shoal.core.whole_file import parse_user_digest
 from shoal.tracker.pool_client import PoolClient
 
-WATCH_SECONDS = 0.5
+if TYPE_CHECKING:
+    from shoal.daemon.client import DaemonClient
 
 
 def _client(ctx: click.Context) -> PoolClient:
@@ -89,6 +93,24 @@ def create(ctx: click.Context, name: str, private: bool, allow: tuple[str, ...])
     click.echo(reply.token)
 
 
+@pool.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def list_pools(ctx: click.Context, as_json: bool) -> None:
+    """List the pools you may read: every public pool, and the private ones --token opens."""
+    rows = run_or_exit(lambda: _client(ctx).pools())
+    if as_json:
+        _echo_json(PoolList(rows))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("pool", "kind", "members live", "jobs running", box=None)
+    for p in rows:
+        table.add_row(p.name, "private" if p.private else "public", str(p.members_live), str(p.jobs_running))
+    Console().print(table)
+
+
 @pool.command()
 @click.argument("name")
 @click.pass_context
@@ -123,7 +145,15 @@ def members(ctx: click.Context, name: str, as_json: bool) -> None:
 @click.argument("url")
 @click.option("--dest", metavar="PATH", help="Also place the file at this absolute PATH on each member.")
 @click.option("--replicas", type=click.IntRange(min=1), metavar="K", help="Fetch on K members only, and keep K copies.")
-@click.option("--digest", metavar="sha256:HEX", help="The file's SHA-256; members check it.")
+@click.option(
+    "--digest",
+    "--hash",
+    "digest",
+    callback=click_parser(parse_user_digest),
+    metavar="ALGO:HEX",
+    help="The whole file's digest, which members check (md5, sha1, sha224, sha256, sha384, sha512, blake2b or "
+    "blake3, as for 'shoal get --digest').",
+)
 @click.option("--watch", is_flag=True, help="Then show the job's progress until it ends.")
 @click.pass_context
 def push(
@@ -162,6 +192,43 @@ def status(ctx: click.Context, name: str, job: str | None, watch: bool, as_json:
 
 
 @pool.command()
+@click.argument("name", metavar="NAME")
+@pool_token_file_option
+@socket_option
+@click.pass_context
+def join(ctx: click.Context, name: str, pool_token_file: str | None, socket_path: Path | None) -> None:
+    """Make this host's daemon join the pool NAME of its tracker, until the daemon stops.
+
+    A private pool's token comes from --pool-token-file, else --token or $SHOAL_POOL_TOKEN; NAME:TOKEN works
+    too, but every user of the host can read it in ps."""
+    pool_ctx = ctx.parent
+    assert pool_ctx is not None
+    (spec,) = run_or_exit(lambda: pool_specs([name], pool_token_file, pool_ctx.params["token"]))
+    reply = run_or_exit(lambda: _daemon(socket_path).join_pool(spec.name, spec.token))
+    if reply.changed:
+        click.echo(f"joined pool {spec.name} until the daemon stops (add --pool {spec.name} to its command to keep it)")
+    else:
+        click.echo(f"already a member of pool {spec.name}")
+
+
+@pool.command()
+@click.argument("name")
+@socket_option
+def leave(name: str, socket_path: Path | None) -> None:
+    """Make this host's daemon leave the pool NAME, until the daemon stops (a --pool it was started with
+    joins again then)."""
+    run_or_exit(lambda: _daemon(socket_path).leave_pool(name))
+    click.echo(f"left pool {name}")
+
+
+def _daemon(socket_path: Path | None) -> DaemonClient:
+    from shoal.daemon.client import DaemonClient
+    from shoal.daemon.config import default_socket
+
+    return DaemonClient(socket_path or default_socket())
+
+
+@pool.command()
 @click.argument("name")
 @click.argument("job")
 @click.pass_context
@@ -179,12 +246,10 @@ def _watch(client: PoolClient, name: str, job: str) -> None:
     from rich.console import Console
     from rich.live import Live
 
-    reply = run_or_exit(lambda: client.job(name, job))
-    with Live(_job_table(reply), console=Console(), refresh_per_second=4) as live:
-        while reply.status.value == "running":
-            time.sleep(WATCH_SECONDS)
-            reply = run_or_exit(lambda: client.job(name, job))
-            live.update(_job_table(reply))
+    views = client.watch(name, job)  # a refusal or a tracker gone mid-watch is raised by next()
+    with Live(_job_table(run_or_exit(lambda: next(views))), console=Console(), refresh_per_second=4) as live:
+        while (view := run_or_exit(lambda: next(views, None))) is not None:
+            live.update(_job_table(view))
 
 
 def _eta(seconds: float | None) -> str:

@@ -26,6 +26,7 @@ from shoal.core.pool_messages import (
     MemberList,
     MemberReport,
     PoolCreated,
+    PoolList,
     PoolRemoved,
     PoolView,
     PushRequest,
@@ -74,6 +75,11 @@ def _member(secret: str) -> tuple[tuple[str, str], ...]:
 
 def create(pool: str, *, private: bool, allow: list[str] | None = None) -> Call[PoolCreated]:
     return Call("POST", "/v1/pools", PoolCreated, msgspec.json.encode(CreatePool(pool, private, allow or None)))
+
+
+def listing() -> Call[PoolList]:
+    """The pools the caller may read (a private one only with its token or the operator's)."""
+    return Call("GET", "/v1/pools", PoolList)
 
 
 def show(pool: str) -> Call[PoolView]:

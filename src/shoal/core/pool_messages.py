@@ -14,7 +14,6 @@ from msgspec import Meta
 
 from shoal.core.errors import ProtocolError, UsageError
 from shoal.core.ids import canonical_url
-from shoal.core.messages import whole
 from shoal.core.pool import (
     POOL_NAME,
     Completed,
@@ -26,6 +25,7 @@ from shoal.core.pool import (
     PushStatus,
 )
 from shoal.core.push_policy import MAX_ENTRIES, check_entries
+from shoal.core.whole_file import Digest, parse_user_digest
 
 Count = Annotated[int, Meta(ge=0, lt=1 << 62)]
 _TEXT = 8192
@@ -66,7 +66,7 @@ class PushRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     url: Annotated[str, Meta(max_length=_TEXT)]
     dest: Annotated[str, Meta(max_length=_TEXT, description="also place the file at this absolute path")] | None = None
     replicas: Annotated[int, Meta(ge=1, le=10_000)] | None = None
-    digest: Annotated[str, Meta(pattern=whole("[sS][hH][aA]256:[0-9a-fA-F]{64}"))] | None = None
+    digest: Digest | None = None
 
     def checked(self) -> PushRequest:
         try:
@@ -76,7 +76,10 @@ class PushRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         dest = self.dest
         if dest is not None and (not dest.startswith("/") or "\0" in dest or dest.endswith("/")):
             raise ProtocolError("dest must be an absolute file path", field="dest")
-        digest = None if self.digest is None else self.digest.lower()
+        try:
+            digest = None if self.digest is None else parse_user_digest(self.digest)
+        except UsageError as exc:
+            raise ProtocolError(str(exc), field="digest") from None
         return msgspec.structs.replace(self, url=url, digest=digest)
 
 
@@ -205,6 +208,24 @@ class PoolView(msgspec.Struct, frozen=True):
     jobs: list[JobView]
     allow: list[str] | None = None
     """The pool's allow-list for pushes (core.push_policy); null: any URL but internal addresses."""
+
+
+class PoolSummary(msgspec.Struct, frozen=True):
+    """A pool in the tracker's list: no member, job or token in it, only counts."""
+
+    name: str
+    private: bool
+    created: float
+    members_live: int
+    """Members heard from within the TTL."""
+    jobs_running: int
+
+
+class PoolList(msgspec.Struct, frozen=True):
+    """The pools the asker may read (core.pool.refusal, Action.USE): every public pool, and the private
+    ones its token opens (the operator's opens all)."""
+
+    pools: list[PoolSummary]
 
 
 class PoolRemoved(msgspec.Struct, frozen=True):

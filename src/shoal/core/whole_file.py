@@ -17,9 +17,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Annotated
+
+from msgspec import Meta
 
 from shoal.core.digests import PublishedDigest
 from shoal.core.errors import IntegrityError, UsageError
+from shoal.core.messages import whole
 
 DIGEST_ALGORITHMS = {
     "md5": 32,
@@ -34,6 +38,29 @@ DIGEST_ALGORITHMS = {
 """The algorithms a user's ``--digest ALGORITHM:HEX`` may name (hashlib's names, and BLAKE3's), with the
 length of their hex digest: blake2b is BLAKE2b-512, hashlib's default, as ``b2sum`` prints it."""
 _USER_DIGEST = re.compile(r"^([A-Za-z0-9]+):([0-9a-fA-F]+)\Z")
+
+
+def _any_case(name: str) -> str:
+    """A pattern matching ``name`` in any case, spelled out letter by letter: JSON Schema's regular
+    expressions (ECMA-262) have no case-insensitive flag."""
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in name)
+
+
+WHOLE_DIGEST = re.compile(
+    whole("(?:" + "|".join(f"{_any_case(a)}:[0-9a-fA-F]{{{n}}}" for a, n in DIGEST_ALGORITHMS.items()) + ")")
+)
+"""A whole ``ALGORITHM:HEX`` of :data:`DIGEST_ALGORITHMS`, in the form a JSON Schema states too."""
+
+# The pattern is for the OpenAPI document: each message's ``checked`` refuses a digest that is not one with
+# words that say what a digest is.
+Digest = Annotated[
+    str,
+    Meta(
+        description=f"ALGORITHM:HEX, ALGORITHM one of {', '.join(DIGEST_ALGORITHMS)}: what the file must be",
+        extra_json_schema={"pattern": WHOLE_DIGEST.pattern},
+    ),
+]
+"""A user's whole-file digest in a JSON message (the daemon's ``get``, a pool's push)."""
 
 
 def parse_user_digest(text: str) -> str:

@@ -22,6 +22,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
+from urllib.parse import quote
 
 import msgspec
 
@@ -34,7 +35,9 @@ from shoal.daemon.messages import (
     FetchProgress,
     GetLine,
     GetRequest,
+    JoinPool,
     Placed,
+    PoolMembership,
     Warmed,
     WarmLine,
     WarmRequest,
@@ -100,13 +103,22 @@ class DaemonClient:
         digest: str | None = None,
         progress: OnProgress | None = None,
         share: bool = False,
+        ignore_qp: tuple[str, ...] = (),
+        no_origin: bool = False,
     ) -> Placed:
-        """Have the daemon place ``url``'s file at ``dest`` (absolute); returns its result. ``share``: see
-        GetRequest."""
+        """Have the daemon place ``url``'s file at ``dest`` (absolute); returns its result. ``share``,
+        ``ignore_qp``, ``no_origin``: see GetRequest."""
         # Normalised here: the daemon refuses a directory with "." or ".." in it rather than guess.
         directory = os.path.normpath(dest.parent)
-        body = GetRequest(url, directory, dest.name, headers or {}, digest, share)
+        body = GetRequest(url, directory, dest.name, headers or {}, digest, share, list(ignore_qp), no_origin)
         return self.stream("/v1/get", body, GetLine, progress)
+
+    def join_pool(self, name: str, token: str | None = None) -> PoolMembership:
+        """Have the daemon join the pool ``name`` of its tracker until it stops (``shoal pool join``)."""
+        return self.call("POST", "/v1/pools", PoolMembership, JoinPool(name, token))
+
+    def leave_pool(self, name: str) -> PoolMembership:
+        return self.call("DELETE", f"/v1/pools/{quote(name, safe='')}", PoolMembership)
 
     def warm(self, target: str, *, progress: OnProgress | None = None) -> Warmed:
         return self.stream("/v1/warm", WarmRequest(target), WarmLine, progress)

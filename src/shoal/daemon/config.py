@@ -5,10 +5,12 @@ light: no aiohttp, no SQL)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from shoal.core.errors import UsageError
+from shoal.core.pool import POOL_NAME
 from shoal.http.credentials import Credentials
 from shoal.peer.config import DEFAULT_LISTEN_HOST
 
@@ -45,9 +47,33 @@ class PoolSpec:
     @classmethod
     def parse(cls, text: str) -> PoolSpec:
         name, sep, token = text.partition(":")
-        if not name or (sep and not token):
+        if not POOL_NAME.match(name) or (sep and not token):
             raise UsageError(f"--pool takes NAME or NAME:TOKEN, not {text!r}")
         return cls(name, token or None)
+
+
+def parse_pool_tokens(text: str, source: str) -> dict[str, str]:
+    """A pool token file (``--pool-token-file``): one ``NAME TOKEN`` a line; blank lines and lines starting
+    with ``#`` are skipped. A UsageError names the first bad line of ``source``."""
+    tokens: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        if len(fields) != 2 or not POOL_NAME.match(fields[0]) or not (fields[1].isascii() and fields[1].isprintable()):
+            raise UsageError(f"{source}, line {number}: a pool token file holds NAME TOKEN lines")
+        if fields[0] in tokens:
+            raise UsageError(f"{source}, line {number}: pool {fields[0]!r} is named twice")
+        tokens[fields[0]] = fields[1]
+    return tokens
+
+
+def with_tokens(pools: Iterable[PoolSpec], tokens: Mapping[str, str], default: str | None) -> tuple[PoolSpec, ...]:
+    """``pools`` with a token each that has none of its own: its line of a pool token file (``tokens``), else
+    ``default`` ($SHOAL_POOL_TOKEN; a public pool ignores a token it does not know)."""
+    return tuple(
+        spec if spec.token else PoolSpec(spec.name, tokens.get(spec.name) or default or None) for spec in pools
+    )
 
 
 def index_path(cache_dir: Path) -> Path:
@@ -88,6 +114,10 @@ class DaemonConfig:
     """Share a file fetched with origin headers (credentials) with the peers holding the same headers, and
     only with them (core.ids.headers_tag). Off: such a file comes from the origin only and is served to
     nobody; a request may still ask to share its own (GetRequest.share)."""
+    ignore_qp: tuple[str, ...] = ()
+    """Query parameters (names or shell-style patterns) left out of the identity of every task the daemon
+    fetches, a request's own added (core.ids.identity_url): differently signed URLs of one file share one
+    swarm and one cache entry. Every host of a swarm must name the same ones."""
     scrub_interval: float = 86400.0
     """Seconds between full re-hashes of every cached file (0: never), for damage a stat does not show."""
     reseed_seconds: float = 5.0

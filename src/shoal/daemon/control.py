@@ -1,9 +1,12 @@
 """The daemon's control API, on a Unix socket only this user can reach (mode 0600, and the peer's
 credentials checked with SO_PEERCRED on every request).
 
-    POST /v1/get           {"url", "dest_dir", "name", "headers"?, "digest"?}   place a file, fetching it if needed
+    POST /v1/get           {"url", "dest_dir", "name", "headers"?, "digest"?,   place a file, fetching it if needed
+                            "ignore_qp"?, "no_origin"?}
     POST /v1/warm          {"target": URL | ID}                                 fetch into the cache, place nothing
-    GET  /v1/status                                                             usage, downloads, seeded tasks
+    GET  /v1/status                                                             usage, downloads, seeded tasks, pools
+    POST /v1/pools         {"name", "token"?}                                   join a pool until the daemon stops
+    DELETE /v1/pools/NAME                                                       leave it until the daemon stops
     GET  /v1/openapi.json                                                       this API's OpenAPI document
 
 Each body and reply is a struct of shoal.daemon.messages, and ``ROUTES`` names them; the OpenAPI document
@@ -36,8 +39,9 @@ from aiohttp import web
 
 from shoal import __version__
 from shoal.core.download import Stats
-from shoal.core.errors import NotInCache, ShoalError, UsageError
-from shoal.daemon.fetcher import Fetch, Fetcher
+from shoal.core.errors import NotInCache, ShoalError, TrackerUnavailable, UsageError
+from shoal.daemon.config import PoolSpec
+from shoal.daemon.fetcher import Fetch, Fetcher, FetchOptions
 from shoal.daemon.messages import (
     DaemonStatus,
     EntryView,
@@ -45,11 +49,14 @@ from shoal.daemon.messages import (
     FetchProgress,
     GetLine,
     GetRequest,
+    JoinPool,
     Placed,
+    PoolMembership,
     Warmed,
     WarmLine,
     WarmRequest,
 )
+from shoal.daemon.pools import Memberships
 from shoal.http import openapi
 from shoal.http.json_api import json_error, json_errors, read_struct, struct_response
 from shoal.http.openapi import Route
@@ -112,10 +119,18 @@ def _progress(stats: Stats) -> FetchProgress:
 class Control:
     """The control API's handlers over the daemon's store and fetcher."""
 
-    def __init__(self, store: CacheStore, fetcher: Fetcher, status: Callable[[], DaemonStatus]) -> None:
+    def __init__(
+        self,
+        store: CacheStore,
+        fetcher: Fetcher,
+        status: Callable[[], DaemonStatus],
+        pools: Memberships | None = None,
+    ) -> None:
         self.store = store
         self.fetcher = fetcher
         self.status = status
+        self.pools = pools
+        """None: the daemon has no tracker, so no pools."""
 
     def app(self) -> web.Application:
         middlewares = [json_errors(log), same_user_only]
@@ -124,6 +139,8 @@ class Control:
             ("POST", "/v1/get"): self._get,
             ("POST", "/v1/warm"): self._warm,
             ("GET", "/v1/status"): self._status,
+            ("POST", "/v1/pools"): self._join,
+            ("DELETE", "/v1/pools/{pool}"): self._leave,
         }
         for route in ROUTES:
             app.router.add_route(route.method, route.path, handlers[route.method, route.path])
@@ -138,6 +155,7 @@ class Control:
         url, digest = body.url, body.digest
         dest = destination(body)
         headers = parse_headers(body.headers or {})
+        options = FetchOptions(tuple(body.ignore_qp), body.no_origin)
         started = time.monotonic()
 
         async def run(progress: Follow) -> Placed:
@@ -145,7 +163,7 @@ class Control:
                 return self._follow(fetch, progress)
 
             entry, fetch = await self.fetcher.obtain(
-                url, headers=headers, expected=digest, follow=follow, share=body.share
+                url, headers=headers, expected=digest, follow=follow, share=body.share, options=options
             )
             try:
                 entry, linked = await asyncio.to_thread(self.store.place, entry.digest, dest)
@@ -154,7 +172,7 @@ class Control:
                     raise
                 # A hit damaged on disk was removed by place's check: fetch it again.
                 entry, fetch = await self.fetcher.obtain(
-                    url, headers=headers, expected=digest, follow=follow, share=body.share
+                    url, headers=headers, expected=digest, follow=follow, share=body.share, options=options
                 )
                 entry, linked = await asyncio.to_thread(self.store.place, entry.digest, dest)
             return Placed(
@@ -179,6 +197,28 @@ class Control:
             return Warmed(msgspec.convert(entry.to_json(), EntryView))
 
         return await self._stream(request, run, WarmLine)
+
+    def _memberships(self) -> Memberships:
+        if self.pools is None:
+            raise UsageError("this daemon has no tracker, and pools live on one: start it with --tracker")
+        return self.pools
+
+    async def _join(self, request: web.Request) -> web.Response:
+        body = await read_struct(request, JoinPool)
+        pools = self._memberships()
+        try:
+            changed = await pools.join(PoolSpec(body.name, body.token))
+        except TrackerUnavailable as exc:
+            return json_error(503, f"cannot join pool {body.name}: {exc}")
+        log.info("pool %s: %s at runtime", body.name, "joined" if changed else "already a member")
+        return struct_response(PoolMembership(body.name, changed, pools.names))
+
+    async def _leave(self, request: web.Request) -> web.Response:
+        name = request.match_info["pool"]
+        pools = self._memberships()
+        await pools.leave(name)
+        log.info("pool %s: left at runtime", name)
+        return struct_response(PoolMembership(name, True, pools.names))
 
     async def _follow(self, fetch: Fetch, progress: Follow) -> CacheEntry:
         return await fetch.follow(progress, PROGRESS_SECONDS)
@@ -220,6 +260,14 @@ ROUTES = (
         media=NDJSON,
     ),
     Route("GET", "/v1/status", "what the daemon serves and holds", response=DaemonStatus),
+    Route(
+        "POST",
+        "/v1/pools",
+        "join a pool of the daemon's tracker until the daemon stops (the tracker must take the member)",
+        request=JoinPool,
+        response=PoolMembership,
+    ),
+    Route("DELETE", "/v1/pools/{pool}", "leave a pool until the daemon stops", response=PoolMembership),
 )
 
 

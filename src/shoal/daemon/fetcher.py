@@ -41,8 +41,16 @@ from pathlib import Path
 import aiohttp
 
 from shoal.core.download import Stats
-from shoal.core.errors import HashingStopped, IntegrityError, LocalIOError, NotInCache, ShoalError, TrackerUnavailable
-from shoal.core.ids import PeerIdentity, canonical_url, headers_tag, task_id_for_url
+from shoal.core.errors import (
+    HashingStopped,
+    IntegrityError,
+    LocalIOError,
+    NotInCache,
+    ShoalError,
+    TrackerUnavailable,
+    UsageError,
+)
+from shoal.core.ids import PeerIdentity, canonical_url, headers_tag, identity_url, task_id_for_url
 from shoal.core.manifest import Manifest
 from shoal.core.messages import ScopeBytes
 from shoal.daemon.config import DaemonConfig
@@ -73,6 +81,17 @@ async def enter_in_thread(stack: contextlib.ExitStack, manager: contextlib.Abstr
         raise
 
 
+@dataclass(frozen=True, slots=True)
+class FetchOptions:
+    """What a request may ask of the download it starts, beyond its URL and headers (``shoal get``'s flags)."""
+
+    ignore_qp: tuple[str, ...] = ()
+    """Query parameters to leave out of the task's identity, beside the daemon's own (``--ignore-qp``)."""
+    no_origin: bool = False
+    """Peers only: the origin is never asked, and the fetch fails (NoSwarmCopy) when the swarm cannot supply
+    the file."""
+
+
 @dataclass(eq=False)
 class Fetch:
     """One download into the cache; every request for the same URL waits on the same one."""
@@ -84,6 +103,10 @@ class Fetch:
     """With a tag: shared with the peers holding the same headers."""
     checked: str | None = None
     """The digest (``ALGORITHM:HEX``) the download checked the whole file against, if any."""
+    ignore_qp: tuple[str, ...] = ()
+    """Query parameters left out of the task's identity (core.ids.identity_url): the daemon's and the request's."""
+    no_origin: bool = False
+    """Peers only (``shoal get --no-origin``): the origin is never asked."""
     stats: Stats = field(default_factory=Stats)
     result: asyncio.Future[CacheEntry] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     task: asyncio.Task[None] | None = None
@@ -147,16 +170,34 @@ class Fetcher:
         self._hashing: asyncio.Future[int] | None = None
         self._hash_again = False
 
-    def fetch(self, url: str, *, headers: Mapping[str, str], expected: str | None = None, share: bool = False) -> Fetch:
+    def fetch(
+        self,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        expected: str | None = None,
+        share: bool = False,
+        options: FetchOptions = FetchOptions(),
+    ) -> Fetch:
         """Start (or join) the download of ``url`` into the cache. ``expected``: a BLAKE3 or ``sha256:``
         id the content must have (a request that joins another's download checks its own, see
-        :func:`matches`). ``share``: see the module's docstring (the daemon's config may say so too)."""
+        :func:`matches`). ``share``: see the module's docstring (the daemon's config may say so too).
+        ``options``: the request's own (a request that joins another's download takes that one's)."""
         tag = headers_tag(headers)
-        key = task_id_for_url(url, tag=tag)
+        ignore_qp = self.ignored(options)
+        if options.no_origin and (self.config.tracker is None or (tag and not share)):
+            raise UsageError("--no-origin needs a tracker: the file can only come from the swarm")
+        key = self._key(url, tag, ignore_qp)
         current = self._fetches.get(key)
         if current is not None and not current.result.done():
             return current
-        fetch = Fetch(canonical_url(url), tag, bool(tag) and (share or self.config.share_authenticated))
+        fetch = Fetch(
+            canonical_url(url),
+            tag,
+            bool(tag) and (share or self.config.share_authenticated),
+            ignore_qp=ignore_qp,
+            no_origin=options.no_origin,
+        )
         # A failure nobody waits for any more (the asking client went away) is logged, not warned about.
         fetch.result.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._fetches[key] = fetch
@@ -173,12 +214,13 @@ class Fetcher:
         expected: str | None,
         follow: Callable[[Fetch], Awaitable[CacheEntry]],
         share: bool = False,
+        options: FetchOptions = FetchOptions(),
     ) -> tuple[CacheEntry, Fetch | None]:
         """The cached entry of ``url`` (or of the content ``expected`` names, whatever its URL), fetching
         it if it is not cached; ``follow`` waits for a fetch. The Fetch is None on a hit."""
         expected = expected.lower() if expected is not None else None
         other = expected is not None and not is_cache_id(expected)
-        hit = await asyncio.to_thread(self.cached, url, expected, headers)
+        hit = await asyncio.to_thread(self.cached, url, expected, headers, self.ignored(options))
         if hit is not None and other:
             assert expected is not None
             actual = await asyncio.to_thread(self._digest_of, hit, expected)
@@ -189,7 +231,7 @@ class Fetcher:
             self.hits += 1
             return hit, None
         self.misses += 1
-        fetch = self.fetch(url, headers=headers, expected=expected, share=share)
+        fetch = self.fetch(url, headers=headers, expected=expected, share=share, options=options)
         entry = await follow(fetch)
         if other:
             assert expected is not None
@@ -212,20 +254,38 @@ class Fetcher:
         return entry, fetch
 
     def cached(
-        self, url: str, expected: str | None = None, headers: Mapping[str, str] | None = None
+        self,
+        url: str,
+        expected: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        ignore_qp: tuple[str, ...] = (),
     ) -> CacheEntry | None:
         """The cache's entry for ``url`` fetched with ``headers`` (or the content ``expected`` names, when it is
         a cache id) when its file is on disk; a private entry only for a request with the same URL and
-        headers."""
+        headers. With ``ignore_qp``, a file seeded under the URL's task is one (fetched by a URL signed
+        otherwise: the swarm would hand out the same bytes)."""
         tag = headers_tag(headers or {})
-        key = task_id_for_url(url, tag=tag)
+        key = self._key(url, tag, ignore_qp)
         if expected and is_cache_id(expected):
             entry = self.store.lookup(expected)
             if entry is not None and (keys := self.store.index.private_keys(entry.digest)) and key not in keys:
                 entry = None
+        elif tag:
+            entry = self.store.by_private_key(key)
         else:
-            entry = self.store.by_private_key(key) if tag else self.store.by_url(url)
+            entry = self.store.by_url(url)
+            if entry is None and ignore_qp:
+                entry = self.store.by_task(key)
         return entry if entry is not None and entry.cached else None
+
+    def ignored(self, options: FetchOptions) -> tuple[str, ...]:
+        """The query parameters a fetch leaves out of its task's identity: the daemon's, then the request's."""
+        return tuple(dict.fromkeys((*self.config.ignore_qp, *options.ignore_qp)))
+
+    @staticmethod
+    def _key(url: str, tag: str, ignore_qp: tuple[str, ...]) -> str:
+        """A fetch's key (its staging file's name): its task's id without a digest."""
+        return task_id_for_url(identity_url(url, ignore_qp), tag=tag)
 
     async def warm(self, target: str, follow: Callable[[Fetch], Awaitable[CacheEntry]]) -> CacheEntry:
         """Make sure ``target`` (a URL, or a cache id) is cached and intact, fetching it if not; ``follow``
@@ -265,7 +325,7 @@ class Fetcher:
     def cancel(self, url: str) -> None:
         """Stop the (public) download of ``url``, if one runs; every request waiting on it sees it
         cancelled."""
-        fetch = self._fetches.get(task_id_for_url(url))
+        fetch = self._fetches.get(self._key(url, "", self.ignored(FetchOptions())))
         if fetch is not None and fetch.task is not None:
             fetch.task.cancel()
 
@@ -349,7 +409,9 @@ class Fetcher:
             headers={"Accept-Encoding": "identity", **headers},
             download_rate=self.config.download_rate,
             upload_time=0,
-            fallback=self.config.fallback,
+            fallback=self.config.fallback and not fetch.no_origin,
+            no_origin=fetch.no_origin,
+            ignore_qp=fetch.ignore_qp,
             site=self.config.site,
             rack=self.config.rack,
             listen_host=self.config.listen_host,

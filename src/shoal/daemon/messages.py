@@ -14,36 +14,15 @@ generated from them, so the three cannot disagree. Rules, and why:
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 import msgspec
 from msgspec import Meta
 
-from shoal.core.errors import ProtocolError
-from shoal.core.messages import whole
-from shoal.core.whole_file import DIGEST_ALGORITHMS
-
-
-def _any_case(name: str) -> str:
-    """A pattern matching ``name`` in any case, spelled out letter by letter: JSON Schema's regular
-    expressions (ECMA-262) have no case-insensitive flag."""
-    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in name)
-
-
-_DIGEST = re.compile(
-    whole("(?:" + "|".join(f"{_any_case(a)}:[0-9a-fA-F]{{{n}}}" for a, n in DIGEST_ALGORITHMS.items()) + ")")
-)
-# The pattern is the document's only: GetRequest.checked applies it, so the refusal says in words what a
-# digest is.
-Digest = Annotated[
-    str,
-    Meta(
-        description=f"ALGORITHM:HEX, ALGORITHM one of {', '.join(DIGEST_ALGORITHMS)}: what the placed file must be",
-        extra_json_schema={"pattern": _DIGEST.pattern},
-    ),
-]
-
+from shoal.core.errors import ProtocolError, UsageError
+from shoal.core.ids import parse_ignored_params
+from shoal.core.pool import POOL_NAME
+from shoal.core.whole_file import DIGEST_ALGORITHMS, WHOLE_DIGEST, Digest
 
 # -- requests ---------------------------------------------------------------------------------------------
 
@@ -60,14 +39,33 @@ class GetRequest(msgspec.Struct, frozen=True):
     share: bool = False
     """With headers: share the file with the peers holding the same headers (the daemon's
     ``--share-authenticated`` shares every such file); else it is fetched from the origin only."""
+    ignore_qp: Annotated[
+        list[Annotated[str, Meta(max_length=256)]],
+        Meta(max_length=64, description="query parameters (or patterns: X-Amz-*) left out of the swarm's identity"),
+    ] = []
+    """``shoal get --ignore-qp``: added to the daemon's own list."""
+    no_origin: bool = False
+    """``shoal get --no-origin``: peers only; the origin is never asked (a cache hit is still one)."""
 
     def checked(self) -> GetRequest:
         # Whole digests only: it is what the placed file must match, not a cache id to look up, so a
         # prefix (which cache ids accept) would weaken the check.
-        if self.digest is not None and not _DIGEST.match(self.digest):
+        if self.digest is not None and not WHOLE_DIGEST.match(self.digest):
             known = ", ".join(f"{a}: {n}" for a, n in DIGEST_ALGORITHMS.items())
             raise ProtocolError(f"digest must be ALGORITHM:HEX, whole ({known} hex digits)", field="digest")
+        try:
+            parse_ignored_params(self.ignore_qp)
+        except UsageError as exc:
+            raise ProtocolError(str(exc), field="ignore_qp") from None
         return self
+
+
+class JoinPool(msgspec.Struct, frozen=True):
+    """Join a pool of the daemon's tracker until the daemon stops (``shoal pool join``)."""
+
+    name: Annotated[str, Meta(pattern=POOL_NAME.pattern, description="1-64 of a-z, 0-9, '.', '_', '-'")]
+    token: Annotated[str, Meta(min_length=1, max_length=4096)] | None = None
+    """A private pool's token (the pool's, or the operator's)."""
 
 
 class WarmRequest(msgspec.Struct, frozen=True):
@@ -150,6 +148,16 @@ class WarmLine(msgspec.Struct, frozen=True, omit_defaults=True):
     error: FetchFailure | None = None
 
 
+class PoolMembership(msgspec.Struct, frozen=True):
+    """The reply to a join or a leave: the pool, and whether that changed anything."""
+
+    pool: str
+    changed: bool
+    """False for a join of a pool the daemon was a member of already (with the same token)."""
+    pools: list[str]
+    """Every pool the daemon is a member of now."""
+
+
 class DaemonStatus(msgspec.Struct, frozen=True):
     """What the daemon serves and holds."""
 
@@ -165,3 +173,5 @@ class DaemonStatus(msgspec.Struct, frozen=True):
     """The swarm tasks it announces."""
     uploading: int
     """Tasks whose pieces it serves now."""
+    pools: list[str] = []
+    """The pools it is a member of (``--pool``, ``shoal pool join``)."""

@@ -36,6 +36,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -44,9 +45,9 @@ import aiohttp
 
 from shoal.core import pool_api
 from shoal.core.download import Stats
-from shoal.core.errors import PoolRefused, ShoalError, TrackerUnavailable, UsageError
-from shoal.core.pool import MemberStatus
-from shoal.core.pool_messages import Heartbeat, MemberReport, WorkItem
+from shoal.core.errors import NotFound, PoolRefused, ShoalError, TrackerUnavailable, UsageError
+from shoal.core.pool import MemberStatus, check_pool_name
+from shoal.core.pool_messages import Heartbeat, HeartbeatReply, MemberReport, WorkItem
 from shoal.core.push_policy import refused as push_refused
 from shoal.core.retry import Backoff, Retries
 from shoal.core.tracker_choice import TrackerChoice
@@ -149,6 +150,19 @@ class PoolMember:
                 pool_api.leave(self.pool.name, self.identity.member_id, secret=self.identity.secret), seconds=2
             )
 
+    async def check(self) -> None:
+        """One heartbeat, answered at once: PoolRefused when the tracker refuses this member (no such pool,
+        no token or a wrong one), TrackerUnavailable when no tracker answers. Run before a join at runtime,
+        so its caller hears why it failed; a pool of the daemon's start is kept asking instead."""
+        await self._run(self._heartbeat(await asyncio.to_thread(self._free), wait=0, version=None))
+
+    def _heartbeat(self, free: int, *, wait: float, version: int | None) -> pool_api.Call[HeartbeatReply]:
+        identity = self.identity
+        beat = Heartbeat(identity.name, identity.url, identity.site, identity.rack, free)
+        return pool_api.heartbeat(
+            self.pool.name, identity.member_id, beat, wait=wait, version=version, secret=identity.secret
+        )
+
     async def _run(self, call: pool_api.Call[R], *, seconds: float = 10) -> R:
         """Send ``call`` and read its reply (core.pool_api's mapping, over http.pool_transport)."""
         return await run_call(
@@ -160,13 +174,7 @@ class PoolMember:
         retry = Retries(HEARTBEAT_BACKOFF)
         refused = ""  # the refusal last logged: the same one again is not
         while True:
-            identity = self.identity
-            beat = Heartbeat(
-                identity.name, identity.url, identity.site, identity.rack, await asyncio.to_thread(self._free)
-            )
-            call = pool_api.heartbeat(
-                self.pool.name, identity.member_id, beat, wait=POLL_SECONDS, version=version, secret=identity.secret
-            )
+            call = self._heartbeat(await asyncio.to_thread(self._free), wait=POLL_SECONDS, version=version)
             try:
                 reply = await self._run(call, seconds=POLL_SECONDS + 10)
             except PoolRefused as exc:
@@ -270,3 +278,57 @@ class PoolMember:
                 log.warning("pool %s: report on job %s refused: %s", self.pool.name, job_id, exc)
         except TrackerUnavailable as exc:
             log.warning("pool %s: report on job %s failed: %s", self.pool.name, job_id, exc)
+
+
+class Memberships:
+    """The pools this daemon is a member of, joined at its start (``--pool``) or at runtime (``shoal pool
+    join``, over the control socket), each a :class:`PoolMember` until it leaves or the daemon stops.
+
+    A runtime join lasts until the daemon stops, like a pool left at runtime: the daemon's command line (or
+    its service unit) is where membership is kept, and no token is written to the cache directory."""
+
+    def __init__(self, make: Callable[[PoolSpec], PoolMember]) -> None:
+        self._make = make
+        self._members: dict[str, PoolMember] = {}
+        self._lock = asyncio.Lock()
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._members)
+
+    async def start(self, pools: Iterable[PoolSpec]) -> None:
+        """Join ``pools`` (the daemon's ``--pool``): each keeps asking the tracker until it answers."""
+        async with self._lock:
+            for spec in pools:
+                member = self._make(spec)
+                self._members[spec.name] = await member.__aenter__()
+
+    async def join(self, spec: PoolSpec) -> bool:
+        """Join ``spec``'s pool once the tracker takes this member's heartbeat (PoolRefused or
+        TrackerUnavailable otherwise, and nothing changes); False when it was a member already, with the
+        same token. A new token replaces the old one."""
+        check_pool_name(spec.name)
+        async with self._lock:
+            current = self._members.get(spec.name)
+            if current is not None and current.pool == spec:
+                return False
+            member = self._make(spec)
+            await member.check()
+            if current is not None:
+                await current.__aexit__(None, None, None)
+            self._members[spec.name] = await member.__aenter__()
+            return True
+
+    async def leave(self, name: str) -> None:
+        """Leave the pool ``name``: its downloads stop and the tracker is told. NotFound when not a member."""
+        async with self._lock:
+            member = self._members.pop(name, None)
+            if member is None:
+                raise NotFound(f"this daemon is not a member of pool {name!r}")
+            await member.__aexit__(None, None, None)
+
+    async def close(self) -> None:
+        """Leave every pool (the daemon stops)."""
+        async with self._lock:
+            members, self._members = list(self._members.values()), {}
+            await asyncio.gather(*(m.__aexit__(None, None, None) for m in members))

@@ -6,7 +6,8 @@ piece server ── serves every cached task's pieces to peers, whole files at /
 seeding ── keeps each cached task announced to the tracker for as long as it is cached
 fetcher ── one swarm download per URL into the cache, however many requests ask at once
 control API ── the Unix socket ``shoal get`` and ``shoal cache warm`` talk to
-pool members ── one per ``--pool``: fetch what is pushed to the pool, report progress to the tracker
+pool members ── one per ``--pool`` or runtime join: fetch what is pushed to the pool, report progress to the
+                tracker
 scrub ── re-hashes every cached file every ``scrub_interval``
 """
 
@@ -28,12 +29,12 @@ from shoal.core.ids import PeerIdentity
 from shoal.core.pool import member_id_for
 from shoal.daemon import metrics as daemon_metrics
 from shoal.daemon.client import DaemonClient
-from shoal.daemon.config import DaemonConfig, index_path
+from shoal.daemon.config import DaemonConfig, PoolSpec, index_path
 from shoal.daemon.content_http import content_route
 from shoal.daemon.control import Control
 from shoal.daemon.fetcher import Fetcher
 from shoal.daemon.messages import DaemonStatus
-from shoal.daemon.pools import Identity, PoolMember
+from shoal.daemon.pools import Identity, Memberships, PoolMember
 from shoal.daemon.seeding import Seeding
 from shoal.daemon.socket_guard import prepare_directory
 from shoal.http.limits import Runner
@@ -64,6 +65,7 @@ class Daemon:
         self.seeding: Seeding | None = None
         self.fetcher: Fetcher | None = None
         self.metrics = Metrics()
+        self.pools: Memberships | None = None
         self.node_url = ""
         self._stack = contextlib.AsyncExitStack()
 
@@ -122,39 +124,47 @@ class Daemon:
         stack.push_async_callback(self.fetcher.stop)
         daemon_metrics.install(self.metrics, self.store, self.fetcher, self.server, self.seeding)
         self.fetcher.complete_sha256()  # any left pending when the daemon last stopped
-        runner = Runner(Control(self.store, self.fetcher, self.status).app())
+        if self.seeding is not None:  # pools live on the tracker
+            self.pools = await self._memberships(session, self.seeding, self.fetcher)
+            stack.push_async_callback(self.pools.close)
+        runner = Runner(Control(self.store, self.fetcher, self.status, self.pools).app())
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         await _bind_control(runner, config.socket)
         stack.callback(_unlink_quietly, config.socket)
-        if config.pools and config.tracker:
-            assert self.seeding is not None  # made above, for the same tracker
-            secret = await asyncio.to_thread(self._member_secret)
-            identity = Identity(
-                member_id_for(secret),
-                config.member_name or socket.gethostname(),
-                self.node_url,
-                config.site,
-                config.rack,
-                secret,
-            )
-            for spec in config.pools:
-                member = PoolMember(
-                    spec,
-                    # The seeding's choice of tracker: one failover moves seeding, downloads and pools.
-                    trackers=self.seeding.tracker.choice,
-                    session=session,
-                    fetcher=self.fetcher,
-                    store=self.store,
-                    identity=identity,
-                    dest_roots=config.pool_dest,
-                    credentials=config.credentials,
-                )
-                await stack.enter_async_context(member)
+        if self.pools is not None:
+            await self.pools.start(config.pools)
         if config.scrub_interval > 0:
             scrub = asyncio.create_task(self._scrub_every(config.scrub_interval))
             stack.callback(scrub.cancel)
         log.info("cache %s: %s", config.cache_dir, describe(self.store.usage()))
+
+    async def _memberships(self, session: aiohttp.ClientSession, seeding: Seeding, fetcher: Fetcher) -> Memberships:
+        config = self.config
+        secret = await asyncio.to_thread(self._member_secret)
+        identity = Identity(
+            member_id_for(secret),
+            config.member_name or socket.gethostname(),
+            self.node_url,
+            config.site,
+            config.rack,
+            secret,
+        )
+
+        def member(spec: PoolSpec) -> PoolMember:
+            return PoolMember(
+                spec,
+                # The seeding's choice of tracker: one failover moves seeding, downloads and pools.
+                trackers=seeding.tracker.choice,
+                session=session,
+                fetcher=fetcher,
+                store=self.store,
+                identity=identity,
+                dest_roots=config.pool_dest,
+                credentials=config.credentials,
+            )
+
+        return Memberships(member)
 
     def _member_secret(self) -> str:
         """The secret this cache's member id in pools derives from (core.pool.member_id_for), kept in its
@@ -177,6 +187,7 @@ class Daemon:
             files=usage.files,
             seeding=self.seeding.task_ids if self.seeding else [],
             uploading=len(self.server.tasks),
+            pools=self.pools.names if self.pools is not None else [],
         )
 
     async def _scrub_every(self, seconds: float) -> None:

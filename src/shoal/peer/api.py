@@ -31,7 +31,7 @@ from shoal.http.tls import load_roots_first
 from shoal.peer.callback import callback_argv, run_callback
 from shoal.peer.config import DEFAULT_LISTEN, GetConfig
 from shoal.peer.engine import Download
-from shoal.peer.request import check_digest, parse_headers, parse_listen, resolve_destination
+from shoal.peer.request import check_digest, check_no_origin, parse_headers, parse_listen, resolve_destination
 from shoal.peer.server import PieceServer, ServerConfig
 
 log = logging.getLogger("shoal.get")
@@ -285,8 +285,7 @@ def _config(
     )
     if no_origin and config.tracker is None:
         raise UsageError("--no-origin needs a tracker: the file can only come from the swarm")
-    if no_origin and fallback:
-        raise UsageError("--no-origin forbids the origin, which --fallback would fall back to")
+    check_no_origin(no_origin, fallback)
     return config
 
 

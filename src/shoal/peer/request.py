@@ -77,6 +77,12 @@ def check_digest(digest: str | None) -> str | None:
     return parse_user_digest(digest) if digest is not None else None
 
 
+def check_no_origin(no_origin: bool, fallback: bool) -> None:
+    """``--no-origin`` and ``--fallback`` together are a usage error: one forbids what the other falls back to."""
+    if no_origin and fallback:
+        raise UsageError("--no-origin forbids the origin, which --fallback would fall back to")
+
+
 def parse_listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:

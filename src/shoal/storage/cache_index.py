@@ -298,6 +298,17 @@ class CacheIndex:
             ).fetchone()
             return None if row is None else self._entry(db, row)
 
+    def by_task(self, task_id: str) -> CacheEntry | None:
+        """The cached entry seeded under the swarm task ``task_id``, if any."""
+        with self._lock:
+            db = self._conn()
+            row = db.execute(
+                f"SELECT {', '.join('e.' + c for c in _ENTRY_COLUMNS.split(', '))} FROM entries e"
+                " JOIN tasks t ON t.digest = e.digest WHERE t.task_id = ? AND e.cached = 1",
+                (task_id,),
+            ).fetchone()
+            return None if row is None else self._entry(db, row)
+
     def by_private_key(self, key: str) -> CacheEntry | None:
         """The cached entry last fetched under the private ``key`` (a URL with its origin headers), if any."""
         with self._lock:

@@ -241,6 +241,9 @@ class CacheStore:
     def by_url(self, url: str) -> CacheEntry | None:
         return self.index.by_url(canonical_url(url))
 
+    def by_task(self, task_id: str) -> CacheEntry | None:
+        return self.index.by_task(task_id)
+
     def by_private_key(self, key: str) -> CacheEntry | None:
         return self.index.by_private_key(key)
 

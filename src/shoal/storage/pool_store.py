@@ -133,6 +133,31 @@ class PoolStore:
             row = (await conn.execute(select(pools).where(pools.c.name == name))).first()
         return None if row is None else _pool(row)
 
+    async def every(self) -> list[PoolRow]:
+        """Every pool, by name."""
+        async with self.store.connection() as conn:
+            return [_pool(row) for row in await conn.execute(select(pools).order_by(pools.c.name))]
+
+    async def live_counts(self, *, live_since: float) -> dict[str, tuple[int, int]]:
+        """Per pool with any: its members heard from after ``live_since`` and its running jobs."""
+        live = (
+            select(pool_members.c.pool, func.count())
+            .where(pool_members.c.last_seen > live_since)
+            .group_by(pool_members.c.pool)
+        )
+        running = (
+            select(pool_jobs.c.pool, func.count())
+            .where(pool_jobs.c.status == PushStatus.RUNNING.value)
+            .group_by(pool_jobs.c.pool)
+        )
+        counts: dict[str, tuple[int, int]] = {}
+        async with self.store.connection() as conn:
+            for pool, n in await conn.execute(live):
+                counts[pool] = (n, 0)
+            for pool, n in await conn.execute(running):
+                counts[pool] = (counts.get(pool, (0, 0))[0], n)
+        return counts
+
     async def remove(self, name: str) -> None:
         async with self.store.connection(write=True) as conn:
             job_ids = select(pool_jobs.c.job_id).where(pool_jobs.c.pool == name)

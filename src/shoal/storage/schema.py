@@ -179,6 +179,9 @@ pool_members = Table(
     Column("last_seen", Time, nullable=False),
 )
 
+DIGEST_LENGTH = 160
+"""A push's ``ALGORITHM:HEX`` (core.whole_file.DIGEST_ALGORITHMS): the longest, blake2b's, is 136 characters."""
+
 pool_jobs = Table(
     "pool_jobs",
     metadata,
@@ -187,7 +190,7 @@ pool_jobs = Table(
     Column("url", Text, nullable=False),
     Column("dest", Text, nullable=True),
     Column("replicas", Integer, nullable=True),
-    Column("digest", String(80), nullable=True),
+    Column("digest", String(DIGEST_LENGTH), nullable=True),
     Column("status", String(16), nullable=False),
     Column("error", Text, nullable=False, default=""),
     Column("created", Time, nullable=False),
@@ -471,6 +474,39 @@ async def _v9_pool_owners(conn: AsyncConnection) -> None:
     await conn.execute(text("UPDATE pools SET private = TRUE WHERE token_hash IS NOT NULL"))
 
 
+async def _v10_push_digests(conn: AsyncConnection) -> None:
+    # A push's digest may be of any algorithm `shoal get --digest` takes: "blake2b:" and 128 hex digits.
+    match conn.dialect.name:
+        case "postgresql":
+            await conn.execute(text("ALTER TABLE pool_jobs ALTER COLUMN digest TYPE VARCHAR(160)"))
+        case "mysql":
+            await conn.execute(text("ALTER TABLE pool_jobs MODIFY digest VARCHAR(160) NULL"))
+        case _:
+            # SQLite keeps a column's declared type but cannot change it: the table is built again, its
+            # rows copied over (SQLite's documented way for a change ALTER TABLE cannot make).
+            await conn.execute(text("ALTER TABLE pool_jobs RENAME TO pool_jobs_v9"))
+            await conn.execute(text("DROP INDEX IF EXISTS ix_pool_jobs_pool"))
+            frozen = MetaData()
+            Table(
+                "pool_jobs",
+                frozen,
+                Column("job_id", String(16), primary_key=True),
+                Column("pool", String(64), nullable=False, index=True),
+                Column("url", Text, nullable=False),
+                Column("dest", Text, nullable=True),
+                Column("replicas", Integer, nullable=True),
+                Column("digest", String(160), nullable=True),
+                Column("status", String(16), nullable=False),
+                Column("error", Text, nullable=False),
+                Column("created", Double, nullable=False),
+                Column("updated", Double, nullable=False),
+            )
+            await conn.run_sync(frozen.create_all)
+            columns = "job_id, pool, url, dest, replicas, digest, status, error, created, updated"
+            await conn.execute(text(f"INSERT INTO pool_jobs ({columns}) SELECT {columns} FROM pool_jobs_v9"))
+            await conn.execute(text("DROP TABLE pool_jobs_v9"))
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "tasks, piece hashes, peers, leases", _v1_initial),
     (2, "times as DOUBLE on MySQL", _v2_double_times),
@@ -481,6 +517,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (7, "tracker processes sharing the database", _v7_trackers),
     (8, "peers and origin leases in the tracker's memory; piece hashes name their reporter", _v8_soft_state_in_memory),
     (9, "pools: owners' tokens, private as a column, push allow-lists", _v9_pool_owners),
+    (10, "pool jobs: digests of every algorithm", _v10_push_digests),
 ]
 
 

@@ -189,8 +189,10 @@ def start_daemon(
     capacity: str = "1G",
     extra: Sequence[str] = (),
     log: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> Service:
-    """``shoal daemon`` with its piece server on 127.0.0.1 (a free port); ``url`` is the piece server's."""
+    """``shoal daemon`` with its piece server on 127.0.0.1 (a free port); ``url`` is the piece server's.
+    ``env``: variables added to this environment."""
     argv = ["daemon", "--cache-dir", str(cache_dir), "--socket", str(socket), "--capacity", capacity]
     argv += ["--listen", "127.0.0.1:0", *(["--tracker", tracker] if tracker else []), *extra]
-    return start_service(shoal_argv(*argv), log=log)
+    return start_service(shoal_argv(*argv), log=log, env=env)

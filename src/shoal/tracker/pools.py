@@ -2,6 +2,7 @@
 
 ::
 
+    GET    /v1/pools                                   the pools the caller may read, with counts
     POST   /v1/pools                                   create {"name", "private", "allow"}; the pool's token
                                                        is in the reply, once
     GET    /v1/pools/{pool}                            the pool, its members and its jobs
@@ -21,7 +22,8 @@ Rules:
 - Who may do what is core.pool.refusal's rule, on ``Authorization: Bearer TOKEN`` (the operator's token,
   from ``--admin-token-file``, or the pool's): creating needs the operator's (when the tracker has one);
   pushing, cancelling and removing the pool's or the operator's; a private pool needs one of them on every
-  route. None is a 401, a wrong one a 403, and neither reply says anything about the pool beyond that.
+  route. None is a 401, a wrong one a 403, and neither reply says anything about the pool beyond that. The
+  list of pools shows each caller only the pools it may read: a private pool's name is not given away.
 - A member's heartbeat, report and leave carry its secret (``Shoal-Member-Secret``), whose hash is the
   member's id (core.pool.member_id_for): a request under another member's id is refused (403) before it
   changes anything.
@@ -61,6 +63,7 @@ from shoal.core.pool import (
     JobFailed,
     MemberStatus,
     PushEvent,
+    Refusal,
     advance,
     advance_job,
     check_job_id,
@@ -88,7 +91,9 @@ from shoal.core.pool_messages import (
     MemberReport,
     MemberView,
     PoolCreated,
+    PoolList,
     PoolRemoved,
+    PoolSummary,
     PoolView,
     PushRequest,
     Replicas,
@@ -377,15 +382,19 @@ def credential(pools: Pools, request: web.Request, row: PoolRow | None) -> Crede
     return Credential(True, operator, owner)
 
 
-def _check(pools: Pools, request: web.Request, action: Action, row: PoolRow | None) -> None:
+def _refusal(pools: Pools, request: web.Request, action: Action, row: PoolRow | None) -> Refusal | None:
     private, owned = (row.private, row.token_hash is not None) if row is not None else (False, True)
-    verdict = refusal(
+    return refusal(
         action,
         credential(pools, request, row),
         operator_configured=pools.operator_hash is not None,
         private=private,
         owned=owned,
     )
+
+
+def _check(pools: Pools, request: web.Request, action: Action, row: PoolRow | None) -> None:
+    verdict = _refusal(pools, request, action, row)
     if verdict is None:
         return
     if verdict.status == 401:
@@ -427,6 +436,19 @@ async def create_pool(request: web.Request) -> web.Response:
         return json_error(409, str(exc))
     log.info("pool %s created (%s)", body.name, "private" if body.private else "public")
     return struct_response(PoolCreated(body.name, body.private, token, body.allow), status=201)
+
+
+async def list_pools(request: web.Request) -> web.Response:
+    """The pools the request may read, as anyone may read a public pool's members and jobs: a private pool
+    is listed only to its token's holders and the operator, so an outsider learns not even its name."""
+    pools = request.app[POOLS]
+    counts = await pools.store.live_counts(live_since=pools.clock() - pools.member_ttl)
+    listed = [
+        PoolSummary(row.name, row.private, row.created, *counts.get(row.name, (0, 0)))
+        for row in await pools.store.every()
+        if _refusal(pools, request, Action.USE, row) is None
+    ]
+    return struct_response(PoolList(listed))
 
 
 async def show_pool(request: web.Request) -> web.Response:
@@ -541,6 +563,16 @@ _HANDLERS = (
     (
         Route("POST", "/v1/pools", "create a pool", request=CreatePool, response=PoolCreated, status=201, auth=True),
         create_pool,
+    ),
+    (
+        Route(
+            "GET",
+            "/v1/pools",
+            "the pools the caller may read: each one's name, whether it is private, live members, running jobs",
+            response=PoolList,
+            auth=True,
+        ),
+        list_pools,
     ),
     (Route("GET", "/v1/pools/{pool}", "the pool, its members and jobs", response=PoolView, auth=True), show_pool),
     (Route("DELETE", "/v1/pools/{pool}", "remove the pool", response=PoolRemoved, auth=True), remove_pool),
