@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import blake3
 import pytest
 import trustme
 
@@ -31,7 +32,7 @@ from shoal.core.ranges import range_header
 from shoal.core.tickets import FLEET_HEADER, TICKET_HEADER, FleetKey
 from shoal.testing.poll import wait_until
 from shoal.testing.processes import Service, shoal_argv, start_daemon, start_seeder, start_tracker, write_random
-from tests.integration.conftest import run_get
+from tests.integration.conftest import cache_cli, run_get
 from tests.integration.test_swarm import parse_summary
 from tests.store.conftest import SERVERS, _probe, drop_schema
 
@@ -321,6 +322,57 @@ def test_a_daemon_with_the_token_seeds_to_the_fleet_only(
     port = int(node.url.rpartition(":")[2])
     status, body = request(f"http://127.0.0.1:{port}/v1/tasks/{task_id}/haves?gen=1")
     assert status == 403 and b"bitfield" not in body
+
+
+def test_a_daemons_content_route_serves_the_fleet_only(
+    tmp_path: Path, origin: Any, make_file: Any, services: list[Service], token_file: Path
+) -> None:
+    src = origin()
+    data = make_file(src.root / "synced.bin", SIZE)
+    token = ("--fleet-token-file", str(token_file))
+
+    def node(name: str, *extra: str) -> Path:
+        """A daemon (without a tracker: the content route needs none); its control socket."""
+        sock = tmp_path / name / "daemon.sock"
+        services.append(start_daemon(tmp_path / name / "cache", sock, extra=extra))
+        return sock
+
+    def cache(sock: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        argv = shoal_argv("cache", "--socket", str(sock), *args)
+        return subprocess.run(argv, capture_output=True, text=True, input=stdin, timeout=120)
+
+    first = node("first", *token)
+    assert run_get(src.url("synced.bin"), "-o", str(tmp_path / "first.bin"), "--socket", str(first)).returncode == 0
+    digest = blake3.blake3(data).hexdigest()
+    first_url = services[-1].url
+    content = f"{first_url}/v1/content/{digest}"
+
+    # An outsider who knows the file's BLAKE3 (it is no secret) gets a 403 and no bytes; so does one with
+    # another fleet's credential, or a ticket (a ticket admits to a task, not to the cache).
+    stranger = {FLEET_HEADER: FleetKey.from_token(b"not the fleet's token, long enough").credential(time.time())}
+    ticket = {TICKET_HEADER: FleetKey.from_token(TOKEN).ticket(digest, "mallory", int(time.time()) + 60)}
+    for headers in ({}, stranger, ticket):
+        status, body = request(content, headers=headers)
+        assert status == 403 and data[:4096] not in body, (headers, status)
+    assert request(f"{first_url}/v1/content/{'0' * 64}")[0] == 403  # not even whether it is cached
+    assert request(content, headers=fleet_headers()) == (200, data)
+
+    # Another node of the fleet syncs the file from the first one's export, the origin gone: its daemon
+    # asks the first one's content route with the fleet's credential.
+    exported = cache_cli(tmp_path / "first" / "cache", "export").stdout
+    (src.root / "synced.bin").unlink()
+    second = node("second", *token)
+    assert cache(second, "import", "-", stdin=exported).returncode == 0
+    warmed = cache(second, "warm", digest)
+    assert warmed.returncode == 0 and warmed.stdout.strip() == digest, warmed.stderr
+    assert cache(second, "get", digest, "-o", str(tmp_path / "second.bin")).returncode == 0
+    assert (tmp_path / "second.bin").read_bytes() == data
+    # A node without the token cannot.
+    outsider = node("outsider")
+    assert cache(outsider, "import", "-", stdin=exported).returncode == 0
+    refused = cache(outsider, "warm", digest)
+    assert refused.returncode == 4 and "HTTP 403" in refused.stderr, refused.stderr
+    assert cache_cli(tmp_path / "outsider" / "cache", "exists", digest).returncode == 1
 
 
 def test_the_pools_routes_need_the_token_too(tmp_path: Path, services: list[Service], token_file: Path) -> None:

@@ -81,6 +81,8 @@ class Fetch:
     """core.ids.headers_tag of its origin headers: "" for a public fetch."""
     share: bool = False
     """With a tag: shared with the peers holding the same headers."""
+    fleet_origin: bool = False
+    """The URL is another node's ``/v1/content/{id}``: asked with the fleet's credentials (GetConfig)."""
     checked: str | None = None
     """The digest (``ALGORITHM:HEX``) the download checked the whole file against, if any."""
     stats: Stats = field(default_factory=Stats)
@@ -141,16 +143,25 @@ class Fetcher:
         self._hashing: asyncio.Future[int] | None = None
         self._hash_again = False
 
-    def fetch(self, url: str, *, headers: Mapping[str, str], expected: str | None = None, share: bool = False) -> Fetch:
+    def fetch(
+        self,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        expected: str | None = None,
+        share: bool = False,
+        fleet_origin: bool = False,
+    ) -> Fetch:
         """Start (or join) the download of ``url`` into the cache. ``expected``: a BLAKE3 or ``sha256:``
         id the content must have (a request that joins another's download checks its own, see
-        :func:`matches`). ``share``: see the module's docstring (the daemon's config may say so too)."""
+        :func:`matches`). ``share``: see the module's docstring (the daemon's config may say so too).
+        ``fleet_origin``: ``url`` is a node of the fleet, asked with the fleet's credentials."""
         tag = headers_tag(headers)
         key = task_id_for_url(url, tag=tag)
         current = self._fetches.get(key)
         if current is not None and not current.result.done():
             return current
-        fetch = Fetch(canonical_url(url), tag, bool(tag) and (share or self.config.share_authenticated))
+        fetch = Fetch(canonical_url(url), tag, bool(tag) and (share or self.config.share_authenticated), fleet_origin)
         # A failure nobody waits for any more (the asking client went away) is logged, not warned about.
         fetch.result.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._fetches[key] = fetch
@@ -228,13 +239,15 @@ class Fetcher:
         entry = await asyncio.to_thread(self.store.entry, target)
         if entry.cached and await asyncio.to_thread(self._intact, entry.digest):
             return entry
-        urls = [*entry.sources, *(f"{peer.rstrip('/')}/v1/content/{entry.digest}" for peer in entry.holders)]
+        # An id's own sources are origins; the nodes an export named hold it as members of the fleet.
+        urls = [(url, False) for url in entry.sources]
+        urls += [(f"{peer.rstrip('/')}/v1/content/{entry.digest}", True) for peer in entry.holders]
         if not urls:
             raise NotInCache(f"{target} is not cached and no source for it is known", digest=entry.digest)
         failure: ShoalError | None = None
-        for url in urls:
+        for url, node in urls:
             try:
-                fetched = await follow(self.fetch(url, headers={}, expected=entry.digest))
+                fetched = await follow(self.fetch(url, headers={}, expected=entry.digest, fleet_origin=node))
                 if not matches(fetched, entry.digest):
                     raise IntegrityError(f"{url} no longer serves {entry.digest}", expected=entry.digest)
                 return fetched
@@ -341,6 +354,7 @@ class Fetcher:
             # (core.content_alias), and registers its own when it finishes the URL's task.
             digest=checked,
             credentials=self.config.credentials,
+            fleet_origin=fetch.fleet_origin,
         )
         with contextlib.ExitStack() as reservations:
 
