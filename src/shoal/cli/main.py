@@ -238,6 +238,7 @@ class LazyGroup(click.Group):
         "cache": "shoal.cli.cache",
         "mirror": "shoal.cli.mirror",
         "pool": "shoal.cli.pool",
+        "passkey": "shoal.cli.passkey",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

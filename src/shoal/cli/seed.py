@@ -57,6 +57,7 @@ async def hosted_seeder(config: SeederConfig) -> AsyncIterator[tuple[int, int]]:
     from aiohttp import web
 
     from shoal.http.credentials import Credentials
+    from shoal.http.fleet_auth import require_fleet
     from shoal.http.listen import listen
     from shoal.seeder.app import install
     from shoal.seeder.catalog import Catalog
@@ -72,7 +73,10 @@ async def hosted_seeder(config: SeederConfig) -> AsyncIterator[tuple[int, int]]:
         seeder = Seeder(config, index, catalog)
         options: dict[str, Any] = {}
         if config.tracker:
-            app = web.Application()
+            # Its JSON routes need the fleet's credential, as the embedded tracker's would (/v1/files names
+            # the private torrents' info-hashes).
+            fleet = [require_fleet(config.fleet_key)] if config.fleet_key is not None else []
+            app = web.Application(middlewares=fleet)
         else:
             tracker_db = f"sqlite:///{config.state_dir / 'tracker.db'}"
             tracker_config = TrackerConfig(host=config.host, port=config.port, db=tracker_db)

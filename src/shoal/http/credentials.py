@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shoal.core.errors import UsageError
-from shoal.core.tickets import FLEET_HEADER, FleetKey, parse_token
+from shoal.core.tickets import FLEET_HEADER, FleetKey, parse_tokens
 
 TOKEN_ENV = "SHOAL_FLEET_TOKEN_FILE"
 """The environment variable naming the fleet token file when no option does."""
@@ -48,7 +48,7 @@ def read_token_file(path: str | os.PathLike[str]) -> FleetKey:
             raw = file.read(64 * 1024)
     except OSError as exc:
         raise UsageError(f"{path}: cannot read the fleet token file: {exc.strerror or exc}") from None
-    return FleetKey.from_token(parse_token(raw, str(path)))
+    return FleetKey(parse_tokens(raw, str(path)))
 
 
 def server_tls(

@@ -475,7 +475,7 @@ def _owned_here(cluster: Cluster) -> Middleware:
         task_id = request.match_info.get("task_id", "")
         if is_task_id(task_id):
             return await cluster.forward(request, handler, task_id)
-        if request.path == "/announce" and (key := bt.announce_key(request.rel_url.raw_query_string)):
+        if bt.bt_path(request.path) == "/announce" and (key := bt.announce_key(request.rel_url.raw_query_string)):
             return await cluster.forward(request, handler, key)
         return await handler(request)  # not an owned route, or a malformed one the handler refuses
 
