@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import quote_from_bytes
 from typing import Any
 
 import blake3
@@ -228,7 +229,7 @@ class Pki:
         self.ca = directory / "ca.pem"
         ca.cert_pem.write_to_path(str(self.ca))
         self.certs: dict[str, tuple[Path, Path]] = {}
-        for name in ("tracker", "peer1", "peer2"):
+        for name in ("tracker", "peer1", "peer2", "seeder"):
             issued = ca.issue_cert("127.0.0.1", f"{name}.fleet.test")
             cert, key = directory / f"{name}.pem", directory / f"{name}.key"
             issued.cert_chain_pems[0].write_to_path(str(cert))
@@ -294,6 +295,84 @@ def test_tracker_and_peers_over_tls(
     outsider = run_get(url, "-o", str(tmp_path / "outsider.bin"), "--tracker", tracker.url, "--ca", str(pki.ca))
     assert outsider.returncode == 3, outsider.stderr
     assert not (tmp_path / "outsider.bin").exists()
+
+
+def test_a_seeder_over_mutual_tls_publishes_to_a_tracker_over_mutual_tls(
+    tmp_path: Path, services: list[Service], pki: Pki
+) -> None:
+    tracker = start_tracker(f"sqlite:///{tmp_path / 't.db'}", extra=pki.server("tracker", mutual=True))
+    services.append(tracker)
+    watched = tmp_path / "pub"
+    watched.mkdir()
+    fleet = ("--tracker", tracker.url, "--ca", str(pki.ca), *pki.server("seeder", mutual=True))
+    seeder = start_seeder(watched, state_dir=tmp_path / "state", extra=fleet)
+    services.append(seeder)
+    assert seeder.url.startswith("https://127.0.0.1:")
+    write_random(watched / "a.bin", SIZE)
+    member = pki.context("peer1")
+
+    def published() -> dict[str, Any] | None:
+        status, body = request(f"{seeder.url}/v1/files", context=member)
+        assert status == 200, body
+        return next((f for f in json.loads(body)["files"] if f["path"] == "pub/a.bin"), None)
+
+    listed = wait_until(published, "pub/a.bin to be published")
+
+    def registered() -> bool:
+        # The registrar reached the tracker: the fleet's CA verified it, and it presented its certificate.
+        status, body = request(f"{tracker.url}/v1/tasks/{listed['task_id']}", context=member)
+        return status == 200 and json.loads(body)["hashed_pieces"] > 0
+
+    wait_until(registered, "the seeder to register its content task over mutual TLS")
+    scrape = f"{tracker.url}/scrape?info_hash={quote_from_bytes(bytes.fromhex(listed['info_hash']), safe='')}"
+    wait_until(lambda: b"8:completei1e" in request(scrape, context=member)[1], "the seeder's BitTorrent announce")
+    # Without a client certificate the seeder's handshake fails, as the tracker's does.
+    with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+        request(f"{seeder.url}/serve?pub/a.bin", context=pki.context())
+
+
+def test_a_seeder_over_tls_with_its_embedded_tracker_serves_the_fleet(
+    tmp_path: Path, services: list[Service], pki: Pki
+) -> None:
+    watched = tmp_path / "pub"
+    watched.mkdir()
+    seeder = start_seeder(
+        watched, state_dir=tmp_path / "state", extra=("--ca", str(pki.ca), *pki.server("seeder", mutual=False))
+    )
+    services.append(seeder)
+    data = write_random(watched / "a.bin", SIZE)
+
+    def published() -> bool:
+        listing = json.loads(request(f"{seeder.url}/v1/files", context=pki.context())[1])
+        return any(f["path"] == "pub/a.bin" for f in listing["files"])
+
+    wait_until(published, "pub/a.bin to be published")
+    # The getter verifies the tracker with --ca, the seeder's files as an origin with the system's CAs
+    # (SSL_CERT_FILE here); its pieces come from the origin under the seeder's own hashes.
+    got = subprocess.run(
+        shoal_argv("get", f"{seeder.url}/files/pub/a.bin", "-o", str(tmp_path / "a.bin"), "--tracker", seeder.url)
+        + ["--ca", str(pki.ca), "--upload-time", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "SSL_CERT_FILE": str(pki.ca)},
+    )
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "a.bin").read_bytes() == data
+
+
+def test_seed_takes_the_fleets_tls_options_and_checks_them(tmp_path: Path, pki: Pki) -> None:
+    cert, key = pki.certs["seeder"]
+    for args, message in [
+        (("--tls-cert", str(cert)), "--tls-cert and --tls-key go together"),
+        (("--tls-client-ca", str(pki.ca)), "--tls-client-ca needs --tls-cert"),
+        (("--tls-cert", str(cert), "--tls-key", str(cert)), "cannot use the TLS certificate"),
+        (("--ca", str(tmp_path / "missing.pem")), "cannot use the CA certificates"),
+    ]:
+        argv = shoal_argv("seed", str(tmp_path), "--port", "0", "--bt-port", "0", "--state-dir", str(tmp_path / "s"))
+        result = subprocess.run([*argv, *args], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+        assert result.stderr.count("\n") == 1
 
 
 def test_a_daemon_with_the_token_seeds_to_the_fleet_only(
@@ -463,3 +542,4 @@ def test_trackers_sharing_a_database_relay_the_peers_credential(
     assert got.returncode == 0, got.stderr
     assert (tmp_path / "shared.bin").read_bytes() == data
     assert request(f"{other.url}/v1/tasks/{task_id_for_url(url)}")[0] == 401
+

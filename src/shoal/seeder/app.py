@@ -87,7 +87,7 @@ def _base_url(request: web.Request) -> str:
 def _passkey(request: web.Request) -> str | None:
     """The passkey a torrent served to ``request`` announces with: None outside a fleet; the requester's
     own passkey, or one made for its address when it sent the fleet's credential; a 403 for anyone else."""
-    key = request.app[CONFIG].fleet_key
+    key = request.app[CONFIG].credentials.key
     if key is None:
         return None
     given = request.match_info.get("passkey")

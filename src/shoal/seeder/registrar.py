@@ -188,7 +188,7 @@ class Registrar:
         query = "&".join(f"{k}={quote_from_bytes(v if isinstance(v, bytes) else v.encode())}" for k, v in params)
         url = f"{tracker}{self._announce_path}?{query}"
         try:
-            async with self.session.get(url, timeout=BT_TIMEOUT) as resp:
+            async with self.session.get(url, timeout=BT_TIMEOUT, ssl=self.client.credentials.tls_for(tracker)) as resp:
                 body = await resp.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise TrackerUnreachable(
