@@ -18,8 +18,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from urllib.parse import quote_from_bytes
 from typing import Any
+from urllib.parse import quote_from_bytes
 
 import blake3
 import pytest
@@ -349,9 +349,9 @@ def test_a_seeder_over_tls_with_its_embedded_tracker_serves_the_fleet(
     wait_until(published, "pub/a.bin to be published")
     # The getter verifies the tracker with --ca, the seeder's files as an origin with the system's CAs
     # (SSL_CERT_FILE here); its pieces come from the origin under the seeder's own hashes.
+    argv = shoal_argv("get", f"{seeder.url}/files/pub/a.bin", "-o", str(tmp_path / "a.bin"), "--tracker", seeder.url)
     got = subprocess.run(
-        shoal_argv("get", f"{seeder.url}/files/pub/a.bin", "-o", str(tmp_path / "a.bin"), "--tracker", seeder.url)
-        + ["--ca", str(pki.ca), "--upload-time", "0"],
+        [*argv, "--ca", str(pki.ca), "--upload-time", "0"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -362,7 +362,7 @@ def test_a_seeder_over_tls_with_its_embedded_tracker_serves_the_fleet(
 
 
 def test_seed_takes_the_fleets_tls_options_and_checks_them(tmp_path: Path, pki: Pki) -> None:
-    cert, key = pki.certs["seeder"]
+    cert = pki.certs["seeder"][0]
     for args, message in [
         (("--tls-cert", str(cert)), "--tls-cert and --tls-key go together"),
         (("--tls-client-ca", str(pki.ca)), "--tls-client-ca needs --tls-cert"),
@@ -543,3 +543,47 @@ def test_trackers_sharing_a_database_relay_the_peers_credential(
     assert (tmp_path / "shared.bin").read_bytes() == data
     assert request(f"{other.url}/v1/tasks/{task_id_for_url(url)}")[0] == 401
 
+
+def test_trackers_over_mutual_tls_forward_to_each_other_with_the_fleets_credentials(
+    tmp_path: Path, tracker: Any, origin: Any, make_file: Any, pg_url: str, token_file: Path, pki: Pki
+) -> None:
+    src = origin()
+    data = make_file(src.root / "shared.bin", SIZE)
+    url = src.url("shared.bin")
+    token = ("--fleet-token-file", str(token_file))
+    mutual = ("--ca", str(pki.ca), *pki.server("tracker", mutual=True))
+    trackers = [tracker(db=pg_url, extra=(*token, *mutual)) for _ in range(2)]
+    member = pki.context("peer1")
+
+    def cluster(t: Service) -> dict[str, Any]:
+        status, body = request(f"{t.url}/v1/cluster", headers=fleet_headers(), context=member)
+        assert status == 200, body
+        return json.loads(body)  # type: ignore[no-any-return]
+
+    for t in trackers:
+        assert t.url.startswith("https://")
+        wait_until(lambda t=t: sum(m["live"] for m in cluster(t)["members"]) == 2, "2 live members", timeout=30)
+    members = cluster(trackers[0])["members"]
+    assert all(m["url"].startswith("https://127.0.0.1:") for m in members)  # advertised as they serve
+    views = [TrackerMember(m["tracker_id"], m["url"], m["active_from"], m["expires"]) for m in members]
+
+    def not_owned_by(t: Service, key: str) -> bool:
+        found = owner_of(key, views, time.time())
+        return found is not None and found.tracker_id != cluster(t)["tracker_id"]
+
+    other = next(t for t in trackers if not_owned_by(t, task_id_for_url(url)))
+    # Every announce goes to the tracker that does not own the task: it forwards over mutual TLS.
+    peer = ("--ca", str(pki.ca), *pki.server("peer1", mutual=True), *token)
+    got = run_get(url, "-o", str(tmp_path / "shared.bin"), "--tracker", other.url, "--upload-time", "0", *peer)
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "shared.bin").read_bytes() == data
+
+    # A BitTorrent announce and scrape through the other tracker reach the swarm's owner with the passkey.
+    info_hash = next(h for h in (bytes([i]) * 20 for i in range(256)) if not_owned_by(other, h.hex()))
+    passkey = FleetKey.from_token(TOKEN).passkey("client-1")
+    query = f"info_hash={quote_from_bytes(info_hash, safe='')}&peer_id={'-LT0001-' + '0' * 12}&port=6881&left=10"
+    status, body = request(f"{other.url}/announce/{passkey}?{query}", context=member)
+    assert status == 200 and b"failure reason" not in body, body
+    scrape = f"{other.url}/scrape/{passkey}?info_hash={quote_from_bytes(info_hash, safe='')}"
+    assert b"10:incompletei1e" in request(scrape, context=member)[1]
+    assert b"failure reason" in request(f"{other.url}/announce?{query}", context=member)[1]

@@ -160,7 +160,7 @@ from shoal.tracker.config import TrackerConfig
     help="The operator's token (a file of mode 0600): creating pools needs it, and it manages every pool. "
     "Without it anyone may create pools (trusted networks only).",
 )
-@fleet_options(client=False)
+@fleet_options(client=True)
 @verbose_option
 def tracker(
     host: str,
@@ -244,7 +244,14 @@ def tracker(
         async_url(db)  # a malformed URL is a usage error before anything starts
         credentials = fleet.load()
         detail = f" (database {safe_url(db)})"
-        app = build_app(replace(config, fleet_key=credentials.key))
+        app = build_app(
+            replace(
+                config,
+                fleet_key=credentials.key,
+                serves_tls=credentials.server_ssl is not None,
+                forward_tls=credentials.client_ssl,
+            )
+        )
 
         def listening(port: int) -> None:  # once it serves: a tracker that cannot start says only why
             reach = "announce, learn every task's peers and piece hashes, and join any task's swarm"

@@ -132,7 +132,15 @@ class TrackerService:
         self.origin_check = OriginCheck(enabled=config.origin_checks, claim_ttl=config.peer_ttl * 4)
         self.cluster: Cluster | None = None
         if not self.store.url.startswith("sqlite"):
-            self.cluster = Cluster(self.store, advertise=config.advertise, host=config.host, clock=clock)
+            self.cluster = Cluster(
+                self.store,
+                advertise=config.advertise,
+                host=config.host,
+                clock=clock,
+                scheme="https" if config.serves_tls else "http",
+                tls=config.forward_tls,
+                fleet_key=config.fleet_key,
+            )
 
     def _lock(self, task_id: str) -> asyncio.Lock:
         lock = self._locks.get(task_id)
