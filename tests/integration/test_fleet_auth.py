@@ -587,3 +587,53 @@ def test_trackers_over_mutual_tls_forward_to_each_other_with_the_fleets_credenti
     scrape = f"{other.url}/scrape/{passkey}?info_hash={quote_from_bytes(info_hash, safe='')}"
     assert b"10:incompletei1e" in request(scrape, context=member)[1]
     assert b"failure reason" in request(f"{other.url}/announce?{query}", context=member)[1]
+
+
+NEXT_TOKEN = b"the fleet's next token: fedcba9876543210"
+
+
+def write_tokens(path: Path, *tokens: bytes) -> None:
+    """Replace a token file whole, as an operator's tools should (a rename: no half-written file is read)."""
+    staged = path.with_name(path.name + ".new")
+    staged.write_bytes(b"".join(t + b"\n" for t in tokens))
+    staged.chmod(0o600)
+    os.replace(staged, path)
+
+
+def test_rolling_the_token_keeps_a_peer_with_the_old_one_working_until_it_is_removed(
+    tmp_path: Path, origin: Any, make_file: Any, services: list[Service], token_file: Path
+) -> None:
+    src = origin()
+    data = make_file(src.root / "rolled.bin", SIZE)
+    url = src.url("rolled.bin")
+    tracker_tokens = tmp_path / "tracker.token"
+    write_tokens(tracker_tokens, TOKEN)
+    tracker = start_tracker(f"sqlite:///{tmp_path / 't.db'}", extra=("--fleet-token-file", str(tracker_tokens)))
+    services.append(tracker)
+    next_file = tmp_path / "next.token"
+    write_tokens(next_file, NEXT_TOKEN)
+
+    def accepted(token: bytes) -> bool:
+        credential = {FLEET_HEADER: FleetKey.from_token(token).credential(time.time())}
+        return request(f"{tracker.url}/v1/tasks/{'a' * 64}", headers=credential)[0] != 401
+
+    def get(name: str, tokens: Path) -> subprocess.CompletedProcess[str]:
+        argv = ("-o", str(tmp_path / name), "--tracker", tracker.url, "--upload-time", "0")
+        return run_get(url, *argv, "--fleet-token-file", str(tokens))
+
+    assert accepted(TOKEN) and not accepted(NEXT_TOKEN)
+    # The overlap: the next token added beside the old one, then made first. Peers with either work.
+    write_tokens(tracker_tokens, TOKEN, NEXT_TOKEN)
+    wait_until(lambda: accepted(NEXT_TOKEN), "the tracker to take the next token")
+    write_tokens(tracker_tokens, NEXT_TOKEN, TOKEN)
+    for name, tokens in (("old.bin", token_file), ("next.bin", next_file)):
+        got = get(name, tokens)
+        assert got.returncode == 0, got.stderr
+        assert (tmp_path / name).read_bytes() == data
+    # The old token removed: a peer that still holds only it is refused, and places nothing.
+    write_tokens(tracker_tokens, NEXT_TOKEN)
+    wait_until(lambda: not accepted(TOKEN), "the tracker to drop the old token")
+    refused = get("late.bin", token_file)
+    assert refused.returncode == 3 and "not this fleet's" in refused.stderr, refused.stderr
+    assert not (tmp_path / "late.bin").exists()
+    assert get("after.bin", next_file).returncode == 0

@@ -40,8 +40,9 @@ def _announce_ip(config: SeederConfig) -> str:
 
 async def run_seeder(config: SeederConfig) -> None:
     from shoal.http.listen import until_signalled
+    from shoal.http.token_reload import reloading
 
-    async with hosted_seeder(config) as (port, bt_port):
+    async with reloading(config.credentials), hosted_seeder(config) as (port, bt_port):
         where = config.tracker or "embedded"
         scheme = config.credentials.peer_scheme
         print(

@@ -238,6 +238,7 @@ def tracker(
 
         from shoal.http.credentials import warn_if_open
         from shoal.http.listen import ON_LISTENING, serve
+        from shoal.http.token_reload import reloading
         from shoal.storage.db import async_url, safe_url
         from shoal.tracker.app import RUNNER_OPTIONS, build_app
 
@@ -259,7 +260,12 @@ def tracker(
             warn_if_open(log, "tracker and peer", f"{host}:{port}", credentials.secured, reach)
 
         app.setdefault(ON_LISTENING, []).append(listening)
-        asyncio.run(serve(app, host, port, "tracker", detail, tls=credentials.server_ssl, **RUNNER_OPTIONS))
+
+        async def main() -> None:
+            async with reloading(credentials):
+                await serve(app, host, port, "tracker", detail, tls=credentials.server_ssl, **RUNNER_OPTIONS)
+
+        asyncio.run(main())
 
     run_or_exit(go)
 
