@@ -38,8 +38,9 @@ import base64
 import hashlib
 import hmac
 import math
+import operator
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from shoal.core.errors import CredentialRefused, UsageError
@@ -63,6 +64,9 @@ PASSKEY_PARAM = "passkey"
 """The query parameter an announce or scrape may carry its passkey in, instead of the path."""
 _VERSION = "1"
 _MAC_BYTES = 16
+_SEEN_LIMIT = 4096
+"""Request credentials remembered as verified: a client uses one for CREDENTIAL_REFRESH seconds, so a
+tracker of a few thousand peers checks each one's MAC once a minute and looks it up the rest of the time."""
 _HOLDER = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 """What names a passkey's holder: a host name or address, as URL paths take it unescaped."""
 
@@ -113,14 +117,21 @@ class _Keys:
         return cls(derive(b"request"), derive(b"ticket"), derive(b"passkey"))
 
 
+_REQUEST: Callable[[_Keys], bytes] = operator.attrgetter("request")
+_TICKET: Callable[[_Keys], bytes] = operator.attrgetter("ticket")
+_PASSKEY: Callable[[_Keys], bytes] = operator.attrgetter("passkey")
+
+
 class FleetKey:
     """The keyring of a fleet's tokens: the first token's keys sign, every token's verify (see Rotation in
     the module's docstring). ``repr`` shows none of them."""
 
-    __slots__ = ("_keys",)
+    __slots__ = ("_keys", "_seen")
 
     def __init__(self, tokens: Sequence[bytes]) -> None:
         self._keys: tuple[_Keys, ...] = ()
+        self._seen: dict[str, int] = {}
+        """Request credentials whose MAC these keys verified, with their time (see _SEEN_LIMIT)."""
         self.replace_tokens(tokens)
 
     def __repr__(self) -> str:
@@ -136,6 +147,7 @@ class FleetKey:
         if not tokens:
             raise ValueError("a fleet keyring needs a token")
         self._keys = tuple(_Keys.derive(token) for token in tokens)
+        self._seen = {}  # verified by keys that may be gone now
 
     @property
     def request_key(self) -> bytes:
@@ -147,9 +159,13 @@ class FleetKey:
         """The key tickets are signed with."""
         return self._keys[0].ticket
 
-    def _verifies(self, mac: str, message: bytes, keys: Iterator[bytes]) -> bool:
-        """Whether ``mac`` is one of ``keys``' MACs of ``message``, the signing key's tried first."""
-        return any(hmac.compare_digest(mac, self._mac(key, message)) for key in keys)
+    def _verifies(self, mac: str, message: bytes, key_of: Callable[[_Keys], bytes]) -> bool:
+        """Whether ``mac`` is a MAC of ``message`` by one of the tokens' ``key_of`` keys, the signing
+        token's tried first."""
+        for keys in self._keys:
+            if hmac.compare_digest(mac, self._mac(key_of(keys), message)):
+                return True
+        return False
 
     # -- request credentials (peer -> tracker) --------------------------------------------------------
 
@@ -163,17 +179,27 @@ class FleetKey:
         CredentialRefused saying what is wrong (missing, malformed, out of date, not this fleet's)."""
         if not value:
             raise CredentialRefused(f"this tracker needs a fleet credential ({FLEET_HEADER}): give --fleet-token-file")
-        version, _, rest = value.partition(".")
-        issued, _, mac = rest.partition(".")
-        if version != _VERSION or not _digits(issued) or not mac or not mac.isascii():
-            raise CredentialRefused(f"malformed fleet credential ({FLEET_HEADER})")
-        if not self._verifies(mac, issued.encode(), (k.request for k in self._keys)):
-            raise CredentialRefused("the fleet credential is not this fleet's: is the token the tracker's?")
-        age = now - int(issued)
+        issued = self._seen.get(value)
+        if issued is None:
+            issued = self._verified_time(value)
+            if len(self._seen) >= _SEEN_LIMIT:
+                self._seen.clear()
+            self._seen[value] = issued
+        age = now - issued
         if not -CLOCK_SKEW <= age <= CREDENTIAL_TTL + CLOCK_SKEW:
             raise CredentialRefused(
                 f"the fleet credential is {abs(age):.0f} s {'old' if age > 0 else 'ahead'}: are the clocks in step?"
             )
+
+    def _verified_time(self, value: str) -> int:
+        """The time of a request credential whose MAC checks out; CredentialRefused for any other."""
+        version, _, rest = value.partition(".")
+        issued, _, mac = rest.partition(".")
+        if version != _VERSION or not _digits(issued) or not mac or not mac.isascii():
+            raise CredentialRefused(f"malformed fleet credential ({FLEET_HEADER})")
+        if not self._verifies(mac, issued.encode(), _REQUEST):
+            raise CredentialRefused("the fleet credential is not this fleet's: is the token the tracker's?")
+        return int(issued)
 
     # -- tickets (tracker -> peer -> other peers' piece servers) --------------------------------------
 
@@ -191,7 +217,7 @@ class FleetKey:
         if not _digits(expires) or not mac or not (mac + peer_id).isascii() or not peer_id:
             raise CredentialRefused(f"malformed ticket ({TICKET_HEADER})")
         message = _ticket_message(task_id, peer_id, int(expires))
-        if not self._verifies(mac, message, (k.ticket for k in self._keys)):
+        if not self._verifies(mac, message, _TICKET):
             raise CredentialRefused("the ticket is not valid for this task")
         if now > int(expires) + CLOCK_SKEW:
             raise CredentialRefused(f"the ticket ran out {now - int(expires):.0f} s ago")
@@ -215,7 +241,7 @@ class FleetKey:
         holder, _, mac = value.rpartition(".")
         if not _HOLDER.fullmatch(holder) or not mac or not mac.isascii():
             raise CredentialRefused("malformed passkey")
-        if not self._verifies(mac, holder.encode(), (k.passkey for k in self._keys)):
+        if not self._verifies(mac, holder.encode(), _PASSKEY):
             raise CredentialRefused("the passkey is not this fleet's")
         return holder
 
