@@ -22,6 +22,7 @@ import pytest
 from fastbencode import bdecode
 from yarl import URL
 
+from shoal.core.tickets import FleetKey
 from shoal.http.listen import listen
 from shoal.testing.clock import FakeClock
 from shoal.testing.libtorrent_client import SESSION_SETTINGS
@@ -130,6 +131,34 @@ async def test_compact_reply_lists_the_other_peers(bt: BtClient) -> None:
     assert (reply[b"complete"], reply[b"incomplete"]) == (1, 2)
     interval, min_interval = reply[b"interval"], reply[b"min interval"]
     assert isinstance(interval, int) and 54 <= interval <= 66 and min_interval == 15
+
+
+async def test_with_a_fleet_token_the_tracker_is_private_and_takes_passkeys(start_bt: StartBt) -> None:
+    key = FleetKey.from_token(b"the fleet token of the bt tests")
+    passkey = key.passkey("host-1")
+    forged = FleetKey.from_token(b"another fleet's token, long enough").passkey("host-1")
+    async with start_bt(fleet_key=key) as bt:
+        query = encode_query(announce_fields(1, event="started"))
+        for path, raw in [
+            ("/announce", query),
+            (f"/announce/{forged}", query),
+            ("/announce/garbage", query),
+            ("/announce", f"{query}&passkey={forged}"),
+            ("/scrape", f"info_hash={quote_from_bytes(HASH, safe='')}"),
+        ]:
+            status, content_type, reply = await bt.get(path, raw)
+            assert (status, content_type) == (200, "text/plain"), path
+            assert b"failure reason" in reply and b"peers" not in reply and b"files" not in reply, (path, reply)
+        status, _, reply = await bt.get("/announce", query)
+        assert b"passkey" in reply[b"failure reason"]  # type: ignore[operator]
+        # In the path, or in the query: the swarm then has both peers.
+        status, _, first = await bt.get(f"/announce/{passkey}", query)
+        assert status == 200 and first[b"incomplete"] == 1, first
+        second = encode_query(announce_fields(2, event="started", passkey=key.passkey("host-2")))
+        status, _, reply = await bt.get("/announce", second)
+        assert status == 200 and compact_peers(reply[b"peers"]) == {("127.0.0.1", 6881)}, reply
+        status, _, scraped = await bt.get(f"/scrape/{passkey}", f"info_hash={quote_from_bytes(HASH, safe='')}")
+        assert scraped[b"files"] == {HASH: {b"complete": 0, b"downloaded": 0, b"incomplete": 2}}
 
 
 async def test_dict_reply_with_and_without_peer_ids(bt: BtClient) -> None:

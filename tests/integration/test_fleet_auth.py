@@ -19,7 +19,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote_from_bytes
 
+import blake3
 import pytest
 import trustme
 
@@ -31,7 +33,7 @@ from shoal.core.ranges import range_header
 from shoal.core.tickets import FLEET_HEADER, TICKET_HEADER, FleetKey
 from shoal.testing.poll import wait_until
 from shoal.testing.processes import Service, shoal_argv, start_daemon, start_seeder, start_tracker, write_random
-from tests.integration.conftest import run_get
+from tests.integration.conftest import cache_cli, run_get
 from tests.integration.test_swarm import parse_summary
 from tests.store.conftest import SERVERS, _probe, drop_schema
 
@@ -227,7 +229,7 @@ class Pki:
         self.ca = directory / "ca.pem"
         ca.cert_pem.write_to_path(str(self.ca))
         self.certs: dict[str, tuple[Path, Path]] = {}
-        for name in ("tracker", "peer1", "peer2"):
+        for name in ("tracker", "peer1", "peer2", "seeder"):
             issued = ca.issue_cert("127.0.0.1", f"{name}.fleet.test")
             cert, key = directory / f"{name}.pem", directory / f"{name}.key"
             issued.cert_chain_pems[0].write_to_path(str(cert))
@@ -295,6 +297,84 @@ def test_tracker_and_peers_over_tls(
     assert not (tmp_path / "outsider.bin").exists()
 
 
+def test_a_seeder_over_mutual_tls_publishes_to_a_tracker_over_mutual_tls(
+    tmp_path: Path, services: list[Service], pki: Pki
+) -> None:
+    tracker = start_tracker(f"sqlite:///{tmp_path / 't.db'}", extra=pki.server("tracker", mutual=True))
+    services.append(tracker)
+    watched = tmp_path / "pub"
+    watched.mkdir()
+    fleet = ("--tracker", tracker.url, "--ca", str(pki.ca), *pki.server("seeder", mutual=True))
+    seeder = start_seeder(watched, state_dir=tmp_path / "state", extra=fleet)
+    services.append(seeder)
+    assert seeder.url.startswith("https://127.0.0.1:")
+    write_random(watched / "a.bin", SIZE)
+    member = pki.context("peer1")
+
+    def published() -> dict[str, Any] | None:
+        status, body = request(f"{seeder.url}/v1/files", context=member)
+        assert status == 200, body
+        return next((f for f in json.loads(body)["files"] if f["path"] == "pub/a.bin"), None)
+
+    listed = wait_until(published, "pub/a.bin to be published")
+
+    def registered() -> bool:
+        # The registrar reached the tracker: the fleet's CA verified it, and it presented its certificate.
+        status, body = request(f"{tracker.url}/v1/tasks/{listed['task_id']}", context=member)
+        return status == 200 and json.loads(body)["hashed_pieces"] > 0
+
+    wait_until(registered, "the seeder to register its content task over mutual TLS")
+    scrape = f"{tracker.url}/scrape?info_hash={quote_from_bytes(bytes.fromhex(listed['info_hash']), safe='')}"
+    wait_until(lambda: b"8:completei1e" in request(scrape, context=member)[1], "the seeder's BitTorrent announce")
+    # Without a client certificate the seeder's handshake fails, as the tracker's does.
+    with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+        request(f"{seeder.url}/serve?pub/a.bin", context=pki.context())
+
+
+def test_a_seeder_over_tls_with_its_embedded_tracker_serves_the_fleet(
+    tmp_path: Path, services: list[Service], pki: Pki
+) -> None:
+    watched = tmp_path / "pub"
+    watched.mkdir()
+    seeder = start_seeder(
+        watched, state_dir=tmp_path / "state", extra=("--ca", str(pki.ca), *pki.server("seeder", mutual=False))
+    )
+    services.append(seeder)
+    data = write_random(watched / "a.bin", SIZE)
+
+    def published() -> bool:
+        listing = json.loads(request(f"{seeder.url}/v1/files", context=pki.context())[1])
+        return any(f["path"] == "pub/a.bin" for f in listing["files"])
+
+    wait_until(published, "pub/a.bin to be published")
+    # The getter verifies the tracker with --ca, the seeder's files as an origin with the system's CAs
+    # (SSL_CERT_FILE here); its pieces come from the origin under the seeder's own hashes.
+    argv = shoal_argv("get", f"{seeder.url}/files/pub/a.bin", "-o", str(tmp_path / "a.bin"), "--tracker", seeder.url)
+    got = subprocess.run(
+        [*argv, "--ca", str(pki.ca), "--upload-time", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "SSL_CERT_FILE": str(pki.ca)},
+    )
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "a.bin").read_bytes() == data
+
+
+def test_seed_takes_the_fleets_tls_options_and_checks_them(tmp_path: Path, pki: Pki) -> None:
+    cert = pki.certs["seeder"][0]
+    for args, message in [
+        (("--tls-cert", str(cert)), "--tls-cert and --tls-key go together"),
+        (("--tls-client-ca", str(pki.ca)), "--tls-client-ca needs --tls-cert"),
+        (("--tls-cert", str(cert), "--tls-key", str(cert)), "cannot use the TLS certificate"),
+        (("--ca", str(tmp_path / "missing.pem")), "cannot use the CA certificates"),
+    ]:
+        argv = shoal_argv("seed", str(tmp_path), "--port", "0", "--bt-port", "0", "--state-dir", str(tmp_path / "s"))
+        result = subprocess.run([*argv, *args], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+        assert result.stderr.count("\n") == 1
+
+
 def test_a_daemon_with_the_token_seeds_to_the_fleet_only(
     tmp_path: Path, origin: Any, make_file: Any, services: list[Service], token_file: Path
 ) -> None:
@@ -321,6 +401,57 @@ def test_a_daemon_with_the_token_seeds_to_the_fleet_only(
     port = int(node.url.rpartition(":")[2])
     status, body = request(f"http://127.0.0.1:{port}/v1/tasks/{task_id}/haves?gen=1")
     assert status == 403 and b"bitfield" not in body
+
+
+def test_a_daemons_content_route_serves_the_fleet_only(
+    tmp_path: Path, origin: Any, make_file: Any, services: list[Service], token_file: Path
+) -> None:
+    src = origin()
+    data = make_file(src.root / "synced.bin", SIZE)
+    token = ("--fleet-token-file", str(token_file))
+
+    def node(name: str, *extra: str) -> Path:
+        """A daemon (without a tracker: the content route needs none); its control socket."""
+        sock = tmp_path / name / "daemon.sock"
+        services.append(start_daemon(tmp_path / name / "cache", sock, extra=extra))
+        return sock
+
+    def cache(sock: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        argv = shoal_argv("cache", "--socket", str(sock), *args)
+        return subprocess.run(argv, capture_output=True, text=True, input=stdin, timeout=120)
+
+    first = node("first", *token)
+    assert run_get(src.url("synced.bin"), "-o", str(tmp_path / "first.bin"), "--socket", str(first)).returncode == 0
+    digest = blake3.blake3(data).hexdigest()
+    first_url = services[-1].url
+    content = f"{first_url}/v1/content/{digest}"
+
+    # An outsider who knows the file's BLAKE3 (it is no secret) gets a 403 and no bytes; so does one with
+    # another fleet's credential, or a ticket (a ticket admits to a task, not to the cache).
+    stranger = {FLEET_HEADER: FleetKey.from_token(b"not the fleet's token, long enough").credential(time.time())}
+    ticket = {TICKET_HEADER: FleetKey.from_token(TOKEN).ticket(digest, "mallory", int(time.time()) + 60)}
+    for headers in ({}, stranger, ticket):
+        status, body = request(content, headers=headers)
+        assert status == 403 and data[:4096] not in body, (headers, status)
+    assert request(f"{first_url}/v1/content/{'0' * 64}")[0] == 403  # not even whether it is cached
+    assert request(content, headers=fleet_headers()) == (200, data)
+
+    # Another node of the fleet syncs the file from the first one's export, the origin gone: its daemon
+    # asks the first one's content route with the fleet's credential.
+    exported = cache_cli(tmp_path / "first" / "cache", "export").stdout
+    (src.root / "synced.bin").unlink()
+    second = node("second", *token)
+    assert cache(second, "import", "-", stdin=exported).returncode == 0
+    warmed = cache(second, "warm", digest)
+    assert warmed.returncode == 0 and warmed.stdout.strip() == digest, warmed.stderr
+    assert cache(second, "get", digest, "-o", str(tmp_path / "second.bin")).returncode == 0
+    assert (tmp_path / "second.bin").read_bytes() == data
+    # A node without the token cannot.
+    outsider = node("outsider")
+    assert cache(outsider, "import", "-", stdin=exported).returncode == 0
+    refused = cache(outsider, "warm", digest)
+    assert refused.returncode == 4 and "HTTP 403" in refused.stderr, refused.stderr
+    assert cache_cli(tmp_path / "outsider" / "cache", "exists", digest).returncode == 1
 
 
 def test_the_pools_routes_need_the_token_too(tmp_path: Path, services: list[Service], token_file: Path) -> None:
@@ -411,3 +542,98 @@ def test_trackers_sharing_a_database_relay_the_peers_credential(
     assert got.returncode == 0, got.stderr
     assert (tmp_path / "shared.bin").read_bytes() == data
     assert request(f"{other.url}/v1/tasks/{task_id_for_url(url)}")[0] == 401
+
+
+def test_trackers_over_mutual_tls_forward_to_each_other_with_the_fleets_credentials(
+    tmp_path: Path, tracker: Any, origin: Any, make_file: Any, pg_url: str, token_file: Path, pki: Pki
+) -> None:
+    src = origin()
+    data = make_file(src.root / "shared.bin", SIZE)
+    url = src.url("shared.bin")
+    token = ("--fleet-token-file", str(token_file))
+    mutual = ("--ca", str(pki.ca), *pki.server("tracker", mutual=True))
+    trackers = [tracker(db=pg_url, extra=(*token, *mutual)) for _ in range(2)]
+    member = pki.context("peer1")
+
+    def cluster(t: Service) -> dict[str, Any]:
+        status, body = request(f"{t.url}/v1/cluster", headers=fleet_headers(), context=member)
+        assert status == 200, body
+        return json.loads(body)  # type: ignore[no-any-return]
+
+    for t in trackers:
+        assert t.url.startswith("https://")
+        wait_until(lambda t=t: sum(m["live"] for m in cluster(t)["members"]) == 2, "2 live members", timeout=30)
+    members = cluster(trackers[0])["members"]
+    assert all(m["url"].startswith("https://127.0.0.1:") for m in members)  # advertised as they serve
+    views = [TrackerMember(m["tracker_id"], m["url"], m["active_from"], m["expires"]) for m in members]
+
+    def not_owned_by(t: Service, key: str) -> bool:
+        found = owner_of(key, views, time.time())
+        return found is not None and found.tracker_id != cluster(t)["tracker_id"]
+
+    other = next(t for t in trackers if not_owned_by(t, task_id_for_url(url)))
+    # Every announce goes to the tracker that does not own the task: it forwards over mutual TLS.
+    peer = ("--ca", str(pki.ca), *pki.server("peer1", mutual=True), *token)
+    got = run_get(url, "-o", str(tmp_path / "shared.bin"), "--tracker", other.url, "--upload-time", "0", *peer)
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "shared.bin").read_bytes() == data
+
+    # A BitTorrent announce and scrape through the other tracker reach the swarm's owner with the passkey.
+    info_hash = next(h for h in (bytes([i]) * 20 for i in range(256)) if not_owned_by(other, h.hex()))
+    passkey = FleetKey.from_token(TOKEN).passkey("client-1")
+    query = f"info_hash={quote_from_bytes(info_hash, safe='')}&peer_id={'-LT0001-' + '0' * 12}&port=6881&left=10"
+    status, body = request(f"{other.url}/announce/{passkey}?{query}", context=member)
+    assert status == 200 and b"failure reason" not in body, body
+    scrape = f"{other.url}/scrape/{passkey}?info_hash={quote_from_bytes(info_hash, safe='')}"
+    assert b"10:incompletei1e" in request(scrape, context=member)[1]
+    assert b"failure reason" in request(f"{other.url}/announce?{query}", context=member)[1]
+
+
+NEXT_TOKEN = b"the fleet's next token: fedcba9876543210"
+
+
+def write_tokens(path: Path, *tokens: bytes) -> None:
+    """Replace a token file whole, as an operator's tools should (a rename: no half-written file is read)."""
+    staged = path.with_name(path.name + ".new")
+    staged.write_bytes(b"".join(t + b"\n" for t in tokens))
+    staged.chmod(0o600)
+    os.replace(staged, path)
+
+
+def test_rolling_the_token_keeps_a_peer_with_the_old_one_working_until_it_is_removed(
+    tmp_path: Path, origin: Any, make_file: Any, services: list[Service], token_file: Path
+) -> None:
+    src = origin()
+    data = make_file(src.root / "rolled.bin", SIZE)
+    url = src.url("rolled.bin")
+    tracker_tokens = tmp_path / "tracker.token"
+    write_tokens(tracker_tokens, TOKEN)
+    tracker = start_tracker(f"sqlite:///{tmp_path / 't.db'}", extra=("--fleet-token-file", str(tracker_tokens)))
+    services.append(tracker)
+    next_file = tmp_path / "next.token"
+    write_tokens(next_file, NEXT_TOKEN)
+
+    def accepted(token: bytes) -> bool:
+        credential = {FLEET_HEADER: FleetKey.from_token(token).credential(time.time())}
+        return request(f"{tracker.url}/v1/tasks/{'a' * 64}", headers=credential)[0] != 401
+
+    def get(name: str, tokens: Path) -> subprocess.CompletedProcess[str]:
+        argv = ("-o", str(tmp_path / name), "--tracker", tracker.url, "--upload-time", "0")
+        return run_get(url, *argv, "--fleet-token-file", str(tokens))
+
+    assert accepted(TOKEN) and not accepted(NEXT_TOKEN)
+    # The overlap: the next token added beside the old one, then made first. Peers with either work.
+    write_tokens(tracker_tokens, TOKEN, NEXT_TOKEN)
+    wait_until(lambda: accepted(NEXT_TOKEN), "the tracker to take the next token")
+    write_tokens(tracker_tokens, NEXT_TOKEN, TOKEN)
+    for name, tokens in (("old.bin", token_file), ("next.bin", next_file)):
+        got = get(name, tokens)
+        assert got.returncode == 0, got.stderr
+        assert (tmp_path / name).read_bytes() == data
+    # The old token removed: a peer that still holds only it is refused, and places nothing.
+    write_tokens(tracker_tokens, NEXT_TOKEN)
+    wait_until(lambda: not accepted(TOKEN), "the tracker to drop the old token")
+    refused = get("late.bin", token_file)
+    assert refused.returncode == 3 and "not this fleet's" in refused.stderr, refused.stderr
+    assert not (tmp_path / "late.bin").exists()
+    assert get("after.bin", next_file).returncode == 0

@@ -18,17 +18,20 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import libtorrent as lt
 import pytest
+from fastbencode import bdecode, bencode
 
+from shoal.core.tickets import FLEET_HEADER, FleetKey
 from shoal.seeder.wire import WireConfig
 from shoal.testing.libtorrent_client import SESSION_SETTINGS, add_torrent
 from shoal.testing.poll import wait_until
-from shoal.testing.processes import Service, start_seeder, start_tracker
+from shoal.testing.processes import Service, shoal_argv, start_seeder, start_tracker
 from shoal.testing.sockets import listening_ports
 
 pytestmark = pytest.mark.skipif(
@@ -37,14 +40,14 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def fetch(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=30) as resp:
+def fetch(url: str, headers: dict[str, str] | None = None) -> bytes:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=30) as resp:
         return resp.read()  # type: ignore[no-any-return]
 
 
-def wait_published(seeder: Service, rel: str) -> None:
+def wait_published(seeder: Service, rel: str, headers: dict[str, str] | None = None) -> None:
     wait_until(
-        lambda: any(f["path"] == rel for f in json.loads(fetch(f"{seeder.url}/v1/files"))["files"]),
+        lambda: any(f["path"] == rel for f in json.loads(fetch(f"{seeder.url}/v1/files", headers))["files"]),
         f"{rel} to be published",
     )
 
@@ -231,3 +234,94 @@ def test_two_libtorrent_clients_find_each_other_through_the_tracker(
             session.pause()
         seeder.stop()
         tracker.stop()
+
+
+FLEET_TOKEN = b"the fleet's BitTorrent token, 0123456789"
+
+
+def test_a_fleets_tracker_is_private_clients_announce_with_their_passkey(
+    tmp_path: Path, payload: tuple[Path, bytes]
+) -> None:
+    """With a fleet token the seeder's torrents are private (BEP 27) and announce with a passkey: libtorrent
+    given the torrent of ``/serve/PASSKEY`` gets the file from the seeder's wire (no web seed: the tracker
+    must hand the seeder out), aria2c too from that URL alone; the same torrent without the passkey is
+    refused at the tracker with a failure reason, and a stranger gets no torrent at all."""
+    token_file = tmp_path / "fleet.token"
+    token_file.write_bytes(FLEET_TOKEN)
+    token_file.chmod(0o600)
+    seeder = start_seeder(payload[0], state_dir=tmp_path / "state", extra=("--fleet-token-file", str(token_file)))
+    sessions: list[lt.session] = []
+    try:
+        key = FleetKey.from_token(FLEET_TOKEN)
+        wait_published(seeder, "pub/payload.bin", {FLEET_HEADER: key.credential(time.time())})
+        made = subprocess.run(
+            shoal_argv("passkey", "client-1", "--fleet-token-file", str(token_file)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert made.returncode == 0, made.stderr
+        passkey = made.stdout.strip()
+        assert passkey == key.passkey("client-1")
+
+        # A stranger gets no torrent: no passkey, or one another fleet made.
+        for url in (f"{seeder.url}/serve?pub/payload.bin", f"{seeder.url}/serve/client-1.forged?pub/payload.bin"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                fetch(url)
+            assert refused.value.code == 403
+            refused.value.close()
+        torrent = fetch(f"{seeder.url}/serve/{passkey}?pub/payload.bin")
+        meta = bdecode(torrent)
+        assert meta[b"info"][b"private"] == 1
+        assert meta[b"announce"] == f"{seeder.url}/announce/{passkey}".encode()
+        # The fleet's own peers ask with their credential, and get a passkey made for their address.
+        own = bdecode(fetch(f"{seeder.url}/serve?pub/payload.bin", {FLEET_HEADER: key.credential(time.time())}))
+        assert own[b"announce"] == f"{seeder.url}/announce/{key.passkey('127.0.0.1')}".encode()
+
+        with_key = _lt_session()
+        sessions.append(with_key)
+        handle = _add(with_key, torrent, tmp_path / "with")
+        assert handle.torrent_file().priv()
+        _wait_complete(with_key, handle)
+        assert (tmp_path / "with" / "payload.bin").read_bytes() == payload[1]
+
+        # The torrent without its passkey: same info-hash, refused at the tracker with its failure reason.
+        bare = bencode({**meta, b"announce": f"{seeder.url}/announce".encode()})
+        without = lt.session({**SESSION_SETTINGS, "alert_mask": int(lt.alert.category_t.tracker_notification)})
+        sessions.append(without)
+        _add(without, bare, tmp_path / "without")
+        errors: list[str] = []
+
+        def refused_announce() -> bool:
+            errors.extend(a.failure_reason() for a in without.pop_alerts() if isinstance(a, lt.tracker_error_alert))
+            return bool(errors)
+
+        wait_until(refused_announce, "the tracker to refuse the announce without a passkey")
+        assert "private" in errors[0] and "passkey" in errors[0], errors
+
+        out = tmp_path / "aria2"
+        result = subprocess.run(
+            [
+                "aria2c",
+                "--enable-dht=false",
+                "--enable-dht6=false",
+                "--bt-enable-lpd=false",
+                "--enable-peer-exchange=false",
+                "--seed-time=0",
+                "--listen-port=6881-6999",
+                "--console-log-level=warn",
+                "--summary-interval=0",
+                "--follow-torrent=mem",
+                f"--dir={out}",
+                f"{seeder.url}/serve/{passkey}?pub/payload.bin",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert (out / "payload.bin").read_bytes() == payload[1]
+    finally:
+        for session in sessions:
+            session.pause()
+        seeder.stop()

@@ -16,7 +16,7 @@ from shoal.core.tickets import (
     CREDENTIAL_TTL,
     TICKET_INTERVALS,
     FleetKey,
-    parse_token,
+    parse_tokens,
     ticket_expiry,
 )
 from shoal.core.tracker_replies import read_reply
@@ -131,13 +131,91 @@ def test_the_token_itself_never_travels(key: FleetKey) -> None:
     assert key.request_key != key.ticket_key  # a ticket cannot stand in for a request credential
 
 
+# -- passkeys ---------------------------------------------------------------------------------------------
+
+
+def test_a_passkey_names_its_holder_and_only_the_fleet_makes_one(key: FleetKey) -> None:
+    passkey = key.passkey("host-7.rack2")
+    assert key.check_passkey(passkey) == "host-7.rack2"
+    assert key.check_passkey(key.passkey("10.0.0.7")) == "10.0.0.7"
+    assert key.check_passkey(key.passkey("fe80::1")) == "fe80::1"
+    stranger = FleetKey.from_token(b"another fleet's token, long enough")
+    assert "not this fleet's" in refusal(lambda: key.check_passkey(stranger.passkey("host-7.rack2")))
+    mac = passkey.rpartition(".")[2]
+    assert "not this fleet's" in refusal(lambda: key.check_passkey(f"host-8.rack2.{mac}"))  # another holder
+    assert "shoal passkey" in refusal(lambda: key.check_passkey(None))
+    for malformed in ("", "nodot", ".mac", "host.", "a b.mac", "h\udc80.mac", "x" * 65 + ".mac"):
+        assert refusal(lambda malformed=malformed: key.check_passkey(malformed))
+    with pytest.raises(ValueError, match="holder"):
+        key.passkey("a/b")
+
+
+def test_a_passkey_is_not_a_ticket_nor_a_credential(key: FleetKey) -> None:
+    now = FakeClock()()
+    holder = "1700000000"  # a holder that looks like a credential's time
+    mac = key.passkey(holder).rpartition(".")[2]
+    assert refusal(lambda: key.check_credential(f"1.{holder}.{mac}", now))
+
+
+# -- rotation ----------------------------------------------------------------------------------------------
+
+OLD, NEW = b"the old token of the fleet, 0123", b"the new token of the fleet, 4567"
+
+
+@pytest.mark.parametrize("make", ["credential", "ticket", "passkey"])
+def test_rotation_the_first_token_signs_and_every_token_verifies(make: str) -> None:
+    now = FakeClock()()
+    old, new = FleetKey((OLD,)), FleetKey((NEW,))
+    overlap, rolled = FleetKey((OLD, NEW)), FleetKey((NEW, OLD))
+
+    def made(by: FleetKey) -> str:
+        if make == "credential":
+            return by.credential(now)
+        return by.ticket(TASK, PEER, int(now) + 60) if make == "ticket" else by.passkey("host")
+
+    def checks(value: str, by: FleetKey) -> bool:
+        try:
+            if make == "credential":
+                by.check_credential(value, now)
+            elif make == "ticket":
+                by.check_ticket(value, TASK, now)
+            else:
+                by.check_passkey(value)
+        except CredentialRefused:
+            return False
+        return True
+
+    # Every step of the procedure: each host's credential checks at every other host of the same step and
+    # the steps beside it; once the old token is gone, what it made is refused.
+    assert made(overlap) == made(old) and made(rolled) == made(new)
+    for maker, checker in [(old, overlap), (overlap, old), (overlap, rolled), (rolled, overlap), (rolled, new)]:
+        assert checks(made(maker), checker), (maker, checker)
+    assert checks(made(new), overlap) and not checks(made(old), new)
+
+
+def test_replacing_the_tokens_takes_effect_in_place() -> None:
+    now = FakeClock()()
+    key = FleetKey((OLD,))
+    held = key  # what every part of a process holds: the same object
+    credential = key.credential(now)
+    key.replace_tokens((NEW, OLD))
+    held.check_credential(credential, now)
+    key.replace_tokens((NEW,))
+    assert "not this fleet's" in refusal(lambda: held.check_credential(credential, now))
+    with pytest.raises(ValueError):
+        key.replace_tokens(())
+    assert "OLD" not in repr(key) and repr(key) == "FleetKey(1 token)"
+
+
 # -- token files -----------------------------------------------------------------------------------------
 
 
 def test_a_token_must_be_long_enough() -> None:
-    assert parse_token(b"  " + TOKEN + b"\n", "f") == TOKEN
-    with pytest.raises(UsageError, match="at least 16 bytes"):
-        parse_token(b"short\n", "f")
+    assert parse_tokens(b"  " + TOKEN + b"\n", "f") == (TOKEN,)
+    with pytest.raises(UsageError, match="token 2: a fleet token has at least 16 bytes"):
+        parse_tokens(TOKEN + b"\nshort\n", "f")
+    with pytest.raises(UsageError, match="no fleet token"):
+        parse_tokens(b"# a comment only\n\n", "f")
 
 
 def test_a_token_file_open_to_others_is_refused(tmp_path: os.PathLike[str]) -> None:
@@ -148,7 +226,7 @@ def test_a_token_file_open_to_others_is_refused(tmp_path: os.PathLike[str]) -> N
     with pytest.raises(UsageError, match=r"open to other users .*chmod 600"):
         read_token_file(path)
     os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
-    assert read_token_file(path) == FleetKey.from_token(TOKEN)
+    assert read_token_file(path).request_key == FleetKey.from_token(TOKEN).request_key
     with pytest.raises(UsageError, match="cannot read the fleet token file"):
         read_token_file(os.path.join(tmp_path, "missing"))
 

@@ -40,8 +40,9 @@ def _capacity(text: str) -> int:
 async def run_daemon(config: DaemonConfig) -> None:
     from shoal.daemon.service import Daemon
     from shoal.http.listen import until_signalled
+    from shoal.http.token_reload import reloading
 
-    async with Daemon(config) as daemon:
+    async with reloading(config.credentials), Daemon(config) as daemon:
         usage = daemon.store.usage()
         scheme = config.credentials.peer_scheme
         # The piece server's URL first: with port 0 this line is how a script learns it (see shoal.http.listen).

@@ -1,4 +1,4 @@
-"""The fleet credential options that the tracker, `get` and `daemon` share, gathered into one value.
+"""The fleet credential options that the tracker, `get`, `daemon` and `seed` share, gathered into one value.
 
 The files are read when the command runs (``FleetOptions.load``, in ``run_or_exit``), so a token file open
 to others or a certificate that cannot be used is one error line and exit code 2.

@@ -277,6 +277,7 @@ class LazyGroup(click.Group):
         "mirror": "shoal.cli.mirror",
         "pool": "shoal.cli.pool",
         "install-units": "shoal.cli.units:install_units",
+        "passkey": "shoal.cli.passkey",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import click
 
 from shoal.cli.config_file import configured
+from shoal.cli.fleet import FleetOptions, fleet_options
 from shoal.cli.main import TRACKERS, configure_logging, run_or_exit, verbose_option
 from shoal.core.errors import UsageError
 from shoal.seeder.config import SeederConfig
@@ -40,11 +41,13 @@ def _announce_ip(config: SeederConfig) -> str:
 
 async def run_seeder(config: SeederConfig) -> None:
     from shoal.http.listen import until_signalled
+    from shoal.http.token_reload import reloading
 
-    async with hosted_seeder(config) as (port, bt_port):
+    async with reloading(config.credentials), hosted_seeder(config) as (port, bt_port):
         where = config.tracker or "embedded"
+        scheme = config.credentials.peer_scheme
         await until_signalled(
-            f"seeder listening on http://{config.host}:{port} (BitTorrent wire on port {bt_port}; tracker {where})"
+            f"seeder listening on {scheme}://{config.host}:{port} (BitTorrent wire on port {bt_port}; tracker {where})"
         )
 
 
@@ -55,7 +58,7 @@ async def hosted_seeder(config: SeederConfig) -> AsyncIterator[tuple[int, int]]:
     import aiohttp
     from aiohttp import web
 
-    from shoal.http.credentials import Credentials
+    from shoal.http.fleet_auth import require_fleet
     from shoal.http.listen import listen
     from shoal.seeder.app import install
     from shoal.seeder.catalog import Catalog
@@ -66,24 +69,31 @@ async def hosted_seeder(config: SeederConfig) -> AsyncIterator[tuple[int, int]]:
     from shoal.tracker import TrackerConfig, build_app
     from shoal.tracker.app import RUNNER_OPTIONS
 
+    credentials = config.credentials
     catalog = Catalog()
     with HashIndex(config.state_dir / "hashes.db") as index:
         seeder = Seeder(config, index, catalog)
         options: dict[str, Any] = {}
         if config.tracker:
-            app = web.Application()
+            # Its JSON routes need the fleet's credential, as the embedded tracker's would (/v1/files names
+            # the private torrents' info-hashes).
+            fleet = [require_fleet(credentials.key)] if credentials.key is not None else []
+            app = web.Application(middlewares=fleet)
         else:
             tracker_db = f"sqlite:///{config.state_dir / 'tracker.db'}"
             tracker_config = TrackerConfig(host=config.host, port=config.port, db=tracker_db)
-            app = build_app(replace(tracker_config, fleet_key=config.fleet_key))
+            app = build_app(replace(tracker_config, fleet_key=credentials.key))
             options = dict(RUNNER_OPTIONS)
         wire = WireSeeder(catalog)
         install(app, seeder, config.tracker or "", wire)
-        runner, port = await listen(app, config.host, config.port, **options)
+        runner, port = await listen(app, config.host, config.port, tls=credentials.server_ssl, **options)
         try:
             bt_port = await wire.start(config.host, config.bt_port)
             local_host = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host
-            local = f"http://{local_host}:{port}"
+            local = f"{credentials.peer_scheme}://{local_host}:{port}"
+            # The embedded tracker is this process: its certificate need not name the loopback address the
+            # registrar reaches it at, only be the fleet's (as a peer's, shoal.http.credentials).
+            to_tracker = credentials if config.tracker else replace(credentials, client_ssl=credentials.peer_ssl)
             async with aiohttp.ClientSession() as session:
                 registrar = Registrar(
                     session,
@@ -92,7 +102,7 @@ async def hosted_seeder(config: SeederConfig) -> AsyncIterator[tuple[int, int]]:
                     file_url=f"{(config.advertise or local).rstrip('/')}/files",
                     announce_interval=config.announce_interval,
                     ip=_announce_ip(config),
-                    credentials=Credentials(key=config.fleet_key),
+                    credentials=to_tracker,
                 )
                 seeder.listeners.append(registrar)
                 try:
@@ -149,14 +159,7 @@ async def hosted_seeder(config: SeederConfig) -> AsyncIterator[tuple[int, int]]:
     metavar="DIR",
     help="Where the hash index and the embedded tracker's database live [default: ~/.local/state/shoal].",
 )
-@click.option(
-    "--fleet-token-file",
-    envvar="SHOAL_FLEET_TOKEN_FILE",
-    type=click.Path(dir_okay=False),
-    metavar="FILE",
-    help="The fleet's token: announces carry it, and the embedded tracker needs it of peers "
-    "[default: $SHOAL_FLEET_TOKEN_FILE].",
-)
+@fleet_options(client=True)
 @verbose_option
 def seed(
     dirs: tuple[Path, ...],
@@ -166,7 +169,7 @@ def seed(
     tracker: str | None,
     advertise: str | None,
     state_dir: Path | None,
-    fleet_token_file: str | None,
+    fleet: FleetOptions,
     verbose: int,
 ) -> None:
     """Watch each DIR and publish every file in it: to Shoal peers, as .torrent files, over BitTorrent."""
@@ -181,9 +184,7 @@ def seed(
         config = replace(config, state_dir=state_dir)
 
     def go() -> None:
-        from shoal.http.credentials import read_token_file
-
-        run = config if fleet_token_file is None else replace(config, fleet_key=read_token_file(fleet_token_file))
+        run = replace(config, credentials=fleet.load())
         try:
             asyncio.run(run_seeder(run))
         except OSError as exc:

@@ -185,7 +185,7 @@ from shoal.tracker.config import TrackerConfig
     help="With --fleet-token-file: the read-only dashboard (/ and its snapshots) is readable without the "
     "fleet's credential. Without a fleet token the API, and the page, are open anyway.",
 )
-@fleet_options(client=False)
+@fleet_options(client=True)
 @verbose_option
 def tracker(
     host: str,
@@ -271,6 +271,7 @@ def tracker(
 
         from shoal.http.credentials import warn_if_open
         from shoal.http.listen import ON_LISTENING, access_log_options, serve
+        from shoal.http.token_reload import reloading
         from shoal.storage.db import async_url, safe_url
         from shoal.storage.secret_file import read_private_text
         from shoal.tracker.app import RUNNER_OPTIONS, build_app
@@ -279,7 +280,15 @@ def tracker(
         async_url(url)  # a malformed URL, or one without its driver, is a usage error before anything starts
         credentials = fleet.load()
         detail = f" (database {safe_url(url)})"
-        app = build_app(replace(config, db=url, fleet_key=credentials.key))
+        app = build_app(
+            replace(
+                config,
+                db=url,
+                fleet_key=credentials.key,
+                serves_tls=credentials.server_ssl is not None,
+                forward_tls=credentials.client_ssl,
+            )
+        )
 
         def listening(port: int) -> None:  # once it serves: a tracker that cannot start says only why
             reach = "announce, learn every task's peers and piece hashes, and join any task's swarm"
@@ -288,7 +297,12 @@ def tracker(
 
         app.setdefault(ON_LISTENING, []).append(listening)
         options = {**RUNNER_OPTIONS, **(access_log_options() if access_log else {})}
-        asyncio.run(serve(app, host, port, "tracker", detail, tls=credentials.server_ssl, **options))
+
+        async def main() -> None:
+            async with reloading(credentials):
+                await serve(app, host, port, "tracker", detail, tls=credentials.server_ssl, **options)
+
+        asyncio.run(main())
 
     run_or_exit(go)
 

@@ -6,7 +6,10 @@ from the web seed, or both. Pieces are SHA-1, as BEP 3 requires; they are cut at
 Shoal's own BLAKE3 pieces (``manifest.piece_length_for``), so one pass over the file yields both.
 
 Rules: the info dictionary holds exactly ``length``, ``name``, ``piece length`` and ``pieces`` (bencoding
-sorts the keys), and the info-hash is the SHA-1 of its bencoding. Nothing a client ignores is put in the
+sorts the keys), and ``private`` (1) for a fleet's torrent, and the info-hash is the SHA-1 of its bencoding.
+A private torrent (BEP 27) is one whose clients learn peers from its tracker only: no DHT, no peer exchange,
+no local discovery, so the tracker's passkey check cannot be gone around; the flag is in the info
+dictionary, so a client cannot drop it without changing the info-hash. Nothing a client ignores is put in the
 info dictionary, because every byte there changes the info-hash; ``creation date`` and ``created by`` sit
 outside it.
 """
@@ -32,6 +35,8 @@ class TorrentInfo:
     piece_length: int
     pieces: bytes
     """The SHA-1 digests of the pieces, concatenated (20 bytes each)."""
+    private: bool = False
+    """BEP 27: clients take peers from the tracker only."""
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or "\0" in self.name or self.name in (".", ".."):
@@ -47,12 +52,15 @@ class TorrentInfo:
         return len(self.pieces) // SHA1_SIZE
 
     def info_dict(self) -> dict[bytes, object]:
-        return {
+        info: dict[bytes, object] = {
             b"length": self.length,
             b"name": self.name.encode(),
             b"piece length": self.piece_length,
             b"pieces": self.pieces,
         }
+        if self.private:
+            info[b"private"] = 1
+        return info
 
     def info_hash(self) -> bytes:
         """The 20-byte SHA-1 of the bencoded info dictionary: the torrent's identity on the wire."""

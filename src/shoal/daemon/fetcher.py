@@ -101,6 +101,8 @@ class Fetch:
     """core.ids.headers_tag of its origin headers: "" for a public fetch."""
     share: bool = False
     """With a tag: shared with the peers holding the same headers."""
+    fleet_origin: bool = False
+    """The URL is another node's ``/v1/content/{id}``: asked with the fleet's credentials (GetConfig)."""
     checked: str | None = None
     """The digest (``ALGORITHM:HEX``) the download checked the whole file against, if any."""
     ignore_qp: tuple[str, ...] = ()
@@ -178,11 +180,13 @@ class Fetcher:
         expected: str | None = None,
         share: bool = False,
         options: FetchOptions = FetchOptions(),
+        fleet_origin: bool = False,
     ) -> Fetch:
         """Start (or join) the download of ``url`` into the cache. ``expected``: a BLAKE3 or ``sha256:``
         id the content must have (a request that joins another's download checks its own, see
         :func:`matches`). ``share``: see the module's docstring (the daemon's config may say so too).
-        ``options``: the request's own (a request that joins another's download takes that one's)."""
+        ``options``: the request's own (a request that joins another's download takes that one's).
+        ``fleet_origin``: ``url`` is a node of the fleet, asked with the fleet's credentials."""
         tag = headers_tag(headers)
         ignore_qp = self.ignored(options)
         if options.no_origin and (self.config.tracker is None or (tag and not share)):
@@ -195,6 +199,7 @@ class Fetcher:
             canonical_url(url),
             tag,
             bool(tag) and (share or self.config.share_authenticated),
+            fleet_origin,
             ignore_qp=ignore_qp,
             no_origin=options.no_origin,
         )
@@ -296,13 +301,15 @@ class Fetcher:
         entry = await asyncio.to_thread(self.store.entry, target)
         if entry.cached and await asyncio.to_thread(self._intact, entry.digest):
             return entry
-        urls = [*entry.sources, *(f"{peer.rstrip('/')}/v1/content/{entry.digest}" for peer in entry.holders)]
+        # An id's own sources are origins; the nodes an export named hold it as members of the fleet.
+        urls = [(url, False) for url in entry.sources]
+        urls += [(f"{peer.rstrip('/')}/v1/content/{entry.digest}", True) for peer in entry.holders]
         if not urls:
             raise NotInCache(f"{target} is not cached and no source for it is known", digest=entry.digest)
         failure: ShoalError | None = None
-        for url in urls:
+        for url, node in urls:
             try:
-                fetched = await follow(self.fetch(url, headers={}, expected=entry.digest))
+                fetched = await follow(self.fetch(url, headers={}, expected=entry.digest, fleet_origin=node))
                 if not matches(fetched, entry.digest):
                     raise IntegrityError(f"{url} no longer serves {entry.digest}", expected=entry.digest)
                 return fetched
@@ -422,6 +429,7 @@ class Fetcher:
             # (core.content_alias), and registers its own when it finishes the URL's task.
             digest=checked,
             credentials=self.config.credentials,
+            fleet_origin=fetch.fleet_origin,
         )
         with contextlib.ExitStack() as reservations:
 

@@ -92,7 +92,7 @@ class Daemon:
         reconciled = await asyncio.to_thread(self.store.reconcile)
         if reconciled.dropped or reconciled.orphans or reconciled.staging or reconciled.dead:
             log.warning("cache reconciled: %s", reconciled)
-        self.server.add_route(content_route(self.store))
+        self.server.add_route(content_route(self.store, config.credentials.key))
         self.server.add_route(self.metrics.route())  # its collectors are added as the parts they read start
         try:
             await self.server.start(config.listen_host, config.listen_port)

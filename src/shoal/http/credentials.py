@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shoal.core.errors import UsageError
-from shoal.core.tickets import FLEET_HEADER, FleetKey, parse_token
+from shoal.core.tickets import FLEET_HEADER, FleetKey, parse_tokens
 
 TOKEN_ENV = "SHOAL_FLEET_TOKEN_FILE"
 """The environment variable naming the fleet token file when no option does."""
@@ -36,6 +36,12 @@ TOKEN_ENV = "SHOAL_FLEET_TOKEN_FILE"
 def read_token_file(path: str | os.PathLike[str]) -> FleetKey:
     """The fleet's keys from the token file at ``path``; a UsageError when it is missing, too short, or open
     to other users."""
+    return FleetKey(read_tokens(path))
+
+
+def read_tokens(path: str | os.PathLike[str]) -> tuple[bytes, ...]:
+    """The tokens of the token file at ``path``, the signing one first (core.tickets.parse_tokens); a
+    UsageError as for :func:`read_token_file`."""
     path = Path(path)
     try:
         with open(path, "rb") as file:
@@ -48,7 +54,7 @@ def read_token_file(path: str | os.PathLike[str]) -> FleetKey:
             raw = file.read(64 * 1024)
     except OSError as exc:
         raise UsageError(f"{path}: cannot read the fleet token file: {exc.strerror or exc}") from None
-    return FleetKey.from_token(parse_token(raw, str(path)))
+    return parse_tokens(raw, str(path))
 
 
 def server_tls(
@@ -106,6 +112,8 @@ class Credentials:
 
     key: FleetKey | None = None
     """The fleet token's keys: request credentials to the tracker, tickets for the piece servers."""
+    token_file: str | None = None
+    """The file ``key`` was read from, read again when it changes (shoal.http.token_reload)."""
     server_ssl: ssl.SSLContext | None = None
     """The piece server's (or tracker's) TLS, with client certificates required under mutual TLS."""
     client_ssl: ssl.SSLContext | None = None
@@ -158,6 +166,7 @@ def load(
         raise UsageError("--tls-client-ca needs --tls-cert and --tls-key (client certificates are asked over TLS)")
     return Credentials(
         key=read_token_file(token_file) if token_file else None,
+        token_file=str(token_file) if token_file else None,
         server_ssl=server_tls(cert, key, client_ca) if cert is not None and key is not None else None,
         client_ssl=client_tls(ca, cert, key),
         peer_ssl=client_tls(ca, cert, key, check_hostname=False),

@@ -84,6 +84,9 @@ class GetConfig:
     credentials: Credentials = field(default_factory=Credentials)
     """The fleet token and TLS (shoal.http.credentials): sent to the tracker, tickets to peers, and what the
     piece server asks of peers. The default: none (a trusted LAN)."""
+    fleet_origin: bool = False
+    """The origin is a node of the fleet (another daemon's ``/v1/content/{id}``, named by an export): it is
+    asked with ``credentials`` as a peer is (peer.origin), not as an outside origin."""
 
     def tuning(self) -> Tuning:
         """The settings the download's decisions read (core.download)."""

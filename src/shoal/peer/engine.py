@@ -143,7 +143,7 @@ class Download:
         )
         self._left = False  # leave() ran
         self._distrusted: set[str] = set()  # content tasks named for the digest that did not hold it
-        self.origin = Origin(url, session, config.headers)
+        self.origin = Origin(url, session, config.headers, fleet=config.credentials if config.fleet_origin else None)
         if tracker is None and config.tracker:
             tracker = TrackerClient(config.tracker, session, credentials=config.credentials)
         self.tracker = tracker if config.tracker else None

@@ -8,6 +8,8 @@ origin ignores Range. Anything else is an OriginChanged (another version of the 
 from __future__ import annotations
 
 import logging
+import ssl
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -18,6 +20,7 @@ from shoal.core.errors import OriginChanged, OriginError, ProtocolError
 from shoal.core.ids import is_task_id
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.ranges import parse_content_range, range_header
+from shoal.http.credentials import Credentials
 
 log = logging.getLogger("shoal.peer")
 TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=30)
@@ -60,19 +63,42 @@ class Probe:
 
 
 class Origin:
-    def __init__(self, url: str, session: aiohttp.ClientSession, headers: Mapping[str, str]) -> None:
+    """The origin of one URL. ``fleet``: the origin is a node of this fleet (another daemon's
+    ``/v1/content/{id}``), so every request carries the fleet's request credential, made afresh, and goes
+    over the fleet's TLS; an origin outside the fleet never sees either."""
+
+    def __init__(
+        self,
+        url: str,
+        session: aiohttp.ClientSession,
+        headers: Mapping[str, str],
+        *,
+        fleet: Credentials | None = None,
+    ) -> None:
         self.url = url
         self.session = session
         self.headers = dict(headers)
+        self.fleet = fleet
+
+    def _headers(self, extra: Mapping[str, str]) -> dict[str, str]:
+        fleet = self.fleet.tracker_headers(time.time()) if self.fleet is not None else {}
+        return {**self.headers, **fleet, **extra}
+
+    def _ssl(self) -> ssl.SSLContext | bool:
+        """aiohttp's ``ssl=``: the fleet's CA (and this node's certificate) for a node of the fleet, as a
+        peer is asked (shoal.http.credentials); the system's for any other origin."""
+        if self.fleet is not None and self.fleet.peer_ssl is not None:
+            return self.fleet.peer_ssl
+        return True
 
     def _error(self, message: str, status: int | None = None) -> OriginError:
         return OriginError(f"{message} ({self.url})", url=self.url, status=status)
 
     async def probe(self) -> Probe:
         """One GET of the first byte: tells the length, the validators and whether Range works."""
-        headers = {**self.headers, "Range": "bytes=0-0"}
+        headers = self._headers({"Range": "bytes=0-0"})
         try:
-            async with self.session.get(self.url, headers=headers, timeout=TIMEOUT) as resp:
+            async with self.session.get(self.url, headers=headers, timeout=TIMEOUT, ssl=self._ssl()) as resp:
                 if resp.status == 206:
                     try:
                         _, _, total = parse_content_range(resp.headers.get("Content-Range"))
@@ -120,9 +146,9 @@ class Origin:
         raise self._error(f"origin answered HTTP {resp.status}", resp.status)
 
     def request(self, manifest: Manifest, start: int, end: int) -> aiohttp.client._RequestContextManager:
-        headers = {**self.headers, "Range": range_header(start, end)}
+        headers = self._headers({"Range": range_header(start, end)})
         if manifest.identity.etag and not manifest.identity.etag.startswith("W/"):
             # RFC 9110 13.1.5: with If-Range a changed file comes back whole (200) instead of as a range
             # of the new version, which check() then reports as a change.
             headers["If-Range"] = manifest.identity.etag
-        return self.session.get(self.url, headers=headers, timeout=TIMEOUT)
+        return self.session.get(self.url, headers=headers, timeout=TIMEOUT, ssl=self._ssl())

@@ -3,6 +3,7 @@
     GET /serve?REL                    the file's .torrent; waits (bounded) if it is still being hashed
     GET /serve_last_updated?DIRNAME   the .torrent of the newest file under one watched directory
     GET /serve_last_updated           the .torrent of the newest file of all
+    GET /serve/PASSKEY?REL, /serve_last_updated/PASSKEY[?DIRNAME]   the same, for a fleet's BitTorrent client
     GET|HEAD /files/REL               the file itself, with Range: the origin and the BEP 19 web seed
     GET /v1/files                     JSON listing: path, size, digest, content task, modified, torrent URL,
                                       info-hash
@@ -15,6 +16,13 @@ document is generated from them.
 REL is the watched directory's name and the path inside it (``releases/app.tar.gz``). Names are checked
 before any lookup (``names.parse_rel``) and only published files are served, so nothing outside the
 watched directories can be reached. Errors are JSON ``{"error": ...}`` with a 4xx (503 while hashing).
+
+With a fleet token the torrents are private (BEP 27) and their announce URLs carry a passkey
+(core.tickets; the tracker refuses announces without one, tracker.bt). A torrent is served only to a
+requester that shows it belongs to the fleet: a passkey in the path (``/serve/PASSKEY?REL``, the form a
+standard client or a browser can be given; the torrent carries that same passkey), or the fleet's request
+credential (``X-Shoal-Fleet``; the torrent carries a passkey made for the requester's address). Anyone else
+gets a 403. The files themselves (``/files/REL``, the web seed) are the origin's, open as an origin is.
 
 The routes are installed into an application the caller owns, so one process can serve them beside an
 embedded tracker on one port.
@@ -31,8 +39,9 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from shoal import __version__
-from shoal.core.errors import ProtocolError
+from shoal.core.errors import CredentialRefused, ProtocolError
 from shoal.core.metainfo import encode_torrent
+from shoal.core.tickets import FLEET_HEADER
 from shoal.core.tracker_choice import parse_trackers
 from shoal.http import openapi
 from shoal.http.json_api import error_response, struct_response
@@ -79,13 +88,34 @@ def _base_url(request: web.Request) -> str:
     return advertised.rstrip("/") if advertised else f"{request.scheme}://{request.host}"
 
 
-def _torrent(request: web.Request, entry: SeededFile) -> web.Response:
+def _passkey(request: web.Request) -> str | None:
+    """The passkey a torrent served to ``request`` announces with: None outside a fleet; the requester's
+    own passkey, or one made for its address when it sent the fleet's credential; a 403 for anyone else."""
+    key = request.app[CONFIG].credentials.key
+    if key is None:
+        return None
+    given = request.match_info.get("passkey")
+    try:
+        if given:
+            key.check_passkey(given)
+            return given
+        key.check_credential(request.headers.get(FLEET_HEADER), time.time())
+    except CredentialRefused as exc:
+        raise web.HTTPForbidden(
+            reason=f"{exc}; this seeder's torrents are for the fleet: ask /serve/PASSKEY?REL (`shoal passkey`)"
+        ) from None
+    holder = (request.remote or "").partition("%")[0]  # an IPv6 address without its zone
+    return key.passkey(holder or "fleet")
+
+
+def _torrent(request: web.Request, entry: SeededFile, passkey: str | None) -> web.Response:
     base = _base_url(request)
     first, *others = request.app[TRACKER] or (base,)
+    announce = f"/announce/{passkey}" if passkey else "/announce"
     body = encode_torrent(
         entry.info,
-        announce=f"{first}/announce",
-        backup_announces=[f"{tracker}/announce" for tracker in others],
+        announce=f"{first}{announce}",
+        backup_announces=[f"{tracker}{announce}" for tracker in others],
         url_list=[f"{base}/files/{quote(entry.rel)}"],
         creation_date=int(entry.published_at),
     )
@@ -127,6 +157,7 @@ async def _rel(request: web.Request, raw: str) -> str:
 
 
 async def serve(request: web.Request) -> web.Response:
+    passkey = _passkey(request)  # first: a stranger learns nothing, not even whether the file is published
     rel = await _rel(request, _query_name(request))
     catalog = request.app[CATALOG]
     try:
@@ -136,10 +167,11 @@ async def serve(request: web.Request) -> web.Response:
         raise web.HTTPServiceUnavailable(reason=f"{rel} is still being hashed", headers={"Retry-After": "5"}) from None
     if entry is None:
         raise web.HTTPNotFound(reason=f"{rel} is not published here")
-    return _torrent(request, entry)
+    return _torrent(request, entry, passkey)
 
 
 async def serve_last_updated(request: web.Request) -> web.Response:
+    passkey = _passkey(request)
     catalog = request.app[CATALOG]
     root = _query_name(request) or None
     if root is not None:
@@ -149,7 +181,7 @@ async def serve_last_updated(request: web.Request) -> web.Response:
     entry = catalog.newest(root)
     if entry is None:
         raise web.HTTPNotFound(reason="nothing is published yet")
-    return _torrent(request, entry)
+    return _torrent(request, entry, passkey)
 
 
 def _root_names(request: web.Request) -> set[str]:
@@ -205,7 +237,9 @@ ROUTES = (
         "GET",
         "/serve",
         "the .torrent of the file REL, the whole query string (/serve?releases/app.tar.gz), percent-encoded; "
-        "waits (bounded) while it is being hashed, then 503 with Retry-After",
+        "waits (bounded) while it is being hashed, then 503 with Retry-After. With a fleet token, a 403 without "
+        "the fleet's credential (X-Shoal-Fleet); the torrent is private and announces with a passkey made for "
+        "the requester",
         media=TORRENT,
     ),
     Route(
@@ -213,6 +247,19 @@ ROUTES = (
         "/serve_last_updated",
         "the .torrent of the newest file (by mtime): under the watched directory the query string names "
         "(/serve_last_updated?releases), or of all with none",
+        media=TORRENT,
+    ),
+    Route(
+        "GET",
+        "/serve/{passkey}",
+        "as /serve, for a fleet's BitTorrent client (with a fleet token): the torrent announces with PASSKEY, "
+        "a 403 for a passkey that is not the fleet's",
+        media=TORRENT,
+    ),
+    Route(
+        "GET",
+        "/serve_last_updated/{passkey}",
+        "as /serve_last_updated, with a passkey as /serve/{passkey} takes it",
         media=TORRENT,
     ),
     Route(
@@ -233,6 +280,8 @@ ROUTES = (
 _HANDLERS: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = {
     "/serve": serve,
     "/serve_last_updated": serve_last_updated,
+    "/serve/{passkey}": serve,
+    "/serve_last_updated/{passkey}": serve_last_updated,
     "/files/{rel}": files,
     "/v1/files": listing,
     "/v1/seeder/health": health,

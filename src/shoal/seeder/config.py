@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shoal.core.tickets import FleetKey
+from shoal.http.credentials import Credentials
 
 
 # No slots: the class attributes must stay readable as the defaults.
@@ -35,6 +35,10 @@ class SeederConfig:
     """How long a /serve for a file still being hashed waits for it before answering 503."""
     announce_interval: float = 60.0
     """Seconds between BitTorrent announces of each file when the tracker's reply names none."""
-    fleet_key: FleetKey | None = None
-    """The fleet token's keys: the registrar's announces carry its credential, and the embedded tracker
-    needs it of every peer (core.tickets). The files and the BitTorrent side stay open: they are the origin."""
+    credentials: Credentials = field(default_factory=Credentials)
+    """The fleet token and TLS (shoal.http.credentials; ``--fleet-token-file``, ``--tls-cert``...): with a
+    token the registrar's announces carry its credential (a passkey on the BitTorrent side), the JSON routes
+    and the embedded tracker need it, and the torrents are private, for the fleet only; with a certificate
+    the HTTP side (torrents, files, the embedded tracker) serves https, requiring client certificates under
+    mutual TLS, and the certificate is presented to a tracker that asks for one. The files stay open to
+    whoever passes TLS: they are the origin."""

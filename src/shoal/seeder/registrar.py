@@ -40,6 +40,8 @@ T = TypeVar("T")
 
 TRACKER_BACKOFF = Backoff(1.0, 30.0)
 BT_TIMEOUT = aiohttp.ClientTimeout(total=10, sock_connect=3)
+SEEDER_HOLDER = "seeder"
+"""The holder of the passkey a seeder announces its wire seeding with (core.tickets)."""
 
 
 @dataclass(slots=True)
@@ -67,6 +69,9 @@ class Registrar:
     ) -> None:
         self.session = session
         self.client = TrackerClient(tracker, session, credentials=credentials)
+        key = self.client.credentials.key
+        # A private tracker (a fleet token) takes BitTorrent announces with a passkey only (tracker.bt).
+        self._announce_path = f"/announce/{key.passkey(SEEDER_HOLDER)}" if key is not None else "/announce"
         self.bt_port = bt_port
         self.file_url = file_url.rstrip("/")
         self.announce_interval = announce_interval
@@ -181,9 +186,9 @@ class Registrar:
             params.append(("ip", self.ip))
         # Binary values are percent-encoded byte by byte (BEP 3); urlencode would encode them as UTF-8.
         query = "&".join(f"{k}={quote_from_bytes(v if isinstance(v, bytes) else v.encode())}" for k, v in params)
-        url = f"{tracker}/announce?{query}"
+        url = f"{tracker}{self._announce_path}?{query}"
         try:
-            async with self.session.get(url, timeout=BT_TIMEOUT) as resp:
+            async with self.session.get(url, timeout=BT_TIMEOUT, ssl=self.client.credentials.tls_for(tracker)) as resp:
                 body = await resp.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise TrackerUnreachable(

@@ -285,7 +285,8 @@ class Seeder:
             log.warning("not publishing %s: it leads out of %s", rel, root.path)
             return True
         due = wait.due
-        info = TorrentInfo(path.name, stat.size, hashes.piece_length, hashes.sha1_pieces)
+        private = self.config.credentials.key is not None  # the tracker takes announces with a passkey only
+        info = TorrentInfo(path.name, stat.size, hashes.piece_length, hashes.sha1_pieces, private)
         task_id = hashes.content_task_id(stat.size)
         entry = SeededFile(rel, root.name, path, stat, hashes, info, info.info_hash(), time.time(), task_id)
         with contextlib.suppress(TimeoutError):

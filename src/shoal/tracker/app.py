@@ -141,7 +141,15 @@ class TrackerService:
         """The garbage collector's rules under the soft state (tracker.collector), while the service runs."""
         self.cluster: Cluster | None = None
         if not self.store.url.startswith("sqlite"):
-            self.cluster = Cluster(self.store, advertise=config.advertise, host=config.host, clock=clock)
+            self.cluster = Cluster(
+                self.store,
+                advertise=config.advertise,
+                host=config.host,
+                clock=clock,
+                scheme="https" if config.serves_tls else "http",
+                tls=config.forward_tls,
+                fleet_key=config.fleet_key,
+            )
 
     def _lock(self, task_id: str) -> asyncio.Lock:
         lock = self._locks.get(task_id)
@@ -490,7 +498,7 @@ def _owned_here(cluster: Cluster) -> Middleware:
         task_id = request.match_info.get("task_id", "")
         if is_task_id(task_id):
             return await cluster.forward(request, handler, task_id)
-        if request.path == "/announce" and (key := bt.announce_key(request.rel_url.raw_query_string)):
+        if bt.bt_path(request.path) == "/announce" and (key := bt.announce_key(request.rel_url.raw_query_string)):
             return await cluster.forward(request, handler, key)
         return await handler(request)  # not an owned route, or a malformed one the handler refuses
 

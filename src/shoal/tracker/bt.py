@@ -2,8 +2,15 @@
 
     GET /announce   BEP 3, with compact peers (BEP 23) and IPv6 peers in ``peers6`` (BEP 7)
     GET /scrape     BEP 48
+    GET /announce/PASSKEY, /scrape/PASSKEY   the same, with a passkey (or ``?passkey=PASSKEY``)
 
 Parsing, swarm state and replies live in core.bt_tracker; this module wires them to aiohttp.
+
+With a fleet token the tracker is private, as private BitTorrent trackers are: every announce and scrape
+needs a passkey of the fleet (core.tickets), in the path or the query, since standard clients send no
+headers of their own; one without gets a ``failure reason``. The seeder writes the passkey into the
+torrents it serves to the fleet, and marks them private (BEP 27), so clients use no DHT or peer exchange
+that would go around the tracker.
 
 HTTP behaviour:
 
@@ -44,11 +51,21 @@ from shoal.core.bt_tracker import (
 )
 from shoal.core.errors import ProtocolError
 from shoal.core.ownership import TrackerMember
+from shoal.core.tickets import PASSKEY_PARAM
 from shoal.tracker.cluster import Cluster, local_address
 from shoal.tracker.config import TrackerConfig
 
 log = logging.getLogger("shoal.tracker.bt")
 PATHS = frozenset({"/announce", "/scrape"})
+_KEYED = ("/announce/", "/scrape/")
+
+
+def bt_path(path: str) -> str | None:
+    """The BitTorrent route ``path`` is (``/announce`` or ``/scrape``), with or without a passkey; None for
+    any other path."""
+    if path in PATHS:
+        return path
+    return path.rpartition("/")[0] if path.startswith(_KEYED) else None
 
 
 class BtTracker:
@@ -69,6 +86,13 @@ class BtTracker:
         self.swarms = Swarms(self.policy)
         self.clock = clock
         self.rng = rng or random.Random()
+        self.fleet_key = config.fleet_key
+
+    def admit(self, passkey: str | None) -> None:
+        """Nothing on a tracker without a fleet token, or for a passkey of its fleet; else CredentialRefused
+        (a ProtocolError: the client gets a ``failure reason``)."""
+        if self.fleet_key is not None:
+            self.fleet_key.check_passkey(passkey)
 
     def announce(self, raw_query: str, source: str | None, local: str | None) -> bytes:
         """The bencoded reply to an announce from ``source`` that reached us at ``local``."""
@@ -104,7 +128,7 @@ async def bencoded_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     """Errors on the BitTorrent paths as bencoded failures, never JSON (see the module docstring)."""
-    if request.path not in PATHS:
+    if bt_path(request.path) is None:
         return await handler(request)
     try:
         return await handler(request)
@@ -119,14 +143,24 @@ async def bencoded_errors(
         return _bencoded(encode_failure("internal error"), 500)
 
 
+def passkey_of(request: web.Request) -> str | None:
+    """The passkey an announce or scrape carries, in its path or its query."""
+    if passkey := request.match_info.get("passkey"):
+        return passkey
+    values = parse_query(request.rel_url.raw_query_string).get(PASSKEY_PARAM)
+    return values[0].decode("latin-1") if values else None
+
+
 async def announce(request: web.Request) -> web.Response:
     bt, cluster = request.app[BT], request.app[BT_CLUSTER]
+    bt.admit(passkey_of(request))
     source, local = cluster.addresses(request) if cluster is not None else (request.remote, local_address(request))
     return _bencoded(bt.announce(request.rel_url.raw_query_string, source, local))
 
 
 async def scrape(request: web.Request) -> web.Response:
     bt, cluster = request.app[BT], request.app[BT_CLUSTER]
+    bt.admit(passkey_of(request))
     query = request.rel_url.raw_query_string
     if cluster is None or cluster.forwarded(request):
         return _bencoded(bt.scrape(query))
@@ -164,8 +198,11 @@ async def _gather_scrape(
     mine = by_owner.pop(cluster.tracker_id, None)
     files = bt.swarms.scrape(mine, now) if mine else {}
 
+    passkey = passkey_of(request)
+    route = f"/scrape/{passkey}" if passkey else "/scrape"  # the owners check the client's passkey too
+
     async def ask(tracker_id: str, hashes: list[bytes]) -> dict[bytes, SwarmStats]:
-        path = "/scrape?" + "&".join("info_hash=" + quote_from_bytes(h, safe="") for h in hashes)
+        path = f"{route}?" + "&".join("info_hash=" + quote_from_bytes(h, safe="") for h in hashes)
         try:
             status, body, _ = await cluster.ask(request, members[tracker_id], path)
             reply = bdecode(body) if status == 200 else None
@@ -200,5 +237,6 @@ def add_routes(app: web.Application, bt: BtTracker, cluster: Cluster | None = No
     app[BT] = bt
     app[BT_CLUSTER] = cluster
     app.middlewares.append(bencoded_errors)
-    app.router.add_get("/announce", announce)
-    app.router.add_get("/scrape", scrape)
+    for route, handler in (("/announce", announce), ("/scrape", scrape)):
+        app.router.add_get(route, handler)
+        app.router.add_get(route + "/{passkey}", handler)

@@ -9,6 +9,11 @@ by the forwarder's advertised address) so that the owner judges the announce by 
 the forwarding tracker's. The header is believed only from another member's address, and a forwarded
 request is never forwarded again: when the members disagree for a moment, the peer gets a 503 with
 Retry-After and announces again.
+
+Between members, the fleet's credentials hold as between a peer and a tracker: a member is reached over the
+fleet's TLS (its CA, and this member's certificate under mutual TLS; ``tls``), and a forwarded request
+carries a request credential the owner checks, the peer's own or, on a BitTorrent route (whose passkey
+travels in the path), this member's (``fleet_key``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import logging
 import math
 import secrets
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
@@ -30,7 +36,7 @@ from yarl import URL
 from shoal.core.errors import StoreError
 from shoal.core.messages import ClusterMember, ClusterView
 from shoal.core.ownership import HEARTBEAT, TrackerMember, in_force, lost_tasks, owner
-from shoal.core.tickets import FLEET_HEADER
+from shoal.core.tickets import FLEET_HEADER, FleetKey
 from shoal.http.json_api import json_error
 from shoal.http.limits import read_body
 from shoal.storage.cluster_store import ClusterStore
@@ -71,12 +77,24 @@ def reachable_address(client: str, own_url: str) -> str:
 class Cluster:
     """This tracker's membership: its row, the members' rows as last read, and who owns which task."""
 
-    def __init__(self, store: SqlStore, *, advertise: str, host: str, clock: Callable[[], float]) -> None:
-        """``advertise``: the URL other trackers reach this one at; "" for http://HOST:PORT once listening
-        (127.0.0.1 for a wildcard HOST: trackers on one host)."""
+    def __init__(
+        self,
+        store: SqlStore,
+        *,
+        advertise: str,
+        host: str,
+        clock: Callable[[], float],
+        scheme: str = "http",
+        tls: ssl.SSLContext | None = None,
+        fleet_key: FleetKey | None = None,
+    ) -> None:
+        """``advertise``: the URL other trackers reach this one at; "" for ``scheme``://HOST:PORT once
+        listening (127.0.0.1 for a wildcard HOST: trackers on one host). ``tls``: how to reach the other members over
+        https (None: the system's CAs); ``fleet_key``: the fleet's, whose credential a forward carries."""
         self.tracker_id = secrets.token_hex(8)
         self.url = advertise.rstrip("/")
         self._host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+        self._scheme = scheme
         self._listening = asyncio.Event()
         self.clock = clock
         self._rows = ClusterStore(store)
@@ -85,12 +103,14 @@ class Cluster:
         self._member_hosts: set[str] = set()
         self._live: set[str] = set()  # the live members at the last heartbeat
         self._session: aiohttp.ClientSession | None = None
+        self._tls = tls
+        self._fleet_key = fleet_key
 
     def listening(self, port: int) -> None:
         """The port we listen on (http.listen.ON_LISTENING): our URL when none is advertised."""
         if not self.url:
             host = f"[{self._host}]" if ":" in self._host else self._host
-            self.url = f"http://{host}:{port}"
+            self.url = f"{self._scheme}://{host}:{port}"
         self._listening.set()
 
     async def join(self) -> None:
@@ -219,12 +239,16 @@ class Cluster:
         headers = {FORWARDED_FOR: reachable_address(client or "", self.url), FORWARDED_TO: reached or ""}
         if content_type := request.headers.get("Content-Type"):
             headers["Content-Type"] = content_type
-        if credential := request.headers.get(FLEET_HEADER):
+        credential = request.headers.get(FLEET_HEADER)
+        if not credential and self._fleet_key is not None:
+            credential = self._fleet_key.credential(self.clock())
+        if credential:
             headers[FLEET_HEADER] = credential  # the owner checks the peer's fleet credential too
         method, body = ("GET", b"") if path_qs is not None else (request.method, await read_body(request))
         # As the client encoded it: a BitTorrent query's binary values do not survive a decode and re-encode.
         target = URL(to.url + (path_qs if path_qs is not None else request.rel_url.raw_path_qs), encoded=True)
-        async with self._session.request(method, target, data=body or None, headers=headers) as reply:
+        tls = self._tls if self._tls is not None and to.url.startswith("https://") else True
+        async with self._session.request(method, target, data=body or None, headers=headers, ssl=tls) as reply:
             payload = await reply.read()
             kept = {k: v for k, v in reply.headers.items() if k in ("Content-Type", "Retry-After")}
             return reply.status, payload, kept

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 
 from shoal.core.audit import AUDIT_SHARE
@@ -73,6 +74,12 @@ class TrackerConfig:
     public_dashboard: bool = False
     """With ``fleet_key``: the dashboard (``/`` and its snapshots, read-only) is readable without the fleet's
     credential, which browsers do not hold. Without a fleet key the whole API, the page with it, is open."""
+    serves_tls: bool = False
+    """The tracker serves https (``--tls-cert``): the scheme of the URL it advertises to the other members
+    when ``advertise`` names none."""
+    forward_tls: ssl.SSLContext | None = None
+    """How this tracker reaches the other trackers of its cluster over https (tracker.cluster): the fleet's
+    CA (``--ca``) and, for mutual TLS, its own certificate. None: aiohttp's defaults (the system's CAs)."""
     max_body: int = 256 * 1024
     """Largest request body accepted, in bytes; larger ones get a 413."""
     max_inflight: int = 64
