@@ -119,7 +119,9 @@ async def test_slow_readers_lose_their_upload_slots_and_a_new_download_completes
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "SHOAL_WRITE_TIMEOUT": "1"},
+        # A piece's write deadline that outlasts making the 16 connections on a busy machine, so that all of
+        # them hold their slots at once when counted; the later download waits it out once.
+        env={**os.environ, "SHOAL_WRITE_TIMEOUT": "5"},
     )
     procs.append(seed)
     task_id = task_id_for_url(url)
