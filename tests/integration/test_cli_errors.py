@@ -166,6 +166,25 @@ def test_pool_with_a_web_server_for_a_tracker_says_so_in_one_line(web_page: Serv
         assert f"{server} answered {answered}" in line and "is that a Shoal tracker?" in line
 
 
+def test_a_pool_token_on_the_command_line_is_warned_about_and_one_from_the_environment_is_not(
+    web_page: Service,
+) -> None:
+    token = "0123456789abcdef0123"
+    given = run_shoal("pool", "--tracker", web_page.url, "--token", token, "ls")
+    assert "warning: --token is on the command line" in given.stderr and "$SHOAL_POOL_TOKEN" in given.stderr
+    assert token not in given.stderr
+    from_env = subprocess.run(
+        shoal_argv("pool", "--tracker", web_page.url, "ls"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "SHOAL_POOL_TOKEN": token},
+    )
+    assert from_env.returncode == given.returncode == 3, from_env.stderr  # the page is no tracker either way
+    assert "warning" not in from_env.stderr
+
+
 # -- databases -------------------------------------------------------------------------------------------
 
 

@@ -69,9 +69,16 @@ def _client(ctx: click.Context) -> PoolClient:
     help="The fleet's token, when the tracker needs one [default: $SHOAL_FLEET_TOKEN_FILE].",
 )
 @verbose_option
-def pool(tracker: str | None, token: str | None, fleet_token_file: str | None, verbose: int) -> None:
+@click.pass_context
+def pool(
+    ctx: click.Context, tracker: str | None, token: str | None, fleet_token_file: str | None, verbose: int
+) -> None:
     """Pools of daemons that downloads are pushed to."""
     configure_logging(verbose, False)
+    if token and ctx.get_parameter_source("token") is click.core.ParameterSource.COMMANDLINE:
+        from shoal.cli.pool_tokens import TOKEN_ENV, warn_token_on_command_line
+
+        warn_token_on_command_line("--token", f"${TOKEN_ENV}")
 
 
 @pool.command()

@@ -40,13 +40,18 @@ def pool_specs(values: Iterable[str], token_file: str | None, default: str | Non
     specs = [PoolSpec.parse(value) for value in values]
     for spec in specs:
         if spec.token:
-            click.echo(
-                f"shoal: warning: the token of pool {spec.name} is on the command line, where every user of "
-                f"this host can read it (ps, /proc); give it in --pool-token-file or ${TOKEN_ENV} instead",
-                err=True,
-            )
+            warn_token_on_command_line(f"the token of pool {spec.name}", f"--pool-token-file or ${TOKEN_ENV}")
     tokens = {}
     if token_file is not None:
         text = read_private_text(token_file, max_bytes=MAX_TOKEN_FILE, what="a pool token file")
         tokens = parse_pool_tokens(text, token_file)
     return with_tokens(specs, tokens, default if default is not None else os.environ.get(TOKEN_ENV))
+
+
+def warn_token_on_command_line(what: str, instead: str) -> None:
+    """Say on stderr that ``what`` was given where every user of the host can read it (``ps``, ``/proc``)."""
+    click.echo(
+        f"shoal: warning: {what} is on the command line, where every user of this host can read it (ps, /proc); "
+        f"give it in {instead} instead",
+        err=True,
+    )
