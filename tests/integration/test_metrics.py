@@ -382,6 +382,8 @@ def test_the_access_log_is_off_by_default_and_one_json_line_per_request_with_the
     assert [line["first_request_line"] for line in access] == ["GET /v1/health HTTP/1.1", "GET /metrics HTTP/1.1"]
     assert all(line["level"] == "info" and line["response_status"] == 200 for line in access)
     assert all(line["remote_address"] == "127.0.0.1" and line["response_size"] > 0 for line in access)
+    # The request's headers stay an object, as a log shipper reads them.
+    assert all(line["request_header"]["User-Agent"].startswith("Python-urllib/") for line in access)
 
 
 def test_the_tracker_counts_pool_jobs_and_their_members_states(

@@ -26,7 +26,7 @@ import json
 import logging
 import logging.handlers
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -169,10 +169,12 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in record.__dict__.items():
             if key not in self._STANDARD and not key.startswith("_"):
-                out[key] = value if isinstance(value, str | int | float | bool) or value is None else str(value)
+                # A mapping (aiohttp's access log gives its headers so) stays an object; anything else that
+                # JSON has no type for is written as its text (json's default).
+                out[key] = {str(k): v for k, v in value.items()} if isinstance(value, Mapping) else value
         if record.exc_info:
             out["error"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False)
+        return json.dumps(out, ensure_ascii=False, default=str)
 
 
 def configure_logging(verbose: int, quiet: bool) -> None:
