@@ -267,7 +267,8 @@ class PoolStore:
             return [row.pool for row in rows]
 
     async def counts(self, live_since: float) -> PoolCounts:
-        """Jobs by status, running jobs' assignments by status, and members last seen at ``live_since`` or later."""
+        """Jobs by status, running jobs' assignments by status, and members heard from after ``live_since`` (live
+        as core.pool counts them: ``now - last_seen < ttl``)."""
         running = select(pool_jobs.c.job_id).where(pool_jobs.c.status == PushStatus.RUNNING.value)
         by_status = select(pool_jobs.c.status, func.count()).group_by(pool_jobs.c.status)
         assigned = (
@@ -275,7 +276,7 @@ class PoolStore:
             .where(pool_assignments.c.job_id.in_(running))
             .group_by(pool_assignments.c.status)
         )
-        live = select(func.count()).select_from(pool_members).where(pool_members.c.last_seen >= live_since)
+        live = select(func.count()).select_from(pool_members).where(pool_members.c.last_seen > live_since)
         async with self.store.connection() as conn:
             jobs = {status: count for status, count in await conn.execute(by_status)}
             states = {status: count for status, count in await conn.execute(assigned)}
