@@ -100,6 +100,34 @@ def data_request(task_id: str) -> bytes:
     return (f"GET /v1/tasks/{task_id}/data?gen=1 HTTP/1.1\r\nHost: x\r\nRange: bytes=0-{SIZE - 1}\r\n\r\n").encode()
 
 
+def serves_whole_file(seed_url: str, task_id: str) -> bool:
+    request = urllib.request.Request(
+        f"{seed_url}/v1/tasks/{task_id}/data?gen=1", headers={"Range": f"bytes=0-{SIZE - 1}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return reply.status == 206 and len(reply.read()) == SIZE
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return False  # not every piece is served yet
+        raise
+
+
+def response_heads(socks: list[socket.socket]) -> list[bytes] | None:
+    """Each socket's response status line, peeked (the socket's buffer stays full, so its sender stays
+    stalled); None until every one has arrived."""
+    heads = []
+    for sock in socks:
+        try:
+            head = sock.recv(16, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return None
+        if 0 < len(head) < len(b"HTTP/1.1 206"):
+            return None  # the rest of the status line is on its way
+        heads.append(head)
+    return heads
+
+
 def uploads(seed_url: str) -> int:
     with urllib.request.urlopen(f"{seed_url}/v1/health", timeout=10) as reply:
         return int(json.load(reply)["uploads"])
@@ -138,6 +166,10 @@ async def test_slow_readers_lose_their_upload_slots_and_a_new_download_completes
 
     [peer] = await wait_until_async(seed_peer, "the seed to hold every piece")
     seed_url = f"http://127.0.0.1:{peer['port']}"
+    # The tracker counts an origin piece held from its holder's hash report, and the holder serves it once
+    # the tracker's answer comes back: a request in between is a 404, which a downloader takes as "go
+    # elsewhere" but which would leave a slow reader here without the slot it came for.
+    await wait_until_async(lambda: serves_whole_file(seed_url, task_id), "the seed to serve every piece")
     slow = []
     for _ in range(16):
         sock = socket.socket()
@@ -146,6 +178,8 @@ async def test_slow_readers_lose_their_upload_slots_and_a_new_download_completes
         sock.sendall(data_request(task_id))
         slow.append(sock)
     try:
+        heads = wait_until(lambda: response_heads(slow), "a response head on each slow reader's connection")
+        assert all(head.startswith(b"HTTP/1.1 206") for head in heads), heads
         wait_until(lambda: uploads(seed_url) == 16, "the slow readers to hold every upload slot")
         later = run_get(url, "-o", str(tmp_path / "later.bin"), "--tracker", t.url, "--upload-time", "0")
         assert later.returncode == 0, later.stderr
