@@ -13,8 +13,8 @@ The decisions are here, as values; the worker reads the file. Rules, and why:
   from there, which is how a reader following a run asks for what came since.
 - Only whole lines are shown: a tail starts after the first newline of its window, a forward read stops
   after the last one (the rest comes with the next read), so a window's edge never cuts a secret in two
-  where redaction could not recognise it. A window with no newline at all is shown as it is, so a reader
-  is never stuck behind one overlong line.
+  where redaction could not recognise it. A window that holds no whole line (one line longer than the
+  window) is shown as it is, so a reader is never stuck behind it or shown nothing.
 - The text is redacted (core.redact): every URL's password, and the job's own secrets by value: rsync's
   password, the upstream's password and query, and the values of ``env`` variables named like secrets.
   Commands and hooks print what they like; these are what Shoal knows to be secret.
@@ -92,7 +92,7 @@ def whole_lines(w: Window, data: bytes) -> tuple[int, int, bytes]:
     start, end = w.start, w.start + len(data)
     if w.tail and start > 0:
         cut = data.find(b"\n")
-        if cut >= 0:
+        if 0 <= cut < len(data) - 1:
             data, start = data[cut + 1 :], start + cut + 1
     elif not w.tail and not data.endswith(b"\n"):
         cut = data.rfind(b"\n")
