@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from shoal.core.log_share import MAX_LOG_READ
 from shoal.testing.poll import wait_until
 from shoal.testing.processes import Service, shoal_argv
 from tests.integration.test_mirror import TOKEN, Mirror, ctl, job_is
@@ -36,6 +37,13 @@ echo "run number $n"
 echo "fetching https://mirror-user:urlpass99@downloads.example.org/tools/"
 echo "token $SYNC_TOKEN colour $COLOUR from $SHOAL_MIRROR_UPSTREAM"
 '''
+interval = "1h"
+
+[[jobs]]
+name = "noisy"
+provider = "command"
+upstream = "https://downloads.example.org/noisy/"
+command = '''head -c 1500000 /dev/zero | tr '\\000' '\\001'; printf 'bad byte \\377 at the end\\n' '''
 interval = "1h"
 
 [[jobs]]
@@ -112,6 +120,14 @@ def test_the_log_link_answers_the_runs_output_read_on_its_worker_with_secrets_re
     assert status == 404 and "has not run yet" in body
     assert get(f"{manager.url}/v1/mirror/jobs/tools/log?limit=0")[0] == 400
     assert get(f"{manager.url}/v1/mirror/jobs/tools/log?offset=-1")[0] == 400
+
+    # A log of control characters (six bytes each in JSON) and bytes that are not UTF-8: its last MiB, whole.
+    wait_until(lambda: job_is(manager, "noisy", status="success"), "the noisy run to succeed", timeout=DEADLINE)
+    status, _, body = get(f"{manager.url}/v1/mirror/jobs/noisy/log")
+    noisy = json.loads(body)
+    assert status == 200 and noisy["end"] == noisy["size"] > MAX_LOG_READ
+    assert 0 < noisy["end"] - noisy["start"] <= MAX_LOG_READ and noisy["text"].count("\x01") > 900_000
+    assert "bad byte \ufffd at the end\n" in noisy["text"]
 
     # ctl logs from "another host": no --config, only the manager's URL and the token.
     printed = ctl(manager, "logs", "tools")

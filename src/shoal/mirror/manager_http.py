@@ -114,6 +114,11 @@ _OPEN = (f"{PREFIX}/health", openapi.PATH, metrics_path)
 (statuses and times; no job's upstream or error)."""
 
 
+MAX_BODY = 6 * MAX_LOG_READ + (64 << 10)
+"""The largest request body: a worker's answer to a log read, whose text of MAX_LOG_READ bytes JSON may
+write six bytes a byte (a control character as ``\\u0001``). Every route that takes a body needs the token
+(a 401 comes before the body is read), so only a client holding it may send this much."""
+
 M = TypeVar("M")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -255,7 +260,7 @@ def _count(request: web.Request, key: str) -> int | None:
     value = request.query.get(key)
     if value is None:
         return None
-    if not value.isdigit() or len(value) > 18:
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
         raise ProtocolError(f"{key} must be a number of bytes, not {value[:40]!r}", field=key)
     return int(value)
 
@@ -409,7 +414,7 @@ def openapi_document() -> dict[str, Any]:
 def build_app(manager: MirrorManager) -> web.Application:
     """The manager as an aiohttp application: it opens the store and runs the scheduler while it serves."""
     errors = json_errors(log, unavailable=(StoreError,), what="the mirror manager's database")
-    app = web.Application(middlewares=[errors, guard], client_max_size=1024 * 1024)
+    app = web.Application(middlewares=[errors, guard], client_max_size=MAX_BODY)
     app[MANAGER] = manager
     app[LOGS] = LogRelay(manager)
 
