@@ -405,7 +405,7 @@ class MirrorWorker:
                 size=read.size,
                 start=read.start,
                 end=read.end,
-                text=shown_text(read.data, hidden),
+                text=await asyncio.to_thread(shown_text, read.data, hidden),  # a MiB of regex: off the loop
             )
             answer = LogAnswer(piece=piece)
         except ProtocolError as exc:  # NotFound (404), a bad run name (400)
