@@ -231,6 +231,18 @@ def test_the_mirror_page_follows_jobs_without_the_token_when_made_public(page: A
         assert "upstream refused the connection" in broken.inner_text()
         page.wait_for_selector('tr[data-worker="w1"] .pill.ok', timeout=DEADLINE * 1000)
         assert "SECRETKEY" not in page.content() and "mirror-user" not in page.content()
+        # Each job that ran links its latest run log, which the manager reads on the worker (no token: public).
+        for job, said in (("tools", "head -c 3145728 /dev/zero"), ("broken", "upstream refused the connection")):
+            link = page.locator(f'tr.job[data-job="{job}"] a.log')
+            assert link.inner_text() == "log" and link.get_attribute("href") == f"/logs/{job}/latest"
+            with page.expect_popup() as opened:
+                link.click()
+            log_page = opened.value
+            log_page.wait_for_load_state()
+            shown = log_page.locator("body").inner_text()
+            assert said in shown and ("== success" if job == "tools" else "== failed") in shown, shown
+            assert "SECRETKEY" not in shown
+            log_page.close()
         assert page.locator("button, form, input").count() == 0  # read-only: no control on the page
     finally:
         if worker is not None:

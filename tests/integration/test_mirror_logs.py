@@ -14,9 +14,10 @@ from typing import Any
 import msgspec
 import pytest
 
+from shoal.core.errors import NotFound, ProtocolError
 from shoal.core.mirror_config import Hooks, JobSpec
 from shoal.mirror.config import load_config
-from shoal.mirror.run_log import LATEST, LogPlace, latest_log, log_place
+from shoal.mirror.run_log import LATEST, LogPlace, latest_log, log_place, read_run_log
 from shoal.mirror.runner import run_attempt
 from shoal.testing.processes import shoal_argv
 
@@ -162,3 +163,42 @@ async def test_ctl_logs_prints_the_latest_run_and_follows_the_next(tmp_path: Pat
         follower.stdout.close()
     unknown = await asyncio.to_thread(subprocess.run, [*argv[:-3], "nope", *argv[-2:]], capture_output=True, text=True)
     assert unknown.returncode == 2 and "has no job named 'nope'" in unknown.stderr
+
+
+async def test_a_read_for_another_host_takes_only_the_jobs_own_run_logs(tmp_path: Path) -> None:
+    place = LogPlace(tmp_path / "logs")
+    with pytest.raises(NotFound, match="has no run log"):
+        read_run_log(place, "files", None, offset=None, limit=100)
+    assert (await run_attempt(command_job("echo one; echo two"), tmp_path / "job", logs=place)).ok
+    assert not (await run_attempt(command_job("echo three; exit 1"), tmp_path / "job", logs=place)).ok
+    first, failed = sorted(name for name in os.listdir(place.directory) if name != LATEST)
+    assert failed.endswith(".log.fail")
+
+    latest = read_run_log(place, "files", None, offset=None, limit=1 << 20)
+    whole = (place.directory / failed).read_bytes()
+    assert (latest.run, latest.latest, latest.runs) == (failed, failed, (first, failed))
+    assert (latest.start, latest.end, latest.size, latest.data) == (0, len(whole), len(whole), whole)
+    # A run asked for by the name it had while it ran is found after its log was marked failed.
+    assert read_run_log(place, "files", failed.removesuffix(".fail"), offset=None, limit=100).run == failed
+    tail = read_run_log(place, "files", first, offset=None, limit=50)
+    text = (place.directory / first).read_bytes()
+    assert tail.data == text[tail.start :] and text[: tail.start].endswith(b"\n") and tail.data.endswith(b"\n")
+    assert tail.data.endswith(b"== success\n")
+    forward = read_run_log(place, "files", first, offset=0, limit=len(text) - 1)
+    assert forward.start == 0 and forward.data == text[: forward.end] and forward.end < len(text)
+
+    # A link named like a run log, pointing out of the directory, is not read; nor is another job's log.
+    outside = tmp_path / "secret.txt"
+    outside.write_text("not a log\n")
+    planted = "files_2020-01-01_00-00-00.log"
+    os.symlink(outside, place.directory / planted)
+    with pytest.raises(NotFound):
+        read_run_log(place, "files", planted, offset=None, limit=100)
+    (place.directory / "other_2020-01-01_00-00-00.log").write_text("another job's\n")
+    with pytest.raises(ProtocolError, match="is not the name of a run log of job 'files'"):
+        read_run_log(place, "files", "other_2020-01-01_00-00-00.log", offset=None, limit=100)
+    # latest pointed elsewhere (by hand): no latest run, rather than a file outside.
+    os.replace(place.directory / LATEST, tmp_path / "old-latest")
+    os.symlink(outside, place.directory / LATEST)
+    with pytest.raises(NotFound, match="has no run log"):
+        read_run_log(place, "files", None, offset=None, limit=100)

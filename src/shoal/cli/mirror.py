@@ -9,13 +9,11 @@ client of the manager's API; its errors become exit codes in cli.main.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import ipaddress
 import json
 import os
 import re
-import shutil
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -511,44 +509,60 @@ def rm_worker(ctx: click.Context, worker_argument: str | None, worker_option: st
 @ctl.command()
 @click.argument("job")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing as the run goes on, and the runs after it.")
+@click.option("--run", "run", default=None, metavar="RUN", help="This run's log (a name --runs lists), not the latest.")
+@click.option(
+    "--tail",
+    "tail",
+    default=None,
+    metavar="SIZE",
+    help="Only the last SIZE of the log (bytes, or 64K, 1M), from a line's start [default: all of it; through the "
+    "manager its last 1M].",
+)
+@click.option("--runs", "list_runs", is_flag=True, help="List the job's run logs kept, oldest first.")
 @click.option(
     "--config",
     "config_path",
     envvar="SHOAL_MIRROR_CONFIG",
-    required=True,
+    default=None,
     type=click.Path(dir_okay=False, path_type=Path),
     metavar="FILE",
-    help="The worker's mirror config, which says where JOB's logs are [default: $SHOAL_MIRROR_CONFIG].",
+    help="Read the logs on this host, where the worker with this mirror config writes them [default: "
+    "$SHOAL_MIRROR_CONFIG; without either, through the manager from the job's worker].",
 )
-def logs(job: str, follow: bool, config_path: Path) -> None:
-    """Print JOB's latest run log, read on the worker's host (the logs stay where the worker wrote them)."""
+@click.pass_context
+def logs(
+    ctx: click.Context,
+    job: str,
+    follow: bool,
+    run: str | None,
+    tail: str | None,
+    list_runs: bool,
+    config_path: Path | None,
+) -> None:
+    """Print JOB's latest run log (or --run RUN's). With --config, read on the worker's host; without it,
+    from any host through the manager (with the token, or none where the status page is public), bounded
+    and with the job's secrets redacted on its worker."""
+    from shoal.cli import mirror_logs
+    from shoal.core.log_share import MAX_LOG_READ
+    from shoal.core.units import parse_size
 
     def go() -> None:
-        from shoal.mirror.config import load_config
-        from shoal.mirror.run_log import follow as follow_logs
-        from shoal.mirror.run_log import latest_log, log_place
-
         _check_name(job, "job")
-        config = load_config(config_path)
-        spec = config.job(job)
-        if spec is None:
-            raise UsageError(f"{config_path} has no job named {job!r}")
-        place = log_place(config.worker, spec)
-        out = click.get_binary_stream("stdout")
-
-        def write(chunk: bytes) -> None:
-            out.write(chunk)
-            out.flush()
-
-        if follow:
-            with contextlib.suppress(KeyboardInterrupt):
-                follow_logs(place, write)
+        if follow and list_runs:
+            raise UsageError("give --follow or --runs, not both")
+        size = parse_size(tail) if tail is not None else None
+        if size is not None and size < 1:
+            raise UsageError("--tail must be at least 1 byte")
+        if config_path is not None:
+            mirror_logs.print_local(config_path, job, run=run, tail=size, follow=follow, list_runs=list_runs)
             return
-        path = latest_log(place)
-        if path is None:
-            raise UsageError(f"job {job} has no run log in {place.directory} yet")
-        with path.open("rb") as log:
-            shutil.copyfileobj(log, out)
+        if size is not None and size > MAX_LOG_READ:
+            raise UsageError(
+                f"--tail through the manager is at most {MAX_LOG_READ} bytes (1M); on the worker's "
+                "host, --config reads it all"
+            )
+        manager_url, token = ctx.obj
+        mirror_logs.print_remote(manager_url, token, job, run=run, tail=size, follow=follow, list_runs=list_runs)
 
     run_or_exit(go)
 

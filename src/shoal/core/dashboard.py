@@ -177,6 +177,8 @@ class MirrorJobPanel(msgspec.Struct, frozen=True):
     version: str | None
     attempts: int
     error: str
+    log: str | None = None
+    """The link to the job's latest run log (read on its worker through the manager); None before it ran."""
 
 
 class MirrorWorkerPanel(msgspec.Struct, frozen=True):
@@ -291,6 +293,7 @@ def mirror_job_panel(
     version: str | None,
     attempts: int,
     error_msg: str,
+    log: str | None = None,
 ) -> MirrorJobPanel:
     """A mirror job's status (tunasync's fields: ``last_update`` is the last success) for the page."""
     return MirrorJobPanel(
@@ -307,6 +310,7 @@ def mirror_job_panel(
         version=version,
         attempts=attempts,
         error=error_msg,
+        log=log,
     )
 
 

@@ -43,7 +43,8 @@
     ├── StaleRun                    1  a report from a run that is no longer the job's current one (409)
     ├── ProviderError               1  a mirror provider could not produce a complete, consistent version
     │   └── ProviderTimedOut        1  the provider's command ran past its time and was stopped
-    └── PublishError                1  a mirror version could not be pushed to its pool
+    ├── PublishError                1  a mirror version could not be pushed to its pool
+    └── LogUnavailable              1  a mirror job's run log cannot be had from its worker now (503/504)
 
 Every error Shoal raises on purpose is defined here, so this drawing is the whole tree. Modules keep only
 private exceptions that never leave them (a control-flow signal caught a few lines away).
@@ -426,3 +427,12 @@ class ProviderTimedOut(ProviderError):
 
 class PublishError(ShoalError):
     """A mirror version could not be pushed to its pool."""
+
+
+class LogUnavailable(ShoalError):
+    """A mirror job's run log cannot be had from its worker now: the worker is not live, or did not answer
+    in time, or could not read the file. ``status`` is the HTTP status the manager answers with (503, 504)."""
+
+    def __init__(self, message: str, *, status: int = 503) -> None:
+        super().__init__(message)
+        self.status = status

@@ -1,5 +1,6 @@
 """Passwords out of text meant for people: a URL's user-info password (``scheme://user:PASSWORD@host``)
-becomes ``***``.
+becomes ``***``; :func:`redact_secrets` also replaces secrets known by value (a mirror job's password in
+its run log).
 
 A URL may carry a password (a database URL, an origin's basic credentials), and a message or a log line
 quoting such a URL must not carry it on: logs are shipped, kept and read by people who hold no secret. The
@@ -13,6 +14,7 @@ a URL's user-info, so an unencoded ``@`` in it does not leave its tail behind.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 _USERINFO_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/@:]*:)[^\s/]*@")
 
@@ -27,3 +29,18 @@ def redact_passwords(text: str) -> str:
 def redact_url(url: str) -> str:
     """``url`` with its password, if any, as ``***``."""
     return redact_passwords(url)
+
+
+MIN_SECRET = 4
+"""Shorter secrets are not replaced by :func:`redact_secrets`: blotting out every ``abc`` in a log would
+hide the text around it and tell a reader the secret's length and letters anyway."""
+
+
+def redact_secrets(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every URL's password and every one of ``secrets`` (literal strings, such as a mirror
+    job's rsync password) as ``***``. Longer secrets are replaced first, so one that contains another is
+    not left half shown."""
+    known = sorted({s for s in secrets if len(s) >= MIN_SECRET}, key=len, reverse=True)
+    if known:
+        text = re.sub("|".join(re.escape(s) for s in known), "***", text)
+    return redact_passwords(text)

@@ -23,6 +23,9 @@ from shoal.mirror.messages import (
     Command,
     Flushed,
     JobAction,
+    JobLog,
+    LogAnswer,
+    LogReceived,
     ManagerError,
     ManagerHealth,
     MirrorJobList,
@@ -128,6 +131,12 @@ class MirrorClient:
     async def set_size(self, job: str, size: int) -> MirrorJobView:
         return await self.call("POST", f"jobs/{quote(job, safe='')}/size", MirrorJobView, SetSize(size=size))
 
+    async def job_log(self, job: str, *, run: str | None = None, offset: int | None = None, limit: int) -> JobLog:
+        """Part of a job's run log, read on its worker (no offset: the tail of ``limit`` bytes)."""
+        query = [f"limit={limit}"] + ([f"run={quote(run, safe='')}"] if run else [])
+        query += [f"offset={offset}"] if offset is not None else []
+        return await self.call("GET", f"jobs/{quote(job, safe='')}/log?" + "&".join(query), JobLog)
+
     async def health(self) -> ManagerHealth:
         return await self.call("GET", "health", ManagerHealth)
 
@@ -152,6 +161,10 @@ class MirrorClient:
     async def poll(self, name: str, session: str, ack: int, hold: float) -> list[Command]:
         path = f"workers/{quote(name, safe='')}/poll"
         return (await self.call("POST", path, PollReply, Poll(session=session, ack=ack), seconds=hold + 15)).commands
+
+    async def send_log(self, name: str, request: str, answer: LogAnswer) -> LogReceived:
+        path = f"workers/{quote(name, safe='')}/logs/{quote(request, safe='')}"
+        return await self.call("POST", path, LogReceived, answer)
 
     async def report(self, job: str, body: Report) -> RunReportReply:
         return await self.call("POST", f"jobs/{quote(job, safe='')}/report", RunReportReply, body)

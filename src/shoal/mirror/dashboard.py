@@ -9,8 +9,9 @@
 Read-only: the page has no control (``shoal mirror ctl`` with the token has them). With a token the
 snapshots need it too, unless the operator opened them with ``--public-dashboard`` (or ``[manager]
 public_dashboard = true``); the page and its static files hold no data and are always served. One
-snapshot a tick is shared by every viewer (shoal.http.live). Jobs keep no log file of their own: a failed
-run's output is its ``error_msg``, which the page shows.
+snapshot a tick is shared by every viewer (shoal.http.live). Each job that has run links its latest run
+log (``/logs/{job}/latest``, shoal.mirror.log_relay), read on its worker and readable exactly when the
+snapshots are.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from aiohttp import web
 from shoal.core import dashboard
 from shoal.core.dashboard import MirrorDashboard, MirrorWorkerPanel
 from shoal.http import live, openapi
+from shoal.mirror.log_relay import log_link
 from shoal.mirror.manager import MirrorManager
 
 SNAPSHOT = "/v1/mirror/dashboard"
@@ -68,6 +70,7 @@ async def mirror_snapshot(manager: MirrorManager) -> MirrorDashboard:
                 version=j.version,
                 attempts=j.attempts,
                 error_msg=j.error_msg,
+                log=log_link(j.name) if j.worker is not None else None,
             )
             for j in shown
         ),

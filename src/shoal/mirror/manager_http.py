@@ -4,8 +4,11 @@
     POST   /v1/mirror/workers/{name}/register         {"url", "concurrency", "running": [{"job", "run_id"}]}
     POST   /v1/mirror/workers/{name}/poll             {"session", "ack"} -> {"commands": [...]} (long-poll)
     POST   /v1/mirror/jobs/{name}/report              {"worker", "run_id", "event", "error", "size", "version"}
+    POST   /v1/mirror/workers/{name}/logs/{id}        a worker's answer to a log read (shoal.mirror.log_relay)
     GET    /v1/mirror/jobs[?all=1][&status=S]         the jobs' status (disabled ones only with all=1)
     GET    /v1/mirror/jobs/{name}
+    GET    /v1/mirror/jobs/{name}/log[?run=R][&offset=N][&limit=N]   part of a run log, read on the job's worker
+    GET    /logs/{name}/latest, /logs/{name}/{run}    the same as plain text: the status page's log link
     POST   /v1/mirror/jobs/{name}/{action}            start (body {"force": true, "worker": W} optional),
                                                       stop, disable, enable, restart
     POST   /v1/mirror/jobs/{name}/size                {"size": BYTES}: the size shown until the next success
@@ -25,10 +28,13 @@ Every route but health, the OpenAPI document and the metrics needs ``Authorizati
 a token, compared in constant time; a missing or wrong one is a 401 before the request is read, so it
 changes nothing. ``[manager] public_status`` (``--public-status``) opens ``GET /jobs`` to anyone: a
 read-only view of what a mirror site shows its visitors anyway, while the token still guards every route
-that changes something or tells more (errors, workers).
-Errors are JSON ``{"error": ...}``: 400 bad input, 401 token, 404 unknown job or worker, 409 a status
-change the job's lifecycle forbids (core.mirror_job.IllegalTransition), a stale run, no worker free, or
-"register again" (with ``"register": true``), 503 the database is away. Nothing a client sends is a 500.
+that changes something or tells more (errors, workers). ``public_dashboard`` (``--public-dashboard``) opens
+the status page's data and its log links (``/logs/...`` and ``GET .../log``): a run log shows what the
+page's error column shows, at more length, with the job's secrets redacted on its worker (core.log_share).
+Errors are JSON ``{"error": ...}``: 400 bad input, 401 token, 404 unknown job or worker (or log), 409 a
+status change the job's lifecycle forbids (core.mirror_job.IllegalTransition), a stale run, no worker free,
+or "register again" (with ``"register": true``), 503 the database is away (or the worker holding a job's
+logs), 504 a worker that did not send a log in time. Nothing a client sends is a 500.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from aiohttp import web
 
 from shoal import __version__
 from shoal.core.errors import (
+    LogUnavailable,
     NoWorker,
     ProtocolError,
     StaleRun,
@@ -55,6 +62,7 @@ from shoal.core.errors import (
     UnknownWorker,
     UsageError,
 )
+from shoal.core.log_share import MAX_LOG_READ
 from shoal.core.mirror_job import JobStatus
 from shoal.core.structs import decode
 from shoal.http import openapi
@@ -66,10 +74,14 @@ from shoal.http.metrics import serve_metrics
 from shoal.http.openapi import Query, Route
 from shoal.mirror import dashboard
 from shoal.mirror import metrics as mirror_metrics
+from shoal.mirror.log_relay import LOG_PAGES, LogRelay
 from shoal.mirror.manager import MirrorManager, job_view
 from shoal.mirror.messages import (
     Flushed,
     JobAction,
+    JobLog,
+    LogAnswer,
+    LogReceived,
     ManagerError,
     ManagerHealth,
     MirrorJobList,
@@ -91,7 +103,9 @@ from shoal.mirror.messages import (
 log = logging.getLogger("shoal.mirror.manager")
 
 MANAGER = web.AppKey("mirror_manager", MirrorManager)
+LOGS = web.AppKey("mirror_logs", LogRelay)
 PREFIX = "/v1/mirror"
+_JOB_LOG = re.compile(rf"{re.escape(PREFIX)}/jobs/[^/]+/log")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 ACTIONS = ("start", "stop", "disable", "enable", "restart")
 TUNASYNC_JOBS = "/jobs"
@@ -99,6 +113,11 @@ _OPEN = (f"{PREFIX}/health", openapi.PATH, metrics_path)
 """What anyone may read without the token: whether the manager is up, what its API is, and its metrics
 (statuses and times; no job's upstream or error)."""
 
+
+MAX_BODY = 6 * MAX_LOG_READ + (64 << 10)
+"""The largest request body: a worker's answer to a log read, whose text of MAX_LOG_READ bytes JSON may
+write six bytes a byte (a control character as ``\\u0001``). Every route that takes a body needs the token
+(a 401 comes before the body is read), so only a client holding it may send this much."""
 
 M = TypeVar("M")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -117,7 +136,10 @@ def _open(request: web.Request) -> bool:
     settings = request.app[MANAGER].settings
     if path in _OPEN or dashboard.is_page(path):
         return True
-    if settings.public_dashboard and path in dashboard.PUBLIC_PATHS:
+    if settings.public_dashboard and (
+        path in dashboard.PUBLIC_PATHS
+        or (request.method in ("GET", "HEAD") and (path.startswith(LOG_PAGES) or _JOB_LOG.fullmatch(path)))
+    ):
         return True
     return settings.public_status and request.method in ("GET", "HEAD") and path == TUNASYNC_JOBS
 
@@ -135,6 +157,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return json_error(409, str(exc))
     except (UnknownJob, UnknownWorker) as exc:
         return json_error(404, str(exc))
+    except LogUnavailable as exc:
+        return json_error(exc.status, str(exc))
     except UsageError as exc:  # a config file that does not parse on reload
         return json_error(400, str(exc))
     # IllegalTransition (a 409), other client errors, the database failing and anything unexpected: the
@@ -232,6 +256,41 @@ async def tunasync_jobs(request: web.Request) -> web.Response:
     return struct_response(await request.app[MANAGER].tunasync_jobs(zone))
 
 
+def _count(request: web.Request, key: str) -> int | None:
+    value = request.query.get(key)
+    if value is None:
+        return None
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        raise ProtocolError(f"{key} must be a number of bytes, not {value[:40]!r}", field=key)
+    return int(value)
+
+
+async def _read_log(request: web.Request, run: str | None) -> JobLog:
+    limit = _count(request, "limit")
+    if limit is not None and not 1 <= limit <= MAX_LOG_READ:
+        raise ProtocolError(f"limit must be 1 to {MAX_LOG_READ} bytes", field="limit")
+    return await request.app[LOGS].read(
+        _name(request), run, offset=_count(request, "offset"), limit=limit or MAX_LOG_READ
+    )
+
+
+async def job_log(request: web.Request) -> web.Response:
+    return struct_response(await _read_log(request, request.query.get("run")))
+
+
+async def log_page(request: web.Request) -> web.Response:
+    """A run log as plain text, for a browser: the status page's log link."""
+    piece = await _read_log(request, request.match_info["run"])
+    headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+    return web.Response(text=piece.text, content_type="text/plain", charset="utf-8", headers=headers)
+
+
+async def log_answer(request: web.Request) -> web.Response:
+    name = _name(request)
+    body = await read_struct(request, LogAnswer)
+    return struct_response(LogReceived(request.app[LOGS].deliver(name, request.match_info["id"], body)))
+
+
 async def reload(request: web.Request) -> web.Response:
     body = await _optional(request, ReloadRequest)
     return struct_response(await request.app[MANAGER].reload(body.worker))
@@ -264,6 +323,14 @@ _API: dict[Route, Handler] = {
         response=PollReply,
         auth=True,
     ): poll,
+    Route(
+        "POST",
+        f"{_WORKER}/logs/{{id}}",
+        "a worker's answer to a read of a run log it holds",
+        request=LogAnswer,
+        response=LogReceived,
+        auth=True,
+    ): log_answer,
     Route("GET", f"{PREFIX}/workers", "the workers", response=WorkerList, auth=True): list_workers,
     Route("DELETE", _WORKER, "forget a worker", response=WorkerRemoved, auth=True): remove_worker,
     Route(
@@ -278,6 +345,28 @@ _API: dict[Route, Handler] = {
         auth=True,
     ): list_jobs,
     Route("GET", _JOB, "one job's status", response=MirrorJobView, auth=True): get_job,
+    Route(
+        "GET",
+        f"{_JOB}/log",
+        "part of one of the job's run logs, read on its worker, secrets redacted "
+        "(no token needed with public_dashboard)",
+        response=JobLog,
+        query=(
+            Query("run", "the run log's name (see runs); latest when left out"),
+            Query("offset", "read forward from this byte; the log's tail when left out", int),
+            Query("limit", f"the most bytes to return (1 to {MAX_LOG_READ}, the default)", int),
+        ),
+        auth=True,
+    ): job_log,
+    Route(
+        "GET",
+        f"{LOG_PAGES}{{name}}/{{run}}",
+        "a run log as plain text (run: latest, or a name from runs), the status page's log link "
+        "(no token needed with public_dashboard)",
+        query=(Query("limit", f"the most bytes of its tail to return (1 to {MAX_LOG_READ}, the default)", int),),
+        media="text/plain",
+        auth=True,
+    ): log_page,
     Route(
         "POST",
         f"{_JOB}/size",
@@ -325,8 +414,9 @@ def openapi_document() -> dict[str, Any]:
 def build_app(manager: MirrorManager) -> web.Application:
     """The manager as an aiohttp application: it opens the store and runs the scheduler while it serves."""
     errors = json_errors(log, unavailable=(StoreError,), what="the mirror manager's database")
-    app = web.Application(middlewares=[errors, guard], client_max_size=1024 * 1024)
+    app = web.Application(middlewares=[errors, guard], client_max_size=MAX_BODY)
     app[MANAGER] = manager
+    app[LOGS] = LogRelay(manager)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with manager:

@@ -84,7 +84,20 @@ class ReloadWorker(msgspec.Struct, frozen=True, tag="reload", tag_field="op"):
     seq: int = 0
 
 
-Command = RunJob | CancelJob | ReloadWorker
+class SendLog(msgspec.Struct, frozen=True, tag="log", tag_field="op"):
+    """Send part of a job's run log (core.log_share: ``run`` None is the latest; no ``offset``: the tail of
+    ``limit`` bytes) to the manager as request ``id`` (shoal.mirror.log_relay). The job's spec says where
+    its logs are and which secrets to hide."""
+
+    id: str
+    job: JobSpec
+    run: str | None = None
+    offset: Count | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNT)] = 1 << 20
+    seq: int = 0
+
+
+Command = RunJob | CancelJob | ReloadWorker | SendLog
 
 
 class PollReply(msgspec.Struct, frozen=True):
@@ -107,6 +120,52 @@ class RunReportReply(msgspec.Struct, frozen=True):
     retry: bool
     """Run the next attempt now, as number ``attempt``."""
     attempt: int
+
+
+class LogPiece(msgspec.Struct, frozen=True):
+    """Part of one run's log, redacted (core.log_share): the worker's answer to a SendLog, and (as
+    ``JobLog``) the manager's to a reader. ``text`` is the bytes ``[start, end)`` of a log that had ``size``
+    bytes when read; a reader following the run asks next from ``end``."""
+
+    run: str
+    """The run log's file name (``<job>_<UTC time>.log``, ``.log.fail`` once it failed)."""
+    latest: str | None
+    """The run ``latest`` points at now."""
+    runs: list[str]
+    """The job's run logs kept on its worker, oldest first."""
+    size: Count
+    start: Count
+    end: Count
+    text: str
+
+
+class LogAnswer(msgspec.Struct, frozen=True):
+    """What a worker posts for a SendLog: the piece, or why there is none (``status`` is the HTTP status the
+    manager answers its reader with: 404 no such log, 400 a bad name, 503 the log cannot be read)."""
+
+    piece: LogPiece | None = None
+    error: str = ""
+    status: Annotated[int, msgspec.Meta(ge=400, le=599)] = 404
+
+
+class LogReceived(msgspec.Struct, frozen=True):
+    """The manager's reply to a worker's LogAnswer: False when no reader waits for it any more."""
+
+    received: bool
+
+
+class JobLog(msgspec.Struct, frozen=True):
+    """``GET /v1/mirror/jobs/{name}/log``: part of one of the job's run logs, read on its worker."""
+
+    job: str
+    worker: str
+    run: str
+    latest: str | None
+    runs: list[str]
+    size: int
+    start: int
+    end: int
+    text: str
 
 
 # -- what users ask (shoal mirror ctl) --------------------------------------------------------------------

@@ -33,7 +33,9 @@ VANISHED = 24
 """rsync's exit status for "some files vanished before they could be transferred"."""
 
 
-def _password(spec: JobSpec) -> str | None:
+def job_password(spec: JobSpec) -> str | None:
+    """The job's rsync password: ``password``, or the first line of ``password_file`` (ProviderError when
+    it cannot be read)."""
     if spec.password_file is None:
         return spec.password
     try:
@@ -57,7 +59,7 @@ async def run_rsync(
     """Sync ``spec.upstream`` into ``dest``, hard-linking unchanged files from ``previous`` (a published
     version) when given; rsync's exit status (0, or 24 with a warning). ProviderError with the status and
     the tail of rsync's output on failure; ProviderTimedOut past ``limit`` seconds, all stages together."""
-    password = await asyncio.to_thread(_password, spec)
+    password = await asyncio.to_thread(job_password, spec)
     env = {**env, **rsync_environment(spec, password)}
     commands = rsync_commands(spec, str(dest), link_dest=None if previous is None else str(previous))
     deadline = asyncio.get_running_loop().time() + limit

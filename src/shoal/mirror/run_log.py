@@ -21,24 +21,28 @@ Rules, and why:
   does not grow memory.
 - Rotation keeps the job's ``keep`` newest run logs (names sort by time) and removes only files named as
   this job's logs, so a log directory shared by jobs, or holding other files, loses nothing else.
+- ``read_run_log`` reads a piece of one run's log for a reader on another host (the manager relays it:
+  shoal.mirror.log_relay); which names it accepts and which bytes it returns are core.log_share's rules.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from shoal.core.errors import NotFound
 from shoal.core.log_match import LogWatch
+from shoal.core.log_share import FAILED, LATEST, check_run, other_name, run_log_names, whole_lines, window
 from shoal.core.mirror_config import JobSpec, WorkerSettings, log_directory
 
-LATEST = "latest"
-FAILED = ".fail"
 LOGS = ".logs"
 """Under the worker's directory: the default home of job logs (hidden: never seeded)."""
 LINE_LIMIT = 64 << 10
@@ -64,10 +68,6 @@ def log_place(settings: WorkerSettings, spec: JobSpec) -> LogPlace:
 
 def _stamp(now: float) -> bytes:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)).encode() + b".%03dZ " % (int(now * 1000) % 1000)
-
-
-def _names(job: str) -> re.Pattern[str]:
-    return re.compile(rf"{re.escape(job)}_\d{{4}}-\d\d-\d\d_\d\d-\d\d-\d\d(?:_\d+)?\.log(?:{re.escape(FAILED)})?")
 
 
 class ChildOutput:
@@ -169,7 +169,7 @@ def _point_latest(directory: Path, name: str) -> None:
 
 def rotate(place: LogPlace, job: str) -> list[str]:
     """Remove the job's run logs beyond the ``keep`` newest; the names removed."""
-    pattern = _names(job)
+    pattern = run_log_names(job)
     logs = sorted(name for name in os.listdir(place.directory) if pattern.fullmatch(name))
     doomed = logs[: max(0, len(logs) - place.keep)]
     for name in doomed:
@@ -184,6 +184,73 @@ def latest_log(place: LogPlace) -> Path | None:
         return place.directory / os.readlink(place.directory / LATEST)
     except OSError:
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedLog:
+    """A run log opened for reading (``fd``, which the caller closes), with what its directory holds."""
+
+    fd: int
+    run: str
+    latest: str | None
+    runs: tuple[str, ...]
+
+
+def open_run_log(place: LogPlace, job: str, run: str | None) -> OpenedLog:
+    """Open ``job``'s run log ``run`` (None or ``latest``: the latest; a name with or without ``.fail``
+    finds the run either way). ProtocolError for a name that is not one of the job's run logs, NotFound
+    when there is no such log (or none yet), OSError when the directory cannot be read. The file is opened
+    without following a link, so nothing outside the log directory is read under a run's name. Blocking."""
+    asked = check_run(job, run)
+    names = run_log_names(job)
+    try:
+        runs = tuple(sorted(name for name in os.listdir(place.directory) if names.fullmatch(name)))
+    except FileNotFoundError:
+        runs = ()
+    latest = latest_log(place)
+    latest_name = latest.name if latest is not None and names.fullmatch(latest.name) else None
+    if asked == LATEST:
+        if latest_name is None:
+            raise NotFound(f"job {job} has no run log in {place.directory} yet")
+        asked = latest_name
+    for name in (asked, other_name(asked)):
+        try:
+            fd = os.open(place.directory / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):  # ELOOP: a link where a log should be
+                continue
+            raise
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return OpenedLog(fd, name, latest_name, runs)
+        os.close(fd)
+    raise NotFound(f"job {job} has no run log {asked} (kept: {', '.join(runs[-5:]) or 'none'})")
+
+
+@dataclass(frozen=True, slots=True)
+class LogRead:
+    """A piece of one run's log (core.log_share decides which bytes): ``data`` is ``[start, end)`` of the
+    ``size`` bytes the log had when read; ``runs`` are the job's run logs kept, oldest first."""
+
+    run: str
+    latest: str | None
+    runs: tuple[str, ...]
+    size: int
+    start: int
+    end: int
+    data: bytes
+
+
+def read_run_log(place: LogPlace, job: str, run: str | None, *, offset: int | None, limit: int) -> LogRead:
+    """Part of ``job``'s run log ``run`` (``open_run_log``; its errors): the tail of ``limit`` bytes, or
+    up to ``limit`` from ``offset`` on, cut to whole lines (core.log_share). Blocking: call it in a thread."""
+    opened = open_run_log(place, job, run)
+    try:
+        w = window(os.fstat(opened.fd).st_size, offset, limit)
+        data = os.pread(opened.fd, w.stop - w.start, w.start)
+    finally:
+        os.close(opened.fd)
+    start, end, shown = whole_lines(w, data)
+    return LogRead(opened.run, opened.latest, opened.runs, w.size, start, end, shown)
 
 
 def follow(place: LogPlace, write: Callable[[bytes], None], *, poll: float = 0.2) -> None:

@@ -6,6 +6,7 @@ The worker owns no job status: the manager does (shoal.mirror.manager). The work
        ▲            │ run JOB RUN_ID ATTEMPT ──▶ task: slot ─▶ run_attempt ─▶ report ─▶ (retry? run again)
        │            │ cancel JOB [RUN_ID]    ──▶ cancel the job's task (run_attempt kills its processes)
        │            │ reload (or SIGHUP)     ──▶ re-read the config file, register again (new concurrency)
+       │            │ log ID JOB [RUN]       ──▶ task: read part of the job's run log ─▶ post it as answer ID
        └── 409 "register again" (the manager restarted, or forgot this worker)
 
 Rules, and why:
@@ -25,6 +26,9 @@ Rules, and why:
 - SIGHUP (``hangup``) cuts a waiting poll short, re-reads ``[worker]``, handles and acknowledges the
   commands already waiting, then registers again. What the process set up at start (its name, the manager
   and token, the seeder's address) stays until a restart, and the log says so.
+- A job's run logs stay on this host; the manager asks for a piece of one (``log``) when a reader wants it
+  (shoal.mirror.log_relay). The worker reads it in a task of its own, so a slow disk never delays a poll,
+  and redacts it here (core.log_share), so the job's secrets never leave the host.
 - The attempt itself (hooks, provider, versions, retention) is shoal.mirror.runner's ``run_attempt``,
   passed in, so the worker is tested without it.
 - A job with ``publish.pool`` has each new version pushed to that pool once seeded
@@ -47,13 +51,32 @@ from typing import Any, Protocol
 import aiohttp
 import msgspec
 
-from shoal.core.errors import ManagerRefused, PublishError, TrackerUnavailable, UsageError
+from shoal.core.errors import (
+    ManagerRefused,
+    ProtocolError,
+    ProviderError,
+    PublishError,
+    TrackerUnavailable,
+    UsageError,
+)
+from shoal.core.log_share import job_secrets, shown_text
 from shoal.core.mirror_config import JobSpec, WorkerSettings
 from shoal.core.retry import Backoff, Retries
 from shoal.mirror.client import MirrorClient
-from shoal.mirror.messages import CancelJob, Command, Report, RunJob, RunningJob, RunReportReply
+from shoal.mirror.messages import (
+    CancelJob,
+    Command,
+    LogAnswer,
+    LogPiece,
+    Report,
+    RunJob,
+    RunningJob,
+    RunReportReply,
+    SendLog,
+)
 from shoal.mirror.publish import push_version
-from shoal.mirror.run_log import LogPlace, log_place
+from shoal.mirror.rsync import job_password
+from shoal.mirror.run_log import LogPlace, log_place, read_run_log
 
 log = logging.getLogger("shoal.mirror.worker")
 
@@ -162,6 +185,7 @@ class MirrorWorker:
         self._reload = reload
         self._slots = _Slots(settings.concurrency)
         self._runs: dict[str, _Run] = {}
+        self._log_reads: set[asyncio.Task[None]] = set()
         self._client: MirrorClient | None = None
         self._http: aiohttp.ClientSession | None = None
         self.registered = asyncio.Event()
@@ -190,7 +214,7 @@ class MirrorWorker:
                     session, hold = await self._register()
                     await self._serve(session, hold)
         finally:
-            runs = [run.task for run in self._runs.values()]
+            runs = [run.task for run in self._runs.values()] + list(self._log_reads)
             for task in runs:
                 task.cancel()
             await asyncio.gather(*runs, return_exceptions=True)
@@ -302,6 +326,10 @@ class MirrorWorker:
             task = asyncio.create_task(run, name=f"mirror job {spec.name}")
             self._runs[spec.name] = _Run(command.run_id, task)
             task.add_done_callback(lambda _: self._forget(spec.name, task))
+        elif isinstance(command, SendLog):
+            reading = asyncio.create_task(self._send_log(command), name=f"log of {command.job.name}")
+            self._log_reads.add(reading)
+            reading.add_done_callback(self._log_reads.discard)
         elif isinstance(command, CancelJob):
             current = self._runs.get(command.job)
             if current is not None and command.run_id in (None, current.run_id):
@@ -352,6 +380,42 @@ class MirrorWorker:
                 if reply is None or not reply.retry:
                     return
                 attempt = reply.attempt
+
+    async def _send_log(self, command: SendLog) -> None:
+        """Answer the manager's read of a run log (core.log_share: which bytes, which secrets hidden)."""
+        spec = command.job
+        try:
+            read = await asyncio.to_thread(
+                read_run_log,
+                log_place(self.settings, spec),
+                spec.name,
+                command.run,
+                offset=command.offset,
+                limit=command.limit,
+            )
+            try:
+                password = await asyncio.to_thread(job_password, spec)
+            except ProviderError:  # an unreadable password file: rsync could not have used it either
+                password = None
+            hidden = (*job_secrets(password=password, upstream=spec.upstream, env=spec.env), self.settings.token or "")
+            piece = LogPiece(
+                run=read.run,
+                latest=read.latest,
+                runs=list(read.runs),
+                size=read.size,
+                start=read.start,
+                end=read.end,
+                text=await asyncio.to_thread(shown_text, read.data, hidden),  # a MiB of regex: off the loop
+            )
+            answer = LogAnswer(piece=piece)
+        except ProtocolError as exc:  # NotFound (404), a bad run name (400)
+            answer = LogAnswer(error=str(exc), status=exc.http_status)
+        except OSError as exc:
+            answer = LogAnswer(error=f"cannot read the log directory: {exc.strerror or exc}", status=503)
+        try:
+            await self.client.send_log(self.name, command.id, answer)
+        except (TrackerUnavailable, ManagerRefused, UsageError) as exc:
+            log.info("the manager did not take the log of job %s: %s", spec.name, exc)
 
     async def _push(self, spec: JobSpec, job_dir: Path, version: str) -> None:
         """Push the new version's files to the job's pool (shoal.mirror.publish)."""

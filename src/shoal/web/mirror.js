@@ -1,4 +1,5 @@
-// The mirror manager's status page: every job and worker, from /v1/mirror/dashboard/events.
+// The mirror manager's status page: every job and worker, from /v1/mirror/dashboard/events; each job that
+// has run links its latest run log (plain text the manager reads from the job's worker).
 "use strict";
 
 (() => {
@@ -26,7 +27,7 @@
     const jobs = [...snap.jobs].sort((a, b) => ORDER.indexOf(a.status) - ORDER.indexOf(b.status) || a.name.localeCompare(b.name));
     document.getElementById("jobs-count").textContent = number(snap.jobs.length + snap.more_jobs);
     document.querySelector("#jobs tbody").replaceChildren(...(jobs.length ? jobs.map((job) => jobRow(job, now))
-      : [h("tr", {}, h("td", { colspan: 8, class: "empty" }, "No job: add [[jobs]] to the manager's config."))]));
+      : [h("tr", {}, h("td", { colspan: 9, class: "empty" }, "No job: add [[jobs]] to the manager's config."))]));
     document.getElementById("workers-count").textContent = number(snap.workers.length);
     document.querySelector("#workers tbody").replaceChildren(...snap.workers.map((w) => workerRow(w, now)));
   }
@@ -44,7 +45,8 @@
       h("td", { class: "num" }, job.size ? bytes(job.size) : "–"),
       h("td", {}, h("span", { class: "mono sub" }, job.upstream)),
       h("td", {}, job.worker || "–"),
-      h("td", {}, job.version ? h("span", { class: "mono" }, job.version) : "–"));
+      h("td", {}, job.version ? h("span", { class: "mono" }, job.version) : "–"),
+      h("td", {}, job.log ? h("a", { class: "log", href: job.log, target: "_blank", rel: "noopener" }, "log") : "–"));
   }
 
   function workerRow(w, now) {
