@@ -105,6 +105,12 @@ class Cluster:
         self._session: aiohttp.ClientSession | None = None
         self._tls = tls
         self._fleet_key = fleet_key
+        self.relayed = 0
+        """Requests this member forwarded to an owner that answered (its metrics: ``out``)."""
+        self.relay_failed = 0
+        """Requests this member forwarded to an owner that did not answer (``failed``)."""
+        self.served_forwarded = 0
+        """Requests another member forwarded here, served as the owner (``in``)."""
 
     def listening(self, port: int) -> None:
         """The port we listen on (http.listen.ON_LISTENING): our URL when none is advertised."""
@@ -210,6 +216,8 @@ class Cluster:
         else at its owner."""
         current = self.owner(key)
         if current is not None and current.tracker_id == self.tracker_id:
+            if self.forwarded(request):
+                self.served_forwarded += 1
             return await handler(request)
         if current is None or self.forwarded(request):
             why = "no tracker can decide this task at the moment" if current is None else "the task is moving"
@@ -222,8 +230,10 @@ class Cluster:
         try:
             status, payload, kept = await self.ask(request, to, path_qs)
         except (aiohttp.ClientError, TimeoutError) as exc:
+            self.relay_failed += 1
             log.info("forwarding %s to %s failed: %s", request.rel_url.path, to.url, exc)
             return json_error(503, "the task's tracker did not answer; announce again", **{"Retry-After": RETRY_AFTER})
+        self.relayed += 1
         return web.Response(status=status, body=payload, headers=kept)
 
     async def ask(
