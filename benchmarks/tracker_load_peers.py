@@ -46,6 +46,7 @@ class Reply(msgspec.Struct):
     leases: list[int] = []
     rejected: list[int] = []
     interval: float = 5.0
+    owner: str = ""
 
 
 def parse_mix(text: str) -> list[tuple[int, int]]:
