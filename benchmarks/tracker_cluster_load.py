@@ -30,7 +30,7 @@ granted twice (below), and the lines with ERROR or a traceback in each survivor'
 
 A duplicate lease: a piece of a task leased to one peer while another peer holds a lease on it that has not
 been reported (the holder has had no answered announce since the grant) and the holder has not expired
-(heard from within the trackers' --peer-ttl). Counted from the grants in the replies, in every window.
+(heard from within 80% of the trackers' --peer-ttl). Counted from the grants in the replies, in every window.
 
 Run it (from a checkout, under the CPU lock on a shared machine)::
 
@@ -91,7 +91,9 @@ class Leases:
             del held[piece]
         for piece in leases:
             found = held.get(piece)
-            if found is not None and found[0] != peer_id and now - self.last_ok.get(found[0], now) < self.peer_ttl:
+            # A holder heard from within most of the TTL: near the TTL, the tracker's clock and ours may
+            # disagree on whether its lease lapsed.
+            if found is not None and found[0] != peer_id and now - self.last_ok[found[0]] < 0.8 * self.peer_ttl:
                 self.duplicates += 1
                 if len(self.examples) < 3:
                     self.examples.append(f"task {task_id[:12]} piece {piece}: {found[0][:8]} and {peer_id[:8]}")

@@ -35,7 +35,7 @@ from yarl import URL
 
 from shoal.core.errors import StoreError
 from shoal.core.messages import ClusterMember, ClusterView
-from shoal.core.ownership import HEARTBEAT, TrackerMember, in_force, lost_tasks, owner
+from shoal.core.ownership import HEARTBEAT, TrackerMember, in_force, lost_tasks, must_rejoin, owner
 from shoal.core.tickets import FLEET_HEADER, FleetKey
 from shoal.http.json_api import json_error
 from shoal.http.limits import read_body
@@ -148,12 +148,18 @@ class Cluster:
             await asyncio.sleep(HEARTBEAT)
             now = self.clock()
             try:
-                members = await self._rows.renew(self.tracker_id, now)
-                if members is None:
-                    log.warning("tracker %s: our member row was gone; joining again", self.tracker_id)
-                    await self.join()
-                else:
+                stalled = must_rejoin(self._renewed, now)
+                members = None if stalled else await self._rows.renew(self.tracker_id, now)
+                if members is not None and not must_rejoin(self._renewed, self.clock()):
                     self.members, self._renewed = members, now
+                else:
+                    why = "our member row was gone"
+                    if stalled or members is not None:
+                        why = f"no renewal for {self.clock() - self._renewed:.1f} s: we had stopped deciding"
+                    log.warning("tracker %s: %s; forgetting our tasks and joining again", self.tracker_id, why)
+                    self._renewed = float("-inf")  # decide nothing until the new row counts
+                    drop(held())
+                    await self.join()
                 await self._learn_hosts()
             except StoreError as exc:
                 log.warning("tracker %s: renewing the member row failed: %s", self.tracker_id, exc)
