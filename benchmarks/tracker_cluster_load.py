@@ -288,24 +288,29 @@ async def step_at(load: ClusterLoad, meters: ClusterMeters, rate: float, args: a
     if killer is not None:
         await killer
     print_step(step, args)
-    cpu = step.tracker_cpu or 0.0
-    per_cpu = step.ok / cpu if cpu else 0.0
-    print(f"    trackers' CPU {cpu:.1f} s in {args.duration:g} s: {per_cpu:.0f} answered per tracker CPU-second")
-    relayed = 0.0
+    relayed, answered = 0.0, 0.0
     for i, (pid, url) in enumerate(zip(meters.pids, load.urls, strict=True)):
         if load.kill is not None and i == args.victim:
             print(f"    tracker {i} {url}: killed {args.kill_after:g} s into the window", flush=True)
             continue
         ok = after_metrics[i][0] - before_metrics[i][0]
         out = after_metrics[i][1] - before_metrics[i][1]
-        relayed += max(out, 0.0)
+        relayed += out
+        answered += ok - out  # a forwarded announce is counted by both trackers
         rss = meters.rss_each.get(pid)
         print(
             f"    tracker {i} {url}: CPU {each[pid]:.1f} s ({each[pid] / args.duration:.0%}), RSS max "
             f"{'-' if rss is None else f'{rss:.0f} MB'}, JSON announces ok {ok:.0f}, forwarded out {out:.0f}",
             flush=True,
         )
-    share = relayed / step.ok if step.ok else 0.0
+    cpu = step.tracker_cpu or 0.0
+    in_time, at_all = (step.ok / cpu, answered / cpu) if cpu else (0.0, 0.0)
+    print(
+        f"    trackers' CPU {cpu:.1f} s in {args.duration:g} s; per tracker CPU-second: {in_time:.0f} answered in "
+        f"time, {at_all:.0f} answered at all ({answered / args.duration:.0f}/s, their /metrics less forwards)",
+        flush=True,
+    )
+    share = relayed / answered if answered else 0.0
     named = load.forwarded_replies - forwarded_before
     print(
         f"    forwarded share {share:.1%} (replies naming an owner: {named}); duplicate leases in the window: "
@@ -315,7 +320,18 @@ async def step_at(load: ClusterLoad, meters: ClusterMeters, rate: float, args: a
     return step
 
 
-def report_kill(kill: Kill, logs: list[Path], victim: int) -> None:
+def report_logs(logs: list[Path], victim: int | None) -> None:
+    """Each tracker's log lines with ERROR or a traceback, and its rejoins after a stall (tracker.cluster)."""
+    for i, log in enumerate(logs):
+        lines = log.read_text().splitlines()
+        bad = [line for line in lines if "ERROR" in line or "Traceback" in line]
+        rejoins = sum("joining again" in line for line in lines)
+        example = f", e.g. {bad[0][:200]}" if bad else ""
+        who = "killed" if i == victim else "survivor" if victim is not None else "tracker"
+        print(f"{who} {i}'s log: {len(bad)} lines with ERROR or a traceback, {rejoins} rejoins{example}")
+
+
+def report_kill(kill: Kill) -> None:
     print(f"after the kill, the {len(kill.tasks)} tasks it owned ({len(kill.asked)} announced to since):")
     for second in sorted(kill.per_second)[:20]:
         c = kill.per_second[second]
@@ -335,12 +351,6 @@ def report_kill(kill: Kill, logs: list[Path], victim: int) -> None:
     print(f"    the last announce of those tasks not answered 200: {last}")
     for reason, n in kill.reasons.most_common(4):
         print(f"    {n} times: {reason}")
-    for i, log in enumerate(logs):
-        if i == victim:
-            continue
-        bad = [line for line in log.read_text().splitlines() if "ERROR" in line or "Traceback" in line]
-        example = f", e.g. {bad[0][:200]}" if bad else ""
-        print(f"    survivor {i}'s log: {len(bad)} lines with ERROR or a traceback{example}")
 
 
 async def run(
@@ -358,7 +368,8 @@ async def run(
             for n, rate in enumerate(args.rates):
                 await step_at(load, meters, rate, args, last=n == len(args.rates) - 1)
             if load.kill is not None:
-                report_kill(load.kill, logs, args.victim)
+                report_kill(load.kill)
+            report_logs(logs, args.victim if load.kill is not None else None)
             if leases.examples:
                 print(f"duplicate leases, e.g. {'; '.join(leases.examples)}")
     finally:
