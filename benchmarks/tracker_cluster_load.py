@@ -47,6 +47,7 @@ import contextlib
 import gc
 import os
 import random
+import shutil
 import signal
 import statistics
 import sys
@@ -383,12 +384,13 @@ def main() -> int:
     extra.add_argument("--no-hints", dest="hints", action="store_false")
     extra.add_argument("--kill-after", type=float)
     extra.add_argument("--victim", type=int)
+    extra.add_argument("--logs", type=Path)
     ours, rest = extra.parse_known_args()
     if "-h" in rest or "--help" in rest:
         print(__doc__)
         print(
-            "options: --trackers N (2), --lists rotated|same, --no-hints, --kill-after S, --victim I, and "
-            "tracker_load.py's (below)\n"
+            "options: --trackers N (2), --lists rotated|same, --no-hints, --kill-after S, --victim I, --logs DIR "
+            "(the trackers' logs kept there), and tracker_load.py's (below)\n"
         )
     args = tracker_load.parse_args(rest)
     args.__dict__.update(vars(ours))
@@ -421,7 +423,13 @@ def main() -> int:
             f"lists {args.lists}, owner hints {'on' if args.hints else 'off'}; {where}",
             flush=True,
         )
-        asyncio.run(run(args, [t.url for t in started], [t.pid for t in started], peers, peer_ttl, logs))
+        try:
+            asyncio.run(run(args, [t.url for t in started], [t.pid for t in started], peers, peer_ttl, logs))
+        finally:
+            if args.logs:
+                args.logs.mkdir(parents=True, exist_ok=True)
+                for log in logs:
+                    shutil.copy(log, args.logs / log.name)
     return 0
 
 

@@ -315,6 +315,7 @@ class Load:
                     self._sample(step, f"{status}: {raw[:200]!r}")
         finally:
             if status != 200:
+                peer.unanswered(done)
                 self.failed(peer, status, due)
             if self.following:
                 self._next_turn(peer, status, reply, retry_after)

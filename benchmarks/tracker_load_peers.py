@@ -215,6 +215,12 @@ class SimPeer:
             self.have |= low
             new ^= low
 
+    def unanswered(self, done: dict[int, str]) -> None:
+        """An announce that reported ``done`` got no 200: a real peer reports those hashes again (the download
+        engine keeps a report until a reply takes it), so the next announce carries them."""
+        if done and self.phase == "down":
+            self.leased = list(dict.fromkeys([*done, *self.leased]))
+
     def answered(self, reply: Reply, done: dict[int, str]) -> int:
         """Take a reply (leases to fetch, reports not taken); returns how many reports were rejected."""
         task = self.task

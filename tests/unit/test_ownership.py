@@ -7,7 +7,17 @@ from collections import Counter
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoal.core.ownership import FENCE_MARGIN, JOIN_DELAY, TTL, TrackerMember, in_force, lost_tasks, must_rejoin, owner
+from shoal.core.ownership import (
+    FENCE_MARGIN,
+    JOIN_DELAY,
+    TTL,
+    TrackerMember,
+    in_force,
+    lost_tasks,
+    must_rejoin,
+    others_took_over,
+    owner,
+)
 
 NOW = 1000.0
 HEARTBEAT_LATE = 1.5
@@ -109,3 +119,12 @@ def test_a_stalled_member_that_comes_back_never_decides_with_the_one_that_took_i
             a_decides = owner(task, [a_now, b], moment).tracker_id == "a"  # type: ignore[union-attr]
             b_decides = owner(task, [a_before, b], moment).tracker_id == "b"  # type: ignore[union-attr]
             assert not (a_decides and b_decides), (renewed_at, stall, moment)
+
+
+def test_a_member_that_rejoins_keeps_its_tasks_only_when_nobody_could_have_taken_them() -> None:
+    expired = NOW  # its old row's expiry
+    assert not others_took_over([], expired), "alone on its database"
+    assert not others_took_over([member("b", expires=expired - FENCE_MARGIN)], expired), "b died before"
+    assert others_took_over([member("b", expires=expired - FENCE_MARGIN + 0.01)], expired), "within the margin"
+    assert others_took_over([member("b", expires=expired + 30)], expired), "b lived on and took them"
+    assert others_took_over([member("b", expires=0), member("c", expires=expired + 1)], expired)

@@ -35,7 +35,16 @@ from yarl import URL
 
 from shoal.core.errors import StoreError
 from shoal.core.messages import ClusterMember, ClusterView
-from shoal.core.ownership import HEARTBEAT, TrackerMember, in_force, lost_tasks, must_rejoin, owner
+from shoal.core.ownership import (
+    HEARTBEAT,
+    TTL,
+    TrackerMember,
+    in_force,
+    lost_tasks,
+    must_rejoin,
+    others_took_over,
+    owner,
+)
 from shoal.core.tickets import FLEET_HEADER, FleetKey
 from shoal.http.json_api import json_error
 from shoal.http.limits import read_body
@@ -156,10 +165,13 @@ class Cluster:
                     why = "our member row was gone"
                     if stalled or members is not None:
                         why = f"no renewal for {self.clock() - self._renewed:.1f} s: we had stopped deciding"
-                    log.warning("tracker %s: %s; forgetting our tasks and joining again", self.tracker_id, why)
+                    log.warning("tracker %s: %s; joining again", self.tracker_id, why)
+                    expired, seen = self._renewed + TTL, self.members
                     self._renewed = float("-inf")  # decide nothing until the new row counts
-                    drop(held())
                     await self.join()
+                    others = [m for m in (*seen, *self.members) if m.tracker_id != self.tracker_id]
+                    if others_took_over(others, expired):
+                        drop(held())  # before deciding anything with the new row: no await in between
                 await self._learn_hosts()
             except StoreError as exc:
                 log.warning("tracker %s: renewing the member row failed: %s", self.tracker_id, exc)
