@@ -20,7 +20,7 @@ server is not pinned; its CPU shows as "other".
 
 Printed per step: offered/s, answered/s, 503/s, errors, timeouts, p50/p99, the trackers' CPU together and
 answered per CPU-second, the generator's CPU and lag; then per tracker its CPU, largest RSS, JSON announces
-it answered (/metrics), and the forwards it made; and the forwarded share (forwards over answered).
+it answered (/metrics), and the forwards it made; and the forwarded share (answers that named an owner).
 
 ``--kill-after S``: S seconds into the last step's measured window, SIGKILL tracker ``--victim`` (default
 the last). Printed: the tasks it owned then (by core.ownership over the members a survivor lists), for
@@ -69,7 +69,7 @@ from shoal.testing.cpu import MachineCpu, process_cpu_seconds  # noqa: E402
 from shoal.testing.metrics import parse  # noqa: E402
 from tracker_load import HEADER, JSON, Load, Meters, Step, print_step, record_cpu  # noqa: E402
 from tracker_load_peers import Reply, SimPeer, build_fleet, task_sizes  # noqa: E402
-from tracker_load_proc import Tracker, read_rss_mb, scratch_database  # noqa: E402
+from tracker_load_proc import Tracker, read_rss_mb, scratch_database, top_functions  # noqa: E402
 
 DEFAULT_DB = "postgresql://postgres@127.0.0.1/test"
 
@@ -218,16 +218,17 @@ class ClusterMeters(Meters):
             await asyncio.sleep(0.2)
 
 
-async def metrics_of(session: aiohttp.ClientSession, url: str) -> tuple[float, float]:
-    """A tracker's JSON announces answered ok and its forwards out, from its /metrics (0s once it is gone)."""
+async def metrics_of(session: aiohttp.ClientSession, url: str) -> tuple[float, float, float]:
+    """A tracker's JSON announces answered ok, its forwards out and in, from its /metrics (0s once it is gone)."""
     try:
         async with session.get(f"{url}/metrics") as reply:
             scrape = parse(await reply.text())
     except (aiohttp.ClientError, OSError):
-        return 0.0, 0.0
+        return 0.0, 0.0, 0.0
     return (
         scrape.total("shoal_tracker_announces_total", kind="json", outcome="ok"),
         scrape.total("shoal_tracker_forwarded_total", direction="out"),
+        scrape.total("shoal_tracker_forwarded_total", direction="in"),
     )
 
 
@@ -276,6 +277,12 @@ async def step_at(load: ClusterLoad, meters: ClusterMeters, rate: float, args: a
         before = meters.read()
         each_before = dict(meters.each)
         forwarded_before, duplicates_before = load.forwarded_replies, load.leases.duplicates
+        spies = []
+        if last and args.spy:
+            args.spy.mkdir(parents=True, exist_ok=True)
+            for i, pid in enumerate(meters.pids):
+                out = args.spy / f"tracker{i}.txt"
+                spies.append((out, Tracker.profile(pid, args.duration, out, args.pin)))
         killer = None
         if last and args.kill_after is not None:
             killer = asyncio.create_task(kill_one(load, meters.pids, load.urls, args.victim, args.kill_after))
@@ -288,6 +295,8 @@ async def step_at(load: ClusterLoad, meters: ClusterMeters, rate: float, args: a
         await step.closed.wait()
     if killer is not None:
         await killer
+    for _, spy in spies:
+        await asyncio.to_thread(spy.wait)
     print_step(step, args)
     relayed, answered = 0.0, 0.0
     for i, (pid, url) in enumerate(zip(meters.pids, load.urls, strict=True)):
@@ -297,7 +306,7 @@ async def step_at(load: ClusterLoad, meters: ClusterMeters, rate: float, args: a
         ok = after_metrics[i][0] - before_metrics[i][0]
         out = after_metrics[i][1] - before_metrics[i][1]
         relayed += out
-        answered += ok - out  # a forwarded announce is counted by both trackers
+        answered += ok - (after_metrics[i][2] - before_metrics[i][2])  # a forward is counted by both trackers
         rss = meters.rss_each.get(pid)
         print(
             f"    tracker {i} {url}: CPU {each[pid]:.1f} s ({each[pid] / args.duration:.0%}), RSS max "
@@ -311,10 +320,13 @@ async def step_at(load: ClusterLoad, meters: ClusterMeters, rate: float, args: a
         f"time, {at_all:.0f} answered at all ({answered / args.duration:.0f}/s, their /metrics less forwards)",
         flush=True,
     )
-    share = relayed / answered if answered else 0.0
+    for out, _ in spies:
+        for line in top_functions(out, 8):
+            print(f"    {line}")
     named = load.forwarded_replies - forwarded_before
     print(
-        f"    forwarded share {share:.1%} (replies naming an owner: {named}); duplicate leases in the window: "
+        f"    forwarded share {named / step.ok if step.ok else 0:.1%} of the answers (replies naming an owner: "
+        f"{named}; the trackers forwarded {relayed:.0f}); duplicate leases in the window: "
         f"{load.leases.duplicates - duplicates_before}",
         flush=True,
     )
@@ -385,12 +397,14 @@ def main() -> int:
     extra.add_argument("--kill-after", type=float)
     extra.add_argument("--victim", type=int)
     extra.add_argument("--logs", type=Path)
+    extra.add_argument("--spy", type=Path)
     ours, rest = extra.parse_known_args()
     if "-h" in rest or "--help" in rest:
         print(__doc__)
         print(
             "options: --trackers N (2), --lists rotated|same, --no-hints, --kill-after S, --victim I, --logs DIR "
-            "(the trackers' logs kept there), and tracker_load.py's (below)\n"
+            "(the trackers' logs kept there), --spy DIR (py-spy profiles of each tracker through the last step), "
+            "and tracker_load.py's (below)\n"
         )
     args = tracker_load.parse_args(rest)
     args.__dict__.update(vars(ours))
