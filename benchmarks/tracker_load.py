@@ -270,16 +270,26 @@ class Load:
         self.inflight.add(task)
         task.add_done_callback(self.inflight.discard)
 
-    async def _send(self, peer: SimPeer, body: bytes, done: dict[int, str], due: float, step: Step | None) -> None:
+    async def _post(self, peer: SimPeer, body: bytes) -> tuple[int, bytes, str | None, str]:
+        """One announce of ``peer``: the reply's status, body and Retry-After, and the tracker that answered
+        (tracker_cluster_load.py chooses among several)."""
         session = self.sessions[peer.source]
-        status, raw, retry_after, reply = 0, b"", None, None
+        headers = JSON if self.key is None else {**JSON, FLEET_HEADER: self.key.credential(time.time())}
+        async with session.post(self.url + peer.task.path, data=body, headers=headers) as resp:
+            return resp.status, await resp.read(), resp.headers.get("Retry-After"), self.url
+
+    def observed(self, peer: SimPeer, done: dict[int, str], reply: Reply, url: str, due: float) -> None:
+        """A 200 reply to ``peer``'s announce that reported ``done``, given by the tracker at ``url``, before
+        the peer takes it (a hook for tracker_cluster_load.py)."""
+
+    def failed(self, peer: SimPeer, status: int, due: float) -> None:
+        """An announce of ``peer`` scheduled at ``due`` got ``status`` (0: no reply), not 200 (a hook)."""
+
+    async def _send(self, peer: SimPeer, body: bytes, done: dict[int, str], due: float, step: Step | None) -> None:
+        status, raw, retry_after, reply, url = 0, b"", None, None, ""
         try:
             async with asyncio.timeout_at(due + self.args.timeout):
-                headers = JSON if self.key is None else {**JSON, FLEET_HEADER: self.key.credential(time.time())}
-                async with session.post(self.url + peer.task.path, data=body, headers=headers) as resp:
-                    raw = await resp.read()
-                    status = resp.status
-                    retry_after = resp.headers.get("Retry-After")
+                status, raw, retry_after, url = await self._post(peer, body)
         except TimeoutError:
             if step is not None:
                 step.timeouts += 1
@@ -291,6 +301,7 @@ class Load:
             took = self.loop.time() - due
             if status == 200:
                 reply = self.decode(raw)
+                self.observed(peer, done, reply, url, due)
                 rejected = peer.answered(reply, done)
                 if step is not None:
                     step.ok += 1
@@ -303,6 +314,9 @@ class Load:
                     step.errors += 1
                     self._sample(step, f"{status}: {raw[:200]!r}")
         finally:
+            if status != 200:
+                peer.unanswered(done)
+                self.failed(peer, status, due)
             if self.following:
                 self._next_turn(peer, status, reply, retry_after)
             if step is not None:

@@ -46,6 +46,7 @@ class Reply(msgspec.Struct):
     leases: list[int] = []
     rejected: list[int] = []
     interval: float = 5.0
+    owner: str = ""
 
 
 def parse_mix(text: str) -> list[tuple[int, int]]:
@@ -213,6 +214,12 @@ class SimPeer:
             low = new & -new
             self.have |= low
             new ^= low
+
+    def unanswered(self, done: dict[int, str]) -> None:
+        """An announce that reported ``done`` got no 200: a real peer reports those hashes again (the download
+        engine keeps a report until a reply takes it), so the next announce carries them."""
+        if done and self.phase == "down":
+            self.leased = list(dict.fromkeys([*done, *self.leased]))
 
     def answered(self, reply: Reply, done: dict[int, str]) -> int:
         """Take a reply (leases to fetch, reports not taken); returns how many reports were rejected."""

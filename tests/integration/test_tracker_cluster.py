@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import secrets
+import signal
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -23,7 +25,7 @@ from fastbencode import bdecode
 from shoal.core.ids import PeerIdentity, task_id_for_url
 from shoal.core.manifest import OriginIdentity
 from shoal.core.messages import AnnounceRequest, AnnounceResponse
-from shoal.core.ownership import TrackerMember, owner
+from shoal.core.ownership import JOIN_DELAY, TrackerMember, owner
 from shoal.testing.poll import wait_until
 from shoal.testing.processes import Service
 from shoal.tracker.cluster import FORWARDED_FOR
@@ -205,3 +207,34 @@ def test_bittorrent_clients_of_one_swarm_at_different_trackers_see_each_other(tr
     for t in trackers.values():
         files = asyncio.run(_bt_get("127.0.0.9", f"{t.url}/scrape?{both}"))[b"files"]
         assert {h: (c[b"complete"], c[b"incomplete"]) for h, c in files.items()} == {h: (1, 1) for h in hashes.values()}
+
+
+def test_a_tracker_stalled_past_its_fence_joins_again(tracker, pg_url, tmp_path):
+    """A tracker whose process stalls (SIGSTOP) until the others count it dead comes back as a new member:
+    it forgets the tasks it held and counts only JOIN_DELAY after registering again, so it never decides a
+    task while the member that took its tasks over still does."""
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    started = [tracker(db=pg_url, log=logs[0]), tracker(db=pg_url, log=logs[1])]
+    for t in started:
+        wait_until(lambda t=t: sum(m["live"] for m in cluster_of(t)["members"]) == 2, "2 live members", timeout=30)
+    awake, stalled = started
+    stalled_id = cluster_of(stalled)["tracker_id"]
+
+    def row_of(t: Service) -> dict[str, Any]:
+        return next(m for m in cluster_of(t)["members"] if m["tracker_id"] == stalled_id)
+
+    before = row_of(awake)
+    os.kill(stalled.proc.pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: not row_of(awake)["live"], "the awake tracker counts the stalled one dead", timeout=30)
+    finally:
+        os.kill(stalled.proc.pid, signal.SIGCONT)
+    resumed = time.time()
+    after = wait_until(
+        lambda: (row := row_of(awake))["active_from"] > before["active_from"] and row,
+        "the stalled tracker's new row",
+        timeout=30,
+    )
+    assert after["active_from"] >= resumed + JOIN_DELAY - 1.0, (after, resumed)
+    wait_until(lambda: row_of(awake)["live"], "the tracker that stalled counts again", timeout=30)
+    assert "joining again" in logs[1].read_text()

@@ -60,3 +60,17 @@ async def test_a_member_that_left_is_gone_and_long_dead_rows_are_deleted(stores)
     # a stays silent after its renewal at T0 + 1; b renews long after a's row expired
     members = await b.renew("b", T0 + 1 + TTL + FORGET_AFTER + 1) or []
     assert [m.tracker_id for m in members] == ["b"]
+
+
+async def test_a_member_joining_again_replaces_its_row_and_counts_after_the_join_delay(stores) -> None:
+    """A member that stalled past its fence registers again (core.ownership.must_rejoin): one row of its own,
+    counting JOIN_DELAY later while another member lives, at once when it is alone."""
+    a, b = stores
+    await a.register("a", "http://a", T0)
+    await b.register("b", "http://b", T0)
+    members = await a.register("a", "http://a", T0 + 5)
+    assert sorted(m.tracker_id for m in members) == ["a", "b"], "its old row replaced, not listed twice"
+    assert next(m for m in members if m.tracker_id == "a").active_from == T0 + 5 + JOIN_DELAY
+    await b.leave("b")
+    (alone,) = await a.register("a", "http://a", T0 + 6)
+    assert alone.active_from == T0 + 6, "alone (its own row from before does not count): at once"

@@ -7,9 +7,20 @@ from collections import Counter
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoal.core.ownership import FENCE_MARGIN, TTL, TrackerMember, in_force, lost_tasks, owner
+from shoal.core.ownership import (
+    FENCE_MARGIN,
+    JOIN_DELAY,
+    TTL,
+    TrackerMember,
+    in_force,
+    lost_tasks,
+    must_rejoin,
+    others_took_over,
+    owner,
+)
 
 NOW = 1000.0
+HEARTBEAT_LATE = 1.5
 TASKS = [f"{i:040x}" for i in range(3000)]
 
 
@@ -81,3 +92,39 @@ def test_the_tasks_lost_to_a_member_that_joined() -> None:
     assert lost == [t for t in held if owner(t, [me, other], NOW).tracker_id == "other"]  # type: ignore[union-attr]
     assert 20 < len(lost) < 80
     assert lost_tasks(held, "me", [me], NOW) == []
+
+
+def test_a_renewal_that_ends_after_the_member_stopped_deciding_is_a_new_join() -> None:
+    assert not must_rejoin(NOW, NOW + HEARTBEAT_LATE), "a renewal a little late: the row goes on"
+    assert must_rejoin(NOW, NOW + TTL - FENCE_MARGIN), "stalled until it fenced itself"
+    assert must_rejoin(NOW, NOW + TTL + 30), "stalled past its row's expiry"
+    assert must_rejoin(float("-inf"), NOW), "never renewed"
+
+
+@given(st.floats(min_value=0, max_value=100), st.floats(min_value=0, max_value=100))
+def test_a_stalled_member_that_comes_back_never_decides_with_the_one_that_took_its_tasks(
+    renewed_at: float, stall: float
+) -> None:
+    """a renewed at ``renewed_at``, stalled ``stall`` seconds, and renews as soon as it runs again: it keeps
+    its row only when it never stopped deciding; otherwise it joins again and counts JOIN_DELAY later. b reads
+    the rows once a heartbeat, so it may still see a's old row, expired, when a runs again: whatever b saw
+    then, a task is never decided by both."""
+    back = renewed_at + stall
+    rejoins = must_rejoin(renewed_at, back)
+    a_now = member("a", back + JOIN_DELAY if rejoins else 0, back + TTL)  # its row as it renewed or joined
+    a_before = member("a", active_from=0, expires=renewed_at + TTL)  # the row b may still have read
+    b = member("b", active_from=0, expires=1e9)
+    for moment in (back, back + 0.5, back + 1.0):  # b's view lags by up to a heartbeat (HEARTBEAT = 1 s)
+        for task in TASKS[:50]:
+            a_decides = owner(task, [a_now, b], moment).tracker_id == "a"  # type: ignore[union-attr]
+            b_decides = owner(task, [a_before, b], moment).tracker_id == "b"  # type: ignore[union-attr]
+            assert not (a_decides and b_decides), (renewed_at, stall, moment)
+
+
+def test_a_member_that_rejoins_keeps_its_tasks_only_when_nobody_could_have_taken_them() -> None:
+    expired = NOW  # its old row's expiry
+    assert not others_took_over([], expired), "alone on its database"
+    assert not others_took_over([member("b", expires=expired - FENCE_MARGIN)], expired), "b died before"
+    assert others_took_over([member("b", expires=expired - FENCE_MARGIN + 0.01)], expired), "within the margin"
+    assert others_took_over([member("b", expires=expired + 30)], expired), "b lived on and took them"
+    assert others_took_over([member("b", expires=0), member("c", expires=expired + 1)], expired)

@@ -210,6 +210,10 @@ class AnnounceResponse(msgspec.Struct, frozen=True):
     ticket: Annotated[str, Meta(max_length=512)] = ""
     """With a fleet token: the ticket admitting this peer to the task for a few intervals, which other
     peers' piece servers ask for (core.tickets); renewed by every announce. Empty without one."""
+    owner: Annotated[str, Meta(max_length=2048)] = ""
+    """The base URL of the tracker that decides this task, when another member of its cluster forwarded the
+    announce there: the peer may ask it directly about the task from now on (core.owner_hint). Empty when
+    the tracker asked decided the announce itself."""
 
     @property
     def manifest(self) -> Manifest | None:

@@ -19,6 +19,13 @@ different peers. The rules:
   that cannot renew (the database unreachable, the process stalled) stops deciding before any other tracker
   can count it dead, which happens only at ``expires``. So there is no moment at which two trackers both
   hold a task, however the database or the network fail, as long as the clocks agree within FENCE_MARGIN.
+* **A member that fenced itself joins again.** A renewal that ends after the member stopped deciding (its
+  loop stalled, the database was slow) cannot simply extend the row: the others may have counted it dead
+  meanwhile and decided its tasks, and would go on doing so until their next heartbeat reads the renewed
+  row, while it decided them too. So it registers again, counting JOIN_DELAY later like any new member
+  (``must_rejoin``), and forgets the soft state of every task it held unless no other member lived past its
+  old row's expiry (``others_took_over``): a tracker alone on its database keeps its peers and leases
+  through a stall, since nobody else can have decided its tasks, and counts at once.
 * **Taking a task over.** The member that gains a task starts without its soft state: the peers rebuild it
   with their next announces, and origin fetches in flight come back to their peers through ``fetching``.
   For a grace period after tasks move it grants no fresh origin lease on a task it reads from the database
@@ -74,6 +81,20 @@ def in_force(renewed: float, now: float) -> bool:
     """Whether a member whose row the database last renewed at ``renewed`` (its own clock) may decide: the
     row lives until ``renewed + TTL`` and the member stops FENCE_MARGIN before."""
     return now < renewed + TTL - FENCE_MARGIN
+
+
+def must_rejoin(renewed: float, now: float) -> bool:
+    """Whether a member whose row the database last renewed at ``renewed`` (its own clock), and whose renewal
+    ends at ``now``, must forget its tasks and register again: it had stopped deciding (:func:`in_force`)
+    before the renewal took, so others may have decided its tasks meanwhile."""
+    return not in_force(renewed, now)
+
+
+def others_took_over(others: Iterable[TrackerMember], expired: float) -> bool:
+    """Whether any of ``others`` (the other members' rows, as last read and as read when registering again)
+    may have decided this member's tasks after its row, which expired at ``expired``, was counted dead: one
+    whose row lived past that (by up to FENCE_MARGIN earlier, for clocks that disagree)."""
+    return any(m.expires > expired - FENCE_MARGIN for m in others)
 
 
 def lost_tasks(held: Iterable[str], me: str, members: Sequence[TrackerMember], now: float) -> list[str]:

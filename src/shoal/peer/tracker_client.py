@@ -14,6 +14,10 @@ A client may have several trackers (the members of one cluster): a call goes to 
 that does not answer (TrackerUnreachable: no connection, a timeout, a 5xx that is not busy), on to the next
 at once; the client then stays with the one that answered, and logs one line. The rule is
 core.tracker_choice's. Only when none answers does the caller see TrackerUnreachable, naming them all.
+
+In a cluster, a member that forwarded an announce to the task's owner relays a reply naming the owner
+(``AnnounceResponse.owner``): the client then asks the owner about that task (its announces and hash
+look-ups) directly, and when the owner does not answer, its list as before, at once (core.owner_hint).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
 import aiohttp
@@ -30,6 +34,7 @@ import msgspec
 
 from shoal.core.errors import TrackerBusy, TrackerUnavailable, TrackerUnreachable
 from shoal.core.messages import AnnounceRequest, AnnounceResponse, HashesResponse
+from shoal.core.owner_hint import OwnerHints
 from shoal.core.retry import busy_delay
 from shoal.core.tracker_choice import TrackerChoice, parse_trackers
 from shoal.core.tracker_replies import read_reply
@@ -63,13 +68,29 @@ class TrackerClient:
         self.rng = rng or random.Random()
         self.credentials = credentials or Credentials()
         self._tickets: dict[str, str] = {}
+        self.hints = OwnerHints()
 
     def ticket(self, task_id: str) -> str:
         """The ticket the tracker last gave this peer for ``task_id`` ("" for none: no fleet token)."""
         return self._tickets.get(task_id, "")
 
-    async def _once(self, method: str, path: str, kind: type[T], body: bytes | None) -> T:
-        return await ask_in_turn(self.choice, lambda url: self._at(url, method, path, kind, body))
+    async def _once(self, method: str, path: str, kind: type[T], body: bytes | None, task_id: str) -> tuple[T, str]:
+        """One call, at the task's owner when a hint names one, else (or when the owner does not answer) at
+        the list's trackers in turn; the reply and the base URL of the tracker that gave it."""
+        if task_id and (owner := self.hints.target(task_id)) is not None:
+            try:
+                return await self._at(owner, method, path, kind, body), owner
+            except TrackerUnreachable as exc:
+                self.hints.failed(owner, time.monotonic())
+                log.warning("the tracker owning task %s does not answer (%s); asking its list", task_id[:12], exc)
+        answered = ""
+
+        def attempt(url: str) -> Awaitable[T]:
+            nonlocal answered
+            answered = url
+            return self._at(url, method, path, kind, body)
+
+        return await ask_in_turn(self.choice, attempt), answered
 
     async def _at(self, tracker: str, method: str, path: str, kind: type[T], body: bytes | None) -> T:
         def refused(message: str, status: int) -> TrackerUnavailable:
@@ -97,10 +118,12 @@ class TrackerClient:
         ctype = content_type.split(";")[0]
         return read_reply(tracker, resp.status, reason, ctype, raw, kind, refused, retry_after)
 
-    async def _call(self, method: str, path: str, kind: type[T], body: bytes | None = None, *, wait_busy: bool) -> T:
+    async def _call(
+        self, method: str, path: str, kind: type[T], body: bytes | None = None, *, wait_busy: bool, task_id: str = ""
+    ) -> tuple[T, str]:
         while True:
             try:
-                return await self._once(method, path, kind, body)
+                return await self._once(method, path, kind, body, task_id)
             except TrackerBusy as exc:
                 if not wait_busy:
                     raise
@@ -111,12 +134,19 @@ class TrackerClient:
     async def announce(self, task_id: str, request: AnnounceRequest, *, wait_busy: bool = True) -> AnnounceResponse:
         body = msgspec.json.encode(request)
         wait = wait_busy and request.event != "stopped"
-        reply = await self._call("POST", f"/v1/tasks/{task_id}/announce", AnnounceResponse, body, wait_busy=wait)
+        path = f"/v1/tasks/{task_id}/announce"
+        reply, via = await self._call("POST", path, AnnounceResponse, body, wait_busy=wait, task_id=task_id)
         if reply.ticket:
             self._tickets[task_id] = reply.ticket
         elif request.event == "stopped":
             self._tickets.pop(task_id, None)
+        if request.event == "stopped":
+            self.hints.forget(task_id)
+        elif reply.owner:
+            self.hints.learn(task_id, reply.owner, via, time.monotonic())
         return reply
 
     async def hashes(self, task_id: str, since: int) -> HashesResponse:
-        return await self._call("GET", f"/v1/tasks/{task_id}/hashes?since={since}", HashesResponse, wait_busy=True)
+        path = f"/v1/tasks/{task_id}/hashes?since={since}"
+        reply, _ = await self._call("GET", path, HashesResponse, wait_busy=True, task_id=task_id)
+        return reply

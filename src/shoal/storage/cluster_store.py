@@ -25,10 +25,11 @@ class ClusterStore:
     async def register(self, tracker_id: str, url: str, now: float) -> list[TrackerMember]:
         """Add this tracker's row and return every member's. The cluster row is locked meanwhile, so two
         trackers registering at once see each other: the second waits for the first to commit. A tracker
-        that finds no other live member counts at once; otherwise after JOIN_DELAY."""
+        that finds no other live member counts at once; otherwise after JOIN_DELAY. A row of its own from
+        before (it joins again: core.ownership.must_rejoin) is replaced."""
         async with self.store.connection(write=True) as conn:
             await conn.execute(select(tracker_cluster.c.id).where(tracker_cluster.c.id == 1).with_for_update())
-            rows = [_member(r) for r in await conn.execute(select(trackers))]
+            rows = [_member(r) for r in await conn.execute(select(trackers)) if r.tracker_id != tracker_id]
             alone = not any(m.expires > now for m in rows)
             active_from = now if alone else now + JOIN_DELAY
             await conn.execute(delete(trackers).where(trackers.c.tracker_id == tracker_id))

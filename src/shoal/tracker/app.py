@@ -421,6 +421,10 @@ async def announce(request: web.Request) -> web.Response:
         refusal = exc.refusal
         return json_error(refusal.status, refusal.message, **{"Retry-After": str(refusal.retry_after)})
     request.app[ADMISSION].longest_wait = service.longest_retry()
+    if service.cluster is not None and service.cluster.forwarded(request):
+        # The peer asked another member, which forwarded: name ourselves so that its next announces of
+        # this task come here directly (core.owner_hint).
+        reply = msgspec.structs.replace(reply, owner=service.cluster.url)
     return struct_response(reply)
 
 

@@ -35,7 +35,16 @@ from yarl import URL
 
 from shoal.core.errors import StoreError
 from shoal.core.messages import ClusterMember, ClusterView
-from shoal.core.ownership import HEARTBEAT, TrackerMember, in_force, lost_tasks, owner
+from shoal.core.ownership import (
+    HEARTBEAT,
+    TTL,
+    TrackerMember,
+    in_force,
+    lost_tasks,
+    must_rejoin,
+    others_took_over,
+    owner,
+)
 from shoal.core.tickets import FLEET_HEADER, FleetKey
 from shoal.http.json_api import json_error
 from shoal.http.limits import read_body
@@ -105,6 +114,12 @@ class Cluster:
         self._session: aiohttp.ClientSession | None = None
         self._tls = tls
         self._fleet_key = fleet_key
+        self.relayed = 0
+        """Requests this member forwarded to an owner that answered (its metrics: ``out``)."""
+        self.relay_failed = 0
+        """Requests this member forwarded to an owner that did not answer (``failed``)."""
+        self.served_forwarded = 0
+        """Requests another member forwarded here, served as the owner (``in``)."""
 
     def listening(self, port: int) -> None:
         """The port we listen on (http.listen.ON_LISTENING): our URL when none is advertised."""
@@ -142,12 +157,21 @@ class Cluster:
             await asyncio.sleep(HEARTBEAT)
             now = self.clock()
             try:
-                members = await self._rows.renew(self.tracker_id, now)
-                if members is None:
-                    log.warning("tracker %s: our member row was gone; joining again", self.tracker_id)
-                    await self.join()
-                else:
+                stalled = must_rejoin(self._renewed, now)
+                members = None if stalled else await self._rows.renew(self.tracker_id, now)
+                if members is not None and not must_rejoin(self._renewed, self.clock()):
                     self.members, self._renewed = members, now
+                else:
+                    why = "our member row was gone"
+                    if stalled or members is not None:
+                        why = f"no renewal for {self.clock() - self._renewed:.1f} s: we had stopped deciding"
+                    log.warning("tracker %s: %s; joining again", self.tracker_id, why)
+                    expired, seen = self._renewed + TTL, self.members
+                    self._renewed = float("-inf")  # decide nothing until the new row counts
+                    await self.join()
+                    others = [m for m in (*seen, *self.members) if m.tracker_id != self.tracker_id]
+                    if others_took_over(others, expired):
+                        drop(held())  # before deciding anything with the new row: no await in between
                 await self._learn_hosts()
             except StoreError as exc:
                 log.warning("tracker %s: renewing the member row failed: %s", self.tracker_id, exc)
@@ -210,6 +234,8 @@ class Cluster:
         else at its owner."""
         current = self.owner(key)
         if current is not None and current.tracker_id == self.tracker_id:
+            if self.forwarded(request):
+                self.served_forwarded += 1
             return await handler(request)
         if current is None or self.forwarded(request):
             why = "no tracker can decide this task at the moment" if current is None else "the task is moving"
@@ -222,8 +248,10 @@ class Cluster:
         try:
             status, payload, kept = await self.ask(request, to, path_qs)
         except (aiohttp.ClientError, TimeoutError) as exc:
+            self.relay_failed += 1
             log.info("forwarding %s to %s failed: %s", request.rel_url.path, to.url, exc)
             return json_error(503, "the task's tracker did not answer; announce again", **{"Retry-After": RETRY_AFTER})
+        self.relayed += 1
         return web.Response(status=status, body=payload, headers=kept)
 
     async def ask(

@@ -110,6 +110,7 @@ class TrackerCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self._decided()
         yield from self._live()
+        yield from self._forwards()
         yield from self._load()
 
     def _decided(self) -> Iterator[Metric]:
@@ -161,6 +162,18 @@ class TrackerCollector(Collector):
             "rack, in another rack of their site, in another site, or unlabelled (no rack label).",
             "source",
             by_source(received),
+        )
+
+    def _forwards(self) -> Iterator[Metric]:
+        cluster = self.service.cluster
+        if cluster is None:
+            return
+        yield counter_by(
+            "shoal_tracker_forwarded",
+            "Requests of a task's routes (and BitTorrent announces) forwarded between trackers of one cluster: "
+            "out to the owner, which answered; failed, the owner did not answer; in from another member.",
+            "direction",
+            [("out", cluster.relayed), ("failed", cluster.relay_failed), ("in", cluster.served_forwarded)],
         )
 
     def _load(self) -> Iterator[Metric]:

@@ -1,0 +1,453 @@
+#!/usr/bin/env python3
+"""Open-loop load on a cluster of ``shoal tracker`` processes sharing one PostgreSQL (or MariaDB) database:
+tracker_load.py's simulated fleet, its announces spread over the trackers as real peers spread them, and
+what each tracker answered, at what CPU and memory; optionally one tracker SIGKILLed under load.
+
+``--trackers N`` trackers start on a scratch database of ``--db`` (default this machine's PostgreSQL), each
+on a kernel-chosen port; the load starts once every one sees all N live. Each simulated peer has its
+host's list of the trackers, as ``--tracker URL1,URL2`` configures a real one: ``--lists rotated`` (the
+default) gives the hosts the list rotated by their number (half the hosts start at the first tracker, half
+at the second: what an operator spreading a fleet, or DNS round robin, does), ``--lists same`` one list
+for all. A peer asks as peer.tracker_client does: the owner a forwarded reply named for its task
+(``AnnounceResponse.owner``; ``--no-hints`` ignores it, as clients did before the hint), else its current
+tracker, moving to the next in its list at once when one cannot be reached.
+
+With ``--pin`` (the default on two or more cores) every tracker runs on CPU 0 and the generator on CPU 1:
+on a 2-core machine the trackers then share one core, so N trackers are compared with one by announces
+answered per tracker CPU-second (the sum of the trackers' user + system time in the window,
+/proc/PID/stat), and "N x that" is the saturated rate they would reach with a core each. The database
+server is not pinned; its CPU shows as "other".
+
+Printed per step: offered/s, answered/s, 503/s, errors, timeouts, p50/p99, the trackers' CPU together and
+answered per CPU-second, the generator's CPU and lag; then per tracker its CPU, largest RSS, JSON announces
+it answered (/metrics), and the forwards it made; and the forwarded share (answers that named an owner).
+
+``--kill-after S``: S seconds into the last step's measured window, SIGKILL tracker ``--victim`` (default
+the last). Printed: the tasks it owned then (by core.ownership over the members a survivor lists), for
+their announces scheduled after the kill a timeline per second (sent, answered, 503, failed), when each
+of them was answered again (median, 90th percentile, last), the last failure's time, the origin leases
+granted twice (below), and the lines with ERROR or a traceback in each survivor's log.
+
+A duplicate lease: a piece of a task leased to one peer while another peer holds a lease on it that has not
+been reported (the holder has had no answered announce since the grant) and the holder has not expired
+(heard from within 80% of the trackers' --peer-ttl). Counted from the grants in the replies, in every window.
+
+Run it (from a checkout, under the CPU lock on a shared machine)::
+
+    python3 benchmarks/tracker_cluster_load.py --trackers 1 --rates 500,700,900 --prime-rate 800
+    python3 benchmarks/tracker_cluster_load.py --trackers 2 --rates 500,700,900 --prime-rate 800
+    python3 benchmarks/tracker_cluster_load.py --trackers 2 --rates 600 --duration 40 --kill-after 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import os
+import random
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CHECKOUT_SRC = Path(__file__).resolve().parent.parent / "src"
+sys.path.insert(0, str(CHECKOUT_SRC))  # the protocol this generator speaks is its own checkout's
+
+import aiohttp  # noqa: E402
+
+import tracker_load  # noqa: E402
+from shoal.core.ownership import TrackerMember, owner  # noqa: E402
+from shoal.core.tickets import FLEET_HEADER  # noqa: E402
+from shoal.testing.cpu import MachineCpu, process_cpu_seconds  # noqa: E402
+from shoal.testing.metrics import parse  # noqa: E402
+from tracker_load import HEADER, JSON, Load, Meters, Step, print_step, record_cpu  # noqa: E402
+from tracker_load_peers import Reply, SimPeer, build_fleet, task_sizes  # noqa: E402
+from tracker_load_proc import Tracker, read_rss_mb, scratch_database, top_functions  # noqa: E402
+
+DEFAULT_DB = "postgresql://postgres@127.0.0.1/test"
+
+
+@dataclass
+class Leases:
+    """The origin leases the replies granted, per task: piece -> (holder's peer id, when granted)."""
+
+    peer_ttl: float
+    held: dict[str, dict[int, tuple[str, float]]] = field(default_factory=lambda: defaultdict(dict))
+    last_ok: dict[str, float] = field(default_factory=dict)
+    duplicates: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def answered(self, task_id: str, peer_id: str, leases: list[int], sent: float, now: float) -> None:
+        held = self.held[task_id]
+        # Every lease granted before this announce was sent is reported by it (or was, by one that failed:
+        # its pieces are in this one's bitfield), so the tracker knows who holds those pieces now.
+        for piece in [p for p, (holder, when) in held.items() if holder == peer_id and when <= sent]:
+            del held[piece]
+        for piece in leases:
+            found = held.get(piece)
+            # A holder heard from within most of the TTL: near the TTL, the tracker's clock and ours may
+            # disagree on whether its lease lapsed.
+            if found is not None and found[0] != peer_id and now - self.last_ok[found[0]] < 0.8 * self.peer_ttl:
+                self.duplicates += 1
+                if len(self.examples) < 3:
+                    self.examples.append(f"task {task_id[:12]} piece {piece}: {found[0][:8]} and {peer_id[:8]}")
+            held[piece] = (peer_id, now)
+        self.last_ok[peer_id] = now
+
+
+@dataclass
+class Kill:
+    """What happened to the announces of the killed tracker's tasks after the kill."""
+
+    at: float
+    tasks: set[str]
+    per_second: dict[int, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    first_ok: dict[str, float] = field(default_factory=dict)
+    asked: set[str] = field(default_factory=set)
+    last_failure: float | None = None
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    def record(self, task_id: str, due: float, status: int, now: float) -> None:
+        if task_id not in self.tasks or due < self.at:
+            return
+        self.asked.add(task_id)
+        second = int(due - self.at)
+        self.per_second[second]["sent"] += 1
+        if status == 200:
+            self.per_second[second]["ok"] += 1
+            self.first_ok.setdefault(task_id, now - self.at)
+        else:
+            self.per_second[second]["503" if status == 503 else "failed"] += 1
+            self.last_failure = max(self.last_failure or 0.0, now - self.at)
+
+
+class ClusterLoad(Load):
+    """tracker_load's sender, each peer asking the trackers as a real client with a list would."""
+
+    def __init__(self, args: argparse.Namespace, urls: list[str], peers: list[SimPeer], leases: Leases) -> None:
+        super().__init__(args, urls[0], peers)
+        self.urls = urls
+        count = len(urls)
+        self.lists = [
+            [urls[(h + k) % count] for k in range(count)] if args.lists == "rotated" else list(urls)
+            for h in range(args.hosts)
+        ]
+        self.current: dict[int, int] = {}
+        self.hints: dict[int, str] = {}
+        self.leases = leases
+        self.kill: Kill | None = None
+        self.forwarded_replies = 0
+
+    async def _ask(self, peer: SimPeer, url: str, body: bytes) -> tuple[int, bytes, str | None, str]:
+        session = self.sessions[peer.source]
+        headers = JSON if self.key is None else {**JSON, FLEET_HEADER: self.key.credential(time.time())}
+        async with session.post(url + peer.task.path, data=body, headers=headers) as resp:
+            return resp.status, await resp.read(), resp.headers.get("Retry-After"), url
+
+    async def _post(self, peer: SimPeer, body: bytes) -> tuple[int, bytes, str | None, str]:
+        outcome = await self._choose(peer, body)
+        if outcome[0] != 200 and self.kill is not None and peer.task.task_id in self.kill.tasks:
+            self.kill.reasons[outcome[1][:90].decode(errors="replace")] += 1
+        return outcome
+
+    async def _choose(self, peer: SimPeer, body: bytes) -> tuple[int, bytes, str | None, str]:
+        hint = self.hints.get(peer.number)
+        if hint is not None:
+            try:
+                return await self._ask(peer, hint, body)
+            except (aiohttp.ClientConnectionError, OSError):
+                self.hints.pop(peer.number, None)
+        trackers = self.lists[peer.source]
+        start = self.current.get(peer.number, 0)
+        for step in range(len(trackers)):
+            index = (start + step) % len(trackers)
+            try:
+                outcome = await self._ask(peer, trackers[index], body)
+            except (aiohttp.ClientConnectionError, OSError):
+                if step == len(trackers) - 1:
+                    raise
+                continue
+            self.current[peer.number] = index
+            return outcome
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    def observed(self, peer: SimPeer, done: dict[int, str], reply: Reply, url: str, due: float) -> None:
+        if reply.owner:
+            self.forwarded_replies += 1
+            if self.args.hints:
+                self.hints[peer.number] = reply.owner.rstrip("/")
+        if self.kill is not None:
+            self.kill.record(peer.task.task_id, due, 200, self.loop.time())
+        leases = list(reply.leases) if peer.phase == "down" else []
+        self.leases.answered(peer.task.task_id, peer.identity.peer_id, leases, due, self.loop.time())
+
+    def failed(self, peer: SimPeer, status: int, due: float) -> None:
+        if self.kill is not None:
+            self.kill.record(peer.task.task_id, due, status, self.loop.time())
+
+
+class ClusterMeters(Meters):
+    """CPU of every tracker around a window (their sum is the step's), and each one's largest RSS."""
+
+    def __init__(self, pids: list[int]) -> None:
+        super().__init__(pids[0])
+        self.pids = pids
+        self.each: dict[int, float] = {}
+        self.rss_each: dict[int, float] = {}
+
+    def read(self) -> tuple[float | None, float, MachineCpu]:
+        _, own, machine = super().read()
+        for pid in self.pids:
+            with contextlib.suppress(OSError):
+                self.each[pid] = process_cpu_seconds(pid)
+        return sum(self.each.values()), own, machine
+
+    async def sample_rss(self) -> None:
+        while True:
+            for pid in self.pids:
+                rss = read_rss_mb(pid)
+                if rss is not None:
+                    self.rss_each[pid] = max(self.rss_each.get(pid, 0.0), rss)
+            await asyncio.sleep(0.2)
+
+
+async def metrics_of(session: aiohttp.ClientSession, url: str) -> tuple[float, float, float]:
+    """A tracker's JSON announces answered ok, its forwards out and in, from its /metrics (0s once it is gone)."""
+    try:
+        async with session.get(f"{url}/metrics") as reply:
+            scrape = parse(await reply.text())
+    except (aiohttp.ClientError, OSError):
+        return 0.0, 0.0, 0.0
+    return (
+        scrape.total("shoal_tracker_announces_total", kind="json", outcome="ok"),
+        scrape.total("shoal_tracker_forwarded_total", direction="out"),
+        scrape.total("shoal_tracker_forwarded_total", direction="in"),
+    )
+
+
+async def members_of(session: aiohttp.ClientSession, url: str) -> list[TrackerMember]:
+    async with session.get(f"{url}/v1/cluster") as reply:
+        rows = (await reply.json())["members"]
+    return [TrackerMember(m["tracker_id"], m["url"], m["active_from"], m["expires"]) for m in rows]
+
+
+async def all_live(urls: list[str]) -> None:
+    """Wait until every tracker lists all of them live (a new member counts JOIN_DELAY after it joined)."""
+    async with aiohttp.ClientSession() as session:
+        deadline = time.monotonic() + 60
+        while True:
+            counts = []
+            for url in urls:
+                members = await members_of(session, url)
+                counts.append(sum(m.live(time.time()) for m in members))
+            if all(c == len(urls) for c in counts):
+                return
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the trackers did not all see each other live within 60 s: {counts}")
+            await asyncio.sleep(0.5)
+
+
+async def kill_one(load: ClusterLoad, pids: list[int], urls: list[str], victim: int, after: float) -> None:
+    await asyncio.sleep(after)
+    survivor = urls[(victim + 1) % len(urls)]
+    async with aiohttp.ClientSession() as session:
+        members = await members_of(session, survivor)
+    doomed = next(m.tracker_id for m in members if m.url == urls[victim])
+    now = time.time()
+    tasks = {p.task.task_id for p in load.peers}
+    theirs = {t for t in tasks if (o := owner(t, members, now)) is not None and o.tracker_id == doomed}
+    os.kill(pids[victim], signal.SIGKILL)
+    load.kill = Kill(load.loop.time(), theirs)
+    print(f"    killed tracker {victim} ({urls[victim]}), which owned {len(theirs)} of {len(tasks)} tasks", flush=True)
+
+
+async def step_at(load: ClusterLoad, meters: ClusterMeters, rate: float, args: argparse.Namespace, last: bool) -> Step:
+    await load.offer(rate, args.warmup, None)
+    step = Step(rate, args.duration)
+    meters.rss_each.clear()
+    async with aiohttp.ClientSession() as session:
+        before_metrics = [await metrics_of(session, u) for u in load.urls]
+        before = meters.read()
+        each_before = dict(meters.each)
+        forwarded_before, duplicates_before = load.forwarded_replies, load.leases.duplicates
+        spies = []
+        if last and args.spy:
+            args.spy.mkdir(parents=True, exist_ok=True)
+            for i, pid in enumerate(meters.pids):
+                out = args.spy / f"tracker{i}.txt"
+                spies.append((out, Tracker.profile(pid, args.duration, out, args.pin)))
+        killer = None
+        if last and args.kill_after is not None:
+            killer = asyncio.create_task(kill_one(load, meters.pids, load.urls, args.victim, args.kill_after))
+        await load.offer(rate, args.duration, step)
+        record_cpu(step, before, meters.read())
+        each = {pid: meters.each.get(pid, 0.0) - each_before.get(pid, 0.0) for pid in meters.pids}
+        after_metrics = [await metrics_of(session, u) for u in load.urls]
+    step.windowed = True
+    if step.pending:
+        await step.closed.wait()
+    if killer is not None:
+        await killer
+    for _, spy in spies:
+        await asyncio.to_thread(spy.wait)
+    print_step(step, args)
+    relayed, answered = 0.0, 0.0  # answered: by the trackers, a forward counted by both
+    for i, (pid, url) in enumerate(zip(meters.pids, load.urls, strict=True)):
+        if load.kill is not None and i == args.victim:
+            print(f"    tracker {i} {url}: killed {args.kill_after:g} s into the window", flush=True)
+            continue
+        ok = after_metrics[i][0] - before_metrics[i][0]
+        out = after_metrics[i][1] - before_metrics[i][1]
+        relayed += out
+        answered += ok
+        rss = meters.rss_each.get(pid)
+        print(
+            f"    tracker {i} {url}: CPU {each[pid]:.1f} s ({each[pid] / args.duration:.0%}), RSS max "
+            f"{'-' if rss is None else f'{rss:.0f} MB'}, JSON announces ok {ok:.0f}, forwarded out {out:.0f}",
+            flush=True,
+        )
+    cpu = step.tracker_cpu or 0.0
+    in_time = step.ok / cpu if cpu else 0.0
+    print(
+        f"    trackers' CPU {cpu:.1f} s in {args.duration:g} s: {in_time:.0f} answered in time per tracker "
+        f"CPU-second (the trackers' /metrics: {answered / args.duration:.0f} ok/s, forwards counted twice)",
+        flush=True,
+    )
+    for out, _ in spies:
+        for line in top_functions(out, 8):
+            print(f"    {line}")
+    named = load.forwarded_replies - forwarded_before
+    print(
+        f"    forwarded share {named / step.ok if step.ok else 0:.1%} of the answers (replies naming an owner: "
+        f"{named}; the trackers forwarded {relayed:.0f}); duplicate leases in the window: "
+        f"{load.leases.duplicates - duplicates_before}",
+        flush=True,
+    )
+    return step
+
+
+def report_logs(logs: list[Path], victim: int | None) -> None:
+    """Each tracker's log lines with ERROR or a traceback, and its rejoins after a stall (tracker.cluster)."""
+    for i, log in enumerate(logs):
+        lines = log.read_text().splitlines()
+        bad = [line for line in lines if "ERROR" in line or "Traceback" in line]
+        rejoins = sum("joining again" in line for line in lines)
+        example = f", e.g. {bad[0][:200]}" if bad else ""
+        who = "killed" if i == victim else "survivor" if victim is not None else "tracker"
+        print(f"{who} {i}'s log: {len(bad)} lines with ERROR or a traceback, {rejoins} rejoins{example}")
+
+
+def report_kill(kill: Kill) -> None:
+    print(f"after the kill, the {len(kill.tasks)} tasks it owned ({len(kill.asked)} announced to since):")
+    for second in sorted(kill.per_second)[:20]:
+        c = kill.per_second[second]
+        print(
+            f"    {second:>3}-{second + 1:<3} s: sent {c['sent']:>5}, ok {c['ok']:>5}, 503 {c['503']:>5}, "
+            f"failed {c['failed']:>4}"
+        )
+    times = sorted(kill.first_ok[t] for t in kill.asked if t in kill.first_ok)
+    never = len(kill.asked) - len(times)
+    if times:
+        p90 = times[min(len(times) - 1, int(0.9 * len(times)))]
+        print(
+            f"    answered again after: median {statistics.median(times):.1f} s, p90 {p90:.1f} s, last "
+            f"{times[-1]:.1f} s; never answered: {never}"
+        )
+    last = "none" if kill.last_failure is None else f"{kill.last_failure:.1f} s after the kill"
+    print(f"    the last announce of those tasks not answered 200: {last}")
+    for reason, n in kill.reasons.most_common(4):
+        print(f"    {n} times: {reason}")
+
+
+async def run(
+    args: argparse.Namespace, urls: list[str], pids: list[int], peers: list[SimPeer], peer_ttl: float, logs: list[Path]
+) -> None:
+    await all_live(urls)
+    meters = ClusterMeters(pids)
+    sampler = asyncio.create_task(meters.sample_rss())
+    leases = Leases(peer_ttl)
+    try:
+        async with ClusterLoad(args, urls, peers, leases) as load:
+            prime_rate = args.prime_rate or args.rates[0]
+            await load.offer(prime_rate, args.prime * len(peers) / prime_rate, None)
+            print(HEADER, flush=True)
+            for n, rate in enumerate(args.rates):
+                await step_at(load, meters, rate, args, last=n == len(args.rates) - 1)
+            if load.kill is not None:
+                report_kill(load.kill)
+            report_logs(logs, args.victim if load.kill is not None else None)
+            if leases.examples:
+                print(f"duplicate leases, e.g. {'; '.join(leases.examples)}")
+    finally:
+        sampler.cancel()
+
+
+def main() -> int:
+    extra = argparse.ArgumentParser(add_help=False)
+    extra.add_argument("--trackers", type=int, default=2)
+    extra.add_argument("--lists", choices=("rotated", "same"), default="rotated")
+    extra.add_argument("--no-hints", dest="hints", action="store_false")
+    extra.add_argument("--kill-after", type=float)
+    extra.add_argument("--victim", type=int)
+    extra.add_argument("--logs", type=Path)
+    extra.add_argument("--spy", type=Path)
+    ours, rest = extra.parse_known_args()
+    if "-h" in rest or "--help" in rest:
+        print(__doc__)
+        print(
+            "options: --trackers N (2), --lists rotated|same, --no-hints, --kill-after S, --victim I, --logs DIR "
+            "(the trackers' logs kept there), --spy DIR (py-spy profiles of each tracker through the last step), "
+            "and tracker_load.py's (below)\n"
+        )
+    args = tracker_load.parse_args(rest)
+    args.__dict__.update(vars(ours))
+    args.db = args.db or DEFAULT_DB
+    if args.url or args.follow or args.profile:
+        raise SystemExit("tracker_cluster_load.py starts its trackers: no --url, --follow or --profile")
+    if args.db.startswith("sqlite") or args.trackers < 1:
+        raise SystemExit("--trackers must be at least 1, on a PostgreSQL or MySQL/MariaDB --db")
+    args.victim = args.trackers - 1 if args.victim is None else args.victim
+    if args.kill_after is not None and (args.trackers < 2 or not 0 <= args.victim < args.trackers):
+        raise SystemExit("--kill-after needs --trackers 2 or more and --victim one of them (0 to N-1)")
+    peers = build_fleet(
+        task_sizes(args.mix, args.peers), args.pieces, tracker_load.workload(args), args.hosts, random.Random(args.seed)
+    )
+    gc.collect()
+    gc.freeze()
+    peer_ttl = max(15.0, 3 * len(peers) / min([*args.rates, args.prime_rate or args.rates[0]]))
+    with tempfile.TemporaryDirectory(prefix="tracker-cluster-") as tmp, contextlib.ExitStack() as stack:
+        db = stack.enter_context(scratch_database(args.db, Path(tmp)))
+        started = []
+        logs = [Path(tmp) / f"tracker{i}.log" for i in range(args.trackers)]
+        for i in range(args.trackers):
+            tracker = Tracker.start(db, args.src, peer_ttl=peer_ttl, pin=args.pin, log=logs[i], extra=args.tracker_args)
+            started.append(stack.enter_context(tracker))
+        if args.pin:
+            os.sched_setaffinity(0, {1})
+        where = "trackers pinned to CPU 0, generator to CPU 1" if args.pin else "not pinned"
+        print(
+            f"{len(peers)} peers, {args.trackers} trackers on {args.db.split('@')[-1]} (--peer-ttl {peer_ttl:g}), "
+            f"lists {args.lists}, owner hints {'on' if args.hints else 'off'}; {where}",
+            flush=True,
+        )
+        try:
+            asyncio.run(run(args, [t.url for t in started], [t.pid for t in started], peers, peer_ttl, logs))
+        finally:
+            if args.logs:
+                args.logs.mkdir(parents=True, exist_ok=True)
+                for log in logs:
+                    shutil.copy(log, args.logs / log.name)
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
+    sys.exit(130)
