@@ -886,6 +886,26 @@ def test_a_copy_adopted_while_the_damaged_one_was_hashed_is_kept(store: CacheSto
     assert not store.entry(entry.digest).cached and not path.exists()
 
 
+def test_a_fresh_copy_made_after_the_damaged_one_was_removed_is_kept(store: CacheStore) -> None:
+    """The daemon found the file damaged, removed it and fetched it again, all while the background pass
+    hashed the damaged one: the fresh file is made after the damaged one's removal, when a filesystem may
+    give it the damaged one's inode number (ext4 does), so that number alone cannot tell them apart."""
+    data = os.urandom(300)
+    entry = adopt_later(store, data)
+    path = store.object_path(entry.digest)
+
+    def damaged_then_removed_then_fetched(hashed: Path) -> tuple[str, str]:
+        flipped = bytes([data[0] ^ 1]) + data[1:]
+        hashed.unlink()  # the use that found the damage dropped it
+        fresh = store.staging_path("fresh.part")
+        fresh.write_bytes(data)  # the download made afterwards
+        os.replace(fresh, hashed)  # and adopted
+        return blake3.blake3(flipped).hexdigest(), hashlib.sha256(flipped).hexdigest()
+
+    assert store.complete_sha256(hasher=damaged_then_removed_then_fetched) == 0
+    assert store.entry(entry.digest).cached and path.read_bytes() == data
+
+
 def test_a_copy_adopted_while_a_damaged_one_is_being_dropped_is_kept(
     store: CacheStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
