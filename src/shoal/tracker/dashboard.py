@@ -63,6 +63,9 @@ PUBLIC_PATHS = frozenset({SNAPSHOT, EVENTS})
 SLICE = 1000
 """Tasks or peers a snapshot looks at before it yields to the event loop: an announce arriving meanwhile
 waits for one slice, not for the whole snapshot."""
+VIEW_LOOKS = 50
+"""What a task's view (its URL made fit to show, its peers' progress) counts for in a slice, in looks at a
+peer: work of that order, so a list of a thousand small tasks (``GET /v1/tasks?limit=1000``) is sliced too."""
 
 T = TypeVar("T")
 
@@ -105,6 +108,7 @@ class TrackerDashboardSource:
             ranking.offer((len(r.swarm.peers), r.swarm.seeds, r.task.task_id, r) for r in part)
         views = []
         for _, _, _, rows in ranking.kept:
+            await walk.spend(VIEW_LOOKS)
             views.append(await self._task(rows, walk))
         return TaskList(tuple(views), ranking.left_out)
 
@@ -203,16 +207,24 @@ class _Walk:
         self.looked = 0
         """Items looked at since the last yield."""
 
+    async def spend(self, looks: int) -> None:
+        """Count work other than a walk's, ``looks`` worth; yield first if the slice is used up."""
+        await self._room()
+        self.looked += looks
+
     async def over(self, items: Sequence[T]) -> AsyncIterator[Sequence[T]]:
         start = 0
         while start < len(items):
-            if self.looked >= SLICE:
-                await asyncio.sleep(0)
-                self.looked = 0
+            await self._room()
             part = items[start : start + SLICE - self.looked]
             self.looked += len(part)
             start += len(part)
             yield part
+
+    async def _room(self) -> None:
+        if self.looked >= SLICE:
+            await asyncio.sleep(0)
+            self.looked = 0
 
 
 FEED = web.AppKey("dashboard_feed", live.LiveFeed)
