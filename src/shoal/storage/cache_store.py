@@ -448,22 +448,31 @@ class CacheStore:
 
     def verify(self, entry: CacheEntry, *, force: bool = False) -> bool:
         """True when the entry's file is intact; a damaged or missing one is removed (the entry is kept as
-        known, with its sources, so it can be fetched again). Hashes only when the stat changed, or ``force``."""
+        known, with its sources, so it can be fetched again). Hashes only when the stat changed, or ``force``.
+        The file is held open until the verdict, as in :meth:`complete_sha256`: its inode number then names
+        it and no other file."""
         path = self.object_path(entry.digest)
-        inode: int | None = None
         try:
-            st = path.stat()
+            held = open(path, "rb")  # closed by the with below, after the verdict
+        except FileNotFoundError:
+            self._drop(entry.digest)
+            return False
+        except OSError as exc:
+            raise _io_error("read", path, exc) from None
+        with held:
+            st = os.fstat(held.fileno())
             key, inode = stat_key(st), st.st_ino
             if not force and key == entry.verified_stat:
                 return True
-            digest, _ = hash_content(path, sha256=False)
-        except FileNotFoundError:
-            digest, key = "", ""
-        except OSError as exc:
-            raise _io_error("read", path, exc) from None
-        if digest != entry.digest:
-            self._drop(entry.digest, inode=inode)
-            return False
+            try:
+                digest, _ = hash_content(path, sha256=False)
+            except FileNotFoundError:
+                digest = ""  # removed since it was opened: gone all the same
+            except OSError as exc:
+                raise _io_error("read", path, exc) from None
+            if digest != entry.digest:
+                self._drop(entry.digest, inode=inode)
+                return False
         self.index.set_verified(entry.digest, key)
         return True
 
