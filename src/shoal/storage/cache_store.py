@@ -17,7 +17,9 @@ Rules:
   was last hashed whole. Any write to the file, including a bit flipped through a hard link, changes its
   ctime, and the next use hashes it whole again (BLAKE3, on two threads): a mismatch removes
   the entry, and the next request fetches it afresh. A scrub (:meth:`CacheStore.scrub`) hashes every
-  entry regardless, for damage that leaves the stat alone.
+  entry regardless, for damage that leaves the stat alone. A file being judged is held open until the
+  verdict, so the inode number a removal checks names that file alone: a filesystem hands a freed number
+  to the next file it makes, the fresh copy fetched in its place included.
 * **Placing a file** at a destination hard-links it when the filesystem allows (no copy: a 1 GiB hit
   costs milliseconds) and copies otherwise, through a temporary name and a rename either way; a symlink is
   followed and a device or a FIFO written through (:mod:`shoal.storage.placement`). A linked
