@@ -101,6 +101,11 @@ def test_a_flipped_bit_is_never_served_and_is_fetched_again(
     node = daemon()
     assert node.get(o.url("file.bin"), tmp_path / "a.bin", "--no-daemon").returncode == 0  # not cached: no daemon
     assert node.get(o.url("file.bin"), tmp_path / "b.bin").returncode == 0
+    # The daemon's background pass reads the file for its SHA-256 (at idle priority: late on a busy host).
+    # Flipped while it reads, the damage would be found by that pass or by the next use, whichever came
+    # first: the pass ends first, so the next use's check is what finds it.
+    sha256 = hashlib.sha256(data).hexdigest()
+    wait_until(lambda: node.index("SELECT sha256 FROM entries") == [(sha256,)], "the SHA-256 in the cache's index")
     (obj,) = node.objects()
     os.unlink(tmp_path / "b.bin")  # the user's hard link would change with the object
     obj.chmod(0o644)

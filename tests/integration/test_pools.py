@@ -7,7 +7,6 @@ import hashlib
 import json
 import sqlite3
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from shoal.daemon.client import DaemonClient
 from shoal.testing.poll import wait_until
 from shoal.testing.processes import Service, shoal_argv, start_daemon
 from tests.integration.conftest import Origin
@@ -66,6 +66,18 @@ class Pool:
         status, reply = api(self.tracker, "POST", f"/{self.name}/jobs", {"url": url, **options}, token=self.token)
         assert status == 201, reply
         return reply["job"]  # type: ignore[no-any-return]
+
+    def last_seen(self, name: str) -> float:
+        """When the tracker last heard from the member named ``name``."""
+        status, reply = api(self.tracker, "GET", f"/{self.name}/members", token=self.token)
+        assert status == 200, reply
+        (seen,) = [m["last_seen"] for m in reply["members"] if m["name"] == name]
+        return float(seen)
+
+    def next_heartbeat(self, name: str) -> None:
+        """Wait for the member named ``name`` to send the tracker another heartbeat."""
+        seen = self.last_seen(name)
+        wait_for(lambda: self.last_seen(name) > seen, what=f"{name}'s next heartbeat")
 
     def live_members(self) -> int:
         status, reply = api(self.tracker, "GET", f"/{self.name}/members", token=self.token)
@@ -314,6 +326,7 @@ def test_a_cancelled_job_stops_its_members(
     member: Callable[..., Service],
     origin: Callable[..., Origin],
     make_file: Callable[[Path, int], bytes],
+    tmp_path: Path,
 ) -> None:
     o = origin("--rate", "2M")
     make_file(o.root / "slow.bin", 64 * MiB)
@@ -328,15 +341,20 @@ def test_a_cancelled_job_stops_its_members(
     job = pool.job(job_id)
     assert job["status"] == "cancelled" and job["members"][0]["status"] == "cancelled"
 
-    def quiet() -> bool:  # no byte left the origin for half a second (at 2 MiB/s, one would have)
-        sent = o.bytes_sent()
-        time.sleep(0.5)
-        return o.bytes_sent() == sent
-
-    wait_for(quiet, timeout=20, what="the member to stop fetching after the cancel")
-    sent = o.bytes_sent()
-    time.sleep(1)
-    assert o.bytes_sent() == sent, "the member fetched again after the cancel"
+    # The member stops: its download ends (nothing is reserved for it any more) and the origin is sending
+    # nothing (every response to it has ended).
+    node = DaemonClient(tmp_path / "a" / "daemon.sock")
+    wait_for(
+        lambda: node.status().reserved == 0 and o.stats()["streaming"] == 0,
+        timeout=20,
+        what="the member to stop fetching after the cancel",
+    )
+    asked, sent = o.requests(), o.bytes_sent()
+    # Two more heartbeats: the reply to the first, which lists the cancelled job, has been acted on by the
+    # time the second arrives. The member asked the origin for nothing meanwhile.
+    for _ in range(2):
+        pool.next_heartbeat("a")
+    assert (o.requests(), o.bytes_sent()) == (asked, sent), "the member fetched again after the cancel"
     again = pool_cli(pool.tracker, "cancel", pool.name, job_id, token=pool.token)
     assert again.returncode == 2 and "409" in again.stderr
 

@@ -10,11 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from shoal.core.messages import AnnounceRequest
+from shoal.core.messages import AnnounceRequest, ScopeBytes
+from shoal.http.metrics import Metrics
 from shoal.testing.clock import FakeClock
+from shoal.testing.metrics import parse
 from shoal.testing.poll import wait_until_async
+from shoal.tracker.admission import Admission
 from shoal.tracker.app import TrackerService
 from shoal.tracker.config import TrackerConfig
+from shoal.tracker.metrics import TrackerCollector
 
 
 async def test_the_expiry_loop_outlives_a_failed_round(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -86,3 +90,37 @@ async def test_tasks_without_peers_leave_after_the_retention_and_announced_ones_
         forever.store = service.store
         assert await forever.retire_tasks(clock.now) == 0
         assert await service.retire_tasks(clock.now) == 2  # the seeder's task too, once it stopped announcing
+
+
+async def test_a_retired_task_leaves_the_byte_tally_and_the_counters_keep_its_bytes(tmp_path: Path) -> None:
+    clock = FakeClock()
+    config = TrackerConfig(db=f"sqlite:///{tmp_path / 'tracker.db'}", interval=5, peer_ttl=15, task_retention=HOUR)
+    service = TrackerService(config, clock=clock)
+    metrics = Metrics()
+    metrics.add(TrackerCollector(service, Admission(4, 5.0)))
+    idle, seeded = "a" * 40, "b" * 40
+    async with service.store:
+        await service.resume()
+        await service.announce(idle, _request(idle, "p1", received=ScopeBytes(origin=100, rack=20)), "10.0.0.1")
+        await service.announce(seeded, _request(seeded, "s1", received=ScopeBytes(origin=7)), "10.0.0.2")
+        counted = parse((await metrics.exposition()).decode())
+        assert counted.total("shoal_tracker_received_bytes_total") == 127
+        removed = 0
+        while not removed:  # the idle task goes after an hour; the seeded one is announced all along
+            clock.advance(300)
+            await service.announce(seeded, _request(seeded, "s1", received=ScopeBytes(origin=7)), "10.0.0.2")
+            await service.store.expire(clock.now, config.peer_ttl)
+            removed = await service.retire_tasks(clock.now)
+        assert removed == 1 and await service.store.read_rows(idle) is None
+        assert len(service.scope_bytes) == 1 and service.scope_bytes.totals(idle) == ScopeBytes()
+        assert service.scope_bytes.totals(seeded) == ScopeBytes(origin=7)
+        after = parse((await metrics.exposition()).decode())
+        for source in ("origin", "rack", "site", "elsewhere", "unlabelled"):
+            labels = {"source": source}
+            assert after.value("shoal_tracker_received_bytes_total", **labels) == counted.value(
+                "shoal_tracker_received_bytes_total", **labels
+            ), source
+        # A task that moved to another tracker leaves the tally too; the counters keep what was counted.
+        service.drop_tasks([seeded])
+        assert len(service.scope_bytes) == 0
+        assert service.scope_bytes.grand_totals() == ScopeBytes(origin=107, rack=20)

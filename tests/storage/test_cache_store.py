@@ -886,6 +886,52 @@ def test_a_copy_adopted_while_the_damaged_one_was_hashed_is_kept(store: CacheSto
     assert not store.entry(entry.digest).cached and not path.exists()
 
 
+def test_a_fresh_copy_made_after_the_damaged_one_was_removed_is_kept(store: CacheStore) -> None:
+    """The daemon found the file damaged, removed it and fetched it again, all while the background pass
+    hashed the damaged one: the fresh file is made after the damaged one's removal, when a filesystem may
+    give it the damaged one's inode number (ext4 does), so that number alone cannot tell them apart."""
+    data = os.urandom(300)
+    entry = adopt_later(store, data)
+    path = store.object_path(entry.digest)
+
+    def damaged_then_removed_then_fetched(hashed: Path) -> tuple[str, str]:
+        flipped = bytes([data[0] ^ 1]) + data[1:]
+        hashed.unlink()  # the use that found the damage dropped it
+        fresh = store.staging_path("fresh.part")
+        fresh.write_bytes(data)  # the download made afterwards
+        os.replace(fresh, hashed)  # and adopted
+        return blake3.blake3(flipped).hexdigest(), hashlib.sha256(flipped).hexdigest()
+
+    assert store.complete_sha256(hasher=damaged_then_removed_then_fetched) == 0
+    assert store.entry(entry.digest).cached and path.read_bytes() == data
+
+
+def test_a_fresh_copy_made_while_a_use_hashed_the_damaged_one_is_kept(
+    store: CacheStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A use's check hashes a damaged file while the background pass drops it and a download puts a fresh
+    copy in its place (the fault: a concurrent drop and adopt at that instant, not caused for real). The
+    fresh copy, which a filesystem may give the damaged one's inode number, stays."""
+    data = os.urandom(300)
+    entry = adopt_later(store, data)
+    path = store.object_path(entry.digest)
+    path.chmod(0o644)
+    path.write_bytes(bytes([data[0] ^ 1]) + data[1:])  # the stat changes: the next use hashes it
+    real_hash = cache_store.hash_content
+
+    def hashed_then_replaced(hashed: Path, *, sha256: bool = True) -> tuple[str, str]:
+        result = real_hash(hashed, sha256=sha256)
+        hashed.unlink()  # the background pass dropped it
+        fresh = store.staging_path("fresh.part")
+        fresh.write_bytes(data)  # the download made afterwards
+        os.replace(fresh, hashed)  # and adopted
+        return result
+
+    monkeypatch.setattr(cache_store, "hash_content", hashed_then_replaced)
+    assert store.verify(store.entry(entry.digest)) is False  # the damaged file it hashed
+    assert store.entry(entry.digest).cached and path.read_bytes() == data
+
+
 def test_a_copy_adopted_while_a_damaged_one_is_being_dropped_is_kept(
     store: CacheStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

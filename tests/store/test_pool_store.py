@@ -28,7 +28,7 @@ from shoal.core.pool import (
     hash_token,
 )
 from shoal.core.pool_messages import Heartbeat, MemberReport, PushRequest
-from shoal.storage.pool_store import JobRow, PoolRow, PoolStore
+from shoal.storage.pool_store import JobRow, PoolCounts, PoolFigures, PoolRow, PoolStore
 from shoal.storage.schema import pool_assignments, pool_jobs, pool_members, pools
 from shoal.storage.tracker_store import TrackerStore
 
@@ -617,6 +617,59 @@ async def test_open_pools_are_those_with_a_running_or_complete_job(store: PoolSt
     await job_in(store, "two", job_id="0000000000000005")
     await job_in(store, "two", job_id="0000000000000006")
     assert sorted(await store.open_pools()) == ["complete", "running", "two"]
+
+
+# -- counts --------------------------------------------------------------------------------------------
+
+
+async def counted_pools(store: PoolStore) -> None:
+    """farm: two members heard from at T0, one at T0 - 1 (the boundary: silent), one running job with four
+    assignments and one complete job; lab: one member, a failed and a cancelled job; idle: nothing."""
+    await pool_with(store, "farm", "m1", "m2")
+    await store.heartbeat("farm", "old", beat("old"), T0 - 1)
+    running = await job_in(store, "farm", job_id="a" * 16)
+    await assign(store, running, "m1", "m2", "old")
+    await set_status(store, running.job.job_id, "m1", RUNNING)
+    await set_status(store, running.job.job_id, "m2", DONE)
+    complete = await job_in(store, "farm", job_id="b" * 16)
+    await assign(store, complete, "m1")
+    await set_status(store, complete.job.job_id, "m1", DONE)
+    await store.apply(complete.job, Decision(), PushStatus.COMPLETE, "", T0)
+    await pool_with(store, "lab", "m3")
+    failed = await job_in(store, "lab", job_id="c" * 16)
+    await store.apply(failed.job, Decision(), PushStatus.FAILED, "HTTP 404", T0)
+    await job_in(store, "lab", job_id="d" * 16)
+    await store.cancel("d" * 16, T0)
+    await pool_with(store, "idle")
+
+
+async def test_live_counts_are_each_pools_live_members_and_jobs_by_status(store: PoolStore) -> None:
+    await counted_pools(store)
+    counts = await store.live_counts(live_since=T0 - 1)  # heard from after it: at T0, not at T0 - 1
+    assert set(counts) == {"farm", "lab"}, "a pool with neither a live member nor a job is not listed"
+    assert counts["farm"] == PoolFigures(2, {"running": 1, "complete": 1})
+    assert counts["lab"] == PoolFigures(1, {"failed": 1, "cancelled": 1})
+    assert (counts["farm"].jobs_running, counts["lab"].jobs_running) == (1, 0)
+    later = await store.live_counts(live_since=T0)  # nobody heard from since: the jobs stay
+    assert later["farm"] == PoolFigures(0, {"running": 1, "complete": 1})
+
+
+async def test_counts_add_up_every_pools_live_counts_and_the_running_jobs_assignments(store: PoolStore) -> None:
+    await counted_pools(store)
+    counts = await store.counts(T0 - 1)
+    assert counts.jobs == {"running": 1, "complete": 1, "failed": 1, "cancelled": 1}
+    assert counts.members == 3
+    # Only the running job's parts: the complete job's done member is not among them.
+    assert counts.assignments == {"running": 1, "done": 1, "assigned": 1}
+    per_pool = (await store.live_counts(live_since=T0 - 1)).values()
+    assert counts.members == sum(p.members_live for p in per_pool)
+    assert sum(counts.jobs.values()) == sum(sum(p.jobs.values()) for p in per_pool)
+    assert await store.counts(T0) == PoolCounts(counts.jobs, counts.assignments, 0)
+
+
+async def test_counts_of_no_pools_are_empty(store: PoolStore) -> None:
+    assert await store.live_counts(live_since=T0) == {}
+    assert await store.counts(T0) == PoolCounts({}, {}, 0)
 
 
 # -- remove --------------------------------------------------------------------------------------------

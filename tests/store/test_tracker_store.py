@@ -59,6 +59,29 @@ async def store(db_url: str) -> AsyncIterator[TrackerStore]:
         yield opened
 
 
+def assert_census(store: TrackerStore) -> None:
+    """The store's census is its swarms' peers and seeds added up."""
+    swarms = [rows.swarm for rows in store._rows.values()]
+    assert store.tasks_in_memory() == len(swarms)
+    assert store.census.peers == sum(len(swarm.peers) for swarm in swarms)
+    assert store.census.seeds == sum(swarm.seeds for swarm in swarms)
+
+
+async def test_the_census_counts_the_tasks_in_memory_as_they_come_and_go(store: TrackerStore) -> None:
+    # (Its seeds are counted by the same changes: tests/unit/test_swarm_state.py.)
+    await join(store, "p1", T0)
+    await join(store, "p2", T0)
+    assert store.census.peers == 2
+    assert_census(store)
+    await store.expire(T0 + TTL + 1, TTL)  # both silent: the task leaves memory
+    assert store.tasks_in_memory() == 0 and (store.census.peers, store.census.seeds) == (0, 0)
+    await join(store, "p2", T0 + 2 * TTL)  # read back from the database, its peer counted
+    assert store.tasks_in_memory() == 1 and store.census.peers == 1
+    assert_census(store)
+    store.forget([TASK_ID])  # another tracker owns it now
+    assert store.tasks_in_memory() == 0 and (store.census.peers, store.census.seeds) == (0, 0)
+
+
 def assert_swarm_consistent(swarm: Swarm) -> None:
     """The aggregates kept announce by announce are those of a swarm built afresh from the same peers."""
     again = Swarm.of(
@@ -91,6 +114,7 @@ async def assert_applied(store: TrackerStore, outcome: AnnounceOutcome) -> None:
     assert await store.hashes_since(TASK_ID, 0) == stored.hashes_since(0)
     assert snapshot.swarm is memory.swarm
     assert_swarm_consistent(memory.swarm)
+    assert_census(store)
     peers = {p.view.peer_id: p for p in snapshot.peers}
     if outcome.peer is not None:
         kept = peers[outcome.peer.view.peer_id]

@@ -7,9 +7,21 @@ import asyncio
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shoal.core import dashboard
-from shoal.core.dashboard import PeerProgress, Throughput, busiest, display_url, file_name, stragglers, task_view
+from shoal.core.dashboard import (
+    PeerProgress,
+    Ranking,
+    Throughput,
+    busiest,
+    busiest_order,
+    display_url,
+    file_name,
+    stragglers,
+    task_view,
+)
 from shoal.core.messages import ScopeBytes
 from shoal.core.scope_tally import ScopeTally
 from shoal.http.live import LiveFeed
@@ -96,6 +108,27 @@ def test_totals_that_go_back_start_the_window_afresh() -> None:
     assert all(s.origin >= 0 for s in rates.samples())
     rates.record(4.0, origin=600, peers=0, announces=3)
     assert rates.samples()[-1].origin == 500.0
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 9), st.integers(0, 9), st.text("abc", max_size=2)), max_size=40),
+    st.integers(0, 8),
+    st.lists(st.integers(1, 7), max_size=10),
+)
+def test_a_ranking_offered_in_parts_keeps_what_one_offer_of_all_keeps(
+    tasks: list[tuple[int, int, str]], limit: int, cuts: list[int]
+) -> None:
+    items = [(peers, seeds, task_id, n) for n, (peers, seeds, task_id) in enumerate(tasks)]
+    ranking: Ranking[tuple[int, int, str], tuple[int, int, str, int]] = Ranking(limit, busiest_order)
+    start = 0
+    for cut in cuts:
+        ranking.offer(items[start : start + cut])
+        start += cut
+    ranking.offer(items[start:])
+    chosen, more = busiest(items, limit)
+    # Items of equal rank (same counts and id) may be kept in either order; their ranks may not differ.
+    assert [busiest_order(t) for t in ranking.kept] == sorted(busiest_order(t) for t in items)[:limit]
+    assert len(ranking.kept) == len(chosen) and ranking.left_out == more == max(len(items) - limit, 0)
 
 
 def test_history_is_bounded() -> None:

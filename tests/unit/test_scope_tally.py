@@ -48,3 +48,48 @@ def test_negative_or_absurd_byte_counts_are_refused() -> None:
     for bad in (b"-1", b"1e300", b'"x"', str(1 << 60).encode()):
         with pytest.raises(ProtocolError, match="rack"):
             decode(b'{"rack":%s}' % bad, ScopeBytes)
+
+
+def test_a_forgotten_task_leaves_the_tally_and_keeps_its_bytes_in_the_grand_totals() -> None:
+    tally = ScopeTally()
+    tally.record("a", "p1", ScopeBytes(origin=10, rack=5), 1.0)
+    tally.record("a", "p2", ScopeBytes(racks=3), 1.0)
+    tally.record("b", "p1", ScopeBytes(origin=1, unlabelled=2), 1.0)
+    before = tally.grand_totals()
+    assert before == ScopeBytes(origin=11, rack=5, racks=3, unlabelled=2)
+    tally.forget(["a", "never-seen"])
+    assert len(tally) == 1 and tally.totals("a") == ScopeBytes()
+    assert tally.grand_totals() == before  # a counter never goes down
+    # The task's peers were forgotten with it: a later announce of one is a new entry, counted whole.
+    tally.record("a", "p1", ScopeBytes(origin=10, rack=6), 2.0)
+    assert tally.totals("a") == ScopeBytes(origin=10, rack=6)
+    assert tally.grand_totals() == ScopeBytes(origin=21, rack=11, racks=3, unlabelled=2)
+
+
+def test_the_grand_totals_are_every_tasks_totals_added_up() -> None:
+    tally = ScopeTally()
+    for n, task in enumerate("abcd"):
+        for peer in ("p1", "p2"):
+            tally.record(task, peer, ScopeBytes(origin=n, sites=n + 1), float(n))
+            tally.record(task, peer, ScopeBytes(origin=2 * n, sites=n + 1), float(n) + 0.5)  # origin grew by n
+    assert tally.grand_totals() == ScopeBytes(origin=2 * (0 + 2 + 4 + 6), sites=2 * (1 + 2 + 3 + 4))
+    expected = ScopeBytes()
+    for task in "abcd":
+        expected += tally.totals(task)
+    assert tally.grand_totals() == expected
+
+
+def test_forgetting_peers_takes_the_least_recently_heard_and_no_others() -> None:
+    tally = ScopeTally()
+    tally.record(T, "p1", ScopeBytes(origin=1), 1.0)
+    tally.record(T, "p2", ScopeBytes(origin=1), 2.0)
+    tally.record(T, "p1", ScopeBytes(origin=2), 3.0)  # heard again: now the most recent
+    tally.forget_before(2.5)
+    # p2 was forgotten: its same totals count again; p1 was not: its same totals add nothing.
+    tally.record(T, "p1", ScopeBytes(origin=2), 4.0)
+    tally.record(T, "p2", ScopeBytes(origin=1), 4.0)
+    assert tally.totals(T) == ScopeBytes(origin=4)
+    # A peer that left is no longer queued: nothing of it is left to forget.
+    tally.record(T, "p1", ScopeBytes(origin=2), 5.0, leaving=True)
+    tally.forget_before(10.0)
+    assert tally.totals(T) == ScopeBytes(origin=4) and len(tally) == 1

@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 
 from shoal.core.announce import PeerRecord, TaskSnapshot, decide_announce
 from shoal.core.handout import WALK_BUDGET, HolderIndex, hand_out, locality_tier
-from shoal.core.swarm import RARE_POWER, PieceCounts, RareHolders, Swarm
+from shoal.core.swarm import RARE_POWER, Census, PieceCounts, RareHolders, Swarm
 
-from .factories import IDENTITY, NOW, PIECES, POLICY, TASK_ID, bits, request, task, view
+from .factories import IDENTITY, NOW, PIECES, POLICY, TASK_ID, bits, peer, request, task, view
 
 
 def rebuilt(swarm: Swarm) -> Swarm:
@@ -42,6 +42,27 @@ def assert_consistent(swarm: Swarm) -> None:
         for r in others:
             expected |= swarm.counted(r)
         assert swarm.held_by_others(peer_id) == expected
+
+
+def test_a_census_counts_the_peers_and_seeds_of_the_swarms_attached_to_it() -> None:
+    census = Census()
+    first, second = Swarm(1, PIECES), Swarm(1, PIECES)
+    first._set("s1", peer("s1", have=range(PIECES)))
+    first.attach(census)  # what it holds already counts
+    assert (census.peers, census.seeds) == (1, 1)
+    second.attach(census)
+    second._set("d1", peer("d1", have={0}))
+    second._set("s2", peer("s2", have=range(PIECES)))
+    assert (census.peers, census.seeds) == (3, 2)
+    second.retain(2, PIECES, 0)  # a new generation: every bitfield emptied, no seed left
+    assert (census.peers, census.seeds) == (3, 1)
+    first.expire(NOW + 10 * POLICY.peer_ttl, POLICY.peer_ttl)
+    assert (census.peers, census.seeds) == (2, 0)
+    second.detach()
+    second.detach()  # twice: taken out once
+    assert (census.peers, census.seeds) == (0, 0)
+    second._set("d2", peer("d2", generation=2))  # detached: no longer counted
+    assert (census.peers, census.seeds) == (0, 0)
 
 
 def assert_rare_holders_exact(rare: RareHolders, holdings: dict[str, int], counts: PieceCounts) -> None:
@@ -114,10 +135,13 @@ def announces(draw: st.DrawFn) -> dict[str, object]:
 def test_a_swarm_kept_announce_by_announce_is_one_built_afresh(steps: list[dict[str, object]]) -> None:
     record = task()
     swarm = Swarm(record.generation, PIECES)
+    census = Census()
+    swarm.attach(census)
     now = NOW
     for step in steps:
         now += float(step.pop("advance"))  # type: ignore[arg-type]
         swarm.expire(now, POLICY.peer_ttl)
+        assert (census.peers, census.seeds) == (len(swarm.peers), swarm.seeds)
         host = str(step.pop("host"))
         req = request(origin=IDENTITY, **step)
         snapshot = TaskSnapshot(record, swarm.peers.values(), swarm.leases, {}, (1 << PIECES) - 1, swarm=swarm)
@@ -129,6 +153,7 @@ def test_a_swarm_kept_announce_by_announce_is_one_built_afresh(steps: list[dict[
         record = outcome.task
         swarm.apply(outcome)
         assert_consistent(swarm)
+        assert (census.peers, census.seeds) == (len(swarm.peers), swarm.seeds)
 
 
 @st.composite

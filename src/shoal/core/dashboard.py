@@ -22,9 +22,10 @@ decisions that need no I/O:
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections import deque
-from collections.abc import Iterable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Generic, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import msgspec
@@ -33,6 +34,7 @@ from shoal.core.messages import ScopeBytes
 from shoal.core.pool_messages import JobView
 
 T = TypeVar("T")
+K = TypeVar("K", bound=Any)
 
 MAX_TASKS = 50
 """Most tasks in one snapshot."""
@@ -264,18 +266,52 @@ def progress(pieces: int, total: int | None) -> float:
     return min(pieces / total, 1.0) if total else 0.0
 
 
+class Ranking(Generic[K, T]):
+    """The ``limit`` smallest by ``key`` of items offered in parts: what a walk over many, taken a slice
+    at a time, keeps of them. Each part costs a comparison per item; the ones kept are compared again with
+    the next part, so the ranking is that of every item offered, in any number of parts."""
+
+    def __init__(self, limit: int, key: Callable[[T], K]) -> None:
+        self.limit = limit
+        self.key = key
+        self.kept: list[T] = []
+        """The smallest offered so far, smallest first."""
+        self.offered = 0
+
+    def offer(self, items: Iterable[T]) -> None:
+        part = list(items)
+        self.offered += len(part)
+        self.kept = heapq.nsmallest(self.limit, itertools.chain(self.kept, part), key=self.key)
+
+    @property
+    def left_out(self) -> int:
+        """How many of those offered are not kept."""
+        return self.offered - len(self.kept)
+
+
+def straggler_order(peer: tuple[int, str, object]) -> tuple[int, str]:
+    """How :func:`stragglers` orders ``(pieces held, peer id, peer)``: fewest pieces first, then by id."""
+    return peer[0], peer[1]
+
+
+def busiest_order(task: tuple[int, int, str, object]) -> tuple[int, int, str]:
+    """How :func:`busiest` orders ``(peers, seeds, task id, task)``: most peers still downloading, then most
+    peers, then by id."""
+    return -(task[0] - task[1]), -task[0], task[2]
+
+
 def stragglers(peers: Iterable[tuple[int, str, T]], limit: int = MAX_PEERS) -> list[T]:
     """The ``limit`` least advanced of ``(pieces held, peer id, peer)``: fewest pieces first, then by id, so
     seeds come last and only where room is left. Peers past the limit cost a comparison, never a view."""
-    return [peer for _, _, peer in heapq.nsmallest(limit, peers, key=lambda p: (p[0], p[1]))]
+    return [peer for _, _, peer in heapq.nsmallest(limit, peers, key=straggler_order)]
 
 
 def busiest(tasks: Iterable[tuple[int, int, str, T]], limit: int = MAX_TASKS) -> tuple[list[T], int]:
-    """The ``limit`` busiest of ``(peers, seeds, task id, task)``: most peers still downloading, then most
-    peers, then by id; and how many were left out."""
-    items = list(tasks)
-    chosen = heapq.nsmallest(limit, items, key=lambda t: (-(t[0] - t[1]), -t[0], t[2]))
-    return [task for _, _, _, task in chosen], max(len(items) - limit, 0)
+    """The ``limit`` busiest of ``(peers, seeds, task id, task)`` (:func:`busiest_order`), and how many were
+    left out."""
+    ranking: Ranking[tuple[int, int, str], tuple[int, int, str, T]] = Ranking(limit, busiest_order)
+    ranking.offer(tasks)
+    return [task for _, _, _, task in ranking.kept], ranking.left_out
 
 
 def mirror_job_panel(

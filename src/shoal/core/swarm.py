@@ -20,6 +20,8 @@ Rules:
   hosts accused whom, the holders for the hand-out (core.handout.HolderIndex) and the holders of each rare
   piece (:class:`RareHolders`). An announce then costs about the same in a swarm of thousands as in a swarm
   of ten, at the end of a download too, when most peers hold nothing the asker lacks.
+- A swarm may report to a :class:`Census` of the tracker's live peers and seeds, kept by the same changes,
+  so the tracker's totals (its metrics, its dashboard) are read without a walk over its tasks.
 - Memory is bounded per peer: its record (the bitfield is an integer of one bit per piece; a peer carries at
   most core.announce.BAN_QUORUM accusers), one heap entry and one entry in at most three hand-out groups;
   and per piece: at most ``2 * 2**RARE_POWER`` names of its holders.
@@ -160,6 +162,18 @@ class RareHolders:
             yield from self._holders.get(piece, ())
 
 
+class Census:
+    """Live peers and seeds summed over the swarms attached to it (:meth:`Swarm.attach`): changed with
+    each peer a swarm takes, changes or drops, so reading it costs nothing however many swarms there are."""
+
+    __slots__ = ("peers", "seeds")
+
+    def __init__(self) -> None:
+        self.peers = 0
+        self.seeds = 0
+        """Live peers on their swarm's current generation that hold every piece."""
+
+
 class Swarm:
     """One task's live peers and origin leases, on the task's current generation and piece count."""
 
@@ -183,6 +197,8 @@ class Swarm:
         self._counts = PieceCounts()
         self.rare: RareHolders | None = None
         """The holders of the rare pieces, kept while the swarm has more holders than a hand-out walks."""
+        self.census: Census | None = None
+        """Where this swarm's peers and seeds are counted with every other swarm's, if anywhere."""
         self._own: dict[str, int] = {}  # peer -> bit mask of its leases
         self._addresses: dict[str, PeerAddress] = {}  # peer -> what hand-outs tell of it (address)
         self._peer_due: list[tuple[float, str]] = []  # (due, peer): heap
@@ -296,6 +312,21 @@ class Swarm:
 
     # -- changing ---------------------------------------------------------------------------------------
 
+    def attach(self, census: Census) -> None:
+        """Count this swarm's peers and seeds in ``census`` from now on (its current ones included)."""
+        self.detach()
+        census.peers += len(self.peers)
+        census.seeds += self.seeds
+        self.census = census
+
+    def detach(self) -> None:
+        """Take this swarm's peers and seeds out of its census (the swarm leaves the tracker's memory)."""
+        census = self.census
+        if census is not None:
+            census.peers -= len(self.peers)
+            census.seeds -= self.seeds
+            self.census = None
+
     def expire(self, now: float, ttl: float) -> int:
         """Forget peers unheard of for their TTL (``ttl`` for a record without one), and their leases, and
         leases past their expiry; return how many peers."""
@@ -375,6 +406,8 @@ class Swarm:
         self._counts = PieceCounts()
         self.rare = None
         self.index = HolderIndex()
+        if self.census is not None:
+            self.census.seeds -= self.seeds
         self.seeds = 0  # every bitfield below is emptied
         empty = Bitfield(0)
         for peer_id, record in self.peers.items():
@@ -411,7 +444,12 @@ class Swarm:
     def _account(self, peer_id: str, old: PeerRecord | None, new: PeerRecord | None) -> None:
         """Move the aggregates from ``old`` to ``new``."""
         was, now = self.counted(old), self.counted(new)
-        self.seeds += self.is_seed(new) - self.is_seed(old)
+        seeds = self.is_seed(new) - self.is_seed(old)
+        self.seeds += seeds
+        census = self.census
+        if census is not None:
+            census.seeds += seeds
+            census.peers += (new is not None) - (old is not None)
         if was != now:
             if was & ~now:
                 self._counts.remove(was & ~now)

@@ -17,7 +17,9 @@ Rules:
   was last hashed whole. Any write to the file, including a bit flipped through a hard link, changes its
   ctime, and the next use hashes it whole again (BLAKE3, on two threads): a mismatch removes
   the entry, and the next request fetches it afresh. A scrub (:meth:`CacheStore.scrub`) hashes every
-  entry regardless, for damage that leaves the stat alone.
+  entry regardless, for damage that leaves the stat alone. A file being judged is held open until the
+  verdict, so the inode number a removal checks names that file alone: a filesystem hands a freed number
+  to the next file it makes, the fresh copy fetched in its place included.
 * **Placing a file** at a destination hard-links it when the filesystem allows (no copy: a 1 GiB hit
   costs milliseconds) and copies otherwise, through a temporary name and a rename either way; a symlink is
   followed and a device or a FIFO written through (:mod:`shoal.storage.placement`). A linked
@@ -405,7 +407,10 @@ class CacheStore:
         The pass holds no use of the entry: work nobody waits for must never keep a file from eviction
         (by the LRU or ``shoal cache evict``), and an idle-priority child on a busy host may take a minute.
         So the file may be evicted or replaced while it is hashed; the hash is recorded only if the same
-        file (inode) is still the entry's, cached, when it is done."""
+        file (inode) is still the entry's, cached, when it is done. The file is held open from the look at
+        its inode to the verdict: a filesystem gives a freed inode's number to the next file it makes (ext4
+        does at once), so a fresh copy fetched after the damaged one was dropped would otherwise carry its
+        number, and be taken for it and dropped."""
         hasher = hasher or hash_content
         completed = 0
         for digest in list(digests) if digests is not None else self.index.sha256_pending():
@@ -413,45 +418,63 @@ class CacheStore:
             if entry is None or not entry.cached or entry.sha256:
                 continue
             path = self.object_path(digest)
-            inode = _inode(path)
-            if inode is None:
-                continue  # evicted meanwhile, or missing: the next use's check drops it
             try:
-                blake, sha256 = hasher(path)
+                held = open(path, "rb")  # closed by the with below, after the verdict
+            except FileNotFoundError:
+                continue  # evicted meanwhile, or missing: the next use's check drops it
             except OSError as exc:
-                if _inode(path) != inode:
-                    continue  # evicted or replaced under the hasher: nothing of this file to record
                 raise _io_error("read", path, exc) from None
-            if blake != digest:
-                self._drop(digest, inode=inode)
-                continue
-            with self._objects_lock, self.index.transaction() as db:
-                # Under the lock and in one transaction: no eviction or adopt can come between the check
-                # and the write.
-                if _inode(path) == inode and self.index.set_sha256(db, digest, sha256):
-                    completed += 1
+            with held:
+                inode = os.fstat(held.fileno()).st_ino
+                completed += self._complete_one(digest, path, inode, hasher)
         return completed
+
+    def _complete_one(self, digest: str, path: Path, inode: int, hasher: Callable[[Path], tuple[str, str]]) -> int:
+        """:meth:`complete_sha256` of one file, ``inode`` at ``path`` when it began (held open by the
+        caller): 1 when its SHA-256 was recorded."""
+        try:
+            blake, sha256 = hasher(path)
+        except OSError as exc:
+            if _inode(path) != inode:
+                return 0  # evicted or replaced under the hasher: nothing of this file to record
+            raise _io_error("read", path, exc) from None
+        if blake != digest:
+            self._drop(digest, inode=inode)
+            return 0
+        with self._objects_lock, self.index.transaction() as db:
+            # Under the lock and in one transaction: no eviction or adopt can come between the check and
+            # the write.
+            return int(_inode(path) == inode and self.index.set_sha256(db, digest, sha256))
 
     # -- using ---------------------------------------------------------------------------------------
 
     def verify(self, entry: CacheEntry, *, force: bool = False) -> bool:
         """True when the entry's file is intact; a damaged or missing one is removed (the entry is kept as
-        known, with its sources, so it can be fetched again). Hashes only when the stat changed, or ``force``."""
+        known, with its sources, so it can be fetched again). Hashes only when the stat changed, or ``force``.
+        The file is held open until the verdict, as in :meth:`complete_sha256`: its inode number then names
+        it and no other file."""
         path = self.object_path(entry.digest)
-        inode: int | None = None
         try:
-            st = path.stat()
+            held = open(path, "rb")  # closed by the with below, after the verdict
+        except FileNotFoundError:
+            self._drop(entry.digest)
+            return False
+        except OSError as exc:
+            raise _io_error("read", path, exc) from None
+        with held:
+            st = os.fstat(held.fileno())
             key, inode = stat_key(st), st.st_ino
             if not force and key == entry.verified_stat:
                 return True
-            digest, _ = hash_content(path, sha256=False)
-        except FileNotFoundError:
-            digest, key = "", ""
-        except OSError as exc:
-            raise _io_error("read", path, exc) from None
-        if digest != entry.digest:
-            self._drop(entry.digest, inode=inode)
-            return False
+            try:
+                digest, _ = hash_content(path, sha256=False)
+            except FileNotFoundError:
+                digest = ""  # removed since it was opened: gone all the same
+            except OSError as exc:
+                raise _io_error("read", path, exc) from None
+            if digest != entry.digest:
+                self._drop(entry.digest, inode=inode)
+                return False
         self.index.set_verified(entry.digest, key)
         return True
 

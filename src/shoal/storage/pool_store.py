@@ -7,11 +7,14 @@ shoal.core.pool's decision, which the tracker applies here, one transaction per 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shoal.core.errors import PoolExists
 from shoal.core.ids import task_id_for_url
@@ -63,8 +66,23 @@ class PoolState:
 
 
 @dataclass(frozen=True, slots=True)
+class PoolFigures:
+    """One pool's counts (``shoal pool ls``); every pool's added up are :class:`PoolCounts`' (metrics)."""
+
+    members_live: int = 0
+    """Members heard from within the member TTL."""
+    jobs: Mapping[str, int] = field(default_factory=dict)
+    """Push jobs by status (core.pool.PushStatus's values), however old."""
+
+    @property
+    def jobs_running(self) -> int:
+        return self.jobs.get(PushStatus.RUNNING.value, 0)
+
+
+@dataclass(frozen=True, slots=True)
 class PoolCounts:
-    """Every pool's figures together (the tracker's /metrics)."""
+    """Every pool's figures together (the tracker's /metrics): :class:`PoolFigures` added up, and the
+    members' states in running jobs."""
 
     jobs: dict[str, int]
     """Push jobs by status (core.pool.PushStatus's values), however old."""
@@ -72,6 +90,23 @@ class PoolCounts:
     """The assignments of running jobs by status (core.pool.MemberStatus's values): the members' states."""
     members: int
     """Members heard from within the member TTL."""
+
+
+async def _figures(conn: AsyncConnection, live_since: float) -> dict[str, PoolFigures]:
+    """:meth:`PoolStore.live_counts` on an open connection: two grouped reads, members and jobs."""
+    live = (
+        select(pool_members.c.pool, func.count())
+        .where(pool_members.c.last_seen > live_since)
+        .group_by(pool_members.c.pool)
+    )
+    by_status = select(pool_jobs.c.pool, pool_jobs.c.status, func.count()).group_by(
+        pool_jobs.c.pool, pool_jobs.c.status
+    )
+    members = {pool: int(n) for pool, n in await conn.execute(live)}
+    jobs: dict[str, dict[str, int]] = {}
+    for pool, status, n in await conn.execute(by_status):
+        jobs.setdefault(pool, {})[status] = int(n)
+    return {pool: PoolFigures(members.get(pool, 0), jobs.get(pool, {})) for pool in members.keys() | jobs.keys()}
 
 
 def _job(row: Any) -> JobRow:
@@ -138,25 +173,11 @@ class PoolStore:
         async with self.store.connection() as conn:
             return [_pool(row) for row in await conn.execute(select(pools).order_by(pools.c.name))]
 
-    async def live_counts(self, *, live_since: float) -> dict[str, tuple[int, int]]:
-        """Per pool with any: its members heard from after ``live_since`` and its running jobs."""
-        live = (
-            select(pool_members.c.pool, func.count())
-            .where(pool_members.c.last_seen > live_since)
-            .group_by(pool_members.c.pool)
-        )
-        running = (
-            select(pool_jobs.c.pool, func.count())
-            .where(pool_jobs.c.status == PushStatus.RUNNING.value)
-            .group_by(pool_jobs.c.pool)
-        )
-        counts: dict[str, tuple[int, int]] = {}
+    async def live_counts(self, *, live_since: float) -> dict[str, PoolFigures]:
+        """Per pool with a live member or a job: its members heard from after ``live_since`` (live as
+        core.pool counts them: ``now - last_seen < ttl``) and its jobs by status."""
         async with self.store.connection() as conn:
-            for pool, n in await conn.execute(live):
-                counts[pool] = (n, 0)
-            for pool, n in await conn.execute(running):
-                counts[pool] = (counts.get(pool, (0, 0))[0], n)
-        return counts
+            return await _figures(conn, live_since)
 
     async def remove(self, name: str) -> None:
         async with self.store.connection(write=True) as conn:
@@ -267,21 +288,21 @@ class PoolStore:
             return [row.pool for row in rows]
 
     async def counts(self, live_since: float) -> PoolCounts:
-        """Jobs by status, running jobs' assignments by status, and members heard from after ``live_since`` (live
-        as core.pool counts them: ``now - last_seen < ttl``)."""
+        """Every pool's :meth:`live_counts` added up, and the running jobs' assignments by status: one
+        read of the same figures the pool list shows, so the two never disagree."""
         running = select(pool_jobs.c.job_id).where(pool_jobs.c.status == PushStatus.RUNNING.value)
-        by_status = select(pool_jobs.c.status, func.count()).group_by(pool_jobs.c.status)
         assigned = (
             select(pool_assignments.c.status, func.count())
             .where(pool_assignments.c.job_id.in_(running))
             .group_by(pool_assignments.c.status)
         )
-        live = select(func.count()).select_from(pool_members).where(pool_members.c.last_seen > live_since)
         async with self.store.connection() as conn:
-            jobs = {status: count for status, count in await conn.execute(by_status)}
+            figures = await _figures(conn, live_since)
             states = {status: count for status, count in await conn.execute(assigned)}
-            members = (await conn.execute(live)).scalar() or 0
-        return PoolCounts(jobs, states, members)
+        jobs: Counter[str] = Counter()
+        for pool in figures.values():
+            jobs.update(pool.jobs)
+        return PoolCounts(dict(jobs), states, sum(pool.members_live for pool in figures.values()))
 
     async def state(self, pool: str, job: JobRow) -> PoolState:
         async with self.store.connection() as conn:

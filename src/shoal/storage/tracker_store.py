@@ -42,7 +42,7 @@ from shoal.core.audit import Audit
 from shoal.core.leases import Lease
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import HashesResponse, PeerSummary, TaskSummary
-from shoal.core.swarm import Swarm
+from shoal.core.swarm import Census, Swarm
 from shoal.storage.db import SqlStore
 from shoal.storage.schema import piece_hashes, tasks
 
@@ -212,6 +212,8 @@ class TrackerStore(SqlStore):
         self.clock = clock
         """The time a write records as the task's ``updated`` (the tracker's clock)."""
         self._rows: dict[str, TaskRows] = {}
+        self.census = Census()
+        """The live peers and seeds of every task in memory, kept as their swarms change (core.swarm)."""
         self._pending: dict[str, int] = {}  # task -> its writes staged and not yet committed or failed
         self._drops = 0  # bumped as a task's copy leaves memory: a read that overlapped one is read again
         self._staged: list[_Staged] = []  # not yet begun, in the order staged
@@ -302,8 +304,7 @@ class TrackerStore(SqlStore):
                 # read unless a write of it was staged since (decided on a copy refreshed meanwhile).
                 if rows.stale and not self._pending.get(task_id):
                     if stored is None:
-                        del self._rows[task_id]  # its creation failed
-                        self._drops += 1
+                        self._drop(task_id)  # its creation failed
                         return None
                     rows.refresh(stored)
                 return rows
@@ -311,7 +312,7 @@ class TrackerStore(SqlStore):
                 return None
             if self._drops == drops:
                 stored.from_database = True
-                self._rows[task_id] = stored
+                self._keep(task_id, stored)
                 return stored
 
     async def read_rows(self, task_id: str) -> TaskRows | None:
@@ -334,13 +335,24 @@ class TrackerStore(SqlStore):
             touched=row.updated,
         )
 
+    def _keep(self, task_id: str, rows: TaskRows) -> TaskRows:
+        """Put a task's copy in memory, its swarm counted in the census."""
+        self._rows[task_id] = rows
+        rows.swarm.attach(self.census)
+        return rows
+
+    def _drop(self, task_id: str) -> None:
+        """Take a task's copy out of memory, and its swarm out of the census."""
+        self._rows.pop(task_id).swarm.detach()
+        self._drops += 1
+
+    def tasks_in_memory(self) -> int:
+        """How many tasks have their copy in memory."""
+        return len(self._rows)
+
     def held(self) -> list[str]:
         """The tasks whose copy is in memory (their soft state is this tracker's)."""
         return list(self._rows)
-
-    def swarms(self) -> list[Swarm]:
-        """The swarms of the tasks in memory (peers unheard of for their TTL leave at the next sweep)."""
-        return [rows.swarm for rows in self._rows.values()]
 
     def in_memory(self) -> list[TaskRows]:
         """The copies in memory, to read (the operator's dashboard): never to change outside a decision."""
@@ -351,8 +363,7 @@ class TrackerStore(SqlStore):
         database again. A task with a write pending keeps its copy until the write ends."""
         for task_id in task_ids:
             if task_id in self._rows and not self._pending.get(task_id):
-                del self._rows[task_id]
-                self._drops += 1
+                self._drop(task_id)
 
     async def load(
         self, task_id: str, hash_pieces: Iterable[int], *, now: float | None = None, peer_ttl: float | None = None
@@ -384,7 +395,7 @@ class TrackerStore(SqlStore):
         if rows is not None:
             rows.apply(outcome)
         elif created:
-            self._rows[task_id] = rows = TaskRows(outcome.task)
+            rows = self._keep(task_id, TaskRows(outcome.task))
             rows.apply(outcome)
         if not (created or task_changed or outcome.new_generation or outcome.revoked or outcome.new_hashes):
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -481,8 +492,7 @@ class TrackerStore(SqlStore):
         for task_id, rows in list(self._rows.items()):
             gone += rows.swarm.expire(now, peer_ttl)
             if not rows.swarm.peers and not self._pending.get(task_id):
-                del self._rows[task_id]
-                self._drops += 1
+                self._drop(task_id)
         return gone
 
     # -- retention: tasks no peer announces leave the database ------------------------------------------

@@ -40,6 +40,10 @@ DIGEST_HEADERS = ("repr-digest", "content-digest", "digest", "x-amz-checksum-sha
 class OriginStats:
     requests: int = 0
     bytes_sent: int = 0
+    streaming: int = 0
+    """Streamed responses (paced, without Range, or with digests) still being written: none once every
+    client of them has hung up or been sent everything, so a test can tell that a download it stopped is
+    no longer being sent anything, without waiting a while to see."""
 
 
 def build_origin(
@@ -73,7 +77,9 @@ def build_origin(
         return _CountedFileResponse(path, stats)
 
     async def stats_view(request: web.Request) -> web.Response:
-        return web.json_response({"requests": stats.requests, "bytes_sent": stats.bytes_sent})
+        return web.json_response(
+            {"requests": stats.requests, "bytes_sent": stats.bytes_sent, "streaming": stats.streaming}
+        )
 
     app = web.Application()
     app.router.add_get("/_stats", stats_view)
@@ -151,6 +157,22 @@ async def _stream(
     if status == 206:
         response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{st.st_size}"
     response.headers.update(await asyncio.to_thread(digests.headers, path, start, end))
+    stats.streaming += 1
+    try:
+        return await _send(request, response, path, start, end, bucket, stats)
+    finally:
+        stats.streaming -= 1
+
+
+async def _send(
+    request: web.Request,
+    response: web.StreamResponse,
+    path: Path,
+    start: int,
+    end: int,
+    bucket: TokenBucket | None,
+    stats: OriginStats,
+) -> web.StreamResponse:
     await response.prepare(request)
     sent = 0
     f = await asyncio.to_thread(open, path, "rb")

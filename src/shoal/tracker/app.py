@@ -300,6 +300,8 @@ class TrackerService:
         they start clean rather than from leases the other tracker has since replaced."""
         for task_id in task_ids:
             self._scope_leases.pop(task_id, None)
+        # The new owner counts their peers' bytes from here on; this tracker's counters keep what it counted.
+        self.scope_bytes.forget(task_ids)
         # Their peers still count in ``demand`` until their TTLs pass: a stretch a little long for a while,
         # rather than an index of the demand by task.
         self.store.forget(task_ids)
@@ -372,6 +374,7 @@ class TrackerService:
                     locks[task_id].release()
             for task_id in gone:
                 self._scope_leases.pop(task_id, None)
+            self.scope_bytes.forget(gone)
             removed += len(gone)
             if gone:
                 log.info("removed %d tasks no peer announced for %gs", len(gone), retention)

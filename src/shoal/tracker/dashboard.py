@@ -17,12 +17,20 @@ Rules, and why:
 - **One snapshot a tick** (shoal.http.live), built from this tracker's memory (its tasks, their peers and
   byte tallies) and a bounded number of reads of the pools' tables: MAX_POOLS pools, their MAX_JOBS
   newest pushes. In a cluster each tracker shows the tasks it owns.
+- **An announce never waits behind a snapshot.** A snapshot runs on the tracker's event loop, where every
+  announce is decided, and choosing the busiest tasks and their stragglers takes a look at every task and
+  at every peer of the tasks shown. So those walks go a slice (SLICE tasks or peers) at a time, yielding
+  to the loop between two slices, over copies of the lists (a task or a peer that leaves meanwhile is
+  still seen by the walk it was part of); the totals (peers, bytes) are read from counts the tracker
+  keeps as it changes (core.swarm.Census, core.scope_tally). A snapshot's figures are thus those of the
+  few milliseconds it took to build, not of one instant.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -44,6 +52,7 @@ from shoal.http.json_api import struct_response
 from shoal.tracker.admission import Admission
 
 if TYPE_CHECKING:
+    from shoal.core.handout import PeerView
     from shoal.storage.tracker_store import TaskRows
     from shoal.tracker.app import TrackerService
 
@@ -51,6 +60,14 @@ SNAPSHOT = "/v1/dashboard"
 EVENTS = "/v1/dashboard/events"
 PUBLIC_PATHS = frozenset({SNAPSHOT, EVENTS})
 """The routes ``--public-dashboard`` opens to readers without the fleet's credential."""
+SLICE = 1000
+"""Tasks or peers a snapshot looks at before it yields to the event loop: an announce arriving meanwhile
+waits for one slice, not for the whole snapshot."""
+VIEW_LOOKS = 50
+"""What a task's view (its URL made fit to show, its peers' progress) counts for in a slice, in looks at a
+peer: work of that order, so a list of a thousand small tasks (``GET /v1/tasks?limit=1000``) is sliced too."""
+
+T = TypeVar("T")
 
 ROUTES = (
     openapi.Route(
@@ -82,18 +99,28 @@ class TrackerDashboardSource:
         self.started = service.clock()
         self.throughput = Throughput()
 
-    def tasks(self, limit: int = dashboard.MAX_TASKS) -> TaskList:
+    async def tasks(self, limit: int = dashboard.MAX_TASKS) -> TaskList:
         """The busiest ``limit`` tasks: ranked by their swarms' counts, and only those viewed."""
-        ranked = ((len(r.swarm.peers), r.swarm.seeds, r.task.task_id, r) for r in self.service.store.in_memory())
-        chosen, more = dashboard.busiest(ranked, limit)
-        return TaskList(tuple(self._task(rows) for rows in chosen), more)
+        ranking: dashboard.Ranking[tuple[int, int, str], tuple[int, int, str, TaskRows]]
+        ranking = dashboard.Ranking(limit, dashboard.busiest_order)
+        walk = _Walk()
+        async for part in walk.over(self.service.store.in_memory()):
+            ranking.offer((len(r.swarm.peers), r.swarm.seeds, r.task.task_id, r) for r in part)
+        views = []
+        for _, _, _, rows in ranking.kept:
+            await walk.spend(VIEW_LOOKS)
+            views.append(await self._task(rows, walk))
+        return TaskList(tuple(views), ranking.left_out)
 
-    def _task(self, rows: TaskRows) -> TaskView:
+    async def _task(self, rows: TaskRows, walk: _Walk) -> TaskView:
         task = rows.task
         manifest = task.manifest
         total = manifest.piece_count if manifest else None
-        records = rows.swarm.peers.values()
-        chosen = dashboard.stragglers((len(p.view.have), p.view.peer_id, p.view) for p in records)
+        ranking: dashboard.Ranking[tuple[int, str], tuple[int, str, PeerView]]
+        ranking = dashboard.Ranking(dashboard.MAX_PEERS, dashboard.straggler_order)
+        async for part in walk.over(list(rows.swarm.peers.values())):
+            ranking.offer((len(p.view.have), p.view.peer_id, p.view) for p in part)
+        chosen = [view for _, _, view in ranking.kept]
         shown = [
             PeerProgress(
                 peer_id=view.peer_id,
@@ -127,7 +154,7 @@ class TrackerDashboardSource:
             max_inflight=self.admission.limit,
             shed=self.admission.shed,
             tasks=len(tasks.tasks) + tasks.more,
-            peers=sum(len(rows.swarm.peers) for rows in service.store.in_memory()),
+            peers=service.store.census.peers,
             stretch=service.demand.stretch(service.clock()),
             trackers=max(1, sum(1 for m in cluster.view().members if m.live)) if cluster is not None else 1,
         )
@@ -159,7 +186,7 @@ class TrackerDashboardSource:
         now = service.clock()
         received = service.scope_bytes.grand_totals()
         self.throughput.record(now, received.origin, dashboard.peer_bytes(received), self.admission.taken)
-        tasks = self.tasks()
+        tasks = await self.tasks()
         panels, more_pools, private = await self.pools()
         return TrackerDashboard(
             time=now,
@@ -170,6 +197,34 @@ class TrackerDashboardSource:
             more_pools=more_pools,
             private_pools=private,
         )
+
+
+class _Walk:
+    """The walks of one snapshot, cut into slices of SLICE items between two yields to the event loop,
+    however the items are split between the walks (a thousand tasks of ten peers: ten slices)."""
+
+    def __init__(self) -> None:
+        self.looked = 0
+        """Items looked at since the last yield."""
+
+    async def spend(self, looks: int) -> None:
+        """Count work other than a walk's, ``looks`` worth; yield first if the slice is used up."""
+        await self._room()
+        self.looked += looks
+
+    async def over(self, items: Sequence[T]) -> AsyncIterator[Sequence[T]]:
+        start = 0
+        while start < len(items):
+            await self._room()
+            part = items[start : start + SLICE - self.looked]
+            self.looked += len(part)
+            start += len(part)
+            yield part
+
+    async def _room(self) -> None:
+        if self.looked >= SLICE:
+            await asyncio.sleep(0)
+            self.looked = 0
 
 
 FEED = web.AppKey("dashboard_feed", live.LiveFeed)
@@ -200,7 +255,7 @@ async def tasks(request: web.Request) -> web.Response:
     text = request.query.get("limit", str(dashboard.MAX_TASKS))
     if not text.isdigit() or not 1 <= int(text) <= 1000:
         raise ProtocolError("limit must be a whole number from 1 to 1000", field="limit")
-    return struct_response(request.app[SOURCE].tasks(int(text)))
+    return struct_response(await request.app[SOURCE].tasks(int(text)))
 
 
 def fleet_guarded(public: bool) -> Callable[[str], bool]:

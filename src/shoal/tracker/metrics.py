@@ -4,7 +4,9 @@ Announces are counted and timed by a middleware, by kind (``json``: the JSON API
 ``/announce``) and outcome (the reply's status class), so every reply is counted once wherever it was
 decided: the cap's 503, a peer limit's 429, a bad body's 400, a forward to the task's owner. What the
 announces decided (leases, hash reports, generations) comes from core.announce_counts; peers and tasks
-live, bytes by scope and the cap's figures are read from the service's state at scrape time.
+live, bytes by scope and the cap's figures are read from the service's state at scrape time, from totals it
+keeps as it changes (core.swarm.Census, core.scope_tally): a scrape runs on the tracker's event loop, and
+never walks its tasks or peers.
 """
 
 from __future__ import annotations
@@ -143,10 +145,9 @@ class TrackerCollector(Collector):
 
     def _live(self) -> Iterator[Metric]:
         service = self.service
-        swarms = service.store.swarms()
-        seeds = sum(swarm.seeds for swarm in swarms)
-        peers = sum(len(swarm.peers) for swarm in swarms)
-        yield gauge("shoal_tracker_tasks", "Tasks in memory: announced within a peer TTL.", len(swarms))
+        store = service.store
+        seeds, peers = store.census.seeds, store.census.peers
+        yield gauge("shoal_tracker_tasks", "Tasks in memory: announced within a peer TTL.", store.tasks_in_memory())
         yield gauge_by(
             "shoal_tracker_peers",
             "Live JSON-API peers, by role: seeds hold every piece, downloaders do not.",

@@ -104,7 +104,7 @@ from shoal.core.push_policy import refused
 from shoal.http.json_api import bearer_token, json_error, read_struct, struct_response
 from shoal.http.openapi import Query, Route
 from shoal.http.resolve import resolve
-from shoal.storage.pool_store import JobRow, PoolRow, PoolState, PoolStore
+from shoal.storage.pool_store import JobRow, PoolFigures, PoolRow, PoolState, PoolStore
 from shoal.storage.tracker_store import TrackerStore
 
 log = logging.getLogger("shoal.tracker.pools")
@@ -443,11 +443,11 @@ async def list_pools(request: web.Request) -> web.Response:
     is listed only to its token's holders and the operator, so an outsider learns not even its name."""
     pools = request.app[POOLS]
     counts = await pools.store.live_counts(live_since=pools.clock() - pools.member_ttl)
-    listed = [
-        PoolSummary(row.name, row.private, row.created, *counts.get(row.name, (0, 0)))
-        for row in await pools.store.every()
-        if _refusal(pools, request, Action.USE, row) is None
-    ]
+    listed = []
+    for row in await pools.store.every():
+        if _refusal(pools, request, Action.USE, row) is None:
+            figures = counts.get(row.name, PoolFigures())
+            listed.append(PoolSummary(row.name, row.private, row.created, figures.members_live, figures.jobs_running))
     return struct_response(PoolList(listed))
 
 
