@@ -24,6 +24,7 @@ from urllib.parse import quote_from_bytes
 import blake3
 import pytest
 import trustme
+from fastbencode import bdecode
 
 from shoal.core.ids import task_id_for_url
 from shoal.core.manifest import Manifest, OriginIdentity
@@ -34,6 +35,7 @@ from shoal.core.tickets import FLEET_HEADER, TICKET_HEADER, FleetKey
 from shoal.testing.poll import wait_until
 from shoal.testing.processes import Service, shoal_argv, start_daemon, start_seeder, start_tracker, write_random
 from tests.integration.conftest import cache_cli, run_get
+from tests.integration.test_bt_tracker_http import announce_fields, compact_peers, encode_query
 from tests.integration.test_swarm import parse_summary
 from tests.store.conftest import SERVERS, _probe, drop_schema
 
@@ -590,6 +592,57 @@ def test_trackers_over_mutual_tls_forward_to_each_other_with_the_fleets_credenti
 
 
 NEXT_TOKEN = b"the fleet's next token: fedcba9876543210"
+
+
+def test_a_forwarding_tracker_checks_the_passkey_before_it_forwards(
+    tmp_path: Path, tracker: Any, pg_url: str, token_file: Path
+) -> None:
+    # The owner holds the next token beside the fleet's (a roll in progress), the forwarder only the fleet's:
+    # a passkey of the next token is one the owner takes and the forwarder cannot check, so its refusal
+    # through the forwarder is the forwarder's own, made before it forwards.
+    both = tmp_path / "both.token"
+    write_tokens(both, TOKEN, NEXT_TOKEN)
+    forwarder = tracker(db=pg_url, extra=("--fleet-token-file", str(token_file)))
+    owner = tracker(db=pg_url, extra=("--fleet-token-file", str(both)))
+
+    def cluster(t: Service) -> dict[str, Any]:
+        status, body = request(f"{t.url}/v1/cluster", headers=fleet_headers())
+        assert status == 200, body
+        return json.loads(body)  # type: ignore[no-any-return]
+
+    for t in (forwarder, owner):
+        wait_until(lambda t=t: sum(m["live"] for m in cluster(t)["members"]) == 2, "2 live members", timeout=30)
+    rows = cluster(owner)["members"]
+    views = [TrackerMember(m["tracker_id"], m["url"], m["active_from"], m["expires"]) for m in rows]
+    owner_id = cluster(owner)["tracker_id"]
+
+    def owned(info_hash: bytes) -> bool:
+        found = owner_of(info_hash.hex(), views, time.time())
+        return found is not None and found.tracker_id == owner_id
+
+    info_hash = next(h for h in (bytes([i]) * 20 for i in range(256)) if owned(h))
+
+    def announce(via: Service, n: int, passkey: str | None) -> dict[bytes, Any]:
+        fields = {**announce_fields(n, info_hash=info_hash), "compact": 1}
+        path = f"/announce/{passkey}" if passkey else "/announce"
+        status, body = request(f"{via.url}{path}?{encode_query(fields)}")
+        assert status == 200, body
+        reply = bdecode(body)
+        assert isinstance(reply, dict)
+        return reply
+
+    next_passkey = FleetKey.from_token(NEXT_TOKEN).passkey("client-1")
+    assert b"failure reason" not in announce(owner, 1, next_passkey)  # the owner takes the next token's passkey
+    # The fleet's passkey through the forwarder reaches the owner's swarm: the client is handed the first one.
+    through = announce(forwarder, 2, FleetKey.from_token(TOKEN).passkey("client-2"))
+    assert compact_peers(through[b"peers"]) == {("127.0.0.1", 6881)}, through
+    # The forwarder refuses what it cannot check, and a client without a passkey, before forwarding.
+    refused = announce(forwarder, 3, next_passkey)
+    assert refused[b"failure reason"] == b"the passkey is not this fleet's", refused
+    assert b"this tracker is private" in announce(forwarder, 4, None)[b"failure reason"]
+    # Nothing reached the owner: its swarm still holds only the two clients it admitted.
+    scrape = f"{owner.url}/scrape/{next_passkey}?info_hash={quote_from_bytes(info_hash, safe='')}"
+    assert b"10:incompletei2e" in request(scrape)[1]
 
 
 def write_tokens(path: Path, *tokens: bytes) -> None:

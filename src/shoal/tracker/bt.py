@@ -151,6 +151,16 @@ def passkey_of(request: web.Request) -> str | None:
     return values[0].decode("latin-1") if values else None
 
 
+def refusal(bt: BtTracker, request: web.Request) -> web.Response | None:
+    """The bencoded failure a BitTorrent request without a passkey of the fleet gets (None: admitted), for
+    a middleware outside :func:`bencoded_errors` (the cluster's, which checks before it forwards)."""
+    try:
+        bt.admit(passkey_of(request))
+    except ProtocolError as exc:
+        return _bencoded(encode_failure(str(exc)))
+    return None
+
+
 async def announce(request: web.Request) -> web.Response:
     bt, cluster = request.app[BT], request.app[BT_CLUSTER]
     bt.admit(passkey_of(request))
