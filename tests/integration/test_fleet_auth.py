@@ -690,3 +690,64 @@ def test_rolling_the_token_keeps_a_peer_with_the_old_one_working_until_it_is_rem
     assert refused.returncode == 3 and "not this fleet's" in refused.stderr, refused.stderr
     assert not (tmp_path / "late.bin").exists()
     assert get("after.bin", next_file).returncode == 0
+
+
+def test_a_seeding_get_takes_a_rolled_token_file_and_serves_a_peer_holding_only_the_next_token(
+    tmp_path: Path,
+    origin: Any,
+    make_file: Any,
+    services: list[Service],
+    procs: list[subprocess.Popen[str]],
+    token_file: Path,
+) -> None:
+    src = origin()
+    data = make_file(src.root / "long.bin", SIZE)
+    url = src.url("long.bin")
+    tracker_tokens = tmp_path / "tracker.token"
+    write_tokens(tracker_tokens, TOKEN)
+    tracker = start_tracker(f"sqlite:///{tmp_path / 't.db'}", extra=("--fleet-token-file", str(tracker_tokens)))
+    services.append(tracker)
+    first = spawn_seeding_get(
+        procs,
+        url,
+        "-o",
+        str(tmp_path / "first.bin"),
+        "--tracker",
+        tracker.url,
+        "--fleet-token-file",
+        str(token_file),
+        "-v",
+    )
+
+    def accepted(token: bytes) -> bool:
+        credential = {FLEET_HEADER: FleetKey.from_token(token).credential(time.time())}
+        return request(f"{tracker.url}/v1/tasks/{'a' * 64}", headers=credential)[0] != 401
+
+    # While it seeds, the fleet rolls on: the next token signs on the tracker, then on the seeding get.
+    write_tokens(tracker_tokens, NEXT_TOKEN, TOKEN)
+    wait_until(lambda: accepted(NEXT_TOKEN), "the tracker to take the next token")
+    write_tokens(token_file, NEXT_TOKEN, TOKEN)
+    assert first.stderr is not None
+    for line in first.stderr:
+        if "fleet token file" in line and "reloaded: 2 tokens" in line:
+            break
+    else:
+        raise AssertionError(f"the seeding get ended without reloading its token file: {first.wait()}")
+    # A new peer holding only the next token: its ticket is the next token's, which the seeding get checks
+    # now, so it takes every byte from it rather than from the origin.
+    next_file = tmp_path / "next.token"
+    write_tokens(next_file, NEXT_TOKEN)
+    second = run_get(
+        url,
+        "-o",
+        str(tmp_path / "second.bin"),
+        "--tracker",
+        tracker.url,
+        "--upload-time",
+        "0",
+        "--fleet-token-file",
+        str(next_file),
+    )
+    assert second.returncode == 0, second.stderr
+    assert (tmp_path / "second.bin").read_bytes() == data
+    assert parse_summary(second.stderr)[1] >= SIZE, second.stderr
