@@ -505,6 +505,53 @@ def test_a_seeder_with_the_token_registers_its_files_and_its_tracker_needs_it(
     assert outsider.returncode == 3 and not (tmp_path / "b.bin").exists(), outsider.stderr
 
 
+def test_a_seeders_files_need_the_fleets_credential_or_a_passkey(
+    tmp_path: Path, services: list[Service], token_file: Path
+) -> None:
+    watched = tmp_path / "releases"
+    watched.mkdir()
+    seeder = start_seeder(watched, state_dir=tmp_path / "state", extra=("--fleet-token-file", str(token_file)))
+    services.append(seeder)
+    data = write_random(watched / "a.bin", SIZE)
+    key = FleetKey.from_token(TOKEN)
+
+    def published() -> dict[str, Any] | None:
+        status, body = request(f"{seeder.url}/v1/files", headers=fleet_headers())
+        assert status == 200, body
+        return next((f for f in json.loads(body)["files"] if f["path"] == "releases/a.bin"), None)
+
+    listed = wait_until(published, "releases/a.bin to be published")
+    # The listing (the fleet's) names the file and its torrent with a passkey made for the requester.
+    passkey = key.passkey("127.0.0.1")
+    assert listed["url"] == f"{seeder.url}/files/{passkey}/releases/a.bin"
+    assert listed["torrent"] == f"{seeder.url}/serve/{passkey}?releases/a.bin"
+    plain = f"{seeder.url}/files/releases/a.bin"
+    stranger = FleetKey.from_token(b"not the fleet's token, long enough")
+    forged = f"{seeder.url}/files/{stranger.passkey('127.0.0.1')}/releases/a.bin"
+    for url, headers in (
+        (plain, {}),
+        (plain, {FLEET_HEADER: stranger.credential(time.time())}),
+        (forged, {}),
+        (f"{seeder.url}/files/{passkey}", {}),  # a passkey alone names no file
+    ):
+        status, body = request(url, headers=headers)
+        assert status == 403 and data[:4096] not in body, (url, status, body)
+    assert b"/files/PASSKEY/REL" in request(plain)[1]  # the refusal says how to ask
+    assert request(plain, headers=fleet_headers()) == (200, data)
+    assert request(listed["url"]) == (200, data)
+    # A private torrent's web seed carries the passkey of the torrent it is in.
+    torrent = bdecode(request(listed["torrent"])[1])
+    assert torrent[b"url-list"] == [listed["url"].encode()]
+
+    # `shoal get` straight from the seeder (no tracker): the passkey URL works as it is; the bare one is refused.
+    got = run_get(listed["url"], "-o", str(tmp_path / "a.bin"))
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "a.bin").read_bytes() == data
+    refused = run_get(plain, "-o", str(tmp_path / "b.bin"), "--fleet-token-file", str(token_file))
+    assert refused.returncode != 0 and "403" in refused.stderr, refused.stderr
+    assert not (tmp_path / "b.bin").exists()
+
+
 @pytest.fixture
 def pg_url() -> str:
     """An empty PostgreSQL database of this test process (as test_tracker_cluster's)."""

@@ -325,3 +325,62 @@ def test_a_fleets_tracker_is_private_clients_announce_with_their_passkey(
         for session in sessions:
             session.pause()
         seeder.stop()
+
+
+def _aria2c_web_seed_only(torrent: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """aria2c on ``torrent`` with its trackers excluded, so its one source is the BEP 19 web seed."""
+    return subprocess.run(
+        [
+            "aria2c",
+            "--enable-dht=false",
+            "--enable-dht6=false",
+            "--bt-enable-lpd=false",
+            "--enable-peer-exchange=false",
+            "--bt-exclude-tracker=*",
+            "--seed-time=0",
+            "--listen-port=6881-6999",
+            "--console-log-level=notice",
+            "--summary-interval=0",
+            "--check-integrity=true",
+            f"--dir={out}",
+            *extra,
+            str(torrent),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_private_torrents_web_seed_takes_its_passkey_and_refuses_a_client_without(
+    tmp_path: Path, payload: tuple[Path, bytes]
+) -> None:
+    """With a fleet token the seeder's files need the fleet's passkey (or credential): a private torrent's
+    ``url-list`` is ``/files/PASSKEY/REL``, which aria2c follows with no tracker at all; the same torrent with
+    the bare ``/files/REL`` web seed gets aria2c nothing."""
+    token_file = tmp_path / "fleet.token"
+    token_file.write_bytes(FLEET_TOKEN)
+    token_file.chmod(0o600)
+    seeder = start_seeder(payload[0], state_dir=tmp_path / "state", extra=("--fleet-token-file", str(token_file)))
+    try:
+        key = FleetKey.from_token(FLEET_TOKEN)
+        wait_published(seeder, "pub/payload.bin", {FLEET_HEADER: key.credential(time.time())})
+        passkey = key.passkey("client-1")
+        meta = bdecode(fetch(f"{seeder.url}/serve/{passkey}?pub/payload.bin"))
+        assert meta[b"url-list"] == [f"{seeder.url}/files/{passkey}/pub/payload.bin".encode()]
+        with_key = tmp_path / "with.torrent"
+        with_key.write_bytes(bencode(meta))
+        result = _aria2c_web_seed_only(with_key, tmp_path / "with")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert (tmp_path / "with" / "payload.bin").read_bytes() == payload[1]
+
+        bare = tmp_path / "bare.torrent"
+        bare.write_bytes(bencode({**meta, b"url-list": [f"{seeder.url}/files/pub/payload.bin".encode()]}))
+        # Its only source refuses it; --bt-stop-timeout ends the client that is left waiting for peers.
+        result = _aria2c_web_seed_only(bare, tmp_path / "bare", "--bt-stop-timeout=5")
+        assert result.returncode != 0, result.stdout
+        assert "status=403" in result.stdout, result.stdout
+        left = tmp_path / "bare" / "payload.bin"
+        assert not left.exists() or payload[1][:16384] not in left.read_bytes()
+    finally:
+        seeder.stop()
