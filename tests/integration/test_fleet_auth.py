@@ -798,3 +798,45 @@ def test_a_seeding_get_takes_a_rolled_token_file_and_serves_a_peer_holding_only_
     assert second.returncode == 0, second.stderr
     assert (tmp_path / "second.bin").read_bytes() == data
     assert parse_summary(second.stderr)[1] >= SIZE, second.stderr
+
+
+def test_shoal_cache_takes_the_fleets_credentials(
+    tmp_path: Path,
+    origin: Any,
+    make_file: Any,
+    services: list[Service],
+    procs: list[subprocess.Popen[str]],
+    token_file: Path,
+) -> None:
+    import shoal
+    from shoal.core.errors import UsageError
+
+    src = origin()
+    data = make_file(src.root / "cached.bin", SIZE)
+    url = src.url("cached.bin")
+    tracker = start_tracker(f"sqlite:///{tmp_path / 't.db'}", extra=("--fleet-token-file", str(token_file)))
+    services.append(tracker)
+    token = ("--fleet-token-file", str(token_file))
+    spawn_seeding_get(procs, url, "-o", str(tmp_path / "first.bin"), "--tracker", tracker.url, *token)
+    first = src.bytes_sent()
+    assert first >= SIZE
+
+    # A file that cannot be a token is named, as the daemon's option would be, before anything is fetched.
+    empty = tmp_path / "empty.token"
+    empty.write_bytes(b"")
+    empty.chmod(0o600)
+    refused = shoal.Cache(tmp_path / "e.sqlite", tmp_path / "e", "10M", tracker=tracker.url, fleet_token_file=empty)
+    with pytest.raises(UsageError, match="no fleet token"):
+        refused.warm_up(url)
+    refused.close()
+    # With the token the cache joins the swarm and takes the file from the seeding peer (its ticket admits it).
+    with shoal.Cache(
+        tmp_path / "c.sqlite", tmp_path / "c", "10M", tracker=tracker.url, fleet_token_file=token_file
+    ) as cache:
+        assert cache.download(cache.warm_up(url)).read_bytes() == data
+    assert src.bytes_sent() - first < SIZE // 10  # a probe of the origin, no more
+    # Without it the tracker refuses the cache, which falls back to the origin (as a daemon does): the swarm
+    # gave it nothing.
+    with shoal.Cache(tmp_path / "o.sqlite", tmp_path / "o", "10M", tracker=tracker.url) as outsider:
+        assert outsider.download(outsider.warm_up(url)).read_bytes() == data
+    assert src.bytes_sent() - first >= SIZE

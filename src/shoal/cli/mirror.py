@@ -19,13 +19,17 @@ import shutil
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from shoal.cli.config_file import configured
+from shoal.cli.fleet import FleetOptions, fleet_options
 from shoal.cli.main import configure_logging, run_or_exit, verbose_option
 from shoal.core.errors import ManagerRefused, UsageError
+
+if TYPE_CHECKING:
+    from shoal.http.credentials import Credentials
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -149,13 +153,16 @@ def manager(
     metavar="NAME",
     help="This worker's name; jobs may ask for it by name [default: the config's [worker] name].",
 )
+@fleet_options(client=True)
 @verbose_option
-def worker(config_path: Path, name: str | None, verbose: int) -> None:
+def worker(config_path: Path, name: str | None, fleet: FleetOptions, verbose: int) -> None:
     """Run a mirror worker: take jobs from the manager, run them into its [worker] directory, and seed
     the results (an embedded seeder, with its own tracker unless [worker] tracker names one).
 
-    SIGHUP re-reads the [worker] table (its concurrency and directory); a config that does not load is
-    logged and the running settings kept."""
+    The fleet's options are its seeder's, as `shoal seed` takes them; each falls back to the [worker] key of
+    the same name (fleet_token_file, ca, tls_cert, tls_key, tls_client_ca). SIGHUP re-reads the [worker]
+    table (its concurrency and directory); a config that does not load is logged and the running settings
+    kept. A changed token file is read again within a second."""
     configure_logging(verbose, False)
 
     def go() -> None:
@@ -171,14 +178,33 @@ def worker(config_path: Path, name: str | None, verbose: int) -> None:
             (directory / ".shoal-seeder").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"cannot use {directory} as the mirror directory: {exc.strerror or exc}") from None
-        asyncio.run(_run_worker(config_path, chosen, config.worker))
+        credentials = _worker_fleet(fleet, config.worker, config_path.parent).load()
+        asyncio.run(_run_worker(config_path, chosen, config.worker, credentials))
 
     run_or_exit(go)
 
 
-async def _run_worker(config_path: Path, name: str, settings: Any) -> None:
+def _worker_fleet(given: FleetOptions, settings: Any, base: Path) -> FleetOptions:
+    """The worker seeder's fleet options: each option given (or its variable), else the [worker] key of the
+    same name, a path relative to the config file's directory."""
+
+    def key(name: str) -> str | None:
+        value = getattr(settings, name)
+        return None if value is None else str(base / value)  # an absolute value stays as it is
+
+    return FleetOptions(
+        token_file=given.token_file or key("fleet_token_file"),
+        ca=given.ca or key("ca"),
+        cert=given.cert or key("tls_cert"),
+        key=given.key or key("tls_key"),
+        client_ca=given.client_ca or key("tls_client_ca"),
+    )
+
+
+async def _run_worker(config_path: Path, name: str, settings: Any, credentials: Credentials) -> None:
     from shoal.cli.seed import hosted_seeder
     from shoal.http.listen import until_signalled
+    from shoal.http.token_reload import reloading
     from shoal.mirror.config import load_config
     from shoal.mirror.runner import run_attempt
     from shoal.mirror.worker import MirrorWorker
@@ -194,15 +220,18 @@ async def _run_worker(config_path: Path, name: str, settings: Any) -> None:
         tracker=settings.tracker,
         advertise=settings.advertise,
         state_dir=state_dir,
+        credentials=credentials,
     )
-    try:
-        hosted = hosted_seeder(seed_config)
-        port, bt_port = await hosted.__aenter__()
-    except OSError as exc:
-        raise UsageError(f"cannot start the worker's seeder on {settings.seed_host}: {exc.strerror or exc}") from None
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        # The token file is watched (not SIGHUP: the worker's SIGHUP re-reads its [worker] table).
+        await stack.enter_async_context(reloading(credentials, on_sighup=False))
+        try:
+            port, bt_port = await stack.enter_async_context(hosted_seeder(seed_config))
+        except OSError as exc:
+            where = settings.seed_host
+            raise UsageError(f"cannot start the worker's seeder on {where}: {exc.strerror or exc}") from None
         local_host = "127.0.0.1" if settings.seed_host in ("0.0.0.0", "::", "") else settings.seed_host
-        url = (settings.advertise or f"http://{local_host}:{port}").rstrip("/")
+        url = (settings.advertise or f"{credentials.peer_scheme}://{local_host}:{port}").rstrip("/")
         w = MirrorWorker(
             name,
             settings,
@@ -210,9 +239,10 @@ async def _run_worker(config_path: Path, name: str, settings: Any) -> None:
             url=url,
             reload=lambda: load_config(config_path).worker,
             pool_token=os.environ.get("SHOAL_POOL_TOKEN") or None,
+            credentials=credentials,
         )
         listening = (
-            f"mirror worker {name} listening on http://{settings.seed_host}:{port} "
+            f"mirror worker {name} listening on {credentials.peer_scheme}://{settings.seed_host}:{port} "
             f"(seeding {directory}; BitTorrent wire on port {bt_port}; manager {settings.manager})"
         )
         serving = asyncio.create_task(w.run())
@@ -223,8 +253,6 @@ async def _run_worker(config_path: Path, name: str, settings: Any) -> None:
         await asyncio.gather(serving, signalled, return_exceptions=True)
         if serving in done:
             serving.result()  # the manager refused this worker (a wrong token, say): say so, exit non-zero
-    finally:
-        await hosted.__aexit__(None, None, None)
 
 
 SECRET_VARIABLES = ("SHOAL_MIRROR_TOKEN", "SHOAL_POOL_TOKEN", "SHOAL_TRACKER_DB")

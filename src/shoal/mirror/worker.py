@@ -50,6 +50,7 @@ import msgspec
 from shoal.core.errors import ManagerRefused, PublishError, TrackerUnavailable, UsageError
 from shoal.core.mirror_config import JobSpec, WorkerSettings
 from shoal.core.retry import Backoff, Retries
+from shoal.http.credentials import Credentials
 from shoal.mirror.client import MirrorClient
 from shoal.mirror.messages import CancelJob, Command, Report, RunJob, RunningJob, RunReportReply
 from shoal.mirror.publish import push_version
@@ -152,12 +153,15 @@ class MirrorWorker:
         url: str = "",
         reload: Callable[[], WorkerSettings] | None = None,
         pool_token: str | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
         self.url = url
         """The worker's seeder (base URL): what the manager lists, and what pool pushes name."""
         self.pool_token = pool_token
+        self.credentials = credentials or Credentials()
+        """The fleet's, as the worker's seeder holds them: a push carries them to the tracker and the seeder."""
         self._run_attempt = run_attempt
         self._reload = reload
         self._slots = _Slots(settings.concurrency)
@@ -371,6 +375,7 @@ class MirrorWorker:
             pool=pool,
             replicas=spec.publish.replicas,
             token=self.pool_token,
+            credentials=self.credentials,
             version_dir=job_dir / "versions" / version,
             rel_prefix=prefix,
         )
