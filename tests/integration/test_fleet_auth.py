@@ -34,6 +34,8 @@ from shoal.core.ranges import range_header
 from shoal.core.tickets import FLEET_HEADER, TICKET_HEADER, FleetKey
 from shoal.testing.poll import wait_until
 from shoal.testing.processes import Service, shoal_argv, start_daemon, start_seeder, start_tracker, write_random
+from shoal.testing.sockets import listening_ports
+from shoal.testing.wire_probe import bound_opener, handshake_answered
 from tests.integration.conftest import cache_cli, run_get
 from tests.integration.test_bt_tracker_http import announce_fields, compact_peers, encode_query
 from tests.integration.test_swarm import parse_summary
@@ -840,3 +842,61 @@ def test_shoal_cache_takes_the_fleets_credentials(
     with shoal.Cache(tmp_path / "o.sqlite", tmp_path / "o", "10M", tracker=tracker.url) as outsider:
         assert outsider.download(outsider.warm_up(url)).read_bytes() == data
     assert src.bytes_sent() - first >= SIZE
+
+
+def test_a_wire_seeder_asks_a_tracker_cluster_elsewhere_whom_it_may_serve(
+    tmp_path: Path, tracker: Any, pg_url: str, token_file: Path
+) -> None:
+    """A seeder with --tracker (two trackers on one database, the swarm owned by the one it does not ask):
+    it answers a private torrent's handshake only from a host that announced the swarm with the fleet's
+    passkey, asking the tracker's authenticated route, which the asked tracker forwards to the owner."""
+    token = ("--fleet-token-file", str(token_file))
+    trackers = [tracker(db=pg_url, extra=token) for _ in range(2)]
+
+    def cluster(t: Service) -> dict[str, Any]:
+        status, body = request(f"{t.url}/v1/cluster", headers=fleet_headers())
+        assert status == 200, body
+        return json.loads(body)  # type: ignore[no-any-return]
+
+    for t in trackers:
+        wait_until(lambda t=t: sum(m["live"] for m in cluster(t)["members"]) == 2, "2 live members", timeout=30)
+    rows = cluster(trackers[0])["members"]
+    views = [TrackerMember(m["tracker_id"], m["url"], m["active_from"], m["expires"]) for m in rows]
+    watched = tmp_path / "pub"
+    watched.mkdir()
+    write_random(watched / "a.bin", SIZE)
+    key = FleetKey.from_token(TOKEN)
+
+    def published() -> dict[str, Any] | None:
+        status, body = request(f"{seeder.url}/v1/files", headers=fleet_headers())
+        assert status == 200, body
+        return next((f for f in json.loads(body)["files"] if f["path"] == "pub/a.bin"), None)
+
+    # The seeder asks the tracker that does not own the file's swarm (found once its info-hash is known).
+    seeder = start_seeder(watched, state_dir=tmp_path / "state", extra=(*token, "--tracker", trackers[0].url))
+    try:
+        info_hash = bytes.fromhex(wait_until(published, "pub/a.bin to be published")["info_hash"])
+        found = owner_of(info_hash.hex(), views, time.time())
+        assert found is not None
+        asked = next(t for t in trackers if cluster(t)["tracker_id"] != found.tracker_id)
+        if asked is not trackers[0]:
+            seeder.stop()
+            seeder = start_seeder(watched, state_dir=tmp_path / "state", extra=(*token, "--tracker", asked.url))
+            wait_until(published, "pub/a.bin to be published again")
+        http_port = int(seeder.url.rsplit(":", 1)[1])
+        [bt_port] = listening_ports(seeder.proc.pid) - {http_port}
+
+        # The route is the fleet's: without the credential, a 401.
+        route = f"{asked.url}/v1/swarms/{info_hash.hex()}/admitted?address=127.0.0.8"
+        assert request(route)[0] == 401
+        assert json.loads(request(route, headers=fleet_headers())[1]) == {"admitted": False, "until": None}
+        assert not handshake_answered("127.0.0.9", bt_port, info_hash)
+        passkey = key.passkey("client-8")
+        query = f"info_hash={quote_from_bytes(info_hash, safe='')}&peer_id=-ID0000-000000000008&port=6888&left=1"
+        with bound_opener("127.0.0.8").open(f"{asked.url}/announce/{passkey}?{query}", timeout=30) as reply:
+            assert b"failure reason" not in reply.read()
+        assert json.loads(request(route, headers=fleet_headers())[1])["admitted"] is True
+        assert handshake_answered("127.0.0.8", bt_port, info_hash)
+        assert not handshake_answered("127.0.0.9", bt_port, info_hash)
+    finally:
+        seeder.stop()

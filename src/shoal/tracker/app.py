@@ -481,7 +481,7 @@ def openapi_document() -> dict[str, Any]:
     return openapi.document(
         "Shoal tracker",
         str(API_VERSION),
-        (*ROUTES, *pools.ROUTES, *dashboard.ROUTES, metrics_route),
+        (*ROUTES, *bt.ROUTES, *pools.ROUTES, *dashboard.ROUTES, metrics_route),
         description="The tracker's JSON API (tasks, announces, piece hashes) and its pools' (push jobs). With a "
         "fleet token, every route but /v1/health and /v1/openapi.json needs the fleet's credential in X-Shoal-Fleet "
         '(a 401 {"error": ..., "credential": "fleet"} without), and an announce reply carries the peer\'s ticket '
@@ -504,6 +504,8 @@ def _owned_here(cluster: Cluster, bt_tracker: bt.BtTracker) -> Middleware:
         if bt.bt_path(request.path) == "/announce" and (key := bt.announce_key(request.rel_url.raw_query_string)):
             if (refusal := bt.refusal(bt_tracker, request)) is not None:
                 return refusal
+            return await cluster.forward(request, handler, key)
+        if key := bt.admitted_key(request):  # a swarm's admissions live with its announces, at its owner
             return await cluster.forward(request, handler, key)
         return await handler(request)  # not an owned route, or a malformed one the handler refuses
 
