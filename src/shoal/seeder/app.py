@@ -92,14 +92,14 @@ def _base_url(request: web.Request) -> str:
     return advertised.rstrip("/") if advertised else f"{request.scheme}://{request.host}"
 
 
-def _passkey(request: web.Request, given: str | None = None, what: str = "torrents") -> str | None:
+def _passkey(request: web.Request, what: str = "torrents") -> str | None:
     """The passkey a torrent (or URL) served to ``request`` carries: None outside a fleet; the requester's
-    own passkey (``given``, or the path's), or one made for its address when it sent the fleet's
-    credential; a 403 for anyone else."""
+    own passkey (the path's), or one made for its address when it sent the fleet's credential; a 403 naming
+    ``what`` is refused for anyone else."""
     key = request.app[CONFIG].credentials.key
     if key is None:
         return None
-    given = given or request.match_info.get("passkey")
+    given = request.match_info.get("passkey")
     try:
         if given:
             key.check_passkey(given)
