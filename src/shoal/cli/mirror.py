@@ -154,7 +154,7 @@ def worker(config_path: Path, name: str | None, fleet: FleetOptions, verbose: in
     """Run a mirror worker: take jobs from the manager, run them into its [worker] directory, and seed
     the results (an embedded seeder, with its own tracker unless [worker] tracker names one).
 
-    The fleet's options are its seeder's, as `shoal seed` takes them; each falls back to the [worker] key of
+    The fleet's options are its seeder's, as shoal seed takes them; each falls back to the [worker] key of
     the same name (fleet_token_file, ca, tls_cert, tls_key, tls_client_ca). SIGHUP re-reads the [worker]
     table (its concurrency and directory); a config that does not load is logged and the running settings
     kept. A changed token file is read again within a second."""

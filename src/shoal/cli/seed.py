@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import aiohttp
     from aiohttp import web
 
-    from shoal.seeder.wire import Admission
+    from shoal.seeder.wire import WireAdmission
     from shoal.tracker.bt import BtTracker
 
 # The services (aiohttp, SQLAlchemy, the seeder) are imported where they start, so `shoal seed --help` and
@@ -124,7 +124,7 @@ async def hosted_seeder(config: SeederConfig) -> AsyncIterator[tuple[int, int]]:
 
 
 class _EmbeddedAdmission:
-    """The wire seeder's ``Admission`` from the tracker in this process: its BitTorrent side's admissions."""
+    """The wire seeder's ``WireAdmission`` from the tracker in this process: its BitTorrent side's admissions."""
 
     def __init__(self, bt: BtTracker) -> None:
         self.bt = bt
@@ -133,7 +133,7 @@ class _EmbeddedAdmission:
         return self.bt.admission(info_hash, address).admitted
 
 
-def _admission(app: web.Application, config: SeederConfig, session: aiohttp.ClientSession) -> Admission | None:
+def _admission(app: web.Application, config: SeederConfig, session: aiohttp.ClientSession) -> WireAdmission | None:
     """Whom the wire seeder serves: with a fleet token (private torrents), the hosts the fleet's tracker
     admitted to each swarm (asked in process of an embedded tracker, over its JSON route of one elsewhere:
     seeder.admission); without, everyone (None)."""

@@ -45,7 +45,7 @@ TIMEOUT = aiohttp.ClientTimeout(total=5, sock_connect=3)
 
 
 class TrackerAdmission:
-    """The wire seeder's ``Admission`` (seeder.wire) from a tracker elsewhere. Its session is the caller's."""
+    """The wire seeder's ``WireAdmission`` (seeder.wire) from a tracker elsewhere. Its session is the caller's."""
 
     def __init__(
         self,

@@ -88,7 +88,7 @@ class TorrentLookup(Protocol):
         ...
 
 
-class Admission(Protocol):
+class WireAdmission(Protocol):
     async def admits(self, info_hash: bytes, address: str) -> bool:
         """Whether the host at ``address`` (an IP address, normalised) may be served ``info_hash``."""
         ...
@@ -207,7 +207,7 @@ class WireSeeder:
     """Serves the torrents ``lookup`` knows over the BitTorrent wire protocol. Start and stop are explicit."""
 
     def __init__(
-        self, lookup: TorrentLookup, config: WireConfig | None = None, *, admission: Admission | None = None
+        self, lookup: TorrentLookup, config: WireConfig | None = None, *, admission: WireAdmission | None = None
     ) -> None:
         """``admission``: whom to serve (a fleet's private torrents); None: every host."""
         self.lookup = lookup
