@@ -24,6 +24,7 @@ from urllib.parse import quote_from_bytes
 import blake3
 import pytest
 import trustme
+from fastbencode import bdecode
 
 from shoal.core.ids import task_id_for_url
 from shoal.core.manifest import Manifest, OriginIdentity
@@ -33,7 +34,10 @@ from shoal.core.ranges import range_header
 from shoal.core.tickets import FLEET_HEADER, TICKET_HEADER, FleetKey
 from shoal.testing.poll import wait_until
 from shoal.testing.processes import Service, shoal_argv, start_daemon, start_seeder, start_tracker, write_random
+from shoal.testing.sockets import listening_ports
+from shoal.testing.wire_probe import bound_opener, handshake_answered
 from tests.integration.conftest import cache_cli, run_get
+from tests.integration.test_bt_tracker_http import announce_fields, compact_peers, encode_query
 from tests.integration.test_swarm import parse_summary
 from tests.store.conftest import SERVERS, _probe, drop_schema
 
@@ -503,6 +507,53 @@ def test_a_seeder_with_the_token_registers_its_files_and_its_tracker_needs_it(
     assert outsider.returncode == 3 and not (tmp_path / "b.bin").exists(), outsider.stderr
 
 
+def test_a_seeders_files_need_the_fleets_credential_or_a_passkey(
+    tmp_path: Path, services: list[Service], token_file: Path
+) -> None:
+    watched = tmp_path / "releases"
+    watched.mkdir()
+    seeder = start_seeder(watched, state_dir=tmp_path / "state", extra=("--fleet-token-file", str(token_file)))
+    services.append(seeder)
+    data = write_random(watched / "a.bin", SIZE)
+    key = FleetKey.from_token(TOKEN)
+
+    def published() -> dict[str, Any] | None:
+        status, body = request(f"{seeder.url}/v1/files", headers=fleet_headers())
+        assert status == 200, body
+        return next((f for f in json.loads(body)["files"] if f["path"] == "releases/a.bin"), None)
+
+    listed = wait_until(published, "releases/a.bin to be published")
+    # The listing (the fleet's) names the file and its torrent with a passkey made for the requester.
+    passkey = key.passkey("127.0.0.1")
+    assert listed["url"] == f"{seeder.url}/files/{passkey}/releases/a.bin"
+    assert listed["torrent"] == f"{seeder.url}/serve/{passkey}?releases/a.bin"
+    plain = f"{seeder.url}/files/releases/a.bin"
+    stranger = FleetKey.from_token(b"not the fleet's token, long enough")
+    forged = f"{seeder.url}/files/{stranger.passkey('127.0.0.1')}/releases/a.bin"
+    for url, headers in (
+        (plain, {}),
+        (plain, {FLEET_HEADER: stranger.credential(time.time())}),
+        (forged, {}),
+        (f"{seeder.url}/files/{passkey}", {}),  # a passkey alone names no file
+    ):
+        status, body = request(url, headers=headers)
+        assert status == 403 and data[:4096] not in body, (url, status, body)
+    assert b"/files/PASSKEY/REL" in request(plain)[1]  # the refusal says how to ask
+    assert request(plain, headers=fleet_headers()) == (200, data)
+    assert request(listed["url"]) == (200, data)
+    # A private torrent's web seed carries the passkey of the torrent it is in.
+    torrent = bdecode(request(listed["torrent"])[1])
+    assert torrent[b"url-list"] == [listed["url"].encode()]
+
+    # `shoal get` straight from the seeder (no tracker): the passkey URL works as it is; the bare one is refused.
+    got = run_get(listed["url"], "-o", str(tmp_path / "a.bin"))
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "a.bin").read_bytes() == data
+    refused = run_get(plain, "-o", str(tmp_path / "b.bin"), "--fleet-token-file", str(token_file))
+    assert refused.returncode != 0 and "403" in refused.stderr, refused.stderr
+    assert not (tmp_path / "b.bin").exists()
+
+
 @pytest.fixture
 def pg_url() -> str:
     """An empty PostgreSQL database of this test process (as test_tracker_cluster's)."""
@@ -592,6 +643,57 @@ def test_trackers_over_mutual_tls_forward_to_each_other_with_the_fleets_credenti
 NEXT_TOKEN = b"the fleet's next token: fedcba9876543210"
 
 
+def test_a_forwarding_tracker_checks_the_passkey_before_it_forwards(
+    tmp_path: Path, tracker: Any, pg_url: str, token_file: Path
+) -> None:
+    # The owner holds the next token beside the fleet's (a roll in progress), the forwarder only the fleet's:
+    # a passkey of the next token is one the owner takes and the forwarder cannot check, so its refusal
+    # through the forwarder is the forwarder's own, made before it forwards.
+    both = tmp_path / "both.token"
+    write_tokens(both, TOKEN, NEXT_TOKEN)
+    forwarder = tracker(db=pg_url, extra=("--fleet-token-file", str(token_file)))
+    owner = tracker(db=pg_url, extra=("--fleet-token-file", str(both)))
+
+    def cluster(t: Service) -> dict[str, Any]:
+        status, body = request(f"{t.url}/v1/cluster", headers=fleet_headers())
+        assert status == 200, body
+        return json.loads(body)  # type: ignore[no-any-return]
+
+    for t in (forwarder, owner):
+        wait_until(lambda t=t: sum(m["live"] for m in cluster(t)["members"]) == 2, "2 live members", timeout=30)
+    rows = cluster(owner)["members"]
+    views = [TrackerMember(m["tracker_id"], m["url"], m["active_from"], m["expires"]) for m in rows]
+    owner_id = cluster(owner)["tracker_id"]
+
+    def owned(info_hash: bytes) -> bool:
+        found = owner_of(info_hash.hex(), views, time.time())
+        return found is not None and found.tracker_id == owner_id
+
+    info_hash = next(h for h in (bytes([i]) * 20 for i in range(256)) if owned(h))
+
+    def announce(via: Service, n: int, passkey: str | None) -> dict[bytes, Any]:
+        fields = {**announce_fields(n, info_hash=info_hash), "compact": 1}
+        path = f"/announce/{passkey}" if passkey else "/announce"
+        status, body = request(f"{via.url}{path}?{encode_query(fields)}")
+        assert status == 200, body
+        reply = bdecode(body)
+        assert isinstance(reply, dict)
+        return reply
+
+    next_passkey = FleetKey.from_token(NEXT_TOKEN).passkey("client-1")
+    assert b"failure reason" not in announce(owner, 1, next_passkey)  # the owner takes the next token's passkey
+    # The fleet's passkey through the forwarder reaches the owner's swarm: the client is handed the first one.
+    through = announce(forwarder, 2, FleetKey.from_token(TOKEN).passkey("client-2"))
+    assert compact_peers(through[b"peers"]) == {("127.0.0.1", 6881)}, through
+    # The forwarder refuses what it cannot check, and a client without a passkey, before forwarding.
+    refused = announce(forwarder, 3, next_passkey)
+    assert refused[b"failure reason"] == b"the passkey is not this fleet's", refused
+    assert b"this tracker is private" in announce(forwarder, 4, None)[b"failure reason"]
+    # Nothing reached the owner: its swarm still holds only the two clients it admitted.
+    scrape = f"{owner.url}/scrape/{next_passkey}?info_hash={quote_from_bytes(info_hash, safe='')}"
+    assert b"10:incompletei2e" in request(scrape)[1]
+
+
 def write_tokens(path: Path, *tokens: bytes) -> None:
     """Replace a token file whole, as an operator's tools should (a rename: no half-written file is read)."""
     staged = path.with_name(path.name + ".new")
@@ -637,3 +739,164 @@ def test_rolling_the_token_keeps_a_peer_with_the_old_one_working_until_it_is_rem
     assert refused.returncode == 3 and "not this fleet's" in refused.stderr, refused.stderr
     assert not (tmp_path / "late.bin").exists()
     assert get("after.bin", next_file).returncode == 0
+
+
+def test_a_seeding_get_takes_a_rolled_token_file_and_serves_a_peer_holding_only_the_next_token(
+    tmp_path: Path,
+    origin: Any,
+    make_file: Any,
+    services: list[Service],
+    procs: list[subprocess.Popen[str]],
+    token_file: Path,
+) -> None:
+    src = origin()
+    data = make_file(src.root / "long.bin", SIZE)
+    url = src.url("long.bin")
+    tracker_tokens = tmp_path / "tracker.token"
+    write_tokens(tracker_tokens, TOKEN)
+    tracker = start_tracker(f"sqlite:///{tmp_path / 't.db'}", extra=("--fleet-token-file", str(tracker_tokens)))
+    services.append(tracker)
+    first = spawn_seeding_get(
+        procs,
+        url,
+        "-o",
+        str(tmp_path / "first.bin"),
+        "--tracker",
+        tracker.url,
+        "--fleet-token-file",
+        str(token_file),
+        "-v",
+    )
+
+    def accepted(token: bytes) -> bool:
+        credential = {FLEET_HEADER: FleetKey.from_token(token).credential(time.time())}
+        return request(f"{tracker.url}/v1/tasks/{'a' * 64}", headers=credential)[0] != 401
+
+    # While it seeds, the fleet rolls on: the next token signs on the tracker, then on the seeding get.
+    write_tokens(tracker_tokens, NEXT_TOKEN, TOKEN)
+    wait_until(lambda: accepted(NEXT_TOKEN), "the tracker to take the next token")
+    write_tokens(token_file, NEXT_TOKEN, TOKEN)
+    assert first.stderr is not None
+    for line in first.stderr:
+        if "fleet token file" in line and "reloaded: 2 tokens" in line:
+            break
+    else:
+        raise AssertionError(f"the seeding get ended without reloading its token file: {first.wait()}")
+    # A new peer holding only the next token: its ticket is the next token's, which the seeding get checks
+    # now, so it takes every byte from it rather than from the origin.
+    next_file = tmp_path / "next.token"
+    write_tokens(next_file, NEXT_TOKEN)
+    second = run_get(
+        url,
+        "-o",
+        str(tmp_path / "second.bin"),
+        "--tracker",
+        tracker.url,
+        "--upload-time",
+        "0",
+        "--fleet-token-file",
+        str(next_file),
+    )
+    assert second.returncode == 0, second.stderr
+    assert (tmp_path / "second.bin").read_bytes() == data
+    assert parse_summary(second.stderr)[1] >= SIZE, second.stderr
+
+
+def test_shoal_cache_takes_the_fleets_credentials(
+    tmp_path: Path,
+    origin: Any,
+    make_file: Any,
+    services: list[Service],
+    procs: list[subprocess.Popen[str]],
+    token_file: Path,
+) -> None:
+    import shoal
+    from shoal.core.errors import UsageError
+
+    src = origin()
+    data = make_file(src.root / "cached.bin", SIZE)
+    url = src.url("cached.bin")
+    tracker = start_tracker(f"sqlite:///{tmp_path / 't.db'}", extra=("--fleet-token-file", str(token_file)))
+    services.append(tracker)
+    token = ("--fleet-token-file", str(token_file))
+    spawn_seeding_get(procs, url, "-o", str(tmp_path / "first.bin"), "--tracker", tracker.url, *token)
+    first = src.bytes_sent()
+    assert first >= SIZE
+
+    # A file that cannot be a token is named, as the daemon's option would be, before anything is fetched.
+    empty = tmp_path / "empty.token"
+    empty.write_bytes(b"")
+    empty.chmod(0o600)
+    refused = shoal.Cache(tmp_path / "e.sqlite", tmp_path / "e", "10M", tracker=tracker.url, fleet_token_file=empty)
+    with pytest.raises(UsageError, match="no fleet token"):
+        refused.warm_up(url)
+    refused.close()
+    # With the token the cache joins the swarm and takes the file from the seeding peer (its ticket admits it).
+    with shoal.Cache(
+        tmp_path / "c.sqlite", tmp_path / "c", "10M", tracker=tracker.url, fleet_token_file=token_file
+    ) as cache:
+        assert cache.download(cache.warm_up(url)).read_bytes() == data
+    assert src.bytes_sent() - first < SIZE // 10  # a probe of the origin, no more
+    # Without it the tracker refuses the cache, which falls back to the origin (as a daemon does): the swarm
+    # gave it nothing.
+    with shoal.Cache(tmp_path / "o.sqlite", tmp_path / "o", "10M", tracker=tracker.url) as outsider:
+        assert outsider.download(outsider.warm_up(url)).read_bytes() == data
+    assert src.bytes_sent() - first >= SIZE
+
+
+def test_a_wire_seeder_asks_a_tracker_cluster_elsewhere_whom_it_may_serve(
+    tmp_path: Path, tracker: Any, pg_url: str, token_file: Path
+) -> None:
+    """A seeder with --tracker (two trackers on one database, the swarm owned by the one it does not ask):
+    it answers a private torrent's handshake only from a host that announced the swarm with the fleet's
+    passkey, asking the tracker's authenticated route, which the asked tracker forwards to the owner."""
+    token = ("--fleet-token-file", str(token_file))
+    trackers = [tracker(db=pg_url, extra=token) for _ in range(2)]
+
+    def cluster(t: Service) -> dict[str, Any]:
+        status, body = request(f"{t.url}/v1/cluster", headers=fleet_headers())
+        assert status == 200, body
+        return json.loads(body)  # type: ignore[no-any-return]
+
+    for t in trackers:
+        wait_until(lambda t=t: sum(m["live"] for m in cluster(t)["members"]) == 2, "2 live members", timeout=30)
+    rows = cluster(trackers[0])["members"]
+    views = [TrackerMember(m["tracker_id"], m["url"], m["active_from"], m["expires"]) for m in rows]
+    watched = tmp_path / "pub"
+    watched.mkdir()
+    write_random(watched / "a.bin", SIZE)
+    key = FleetKey.from_token(TOKEN)
+
+    def published() -> dict[str, Any] | None:
+        status, body = request(f"{seeder.url}/v1/files", headers=fleet_headers())
+        assert status == 200, body
+        return next((f for f in json.loads(body)["files"] if f["path"] == "pub/a.bin"), None)
+
+    # The seeder asks the tracker that does not own the file's swarm (found once its info-hash is known).
+    seeder = start_seeder(watched, state_dir=tmp_path / "state", extra=(*token, "--tracker", trackers[0].url))
+    try:
+        info_hash = bytes.fromhex(wait_until(published, "pub/a.bin to be published")["info_hash"])
+        found = owner_of(info_hash.hex(), views, time.time())
+        assert found is not None
+        asked = next(t for t in trackers if cluster(t)["tracker_id"] != found.tracker_id)
+        if asked is not trackers[0]:
+            seeder.stop()
+            seeder = start_seeder(watched, state_dir=tmp_path / "state", extra=(*token, "--tracker", asked.url))
+            wait_until(published, "pub/a.bin to be published again")
+        http_port = int(seeder.url.rsplit(":", 1)[1])
+        [bt_port] = listening_ports(seeder.proc.pid) - {http_port}
+
+        # The route is the fleet's: without the credential, a 401.
+        route = f"{asked.url}/v1/swarms/{info_hash.hex()}/admitted?address=127.0.0.8"
+        assert request(route)[0] == 401
+        assert json.loads(request(route, headers=fleet_headers())[1]) == {"admitted": False, "until": None}
+        assert not handshake_answered("127.0.0.9", bt_port, info_hash)
+        passkey = key.passkey("client-8")
+        query = f"info_hash={quote_from_bytes(info_hash, safe='')}&peer_id=-ID0000-000000000008&port=6888&left=1"
+        with bound_opener("127.0.0.8").open(f"{asked.url}/announce/{passkey}?{query}", timeout=30) as reply:
+            assert b"failure reason" not in reply.read()
+        assert json.loads(request(route, headers=fleet_headers())[1])["admitted"] is True
+        assert handshake_answered("127.0.0.8", bt_port, info_hash)
+        assert not handshake_answered("127.0.0.9", bt_port, info_hash)
+    finally:
+        seeder.stop()

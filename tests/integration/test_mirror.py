@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -674,3 +675,68 @@ pool = "nowhere"
     mirror.worker(manager, "w1", extra=f'tracker = "{tracker.url}"\n')
     job = wait_until(lambda: job_is(manager, "tools", status="failed"), "the push's failure")
     assert "nowhere" in job["error_msg"] and "404" in job["error_msg"]
+
+
+def test_a_workers_seeder_takes_the_fleets_token_from_the_worker_table(
+    mirror: Mirror, upstream: tuple[Service, Path]
+) -> None:
+    from shoal.core.tickets import FLEET_HEADER, SEEDER_HOLDER, FleetKey
+
+    origin, root = upstream
+    payload = os.urandom(1 << 20)
+    (root / "tool.bin").write_bytes(payload)
+    fleet_token = b"the mirror fleet's token, 0123456789"
+    token_file = mirror.tmp / "fleet.token"
+    token_file.write_bytes(fleet_token + b"\n")
+    token_file.chmod(0o600)
+    key = FleetKey.from_token(fleet_token)
+    tracker = start_tracker(f"sqlite:///{mirror.tmp / 'tracker.db'}", extra=("--fleet-token-file", str(token_file)))
+    mirror.services.insert(0, tracker)  # stopped last
+
+    def fleet(url: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        data = None if body is None else json.dumps(body).encode()
+        sent = {FLEET_HEADER: key.credential(time.time()), "Content-Type": "application/json", **(headers or {})}
+        request = urllib.request.Request(url, data=data, headers=sent, method="POST" if data else "GET")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    status, body = fleet(f"{tracker.url}/v1/pools", {"name": "edge", "private": True, "allow": ["127.0.0.0/8"]})
+    assert status in (200, 201), body
+    pool_token = json.loads(body)["token"]
+    manager = mirror.manager(
+        f"""
+[[jobs]]
+name = "tools"
+provider = "http"
+upstream = "{origin.url}/tool.bin"
+interval = "1h"
+[jobs.publish]
+pool = "edge"
+replicas = 1
+"""
+    )
+    # The token file is named relative to the worker's config, as its token_file is.
+    extra = f'tracker = "{tracker.url}"\nfleet_token_file = "fleet.token"\n'
+    env = {k: v for k, v in os.environ.items() if k != "SHOAL_FLEET_TOKEN_FILE"}
+    worker = mirror.worker(manager, "w1", extra=extra, env={**env, "SHOAL_POOL_TOKEN": pool_token})
+    # The push went through: the seeder's listing and the tracker's pool API took the worker's credential.
+    job = wait_until(lambda: job_is(manager, "tools", status="success"), "the job pushed to the pool")
+    rel = f"w1/tools/versions/{job['version']}/tool.bin"
+    status, body = fleet(f"{tracker.url}/v1/pools/edge/jobs", headers={"Authorization": f"Bearer {pool_token}"})
+    assert status == 200, body
+    pushed = json.loads(body)["jobs"]
+    # The pushed URL carries the seeder's passkey, so any member of the fleet can fetch it as it is.
+    assert [j["url"] for j in pushed] == [f"{worker.url}/files/{key.passkey(SEEDER_HOLDER)}/{rel}"]
+    assert fetch(pushed[0]["url"]) == payload
+    # The worker's seeder is the fleet's: its listing, files and torrents need the credential.
+    assert _status(f"{worker.url}/v1/files") == 401
+    assert _status(f"{worker.url}/files/{rel}") == 403
+    assert _status(f"{worker.url}/serve?{rel}") == 403
+    status, body = fleet(f"{worker.url}/v1/files")
+    assert status == 200 and rel in {f["path"] for f in json.loads(body)["files"]}, body
+    # Its registrar announced the content task to the fleet's tracker with the credential.
+    task_id = next(f["task_id"] for f in json.loads(body)["files"] if f["path"] == rel)
+    wait_until(lambda: fleet(f"{tracker.url}/v1/tasks/{task_id}")[0] == 200, "the content task at the tracker")

@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote_from_bytes
 
 import libtorrent as lt
 import pytest
@@ -33,6 +34,7 @@ from shoal.testing.libtorrent_client import SESSION_SETTINGS, add_torrent
 from shoal.testing.poll import wait_until
 from shoal.testing.processes import Service, shoal_argv, start_seeder, start_tracker
 from shoal.testing.sockets import listening_ports
+from shoal.testing.wire_probe import bound_opener, handshake_answered
 
 pytestmark = pytest.mark.skipif(
     shutil.which("aria2c") is None or shutil.which("ctorrent") is None,
@@ -321,6 +323,125 @@ def test_a_fleets_tracker_is_private_clients_announce_with_their_passkey(
         )
         assert result.returncode == 0, result.stdout + result.stderr
         assert (out / "payload.bin").read_bytes() == payload[1]
+    finally:
+        for session in sessions:
+            session.pause()
+        seeder.stop()
+
+
+def _aria2c_web_seed_only(torrent: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """aria2c on ``torrent`` with its trackers excluded, so its one source is the BEP 19 web seed."""
+    return subprocess.run(
+        [
+            "aria2c",
+            "--enable-dht=false",
+            "--enable-dht6=false",
+            "--bt-enable-lpd=false",
+            "--enable-peer-exchange=false",
+            "--bt-exclude-tracker=*",
+            "--seed-time=0",
+            "--listen-port=6881-6999",
+            "--console-log-level=notice",
+            "--summary-interval=0",
+            "--check-integrity=true",
+            f"--dir={out}",
+            *extra,
+            str(torrent),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_private_torrents_web_seed_takes_its_passkey_and_refuses_a_client_without(
+    tmp_path: Path, payload: tuple[Path, bytes]
+) -> None:
+    """With a fleet token the seeder's files need the fleet's passkey (or credential): a private torrent's
+    ``url-list`` is ``/files/PASSKEY/REL``, which aria2c follows with no tracker at all; the same torrent with
+    the bare ``/files/REL`` web seed gets aria2c nothing."""
+    token_file = tmp_path / "fleet.token"
+    token_file.write_bytes(FLEET_TOKEN)
+    token_file.chmod(0o600)
+    seeder = start_seeder(payload[0], state_dir=tmp_path / "state", extra=("--fleet-token-file", str(token_file)))
+    try:
+        key = FleetKey.from_token(FLEET_TOKEN)
+        wait_published(seeder, "pub/payload.bin", {FLEET_HEADER: key.credential(time.time())})
+        passkey = key.passkey("client-1")
+        meta = bdecode(fetch(f"{seeder.url}/serve/{passkey}?pub/payload.bin"))
+        assert meta[b"url-list"] == [f"{seeder.url}/files/{passkey}/pub/payload.bin".encode()]
+        with_key = tmp_path / "with.torrent"
+        with_key.write_bytes(bencode(meta))
+        result = _aria2c_web_seed_only(with_key, tmp_path / "with")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert (tmp_path / "with" / "payload.bin").read_bytes() == payload[1]
+
+        bare = tmp_path / "bare.torrent"
+        bare.write_bytes(bencode({**meta, b"url-list": [f"{seeder.url}/files/pub/payload.bin".encode()]}))
+        # Its only source refuses it; --bt-stop-timeout ends the client that is left waiting for peers.
+        result = _aria2c_web_seed_only(bare, tmp_path / "bare", "--bt-stop-timeout=5")
+        assert result.returncode != 0, result.stdout
+        assert "status=403" in result.stdout, result.stdout
+        left = tmp_path / "bare" / "payload.bin"
+        assert not left.exists() or payload[1][:16384] not in left.read_bytes()
+    finally:
+        seeder.stop()
+
+
+def _wire_refused(seeder: Service) -> float:
+    """The seeder's count of handshakes refused for want of the tracker's admission (its metrics)."""
+    text = fetch(f"{seeder.url}/metrics").decode()
+    return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith("shoal_seeder_wire_refused"))
+
+
+def test_a_private_torrents_wire_seeder_serves_only_hosts_the_tracker_admitted(
+    tmp_path: Path, payload: tuple[Path, bytes]
+) -> None:
+    """The info-hash of a private torrent is no secret, but the wire seeder answers a handshake for it only
+    from a host that announced the swarm with the fleet's passkey (core.bt_admission): libtorrent with its
+    passkey downloads; libtorrent on another address, without one, is refused at the handshake, as is any
+    host that never announced, while one that announced with a passkey is answered."""
+    token_file = tmp_path / "fleet.token"
+    token_file.write_bytes(FLEET_TOKEN)
+    token_file.chmod(0o600)
+    seeder = start_seeder(payload[0], state_dir=tmp_path / "state", extra=("--fleet-token-file", str(token_file)))
+    sessions: list[lt.session] = []
+    try:
+        key = FleetKey.from_token(FLEET_TOKEN)
+        wait_published(seeder, "pub/payload.bin", {FLEET_HEADER: key.credential(time.time())})
+        passkey = key.passkey("client-1")
+        torrent = fetch(f"{seeder.url}/serve/{passkey}?pub/payload.bin")
+        info_hash = lt.torrent_info(lt.bdecode(torrent)).info_hashes().v1.to_bytes()
+        http_port = int(seeder.url.rsplit(":", 1)[1])
+        [bt_port] = listening_ports(seeder.proc.pid) - {http_port}
+
+        # A host that never announced: closed before a byte, and counted.
+        assert not handshake_answered("127.0.0.9", bt_port, info_hash)
+        assert _wire_refused(seeder) == 1
+        # A host that announced the swarm with the fleet's passkey is answered.
+        query = f"info_hash={quote_from_bytes(info_hash, safe='')}&peer_id=-ID0000-000000000008&port=6888&left=1"
+        with bound_opener("127.0.0.8").open(f"{seeder.url}/announce/{passkey}?{query}", timeout=30) as reply:
+            assert b"failure reason" not in reply.read()
+        assert handshake_answered("127.0.0.8", bt_port, info_hash)
+
+        # libtorrent with the passkey's torrent announces from 127.0.0.1, is admitted and downloads.
+        with_key = _lt_session()
+        sessions.append(with_key)
+        handle = _add(with_key, torrent, tmp_path / "with")
+        _wait_complete(with_key, handle)
+        assert (tmp_path / "with" / "payload.bin").read_bytes() == payload[1]
+
+        # libtorrent on 127.0.0.10 with the torrent stripped of its passkey: the tracker refuses its announce,
+        # and the seeder, given to it directly, refuses its handshake.
+        bare = bencode({**bdecode(torrent), b"announce": f"{seeder.url}/announce".encode()})
+        stranger = lt.session(
+            {**SESSION_SETTINGS, "listen_interfaces": "127.0.0.10:0", "outgoing_interfaces": "127.0.0.10"}
+        )
+        sessions.append(stranger)
+        refused = _add(stranger, bare, tmp_path / "stranger")
+        refused.connect_peer(("127.0.0.1", bt_port))
+        wait_until(lambda: _wire_refused(seeder) >= 2, "the seeder to refuse the stranger's handshake")
+        assert refused.status().total_payload_download == 0
     finally:
         for session in sessions:
             session.pause()

@@ -24,6 +24,7 @@ from shoal.core.dashboard import (
 )
 from shoal.core.messages import ScopeBytes
 from shoal.core.scope_tally import ScopeTally
+from shoal.core.tickets import FleetKey
 from shoal.http.live import LiveFeed
 from shoal.testing.clock import FakeClock
 
@@ -38,6 +39,12 @@ from shoal.testing.clock import FakeClock
         ("http://[::1]:8080/f?token=t", "http://[::1]:8080/f"),
         ("http://host/dir/", "http://host/dir/"),
         ("not a url", "not a url"),
+        # A seeder's passkey URL (core.tickets: HOLDER.MAC, 22 base64 digits): the passkey is hidden.
+        (
+            f"http://seeder:6390/files/{FleetKey.from_token(b'0123456789abcdef').passkey('seeder')}/m/a.iso",
+            "http://seeder:6390/files/PASSKEY/m/a.iso",
+        ),
+        ("http://seeder:6390/files/releases/v1.2/a.iso", "http://seeder:6390/files/releases/v1.2/a.iso"),
     ],
 )
 def test_a_url_is_shown_without_credentials_query_or_fragment(url: str, shown: str) -> None:

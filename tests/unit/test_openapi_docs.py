@@ -15,7 +15,7 @@ from shoal.core.pool_messages import Heartbeat, MemberReport, PushRequest
 from shoal.http import openapi
 from shoal.openapi_docs import DIRECTORY, DOCUMENTS, render
 from shoal.tracker import app as tracker_app
-from shoal.tracker import dashboard, pools
+from shoal.tracker import bt, dashboard, pools
 from shoal.tracker.config import TrackerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +39,9 @@ def test_every_route_the_tracker_serves_under_v1_is_described(tmp_path: Path) ->
         and route.method != "HEAD"  # aiohttp's add_get adds it beside each GET
         and route.resource.canonical != openapi.PATH
     }
-    described = {(route.method, route.path) for route in tracker_app.ROUTES + pools.ROUTES + dashboard.ROUTES}
+    described = {
+        (route.method, route.path) for route in tracker_app.ROUTES + bt.ROUTES + pools.ROUTES + dashboard.ROUTES
+    }
     assert served == described
 
 

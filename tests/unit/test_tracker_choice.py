@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shoal.core.errors import TrackerUnreachable, UsageError
-from shoal.core.tracker_choice import TrackerChoice, parse_trackers
+from shoal.core.tracker_choice import TrackerChoice, parse_trackers, served_by_tracker
 
 A, B, C = "http://t1:6969", "http://t2:6969", "https://t3.example"
 
@@ -113,3 +113,22 @@ def test_next_try_is_the_first_untried_from_current(count: int, current: int, tr
     index = choice.next_try(tried)
     untried = [(choice.current + k) % count for k in range(count) if (choice.current + k) % count not in tried]
     assert index == (untried[0] if untried else None)
+
+
+@pytest.mark.parametrize(
+    ("url", "trackers", "served"),
+    [
+        ("http://seeder:6390/files/a.bin", "http://seeder:6390", True),
+        ("http://SEEDER:6390/files/a.bin", "http://t1:6969,http://seeder:6390", True),
+        ("https://seeder/files/a.bin", "https://seeder:443", True),  # the scheme's own port
+        ("http://seeder:6391/files/a.bin", "http://seeder:6390", False),  # another port
+        ("https://seeder:6390/files/a.bin", "http://seeder:6390", False),  # another scheme
+        ("http://seeder.evil:6390/files/a.bin", "http://seeder:6390", False),
+        ("http://seeder:6390/files/a.bin", None, False),
+        ("http://seeder:99999/files/a.bin", "http://seeder:6390", False),  # not a URL
+    ],
+)
+def test_only_an_origin_served_by_a_tracker_is_shown_the_fleets_credential(
+    url: str, trackers: str | None, served: bool
+) -> None:
+    assert served_by_tracker(url, trackers) is served

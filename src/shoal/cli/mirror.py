@@ -1,18 +1,16 @@
 """``shoal mirror manager|worker|ctl``: scheduled mirror jobs (tunasync's design) on Shoal.
 
-The composition roots of the two mirror processes live here: the manager (its HTTP API over the SQL
-store, and the scheduler), and the worker, which hosts a seeder over its job directories (cli.seed's
-``hosted_seeder``) so every version a job brings in is published to the swarm at once. ``ctl`` is a thin
-client of the manager's API; its errors become exit codes in cli.main.
+The commands of the two mirror processes live here, and the manager's composition root (its HTTP API over
+the SQL store, and the scheduler); the worker's, which hosts a seeder over its job directories so every
+version a job brings in is published to the swarm at once, is cli.mirror_worker. ``ctl`` is a thin client
+of the manager's API; its errors become exit codes in cli.main.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import ipaddress
 import json
-import os
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -22,6 +20,7 @@ from typing import Any, TypeVar
 import click
 
 from shoal.cli.config_file import configured
+from shoal.cli.fleet import FleetOptions, fleet_options
 from shoal.cli.main import configure_logging, run_or_exit, verbose_option
 from shoal.core.errors import ManagerRefused, UsageError
 
@@ -147,13 +146,16 @@ def manager(
     metavar="NAME",
     help="This worker's name; jobs may ask for it by name [default: the config's [worker] name].",
 )
+@fleet_options(client=True)
 @verbose_option
-def worker(config_path: Path, name: str | None, verbose: int) -> None:
+def worker(config_path: Path, name: str | None, fleet: FleetOptions, verbose: int) -> None:
     """Run a mirror worker: take jobs from the manager, run them into its [worker] directory, and seed
     the results (an embedded seeder, with its own tracker unless [worker] tracker names one).
 
-    SIGHUP re-reads the [worker] table (its concurrency and directory); a config that does not load is
-    logged and the running settings kept."""
+    The fleet's options are its seeder's, as shoal seed takes them; each falls back to the [worker] key of
+    the same name (fleet_token_file, ca, tls_cert, tls_key, tls_client_ca). SIGHUP re-reads the [worker]
+    table (its concurrency and directory); a config that does not load is logged and the running settings
+    kept. A changed token file is read again within a second."""
     configure_logging(verbose, False)
 
     def go() -> None:
@@ -169,77 +171,12 @@ def worker(config_path: Path, name: str | None, verbose: int) -> None:
             (directory / ".shoal-seeder").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"cannot use {directory} as the mirror directory: {exc.strerror or exc}") from None
-        asyncio.run(_run_worker(config_path, chosen, config.worker))
+        from shoal.cli.mirror_worker import run_worker, worker_fleet
+
+        credentials = worker_fleet(fleet, config.worker, config_path.parent).load()
+        asyncio.run(run_worker(config_path, chosen, config.worker, credentials))
 
     run_or_exit(go)
-
-
-async def _run_worker(config_path: Path, name: str, settings: Any) -> None:
-    from shoal.cli.seed import hosted_seeder
-    from shoal.http.listen import until_signalled
-    from shoal.mirror.config import load_config
-    from shoal.mirror.runner import run_attempt
-    from shoal.mirror.worker import MirrorWorker
-    from shoal.seeder.config import SeederConfig
-
-    directory = Path(settings.directory)
-    state_dir = directory / ".shoal-seeder"  # hidden: the seeder never publishes it
-    seed_config = SeederConfig(
-        dirs=(directory,),
-        host=settings.seed_host,
-        port=settings.seed_port,
-        bt_port=0,
-        tracker=settings.tracker,
-        advertise=settings.advertise,
-        state_dir=state_dir,
-    )
-    try:
-        hosted = hosted_seeder(seed_config)
-        port, bt_port = await hosted.__aenter__()
-    except OSError as exc:
-        raise UsageError(f"cannot start the worker's seeder on {settings.seed_host}: {exc.strerror or exc}") from None
-    try:
-        local_host = "127.0.0.1" if settings.seed_host in ("0.0.0.0", "::", "") else settings.seed_host
-        url = (settings.advertise or f"http://{local_host}:{port}").rstrip("/")
-        w = MirrorWorker(
-            name,
-            settings,
-            functools.partial(run_attempt, base_env=_job_environment(settings.token_env)),
-            url=url,
-            reload=lambda: load_config(config_path).worker,
-            pool_token=os.environ.get("SHOAL_POOL_TOKEN") or None,
-        )
-        listening = (
-            f"mirror worker {name} listening on http://{settings.seed_host}:{port} "
-            f"(seeding {directory}; BitTorrent wire on port {bt_port}; manager {settings.manager})"
-        )
-        serving = asyncio.create_task(w.run())
-        signalled = asyncio.create_task(until_signalled(listening, on_hangup=w.hangup))
-        done, _ = await asyncio.wait({serving, signalled}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (serving, signalled):
-            task.cancel()
-        await asyncio.gather(serving, signalled, return_exceptions=True)
-        if serving in done:
-            serving.result()  # the manager refused this worker (a wrong token, say): say so, exit non-zero
-    finally:
-        await hosted.__aexit__(None, None, None)
-
-
-SECRET_VARIABLES = ("SHOAL_MIRROR_TOKEN", "SHOAL_POOL_TOKEN", "SHOAL_TRACKER_DB")
-"""Variables that hold secrets by Shoal's conventions (README, Secrets), kept from the commands jobs run."""
-
-
-def _job_environment(token_env: str | None) -> dict[str, str]:
-    """The environment a job's hooks and command start from: the worker's, without the secrets it reads
-    from there (the manager's token, a pool's) and without the service manager's socket. A job runs the
-    upstream's tools (rsync, scripts) that need none of them; one that does names it in its ``env`` table."""
-    from shoal.systemd.notify import SOCKET_ENV
-
-    hidden = {*SECRET_VARIABLES, SOCKET_ENV, *([token_env] if token_env else [])}
-    return {name: value for name, value in os.environ.items() if name not in hidden}
-
-
-# -- import-tunasync --------------------------------------------------------------------------------
 
 
 @mirror.command("import-tunasync")

@@ -12,7 +12,7 @@ import ipaddress
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import click
@@ -22,6 +22,13 @@ from shoal.cli.fleet import FleetOptions, fleet_options
 from shoal.cli.main import TRACKERS, configure_logging, run_or_exit, verbose_option
 from shoal.core.errors import UsageError
 from shoal.seeder.config import SeederConfig
+
+if TYPE_CHECKING:
+    import aiohttp
+    from aiohttp import web
+
+    from shoal.seeder.wire import WireAdmission
+    from shoal.tracker.bt import BtTracker
 
 # The services (aiohttp, SQLAlchemy, the seeder) are imported where they start, so `shoal seed --help` and
 # usage errors cost no more than click's own start-up.
@@ -84,17 +91,17 @@ async def hosted_seeder(config: SeederConfig) -> AsyncIterator[tuple[int, int]]:
             tracker_config = TrackerConfig(host=config.host, port=config.port, db=tracker_db)
             app = build_app(replace(tracker_config, fleet_key=credentials.key))
             options = dict(RUNNER_OPTIONS)
-        wire = WireSeeder(catalog)
-        install(app, seeder, config.tracker or "", wire)
-        runner, port = await listen(app, config.host, config.port, tls=credentials.server_ssl, **options)
-        try:
-            bt_port = await wire.start(config.host, config.bt_port)
-            local_host = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host
-            local = f"{credentials.peer_scheme}://{local_host}:{port}"
-            # The embedded tracker is this process: its certificate need not name the loopback address the
-            # registrar reaches it at, only be the fleet's (as a peer's, shoal.http.credentials).
-            to_tracker = credentials if config.tracker else replace(credentials, client_ssl=credentials.peer_ssl)
-            async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession() as session:
+            wire = WireSeeder(catalog, admission=_admission(app, config, session))
+            install(app, seeder, config.tracker or "", wire)
+            runner, port = await listen(app, config.host, config.port, tls=credentials.server_ssl, **options)
+            try:
+                bt_port = await wire.start(config.host, config.bt_port)
+                local_host = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host
+                local = f"{credentials.peer_scheme}://{local_host}:{port}"
+                # The embedded tracker is this process: its certificate need not name the loopback address
+                # the registrar reaches it at, only be the fleet's (as a peer's, shoal.http.credentials).
+                to_tracker = credentials if config.tracker else replace(credentials, client_ssl=credentials.peer_ssl)
                 registrar = Registrar(
                     session,
                     config.tracker or local,
@@ -111,9 +118,34 @@ async def hosted_seeder(config: SeederConfig) -> AsyncIterator[tuple[int, int]]:
                 finally:
                     await seeder.stop()
                     await registrar.close()
-        finally:
-            await wire.stop()
-            await runner.cleanup()
+            finally:
+                await wire.stop()
+                await runner.cleanup()
+
+
+class _EmbeddedAdmission:
+    """The wire seeder's ``WireAdmission`` from the tracker in this process: its BitTorrent side's admissions."""
+
+    def __init__(self, bt: BtTracker) -> None:
+        self.bt = bt
+
+    async def admits(self, info_hash: bytes, address: str) -> bool:
+        return self.bt.admission(info_hash, address).admitted
+
+
+def _admission(app: web.Application, config: SeederConfig, session: aiohttp.ClientSession) -> WireAdmission | None:
+    """Whom the wire seeder serves: with a fleet token (private torrents), the hosts the fleet's tracker
+    admitted to each swarm (asked in process of an embedded tracker, over its JSON route of one elsewhere:
+    seeder.admission); without, everyone (None)."""
+    from shoal.seeder.admission import TrackerAdmission
+    from shoal.tracker.app import SERVICE
+
+    credentials = config.credentials
+    if credentials.key is None:
+        return None
+    if config.tracker:
+        return TrackerAdmission(session, config.tracker, credentials)
+    return _EmbeddedAdmission(app[SERVICE].bt)
 
 
 @configured("SHOAL_SEED")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import re
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
@@ -204,8 +205,13 @@ class MirrorDashboard(msgspec.Struct, frozen=True):
 # -- decisions ----------------------------------------------------------------------------------------
 
 
+_FILES_PASSKEY = re.compile(r"/files/[A-Za-z0-9._:-]{1,64}\.[A-Za-z0-9_-]{22}/")
+"""A seeder's ``/files/PASSKEY/REL`` (core.tickets' passkey: ``HOLDER.MAC``, a MAC of 22 base64 digits)."""
+
+
 def display_url(url: str) -> str:
-    """``url`` without user-information, query or fragment: what a page may show of it."""
+    """``url`` without user-information, query, fragment or a seeder's passkey (``/files/PASSKEY/``): what
+    a page may show of it (a passkey opens the fleet's torrents and files to whoever reads it)."""
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
@@ -215,7 +221,8 @@ def display_url(url: str) -> str:
     if ":" in host:
         host = f"[{host}]"
     netloc = f"{host}:{port}" if port is not None else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    path = _FILES_PASSKEY.sub("/files/PASSKEY/", parts.path, count=1)
+    return urlunsplit((parts.scheme, netloc, path, "", ""))
 
 
 def file_name(url: str) -> str:

@@ -292,3 +292,12 @@ class ClusterView(msgspec.Struct, frozen=True):
 class Health(msgspec.Struct, frozen=True):
     ok: bool
     api: int
+
+
+class SwarmAdmission(msgspec.Struct, frozen=True):
+    """Whether a private tracker admitted a host to a BitTorrent swarm (core.bt_admission): a wire seeder's
+    question before it answers that host's handshake."""
+
+    admitted: bool
+    until: float | None = None
+    """Until when (the tracker's clock, seconds since the epoch) the admission holds; None when not admitted."""

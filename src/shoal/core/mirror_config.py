@@ -468,6 +468,18 @@ class WorkerSettings(_Table, frozen=True):
     """TCP port of the worker's seeder (HTTP); 0 picks a free one."""
     advertise: Text | None = None
     """Base URL clients reach the worker's seeder at; None: the Host a request came in on."""
+    fleet_token_file: Text | None = None
+    """The fleet's token file for the worker's seeder, as ``shoal seed --fleet-token-file`` (relative to the
+    config file unless absolute); ``--fleet-token-file`` and ``$SHOAL_FLEET_TOKEN_FILE`` come first. None:
+    a trusted LAN."""
+    ca: Text | None = None
+    """The fleet's CA, as ``shoal seed --ca`` (relative to the config file unless absolute)."""
+    tls_cert: Text | None = None
+    """The seeder's TLS certificate (PEM, with its chain), as ``shoal seed --tls-cert``."""
+    tls_key: Text | None = None
+    """The private key of ``tls_cert``, as ``shoal seed --tls-key``."""
+    tls_client_ca: Text | None = None
+    """Mutual TLS: serve only clients with a certificate this CA signed, as ``shoal seed --tls-client-ca``."""
     log_dir: Text | None = None
     """Where jobs' run logs go unless a job says (``{{.Name}}`` is the job's name); None:
     ``<directory>/.logs/<job>`` (hidden, so the seeder does not publish it)."""

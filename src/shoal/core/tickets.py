@@ -60,6 +60,9 @@ CREDENTIAL_REFRESH = 60.0
 TICKET_INTERVALS = 4
 """A ticket is good for this many announce intervals (at least the tracker's peer TTL): a peer announces
 every interval, so it always holds a fresh one, and a few lost announces do not cut it off."""
+SEEDER_HOLDER = "seeder"
+"""The holder of a seeder's own passkey: its BitTorrent announces, and the ``/files/PASSKEY/REL`` URLs a
+mirror worker pushes to a pool."""
 PASSKEY_PARAM = "passkey"
 """The query parameter an announce or scrape may carry its passkey in, instead of the path."""
 _VERSION = "1"

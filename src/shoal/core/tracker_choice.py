@@ -66,6 +66,27 @@ def _check_url(url: str, prefix: str) -> None:
         raise UsageError(f"{prefix}{url!r} has a query or a fragment; give the tracker's base URL, http(s)://HOST:PORT")
 
 
+def _server(url: str) -> tuple[str, str, int | None] | None:
+    """The scheme, host and port ``url`` is served at (the scheme's port when it names none)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        return None
+    return (parts.scheme, (parts.hostname or "").lower(), port) if parts.hostname else None
+
+
+def served_by_tracker(url: str, trackers: str | None) -> bool:
+    """Whether ``url`` is served by one of ``trackers`` (comma-separated base URLs): the same scheme, host
+    and port. A seeder with its tracker embedded is its files' origin too, and a peer shows it the fleet's
+    credential as it shows the tracker, and no other origin (a credential is good at the tracker for
+    minutes: an outside origin must never see one)."""
+    server = _server(url)
+    if server is None or not trackers:
+        return False
+    return any(_server(tracker.strip()) == server for tracker in trackers.split(","))
+
+
 @dataclass(slots=True)
 class TrackerChoice:
     """One client's trackers and the one it asks now (``current``, an index into ``urls``). Shared by the

@@ -15,6 +15,12 @@ it at the end of the block. One object may be used from several threads, as the 
 It works on the same store as ``shoal daemon`` and ``shoal cache`` (several processes may open one cache).
 Fetching (``warm_up``, ``download`` of an id not on disk) runs the swarm download in this process; it
 does not seed afterwards: that is the daemon's job.
+
+In a fleet with credentials it takes ``shoal daemon``'s (``fleet_token_file``, default
+``$SHOAL_FLEET_TOKEN_FILE``; ``ca``, ``tls_cert``, ``tls_key``, ``tls_client_ca``), read by the same loader
+(shoal.http.credentials.load) at each fetch, so a rolled token file is taken at the next one: its requests
+to the tracker carry the fleet's credential, it asks peers with the tickets the tracker gives it, and its
+piece server (it serves what it holds while it fetches) asks every peer for its ticket.
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ from shoal.core.ids import PeerIdentity
 from shoal.core.units import parse_size
 from shoal.daemon.config import DaemonConfig
 from shoal.daemon.fetcher import Fetch, Fetcher
-from shoal.peer.server import PieceServer
+from shoal.http.credentials import Credentials, load
+from shoal.peer.server import PieceServer, ServerConfig
 from shoal.storage.cache_index import CacheEntry
 from shoal.storage.cache_store import CacheStore
 
@@ -50,11 +57,19 @@ class Cache:
         capacity: int | str | None = None,
         *,
         tracker: str | None = None,
+        fleet_token_file: str | os.PathLike[str] | None = None,
+        ca: str | os.PathLike[str] | None = None,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
+        tls_client_ca: str | os.PathLike[str] | None = None,
     ) -> None:
+        """``fleet_token_file`` and the TLS files are ``shoal daemon``'s options of the same names (the
+        module's docstring); none: a trusted LAN."""
         if isinstance(capacity, str):
             capacity = parse_size(capacity)
         self._store = CacheStore(Path(index_path), Path(storage_dir), capacity)
         self.tracker = tracker if tracker is not None else os.environ.get("SHOAL_TRACKER") or None
+        self._fleet = (fleet_token_file, ca, tls_cert, tls_key, tls_client_ca)
         self._open = False
         self._lock = threading.Lock()
 
@@ -159,10 +174,19 @@ class Cache:
                 raise UsageError(f"cannot import: not JSON ({exc}); nothing was imported") from None
         return self._opened().import_document(doc)[1]
 
+    def credentials(self) -> Credentials:
+        """The fleet's credentials from this cache's options, read now (a UsageError names a file that
+        cannot be used)."""
+        token_file, ca, cert, key, client_ca = (None if v is None else os.fspath(v) for v in self._fleet)
+        return load(token_file, ca=ca, cert=cert, key=key, client_ca=client_ca)
+
     async def _warm(self, target: str) -> CacheEntry:
         store = self._opened()
-        config = DaemonConfig(cache_dir=store.storage, capacity=store.capacity, tracker=self.tracker)
-        server = PieceServer()
+        credentials = self.credentials()
+        config = DaemonConfig(
+            cache_dir=store.storage, capacity=store.capacity, tracker=self.tracker, credentials=credentials
+        )
+        server = PieceServer(ServerConfig(fleet_key=credentials.key, tls=credentials.server_ssl))
         if self.tracker:
             await server.start(config.listen_host, config.listen_port)
         try:

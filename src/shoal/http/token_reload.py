@@ -1,5 +1,5 @@
 """Rolling the fleet token without an outage: a long-running process reads its token file again when it
-changes, and at once on SIGHUP.
+changes, and a service at once on SIGHUP (a ``shoal get`` seeding for a while reads it on a change only).
 
 The token file may hold several tokens (core.tickets, Rotation): the first signs, every one verifies. The
 operator's steps, each rolled out to every host before the next: add the new token second; make it first;
@@ -62,21 +62,27 @@ async def _watch(credentials: Credentials, path: str, hangup: asyncio.Event) -> 
 
 
 @contextlib.asynccontextmanager
-async def reloading(credentials: Credentials) -> AsyncIterator[None]:
-    """While the block runs, ``credentials``' token file is read again when it changes, or on SIGHUP; a
-    process without a token file runs the block as it is."""
+async def reloading(credentials: Credentials, *, on_sighup: bool = True) -> AsyncIterator[None]:
+    """While the block runs, ``credentials``' token file is read again when it changes, and on SIGHUP when
+    ``on_sighup``; a process without a token file runs the block as it is.
+
+    A service takes SIGHUP (its unit's reload). A ``shoal get`` (and the Python API's ``get``) does not: a
+    command in a terminal must still end when the terminal goes, and a library must not take a process's
+    signals; it reads a changed file all the same."""
     path = credentials.token_file
     if credentials.key is None or path is None:
         yield
         return
     loop = asyncio.get_running_loop()
     hangup = asyncio.Event()
-    loop.add_signal_handler(signal.SIGHUP, hangup.set)
+    if on_sighup:
+        loop.add_signal_handler(signal.SIGHUP, hangup.set)
     watcher = asyncio.create_task(_watch(credentials, path, hangup))
     try:
         yield
     finally:
         watcher.cancel()
-        loop.remove_signal_handler(signal.SIGHUP)
+        if on_sighup:
+            loop.remove_signal_handler(signal.SIGHUP)
         with contextlib.suppress(asyncio.CancelledError):
             await watcher

@@ -16,6 +16,10 @@ Rules, and why:
   (``$SHOAL_POOL_TOKEN``), never from the configuration file, like the mirror tokens' ``token_env``.
 - Any failure is a PublishError naming the file and the pool; the worker reports it as the attempt's
   failure, so the job's status says why its version did not reach the pool.
+- In a fleet with a token the seeder's routes and the tracker's need the fleet's credential, which the
+  worker sends, and a pushed URL is the seeder's ``/files/PASSKEY/REL`` (the seeder's own passkey,
+  core.tickets.SEEDER_HOLDER), which every member can fetch whatever its tracker (a member shows its
+  credential only to an origin that is one of its trackers). The tracker's pages hide the passkey.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ import aiohttp
 from shoal.core import pool_api
 from shoal.core.errors import PoolRefused, PublishError, TrackerUnavailable
 from shoal.core.pool_messages import PushRequest
+from shoal.core.tickets import SEEDER_HOLDER
 from shoal.core.tracker_choice import TrackerChoice, parse_trackers
+from shoal.http.credentials import Credentials
 from shoal.http.pool_transport import run_call
 
 SEED_WAIT = 300.0
@@ -73,31 +79,40 @@ async def push_version(
     version_dir: Path,
     rel_prefix: str,
     seed_wait: float = SEED_WAIT,
+    credentials: Credentials | None = None,
 ) -> list[str]:
     """Push every file under ``version_dir`` (seeded as ``rel_prefix/<path inside>``); return the pool's
-    job ids. ``seeder`` is a base URL, ``tracker`` one or several (comma-separated, asked in turn)."""
+    job ids. ``seeder`` is a base URL, ``tracker`` one or several (comma-separated, asked in turn);
+    ``credentials`` the fleet's, as the worker's seeder holds them."""
+    credentials = credentials or Credentials()
     trackers = TrackerChoice(parse_trackers(tracker, what="[worker] tracker"))
     files = await asyncio.to_thread(_files, version_dir)
     wanted = {f"{rel_prefix}/{p.relative_to(version_dir).as_posix()}": p for p in files}
-    await _wait_seeded(session, seeder, set(wanted), seed_wait)
+    await _wait_seeded(session, seeder, set(wanted), seed_wait, credentials)
+    key = credentials.key
+    files_url = f"{seeder}/files/{key.passkey(SEEDER_HOLDER)}" if key is not None else f"{seeder}/files"
     jobs: list[str] = []
     for rel, path in wanted.items():
         digest = await asyncio.to_thread(_sha256, path)
-        push = PushRequest(url=f"{seeder}/files/{quote(rel)}", replicas=replicas, digest=f"sha256:{digest}")
+        push = PushRequest(url=f"{files_url}/{quote(rel)}", replicas=replicas, digest=f"sha256:{digest}")
         try:
-            job = await run_call(session, trackers, pool_api.push(pool, push), token=token, seconds=PUSH_SECONDS)
+            call = pool_api.push(pool, push)
+            job = await run_call(session, trackers, call, token=token, seconds=PUSH_SECONDS, credentials=credentials)
         except (PoolRefused, TrackerUnavailable) as exc:
             raise PublishError(f"pushing {rel} to pool {pool!r} at {tracker} failed: {exc}") from None
         jobs.append(job.job)
     return jobs
 
 
-async def _wait_seeded(session: aiohttp.ClientSession, seeder: str, rels: set[str], wait: float) -> None:
+async def _wait_seeded(
+    session: aiohttp.ClientSession, seeder: str, rels: set[str], wait: float, credentials: Credentials
+) -> None:
     deadline = time.monotonic() + wait
     missing = set(rels)
     while True:
         try:
-            async with session.get(f"{seeder}/v1/files") as resp:
+            headers = credentials.tracker_headers(time.time())
+            async with session.get(f"{seeder}/v1/files", headers=headers, ssl=credentials.peer_tls()) as resp:
                 listing = await resp.json(content_type=None)
             missing -= {f["path"] for f in listing.get("files", []) if isinstance(f, dict)}
         except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError):

@@ -62,6 +62,7 @@ from shoal.core.errors import (
 from shoal.core.log_share import job_secrets, shown_text
 from shoal.core.mirror_config import JobSpec, WorkerSettings
 from shoal.core.retry import Backoff, Retries
+from shoal.http.credentials import Credentials
 from shoal.mirror.client import MirrorClient
 from shoal.mirror.messages import (
     CancelJob,
@@ -175,12 +176,15 @@ class MirrorWorker:
         url: str = "",
         reload: Callable[[], WorkerSettings] | None = None,
         pool_token: str | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
         self.url = url
         """The worker's seeder (base URL): what the manager lists, and what pool pushes name."""
         self.pool_token = pool_token
+        self.credentials = credentials or Credentials()
+        """The fleet's, as the worker's seeder holds them: a push carries them to the tracker and the seeder."""
         self._run_attempt = run_attempt
         self._reload = reload
         self._slots = _Slots(settings.concurrency)
@@ -435,6 +439,7 @@ class MirrorWorker:
             pool=pool,
             replicas=spec.publish.replicas,
             token=self.pool_token,
+            credentials=self.credentials,
             version_dir=job_dir / "versions" / version,
             rel_prefix=prefix,
         )

@@ -28,6 +28,7 @@ from shoal.core.tracker_choice import parse_trackers
 from shoal.core.units import parse_rate
 from shoal.http.credentials import Credentials
 from shoal.http.tls import load_roots_first
+from shoal.http.token_reload import reloading
 from shoal.peer.callback import callback_argv, run_callback
 from shoal.peer.config import DEFAULT_LISTEN, GetConfig
 from shoal.peer.engine import Download
@@ -180,7 +181,9 @@ async def _download(
     session = aiohttp.ClientSession(
         connector=connector, auto_decompress=False, read_bufsize=1 << 20, middlewares=(load_roots_first,)
     )
-    async with session:
+    # The token file is read again when it changes, as a daemon's is: a rotation during a long seeding
+    # period (--upload-time) reaches the tickets this piece server checks and the credentials it sends.
+    async with session, reloading(credentials, on_sighup=False):
         if config.tracker is not None:
             try:
                 server.bind(config.listen_host, config.listen_port)

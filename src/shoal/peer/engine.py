@@ -66,6 +66,7 @@ from shoal.core.rate import TokenBucket
 from shoal.core.retry import Retries
 from shoal.core.scope_leases import Labels
 from shoal.core.tickets import TICKET_HEADER
+from shoal.core.tracker_choice import served_by_tracker
 from shoal.core.whole_file import WholeFileCheck, failed_check, plan_refetch, whole_file_checks
 from shoal.peer.announcer import ANNOUNCE_BACKOFF, Announcer, Applied
 from shoal.peer.config import GetConfig
@@ -143,7 +144,10 @@ class Download:
         )
         self._left = False  # leave() ran
         self._distrusted: set[str] = set()  # content tasks named for the digest that did not hold it
-        self.origin = Origin(url, session, config.headers, fleet=config.credentials if config.fleet_origin else None)
+        # A node of the fleet, or a seeder with its tracker embedded (its /files need the fleet's credential),
+        # is asked as a member of the fleet; any other origin never sees the fleet's credential.
+        fleet_origin = config.fleet_origin or served_by_tracker(url, config.tracker)
+        self.origin = Origin(url, session, config.headers, fleet=config.credentials if fleet_origin else None)
         if tracker is None and config.tracker:
             tracker = TrackerClient(config.tracker, session, credentials=config.credentials)
         self.tracker = tracker if config.tracker else None

@@ -5,6 +5,7 @@
     GET /serve_last_updated           the .torrent of the newest file of all
     GET /serve/PASSKEY?REL, /serve_last_updated/PASSKEY[?DIRNAME]   the same, for a fleet's BitTorrent client
     GET|HEAD /files/REL               the file itself, with Range: the origin and the BEP 19 web seed
+    GET|HEAD /files/PASSKEY/REL       the same, for a fleet's BitTorrent client or getter (a fleet token)
     GET /v1/files                     JSON listing: path, size, digest, content task, modified, torrent URL,
                                       info-hash
     GET /v1/seeder/health             files published and pending, bytes and seconds spent hashing
@@ -22,7 +23,10 @@ With a fleet token the torrents are private (BEP 27) and their announce URLs car
 requester that shows it belongs to the fleet: a passkey in the path (``/serve/PASSKEY?REL``, the form a
 standard client or a browser can be given; the torrent carries that same passkey), or the fleet's request
 credential (``X-Shoal-Fleet``; the torrent carries a passkey made for the requester's address). Anyone else
-gets a 403. The files themselves (``/files/REL``, the web seed) are the origin's, open as an origin is.
+gets a 403. So do the files themselves: ``/files/REL`` needs the fleet's credential, and
+``/files/PASSKEY/REL`` (the private torrents' BEP 19 web seed, and the ``url`` of the listing) a passkey
+of the fleet in its first segment, which no REL can be mistaken for (a passkey carries a MAC). Without a
+fleet token the files are open, as an origin is (mutual TLS, when configured, guards the whole port).
 
 The routes are installed into an application the caller owns, so one process can serve them beside an
 embedded tracker on one port.
@@ -88,9 +92,10 @@ def _base_url(request: web.Request) -> str:
     return advertised.rstrip("/") if advertised else f"{request.scheme}://{request.host}"
 
 
-def _passkey(request: web.Request) -> str | None:
-    """The passkey a torrent served to ``request`` announces with: None outside a fleet; the requester's
-    own passkey, or one made for its address when it sent the fleet's credential; a 403 for anyone else."""
+def _passkey(request: web.Request, what: str = "torrents") -> str | None:
+    """The passkey a torrent (or URL) served to ``request`` carries: None outside a fleet; the requester's
+    own passkey (the path's), or one made for its address when it sent the fleet's credential; a 403 naming
+    ``what`` is refused for anyone else."""
     key = request.app[CONFIG].credentials.key
     if key is None:
         return None
@@ -101,11 +106,26 @@ def _passkey(request: web.Request) -> str | None:
             return given
         key.check_credential(request.headers.get(FLEET_HEADER), time.time())
     except CredentialRefused as exc:
+        ask = "/serve/PASSKEY?REL" if what == "torrents" else "/files/PASSKEY/REL"
         raise web.HTTPForbidden(
-            reason=f"{exc}; this seeder's torrents are for the fleet: ask /serve/PASSKEY?REL (`shoal passkey`)"
+            reason=f"{exc}; this seeder's {what} are for the fleet: ask {ask} (`shoal passkey`)"
         ) from None
+    return _requester_passkey(request)
+
+
+def _requester_passkey(request: web.Request) -> str | None:
+    """A passkey made for the requester's address (None outside a fleet), for a request that showed the
+    fleet's credential."""
+    key = request.app[CONFIG].credentials.key
+    if key is None:
+        return None
     holder = (request.remote or "").partition("%")[0]  # an IPv6 address without its zone
     return key.passkey(holder or "fleet")
+
+
+def _file_url(base: str, rel: str, passkey: str | None) -> str:
+    """Where a published file is fetched: ``/files/REL``, or ``/files/PASSKEY/REL`` in a fleet."""
+    return f"{base}/files/{passkey}/{quote(rel)}" if passkey else f"{base}/files/{quote(rel)}"
 
 
 def _torrent(request: web.Request, entry: SeededFile, passkey: str | None) -> web.Response:
@@ -116,7 +136,8 @@ def _torrent(request: web.Request, entry: SeededFile, passkey: str | None) -> we
         entry.info,
         announce=f"{first}{announce}",
         backup_announces=[f"{tracker}{announce}" for tracker in others],
-        url_list=[f"{base}/files/{quote(entry.rel)}"],
+        # BEP 19: the web seed is asked with no headers of the client's own, so it carries the passkey too.
+        url_list=[_file_url(base, entry.rel, passkey)],
         creation_date=int(entry.published_at),
     )
     filename = entry.info.name.replace('"', "") + ".torrent"
@@ -188,8 +209,26 @@ def _root_names(request: web.Request) -> set[str]:
     return {d.resolve().name for d in request.app[CONFIG].dirs}
 
 
+def _files_rel(request: web.Request) -> str:
+    """The REL a ``/files/`` request names, once it showed the fleet's passkey (its first segment) or
+    credential when this seeder has a fleet token; a 403 when it showed neither."""
+    raw = request.match_info["rel"]
+    key = request.app[CONFIG].credentials.key
+    if key is None:
+        return raw
+    first, _, rest = raw.partition("/")
+    if rest:
+        try:
+            key.check_passkey(first)
+            return rest
+        except CredentialRefused:
+            pass  # not a passkey of the fleet: a REL, which needs the fleet's credential
+    _passkey(request, what="files")
+    return raw
+
+
 async def files(request: web.Request) -> web.StreamResponse:
-    rel = await _rel(request, request.match_info["rel"])
+    rel = await _rel(request, _files_rel(request))
     catalog = request.app[CATALOG]
     entry = catalog.get(rel)
     if entry is None:
@@ -201,6 +240,10 @@ async def files(request: web.Request) -> web.StreamResponse:
 
 async def listing(request: web.Request) -> web.Response:
     base = _base_url(request)
+    # In a fleet the listing needs the fleet's credential (the tracker's middleware): its URLs carry a
+    # passkey made for the requester, so they work as they are in a client that sends no header.
+    passkey = _requester_passkey(request)
+    serve = f"{base}/serve/{passkey}" if passkey else f"{base}/serve"
     entries = sorted(request.app[CATALOG].files.values(), key=lambda f: f.rel)
     files = [
         ListedFile(
@@ -210,8 +253,8 @@ async def listing(request: web.Request) -> web.Response:
             task_id=f.task_id,
             modified=f.stat.mtime_ns / 1e9,
             info_hash=f.info_hash.hex(),
-            torrent=f"{base}/serve?{quote(f.rel)}",
-            url=f"{base}/files/{quote(f.rel)}",
+            torrent=f"{serve}?{quote(f.rel)}",
+            url=_file_url(base, f.rel, passkey),
         )
         for f in entries
     ]
@@ -266,7 +309,9 @@ ROUTES = (
         "GET",
         "/files/{rel}",
         "the file REL (it may hold slashes) itself, for the origin and the BEP 19 web seed: a 206 for a single "
-        "Range, ETag its BLAKE3, If-Range; HEAD too",
+        "Range, ETag its BLAKE3, If-Range; HEAD too. With a fleet token, a 403 without the fleet's credential "
+        "(X-Shoal-Fleet) or a passkey of the fleet as REL's first segment (/files/PASSKEY/REL: the private "
+        "torrents' web seed)",
         media="application/octet-stream",
     ),
     Route("GET", "/v1/files", "the published files, and those still pending", response=FileListing),

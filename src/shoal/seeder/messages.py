@@ -21,8 +21,16 @@ class ListedFile(msgspec.Struct, frozen=True):
     task_id: Annotated[str, Meta(description="its Shoal content task, the one every URL of these bytes shares")]
     modified: Annotated[float, Meta(description="its mtime, in seconds since the epoch")]
     info_hash: Annotated[str, Meta(description="its BitTorrent v1 info-hash, in hex")]
-    torrent: Annotated[str, Meta(description="the URL of its .torrent (/serve?REL)")]
-    url: Annotated[str, Meta(description="the URL of its bytes (/files/REL)")]
+    torrent: Annotated[
+        str, Meta(description="the URL of its .torrent (/serve?REL; with a fleet token /serve/PASSKEY?REL)")
+    ]
+    url: Annotated[
+        str,
+        Meta(
+            description="the URL of its bytes (/files/REL; with a fleet token /files/PASSKEY/REL, the passkey "
+            "made for the requester)"
+        ),
+    ]
 
 
 class FileListing(msgspec.Struct, frozen=True):

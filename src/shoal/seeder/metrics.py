@@ -52,6 +52,11 @@ class SeederCollector(Collector):
                 self.wire.uploaded,
             )
             yield gauge("shoal_seeder_wire_peers", "BitTorrent wire connections open.", self.wire.peers)
+            yield counter(
+                "shoal_seeder_wire_refused",
+                "BitTorrent handshakes refused: the fleet's tracker had not admitted the host to the swarm.",
+                self.wire.refused,
+            )
 
 
 def install(metrics: Metrics, seeder: Seeder, wire: WireSeeder | None) -> None:

@@ -30,6 +30,7 @@ from shoal.core.errors import TrackerUnavailable, TrackerUnreachable
 from shoal.core.ids import PeerIdentity
 from shoal.core.messages import AnnounceRequest, piece_hash_bytes
 from shoal.core.retry import Backoff, Retries
+from shoal.core.tickets import SEEDER_HOLDER
 from shoal.http.credentials import Credentials
 from shoal.http.tracker_failover import ask_in_turn
 from shoal.peer.tracker_client import TrackerClient
@@ -40,8 +41,6 @@ T = TypeVar("T")
 
 TRACKER_BACKOFF = Backoff(1.0, 30.0)
 BT_TIMEOUT = aiohttp.ClientTimeout(total=10, sock_connect=3)
-SEEDER_HOLDER = "seeder"
-"""The holder of the passkey a seeder announces its wire seeding with (core.tickets)."""
 
 
 @dataclass(slots=True)

@@ -28,6 +28,10 @@ Rules:
   closed, those not interested first, the idlest first; only when none is that idle is a newcomer refused.
   An info-hash is public: without this, handshakes followed by a keep-alive now and then would hold every
   connection for as long as ``idle_timeout``.
+- With an ``admission`` (a fleet's private torrents), a handshake for a served info-hash is answered only
+  when the host it comes from is admitted to that swarm (core.bt_admission: it announced the swarm to the
+  fleet's tracker with a passkey, recently); any other is closed before a byte of ours is sent, and
+  counted in ``refused``. An info-hash the seeder does not serve is closed without asking anyone.
 - A file that has gone, is shorter than its torrent, is another file than the one published (its inode),
   or a torrent the lookup no longer serves as it was (checked whenever a span is read) closes the
   connections that read it, with a logged reason; the server goes on serving everything else. A peer's
@@ -46,6 +50,7 @@ from pathlib import Path
 from typing import Protocol
 
 from shoal.core import btseeding
+from shoal.core.bt_tracker import normalize_address
 from shoal.core.btseeding import (
     HandshakeReceived,
     PeerCompleted,
@@ -80,6 +85,12 @@ class WireTorrent:
 class TorrentLookup(Protocol):
     def wire_torrent(self, info_hash: bytes) -> WireTorrent | None:
         """The torrent to serve for ``info_hash``, or None when it is not (or no longer) served."""
+        ...
+
+
+class WireAdmission(Protocol):
+    async def admits(self, info_hash: bytes, address: str) -> bool:
+        """Whether the host at ``address`` (an IP address, normalised) may be served ``info_hash``."""
         ...
 
 
@@ -182,6 +193,7 @@ class _Peer:
     conn: SeedingConnection
     writer: asyncio.StreamWriter
     address: str
+    host: str = ""
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     sender: asyncio.Task[None] | None = None
     closed: bool = False
@@ -194,13 +206,19 @@ class _Peer:
 class WireSeeder:
     """Serves the torrents ``lookup`` knows over the BitTorrent wire protocol. Start and stop are explicit."""
 
-    def __init__(self, lookup: TorrentLookup, config: WireConfig | None = None) -> None:
+    def __init__(
+        self, lookup: TorrentLookup, config: WireConfig | None = None, *, admission: WireAdmission | None = None
+    ) -> None:
+        """``admission``: whom to serve (a fleet's private torrents); None: every host."""
         self.lookup = lookup
         self.config = config or WireConfig()
+        self.admission = admission
         self.peer_id = PEER_ID_PREFIX + os.urandom(20 - len(PEER_ID_PREFIX))
         self.port = 0
         self.uploaded = 0
         """Payload bytes handed to the transports, all peers together."""
+        self.refused = 0
+        """Handshakes refused because ``admission`` did not admit their host."""
         self._cache = _SpanCache(self.config.cache_bytes)
         self._slots: UnchokeSlots[_Peer] = UnchokeSlots(self.config.max_unchoked, self.config.rotate_seconds)
         self._peers: set[_Peer] = set()
@@ -259,7 +277,7 @@ class WireSeeder:
             idle_timeout=self.config.idle_timeout,
             interest_timeout=self.config.interest_timeout,
         )
-        peer = _Peer(conn, writer, address)
+        peer = _Peer(conn, writer, address, host=host)
         writer.transport.set_write_buffer_limits(high=self.config.write_buffer)
         task = asyncio.current_task()
         assert task is not None
@@ -271,7 +289,10 @@ class WireSeeder:
                 events = conn.receive_data(data, loop.time())
                 i = 0
                 while i < len(events):  # acting on an event may produce more (accept: what came with it)
-                    events += self._on_event(peer, events[i])
+                    event = events[i]
+                    if isinstance(event, HandshakeReceived) and self.admission is not None:
+                        await self._admit(peer, event.info_hash)
+                    events += self._on_event(peer, event)
                     i += 1
                 if conn.queued:
                     peer.wake.set()
@@ -288,6 +309,21 @@ class WireSeeder:
                 peer.sender.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await peer.sender
+
+    async def _admit(self, peer: _Peer, info_hash: bytes) -> None:
+        """Nothing when ``peer``'s host may be served ``info_hash`` (or the torrent is not served: the
+        handshake's own handling closes it); else _Closing, before anything of ours is sent."""
+        assert self.admission is not None
+        if self.lookup.wire_torrent(info_hash) is None:
+            return
+        try:
+            host = normalize_address(str(peer.host).partition("%")[0])
+            admitted = await self.admission.admits(info_hash, host)
+        except ProtocolError:
+            admitted = False  # not an IP address we could ask about
+        if not admitted:
+            self.refused += 1
+            raise _Closing(f"refused: the tracker has not admitted this host to {info_hash.hex()}")
 
     def _on_event(self, peer: _Peer, event: btseeding.Event) -> list[btseeding.Event]:
         """Act on one event; return the events that acting on it produced."""

@@ -488,7 +488,7 @@ def openapi_document() -> dict[str, Any]:
     return openapi.document(
         "Shoal tracker",
         str(API_VERSION),
-        (*ROUTES, *pools.ROUTES, *dashboard.ROUTES, metrics_route),
+        (*ROUTES, *bt.ROUTES, *pools.ROUTES, *dashboard.ROUTES, metrics_route),
         description="The tracker's JSON API (tasks, announces, piece hashes) and its pools' (push jobs). With a "
         "fleet token, every route but /v1/health and /v1/openapi.json needs the fleet's credential in X-Shoal-Fleet "
         '(a 401 {"error": ..., "credential": "fleet"} without), and an announce reply carries the peer\'s ticket '
@@ -496,9 +496,12 @@ def openapi_document() -> dict[str, Any]:
     )
 
 
-def _owned_here(cluster: Cluster) -> Middleware:
+def _owned_here(cluster: Cluster, bt_tracker: bt.BtTracker) -> Middleware:
     """A task's routes, and a BitTorrent swarm's announces, are served by the tracker that owns them
-    (tracker.cluster); a scrape gathers its counts from the owners itself (tracker.bt)."""
+    (tracker.cluster); a scrape gathers its counts from the owners itself (tracker.bt). A BitTorrent
+    announce's passkey is checked here, before it is forwarded, as the fleet's credential of a JSON route is
+    (by require_fleet, outside this middleware): a stranger's announce costs no member a forward, and the
+    owner checks it again."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -506,6 +509,10 @@ def _owned_here(cluster: Cluster) -> Middleware:
         if is_task_id(task_id):
             return await cluster.forward(request, handler, task_id)
         if bt.bt_path(request.path) == "/announce" and (key := bt.announce_key(request.rel_url.raw_query_string)):
+            if (refusal := bt.refusal(bt_tracker, request)) is not None:
+                return refusal
+            return await cluster.forward(request, handler, key)
+        if key := bt.admitted_key(request):  # a swarm's admissions live with its announces, at its owner
             return await cluster.forward(request, handler, key)
         return await handler(request)  # not an owned route, or a malformed one the handler refuses
 
@@ -537,7 +544,8 @@ def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> 
     # The fleet's credential is checked first inside errors: a stranger's request costs nothing more.
     guarded = dashboard.fleet_guarded(config.public_dashboard)
     fleet = [require_fleet(config.fleet_key, clock=clock, guarded=guarded)] if config.fleet_key is not None else []
-    middlewares = [errors, *fleet, whole_writes(admission)] + ([_owned_here(cluster)] if cluster is not None else [])
+    owned = [_owned_here(cluster, service.bt)] if cluster is not None else []
+    middlewares = [errors, *fleet, whole_writes(admission), *owned]
     app = web.Application(middlewares=middlewares, client_max_size=config.max_body)
     app[SERVICE] = service
     app[ADMISSION] = admission

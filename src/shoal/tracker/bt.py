@@ -37,6 +37,7 @@ import aiohttp
 from aiohttp import web
 from fastbencode import bdecode
 
+from shoal.core.bt_admission import Admissions
 from shoal.core.bt_tracker import (
     INFO_HASH_SIZE,
     BtAnnounce,
@@ -50,8 +51,11 @@ from shoal.core.bt_tracker import (
     parse_scrape,
 )
 from shoal.core.errors import ProtocolError
+from shoal.core.messages import SwarmAdmission
 from shoal.core.ownership import TrackerMember
 from shoal.core.tickets import PASSKEY_PARAM
+from shoal.http.json_api import struct_response
+from shoal.http.openapi import Query, Route
 from shoal.tracker.cluster import Cluster, local_address
 from shoal.tracker.config import TrackerConfig
 
@@ -87,6 +91,9 @@ class BtTracker:
         self.clock = clock
         self.rng = rng or random.Random()
         self.fleet_key = config.fleet_key
+        self.admissions = Admissions(config.bt_peer_ttl)
+        """Hosts that announced a swarm with the fleet's passkey (a private tracker only): whom a wire seeder
+        of the fleet serves (core.bt_admission)."""
 
     def admit(self, passkey: str | None) -> None:
         """Nothing on a tracker without a fleet token, or for a passkey of its fleet; else CredentialRefused
@@ -99,14 +106,29 @@ class BtTracker:
         request = BtAnnounce.from_query(raw_query)
         if source is None:
             raise ProtocolError("the tracker cannot tell the client's address")
+        now = self.clock()
+        address = normalize_address(source)
         reply = self.swarms.announce(
             request,
-            source=normalize_address(source),
+            source=address,
             tracker_address=None if local is None else normalize_address(local),
-            now=self.clock(),
+            now=now,
             rng=self.rng,
         )
+        if self.fleet_key is not None:  # admit() took its passkey
+            if request.event == "stopped":
+                self.admissions.leave(request.info_hash, address)
+            else:
+                self.admissions.admit(request.info_hash, address, now)
         return reply.encode(compact=request.compact, no_peer_id=request.no_peer_id)
+
+    def admission(self, info_hash: bytes, address: str) -> SwarmAdmission:
+        """Whether the host at ``address`` announced ``info_hash`` with the fleet's passkey recently (any
+        host, on a tracker without a fleet token: it admits everyone)."""
+        if self.fleet_key is None:
+            return SwarmAdmission(admitted=True)
+        until = self.admissions.until(info_hash, normalize_address(address), self.clock())
+        return SwarmAdmission(admitted=until is not None, until=until)
 
     def scrape(self, raw_query: str) -> bytes:
         return encode_scrape(self.swarms.scrape(parse_scrape(raw_query), self.clock()))
@@ -151,11 +173,45 @@ def passkey_of(request: web.Request) -> str | None:
     return values[0].decode("latin-1") if values else None
 
 
+def refusal(bt: BtTracker, request: web.Request) -> web.Response | None:
+    """The bencoded failure a BitTorrent request without a passkey of the fleet gets (None: admitted), for
+    a middleware outside :func:`bencoded_errors` (the cluster's, which checks before it forwards)."""
+    try:
+        bt.admit(passkey_of(request))
+    except ProtocolError as exc:
+        return _bencoded(encode_failure(str(exc)))
+    return None
+
+
 async def announce(request: web.Request) -> web.Response:
     bt, cluster = request.app[BT], request.app[BT_CLUSTER]
     bt.admit(passkey_of(request))
     source, local = cluster.addresses(request) if cluster is not None else (request.remote, local_address(request))
     return _bencoded(bt.announce(request.rel_url.raw_query_string, source, local))
+
+
+ADMITTED_PATH = "/v1/swarms/{info_hash}/admitted"
+"""The JSON route a wire seeder of the fleet asks (with the fleet's credential, like every /v1/ route)."""
+
+
+def admitted_key(request: web.Request) -> str | None:
+    """The ownership key of a request to ADMITTED_PATH (the info-hash in hex, as :func:`swarm_key`); None
+    for any other route, or a malformed info-hash (the handler refuses it wherever it is)."""
+    info_hash = request.match_info.get("info_hash", "")  # ADMITTED_PATH is the one route with it
+    return info_hash if _is_info_hash(info_hash) else None
+
+
+def _is_info_hash(text: str) -> bool:
+    return len(text) == 2 * INFO_HASH_SIZE and all(c in "0123456789abcdef" for c in text)
+
+
+async def admitted(request: web.Request) -> web.Response:
+    """Whether the host at ``?address=`` may be served the swarm's pieces (core.bt_admission)."""
+    info_hash = request.match_info["info_hash"]
+    if not _is_info_hash(info_hash):
+        raise ProtocolError("info_hash must be 40 lower-case hex characters", field="info_hash")
+    address = request.query.get("address", "")
+    return struct_response(request.app[BT].admission(bytes.fromhex(info_hash), address))
 
 
 async def scrape(request: web.Request) -> web.Response:
@@ -240,3 +296,18 @@ def add_routes(app: web.Application, bt: BtTracker, cluster: Cluster | None = No
     for route, handler in (("/announce", announce), ("/scrape", scrape)):
         app.router.add_get(route, handler)
         app.router.add_get(route + "/{passkey}", handler)
+    app.router.add_get(ADMITTED_PATH, admitted)
+
+
+ROUTES = (
+    Route(
+        "GET",
+        ADMITTED_PATH,
+        "whether the host at ?address=IP announced the BitTorrent swarm INFO_HASH (hex) with the fleet's passkey "
+        "within the BitTorrent peer TTL: a wire seeder of the fleet serves that host then only. Any host, on a "
+        "tracker without a fleet token",
+        response=SwarmAdmission,
+        query=(Query("address", "the host's IP address", str, required=True),),
+    ),
+)
+"""The BitTorrent side's JSON route, for the tracker's OpenAPI document."""

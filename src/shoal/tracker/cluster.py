@@ -13,7 +13,8 @@ Retry-After and announces again.
 Between members, the fleet's credentials hold as between a peer and a tracker: a member is reached over the
 fleet's TLS (its CA, and this member's certificate under mutual TLS; ``tls``), and a forwarded request
 carries a request credential the owner checks, the peer's own or, on a BitTorrent route (whose passkey
-travels in the path), this member's (``fleet_key``).
+travels in the path), this member's (``fleet_key``). The forwarding member checks the client's credential
+(or passkey) itself before it forwards, so a stranger costs no member a forward; the owner checks it again.
 """
 
 from __future__ import annotations
