@@ -188,10 +188,10 @@ from shoal.tracker.config import TrackerConfig
 @click.option(
     "--event-loop",
     type=click.Choice(["auto", "uvloop", "asyncio"]),
-    default="auto",
+    default="asyncio",
     show_default=True,
-    help="The event loop: uvloop (installed with shoal[tracker]) answers more announces per CPU second; auto "
-    "takes it when installed, asyncio's own otherwise.",
+    help="The event loop: uvloop (installed with shoal[tracker]) answers more announces per CPU second, but "
+    "recovers worse from running out of file descriptors; auto takes it when installed.",
 )
 @fleet_options(client=True)
 @verbose_option

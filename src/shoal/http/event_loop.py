@@ -6,7 +6,9 @@ Rules, and why:
   asyncio's loop: uvloop disables aiohttp's sendfile path and halves its file throughput (DESIGN.md).
 - **uvloop is for a process that serves no files and many small requests**: ``shoal tracker``, whose
   announces spend about half their time in the event loop and aiohttp's request handling, which uvloop
-  runs in C (figures in benchmarks/RESULTS.md). The tracker asks for ``auto``: uvloop when it is installed
+  runs in C (figures in benchmarks/RESULTS.md). It is the operator's choice, not the default: a tracker on
+  uvloop that ran out of file descriptors reset the connection of a later request, which asyncio's loop
+  answers (tests/integration/test_connection_attacks.py). ``auto`` takes uvloop when it is installed
   (``pip install 'shoal[tracker]'``), asyncio's loop otherwise, so a host without it loses nothing but speed.
 - **The operator can always say which**: ``asyncio`` never tries uvloop; ``uvloop`` insists on it, and its
   absence is a usage error before anything starts, not a silent fallback.
