@@ -433,6 +433,47 @@ class HeldWriter(TrackerStore):
         return await super().write_transaction(work)
 
 
+async def stage_task(
+    store: TrackerStore, task_id: str, req: AnnounceRequest, now: float
+) -> tuple[AnnounceOutcome, asyncio.Future[None]]:
+    """:func:`stage` for any task."""
+    snapshot = replace(await store.load(task_id, req.done, now=now, peer_ttl=TTL), origin_seen=req.origin)
+    outcome = decide_announce(snapshot, req, task_id=task_id, seen_host="192.0.2.1", now=now, policy=POLICY)
+    return outcome, store.stage(outcome, created=snapshot.task is None)
+
+
+async def test_a_batch_of_reports_on_several_tasks_commits_as_written_one_by_one(db_url: str) -> None:
+    """The writes staged while one commits go in one transaction, consecutive hash reports (a task row and
+    hash rows each) in one statement of each kind: the database ends as after writing them one by one, with
+    every hash and each task's last hash_seq, and a new task's write among them keeps its place."""
+    other, third = "d" * 40, "e" * 40
+    other_url, third_url = f"http://origin.example/{other}", f"http://origin.example/{third}"
+    async with HeldWriter(db_url) as store:
+        store.go.set()
+        await join(store, "p1", T0, want_leases=8)
+        await join_task(store, other, "q1", T0, want_leases=8)
+        store.go.clear()
+        first = await stage(store, request("p1", done={0: digest(0)}), T0 + 1)
+        await wait_until_async(lambda: store.waiting == 1, "the writer holding a batch of the first write alone")
+        batch = [
+            await stage_task(store, other, request("q1", url=other_url, done={0: digest(0), 1: digest(1)}), T0 + 2),
+            await stage(store, request("p1", done={1: digest(1)}), T0 + 3),
+            await stage_task(store, third, request("r1", url=third_url, generation=0, event="started"), T0 + 4),
+            await stage_task(store, other, request("q1", url=other_url, done={2: digest(2)}), T0 + 5),
+        ]
+        assert [outcome.task.hash_seq for outcome, _ in batch] == [2, 2, 0, 3]
+        store.go.set()
+        await asyncio.gather(first[1], *(done for _, done in batch))
+        held = {tid: store._rows[tid].task for tid in (TASK_ID, other, third)}
+    async with TrackerStore(db_url) as again:
+        for tid, hashes in ((TASK_ID, {0: digest(0), 1: digest(1)}), (other, {i: digest(i) for i in range(3)})):
+            stored = await again.read_rows(tid)
+            assert stored is not None and stored.task == held[tid]
+            assert stored.hashes_since(0).hashes == hashes
+        made = await again.read_rows(third)
+        assert made is not None and made.task == held[third] and made.hashes == {}
+
+
 async def test_an_announce_that_changes_nothing_durable_waits_for_no_write(db_url: str) -> None:
     async with HeldWriter(db_url) as store:
         store.go.set()

@@ -158,9 +158,14 @@ class HolderIndex:
                 continue  # each group holds the nearer tier's: one no larger holds nobody of its own tier
             nearer = len(group)
             start = own if len(group) <= WALK_BUDGET else (own + int(draw * _RING)) % _RING
+            # The rack's group holds the rack alone; the site's may hold the asker's rack too, and the whole
+            # swarm's every nearer peer: those were looked at in their own tier. Nobody is nearer than the
+            # site tier to an asker without a rack label, or than the last tier to one without any label.
+            mixed = bool(rack) if tier == 1 else tier == 2 and bool(site or rack)
+            asker_id = asker.peer_id
             for _, peer_id, other_site, other_rack in _window(group, bisect.bisect_left(group, (start,))):
-                if peer_id == asker.peer_id or (tier and _tier(site, rack, other_site, other_rack) != tier):
-                    continue  # the rack's group holds the rack alone; the others hold nearer peers too
+                if peer_id == asker_id or (mixed and _tier(site, rack, other_site, other_rack) != tier):
+                    continue
                 view = view_of(peer_id)
                 if view is None or view.bad or not view.have.mask & lacking:
                     continue

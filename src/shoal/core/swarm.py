@@ -199,6 +199,7 @@ class Swarm:
         """The holders of the rare pieces, kept while the swarm has more holders than a hand-out walks."""
         self.census: Census | None = None
         """Where this swarm's peers and seeds are counted with every other swarm's, if anywhere."""
+        self._views: dict[str, PeerView] = {}  # peer -> its record's view: the hand-out's look-up, a dict's get
         self._own: dict[str, int] = {}  # peer -> bit mask of its leases
         self._addresses: dict[str, PeerAddress] = {}  # peer -> what hand-outs tell of it (address)
         self._peer_due: list[tuple[float, str]] = []  # (due, peer): heap
@@ -274,20 +275,25 @@ class Swarm:
         """What a hand-out tells of ``view``: made once while the peer's address and labels stay the same,
         not once for each of the hand-outs that name it."""
         cached = self._addresses.get(view.peer_id)
-        told = (view.host, view.port, view.site, view.rack)
-        if cached is None or (cached.host, cached.port, cached.site, cached.rack) != told:
-            cached = self._addresses[view.peer_id] = PeerAddress(view.peer_id, *told)
+        if (
+            cached is None
+            or cached.host != view.host
+            or cached.port != view.port
+            or cached.site != view.site
+            or cached.rack != view.rack
+        ):
+            cached = PeerAddress(view.peer_id, view.host, view.port, view.site, view.rack)
+            self._addresses[view.peer_id] = cached
         return cached
 
     def view_of(self, peer_id: str) -> PeerView | None:
-        record = self.peers.get(peer_id)
-        return None if record is None else record.view
+        return self._views.get(peer_id)
 
     def hand_out(self, asker: PeerView, limit: int, draw: float = 0.0) -> list[PeerView]:
         """The hand-out (core.handout) for ``asker``, a peer of the current generation, at bounded cost: the
         index's walk (its window drawn by ``draw``, uniform in [0, 1)), then, when a walk was cut short before
         it found ``limit`` peers, the holders of the rare pieces the asker lacks, nearest first."""
-        handed = self.index.hand_out(asker, limit, self.view_of, draw=draw)
+        handed = self.index.hand_out(asker, limit, self._views.get, draw=draw)
         if len(handed) >= limit or self.rare is None:
             return handed  # full, or every group was walked whole
         lacking = ~asker.have.mask & ((1 << self.size) - 1)
@@ -412,7 +418,8 @@ class Swarm:
         empty = Bitfield(0)
         for peer_id, record in self.peers.items():
             if record.view.have.size or record.view.have.mask:
-                self.peers[peer_id] = replace(record, view=replace(record.view, have=empty))
+                record = self.peers[peer_id] = replace(record, view=replace(record.view, have=empty))
+                self._views[peer_id] = record.view
 
     def _change(self, peer_id: str, **view_fields: object) -> None:
         record = self.peers.get(peer_id)
@@ -424,12 +431,14 @@ class Swarm:
         self._account(peer_id, old, record)
         if record is None:
             self.peers.pop(peer_id, None)
+            self._views.pop(peer_id, None)
             self._addresses.pop(peer_id, None)
             self._keep_rare_holders()
             for piece in iter_bits(self._own.get(peer_id, 0)):
                 self._drop_lease(piece)
             return
         self.peers[peer_id] = record
+        self._views[peer_id] = record.view
         self._keep_rare_holders()
         queued = self._peer_queued.get(peer_id)
         due = self._due(record)

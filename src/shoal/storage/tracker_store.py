@@ -185,25 +185,79 @@ class TaskRows:
         self.stale = False
 
 
+def _hash_rows(outcome: AnnounceOutcome) -> list[dict[str, Any]]:
+    """The rows of the outcome's new hashes, in seq order."""
+    tid = outcome.task.task_id
+    _, first_seq = _seqs(outcome)
+    return [
+        {
+            "task_id": tid,
+            "piece": piece,
+            "hash": digest,
+            "seq": first_seq + n,
+            "reporter": outcome.reporters.get(piece, ""),
+        }
+        for n, (piece, digest) in enumerate(sorted(outcome.new_hashes.items()))
+    ]
+
+
 def _seqs(outcome: AnnounceOutcome) -> tuple[int, int]:
     """The first seq of the outcome's revocations, and of its new hashes, which follow them."""
     first = outcome.task.hash_seq - len(outcome.revoked) - len(outcome.new_hashes) + 1
     return first, first + len(outcome.revoked)
 
 
+@dataclass(slots=True)
+class _Rows:
+    """What an announce that neither makes its task nor drops hashes writes: its task's row rewritten, and
+    its new hashes' rows. Those of a batch's announces go in one statement of each kind (see _run_batch)."""
+
+    task: dict[str, Any] | None
+    """The task row's new values (with ``the_task_id``), None when only hashes are new."""
+    hashes: list[dict[str, Any]]
+
+
 def _run_batch(batch: list[_Staged], conn: Connection) -> list[Any]:
-    return [staged.run(conn) for staged in batch]
+    """Run a batch's writes in order, in the caller's transaction. Consecutive writes that only rewrite task
+    rows and add hashes (``rows``) go as one UPDATE and one INSERT of many rows each: per statement the driver
+    and SQLAlchemy cost as much as per row many times over, and a busy tracker's batches are dozens of such
+    writes. Within such a run every task row's last values win and every hash row goes in, as one by one."""
+    results: list[Any] = []
+    updates: list[dict[str, Any]] = []
+    inserts: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        if updates:
+            conn.execute(_UPDATE_TASK, updates)
+            updates.clear()
+        if inserts:
+            conn.execute(piece_hashes.insert(), inserts)
+            inserts.clear()
+
+    for staged in batch:
+        rows = staged.rows
+        if rows is None:
+            flush()
+            results.append(staged.run(conn))
+            continue
+        if rows.task is not None:
+            updates.append(rows.task)
+        inserts.extend(rows.hashes)
+        results.append(None)
+    flush()
+    return results
 
 
 @dataclass(slots=True)
 class _Staged:
-    """A write staged for the database: what it runs in the batch's transaction, the task it changed, and
-    the future its caller awaits."""
+    """A write staged for the database: what it runs in the batch's transaction (``run``, or the ``rows``
+    _run_batch writes together with its neighbours'), the task it changed, and the future its caller awaits."""
 
     run: Callable[[Connection], Any]
     task_id: str
     done: asyncio.Future[Any]
     outcome: AnnounceOutcome
+    rows: _Rows | None = None
 
 
 class TrackerStore(SqlStore):
@@ -233,10 +287,12 @@ class TrackerStore(SqlStore):
         while self._writer is not None:
             await asyncio.wait([self._writer])
 
-    def _stage(self, run: Callable[[Connection], Any], outcome: AnnounceOutcome) -> asyncio.Future[Any]:
+    def _stage(
+        self, run: Callable[[Connection], Any], outcome: AnnounceOutcome, rows: _Rows | None = None
+    ) -> asyncio.Future[Any]:
         done = asyncio.get_running_loop().create_future()
         task_id = outcome.task.task_id
-        self._staged.append(_Staged(run, task_id, done, outcome))
+        self._staged.append(_Staged(run, task_id, done, outcome, rows))
         self._pending[task_id] = self._pending.get(task_id, 0) + 1
         if self._writer is None:
             self._writer = asyncio.ensure_future(self._write_staged())
@@ -408,7 +464,9 @@ class TrackerStore(SqlStore):
         def write(conn: Connection) -> None:
             self._write(conn, outcome, created=created, task_changed=task_changed, now=now)
 
-        return self._stage(write, outcome)
+        rows_only = not (created or outcome.new_generation or outcome.revoked)
+        task_row = {"the_task_id": outcome.task.task_id, **_task_values(outcome.task, now)} if task_changed else None
+        return self._stage(write, outcome, _Rows(task_row, _hash_rows(outcome)) if rows_only else None)
 
     def _write(
         self, conn: Connection, outcome: AnnounceOutcome, *, created: bool, task_changed: bool, now: float
@@ -428,20 +486,7 @@ class TrackerStore(SqlStore):
                 )
             )
         if outcome.new_hashes:
-            _, first_seq = _seqs(outcome)
-            conn.execute(
-                piece_hashes.insert(),
-                [
-                    {
-                        "task_id": tid,
-                        "piece": piece,
-                        "hash": digest,
-                        "seq": first_seq + n,
-                        "reporter": outcome.reporters.get(piece, ""),
-                    }
-                    for n, (piece, digest) in enumerate(sorted(outcome.new_hashes.items()))
-                ],
-            )
+            conn.execute(piece_hashes.insert(), _hash_rows(outcome))
 
     async def hashes_since(self, task_id: str, since: int) -> HashesResponse | None:
         rows = await self._task_rows(task_id)
