@@ -410,6 +410,22 @@ def test_across_a_rack_only_the_pieces_leased_to_us_are_fetched_and_leases_are_a
     assert c.ask(NOW).want_crossings == 0  # every piece we lack is on its way
 
 
+def test_a_lease_on_a_piece_still_on_its_way_does_not_hold_back_asks_for_the_pieces_that_are_there() -> None:
+    """The tracker leases ahead a piece another rack is fetching from the origin (core.scope_leases): until its
+    holder offers it, it is no lease to start, and the pieces other racks hold are still asked for."""
+    c = labelled_core("r1")
+    hand_out_labelled(c, {"far": "r2"})
+    c.handle(PeerHas("far", Bitfield.of(PIECES, [0, 1])), NOW)
+    c.handle(Announced(reply(rack_leases=(3,)), {}), NOW)  # 3: on its way from the origin into rack r2
+    assert peer_fetches(c.plan(NOW)) == {}
+    assert c.ask(NOW).want_crossings == 2  # 0 and 1
+    c.answered()
+    c.handle(Announced(reply(rack_leases=(0, 1, 3)), {}), NOW)
+    assert peer_fetches(c.plan(NOW)) == {"far": {0, 1}}
+    c.handle(PeerHas("far", Bitfield.of(PIECES, [0, 1, 3])), NOW)
+    assert peer_fetches(c.plan(NOW)) == {"far": {3}}  # the moment it is offered, without another ask
+
+
 def test_without_labels_every_peer_is_fetched_from_as_on_one_switch() -> None:
     c = core()
     c.book.learn_hashes({i: digest(i) for i in range(PIECES)})

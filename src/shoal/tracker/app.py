@@ -257,6 +257,8 @@ class TrackerService:
             now=now,
             ttl=ttl,
             stale_after=self.config.crossing_patience,
+            # The pieces on their way from the origin: leased ahead to the racks that will want them next.
+            arriving={piece: lease.peer_id for piece, lease in snapshot.leases.items()} if want else None,
         )
         if table:
             self._scope_leases[task_id] = (generation, table)
