@@ -40,7 +40,7 @@ from shoal.core.errors import JoinAgain, NoSwarmCopy, OriginChanged, OriginError
 from shoal.core.events import Announced, HashesArrived, OriginPiece, PeerGone, PeerHas, PeerPiece, RunEnded, TrackerDown
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import AnnounceResponse, ManifestMessage, PeerAddress, ScopeBytes
-from shoal.core.scope_leases import Labels
+from shoal.core.scope_leases import AHEAD_SWARM, Labels
 from shoal.peer.config import GetConfig
 
 MANIFEST = Manifest.for_identity(OriginIdentity(1 << 20))  # 4 pieces of 256 KiB
@@ -424,6 +424,10 @@ def test_a_lease_on_a_piece_still_on_its_way_does_not_hold_back_asks_for_the_pie
     assert peer_fetches(c.plan(NOW)) == {"far": {0, 1}}
     c.handle(PeerHas("far", Bitfield.of(PIECES, [0, 1, 3])), NOW)
     assert peer_fetches(c.plan(NOW)) == {"far": {3}}  # the moment it is offered, without another ask
+
+
+def test_pieces_are_leased_ahead_only_in_swarms_whose_peers_a_downloader_follows_all() -> None:
+    assert AHEAD_SWARM == MAX_WATCHED_PEERS
 
 
 def test_without_labels_every_peer_is_fetched_from_as_on_one_switch() -> None:

@@ -21,7 +21,8 @@ Rules:
   peer holds its origin lease), is leased to the asker too, ahead of its arrival: the asker fetches it
   the moment its holder offers it, without waiting for a lease poll after that. This is what keeps a rack
   busy at the end of a download, when the last pieces leave the origin into other racks. Pieces on their
-  way into another site are left to the poll (they need that site's copy first).
+  way into another site are left to the poll (they need that site's copy first), and so are all of them
+  in a swarm larger than :data:`AHEAD_SWARM`.
 * Pieces held inside the asker's site come first (the cheaper crossing), then those held only in other
   sites, and those on their way into the site's other racks last (they cannot be fetched yet); within
   each, the lowest pieces first, so the leases form runs of consecutive pieces and one request fetches a
@@ -58,6 +59,11 @@ from shoal.core.handout import PeerView
 from shoal.core.leases import stripes
 
 ScopeKind = Literal["rack", "site"]
+
+AHEAD_SWARM = 64
+"""Pieces on their way are leased ahead only in a task of at most this many live peers. A downloader follows
+that many peers at once (core.download.MAX_WATCHED_PEERS), so in a larger swarm the asker may not follow the
+peer a piece arrives at, and its lease would keep its rack from the piece until it went stale."""
 
 
 @dataclass(frozen=True, slots=True, order=True)
