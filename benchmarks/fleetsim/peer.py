@@ -83,6 +83,7 @@ class SimPeer:
         self.fetching: set[int] = set()
         self.crossings = Crossings()
         self.blocked = 0
+        self.offered_across = 0
         self.followed: dict[str, Followed] = {}
         self.dropped: dict[str, float] = {}
         """Peers we stopped following -> when their have stream has ended (not followed again before)."""
@@ -185,9 +186,11 @@ class SimPeer:
         rack_ok = self.crossings.rack
         site_ok = rack_ok & self.crossings.site
         flat = not self.rack
-        holders, across, reachable = [], 0, 0
+        holders, across, reachable, offered = [], 0, 0, 0
         for f in self.followed.values():
             have = f.peer.visible & needed
+            if f.boundary is not None:
+                offered |= have  # DownloadCore._offered_across (here cut to what we need, all it is used for)
             if not have or f.busy_until > now or f.ready_at > now:
                 continue  # nothing to fetch from it (nor blocked for us), or not to be asked now
             # allowed_mask(self, f.peer, have, crossings), with the boundary worked out once per peer.
@@ -204,6 +207,7 @@ class SimPeer:
                 holders.append(Holder(f.peer.peer_id, allowed, f.requests))
         if not flat:
             self.blocked = across & ~reachable
+            self.offered_across = offered
         if len(holders) == 1:
             lone = holders[0].peer_id
             others = (f for f in self.followed.values() if f.peer.peer_id != lone)
@@ -212,7 +216,7 @@ class SimPeer:
         return holders
 
     def _wants_crossings(self, needed: int) -> bool:
-        return bool(self.blocked & needed) and not needed & self.crossings.rack
+        return bool(self.blocked & needed) and not needed & self.crossings.rack & self.offered_across
 
     def replan_soon(self) -> None:
         """Plan again once the current instant's events are handled (several may arrive at once)."""

@@ -3,8 +3,9 @@
 Each announce runs :func:`shoal.core.announce.decide_announce` (origin leases, hash reports, the hand-out) on
 the task's :class:`shoal.core.swarm.Swarm`, expired at the decision's time and updated with its outcome, as
 storage/tracker_store.py keeps it; then :func:`shoal.core.scope_leases.decide_crossings` the way
-``TrackerService._crossings`` drives it. The outcome is applied to the task record, the swarm, the hashes
-and the scope lease table. No database: the simulator measures the decisions, not the store.
+``TrackerService._crossings`` drives it (the swarm's origin leases as the pieces arriving, in a swarm of at
+most AHEAD_SWARM peers). The outcome is applied to the task record, the swarm, the hashes and the scope
+lease table. No database: the simulator measures the decisions, not the store.
 
 ``decide_announce`` reads the swarm's aggregates (holder counts, lease masks, the racks of
 ``Swarm.racks`` that share the origin's stripes, the hand-out index), so it is exact at every size. The
@@ -29,7 +30,15 @@ from shoal.core.audit import Audit
 from shoal.core.bitfield import Bitfield, iter_bits
 from shoal.core.handout import PeerView
 from shoal.core.messages import AnnounceRequest, AnnounceResponse
-from shoal.core.scope_leases import LeaseKey, Scope, ScopeLease, decide_crossings, rack_scope, site_scope
+from shoal.core.scope_leases import (
+    AHEAD_SWARM,
+    LeaseKey,
+    Scope,
+    ScopeLease,
+    decide_crossings,
+    rack_scope,
+    site_scope,
+)
 from shoal.core.swarm import Swarm
 
 
@@ -147,9 +156,11 @@ class SimTracker:
                 if r.view.peer_id != view.peer_id and r.generation == generation and r.last_seen > now - ttl
             ]
             self.stats.snapshot_peers += len(live) + 1
+            ahead = want and len(live) < AHEAD_SWARM
+            arriving = {piece: lease.peer_id for piece, lease in self.swarm.leases.items()} if ahead else None
             table, crossings = decide_crossings(
                 self.scope_table, asker=view, peers=[*live, view], want=want, now=now, ttl=ttl,
-                stale_after=self.crossing_patience,
+                stale_after=self.crossing_patience, arriving=arriving,
             )  # fmt: skip
             self.scope_table = table
         else:
@@ -158,6 +169,7 @@ class SimTracker:
             peers = self._scope_peers(view, part)
             self.stats.snapshot_peers += len(peers)
             before = len(part)
+            # Past exact_limit the swarm is larger than AHEAD_SWARM: no piece is leased ahead.
             table, crossings = decide_crossings(
                 part, asker=view, peers=peers, want=want, now=now, ttl=ttl, stale_after=self.crossing_patience
             )

@@ -1,11 +1,13 @@
-"""Locality with real processes: peers labelled with racks (one site) on loopback. Each piece enters each rack
-once, from the origin or from another rack under a scope lease (core.scope_leases), and spreads inside it;
-peers without labels and a rack of one peer still finish."""
+"""Locality with real processes: peers labelled with racks and sites on loopback. Each piece enters each rack
+(and each site) once, from the origin or from another rack (site) under a scope lease (core.scope_leases), and
+spreads inside it; peers without labels and a rack of one peer still finish, and a rack whose peer fetching
+across its boundary is killed is leased the pieces again."""
 
 from __future__ import annotations
 
 import json
 import re
+import threading
 import urllib.request
 from collections import Counter
 from collections.abc import Callable
@@ -59,6 +61,22 @@ def peers_of(tracker: str, task_id: str) -> dict[str, str]:
     return {p["peer_id"]: p["rack"] for p in task_view(tracker, task_id)["peers"]}
 
 
+def entered_pieces(
+    procs: dict[str, Popen[str]], scope_of: Callable[[str], str], peer_scope: dict[str, str]
+) -> dict[str, Counter[int]]:
+    """Kill the peers and count, from their -vv logs, the pieces that entered each scope: a piece a peer took
+    from the origin or from a peer of another scope (by the sender's labels in the tracker's view)."""
+    entered: dict[str, Counter[int]] = {}
+    for name, proc in procs.items():
+        proc.kill()
+        _, stderr = proc.communicate()
+        mine = scope_of(name)
+        for index, source in (m.groups() for m in map(PIECE.search, stderr.splitlines()) if m):
+            if source is None or peer_scope[source] != mine:
+                entered.setdefault(mine, Counter())[int(index)] += 1
+    return entered
+
+
 def test_each_piece_enters_each_rack_once(tmp_path, tracker, origin, make_file, spawn_get):
     src = origin("--rate", "8M")  # the origin is the bottleneck: the racks share what it sent
     make_file(src.root / "r.bin", SIZE)
@@ -82,16 +100,63 @@ def test_each_piece_enters_each_rack_once(tmp_path, tracker, origin, make_file, 
     received = wait_until(all_received, "every peer's bytes in the tracker's task view", timeout=60)
     assert received.get("origin", 0) + received.get("racks", 0) == 2 * SIZE
     assert received["rack"] == 2 * SIZE and "sites" not in received and "unlabelled" not in received
-    entered: dict[str, Counter[int]] = {"r1": Counter(), "r2": Counter()}
-    for name, proc in procs.items():
-        proc.kill()
-        _, stderr = proc.communicate()
+    entered = entered_pieces(procs, RACKS.__getitem__, rack_of)
+    for name in procs:
         assert sha256(tmp_path / f"{name}.bin") == sha256(src.root / "r.bin")
-        for index, source in (m.groups() for m in map(PIECE.search, stderr.splitlines()) if m):
-            if source is None or rack_of[source] != RACKS[name]:
-                entered[RACKS[name]][int(index)] += 1  # from the origin, or across the rack's boundary
+    assert set(entered) == {"r1", "r2"}
     for rack, counts in entered.items():
         assert counts == Counter(range(SIZE >> 18)), f"pieces that entered {rack} more or less than once"
+
+
+SITES = {"a": ("s1", "r1"), "b": ("s1", "r2"), "c": ("s2", "r1"), "d": ("s2", "r2")}
+"""Two sites of two racks of one peer each: the rack labels repeat across the sites, as they do in fleets."""
+
+
+def test_each_piece_enters_each_site_and_rack_once(tmp_path, tracker, origin, make_file, spawn_get):
+    """One level up: a piece held only in the other site is fetched across sites by one peer of the site (a
+    site lease), and reaches the site's other rack from inside the site."""
+    src = origin("--rate", "8M")
+    make_file(src.root / "s.bin", SIZE)
+    url = src.url("s.bin")
+    t = tracker(extra=("--crossing-patience", "600"))  # no lease taken over: "once" is exact
+    procs = {
+        name: spawn_get(
+            url,
+            "-o",
+            str(tmp_path / f"{name}.bin"),
+            "--tracker",
+            t.url,
+            "--site",
+            site,
+            "--rack",
+            rack,
+            "--upload-time",
+            "60",
+            "-vv",
+        )
+        for name, (site, rack) in SITES.items()
+    }
+    for name, proc in procs.items():
+        wait_for_file(tmp_path / f"{name}.bin", proc, timeout=120)
+    peers = task_view(t.url, task_id_for_url(url))["peers"]
+    assert sorted((p["site"], p["rack"]) for p in peers) == sorted(SITES.values())
+
+    def all_received() -> dict[str, int] | None:
+        received = task_view(t.url, task_id_for_url(url))["received"]
+        return received if sum(received.values()) == 4 * SIZE else None
+
+    received = wait_until(all_received, "every peer's bytes in the tracker's task view", timeout=60)
+    # Each site took the file in once, from the origin or the other site; the rest crossed racks inside a site.
+    assert received.get("origin", 0) + received.get("sites", 0) == 2 * SIZE
+    assert received.get("racks", 0) == 2 * SIZE and "rack" not in received and "unlabelled" not in received
+
+    site_of = {p["peer_id"]: p["site"] for p in peers}
+    by_site = entered_pieces(procs, lambda name: SITES[name][0], site_of)
+    for name in procs:
+        assert sha256(tmp_path / f"{name}.bin") == sha256(src.root / "s.bin")
+    assert set(by_site) == {"s1", "s2"}
+    for site, counts in by_site.items():
+        assert counts == Counter(range(SIZE >> 18)), f"pieces that entered {site} more or less than once"
 
 
 def test_a_rack_of_one_and_peers_without_labels_finish(tmp_path, tracker, origin, make_file, spawn_get):
@@ -122,3 +187,73 @@ def test_a_rack_goes_on_when_its_peer_fetching_across_is_killed(tmp_path, tracke
     for name in ("a", "b", "d"):
         wait_for_file(tmp_path / f"{name}.bin", procs[name], timeout=120)
         assert sha256(tmp_path / f"{name}.bin") == sha256(src.root / "k.bin")
+
+
+def test_a_rack_is_leased_again_the_pieces_of_its_killed_fetcher(tmp_path, tracker, origin, make_file, spawn_get):
+    """Rack r1 holds the whole file; c, alone in rack r2 at first, asks for every piece across the uplink and
+    is leased them all, but fetches slowly (--download-rate). c is SIGKILLed mid-transfer, with most of its
+    leases unfetched; d, its rack mate, which the leases shut out while c lived, is leased them once the
+    tracker counts c dead, and fetches them from rack r1, none from the origin again."""
+    src = origin()
+    make_file(src.root / "x.bin", SIZE)
+    url = src.url("x.bin")
+    t = tracker(extra=("--crossing-patience", "600"))  # only the death of c may move its leases
+    seeds = {
+        name: spawn_get(
+            url,
+            "-o",
+            str(tmp_path / f"{name}.bin"),
+            "--tracker",
+            t.url,
+            "--site",
+            "s1",
+            "--rack",
+            "r1",
+            "--upload-time",
+            "120",
+        )
+        for name in ("a", "b")
+    }
+    for name, proc in seeds.items():
+        wait_for_file(tmp_path / f"{name}.bin", proc, timeout=120)
+    from_origin = src.bytes_sent()
+
+    def r2_peer(name: str, *extra: str) -> Popen[str]:
+        return spawn_get(
+            url,
+            "-o",
+            str(tmp_path / f"{name}.bin"),
+            "--tracker",
+            t.url,
+            "--site",
+            "s1",
+            "--rack",
+            "r2",
+            "--upload-time",
+            "60",
+            *extra,
+        )
+
+    c = r2_peer("c", "--download-rate", "512K", "-vv")  # 16 s for the file: killed long before it is through
+    assert c.stderr is not None
+    c_lines: list[str] = []
+    reader = threading.Thread(target=lambda: c_lines.extend(iter(c.stderr.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    wait_until(
+        lambda: any((m := PIECE.search(line.rstrip("\n"))) and m.group(2) for line in c_lines),
+        "c to verify its first piece from rack r1",
+        timeout=60,
+    )
+    d = r2_peer("d", "-vv")
+    c.kill()
+    c.wait()
+    reader.join(timeout=10)
+    assert sum(bool(PIECE.search(line.rstrip("\n"))) for line in c_lines) < SIZE >> 18  # killed mid-transfer
+    wait_for_file(tmp_path / "d.bin", d, timeout=120)
+    assert not (tmp_path / "c.bin").exists()
+    assert sha256(tmp_path / "d.bin") == sha256(src.root / "x.bin")
+    assert src.bytes_sent() - from_origin < 64 << 10  # d's probe of the origin's headers at most
+    d.kill()
+    _, stderr = d.communicate()
+    sources = [m.group(2) for m in map(PIECE.search, stderr.splitlines()) if m]
+    assert len(sources) == SIZE >> 18 and None not in sources  # every piece from rack r1, across the uplink

@@ -122,6 +122,7 @@ def member(tmp_path: Path, services: list[Service]) -> Callable[..., Service]:
 
 
 def test_a_push_reaches_every_member_and_each_byte_leaves_the_origin_about_once(
+    tracker: Callable[..., Service],
     make_pool: Callable[..., Pool],
     member: Callable[..., Service],
     origin: Callable[..., Origin],
@@ -131,7 +132,8 @@ def test_a_push_reaches_every_member_and_each_byte_leaves_the_origin_about_once(
     o = origin("--rate", "24M")
     size = 24 * MiB
     data = make_file(o.root / "release.bin", size)
-    pool = make_pool()
+    # Patience far beyond any fetch here: no scope lease is taken over, so each piece enters each rack once.
+    pool = make_pool(tracker_service=tracker(extra=("--crossing-patience", "600")))
     dests = []
     for n in range(4):
         dest_dir = tmp_path / f"dest{n}"
@@ -153,8 +155,13 @@ def test_a_push_reaches_every_member_and_each_byte_leaves_the_origin_about_once(
     assert o.bytes_sent() <= 1.1 * size
     assert sum(m["from_origin"] + m["from_peers"] for m in job["members"]) >= 4 * size
     # Every member is labelled: each byte from a peer came from its rack or the other rack of its site.
+    entered = {"r0": 0, "r1": 0}
     for m in job["members"]:
         assert m["from_peers"] == m["from_rack"] + m["from_racks"] and m["from_sites"] == 0, m
+        entered[f"r{int(m['name'][1:]) % 2}"] += m["from_origin"] + m["from_racks"]
+    # A push shares the engine's scope leases: the file crossed into each rack once, from the origin or
+    # the other rack, and spread inside it.
+    assert entered == {"r0": size, "r1": size}, entered
     table = pool_cli(pool.tracker, "status", pool.name, job_id, token=pool.token)
     caption = " ".join(table.stdout.split())  # rich wraps the caption to the terminal
     assert table.returncode == 0 and "across racks" in caption and "0 B across sites" in caption, table.stdout

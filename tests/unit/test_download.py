@@ -40,7 +40,7 @@ from shoal.core.errors import JoinAgain, NoSwarmCopy, OriginChanged, OriginError
 from shoal.core.events import Announced, HashesArrived, OriginPiece, PeerGone, PeerHas, PeerPiece, RunEnded, TrackerDown
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import AnnounceResponse, ManifestMessage, PeerAddress, ScopeBytes
-from shoal.core.scope_leases import Labels
+from shoal.core.scope_leases import AHEAD_SWARM, Labels
 from shoal.peer.config import GetConfig
 
 MANIFEST = Manifest.for_identity(OriginIdentity(1 << 20))  # 4 pieces of 256 KiB
@@ -408,6 +408,26 @@ def test_across_a_rack_only_the_pieces_leased_to_us_are_fetched_and_leases_are_a
     c.handle(Announced(reply(rack_leases=(3,)), {}), NOW)
     assert peer_fetches(c.plan(NOW)) == {"far": {3}}
     assert c.ask(NOW).want_crossings == 0  # every piece we lack is on its way
+
+
+def test_a_lease_on_a_piece_still_on_its_way_does_not_hold_back_asks_for_the_pieces_that_are_there() -> None:
+    """The tracker leases ahead a piece another rack is fetching from the origin (core.scope_leases): until its
+    holder offers it, it is no lease to start, and the pieces other racks hold are still asked for."""
+    c = labelled_core("r1")
+    hand_out_labelled(c, {"far": "r2"})
+    c.handle(PeerHas("far", Bitfield.of(PIECES, [0, 1])), NOW)
+    c.handle(Announced(reply(rack_leases=(3,)), {}), NOW)  # 3: on its way from the origin into rack r2
+    assert peer_fetches(c.plan(NOW)) == {}
+    assert c.ask(NOW).want_crossings == 2  # 0 and 1
+    c.answered()
+    c.handle(Announced(reply(rack_leases=(0, 1, 3)), {}), NOW)
+    assert peer_fetches(c.plan(NOW)) == {"far": {0, 1}}
+    c.handle(PeerHas("far", Bitfield.of(PIECES, [0, 1, 3])), NOW)
+    assert peer_fetches(c.plan(NOW)) == {"far": {3}}  # the moment it is offered, without another ask
+
+
+def test_pieces_are_leased_ahead_only_in_swarms_whose_peers_a_downloader_follows_all() -> None:
+    assert AHEAD_SWARM == MAX_WATCHED_PEERS
 
 
 def test_without_labels_every_peer_is_fetched_from_as_on_one_switch() -> None:

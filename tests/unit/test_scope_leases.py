@@ -58,10 +58,21 @@ def lease(piece: int, scope: Scope, peer_id: str, granted: float = NOW, expires:
 
 
 def grant(
-    asker: PeerView, peers: list[PeerView], leases: Mapping[LeaseKey, ScopeLease] | None = None, want: int = 4
+    asker: PeerView,
+    peers: list[PeerView],
+    leases: Mapping[LeaseKey, ScopeLease] | None = None,
+    want: int = 4,
+    arriving: Mapping[int, str] | None = None,
 ) -> list[ScopeLease]:
     return grant_scope_leases(
-        asker=asker, peers=peers, leases=leases or {}, want=want, now=NOW, ttl=TTL, stale_after=STALE
+        asker=asker,
+        peers=peers,
+        leases=leases or {},
+        want=want,
+        now=NOW,
+        ttl=TTL,
+        stale_after=STALE,
+        arriving=arriving,
     )
 
 
@@ -153,6 +164,35 @@ def test_pieces_in_reach_are_not_leased() -> None:
         node("x", rack="r2", have=[0, 1, 2, 3]),
     ]
     assert pieces(grant(me, peers), R1) == [3]
+
+
+def test_a_piece_on_its_way_from_the_origin_into_another_rack_of_the_site_is_leased_ahead() -> None:
+    me, mate = node("me"), node("mate")
+    x, y = node("x", rack="r2", have=[0]), node("y", rack="r2")
+    granted = grant(me, [me, mate, x, y], arriving={3: "y", 1: "x"}, want=4)
+    # Held pieces first, then those on their way, lowest first.
+    assert granted == [lease(0, R1, "me"), lease(1, R1, "me"), lease(3, R1, "me")]
+    assert grant(me, [me, mate, x, y], arriving={3: "y"}, want=1) == [lease(0, R1, "me")]
+
+
+def test_no_lease_ahead_for_a_piece_on_its_way_into_our_rack_another_site_or_to_a_flat_or_bad_peer() -> None:
+    me, mate = node("me"), node("mate")
+    far, flat, bad = node("far", site="s2", rack="r2"), node("flat", site="", rack=""), node("bad", rack="r2", bad=True)
+    arriving = {0: "me", 1: "mate", 2: "far", 3: "flat", 4: "bad", 5: "gone"}
+    assert grant(me, [me, mate, far, flat, bad], arriving=arriving, want=8) == []
+
+
+def test_a_piece_on_its_way_is_not_leased_ahead_twice_in_a_rack() -> None:
+    me, mate, x = node("me"), node("mate"), node("x", rack="r2")
+    held = table(lease(2, R1, "mate"))
+    assert grant(me, [me, mate, x], held, arriving={2: "x", 3: "x"}) == [lease(3, R1, "me")]
+
+
+def test_pieces_only_in_other_sites_come_before_pieces_on_their_way() -> None:
+    me, x = node("me"), node("x", rack="r2")
+    far = node("far", site="s2", have=[6])
+    granted = grant(me, [me, x, far], arriving={1: "x"}, want=1)
+    assert granted == [lease(6, R1, "me"), lease(6, S1, "me")]
 
 
 def test_pieces_held_by_nobody_are_origin_leases_not_scope_leases() -> None:
@@ -325,27 +365,38 @@ def assert_replaces_only_spent(
         )
 
 
+ARRIVING = st.dictionaries(st.integers(0, SIZE - 1), st.sampled_from([f"p{i}" for i in range(8)] + ["gone"]))
+"""Origin leases, piece -> holder (some of them peers that are gone)."""
+
+
 @settings(max_examples=300, deadline=None)
-@given(tracker_states(), st.integers(0, SIZE))
-def test_property_never_two_live_leases_of_one_scope_and_piece(state: State, want: int) -> None:
+@given(tracker_states(), st.integers(0, SIZE), ARRIVING)
+def test_property_never_two_live_leases_of_one_scope_and_piece(
+    state: State, want: int, arriving: dict[int, str]
+) -> None:
     asker, peers, leases = state
-    granted = grant(asker, peers, leases, want=want)
+    granted = grant(asker, peers, leases, want=want, arriving=arriving)
     assert sum(g.scope.kind == "rack" for g in granted) <= want
     assert_replaces_only_spent(granted, leases, {p.peer_id for p in peers}, NOW, STALE)
 
 
 @settings(deadline=None)
-@given(tracker_states(), st.integers(1, SIZE))
-def test_property_no_grant_for_a_piece_in_reach(state: State, want: int) -> None:
+@given(tracker_states(), st.integers(1, SIZE), ARRIVING)
+def test_property_no_grant_for_a_piece_in_reach(state: State, want: int, arriving: dict[int, str]) -> None:
     asker, peers, leases = state
-    granted = grant(asker, peers, leases, want=want)
+    granted = grant(asker, peers, leases, want=want, arriving=arriving)
+    by_id = {p.peer_id: p for p in peers}
     for g in granted:
         sources = [p for p in peers if not p.bad and p.peer_id != asker.peer_id and g.piece in p.have]
         assert g.piece not in asker.have
-        assert sources, "a piece nobody holds is an origin lease"
         assert all(crossing(asker, p) is not None for p in sources), f"piece {g.piece} is held in reach"
+        if not sources:
+            # Nobody holds it: only a piece on its way from the origin into another rack of our site.
+            fetcher = by_id.get(arriving.get(g.piece, ""))
+            assert fetcher is not None and not fetcher.bad, "a piece nobody holds or fetches is an origin lease"
+            assert crossing(asker, fetcher) == "rack" and g.scope.kind == "rack"
         if g.scope.kind == "site":
-            assert all(crossing(asker, p) == "site" for p in sources), "only pieces held outside the site"
+            assert sources and all(crossing(asker, p) == "site" for p in sources), "only pieces held outside the site"
 
 
 @settings(deadline=None)

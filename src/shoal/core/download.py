@@ -151,6 +151,10 @@ class FollowedPeer:
         return f"http://{host}:{self.address.port}"
 
 
+ACROSS = ("racks", "sites")
+"""The ScopeBytes counters of peers across our rack's boundary (:func:`_scope`)."""
+
+
 def _scope(labels: Labels, address: PeerAddress) -> str:
     """Which ScopeBytes counter a peer's bytes go to: "rack", "racks", "sites", or "" (no boundary known)."""
     if not labels.rack or not address.rack:
@@ -188,6 +192,7 @@ class DownloadCore:
         # pieces of its runs may still arrive.
         self._scopes: dict[str, str] = {}
         self._blocked = 0  # pieces we need that only peers across a boundary we hold no lease on hold
+        self._offered_across = 0  # pieces peers across our rack's boundary hold (while we hold scope leases)
         self.direct = direct
         self.range_ok = range_ok
         self.interval = interval
@@ -302,11 +307,19 @@ class DownloadCore:
             reachable |= allowed
             holders.append(Holder(peer_id, allowed, peer.requests))
         self._blocked = needed & across & ~reachable
+        if self.crossings.rack:
+            # What peers across our boundary hold now (busy ones too: they are asked again after their back-off).
+            self._offered_across = 0
+            for peer_id, peer in self.peers.items():
+                if peer.have is not None and not peer.banned and self._scopes.get(peer_id) in ACROSS:
+                    self._offered_across |= peer.have.mask
         return holders
 
     def _wants_crossings(self, needed: int) -> bool:
-        """Pieces we need are held only across a boundary, and none of our scope leases is left to start."""
-        return bool(self._blocked & needed) and not needed & self.crossings.rack
+        """Pieces we need are held only across a boundary, and none of our scope leases is left to start: a
+        lease on a piece still on its way from the origin to another rack (core.scope_leases) is not one to
+        start, so it does not hold back our asks for the pieces that are there."""
+        return bool(self._blocked & needed) and not needed & self.crossings.rack & self._offered_across
 
     # -- what happened -------------------------------------------------------------------------------
 

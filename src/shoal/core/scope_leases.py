@@ -17,12 +17,20 @@ Rules:
 * A piece held only outside the asker's site is leased with its site lease too, so one peer of the site
   fetches it across sites. When another peer of the site holds that site lease, the piece is left for that
   peer's rack, and crosses into this rack from there, inside the site.
+* A piece nobody holds yet, on its way from the origin to a peer of another rack of the asker's site (that
+  peer holds its origin lease), is leased to the asker too, ahead of its arrival: the asker fetches it
+  the moment its holder offers it, without waiting for a lease poll after that. This is what keeps a rack
+  busy at the end of a download, when the last pieces leave the origin into other racks. Pieces on their
+  way into another site are left to the poll (they need that site's copy first), and so are all of them
+  in a swarm larger than :data:`AHEAD_SWARM`.
 * Pieces held inside the asker's site come first (the cheaper crossing), then those held only in other
-  sites; within each, the lowest pieces first, so the leases form runs of consecutive pieces and one
-  request fetches a run. Spreading racks over different holders is the hand-out's work (core.handout).
-* Pieces nobody holds are not scope leases: they are origin leases, shared out among the racks
-  (:func:`origin_share`, core.leases) so that each rack fetches its share from the origin and sends out
-  no more than the others.
+  sites, and those on their way into the site's other racks last (they cannot be fetched yet); within
+  each, the lowest pieces first, so the leases form runs of consecutive pieces and one request fetches a
+  run. Spreading racks over different
+  holders is the hand-out's work (core.handout).
+* Pieces nobody holds are origin leases first, shared out among the racks (:func:`origin_share`,
+  core.leases) so that each rack fetches its share from the origin and sends out no more than the others;
+  a scope lease on one only follows its origin lease, as above.
 * Bad peers' pieces do not count as held, as for origin leases.
 
 Liveness comes first, since a rack waits for its lease holder:
@@ -51,6 +59,11 @@ from shoal.core.handout import PeerView
 from shoal.core.leases import stripes
 
 ScopeKind = Literal["rack", "site"]
+
+AHEAD_SWARM = 64
+"""Pieces on their way are leased ahead only in a task of at most this many live peers. A downloader follows
+that many peers at once (core.download.MAX_WATCHED_PEERS), so in a larger swarm the asker may not follow the
+peer a piece arrives at, and its lease would keep its rack from the piece until it went stale."""
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -166,11 +179,13 @@ def grant_scope_leases(
     now: float,
     ttl: float,
     stale_after: float,
+    arriving: Mapping[int, str] | None = None,
 ) -> list[ScopeLease]:
     """Up to ``want`` pieces for ``asker`` to fetch across its rack's boundary: their rack leases, and the
     site leases of those held only outside its site. ``peers`` are the task's live peers (the asker among
     them or not); a lease whose holder is not among them, or past its expiry, no longer counts. The leases
-    returned replace the table's entries of the same key (a stale lease taken over)."""
+    returned replace the table's entries of the same key (a stale lease taken over). ``arriving``: the
+    task's origin leases, piece -> holder (pieces on their way from the origin)."""
     rack = rack_scope(asker)
     if rack is None or want <= 0:
         return []
@@ -194,6 +209,20 @@ def grant_scope_leases(
             outside |= peer.have.mask
     taken = _taken(leases, rack, asker.peer_id, live, now, stale_after)
     near = in_site & ~reach & ~taken
+    coming = 0
+    if arriving:
+        others = {
+            p.peer_id
+            for p in peers
+            if not p.bad
+            and p.rack
+            and not (p.rack == rack_label and p.site == site_label)
+            and (not site_label or p.site == site_label)
+        }
+        for piece, holder in arriving.items():
+            if holder in others:
+                coming |= 1 << piece
+        coming &= ~(reach | in_site | outside | taken)
     site = site_scope(asker)
     far = own_rack = 0
     if site is not None:
@@ -206,6 +235,7 @@ def grant_scope_leases(
         far = outside & ~in_site & ~reach & ~(taken & ~own_rack) & ~site_taken
     chosen_near = list(islice(iter_bits(near), want))
     chosen_far = list(islice(iter_bits(far), want - len(chosen_near)))
+    chosen_near += islice(iter_bits(coming), want - len(chosen_near) - len(chosen_far))
     expires = now + ttl
     granted = [ScopeLease(i, rack, asker.peer_id, now, expires) for i in chosen_near]
     granted += [ScopeLease(i, rack, asker.peer_id, now, expires) for i in chosen_far if not own_rack >> i & 1]
@@ -305,15 +335,24 @@ def decide_crossings(
     now: float,
     ttl: float,
     stale_after: float,
+    arriving: Mapping[int, str] | None = None,
 ) -> tuple[dict[LeaseKey, ScopeLease], Crossings]:
     """One announce's scope leases, in the tracker's order: the dead and the delivered ones go, the asker's
     are renewed, up to ``want`` new ones are granted; the table after it, and the asker's crossings.
-    ``peers``: the task's live peers, the asker among them."""
+    ``peers``: the task's live peers, the asker among them; ``arriving``: the origin leases, piece -> holder
+    (see :func:`grant_scope_leases`)."""
     table = drop_delivered(drop_dead(leases, live_ids=(p.peer_id for p in peers), now=now), peers)
     table = renew(table, asker.peer_id, now, ttl)
     if want:
         granted = grant_scope_leases(
-            asker=asker, peers=peers, leases=table, want=want, now=now, ttl=ttl, stale_after=stale_after
+            asker=asker,
+            peers=peers,
+            leases=table,
+            want=want,
+            now=now,
+            ttl=ttl,
+            stale_after=stale_after,
+            arriving=arriving,
         )
         table.update((lease.key, lease) for lease in granted)
     return table, crossings_of(table.values(), asker.peer_id)

@@ -54,7 +54,7 @@ from shoal.core.messages import (
     TaskSummary,
 )
 from shoal.core.peer_limits import PeerLimits, PeerRefusal
-from shoal.core.scope_leases import Crossings, LeaseKey, ScopeLease, decide_crossings, rack_scope
+from shoal.core.scope_leases import AHEAD_SWARM, Crossings, LeaseKey, ScopeLease, decide_crossings, rack_scope
 from shoal.core.scope_tally import ScopeTally
 from shoal.core.tickets import ticket_expiry
 from shoal.http import openapi
@@ -257,6 +257,12 @@ class TrackerService:
             now=now,
             ttl=ttl,
             stale_after=self.config.crossing_patience,
+            # The pieces on their way from the origin: leased ahead to the racks that will want them next.
+            arriving=(
+                {piece: lease.peer_id for piece, lease in snapshot.leases.items()}
+                if want and len(live) < AHEAD_SWARM
+                else None
+            ),
         )
         if table:
             self._scope_leases[task_id] = (generation, table)
