@@ -9,7 +9,6 @@ of the manager's API; its errors become exit codes in cli.main.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -23,21 +22,13 @@ from shoal.cli.config_file import configured
 from shoal.cli.fleet import FleetOptions, fleet_options
 from shoal.cli.main import configure_logging, run_or_exit, verbose_option
 from shoal.core.errors import ManagerRefused, UsageError
+from shoal.core.hosts import is_loopback_host
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 DEFAULT_MANAGER = "http://127.0.0.1:6970"
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _fail_usage(message: str) -> None:
@@ -120,7 +111,7 @@ def manager(
             public_status=public_status or settings.public_status,
             public_dashboard=public_dashboard or settings.public_dashboard,
         )
-        if not settings.token and not _is_loopback(settings.host):
+        if not settings.token and not is_loopback_host(settings.host):
             raise UsageError(
                 f"refusing to listen on {settings.host} without a token: set [manager] token or token_env "
                 "(workers and ctl then send it), or listen on 127.0.0.1"

@@ -23,23 +23,15 @@ that task's requests to the owner directly from then on. The rules, and why:
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+from shoal.core.hosts import is_loopback_host
 
 BACKOFF = 60.0
 """Seconds a tracker that failed as a task's owner is not taken as an owner again."""
 MAX_HINTS = 4096
 """Tasks whose owners a client remembers."""
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def acceptable(hint: str, via: str) -> bool:
@@ -53,7 +45,7 @@ def acceptable(hint: str, via: str) -> bool:
         return False
     if asked.scheme == "https" and named.scheme != "https":
         return False
-    return not _is_loopback(named.hostname) or _is_loopback(asked.hostname or "")
+    return not is_loopback_host(named.hostname) or is_loopback_host(asked.hostname or "")
 
 
 @dataclass(slots=True)
