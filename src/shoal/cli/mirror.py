@@ -20,7 +20,7 @@ import click
 
 from shoal.cli.config_file import configured
 from shoal.cli.fleet import FleetOptions, fleet_options
-from shoal.cli.main import configure_logging, run_or_exit, verbose_option
+from shoal.cli.main import configure_logging, log_options, run_or_exit, verbose_option
 from shoal.core.errors import ManagerRefused, UsageError
 from shoal.core.hosts import is_loopback_host
 
@@ -182,10 +182,12 @@ def worker(config_path: Path, name: str | None, fleet: FleetOptions, verbose: in
     metavar="FILE",
     help="Write the mirrors.toml to FILE (whole or not at all, mode 0600) instead of stdout.",
 )
+@log_options
 def import_tunasync(worker_conf: Path, manager_conf: Path | None, output: Path | None) -> None:
     """Convert tunasync's WORKER.CONF (with its [include] files) and MANAGER.CONF into a mirrors.toml.
 
     Every key that could not be carried over is listed on stderr, with why."""
+    configure_logging(0, False)
 
     def go() -> None:
         from shoal.core.errors import ConfigError
@@ -231,10 +233,12 @@ def import_tunasync(worker_conf: Path, manager_conf: Path | None, output: Path |
     metavar="TOKEN",
     help="The manager's bearer token [default: $SHOAL_MIRROR_TOKEN].",
 )
+@verbose_option
 @click.pass_context
-def ctl(ctx: click.Context, manager_url: str, token: str | None) -> None:
+def ctl(ctx: click.Context, manager_url: str, token: str | None, verbose: int) -> None:
     """Control the mirror manager: list jobs, start, stop, disable, enable, restart, reload, workers;
     read a job's run logs."""
+    configure_logging(verbose, False)
     ctx.obj = (manager_url, token or None)
 
 

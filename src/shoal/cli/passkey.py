@@ -11,7 +11,7 @@ import socket
 
 import click
 
-from shoal.cli.main import run_or_exit
+from shoal.cli.main import configure_logging, log_options, run_or_exit
 from shoal.core.errors import UsageError
 
 
@@ -24,8 +24,10 @@ from shoal.core.errors import UsageError
     metavar="FILE",
     help="The fleet's token file [default: $SHOAL_FLEET_TOKEN_FILE].",
 )
+@log_options
 def passkey(holder: str | None, fleet_token_file: str | None) -> None:
     """Print the passkey of HOLDER (a host's name or address; default: this host's name)."""
+    configure_logging(0, False)
 
     def make() -> None:
         from shoal.http.credentials import read_token_file

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from shoal.cli.main import run_or_exit
+from shoal.cli.main import configure_logging, log_options, run_or_exit
 from shoal.systemd.units import DEFAULT_DIR, install, this_command
 
 
@@ -20,9 +20,11 @@ from shoal.systemd.units import DEFAULT_DIR, install, this_command
     metavar="DIR",
     help="Where to write the units.",
 )
+@log_options
 def install_units(directory: Path) -> None:
     """Write the systemd units of the tracker, the daemon, the seeder and the mirror manager and worker
     into DIR, each starting this installation's shoal, and print each path written."""
+    configure_logging(0, False)
     command = this_command()
     for path in run_or_exit(lambda: install(directory, command)):
         click.echo(f"wrote {path}")
