@@ -182,4 +182,49 @@ def test_an_after_seeding_command_that_fails_is_exit_code_8(tmp_path: Path, orig
     (o.root / "f.bin").write_bytes(b"x" * 1000)
     done = run_get(o.url("f.bin"), "-o", str(tmp_path / "f.bin"), "--no-daemon", "--after-seeding", "false")
     assert done.returncode == 8, done.stderr
+    assert "is in place, but the --after-seeding command 'false' exited with status 1" in done.stderr
     assert (tmp_path / "f.bin").exists()
+
+
+@pytest.mark.parametrize(("command", "says"), [("", "needs a command"), ("rm 'open", "No closing quotation")])
+def test_an_after_seeding_command_that_can_never_run_is_refused_naming_its_option(
+    tmp_path: Path, origin: Callable[..., Origin], command: str, says: str
+) -> None:
+    o = origin()
+    (o.root / "f.bin").write_bytes(b"x" * 1000)
+    done = run_get(o.url("f.bin"), "-o", str(tmp_path / "f.bin"), "--no-daemon", "--after-seeding", command)
+    assert done.returncode == 2, done.stderr
+    assert f"--after-seeding {'' if not command else repr(command) + ': '}" in done.stderr and says in done.stderr
+    assert "--callback" not in done.stderr
+    assert o.bytes_sent() == 0 and not (tmp_path / "f.bin").exists()
+
+
+def test_after_seeding_waits_for_the_peers_it_serves(
+    tmp_path: Path,
+    tracker: Callable[..., Service],
+    origin: Callable[..., Origin],
+    make_file: Callable[[Path, int], bytes],
+    spawn_get: Callable[..., subprocess.Popen[str]],
+) -> None:
+    """minion's ``--callback delete`` done right: while the file is seeded, another host takes all of it
+    from this one (peers only) and the command has not run; it runs once the serving period is over (here
+    ended by the file going away), not at placement, when it would break the other host's transfer."""
+    o = origin()
+    data = make_file(o.root / "f.bin", MiB)
+    t = tracker()
+    dest, marker = tmp_path / "f.bin", tmp_path / "ran"
+    command = f"sh -c 'touch {marker}; rm -f \"$0\"'"
+    seeder = spawn_get(
+        o.url("f.bin"), "-o", str(dest), "--tracker", t.url, "--upload-time", "300", "--after-seeding", command
+    )
+    task = task_id_for_url(o.url("f.bin"))
+    wait_until(lambda: dest.exists() and len(task_summary(t, task)["peers"]) == 1, "the file placed and seeded")  # type: ignore[arg-type]
+    other = tmp_path / "other.bin"
+    taken = run_get(o.url("f.bin"), "-o", str(other), "--tracker", t.url, "--upload-time", "0", "--no-origin")
+    assert taken.returncode == 0, taken.stderr
+    assert other.read_bytes() == data
+    assert not marker.exists() and dest.exists()  # the serving period is not over: the command has not run
+    dest.unlink()  # ends the serving period early
+    _, stderr = seeder.communicate(timeout=60)
+    assert seeder.returncode == 0, stderr
+    assert marker.exists()

@@ -34,7 +34,7 @@ from shoal.daemon.client import DaemonClient
 from shoal.daemon.config import default_socket
 from shoal.daemon.messages import FetchProgress
 from shoal.http.tls import deferred_roots
-from shoal.peer.callback import callback_argv, run_callback
+from shoal.peer.callback import AFTER_SEEDING, callback_argv, run_callback
 from shoal.peer.config import DEFAULT_LISTEN, GetConfig
 from shoal.peer.request import check_digest, check_no_origin, parse_headers, resolve_destination
 from shoal.storage.placement import Destination
@@ -360,9 +360,9 @@ def _through_daemon(
     dest = resolve_destination(url, output, dest_path)
     digest = check_digest(digest)
     check_no_origin(no_origin, fallback)
-    for command in (callback, after_seeding):
+    for command, flag in ((callback, "--callback"), (after_seeding, AFTER_SEEDING)):
         if command is not None:
-            callback_argv(command)
+            callback_argv(command, flag)
     destination = Destination.of(dest)
     landing = dest
     if destination.through:
@@ -403,4 +403,5 @@ def _through_daemon(
             detail = f"origin {origin}, peers {peers}; cached by the daemon, {how}"
         click.echo(f"{dest}: {format_bytes(result.size)} in {result.seconds:.2f}s ({detail})", err=True)
     if after_seeding:
-        run_callback(after_seeding, dest)  # the daemon seeds its own cached copy: this one has no serving period
+        # The daemon seeds its own cached copy: this one has no serving period.
+        run_callback(after_seeding, dest, AFTER_SEEDING)

@@ -29,7 +29,7 @@ from shoal.core.units import parse_rate
 from shoal.http.credentials import Credentials
 from shoal.http.tls import load_roots_first
 from shoal.http.token_reload import reloading
-from shoal.peer.callback import callback_argv, run_callback
+from shoal.peer.callback import AFTER_SEEDING, callback_argv, run_callback
 from shoal.peer.config import DEFAULT_LISTEN, GetConfig
 from shoal.peer.engine import Download
 from shoal.peer.request import check_digest, check_no_origin, parse_headers, parse_listen, resolve_destination
@@ -107,7 +107,7 @@ async def aget(
     if stream and (dest_dir is not None or callback is not None or after_seeding is not None):
         raise UsageError("-o - streams the file to stdout: it takes no --dest-path, --callback or --after-seeding")
     if after_seeding is not None:
-        callback_argv(after_seeding)
+        callback_argv(after_seeding, AFTER_SEEDING)
     # Streamed, the file is downloaded (and served to peers) in a scratch directory removed at the end.
     scratch = tempfile.mkdtemp(prefix="shoal-stream-") if stream else None
     try:
@@ -219,7 +219,7 @@ async def _download(
                 on_complete(result)
             await download.seed(completed, config.upload_time)
             if after_seeding:
-                await asyncio.to_thread(run_callback, after_seeding, completed.path)
+                await asyncio.to_thread(run_callback, after_seeding, completed.path, AFTER_SEEDING)
             return result
         finally:
             if ticker:

@@ -14,25 +14,29 @@ from pathlib import Path
 
 from shoal.core.errors import CallbackFailed, UsageError
 
+AFTER_SEEDING = "--after-seeding"
+"""The option of the command run once the serving period is over, named in its errors."""
 
-def callback_argv(command: str) -> list[str]:
-    """The command's words, split like a shell would (no shell runs); UsageError when it is empty or its
-    quotes do not close."""
+
+def callback_argv(command: str, flag: str = "--callback") -> list[str]:
+    """The command's words, split like a shell would (no shell runs); UsageError naming ``flag`` (the option
+    that gave it: ``--callback`` or ``--after-seeding``) when it is empty or its quotes do not close."""
     try:
         argv = shlex.split(command)
     except ValueError as exc:
-        raise UsageError(f"--callback {command!r}: {exc}") from None
+        raise UsageError(f"{flag} {command!r}: {exc}") from None
     if not argv:
-        raise UsageError("--callback needs a command")
+        raise UsageError(f"{flag} needs a command")
     return argv
 
 
-def run_callback(command: str, path: Path) -> None:
+def run_callback(command: str, path: Path, flag: str = "--callback") -> None:
     """Run ``command`` with ``path`` appended and wait for it. CallbackFailed when it cannot be started or
-    does not exit 0; the file stays in place either way."""
-    where = f"{path} is in place, but the callback {command!r}"
+    does not exit 0; the file stays in place either way. ``flag`` names the option in the error."""
+    what = "the callback" if flag == "--callback" else f"the {flag} command"
+    where = f"{path} is in place, but {what} {command!r}"
     try:
-        status = subprocess.call([*callback_argv(command), str(path)])
+        status = subprocess.call([*callback_argv(command, flag), str(path)])
     except OSError as exc:
         raise CallbackFailed(
             f"{where} could not be started: {exc.strerror or exc}", command=command, path=str(path)
