@@ -88,3 +88,32 @@ def test_a_stream_takes_no_callback_nor_directory(tmp_path: Path) -> None:
         done = stream("http://127.0.0.1:9/f.bin", *extra, tmp=tmp_path)
         assert done.returncode == 2, done.stderr
         assert b"streams the file to stdout" in done.stderr
+
+
+def test_a_stream_whose_origin_dies_midway_exits_non_zero_after_a_verified_prefix(
+    tmp_path: Path, origin: Callable[..., Origin], make_file: Callable[[Path, int], bytes]
+) -> None:
+    """The source goes away after part of the file went out: what was written is a verified prefix of the
+    file, and the exit code says the stream is incomplete (the reader of ``curl | tar`` checks it)."""
+    o = origin("--rate", "1M")
+    data = make_file(o.root / "f.bin", SIZE)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    argv = shoal_argv("get", o.url("f.bin"), "-o", "-", "--no-daemon")
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "TMPDIR": str(scratch)}
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.read(4096)  # bytes are out: the stream has begun
+        o.service.kill()
+        rest, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    out = first + rest
+    assert proc.returncode == 4, stderr  # the origin cannot be reached
+    assert 4096 <= len(out) < SIZE and out == data[: len(out)]
+    assert b"shoal: error: " in stderr
+    assert list(scratch.iterdir()) == []
