@@ -12,6 +12,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import blake3
 import pytest
 
 from shoal.core.bitfield import Bitfield
@@ -229,15 +230,28 @@ def test_resumed_pieces_that_fail_the_origins_digest_are_fetched_again(
     assert no_partial_files(out_dir)
 
 
-@pytest.mark.parametrize(("option", "algorithm"), [("--digest", "MD5"), ("--hash", "sha1"), ("--digest", "blake2b")])
+@pytest.mark.parametrize(
+    ("option", "algorithm"),
+    [
+        ("--digest", "MD5"),
+        ("--hash", "sha1"),
+        ("--digest", "Sha224"),
+        ("--hash", "SHA256"),
+        ("--digest", "sha384"),
+        ("--hash", "sha512"),
+        ("--digest", "blake2b"),
+        ("--hash", "BLAKE3"),
+    ],
+)
 def test_a_digest_of_another_algorithm_places_the_right_file_and_refuses_a_wrong_one(
     out_dir: Path, origin: Callable[..., Origin], make_file, option: str, algorithm: str
 ):
-    """``--digest``/``--hash`` ALGO:HEX of any listed algorithm: the right one places the file; a wrong one
-    is exit 5 (integrity failure) with nothing placed and no part file left."""
+    """``--digest``/``--hash`` ALGO:HEX of each listed algorithm, its name in any case: the right one places
+    the file; a wrong one is exit 5 (integrity failure) with nothing placed and no part file left."""
     src = origin()
     data = make_file(src.root / "d.bin", 1 << 20)
-    right = hashlib.new(algorithm.lower(), data).hexdigest()
+    name = algorithm.lower()
+    right = blake3.blake3(data).hexdigest() if name == "blake3" else hashlib.new(name, data).hexdigest()
     out = out_dir / "d.bin"
     result = run_get(src.url("d.bin"), "-o", str(out), option, f"{algorithm}:{right.upper()}")
     assert result.returncode == 0, result.stderr
