@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import signal
 import subprocess
@@ -290,6 +291,28 @@ def test_differently_signed_urls_share_a_swarm_with_ignore_qp(tmp_path, tracker,
     from_origin, from_peers = parse_summary(second.stderr)
     assert (from_origin, from_peers) == ((0, size) if ignore else (size, 0))
     assert sha256(tmp_path / "two.bin") == sha256(src.root / "s.bin")
+    # The origin's own count: with --ignore-qp its file's bytes left it once (besides probes of a byte).
+    assert size <= src.bytes_sent() < (size + 1024 if ignore else 2 * size + 1024)
+    seeder.kill()
+
+
+def test_a_tracker_given_as_host_and_port_is_http(tmp_path, tracker, origin, make_file, spawn_get):
+    """minion's --tracker HOST:PORT (no scheme), on the command line and in $SHOAL_TRACKER: the hosts find
+    each other through that tracker, so the second takes the whole file from the first."""
+    src = origin()
+    size = 2 << 20
+    make_file(src.root / "h.bin", size)
+    t = tracker()
+    bare = t.url.removeprefix("http://")
+    assert bare != t.url and "://" not in bare
+    seeder = spawn_get(src.url("h.bin"), "-o", str(tmp_path / "seed.bin"), "--tracker", bare, "--upload-time", "60")
+    wait_for_file(tmp_path / "seed.bin", seeder)
+    env = {**os.environ, "SHOAL_TRACKER": bare}
+    argv = shoal_argv("get", src.url("h.bin"), "-o", str(tmp_path / "two.bin"), "--upload-time", "0", "--no-daemon")
+    second = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+    assert second.returncode == 0, second.stderr
+    assert parse_summary(second.stderr) == (0, size)
+    assert sha256(tmp_path / "two.bin") == sha256(src.root / "h.bin")
     seeder.kill()
 
 
