@@ -149,6 +149,19 @@ def test_a_daemon_joins_and_leaves_pools_at_runtime(
     assert DaemonClient(sock).status().pools == ["vault"]
     assert vault.token.encode() not in cmdline(service)
 
+    # A private pool's token from a token file (mode 600), or NAME:TOKEN with a warning that ps shows it.
+    filed = make_pool("filed", private=True, tracker_service=lan.tracker)
+    shown = make_pool("shown", private=True, tracker_service=lan.tracker)
+    assert filed.token and shown.token
+    keyring = token_file(tmp_path / "pools.tokens", f"filed {filed.token}\n")
+    from_file = join_cli(sock, "filed", "--pool-token-file", str(keyring))
+    assert from_file.returncode == 0 and "joined pool filed" in from_file.stdout, from_file.stderr
+    assert "warning" not in from_file.stderr and filed.live_members() == 1
+    in_argv = join_cli(sock, f"shown:{shown.token}")
+    assert in_argv.returncode == 0 and "joined pool shown" in in_argv.stdout, in_argv.stderr
+    assert "every user of this host can read it" in in_argv.stderr and shown.live_members() == 1
+    assert DaemonClient(sock).status().pools == ["filed", "shown", "vault"]
+
     # A runtime join lasts until the daemon stops (the README's rule): restarted, it is in no pool.
     service.stop()
     restarted = start_daemon(tmp_path / "node" / "cache", sock, tracker=lan.tracker.url)
