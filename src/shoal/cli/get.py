@@ -90,9 +90,9 @@ async def _cancellable(
 @click.option(
     "--dest-path",
     type=click.Path(),
-    metavar="DIR",
-    help="Write into DIR, named after the URL [default: the current directory]; a PATH that is not a "
-    "directory is the file itself.",
+    metavar="PATH",
+    help="Write into PATH, named after the URL, when it is a directory [default: the current directory]; "
+    "else PATH is the file itself, in an existing directory.",
 )
 @click.option(
     "--tracker",
