@@ -368,3 +368,9 @@ def test_a_path_inside_one_watched_directory_names_its_file(seeder: Callable[...
     assert fetch(f"{service.url}/files/beta/same.iso")[2] == b"beta" * 100
     assert fetch(f"{service.url}/serve?missing.iso")[0] == 404
     assert fetch(f"{service.url}/serve?only.iso.mdcache")[0] == 404
+    # One written while the seeder watches is not published either (the file written after it is).
+    (a / "late.iso.mdcache").write_bytes(b"distributor's metadata")
+    (a / "late.iso").write_bytes(b"l" * 1000)
+    wait_published(service, "alpha/late.iso")
+    assert "alpha/late.iso.mdcache" not in listing(service)
+    assert fetch(f"{service.url}/files/late.iso.mdcache")[0] == 404
