@@ -35,9 +35,13 @@ class Origin:
     def requests(self) -> int:
         return int(self.stats()["requests"])
 
-    def stats(self) -> dict[str, int]:
+    def queries(self) -> list[str]:
+        """The distinct query strings of the file requests the origin served."""
+        return list(self.stats()["queries"])
+
+    def stats(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"{self.service.url}/_stats") as r:
-            return json.load(r)  # type: ignore[no-any-return]
+            return json.load(r)
 
 
 @pytest.fixture

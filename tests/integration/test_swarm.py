@@ -293,6 +293,10 @@ def test_differently_signed_urls_share_a_swarm_with_ignore_qp(tmp_path, tracker,
     assert sha256(tmp_path / "two.bin") == sha256(src.root / "s.bin")
     # The origin's own count: with --ignore-qp its file's bytes left it once (besides probes of a byte).
     assert size <= src.bytes_sent() < (size + 1024 if ignore else 2 * size + 1024)
+    # What reached the origin was the full signed URL each host was given, never one stripped of its
+    # signature: the parameters are left out of the swarm's identity, not of the origin's request.
+    assert set(src.queries()) <= {url.partition("?")[2] for url in signed}
+    assert signed[0].partition("?")[2] in src.queries()
     seeder.kill()
 
 

@@ -7,7 +7,8 @@ with the whole file (200), ``rate`` caps the bytes per second it sends. ``digest
 ``x-amz-checksum-sha256`` of the whole file, ``Content-Digest`` and ``Content-MD5`` of the body sent (on a
 206, the range); ``wrong_digests`` makes each of them a digest of other bytes (an unsound origin).
 ``GET /_stats`` reports the bytes sent, so tests and benchmarks measure what left the origin rather than
-trusting the peers' counters.
+trusting the peers' counters, and the query strings of the file requests it served, so a test can tell
+which signed URL reached it.
 
 Run it as a process: ``python -m shoal.testing.origin DIR [--port 0] [--no-range] [--rate 20M]
 [--digest-header NAME]... [--wrong-digests]``; it prints
@@ -23,7 +24,7 @@ import hashlib
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
@@ -44,6 +45,8 @@ class OriginStats:
     """Streamed responses (paced, without Range, or with digests) still being written: none once every
     client of them has hung up or been sent everything, so a test can tell that a download it stopped is
     no longer being sent anything, without waiting a while to see."""
+    queries: set[str] = field(default_factory=set)
+    """The distinct query strings of the file requests served (raw, as sent)."""
 
 
 def build_origin(
@@ -71,6 +74,7 @@ def build_origin(
         if require_header and request.headers.get(require_header[0]) != require_header[1]:
             raise web.HTTPForbidden()
         stats.requests += 1
+        stats.queries.add(request.query_string)
         if bucket is not None or no_range or digest_headers:
             digests = _Digests(digest_headers, wrong_digests)
             return await _stream(request, path, no_range, bucket, stats, digests)
@@ -78,7 +82,12 @@ def build_origin(
 
     async def stats_view(request: web.Request) -> web.Response:
         return web.json_response(
-            {"requests": stats.requests, "bytes_sent": stats.bytes_sent, "streaming": stats.streaming}
+            {
+                "requests": stats.requests,
+                "bytes_sent": stats.bytes_sent,
+                "streaming": stats.streaming,
+                "queries": sorted(stats.queries),
+            }
         )
 
     app = web.Application()
