@@ -51,6 +51,9 @@ def test_signed_urls_handed_to_daemons_share_one_swarm_and_one_cache_entry(
     assert two.returncode == 0 and "cached by the daemon" in two.stderr, two.stderr
     assert parse_summary(two.stderr) == (0, size), "the second host's daemon did not join the first's swarm"
     assert src.bytes_sent() < size + (64 << 10)  # the second host's probe of the origin, at most
+    # The daemons sent the origin each host's full signed URL, never one stripped of its signature.
+    given = {signed(src, "s.bin", n).partition("?")[2] for n in (1, 2)}
+    assert signed(src, "s.bin", 1).partition("?")[2] in src.queries() and set(src.queries()) <= given
 
     # A third signature on the first host is its cached file: no download at all.
     three = first.get(signed(src, "s.bin", 3), tmp_path / "three.bin")
