@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.integration.conftest import Origin, run_get
+from tests.integration.conftest import Daemon, Origin, run_get
 
 SIZE = 300_000
 
@@ -42,3 +42,23 @@ def test_a_dest_path_whose_parent_is_missing_is_refused_and_writes_nothing(
         assert done.returncode == 6, done.stderr  # the destination directory is missing
         assert "does not exist" in done.stderr, done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["origin"]
+
+
+def test_dest_path_as_the_file_itself_through_a_daemon(
+    tmp_path: Path,
+    origin: Callable[..., Origin],
+    make_file: Callable[[Path, int], bytes],
+    daemon: Callable[..., Daemon],
+) -> None:
+    """The same rule when the host's daemon does the download and places the file."""
+    o = origin()
+    data = make_file(o.root / "release.bin", SIZE)
+    node = daemon()
+    into = tmp_path / "into"
+    into.mkdir()
+    for dest, placed in ((into, into / "release.bin"), (tmp_path / "renamed.bin", tmp_path / "renamed.bin")):
+        done = run_get(o.url("release.bin"), "--dest-path", str(dest), "--socket", str(node.socket), timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "cached by the daemon" in done.stderr or "cache hit" in done.stderr, done.stderr
+        assert placed.read_bytes() == data
+    assert sorted(p.name for p in into.iterdir()) == ["release.bin"]
