@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,6 +58,43 @@ def test_a_file_streams_from_the_swarm(
     from_origin, from_peers = parse_summary(done.stderr.decode())
     assert (from_origin, from_peers) == (0, SIZE)
     seeder.kill()
+
+
+def test_the_reader_sees_the_end_of_the_file_while_the_get_serves_it_on(
+    tmp_path: Path,
+    tracker: Callable[..., Service],
+    origin: Callable[..., Origin],
+    make_file: Callable[[Path, int], bytes],
+    spawn_get: Callable[..., subprocess.Popen[str]],
+) -> None:
+    """As after curl, the reader's end of file comes with the file's last byte: ``| sha256sum`` prints and
+    ``| tar x`` ends while the get goes on serving the file to peers for its ``--upload-time``."""
+    o = origin()
+    data = make_file(o.root / "f.bin", SIZE)
+    t = tracker()
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    argv = shoal_argv("get", o.url("f.bin"), "--tracker", t.url, "--upload-time", "3600", "-o", "-", "--no-daemon")
+    with open(tmp_path / "stream.log", "wb") as log:
+        streaming = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, env=env)
+    assert streaming.stdout is not None
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(streaming.stdout.read()))  # type: ignore[union-attr]
+    reader.start()
+    try:
+        reader.join(120)
+        assert not reader.is_alive(), "the reader saw no end of file"
+        assert got == [data]
+        assert streaming.poll() is None  # still serving: its --upload-time is an hour
+        # ... and serving for real: a peer that may not ask the origin takes the whole file from it.
+        peer = spawn_get(o.url("f.bin"), "-o", str(tmp_path / "peer.bin"), "--tracker", t.url, "--no-origin")
+        peer.communicate(timeout=120)
+        assert peer.returncode == 0
+        assert (tmp_path / "peer.bin").read_bytes() == data
+    finally:
+        streaming.send_signal(signal.SIGTERM)
+        assert streaming.wait(30) == 0, (tmp_path / "stream.log").read_text()
+        streaming.stdout.close()
+        reader.join(5)
 
 
 def test_a_reader_that_goes_away_ends_the_stream_with_exit_code_6(

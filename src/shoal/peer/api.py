@@ -138,6 +138,7 @@ async def aget(
             config = dataclasses.replace(config, stream_fd=sys.stdout.fileno())
 
             def placed(result: GetResult) -> None:
+                _end_stream(config.stream_fd)
                 if on_complete is not None:
                     on_complete(dataclasses.replace(result, path=STDOUT))
 
@@ -154,6 +155,20 @@ async def aget(
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _end_stream(fd: int | None) -> None:
+    """The streamed file is complete and verified: its reader sees the end of the file now, not once the
+    serving period that follows is over (``sha256sum`` prints, ``tar`` ends, as after curl). The descriptor
+    then points at /dev/null, so nothing written later can reach the reader or fail on a closed pipe."""
+    if fd is None:
+        return
+    sys.stdout.flush()
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
 
 
 async def _download(
