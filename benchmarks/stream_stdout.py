@@ -10,8 +10,9 @@ target under 150 MB for 2 GiB), and whether the streamed bytes' SHA-256 matches 
 
 ``--from-peer``: through the swarm instead. A ``shoal tracker`` on a fresh SQLite database and one seeding
 peer (``shoal get URL --tracker T -o FILE --upload-time 3600``) that fetched the file first; the measured
-``shoal get URL --tracker T -o - --no-origin`` then takes every piece from that peer (``--no-origin``: not a
-request to the origin), and the origin's own byte count (``/_stats``) is printed before and after to show it.
+``shoal get URL --tracker T -o - --no-origin --upload-time 0`` then takes every piece from that peer
+(``--no-origin``: not a request to the origin), and the bytes the origin sent meanwhile (``/_stats``) are
+printed to show it.
 
     python3 benchmarks/stream_stdout.py                 # 2 GiB
     python3 benchmarks/stream_stdout.py --from-peer     # 2 GiB, every byte from a peer
@@ -114,7 +115,7 @@ def main() -> None:
         if args.from_peer:
             tracker = start_tracker(f"sqlite:///{work / 'tracker.db'}", interval=1.0, peer_ttl=30.0)
             peer = start_seeding_peer(url, tracker.url, work, env)
-            shoal += ["--tracker", tracker.url, "--no-origin"]
+            shoal += ["--tracker", tracker.url, "--no-origin", "--upload-time", "0"]
             where = "from a seeding peer (--no-origin)"
         print(f"{size} bytes ({args.size}) on loopback, {where}, workdir {work}")
         for n in range(args.repeat):
