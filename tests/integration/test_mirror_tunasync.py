@@ -22,6 +22,7 @@ import pytest
 
 from shoal.testing.poll import wait_until
 from shoal.testing.processes import shoal_argv, start_mirror_manager, start_mirror_worker
+from shoal.testing.rsyncd import Module, rsync_daemon
 from tests.integration.test_mirror import TOKEN, Mirror, alive, ctl, jobs
 
 FIXTURE = Path(__file__).resolve().parent.parent / "data" / "tunasync" / "jobs.json"
@@ -297,3 +298,111 @@ def test_a_converted_tunasync_config_runs(mirror: Mirror) -> None:
     assert (tmp / "srv" / "hook-ran").exists()  # exec_on_success ran as a post_success hook
     status, answer = get(f"{manager.url}/jobs", TOKEN)
     assert status == 200 and answer[0]["name"] == "tools"
+
+
+# The shape of tunasync's documented first setup (docs/zh_CN/get_started.md: its worker.conf with an rsync
+# mirror and the tables it leaves empty or disabled, and its manager.conf), with this test's paths, and an
+# upstream served by Debian's rsync daemon on loopback.
+GET_STARTED_WORKER = """
+[global]
+name = "test_worker"
+log_dir = "{tmp}/log/tunasync/{{{{.Name}}}}"
+mirror_dir = "{tmp}/srv"
+concurrent = 10
+interval = 120
+
+[manager]
+api_base = "{api_base}"
+token = ""
+ca_cert = ""
+
+[cgroup]
+enable = false
+base_path = "/sys/fs/cgroup"
+group = "tunasync"
+
+[server]
+hostname = "localhost"
+listen_addr = "127.0.0.1"
+listen_port = 6000
+ssl_cert = ""
+ssl_key = ""
+
+[[mirrors]]
+name = "elvish"
+provider = "rsync"
+upstream = "{upstream}"
+use_ipv6 = false
+rsync_success_exit_codes = [23, 24]
+"""
+GET_STARTED_MANAGER = """debug = false
+
+[server]
+addr = "127.0.0.1"
+port = 12345
+ssl_cert = ""
+ssl_key = ""
+
+[files]
+db_type = "bolt"
+db_file = "{tmp}/manager.db"
+ca_cert = ""
+"""
+
+
+def test_the_documented_first_setup_converts_and_syncs_from_an_rsync_daemon(mirror: Mirror) -> None:
+    tmp = mirror.tmp
+    upstream = tmp / "upstream"
+    (upstream / "bin").mkdir(parents=True)
+    (upstream / "index.html").write_text("elvish\n")
+    (upstream / "bin" / "elvish-v0.1.tar.gz").write_bytes(os.urandom(300_000))
+    (tmp / "manager.conf").write_text(GET_STARTED_MANAGER.format(tmp=tmp))
+    worker_conf = tmp / "worker.conf"
+    with rsync_daemon(tmp / "rsyncd", {"elvish": Module(upstream)}) as daemon:
+        values = {"tmp": tmp, "upstream": daemon.url("elvish")}
+        worker_conf.write_text(GET_STARTED_WORKER.format(api_base="http://127.0.0.1:1", **values))
+        converted = import_tunasync(str(worker_conf), str(tmp / "manager.conf"), "-o", str(tmp / "manager.toml"))
+        assert converted.returncode == 0, converted.stderr
+        skipped = converted.stderr
+        assert "[server]: hostname, listen_addr, listen_port, ssl_cert, ssl_key: " in skipped
+        assert "[cgroup]: enable = false: disabled in the file" in skipped
+        assert "manager.conf [files]: db_type: " in skipped
+        manager = start_mirror_manager(tmp / "manager.toml")  # no token in the file: loopback only
+        mirror.services.append(manager)
+        worker_conf.write_text(GET_STARTED_WORKER.format(api_base=manager.url, **values))
+        printed = import_tunasync(str(worker_conf))
+        assert printed.returncode == 0, printed.stderr
+        (tmp / "worker.toml").write_text(printed.stdout)
+        mirror.services.append(start_mirror_worker(tmp / "worker.toml", None))  # named by [global] name
+
+        def listed() -> dict[str, Any]:
+            status, answer = get(f"{manager.url}/jobs")
+            assert status == 200
+            return {job["name"]: job for job in answer}
+
+        done = wait_until(lambda: listed().get("elvish", {}).get("status") == "success" and listed(), "a sync")
+        mirrored = tmp / "srv" / "elvish"  # tunasync's layout: <mirror_dir>/<name>, synced in place
+        assert (mirrored / "index.html").read_text() == "elvish\n"
+        assert (mirrored / "bin" / "elvish-v0.1.tar.gz").read_bytes() == (
+            upstream / "bin" / "elvish-v0.1.tar.gz"
+        ).read_bytes()
+        job = done["elvish"]
+        assert (job["upstream"], job["is_master"]) == (daemon.url("elvish"), True)
+        assert job["next_schedule_ts"] - job["last_ended_ts"] == 2 * 3600  # interval = 120 minutes
+        logs = tmp / "log" / "tunasync" / "elvish"  # [global] log_dir, {{.Name}} expanded
+        assert "Total file size" in (logs / "latest").read_text()
+
+        # An upstream change, synced by a start from ctl, as tunasynctl's `start -w WORKER JOB`.
+        (upstream / "index.html").write_text("elvish, changed\n")
+        (upstream / "bin" / "elvish-v0.2.tar.gz").write_bytes(os.urandom(1000))
+        started = ctl(manager, "start", "-w", "test_worker", "elvish", token=None)
+        assert started.returncode == 0, started.stderr
+        wait_until(
+            lambda: (
+                listed()["elvish"]["last_ended_ts"] > job["last_ended_ts"] and listed()["elvish"]["status"] == "success"
+            ),
+            "the second sync",
+        )
+        assert (mirrored / "index.html").read_text() == "elvish, changed\n"
+        assert (mirrored / "bin" / "elvish-v0.2.tar.gz").stat().st_size == 1000
+        assert len([name for name in os.listdir(logs) if name != "latest"]) == 2  # one log per run
