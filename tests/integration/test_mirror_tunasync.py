@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import urllib.error
@@ -38,6 +39,16 @@ interval = "1h"
 retries = 1
 [jobs.env]
 RUNS = "{runs}"
+"""
+SIZED = """
+[[jobs]]
+name = "sized"
+provider = "command"
+upstream = "https://upstream.test/sized/"
+command = "echo 'Total size is 1,234,567'; echo data > f"
+size_pattern = 'Total size is ([0-9,.]+[KMGTP]?)'
+interval = "1h"
+retries = 1
 """
 SLOW = """
 [[jobs]]
@@ -78,13 +89,16 @@ def runs(path: Path) -> int:
 
 def test_get_jobs_answers_in_tunasync_s_shape_and_is_public_only_when_enabled(mirror: Mirror) -> None:
     real = json.loads(FIXTURE.read_text())
-    manager = mirror.manager("public_status = true\n" + QUICK.format(runs=mirror.tmp / "runs"))
+    manager = mirror.manager("public_status = true\n" + QUICK.format(runs=mirror.tmp / "runs") + SIZED)
     mirror.worker(manager, "w1")
     wait_until(lambda: jobs(manager)["quick"]["status"] == "success", "the job's first success")
+    wait_until(lambda: jobs(manager)["sized"]["status"] == "success", "the sized job's first success")
 
     status, answer = get(f"{manager.url}/jobs")  # no token: the public read-only view
     assert status == 200 and isinstance(answer, list)
-    (job,) = answer
+    job, sized = answer
+    # What size_pattern captured is shown as written, as tunasync shows it (not the bytes, 1.18M).
+    assert (sized["name"], sized["size"]) == ("sized", "1,234,567")
     # The same keys, in the same order, with the same JSON types as a real tunasync manager's answer.
     assert list(job) == list(real[0])
     assert {key: type(value) for key, value in job.items()} == {key: type(value) for key, value in real[0].items()}
@@ -166,6 +180,9 @@ def test_ctl_accepts_tunasynctl_s_forms(mirror: Mirror) -> None:
     assert sized.returncode == 0 and "slow: size 300.0 GiB" in sized.stdout, sized.stderr
     answer = {job["name"]: job for job in get(f"{manager.url}/jobs", TOKEN)[1]}
     assert answer["slow"]["size"] == "300G"
+    assert ctl(manager, "set-size", "slow", "1500000").returncode == 0
+    answer = {job["name"]: job for job in get(f"{manager.url}/jobs", TOKEN)[1]}
+    assert answer["slow"]["size"] == "1500000"  # as written, as tunasync shows what set-size was given
     assert ctl(manager, "set-size", "slow", "10Q").returncode == 2
 
 
@@ -221,7 +238,7 @@ def test_sighup_reloads_the_worker_s_settings(mirror: Mirror) -> None:
     worker.proc.send_signal(signal.SIGHUP)
     wait_until(lambda: "reload failed, keeping the current settings" in log.read_text(), "the error logged")
     assert worker.proc.poll() is None and concurrency() == 3
-    worker.proc.send_signal(signal.SIGTERM)
+    worker.proc.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop, as SIGTERM is
     assert worker.proc.wait(30) == 0
 
 
@@ -367,6 +384,8 @@ def test_the_documented_first_setup_converts_and_syncs_from_an_rsync_daemon(mirr
         assert "[server]: hostname, listen_addr, listen_port, ssl_cert, ssl_key: " in skipped
         assert "[cgroup]: enable = false: disabled in the file" in skipped
         assert "manager.conf [files]: db_type: " in skipped
+        assert "rsync_success_exit_codes" not in skipped  # carried over as the job's success_exit_codes
+        assert "success_exit_codes = [0, 23, 24]" in (tmp / "manager.toml").read_text()
         manager = start_mirror_manager(tmp / "manager.toml")  # no token in the file: loopback only
         mirror.services.append(manager)
         worker_conf.write_text(GET_STARTED_WORKER.format(api_base=manager.url, **values))
@@ -390,19 +409,17 @@ def test_the_documented_first_setup_converts_and_syncs_from_an_rsync_daemon(mirr
         assert (job["upstream"], job["is_master"]) == (daemon.url("elvish"), True)
         assert job["next_schedule_ts"] - job["last_ended_ts"] == 2 * 3600  # interval = 120 minutes
         logs = tmp / "log" / "tunasync" / "elvish"  # [global] log_dir, {{.Name}} expanded
-        assert "Total file size" in (logs / "latest").read_text()
+        # The size as tunasync's rsync provider shows it: rsync's own total, as rsync -h wrote it.
+        total = re.search(r"Total file size: (\S+) bytes", (logs / "latest").read_text())
+        assert total is not None and job["size"] == total[1] == "300.01K"
 
         # An upstream change, synced by a start from ctl, as tunasynctl's `start -w WORKER JOB`.
         (upstream / "index.html").write_text("elvish, changed\n")
         (upstream / "bin" / "elvish-v0.2.tar.gz").write_bytes(os.urandom(1000))
         started = ctl(manager, "start", "-w", "test_worker", "elvish", token=None)
         assert started.returncode == 0, started.stderr
-        wait_until(
-            lambda: (
-                listed()["elvish"]["last_ended_ts"] > job["last_ended_ts"] and listed()["elvish"]["status"] == "success"
-            ),
-            "the second sync",
-        )
+        assert "elvish: pre-syncing on test_worker" in started.stdout  # the manager marks it at once
+        wait_until(lambda: listed()["elvish"]["status"] == "success", "the second sync")
         assert (mirrored / "index.html").read_text() == "elvish, changed\n"
         assert (mirrored / "bin" / "elvish-v0.2.tar.gz").stat().st_size == 1000
         assert len([name for name in os.listdir(logs) if name != "latest"]) == 2  # one log per run
