@@ -211,6 +211,9 @@ def test_sighup_reloads_the_manager_s_jobs_and_keeps_them_when_the_file_is_bad(m
     manager.proc.send_signal(signal.SIGHUP)
     wait_until(lambda: jobs(manager)["slow"]["status"] == "disabled", "the removed job disabled")
     wait_until(lambda: not alive(mirror.tmp / "slow.pid"), "the removed job's sync killed")
+    for flags, names in (((), ["quick"]), (("-a",), ["quick", "slow"])):  # tunasynctl's list -a: disabled too
+        listed = ctl(manager, "list", *flags, "--format", "json")
+        assert listed.returncode == 0 and sorted(j["name"] for j in json.loads(listed.stdout)) == names
     manager.proc.send_signal(signal.SIGTERM)  # still a clean stop
     assert manager.proc.wait(30) == 0
 

@@ -292,7 +292,7 @@ def _statuses(value: str | None) -> frozenset[str] | None:
 
 @ctl.command("list")
 @click.argument("worker_names", metavar="[WORKER]...", nargs=-1)
-@click.option("--all", "include_all", is_flag=True, help="Include disabled jobs.")
+@click.option("-a", "--all", "include_all", is_flag=True, help="Include disabled jobs.")
 @click.option(
     "-s",
     "--status",
