@@ -113,11 +113,13 @@ async def test_size_pattern_gives_the_size_from_the_log(tmp_path: Path) -> None:
     result = await run_attempt(command_job(printed, size_pattern=r"Total file size: (\S+)"), tmp_path / "job")
     assert result.ok, result.error
     assert result.size == 5_370_000_000  # the last match: the whole mirror's statistics
+    assert result.size_text == "5.37G"  # as the log wrote it, for GET /jobs
     unreadable = await run_attempt(
         command_job("echo 'Total file size: lots'; echo abc > f", size_pattern=r"Total file size: (\S+)"),
         tmp_path / "j2",
     )
     assert unreadable.ok and unreadable.size == 4  # the bytes on disk, and the log says why
+    assert unreadable.size_text is None
     log = latest_log(LogPlace(tmp_path / ".logs" / "files"))
     assert log is not None and "'lots', which is not a size" in log.read_text()
 

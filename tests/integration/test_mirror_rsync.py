@@ -83,7 +83,9 @@ async def test_rsync_syncs_a_version_then_only_the_change_linking_the_rest(
     assert log is not None
     text = log.read_text()
     assert f"--link-dest={v1}" in text
-    assert "Total file size" in text
+    # rsync's own total, as tunasync's rsync provider reads it for the status page; the size counts bytes.
+    assert second.size_text is not None and f"Total file size: {second.size_text} bytes" in text
+    assert second.size == sum(len(data) for data in tree(upstream).values())
     assert not (job_dir / ".staging").exists() or not any((job_dir / ".staging").iterdir())
 
 
@@ -156,6 +158,26 @@ async def test_other_rsync_failures_fail_the_attempt_and_publish_nothing(tmp_pat
     assert current_version(tmp_path / "job") is None
     log = latest_log(LogPlace(tmp_path / ".logs" / "mirror"))
     assert log is not None and log.name.endswith(".log.fail")
+
+
+async def test_a_status_in_success_exit_codes_is_a_success_with_a_warning(
+    tmp_path: Path, upstream: Path, daemon: RsyncDaemon
+) -> None:
+    # A source path the module does not have: rsync reports it and exits 23 ("partial transfer due to
+    # error"), what tunasync's documentation lists in rsync_success_exit_codes.
+    partial = daemon.url("pub", "no-such-dir")
+    refused = await run_attempt(rsync_job(partial), tmp_path / "refused")
+    assert not refused.ok
+    assert refused.error.startswith("rsync failed with exit status 23") and "no-such-dir" in refused.error
+    assert current_version(tmp_path / "refused") is None
+    accepted = await run_attempt(rsync_job(partial, success_exit_codes=frozenset({23})), tmp_path / "job")
+    assert accepted.ok, accepted.error
+    assert current_version(tmp_path / "job") is not None
+    log = latest_log(LogPlace(tmp_path / ".logs" / "mirror"))
+    assert log is not None and log.name.endswith(".log")
+    assert "exit status 23, one of the job's success_exit_codes: a success" in log.read_text()
+    two_stage = rsync_job(partial, provider="two-stage-rsync", success_exit_codes=frozenset({23}))
+    assert (await run_attempt(two_stage, tmp_path / "two")).ok  # stage 2 runs after stage 1's 23
 
 
 async def test_two_stage_rsync_brings_the_index_files_last(tmp_path: Path, upstream: Path, daemon: RsyncDaemon) -> None:

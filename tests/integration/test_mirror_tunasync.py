@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import urllib.error
@@ -22,6 +23,7 @@ import pytest
 
 from shoal.testing.poll import wait_until
 from shoal.testing.processes import shoal_argv, start_mirror_manager, start_mirror_worker
+from shoal.testing.rsyncd import Module, rsync_daemon
 from tests.integration.test_mirror import TOKEN, Mirror, alive, ctl, jobs
 
 FIXTURE = Path(__file__).resolve().parent.parent / "data" / "tunasync" / "jobs.json"
@@ -37,6 +39,16 @@ interval = "1h"
 retries = 1
 [jobs.env]
 RUNS = "{runs}"
+"""
+SIZED = """
+[[jobs]]
+name = "sized"
+provider = "command"
+upstream = "https://upstream.test/sized/"
+command = "echo 'Total size is 1,234,567'; echo data > f"
+size_pattern = 'Total size is ([0-9,.]+[KMGTP]?)'
+interval = "1h"
+retries = 1
 """
 SLOW = """
 [[jobs]]
@@ -77,13 +89,16 @@ def runs(path: Path) -> int:
 
 def test_get_jobs_answers_in_tunasync_s_shape_and_is_public_only_when_enabled(mirror: Mirror) -> None:
     real = json.loads(FIXTURE.read_text())
-    manager = mirror.manager("public_status = true\n" + QUICK.format(runs=mirror.tmp / "runs"))
+    manager = mirror.manager("public_status = true\n" + QUICK.format(runs=mirror.tmp / "runs") + SIZED)
     mirror.worker(manager, "w1")
     wait_until(lambda: jobs(manager)["quick"]["status"] == "success", "the job's first success")
+    wait_until(lambda: jobs(manager)["sized"]["status"] == "success", "the sized job's first success")
 
     status, answer = get(f"{manager.url}/jobs")  # no token: the public read-only view
     assert status == 200 and isinstance(answer, list)
-    (job,) = answer
+    job, sized = answer
+    # What size_pattern captured is shown as written, as tunasync shows it (not the bytes, 1.18M).
+    assert (sized["name"], sized["size"]) == ("sized", "1,234,567")
     # The same keys, in the same order, with the same JSON types as a real tunasync manager's answer.
     assert list(job) == list(real[0])
     assert {key: type(value) for key, value in job.items()} == {key: type(value) for key, value in real[0].items()}
@@ -165,6 +180,9 @@ def test_ctl_accepts_tunasynctl_s_forms(mirror: Mirror) -> None:
     assert sized.returncode == 0 and "slow: size 300.0 GiB" in sized.stdout, sized.stderr
     answer = {job["name"]: job for job in get(f"{manager.url}/jobs", TOKEN)[1]}
     assert answer["slow"]["size"] == "300G"
+    assert ctl(manager, "set-size", "slow", "1500000").returncode == 0
+    answer = {job["name"]: job for job in get(f"{manager.url}/jobs", TOKEN)[1]}
+    assert answer["slow"]["size"] == "1500000"  # as written, as tunasync shows what set-size was given
     assert ctl(manager, "set-size", "slow", "10Q").returncode == 2
 
 
@@ -193,6 +211,9 @@ def test_sighup_reloads_the_manager_s_jobs_and_keeps_them_when_the_file_is_bad(m
     manager.proc.send_signal(signal.SIGHUP)
     wait_until(lambda: jobs(manager)["slow"]["status"] == "disabled", "the removed job disabled")
     wait_until(lambda: not alive(mirror.tmp / "slow.pid"), "the removed job's sync killed")
+    for flags, names in (((), ["quick"]), (("-a",), ["quick", "slow"])):  # tunasynctl's list -a: disabled too
+        listed = ctl(manager, "list", *flags, "--format", "json")
+        assert listed.returncode == 0 and sorted(j["name"] for j in json.loads(listed.stdout)) == names
     manager.proc.send_signal(signal.SIGTERM)  # still a clean stop
     assert manager.proc.wait(30) == 0
 
@@ -220,7 +241,7 @@ def test_sighup_reloads_the_worker_s_settings(mirror: Mirror) -> None:
     worker.proc.send_signal(signal.SIGHUP)
     wait_until(lambda: "reload failed, keeping the current settings" in log.read_text(), "the error logged")
     assert worker.proc.poll() is None and concurrency() == 3
-    worker.proc.send_signal(signal.SIGTERM)
+    worker.proc.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop, as SIGTERM is
     assert worker.proc.wait(30) == 0
 
 
@@ -297,3 +318,111 @@ def test_a_converted_tunasync_config_runs(mirror: Mirror) -> None:
     assert (tmp / "srv" / "hook-ran").exists()  # exec_on_success ran as a post_success hook
     status, answer = get(f"{manager.url}/jobs", TOKEN)
     assert status == 200 and answer[0]["name"] == "tools"
+
+
+# The shape of tunasync's documented first setup (docs/zh_CN/get_started.md: its worker.conf with an rsync
+# mirror and the tables it leaves empty or disabled, and its manager.conf), with this test's paths, and an
+# upstream served by Debian's rsync daemon on loopback.
+GET_STARTED_WORKER = """
+[global]
+name = "test_worker"
+log_dir = "{tmp}/log/tunasync/{{{{.Name}}}}"
+mirror_dir = "{tmp}/srv"
+concurrent = 10
+interval = 120
+
+[manager]
+api_base = "{api_base}"
+token = ""
+ca_cert = ""
+
+[cgroup]
+enable = false
+base_path = "/sys/fs/cgroup"
+group = "tunasync"
+
+[server]
+hostname = "localhost"
+listen_addr = "127.0.0.1"
+listen_port = 6000
+ssl_cert = ""
+ssl_key = ""
+
+[[mirrors]]
+name = "elvish"
+provider = "rsync"
+upstream = "{upstream}"
+use_ipv6 = false
+rsync_success_exit_codes = [23, 24]
+"""
+GET_STARTED_MANAGER = """debug = false
+
+[server]
+addr = "127.0.0.1"
+port = 12345
+ssl_cert = ""
+ssl_key = ""
+
+[files]
+db_type = "bolt"
+db_file = "{tmp}/manager.db"
+ca_cert = ""
+"""
+
+
+def test_the_documented_first_setup_converts_and_syncs_from_an_rsync_daemon(mirror: Mirror) -> None:
+    tmp = mirror.tmp
+    upstream = tmp / "upstream"
+    (upstream / "bin").mkdir(parents=True)
+    (upstream / "index.html").write_text("elvish\n")
+    (upstream / "bin" / "elvish-v0.1.tar.gz").write_bytes(os.urandom(300_000))
+    (tmp / "manager.conf").write_text(GET_STARTED_MANAGER.format(tmp=tmp))
+    worker_conf = tmp / "worker.conf"
+    with rsync_daemon(tmp / "rsyncd", {"elvish": Module(upstream)}) as daemon:
+        values = {"tmp": tmp, "upstream": daemon.url("elvish")}
+        worker_conf.write_text(GET_STARTED_WORKER.format(api_base="http://127.0.0.1:1", **values))
+        converted = import_tunasync(str(worker_conf), str(tmp / "manager.conf"), "-o", str(tmp / "manager.toml"))
+        assert converted.returncode == 0, converted.stderr
+        skipped = converted.stderr
+        assert "[server]: hostname, listen_addr, listen_port, ssl_cert, ssl_key: " in skipped
+        assert "[cgroup]: enable = false: disabled in the file" in skipped
+        assert "manager.conf [files]: db_type: " in skipped
+        assert "rsync_success_exit_codes" not in skipped  # carried over as the job's success_exit_codes
+        assert "success_exit_codes = [0, 23, 24]" in (tmp / "manager.toml").read_text()
+        manager = start_mirror_manager(tmp / "manager.toml")  # no token in the file: loopback only
+        mirror.services.append(manager)
+        worker_conf.write_text(GET_STARTED_WORKER.format(api_base=manager.url, **values))
+        printed = import_tunasync(str(worker_conf))
+        assert printed.returncode == 0, printed.stderr
+        (tmp / "worker.toml").write_text(printed.stdout)
+        mirror.services.append(start_mirror_worker(tmp / "worker.toml", None))  # named by [global] name
+
+        def listed() -> dict[str, Any]:
+            status, answer = get(f"{manager.url}/jobs")
+            assert status == 200
+            return {job["name"]: job for job in answer}
+
+        done = wait_until(lambda: listed().get("elvish", {}).get("status") == "success" and listed(), "a sync")
+        mirrored = tmp / "srv" / "elvish"  # tunasync's layout: <mirror_dir>/<name>, synced in place
+        assert (mirrored / "index.html").read_text() == "elvish\n"
+        assert (mirrored / "bin" / "elvish-v0.1.tar.gz").read_bytes() == (
+            upstream / "bin" / "elvish-v0.1.tar.gz"
+        ).read_bytes()
+        job = done["elvish"]
+        assert (job["upstream"], job["is_master"]) == (daemon.url("elvish"), True)
+        assert job["next_schedule_ts"] - job["last_ended_ts"] == 2 * 3600  # interval = 120 minutes
+        logs = tmp / "log" / "tunasync" / "elvish"  # [global] log_dir, {{.Name}} expanded
+        # The size as tunasync's rsync provider shows it: rsync's own total, as rsync -h wrote it.
+        total = re.search(r"Total file size: (\S+) bytes", (logs / "latest").read_text())
+        assert total is not None and job["size"] == total[1] == "300.01K"
+
+        # An upstream change, synced by a start from ctl, as tunasynctl's `start -w WORKER JOB`.
+        (upstream / "index.html").write_text("elvish, changed\n")
+        (upstream / "bin" / "elvish-v0.2.tar.gz").write_bytes(os.urandom(1000))
+        started = ctl(manager, "start", "-w", "test_worker", "elvish", token=None)
+        assert started.returncode == 0, started.stderr
+        assert "elvish: pre-syncing on test_worker" in started.stdout  # the manager marks it at once
+        wait_until(lambda: listed()["elvish"]["status"] == "success", "the second sync")
+        assert (mirrored / "index.html").read_text() == "elvish, changed\n"
+        assert (mirrored / "bin" / "elvish-v0.2.tar.gz").stat().st_size == 1000
+        assert len([name for name in os.listdir(logs) if name != "latest"]) == 2  # one log per run

@@ -28,6 +28,7 @@ class Result:
     ok: bool
     error: str = ""
     size: int = 0
+    size_text: str | None = None
     version: str | None = None
 
 

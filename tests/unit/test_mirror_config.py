@@ -232,11 +232,14 @@ def test_http_provider_needs_an_http_url(url: str) -> None:
     assert "not an http(s) URL" in str(error)
 
 
-@pytest.mark.parametrize("key", ['command = "x"', "success_exit_codes = [0]"])
-def test_command_only_keys_are_refused_for_http(key: str) -> None:
+@pytest.mark.parametrize(
+    ("key", "readers"),
+    [('command = "x"', "command provider"), ("success_exit_codes = [0]", "command and rsync providers")],
+)
+def test_command_only_keys_are_refused_for_http(key: str, readers: str) -> None:
     error = config_error(job(key + "\n"))
     assert error.line == 5
-    assert "only for the command provider" in str(error)
+    assert f"only for the {readers}" in str(error)
 
 
 @pytest.mark.parametrize(
@@ -426,7 +429,11 @@ def test_the_rsync_keys_read_as_tunasync_writes_them() -> None:
     assert (spec.exclude_file, spec.username, spec.password, spec.use_ipv6) == ("/etc/ex", "u", "p", True)
     assert spec.stage1_profile == "debian"  # two-stage's default profile
     assert (spec.layout, spec.log_keep, spec.size_pattern) == ("in-place", 3, r"Total file size: (\S+)")
+    assert spec.success_exit_codes is None  # 0 and 24 alone
     assert JobSpec.from_json(spec.to_json()) == spec
+    [partial] = parse_config(job("success_exit_codes = [23]\n", provider="rsync", upstream='"m::d/"')).jobs
+    assert partial.success_exit_codes == frozenset({23})  # tunasync's rsync_success_exit_codes
+    assert JobSpec.from_json(partial.to_json()) == partial
     worker = parse_config('[worker]\nlog_dir = "/logs/{{ .Name }}"\nlog_keep = 5\n').worker
     assert (worker.log_dir, worker.log_keep) == ("/logs/{{ .Name }}", 5)
 

@@ -215,7 +215,44 @@ password = "p"
     # tunasync puts the global rsync_options before the mirror's.
     assert inherits["rsync_options"] == ["--global", "--own"]
     assert (inherits["rsync_override"], inherits["username"], inherits["password"]) == (["-a"], "u", "p")
-    assert "success_exit_codes" not in inherits
+    assert inherits["success_exit_codes"] == [0, 10]  # tunasync applies the global codes to every provider
+
+
+def test_rsync_success_exit_codes_merge_as_tunasync_merges_them() -> None:
+    # The documented first setup's mirror (docs/zh_CN/get_started.md) allows rsync's 23 and 24.
+    text = """
+[global]
+dangerous_global_success_exit_codes = [10]
+dangerous_global_rsync_success_exit_codes = [30]
+[[mirrors]]
+name = "elvish"
+provider = "rsync"
+upstream = "rsync://rsync.example.org/elvish/"
+rsync_success_exit_codes = [23, 24]
+[[mirrors]]
+name = "plain"
+provider = "two-stage-rsync"
+upstream = "rsync://rsync.example.org/plain/"
+[[mirrors]]
+name = "script"
+provider = "command"
+upstream = "u"
+command = "c"
+rsync_success_exit_codes = [23]
+"""
+    conversion = convert(source(text))
+    jobs = {j["name"]: j for j in tomllib.loads(conversion.toml)["jobs"]}
+    assert jobs["elvish"]["success_exit_codes"] == [0, 10, 23, 24, 30]
+    assert jobs["plain"]["success_exit_codes"] == [0, 10, 30]
+    assert jobs["script"]["success_exit_codes"] == [0, 10]  # the rsync ones are not for the command provider
+    skipped = [str(s) for s in conversion.skipped]
+    # Only the command mirror's rsync codes (and the missing timeout) are not carried over.
+    assert [line.split(": ")[:2] for line in skipped] == [
+        ["every job", "timeout"],
+        ["worker.conf mirrors 'script'", "rsync_success_exit_codes"],
+    ]
+    config = parse_config(conversion.toml, "converted.toml")
+    assert {job.name: job.success_exit_codes for job in config.jobs}["elvish"] == frozenset({0, 10, 23, 24, 30})
 
 
 def test_a_mirror_without_a_provider_is_rsync_as_in_tunasync() -> None:

@@ -296,7 +296,7 @@ def _statuses(value: str | None) -> frozenset[str] | None:
 
 @ctl.command("list")
 @click.argument("worker_names", metavar="[WORKER]...", nargs=-1)
-@click.option("--all", "include_all", is_flag=True, help="Include disabled jobs.")
+@click.option("-a", "--all", "include_all", is_flag=True, help="Include disabled jobs.")
 @click.option(
     "-s",
     "--status",
@@ -530,15 +530,15 @@ def ping(ctx: click.Context, worker_name: str | None) -> None:
 @click.option("-w", "--worker", "worker_name", default=None, metavar="WORKER", help="Accepted for tunasynctl's form.")
 @click.pass_context
 def set_size(ctx: click.Context, job: str, size: str, worker_name: str | None) -> None:
-    """Show SIZE (bytes, or 1024-based units as rsync prints them: 300G, 1.41T) as JOB's size until its next
-    successful sync reports one."""
+    """Show SIZE (bytes, or 1024-based units: 300G, 1.41T) as JOB's size until its next successful sync
+    reports one; GET /jobs shows SIZE as written, as tunasync does."""
     from shoal.core.units import format_bytes, parse_size
 
     run_or_exit(lambda: _check_name(job, "job"))
     if worker_name is not None:
         run_or_exit(lambda: _check_name(worker_name, "worker"))
     size_bytes = run_or_exit(lambda: parse_size(size))
-    result = _call(ctx, lambda c: c.set_size(job, size_bytes))
+    result = _call(ctx, lambda c: c.set_size(job, size_bytes, size.strip()))
     click.echo(f"{result.name}: size {format_bytes(result.size)}")
 
 

@@ -30,7 +30,7 @@ The layout::
     interval = "6h"                 # or cron = "0 */6 * * *" (UTC); cron wins when both are given
     timeout = "2h"
     retries = 3
-    success_exit_codes = [0, 24]    # command provider only: rsync's 24 is "some files vanished"
+    success_exit_codes = [0, 24]    # command and rsync providers: rsync's 24 is "some files vanished"
     layout = "versions"             # or "in-place": sync straight into <directory>/<job> (tunasync's layout)
     log_dir = "/var/log/shoal/debian"  # this job's run logs (default: the worker's log_dir)
     log_keep = 10
@@ -78,9 +78,11 @@ Rules, and why:
   (``_locate_keys``): table headers and ``key =`` lines, outside multi-line strings. When a key cannot be
   placed (it sits inside an inline table spread over lines, say) the line of its table is given instead.
 - Job indexes in messages count from 0, as TOML paths and JSON pointers do: ``jobs[1]`` is the second job.
-- A key only one provider reads (``command``, ``success_exit_codes``) is refused for the other one, for
-  the same reason as an unknown key; so are the rsync keys (``RSYNC_ONLY``) for the http and command
-  providers, and ``stage1_profile`` for plain rsync.
+- A key only some providers read (``command``: the command provider's; ``success_exit_codes``: the
+  command and rsync providers') is refused for the others, for the same reason as an unknown key; so are
+  the rsync keys (``RSYNC_ONLY``) for the http and command providers, and ``stage1_profile`` for plain
+  rsync. The rsync providers take ``success_exit_codes`` as tunasync's ``rsync_success_exit_codes``:
+  statuses that count as a success besides 0 and 24 (23, "partial transfer due to error", is the usual one).
 - The rsync providers take tunasync's key names and meanings, so a tunasync worker config maps onto them
   one to one. An rsync upstream ends in ``/`` (as tunasync requires: without it rsync would create the
   module's directory inside the job's). The password never appears in an argument list (``ps`` shows
@@ -111,7 +113,8 @@ from shoal.core.tracker_choice import parse_trackers
 PROVIDERS = ("http", "command", "rsync", "two-stage-rsync")
 RSYNC_PROVIDERS = ("rsync", "two-stage-rsync")
 COMMAND_ONLY = ("command", "success_exit_codes")
-"""The keys only the command provider reads."""
+"""The keys the command provider reads and the http provider refuses (the rsync providers take
+``success_exit_codes`` too)."""
 RSYNC_ONLY = (
     "rsync_options",
     "rsync_override",
@@ -304,7 +307,8 @@ class JobSpec(_Table, frozen=True):
     success_exit_codes: (
         Annotated[frozenset[Annotated[int, msgspec.Meta(ge=0, le=255)]], msgspec.Meta(min_length=1)] | None
     ) = None
-    """Exit statuses of the command provider that mean success (default: 0 alone); None for http."""
+    """Exit statuses that mean success: the command provider's (default: 0 alone), or the rsync providers'
+    besides 0 and 24 (default None: those two alone); None for http."""
     hooks: Hooks = Hooks()
     retention: Retention = Retention()
     publish: Publish = Publish()
@@ -362,7 +366,8 @@ class JobSpec(_Table, frozen=True):
                 raise _Invalid(("upstream",), f"{self.upstream[:80]!r} is not an http(s) URL") from None
             for key in COMMAND_ONLY:
                 if getattr(self, key) is not None:
-                    raise _Invalid((key,), f"{key!r} is only for the command provider")
+                    readers = "command provider" if key == "command" else "command and rsync providers"
+                    raise _Invalid((key,), f"{key!r} is only for the {readers}")
         elif self.command is None:
             raise _Invalid(("command",), "missing key 'command'")
         elif not self.command.strip():
@@ -386,9 +391,10 @@ class JobSpec(_Table, frozen=True):
                 f"{self.upstream[:80]!r} is not an rsync source ending in '/' "
                 "(rsync://host/module/path/, host::module/path/ or host:path/)",
             )
-        for key in COMMAND_ONLY:
-            if getattr(self, key) is not None:
-                raise _Invalid((key,), f"{key!r} is only for the command provider")
+        if self.command is not None:
+            raise _Invalid(("command",), "'command' is only for the command provider")
+        if self.success_exit_codes is not None:
+            force_setattr(self, "success_exit_codes", frozenset(self.success_exit_codes))
         if self.use_ipv4 and self.use_ipv6:
             raise _Invalid(("use_ipv6",), "give 'use_ipv4' or 'use_ipv6', not both")
         if self.password is not None and self.password_file is not None:

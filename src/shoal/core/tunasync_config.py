@@ -10,7 +10,8 @@ text and the list of what could not be carried over come out. The keys are tunas
     [global] concurrent                       [worker] concurrency
     [global] interval, retry, timeout,        each job's default, as tunasync applies them
       log_dir, exec_on_success/_failure,
-      rsync_options, dangerous_global_success_exit_codes
+      rsync_options, dangerous_global_success_exit_codes,
+      dangerous_global_rsync_success_exit_codes
     [manager] api_base (api_base_list[0])     [worker] manager
     [manager] token                           [worker] token and [manager] token
     [include] include_mirrors                 the [[mirrors]] of every file it globs, after the file's own
@@ -23,7 +24,9 @@ text and the list of what could not be carried over come out. The keys are tunas
       log_dir ("{{.Name}}" expanded)          log_dir
       provider, upstream, command, env,       the same names (the rsync providers' keys are tunasync's)
         rsync_options, rsync_override, exclude_file, username, password, use_ipv4, use_ipv6,
-        stage1_profile, fail_on_match, size_pattern, success_exit_codes (command)
+        stage1_profile, fail_on_match, size_pattern
+      success_exit_codes                      success_exit_codes, with the global ones (and for rsync,
+      (+ rsync_success_exit_codes: rsync)       the rsync ones too, as tunasync merges them)
     manager.conf [server] addr, port          [manager] host, port
 
 Every job is written with ``layout = "in-place"``: tunasync syncs into ``<mirror_dir>/<name>``, which is what
@@ -91,10 +94,6 @@ _NOT_CARRIED = {
     "rsync_no_timeout": "pass rsync's own --timeout=0 in rsync_options",
     "rsync_timeout": "pass rsync's own --timeout=SECONDS in rsync_options",
     "rsync_override_only": "rsync_override already replaces the default options; add global ones to it",
-    "rsync_success_exit_codes": "the rsync providers decide on rsync's exit codes themselves (24 included)",
-    "dangerous_global_rsync_success_exit_codes": (
-        "the rsync providers decide on rsync's exit codes themselves (24 included)"
-    ),
     "ca_cert": "Shoal verifies an https manager against the system's CAs: point SSL_CERT_FILE at this file",
     "api_base_list": "a worker has one manager URL; the first one is used",
     "debug": "run with -v instead",
@@ -352,11 +351,18 @@ def _job(
         _rsync_keys(mirror, global_, job, source, key, where, notes)
     else:
         job["command"] = _expect(mirror.get("command"), str, source, f"{key}.command")
-        codes = _int_list(global_, "dangerous_global_success_exit_codes", source) + _int_list(
-            mirror, "success_exit_codes", source, key
+        if mirror.get("rsync_success_exit_codes"):
+            notes.add(where, "rsync_success_exit_codes", "tunasync ignores it too for the command provider")
+    # tunasync's success codes: the global ones, the mirror's, and for rsync the rsync-only ones of both.
+    codes = _int_list(global_, "dangerous_global_success_exit_codes", source) + _int_list(
+        mirror, "success_exit_codes", source, key
+    )
+    if rsync:
+        codes += _int_list(global_, "dangerous_global_rsync_success_exit_codes", source) + _int_list(
+            mirror, "rsync_success_exit_codes", source, key
         )
-        if codes:
-            job["success_exit_codes"] = sorted({0, *codes})
+    if codes:
+        job["success_exit_codes"] = sorted({0, *codes})
     _schedule_keys(mirror, global_, job, source, key, notes)
     if worker:
         job["worker"] = worker
@@ -372,8 +378,6 @@ def _job(
         job["hooks"] = hooks
     for skipped, why in _NOT_CARRIED.items():
         if mirror.get(skipped) not in (None, "", [], False, 0):
-            if skipped == "rsync_success_exit_codes" and not rsync:
-                why = "tunasync ignores it too for the command provider"
             notes.add(where, skipped, why)
     return job
 
@@ -399,8 +403,6 @@ def _rsync_keys(
         job["rsync_options"] = options
     if mirror.get("command"):
         notes.add(where, "command", "for rsync it names the rsync program; Shoal runs rsync from PATH")
-    if mirror.get("success_exit_codes"):
-        notes.add(where, "success_exit_codes", "the rsync providers decide on rsync's exit codes themselves")
 
 
 def _schedule_keys(

@@ -6,9 +6,10 @@ Pure: times, sizes and the time zone come in as values. Rules, and why:
   the Unix seconds, truncated as Go's ``Time.Unix`` truncates.
 - A time that never was (a job never run, or a running job's next schedule) is Go's zero time,
   ``0001-01-01 00:00:00 +0000`` and ``-62135596800``: what tunasync sends, and what pages test for.
-- A size is written as rsync's ``--human-readable`` writes it, which is what tunasync's ``size_pattern``
-  usually captures (``1.41T``, ``300G``): about three significant digits, 1024-based units. No size yet is
-  tunasync's ``unknown``.
+- A size with a text of its own (what ``size_pattern`` or rsync's statistics wrote, what ``set-size`` was
+  given) is shown as that text, as tunasync shows it; ``human_size`` writes only a count of bytes, in about
+  three significant digits and 1024-based units (``1.41T``, ``300G``). No size yet is tunasync's
+  ``unknown``.
 """
 
 from __future__ import annotations

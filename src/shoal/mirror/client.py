@@ -128,8 +128,9 @@ class MirrorClient:
     async def job(self, name: str) -> MirrorJobView:
         return await self.call("GET", f"jobs/{quote(name, safe='')}", MirrorJobView)
 
-    async def set_size(self, job: str, size: int) -> MirrorJobView:
-        return await self.call("POST", f"jobs/{quote(job, safe='')}/size", MirrorJobView, SetSize(size=size))
+    async def set_size(self, job: str, size: int, text: str | None = None) -> MirrorJobView:
+        body = SetSize(size=size, text=text)
+        return await self.call("POST", f"jobs/{quote(job, safe='')}/size", MirrorJobView, body)
 
     async def job_log(self, job: str, *, run: str | None = None, offset: int | None = None, limit: int) -> JobLog:
         """Part of a job's run log, read on its worker (no offset: the tail of ``limit`` bytes)."""

@@ -151,8 +151,9 @@ def job_view(job: JobRecord, spec: JobSpec | None, *, queued: bool = False) -> M
     )
 
 
-def tunasync_job(view: MirrorJobView, zone: tzinfo) -> TunasyncJob:
-    """A job's status in tunasync's ``GET /jobs`` shape (core.tunasync_status says how it writes values)."""
+def tunasync_job(view: MirrorJobView, zone: tzinfo, size_text: str | None = None) -> TunasyncJob:
+    """A job's status in tunasync's ``GET /jobs`` shape (core.tunasync_status says how it writes values);
+    ``size_text``: the size as its log or ``set-size`` wrote it, shown as is, as tunasync shows it."""
     times = {
         "last_update": view.last_update,
         "last_started": view.last_started,
@@ -168,7 +169,7 @@ def tunasync_job(view: MirrorJobView, zone: tzinfo) -> TunasyncJob:
         is_master=True,
         status=view.status,
         upstream=view.upstream,
-        size=human_size(view.size),
+        size=size_text or human_size(view.size),
         **fields,
     )
 
@@ -446,6 +447,7 @@ class MirrorManager:
         event: str,
         error: str = "",
         size: int = 0,
+        size_text: str | None = None,
         version: str | None = None,
     ) -> RunReportReply:
         """A worker reports on a run: ``syncing`` (the pre-job hooks are done), ``success`` or ``failure``.
@@ -475,7 +477,7 @@ class MirrorManager:
                 raise ProtocolError(f"unknown event {event!r} (syncing, success or failure)", field="event")
             changed = replace(job, state=state, updated=now)
             if event == "success":
-                changed = replace(changed, size=size, version=version)
+                changed = replace(changed, size=size, size_text=size_text, version=version)
             if not is_running(state.status) and spec is not None:
                 changed = replace(changed, next_schedule=next_schedule(spec.interval, spec.cron, state, now))
             await self.store.put_job(changed)
@@ -551,16 +553,17 @@ class MirrorManager:
         self._wake.set()
         return job_view(job, spec, queued=queued)
 
-    async def set_size(self, name: str, size: int) -> MirrorJobView:
-        """Set the size a job's status shows until its next successful sync reports one (tunasync's set-size)."""
+    async def set_size(self, name: str, size: int, text: str | None = None) -> MirrorJobView:
+        """Set the size a job's status shows until its next successful sync reports one (tunasync's set-size);
+        ``text``: the size as its user wrote it, which ``GET /jobs`` shows as is."""
         async with self._lock:
-            job = replace(await self.job(name), size=size, updated=self.clock())
+            job = replace(await self.job(name), size=size, size_text=text, updated=self.clock())
             await self.store.put_job(job)
         return job_view(job, self.spec_of(job), queued=name in self.queued)
 
     async def tunasync_jobs(self, zone: tzinfo) -> list[TunasyncJob]:
         """Every job, disabled ones too, in tunasync's ``GET /jobs`` shape."""
-        return [tunasync_job(view, zone) for view in await self.list_jobs(include_disabled=True)]
+        return [tunasync_job(job_view(job, self.spec_of(job)), zone, job.size_text) for job in await self.store.jobs()]
 
     async def workers(self) -> list[WorkerView]:
         jobs = await self.store.jobs()

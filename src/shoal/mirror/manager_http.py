@@ -205,6 +205,7 @@ async def report(request: web.Request) -> web.Response:
         event=body.event,
         error=body.error,
         size=body.size,
+        size_text=body.size_text,
         version=body.version,
     )
     return struct_response(reply)
@@ -248,7 +249,7 @@ async def job_action(request: web.Request) -> web.Response:
 async def set_size(request: web.Request) -> web.Response:
     name = _name(request)
     body = await read_struct(request, SetSize)
-    return struct_response(await request.app[MANAGER].set_size(name, body.size))
+    return struct_response(await request.app[MANAGER].set_size(name, body.size, body.text))
 
 
 async def tunasync_jobs(request: web.Request) -> web.Response:

@@ -21,6 +21,8 @@ from shoal.core.mirror_config import JobSpec, Name
 
 MAX_COUNT = 2**62
 Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
+SizeText = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+"""A size as a log or a user wrote it (``1.41T``, ``1,234,567``)."""
 
 
 # -- the worker protocol ----------------------------------------------------------------------------------
@@ -112,6 +114,9 @@ class Report(msgspec.Struct, frozen=True):
     event: str
     error: str = ""
     size: Count = 0
+    size_text: SizeText | None = None
+    """success: the size as the run's log wrote it (what ``size_pattern`` captured, or rsync's ``Total file
+    size``), which ``GET /jobs`` shows as tunasync does; None: the bytes in ``size`` are shown."""
     version: str | None = None
 
 
@@ -206,6 +211,8 @@ class SetSize(msgspec.Struct, frozen=True):
     """The size a job's status shows until its next successful sync (tunasynctl's ``set-size``)."""
 
     size: Count
+    text: SizeText | None = None
+    """The size as the user wrote it (``300G``), shown as is by ``GET /jobs``, as tunasync does."""
 
 
 class ReloadRequest(msgspec.Struct, frozen=True):
@@ -274,4 +281,6 @@ class TunasyncJob(msgspec.Struct, frozen=True):
     next_schedule_ts: int
     upstream: str
     size: str
-    """Approximate, as rsync prints sizes (``1.41T``, ``300G``); ``unknown`` before the first success."""
+    """As tunasync shows it: the text the last success's log gave (its ``size_pattern``, or rsync's ``Total
+    file size``) or ``set-size`` was given, as written (``1.41T``); else the bytes on disk as rsync prints
+    sizes (``300G``, 1024-based); ``unknown`` before the first success."""

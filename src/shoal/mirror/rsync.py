@@ -7,8 +7,11 @@ Rules, and why:
   an option from the config file is never re-parsed, and a stopped job takes rsync's children with it.
 - Exit status 24 ("some files vanished before they could be transferred") is a success with a warning:
   an upstream that changes during a sync loses files between its listing and their transfer, the files
-  that are there are whole, and the next run brings the rest. Every other non-zero status fails the
-  attempt (and two-stage-rsync's stage 2 does not run after a stage 1 that failed).
+  that are there are whole, and the next run brings the rest. A status the job lists in
+  ``success_exit_codes`` (tunasync's ``rsync_success_exit_codes``, 23 "partial transfer" the usual one) is
+  a success with a warning too: the operator has said that upstream's errors are not theirs to fix. Every
+  other non-zero status fails the attempt (and two-stage-rsync's stage 2 does not run after a stage 1
+  that failed).
 - The password goes to rsync in ``RSYNC_PASSWORD`` only; ``password_file`` is read at each run (its first
   line), so a rotated secret needs no reload. The password never reaches the log or an error message.
 """
@@ -57,7 +60,8 @@ async def run_rsync(
     grace: float = KILL_GRACE,
 ) -> int:
     """Sync ``spec.upstream`` into ``dest``, hard-linking unchanged files from ``previous`` (a published
-    version) when given; rsync's exit status (0, or 24 with a warning). ProviderError with the status and
+    version) when given; rsync's exit status (0, or 24 or one of ``success_exit_codes`` with a warning,
+    the last such stage's). ProviderError with the status and
     the tail of rsync's output on failure; ProviderTimedOut past ``limit`` seconds, all stages together."""
     password = await asyncio.to_thread(job_password, spec)
     env = {**env, **rsync_environment(spec, password)}
@@ -71,12 +75,16 @@ async def run_rsync(
         result = await _run(argv, dest, env, deadline - asyncio.get_running_loop().time(), grace, run_log)
         if result.timed_out:
             raise ProviderTimedOut(f"{what} timed out", output=_tail(result.output))
+        warning = None
         if result.returncode == VANISHED:
             warning = f"{what}: some files vanished before they could be transferred (exit status 24): a success"
+        elif result.returncode and result.returncode in (spec.success_exit_codes or ()):
+            warning = f"{what}: {result.status_text}, one of the job's success_exit_codes: a success"
+        if warning is not None:
             log.warning("%s: %s", spec.name, warning)
             if run_log is not None:
                 run_log.note(warning)
-            status = VANISHED
+            status = result.returncode or status
         elif result.returncode != 0:
             raise ProviderError(
                 f"{what} failed with {result.status_text}: {_tail(result.output)}".rstrip(": "),

@@ -54,7 +54,9 @@ Rules, and why:
   1) and SHOAL_MIRROR_ERROR (empty on success). In the in-place layout SHOAL_MIRROR_VERSION and
   SHOAL_MIRROR_PREVIOUS are empty and the working directory is the job directory.
 - The job's size is what ``size_pattern`` read from the log when it is set and matched a size, else the
-  bytes of the published files.
+  bytes of the published files. The text it matched is kept too (``size_text``), for the status pages that
+  show it as tunasync does; an rsync provider's job without ``size_pattern`` keeps the text of rsync's
+  ``Total file size: ... bytes``, which tunasync's rsync providers read (its bytes on disk stay the size).
 - Errors keep the tail of the failing command's output (at most 4 KiB each), so the status page shows
   why without a trip to the worker's logs.
 - Two attempts of one job must not run at once in one job directory; the worker ensures it.
@@ -83,6 +85,11 @@ from shoal.mirror.shell import KILL_GRACE, OUTPUT_LIMIT, ShellResult, run_shell
 
 log = logging.getLogger(__name__)
 
+RSYNC_TOTAL_SIZE = r"^Total file size: ([0-9.,]+[KMGTP]?) bytes"
+"""The size tunasync's rsync providers read from rsync's ``--stats`` (``Total file size: 5.37G bytes``)."""
+SIZE_TEXT_LIMIT = 64
+"""The longest size text kept (the API's ``SizeText``): a number with a unit is far shorter."""
+
 FAIL_HOOK_TIMEOUT = 300.0
 """Seconds each post_fail hook may take (they run after the attempt's own time may be used up)."""
 
@@ -102,6 +109,8 @@ class AttemptResult:
     tail of its output, the provider's error, or "timed out after 30 s"."""
     size: int = 0
     """Bytes in the version this attempt published, hidden files not counted (0 on failure)."""
+    size_text: str | None = None
+    """The size as the run's log wrote it (see the module docstring), shown as is in GET /jobs."""
     version: str | None = None
     """The published version's directory name under ``versions/``."""
 
@@ -156,7 +165,8 @@ async def run_attempt(
     except OSError as exc:
         return AttemptResult(ok=False, error=f"cannot prepare the job directory {job_dir}: {exc}")
     place = logs or LogPlace(dirs.job_dir.parent / LOGS / spec.name)
-    watch = LogWatch.of(spec.fail_on_match, spec.size_pattern)
+    default = RSYNC_TOTAL_SIZE if spec.size_pattern is None and spec.provider in RSYNC_PROVIDERS else None
+    watch = LogWatch.of(spec.fail_on_match, spec.size_pattern or default)
     try:
         run_log = await asyncio.to_thread(RunLog.start, place, spec.name, watch, time.time())
     except OSError as exc:
@@ -247,12 +257,15 @@ async def _logged_attempt(
     version = dirs.version or None
     try:
         removed = await asyncio.to_thread(_apply_retention, spec, job_dir, dirs.version) if version else ()
-        reported = _reported_size(run_log)
+        size_text = _reported_text(run_log)
+        reported = parse_reported_size(size_text) if size_text is not None else None
+        if spec.size_pattern is None:
+            reported = None  # rsync's own total is shown, but the size counts the bytes on disk
         size = reported if reported is not None else await asyncio.to_thread(_tree_size, target)
     except OSError as exc:
         # The version is published and whole; a retention that could not finish is retried next time.
         log.warning("%s: retention after version %s failed: %s", spec.name, version, exc)
-        removed, size = (), 0
+        removed, size, size_text = (), 0, None
     log.info(
         "%s: published %s (%d bytes)%s",
         spec.name,
@@ -260,18 +273,19 @@ async def _logged_attempt(
         size,
         f"; removed {', '.join(removed)}" if removed else "",
     )
-    return AttemptResult(ok=True, size=size, version=version)
+    return AttemptResult(ok=True, size=size, size_text=size_text, version=version)
 
 
-def _reported_size(run_log: RunLog) -> int | None:
-    """The size ``size_pattern`` read from the log, if it did and it reads as a size."""
+def _reported_text(run_log: RunLog) -> str | None:
+    """The size the log gave (``size_pattern``'s or rsync's), if it did and it reads as a size, stripped."""
     text = run_log.watch.size_text
     if text is None:
         return None
-    size = parse_reported_size(text)
-    if size is None:
+    text = text.strip()
+    if parse_reported_size(text) is None or len(text) > SIZE_TEXT_LIMIT:
         run_log.note(f"size_pattern matched {text!r}, which is not a size; the bytes on disk are counted instead")
-    return size
+        return None
+    return text
 
 
 class _Attempt:

@@ -99,6 +99,8 @@ class Outcome(Protocol):
     @property
     def size(self) -> int: ...
     @property
+    def size_text(self) -> str | None: ...
+    @property
     def version(self) -> str | None: ...
 
 
@@ -368,7 +370,7 @@ class MirrorWorker:
                     logs = log_place(self.settings, spec)
                     outcome = await self._run_attempt(spec, job_dir, attempt=attempt, on_syncing=syncing, logs=logs)
                     body = (
-                        report("success", size=outcome.size, version=outcome.version)
+                        report("success", size=outcome.size, size_text=outcome.size_text, version=outcome.version)
                         if outcome.ok
                         else report("failure", error=outcome.error or "the attempt failed")
                     )

@@ -32,6 +32,7 @@ class JobRecord:
     run_id: str | None = None  # the current run's id; a worker's report must name it
     next_schedule: float | None = None
     size: int = 0  # bytes in the last published version
+    size_text: str | None = None  # the size as size_pattern or set-size wrote it, shown as is in GET /jobs
     version: str | None = None  # the last published version's name
     updated: float = 0.0  # when this record last changed (not tunasync's last_update)
 
@@ -60,6 +61,7 @@ def _job_values(job: JobRecord) -> dict[str, Any]:
         "run_id": job.run_id,
         "next_schedule": job.next_schedule,
         "size": job.size,
+        "size_text": job.size_text,
         "version": job.version,
         "updated": job.updated,
     }
@@ -83,6 +85,7 @@ def _job_from_row(row: Any) -> JobRecord:
         run_id=row.run_id,
         next_schedule=row.next_schedule,
         size=int(row.size),
+        size_text=row.size_text,
         version=row.version,
         updated=row.updated,
     )

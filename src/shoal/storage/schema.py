@@ -139,6 +139,9 @@ mirror_jobs = Table(
     Column("run_id", String(64), nullable=True),
     Column("next_schedule", Time, nullable=True),
     Column("size", BigInteger, nullable=False),
+    # The size as the job's log or `set-size` wrote it ("1.41T"), shown verbatim in GET /jobs as tunasync
+    # shows it; NULL: none, the bytes in `size` are shown.
+    Column("size_text", Text, nullable=True),
     Column("version", String(64), nullable=True),
     Column("updated", Time, nullable=False),
 )
@@ -507,6 +510,10 @@ async def _v10_push_digests(conn: AsyncConnection) -> None:
             await conn.execute(text("DROP TABLE pool_jobs_v9"))
 
 
+async def _v11_mirror_size_text(conn: AsyncConnection) -> None:
+    await conn.execute(text("ALTER TABLE mirror_jobs ADD COLUMN size_text TEXT NULL"))
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "tasks, piece hashes, peers, leases", _v1_initial),
     (2, "times as DOUBLE on MySQL", _v2_double_times),
@@ -518,6 +525,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (8, "peers and origin leases in the tracker's memory; piece hashes name their reporter", _v8_soft_state_in_memory),
     (9, "pools: owners' tokens, private as a column, push allow-lists", _v9_pool_owners),
     (10, "pool jobs: digests of every algorithm", _v10_push_digests),
+    (11, "mirror jobs: the size as reported", _v11_mirror_size_text),
 ]
 
 
