@@ -184,6 +184,9 @@ def test_ctl_accepts_tunasynctl_s_forms(mirror: Mirror) -> None:
     answer = {job["name"]: job for job in get(f"{manager.url}/jobs", TOKEN)[1]}
     assert answer["slow"]["size"] == "1500000"  # as written, as tunasync shows what set-size was given
     assert ctl(manager, "set-size", "slow", "10Q").returncode == 2
+    wrong = ctl(manager, "set-size", "-w", "w2", "slow", "1T")
+    assert wrong.returncode == 2 and "runs on worker 'w1', not 'w2'" in wrong.stderr
+    assert {job["name"]: job for job in get(f"{manager.url}/jobs", TOKEN)[1]}["slow"]["size"] == "1500000"
 
 
 # -- SIGHUP ---------------------------------------------------------------------------------------------

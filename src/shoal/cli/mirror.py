@@ -340,6 +340,14 @@ def list_(ctx: click.Context, worker_names: tuple[str, ...], include_all: bool, 
     _print_table("mirror jobs (UTC)", columns, rows)
 
 
+async def _check_jobs_worker(client: Any, job: str, worker: str) -> None:
+    """tunasynctl's ``-w WORKER`` names the job's worker: a job of another worker is a usage error, so a
+    command meant for one worker's job never acts on a namesake elsewhere."""
+    where = (await client.job(job)).worker
+    if where not in (None, worker):
+        raise UsageError(f"job {job!r} runs on worker {where!r}, not {worker!r}")
+
+
 def _job_command(action: str, doc: str) -> None:
     @click.argument("job")
     @click.pass_context
@@ -352,9 +360,7 @@ def _job_command(action: str, doc: str) -> None:
 
         async def act(client: Any) -> Any:
             if worker is not None and action != "start":  # tunasynctl names the job's worker: check it
-                where = (await client.job(job)).worker
-                if where not in (None, worker):
-                    raise UsageError(f"job {job!r} runs on worker {where!r}, not {worker!r}")
+                await _check_jobs_worker(client, job, worker)
                 return await client.job_action(job, action)
             return await client.job_action(job, action, force=force, worker=worker)
 
@@ -527,7 +533,14 @@ def ping(ctx: click.Context, worker_name: str | None) -> None:
 @ctl.command("set-size")
 @click.argument("job")
 @click.argument("size")
-@click.option("-w", "--worker", "worker_name", default=None, metavar="WORKER", help="Accepted for tunasynctl's form.")
+@click.option(
+    "-w",
+    "--worker",
+    "worker_name",
+    default=None,
+    metavar="WORKER",
+    help="tunasynctl's -w: checked to be the job's worker.",
+)
 @click.pass_context
 def set_size(ctx: click.Context, job: str, size: str, worker_name: str | None) -> None:
     """Show SIZE (bytes, or 1024-based units: 300G, 1.41T) as JOB's size until its next successful sync
@@ -538,7 +551,13 @@ def set_size(ctx: click.Context, job: str, size: str, worker_name: str | None) -
     if worker_name is not None:
         run_or_exit(lambda: _check_name(worker_name, "worker"))
     size_bytes = run_or_exit(lambda: parse_size(size))
-    result = _call(ctx, lambda c: c.set_size(job, size_bytes, size.strip()))
+
+    async def act(client: Any) -> Any:
+        if worker_name is not None:
+            await _check_jobs_worker(client, job, worker_name)
+        return await client.set_size(job, size_bytes, size.strip())
+
+    result = _call(ctx, act)
     click.echo(f"{result.name}: size {format_bytes(result.size)}")
 
 
