@@ -163,8 +163,10 @@ class HolderIndex:
         peers of a large swarm hold what the asker lacks, the walk may miss them: Swarm.hand_out adds the
         holders of its rare pieces."""
         self.looked = 0
-        lacking = ~asker.have.mask
-        if limit <= 0 or not lacking & ((1 << asker.have.size) - 1):
+        # Positive: an AND with a negative integer (``~have`` alone) costs CPython a two's complement of each
+        # operand, on every holder walked.
+        lacking = ~asker.have.mask & ((1 << asker.have.size) - 1)
+        if limit <= 0 or not lacking:
             return []
         site, rack = asker.site, asker.rack
         tiers: list[tuple[int, list[_Holder]]] = []
@@ -174,8 +176,9 @@ class HolderIndex:
             tiers.append((1, self._sites[site]))
         tiers.append((2, self._all))
         handed: list[PeerView] = []
-        own = ring_position(asker.peer_id)
         asker_id = asker.peer_id
+        indexed = self._where.get(asker_id)
+        own = indexed.position if indexed is not None else ring_position(asker_id)
         nearer = 0
         for tier, group in tiers:
             if len(group) == nearer:
