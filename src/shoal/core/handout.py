@@ -118,10 +118,6 @@ class HolderIndex:
     def __contains__(self, peer_id: object) -> bool:
         return peer_id in self._where
 
-    def labels(self, peer_id: str) -> tuple[str, str] | None:
-        holder = self._where.get(peer_id)
-        return None if holder is None else (holder.site, holder.rack)
-
     def _groups(self, site: str, rack: str) -> Iterator[list[_Holder]]:
         yield self._all
         if site:
