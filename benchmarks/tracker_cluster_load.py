@@ -18,6 +18,13 @@ answered per tracker CPU-second (the sum of the trackers' user + system time in 
 /proc/PID/stat), and "N x that" is the saturated rate they would reach with a core each. The database
 server is not pinned; its CPU shows as "other".
 
+``--tracker-cpu CORES`` (root, cgroup v1): each tracker runs in a cgroup of its own capped at CORES of CPU
+time (``cpu.cfs_quota_us``; 0.4: 40 ms in every 100 ms), so every tracker is bound by its own CPU while the
+generator and the database server keep the rest of the machine, and N trackers are compared with one by
+announces answered in time at saturation, not per CPU-second. The cgroups are removed at the end, on error
+too. Printed then per tracker: the periods it was throttled in (out of its quota), and per step the
+database server's CPU (its processes by name, ``postgres`` or ``mariadbd``), to show it is not the limit.
+
 Printed per step: offered/s, answered/s, 503/s, errors, timeouts, p50/p99, the trackers' CPU together and
 answered per CPU-second, the generator's CPU and lag; then per tracker its CPU, largest RSS, JSON announces
 it answered (/metrics), and the forwards it made; and the forwarded share (answers that named an owner).
@@ -54,6 +61,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,7 +77,7 @@ from shoal.testing.cpu import MachineCpu, process_cpu_seconds  # noqa: E402
 from shoal.testing.metrics import parse  # noqa: E402
 from tracker_load import HEADER, JSON, Load, Meters, Step, print_step, record_cpu  # noqa: E402
 from tracker_load_peers import Reply, SimPeer, build_fleet, task_sizes  # noqa: E402
-from tracker_load_proc import Tracker, read_rss_mb, scratch_database, top_functions  # noqa: E402
+from tracker_load_proc import CpuQuota, Tracker, database_cpu, read_rss_mb, scratch_database, top_functions  # noqa: E402
 
 DEFAULT_DB = "postgresql://postgres@127.0.0.1/test"
 
@@ -194,19 +202,26 @@ class ClusterLoad(Load):
 
 
 class ClusterMeters(Meters):
-    """CPU of every tracker around a window (their sum is the step's), and each one's largest RSS."""
+    """CPU of every tracker around a window (their sum is the step's), each one's largest RSS, the periods each
+    tracker's CPU quota throttled it in (with --tracker-cpu) and the database server's CPU."""
 
-    def __init__(self, pids: list[int]) -> None:
+    def __init__(self, pids: list[int], quotas: list[CpuQuota], database: Callable[[], float]) -> None:
         super().__init__(pids[0])
         self.pids = pids
+        self.quotas = quotas
+        self.database = database
         self.each: dict[int, float] = {}
         self.rss_each: dict[int, float] = {}
+        self.throttled: list[int] = [0] * len(quotas)
+        self.database_seconds = 0.0
 
     def read(self) -> tuple[float | None, float, MachineCpu]:
         _, own, machine = super().read()
         for pid in self.pids:
             with contextlib.suppress(OSError):
                 self.each[pid] = process_cpu_seconds(pid)
+        self.throttled = [quota.throttled()[0] for quota in self.quotas]
+        self.database_seconds = self.database()
         return sum(self.each.values()), own, machine
 
     async def sample_rss(self) -> None:
@@ -276,6 +291,7 @@ async def step_at(load: ClusterLoad, meters: ClusterMeters, rate: float, args: a
         before_metrics = [await metrics_of(session, u) for u in load.urls]
         before = meters.read()
         each_before = dict(meters.each)
+        throttled_before, database_before = meters.throttled, meters.database_seconds
         forwarded_before, duplicates_before = load.forwarded_replies, load.leases.duplicates
         spies = []
         if last and args.spy:
@@ -289,6 +305,8 @@ async def step_at(load: ClusterLoad, meters: ClusterMeters, rate: float, args: a
         await load.offer(rate, args.duration, step)
         record_cpu(step, before, meters.read())
         each = {pid: meters.each.get(pid, 0.0) - each_before.get(pid, 0.0) for pid in meters.pids}
+        throttled = [a - b for a, b in zip(meters.throttled, throttled_before, strict=True)]
+        database = meters.database_seconds - database_before
         after_metrics = [await metrics_of(session, u) for u in load.urls]
     step.windowed = True
     if step.pending:
@@ -308,16 +326,22 @@ async def step_at(load: ClusterLoad, meters: ClusterMeters, rate: float, args: a
         relayed += out
         answered += ok
         rss = meters.rss_each.get(pid)
+        quota = ""
+        if meters.quotas:
+            periods = args.duration * 1e6 / int((meters.quotas[i].path / "cpu.cfs_period_us").read_text())
+            quota = f", throttled in {throttled[i]} of {periods:.0f} periods (quota {args.tracker_cpu:g} core)"
         print(
             f"    tracker {i} {url}: CPU {each[pid]:.1f} s ({each[pid] / args.duration:.0%}), RSS max "
-            f"{'-' if rss is None else f'{rss:.0f} MB'}, JSON announces ok {ok:.0f}, forwarded out {out:.0f}",
+            f"{'-' if rss is None else f'{rss:.0f} MB'}, JSON announces ok {ok:.0f}, forwarded out {out:.0f}"
+            f"{quota}",
             flush=True,
         )
     cpu = step.tracker_cpu or 0.0
     in_time = step.ok / cpu if cpu else 0.0
     print(
         f"    trackers' CPU {cpu:.1f} s in {args.duration:g} s: {in_time:.0f} answered in time per tracker "
-        f"CPU-second (the trackers' /metrics: {answered / args.duration:.0f} ok/s, forwards counted twice)",
+        f"CPU-second (the trackers' /metrics: {answered / args.duration:.0f} ok/s, forwards counted twice); "
+        f"the database server's CPU {database:.1f} s ({database / args.duration:.0%} of a core)",
         flush=True,
     )
     for out, _ in spies:
@@ -367,10 +391,16 @@ def report_kill(kill: Kill) -> None:
 
 
 async def run(
-    args: argparse.Namespace, urls: list[str], pids: list[int], peers: list[SimPeer], peer_ttl: float, logs: list[Path]
+    args: argparse.Namespace,
+    urls: list[str],
+    pids: list[int],
+    peers: list[SimPeer],
+    peer_ttl: float,
+    logs: list[Path],
+    quotas: list[CpuQuota],
 ) -> None:
     await all_live(urls)
-    meters = ClusterMeters(pids)
+    meters = ClusterMeters(pids, quotas, database_cpu(args.db))
     sampler = asyncio.create_task(meters.sample_rss())
     leases = Leases(peer_ttl)
     try:
@@ -398,12 +428,14 @@ def main() -> int:
     extra.add_argument("--victim", type=int)
     extra.add_argument("--logs", type=Path)
     extra.add_argument("--spy", type=Path)
+    extra.add_argument("--tracker-cpu", type=float)
     ours, rest = extra.parse_known_args()
     if "-h" in rest or "--help" in rest:
         print(__doc__)
         print(
             "options: --trackers N (2), --lists rotated|same, --no-hints, --kill-after S, --victim I, --logs DIR "
             "(the trackers' logs kept there), --spy DIR (py-spy profiles of each tracker through the last step), "
+            "--tracker-cpu CORES (each tracker in a cgroup capped at CORES: root, cgroup v1), "
             "and tracker_load.py's (below)\n"
         )
     args = tracker_load.parse_args(rest)
@@ -424,21 +456,30 @@ def main() -> int:
     peer_ttl = max(15.0, 3 * len(peers) / min([*args.rates, args.prime_rate or args.rates[0]]))
     with tempfile.TemporaryDirectory(prefix="tracker-cluster-") as tmp, contextlib.ExitStack() as stack:
         db = stack.enter_context(scratch_database(args.db, Path(tmp)))
-        started = []
+        started, quotas = [], []
         logs = [Path(tmp) / f"tracker{i}.log" for i in range(args.trackers)]
         for i in range(args.trackers):
-            tracker = Tracker.start(db, args.src, peer_ttl=peer_ttl, pin=args.pin, log=logs[i], extra=args.tracker_args)
+            quota = None
+            if args.tracker_cpu is not None:
+                # Entered before its tracker, so left after the tracker has exited: an empty cgroup goes.
+                quota = stack.enter_context(CpuQuota.made(f"shoal-bench-{os.getpid()}-{i}", args.tracker_cpu))
+                quotas.append(quota)
+            tracker = Tracker.start(
+                db, args.src, peer_ttl=peer_ttl, pin=args.pin, log=logs[i], extra=args.tracker_args, quota=quota
+            )
             started.append(stack.enter_context(tracker))
         if args.pin:
             os.sched_setaffinity(0, {1})
         where = "trackers pinned to CPU 0, generator to CPU 1" if args.pin else "not pinned"
+        if quotas:
+            where += f"; each tracker capped at {args.tracker_cpu:g} core (a cgroup of its own)"
         print(
             f"{len(peers)} peers, {args.trackers} trackers on {args.db.split('@')[-1]} (--peer-ttl {peer_ttl:g}), "
             f"lists {args.lists}, owner hints {'on' if args.hints else 'off'}; {where}",
             flush=True,
         )
         try:
-            asyncio.run(run(args, [t.url for t in started], [t.pid for t in started], peers, peer_ttl, logs))
+            asyncio.run(run(args, [t.url for t in started], [t.pid for t in started], peers, peer_ttl, logs, quotas))
         finally:
             if args.logs:
                 args.logs.mkdir(parents=True, exist_ok=True)

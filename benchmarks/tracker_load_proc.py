@@ -1,5 +1,6 @@
 """The processes around ``tracker_load.py``: the tracker it starts, a scratch database on a SQL server, the
-tracker's RSS, and a py-spy profile summed by function. Not run on its own."""
+tracker's RSS, a CPU quota for a tracker (a cgroup of its own), the database server's CPU, and a py-spy
+profile summed by function. Not run on its own."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from shoal.testing.cpu import process_cpu_seconds
 
 _LISTENING = re.compile(r"listening on (http://\S+)")
 _OWN = re.compile(r"[(/]shoal/(?!cli/|__main__|http/listen)")
@@ -33,10 +37,18 @@ class Tracker:
     @classmethod
     @contextlib.contextmanager
     def start(
-        cls, db: str, src: Path, *, peer_ttl: float, pin: bool, log: Path, extra: Sequence[str] = ()
+        cls,
+        db: str,
+        src: Path,
+        *,
+        peer_ttl: float,
+        pin: bool,
+        log: Path,
+        extra: Sequence[str] = (),
+        quota: CpuQuota | None = None,
     ) -> Iterator[Tracker]:
         """``shoal tracker`` on a kernel-chosen port, on CPU 0 when ``pin``; stderr (its log) goes to ``log``;
-        ``extra``: more of its options."""
+        ``extra``: more of its options; ``quota``: the cgroup it runs in from its first instruction."""
         argv = [sys.executable, "-m", "shoal", "tracker", "--host", "127.0.0.1", "--port", "0", "--db", db]
         # The whole fleet announces from this one address: no per-source limit on new peers.
         argv += ["--peer-ttl", f"{peer_ttl:g}", "--max-new-peers-per-source", "0", *extra]
@@ -44,7 +56,8 @@ class Tracker:
             argv = ["taskset", "-c", "0", *argv]
         env = {**os.environ, "PYTHONPATH": str(src)}
         with log.open("w") as err:
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+            enter = None if quota is None else quota.enter
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True, env=env, preexec_fn=enter)
         assert proc.stdout is not None
         url = None
         for line in proc.stdout:
@@ -83,6 +96,83 @@ class Tracker:
         if pin:
             argv = ["taskset", "-c", "1", *argv]
         return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+CGROUP_CPU = Path("/sys/fs/cgroup/cpu")
+"""cgroup v1's cpu controller (``cpu.cfs_quota_us`` over ``cpu.cfs_period_us``): needs root."""
+
+
+@dataclass
+class CpuQuota:
+    """A cgroup of its own capping its processes (threads included) at ``cores`` of CPU time, so a tracker is
+    bound by its CPU whatever the rest of the machine does; made by :meth:`made`, removed when it ends."""
+
+    path: Path
+    cores: float
+
+    @classmethod
+    @contextlib.contextmanager
+    def made(cls, name: str, cores: float) -> Iterator[CpuQuota]:
+        """The cgroup ``name`` under the cpu controller, at ``cores`` (0 < cores); removed at the end (its
+        processes must have exited by then), also on error."""
+        if not 0 < cores <= (os.cpu_count() or 1):
+            raise SystemExit(f"a CPU quota is more than 0 and at most the machine's {os.cpu_count()} cores: {cores}")
+        if not (CGROUP_CPU / "cpu.cfs_quota_us").exists() or not os.access(CGROUP_CPU, os.W_OK):
+            raise SystemExit(f"a CPU quota needs cgroup v1's cpu controller at {CGROUP_CPU}, writable (root)")
+        path = CGROUP_CPU / name
+        path.mkdir()
+        try:
+            period = int((path / "cpu.cfs_period_us").read_text())
+            (path / "cpu.cfs_quota_us").write_text(str(round(cores * period)))
+            yield cls(path, cores)
+        finally:
+            _remove_cgroup(path)
+
+    def enter(self) -> None:
+        """Move the calling process into the cgroup (a ``preexec_fn``: the child, before it runs the tracker)."""
+        (self.path / "cgroup.procs").write_text(str(os.getpid()))
+
+    def throttled(self) -> tuple[int, float]:
+        """Periods in which the cgroup ran out of its quota, and the seconds it waited for the next one
+        (cumulative; ``cpu.stat``)."""
+        stat = dict(line.split() for line in (self.path / "cpu.stat").read_text().splitlines())
+        return int(stat["nr_throttled"]), int(stat["throttled_time"]) / 1e9
+
+
+def _remove_cgroup(path: Path) -> None:
+    """rmdir a cgroup once its processes are gone: a killed process leaves it a moment after its parent reaped
+    it, so a busy cgroup is tried again for up to 5 s."""
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                print(f"could not remove the cgroup {path}: rmdir it by hand", file=sys.stderr)
+                return
+            time.sleep(0.1)
+
+
+def database_cpu(server: str) -> Callable[[], float]:
+    """A reading of the CPU seconds of the database server's processes (``postgres`` or ``mariadbd``/``mysqld``,
+    by their command name): each call sums every such process alive then, so a backend that exits between two
+    readings takes its time with it (the benchmark's connections stay open through a window)."""
+    names = {"postgres"} if server.startswith("postgres") else {"mariadbd", "mysqld"}
+
+    def read() -> float:
+        total = 0.0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() in names:
+                    total += process_cpu_seconds(int(entry.name))
+        return total
+
+    return read
 
 
 def read_rss_mb(pid: int) -> float | None:

@@ -3,10 +3,13 @@ indexed hand-out equals the plain one (core.handout)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from shoal.core.announce import PeerRecord, TaskSnapshot, decide_announce
+from shoal.core.bitfield import Bitfield
 from shoal.core.handout import WALK_BUDGET, HolderIndex, hand_out, locality_tier
 from shoal.core.swarm import RARE_POWER, Census, PieceCounts, RareHolders, Swarm
 
@@ -25,15 +28,24 @@ def rebuilt(swarm: Swarm) -> Swarm:
     )
 
 
+def holders_of(swarm: Swarm) -> list[tuple[object, ...]]:
+    return [(h.position, h.peer_id, h.site, h.rack, h.view, h.mask) for h in swarm.index._all]
+
+
 def assert_consistent(swarm: Swarm) -> None:
     again = rebuilt(swarm)
     assert swarm._counts.levels == again._counts.levels
     assert swarm.leased == again.leased and swarm.leases == again.leases
-    assert swarm.index._all == again.index._all and swarm.accused_by == again.accused_by
+    assert holders_of(swarm) == holders_of(again) and swarm.accused_by == again.accused_by
+    for holder in swarm.index._all:  # a walk reads each holder's view and pieces where it stands
+        assert holder.view is swarm.peers[holder.peer_id].view
+        assert holder.mask == swarm.counted(swarm.peers[holder.peer_id])
     assert swarm.racks == again.racks  # the racks sharing the origin (core.scope_leases.origin_share)
     assert swarm.seeds == again.seeds  # the swarm's state for the announce interval (core.interval)
     assert swarm.rare is None, "a swarm of a few peers keeps no rare holders: its hand-outs walk it whole"
-    assert set(swarm._addresses) <= set(swarm.peers), "hand-outs' addresses are kept for live peers only"
+    assert set(swarm._addresses) == set(swarm.peers), "hand-outs' addresses are kept for live peers only"
+    for record in swarm.peers.values():
+        assert swarm.addresses([record.view]) == (swarm.address(record.view),)
     for peer_id in swarm.peers:
         assert swarm.own(peer_id) == again.own(peer_id)
         assert swarm.held_by_others(peer_id) == again.held_by_others(peer_id)
@@ -168,15 +180,20 @@ def holders(draw: st.DrawFn) -> list:  # type: ignore[type-arg]
 def test_the_indexed_hand_out_is_the_plain_one(peers: list, have: set[int], site: str, rack: str, limit: int) -> None:  # type: ignore[type-arg]
     asker = view("asker", have=have, site=site, rack=rack)
     index = HolderIndex()
-    views = {p.peer_id: p for p in peers}
     for p in peers:
         if p.have.mask:
-            index.add(p.peer_id, p.site, p.rack)
-    assert index.hand_out(asker, limit, views.get) == hand_out(asker, peers, limit)
+            index.put(p, p.have.mask)
+    assert index.hand_out(asker, limit) == hand_out(asker, peers, limit)
     for p in peers[::2]:
         index.discard(p.peer_id)
     rest = [p for p in peers[1::2]]
-    assert index.hand_out(asker, limit, views.get) == hand_out(asker, rest, limit)
+    assert index.hand_out(asker, limit) == hand_out(asker, rest, limit)
+    # A holder's next view (its next announce: other pieces, other labels) replaces the one it was indexed by.
+    moved = [replace(p, have=Bitfield.of(PIECES, [0]), rack=p.rack + "x") for p in rest[::2]]
+    for p in moved:
+        index.put(p, p.have.mask)
+    now_held = [*moved, *rest[1::2]]
+    assert index.hand_out(asker, limit) == hand_out(asker, now_held, limit)
 
 
 def big_swarm(holders: int, *, rare_holders: int, size: int = 64) -> Swarm:
@@ -221,7 +238,8 @@ def test_a_large_swarm_hand_out_looks_at_a_bounded_number_of_peers() -> None:
     handed = swarm.hand_out(asker, 8, 0.5)
     assert sorted(p.peer_id for p in handed) == ["r0", "r1", "r2"]
     # One tier (no labels): one walk of WALK_BUDGET peers, then the three holders of the rare piece.
-    assert len(looked) <= WALK_BUDGET + 3
+    assert swarm.index.looked == WALK_BUDGET
+    assert len(looked) <= 3
 
 
 def test_a_large_swarm_hands_out_nearest_first_and_only_useful_peers() -> None:

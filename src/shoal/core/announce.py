@@ -277,7 +277,7 @@ def decide_announce(
         generation=task.generation,
         manifest_message=ManifestMessage.of(task.manifest),
         range_ok=task.range_ok,
-        peers=tuple(map(swarm.address, handed)),
+        peers=swarm.addresses(handed),
         leases=tuple(mine),
         hash_seq=task.hash_seq,
         interval=interval,

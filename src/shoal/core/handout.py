@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from shoal.core.bitfield import Bitfield
@@ -77,20 +77,40 @@ def hand_out(asker: PeerView, peers: Sequence[PeerView], limit: int) -> list[Pee
     return useful[:limit]
 
 
-_Entry = tuple[int, str, str, str]  # (ring position, peer id, site, rack)
+class _Holder:
+    """A holder's place in the index: its ring position, labels and current view, and the pieces it counts as
+    holding for others (its owner's say: core.swarm.Swarm.counted), one object shared by its groups, so a
+    walk reads the view and the pieces where it stands instead of looking the peer up."""
+
+    __slots__ = ("mask", "peer_id", "position", "rack", "site", "view")
+
+    def __init__(self, view: PeerView, mask: int) -> None:
+        self.position = ring_position(view.peer_id)
+        self.peer_id = view.peer_id
+        self.site = view.site
+        self.rack = view.rack
+        self.view = view
+        self.mask = mask
+
+
+def _order(holder: _Holder) -> tuple[int, str]:
+    return holder.position, holder.peer_id
 
 
 class HolderIndex:
     """A swarm's holders (peers that may be handed out: see core.swarm) by rack, by site and all together,
-    each group sorted by ring position. Adding or removing a peer costs a binary search and a list move."""
+    each group sorted by ring position, each holder with its view. Adding or removing a peer costs a binary
+    search and a list move; a holder's new view (its announce) costs a dict look-up."""
 
-    __slots__ = ("_all", "_racks", "_sites", "_where")
+    __slots__ = ("_all", "_racks", "_sites", "_where", "looked")
 
     def __init__(self) -> None:
-        self._all: list[_Entry] = []
-        self._sites: dict[str, list[_Entry]] = {}
-        self._racks: dict[tuple[str, str], list[_Entry]] = {}
-        self._where: dict[str, tuple[int, str, str]] = {}  # peer id -> (position, site, rack)
+        self._all: list[_Holder] = []
+        self._sites: dict[str, list[_Holder]] = {}
+        self._racks: dict[tuple[str, str], list[_Holder]] = {}
+        self._where: dict[str, _Holder] = {}
+        self.looked = 0
+        """How many holders the last :meth:`hand_out` looked at (the bound its walks keep)."""
 
     def __len__(self) -> int:
         return len(self._all)
@@ -98,60 +118,63 @@ class HolderIndex:
     def __contains__(self, peer_id: object) -> bool:
         return peer_id in self._where
 
-    def labels(self, peer_id: str) -> tuple[str, str] | None:
-        where = self._where.get(peer_id)
-        return None if where is None else (where[1], where[2])
-
-    def _groups(self, site: str, rack: str) -> Iterator[list[_Entry]]:
+    def _groups(self, site: str, rack: str) -> Iterator[list[_Holder]]:
         yield self._all
         if site:
             yield self._sites.setdefault(site, [])
         if rack:
             yield self._racks.setdefault((site, rack), [])
 
-    def add(self, peer_id: str, site: str, rack: str) -> None:
-        self.discard(peer_id)
-        entry = (ring_position(peer_id), peer_id, site, rack)
-        self._where[peer_id] = (entry[0], site, rack)
-        for group in self._groups(site, rack):
-            bisect.insort(group, entry)
+    def put(self, view: PeerView, mask: int) -> None:
+        """Index ``view``'s peer as holding ``mask`` (not 0: a peer holding nothing is :meth:`discard`-ed), or
+        take its new view and pieces; a peer whose labels changed moves to its new groups."""
+        holder = self._where.get(view.peer_id)
+        if holder is not None and holder.site == view.site and holder.rack == view.rack:
+            holder.view, holder.mask = view, mask
+            return
+        self.discard(view.peer_id)
+        holder = self._where[view.peer_id] = _Holder(view, mask)
+        for group in self._groups(holder.site, holder.rack):
+            bisect.insort(group, holder, key=_order)
 
     def discard(self, peer_id: str) -> None:
-        where = self._where.pop(peer_id, None)
-        if where is None:
+        holder = self._where.pop(peer_id, None)
+        if holder is None:
             return
-        position, site, rack = where
-        entry = (position, peer_id, site, rack)
+        site, rack = holder.site, holder.rack
         for group in self._groups(site, rack):
-            del group[bisect.bisect_left(group, entry)]
+            del group[bisect.bisect_left(group, _order(holder), key=_order)]
         if site and not self._sites[site]:
             del self._sites[site]
         if rack and not self._racks[(site, rack)]:
             del self._racks[(site, rack)]
 
-    def hand_out(
-        self, asker: PeerView, limit: int, view_of: Callable[[str], PeerView | None], *, draw: float = 0.0
-    ) -> list[PeerView]:
-        """What :func:`hand_out` gives for the views ``view_of`` returns for the indexed peers (None: leave it
-        out), walking each tier's group from the asker's ring position until ``limit`` useful peers are found.
+    def hand_out(self, asker: PeerView, limit: int, *, draw: float = 0.0) -> list[PeerView]:
+        """What :func:`hand_out` gives for the indexed peers' views (a holder whose pieces are 0 is left out),
+        walking each tier's group from the asker's ring position until ``limit`` useful peers are found.
 
         The work is bounded: each tier's walk looks at most WALK_BUDGET peers. A group no larger than that is
         walked whole, so the list is :func:`hand_out`'s; a larger one is walked from a point ``draw`` (uniform
         in [0, 1)) of the ring further on, so successive announces look at different parts of it. When few
         peers of a large swarm hold what the asker lacks, the walk may miss them: Swarm.hand_out adds the
         holders of its rare pieces."""
-        lacking = ~asker.have.mask
-        if limit <= 0 or not lacking & ((1 << asker.have.size) - 1):
+        self.looked = 0
+        # Positive: an AND with a negative integer (``~have`` alone) costs CPython a two's complement of each
+        # operand, on every holder walked.
+        lacking = ~asker.have.mask & ((1 << asker.have.size) - 1)
+        if limit <= 0 or not lacking:
             return []
         site, rack = asker.site, asker.rack
-        tiers: list[tuple[int, list[_Entry]]] = []
+        tiers: list[tuple[int, list[_Holder]]] = []
         if rack and (site, rack) in self._racks:
             tiers.append((0, self._racks[(site, rack)]))
         if site and site in self._sites:
             tiers.append((1, self._sites[site]))
         tiers.append((2, self._all))
         handed: list[PeerView] = []
-        own = ring_position(asker.peer_id)
+        asker_id = asker.peer_id
+        indexed = self._where.get(asker_id)
+        own = indexed.position if indexed is not None else ring_position(asker_id)
         nearer = 0
         for tier, group in tiers:
             if len(group) == nearer:
@@ -162,20 +185,20 @@ class HolderIndex:
             # swarm's every nearer peer: those were looked at in their own tier. Nobody is nearer than the
             # site tier to an asker without a rack label, or than the last tier to one without any label.
             mixed = bool(rack) if tier == 1 else tier == 2 and bool(site or rack)
-            asker_id = asker.peer_id
-            for _, peer_id, other_site, other_rack in _window(group, bisect.bisect_left(group, (start,))):
-                if peer_id == asker_id or (mixed and _tier(site, rack, other_site, other_rack) != tier):
+            window = _window(group, bisect.bisect_left(group, (start, ""), key=_order))
+            self.looked += len(window)
+            for holder in window:
+                if not holder.mask & lacking or holder.peer_id == asker_id:
                     continue
-                view = view_of(peer_id)
-                if view is None or view.bad or not view.have.mask & lacking:
+                if mixed and _tier(site, rack, holder.site, holder.rack) != tier:
                     continue
-                handed.append(view)
+                handed.append(holder.view)
                 if len(handed) == limit:
                     return handed
         return handed
 
 
-def _window(group: list[_Entry], at: int) -> list[_Entry]:
+def _window(group: list[_Holder], at: int) -> list[_Holder]:
     """At most WALK_BUDGET of the group's entries, in ring order from index ``at``."""
     window = group[at : at + WALK_BUDGET]
     if len(window) < WALK_BUDGET and at:

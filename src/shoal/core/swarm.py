@@ -286,6 +286,13 @@ class Swarm:
             self._addresses[view.peer_id] = cached
         return cached
 
+    def addresses(self, views: Iterable[PeerView]) -> tuple[PeerAddress, ...]:
+        """:meth:`address` of each of ``views``, views of this swarm's peers (a hand-out's): their addresses
+        are kept as their records change (``_set``), so naming a peer costs a look-up, not a comparison of
+        its fields."""
+        addresses = self._addresses
+        return tuple([addresses[view.peer_id] for view in views])
+
     def view_of(self, peer_id: str) -> PeerView | None:
         return self._views.get(peer_id)
 
@@ -293,7 +300,7 @@ class Swarm:
         """The hand-out (core.handout) for ``asker``, a peer of the current generation, at bounded cost: the
         index's walk (its window drawn by ``draw``, uniform in [0, 1)), then, when a walk was cut short before
         it found ``limit`` peers, the holders of the rare pieces the asker lacks, nearest first."""
-        handed = self.index.hand_out(asker, limit, self._views.get, draw=draw)
+        handed = self.index.hand_out(asker, limit, draw=draw)
         if len(handed) >= limit or self.rare is None:
             return handed  # full, or every group was walked whole
         lacking = ~asker.have.mask & ((1 << self.size) - 1)
@@ -439,6 +446,7 @@ class Swarm:
             return
         self.peers[peer_id] = record
         self._views[peer_id] = record.view
+        self.address(record.view)  # kept current for addresses()
         self._keep_rare_holders()
         queued = self._peer_queued.get(peer_id)
         due = self._due(record)
@@ -466,11 +474,10 @@ class Swarm:
                 self._counts.add(now & ~was)
             if self.rare is not None:
                 self.rare.update(peer_id, was, now, self._counts, self._holdings)
-        labels = None if new is None else (new.view.site, new.view.rack)
-        if now and (peer_id not in self.index or self.index.labels(peer_id) != labels):
+        if now:
             assert new is not None
-            self.index.add(peer_id, new.view.site, new.view.rack)
-        elif not now:
+            self.index.put(new.view, now)
+        else:
             self.index.discard(peer_id)
         rack_before, rack_after = _rack_of(old), _rack_of(new)
         if rack_before != rack_after:

@@ -8,7 +8,10 @@ Rules, and why:
   announces spend about half their time in the event loop and aiohttp's request handling, which uvloop
   runs in C (figures in benchmarks/RESULTS.md). It is the operator's choice, not the default: a tracker on
   uvloop that ran out of file descriptors reset the connection of a later request, which asyncio's loop
-  answers (tests/integration/test_connection_attacks.py). ``auto`` takes uvloop when it is installed
+  answers (tests/integration/test_connection_attacks.py). That is libuv's way of shedding load: an accept
+  that fails with EMFILE makes it close a descriptor it keeps in reserve, then accept and at once close
+  every connection waiting in the listen queue (``uv__emfile_trick``, src/unix/stream.c), where asyncio's
+  loop leaves them queued until a descriptor is free. ``auto`` takes uvloop when it is installed
   (``pip install 'shoal[tracker]'``), asyncio's loop otherwise, so a host without it loses nothing but speed.
 - **The operator can always say which**: ``asyncio`` never tries uvloop; ``uvloop`` insists on it, and its
   absence is a usage error before anything starts, not a silent fallback.
