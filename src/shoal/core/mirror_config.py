@@ -48,6 +48,7 @@ from msgspec.structs import force_setattr
 from shoal.core.errors import CronError, ProtocolError, UsageError
 from shoal.core.ids import canonical_url
 from shoal.core.schedule import Cron
+from shoal.core.toml_lines import KeyPath
 from shoal.core.tracker_choice import parse_trackers
 
 PROVIDERS = ("http", "command", "rsync", "two-stage-rsync")
@@ -122,8 +123,6 @@ Hook = Annotated[
         extra_json_schema={"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
     ),
 ]
-
-KeyPath = tuple[str | int, ...]
 
 
 class Invalid(ValueError):

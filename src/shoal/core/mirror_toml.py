@@ -64,7 +64,7 @@ Rules, and why:
   (core.mirror_config.Invalid, raised by a struct's ``__post_init__`` or the token's look-up); ``problem``
   turns either into a key path and a message in the file's words.
 - TOML parsers report lines only for syntax errors, so the line of a key is found by scanning the text
-  (``_locate_keys``): table headers and ``key =`` lines, outside multi-line strings. When a key cannot be
+  (core.toml_lines): table headers and ``key =`` lines, outside multi-line strings. When a key cannot be
   placed (it sits inside an inline table spread over lines, say) the line of its table is given instead.
 - ``token``, ``token_env`` and ``token_file`` are one setting written three ways: one of them at most, and
   the one given must give a token (a variable that is set, a file that can be read).
@@ -81,7 +81,8 @@ from typing import Any
 import msgspec
 
 from shoal.core.errors import ConfigError, UsageError
-from shoal.core.mirror_config import Invalid, KeyPath, MirrorConfig, dotted, file_dec_hook, problem, tail
+from shoal.core.mirror_config import Invalid, MirrorConfig, dotted, file_dec_hook, problem, tail
+from shoal.core.toml_lines import KeyPath, key_lines, line_of
 
 _EMPTY_ENV: Mapping[str, str] = MappingProxyType({})
 
@@ -144,7 +145,7 @@ def parse_config(
         return _config(data, environ, read_secret)
     except (Invalid, msgspec.ValidationError) as exc:
         path, message = problem(exc, data)
-        line = _line_of(_locate_keys(text), path)
+        line = line_of(key_lines(text), path)
         where = f"{source}:{line}" if line is not None else source
         key = next((str(part) for part in reversed(path) if isinstance(part, str)), None)
         raise ConfigError(
@@ -167,66 +168,3 @@ def _context(data: Mapping[str, Any], path: KeyPath) -> str:
         rest = dotted(table[2:])
         return f"{where} {rest}" if rest else where
     return dotted(table) or "top level"
-
-
-# -- where keys are ---------------------------------------------------------------------------------------
-
-_HEADER = re.compile(r"\s*(\[\[?)\s*([^\[\]]+?)\s*\]\]?\s*(?:#.*)?$")
-_BARE_OR_QUOTED = r'(?:[A-Za-z0-9_-]+|"[^"]*"|\'[^\']*\')'
-_KEY = re.compile(rf"\s*({_BARE_OR_QUOTED}(?:\s*\.\s*{_BARE_OR_QUOTED})*)\s*=")
-
-
-def _split_key(dotted: str) -> list[str]:
-    return [part.strip().strip("\"'") for part in re.findall(_BARE_OR_QUOTED, dotted)]
-
-
-def _locate_keys(text: str) -> dict[KeyPath, int]:
-    """The line (1-based) where each table and key is first written, by path (``("jobs", 1, "hooks")``).
-
-    A scan, not a parser: it follows table headers (counting ``[[array]]`` entries) and ``key =`` lines,
-    and skips the insides of multi-line strings. Only used on text tomllib has accepted."""
-    lines: dict[KeyPath, int] = {}
-    counts: dict[KeyPath, int] = {}  # array-of-tables path -> entries seen
-    prefix: KeyPath = ()
-    in_string: str | None = None  # the delimiter of the multi-line string being skipped
-    for number, line in enumerate(text.splitlines(), 1):
-        if in_string is not None:
-            if line.count(in_string) % 2 == 1:
-                in_string = None
-            continue
-        header = _HEADER.match(line)
-        if header and not _KEY.match(line):
-            parts = _split_key(header[2])
-            resolved: list[str | int] = []
-            for i, part in enumerate(parts):
-                resolved.append(part)
-                key = tuple(resolved)
-                last = i == len(parts) - 1
-                if last and header[1] == "[[":
-                    counts[key] = counts.get(key, 0) + 1
-                if key in counts:
-                    resolved.append(counts[key] - 1)
-            prefix = tuple(resolved)
-            lines.setdefault(prefix, number)
-            continue
-        match = _KEY.match(line)
-        if match:
-            path = prefix
-            for part in _split_key(match[1]):
-                path = (*path, part)
-                lines.setdefault(path, number)
-            rest = line[match.end() :]
-            for delimiter in ('"""', "'''"):
-                if rest.count(delimiter) % 2 == 1:
-                    in_string = delimiter
-                    break
-    return lines
-
-
-def _line_of(lines: Mapping[KeyPath, int], path: KeyPath) -> int | None:
-    """The line of ``path``, or of its nearest enclosing table that has one."""
-    for end in range(len(path), 0, -1):
-        line = lines.get(path[:end])
-        if line is not None:
-            return line
-    return None
