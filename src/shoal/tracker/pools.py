@@ -15,6 +15,10 @@ Rules:
   benchmarks/RESULTS.md).
 - A sweep every ``SWEEP_SECONDS`` decides every open job again, so members that fell silent are marked
   left and lost replicas are repaired even when nobody else speaks.
+- A job's URL as readers see it (``job_status``: the API, ``shoal pool status``, the dashboard) has a
+  seeder's passkey (``/files/PASSKEY/REL``, what a mirror worker pushes) taken out: whoever may read a pool
+  is not always one of its members, and the passkey opens the fleet's files. The members' work items (their
+  heartbeat's reply) carry the whole URL, which they fetch.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from shoal.core.pool_messages import (
     WorkItem,
 )
 from shoal.core.push_policy import refused
+from shoal.core.redact import redact_passkey
 from shoal.http.resolve import resolve
 from shoal.storage.pool_store import JobRow, PoolRow, PoolState, PoolStore
 from shoal.storage.tracker_store import TrackerStore
@@ -304,7 +309,9 @@ class Pools:
         return JobView(
             job=job.job.job_id,
             pool=name,
-            url=request.url,
+            # Readers of the pool are not all its members: a seeder's passkey in the URL would open the
+            # fleet's files to them. Members fetch with the whole URL, which their heartbeat's work carries.
+            url=redact_passkey(request.url),
             dest=request.dest,
             digest=request.digest,
             status=job.job.status,
