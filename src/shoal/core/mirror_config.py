@@ -20,7 +20,7 @@ Rules, and why:
   provider without a ``command``. Each is one ConfigError naming the key and the line.
 - A struct's field types and ``msgspec.Meta`` bounds state what one value may be; its ``__post_init__``
   the rules between values (a provider's keys, ``replicas`` without ``pool``, a cron expression), raising
-  ``Invalid`` with the key. core.mirror_toml reads the file and turns either kind of refusal into one
+  ``_Invalid`` with the key. core.mirror_toml reads the file and turns either kind of refusal into one
   ConfigError with the key's line.
 - Job indexes in messages count from 0, as TOML paths and JSON pointers do: ``jobs[1]`` is the second job.
 - A key only one provider reads (``command``, ``success_exit_codes``) is refused for the other one, for
@@ -125,7 +125,7 @@ Hook = Annotated[
 ]
 
 
-class Invalid(ValueError):
+class _Invalid(ValueError):
     """A value at ``path`` (below the struct that raised it) is wrong; a ValueError, so msgspec adds the
     struct's own path, and turned into ConfigError (with a line) or ProtocolError at the edge."""
 
@@ -133,6 +133,11 @@ class Invalid(ValueError):
         super().__init__(message)
         self.path = path
         self.message = message
+
+
+REFUSALS = (_Invalid, msgspec.ValidationError)
+"""What reading values into these structs raises when they will not do: msgspec's refusals and this
+module's own; :func:`problem` turns each into a key path and a message."""
 
 
 # -- the values -------------------------------------------------------------------------------------------
@@ -188,7 +193,7 @@ class Publish(_Table, frozen=True):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.replicas is not None and self.pool is None:
-            raise Invalid(("replicas",), "'replicas' needs a 'pool' to push to")
+            raise _Invalid(("replicas",), "'replicas' needs a 'pool' to push to")
 
 
 def _regex(path: KeyPath, pattern: str | None, groups: int | None = None) -> None:
@@ -198,15 +203,15 @@ def _regex(path: KeyPath, pattern: str | None, groups: int | None = None) -> Non
     try:
         compiled = re.compile(pattern)
     except re.error as exc:
-        raise Invalid(path, f"{pattern[:60]!r} is not a regular expression: {exc}") from None
+        raise _Invalid(path, f"{pattern[:60]!r} is not a regular expression: {exc}") from None
     if groups is not None and compiled.groups != groups:
-        raise Invalid(path, f"{pattern[:60]!r} must have exactly {groups} group (the size), not {compiled.groups}")
+        raise _Invalid(path, f"{pattern[:60]!r} must have exactly {groups} group (the size), not {compiled.groups}")
 
 
 def _log_dir(path: KeyPath, template: str | None) -> None:
     """Refuse a ``{{...}}`` in ``log_dir`` other than tunasync's ``{{.Name}}``."""
     if template is not None and "{{" in LOG_DIR_NAME.sub("", template):
-        raise Invalid(path, f"{template[:60]!r}: the only template log_dir takes is {{{{.Name}}}} (the job's name)")
+        raise _Invalid(path, f"{template[:60]!r}: the only template log_dir takes is {{{{.Name}}}} (the job's name)")
 
 
 def log_directory(template: str, job: str) -> str:
@@ -286,55 +291,55 @@ class JobSpec(_Table, frozen=True):
         _log_dir(("log_dir",), self.log_dir)
         if self.layout == "in-place":
             if self.retention != Retention():
-                raise Invalid(("retention",), "the in-place layout keeps no versions: 'retention' is not for it")
+                raise _Invalid(("retention",), "the in-place layout keeps no versions: 'retention' is not for it")
             if self.publish.pool is not None:
-                raise Invalid(("publish", "pool"), "pushing to a pool needs the versions layout")
+                raise _Invalid(("publish", "pool"), "pushing to a pool needs the versions layout")
         if self.provider not in RSYNC_PROVIDERS:
             for key in RSYNC_ONLY:
                 if getattr(self, key) not in (None, False, ()):
-                    raise Invalid((key,), f"{key!r} is only for the rsync and two-stage-rsync providers")
+                    raise _Invalid((key,), f"{key!r} is only for the rsync and two-stage-rsync providers")
         if self.provider in RSYNC_PROVIDERS:
             self._check_rsync_keys()
         elif self.provider == "http":
             try:
                 canonical_url(self.upstream)  # the checks every Shoal URL gets: scheme, host, port
             except UsageError:
-                raise Invalid(("upstream",), f"{self.upstream[:80]!r} is not an http(s) URL") from None
+                raise _Invalid(("upstream",), f"{self.upstream[:80]!r} is not an http(s) URL") from None
             for key in COMMAND_ONLY:
                 if getattr(self, key) is not None:
-                    raise Invalid((key,), f"{key!r} is only for the command provider")
+                    raise _Invalid((key,), f"{key!r} is only for the command provider")
         elif self.command is None:
-            raise Invalid(("command",), "missing key 'command'")
+            raise _Invalid(("command",), "missing key 'command'")
         elif not self.command.strip():
-            raise Invalid(("command",), "must not be blank")
+            raise _Invalid(("command",), "must not be blank")
         else:
             force_setattr(self, "success_exit_codes", frozenset(self.success_exit_codes or {0}))
         if self.cron is not None:
             try:
                 force_setattr(self, "cron", Cron.parse(self.cron).expression)
             except CronError as exc:
-                raise Invalid(("cron",), str(exc)) from None
+                raise _Invalid(("cron",), str(exc)) from None
         for key in self.env:
             if not _ENV_NAME.fullmatch(key):
-                raise Invalid(("env", key), f"{key!r} is not an environment variable name")
+                raise _Invalid(("env", key), f"{key!r} is not an environment variable name")
 
     def _check_rsync_keys(self) -> None:
         """The rules between an rsync provider's keys."""
         if not _RSYNC_URL.match(self.upstream):
-            raise Invalid(
+            raise _Invalid(
                 ("upstream",),
                 f"{self.upstream[:80]!r} is not an rsync source ending in '/' "
                 "(rsync://host/module/path/, host::module/path/ or host:path/)",
             )
         for key in COMMAND_ONLY:
             if getattr(self, key) is not None:
-                raise Invalid((key,), f"{key!r} is only for the command provider")
+                raise _Invalid((key,), f"{key!r} is only for the command provider")
         if self.use_ipv4 and self.use_ipv6:
-            raise Invalid(("use_ipv6",), "give 'use_ipv4' or 'use_ipv6', not both")
+            raise _Invalid(("use_ipv6",), "give 'use_ipv4' or 'use_ipv6', not both")
         if self.password is not None and self.password_file is not None:
-            raise Invalid(("password_file",), "give 'password' or 'password_file', not both")
+            raise _Invalid(("password_file",), "give 'password' or 'password_file', not both")
         if self.provider == "rsync" and self.stage1_profile is not None:
-            raise Invalid(("stage1_profile",), "'stage1_profile' is only for the two-stage-rsync provider")
+            raise _Invalid(("stage1_profile",), "'stage1_profile' is only for the two-stage-rsync provider")
         if self.provider == "two-stage-rsync" and self.stage1_profile is None:
             force_setattr(self, "stage1_profile", "debian")
 
@@ -350,7 +355,7 @@ class JobSpec(_Table, frozen=True):
         bad input."""
         try:
             return msgspec.convert(data, JobSpec, dec_hook=dec_hook)
-        except (Invalid, msgspec.ValidationError) as exc:
+        except REFUSALS as exc:
             where, message = problem(exc, data)
             field = dotted(("job", *where))
             raise ProtocolError(f"{field}: {message}", field=field) from None
@@ -433,14 +438,14 @@ class WorkerSettings(_Table, frozen=True):
             try:
                 parse_trackers(self.tracker, what="tracker")
             except UsageError as exc:
-                raise Invalid(("tracker",), str(exc).removeprefix("tracker: ")) from None
+                raise _Invalid(("tracker",), str(exc).removeprefix("tracker: ")) from None
         for key in ("manager", "advertise"):
             url = getattr(self, key)
             try:
                 if url is not None:
                     canonical_url(url)
             except UsageError:
-                raise Invalid((key,), f"{url[:80]!r} is not an http(s) URL") from None
+                raise _Invalid((key,), f"{url[:80]!r} is not an http(s) URL") from None
 
 
 class MirrorConfig(_Table, frozen=True):
@@ -454,7 +459,7 @@ class MirrorConfig(_Table, frozen=True):
         for index, job in enumerate(self.jobs):
             if job.name in seen:
                 problem = f"duplicate job name {job.name!r} (also jobs[{seen[job.name]}])"
-                raise Invalid(("jobs", index, "name"), problem)
+                raise _Invalid(("jobs", index, "name"), problem)
             seen[job.name] = index
 
     def job(self, name: str) -> JobSpec | None:
@@ -541,9 +546,9 @@ _NAMED = re.compile(r"^Object (?P<what>contains unknown|missing required) field 
 
 
 def problem(exc: Exception, data: Any) -> tuple[KeyPath, str]:
-    """The key path and the message of a refusal: our own (``Invalid``, a duration or a hook that does
+    """The key path and the message of a refusal: our own (``_Invalid``, a duration or a hook that does
     not read, said in our words) or msgspec's (a wrong type or bound, an unknown or missing key)."""
-    if isinstance(exc, Invalid):
+    if isinstance(exc, _Invalid):
         return exc.path, exc.message
     text = str(exc)
     at = _AT.search(text)
@@ -556,7 +561,7 @@ def problem(exc: Exception, data: Any) -> tuple[KeyPath, str]:
         else:
             path.append(step[1] if step[1] is not None else int(step[2]))
     cause = exc.__cause__
-    if isinstance(cause, Invalid):
+    if isinstance(cause, _Invalid):
         return (*path, *cause.path), cause.message
     if isinstance(cause, TypeError | ValueError):  # the decode hook's: already names the value
         return tuple(path), f"{path[-1]}: {cause}"

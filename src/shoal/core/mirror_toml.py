@@ -81,7 +81,14 @@ from typing import Any
 import msgspec
 
 from shoal.core.errors import ConfigError, UsageError
-from shoal.core.mirror_config import Invalid, MirrorConfig, dotted, file_dec_hook, problem, tail
+from shoal.core.mirror_config import (
+    REFUSALS,
+    MirrorConfig,
+    dotted,
+    file_dec_hook,
+    problem,
+    tail,
+)
 from shoal.core.toml_lines import KeyPath, key_lines, line_of
 
 _EMPTY_ENV: Mapping[str, str] = MappingProxyType({})
@@ -90,26 +97,36 @@ SecretReader = Callable[[str], str]
 """Reads the secret in a file (``token_file``); a UsageError says why it cannot."""
 
 
+class _TokenRefused(ValueError):
+    """A token setting that gives no token, at ``path``: caught by parse_config a few lines down."""
+
+    def __init__(self, path: KeyPath, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
 def _no_files(path: str) -> str:
     raise UsageError("token_file is read only from a config file on disk")
 
 
-def _token(settings: Any, section: str, environ: Mapping[str, str], read_secret: SecretReader) -> Any:
-    """``settings`` with ``token`` read from ``token_env``'s variable or ``token_file``, when one is given."""
+def _with_token(settings: Any, section: str, environ: Mapping[str, str], read_secret: SecretReader) -> Any:
+    """``settings`` (the ``section`` table: ManagerSettings or WorkerSettings) with ``token`` read from
+    ``token_env``'s variable in ``environ`` or ``token_file`` by ``read_secret``, when one is given."""
     given = [key for key in ("token", "token_env", "token_file") if getattr(settings, key) is not None]
     if len(given) > 1:
-        raise Invalid((section, given[-1]), f"give one of {', '.join(repr(k) for k in given)}, not several")
+        raise _TokenRefused((section, given[-1]), f"give one of {', '.join(repr(k) for k in given)}, not several")
     if settings.token_file is not None:
         try:
             return msgspec.structs.replace(settings, token=read_secret(settings.token_file))
         except UsageError as exc:
-            raise Invalid((section, "token_file"), str(exc)) from None
+            raise _TokenRefused((section, "token_file"), str(exc)) from None
     variable = settings.token_env
     if variable is None:
         return settings
     value = environ.get(variable, "")
     if not value.strip():
-        raise Invalid((section, "token_env"), f"the environment variable {variable} is not set (or empty)")
+        raise _TokenRefused((section, "token_env"), f"the environment variable {variable} is not set (or empty)")
     return msgspec.structs.replace(settings, token=value)
 
 
@@ -117,8 +134,8 @@ def _config(data: dict[str, Any], environ: Mapping[str, str], read_secret: Secre
     config = msgspec.convert(data, MirrorConfig, dec_hook=file_dec_hook)
     return msgspec.structs.replace(
         config,
-        manager=_token(config.manager, "manager", environ, read_secret),
-        worker=_token(config.worker, "worker", environ, read_secret),
+        manager=_with_token(config.manager, "manager", environ, read_secret),
+        worker=_with_token(config.worker, "worker", environ, read_secret),
     )
 
 
@@ -143,14 +160,16 @@ def parse_config(
         raise ConfigError(f"{where}: not valid TOML: {message}", source=source, line=line, key=None) from None
     try:
         return _config(data, environ, read_secret)
-    except (Invalid, msgspec.ValidationError) as exc:
+    except _TokenRefused as exc:
+        path, message = exc.path, exc.message
+    except REFUSALS as exc:
         path, message = problem(exc, data)
-        line = line_of(key_lines(text), path)
-        where = f"{source}:{line}" if line is not None else source
-        key = next((str(part) for part in reversed(path) if isinstance(part, str)), None)
-        raise ConfigError(
-            f"{where}: {_context(data, path)}: {message}", source=source, line=line, key=key, path=dotted(path)
-        ) from None
+    line = line_of(key_lines(text), path)
+    where = f"{source}:{line}" if line is not None else source
+    key = next((str(part) for part in reversed(path) if isinstance(part, str)), None)
+    raise ConfigError(
+        f"{where}: {_context(data, path)}: {message}", source=source, line=line, key=key, path=dotted(path)
+    ) from None
 
 
 # -- what is wrong, and where -----------------------------------------------------------------------------
