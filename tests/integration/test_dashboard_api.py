@@ -26,7 +26,7 @@ from shoal.core.dashboard import MirrorDashboard, TrackerDashboard
 from shoal.core.ids import content_task_id
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import AnnounceRequest, ScopeBytes, piece_hash_bytes
-from shoal.core.mirror_config import parse_config
+from shoal.core.mirror_toml import parse_config
 from shoal.core.tickets import FLEET_HEADER, FleetKey
 from shoal.http.listen import listen
 from shoal.mirror import manager_http

@@ -17,6 +17,8 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote_from_bytes
@@ -36,7 +38,7 @@ from shoal.testing.poll import wait_until
 from shoal.testing.processes import Service, shoal_argv, start_daemon, start_seeder, start_tracker, write_random
 from shoal.testing.sockets import listening_ports
 from shoal.testing.wire_probe import bound_opener, handshake_answered
-from tests.integration.conftest import cache_cli, run_get
+from tests.integration.conftest import Origin, cache_cli, run_get
 from tests.integration.test_bt_tracker_http import announce_fields, compact_peers, encode_query
 from tests.integration.test_swarm import parse_summary
 from tests.store.conftest import SERVERS, _probe, drop_schema
@@ -69,6 +71,26 @@ def fleet_headers() -> dict[str, str]:
     return {FLEET_HEADER: FleetKey.from_token(TOKEN).credential(time.time())}
 
 
+def cluster(t: Service, context: ssl.SSLContext | None = None) -> dict[str, Any]:
+    """The cluster as tracker ``t`` sees it (``GET /v1/cluster``, with the fleet's credential)."""
+    status, body = request(f"{t.url}/v1/cluster", headers=fleet_headers(), context=context)
+    assert status == 200, body
+    return json.loads(body)  # type: ignore[no-any-return]
+
+
+def members_once_live(trackers: list[Service], context: ssl.SSLContext | None = None) -> list[TrackerMember]:
+    """Wait until each of ``trackers`` (sharing a database) sees them all live; the members, as the first sees
+    them."""
+
+    def all_live(t: Service) -> bool:
+        return sum(m["live"] for m in cluster(t, context)["members"]) == len(trackers)
+
+    for t in trackers:
+        wait_until(lambda t=t: all_live(t), f"{len(trackers)} live members", timeout=30)
+    rows = cluster(trackers[0], context)["members"]
+    return [TrackerMember(m["tracker_id"], m["url"], m["active_from"], m["expires"]) for m in rows]
+
+
 def serving_peer(tracker: Service, task_id: str, context: ssl.SSLContext | None = None) -> tuple[int, int]:
     """The (port, generation) of the one peer the tracker knows for the task (asked with the fleet's token)."""
     status, body = request(f"{tracker.url}/v1/tasks/{task_id}", headers=fleet_headers(), context=context)
@@ -96,21 +118,69 @@ def spawn_seeding_get(procs: list[subprocess.Popen[str]], *args: str) -> subproc
     return proc
 
 
-def test_the_token_keeps_an_outsider_out_while_the_fleet_downloads(
+def accepted(tracker: Service, token: bytes) -> bool:
+    """Whether ``tracker`` takes a request credential of ``token`` (any answer but its 401)."""
+    credential = {FLEET_HEADER: FleetKey.from_token(token).credential(time.time())}
+    return request(f"{tracker.url}/v1/tasks/{'a' * 64}", headers=credential)[0] != 401
+
+
+FleetTracker = Callable[..., Service]
+
+
+@pytest.fixture
+def fleet_tracker(tmp_path: Path, services: list[Service], token_file: Path) -> FleetTracker:
+    """Start a tracker on SQLite that needs the fleet's credential, from ``tokens`` (default: the token file)."""
+
+    def start(tokens: Path | None = None) -> Service:
+        tracker = start_tracker(
+            f"sqlite:///{tmp_path / 't.db'}", extra=("--fleet-token-file", str(tokens or token_file))
+        )
+        services.append(tracker)
+        return tracker
+
+    return start
+
+
+@dataclass(frozen=True)
+class Seeding:
+    """A fleet's file on an origin, and a `shoal get` of it that serves it to peers for two minutes."""
+
+    src: Origin
+    url: str
+    data: bytes
+    tracker: Service
+    get: subprocess.Popen[str]
+
+
+@pytest.fixture
+def seeding_get(
     tmp_path: Path,
-    origin: Any,
+    origin: Callable[..., Origin],
     make_file: Any,
-    services: list[Service],
+    fleet_tracker: FleetTracker,
     procs: list[subprocess.Popen[str]],
     token_file: Path,
+) -> Callable[..., Seeding]:
+    """Put SIZE random bytes at ``name`` on an origin, start a fleet tracker (taking ``tracker_tokens``), and a
+    seeding `shoal get` of the file into first.bin with the token file (and ``extra`` arguments)."""
+
+    def seed(name: str, *extra: str, tracker_tokens: Path | None = None) -> Seeding:
+        src = origin()
+        data = make_file(src.root / name, SIZE)
+        url = src.url(name)
+        tracker = fleet_tracker(tracker_tokens)
+        argv = ("-o", str(tmp_path / "first.bin"), "--tracker", tracker.url, "--fleet-token-file", str(token_file))
+        return Seeding(src, url, data, tracker, spawn_seeding_get(procs, url, *argv, *extra))
+
+    return seed
+
+
+def test_the_token_keeps_an_outsider_out_while_the_fleet_downloads(
+    tmp_path: Path, seeding_get: Callable[..., Seeding], token_file: Path
 ) -> None:
-    src = origin()
-    data = make_file(src.root / "secret.bin", SIZE)
-    url = src.url("secret.bin")
-    tracker = start_tracker(f"sqlite:///{tmp_path / 't.db'}", extra=("--fleet-token-file", str(token_file)))
-    services.append(tracker)
+    seeding = seeding_get("secret.bin")
+    src, url, data, tracker = seeding.src, seeding.url, seeding.data, seeding.tracker
     token = ("--fleet-token-file", str(token_file))
-    spawn_seeding_get(procs, url, "-o", str(tmp_path / "first.bin"), "--tracker", tracker.url, *token)
     task_id = task_id_for_url(url)
 
     # The outsider cannot announce, nor learn the task's peers, without the fleet's credential.
@@ -156,12 +226,11 @@ def test_the_token_keeps_an_outsider_out_while_the_fleet_downloads(
 
 
 def test_a_swarm_with_the_token_shares_the_file(
-    tmp_path: Path, origin: Any, make_file: Any, services: list[Service], spawn_get: Any, token_file: Path
+    tmp_path: Path, origin: Any, make_file: Any, fleet_tracker: FleetTracker, token_file: Path
 ) -> None:
     src = origin("--rate", "4M")
     data = make_file(src.root / "release.bin", SIZE)
-    tracker = start_tracker(f"sqlite:///{tmp_path / 't.db'}", extra=("--fleet-token-file", str(token_file)))
-    services.append(tracker)
+    tracker = fleet_tracker()
     env_token = {**os.environ, "SHOAL_FLEET_TOKEN_FILE": str(token_file)}  # the environment variable works too
     peers = [
         subprocess.Popen(
@@ -380,14 +449,13 @@ def test_seed_takes_the_fleets_tls_options_and_checks_them(tmp_path: Path, pki: 
 
 
 def test_a_daemon_with_the_token_seeds_to_the_fleet_only(
-    tmp_path: Path, origin: Any, make_file: Any, services: list[Service], token_file: Path
+    tmp_path: Path, origin: Any, make_file: Any, services: list[Service], fleet_tracker: FleetTracker, token_file: Path
 ) -> None:
     src = origin()
     data = make_file(src.root / "cached.bin", SIZE)
     url = src.url("cached.bin")
     token = ("--fleet-token-file", str(token_file))
-    tracker = start_tracker(f"sqlite:///{tmp_path / 't.db'}", extra=token)
-    services.append(tracker)
+    tracker = fleet_tracker()
     node = start_daemon(tmp_path / "cache", tmp_path / "daemon.sock", tracker=tracker.url, extra=token)
     services.append(node)
     through = run_get(url, "-o", str(tmp_path / "first.bin"), "--socket", str(tmp_path / "daemon.sock"))
@@ -458,9 +526,8 @@ def test_a_daemons_content_route_serves_the_fleet_only(
     assert cache_cli(tmp_path / "outsider" / "cache", "exists", digest).returncode == 1
 
 
-def test_the_pools_routes_need_the_token_too(tmp_path: Path, services: list[Service], token_file: Path) -> None:
-    tracker = start_tracker(f"sqlite:///{tmp_path / 't.db'}", extra=("--fleet-token-file", str(token_file)))
-    services.append(tracker)
+def test_the_pools_routes_need_the_token_too(fleet_tracker: FleetTracker, token_file: Path) -> None:
+    tracker = fleet_tracker()
 
     def pool(*args: str) -> subprocess.CompletedProcess[str]:
         argv = shoal_argv("pool", "--tracker", tracker.url, *args)
@@ -572,20 +639,7 @@ def test_trackers_sharing_a_database_relay_the_peers_credential(
     url = src.url("shared.bin")
     token = ("--fleet-token-file", str(token_file))
     trackers = [tracker(db=pg_url, extra=token) for _ in range(2)]
-
-    def cluster(t: Service) -> dict[str, Any]:
-        status, body = request(f"{t.url}/v1/cluster", headers=fleet_headers())
-        assert status == 200, body
-        return json.loads(body)  # type: ignore[no-any-return]
-
-    for t in trackers:
-        wait_until(lambda t=t: sum(m["live"] for m in cluster(t)["members"]) == 2, "2 live members", timeout=30)
-    members = cluster(trackers[0])["members"]
-    owner = owner_of(
-        task_id_for_url(url),
-        [TrackerMember(m["tracker_id"], m["url"], m["active_from"], m["expires"]) for m in members],
-        time.time(),
-    )
+    owner = owner_of(task_id_for_url(url), members_once_live(trackers), time.time())
     assert owner is not None
     other = next(t for t in trackers if cluster(t)["tracker_id"] != owner.tracker_id)
     # Every announce goes to the tracker that does not own the task, which forwards it, credential and all.
@@ -605,22 +659,13 @@ def test_trackers_over_mutual_tls_forward_to_each_other_with_the_fleets_credenti
     mutual = ("--ca", str(pki.ca), *pki.server("tracker", mutual=True))
     trackers = [tracker(db=pg_url, extra=(*token, *mutual)) for _ in range(2)]
     member = pki.context("peer1")
-
-    def cluster(t: Service) -> dict[str, Any]:
-        status, body = request(f"{t.url}/v1/cluster", headers=fleet_headers(), context=member)
-        assert status == 200, body
-        return json.loads(body)  # type: ignore[no-any-return]
-
-    for t in trackers:
-        assert t.url.startswith("https://")
-        wait_until(lambda t=t: sum(m["live"] for m in cluster(t)["members"]) == 2, "2 live members", timeout=30)
-    members = cluster(trackers[0])["members"]
-    assert all(m["url"].startswith("https://127.0.0.1:") for m in members)  # advertised as they serve
-    views = [TrackerMember(m["tracker_id"], m["url"], m["active_from"], m["expires"]) for m in members]
+    assert all(t.url.startswith("https://") for t in trackers)
+    views = members_once_live(trackers, member)
+    assert all(m.url.startswith("https://127.0.0.1:") for m in views)  # advertised as they serve
 
     def not_owned_by(t: Service, key: str) -> bool:
         found = owner_of(key, views, time.time())
-        return found is not None and found.tracker_id != cluster(t)["tracker_id"]
+        return found is not None and found.tracker_id != cluster(t, member)["tracker_id"]
 
     other = next(t for t in trackers if not_owned_by(t, task_id_for_url(url)))
     # Every announce goes to the tracker that does not own the task: it forwards over mutual TLS.
@@ -653,16 +698,7 @@ def test_a_forwarding_tracker_checks_the_passkey_before_it_forwards(
     write_tokens(both, TOKEN, NEXT_TOKEN)
     forwarder = tracker(db=pg_url, extra=("--fleet-token-file", str(token_file)))
     owner = tracker(db=pg_url, extra=("--fleet-token-file", str(both)))
-
-    def cluster(t: Service) -> dict[str, Any]:
-        status, body = request(f"{t.url}/v1/cluster", headers=fleet_headers())
-        assert status == 200, body
-        return json.loads(body)  # type: ignore[no-any-return]
-
-    for t in (forwarder, owner):
-        wait_until(lambda t=t: sum(m["live"] for m in cluster(t)["members"]) == 2, "2 live members", timeout=30)
-    rows = cluster(owner)["members"]
-    views = [TrackerMember(m["tracker_id"], m["url"], m["active_from"], m["expires"]) for m in rows]
+    views = members_once_live([owner, forwarder])
     owner_id = cluster(owner)["tracker_id"]
 
     def owned(info_hash: bytes) -> bool:
@@ -703,30 +739,25 @@ def write_tokens(path: Path, *tokens: bytes) -> None:
 
 
 def test_rolling_the_token_keeps_a_peer_with_the_old_one_working_until_it_is_removed(
-    tmp_path: Path, origin: Any, make_file: Any, services: list[Service], token_file: Path
+    tmp_path: Path, origin: Any, make_file: Any, fleet_tracker: FleetTracker, token_file: Path
 ) -> None:
     src = origin()
     data = make_file(src.root / "rolled.bin", SIZE)
     url = src.url("rolled.bin")
     tracker_tokens = tmp_path / "tracker.token"
     write_tokens(tracker_tokens, TOKEN)
-    tracker = start_tracker(f"sqlite:///{tmp_path / 't.db'}", extra=("--fleet-token-file", str(tracker_tokens)))
-    services.append(tracker)
+    tracker = fleet_tracker(tracker_tokens)
     next_file = tmp_path / "next.token"
     write_tokens(next_file, NEXT_TOKEN)
-
-    def accepted(token: bytes) -> bool:
-        credential = {FLEET_HEADER: FleetKey.from_token(token).credential(time.time())}
-        return request(f"{tracker.url}/v1/tasks/{'a' * 64}", headers=credential)[0] != 401
 
     def get(name: str, tokens: Path) -> subprocess.CompletedProcess[str]:
         argv = ("-o", str(tmp_path / name), "--tracker", tracker.url, "--upload-time", "0")
         return run_get(url, *argv, "--fleet-token-file", str(tokens))
 
-    assert accepted(TOKEN) and not accepted(NEXT_TOKEN)
+    assert accepted(tracker, TOKEN) and not accepted(tracker, NEXT_TOKEN)
     # The overlap: the next token added beside the old one, then made first. Peers with either work.
     write_tokens(tracker_tokens, TOKEN, NEXT_TOKEN)
-    wait_until(lambda: accepted(NEXT_TOKEN), "the tracker to take the next token")
+    wait_until(lambda: accepted(tracker, NEXT_TOKEN), "the tracker to take the next token")
     write_tokens(tracker_tokens, NEXT_TOKEN, TOKEN)
     for name, tokens in (("old.bin", token_file), ("next.bin", next_file)):
         got = get(name, tokens)
@@ -734,7 +765,7 @@ def test_rolling_the_token_keeps_a_peer_with_the_old_one_working_until_it_is_rem
         assert (tmp_path / name).read_bytes() == data
     # The old token removed: a peer that still holds only it is refused, and places nothing.
     write_tokens(tracker_tokens, NEXT_TOKEN)
-    wait_until(lambda: not accepted(TOKEN), "the tracker to drop the old token")
+    wait_until(lambda: not accepted(tracker, TOKEN), "the tracker to drop the old token")
     refused = get("late.bin", token_file)
     assert refused.returncode == 3 and "not this fleet's" in refused.stderr, refused.stderr
     assert not (tmp_path / "late.bin").exists()
@@ -742,39 +773,16 @@ def test_rolling_the_token_keeps_a_peer_with_the_old_one_working_until_it_is_rem
 
 
 def test_a_seeding_get_takes_a_rolled_token_file_and_serves_a_peer_holding_only_the_next_token(
-    tmp_path: Path,
-    origin: Any,
-    make_file: Any,
-    services: list[Service],
-    procs: list[subprocess.Popen[str]],
-    token_file: Path,
+    tmp_path: Path, seeding_get: Callable[..., Seeding], token_file: Path
 ) -> None:
-    src = origin()
-    data = make_file(src.root / "long.bin", SIZE)
-    url = src.url("long.bin")
     tracker_tokens = tmp_path / "tracker.token"
     write_tokens(tracker_tokens, TOKEN)
-    tracker = start_tracker(f"sqlite:///{tmp_path / 't.db'}", extra=("--fleet-token-file", str(tracker_tokens)))
-    services.append(tracker)
-    first = spawn_seeding_get(
-        procs,
-        url,
-        "-o",
-        str(tmp_path / "first.bin"),
-        "--tracker",
-        tracker.url,
-        "--fleet-token-file",
-        str(token_file),
-        "-v",
-    )
-
-    def accepted(token: bytes) -> bool:
-        credential = {FLEET_HEADER: FleetKey.from_token(token).credential(time.time())}
-        return request(f"{tracker.url}/v1/tasks/{'a' * 64}", headers=credential)[0] != 401
+    seeding = seeding_get("long.bin", "-v", tracker_tokens=tracker_tokens)
+    url, data, tracker, first = seeding.url, seeding.data, seeding.tracker, seeding.get
 
     # While it seeds, the fleet rolls on: the next token signs on the tracker, then on the seeding get.
     write_tokens(tracker_tokens, NEXT_TOKEN, TOKEN)
-    wait_until(lambda: accepted(NEXT_TOKEN), "the tracker to take the next token")
+    wait_until(lambda: accepted(tracker, NEXT_TOKEN), "the tracker to take the next token")
     write_tokens(token_file, NEXT_TOKEN, TOKEN)
     assert first.stderr is not None
     for line in first.stderr:
@@ -803,23 +811,13 @@ def test_a_seeding_get_takes_a_rolled_token_file_and_serves_a_peer_holding_only_
 
 
 def test_shoal_cache_takes_the_fleets_credentials(
-    tmp_path: Path,
-    origin: Any,
-    make_file: Any,
-    services: list[Service],
-    procs: list[subprocess.Popen[str]],
-    token_file: Path,
+    tmp_path: Path, seeding_get: Callable[..., Seeding], token_file: Path
 ) -> None:
     import shoal
     from shoal.core.errors import UsageError
 
-    src = origin()
-    data = make_file(src.root / "cached.bin", SIZE)
-    url = src.url("cached.bin")
-    tracker = start_tracker(f"sqlite:///{tmp_path / 't.db'}", extra=("--fleet-token-file", str(token_file)))
-    services.append(tracker)
-    token = ("--fleet-token-file", str(token_file))
-    spawn_seeding_get(procs, url, "-o", str(tmp_path / "first.bin"), "--tracker", tracker.url, *token)
+    seeding = seeding_get("cached.bin")
+    src, url, data, tracker = seeding.src, seeding.url, seeding.data, seeding.tracker
     first = src.bytes_sent()
     assert first >= SIZE
 
@@ -852,16 +850,7 @@ def test_a_wire_seeder_asks_a_tracker_cluster_elsewhere_whom_it_may_serve(
     passkey, asking the tracker's authenticated route, which the asked tracker forwards to the owner."""
     token = ("--fleet-token-file", str(token_file))
     trackers = [tracker(db=pg_url, extra=token) for _ in range(2)]
-
-    def cluster(t: Service) -> dict[str, Any]:
-        status, body = request(f"{t.url}/v1/cluster", headers=fleet_headers())
-        assert status == 200, body
-        return json.loads(body)  # type: ignore[no-any-return]
-
-    for t in trackers:
-        wait_until(lambda t=t: sum(m["live"] for m in cluster(t)["members"]) == 2, "2 live members", timeout=30)
-    rows = cluster(trackers[0])["members"]
-    views = [TrackerMember(m["tracker_id"], m["url"], m["active_from"], m["expires"]) for m in rows]
+    views = members_once_live(trackers)
     watched = tmp_path / "pub"
     watched.mkdir()
     write_random(watched / "a.bin", SIZE)
@@ -889,7 +878,9 @@ def test_a_wire_seeder_asks_a_tracker_cluster_elsewhere_whom_it_may_serve(
         # The route is the fleet's: without the credential, a 401.
         route = f"{asked.url}/v1/swarms/{info_hash.hex()}/admitted?address=127.0.0.8"
         assert request(route)[0] == 401
-        assert json.loads(request(route, headers=fleet_headers())[1]) == {"admitted": False, "until": None}
+        # Forwarded to the owner, which names itself (core.owner_hint): the seeder asks it directly next.
+        no = {"admitted": False, "until": None, "owner": found.url}
+        assert json.loads(request(route, headers=fleet_headers())[1]) == no
         assert not handshake_answered("127.0.0.9", bt_port, info_hash)
         passkey = key.passkey("client-8")
         query = f"info_hash={quote_from_bytes(info_hash, safe='')}&peer_id=-ID0000-000000000008&port=6888&left=1"

@@ -15,6 +15,8 @@ from pathlib import Path
 from subprocess import Popen
 from typing import Any
 
+import pytest
+
 from shoal.core.ids import task_id_for_url
 from shoal.storage.partfile import state_path
 from shoal.testing.poll import wait_until
@@ -29,27 +31,27 @@ RACKS = {"a": "r1", "b": "r1", "c": "r2", "d": "r2"}
 """Two racks of one site, two peers each."""
 
 
-def start_racked(
-    spawn_get: Callable[..., Popen[str]], url: str, tracker: str, tmp_path: Path, *extra: str
-) -> dict[str, Popen[str]]:
+Peer = Callable[..., Popen[str]]
+
+
+@pytest.fixture
+def peer(tmp_path: Path, spawn_get: Callable[..., Popen[str]]) -> Peer:
+    """Start the `shoal get` of peer ``name``: ``url`` into NAME.bin through ``tracker``, labelled with ``site``
+    and ``rack`` (none when empty), seeding for ``upload`` seconds once done, with ``extra`` arguments."""
+
+    def start(
+        name: str, url: str, tracker: str, *extra: str, site: str = "", rack: str = "", upload: int = 60
+    ) -> Popen[str]:
+        labels = (*(("--site", site) if site else ()), *(("--rack", rack) if rack else ()))
+        out = str(tmp_path / f"{name}.bin")
+        return spawn_get(url, "-o", out, "--tracker", tracker, *labels, "--upload-time", str(upload), *extra)
+
+    return start
+
+
+def start_racked(peer: Peer, url: str, tracker: str, *extra: str) -> dict[str, Popen[str]]:
     """`shoal get` of ``url`` for every peer of RACKS, each labelled with its rack, seeding for a minute."""
-    return {
-        name: spawn_get(
-            url,
-            "-o",
-            str(tmp_path / f"{name}.bin"),
-            "--tracker",
-            tracker,
-            "--site",
-            "s1",
-            "--rack",
-            rack,
-            "--upload-time",
-            "60",
-            *extra,
-        )
-        for name, rack in RACKS.items()
-    }
+    return {name: peer(name, url, tracker, *extra, site="s1", rack=rack) for name, rack in RACKS.items()}
 
 
 def task_view(tracker: str, task_id: str) -> dict[str, Any]:
@@ -77,14 +79,14 @@ def entered_pieces(
     return entered
 
 
-def test_each_piece_enters_each_rack_once(tmp_path, tracker, origin, make_file, spawn_get):
+def test_each_piece_enters_each_rack_once(tmp_path, tracker, origin, make_file, peer):
     src = origin("--rate", "8M")  # the origin is the bottleneck: the racks share what it sent
     make_file(src.root / "r.bin", SIZE)
     url = src.url("r.bin")
     # Patience far beyond any fetch here: no lease is taken over, so "once" is exact, whatever the load.
     t = tracker(extra=("--crossing-patience", "600"))
 
-    procs = start_racked(spawn_get, url, t.url, tmp_path, "-vv")
+    procs = start_racked(peer, url, t.url, "-vv")
     for name, proc in procs.items():
         wait_for_file(tmp_path / f"{name}.bin", proc, timeout=120)
     rack_of = peers_of(t.url, task_id_for_url(url))  # every peer is seeding: all are live
@@ -112,30 +114,14 @@ SITES = {"a": ("s1", "r1"), "b": ("s1", "r2"), "c": ("s2", "r1"), "d": ("s2", "r
 """Two sites of two racks of one peer each: the rack labels repeat across the sites, as they do in fleets."""
 
 
-def test_each_piece_enters_each_site_and_rack_once(tmp_path, tracker, origin, make_file, spawn_get):
+def test_each_piece_enters_each_site_and_rack_once(tmp_path, tracker, origin, make_file, peer):
     """One level up: a piece held only in the other site is fetched across sites by one peer of the site (a
     site lease), and reaches the site's other rack from inside the site."""
     src = origin("--rate", "8M")
     make_file(src.root / "s.bin", SIZE)
     url = src.url("s.bin")
     t = tracker(extra=("--crossing-patience", "600"))  # no lease taken over: "once" is exact
-    procs = {
-        name: spawn_get(
-            url,
-            "-o",
-            str(tmp_path / f"{name}.bin"),
-            "--tracker",
-            t.url,
-            "--site",
-            site,
-            "--rack",
-            rack,
-            "--upload-time",
-            "60",
-            "-vv",
-        )
-        for name, (site, rack) in SITES.items()
-    }
+    procs = {name: peer(name, url, t.url, "-vv", site=site, rack=rack) for name, (site, rack) in SITES.items()}
     for name, proc in procs.items():
         wait_for_file(tmp_path / f"{name}.bin", proc, timeout=120)
     peers = task_view(t.url, task_id_for_url(url))["peers"]
@@ -159,29 +145,26 @@ def test_each_piece_enters_each_site_and_rack_once(tmp_path, tracker, origin, ma
         assert counts == Counter(range(SIZE >> 18)), f"pieces that entered {site} more or less than once"
 
 
-def test_a_rack_of_one_and_peers_without_labels_finish(tmp_path, tracker, origin, make_file, spawn_get):
+def test_a_rack_of_one_and_peers_without_labels_finish(tmp_path, tracker, origin, make_file, peer):
     src = origin("--rate", "8M")
     make_file(src.root / "m.bin", SIZE)
     url = src.url("m.bin")
     t = tracker()
-    labels = {"a": ("--site", "s1", "--rack", "r1"), "b": ("--site", "s1", "--rack", "r2"), "c": (), "d": ()}
-    procs = {
-        name: spawn_get(url, "-o", str(tmp_path / f"{name}.bin"), "--tracker", t.url, "--upload-time", "60", *extra)
-        for name, extra in labels.items()
-    }
+    labels = {"a": ("s1", "r1"), "b": ("s1", "r2"), "c": ("", ""), "d": ("", "")}
+    procs = {name: peer(name, url, t.url, site=site, rack=rack) for name, (site, rack) in labels.items()}
     for name, proc in procs.items():
         wait_for_file(tmp_path / f"{name}.bin", proc, timeout=120)
         assert sha256(tmp_path / f"{name}.bin") == sha256(src.root / "m.bin")
 
 
-def test_a_rack_goes_on_when_its_peer_fetching_across_is_killed(tmp_path, tracker, origin, make_file, spawn_get):
+def test_a_rack_goes_on_when_its_peer_fetching_across_is_killed(tmp_path, tracker, origin, make_file, peer):
     """c and d share rack r2; c is SIGKILLed once it has pieces (its scope leases among them): they lapse
     with it (the tracker's peer TTL), and d is leased them in its place and finishes."""
     src = origin("--rate", "4M")
     make_file(src.root / "k.bin", SIZE)
     url = src.url("k.bin")
     t = tracker(extra=("--crossing-patience", "600"))  # only the death of c may move its leases
-    procs = start_racked(spawn_get, url, t.url, tmp_path)
+    procs = start_racked(peer, url, t.url)
     wait_until(lambda: state_path(tmp_path / "c.bin").exists(), "c to record its first pieces", timeout=60)
     procs["c"].kill()
     for name in ("a", "b", "d"):
@@ -189,7 +172,7 @@ def test_a_rack_goes_on_when_its_peer_fetching_across_is_killed(tmp_path, tracke
         assert sha256(tmp_path / f"{name}.bin") == sha256(src.root / "k.bin")
 
 
-def test_a_rack_is_leased_again_the_pieces_of_its_killed_fetcher(tmp_path, tracker, origin, make_file, spawn_get):
+def test_a_rack_is_leased_again_the_pieces_of_its_killed_fetcher(tmp_path, tracker, origin, make_file, peer):
     """Rack r1 holds the whole file; c, alone in rack r2 at first, asks for every piece across the uplink and
     is leased them all, but fetches slowly (--download-rate). c is SIGKILLed mid-transfer, with most of its
     leases unfetched; d, its rack mate, which the leases shut out while c lived, is leased them once the
@@ -198,41 +181,13 @@ def test_a_rack_is_leased_again_the_pieces_of_its_killed_fetcher(tmp_path, track
     make_file(src.root / "x.bin", SIZE)
     url = src.url("x.bin")
     t = tracker(extra=("--crossing-patience", "600"))  # only the death of c may move its leases
-    seeds = {
-        name: spawn_get(
-            url,
-            "-o",
-            str(tmp_path / f"{name}.bin"),
-            "--tracker",
-            t.url,
-            "--site",
-            "s1",
-            "--rack",
-            "r1",
-            "--upload-time",
-            "120",
-        )
-        for name in ("a", "b")
-    }
+    seeds = {name: peer(name, url, t.url, site="s1", rack="r1", upload=120) for name in ("a", "b")}
     for name, proc in seeds.items():
         wait_for_file(tmp_path / f"{name}.bin", proc, timeout=120)
     from_origin = src.bytes_sent()
 
     def r2_peer(name: str, *extra: str) -> Popen[str]:
-        return spawn_get(
-            url,
-            "-o",
-            str(tmp_path / f"{name}.bin"),
-            "--tracker",
-            t.url,
-            "--site",
-            "s1",
-            "--rack",
-            "r2",
-            "--upload-time",
-            "60",
-            *extra,
-        )
+        return peer(name, url, t.url, *extra, site="s1", rack="r2")
 
     c = r2_peer("c", "--download-rate", "512K", "-vv")  # 16 s for the file: killed long before it is through
     assert c.stderr is not None

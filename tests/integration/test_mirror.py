@@ -728,9 +728,10 @@ replicas = 1
     status, body = fleet(f"{tracker.url}/v1/pools/edge/jobs", headers={"Authorization": f"Bearer {pool_token}"})
     assert status == 200, body
     pushed = json.loads(body)["jobs"]
-    # The pushed URL carries the seeder's passkey, so any member of the fleet can fetch it as it is.
-    assert [j["url"] for j in pushed] == [f"{worker.url}/files/{key.passkey(SEEDER_HOLDER)}/{rel}"]
-    assert fetch(pushed[0]["url"]) == payload
+    # The pushed URL carries the seeder's passkey, so any member of the fleet can fetch it as it is (its work
+    # item names it whole); the pool's readers are shown it without the passkey.
+    assert [j["url"] for j in pushed] == [f"{worker.url}/files/PASSKEY/{rel}"]
+    assert fetch(f"{worker.url}/files/{key.passkey(SEEDER_HOLDER)}/{rel}") == payload
     # The worker's seeder is the fleet's: its listing, files and torrents need the credential.
     assert _status(f"{worker.url}/v1/files") == 401
     assert _status(f"{worker.url}/files/{rel}") == 403

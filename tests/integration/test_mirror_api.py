@@ -9,7 +9,7 @@ from pathlib import Path
 
 import aiohttp
 
-from shoal.core.mirror_config import parse_config
+from shoal.core.mirror_toml import parse_config
 from shoal.http import openapi
 from shoal.http.listen import listen
 from shoal.mirror.manager import MirrorManager

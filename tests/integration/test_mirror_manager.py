@@ -20,7 +20,8 @@ from shoal.core.errors import (
     UnknownJob,
     UnknownWorker,
 )
-from shoal.core.mirror_config import MirrorConfig, parse_config
+from shoal.core.mirror_config import MirrorConfig
+from shoal.core.mirror_toml import parse_config
 from shoal.mirror.manager import MirrorManager
 from shoal.mirror.messages import CancelJob, Command, MirrorJobView, Reloaded, RunJob, RunReportReply
 from shoal.testing.clock import FakeClock

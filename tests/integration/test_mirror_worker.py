@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from shoal.core.mirror_config import JobSpec, WorkerSettings, parse_config
+from shoal.core.mirror_config import JobSpec, WorkerSettings
+from shoal.core.mirror_toml import parse_config
 from shoal.http.listen import listen
 from shoal.mirror.manager import MirrorManager
 from shoal.mirror.manager_http import build_app

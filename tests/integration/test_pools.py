@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import secrets
 import sqlite3
 import subprocess
 import urllib.error
@@ -15,6 +16,9 @@ from typing import Any
 
 import pytest
 
+from shoal.core.pool import MEMBER_SECRET_HEX, member_id_for
+from shoal.core.pool_api import MEMBER_SECRET
+from shoal.core.tickets import SEEDER_HOLDER, FleetKey
 from shoal.daemon.client import DaemonClient
 from shoal.testing.poll import wait_until
 from shoal.testing.processes import Service, shoal_argv, start_daemon
@@ -445,3 +449,41 @@ def test_a_holder_that_evicts_its_copy_is_replaced(
     )
     assert {m["name"]: m["status"] for m in restored["members"]}[holder] == "evicted"
     assert restored["replicas"] == {"target": 2, "current": 2}
+
+
+def test_a_jobs_seeder_passkey_is_shown_to_its_members_only(tracker: Callable[..., Service]) -> None:
+    """A mirror worker pushes its seeder's /files/PASSKEY/REL URLs, whose passkey opens the fleet's files: the
+    pool's readers (its JSON API, `shoal pool status`) see /files/PASSKEY/, a member's heartbeat the whole URL
+    it fetches."""
+    t = tracker()
+    created = pool_cli(t, "create", "mirrors", "--allow", "127.0.0.1")
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.split()[-1]
+    passkey = FleetKey.from_token(b"the fleet's token: 0123456789abcdef").passkey(SEEDER_HOLDER)
+    url = f"http://127.0.0.1:9/files/{passkey}/debian/dists/Release"
+    shown = "http://127.0.0.1:9/files/PASSKEY/debian/dists/Release"
+
+    secret = secrets.token_hex(MEMBER_SECRET_HEX // 2)
+    beat = {"name": "n1", "url": "http://127.0.0.1:7000/", "free": 1 << 40}
+    joined = urllib.request.Request(
+        f"{t.url}/v1/pools/mirrors/members/{member_id_for(secret)}",
+        data=json.dumps(beat).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", MEMBER_SECRET: secret},
+    )
+    urllib.request.urlopen(joined, timeout=30).close()
+
+    status, pushed = api(t, "POST", "/mirrors/jobs", {"url": url}, token=token)
+    assert status == 201 and pushed["url"] == shown, pushed
+    job_id = pushed["job"]
+    for path in ("", "/jobs", f"/jobs/{job_id}"):
+        status, reply = api(t, "GET", f"/mirrors{path}", token=token)
+        assert status == 200 and passkey not in json.dumps(reply) and shown in json.dumps(reply), reply
+    for argv in (("status", "mirrors"), ("status", "mirrors", job_id, "--json")):
+        printed = pool_cli(t, *argv, token=token)
+        assert printed.returncode == 0 and passkey not in printed.stdout, printed.stdout + printed.stderr
+    assert shown in pool_cli(t, "status", "mirrors", job_id, "--json").stdout
+
+    with urllib.request.urlopen(joined, timeout=30) as reply:  # the member's next heartbeat: its work
+        work = json.load(reply)["work"]
+    assert [(w["job"], w["url"]) for w in work] == [(job_id, url)]

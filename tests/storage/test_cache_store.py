@@ -1,5 +1,6 @@
-"""The node cache on disk (storage.cache_store over storage.cache_index): entering, evicting, verifying,
-placing, reconciling and syncing, against real files and SQLite."""
+"""The node cache on disk (storage.cache_store over storage.cache_index, with storage.cache_reconcile and
+storage.cache_sync): entering, evicting, verifying, placing, reconciling and syncing, against real files and
+SQLite."""
 
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ import pytest
 from shoal.core.cache_export import ExportedFile, parse_export
 from shoal.core.cloud_manager_dump import KnownFile
 from shoal.core.errors import CacheError, CacheFull, IntegrityError, LocalIOError, NotInCache, UsageError
-from shoal.storage import cache_store
+from shoal.storage import cache_store, cache_sync
 from shoal.storage.cache_index import CacheEntry, SeededTask
-from shoal.storage.cache_store import ORPHAN_GRACE_SECONDS, STAGING_MAX_AGE, CacheStore, stat_key
+from shoal.storage.cache_reconcile import ORPHAN_GRACE_SECONDS, STAGING_MAX_AGE, reconcile
+from shoal.storage.cache_store import CacheStore, stat_key
 from shoal.testing.clock import FakeClock
 
 CAP = 1000  # bytes: the high watermark is 950, the low 850
@@ -241,7 +243,7 @@ def test_an_ambiguous_prefix_is_refused_naming_the_candidates(store: CacheStore)
     # Known entries (as an import records them) whose ids share their first 10 hex digits.
     shared = "ab12cd34ef"
     ids = [shared + c * 54 for c in "0123456"] + [shared + "99" + c * 52 for c in "01"]
-    store.import_files([ExportedFile(d, f"f{i}", 10, "", 1.0, (), ()) for i, d in enumerate(ids)])
+    cache_sync.import_files(store, [ExportedFile(d, f"f{i}", 10, "", 1.0, (), ()) for i, d in enumerate(ids)])
     with pytest.raises(UsageError) as info:
         store.lookup(shared)
     message = str(info.value)
@@ -701,7 +703,7 @@ def test_reconcile_drops_entries_whose_file_is_missing_or_the_wrong_size(
     path.chmod(0o644)
     with open(path, "r+b") as f:
         f.truncate(150)
-    result = store.reconcile()
+    result = reconcile(store)
     assert sorted(result.dropped) == sorted([missing.digest, truncated.digest])
     assert (result.orphans, result.staging, result.dead) == (0, 0, 0)
     assert not store.entry(missing.digest).cached and not store.entry(truncated.digest).cached
@@ -709,7 +711,7 @@ def test_reconcile_drops_entries_whose_file_is_missing_or_the_wrong_size(
     assert store.entry(intact.digest).cached
     assert not path.exists()
     assert_consistent(store)
-    assert store.reconcile().dropped == ()
+    assert reconcile(store).dropped == ()
 
 
 def test_reconcile_removes_old_orphan_objects_and_keeps_fresh_ones(store: CacheStore, make_file: MakeFile) -> None:
@@ -721,7 +723,7 @@ def test_reconcile_removes_old_orphan_objects_and_keeps_fresh_ones(store: CacheS
         store.object_path(digest).write_bytes(b"left by a crash")
         store.object_path(digest).chmod(0o444)
     age(store.object_path(old), ORPHAN_GRACE_SECONDS + 5)
-    result = store.reconcile()
+    result = reconcile(store)
     assert result.orphans == 1 and result.dropped == ()
     assert not store.object_path(old).exists()
     # Another process may be between the rename that made it and the commit that records it.
@@ -740,7 +742,7 @@ def test_reconcile_keeps_an_object_being_recorded_whose_content_is_old(
 
     def clock_that_reconciles() -> float:
         # adopt() reads the clock after the rename, just before it records the entry.
-        results.append(other.reconcile())
+        results.append(reconcile(other))
         return clock()
 
     store = open_store(clock_=clock_that_reconciles)
@@ -761,7 +763,7 @@ def test_reconcile_removes_stale_staging_files(store: CacheStore) -> None:
     age(stale_put, ORPHAN_GRACE_SECONDS + 5)
     age(resumable, 86400)  # a download's part file is kept for a later resume
     age(abandoned, STAGING_MAX_AGE + 60)
-    assert store.reconcile().staging == 2
+    assert reconcile(store).staging == 2
     assert staged(store) == sorted([fresh_put.name, resumable.name])
 
 
@@ -779,12 +781,12 @@ def test_reconcile_clears_the_uses_and_reservations_of_dead_processes(store: Cac
     # Until then, the crashed process's reservation and use hold space and pin the entry.
     with pytest.raises(CacheFull):
         store.put(make_file(700))
-    result = store.reconcile()
+    result = reconcile(store)
     assert result.dead == 2
     assert not store.entry(held_by_dead.digest).in_use and store.entry(held_by_us.digest).in_use
     assert store.usage().reserved == 200
     store.index.end_use(live_use)
-    assert store.reconcile().dead == 0
+    assert reconcile(store).dead == 0
 
 
 # -- adopting ----------------------------------------------------------------------------------------
@@ -960,7 +962,7 @@ def test_a_copy_adopted_while_a_damaged_one_is_being_dropped_is_kept(
         real_mark(db, digest)
 
     monkeypatch.setattr(store.index, "mark_evicted", mark_while_adopting)
-    store._drop(entry.digest, inode=inode)
+    store.drop(entry.digest, inode=inode)
     adopting.join()
     assert failures == []
     assert store.entry(entry.digest).cached and path.read_bytes() == data and path.stat().st_ino != inode
@@ -993,7 +995,7 @@ def test_info_and_export_name_a_pending_entry_by_both_ids(store: CacheStore) -> 
     one, two = adopt_later(store, first), adopt_later(store, second)
     assert store.info(one.digest).sha256 == hashlib.sha256(first).hexdigest()
     assert store.index.sha256_pending() == [two.digest]  # info completes only the entry it shows
-    files = {f.digest: f.sha256 for f in parse_export(json.loads(json.dumps(store.export(node=NODE))))}
+    files = {f.digest: f.sha256 for f in parse_export(json.loads(json.dumps(cache_sync.export(store, node=NODE))))}
     assert files == {one.digest: hashlib.sha256(first).hexdigest(), two.digest: hashlib.sha256(second).hexdigest()}
 
 
@@ -1016,7 +1018,7 @@ def test_an_entry_evicted_while_pending_is_left_out_of_the_export(store: CacheSt
     entry = adopt_later(store, os.urandom(300))
     store.evict(entry.digest)
     assert store.complete_sha256() == 0
-    assert parse_export(json.loads(json.dumps(store.export(node=NODE)))) == []
+    assert parse_export(json.loads(json.dumps(cache_sync.export(store, node=NODE)))) == []
 
 
 class BlockedHasher:
@@ -1131,7 +1133,7 @@ def test_import_records_entries_as_known_and_keeps_those_already_cached(
         mine.digest, "renamed.iso", 5, mine.sha256, 1.0, ("http://mirror.example/mine.iso",), (NODE,)
     )
     clock.advance()
-    assert store.import_files([elsewhere, same_as_mine]) == 1
+    assert cache_sync.import_files(store, [elsewhere, same_as_mine]) == 1
     known = store.entry("cd" * 32)
     assert (known.cached, known.pinned, known.in_use, known.verified_stat) == (False, False, False, "")
     assert (known.name, known.size, known.sha256, known.added) == ("theirs.iso", 1 << 40, "ef" * 32, 1_700_000_000.0)
@@ -1150,13 +1152,14 @@ def test_import_records_entries_as_known_and_keeps_those_already_cached(
     assert store.usage().used == 300 and store.usage().files == 1
     assert_consistent(store)
     # Importing again adds nothing.
-    assert store.import_files([elsewhere, same_as_mine]) == 0
+    assert cache_sync.import_files(store, [elsewhere, same_as_mine]) == 0
 
 
 def test_fetching_a_known_entry_makes_it_cached(store: CacheStore, make_file: MakeFile) -> None:
     data = os.urandom(100)
     digest = blake3.blake3(data).hexdigest()
-    store.import_files([ExportedFile(digest, "f", 100, hashlib.sha256(data).hexdigest(), 5.0, (ORIGIN,), (NODE,))])
+    known = ExportedFile(digest, "f", 100, hashlib.sha256(data).hexdigest(), 5.0, (ORIGIN,), (NODE,))
+    cache_sync.import_files(store, [known])
     entry = store.put(make_file(data=data))
     assert entry.cached and entry.holders == (NODE,) and entry.sources == (ORIGIN,)
     assert_consistent(store)
@@ -1168,9 +1171,11 @@ def test_export_lists_sources_and_the_node_as_a_peer_of_cached_files(
     cached = store.put(make_file(300), name="cached.iso", sources=[ORIGIN])
     gone = store.put(make_file(100), name="gone.iso", sources=["http://o.example/gone"])
     store.evict(gone.digest)
-    store.import_files([ExportedFile("cd" * 32, "theirs.iso", 7, "ef" * 32, 5.0, (), ("http://10.0.0.9:7000/",))])
+    cache_sync.import_files(
+        store, [ExportedFile("cd" * 32, "theirs.iso", 7, "ef" * 32, 5.0, (), ("http://10.0.0.9:7000/",))]
+    )
     clock.advance(0.5)
-    doc = store.export(node=NODE)
+    doc = cache_sync.export(store, node=NODE)
     assert (doc["version"], doc["exported"], doc["node"]) == (1, int(clock.now), NODE)
     by_id = {f["id"]: f for f in doc["files"]}
     assert by_id[cached.digest] == {
@@ -1185,7 +1190,7 @@ def test_export_lists_sources_and_the_node_as_a_peer_of_cached_files(
     assert by_id[gone.digest]["peers"] == [] and by_id[gone.digest]["sources"] == ["http://o.example/gone"]
     assert by_id["cd" * 32]["peers"] == ["http://10.0.0.9:7000/"]
     # Without a node, only the holders it learnt of.
-    assert {f["id"]: f["peers"] for f in store.export()["files"]}[cached.digest] == []
+    assert {f["id"]: f["peers"] for f in cache_sync.export(store)["files"]}[cached.digest] == []
     # A document another node can read.
     assert len(parse_export(json.loads(json.dumps(doc)))) == 3
 
@@ -1194,7 +1199,7 @@ def test_export_since(store: CacheStore, make_file: MakeFile, clock: FakeClock) 
     store.put(make_file(10))
     since = clock.advance(100)
     newer = store.put(make_file(10))
-    assert [f["id"] for f in store.export(since=since)["files"]] == [newer.digest]
+    assert [f["id"] for f in cache_sync.export(store, since=since)["files"]] == [newer.digest]
 
 
 def test_an_export_moves_what_one_node_holds_to_another(
@@ -1203,15 +1208,15 @@ def test_an_export_moves_what_one_node_holds_to_another(
     first = open_store(storage=tmp_path / "first", index=tmp_path / "first.db")
     second = open_store(storage=tmp_path / "second", index=tmp_path / "second.db")
     entries = [first.put(make_file(100), sources=[f"http://o.example/{i}"]) for i in range(3)]
-    files = parse_export(json.loads(json.dumps(first.export(node=NODE))))
-    assert second.import_files(files) == 3
+    files = parse_export(json.loads(json.dumps(cache_sync.export(first, node=NODE))))
+    assert cache_sync.import_files(second, files) == 3
     for entry in entries:
         known = second.entry(entry.digest)
         assert not known.cached and known.holders == (NODE,) and known.sources == entry.sources
         assert (known.name, known.size, known.sha256) == (entry.name, entry.size, entry.sha256)
     assert second.usage().used == 0 and object_files(second) == {}
     # Exported again by the second node, it names the first as the holder, not itself.
-    again = {f["id"]: f["peers"] for f in second.export(node="http://10.0.0.6:7000/")["files"]}
+    again = {f["id"]: f["peers"] for f in cache_sync.export(second, node="http://10.0.0.6:7000/")["files"]}
     assert again == {e.digest: [NODE] for e in entries}
 
 
@@ -1222,9 +1227,9 @@ def test_an_accepted_document_at_the_limits_imports_and_exports(store: CacheStor
             {"id": "cd" * 32, "name": "n" * 255, "size": (1 << 63) - 1, "sha256": "ef" * 32, "added": 1e18},
         ],
     }
-    assert store.import_files(parse_export(doc)) == 1
+    assert cache_sync.import_files(store, parse_export(doc)) == 1
     assert store.entry("cd" * 32).size == (1 << 63) - 1
-    assert parse_export(json.loads(json.dumps(store.export()))) == parse_export(doc)
+    assert parse_export(json.loads(json.dumps(cache_sync.export(store)))) == parse_export(doc)
 
 
 def test_a_cloud_manager_dump_records_files_known_by_sha256_until_the_file_arrives(
@@ -1239,8 +1244,8 @@ def test_a_cloud_manager_dump_records_files_known_by_sha256_until_the_file_arriv
         {"version": "0.2", "filename": "a.bin", "filesize": "100", "filehash": sha, "datetime": "5", "uploads": []},
         {"version": "0.2", "filename": "m.bin", "filesize": 50, "filehash": mine.sha256, "datetime": 6},
     ]
-    assert store.import_document(dump) == (2, 1)
-    assert store.import_document(dump) == (2, 0)
+    assert cache_sync.import_document(store, dump) == (2, 1)
+    assert cache_sync.import_document(store, dump) == (2, 0)
     assert store.lookup(f"sha256:{sha}") is None
     known = store.known_only(f"sha256:{sha[:12]}")
     assert known is not None and (known.name, known.size, known.added) == ("a.bin", 100, 5.0)
@@ -1257,7 +1262,7 @@ def test_a_cloud_manager_dump_records_files_known_by_sha256_until_the_file_arriv
 def test_a_bad_cloud_manager_dump_records_nothing(store: CacheStore) -> None:
     good = {"version": "0.2", "filename": "a", "filesize": 1, "filehash": "ab" * 32, "datetime": 1}
     with pytest.raises(UsageError, match=r"^cannot import: \[1\]\.filesize: must be a non-negative integer"):
-        store.import_document([good, {**good, "filehash": "cd" * 32, "filesize": "lots"}])
+        cache_sync.import_document(store, [good, {**good, "filehash": "cd" * 32, "filesize": "lots"}])
     assert store.index.known_sha256("", limit=10) == []
 
 
@@ -1278,5 +1283,5 @@ def test_an_index_made_before_known_sha256_gains_the_table_on_open(
     store = open_store(index=index, storage=tmp_path / "old")
     assert store.usage().files == 1
     dump = [{"version": "0.1", "filesize": 1, "filehash": "ab" * 32, "datetime": 1}]
-    assert store.import_document(dump) == (1, 1)
+    assert cache_sync.import_document(store, dump) == (1, 1)
     assert store.known_only("sha256:" + "ab" * 32) == KnownFile("ab" * 32, "ab" * 5, 1, 1.0)

@@ -20,8 +20,6 @@ from shoal.core.download import (
     LEASE_POLL_SECONDS,
     MAX_WATCHED_PEERS,
     DownloadCore,
-    Stats,
-    Tuning,
 )
 from shoal.core.download_actions import (
     Action,
@@ -36,6 +34,7 @@ from shoal.core.download_actions import (
     WakeAnnouncer,
     WakeHashes,
 )
+from shoal.core.download_values import Stats, Tuning
 from shoal.core.errors import JoinAgain, NoSwarmCopy, OriginChanged, OriginError, TrackerUnavailable
 from shoal.core.events import Announced, HashesArrived, OriginPiece, PeerGone, PeerHas, PeerPiece, RunEnded, TrackerDown
 from shoal.core.manifest import Manifest, OriginIdentity

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 import shoal
 from shoal.core.announce import AnnounceOutcome, TaskRecord
 from shoal.core.messages import ScopeBytes
-from shoal.core.mirror_config import parse_config
 from shoal.core.mirror_job import JobState, JobStatus
+from shoal.core.mirror_toml import parse_config
 from shoal.core.pool import MemberStatus, PushStatus
 from shoal.http.metrics import SOURCES, Metrics
 from shoal.mirror.manager import MirrorManager

@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shoal.core.errors import ConfigError, ProtocolError, UsageError
-from shoal.core.mirror_config import Hooks, JobSpec, Publish, Retention, parse_config, parse_duration
+from shoal.core.mirror_config import Hooks, JobSpec, Publish, Retention, parse_duration
+from shoal.core.mirror_toml import parse_config
 from shoal.mirror.config import load_config
 
 FULL = """\

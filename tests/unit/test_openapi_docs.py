@@ -15,7 +15,7 @@ from shoal.core.pool_messages import Heartbeat, MemberReport, PushRequest
 from shoal.http import openapi
 from shoal.openapi_docs import DIRECTORY, DOCUMENTS, render
 from shoal.tracker import app as tracker_app
-from shoal.tracker import bt, dashboard, pools
+from shoal.tracker import bt, dashboard, pool_routes
 from shoal.tracker.config import TrackerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +40,7 @@ def test_every_route_the_tracker_serves_under_v1_is_described(tmp_path: Path) ->
         and route.resource.canonical != openapi.PATH
     }
     described = {
-        (route.method, route.path) for route in tracker_app.ROUTES + bt.ROUTES + pools.ROUTES + dashboard.ROUTES
+        (route.method, route.path) for route in tracker_app.ROUTES + bt.ROUTES + pool_routes.ROUTES + dashboard.ROUTES
     }
     assert served == described
 
@@ -67,7 +67,7 @@ CALLS = [
 
 @pytest.mark.parametrize("call", CALLS, ids=lambda call: f"{call.method} {call.path}")
 def test_each_pool_client_call_is_a_described_route_with_its_messages(call: pool_api.Call[object]) -> None:
-    (route,) = [r for r in pools.ROUTES if r.method == call.method and _template(r.path).match(call.path)]
+    (route,) = [r for r in pool_routes.ROUTES if r.method == call.method and _template(r.path).match(call.path)]
     assert call.reply is route.response
     if route.request is None:
         assert call.body is None
@@ -79,8 +79,8 @@ def test_each_pool_client_call_is_a_described_route_with_its_messages(call: pool
 def test_every_pool_route_has_a_client_call() -> None:
     called = {
         (r.method, r.path)
-        for r in pools.ROUTES
+        for r in pool_routes.ROUTES
         for c in CALLS
         if c.method == r.method and _template(r.path).match(c.path)
     }
-    assert called == {(r.method, r.path) for r in pools.ROUTES}
+    assert called == {(r.method, r.path) for r in pool_routes.ROUTES}

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoal.core.redact import redact_passwords, redact_url
+from shoal.core.redact import redact_passkey, redact_passwords, redact_url
+from shoal.core.tickets import FleetKey
 
 
 @pytest.mark.parametrize(
@@ -35,3 +36,13 @@ def test_every_urls_password_is_replaced_and_nothing_else(text: str, expected: s
 def test_no_password_survives_whatever_it_holds(password: str) -> None:
     """Anything but white space and '/' (which end a URL's authority), '@' and ':' included."""
     assert redact_url(f"postgresql://shoal:{password}@db/shoal") == "postgresql://shoal:***@db/shoal"
+
+
+def test_a_seeders_passkey_is_taken_out_of_a_file_url_and_nothing_else() -> None:
+    key = FleetKey.from_token(b"a fleet token of the redact tests")
+    passkey = key.passkey("seeder")
+    url = f"https://seed.example:6390/mirror/files/{passkey}/debian/files/Release"
+    assert redact_passkey(url) == "https://seed.example:6390/mirror/files/PASSKEY/debian/files/Release"
+    assert passkey not in redact_passkey(url)
+    for plain in ("http://seed.example/files/debian/Release", "http://origin.example/files/a.b/c", ""):
+        assert redact_passkey(plain) == plain

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from shoal.core.errors import ConfigError
-from shoal.core.mirror_config import parse_config
+from shoal.core.mirror_toml import parse_config
 from shoal.core.tunasync_config import Source, convert, duration
 from shoal.mirror.config import import_tunasync
 

@@ -30,6 +30,7 @@ from shoal.core.errors import DaemonUnavailable, UsageError
 from shoal.core.units import format_bytes
 from shoal.daemon.client import DaemonClient
 from shoal.daemon.config import default_cache_dir, default_socket, index_path
+from shoal.storage import cache_sync
 from shoal.storage.cache_index import CacheEntry
 from shoal.storage.cache_store import CacheStore, describe
 from shoal.storage.placement import Destination
@@ -349,7 +350,7 @@ def export(options: Options, since: float | None) -> None:
 
     def go() -> None:
         with options.store() as store:
-            doc = store.export(since=since, node=store.index.get_meta("node") or "")
+            doc = cache_sync.export(store, since=since, node=store.index.get_meta("node") or "")
         json.dump(doc, sys.stdout, indent=1)
         sys.stdout.write("\n")
 
@@ -370,7 +371,7 @@ def import_(options: Options, source: Any) -> None:
         except ValueError as exc:
             raise UsageError(f"cannot import: not JSON ({exc}); nothing was imported") from None
         with options.store() as store:
-            count, added = store.import_document(doc)
+            count, added = cache_sync.import_document(store, doc)
         click.echo(f"imported {count} entries ({added} new) at {_when(time.time())}")
 
     _run(go)

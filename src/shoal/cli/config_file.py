@@ -23,13 +23,14 @@ Names, and why:
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+
+from shoal.core.toml_lines import key_lines, line_of
 
 C = TypeVar("C", bound=click.Command)
 
@@ -177,10 +178,9 @@ def _shown(value: Any) -> str:
 
 
 def _line_of(text: str, key: str) -> int | str:
-    """The line a top-level key is written on (a flat file: the first ``key =`` or ``[key]``), or ``?``."""
-    name = rf"""(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')"""
-    pattern = re.compile(rf"\s*(?:{name}\s*=|\[+\s*{name}\s*\])")
-    return next((n for n, line in enumerate(text.splitlines(), 1) if pattern.match(line)), "?")
+    """The line a top-level key is written on (core.toml_lines), or ``?``."""
+    line = line_of(key_lines(text), (key,))
+    return "?" if line is None else line
 
 
 # -- errors ----------------------------------------------------------------------------------------------

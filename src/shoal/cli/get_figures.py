@@ -22,7 +22,7 @@ import click
 import msgspec
 
 from shoal.cli.progress import StatsLike
-from shoal.core.download import Stats
+from shoal.core.download_values import Stats
 
 T = TypeVar("T", bound=StatsLike)
 

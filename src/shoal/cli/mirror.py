@@ -191,7 +191,7 @@ def import_tunasync(worker_conf: Path, manager_conf: Path | None, output: Path |
 
     def go() -> None:
         from shoal.core.errors import ConfigError
-        from shoal.core.mirror_config import parse_config
+        from shoal.core.mirror_toml import parse_config
         from shoal.mirror.config import import_tunasync as convert
         from shoal.mirror.config import write_atomically
 

@@ -137,6 +137,7 @@ def _admission(app: web.Application, config: SeederConfig, session: aiohttp.Clie
     """Whom the wire seeder serves: with a fleet token (private torrents), the hosts the fleet's tracker
     admitted to each swarm (asked in process of an embedded tracker, over its JSON route of one elsewhere:
     seeder.admission); without, everyone (None)."""
+    from shoal.peer.tracker_client import TrackerClient
     from shoal.seeder.admission import TrackerAdmission
     from shoal.tracker.app import SERVICE
 
@@ -144,7 +145,7 @@ def _admission(app: web.Application, config: SeederConfig, session: aiohttp.Clie
     if credentials.key is None:
         return None
     if config.tracker:
-        return TrackerAdmission(session, config.tracker, credentials)
+        return TrackerAdmission(TrackerClient(config.tracker, session, credentials=credentials))
     return _EmbeddedAdmission(app[SERVICE].bt)
 
 

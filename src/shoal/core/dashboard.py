@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import re
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
@@ -33,6 +32,7 @@ import msgspec
 
 from shoal.core.messages import ScopeBytes
 from shoal.core.pool_messages import JobView
+from shoal.core.redact import redact_passkey
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Any)
@@ -205,10 +205,6 @@ class MirrorDashboard(msgspec.Struct, frozen=True):
 # -- decisions ----------------------------------------------------------------------------------------
 
 
-_FILES_PASSKEY = re.compile(r"/files/[A-Za-z0-9._:-]{1,64}\.[A-Za-z0-9_-]{22}/")
-"""A seeder's ``/files/PASSKEY/REL`` (core.tickets' passkey: ``HOLDER.MAC``, a MAC of 22 base64 digits)."""
-
-
 def display_url(url: str) -> str:
     """``url`` without user-information, query, fragment or a seeder's passkey (``/files/PASSKEY/``): what
     a page may show of it (a passkey opens the fleet's torrents and files to whoever reads it)."""
@@ -221,7 +217,7 @@ def display_url(url: str) -> str:
     if ":" in host:
         host = f"[{host}]"
     netloc = f"{host}:{port}" if port is not None else host
-    path = _FILES_PASSKEY.sub("/files/PASSKEY/", parts.path, count=1)
+    path = redact_passkey(parts.path)
     return urlunsplit((parts.scheme, netloc, path, "", ""))
 
 

@@ -47,6 +47,7 @@ from shoal.core.download_actions import (
     WakeAnnouncer,
     WakeHashes,
 )
+from shoal.core.download_values import Stats, Tuning
 from shoal.core.errors import JoinAgain, LocalIOError, NoSwarmCopy, OriginChanged, ShoalError
 from shoal.core.events import (
     Announced,
@@ -62,7 +63,7 @@ from shoal.core.events import (
     Wake,
 )
 from shoal.core.manifest import Manifest
-from shoal.core.messages import AnnounceResponse, PeerAddress, ScopeBytes
+from shoal.core.messages import AnnounceResponse, PeerAddress
 from shoal.core.picker import FetchLimits, Holder, lease_pieces, plan_fetches, wants_leases
 from shoal.core.pieces import Changes, PieceBook
 from shoal.core.scope_leases import FLAT, Crossings, Labels, allowed_mask, crossing
@@ -81,56 +82,6 @@ MAX_CROSSINGS = 64
 MAX_WATCHED_PEERS = 64
 """Peers followed at once. Each holds a have-stream connection of the session's 128 (peer/api.py): with more,
 piece fetches and announces would queue for a connection behind streams that never end."""
-
-
-@dataclass(slots=True)
-class Stats:
-    """Counters the progress displays read; only the core writes them during an attempt."""
-
-    total: int = 0
-    done: int = 0
-    from_origin: int = 0
-    from_peers: int = 0
-    from_rack: int = 0
-    """Of ``from_peers``: from peers of our rack."""
-    from_racks: int = 0
-    """Of ``from_peers``: from other racks of our site (core.scope_leases.crossing)."""
-    from_sites: int = 0
-    """Of ``from_peers``: from other sites. The rest of it came from peers where no boundary is known."""
-    peers: int = 0
-    piece_length: int = 0
-    """The manifest's, once known (0 before): every piece but the last is this long."""
-
-    @property
-    def pieces(self) -> int:
-        """Pieces in the file (0 while the manifest is unknown)."""
-        return -(-self.total // self.piece_length) if self.piece_length else 0
-
-    @property
-    def pieces_done(self) -> int:
-        """Pieces verified: ``done`` is whole pieces, and only the last may be short, so they round up."""
-        return -(-self.done // self.piece_length) if self.piece_length else 0
-
-    def by_scope(self) -> ScopeBytes:
-        unlabelled = self.from_peers - self.from_rack - self.from_racks - self.from_sites
-        return ScopeBytes(self.from_origin, self.from_rack, self.from_racks, self.from_sites, unlabelled)
-
-
-@dataclass(frozen=True, slots=True)
-class Tuning:
-    """The settings the decisions read (peer.config.GetConfig documents each, and holds the defaults)."""
-
-    run_bytes: int
-    lease_bytes: int
-    direct_streams: int
-    peer_requests: int
-    per_peer_requests: int
-    lone_peer_requests: int
-    origin_retries: int
-    tracker_patience: float
-    origin: bool = True
-    """False: peers only (``--no-origin``): no origin leases asked, and a download the swarm cannot go on
-    with for ``tracker_patience`` seconds ends (NoSwarmCopy)."""
 
 
 @dataclass(slots=True)

@@ -301,3 +301,6 @@ class SwarmAdmission(msgspec.Struct, frozen=True):
     admitted: bool
     until: float | None = None
     """Until when (the tracker's clock, seconds since the epoch) the admission holds; None when not admitted."""
+    owner: Annotated[str, Meta(max_length=2048)] = ""
+    """The base URL of the tracker that decides the swarm, when another member of its cluster forwarded the
+    question there: the seeder may ask it directly from now on (core.owner_hint). Empty otherwise."""

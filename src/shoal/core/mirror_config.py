@@ -1,63 +1,10 @@
-"""The mirror configuration (``mirrors.toml``): TOML text in, validated values out.
+"""The mirror configuration's values (``mirrors.toml``, and the jobs the manager sends its workers), validated.
 
-Pure: the text, its name and the environment come in as values (``shoal.mirror.config.load_config`` reads
-the file and ``os.environ``); no files, sockets or clock reads here. Each table is a msgspec struct, and the
+Pure: values in, values out; no files, sockets or clock reads here. Each table is a msgspec struct, and the
 same structs read the TOML file and the JSON the manager sends its workers (``JobSpec.from_json``), so a job
 means the same thing on both ends, and the manager's OpenAPI document describes it from them.
 
-The layout::
-
-    [manager]                       # ManagerSettings; every key optional
-    host = "127.0.0.1"
-    port = 6970
-    token_env = "SHOAL_MIRROR_TOKEN"   # or token_file = "/etc/shoal/mirror.token", or token = "..." (one)
-    db = "sqlite:///var/lib/shoal/mirror.db"
-    worker_timeout = "1m"
-
-    [worker]                        # WorkerSettings; every key optional
-    manager = "http://127.0.0.1:6970"
-    token_env = "SHOAL_MIRROR_TOKEN"
-    directory = "/srv/mirror"
-    concurrency = 2
-    log_dir = "/var/log/shoal/{{.Name}}"   # default <directory>/.logs/<job>; {{.Name}} is the job's name
-    log_keep = 10                   # run logs kept per job
-
-    [[jobs]]                        # JobSpec, one table per job
-    name = "debian"
-    provider = "command"            # or "http", "rsync", "two-stage-rsync"
-    upstream = "rsync://ftp.debian.org/debian/"
-    command = "rsync -a --delete \"$SHOAL_MIRROR_UPSTREAM\" ."
-    interval = "6h"                 # or cron = "0 */6 * * *" (UTC); cron wins when both are given
-    timeout = "2h"
-    retries = 3
-    success_exit_codes = [0, 24]    # command and rsync providers: rsync's 24 is "some files vanished"
-    layout = "versions"             # or "in-place": sync straight into <directory>/<job> (tunasync's layout)
-    log_dir = "/var/log/shoal/debian"  # this job's run logs (default: the worker's log_dir)
-    log_keep = 10
-    fail_on_match = "^rsync error"  # a line of the run's log matching this fails the run
-    size_pattern = "Total file size: (\\S+)"  # the job's size, from the last line of its log that matches
-
-    [jobs.env]
-    RSYNC_PASSWORD = "..."
-    [jobs.hooks]
-    post_success = ["date > \"$SHOAL_MIRROR_DIR/last-success\""]
-    [jobs.retention]
-    keep_versions = 3
-    max_age = "30d"
-    [jobs.publish]
-    seed = true
-    pool = "edge"
-    replicas = 2
-
-    [[jobs]]                        # the rsync providers take tunasync's keys
-    name = "ubuntu"
-    provider = "rsync"              # or "two-stage-rsync" (stage1_profile = "debian" | "debian-oldstyle")
-    upstream = "rsync://rsync.example.org/ubuntu/"
-    rsync_options = ["--bwlimit=50m"]   # added to the defaults; rsync_override replaces them
-    exclude_file = "/etc/shoal/ubuntu.exclude"
-    username = "mirror"             # password or password_file: given to rsync as RSYNC_PASSWORD
-    password_file = "/etc/shoal/ubuntu.secret"
-    use_ipv6 = true                 # or use_ipv4; not both
+The file's layout, every table and key, is drawn at the top of core.mirror_toml, which reads it.
 
 Durations are a string: a positive number with one unit of ``s``, ``m``, ``h`` or ``d`` (``"90s"``,
 ``"10m"``, ``"1.5h"``, ``"1d"``). A bare number (``interval = 120``) is refused in the file: tunasync's
@@ -73,10 +20,8 @@ Rules, and why:
   provider without a ``command``. Each is one ConfigError naming the key and the line.
 - A struct's field types and ``msgspec.Meta`` bounds state what one value may be; its ``__post_init__``
   the rules between values (a provider's keys, ``replicas`` without ``pool``, a cron expression), raising
-  ``_Invalid`` with the key. ``_problem`` turns either kind of refusal into a key path and a message.
-- TOML parsers report lines only for syntax errors, so the line of a key is found by scanning the text
-  (``_locate_keys``): table headers and ``key =`` lines, outside multi-line strings. When a key cannot be
-  placed (it sits inside an inline table spread over lines, say) the line of its table is given instead.
+  ``_Invalid`` with the key. core.mirror_toml reads the file and turns either kind of refusal into one
+  ConfigError with the key's line.
 - Job indexes in messages count from 0, as TOML paths and JSON pointers do: ``jobs[1]`` is the second job.
 - A key only some providers read (``command``: the command provider's; ``success_exit_codes``: the
   command and rsync providers') is refused for the others, for the same reason as an unknown key; so are
@@ -97,17 +42,15 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
-from collections.abc import Callable, Mapping
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 from msgspec.structs import force_setattr
 
-from shoal.core.errors import ConfigError, CronError, ProtocolError, UsageError
+from shoal.core.errors import CronError, ProtocolError, UsageError
 from shoal.core.ids import canonical_url
 from shoal.core.schedule import Cron
+from shoal.core.toml_lines import KeyPath
 from shoal.core.tracker_choice import parse_trackers
 
 PROVIDERS = ("http", "command", "rsync", "two-stage-rsync")
@@ -138,7 +81,6 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*")
 _WITH_UNIT = re.compile(r"\s*\d+(?:\.\d+)?\s*[smhd]\s*")
 _UNIT_SECONDS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_EMPTY_ENV: Mapping[str, str] = MappingProxyType({})
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _NOT_BLANK = r"\S"
@@ -185,8 +127,6 @@ Hook = Annotated[
     ),
 ]
 
-KeyPath = tuple[str | int, ...]
-
 
 class _Invalid(ValueError):
     """A value at ``path`` (below the struct that raised it) is wrong; a ValueError, so msgspec adds the
@@ -196,6 +136,11 @@ class _Invalid(ValueError):
         super().__init__(message)
         self.path = path
         self.message = message
+
+
+REFUSALS = (_Invalid, msgspec.ValidationError)
+"""What reading values into these structs raises when they will not do: msgspec's refusals and this
+module's own; :func:`problem` turns each into a key path and a message."""
 
 
 # -- the values -------------------------------------------------------------------------------------------
@@ -416,9 +361,9 @@ class JobSpec(_Table, frozen=True):
         bad input."""
         try:
             return msgspec.convert(data, JobSpec, dec_hook=dec_hook)
-        except (_Invalid, msgspec.ValidationError) as exc:
-            where, message = _problem(exc, data)
-            field = _dotted(("job", *where))
+        except REFUSALS as exc:
+            where, message = problem(exc, data)
+            field = dotted(("job", *where))
             raise ProtocolError(f"{field}: {message}", field=field) from None
 
 
@@ -534,7 +479,7 @@ def parse_duration(value: Any) -> float:
     """A positive, finite number of seconds, from a number or a string like ``"90s"``, ``"10m"``, ``"6h"``,
     ``"1d"``; ValueError or TypeError otherwise."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise TypeError(f"expected a duration (seconds, or a string like '10m'), not {_shown(value)}")
+        raise TypeError(f"expected a duration (seconds, or a string like '10m'), not {shown(value)}")
     if isinstance(value, str):
         match = _DURATION.fullmatch(value)
         if not match:
@@ -550,10 +495,10 @@ def parse_duration(value: Any) -> float:
 def _commands(value: Any) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list):
-        raise TypeError(f"expected a command string or an array of them, not {_shown(value)}")
+        raise TypeError(f"expected a command string or an array of them, not {shown(value)}")
     for item in items:
         if not isinstance(item, str) or not item.strip():
-            raise ValueError(f"every hook command must be a non-empty string, not {_shown(item)}")
+            raise ValueError(f"every hook command must be a non-empty string, not {shown(item)}")
     return tuple(items)
 
 
@@ -599,81 +544,14 @@ def _largest(number: float, unit: str) -> str:
     return ""
 
 
-SecretReader = Callable[[str], str]
-"""Reads the secret in a file (``token_file``); a UsageError says why it cannot."""
-
-
-def _no_files(path: str) -> str:
-    raise UsageError("token_file is read only from a config file on disk")
-
-
-def _token(settings: Any, section: str, environ: Mapping[str, str], read_secret: SecretReader) -> Any:
-    """``settings`` with ``token`` read from ``token_env``'s variable or ``token_file``, when one is given."""
-    given = [key for key in ("token", "token_env", "token_file") if getattr(settings, key) is not None]
-    if len(given) > 1:
-        raise _Invalid((section, given[-1]), f"give one of {', '.join(repr(k) for k in given)}, not several")
-    if settings.token_file is not None:
-        try:
-            return msgspec.structs.replace(settings, token=read_secret(settings.token_file))
-        except UsageError as exc:
-            raise _Invalid((section, "token_file"), str(exc)) from None
-    variable = settings.token_env
-    if variable is None:
-        return settings
-    value = environ.get(variable, "")
-    if not value.strip():
-        raise _Invalid((section, "token_env"), f"the environment variable {variable} is not set (or empty)")
-    return msgspec.structs.replace(settings, token=value)
-
-
-def _config(data: dict[str, Any], environ: Mapping[str, str], read_secret: SecretReader) -> MirrorConfig:
-    config = msgspec.convert(data, MirrorConfig, dec_hook=file_dec_hook)
-    return msgspec.structs.replace(
-        config,
-        manager=_token(config.manager, "manager", environ, read_secret),
-        worker=_token(config.worker, "worker", environ, read_secret),
-    )
-
-
-def parse_config(
-    text: str,
-    source: str = "<config>",
-    *,
-    environ: Mapping[str, str] = _EMPTY_ENV,
-    read_secret: SecretReader = _no_files,
-) -> MirrorConfig:
-    """Read a mirrors.toml; ConfigError naming the source, line and key on anything wrong.
-
-    ``environ`` is where ``token_env`` looks its variable up (the caller passes ``os.environ``), and
-    ``read_secret`` reads ``token_file`` (the caller passes ``shoal.storage.secret_file.read_secret_file``)."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        message = str(exc)
-        match = re.search(r"\(at line (\d+), column \d+\)", message)
-        line = int(match[1]) if match else (text.count("\n") + 1 if "end of document" in message else None)
-        where = f"{source}:{line}" if line is not None else source
-        raise ConfigError(f"{where}: not valid TOML: {message}", source=source, line=line, key=None) from None
-    try:
-        return _config(data, environ, read_secret)
-    except (_Invalid, msgspec.ValidationError) as exc:
-        path, message = _problem(exc, data)
-        line = _line_of(_locate_keys(text), path)
-        where = f"{source}:{line}" if line is not None else source
-        key = next((str(part) for part in reversed(path) if isinstance(part, str)), None)
-        raise ConfigError(
-            f"{where}: {_context(data, path)}: {message}", source=source, line=line, key=key, path=_dotted(path)
-        ) from None
-
-
-# -- what is wrong, and where -----------------------------------------------------------------------------
+# -- what is wrong, in the file's words ------------------------------------------------------------------
 
 _AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _STEP = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|\[\.\.\.\]")
 _NAMED = re.compile(r"^Object (?P<what>contains unknown|missing required) field `(?P<key>[^`]*)`$")
 
 
-def _problem(exc: Exception, data: Any) -> tuple[KeyPath, str]:
+def problem(exc: Exception, data: Any) -> tuple[KeyPath, str]:
     """The key path and the message of a refusal: our own (``_Invalid``, a duration or a hook that does
     not read, said in our words) or msgspec's (a wrong type or bound, an unknown or missing key)."""
     if isinstance(exc, _Invalid):
@@ -700,8 +578,8 @@ def _problem(exc: Exception, data: Any) -> tuple[KeyPath, str]:
     message = message[0].lower() + message[1:]
     for pattern, words in _PATTERNS_IN_WORDS.items():
         message = message.replace(f"`str` matching regex {pattern!r}", words)
-    name = _dotted(_tail(tuple(path)))
-    return tuple(path), f"{name} = {_shown(_value_at(data, tuple(path)))}: {message}" if name else message
+    name = dotted(tail(tuple(path)))
+    return tuple(path), f"{name} = {shown(_value_at(data, tuple(path)))}: {message}" if name else message
 
 
 def _value_at(data: Any, path: KeyPath) -> Any:
@@ -710,100 +588,23 @@ def _value_at(data: Any, path: KeyPath) -> Any:
     return data
 
 
-def _tail(path: KeyPath) -> KeyPath:
+def tail(path: KeyPath) -> KeyPath:
     """From the last key on: ``success_exit_codes[0]`` of ``jobs[0].success_exit_codes[0]``."""
     keys = [i for i, part in enumerate(path) if isinstance(part, str)]
     return path[keys[-1] :] if keys else path
 
 
-def _shown(value: Any) -> str:
-    """A value as the file would write it, cut short."""
-    try:
-        text = msgspec.json.encode(value).decode()
-    except (TypeError, msgspec.EncodeError):
-        text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _dotted(path: KeyPath) -> str:
+def dotted(path: KeyPath) -> str:
     text = ""
     for part in path:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
     return text
 
 
-def _context(data: Mapping[str, Any], path: KeyPath) -> str:
-    """``jobs[1] (name 'debian')`` or ``manager``: the table the key at ``path`` is in, for the message."""
-    table = path[: len(path) - len(_tail(path))]
-    if len(table) >= 2 and table[0] == "jobs" and isinstance(table[1], int):
-        job = data["jobs"][table[1]]
-        where = f"jobs[{table[1]}]"
-        name = job.get("name") if isinstance(job, Mapping) else None
-        if isinstance(name, str):
-            where += f" (name {name!r})"
-        rest = _dotted(table[2:])
-        return f"{where} {rest}" if rest else where
-    return _dotted(table) or "top level"
-
-
-# -- where keys are ---------------------------------------------------------------------------------------
-
-_HEADER = re.compile(r"\s*(\[\[?)\s*([^\[\]]+?)\s*\]\]?\s*(?:#.*)?$")
-_BARE_OR_QUOTED = r'(?:[A-Za-z0-9_-]+|"[^"]*"|\'[^\']*\')'
-_KEY = re.compile(rf"\s*({_BARE_OR_QUOTED}(?:\s*\.\s*{_BARE_OR_QUOTED})*)\s*=")
-
-
-def _split_key(dotted: str) -> list[str]:
-    return [part.strip().strip("\"'") for part in re.findall(_BARE_OR_QUOTED, dotted)]
-
-
-def _locate_keys(text: str) -> dict[KeyPath, int]:
-    """The line (1-based) where each table and key is first written, by path (``("jobs", 1, "hooks")``).
-
-    A scan, not a parser: it follows table headers (counting ``[[array]]`` entries) and ``key =`` lines,
-    and skips the insides of multi-line strings. Only used on text tomllib has accepted."""
-    lines: dict[KeyPath, int] = {}
-    counts: dict[KeyPath, int] = {}  # array-of-tables path -> entries seen
-    prefix: KeyPath = ()
-    in_string: str | None = None  # the delimiter of the multi-line string being skipped
-    for number, line in enumerate(text.splitlines(), 1):
-        if in_string is not None:
-            if line.count(in_string) % 2 == 1:
-                in_string = None
-            continue
-        header = _HEADER.match(line)
-        if header and not _KEY.match(line):
-            parts = _split_key(header[2])
-            resolved: list[str | int] = []
-            for i, part in enumerate(parts):
-                resolved.append(part)
-                key = tuple(resolved)
-                last = i == len(parts) - 1
-                if last and header[1] == "[[":
-                    counts[key] = counts.get(key, 0) + 1
-                if key in counts:
-                    resolved.append(counts[key] - 1)
-            prefix = tuple(resolved)
-            lines.setdefault(prefix, number)
-            continue
-        match = _KEY.match(line)
-        if match:
-            path = prefix
-            for part in _split_key(match[1]):
-                path = (*path, part)
-                lines.setdefault(path, number)
-            rest = line[match.end() :]
-            for delimiter in ('"""', "'''"):
-                if rest.count(delimiter) % 2 == 1:
-                    in_string = delimiter
-                    break
-    return lines
-
-
-def _line_of(lines: Mapping[KeyPath, int], path: KeyPath) -> int | None:
-    """The line of ``path``, or of its nearest enclosing table that has one."""
-    for end in range(len(path), 0, -1):
-        line = lines.get(path[:end])
-        if line is not None:
-            return line
-    return None
+def shown(value: Any) -> str:
+    """A value as the file would write it, cut short (for messages)."""
+    try:
+        text = msgspec.json.encode(value).decode()
+    except (TypeError, msgspec.EncodeError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

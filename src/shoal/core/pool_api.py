@@ -1,4 +1,4 @@
-"""The client side of the pool API (tracker.pools), sans I/O: each operation as a Call (its method, path,
+"""The client side of the pool API (tracker.pool_routes), sans I/O: each operation as a Call (its method, path,
 body and reply message), and the one mapping of a reply to that message or an error.
 
 Two transports run these calls: tracker.pool_client (urllib, for ``shoal pool``: it starts quickly) and

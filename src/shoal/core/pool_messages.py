@@ -1,4 +1,4 @@
-"""The pool API's messages (``/v1/pools``, served by tracker.pools): each once, as a msgspec struct that
+"""The pool API's messages (``/v1/pools``, served by tracker.pool_routes): each once, as a msgspec struct that
 decodes and checks the requests (core.structs.decode) and encodes the replies.
 
 Requests refuse fields they do not know (``forbid_unknown_fields``): a misspelt ``replica`` must not push

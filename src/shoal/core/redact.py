@@ -9,6 +9,10 @@ message has to remember to; code that prints a URL on purpose uses :func:`redact
 
 The password runs to the last ``@`` before the host's first ``/`` or white space, as ``urllib.parse`` reads
 a URL's user-info, so an unencoded ``@`` in it does not leave its tail behind.
+
+A seeder's file URL with a fleet token, ``/files/PASSKEY/REL``, carries a passkey (core.tickets), which opens
+the fleet's torrents and files to whoever holds it: :func:`redact_passkey` takes it out of a URL shown to a
+reader who is not to fetch it (a pool job's URL, read by anyone who may read the pool).
 """
 
 from __future__ import annotations
@@ -29,6 +33,15 @@ def redact_passwords(text: str) -> str:
 def redact_url(url: str) -> str:
     """``url`` with its password, if any, as ``***``."""
     return redact_passwords(url)
+
+
+_FILES_PASSKEY = re.compile(r"/files/[A-Za-z0-9._:-]{1,64}\.[A-Za-z0-9_-]{22}/")
+"""A seeder's ``/files/PASSKEY/REL`` (core.tickets' passkey: ``HOLDER.MAC``, a MAC of 22 base64 digits)."""
+
+
+def redact_passkey(url: str) -> str:
+    """``url`` with a seeder's passkey, if it names a file by one, as ``/files/PASSKEY/``."""
+    return _FILES_PASSKEY.sub("/files/PASSKEY/", url, count=1)
 
 
 MIN_SECRET = 4

@@ -42,7 +42,9 @@ from shoal.daemon.config import DaemonConfig
 from shoal.daemon.fetcher import Fetch, Fetcher
 from shoal.http.credentials import Credentials, load
 from shoal.peer.server import PieceServer, ServerConfig
+from shoal.storage import cache_sync
 from shoal.storage.cache_index import CacheEntry
+from shoal.storage.cache_reconcile import reconcile
 from shoal.storage.cache_store import CacheStore
 
 
@@ -86,7 +88,7 @@ class Cache:
             if not self._open:
                 self._store.__enter__()
                 try:
-                    self._store.reconcile()
+                    reconcile(self._store)
                 except BaseException:
                     self._store.__exit__()
                     raise
@@ -148,7 +150,7 @@ class Cache:
         :meth:`data_load`. ``limit``: at most this many bytes, with as many whole files as fit (as
         cloud-manager's ``data_dump(data_limit)``); None when there is no file to dump (or none fits)."""
         store = self._opened()
-        doc = store.export(node=store.index.get_meta("node") or "")
+        doc = cache_sync.export(store, node=store.index.get_meta("node") or "")
         files: list[Any] = doc["files"]  # type: ignore[assignment]
         if not files:
             return None
@@ -172,7 +174,7 @@ class Cache:
                 doc = json.loads(doc)
             except ValueError as exc:
                 raise UsageError(f"cannot import: not JSON ({exc}); nothing was imported") from None
-        return self._opened().import_document(doc)[1]
+        return cache_sync.import_document(self._opened(), doc)[1]
 
     def credentials(self) -> Credentials:
         """The fleet's credentials from this cache's options, read now (a UsageError names a file that

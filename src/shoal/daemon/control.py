@@ -38,7 +38,7 @@ import msgspec
 from aiohttp import web
 
 from shoal import __version__
-from shoal.core.download import Stats
+from shoal.core.download_values import Stats
 from shoal.core.errors import NotInCache, ShoalError, TrackerUnavailable, UsageError
 from shoal.daemon.config import PoolSpec
 from shoal.daemon.fetcher import Fetch, Fetcher, FetchOptions

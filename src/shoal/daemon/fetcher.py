@@ -40,7 +40,7 @@ from pathlib import Path
 
 import aiohttp
 
-from shoal.core.download import Stats
+from shoal.core.download_values import Stats
 from shoal.core.errors import (
     HashingStopped,
     IntegrityError,

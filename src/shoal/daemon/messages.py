@@ -78,7 +78,7 @@ class WarmRequest(msgspec.Struct, frozen=True):
 
 
 class FetchProgress(msgspec.Struct, frozen=True):
-    """A download's counters (core.download.Stats), sent every 0.2 s while the swarm works."""
+    """A download's counters (core.download_values.Stats), sent every 0.2 s while the swarm works."""
 
     total: int = 0
     done: int = 0

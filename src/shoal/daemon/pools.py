@@ -44,7 +44,7 @@ from typing import TypeVar
 import aiohttp
 
 from shoal.core import pool_api
-from shoal.core.download import Stats
+from shoal.core.download_values import Stats
 from shoal.core.errors import NotFound, PoolRefused, ShoalError, TrackerUnavailable, UsageError
 from shoal.core.pool import MemberStatus, check_pool_name
 from shoal.core.pool_messages import Heartbeat, HeartbeatReply, MemberReport, WorkItem

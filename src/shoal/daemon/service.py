@@ -42,6 +42,7 @@ from shoal.http.metrics import Metrics
 from shoal.peer.server import PieceServer, ServerConfig
 from shoal.peer.tracker_client import TrackerClient
 from shoal.storage.cache_lock import CacheLock
+from shoal.storage.cache_reconcile import reconcile
 from shoal.storage.cache_store import CacheStore, describe
 
 log = logging.getLogger("shoal.daemon")
@@ -89,7 +90,7 @@ class Daemon:
         await asyncio.to_thread(stack.enter_context, CacheLock(config.cache_dir))
         await asyncio.to_thread(self.store.__enter__)
         stack.callback(self.store.__exit__)
-        reconciled = await asyncio.to_thread(self.store.reconcile)
+        reconciled = await asyncio.to_thread(reconcile, self.store)
         if reconciled.dropped or reconciled.orphans or reconciled.staging or reconciled.dead:
             log.warning("cache reconciled: %s", reconciled)
         self.server.add_route(content_route(self.store, config.credentials.key))

@@ -1,9 +1,9 @@
 """Reading ``mirrors.toml`` (and tunasync's configs) from disk: files and the environment in, values out.
 
-The parsing and every check are pure, in ``shoal.core.mirror_config`` and ``shoal.core.tunasync_config``;
-this module only does the reads that the core may not (the files, the ``[include]`` glob, ``os.environ``
-for ``token_env``, the secret file of ``token_file``), maps a file that cannot be read to the same
-ConfigError a bad file gets, and writes a converted config atomically.
+The parsing and every check are pure, in ``shoal.core.mirror_toml`` (over ``shoal.core.mirror_config``) and
+``shoal.core.tunasync_config``; this module only does the reads that the core may not (the files, the
+``[include]`` glob, ``os.environ`` for ``token_env``, the secret file of ``token_file``), maps a file that
+cannot be read to the same ConfigError a bad file gets, and writes a converted config atomically.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from shoal.core.errors import ConfigError, LocalIOError, ShoalError, UsageError
-from shoal.core.mirror_config import MirrorConfig, parse_config
+from shoal.core.mirror_config import MirrorConfig
+from shoal.core.mirror_toml import parse_config
 from shoal.core.tunasync_config import Conversion, Source, convert, include_pattern
 from shoal.storage.secret_file import read_secret_file
 

@@ -12,7 +12,7 @@ Rules, and why:
   answers 503, and members would start against an origin that is not ready.
 - The push names the file's sha256, so every member checks what it placed against what the worker
   published, whoever it fetched the pieces from.
-- The pool's token (every push needs it: tracker.pools) comes from the worker's environment
+- The pool's token (every push needs it: tracker.pool_routes) comes from the worker's environment
   (``$SHOAL_POOL_TOKEN``), never from the configuration file, like the mirror tokens' ``token_env``.
 - Any failure is a PublishError naming the file and the pool; the worker reports it as the attempt's
   failure, so the job's status says why its version did not reach the pool.

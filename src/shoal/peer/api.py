@@ -21,7 +21,7 @@ from pathlib import Path
 
 import aiohttp
 
-from shoal.core.download import Stats
+from shoal.core.download_values import Stats
 from shoal.core.errors import ListenError, UsageError
 from shoal.core.ids import canonical_url, headers_tag, parse_ignored_params
 from shoal.core.tracker_choice import parse_trackers

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shoal.core.download import Tuning
+from shoal.core.download_values import Tuning
 from shoal.http.credentials import Credentials
 
 DEFAULT_LISTEN_HOST = "0.0.0.0"

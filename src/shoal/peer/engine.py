@@ -38,10 +38,7 @@ import aiohttp
 
 from shoal.core.bitfield import Bitfield
 from shoal.core.digests import PublishedDigest
-from shoal.core.download import (
-    DownloadCore,
-    Stats,
-)
+from shoal.core.download import DownloadCore
 from shoal.core.download_actions import (
     Action,
     Carry,
@@ -56,6 +53,7 @@ from shoal.core.download_actions import (
     WakeAnnouncer,
     WakeHashes,
 )
+from shoal.core.download_values import Stats
 from shoal.core.errors import IntegrityError, JoinAgain, OriginChanged, ShoalError, TrackerUnavailable
 from shoal.core.events import Event, HashesArrived, OriginPiece, PeerPiece, Wake
 from shoal.core.ids import PeerIdentity, identity_url, task_id_for_url

@@ -17,7 +17,9 @@ core.tracker_choice's. Only when none answers does the caller see TrackerUnreach
 
 In a cluster, a member that forwarded an announce to the task's owner relays a reply naming the owner
 (``AnnounceResponse.owner``): the client then asks the owner about that task (its announces and hash
-look-ups) directly, and when the owner does not answer, its list as before, at once (core.owner_hint).
+look-ups) directly, and when the owner does not answer, its list as before, at once (core.owner_hint). A
+BitTorrent swarm's admission question (:meth:`TrackerClient.admitted`) follows the same rule, keyed by the
+info-hash in hex (the swarm's ownership key, tracker.bt), from the owner its forwarded reply names.
 """
 
 from __future__ import annotations
@@ -28,12 +30,13 @@ import random
 import time
 from collections.abc import Awaitable, Sequence
 from typing import TypeVar
+from urllib.parse import quote
 
 import aiohttp
 import msgspec
 
 from shoal.core.errors import TrackerBusy, TrackerUnavailable, TrackerUnreachable
-from shoal.core.messages import AnnounceRequest, AnnounceResponse, HashesResponse
+from shoal.core.messages import AnnounceRequest, AnnounceResponse, HashesResponse, SwarmAdmission
 from shoal.core.owner_hint import OwnerHints
 from shoal.core.retry import busy_delay
 from shoal.core.tracker_choice import TrackerChoice, parse_trackers
@@ -43,6 +46,8 @@ from shoal.http.tracker_failover import ask_in_turn
 
 log = logging.getLogger("shoal.peer")
 TIMEOUT = aiohttp.ClientTimeout(total=10, sock_connect=3)
+ADMISSION_TIMEOUT = aiohttp.ClientTimeout(total=5, sock_connect=3)
+"""The admission question's: a BitTorrent handshake waits on its answer, and clients time handshakes out."""
 _JSON_BODY = {"Content-Type": "application/json"}
 T = TypeVar("T")
 
@@ -74,12 +79,20 @@ class TrackerClient:
         """The ticket the tracker last gave this peer for ``task_id`` ("" for none: no fleet token)."""
         return self._tickets.get(task_id, "")
 
-    async def _once(self, method: str, path: str, kind: type[T], body: bytes | None, task_id: str) -> tuple[T, str]:
+    async def _once(
+        self,
+        method: str,
+        path: str,
+        kind: type[T],
+        body: bytes | None,
+        task_id: str,
+        time_limit: aiohttp.ClientTimeout = TIMEOUT,
+    ) -> tuple[T, str]:
         """One call, at the task's owner when a hint names one, else (or when the owner does not answer) at
         the list's trackers in turn; the reply and the base URL of the tracker that gave it."""
         if task_id and (owner := self.hints.target(task_id)) is not None:
             try:
-                return await self._at(owner, method, path, kind, body), owner
+                return await self._at(owner, method, path, kind, body, time_limit), owner
             except TrackerUnreachable as exc:
                 self.hints.failed(owner, time.monotonic())
                 log.warning("the tracker owning task %s does not answer (%s); asking its list", task_id[:12], exc)
@@ -88,11 +101,19 @@ class TrackerClient:
         def attempt(url: str) -> Awaitable[T]:
             nonlocal answered
             answered = url
-            return self._at(url, method, path, kind, body)
+            return self._at(url, method, path, kind, body, time_limit)
 
         return await ask_in_turn(self.choice, attempt), answered
 
-    async def _at(self, tracker: str, method: str, path: str, kind: type[T], body: bytes | None) -> T:
+    async def _at(
+        self,
+        tracker: str,
+        method: str,
+        path: str,
+        kind: type[T],
+        body: bytes | None,
+        time_limit: aiohttp.ClientTimeout = TIMEOUT,
+    ) -> T:
         def refused(message: str, status: int) -> TrackerUnavailable:
             return TrackerUnavailable(f"tracker answered {status}: {message}", tracker=tracker)
 
@@ -105,7 +126,7 @@ class TrackerClient:
                 f"{tracker}{path}",
                 data=body,
                 headers=headers,
-                timeout=TIMEOUT,
+                timeout=time_limit,
                 ssl=self.credentials.tls_for(tracker),
             ) as resp:
                 raw = await resp.read()
@@ -149,4 +170,16 @@ class TrackerClient:
     async def hashes(self, task_id: str, since: int) -> HashesResponse:
         path = f"/v1/tasks/{task_id}/hashes?since={since}"
         reply, _ = await self._call("GET", path, HashesResponse, wait_busy=True, task_id=task_id)
+        return reply
+
+    async def admitted(self, info_hash: bytes, address: str) -> SwarmAdmission:
+        """Whether the tracker admitted the host at ``address`` to the BitTorrent swarm ``info_hash``
+        (core.bt_admission; ``GET /v1/swarms/{info_hash}/admitted``, answered by the swarm's owner). Asked
+        with ADMISSION_TIMEOUT, and never waits out a busy tracker (TrackerBusy reaches the caller): a
+        handshake waits on the answer."""
+        key = info_hash.hex()
+        path = f"/v1/swarms/{key}/admitted?address={quote(address, safe='')}"
+        reply, via = await self._once("GET", path, SwarmAdmission, None, key, ADMISSION_TIMEOUT)
+        if reply.owner:
+            self.hints.learn(key, reply.owner, via, time.monotonic())
         return reply

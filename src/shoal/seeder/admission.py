@@ -6,6 +6,10 @@ with ``--tracker`` asks ``GET {tracker}/v1/swarms/{INFO_HASH}/admitted?address=I
 request credential (the route is the fleet's, as every ``/v1/`` route of a tracker with a token is; in a
 cluster the swarm's owner answers).
 
+The question is the tracker client's (peer.tracker_client.TrackerClient.admitted): its credential, TLS,
+failover between the trackers of a list, owner hints in a cluster and error mapping; this module decides
+what a handshake makes of the answer.
+
 Rules, and why:
 
 - One question per host and swarm, not per handshake: a yes is remembered for ADMITTED_SECONDS (or until
@@ -14,7 +18,14 @@ Rules, and why:
   seconds per torrent. Handshakes that arrive together for one host and swarm share one request.
 - Bounded: at most CACHE_LIMIT answers are remembered (all are forgotten at once past it).
 - Fail closed: a tracker that does not answer, or answers something else, is a no (logged), since a
-  private torrent must not be served to a host nobody vouched for; the client tries again later.
+  private torrent must not be served to a host nobody vouched for; the client tries again later. A refusal
+  or a reply that is not the protocol is remembered as a no for REFUSED_SECONDS (asking again at once would
+  get the same); no answer at all is not remembered (the next handshake asks again).
+- A busy tracker (TrackerBusy: it sheds load and says when to ask again) is a no too, remembered for its
+  ``Retry-After`` within REFUSED_SECONDS..ADMITTED_SECONDS, and is neither waited out nor passed over:
+  the handshake cannot wait seconds for it (clients time handshakes out and try the peer again later),
+  asking again sooner is the load it asked to be spared, and the other trackers of a cluster would only
+  forward the question to the same owner.
 """
 
 from __future__ import annotations
@@ -24,14 +35,8 @@ import logging
 import time
 from collections.abc import Callable
 
-import aiohttp
-import msgspec
-
-from shoal.core.errors import TrackerUnreachable
-from shoal.core.messages import SwarmAdmission
-from shoal.core.tracker_choice import TrackerChoice, parse_trackers
-from shoal.http.credentials import Credentials
-from shoal.http.tracker_failover import ask_in_turn
+from shoal.core.errors import TrackerBusy, TrackerUnavailable, TrackerUnreachable
+from shoal.peer.tracker_client import TrackerClient
 
 log = logging.getLogger("shoal.seeder.wire")
 
@@ -41,24 +46,19 @@ REFUSED_SECONDS = 2.0
 """How long a no is remembered."""
 CACHE_LIMIT = 10_000
 """Answers remembered, all hosts and swarms together."""
-TIMEOUT = aiohttp.ClientTimeout(total=5, sock_connect=3)
 
 
 class TrackerAdmission:
-    """The wire seeder's ``WireAdmission`` (seeder.wire) from a tracker elsewhere. Its session is the caller's."""
+    """The wire seeder's ``WireAdmission`` (seeder.wire) from a tracker elsewhere, asked through ``client``."""
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
-        trackers: str,
-        credentials: Credentials,
+        client: TrackerClient,
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        self.session = session
-        self.choice = TrackerChoice(parse_trackers(trackers))
-        self.credentials = credentials
+        self.client = client
         self.clock = clock
         self.wall_clock = wall_clock
         self._answers: dict[tuple[bytes, str], tuple[bool, float]] = {}
@@ -78,44 +78,26 @@ class TrackerAdmission:
 
     async def _ask(self, info_hash: bytes, address: str) -> bool:
         try:
-            answer = await ask_in_turn(self.choice, lambda tracker: self._ask_at(tracker, info_hash, address))
+            answer = await self.client.admitted(info_hash, address)
         except TrackerUnreachable as exc:
             log.warning("cannot ask the tracker whether %s may be served %s: %s", address, info_hash.hex(), exc)
             return False
-        now = self.clock()
+        except TrackerBusy as exc:
+            log.info("the tracker is busy; %s is not served %s for now: %s", address, info_hash.hex(), exc)
+            return self._remember(
+                info_hash, address, False, min(ADMITTED_SECONDS, max(REFUSED_SECONDS, exc.retry_after))
+            )
+        except TrackerUnavailable as exc:
+            log.warning("the tracker did not answer whether %s may be served %s: %s", address, info_hash.hex(), exc)
+            return self._remember(info_hash, address, False, REFUSED_SECONDS)
         if answer.admitted and answer.until is not None:
             keep = min(ADMITTED_SECONDS, max(0.0, answer.until - self.wall_clock()))
         else:
             keep = ADMITTED_SECONDS if answer.admitted else REFUSED_SECONDS
+        return self._remember(info_hash, address, answer.admitted, keep)
+
+    def _remember(self, info_hash: bytes, address: str, admitted: bool, seconds: float) -> bool:
         if len(self._answers) >= CACHE_LIMIT:
             self._answers.clear()
-        self._answers[(info_hash, address)] = (answer.admitted, now + keep)
-        return answer.admitted
-
-    async def _ask_at(self, tracker: str, info_hash: bytes, address: str) -> SwarmAdmission:
-        url = f"{tracker}/v1/swarms/{info_hash.hex()}/admitted"
-        headers = self.credentials.tracker_headers(self.wall_clock())
-        try:
-            async with self.session.get(
-                url,
-                params={"address": address},
-                headers=headers,
-                timeout=TIMEOUT,
-                ssl=self.credentials.tls_for(tracker),
-            ) as resp:
-                body = await resp.read()
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            reason = exc or type(exc).__name__
-            raise TrackerUnreachable(f"cannot reach the tracker at {tracker}: {reason}", tracker=tracker) from exc
-        if resp.status >= 500:
-            raise TrackerUnreachable(f"the tracker at {tracker} failed: HTTP {resp.status}", tracker=tracker)
-        if resp.status != 200:
-            log.warning(
-                "the tracker at %s refused the admission question: HTTP %d %s", tracker, resp.status, body[:200]
-            )
-            return SwarmAdmission(admitted=False)
-        try:
-            return msgspec.json.decode(body, type=SwarmAdmission)
-        except msgspec.DecodeError as exc:
-            log.warning("the tracker at %s answered the admission question with %s", tracker, exc)
-            return SwarmAdmission(admitted=False)
+        self._answers[(info_hash, address)] = (admitted, self.clock() + seconds)
+        return admitted

@@ -18,32 +18,24 @@ from shoal.storage import pid_lock
 LOCK_NAME = "daemon.lock"
 
 
-class CacheLock:
+class CacheLock(pid_lock.PidLock):
     """``with CacheLock(cache_dir):`` holds the cache directory's lock, or raises CacheLocked. Blocking
     (file I/O): the daemon takes it from a worker thread."""
 
     def __init__(self, cache_dir: Path) -> None:
         self.cache_dir = Path(cache_dir)
-        self.path = self.cache_dir / LOCK_NAME
-        self._fd: int | None = None
+        super().__init__(self.cache_dir / LOCK_NAME)
 
-    def __enter__(self) -> CacheLock:
-        try:
-            self.cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            locked = pid_lock.acquire(self.path)
-        except OSError as exc:
-            raise LocalIOError(f"cannot lock {self.path}: {exc.strerror or exc}", path=str(self.path)) from None
-        if isinstance(locked, pid_lock.Held):
-            raise CacheLocked(
-                f"the cache {self.cache_dir} is in use by another shoal daemon ({locked.holder}); "
-                "stop it, or give this one another --cache-dir",
-                path=str(self.cache_dir),
-                pid=locked.pid,
-            )
-        self._fd = locked
-        return self
+    def prepare(self) -> None:
+        self.cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
 
-    def __exit__(self, *exc: object) -> None:
-        if self._fd is not None:
-            pid_lock.release(self._fd)
-            self._fd = None
+    def failed(self, exc: OSError) -> Exception:
+        return LocalIOError(f"cannot lock {self.path}: {exc.strerror or exc}", path=str(self.path))
+
+    def refused(self, held: pid_lock.Held) -> Exception:
+        return CacheLocked(
+            f"the cache {self.cache_dir} is in use by another shoal daemon ({held.holder}); "
+            "stop it, or give this one another --cache-dir",
+            path=str(self.cache_dir),
+            pid=held.pid,
+        )

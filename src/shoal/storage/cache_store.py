@@ -9,7 +9,7 @@ Rules:
 
 * **Nothing half-written is an entry.** A file enters by copy or download into ``staging/``, is flushed
   (fsync), hashed, renamed into ``objects/`` and only then recorded; a crash at any point leaves at most a
-  staging file or an orphan object, which :meth:`CacheStore.reconcile` removes.
+  staging file or an orphan object, which :func:`shoal.storage.cache_reconcile.reconcile` removes.
 * **Never above capacity.** Space is reserved (evicting by :mod:`shoal.core.eviction` first) before a byte
   is written; a download's reservation is its length. A file that cannot fit is refused with nothing
   evicted.
@@ -30,6 +30,9 @@ Rules:
   finished download wait for it. That pass never holds the entry in use, so it never delays an eviction. A
   lookup by ``sha256:`` completes every pending one first, so it is never missed.
 
+Making the index and the files agree at start is storage.cache_reconcile's; what caches tell each other
+(export and import) is storage.cache_sync's.
+
 Blocking throughout (file I/O, hashing, SQLite): the daemon calls it from worker threads.
 """
 
@@ -48,8 +51,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from shoal.core.cache_export import ExportedFile, export_document, parse_export
-from shoal.core.cloud_manager_dump import KnownFile, is_cloud_manager_dump, parse_cloud_manager_dump
+from shoal.core.cloud_manager_dump import KnownFile
 from shoal.core.errors import CacheError, IntegrityError, LocalIOError, NotInCache, UsageError
 from shoal.core.eviction import DEFAULT_CAPACITY, Entry, Watermarks, plan_eviction
 from shoal.core.ids import canonical_url
@@ -60,11 +62,6 @@ from shoal.storage.placement import Destination
 
 log = logging.getLogger("shoal.cache")
 
-ORPHAN_GRACE_SECONDS = 60.0
-"""An object file with no entry is removed only when older than this: another process may be between
-the rename that made it and the commit that records it."""
-STAGING_MAX_AGE = 7 * 86400.0
-"""Staging files (a download's part file kept for resuming) older than this are removed at start."""
 MIN_ID_PREFIX = 8
 """The fewest hex digits an id may be shortened to: 4 billion values, so a cache's ids rarely share one."""
 _HEX_ID = re.compile(rf"^[0-9a-f]{{{MIN_ID_PREFIX},64}}\Z")
@@ -83,18 +80,6 @@ class Usage:
     @property
     def ratio(self) -> float:
         return (self.used + self.reserved) / self.capacity if self.capacity else 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class Reconciled:
-    dropped: tuple[str, ...]
-    """Entries whose file was missing or had the wrong size."""
-    orphans: int
-    """Object files with no entry, removed."""
-    staging: int
-    """Stale staging files removed."""
-    dead: int
-    """Uses and reservations of processes that are gone."""
 
 
 def stat_key(st: os.stat_result) -> str:
@@ -360,7 +345,7 @@ class CacheStore:
         final = self.object_path(digest)
         with self._objects_lock:
             try:
-                # A fresh mtime: reconcile() takes an object older than ORPHAN_GRACE_SECONDS with no entry for
+                # A fresh mtime: cache_reconcile takes an object older than ORPHAN_GRACE_SECONDS with no entry for
                 # an orphan, and a part file's last write may be long past once a large file has been hashed.
                 os.utime(tmp)
                 os.chmod(tmp, 0o444)
@@ -439,7 +424,7 @@ class CacheStore:
                 return 0  # evicted or replaced under the hasher: nothing of this file to record
             raise _io_error("read", path, exc) from None
         if blake != digest:
-            self._drop(digest, inode=inode)
+            self.drop(digest, inode=inode)
             return 0
         with self._objects_lock, self.index.transaction() as db:
             # Under the lock and in one transaction: no eviction or adopt can come between the check and
@@ -457,7 +442,7 @@ class CacheStore:
         try:
             held = open(path, "rb")  # closed by the with below, after the verdict
         except FileNotFoundError:
-            self._drop(entry.digest)
+            self.drop(entry.digest)
             return False
         except OSError as exc:
             raise _io_error("read", path, exc) from None
@@ -473,7 +458,7 @@ class CacheStore:
             except OSError as exc:
                 raise _io_error("read", path, exc) from None
             if digest != entry.digest:
-                self._drop(entry.digest, inode=inode)
+                self.drop(entry.digest, inode=inode)
                 return False
         self.index.set_verified(entry.digest, key)
         return True
@@ -541,7 +526,7 @@ class CacheStore:
             raise CacheError(f"{entry.digest} is pinned; unpin it first", digest=entry.digest)
         if entry.in_use:
             raise CacheError(f"{entry.digest} is in use", digest=entry.digest)
-        self._drop(entry.digest)
+        self.drop(entry.digest)
         return entry
 
     def pin(self, ident: str, pinned: bool = True) -> CacheEntry:
@@ -549,7 +534,7 @@ class CacheStore:
         self.index.set_pinned(entry.digest, pinned)
         return self.entry(entry.digest)
 
-    def _drop(self, digest: str, *, inode: int | None = None) -> None:
+    def drop(self, digest: str, *, inode: int | None = None) -> None:
         """Forget a damaged or missing file; its entry stays known, so it can be fetched again. ``inode``: the
         file found damaged. A file that has replaced it since (a fresh copy of the same content adopted
         under this id while it was being hashed) is left alone: dropping by id would remove the good copy."""
@@ -572,90 +557,6 @@ class CacheStore:
         """Hash every cached file whole; the digests of the damaged ones, which are removed."""
         return [e.digest for e in self.index.entries(cached_only=True) if not self.verify(e, force=True)]
 
-    def reconcile(self) -> Reconciled:
-        """Make the index and the files agree (run at start): drop entries whose file is missing or has the
-        wrong size, remove object files with no entry, stale staging files, and the uses and reservations
-        of processes that are gone."""
-        dead = self.index.clear_dead()
-        dropped = []
-        cached = {e.digest: e for e in self.index.entries(cached_only=True)}
-        for digest, entry in cached.items():
-            try:
-                size = self.object_path(digest).stat().st_size
-            except FileNotFoundError:
-                size = -1
-            if size != entry.size:
-                self._drop(digest)
-                dropped.append(digest)
-        now = time.time()
-        orphans = 0
-        for path in self.objects.glob("*/*"):
-            if path.name not in cached and _age(path, now) > ORPHAN_GRACE_SECONDS:
-                with contextlib.suppress(FileNotFoundError):
-                    path.chmod(0o600)
-                    path.unlink()
-                    orphans += 1
-        staging = 0
-        for path in self.staging.iterdir():
-            limit = ORPHAN_GRACE_SECONDS if path.name.startswith("put-") else STAGING_MAX_AGE
-            if _age(path, now) > limit:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-                    staging += 1
-        return Reconciled(tuple(dropped), orphans, staging, dead)
-
-    # -- syncing nodes -------------------------------------------------------------------------------
-
-    def export(self, *, since: float | None = None, node: str = "") -> dict[str, object]:
-        self.complete_sha256()  # an export names every file by both ids
-        private = self.index.private_digests()
-        files = [
-            ExportedFile(
-                e.digest,
-                e.name,
-                e.size,
-                e.sha256,
-                e.added,
-                e.sources,
-                tuple(sorted({*e.holders, *([node] if node and e.cached else [])})),
-            )
-            for e in self.index.entries(since=since)
-            if e.digest not in private
-            # An entry evicted before its pending SHA-256 was completed cannot be named by both ids.
-            if e.sha256
-        ]
-        return export_document(files, node=node, now=self.clock())
-
-    def import_files(self, files: list[ExportedFile]) -> int:
-        """Record what another node holds (validated already; see core.cache_export). All or nothing;
-        entries this node has keep their state. The number of new entries."""
-        added = 0
-        with self.index.transaction() as db:
-            for f in files:
-                entry = CacheEntry(
-                    f.digest, f.sha256, f.size, f.name, f.added, f.added, False, False, "", False, f.sources, f.peers
-                )
-                added += self.index.insert_known(db, entry)
-        return added
-
-    def import_known_sha256(self, files: list[KnownFile]) -> int:
-        """Record files known by their SHA-256 only (a cloud-manager dump, validated already). All or nothing;
-        a SHA-256 the cache has an entry for is skipped. The number of new ones."""
-        added = 0
-        with self.index.transaction() as db:
-            for known in files:
-                added += self.index.insert_known_sha256(db, known)
-        return added
-
-    def import_document(self, doc: object) -> tuple[int, int]:
-        """Validate and record a document as JSON reads it: Shoal's export (an object) or cloud-manager's
-        dump (an array). (entries in it, new ones). Nothing is recorded unless all of it is valid."""
-        if is_cloud_manager_dump(doc):
-            known = parse_cloud_manager_dump(doc)
-            return len(known), self.import_known_sha256(known)
-        files = parse_export(doc)
-        return len(files), self.import_files(files)
-
 
 def _inode(path: Path) -> int | None:
     """The file's inode number; None when it is gone."""
@@ -663,14 +564,6 @@ def _inode(path: Path) -> int | None:
         return path.stat().st_ino
     except FileNotFoundError:
         return None
-
-
-def _age(path: Path, now: float) -> float:
-    """Seconds since the file was last modified; 0 for one that is already gone (another process won)."""
-    try:
-        return now - path.stat().st_mtime
-    except FileNotFoundError:
-        return 0.0
 
 
 def describe(usage: Usage) -> str:

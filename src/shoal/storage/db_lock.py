@@ -37,35 +37,22 @@ def sqlite_file(url: str) -> Path | None:
     return Path(os.path.realpath(database))
 
 
-class DatabaseLock:
+class DatabaseLock(pid_lock.PidLock):
     """``with DatabaseLock(url):`` holds the lock of the SQLite file ``url`` names, or raises DatabaseLocked;
     nothing for other databases. It never waits for the holder (LOCK_NB): quick file I/O."""
 
     def __init__(self, url: str) -> None:
         self.database = sqlite_file(url)
-        self.path = self.database.with_name(self.database.name + ".lock") if self.database else None
-        self._fd: int | None = None
+        super().__init__(self.database.with_name(self.database.name + ".lock") if self.database else None)
 
-    def __enter__(self) -> DatabaseLock:
-        if self.path is None:
-            return self
-        try:
-            locked = pid_lock.acquire(self.path)
-        except OSError as exc:
-            # Like any database that cannot be opened (a missing directory, say): exit code 1.
-            reason = f"cannot lock {self.path}: {exc.strerror or exc}"
-            raise StoreError(f"cannot open the database {self.database}: {reason}") from None
-        if isinstance(locked, pid_lock.Held):
-            raise DatabaseLocked(
-                f"the database {self.database} is in use by another shoal tracker ({locked.holder}); one tracker "
-                "process per SQLite file: stop that one, or give this one another --db",
-                path=str(self.database),
-                pid=locked.pid,
-            )
-        self._fd = locked
-        return self
+    def failed(self, exc: OSError) -> Exception:
+        # Like any database that cannot be opened (a missing directory, say): exit code 1.
+        return StoreError(f"cannot open the database {self.database}: cannot lock {self.path}: {exc.strerror or exc}")
 
-    def __exit__(self, *exc: object) -> None:
-        if self._fd is not None:
-            pid_lock.release(self._fd)
-            self._fd = None
+    def refused(self, held: pid_lock.Held) -> Exception:
+        return DatabaseLocked(
+            f"the database {self.database} is in use by another shoal tracker ({held.holder}); one tracker "
+            "process per SQLite file: stop that one, or give this one another --db",
+            path=str(self.database),
+            pid=held.pid,
+        )

@@ -17,6 +17,7 @@ import fcntl
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,45 @@ def release(fd: int) -> None:
     with contextlib.suppress(OSError):
         os.ftruncate(fd, 0)  # no PID left behind for a reader to mistake for a holder
     os.close(fd)  # releases the flock
+
+
+class PidLock:
+    """``with LOCK:`` holds the lock file ``path`` for the block (no lock for None), or raises what
+    :meth:`refused` makes of the holder. What a lock is for, and so its errors, is its subclass's. Blocking
+    (quick file I/O); it never waits for the holder (LOCK_NB)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def prepare(self) -> None:
+        """Make ready what the lock file needs (its directory, say), before it is opened."""
+
+    def refused(self, held: Held) -> Exception:
+        """The error for a lock another process holds."""
+        raise NotImplementedError
+
+    def failed(self, exc: OSError) -> Exception:
+        """The error for a lock file that cannot be made, opened or locked."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        if self.path is None:
+            return self
+        try:
+            self.prepare()
+            locked = acquire(self.path)
+        except OSError as exc:
+            raise self.failed(exc) from None
+        if isinstance(locked, Held):
+            raise self.refused(locked)
+        self._fd = locked
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            release(self._fd)
+            self._fd = None
 
 
 def _read_pid(fd: int) -> int | None:

@@ -65,7 +65,7 @@ from shoal.http.metrics import ROUTE as metrics_route
 from shoal.http.metrics import serve_metrics
 from shoal.storage.db_lock import DatabaseLock
 from shoal.storage.tracker_store import TrackerStore
-from shoal.tracker import bt, dashboard, pools
+from shoal.tracker import bt, dashboard, pool_routes, pools
 from shoal.tracker import metrics as tracker_metrics
 from shoal.tracker.admission import Admission, capped, whole_writes
 from shoal.tracker.cluster import RETRY_AFTER, Cluster
@@ -486,7 +486,7 @@ ROUTES = (
         "GET", "/v1/cluster", "the trackers sharing this one's database, which own the tasks", response=ClusterView
     ),
 )
-"""The tracker's own JSON API; with pools.ROUTES, what /v1/openapi.json describes."""
+"""The tracker's own JSON API; with pool_routes.ROUTES, what /v1/openapi.json describes."""
 
 
 def openapi_document() -> dict[str, Any]:
@@ -494,7 +494,7 @@ def openapi_document() -> dict[str, Any]:
     return openapi.document(
         "Shoal tracker",
         str(API_VERSION),
-        (*ROUTES, *bt.ROUTES, *pools.ROUTES, *dashboard.ROUTES, metrics_route),
+        (*ROUTES, *bt.ROUTES, *pool_routes.ROUTES, *dashboard.ROUTES, metrics_route),
         description="The tracker's JSON API (tasks, announces, piece hashes) and its pools' (push jobs). With a "
         "fleet token, every route but /v1/health and /v1/openapi.json needs the fleet's credential in X-Shoal-Fleet "
         '(a 401 {"error": ..., "credential": "fleet"} without), and an announce reply carries the peer\'s ticket '
@@ -585,7 +585,7 @@ def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> 
     app.router.add_get("/v1/tasks/{task_id}", task_info)
     app.router.add_get("/v1/cluster", cluster_info)
     bt.add_routes(app, service.bt, cluster)
-    pools.add_routes(app, service.pools)
+    pool_routes.add_routes(app, service.pools)
     dashboard.add_routes(app, service, admission, readable=config.fleet_key is None or config.public_dashboard)
     openapi.serve(app, openapi_document())
     if config.metrics:

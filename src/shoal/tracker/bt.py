@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import quote_from_bytes
 
 import aiohttp
+import msgspec
 from aiohttp import web
 from fastbencode import bdecode
 
@@ -211,7 +212,13 @@ async def admitted(request: web.Request) -> web.Response:
     if not _is_info_hash(info_hash):
         raise ProtocolError("info_hash must be 40 lower-case hex characters", field="info_hash")
     address = request.query.get("address", "")
-    return struct_response(request.app[BT].admission(bytes.fromhex(info_hash), address))
+    reply = request.app[BT].admission(bytes.fromhex(info_hash), address)
+    cluster = request.app[BT_CLUSTER]
+    if cluster is not None and cluster.forwarded(request):
+        # Another member forwarded the question: name ourselves so that the seeder's next questions about
+        # this swarm come here directly (core.owner_hint), as a forwarded announce's reply does.
+        reply = msgspec.structs.replace(reply, owner=cluster.url)
+    return struct_response(reply)
 
 
 async def scrape(request: web.Request) -> web.Response:

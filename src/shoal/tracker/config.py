@@ -53,7 +53,7 @@ class TrackerConfig:
     127.0.0.1 for a wildcard HOST (trackers on one host)."""
     admin_token_hash: str | None = None
     """The SHA-256 of the operator's token (``--admin-token-file``): creating a pool needs it, and it manages
-    every pool (tracker.pools). None: anyone may create pools, which suits only a trusted network."""
+    every pool (tracker.pool_routes). None: anyone may create pools, which suits only a trusted network."""
     task_retention: float = 7 * 86400.0
     """Seconds a task is kept after its last peer (its manifest and piece hashes, in the database): one
     announced again later is read back, one gone is made afresh (its pieces hashed again from the origin).

@@ -1,34 +1,8 @@
-"""The tracker's pools: a JSON API under /v1/pools over the pool store and core.pool's decisions.
-
-::
-
-    GET    /v1/pools                                   the pools the caller may read, with counts
-    POST   /v1/pools                                   create {"name", "private", "allow"}; the pool's token
-                                                       is in the reply, once
-    GET    /v1/pools/{pool}                            the pool, its members and its jobs
-    DELETE /v1/pools/{pool}                            remove the pool, its members and jobs
-    GET    /v1/pools/{pool}/members                    members, with whether each is live
-    POST   /v1/pools/{pool}/members/{member}           heartbeat (joins); ?version=N&wait=S long-polls for
-                                                       work: the reply comes when the pool changes
-    DELETE /v1/pools/{pool}/members/{member}           the member leaves
-    POST   /v1/pools/{pool}/jobs                       push {"url", "dest", "replicas", "digest"}
-    GET    /v1/pools/{pool}/jobs                       every job's status
-    GET    /v1/pools/{pool}/jobs/{job}                 one job's status, member by member
-    POST   /v1/pools/{pool}/jobs/{job}/cancel          cancel
-    POST   /v1/pools/{pool}/jobs/{job}/members/{m}     a member's report (progress, done, failed, evicted)
+"""The tracker's pools as a service: the pool store, core.pool's decisions and the members' long-polls.
+Its JSON API under /v1/pools, with who may call what, is tracker.pool_routes.
 
 Rules:
 
-- Who may do what is core.pool.refusal's rule, on ``Authorization: Bearer TOKEN`` (the operator's token,
-  from ``--admin-token-file``, or the pool's): creating needs the operator's (when the tracker has one);
-  pushing, cancelling and removing the pool's or the operator's; a private pool needs one of them on every
-  route. None is a 401, a wrong one a 403, and neither reply says anything about the pool beyond that. The
-  list of pools shows each caller only the pools it may read: a private pool's name is not given away.
-- A member's heartbeat, report and leave carry its secret (``Shoal-Member-Secret``), whose hash is the
-  member's id (core.pool.member_id_for): a request under another member's id is refused (403) before it
-  changes anything.
-- A push's URL must pass the pool's allow-list and reach no internal address (core.push_policy), with the
-  addresses the tracker resolves its host to; members check again before they fetch.
 - One pool's changes are serialised by a per-pool lock: load, decide (core.pool), apply. Every change to
   what members must do (a push, a new assignment, a cancel, the pool removed) bumps the pool's version and
   wakes the members long-polling it, so a push reaches every member at once and they start together,
@@ -41,6 +15,10 @@ Rules:
   benchmarks/RESULTS.md).
 - A sweep every ``SWEEP_SECONDS`` decides every open job again, so members that fell silent are marked
   left and lost replicas are repaired even when nobody else speaks.
+- A job's URL as readers see it (``job_status``: the API, ``shoal pool status``, the dashboard) has a
+  seeder's passkey (``/files/PASSKEY/REL``, what a mirror worker pushes) taken out: whoever may read a pool
+  is not always one of its members, and the passkey opens the fleet's files. The members' work items (their
+  heartbeat's reply) carry the whole URL, which they fetch.
 """
 
 from __future__ import annotations
@@ -52,59 +30,37 @@ import secrets
 import time
 from collections.abc import Callable
 
-from aiohttp import web
-
-from shoal.core.errors import NotFound, PoolExists, ProtocolError
+from shoal.core.errors import NotFound, ProtocolError
 from shoal.core.pool import (
-    Action,
     Assignment,
     Cancel,
-    Credential,
     JobFailed,
     MemberStatus,
     PushEvent,
-    Refusal,
     advance,
     advance_job,
     check_job_id,
-    check_member_id,
     check_pool_name,
     decide,
     hash_token,
-    member_secret_matches,
     new_job_id,
     new_token,
-    refusal,
     replica_count,
-    token_matches,
 )
-from shoal.core.pool_api import MEMBER_SECRET
 from shoal.core.pool_messages import (
     AssignmentView,
-    CreatePool,
     Heartbeat,
     HeartbeatReply,
-    JobList,
     JobView,
-    MemberLeft,
-    MemberList,
     MemberReport,
-    MemberView,
-    PoolCreated,
-    PoolList,
-    PoolRemoved,
-    PoolSummary,
-    PoolView,
     PushRequest,
     Replicas,
-    ReportReply,
     WorkItem,
 )
 from shoal.core.push_policy import refused
-from shoal.http.json_api import bearer_token, json_error, read_struct, struct_response
-from shoal.http.openapi import Query, Route
+from shoal.core.redact import redact_passkey
 from shoal.http.resolve import resolve
-from shoal.storage.pool_store import JobRow, PoolFigures, PoolRow, PoolState, PoolStore
+from shoal.storage.pool_store import JobRow, PoolRow, PoolState, PoolStore
 from shoal.storage.tracker_store import TrackerStore
 
 log = logging.getLogger("shoal.tracker.pools")
@@ -353,7 +309,9 @@ class Pools:
         return JobView(
             job=job.job.job_id,
             pool=name,
-            url=request.url,
+            # Readers of the pool are not all its members: a seeder's passkey in the URL would open the
+            # fleet's files to them. Members fetch with the whole URL, which their heartbeat's work carries.
+            url=redact_passkey(request.url),
             dest=request.dest,
             digest=request.digest,
             status=job.job.status,
@@ -367,261 +325,3 @@ class Pools:
 
 def _error_of(event: PushEvent, error: str) -> str:
     return event.error if isinstance(event, JobFailed) else error
-
-
-POOLS = web.AppKey("pools", Pools)
-
-
-def credential(pools: Pools, request: web.Request, row: PoolRow | None) -> Credential:
-    """What the request's bearer token is: the operator's, the pool's owner's, or neither."""
-    token = bearer_token(request)
-    if token is None:
-        return Credential()
-    operator = pools.operator_hash is not None and token_matches(pools.operator_hash, token)
-    owner = row is not None and row.token_hash is not None and token_matches(row.token_hash, token)
-    return Credential(True, operator, owner)
-
-
-def _refusal(pools: Pools, request: web.Request, action: Action, row: PoolRow | None) -> Refusal | None:
-    private, owned = (row.private, row.token_hash is not None) if row is not None else (False, True)
-    return refusal(
-        action,
-        credential(pools, request, row),
-        operator_configured=pools.operator_hash is not None,
-        private=private,
-        owned=owned,
-    )
-
-
-def _check(pools: Pools, request: web.Request, action: Action, row: PoolRow | None) -> None:
-    verdict = _refusal(pools, request, action, row)
-    if verdict is None:
-        return
-    if verdict.status == 401:
-        raise web.HTTPUnauthorized(reason=verdict.reason, headers={"WWW-Authenticate": "Bearer"})
-    raise web.HTTPForbidden(reason=verdict.reason)
-
-
-async def authorize(pools: Pools, request: web.Request, action: Action = Action.USE) -> PoolRow:
-    """The pool the request names, once the request may do ``action`` on it (core.pool.refusal): a 401
-    without a token, a 403 with one that does not do."""
-    row = await pools.pool(request.match_info["pool"])
-    _check(pools, request, action, row)
-    return row
-
-
-def _member_id(request: web.Request) -> str:
-    """The member the path names, once the request carries its secret: a 401 without one, a 403 with
-    another member's. Checked before the request changes anything."""
-    member_id = check_member_id(request.match_info["member"])
-    secret = request.headers.get(MEMBER_SECRET)
-    if secret is None:
-        raise web.HTTPUnauthorized(
-            reason=f"a member's requests carry its secret ({MEMBER_SECRET}); a daemon older than pool owners "
-            "does not send it and must be upgraded"
-        )
-    if not member_secret_matches(member_id, secret.strip()):
-        raise web.HTTPForbidden(reason=f"member {member_id!r} is not yours: the secret does not name it")
-    return member_id
-
-
-async def create_pool(request: web.Request) -> web.Response:
-    pools = request.app[POOLS]
-    _check(pools, request, Action.CREATE, None)
-    body = await read_struct(request, CreatePool)
-    allow = tuple(body.allow or ())
-    try:
-        token = await pools.create(body.name, body.private, allow)
-    except PoolExists as exc:
-        return json_error(409, str(exc))
-    log.info("pool %s created (%s)", body.name, "private" if body.private else "public")
-    return struct_response(PoolCreated(body.name, body.private, token, body.allow), status=201)
-
-
-async def list_pools(request: web.Request) -> web.Response:
-    """The pools the request may read, as anyone may read a public pool's members and jobs: a private pool
-    is listed only to its token's holders and the operator, so an outsider learns not even its name."""
-    pools = request.app[POOLS]
-    counts = await pools.store.live_counts(live_since=pools.clock() - pools.member_ttl)
-    listed = []
-    for row in await pools.store.every():
-        if _refusal(pools, request, Action.USE, row) is None:
-            figures = counts.get(row.name, PoolFigures())
-            listed.append(PoolSummary(row.name, row.private, row.created, figures.members_live, figures.jobs_running))
-    return struct_response(PoolList(listed))
-
-
-async def show_pool(request: web.Request) -> web.Response:
-    pools = request.app[POOLS]
-    row = await authorize(pools, request)
-    jobs = [await pools.job_status(row.name, job) for job in await pools.store.jobs(row.name)]
-    allow = list(row.allow) or None
-    return struct_response(PoolView(row.name, row.private, row.created, await _members(pools, row), jobs, allow))
-
-
-async def remove_pool(request: web.Request) -> web.Response:
-    pools = request.app[POOLS]
-    row = await authorize(pools, request, Action.MANAGE)
-    await pools.remove(row.name)
-    log.info("pool %s removed", row.name)
-    return struct_response(PoolRemoved(row.name))
-
-
-async def _members(pools: Pools, row: PoolRow) -> list[MemberView]:
-    now = pools.clock()
-    return [
-        MemberView(**member, live=now - member["last_seen"] < pools.member_ttl)
-        for member in await pools.store.members(row.name)
-    ]
-
-
-async def list_members(request: web.Request) -> web.Response:
-    pools = request.app[POOLS]
-    row = await authorize(pools, request)
-    return struct_response(MemberList(await _members(pools, row)))
-
-
-def _query_number(request: web.Request, key: str, *, high: float) -> float | None:
-    raw = request.query.get(key)
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ProtocolError(f"{key} must be a number", field=key) from None
-    if not 0 <= value <= high:
-        raise ProtocolError(f"{key} must be from 0 to {high:g}", field=key)
-    return value
-
-
-async def heartbeat(request: web.Request) -> web.Response:
-    pools = request.app[POOLS]
-    row = await authorize(pools, request)
-    member_id = _member_id(request)
-    beat = await read_struct(request, Heartbeat)
-    version = _query_number(request, "version", high=float(1 << 62))
-    wait = _query_number(request, "wait", high=MAX_WAIT) or 0.0
-    reply = await pools.heartbeat(
-        row.name, member_id, beat, version=None if version is None else int(version), wait=wait, allow=row.allow
-    )
-    return struct_response(reply)
-
-
-async def leave(request: web.Request) -> web.Response:
-    pools = request.app[POOLS]
-    row = await authorize(pools, request)
-    await pools.leave(row.name, _member_id(request))
-    return struct_response(MemberLeft(True))
-
-
-async def push(request: web.Request) -> web.Response:
-    pools = request.app[POOLS]
-    row = await authorize(pools, request, Action.MANAGE)
-    body = await read_struct(request, PushRequest)
-    await pools.check_url(row, body.url)
-    job_id = await pools.push(row.name, body)
-    job = await pools.store.job(row.name, job_id)
-    assert job is not None
-    return struct_response(await pools.job_status(row.name, job), status=201)
-
-
-async def list_jobs(request: web.Request) -> web.Response:
-    pools = request.app[POOLS]
-    row = await authorize(pools, request)
-    return struct_response(JobList([await pools.job_status(row.name, job) for job in await pools.store.jobs(row.name)]))
-
-
-async def show_job(request: web.Request) -> web.Response:
-    pools = request.app[POOLS]
-    row = await authorize(pools, request)
-    job = await pools.job(row.name, request.match_info["job"])
-    return struct_response(await pools.job_status(row.name, job))
-
-
-async def cancel(request: web.Request) -> web.Response:
-    pools = request.app[POOLS]
-    row = await authorize(pools, request, Action.MANAGE)
-    await pools.cancel(row.name, request.match_info["job"])
-    job = await pools.job(row.name, request.match_info["job"])
-    return struct_response(await pools.job_status(row.name, job))
-
-
-async def report(request: web.Request) -> web.Response:
-    pools = request.app[POOLS]
-    row = await authorize(pools, request)
-    member_id = _member_id(request)
-    body = await read_struct(request, MemberReport)
-    status = await pools.report(row.name, request.match_info["job"], member_id, body)
-    return struct_response(ReportReply(status))
-
-
-_LONG_POLL = (
-    Query("version", "the version of the member's last reply: the reply waits until the pool changes", int),
-    Query("wait", f"seconds to wait for a change, at most {MAX_WAIT:g}", float),
-)
-_HANDLERS = (
-    (
-        Route("POST", "/v1/pools", "create a pool", request=CreatePool, response=PoolCreated, status=201, auth=True),
-        create_pool,
-    ),
-    (
-        Route(
-            "GET",
-            "/v1/pools",
-            "the pools the caller may read: each one's name, whether it is private, live members, running jobs",
-            response=PoolList,
-            auth=True,
-        ),
-        list_pools,
-    ),
-    (Route("GET", "/v1/pools/{pool}", "the pool, its members and jobs", response=PoolView, auth=True), show_pool),
-    (Route("DELETE", "/v1/pools/{pool}", "remove the pool", response=PoolRemoved, auth=True), remove_pool),
-    (Route("GET", "/v1/pools/{pool}/members", "the members", response=MemberList, auth=True), list_members),
-    (
-        Route(
-            "POST",
-            "/v1/pools/{pool}/members/{member}",
-            "a member's heartbeat (joins the pool); the reply lists its assignments",
-            request=Heartbeat,
-            response=HeartbeatReply,
-            query=_LONG_POLL,
-            auth=True,
-        ),
-        heartbeat,
-    ),
-    (Route("DELETE", "/v1/pools/{pool}/members/{member}", "the member leaves", response=MemberLeft, auth=True), leave),
-    (
-        Route(
-            "POST",
-            "/v1/pools/{pool}/jobs",
-            "push a download to the pool's members",
-            request=PushRequest,
-            response=JobView,
-            status=201,
-            auth=True,
-        ),
-        push,
-    ),
-    (Route("GET", "/v1/pools/{pool}/jobs", "every job's status", response=JobList, auth=True), list_jobs),
-    (Route("GET", "/v1/pools/{pool}/jobs/{job}", "a job's status", response=JobView, auth=True), show_job),
-    (Route("POST", "/v1/pools/{pool}/jobs/{job}/cancel", "cancel a job", response=JobView, auth=True), cancel),
-    (
-        Route(
-            "POST",
-            "/v1/pools/{pool}/jobs/{job}/members/{member}",
-            "a member's report on its assignment",
-            request=MemberReport,
-            response=ReportReply,
-            auth=True,
-        ),
-        report,
-    ),
-)
-ROUTES = tuple(route for route, _ in _HANDLERS)
-"""The pool API, as /v1/openapi.json describes it (with the tracker's own routes)."""
-
-
-def add_routes(app: web.Application, pools: Pools) -> None:
-    app[POOLS] = pools
-    for route, handler in _HANDLERS:
-        app.router.add_route(route.method, route.path, handler)
