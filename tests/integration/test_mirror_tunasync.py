@@ -1,6 +1,6 @@
-"""Coming from tunasync, with real processes: ``GET /jobs`` in tunasync's shape (checked against a real
-tunasync answer), its public read-only view, tunasynctl's forms of ``ctl``, SIGHUP reloads of the manager
-and the worker, and a tunasync worker.conf converted by ``import-tunasync`` and run.
+"""Coming from tunasync, with real processes: ``GET /jobs`` in tunasync's shape (checked against an answer
+in tunasync's status JSON), its public read-only view, tunasynctl's forms of ``ctl``, SIGHUP reloads of the
+manager and the worker, and a tunasync worker.conf converted by ``import-tunasync`` and run.
 
 Every wait is a poll against a generous deadline; nothing asserts on timing.
 """
@@ -45,8 +45,8 @@ SIZED = """
 name = "sized"
 provider = "command"
 upstream = "https://upstream.test/sized/"
-command = "echo 'Total size is 1,234,567'; echo data > f"
-size_pattern = 'Total size is ([0-9,.]+[KMGTP]?)'
+command = "echo 'mirror size: 1,234,567'; echo data > f"
+size_pattern = 'mirror size: ([0-9,.]+[KMGTP]?)'
 interval = "1h"
 retries = 1
 """
@@ -88,7 +88,7 @@ def runs(path: Path) -> int:
 
 
 def test_get_jobs_answers_in_tunasync_s_shape_and_is_public_only_when_enabled(mirror: Mirror) -> None:
-    real = json.loads(FIXTURE.read_text())
+    answer_shape = json.loads(FIXTURE.read_text())[0]
     manager = mirror.manager("public_status = true\n" + QUICK.format(runs=mirror.tmp / "runs") + SIZED)
     mirror.worker(manager, "w1")
     wait_until(lambda: jobs(manager)["quick"]["status"] == "success", "the job's first success")
@@ -99,9 +99,9 @@ def test_get_jobs_answers_in_tunasync_s_shape_and_is_public_only_when_enabled(mi
     job, sized = answer
     # What size_pattern captured is shown as written, as tunasync shows it (not the bytes, 1.18M).
     assert (sized["name"], sized["size"]) == ("sized", "1,234,567")
-    # The same keys, in the same order, with the same JSON types as a real tunasync manager's answer.
-    assert list(job) == list(real[0])
-    assert {key: type(value) for key, value in job.items()} == {key: type(value) for key, value in real[0].items()}
+    # The same keys, in the same order, with the same JSON types as tunasync's status JSON.
+    assert list(job) == list(answer_shape)
+    assert {key: type(value) for key, value in job.items()} == {key: type(value) for key, value in answer_shape.items()}
     assert (job["name"], job["is_master"], job["status"]) == ("quick", True, "success")
     assert (job["upstream"], job["size"]) == ("https://upstream.test/quick/", "2.00K")  # as rsync -h writes it
     for name in ("last_update", "last_started", "last_ended", "next_schedule"):
@@ -288,7 +288,7 @@ name = "tools"
 provider = "command"
 upstream = "https://upstream.test/tools/"
 command = "echo tools > README"
-docker_image = "tunathu/tunasync-scripts:latest"
+docker_image = "registry.lab.example/sync/fetchers:2"
 """
 TUNASYNC_MANAGER = '[server]\naddr = "127.0.0.1"\nport = 14242\n\n[files]\ndb_type = "bolt"\ndb_file = "/tmp/x.db"\n'
 
@@ -323,15 +323,16 @@ def test_a_converted_tunasync_config_runs(mirror: Mirror) -> None:
     assert status == 200 and answer[0]["name"] == "tools"
 
 
-# The shape of tunasync's documented first setup (docs/zh_CN/get_started.md: its worker.conf with an rsync
-# mirror and the tables it leaves empty or disabled, and its manager.conf), with this test's paths, and an
-# upstream served by Debian's rsync daemon on loopback.
+# A first setup in the shape tunasync's docs/zh_CN/get_started.md walks through (a worker.conf with every
+# table, the ones Shoal has no use for empty or disabled, one rsync mirror allowing rsync's partial-transfer
+# codes; a manager.conf), with this test's own names and paths, and an upstream served by Debian's rsync
+# daemon on loopback.
 GET_STARTED_WORKER = """
 [global]
-name = "test_worker"
-log_dir = "{tmp}/log/tunasync/{{{{.Name}}}}"
+name = "edge-sync-1"
+log_dir = "{tmp}/logs/{{{{.Name}}}}"
 mirror_dir = "{tmp}/srv"
-concurrent = 10
+concurrent = 4
 interval = 120
 
 [manager]
@@ -342,17 +343,17 @@ ca_cert = ""
 [cgroup]
 enable = false
 base_path = "/sys/fs/cgroup"
-group = "tunasync"
+group = "edge-sync"
 
 [server]
-hostname = "localhost"
+hostname = "edge-sync-1.lab.example"
 listen_addr = "127.0.0.1"
-listen_port = 6000
+listen_port = 16030
 ssl_cert = ""
 ssl_key = ""
 
 [[mirrors]]
-name = "elvish"
+name = "toolbox"
 provider = "rsync"
 upstream = "{upstream}"
 use_ipv6 = false
@@ -362,13 +363,13 @@ GET_STARTED_MANAGER = """debug = false
 
 [server]
 addr = "127.0.0.1"
-port = 12345
+port = 14242
 ssl_cert = ""
 ssl_key = ""
 
 [files]
-db_type = "bolt"
-db_file = "{tmp}/manager.db"
+db_type = "badger"
+db_file = "{tmp}/status.db"
 ca_cert = ""
 """
 
@@ -377,12 +378,12 @@ def test_the_documented_first_setup_converts_and_syncs_from_an_rsync_daemon(mirr
     tmp = mirror.tmp
     upstream = tmp / "upstream"
     (upstream / "bin").mkdir(parents=True)
-    (upstream / "index.html").write_text("elvish\n")
-    (upstream / "bin" / "elvish-v0.1.tar.gz").write_bytes(os.urandom(300_000))
+    (upstream / "index.html").write_text("toolbox\n")
+    (upstream / "bin" / "toolbox-1.0.tar.gz").write_bytes(os.urandom(300_000))
     (tmp / "manager.conf").write_text(GET_STARTED_MANAGER.format(tmp=tmp))
     worker_conf = tmp / "worker.conf"
-    with rsync_daemon(tmp / "rsyncd", {"elvish": Module(upstream)}) as daemon:
-        values = {"tmp": tmp, "upstream": daemon.url("elvish")}
+    with rsync_daemon(tmp / "rsyncd", {"toolbox": Module(upstream)}) as daemon:
+        values = {"tmp": tmp, "upstream": daemon.url("toolbox")}
         worker_conf.write_text(GET_STARTED_WORKER.format(api_base="http://127.0.0.1:1", **values))
         converted = import_tunasync(str(worker_conf), str(tmp / "manager.conf"), "-o", str(tmp / "manager.toml"))
         assert converted.returncode == 0, converted.stderr
@@ -405,27 +406,27 @@ def test_the_documented_first_setup_converts_and_syncs_from_an_rsync_daemon(mirr
             assert status == 200
             return {job["name"]: job for job in answer}
 
-        done = wait_until(lambda: listed().get("elvish", {}).get("status") == "success" and listed(), "a sync")
-        mirrored = tmp / "srv" / "elvish"  # tunasync's layout: <mirror_dir>/<name>, synced in place
-        assert (mirrored / "index.html").read_text() == "elvish\n"
-        assert (mirrored / "bin" / "elvish-v0.1.tar.gz").read_bytes() == (
-            upstream / "bin" / "elvish-v0.1.tar.gz"
+        done = wait_until(lambda: listed().get("toolbox", {}).get("status") == "success" and listed(), "a sync")
+        mirrored = tmp / "srv" / "toolbox"  # tunasync's layout: <mirror_dir>/<name>, synced in place
+        assert (mirrored / "index.html").read_text() == "toolbox\n"
+        assert (mirrored / "bin" / "toolbox-1.0.tar.gz").read_bytes() == (
+            upstream / "bin" / "toolbox-1.0.tar.gz"
         ).read_bytes()
-        job = done["elvish"]
-        assert (job["upstream"], job["is_master"]) == (daemon.url("elvish"), True)
+        job = done["toolbox"]
+        assert (job["upstream"], job["is_master"]) == (daemon.url("toolbox"), True)
         assert job["next_schedule_ts"] - job["last_ended_ts"] == 2 * 3600  # interval = 120 minutes
-        logs = tmp / "log" / "tunasync" / "elvish"  # [global] log_dir, {{.Name}} expanded
+        logs = tmp / "logs" / "toolbox"  # [global] log_dir, {{.Name}} expanded
         # The size as tunasync's rsync provider shows it: rsync's own total, as rsync -h wrote it.
         total = re.search(r"Total file size: (\S+) bytes", (logs / "latest").read_text())
         assert total is not None and job["size"] == total[1] == "300.01K"
 
         # An upstream change, synced by a start from ctl, as tunasynctl's `start -w WORKER JOB`.
-        (upstream / "index.html").write_text("elvish, changed\n")
-        (upstream / "bin" / "elvish-v0.2.tar.gz").write_bytes(os.urandom(1000))
-        started = ctl(manager, "start", "-w", "test_worker", "elvish", token=None)
+        (upstream / "index.html").write_text("toolbox, changed\n")
+        (upstream / "bin" / "toolbox-1.1.tar.gz").write_bytes(os.urandom(1000))
+        started = ctl(manager, "start", "-w", "edge-sync-1", "toolbox", token=None)
         assert started.returncode == 0, started.stderr
-        assert "elvish: pre-syncing on test_worker" in started.stdout  # the manager marks it at once
-        wait_until(lambda: listed()["elvish"]["status"] == "success", "the second sync")
-        assert (mirrored / "index.html").read_text() == "elvish, changed\n"
-        assert (mirrored / "bin" / "elvish-v0.2.tar.gz").stat().st_size == 1000
+        assert "toolbox: pre-syncing on edge-sync-1" in started.stdout  # the manager marks it at once
+        wait_until(lambda: listed()["toolbox"]["status"] == "success", "the second sync")
+        assert (mirrored / "index.html").read_text() == "toolbox, changed\n"
+        assert (mirrored / "bin" / "toolbox-1.1.tar.gz").stat().st_size == 1000
         assert len([name for name in os.listdir(logs) if name != "latest"]) == 2  # one log per run

@@ -1,8 +1,9 @@
 """tunasync's configs into a mirrors.toml (core.tunasync_config, and the files read by shoal.mirror.config):
-the documented worker.conf and manager.conf, and tunasync's own test configs with their [include], key by key.
+a worker.conf in the layout of tunasync's documented example, a manager.conf, and a worker whose mirrors
+come from [include] files, key by key.
 
-The inputs in tests/data/tunasync are tunasync's files as they are. The converted text is checked as parsed
-TOML, and loaded as a Shoal config.
+The inputs in tests/data/tunasync are Shoal's own files written in the shapes tunasync documents (see the
+README there). The converted text is checked as parsed TOML, and loaded as a Shoal config.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from shoal.core.tunasync_config import Source, convert, duration
 from shoal.mirror.config import import_tunasync
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "tunasync"
-WORKERS_DOC = DATA / "workers.conf"  # the documented worker example
-WORKER_TEST = DATA / "worker.conf"  # tunasync's test worker, with [include] include_mirrors = "mirrors/*.conf"
+WORKERS_DOC = DATA / "workers.conf"  # every table of the documented worker example, 17 jobs
+WORKER_TEST = DATA / "worker.conf"  # [include] include_mirrors = "mirrors/*.conf", as tunasync's test configs
 MANAGER_TEST = DATA / "manager.conf"
 
 
@@ -48,65 +49,81 @@ def source(text: str, name: str = "worker.conf") -> Source:
 def test_the_documented_worker_conf_global_and_manager_tables() -> None:
     document, jobs, _ = converted(WORKERS_DOC, MANAGER_TEST)
     assert document["worker"] == {
-        "name": "mirror_worker",  # [global] name
-        "directory": "/srv/tunasync",  # [global] mirror_dir
-        "concurrency": 10,  # [global] concurrent
-        "manager": "http://localhost:12345",  # [manager] api_base
-        "token": "some_token",  # [manager] token
+        "name": "rack3-sync",  # [global] name
+        "directory": "/data/mirror",  # [global] mirror_dir
+        "concurrency": 6,  # [global] concurrent
+        "manager": "http://sync-manager.lab.example:14242",  # [manager] api_base
+        "token": "fleet-7c1d",  # [manager] token
     }
     # manager.conf's [server] addr and port; the workers' token is the manager's to ask for.
-    assert document["manager"] == {"token": "some_token", "host": "127.0.0.1", "port": 12345}
-    assert len(jobs) == 88  # every [[mirrors]] of the example
+    assert document["manager"] == {"token": "fleet-7c1d", "host": "10.42.0.1", "port": 14242}
+    assert len(jobs) == 17  # every [[mirrors]] of the file, the nested parent counted by its 2 children
 
 
 def test_the_documented_command_mirror_key_by_key() -> None:
     _, jobs, _ = converted(WORKERS_DOC)
-    assert jobs["adobe-fonts"] == {
-        "name": "adobe-fonts",
+    assert jobs["fieldnotes"] == {
+        "name": "fieldnotes",
         "provider": "command",
-        "upstream": "https://github.com/adobe-fonts",
-        "size_pattern": "Total size is ([0-9\\.]+[KMGTP]?)",
-        "command": "/home/scripts/adobe-fonts.sh",
+        "upstream": "https://downloads.fieldnotes.example/releases/",
+        "size_pattern": "mirror size: ([0-9.]+[KMGT]?)",
+        "command": "/opt/lab-sync/fetch-releases.sh fieldnotes",
         "interval": "1d",  # interval = 1440 minutes
-        "worker": "mirror_worker",  # its jobs ran on this worker
+        "worker": "rack3-sync",  # its jobs ran on this worker
         "layout": "in-place",  # tunasync syncs into <mirror_dir>/<name>
-        "log_dir": "/srv/tunasync/log/tunasync/adobe-fonts",  # [global] log_dir, {{.Name}} expanded
+        "log_dir": "/data/mirror-logs/fieldnotes",  # [global] log_dir, {{.Name}} expanded
     }
-    assert jobs["chromiumos"]["fail_on_match"] == "fatal: "
-    assert jobs["chromiumos"]["env"] == {"USE_BITMAP_INDEX": "1", "CONCURRENT_JOBS": "20"}
-    assert jobs["clojars"]["env"]["TUNASYNC_AWS_OPTIONS"] == "--delete --exclude index.html"
+    assert jobs["satellite-tiles"]["fail_on_match"] == "ERROR: "
+    assert jobs["satellite-tiles"]["env"] == {"PARALLEL": "8", "CHECK_SIGNATURES": "yes"}
+    assert jobs["board-firmware"]["env"]["S3_SYNC_FLAGS"] == "--delete --size-only"
 
 
 def test_the_documented_rsync_mirrors_key_by_key() -> None:
     _, jobs, _ = converted(WORKERS_DOC)
-    apache = jobs["apache"]
-    assert (apache["provider"], apache["upstream"]) == ("rsync", "rsync://rsync.apache.org/apache-dist/")
-    assert (apache["use_ipv4"], apache["rsync_options"]) == (True, ["--delete-excluded"])
-    assert apache["interval"] == "2h"  # no interval of its own: [global] interval = 120 minutes
-    assert jobs["kodi"]["use_ipv6"] is True
-    assert jobs["qt"]["exclude_file"] == "/etc/excludes/qt.txt"
-    assert jobs["solus"]["rsync_options"] == ["--exclude", "/shannon", "--exclude", "/unstable"]
-    ubuntu = jobs["ubuntu"]
-    assert (ubuntu["provider"], ubuntu["stage1_profile"]) == ("two-stage-rsync", "debian")
-    armbian = jobs["armbian-releases"]  # rsync with a stage1_profile, which only two-stage reads
-    assert armbian["provider"] == "rsync" and "stage1_profile" not in armbian
-    assert jobs["redhat"]["env"] == {"RSYNC_PROXY": "127.0.0.1:8123"}
+    grid = jobs["gridlab-data"]
+    assert (grid["provider"], grid["upstream"]) == ("rsync", "rsync://data.gridlab.example/public/")
+    assert (grid["use_ipv4"], grid["rsync_options"]) == (True, ["--delete-excluded"])
+    assert grid["interval"] == "3h"  # no interval of its own: [global] interval = 180 minutes
+    assert jobs["tilesets"]["use_ipv6"] is True
+    assert jobs["sensor-archive"]["exclude_file"] == "/etc/lab-sync/excludes/sensor-archive.txt"
+    assert jobs["handbook"]["rsync_options"] == ["--exclude", "/drafts", "--exclude", "/private"]
+    apt = jobs["kestrel-apt"]
+    assert (apt["provider"], apt["stage1_profile"]) == ("two-stage-rsync", "debian")
+    iso = jobs["kestrel-iso"]  # rsync with a stage1_profile, which only two-stage reads
+    assert iso["provider"] == "rsync" and "stage1_profile" not in iso
+    assert jobs["vendor-sdk"]["env"] == {"RSYNC_PROXY": "proxy.lab.example:3128"}
     assert {job["provider"] for job in jobs.values()} == {"command", "rsync", "two-stage-rsync"}
+
+
+def test_the_documented_shape_s_nested_mirrors_are_jobs_with_their_parent_s_keys() -> None:
+    _, jobs, _ = converted(WORKERS_DOC)
+    assert list(jobs)[-2:] == ["bootrom.git", "kernel-patches.git"]  # the nameless parent is no job
+    bootrom, patches = jobs["bootrom.git"], jobs["kernel-patches.git"]
+    assert (bootrom["provider"], bootrom["command"], bootrom["size_pattern"]) == (
+        "command",
+        "/opt/lab-sync/git-mirror.sh",
+        "size-pack: ([0-9.]+[KMGT]?)",
+    )
+    assert (bootrom["upstream"], bootrom["interval"]) == ("https://git.lab.example/bootrom.git", "1h")
+    assert "env" not in bootrom
+    assert (patches["interval"], patches["env"]) == ("4h", {"GIT_FULL_HISTORY": "1"})  # its own keys win
+    assert patches["log_dir"] == "/data/mirror-logs/kernel-patches.git"
 
 
 def test_intervals_become_the_largest_whole_unit() -> None:
     _, jobs, _ = converted(WORKERS_DOC)
-    intervals = {name: jobs[name]["interval"] for name in ("pypi", "dart-pub", "nix-channels", "AdoptOpenJDK")}
-    assert intervals == {"pypi": "5m", "dart-pub": "30m", "nix-channels": "5h", "AdoptOpenJDK": "4d"}
+    names = ("wheelhouse", "board-firmware", "ci-images", "release-notes")
+    intervals = {name: jobs[name]["interval"] for name in names}
+    assert intervals == {"wheelhouse": "5m", "board-firmware": "30m", "ci-images": "5h", "release-notes": "4d"}
     assert [duration(s) for s in (7200, 86400, 90, 5400, 61)] == ["2h", "1d", "90s", "90m", "61s"]
 
 
 def test_what_the_documented_example_cannot_carry_is_listed_with_why() -> None:
     _, _, skipped = converted(WORKERS_DOC, MANAGER_TEST)
-    assert "workers.conf mirrors 'adobe-fonts': docker_image: Shoal has no docker provider" in "\n".join(skipped)
-    assert said(skipped, "workers.conf mirrors 'alpine': memory_limit: ")
-    assert said(skipped, "workers.conf mirrors 'debian': docker_volumes: ")
-    assert said(skipped, "workers.conf mirrors 'nix-channels': docker_options: ")
+    assert "workers.conf mirrors 'fieldnotes': docker_image: Shoal has no docker provider" in "\n".join(skipped)
+    assert said(skipped, "workers.conf mirrors 'kestrel-iso': memory_limit: ")
+    assert said(skipped, "workers.conf mirrors 'compiler-cache': docker_volumes: ")
+    assert said(skipped, "workers.conf mirrors 'ci-images': docker_options: ")
     assert said(skipped, "workers.conf [cgroup]: enable = false: disabled in the file")
     assert said(skipped, "workers.conf [docker]: enable: Shoal has no docker provider")
     assert said(skipped, "workers.conf [server]: hostname, listen_addr, listen_port")
@@ -120,18 +137,21 @@ def test_what_the_documented_example_cannot_carry_is_listed_with_why() -> None:
 
 def test_include_mirrors_are_globbed_from_the_worker_file_s_directory_in_name_order() -> None:
     document, jobs, skipped = converted(WORKER_TEST, MANAGER_TEST)
-    assert list(jobs) == ["AOSP", "debian", "fedora"]  # mirrors/aosp.conf, then mirrors/deb_fedora.conf
-    assert jobs["AOSP"]["interval"] == "2m"
-    assert jobs["AOSP"]["env"] == {"REPO": "/usr/local/bin/aosp-repo"}
-    assert jobs["debian"]["provider"] == "two-stage-rsync" and jobs["debian"]["use_ipv6"] is True
-    assert jobs["fedora"]["exclude_file"] == "/etc/tunasync.d/fedora-exclude.txt"
-    assert jobs["fedora"]["log_dir"] == "/tmp/tunasync/log/tunasync/fedora"
-    assert document["worker"]["manager"] == "https://localhost:12345"
-    aosp = f"{DATA / 'mirrors' / 'aosp.conf'} mirrors 'AOSP'"
+    # mirrors/firmware.conf, then mirrors/packages.conf
+    assert list(jobs) == ["radio-firmware", "kestrel-apt", "pyrepo"]
+    radio = jobs["radio-firmware"]
+    assert (radio["interval"], radio["env"]) == ("10m", {"SIGNING_KEYRING": "/etc/lab-sync/keys/radio.gpg"})
+    assert jobs["kestrel-apt"]["provider"] == "two-stage-rsync" and jobs["kestrel-apt"]["use_ipv6"] is True
+    assert jobs["pyrepo"]["exclude_file"] == "/etc/lab-sync/excludes/pyrepo.txt"
+    assert jobs["pyrepo"]["interval"] == "15m"  # [global] interval = 15 minutes
+    assert jobs["pyrepo"]["log_dir"] == "/var/tmp/lab-sync/logs/pyrepo"
+    assert document["worker"]["manager"] == "https://sync-manager.lab.example:14443"
+    firmware = f"{DATA / 'mirrors' / 'firmware.conf'} mirrors 'radio-firmware'"
     assert (
-        f"{aosp}: mirror_dir: a job's directory is always <[worker] directory>/<job>; move the mirror there" in skipped
+        f"{firmware}: mirror_dir: a job's directory is always <[worker] directory>/<job>; move the mirror there"
+        in skipped
     )
-    assert said(skipped, f"{aosp}: role: Shoal has no master/slave roles")
+    assert said(skipped, f"{firmware}: role: Shoal has no master/slave roles")
     assert any(
         line.endswith(
             "[manager]: ca_cert: Shoal verifies an https manager against the system's CAs: "
@@ -140,8 +160,8 @@ def test_include_mirrors_are_globbed_from_the_worker_file_s_directory_in_name_or
         for line in skipped
     )
     assert said(skipped, f"{WORKER_TEST} [cgroup]: enable, base_path, group: ")
-    deb = f"{DATA / 'mirrors' / 'deb_fedora.conf'} mirrors 'debian'"
-    assert said(skipped, f"{deb}: command: for rsync it names the rsync program")
+    apt = f"{DATA / 'mirrors' / 'packages.conf'} mirrors 'kestrel-apt'"
+    assert said(skipped, f"{apt}: command: for rsync it names the rsync program")
 
 
 def test_an_include_pattern_that_matches_nothing_is_an_error(tmp_path: Path) -> None:
@@ -225,9 +245,9 @@ def test_rsync_success_exit_codes_merge_as_tunasync_merges_them() -> None:
 dangerous_global_success_exit_codes = [10]
 dangerous_global_rsync_success_exit_codes = [30]
 [[mirrors]]
-name = "elvish"
+name = "toolbox"
 provider = "rsync"
-upstream = "rsync://rsync.example.org/elvish/"
+upstream = "rsync://rsync.example.org/toolbox/"
 rsync_success_exit_codes = [23, 24]
 [[mirrors]]
 name = "plain"
@@ -242,7 +262,7 @@ rsync_success_exit_codes = [23]
 """
     conversion = convert(source(text))
     jobs = {j["name"]: j for j in tomllib.loads(conversion.toml)["jobs"]}
-    assert jobs["elvish"]["success_exit_codes"] == [0, 10, 23, 24, 30]
+    assert jobs["toolbox"]["success_exit_codes"] == [0, 10, 23, 24, 30]
     assert jobs["plain"]["success_exit_codes"] == [0, 10, 30]
     assert jobs["script"]["success_exit_codes"] == [0, 10]  # the rsync ones are not for the command provider
     skipped = [str(s) for s in conversion.skipped]
@@ -252,7 +272,7 @@ rsync_success_exit_codes = [23]
         ["worker.conf mirrors 'script'", "rsync_success_exit_codes"],
     ]
     config = parse_config(conversion.toml, "converted.toml")
-    assert {job.name: job.success_exit_codes for job in config.jobs}["elvish"] == frozenset({0, 10, 23, 24, 30})
+    assert {job.name: job.success_exit_codes for job in config.jobs}["toolbox"] == frozenset({0, 10, 23, 24, 30})
 
 
 def test_a_mirror_without_a_provider_is_rsync_as_in_tunasync() -> None:
@@ -316,4 +336,4 @@ def test_the_converted_examples_load_as_shoal_configs(worker: Path) -> None:
     conversion = import_tunasync(worker, MANAGER_TEST)
     config = parse_config(conversion.toml, "converted.toml")
     assert [job.name for job in config.jobs] == list(conversion.jobs)
-    assert config.worker.name in ("mirror_worker", "test_worker")
+    assert config.worker.name in ("rack3-sync", "bench-sync-2")
