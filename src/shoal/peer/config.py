@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from shoal.core.download import Tuning
 from shoal.http.credentials import Credentials
+
+if TYPE_CHECKING:
+    from shoal.core.download import Tuning
 
 DEFAULT_LISTEN_HOST = "0.0.0.0"
 """Where a piece server (of a `get`, of the daemon) listens unless told: every IPv4 address."""
@@ -90,6 +93,10 @@ class GetConfig:
 
     def tuning(self) -> Tuning:
         """The settings the download's decisions read (core.download)."""
+        # Imported here: the daemon's clients (``shoal get`` handing its download over) import this module
+        # for its defaults, and the download's core is theirs to load only when they download themselves.
+        from shoal.core.download import Tuning
+
         return Tuning(
             run_bytes=self.run_bytes,
             lease_bytes=self.lease_bytes,
