@@ -336,7 +336,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workdir", default="/tmp", help="parent of the run's directory (default /tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the run's directory (files and logs)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="passed on to shoal; aria2c logs")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON (the table goes to stderr)")
     args = parser.parse_args(argv)
     try:
         args.shapes = [parse_shape(text) for text in args.shape.split(",")]
@@ -414,8 +414,8 @@ def main(argv: list[str] | None = None) -> int:
                             session.results.append(run_racks(ctx, method, run))
     if args.json:
         print(json.dumps({"setup": setup, "runs": [run.to_json() for run in session.results]}, indent=2))
-    elif session.results:
-        print(format_table(session.results, args, setup))
+    if session.results:
+        print(format_table(session.results, args, setup), file=sys.stderr if args.json else sys.stdout)
     return session.exit_code
 
 
