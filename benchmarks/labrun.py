@@ -417,6 +417,13 @@ def run_method(ctx: Context, method: str, run: int, label: str = "") -> RunResul
     result.count_cpu(cpu0, Cpu.sample(procs=procs, services=services, origin_pid=origin_pid))
     rss = [r for r in (proc_peak_rss(p.pid) for p in procs if p.poll() is None) if r is not None]
     result.max_peer_rss = max(rss) if rss else None
+    if method == "daemon":
+        # A get handed to its daemon ends on its own once the file is in place, writing its figures as it
+        # exits (daemon_failures reads them); stopped at once, it might not have written them yet.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            deadline = time.monotonic() + 10.0
+            for proc in procs:
+                proc.wait(max(0.0, deadline - time.monotonic()))
     # Peers first, while their tracker can still hear them leave; then the run's services.
     lab.stop(procs)
     lab.stop(services)
