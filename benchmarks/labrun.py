@@ -1,12 +1,18 @@
 """One run of one download method in a network lab (netlab.Lab): its processes, its clock and its counts.
 
-A method (``shoal``, ``curl``, ``aria2``; ``single`` is curl in the first peer alone) is a :class:`Launch`:
+A method (``shoal``, ``daemon``, ``curl``, ``aria2``; ``single`` is curl in the first peer alone) is a
+:class:`Launch`:
 the services to start first, each peer's command, and the test that a peer is done. :func:`run_method`
 starts every peer at once (the clock starts before the first process is launched, so process start-up is
 included) and stops when the last one is done; it reads the origin link's counters, the CPU used meanwhile
 by the peers, the services, the origin and everything else, and compares every peer's file with the
 origin's by SHA-256. Shoal's peers get the lab's locality labels (``Lab.peer_labels``); the aria2 swarm
 uses benchmarks/bt_tracker.py, independent of the code under test, and the origin as BEP 19 web seed.
+
+``shoal`` starts one ``shoal get`` process per host when the clock starts (its interpreter's start-up is in
+the time); ``daemon`` is the resident deployment: a ``shoal daemon`` per host, started and listening before
+the clock starts (a service of the run, so its CPU counts with the tracker's), and each host's ``shoal get``
+hands its download to it over the control socket; a get that ran in its own process fails the run.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import json
 import math
 import re
 import resource
@@ -36,6 +43,7 @@ SHOAL = str(Path(PYTHON).with_name("shoal")) if Path(PYTHON).with_name("shoal").
 SHOAL_TRACKER_PORT = 6969
 BT_TRACKER_PORT = 6970
 FILE_NAME = "payload.bin"
+DAEMON_DIR = "daemons"  # under the run's work directory: the daemon method's caches and sockets
 POLL_SECONDS = 0.02
 # The share of the capped link's bytes that is TCP payload: a full segment carries 1448 bytes (1500-byte MTU,
 # TCP timestamps) in a 1514-byte Ethernet frame, and tbf charges whole frames. The veth's TX counter sees one
@@ -267,6 +275,54 @@ def shoal_launch(ctx: Context) -> Launch:
     return Launch(services, argv, done)
 
 
+def daemon_launch(ctx: Context) -> Launch:
+    """Shoal as a fleet deploys it: a resident ``shoal daemon`` on every host, started (and listening) with the
+    run's tracker before the clock starts, and each host's ``shoal get`` handed to its daemon over the control
+    socket. Each run's daemons get fresh caches (``DAEMON_DIR``, removed after the run), so nothing is a hit."""
+    tracker = shoal_launch(ctx)
+    tracker_url = f"http://{ctx.lab.tracker.ip}:{SHOAL_TRACKER_PORT}"
+    verbose = [f"-{'v' * ctx.verbose}"] if ctx.verbose else []
+
+    def services(log_dir: Path) -> list[subprocess.Popen[bytes]]:
+        procs = tracker.services(log_dir)
+        daemons = []
+        for i, node in enumerate(ctx.lab.peers):
+            home = ctx.workdir / DAEMON_DIR / f"p{i + 1}"
+            options = f"--cache-dir {home / 'cache'} --socket {daemon_socket(ctx, i)} --tracker {tracker_url}"
+            argv = [SHOAL, "daemon", *options.split(), *ctx.lab.peer_labels(i), *verbose]
+            daemons.append((ctx.lab.spawn(node.ns, argv, log_dir / f"d{i + 1}.log"), log_dir / f"d{i + 1}.log"))
+        # Started together, then waited for: each must serve before the clock starts.
+        for proc, log_path in daemons:
+            wait_for_line(proc, log_path, "daemon listening on", timeout=60.0)
+        return procs + [proc for proc, _ in daemons]
+
+    def argv(i: int, dest: Path, log_dir: Path) -> list[str]:
+        options = f"-o {dest} --socket {daemon_socket(ctx, i)} --stats-json {log_dir / f'p{i + 1}.stats.json'}"
+        return [SHOAL, "get", ctx.url, *options.split(), *verbose]
+
+    return Launch(services, argv, tracker.done)
+
+
+def daemon_socket(ctx: Context, index: int) -> Path:
+    return ctx.workdir / DAEMON_DIR / f"p{index + 1}" / "run" / "daemon.sock"
+
+
+def daemon_failures(log_dir: Path, peers: int) -> list[str]:
+    """The daemon method's check that every get was served by its daemon (``through_daemon`` in the figures
+    each get wrote at exit), not downloaded in its own process."""
+    failures = []
+    for i in range(peers):
+        path = log_dir / f"p{i + 1}.stats.json"
+        try:
+            through = json.loads(path.read_text()).get("through_daemon")
+        except (OSError, ValueError) as exc:
+            failures.append(f"peer {i + 1}: no figures from its get ({exc})")
+            continue
+        if through is not True:
+            failures.append(f"peer {i + 1}: its get was not served by its daemon (through_daemon {through})")
+    return failures
+
+
 def curl_launch(ctx: Context) -> Launch:
     def argv(i: int, dest: Path, log_dir: Path) -> list[str]:
         return ["curl", "-sS", "-o", str(dest), ctx.url]
@@ -320,6 +376,7 @@ def aria2_launch(ctx: Context) -> Launch:
 LAUNCHERS: dict[str, Callable[[Context], Launch]] = {
     "single": curl_launch,
     "shoal": shoal_launch,
+    "daemon": daemon_launch,
     "curl": curl_launch,
     "aria2": aria2_launch,
 }
@@ -360,9 +417,17 @@ def run_method(ctx: Context, method: str, run: int, label: str = "") -> RunResul
     result.count_cpu(cpu0, Cpu.sample(procs=procs, services=services, origin_pid=origin_pid))
     rss = [r for r in (proc_peak_rss(p.pid) for p in procs if p.poll() is None) if r is not None]
     result.max_peer_rss = max(rss) if rss else None
+    if method == "daemon":
+        # A get handed to its daemon ends on its own once the file is in place, writing its figures as it
+        # exits (daemon_failures reads them); stopped at once, it might not have written them yet.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            deadline = time.monotonic() + 10.0
+            for proc in procs:
+                proc.wait(max(0.0, deadline - time.monotonic()))
     # Peers first, while their tracker can still hear them leave; then the run's services.
     lab.stop(procs)
     lab.stop(services)
+    shutil.rmtree(ctx.workdir / DAEMON_DIR, ignore_errors=True)
     result.origin_wire_bytes = lab.origin_tx_bytes() - wire0
     result.origin_http_bytes = lab.origin_http_bytes() - http0
     result.done_s = [None if d is None else round(d, 3) for d in done_at]
@@ -370,8 +435,10 @@ def run_method(ctx: Context, method: str, run: int, label: str = "") -> RunResul
     result.completed = len(finished)
     if finished and len(finished) == len(peers):
         result.last_done_s = max(finished)
-    if method == "shoal":
+    if method in ("shoal", "daemon"):
         result.peer_reports = shoal_reports(log_dir, len(peers))
+    if method == "daemon":
+        result.failures += daemon_failures(log_dir, len(peers))
     with ThreadPoolExecutor(max_workers=2) as pool:
         digests = list(pool.map(sha256_file, dests))
     for i, digest in enumerate(digests):

@@ -23,8 +23,10 @@ counted either way. The origin and the tracker are on the core as in benchmarks/
 link shaped to ``--origin-rate``, its TX counter the origin's cost; the tracker's link uncapped).
 
 Methods, as in swarm_lab.py (benchmarks/labrun.py runs them): ``shoal`` (``shoal get`` in every peer with
-``--rack rN`` and, with sites, ``--site sM``), ``aria2`` (an aria2c BitTorrent swarm with the origin as BEP 19
-web seed and benchmarks/bt_tracker.py as tracker: it knows no racks), ``curl`` (every peer from the origin).
+``--rack rN`` and, with sites, ``--site sM``), ``daemon`` (a ``shoal daemon`` with those labels in every
+peer, listening before the clock starts, and each peer's ``shoal get`` handed to it), ``aria2`` (an aria2c
+BitTorrent swarm with the origin as BEP 19 web seed and benchmarks/bt_tracker.py as tracker: it knows no
+racks), ``curl`` (every peer from the origin).
 
 The lower bound of a run is the slowest link every rack's copy must cross, nothing else:
 ``max(size / origin rate, size / rack uplink rate[, size / site uplink rate])``. Printed per run: shape,
@@ -77,7 +79,7 @@ from netlab import (
 from shoal.testing.processes import compile_bytecode
 
 PREFIX = "rk-"
-METHODS = ("shoal", "aria2", "curl")
+METHODS = ("shoal", "daemon", "aria2", "curl")
 # The locality issue's targets for shoal (bytes over the file size; time over the lower bound).
 TARGETS = {"rack_in": 1.10, "site_in": 1.05, "origin": 1.02, "time_over_bound": 1.20}
 
@@ -299,7 +301,7 @@ def summary_lines(runs: list[RacksRun]) -> list[str]:
         )
         if group[0].site_in:
             line += f", fullest site {statistics.median(max(run.ratios(run.site_in)) for run in group):.2f}x"
-        if method == "shoal":
+        if method in ("shoal", "daemon"):
             missed = sorted({name for run in group for name, met in run.targets().items() if not met})
             line += "; targets met" if not missed else f"; targets MISSED: {', '.join(missed)}"
         lines.append(line)
@@ -334,7 +336,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workdir", default="/tmp", help="parent of the run's directory (default /tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the run's directory (files and logs)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="passed on to shoal; aria2c logs")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON (the table goes to stderr)")
     args = parser.parse_args(argv)
     try:
         args.shapes = [parse_shape(text) for text in args.shape.split(",")]
@@ -412,8 +414,8 @@ def main(argv: list[str] | None = None) -> int:
                             session.results.append(run_racks(ctx, method, run))
     if args.json:
         print(json.dumps({"setup": setup, "runs": [run.to_json() for run in session.results]}, indent=2))
-    elif session.results:
-        print(format_table(session.results, args, setup))
+    if session.results:
+        print(format_table(session.results, args, setup), file=sys.stderr if args.json else sys.stdout)
     return session.exit_code
 
 

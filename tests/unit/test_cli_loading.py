@@ -121,3 +121,19 @@ def test_every_help_text_says_what_each_option_takes_in_plain_text() -> None:
              if TYPE_METAVAR.match(line)]  # fmt: skip
     assert typed == []
     assert [path for path, text in report["texts"].items() if "`" in text] == []
+
+
+# What `shoal get` imports before it knows whether a daemon takes the download: the hand-off's modules only.
+GET_IMPORTS = """
+import json, sys
+import shoal.cli.get
+heavy = ("asyncio", "aiohttp", "sqlalchemy", "shoal.core.download", "shoal.core.pool", "logging.handlers")
+print(json.dumps([m for m in heavy if m in sys.modules]))
+"""
+
+
+def test_get_loads_no_event_loop_and_no_engine_before_the_hand_off_to_a_daemon() -> None:
+    """A fleet's gets start together on a host's few cores: a get that its daemon serves loads neither
+    asyncio, aiohttp nor the download's core (the in-process download imports them when it runs)."""
+    done = subprocess.run([sys.executable, "-c", GET_IMPORTS], capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(done.stdout) == []

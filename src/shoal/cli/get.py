@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import os
@@ -40,17 +39,22 @@ from shoal.peer.request import check_digest, check_no_origin, parse_headers, res
 from shoal.storage.placement import Destination
 
 if TYPE_CHECKING:
+    import asyncio
+
     from shoal.cli.get_figures import FigureRecorder
     from shoal.peer.api import GetResult
 
-# Only what a cache hit through the daemon needs is imported at the top: the in-process download (aiohttp,
-# the engine) is imported when it runs, so a hit costs an interpreter start and one request.
+# Only what a hand-off to the daemon needs is imported at the top: the in-process download (asyncio, aiohttp,
+# the engine) is imported when it runs, so a get through the daemon costs an interpreter start and one
+# request, and a fleet's gets starting together on a host's cores do not delay the daemons' downloads.
 
 INTERRUPTED = "interrupted; run the same command again to resume from the pieces verified so far"
 
 
 def _dump_tasks() -> None:
     """SIGUSR1: print every asyncio task's stack to stderr (for a download that seems stuck)."""
+    import asyncio
+
     for task in asyncio.all_tasks():
         task.print_stack(file=sys.stderr)
 
@@ -65,6 +69,8 @@ async def _cancellable(
     Stopped before the file is in place, it was interrupted (KeyboardInterrupt: exit code 130). Stopped once
     ``placed`` has the result, while the file is served to peers, the download succeeded: ``stopped`` is told
     and the result returned (exit code 0), since what the user asked for is done."""
+    import asyncio
+
     task = asyncio.ensure_future(run())
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, task.cancel)
@@ -243,6 +249,8 @@ def get(
         outcome = _Outcome(bar, quiet, recorder)
 
         def go() -> GetResult:
+            import asyncio
+
             with loading(), deferred_roots():  # the CA certificates load if an https request comes (shoal.http.tls)
                 from shoal.peer.api import aget
             credentials = fleet.load()

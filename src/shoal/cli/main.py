@@ -24,7 +24,6 @@ import gc
 import importlib
 import json
 import logging
-import logging.handlers
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -187,7 +186,9 @@ def configure_logging(verbose: int, quiet: bool) -> None:
     handler: logging.Handler
     if path is not None:
         try:
-            handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+            from logging.handlers import WatchedFileHandler  # only a log file needs it; few commands write one
+
+            handler = WatchedFileHandler(path, encoding="utf-8")
         except OSError as exc:
             raise click.UsageError(f"cannot open the log file {path}: {exc.strerror or exc}", ctx) from None
     else:

@@ -74,7 +74,7 @@ ENDGAME_REPORTS = 16  # origin pieces reported beside an announce in flight, per
 ENDGAME_LOOKUPS = 32  # hash look-ups that skip HASH_REFRESH_GAP, per attempt
 HASH_REFRESH_GAP = 0.1
 """Seconds between hash look-ups: a stream of have messages from many peers costs one look-up a gap."""
-LEASE_POLL_SECONDS = 0.5
+LEASE_POLL_SECONDS = 0.25
 """Announces that only ask for leases go no faster than this; news goes at once."""
 BUSY_BACKOFF_SECONDS = 0.5
 MAX_CROSSINGS = 64

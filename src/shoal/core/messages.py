@@ -38,6 +38,9 @@ def whole(body: str) -> str:
 
 
 PEER_ID = re.compile(whole("[A-Za-z0-9_.-]{1,64}"))
+# A pool's name (core.pool checks it); here with the other names of the wire, for the daemon's clients,
+# which name pools but load none of the pool machinery.
+POOL_NAME = re.compile(whole("[a-z0-9][a-z0-9._-]{0,63}"))
 PeerId = Annotated[str, Meta(pattern=PEER_ID.pattern, description="1-64 of A-Z, a-z, 0-9, '_', '.', '-'")]
 Label = Annotated[str, Meta(pattern=whole("[A-Za-z0-9_.:-]{0,64}"), description="a site or rack name")]
 HexHash = Annotated[

@@ -75,9 +75,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from shoal.core.errors import IllegalTransition, ProtocolError
-from shoal.core.messages import PEER_ID, whole
+from shoal.core.messages import PEER_ID, POOL_NAME
 
-POOL_NAME = re.compile(whole("[a-z0-9][a-z0-9._-]{0,63}"))
 _JOB_ID = re.compile(r"[0-9a-f]{16}")
 
 

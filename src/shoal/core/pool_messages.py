@@ -14,8 +14,8 @@ from msgspec import Meta
 
 from shoal.core.errors import ProtocolError, UsageError
 from shoal.core.ids import canonical_url
+from shoal.core.messages import POOL_NAME
 from shoal.core.pool import (
-    POOL_NAME,
     Completed,
     Evicted,
     Failed,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shoal.core.errors import UsageError
-from shoal.core.pool import POOL_NAME
+from shoal.core.messages import POOL_NAME
 from shoal.http.credentials import Credentials
 from shoal.peer.config import DEFAULT_LISTEN_HOST
 

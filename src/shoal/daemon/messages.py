@@ -21,7 +21,7 @@ from msgspec import Meta
 
 from shoal.core.errors import ProtocolError, UsageError
 from shoal.core.ids import parse_ignored_params
-from shoal.core.pool import POOL_NAME
+from shoal.core.messages import POOL_NAME
 from shoal.core.whole_file import DIGEST_ALGORITHMS, WHOLE_DIGEST, Digest
 
 # -- requests ---------------------------------------------------------------------------------------------

@@ -94,8 +94,14 @@ def json_errors(
         except unavailable as exc:
             log.error("%s failed: %s", what, exc)
             return json_error(503, f"{what} is unavailable")
-        except Exception:
-            log.exception("unexpected error in %s %s", request.method, request.path)
+        except Exception as exc:
+            if isinstance(exc, ConnectionResetError) and (request.transport is None or request.transport.is_closing()):
+                # The client went away while its reply was being written (a streamed reply outlives many a
+                # client, a Ctrl-C'd `shoal get`): nothing broke, so no traceback. The reply below goes
+                # nowhere: aiohttp finds the connection gone and drops it quietly.
+                log.info("%s %s: the client went away before the reply was written", request.method, request.path)
+            else:
+                log.exception("unexpected error in %s %s", request.method, request.path)
             return json_error(500, "internal error")
 
     return middleware

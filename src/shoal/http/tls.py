@@ -19,7 +19,6 @@ imports Shoal gets aiohttp's own behaviour.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ssl
 import sys
@@ -71,5 +70,7 @@ async def load_roots_first(request: ClientRequest, handler: ClientHandlerType) -
     """Client middleware (``ClientSession(middlewares=...)``): the certificates are in place before an https
     request connects."""
     if _deferred and request.is_ssl():
+        import asyncio  # loaded by now: a client middleware runs on the event loop
+
         await asyncio.to_thread(load_roots)
     return await handler(request)
