@@ -25,11 +25,11 @@ from shoal.core.handout import PeerView
 from shoal.core.leases import Lease
 from shoal.core.manifest import Manifest
 from shoal.core.messages import AnnounceRequest
-from shoal.core.swarm import Swarm
 from shoal.storage.db import create_engine
 from shoal.storage.schema import MIGRATIONS, metadata, migrate, schema_migrations
 from shoal.storage.tracker_store import TaskRows, TrackerStore
 from shoal.testing.poll import wait_until_async
+from tests.unit.test_swarm_state import assert_consistent as assert_swarm_consistent
 
 from .conftest import drop_schema
 from .driver import (
@@ -80,26 +80,6 @@ async def test_the_census_counts_the_tasks_in_memory_as_they_come_and_go(store: 
     assert_census(store)
     store.forget([TASK_ID])  # another tracker owns it now
     assert store.tasks_in_memory() == 0 and (store.census.peers, store.census.seeds) == (0, 0)
-
-
-def assert_swarm_consistent(swarm: Swarm) -> None:
-    """The aggregates kept announce by announce are those of a swarm built afresh from the same peers."""
-    again = Swarm.of(
-        swarm.peers.values(),
-        swarm.leases,
-        generation=swarm.generation,
-        size=swarm.size,
-        now=0.0,
-        ttl=float("inf"),
-        asker="",
-    )
-    assert swarm.leases == again.leases and swarm.leased == again.leased
-    assert swarm._counts.levels == again._counts.levels
-    assert swarm.index._all == again.index._all
-    assert swarm.accused_by == again.accused_by
-    for peer_id in swarm.peers:
-        assert swarm.own(peer_id) == again.own(peer_id)
-        assert swarm.held_by_others(peer_id) == again.held_by_others(peer_id)
 
 
 async def assert_applied(store: TrackerStore, outcome: AnnounceOutcome) -> None:
