@@ -37,10 +37,8 @@ def canonical_url(url: str) -> str:
         raise UsageError(f"malformed URL {redact_url(url)!r}: no host")
     if ":" in host:
         host = f"[{host}]"
+    # The user-info (credentials) is left out: it belongs to a request, not to the content it names.
     netloc = host if port in (None, _DEFAULT_PORTS[scheme]) else f"{host}:{port}"
-    if parts.username or parts.password:
-        # Credentials are a property of the request, not of the content; keep them out of the id.
-        pass
     return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
 
 
