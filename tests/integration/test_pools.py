@@ -484,6 +484,11 @@ def test_a_jobs_seeder_passkey_is_shown_to_its_members_only(tracker: Callable[..
         assert printed.returncode == 0 and passkey not in printed.stdout, printed.stdout + printed.stderr
     assert shown in pool_cli(t, "status", "mirrors", job_id, "--json").stdout
 
+    # An origin's password would reach every reader and member alike: such a push is refused, not stored.
+    status, refused = api(t, "POST", "/mirrors/jobs", {"url": "http://mirror:s3cret-pw@127.0.0.1:9/x"}, token=token)
+    assert status == 400 and "may not carry credentials" in json.dumps(refused), refused
+    assert "s3cret-pw" not in json.dumps(refused)
+
     with urllib.request.urlopen(joined, timeout=30) as reply:  # the member's next heartbeat: its work
         work = json.load(reply)["work"]
     assert [(w["job"], w["url"]) for w in work] == [(job_id, url)]

@@ -709,6 +709,17 @@ def test_each_bad_push_field_is_named(name: str, value: Any, field: str) -> None
     assert info.value.http_status == 400
 
 
+@pytest.mark.parametrize("url", ["http://mirror:s3cret-pw@origin.example/x.iso", "https://token@origin.example/x"])
+def test_a_pushed_url_with_credentials_is_refused_without_echoing_them(url: str) -> None:
+    """Every member fetches a job's URL and every reader of the pool sees it: credentials in it would reach
+    them all, and canonicalised away they would fail each member's fetch at the origin."""
+    with pytest.raises(ProtocolError) as info:
+        parse({"url": url}, PushRequest)
+    assert info.value.field == "url" and info.value.http_status == 400
+    assert "may not carry credentials" in str(info.value)
+    assert "s3cret-pw" not in str(info.value) and "token@" not in str(info.value)
+
+
 def test_a_push_request_needs_a_url() -> None:
     with pytest.raises(ProtocolError) as info:
         parse({"replicas": 2}, PushRequest)

@@ -8,6 +8,7 @@ to every member. Replies are read by clients of other versions, which take what 
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Meta
@@ -73,6 +74,14 @@ class PushRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             url = canonical_url(self.url)
         except UsageError as exc:
             raise ProtocolError(str(exc), field="url") from None
+        if "@" in urlsplit(self.url.strip()).netloc:
+            # The job's URL is what every reader of the pool sees and every member fetches: credentials
+            # would reach them all, and left out they would make each member's fetch fail at the origin.
+            raise ProtocolError(
+                "a pushed URL may not carry credentials (user:password@): every member fetches it and every "
+                "reader of the pool sees it; publish the file through a seeder instead",
+                field="url",
+            )
         dest = self.dest
         if dest is not None and (not dest.startswith("/") or "\0" in dest or dest.endswith("/")):
             raise ProtocolError("dest must be an absolute file path", field="dest")
