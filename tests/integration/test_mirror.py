@@ -610,6 +610,19 @@ def _status(url: str) -> int:
         return exc.code
 
 
+TOOLS_TO_EDGE = """
+[[jobs]]
+name = "tools"
+provider = "http"
+upstream = "{origin}/tool.bin"
+interval = "1h"
+[jobs.publish]
+pool = "edge"
+replicas = 1
+"""
+"""A job that pushes each new version to the private pool "edge" (one replica)."""
+
+
 def test_a_new_version_is_pushed_to_a_private_pool_with_its_digest(
     mirror: Mirror, upstream: tuple[Service, Path]
 ) -> None:
@@ -626,18 +639,7 @@ def test_a_new_version_is_pushed_to_a_private_pool_with_its_digest(
     )
     with urllib.request.urlopen(created, timeout=30) as resp:
         pool_token = json.load(resp)["token"]
-    manager = mirror.manager(
-        f"""
-[[jobs]]
-name = "tools"
-provider = "http"
-upstream = "{origin.url}/tool.bin"
-interval = "1h"
-[jobs.publish]
-pool = "edge"
-replicas = 1
-"""
-    )
+    manager = mirror.manager(TOOLS_TO_EDGE.format(origin=origin.url))
     worker = mirror.worker(manager, "w1", extra=f'tracker = "{tracker.url}"\n', env={"SHOAL_POOL_TOKEN": pool_token})
     job = wait_until(lambda: job_is(manager, "tools", status="success"), "the job pushed to the pool")
     rel = f"w1/tools/versions/{job['version']}/tool.bin"
@@ -706,18 +708,7 @@ def test_a_workers_seeder_takes_the_fleets_token_from_the_worker_table(
     status, body = fleet(f"{tracker.url}/v1/pools", {"name": "edge", "private": True, "allow": ["127.0.0.0/8"]})
     assert status in (200, 201), body
     pool_token = json.loads(body)["token"]
-    manager = mirror.manager(
-        f"""
-[[jobs]]
-name = "tools"
-provider = "http"
-upstream = "{origin.url}/tool.bin"
-interval = "1h"
-[jobs.publish]
-pool = "edge"
-replicas = 1
-"""
-    )
+    manager = mirror.manager(TOOLS_TO_EDGE.format(origin=origin.url))
     # The token file is named relative to the worker's config, as its token_file is.
     extra = f'tracker = "{tracker.url}"\nfleet_token_file = "fleet.token"\n'
     env = {k: v for k, v in os.environ.items() if k != "SHOAL_FLEET_TOKEN_FILE"}
