@@ -25,6 +25,7 @@ import pytest
 from shoal.testing.poll import wait_until
 from shoal.testing.processes import (
     Service,
+    run_aria2c,
     shoal_argv,
     start_mirror_manager,
     start_mirror_worker,
@@ -577,27 +578,7 @@ def test_a_jobs_new_files_are_fetched_by_shoal_get_and_aria2c(mirror: Mirror, up
     torrent = mirror.tmp / "image.torrent"
     torrent.write_bytes(fetch(f"{worker.url}/serve?{rel}"))
     aria = mirror.tmp / "aria2"
-    result = subprocess.run(
-        [
-            "aria2c",
-            "--enable-dht=false",
-            "--enable-dht6=false",
-            "--bt-enable-lpd=false",
-            "--enable-peer-exchange=false",
-            "--seed-time=0",
-            # No port handed in: aria2c binds the first free one of its own range (6881-6999, below the
-            # kernel's ephemeral ports), so two runs at once never race for one.
-            "--listen-port=6881-6999",
-            "--console-log-level=warn",
-            "--summary-interval=0",
-            "--check-integrity=true",
-            f"--dir={aria}",
-            str(torrent),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_aria2c(str(torrent), aria, "--check-integrity=true")
     assert result.returncode == 0, result.stdout + result.stderr
     assert (aria / "image.bin").read_bytes() == payload
 

@@ -32,7 +32,7 @@ from shoal.core.tickets import FLEET_HEADER, FleetKey
 from shoal.seeder.wire import WireConfig
 from shoal.testing.libtorrent_client import SESSION_SETTINGS, add_torrent
 from shoal.testing.poll import wait_until
-from shoal.testing.processes import Service, shoal_argv, start_seeder, start_tracker
+from shoal.testing.processes import Service, run_aria2c, shoal_argv, start_seeder, start_tracker
 from shoal.testing.sockets import listening_ports
 from shoal.testing.wire_probe import bound_opener, handshake_answered
 
@@ -84,7 +84,7 @@ def test_aria2c_downloads_from_the_served_torrent(seeder: Service, payload: tupl
     torrent = tmp_path / "payload.torrent"
     torrent.write_bytes(fetch(f"{seeder.url}/serve?pub/payload.bin"))
     out = tmp_path / "aria2"
-    result = _aria2c(str(torrent), out, "--check-integrity=true")
+    result = run_aria2c(str(torrent), out, "--check-integrity=true")
     assert result.returncode == 0, result.stdout + result.stderr
     assert (out / "payload.bin").read_bytes() == payload[1]
 
@@ -282,7 +282,7 @@ def test_a_fleets_tracker_is_private_clients_announce_with_their_passkey(
         assert "private" in errors[0] and "passkey" in errors[0], errors
 
         out = tmp_path / "aria2"
-        result = _aria2c(f"{seeder.url}/serve/{passkey}?pub/payload.bin", out, "--follow-torrent=mem")
+        result = run_aria2c(f"{seeder.url}/serve/{passkey}?pub/payload.bin", out, "--follow-torrent=mem")
         assert result.returncode == 0, result.stdout + result.stderr
         assert (out / "payload.bin").read_bytes() == payload[1]
     finally:
@@ -291,35 +291,9 @@ def test_a_fleets_tracker_is_private_clients_announce_with_their_passkey(
         seeder.stop()
 
 
-def _aria2c(source: str, out: Path, *extra: str, log_level: str = "warn") -> subprocess.CompletedProcess[str]:
-    """aria2c fetching ``source`` (a .torrent file or URL) into ``out``: BitTorrent only from the sources the
-    torrent names (no DHT, local discovery or peer exchange), and no seeding once done."""
-    return subprocess.run(
-        [
-            "aria2c",
-            "--enable-dht=false",
-            "--enable-dht6=false",
-            "--bt-enable-lpd=false",
-            "--enable-peer-exchange=false",
-            "--seed-time=0",
-            # No port handed in: aria2c binds the first free one of its own range (6881-6999, below the
-            # kernel's ephemeral ports), so two runs at once never race for one.
-            "--listen-port=6881-6999",
-            f"--console-log-level={log_level}",
-            "--summary-interval=0",
-            f"--dir={out}",
-            *extra,
-            source,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def _aria2c_web_seed_only(torrent: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     """aria2c on ``torrent`` with its trackers excluded, so its one source is the BEP 19 web seed."""
-    return _aria2c(str(torrent), out, "--bt-exclude-tracker=*", "--check-integrity=true", *extra, log_level="notice")
+    return run_aria2c(str(torrent), out, "--bt-exclude-tracker=*", "--check-integrity=true", *extra, log_level="notice")
 
 
 def test_a_private_torrents_web_seed_takes_its_passkey_and_refuses_a_client_without(

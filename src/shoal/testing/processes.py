@@ -1,4 +1,4 @@
-"""Real processes for integration tests and benchmarks: a tracker, an origin, `shoal get`.
+"""Real processes for integration tests and benchmarks: a tracker, an origin, `shoal get`, aria2c.
 
 Each service is started with port 0 and prints the address it listens on; :func:`start_service` waits for
 that line so a test never guesses a port or sleeps. (There is no "free port" helper: a port probed free and
@@ -196,3 +196,29 @@ def start_daemon(
     argv = ["daemon", "--cache-dir", str(cache_dir), "--socket", str(socket), "--capacity", capacity]
     argv += ["--listen", "127.0.0.1:0", *(["--tracker", tracker] if tracker else []), *extra]
     return start_service(shoal_argv(*argv), log=log, env=env)
+
+
+def run_aria2c(source: str, out: Path, *extra: str, log_level: str = "warn") -> subprocess.CompletedProcess[str]:
+    """aria2c fetching ``source`` (a .torrent file or URL) into ``out``: BitTorrent only from the sources the
+    torrent names (no DHT, local discovery or peer exchange), and no seeding once done."""
+    return subprocess.run(
+        [
+            "aria2c",
+            "--enable-dht=false",
+            "--enable-dht6=false",
+            "--bt-enable-lpd=false",
+            "--enable-peer-exchange=false",
+            "--seed-time=0",
+            # No port handed in: aria2c binds the first free one of its own range (6881-6999, below the
+            # kernel's ephemeral ports), so two runs at once never race for one.
+            "--listen-port=6881-6999",
+            f"--console-log-level={log_level}",
+            "--summary-interval=0",
+            f"--dir={out}",
+            *extra,
+            source,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
