@@ -14,6 +14,9 @@ size), encoded once. What it adds on request, one at a time, to price each layer
 ``--lean`` serves the same replies without aiohttp's server: an asyncio Protocol that finds a request's head
 and its Content-Length body in what arrived and writes the canned reply, nothing else (no limits, no
 timeouts, no routing: a floor for what a lean announce path could cost, never a server to run).
+``--lean --service`` puts the real ``TrackerService`` (a fresh SQLite file) behind that Protocol: each body
+decoded, decided and stored, the reply encoded, with no routing, middlewares, cap, metrics or limits: what
+the tracker would cost per announce with the leanest HTTP path.
 
 Run it pinned to CPU 0, then ``tracker_load.py --url URL --pid PID`` against it (the generator pins itself
 to CPU 1); it prints ``floor listening on URL pid PID`` and runs until SIGINT or SIGTERM::
@@ -28,6 +31,8 @@ import argparse
 import asyncio
 import os
 import sys
+import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
@@ -36,11 +41,13 @@ import msgspec
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from shoal.core.errors import ProtocolError
 from shoal.core.messages import AnnounceRequest, AnnounceResponse, PeerAddress
 from shoal.core.structs import decode
 from shoal.http.limits import read_body
 from shoal.http.listen import listen, until_signalled
-from shoal.tracker.app import RUNNER_OPTIONS
+from shoal.tracker.app import RUNNER_OPTIONS, TrackerService
+from shoal.tracker.config import TrackerConfig
 
 
 def canned_reply(size: int) -> AnnounceResponse:
@@ -74,17 +81,24 @@ def build(args: argparse.Namespace) -> web.Application:
     return app
 
 
-class LeanProtocol(asyncio.Protocol):
-    """Keep-alive HTTP/1.1 at its barest: each request's head and Content-Length body, then the reply."""
+Respond = Callable[[bytes, bytes, str], "bytes | Awaitable[bytes]"]
+"""What answers one request: (its head, its body, the client's address) -> the whole reply, or an awaitable."""
 
-    def __init__(self, reply: bytes) -> None:
-        self.reply = reply
+
+class LeanProtocol(asyncio.Protocol):
+    """Keep-alive HTTP/1.1 at its barest: each request's head and Content-Length body, then the reply. One
+    request at a time per connection, as the generator sends them (no pipelining)."""
+
+    def __init__(self, respond: Respond) -> None:
+        self.respond = respond
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
+        self.peer = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self.peer = transport.get_extra_info("peername")[0]
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -92,25 +106,61 @@ class LeanProtocol(asyncio.Protocol):
             end = self.buffer.find(b"\r\n\r\n")
             if end < 0:
                 return
-            head = self.buffer[:end].lower()
-            at = head.find(b"content-length:")
-            length = (
-                int(head[at + 15 : head.find(b"\r\n", at) if head.find(b"\r\n", at) > 0 else None]) if at >= 0 else 0
-            )
+            head = self.buffer[:end]
+            lower = head.lower()
+            at = lower.find(b"content-length:")
+            stop = lower.find(b"\r\n", at)
+            length = int(lower[at + 15 : stop if stop > 0 else None]) if at >= 0 else 0
             if len(self.buffer) < end + 4 + length:
                 return
+            body = self.buffer[end + 4 : end + 4 + length]
             self.buffer = self.buffer[end + 4 + length :]
-            assert self.transport is not None
-            self.transport.write(self.reply)
+            reply = self.respond(head, body, self.peer)
+            if isinstance(reply, bytes):
+                self._write(reply)
+            else:
+                asyncio.ensure_future(reply).add_done_callback(lambda done: self._write(done.result()))
+
+    def _write(self, reply: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(reply)
 
 
-async def serve_lean(host: str, port: int, body: bytes) -> None:
-    head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    reply = head.encode() + body
-    server = await asyncio.get_running_loop().create_server(lambda: LeanProtocol(reply), host, port)
+def _http(status: int, body: bytes) -> bytes:
+    head = f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+async def serve_lean(host: str, port: int, respond: Respond) -> None:
+    server = await asyncio.get_running_loop().create_server(lambda: LeanProtocol(respond), host, port)
     bound = server.sockets[0].getsockname()[1]
     async with server:
         await until_signalled(f"floor listening on http://{host}:{bound} pid {os.getpid()}")
+
+
+async def serve_service(host: str, port: int, peer_ttl: float) -> None:
+    """The real TrackerService (a fresh SQLite file) behind the bare Protocol: decode, decide, store, encode;
+    no routing, middlewares, cap, metrics or limits."""
+    with tempfile.TemporaryDirectory(prefix="tracker-floor-") as tmp:
+        config = TrackerConfig(db=f"sqlite:///{tmp}/tracker.db", peer_ttl=peer_ttl, max_new_peers_per_source=0)
+        service = TrackerService(config)
+
+        async def announce(head: bytes, body: bytes, peer: str) -> bytes:
+            task_id = head.split(b" ", 2)[1].split(b"/")[3].decode()
+            try:
+                reply = await service.announce(task_id, decode(body, AnnounceRequest), peer)
+            except ProtocolError as exc:
+                return _http(400, msgspec.json.encode({"error": str(exc)}))
+            return _http(200, msgspec.json.encode(reply))
+
+        with service.collector:
+            async with service.store:
+                await service.resume()
+                expiry = asyncio.create_task(service.expire_forever())
+                try:
+                    await serve_lean(host, port, announce)
+                finally:
+                    expiry.cancel()
 
 
 async def main() -> None:
@@ -122,9 +172,15 @@ async def main() -> None:
     p.add_argument("--decode", action="store_true", help="decode each body into an AnnounceRequest")
     p.add_argument("--encode", action="store_true", help="encode the reply afresh on every request")
     p.add_argument("--lean", action="store_true", help="a bare asyncio Protocol instead of aiohttp's server")
+    p.add_argument("--service", action="store_true", help="with --lean: the real TrackerService answers (SQLite)")
+    p.add_argument("--peer-ttl", type=float, default=30.0, help="--service: the peers' TTL (tracker_load's: 30)")
     args = p.parse_args()
+    if args.lean and args.service:
+        await serve_service(args.host, args.port, args.peer_ttl)
+        return
     if args.lean:
-        await serve_lean(args.host, args.port, msgspec.json.encode(canned_reply(args.reply_bytes)))
+        canned = _http(200, msgspec.json.encode(canned_reply(args.reply_bytes)))
+        await serve_lean(args.host, args.port, lambda head, body, peer: canned)
         return
     runner, port = await listen(build(args), args.host, args.port, **RUNNER_OPTIONS)
     try:
