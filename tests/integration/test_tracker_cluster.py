@@ -271,3 +271,15 @@ def test_a_tracker_stalled_past_its_fence_joins_again(tracker, pg_url, tmp_path)
     assert after["active_from"] >= resumed + JOIN_DELAY - 1.0, (after, resumed)
     wait_until(lambda: row_of(awake)["live"], "the tracker that stalled counts again", timeout=30)
     assert "joining again" in logs[1].read_text()
+
+
+def test_trackers_that_advertise_one_url_say_so(tracker, pg_url, tmp_path):
+    """Two trackers on different hosts that each advertise their default (127.0.0.1) forward a task's
+    requests to themselves, and one's tasks are never answered: both log an ERROR naming the other and
+    --advertise. Here the second names the first's URL as its own."""
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    first = tracker(db=pg_url, log=logs[0])
+    tracker(db=pg_url, log=logs[1], extra=("--advertise", first.url))
+    for log in logs:
+        wait_until(lambda log=log: "advertises this tracker's URL" in log.read_text(), f"the ERROR in {log.name}")
+        assert "--advertise" in log.read_text()
