@@ -246,6 +246,39 @@ def test_tracker_restarted_mid_swarm(tmp_path, origin, make_file, spawn_get, ser
     assert no_partial_files(tmp_path)
 
 
+def test_a_tracker_stalled_past_the_peer_ttl_mid_swarm(tmp_path, tracker, origin, make_file, spawn_get):
+    """A tracker whose process stalls (SIGSTOP) for longer than the peer TTL while the peers fetch their
+    leased pieces from the origin: when it runs again it counts them gone, their leases with them, and does
+    not take the hashes they report of the pieces fetched meanwhile; it leases those pieces afresh, some to
+    the peer that holds them already. Every download completes all the same (core.pieces: a refused piece
+    leased to us again is reported again; before, the tracker waited for that report and the peer for the
+    piece's hash, and the swarm stood still for good: in one of two runs of this test)."""
+    size = 16 << 20
+    src = origin("--rate", "2M")
+    data = make_file(src.root / "z.bin", size)
+    t = tracker()  # interval 0.5 s, peer TTL 2 s
+    url = src.url("z.bin")
+    peers = [
+        spawn_get(url, "-o", str(tmp_path / f"z{i}.bin"), "--tracker", t.url, "--upload-time", "3") for i in range(3)
+    ]
+
+    def mid_swarm() -> bool:
+        summary = task_summary_or_none(t, url) or {}
+        return len(summary.get("peers", [])) == 3 and summary["leases"] > 0 and summary["hashed_pieces"] > 0
+
+    wait_for(mid_swarm, what="all three peers fetching from the origin")
+    os.kill(t.proc.pid, signal.SIGSTOP)
+    try:
+        time.sleep(15.0)  # the stall: past the peer TTL and the peers' announce timeout (10 s); a fault, not a wait
+    finally:
+        os.kill(t.proc.pid, signal.SIGCONT)
+    for i, proc in enumerate(peers):
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert (tmp_path / f"z{i}.bin").read_bytes() == data
+    assert no_partial_files(tmp_path)
+
+
 def test_origin_without_range_support(tmp_path, tracker, origin, make_file, spawn_get):
     size = 6 << 20
     src = origin("--no-range", "--rate", "8M")

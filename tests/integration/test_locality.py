@@ -1,7 +1,8 @@
 """Locality with real processes: peers labelled with racks and sites on loopback. Each piece enters each rack
 (and each site) once, from the origin or from another rack (site) under a scope lease (core.scope_leases), and
-spreads inside it; peers without labels and a rack of one peer still finish, and a rack whose peer fetching
-across its boundary is killed is leased the pieces again."""
+spreads inside it; peers without labels and a rack of one peer still finish, a rack whose peer fetching
+across its boundary is killed is leased the pieces again, and one whose only source across it is killed takes
+the rest from the origin, once."""
 
 from __future__ import annotations
 
@@ -212,3 +213,36 @@ def test_a_rack_is_leased_again_the_pieces_of_its_killed_fetcher(tmp_path, track
     _, stderr = d.communicate()
     sources = [m.group(2) for m in map(PIECE.search, stderr.splitlines()) if m]
     assert len(sources) == SIZE >> 18 and None not in sources  # every piece from rack r1, across the uplink
+
+
+def test_a_rack_goes_on_when_the_only_holder_across_its_uplink_is_killed(tmp_path, tracker, origin, make_file, peer):
+    """The other side of a crossing: a, alone in rack r1, holds the whole file and serves it slowly
+    (--upload-rate); c and d of rack r2 fetch it across the uplink under their scope leases. a is SIGKILLed
+    mid-transfer: the pieces nobody holds any more are leased from the origin, each entering rack r2 once,
+    and both finish."""
+    src = origin()
+    make_file(src.root / "h.bin", SIZE)
+    url = src.url("h.bin")
+    # Only the death of a may change where pieces come from; no spot checks (pieces fetched again on purpose).
+    t = tracker(extra=("--crossing-patience", "600", "--audit-share", "0"))
+    a = peer("a", url, t.url, "--upload-rate", "512K", site="s1", rack="r1", upload=120)
+    wait_for_file(tmp_path / "a.bin", a, timeout=120)
+    from_origin = src.bytes_sent()
+    c, d = (peer(name, url, t.url, "-vv", site="s1", rack="r2") for name in ("c", "d"))
+    assert c.stderr is not None
+    c_lines: list[str] = []
+    reader = threading.Thread(target=lambda: c_lines.extend(iter(c.stderr.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    wait_until(
+        lambda: any((m := PIECE.search(line.rstrip("\n"))) and m.group(2) for line in c_lines),
+        "c to verify its first piece from rack r1",
+        timeout=60,
+    )
+    a.kill()
+    a.wait()
+    for name, proc in (("c", c), ("d", d)):
+        wait_for_file(tmp_path / f"{name}.bin", proc, timeout=120)
+        assert sha256(tmp_path / f"{name}.bin") == sha256(src.root / "h.bin")
+    # a was killed mid-transfer: what it no longer served came from the origin, into rack r2 once, not once
+    # for each of its peers.
+    assert 1 << 18 <= src.bytes_sent() - from_origin <= SIZE + (64 << 10)

@@ -7,10 +7,12 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import secrets
 import signal
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from subprocess import Popen
@@ -52,9 +54,9 @@ def cluster_of(t: Service) -> dict[str, Any]:
         return json.loads(reply.read())  # type: ignore[no-any-return]
 
 
-def start_cluster(tracker: Callable[..., Service], db: str, n: int) -> dict[str, Service]:
-    """``n`` trackers on ``db``, once each sees all of them live; by tracker id."""
-    started = [tracker(db=db) for _ in range(n)]
+def start_cluster(tracker: Callable[..., Service], db: str, n: int, *extra: str) -> dict[str, Service]:
+    """``n`` trackers on ``db`` (with ``extra`` arguments), once each sees all of them live; by tracker id."""
+    started = [tracker(db=db, extra=extra) for _ in range(n)]
     for t in started:
         wait_until(lambda t=t: sum(m["live"] for m in cluster_of(t)["members"]) == n, f"{n} live members", timeout=30)
     return {cluster_of(t)["tracker_id"]: t for t in started}
@@ -70,15 +72,36 @@ def owner_of(task_id: str, t: Service) -> str:
 
 
 def get_all(
-    spawn_get: Callable[..., Popen[str]], url: str, trackers: list[Service], tmp_path: Path
+    spawn_get: Callable[..., Popen[str]], url: str, trackers: list[Service], tmp_path: Path, *extra: str
 ) -> list[Popen[str]]:
     """Four peers of ``url``, spread over ``trackers`` in turn, seeding for a minute once done."""
     return [
         spawn_get(
-            url, "-o", str(tmp_path / f"p{i}.bin"), "--tracker", trackers[i % len(trackers)].url, "--upload-time", "60"
+            url,
+            "-o",
+            str(tmp_path / f"p{i}.bin"),
+            "--tracker",
+            trackers[i % len(trackers)].url,
+            "--upload-time",
+            "60",
+            *extra,
         )
         for i in range(4)
     ]
+
+
+ORIGIN_PIECE = re.compile(r"DEBUG: piece (\d+) from the origin$")
+"""A -vv line of `shoal get`: a piece it fetched from the origin (under an origin lease)."""
+
+
+def origin_pieces(procs: list[Popen[str]]) -> Counter[int]:
+    """Stop the peers and count, from their -vv logs, how often each piece was fetched from the origin."""
+    fetched: Counter[int] = Counter()
+    for proc in procs:
+        proc.kill()
+        _, stderr = proc.communicate()
+        fetched.update(int(m.group(1)) for m in map(ORIGIN_PIECE.search, stderr.splitlines()) if m)
+    return fetched
 
 
 def test_peers_announcing_to_different_trackers_share_one_swarm(
@@ -87,8 +110,10 @@ def test_peers_announcing_to_different_trackers_share_one_swarm(
     src: Origin = origin("--rate", "8M")
     make_file(src.root / "c.bin", SIZE)
     url = src.url("c.bin")
-    trackers = list(start_cluster(tracker, pg_url, 2).values())
-    procs = get_all(spawn_get, url, trackers, tmp_path)
+    # No spot checks (a piece fetched again from the origin on purpose, by another host): each origin fetch
+    # is then one peer's, under its lease.
+    trackers = list(start_cluster(tracker, pg_url, 2, "--audit-share", "0").values())
+    procs = get_all(spawn_get, url, trackers, tmp_path, "-vv")
     for i, proc in enumerate(procs):
         wait_for_file(tmp_path / f"p{i}.bin", proc, timeout=120)
         assert sha256(tmp_path / f"p{i}.bin") == sha256(src.root / "c.bin")
@@ -98,21 +123,25 @@ def test_peers_announcing_to_different_trackers_share_one_swarm(
         assert len(task_summary(t, task_id)["peers"]) == 4  # type: ignore[arg-type]
     # One swarm: each piece left the origin about once. Two split swarms would each have fetched the file.
     assert src.bytes_sent() <= 1.05 * SIZE
+    # Leases stay exclusive: each piece was leased to one peer, whichever tracker it asked, and fetched from the
+    # origin once (a lease granted twice, by two trackers each deciding the task, is a piece fetched twice).
+    fetched = origin_pieces(procs)
+    assert fetched == Counter(range(SIZE >> 18)), f"pieces fetched from the origin other than once: {fetched}"
 
 
 def test_a_tracker_killed_mid_swarm_hands_its_tasks_on(tmp_path, tracker, origin, make_file, spawn_get, pg_url):
     """Three trackers; the peers announce to the two that do not own the task, and its owner is SIGKILLed
     once the swarm is under way: the task moves to a survivor, which rebuilds its peers from their next
-    announces, and every download completes with the file leaving the origin about once."""
+    announces, and every download completes with each piece leaving the origin once."""
     src: Origin = origin("--rate", "1M")  # 8 s for the file: the kill lands mid-download
     make_file(src.root / "k.bin", SIZE)
     url = src.url("k.bin")
     task_id = task_id_for_url(url)
-    by_id = start_cluster(tracker, pg_url, 3)
+    by_id = start_cluster(tracker, pg_url, 3, "--audit-share", "0")
     first = next(iter(by_id.values()))
     doomed = by_id[owner_of(task_id, first)]
     survivors = [t for t in by_id.values() if t is not doomed]
-    procs = get_all(spawn_get, url, survivors, tmp_path)
+    procs = get_all(spawn_get, url, survivors, tmp_path, "-vv")
     wait_until(lambda: src.bytes_sent() >= SIZE // 4, "a quarter of the file from the origin", timeout=60)
     doomed.kill()
     for i, proc in enumerate(procs):
@@ -122,6 +151,10 @@ def test_a_tracker_killed_mid_swarm_hands_its_tasks_on(tmp_path, tracker, origin
     assert owner_of(task_id, survivors[0]) in {cluster_of(t)["tracker_id"] for t in survivors}
     wait_until(lambda: len(task_summary(survivors[0], task_id)["peers"]) == 4, "the 4 peers at the new owner")
     assert src.bytes_sent() <= 1.05 * SIZE
+    # No piece was leased twice across the takeover: the new owner learned the fetches in flight from the
+    # peers' announces (and leased nothing afresh meanwhile), so each piece left the origin once.
+    fetched = origin_pieces(procs)
+    assert fetched == Counter(range(SIZE >> 18)), f"pieces fetched from the origin other than once: {fetched}"
 
 
 async def _announce_from(source: str, tracker_url: str, url: str, forwarded_for: str) -> None:
@@ -238,3 +271,15 @@ def test_a_tracker_stalled_past_its_fence_joins_again(tracker, pg_url, tmp_path)
     assert after["active_from"] >= resumed + JOIN_DELAY - 1.0, (after, resumed)
     wait_until(lambda: row_of(awake)["live"], "the tracker that stalled counts again", timeout=30)
     assert "joining again" in logs[1].read_text()
+
+
+def test_trackers_that_advertise_one_url_say_so(tracker, pg_url, tmp_path):
+    """Two trackers on different hosts that each advertise their default (127.0.0.1) forward a task's
+    requests to themselves, and one's tasks are never answered: both log an ERROR naming the other and
+    --advertise. Here the second names the first's URL as its own."""
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    first = tracker(db=pg_url, log=logs[0])
+    tracker(db=pg_url, log=logs[1], extra=("--advertise", first.url))
+    for log in logs:
+        wait_until(lambda log=log: "advertises this tracker's URL" in log.read_text(), f"the ERROR in {log.name}")
+        assert "--advertise" in log.read_text()

@@ -10,6 +10,7 @@ the upgrade.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -184,6 +185,26 @@ async def test_a_fresh_database_gets_the_declared_tables(db_url: str) -> None:
         await engine.dispose()
     assert sorted(versions) == VERSIONS
     assert found == declared(engine.dialect)
+
+
+async def test_processes_starting_at_once_on_a_new_database_all_migrate_it(db_url: str) -> None:
+    """Trackers started together on one new database (each its own engine, as each process has): one
+    builds the schema, the others wait for it and find it built, and none fails on a table or type that
+    another created meanwhile."""
+    if db_url.startswith("sqlite"):
+        pytest.skip("a SQLite file belongs to one tracker process (storage.db_lock)")
+    engines = [create_engine(db_url) for _ in range(4)]
+    try:
+        reached = await asyncio.gather(*(migrate(engine) for engine in engines), return_exceptions=True)
+        async with engines[0].connect() as conn:
+            found = await conn.run_sync(schema_of)
+            versions = (await conn.execute(select(schema_migrations.c.version))).scalars().all()
+    finally:
+        for engine in engines:
+            await engine.dispose()
+    assert reached == [LATEST] * len(engines)
+    assert sorted(versions) == VERSIONS
+    assert found == declared(engines[0].dialect)
 
 
 @pytest.mark.parametrize("version", VERSIONS[:-1])

@@ -214,6 +214,28 @@ def test_an_origin_piece_is_reported_once_and_offered_when_the_tracker_takes_it(
     assert carry.changes.serve_at_once == [0] and not c.book.unreported
 
 
+def test_an_origin_piece_refused_then_leased_to_us_again_is_reported_again() -> None:
+    """Our lease lapsed while we fetched the piece (the tracker counted us gone while it stalled, or it
+    restarted), so it did not take our hash. Leased to us again, the piece is on our disk: we report it again
+    at once, instead of the tracker waiting for our report and us waiting for its hash, for ever."""
+    c = core()
+    c.handle(Announced(reply(leases=(0, 1)), {}), NOW)
+    c.plan(NOW)
+    c.handle(OriginPiece(0, digest(0), SIZE), NOW)
+    ask = c.ask(NOW)
+    assert ask.done == {0: digest(0)}
+    c.handle(Announced(reply(rejected=(0,)), ask.done), NOW)
+    c.settled(ask)
+    assert 0 in c.book.withheld and c.ask(NOW).done == {}  # refused: kept back, not reported again unasked
+    actions = c.handle(Announced(reply(leases=(0,)), {}), NOW)
+    assert WakeAnnouncer(news=True) in actions
+    again = c.ask(NOW)
+    assert again.done == {0: digest(0)} and not any(isinstance(a, FetchOrigin) for a in c.plan(NOW))
+    actions = c.handle(Announced(reply(), again.done), NOW)
+    (carry,) = [a for a in actions if isinstance(a, Carry)]
+    assert carry.changes.serve_at_once == [0] and 0 not in c.book.withheld and c.book.hashes[0] == digest(0)
+
+
 def test_a_failed_origin_run_gives_its_leases_back_after_a_growing_pause_then_gives_up() -> None:
     c = core(tuning=replace(TUNING, origin_retries=3))
     failure = OriginError("503")

@@ -17,6 +17,7 @@ from shoal.core.ownership import (
     must_rejoin,
     others_took_over,
     owner,
+    sharing_url,
 )
 
 NOW = 1000.0
@@ -128,3 +129,13 @@ def test_a_member_that_rejoins_keeps_its_tasks_only_when_nobody_could_have_taken
     assert others_took_over([member("b", expires=expired - FENCE_MARGIN + 0.01)], expired), "within the margin"
     assert others_took_over([member("b", expires=expired + 30)], expired), "b lived on and took them"
     assert others_took_over([member("b", expires=0), member("c", expires=expired + 1)], expired)
+
+
+def test_members_that_advertise_one_url_are_named() -> None:
+    a = TrackerMember("a", "http://127.0.0.1:6969", NOW - 10, NOW + 5)
+    b = TrackerMember("b", "http://127.0.0.1:6969/", NOW - 10, NOW + 5)
+    c = member("c")
+    dead = TrackerMember("d", "http://127.0.0.1:6969", active_from=0.0, expires=NOW - 1)
+    assert sharing_url("a", [a, b, c, dead], NOW) == [b]
+    assert sharing_url("c", [a, b, c, dead], NOW) == []
+    assert sharing_url("x", [a, b], NOW) == [], "not a member (yet): nothing to compare with"

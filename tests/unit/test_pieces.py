@@ -39,6 +39,25 @@ def test_an_origin_piece_the_tracker_refuses_stays_on_disk_unoffered() -> None:
     assert b.hashes_arrived(1, {3: A}, ()).serve == [3] and 3 not in b.withheld
 
 
+def test_a_refused_origin_piece_leased_to_us_again_is_reported_again_and_offered_once_taken() -> None:
+    b = book()
+    b.origin_piece(3, A, direct=False, refetching=False)
+    b.confirm({3: A}, rejected=(3,))
+    assert not b.leased([1, 2]).report and b.unreported == {}  # leases on other pieces: nothing to report
+    changes = b.leased([3, 4])
+    assert changes.report and b.unreported == {3: A} and b.leases == {3, 4}
+    assert not b.leased([3]).report, "reported once"
+    assert b.confirm({3: A}, rejected=()).serve_at_once == [3] and not b.withheld and b.hashes[3] == A
+
+
+def test_a_refused_piece_whose_hash_arrives_is_not_reported_again() -> None:
+    b = book()
+    b.origin_piece(3, A, direct=False, refetching=False)
+    b.confirm({3: A}, rejected=(3,))
+    b.hashes_arrived(1, {3: B}, ())  # another lease holder's report differs: ours stays, unserved
+    assert not b.leased([3]).report and 3 in b.withheld and b.unreported == {}
+
+
 def test_origin_pieces_straight_or_of_a_content_task_are_offered_at_once() -> None:
     assert book().origin_piece(0, A, direct=True, refetching=False).serve == [0]
     content = PieceBook(MANIFEST, content_hashes={0: A})

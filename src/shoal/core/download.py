@@ -415,7 +415,9 @@ class DownloadCore:
         still = {i: d for i, d in reported.items() if book.unreported.get(i) == d}
         self._carry(book.confirm(still, reply.rejected), actions)
         if leases:
-            book.leases = set(reply.leases)
+            again = book.leased(reply.leases)
+            if again.report:
+                self._carry(again, actions)
             self.crossings = Crossings(sum(1 << i for i in reply.rack_leases), sum(1 << i for i in reply.site_leases))
         if reply.hash_seq > book.hash_seq:
             actions.append(WakeHashes())

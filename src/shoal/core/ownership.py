@@ -33,6 +33,10 @@ different peers. The rules:
   asker and leave the origin a second time.
 * A tracker that loses a task (a member joined and took it) drops its soft state of the task, so that if
   the task comes back later it starts clean rather than from leases another tracker has since replaced.
+* **Each member has a URL of its own.** The others forward a task's requests to its owner's URL; two live
+  members with one URL (trackers on different hosts, each advertising its default 127.0.0.1) forward to
+  themselves, and the tasks of one of them are answered 503 for as long as both live. The members say so
+  (:func:`sharing_url`), since nothing else does.
 """
 
 from __future__ import annotations
@@ -105,3 +109,10 @@ def lost_tasks(held: Iterable[str], me: str, members: Sequence[TrackerMember], n
         if current is not None and current.tracker_id != me:
             lost.append(task_id)
     return lost
+
+
+def sharing_url(me: str, members: Iterable[TrackerMember], now: float) -> list[TrackerMember]:
+    """The live members other than ``me`` whose URL is ``me``'s."""
+    members = list(members)
+    mine = {m.url.rstrip("/") for m in members if m.tracker_id == me}
+    return [m for m in members if m.tracker_id != me and m.live(now) and m.url.rstrip("/") in mine]

@@ -7,7 +7,10 @@ or the one a content task's id commits to. The rules:
 
 - A piece from the origin under our own lease is reported to the tracker (``unreported`` until it answers);
   the tracker takes the hash only from the lease's live holder, and it is offered once it does. One the
-  tracker did not take stays on disk, ``withheld``, until a hash look-up shows the tracker's hash is ours.
+  tracker did not take stays on disk, ``withheld``, until a hash look-up shows the tracker's hash is ours,
+  or until the tracker leases it to us again: then it is reported again (:meth:`PieceBook.leased`). Our
+  lease had lapsed (the tracker counted us gone while it stalled, or restarted), and a lease on a piece we
+  hold is one nobody else fetches: the tracker waits for our report, and we would wait for its hash.
 - A piece from a peer was checked against the tracker's hash before it was written, and is offered at once.
 - A piece an earlier run verified (``resumed``) is reported like an origin piece, and offered only once the
   tracker's hash agrees.
@@ -59,6 +62,8 @@ class PieceBook:
     """Pieces an earlier run verified, until the tracker confirms them."""
     withheld: set[int] = field(default_factory=set)
     """On disk but not offered: the tracker did not take our hash, or holds another."""
+    refused: set[int] = field(default_factory=set)
+    """Of ``withheld``: our origin bytes whose hash the tracker did not take (no other hash known yet)."""
     content_hashes: dict[int, str] = field(default_factory=dict)
     """A content task's every hash, checked against its id."""
     hashes: dict[int, str] = field(default_factory=dict)
@@ -147,6 +152,7 @@ class PieceBook:
         self.learn_hashes(hashes)
         self.hash_seq = max(self.hash_seq, seq)
         for index, digest in hashes.items():
+            self.refused.discard(index)  # the tracker holds a hash now: ours is served or kept back by it
             if index in self.withheld and self.written.get(index) == digest:
                 self.withheld.discard(index)
                 self.resumed.discard(index)
@@ -184,12 +190,26 @@ class PieceBook:
             self.unreported.pop(index, None)
             if index in refused:
                 self.withheld.add(index)
+                self.refused.add(index)
                 changes.refused.append(index)
                 changes.want_hashes = True
                 continue
             self.resumed.discard(index)
+            self.withheld.discard(index)  # a piece reported again under a new lease (see leased)
             self.learn_hashes({index: digest})
             changes.serve_at_once.append(index)
+        return changes
+
+    def leased(self, leases: Iterable[int]) -> Changes:
+        """The tracker's leases on us, from an announce's reply. A piece among them whose hash the tracker
+        did not take from us (our earlier lease on it had lapsed) is reported again, now under a live lease:
+        the tracker leased it to us to fetch, and its bytes are on our disk already."""
+        self.leases = set(leases)
+        changes = Changes()
+        for index in sorted(self.refused & self.leases):
+            self.refused.discard(index)
+            self.unreported[index] = self.written[index]
+            changes.report = True
         return changes
 
     def forget(self, pieces: Iterable[int]) -> Changes:
@@ -200,6 +220,7 @@ class PieceBook:
             del self.written[index]
             self.sources.pop(index, None)
             self.unreported.pop(index, None)
+            self.refused.discard(index)
             self.on_disk.discard(index)
             changes.unserve.append(index)
         return changes
@@ -207,6 +228,7 @@ class PieceBook:
     def drop(self, index: int, why: str, changes: Changes) -> None:
         """Forget a piece on disk (it will be fetched again) and stop offering it."""
         self.withheld.discard(index)
+        self.refused.discard(index)
         self.resumed.discard(index)
         self.sources.pop(index, None)
         del self.written[index]

@@ -13,6 +13,11 @@ The rules of the list:
 - A new column or table is a new entry at the end, with its own frozen definition, and the same change
   to the tables below.
 
+One process migrates a database at a time: on PostgreSQL and MySQL/MariaDB, which several trackers share,
+:func:`migrate` holds a lock of the server's (an advisory lock, ``GET_LOCK``) while it reads and runs the
+steps, so trackers started at once on a new database do not all create the tables (all but one failed at
+start, on a duplicate type or table). A SQLite file belongs to one tracker (storage.db_lock).
+
 tests/store/test_schema.py checks on every backend that a fresh database and one upgraded from each
 earlier version both end up equal to the tables below.
 """
@@ -20,7 +25,8 @@ earlier version both end up equal to the tables below.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import (
@@ -529,15 +535,56 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
 ]
 
 
+MIGRATION_LOCK = "shoal_schema"
+"""The name of the server's lock a migration holds (MySQL's ``GET_LOCK``; PostgreSQL's advisory lock takes a
+number, LOCK_KEY)."""
+LOCK_KEY = 0x73686F616C
+"""PostgreSQL's advisory lock key for migrations ("shoal" in ASCII): any number other programs do not use."""
+LOCK_WAIT = 120
+"""Seconds MySQL waits for another process's migration (PostgreSQL's advisory lock waits as long as it takes)."""
+
+
+@asynccontextmanager
+async def _one_migrator(engine: AsyncEngine) -> AsyncIterator[None]:
+    """Hold the server's migration lock (nothing to hold on SQLite). It is a session's lock, on a connection of
+    its own kept for the migration, released at the end (the server drops it too if the process dies)."""
+    dialect = engine.dialect.name
+    if dialect not in ("postgresql", "mysql", "mariadb"):
+        yield
+        return
+    async with engine.connect() as conn:
+        if dialect == "postgresql":
+            take, release = text("SELECT pg_advisory_lock(:key)"), text("SELECT pg_advisory_unlock(:key)")
+            params: dict[str, Any] = {"key": LOCK_KEY}
+            await conn.execute(take, params)
+        else:
+            take, release = text("SELECT GET_LOCK(:name, :wait)"), text("SELECT RELEASE_LOCK(:name)")
+            params = {"name": MIGRATION_LOCK, "wait": LOCK_WAIT}
+            if (await conn.execute(take, params)).scalar() != 1:
+                raise TimeoutError(f"another process held the schema's migration lock for {LOCK_WAIT} s")
+        await conn.commit()  # the lock is the session's: no transaction stays open beside the migration
+        try:
+            yield
+        finally:
+            await conn.execute(release, params)
+            await conn.commit()
+
+
 async def migrate(engine: AsyncEngine, *, upto: int | None = None) -> int:
     """Bring the schema up to date, or only up to version ``upto`` (the tests build older databases this
     way); return the version it is at.
 
-    Each step not yet recorded in ``schema_migrations`` runs in its own transaction, which also records it.
+    Each step not yet recorded in ``schema_migrations`` runs in its own transaction, which also records it,
+    under the server's migration lock (the module's docstring).
     """
     versions = [version for version, _, _ in MIGRATIONS]
     if upto is not None and upto not in versions:
         raise ValueError(f"no schema version {upto}; the versions are {versions}")
+    async with _one_migrator(engine):
+        return await _migrate(engine, upto)
+
+
+async def _migrate(engine: AsyncEngine, upto: int | None) -> int:
     async with engine.begin() as conn:
         bookkeeping = _schema_migrations_table(MetaData())
         await conn.run_sync(lambda sync: bookkeeping.create(sync, checkfirst=True))

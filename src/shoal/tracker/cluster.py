@@ -45,6 +45,7 @@ from shoal.core.ownership import (
     must_rejoin,
     others_took_over,
     owner,
+    sharing_url,
 )
 from shoal.core.tickets import FLEET_HEADER, FleetKey
 from shoal.http.json_api import json_error
@@ -111,6 +112,7 @@ class Cluster:
         self.members: list[TrackerMember] = []
         self._renewed = float("-inf")  # when the database last took a renewal of our row (our clock)
         self._member_hosts: set[str] = set()
+        self._named_alike: set[str] = set()  # members already logged as advertising our URL
         self._live: set[str] = set()  # the live members at the last heartbeat
         self._session: aiohttp.ClientSession | None = None
         self._tls = tls
@@ -284,6 +286,16 @@ class Cluster:
 
     async def _learn_hosts(self) -> None:
         """The addresses of the other members, whose FORWARDED_FOR is believed."""
+        for alike in sharing_url(self.tracker_id, self.members, self.clock()):
+            if alike.tracker_id not in self._named_alike:
+                self._named_alike.add(alike.tracker_id)
+                log.error(
+                    "tracker %s advertises this tracker's URL, %s: requests forwarded to either come back to the "
+                    "one that forwards them, and the tasks of one are never answered; give each tracker the "
+                    "address the others reach it at (--advertise http://THIS-HOST:PORT)",
+                    alike.tracker_id,
+                    alike.url,
+                )
         hosts: set[str] = set()
         loop = asyncio.get_running_loop()
         for member in self.members:
