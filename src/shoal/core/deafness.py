@@ -1,0 +1,106 @@
+"""The spells in which the tracker could not hear its peers, so that their silence then is not held against them.
+
+A peer is forgotten when the tracker has not heard from it for its TTL. Two things can make a live peer
+silent that are the tracker's doing, not the peer's:
+
+- the tracker stalled: the process was stopped, starved of CPU or its event loop held, so nothing was
+  read; its periodic tick comes late by that long;
+- the tracker shed announces (tracker.admission's 503): the peer spoke and was told to come back.
+
+Counting either against the peers would expire a live swarm at once when the tracker resumes, dropping
+every lease and every holder it knows, and the peers would fetch again what they had (issue 27: "a peer is
+not expired because the tracker was slow to answer it"). So expiry runs on *heard time*: the clock with
+the deaf spells taken out. :meth:`Deafness.expiry_clock` turns ``now`` into the instant an expiry should be
+judged at: ``now`` less the deaf time since the tracker began its last ``span`` seconds of hearing. With
+``span`` at least the longest peer TTL, a peer last heard at ``L`` is never judged silent for longer than the
+tracker listened since ``L``; it may be forgotten later than that by at most the deaf time of the stretch,
+which errs on the side of keeping a live peer.
+
+Rules:
+
+- A tick later than its period plus ``slack`` makes the lateness deaf (the period itself was heard).
+- A tick period in which any announce was shed is deaf as a whole: who was shed is not known (a shed
+  announce is never read, which is what keeps shedding cheap), so nobody is blamed for it.
+- The result never goes backwards: deaf time within a window grows at most as fast as the clock.
+- While the tracker sheds without end no peer expires; memory stays bounded by the limits on peers.
+
+Pure: values in, values out; the service ticks it from its expiry loop and reports sheds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Deafness:
+    """Deaf spells of one tracker process, as (start, end) pairs in its clock, oldest first, merged."""
+
+    period: float
+    """Seconds between the service's ticks."""
+    span: float
+    """Seconds of heard time an expiry looks back over: at least the longest peer TTL."""
+    slack: float = 1.0
+    """Seconds a tick may come late without counting as a stall (a busy event loop's ordinary delay)."""
+    spells: list[tuple[float, float]] = field(default_factory=list)
+    _last_tick: float | None = field(default=None, init=False, repr=False)
+    _shed_since_tick: bool = field(default=False, init=False, repr=False)
+    _floor: float = field(default=float("-inf"), init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.period > 0 or not self.span > 0 or self.slack < 0:
+            raise ValueError(f"period and span must be positive and slack not negative: {self!r}")
+
+    def shed(self) -> None:
+        """An announce was answered 503 unread since the last tick."""
+        self._shed_since_tick = True
+
+    def tick(self, now: float) -> None:
+        """The service's periodic tick, at ``now``."""
+        last, self._last_tick = self._last_tick, now
+        if last is not None and now > last:
+            if self._shed_since_tick:
+                self._add(last, now)
+            elif now - last > self.period + self.slack:
+                self._add(last + self.period, now)
+        self._shed_since_tick = False
+        start = self._window_start(now, self.spells)
+        while self.spells and self.spells[0][1] <= start:
+            self.spells.pop(0)
+
+    def _add(self, start: float, end: float) -> None:
+        if self.spells and start <= self.spells[-1][1]:
+            self.spells[-1] = (self.spells[-1][0], max(end, self.spells[-1][1]))
+        else:
+            self.spells.append((start, end))
+
+    def _window_start(self, now: float, spells: list[tuple[float, float]]) -> float:
+        """The instant from which the tracker heard for ``span`` seconds until ``now``."""
+        needed, t = self.span, now
+        for a, b in reversed(spells):
+            heard = t - min(b, t)
+            if heard >= needed:
+                break
+            needed -= heard
+            t = min(a, t)
+        return t - needed
+
+    def deaf(self, start: float, end: float) -> float:
+        """Seconds of deaf spells within [start, end]."""
+        return sum(max(0.0, min(b, end) - max(a, start)) for a, b in self.spells)
+
+    def expiry_clock(self, now: float) -> float:
+        """The instant to judge peers' and leases' silence at: ``now`` less the deaf time since the tracker
+        began its last ``span`` seconds of hearing. The time since the last tick counts as the tick will count
+        it (announces decided before a late tick, or between sheds, must not expire peers the tick is about to
+        excuse)."""
+        spells = self.spells
+        if self._last_tick is not None and now > self._last_tick:
+            since = self._last_tick
+            if not self._shed_since_tick:
+                since = self._last_tick + self.period if now - self._last_tick > self.period + self.slack else now
+            if since < now:
+                spells = [*spells, (since, now)]
+        judged = min(now, self._window_start(now, spells) + self.span)
+        self._floor = max(self._floor, judged)  # a spell added after the fact must not move expiry back
+        return self._floor
