@@ -248,11 +248,12 @@ def test_tracker_restarted_mid_swarm(tmp_path, origin, make_file, spawn_get, ser
 
 def test_a_tracker_stalled_past_the_peer_ttl_mid_swarm(tmp_path, tracker, origin, make_file, spawn_get):
     """A tracker whose process stalls (SIGSTOP) for longer than the peer TTL while the peers fetch their
-    leased pieces from the origin: when it runs again it counts them gone, their leases with them, and does
-    not take the hashes they report of the pieces fetched meanwhile; it leases those pieces afresh, some to
-    the peer that holds them already. Every download completes all the same (core.pieces: a refused piece
-    leased to us again is reported again; before, the tracker waited for that report and the peer for the
-    piece's hash, and the swarm stood still for good: in one of two runs of this test)."""
+    leased pieces from the origin. Its silence is not the peers': when it runs again it keeps them and their
+    leases (core.deafness), takes the hashes they report of the pieces fetched meanwhile, and leases none of
+    those pieces again, so the origin sends the file about once (before, every peer was counted gone and some
+    pieces were fetched twice). And should a refused piece be leased to the peer holding it, that peer reports
+    it again (core.pieces; before, the tracker waited for that report and the peer for the piece's hash, and
+    the swarm stood still for good)."""
     size = 16 << 20
     src = origin("--rate", "2M")
     data = make_file(src.root / "z.bin", size)
@@ -277,6 +278,7 @@ def test_a_tracker_stalled_past_the_peer_ttl_mid_swarm(tmp_path, tracker, origin
         assert proc.returncode == 0, err
         assert (tmp_path / f"z{i}.bin").read_bytes() == data
     assert no_partial_files(tmp_path)
+    assert src.bytes_sent() <= size * 1.05
 
 
 def test_origin_without_range_support(tmp_path, tracker, origin, make_file, spawn_get):

@@ -422,17 +422,24 @@ class TrackerStore(SqlStore):
                 self._drop(task_id)
 
     async def load(
-        self, task_id: str, hash_pieces: Iterable[int], *, now: float | None = None, peer_ttl: float | None = None
+        self,
+        task_id: str,
+        hash_pieces: Iterable[int],
+        *,
+        now: float | None = None,
+        peer_ttl: float | None = None,
+        judged: float | None = None,
     ) -> TaskSnapshot:
         """The task, its live peers and leases, and the stored hashes of ``hash_pieces``. With ``now`` and
-        ``peer_ttl`` the task's swarm is expired at ``now`` first, as a decision at ``now`` needs it."""
+        ``peer_ttl`` the task's swarm is expired first, as a decision at ``now`` needs it: at ``judged`` when
+        given (the tracker's clock less the time it could not hear its peers: core.deafness), else at ``now``."""
         rows = await self._task_rows(task_id)
         if rows is None:
             return TaskSnapshot(None, [], {}, {})
         grace = False
         if now is not None:
             if peer_ttl is not None:
-                rows.swarm.expire(now, peer_ttl)
+                rows.swarm.expire(now if judged is None else judged, peer_ttl)
                 self.peer_ttl = peer_ttl
             grace = rows.from_database and now < self.grace_until
         return rows.snapshot(hash_pieces, grace=grace)

@@ -58,7 +58,9 @@ class Admission:
         *,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_shed: Callable[[], None] | None = None,
     ) -> None:
+        """``on_shed``: told of each announce answered 503 (the service's deafness: a peer shed is not silent)."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"the cap on announces in flight must be a whole number of at least 1, not {limit!r}")
         if not interval > 0:
@@ -68,6 +70,7 @@ class Admission:
         """Retry-After is drawn from 1 to this many seconds."""
         self.rng = rng or random.Random()
         self.clock = clock
+        self._on_shed = on_shed
         self.inflight = 0
         self.shed = 0
         """Announces answered 503, since the start."""
@@ -85,6 +88,8 @@ class Admission:
         """Take a slot for an announce; False when all ``limit`` are taken."""
         if self.inflight >= self.limit:
             self.shed += 1
+            if self._on_shed is not None:
+                self._on_shed()
             return False
         self.inflight += 1
         self.taken += 1

@@ -41,6 +41,7 @@ from shoal.core.announce import AnnounceOutcome, Pace, TaskSnapshot, TrackerPoli
 from shoal.core.announce_counts import AnnounceCounts
 from shoal.core.bitfield import iter_bits
 from shoal.core.content_alias import ContentAliases
+from shoal.core.deafness import Deafness
 from shoal.core.errors import ProtocolError, StoreError
 from shoal.core.ids import is_content_task, is_task_id
 from shoal.core.interval import Demand, Pacing
@@ -117,6 +118,9 @@ class TrackerService:
         self.policy = TrackerPolicy(
             config.interval, config.peer_ttl, config.max_peers, secrets.token_bytes(16), config.audit_share, pacing
         )
+        self.deafness = Deafness(period=config.interval, span=pacing.ttl(pacing.longest))
+        """When this process could not hear its peers (it stalled, or shed announces): their silence then is
+        not held against them (core.deafness)."""
         self.demand: Demand[tuple[str, str]] = Demand(pacing)
         """This process's live peers by the interval their state calls for: the stretch load puts on them."""
         self.rng = random.Random()
@@ -171,7 +175,9 @@ class TrackerService:
             now = self.clock()
             if self.cluster is not None:
                 self.tasks_moved(self.cluster.last_move(now))  # a task gained since is read with grace
-            snapshot = await self.store.load(task_id, request.done, now=now, peer_ttl=self.policy.peer_ttl)
+            snapshot = await self.store.load(
+                task_id, request.done, now=now, peer_ttl=self.policy.peer_ttl, judged=self.deafness.expiry_clock(now)
+            )
             swarm = snapshot.swarm
             if request.event != "stopped" and (swarm is None or request.peer_id not in swarm.peers):
                 size = 0 if swarm is None else len(swarm.peers)
@@ -333,6 +339,7 @@ class TrackerService:
     async def expire_forever(self) -> None:
         while True:
             await asyncio.sleep(self.config.interval)
+            self.deafness.tick(self.clock())
             self.collector.tick()
             self.bt.sweep()
             self.limits.sweep(self.clock())
@@ -340,7 +347,7 @@ class TrackerService:
             self.scope_bytes.forget_before(self.clock() - self.config.peer_ttl * TALLY_TTLS)
             self.demand.expire(self.clock())
             try:
-                await self.store.expire(self.clock(), self.config.peer_ttl)
+                await self.store.expire(self.deafness.expiry_clock(self.clock()), self.config.peer_ttl)
             except Exception:  # a fault of one round must not end the loop
                 log.exception("expiring peers failed")
             now = self.clock()
@@ -452,7 +459,8 @@ async def hashes(request: web.Request) -> web.Response:
 async def task_info(request: web.Request) -> web.Response:
     task_id = _task_id(request)
     service = request.app[SERVICE]
-    summary = await service.store.summary(task_id, service.clock(), service.config.peer_ttl)
+    judged = service.deafness.expiry_clock(service.clock())
+    summary = await service.store.summary(task_id, judged, service.config.peer_ttl)
     if summary is None:
         return json_error(404, f"unknown task {task_id}")
     if not is_content_task(task_id) and (named := service.aliases.best(task_id)):
@@ -540,9 +548,9 @@ def _warn_no_operator_token(port: int) -> None:
 def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> web.Application:
     """The tracker as an aiohttp application; listening is the caller's business (AppRunner/TCPSite, with
     RUNNER_OPTIONS). Its start takes the SQLite file's lock (DatabaseLocked when another tracker holds it)."""
-    admission = Admission(config.max_inflight, config.interval)
-    errors = json_errors(log, unavailable=(StoreError,), what="the tracker's database")
     service = TrackerService(config, clock)
+    admission = Admission(config.max_inflight, config.interval, on_shed=service.deafness.shed)
+    errors = json_errors(log, unavailable=(StoreError,), what="the tracker's database")
     cluster = service.cluster
     # whole_writes inside errors: a request that outlived its client still fails as JSON to a client that
     # stayed; a task's request goes to its owner (cluster) inside both, and bt's middleware (appended by
