@@ -12,8 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shoal.core.errors import ConfigError, ProtocolError, UsageError
-from shoal.core.mirror_config import Hooks, JobSpec, Publish, Retention, parse_duration
+from shoal.core.mirror_config import Hooks, JobSpec, Publish, Retention
 from shoal.core.mirror_toml import parse_config
+from shoal.core.mirror_values import parse_duration
 from shoal.mirror.config import load_config
 
 FULL = """\

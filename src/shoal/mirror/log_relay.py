@@ -85,7 +85,7 @@ class LogRelay:
             async with asyncio.timeout(self.wait):
                 answer = await pending.answer
         except TimeoutError:
-            link.outbox = [c for c in link.outbox if not (isinstance(c, SendLog) and c.id == request)]
+            link.withdraw(lambda c: isinstance(c, SendLog) and c.id == request)
             raise LogUnavailable(
                 f"worker {job.worker} did not send job {name}'s log within {self.wait:g} s", status=504
             ) from None

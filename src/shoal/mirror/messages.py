@@ -17,7 +17,8 @@ from typing import Annotated
 
 import msgspec
 
-from shoal.core.mirror_config import JobSpec, Name
+from shoal.core.mirror_config import JobSpec
+from shoal.core.mirror_values import Name
 
 MAX_COUNT = 2**62
 Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
