@@ -54,6 +54,7 @@ from shoal.core.mirror_values import (
     Port,
     Seconds,
     Text,
+    TimeLimit,
     _Invalid,
     dec_hook,
     dotted,
@@ -186,8 +187,9 @@ class JobSpec(_Table, frozen=True):
     """Seconds from the end of one run to the start of the next (``core.schedule.next_run``)."""
     cron: str | None = None
     """A five-field UTC cron expression (``core.schedule.Cron``); when set it decides the schedule."""
-    timeout: Duration = 3600.0
-    """Seconds one attempt may take, hooks included, before it is killed and failed."""
+    timeout: TimeLimit = 3600.0
+    """Seconds one attempt may take, hooks included, before it is killed and failed; ``NO_LIMIT`` (0): none,
+    as tunasync runs a job without a timeout."""
     retries: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 2
     """Attempts per run, the first included (``core.mirror_job``'s ``max_attempts``)."""
     worker: Name | None = None

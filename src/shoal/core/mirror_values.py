@@ -11,6 +11,8 @@ Durations are a string: a positive number with one unit of ``s``, ``m``, ``h`` o
 ``interval`` counts minutes and its ``timeout`` seconds, so a number copied from its config would silently
 mean something else here; the error says which units to write. The JSON the manager sends its workers
 carries durations as plain seconds (``dec_hook``); only the file (``file_dec_hook``) insists on a unit.
+A time limit (``TimeLimit``: a job's ``timeout``) is a duration or 0, which means none, as it does in
+tunasync; a bare 0 needs no unit, since it is the same in every one.
 
 Rules, and why:
 
@@ -32,6 +34,7 @@ import msgspec
 from shoal.core.toml_lines import KeyPath
 
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*")
+_ZERO = re.compile(r"\s*0+(?:\.0+)?\s*[smhd]?\s*")
 _WITH_UNIT = re.compile(r"\s*\d+(?:\.\d+)?\s*[smhd]\s*")
 _UNIT_SECONDS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -51,12 +54,17 @@ Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 
 if TYPE_CHECKING:  # to the type checker, the value a struct keeps
     Seconds = float
+    LimitSeconds = float
     HookCommands = tuple[str, ...]
 else:  # at run time, classes of their own, so msgspec hands the file's value to dec_hook
 
     class Seconds(float):
         """A duration as the file writes it: a positive number of seconds, or a string such as ``"10m"``
         (read by dec_hook with ``parse_duration``); the struct then keeps the plain float."""
+
+    class LimitSeconds(Seconds):
+        """A time limit as the file writes it: a duration, or 0 for none (read by dec_hook with
+        ``parse_limit``); the struct then keeps the plain float, 0.0 for none."""
 
     class HookCommands(tuple):
         """A hook as the file writes it: one command string, or an array of them (read by dec_hook); the
@@ -72,6 +80,18 @@ Duration = Annotated[
         extra_json_schema={"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string"}]},
     ),
 ]
+TimeLimit = Annotated[
+    LimitSeconds,
+    msgspec.Meta(
+        description=(
+            "a duration with one unit of s, m, h or d ('90s', '10m', '1.5h', '1d'), or 0: no limit; in JSON, "
+            "seconds as a number too"
+        ),
+        extra_json_schema={"anyOf": [{"type": "number", "minimum": 0}, {"type": "string"}]},
+    ),
+]
+NO_LIMIT = 0.0
+"""A ``TimeLimit`` of 0: none. tunasync's meaning of a timeout of 0 too, so a converted job keeps it."""
 Hook = Annotated[
     HookCommands,
     msgspec.Meta(
@@ -116,6 +136,19 @@ def parse_duration(value: Any) -> float:
     return seconds
 
 
+def parse_limit(value: Any) -> float:
+    """A time limit: ``NO_LIMIT`` for 0 (a number, or a string such as ``"0"`` or ``"0s"``), else a duration
+    as ``parse_duration`` reads it; ValueError or TypeError otherwise."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value == 0:
+        return NO_LIMIT
+    if isinstance(value, str) and _ZERO.fullmatch(value):
+        return NO_LIMIT
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ValueError(f"{exc}, or 0 for no limit") from None
+
+
 def _commands(value: Any) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list):
@@ -131,6 +164,8 @@ def dec_hook(kind: type, value: Any) -> Any:
     these structs from JSON (``JobSpec.from_json``, the mirror client's of a run command) passes it."""
     if kind is Seconds:
         return Seconds(parse_duration(value))
+    if kind is LimitSeconds:
+        return LimitSeconds(parse_limit(value))
     if kind is HookCommands:
         return HookCommands(_commands(value))
     raise NotImplementedError(kind)
@@ -138,8 +173,8 @@ def dec_hook(kind: type, value: Any) -> Any:
 
 def file_dec_hook(kind: type, value: Any) -> Any:
     """``dec_hook`` for the TOML file, where a duration must name its unit (the module's docstring says why)."""
-    if kind is Seconds:
-        _require_unit(value)
+    if kind is Seconds or kind is LimitSeconds:
+        _require_unit(value)  # 0 passes: it is the same in every unit
     return dec_hook(kind, value)
 
 

@@ -17,7 +17,7 @@ text and the list of what could not be carried over come out. The keys are tunas
     [include] include_mirrors                 the [[mirrors]] of every file it globs, after the file's own
     [[mirrors]] (nested [[mirrors.mirrors]])  [[jobs]], one per leaf, its parents' keys inherited
       interval (minutes)                      interval = "2h" (the largest whole unit)
-      timeout (seconds)                       timeout = "1h"
+      timeout (seconds)                       timeout = "1h"; unset or 0: timeout = 0 (no limit)
       retry                                   retries
       exec_on_success (+ _extra)              hooks.post_success
       exec_on_failure (+ _extra)              hooks.post_fail
@@ -41,8 +41,9 @@ Rules, and why:
   the mistake into the new file.
 - A mirror whose name cannot be a Shoal job name (a directory name: letters, digits, ``.``, ``_``, ``-``) is
   skipped with the reason rather than renamed, since its directory and URLs would change.
-- tunasync's ``timeout`` of 0 means "no limit"; Shoal has none, so such a job keeps Shoal's default
-  (``DEFAULT_TIMEOUT``), and the conversion says so once.
+- A mirror without a ``timeout`` (unset or 0, its own and the global one) runs without a time limit in
+  tunasync, so its job is written with ``timeout = 0``, Shoal's "no limit" (core.mirror_values.NO_LIMIT),
+  rather than left to take Shoal's default of one hour and be killed where tunasync would let it finish.
 """
 
 from __future__ import annotations
@@ -68,8 +69,6 @@ from shoal.core.tunasync_keys import (
 TUNASYNC_PROVIDERS = ("rsync", "two-stage-rsync", "command")
 DEFAULT_PROVIDER = "rsync"
 """tunasync's providerEnum is rsync when a mirror names none (its zero value)."""
-DEFAULT_TIMEOUT = "1h"
-"""Shoal's default attempt timeout (core.mirror_config.JobSpec.timeout), said in the notice."""
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -270,7 +269,7 @@ def _job(
         )
     if codes:
         job["success_exit_codes"] = sorted({0, *codes})
-    _schedule_keys(mirror, global_, job, source, key, notes)
+    _schedule_keys(mirror, global_, job, source, key)
     if worker:
         job["worker"] = worker
     job["layout"] = "in-place"
@@ -313,20 +312,14 @@ def _rsync_keys(
 
 
 def _schedule_keys(
-    mirror: Mapping[str, Any], global_: Mapping[str, Any], job: dict[str, Any], source: str, key: str, notes: Notes
+    mirror: Mapping[str, Any], global_: Mapping[str, Any], job: dict[str, Any], source: str, key: str
 ) -> None:
     interval = _inherited(mirror, global_, "interval", source, key)
     if interval:
         job["interval"] = duration(interval * 60)
     timeout = _inherited(mirror, global_, "timeout", source, key)
-    if timeout:
-        job["timeout"] = duration(timeout)
-    else:
-        notes.once(
-            "timeout",
-            f"not set: tunasync lets such a sync run without a limit; Shoal stops an attempt after its "
-            f"timeout (default {DEFAULT_TIMEOUT}): set timeout on the jobs that take longer",
-        )
+    # 0 is Shoal's "no limit" (a bare 0 needs no unit), as an unset timeout is tunasync's.
+    job["timeout"] = duration(timeout) if timeout else 0
     retry = _inherited(mirror, global_, "retry", source, key)
     if retry:
         job["retries"] = retry

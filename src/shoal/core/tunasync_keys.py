@@ -11,7 +11,6 @@ Rules, and why:
   hand. A key's own reason wins over its table's.
 - A table that is present but disabled (``[cgroup] enable = false``) is reported once, saying nothing is
   lost, rather than once per key.
-- A notice that holds for every job (``Notes.once``) is said once, not once per job.
 """
 
 from __future__ import annotations
@@ -131,15 +130,9 @@ class Notes:
     """What a conversion did not carry over, in the order it was met."""
 
     skipped: list[Skipped] = field(default_factory=list)
-    _said: set[str] = field(default_factory=set)
 
     def add(self, where: str, key: str, why: str) -> None:
         self.skipped.append(Skipped(where, key, why))
-
-    def once(self, key: str, why: str) -> None:
-        if key not in self._said:
-            self._said.add(key)
-            self.add("every job", key, why)
 
     def table(self, table: Any, where: str, why: str) -> None:
         if table is None:
