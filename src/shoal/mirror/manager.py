@@ -137,6 +137,9 @@ class MirrorManager:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
+        self.ran_on: dict[str, list[str]] = {}
+        """Job -> the workers this process sent its runs to, newest first, each once: where its earlier run
+        logs are (``log_holders``). In memory: a manager restart forgets all but the stored last worker."""
         self.queued: dict[str, str | None] = {}
         """Manual starts waiting for a free slot: job -> the worker asked for (None: any). In memory, as
         tunasync's worker keeps them: a manager restart forgets them, and the schedule runs those jobs."""
@@ -315,6 +318,9 @@ class MirrorManager:
         self.queued.pop(job.name, None)  # whatever starts it, a waiting manual start is served
         begun = replace(job, state=state, worker=worker, run_id=secrets.token_hex(8), updated=now)
         await self.store.put_job(begun)
+        # The previous run's worker (as stored, so known after a restart too) ran the job before this one.
+        earlier = (w for w in (job.worker, *self.ran_on.get(job.name, ())) if w is not None)
+        self.ran_on[job.name] = list(dict.fromkeys((worker, *earlier)))
         assert begun.run_id is not None
         self.links[worker].send(RunJob(job=spec, run_id=begun.run_id, attempt=state.attempts, force=force))
         log.info("job %s: %s on worker %s", job.name, type(event).__name__, worker)
@@ -432,6 +438,13 @@ class MirrorManager:
             raise UnknownJob(f"no job named {name!r}")
         return job
 
+    def log_holders(self, job: JobRecord) -> list[str]:
+        """The workers that may hold ``job``'s run logs, the likeliest first: the worker of its newest run,
+        the earlier ones this process sent its runs to (newest first), then every other live worker, since
+        a manager restart forgets which ones ran it (a worker without the run answers that it has none)."""
+        known = [w for w in (job.worker, *self.ran_on.get(job.name, ())) if w is not None]
+        return list(dict.fromkeys([*known, *self.links]))
+
     async def list_jobs(self, *, include_disabled: bool = False, status: str | None = None) -> list[MirrorJobView]:
         jobs = await self.store.jobs()
         return [
@@ -537,6 +550,8 @@ class MirrorManager:
         async with self._lock:
             disabled = [j.name for j in await self.store.jobs() if j.state.status is JobStatus.DISABLED]
             await self.store.delete_jobs(disabled)
+        for name in disabled:
+            self.ran_on.pop(name, None)
         return Flushed(disabled)
 
 
