@@ -29,6 +29,9 @@ Rules, and why:
 - A worker unheard of for ``worker_timeout`` is lost: its running jobs fail ("worker lost") and are due
   at once, so the next tick starts them on another worker. Every worker counts as heard of when the
   manager starts, so a manager that was down does not declare them all lost before they re-register.
+- Which workers ran each job is kept in memory (``ran_on``): a run's log is read on the worker that ran it
+  (shoal.mirror.log_relay asks ``log_holders``). A restart forgets all but the stored last worker, and a
+  read then asks the other live workers too, so no schema holds what only a log read needs.
 - Time comes from an injectable clock; the HTTP routes are shoal.mirror.manager_http's, how a job is
   shown shoal.mirror.job_views', a live worker's outbox shoal.mirror.worker_link's.
 """
