@@ -164,25 +164,79 @@ def test_ctl_logs_follows_a_run_and_the_next_through_the_manager_where_the_page_
     argv = shoal_argv("mirror", "ctl", "--manager", manager.url, "logs", "tools", "--follow")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_MIRROR_")}
     follower = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
-    assert follower.stdout is not None
     seen: list[str] = []
-
-    def read_until(wanted: str) -> None:
-        assert follower.stdout is not None
-        while line := follower.stdout.readline():
-            seen.append(line)
-            if wanted in line:
-                return
-        raise AssertionError(f"the follower ended before {wanted!r}: {''.join(seen)}")
-
     try:
-        read_until("== success")  # the run before it started
+        read_until(follower, seen, "== success")  # the run before it started
         assert any("run number 1" in line for line in seen)
         assert ctl(manager, "start", "tools").returncode == 0
-        read_until("run number 2")  # the next run, followed by itself
-        read_until("== success")
+        read_until(follower, seen, "run number 2")  # the next run, followed by itself
+        read_until(follower, seen, "== success")
         assert not any("urlpass99" in line for line in seen)
     finally:
-        follower.terminate()
-        follower.wait(timeout=30)
+        stop(follower)
+
+
+def test_ctl_logs_follows_the_job_to_another_worker_and_reads_each_run_where_it_ran(mirror: Mirror) -> None:
+    manager = start(mirror)
+    w1 = mirror.worker(manager, "w1")
+    wait_until(lambda: job_is(manager, "tools", status="success", worker="w1"), "run 1 on w1", timeout=DEADLINE)
+    first = json.loads(get(f"{manager.url}/v1/mirror/jobs/tools/log")[2])
+    mirror.worker(manager, "w2")
+    wait_until(lambda: live_workers(manager) == {"w1", "w2"}, "both workers live", timeout=DEADLINE)
+
+    argv = shoal_argv("mirror", "ctl", "--manager", manager.url, "--token", TOKEN, "logs", "tools", "--follow")
+    follower = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    seen: list[str] = []
+    try:
+        read_until(follower, seen, "== success")  # run 1, on w1
+        started = ctl(manager, "start", "tools", "--worker", "w2")
+        assert started.returncode == 0, started.stderr
+        # The next run is on w2: the follower goes on there, as tail -F goes on to a rotated file.
+        read_until(follower, seen, "run number 2")
+        read_until(follower, seen, "== success")
+    finally:
+        stop(follower)
+    assert "".join(seen).count("run number 1") == 1  # run 1 once: not read again from w2, nor from w1
+    assert job_is(manager, "tools", status="success", worker="w2")
+
+    # The latest run is read where the job ran last; an earlier run, on the worker that ran it.
+    latest = json.loads(get(f"{manager.url}/v1/mirror/jobs/tools/log")[2])
+    assert (latest["worker"], latest["running_on"]) == ("w2", "w2") and "run number 2" in latest["text"]
+    status, _, body = get(f"{manager.url}/v1/mirror/jobs/tools/log?run={first['run']}")
+    earlier = json.loads(body)
+    assert status == 200 and (earlier["worker"], earlier["running_on"]) == ("w1", "w2")
+    assert earlier["run"] == first["run"] and earlier["text"] == first["text"]
+    assert get(f"{manager.url}/logs/tools/{first['run']}")[2] == first["text"]  # the page's link too
+    printed = ctl(manager, "logs", "tools", "--run", first["run"])
+    assert printed.returncode == 0 and printed.stdout == first["text"], printed.stderr
+    status, _, body = get(f"{manager.url}/logs/tools/tools_2020-01-01_00-00-00.log")
+    assert status == 404 and "has no run log tools_2020-01-01_00-00-00.log" in body  # on no worker
+
+    # With w1 gone, its run cannot be had: a 503 that says where it is.
+    w1.stop()
+    url = f"{manager.url}/logs/tools/{first['run']}"
+    wait_until(lambda: get(url)[0] == 503, "a 503 once w1 is lost", timeout=DEADLINE)
+    assert "it may be on w1, not live now" in get(url)[2]
+
+
+def live_workers(manager: Service) -> set[str]:
+    status, _, body = get(f"{manager.url}/v1/mirror/workers")
+    assert status == 200, body
+    return {w["name"] for w in json.loads(body)["workers"] if w["live"]}
+
+
+def read_until(follower: subprocess.Popen[str], seen: list[str], wanted: str) -> None:
+    """Read the follower's lines into ``seen`` until one holds ``wanted``; fails if it ends first."""
+    assert follower.stdout is not None
+    while line := follower.stdout.readline():
+        seen.append(line)
+        if wanted in line:
+            return
+    raise AssertionError(f"the follower ended before {wanted!r}: {''.join(seen)}")
+
+
+def stop(follower: subprocess.Popen[str]) -> None:
+    follower.terminate()
+    follower.wait(timeout=30)
+    if follower.stdout is not None:
         follower.stdout.close()

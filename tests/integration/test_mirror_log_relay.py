@@ -36,6 +36,12 @@ def log_command(manager: MirrorManager, worker: str) -> SendLog | None:
     return next((c for c in manager.links[worker].outbox if isinstance(c, SendLog)), None)
 
 
+def taken(manager: MirrorManager, *workers: str) -> None:
+    """The workers' polls took everything sent to them so far (so the next log command is the only one)."""
+    for worker in workers:
+        manager.links[worker].acknowledge(manager.links[worker].seq)
+
+
 async def test_a_read_goes_to_the_jobs_worker_and_takes_only_its_answer(manager: MirrorManager) -> None:
     relay = LogRelay(manager)
     worker = (await manager.job("a")).worker
@@ -72,8 +78,46 @@ async def test_a_workers_refusal_becomes_the_readers_error(
     command = await wait_until_async(lambda: log_command(manager, worker), "the log command in the outbox")
     assert command.run == RUN and command.offset == 10
     relay.deliver(worker, command.id, answer)
+    if error is NotFound:  # not on the job's worker: the other live one is asked too, and has none either
+        other = "w2" if worker == "w1" else "w1"
+        asked = await wait_until_async(lambda: log_command(manager, other), "the other worker asked")
+        relay.deliver(other, asked.id, answer)
     with pytest.raises(error, match=answer.error):
         await reading
+
+
+async def test_a_run_is_read_on_the_worker_that_ran_it_after_the_job_moved(manager: MirrorManager) -> None:
+    relay = LogRelay(manager)
+    first = (await manager.job("a")).worker
+    assert first is not None
+    second = "w2" if first == "w1" else "w1"
+    await manager.command("a", "restart", worker=second)  # the job's next run goes to the other worker
+    assert manager.log_holders(await manager.job("a")) == [second, first]
+
+    reading = asyncio.create_task(relay.read("a", RUN, offset=None))
+    asked = await wait_until_async(lambda: log_command(manager, second), "the job's worker asked first")
+    assert log_command(manager, first) is None  # one worker at a time, the likeliest first
+    relay.deliver(second, asked.id, LogAnswer(error=f"job a has no run log {RUN}", status=404))
+    earlier = await wait_until_async(lambda: log_command(manager, first), "then the worker that ran it before")
+    assert earlier.run == RUN
+    relay.deliver(first, earlier.id, LogAnswer(piece=PIECE))
+    answered = await reading
+    assert (answered.worker, answered.running_on, answered.text) == (first, second, "hello world\n")
+    taken(manager, first, second)
+
+    # The latest run is the job's worker's alone; with the earlier worker gone, its runs are said to be there.
+    latest = asyncio.create_task(relay.read("a", None, offset=None))
+    asked = await wait_until_async(lambda: log_command(manager, second), "the latest asked of the job's worker")
+    relay.deliver(second, asked.id, LogAnswer(piece=PIECE))
+    assert (await latest).worker == second and log_command(manager, first) is None
+    taken(manager, second)
+    await manager.remove_worker(first)
+    reading = asyncio.create_task(relay.read("a", RUN, offset=None))
+    asked = await wait_until_async(lambda: log_command(manager, second), "the live worker asked")
+    relay.deliver(second, asked.id, LogAnswer(error=f"job a has no run log {RUN}", status=404))
+    with pytest.raises(LogUnavailable, match=f"it may be on {first}, not live now") as caught:
+        await reading
+    assert caught.value.status == 503
 
 
 async def test_a_read_nobody_answers_is_a_504_and_its_command_is_withdrawn(manager: MirrorManager) -> None:

@@ -20,6 +20,7 @@ import pytest
 from aiohttp import web
 
 from shoal.core.mirror_config import Hooks, JobSpec, Retention
+from shoal.core.mirror_values import NO_LIMIT
 from shoal.http.listen import listen
 from shoal.mirror.providers import index_files, safe_file_name
 from shoal.mirror.runner import AttemptResult, current_version, run_attempt
@@ -407,6 +408,15 @@ async def test_a_hook_past_the_deadline_times_the_attempt_out(tmp_path: Path) ->
     spec = command_job("true", timeout=1.0, hooks=Hooks(pre_exec=("sleep 1000",)))
     result = await run_attempt(spec, tmp_path / "job")
     assert result.error == "timed out after 1 s (in the pre_exec hook 1 `sleep 1000`)"
+
+
+async def test_a_timeout_of_zero_sets_no_deadline(tmp_path: Path) -> None:
+    # NO_LIMIT, as a converted tunasync job without a timeout has: read as "0 seconds" it would time out
+    # before its first hook.
+    spec = command_job("echo synced > README", timeout=NO_LIMIT, hooks=Hooks(pre_exec=("true",)))
+    result = await run_attempt(spec, tmp_path / "job")
+    assert result.ok, result.error
+    assert (tmp_path / "job" / "current" / "README").read_text() == "synced\n"
 
 
 async def test_retention_keeps_the_newest_versions(tmp_path: Path) -> None:

@@ -305,6 +305,9 @@ def test_a_converted_tunasync_config_runs(mirror: Mirror) -> None:
     assert converted.returncode == 0, converted.stderr
     assert "not carried over: " in converted.stderr and "docker_image" in converted.stderr
     assert (tmp / "manager.toml").stat().st_mode & 0o777 == 0o600  # it holds the token
+    # The mirror has no timeout, so tunasync would let it run unbounded: so does the converted job (it runs
+    # below, which a timeout of 0 read as "0 seconds" would not), and nothing about it is said to be lost.
+    assert "timeout = 0\n" in (tmp / "manager.toml").read_text() and "timeout" not in converted.stderr
     manager = start_mirror_manager(tmp / "manager.toml")
     mirror.services.append(manager)
     worker_conf.write_text(TUNASYNC_WORKER.format(api_base=manager.url, **values))

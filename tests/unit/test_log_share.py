@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -16,6 +18,7 @@ from shoal.core.log_share import (
     other_name,
     same_run,
     shown_text,
+    started_after,
     whole_lines,
     window,
 )
@@ -47,6 +50,15 @@ def test_a_run_is_the_same_before_and_after_its_log_is_marked_failed() -> None:
     assert same_run("j_2026-12-06_21-30-05.log", "j_2026-12-06_21-30-05.log.fail")
     assert not same_run("j_2026-12-06_21-30-05.log", "j_2026-12-06_21-30-06.log")
     assert not same_run(None, "j_2026-12-06_21-30-05.log")
+
+
+def test_runs_are_ordered_by_when_they_started_failed_or_not() -> None:
+    # The names shoal.mirror.run_log gives: UTC time, then _002, _003 for runs within one second.
+    order = ["j_2026-12-06_21-30-05.log", "j_2026-12-06_21-30-05_002.log.fail", "j_2026-12-06_21-30-05_010.log"]
+    order += ["j_2026-12-06_21-30-06.log.fail", "j_2026-12-07_00-00-00.log"]
+    for earlier, later in itertools.pairwise(order):
+        assert started_after(later, earlier) and not started_after(earlier, later)
+    assert not started_after("j_2026-12-06_21-30-05.log.fail", "j_2026-12-06_21-30-05.log")  # one run
 
 
 def test_a_window_is_the_tail_without_an_offset_and_forward_with_one_never_past_the_cap() -> None:

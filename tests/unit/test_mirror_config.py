@@ -12,8 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shoal.core.errors import ConfigError, ProtocolError, UsageError
-from shoal.core.mirror_config import Hooks, JobSpec, Publish, Retention, parse_duration
+from shoal.core.mirror_config import Hooks, JobSpec, Publish, Retention
 from shoal.core.mirror_toml import parse_config
+from shoal.core.mirror_values import NO_LIMIT, parse_duration
 from shoal.mirror.config import load_config
 
 FULL = """\
@@ -195,6 +196,24 @@ def test_a_duration_with_a_unit_still_reads() -> None:
     assert (spec.interval, spec.timeout, spec.retention.max_age) == (7200.0, 90.0, 1.5 * 86400)
 
 
+@pytest.mark.parametrize("value", ["0", "0.0", '"0"', '"0s"', '"0h"', '" 0 m "'])
+def test_a_timeout_of_zero_is_no_limit_and_needs_no_unit(value: str) -> None:
+    # tunasync runs a job without a timeout unbounded; 0 is the same in every unit, so no unit is asked for.
+    (spec,) = parse_config(job(f"timeout = {value}\n")).jobs
+    assert spec.timeout == NO_LIMIT
+    assert spec.to_json()["timeout"] == 0 and JobSpec.from_json(spec.to_json()) == spec
+
+
+@pytest.mark.parametrize(("key", "value"), [("timeout", "-1"), ("timeout", '"-5m"'), ("interval", "0")])
+def test_only_a_time_limit_may_be_zero_and_none_may_be_negative(key: str, value: str) -> None:
+    error = config_error(job(f"{key} = {value}\n"))
+    assert (error.line, error.key) == (5, key)
+    if key == "timeout":
+        assert "or 0 for no limit" in str(error)
+    else:
+        assert "must be positive" in str(error)
+
+
 def test_the_manager_s_json_still_carries_durations_as_seconds() -> None:
     spec = parse_config(job('interval = "2h"\n')).jobs[0]
     assert spec.to_json()["interval"] == 7200.0
@@ -347,7 +366,7 @@ def job_specs(draw: st.DrawFn) -> JobSpec:
         command=draw(commands) if provider == "command" else None,
         interval=draw(durations),
         cron=draw(st.none() | st.sampled_from(["0 * * * *", "*/5 1-3 * * mon-fri", "@daily"])),
-        timeout=draw(durations),
+        timeout=draw(st.just(NO_LIMIT) | durations),
         retries=draw(st.integers(1, 1000)),
         worker=draw(st.none() | names),
         env=draw(st.dictionaries(st.from_regex(r"[A-Z_][A-Z0-9_]{0,8}", fullmatch=True), st.text(max_size=10))),

@@ -16,6 +16,7 @@ import pytest
 
 from shoal.core.errors import ConfigError
 from shoal.core.mirror_toml import parse_config
+from shoal.core.mirror_values import NO_LIMIT
 from shoal.core.tunasync_config import Source, convert, duration
 from shoal.mirror.config import import_tunasync
 
@@ -69,6 +70,7 @@ def test_the_documented_command_mirror_key_by_key() -> None:
         "size_pattern": "mirror size: ([0-9.]+[KMGT]?)",
         "command": "/opt/lab-sync/fetch-releases.sh fieldnotes",
         "interval": "1d",  # interval = 1440 minutes
+        "timeout": 0,  # none set: no limit, as in tunasync
         "worker": "rack3-sync",  # its jobs ran on this worker
         "layout": "in-place",  # tunasync syncs into <mirror_dir>/<name>
         "log_dir": "/data/mirror-logs/fieldnotes",  # [global] log_dir, {{.Name}} expanded
@@ -129,7 +131,8 @@ def test_what_the_documented_example_cannot_carry_is_listed_with_why() -> None:
     assert said(skipped, "workers.conf [server]: hostname, listen_addr, listen_port")
     assert said(skipped, "manager.conf [files]: db_type: ")
     assert said(skipped, "manager.conf [server]: ssl_cert: ")
-    assert said(skipped, "every job: timeout: not set")
+    # Every mirror there runs without a timeout, as it would in tunasync: nothing about it is lost.
+    assert not [line for line in skipped if line.split(": ")[1] == "timeout"]
 
 
 # -- tunasync's test configs: [include], per-mirror keys ----------------------------------------------------
@@ -238,6 +241,30 @@ password = "p"
     assert inherits["success_exit_codes"] == [0, 10]  # tunasync applies the global codes to every provider
 
 
+@pytest.mark.parametrize(
+    ("global_timeout", "own_timeout", "written", "seconds"),
+    [
+        (None, None, 0, NO_LIMIT),
+        (0, 0, 0, NO_LIMIT),
+        (None, 0, 0, NO_LIMIT),
+        (600, None, "10m", 600.0),
+        (600, 90, "90s", 90.0),
+    ],
+)
+def test_a_mirror_without_a_timeout_gets_no_limit_as_in_tunasync(
+    global_timeout: int | None, own_timeout: int | None, written: object, seconds: float
+) -> None:
+    text = "" if global_timeout is None else f"[global]\ntimeout = {global_timeout}\n"
+    text += '[[mirrors]]\nname = "m"\nprovider = "command"\nupstream = "u"\ncommand = "c"\n'
+    text += "" if own_timeout is None else f"timeout = {own_timeout}\n"
+    conversion = convert(source(text))
+    (job,) = tomllib.loads(conversion.toml)["jobs"]
+    assert job["timeout"] == written
+    assert [s.key for s in conversion.skipped] == []  # nothing of it is lost, so nothing is said
+    (spec,) = parse_config(conversion.toml, "converted.toml").jobs
+    assert spec.timeout == seconds
+
+
 def test_rsync_success_exit_codes_merge_as_tunasync_merges_them() -> None:
     # The documented first setup's mirror (docs/zh_CN/get_started.md) allows rsync's 23 and 24.
     text = """
@@ -266,9 +293,8 @@ rsync_success_exit_codes = [23]
     assert jobs["plain"]["success_exit_codes"] == [0, 10, 30]
     assert jobs["script"]["success_exit_codes"] == [0, 10]  # the rsync ones are not for the command provider
     skipped = [str(s) for s in conversion.skipped]
-    # Only the command mirror's rsync codes (and the missing timeout) are not carried over.
+    # Only the command mirror's rsync codes are not carried over.
     assert [line.split(": ")[:2] for line in skipped] == [
-        ["every job", "timeout"],
         ["worker.conf mirrors 'script'", "rsync_success_exit_codes"],
     ]
     config = parse_config(conversion.toml, "converted.toml")

@@ -3,7 +3,10 @@ or through the manager from any host (shoal.mirror.log_relay).
 
 Through the manager a read is bounded (core.log_share.MAX_LOG_READ) and redacted on the worker; following a
 run asks the manager once a second for what came since, and moves to the next run once the one followed is
-read to its end. On the worker's host the files are read as they are, whole.
+read to its end. It follows the job, not a worker, as ``tail -F`` follows a rotated file: the manager reads
+each run on the worker that holds it and says which worker has the job's newest run, so a next run that
+went to another worker is followed there. A run that cannot be read any more (its worker is gone) is left
+for the job's next one, with a note on stderr. On the worker's host the files are read as they are, whole.
 """
 
 from __future__ import annotations
@@ -13,11 +16,16 @@ import contextlib
 import os
 import shutil
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 
-from shoal.core.errors import ProtocolError, UsageError
-from shoal.core.log_share import MAX_LOG_READ, same_run
+from shoal.core.errors import ProtocolError, TrackerUnavailable, UsageError
+from shoal.core.log_share import MAX_LOG_READ, started_after
+
+if TYPE_CHECKING:
+    from shoal.mirror.client import MirrorClient
+    from shoal.mirror.messages import JobLog
 
 FOLLOW_POLL = 1.0
 """Seconds between a follower's reads through the manager when the run it follows has nothing new."""
@@ -97,21 +105,52 @@ def print_remote(
             if piece.start > 0 and not follow:
                 click.echo(f"[the last {piece.end - piece.start} bytes of {piece.run} (of {piece.size})]", err=True)
             write(piece.text.encode())
-            current, position = piece.run, piece.end
-            while follow:
-                piece = await client.job_log(job, run=current, offset=position, limit=MAX_LOG_READ)
-                write(piece.text.encode())
-                moved = piece.end > position
-                current, position = piece.run, piece.end
-                if moved and position < piece.size:
-                    continue  # more of this run is there already
-                if run is None and piece.latest is not None and not same_run(piece.latest, current):
-                    current, position = piece.latest, 0  # the next run has started: follow it from its start
-                    continue
-                await asyncio.sleep(FOLLOW_POLL)
+            if follow:
+                await _follow(client, job, piece, given=run is not None, write=write)
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(go())
+
+
+async def _follow(client: MirrorClient, job: str, piece: JobLog, *, given: bool, write: Write) -> None:
+    """Follow the run of ``piece`` from its end, then (unless the run was ``given``) the job's next runs,
+    on whichever worker each runs, as ``tail -F`` follows a rotated file; until interrupted."""
+    current, position, where = piece.run, piece.end, piece.worker
+    waiting = ""
+    while True:
+        read: JobLog | None = None
+        try:
+            read = await client.job_log(job, run=current, offset=position, limit=MAX_LOG_READ)
+        except (UsageError, TrackerUnavailable) as exc:  # the run's worker is gone, or no longer keeps it
+            if given:
+                raise
+            problem = str(exc)
+        if read is not None:
+            write(read.text.encode())
+            moved = read.end > position
+            current, position, where = read.run, read.end, read.worker
+            if moved and position < read.size:
+                continue  # more of this run is there already
+            if not given and read.latest is not None and started_after(read.latest, current):
+                current, position = read.latest, 0  # the next run has started there: follow it from its start
+                continue
+            problem = ""
+        if not given and (read is None or read.running_on not in (None, read.worker)):
+            # The job's newest run is on another worker than the run followed: follow the job there once its
+            # log has started (that worker's latest may be an older run of the job until then; a run started
+            # in the same second elsewhere has the same name, so a run is its worker's and its name).
+            try:
+                head = await client.job_log(job, limit=1)
+            except (UsageError, TrackerUnavailable) as exc:
+                problem = str(exc)
+            else:
+                if (head.worker, head.run) != (where, current) and not started_after(current, head.run):
+                    current, position, where = head.run, 0, head.worker
+                    continue
+        if problem and problem != waiting:
+            click.echo(f"[waiting for job {job}'s next run: {problem}]", err=True)
+        waiting = problem
+        await asyncio.sleep(FOLLOW_POLL)
 
 
 def _print_runs(runs: list[str], latest: str | None) -> None:

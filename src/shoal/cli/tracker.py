@@ -319,7 +319,7 @@ def tracker(
 
 def _retention(value: str) -> float:
     """``--task-retention``: a duration (core.mirror_config's syntax), or 0 for forever."""
-    from shoal.core.mirror_config import parse_duration
+    from shoal.core.mirror_values import parse_duration
 
     if value.strip() in ("0", "0s", "0m", "0h", "0d"):
         return 0.0

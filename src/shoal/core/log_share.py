@@ -62,6 +62,13 @@ def other_name(run: str) -> str:
     return run.removesuffix(FAILED) if run.endswith(FAILED) else run + FAILED
 
 
+def started_after(a: str, b: str) -> bool:
+    """Whether run ``a`` started after run ``b`` (two run log names of one job). The names sort in the order
+    their runs started, on one worker and across workers as far as their clocks agree (UTC time, then a
+    zero-padded number within a second; shoal.mirror.run_log names them)."""
+    return a.removesuffix(FAILED) > b.removesuffix(FAILED)
+
+
 def same_run(a: str | None, b: str | None) -> bool:
     """Whether two run log names are the same run's (one may be its ``.fail`` name)."""
     return a is not None and b is not None and a.removesuffix(FAILED) == b.removesuffix(FAILED)

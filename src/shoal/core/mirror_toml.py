@@ -61,7 +61,7 @@ The layout::
 Rules, and why:
 
 - A refusal is a struct's (msgspec's: a wrong type or bound, an unknown or missing key) or ours
-  (core.mirror_config.Invalid, raised by a struct's ``__post_init__`` or the token's look-up); ``problem``
+  (core.mirror_values._Invalid, raised by a struct's ``__post_init__`` or the token's look-up); ``problem``
   turns either into a key path and a message in the file's words.
 - TOML parsers report lines only for syntax errors, so the line of a key is found by scanning the text
   (core.toml_lines): table headers and ``key =`` lines, outside multi-line strings. When a key cannot be
@@ -81,14 +81,8 @@ from typing import Any
 import msgspec
 
 from shoal.core.errors import ConfigError, UsageError
-from shoal.core.mirror_config import (
-    REFUSALS,
-    MirrorConfig,
-    dotted,
-    file_dec_hook,
-    problem,
-    tail,
-)
+from shoal.core.mirror_config import MirrorConfig
+from shoal.core.mirror_values import REFUSALS, dotted, file_dec_hook, problem, tail
 from shoal.core.toml_lines import KeyPath, key_lines, line_of
 
 _EMPTY_ENV: Mapping[str, str] = MappingProxyType({})

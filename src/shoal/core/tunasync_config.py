@@ -17,7 +17,7 @@ text and the list of what could not be carried over come out. The keys are tunas
     [include] include_mirrors                 the [[mirrors]] of every file it globs, after the file's own
     [[mirrors]] (nested [[mirrors.mirrors]])  [[jobs]], one per leaf, its parents' keys inherited
       interval (minutes)                      interval = "2h" (the largest whole unit)
-      timeout (seconds)                       timeout = "1h"
+      timeout (seconds)                       timeout = "1h"; unset or 0: timeout = 0 (no limit)
       retry                                   retries
       exec_on_success (+ _extra)              hooks.post_success
       exec_on_failure (+ _extra)              hooks.post_fail
@@ -35,15 +35,15 @@ web server roots point at, and the in-place layout keeps that path.
 Rules, and why:
 
 - Nothing is dropped silently: every key present that has no equivalent is a ``Skipped`` entry naming
-  where it was and why (``docker_image``: no docker provider). A table that is present but disabled
-  (``[cgroup] enable = false``) is reported once, saying nothing is lost.
+  where it was and why; core.tunasync_keys holds tunasync's keys, the reasons, and the notes' rules.
 - A value tunasync itself would refuse (a provider it does not know, an interval that is not a number) is a
   ConfigError naming the file and the key, as Shoal's own config errors do: converting it would only move
   the mistake into the new file.
 - A mirror whose name cannot be a Shoal job name (a directory name: letters, digits, ``.``, ``_``, ``-``) is
   skipped with the reason rather than renamed, since its directory and URLs would change.
-- tunasync's ``timeout`` of 0 means "no limit"; Shoal has none, so such a job keeps Shoal's default
-  (``DEFAULT_TIMEOUT``), and the conversion says so once.
+- A mirror without a ``timeout`` (unset or 0, its own and the global one) runs without a time limit in
+  tunasync, so its job is written with ``timeout = 0``, Shoal's "no limit" (core.mirror_values.NO_LIMIT),
+  rather than left to take Shoal's default of one hour and be killed where tunasync would let it finish.
 """
 
 from __future__ import annotations
@@ -52,16 +52,23 @@ import json
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from shoal.core.errors import ConfigError
+from shoal.core.toml_write import render
+from shoal.core.tunasync_keys import (
+    GLOBAL_KEYS,
+    MIRROR_KEYS,
+    NOT_CARRIED,
+    WORKER_TABLES_NOT_CARRIED,
+    Notes,
+    Skipped,
+)
 
 TUNASYNC_PROVIDERS = ("rsync", "two-stage-rsync", "command")
 DEFAULT_PROVIDER = "rsync"
 """tunasync's providerEnum is rsync when a mirror names none (its zero value)."""
-DEFAULT_TIMEOUT = "1h"
-"""Shoal's default attempt timeout (core.mirror_config.JobSpec.timeout), said in the notice."""
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -81,94 +88,6 @@ _RSYNC_SAME_NAME = (
     "stage1_profile",
 )
 
-# Keys that have no equivalent, with why; a key's own reason wins over its table's.
-_NOT_CARRIED = {
-    "memory_limit": "Shoal puts no job in a cgroup; run the worker in a systemd slice with MemoryMax= instead",
-    "docker_image": "Shoal has no docker provider; run the image from the job's command (docker run ...)",
-    "docker_volumes": "Shoal has no docker provider",
-    "docker_options": "Shoal has no docker provider",
-    "snapshot_path": "Shoal takes no btrfs snapshots; its versions/ layout keeps earlier versions instead",
-    "role": "Shoal has no master/slave roles: every job is its worker's own (is_master is true in GET /jobs)",
-    "mirror_dir": "a job's directory is always <[worker] directory>/<job>; move the mirror there",
-    "mirror_subdir": "a job's directory is always <[worker] directory>/<job>; move the mirror there",
-    "rsync_no_timeout": "pass rsync's own --timeout=0 in rsync_options",
-    "rsync_timeout": "pass rsync's own --timeout=SECONDS in rsync_options",
-    "rsync_override_only": "rsync_override already replaces the default options; add global ones to it",
-    "ca_cert": "Shoal verifies an https manager against the system's CAs: point SSL_CERT_FILE at this file",
-    "api_base_list": "a worker has one manager URL; the first one is used",
-    "debug": "run with -v instead",
-    "status_file": "Shoal keeps status in its SQL database ([manager] db), readable at GET /jobs",
-    "db_type": "Shoal keeps job status in SQL ([manager] db, an SQLite file by default); history is not moved",
-    "db_file": "Shoal keeps job status in SQL ([manager] db, an SQLite file by default); history is not moved",
-    "ssl_cert": "the manager serves plain HTTP: put a TLS proxy in front of it",
-    "ssl_key": "the manager serves plain HTTP: put a TLS proxy in front of it",
-}
-_WORKER_TABLES_NOT_CARRIED = {
-    "server": "Shoal's workers do not listen for the manager: they long-poll it (their seeder has seed_host and "
-    "seed_port)",
-    "cgroup": "Shoal puts no job in a cgroup; run the worker in a systemd slice with MemoryMax= instead",
-    "docker": "Shoal has no docker provider",
-    "zfs": "Shoal creates no ZFS datasets; make <[worker] directory>/<job> a dataset yourself",
-    "btrfs_snapshot": "Shoal takes no btrfs snapshots; its versions/ layout keeps earlier versions instead",
-}
-_GLOBAL_KEYS = frozenset(
-    {
-        "name",
-        "log_dir",
-        "mirror_dir",
-        "concurrent",
-        "interval",
-        "retry",
-        "timeout",
-        "rsync_options",
-        "exec_on_success",
-        "exec_on_failure",
-        "dangerous_global_success_exit_codes",
-        "dangerous_global_rsync_success_exit_codes",
-    }
-)
-_MIRROR_KEYS = frozenset(
-    {
-        "name",
-        "provider",
-        "upstream",
-        "interval",
-        "retry",
-        "timeout",
-        "mirror_dir",
-        "mirror_subdir",
-        "log_dir",
-        "env",
-        "role",
-        "exec_on_success",
-        "exec_on_failure",
-        "exec_on_success_extra",
-        "exec_on_failure_extra",
-        "success_exit_codes",
-        "rsync_success_exit_codes",
-        "command",
-        "fail_on_match",
-        "size_pattern",
-        "use_ipv6",
-        "use_ipv4",
-        "exclude_file",
-        "username",
-        "password",
-        "rsync_no_timeout",
-        "rsync_timeout",
-        "rsync_options",
-        "rsync_override",
-        "rsync_override_only",
-        "stage1_profile",
-        "memory_limit",
-        "docker_image",
-        "docker_volumes",
-        "docker_options",
-        "snapshot_path",
-        "mirrors",
-    }
-)
-
 
 @dataclass(frozen=True)
 class Source:
@@ -176,19 +95,6 @@ class Source:
 
     name: str
     text: str
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """A key of the tunasync files that the conversion did not carry over, and why."""
-
-    where: str
-    """``worker.conf [cgroup]``, ``worker.conf mirrors 'alpine'``: the file and the table."""
-    key: str
-    why: str
-
-    def __str__(self) -> str:
-        return f"{self.where}: {self.key}: {self.why}"
 
 
 @dataclass(frozen=True)
@@ -215,15 +121,15 @@ def convert(worker: Source, includes: Sequence[Source] = (), manager: Source | N
     """The mirrors.toml equivalent to ``worker`` (with its ``includes``' mirrors, in order) and ``manager``.
 
     ConfigError when a file is not TOML or holds a value tunasync itself would refuse."""
-    notes = _Notes()
+    notes = Notes()
     data = _read(worker)
     global_ = _table(data, "global", worker.name)
-    notes.unknown(global_, _GLOBAL_KEYS, f"{worker.name} [global]")
+    notes.unknown(global_, GLOBAL_KEYS, f"{worker.name} [global]")
     sections: dict[str, dict[str, Any]] = {"manager": {}, "worker": {}}
     _worker_settings(global_, _table(data, "manager", worker.name), worker.name, sections, notes)
-    for table, why in _WORKER_TABLES_NOT_CARRIED.items():
+    for table, why in WORKER_TABLES_NOT_CARRIED.items():
         notes.table(data.get(table), f"{worker.name} [{table}]", why)
-    notes.unknown(data, {"global", "manager", "include", "mirrors", *_WORKER_TABLES_NOT_CARRIED}, worker.name)
+    notes.unknown(data, {"global", "manager", "include", "mirrors", *WORKER_TABLES_NOT_CARRIED}, worker.name)
     worker_name = sections["worker"].get("name")
     if manager is not None:
         _manager_settings(manager, sections["manager"], notes)
@@ -253,7 +159,7 @@ def _worker_settings(
     manager: Mapping[str, Any],
     source: str,
     sections: dict[str, dict[str, Any]],
-    notes: _Notes,
+    notes: Notes,
 ) -> None:
     worker = sections["worker"]
     name = _optional(global_, "name", str, source, "global")
@@ -273,20 +179,20 @@ def _worker_settings(
     if base:
         worker["manager"] = _expect(base, str, source, "manager.api_base")
     if len(bases) > 1:
-        notes.add(f"{source} [manager]", "api_base_list", _NOT_CARRIED["api_base_list"])
+        notes.add(f"{source} [manager]", "api_base_list", NOT_CARRIED["api_base_list"])
     token = _optional(manager, "token", str, source, "manager")
     if token:
         worker["token"] = token
         sections["manager"]["token"] = token  # the manager of these workers must ask for it
     if _optional(manager, "ca_cert", str, source, "manager"):
-        notes.add(f"{source} [manager]", "ca_cert", _NOT_CARRIED["ca_cert"])
+        notes.add(f"{source} [manager]", "ca_cert", NOT_CARRIED["ca_cert"])
 
 
-def _manager_settings(source: Source, settings: dict[str, Any], notes: _Notes) -> None:
+def _manager_settings(source: Source, settings: dict[str, Any], notes: Notes) -> None:
     data = _read(source)
     notes.unknown(data, {"debug", "server", "files"}, source.name)
     if data.get("debug"):
-        notes.add(source.name, "debug", _NOT_CARRIED["debug"])
+        notes.add(source.name, "debug", NOT_CARRIED["debug"])
     server = _table(data, "server", source.name)
     notes.unknown(server, {"addr", "port", "ssl_cert", "ssl_key"}, f"{source.name} [server]")
     addr = _optional(server, "addr", str, source.name, "server")
@@ -297,12 +203,12 @@ def _manager_settings(source: Source, settings: dict[str, Any], notes: _Notes) -
         settings["port"] = port
     for key in ("ssl_cert", "ssl_key"):
         if server.get(key):
-            notes.add(f"{source.name} [server]", key, _NOT_CARRIED[key])
+            notes.add(f"{source.name} [server]", key, NOT_CARRIED[key])
     files = _table(data, "files", source.name)
     notes.unknown(files, {"status_file", "db_file", "db_type", "ca_cert"}, f"{source.name} [files]")
     for key in ("status_file", "db_type", "db_file", "ca_cert"):
         if files.get(key):
-            notes.add(f"{source.name} [files]", key, _NOT_CARRIED[key])
+            notes.add(f"{source.name} [files]", key, NOT_CARRIED[key])
 
 
 # -- the mirrors ------------------------------------------------------------------------------------------
@@ -315,7 +221,7 @@ def _mirror_list(data: Mapping[str, Any], source: str) -> list[dict[str, Any]]:
     return mirrors
 
 
-def _leaves(mirror: Mapping[str, Any], parent: Mapping[str, Any], source: str, notes: _Notes) -> list[dict[str, Any]]:
+def _leaves(mirror: Mapping[str, Any], parent: Mapping[str, Any], source: str, notes: Notes) -> list[dict[str, Any]]:
     """tunasync's recursiveMirrors: a mirror with ``[[mirrors.mirrors]]`` children is a template for them,
     each child's keys overriding its parent's; only the leaves are jobs."""
     merged = {**parent, **{k: v for k, v in mirror.items() if k != "mirrors"}}
@@ -328,14 +234,14 @@ def _leaves(mirror: Mapping[str, Any], parent: Mapping[str, Any], source: str, n
 
 
 def _job(
-    mirror: Mapping[str, Any], global_: Mapping[str, Any], worker: str | None, source: str, notes: _Notes
+    mirror: Mapping[str, Any], global_: Mapping[str, Any], worker: str | None, source: str, notes: Notes
 ) -> dict[str, Any] | None:
     name = _expect(mirror.get("name"), str, source, "mirrors.name")
     where = f"{source} mirrors {name!r}"
     if not _NAME.fullmatch(name):
         notes.add(where, "name", "not a Shoal job name (letters, digits, . _ -; at most 64): mirror skipped")
         return None
-    notes.unknown(mirror, _MIRROR_KEYS, where)
+    notes.unknown(mirror, MIRROR_KEYS, where)
     key = f"mirrors {name!r}"
     provider = _optional(mirror, "provider", str, source, key) or DEFAULT_PROVIDER
     if provider not in TUNASYNC_PROVIDERS:
@@ -363,7 +269,7 @@ def _job(
         )
     if codes:
         job["success_exit_codes"] = sorted({0, *codes})
-    _schedule_keys(mirror, global_, job, source, key, notes)
+    _schedule_keys(mirror, global_, job, source, key)
     if worker:
         job["worker"] = worker
     job["layout"] = "in-place"
@@ -376,7 +282,7 @@ def _job(
     hooks = _hooks(mirror, global_, source, key)
     if hooks:
         job["hooks"] = hooks
-    for skipped, why in _NOT_CARRIED.items():
+    for skipped, why in NOT_CARRIED.items():
         if mirror.get(skipped) not in (None, "", [], False, 0):
             notes.add(where, skipped, why)
     return job
@@ -389,7 +295,7 @@ def _rsync_keys(
     source: str,
     key: str,
     where: str,
-    notes: _Notes,
+    notes: Notes,
 ) -> None:
     for same in _RSYNC_SAME_NAME:
         if mirror.get(same) not in (None, "", False, []):
@@ -406,20 +312,14 @@ def _rsync_keys(
 
 
 def _schedule_keys(
-    mirror: Mapping[str, Any], global_: Mapping[str, Any], job: dict[str, Any], source: str, key: str, notes: _Notes
+    mirror: Mapping[str, Any], global_: Mapping[str, Any], job: dict[str, Any], source: str, key: str
 ) -> None:
     interval = _inherited(mirror, global_, "interval", source, key)
     if interval:
         job["interval"] = duration(interval * 60)
     timeout = _inherited(mirror, global_, "timeout", source, key)
-    if timeout:
-        job["timeout"] = duration(timeout)
-    else:
-        notes.once(
-            "timeout",
-            f"not set: tunasync lets such a sync run without a limit; Shoal stops an attempt after its "
-            f"timeout (default {DEFAULT_TIMEOUT}): set timeout on the jobs that take longer",
-        )
+    # 0 is Shoal's "no limit" (a bare 0 needs no unit), as an unset timeout is tunasync's.
+    job["timeout"] = duration(timeout) if timeout else 0
     retry = _inherited(mirror, global_, "retry", source, key)
     if retry:
         job["retries"] = retry
@@ -448,7 +348,7 @@ def _hooks(mirror: Mapping[str, Any], global_: Mapping[str, Any], source: str, k
     return hooks
 
 
-def _expand(template: str, mirror: Mapping[str, Any], where: str, notes: _Notes) -> str:
+def _expand(template: str, mirror: Mapping[str, Any], where: str, notes: Notes) -> str:
     def field(match: re.Match[str]) -> str:
         key = _TEMPLATE_FIELDS.get(match[1])
         if key is None:
@@ -482,37 +382,6 @@ def duration(seconds: int) -> str:
         if seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
-
-
-# -- what was not carried over ----------------------------------------------------------------------------
-
-
-@dataclass
-class _Notes:
-    skipped: list[Skipped] = field(default_factory=list)
-    _said: set[str] = field(default_factory=set)
-
-    def add(self, where: str, key: str, why: str) -> None:
-        self.skipped.append(Skipped(where, key, why))
-
-    def once(self, key: str, why: str) -> None:
-        if key not in self._said:
-            self._said.add(key)
-            self.add("every job", key, why)
-
-    def table(self, table: Any, where: str, why: str) -> None:
-        if table is None:
-            return
-        if isinstance(table, dict) and table.get("enable") is False:
-            self.add(where, "enable = false", f"disabled in the file, so nothing is lost ({why})")
-            return
-        keys = ", ".join(table) if isinstance(table, dict) else "(the table)"
-        self.add(where, keys, why)
-
-    def unknown(self, table: Mapping[str, Any], known: set[str] | frozenset[str], where: str) -> None:
-        for key in table:
-            if key not in known:
-                self.add(where, key, "not a tunasync key either (tunasync ignores it)")
 
 
 # -- reading values ---------------------------------------------------------------------------------------
@@ -569,41 +438,3 @@ def _int_list(table: Mapping[str, Any], key: str, source: str, where: str = "glo
 
 def _error(source: str, key: str, message: str) -> ConfigError:
     return ConfigError(f"{source}: {key}: {message}", source=source, line=None, key=key.rsplit(".", 1)[-1])
-
-
-# -- writing TOML -----------------------------------------------------------------------------------------
-
-
-def render(sections: Mapping[str, Mapping[str, Any]], jobs: Sequence[Mapping[str, Any]]) -> str:
-    """``[manager]``, ``[worker]`` (when not empty) and ``[[jobs]]`` as TOML, sub-tables after each job's keys."""
-    out: list[str] = []
-    for name, table in sections.items():
-        if table:
-            out += ["", f"[{name}]", *_pairs(table)]
-    for job in jobs:
-        out += ["", "[[jobs]]", *_pairs({k: v for k, v in job.items() if not isinstance(v, dict)})]
-        for name, table in job.items():
-            if isinstance(table, dict):
-                out += [f"[jobs.{name}]", *_pairs(table)]
-    return "\n".join(out).lstrip("\n") + "\n"
-
-
-def _pairs(table: Mapping[str, Any]) -> list[str]:
-    return [f"{_key(key)} = {_value(value)}" for key, value in table.items()]
-
-
-def _key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _value(key)
-
-
-def _value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        # A JSON string is a TOML basic string: the same escapes (\" \\ \n \t \uXXXX).
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, list):
-        return "[" + ", ".join(_value(item) for item in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} as TOML")

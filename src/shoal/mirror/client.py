@@ -18,7 +18,7 @@ import aiohttp
 import msgspec
 
 from shoal.core.errors import ManagerRefused, ShoalError, TrackerUnavailable, UsageError
-from shoal.core.mirror_config import dec_hook
+from shoal.core.mirror_values import dec_hook
 from shoal.mirror.messages import (
     Command,
     Flushed,

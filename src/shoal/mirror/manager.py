@@ -29,7 +29,11 @@ Rules, and why:
 - A worker unheard of for ``worker_timeout`` is lost: its running jobs fail ("worker lost") and are due
   at once, so the next tick starts them on another worker. Every worker counts as heard of when the
   manager starts, so a manager that was down does not declare them all lost before they re-register.
-- Time comes from an injectable clock; the HTTP routes are shoal.mirror.manager_http's.
+- Which workers ran each job is kept in memory (``ran_on``): a run's log is read on the worker that ran it
+  (shoal.mirror.log_relay asks ``log_holders``). A restart forgets all but the stored last worker, and a
+  read then asks the other live workers too, so no schema holds what only a log read needs.
+- Time comes from an injectable clock; the HTTP routes are shoal.mirror.manager_http's, how a job is
+  shown shoal.mirror.job_views', a live worker's outbox shoal.mirror.worker_link's.
 """
 
 from __future__ import annotations
@@ -40,10 +44,9 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import tzinfo
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
@@ -77,7 +80,7 @@ from shoal.core.mirror_plan import (
     next_schedule,
     reconcile,
 )
-from shoal.core.tunasync_status import go_time, human_size
+from shoal.mirror.job_views import job_view, tunasync_job
 from shoal.mirror.messages import (
     CancelJob,
     Command,
@@ -92,6 +95,7 @@ from shoal.mirror.messages import (
     WorkerRemoved,
     WorkerView,
 )
+from shoal.mirror.worker_link import WorkerLink
 from shoal.storage.mirror_store import JobRecord, MirrorStore, WorkerRecord
 from shoal.systemd import notify
 
@@ -103,75 +107,11 @@ MAX_ERROR = 8192
 TICK = 1.0
 """Seconds between scheduler rounds when nothing wakes it sooner."""
 
-RUNNING_STATUSES = frozenset({JobStatus.PRE_SYNCING.value, JobStatus.SYNCING.value})
-
 
 def default_db(config_path: Path | None) -> str:
     """The database when ``[manager] db`` is not set: an SQLite file beside the config file."""
     base = config_path.with_suffix(".db") if config_path is not None else Path("shoal-mirror.db")
     return f"sqlite:///{base.resolve()}"
-
-
-@dataclass
-class WorkerLink:
-    """A worker registered with this manager process: its outbox of numbered commands, and when it was heard."""
-
-    name: str
-    url: str
-    concurrency: int
-    last_seen: float
-    seq: int = 0
-    outbox: list[Command] = field(default_factory=list)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def send(self, command: Command) -> None:
-        self.seq += 1
-        self.outbox.append(msgspec.structs.replace(command, seq=self.seq))
-        self.wake.set()
-
-
-def job_view(job: JobRecord, spec: JobSpec | None, *, queued: bool = False) -> MirrorJobView:
-    """A job's status as the API shows it."""
-    s = job.state
-    return MirrorJobView(
-        name=job.name,
-        worker=job.worker,
-        status=s.status.value,
-        last_update=s.last_update,
-        last_started=s.last_started,
-        last_ended=s.last_ended,
-        next_schedule=None if s.status in (JobStatus.PAUSED, JobStatus.DISABLED) else job.next_schedule,
-        upstream=spec.upstream if spec else str(job.spec.get("upstream", "")),
-        provider=spec.provider if spec else str(job.spec.get("provider", "")),
-        size=job.size,
-        version=job.version,
-        attempts=s.attempts,
-        error_msg=s.error_msg,
-        queued=queued,
-    )
-
-
-def tunasync_job(view: MirrorJobView, zone: tzinfo, size_text: str | None = None) -> TunasyncJob:
-    """A job's status in tunasync's ``GET /jobs`` shape (core.tunasync_status says how it writes values);
-    ``size_text``: the size as its log or ``set-size`` wrote it, shown as is, as tunasync shows it."""
-    times = {
-        "last_update": view.last_update,
-        "last_started": view.last_started,
-        "last_ended": view.last_ended,
-        # tunasync sends no next schedule for a running job: its next run is decided when it ends.
-        "next_schedule": None if view.status in RUNNING_STATUSES else view.next_schedule,
-    }
-    fields: dict[str, Any] = {}
-    for name, t in times.items():
-        fields[name], fields[f"{name}_ts"] = go_time(t, zone)
-    return TunasyncJob(
-        name=view.name,
-        is_master=True,
-        status=view.status,
-        upstream=view.upstream,
-        size=size_text or human_size(view.size),
-        **fields,
-    )
 
 
 class MirrorManager:
@@ -200,6 +140,9 @@ class MirrorManager:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
+        self.ran_on: dict[str, list[str]] = {}
+        """Job -> the workers this process sent its runs to, newest first, each once: where its earlier run
+        logs are (``log_holders``). In memory: a manager restart forgets all but the stored last worker."""
         self.queued: dict[str, str | None] = {}
         """Manual starts waiting for a free slot: job -> the worker asked for (None: any). In memory, as
         tunasync's worker keeps them: a manager restart forgets them, and the schedule runs those jobs."""
@@ -378,6 +321,9 @@ class MirrorManager:
         self.queued.pop(job.name, None)  # whatever starts it, a waiting manual start is served
         begun = replace(job, state=state, worker=worker, run_id=secrets.token_hex(8), updated=now)
         await self.store.put_job(begun)
+        # The previous run's worker (as stored, so known after a restart too) ran the job before this one.
+        earlier = (w for w in (job.worker, *self.ran_on.get(job.name, ())) if w is not None)
+        self.ran_on[job.name] = list(dict.fromkeys((worker, *earlier)))
         assert begun.run_id is not None
         self.links[worker].send(RunJob(job=spec, run_id=begun.run_id, attempt=state.attempts, force=force))
         log.info("job %s: %s on worker %s", job.name, type(event).__name__, worker)
@@ -422,7 +368,7 @@ class MirrorManager:
         link = self.links.get(name)
         if link is None or session != self.session:
             raise StaleSession(f"worker {name!r} is not registered with this manager; register again")
-        link.outbox = [command for command in link.outbox if command.seq > ack]
+        link.acknowledge(ack)
         await self._heard(link)
         if not link.outbox:
             link.wake.clear()
@@ -494,6 +440,13 @@ class MirrorManager:
         if job is None:
             raise UnknownJob(f"no job named {name!r}")
         return job
+
+    def log_holders(self, job: JobRecord) -> list[str]:
+        """The workers that may hold ``job``'s run logs, the likeliest first: the worker of its newest run,
+        the earlier ones this process sent its runs to (newest first), then every other live worker, since
+        a manager restart forgets which ones ran it (a worker without the run answers that it has none)."""
+        known = [w for w in (job.worker, *self.ran_on.get(job.name, ())) if w is not None]
+        return list(dict.fromkeys([*known, *self.links]))
 
     async def list_jobs(self, *, include_disabled: bool = False, status: str | None = None) -> list[MirrorJobView]:
         jobs = await self.store.jobs()
@@ -600,6 +553,8 @@ class MirrorManager:
         async with self._lock:
             disabled = [j.name for j in await self.store.jobs() if j.state.status is JobStatus.DISABLED]
             await self.store.delete_jobs(disabled)
+        for name in disabled:
+            self.ran_on.pop(name, None)
         return Flushed(disabled)
 
 

@@ -74,8 +74,9 @@ from shoal.http.metrics import serve_metrics
 from shoal.http.openapi import Query, Route
 from shoal.mirror import dashboard
 from shoal.mirror import metrics as mirror_metrics
+from shoal.mirror.job_views import job_view
 from shoal.mirror.log_relay import LOG_PAGES, LogRelay
-from shoal.mirror.manager import MirrorManager, job_view
+from shoal.mirror.manager import MirrorManager
 from shoal.mirror.messages import (
     Flushed,
     JobAction,

@@ -17,7 +17,8 @@ from typing import Annotated
 
 import msgspec
 
-from shoal.core.mirror_config import JobSpec, Name
+from shoal.core.mirror_config import JobSpec
+from shoal.core.mirror_values import Name
 
 MAX_COUNT = 2**62
 Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
@@ -160,7 +161,11 @@ class LogReceived(msgspec.Struct, frozen=True):
 
 
 class JobLog(msgspec.Struct, frozen=True):
-    """``GET /v1/mirror/jobs/{name}/log``: part of one of the job's run logs, read on its worker."""
+    """``GET /v1/mirror/jobs/{name}/log``: part of one of the job's run logs, read on the worker that holds it.
+
+    ``latest`` and ``runs`` are that worker's; ``running_on`` is the worker of the job's newest run (its
+    status' ``worker``): when it is another, a newer run may be there (a reader following the job goes on
+    there, shoal.cli.mirror_logs)."""
 
     job: str
     worker: str
@@ -171,6 +176,7 @@ class JobLog(msgspec.Struct, frozen=True):
     start: int
     end: int
     text: str
+    running_on: str | None = None
 
 
 # -- what users ask (shoal mirror ctl) --------------------------------------------------------------------

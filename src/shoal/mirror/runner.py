@@ -40,7 +40,8 @@ Rules, and why:
 - ``spec.timeout`` bounds the whole attempt, hooks included, as one deadline: a job's owner thinks of
   "how long may a sync take", and a hanging hook is as stuck as a hanging rsync. The post_fail hooks run
   after the attempt has failed (often because its time ran out), so they get their own limit,
-  ``FAIL_HOOK_TIMEOUT``. A timeout reads "timed out after N s".
+  ``FAIL_HOOK_TIMEOUT``. A timeout reads "timed out after N s". A ``timeout`` of 0 (``NO_LIMIT``) sets
+  no deadline (an infinite one, which every limit below passes on as it is), as tunasync runs such a job.
 - A failing post_fail hook does not change the outcome (the attempt had already failed); its own error
   is added to the attempt's.
 - Every hook and the command see the worker's environment, then the job's ``env``, then these (which win):
@@ -67,6 +68,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import shutil
 import time
@@ -77,6 +79,7 @@ from pathlib import Path
 from shoal.core.errors import ProviderError, ProviderTimedOut
 from shoal.core.log_match import LogWatch, parse_reported_size
 from shoal.core.mirror_config import RSYNC_PROVIDERS, JobSpec
+from shoal.core.mirror_values import NO_LIMIT
 from shoal.core.retention import next_version_name, plan_retention, version_created
 from shoal.mirror.providers import run_command, run_http
 from shoal.mirror.rsync import run_rsync
@@ -199,7 +202,7 @@ async def _logged_attempt(
     base_env: Mapping[str, str] | None,
 ) -> AttemptResult:
     job_dir = dirs.job_dir
-    deadline = asyncio.get_running_loop().time() + spec.timeout
+    deadline = asyncio.get_running_loop().time() + spec.timeout if spec.timeout != NO_LIMIT else math.inf
     previous = current_version(job_dir) if spec.layout == "versions" else None
     logs = str(run_log.place.directory)
     env = {
