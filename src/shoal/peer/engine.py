@@ -458,7 +458,9 @@ class Download:
         # slow disk) run together, and the whole-file hashes finish their last reads meanwhile: the swarm's
         # last pieces wait for neither our disk nor our hashes, and the file is renamed after all three.
         part = self.part
-        log.debug("all pieces written: flushing the file and reporting the last pieces")
+        hashed = self.prefix.hashed_pieces if self.prefix is not None else 0
+        # How far the whole-file hashes trail: what is left of them is hashed after the flush, before the place.
+        log.debug("all pieces written (%d hashed whole): flushing the file and reporting the last pieces", hashed)
         reported, synced = await asyncio.gather(
             self._report_last_pieces(), asyncio.to_thread(part.sync), return_exceptions=True
         )
@@ -474,6 +476,7 @@ class Download:
             await self._loop()
             return await self._finish()
         hashes = await self.prefix.digests() if self.prefix is not None else {}
+        log.debug("whole-file hashes done")
         failed = failed_check(self.checks, hashes)
         if failed is not None and self.config.stream_fd is not None:
             check, actual = failed
