@@ -1,6 +1,6 @@
 """One run of one download method in a network lab (netlab.Lab): its processes, its clock and its counts.
 
-A method (``shoal``, ``daemon``, ``curl``, ``aria2``; ``single`` is curl in the first peer alone) is a
+A method (``shoal``, ``daemon``, ``pool``, ``curl``, ``aria2``; ``single`` is curl in the first peer alone) is a
 :class:`Launch`:
 the services to start first, each peer's command, and the test that a peer is done. :func:`run_method`
 starts every peer at once (the clock starts before the first process is launched, so process start-up is
@@ -12,16 +12,18 @@ uses benchmarks/bt_tracker.py, independent of the code under test, and the origi
 ``shoal`` starts one ``shoal get`` process per host when the clock starts (its interpreter's start-up is in
 the time); ``daemon`` is the resident deployment: a ``shoal daemon`` per host, started and listening before
 the clock starts (a service of the run, so its CPU counts with the tracker's), and each host's ``shoal get``
-hands its download to it over the control socket; a get that ran in its own process fails the run.
+hands its download to it over the control socket; a get that ran in its own process fails the run. ``pool``
+is a fleet's push: the same daemons, members of one pool (benchmarks/poolnet.py), and one ``shoal pool push``
+when the clock starts instead of a process per host; a peer is done when its daemon's cache holds the file.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import math
+import os
 import re
 import resource
 import shutil
@@ -32,15 +34,25 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from fastbencode import bencode
-
-from netlab import ORIGIN_PORT, PYTHON, Lab, human, log, proc_peak_rss, sh, tail, wait_for_line
+from labtorrent import make_torrent, torrent_piece_length
+from netlab import (
+    ORIGIN_PORT,
+    PYTHON,
+    SHOAL,
+    SHOAL_TRACKER_PORT,
+    Lab,
+    human,
+    log,
+    proc_peak_rss,
+    sh,
+    tail,
+    wait_for_line,
+)
+from poolnet import PoolApi, member_argv
 from shoal.testing.cpu import MachineCpu, own_cpu_seconds, process_cpu_seconds
 from shoal.testing.files import sha256_file, write_random_file
 
 HERE = Path(__file__).resolve().parent
-SHOAL = str(Path(PYTHON).with_name("shoal")) if Path(PYTHON).with_name("shoal").exists() else "shoal"
-SHOAL_TRACKER_PORT = 6969
 BT_TRACKER_PORT = 6970
 FILE_NAME = "payload.bin"
 DAEMON_DIR = "daemons"  # under the run's work directory: the daemon method's caches and sockets
@@ -107,40 +119,6 @@ def shoal_revision() -> str:
     head = sh("git", "-C", str(repo), "rev-parse", "--short", "HEAD", check=False).strip() or "not a git checkout"
     dirty = sh("git", "-C", str(repo), "status", "--porcelain", "--", "src", check=False).strip()
     return f"{head}{'+dirty' if dirty else ''} ({repo})"
-
-
-# -- payload and torrent ---------------------------------------------------------------------------------
-
-
-def torrent_piece_length(size: int) -> int:
-    """The smallest power of two from 256 KiB that cuts the file into at most 2048 pieces (mktorrent-like)."""
-    piece = 256 * 1024
-    while piece * 2048 < size and piece < 16 << 20:
-        piece *= 2
-    return piece
-
-
-def make_torrent(payload: Path, announce: str, web_seed: str, piece_length: int) -> bytes:
-    """A single-file v1 metainfo (BEP 3) with SHA-1 pieces and a BEP 19 ``url-list`` web seed."""
-    pieces = bytearray()
-    with open(payload, "rb") as f:
-        while chunk := f.read(piece_length):
-            pieces += hashlib.sha1(chunk).digest()
-    info = {
-        b"name": payload.name.encode(),
-        b"length": payload.stat().st_size,
-        b"piece length": piece_length,
-        b"pieces": bytes(pieces),
-    }
-    return bencode(
-        {
-            b"announce": announce.encode(),
-            b"url-list": [web_seed.encode()],
-            b"created by": b"shoal benchmarks/labrun.py",
-            b"creation date": int(time.time()),
-            b"info": info,
-        }
-    )
 
 
 # -- one run of one method -------------------------------------------------------------------------------
@@ -235,13 +213,17 @@ class Context:
 
 @dataclass
 class Launch:
-    """How one method runs: services to start first, each peer's command and its done test."""
+    """How one method runs: services to start first, each peer's command (or one push for all) and its done
+    test."""
 
     services: Callable[[Path], list[subprocess.Popen[bytes]]]
     argv: Callable[[int, Path, Path], list[str]]
     """Given the peer's index, its output file and the run's log directory: the command to run."""
-    done: Callable[[Path, subprocess.Popen[bytes]], bool]
-    """Given the peer's output file and process: True once that peer is done."""
+    done: Callable[[int, Path, subprocess.Popen[bytes]], bool]
+    """Given the peer's index, output file and process (the push's, with ``push``): True once it is done."""
+    push: Callable[[Path], list[str]] | None = None
+    """Instead of a command per peer: one command, run in the tracker's namespace when the clock starts
+    (given the run's log directory), that sends the file to every peer; it may end before they are done."""
 
 
 _SUMMARY = re.compile(r"in [\d.]+s \(origin ([\d.]+) (B|KiB|MiB|GiB), peers ([\d.]+) (B|KiB|MiB|GiB)\)")
@@ -265,7 +247,7 @@ def shoal_launch(ctx: Context) -> Launch:
         options = f"-o {dest} --tracker {tracker_url} --upload-time {upload_time}"
         return [SHOAL, "get", ctx.url, *options.split(), *ctx.lab.peer_labels(i), *verbose]
 
-    def done(dest: Path, proc: subprocess.Popen[bytes]) -> bool:
+    def done(i: int, dest: Path, proc: subprocess.Popen[bytes]) -> bool:
         # shoal renames the file into place only once it is complete and verified.
         try:
             return dest.stat().st_size == ctx.size
@@ -275,32 +257,74 @@ def shoal_launch(ctx: Context) -> Launch:
     return Launch(services, argv, done)
 
 
+def start_daemons(
+    ctx: Context, log_dir: Path, argv: Callable[[int, Path, Path], list[str]]
+) -> list[subprocess.Popen[bytes]]:
+    """A ``shoal daemon`` in every peer's namespace, from ``argv`` (given the peer's index, its cache directory
+    and its control socket) with the peer's labels; started together, then each waited for until it serves.
+    Fresh caches every run (``DAEMON_DIR``, removed after the run), so nothing is a hit."""
+    verbose = [f"-{'v' * ctx.verbose}"] if ctx.verbose else []
+    daemons = []
+    for i, node in enumerate(ctx.lab.peers):
+        cache = ctx.workdir / DAEMON_DIR / f"p{i + 1}" / "cache"
+        command = [*argv(i, cache, daemon_socket(ctx, i)), *ctx.lab.peer_labels(i), *verbose]
+        daemons.append((ctx.lab.spawn(node.ns, command, log_dir / f"d{i + 1}.log"), log_dir / f"d{i + 1}.log"))
+    for proc, log_path in daemons:
+        wait_for_line(proc, log_path, "daemon listening on", timeout=60.0)
+    return [proc for proc, _ in daemons]
+
+
 def daemon_launch(ctx: Context) -> Launch:
     """Shoal as a fleet deploys it: a resident ``shoal daemon`` on every host, started (and listening) with the
     run's tracker before the clock starts, and each host's ``shoal get`` handed to its daemon over the control
-    socket. Each run's daemons get fresh caches (``DAEMON_DIR``, removed after the run), so nothing is a hit."""
+    socket."""
     tracker = shoal_launch(ctx)
     tracker_url = f"http://{ctx.lab.tracker.ip}:{SHOAL_TRACKER_PORT}"
     verbose = [f"-{'v' * ctx.verbose}"] if ctx.verbose else []
 
+    def daemon(i: int, cache: Path, socket: Path) -> list[str]:
+        return [SHOAL, "daemon", "--cache-dir", str(cache), "--socket", str(socket), "--tracker", tracker_url]
+
     def services(log_dir: Path) -> list[subprocess.Popen[bytes]]:
-        procs = tracker.services(log_dir)
-        daemons = []
-        for i, node in enumerate(ctx.lab.peers):
-            home = ctx.workdir / DAEMON_DIR / f"p{i + 1}"
-            options = f"--cache-dir {home / 'cache'} --socket {daemon_socket(ctx, i)} --tracker {tracker_url}"
-            argv = [SHOAL, "daemon", *options.split(), *ctx.lab.peer_labels(i), *verbose]
-            daemons.append((ctx.lab.spawn(node.ns, argv, log_dir / f"d{i + 1}.log"), log_dir / f"d{i + 1}.log"))
-        # Started together, then waited for: each must serve before the clock starts.
-        for proc, log_path in daemons:
-            wait_for_line(proc, log_path, "daemon listening on", timeout=60.0)
-        return procs + [proc for proc, _ in daemons]
+        return tracker.services(log_dir) + start_daemons(ctx, log_dir, daemon)
 
     def argv(i: int, dest: Path, log_dir: Path) -> list[str]:
         options = f"-o {dest} --socket {daemon_socket(ctx, i)} --stats-json {log_dir / f'p{i + 1}.stats.json'}"
         return [SHOAL, "get", ctx.url, *options.split(), *verbose]
 
     return Launch(services, argv, tracker.done)
+
+
+def pool_launch(ctx: Context) -> Launch:
+    """A fleet's push: the resident daemons of ``daemon``, members of one pool (benchmarks/poolnet.py) that the
+    tracker counts live before the clock starts, and one ``shoal pool push`` when it starts, with no process
+    started per host. A peer is done once its daemon's cache holds a file of the payload's size (an object is
+    renamed into the cache only once complete and verified), which is then linked to the peer's output file
+    for the run's SHA-256 check."""
+    tracker = shoal_launch(ctx)
+    pool = PoolApi(ctx.lab, f"http://{ctx.lab.tracker.ip}:{SHOAL_TRACKER_PORT}")
+
+    def member(i: int, cache: Path, socket: Path) -> list[str]:
+        return member_argv(cache, socket, pool.tracker_url, f"p{i + 1}")
+
+    def services(log_dir: Path) -> list[subprocess.Popen[bytes]]:
+        procs = tracker.services(log_dir)
+        pool.create()
+        procs += start_daemons(ctx, log_dir, member)
+        pool.wait_for_members(len(ctx.lab.peers))
+        return procs
+
+    def done(i: int, dest: Path, proc: subprocess.Popen[bytes]) -> bool:
+        for path in (ctx.workdir / DAEMON_DIR / f"p{i + 1}" / "cache" / "objects").glob("*/*"):
+            if path.stat().st_size == ctx.size:
+                os.link(path, dest)
+                return True
+        return False
+
+    def no_argv(i: int, dest: Path, log_dir: Path) -> list[str]:
+        raise AssertionError("the pool method starts one push, no command per peer")
+
+    return Launch(services, no_argv, done, push=lambda log_dir: pool.push_argv(ctx.url))
 
 
 def daemon_socket(ctx: Context, index: int) -> Path:
@@ -327,7 +351,7 @@ def curl_launch(ctx: Context) -> Launch:
     def argv(i: int, dest: Path, log_dir: Path) -> list[str]:
         return ["curl", "-sS", "-o", str(dest), ctx.url]
 
-    def done(dest: Path, proc: subprocess.Popen[bytes]) -> bool:
+    def done(i: int, dest: Path, proc: subprocess.Popen[bytes]) -> bool:
         return proc.poll() == 0
 
     return Launch(lambda log_dir: [], argv, done)
@@ -367,7 +391,7 @@ def aria2_launch(ctx: Context) -> Launch:
             str(ctx.torrent),
         ]
 
-    def done(dest: Path, proc: subprocess.Popen[bytes]) -> bool:
+    def done(i: int, dest: Path, proc: subprocess.Popen[bytes]) -> bool:
         return Path(f"{dest}.done").exists()
 
     return Launch(services, argv, done)
@@ -377,6 +401,7 @@ LAUNCHERS: dict[str, Callable[[Context], Launch]] = {
     "single": curl_launch,
     "shoal": shoal_launch,
     "daemon": daemon_launch,
+    "pool": pool_launch,
     "curl": curl_launch,
     "aria2": aria2_launch,
 }
@@ -406,9 +431,13 @@ def run_method(ctx: Context, method: str, run: int, label: str = "") -> RunResul
     cpu0 = Cpu.sample(procs=[], services=services, origin_pid=origin_pid)
     tx_start = netns_tx_bytes(origin_pid)
     started, launched_at = time.monotonic(), time.time()
-    procs = [
-        lab.spawn(node.ns, launch.argv(i, dests[i], log_dir), log_dir / f"p{i + 1}.log") for i, node in enumerate(peers)
-    ]
+    if launch.push is not None:
+        procs = [lab.spawn(lab.tracker.ns, launch.push(log_dir), log_dir / "push.log")]
+    else:
+        procs = [
+            lab.spawn(node.ns, launch.argv(i, dests[i], log_dir), log_dir / f"p{i + 1}.log")
+            for i, node in enumerate(peers)
+        ]
     if ctx.verbose:  # for the peers' -vv lines, which carry the time of day
         clock = time.strftime("%H:%M:%S", time.localtime(launched_at))
         log(f"peers launched at {clock}.{int(launched_at % 1 * 1000):03d}")
@@ -465,8 +494,8 @@ def watch_peers(
     origin_pid = ctx.lab.origin_proc.pid
     tx_last = tx_first = tx_start
     log_dir = Path(result.log_dir)
-    done_at: list[float | None] = [None] * len(procs)
-    failed = [False] * len(procs)
+    done_at: list[float | None] = [None] * len(dests)
+    failed = [False] * len(dests)
     deadline = started + ctx.timeout
     while time.monotonic() < deadline:
         # The origin link's timeline: when it started sending, when it last sent (start-up and tail).
@@ -478,17 +507,18 @@ def watch_peers(
             if result.origin_first_s is None and tx - tx_start >= 64 * 1024:
                 result.origin_first_s = result.origin_last_s
                 tx_first = tx
-        for i, proc in enumerate(procs):
+        for i in range(len(dests)):
             if done_at[i] is not None or failed[i]:
                 continue
+            proc, log_path = (procs[0], log_dir / "push.log") if launch.push else (procs[i], log_dir / f"p{i + 1}.log")
             exited = proc.poll() is not None  # before the done test: an exit after it is seen next round
-            if launch.done(dests[i], proc):
+            if launch.done(i, dests[i], proc):
                 done_at[i] = time.monotonic() - started
-            elif exited:
+            elif exited and (launch.push is None or proc.returncode != 0):  # a push ends before its peers
                 failed[i] = True
                 result.failures.append(
-                    f"peer {i + 1} exited with status {proc.returncode} before it was done; "
-                    f"log {log_dir / f'p{i + 1}.log'}:\n{tail(log_dir / f'p{i + 1}.log', 8)}"
+                    f"peer {i + 1}: {log_path.stem} exited with status {proc.returncode} before it was done; "
+                    f"log {log_path}:\n{tail(log_path, 8)}"
                 )
         if all(d is not None or f for d, f in zip(done_at, failed, strict=True)):
             break

@@ -30,6 +30,8 @@ from shoal.core import units
 from shoal.core.errors import ShoalError
 
 PYTHON = sys.executable
+SHOAL = str(Path(PYTHON).with_name("shoal")) if Path(PYTHON).with_name("shoal").exists() else "shoal"
+SHOAL_TRACKER_PORT = 6969
 PREFIX = "swl-"
 ORIGIN_NS = PREFIX + "origin"
 TRACKER_NS = PREFIX + "tracker"

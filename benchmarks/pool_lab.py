@@ -31,7 +31,6 @@ Run it as root from the repository::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -44,11 +43,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from labrun import FILE_NAME, SHOAL, SHOAL_TRACKER_PORT
-from netlab import ORIGIN_NS, ORIGIN_PORT, TRACKER_NS, Lab, human, log, parse_size, sh, wait_for_line
+from labrun import FILE_NAME
+from netlab import (
+    ORIGIN_NS,
+    ORIGIN_PORT,
+    SHOAL,
+    SHOAL_TRACKER_PORT,
+    TRACKER_NS,
+    Lab,
+    human,
+    log,
+    parse_size,
+    sh,
+    wait_for_line,
+)
+from poolnet import POOL, PoolApi, member_argv
 from shoal.testing.files import write_random_file
 
-POOL = "lab"
 MEMBER_PORT = 7000
 POLL = 0.25
 PEER_TTL = 5
@@ -123,17 +134,7 @@ class PoolLab:
         self.timeout = timeout
         self.tracker_url = f"http://{lab.tracker.ip}:{SHOAL_TRACKER_PORT}"
         self.members: dict[str, subprocess.Popen[bytes]] = {}
-        self.token = ""  # the pool's, which pushes need
-
-    def api(self, method: str, path: str, body: object = None) -> dict[str, object]:
-        argv = ["ip", "netns", "exec", TRACKER_NS, "curl", "-sS", "--max-time", "10", "-X", method]
-        if body is not None:
-            argv += ["-H", "Content-Type: application/json", "--data", json.dumps(body)]
-        if self.token:
-            argv += ["-H", f"Authorization: Bearer {self.token}"]
-        out = subprocess.run([*argv, f"{self.tracker_url}/v1/pools{path}"], capture_output=True, check=True)
-        reply: dict[str, object] = json.loads(out.stdout)
-        return reply
+        self.pool = PoolApi(lab, self.tracker_url)
 
     def start(self, run_dir: Path) -> None:
         run_dir.mkdir()
@@ -141,28 +142,17 @@ class PoolLab:
         options += f" --interval 1 --peer-ttl {PEER_TTL}"
         tracker = self.lab.spawn(TRACKER_NS, [SHOAL, "tracker", *options.split()], run_dir / "tracker.log")
         wait_for_line(tracker, run_dir / "tracker.log", "tracker listening on")
-        self.token = ""
-        token = self.api("POST", "", {"name": POOL, "private": False})["token"]
-        assert isinstance(token, str)
-        self.token = token
+        self.pool.create()
         self.members = {}
         for node in self.lab.peers:
             home = run_dir / node.ns
             home.mkdir(mode=0o700)  # the daemon's socket directory must be its user's alone
-            argv = [SHOAL, "daemon", "--cache-dir", str(home / "cache"), "--socket", str(home / "daemon.sock")]
-            argv += ["--capacity", "4G", "--tracker", self.tracker_url, "--pool", POOL, "--name", node.ns]
-            argv += ["--listen", f"{node.ip}:{MEMBER_PORT}", "--scrub-interval", "0"]
+            extra = ["--capacity", "4G", "--listen", f"{node.ip}:{MEMBER_PORT}", "--scrub-interval", "0"]
+            argv = member_argv(home / "cache", home / "daemon.sock", self.tracker_url, node.ns, *extra)
             self.members[node.ns] = self.lab.spawn(node.ns, argv, home / "daemon.log")
         for node in self.lab.peers:
             wait_for_line(self.members[node.ns], run_dir / node.ns / "daemon.log", "daemon listening on", 60)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            members = self.api("GET", f"/{POOL}/members")["members"]
-            assert isinstance(members, list)
-            if sum(1 for m in members if m["live"]) == len(self.lab.peers):
-                return
-            time.sleep(0.2)
-        raise RuntimeError("the members did not all join the pool")
+        self.pool.wait_for_members(len(self.lab.peers))
 
     def stop(self) -> None:
         self.lab.stop(list(self.lab.procs))
@@ -177,12 +167,12 @@ class PoolLab:
         replicas = 6 if scenario == "replicas" else None
         to_kill = 2 if scenario in ("kill", "replicas") else 0
         started = time.monotonic()
-        job = self.api("POST", f"/{POOL}/jobs", {"url": url, "replicas": replicas})
+        job = self.pool.call("POST", f"/{POOL}/jobs", {"url": url, "replicas": replicas})
         job_id = job["job"]
         created = job["created"]
         assert isinstance(created, float)
         while time.monotonic() - started < self.timeout:
-            status = self.api("GET", f"/{POOL}/jobs/{job_id}")
+            status = self.pool.call("GET", f"/{POOL}/jobs/{job_id}")
             now = time.monotonic() - started
             members = status["members"]
             assert isinstance(members, list)

@@ -24,9 +24,10 @@ link shaped to ``--origin-rate``, its TX counter the origin's cost; the tracker'
 
 Methods, as in swarm_lab.py (benchmarks/labrun.py runs them): ``shoal`` (``shoal get`` in every peer with
 ``--rack rN`` and, with sites, ``--site sM``), ``daemon`` (a ``shoal daemon`` with those labels in every
-peer, listening before the clock starts, and each peer's ``shoal get`` handed to it), ``aria2`` (an aria2c
-BitTorrent swarm with the origin as BEP 19 web seed and benchmarks/bt_tracker.py as tracker: it knows no
-racks), ``curl`` (every peer from the origin).
+peer, listening before the clock starts, and each peer's ``shoal get`` handed to it), ``pool`` (the same
+daemons, members of one pool before the clock starts, and one ``shoal pool push`` when it starts: done when
+every member's cache holds the file), ``aria2`` (an aria2c BitTorrent swarm with the origin as BEP 19 web
+seed and benchmarks/bt_tracker.py as tracker: it knows no racks), ``curl`` (every peer from the origin).
 
 The lower bound of a run is the slowest link every rack's copy must cross, nothing else:
 ``max(size / origin rate, size / rack uplink rate[, size / site uplink rate])``. Printed per run: shape,
@@ -79,7 +80,7 @@ from netlab import (
 from shoal.testing.processes import compile_bytecode
 
 PREFIX = "rk-"
-METHODS = ("shoal", "daemon", "aria2", "curl")
+METHODS = ("shoal", "daemon", "pool", "aria2", "curl")
 # The locality issue's targets for shoal (bytes over the file size; time over the lower bound).
 TARGETS = {"rack_in": 1.10, "site_in": 1.05, "origin": 1.02, "time_over_bound": 1.20}
 
@@ -301,7 +302,7 @@ def summary_lines(runs: list[RacksRun]) -> list[str]:
         )
         if group[0].site_in:
             line += f", fullest site {statistics.median(max(run.ratios(run.site_in)) for run in group):.2f}x"
-        if method in ("shoal", "daemon"):
+        if method in ("shoal", "daemon", "pool"):
             missed = sorted({name for run in group for name, met in run.targets().items() if not met})
             line += "; targets met" if not missed else f"; targets MISSED: {', '.join(missed)}"
         lines.append(line)

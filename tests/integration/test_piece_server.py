@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import socket
@@ -157,5 +158,38 @@ async def test_an_upload_whose_task_is_withdrawn_while_it_waits_is_not_sent(tmp_
             server.withdraw(TASK, served)
             async with await waiting as r:
                 assert r.status == 404
+    finally:
+        await server.stop()
+
+
+async def test_a_task_republished_under_a_new_path_keeps_its_have_streams(tmp_path) -> None:
+    """A daemon's download moves into its cache and is seeded from there: the same generation published again
+    with every piece keeps its followers' streams (they learn the pieces added) and serves the new path; a new
+    generation ends them."""
+    piece = 256 * 1024
+    manifest = Manifest(OriginIdentity(4 * piece), piece)
+    staging, cached = tmp_path / "staging", tmp_path / "cached"
+    content = os.urandom(manifest.length)
+    staging.write_bytes(content)
+    server = PieceServer()
+    port = await server.start("127.0.0.1", 0)
+    downloading = server.publish(TASK, 1, manifest, staging, Bitfield.of(4, [0, 1]))
+    base = f"http://127.0.0.1:{port}/v1/tasks/{TASK}"
+    try:
+        async with aiohttp.ClientSession() as session, session.get(f"{base}/haves?gen=1") as stream:
+            assert stream.status == 200
+            assert b"bitfield" in await asyncio.wait_for(stream.content.readline(), DEADLINE)
+            staging.rename(cached)
+            seeded = server.publish(TASK, 1, Manifest(OriginIdentity(4 * piece), piece), cached, Bitfield.full(4))
+            assert seeded is not downloading and server.tasks[TASK] is seeded
+            server.withdraw(TASK, downloading)  # the download's own leave: not what is served now
+            assert server.tasks[TASK] is seeded
+            assert json.loads(await asyncio.wait_for(stream.content.readline(), DEADLINE)) == {"have": [2, 3]}
+            async with session.get(f"{base}/data?gen=1", headers={"Range": f"bytes=0-{piece - 1}"}) as data:
+                assert data.status == 206
+                assert await data.read() == content[:piece]
+            server.publish(TASK, 2, manifest, cached, Bitfield.full(4))
+            assert b"have" not in await asyncio.wait_for(stream.content.read(), DEADLINE)
+        await wait_until_async(lambda: not seeded.watchers, "the ended stream to leave the entry it was handed to")
     finally:
         await server.stop()

@@ -402,6 +402,22 @@ class Fetcher:
         if not entry.sha256:
             self.complete_sha256()
 
+    async def _keep_serving(self, download: Download, path: Path) -> Path | None:
+        """Serve the finished download's pieces from a second name of its file (CacheStore.serving_link) while
+        the file moves into the cache, until the seeding publishes the cached file and takes over the have
+        streams (PieceServer.publish). Moved from under the download's entry, the file would answer its
+        followers 404 and they would forget which pieces we hold, just as we hold them all. None when the
+        file cannot have a second name: its followers then meet that 404 and take those pieces elsewhere."""
+        if download.served is None:
+            return None
+        try:
+            alias = await asyncio.to_thread(self.store.serving_link, path)
+        except LocalIOError as exc:
+            log.debug("serving %s on through a second name failed: %s", path, exc)
+            return None
+        download.served.path = alias
+        return alias
+
     async def _download(self, fetch: Fetch, key: str, headers: dict[str, str], expected: str | None) -> CacheEntry:
         sha256 = (expected or "").lower().startswith("sha256:")
         # The whole-file check of the download: a SHA-256 or an algorithm the cache does not keep (a BLAKE3 is
@@ -449,11 +465,14 @@ class Fetcher:
             )
             fetch.stats = download.stats
             completed: Downloaded | None = None
+            alias: Path | None = None
             try:
                 completed = await download.run()
                 # A file some of whose pieces the tracker knows by other hashes (fetched again from the origin
                 # after a failed whole-file check) is not seeded: peers verify against those hashes.
                 seeded = self.seeding is not None and not download.direct and not download.withheld
+                if seeded:
+                    alias = await self._keep_serving(download, completed.path)
                 record = SeededTask(
                     download.task_id,
                     "",
@@ -477,6 +496,8 @@ class Fetcher:
             except BaseException as exc:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(download.leave())
+                if alias is not None:
+                    alias.unlink(missing_ok=True)
                 if isinstance(exc, IntegrityError) and completed is not None:
                     completed.path.unlink(missing_ok=True)  # verified piece by piece, but not what was asked for
                 elif isinstance(exc, LocalIOError) and download.part is not None:
@@ -485,10 +506,14 @@ class Fetcher:
                     await asyncio.to_thread(download.part.discard)
                 raise
         if seeded:
-            # The piece server now serves the file from the cache; the download's own entry pointed at
-            # the staging path it was renamed from.
+            # The piece server now serves the file from the cache, and the download's followers follow it there
+            # (PieceServer.publish): the second name the file was served by meanwhile can go.
             assert self.seeding is not None
-            self.seeding.add(replace(record, digest=entry.digest))
+            try:
+                self.seeding.add(replace(record, digest=entry.digest))
+            finally:
+                if alias is not None:
+                    alias.unlink(missing_ok=True)
             content = None
             with contextlib.suppress(TrackerUnavailable):
                 content = await download.register_content(completed, self.store.object_path(entry.digest))

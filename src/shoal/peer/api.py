@@ -29,6 +29,7 @@ from shoal.core.units import parse_rate
 from shoal.http.credentials import Credentials
 from shoal.http.tls import load_roots_first
 from shoal.http.token_reload import reloading
+from shoal.peer import seeding
 from shoal.peer.callback import AFTER_SEEDING, callback_argv, run_callback
 from shoal.peer.config import DEFAULT_LISTEN, GetConfig
 from shoal.peer.engine import Download
@@ -49,7 +50,7 @@ class GetResult:
     seconds: float
     task_id: str
     seeding: float = 0.0
-    """Seconds the file is served to peers now that it is in place (0: it is not, see Download.seeds)."""
+    """Seconds the file is served to peers now that it is in place (0: it is not, see peer.seeding.seeds)."""
 
 
 def _rate(value: int | str | None) -> int | None:
@@ -228,11 +229,11 @@ async def _download(
                 bytes_from_peers=download.stats.from_peers,
                 seconds=seconds,
                 task_id=completed.task_id,
-                seeding=config.upload_time if download.seeds(config.upload_time) else 0.0,
+                seeding=config.upload_time if seeding.seeds(download, config.upload_time) else 0.0,
             )
             if on_complete:
                 on_complete(result)
-            await download.seed(completed, config.upload_time)
+            await seeding.seed(download, completed, config.upload_time)
             if after_seeding:
                 await asyncio.to_thread(run_callback, after_seeding, completed.path, AFTER_SEEDING)
             return result

@@ -2,7 +2,7 @@
 
 ::
 
-    join ──> attempt ──────────────────────────────> complete ──> (seed for upload_time) ──> stopped
+    join ──> attempt ──────────────────────────────> complete ──> (seed for upload_time: peer.seeding) ──> stopped
      │          │  origin changed / tracker says restart   │
      │          └──────────────> join again (at most `restarts` times, then OriginChanged)
      └─ tracker unreachable ──> direct from the origin (with --fallback), else TrackerUnavailable
@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
 import secrets
 import threading
@@ -61,12 +60,11 @@ from shoal.core.manifest import Manifest
 from shoal.core.messages import AnnounceRequest
 from shoal.core.pieces import Changes
 from shoal.core.rate import TokenBucket
-from shoal.core.retry import Retries
 from shoal.core.scope_leases import Labels
 from shoal.core.tickets import TICKET_HEADER
 from shoal.core.tracker_choice import served_by_tracker
 from shoal.core.whole_file import WholeFileCheck, failed_check, plan_refetch, whole_file_checks
-from shoal.peer.announcer import ANNOUNCE_BACKOFF, Announcer, Applied
+from shoal.peer.announcer import Announcer, Applied
 from shoal.peer.config import GetConfig
 from shoal.peer.content_task import ContentSeed, register_content
 from shoal.peer.fetchers import PeerAccess, fetch_origin, fetch_peer, watch_haves
@@ -80,18 +78,6 @@ from shoal.storage.partfile import PartFile
 
 log = logging.getLogger("shoal.peer")
 SAVE_STATE_SECONDS = 1.0
-FILE_CHECK = 1.0
-"""Seconds between two checks, while seeding, that the placed file is still there and unchanged."""
-FileIdentity = tuple[int, int, int, int]
-
-
-def file_identity(path: Path) -> FileIdentity | None:
-    """What tells a file from its replacement: device, inode, size and modification time; None if gone."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +95,8 @@ class Downloaded:
 
 
 class Download:
-    """One download of one URL. ``run()`` returns when the file is in place; ``seed()`` serves it on."""
+    """One download of one URL. ``run()`` returns when the file is in place; :func:`shoal.peer.seeding.seed`
+    serves it on."""
 
     def __init__(
         self,
@@ -184,7 +171,7 @@ class Download:
         """Pieces on disk that are not offered to peers (the tracker holds other hashes for them)."""
         return self.core.book.withheld if self.core is not None else set()
 
-    def _unreported(self) -> dict[int, str]:
+    def unreported(self) -> dict[int, str]:
         return dict(self.core.book.unreported) if self.core is not None else {}
 
     async def run(self) -> Downloaded:
@@ -216,58 +203,6 @@ class Download:
             self._reset_attempt()
         raise OriginChanged(f"the origin's file kept changing ({self.url})", url=self.url)
 
-    def seeds(self, seconds: float) -> bool:
-        """Whether :meth:`seed` serves the completed file for ``seconds``: only when there is a tracker that
-        answered (a download made straight from the origin, with no tracker or with ``--fallback``, has
-        nobody to announce to) and a file to serve from (not one written through to a device or a FIFO)."""
-        return self.tracker is not None and not self.direct and self.served is not None and seconds > 0
-
-    async def seed(self, completed: Downloaded, seconds: float) -> None:
-        """Keep serving a completed file for ``seconds``, announcing it; :meth:`leave` ends it."""
-        if not self.seeds(seconds):
-            return
-        assert self.tracker is not None and self.served is not None and self.core is not None
-        for index in range(completed.manifest.piece_count):
-            if index not in self.withheld:
-                self.served.add(index)
-        deadline = self.clock() + seconds
-        event = "completed"
-        retry = Retries(ANNOUNCE_BACKOFF, self.rng)
-        placed = await asyncio.to_thread(file_identity, completed.path)
-        while self.clock() < deadline:
-            reported = self._unreported()
-            try:
-                if (content := await self.register_content(completed)) is not None:
-                    await self.tracker.announce(content.task_id, self._request(generation=content.generation))
-                request = self._request(event=event, done=reported, received=self.stats.by_scope())
-                reply = await self.tracker.announce(self.task_id, request)
-                event = "update"
-                for index in reported:
-                    self.core.book.unreported.pop(index, None)
-                if reply.restart or reply.generation != completed.generation:
-                    break
-                wait = min(reply.interval, deadline - self.clock())
-                retry.reset()
-            except TrackerUnavailable as exc:
-                log.info("announce while seeding failed: %s", exc)
-                wait = min(retry.next_delay(cap=self.core.interval), deadline - self.clock())
-            if wait > 0 and not await self._still_placed(completed.path, placed, wait):
-                # Served from its path, a file moved, deleted or rewritten (by a --callback, by hand) would
-                # fail or mislead every peer sent here: out of the swarm at once.
-                log.warning("%s was moved, deleted or changed: no longer serving it to peers", completed.path)
-                await self.leave()
-                return
-
-    async def _still_placed(self, path: Path, placed: FileIdentity | None, seconds: float) -> bool:
-        """Wait ``seconds``, checking every FILE_CHECK seconds that ``path`` is still the file placed;
-        False as soon as it is not."""
-        deadline = self.clock() + seconds
-        while (left := deadline - self.clock()) > 0:
-            await asyncio.sleep(min(FILE_CHECK, left))
-            if await asyncio.to_thread(file_identity, path) != placed:
-                return False
-        return True
-
     async def register_content(self, completed: Downloaded, path: Path | None = None) -> ContentSeed | None:
         """A digest download of a URL task registers its file's content task and serves it from ``path`` (the
         file's, by default; peer.content_task), then vouches for it in an announce of the URL task. None when
@@ -283,9 +218,10 @@ class Download:
         ):
             if self.task_id == self.url_task and not self.direct:
                 hashes = [self.core.book.written[i] for i in range(completed.manifest.piece_count)]
-                args = (self.tracker, self.server, self._request, completed.manifest, path or completed.path, hashes)
+                placed = path or completed.path
+                args = (self.tracker, self.server, self.announce_request, completed.manifest, placed, hashes)
                 self.content = await register_content(*args)
-                await self.tracker.announce(self.task_id, self._request(content_task=self.content.task_id))
+                await self.tracker.announce(self.task_id, self.announce_request(content_task=self.content.task_id))
         return self.content
 
     async def leave(self) -> None:
@@ -300,10 +236,10 @@ class Download:
             self.server.withdraw(content.task_id, content.served)
         if self.tracker is not None and self.generation and not self.direct:
             with contextlib.suppress(TrackerUnavailable):
-                stopped = self._request(event="stopped", done=self._unreported(), received=self.stats.by_scope())
+                stopped = self.announce_request(event="stopped", done=self.unreported(), received=self.stats.by_scope())
                 await self.tracker.announce(self.task_id, stopped)
                 if content is not None:
-                    content_stopped = self._request(event="stopped", generation=content.generation)
+                    content_stopped = self.announce_request(event="stopped", generation=content.generation)
                     await self.tracker.announce(content.task_id, content_stopped)
 
     # -- joining -----------------------------------------------------------------------------------
@@ -315,7 +251,7 @@ class Download:
             self.task_id,
             tracker=self.tracker,
             origin=self.origin,
-            request=self._request,
+            request=self.announce_request,
             fallback=self.config.fallback,
             no_origin=self.config.no_origin,
             spawn=self._tasks.spawn,
@@ -328,7 +264,10 @@ class Download:
         self.published, self.content_hashes = joined.published, joined.content_hashes
         self.via_alias = joined.via_alias
 
-    def _request(self, *, event: str = "update", generation: int | None = None, **extra: object) -> AnnounceRequest:
+    def announce_request(
+        self, *, event: str = "update", generation: int | None = None, **extra: object
+    ) -> AnnounceRequest:
+        """An announce of the task as we hold it now (our bitfield, labels and address), with ``extra``'s fields."""
         bitfield = self.served.have.encode() if self.served is not None else None
         host = "" if self.config.listen_host in ("0.0.0.0", "::", "") else self.config.listen_host
         return AnnounceRequest(
@@ -389,7 +328,7 @@ class Download:
         self.stats.done = core.book.done_bytes
         if self.tracker is not None and not self.direct:
             self.announcer = Announcer(
-                self.tracker, self.task_id, core, self._request, self._post, rng=self.rng, clock=self.clock
+                self.tracker, self.task_id, core, self.announce_request, self._post, rng=self.rng, clock=self.clock
             )
             self._tasks.spawn(self.announcer.run())
             self._tasks.spawn(self.announcer.refresh_hashes())
@@ -458,7 +397,9 @@ class Download:
         # slow disk) run together, and the whole-file hashes finish their last reads meanwhile: the swarm's
         # last pieces wait for neither our disk nor our hashes, and the file is renamed after all three.
         part = self.part
-        log.debug("all pieces written: flushing the file and reporting the last pieces")
+        hashed = self.prefix.hashed_pieces if self.prefix is not None else 0
+        # How far the whole-file hashes trail: what is left of them is hashed after the flush, before the place.
+        log.debug("all pieces written (%d hashed whole): flushing the file and reporting the last pieces", hashed)
         reported, synced = await asyncio.gather(
             self._report_last_pieces(), asyncio.to_thread(part.sync), return_exceptions=True
         )
@@ -474,6 +415,7 @@ class Download:
             await self._loop()
             return await self._finish()
         hashes = await self.prefix.digests() if self.prefix is not None else {}
+        log.debug("whole-file hashes done")
         failed = failed_check(self.checks, hashes)
         if failed is not None and self.config.stream_fd is not None:
             check, actual = failed
@@ -541,7 +483,7 @@ class Download:
         longer hold the pieces being fetched again."""
         if self.tracker is None or self.direct or self.core is None:
             return
-        request = self._request(bad_peers=tuple(sorted(self.core.bad_peers)))
+        request = self.announce_request(bad_peers=tuple(sorted(self.core.bad_peers)))
         try:
             await self.tracker.announce(self.task_id, request)
         except TrackerUnavailable as exc:
@@ -555,12 +497,12 @@ class Download:
         core = self.core
         if self.tracker is None or self.direct or self.served is None or core is None:
             return
-        reported = self._unreported()
+        reported = self.unreported()
         try:
-            request = self._request(done=reported, bad_peers=tuple(sorted(core.bad_peers)))
+            request = self.announce_request(done=reported, bad_peers=tuple(sorted(core.bad_peers)))
             reply = await self.tracker.announce(self.task_id, request)
         except TrackerUnavailable:
-            return  # seed() and leave() report them again
+            return  # the seeding (peer.seeding) and leave() report them again
         self._carry_out(core.last_report(reply, reported))
         if reply.hash_seq > core.book.hash_seq:
             # Hashes changed since our last look-up: a revoked one must not go unseen in the file we place.

@@ -15,7 +15,6 @@ import asyncio
 import json
 import math
 import time
-from pathlib import Path
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -48,7 +47,7 @@ class _PieceResponse(web.StreamResponse):
     of a swarm serves hundreds of runs of a few pieces, and each round trip wakes a thread on a busy host.
     """
 
-    def __init__(self, path: Path, start: int, end: int, manifest: Manifest, server: PieceServer) -> None:
+    def __init__(self, served: ServedTask, start: int, end: int, manifest: Manifest, server: PieceServer) -> None:
         super().__init__(
             status=206,
             headers={
@@ -57,7 +56,7 @@ class _PieceResponse(web.StreamResponse):
             },
         )
         self.content_length = end - start
-        self._path = path
+        self._served = served
         self._offset = start
         self._piece_length = manifest.piece_length
         self._limits = server.limits or server_limits()
@@ -68,7 +67,9 @@ class _PieceResponse(web.StreamResponse):
             return await super().prepare(request)
         try:
             try:
-                file = open(self._path, "rb", buffering=0)  # noqa: ASYNC230 (see the class docstring)
+                # The path as it is now, not as it was when the handler answered: a task handed over to a new
+                # entry meanwhile (ServedTask.hand_over) is served from its new path.
+                file = open(self._served.path, "rb", buffering=0)  # noqa: ASYNC230 (see the class docstring)
             except OSError:
                 # The file went away between the check of the pieces and now (the task was evicted).
                 self.set_status(404, "piece file is gone")
@@ -143,7 +144,7 @@ class PieceRoutes:
                         # Withdrawn meanwhile (the download restarted): its file may be another version now.
                         raise web.HTTPNotFound(reason="task not served here")
             served.uploaded += end - start
-            return _PieceResponse(served.path, start, end, served.manifest, self.server)
+            return _PieceResponse(served, start, end, served.manifest, self.server)
         except BaseException:
             self.server.uploads -= 1
             raise

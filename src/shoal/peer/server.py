@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shoal.core.bitfield import Bitfield
+from shoal.core.bitfield import Bitfield, iter_bits
 from shoal.core.manifest import Manifest
 from shoal.core.rate import TokenBucket
 from shoal.core.tickets import FleetKey
@@ -75,6 +75,7 @@ class ServedTask:
     _spoke_at: float = field(default=-math.inf, init=False, repr=False)  # the last line: pings count from it
     _pinging: asyncio.TimerHandle | None = field(default=None, init=False, repr=False)
     _closed: bool = field(default=False, init=False, repr=False)
+    _successor: ServedTask | None = field(default=None, init=False, repr=False)  # see hand_over
 
     def add(self, index: int, *, at_once: bool = False) -> None:
         """Mark a verified piece servable and tell every watcher: within one have_gap, or ``at_once`` for a
@@ -97,6 +98,35 @@ class ServedTask:
         # call_soon even when due: pieces verified in the same loop iteration share the line.
         self._sending = loop.call_at(due, self._send_news) if due > now else loop.call_soon(self._send_news)
 
+    def continues_as(self, generation: int, manifest: Manifest, have: Bitfield) -> bool:
+        """True if serving ``generation`` with ``manifest`` and ``have`` is this task going on: the same
+        generation and pieces, and every piece served now still held."""
+        return (
+            not self._closed
+            and generation == self.generation
+            and (manifest.length, manifest.piece_length) == (self.manifest.length, self.manifest.piece_length)
+            and not self.have.mask & ~have.mask
+        )
+
+    def hand_over(self, successor: ServedTask) -> None:
+        """Move the have streams to ``successor`` (the same task, served from now on), after the pieces not
+        yet told; they are then told the pieces ``successor`` holds beyond ours. This entry ends, and a
+        stream that stops later leaves ``successor`` (:meth:`unwatch`). A response this entry answered that
+        is not sent yet opens ``successor``'s file: its old path may be gone by then."""
+        self.path = successor.path
+        if self._news:
+            self._tell(self._have_line())
+        self._stop_timers()
+        self._closed = True
+        self._successor = successor
+        added = successor.have.mask & ~self.have.mask
+        successor.have = self.have.copy()
+        successor.watchers, self.watchers = self.watchers, set()
+        if successor.watchers:
+            successor._pinging = asyncio.get_running_loop().call_later(PING_SECONDS, successor._ping)
+        for index in iter_bits(added):
+            successor.add(index)
+
     def discard(self, index: int) -> None:
         """Stop offering a piece (its bytes turned out bad). Watchers are not told: a peer that asks for
         it gets a 404 and forgets we had it."""
@@ -114,6 +144,9 @@ class ServedTask:
         return queue
 
     def unwatch(self, queue: asyncio.Queue[bytes | None]) -> None:
+        if self._successor is not None:
+            self._successor.unwatch(queue)  # the stream was handed over with the task
+            return
         self.watchers.discard(queue)
         if not self.watchers:
             self._stop_timers()
@@ -207,10 +240,18 @@ class PieceServer:
     # -- registry ------------------------------------------------------------------------------------
 
     def publish(self, task_id: str, generation: int, manifest: Manifest, path: Path, have: Bitfield) -> ServedTask:
+        """Serve ``path`` as the task's file with the pieces of ``have``, replacing what was served for it.
+
+        The same generation with no piece fewer is the same file under a new path (a daemon's download
+        adopted into its cache, then seeded): the have streams move to the new entry and are told of the
+        pieces added. Ended, they would make every peer following this one forget it just as it holds the
+        whole file, the swarm's best source for the last pieces. Anything else ends them."""
         old = self.tasks.get(task_id)
-        if old is not None:
-            old.close_watchers()
         served = ServedTask(task_id, generation, manifest, path, have.copy(), self.config.have_gap)
+        if old is not None and old.continues_as(generation, manifest, have):
+            old.hand_over(served)
+        elif old is not None:
+            old.close_watchers()
         self.tasks[task_id] = served
         return served
 

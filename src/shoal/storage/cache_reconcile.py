@@ -9,7 +9,8 @@ and reservations of a process that is gone. :func:`reconcile` settles each, and 
 - An object file with no entry is removed only past ORPHAN_GRACE_SECONDS: another process may be between
   the rename that made it and the commit that records it (CacheStore.adopt gives it a fresh mtime).
 - A staging file is removed past STAGING_MAX_AGE (a download's part file, kept so a rerun resumes), or past
-  ORPHAN_GRACE_SECONDS for a put's copy (``put-*``), which nothing resumes.
+  ORPHAN_GRACE_SECONDS for a put's copy (``put-*``) or a serving link (``serving-*``, CacheStore.serving_link),
+  which nothing resumes.
 
 Blocking (file I/O, SQLite), like the store.
 """
@@ -67,7 +68,7 @@ def reconcile(store: CacheStore) -> Reconciled:
                 orphans += 1
     staging = 0
     for path in store.staging.iterdir():
-        limit = ORPHAN_GRACE_SECONDS if path.name.startswith("put-") else STAGING_MAX_AGE
+        limit = ORPHAN_GRACE_SECONDS if path.name.startswith(("put-", "serving-")) else STAGING_MAX_AGE
         if _age(path, now) > limit:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()

@@ -3,7 +3,8 @@
 Layout of the storage directory::
 
     objects/ab/<digest>    cached files, named by the BLAKE3 of their content, read-only (0444)
-    staging/               files on their way in: a put's copy, a download's part file and its sidecar
+    staging/               files on their way in: a put's copy, a download's part file and its sidecar, a
+                           second name of a finished download still served while it moves in
 
 Rules:
 
@@ -272,6 +273,18 @@ class CacheStore:
 
     def staging_path(self, name: str) -> Path:
         return self.staging / name
+
+    def serving_link(self, path: Path) -> Path:
+        """A second name in ``staging/`` (``serving-*``) for the staging file ``path``, so that its bytes stay
+        where a reader was sent while :meth:`adopt` moves the file into ``objects/``. The caller removes it
+        once nobody is sent there any more (a crash leaves it to
+        :func:`~shoal.storage.cache_reconcile.reconcile`). Blocking."""
+        link = self.staging / f"serving-{secrets.token_hex(8)}"
+        try:
+            os.link(path, link)
+        except OSError as exc:
+            raise _io_error("link", path, exc) from None
+        return link
 
     def put(self, path: Path, *, name: str | None = None, pin: bool = False, sources: Iterable[str] = ()) -> CacheEntry:
         """Copy a local file into the cache; returns its entry (whose ``digest`` is the id)."""
