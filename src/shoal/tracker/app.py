@@ -172,12 +172,16 @@ class TrackerService:
             if self.cluster is not None:
                 self.tasks_moved(self.cluster.last_move(now))  # a task gained since is read with grace
             snapshot = await self.store.load(task_id, request.done, now=now, peer_ttl=self.policy.peer_ttl)
+            if self.cluster is not None and not self.cluster.mine(task_id):
+                # A decision is made only while our member row is in force (core.ownership), checked as it
+                # is made: the request may have waited on the loop since the middleware found us its owner.
+                raise _Refused(PeerRefusal(503, int(RETRY_AFTER), "the task's tracker is changing; announce again"))
             swarm = snapshot.swarm
             if request.event != "stopped" and (swarm is None or request.peer_id not in swarm.peers):
                 size = 0 if swarm is None else len(swarm.peers)
                 refusal = self.limits.admit(swarm_size=size, source=seen_host, now=now)
                 if refusal is not None:
-                    raise _NewPeerRefused(refusal)
+                    raise _Refused(refusal)
             outcome = decide_announce(
                 snapshot if seen is None else replace(snapshot, origin_seen=seen),
                 request,
@@ -388,9 +392,10 @@ class TrackerService:
                 return removed
 
 
-class _NewPeerRefused(Exception):
-    """The peer limits (core.peer_limits) refuse an announce of a peer new to its task: the handler answers
-    with the refusal's status and ``Retry-After``. Never leaves this module."""
+class _Refused(Exception):
+    """The peer limits (core.peer_limits) refuse an announce of a peer new to its task, or this tracker no
+    longer decides the task: the handler answers with the refusal's status and ``Retry-After``. Never leaves
+    this module."""
 
     def __init__(self, refusal: PeerRefusal) -> None:
         super().__init__(refusal.message)
@@ -426,7 +431,7 @@ async def announce(request: web.Request) -> web.Response:
     seen = service.cluster.client_address(request) if service.cluster else request.remote or ""
     try:
         reply = await service.announce(task_id, body, seen)
-    except _NewPeerRefused as exc:
+    except _Refused as exc:
         refusal = exc.refusal
         return json_error(refusal.status, refusal.message, **{"Retry-After": str(refusal.retry_after)})
     request.app[ADMISSION].longest_wait = service.longest_retry()
