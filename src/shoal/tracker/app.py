@@ -41,7 +41,7 @@ from shoal.core.announce import AnnounceOutcome, Pace, TaskSnapshot, TrackerPoli
 from shoal.core.announce_counts import AnnounceCounts
 from shoal.core.bitfield import iter_bits
 from shoal.core.content_alias import ContentAliases
-from shoal.core.errors import ProtocolError, StoreError
+from shoal.core.errors import ProtocolError, StoreError, TaskCreatedElsewhere
 from shoal.core.ids import is_content_task, is_task_id
 from shoal.core.interval import Demand, Pacing
 from shoal.core.manifest import OriginIdentity
@@ -88,6 +88,8 @@ TAKEOVER_RETRIES = 4
 """After tasks move between trackers, grace lasts at least this many of the peers' retries (tracker.cluster)."""
 RETIREMENT_BATCH = 500
 """Idle tasks removed per transaction: each batch's locks are held while it is removed."""
+MOVING = PeerRefusal(503, int(RETRY_AFTER), "the task's tracker is changing; announce again")
+"""The answer to an announce of a task that moved between trackers while it was decided (tracker.cluster)."""
 GRACE_INTERVALS = 2
 """For this many busy announce intervals after it starts, or after tasks moved between the trackers sharing
 its database (at most one peer TTL), the tracker grants no origin lease afresh on a task it read from the
@@ -175,7 +177,7 @@ class TrackerService:
             if self.cluster is not None and not self.cluster.mine(task_id):
                 # A decision is made only while our member row is in force (core.ownership), checked as it
                 # is made: the request may have waited on the loop since the middleware found us its owner.
-                raise _Refused(PeerRefusal(503, int(RETRY_AFTER), "the task's tracker is changing; announce again"))
+                raise _Refused(MOVING)
             swarm = snapshot.swarm
             if request.event != "stopped" and (swarm is None or request.peer_id not in swarm.peers):
                 size = 0 if swarm is None else len(swarm.peers)
@@ -218,7 +220,12 @@ class TrackerService:
                 len(outcome.rejected),
                 outcome.rejected[:8],
             )
-        await committed
+        try:
+            await committed
+        except TaskCreatedElsewhere as exc:
+            # Decided before the task moved here from another tracker, or from here to it: announce again.
+            log.info("%s; its announce is answered 503", exc)
+            raise _Refused(MOVING) from exc
         assert outcome.response is not None
         response = outcome.response
         extra: dict[str, Any] = {}
