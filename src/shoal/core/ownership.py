@@ -69,7 +69,7 @@ long after its registration committed: longer than any other member decides on o
 (TTL - FENCE_MARGIN), by FENCE_MARGIN for clocks that disagree a little."""
 LOOP_PATIENCE = 10.0
 """Seconds the tracker's event loop may make no progress before its renewals stop and its row lapses: a
-wedged tracker hands its tasks on. A busy loop makes progress every few hundred ms at worst."""
+wedged tracker hands its tasks on, and one far behind its work but running keeps them."""
 
 
 @dataclass(frozen=True, slots=True)

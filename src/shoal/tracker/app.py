@@ -173,10 +173,12 @@ class TrackerService:
             now = self.clock()
             if self.cluster is not None:
                 self.tasks_moved(self.cluster.last_move(now))  # a task gained since is read with grace
+            drops = self.cluster.drops if self.cluster is not None else 0
             snapshot = await self.store.load(task_id, request.done, now=now, peer_ttl=self.policy.peer_ttl)
-            if self.cluster is not None and not self.cluster.mine(task_id):
+            if self.cluster is not None and (not self.cluster.mine(task_id) or self.cluster.drops != drops):
                 # A decision is made only while our member row is in force (core.ownership), checked as it
-                # is made: the request may have waited on the loop since the middleware found us its owner.
+                # is made (the request may have waited on the loop since the middleware found us its owner),
+                # and never on a copy read before the cluster made us drop soft state.
                 raise _Refused(MOVING)
             swarm = snapshot.swarm
             if request.event != "stopped" and (swarm is None or request.peer_id not in swarm.peers):

@@ -104,6 +104,9 @@ class Cluster:
         self._drop: Callable[[list[str]], None] | None = None
         self._held: Callable[[], list[str]] = list
         self._moved: Callable[[float], None] = lambda at: None
+        self.drops = 0
+        """How often a reading made this tracker drop soft state: a decision on a copy read before a drop is
+        refused (TrackerService.announce compares this before and after its read)."""
         self._member_hosts: set[str] = set()
         self._live: set[str] = set()  # the live members at the last heartbeat
         self._session: aiohttp.ClientSession | None = None
@@ -132,6 +135,11 @@ class Cluster:
     def rejoins(self) -> int:
         """How often our row was registered again since we joined (tracker.membership)."""
         return 0 if self._renewals is None else self._renewals.rejoins
+
+    @property
+    def last_renewal(self) -> float:
+        """Seconds the latest renewal of our row took (tracker.membership)."""
+        return 0.0 if self._renewals is None else self._renewals.last_renewal
 
     async def join(self) -> None:
         """Register our row (its renewals then go on by themselves) once we listen."""
@@ -185,6 +193,7 @@ class Cluster:
         if reading.forget_at > self._adopted.incarnation:
             # We joined again and another member may have decided our tasks meanwhile: their soft state
             # here is older than theirs.
+            self.drops += 1
             drop(self._held())
         self._adopted = reading
         if reading.renewed == -math.inf:
@@ -195,6 +204,7 @@ class Cluster:
             self._moved(now)  # a member left (its row is gone) or died since the last reading
         self._live = live
         if lost := lost_tasks(self._held(), self.tracker_id, reading.members, now, reading.renewed):
+            self.drops += 1
             drop(lost)
 
     def owner(self, task_id: str) -> TrackerMember | None:

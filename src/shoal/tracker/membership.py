@@ -1,10 +1,9 @@
 """The renewals of this tracker's member row, on a thread of their own (core.ownership has the rules).
 
-Why a thread: a renewal on the tracker's event loop waited behind the work it fences. A tracker at its CPU
-quota, shedding most of what it was sent, took 1-4 s for a renewal (the heartbeat itself woke within
-0.4 s of its time): up to 3 s waiting for a connection of the pool its announces share, and each round
-trip of the transaction waiting its turn on the loop. Four seconds past its last renewal the tracker fenced
-itself and joined again, and its tasks moved back and forth. Here the renewals run on a thread with its own
+Why a thread: a renewal on the tracker's event loop waits behind the work it fences, for a connection of
+the pool its announces share and, between its round trips, for the loop to come round; a tracker at its
+CPU quota that sheds most of what it is sent renewed past its fence that way, joined again, and its tasks
+moved back and forth (benchmarks/RESULTS.md, issue 27). Here the renewals run on a thread with its own
 event loop and its own database connection (an engine with a pool of one), so neither the loop's backlog
 nor the pool's queue delays them.
 
@@ -96,6 +95,8 @@ class Renewals:
         """When the tracker's loop last made progress (``tick``): read by the thread's watchdog."""
         self.rejoins = 0
         """Registrations after the first (the row lapsed, or a renewal came after the fence)."""
+        self.last_renewal = 0.0
+        """Seconds the latest renewal took, its round trips on the thread's own connection."""
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -185,6 +186,7 @@ class Renewals:
         reading = self.reading
         if not must_rejoin(reading.renewed, now):
             members = await rows.renew(self.tracker_id, now)
+            self.last_renewal = self.clock() - now
             if members is not None and not must_rejoin(reading.renewed, self.clock()):
                 self.reading = replace(reading, renewed=now, members=tuple(members))
                 return
