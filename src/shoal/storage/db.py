@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -95,6 +95,22 @@ def _require_driver(driver: str) -> None:
         raise UsageError(
             f"the {extra} database driver ({driver}) is not installed: pip install 'shoal[{extra}]'"
         ) from None
+
+
+async def uncancelled(work: Awaitable[T]) -> T:
+    """Await ``work`` (a database call) such that a cancelled caller (an announce whose client left) does not
+    cancel it: a query cancelled mid-flight makes SQLAlchemy drop its connection, and asyncpg then logs
+    "Future exception was never retrieved" for the reply it lost. The call runs to its end and its connection
+    goes back to the pool; the caller gets CancelledError at once, and what the call returns or raises is
+    dropped."""
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(_retrieved)
+    return await asyncio.shield(task)
+
+
+def _retrieved(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled():
+        done.exception()  # retrieved: a failure nobody awaited any more is not logged as unhandled
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

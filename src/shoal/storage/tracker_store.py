@@ -48,7 +48,7 @@ from shoal.core.leases import Lease
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import HashesResponse, PeerSummary, TaskSummary
 from shoal.core.swarm import Census, Swarm
-from shoal.storage.db import SqlStore
+from shoal.storage.db import SqlStore, uncancelled
 from shoal.storage.schema import piece_hashes, tasks
 
 
@@ -396,7 +396,11 @@ class TrackerStore(SqlStore):
                 return stored
 
     async def read_rows(self, task_id: str) -> TaskRows | None:
-        """The task's durable facts as the database holds them (not the copy in memory), without peers."""
+        """The task's durable facts as the database holds them (not the copy in memory), without peers. The
+        read runs to its end if the caller is cancelled (storage.db.uncancelled)."""
+        return await uncancelled(self._read_rows(task_id))
+
+    async def _read_rows(self, task_id: str) -> TaskRows | None:
         async with self.connection() as conn:
             row = (await conn.execute(select(tasks).where(tasks.c.task_id == task_id))).first()
             if row is None:

@@ -168,14 +168,11 @@ class Cluster:
         that another member owns now, to forget; ``moved`` the time a member's row was found gone (one that
         left: :meth:`last_move` cannot see it)."""
         self._drop, self._held, self._moved = drop, held, moved
-        hosts_of: tuple[TrackerMember, ...] = ()
         while True:
             if self._renewals is not None:
                 self._renewals.tick()
-            reading = self._reading()
-            if reading.members != hosts_of:
-                hosts_of = reading.members
-                await self._learn_hosts()
+            self._reading()
+            await self._learn_hosts()
             await asyncio.sleep(HEARTBEAT)
 
     def _reading(self) -> Reading:
