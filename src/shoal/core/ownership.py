@@ -40,6 +40,10 @@ different peers. The rules:
   requests delays no renewal. They stop when the work's event loop has made no progress for
   LOOP_PATIENCE (:func:`keeps_renewing`): a tracker whose loop is wedged lets its row lapse, and the
   others take its tasks over (liveness).
+* **Durable writes** are decided under the fence but commit later (group commit): a write of a decision
+  made just before a task moved can commit after the new owner read the database. The rows carry no epoch
+  yet to make such a stale write fail (DESIGN.md asks for one); the one such write checked is a task's
+  creation, which finds the task created and is left out (storage.tracker_store, TaskCreatedElsewhere).
 * **Taking a task over.** The member that gains a task starts without its soft state: the peers rebuild it
   with their next announces, and origin fetches in flight come back to their peers through ``fetching``.
   For a grace period after tasks move it grants no fresh origin lease on a task it reads from the database
