@@ -100,6 +100,7 @@ class Renewals:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
+        self._halted = threading.Event()  # set by stop(): the thread publishes no reading after it
         self._wedged = False
 
     def tick(self) -> None:
@@ -118,6 +119,7 @@ class Renewals:
 
     async def stop(self) -> None:
         """Stop renewing and delete the row: decide nothing more, first."""
+        self._halted.set()
         self.reading = replace(self.reading, renewed=-math.inf)
         thread, loop, stopping = self._thread, self._loop, self._stopping
         if thread is None:
@@ -188,7 +190,8 @@ class Renewals:
             members = await rows.renew(self.tracker_id, now)
             self.last_renewal = self.clock() - now
             if members is not None and not must_rejoin(reading.renewed, self.clock()):
-                self.reading = replace(reading, renewed=now, members=tuple(members))
+                if not self._halted.is_set():
+                    self.reading = replace(reading, renewed=now, members=tuple(members))
                 return
             why = "our member row was gone"
             if members is not None:
@@ -213,4 +216,5 @@ class Renewals:
         took_over = before.incarnation > 0 and others_took_over(others, before.renewed + TTL)
         forget_at = incarnation if took_over else before.forget_at
         begins = counts_from(now, me.active_from, committed)
-        self.reading = Reading(now, tuple(members), begins, incarnation, forget_at)
+        if not self._halted.is_set():
+            self.reading = Reading(now, tuple(members), begins, incarnation, forget_at)
