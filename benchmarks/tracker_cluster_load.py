@@ -37,7 +37,11 @@ granted twice (below), and the lines with ERROR or a traceback in each survivor'
 
 A duplicate lease: a piece of a task leased to one peer while another peer holds a lease on it that has not
 been reported (the holder has had no answered announce since the grant) and the holder has not expired
-(heard from within 80% of the trackers' --peer-ttl). Counted from the grants in the replies, in every window.
+(heard from within 80% of the trackers' --peer-ttl). Counted from the grants in the replies, in every window,
+apart by who granted the two: one tracker (the decider: the owner a forwarded reply names, else the tracker
+asked), or two, the second having taken the task over without the first one's soft state (it learns a lease
+in flight from its holder's ``fetching``, which these simulated peers never send: they report a lease's
+piece done at their next turn), so the grants across a move count as "across owners".
 
 Run it (from a checkout, under the CPU lock on a shared machine)::
 
@@ -87,26 +91,33 @@ class Leases:
     """The origin leases the replies granted, per task: piece -> (holder's peer id, when granted)."""
 
     peer_ttl: float
-    held: dict[str, dict[int, tuple[str, float]]] = field(default_factory=lambda: defaultdict(dict))
+    held: dict[str, dict[int, tuple[str, float, str]]] = field(default_factory=lambda: defaultdict(dict))
+    """task -> piece -> (the holder, when granted, the tracker that granted it)"""
     last_ok: dict[str, float] = field(default_factory=dict)
     duplicates: int = 0
+    """Both grants by one tracker."""
+    across_owners: int = 0
+    """The grants by two trackers: the task moved between them (module docstring)."""
     examples: list[str] = field(default_factory=list)
 
-    def answered(self, task_id: str, peer_id: str, leases: list[int], sent: float, now: float) -> None:
+    def answered(self, task_id: str, peer_id: str, leases: list[int], sent: float, now: float, decider: str) -> None:
         held = self.held[task_id]
         # Every lease granted before this announce was sent is reported by it (or was, by one that failed:
         # its pieces are in this one's bitfield), so the tracker knows who holds those pieces now.
-        for piece in [p for p, (holder, when) in held.items() if holder == peer_id and when <= sent]:
+        for piece in [p for p, (holder, when, _) in held.items() if holder == peer_id and when <= sent]:
             del held[piece]
         for piece in leases:
             found = held.get(piece)
             # A holder heard from within most of the TTL: near the TTL, the tracker's clock and ours may
             # disagree on whether its lease lapsed.
             if found is not None and found[0] != peer_id and now - self.last_ok[found[0]] < 0.8 * self.peer_ttl:
-                self.duplicates += 1
-                if len(self.examples) < 3:
-                    self.examples.append(f"task {task_id[:12]} piece {piece}: {found[0][:8]} and {peer_id[:8]}")
-            held[piece] = (peer_id, now)
+                if found[2] != decider:
+                    self.across_owners += 1
+                else:
+                    self.duplicates += 1
+                    if len(self.examples) < 3:
+                        self.examples.append(f"task {task_id[:12]} piece {piece}: {found[0][:8]} and {peer_id[:8]}")
+            held[piece] = (peer_id, now, decider)
         self.last_ok[peer_id] = now
 
 
@@ -194,7 +205,8 @@ class ClusterLoad(Load):
         if self.kill is not None:
             self.kill.record(peer.task.task_id, due, 200, self.loop.time())
         leases = list(reply.leases) if peer.phase == "down" else []
-        self.leases.answered(peer.task.task_id, peer.identity.peer_id, leases, due, self.loop.time())
+        decider = reply.owner.rstrip("/") if reply.owner else url
+        self.leases.answered(peer.task.task_id, peer.identity.peer_id, leases, due, self.loop.time(), decider)
 
     def failed(self, peer: SimPeer, status: int, due: float) -> None:
         if self.kill is not None:
@@ -293,6 +305,7 @@ async def step_at(load: ClusterLoad, meters: ClusterMeters, rate: float, args: a
         each_before = dict(meters.each)
         throttled_before, database_before = meters.throttled, meters.database_seconds
         forwarded_before, duplicates_before = load.forwarded_replies, load.leases.duplicates
+        across_before = load.leases.across_owners
         spies = []
         if last and args.spy:
             args.spy.mkdir(parents=True, exist_ok=True)
@@ -351,7 +364,8 @@ async def step_at(load: ClusterLoad, meters: ClusterMeters, rate: float, args: a
     print(
         f"    forwarded share {named / step.ok if step.ok else 0:.1%} of the answers (replies naming an owner: "
         f"{named}; the trackers forwarded {relayed:.0f}); duplicate leases in the window: "
-        f"{load.leases.duplicates - duplicates_before}",
+        f"{load.leases.duplicates - duplicates_before} by one tracker, "
+        f"{load.leases.across_owners - across_before} across owners",
         flush=True,
     )
     return step

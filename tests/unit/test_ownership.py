@@ -9,10 +9,14 @@ from hypothesis import strategies as st
 
 from shoal.core.ownership import (
     FENCE_MARGIN,
+    HEARTBEAT,
     JOIN_DELAY,
+    LOOP_PATIENCE,
     TTL,
     TrackerMember,
+    counts_from,
     in_force,
+    keeps_renewing,
     lost_tasks,
     must_rejoin,
     others_took_over,
@@ -107,19 +111,77 @@ def test_a_stalled_member_that_comes_back_never_decides_with_the_one_that_took_i
     renewed_at: float, stall: float
 ) -> None:
     """a renewed at ``renewed_at``, stalled ``stall`` seconds, and renews as soon as it runs again: it keeps
-    its row only when it never stopped deciding; otherwise it joins again and counts JOIN_DELAY later. b reads
-    the rows once a heartbeat, so it may still see a's old row, expired, when a runs again: whatever b saw
-    then, a task is never decided by both."""
+    its row only when it never stopped deciding; otherwise it joins again and decides from counts_from. b
+    may still decide on a reading taken before a's new row committed: whatever b read then, a task is never
+    decided by both."""
     back = renewed_at + stall
     rejoins = must_rejoin(renewed_at, back)
     a_now = member("a", back + JOIN_DELAY if rejoins else 0, back + TTL)  # its row as it renewed or joined
+    a_from = counts_from(back, a_now.active_from, back) if rejoins else 0.0
     a_before = member("a", active_from=0, expires=renewed_at + TTL)  # the row b may still have read
     b = member("b", active_from=0, expires=1e9)
-    for moment in (back, back + 0.5, back + 1.0):  # b's view lags by up to a heartbeat (HEARTBEAT = 1 s)
-        for task in TASKS[:50]:
-            a_decides = owner(task, [a_now, b], moment).tracker_id == "a"  # type: ignore[union-attr]
-            b_decides = owner(task, [a_before, b], moment).tracker_id == "b"  # type: ignore[union-attr]
-            assert not (a_decides and b_decides), (renewed_at, stall, moment)
+    # b read the rows before a came back (a reading after it has a's new row), and decides on that reading
+    # until its own fence.
+    for read_at in (back - 0.01, renewed_at + TTL, back - TTL):
+        for moment in (back, back + 1.0, back + 3.0, read_at + TTL - FENCE_MARGIN - 0.01):
+            if read_at >= back or moment < back or not in_force(read_at, moment):
+                continue
+            for task in TASKS[:50]:
+                a_decides = moment >= a_from and owner(task, [a_now, b], moment).tracker_id == "a"  # type: ignore[union-attr]
+                b_decides = owner(task, [a_before, b], moment, read_at).tracker_id == "b"  # type: ignore[union-attr]
+                assert not (a_decides and b_decides), (renewed_at, stall, read_at, moment)
+
+
+@given(
+    st.lists(st.floats(min_value=0.01, max_value=TTL - FENCE_MARGIN - 0.01), min_size=1, max_size=4),
+    st.floats(min_value=0, max_value=30),
+    st.floats(min_value=0, max_value=TTL - FENCE_MARGIN - 0.01),
+)
+def test_a_reading_that_missed_a_late_renewal_never_counts_the_member_dead(
+    gaps: list[float], read_at: float, age: float
+) -> None:
+    """a renews late (each renewal within its fence, so it keeps deciding); b reads the rows at ``read_at``,
+    perhaps before some of a's renewals, and decides on that reading ``age`` seconds later. Whenever b counts
+    a dead and takes one of its tasks, a no longer decides it."""
+    renewals = [0.0]
+    for gap in gaps:
+        renewals.append(renewals[-1] + gap)
+    seen = max(s for s in [0.0, *renewals] if s <= read_at)  # the last renewal b's reading has
+    a_row = member("a", active_from=-100, expires=seen + TTL)
+    b = member("b", active_from=-100, expires=1e9)
+    moment = read_at + age
+    a_renewed = max(s for s in renewals if s <= moment) if moment >= 0 else -float("inf")
+    for task in TASKS[:50]:
+        b_decides = owner(task, [a_row, b], moment, read_at).tracker_id == "b"  # type: ignore[union-attr]
+        a_owns = owner(task, [member("a", -100, 1e9), b], moment).tracker_id == "a"  # type: ignore[union-attr]
+        a_decides = a_owns and in_force(a_renewed, moment)
+        assert not (a_decides and b_decides), (renewals, read_at, moment)
+
+
+def test_a_member_counts_dead_only_by_a_reading_taken_after_its_row_expired() -> None:
+    a = member("a", active_from=NOW - 10, expires=NOW)
+    assert not a.live(NOW + 1), "read now: dead"
+    assert a.live(NOW + 1, read_at=NOW - 1), "read before it expired: it may have renewed since"
+    assert not a.live(NOW + 1, read_at=NOW), "read as it expired"
+    assert a.live(NOW - 1, read_at=NOW - 2)
+    assert not member("a", active_from=NOW + 1).live(NOW, read_at=NOW), "not yet active"
+
+
+def test_a_new_member_decides_only_once_every_reading_without_its_row_is_too_old() -> None:
+    registered, committed = NOW, NOW + 0.5
+    assert counts_from(registered, registered + JOIN_DELAY, committed) == committed + JOIN_DELAY
+    assert counts_from(registered, registered + JOIN_DELAY, registered) == registered + JOIN_DELAY
+    # Another member's last reading without the row began before the commit; it decides on it until its fence.
+    assert counts_from(registered, registered + JOIN_DELAY, committed) > committed + TTL - FENCE_MARGIN
+    assert counts_from(registered, registered, committed) == registered, "alone: nobody else can be deciding"
+
+
+def test_the_renewals_stop_only_when_the_loop_has_made_no_progress_for_its_patience() -> None:
+    assert keeps_renewing(NOW, NOW)
+    assert keeps_renewing(NOW - 4.2, NOW), "a loop four seconds behind is busy, not wedged"
+    assert keeps_renewing(NOW - LOOP_PATIENCE + 0.01, NOW)
+    assert not keeps_renewing(NOW - LOOP_PATIENCE, NOW)
+    assert not keeps_renewing(NOW - LOOP_PATIENCE - HEARTBEAT, NOW)
 
 
 def test_a_member_that_rejoins_keeps_its_tasks_only_when_nobody_could_have_taken_them() -> None:

@@ -30,7 +30,8 @@
     │   ├── NotFound                -  what a request names does not exist: a pool, a push job (404 at the edge)
     │   └── CredentialRefused       -  no fleet credential or ticket, or one that does not check out (401/403)
     ├── StoreError                  1  the SQL database failed or could not be reached (503 at the edge)
-    │   └── DatabaseLocked         10  another tracker process holds the SQLite database file
+    │   ├── DatabaseLocked         10  another tracker process holds the SQLite database file
+    │   └── TaskCreatedElsewhere    1  another tracker created the task this one's write created (503 at the edge)
     ├── DaemonUnavailable           1  no daemon answers on the control socket
     │   └── UnsafeSocket            1  the socket's directory or the process behind it is not this user's
     ├── RemoteError                 *  an error the daemon reported (* the daemon's exit code, kept)
@@ -328,6 +329,17 @@ class CredentialRefused(ProtocolError):
 
 class StoreError(ShoalError):
     """The SQL database (tracker, pools, mirror manager) failed or could not be reached."""
+
+
+class TaskCreatedElsewhere(StoreError):
+    """A task this tracker decided as new was created meanwhile by another tracker sharing the database: the
+    write of a decision made before the task moved (core.ownership) committed after its new owner had read
+    the database. Nothing of it was written; the task is read again, and the announce answered 503 with
+    Retry-After. ``task_id`` is the task."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"task {task_id[:16]} was created by another tracker meanwhile")
+        self.task_id = task_id
 
 
 class DatabaseLocked(StoreError):

@@ -6,26 +6,44 @@ different peers. The rules:
 
 * **Membership.** Each tracker process registers a member row in the database when it starts (a random
   id, the URL other trackers reach it at) and renews it every HEARTBEAT seconds; a row whose ``expires`` has
-  passed is a dead member. Each tracker reads the rows again on every heartbeat.
+  passed is a dead member. Each renewal reads every member's row too: the member's *reading*, taken at the
+  time the renewal began (``read_at``: its own clock, the same instant as ``renewed`` below).
 * **Ownership** is rendezvous hashing over the live members: the owner of a task is the member with the
   highest hash of (member id, task id). Every tracker computes the same owner from the same rows with no
   coordination, and a member that joins or dies moves only the tasks it takes or held.
-* **Joining is announced ahead.** A member's ``active_from`` is JOIN_DELAY after it registered, longer than
-  a heartbeat: every live tracker has read the row before the member counts, so at any moment all of them
-  agree whether it does, and the tasks it takes move at one instant rather than while some trackers still
-  believe they own them.
 * **A member fences itself.** A tracker decides a task's announces only while its own row is in force by
-  its own clock: while its last renewal that the database took is less than TTL - FENCE_MARGIN old. One
-  that cannot renew (the database unreachable, the process stalled) stops deciding before any other tracker
-  can count it dead, which happens only at ``expires``. So there is no moment at which two trackers both
-  hold a task, however the database or the network fail, as long as the clocks agree within FENCE_MARGIN.
-* **A member that fenced itself joins again.** A renewal that ends after the member stopped deciding (its
-  loop stalled, the database was slow) cannot simply extend the row: the others may have counted it dead
-  meanwhile and decided its tasks, and would go on doing so until their next heartbeat reads the renewed
+  its own clock: while its last renewal that the database took began less than TTL - FENCE_MARGIN ago
+  (:func:`in_force`). So a member decides on a reading at most TTL - FENCE_MARGIN old, and one that cannot
+  renew (the database unreachable, the process stalled, its loop wedged) stops deciding before any other
+  tracker can count it dead.
+* **A member counts as dead only by a reading taken after its row expired** (:meth:`TrackerMember.live`
+  with ``read_at``). A reading older than that cannot tell: the member may have renewed since, and decided
+  on that renewal until TTL - FENCE_MARGIN after it. A renewal it decides on committed before its fence
+  (one that ends later makes it join again, below), so FENCE_MARGIN before the row it extended would have
+  expired: any reading taken after that expiry has it.
+* **Joining is announced ahead.** A member's ``active_from`` is JOIN_DELAY after it registered, and it
+  decides only from JOIN_DELAY after its registration committed (``counts_from``): every other member
+  decides on a reading at most TTL - FENCE_MARGIN old, so by then every reading a member decides on has
+  the row, and the tasks the member takes move at one instant rather than while some trackers still
+  believe they own them.
+* Together: as long as the clocks agree within FENCE_MARGIN, there is no moment at which two trackers both
+  decide a task, however late their renewals and readings come (a starved process, a slow database).
+* **A member that fenced itself joins again.** A renewal that ends after the member stopped deciding (it
+  stalled, the database was slow) cannot simply extend the row: the others may have counted it dead
+  meanwhile and decided its tasks, and would go on doing so until their next reading has the renewed
   row, while it decided them too. So it registers again, counting JOIN_DELAY later like any new member
   (``must_rejoin``), and forgets the soft state of every task it held unless no other member lived past its
   old row's expiry (``others_took_over``): a tracker alone on its database keeps its peers and leases
   through a stall, since nobody else can have decided its tasks, and counts at once.
+* **A busy member keeps its row; a wedged one loses it.** The renewals run apart from the work they fence
+  (tracker.membership: a thread with its own event loop and database connection), so a backlog of
+  requests delays no renewal. They stop when the work's event loop has made no progress for
+  LOOP_PATIENCE (:func:`keeps_renewing`): a tracker whose loop is wedged lets its row lapse, and the
+  others take its tasks over (liveness).
+* **Durable writes** are decided under the fence but commit later (group commit): a write of a decision
+  made just before a task moved can commit after the new owner read the database. The rows carry no epoch
+  yet to make such a stale write fail (DESIGN.md asks for one); the one such write checked is a task's
+  creation, which finds the task created and is left out (storage.tracker_store, TaskCreatedElsewhere).
 * **Taking a task over.** The member that gains a task starts without its soft state: the peers rebuild it
   with their next announces, and origin fetches in flight come back to their peers through ``fetching``.
   For a grace period after tasks move it grants no fresh origin lease on a task it reads from the database
@@ -48,12 +66,18 @@ from dataclasses import dataclass
 HEARTBEAT = 1.0
 """Seconds between a tracker's renewals of its member row (and its readings of the others')."""
 TTL = 6.0
-"""A member row lives this long past its last renewal: a dead tracker's tasks move within about this long."""
-JOIN_DELAY = 3.0 * HEARTBEAT
-"""A new member counts this long after it registered: every other tracker has read its row by then."""
+"""A member row lives this long past its last renewal: a dead tracker's tasks move within about this long
+(and a heartbeat, for the reading that shows it dead)."""
 FENCE_MARGIN = 2.0
 """A tracker stops deciding this long before its row expires: room for clocks that disagree a little and for
 a renewal in flight when the process stalls."""
+JOIN_DELAY = TTL
+"""A new member counts this long after it registered (``active_from``), and decides no sooner than this
+long after its registration committed: longer than any other member decides on one reading
+(TTL - FENCE_MARGIN), by FENCE_MARGIN for clocks that disagree a little."""
+LOOP_PATIENCE = 10.0
+"""Seconds the tracker's event loop may make no progress before its renewals stop and its row lapses: a
+wedged tracker hands its tasks on, and one far behind its work but running keeps them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,17 +89,23 @@ class TrackerMember:
     active_from: float
     expires: float
 
-    def live(self, now: float) -> bool:
-        return self.active_from <= now < self.expires
+    def live(self, now: float, read_at: float | None = None) -> bool:
+        """Whether the member counts at ``now``, by a reading of its row taken at ``read_at`` (default
+        ``now``): from ``active_from``, until a reading taken after its ``expires`` shows it dead."""
+        seen = now if read_at is None else min(now, read_at)
+        return self.active_from <= now and seen < self.expires
 
 
 def _score(tracker_id: str, task_id: str) -> bytes:
     return hashlib.blake2b(f"{tracker_id}/{task_id}".encode(), digest_size=8).digest()
 
 
-def owner(task_id: str, members: Iterable[TrackerMember], now: float) -> TrackerMember | None:
-    """The live member that owns ``task_id`` (rendezvous hashing), or None when no member is live."""
-    live = [m for m in members if m.live(now)]
+def owner(
+    task_id: str, members: Iterable[TrackerMember], now: float, read_at: float | None = None
+) -> TrackerMember | None:
+    """The live member that owns ``task_id`` (rendezvous hashing) by rows read at ``read_at`` (default
+    ``now``), or None when no member is live."""
+    live = [m for m in members if m.live(now, read_at)]
     if not live:
         return None
     return max(live, key=lambda m: (_score(m.tracker_id, task_id), m.tracker_id))
@@ -101,11 +131,27 @@ def others_took_over(others: Iterable[TrackerMember], expired: float) -> bool:
     return any(m.expires > expired - FENCE_MARGIN for m in others)
 
 
-def lost_tasks(held: Iterable[str], me: str, members: Sequence[TrackerMember], now: float) -> list[str]:
+def keeps_renewing(loop_seen: float, now: float) -> bool:
+    """Whether the renewals go on: the event loop whose decisions the row fences made progress at
+    ``loop_seen`` (its last tick), less than LOOP_PATIENCE before ``now``."""
+    return now - loop_seen < LOOP_PATIENCE
+
+
+def counts_from(registered: float, active_from: float, committed: float) -> float:
+    """When a member that registered at ``registered`` (its clock) may decide: at its ``active_from``, and
+    unless it was alone (``active_from`` is ``registered``: no other member can be deciding), no sooner than
+    JOIN_DELAY after its registration ``committed``, the last moment another member may have read the rows
+    without it."""
+    return active_from if active_from <= registered else max(active_from, committed + JOIN_DELAY)
+
+
+def lost_tasks(
+    held: Iterable[str], me: str, members: Sequence[TrackerMember], now: float, read_at: float | None = None
+) -> list[str]:
     """The tasks of ``held`` (those whose soft state this tracker keeps) that another member owns now."""
     lost = []
     for task_id in held:
-        current = owner(task_id, members, now)
+        current = owner(task_id, members, now, read_at)
         if current is not None and current.tracker_id != me:
             lost.append(task_id)
     return lost

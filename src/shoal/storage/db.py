@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -97,6 +97,22 @@ def _require_driver(driver: str) -> None:
         ) from None
 
 
+async def uncancelled(work: Awaitable[T]) -> T:
+    """Await ``work`` (a database call) such that a cancelled caller (an announce whose client left) does not
+    cancel it: a query cancelled mid-flight makes SQLAlchemy drop its connection, and asyncpg then logs
+    "Future exception was never retrieved" for the reply it lost. The call runs to its end and its connection
+    goes back to the pool; the caller gets CancelledError at once, and what the call returns or raises is
+    dropped."""
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(_retrieved)
+    return await asyncio.shield(task)
+
+
+def _retrieved(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled():
+        done.exception()  # retrieved: a failure nobody awaited any more is not logged as unhandled
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -106,13 +122,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    """An engine on ``url``; on a server database, with a pool of ``pool_size`` connections (and as many
+    more while it is busy, unless it is one: a dedicated connection)."""
     full = async_url(url)
     if full.startswith("sqlite"):
         engine = create_async_engine(full)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(full, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    overflow = 0 if pool_size == 1 else pool_size
+    return create_async_engine(full, pool_pre_ping=True, pool_size=pool_size, max_overflow=overflow)
 
 
 def sqlite_writer_engine(engine: AsyncEngine) -> Engine | None:
@@ -133,8 +152,12 @@ class SqlStore:
     (shoal.storage.schema's migrations, which every store shares); ``connection()`` maps database
     failures to StoreError. The tracker's and the mirror manager's stores build on it."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, migrate: bool = True) -> None:
+        """``pool_size``: the connections of a server database's pool (create_engine); ``migrate``: bring
+        the schema up to date as it opens (False for a second store of a process whose first did)."""
         self.url = url
+        self._pool_size = pool_size
+        self._migrate = migrate
         self._engine: AsyncEngine | None = None
         # SQLite takes one writer at a time, and a second one waits in its busy handler, which sleeps in
         # steps of up to 100 ms. Writers of this process queue here instead and start the moment the
@@ -143,10 +166,11 @@ class SqlStore:
         self._sync_writer: Engine | None = None
 
     async def __aenter__(self) -> Self:
-        self._engine = create_engine(self.url)
+        self._engine = create_engine(self.url, pool_size=self._pool_size)
         self._sqlite_writer = asyncio.Lock() if self._engine.dialect.name == "sqlite" else None
         try:
-            await migrate(self._engine)
+            if self._migrate:
+                await migrate(self._engine)
         except (SQLAlchemyError, OSError) as exc:
             await self._engine.dispose()
             self._engine = None

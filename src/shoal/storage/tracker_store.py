@@ -21,9 +21,12 @@ transaction (group commit), in the order staged, and the caller learns its chang
 future resolves. Every other announce touches no database and waits for nothing.
 
 A write that fails fails every write staged behind it (they were decided on state that included it) and
-marks those tasks' copies stale: their durable facts are read again before the next decision on them,
-their soft state stays. A task whose swarm is left without peers leaves memory at the next expiry sweep,
-and is read again when someone announces it.
+marks those tasks' copies stale: their durable facts are read again before the next decision on them, their
+soft state stays. On a database several trackers share, a task's creation can find the task created by
+another tracker (the write of a decision made before the task moved committed after the new owner read the
+database): that write and the writes of the task behind it in its batch are left out, the rest of the batch
+commits, and their callers get TaskCreatedElsewhere. A task whose swarm is left without peers leaves memory
+at the next expiry sweep, and is read again when someone announces it.
 """
 
 from __future__ import annotations
@@ -36,14 +39,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, select, update
+from sqlalchemy.exc import IntegrityError
 
 from shoal.core.announce import AnnounceOutcome, TaskRecord, TaskSnapshot
 from shoal.core.audit import Audit
+from shoal.core.errors import TaskCreatedElsewhere
 from shoal.core.leases import Lease
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import HashesResponse, PeerSummary, TaskSummary
 from shoal.core.swarm import Census, Swarm
-from shoal.storage.db import SqlStore
+from shoal.storage.db import SqlStore, uncancelled
 from shoal.storage.schema import piece_hashes, tasks
 
 
@@ -217,12 +222,19 @@ class _Rows:
     hashes: list[dict[str, Any]]
 
 
+_ELSEWHERE = object()
+"""The result of a staged write left out because its task was created by another tracker (_run_batch)."""
+
+
 def _run_batch(batch: list[_Staged], conn: Connection) -> list[Any]:
     """Run a batch's writes in order, in the caller's transaction. Consecutive writes that only rewrite task
     rows and add hashes (``rows``) go as one UPDATE and one INSERT of many rows each: per statement the driver
     and SQLAlchemy cost as much as per row many times over, and a busy tracker's batches are dozens of such
-    writes. Within such a run every task row's last values win and every hash row goes in, as one by one."""
+    writes. Within such a run every task row's last values win and every hash row goes in, as one by one.
+    A write whose creation of its task found it created elsewhere (``_ELSEWHERE``) leaves out the writes of
+    that task behind it too: they were decided on the copy it created."""
     results: list[Any] = []
+    elsewhere: set[str] = set()
     updates: list[dict[str, Any]] = []
     inserts: list[dict[str, Any]] = []
 
@@ -235,10 +247,16 @@ def _run_batch(batch: list[_Staged], conn: Connection) -> list[Any]:
             inserts.clear()
 
     for staged in batch:
+        if staged.task_id in elsewhere:
+            results.append(_ELSEWHERE)
+            continue
         rows = staged.rows
         if rows is None:
             flush()
-            results.append(staged.run(conn))
+            result = staged.run(conn)
+            if result is _ELSEWHERE:
+                elsewhere.add(staged.task_id)
+            results.append(result)
             continue
         if rows.task is not None:
             updates.append(rows.task)
@@ -332,7 +350,13 @@ class TrackerStore(SqlStore):
                 else:
                     self._settle(batch)
                     for staged, result in zip(batch, results, strict=True):
-                        if not staged.done.done():
+                        if result is _ELSEWHERE and (rows := self._rows.get(staged.task_id)) is not None:
+                            rows.stale = True  # the other tracker's facts are read before deciding on it
+                        if staged.done.done():
+                            continue
+                        if result is _ELSEWHERE:
+                            staged.done.set_exception(TaskCreatedElsewhere(staged.task_id))
+                        else:
                             staged.done.set_result(result)
         finally:
             self._writer = None
@@ -372,7 +396,11 @@ class TrackerStore(SqlStore):
                 return stored
 
     async def read_rows(self, task_id: str) -> TaskRows | None:
-        """The task's durable facts as the database holds them (not the copy in memory), without peers."""
+        """The task's durable facts as the database holds them (not the copy in memory), without peers. The
+        read runs to its end if the caller is cancelled (storage.db.uncancelled)."""
+        return await uncancelled(self._read_rows(task_id))
+
+    async def _read_rows(self, task_id: str) -> TaskRows | None:
         async with self.connection() as conn:
             row = (await conn.execute(select(tasks).where(tasks.c.task_id == task_id))).first()
             if row is None:
@@ -468,8 +496,8 @@ class TrackerStore(SqlStore):
         if rows is not None and (created or task_changed):
             rows.touched = now
 
-        def write(conn: Connection) -> None:
-            self._write(conn, outcome, created=created, task_changed=task_changed, now=now)
+        def write(conn: Connection) -> object:
+            return self._write(conn, outcome, created=created, task_changed=task_changed, now=now)
 
         rows_only = not (created or outcome.new_generation or outcome.revoked)
         task_row = {"the_task_id": outcome.task.task_id, **_task_values(outcome.task, now)} if task_changed else None
@@ -477,11 +505,26 @@ class TrackerStore(SqlStore):
 
     def _write(
         self, conn: Connection, outcome: AnnounceOutcome, *, created: bool, task_changed: bool, now: float
-    ) -> None:
+    ) -> object:
+        """Write what ``outcome`` changed; _ELSEWHERE (and nothing written) when its creation of the task found
+        the task created by another tracker sharing the database."""
         task = outcome.task
         tid = task.task_id
         if created:
-            conn.execute(tasks.insert(), {"task_id": tid, "created": now, **_task_values(task, now)})
+            insert = tasks.insert().values(task_id=tid, created=now, **_task_values(task, now))
+            if conn.dialect.name == "sqlite":
+                conn.execute(insert)  # one process's database: nobody else creates its tasks
+            else:
+                try:
+                    with conn.begin_nested():  # a savepoint: the batch's other writes go on without this one
+                        conn.execute(insert)
+                except IntegrityError:
+                    # A locking read: it sees the latest commit, also in a repeatable-read transaction (MySQL).
+                    mine = select(tasks.c.task_id).where(tasks.c.task_id == tid).with_for_update(read=True)
+                    exists = conn.execute(mine).first()
+                    if exists is None:
+                        raise  # some other constraint: a failure like any other
+                    return _ELSEWHERE
         elif task_changed:
             conn.execute(_UPDATE_TASK, {"the_task_id": tid, **_task_values(task, now)})
         if outcome.new_generation:
@@ -494,6 +537,7 @@ class TrackerStore(SqlStore):
             )
         if outcome.new_hashes:
             conn.execute(piece_hashes.insert(), _hash_rows(outcome))
+        return None
 
     async def hashes_since(self, task_id: str, since: int) -> HashesResponse | None:
         rows = await self._task_rows(task_id)

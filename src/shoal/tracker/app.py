@@ -42,7 +42,7 @@ from shoal.core.announce_counts import AnnounceCounts
 from shoal.core.bitfield import iter_bits
 from shoal.core.content_alias import ContentAliases
 from shoal.core.deafness import Deafness
-from shoal.core.errors import ProtocolError, StoreError
+from shoal.core.errors import ProtocolError, StoreError, TaskCreatedElsewhere
 from shoal.core.ids import is_content_task, is_task_id
 from shoal.core.interval import Demand, Pacing
 from shoal.core.manifest import OriginIdentity
@@ -89,6 +89,8 @@ TAKEOVER_RETRIES = 4
 """After tasks move between trackers, grace lasts at least this many of the peers' retries (tracker.cluster)."""
 RETIREMENT_BATCH = 500
 """Idle tasks removed per transaction: each batch's locks are held while it is removed."""
+MOVING = PeerRefusal(503, int(RETRY_AFTER), "the task's tracker is changing; announce again")
+"""The answer to an announce of a task that moved between trackers while it was decided (tracker.cluster)."""
 GRACE_INTERVALS = 2
 """For this many busy announce intervals after it starts, or after tasks moved between the trackers sharing
 its database (at most one peer TTL), the tracker grants no origin lease afresh on a task it read from the
@@ -175,15 +177,21 @@ class TrackerService:
             now = self.clock()
             if self.cluster is not None:
                 self.tasks_moved(self.cluster.last_move(now))  # a task gained since is read with grace
+            drops = self.cluster.drops if self.cluster is not None else 0
             snapshot = await self.store.load(
                 task_id, request.done, now=now, peer_ttl=self.policy.peer_ttl, judged=self.deafness.expiry_clock(now)
             )
+            if self.cluster is not None and (not self.cluster.mine(task_id) or self.cluster.drops != drops):
+                # A decision is made only while our member row is in force (core.ownership), checked as it
+                # is made (the request may have waited on the loop since the middleware found us its owner),
+                # and never on a copy read before the cluster made us drop soft state.
+                raise _Refused(MOVING)
             swarm = snapshot.swarm
             if request.event != "stopped" and (swarm is None or request.peer_id not in swarm.peers):
                 size = 0 if swarm is None else len(swarm.peers)
                 refusal = self.limits.admit(swarm_size=size, source=seen_host, now=now)
                 if refusal is not None:
-                    raise _NewPeerRefused(refusal)
+                    raise _Refused(refusal)
             outcome = decide_announce(
                 snapshot if seen is None else replace(snapshot, origin_seen=seen),
                 request,
@@ -220,7 +228,12 @@ class TrackerService:
                 len(outcome.rejected),
                 outcome.rejected[:8],
             )
-        await committed
+        try:
+            await committed
+        except TaskCreatedElsewhere as exc:
+            # Decided before the task moved here from another tracker, or from here to it: announce again.
+            log.info("%s; its announce is answered 503", exc)
+            raise _Refused(MOVING) from exc
         assert outcome.response is not None
         response = outcome.response
         extra: dict[str, Any] = {}
@@ -395,9 +408,10 @@ class TrackerService:
                 return removed
 
 
-class _NewPeerRefused(Exception):
-    """The peer limits (core.peer_limits) refuse an announce of a peer new to its task: the handler answers
-    with the refusal's status and ``Retry-After``. Never leaves this module."""
+class _Refused(Exception):
+    """The peer limits (core.peer_limits) refuse an announce of a peer new to its task, or this tracker no
+    longer decides the task: the handler answers with the refusal's status and ``Retry-After``. Never leaves
+    this module."""
 
     def __init__(self, refusal: PeerRefusal) -> None:
         super().__init__(refusal.message)
@@ -433,7 +447,7 @@ async def announce(request: web.Request) -> web.Response:
     seen = service.cluster.client_address(request) if service.cluster else request.remote or ""
     try:
         reply = await service.announce(task_id, body, seen)
-    except _NewPeerRefused as exc:
+    except _Refused as exc:
         refusal = exc.refusal
         return json_error(refusal.status, refusal.message, **{"Retry-After": str(refusal.retry_after)})
     request.app[ADMISSION].longest_wait = service.longest_retry()

@@ -1,14 +1,15 @@
 """Several tracker processes on one database: membership, the owner of each task, and forwarding.
 
-The rules are core.ownership's; this module runs them. Every tracker on PostgreSQL or MySQL is a member
-(a cluster of one is the common case; SQLite is one process's database, and has no members). A task's
-routes (``/v1/tasks/{task_id}...``) are decided by its owner only, and so is a BitTorrent swarm (keyed by
-its info-hash in hex; tracker.bt): a tracker that does not own the task forwards the request to the owner
-and relays the reply, naming the client's address in FORWARDED_FOR (a client on the forwarder's own host
-by the forwarder's advertised address) so that the owner judges the announce by the peer's host and not by
-the forwarding tracker's. The header is believed only from another member's address, and a forwarded
-request is never forwarded again: when the members disagree for a moment, the peer gets a 503 with
-Retry-After and announces again.
+The rules are core.ownership's; this module runs them on the loop, and tracker.membership keeps the member row
+(its renewals run on a thread of their own: the rules between the two are written there). Every tracker on
+PostgreSQL or MySQL is a member (a cluster of one is the common case; SQLite is one process's database, and
+has no members). A task's routes (``/v1/tasks/{task_id}...``) are decided by its owner only, and so is a
+BitTorrent swarm (keyed by its info-hash in hex; tracker.bt): a tracker that does not own the task forwards
+the request to the owner and relays the reply, naming the client's address in FORWARDED_FOR (a client on the
+forwarder's own host by the forwarder's advertised address) so that the owner judges the announce by the
+peer's host and not by the forwarding tracker's. The header is believed only from another member's address,
+and a forwarded request is never forwarded again: when the members disagree for a moment, the peer gets a 503
+with Retry-After and announces again.
 
 Between members, the fleet's credentials hold as between a peer and a tracker: a member is reached over the
 fleet's TLS (its CA, and this member's certificate under mutual TLS; ``tls``), and a forwarded request
@@ -34,24 +35,13 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from shoal.core.errors import StoreError
 from shoal.core.messages import ClusterMember, ClusterView
-from shoal.core.ownership import (
-    HEARTBEAT,
-    TTL,
-    TrackerMember,
-    in_force,
-    lost_tasks,
-    must_rejoin,
-    others_took_over,
-    owner,
-    sharing_url,
-)
+from shoal.core.ownership import HEARTBEAT, TrackerMember, in_force, lost_tasks, owner, sharing_url
 from shoal.core.tickets import FLEET_HEADER, FleetKey
 from shoal.http.json_api import json_error
 from shoal.http.limits import read_body
-from shoal.storage.cluster_store import ClusterStore
 from shoal.storage.db import SqlStore
+from shoal.tracker.membership import FENCED, Reading, Renewals
 
 log = logging.getLogger("shoal.tracker.cluster")
 
@@ -108,9 +98,15 @@ class Cluster:
         self._scheme = scheme
         self._listening = asyncio.Event()
         self.clock = clock
-        self._rows = ClusterStore(store)
-        self.members: list[TrackerMember] = []
-        self._renewed = float("-inf")  # when the database last took a renewal of our row (our clock)
+        self._db = store.url
+        self._renewals: Renewals | None = None
+        self._adopted = FENCED  # the reading the loop last acted on (drops, moves)
+        self._drop: Callable[[list[str]], None] | None = None
+        self._held: Callable[[], list[str]] = list
+        self._moved: Callable[[float], None] = lambda at: None
+        self.drops = 0
+        """How often a reading made this tracker drop soft state: a decision on a copy read before a drop is
+        refused (TrackerService.announce compares this before and after its read)."""
         self._member_hosts: set[str] = set()
         self._named_alike: set[str] = set()  # members already logged as advertising our URL
         self._live: set[str] = set()  # the live members at the last heartbeat
@@ -131,20 +127,35 @@ class Cluster:
             self.url = f"{self._scheme}://{host}:{port}"
         self._listening.set()
 
+    @property
+    def members(self) -> tuple[TrackerMember, ...]:
+        """The members' rows, as our latest renewal read them."""
+        return (FENCED if self._renewals is None else self._renewals.reading).members
+
+    @property
+    def rejoins(self) -> int:
+        """How often our row was registered again since we joined (tracker.membership)."""
+        return 0 if self._renewals is None else self._renewals.rejoins
+
+    @property
+    def last_renewal(self) -> float:
+        """Seconds the latest renewal of our row took (tracker.membership)."""
+        return 0.0 if self._renewals is None else self._renewals.last_renewal
+
     async def join(self) -> None:
+        """Register our row (its renewals then go on by themselves) once we listen."""
         await self._listening.wait()
-        now = self.clock()
-        self.members = await self._rows.register(self.tracker_id, self.url, now)
-        self._renewed = now
+        self._renewals = Renewals(self._db, self.tracker_id, self.url, self.clock)
+        await self._renewals.start()
         await self._learn_hosts()
         log.info("tracker %s joined as %s; %d members", self.tracker_id, self.url, len(self.members))
 
     async def leave(self) -> None:
-        self._renewed = float("-inf")  # decide nothing more, before the row goes
+        """Decide nothing more, and delete our row."""
+        if self._renewals is not None:
+            await self._renewals.stop()
         if self._session is not None:
             await self._session.close()
-        with contextlib.suppress(StoreError):
-            await self._rows.leave(self.tracker_id)
 
     async def heartbeat_forever(
         self,
@@ -153,51 +164,65 @@ class Cluster:
         held: Callable[[], list[str]],
         moved: Callable[[float], None],
     ) -> None:
-        """Renew our row every HEARTBEAT and read the others'. ``drop`` gets the tasks of ``held`` (those
-        whose soft state this tracker keeps) that another member owns now, to forget; ``moved`` the time a
-        member's row was found gone (one that left: :meth:`last_move` cannot see it)."""
+        """Every HEARTBEAT: tell the renewals' watchdog the loop runs, act on the latest reading, and learn the
+        members' addresses. ``drop`` gets the tasks of ``held`` (those whose soft state this tracker keeps)
+        that another member owns now, to forget; ``moved`` the time a member's row was found gone (one that
+        left: :meth:`last_move` cannot see it)."""
+        self._drop, self._held, self._moved = drop, held, moved
         while True:
+            if self._renewals is not None:
+                self._renewals.tick()
+            self._reading()
+            await self._learn_hosts()
             await asyncio.sleep(HEARTBEAT)
-            now = self.clock()
-            try:
-                stalled = must_rejoin(self._renewed, now)
-                members = None if stalled else await self._rows.renew(self.tracker_id, now)
-                if members is not None and not must_rejoin(self._renewed, self.clock()):
-                    self.members, self._renewed = members, now
-                else:
-                    why = "our member row was gone"
-                    if stalled or members is not None:
-                        why = f"no renewal for {self.clock() - self._renewed:.1f} s: we had stopped deciding"
-                    log.warning("tracker %s: %s; joining again", self.tracker_id, why)
-                    expired, seen = self._renewed + TTL, self.members
-                    self._renewed = float("-inf")  # decide nothing until the new row counts
-                    await self.join()
-                    others = [m for m in (*seen, *self.members) if m.tracker_id != self.tracker_id]
-                    if others_took_over(others, expired):
-                        drop(held())  # before deciding anything with the new row: no await in between
-                await self._learn_hosts()
-            except StoreError as exc:
-                log.warning("tracker %s: renewing the member row failed: %s", self.tracker_id, exc)
-            live = {m.tracker_id for m in self.members if m.live(now)}
-            if self._live - live:
-                moved(now)  # a member left (its row is gone) or died since the last heartbeat
-            self._live = live
-            if lost := lost_tasks(held(), self.tracker_id, self.members, self.clock()):
-                drop(lost)
+
+    def _reading(self) -> Reading:
+        """The latest reading of the member rows, acted on first if it is new: no await between this and a
+        decision that uses it, so a task held from before an incarnation that must forget it is never decided
+        on its old soft state."""
+        if self._renewals is None or self._drop is None:
+            return FENCED  # not joined, or not yet acting on readings: decide nothing
+        reading = self._renewals.reading
+        if reading is not self._adopted:
+            self._adopt(reading, self._drop)
+        return reading
+
+    def _adopt(self, reading: Reading, drop: Callable[[list[str]], None]) -> None:
+        if reading.forget_at > self._adopted.incarnation:
+            # We joined again and another member may have decided our tasks meanwhile: their soft state
+            # here is older than theirs.
+            self.drops += 1
+            drop(self._held())
+        self._adopted = reading
+        if reading.renewed == -math.inf:
+            return  # fenced: nothing to learn from it
+        now = self.clock()
+        live = {m.tracker_id for m in reading.members if m.live(now, reading.renewed)}
+        if self._live - live:
+            self._moved(now)  # a member left (its row is gone) or died since the last reading
+        self._live = live
+        if lost := lost_tasks(self._held(), self.tracker_id, reading.members, now, reading.renewed):
+            self.drops += 1
+            drop(lost)
 
     def owner(self, task_id: str) -> TrackerMember | None:
         """The member that decides ``task_id`` now; None when none can (we are fenced, or nobody is live)."""
+        reading = self._reading()
         now = self.clock()
-        if not in_force(self._renewed, now):
+        if not in_force(reading.renewed, now):
             return None
-        return owner(task_id, self.members, now)
+        current = owner(task_id, reading.members, now, reading.renewed)
+        if current is not None and current.tracker_id == self.tracker_id and now < reading.counts_from:
+            return None  # our row counts for the others, but one of them may still decide on an older reading
+        return current
 
     def last_move(self, now: float) -> float:
         """When tasks last moved between the members, by their rows: the latest ``active_from`` of a member
         counting by ``now`` and the latest ``expires`` of one dead by then. A task is owned anew from that
         instant on, before any heartbeat has noticed."""
-        times = [m.active_from for m in self.members if m.active_from <= now]
-        times += [m.expires for m in self.members if m.expires <= now]
+        members = self.members
+        times = [m.active_from for m in members if m.active_from <= now]
+        times += [m.expires for m in members if m.expires <= now]
         return max(times, default=-math.inf)
 
     def mine(self, task_id: str) -> bool:
@@ -206,9 +231,10 @@ class Cluster:
 
     def view(self) -> ClusterView:
         now = self.clock()
+        reading = FENCED if self._renewals is None else self._renewals.reading
         members = tuple(
-            ClusterMember(m.tracker_id, m.url, m.active_from, m.expires, m.live(now))
-            for m in sorted(self.members, key=lambda m: m.tracker_id)
+            ClusterMember(m.tracker_id, m.url, m.active_from, m.expires, m.live(now, reading.renewed))
+            for m in sorted(reading.members, key=lambda m: m.tracker_id)
         )
         return ClusterView(self.tracker_id, members)
 

@@ -176,6 +176,18 @@ class TrackerCollector(Collector):
             "direction",
             [("out", cluster.relayed), ("failed", cluster.relay_failed), ("in", cluster.served_forwarded)],
         )
+        yield counter(
+            "shoal_tracker_cluster_rejoins",
+            "Times this tracker registered its member row again: a renewal came after it had stopped deciding "
+            "(the process stalled, the database was slow, its event loop was wedged), so its tasks moved.",
+            cluster.rejoins,
+        )
+        yield gauge(
+            "shoal_tracker_cluster_renewal_seconds",
+            "How long the latest renewal of this tracker's member row took (on a thread and a database "
+            "connection of its own): past 4 s (TTL - FENCE_MARGIN), the tracker stops deciding and joins again.",
+            cluster.last_renewal,
+        )
 
     def _load(self) -> Iterator[Metric]:
         admission = self.admission
