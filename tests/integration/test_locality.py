@@ -80,6 +80,21 @@ def entered_pieces(
     return entered
 
 
+def first_piece_from_a_peer(proc: Popen[str]) -> tuple[list[str], threading.Thread]:
+    """Read ``proc``'s -vv log as it comes, until it has verified a piece from a peer (across the uplink):
+    the lines so far (still growing) and the thread reading them."""
+    assert proc.stderr is not None
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    wait_until(
+        lambda: any((m := PIECE.search(line.rstrip("\n"))) and m.group(2) for line in lines),
+        "its first piece from another rack",
+        timeout=60,
+    )
+    return lines, reader
+
+
 def test_each_piece_enters_each_rack_once(tmp_path, tracker, origin, make_file, peer):
     src = origin("--rate", "8M")  # the origin is the bottleneck: the racks share what it sent
     make_file(src.root / "r.bin", SIZE)
@@ -191,15 +206,7 @@ def test_a_rack_is_leased_again_the_pieces_of_its_killed_fetcher(tmp_path, track
         return peer(name, url, t.url, *extra, site="s1", rack="r2")
 
     c = r2_peer("c", "--download-rate", "512K", "-vv")  # 16 s for the file: killed long before it is through
-    assert c.stderr is not None
-    c_lines: list[str] = []
-    reader = threading.Thread(target=lambda: c_lines.extend(iter(c.stderr.readline, "")), daemon=True)  # type: ignore[union-attr]
-    reader.start()
-    wait_until(
-        lambda: any((m := PIECE.search(line.rstrip("\n"))) and m.group(2) for line in c_lines),
-        "c to verify its first piece from rack r1",
-        timeout=60,
-    )
+    c_lines, reader = first_piece_from_a_peer(c)
     d = r2_peer("d", "-vv")
     c.kill()
     c.wait()
@@ -229,15 +236,7 @@ def test_a_rack_goes_on_when_the_only_holder_across_its_uplink_is_killed(tmp_pat
     wait_for_file(tmp_path / "a.bin", a, timeout=120)
     from_origin = src.bytes_sent()
     c, d = (peer(name, url, t.url, "-vv", site="s1", rack="r2") for name in ("c", "d"))
-    assert c.stderr is not None
-    c_lines: list[str] = []
-    reader = threading.Thread(target=lambda: c_lines.extend(iter(c.stderr.readline, "")), daemon=True)  # type: ignore[union-attr]
-    reader.start()
-    wait_until(
-        lambda: any((m := PIECE.search(line.rstrip("\n"))) and m.group(2) for line in c_lines),
-        "c to verify its first piece from rack r1",
-        timeout=60,
-    )
+    first_piece_from_a_peer(c)
     a.kill()
     a.wait()
     for name, proc in (("c", c), ("d", d)):
