@@ -35,21 +35,21 @@ import asyncio
 import functools
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from shoal.core.announce import AnnounceOutcome, TaskRecord, TaskSnapshot
-from shoal.core.audit import Audit
 from shoal.core.errors import TaskCreatedElsewhere
 from shoal.core.leases import Lease
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import HashesResponse, PeerSummary, TaskSummary
-from shoal.core.swarm import Census, Swarm
+from shoal.core.swarm import Census
 from shoal.storage.db import SqlStore, uncancelled
 from shoal.storage.schema import piece_hashes, tasks
+from shoal.storage.task_rows import TaskRows, seqs
 
 
 def _task_from_row(row: Any) -> TaskRecord:
@@ -89,111 +89,10 @@ _BATCH = 500
 """Task ids per statement of the retention's writes."""
 
 
-def _size(task: TaskRecord) -> int:
-    return task.manifest.piece_count if task.manifest else 0
-
-
-@dataclass(slots=True)
-class TaskRows:
-    """One task in memory: its durable facts as the database holds them (read once, then kept up to date),
-    and its soft state."""
-
-    task: TaskRecord
-    hashes: dict[int, tuple[str, int]] = field(default_factory=dict)
-    """piece -> (hash, seq)"""
-    reporters: dict[int, str] = field(default_factory=dict)
-    """piece -> the lease holder whose report the tracker took (core.announce.TaskSnapshot.reporters)."""
-    swarm: Swarm = field(init=False)
-    hashed: int = 0
-    """The keys of ``hashes`` as a bit mask."""
-    rejected_reports: int = 0
-    """Hash reports the tracker did not take since this copy was read (core.announce)."""
-    refused_origins: int = 0
-    """Claims that the origin's file changed which the origin did not bear out, since this copy was read."""
-    audits: dict[int, Audit] = field(default_factory=dict)
-    """Spot checks under way (core.audit). Kept in memory only: a restarted tracker begins no check of the
-    hashes it read back."""
-    revoked: dict[int, int] = field(default_factory=dict)
-    """piece -> the seq its hash was revoked at (until a new hash replaces it). Memory only."""
-    from_database: bool = False
-    """Read from the database (not created by this process): its peers may predate this process."""
-    stale: bool = False
-    """A write of this task failed: its durable facts are read again before the next decision on it."""
-    touched: float = 0.0
-    """The task's ``updated`` in the database as this copy knows it: when it was last written, or last
-    recorded as having peers (:meth:`TrackerStore.touch`)."""
-
-    def __post_init__(self) -> None:
-        self.swarm = Swarm(self.task.generation, _size(self.task))
-        for piece in self.hashes:
-            self.hashed |= 1 << piece
-
-    def snapshot(self, hash_pieces: Iterable[int], *, grace: bool = False) -> TaskSnapshot:
-        """What the decision reads: the swarm itself, no copy of it."""
-        known = {i: self.hashes[i][0] for i in hash_pieces if i in self.hashes}
-        swarm = self.swarm
-        return TaskSnapshot(
-            self.task,
-            swarm.peers.values(),
-            swarm.leases,
-            known,
-            self.hashed,
-            self.audits,
-            self.reporters,
-            swarm=swarm,
-            grace=grace,
-        )
-
-    def hashes_since(self, since: int) -> HashesResponse:
-        new = {piece: digest for piece, (digest, seq) in self.hashes.items() if seq > since}
-        revoked = tuple(sorted(piece for piece, seq in self.revoked.items() if seq > since))
-        return HashesResponse(self.task.generation, self.task.hash_seq, new, revoked)
-
-    def apply(self, outcome: AnnounceOutcome) -> None:
-        """The outcome's changes: the durable ones as :meth:`TrackerStore.stage` writes them, and the soft."""
-        self.task = outcome.task
-        if outcome.new_generation:
-            self.hashes.clear()
-            self.hashed = 0
-            self.audits.clear()
-            self.reporters.clear()
-            self.revoked.clear()
-        revoked_seq, first_seq = _seqs(outcome)
-        for n, piece in enumerate(outcome.revoked):
-            self.hashes.pop(piece, None)
-            self.reporters.pop(piece, None)
-            self.hashed &= ~(1 << piece)
-            self.revoked[piece] = revoked_seq + n
-        for n, (piece, digest) in enumerate(sorted(outcome.new_hashes.items())):
-            self.hashes[piece] = (digest, first_seq + n)
-            self.hashed |= 1 << piece
-            self.revoked.pop(piece, None)
-        self.reporters.update({piece: peer for piece, peer in outcome.reporters.items() if peer})
-        for piece, audit in outcome.audits.items():
-            if audit is None:
-                self.audits.pop(piece, None)
-            else:
-                self.audits[piece] = audit
-        self.rejected_reports += len(outcome.rejected)
-        self.refused_origins += outcome.refused_origin
-        self.swarm.apply(outcome)
-
-    def refresh(self, stored: TaskRows) -> None:
-        """Take the durable facts the database holds (after a failed write), keeping the soft state. The hash
-        sequence never goes back: peers were told the numbers this copy had given out, and a number given
-        again to another hash would hide that hash from them."""
-        told = self.task.hash_seq
-        self.task = replace(stored.task, hash_seq=max(stored.task.hash_seq, told))
-        self.hashes, self.reporters, self.hashed = stored.hashes, stored.reporters, stored.hashed
-        self.audits = {piece: audit for piece, audit in self.audits.items() if piece in self.hashes}
-        self.swarm.retain(self.task.generation, _size(self.task), self.hashed)
-        self.stale = False
-
-
 def _hash_rows(outcome: AnnounceOutcome) -> list[dict[str, Any]]:
     """The rows of the outcome's new hashes, in seq order."""
     tid = outcome.task.task_id
-    _, first_seq = _seqs(outcome)
+    _, first_seq = seqs(outcome)
     return [
         {
             "task_id": tid,
@@ -204,12 +103,6 @@ def _hash_rows(outcome: AnnounceOutcome) -> list[dict[str, Any]]:
         }
         for n, (piece, digest) in enumerate(sorted(outcome.new_hashes.items()))
     ]
-
-
-def _seqs(outcome: AnnounceOutcome) -> tuple[int, int]:
-    """The first seq of the outcome's revocations, and of its new hashes, which follow them."""
-    first = outcome.task.hash_seq - len(outcome.revoked) - len(outcome.new_hashes) + 1
-    return first, first + len(outcome.revoked)
 
 
 @dataclass(slots=True)

@@ -53,7 +53,7 @@ from shoal.tracker.admission import Admission
 
 if TYPE_CHECKING:
     from shoal.core.handout import PeerView
-    from shoal.storage.tracker_store import TaskRows
+    from shoal.storage.task_rows import TaskRows
     from shoal.tracker.app import TrackerService
 
 SNAPSHOT = "/v1/dashboard"
