@@ -351,6 +351,8 @@ class TrackerService:
 
     async def expire_forever(self) -> None:
         while True:
+            # Ticks on both sides of the sleep: a sleep that overran is a stall; the round's own work is not.
+            self.deafness.tick(self.clock())
             await asyncio.sleep(self.config.interval)
             self.deafness.tick(self.clock())
             self.collector.tick()
