@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from shoal.core.deafness import Deafness
 from shoal.testing.clock import FakeClock
 from shoal.tracker.admission import LOG_EVERY, Admission
 
@@ -71,3 +72,18 @@ def test_shedding_is_logged_once_per_spell_not_once_per_request(caplog: pytest.L
         "shedding load: 1 announces answered 503 so far (--max-inflight 1)",
         f"shedding load: 50 announces answered 503 in the last {LOG_EVERY:.0f} s (--max-inflight 1)",
     ]
+
+
+def test_each_shed_announce_is_told_to_the_tracker_s_deafness() -> None:
+    """A shed peer spoke and was sent away: the service's deafness (core.deafness) must learn of it, or that
+    peer's silence would be held against it."""
+    deafness = Deafness(period=1.0, span=60.0)
+    admission = Admission(1, 5.0, on_shed=deafness.shed)
+    deafness.tick(0.0)
+    assert admission.enter()
+    assert deafness.expiry_clock(0.5) == 0.5  # nothing shed yet: heard all along
+    assert not admission.enter()
+    assert deafness.expiry_clock(0.5) == 0.5  # the floor: expiry never moves back
+    deafness.tick(1.0)
+    assert deafness.spells == [(0.0, 1.0)]
+    assert deafness.expiry_clock(1.0) == 0.5
