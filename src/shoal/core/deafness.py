@@ -21,7 +21,8 @@ Rules:
 - A tick later than its period plus ``slack`` makes the lateness deaf (the period itself was heard).
 - A tick period in which any announce was shed is deaf as a whole: who was shed is not known (a shed
   announce is never read, which is what keeps shedding cheap), so nobody is blamed for it.
-- The result never goes backwards: deaf time within a window grows at most as fast as the clock.
+- The result never goes backwards: a spell learned after the fact (a period found to hold a shed at its
+  tick) holds it where it was rather than moving expiry back.
 - While the tracker sheds without end no peer expires; memory stays bounded by the limits on peers.
 
 Pure: values in, values out; the service ticks it from its expiry loop and reports sheds.
@@ -37,7 +38,7 @@ class Deafness:
     """Deaf spells of one tracker process, as (start, end) pairs in its clock, oldest first, merged."""
 
     period: float
-    """Seconds between the service's ticks."""
+    """Seconds a tick may follow the one before it and count as heard: the service's sleep between ticks."""
     span: float
     """Seconds of heard time an expiry looks back over: at least the longest peer TTL."""
     slack: float = 1.0
