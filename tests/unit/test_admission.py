@@ -77,7 +77,7 @@ def test_shedding_is_logged_once_per_spell_not_once_per_request(caplog: pytest.L
 def test_each_shed_announce_is_told_to_the_tracker_s_deafness() -> None:
     """A shed peer spoke and was sent away: the service's deafness (core.deafness) must learn of it, or that
     peer's silence would be held against it."""
-    deafness = Deafness(period=1.0, span=60.0)
+    deafness = Deafness(span=60.0)
     admission = Admission(1, 5.0, on_shed=deafness.shed)
     deafness.tick(0.0)
     assert admission.enter()

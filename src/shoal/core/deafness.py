@@ -18,7 +18,7 @@ which errs on the side of keeping a live peer.
 
 Rules:
 
-- A tick later than its period plus ``slack`` makes the lateness deaf (the period itself was heard).
+- A tick later than it was due by more than ``slack``, on the event loop's clock, makes the lateness deaf.
 - A tick period in which any announce was shed is deaf as a whole: who was shed is not known (a shed
   announce is never read, which is what keeps shedding cheap), so nobody is blamed for it.
 - The result never goes backwards: a spell learned after the fact (a period found to hold a shed at its
@@ -37,8 +37,6 @@ from dataclasses import dataclass, field
 class Deafness:
     """Deaf spells of one tracker process, as (start, end) pairs in its clock, oldest first, merged."""
 
-    period: float
-    """Seconds a tick may follow the one before it and count as heard: the service's sleep between ticks."""
     span: float
     """Seconds of heard time an expiry looks back over: at least the longest peer TTL."""
     slack: float = 1.0
@@ -49,21 +47,23 @@ class Deafness:
     _floor: float = field(default=float("-inf"), init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not self.period > 0 or not self.span > 0 or self.slack < 0:
-            raise ValueError(f"period and span must be positive and slack not negative: {self!r}")
+        if not self.span > 0 or self.slack < 0:
+            raise ValueError(f"span must be positive and slack not negative: {self!r}")
 
     def shed(self) -> None:
         """An announce was answered 503 unread since the last tick."""
         self._shed_since_tick = True
 
-    def tick(self, now: float) -> None:
-        """The service's periodic tick, at ``now``."""
+    def tick(self, now: float, *, late: float = 0.0) -> None:
+        """The service's periodic tick, at ``now``, ``late`` seconds after it was due. The caller measures
+        ``late`` on the event loop's own clock: a stall is a fact of the process, not of the clock ``now``
+        is read from (which tests may move by hand)."""
         last, self._last_tick = self._last_tick, now
         if last is not None and now > last:
             if self._shed_since_tick:
                 self._add(last, now)
-            elif now - last > self.period + self.slack:
-                self._add(last + self.period, now)
+            elif late > self.slack:
+                self._add(max(last, now - late), now)
         self._shed_since_tick = False
         start = self._window_start(now, self.spells)
         while self.spells and self.spells[0][1] <= start:
@@ -90,18 +90,17 @@ class Deafness:
         """Seconds of deaf spells within [start, end]."""
         return sum(max(0.0, min(b, end) - max(a, start)) for a, b in self.spells)
 
-    def expiry_clock(self, now: float) -> float:
+    def expiry_clock(self, now: float, *, overdue: float = 0.0) -> float:
         """The instant to judge peers' and leases' silence at: ``now`` less the deaf time since the tracker
-        began its last ``span`` seconds of hearing. The time since the last tick counts as the tick will count
-        it (announces decided before a late tick, or between sheds, must not expire peers the tick is about to
-        excuse)."""
+        began its last ``span`` seconds of hearing. ``overdue``: how long past its time the next tick is, on
+        the event loop's clock; the time since the last tick counts as that tick will count it (announces
+        decided before a late tick, or between sheds, must not expire peers the tick is about to excuse)."""
         spells = self.spells
         if self._last_tick is not None and now > self._last_tick:
-            since = self._last_tick
-            if not self._shed_since_tick:
-                since = self._last_tick + self.period if now - self._last_tick > self.period + self.slack else now
-            if since < now:
-                spells = [*spells, (since, now)]
+            if self._shed_since_tick:
+                spells = [*spells, (self._last_tick, now)]
+            elif overdue > self.slack:
+                spells = [*spells, (max(self._last_tick, now - overdue), now)]
         judged = min(now, self._window_start(now, spells) + self.span)
         self._floor = max(self._floor, judged)  # a spell added after the fact must not move expiry back
         return self._floor

@@ -120,9 +120,11 @@ class TrackerService:
         self.policy = TrackerPolicy(
             config.interval, config.peer_ttl, config.max_peers, secrets.token_bytes(16), config.audit_share, pacing
         )
-        self.deafness = Deafness(period=config.interval, span=pacing.ttl(pacing.longest))
+        self.deafness = Deafness(span=pacing.ttl(pacing.longest))
         """When this process could not hear its peers (it stalled, or shed announces): their silence then is
         not held against them (core.deafness)."""
+        self._tick_due: float | None = None
+        """When the expiry loop's sleep ends, on the event loop's clock (None while the loop works)."""
         self.demand: Demand[tuple[str, str]] = Demand(pacing)
         """This process's live peers by the interval their state calls for: the stretch load puts on them."""
         self.rng = random.Random()
@@ -179,7 +181,7 @@ class TrackerService:
                 self.tasks_moved(self.cluster.last_move(now))  # a task gained since is read with grace
             drops = self.cluster.drops if self.cluster is not None else 0
             snapshot = await self.store.load(
-                task_id, request.done, now=now, peer_ttl=self.policy.peer_ttl, judged=self.deafness.expiry_clock(now)
+                task_id, request.done, now=now, peer_ttl=self.policy.peer_ttl, judged=self.judged(now)
             )
             if self.cluster is not None and (not self.cluster.mine(task_id) or self.cluster.drops != drops):
                 # A decision is made only while our member row is in force (core.ownership), checked as it
@@ -349,12 +351,20 @@ class TrackerService:
         self.store.grace_until = now + grace
         self._next_retirement = now + max(retirement_period(self.config), self.config.peer_ttl)
 
+    def judged(self, now: float) -> float:
+        """The instant peers' silence is judged at (core.deafness), counting the expiry loop's overdue sleep."""
+        overdue = 0.0 if self._tick_due is None else asyncio.get_running_loop().time() - self._tick_due
+        return self.deafness.expiry_clock(now, overdue=overdue)
+
     async def expire_forever(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             # Ticks on both sides of the sleep: a sleep that overran is a stall; the round's own work is not.
             self.deafness.tick(self.clock())
+            self._tick_due = loop.time() + self.config.interval
             await asyncio.sleep(self.config.interval)
-            self.deafness.tick(self.clock())
+            late, self._tick_due = loop.time() - self._tick_due, None
+            self.deafness.tick(self.clock(), late=late)
             self.collector.tick()
             self.bt.sweep()
             self.limits.sweep(self.clock())
@@ -362,7 +372,7 @@ class TrackerService:
             self.scope_bytes.forget_before(self.clock() - self.config.peer_ttl * TALLY_TTLS)
             self.demand.expire(self.clock())
             try:
-                await self.store.expire(self.deafness.expiry_clock(self.clock()), self.config.peer_ttl)
+                await self.store.expire(self.judged(self.clock()), self.config.peer_ttl)
             except Exception:  # a fault of one round must not end the loop
                 log.exception("expiring peers failed")
             now = self.clock()
@@ -475,7 +485,7 @@ async def hashes(request: web.Request) -> web.Response:
 async def task_info(request: web.Request) -> web.Response:
     task_id = _task_id(request)
     service = request.app[SERVICE]
-    judged = service.deafness.expiry_clock(service.clock())
+    judged = service.judged(service.clock())
     summary = await service.store.summary(task_id, judged, service.config.peer_ttl)
     if summary is None:
         return json_error(404, f"unknown task {task_id}")
