@@ -16,15 +16,17 @@ import asyncio
 import contextlib
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import MetaData, make_url, text
 
+from shoal.storage.cluster_store import ClusterStore
 from shoal.storage.db import create_engine
 from shoal.storage.schema import metadata
+from shoal.storage.tracker_store import TrackerStore
 
 # See tests/unit/conftest.py: keeps a failing property test's report readable under filterwarnings=error.
 with warnings.catch_warnings(), contextlib.suppress(ImportError):
@@ -150,3 +152,13 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         pytest.skip(reason)
     await drop_schema(found)
     return found
+
+
+@pytest.fixture
+async def stores(db_url: str) -> AsyncIterator[tuple[ClusterStore, ClusterStore]]:
+    """Two trackers' views of one database, each through its own engine as two processes would have. Not on
+    SQLite: one process owns a SQLite database, and a tracker on it has no member row."""
+    if db_url.startswith("sqlite"):
+        pytest.skip("trackers share PostgreSQL or MySQL databases, not SQLite files")
+    async with TrackerStore(db_url) as first, TrackerStore(db_url) as second:
+        yield ClusterStore(first), ClusterStore(second)

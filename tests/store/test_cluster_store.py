@@ -3,25 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-
-import pytest
 
 from shoal.core.ownership import JOIN_DELAY, TTL
-from shoal.storage.cluster_store import FORGET_AFTER, ClusterStore
-from shoal.storage.tracker_store import TrackerStore
+from shoal.storage.cluster_store import FORGET_AFTER
 
 T0 = 1_700_000_000.5
-
-
-@pytest.fixture
-async def stores(db_url: str) -> AsyncIterator[tuple[ClusterStore, ClusterStore]]:
-    """Two trackers' views of one database, each through its own engine as two processes would have. Not on
-    SQLite: one process owns a SQLite database, and a tracker on it has no member row."""
-    if db_url.startswith("sqlite"):
-        pytest.skip("trackers share PostgreSQL or MySQL databases, not SQLite files")
-    async with TrackerStore(db_url) as first, TrackerStore(db_url) as second:
-        yield ClusterStore(first), ClusterStore(second)
 
 
 async def test_the_first_member_counts_at_once_and_a_later_one_after_the_join_delay(stores) -> None:

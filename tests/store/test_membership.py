@@ -4,26 +4,13 @@ backends trackers share: what each beat publishes to the tracker's loop, and the
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
-
-import pytest
 
 from shoal.core.ownership import FENCE_MARGIN, HEARTBEAT, JOIN_DELAY, LOOP_PATIENCE, TTL, TrackerMember
 from shoal.storage.cluster_store import ClusterStore
-from shoal.storage.tracker_store import TrackerStore
 from shoal.testing.clock import FakeClock
 from shoal.tracker.membership import Renewals
 
 T0 = 1_700_000_000.5
-
-
-@pytest.fixture
-async def stores(db_url: str) -> AsyncIterator[tuple[ClusterStore, ClusterStore]]:
-    """Two trackers' connections to one database (not SQLite: a tracker on SQLite has no member row)."""
-    if db_url.startswith("sqlite"):
-        pytest.skip("trackers share PostgreSQL or MySQL databases, not SQLite files")
-    async with TrackerStore(db_url) as first, TrackerStore(db_url) as second:
-        yield ClusterStore(first), ClusterStore(second)
 
 
 async def test_each_beat_renews_the_row_and_publishes_one_reading(stores) -> None:
