@@ -114,6 +114,12 @@ def task_summary(tracker: Service, task_id: str) -> dict[str, object]:
         return json.load(r)  # type: ignore[no-any-return]
 
 
+def cluster_settled(view: dict[str, Any], n: int) -> bool:
+    """Whether a tracker's ``GET /v1/cluster`` reply shows ``n`` live members and the tracker deciding: a member
+    the others count live decides only after its join delay, and answers its tasks 503 until then."""
+    return bool(view["deciding"]) and sum(m["live"] for m in view["members"]) == n
+
+
 def no_partial_files(directory: Path) -> bool:
     return not any(p.name.endswith((".shoal-part", ".shoal-state")) for p in directory.iterdir())
 

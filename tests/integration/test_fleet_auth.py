@@ -38,7 +38,7 @@ from shoal.testing.poll import wait_until
 from shoal.testing.processes import Service, shoal_argv, start_daemon, start_seeder, start_tracker, write_random
 from shoal.testing.sockets import listening_ports
 from shoal.testing.wire_probe import bound_opener, handshake_answered
-from tests.integration.conftest import Origin, cache_cli, run_get
+from tests.integration.conftest import Origin, cache_cli, cluster_settled, run_get
 from tests.integration.test_bt_tracker_http import announce_fields, compact_peers, encode_query
 from tests.integration.test_swarm import parse_summary
 from tests.store.conftest import SERVERS, _probe, drop_schema
@@ -82,11 +82,10 @@ def members_once_live(trackers: list[Service], context: ssl.SSLContext | None = 
     """Wait until each of ``trackers`` (sharing a database) sees them all live; the members, as the first sees
     them."""
 
-    def all_live(t: Service) -> bool:
-        return sum(m["live"] for m in cluster(t, context)["members"]) == len(trackers)
-
     for t in trackers:
-        wait_until(lambda t=t: all_live(t), f"{len(trackers)} live members", timeout=30)
+        wait_until(
+            lambda t=t: cluster_settled(cluster(t, context), len(trackers)), f"{len(trackers)} live members", timeout=30
+        )
     rows = cluster(trackers[0], context)["members"]
     return [TrackerMember(m["tracker_id"], m["url"], m["active_from"], m["expires"]) for m in rows]
 

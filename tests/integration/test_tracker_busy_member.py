@@ -25,7 +25,7 @@ from shoal.core.messages import AnnounceRequest, AnnounceResponse
 from shoal.core.ownership import LOOP_PATIENCE, TTL
 from shoal.testing.poll import wait_until
 from shoal.testing.processes import Service, start_service
-from tests.integration.conftest import task_summary
+from tests.integration.conftest import cluster_settled, task_summary
 from tests.integration.test_owner_hint import a_task_owned_by
 from tests.integration.test_tracker_cluster import cluster_of, pg_url
 
@@ -99,7 +99,7 @@ def two_members(
     stalling = stalling_tracker(pg_url, logs[0], services)
     other = tracker(db=pg_url, peer_ttl=float(PEER_TTL), log=logs[1])
     for t in (stalling, other):
-        wait_until(lambda t=t: sum(m["live"] for m in cluster_of(t)["members"]) == 2, "2 live members", timeout=30)
+        wait_until(lambda t=t: cluster_settled(cluster_of(t), 2), "2 live members", timeout=30)
     return stalling, cluster_of(stalling)["tracker_id"], other, logs
 
 

@@ -31,7 +31,7 @@ from shoal.core.ownership import JOIN_DELAY, TrackerMember, owner
 from shoal.testing.poll import wait_until
 from shoal.testing.processes import Service
 from shoal.tracker.cluster import FORWARDED_FOR
-from tests.integration.conftest import Origin, sha256, task_summary
+from tests.integration.conftest import Origin, cluster_settled, sha256, task_summary
 from tests.integration.test_bt_tracker_http import announce_fields, compact_peers, encode_query
 from tests.integration.test_swarm import wait_for_file
 from tests.store.conftest import SERVERS, _probe, drop_schema
@@ -58,7 +58,7 @@ def start_cluster(tracker: Callable[..., Service], db: str, n: int, *extra: str)
     """``n`` trackers on ``db`` (with ``extra`` arguments), once each sees all of them live; by tracker id."""
     started = [tracker(db=db, extra=extra) for _ in range(n)]
     for t in started:
-        wait_until(lambda t=t: sum(m["live"] for m in cluster_of(t)["members"]) == n, f"{n} live members", timeout=30)
+        wait_until(lambda t=t: cluster_settled(cluster_of(t), n), f"{n} live members", timeout=30)
     return {cluster_of(t)["tracker_id"]: t for t in started}
 
 
@@ -249,7 +249,7 @@ def test_a_tracker_stalled_past_its_fence_joins_again(tracker, pg_url, tmp_path)
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     started = [tracker(db=pg_url, log=logs[0]), tracker(db=pg_url, log=logs[1])]
     for t in started:
-        wait_until(lambda t=t: sum(m["live"] for m in cluster_of(t)["members"]) == 2, "2 live members", timeout=30)
+        wait_until(lambda t=t: cluster_settled(cluster_of(t), 2), "2 live members", timeout=30)
     awake, stalled = started
     stalled_id = cluster_of(stalled)["tracker_id"]
 

@@ -4,6 +4,7 @@ backends trackers share: what each beat publishes to the tracker's loop, and the
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from shoal.core.ownership import FENCE_MARGIN, HEARTBEAT, JOIN_DELAY, LOOP_PATIENCE, TTL, TrackerMember
 from shoal.storage.cluster_store import ClusterStore
@@ -21,6 +22,7 @@ async def test_each_beat_renews_the_row_and_publishes_one_reading(stores) -> Non
     first = renewals.reading
     assert (first.renewed, first.incarnation, first.forget_at) == (T0, 1, 0)
     assert first.counts_from == T0, "alone on the database: it counts at once"
+    assert first.deciding(T0)
     for _ in range(3):
         clock.advance(HEARTBEAT)
         renewals.tick()
@@ -39,6 +41,9 @@ async def test_a_wedged_loop_stops_the_renewals_and_a_running_one_brings_a_new_r
     await renewals.beat(rows)
     joined = renewals.reading
     assert joined.counts_from >= T0 + JOIN_DELAY, "not alone: it decides JOIN_DELAY after its registration"
+    assert not joined.deciding(T0), "counted live by the others, it does not decide yet"
+    renewed = replace(joined, renewed=joined.counts_from - HEARTBEAT)  # as its renewals would keep it
+    assert renewed.deciding(joined.counts_from) and not renewed.deciding(joined.counts_from + TTL - FENCE_MARGIN)
     # The loop's last tick is LOOP_PATIENCE old: the beat renews nothing.
     clock.advance(LOOP_PATIENCE)
     await other.renew("b", clock())

@@ -290,6 +290,10 @@ class ClusterView(msgspec.Struct, frozen=True):
 
     tracker_id: str
     members: tuple[ClusterMember, ...]
+    deciding: bool = False
+    """Whether this tracker decides the announces of the tasks it owns now: its own row is in force and it
+    has waited out its join (core.ownership). A member the others count live may not decide yet; the
+    announces of its tasks meanwhile get a 503 that asks the peer to announce again."""
 
 
 class Health(msgspec.Struct, frozen=True):

@@ -236,7 +236,7 @@ class Cluster:
             ClusterMember(m.tracker_id, m.url, m.active_from, m.expires, m.live(now, reading.renewed))
             for m in sorted(reading.members, key=lambda m: m.tracker_id)
         )
-        return ClusterView(self.tracker_id, members)
+        return ClusterView(self.tracker_id, members, reading.deciding(now))
 
     def forwarded(self, request: web.Request) -> bool:
         """Whether another member forwarded ``request``. The header counts only from a member's host: set by

@@ -50,6 +50,7 @@ from shoal.core.ownership import (
     TTL,
     TrackerMember,
     counts_from,
+    in_force,
     keeps_renewing,
     must_rejoin,
     others_took_over,
@@ -75,6 +76,11 @@ class Reading:
     forget_at: int
     """The latest incarnation before which another member may have decided our tasks: the soft state
     held from before it must go."""
+
+    def deciding(self, now: float) -> bool:
+        """Whether this member decides the tasks it owns at ``now``: its row is in force and it has waited
+        out its join."""
+        return in_force(self.renewed, now) and now >= self.counts_from
 
 
 FENCED = Reading(-math.inf, (), math.inf, 0, 0)
