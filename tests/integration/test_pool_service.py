@@ -16,7 +16,7 @@ from shoal.storage.tracker_store import TrackerStore
 from shoal.testing.clock import FakeClock
 from shoal.testing.poll import DEADLINE, wait_until_async
 from shoal.testing.watched import WatchedEvent, WatchedLock
-from shoal.tracker.pools import Pools
+from shoal.tracker.pools import Pools, pool_key
 
 POOL = "lab"
 # A long-poll waits at most TTL / 3: far longer than any wait of these tests, so a poll that returns was woken.
@@ -136,3 +136,35 @@ async def test_progress_of_a_cancelled_member_is_refused_as_before(pools: Pools)
     await pools.cancel(POOL, job_id)
     with pytest.raises(IllegalTransition):
         await pools.report(POOL, job_id, "m1", running)
+
+
+async def test_a_pool_another_tracker_took_wakes_its_long_polls(pools: Pools) -> None:
+    version = await join(pools, "m1")
+    assert pools.held() == [pool_key(POOL)]
+    poll = await parked_poll(pools, "m1", version)
+    pools.drop(["0123" * 10, pool_key(POOL)])  # a task's id and the pool's: the pool goes, its poll ends
+    reply = await asyncio.wait_for(poll, DEADLINE)
+    assert reply.version != version and pools.held() == []
+
+
+async def test_only_the_pools_owner_sweeps_it(pools: Pools) -> None:
+    await join(pools, "m1", "m2")
+    job_id = await pools.push(POOL, PushRequest(url=URL, replicas=1))
+    (holder,) = [m.member for m in (await pools.job_status(POOL, await pools.job(POOL, job_id))).members]
+    other = "m2" if holder == "m1" else "m1"
+    clock = pools.clock
+    assert isinstance(clock, FakeClock)
+    clock.advance(TTL + 1)  # the holder fell silent; the other member did not
+    await pools.store.heartbeat(POOL, other, beat(other), clock())
+
+    def states() -> dict[str, str]:
+        return {m.member: m.status.value for m in status.members}
+
+    pools.owns = lambda name: name != POOL  # another tracker sharing the database owns the pool
+    await pools.sweep()
+    status = await pools.job_status(POOL, await pools.job(POOL, job_id))
+    assert states() == {holder: "assigned"}, "decided by a tracker that does not own the pool"
+    pools.owns = lambda name: True
+    await pools.sweep()
+    status = await pools.job_status(POOL, await pools.job(POOL, job_id))
+    assert states() == {holder: "left", other: "assigned"}

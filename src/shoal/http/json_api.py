@@ -21,7 +21,7 @@ from shoal.http.limits import read_body
 
 T = TypeVar("T")
 
-_KEPT_HEADERS = ("Retry-After", "Content-Range")
+_KEPT_HEADERS = ("Retry-After", "Content-Range", "WWW-Authenticate")
 
 
 def json_error(status: int, message: str, **headers: str) -> web.Response:

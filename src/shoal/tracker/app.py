@@ -69,7 +69,7 @@ from shoal.storage.tracker_store import TrackerStore
 from shoal.tracker import bt, dashboard, pool_routes, pools
 from shoal.tracker import metrics as tracker_metrics
 from shoal.tracker.admission import Admission, capped, whole_writes
-from shoal.tracker.cluster import RETRY_AFTER, Cluster
+from shoal.tracker.cluster import FORWARD_TIMEOUT, RETRY_AFTER, Cluster
 from shoal.tracker.collector import SurvivorFreezer
 from shoal.tracker.config import TrackerConfig
 from shoal.tracker.origin_check import OriginCheck
@@ -158,6 +158,8 @@ class TrackerService:
                 tls=config.forward_tls,
                 fleet_key=config.fleet_key,
             )
+            cluster = self.cluster
+            self.pools.owns = lambda name: cluster.mine(pools.pool_key(name))
 
     def _lock(self, task_id: str) -> asyncio.Lock:
         lock = self._locks.get(task_id)
@@ -554,6 +556,9 @@ def _owned_here(cluster: Cluster, bt_tracker: bt.BtTracker) -> Middleware:
             return await cluster.forward(request, handler, key)
         if key := bt.admitted_key(request):  # a swarm's admissions live with its announces, at its owner
             return await cluster.forward(request, handler, key)
+        if pool := request.match_info.get("pool"):  # a pool's lock and long-polls live at its owner
+            patience = pool_routes.relay_patience(request, FORWARD_TIMEOUT)
+            return await cluster.forward(request, handler, pools.pool_key(pool), patience)
         return await handler(request)  # not an owned route, or a malformed one the handler refuses
 
     return middleware
@@ -561,7 +566,16 @@ def _owned_here(cluster: Cluster, bt_tracker: bt.BtTracker) -> Middleware:
 
 async def _membership(cluster: Cluster, service: TrackerService) -> None:
     await cluster.join()
-    await cluster.heartbeat_forever(drop=service.drop_tasks, held=service.held_tasks, moved=service.tasks_moved)
+
+    def held() -> list[str]:
+        return [*service.held_tasks(), *service.pools.held()]
+
+    def drop(lost: list[str]) -> None:
+        service.pools.drop(lost)
+        if tasks := [key for key in lost if not key.startswith(pools.POOL_KEY)]:
+            service.drop_tasks(tasks)
+
+    await cluster.heartbeat_forever(drop=drop, held=held, moved=service.tasks_moved)
 
 
 def _warn_no_operator_token(port: int) -> None:

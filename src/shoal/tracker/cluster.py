@@ -37,6 +37,7 @@ from yarl import URL
 
 from shoal.core.messages import ClusterMember, ClusterView
 from shoal.core.ownership import HEARTBEAT, TrackerMember, in_force, lost_tasks, owner, sharing_url
+from shoal.core.pool_api import MEMBER_SECRET
 from shoal.core.tickets import FLEET_HEADER, FleetKey
 from shoal.http.json_api import json_error
 from shoal.http.limits import read_body
@@ -51,6 +52,11 @@ FORWARDED_TO = "X-Shoal-Forwarded-To"
 """The address at which that client reached the forwarding member (BitTorrent's loopback rule needs it)."""
 FORWARD_TIMEOUT = 10.0
 """Seconds a forwarded request may take at the owner before the client gets a 503."""
+RELAYED_REQUEST_HEADERS = ("Content-Type", "Authorization", MEMBER_SECRET)
+"""What a forwarded request keeps of the client's headers besides its credential: a pool's routes are
+authorised by a bearer token and a member's secret (tracker.pool_routes)."""
+RELAYED_REPLY_HEADERS = ("Content-Type", "Retry-After", "WWW-Authenticate")
+"""What a relayed reply keeps of the owner's headers."""
 RETRY_AFTER = "1"
 """Seconds a client is told to wait when no member can decide its task this moment."""
 
@@ -257,10 +263,14 @@ class Cluster:
         return request.remote, local_address(request)
 
     async def forward(
-        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]], key: str
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+        key: str,
+        patience: float = FORWARD_TIMEOUT,
     ) -> web.StreamResponse:
-        """Serve a request about ``key`` (a task id, or a BitTorrent info-hash in hex): here when we own it,
-        else at its owner."""
+        """Serve a request about ``key`` (a task id, a BitTorrent info-hash in hex, a pool's key): here when
+        we own it, else at its owner, who has ``patience`` seconds to answer."""
         current = self.owner(key)
         if current is not None and current.tracker_id == self.tracker_id:
             if self.forwarded(request):
@@ -269,13 +279,15 @@ class Cluster:
         if current is None or self.forwarded(request):
             why = "no tracker can decide this task at the moment" if current is None else "the task is moving"
             return json_error(503, f"{why}; announce again", **{"Retry-After": RETRY_AFTER})
-        return await self.relay(request, current)
+        return await self.relay(request, current, patience=patience)
 
-    async def relay(self, request: web.Request, to: TrackerMember, path_qs: str | None = None) -> web.Response:
-        """``request`` (or a GET of ``path_qs``) answered by member ``to``, its reply relayed as it came;
-        a 503 with Retry-After when ``to`` does not answer."""
+    async def relay(
+        self, request: web.Request, to: TrackerMember, path_qs: str | None = None, *, patience: float = FORWARD_TIMEOUT
+    ) -> web.Response:
+        """``request`` (or a GET of ``path_qs``) answered by member ``to`` within ``patience`` seconds, its reply
+        relayed as it came; a 503 with Retry-After when ``to`` does not answer."""
         try:
-            status, payload, kept = await self.ask(request, to, path_qs)
+            status, payload, kept = await self.ask(request, to, path_qs, patience=patience)
         except (aiohttp.ClientError, TimeoutError) as exc:
             self.relay_failed += 1
             log.info("forwarding %s to %s failed: %s", request.rel_url.path, to.url, exc)
@@ -284,18 +296,24 @@ class Cluster:
         return web.Response(status=status, body=payload, headers=kept)
 
     async def ask(
-        self, request: web.Request, to: TrackerMember, path_qs: str | None = None
+        self,
+        request: web.Request,
+        to: TrackerMember,
+        path_qs: str | None = None,
+        *,
+        patience: float = FORWARD_TIMEOUT,
     ) -> tuple[int, bytes, dict[str, str]]:
         """Forward ``request`` (or a GET of ``path_qs``, percent-encoded) to member ``to``: its status, body
         and the headers a relayed reply keeps. Raises aiohttp.ClientError or TimeoutError when ``to`` does not
-        answer."""
+        answer within ``patience`` seconds."""
         if self._session is None:
             timeout = aiohttp.ClientTimeout(total=FORWARD_TIMEOUT)
             self._session = aiohttp.ClientSession(timeout=timeout, auto_decompress=False)
         client, reached = self.addresses(request)
         headers = {FORWARDED_FOR: reachable_address(client or "", self.url), FORWARDED_TO: reached or ""}
-        if content_type := request.headers.get("Content-Type"):
-            headers["Content-Type"] = content_type
+        for name in RELAYED_REQUEST_HEADERS:
+            if value := request.headers.get(name):
+                headers[name] = value
         credential = request.headers.get(FLEET_HEADER)
         if not credential and self._fleet_key is not None:
             credential = self._fleet_key.credential(self.clock())
@@ -305,9 +323,12 @@ class Cluster:
         # As the client encoded it: a BitTorrent query's binary values do not survive a decode and re-encode.
         target = URL(to.url + (path_qs if path_qs is not None else request.rel_url.raw_path_qs), encoded=True)
         tls = self._tls if self._tls is not None and to.url.startswith("https://") else True
-        async with self._session.request(method, target, data=body or None, headers=headers, ssl=tls) as reply:
+        limit = aiohttp.ClientTimeout(total=patience)
+        async with self._session.request(
+            method, target, data=body or None, headers=headers, ssl=tls, timeout=limit
+        ) as reply:
             payload = await reply.read()
-            kept = {k: v for k, v in reply.headers.items() if k in ("Content-Type", "Retry-After")}
+            kept = {k: v for k, v in reply.headers.items() if k in RELAYED_REPLY_HEADERS}
             return reply.status, payload, kept
 
     async def _learn_hosts(self) -> None:

@@ -231,6 +231,12 @@ class PoolCollector(Collector):
             [(s.value, counts.assignments.get(s.value, 0)) for s in MemberStatus],
         )
         yield gauge("shoal_pool_members", "Pool members heard from within the member TTL (--peer-ttl).", counts.members)
+        yield gauge(
+            "shoal_pool_long_polls",
+            "Members' heartbeats this tracker holds until their pool changes (with several trackers, the pool's "
+            "owner holds them all).",
+            self.pools.waiting,
+        )
 
 
 def install(app: web.Application, metrics: Metrics, service: TrackerService, admission: Admission) -> None:

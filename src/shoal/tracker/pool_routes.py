@@ -34,6 +34,7 @@ Rules:
 from __future__ import annotations
 
 import logging
+import math
 
 from aiohttp import web
 
@@ -183,6 +184,16 @@ async def list_members(request: web.Request) -> web.Response:
     pools = request.app[POOLS]
     row = await authorize(pools, request)
     return struct_response(MemberList(await _members(pools, row)))
+
+
+def relay_patience(request: web.Request, patience: float) -> float:
+    """Seconds a tracker forwarding ``request`` to the pool's owner waits for the reply: ``patience``, and a
+    heartbeat's long-poll (``wait``) more. A malformed ``wait`` adds nothing: the owner refuses it."""
+    try:
+        wait = float(request.query.get("wait", "0"))
+    except ValueError:
+        return patience
+    return patience + (min(wait, MAX_WAIT) if math.isfinite(wait) and wait > 0 else 0.0)
 
 
 def _query_number(request: web.Request, key: str, *, high: float) -> float | None:

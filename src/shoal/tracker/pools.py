@@ -15,6 +15,10 @@ Rules:
   benchmarks/RESULTS.md).
 - A sweep every ``SWEEP_SECONDS`` decides every open job again, so members that fell silent are marked
   left and lost replicas are repaired even when nobody else speaks.
+- With several trackers on one database, a pool is decided by one of them, as a task is (core.ownership):
+  the others forward its routes there (``pool_key``), so its lock and its long-polls are in one process,
+  and only that tracker's sweep decides its jobs. A tracker that loses a pool wakes the long-polls it
+  holds: each member asks again, through a tracker that forwards it to the new owner.
 - A job's URL as readers see it (``job_status``: the API, ``shoal pool status``, the dashboard) has a
   seeder's passkey (``/files/PASSKEY/REL``, what a mirror worker pushes) taken out: whoever may read a pool
   is not always one of its members, and the passkey opens the fleet's files. The members' work items (their
@@ -66,9 +70,21 @@ from shoal.storage.tracker_store import TrackerStore
 log = logging.getLogger("shoal.tracker.pools")
 
 SWEEP_SECONDS = 2.0
+POOL_KEY = "pool/"
+"""What a pool's key, by which the trackers sharing a database partition the pools, begins with: no task id
+or info-hash (hex) does."""
 MAX_WAIT = 30.0
 """Longest long-poll a member may ask for; the tracker also keeps it under a third of the member TTL, so
 a member waiting on a heartbeat is never taken for gone."""
+
+
+def pool_key(name: str) -> str:
+    """The key by which the trackers sharing a database find the pool's owner (tracker.cluster)."""
+    return POOL_KEY + name
+
+
+def _always(name: str) -> bool:
+    return True
 
 
 class _Pool:
@@ -103,6 +119,21 @@ class Pools:
         self.operator_hash = operator_hash
         """The SHA-256 of the operator's token; None: anyone may create a pool (a trusted LAN)."""
         self._pools: dict[str, _Pool] = {}
+        self.waiting = 0
+        """Members' heartbeats waiting here for their pool to change (long-polls)."""
+        self.owns: Callable[[str], bool] = _always
+        """Whether this tracker decides the pool of that name now (every pool, alone on its database)."""
+
+    def held(self) -> list[str]:
+        """The keys (``pool_key``) of the pools whose locks and long-polls this tracker holds."""
+        return [pool_key(name) for name in self._pools]
+
+    def drop(self, keys: list[str]) -> None:
+        """Let go of the pools among ``keys`` (another tracker owns them now): their long-polls end at once,
+        and each member asks again, to be forwarded to the new owner."""
+        for key in keys:
+            if key.startswith(POOL_KEY) and (pool := self._pools.pop(key[len(POOL_KEY) :], None)) is not None:
+                pool.bump()
 
     def _pool(self, name: str) -> _Pool:
         pool = self._pools.get(name)
@@ -195,8 +226,12 @@ class Pools:
                 pool.bump()
         wait = min(wait, self.member_ttl / 3)
         if version == pool.version and wait > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(pool.changed.wait(), wait)
+            self.waiting += 1
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(pool.changed.wait(), wait)
+            finally:
+                self.waiting -= 1
         # A cancel is listed for a few heartbeats' worth of time: long enough for the member to hear of it.
         work = await self.store.member_work(name, member_id, cancelled_since=self.clock() - 3 * self.member_ttl)
         return HeartbeatReply(
@@ -225,6 +260,8 @@ class Pools:
     async def sweep(self) -> None:
         """Decide every open job again: members that fell silent leave, lost replicas are repaired."""
         for name in await self.store.open_pools():
+            if not self.owns(name):
+                continue  # another tracker sharing the database decides it
             pool = self._pool(name)
             async with pool.lock:
                 if await self._decide_open(name):
