@@ -44,6 +44,11 @@ Run it (as root, from the repository; the defaults are the locality issue's base
     python3 benchmarks/racks_lab.py --shape 4x2 --sites 2 --site-rate 1x --uplink-rate 2x --methods shoal
     python3 benchmarks/racks_lab.py --shape 2x2 --size 16M --methods shoal -vv --keep     # debugging
 
+Each run's log line also gives the origin's bytes by its own HTTP count and the TCP segments it sent and
+retransmitted (its namespace's /proc/net/snmp). With ``-v`` the origin logs every request once it has ended
+(``request CLIENT START-END STATUS complete|aborted T0 T1``, shoal.testing.origin), so the pieces that left
+it more than once can be counted.
+
 Rates are in Mbit/s; an uplink or site rate may also be ``Nx``, N times the origin rate. The work directory
 (``--workdir``, default /tmp) is removed at the end unless ``--keep`` is given, a run failed or the lab was
 interrupted; then its logs stay and their path is printed.

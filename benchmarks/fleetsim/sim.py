@@ -55,6 +55,9 @@ class Model:
     framing: float = 1448 / 1514
     """Payload share of a capped link's rate: TCP/IP/Ethernet framing, charged whole by tc tbf (a full-size
     frame carries 1448 payload bytes in 1514)."""
+    audit_share: float = TrackerConfig.audit_share
+    """The tracker's share of reported pieces spot-checked from the origin (core.audit); 0: none, to tell
+    the origin bytes the checks cost from the others."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +140,7 @@ class Simulation:
         audit_key = random.Random(seed).randbytes(16)  # which pieces are checked again (core.audit)
         self.tracker = SimTracker(
             task_id_for_url(self.url),
-            TrackerPolicy(config.interval, config.peer_ttl, config.max_peers, audit_key, config.audit_share),
+            TrackerPolicy(config.interval, config.peer_ttl, config.max_peers, audit_key, self.model.audit_share),
             config.crossing_patience,
             exact_limit=exact_limit,
             rng=random.Random(seed),
