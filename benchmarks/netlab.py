@@ -119,6 +119,16 @@ def link_tx_bytes(ns: str) -> dict[str, int]:
     }
 
 
+def qdisc_drops(ns: str) -> dict[str, int]:
+    """Packets each link's root qdisc (a capped link's tbf) dropped in namespace ``ns``, by link name (one
+    ``tc -s -j qdisc show`` call): a TCP sender sends each again, so they cost its link those bytes twice."""
+    return {
+        q["dev"]: int(q.get("drops", 0))
+        for q in json.loads(sh("tc", "-n", ns, "-s", "-j", "qdisc", "show"))
+        if q.get("root")
+    }
+
+
 class Lab:
     """Namespaces on one bridge and the processes started in them. ``with Lab(...)`` tears all of it down.
 
