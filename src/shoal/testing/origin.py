@@ -8,9 +8,10 @@ with the whole file (200), ``rate`` caps the bytes per second it sends. ``digest
 206, the range); ``wrong_digests`` makes each of them a digest of other bytes (an unsound origin).
 ``GET /_stats`` reports the bytes sent, so tests and benchmarks measure what left the origin rather than
 trusting the peers' counters, and the query strings of the file requests it served, so a test can tell
-which signed URL reached it. ``log_requests`` prints one line per file request once its response has ended
-(``request CLIENT START-END STATUS complete|aborted T0 T1``: the byte range asked, end exclusive, and the
-wall-clock times of its start and end), so a lab can tell which bytes left the origin more than once.
+which signed URL reached it. ``log_requests`` prints one line per file request sent by sendfile (not the
+paced or streamed ones) once its response has ended (``request CLIENT START-END STATUS complete|aborted T0
+T1``: the byte range asked, end exclusive, and the wall-clock times of its start and end), so a lab can tell
+which bytes left the origin more than once.
 
 Run it as a process: ``python -m shoal.testing.origin DIR [--port 0] [--no-range] [--rate 20M]
 [--digest-header NAME]... [--wrong-digests] [--log-requests]``; it prints
