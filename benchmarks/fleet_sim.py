@@ -115,6 +115,7 @@ def line(result: Result, label: str) -> str:
         f"sites {spread(result.into_sites)}  announces {result.announces} ({result.announces / seconds:.0f}/s)  "
         f"look-ups {result.hash_lookups}  wall {result.wall:.1f} s (decisions {result.decision_wall:.1f} s, "
         f"{result.announces / max(result.decision_wall, 1e-9):.0f}/s)"
+        + (f"  hashed last {result.hashed_last:.2f} s" if result.hashed_last == result.hashed_last else "")
     )
 
 

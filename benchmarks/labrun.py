@@ -137,6 +137,10 @@ class RunResult:
     timed_out: bool = False
     origin_wire_bytes: int = 0
     origin_http_bytes: int = 0
+    origin_segments: int = 0
+    """TCP segments the origin sent (a GSO packet counts as the segments it is cut into)."""
+    origin_retransmits: int = 0
+    """Of ``origin_segments``, retransmitted: each carried up to one MSS (1448 bytes here) once more."""
     verified: int = 0
     # CPU seconds while the peers ran (from launch until the last peer was done):
     cpu_s_peers: float = 0.0
@@ -427,7 +431,7 @@ def run_method(ctx: Context, method: str, run: int, label: str = "") -> RunResul
     assert lab.origin_proc is not None
     origin_pid = lab.origin_proc.pid
     subprocess.run(["sync"], check=False)  # the last run's writeback must not land on this one
-    wire0, http0 = lab.origin_tx_bytes(), lab.origin_http_bytes()
+    wire0, http0, segments0 = lab.origin_tx_bytes(), lab.origin_http_bytes(), lab.origin_tcp_segments()
     cpu0 = Cpu.sample(procs=[], services=services, origin_pid=origin_pid)
     tx_start = netns_tx_bytes(origin_pid)
     started, launched_at = time.monotonic(), time.time()
@@ -459,6 +463,8 @@ def run_method(ctx: Context, method: str, run: int, label: str = "") -> RunResul
     shutil.rmtree(ctx.workdir / DAEMON_DIR, ignore_errors=True)
     result.origin_wire_bytes = lab.origin_tx_bytes() - wire0
     result.origin_http_bytes = lab.origin_http_bytes() - http0
+    segments = lab.origin_tcp_segments()
+    result.origin_segments, result.origin_retransmits = segments[0] - segments0[0], segments[1] - segments0[1]
     result.done_s = [None if d is None else round(d, 3) for d in done_at]
     finished = [d for d in done_at if d is not None]
     result.completed = len(finished)
@@ -572,10 +578,11 @@ def lab_context(
     lab: Lab, workdir: Path, payload: Path, sha256: str, args: argparse.Namespace, timeout: float, origin_log: str
 ) -> Context:
     """Start the origin in ``lab`` (its log ``logs/ORIGIN_LOG``, new for each lab: a start is recognised by
-    its line in the log) and write what the methods need: the torrent (aria2 only; one for all labs of a
-    session, whose tracker address is the same) and the hook aria2 calls when a download is complete."""
+    its line in the log; with ``-v``, a line per request) and write what the methods need: the torrent
+    (aria2 only; one for all labs of a session, whose tracker address is the same) and the hook aria2 calls
+    when a download is complete."""
     (workdir / "logs").mkdir(exist_ok=True)
-    lab.start_origin(payload.parent, workdir / "logs" / origin_log)
+    lab.start_origin(payload.parent, workdir / "logs" / origin_log, log_requests=args.verbose > 0)
     url = f"http://{lab.origin.ip}:{ORIGIN_PORT}/{FILE_NAME}"
     torrent = workdir / f"{FILE_NAME}.torrent"
     if "aria2" in args.methods and not torrent.exists():
@@ -598,7 +605,9 @@ def run_logged(ctx: Context, method: str, run: int, label: str = "") -> RunResul
         f"{result.last_done_s:.2f} s" if result.last_done_s is not None else f"{result.completed}/{result.peers} done"
     )
     log(
-        f"{what}: {summary}, origin {result.origin_wire_bytes / ctx.size:.3f}x, "
+        f"{what}: {summary}, origin {result.origin_wire_bytes / ctx.size:.3f}x "
+        f"(HTTP {result.origin_http_bytes / ctx.size:.3f}x, {result.origin_retransmits} of "
+        f"{result.origin_segments} TCP segments retransmitted), "
         f"verified {result.verified}/{result.peers}" + ("" if result.ok else f" -- FAILED, logs in {result.log_dir}")
     )
     time.sleep(1.0)  # let TIME_WAIT and writeback settle between runs

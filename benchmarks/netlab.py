@@ -119,6 +119,16 @@ def link_tx_bytes(ns: str) -> dict[str, int]:
     }
 
 
+def qdisc_drops(ns: str) -> dict[str, int]:
+    """Packets each link's root qdisc (a capped link's tbf) dropped in namespace ``ns``, by link name (one
+    ``tc -s -j qdisc show`` call): a TCP sender sends each again, so they cost its link those bytes twice."""
+    return {
+        q["dev"]: int(q.get("drops", 0))
+        for q in json.loads(sh("tc", "-n", ns, "-s", "-j", "qdisc", "show"))
+        if q.get("root")
+    }
+
+
 class Lab:
     """Namespaces on one bridge and the processes started in them. ``with Lab(...)`` tears all of it down.
 
@@ -175,13 +185,11 @@ class Lab:
         sh("ip", "-n", node.ns, "addr", "add", f"{node.ip}/24", "dev", "eth0")
         sh("ip", "-n", node.ns, "link", "set", "eth0", "up")
 
-    def start_origin(self, root: Path, log_path: Path) -> None:
-        """Serve ``root`` from the origin namespace (shoal's test origin: aiohttp FileResponse)."""
-        self.origin_proc = self.spawn(
-            self.origin.ns,
-            [PYTHON, "-m", "shoal.testing.origin", str(root), "--host", "0.0.0.0", "--port", str(ORIGIN_PORT)],
-            log_path,
-        )
+    def start_origin(self, root: Path, log_path: Path, log_requests: bool = False) -> None:
+        """Serve ``root`` from the origin namespace (shoal's test origin: aiohttp FileResponse); with
+        ``log_requests``, a line in its log for every request, its byte range and whether it completed."""
+        argv = [PYTHON, "-m", "shoal.testing.origin", str(root), "--host", "0.0.0.0", "--port", str(ORIGIN_PORT)]
+        self.origin_proc = self.spawn(self.origin.ns, argv + ["--log-requests"] * log_requests, log_path)
         wait_for_line(self.origin_proc, log_path, "origin listening on")
 
     def spawn(self, ns: str, argv: list[str], log_path: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
@@ -228,6 +236,15 @@ class Lab:
     def origin_tx_bytes(self) -> int:
         """Bytes sent on the origin's capped link (the veth's TX counter inside the origin namespace)."""
         return link_tx_bytes(self.origin.ns)["eth0"]
+
+    def origin_tcp_segments(self) -> tuple[int, int]:
+        """The origin namespace's TCP segments sent and of them retransmitted (``OutSegs``, ``RetransSegs``
+        of its /proc/net/snmp): what its link carried beyond the HTTP bytes, besides framing."""
+        snmp = sh("ip", "netns", "exec", self.origin.ns, "cat", "/proc/net/snmp")
+        lines = [line.split() for line in snmp.splitlines()]
+        names, values = [line for line in lines if line[0] == "Tcp:"][:2]
+        tcp = dict(zip(names[1:], values[1:], strict=True))
+        return int(tcp["OutSegs"]), int(tcp["RetransSegs"])
 
     def origin_http_bytes(self) -> int:
         """The origin's own count of body bytes sent (GET /_stats), fetched from the tracker namespace."""

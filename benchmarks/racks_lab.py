@@ -44,6 +44,11 @@ Run it (as root, from the repository; the defaults are the locality issue's base
     python3 benchmarks/racks_lab.py --shape 4x2 --sites 2 --site-rate 1x --uplink-rate 2x --methods shoal
     python3 benchmarks/racks_lab.py --shape 2x2 --size 16M --methods shoal -vv --keep     # debugging
 
+Each run's log line also gives the origin's bytes by its own HTTP count and the TCP segments it sent and
+retransmitted (its namespace's /proc/net/snmp). With ``-v`` the origin logs every request once it has ended
+(``request CLIENT START-END STATUS complete|aborted T0 T1``, shoal.testing.origin), so the pieces that left
+it more than once can be counted.
+
 Rates are in Mbit/s; an uplink or site rate may also be ``Nx``, N times the origin rate. The work directory
 (``--workdir``, default /tmp) is removed at the end unless ``--keep`` is given, a run failed or the lab was
 interrupted; then its logs stay and their path is printed.
@@ -74,6 +79,7 @@ from netlab import (
     link_tx_bytes,
     log,
     parse_size,
+    qdisc_drops,
     sh,
     shape_egress,
 )
@@ -162,6 +168,10 @@ class RacksLab(Lab):
         """TX bytes of every link in the switch namespace: ``rN-dn`` into rack N, ``rN-up`` out of it."""
         return link_tx_bytes(self.switch_ns)
 
+    def uplink_drops(self) -> dict[str, int]:
+        """Packets the cap of every link in the switch namespace dropped (``rN-dn``: on the way into rack N)."""
+        return qdisc_drops(self.switch_ns)
+
 
 @dataclass
 class RacksRun:
@@ -176,6 +186,9 @@ class RacksRun:
     rack_out: list[int]
     site_in: list[int]
     site_out: list[int]
+    rack_in_drops: list[int]
+    """Packets dropped on the way into each rack by its uplink's cap, origin segments among them: what made
+    the origin send bytes again (RunResult.origin_retransmits)."""
 
     @property
     def ok(self) -> bool:
@@ -210,15 +223,17 @@ def run_racks(ctx: Context, method: str, run: int) -> RacksRun:
     they stopped (all of the run's traffic lies between)."""
     lab = ctx.lab
     assert isinstance(lab, RacksLab) and lab.uplink_mbit is not None
-    before = lab.uplink_bytes()
+    before, drops_before = lab.uplink_bytes(), lab.uplink_drops()
     label = f"{lab.shape}-up{lab.uplink_mbit:g}-"
     result = run_logged(ctx, method, run, label)
-    after = lab.uplink_bytes()
+    after, drops = lab.uplink_bytes(), lab.uplink_drops()
 
     def crossed(names: list[str]) -> list[int]:
         return [after[name] - before[name] for name in names]
 
     racks, sites = range(1, lab.shape.racks + 1), range(1, lab.sites + 1)
+    drops_in = [drops.get(f"r{r}-dn", 0) - drops_before.get(f"r{r}-dn", 0) for r in racks]
+    log(f"{label}run {run}: {method}: packets dropped on the way into each rack: {' '.join(map(str, drops_in))}")
     return RacksRun(
         str(lab.shape),
         lab.sites,
@@ -229,6 +244,7 @@ def run_racks(ctx: Context, method: str, run: int) -> RacksRun:
         rack_out=crossed([f"r{r}-up" for r in racks]),
         site_in=crossed([f"s{s}-dn" for s in sites]),
         site_out=crossed([f"s{s}-up" for s in sites]),
+        rack_in_drops=drops_in,
     )
 
 

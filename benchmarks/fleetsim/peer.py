@@ -104,6 +104,8 @@ class SimPeer:
         self.starved = False
         self.done_at: float | None = None
         self.from_origin = self.from_peers = 0
+        self.arrived: list[float] = []
+        """When each piece was on disk."""
 
     # -- join ---------------------------------------------------------------------------------------
 
@@ -130,6 +132,7 @@ class SimPeer:
         self.generation = reply.generation
         self.size = manifest.piece_count
         self.full = (1 << self.size) - 1
+        self.arrived = [0.0] * self.size
         self.piece_length = manifest.piece_length
         self._follow(reply)
         self.plan()
@@ -156,6 +159,9 @@ class SimPeer:
             return
         now = self.sim.now
         holders = self._holders(now, needed) if self.peer_runs < limits.peer_requests else []
+        window = self.sim.model.prefix_window
+        if window and holders:
+            holders = self._ahead(holders, window)
         plan = plan_fetches(
             piece_length=self.piece_length,
             needed=needed,
@@ -215,6 +221,15 @@ class SimPeer:
                 holders.append(Holder("", 0, 0))
         return holders
 
+    def _ahead(self, holders: list[Holder], window: int) -> list[Holder]:
+        """Model.prefix_window: the holders cut to the window of pieces past our first missing one, when one
+        of them has a piece there; else as they are."""
+        first = (~self.disk & self.full & -(~self.disk & self.full)).bit_length() - 1
+        ahead = ((1 << window) - 1) << first
+        if not any(h.have & ahead for h in holders):
+            return holders
+        return [Holder(h.peer_id, h.have & ahead, h.requests) for h in holders]
+
     def _wants_crossings(self, needed: int) -> bool:
         return bool(self.blocked & needed) and not needed & self.crossings.rack & self.offered_across
 
@@ -254,6 +269,7 @@ class SimPeer:
         bit = 1 << index
         self.inflight &= ~bit
         self.disk |= bit
+        self.arrived[index] = self.sim.now
         size = self.sim.manifest.piece_size(index)
         if source is None:
             self.from_origin += size

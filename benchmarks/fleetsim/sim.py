@@ -55,6 +55,15 @@ class Model:
     framing: float = 1448 / 1514
     """Payload share of a capped link's rate: TCP/IP/Ethernet framing, charged whole by tc tbf (a full-size
     frame carries 1448 payload bytes in 1514)."""
+    prefix_window: int = 0
+    """Pieces past the first missing one that a peer takes from peers first, when a holder it may ask has one
+    (a hashable prefix that keeps growing: peer.prefix_hash); 0: from anywhere, as the engine does."""
+    hash_rate: float = 0.0
+    """MB/s of the whole-file hash that follows a peer's complete prefix (the daemon's BLAKE3, its read-back
+    included); 0: not modelled. Reported as when the last peer's hash was done."""
+    audit_share: float = TrackerConfig.audit_share
+    """The tracker's share of reported pieces spot-checked from the origin (core.audit); 0: none, to tell
+    the origin bytes the checks cost from the others."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +122,8 @@ class Result:
     first_origin: float
     """When the origin began sending (its first run's first byte), seconds after launch."""
     done_times: list[float] = field(default_factory=list)
+    hashed_last: float = float("nan")
+    """When the last peer's whole-file hash was done (Model.hash_rate; nan when not modelled)."""
 
     @property
     def ratio(self) -> float:
@@ -137,7 +148,7 @@ class Simulation:
         audit_key = random.Random(seed).randbytes(16)  # which pieces are checked again (core.audit)
         self.tracker = SimTracker(
             task_id_for_url(self.url),
-            TrackerPolicy(config.interval, config.peer_ttl, config.max_peers, audit_key, config.audit_share),
+            TrackerPolicy(config.interval, config.peer_ttl, config.max_peers, audit_key, self.model.audit_share),
             config.crossing_patience,
             exact_limit=exact_limit,
             rng=random.Random(seed),
@@ -311,4 +322,14 @@ class Simulation:
             snapshot_peers=stats.snapshot_peers / max(1, stats.announces),
             first_origin=self.first_origin,
             done_times=done,
+            hashed_last=max(self._hashed(p) for p in self.peers) if self.model.hash_rate else float("nan"),
         )
+
+    def _hashed(self, peer: SimPeer) -> float:
+        """When ``peer``'s whole-file hash was done: it hashes each piece once the piece and every one before
+        it are on disk, one at a time at Model.hash_rate."""
+        rate, prefix, done = self.model.hash_rate * 1e6, 0.0, 0.0
+        for index, arrived in enumerate(peer.arrived):
+            prefix = max(prefix, arrived)
+            done = max(done, prefix) + self.manifest.piece_size(index) / rate
+        return done

@@ -155,3 +155,20 @@ def test_a_piece_is_never_leased_twice_in_one_reply() -> None:
     assert out.response is not None
     assert len(out.response.leases) == len(set(out.response.leases))
     assert len(out.put_leases) == len({lease.piece for lease in out.put_leases})
+
+
+def test_a_checkers_lease_outlives_its_announces_until_it_reports() -> None:
+    """Every other peer may hold a piece under check. The checker announces while its origin fetch of that
+    piece is under way (to report another origin piece, asking for no leases): its lease stays, so its report
+    is the vote that closes the check, and no third host fetches the piece from the origin again."""
+    tracker = swarm()
+    report(tracker, "liar", "10.0.0.1", {i: digest(i) for i in range(4)})
+    tracker.announce(request("liar", bitfield=bits(range(4)).encode()), NOW, "10.0.0.1")
+    out = report(tracker, "b", "10.0.0.2", {}, want=1)
+    assert out.response is not None and out.response.leases == (0, 4)  # a free piece, and the check
+    out = tracker.announce(request("b", fetching=(0,), done={4: digest(4)}), NOW + 0.1, "10.0.0.2")
+    assert out.response is not None and out.response.leases == (0,)
+    out = tracker.announce(request("b", done={0: digest(0)}), NOW + 0.2, "10.0.0.2")
+    assert out.rejected == [] and 0 not in tracker.audits
+    out = report(tracker, "c", "10.0.0.3", {}, want=1)
+    assert out.response is not None and 0 not in out.response.leases

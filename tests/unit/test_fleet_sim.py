@@ -130,3 +130,18 @@ def test_a_finished_peer_announces_at_once_so_its_rack_learns_its_last_crossings
     # instead, the rack waited 5 s.
     result = Simulation(Shape(4, 6, 16 * MIB, 200 * MBIT, 400 * MBIT), Model(), seed=2).run()
     assert result.last_done - result.done_times[0] < 2.0, result.done_times
+
+
+def test_the_whole_file_hash_follows_the_prefix_and_ends_after_the_last_piece() -> None:
+    shape = Shape(2, 2, 8 * MIB, 200 * MBIT, 200 * MBIT)
+    result = Simulation(shape, Model(hash_rate=1000.0)).run()
+    assert not math.isnan(result.hashed_last)
+    # The last piece of the prefix is hashed after it arrives: at least one piece's hashing past the last done.
+    assert result.hashed_last >= result.last_done + Simulation(shape).manifest.piece_length / 1000e6
+    assert math.isnan(Simulation(shape).run().hashed_last)
+
+
+def test_a_prefix_window_still_brings_every_peer_the_whole_file_with_the_same_origin_bytes() -> None:
+    shape = Shape(2, 2, 8 * MIB, 200 * MBIT, 200 * MBIT)
+    windowed = Simulation(shape, Model(prefix_window=4, audit_share=0.0)).run()
+    assert len(windowed.done_times) == 4 and windowed.origin_bytes == shape.size

@@ -455,7 +455,13 @@ def _lease_decisions(
     # renewed; dead peers' ones have lapsed (the swarm holds only live leases).
     own = swarm.own(asker)
     finished = _mask(request.done, size) | _mask(request.released, size)
-    dropped = own & (finished | held)
+    delivered = own & held
+    if delivered and snapshot.audits:
+        # A piece under check is held by others by definition: the checker's lease on it stays until it
+        # reports, since only a live lease's holder votes (_take_reports). Dropped, the fetch under way
+        # would count for nothing and the check would lease the piece to yet another host.
+        delivered &= ~_mask(snapshot.audits, size)
+    dropped = own & finished | delivered
     outcome.drop_leases = list(iter_bits(dropped))
     kept = own & ~dropped
     expires = now + ttl

@@ -8,10 +8,13 @@ with the whole file (200), ``rate`` caps the bytes per second it sends. ``digest
 206, the range); ``wrong_digests`` makes each of them a digest of other bytes (an unsound origin).
 ``GET /_stats`` reports the bytes sent, so tests and benchmarks measure what left the origin rather than
 trusting the peers' counters, and the query strings of the file requests it served, so a test can tell
-which signed URL reached it.
+which signed URL reached it. ``log_requests`` prints one line per file request sent by sendfile (not the
+paced or streamed ones) once its response has ended (``request CLIENT START-END STATUS complete|aborted T0
+T1``: the byte range asked, end exclusive, and the wall-clock times of its start and end), so a lab can tell
+which bytes left the origin more than once.
 
 Run it as a process: ``python -m shoal.testing.origin DIR [--port 0] [--no-range] [--rate 20M]
-[--digest-header NAME]... [--wrong-digests]``; it prints
+[--digest-header NAME]... [--wrong-digests] [--log-requests]``; it prints
 ``origin listening on http://HOST:PORT`` once it accepts connections.
 """
 
@@ -57,6 +60,7 @@ def build_origin(
     require_header: tuple[str, str] | None = None,
     digest_headers: tuple[str, ...] = (),
     wrong_digests: bool = False,
+    log_requests: bool = False,
 ) -> web.Application:
     root = root.resolve()
     stats = OriginStats()
@@ -78,7 +82,7 @@ def build_origin(
         if bucket is not None or no_range or digest_headers:
             digests = _Digests(digest_headers, wrong_digests)
             return await _stream(request, path, no_range, bucket, stats, digests)
-        return _CountedFileResponse(path, stats)
+        return _CountedFileResponse(path, stats, log_requests)
 
     async def stats_view(request: web.Request) -> web.Response:
         return web.json_response(
@@ -99,14 +103,35 @@ def build_origin(
 class _CountedFileResponse(web.FileResponse):
     """sendfile, counting the body bytes once aiohttp has sent them (it prepares after the handler)."""
 
-    def __init__(self, path: Path, stats: OriginStats) -> None:
+    def __init__(self, path: Path, stats: OriginStats, log_requests: bool = False) -> None:
         super().__init__(path)
         self._stats = stats
+        self._log_requests = log_requests
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        writer = await super().prepare(request)
-        self._stats.bytes_sent += self.content_length or 0
-        return writer
+        if not self._log_requests:
+            writer = await super().prepare(request)
+            self._stats.bytes_sent += self.content_length or 0
+            return writer
+        began, complete = time.time(), False
+        try:
+            writer = await super().prepare(request)  # returns once sendfile has handed over the last byte
+            self._stats.bytes_sent += self.content_length or 0
+            complete = True
+            return writer
+        finally:
+            _log_request(request, self, complete, began)
+
+
+def _log_request(request: web.BaseRequest, response: web.StreamResponse, complete: bool, began: float) -> None:
+    """One line on stdout for a file request that has ended (see the module docstring)."""
+    status, content_range = response.status, response.headers.get("Content-Range")
+    span = f"0-{response.content_length}" if status == 200 else "-"
+    if content_range is not None and content_range.startswith("bytes ") and "/" in content_range:
+        first, _, last = content_range[6:].partition("/")[0].partition("-")
+        span = f"{first}-{int(last) + 1}"
+    outcome = "complete" if complete else "aborted"
+    print(f"request {request.remote} {span} {status} {outcome} {began:.3f} {time.time():.3f}", flush=True)
 
 
 @dataclass(frozen=True)
@@ -218,6 +243,7 @@ async def _main(args: argparse.Namespace) -> None:
         require_header=required,
         digest_headers=tuple(args.digest_header),
         wrong_digests=args.wrong_digests,
+        log_requests=args.log_requests,
     )
     await serve(app, args.host, args.port, "origin")
 
@@ -238,6 +264,7 @@ def main() -> None:
         help="publish this digest header (repeatable)",
     )
     parser.add_argument("--wrong-digests", action="store_true", help="publish digests of other bytes")
+    parser.add_argument("--log-requests", action="store_true", help="print a line per file request once it ends")
     args = parser.parse_args()
     if not os.path.isdir(args.root):
         sys.exit(f"origin: {args.root} is not a directory")
