@@ -172,3 +172,30 @@ def test_a_checkers_lease_outlives_its_announces_until_it_reports() -> None:
     assert out.rejected == [] and 0 not in tracker.audits
     out = report(tracker, "c", "10.0.0.3", {}, want=1)
     assert out.response is not None and 0 not in out.response.leases
+
+
+def test_a_checker_whose_lease_was_lost_gets_it_back_by_naming_its_fetch() -> None:
+    """The tracker lost the checker's lease (a restart: leases are soft state, checks are not) while its origin
+    fetch of the piece under check was under way. Others hold that piece, as they do every piece under check,
+    but the checker's ``fetching`` gets the lease back: its report is then the vote that closes the check, and
+    no third host fetches the piece from the origin."""
+    tracker = swarm()
+    report(tracker, "liar", "10.0.0.1", {i: digest(i) for i in range(4)})
+    tracker.announce(request("liar", bitfield=bits(range(4)).encode()), NOW, "10.0.0.1")
+    out = report(tracker, "b", "10.0.0.2", {}, want=1)
+    assert out.response is not None and 0 in out.response.leases
+    tracker.leases.clear()  # the restart
+    out = tracker.announce(request("b", fetching=(0,)), NOW + 0.1, "10.0.0.2")
+    assert out.response is not None and 0 in out.response.leases, "the check's lease back to its fetcher"
+    out = report(tracker, "c", "10.0.0.3", {}, want=4)
+    assert out.response is not None and 0 not in out.response.leases
+    out = tracker.announce(request("b", done={0: digest(0)}), NOW + 0.2, "10.0.0.2")
+    assert out.rejected == [] and 0 not in tracker.audits
+
+
+def test_a_claim_on_a_piece_under_check_from_the_reporters_host_is_no_lease() -> None:
+    tracker = swarm()
+    report(tracker, "liar", "10.0.0.1", {i: digest(i) for i in range(4)})
+    tracker.announce(request("twin", generation=0, origin=IDENTITY), NOW, "10.0.0.1")
+    out = tracker.announce(request("twin", fetching=(0,)), NOW + 0.1, "10.0.0.1")
+    assert out.response is not None and 0 not in out.response.leases, "a reporter's host never checks it"

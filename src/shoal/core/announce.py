@@ -471,7 +471,10 @@ def _lease_decisions(
     # Origin fetches in flight whose lease the tracker lost (a restart) or let lapse: back to their peer,
     # before any lease is granted afresh, so the piece is not fetched from the origin a second time.
     claimed = 0 if view.bad else _mask(request.fetching, size) & ~finished
-    reclaimed = reclaimable(claimed=claimed, held=held, others_leased=others) & ~kept
+    # Every piece under check is held by others: a checker's claim on one is its fetch for the check, and gets
+    # its lease back like any other, since only a lease holder's report is a vote (_take_reports).
+    checking = _checkable(snapshot, outcome, view.have, seen_host) if snapshot.audits else 0
+    reclaimed = reclaimable(claimed=claimed, held=held & ~checking, others_leased=others) & ~kept
     outcome.put_leases.extend(Lease(i, asker, expires) for i in iter_bits(reclaimed))
     leased = others | kept | reclaimed
 
@@ -585,6 +588,18 @@ def _vote(snapshot: TaskSnapshot, outcome: AnnounceOutcome, audit: Audit, known:
                 outcome.revoked.append(piece)
                 outcome.audits[piece] = None
     return verdict.digest
+
+
+def _checkable(snapshot: TaskSnapshot, outcome: AnnounceOutcome, have: Bitfield, seen_host: str) -> int:
+    """The pieces under check (a bit mask) that the asker may fetch for the check: open, lacking, and
+    reported only from other hosts."""
+    mask = 0
+    for index, audit in snapshot.audits.items():
+        if outcome.audits.get(index, audit) is None or index in have or index in outcome.revoked:
+            continue
+        if seen_host not in audit.hosts:
+            mask |= 1 << index
+    return mask
 
 
 def _audit_lease(

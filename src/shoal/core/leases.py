@@ -11,7 +11,9 @@ Rules:
   has lost such a lease (restarted, or it lapsed while the peer could not reach the tracker) grants it back
   to that peer when no live, trusted peer holds the piece and no other peer holds a live lease on it: the
   bytes are on their way, and leasing the piece to someone else would fetch it from the origin twice. A
-  claim on a piece someone else holds or has leased is refused; the claimant's bytes are then a copy.
+  claim on a piece someone else holds or has leased is refused; the claimant's bytes are then a copy. A
+  piece under spot check (core.audit) is the exception: others hold it by definition, and the claim of a
+  host that may check it is the check's fetch, whose lease it gets back (core.announce).
 * Peers get runs of consecutive pieces so one HTTP Range request fetches a run, and each run starts at
   the lowest free piece: peers that start together take the file's first runs in turn, and the swarm
   fills the file front to back. The complete prefix of a peer that started with them then grows with its
