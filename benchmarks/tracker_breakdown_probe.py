@@ -112,7 +112,10 @@ def _install(out: str) -> None:
     import aiohttp.web_protocol as protocol
     from aiohttp import web
 
+    import shoal.core.announce as announce
+    import shoal.core.swarm as swarm
     import shoal.http.json_api as json_api
+    import shoal.storage.task_rows as task_rows
     import shoal.storage.tracker_store as store
     import shoal.tracker.app as app
 
@@ -126,7 +129,15 @@ def _install(out: str) -> None:
     time_coroutine(app.TrackerService, "announce", "TrackerService.announce")
     time_coroutine(store.TrackerStore, "load", "store.load")
     time_function(app, "decide_announce", "decide_announce")
+    # The decision's parts (core.announce's helpers, called through its module's globals) and the store's.
+    time_function(announce, "_asker_view", "decide: asker's view")
+    time_function(announce, "_take_reports", "decide: take hash reports")
+    time_function(announce, "_lease_decisions", "decide: leases")
+    time_function(swarm.Swarm, "hand_out", "decide: hand-out")
+    time_function(swarm.Swarm, "addresses", "decide: addresses")
     time_function(store.TrackerStore, "stage", "store.stage")
+    time_function(task_rows.TaskRows, "apply", "stage: apply to memory")
+    time_function(swarm.Swarm, "apply", "stage: swarm.apply")
     time_function(app.TrackerService, "_crossings", "crossings")
     time_function(app, "struct_response", "struct_response (encode)")
 
