@@ -129,13 +129,20 @@ def test_a_peer_shed_by_the_owner_through_a_forward_is_told_the_owner_and_moves_
         # The cap takes its slot before the body is read: an announce whose body is still to come holds it.
         host, port = owner.url.removeprefix("http://").rsplit(":", 1)
         reader, writer = await asyncio.open_connection(host, int(port))
-        head = (
-            f"POST /v1/tasks/{task_id}/announce HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(held_body)}\r\nConnection: close\r\n\r\n"
-        )
-        writer.write(head.encode())
-        await writer.drain()
-        await asyncio.to_thread(wait_until, lambda: inflight(owner) == 1, "the owner's one slot taken")
+        try:
+            head = (
+                f"POST /v1/tasks/{task_id}/announce HTTP/1.1\r\nHost: {host}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(held_body)}\r\nConnection: close\r\n\r\n"
+            )
+            writer.write(head.encode())
+            await writer.drain()
+            await asyncio.to_thread(wait_until, lambda: inflight(owner) == 1, "the owner's one slot taken")
+            await shed_then_direct(reader, writer)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    async def shed_then_direct(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         shed_before, out_before = shed(owner), forwarded(other, "out")
         async with aiohttp.ClientSession() as session:
             client = TrackerClient(other.url, session)  # the peer knows only the member that is not the owner
@@ -145,7 +152,6 @@ def test_a_peer_shed_by_the_owner_through_a_forward_is_told_the_owner_and_moves_
             assert client.hints.target(task_id) == owner.url
             writer.write(held_body)  # the held announce completes, and gives its slot back
             assert (await reader.read()).startswith(b"HTTP/1.1 200")
-            writer.close()
             ok_before = await asyncio.to_thread(json_announces, owner)
             reply = await client.announce(task_id, request, wait_busy=False)
             assert reply.owner == "", "answered by the owner itself, not through a forward"
