@@ -8,9 +8,10 @@ on a kernel-chosen port; the load starts once every one sees all N live. Each si
 host's list of the trackers, as ``--tracker URL1,URL2`` configures a real one: ``--lists rotated`` (the
 default) gives the hosts the list rotated by their number (half the hosts start at the first tracker, half
 at the second: what an operator spreading a fleet, or DNS round robin, does), ``--lists same`` one list
-for all. A peer asks as peer.tracker_client does: the owner a forwarded reply named for its task
-(``AnnounceResponse.owner``; ``--no-hints`` ignores it, as clients did before the hint), else its current
-tracker, moving to the next in its list at once when one cannot be reached.
+for all. A peer asks as peer.tracker_client does: the owner a forwarding tracker named for its task (in
+the X-Shoal-Owner header of any reply, a 503 included, or a forwarded announce's ``AnnounceResponse.owner``;
+``--no-hints`` ignores both, as clients did before the hint), else its current tracker, moving to the next
+in its list at once when one cannot be reached.
 
 With ``--pin`` (the default on two or more cores) every tracker runs on CPU 0 and the generator on CPU 1:
 on a 2-core machine the trackers then share one core, so N trackers are compared with one by announces
@@ -27,7 +28,8 @@ database server's CPU (its processes by name, ``postgres`` or ``mariadbd``), to 
 
 Printed per step: offered/s, answered/s, 503/s, errors, timeouts, p50/p99, the trackers' CPU together and
 answered per CPU-second, the generator's CPU and lag; then per tracker its CPU, largest RSS, JSON announces
-it answered (/metrics), and the forwards it made; and the forwarded share (answers that named an owner).
+it answered (/metrics), and the forwards it made; the forwarded share (answers that named an owner), and
+the refusals (503s) that named one in the header.
 
 ``--kill-after S``: S seconds into the last step's measured window, SIGKILL tracker ``--victim`` (default
 the last). Printed: the tasks it owned then (by core.ownership over the members a survivor lists), for
@@ -75,6 +77,7 @@ sys.path.insert(0, str(CHECKOUT_SRC))  # the protocol this generator speaks is i
 import aiohttp  # noqa: E402
 
 import tracker_load  # noqa: E402
+from shoal.core.owner_hint import OWNER_HEADER  # noqa: E402
 from shoal.core.ownership import TrackerMember, owner  # noqa: E402
 from shoal.core.tickets import FLEET_HEADER  # noqa: E402
 from shoal.testing.cpu import MachineCpu, process_cpu_seconds  # noqa: E402
@@ -163,12 +166,19 @@ class ClusterLoad(Load):
         self.leases = leases
         self.kill: Kill | None = None
         self.forwarded_replies = 0
+        self.named_refusals = 0
 
     async def _ask(self, peer: SimPeer, url: str, body: bytes) -> tuple[int, bytes, str | None, str]:
         session = self.sessions[peer.source]
         headers = JSON if self.key is None else {**JSON, FLEET_HEADER: self.key.credential(time.time())}
         async with session.post(url + peer.task.path, data=body, headers=headers) as resp:
-            return resp.status, await resp.read(), resp.headers.get("Retry-After"), url
+            raw = await resp.read()
+            named = resp.headers.get(OWNER_HEADER)
+        if named and resp.status != 200:
+            self.named_refusals += 1
+        if named and self.args.hints:
+            self.hints[peer.number] = named.rstrip("/")
+        return resp.status, raw, resp.headers.get("Retry-After"), url
 
     async def _post(self, peer: SimPeer, body: bytes) -> tuple[int, bytes, str | None, str]:
         outcome = await self._choose(peer, body)
@@ -305,6 +315,7 @@ async def step_at(load: ClusterLoad, meters: ClusterMeters, rate: float, args: a
         each_before = dict(meters.each)
         throttled_before, database_before = meters.throttled, meters.database_seconds
         forwarded_before, duplicates_before = load.forwarded_replies, load.leases.duplicates
+        refusals_before = load.named_refusals
         across_before = load.leases.across_owners
         spies = []
         if last and args.spy:
@@ -363,7 +374,8 @@ async def step_at(load: ClusterLoad, meters: ClusterMeters, rate: float, args: a
     named = load.forwarded_replies - forwarded_before
     print(
         f"    forwarded share {named / step.ok if step.ok else 0:.1%} of the answers (replies naming an owner: "
-        f"{named}; the trackers forwarded {relayed:.0f}); duplicate leases in the window: "
+        f"{named}; the trackers forwarded {relayed:.0f}; refusals naming one: "
+        f"{load.named_refusals - refusals_before}); duplicate leases in the window: "
         f"{load.leases.duplicates - duplicates_before} by one tracker, "
         f"{load.leases.across_owners - across_before} across owners",
         flush=True,

@@ -1,5 +1,6 @@
 """A peer that asked a tracker which does not own its task is told the owner (core.owner_hint): its next
-announces go there directly, not through a forward; when the owner dies, the peer falls back to its list."""
+announces go there directly, not through a forward, also when the owner shed the first one (the forwarder's
+503 names the owner in its header); when the owner dies, the peer falls back to its list."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import secrets
 from collections.abc import Callable
 
 import aiohttp
+import msgspec
+import pytest
 
+from shoal.core.errors import TrackerBusy
 from shoal.core.ids import PeerIdentity, task_id_for_url
 from shoal.core.manifest import OriginIdentity
 from shoal.core.messages import AnnounceRequest
@@ -97,6 +101,65 @@ def test_a_peer_asking_the_other_member_moves_to_the_owner_and_back_to_its_list_
     assert any("does not answer" in r.getMessage() and owner.url in r.getMessage() for r in caplog.records)
     survivor_id = cluster_of(other)["tracker_id"]
     wait_until(lambda: owner_of(task_id, other) == survivor_id, "the survivor owns the task")
+
+
+def shed(t: Service) -> float:
+    return scrape(t.url).value("shoal_tracker_announces_shed_total")
+
+
+def inflight(t: Service) -> float:
+    return scrape(t.url).value("shoal_tracker_announces_inflight")
+
+
+def test_a_peer_shed_by_the_owner_through_a_forward_is_told_the_owner_and_moves_there(
+    tracker: Callable[..., Service], pg_url: str
+) -> None:
+    """The owner, at its cap (one announce in flight, held there by a body that has not arrived), sheds the
+    forwarded announce; the forwarder's 503 names the owner, and the peer's next announce goes there."""
+    by_id = start_cluster(tracker, pg_url, 2, "--max-inflight", "1")
+    ids = sorted(by_id)
+    owner, other = by_id[ids[0]], by_id[ids[1]]
+    url = a_task_owned_by(ids[0], other)
+    task_id = task_id_for_url(url)
+    me = PeerIdentity.from_secret(secrets.token_hex(16))
+    request = AnnounceRequest(peer_id=me.peer_id, secret=me.secret, url=url, port=7000, event="started")
+    held_body = msgspec.json.encode(request)
+
+    async def run() -> None:
+        # The cap takes its slot before the body is read: an announce whose body is still to come holds it.
+        host, port = owner.url.removeprefix("http://").rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            head = (
+                f"POST /v1/tasks/{task_id}/announce HTTP/1.1\r\nHost: {host}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(held_body)}\r\nConnection: close\r\n\r\n"
+            )
+            writer.write(head.encode())
+            await writer.drain()
+            await asyncio.to_thread(wait_until, lambda: inflight(owner) == 1, "the owner's one slot taken")
+            await shed_then_direct(reader, writer)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    async def shed_then_direct(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        shed_before, out_before = shed(owner), forwarded(other, "out")
+        async with aiohttp.ClientSession() as session:
+            client = TrackerClient(other.url, session)  # the peer knows only the member that is not the owner
+            with pytest.raises(TrackerBusy):
+                await client.announce(task_id, request, wait_busy=False)
+            assert await asyncio.to_thread(shed, owner) == shed_before + 1, "the owner shed the forward"
+            assert client.hints.target(task_id) == owner.url
+            writer.write(held_body)  # the held announce completes, and gives its slot back
+            assert (await reader.read()).startswith(b"HTTP/1.1 200")
+            ok_before = await asyncio.to_thread(json_announces, owner)
+            reply = await client.announce(task_id, request, wait_busy=False)
+            assert reply.owner == "", "answered by the owner itself, not through a forward"
+            assert await asyncio.to_thread(json_announces, owner) == ok_before + 1
+            # One forward in all: the shed one (relayed, as the owner answered it).
+            assert await asyncio.to_thread(forwarded, other, "out") == out_before + 1
+
+    asyncio.run(run())
 
 
 def test_peers_of_a_get_announce_at_the_owner(

@@ -2,8 +2,18 @@
 
 When several trackers share one database, one of them decides each task and the others forward its
 requests there (core.ownership, tracker.cluster). A forward costs both trackers an HTTP exchange, so the
-owner names itself in the reply of a forwarded announce (``AnnounceResponse.owner``) and the client sends
-that task's requests to the owner directly from then on. The rules, and why:
+owner is named to the client, which sends that task's requests to the owner directly from then on. It is
+named twice over:
+
+- in OWNER_HEADER, by the forwarding member, on every reply it relays from the owner or makes for a task
+  whose owner it knows, a 503 included (the owner shed the request, or the forward timed out). A peer the
+  owner sheds before it ever got an answer must learn the owner too: told nothing, it would keep asking
+  the wrong tracker, and each of its announces would cost both trackers a request just when they are
+  busiest;
+- in the body of a forwarded announce's reply (``AnnounceResponse.owner``) by the owner itself, which is
+  what clients older than the header read.
+
+The rules, and why:
 
 - A hint is per task: a client with many tasks (a daemon) reaches each one's owner, while calls about other
   tasks and other routes keep to the client's list and its current tracker (core.tracker_choice).
@@ -28,6 +38,9 @@ from urllib.parse import urlsplit
 
 from shoal.core.hosts import is_loopback_host
 
+OWNER_HEADER = "X-Shoal-Owner"
+"""The response header in which a forwarding member names the owner of the request's task (its advertised
+base URL)."""
 BACKOFF = 60.0
 """Seconds a tracker that failed as a task's owner is not taken as an owner again."""
 MAX_HINTS = 4096

@@ -15,11 +15,13 @@ that does not answer (TrackerUnreachable: no connection, a timeout, a 5xx that i
 at once; the client then stays with the one that answered, and logs one line. The rule is
 core.tracker_choice's. Only when none answers does the caller see TrackerUnreachable, naming them all.
 
-In a cluster, a member that forwarded an announce to the task's owner relays a reply naming the owner
-(``AnnounceResponse.owner``): the client then asks the owner about that task (its announces and hash
-look-ups) directly, and when the owner does not answer, its list as before, at once (core.owner_hint). A
-BitTorrent swarm's admission question (:meth:`TrackerClient.admitted`) follows the same rule, keyed by the
-info-hash in hex (the swarm's ownership key, tracker.bt), from the owner its forwarded reply names.
+In a cluster, a member that forwarded a request to the task's owner names the owner in its reply: in
+core.owner_hint.OWNER_HEADER on any reply, a 503 included (read here for every call about a task, before
+the reply becomes a message or an error), and in a forwarded announce's body (``AnnounceResponse.owner``,
+which trackers older than the header send alone). The client then asks the owner about that task (its
+announces and hash look-ups) directly, and when the owner does not answer, its list as before, at once
+(core.owner_hint). A BitTorrent swarm's admission question (:meth:`TrackerClient.admitted`) follows the
+same rule, keyed by the info-hash in hex (the swarm's ownership key, tracker.bt).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import msgspec
 
 from shoal.core.errors import TrackerBusy, TrackerUnavailable, TrackerUnreachable
 from shoal.core.messages import AnnounceRequest, AnnounceResponse, HashesResponse, SwarmAdmission
-from shoal.core.owner_hint import OwnerHints
+from shoal.core.owner_hint import OWNER_HEADER, OwnerHints
 from shoal.core.retry import busy_delay
 from shoal.core.tracker_choice import TrackerChoice, parse_trackers
 from shoal.core.tracker_replies import read_reply
@@ -92,7 +94,7 @@ class TrackerClient:
         the list's trackers in turn; the reply and the base URL of the tracker that gave it."""
         if task_id and (owner := self.hints.target(task_id)) is not None:
             try:
-                return await self._at(owner, method, path, kind, body, time_limit), owner
+                return await self._at(owner, method, path, kind, body, time_limit, task_id), owner
             except TrackerUnreachable as exc:
                 self.hints.failed(owner, time.monotonic())
                 log.warning("the tracker owning task %s does not answer (%s); asking its list", task_id[:12], exc)
@@ -101,7 +103,7 @@ class TrackerClient:
         def attempt(url: str) -> Awaitable[T]:
             nonlocal answered
             answered = url
-            return self._at(url, method, path, kind, body, time_limit)
+            return self._at(url, method, path, kind, body, time_limit, task_id)
 
         return await ask_in_turn(self.choice, attempt), answered
 
@@ -113,7 +115,11 @@ class TrackerClient:
         kind: type[T],
         body: bytes | None,
         time_limit: aiohttp.ClientTimeout = TIMEOUT,
+        task_id: str = "",
     ) -> T:
+        """One call at ``tracker``; an owner it names for ``task_id`` (OWNER_HEADER) is learnt whatever the
+        reply, so a peer shed by the owner through a forward asks the owner next time."""
+
         def refused(message: str, status: int) -> TrackerUnavailable:
             return TrackerUnavailable(f"tracker answered {status}: {message}", tracker=tracker)
 
@@ -132,10 +138,13 @@ class TrackerClient:
                 raw = await resp.read()
                 reason, content_type = resp.reason or "", resp.headers.get("Content-Type", "")
                 retry_after = resp.headers.get("Retry-After")
+                named = resp.headers.get(OWNER_HEADER)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise TrackerUnreachable(
                 f"cannot reach the tracker at {tracker}: {exc or type(exc).__name__}", tracker=tracker
             ) from exc
+        if named and task_id:
+            self.hints.learn(task_id, named, tracker, time.monotonic())
         ctype = content_type.split(";")[0]
         return read_reply(tracker, resp.status, reason, ctype, raw, kind, refused, retry_after)
 
@@ -156,14 +165,16 @@ class TrackerClient:
         body = msgspec.json.encode(request)
         wait = wait_busy and request.event != "stopped"
         path = f"/v1/tasks/{task_id}/announce"
-        reply, via = await self._call("POST", path, AnnounceResponse, body, wait_busy=wait, task_id=task_id)
+        try:
+            reply, via = await self._call("POST", path, AnnounceResponse, body, wait_busy=wait, task_id=task_id)
+        finally:
+            if request.event == "stopped":
+                self.hints.forget(task_id)  # the peer left: an owner named on the way out (or not) is moot
         if reply.ticket:
             self._tickets[task_id] = reply.ticket
         elif request.event == "stopped":
             self._tickets.pop(task_id, None)
-        if request.event == "stopped":
-            self.hints.forget(task_id)
-        elif reply.owner:
+        if reply.owner and request.event != "stopped":
             self.hints.learn(task_id, reply.owner, via, time.monotonic())
         return reply
 

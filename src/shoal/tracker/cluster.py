@@ -36,6 +36,7 @@ from aiohttp import web
 from yarl import URL
 
 from shoal.core.messages import ClusterMember, ClusterView
+from shoal.core.owner_hint import OWNER_HEADER
 from shoal.core.ownership import HEARTBEAT, TrackerMember, in_force, lost_tasks, owner, sharing_url
 from shoal.core.pool_api import MEMBER_SECRET
 from shoal.core.tickets import FLEET_HEADER, FleetKey
@@ -285,15 +286,21 @@ class Cluster:
         self, request: web.Request, to: TrackerMember, path_qs: str | None = None, *, patience: float = FORWARD_TIMEOUT
     ) -> web.Response:
         """``request`` (or a GET of ``path_qs``) answered by member ``to`` within ``patience`` seconds, its reply
-        relayed as it came; a 503 with Retry-After when ``to`` does not answer."""
+        relayed as it came; a 503 with Retry-After when ``to`` does not answer. The reply names ``to`` in
+        OWNER_HEADER (core.owner_hint) whatever its status, a shed 503 included, and so does the 503 of a
+        forward that timed out (``to`` is up but busy); not that of an owner we could not connect to, which may
+        be gone: its peers are better off asking their lists, whose members name the task's next owner."""
+        named = {OWNER_HEADER: to.url}
         try:
             status, payload, kept = await self.ask(request, to, path_qs, patience=patience)
         except (aiohttp.ClientError, TimeoutError) as exc:
             self.relay_failed += 1
             log.info("forwarding %s to %s failed: %s", request.rel_url.path, to.url, exc)
-            return json_error(503, "the task's tracker did not answer; announce again", **{"Retry-After": RETRY_AFTER})
+            busy = isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ConnectionTimeoutError)
+            headers = {"Retry-After": RETRY_AFTER, **(named if busy else {})}
+            return json_error(503, "the task's tracker did not answer; announce again", **headers)
         self.relayed += 1
-        return web.Response(status=status, body=payload, headers=kept)
+        return web.Response(status=status, body=payload, headers={**kept, **named})
 
     async def ask(
         self,
