@@ -26,7 +26,8 @@ from shoal.core.leases import Lease
 from shoal.core.manifest import Manifest
 from shoal.core.messages import AnnounceRequest
 from shoal.storage.db import create_engine
-from shoal.storage.schema import MIGRATIONS, metadata, migrate, schema_migrations
+from shoal.storage.migrations import MIGRATIONS, migrate
+from shoal.storage.schema import metadata, schema_migrations
 from shoal.storage.tracker_store import TaskRows, TrackerStore
 from shoal.testing.poll import wait_until_async
 from tests.unit.test_swarm_state import assert_consistent as assert_swarm_consistent
