@@ -328,6 +328,13 @@ async def _v11_mirror_size_text(conn: AsyncConnection) -> None:
     await conn.execute(text("ALTER TABLE mirror_jobs ADD COLUMN size_text TEXT NULL"))
 
 
+async def _v12_task_epochs(conn: AsyncConnection) -> None:
+    # A task's ownership epoch: each tracker that takes the task over bumps it, and a write of its durable
+    # facts lands only while the epoch is still the writer's (core.ownership). Existing tasks start at 0,
+    # as a task created from now on does.
+    await conn.execute(text("ALTER TABLE tasks ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0"))
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "tasks, piece hashes, peers, leases", _v1_initial),
     (2, "times as DOUBLE on MySQL", _v2_double_times),
@@ -340,6 +347,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (9, "pools: owners' tokens, private as a column, push allow-lists", _v9_pool_owners),
     (10, "pool jobs: digests of every algorithm", _v10_push_digests),
     (11, "mirror jobs: the size as reported", _v11_mirror_size_text),
+    (12, "tasks: the ownership epoch that fences their writes", _v12_task_epochs),
 ]
 
 

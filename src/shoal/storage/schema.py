@@ -86,6 +86,9 @@ tasks = Table(
     Column("hash_seq", Integer, nullable=False, default=0),
     Column("created", Time, nullable=False),
     Column("updated", Time, nullable=False),
+    # The ownership epoch (core.ownership, "Durable writes"): bumped by each tracker that takes the task over,
+    # and every later write of the task's durable facts lands only while it is still the writer's.
+    Column("epoch", Integer, nullable=False, server_default=text("0")),
 )
 
 piece_hashes = Table(
