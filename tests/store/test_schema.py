@@ -38,7 +38,8 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeEngine
 
 from shoal.storage.db import create_engine
-from shoal.storage.schema import MIGRATIONS, Blob, metadata, migrate, schema_migrations
+from shoal.storage.migrations import MIGRATIONS, migrate
+from shoal.storage.schema import Blob, metadata, schema_migrations
 
 VERSIONS = [version for version, _, _ in MIGRATIONS]
 LATEST = VERSIONS[-1]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,7 +26,8 @@ from shoal.core.leases import Lease
 from shoal.core.manifest import Manifest
 from shoal.core.messages import AnnounceRequest
 from shoal.storage.db import create_engine
-from shoal.storage.schema import MIGRATIONS, metadata, migrate, schema_migrations
+from shoal.storage.migrations import MIGRATIONS, migrate
+from shoal.storage.schema import metadata, schema_migrations
 from shoal.storage.tracker_store import TaskRows, TrackerStore
 from shoal.testing.poll import wait_until_async
 from tests.unit.test_swarm_state import assert_consistent as assert_swarm_consistent
@@ -497,29 +498,44 @@ async def test_reads_of_a_task_not_in_memory_at_once_share_one_copy(store: Track
     assert again.response is not None and again.response.leases == (4, 5, 6, 7)
 
 
-class WriteDuringRead(TrackerStore):
-    """A store whose next database read of a task is overtaken by a write (another request's announce)."""
+class HeldTakeOver(TrackerStore):
+    """A store whose reads of a task into memory (take-overs, on a shared database) wait until the test lets
+    them run, and are counted."""
 
-    write: Callable[[], Awaitable[object]] | None = None
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.go = asyncio.Event()
+        self.waiting = 0
+        self.taken = 0
 
-    async def read_rows(self, task_id: str) -> TaskRows | None:
-        rows = await super().read_rows(task_id)
-        if self.write is not None:
-            write, self.write = self.write, None
-            await write()
-        return rows
+    async def _take_over(self, task_id: str) -> TaskRows | None:
+        self.waiting += 1
+        await self.go.wait()
+        self.waiting -= 1
+        self.taken += 1
+        return await super()._take_over(task_id)
 
 
-async def test_a_read_overtaken_by_a_write_is_not_kept(db_url: str) -> None:
-    async with WriteDuringRead(db_url) as store:
+async def test_an_announce_during_a_read_of_its_task_waits_for_it_and_its_write_lands(db_url: str) -> None:
+    """One read of a task into memory at a time: a second would bump the task's epoch past the copy the
+    first kept (on a shared database), and the writes decided on that copy would be left out."""
+    async with HeldTakeOver(db_url) as store:
+        store.go.set()
         await join(store, "p1", T0, want_leases=4)
         assert await store.expire(T0 + TTL + 1, TTL) == 1  # the task leaves memory
-        store.write = lambda: join(store, "p2", T0 + TTL + 2, want_leases=4)
-        overtaken = await store.load(TASK_ID, ())
-        # Read before p2's announce landed: the copy p2's announce put in place (with its leases) is the
-        # one kept and returned, not what was read.
-        assert [p.view.peer_id for p in overtaken.peers] == ["p2"] and len(overtaken.leases) == 4
-        assert overtaken.swarm is store._rows[TASK_ID].swarm
+        store.go.clear()
+        store.taken = 0
+        reading = asyncio.ensure_future(store.load(TASK_ID, ()))
+        await wait_until_async(lambda: store.waiting == 1, "the read of the task held")
+        joining = asyncio.ensure_future(join(store, "p2", T0 + TTL + 2, want_leases=4))
+        store.go.set()
+        await asyncio.gather(reading, joining)
+        assert store.taken == 1, "the announce decided on the copy the read kept"
+        joined = joining.result()
+        assert joined.response is not None and joined.response.leases == (0, 1, 2, 3)
+        await announce(store, request("p2", done={0: digest(0)}), T0 + TTL + 3)  # lands: TaskMoved otherwise
+        stored = await store.read_rows(TASK_ID)
+        assert stored is not None and stored.hashes_since(0).hashes == {0: digest(0)}
 
 
 async def test_expire_keeps_the_leases_of_a_peer_that_keeps_announcing(store: TrackerStore) -> None:

@@ -8,11 +8,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shoal.core.ownership import (
+    CREATED_EPOCH,
     FENCE_MARGIN,
     HEARTBEAT,
     JOIN_DELAY,
     LOOP_PATIENCE,
     TTL,
+    EpochFence,
     TrackerMember,
     counts_from,
     in_force,
@@ -201,3 +203,28 @@ def test_members_that_advertise_one_url_are_named() -> None:
     assert sharing_url("a", [a, b, c, dead], NOW) == [b]
     assert sharing_url("c", [a, b, c, dead], NOW) == []
     assert sharing_url("x", [a, b], NOW) == [], "not a member (yet): nothing to compare with"
+
+
+def test_a_write_lands_only_on_the_epoch_its_copy_took_the_task_over_with() -> None:
+    fence = EpochFence({"t": 3, "u": 7})
+    assert fence.lands("t", 3) and fence.lands("u", 7)
+    assert not fence.lands("t", 2), "another tracker took the task over since the copy was read"
+    assert not fence.lands("t", 4)
+    assert not fence.lands("gone", 3), "a task whose row is gone has no epoch"
+    assert not fence.lands("t", None), "a copy read without taking the task over writes nothing"
+
+
+def test_a_task_created_in_the_batch_takes_the_writes_of_its_creating_copy() -> None:
+    fence = EpochFence({})
+    assert not fence.lands("t", CREATED_EPOCH), "no row yet: a write before the creation finds none"
+    fence.created("t")
+    assert fence.lands("t", CREATED_EPOCH)
+    assert not fence.lands("t", CREATED_EPOCH + 1)
+
+
+def test_on_a_database_of_one_tracker_only_the_take_over_is_checked() -> None:
+    fence = EpochFence(None)
+    assert fence.lands("t", 0) and fence.lands("t", 5)
+    fence.created("t")
+    assert fence.lands("t", 1)
+    assert not fence.lands("t", None)

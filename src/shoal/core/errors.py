@@ -31,7 +31,8 @@
     │   └── CredentialRefused       -  no fleet credential or ticket, or one that does not check out (401/403)
     ├── StoreError                  1  the SQL database failed or could not be reached (503 at the edge)
     │   ├── DatabaseLocked         10  another tracker process holds the SQLite database file
-    │   └── TaskCreatedElsewhere    1  another tracker created the task this one's write created (503 at the edge)
+    │   └── TaskMoved               1  another tracker took over the task of a write meanwhile (503 at the edge)
+    │       └── TaskCreatedElsewhere 1  another tracker created the task this one's write created
     ├── DaemonUnavailable           1  no daemon answers on the control socket
     │   └── UnsafeSocket            1  the socket's directory or the process behind it is not this user's
     ├── RemoteError                 *  an error the daemon reported (* the daemon's exit code, kept)
@@ -331,15 +332,23 @@ class StoreError(ShoalError):
     """The SQL database (tracker, pools, mirror manager) failed or could not be reached."""
 
 
-class TaskCreatedElsewhere(StoreError):
-    """A task this tracker decided as new was created meanwhile by another tracker sharing the database: the
-    write of a decision made before the task moved (core.ownership) committed after its new owner had read
-    the database. Nothing of it was written; the task is read again, and the announce answered 503 with
-    Retry-After. ``task_id`` is the task."""
+class TaskMoved(StoreError):
+    """Another tracker sharing the database took over the task of a write since this tracker read it: the
+    write of a decision made before the task moved (core.ownership) came to commit after the new owner had
+    read the database. Nothing of it was written, this tracker's soft state of the task is dropped, and the
+    announce is answered 503 with Retry-After. ``task_id`` is the task."""
+
+    def __init__(self, task_id: str, message: str = "") -> None:
+        super().__init__(message or f"task {task_id[:16]} was taken over by another tracker meanwhile")
+        self.task_id = task_id
+
+
+class TaskCreatedElsewhere(TaskMoved):
+    """A task this tracker decided as new was created meanwhile by another tracker sharing the database (a
+    TaskMoved whose write was the task's creation). Nothing of it was written; the task is read again."""
 
     def __init__(self, task_id: str) -> None:
-        super().__init__(f"task {task_id[:16]} was created by another tracker meanwhile")
-        self.task_id = task_id
+        super().__init__(task_id, f"task {task_id[:16]} was created by another tracker meanwhile")
 
 
 class DatabaseLocked(StoreError):

@@ -40,10 +40,27 @@ different peers. The rules:
   requests delays no renewal. They stop when the work's event loop has made no progress for
   LOOP_PATIENCE (:func:`keeps_renewing`): a tracker whose loop is wedged lets its row lapse, and the
   others take its tasks over (liveness).
-* **Durable writes** are decided under the fence but commit later (group commit): a write of a decision
-  made just before a task moved can commit after the new owner read the database. The rows carry no epoch
-  yet to make such a stale write fail (DESIGN.md asks for one); the one such write checked is a task's
-  creation, which finds the task created and is left out (storage.tracker_store, TaskCreatedElsewhere).
+* **Durable writes carry the task's epoch.** They are decided under the fence but commit later (group
+  commit): a write of a decision made just before a task moved could commit after the new owner read the
+  database, and stand beside facts the new owner decides on without it (a hash it never hands out, a
+  generation it does not know). So each task's row has an ownership epoch. The member that takes a task
+  over (reads it from the database to decide it, as its owner) bumps the epoch in the transaction that
+  reads the task's facts, and its copy keeps the epoch it bumped to; a later write of that copy lands only
+  while the database still holds that epoch (:class:`EpochFence`: a batch of writes locks its tasks' rows
+  and reads their epochs before it writes, so no take-over comes between the check and the writes). A
+  write that finds another epoch is left out, not failed: the rest of its batch commits, the task's soft
+  state is dropped as a lost task's, and the announce is answered 503 (storage.tracker_store, TaskMoved).
+  The bump is one statement per take-over, none per announce. A task's creation is checked by its insert
+  instead (it finds the task created: TaskCreatedElsewhere); the row it makes has CREATED_EPOCH.
+* **Only the owner takes a task over.** The owner is checked at the moment the take-over begins: a member
+  that reads a task it does not own (a request that waited on the loop across a move) bumps nothing, keeps
+  no copy and writes nothing from what it read, or it would fence the real owner out of its own task.
+* **Two writes carry no epoch.** The record that a task still has peers (its ``updated``) only makes a
+  task's retirement later, late or not. The removal of a task idle for the retention is decided on the
+  database's rows, not on a copy: one that commits after another member took the task over leaves that
+  member's copy without a row, its next write is left out, and the task is made afresh, as if the removal
+  had come just before the take-over.
+* A SQLite file has one tracker (storage.db_lock): nobody else takes its tasks over, and nothing is bumped.
 * **Taking a task over.** The member that gains a task starts without its soft state: the peers rebuild it
   with their next announces, and origin fetches in flight come back to their peers through ``fetching``.
   For a grace period after tasks move it grants no fresh origin lease on a task it reads from the database
@@ -60,7 +77,7 @@ different peers. The rules:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 HEARTBEAT = 1.0
@@ -78,6 +95,8 @@ long after its registration committed: longer than any other member decides on o
 LOOP_PATIENCE = 10.0
 """Seconds the tracker's event loop may make no progress before its renewals stop and its row lapses: a
 wedged tracker hands its tasks on, and one far behind its work but running keeps them."""
+CREATED_EPOCH = 0
+"""The epoch of a task's row as its creation writes it; each take-over adds one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,3 +181,27 @@ def sharing_url(me: str, members: Iterable[TrackerMember], now: float) -> list[T
     members = list(members)
     mine = {m.url.rstrip("/") for m in members if m.tracker_id == me}
     return [m for m in members if m.tracker_id != me and m.live(now) and m.url.rstrip("/") in mine]
+
+
+class EpochFence:
+    """Which writes of a batch land (the rule "Durable writes carry the task's epoch"), in the order they run.
+
+    ``stored``: each task's epoch in the database as the batch began (read under lock, so it stays so until
+    the batch commits), a task without a row missing; None on a database one tracker owns (SQLite), where
+    nobody else takes a task over. A write carries the epoch of the copy it was decided on, None when that
+    copy was read without taking the task over."""
+
+    def __init__(self, stored: Mapping[str, int] | None) -> None:
+        self._stored = None if stored is None else dict(stored)
+
+    def lands(self, task_id: str, epoch: int | None) -> bool:
+        """Whether a write of ``task_id`` decided on a copy of ``epoch`` lands: the copy took the task over,
+        and the task's epoch is still the copy's (a task whose row is gone has none)."""
+        if epoch is None:
+            return False
+        return self._stored is None or self._stored.get(task_id) == epoch
+
+    def created(self, task_id: str) -> None:
+        """The batch created ``task_id``: the writes of it behind the creation check against its epoch."""
+        if self._stored is not None:
+            self._stored[task_id] = CREATED_EPOCH

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from shoal.core.errors import StoreError, UsageError
 from shoal.core.redact import redact_url
-from shoal.storage.schema import migrate
+from shoal.storage.migrations import migrate
 
 T = TypeVar("T")
 
@@ -149,7 +149,7 @@ def sqlite_writer_engine(engine: AsyncEngine) -> Engine | None:
 
 class SqlStore:
     """A store over one database: ``async with`` opens the engine and brings the schema up to date
-    (shoal.storage.schema's migrations, which every store shares); ``connection()`` maps database
+    (shoal.storage.migrations, which every store shares); ``connection()`` maps database
     failures to StoreError. The tracker's and the mirror manager's stores build on it."""
 
     def __init__(self, url: str, *, pool_size: int = 10, migrate: bool = True) -> None:

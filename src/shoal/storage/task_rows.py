@@ -4,7 +4,8 @@ A :class:`TaskRows` is the copy an announce is decided on (core.announce reads i
 :meth:`TaskRows.snapshot`) and the copy the decision's outcome changes at once (:meth:`TaskRows.apply`);
 storage.tracker_store keeps one per active task, reads it from SQL and writes what it changed of the durable
 facts. The rules: the hash sequence never goes back (peers were told the numbers given out), and a refresh
-after a failed write takes the durable facts from the database and keeps the soft state.
+after a failed write takes the durable facts from the database (and the epoch of that read) and keeps the
+soft state.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ class TaskRows:
     touched: float = 0.0
     """The task's ``updated`` in the database as this copy knows it: when it was last written, or last
     recorded as having peers (:meth:`TrackerStore.touch`)."""
+    epoch: int | None = None
+    """The task's ownership epoch as this copy took the task over (or created it), which its writes carry
+    (core.ownership); None: read without taking the task over, so no write of it lands."""
 
     def __post_init__(self) -> None:
         self.swarm = Swarm(self.task.generation, size_of(self.task))
@@ -120,6 +124,7 @@ class TaskRows:
         again to another hash would hide that hash from them."""
         told = self.task.hash_seq
         self.task = replace(stored.task, hash_seq=max(stored.task.hash_seq, told))
+        self.epoch = stored.epoch
         self.hashes, self.reporters, self.hashed = stored.hashes, stored.reporters, stored.hashed
         self.audits = {piece: audit for piece, audit in self.audits.items() if piece in self.hashes}
         self.swarm.retain(self.task.generation, size_of(self.task), self.hashed)

@@ -23,11 +23,18 @@ waits for nothing.
 
 A write that fails fails every write staged behind it (they were decided on state that included it) and
 marks those tasks' copies stale: their durable facts are read again before the next decision on them, their
-soft state stays. On a database several trackers share, a task's creation can find the task created by
-another tracker (the write of a decision made before the task moved committed after the new owner read the
-database): that write and the writes of the task behind it in its batch are left out, the rest of the batch
-commits, and their callers get TaskCreatedElsewhere. A task whose swarm is left without peers leaves memory
-at the next expiry sweep, and is read again when someone announces it.
+soft state stays. A task whose swarm is left without peers leaves memory at the next expiry sweep, and is
+read again when someone announces it.
+
+On a database several trackers share, a write of a decision made before its task moved can come to commit
+after the new owner read the database; the writes are fenced by the task's ownership epoch (core.ownership
+has the rule). Reading a task into memory as its owner (:meth:`TrackerStore.owns`) takes it over: one
+transaction bumps the task's epoch and reads its facts, and the copy keeps that epoch; one take-over of a
+task at a time in this process, or the second would fence out the first one's copy. Each batch locks its
+tasks' rows and reads their epochs first; a write whose copy's epoch is no longer the task's is left out,
+the rest of the batch commits, the copy is dropped (:attr:`TrackerStore.lost` hears of it) and the caller
+gets TaskMoved. A task's creation that finds the task created by another tracker is left out with the
+writes of the task behind it in its batch (TaskCreatedElsewhere), and the copy is read again.
 """
 
 from __future__ import annotations
@@ -35,56 +42,33 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, and_, delete, select, update
 
-from shoal.core.announce import AnnounceOutcome, TaskRecord, TaskSnapshot
-from shoal.core.errors import TaskCreatedElsewhere
+from shoal.core.announce import AnnounceOutcome, TaskSnapshot
+from shoal.core.errors import TaskCreatedElsewhere, TaskMoved
 from shoal.core.leases import Lease
-from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import HashesResponse, PeerSummary, TaskSummary
+from shoal.core.ownership import CREATED_EPOCH
 from shoal.core.swarm import Census
 from shoal.storage.db import SqlStore, uncancelled
 from shoal.storage.schema import piece_hashes, tasks
-from shoal.storage.task_rows import TaskRows, seqs
-
-
-def _task_from_row(row: Any) -> TaskRecord:
-    manifest = None
-    if row.length is not None:
-        manifest = Manifest(OriginIdentity(row.length, row.etag, row.last_modified), row.piece_length)
-    return TaskRecord(
-        task_id=row.task_id,
-        url=row.url,
-        generation=row.generation,
-        manifest=manifest,
-        range_ok=bool(row.range_ok),
-        hash_seq=row.hash_seq,
-    )
-
-
-def _task_values(task: TaskRecord, now: float) -> dict[str, Any]:
-    m = task.manifest
-    return {
-        "url": task.url,
-        "generation": task.generation,
-        "length": m.length if m else None,
-        "piece_length": m.piece_length if m else None,
-        "etag": m.identity.etag if m else "",
-        "last_modified": m.identity.last_modified if m else "",
-        "range_ok": task.range_ok,
-        "hash_seq": task.hash_seq,
-        "updated": now,
-    }
-
-
-_UPDATE_TASK = update(tasks).where(tasks.c.task_id == bindparam("the_task_id"))
-"""A task's row rewritten, its SET clause from the parameters' names: one statement built once and compiled
-once, rather than one built for each of the writes a busy tracker makes a second."""
+from shoal.storage.task_rows import TaskRows
+from shoal.storage.task_sql import (
+    ELSEWHERE,
+    MOVED,
+    BatchRows,
+    Staged,
+    copy_of,
+    hash_rows,
+    hashes_of,
+    run_batch,
+    task_values,
+    write_outcome,
+)
 
 COMMIT_WINDOW = 0.005
 """Seconds the writer waits before it takes what is staged (group commit): the writes staged meanwhile share
@@ -97,88 +81,6 @@ _BATCH = 500
 """Task ids per statement of the retention's writes."""
 
 
-def _hash_rows(outcome: AnnounceOutcome) -> list[dict[str, Any]]:
-    """The rows of the outcome's new hashes, in seq order."""
-    tid = outcome.task.task_id
-    _, first_seq = seqs(outcome)
-    return [
-        {
-            "task_id": tid,
-            "piece": piece,
-            "hash": digest,
-            "seq": first_seq + n,
-            "reporter": outcome.reporters.get(piece, ""),
-        }
-        for n, (piece, digest) in enumerate(sorted(outcome.new_hashes.items()))
-    ]
-
-
-@dataclass(slots=True)
-class _Rows:
-    """What an announce that neither makes its task nor drops hashes writes: its task's row rewritten, and
-    its new hashes' rows. Those of a batch's announces go in one statement of each kind (see _run_batch)."""
-
-    task: dict[str, Any] | None
-    """The task row's new values (with ``the_task_id``), None when only hashes are new."""
-    hashes: list[dict[str, Any]]
-
-
-_ELSEWHERE = object()
-"""The result of a staged write left out because its task was created by another tracker (_run_batch)."""
-
-
-def _run_batch(batch: list[_Staged], conn: Connection) -> list[Any]:
-    """Run a batch's writes in order, in the caller's transaction. Consecutive writes that only rewrite task
-    rows and add hashes (``rows``) go as one UPDATE and one INSERT of many rows each: per statement the driver
-    and SQLAlchemy cost as much as per row many times over, and a busy tracker's batches are dozens of such
-    writes. Within such a run every task row's last values win and every hash row goes in, as one by one.
-    A write whose creation of its task found it created elsewhere (``_ELSEWHERE``) leaves out the writes of
-    that task behind it too: they were decided on the copy it created."""
-    results: list[Any] = []
-    elsewhere: set[str] = set()
-    updates: list[dict[str, Any]] = []
-    inserts: list[dict[str, Any]] = []
-
-    def flush() -> None:
-        if updates:
-            conn.execute(_UPDATE_TASK, updates)
-            updates.clear()
-        if inserts:
-            conn.execute(piece_hashes.insert(), inserts)
-            inserts.clear()
-
-    for staged in batch:
-        if staged.task_id in elsewhere:
-            results.append(_ELSEWHERE)
-            continue
-        rows = staged.rows
-        if rows is None:
-            flush()
-            result = staged.run(conn)
-            if result is _ELSEWHERE:
-                elsewhere.add(staged.task_id)
-            results.append(result)
-            continue
-        if rows.task is not None:
-            updates.append(rows.task)
-        inserts.extend(rows.hashes)
-        results.append(None)
-    flush()
-    return results
-
-
-@dataclass(slots=True)
-class _Staged:
-    """A write staged for the database: what it runs in the batch's transaction (``run``, or the ``rows``
-    _run_batch writes together with its neighbours'), the task it changed, and the future its caller awaits."""
-
-    run: Callable[[Connection], Any]
-    task_id: str
-    done: asyncio.Future[Any]
-    outcome: AnnounceOutcome
-    rows: _Rows | None = None
-
-
 class TrackerStore(SqlStore):
     def __init__(self, url: str, *, clock: Callable[[], float] = time.time) -> None:
         super().__init__(url)
@@ -189,13 +91,26 @@ class TrackerStore(SqlStore):
         """The live peers and seeds of every task in memory, kept as their swarms change (core.swarm)."""
         self._pending: dict[str, int] = {}  # task -> its writes staged and not yet committed or failed
         self._drops = 0  # bumped as a task's copy leaves memory: a read that overlapped one is read again
-        self._staged: list[_Staged] = []  # not yet begun, in the order staged
+        self._staged: list[Staged] = []  # not yet begun, in the order staged
         self._writer: asyncio.Task[None] | None = None
         self.peer_ttl = 0.0
         """The TTL the latest load or expiry sweep went by (for a lease given back after a failed write)."""
         self.grace_until = 0.0
         """Until this time, a task read from the database is decided with ``TaskSnapshot.grace``: the
         tracker service sets it as it starts."""
+        self.owns: Callable[[str], bool] = lambda task_id: True
+        """Whether this tracker owns a task now (tracker.cluster): a task is taken over only by its owner.
+        Every task, on a database of one tracker."""
+        self.lost: Callable[[list[str]], None] = lambda task_ids: None
+        """Told the tasks whose copies were dropped because another tracker took them over (after the store
+        dropped them), so that the service forgets its own soft state of them."""
+        self._taking: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        """One read of a task into memory at a time (a take-over bumps the epoch: see the module docstring)."""
+
+    @property
+    def shared(self) -> bool:
+        """Whether trackers may share this database (PostgreSQL, MySQL/MariaDB; not a SQLite file)."""
+        return self.engine.dialect.name != "sqlite"
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.flush()
@@ -207,17 +122,23 @@ class TrackerStore(SqlStore):
             await asyncio.wait([self._writer])
 
     def _stage(
-        self, run: Callable[[Connection], Any], outcome: AnnounceOutcome, rows: _Rows | None = None
+        self,
+        run: Callable[[Connection], Any],
+        outcome: AnnounceOutcome,
+        rows: BatchRows | None,
+        *,
+        copy: TaskRows | None,
+        creates: bool,
     ) -> asyncio.Future[Any]:
         done = asyncio.get_running_loop().create_future()
         task_id = outcome.task.task_id
-        self._staged.append(_Staged(run, task_id, done, outcome, rows))
+        self._staged.append(Staged(run, task_id, done, outcome, rows, copy, creates))
         self._pending[task_id] = self._pending.get(task_id, 0) + 1
         if self._writer is None:
             self._writer = asyncio.ensure_future(self._write_staged())
         return done
 
-    def _settle(self, batch: list[_Staged]) -> None:
+    def _settle(self, batch: list[Staged]) -> None:
         for staged in batch:
             left = self._pending[staged.task_id] - 1
             if left:
@@ -229,11 +150,13 @@ class TrackerStore(SqlStore):
         """The one writer: commit what is staged, a batch per transaction, until nothing is left."""
         try:
             while self._staged:
-                batch: list[_Staged] = []
+                batch: list[Staged] = []
                 try:
                     await asyncio.sleep(COMMIT_WINDOW)
                     batch, self._staged = self._staged, []
-                    results = await self.write_transaction(functools.partial(_run_batch, batch))
+                    for staged in batch:
+                        staged.epoch = None if staged.copy is None else staged.copy.epoch
+                    results = await self.write_transaction(functools.partial(run_batch, batch, shared=self.shared))
                 except BaseException as exc:
                     failed, self._staged = batch + self._staged, []
                     self._settle(failed)
@@ -252,15 +175,28 @@ class TrackerStore(SqlStore):
                         raise
                 else:
                     self._settle(batch)
+                    lost: list[str] = []
                     for staged, result in zip(batch, results, strict=True):
-                        if result is _ELSEWHERE and (rows := self._rows.get(staged.task_id)) is not None:
-                            rows.stale = True  # the other tracker's facts are read before deciding on it
+                        rows = self._rows.get(staged.task_id)
+                        if result is ELSEWHERE and staged.copy is not None:
+                            # The other tracker's facts are read before deciding on it, and the writes
+                            # staged meanwhile on the copy that created it are left out (no epoch).
+                            staged.copy.stale = True
+                            staged.copy.epoch = None
+                        elif result is MOVED and rows is not None and rows is staged.copy:
+                            # The copy it was decided on (not one taken over again since): a lost task's.
+                            self._drop(staged.task_id)
+                            lost.append(staged.task_id)
                         if staged.done.done():
                             continue
-                        if result is _ELSEWHERE:
+                        if result is ELSEWHERE:
                             staged.done.set_exception(TaskCreatedElsewhere(staged.task_id))
+                        elif result is MOVED:
+                            staged.done.set_exception(TaskMoved(staged.task_id))
                         else:
                             staged.done.set_result(result)
+                    if lost:
+                        self.lost(lost)
         finally:
             self._writer = None
 
@@ -274,12 +210,27 @@ class TrackerStore(SqlStore):
                 swarm.give_back(Lease(piece, reporter, holder.last_seen + (holder.ttl or self.peer_ttl)))
 
     async def _task_rows(self, task_id: str) -> TaskRows | None:
+        """The task's copy in memory, read (and taken over, by its owner) when there is none or it is stale.
+        A task this tracker does not own is read without taking it over, and its copy is not kept."""
         rows = self._rows.get(task_id)
         if rows is not None and not rows.stale:
             return rows
+        lock = self._taking.get(task_id)
+        if lock is None:
+            lock = self._taking[task_id] = asyncio.Lock()
+        async with lock:
+            return await self._read_into_memory(task_id)
+
+    async def _read_into_memory(self, task_id: str) -> TaskRows | None:
+        rows = self._rows.get(task_id)
+        if rows is not None and not rows.stale:
+            return rows  # read by the take-over this one waited for
         while True:
+            owned = self.owns(task_id)  # it may drop copies (tracker.cluster): before ``drops`` is taken
             drops = self._drops
-            stored = await self.read_rows(task_id)
+            stored = await uncancelled(self._take_over(task_id)) if owned else await self.read_rows(task_id)
+            if stored is not None and not owned:
+                stored.epoch = None  # not taken over: nothing decided on it may be written
             rows = self._rows.get(task_id)
             if rows is not None:
                 # Another reader put the task's copy in place meanwhile, and an announce may already have
@@ -295,8 +246,7 @@ class TrackerStore(SqlStore):
                 return None
             if self._drops == drops:
                 stored.from_database = True
-                self._keep(task_id, stored)
-                return stored
+                return self._keep(task_id, stored) if owned else stored
 
     async def read_rows(self, task_id: str) -> TaskRows | None:
         """The task's durable facts as the database holds them (not the copy in memory), without peers. The
@@ -308,19 +258,24 @@ class TrackerStore(SqlStore):
             row = (await conn.execute(select(tasks).where(tasks.c.task_id == task_id))).first()
             if row is None:
                 return None
-            hash_rows = (
-                await conn.execute(
-                    select(
-                        piece_hashes.c.piece, piece_hashes.c.hash, piece_hashes.c.seq, piece_hashes.c.reporter
-                    ).where(piece_hashes.c.task_id == task_id)
-                )
-            ).all()
-        return TaskRows(
-            _task_from_row(row),
-            {r.piece: (r.hash, r.seq) for r in hash_rows},
-            {r.piece: r.reporter for r in hash_rows if r.reporter},
-            touched=row.updated,
-        )
+            found = (await conn.execute(hashes_of(task_id))).all()
+        return copy_of(row, found)
+
+    async def _take_over(self, task_id: str) -> TaskRows | None:
+        """Read the task as its owner: on a shared database, bump its epoch in the transaction that reads its
+        facts (core.ownership). The bump comes first: it waits for a batch of another tracker's that holds the
+        row, and the reads behind it see what that batch wrote (a read in PostgreSQL's READ COMMITTED takes
+        its snapshot as it starts; in MySQL's REPEATABLE READ at the first plain read, after the bump). Its
+        own transaction, not the writer's: a task's first read waits for no batch of other tasks."""
+        if not self.shared:
+            return await self._read_rows(task_id)
+        async with self.connection(write=True) as conn:
+            bump = update(tasks).where(tasks.c.task_id == task_id).values(epoch=tasks.c.epoch + 1)
+            if (await conn.execute(bump)).rowcount == 0:
+                return None
+            row = (await conn.execute(select(tasks).where(tasks.c.task_id == task_id))).one()
+            found = (await conn.execute(hashes_of(task_id))).all()
+        return copy_of(row, found)
 
     def _keep(self, task_id: str, rows: TaskRows) -> TaskRows:
         """Put a task's copy in memory, its swarm counted in the census."""
@@ -389,7 +344,7 @@ class TrackerStore(SqlStore):
         if rows is not None:
             rows.apply(outcome)
         elif created:
-            rows = self._keep(task_id, TaskRows(outcome.task))
+            rows = self._keep(task_id, TaskRows(outcome.task, epoch=CREATED_EPOCH))
             rows.apply(outcome)
         if not (created or task_changed or outcome.new_generation or outcome.revoked or outcome.new_hashes):
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -400,47 +355,18 @@ class TrackerStore(SqlStore):
             rows.touched = now
 
         def write(conn: Connection) -> object:
-            return self._write(conn, outcome, created=created, task_changed=task_changed, now=now)
+            return write_outcome(conn, outcome, created=created, task_changed=task_changed, now=now)
 
         rows_only = not (created or outcome.new_generation or outcome.revoked)
-        task_row = {"the_task_id": outcome.task.task_id, **_task_values(outcome.task, now)} if task_changed else None
-        return self._stage(write, outcome, _Rows(task_row, _hash_rows(outcome)) if rows_only else None)
-
-    def _write(
-        self, conn: Connection, outcome: AnnounceOutcome, *, created: bool, task_changed: bool, now: float
-    ) -> object:
-        """Write what ``outcome`` changed; _ELSEWHERE (and nothing written) when its creation of the task found
-        the task created by another tracker sharing the database."""
-        task = outcome.task
-        tid = task.task_id
-        if created:
-            insert = tasks.insert().values(task_id=tid, created=now, **_task_values(task, now))
-            if conn.dialect.name == "sqlite":
-                conn.execute(insert)  # one process's database: nobody else creates its tasks
-            else:
-                try:
-                    with conn.begin_nested():  # a savepoint: the batch's other writes go on without this one
-                        conn.execute(insert)
-                except IntegrityError:
-                    # A locking read: it sees the latest commit, also in a repeatable-read transaction (MySQL).
-                    mine = select(tasks.c.task_id).where(tasks.c.task_id == tid).with_for_update(read=True)
-                    exists = conn.execute(mine).first()
-                    if exists is None:
-                        raise  # some other constraint: a failure like any other
-                    return _ELSEWHERE
-        elif task_changed:
-            conn.execute(_UPDATE_TASK, {"the_task_id": tid, **_task_values(task, now)})
-        if outcome.new_generation:
-            conn.execute(delete(piece_hashes).where(piece_hashes.c.task_id == tid))
-        if outcome.revoked:
-            conn.execute(
-                delete(piece_hashes).where(
-                    and_(piece_hashes.c.task_id == tid, piece_hashes.c.piece.in_(sorted(outcome.revoked)))
-                )
-            )
-        if outcome.new_hashes:
-            conn.execute(piece_hashes.insert(), _hash_rows(outcome))
-        return None
+        task_row = {"the_task_id": outcome.task.task_id, **task_values(outcome.task, now)} if task_changed else None
+        return self._stage(
+            write,
+            outcome,
+            BatchRows(task_row, hash_rows(outcome)) if rows_only else None,
+            # No copy: it was read without taking the task over (tracker.cluster owns it elsewhere).
+            copy=rows,
+            creates=created,
+        )
 
     async def hashes_since(self, task_id: str, since: int) -> HashesResponse | None:
         rows = await self._task_rows(task_id)

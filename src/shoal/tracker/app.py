@@ -42,7 +42,7 @@ from shoal.core.announce_counts import AnnounceCounts
 from shoal.core.bitfield import iter_bits
 from shoal.core.content_alias import ContentAliases
 from shoal.core.deafness import Deafness
-from shoal.core.errors import ProtocolError, StoreError, TaskCreatedElsewhere
+from shoal.core.errors import ProtocolError, StoreError, TaskMoved
 from shoal.core.ids import is_content_task, is_task_id
 from shoal.core.interval import Demand, Pacing
 from shoal.core.manifest import OriginIdentity
@@ -160,6 +160,8 @@ class TrackerService:
             )
             cluster = self.cluster
             self.pools.owns = lambda name: cluster.mine(pools.pool_key(name))
+            self.store.owns = cluster.mine  # only the owner takes a task over (core.ownership)
+        self.store.lost = self.tasks_lost
 
     def _lock(self, task_id: str) -> asyncio.Lock:
         lock = self._locks.get(task_id)
@@ -234,7 +236,7 @@ class TrackerService:
             )
         try:
             await committed
-        except TaskCreatedElsewhere as exc:
+        except TaskMoved as exc:
             # Decided before the task moved here from another tracker, or from here to it: announce again.
             log.info("%s; its announce is answered 503", exc)
             raise _Refused(MOVING) from exc
@@ -335,6 +337,13 @@ class TrackerService:
         # rather than an index of the demand by task.
         self.store.forget(task_ids)
         log.info("%d tasks moved to another tracker", len(task_ids))
+
+    def tasks_lost(self, task_ids: list[str]) -> None:
+        """Tasks whose writes found them taken over by another tracker (storage.tracker_store dropped its
+        copies): their soft state here goes, as a lost task's, and should one come back it is read with grace
+        like a task that moved, since its peers' fetches in flight are known only to the other tracker."""
+        self.drop_tasks(task_ids)
+        self.tasks_moved(self.clock())
 
     def tasks_moved(self, at: float) -> None:
         """Tasks moved between the trackers sharing the database at ``at``: one this tracker gained is read

@@ -185,6 +185,13 @@ def refusal(bt: BtTracker, request: web.Request) -> web.Response | None:
 
 
 async def announce(request: web.Request) -> web.Response:
+    # In a cluster, the ownership check is the middleware's (tracker.app._owned_here, Cluster.forward), with no
+    # re-check here as the JSON announce has (TrackerService.announce): none is needed while nothing between
+    # the check and the decision awaits. Cluster.forward calls the handler chain at once; inside it only
+    # bencoded_errors (the innermost middleware) and this handler run, and neither awaits before
+    # BtTracker.announce, which decides in memory and writes nothing durable. So the check and the decision
+    # run in one step of the event loop, at one reading of the member rows, with no heartbeat between them.
+    # An await added on that way (a middleware inside the cluster's, a look-up here) must bring the re-check.
     bt, cluster = request.app[BT], request.app[BT_CLUSTER]
     bt.admit(passkey_of(request))
     source, local = cluster.addresses(request) if cluster is not None else (request.remote, local_address(request))

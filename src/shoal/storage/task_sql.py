@@ -1,0 +1,228 @@
+"""The SQL of one task's durable facts: its rows read into a copy, and the writes of its announces' outcomes,
+run in batches (storage.tracker_store stages them and commits a batch per transaction).
+
+A batch runs its writes in the order staged. On a database trackers share it first locks its tasks' rows
+and reads their ownership epochs, and leaves out each write whose copy's epoch is no longer its task's
+(core.ownership, "Durable writes carry the task's epoch"); a task's creation is checked by its insert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, bindparam, delete, select, update
+from sqlalchemy.exc import IntegrityError
+
+from shoal.core.announce import AnnounceOutcome, TaskRecord
+from shoal.core.manifest import Manifest, OriginIdentity
+from shoal.core.ownership import CREATED_EPOCH, EpochFence
+from shoal.storage.schema import piece_hashes, tasks
+from shoal.storage.task_rows import TaskRows, seqs
+
+
+def task_from_row(row: Any) -> TaskRecord:
+    manifest = None
+    if row.length is not None:
+        manifest = Manifest(OriginIdentity(row.length, row.etag, row.last_modified), row.piece_length)
+    return TaskRecord(
+        task_id=row.task_id,
+        url=row.url,
+        generation=row.generation,
+        manifest=manifest,
+        range_ok=bool(row.range_ok),
+        hash_seq=row.hash_seq,
+    )
+
+
+def task_values(task: TaskRecord, now: float) -> dict[str, Any]:
+    m = task.manifest
+    return {
+        "url": task.url,
+        "generation": task.generation,
+        "length": m.length if m else None,
+        "piece_length": m.piece_length if m else None,
+        "etag": m.identity.etag if m else "",
+        "last_modified": m.identity.last_modified if m else "",
+        "range_ok": task.range_ok,
+        "hash_seq": task.hash_seq,
+        "updated": now,
+    }
+
+
+def hashes_of(task_id: str) -> Any:
+    return select(piece_hashes.c.piece, piece_hashes.c.hash, piece_hashes.c.seq, piece_hashes.c.reporter).where(
+        piece_hashes.c.task_id == task_id
+    )
+
+
+def copy_of(row: Row[Any], hashed: Iterable[Row[Any]]) -> TaskRows:
+    """A task's copy from its row and its hashes' rows (:func:`hashes_of`)."""
+    found = list(hashed)
+    return TaskRows(
+        task_from_row(row),
+        {r.piece: (r.hash, r.seq) for r in found},
+        {r.piece: r.reporter for r in found if r.reporter},
+        touched=row.updated,
+        epoch=row.epoch,
+    )
+
+
+UPDATE_TASK = update(tasks).where(tasks.c.task_id == bindparam("the_task_id"))
+"""A task's row rewritten, its SET clause from the parameters' names: one statement built once and compiled
+once, rather than one built for each of the writes a busy tracker makes a second."""
+
+
+def hash_rows(outcome: AnnounceOutcome) -> list[dict[str, Any]]:
+    """The rows of the outcome's new hashes, in seq order."""
+    tid = outcome.task.task_id
+    _, first_seq = seqs(outcome)
+    return [
+        {
+            "task_id": tid,
+            "piece": piece,
+            "hash": digest,
+            "seq": first_seq + n,
+            "reporter": outcome.reporters.get(piece, ""),
+        }
+        for n, (piece, digest) in enumerate(sorted(outcome.new_hashes.items()))
+    ]
+
+
+@dataclass(slots=True)
+class BatchRows:
+    """What an announce that neither makes its task nor drops hashes writes: its task's row rewritten, and
+    its new hashes' rows. Those of a batch's announces go in one statement of each kind (see run_batch)."""
+
+    task: dict[str, Any] | None
+    """The task row's new values (with ``the_task_id``), None when only hashes are new."""
+    hashes: list[dict[str, Any]]
+
+
+ELSEWHERE = object()
+"""The result of a staged write left out because its task was created by another tracker (run_batch)."""
+MOVED = object()
+"""The result of a staged write left out because its copy's epoch is no longer its task's (run_batch)."""
+
+
+def _epochs(batch: list[Staged], conn: Connection) -> dict[str, int]:
+    """The epochs of the batch's tasks (but those it creates), their rows locked until the batch commits: no
+    take-over by another tracker comes between this and the batch's writes. Locked in the order of their ids,
+    as every batch locks them, so that two trackers' batches never wait for each other in a cycle."""
+    ids = sorted({staged.task_id for staged in batch if not staged.creates and staged.epoch is not None})
+    if not ids:
+        return {}
+    found = conn.execute(
+        select(tasks.c.task_id, tasks.c.epoch)
+        .where(tasks.c.task_id.in_(ids))
+        .order_by(tasks.c.task_id)
+        .with_for_update()
+    )
+    return {row.task_id: row.epoch for row in found}
+
+
+def run_batch(batch: list[Staged], conn: Connection, *, shared: bool) -> list[Any]:
+    """Run a batch's writes in order, in the caller's transaction. Consecutive writes that only rewrite task
+    rows and add hashes (``rows``) go as one UPDATE and one INSERT of many rows each: per statement the driver
+    and SQLAlchemy cost as much as per row many times over, and a busy tracker's batches are dozens of such
+    writes. Within such a run every task row's last values win and every hash row goes in, as one by one.
+    A write whose creation of its task found it created elsewhere (``ELSEWHERE``) leaves out the writes of
+    that task behind it too: they were decided on the copy it created. On a database trackers share
+    (``shared``) the batch first locks its tasks' rows and reads their epochs; a write whose copy's epoch is
+    not its task's is left out (``MOVED``), wherever the database is, as is one of a copy that did not take
+    its task over (core.ownership.EpochFence)."""
+    results: list[Any] = []
+    elsewhere: set[str] = set()
+    fence = EpochFence(_epochs(batch, conn) if shared else None)
+    updates: list[dict[str, Any]] = []
+    inserts: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        if updates:
+            conn.execute(UPDATE_TASK, updates)
+            updates.clear()
+        if inserts:
+            conn.execute(piece_hashes.insert(), inserts)
+            inserts.clear()
+
+    for staged in batch:
+        if staged.task_id in elsewhere:
+            results.append(ELSEWHERE)
+            continue
+        if not staged.creates and not fence.lands(staged.task_id, staged.epoch):
+            results.append(MOVED)
+            continue
+        rows = staged.rows
+        if rows is None:
+            flush()
+            result = staged.run(conn)
+            if result is ELSEWHERE:
+                elsewhere.add(staged.task_id)
+            elif staged.creates:
+                fence.created(staged.task_id)
+            results.append(result)
+            continue
+        if rows.task is not None:
+            updates.append(rows.task)
+        inserts.extend(rows.hashes)
+        results.append(None)
+    flush()
+    return results
+
+
+@dataclass(slots=True)
+class Staged:
+    """A write staged for the database: what it runs in the batch's transaction (``run``, or the ``rows``
+    run_batch writes together with its neighbours'), the task it changed, and the future its caller awaits;
+    the copy it was decided on (None: one read without taking the task over, not kept), and whether it
+    creates the task."""
+
+    run: Callable[[Connection], Any]
+    task_id: str
+    done: asyncio.Future[Any]
+    outcome: AnnounceOutcome
+    rows: BatchRows | None
+    copy: TaskRows | None
+    creates: bool
+    epoch: int | None = None
+    """The copy's epoch as the batch begins (set then, on the loop): a copy's epoch changes only when no
+    write of it is pending (a refresh), or to None when its creation of the task failed."""
+
+
+def write_outcome(
+    conn: Connection, outcome: AnnounceOutcome, *, created: bool, task_changed: bool, now: float
+) -> object:
+    """Write what ``outcome`` changed; ELSEWHERE (and nothing written) when its creation of the task found
+    the task created by another tracker sharing the database."""
+    task = outcome.task
+    tid = task.task_id
+    if created:
+        insert = tasks.insert().values(task_id=tid, created=now, epoch=CREATED_EPOCH, **task_values(task, now))
+        if conn.dialect.name == "sqlite":
+            conn.execute(insert)  # one process's database: nobody else creates its tasks
+        else:
+            try:
+                with conn.begin_nested():  # a savepoint: the batch's other writes go on without this one
+                    conn.execute(insert)
+            except IntegrityError:
+                # A locking read: it sees the latest commit, also in a repeatable-read transaction (MySQL).
+                mine = select(tasks.c.task_id).where(tasks.c.task_id == tid).with_for_update(read=True)
+                exists = conn.execute(mine).first()
+                if exists is None:
+                    raise  # some other constraint: a failure like any other
+                return ELSEWHERE
+    elif task_changed:
+        conn.execute(UPDATE_TASK, {"the_task_id": tid, **task_values(task, now)})
+    if outcome.new_generation:
+        conn.execute(delete(piece_hashes).where(piece_hashes.c.task_id == tid))
+    if outcome.revoked:
+        conn.execute(
+            delete(piece_hashes).where(
+                and_(piece_hashes.c.task_id == tid, piece_hashes.c.piece.in_(sorted(outcome.revoked)))
+            )
+        )
+    if outcome.new_hashes:
+        conn.execute(piece_hashes.insert(), hash_rows(outcome))
+    return None
