@@ -34,9 +34,9 @@ from shoal.core.bitfield import Bitfield
 from shoal.core.manifest import OriginIdentity
 from shoal.core.messages import AnnounceRequest, ScopeBytes
 from shoal.tracker.admission import Admission
-from shoal.tracker.app import TrackerService
 from shoal.tracker.config import TrackerConfig
 from shoal.tracker.dashboard import TrackerDashboardSource
+from shoal.tracker.service import TrackerService
 
 PIECES = 256
 LENGTH = PIECES << 20  # 256 MiB: 256 pieces of 1 MiB

@@ -37,9 +37,9 @@ from shoal.core.announce_counts import AnnounceCounts
 from shoal.core.messages import ScopeBytes
 from shoal.http.metrics import Metrics
 from shoal.tracker.admission import Admission
-from shoal.tracker.app import TrackerService
 from shoal.tracker.config import TrackerConfig
 from shoal.tracker.metrics import AnnounceTimer, TrackerCollector
+from shoal.tracker.service import TrackerService
 
 
 def best_per_call(run: Callable[[], float], calls: int, repeat: int) -> float:

@@ -38,8 +38,8 @@ from shoal.core.bitfield import Bitfield
 from shoal.core.manifest import OriginIdentity
 from shoal.core.messages import AnnounceRequest
 from shoal.core.tickets import FleetKey
-from shoal.tracker.app import TrackerService
 from shoal.tracker.config import TrackerConfig
+from shoal.tracker.service import TrackerService
 from tracker_load_peers import length_of
 
 

@@ -118,6 +118,7 @@ def _install(out: str) -> None:
     import shoal.storage.task_rows as task_rows
     import shoal.storage.tracker_store as store
     import shoal.tracker.app as app
+    import shoal.tracker.service as service
 
     time_function(protocol.RequestHandler, "data_received", "aiohttp: data_received (parse)")
     time_coroutine(protocol.RequestHandler, "_handle_request", "aiohttp: _handle_request")
@@ -126,9 +127,9 @@ def _install(out: str) -> None:
     time_coroutine(app, "announce", "announce handler")
     time_coroutine(json_api, "read_body", "read_body")
     time_function(json_api, "decode", "decode and check the body")
-    time_coroutine(app.TrackerService, "announce", "TrackerService.announce")
+    time_coroutine(service.TrackerService, "announce", "TrackerService.announce")
     time_coroutine(store.TrackerStore, "load", "store.load")
-    time_function(app, "decide_announce", "decide_announce")
+    time_function(service, "decide_announce", "decide_announce")
     # The decision's parts (core.announce's helpers, called through its module's globals) and the store's.
     time_function(announce, "_asker_view", "decide: asker's view")
     time_function(announce, "_take_reports", "decide: take hash reports")
@@ -138,7 +139,7 @@ def _install(out: str) -> None:
     time_function(store.TrackerStore, "stage", "store.stage")
     time_function(task_rows.TaskRows, "apply", "stage: apply to memory")
     time_function(swarm.Swarm, "apply", "stage: swarm.apply")
-    time_function(app.TrackerService, "_crossings", "crossings")
+    time_function(service.TrackerService, "_crossings", "crossings")
     time_function(app, "struct_response", "struct_response (encode)")
 
     def dump() -> None:

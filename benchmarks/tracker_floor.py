@@ -46,8 +46,9 @@ from shoal.core.messages import AnnounceRequest, AnnounceResponse, PeerAddress
 from shoal.core.structs import decode
 from shoal.http.limits import read_body
 from shoal.http.listen import listen, until_signalled
-from shoal.tracker.app import RUNNER_OPTIONS, TrackerService
+from shoal.tracker.app import RUNNER_OPTIONS
 from shoal.tracker.config import TrackerConfig
+from shoal.tracker.service import TrackerService
 
 
 def canned_reply(size: int) -> AnnounceResponse:

@@ -23,8 +23,9 @@ from shoal.http.listen import listen
 from shoal.peer.tracker_client import TrackerClient
 from shoal.testing.clock import FakeClock
 from shoal.testing.hostile import identity, piece_hashes
-from shoal.tracker.app import RUNNER_OPTIONS, TrackerService, build_app
+from shoal.tracker.app import RUNNER_OPTIONS, build_app
 from shoal.tracker.config import TrackerConfig
+from shoal.tracker.service import TrackerService
 
 SIZE = 1 << 20
 CONFIG = {"interval": 5.0, "idle_interval": 60.0, "max_interval": 300.0, "peer_ttl": 15.0}

@@ -14,9 +14,9 @@ from shoal.core.manifest import OriginIdentity
 from shoal.core.messages import AnnounceRequest, ScopeBytes
 from shoal.tracker import dashboard
 from shoal.tracker.admission import Admission
-from shoal.tracker.app import TrackerService
 from shoal.tracker.config import TrackerConfig
 from shoal.tracker.dashboard import TrackerDashboardSource
+from shoal.tracker.service import TrackerService
 
 PIECES = 16
 TASKS, PEERS = 3, 30

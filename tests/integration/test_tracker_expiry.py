@@ -16,9 +16,9 @@ from shoal.testing.clock import FakeClock
 from shoal.testing.metrics import parse
 from shoal.testing.poll import wait_until_async
 from shoal.tracker.admission import Admission
-from shoal.tracker.app import TrackerService
 from shoal.tracker.config import TrackerConfig
 from shoal.tracker.metrics import TrackerCollector
+from shoal.tracker.service import TrackerService
 
 
 async def test_the_expiry_loop_outlives_a_failed_round(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -21,9 +21,9 @@ from shoal.mirror.metrics import MirrorCollector
 from shoal.storage.mirror_store import JobRecord
 from shoal.testing.metrics import Scrape, parse
 from shoal.tracker.admission import Admission
-from shoal.tracker.app import TrackerService
 from shoal.tracker.config import TrackerConfig
 from shoal.tracker.metrics import KINDS, LATENCY_BUCKETS, OUTCOMES, AnnounceTimer, TrackerCollector
+from shoal.tracker.service import TrackerService
 
 CLOSED: dict[str, frozenset[str]] = {
     "kind": frozenset(KINDS),

@@ -33,6 +33,7 @@
     │   ├── DatabaseLocked         10  another tracker process holds the SQLite database file
     │   └── TaskMoved               1  another tracker took over the task of a write meanwhile (503 at the edge)
     │       └── TaskCreatedElsewhere 1  another tracker created the task this one's write created
+    ├── AnnounceRefused             -  the tracker will not decide an announce now: a peer limit, a move (429/503)
     ├── DaemonUnavailable           1  no daemon answers on the control socket
     │   └── UnsafeSocket            1  the socket's directory or the process behind it is not this user's
     ├── RemoteError                 *  an error the daemon reported (* the daemon's exit code, kept)
@@ -330,6 +331,17 @@ class CredentialRefused(ProtocolError):
 
 class StoreError(ShoalError):
     """The SQL database (tracker, pools, mirror manager) failed or could not be reached."""
+
+
+class AnnounceRefused(ShoalError):
+    """The tracker will not decide an announce now: a peer limit refuses a peer new to its task
+    (core.peer_limits), or the tracker stopped deciding the task as it decided it (core.ownership). The
+    announce is answered with ``status`` and ``Retry-After: retry_after``, and nothing of it was decided."""
+
+    def __init__(self, message: str, *, status: int, retry_after: int) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
 
 
 class TaskMoved(StoreError):

@@ -10,14 +10,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from shoal.tracker.app import TrackerService, build_app
+    from shoal.tracker.app import build_app
     from shoal.tracker.config import TrackerConfig
+    from shoal.tracker.service import TrackerService
 
 __all__ = ["TrackerConfig", "TrackerService", "build_app"]
 
 _MODULES = {
     "TrackerConfig": "shoal.tracker.config",
-    "TrackerService": "shoal.tracker.app",
+    "TrackerService": "shoal.tracker.service",
     "build_app": "shoal.tracker.app",
 }
 

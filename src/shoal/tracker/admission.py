@@ -16,7 +16,7 @@ Rules, and why:
   stop there, nothing to undo. A request that may change state (POST, PUT, DELETE: the pools' writes) runs
   in a task of its own that the handler's cancellation does not reach, wherever the service awaits.
 - **An announce is the exception: it is cancelled where it stands.** Its point of no return is one step
-  without an await (decide, apply to the soft state, stage the durable write: tracker.app), and the store
+  without an await (decide, apply to the soft state, stage the durable write: tracker.service), and the store
   commits a staged write whatever becomes of its caller (storage.tracker_store). Cancelled before that step
   (reading its body, queued for its task's lock, reading its task from the database), it changed nothing;
   after it, only the wait for the commit ends. So announces, the tracker's busiest path, pay for no task

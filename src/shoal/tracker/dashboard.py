@@ -54,7 +54,7 @@ from shoal.tracker.admission import Admission
 if TYPE_CHECKING:
     from shoal.core.handout import PeerView
     from shoal.storage.task_rows import TaskRows
-    from shoal.tracker.app import TrackerService
+    from shoal.tracker.service import TrackerService
 
 SNAPSHOT = "/v1/dashboard"
 EVENTS = "/v1/dashboard/events"

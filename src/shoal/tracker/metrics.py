@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
     from shoal.tracker.admission import Admission
-    from shoal.tracker.app import TrackerService
     from shoal.tracker.pools import Pools
+    from shoal.tracker.service import TrackerService
 
 KINDS = ("json", "bittorrent")
 OUTCOMES = ("ok", "refused", "rejected", "error")
