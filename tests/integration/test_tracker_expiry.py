@@ -11,14 +11,18 @@ from pathlib import Path
 import pytest
 
 from shoal.core.messages import AnnounceRequest, ScopeBytes
+from shoal.core.pool_messages import Heartbeat
 from shoal.http.metrics import Metrics
 from shoal.testing.clock import FakeClock
 from shoal.testing.metrics import parse
 from shoal.testing.poll import wait_until_async
 from shoal.tracker.admission import Admission
+from shoal.tracker.bt import swarm_key
 from shoal.tracker.config import TrackerConfig
 from shoal.tracker.metrics import TrackerCollector
+from shoal.tracker.pools import pool_key
 from shoal.tracker.service import TrackerService
+from tests.integration.test_bt_tracker_http import announce_fields, encode_query
 
 
 async def test_the_expiry_loop_outlives_a_failed_round(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -124,3 +128,23 @@ async def test_a_retired_task_leaves_the_byte_tally_and_the_counters_keep_its_by
         service.drop_tasks([seeded])
         assert len(service.scope_bytes) == 0
         assert service.scope_bytes.grand_totals() == ScopeBytes(origin=107, rack=20)
+
+
+async def test_what_another_tracker_took_over_is_let_go_by_its_key(tmp_path: Path) -> None:
+    """The keys of a task, a BitTorrent swarm and a pool (core.ownership): a tracker that loses them forgets
+    each, and keeps the rest."""
+    service = TrackerService(TrackerConfig(db=f"sqlite:///{tmp_path / 'tracker.db'}"), clock=FakeClock())
+    task, other = "a" * 40, "b" * 40
+    swarm = bytes(range(20))
+    query = encode_query({**announce_fields(1, info_hash=swarm), "compact": 1})
+    async with service.store:
+        await service.resume()
+        for t in (task, other):
+            await service.announce(t, _request(t, "p1", event="started"), "10.0.0.1")
+        service.bt.announce(query, "10.0.0.2", "10.0.0.9")
+        await service.pools.create("lab", private=False)
+        await service.pools.heartbeat("lab", "m1", Heartbeat(name="m1"), version=None, wait=0)
+        assert sorted(service.held_keys()) == sorted([task, other, swarm_key(swarm), pool_key("lab")])
+        service.drop_keys([task, swarm_key(swarm), pool_key("lab")])
+        assert service.held_keys() == [other]
+        assert len(service.bt.swarms) == 0

@@ -42,7 +42,7 @@ from __future__ import annotations
 import heapq
 import ipaddress
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import NamedTuple
@@ -327,6 +327,16 @@ class Swarms:
     def peer_count(self) -> int:
         """Peers listed in every swarm (expired ones until the next :meth:`sweep`)."""
         return sum(len(swarm.peers) for swarm in self._swarms.values())
+
+    def held(self) -> list[bytes]:
+        """The info-hashes of the swarms kept."""
+        return list(self._swarms)
+
+    def forget(self, info_hashes: Iterable[bytes]) -> None:
+        """Drop these swarms (another tracker decides them now): should they come back, they start empty
+        rather than with peers that have since announced elsewhere."""
+        for info_hash in info_hashes:
+            self._swarms.pop(info_hash, None)
 
     def announce(
         self,

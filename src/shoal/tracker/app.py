@@ -188,16 +188,7 @@ def _owned_here(cluster: Cluster, bt_tracker: bt.BtTracker) -> Middleware:
 
 async def _membership(cluster: Cluster, service: TrackerService) -> None:
     await cluster.join()
-
-    def held() -> list[str]:
-        return [*service.held_tasks(), *service.pools.held()]
-
-    def drop(lost: list[str]) -> None:
-        service.pools.drop(lost)
-        if tasks := [key for key in lost if not key.startswith(pools.POOL_KEY)]:
-            service.drop_tasks(tasks)
-
-    await cluster.heartbeat_forever(drop=drop, held=held, moved=service.tasks_moved)
+    await cluster.heartbeat_forever(drop=service.drop_keys, held=service.held_keys, moved=service.tasks_moved)
 
 
 def _warn_no_operator_token(port: int) -> None:

@@ -292,9 +292,18 @@ class TrackerService:
         have brought it, and the shed announces do not come back faster than the ones taken."""
         return max(1, math.ceil(self.config.interval * self.demand.stretch(self.clock())))
 
-    def held_tasks(self) -> list[str]:
-        """The tasks whose soft state this tracker keeps."""
-        return self.store.held()
+    def held_keys(self) -> list[str]:
+        """The ownership keys (core.ownership) of everything this tracker decides: its tasks, its BitTorrent
+        swarms (tracker.bt) and its pools (tracker.pools)."""
+        return [*self.store.held(), *self.bt.held(), *self.pools.held()]
+
+    def drop_keys(self, lost: list[str]) -> None:
+        """Let go of what another tracker owns now, of ``lost`` (keys from :meth:`held_keys`)."""
+        self.pools.drop(lost)
+        self.bt.drop(lost)
+        held = set(self.store.held())
+        if tasks := [key for key in lost if key in held]:
+            self.drop_tasks(tasks)
 
     def drop_tasks(self, task_ids: list[str]) -> None:
         """Forget the soft state of tasks another tracker owns now (core.ownership): should they come back,
