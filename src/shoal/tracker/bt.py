@@ -142,8 +142,9 @@ class BtTracker:
         return [swarm_key(info_hash) for info_hash in self.swarms.held()]
 
     def drop(self, keys: list[str]) -> None:
-        """Forget the swarms among ``keys`` (ownership keys; others are ignored): another tracker owns them."""
-        self.swarms.forget(bytes.fromhex(key) for key in keys if is_swarm_key(key))
+        """Forget the swarms among ``keys`` (ownership keys; others are ignored): another tracker owns them. A
+        URL task's id has a swarm key's form, and the same key has the same owner, so the two move together."""
+        self.swarms.forget(bytes.fromhex(key) for key in keys if _is_info_hash(key))
 
 
 BT = web.AppKey("bt", BtTracker)
@@ -248,12 +249,6 @@ async def scrape(request: web.Request) -> web.Response:
 def swarm_key(info_hash: bytes) -> str:
     """The key a BitTorrent swarm is owned by in a cluster of trackers (core.ownership)."""
     return info_hash.hex()
-
-
-def is_swarm_key(key: str) -> bool:
-    """Whether ``key`` may be a swarm's (:func:`swarm_key`): 40 lower-case hex characters. A URL task's id has
-    the same form, and the same key has the same owner, so the two move together."""
-    return len(key) == 40 and all(c in "0123456789abcdef" for c in key)
 
 
 def announce_key(raw_query: str) -> str | None:

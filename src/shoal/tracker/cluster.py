@@ -313,9 +313,8 @@ class Cluster:
         """Forward ``request`` (or a GET of ``path_qs``, percent-encoded) to member ``to``: its status, body
         and the headers a relayed reply keeps. Raises aiohttp.ClientError or TimeoutError when ``to`` does not
         answer within ``patience`` seconds."""
-        if self._session is None:
-            timeout = aiohttp.ClientTimeout(total=FORWARD_TIMEOUT)
-            self._session = aiohttp.ClientSession(timeout=timeout, auto_decompress=False)
+        if self._session is None:  # each request carries its own timeout (``patience``)
+            self._session = aiohttp.ClientSession(auto_decompress=False)
         client, reached = self.addresses(request)
         headers = {FORWARDED_FOR: reachable_address(client or "", self.url), FORWARDED_TO: reached or ""}
         for name in RELAYED_REQUEST_HEADERS:
