@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from shoal.core.ownership import JOIN_DELAY, TTL
+from shoal.core.ownership import JOIN_DELAY, TTL, Placement
 from shoal.storage.cluster_store import FORGET_AFTER
 
 T0 = 1_700_000_000.5
@@ -60,3 +60,38 @@ async def test_a_member_joining_again_replaces_its_row_and_counts_after_the_join
     await b.leave("b")
     (alone,) = await a.register("a", "http://a", T0 + 6)
     assert alone.active_from == T0 + 6, "alone (its own row from before does not count): at once"
+
+
+async def test_a_renewal_writes_the_members_load(stores) -> None:
+    a, b = stores
+    await a.register("a", "http://a", T0)
+    await b.register("b", "http://b", T0)
+    await a.renew("a", T0 + 1, 812.5)
+    members = {m.tracker_id: m for m in await b.renew("b", T0 + 1) or []}
+    assert (members["a"].load, members["b"].load) == (812.5, 0.0)
+
+
+async def test_placements_are_written_replaced_and_read_by_every_member(stores) -> None:
+    a, b = stores
+    await a.register("a", "http://a", T0)
+    await b.register("b", "http://b", T0)
+    first = Placement("task1", "b", T0 + JOIN_DELAY, None)
+    await a.place(first)
+    await a.place(first)  # written again after a failure that may have committed: one row
+    assert await b.placements(T0 + 1) == {"task1": first}
+    again = Placement("task1", "a", T0 + 20, previous="b")
+    await b.place(again)
+    await b.place(Placement("task2", "a", T0 + 20, None))
+    found = await a.placements(T0 + 2)
+    assert found["task1"] == again and set(found) == {"task1", "task2"}
+
+
+async def test_a_placement_is_deleted_once_its_member_has_no_row_and_its_active_from_is_long_past(stores) -> None:
+    a, b = stores
+    await a.register("a", "http://a", T0)
+    await b.register("b", "http://b", T0)
+    await a.place(Placement("on-b", "b", T0 + 1, None))
+    await a.place(Placement("on-a", "a", T0 + 1, None))
+    await b.leave("b")
+    assert set(await a.placements(T0 + 1 + JOIN_DELAY - 1)) == {"on-a", "on-b"}, "kept: its active_from is recent"
+    assert set(await a.placements(T0 + 1 + JOIN_DELAY + 1)) == {"on-a"}

@@ -67,8 +67,8 @@ async def test_a_renewal_that_ends_after_the_fence_joins_again(stores) -> None:
     await renewals.beat(rows)
 
     class SlowRows(ClusterStore):
-        async def renew(self, tracker_id: str, now: float) -> list[TrackerMember] | None:
-            members = await super().renew(tracker_id, now)
+        async def renew(self, tracker_id: str, now: float, load: float = 0.0) -> list[TrackerMember] | None:
+            members = await super().renew(tracker_id, now, load)
             clock.advance(TTL - FENCE_MARGIN)  # the round trips outlast the fence
             return members
 

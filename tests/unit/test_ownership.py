@@ -15,6 +15,7 @@ from shoal.core.ownership import (
     LOOP_PATIENCE,
     TTL,
     EpochFence,
+    Placement,
     TrackerMember,
     counts_from,
     in_force,
@@ -23,6 +24,7 @@ from shoal.core.ownership import (
     must_rejoin,
     others_took_over,
     owner,
+    placed_from,
     sharing_url,
 )
 
@@ -228,3 +230,70 @@ def test_on_a_database_of_one_tracker_only_the_take_over_is_checked() -> None:
     fence.created("t")
     assert fence.lands("t", 1)
     assert not fence.lands("t", None)
+
+
+def _hashed_elsewhere(members: list[TrackerMember], name: str) -> str:
+    """A task the hash gives to a member other than ``name``."""
+    return next(t for t in TASKS if owner(t, members, NOW).tracker_id != name)  # type: ignore[union-attr]
+
+
+def test_a_placement_changes_nothing_before_its_active_from_and_names_the_owner_after() -> None:
+    members = [member("a"), member("b"), member("c")]
+    task = _hashed_elsewhere(members, "c")
+    hashed = owner(task, members, NOW)
+    assert hashed is not None
+    placed = {task: Placement(task, "c", NOW + 2, None)}
+    assert owner(task, members, NOW, placements=placed) == hashed, "before active_from: the hash owner"
+    assert owner(task, members, NOW + 2, placements=placed).tracker_id == "c"  # type: ignore[union-attr]
+    other = next(t for t in TASKS if t != task)
+    assert owner(other, members, NOW + 2, placements=placed) == owner(other, members, NOW + 2)
+
+
+def test_before_its_active_from_a_replacing_placement_keeps_the_owner_the_one_it_replaced() -> None:
+    members = [member("a"), member("b"), member("c")]
+    task = _hashed_elsewhere(members, "b")
+    moved_again = {task: Placement(task, "c", NOW + 2, previous="b")}
+    assert owner(task, members, NOW, placements=moved_again).tracker_id == "b"  # type: ignore[union-attr]
+    assert owner(task, members, NOW + 2, placements=moved_again).tracker_id == "c"  # type: ignore[union-attr]
+
+
+def test_a_placement_on_a_dead_member_falls_back_to_the_hash() -> None:
+    members = [member("a"), member("b"), member("c", expires=NOW - 1)]
+    task = TASKS[0]
+    placed = {task: Placement(task, "c", NOW - 30, None)}
+    assert owner(task, members, NOW, placements=placed) == owner(task, members, NOW)
+    assert owner(task, members, NOW, placements=placed).tracker_id in {"a", "b"}  # type: ignore[union-attr]
+    # and so does its ``previous`` before active_from
+    later = {task: Placement(task, "a", NOW + 5, previous="c")}
+    assert owner(task, members, NOW, placements=later) == owner(task, members, NOW)
+
+
+def test_lost_tasks_count_placements() -> None:
+    members = [member("a"), member("b")]
+    mine = [t for t in TASKS[:50] if owner(t, members, NOW).tracker_id == "a"]  # type: ignore[union-attr]
+    placed = {mine[0]: Placement(mine[0], "b", NOW - 1, None)}
+    assert lost_tasks(mine, "a", members, NOW, placements=placed) == [mine[0]]
+    assert lost_tasks(mine, "a", members, NOW - 2, placements=placed) == []
+
+
+def test_the_member_placed_on_decides_once_every_reading_has_the_row() -> None:
+    placed = Placement("t", "b", NOW + JOIN_DELAY, None)
+    # Read promptly: from FENCE_MARGIN after active_from (clocks that disagree).
+    assert placed_from(placed, NOW + 1) == NOW + JOIN_DELAY + FENCE_MARGIN
+    # Read late (its write was slow, a renewal failed): JOIN_DELAY after that reading, when no reading another
+    # member decides on (at most TTL - FENCE_MARGIN old, clocks within FENCE_MARGIN) can predate the row.
+    assert placed_from(placed, NOW + 10) == NOW + 10 + JOIN_DELAY
+    assert JOIN_DELAY >= TTL - FENCE_MARGIN + FENCE_MARGIN
+
+
+@given(st.floats(0, 100), st.floats(0, 100), st.floats(0, TTL - FENCE_MARGIN), st.floats(-FENCE_MARGIN, FENCE_MARGIN))
+def test_from_the_placed_members_start_no_reading_decided_on_predates_the_row(
+    written: float, delay: float, age: float, skew: float
+) -> None:
+    """The row commits at ``written``; the member placed on first reads it ``delay`` later. At any moment from
+    its start, another member (its clock off by ``skew``) decides on a reading at most TTL - FENCE_MARGIN old
+    by its own clock: that reading began after the row committed, so it names the new owner."""
+    placed = Placement("t", "b", written + JOIN_DELAY, None)
+    start = placed_from(placed, written + delay)
+    reading_began = start + skew - age  # the other member's clock reads start + skew
+    assert reading_began - skew >= written  # back on the shared time line

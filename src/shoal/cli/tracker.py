@@ -13,6 +13,7 @@ import click
 from shoal.cli.config_file import configured
 from shoal.cli.fleet import FleetOptions, fleet_options
 from shoal.cli.main import configure_logging, run_or_exit, verbose_option
+from shoal.core.balance import FLOOR, ROUND, Balancing
 from shoal.core.bt_tracker import INTERVAL_JITTER
 from shoal.tracker.config import TrackerConfig
 
@@ -161,6 +162,30 @@ from shoal.tracker.config import TrackerConfig
     "(default: http://HOST:PORT as it listens, 127.0.0.1 for a wildcard HOST).",
 )
 @click.option(
+    "--balance/--no-balance",
+    "gives",
+    default=True,
+    show_default=True,
+    help="With several trackers on one database: when this tracker decides more requests a second than the "
+    "members' mean, it places busy tasks on the least loaded member (--no-balance: it keeps its own).",
+)
+@click.option(
+    "--balance-floor",
+    default=FLOOR,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    metavar="N",
+    help="Requests a second above the members' mean (and 10% of it) before this tracker gives tasks away.",
+)
+@click.option(
+    "--balance-round",
+    default=ROUND,
+    show_default=True,
+    type=click.FloatRange(1, 3600),
+    metavar="SECONDS",
+    help="Seconds between balancing rounds: the window each tracker's load is measured over.",
+)
+@click.option(
     "--admin-token-file",
     type=click.Path(dir_okay=False),
     metavar="PATH",
@@ -215,6 +240,9 @@ def tracker(
     max_peers_per_task: int,
     max_new_peers_per_source: int,
     advertise: str,
+    gives: bool,
+    balance_floor: float,
+    balance_round: float,
     admin_token_file: str | None,
     metrics: bool,
     access_log: bool,
@@ -268,6 +296,7 @@ def tracker(
         max_peers_per_task=max_peers_per_task,
         max_new_peers_per_source=max_new_peers_per_source,
         advertise=advertise,
+        balancing=Balancing(gives=gives, floor=balance_floor, round=balance_round),
         admin_token_hash=admin_token_hash,
         metrics=metrics,
         public_dashboard=public_dashboard,

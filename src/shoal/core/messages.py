@@ -283,6 +283,10 @@ class ClusterMember(msgspec.Struct, frozen=True):
     active_from: float
     expires: float
     live: bool
+    load: float = 0.0
+    """Requests it decided a second over its latest balancing round (core.balance)."""
+    placed: int = 0
+    """Tasks placed on it by load (core.ownership, "Placements") as this tracker last read them."""
 
 
 class ClusterView(msgspec.Struct, frozen=True):

@@ -10,7 +10,8 @@ different peers. The rules:
   time the renewal began (``read_at``: its own clock, the same instant as ``renewed`` below).
 * **Ownership** is rendezvous hashing over the live members: the owner of a task is the member with the
   highest hash of (member id, task id). Every tracker computes the same owner from the same rows with no
-  coordination, and a member that joins or dies moves only the tasks it takes or held.
+  coordination, and a member that joins or dies moves only the tasks it takes or held. A *placement* (a row
+  of its own, read with the member rows) overrides the hash for one task: the rules under "Placements".
 * **A member fences itself.** A tracker decides a task's announces only while its own row is in force by
   its own clock: while its last renewal that the database took began less than TTL - FENCE_MARGIN ago
   (:func:`in_force`). So a member decides on a reading at most TTL - FENCE_MARGIN old, and one that cannot
@@ -68,6 +69,23 @@ different peers. The rules:
   asker and leave the origin a second time.
 * A tracker that loses a task (a member joined and took it) drops its soft state of the task, so that if
   the task comes back later it starts clean rather than from leases another tracker has since replaced.
+* **Placements.** The hash spreads tasks evenly by count, not by load: one swarm of thousands of peers can be
+  a fifth of a fleet's announces, and its owner answers far more than the others. So a member above the
+  cluster's mean load gives tasks to the least loaded (core.balance decides which): it writes a placement,
+  (task, the member it names, ``active_from``, ``previous``). Before ``active_from`` the task's owner is what
+  it was when the placement was made, ``previous`` (the member a replaced placement named) or the hash owner
+  when ``previous`` is None; from ``active_from`` it is the member named while that member is live, and the
+  hash owner among the live when it is dead (:func:`owner` with ``placements``). So writing the row changes
+  nothing for anyone until ``active_from``, and a dead member's placements fall back to the hash at the
+  instant its row counts dead, as its hashed tasks do.
+* **Only the member deciding a task places it, and it stops at ``active_from`` by its own record** of the
+  move, whether or not its readings have the row yet (tracker.cluster keeps the move pending until one
+  does, and writes it again until it lands). A reader whose reading lacks the row goes on with the old
+  owner, so the member named decides only from JOIN_DELAY after the first of its readings that has the row
+  (read after the row committed), and no sooner than FENCE_MARGIN after ``active_from``
+  (:func:`placed_from`): by then every reading a member decides on has the row, as with a join.
+* A placement's row is deleted once the member it names has no row left (dead for FORGET_AFTER, in
+  storage.cluster_store) and its ``active_from`` is JOIN_DELAY past: the hash owned the task already.
 * **Each member has a URL of its own.** The others forward a task's requests to its owner's URL; two live
   members with one URL (trackers on different hosts, each advertising its default 127.0.0.1) forward to
   themselves, and the tasks of one of them are answered 503 for as long as both live. The members say so
@@ -107,6 +125,8 @@ class TrackerMember:
     url: str
     active_from: float
     expires: float
+    load: float = 0.0
+    """The requests it decided a second over its latest balancing round (core.balance)."""
 
     def live(self, now: float, read_at: float | None = None) -> bool:
         """Whether the member counts at ``now``, by a reading of its row taken at ``read_at`` (default
@@ -119,15 +139,47 @@ def _score(tracker_id: str, task_id: str) -> bytes:
     return hashlib.blake2b(f"{tracker_id}/{task_id}".encode(), digest_size=8).digest()
 
 
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """A task given to a member by load rather than by hash (the rules under "Placements")."""
+
+    key: str
+    tracker_id: str
+    """The member that owns the task from ``active_from`` while it is live."""
+    active_from: float
+    previous: str | None
+    """The member that owned it by the placement this one replaced; None: by the hash."""
+
+
+Placements = Mapping[str, Placement]
+
+
 def owner(
-    task_id: str, members: Iterable[TrackerMember], now: float, read_at: float | None = None
+    task_id: str,
+    members: Iterable[TrackerMember],
+    now: float,
+    read_at: float | None = None,
+    placements: Placements | None = None,
 ) -> TrackerMember | None:
-    """The live member that owns ``task_id`` (rendezvous hashing) by rows read at ``read_at`` (default
-    ``now``), or None when no member is live."""
+    """The live member that owns ``task_id`` by rows read at ``read_at`` (default ``now``): the member its
+    placement names, if any is in force, else the one rendezvous hashing picks; None when no member is live."""
     live = [m for m in members if m.live(now, read_at)]
     if not live:
         return None
+    placed = placements.get(task_id) if placements else None
+    if placed is not None:
+        named = placed.tracker_id if now >= placed.active_from else placed.previous
+        for member in live:
+            if member.tracker_id == named:
+                return member
     return max(live, key=lambda m: (_score(m.tracker_id, task_id), m.tracker_id))
+
+
+def placed_from(placement: Placement, seen: float) -> float:
+    """When the member ``placement`` names may decide its task, having first read the row at ``seen`` (its
+    clock): FENCE_MARGIN after ``active_from``, and JOIN_DELAY after ``seen``, when every reading another
+    member decides on was taken after the row committed."""
+    return max(placement.active_from + FENCE_MARGIN, seen + JOIN_DELAY)
 
 
 def in_force(renewed: float, now: float) -> bool:
@@ -165,12 +217,17 @@ def counts_from(registered: float, active_from: float, committed: float) -> floa
 
 
 def lost_tasks(
-    held: Iterable[str], me: str, members: Sequence[TrackerMember], now: float, read_at: float | None = None
+    held: Iterable[str],
+    me: str,
+    members: Sequence[TrackerMember],
+    now: float,
+    read_at: float | None = None,
+    placements: Placements | None = None,
 ) -> list[str]:
     """The tasks of ``held`` (those whose soft state this tracker keeps) that another member owns now."""
     lost = []
     for task_id in held:
-        current = owner(task_id, members, now, read_at)
+        current = owner(task_id, members, now, read_at, placements)
         if current is not None and current.tracker_id != me:
             lost.append(task_id)
     return lost

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from sqlalchemy import delete, select, update
 
-from shoal.core.ownership import JOIN_DELAY, TTL, TrackerMember
+from shoal.core.ownership import JOIN_DELAY, TTL, Placement, TrackerMember
 from shoal.storage.db import SqlStore
-from shoal.storage.schema import tracker_cluster, trackers
+from shoal.storage.schema import placements, tracker_cluster, trackers
 
 FORGET_AFTER = 60.0
 """Rows of members dead this long are deleted by whichever tracker renews next."""
 
 
 def _member(row: object) -> TrackerMember:
-    return TrackerMember(row.tracker_id, row.url, row.active_from, row.expires)  # type: ignore[attr-defined]
+    return TrackerMember(row.tracker_id, row.url, row.active_from, row.expires, row.load_rate)  # type: ignore[attr-defined]
 
 
 class ClusterStore:
@@ -38,17 +38,45 @@ class ClusterStore:
             )
         return [*rows, TrackerMember(tracker_id, url, active_from, now + TTL)]
 
-    async def renew(self, tracker_id: str, now: float) -> list[TrackerMember] | None:
-        """Extend this tracker's row and return every member's; None when the row is gone (deleted as dead:
-        the tracker must register again). Rows dead for FORGET_AFTER are deleted."""
+    async def renew(self, tracker_id: str, now: float, load: float = 0.0) -> list[TrackerMember] | None:
+        """Extend this tracker's row (with its ``load``, core.balance) and return every member's; None when
+        the row is gone (deleted as dead: the tracker must register again). Rows dead for FORGET_AFTER are
+        deleted."""
         async with self.store.connection(write=True) as conn:
             renewed = await conn.execute(
-                update(trackers).where(trackers.c.tracker_id == tracker_id).values(expires=now + TTL)
+                update(trackers).where(trackers.c.tracker_id == tracker_id).values(expires=now + TTL, load_rate=load)
             )
             if renewed.rowcount == 0:
                 return None
             await conn.execute(delete(trackers).where(trackers.c.expires < now - FORGET_AFTER))
             return [_member(r) for r in await conn.execute(select(trackers))]
+
+    async def placements(self, now: float) -> dict[str, Placement]:
+        """Every placement (core.ownership, "Placements"). Those whose member has no row left and whose
+        ``active_from`` is JOIN_DELAY past are deleted first: the hash owns their tasks already."""
+        async with self.store.connection(write=True) as conn:
+            await conn.execute(
+                delete(placements).where(
+                    placements.c.tracker_id.not_in(select(trackers.c.tracker_id)),
+                    placements.c.active_from < now - JOIN_DELAY,
+                )
+            )
+            rows = await conn.execute(select(placements))
+            return {r.task_key: Placement(r.task_key, r.tracker_id, r.active_from, r.previous) for r in rows}
+
+    async def place(self, placement: Placement) -> None:
+        """Write ``placement``, replacing the task's placement before it (a move written again is the same
+        row)."""
+        async with self.store.connection(write=True) as conn:
+            await conn.execute(delete(placements).where(placements.c.task_key == placement.key))
+            await conn.execute(
+                placements.insert().values(
+                    task_key=placement.key,
+                    tracker_id=placement.tracker_id,
+                    active_from=placement.active_from,
+                    previous=placement.previous,
+                )
+            )
 
     async def leave(self, tracker_id: str) -> None:
         """Delete this tracker's row: its tasks move to the others at their next heartbeat."""

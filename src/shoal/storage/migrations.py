@@ -335,6 +335,23 @@ async def _v12_task_epochs(conn: AsyncConnection) -> None:
     await conn.execute(text("ALTER TABLE tasks ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0"))
 
 
+async def _v13_placements(conn: AsyncConnection) -> None:
+    # A member's load, renewed with its row, and the tasks members place on each other by load
+    # (core.balance): rows of trackers that never balance read a load of 0.
+    await conn.execute(text("ALTER TABLE trackers ADD COLUMN load_rate DOUBLE PRECISION NOT NULL DEFAULT 0"))
+    frozen = MetaData()
+    key = String(64).with_variant(mysql.VARCHAR(64, charset="ascii", collation="ascii_bin"), "mysql")
+    Table(
+        "placements",
+        frozen,
+        Column("task_key", key, primary_key=True),
+        Column("tracker_id", key, nullable=False),
+        Column("active_from", Double, nullable=False),
+        Column("previous", key, nullable=True),
+    )
+    await conn.run_sync(frozen.create_all)
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "tasks, piece hashes, peers, leases", _v1_initial),
     (2, "times as DOUBLE on MySQL", _v2_double_times),
@@ -348,6 +365,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (10, "pool jobs: digests of every algorithm", _v10_push_digests),
     (11, "mirror jobs: the size as reported", _v11_mirror_size_text),
     (12, "tasks: the ownership epoch that fences their writes", _v12_task_epochs),
+    (13, "trackers' loads, and tasks placed by load", _v13_placements),
 ]
 
 

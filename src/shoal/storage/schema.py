@@ -212,8 +212,20 @@ trackers = Table(
     Column("url", Text, nullable=False),
     Column("active_from", Time, nullable=False),
     Column("expires", Time, nullable=False),
+    Column("load_rate", Double, nullable=False, server_default=text("0")),
 )
-"""Tracker processes sharing the database (core.ownership): each renews its row while it lives."""
+"""Tracker processes sharing the database (core.ownership): each renews its row while it lives, and its
+load with it (core.balance)."""
+
+placements = Table(
+    "placements",
+    metadata,
+    Column("task_key", Key, primary_key=True),
+    Column("tracker_id", Key, nullable=False),
+    Column("active_from", Time, nullable=False),
+    Column("previous", Key, nullable=True),
+)
+"""Tasks given to a member by load rather than by hash (core.ownership, "Placements")."""
 
 tracker_cluster = Table(
     "tracker_cluster",

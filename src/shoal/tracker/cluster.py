@@ -28,6 +28,7 @@ import math
 import secrets
 import socket
 import ssl
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
@@ -35,13 +36,27 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from shoal.core import balance
+from shoal.core.errors import StoreError
 from shoal.core.messages import ClusterMember, ClusterView
 from shoal.core.owner_hint import OWNER_HEADER
-from shoal.core.ownership import HEARTBEAT, TrackerMember, in_force, lost_tasks, owner, sharing_url
+from shoal.core.ownership import (
+    HEARTBEAT,
+    JOIN_DELAY,
+    Placement,
+    Placements,
+    TrackerMember,
+    in_force,
+    lost_tasks,
+    owner,
+    placed_from,
+    sharing_url,
+)
 from shoal.core.pool_api import MEMBER_SECRET
 from shoal.core.tickets import FLEET_HEADER, FleetKey
 from shoal.http.json_api import json_error
 from shoal.http.limits import read_body
+from shoal.storage.cluster_store import ClusterStore
 from shoal.storage.db import SqlStore
 from shoal.tracker.membership import FENCED, Reading, Renewals
 
@@ -95,10 +110,12 @@ class Cluster:
         scheme: str = "http",
         tls: ssl.SSLContext | None = None,
         fleet_key: FleetKey | None = None,
+        balancing: balance.Balancing = balance.DEFAULT,
     ) -> None:
         """``advertise``: the URL other trackers reach this one at; "" for ``scheme``://HOST:PORT once
         listening (127.0.0.1 for a wildcard HOST: trackers on one host). ``tls``: how to reach the other members over
-        https (None: the system's CAs); ``fleet_key``: the fleet's, whose credential a forward carries."""
+        https (None: the system's CAs); ``fleet_key``: the fleet's, whose credential a forward carries;
+        ``balancing``: how this member gives tasks away by load (core.balance)."""
         self.tracker_id = secrets.token_hex(8)
         self.url = advertise.rstrip("/")
         self._host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
@@ -106,6 +123,7 @@ class Cluster:
         self._listening = asyncio.Event()
         self.clock = clock
         self._db = store.url
+        self._rows = ClusterStore(store)
         self._renewals: Renewals | None = None
         self._adopted = FENCED  # the reading the loop last acted on (drops, moves)
         self._drop: Callable[[list[str]], None] | None = None
@@ -126,6 +144,18 @@ class Cluster:
         """Requests this member forwarded to an owner that did not answer (``failed``)."""
         self.served_forwarded = 0
         """Requests another member forwarded here, served as the owner (``in``)."""
+        self.balancing = balancing
+        self._decided: dict[str, int] = {}  # requests decided here this balancing round, by key
+        self._round_began = clock()
+        self._pending: dict[str, Placement] = {}  # our moves that no reading has shown us yet
+        self._seen: dict[str, tuple[Placement, float]] = {}  # placements naming us, and when first read
+        self._unwritten: set[str] = set()  # pending moves whose row has not been written yet
+        self._given: dict[str, float] = {}  # pending moves whose soft state we still hold: their active_from
+        self._merged: tuple[Reading, Placements] | None = None
+        self.placed = 0
+        """Tasks this member placed on others by load (its metrics)."""
+        self.load = 0.0
+        """Requests this member decided a second over its latest balancing round."""
 
     def listening(self, port: int) -> None:
         """The port we listen on (http.listen.ON_LISTENING): our URL when none is advertised."""
@@ -181,6 +211,7 @@ class Cluster:
                 self._renewals.tick()
             self._reading()
             await self._learn_hosts()
+            await self._balance()
             await asyncio.sleep(HEARTBEAT)
 
     def _reading(self) -> Reading:
@@ -192,6 +223,13 @@ class Cluster:
         reading = self._renewals.reading
         if reading is not self._adopted:
             self._adopt(reading, self._drop)
+        if self._given and (now := self.clock()) >= min(self._given.values()):
+            # Tasks we placed elsewhere are theirs from active_from on, whether or not a reading says so yet.
+            gone = [key for key, at in self._given.items() if now >= at]
+            for key in gone:
+                del self._given[key]
+            self.drops += 1
+            self._drop(gone)
         return reading
 
     def _adopt(self, reading: Reading, drop: Callable[[list[str]], None]) -> None:
@@ -204,13 +242,46 @@ class Cluster:
         if reading.renewed == -math.inf:
             return  # fenced: nothing to learn from it
         now = self.clock()
+        self._learn_placements(reading.placements, now)
         live = {m.tracker_id for m in reading.members if m.live(now, reading.renewed)}
         if self._live - live:
             self._moved(now)  # a member left (its row is gone) or died since the last reading
         self._live = live
-        if lost := lost_tasks(self._held(), self.tracker_id, reading.members, now, reading.renewed):
+        placements = self._placements(reading)
+        if lost := lost_tasks(self._held(), self.tracker_id, reading.members, now, reading.renewed, placements):
             self.drops += 1
             drop(lost)
+
+    def _learn_placements(self, placements: Placements, now: float) -> None:
+        """Note when each placement naming us was first read (core.ownership.placed_from), and let go of our
+        pending moves that the rows now show (or that a later move replaced)."""
+        for key, placed in placements.items():
+            if placed.tracker_id == self.tracker_id and self._seen.get(key, (None,))[0] != placed:
+                self._seen[key] = (placed, now)
+        for key in [key for key, (placed, _) in self._seen.items() if placements.get(key) != placed]:
+            del self._seen[key]
+        shown = [
+            key
+            for key, mine in self._pending.items()
+            if (row := placements.get(key)) is not None and row.active_from >= mine.active_from
+        ]
+        for key in shown:
+            del self._pending[key]
+            self._unwritten.discard(key)
+        if shown:
+            self._merged = None
+
+    def _placements(self, reading: Reading) -> Placements:
+        """The placements by ``reading``, and our moves it does not show yet."""
+        if not self._pending:
+            return reading.placements
+        if self._merged is None or self._merged[0] is not reading:
+            merged = dict(reading.placements)
+            for key, mine in self._pending.items():
+                if (row := merged.get(key)) is None or row.active_from < mine.active_from:
+                    merged[key] = mine
+            self._merged = (reading, merged)
+        return self._merged[1]
 
     def owner(self, task_id: str) -> TrackerMember | None:
         """The member that decides ``task_id`` now; None when none can (we are fenced, or nobody is live)."""
@@ -218,9 +289,13 @@ class Cluster:
         now = self.clock()
         if not in_force(reading.renewed, now):
             return None
-        current = owner(task_id, reading.members, now, reading.renewed)
-        if current is not None and current.tracker_id == self.tracker_id and now < reading.counts_from:
-            return None  # our row counts for the others, but one of them may still decide on an older reading
+        current = owner(task_id, reading.members, now, reading.renewed, self._placements(reading))
+        if current is not None and current.tracker_id == self.tracker_id:
+            if now < reading.counts_from:
+                return None  # our row counts for the others, but one of them may still decide on an older reading
+            seen = self._seen.get(task_id)
+            if seen is not None and seen[0].active_from <= now < placed_from(*seen):
+                return None  # placed on us, but another member may still decide it on an older reading
         return current
 
     def last_move(self, now: float) -> float:
@@ -230,6 +305,7 @@ class Cluster:
         members = self.members
         times = [m.active_from for m in members if m.active_from <= now]
         times += [m.expires for m in members if m.expires <= now]
+        times += [placed.active_from for placed, _ in self._seen.values() if placed.active_from <= now]
         return max(times, default=-math.inf)
 
     def mine(self, task_id: str) -> bool:
@@ -239,8 +315,17 @@ class Cluster:
     def view(self) -> ClusterView:
         now = self.clock()
         reading = FENCED if self._renewals is None else self._renewals.reading
+        placed = Counter(p.tracker_id for p in reading.placements.values())
         members = tuple(
-            ClusterMember(m.tracker_id, m.url, m.active_from, m.expires, m.live(now, reading.renewed))
+            ClusterMember(
+                m.tracker_id,
+                m.url,
+                m.active_from,
+                m.expires,
+                m.live(now, reading.renewed),
+                m.load,
+                placed[m.tracker_id],
+            )
             for m in sorted(reading.members, key=lambda m: m.tracker_id)
         )
         return ClusterView(self.tracker_id, members, reading.deciding(now))
@@ -276,6 +361,7 @@ class Cluster:
         if current is not None and current.tracker_id == self.tracker_id:
             if self.forwarded(request):
                 self.served_forwarded += 1
+            self._decided[key] = self._decided.get(key, 0) + 1
             return await handler(request)
         if current is None or self.forwarded(request):
             why = "no tracker can decide this task at the moment" if current is None else "the task is moving"
@@ -336,6 +422,60 @@ class Cluster:
             payload = await reply.read()
             kept = {k: v for k, v in reply.headers.items() if k in RELAYED_REPLY_HEADERS}
             return reply.status, payload, kept
+
+    async def _balance(self) -> None:
+        """At the end of each balancing round: publish our load, and place tasks on the least loaded member
+        when ours is above the mean (core.balance). Then write the moves not yet written; one whose write
+        failed is written again at the next heartbeat (until then nobody else knows it, and we have
+        stopped deciding it at its active_from: its announces are refused as moving)."""
+        now = self.clock()
+        elapsed = now - self._round_began
+        if elapsed >= self.balancing.round:
+            decided, self._decided, self._round_began = self._decided, {}, now
+            rates = {key: count / elapsed for key, count in decided.items()}
+            load = self.load = sum(rates.values())
+            if self._renewals is not None:
+                self._renewals.load = load
+            reading = self._reading()
+            if reading.deciding(now):
+                self._place(reading, now, load, rates)
+        for key in list(self._unwritten):
+            placed = self._pending.get(key)
+            if placed is None:
+                self._unwritten.discard(key)
+                continue
+            try:
+                await self._rows.place(placed)
+            except StoreError as exc:
+                log.warning("placing task %s on tracker %s failed: %s; trying again", key, placed.tracker_id, exc)
+                return
+            self._unwritten.discard(key)
+
+    def _place(self, reading: Reading, now: float, load: float, rates: dict[str, float]) -> None:
+        loads = {m.tracker_id: m.load for m in reading.members if m.live(now, reading.renewed)}
+        loads[self.tracker_id] = load
+        placements = self._placements(reading)
+        movable = {key: rate for key, rate in rates.items() if key not in self._pending and self.mine(key)}
+        chosen = balance.moves(self.tracker_id, loads, movable, self.balancing)
+        for key, target in chosen:
+            before = placements.get(key)
+            ours = before is not None and before.tracker_id == self.tracker_id and now >= before.active_from
+            placed = Placement(key, target, now + JOIN_DELAY, self.tracker_id if ours else None)
+            self._pending[key] = placed
+            self._unwritten.add(key)
+            self._given[key] = placed.active_from
+        if chosen:
+            self._merged = None
+            self.placed += len(chosen)
+            log.info(
+                "tracker %s: load %.0f/s against a mean of %.0f/s: placing %d tasks (%.0f/s) on tracker %s",
+                self.tracker_id,
+                load,
+                sum(loads.values()) / len(loads),
+                len(chosen),
+                sum(rates[key] for key, _ in chosen),
+                chosen[0][1],
+            )
 
     async def _learn_hosts(self) -> None:
         """The addresses of the other members, whose FORWARDED_FOR is believed."""

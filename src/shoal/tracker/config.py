@@ -5,7 +5,9 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 
+from shoal.core import balance
 from shoal.core.audit import AUDIT_SHARE
+from shoal.core.balance import Balancing
 from shoal.core.tickets import FleetKey
 
 
@@ -80,6 +82,9 @@ class TrackerConfig:
     forward_tls: ssl.SSLContext | None = None
     """How this tracker reaches the other trackers of its cluster over https (tracker.cluster): the fleet's
     CA (``--ca``) and, for mutual TLS, its own certificate. None: aiohttp's defaults (the system's CAs)."""
+    balancing: Balancing = balance.DEFAULT
+    """With several trackers on one database: how this one gives tasks to the least loaded when its load is
+    above the mean (core.balance)."""
     max_body: int = 256 * 1024
     """Largest request body accepted, in bytes; larger ones get a 413."""
     max_inflight: int = 64

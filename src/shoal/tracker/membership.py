@@ -15,8 +15,10 @@ The rules between the thread and the tracker's loop:
 * **What the thread learns it publishes as one immutable** :class:`Reading`, by assigning one attribute
   (``Renewals.reading``); the loop reads that reference once for each decision, so it never sees half of a
   renewal, and never writes it. A reading carries the instant its renewal began (``renewed``: the fence runs
-  from it, and the rows were read after it), the rows, when this member may decide (``counts_from``), and
-  the incarnation of the row (bumped at each registration).
+  from it, and the rows were read after it), the rows and the placements (read after the rows), when this
+  member may decide (``counts_from``), and the incarnation of the row (bumped at each registration).
+* **The loop hands the thread its load** (core.balance) by assigning one float (``Renewals.load``); each
+  renewal writes the latest.
 * **Before it registers again the thread publishes a fenced reading** (``renewed`` -inf: the loop decides
   nothing), and the new row's reading only once the registration has committed. That reading's
   ``forget_at`` names the latest incarnation before which another member may have decided this member's
@@ -41,13 +43,14 @@ import contextlib
 import logging
 import math
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 
 from shoal.core.errors import StoreError
 from shoal.core.ownership import (
     HEARTBEAT,
     TTL,
+    Placement,
     TrackerMember,
     counts_from,
     in_force,
@@ -76,6 +79,8 @@ class Reading:
     forget_at: int
     """The latest incarnation before which another member may have decided our tasks: the soft state
     held from before it must go."""
+    placements: Mapping[str, Placement] = field(default_factory=dict)
+    """Every task placed by load (core.ownership, "Placements"), read after the rows."""
 
     def deciding(self, now: float) -> bool:
         """Whether this member decides the tasks it owns at ``now``: its row is in force and it has waited
@@ -103,6 +108,8 @@ class Renewals:
         """Registrations after the first (the row lapsed, or a renewal came after the fence)."""
         self.last_renewal = 0.0
         """Seconds the latest renewal took, its round trips on the thread's own connection."""
+        self.load = 0.0
+        """This member's load, written by the loop (core.balance): each renewal writes the latest."""
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -193,11 +200,12 @@ class Renewals:
             log.warning("tracker %s: the event loop runs again", self.tracker_id)
         reading = self.reading
         if not must_rejoin(reading.renewed, now):
-            members = await rows.renew(self.tracker_id, now)
+            members = await rows.renew(self.tracker_id, now, self.load)
+            placed = await rows.placements(now) if members is not None else {}
             self.last_renewal = self.clock() - now
             if members is not None and not must_rejoin(reading.renewed, self.clock()):
                 if not self._halted.is_set():
-                    self.reading = replace(reading, renewed=now, members=tuple(members))
+                    self.reading = replace(reading, renewed=now, members=tuple(members), placements=placed)
                 return
             why = "our member row was gone"
             if members is not None:
@@ -215,6 +223,7 @@ class Renewals:
         now = self.clock()
         members = await rows.register(self.tracker_id, self.url, now)
         committed = self.clock()
+        placed = await rows.placements(now)
         me = next(m for m in members if m.tracker_id == self.tracker_id)
         incarnation = before.incarnation + 1
         others = [m for m in (*before.members, *members) if m.tracker_id != self.tracker_id]
@@ -223,4 +232,4 @@ class Renewals:
         forget_at = incarnation if took_over else before.forget_at
         begins = counts_from(now, me.active_from, committed)
         if not self._halted.is_set():
-            self.reading = Reading(now, tuple(members), begins, incarnation, forget_at)
+            self.reading = Reading(now, tuple(members), begins, incarnation, forget_at, placed)

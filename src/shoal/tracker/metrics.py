@@ -182,6 +182,17 @@ class TrackerCollector(Collector):
             "(the process stalled, the database was slow, its event loop was wedged), so its tasks moved.",
             cluster.rejoins,
         )
+        yield counter(
+            "shoal_tracker_cluster_placed_tasks",
+            "Tasks this tracker gave to the least loaded member of its cluster because its own load was above "
+            "the members' mean (--balance).",
+            cluster.placed,
+        )
+        yield gauge(
+            "shoal_tracker_cluster_load",
+            "Requests a second this tracker decided as their task's owner over its latest balancing round.",
+            cluster.load,
+        )
         yield gauge(
             "shoal_tracker_cluster_renewal_seconds",
             "How long the latest renewal of this tracker's member row took (on a thread and a database "

@@ -127,6 +127,7 @@ class TrackerService:
                 scheme="https" if config.serves_tls else "http",
                 tls=config.forward_tls,
                 fleet_key=config.fleet_key,
+                balancing=config.balancing,
             )
             cluster = self.cluster
             self.pools.owns = lambda name: cluster.mine(pools.pool_key(name))

@@ -1,0 +1,79 @@
+"""Which tasks a tracker gives away so that the trackers sharing one database share the load evenly.
+
+Rendezvous hashing (core.ownership) gives each member about as many tasks as the next, but tasks differ: one
+swarm of thousands of peers announces as often as hundreds of small ones together, and its owner saturates
+while the others idle. Each member therefore measures the requests it decides a second, task by task, over
+a balancing round, and publishes the sum in its member row (``TrackerMember.load``). At the end of a round a
+member whose load is above the mean of the live members' by more than TOLERANCE of it (and by FLOOR at
+least) places tasks on the least loaded member (core.ownership, "Placements"):
+
+* **As much as levels the two, no more**: the budget is the smaller of this member's excess over the mean
+  and the target's room under it, and when several members are over the mean each takes an equal part of
+  that room, since all of them may give to the same target in one round. The target then ends at most at
+  the mean, and the giver at least at it: neither is over the threshold because of the move, so tasks do
+  not go back and forth.
+* **The busiest tasks that fit go first**, so a round moves few tasks; a task busier than the whole budget
+  stays (moving it would only swap which member is over). Ties go by key, so a decision is repeatable.
+* **At most MAX_MOVES a round**: each moved task's peers rebuild its soft state at the new owner, which
+  grants no fresh origin lease for a grace period; a round that moved a thousand tasks at once would be a
+  thousand such pauses.
+
+Rounds are ROUND seconds apart: a move takes effect about JOIN_DELAY after it is made, and the loads then
+need a round to show it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+TOLERANCE = 0.1
+"""A member gives tasks away when its load is this share above the mean of the live members'."""
+FLOOR = 50.0
+"""...and at least this many requests a second above it: below, the imbalance costs nothing worth a move."""
+MAX_MOVES = 64
+"""Tasks one member places in one round."""
+ROUND = 20.0
+"""Seconds between a member's balancing rounds (and the window its load is measured over)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Balancing:
+    """How a member balances: the module's constants, which a test or an operator may change."""
+
+    gives: bool = True
+    """Whether this member gives tasks away (it measures and publishes its load either way)."""
+    tolerance: float = TOLERANCE
+    floor: float = FLOOR
+    round: float = ROUND
+    max_moves: int = MAX_MOVES
+
+
+DEFAULT = Balancing()
+
+
+def moves(
+    me: str, loads: Mapping[str, float], rates: Mapping[str, float], balancing: Balancing = DEFAULT
+) -> list[tuple[str, str]]:
+    """The tasks ``me`` places on another member this round, as (task, member) pairs.
+
+    ``loads``: each live member's requests a second (``me``'s as just measured, the others' as their rows
+    say); ``rates``: the requests a second of each task ``me`` decides and may give away."""
+    if not balancing.gives or me not in loads or len(loads) < 2:
+        return []
+    mean = sum(loads.values()) / len(loads)
+    threshold = max(balancing.floor, balancing.tolerance * mean)
+    excess = loads[me] - mean
+    if excess <= threshold:
+        return []
+    givers = sum(1 for load in loads.values() if load - mean > threshold)
+    target = min((m for m in loads if m != me), key=lambda m: (loads[m], m))
+    budget = min(excess, (mean - loads[target]) / givers)
+    placed: list[tuple[str, str]] = []
+    for key, rate in sorted(rates.items(), key=lambda kv: (-kv[1], kv[0])):
+        if len(placed) >= balancing.max_moves or budget <= 0:
+            break
+        if 0 < rate <= budget:
+            placed.append((key, target))
+            budget -= rate
+    return placed
