@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoal.core.balance import Balancing, moves
+from shoal.core.balance import Balancing, moves, settled
+from shoal.core.ownership import HEARTBEAT
 
 EVEN = Balancing(floor=1.0)
 
@@ -76,3 +77,7 @@ def test_a_round_never_overshoots(loads: dict[str, float], rates: list[float]) -
         assert loads[me] - moved >= mean - 1e-6
         assert loads[target] + moved <= mean + 1e-6
         assert len({key for key, _ in placed}) == len(placed)
+
+
+def test_loads_show_a_move_two_rounds_and_a_heartbeat_after_its_new_owner_decides() -> None:
+    assert settled(100.0, Balancing(round=20.0)) == 100.0 + 40.0 + HEARTBEAT

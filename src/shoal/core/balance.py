@@ -18,14 +18,22 @@ least) places tasks on the least loaded member (core.ownership, "Placements"):
   grants no fresh origin lease for a grace period; a round that moved a thousand tasks at once would be a
   thousand such pauses.
 
-Rounds are ROUND seconds apart: a move takes effect about JOIN_DELAY after it is made, and the loads then
-need a round to show it.
+* **No round while the loads do not show the last moves yet** (:func:`settled`). A move takes effect about
+  JOIN_DELAY after it is made, and a load is measured over a round: until the giver's and the target's
+  loads both cover a whole round after the move, the giver would count the tasks it gave as its own and the
+  target's room as still free, and give as much again. So a member that gave or was given a task places
+  nothing until two rounds after that task's new owner began deciding it (the target's latest round may
+  have begun up to a round before that; one more heartbeat for the row that carries its load).
+
+Rounds are ROUND seconds apart.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from shoal.core.ownership import HEARTBEAT
 
 TOLERANCE = 0.1
 """A member gives tasks away when its load is this share above the mean of the live members'."""
@@ -50,6 +58,13 @@ class Balancing:
 
 
 DEFAULT = Balancing()
+
+
+def settled(decides_from: float, balancing: Balancing = DEFAULT) -> float:
+    """When the loads show a move whose new owner decides from ``decides_from``: both members have measured
+    a whole round since (the target's latest round may have begun up to a round before), and the target's
+    row carries it (a heartbeat)."""
+    return decides_from + 2 * balancing.round + HEARTBEAT
 
 
 def moves(

@@ -152,6 +152,7 @@ class Cluster:
         self._unwritten: set[str] = set()  # pending moves whose row has not been written yet
         self._given: dict[str, float] = {}  # pending moves whose soft state we still hold: their active_from
         self._merged: tuple[Reading, Placements] | None = None
+        self._settled = -math.inf  # when the loads measured show every move made to or by us (core.balance)
         self.placed = 0
         """Tasks this member placed on others by load (its metrics)."""
         self.load = 0.0
@@ -258,6 +259,7 @@ class Cluster:
         for key, placed in placements.items():
             if placed.tracker_id == self.tracker_id and self._seen.get(key, (None,))[0] != placed:
                 self._seen[key] = (placed, now)
+                self._settled = max(self._settled, balance.settled(placed_from(placed, now), self.balancing))
         for key in [key for key, (placed, _) in self._seen.items() if placements.get(key) != placed]:
             del self._seen[key]
         shown = [
@@ -437,7 +439,7 @@ class Cluster:
             if self._renewals is not None:
                 self._renewals.load = load
             reading = self._reading()
-            if reading.deciding(now):
+            if reading.deciding(now) and now >= self._settled:
                 self._place(reading, now, load, rates)
         for key in list(self._unwritten):
             placed = self._pending.get(key)
@@ -464,6 +466,7 @@ class Cluster:
             self._pending[key] = placed
             self._unwritten.add(key)
             self._given[key] = placed.active_from
+            self._settled = max(self._settled, balance.settled(placed_from(placed, now), self.balancing))
         if chosen:
             self._merged = None
             self.placed += len(chosen)

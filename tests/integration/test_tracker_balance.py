@@ -1,0 +1,116 @@
+"""Trackers on one PostgreSQL level their load (core.balance): a busy member places tasks on an idle one,
+the peers follow the owner the forwarding tracker names, and each task has one decider throughout."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+import urllib.request
+from collections import Counter
+
+import aiohttp
+import msgspec
+
+from shoal.core.ids import PeerIdentity, task_id_for_url
+from shoal.core.manifest import OriginIdentity
+from shoal.core.messages import AnnounceRequest
+from shoal.core.owner_hint import OWNER_HEADER
+from shoal.testing.processes import Service
+from tests.integration.conftest import task_summary
+from tests.integration.test_tracker_cluster import cluster_of, owner_of, pg_url, start_cluster  # noqa: F401
+
+TASKS = 12
+PAUSE = 0.1
+"""Seconds between one peer's announces: the 12 tasks' peers make about 100 requests a second."""
+
+
+def metric(t: Service, name: str) -> float:
+    with urllib.request.urlopen(f"{t.url}/metrics") as reply:
+        for line in reply.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"{name} not in {t.url}/metrics")
+
+
+async def _peers(urls: list[str], first: str, until: float) -> tuple[dict[str, str], Counter[int]]:
+    """One peer per task of ``urls``, announcing every PAUSE through ``first`` until it names another owner
+    (OWNER_HEADER), then to that owner, as peer.tracker_client does; a 503 (busy, moving) is asked again.
+    Returns each task's latest decider (the owner a reply named, else the tracker asked) once every peer
+    has announced for ``until`` seconds, and the statuses seen."""
+    statuses: Counter[int] = Counter()
+    deciders: dict[str, str] = {}
+
+    async def peer(session: aiohttp.ClientSession, url: str) -> None:
+        me = PeerIdentity.from_secret(secrets.token_hex(16))
+        task_id = task_id_for_url(url)
+        tracker = first
+        origin: OriginIdentity | None = OriginIdentity(1 << 20, etag='"v1"')
+        event = "started"
+        deadline = time.monotonic() + until
+        while time.monotonic() < deadline:
+            request = AnnounceRequest(me.peer_id, url, 7000, secret=me.secret, event=event, origin=origin)
+            async with session.post(
+                f"{tracker}/v1/tasks/{task_id}/announce",
+                data=msgspec.json.encode(request),
+                headers={"Content-Type": "application/json"},
+            ) as reply:
+                statuses[reply.status] += 1
+                named = reply.headers.get(OWNER_HEADER, "").rstrip("/")
+                if reply.status == 200:
+                    deciders[url] = named or tracker
+                    origin, event = None, "update"
+                if named:
+                    tracker = named
+            await asyncio.sleep(PAUSE)
+
+    async with aiohttp.ClientSession() as session:
+        await asyncio.gather(*(peer(session, url) for url in urls))
+    return deciders, statuses
+
+
+def test_a_busy_tracker_places_tasks_on_an_idle_one_and_the_peers_follow(tracker, pg_url):  # noqa: F811
+    by_id = start_cluster(tracker, pg_url, 2, "--balance-floor", "1", "--balance-round", "2")
+    busy_id, idle_id = list(by_id)
+    busy, idle = by_id[busy_id], by_id[idle_id]
+    # Tasks the hash gives to one member: all the requests are its, and the other has none.
+    candidates = (f"http://127.0.0.1:9/balance-{i}.bin" for i in range(1000))
+    urls = [u for u in candidates if owner_of(task_id_for_url(u), busy) == busy_id][:TASKS]
+
+    # Long enough for a round to measure the load, its moves to take effect (JOIN_DELAY), and the new owner
+    # to decide them, with a few rounds to spare on a busy machine.
+    deciders, statuses = asyncio.run(_peers(urls, busy.url, until=30.0))
+
+    moved = [u for u, d in deciders.items() if d == idle.url]
+    assert 0 < len(moved) < TASKS, f"tasks decided by the idle member at the end: {len(moved)} of {TASKS}"
+    assert set(deciders.values()) == {busy.url, idle.url} and len(deciders) == TASKS
+    # Only 200s and the 503s of a task that is moving (or of a member shedding): nothing failed.
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses[200] > 10 * TASKS
+    # The busy member placed what moved, the rows say so to both members, and the new owner knows the
+    # moved tasks' peers (rebuilt from their announces).
+    # Once: the busy member gave about half (the tasks are alike), and nothing came back. A member that
+    # placed again before the loads showed its first moves would give as much again, and the idle one
+    # would then give some back.
+    assert metric(busy, "shoal_tracker_cluster_placed_tasks_total") == len(moved) <= TASKS // 2 + 1
+    assert metric(idle, "shoal_tracker_cluster_placed_tasks_total") == 0
+    for t in (busy, idle):
+        placed = {m["tracker_id"]: m["placed"] for m in cluster_of(t)["members"]}
+        assert placed[idle_id] >= len(moved), placed
+    for url in moved:
+        peers = task_summary(idle, task_id_for_url(url))["peers"]
+        assert len(peers) == 1, f"{url}: {peers}"  # type: ignore[arg-type]
+    assert metric(idle, "shoal_tracker_cluster_load") > 0
+
+
+def test_a_member_run_with_no_balance_keeps_its_tasks(tracker, pg_url):  # noqa: F811
+    by_id = start_cluster(tracker, pg_url, 2, "--no-balance", "--balance-round", "2")
+    busy_id, _ = list(by_id)
+    busy = by_id[busy_id]
+    candidates = (f"http://127.0.0.1:9/kept-{i}.bin" for i in range(1000))
+    urls = [u for u in candidates if owner_of(task_id_for_url(u), busy) == busy_id][:TASKS]
+    deciders, _ = asyncio.run(_peers(urls, busy.url, until=15.0))
+    assert set(deciders.values()) == {busy.url}
+    # It still measures and publishes its load: the members that do balance weigh it.
+    assert metric(busy, "shoal_tracker_cluster_load") > 10
+    assert metric(busy, "shoal_tracker_cluster_placed_tasks_total") == 0
