@@ -31,8 +31,14 @@ answered per CPU-second, the generator's CPU and lag; then per tracker its CPU, 
 it answered (/metrics), and the forwards it made; the forwarded share (answers that named an owner), and
 the refusals (503s) that named one in the header.
 
+The trackers balance their load (core.balance) as they would in production: a step's figures are
+steady only once the busy tracker's placements have taken effect, a round (``--balance-round``, pass it
+in ``--tracker-args``) plus about 8 s after the load got uneven, so prime at a rate past the balancing
+floor for long enough (``--prime``, ``--prime-rate``); ``--tracker-args=--no-balance`` compares without.
+
 ``--kill-after S``: S seconds into the last step's measured window, SIGKILL tracker ``--victim`` (default
-the last). Printed: the tasks it owned then (by core.ownership over the members a survivor lists), for
+the last). Printed: the tasks it owned then (by the hash over the members a survivor lists: a task
+placed by load is counted with its hash owner, so run kills with ``--no-balance`` for exact counts), for
 their announces scheduled after the kill a timeline per second (sent, answered, 503, failed), when each
 of them was answered again (median, 90th percentile, last), the last failure's time, the origin leases
 granted twice (below), and the lines with ERROR or a traceback in each survivor's log.
