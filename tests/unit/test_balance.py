@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoal.core.balance import Balancing, moves, settled
+from shoal.core.balance import MAX_PLACEMENTS, Balancing, moves, settled
 from shoal.core.ownership import HEARTBEAT
 
 EVEN = Balancing(floor=1.0)
@@ -51,6 +51,11 @@ def test_a_round_moves_at_most_max_moves_and_ties_go_by_key() -> None:
 
 def test_a_member_that_does_not_give_keeps_everything() -> None:
     assert moves("a", {"a": 500.0, "b": 0.0}, {"t": 1.0}, Balancing(gives=False)) == []
+
+
+def test_nothing_is_placed_while_the_database_holds_the_most_placements() -> None:
+    assert moves("a", {"a": 500.0, "b": 0.0}, {"t": 1.0}, EVEN, placements=MAX_PLACEMENTS) == []
+    assert moves("a", {"a": 500.0, "b": 0.0}, {"t": 1.0}, EVEN, placements=MAX_PLACEMENTS - 1) == [("t", "b")]
 
 
 def test_alone_or_idle_tasks_nothing_moves() -> None:

@@ -43,6 +43,10 @@ MAX_MOVES = 64
 """Tasks one member places in one round."""
 ROUND = 20.0
 """Seconds between a member's balancing rounds (and the window its load is measured over)."""
+MAX_PLACEMENTS = 10_000
+"""No member places a task while the database holds this many placements: each member reads them all at
+every heartbeat, and a placement's row goes only with the member it names (core.ownership), so the
+placements of tasks since retired stay until their trackers restart."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,13 +72,18 @@ def settled(decides_from: float, balancing: Balancing = DEFAULT) -> float:
 
 
 def moves(
-    me: str, loads: Mapping[str, float], rates: Mapping[str, float], balancing: Balancing = DEFAULT
+    me: str,
+    loads: Mapping[str, float],
+    rates: Mapping[str, float],
+    balancing: Balancing = DEFAULT,
+    placements: int = 0,
 ) -> list[tuple[str, str]]:
     """The tasks ``me`` places on another member this round, as (task, member) pairs.
 
     ``loads``: each live member's requests a second (``me``'s as just measured, the others' as their rows
-    say); ``rates``: the requests a second of each task ``me`` decides and may give away."""
-    if not balancing.gives or me not in loads or len(loads) < 2:
+    say); ``rates``: the requests a second of each task ``me`` decides and may give away; ``placements``:
+    how many the database holds."""
+    if not balancing.gives or me not in loads or len(loads) < 2 or placements >= MAX_PLACEMENTS:
         return []
     mean = sum(loads.values()) / len(loads)
     threshold = max(balancing.floor, balancing.tolerance * mean)

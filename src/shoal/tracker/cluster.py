@@ -458,7 +458,7 @@ class Cluster:
         loads[self.tracker_id] = load
         placements = self._placements(reading)
         movable = {key: rate for key, rate in rates.items() if key not in self._pending and self.mine(key)}
-        chosen = balance.moves(self.tracker_id, loads, movable, self.balancing)
+        chosen = balance.moves(self.tracker_id, loads, movable, self.balancing, len(reading.placements))
         for key, target in chosen:
             before = placements.get(key)
             ours = before is not None and before.tracker_id == self.tracker_id and now >= before.active_from
