@@ -43,13 +43,11 @@ their announces scheduled after the kill a timeline per second (sent, answered, 
 of them was answered again (median, 90th percentile, last), the last failure's time, the origin leases
 granted twice (below), and the lines with ERROR or a traceback in each survivor's log.
 
-A duplicate lease: a piece of a task leased to one peer while another peer holds a lease on it that has not
-been reported (the holder has had no answered announce since the grant) and the holder has not expired
-(heard from within 80% of the trackers' --peer-ttl). Counted from the grants in the replies, in every window,
-apart by who granted the two: one tracker (the decider: the owner a forwarded reply names, else the tracker
-asked), or two, the second having taken the task over without the first one's soft state (it learns a lease
-in flight from its holder's ``fetching``, which these simulated peers never send: they report a lease's
-piece done at their next turn), so the grants across a move count as "across owners".
+A duplicate lease: a piece of a task leased to one peer while another peer's lease on it was live by the
+trackers' own rules, counted from the grants in the replies, in every window (``tracker_lease_overlaps.py``:
+a grant seen before the reply to the holder's report of the piece is judged by that report, as the tracker
+answers a report only once its hash has committed and may lease the piece again meanwhile for a spot
+check), apart by who granted the two: one tracker, or two across an ownership move.
 
 Run it (from a checkout, under the CPU lock on a shared machine)::
 
@@ -88,46 +86,12 @@ from shoal.core.ownership import TrackerMember, owner  # noqa: E402
 from shoal.core.tickets import FLEET_HEADER  # noqa: E402
 from shoal.testing.cpu import MachineCpu, process_cpu_seconds  # noqa: E402
 from shoal.testing.metrics import parse  # noqa: E402
+from tracker_lease_overlaps import Leases  # noqa: E402
 from tracker_load import HEADER, JSON, Load, Meters, Step, print_step, record_cpu  # noqa: E402
 from tracker_load_peers import Reply, SimPeer, build_fleet, task_sizes  # noqa: E402
 from tracker_load_proc import CpuQuota, Tracker, database_cpu, read_rss_mb, scratch_database, top_functions  # noqa: E402
 
 DEFAULT_DB = "postgresql://postgres@127.0.0.1/test"
-
-
-@dataclass
-class Leases:
-    """The origin leases the replies granted, per task: piece -> (holder's peer id, when granted)."""
-
-    peer_ttl: float
-    held: dict[str, dict[int, tuple[str, float, str]]] = field(default_factory=lambda: defaultdict(dict))
-    """task -> piece -> (the holder, when granted, the tracker that granted it)"""
-    last_ok: dict[str, float] = field(default_factory=dict)
-    duplicates: int = 0
-    """Both grants by one tracker."""
-    across_owners: int = 0
-    """The grants by two trackers: the task moved between them (module docstring)."""
-    examples: list[str] = field(default_factory=list)
-
-    def answered(self, task_id: str, peer_id: str, leases: list[int], sent: float, now: float, decider: str) -> None:
-        held = self.held[task_id]
-        # Every lease granted before this announce was sent is reported by it (or was, by one that failed:
-        # its pieces are in this one's bitfield), so the tracker knows who holds those pieces now.
-        for piece in [p for p, (holder, when, _) in held.items() if holder == peer_id and when <= sent]:
-            del held[piece]
-        for piece in leases:
-            found = held.get(piece)
-            # A holder heard from within most of the TTL: near the TTL, the tracker's clock and ours may
-            # disagree on whether its lease lapsed.
-            if found is not None and found[0] != peer_id and now - self.last_ok[found[0]] < 0.8 * self.peer_ttl:
-                if found[2] != decider:
-                    self.across_owners += 1
-                else:
-                    self.duplicates += 1
-                    if len(self.examples) < 3:
-                        self.examples.append(f"task {task_id[:12]} piece {piece}: {found[0][:8]} and {peer_id[:8]}")
-            held[piece] = (peer_id, now, decider)
-        self.last_ok[peer_id] = now
 
 
 @dataclass
@@ -213,6 +177,10 @@ class ClusterLoad(Load):
             return outcome
         raise AssertionError("unreachable: the loop returns or raises")
 
+    async def _send(self, peer: SimPeer, body: bytes, done: dict[int, str], due: float, step: Step | None) -> None:
+        self.leases.sent(peer.identity.peer_id, done)
+        await super()._send(peer, body, done, due, step)
+
     def observed(self, peer: SimPeer, done: dict[int, str], reply: Reply, url: str, due: float) -> None:
         if reply.owner:
             self.forwarded_replies += 1
@@ -222,7 +190,16 @@ class ClusterLoad(Load):
             self.kill.record(peer.task.task_id, due, 200, self.loop.time())
         leases = list(reply.leases) if peer.phase == "down" else []
         decider = reply.owner.rstrip("/") if reply.owner else url
-        self.leases.answered(peer.task.task_id, peer.identity.peer_id, leases, due, self.loop.time(), decider)
+        self.leases.answered(
+            peer.task.task_id,
+            peer.identity.peer_id,
+            leases,
+            due,
+            self.loop.time(),
+            decider,
+            done=done,
+            rejected=reply.rejected,
+        )
 
     def failed(self, peer: SimPeer, status: int, due: float) -> None:
         if self.kill is not None:
@@ -322,7 +299,7 @@ async def step_at(load: ClusterLoad, meters: ClusterMeters, rate: float, args: a
         throttled_before, database_before = meters.throttled, meters.database_seconds
         forwarded_before, duplicates_before = load.forwarded_replies, load.leases.duplicates
         refusals_before = load.named_refusals
-        across_before = load.leases.across_owners
+        across_before, settled_before = load.leases.across_owners, load.leases.settled
         spies = []
         if last and args.spy:
             args.spy.mkdir(parents=True, exist_ok=True)
@@ -383,7 +360,9 @@ async def step_at(load: ClusterLoad, meters: ClusterMeters, rate: float, args: a
         f"{named}; the trackers forwarded {relayed:.0f}; refusals naming one: "
         f"{load.named_refusals - refusals_before}); duplicate leases in the window: "
         f"{load.leases.duplicates - duplicates_before} by one tracker, "
-        f"{load.leases.across_owners - across_before} across owners",
+        f"{load.leases.across_owners - across_before} across owners (grants seen before the holder's report was "
+        f"answered, then found to follow it: {load.leases.settled - settled_before}; still waiting on a report: "
+        f"{load.leases.undecided})",
         flush=True,
     )
     return step
