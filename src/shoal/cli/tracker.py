@@ -127,7 +127,17 @@ from shoal.tracker.config import TrackerConfig
     show_default=True,
     type=click.IntRange(1, 1_000_000),
     metavar="N",
-    help="Most JSON announces in flight; past it an announce is answered 503 with Retry-After at once.",
+    help="Most JSON announces in flight, with the requests forwarded to other trackers of the cluster but "
+    "pools' long-polls; past it one is answered 503 with Retry-After at once.",
+)
+@click.option(
+    "--max-relayed-polls",
+    default=TrackerConfig.max_relayed_polls,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    metavar="N",
+    help="Most pool long-polls forwarded to other trackers of the cluster at once; past it one is answered "
+    "503 with Retry-After.",
 )
 @click.option(
     "--task-retention",
@@ -236,6 +246,7 @@ def tracker(
     crossing_patience: float,
     origin_checks: bool,
     max_inflight: int,
+    max_relayed_polls: int,
     task_retention: float,
     max_peers_per_task: int,
     max_new_peers_per_source: int,
@@ -292,6 +303,7 @@ def tracker(
         crossing_patience=crossing_patience,
         origin_checks=origin_checks,
         max_inflight=max_inflight,
+        max_relayed_polls=max_relayed_polls,
         task_retention=task_retention,
         max_peers_per_task=max_peers_per_task,
         max_new_peers_per_source=max_new_peers_per_source,

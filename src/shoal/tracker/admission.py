@@ -23,6 +23,13 @@ Rules, and why:
   and shield of their own, and one whose client left gives its slot back at once instead of queueing on.
 - The BitTorrent ``/announce`` is not capped: its handler never awaits (its swarms are in memory), so no two
   are ever in flight, and each costs an eighth of a JSON announce.
+- **A forward counts where it is made.** A request this tracker relays to the member that owns its task,
+  swarm or pool (tracker.cluster) holds a connection to the client and one to the owner, a task and its
+  buffers here until the owner answers: it takes a slot of the same cap as an announce decided here, or a
+  flood of requests for other members' tasks would hold this tracker's memory and connections with
+  nothing to stop it. A pool's long-poll (a heartbeat with ``wait``) waits at the owner on purpose, for
+  up to MAX_WAIT: in the announces' cap it would keep announces out for that long, so relayed long-polls
+  have a cap of their own (``--max-relayed-polls``). Both are answered 503 with Retry-After past their cap.
 """
 
 from __future__ import annotations
@@ -59,13 +66,19 @@ class Admission:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_shed: Callable[[], None] | None = None,
+        what: str = "announces",
+        flag: str = "--max-inflight",
     ) -> None:
-        """``on_shed``: told of each announce answered 503 (the service's deafness: a peer shed is not silent)."""
+        """``on_shed``: told of each announce answered 503 (the service's deafness: a peer shed is not silent).
+        ``what``: the requests counted, and ``flag`` the option that sets ``limit``, as the 503s and the log
+        name them."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"the cap on announces in flight must be a whole number of at least 1, not {limit!r}")
         if not interval > 0:
             raise ValueError(f"the announce interval must be positive, not {interval!r}")
         self.limit = limit
+        self.what = what
+        self.flag = flag
         self.longest_wait = max(1, math.ceil(interval))
         """Retry-After is drawn from 1 to this many seconds."""
         self.rng = rng or random.Random()
@@ -80,7 +93,7 @@ class Admission:
         """Requests whose client left while they changed state (a write ran to its end all the same)."""
         self.capped: set[Handler] = set()
         """The announce handlers behind the cap (:func:`capped`), which whole_writes leaves in their task."""
-        self._bodies: dict[int, bytes] = {}
+        self._bodies: dict[tuple[str, int], bytes] = {}
         self._logged_at: float | None = None
         self._logged_shed = 0
 
@@ -104,13 +117,14 @@ class Admission:
     def retry_after(self) -> int:
         return self.rng.randint(1, self.longest_wait)
 
-    def busy(self) -> web.Response:
-        """The 503 for an announce past the cap. Its body is one of a few encoded once."""
+    def busy(self, again: str = "announce") -> web.Response:
+        """The 503 for a request past the cap, which says to ``again`` after Retry-After. Its body is one of a
+        few encoded once."""
         wait = self.retry_after()
-        body = self._bodies.get(wait)
+        body = self._bodies.get((again, wait))
         if body is None:
-            error = f"the tracker is busy ({self.limit} announces in flight); announce again in {wait} s"
-            body = self._bodies[wait] = json.dumps({"error": error}).encode()
+            error = f"the tracker is busy ({self.limit} {self.what} in flight); {again} again in {wait} s"
+            body = self._bodies[(again, wait)] = json.dumps({"error": error}).encode()
         self._warn()
         return web.Response(status=503, body=body, content_type="application/json", headers={"Retry-After": str(wait)})
 
@@ -119,9 +133,11 @@ class Admission:
         if self._logged_at is None or now - self._logged_at >= LOG_EVERY:
             since = f"in the last {now - self._logged_at:.0f} s" if self._logged_at is not None else "so far"
             log.warning(
-                "shedding load: %d announces answered 503 %s (--max-inflight %d)",
+                "shedding load: %d %s answered 503 %s (%s %d)",
                 self.shed - self._logged_shed,
+                self.what,
                 since,
+                self.flag,
                 self.limit,
             )
             self._logged_at, self._logged_shed = now, self.shed

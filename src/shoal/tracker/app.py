@@ -12,7 +12,8 @@ by one of them at a time, and the others forward its requests there (``_owned_he
 core.ownership).
 
 Under overload (tracker.admission): past ``max_inflight`` JSON announces in flight, an announce is answered
-503 with ``Retry-After`` before its body is read; the runner cancels the handlers of clients that left
+503 with ``Retry-After`` before its body is read, and so is a request this tracker would forward to another
+member (a pool's long-poll past ``max_relayed_polls``); the runner cancels the handlers of clients that left
 (RUNNER_OPTIONS), and a request that may change state, an announce included, runs to its end all the same.
 A second tracker on a SQLite file is refused at start (storage.db_lock).
 """
@@ -160,30 +161,53 @@ def openapi_document() -> dict[str, Any]:
     )
 
 
-def _owned_here(cluster: Cluster, bt_tracker: bt.BtTracker) -> Middleware:
+def _owned_here(cluster: Cluster, bt_tracker: bt.BtTracker, admission: Admission, polls: Admission) -> Middleware:
     """A task's routes, and a BitTorrent swarm's announces, are served by the tracker that owns them
     (tracker.cluster); a scrape gathers its counts from the owners itself (tracker.bt). A BitTorrent
     announce's passkey is checked here, before it is forwarded, as the fleet's credential of a JSON route is
     (by require_fleet, outside this middleware): a stranger's announce costs no member a forward, and the
-    owner checks it again."""
+    owner checks it again. A request forwarded from here takes a slot of ``admission`` until the owner
+    answers, a pool's long-poll one of ``polls`` (tracker.admission: a forward counts where it is made)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        async def forward(
+            key: str, patience: float = FORWARD_TIMEOUT, again: str = "announce", slots: Admission = admission
+        ) -> web.StreamResponse:
+            if not _relayed(cluster, request, key):
+                return await cluster.forward(request, handler, key, patience)
+            if not slots.enter():
+                return slots.busy(again)
+            try:
+                return await cluster.forward(request, handler, key, patience)
+            finally:
+                slots.leave()
+
         task_id = request.match_info.get("task_id", "")
         if is_task_id(task_id):
-            return await cluster.forward(request, handler, task_id)
+            return await forward(task_id, again="announce" if request.method == "POST" else "ask")
         if bt.bt_path(request.path) == "/announce" and (key := bt.announce_key(request.rel_url.raw_query_string)):
             if (refusal := bt.refusal(bt_tracker, request)) is not None:
                 return refusal
-            return await cluster.forward(request, handler, key)
+            return await forward(key)
         if key := bt.admitted_key(request):  # a swarm's admissions live with its announces, at its owner
-            return await cluster.forward(request, handler, key)
+            return await forward(key, again="ask")
         if pool := request.match_info.get("pool"):  # a pool's lock and long-polls live at its owner
             patience = pool_routes.relay_patience(request, FORWARD_TIMEOUT)
-            return await cluster.forward(request, handler, pools.pool_key(pool), patience)
+            long_poll = patience > FORWARD_TIMEOUT  # a heartbeat with ``wait``
+            return await forward(pools.pool_key(pool), patience, "ask", polls if long_poll else admission)
         return await handler(request)  # not an owned route, or a malformed one the handler refuses
 
     return middleware
+
+
+def _relayed(cluster: Cluster, request: web.Request, key: str) -> bool:
+    """Whether Cluster.forward relays ``request`` about ``key`` to another member: one owns it, and no member
+    forwarded the request here (a forward is never forwarded again). Read just before the forward, with no
+    await between: a member's row that changes meanwhile (its renewals run on a thread) at worst counts one
+    request in the wrong place."""
+    current = cluster.owner(key)
+    return current is not None and current.tracker_id != cluster.tracker_id and not cluster.forwarded(request)
 
 
 async def _membership(cluster: Cluster, service: TrackerService) -> None:
@@ -202,7 +226,15 @@ def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> 
     """The tracker as an aiohttp application; listening is the caller's business (AppRunner/TCPSite, with
     RUNNER_OPTIONS). Its start takes the SQLite file's lock (DatabaseLocked when another tracker holds it)."""
     service = TrackerService(config, clock)
-    admission = Admission(config.max_inflight, config.interval, on_shed=service.deafness.shed)
+    admission = Admission(
+        config.max_inflight, config.interval, on_shed=service.deafness.shed, what="announces and forwards"
+    )
+    polls = Admission(
+        config.max_relayed_polls,
+        config.interval,
+        what="forwarded pool long-polls",
+        flag="--max-relayed-polls",
+    )
     errors = json_errors(log, unavailable=(StoreError,), what="the tracker's database")
     cluster = service.cluster
     # whole_writes inside errors: a request that outlived its client still fails as JSON to a client that
@@ -211,7 +243,7 @@ def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> 
     # The fleet's credential is checked first inside errors: a stranger's request costs nothing more.
     guarded = dashboard.fleet_guarded(config.public_dashboard)
     fleet = [require_fleet(config.fleet_key, clock=clock, guarded=guarded)] if config.fleet_key is not None else []
-    owned = [_owned_here(cluster, service.bt)] if cluster is not None else []
+    owned = [_owned_here(cluster, service.bt, admission, polls)] if cluster is not None else []
     middlewares = [errors, *fleet, whole_writes(admission), *owned]
     app = web.Application(middlewares=middlewares, client_max_size=config.max_body)
     app[SERVICE] = service

@@ -91,7 +91,13 @@ class TrackerConfig:
     """Most JSON announces in flight at once; past it an announce is answered 503 with ``Retry-After`` at
     once, before its body is read (tracker.admission). Announces in flight share one core: with a few
     dozen, group commits fill and each waits about a few dozen announces' CPU time; hundreds would only
-    queue, each waiting longer than the last. At least 1."""
+    queue, each waiting longer than the last. Requests this tracker forwards to another tracker of its
+    cluster count too, but for pools' long-polls (``max_relayed_polls``). At least 1."""
+    max_relayed_polls: int = 32
+    """Most pool long-polls (heartbeats with ``wait``) this tracker relays to the pools' owners at once; past
+    it one is answered 503 with ``Retry-After`` (tracker.admission). A relay holds one of the connections
+    of the cluster's client session (aiohttp's pool of 100): with ``max_inflight``'s 64 this leaves every
+    forward a connection at once. At least 1."""
 
     # BitTorrent endpoints (GET /announce, GET /scrape) for standard clients; their peers live in memory.
     bt_interval: int = 60

@@ -202,13 +202,20 @@ class TrackerCollector(Collector):
 
     def _load(self) -> Iterator[Metric]:
         admission = self.admission
-        yield gauge("shoal_tracker_announces_inflight", "JSON announces being decided now.", admission.inflight)
+        yield gauge(
+            "shoal_tracker_announces_inflight",
+            "JSON announces being decided now, and requests being forwarded to another tracker (but pools' "
+            "long-polls).",
+            admission.inflight,
+        )
         yield gauge(
             "shoal_tracker_announces_inflight_limit",
             "The cap on JSON announces in flight (--max-inflight).",
             admission.limit,
         )
-        yield counter("shoal_tracker_announces_shed", "JSON announces answered 503 at the cap.", admission.shed)
+        yield counter(
+            "shoal_tracker_announces_shed", "JSON announces and forwards answered 503 at the cap.", admission.shed
+        )
         yield gauge(
             "shoal_tracker_interval_stretch",
             "The factor load stretches every announce interval by (1: none; --announce-rate).",
