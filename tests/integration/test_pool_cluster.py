@@ -14,6 +14,7 @@ from shoal.core.pool import MEMBER_SECRET_HEX, member_id_for
 from shoal.core.pool_api import MEMBER_SECRET
 from shoal.testing.poll import wait_until
 from shoal.testing.processes import Service
+from shoal.tracker.cluster import FORWARDED_FOR, RETRY_AFTER
 from shoal.tracker.pools import MAX_WAIT, pool_key
 from tests.integration.test_pools import LOOPBACK, api
 from tests.integration.test_tracker_cluster import owner_of, pg_url, start_cluster
@@ -83,3 +84,24 @@ def test_a_private_pools_refusal_comes_back_through_the_forwarding_tracker(track
             assert exc.code == 401 and exc.headers["WWW-Authenticate"] == "Bearer", (exc.code, dict(exc.headers))
     status, shown = api(first, "GET", f"/{name}", token=created["token"])
     assert status == 200 and shown["name"] == name, shown
+
+
+def test_a_pool_route_the_cluster_refuses_says_pool_and_ask_not_task_and_announce(tracker, pg_url) -> None:
+    trackers = start_cluster(tracker, pg_url, 2)
+    (owner_id, owner), (_, other) = list(trackers.items())
+    name = next(f"r{i}" for i in range(1000) if owner_of(pool_key(f"r{i}"), owner) == owner_id)
+    status, created = api(other, "POST", "", {"name": name, "private": False, "allow": LOOPBACK})
+    assert status == 201, created
+
+    def refusal(headers: dict[str, str]) -> tuple[int, str, str | None]:
+        request = urllib.request.Request(f"{other.url}/v1/pools/{name}", headers=headers)
+        try:
+            urllib.request.urlopen(request, timeout=30).close()
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.load(exc)["error"], exc.headers["Retry-After"]
+        raise AssertionError("the pool's route was answered")
+
+    # Forwarded to the member that does not own the pool (the members disagree for a moment): never again.
+    assert refusal({FORWARDED_FOR: "127.0.0.1"}) == (503, "the pool is moving; ask again", RETRY_AFTER)
+    owner.kill()  # its row lives on for a few seconds: the other member still forwards to it, and fails
+    assert refusal({}) == (503, "the pool's tracker did not answer; ask again", RETRY_AFTER)

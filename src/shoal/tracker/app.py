@@ -172,30 +172,31 @@ def _owned_here(cluster: Cluster, bt_tracker: bt.BtTracker, admission: Admission
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         async def forward(
-            key: str, patience: float = FORWARD_TIMEOUT, again: str = "announce", slots: Admission = admission
+            key: str, what: str, again: str, patience: float = FORWARD_TIMEOUT, slots: Admission = admission
         ) -> web.StreamResponse:
+            """``key``'s request, here or at its owner; a 503 names it as ``what`` and says to ``again``."""
             if not _relayed(cluster, request, key):
-                return await cluster.forward(request, handler, key, patience)
+                return await cluster.forward(request, handler, key, patience, what=what, again=again)
             if not slots.enter():
                 return slots.busy(again)
             try:
-                return await cluster.forward(request, handler, key, patience)
+                return await cluster.forward(request, handler, key, patience, what=what, again=again)
             finally:
                 slots.leave()
 
         task_id = request.match_info.get("task_id", "")
         if is_task_id(task_id):
-            return await forward(task_id, again="announce" if request.method == "POST" else "ask")
+            return await forward(task_id, "task", "announce" if request.method == "POST" else "ask")
         if bt.bt_path(request.path) == "/announce" and (key := bt.announce_key(request.rel_url.raw_query_string)):
             if (refusal := bt.refusal(bt_tracker, request)) is not None:
                 return refusal
-            return await forward(key)
+            return await forward(key, "swarm", "announce")
         if key := bt.admitted_key(request):  # a swarm's admissions live with its announces, at its owner
-            return await forward(key, again="ask")
+            return await forward(key, "swarm", "ask")
         if pool := request.match_info.get("pool"):  # a pool's lock and long-polls live at its owner
             patience = pool_routes.relay_patience(request, FORWARD_TIMEOUT)
             long_poll = patience > FORWARD_TIMEOUT  # a heartbeat with ``wait``
-            return await forward(pools.pool_key(pool), patience, "ask", polls if long_poll else admission)
+            return await forward(pools.pool_key(pool), "pool", "ask", patience, polls if long_poll else admission)
         return await handler(request)  # not an owned route, or a malformed one the handler refuses
 
     return middleware

@@ -356,9 +356,13 @@ class Cluster:
         handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
         key: str,
         patience: float = FORWARD_TIMEOUT,
+        *,
+        what: str = "task",
+        again: str = "announce",
     ) -> web.StreamResponse:
         """Serve a request about ``key`` (a task id, a BitTorrent info-hash in hex, a pool's key): here when
-        we own it, else at its owner, who has ``patience`` seconds to answer."""
+        we own it, else at its owner, who has ``patience`` seconds to answer. A 503 names the key as ``what``
+        (task, swarm, pool) and tells the client to ``again`` (announce, ask) after Retry-After."""
         current = self.owner(key)
         if current is not None and current.tracker_id == self.tracker_id:
             if self.forwarded(request):
@@ -366,18 +370,26 @@ class Cluster:
             self._decided[key] = self._decided.get(key, 0) + 1
             return await handler(request)
         if current is None or self.forwarded(request):
-            why = "no tracker can decide this task at the moment" if current is None else "the task is moving"
-            return json_error(503, f"{why}; announce again", **{"Retry-After": RETRY_AFTER})
-        return await self.relay(request, current, patience=patience)
+            why = f"no tracker can decide this {what} at the moment" if current is None else f"the {what} is moving"
+            return json_error(503, f"{why}; {again} again", **{"Retry-After": RETRY_AFTER})
+        return await self.relay(request, current, patience=patience, what=what, again=again)
 
     async def relay(
-        self, request: web.Request, to: TrackerMember, path_qs: str | None = None, *, patience: float = FORWARD_TIMEOUT
+        self,
+        request: web.Request,
+        to: TrackerMember,
+        path_qs: str | None = None,
+        *,
+        patience: float = FORWARD_TIMEOUT,
+        what: str = "task",
+        again: str = "announce",
     ) -> web.Response:
         """``request`` (or a GET of ``path_qs``) answered by member ``to`` within ``patience`` seconds, its reply
         relayed as it came; a 503 with Retry-After when ``to`` does not answer. The reply names ``to`` in
         OWNER_HEADER (core.owner_hint) whatever its status, a shed 503 included, and so does the 503 of a
         forward that timed out (``to`` is up but busy); not that of an owner we could not connect to, which may
-        be gone: its peers are better off asking their lists, whose members name the task's next owner."""
+        be gone: its peers are better off asking their lists, whose members name the task's next owner. The
+        503's words are ``what`` and ``again``'s, as :meth:`forward`'s."""
         named = {OWNER_HEADER: to.url}
         try:
             status, payload, kept = await self.ask(request, to, path_qs, patience=patience)
@@ -386,7 +398,7 @@ class Cluster:
             log.info("forwarding %s to %s failed: %s", request.rel_url.path, to.url, exc)
             busy = isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ConnectionTimeoutError)
             headers = {"Retry-After": RETRY_AFTER, **(named if busy else {})}
-            return json_error(503, "the task's tracker did not answer; announce again", **headers)
+            return json_error(503, f"the {what}'s tracker did not answer; {again} again", **headers)
         self.relayed += 1
         return web.Response(status=status, body=payload, headers={**kept, **named})
 
