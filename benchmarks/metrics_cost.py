@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from shoal.core.announce import AnnounceOutcome, TaskRecord
 from shoal.core.announce_counts import AnnounceCounts
+from shoal.core.announce_values import AnnounceOutcome, TaskRecord
 from shoal.core.messages import ScopeBytes
 from shoal.http.metrics import Metrics
 from shoal.tracker.admission import Admission

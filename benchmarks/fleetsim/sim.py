@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from fleetsim.network import Flow, Link, Network
 from fleetsim.peer import SimPeer, origin_identity
 from fleetsim.tracker import SimTracker
-from shoal.core.announce import TrackerPolicy
+from shoal.core.announce_values import TrackerPolicy
 from shoal.core.download import MAX_CROSSINGS
 from shoal.core.ids import task_id_for_url
 from shoal.core.manifest import Manifest

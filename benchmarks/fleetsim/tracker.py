@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from shoal.core.announce import Pace, TaskRecord, TaskSnapshot, TrackerPolicy, decide_announce
+from shoal.core.announce import decide_announce
+from shoal.core.announce_values import Pace, TaskRecord, TaskSnapshot, TrackerPolicy
 from shoal.core.audit import Audit
 from shoal.core.bitfield import Bitfield, iter_bits
 from shoal.core.handout import PeerView
@@ -61,7 +62,7 @@ class SimTracker:
     crossing_patience: float
     exact_limit: int = 256
     rng: random.Random = field(default_factory=lambda: random.Random(0))
-    """The draws the tracker makes per announce (core.announce.Pace: the hand-out's window), seeded."""
+    """The draws the tracker makes per announce (core.announce_values.Pace: the hand-out's window), seeded."""
     task: TaskRecord | None = None
     swarm: Swarm | None = None
     hashes: dict[int, str] = field(default_factory=dict)

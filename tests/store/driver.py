@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from shoal.core.announce import AnnounceOutcome, TrackerPolicy, decide_announce
+from shoal.core.announce import decide_announce
+from shoal.core.announce_values import AnnounceOutcome, TrackerPolicy
 from shoal.core.bitfield import Bitfield
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import AnnounceRequest

@@ -18,7 +18,8 @@ import msgspec
 import pytest
 from sqlalchemy import inspect, select, text
 
-from shoal.core.announce import AnnounceOutcome, PeerRecord, TaskSnapshot, decide_announce
+from shoal.core.announce import decide_announce
+from shoal.core.announce_values import AnnounceOutcome, PeerRecord, TaskSnapshot
 from shoal.core.bitfield import Bitfield, iter_bits
 from shoal.core.errors import StoreError
 from shoal.core.handout import PeerView

@@ -5,14 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from shoal.core.announce import (
-    AnnounceOutcome,
-    PeerRecord,
-    TaskRecord,
-    TaskSnapshot,
-    TrackerPolicy,
-    decide_announce,
-)
+from shoal.core.announce import decide_announce
+from shoal.core.announce_values import AnnounceOutcome, PeerRecord, TaskRecord, TaskSnapshot, TrackerPolicy
 from shoal.core.bitfield import Bitfield
 from shoal.core.handout import PeerView
 from shoal.core.leases import Lease

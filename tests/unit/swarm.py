@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from shoal.core.announce import AnnounceOutcome, PeerRecord, TaskRecord, TaskSnapshot, TrackerPolicy
+from shoal.core.announce_values import AnnounceOutcome, PeerRecord, TaskRecord, TaskSnapshot, TrackerPolicy
 from shoal.core.audit import Audit
 from shoal.core.bitfield import Bitfield
 from shoal.core.leases import Lease

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from shoal.core.announce import AnnounceOutcome, Pace, TaskSnapshot, TrackerPolicy, decide_announce
+from shoal.core.announce import decide_announce
+from shoal.core.announce_values import AnnounceOutcome, Pace, TaskSnapshot, TrackerPolicy
 from shoal.core.bitfield import Bitfield
 from shoal.core.interval import Pacing
 from shoal.core.leases import Lease

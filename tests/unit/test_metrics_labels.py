@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import shoal
-from shoal.core.announce import AnnounceOutcome, TaskRecord
+from shoal.core.announce_values import AnnounceOutcome, TaskRecord
 from shoal.core.messages import ScopeBytes
 from shoal.core.mirror_job import JobState, JobStatus
 from shoal.core.mirror_toml import parse_config

@@ -8,7 +8,8 @@ from dataclasses import replace
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoal.core.announce import PeerRecord, TaskSnapshot, decide_announce
+from shoal.core.announce import decide_announce
+from shoal.core.announce_values import PeerRecord, TaskSnapshot
 from shoal.core.bitfield import Bitfield
 from shoal.core.handout import WALK_BUDGET, HolderIndex, hand_out, locality_tier
 from shoal.core.swarm import RARE_POWER, Census, PieceCounts, RareHolders, Swarm

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shoal.core.announce import AnnounceOutcome
+from shoal.core.announce_values import AnnounceOutcome
 
 
 @dataclass(slots=True)

@@ -42,7 +42,7 @@ from shoal.core.leases import Lease
 from shoal.core.messages import PeerAddress
 
 if TYPE_CHECKING:
-    from shoal.core.announce import AnnounceOutcome, PeerRecord
+    from shoal.core.announce_values import AnnounceOutcome, PeerRecord
 
 
 class PieceCounts:
@@ -375,7 +375,7 @@ class Swarm:
         return gone
 
     def apply(self, outcome: AnnounceOutcome) -> None:
-        """Take a decision's soft changes, in the order core.announce.AnnounceOutcome lists them."""
+        """Take a decision's soft changes, in the order core.announce_values.AnnounceOutcome lists them."""
         task = outcome.task
         size = task.manifest.piece_count if task.manifest else 0
         if outcome.new_generation or task.generation != self.generation or size != self.size:

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, and_, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from shoal.core.announce import AnnounceOutcome, TaskRecord
+from shoal.core.announce_values import AnnounceOutcome, TaskRecord
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.ownership import CREATED_EPOCH, EpochFence
 from shoal.storage.schema import piece_hashes, tasks

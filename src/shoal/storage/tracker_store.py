@@ -48,7 +48,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, select, update
 
-from shoal.core.announce import AnnounceOutcome, TaskSnapshot
+from shoal.core.announce_values import AnnounceOutcome, TaskSnapshot
 from shoal.core.errors import TaskCreatedElsewhere, TaskMoved
 from shoal.core.leases import Lease
 from shoal.core.messages import HashesResponse, PeerSummary, TaskSummary

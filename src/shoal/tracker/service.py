@@ -28,8 +28,9 @@ from typing import Any
 
 import msgspec
 
-from shoal.core.announce import AnnounceOutcome, Pace, TaskSnapshot, TrackerPolicy, claims_change, decide_announce
+from shoal.core.announce import claims_change, decide_announce
 from shoal.core.announce_counts import AnnounceCounts
+from shoal.core.announce_values import AnnounceOutcome, Pace, TaskSnapshot, TrackerPolicy
 from shoal.core.bitfield import iter_bits
 from shoal.core.content_alias import ContentAliases
 from shoal.core.deafness import Deafness
