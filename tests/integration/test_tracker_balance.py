@@ -7,7 +7,9 @@ import asyncio
 import secrets
 import time
 import urllib.request
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 import aiohttp
 import msgspec
@@ -33,13 +35,27 @@ def metric(t: Service, name: str) -> float:
     raise AssertionError(f"{name} not in {t.url}/metrics")
 
 
-async def _peers(urls: list[str], first: str, until: float) -> tuple[dict[str, str], Counter[int]]:
+@dataclass
+class Run:
+    """What the peers of :func:`_peers` saw."""
+
+    deciders: dict[str, str] = field(default_factory=dict)
+    """Each task's latest decider: the owner a reply named, else the tracker asked."""
+    statuses: Counter[int] = field(default_factory=Counter)
+    answered: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    """When each task's announces were answered 200 (time.monotonic)."""
+    unreachable: int = 0
+    """Announces whose tracker could not be reached (the peer went back to its first tracker)."""
+
+
+async def _peers(
+    urls: list[str], first: str, until: float, side: Callable[[Run], Awaitable[None]] | None = None
+) -> Run:
     """One peer per task of ``urls``, announcing every PAUSE through ``first`` until it names another owner
-    (OWNER_HEADER), then to that owner, as peer.tracker_client does; a 503 (busy, moving) is asked again.
-    Returns each task's latest decider (the owner a reply named, else the tracker asked) once every peer
-    has announced for ``until`` seconds, and the statuses seen."""
-    statuses: Counter[int] = Counter()
-    deciders: dict[str, str] = {}
+    (OWNER_HEADER), then to that owner, as peer.tracker_client does; a 503 (busy, moving) is asked again, and
+    a tracker that cannot be reached sends the peer back to ``first``, its list. ``side`` runs beside them.
+    Returns what they saw once every peer has announced for ``until`` seconds."""
+    run = Run()
 
     async def peer(session: aiohttp.ClientSession, url: str) -> None:
         me = PeerIdentity.from_secret(secrets.token_hex(16))
@@ -50,23 +66,28 @@ async def _peers(urls: list[str], first: str, until: float) -> tuple[dict[str, s
         deadline = time.monotonic() + until
         while time.monotonic() < deadline:
             request = AnnounceRequest(me.peer_id, url, 7000, secret=me.secret, event=event, origin=origin)
-            async with session.post(
-                f"{tracker}/v1/tasks/{task_id}/announce",
-                data=msgspec.json.encode(request),
-                headers={"Content-Type": "application/json"},
-            ) as reply:
-                statuses[reply.status] += 1
-                named = reply.headers.get(OWNER_HEADER, "").rstrip("/")
-                if reply.status == 200:
-                    deciders[url] = named or tracker
-                    origin, event = None, "update"
-                if named:
-                    tracker = named
+            try:
+                async with session.post(
+                    f"{tracker}/v1/tasks/{task_id}/announce",
+                    data=msgspec.json.encode(request),
+                    headers={"Content-Type": "application/json"},
+                ) as reply:
+                    run.statuses[reply.status] += 1
+                    named = reply.headers.get(OWNER_HEADER, "").rstrip("/")
+                    if reply.status == 200:
+                        run.deciders[url] = named or tracker
+                        run.answered[url].append(time.monotonic())
+                        origin, event = None, "update"
+                    if named:
+                        tracker = named
+            except aiohttp.ClientConnectionError:
+                run.unreachable += 1
+                tracker = first
             await asyncio.sleep(PAUSE)
 
     async with aiohttp.ClientSession() as session:
-        await asyncio.gather(*(peer(session, url) for url in urls))
-    return deciders, statuses
+        await asyncio.gather(side(run) if side else asyncio.sleep(0), *(peer(session, url) for url in urls))
+    return run
 
 
 def test_a_busy_tracker_places_tasks_on_an_idle_one_and_the_peers_follow(tracker, pg_url):  # noqa: F811
@@ -79,7 +100,8 @@ def test_a_busy_tracker_places_tasks_on_an_idle_one_and_the_peers_follow(tracker
 
     # Long enough for a round to measure the load, its moves to take effect (JOIN_DELAY), and the new owner
     # to decide them, with a few rounds to spare on a busy machine.
-    deciders, statuses = asyncio.run(_peers(urls, busy.url, until=30.0))
+    run = asyncio.run(_peers(urls, busy.url, until=30.0))
+    deciders, statuses = run.deciders, run.statuses
 
     moved = [u for u, d in deciders.items() if d == idle.url]
     assert 0 < len(moved) < TASKS, f"tasks decided by the idle member at the end: {len(moved)} of {TASKS}"
@@ -109,8 +131,39 @@ def test_a_member_run_with_no_balance_keeps_its_tasks(tracker, pg_url):  # noqa:
     busy = by_id[busy_id]
     candidates = (f"http://127.0.0.1:9/kept-{i}.bin" for i in range(1000))
     urls = [u for u in candidates if owner_of(task_id_for_url(u), busy) == busy_id][:TASKS]
-    deciders, _ = asyncio.run(_peers(urls, busy.url, until=15.0))
-    assert set(deciders.values()) == {busy.url}
+    run = asyncio.run(_peers(urls, busy.url, until=15.0))
+    assert set(run.deciders.values()) == {busy.url}
     # It still measures and publishes its load: the members that do balance weigh it.
     assert metric(busy, "shoal_tracker_cluster_load") > 10
     assert metric(busy, "shoal_tracker_cluster_placed_tasks_total") == 0
+
+
+def test_the_tasks_placed_on_a_tracker_that_dies_go_back_to_the_hash(tracker, pg_url):  # noqa: F811
+    """The member tasks were placed on is SIGKILLed: its placements count for nothing once its row is dead,
+    the hash owner (the survivor) takes those tasks over, and their peers, back at their first tracker, are
+    answered again within a few seconds."""
+    by_id = start_cluster(tracker, pg_url, 2, "--balance-floor", "1", "--balance-round", "2")
+    busy_id, idle_id = list(by_id)
+    busy, idle = by_id[busy_id], by_id[idle_id]
+    candidates = (f"http://127.0.0.1:9/killed-{i}.bin" for i in range(1000))
+    urls = [u for u in candidates if owner_of(task_id_for_url(u), busy) == busy_id][:TASKS]
+    killed: list[float] = []
+
+    async def kill_once_placed(run: Run) -> None:
+        deadline = time.monotonic() + 40
+        while sum(d == idle.url for d in run.deciders.values()) == 0:
+            assert time.monotonic() < deadline, "no task was placed on the idle tracker"
+            await asyncio.sleep(0.2)
+        await asyncio.to_thread(idle.kill)
+        killed.append(time.monotonic())
+
+    run = asyncio.run(_peers(urls, busy.url, until=45.0, side=kill_once_placed))
+
+    assert killed, "the idle tracker was never killed"
+    assert set(run.deciders.values()) == {busy.url}, run.deciders
+    assert run.unreachable > 0, "no peer found the dead tracker gone: the kill came too late to test anything"
+    assert set(run.statuses) <= {200, 503}, run.statuses
+    # Every task is answered after the kill, the moved ones once the dead row expired (6 s after its last
+    # renewal, by the survivor's next reading) and the survivor's grace let it decide them.
+    back = [min(t for t in run.answered[u] if t > killed[0]) - killed[0] for u in urls]
+    assert max(back) < 20, f"seconds until each task was answered again: {sorted(back)}"
