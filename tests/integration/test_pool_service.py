@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from shoal.core.errors import IllegalTransition
+from shoal.core.ownership import CREATED_EPOCH
 from shoal.core.pool import MemberStatus
 from shoal.core.pool_messages import Heartbeat, MemberReport, PushRequest
 from shoal.storage.tracker_store import TrackerStore
@@ -155,7 +156,7 @@ async def test_only_the_pools_owner_sweeps_it(pools: Pools) -> None:
     clock = pools.clock
     assert isinstance(clock, FakeClock)
     clock.advance(TTL + 1)  # the holder fell silent; the other member did not
-    await pools.store.heartbeat(POOL, other, beat(other), clock())
+    await pools.store.heartbeat(POOL, other, beat(other), clock(), epoch=CREATED_EPOCH)  # a SQLite file's: lands
 
     def states() -> dict[str, str]:
         return {m.member: m.status.value for m in status.members}

@@ -31,8 +31,9 @@
     │   └── CredentialRefused       -  no fleet credential or ticket, or one that does not check out (401/403)
     ├── StoreError                  1  the SQL database failed or could not be reached (503 at the edge)
     │   ├── DatabaseLocked         10  another tracker process holds the SQLite database file
-    │   └── TaskMoved               1  another tracker took over the task of a write meanwhile (503 at the edge)
-    │       └── TaskCreatedElsewhere 1  another tracker created the task this one's write created
+    │   ├── TaskMoved               1  another tracker took over the task of a write meanwhile (503 at the edge)
+    │   │   └── TaskCreatedElsewhere 1  another tracker created the task this one's write created
+    │   └── PoolMoved               1  another tracker took over the pool of a write meanwhile (503 at the edge)
     ├── AnnounceRefused             -  the tracker will not decide an announce now: a peer limit, a move (429/503)
     ├── DaemonUnavailable           1  no daemon answers on the control socket
     │   └── UnsafeSocket            1  the socket's directory or the process behind it is not this user's
@@ -361,6 +362,17 @@ class TaskCreatedElsewhere(TaskMoved):
 
     def __init__(self, task_id: str) -> None:
         super().__init__(task_id, f"task {task_id[:16]} was created by another tracker meanwhile")
+
+
+class PoolMoved(StoreError):
+    """Another tracker sharing the database took over the pool of a write since this tracker took it over (or
+    this tracker never did: it does not own the pool), so the write, decided on what this tracker read, was left
+    out (tracker.pools, "A pool's writes carry its epoch"). Nothing of it was written, this tracker lets go of
+    the pool, and the request is answered 503 with Retry-After. ``pool`` is the pool's name."""
+
+    def __init__(self, pool: str) -> None:
+        super().__init__(f"pool {pool!r} was taken over by another tracker meanwhile")
+        self.pool = pool
 
 
 class DatabaseLocked(StoreError):

@@ -352,6 +352,13 @@ async def _v13_placements(conn: AsyncConnection) -> None:
     await conn.run_sync(frozen.create_all)
 
 
+async def _v14_pool_epochs(conn: AsyncConnection) -> None:
+    # A pool's ownership epoch, as v12 gave tasks theirs: each tracker that takes the pool over bumps it, and a
+    # write of the pool's rows lands only while the epoch is still the writer's (tracker.pools). Existing
+    # pools start at 0, as a pool created from now on does.
+    await conn.execute(text("ALTER TABLE pools ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0"))
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "tasks, piece hashes, peers, leases", _v1_initial),
     (2, "times as DOUBLE on MySQL", _v2_double_times),
@@ -366,6 +373,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (11, "mirror jobs: the size as reported", _v11_mirror_size_text),
     (12, "tasks: the ownership epoch that fences their writes", _v12_task_epochs),
     (13, "trackers' loads, and tasks placed by load", _v13_placements),
+    (14, "pools: the ownership epoch that fences their writes", _v14_pool_epochs),
 ]
 
 

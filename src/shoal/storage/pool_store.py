@@ -2,22 +2,30 @@
 
 The store only loads and saves: which member gets an assignment and what becomes of a job is
 shoal.core.pool's decision, which the tracker applies here, one transaction per change.
+
+Every write of a pool's rows but its creation and a running member's progress carries the pool's epoch
+(tracker.pools has the rule, "A pool's writes carry its epoch"): :meth:`PoolStore.take_over` bumps it, and a
+write transaction (:meth:`PoolStore.writes`, a batch of one change's writes) first locks the pool's row and
+reads its epoch, and is left out whole (PoolMoved) when the epoch is not the one the writer carries
+(core.ownership.EpochFence).
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shoal.core.errors import PoolExists
 from shoal.core.ids import task_id_for_url
+from shoal.core.ownership import CREATED_EPOCH
 from shoal.core.pool import (
     Assignment,
     Decision,
@@ -27,6 +35,8 @@ from shoal.core.pool import (
     PushStatus,
 )
 from shoal.core.pool_messages import Heartbeat, MemberReport, PushRequest
+from shoal.storage import pool_writes
+from shoal.storage.pool_writes import PoolWrites, report_values
 from shoal.storage.schema import pool_assignments, pool_jobs, pool_members, pools, tasks
 from shoal.storage.tracker_store import TrackerStore
 
@@ -123,22 +133,6 @@ def _member(row: Any) -> Member:
     return Member(row.member_id, row.last_seen, row.site, row.rack, row.free)
 
 
-def _report_values(report: MemberReport, status: MemberStatus, now: float) -> dict[str, Any]:
-    """The assignment columns a member's report sets; a rate is kept only while running."""
-    return {
-        "done": report.done,
-        "total": report.total,
-        "rate": report.rate if status is MemberStatus.RUNNING else 0.0,
-        "from_origin": report.from_origin,
-        "from_peers": report.from_peers,
-        "from_rack": report.from_rack,
-        "from_racks": report.from_racks,
-        "from_sites": report.from_sites,
-        "error": report.error,
-        "updated": now,
-    }
-
-
 class PoolStore:
     """Pool persistence over an open TrackerStore's engine."""
 
@@ -154,6 +148,7 @@ class PoolStore:
             "created": now,
             "private": private,
             "allow": json.dumps(list(allow)) if allow else None,
+            "epoch": CREATED_EPOCH,
         }
         async with self.store.connection(write=True) as conn:
             if (await conn.execute(select(pools.c.name).where(pools.c.name == name))).first() is not None:
@@ -179,13 +174,25 @@ class PoolStore:
         async with self.store.connection() as conn:
             return await _figures(conn, live_since)
 
-    async def remove(self, name: str) -> None:
+    async def take_over(self, name: str) -> int | None:
+        """Take the pool over as its owner (tracker.pools, "A pool's writes carry its epoch"): the epoch this
+        tracker's writes of it carry from now on; None when there is no such pool. Bumped on a database
+        trackers share, in a transaction of its own; read on a SQLite file."""
+        shared = self.store.shared
+        async with self.store.connection(write=shared) as conn:
+            return await pool_writes.take_over(conn, name, shared=shared)
+
+    @asynccontextmanager
+    async def writes(self, pool: str, epoch: int | None) -> AsyncIterator[PoolWrites]:
+        """One transaction of writes of ``pool`` (a batch) by a tracker whose take-over gave it ``epoch``: the
+        fence passed (storage.pool_writes), or PoolMoved and nothing written. Commits when the block ends."""
         async with self.store.connection(write=True) as conn:
-            job_ids = select(pool_jobs.c.job_id).where(pool_jobs.c.pool == name)
-            await conn.execute(delete(pool_assignments).where(pool_assignments.c.job_id.in_(job_ids)))
-            await conn.execute(delete(pool_jobs).where(pool_jobs.c.pool == name))
-            await conn.execute(delete(pool_members).where(pool_members.c.pool == name))
-            await conn.execute(delete(pools).where(pools.c.name == name))
+            await pool_writes.fence(conn, pool, epoch, shared=self.store.shared)
+            yield PoolWrites(conn, pool)
+
+    async def remove(self, name: str, *, epoch: int | None) -> None:
+        async with self.writes(name, epoch) as writes:
+            await writes.remove()
 
     async def every_pool(self) -> list[PoolRow]:
         """Every pool, by name (the operator's dashboard)."""
@@ -194,29 +201,14 @@ class PoolStore:
 
     # -- members ---------------------------------------------------------------------------------------
 
-    async def heartbeat(self, pool: str, member_id: str, beat: Heartbeat, now: float) -> None:
-        values = {
-            "name": beat.name,
-            "url": beat.url,
-            "site": beat.site,
-            "rack": beat.rack,
-            "free": beat.free,
-            "last_seen": now,
-        }
-        where = and_(pool_members.c.pool == pool, pool_members.c.member_id == member_id)
-        async with self.store.connection(write=True) as conn:
-            result = await conn.execute(update(pool_members).where(where).values(**values))
-            if result.rowcount == 0:
-                await conn.execute(pool_members.insert().values(pool=pool, member_id=member_id, joined=now, **values))
+    async def heartbeat(self, pool: str, member_id: str, beat: Heartbeat, now: float, *, epoch: int | None) -> None:
+        async with self.writes(pool, epoch) as writes:
+            await writes.heartbeat(member_id, beat, now)
 
-    async def leave(self, pool: str, member_id: str) -> None:
+    async def leave(self, pool: str, member_id: str, *, epoch: int | None) -> None:
         """The member said it is leaving: it is no longer live (its row stays for the status)."""
-        async with self.store.connection(write=True) as conn:
-            await conn.execute(
-                update(pool_members)
-                .where(and_(pool_members.c.pool == pool, pool_members.c.member_id == member_id))
-                .values(last_seen=0.0)
-            )
+        async with self.writes(pool, epoch) as writes:
+            await writes.leave(member_id)
 
     async def members(self, pool: str) -> list[dict[str, Any]]:
         async with self.store.connection() as conn:
@@ -227,22 +219,9 @@ class PoolStore:
 
     # -- jobs ------------------------------------------------------------------------------------------
 
-    async def add_job(self, pool: str, job_id: str, request: PushRequest, now: float) -> None:
-        async with self.store.connection(write=True) as conn:
-            await conn.execute(
-                pool_jobs.insert().values(
-                    job_id=job_id,
-                    pool=pool,
-                    url=request.url,
-                    dest=request.dest,
-                    replicas=request.replicas,
-                    digest=request.digest,
-                    status=PushStatus.RUNNING.value,
-                    error="",
-                    created=now,
-                    updated=now,
-                )
-            )
+    async def add_job(self, pool: str, job_id: str, request: PushRequest, now: float, *, epoch: int | None) -> None:
+        async with self.writes(pool, epoch) as writes:
+            await writes.add_job(job_id, request, now)
 
     async def job(self, pool: str, job_id: str) -> JobRow | None:
         async with self.store.connection() as conn:
@@ -314,85 +293,39 @@ class PoolStore:
             ).scalar()
         return PoolState(members, assignments, length)
 
-    async def apply(self, job: PushJob, decision: Decision, status: PushStatus, error: str, now: float) -> None:
+    async def apply(
+        self,
+        pool: str,
+        job: PushJob,
+        decision: Decision,
+        status: PushStatus,
+        error: str,
+        now: float,
+        *,
+        epoch: int | None,
+    ) -> None:
         """Save what core.pool.decide decided for ``job``: new assignments, left members, the job's status."""
-        async with self.store.connection(write=True) as conn:
-            if decision.left:
-                await conn.execute(
-                    update(pool_assignments)
-                    .where(
-                        and_(
-                            pool_assignments.c.job_id == job.job_id,
-                            pool_assignments.c.member_id.in_(decision.left),
-                        )
-                    )
-                    .values(status=MemberStatus.LEFT.value, rate=0.0, updated=now)
-                )
-            if decision.assign:
-                # A member assigned again (it had left, or its copy was evicted) starts over.
-                await conn.execute(
-                    delete(pool_assignments).where(
-                        and_(
-                            pool_assignments.c.job_id == job.job_id,
-                            pool_assignments.c.member_id.in_(decision.assign),
-                        )
-                    )
-                )
-                await conn.execute(
-                    pool_assignments.insert(),
-                    [
-                        {
-                            "job_id": job.job_id,
-                            "member_id": member_id,
-                            "status": MemberStatus.ASSIGNED.value,
-                            "done": 0,
-                            "total": 0,
-                            "rate": 0.0,
-                            "from_origin": 0,
-                            "from_peers": 0,
-                            "from_rack": 0,
-                            "from_racks": 0,
-                            "from_sites": 0,
-                            "error": "",
-                            "assigned": now,
-                            "updated": now,
-                        }
-                        for member_id in decision.assign
-                    ],
-                )
-            if status is not job.status or error != job.error:
-                await conn.execute(
-                    update(pool_jobs)
-                    .where(pool_jobs.c.job_id == job.job_id)
-                    .values(status=status.value, error=error, updated=now)
-                )
+        async with self.writes(pool, epoch) as writes:
+            await writes.apply(job, decision, status, error, now)
 
-    async def cancel(self, job_id: str, now: float) -> None:
-        async with self.store.connection(write=True) as conn:
-            await conn.execute(
-                update(pool_jobs)
-                .where(pool_jobs.c.job_id == job_id)
-                .values(status=PushStatus.CANCELLED.value, updated=now)
-            )
-            await conn.execute(
-                update(pool_assignments)
-                .where(
-                    and_(
-                        pool_assignments.c.job_id == job_id,
-                        pool_assignments.c.status.in_([s.value for s in (MemberStatus.ASSIGNED, MemberStatus.RUNNING)]),
-                    )
-                )
-                .values(status=MemberStatus.CANCELLED.value, rate=0.0, updated=now)
-            )
+    async def cancel(self, pool: str, job_id: str, now: float, *, epoch: int | None) -> None:
+        async with self.writes(pool, epoch) as writes:
+            await writes.cancel(job_id, now)
 
-    async def report(self, job_id: str, member_id: str, status: MemberStatus, report: MemberReport, now: float) -> None:
+    async def report(
+        self,
+        pool: str,
+        job_id: str,
+        member_id: str,
+        status: MemberStatus,
+        report: MemberReport,
+        now: float,
+        *,
+        epoch: int | None,
+    ) -> None:
         """Save a member's report; ``status`` is the assignment's new status (core.pool.advance's)."""
-        async with self.store.connection(write=True) as conn:
-            await conn.execute(
-                update(pool_assignments)
-                .where(and_(pool_assignments.c.job_id == job_id, pool_assignments.c.member_id == member_id))
-                .values(status=status.value, **_report_values(report, status, now))
-            )
+        async with self.writes(pool, epoch) as writes:
+            await writes.report(job_id, member_id, status, report, now)
 
     async def progress(self, pool: str, job_id: str, member_id: str, report: MemberReport, now: float) -> bool:
         """Save a progress report of a running assignment in one conditional update, without loading the
@@ -410,7 +343,7 @@ class PoolStore:
                         a.c.status == MemberStatus.RUNNING.value,
                     )
                 )
-                .values(**_report_values(report, MemberStatus.RUNNING, now))
+                .values(**report_values(report, MemberStatus.RUNNING, now))
             )
             return bool(result.rowcount)
 

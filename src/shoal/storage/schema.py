@@ -152,6 +152,9 @@ pools = Table(
     Column("created", Time, nullable=False),
     Column("private", Boolean, nullable=False, server_default=false()),
     Column("allow", Text, nullable=True),  # the push allow-list (core.push_policy) as a JSON list; NULL: none
+    # The ownership epoch (tracker.pools, "A pool's writes carry its epoch"): bumped by each tracker that takes
+    # the pool over, and every later write of the pool's rows lands only while it is still the writer's.
+    Column("epoch", Integer, nullable=False, server_default=text("0")),
 )
 
 pool_members = Table(

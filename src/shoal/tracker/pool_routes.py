@@ -29,6 +29,9 @@ Rules:
   changes anything.
 - A push's URL must pass the pool's allow-list and reach no internal address (core.push_policy), with the
   addresses the tracker resolves its host to; members check again before they fetch.
+- A change whose writes were left out because another tracker took the pool over meanwhile (PoolMoved:
+  tracker.pools, "A pool's writes carry its epoch") is answered 503 with Retry-After, as an announce of a
+  task that moved is: the client asks again, and is forwarded to the new owner. Nothing of it was written.
 """
 
 from __future__ import annotations
@@ -37,8 +40,9 @@ import logging
 import math
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
-from shoal.core.errors import PoolExists, ProtocolError
+from shoal.core.errors import PoolExists, PoolMoved, ProtocolError
 from shoal.core.pool import (
     Action,
     Credential,
@@ -70,6 +74,7 @@ from shoal.core.pool_messages import (
 from shoal.http.json_api import bearer_token, json_error, read_struct, struct_response
 from shoal.http.openapi import Query, Route
 from shoal.storage.pool_store import PoolFigures, PoolRow
+from shoal.tracker.cluster import RETRY_AFTER
 from shoal.tracker.pools import MAX_WAIT, Pools
 
 log = logging.getLogger("shoal.tracker.pools")
@@ -336,7 +341,19 @@ ROUTES = tuple(route for route, _ in _HANDLERS)
 """The pool API, as /v1/openapi.json describes it (with the tracker's own routes)."""
 
 
+def _moved_is_busy(handler: Handler) -> Handler:
+    """``handler``, with a change left out because the pool moved (PoolMoved) answered 503 with Retry-After."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except PoolMoved as exc:
+            return json_error(503, f"{exc}; ask again", **{"Retry-After": RETRY_AFTER})
+
+    return handle
+
+
 def add_routes(app: web.Application, pools: Pools) -> None:
     app[POOLS] = pools
     for route, handler in _HANDLERS:
-        app.router.add_route(route.method, route.path, handler)
+        app.router.add_route(route.method, route.path, _moved_is_busy(handler))

@@ -19,6 +19,39 @@ Rules:
   the others forward its routes there (``pool_key``), so its lock and its long-polls are in one process,
   and only that tracker's sweep decides its jobs. A tracker that loses a pool wakes the long-polls it
   holds: each member asks again, through a tracker that forwards it to the new owner.
+- **A pool's writes carry its epoch.** The owner decides on rows it read and writes later: between the two a
+  pool can move (a tracker joins or dies), and its new owner reads the rows and decides too, each write
+  beside the other's. Left alone, a write the old owner decided before the move and committed after the new
+  owner's read would land: (1) an assignment (``decide``'s ``assign``): for a job of ``replicas`` both pick a
+  member for one missing copy, so two fetch a copy that one should (origin or peer bytes, cache room), and a
+  member both assign has its row deleted and inserted again, its part started over, a done copy counted
+  again as on its way; (2) a job's status, written whatever it was: a stale ``Finished`` or ``JobFailed``
+  ends a job the new owner reopened, so its members' heartbeats list it no more, and one over a cancel
+  brings the cancelled job back as complete, which the sweep decides again (a job of ``replicas``, its
+  copies cancelled, is reopened with new assignments); (3) a
+  member's report, whose status is advanced from the one read: a stale ``running`` overwrites the ``done``
+  the new owner took, and the job waits for a copy that is there; (4) a ``left`` mark
+  over an assignment the member runs at the new owner (healed by its next report); (5) a stale heartbeat
+  over the member's ``leave``: a member gone counts live for a TTL and is given work it never does; (6) a
+  cancel decided on a job status the new owner has since ended. So each pool's row has an ownership epoch,
+  as a task's has: the owner takes the pool over (``PoolStore.take_over``) under the pool's lock before it
+  reads the pool to decide, bumping the epoch, and keeps the epoch it bumped to; every write of the pool's
+  rows made under the lock (heartbeat, leave, push, report, cancel, the decisions, the pool's removal) is a
+  batch that lands only while the database still holds that epoch (storage.pool_writes, with
+  core.ownership.EpochFence: the batch locks the pool's row and reads its epoch first). A batch that finds
+  another epoch is left out whole: the tracker lets go of the pool (its long-polls wake, its next change
+  takes it over again) and the request is answered 503 with Retry-After (PoolMoved). Each batch is one
+  change: a push's job goes with its first decision, a report with the decision it brings, so a 503 never
+  leaves half a change (a job without its assignments, which a retried push would double). Each decision
+  reads the rows afresh after the take-over, so it sees every write of the old owner that landed.
+- Only the owner takes a pool over: a tracker that handles a pool it does not own (a request that waited on
+  the lock across a move) bumps nothing, and its writes are left out (epoch None), so it never fences the
+  real owner out. On a SQLite file, one tracker's, nothing is bumped and every write lands.
+- Two writes carry no epoch. A pool's creation is an insert, which the name's uniqueness checks. A progress
+  report of a running assignment (``PoolStore.progress``) is decided on the rows as the update finds them,
+  not on a copy, and sets figures only: never a status, and ``decide`` reads no figures, so a stale one
+  shows a member's older figures until its next report, half a second later. Fencing it would cost a
+  statement on the pool's most frequent write.
 - A job's URL as readers see it (``job_status``: the API, ``shoal pool status``, the dashboard) has a
   seeder's passkey (``/files/PASSKEY/REL``, what a mirror worker pushes) taken out: whoever may read a pool
   is not always one of its members, and the passkey opens the fleet's files. The members' work items (their
@@ -32,15 +65,19 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
-from shoal.core.errors import NotFound, ProtocolError
+from shoal.core.errors import NotFound, PoolMoved, ProtocolError
 from shoal.core.pool import (
     Assignment,
     Cancel,
+    Decision,
     JobFailed,
     MemberStatus,
     PushEvent,
+    PushJob,
+    PushStatus,
     advance,
     advance_job,
     check_job_id,
@@ -64,7 +101,9 @@ from shoal.core.pool_messages import (
 from shoal.core.push_policy import refused
 from shoal.core.redact import redact_passkey
 from shoal.http.resolve import resolve
+from shoal.storage.db import uncancelled
 from shoal.storage.pool_store import JobRow, PoolRow, PoolState, PoolStore
+from shoal.storage.pool_writes import PoolWrites
 from shoal.storage.tracker_store import TrackerStore
 
 log = logging.getLogger("shoal.tracker.pools")
@@ -88,13 +127,19 @@ def _always(name: str) -> bool:
 
 
 class _Pool:
-    """In-memory companions of a pool's rows: the lock and the version that long-polls wait on."""
+    """In-memory companions of a pool's rows: the lock, the version that long-polls wait on, and the epoch
+    its writes carry."""
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         # A random start, so a member's version from before a tracker restart never matches.
         self.version = secrets.randbelow(1 << 30)
         self.changed = asyncio.Event()
+        self.taken = False
+        """Whether this tracker took the pool over (or let go of it since: then ``epoch`` is None)."""
+        self.epoch: int | None = None
+        """The epoch the take-over bumped the pool to, which its writes carry; None: nothing of this tracker's
+        lands (it did not take the pool over, or let go of it)."""
 
     def bump(self) -> None:
         self.version += 1
@@ -132,8 +177,35 @@ class Pools:
         """Let go of the pools among ``keys`` (another tracker owns them now): their long-polls end at once,
         and each member asks again, to be forwarded to the new owner."""
         for key in keys:
-            if key.startswith(POOL_KEY) and (pool := self._pools.pop(key[len(POOL_KEY) :], None)) is not None:
-                pool.bump()
+            if key.startswith(POOL_KEY) and (pool := self._pools.get(key[len(POOL_KEY) :])) is not None:
+                self._let_go(key[len(POOL_KEY) :], pool)
+
+    def _let_go(self, name: str, pool: _Pool) -> None:
+        """Forget ``pool`` (the companion of ``name``, or one already replaced): a change that waited on its
+        lock writes nothing, its long-polls end, and the next change takes the pool over again."""
+        if self._pools.get(name) is pool:
+            del self._pools[name]
+        pool.taken, pool.epoch = True, None
+        pool.bump()
+
+    @contextlib.asynccontextmanager
+    async def _changing(self, name: str) -> AsyncIterator[tuple[_Pool, int | None]]:
+        """Hold the pool's lock for a change, the pool taken over first when this tracker owns it and has not
+        (the module's rule, "A pool's writes carry its epoch"): the pool's companion, and the epoch the
+        change's writes carry. A write left out (PoolMoved) lets go of the pool on its way out."""
+        pool = self._pool(name)
+        async with pool.lock:
+            if not pool.taken and self.owns(name):
+                epoch = await uncancelled(self.store.take_over(name))
+                if epoch is None:
+                    raise NotFound(f"no pool {name!r}")
+                pool.taken, pool.epoch = True, epoch
+            try:
+                yield pool, pool.epoch
+            except PoolMoved:
+                log.info("pool %s was taken over by another tracker meanwhile: a change was left out", name)
+                self._let_go(name, pool)
+                raise
 
     def _pool(self, name: str) -> _Pool:
         pool = self._pools.get(name)
@@ -161,51 +233,59 @@ class Pools:
             raise ProtocolError(reason, field="url")
 
     async def remove(self, name: str) -> None:
-        pool = self._pool(name)
-        async with pool.lock:
-            await self.store.remove(name)
+        async with self._changing(name) as (pool, epoch):
+            await self.store.remove(name, epoch=epoch)
             pool.bump()
-        self._pools.pop(name, None)
+        if self._pools.get(name) is pool:
+            del self._pools[name]
 
     async def push(self, name: str, request: PushRequest) -> str:
-        pool = self._pool(name)
         job_id = new_job_id()
-        async with pool.lock:
-            await self.store.add_job(name, job_id, request, self.clock())
-            job = await self.store.job(name, job_id)
-            assert job is not None
-            await self._decide(name, job)
+        async with self._changing(name) as (pool, epoch):
+            now = self.clock()
+            job = JobRow(PushJob(job_id, request.url, request.replicas), name, request, now, now)
+            # The job and its first decision are one batch: a push answered 503 left no job behind.
+            decided = self._decide(job, await self.store.state(name, job))
+            async with self.store.writes(name, epoch) as writes:
+                await writes.add_job(job_id, request, now)
+                if decided is not None:
+                    await decided.write(writes)
+            if decided is not None:
+                decided.committed(name)
             pool.bump()
         return job_id
 
     async def cancel(self, name: str, job_id: str) -> None:
-        pool = self._pool(name)
-        async with pool.lock:
+        async with self._changing(name) as (pool, epoch):
             job = await self.job(name, job_id)
             advance_job(job.job.status, Cancel())  # IllegalTransition (409) once it ended
-            await self.store.cancel(job_id, self.clock())
+            await self.store.cancel(name, job_id, self.clock(), epoch=epoch)
             pool.bump()
 
     async def report(self, name: str, job_id: str, member_id: str, report: MemberReport) -> MemberStatus:
-        pool = self._pool(name)
         if report.status is MemberStatus.RUNNING and await self.store.progress(
             name, check_job_id(job_id), member_id, report, self.clock()
         ):
             return MemberStatus.RUNNING
-        async with pool.lock:
+        async with self._changing(name) as (pool, epoch):
             job = await self.job(name, job_id)
             state = await self.store.state(name, job)
             current = state.assignments.get(member_id)
             if current is None:
                 raise NotFound(f"member {member_id!r} has no part in job {job_id}")
             status = advance(current.status, report.event())
-            await self.store.report(job_id, member_id, status, report, self.clock())
+            decided = None
             if status is not current.status:
-                # The state just read, with this report's outcome, is what the store now holds: decide on
-                # it rather than read it all again.
+                # The state just read, with this report's outcome, is what the store holds once the report is
+                # written: decide on it rather than read it all again, and write both in one batch.
                 state.assignments[member_id] = Assignment(member_id, status, report.error)
-                if await self._decide(name, job, state):
-                    pool.bump()
+                decided = self._decide(job, state)
+            async with self.store.writes(name, epoch) as writes:
+                await writes.report(job_id, member_id, status, report, self.clock())
+                if decided is not None:
+                    await decided.write(writes)
+            if decided is not None and decided.committed(name):
+                pool.bump()
             return status
 
     async def heartbeat(
@@ -219,10 +299,9 @@ class Pools:
         allow: tuple[str, ...] = (),
     ) -> HeartbeatReply:
         """``allow``: the pool's allow-list, which each work item carries for the member to check."""
-        pool = self._pool(name)
-        async with pool.lock:
-            await self.store.heartbeat(name, member_id, beat, self.clock())
-            if await self._decide_open(name):
+        async with self._changing(name) as (pool, epoch):
+            await self.store.heartbeat(name, member_id, beat, self.clock(), epoch=epoch)
+            if await self._decide_open(name, epoch):
                 pool.bump()
         wait = min(wait, self.member_ttl / 3)
         if version == pool.version and wait > 0:
@@ -251,10 +330,9 @@ class Pools:
         )
 
     async def leave(self, name: str, member_id: str) -> None:
-        pool = self._pool(name)
-        async with pool.lock:
-            await self.store.leave(name, member_id)
-            if await self._decide_open(name):
+        async with self._changing(name) as (pool, epoch):
+            await self.store.leave(name, member_id, epoch=epoch)
+            if await self._decide_open(name, epoch):
                 pool.bump()
 
     async def sweep(self) -> None:
@@ -262,10 +340,10 @@ class Pools:
         for name in await self.store.open_pools():
             if not self.owns(name):
                 continue  # another tracker sharing the database decides it
-            pool = self._pool(name)
-            async with pool.lock:
-                if await self._decide_open(name):
-                    pool.bump()
+            with contextlib.suppress(PoolMoved):  # let go of (logged): its new owner's sweep decides it
+                async with self._changing(name) as (pool, epoch):
+                    if await self._decide_open(name, epoch):
+                        pool.bump()
 
     async def sweep_forever(self) -> None:
         while True:
@@ -281,32 +359,29 @@ class Pools:
             raise NotFound(f"no job {job_id} in pool {name!r}")
         return job
 
-    async def _decide_open(self, name: str) -> bool:
-        """Decide every open job of the pool; True when a member was given new work. The caller holds the
-        lock."""
+    async def _decide_open(self, name: str, epoch: int | None) -> bool:
+        """Decide every open job of the pool, a batch each, carrying ``epoch``; True when a member was given
+        new work. The caller holds the lock."""
         assigned = False
         for job in await self.store.jobs(name, open_only=True):
-            assigned = await self._decide(name, job) or assigned
+            decided = self._decide(job, await self.store.state(name, job))
+            if decided is not None:
+                async with self.store.writes(name, epoch) as writes:
+                    await decided.write(writes)
+                assigned = decided.committed(name) or assigned
         return assigned
 
-    async def _decide(self, name: str, job: JobRow, state: PoolState | None = None) -> bool:
-        """Decide ``job`` (on ``state`` when the caller has it current, else read) and save the outcome; True
-        when a member was given new work (the caller then wakes the pool's long-polls). The caller holds the
-        lock."""
-        if state is None:
-            state = await self.store.state(name, job)
+    def _decide(self, job: JobRow, state: PoolState) -> _Decided | None:
+        """What core.pool.decide decides for ``job`` on ``state`` now, None when nothing changes."""
         now = self.clock()
         decision = decide(job.job, state.members, state.assignments, now=now, ttl=self.member_ttl, length=state.length)
         if not decision.changes:
-            return False
+            return None
         status, error = job.job.status, job.job.error
         if decision.event is not None:
             status = advance_job(status, decision.event)
             error = _error_of(decision.event, error)
-        await self.store.apply(job.job, decision, status, error, now)
-        if decision.event is not None:
-            log.info("pool %s job %s: %s", name, job.job.job_id, status.value)
-        return bool(decision.assign)
+        return _Decided(job.job, decision, status, error, now)
 
     async def job_status(self, name: str, job: JobRow) -> JobView:
         now = self.clock()
@@ -358,6 +433,27 @@ class Pools:
             updated=job.updated,
             members=members,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Decided:
+    """A job's decision (core.pool.decide) at ``now``, and the job's status and error after it."""
+
+    job: PushJob
+    decision: Decision
+    status: PushStatus
+    error: str
+    now: float
+
+    async def write(self, writes: PoolWrites) -> None:
+        await writes.apply(self.job, self.decision, self.status, self.error, self.now)
+
+    def committed(self, pool: str) -> bool:
+        """Log what became of the job, once the write committed; whether a member was given new work (the
+        caller then wakes the pool's long-polls)."""
+        if self.decision.event is not None:
+            log.info("pool %s job %s: %s", pool, self.job.job_id, self.status.value)
+        return bool(self.decision.assign)
 
 
 def _error_of(event: PushEvent, error: str) -> str:
