@@ -35,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fleetsim.sim import MBIT, Model, Result, Shape, Simulation
+from fleetsim.trace import Tracer
 from netlab import parse_size
 
 MIB = 1 << 20
@@ -119,10 +120,17 @@ def line(result: Result, label: str) -> str:
     )
 
 
-def simulate(shape: Shape, model: Model, seed: int, exact_limit: int, progress: bool = False) -> Result:
+def simulate(
+    shape: Shape, model: Model, seed: int, exact_limit: int, progress: bool = False, trace: bool = False
+) -> Result:
     sim = Simulation(shape, model, seed=seed, exact_limit=exact_limit)
     sim.progress = progress
-    return sim.run()
+    if trace:
+        sim.tracer = Tracer(sim)
+    result = sim.run()
+    if sim.tracer is not None:
+        result.phases = sim.tracer.phases(result)
+    return result
 
 
 def validate(model: Model, seeds: int, exact_limit: int) -> list[dict[str, object]]:
@@ -192,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--validate", action="store_true", help="the labs' shapes beside their recorded figures")
     parser.add_argument("--json", action="store_true", help="one JSON object per run instead of text")
     parser.add_argument("--progress", action="store_true", help="a line to stderr every 200,000 events")
+    parser.add_argument(
+        "--trace", action="store_true", help="where the time goes: the origin's and rack downlinks' idle time by phase"
+    )
     for name, default in asdict(Model()).items():
         kind = parse_flag if isinstance(default, bool) else type(default)
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default, help="model: see Model")
@@ -216,13 +227,18 @@ def main(argv: list[str] | None = None) -> int:
                 site_rate * MBIT if site_rate else None, nic * MBIT,
             )  # fmt: skip
             for seed in range(1, args.seeds + 1):
-                result = simulate(shape, model, seed, args.exact_limit, args.progress)
+                result = simulate(shape, model, seed, args.exact_limit, args.progress, args.trace)
                 label = f"{text} ({shape.count} peers) up {uplink}"
                 if args.json:
-                    report = {k: v for k, v in asdict(result).items() if k != "done_times"}
+                    report = {k: v for k, v in asdict(result).items() if k not in ("done_times", "phases")}
+                    if result.phases is not None:
+                        report["phases"] = {k: v for k, v in asdict(result.phases).items() if k != "done"}
                     print(json.dumps({"label": label, "seed": seed, "ratio": result.ratio, **report}))
                 else:
                     print(line(result, label), flush=True)
+                    if result.phases is not None:
+                        share = result.origin_bytes / shape.size
+                        print("\n".join(result.phases.lines(result.bound, model.framing, share)), flush=True)
     return 0
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from fleetsim.network import Flow, Link, Network
 from fleetsim.peer import SimPeer, origin_identity
+from fleetsim.trace import Phases, Tracer
 from fleetsim.tracker import SimTracker
 from shoal.core.announce_values import TrackerPolicy
 from shoal.core.download import MAX_CROSSINGS
@@ -124,6 +125,8 @@ class Result:
     done_times: list[float] = field(default_factory=list)
     hashed_last: float = float("nan")
     """When the last peer's whole-file hash was done (Model.hash_rate; nan when not modelled)."""
+    phases: Phases | None = None
+    """Where the time went (fleetsim.trace), when the run was traced."""
 
     @property
     def ratio(self) -> float:
@@ -168,6 +171,8 @@ class Simulation:
         self.site_in: dict[str, int] = dict.fromkeys(self.site_links, 0)
         self.origin_bytes = 0
         self.first_origin = float("nan")
+        self.tracer: Tracer | None = None
+        """Set before :meth:`run` to account for the links' idle time (fleetsim.trace)."""
 
     # -- the fleet ------------------------------------------------------------------------------------
 
@@ -238,6 +243,8 @@ class Simulation:
         started = time.perf_counter()
         for peer in self.peers:
             peer.launch()
+        if self.tracer is not None:
+            self.tracer.start()
         heap = self._heap
         while heap and self.remaining:
             when, _, fn, args = heapq.heappop(heap)
@@ -270,6 +277,8 @@ class Simulation:
         size = self.manifest.piece_size(job.run[0])
         if job.source is None and math.isnan(self.first_origin):
             self.first_origin = self.now
+        if self.tracer is not None:
+            self.tracer.flow_started(job)
         self.network.start(Flow(self.path(job.source, job.dest), size, tag=job), self.now)
 
     def _piece_through(self, flow: Flow) -> None:
@@ -281,6 +290,8 @@ class Simulation:
         job.pos += 1
         job.nbytes += size
         self._count(job.source, job.dest, size)
+        if self.tracer is not None:
+            self.tracer.piece_through(job.source)
         last = job.pos == len(job.run)
         if last:
             self.network.finish(flow, self.now)

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shoal.core.announce import claims_change
+from shoal.core.announce import PeerRecord, claims_change
 from shoal.core.errors import ProtocolError
 from shoal.core.ids import content_task_id
-from shoal.core.leases import Lease
+from shoal.core.leases import RACK_LEASE_HOLDERS, Lease
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import AnnounceRequest, piece_hash_bytes
 from shoal.core.structs import decode
@@ -634,3 +634,23 @@ def test_peers_stored_before_the_manifest_count_as_holding_nothing() -> None:
     waiting = peer("p2", size=0)
     out = announce(snapshot(task(manifest=None), peers=[waiting]), request(origin=IDENTITY, want_leases=2))
     assert out.response is not None and out.response.leases == (0, 1)
+
+
+def test_past_rack_lease_holders_a_peer_of_that_rack_gets_no_origin_lease() -> None:
+    # core.leases: a few peers of a rack split its origin transfers; the next asker of that rack takes the
+    # pieces from them, while a peer of another rack, or without labels, is leased as before.
+    manifest = Manifest.for_identity(OriginIdentity(64 * 1024 * 1024, etag='"big"'))
+    size = manifest.piece_count
+    holders = [peer(f"h{i}", size=size, site="s", rack="r1") for i in range(RACK_LEASE_HOLDERS)]
+    leases = [Lease(i, f"h{i}", NOW + 10) for i in range(RACK_LEASE_HOLDERS)]
+
+    def asking(peers: list[PeerRecord], **labels: str) -> tuple[int, ...]:
+        snap = snapshot(task(manifest=manifest), peers=peers, leases=leases[: len(peers)])
+        out = announce(snap, request("p1", want_leases=4, **labels))
+        assert out.response is not None
+        return out.response.leases
+
+    assert asking(holders, site="s", rack="r1") == ()
+    assert len(asking(holders[:-1], site="s", rack="r1")) == 4
+    assert len(asking(holders, site="s", rack="r2")) == 4
+    assert len(asking(holders)) == 4

@@ -12,7 +12,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from fleetsim.network import Flow, Link, Network, waterfill
-from fleetsim.sim import MBIT, Model, Shape, Simulation
+from fleetsim.sim import MBIT, Model, Result, Shape, Simulation
+from fleetsim.trace import Tracer
 
 MIB = 1 << 20
 
@@ -145,3 +146,44 @@ def test_a_prefix_window_still_brings_every_peer_the_whole_file_with_the_same_or
     shape = Shape(2, 2, 8 * MIB, 200 * MBIT, 200 * MBIT)
     windowed = Simulation(shape, Model(prefix_window=4, audit_share=0.0)).run()
     assert len(windowed.done_times) == 4 and windowed.origin_bytes == shape.size
+
+
+def _traced(shape: Shape, seed: int = 1) -> Result:
+    sim = Simulation(shape, Model(), seed=seed)
+    sim.tracer = Tracer(sim)
+    result = sim.run()
+    result.phases = sim.tracer.phases(result)
+    return result
+
+
+def test_a_traced_run_is_the_run_untraced() -> None:
+    # The tracer only reads the links: the same seed gives the same times and bytes.
+    shape = Shape(2, 3, 16 * MIB, 200 * MBIT, 200 * MBIT)
+    traced, plain = _traced(shape), Simulation(shape, Model(), seed=1).run()
+    assert traced.done_times == plain.done_times
+    assert traced.origin_bytes == plain.origin_bytes and traced.into_racks == plain.into_racks
+
+
+def test_the_trace_accounts_for_the_last_peers_time() -> None:
+    # At 1x the origin's link is the bottleneck: the last peer is done after the start-up, the file over the
+    # framed link, the origin's bytes past the file, the link's idle time before its last piece and the time
+    # after it. The parts add up to the last done, within a few samples.
+    shape = Shape(2, 3, 16 * MIB, 200 * MBIT, 200 * MBIT)
+    result = _traced(shape)
+    phases = result.phases
+    assert phases is not None
+    framing = Model().framing
+    sent = result.origin_bytes / (shape.origin_rate * framing)
+    idle = phases.origin_idle[0] + phases.origin_idle[1]
+    total = phases.first_origin + sent + idle + (phases.last_done - phases.last_origin)
+    assert total == pytest.approx(result.last_done, abs=0.02)
+    assert phases.first_origin < phases.first_crossing < phases.last_origin < phases.last_done
+    assert 0.0 <= phases.origin_crowded <= idle + 1e-9
+    assert set(phases.downlink_idle) == {"r1", "r2"} and set(phases.rack_done) == {"r1", "r2"}
+    assert phases.done == result.done_times
+    assert any("start-up" in line for line in phases.lines(result.bound, framing, result.origin_bytes / shape.size))
+
+
+def test_a_flat_swarm_has_no_crossing_to_trace() -> None:
+    phases = _traced(Shape(0, 4, 8 * MIB, 200 * MBIT, None)).phases
+    assert phases is not None and math.isnan(phases.first_crossing) and not phases.downlink_idle

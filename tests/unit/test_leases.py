@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shoal.core.bitfield import Bitfield, iter_bits
-from shoal.core.leases import STRIPE, Lease, grant_leases, stripes
+from shoal.core.leases import RACK_LEASE_HOLDERS, STRIPE, Lease, grant_free, grant_leases, stripes
 
 SIZE = 32
 
@@ -148,6 +148,45 @@ def test_no_piece_is_ever_leased_twice(steps: list[tuple[str, str, int]], range_
                 free = [i for i in range(SIZE) if i not in leased and i not in held and i not in have[peer]]
                 assert granted[:1] == free[:1] if amount else not granted, "not the lowest free piece"
             leased |= lease_map(peer, granted)
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 11), st.sampled_from(["ask", "ask", "ask", "finish"])), min_size=12, max_size=120)
+)
+def test_at_most_rack_lease_holders_per_rack_and_an_asker_below_it_gets_a_free_piece(
+    steps: list[tuple[int, str]],
+) -> None:
+    """Twelve peers in two racks ask and finish in any order: never more than RACK_LEASE_HOLDERS of a rack
+    hold leases at once, and while fewer do, an asker of the rack gets a free piece when there is one."""
+    size = 128
+    taken = 0
+    leased: dict[int, str] = {}
+    for number, action in steps:
+        peer, rack = f"p{number}", number % 2
+        mine = [i for i, holder in leased.items() if holder == peer]
+        if action == "finish":
+            for index in mine:
+                del leased[index]
+            continue
+        mates = {holder for holder in leased.values() if holder != peer and int(holder[1:]) % 2 == rack}
+        granted = grant_free(
+            size=size,
+            taken=taken | sum(1 << i for i in leased),
+            others_lease=bool(leased),
+            want=2,
+            range_ok=True,
+            rack_holders=len(mates),
+        )
+        free = size - taken.bit_count() - len(leased)
+        if len(mates) >= RACK_LEASE_HOLDERS:
+            assert granted == []
+        elif free:
+            assert granted, "an asker below the cap got nothing while pieces were free"
+        for index in granted:
+            leased[index] = peer
+            taken |= 1 << index
+        for side in (0, 1):
+            assert len({h for h in leased.values() if int(h[1:]) % 2 == side}) <= RACK_LEASE_HOLDERS
 
 
 # A fleet of racks: the origin's pieces shared out in stripes (core.leases.stripes).

@@ -365,6 +365,7 @@ def _lease_decisions(
             want=request.want_leases,
             range_ok=task.range_ok,
             share=origin_share(view, swarm.racks, size),
+            rack_holders=swarm.rack_lease_holders(view),
         )
         if snapshot.audits:  # most announces: none under way
             granted += _audit_lease(snapshot, outcome, view.have, leased | _mask(granted, size), seen_host)

@@ -27,6 +27,14 @@ Rules:
   would send more out than the others and finish last (core.scope_leases). A rack whose stripes are all
   taken helps the others from the back of the file, the highest free stripe first, where the rack that
   owns it will come last: a slow or stalled rack does not hold the file back.
+* In a fleet of racks at most RACK_LEASE_HOLDERS peers of a rack hold origin leases at once; an asker past
+  them gets none and takes the pieces from inside its rack. The origin's link is shared by its transfers,
+  each at its share of the rate, and peers that start together start their leased runs together: with
+  every peer of a large fleet a holder, each transfer is so slow that a whole batch of pieces is still on
+  its way when the first lands, and the holders' pieces land at the same moments. The racks then wait
+  with nothing to trade, and at the end a large part of the file arrives at once and has yet to cross
+  into every rack. A few holders a rack keep the rack's share of its downlink, which its origin transfers
+  share flow for flow with the pieces coming from other racks (as TCP shares a link).
 * An origin that ignores Range requests makes splitting impossible: one peer leases every free piece and
   fetches the whole file; the others wait for its pieces.
 """
@@ -44,6 +52,10 @@ STRIPE = 4
 differ by at most one stripe, and large enough that a stripe is fetched with one request."""
 
 
+RACK_LEASE_HOLDERS = 4
+"""Peers of one rack holding origin leases at once, at most (the module's rules)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Lease:
     piece: int
@@ -52,14 +64,23 @@ class Lease:
 
 
 def grant_free(
-    *, size: int, taken: int, others_lease: bool, want: int, range_ok: bool, share: int | None = None
+    *,
+    size: int,
+    taken: int,
+    others_lease: bool,
+    want: int,
+    range_ok: bool,
+    share: int | None = None,
+    rack_holders: int = 0,
 ) -> list[int]:
     """Choose up to ``want`` of the pieces of ``size`` that ``taken`` (a bit mask: held by someone, the
     asker's, or leased) leaves free. ``others_lease``: a peer other than the asker holds a live lease. Bit
     masks: a test of each piece in each bitfield costs time per piece on every announce, the tracker's
     busiest path (benchmarks/tracker_announce.py; figures in benchmarks/RESULTS.md). ``share``: the bit mask
-    of the asker's rack's stripes (:func:`stripes`), None outside a fleet of racks."""
-    if want <= 0:
+    of the asker's rack's stripes (:func:`stripes`), None outside a fleet of racks. ``rack_holders``: the
+    other peers of the asker's rack holding live leases (0 outside a fleet of racks); at RACK_LEASE_HOLDERS
+    the asker gets none."""
+    if want <= 0 or rack_holders >= RACK_LEASE_HOLDERS:
         return []
     free = ~taken & ((1 << size) - 1)
     if not range_ok:

@@ -271,6 +271,19 @@ class Swarm:
         """Bit mask of the pieces leased to ``peer_id``."""
         return self._own.get(peer_id, 0)
 
+    def rack_lease_holders(self, asker: PeerView) -> int:
+        """How many peers of the asker's rack other than the asker hold origin leases (0 for a peer without a
+        rack label). A pass over the holders, which core.leases keeps to a few a rack."""
+        if not asker.rack:
+            return 0
+        count = 0
+        for peer_id in self._own:
+            record = self.peers.get(peer_id)
+            if peer_id != asker.peer_id and record is not None:
+                view = record.view
+                count += view.rack == asker.rack and view.site == asker.site
+        return count
+
     def address(self, view: PeerView) -> PeerAddress:
         """What a hand-out tells of ``view``: made once while the peer's address and labels stay the same,
         not once for each of the hand-outs that name it."""
