@@ -25,6 +25,8 @@ from shoal.core.ownership import (
     others_took_over,
     owner,
     placed_from,
+    replaceable,
+    replacing,
     sharing_url,
 )
 
@@ -266,6 +268,32 @@ def test_a_placement_on_a_dead_member_falls_back_to_the_hash() -> None:
     # and so does its ``previous`` before active_from
     later = {task: Placement(task, "a", NOW + 5, previous="c")}
     assert owner(task, members, NOW, placements=later) == owner(task, members, NOW)
+
+
+def test_a_replacing_placement_names_the_replaced_ones_member_until_it_is_in_force_even_one_dead_now() -> None:
+    """A task placed on x, x dead, the hash owner g decides it and places it on t; x registers again (the same
+    id) before the new row's active_from. A member without the new row (the rows read before it committed) and
+    one with it must name the same owner at every instant before active_from, or both g (by its own record
+    of the move) and x (by the old row) decide the task."""
+    g, t, x_live = (member(name, expires=NOW + 100) for name in "gtx")
+    task = next(k for k in TASKS if owner(k, [g, t, x_live], NOW).tracker_id == "g")  # type: ignore[union-attr]
+    old = Placement(task, "x", NOW - 30, None)
+    assert replaceable(old, NOW)
+    new = replacing(task, "t", old, NOW + JOIN_DELAY)
+    for x in (member("x", expires=NOW - 1), member("x", NOW + 1, NOW + 100)):  # dead; registered again
+        for when in (NOW, NOW + 1, NOW + JOIN_DELAY - 0.5):
+            members = [g, t, x]
+            assert owner(task, members, when, placements={task: new}) == owner(
+                task, members, when, placements={task: old}
+            ), (x, when)
+    assert owner(task, [g, t, x_live], NOW + JOIN_DELAY, placements={task: new}).tracker_id == "t"  # type: ignore[union-attr]
+    assert replacing(task, "t", None, NOW + JOIN_DELAY).previous is None  # no row: the hash owner's
+
+
+def test_a_placement_not_in_force_yet_is_not_replaced() -> None:
+    """It names one owner until its active_from and another after: no single ``previous`` says both."""
+    assert not replaceable(Placement("t", "b", NOW + 1, "a"), NOW)
+    assert replaceable(Placement("t", "b", NOW + 1, "a"), NOW + 1)
 
 
 def test_lost_tasks_count_placements() -> None:

@@ -175,6 +175,21 @@ def owner(
     return max(live, key=lambda m: (_score(m.tracker_id, task_id), m.tracker_id))
 
 
+def replaceable(before: Placement | None, now: float) -> bool:
+    """Whether a member deciding a task may place it again at ``now``, ``before`` being its placement as the
+    member reads it: unless ``before`` is not in force yet, since it names one owner until its ``active_from``
+    and another after, which no single ``previous`` of the replacing row can (the task stays until it is)."""
+    return before is None or now >= before.active_from
+
+
+def replacing(key: str, target: str, before: Placement | None, active_from: float) -> Placement:
+    """The placement of ``key`` on ``target`` from ``active_from`` that replaces ``before`` (:func:`replaceable`).
+    Until ``active_from`` it must name the owner ``before`` names: its member, live or not, not the hash owner
+    for one dead now, since that member may register again (the same id) before ``active_from``, and every
+    reading without the new row then names it while the placing member, by its own record, still decides."""
+    return Placement(key, target, active_from, None if before is None else before.tracker_id)
+
+
 def placed_from(placement: Placement, seen: float) -> float:
     """When the member ``placement`` names may decide its task, having first read the row at ``seen`` (its
     clock): FENCE_MARGIN after ``active_from``, and JOIN_DELAY after ``seen``, when every reading another

@@ -50,6 +50,8 @@ from shoal.core.ownership import (
     lost_tasks,
     owner,
     placed_from,
+    replaceable,
+    replacing,
     sharing_url,
 )
 from shoal.core.pool_api import MEMBER_SECRET
@@ -469,12 +471,14 @@ class Cluster:
         loads = {m.tracker_id: m.load for m in reading.members if m.live(now, reading.renewed)}
         loads[self.tracker_id] = load
         placements = self._placements(reading)
-        movable = {key: rate for key, rate in rates.items() if key not in self._pending and self.mine(key)}
+        movable = {
+            key: rate
+            for key, rate in rates.items()
+            if key not in self._pending and self.mine(key) and replaceable(placements.get(key), now)
+        }
         chosen = balance.moves(self.tracker_id, loads, movable, self.balancing, len(reading.placements))
         for key, target in chosen:
-            before = placements.get(key)
-            ours = before is not None and before.tracker_id == self.tracker_id and now >= before.active_from
-            placed = Placement(key, target, now + JOIN_DELAY, self.tracker_id if ours else None)
+            placed = replacing(key, target, placements.get(key), now + JOIN_DELAY)
             self._pending[key] = placed
             self._unwritten.add(key)
             self._given[key] = placed.active_from
