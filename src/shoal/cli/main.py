@@ -24,6 +24,7 @@ import gc
 import importlib
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -52,6 +53,17 @@ def click_parser(parse: Callable[[str], T]) -> Callable[[click.Context, click.Pa
             raise click.BadParameter(str(exc)) from None
 
     return callback
+
+
+class FiniteRange(click.FloatRange):
+    """click's FloatRange, refusing ``nan`` and ``inf``: Python's float() takes both, and a bound compares
+    false with ``nan``, so the range alone lets it through to arithmetic that divides by zero or never ends."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{number} is not a finite number.", param, ctx)
+        return number
 
 
 def _trackers(text: str) -> str:

@@ -12,7 +12,7 @@ import click
 
 from shoal.cli.config_file import configured
 from shoal.cli.fleet import FleetOptions, fleet_options
-from shoal.cli.main import configure_logging, run_or_exit, verbose_option
+from shoal.cli.main import FiniteRange, configure_logging, run_or_exit, verbose_option
 from shoal.core.balance import FLOOR, ROUND, Balancing
 from shoal.core.bt_tracker import INTERVAL_JITTER
 from shoal.tracker.config import TrackerConfig
@@ -46,19 +46,19 @@ from shoal.tracker.config import TrackerConfig
     default=TrackerConfig.interval,
     show_default=True,
     metavar="SECONDS",
-    type=click.FloatRange(0.1, 3600),
+    type=FiniteRange(0.1, 3600),
     help="Seconds between the periodic announces of a peer of a busy swarm (one with a downloader).",
 )
 @click.option(
     "--idle-interval",
-    type=click.FloatRange(0.1, 86400),
+    type=FiniteRange(0.1, 86400),
     metavar="SECONDS",
     help="Seconds between the announces of a seed of a task nobody downloads "
     f"[default: {TrackerConfig.idle_interval:g}, or --interval if longer].",
 )
 @click.option(
     "--max-interval",
-    type=click.FloatRange(0.1, 86400),
+    type=FiniteRange(0.1, 86400),
     metavar="SECONDS",
     help=f"Longest interval load may stretch any to [default: {TrackerConfig.max_interval:g}, or --idle-interval "
     "if longer].",
@@ -67,7 +67,7 @@ from shoal.tracker.config import TrackerConfig
     "--announce-rate",
     default=TrackerConfig.announce_rate,
     show_default=True,
-    type=click.FloatRange(0, 1e7),
+    type=FiniteRange(0, 1e7),
     metavar="PER_SECOND",
     help="Announces a second the intervals handed out may imply; past it every interval is stretched (0: never).",
 )
@@ -76,7 +76,7 @@ from shoal.tracker.config import TrackerConfig
     default=TrackerConfig.peer_ttl,
     show_default=True,
     metavar="SECONDS",
-    type=click.FloatRange(0.5, 86400),
+    type=FiniteRange(0.5, 86400),
     help="Seconds of silence after which a peer told --interval, and its origin leases, are dropped; a "
     "peer told a longer interval lives longer in proportion. More than --interval.",
 )
@@ -93,14 +93,14 @@ from shoal.tracker.config import TrackerConfig
     default=TrackerConfig.bt_peer_ttl,
     show_default=True,
     metavar="SECONDS",
-    type=click.FloatRange(1, 7 * 86400),
+    type=FiniteRange(1, 7 * 86400),
     help="Seconds of silence after which a BitTorrent peer is dropped; more than --bt-interval.",
 )
 @click.option(
     "--audit-share",
     default=TrackerConfig.audit_share,
     show_default=True,
-    type=click.FloatRange(0, 1),
+    type=FiniteRange(0, 1),
     metavar="SHARE",
     help="Share of the piece hashes lease holders report that another host fetches again from the origin "
     "to check (0: no spot checks).",
@@ -109,7 +109,7 @@ from shoal.tracker.config import TrackerConfig
     "--crossing-patience",
     default=TrackerConfig.crossing_patience,
     show_default=True,
-    type=click.FloatRange(0.5, 3600),
+    type=FiniteRange(0.5, 3600),
     metavar="SECONDS",
     help="Seconds a rack's scope lease (one peer of the rack fetching a piece from another rack or site) may "
     "go undelivered before another peer of the rack takes it over.",
@@ -183,7 +183,7 @@ from shoal.tracker.config import TrackerConfig
     "--balance-floor",
     default=FLOOR,
     show_default=True,
-    type=click.FloatRange(0, min_open=True),
+    type=FiniteRange(0, min_open=True),
     metavar="N",
     help="Requests a second above the members' mean (and 10% of it) before this tracker gives tasks away.",
 )
@@ -191,7 +191,7 @@ from shoal.tracker.config import TrackerConfig
     "--balance-round",
     default=ROUND,
     show_default=True,
-    type=click.FloatRange(1, 3600),
+    type=FiniteRange(1, 3600),
     metavar="SECONDS",
     help="Seconds between balancing rounds: the window each tracker's load is measured over.",
 )
