@@ -155,6 +155,7 @@ class Cluster:
         self._given: dict[str, float] = {}  # pending moves whose soft state we still hold: their active_from
         self._merged: tuple[Reading, Placements] | None = None
         self._settled = -math.inf  # when the loads measured show every move made to or by us (core.balance)
+        self._full = False  # the database held MAX_PLACEMENTS at our last round (logged once)
         self.placed = 0
         """Tasks this member placed on others by load (its metrics)."""
         self.load = 0.0
@@ -212,9 +213,14 @@ class Cluster:
         while True:
             if self._renewals is not None:
                 self._renewals.tick()
-            self._reading()
-            await self._learn_hosts()
-            await self._balance()
+            try:
+                self._reading()
+                await self._learn_hosts()
+                await self._balance()
+            except Exception:
+                # A heartbeat that failed must not end the next ones: without their ticks the renewals' watchdog
+                # takes the loop for wedged, the row lapses, and the tracker answers 503 for good.
+                log.exception("tracker %s: a heartbeat failed", self.tracker_id)
             await asyncio.sleep(HEARTBEAT)
 
     def _reading(self) -> Reading:
@@ -238,9 +244,15 @@ class Cluster:
     def _adopt(self, reading: Reading, drop: Callable[[list[str]], None]) -> None:
         if reading.forget_at > self._adopted.incarnation:
             # We joined again and another member may have decided our tasks meanwhile: their soft state
-            # here is older than theirs.
+            # here is older than theirs, and so are our moves not written yet (written now, one would replace
+            # a placement that member made since).
             self.drops += 1
             drop(self._held())
+            for key in self._unwritten:
+                self._pending.pop(key, None)
+                self._given.pop(key, None)
+            self._unwritten.clear()
+            self._merged = None
         self._adopted = reading
         if reading.renewed == -math.inf:
             return  # fenced: nothing to learn from it
@@ -309,7 +321,9 @@ class Cluster:
         members = self.members
         times = [m.active_from for m in members if m.active_from <= now]
         times += [m.expires for m in members if m.expires <= now]
-        times += [placed.active_from for placed, _ in self._seen.values() if placed.active_from <= now]
+        # A task placed on us is ours from when we decide it (placed_from), its grace counted from then.
+        starts = [placed_from(placed, seen) for placed, seen in self._seen.values()]
+        times += [start for start in starts if start <= now]
         return max(times, default=-math.inf)
 
     def mine(self, task_id: str) -> bool:
@@ -464,7 +478,7 @@ class Cluster:
                 await self._rows.place(placed)
             except StoreError as exc:
                 log.warning("placing task %s on tracker %s failed: %s; trying again", key, placed.tracker_id, exc)
-                return
+                continue
             self._unwritten.discard(key)
 
     def _place(self, reading: Reading, now: float, load: float, rates: dict[str, float]) -> None:
@@ -476,6 +490,14 @@ class Cluster:
             for key, rate in rates.items()
             if key not in self._pending and self.mine(key) and replaceable(placements.get(key), now)
         }
+        if len(reading.placements) >= balance.MAX_PLACEMENTS and not self._full:
+            log.warning(
+                "tracker %s: the database holds %d placements, the most there may be: no task is placed until "
+                "the trackers they name restart (core.balance)",
+                self.tracker_id,
+                len(reading.placements),
+            )
+        self._full = len(reading.placements) >= balance.MAX_PLACEMENTS
         chosen = balance.moves(self.tracker_id, loads, movable, self.balancing, len(reading.placements))
         for key, target in chosen:
             placed = replacing(key, target, placements.get(key), now + JOIN_DELAY)
