@@ -12,6 +12,7 @@ from shoal.cli.config_file import configured
 from shoal.cli.fleet import FleetOptions, fleet_options
 from shoal.cli.main import (
     TRACKERS,
+    FiniteRange,
     click_parser,
     configure_logging,
     ignore_qp_option,
@@ -93,7 +94,7 @@ async def run_daemon(config: DaemonConfig) -> None:
 @rate_option("--upload-rate", "uploads to peers")
 @click.option(
     "--scrub-interval",
-    type=click.FloatRange(min=0),
+    type=FiniteRange(min=0),
     default=DaemonConfig.scrub_interval,
     show_default=True,
     metavar="SECONDS",

@@ -17,6 +17,7 @@ import click
 from shoal.cli.fleet import FleetOptions, fleet_options
 from shoal.cli.main import (
     TRACKERS,
+    FiniteRange,
     configure_logging,
     ignore_qp_option,
     loading,
@@ -112,7 +113,7 @@ async def _cancellable(
 @rate_option("--upload-rate", "uploads to peers")
 @click.option(
     "--upload-time",
-    type=click.FloatRange(min=0),
+    type=FiniteRange(min=0),
     default=GetConfig.upload_time,
     show_default=True,
     metavar="SECONDS",
