@@ -383,7 +383,10 @@ class Cluster:
         if current is not None and current.tracker_id == self.tracker_id:
             if self.forwarded(request):
                 self.served_forwarded += 1
-            self._decided[key] = self._decided.get(key, 0) + 1
+            if what != "pool":
+                # Tasks and swarms are placed by load; a pool stays with the hash: its requests are few, and a
+                # move ends its members' long-polls.
+                self._decided[key] = self._decided.get(key, 0) + 1
             return await handler(request)
         if current is None or self.forwarded(request):
             why = f"no tracker can decide this {what} at the moment" if current is None else f"the {what} is moving"
