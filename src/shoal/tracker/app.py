@@ -175,14 +175,7 @@ def _owned_here(cluster: Cluster, bt_tracker: bt.BtTracker, admission: Admission
             key: str, what: str, again: str, patience: float = FORWARD_TIMEOUT, slots: Admission = admission
         ) -> web.StreamResponse:
             """``key``'s request, here or at its owner; a 503 names it as ``what`` and says to ``again``."""
-            if not _relayed(cluster, request, key):
-                return await cluster.forward(request, handler, key, patience, what=what, again=again)
-            if not slots.enter():
-                return slots.busy(again)
-            try:
-                return await cluster.forward(request, handler, key, patience, what=what, again=again)
-            finally:
-                slots.leave()
+            return await cluster.forward(request, handler, key, patience, what=what, again=again, slots=slots)
 
         task_id = request.match_info.get("task_id", "")
         if is_task_id(task_id):
@@ -200,15 +193,6 @@ def _owned_here(cluster: Cluster, bt_tracker: bt.BtTracker, admission: Admission
         return await handler(request)  # not an owned route, or a malformed one the handler refuses
 
     return middleware
-
-
-def _relayed(cluster: Cluster, request: web.Request, key: str) -> bool:
-    """Whether Cluster.forward relays ``request`` about ``key`` to another member: one owns it, and no member
-    forwarded the request here (a forward is never forwarded again). Read just before the forward, with no
-    await between: a member's row that changes meanwhile (its renewals run on a thread) at worst counts one
-    request in the wrong place."""
-    current = cluster.owner(key)
-    return current is not None and current.tracker_id != cluster.tracker_id and not cluster.forwarded(request)
 
 
 async def _membership(cluster: Cluster, service: TrackerService) -> None:

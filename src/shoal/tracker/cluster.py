@@ -60,6 +60,7 @@ from shoal.http.json_api import json_error
 from shoal.http.limits import read_body
 from shoal.storage.cluster_store import ClusterStore
 from shoal.storage.db import SqlStore
+from shoal.tracker.admission import Admission
 from shoal.tracker.membership import FENCED, Reading, Renewals
 
 log = logging.getLogger("shoal.tracker.cluster")
@@ -375,10 +376,13 @@ class Cluster:
         *,
         what: str = "task",
         again: str = "announce",
+        slots: Admission | None = None,
     ) -> web.StreamResponse:
         """Serve a request about ``key`` (a task id, a BitTorrent info-hash in hex, a pool's key): here when
         we own it, else at its owner, who has ``patience`` seconds to answer. A 503 names the key as ``what``
-        (task, swarm, pool) and tells the client to ``again`` (announce, ask) after Retry-After."""
+        (task, swarm, pool) and tells the client to ``again`` (announce, ask) after Retry-After. A request
+        relayed to the owner holds one of ``slots`` until it answers, and is refused at once when none is
+        free (tracker.admission: a forward counts where it is made)."""
         current = self.owner(key)
         if current is not None and current.tracker_id == self.tracker_id:
             if self.forwarded(request):
@@ -391,7 +395,14 @@ class Cluster:
         if current is None or self.forwarded(request):
             why = f"no tracker can decide this {what} at the moment" if current is None else f"the {what} is moving"
             return json_error(503, f"{why}; {again} again", **{"Retry-After": RETRY_AFTER})
-        return await self.relay(request, current, patience=patience, what=what, again=again)
+        if slots is None:
+            return await self.relay(request, current, patience=patience, what=what, again=again)
+        if not slots.enter():
+            return slots.busy(again)
+        try:
+            return await self.relay(request, current, patience=patience, what=what, again=again)
+        finally:
+            slots.leave()
 
     async def relay(
         self,
