@@ -78,20 +78,22 @@ async def test_placements_are_written_replaced_and_read_by_every_member(stores) 
     first = Placement("task1", "b", T0 + JOIN_DELAY, None)
     await a.place(first)
     await a.place(first)  # written again after a failure that may have committed: one row
-    assert await b.placements(T0 + 1) == {"task1": first}
+    assert await b.placements() == {"task1": first}
     again = Placement("task1", "a", T0 + 20, previous="b")
     await b.place(again)
     await b.place(Placement("task2", "a", T0 + 20, None))
-    found = await a.placements(T0 + 2)
+    found = await a.placements()
     assert found["task1"] == again and set(found) == {"task1", "task2"}
 
 
-async def test_a_placement_is_deleted_once_its_member_has_no_row_and_its_active_from_is_long_past(stores) -> None:
+async def test_a_renewal_deletes_a_placement_once_its_member_has_no_row_and_its_start_is_long_past(stores) -> None:
     a, b = stores
     await a.register("a", "http://a", T0)
     await b.register("b", "http://b", T0)
     await a.place(Placement("on-b", "b", T0 + 1, None))
     await a.place(Placement("on-a", "a", T0 + 1, None))
     await b.leave("b")
-    assert set(await a.placements(T0 + 1 + JOIN_DELAY - 1)) == {"on-a", "on-b"}, "kept: its active_from is recent"
-    assert set(await a.placements(T0 + 1 + JOIN_DELAY + 1)) == {"on-a"}
+    await a.renew("a", T0 + 1 + JOIN_DELAY - 1)
+    assert set(await a.placements()) == {"on-a", "on-b"}, "kept: its active_from is recent"
+    await a.renew("a", T0 + 1 + JOIN_DELAY + 1)
+    assert set(await a.placements()) == {"on-a"}

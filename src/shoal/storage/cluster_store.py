@@ -41,7 +41,8 @@ class ClusterStore:
     async def renew(self, tracker_id: str, now: float, load: float = 0.0) -> list[TrackerMember] | None:
         """Extend this tracker's row (with its ``load``, core.balance) and return every member's; None when
         the row is gone (deleted as dead: the tracker must register again). Rows dead for FORGET_AFTER are
-        deleted."""
+        deleted, and so are the placements (core.ownership, "Placements") whose member has no row left and
+        whose ``active_from`` is JOIN_DELAY past: the hash owns their tasks already."""
         async with self.store.connection(write=True) as conn:
             renewed = await conn.execute(
                 update(trackers).where(trackers.c.tracker_id == tracker_id).values(expires=now + TTL, load_rate=load)
@@ -49,18 +50,17 @@ class ClusterStore:
             if renewed.rowcount == 0:
                 return None
             await conn.execute(delete(trackers).where(trackers.c.expires < now - FORGET_AFTER))
-            return [_member(r) for r in await conn.execute(select(trackers))]
-
-    async def placements(self, now: float) -> dict[str, Placement]:
-        """Every placement (core.ownership, "Placements"). Those whose member has no row left and whose
-        ``active_from`` is JOIN_DELAY past are deleted first: the hash owns their tasks already."""
-        async with self.store.connection(write=True) as conn:
             await conn.execute(
                 delete(placements).where(
                     placements.c.tracker_id.not_in(select(trackers.c.tracker_id)),
                     placements.c.active_from < now - JOIN_DELAY,
                 )
             )
+            return [_member(r) for r in await conn.execute(select(trackers))]
+
+    async def placements(self) -> dict[str, Placement]:
+        """Every placement (core.ownership, "Placements")."""
+        async with self.store.connection() as conn:
             rows = await conn.execute(select(placements))
             return {r.task_key: Placement(r.task_key, r.tracker_id, r.active_from, r.previous) for r in rows}
 

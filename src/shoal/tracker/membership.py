@@ -201,7 +201,7 @@ class Renewals:
         reading = self.reading
         if not must_rejoin(reading.renewed, now):
             members = await rows.renew(self.tracker_id, now, self.load)
-            placed = await rows.placements(now) if members is not None else {}
+            placed = await rows.placements() if members is not None else {}
             self.last_renewal = self.clock() - now
             if members is not None and not must_rejoin(reading.renewed, self.clock()):
                 if not self._halted.is_set():
@@ -223,7 +223,7 @@ class Renewals:
         now = self.clock()
         members = await rows.register(self.tracker_id, self.url, now)
         committed = self.clock()
-        placed = await rows.placements(now)
+        placed = await rows.placements()
         me = next(m for m in members if m.tracker_id == self.tracker_id)
         incarnation = before.incarnation + 1
         others = [m for m in (*before.members, *members) if m.tracker_id != self.tracker_id]
