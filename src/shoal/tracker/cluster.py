@@ -504,14 +504,15 @@ class Cluster:
             for key, rate in rates.items()
             if key not in self._pending and self.mine(key) and replaceable(placements.get(key), now)
         }
-        if len(reading.placements) >= balance.MAX_PLACEMENTS and not self._full:
+        full = len(reading.placements) >= balance.MAX_PLACEMENTS
+        if full and not self._full:
             log.warning(
                 "tracker %s: the database holds %d placements, the most there may be: no task is placed until "
                 "the trackers they name restart (core.balance)",
                 self.tracker_id,
                 len(reading.placements),
             )
-        self._full = len(reading.placements) >= balance.MAX_PLACEMENTS
+        self._full = full
         chosen = balance.moves(self.tracker_id, loads, movable, self.balancing, len(reading.placements))
         for key, target in chosen:
             placed = replacing(key, target, placements.get(key), now + JOIN_DELAY)
