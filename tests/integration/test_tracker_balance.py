@@ -18,6 +18,7 @@ from shoal.core.ids import PeerIdentity, task_id_for_url
 from shoal.core.manifest import OriginIdentity
 from shoal.core.messages import AnnounceRequest
 from shoal.core.owner_hint import OWNER_HEADER
+from shoal.testing.poll import wait_until_async
 from shoal.testing.processes import Service
 from tests.integration.conftest import task_summary
 from tests.integration.test_tracker_cluster import cluster_of, owner_of, pg_url, start_cluster  # noqa: F401
@@ -54,8 +55,9 @@ async def _peers(
     """One peer per task of ``urls``, announcing every PAUSE through ``first`` until it names another owner
     (OWNER_HEADER), then to that owner, as peer.tracker_client does; a 503 (busy, moving) is asked again, and
     a tracker that cannot be reached sends the peer back to ``first``, its list. ``side`` runs beside them.
-    Returns what they saw once every peer has announced for ``until`` seconds."""
+    Returns what they saw once every peer has announced for ``until`` seconds, or once ``side`` is done."""
     run = Run()
+    done = asyncio.Event()
 
     async def peer(session: aiohttp.ClientSession, url: str) -> None:
         me = PeerIdentity.from_secret(secrets.token_hex(16))
@@ -64,7 +66,7 @@ async def _peers(
         origin: OriginIdentity | None = OriginIdentity(1 << 20, etag='"v1"')
         event = "started"
         deadline = time.monotonic() + until
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not done.is_set():
             request = AnnounceRequest(me.peer_id, url, 7000, secret=me.secret, event=event, origin=origin)
             try:
                 async with session.post(
@@ -85,8 +87,15 @@ async def _peers(
                 tracker = first
             await asyncio.sleep(PAUSE)
 
+    async def beside() -> None:
+        if side is not None:
+            try:
+                await side(run)
+            finally:
+                done.set()
+
     async with aiohttp.ClientSession() as session:
-        await asyncio.gather(side(run) if side else asyncio.sleep(0), *(peer(session, url) for url in urls))
+        await asyncio.gather(beside(), *(peer(session, url) for url in urls))
     return run
 
 
@@ -156,8 +165,12 @@ def test_the_tasks_placed_on_a_tracker_that_dies_go_back_to_the_hash(tracker, pg
             await asyncio.sleep(0.2)
         await asyncio.to_thread(idle.kill)
         killed.append(time.monotonic())
+        # The peers go on until every task was answered again after the kill, however long the start took.
+        await wait_until_async(
+            lambda: all(any(t > killed[0] for t in run.answered[u]) for u in urls), "every task answered again"
+        )
 
-    run = asyncio.run(_peers(urls, busy.url, until=45.0, side=kill_once_placed))
+    run = asyncio.run(_peers(urls, busy.url, until=600.0, side=kill_once_placed))
 
     assert killed, "the idle tracker was never killed"
     assert set(run.deciders.values()) == {busy.url}, run.deciders
