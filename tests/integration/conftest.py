@@ -43,6 +43,11 @@ class Origin:
         with urllib.request.urlopen(f"{self.service.url}/_stats") as r:
             return json.load(r)
 
+    def set_rate(self, rate: str) -> None:
+        """Change the cap of an origin started with ``--rate``."""
+        with urllib.request.urlopen(urllib.request.Request(f"{self.service.url}/_rate?to={rate}", method="POST")):
+            pass
+
 
 @pytest.fixture
 def services() -> Iterator[list[Service]]:

@@ -10,6 +10,7 @@ import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from subprocess import Popen
 
 import aiohttp
 import msgspec
@@ -18,10 +19,18 @@ from shoal.core.ids import PeerIdentity, task_id_for_url
 from shoal.core.manifest import OriginIdentity
 from shoal.core.messages import AnnounceRequest
 from shoal.core.owner_hint import OWNER_HEADER
-from shoal.testing.poll import wait_until_async
+from shoal.testing.poll import wait_until, wait_until_async
 from shoal.testing.processes import Service
-from tests.integration.conftest import task_summary
-from tests.integration.test_tracker_cluster import cluster_of, owner_of, pg_url, start_cluster  # noqa: F401
+from tests.integration.conftest import Origin, sha256, task_summary
+from tests.integration.test_swarm import wait_for_file
+from tests.integration.test_tracker_cluster import (  # noqa: F401 (pg_url: a fixture)
+    SIZE,
+    cluster_of,
+    origin_pieces,
+    owner_of,
+    pg_url,
+    start_cluster,
+)
 
 TASKS = 12
 PAUSE = 0.1
@@ -204,3 +213,51 @@ def test_the_tasks_placed_on_a_tracker_that_dies_go_back_to_the_hash(tracker, pg
     # renewal, by the survivor's next reading) and the survivor's grace let it decide them.
     back = [min(t for t in run.answered[u] if t > killed[0]) - killed[0] for u in urls]
     assert max(back) < 20, f"seconds until each task was answered again: {sorted(back)}"
+
+
+def test_a_swarm_placed_on_another_tracker_mid_download_completes_each_piece_from_the_origin_once(
+    tmp_path,
+    tracker,
+    origin,
+    make_file,
+    spawn_get,
+    pg_url,  # noqa: F811
+):
+    """Two swarms downloading through the busy tracker, the origin held to a trickle until one of them was
+    placed on the idle tracker and is decided there: every download completes, and no piece of either file
+    left the origin twice (the new owner learned the origin fetches in flight from the peers' announces, as
+    in a take-over, and leased none of those pieces afresh)."""
+    src: Origin = origin("--rate", "64K")  # 8 MiB a file: minutes at this rate, until the move is seen
+    by_id = start_cluster(
+        tracker, pg_url, 2, "--balance-floor", "1", "--balance-round", "2", "--interval", "0.5", "--audit-share", "0"
+    )
+    busy_id, idle_id = list(by_id)
+    busy, idle = by_id[busy_id], by_id[idle_id]
+    names = [
+        n for n in (f"moving-{i}.bin" for i in range(1000)) if owner_of(task_id_for_url(src.url(n)), busy) == busy_id
+    ]
+    files = names[:2]
+    procs: dict[str, list[Popen[str]]] = {}
+    for name in files:
+        make_file(src.root / name, SIZE)
+        procs[name] = [
+            spawn_get(
+                src.url(name), "-o", str(tmp_path / f"{name}.{i}"), "--tracker", busy.url, "--upload-time", "60", "-vv"
+            )
+            for i in range(3)
+        ]
+    # The move took effect: the idle tracker decides announces (its load counts only the requests it decides).
+    wait_until(lambda: metric(busy, "shoal_tracker_cluster_placed_tasks_total") >= 1, "a swarm placed", timeout=90)
+    wait_until(lambda: metric(idle, "shoal_tracker_cluster_load") > 0, "the idle tracker deciding it", timeout=60)
+    assert src.bytes_sent() < SIZE, "a download ended before the move: the test tested nothing"
+    src.set_rate("100M")
+    for name in files:
+        for i, proc in enumerate(procs[name]):
+            wait_for_file(tmp_path / f"{name}.{i}", proc, timeout=120)
+            assert sha256(tmp_path / f"{name}.{i}") == sha256(src.root / name)
+    assert metric(idle, "shoal_tracker_cluster_placed_tasks_total") == 0
+    for name in files:
+        fetched = origin_pieces(procs[name])
+        assert fetched == Counter(range(SIZE >> 18)), (
+            f"{name}: pieces fetched from the origin other than once: {fetched}"
+        )

@@ -8,10 +8,12 @@ with the whole file (200), ``rate`` caps the bytes per second it sends. ``digest
 206, the range); ``wrong_digests`` makes each of them a digest of other bytes (an unsound origin).
 ``GET /_stats`` reports the bytes sent, so tests and benchmarks measure what left the origin rather than
 trusting the peers' counters, and the query strings of the file requests it served, so a test can tell
-which signed URL reached it. ``log_requests`` prints one line per file request sent by sendfile (not the
-paced or streamed ones) once its response has ended (``request CLIENT START-END STATUS complete|aborted T0
-T1``: the byte range asked, end exclusive, and the wall-clock times of its start and end), so a lab can tell
-which bytes left the origin more than once.
+which signed URL reached it. ``POST /_rate?to=RATE`` changes the cap of an origin started with one, so a
+test can hold a download back until something it waits for has happened, then let it finish.
+``log_requests`` prints one line per file request sent by sendfile (not the paced or streamed ones) once
+its response has ended (``request CLIENT START-END STATUS complete|aborted T0 T1``: the byte range asked,
+end exclusive, and the wall-clock times of its start and end), so a lab can tell which bytes left the
+origin more than once.
 
 Run it as a process: ``python -m shoal.testing.origin DIR [--port 0] [--no-range] [--rate 20M]
 [--digest-header NAME]... [--wrong-digests] [--log-requests]``; it prints
@@ -33,6 +35,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
+from shoal.core.errors import UsageError
 from shoal.core.rate import TokenBucket
 from shoal.core.units import parse_rate
 from shoal.http.listen import serve
@@ -94,8 +97,21 @@ def build_origin(
             }
         )
 
+    async def rate_view(request: web.Request) -> web.Response:
+        if bucket is None:
+            raise web.HTTPConflict(text="this origin was started without --rate")
+        try:
+            bucket.rate = float(parse_rate(request.query.get("to", "")))
+        except UsageError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+        bucket.burst = min(bucket.rate, 256 * 1024)
+        # The debt of the bytes reserved at the old rate is theirs: their senders are already waiting it out.
+        bucket.tokens = max(0.0, min(bucket.tokens, bucket.burst))
+        return web.json_response({"rate": bucket.rate})
+
     app = web.Application()
     app.router.add_get("/_stats", stats_view)
+    app.router.add_post("/_rate", rate_view)
     app.router.add_get("/{path:.+}", serve)
     return app
 
