@@ -261,3 +261,41 @@ def test_a_swarm_placed_on_another_tracker_mid_download_completes_each_piece_fro
         assert fetched == Counter(range(SIZE >> 18)), (
             f"{name}: pieces fetched from the origin other than once: {fetched}"
         )
+
+
+def test_the_placements_of_tasks_nobody_announces_any_more_go_and_the_hash_owner_decides_them(
+    tracker,
+    pg_url,  # noqa: F811
+):
+    """Tasks placed on the idle member, then left by their peers: once no peer has announced one there for
+    the longest peer TTL (2 s here, JSON and BitTorrent), the idle member deletes its placement, and the
+    hash owner decides the task again when a peer comes back."""
+    short = ("--max-interval", "0.5", "--bt-interval", "1", "--bt-peer-ttl", "2")
+    by_id = start_cluster(tracker, pg_url, 2, "--balance-floor", "1", "--balance-round", "2", *short)
+    busy_id, idle_id = list(by_id)
+    busy, idle = by_id[busy_id], by_id[idle_id]
+    candidates = (f"http://127.0.0.1:9/unused-{i}.bin" for i in range(1000))
+    urls = [u for u in candidates if owner_of(task_id_for_url(u), busy) == busy_id][:TASKS]
+
+    async def until_followed(run: Run) -> None:
+        async def followed() -> bool:
+            made = await asyncio.to_thread(metric, busy, "shoal_tracker_cluster_placed_tasks_total")
+            return made > 0 and sum(d == idle.url for d in run.deciders.values()) == made
+
+        await wait_until_async(followed, "the placed tasks decided by the idle member")
+
+    run = asyncio.run(_peers(urls, busy.url, until=600.0, side=until_followed))  # the peers stop then
+    moved = [u for u, d in run.deciders.items() if d == idle.url]
+    assert moved
+    placed = metric(busy, "shoal_tracker_cluster_placed_tasks_total")
+
+    def unplaced() -> bool:
+        return metric(idle, "shoal_tracker_cluster_unplaced_tasks_total") == placed
+
+    wait_until(unplaced, "the idle member deleting the placements of its unused tasks", timeout=60)
+    for t in (busy, idle):
+        wait_until(lambda t=t: all(m["placed"] == 0 for m in cluster_of(t)["members"]), "no placement left", timeout=10)
+    # A peer back later: the busy member, the hash owner, decides the task itself (no owner named elsewhere).
+    back = asyncio.run(_peers(moved[:1], busy.url, until=3.0))
+    assert back.deciders == {moved[0]: busy.url}, back.deciders
+    assert metric(busy, "shoal_tracker_cluster_placed_tasks_total") == placed, "nothing placed again"

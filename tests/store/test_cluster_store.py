@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
 
 from shoal.core.ownership import JOIN_DELAY, TTL, Placement
-from shoal.storage.cluster_store import FORGET_AFTER
+from shoal.storage.cluster_store import FORGET_AFTER, UNPLACE_BATCH, ClusterStore
+from shoal.storage.tracker_store import TrackerStore
 
 T0 = 1_700_000_000.5
+ODD = 1_700_000_006.123456789
+"""A time whose double has more digits than a short decimal rendering keeps: compared after a round trip."""
+
+
+@pytest.fixture
+async def rows(db_url: str) -> AsyncIterator[ClusterStore]:
+    """The placements of one database on every backend, SQLite included: what a placement's writes compare is
+    the database's own, whoever reads it."""
+    async with TrackerStore(db_url) as store:
+        yield ClusterStore(store)
 
 
 async def test_the_first_member_counts_at_once_and_a_later_one_after_the_join_delay(stores) -> None:
@@ -97,3 +111,33 @@ async def test_a_renewal_deletes_a_placement_once_its_member_has_no_row_and_its_
     assert set(await a.placements()) == {"on-a", "on-b"}, "kept: its active_from is recent"
     await a.renew("a", T0 + 1 + JOIN_DELAY + 1)
     assert set(await a.placements()) == {"on-a"}
+
+
+async def test_unplace_deletes_only_the_placements_still_as_their_member_read_them(rows) -> None:
+    await rows.place(Placement("unused", "a", ODD, None))
+    await rows.place(Placement("replaced", "a", ODD, None))
+    await rows.place(Placement("kept", "a", ODD, None))
+    read = await rows.placements()
+    await rows.place(Placement("replaced", "b", ODD + 20, previous="a"))  # placed on since it was read
+    gone = await rows.unplace([read["unused"], read["replaced"], Placement("never", "a", ODD, None)])
+    assert gone == ["unused"]
+    left = await rows.placements()
+    assert set(left) == {"replaced", "kept"} and left["replaced"].tracker_id == "b"
+    assert await rows.unplace([read["unused"]]) == [], "deleted already: a delete sent again finds nothing"
+    assert await rows.unplace([]) == []
+
+
+async def test_unplace_compares_a_placement_made_here_with_its_row(rows) -> None:
+    """The member's copy of a row is the one it read; one built from the same values compares equal too."""
+    placed = Placement("t", "a", ODD, "b")
+    await rows.place(placed)
+    assert await rows.unplace([placed]) == ["t"]
+    assert await rows.placements() == {}
+
+
+async def test_unplace_deletes_more_than_one_statements_batch(rows) -> None:
+    many = [Placement(f"k{i:05}", "a", ODD + i, None) for i in range(UNPLACE_BATCH + 3)]
+    for placed in many:
+        await rows.place(placed)
+    assert await rows.unplace(many) == sorted(p.key for p in many)
+    assert await rows.placements() == {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoal.core.balance import MAX_PLACEMENTS, Balancing, moves, settled
+from shoal.core.balance import MAX_PLACEMENTS, Balancing, moves, settled, unused
 from shoal.core.ownership import HEARTBEAT
 
 EVEN = Balancing(floor=1.0)
@@ -86,3 +86,26 @@ def test_a_round_never_overshoots(loads: dict[str, float], rates: list[float]) -
 
 def test_loads_show_a_move_two_rounds_and_a_heartbeat_after_its_new_owner_decides() -> None:
     assert settled(100.0, Balancing(round=20.0)) == 100.0 + 40.0 + HEARTBEAT
+
+
+def test_a_placed_task_is_unused_only_after_a_whole_peer_ttl_without_soft_state() -> None:
+    began, ttl = 1000.0, 900.0
+    assert not unused(began, -float("inf"), began + ttl - 1, ttl), "its peers may still come back from the move"
+    assert unused(began, -float("inf"), began + ttl, ttl), "nobody announced it since the move"
+    assert not unused(began, began + 500, began + ttl + 1, ttl), "held 500 s in: counted from then"
+    assert unused(began, began + 500, began + 500 + ttl, ttl)
+
+
+@given(st.floats(0, 1000), st.floats(1, 1000), st.floats(0, 1), st.floats(0, 3000))
+def test_a_peer_that_comes_back_within_its_ttl_keeps_the_placement(
+    announced: float, ttl: float, share: float, later: float
+) -> None:
+    """A peer announced the task at the old owner at ``announced``, before the move at ``began``; it comes
+    back (to the new owner) within its TTL. Up to then the placement is never unused, whenever looked at."""
+    began = announced + share * ttl  # the move came while the peer was still live
+    back = announced + ttl * share + (1 - share) * ttl * 0.999  # before the peer's TTL ran out
+    now = began + later
+    if now < back:
+        assert not unused(began, -float("inf"), now, ttl)
+    else:
+        assert not unused(began, back, min(now, back + ttl * 0.999), ttl)

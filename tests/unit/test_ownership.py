@@ -28,6 +28,7 @@ from shoal.core.ownership import (
     replaceable,
     replacing,
     sharing_url,
+    withdrawing,
 )
 
 NOW = 1000.0
@@ -325,3 +326,52 @@ def test_from_the_placed_members_start_no_reading_decided_on_predates_the_row(
     start = placed_from(placed, written + delay)
     reading_began = start + skew - age  # the other member's clock reads start + skew
     assert reading_began - skew >= written  # back on the shared time line
+
+
+def _placed_away_from_its_hash_owner() -> tuple[TrackerMember, TrackerMember, str, Placement]:
+    """g and t live; a task the hash gives g, placed on t long ago."""
+    g, t = member("g", expires=NOW + 1e6), member("t", expires=NOW + 1e6)
+    task = next(k for k in TASKS if owner(k, [g, t], NOW).tracker_id == "g")  # type: ignore[union-attr]
+    return g, t, task, Placement(task, "t", NOW - 100, None)
+
+
+@given(st.floats(0, 30), st.floats(0, 30), st.floats(0, TTL - FENCE_MARGIN - 0.01), st.floats(0, 30))
+def test_a_placement_its_member_deletes_never_leaves_two_deciders(
+    commit_after: float, moment_after: float, age: float, t_lag: float
+) -> None:
+    """t stops deciding the task by its record and sends the delete at NOW; it commits ``commit_after`` later.
+    At any moment from NOW, g decides on a reading at most TTL - FENCE_MARGIN old, and t on its latest, which
+    may lag far: a reading has the row until the delete commits. Never do both decide."""
+    g, t, task, placed = _placed_away_from_its_hash_owner()
+    committed = NOW + commit_after
+    moment = NOW + moment_after
+
+    def rows(read_at: float) -> dict[str, Placement]:
+        return {task: placed} if read_at < committed else {}
+
+    g_read = moment - age
+    g_decides = owner(task, [g, t], moment, g_read, rows(g_read)).tracker_id == "g"  # type: ignore[union-attr]
+    t_read = moment - t_lag
+    t_rows = rows(t_read)
+    t_owns = owner(task, [g, t], moment, t_read, t_rows).tracker_id == "t"  # type: ignore[union-attr]
+    t_decides = t_owns and not withdrawing(task, {task: placed}, t_rows)
+    assert not (g_decides and t_decides), (commit_after, moment_after, age, t_lag)
+    if moment >= committed and t_read >= committed:
+        assert t_decides is False and g_decides == (g_read >= committed), "the hash owner's, once read so"
+
+
+def test_without_its_record_the_member_that_deletes_a_placement_would_decide_beside_the_hash_owner() -> None:
+    g, t, task, placed = _placed_away_from_its_hash_owner()
+    committed = NOW + 1
+    # g read the rows after the delete committed; t's latest reading is from before.
+    assert owner(task, [g, t], NOW + 2, NOW + 1.5, {}).tracker_id == "g"  # type: ignore[union-attr]
+    assert owner(task, [g, t], NOW + 2, committed - 0.5, {task: placed}).tracker_id == "t"  # type: ignore[union-attr]
+    assert withdrawing(task, {task: placed}, {task: placed}), "so t refuses it until its reading lacks the row"
+
+
+def test_a_withdrawn_placement_stops_counting_once_the_reading_lacks_it_or_has_another_row() -> None:
+    placed = Placement("k", "t", NOW, None)
+    assert withdrawing("k", {"k": placed}, {"k": placed})
+    assert not withdrawing("k", {"k": placed}, {}), "deleted: the rows say who decides"
+    assert not withdrawing("k", {"k": placed}, {"k": Placement("k", "u", NOW + 5, "t")}), "replaced since"
+    assert not withdrawing("other", {"k": placed}, {"k": placed, "other": placed})

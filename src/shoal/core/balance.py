@@ -25,6 +25,13 @@ least) places tasks on the least loaded member (core.ownership, "Placements"):
   nothing until two rounds after that task's new owner began deciding it (the target's latest round may
   have begun up to a round before that; one more heartbeat for the row that carries its load).
 
+* **A placement goes once its task is unused** (core.ownership, "Placements"): when the member it names has
+  held no soft state of the task (no peer announced it there) for ``after`` since it began deciding the task
+  or last held it (:func:`unused`). ``after`` is the longest a live peer may go unheard of (the tracker's
+  longest peer TTL), so every peer of the task at the move has announced to the new owner, or been
+  forgotten, before the placement can go: a task whose peers are merely slow to come back is not handed
+  back to the hash owner, which would count it again and place it again a round later.
+
 Rounds are ROUND seconds apart.
 """
 
@@ -45,8 +52,8 @@ ROUND = 20.0
 """Seconds between a member's balancing rounds (and the window its load is measured over)."""
 MAX_PLACEMENTS = 10_000
 """No member places a task while the database holds this many placements: each member reads them all at
-every heartbeat, and a placement's row goes only with the member it names (core.ownership), so the
-placements of tasks since retired stay until their trackers restart."""
+every heartbeat. A placement's row goes once its task is unused (:func:`unused`) or the member it names is
+gone, so only a fleet with this many busy placed tasks reaches it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +76,13 @@ def settled(decides_from: float, balancing: Balancing = DEFAULT) -> float:
     a whole round since (the target's latest round may have begun up to a round before), and the target's
     row carries it (a heartbeat)."""
     return decides_from + 2 * balancing.round + HEARTBEAT
+
+
+def unused(began: float, last_held: float, now: float, after: float) -> bool:
+    """Whether the member a placement names may delete it at ``now``: it began deciding the task at ``began``,
+    last held soft state of it at ``last_held`` (-inf: never), and has held none for ``after`` since the
+    later of the two."""
+    return now - max(began, last_held) >= after
 
 
 def moves(

@@ -84,7 +84,17 @@ different peers. The rules:
   owner, so the member named decides only from JOIN_DELAY after the first of its readings that has the row
   (read after the row committed), and no sooner than FENCE_MARGIN after ``active_from``
   (:func:`placed_from`): by then every reading a member decides on has the row, as with a join.
-* A placement's row is deleted once the member it names has no row left (dead for FORGET_AFTER, in
+* **A placement goes once its task is unused.** The member it names deletes the row (that row only, by a
+  compare-and-delete: one replaced since stays) when it has decided the task and held no soft state of it
+  for a while (core.balance.unused: no peer has announced it there). It stops deciding the task by its own
+  record before the delete is sent, and decides it again only on a reading without that row
+  (:func:`withdrawing`). The delete hands the task to the hash owner, with no delay announced ahead: any
+  reading another member decides on either has the row, which names the member that stopped (it refuses:
+  the task is moving), or was taken after the delete committed and names the hash owner, who decides the
+  task as one never placed. No reading decided on predates the row (the member named decided only from
+  :func:`placed_from`), and nobody else placed the task since (only its decider does). So there is one
+  decider at most, and the new one needs no grace: an unused task has no lease out.
+* A placement's row is deleted too once the member it names has no row left (dead for FORGET_AFTER, in
   storage.cluster_store) and its ``active_from`` is JOIN_DELAY past: the hash owned the task already.
 * **Each member has a URL of its own.** The others forward a task's requests to its owner's URL; two live
   members with one URL (trackers on different hosts, each advertising its default 127.0.0.1) forward to
@@ -188,6 +198,14 @@ def replacing(key: str, target: str, before: Placement | None, active_from: floa
     for one dead now, since that member may register again (the same id) before ``active_from``, and every
     reading without the new row then names it while the placing member, by its own record, still decides."""
     return Placement(key, target, active_from, None if before is None else before.tracker_id)
+
+
+def withdrawing(key: str, withdrawn: Placements, placements: Placements) -> bool:
+    """Whether a member that deletes ``withdrawn[key]`` (a placement naming it, of a task it no longer uses)
+    must still not decide ``key``: its reading (``placements``) has that row yet, and names it owner while
+    another member's reading, taken after the delete committed, names the hash owner."""
+    gone = withdrawn.get(key)
+    return gone is not None and placements.get(key) == gone
 
 
 def placed_from(placement: Placement, seen: float) -> float:

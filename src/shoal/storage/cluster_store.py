@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy import delete, select, update
 
 from shoal.core.ownership import JOIN_DELAY, TTL, Placement, TrackerMember
@@ -12,8 +14,16 @@ FORGET_AFTER = 60.0
 """Rows of members dead this long are deleted by whichever tracker renews next."""
 
 
+UNPLACE_BATCH = 500
+"""Placements one statement deletes at most (:meth:`ClusterStore.unplace`)."""
+
+
 def _member(row: object) -> TrackerMember:
     return TrackerMember(row.tracker_id, row.url, row.active_from, row.expires, row.load_rate)  # type: ignore[attr-defined]
+
+
+def _placement(row: object) -> Placement:
+    return Placement(row.task_key, row.tracker_id, row.active_from, row.previous)  # type: ignore[attr-defined]
 
 
 class ClusterStore:
@@ -61,8 +71,7 @@ class ClusterStore:
     async def placements(self) -> dict[str, Placement]:
         """Every placement (core.ownership, "Placements")."""
         async with self.store.connection() as conn:
-            rows = await conn.execute(select(placements))
-            return {r.task_key: Placement(r.task_key, r.tracker_id, r.active_from, r.previous) for r in rows}
+            return {r.task_key: _placement(r) for r in await conn.execute(select(placements))}
 
     async def place(self, placement: Placement) -> None:
         """Write ``placement``, replacing the task's placement before it (a move written again is the same
@@ -77,6 +86,24 @@ class ClusterStore:
                     previous=placement.previous,
                 )
             )
+
+    async def unplace(self, withdrawn: Iterable[Placement]) -> list[str]:
+        """Delete these placements, each only while the task's row is still that very placement (one replaced
+        since stays: core.ownership, "Placements"); return the keys of those deleted. The rows are compared
+        as read (locked), not in the statement's condition, so a time read back through the driver compares
+        equal to itself on every backend."""
+        wanted = {p.key: p for p in withdrawn}
+        keys = sorted(wanted)
+        gone: list[str] = []
+        async with self.store.connection(write=True) as conn:
+            for start in range(0, len(keys), UNPLACE_BATCH):
+                batch = keys[start : start + UNPLACE_BATCH]
+                found = await conn.execute(select(placements).where(placements.c.task_key.in_(batch)).with_for_update())
+                same = sorted(r.task_key for r in found if _placement(r) == wanted[r.task_key])
+                if same:
+                    await conn.execute(delete(placements).where(placements.c.task_key.in_(same)))
+                gone += same
+        return gone
 
     async def leave(self, tracker_id: str) -> None:
         """Delete this tracker's row: its tasks move to the others at their next heartbeat."""

@@ -53,12 +53,13 @@ from shoal.core.ownership import (
     replaceable,
     replacing,
     sharing_url,
+    withdrawing,
 )
 from shoal.core.pool_api import MEMBER_SECRET
 from shoal.core.tickets import FLEET_HEADER, FleetKey
 from shoal.http.json_api import json_error
 from shoal.http.limits import read_body
-from shoal.storage.cluster_store import ClusterStore
+from shoal.storage.cluster_store import UNPLACE_BATCH, ClusterStore
 from shoal.storage.db import SqlStore
 from shoal.tracker.admission import Admission
 from shoal.tracker.membership import FENCED, Reading, Renewals
@@ -114,11 +115,14 @@ class Cluster:
         tls: ssl.SSLContext | None = None,
         fleet_key: FleetKey | None = None,
         balancing: balance.Balancing = balance.DEFAULT,
+        unused_after: float = math.inf,
     ) -> None:
         """``advertise``: the URL other trackers reach this one at; "" for ``scheme``://HOST:PORT once
         listening (127.0.0.1 for a wildcard HOST: trackers on one host). ``tls``: how to reach the other members over
         https (None: the system's CAs); ``fleet_key``: the fleet's, whose credential a forward carries;
-        ``balancing``: how this member gives tasks away by load (core.balance)."""
+        ``balancing``: how this member gives tasks away by load (core.balance); ``unused_after``: how long a
+        task placed here goes without soft state before its placement is deleted (core.balance.unused: the
+        longest a live peer may go unheard of)."""
         self.tracker_id = secrets.token_hex(8)
         self.url = advertise.rstrip("/")
         self._host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
@@ -157,6 +161,12 @@ class Cluster:
         self._merged: tuple[Reading, Placements] | None = None
         self._settled = -math.inf  # when the loads measured show every move made to or by us (core.balance)
         self._full = False  # the database held MAX_PLACEMENTS at our last round (logged once)
+        self._unused_after = unused_after
+        self._used: dict[str, float] = {}  # tasks placed on us: when we last held soft state of one
+        self._withdrawn: dict[str, Placement] = {}  # placements on us we delete: not decided while read
+        self._undeleted: set[str] = set()  # of those, the ones whose delete has not committed yet
+        self.unplaced = 0
+        """Placements on this member it deleted, their tasks unused (its metrics)."""
         self.placed = 0
         """Tasks this member placed on others by load (its metrics)."""
         self.load = 0.0
@@ -218,6 +228,7 @@ class Cluster:
                 self._reading()
                 await self._learn_hosts()
                 await self._balance()
+                await self._unplace_unused()
             except Exception:
                 # A heartbeat that failed must not end the next ones: without their ticks the renewals' watchdog
                 # takes the loop for wedged, the row lapses, and the tracker answers 503 for good.
@@ -277,6 +288,10 @@ class Cluster:
                 self._settled = max(self._settled, balance.settled(placed_from(placed, now), self.balancing))
         for key in [key for key, (placed, _) in self._seen.items() if placements.get(key) != placed]:
             del self._seen[key]
+            self._used.pop(key, None)
+        for key in [key for key in self._withdrawn if not withdrawing(key, self._withdrawn, placements)]:
+            del self._withdrawn[key]  # the row is gone (or another replaced it): the rows say who decides now
+            self._undeleted.discard(key)
         shown = [
             key
             for key, mine in self._pending.items()
@@ -308,6 +323,8 @@ class Cluster:
             return None
         current = owner(task_id, reading.members, now, reading.renewed, self._placements(reading))
         if current is not None and current.tracker_id == self.tracker_id:
+            if task_id in self._withdrawn:
+                return None  # we delete its placement: another member may decide it on a reading without the row
             if now < reading.counts_from:
                 return None  # our row counts for the others, but one of them may still decide on an older reading
             seen = self._seen.get(task_id)
@@ -494,6 +511,49 @@ class Cluster:
                 log.warning("placing task %s on tracker %s failed: %s; trying again", key, placed.tracker_id, exc)
                 continue
             self._unwritten.discard(key)
+
+    async def _unplace_unused(self) -> None:
+        """Delete the placements on us whose task we have decided and held no soft state of for
+        ``unused_after`` (core.balance.unused), having stopped deciding those tasks first (core.ownership,
+        "Placements"); a delete that failed is sent again at the next heartbeat, and until a reading lacks
+        the row we decide none of them."""
+        reading = self._reading()
+        now = self.clock()
+        if self._seen and reading.deciding(now):
+            held = set(self._held())
+            for key, (placed, seen) in list(self._seen.items()):  # mine() may adopt a new reading
+                if key in held:
+                    self._used[key] = now
+                    continue
+                if key in self._withdrawn or len(self._undeleted) >= UNPLACE_BATCH:
+                    continue
+                began = max(placed_from(placed, seen), reading.counts_from)
+                used = self._used.get(key, -math.inf)
+                if (
+                    now >= began
+                    and balance.unused(began, used, now, self._unused_after)
+                    and self.mine(key)
+                    and self._seen.get(key, (None,))[0] == placed
+                ):
+                    self._withdrawn[key] = placed  # from now on we refuse it: before the delete is sent
+                    self._undeleted.add(key)
+        if not self._undeleted:
+            return
+        sent = [self._withdrawn[key] for key in self._undeleted]
+        try:
+            gone = await self._rows.unplace(sent)
+        except StoreError as exc:
+            log.warning("deleting %d placements of unused tasks failed: %s; trying again", len(sent), exc)
+            return
+        self._undeleted.difference_update(p.key for p in sent)
+        self.unplaced += len(gone)
+        if gone:
+            log.info(
+                "tracker %s: deleted the placements of %d tasks unused here for %.0f s: their hash owners decide them",
+                self.tracker_id,
+                len(gone),
+                self._unused_after,
+            )
 
     def _place(self, reading: Reading, now: float, load: float, rates: dict[str, float]) -> None:
         loads = {m.tracker_id: m.load for m in reading.members if m.live(now, reading.renewed)}

@@ -188,6 +188,12 @@ class TrackerCollector(Collector):
             "the members' mean (--balance).",
             cluster.placed,
         )
+        yield counter(
+            "shoal_tracker_cluster_unplaced_tasks",
+            "Placements on this tracker it deleted because their task went unused here (no peer announced it "
+            "for the longest peer TTL): the task went back to its hash owner.",
+            cluster.unplaced,
+        )
         yield gauge(
             "shoal_tracker_cluster_load",
             "Requests a second this tracker decided as their task's owner over its latest balancing round.",

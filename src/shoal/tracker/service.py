@@ -129,6 +129,8 @@ class TrackerService:
                 tls=config.forward_tls,
                 fleet_key=config.fleet_key,
                 balancing=config.balancing,
+                # A placed task is unused once every peer it had could have been forgotten (core.balance.unused).
+                unused_after=max(pacing.ttl(pacing.longest), config.bt_peer_ttl),
             )
             cluster = self.cluster
             self.pools.owns = lambda name: cluster.mine(pools.pool_key(name))
