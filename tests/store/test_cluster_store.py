@@ -90,22 +90,56 @@ async def test_placements_are_written_replaced_and_read_by_every_member(stores) 
     await a.register("a", "http://a", T0)
     await b.register("b", "http://b", T0)
     first = Placement("task1", "b", T0 + JOIN_DELAY, None)
-    await a.place(first)
-    await a.place(first)  # written again after a failure that may have committed: one row
+    assert await a.place(first, None)
+    assert await a.place(first, None), "written again after a failure that may have committed: one row"
     assert await b.placements() == {"task1": first}
     again = Placement("task1", "a", T0 + 20, previous="b")
-    await b.place(again)
-    await b.place(Placement("task2", "a", T0 + 20, None))
+    assert await b.place(again, first)
+    assert await b.place(Placement("task2", "a", T0 + 20, None), None)
     found = await a.placements()
     assert found["task1"] == again and set(found) == {"task1", "task2"}
+
+
+async def test_a_placement_is_written_only_over_the_row_its_member_read(rows) -> None:
+    read = Placement("t", "x", ODD, None)
+    assert await rows.place(read, None), "no row, as read: written"
+    rows_read = await rows.placements()
+    moved = Placement("t", "b", ODD + 6, previous="x")
+    assert await rows.place(moved, rows_read["t"]), "the row as read: replaced"
+    assert await rows.placements() == {"t": moved}
+    # A member whose reading is older (the row it read was replaced since) writes nothing.
+    assert not await rows.place(Placement("t", "c", ODD + 7, previous="x"), read)
+    assert not await rows.place(Placement("t", "c", ODD + 7, None), None), "a row exists: not its absence"
+    assert await rows.placements() == {"t": moved}
+
+
+async def test_a_placement_over_a_row_deleted_since_it_was_read_is_not_written(rows) -> None:
+    """A dead member's placement, read and then deleted by a renewal: a move over it is dropped, not made
+    over the absence its member did not read."""
+    dead = Placement("t", "x", ODD, None)
+    assert await rows.place(dead, None)
+    assert await rows.unplace([dead]) == ["t"]
+    assert not await rows.place(Placement("t", "b", ODD + 6, previous="x"), dead)
+    assert await rows.placements() == {}
+
+
+async def test_a_move_written_again_after_the_row_moved_on_is_dropped(rows) -> None:
+    """The first write of g's move committed though g saw a failure; the member named decided the task and
+    placed it on: g's write again finds neither its own row nor the one it replaced."""
+    mine = Placement("t", "b", ODD, None)
+    assert await rows.place(mine, None)
+    later = Placement("t", "c", ODD + 30, previous="b")
+    assert await rows.place(later, mine)
+    assert not await rows.place(mine, None)
+    assert await rows.placements() == {"t": later}
 
 
 async def test_a_renewal_deletes_a_placement_once_its_member_has_no_row_and_its_start_is_long_past(stores) -> None:
     a, b = stores
     await a.register("a", "http://a", T0)
     await b.register("b", "http://b", T0)
-    await a.place(Placement("on-b", "b", T0 + 1, None))
-    await a.place(Placement("on-a", "a", T0 + 1, None))
+    await a.place(Placement("on-b", "b", T0 + 1, None), None)
+    await a.place(Placement("on-a", "a", T0 + 1, None), None)
     await b.leave("b")
     await a.renew("a", T0 + 1 + JOIN_DELAY - 1)
     assert set(await a.placements()) == {"on-a", "on-b"}, "kept: its active_from is recent"
@@ -114,11 +148,10 @@ async def test_a_renewal_deletes_a_placement_once_its_member_has_no_row_and_its_
 
 
 async def test_unplace_deletes_only_the_placements_still_as_their_member_read_them(rows) -> None:
-    await rows.place(Placement("unused", "a", ODD, None))
-    await rows.place(Placement("replaced", "a", ODD, None))
-    await rows.place(Placement("kept", "a", ODD, None))
+    for key in ("unused", "replaced", "kept"):
+        assert await rows.place(Placement(key, "a", ODD, None), None)
     read = await rows.placements()
-    await rows.place(Placement("replaced", "b", ODD + 20, previous="a"))  # placed on since it was read
+    assert await rows.place(Placement("replaced", "b", ODD + 20, previous="a"), read["replaced"])  # placed on since
     gone = await rows.unplace([read["unused"], read["replaced"], Placement("never", "a", ODD, None)])
     assert gone == ["unused"]
     left = await rows.placements()
@@ -130,7 +163,7 @@ async def test_unplace_deletes_only_the_placements_still_as_their_member_read_th
 async def test_unplace_compares_a_placement_made_here_with_its_row(rows) -> None:
     """The member's copy of a row is the one it read; one built from the same values compares equal too."""
     placed = Placement("t", "a", ODD, "b")
-    await rows.place(placed)
+    assert await rows.place(placed, None)
     assert await rows.unplace([placed]) == ["t"]
     assert await rows.placements() == {}
 
@@ -138,6 +171,6 @@ async def test_unplace_compares_a_placement_made_here_with_its_row(rows) -> None
 async def test_unplace_deletes_more_than_one_statements_batch(rows) -> None:
     many = [Placement(f"k{i:05}", "a", ODD + i, None) for i in range(UNPLACE_BATCH + 3)]
     for placed in many:
-        await rows.place(placed)
+        assert await rows.place(placed, None)
     assert await rows.unplace(many) == sorted(p.key for p in many)
     assert await rows.placements() == {}

@@ -25,6 +25,7 @@ from shoal.core.ownership import (
     others_took_over,
     owner,
     placed_from,
+    refusal_seen,
     replaceable,
     replacing,
     sharing_url,
@@ -375,3 +376,9 @@ def test_a_withdrawn_placement_stops_counting_once_the_reading_lacks_it_or_has_a
     assert not withdrawing("k", {"k": placed}, {}), "deleted: the rows say who decides"
     assert not withdrawing("k", {"k": placed}, {"k": Placement("k", "u", NOW + 5, "t")}), "replaced since"
     assert not withdrawing("other", {"k": placed}, {"k": placed, "other": placed})
+
+
+def test_a_refused_move_is_settled_only_by_a_reading_taken_after_the_refusal() -> None:
+    assert not refusal_seen(NOW, NOW - 0.5), "read before the store said no: it may lack the row that refused it"
+    assert not refusal_seen(NOW, NOW), "begun at the same instant: not known to be after"
+    assert refusal_seen(NOW, NOW + 0.01)

@@ -84,6 +84,15 @@ different peers. The rules:
   owner, so the member named decides only from JOIN_DELAY after the first of its readings that has the row
   (read after the row committed), and no sooner than FENCE_MARGIN after ``active_from``
   (:func:`placed_from`): by then every reading a member decides on has the row, as with a join.
+* **A placement is written only over the row its member read.** The write is a compare-and-set
+  (storage.cluster_store): it lands only while the task's row, or its absence, is still what the placing
+  member's reading showed (or it is already the move itself: a write again after a failure that may have
+  committed). A row changed meanwhile means that reading was stale: a renewal deleted the placement of a dead
+  member (below), or an earlier write of this very move committed unseen, and the member named has decided
+  the task since and placed it on. The move is then dropped, and the placing member keeps to its own record
+  (it stops at ``active_from``, as if the move stood) until a reading taken after the refusal: from that one
+  on, the rows alone say whether it decides the task (:func:`refusal_seen`). Going back to its older reading
+  at once could make it decide beside the member the rows name.
 * **A placement goes once its task is unused.** The member it names deletes the row (that row only, by a
   compare-and-delete: one replaced since stays) when it has decided the task and held no soft state of it
   for a while (core.balance.unused: no peer has announced it there). It stops deciding the task by its own
@@ -206,6 +215,13 @@ def withdrawing(key: str, withdrawn: Placements, placements: Placements) -> bool
     another member's reading, taken after the delete committed, names the hash owner."""
     gone = withdrawn.get(key)
     return gone is not None and placements.get(key) == gone
+
+
+def refusal_seen(refused: float, renewed: float) -> bool:
+    """Whether a reading whose renewal began at ``renewed`` shows what a compare-and-set of a placement found at
+    ``refused`` (both on the placing member's clock): it was read after the refusal, so it has the row that
+    was there then, or a later one."""
+    return renewed > refused
 
 
 def placed_from(placement: Placement, seen: float) -> float:

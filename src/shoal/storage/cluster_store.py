@@ -73,19 +73,31 @@ class ClusterStore:
         async with self.store.connection() as conn:
             return {r.task_key: _placement(r) for r in await conn.execute(select(placements))}
 
-    async def place(self, placement: Placement) -> None:
-        """Write ``placement``, replacing the task's placement before it (a move written again is the same
-        row)."""
+    async def place(self, placement: Placement, before: Placement | None) -> bool:
+        """Write ``placement`` over ``before``, the task's placement as the placing member read it (None: no
+        row), and return True; write nothing and return False when the task's row is no longer ``before``
+        (core.ownership, "Placements": a compare-and-set). A move written again after a failure that may have
+        committed finds itself, and counts as written. The row is compared as read (locked), as in
+        :meth:`unplace`."""
         async with self.store.connection(write=True) as conn:
-            await conn.execute(delete(placements).where(placements.c.task_key == placement.key))
-            await conn.execute(
-                placements.insert().values(
-                    task_key=placement.key,
-                    tracker_id=placement.tracker_id,
-                    active_from=placement.active_from,
-                    previous=placement.previous,
-                )
-            )
+            found = (
+                await conn.execute(select(placements).where(placements.c.task_key == placement.key).with_for_update())
+            ).one_or_none()
+            current = None if found is None else _placement(found)
+            if current == placement:
+                return True
+            if current != before:
+                return False
+            row = {
+                "tracker_id": placement.tracker_id,
+                "active_from": placement.active_from,
+                "previous": placement.previous,
+            }
+            if found is None:
+                await conn.execute(placements.insert().values(task_key=placement.key, **row))
+            else:
+                await conn.execute(update(placements).where(placements.c.task_key == placement.key).values(**row))
+            return True
 
     async def unplace(self, withdrawn: Iterable[Placement]) -> list[str]:
         """Delete these placements, each only while the task's row is still that very placement (one replaced

@@ -50,6 +50,7 @@ from shoal.core.ownership import (
     lost_tasks,
     owner,
     placed_from,
+    refusal_seen,
     replaceable,
     replacing,
     sharing_url,
@@ -157,6 +158,8 @@ class Cluster:
         self._pending: dict[str, Placement] = {}  # our moves that no reading has shown us yet
         self._seen: dict[str, tuple[Placement, float]] = {}  # placements naming us, and when first read
         self._unwritten: set[str] = set()  # pending moves whose row has not been written yet
+        self._replaces: dict[str, Placement | None] = {}  # for each of those, the row it replaces as we read it
+        self._refused: dict[str, float] = {}  # pending moves whose row had changed when written: when we learnt so
         self._given: dict[str, float] = {}  # pending moves whose soft state we still hold: their active_from
         self._merged: tuple[Reading, Placements] | None = None
         self._settled = -math.inf  # when the loads measured show every move made to or by us (core.balance)
@@ -263,13 +266,14 @@ class Cluster:
             for key in self._unwritten:
                 self._pending.pop(key, None)
                 self._given.pop(key, None)
+                self._replaces.pop(key, None)
             self._unwritten.clear()
             self._merged = None
         self._adopted = reading
         if reading.renewed == -math.inf:
             return  # fenced: nothing to learn from it
         now = self.clock()
-        self._learn_placements(reading.placements, now)
+        self._learn_placements(reading, now)
         live = {m.tracker_id for m in reading.members if m.live(now, reading.renewed)}
         if self._live - live:
             self._moved(now)  # a member left (its row is gone) or died since the last reading
@@ -279,9 +283,11 @@ class Cluster:
             self.drops += 1
             drop(lost)
 
-    def _learn_placements(self, placements: Placements, now: float) -> None:
+    def _learn_placements(self, reading: Reading, now: float) -> None:
         """Note when each placement naming us was first read (core.ownership.placed_from), and let go of our
-        pending moves that the rows now show (or that a later move replaced)."""
+        pending moves that the rows now show (or that a later move replaced), and of those whose write found
+        the row changed once a reading shows the rows as they were then (core.ownership.refusal_seen)."""
+        placements = reading.placements
         for key, placed in placements.items():
             if placed.tracker_id == self.tracker_id and self._seen.get(key, (None,))[0] != placed:
                 self._seen[key] = (placed, now)
@@ -300,8 +306,20 @@ class Cluster:
         for key in shown:
             del self._pending[key]
             self._unwritten.discard(key)
-        if shown:
+            self._replaces.pop(key, None)
+            self._refused.pop(key, None)
+        refused = [key for key, at in self._refused.items() if refusal_seen(at, reading.renewed)]
+        regained = False
+        for key in refused:
+            # From this reading on the rows alone say whether we decide the task: we do again if they make us
+            # its owner, read with grace when we had let its soft state go at the move's active_from.
+            del self._refused[key]
+            self._pending.pop(key, None)
+            regained |= self._given.pop(key, None) is None
+        if shown or refused:
             self._merged = None
+        if regained:
+            self._moved(now)
 
     def _placements(self, reading: Reading) -> Placements:
         """The placements by ``reading``, and our moves it does not show yet."""
@@ -506,11 +524,25 @@ class Cluster:
                 self._unwritten.discard(key)
                 continue
             try:
-                await self._rows.place(placed)
+                landed = await self._rows.place(placed, self._replaces.get(key))
             except StoreError as exc:
                 log.warning("placing task %s on tracker %s failed: %s; trying again", key, placed.tracker_id, exc)
                 continue
+            if key not in self._unwritten:
+                continue  # a reading (or joining again) let go of the move meanwhile
             self._unwritten.discard(key)
+            self._replaces.pop(key, None)
+            if not landed:
+                # Our reading was stale. Until one taken after this shows the rows, we keep to our record of
+                # the move (we stop at its active_from): the rows may say it took effect already.
+                self._refused[key] = self.clock()
+                log.info(
+                    "tracker %s: the placement of task %s on tracker %s was not written: the task's row changed "
+                    "since it was read; the move is dropped",
+                    self.tracker_id,
+                    key,
+                    placed.tracker_id,
+                )
 
     async def _unplace_unused(self) -> None:
         """Delete the placements on us whose task we have decided and held no soft state of for
@@ -575,9 +607,11 @@ class Cluster:
         self._full = full
         chosen = balance.moves(self.tracker_id, loads, movable, self.balancing, len(reading.placements))
         for key, target in chosen:
-            placed = replacing(key, target, placements.get(key), now + JOIN_DELAY)
+            before = placements.get(key)
+            placed = replacing(key, target, before, now + JOIN_DELAY)
             self._pending[key] = placed
             self._unwritten.add(key)
+            self._replaces[key] = before
             self._given[key] = placed.active_from
             self._settled = max(self._settled, balance.settled(placed_from(placed, now), self.balancing))
         if chosen:
