@@ -1,10 +1,12 @@
 """A request a tracker forwards to another member counts against the forwarding tracker's cap (tracker.admission:
-a forward holds a connection, a task and buffers there until the owner answers), and a pool's long-poll
-forwarded so against a cap of its own, which keeps announces out no longer than the long-poll waits. Real
+a forward holds a connection, a task and buffers there until the owner answers), a pool's long-poll
+forwarded so against a cap of its own, which keeps announces out no longer than the long-poll waits, and a
+scrape's requests for other members' counts against another. Real
 trackers on PostgreSQL; the owner that does not answer is a real process stopped with SIGSTOP."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -15,8 +17,10 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import quote_from_bytes
 
 import msgspec
+from fastbencode import bdecode
 
 from shoal.core.ids import PeerIdentity, task_id_for_url
 from shoal.core.messages import AnnounceRequest
@@ -26,6 +30,7 @@ from shoal.testing.poll import wait_until
 from shoal.testing.processes import Service
 from shoal.tracker.pools import MAX_WAIT, pool_key
 from tests.integration.conftest import cluster_settled
+from tests.integration.test_bt_tracker_http import announce_fields, encode_query
 from tests.integration.test_owner_hint import a_task_owned_by
 from tests.integration.test_pool_cluster import beat, long_polls
 from tests.integration.test_pools import LOOPBACK, api
@@ -131,3 +136,54 @@ def test_forwarded_pool_long_polls_have_a_cap_of_their_own(tracker, pg_url) -> N
         assert status == 201, pushed
         polled.join(timeout=MAX_WAIT - 5)
     assert replies, "the first long-poll did not end at the push"
+
+
+def _bt(t: Service, path: str, timeout: float = 30) -> dict[bytes, Any]:
+    """A BitTorrent GET of ``path`` (announce or scrape) at ``t``, from a client on 127.0.0.1."""
+    with urllib.request.urlopen(f"{t.url}{path}", timeout=timeout) as reply:
+        decoded = bdecode(reply.read())
+    assert isinstance(decoded, dict) and b"failure reason" not in decoded, decoded
+    return decoded
+
+
+def _scrape(t: Service, hashes: list[bytes], timeout: float = 30) -> dict[bytes, tuple[int, int]]:
+    query = "&".join(f"info_hash={quote_from_bytes(h, safe='')}" for h in hashes)
+    files = _bt(t, f"/scrape?{query}", timeout)[b"files"]
+    return {h: (c[b"complete"], c[b"incomplete"]) for h, c in files.items()}
+
+
+def test_a_scrapes_requests_to_other_members_have_a_cap_of_their_own_past_which_their_swarms_are_left_out(
+    tracker, pg_url
+) -> None:
+    """A scrape asks the owners of its swarms for their counts; with the one --max-relayed-scrapes slot held (a
+    scrape waiting for a stopped owner), the next scrape answers at once with the swarms this tracker counts
+    and without the owner's, and announces (one --max-inflight slot) go on meanwhile."""
+    owner, owner_id, forwarder = owner_and_forwarder(
+        tracker, pg_url, "--max-inflight", "1", "--max-relayed-scrapes", "1"
+    )
+    forwarder_id = cluster_of(forwarder)["tracker_id"]
+    hashes = [hashlib.sha1(b"swarm %d" % n).digest() for n in range(1000)]
+    theirs = [h for h in hashes if owner_of(h.hex(), forwarder) == owner_id][:2]
+    ours = next(h for h in hashes if owner_of(h.hex(), forwarder) == forwarder_id)
+    for n, info_hash in enumerate([*theirs, ours]):  # a leecher in each, through the forwarder
+        _bt(forwarder, "/announce?" + encode_query({**announce_fields(n, info_hash=info_hash), "compact": 1}))
+    every = {h: (0, 1) for h in [*theirs, ours]}
+    assert _scrape(forwarder, [*theirs, ours]) == every
+
+    def scraping() -> float:
+        return scrape(forwarder.url).value("shoal_tracker_scrape_requests_inflight")
+
+    first: list[dict[bytes, tuple[int, int]]] = []
+    with stopped(owner):
+        held = threading.Thread(target=lambda: first.append(_scrape(forwarder, [theirs[0]])))
+        held.start()
+        wait_until(lambda: scraping() == 1, "the first scrape's request waiting at the stopped owner")
+        assert _scrape(forwarder, [theirs[1], ours], timeout=5) == {ours: (0, 1)}, "the owner's swarm left out"
+        assert scrape(forwarder.url).value("shoal_tracker_scrape_requests_shed_total") == 1
+        # Announces keep their own cap: one of the forwarder's swarms is answered meanwhile.
+        _bt(forwarder, "/announce?" + encode_query({**announce_fields(9, info_hash=ours), "compact": 1}), timeout=5)
+        assert in_flight(forwarder) == 0, "a scrape's request holds no announce slot"
+    held.join(timeout=30)
+    assert first == [{theirs[0]: (0, 1)}], "the owner answered the first once it ran again"
+    wait_until(lambda: scraping() == 0, "the slot given back")
+    assert _scrape(forwarder, [*theirs, ours]) == {**every, ours: (0, 2)}

@@ -140,6 +140,15 @@ from shoal.tracker.config import TrackerConfig
     "503 with Retry-After.",
 )
 @click.option(
+    "--max-relayed-scrapes",
+    default=TrackerConfig.max_relayed_scrapes,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    metavar="N",
+    help="Most requests sent at once to other trackers of the cluster to gather BitTorrent scrapes' counts; "
+    "past it a scrape leaves out the swarms it would have asked about.",
+)
+@click.option(
     "--task-retention",
     default="7d",
     show_default=True,
@@ -247,6 +256,7 @@ def tracker(
     origin_checks: bool,
     max_inflight: int,
     max_relayed_polls: int,
+    max_relayed_scrapes: int,
     task_retention: float,
     max_peers_per_task: int,
     max_new_peers_per_source: int,
@@ -304,6 +314,7 @@ def tracker(
         origin_checks=origin_checks,
         max_inflight=max_inflight,
         max_relayed_polls=max_relayed_polls,
+        max_relayed_scrapes=max_relayed_scrapes,
         task_retention=task_retention,
         max_peers_per_task=max_peers_per_task,
         max_new_peers_per_source=max_new_peers_per_source,

@@ -30,6 +30,14 @@ Rules, and why:
   nothing to stop it. A pool's long-poll (a heartbeat with ``wait``) waits at the owner on purpose, for
   up to MAX_WAIT: in the announces' cap it would keep announces out for that long, so relayed long-polls
   have a cap of their own (``--max-relayed-polls``). Both are answered 503 with Retry-After past their cap.
+- **A scrape's requests to other members have a cap of their own** (``--max-relayed-scrapes``): a scrape
+  gathers its counts from the owners of its swarms (tracker.bt), one request per member, each holding a
+  connection until the member answers. In the announces' cap a flood of scrapes would keep announces out;
+  with no cap it would open requests without bound and take the connections forwards need. Past the cap a
+  scrape leaves those members' swarms out rather than failing: BEP 48's reply lists only the swarms it has
+  counts for, and clients take a missing one as no counts this time (libtorrent reports that one torrent's
+  scrape failed, as it would for an error status; Transmission keeps the counts it had), while a 503 would
+  also fail the swarms this tracker answers from memory, every one of a multi-torrent scrape.
 """
 
 from __future__ import annotations
@@ -68,10 +76,11 @@ class Admission:
         on_shed: Callable[[], None] | None = None,
         what: str = "announces",
         flag: str = "--max-inflight",
+        shed_as: str = "answered 503",
     ) -> None:
         """``on_shed``: told of each announce answered 503 (the service's deafness: a peer shed is not silent).
         ``what``: the requests counted, and ``flag`` the option that sets ``limit``, as the 503s and the log
-        name them."""
+        name them; ``shed_as``: what became of those shed, as the log says it."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"the cap on announces in flight must be a whole number of at least 1, not {limit!r}")
         if not interval > 0:
@@ -79,6 +88,7 @@ class Admission:
         self.limit = limit
         self.what = what
         self.flag = flag
+        self.shed_as = shed_as
         self.longest_wait = max(1, math.ceil(interval))
         """Retry-After is drawn from 1 to this many seconds."""
         self.rng = rng or random.Random()
@@ -125,17 +135,19 @@ class Admission:
         if body is None:
             error = f"the tracker is busy ({self.limit} {self.what} in flight); {again} again in {wait} s"
             body = self._bodies[(again, wait)] = json.dumps({"error": error}).encode()
-        self._warn()
+        self.warn()
         return web.Response(status=503, body=body, content_type="application/json", headers={"Retry-After": str(wait)})
 
-    def _warn(self) -> None:
+    def warn(self) -> None:
+        """Log that requests are being shed: one line a spell of LOG_EVERY, with how many."""
         now = self.clock()
         if self._logged_at is None or now - self._logged_at >= LOG_EVERY:
             since = f"in the last {now - self._logged_at:.0f} s" if self._logged_at is not None else "so far"
             log.warning(
-                "shedding load: %d %s answered 503 %s (%s %d)",
+                "shedding load: %d %s %s %s (%s %d)",
                 self.shed - self._logged_shed,
                 self.what,
+                self.shed_as,
                 since,
                 self.flag,
                 self.limit,

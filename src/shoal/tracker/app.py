@@ -13,7 +13,8 @@ core.ownership).
 
 Under overload (tracker.admission): past ``max_inflight`` JSON announces in flight, an announce is answered
 503 with ``Retry-After`` before its body is read, and so is a request this tracker would forward to another
-member (a pool's long-poll past ``max_relayed_polls``); the runner cancels the handlers of clients that left
+member (a pool's long-poll past ``max_relayed_polls``), and a scrape past ``max_relayed_scrapes`` leaves out
+the swarms of the members it would have asked (tracker.bt); the runner cancels the handlers of clients that left
 (RUNNER_OPTIONS), and a request that may change state, an announce included, runs to its end all the same.
 A second tracker on a SQLite file is refused at start (storage.db_lock).
 """
@@ -220,6 +221,13 @@ def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> 
         what="forwarded pool long-polls",
         flag="--max-relayed-polls",
     )
+    scrapes = Admission(
+        config.max_relayed_scrapes,
+        config.bt_interval,
+        what="requests for other trackers' scrape counts",
+        flag="--max-relayed-scrapes",
+        shed_as="not sent (their swarms left out of the scrape)",
+    )
     errors = json_errors(log, unavailable=(StoreError,), what="the tracker's database")
     cluster = service.cluster
     # whole_writes inside errors: a request that outlived its client still fails as JSON to a client that
@@ -262,10 +270,10 @@ def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> 
     app.router.add_get("/v1/tasks/{task_id}/hashes", hashes)
     app.router.add_get("/v1/tasks/{task_id}", task_info)
     app.router.add_get("/v1/cluster", cluster_info)
-    bt.add_routes(app, service.bt, cluster)
+    bt.add_routes(app, service.bt, cluster, scrapes)
     pool_routes.add_routes(app, service.pools)
     dashboard.add_routes(app, service, admission, readable=config.fleet_key is None or config.public_dashboard)
     openapi.serve(app, openapi_document())
     if config.metrics:
-        tracker_metrics.install(app, serve_metrics(app), service, admission)
+        tracker_metrics.install(app, serve_metrics(app), service, admission, scrapes)
     return app

@@ -57,6 +57,7 @@ from shoal.core.ownership import TrackerMember
 from shoal.core.tickets import PASSKEY_PARAM
 from shoal.http.json_api import struct_response
 from shoal.http.openapi import Query, Route
+from shoal.tracker.admission import Admission
 from shoal.tracker.cluster import Cluster, local_address
 from shoal.tracker.config import TrackerConfig
 
@@ -149,6 +150,7 @@ class BtTracker:
 
 BT = web.AppKey("bt", BtTracker)
 BT_CLUSTER: web.AppKey[Cluster | None] = web.AppKey("bt_cluster")
+BT_SCRAPES: web.AppKey[Admission | None] = web.AppKey("bt_scrapes")
 
 
 def _bencoded(body: bytes, status: int = 200) -> web.Response:
@@ -243,7 +245,8 @@ async def scrape(request: web.Request) -> web.Response:
     query = request.rel_url.raw_query_string
     if cluster is None or cluster.forwarded(request):
         return _bencoded(bt.scrape(query))
-    return _bencoded(encode_scrape(await _gather_scrape(request, bt, cluster, parse_scrape(query))))
+    counts = await _gather_scrape(request, bt, cluster, parse_scrape(query), request.app[BT_SCRAPES])
+    return _bencoded(encode_scrape(counts))
 
 
 def swarm_key(info_hash: bytes) -> str:
@@ -259,11 +262,16 @@ def announce_key(raw_query: str) -> str | None:
 
 
 async def _gather_scrape(
-    request: web.Request, bt: BtTracker, cluster: Cluster, info_hashes: tuple[bytes, ...]
+    request: web.Request,
+    bt: BtTracker,
+    cluster: Cluster,
+    info_hashes: tuple[bytes, ...],
+    slots: Admission | None = None,
 ) -> dict[bytes, SwarmStats]:
     """A scrape's counts from the members that own its swarms: ours from memory, the others' asked of them
-    (one request per member). A member that does not answer leaves its swarms out, as a scrape leaves out
-    a swarm it does not know; so does a scrape that names none (it gets this tracker's largest swarms)."""
+    (one request per member, each holding one of ``slots`` until it is answered: tracker.admission). A member
+    that does not answer, or that no slot is free to ask, leaves its swarms out, as a scrape leaves out a
+    swarm it does not know; so does a scrape that names none (it gets this tracker's largest swarms)."""
     now = bt.clock()
     if not info_hashes:
         return bt.swarms.scrape((), now)
@@ -281,6 +289,9 @@ async def _gather_scrape(
     route = f"/scrape/{passkey}" if passkey else "/scrape"  # the owners check the client's passkey too
 
     async def ask(tracker_id: str, hashes: list[bytes]) -> dict[bytes, SwarmStats]:
+        if slots is not None and not slots.enter():
+            slots.warn()
+            return {}
         path = f"{route}?" + "&".join("info_hash=" + quote_from_bytes(h, safe="") for h in hashes)
         try:
             status, body, _ = await cluster.ask(request, members[tracker_id], path)
@@ -288,6 +299,9 @@ async def _gather_scrape(
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             log.info("scrape at %s failed: %s", members[tracker_id].url, exc)
             return {}
+        finally:
+            if slots is not None:
+                slots.leave()
         return _scrape_counts(reply, set(hashes))
 
     for part in await asyncio.gather(*(ask(t, hashes) for t, hashes in by_owner.items())):
@@ -309,12 +323,15 @@ def _scrape_counts(reply: object, asked: set[bytes]) -> dict[bytes, SwarmStats]:
     return out
 
 
-def add_routes(app: web.Application, bt: BtTracker, cluster: Cluster | None = None) -> None:
+def add_routes(
+    app: web.Application, bt: BtTracker, cluster: Cluster | None = None, scrapes: Admission | None = None
+) -> None:
     """Serve ``bt`` at /announce and /scrape, with its error middleware inside the app's others. In a
     ``cluster``, the app forwards an announce to its swarm's owner (``announce_key``), and a scrape gathers
-    its counts from the swarms' owners."""
+    its counts from the swarms' owners, at most ``scrapes``' limit of requests at once (None: no cap)."""
     app[BT] = bt
     app[BT_CLUSTER] = cluster
+    app[BT_SCRAPES] = scrapes
     app.middlewares.append(bencoded_errors)
     for route, handler in (("/announce", announce), ("/scrape", scrape)):
         app.router.add_get(route, handler)

@@ -105,9 +105,10 @@ class AnnounceTimer:
 class TrackerCollector(Collector):
     """The tracker's state at scrape time."""
 
-    def __init__(self, service: TrackerService, admission: Admission) -> None:
+    def __init__(self, service: TrackerService, admission: Admission, scrapes: Admission | None = None) -> None:
         self.service = service
         self.admission = admission
+        self.scrapes = scrapes
 
     def collect(self) -> Iterator[Metric]:
         yield from self._decided()
@@ -205,6 +206,19 @@ class TrackerCollector(Collector):
             "connection of its own): past 4 s (TTL - FENCE_MARGIN), the tracker stops deciding and joins again.",
             cluster.last_renewal,
         )
+        if (scrapes := self.scrapes) is not None:
+            yield gauge(
+                "shoal_tracker_scrape_requests_inflight",
+                "Requests this tracker is sending to other trackers of its cluster for a BitTorrent scrape's "
+                "counts (--max-relayed-scrapes caps them).",
+                scrapes.inflight,
+            )
+            yield counter(
+                "shoal_tracker_scrape_requests_shed",
+                "Requests for a scrape's counts not sent at --max-relayed-scrapes: those swarms were left out of "
+                "the scrape.",
+                scrapes.shed,
+            )
 
     def _load(self) -> Iterator[Metric]:
         admission = self.admission
@@ -263,11 +277,18 @@ class PoolCollector(Collector):
         )
 
 
-def install(app: web.Application, metrics: Metrics, service: TrackerService, admission: Admission) -> None:
+def install(
+    app: web.Application,
+    metrics: Metrics,
+    service: TrackerService,
+    admission: Admission,
+    scrapes: Admission | None = None,
+) -> None:
     """Report the tracker's figures through ``metrics``; the announce timer must be the application's
-    outermost middleware, so every reply is counted as its client gets it."""
+    outermost middleware, so every reply is counted as its client gets it. ``scrapes``: the cap on the
+    requests a scrape sends to other members (tracker.bt), in a cluster."""
     timer = AnnounceTimer(metrics)
     app.middlewares.insert(0, timer.middleware())
-    metrics.add(TrackerCollector(service, admission))
+    metrics.add(TrackerCollector(service, admission, scrapes))
     pools = PoolCollector(service.pools)
     metrics.add(pools, refresh=pools.refresh)
