@@ -31,10 +31,13 @@ NESTING = [
     ("aiohttp: data_received (parse)", 0),
     ("aiohttp: _handle_request", 0),
     ("aiohttp: Application._handle (route, middlewares)", 1),
+    ("cluster: owner (the middleware's and the decision's)", 2),
+    ("ownership.owner", 3),
     ("announce handler", 2),
     ("read_body", 3),
     ("decode and check the body", 3),
     ("TrackerService.announce", 3),
+    ("cluster: last_move", 4),
     ("store.load", 4),
     ("decide_announce", 4),
     ("decide: asker's view", 5),
@@ -48,7 +51,11 @@ NESTING = [
     ("crossings", 4),
     ("struct_response (encode)", 3),
     ("aiohttp: finish_response (write)", 1),
+    ("store: write_transaction (the writer's batches)", 0),
     ("gc", 0),
+    ("gc: generation 0", 1),
+    ("gc: generation 1", 1),
+    ("gc: generation 2", 1),
 ]
 
 
