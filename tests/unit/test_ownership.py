@@ -20,7 +20,9 @@ from shoal.core.ownership import (
     counts_from,
     in_force,
     keeps_renewing,
+    last_move,
     lost_tasks,
+    move_times,
     must_rejoin,
     others_took_over,
     owner,
@@ -382,3 +384,32 @@ def test_a_refused_move_is_settled_only_by_a_reading_taken_after_the_refusal() -
     assert not refusal_seen(NOW, NOW - 0.5), "read before the store said no: it may lack the row that refused it"
     assert not refusal_seen(NOW, NOW), "begun at the same instant: not known to be after"
     assert refusal_seen(NOW, NOW + 0.01)
+
+
+def test_one_live_member_owns_every_task_whatever_its_placements_name() -> None:
+    alone = member("a")
+    dead = member("b", expires=NOW - 1)
+    placed = {TASKS[0]: Placement(TASKS[0], "b", NOW - 5, None), TASKS[1]: Placement(TASKS[1], "c", NOW + 5, "b")}
+    for task in TASKS[:200]:
+        assert owner(task, [alone, dead], NOW, placements=placed) is alone
+    assert owner(TASKS[0], [dead], NOW, placements=placed) is None
+
+
+times_st = st.floats(0, 100, allow_nan=False)
+members_st = st.lists(st.tuples(times_st, times_st), max_size=4)
+
+
+@given(members_st, st.lists(times_st, max_size=4), times_st)
+def test_last_move_is_the_latest_join_death_or_start_by_now(
+    rows: list[tuple[float, float]], starts: list[float], now: float
+) -> None:
+    """:func:`last_move` over :func:`move_times` is the definition: the latest ``active_from`` and ``expires``
+    of the members, and the latest start, that are not after ``now``."""
+    members = [TrackerMember(f"m{i}", "", active_from, expires) for i, (active_from, expires) in enumerate(rows)]
+    expected = max(
+        [m.active_from for m in members if m.active_from <= now]
+        + [m.expires for m in members if m.expires <= now]
+        + [start for start in starts if start <= now],
+        default=float("-inf"),
+    )
+    assert last_move(move_times(members, starts), now) == expected

@@ -113,7 +113,9 @@ different peers. The rules:
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -183,8 +185,10 @@ def owner(
     """The live member that owns ``task_id`` by rows read at ``read_at`` (default ``now``): the member its
     placement names, if any is in force, else the one rendezvous hashing picks; None when no member is live."""
     live = [m for m in members if m.live(now, read_at)]
-    if not live:
-        return None
+    if len(live) <= 1:
+        # Whatever a placement names and whatever the hash, the owner is a live member: the only one, if any.
+        # A cluster of one is the common case, and this is asked on every request it decides.
+        return live[0] if live else None
     placed = placements.get(task_id) if placements else None
     if placed is not None:
         named = placed.tracker_id if now >= placed.active_from else placed.previous
@@ -280,6 +284,19 @@ def lost_tasks(
         if current is not None and current.tracker_id != me:
             lost.append(task_id)
     return lost
+
+
+def move_times(members: Iterable[TrackerMember], starts: Iterable[float] = ()) -> tuple[float, ...]:
+    """Every instant at which tasks move between ``members`` by their rows (each member's ``active_from``, when
+    it counts, and ``expires``, when it is dead), and ``starts`` (when this member decides tasks placed on it),
+    in order: :func:`last_move` of them at any ``now``."""
+    return tuple(sorted([*(m.active_from for m in members), *(m.expires for m in members), *starts]))
+
+
+def last_move(times: Sequence[float], now: float) -> float:
+    """The latest of ``times`` (:func:`move_times`, in order) at or before ``now``; -inf when none is."""
+    at = bisect.bisect_right(times, now)
+    return times[at - 1] if at else -math.inf
 
 
 def sharing_url(me: str, members: Iterable[TrackerMember], now: float) -> list[TrackerMember]:

@@ -47,7 +47,9 @@ from shoal.core.ownership import (
     Placements,
     TrackerMember,
     in_force,
+    last_move,
     lost_tasks,
+    move_times,
     owner,
     placed_from,
     refusal_seen,
@@ -157,6 +159,9 @@ class Cluster:
         self._round_began = clock()
         self._pending: dict[str, Placement] = {}  # our moves that no reading has shown us yet
         self._seen: dict[str, tuple[Placement, float]] = {}  # placements naming us, and when first read
+        self._seen_version = 0  # bumped at each change of _seen
+        self._moves: tuple[tuple[TrackerMember, ...], int, tuple[float, ...]] = ((), -1, ())
+        """last_move's instants, for the members tuple and _seen_version they were worked out from."""
         self._unwritten: set[str] = set()  # pending moves whose row has not been written yet
         self._replaces: dict[str, Placement | None] = {}  # for each of those, the row it replaces as we read it
         self._refused: dict[str, float] = {}  # pending moves whose row had changed when written: when we learnt so
@@ -291,9 +296,11 @@ class Cluster:
         for key, placed in placements.items():
             if placed.tracker_id == self.tracker_id and self._seen.get(key, (None,))[0] != placed:
                 self._seen[key] = (placed, now)
+                self._seen_version += 1
                 self._settled = max(self._settled, balance.settled(placed_from(placed, now), self.balancing))
         for key in [key for key, (placed, _) in self._seen.items() if placements.get(key) != placed]:
             del self._seen[key]
+            self._seen_version += 1
             self._used.pop(key, None)
         for key in [key for key in self._withdrawn if not withdrawing(key, self._withdrawn, placements)]:
             del self._withdrawn[key]  # the row is gone (or another replaced it): the rows say who decides now
@@ -353,14 +360,14 @@ class Cluster:
     def last_move(self, now: float) -> float:
         """When tasks last moved between the members, by their rows: the latest ``active_from`` of a member
         counting by ``now`` and the latest ``expires`` of one dead by then. A task is owned anew from that
-        instant on, before any heartbeat has noticed."""
+        instant on, before any heartbeat has noticed. Asked on every announce: the instants are worked out
+        once for each reading and each change of the placements naming us, and looked up here."""
         members = self.members
-        times = [m.active_from for m in members if m.active_from <= now]
-        times += [m.expires for m in members if m.expires <= now]
-        # A task placed on us is ours from when we decide it (placed_from), its grace counted from then.
-        starts = [placed_from(placed, seen) for placed, seen in self._seen.values()]
-        times += [start for start in starts if start <= now]
-        return max(times, default=-math.inf)
+        if self._moves[0] is not members or self._moves[1] != self._seen_version:
+            # A task placed on us is ours from when we decide it (placed_from), its grace counted from then.
+            starts = [placed_from(placed, seen) for placed, seen in self._seen.values()]
+            self._moves = (members, self._seen_version, move_times(members, starts))
+        return last_move(self._moves[2], now)
 
     def mine(self, task_id: str) -> bool:
         current = self.owner(task_id)
