@@ -107,6 +107,16 @@ MOVED = object()
 """The result of a staged write left out because its copy's epoch is no longer its task's (run_batch)."""
 
 
+LOCK_EPOCHS = (
+    select(tasks.c.task_id, tasks.c.epoch)
+    .where(tasks.c.task_id.in_(bindparam("ids", expanding=True)))
+    .order_by(tasks.c.task_id)
+    .with_for_update()
+)
+"""The epochs of the tasks ``ids``, their rows locked until the transaction ends, in the order of their ids:
+built once, as UPDATE_TASK is, for it runs at the head of every batch on a shared database."""
+
+
 def _epochs(batch: list[Staged], conn: Connection) -> dict[str, int]:
     """The epochs of the batch's tasks (but those it creates), their rows locked until the batch commits: no
     take-over by another tracker comes between this and the batch's writes. Locked in the order of their ids,
@@ -114,13 +124,7 @@ def _epochs(batch: list[Staged], conn: Connection) -> dict[str, int]:
     ids = sorted({staged.task_id for staged in batch if not staged.creates and staged.epoch is not None})
     if not ids:
         return {}
-    found = conn.execute(
-        select(tasks.c.task_id, tasks.c.epoch)
-        .where(tasks.c.task_id.in_(ids))
-        .order_by(tasks.c.task_id)
-        .with_for_update()
-    )
-    return {row.task_id: row.epoch for row in found}
+    return {row.task_id: row.epoch for row in conn.execute(LOCK_EPOCHS, {"ids": ids})}
 
 
 def run_batch(batch: list[Staged], conn: Connection, *, shared: bool) -> list[Any]:
