@@ -172,15 +172,17 @@ def _owned_here(cluster: Cluster, bt_tracker: bt.BtTracker, admission: Admission
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        task_id = request.match_info.get("task_id", "")
+        if is_task_id(task_id):  # every announce: straight to the cluster, no helper made and awaited first
+            again = "announce" if request.method == "POST" else "ask"
+            return await cluster.forward(request, handler, task_id, what="task", again=again, slots=admission)
+
         async def forward(
             key: str, what: str, again: str, patience: float = FORWARD_TIMEOUT, slots: Admission = admission
         ) -> web.StreamResponse:
             """``key``'s request, here or at its owner; a 503 names it as ``what`` and says to ``again``."""
             return await cluster.forward(request, handler, key, patience, what=what, again=again, slots=slots)
 
-        task_id = request.match_info.get("task_id", "")
-        if is_task_id(task_id):
-            return await forward(task_id, "task", "announce" if request.method == "POST" else "ask")
         if bt.bt_path(request.path) == "/announce" and (key := bt.announce_key(request.rel_url.raw_query_string)):
             if (refusal := bt.refusal(bt_tracker, request)) is not None:
                 return refusal
