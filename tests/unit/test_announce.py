@@ -10,9 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shoal.core.announce import PeerRecord, claims_change
+from shoal.core.audit import Audit, Vote
 from shoal.core.errors import ProtocolError
 from shoal.core.ids import content_task_id
-from shoal.core.leases import RACK_LEASE_HOLDERS, Lease
+from shoal.core.leases import FLAT_LEASE_HOLDERS, RACK_LEASE_HOLDERS, Lease
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import AnnounceRequest, piece_hash_bytes
 from shoal.core.structs import decode
@@ -654,3 +655,39 @@ def test_past_rack_lease_holders_a_peer_of_that_rack_gets_no_origin_lease() -> N
     assert len(asking(holders[:-1], site="s", rack="r1")) == 4
     assert len(asking(holders, site="s", rack="r2")) == 4
     assert len(asking(holders)) == 4
+
+
+def test_past_flat_lease_holders_a_peer_without_a_rack_label_gets_no_origin_lease() -> None:
+    # core.leases: in a flat swarm a few peers split the origin's transfers; the next asker without a rack
+    # label takes the pieces from them. Holders with rack labels are not of its scope, nor is it of theirs.
+    manifest = Manifest.for_identity(OriginIdentity(64 * 1024 * 1024, etag='"big"'))
+    size = manifest.piece_count
+    flat = [peer(f"h{i}", size=size) for i in range(FLAT_LEASE_HOLDERS)]
+    racked = [peer(f"h{i}", size=size, site="s", rack="r1") for i in range(FLAT_LEASE_HOLDERS)]
+    leases = [Lease(i, f"h{i}", NOW + 10) for i in range(FLAT_LEASE_HOLDERS)]
+
+    def asking(peers: list[PeerRecord], **labels: str) -> tuple[int, ...]:
+        snap = snapshot(task(manifest=manifest), peers=peers, leases=leases[: len(peers)])
+        out = announce(snap, request("p1", want_leases=4, **labels))
+        assert out.response is not None
+        return out.response.leases
+
+    assert asking(flat) == ()
+    free = tuple(range(FLAT_LEASE_HOLDERS, FLAT_LEASE_HOLDERS + 4))
+    assert asking(flat[:-1]) == tuple(range(FLAT_LEASE_HOLDERS - 1, FLAT_LEASE_HOLDERS + 3))
+    assert asking(flat, site="s", rack="r2") == free
+    assert asking(racked) == free
+
+
+def test_a_holder_of_a_spot_check_lease_only_does_not_count_toward_the_cap() -> None:
+    # core.leases: a check's lease stays until its holder reports, also when the holder got the piece from a
+    # peer and never fetches it; counted, it would keep a holder's place for as long as its peer announces.
+    manifest = Manifest.for_identity(OriginIdentity(64 * 1024 * 1024, etag='"big"'))
+    size = manifest.piece_count
+    flat = [peer(f"h{i}", size=size) for i in range(FLAT_LEASE_HOLDERS)]
+    leases = [Lease(i, f"h{i}", NOW + 10) for i in range(FLAT_LEASE_HOLDERS)]
+    snap = snapshot(task(manifest=manifest), peers=flat, leases=leases)
+    checked = replace(snap, audits={0: Audit(0, (Vote("r", "203.0.113.1", digest(0)),))})
+    for state, expected in ((snap, ()), (checked, tuple(range(FLAT_LEASE_HOLDERS, FLAT_LEASE_HOLDERS + 4)))):
+        out = announce(state, request("p1", want_leases=4))
+        assert out.response is not None and out.response.leases == expected

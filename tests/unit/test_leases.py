@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shoal.core.bitfield import Bitfield, iter_bits
-from shoal.core.leases import RACK_LEASE_HOLDERS, STRIPE, Lease, grant_free, grant_leases, stripes
+from shoal.core.leases import FLAT_LEASE_HOLDERS, RACK_LEASE_HOLDERS, STRIPE, Lease, grant_free, grant_leases, stripes
 
 SIZE = 32
 
@@ -187,6 +187,47 @@ def test_at_most_rack_lease_holders_per_rack_and_an_asker_below_it_gets_a_free_p
             taken |= 1 << index
         for side in (0, 1):
             assert len({h for h in leased.values() if int(h[1:]) % 2 == side}) <= RACK_LEASE_HOLDERS
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, FLAT_LEASE_HOLDERS + 7), st.sampled_from(["ask", "ask", "ask", "finish"])),
+        min_size=FLAT_LEASE_HOLDERS,
+        max_size=160,
+    )
+)
+def test_at_most_flat_lease_holders_without_rack_labels_and_an_asker_below_it_gets_a_free_piece(
+    steps: list[tuple[int, str]],
+) -> None:
+    """FLAT_LEASE_HOLDERS + 8 peers without rack labels ask and finish in any order: never more than
+    FLAT_LEASE_HOLDERS hold leases at once, and while fewer do, an asker gets a free piece when there is
+    one."""
+    size = 256
+    taken = 0
+    leased: dict[int, str] = {}
+    for number, action in steps:
+        peer = f"p{number}"
+        if action == "finish":
+            leased = {index: holder for index, holder in leased.items() if holder != peer}
+            continue
+        others = {holder for holder in leased.values() if holder != peer}
+        granted = grant_free(
+            size=size,
+            taken=taken | sum(1 << i for i in leased),
+            others_lease=bool(leased),
+            want=2,
+            range_ok=True,
+            flat_holders=len(others),
+        )
+        free = size - taken.bit_count() - len(leased)
+        if len(others) >= FLAT_LEASE_HOLDERS:
+            assert granted == []
+        elif free:
+            assert granted, "an asker below the cap got nothing while pieces were free"
+        for index in granted:
+            leased[index] = peer
+            taken |= 1 << index
+        assert len(set(leased.values())) <= FLAT_LEASE_HOLDERS
 
 
 # A fleet of racks: the origin's pieces shared out in stripes (core.leases.stripes).

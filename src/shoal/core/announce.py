@@ -358,6 +358,9 @@ def _lease_decisions(
 
     granted: list[int] = []
     if task.manifest is not None and request.want_leases and not view.bad and not snapshot.grace:
+        # A spot check's lease is one piece, and outlives its fetch when the checker got the piece from a peer
+        # meanwhile (it stays until its holder reports): counted, such leases could fill the cap for good.
+        holders = swarm.lease_holders(view, _mask(snapshot.audits, size) if snapshot.audits else 0)
         granted = grant_free(
             size=size,
             taken=held | view.have.mask | leased,
@@ -365,7 +368,8 @@ def _lease_decisions(
             want=request.want_leases,
             range_ok=task.range_ok,
             share=origin_share(view, swarm.racks, size),
-            rack_holders=swarm.rack_lease_holders(view),
+            rack_holders=holders if view.rack else 0,
+            flat_holders=0 if view.rack else holders,
         )
         if snapshot.audits:  # most announces: none under way
             granted += _audit_lease(snapshot, outcome, view.have, leased | _mask(granted, size), seen_host)

@@ -35,6 +35,14 @@ Rules:
   with nothing to trade, and at the end a large part of the file arrives at once and has yet to cross
   into every rack. A few holders a rack keep the rack's share of its downlink, which its origin transfers
   share flow for flow with the pieces coming from other racks (as TCP shares a link).
+* Peers without a rack label (one flat switch, as far as the tracker knows; per site when they name one)
+  are one scope of their own: at most FLAT_LEASE_HOLDERS of them hold origin leases at once, for the same
+  reason: a flat swarm of hundreds would lease the whole file in its first moments too. The cap is larger
+  than a rack's and bites only in a swarm of more than FLAT_LEASE_HOLDERS peers, because smaller caps made
+  small flat swarms slower (benchmarks/RESULTS.md, "origin lease holders in a flat swarm").
+* A peer whose only leases are spot checks' (core.audit) does not count toward either cap: a check's lease
+  stays until its holder reports, and a checker that got the piece from a peer meanwhile never fetches it,
+  so counted, such leases could fill a cap for as long as their holders announce.
 * An origin that ignores Range requests makes splitting impossible: one peer leases every free piece and
   fetches the whole file; the others wait for its pieces.
 """
@@ -54,6 +62,9 @@ differ by at most one stripe, and large enough that a stripe is fetched with one
 
 RACK_LEASE_HOLDERS = 4
 """Peers of one rack holding origin leases at once, at most (the module's rules)."""
+FLAT_LEASE_HOLDERS = 32
+"""Peers without a rack label (of one site, or of none) holding origin leases at once, at most (the module's
+rules)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +83,7 @@ def grant_free(
     range_ok: bool,
     share: int | None = None,
     rack_holders: int = 0,
+    flat_holders: int = 0,
 ) -> list[int]:
     """Choose up to ``want`` of the pieces of ``size`` that ``taken`` (a bit mask: held by someone, the
     asker's, or leased) leaves free. ``others_lease``: a peer other than the asker holds a live lease. Bit
@@ -79,8 +91,9 @@ def grant_free(
     busiest path (benchmarks/tracker_announce.py; figures in benchmarks/RESULTS.md). ``share``: the bit mask
     of the asker's rack's stripes (:func:`stripes`), None outside a fleet of racks. ``rack_holders``: the
     other peers of the asker's rack holding live leases (0 outside a fleet of racks); at RACK_LEASE_HOLDERS
-    the asker gets none."""
-    if want <= 0 or rack_holders >= RACK_LEASE_HOLDERS:
+    the asker gets none. ``flat_holders``: the same for an asker without a rack label, counting the other
+    holders without one; at FLAT_LEASE_HOLDERS the asker gets none."""
+    if want <= 0 or rack_holders >= RACK_LEASE_HOLDERS or flat_holders >= FLAT_LEASE_HOLDERS:
         return []
     free = ~taken & ((1 << size) - 1)
     if not range_ok:

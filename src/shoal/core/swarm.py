@@ -271,15 +271,15 @@ class Swarm:
         """Bit mask of the pieces leased to ``peer_id``."""
         return self._own.get(peer_id, 0)
 
-    def rack_lease_holders(self, asker: PeerView) -> int:
-        """How many peers of the asker's rack other than the asker hold origin leases (0 for a peer without a
-        rack label). A pass over the holders, which core.leases keeps to a few a rack."""
-        if not asker.rack:
-            return 0
+    def lease_holders(self, asker: PeerView, checks: int = 0) -> int:
+        """How many peers other than the asker hold origin leases in the asker's scope of origin lease holders
+        (core.leases): the peers of its rack, or for a peer without a rack label those of its site (or of
+        none) without one. A peer whose only leases are on ``checks`` (a bit mask: pieces under spot check)
+        is not counted. A pass over the holders, which core.leases keeps to a few a scope."""
         count = 0
-        for peer_id in self._own:
+        for peer_id, own in self._own.items():
             record = self.peers.get(peer_id)
-            if peer_id != asker.peer_id and record is not None:
+            if peer_id != asker.peer_id and record is not None and own & ~checks:
                 view = record.view
                 count += view.rack == asker.rack and view.site == asker.site
         return count
