@@ -199,3 +199,21 @@ def test_a_claim_on_a_piece_under_check_from_the_reporters_host_is_no_lease() ->
     tracker.announce(request("twin", generation=0, origin=IDENTITY), NOW, "10.0.0.1")
     out = tracker.announce(request("twin", fetching=(0,)), NOW + 0.1, "10.0.0.1")
     assert out.response is not None and 0 not in out.response.leases, "a reporter's host never checks it"
+
+
+def test_a_checker_that_took_the_piece_from_a_peer_gives_the_check_to_another_host() -> None:
+    """The checker's origin fetch had not begun when it took the piece under check from a peer (verified
+    against the reported hash): it holds the piece, will never fetch it from the origin nor report it, and
+    its lease would keep the check from every other host for as long as it announces. Its bitfield says so:
+    the lease goes, and the next host that lacks the piece is leased the check."""
+    tracker = swarm()
+    report(tracker, "liar", "10.0.0.1", {i: digest(i) for i in range(4)})
+    tracker.announce(request("liar", bitfield=bits(range(4)).encode()), NOW, "10.0.0.1")
+    out = report(tracker, "b", "10.0.0.2", {}, want=1)
+    assert out.response is not None and 0 in out.response.leases
+    out = tracker.announce(request("b", bitfield=bits([0]).encode()), NOW + 0.1, "10.0.0.2")
+    assert out.response is not None and 0 not in out.response.leases and 0 in tracker.audits
+    out = report(tracker, "c", "10.0.0.3", {}, want=1)
+    assert out.response is not None and 0 in out.response.leases, "the check goes to another host"
+    out = tracker.announce(request("c", done={0: digest(0)}), NOW + 0.2, "10.0.0.3")
+    assert out.rejected == [] and 0 not in tracker.audits

@@ -337,8 +337,12 @@ def _lease_decisions(
     if delivered and snapshot.audits:
         # A piece under check is held by others by definition: the checker's lease on it stays until it
         # reports, since only a live lease's holder votes (_take_reports). Dropped, the fetch under way
-        # would count for nothing and the check would lease the piece to yet another host.
-        delivered &= ~_mask(snapshot.audits, size)
+        # would count for nothing and the check would lease the piece to yet another host. Except once the
+        # checker holds the piece itself, unreported and not fetching it: it took the piece from a peer
+        # before its origin fetch began, and will never fetch it; its lease would keep the check from
+        # every other host for as long as it announces.
+        taken_from_peer = view.have.mask & ~_mask(request.fetching, size)
+        delivered &= ~_mask(snapshot.audits, size) | taken_from_peer
     dropped = own & finished | delivered
     outcome.drop_leases = list(iter_bits(dropped))
     kept = own & ~dropped
