@@ -119,13 +119,15 @@ class Cluster:
         fleet_key: FleetKey | None = None,
         balancing: balance.Balancing = balance.DEFAULT,
         unused_after: float = math.inf,
+        connections: int = 100,
     ) -> None:
         """``advertise``: the URL other trackers reach this one at; "" for ``scheme``://HOST:PORT once
         listening (127.0.0.1 for a wildcard HOST: trackers on one host). ``tls``: how to reach the other members over
         https (None: the system's CAs); ``fleet_key``: the fleet's, whose credential a forward carries;
         ``balancing``: how this member gives tasks away by load (core.balance); ``unused_after``: how long a
         task placed here goes without soft state before its placement is deleted (core.balance.unused: the
-        longest a live peer may go unheard of)."""
+        longest a live peer may go unheard of); ``connections``: the most requests it sends to the other members
+        at once (the caps of the requests that may send one: forwards, relayed long-polls, scrapes' counts)."""
         self.tracker_id = secrets.token_hex(8)
         self.url = advertise.rstrip("/")
         self._host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
@@ -146,6 +148,7 @@ class Cluster:
         self._named_alike: set[str] = set()  # members already logged as advertising our URL
         self._live: set[str] = set()  # the live members at the last heartbeat
         self._session: aiohttp.ClientSession | None = None
+        self._connections = connections
         self._tls = tls
         self._fleet_key = fleet_key
         self.relayed = 0
@@ -369,6 +372,15 @@ class Cluster:
             self._moves = (members, self._seen_version, move_times(members, starts))
         return last_move(self._moves[2], now)
 
+    def client(self) -> aiohttp.ClientSession:
+        """The session requests to the other members go out on, made at the first (in the event loop): one
+        connection for each request it may send at once (``connections``); each request carries its own
+        timeout."""
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self._connections)
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        return self._session
+
     def mine(self, task_id: str) -> bool:
         current = self.owner(task_id)
         return current is not None and current.tracker_id == self.tracker_id
@@ -485,8 +497,7 @@ class Cluster:
         """Forward ``request`` (or a GET of ``path_qs``, percent-encoded) to member ``to``: its status, body
         and the headers a relayed reply keeps. Raises aiohttp.ClientError or TimeoutError when ``to`` does not
         answer within ``patience`` seconds."""
-        if self._session is None:  # each request carries its own timeout (``patience``)
-            self._session = aiohttp.ClientSession(auto_decompress=False)
+        session = self.client()
         client, reached = self.addresses(request)
         headers = {FORWARDED_FOR: reachable_address(client or "", self.url), FORWARDED_TO: reached or ""}
         for name in RELAYED_REQUEST_HEADERS:
@@ -502,7 +513,7 @@ class Cluster:
         target = URL(to.url + (path_qs if path_qs is not None else request.rel_url.raw_path_qs), encoded=True)
         tls = self._tls if self._tls is not None and to.url.startswith("https://") else True
         limit = aiohttp.ClientTimeout(total=patience)
-        async with self._session.request(
+        async with session.request(
             method, target, data=body or None, headers=headers, ssl=tls, timeout=limit
         ) as reply:
             payload = await reply.read()

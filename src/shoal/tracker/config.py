@@ -96,8 +96,9 @@ class TrackerConfig:
     max_relayed_polls: int = 32
     """Most pool long-polls (heartbeats with ``wait``) this tracker relays to the pools' owners at once; past
     it one is answered 503 with ``Retry-After`` (tracker.admission). A relay holds one of the connections
-    of the cluster's client session (aiohttp's pool of 100): with ``max_inflight``'s 64 and
-    ``max_relayed_scrapes``' 4 this leaves every forward a connection at once. At least 1."""
+    of the cluster's client session, which has one for each request the three caps let through at once
+    (``max_inflight`` + ``max_relayed_polls`` + ``max_relayed_scrapes``), so no forward waits for one.
+    At least 1."""
     max_relayed_scrapes: int = 4
     """Most requests this tracker sends at once to other trackers of its cluster to gather a BitTorrent scrape's
     counts (one per member owning some of the scrape's swarms; tracker.bt). Past it a scrape leaves out the

@@ -131,6 +131,8 @@ class TrackerService:
                 balancing=config.balancing,
                 # A placed task is unused once every peer it had could have been forgotten (core.balance.unused).
                 unused_after=max(pacing.ttl(pacing.longest), config.bt_peer_ttl),
+                # Every request it may send at once has a connection, so none of them queues for one.
+                connections=config.max_inflight + config.max_relayed_polls + config.max_relayed_scrapes,
             )
             cluster = self.cluster
             self.pools.owns = lambda name: cluster.mine(pools.pool_key(name))
