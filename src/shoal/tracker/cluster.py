@@ -513,9 +513,7 @@ class Cluster:
         target = URL(to.url + (path_qs if path_qs is not None else request.rel_url.raw_path_qs), encoded=True)
         tls = self._tls if self._tls is not None and to.url.startswith("https://") else True
         limit = aiohttp.ClientTimeout(total=patience)
-        async with session.request(
-            method, target, data=body or None, headers=headers, ssl=tls, timeout=limit
-        ) as reply:
+        async with session.request(method, target, data=body or None, headers=headers, ssl=tls, timeout=limit) as reply:
             payload = await reply.read()
             kept = {k: v for k, v in reply.headers.items() if k in RELAYED_REPLY_HEADERS}
             return reply.status, payload, kept
