@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import msgspec
@@ -637,19 +638,25 @@ def test_peers_stored_before_the_manifest_count_as_holding_nothing() -> None:
     assert out.response is not None and out.response.leases == (0, 1)
 
 
-def test_past_rack_lease_holders_a_peer_of_that_rack_gets_no_origin_lease() -> None:
-    # core.leases: a few peers of a rack split its origin transfers; the next asker of that rack takes the
-    # pieces from them, while a peer of another rack, or without labels, is leased as before.
-    manifest = Manifest.for_identity(OriginIdentity(64 * 1024 * 1024, etag='"big"'))
-    size = manifest.piece_count
-    holders = [peer(f"h{i}", size=size, site="s", rack="r1") for i in range(RACK_LEASE_HOLDERS)]
-    leases = [Lease(i, f"h{i}", NOW + 10) for i in range(RACK_LEASE_HOLDERS)]
+def _asking_past(manifest: Manifest, leases: list[Lease]) -> Callable[..., tuple[int, ...]]:
+    """The origin leases peer p1 (with the labels given) is granted when ``peers`` hold ``leases``, one each."""
 
     def asking(peers: list[PeerRecord], **labels: str) -> tuple[int, ...]:
         snap = snapshot(task(manifest=manifest), peers=peers, leases=leases[: len(peers)])
         out = announce(snap, request("p1", want_leases=4, **labels))
         assert out.response is not None
         return out.response.leases
+
+    return asking
+
+
+def test_past_rack_lease_holders_a_peer_of_that_rack_gets_no_origin_lease() -> None:
+    # core.leases: a few peers of a rack split its origin transfers; the next asker of that rack takes the
+    # pieces from them, while a peer of another rack, or without labels, is leased as before.
+    manifest = Manifest.for_identity(OriginIdentity(64 * 1024 * 1024, etag='"big"'))
+    size = manifest.piece_count
+    holders = [peer(f"h{i}", size=size, site="s", rack="r1") for i in range(RACK_LEASE_HOLDERS)]
+    asking = _asking_past(manifest, [Lease(i, f"h{i}", NOW + 10) for i in range(RACK_LEASE_HOLDERS)])
 
     assert asking(holders, site="s", rack="r1") == ()
     assert len(asking(holders[:-1], site="s", rack="r1")) == 4
@@ -664,13 +671,7 @@ def test_past_flat_lease_holders_a_peer_without_a_rack_label_gets_no_origin_leas
     size = manifest.piece_count
     flat = [peer(f"h{i}", size=size) for i in range(FLAT_LEASE_HOLDERS)]
     racked = [peer(f"h{i}", size=size, site="s", rack="r1") for i in range(FLAT_LEASE_HOLDERS)]
-    leases = [Lease(i, f"h{i}", NOW + 10) for i in range(FLAT_LEASE_HOLDERS)]
-
-    def asking(peers: list[PeerRecord], **labels: str) -> tuple[int, ...]:
-        snap = snapshot(task(manifest=manifest), peers=peers, leases=leases[: len(peers)])
-        out = announce(snap, request("p1", want_leases=4, **labels))
-        assert out.response is not None
-        return out.response.leases
+    asking = _asking_past(manifest, [Lease(i, f"h{i}", NOW + 10) for i in range(FLAT_LEASE_HOLDERS)])
 
     assert asking(flat) == ()
     free = tuple(range(FLAT_LEASE_HOLDERS, FLAT_LEASE_HOLDERS + 4))
