@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from itertools import pairwise
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from shoal.core.bitfield import Bitfield, iter_bits
@@ -150,43 +151,52 @@ def test_no_piece_is_ever_leased_twice(steps: list[tuple[str, str, int]], range_
             leased |= lease_map(peer, granted)
 
 
-@given(
-    st.lists(st.tuples(st.integers(0, 11), st.sampled_from(["ask", "ask", "ask", "finish"])), min_size=12, max_size=120)
-)
-def test_at_most_rack_lease_holders_per_rack_and_an_asker_below_it_gets_a_free_piece(
-    steps: list[tuple[int, str]],
-) -> None:
-    """Twelve peers in two racks ask and finish in any order: never more than RACK_LEASE_HOLDERS of a rack
-    hold leases at once, and while fewer do, an asker of the rack gets a free piece when there is one."""
-    size = 128
-    taken = 0
-    leased: dict[int, str] = {}
+def _ask_and_finish(steps: list[tuple[int, str]], *, size: int, racks: int) -> None:
+    """Numbered peers ask for origin leases and finish in the order of ``steps``, peer n in rack n % ``racks``
+    (0: no rack labels). Never more peers of one scope than its cap (RACK_LEASE_HOLDERS a rack,
+    FLAT_LEASE_HOLDERS without labels) hold leases at once, and while fewer do, an asker of the scope gets a
+    free piece when there is one."""
+    cap = RACK_LEASE_HOLDERS if racks else FLAT_LEASE_HOLDERS
+
+    def scope(number: int) -> int:
+        return number % racks if racks else 0
+
+    taken = 0  # every piece granted so far: leased now, or fetched by a peer that has finished
+    leased: dict[int, int] = {}  # piece -> the number of the peer holding its lease
     for number, action in steps:
-        peer, rack = f"p{number}", number % 2
-        mine = [i for i, holder in leased.items() if holder == peer]
         if action == "finish":
-            for index in mine:
-                del leased[index]
+            leased = {index: holder for index, holder in leased.items() if holder != number}
             continue
-        mates = {holder for holder in leased.values() if holder != peer and int(holder[1:]) % 2 == rack}
+        mates = {holder for holder in leased.values() if holder != number and scope(holder) == scope(number)}
         granted = grant_free(
             size=size,
-            taken=taken | sum(1 << i for i in leased),
+            taken=taken,
             others_lease=bool(leased),
             want=2,
             range_ok=True,
-            rack_holders=len(mates),
+            rack_holders=len(mates) if racks else 0,
+            flat_holders=0 if racks else len(mates),
         )
-        free = size - taken.bit_count() - len(leased)
-        if len(mates) >= RACK_LEASE_HOLDERS:
+        if len(mates) >= cap:
             assert granted == []
-        elif free:
+        elif taken.bit_count() < size:
             assert granted, "an asker below the cap got nothing while pieces were free"
         for index in granted:
-            leased[index] = peer
+            leased[index] = number
             taken |= 1 << index
-        for side in (0, 1):
-            assert len({h for h in leased.values() if int(h[1:]) % 2 == side}) <= RACK_LEASE_HOLDERS
+        holders = Counter(scope(holder) for holder in set(leased.values()))
+        assert max(holders.values(), default=0) <= cap
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 11), st.sampled_from(["ask", "ask", "ask", "finish"])), min_size=12, max_size=120)
+)
+@example([(number % 8, "ask") for number in range(70)])  # the whole file taken while eight peers hold leases
+def test_at_most_rack_lease_holders_per_rack_and_an_asker_below_it_gets_a_free_piece(
+    steps: list[tuple[int, str]],
+) -> None:
+    """Twelve peers in two racks: the rack's cap (_ask_and_finish)."""
+    _ask_and_finish(steps, size=128, racks=2)
 
 
 @given(
@@ -199,35 +209,8 @@ def test_at_most_rack_lease_holders_per_rack_and_an_asker_below_it_gets_a_free_p
 def test_at_most_flat_lease_holders_without_rack_labels_and_an_asker_below_it_gets_a_free_piece(
     steps: list[tuple[int, str]],
 ) -> None:
-    """FLAT_LEASE_HOLDERS + 8 peers without rack labels ask and finish in any order: never more than
-    FLAT_LEASE_HOLDERS hold leases at once, and while fewer do, an asker gets a free piece when there is
-    one."""
-    size = 256
-    taken = 0
-    leased: dict[int, str] = {}
-    for number, action in steps:
-        peer = f"p{number}"
-        if action == "finish":
-            leased = {index: holder for index, holder in leased.items() if holder != peer}
-            continue
-        others = {holder for holder in leased.values() if holder != peer}
-        granted = grant_free(
-            size=size,
-            taken=taken | sum(1 << i for i in leased),
-            others_lease=bool(leased),
-            want=2,
-            range_ok=True,
-            flat_holders=len(others),
-        )
-        free = size - taken.bit_count() - len(leased)
-        if len(others) >= FLAT_LEASE_HOLDERS:
-            assert granted == []
-        elif free:
-            assert granted, "an asker below the cap got nothing while pieces were free"
-        for index in granted:
-            leased[index] = peer
-            taken |= 1 << index
-        assert len(set(leased.values())) <= FLAT_LEASE_HOLDERS
+    """FLAT_LEASE_HOLDERS + 8 peers without rack labels: the flat cap (_ask_and_finish)."""
+    _ask_and_finish(steps, size=256, racks=0)
 
 
 # A fleet of racks: the origin's pieces shared out in stripes (core.leases.stripes).
