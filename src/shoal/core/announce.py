@@ -333,16 +333,18 @@ def _lease_decisions(
     # renewed; dead peers' ones have lapsed (the swarm holds only live leases).
     own = swarm.own(asker)
     finished = _mask(request.done, size) | _mask(request.released, size)
+    fetching = _mask(request.fetching, size)
+    checks = _mask(snapshot.audits, size)  # the pieces under spot check
     delivered = own & held
-    if delivered and snapshot.audits:
+    if delivered and checks:
         # A piece under check is held by others by definition: the checker's lease on it stays until it
         # reports, since only a live lease's holder votes (_take_reports). Dropped, the fetch under way
         # would count for nothing and the check would lease the piece to yet another host. Except once the
         # checker holds the piece itself, unreported and not fetching it: it took the piece from a peer
         # before its origin fetch began, and will never fetch it; its lease would keep the check from
         # every other host for as long as it announces.
-        taken_from_peer = view.have.mask & ~_mask(request.fetching, size)
-        delivered &= ~_mask(snapshot.audits, size) | taken_from_peer
+        taken_from_peer = view.have.mask & ~fetching
+        delivered &= ~checks | taken_from_peer
     dropped = own & finished | delivered
     outcome.drop_leases = list(iter_bits(dropped))
     kept = own & ~dropped
@@ -352,7 +354,7 @@ def _lease_decisions(
 
     # Origin fetches in flight whose lease the tracker lost (a restart) or let lapse: back to their peer,
     # before any lease is granted afresh, so the piece is not fetched from the origin a second time.
-    claimed = 0 if view.bad else _mask(request.fetching, size) & ~finished
+    claimed = 0 if view.bad else fetching & ~finished
     # Every piece under check is held by others: a checker's claim on one is its fetch for the check, and gets
     # its lease back like any other, since only a lease holder's report is a vote (_take_reports).
     checking = _checkable(snapshot, outcome, view.have, seen_host) if snapshot.audits else 0
@@ -364,7 +366,7 @@ def _lease_decisions(
     if task.manifest is not None and request.want_leases and not view.bad and not snapshot.grace:
         # A spot check's lease is one piece, and outlives its fetch when the checker got the piece from a peer
         # meanwhile (it stays until its holder reports): counted, such leases could fill the cap for good.
-        holders = swarm.lease_holders(view, _mask(snapshot.audits, size) if snapshot.audits else 0)
+        holders = swarm.lease_holders(view, checks)
         granted = grant_free(
             size=size,
             taken=held | view.have.mask | leased,
