@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from shoal.core.announce import decide_announce
-from shoal.core.announce_values import Pace, TaskRecord, TaskSnapshot, TrackerPolicy
+from shoal.core.announce_values import Pace, TaskRecord, TrackerPolicy
 from shoal.core.audit import Audit
 from shoal.core.bitfield import Bitfield, iter_bits
 from shoal.core.handout import PeerView
@@ -41,6 +41,7 @@ from shoal.core.scope_leases import (
     site_scope,
 )
 from shoal.core.swarm import Swarm
+from shoal.core.task_snapshot import TaskSnapshot
 
 
 @dataclass(slots=True)

@@ -19,13 +19,14 @@ import pytest
 from sqlalchemy import inspect, select, text
 
 from shoal.core.announce import decide_announce
-from shoal.core.announce_values import AnnounceOutcome, PeerRecord, TaskSnapshot
+from shoal.core.announce_values import AnnounceOutcome, PeerRecord
 from shoal.core.bitfield import Bitfield, iter_bits
 from shoal.core.errors import StoreError
 from shoal.core.handout import PeerView
 from shoal.core.leases import Lease
 from shoal.core.manifest import Manifest
 from shoal.core.messages import AnnounceRequest
+from shoal.core.task_snapshot import TaskSnapshot
 from shoal.storage.db import create_engine
 from shoal.storage.migrations import MIGRATIONS, migrate
 from shoal.storage.schema import metadata, schema_migrations

@@ -6,12 +6,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from shoal.core.announce import decide_announce
-from shoal.core.announce_values import AnnounceOutcome, PeerRecord, TaskRecord, TaskSnapshot, TrackerPolicy
+from shoal.core.announce_values import AnnounceOutcome, PeerRecord, TaskRecord, TrackerPolicy
 from shoal.core.bitfield import Bitfield
 from shoal.core.handout import PeerView
 from shoal.core.leases import Lease
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import AnnounceRequest
+from shoal.core.task_snapshot import TaskSnapshot
 
 URL = "http://origin.example/file.iso"
 TASK_ID = "a" * 40

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from shoal.core.announce_values import AnnounceOutcome, PeerRecord, TaskRecord, TaskSnapshot, TrackerPolicy
+from shoal.core.announce_values import AnnounceOutcome, PeerRecord, TaskRecord, TrackerPolicy
 from shoal.core.audit import Audit
 from shoal.core.bitfield import Bitfield
 from shoal.core.leases import Lease
 from shoal.core.messages import AnnounceRequest
+from shoal.core.task_snapshot import TaskSnapshot
 
 from .factories import POLICY, TASK_ID, announce
 

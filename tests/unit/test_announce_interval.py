@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 from shoal.core.announce import decide_announce
-from shoal.core.announce_values import AnnounceOutcome, Pace, TaskSnapshot, TrackerPolicy
+from shoal.core.announce_values import AnnounceOutcome, Pace, TrackerPolicy
 from shoal.core.bitfield import Bitfield
 from shoal.core.interval import Pacing
 from shoal.core.leases import Lease
 from shoal.core.messages import AnnounceRequest
 from shoal.core.swarm import Swarm
+from shoal.core.task_snapshot import TaskSnapshot
 
 from .factories import NOW, PIECES, POLICY, TASK_ID, peer, request, snapshot, task
 

@@ -9,10 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shoal.core.announce import decide_announce
-from shoal.core.announce_values import PeerRecord, TaskSnapshot
+from shoal.core.announce_values import PeerRecord
 from shoal.core.bitfield import Bitfield
 from shoal.core.handout import WALK_BUDGET, HolderIndex, hand_out, locality_tier
 from shoal.core.swarm import RARE_POWER, Census, PieceCounts, RareHolders, Swarm
+from shoal.core.task_snapshot import TaskSnapshot
 
 from .factories import IDENTITY, NOW, PIECES, POLICY, TASK_ID, bits, peer, request, task, view
 

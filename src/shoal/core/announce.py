@@ -34,14 +34,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
-from shoal.core.announce_values import (
-    AnnounceOutcome,
-    Pace,
-    PeerRecord,
-    TaskRecord,
-    TaskSnapshot,
-    TrackerPolicy,
-)
+from shoal.core.announce_values import AnnounceOutcome, Pace, PeerRecord, TaskRecord, TrackerPolicy
 from shoal.core.audit import MAX_VOTES, Audit, Vote, is_audited, tally
 from shoal.core.bitfield import Bitfield, iter_bits
 from shoal.core.errors import ProtocolError
@@ -52,6 +45,7 @@ from shoal.core.manifest import Manifest
 from shoal.core.messages import AnnounceRequest, AnnounceResponse, ManifestMessage
 from shoal.core.scope_leases import origin_share
 from shoal.core.swarm import Swarm
+from shoal.core.task_snapshot import TaskSnapshot
 
 BAN_QUORUM = 2
 """Reporters on this many different hosts must accuse a peer before it is kept from everyone."""

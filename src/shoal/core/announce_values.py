@@ -1,28 +1,26 @@
-"""The values of the tracker's decision for one announce (core.announce): what it takes (the task's record,
-its live peers and leases as a :class:`TaskSnapshot`, the operator's :class:`TrackerPolicy`, the load's
-:class:`Pace`) and what it gives (an :class:`AnnounceOutcome`: the writes for the store, then the reply).
-Plain values, with no decision of their own: the store (storage.tracker_store) loads the snapshot and
-applies the outcome, the swarm (core.swarm) takes the outcome's soft changes, and the decision lives in
-core.announce.
+"""The values of the tracker's decision for one announce (core.announce): what it takes (the records of the
+task and of its peers, which a core.task_snapshot.TaskSnapshot gathers with the task's live leases; the
+operator's :class:`TrackerPolicy`; the load's :class:`Pace`) and what it gives (an :class:`AnnounceOutcome`:
+the writes for the store, then the reply). Plain values, with no decision of their own: the store
+(storage.tracker_store) loads the snapshot and applies the outcome, the swarm (core.swarm) keeps the peers'
+records and takes the outcome's soft changes, and the decision lives in core.announce.
+
+Rule: nothing here names the swarm, since the swarm imports these values; the snapshot, which carries the
+task's swarm, lives above both in core.task_snapshot, so no import runs in a circle.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from shoal.core.audit import AUDIT_SHARE, Audit
 from shoal.core.bitfield import Bitfield
 from shoal.core.handout import PeerView
 from shoal.core.interval import Pacing
 from shoal.core.leases import Lease
-from shoal.core.manifest import Manifest, OriginIdentity
+from shoal.core.manifest import Manifest
 from shoal.core.messages import AnnounceResponse
-
-if TYPE_CHECKING:
-    from shoal.core.swarm import Swarm
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,36 +85,6 @@ class Pace:
 
     stretch: float = 1.0
     draw: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class TaskSnapshot:
-    """What the tracker loads before deciding: the task and its live peers and leases.
-
-    The tracker hands its task's :class:`~shoal.core.swarm.Swarm` itself (``swarm``; ``peers`` and
-    ``leases`` are then its own, not copies), expired at the ``now`` of the decision. Without one (tests
-    build snapshots of plain values) the decision builds one of the live ones of ``peers`` and ``leases``."""
-
-    task: TaskRecord | None
-    peers: Collection[PeerRecord]
-    leases: Mapping[int, Lease]
-    known_hashes: Mapping[int, str]
-    """Stored hashes of the pieces the request reports as done (only those are needed)."""
-    hashed: int = 0
-    """Bit mask of the pieces whose hash the tracker holds."""
-    audits: Mapping[int, Audit] = field(default_factory=dict)
-    """Spot checks under way (core.audit)."""
-    reporters: Mapping[int, str] = field(default_factory=dict)
-    """piece -> the lease holder whose report the tracker took (none for hashes nobody alone vouches for)."""
-    origin_seen: OriginIdentity | None = None
-    """What the origin describes now, as the tracker confirmed it for an announce that claims the file
-    changed (:func:`claims_change`); None: not confirmed. Only a claim it bears out starts a generation."""
-    swarm: Swarm | None = field(default=None, compare=False)
-    grace: bool = False
-    """The tracker started moments ago and this task's peers from before may not have announced yet: no
-    origin lease is granted afresh, since the piece may be on its way to one of them (its next announce's
-    ``fetching`` gets that lease back). Pieces an announce claims are reclaimed as ever, and so are the
-    pieces it reports done that nobody holds a lease on (fetched while the tracker was down)."""
 
 
 @dataclass(slots=True)

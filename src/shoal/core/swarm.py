@@ -34,15 +34,12 @@ import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
+from shoal.core.announce_values import AnnounceOutcome, PeerRecord
 from shoal.core.bitfield import Bitfield, iter_bits
 from shoal.core.handout import WALK_BUDGET, HolderIndex, PeerView, locality_tier
 from shoal.core.leases import Lease
 from shoal.core.messages import PeerAddress
-
-if TYPE_CHECKING:
-    from shoal.core.announce_values import AnnounceOutcome, PeerRecord
 
 
 class PieceCounts:

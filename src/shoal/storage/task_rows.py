@@ -13,10 +13,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from shoal.core.announce_values import AnnounceOutcome, TaskRecord, TaskSnapshot
+from shoal.core.announce_values import AnnounceOutcome, TaskRecord
 from shoal.core.audit import Audit
 from shoal.core.messages import HashesResponse
 from shoal.core.swarm import Swarm
+from shoal.core.task_snapshot import TaskSnapshot
 
 
 def size_of(task: TaskRecord) -> int:
@@ -39,7 +40,7 @@ class TaskRows:
     hashes: dict[int, tuple[str, int]] = field(default_factory=dict)
     """piece -> (hash, seq)"""
     reporters: dict[int, str] = field(default_factory=dict)
-    """piece -> the lease holder whose report the tracker took (core.announce_values.TaskSnapshot.reporters)."""
+    """piece -> the lease holder whose report the tracker took (core.task_snapshot.TaskSnapshot.reporters)."""
     swarm: Swarm = field(init=False)
     hashed: int = 0
     """The keys of ``hashes`` as a bit mask."""

@@ -48,12 +48,13 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, select, update
 
-from shoal.core.announce_values import AnnounceOutcome, TaskSnapshot
+from shoal.core.announce_values import AnnounceOutcome
 from shoal.core.errors import TaskCreatedElsewhere, TaskMoved
 from shoal.core.leases import Lease
 from shoal.core.messages import HashesResponse, PeerSummary, TaskSummary
 from shoal.core.ownership import CREATED_EPOCH
 from shoal.core.swarm import Census
+from shoal.core.task_snapshot import TaskSnapshot
 from shoal.storage.db import SqlStore, uncancelled
 from shoal.storage.schema import piece_hashes, tasks
 from shoal.storage.task_rows import TaskRows

@@ -30,7 +30,7 @@ import msgspec
 
 from shoal.core.announce import claims_change, decide_announce
 from shoal.core.announce_counts import AnnounceCounts
-from shoal.core.announce_values import AnnounceOutcome, Pace, TaskSnapshot, TrackerPolicy
+from shoal.core.announce_values import AnnounceOutcome, Pace, TrackerPolicy
 from shoal.core.bitfield import iter_bits
 from shoal.core.content_alias import ContentAliases
 from shoal.core.deafness import Deafness
@@ -45,6 +45,7 @@ from shoal.core.messages import (
 from shoal.core.peer_limits import PeerLimits, PeerRefusal
 from shoal.core.scope_leases import AHEAD_SWARM, Crossings, LeaseKey, ScopeLease, decide_crossings, rack_scope
 from shoal.core.scope_tally import ScopeTally
+from shoal.core.task_snapshot import TaskSnapshot
 from shoal.core.tickets import ticket_expiry
 from shoal.storage.tracker_store import TrackerStore
 from shoal.tracker import bt, pools
