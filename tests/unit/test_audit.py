@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -201,19 +202,48 @@ def test_a_claim_on_a_piece_under_check_from_the_reporters_host_is_no_lease() ->
     assert out.response is not None and 0 not in out.response.leases, "a reporter's host never checks it"
 
 
+def who_checks(**checker: Any) -> str:
+    """Peer b (host 10.0.0.2) is leased the check of piece 0, which the liar reported and holds, beside a free
+    piece, 4; b then announces ``checker`` (the fields of its request), and c (10.0.0.3), which lacks the piece,
+    asks for a lease. One of the two holds the check's lease, never both: returns the peer whose report of the
+    piece closes the check."""
+    tracker = swarm()
+    report(tracker, "liar", "10.0.0.1", {i: digest(i) for i in range(4)})
+    tracker.announce(request("liar", bitfield=bits(range(4)).encode()), NOW, "10.0.0.1")
+    out = report(tracker, "b", "10.0.0.2", {}, want=1)
+    assert out.response is not None and out.response.leases == (0, 4)  # a free piece, and the check
+    out = tracker.announce(request("b", **checker), NOW + 0.1, "10.0.0.2")
+    assert out.response is not None and 0 in tracker.audits
+    kept = 0 in out.response.leases
+    out = report(tracker, "c", "10.0.0.3", {}, want=1)
+    assert out.response is not None and (0 in out.response.leases) != kept, "the check is leased to one host"
+    peer_id, host = ("b", "10.0.0.2") if kept else ("c", "10.0.0.3")
+    out = tracker.announce(request(peer_id, done={0: digest(0)}), NOW + 0.2, host)
+    assert out.rejected == [] and 0 not in tracker.audits
+    return peer_id
+
+
 def test_a_checker_that_took_the_piece_from_a_peer_gives_the_check_to_another_host() -> None:
     """The checker's origin fetch had not begun when it took the piece under check from a peer (verified
     against the reported hash): it holds the piece, will never fetch it from the origin nor report it, and
     its lease would keep the check from every other host for as long as it announces. Its bitfield says so:
     the lease goes, and the next host that lacks the piece is leased the check."""
-    tracker = swarm()
-    report(tracker, "liar", "10.0.0.1", {i: digest(i) for i in range(4)})
-    tracker.announce(request("liar", bitfield=bits(range(4)).encode()), NOW, "10.0.0.1")
-    out = report(tracker, "b", "10.0.0.2", {}, want=1)
-    assert out.response is not None and 0 in out.response.leases
-    out = tracker.announce(request("b", bitfield=bits([0]).encode()), NOW + 0.1, "10.0.0.2")
-    assert out.response is not None and 0 not in out.response.leases and 0 in tracker.audits
-    out = report(tracker, "c", "10.0.0.3", {}, want=1)
-    assert out.response is not None and 0 in out.response.leases, "the check goes to another host"
-    out = tracker.announce(request("c", done={0: digest(0)}), NOW + 0.2, "10.0.0.3")
-    assert out.rejected == [] and 0 not in tracker.audits
+    assert who_checks(bitfield=bits([0]).encode()) == "c"
+
+
+def test_a_checker_keeps_the_check_while_its_fetch_waits_its_turn() -> None:
+    """The checker's origin stream is busy with its other leased piece, so its announce names that fetch and
+    not the check's, which has not begun (a queued fetch is named once it starts). Others hold the piece, as
+    they hold every piece under check, but the checker does not: its fetch is still to come, and its lease
+    stays, so its report is the vote that closes the check and no third host fetches the piece. (A fetch the
+    announce names would get its lease back anyway, as after a restart; a queued one has only this rule.)"""
+    assert who_checks(fetching=(4,)) == "b"
+
+
+def test_a_checker_that_holds_the_piece_but_still_fetches_it_keeps_the_check() -> None:
+    """The checker holds the piece under check (from a peer) while it still names its origin fetch of it: that
+    fetch is under way and ends in a report, which is the check's vote. Its lease stays: dropped, the fetch
+    would count for nothing, and since the checker holds the piece the fetch would not get the lease back;
+    the check would go to a third host, to fetch the piece from the origin once more. Only a checker that
+    holds the piece and names no fetch of it gives the check up."""
+    assert who_checks(bitfield=bits([0]).encode(), fetching=(0,)) == "b"
