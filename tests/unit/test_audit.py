@@ -158,21 +158,32 @@ def test_a_piece_is_never_leased_twice_in_one_reply() -> None:
     assert len(out.put_leases) == len({lease.piece for lease in out.put_leases})
 
 
-def test_a_checkers_lease_outlives_its_announces_until_it_reports() -> None:
-    """Every other peer may hold a piece under check. The checker announces while its origin fetch of that
-    piece is under way (to report another origin piece, asking for no leases): its lease stays, so its report
-    is the vote that closes the check, and no third host fetches the piece from the origin again."""
+def who_checks(**checker: Any) -> str:
+    """Peer b (host 10.0.0.2) is leased the check of piece 0, which the liar reported and holds, beside a free
+    piece, 4; b then announces ``checker`` (the fields of its request), and c (10.0.0.3), which lacks the piece,
+    asks for a lease. One of the two holds the check's lease, never both: returns the peer whose report of the
+    piece closes the check."""
     tracker = swarm()
     report(tracker, "liar", "10.0.0.1", {i: digest(i) for i in range(4)})
     tracker.announce(request("liar", bitfield=bits(range(4)).encode()), NOW, "10.0.0.1")
     out = report(tracker, "b", "10.0.0.2", {}, want=1)
     assert out.response is not None and out.response.leases == (0, 4)  # a free piece, and the check
-    out = tracker.announce(request("b", fetching=(0,), done={4: digest(4)}), NOW + 0.1, "10.0.0.2")
-    assert out.response is not None and out.response.leases == (0,)
-    out = tracker.announce(request("b", done={0: digest(0)}), NOW + 0.2, "10.0.0.2")
-    assert out.rejected == [] and 0 not in tracker.audits
+    out = tracker.announce(request("b", **checker), NOW + 0.1, "10.0.0.2")
+    assert out.response is not None and 0 in tracker.audits
+    kept = 0 in out.response.leases
     out = report(tracker, "c", "10.0.0.3", {}, want=1)
-    assert out.response is not None and 0 not in out.response.leases
+    assert out.response is not None and (0 in out.response.leases) != kept, "the check is leased to one host"
+    peer_id, host = ("b", "10.0.0.2") if kept else ("c", "10.0.0.3")
+    out = tracker.announce(request(peer_id, done={0: digest(0)}), NOW + 0.2, host)
+    assert out.rejected == [] and 0 not in tracker.audits
+    return peer_id
+
+
+def test_a_checkers_lease_outlives_its_announces_until_it_reports() -> None:
+    """Every other peer may hold a piece under check. The checker announces while its origin fetch of that
+    piece is under way (to report another origin piece, asking for no leases): its lease stays, so its report
+    is the vote that closes the check, and no third host fetches the piece from the origin again."""
+    assert who_checks(fetching=(0,), done={4: digest(4)}) == "b"
 
 
 def test_a_checker_whose_lease_was_lost_gets_it_back_by_naming_its_fetch() -> None:
@@ -200,27 +211,6 @@ def test_a_claim_on_a_piece_under_check_from_the_reporters_host_is_no_lease() ->
     tracker.announce(request("twin", generation=0, origin=IDENTITY), NOW, "10.0.0.1")
     out = tracker.announce(request("twin", fetching=(0,)), NOW + 0.1, "10.0.0.1")
     assert out.response is not None and 0 not in out.response.leases, "a reporter's host never checks it"
-
-
-def who_checks(**checker: Any) -> str:
-    """Peer b (host 10.0.0.2) is leased the check of piece 0, which the liar reported and holds, beside a free
-    piece, 4; b then announces ``checker`` (the fields of its request), and c (10.0.0.3), which lacks the piece,
-    asks for a lease. One of the two holds the check's lease, never both: returns the peer whose report of the
-    piece closes the check."""
-    tracker = swarm()
-    report(tracker, "liar", "10.0.0.1", {i: digest(i) for i in range(4)})
-    tracker.announce(request("liar", bitfield=bits(range(4)).encode()), NOW, "10.0.0.1")
-    out = report(tracker, "b", "10.0.0.2", {}, want=1)
-    assert out.response is not None and out.response.leases == (0, 4)  # a free piece, and the check
-    out = tracker.announce(request("b", **checker), NOW + 0.1, "10.0.0.2")
-    assert out.response is not None and 0 in tracker.audits
-    kept = 0 in out.response.leases
-    out = report(tracker, "c", "10.0.0.3", {}, want=1)
-    assert out.response is not None and (0 in out.response.leases) != kept, "the check is leased to one host"
-    peer_id, host = ("b", "10.0.0.2") if kept else ("c", "10.0.0.3")
-    out = tracker.announce(request(peer_id, done={0: digest(0)}), NOW + 0.2, host)
-    assert out.rejected == [] and 0 not in tracker.audits
-    return peer_id
 
 
 def test_a_checker_that_took_the_piece_from_a_peer_gives_the_check_to_another_host() -> None:
