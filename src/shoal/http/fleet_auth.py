@@ -38,7 +38,12 @@ def require_fleet(
             try:
                 key.check_credential(request.headers.get(FLEET_HEADER), clock())
             except CredentialRefused as exc:
-                return web.json_response({"error": str(exc), "credential": "fleet"}, status=401)
+                return web.json_response(refusal(exc), status=401)
         return await handler(request)
 
     return middleware
+
+
+def refusal(exc: CredentialRefused) -> dict[str, str]:
+    """The body of a 401 for a request without a valid credential of the fleet."""
+    return {"error": str(exc), "credential": "fleet"}

@@ -31,7 +31,7 @@ import logging
 import os
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -254,35 +254,52 @@ class Runner(web.AppRunner):
         """Abort connections whose unsent bytes have not shrunk for ``write_timeout`` seconds. A closed
         connection (aiohttp's idle timeout closes with ``close``, which waits for unsent bytes) keeps its
         transport here until it is gone, so a reader that stopped cannot keep it open either."""
-        # A connection's transport as last seen (aiohttp forgets it once it closes the connection), and per
-        # transport the unsent bytes last seen and when they last shrank or were none.
+        # A connection's transport as last seen: aiohttp forgets it once it closes the connection.
         seen: dict[Any, asyncio.BaseTransport] = {}
-        progress: dict[asyncio.BaseTransport, tuple[int, float]] = {}
+        stalls = Stalls(self.limits.write_timeout)
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(SWEEP_SECONDS)
             server = self.server
             if server is None:
                 continue
-            now = loop.time()
-            live: dict[asyncio.BaseTransport, tuple[int, float]] = {}
             known, seen = seen, {}
             for handler in server.connections:
                 transport = handler.transport or known.get(handler)
-                if transport is None or not isinstance(transport, asyncio.WriteTransport):
-                    continue
-                seen[handler] = transport
-                unsent = transport.get_write_buffer_size()
-                before, since = progress.get(transport, (0, now))
-                if unsent == 0 or unsent < before:
-                    since = now
-                elif now - since > self.limits.write_timeout:
-                    peer = transport.get_extra_info("peername")
-                    log.info("closing the connection of %s: it took nothing for %g s", peer, now - since)
-                    transport.abort()
-                    continue
-                live[transport] = (unsent, since)
-            progress = live
+                if transport is not None:
+                    seen[handler] = transport
+            for transport in stalls.stalled(seen.values(), loop.time()):
+                transport.abort()
+
+
+class Stalls:
+    """Which transports' unsent bytes have not shrunk for ``timeout`` seconds, from one look to the next (a
+    server's sweep every SWEEP_SECONDS): a reader that stopped reading."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._progress: dict[asyncio.BaseTransport, tuple[int, float]] = {}
+        """Per transport, the unsent bytes last seen and when they last shrank or were none."""
+
+    def stalled(self, transports: Iterable[asyncio.BaseTransport], now: float) -> list[asyncio.WriteTransport]:
+        """The ``transports`` stalled by ``now`` (logged); the others are watched on."""
+        live: dict[asyncio.BaseTransport, tuple[int, float]] = {}
+        stalled: list[asyncio.WriteTransport] = []
+        for transport in transports:
+            if not isinstance(transport, asyncio.WriteTransport):
+                continue
+            unsent = transport.get_write_buffer_size()
+            before, since = self._progress.get(transport, (0, now))
+            if unsent == 0 or unsent < before:
+                since = now
+            elif now - since > self.timeout:
+                peer = transport.get_extra_info("peername")
+                log.info("closing the connection of %s: it took nothing for %g s", peer, now - since)
+                stalled.append(transport)
+                continue
+            live[transport] = (unsent, since)
+        self._progress = live
+        return stalled
 
 
 _LIMITS: ServerLimits | None = None

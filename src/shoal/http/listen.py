@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from shoal.core.errors import ListenError
+from shoal.http.lane import LANE, LaneSite
 from shoal.http.limits import Runner
 from shoal.systemd import notify
 
@@ -43,7 +44,12 @@ async def listen(
     runner = Runner(app, **runner_options)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, ssl_context=tls)
+        # A lane logs no request: with an access log, every request goes through aiohttp's logger.
+        lane = app.get(LANE) if runner_options.get("access_log") is None else None
+        if lane is None:
+            site = web.TCPSite(runner, host, port, ssl_context=tls)
+        else:
+            site = LaneSite(runner, host, port, lane, ssl_context=tls)
         await site.start()
     except OSError as exc:
         await runner.cleanup()

@@ -128,15 +128,20 @@ class Admission:
         return self.rng.randint(1, self.longest_wait)
 
     def busy(self, again: str = "announce") -> web.Response:
-        """The 503 for a request past the cap, which says to ``again`` after Retry-After. Its body is one of a
-        few encoded once."""
+        """The 503 for a request past the cap, which says to ``again`` after Retry-After."""
+        wait, body = self.busy_reply(again)
+        return web.Response(status=503, body=body, content_type="application/json", headers={"Retry-After": str(wait)})
+
+    def busy_reply(self, again: str = "announce") -> tuple[int, bytes]:
+        """The Retry-After and JSON body of :meth:`busy`'s 503 (logged, a spell at a time). The body is one of
+        a few encoded once."""
         wait = self.retry_after()
         body = self._bodies.get((again, wait))
         if body is None:
             error = f"the tracker is busy ({self.limit} {self.what} in flight); {again} again in {wait} s"
             body = self._bodies[(again, wait)] = json.dumps({"error": error}).encode()
         self.warn()
-        return web.Response(status=503, body=body, content_type="application/json", headers={"Retry-After": str(wait)})
+        return wait, body
 
     def warn(self) -> None:
         """Log that requests are being shed: one line a spell of LOG_EVERY, with how many."""

@@ -44,11 +44,12 @@ from shoal.core.messages import (
 from shoal.http import openapi
 from shoal.http.fleet_auth import require_fleet
 from shoal.http.json_api import json_error, json_errors, read_struct, struct_response
+from shoal.http.lane import LANE
 from shoal.http.listen import ON_LISTENING
 from shoal.http.metrics import ROUTE as metrics_route
 from shoal.http.metrics import serve_metrics
 from shoal.storage.db_lock import DatabaseLock
-from shoal.tracker import bt, dashboard, pool_routes, pools
+from shoal.tracker import bt, dashboard, peer_lane, pool_routes, pools
 from shoal.tracker import metrics as tracker_metrics
 from shoal.tracker.admission import Admission, capped, whole_writes
 from shoal.tracker.cluster import FORWARD_TIMEOUT, Cluster
@@ -230,7 +231,7 @@ def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> 
         flag="--max-relayed-scrapes",
         shed_as="not sent (their swarms left out of the scrape)",
     )
-    errors = json_errors(log, unavailable=(StoreError,), what="the tracker's database")
+    errors = json_errors(log, unavailable=(StoreError,), what=peer_lane.DATABASE)
     cluster = service.cluster
     # whole_writes inside errors: a request that outlived its client still fails as JSON to a client that
     # stayed; a task's request goes to its owner (cluster) inside both, and bt's middleware (appended by
@@ -276,6 +277,6 @@ def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> 
     pool_routes.add_routes(app, service.pools)
     dashboard.add_routes(app, service, admission, readable=config.fleet_key is None or config.public_dashboard)
     openapi.serve(app, openapi_document())
-    if config.metrics:
-        tracker_metrics.install(app, serve_metrics(app), service, admission, scrapes)
+    timer = tracker_metrics.install(app, serve_metrics(app), service, admission, scrapes) if config.metrics else None
+    app[LANE] = peer_lane.peer_lane(service, admission, config, timer, clock)
     return app

@@ -381,6 +381,10 @@ class Cluster:
             self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         return self._session
 
+    def decided(self, key: str) -> None:
+        """Count a request about the task or swarm ``key`` served here: the load the members balance by."""
+        self._decided[key] = self._decided.get(key, 0) + 1
+
     def mine(self, task_id: str) -> bool:
         current = self.owner(task_id)
         return current is not None and current.tracker_id == self.tracker_id
@@ -444,7 +448,7 @@ class Cluster:
             if what != "pool":
                 # Tasks and swarms are placed by load; a pool stays with the hash: its requests are few, and a
                 # move ends its members' long-polls.
-                self._decided[key] = self._decided.get(key, 0) + 1
+                self.decided(key)
             return await handler(request)
         if current is None or self.forwarded(request):
             why = f"no tracker can decide this {what} at the moment" if current is None else f"the {what} is moving"

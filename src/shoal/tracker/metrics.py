@@ -78,6 +78,11 @@ class AnnounceTimer:
         self._counts = {(k, o): total.labels(k, o) for k in KINDS for o in OUTCOMES}
         self._seconds = {k: seconds.labels(k) for k in KINDS}
 
+    def record(self, kind: str, seconds: float, status: int) -> None:
+        """Count an announce of ``kind`` answered with ``status`` after ``seconds``."""
+        self._seconds[kind].observe(seconds)
+        self._counts[kind, outcome_of(status)].inc()
+
     def middleware(self) -> Middleware:
         counts, seconds = self._counts, self._seconds
 
@@ -283,12 +288,14 @@ def install(
     service: TrackerService,
     admission: Admission,
     scrapes: Admission | None = None,
-) -> None:
+) -> AnnounceTimer:
     """Report the tracker's figures through ``metrics``; the announce timer must be the application's
-    outermost middleware, so every reply is counted as its client gets it. ``scrapes``: the cap on the
-    requests a scrape sends to other members (tracker.bt), in a cluster."""
+    outermost middleware, so every reply is counted as its client gets it (returned: the peers' lane
+    counts its announces with it too). ``scrapes``: the cap on the requests a scrape sends to other
+    members (tracker.bt), in a cluster."""
     timer = AnnounceTimer(metrics)
     app.middlewares.insert(0, timer.middleware())
     metrics.add(TrackerCollector(service, admission, scrapes))
     pools = PoolCollector(service.pools)
     metrics.add(pools, refresh=pools.refresh)
+    return timer

@@ -1,0 +1,428 @@
+"""A lane for a server's busiest requests: a few routes answered by plain functions on a lean HTTP/1.1 path,
+on the same port as the aiohttp application, which takes every other request.
+
+Why: a tracker's peers send it two requests, over and over (an announce and a look-up of piece hashes), each
+a small JSON document. Through aiohttp each pays for its parser's callbacks, a task, a request and a
+response object, routing and every middleware, more than the decision it carries. The lane parses such a
+request in a few string operations and writes its reply in one call.
+
+Rules, and why:
+
+- **The lane takes only what it understands whole; everything else is aiohttp's.** A connection starts in
+  the lane. A request it does not take (another route, another method or version, a header it does not
+  handle, a head or body past its bounds) hands the connection to aiohttp for good, bytes already read
+  included, before that request is answered: aiohttp then parses it as if it had read it itself, and
+  answers or refuses it with all of its rules. So a request is answered by exactly one of them, in order,
+  and the lane needs no rule of its own for what it does not take. Handing over happens only between two of
+  the lane's requests (it answers one at a time), never while one is in flight.
+- **Nothing is interpreted differently.** Two parsers in front of one service are where request smuggling
+  lives: a head the two could read differently (a repeated or non-numeric Content-Length, a
+  Transfer-Encoding, a line folded or ended by a bare LF, a space before a colon) is handed over, not
+  guessed at.
+- **The same limits as aiohttp's connections** (shoal.http.limits): a head within ``idle_timeout`` of the
+  connection's start or its last reply, a body within ``body_timeout`` of its head (408 past it), unsent
+  bytes that keep shrinking (``write_timeout``), checked by one sweep a second rather than a timer per
+  request. A client that stops reading stops the lane taking its requests (pause_writing), and one that
+  sends far ahead stops being read.
+- **A route's function is cancelled when its client leaves**, as aiohttp's handlers are (the tracker's
+  runner sets ``handler_cancellation``): the routes must be safe to cancel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from shoal.http.limits import Runner, ServerLimits, Stalls
+
+log = logging.getLogger("shoal.http")
+
+MAX_HEAD = 8 << 10
+"""Longest request head (request line and headers) the lane reads; a longer one is aiohttp's to judge."""
+
+
+@dataclass(frozen=True, slots=True)
+class LaneRequest:
+    """A request the lane took: ``groups`` of its route's pattern, its headers (names in lower case; only
+    those of :data:`KEPT_HEADERS`), its body and the client's address."""
+
+    groups: tuple[str, ...]
+    headers: dict[str, str]
+    body: bytes
+    remote: str
+
+
+@dataclass(frozen=True, slots=True)
+class LaneReply:
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+    content_type: str = "application/json"
+
+
+LaneHandler = Callable[[LaneRequest], Awaitable[LaneReply]]
+
+
+@dataclass(frozen=True)
+class LaneRoute:
+    """``method`` and a request target (path and query) matching ``target`` whole, answered by ``handler``;
+    ``body``: whether the request carries one (a POST's JSON document, at most the lane's ``max_body``
+    bytes); ``takes``: whether the lane takes a request with these groups now, asked once its head is read
+    (else the application serves it)."""
+
+    method: str
+    target: re.Pattern[str]
+    handler: LaneHandler
+    body: bool = False
+    takes: Callable[[tuple[str, ...]], bool] | None = None
+    gate: LaneGate | None = None
+
+
+class LaneGate(Protocol):
+    """What a route asks of a request once its head is read, before its body (a credential, a cap on
+    requests in flight): :meth:`enter` answers it at once, or admits it; an admitted request :meth:`leave` s
+    once answered, and is :meth:`left` first when its client left before that."""
+
+    def enter(self, groups: tuple[str, ...], headers: dict[str, str]) -> LaneReply | None: ...
+
+    def leave(self) -> None: ...
+
+    def left(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Head:
+    route: LaneRoute
+    groups: tuple[str, ...]
+    headers: dict[str, str]
+    length: int
+
+
+KEPT_HEADERS = frozenset({"x-shoal-fleet", "connection"})
+"""The headers a lane's handler may look at; the framing headers are the lane's own."""
+_FRAMING = frozenset({"content-length", "transfer-encoding", "expect", "upgrade"})
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+@dataclass
+class Lane:
+    """The routes a server answers in its lane, under ``limits``, and its live connections."""
+
+    routes: tuple[LaneRoute, ...]
+    max_body: int
+    limits: ServerLimits = field(default_factory=ServerLimits)
+    """Set from the runner's by LaneSite."""
+    aiohttp_headers: frozenset[str] = frozenset()
+    """Header names (lower case) whose requests are aiohttp's, whatever their route (a forwarded request)."""
+    connections: set[LaneConnection] = field(default_factory=set)
+    handed_over: int = 0
+    """Connections handed to aiohttp, since the start."""
+
+    def __post_init__(self) -> None:
+        self._by_line = {route.method: [r for r in self.routes if r.method == route.method] for route in self.routes}
+        self._date = (0, "")
+
+    def route(self, method: str, target: str) -> tuple[LaneRoute, tuple[str, ...]] | None:
+        for route in self._by_line.get(method, ()):
+            if (match := route.target.fullmatch(target)) is not None:
+                return route, match.groups()
+        return None
+
+    def date(self) -> str:
+        """The Date header (RFC 9110, 6.6.1: an origin server with a clock sends one), made once a second."""
+        now = int(time.time())
+        if self._date[0] != now:
+            self._date = (now, formatdate(now, usegmt=True))
+        return self._date[1]
+
+    def sweep(self, now: float, stalls: Stalls) -> None:
+        """Close the connections past a limit: no head within ``idle_timeout`` of their start or their last
+        reply; no whole body within ``body_timeout`` of its head (a 408 first); unsent bytes that did not
+        shrink for ``write_timeout`` (aborted)."""
+        for connection in list(self.connections):
+            connection.check(now)
+        for transport in stalls.stalled((c.transport for c in self.connections if c.transport is not None), now):
+            transport.abort()
+
+
+class LaneConnection(asyncio.Protocol):
+    """One client's connection while it is in the lane (see the module's rules)."""
+
+    def __init__(self, lane: Lane, aiohttp_server: Callable[[], asyncio.Protocol]) -> None:
+        self.lane = lane
+        self.server = aiohttp_server
+        self.transport: asyncio.Transport | None = None
+        self.remote = ""
+        self.buffer = bytearray()
+        self.since = 0.0
+        """When the head being waited for became due: the connection's start or its last reply."""
+        self.body_since: float | None = None
+        """When the head of a request whose body has not all arrived was read."""
+        self.pending: _Head | None = None
+        """That request's head."""
+        self.discard = 0
+        """Bytes still to come of the body of a request answered at its head."""
+        self.serving: asyncio.Task[None] | None = None
+        self.write_paused = False
+        self.read_paused = False
+        self.close_after = False
+
+    # -- asyncio.Protocol --------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.remote = peer[0] if isinstance(peer, tuple) else ""
+        self.since = asyncio.get_running_loop().time()
+        self.lane.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if self.serving is None:
+            self._take()
+        if len(self.buffer) > self.lane.max_body + MAX_HEAD and self.transport is not None and not self.read_paused:
+            self.read_paused = True  # a client far ahead of its replies: read on once the lane catches up
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes; a request in flight is cancelled by connection_lost
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lane.connections.discard(self)
+        self.transport = None
+        if self.serving is not None:
+            self.serving.cancel()
+        elif self.pending is not None and (gate := self.pending.route.gate) is not None:
+            gate.left()  # its client left before its body was whole
+            gate.leave()
+            self.pending = None
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.serving is None:
+            self._take()
+
+    # -- the lane ----------------------------------------------------------------------------------------
+
+    def check(self, now: float) -> None:
+        """Close this connection if it is past the idle or the body timeout (Lane.sweep)."""
+        transport = self.transport
+        if transport is None or self.serving is not None:
+            return
+        limits = self.lane.limits
+        if self.body_since is not None:
+            if now - self.body_since > limits.body_timeout:
+                reason = f'{{"error": "the body did not arrive within {limits.body_timeout:g} s"}}'
+                self._write(LaneReply(408, reason.encode()), close=True)
+        elif now - self.since > limits.idle_timeout:
+            transport.close()
+
+    def _take(self) -> None:
+        """Take the next request in the buffer: read its head (handing the connection over if the request is
+        not the lane's, answering at once if its route's gate says so), then, once its body is whole, serve
+        it."""
+        transport = self.transport
+        buffer = self.buffer
+        while transport is not None and not self.write_paused and self.serving is None:
+            if self.discard:  # the body of a request answered at its head
+                dropped = min(self.discard, len(buffer))
+                del buffer[:dropped]
+                self.discard -= dropped
+                if self.discard:
+                    return
+            if self.pending is None:
+                if self.close_after:
+                    return  # its last request said Connection: close
+                end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD)
+                if end < 0:
+                    if len(buffer) >= MAX_HEAD:
+                        self._hand_over()
+                    return
+                head = self._parse(bytes(buffer[:end]))
+                if head is None:
+                    self._hand_over()
+                    return
+                del buffer[: end + 4]
+                self.close_after = head.headers.get("connection", "").lower() == "close"
+                gate = head.route.gate
+                answer = gate.enter(head.groups, head.headers) if gate is not None else None
+                if answer is not None:
+                    self.discard = head.length
+                    self._write(answer, close=self.close_after)
+                    self.since = asyncio.get_running_loop().time()
+                    continue
+                self.pending = head
+                self.body_since = asyncio.get_running_loop().time()
+            head = self.pending
+            if len(buffer) < head.length:
+                return
+            body = bytes(buffer[: head.length])
+            del buffer[: head.length]
+            self.pending = self.body_since = None
+            if self.read_paused and len(buffer) <= self.lane.max_body:
+                self.read_paused = False
+                transport.resume_reading()
+            request = LaneRequest(head.groups, head.headers, body, self.remote)
+            self.serving = asyncio.ensure_future(self._serve(head.route, request))
+
+    def _parse(self, head: bytes) -> _Head | None:
+        """A request head the lane takes; None for one it leaves to aiohttp."""
+        try:
+            text = head.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        lines = text.split("\r\n")
+        if text.count("\n") != len(lines) - 1 or text.count("\r") != len(lines) - 1:
+            return None  # a bare CR or LF
+        parts = lines[0].split(" ")
+        if len(parts) != 3 or parts[2] != "HTTP/1.1":
+            return None
+        found = self.lane.route(parts[0], parts[1])
+        if found is None:
+            return None
+        route, groups = found
+        headers: dict[str, str] = {}
+        length: int | None = None
+        for line in lines[1:]:
+            name, colon, value = line.partition(":")
+            if not colon or _TOKEN.fullmatch(name) is None:
+                return None  # no colon, a folded line, a space before the colon: aiohttp's to refuse
+            lower = name.lower()
+            value = value.strip(" \t")
+            if lower in _FRAMING:
+                if lower != "content-length" or length is not None or not value.isdigit() or not value.isascii():
+                    return None
+                length = int(value)
+            elif lower in self.lane.aiohttp_headers:
+                return None
+            elif lower in KEPT_HEADERS:
+                if lower in headers:
+                    return None
+                headers[lower] = value
+        if route.body:
+            if length is None or length > self.lane.max_body:
+                return None
+        elif length:
+            return None
+        if route.takes is not None and not route.takes(groups):
+            return None
+        return _Head(route, groups, headers, length or 0)
+
+    async def _serve(self, route: LaneRoute, request: LaneRequest) -> None:
+        try:
+            reply = await route.handler(request)
+        except asyncio.CancelledError:
+            if route.gate is not None:
+                route.gate.left()
+            raise
+        except Exception:
+            log.exception("unexpected error in the lane's %s", route.target.pattern)
+            reply = LaneReply(500, b'{"error": "internal error"}')
+        finally:
+            self.serving = None
+            if route.gate is not None:
+                route.gate.leave()
+        self._write(reply, close=self.close_after)
+        if self.transport is not None and not self.close_after:
+            self.since = asyncio.get_running_loop().time()
+            if self.buffer:
+                self._take()
+
+    def _write(self, reply: LaneReply, *, close: bool) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        status = reply.status
+        head = [
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+            f"Content-Type: {reply.content_type}",
+            f"Content-Length: {len(reply.body)}",
+            f"Date: {self.lane.date()}",
+        ]
+        head.extend(f"{name}: {value}" for name, value in reply.headers)
+        if close:
+            head.append("Connection: close")
+        head.append("\r\n")
+        transport.write("\r\n".join(head).encode("latin-1") + reply.body)
+        if close:
+            transport.close()
+
+    def _hand_over(self) -> None:
+        """Give this connection to aiohttp, with the bytes read and not yet taken."""
+        transport = self.transport
+        if transport is None:
+            return
+        self.lane.connections.discard(self)
+        self.lane.handed_over += 1
+        self.transport = None
+        handler = self.server()
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        if self.read_paused:
+            transport.resume_reading()
+        pending, self.buffer = bytes(self.buffer), bytearray()
+        if pending:
+            handler.data_received(pending)
+
+
+LANE = web.AppKey("lane", Lane)
+"""The lane of an application that has one: shoal.http.listen serves it in front of the application."""
+
+
+class LaneSite(web.TCPSite):
+    """aiohttp's TCPSite with ``lane`` in front of the application: each connection starts in the lane."""
+
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, lane: Lane, **kwargs: Any) -> None:
+        super().__init__(runner, host, port, **kwargs)
+        self.lane = lane
+        if isinstance(runner, Runner):
+            lane.limits = runner.limits
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site; TCPSite.start would listen with aiohttp alone
+        server = self._runner.server
+        assert server is not None
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: LaneConnection(self.lane, server),
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port,
+        )
+        self._sweeper = asyncio.create_task(self._sweep())
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        await super().stop()
+        for connection in list(self.lane.connections):
+            if connection.serving is None and connection.transport is not None:
+                connection.transport.close()
+            connection.close_after = True  # one in flight closes once answered
+
+    async def _sweep(self) -> None:
+        stalls = Stalls(self.lane.limits.write_timeout)
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(1.0)
+            self.lane.sweep(loop.time(), stalls)

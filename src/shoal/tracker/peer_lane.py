@@ -1,0 +1,138 @@
+"""The peers' lane (shoal.http.lane): a peer's announce and its look-up of piece hashes, the two requests
+every peer sends over and over, answered without aiohttp's per-request machinery.
+
+They answer what tracker.app's routes answer, through the same calls: the fleet's credential (a 401 before
+anything else), the cap on announces in flight (a 503 with Retry-After before the body is decoded), the
+service's decision or the store's hashes, the JSON errors (a ProtocolError's 4xx, a 503 when the database
+fails) and the announce metrics. A request about a task that another member of a cluster decides is not
+the lane's: the application forwards it to its owner (tracker.cluster), as it does every request the lane
+does not take.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+
+import msgspec
+
+from shoal.core.errors import AnnounceRefused, CredentialRefused, ProtocolError, StoreError
+from shoal.core.messages import AnnounceRequest
+from shoal.core.structs import decode
+from shoal.core.tickets import FLEET_HEADER
+from shoal.http.fleet_auth import refusal
+from shoal.http.lane import Lane, LaneReply, LaneRequest, LaneRoute
+from shoal.tracker.admission import Admission
+from shoal.tracker.cluster import FORWARDED_FOR
+from shoal.tracker.config import TrackerConfig
+from shoal.tracker.metrics import AnnounceTimer
+from shoal.tracker.service import TrackerService
+
+log = logging.getLogger("shoal.tracker")
+
+DATABASE = "the tracker's database"
+"""What a 503 names when the store fails (as the application's JSON error middleware does)."""
+_TASK = "([0-9a-f]{40}|[0-9a-f]{64})"
+ANNOUNCE = re.compile(f"/v1/tasks/{_TASK}/announce")
+HASHES = re.compile(f"/v1/tasks/{_TASK}/hashes(?:\\?since=(0|[1-9][0-9]{{0,17}}))?")
+"""A hash look-up the lane takes: ``since`` absent or a plain whole number (anything else is the
+application's, which answers a bad one 400)."""
+
+
+def error(status: int, message: str, *headers: tuple[str, str]) -> LaneReply:
+    return LaneReply(status, msgspec.json.encode({"error": message}), headers)
+
+
+def peer_lane(
+    service: TrackerService,
+    admission: Admission,
+    config: TrackerConfig,
+    timer: AnnounceTimer | None,
+    clock: Callable[[], float] = time.time,
+) -> Lane:
+    """The lane of a tracker serving ``service`` behind ``admission``'s cap, counting its announces with
+    ``timer`` (None without metrics)."""
+    cluster = service.cluster
+    fleet = config.fleet_key
+    fleet_header = FLEET_HEADER.lower()
+
+    def decided_here(groups: tuple[str, ...]) -> bool:
+        return cluster is None or cluster.mine(groups[0])
+
+    def stranger(headers: dict[str, str]) -> LaneReply | None:
+        """The 401 of a request without a valid credential of the fleet; None when it has one, or when the
+        tracker has no fleet key."""
+        if fleet is None:
+            return None
+        try:
+            fleet.check_credential(headers.get(fleet_header), clock())
+        except CredentialRefused as exc:
+            return LaneReply(401, msgspec.json.encode(refusal(exc)))
+        return None
+
+    def failed(exc: ProtocolError | StoreError) -> LaneReply:
+        if isinstance(exc, ProtocolError):
+            return error(exc.http_status, str(exc))
+        log.error("%s failed: %s", DATABASE, exc)
+        return error(503, f"{DATABASE} is unavailable")
+
+    class Slots:
+        """The announce route's gate: the fleet's credential, then a slot of the cap, as the application's
+        middlewares check them before an announce's body is read; counted by the metrics when refused."""
+
+        def enter(self, groups: tuple[str, ...], headers: dict[str, str]) -> LaneReply | None:
+            refused = stranger(headers)
+            if refused is None:
+                if cluster is not None:
+                    cluster.decided(groups[0])
+                if admission.enter():
+                    return None
+                wait, body = admission.busy_reply()
+                refused = LaneReply(503, body, (("Retry-After", str(wait)),))
+            if timer is not None:
+                timer.record("json", 0.0, refused.status)
+            return refused
+
+        def leave(self) -> None:
+            admission.leave()
+
+        def left(self) -> None:
+            admission.abandoned += 1
+            log.debug("an announce's client left; the announce stops where it stands")
+
+    async def announce(request: LaneRequest) -> LaneReply:
+        started = time.perf_counter()
+        try:
+            reply = await service.announce(request.groups[0], decode(request.body, AnnounceRequest), request.remote)
+        except AnnounceRefused as exc:
+            answer = error(exc.status, str(exc), ("Retry-After", str(exc.retry_after)))
+        except (ProtocolError, StoreError) as exc:
+            answer = failed(exc)
+        else:
+            admission.longest_wait = service.longest_retry()
+            answer = LaneReply(200, msgspec.json.encode(reply))
+        if timer is not None:
+            timer.record("json", time.perf_counter() - started, answer.status)
+        return answer
+
+    async def hashes(request: LaneRequest) -> LaneReply:
+        if (refused := stranger(request.headers)) is not None:
+            return refused
+        task_id, since = request.groups[0], int(request.groups[1] or 0)
+        if cluster is not None:
+            cluster.decided(task_id)
+        try:
+            reply = await service.store.hashes_since(task_id, since)
+        except StoreError as exc:
+            return failed(exc)
+        if reply is None:
+            return error(404, f"unknown task {task_id}")
+        return LaneReply(200, msgspec.json.encode(reply))
+
+    routes = (
+        LaneRoute("POST", ANNOUNCE, announce, body=True, takes=decided_here, gate=Slots()),
+        LaneRoute("GET", HASHES, hashes, takes=decided_here),
+    )
+    return Lane(routes, config.max_body, aiohttp_headers=frozenset({FORWARDED_FOR.lower()}))

@@ -1,0 +1,196 @@
+"""The tracker's peers' lane (shoal.http.lane, tracker.peer_lane): a peer's announces and hash look-ups are
+answered on the lean path, every other request by the application with the connection handed over, and a
+request the lane does not understand whole is never answered by it.
+
+The tracker is served as ``shoal tracker`` serves it (shoal.http.listen), over raw HTTP/1.1 so the test
+sends exactly the bytes it means. Which of the two answered shows in the reply: aiohttp names itself in a
+Server header, the lane sends none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shoal.http.lane import LANE
+from shoal.http.limits import ServerLimits
+from shoal.http.listen import listen
+from shoal.tracker.app import ADMISSION, RUNNER_OPTIONS, build_app
+from shoal.tracker.config import TrackerConfig
+from tests.integration.test_tracker_overload import TASK, announce_body
+
+
+class Reply:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status, self.headers, self.body = status, headers, body
+
+    @property
+    def by_lane(self) -> bool:
+        return "server" not in self.headers
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def reply(self) -> Reply:
+        head = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        while head[0].split()[1].startswith("1"):  # an interim reply (100 Continue): the answer follows
+            head = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        headers = {}
+        for line in head[1:]:
+            if line:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+        body = await self.reader.readexactly(int(headers.get("content-length", "0")))
+        return Reply(int(head[0].split()[1]), headers, body)
+
+    async def ask(self, data: bytes) -> Reply:
+        await self.send(data)
+        return await self.reply()
+
+
+def post(body: bytes, *headers: str, path: str = f"/v1/tasks/{TASK}/announce") -> bytes:
+    lines = [f"POST {path} HTTP/1.1", "Host: tracker", "Content-Type: application/json", *headers]
+    if not any(h.lower().startswith(("content-length", "transfer-encoding")) for h in headers):
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def get(path: str, version: str = "HTTP/1.1") -> bytes:
+    return f"GET {path} {version}\r\nHost: tracker\r\n\r\n".encode()
+
+
+class Tracker:
+    def __init__(self, app: Any, port: int) -> None:
+        self.app, self.port = app, port
+        self.opened: list[Connection] = []
+
+    async def connect(self) -> Connection:
+        connection = Connection(*await asyncio.open_connection("127.0.0.1", self.port))
+        self.opened.append(connection)
+        return connection
+
+
+@pytest.fixture
+async def tracker(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Tracker]:
+    limits: ServerLimits = getattr(request, "param", ServerLimits())
+    config = TrackerConfig(db=f"sqlite:///{tmp_path / 'tracker.db'}", interval=5.0, peer_ttl=60.0, max_body=4096)
+    app = build_app(config)
+    runner, port = await listen(app, "127.0.0.1", 0, limits=limits, **RUNNER_OPTIONS)
+    served = Tracker(app, port)
+    try:
+        yield served
+    finally:
+        for connection in served.opened:
+            connection.writer.close()
+            with contextlib.suppress(ConnectionError):
+                await connection.writer.wait_closed()
+        await runner.cleanup()
+
+
+async def test_a_peers_requests_take_the_lane_and_another_request_hands_the_connection_over(
+    tracker: Tracker,
+) -> None:
+    app = tracker.app
+    lane = app[LANE]
+    c = await tracker.connect()
+    joined = await c.ask(post(announce_body("alice")))
+    assert joined.by_lane and joined.status == 200 and joined.json()["generation"] == 1
+    assert joined.headers["content-type"] == "application/json" and "date" in joined.headers
+    hashes = await c.ask(get(f"/v1/tasks/{TASK}/hashes?since=0"))
+    assert hashes.by_lane and hashes.status == 200 and hashes.json()["hashes"] == {}
+    assert lane.handed_over == 0 and len(lane.connections) == 1
+
+    health = await c.ask(get("/v1/health"))  # not the lane's: the application answers, on this connection
+    assert not health.by_lane and health.status == 200 and health.json()["ok"] is True
+    assert lane.handed_over == 1 and not lane.connections
+    again = await c.ask(post(announce_body("alice", generation=1, want_leases=2)))
+    assert not again.by_lane and again.status == 200 and again.json()["leases"] == [0, 1]
+
+    other = await tracker.connect()  # another connection starts in the lane, and sees what the first did
+    assert (await other.ask(post(announce_body("bob")))).status == 200
+    bob = await other.ask(post(announce_body("bob", generation=1, want_leases=2)))
+    assert bob.by_lane and bob.status == 200 and bob.json()["leases"] == [2, 3], "alice holds 0 and 1"
+
+
+async def test_pipelined_requests_and_one_sent_a_byte_at_a_time_are_answered_in_order(
+    tracker: Tracker,
+) -> None:
+    c = await tracker.connect()
+    await c.send(
+        post(announce_body("alice"))
+        + get(f"/v1/tasks/{TASK}/hashes")
+        + post(announce_body("alice", generation=1, want_leases=3))
+        + get(f"/v1/tasks/{'f' * 64}/hashes?since=3")
+    )
+    joined, hashes, leased, unknown = [await c.reply() for _ in range(4)]
+    assert all(r.by_lane for r in (joined, hashes, leased, unknown))
+    assert joined.status == 200 and hashes.status == 200 and leased.json()["leases"] == [0, 1, 2]
+    assert unknown.status == 404 and "unknown task" in unknown.json()["error"]
+    for byte in post(announce_body("alice", generation=1, want_leases=4)):
+        await c.send(bytes([byte]))
+    more = await c.reply()
+    assert more.by_lane and more.status == 200 and more.json()["leases"][:3] == [0, 1, 2]
+
+
+async def test_a_bad_announce_is_refused_in_the_lane_with_a_json_error(tracker: Tracker) -> None:
+    app = tracker.app
+    c = await tracker.connect()
+    for body, says in [(b"{not json", "malformed"), (b'{"peer_id": 7}', "peer_id")]:
+        refused = await c.ask(post(body))
+        assert refused.by_lane and refused.status == 400 and says in refused.json()["error"]
+    assert app[ADMISSION].inflight == 0
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        pytest.param(post(b'7\r\n{"a": 1\r\n0\r\n\r\n', "Transfer-Encoding: chunked"), id="chunked"),
+        pytest.param(post(b"0\r\n\r\n", "Transfer-Encoding: chunked", "Content-Length: 5"), id="length-and-chunked"),
+        pytest.param(post(b"{}", "Content-Length: 2", "Content-Length: 2"), id="two-lengths"),
+        pytest.param(post(b"{}", "Content-Length: +2"), id="signed-length"),
+        pytest.param(post(b"{}", "Content-Length : 2"), id="space-before-colon"),
+        pytest.param(post(b"{}", "X-Folded: a\r\n b"), id="folded-line"),
+        pytest.param(post(b"{}", "X-Bare: a\nX-Other: b"), id="bare-lf"),
+        pytest.param(post(b"x" * 5000), id="body-past-max"),
+        pytest.param(post(b"{}", "Expect: 100-continue"), id="expect"),
+        pytest.param(get(f"/v1/tasks/{TASK}/hashes", "HTTP/1.0"), id="http-1.0"),
+        pytest.param(get(f"/v1/tasks/{TASK}/hashes?since=-1"), id="odd-query"),
+        pytest.param(get(f"/v1/tasks/{TASK.upper()}/hashes"), id="upper-case-task"),
+        pytest.param(post(b"{}", path=f"/v1/tasks/{TASK}/announce?x=1"), id="announce-query"),
+    ],
+)
+async def test_a_request_the_lane_does_not_take_whole_is_the_applications(
+    tracker: Tracker, request_bytes: bytes
+) -> None:
+    app = tracker.app
+    c = await tracker.connect()
+    answered = await c.ask(request_bytes)
+    assert not answered.by_lane, (answered.status, answered.body)
+    assert app[LANE].handed_over == 1
+
+
+@pytest.mark.parametrize("tracker", [ServerLimits(body_timeout=0.5)], indirect=True)
+async def test_a_body_that_stops_arriving_gets_a_408_and_gives_its_slot_back(tracker: Tracker) -> None:
+    app = tracker.app
+    c = await tracker.connect()
+    whole = post(announce_body("alice"))
+    await c.send(whole[: len(whole) - 5])
+    late = await c.reply()  # the lane's sweep answers it once the body timeout has passed
+    assert late.by_lane and late.status == 408 and "did not arrive" in late.json()["error"]
+    assert await c.reader.read() == b"", "and closes the connection"
+    assert app[ADMISSION].inflight == 0
