@@ -17,6 +17,11 @@ member (a pool's long-poll past ``max_relayed_polls``), and a scrape past ``max_
 the swarms of the members it would have asked (tracker.bt); the runner cancels the handlers of clients that left
 (RUNNER_OPTIONS), and a request that may change state, an announce included, runs to its end all the same.
 A second tracker on a SQLite file is refused at start (storage.db_lock).
+
+A peer's announce and hash look-up are answered, most of the time, by the peers' lane in front of this
+application (tracker.peer_lane, shoal.http.lane), which gives the same answers through the same calls; the
+routes here answer them on a connection the lane handed over. A change to what either route answers is made
+in both.
 """
 
 from __future__ import annotations
