@@ -19,9 +19,9 @@ the swarms of the members it would have asked (tracker.bt); the runner cancels t
 A second tracker on a SQLite file is refused at start (storage.db_lock).
 
 A peer's announce and hash look-up are answered, most of the time, by the peers' lane in front of this
-application (tracker.peer_lane, shoal.http.lane), which gives the same answers through the same calls; the
-routes here answer them on a connection the lane handed over. A change to what either route answers is made
-in both.
+application (tracker.peer_lane, shoal.http.lane); the routes here answer them on a connection the lane
+handed over. Both give peer_lane.PeerAnswers' replies; the checks before the body (credential, cap, owner)
+are the middlewares' here and the lane's gate there.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import msgspec
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from shoal.core.errors import AnnounceRefused, ProtocolError, StoreError
+from shoal.core.errors import ProtocolError, StoreError
 from shoal.core.ids import is_content_task, is_task_id
 from shoal.core.messages import (
     AnnounceRequest,
@@ -48,8 +48,9 @@ from shoal.core.messages import (
 )
 from shoal.http import openapi
 from shoal.http.fleet_auth import require_fleet
-from shoal.http.json_api import json_error, json_errors, read_struct, struct_response
-from shoal.http.lane import LANE
+from shoal.http.json_api import json_error, json_errors, struct_response
+from shoal.http.lane import LANE, LaneReply
+from shoal.http.limits import read_body
 from shoal.http.listen import ON_LISTENING
 from shoal.http.metrics import ROUTE as metrics_route
 from shoal.http.metrics import serve_metrics
@@ -72,6 +73,7 @@ client that left is cancelled, so reads stop and the cap counts live work (track
 request line may be long enough for a full scrape."""
 SERVICE = web.AppKey("service", TrackerService)
 ADMISSION = web.AppKey("admission", Admission)
+ANSWERS = web.AppKey("answers", peer_lane.PeerAnswers)
 
 
 def _task_id(request: web.Request) -> str:
@@ -85,21 +87,19 @@ async def health(request: web.Request) -> web.Response:
     return struct_response(Health(ok=True, api=API_VERSION))
 
 
+def _response(reply: LaneReply) -> web.Response:
+    return web.Response(status=reply.status, body=reply.body, content_type=reply.content_type, headers=reply.headers)
+
+
 async def announce(request: web.Request) -> web.Response:
     task_id = _task_id(request)
-    body = await read_struct(request, AnnounceRequest)
-    service = request.app[SERVICE]
-    seen = service.cluster.client_address(request) if service.cluster else request.remote or ""
-    try:
-        reply = await service.announce(task_id, body, seen)
-    except AnnounceRefused as exc:
-        return json_error(exc.status, str(exc), **{"Retry-After": str(exc.retry_after)})
-    request.app[ADMISSION].longest_wait = service.longest_retry()
-    if service.cluster is not None and service.cluster.forwarded(request):
-        # The peer asked another member, which forwarded: name ourselves so that its next announces of
-        # this task come here directly (core.owner_hint).
-        reply = msgspec.structs.replace(reply, owner=service.cluster.url)
-    return struct_response(reply)
+    body = await read_body(request)
+    cluster = request.app[SERVICE].cluster
+    seen = cluster.client_address(request) if cluster else request.remote or ""
+    # The peer asked another member, which forwarded: name ourselves so that its next announces of this task
+    # come here directly (core.owner_hint).
+    owner = cluster.url if cluster is not None and cluster.forwarded(request) else ""
+    return _response(await request.app[ANSWERS].announce(task_id, body, seen, owner))
 
 
 async def hashes(request: web.Request) -> web.Response:
@@ -108,10 +108,7 @@ async def hashes(request: web.Request) -> web.Response:
         since = int(request.query.get("since", "0"))
     except ValueError:
         raise ProtocolError("since must be an integer", field="since") from None
-    reply = await request.app[SERVICE].store.hashes_since(task_id, since)
-    if reply is None:
-        return json_error(404, f"unknown task {task_id}")
-    return struct_response(reply)
+    return _response(await request.app[ANSWERS].hashes(task_id, since))
 
 
 async def task_info(request: web.Request) -> web.Response:
@@ -249,6 +246,7 @@ def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> 
     app = web.Application(middlewares=middlewares, client_max_size=config.max_body)
     app[SERVICE] = service
     app[ADMISSION] = admission
+    app[ANSWERS] = answers = peer_lane.PeerAnswers(service, admission)
     listening: list[Callable[[int], None]] = [cluster.listening] if cluster is not None else []
     if config.admin_token_hash is None:
         listening.append(_warn_no_operator_token)  # once listening: a tracker that cannot start says only why
@@ -283,5 +281,5 @@ def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> 
     dashboard.add_routes(app, service, admission, readable=config.fleet_key is None or config.public_dashboard)
     openapi.serve(app, openapi_document())
     timer = tracker_metrics.install(app, serve_metrics(app), service, admission, scrapes) if config.metrics else None
-    app[LANE] = peer_lane.peer_lane(service, admission, config, timer, clock)
+    app[LANE] = peer_lane.peer_lane(answers, config, timer, clock)
     return app

@@ -45,16 +45,57 @@ def error(status: int, message: str, *headers: tuple[str, str]) -> LaneReply:
     return LaneReply(status, msgspec.json.encode({"error": message}), headers)
 
 
+class PeerAnswers:
+    """What a peer's announce and hash look-up are answered, past the checks made before their body is read
+    (credential, cap, owner): one definition for the lane and the application's routes."""
+
+    def __init__(self, service: TrackerService, admission: Admission) -> None:
+        self.service = service
+        self.admission = admission
+
+    async def announce(self, task_id: str, body: bytes, seen: str, owner: str = "") -> LaneReply:
+        """The announce of ``body`` from the host ``seen``; ``owner``: the URL to name as the task's owner (a
+        member answering a request another forwarded)."""
+        try:
+            reply = await self.service.announce(task_id, decode(body, AnnounceRequest), seen)
+        except AnnounceRefused as exc:
+            return error(exc.status, str(exc), ("Retry-After", str(exc.retry_after)))
+        except (ProtocolError, StoreError) as exc:
+            return failed(exc)
+        self.admission.longest_wait = self.service.longest_retry()
+        if owner:
+            reply = msgspec.structs.replace(reply, owner=owner)
+        return LaneReply(200, msgspec.json.encode(reply))
+
+    async def hashes(self, task_id: str, since: int) -> LaneReply:
+        try:
+            reply = await self.service.store.hashes_since(task_id, since)
+        except StoreError as exc:
+            return failed(exc)
+        if reply is None:
+            return error(404, f"unknown task {task_id}")
+        return LaneReply(200, msgspec.json.encode(reply))
+
+
+def failed(exc: ProtocolError | StoreError) -> LaneReply:
+    """A client's error as its 4xx; the database failing as a 503 (logged), as the application's JSON error
+    middleware answers them."""
+    if isinstance(exc, ProtocolError):
+        return error(exc.http_status, str(exc))
+    log.error("%s failed: %s", DATABASE, exc)
+    return error(503, f"{DATABASE} is unavailable")
+
+
 def peer_lane(
-    service: TrackerService,
-    admission: Admission,
+    answers: PeerAnswers,
     config: TrackerConfig,
     timer: AnnounceTimer | None,
     clock: Callable[[], float] = time.time,
 ) -> Lane:
-    """The lane of a tracker serving ``service`` behind ``admission``'s cap, counting its announces with
+    """The lane of a tracker giving ``answers`` behind their admission's cap, counting its announces with
     ``timer`` (None without metrics)."""
-    cluster = service.cluster
+    admission = answers.admission
+    cluster = answers.service.cluster
     fleet = config.fleet_key
     fleet_header = FLEET_HEADER.lower()
 
@@ -71,12 +112,6 @@ def peer_lane(
         except CredentialRefused as exc:
             return LaneReply(401, msgspec.json.encode(refusal(exc)))
         return None
-
-    def failed(exc: ProtocolError | StoreError) -> LaneReply:
-        if isinstance(exc, ProtocolError):
-            return error(exc.http_status, str(exc))
-        log.error("%s failed: %s", DATABASE, exc)
-        return error(503, f"{DATABASE} is unavailable")
 
     class Slots:
         """The announce route's gate: the fleet's credential, then a slot of the cap, as the application's
@@ -104,15 +139,7 @@ def peer_lane(
 
     async def announce(request: LaneRequest) -> LaneReply:
         started = time.perf_counter()
-        try:
-            reply = await service.announce(request.groups[0], decode(request.body, AnnounceRequest), request.remote)
-        except AnnounceRefused as exc:
-            answer = error(exc.status, str(exc), ("Retry-After", str(exc.retry_after)))
-        except (ProtocolError, StoreError) as exc:
-            answer = failed(exc)
-        else:
-            admission.longest_wait = service.longest_retry()
-            answer = LaneReply(200, msgspec.json.encode(reply))
+        answer = await answers.announce(request.groups[0], request.body, request.remote)
         if timer is not None:
             timer.record("json", time.perf_counter() - started, answer.status)
         return answer
@@ -120,16 +147,10 @@ def peer_lane(
     async def hashes(request: LaneRequest) -> LaneReply:
         if (refused := stranger(request.headers)) is not None:
             return refused
-        task_id, since = request.groups[0], int(request.groups[1] or 0)
+        task_id = request.groups[0]
         if cluster is not None:
             cluster.decided(task_id)
-        try:
-            reply = await service.store.hashes_since(task_id, since)
-        except StoreError as exc:
-            return failed(exc)
-        if reply is None:
-            return error(404, f"unknown task {task_id}")
-        return LaneReply(200, msgspec.json.encode(reply))
+        return await answers.hashes(task_id, int(request.groups[1] or 0))
 
     routes = (
         LaneRoute("POST", ANNOUNCE, announce, body=True, takes=decided_here, gate=Slots()),
