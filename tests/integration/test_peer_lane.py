@@ -166,6 +166,7 @@ async def test_a_bad_announce_is_refused_in_the_lane_with_a_json_error(tracker: 
         pytest.param(post(b"{}", "Content-Length : 2"), id="space-before-colon"),
         pytest.param(post(b"{}", "X-Folded: a\r\n b"), id="folded-line"),
         pytest.param(post(b"{}", "X-Bare: a\nX-Other: b"), id="bare-lf"),
+        pytest.param(post(b"{}", "X-Nul: a\x00b"), id="nul-in-a-value"),
         pytest.param(post(b"x" * 5000), id="body-past-max"),
         pytest.param(post(b"{}", "Expect: 100-continue"), id="expect"),
         pytest.param(get(f"/v1/tasks/{TASK}/hashes", "HTTP/1.0"), id="http-1.0"),

@@ -112,6 +112,7 @@ KEPT_HEADERS = frozenset({"x-shoal-fleet", "connection"})
 """The headers a lane's handler may look at; the framing headers are the lane's own."""
 _FRAMING = frozenset({"content-length", "transfer-encoding", "expect", "upgrade"})
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 @dataclass
@@ -286,8 +287,8 @@ class LaneConnection(asyncio.Protocol):
         except UnicodeDecodeError:
             return None
         lines = text.split("\r\n")
-        if text.count("\n") != len(lines) - 1 or text.count("\r") != len(lines) - 1:
-            return None  # a bare CR or LF
+        if text.count("\n") != len(lines) - 1 or text.count("\r") != len(lines) - 1 or _CONTROL.search(text):
+            return None  # a bare CR or LF, or another control character aiohttp's parser refuses
         parts = lines[0].split(" ")
         if len(parts) != 3 or parts[2] != "HTTP/1.1":
             return None
