@@ -57,6 +57,37 @@ async def test_a_write_decided_before_a_take_over_is_left_out_and_the_owners_lan
         assert other is not None and other.hashes_since(0).hashes == {0: digest(0)}
 
 
+async def test_a_new_generation_decided_before_a_take_over_is_left_out(db_url: str) -> None:
+    """A write that does more than rewrite the task's row and add hashes (here a new generation, which drops
+    the hashes) is fenced as well, in a batch whose other task's report lands: the owner's generation and
+    hash stay whole."""
+    shared_only(db_url)
+    async with HeldWriter(db_url) as late, TrackerStore(db_url) as owner:
+        late.go.set()
+        await join(late, "p1", T0, want_leases=4)
+        await join_task(late, OTHER, "q1", T0, want_leases=4)
+        late.go.clear()
+        outcome, changed = await stage(late, request("p1", origin=CHANGED), T0 + 1)
+        assert outcome.new_generation
+        other_url = f"http://origin.example/{OTHER}"
+        _, beside = await stage_task(late, OTHER, request("q1", url=other_url, done={0: digest(0)}), T0 + 1)
+        await wait_until_async(lambda: late.waiting == 1, "the late tracker's batch held")
+        await join(owner, "p2", T0 + 2, want_leases=4)
+        await announce(owner, request("p2", done={0: digest(0, "b")}), T0 + 3)
+        late.go.set()
+        with pytest.raises(TaskMoved):
+            await changed
+        await beside
+        assert late.held() == [OTHER]
+    async with TrackerStore(db_url) as again:
+        stored = await again.read_rows(TASK_ID)
+        assert stored is not None and stored.task.generation == 1 and stored.task.manifest is not None
+        assert stored.task.manifest.length == IDENTITY.length
+        assert stored.hashes_since(0).hashes == {0: digest(0, "b")}
+        other = await again.read_rows(OTHER)
+        assert other is not None and other.hashes_since(0).hashes == {0: digest(0)}
+
+
 async def test_a_task_that_moves_back_fences_out_the_tracker_it_left(db_url: str) -> None:
     shared_only(db_url)
     async with TrackerStore(db_url) as first, HeldWriter(db_url) as second:

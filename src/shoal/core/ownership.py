@@ -47,11 +47,13 @@ different peers. The rules:
   generation it does not know). So each task's row has an ownership epoch. The member that takes a task
   over (reads it from the database to decide it, as its owner) bumps the epoch in the transaction that
   reads the task's facts, and its copy keeps the epoch it bumped to; a later write of that copy lands only
-  while the database still holds that epoch (:class:`EpochFence`: a batch of writes locks its tasks' rows
-  and reads their epochs before it writes, so no take-over comes between the check and the writes). A
-  write that finds another epoch is left out, not failed: the rest of its batch commits, the task's soft
-  state is dropped as a lost task's, and the announce is answered 503 (storage.tracker_store, TaskMoved).
-  The bump is one statement per take-over, none per announce. A task's creation is checked by its insert
+  while the database still holds that epoch, checked under the task row's lock, so no take-over comes
+  between the check and the writes (:class:`EpochFence`, after a batch of writes locked its tasks' rows and
+  read their epochs; or, on PostgreSQL, each write's UPDATE of the task's row, which matches the row only
+  at the write's epoch: storage.task_sql). A write that finds another epoch is left out, not failed: the
+  rest of its batch commits, the task's soft state is dropped as a lost task's, and the announce is
+  answered 503 (storage.tracker_store, TaskMoved). The bump is one statement per take-over, none per
+  announce. A task's creation is checked by its insert
   instead (it finds the task created: TaskCreatedElsewhere); the row it makes has CREATED_EPOCH.
 * **Only the owner takes a task over.** The owner is checked at the moment the take-over begins: a member
   that reads a task it does not own (a request that waited on the loop across a move) bumps nothing, keeps
@@ -311,7 +313,8 @@ class EpochFence:
 
     ``stored``: each task's epoch in the database as the batch began (read under lock, so it stays so until
     the batch commits), a task without a row missing; None on a database one tracker owns (SQLite), where
-    nobody else takes a task over. A write carries the epoch of the copy it was decided on, None when that
+    nobody else takes a task over, and on PostgreSQL, where each write's own UPDATE checks the epoch
+    (storage.task_sql). A write carries the epoch of the copy it was decided on, None when that
     copy was read without taking the task over."""
 
     def __init__(self, stored: Mapping[str, int] | None) -> None:

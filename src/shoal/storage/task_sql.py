@@ -1,9 +1,11 @@
 """The SQL of one task's durable facts: its rows read into a copy, and the writes of its announces' outcomes,
 run in batches (storage.tracker_store stages them and commits a batch per transaction).
 
-A batch runs its writes in the order staged. On a database trackers share it first locks its tasks' rows
-and reads their ownership epochs, and leaves out each write whose copy's epoch is no longer its task's
-(core.ownership, "Durable writes carry the task's epoch"); a task's creation is checked by its insert.
+A batch runs its writes in the order staged. On a database trackers share it leaves out each write whose
+copy's epoch is no longer its task's (core.ownership, "Durable writes carry the task's epoch"), checked under
+the task row's lock: on PostgreSQL by the write's own UPDATE, which matches the row only at the copy's epoch
+(FENCED_UPDATE, FENCE); on MySQL/MariaDB by a locking read of the batch's epochs at its head (LOCK_EPOCHS).
+A task's creation is checked by its insert.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, delete, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, column, delete, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 
 from shoal.core.announce_values import AnnounceOutcome, TaskRecord
@@ -35,6 +38,20 @@ def task_from_row(row: Any) -> TaskRecord:
         range_ok=bool(row.range_ok),
         hash_seq=row.hash_seq,
     )
+
+
+TASK_COLUMNS = (
+    "url",
+    "generation",
+    "length",
+    "piece_length",
+    "etag",
+    "last_modified",
+    "range_ok",
+    "hash_seq",
+    "updated",
+)
+"""The columns :func:`task_values` gives, which a write of a task's row sets."""
 
 
 def task_values(task: TaskRecord, now: float) -> dict[str, Any]:
@@ -114,7 +131,7 @@ LOCK_EPOCHS = (
     .with_for_update()
 )
 """The epochs of the tasks ``ids``, their rows locked until the transaction ends, in the order of their ids:
-built once, as UPDATE_TASK is, for it runs at the head of every batch on a shared database."""
+built once, as UPDATE_TASK is, for it runs at the head of every batch on MySQL/MariaDB."""
 
 
 def _epochs(batch: list[Staged], conn: Connection) -> dict[str, int]:
@@ -127,6 +144,48 @@ def _epochs(batch: list[Staged], conn: Connection) -> dict[str, int]:
     return {row.task_id: row.epoch for row in conn.execute(LOCK_EPOCHS, {"ids": ids})}
 
 
+_FENCED = ("task_id", "epoch", *TASK_COLUMNS)
+_given = (
+    func.unnest(*(bindparam(f"given_{name}", type_=ARRAY(tasks.c[name].type)) for name in _FENCED))
+    .table_valued(*(column(name, tasks.c[name].type) for name in _FENCED))
+    .render_derived(name="given")
+)
+FENCED_UPDATE = (
+    update(tasks)
+    .where(tasks.c.task_id == _given.c.task_id, tasks.c.epoch == _given.c.epoch)
+    .values({name: _given.c[name] for name in TASK_COLUMNS})
+    .returning(tasks.c.task_id, tasks.c.epoch)
+)
+"""PostgreSQL: task rows rewritten, each only while it holds the epoch given with it, in one statement (the
+rows as arrays, one per column, ``unnest``-ed); it returns the (task, epoch) of the rows it rewrote. Their
+rows stay locked until the transaction ends, so no take-over comes between this and the writes behind it.
+A row at another epoch as the statement begins is neither locked nor waited for (its write is left out); one
+whose epoch changes while the statement runs (a take-over under way) is waited for and checked again. The
+rows are not locked in the order of their ids, as LOCK_EPOCHS locks them: two trackers' batches can wait for
+each other only if each tracker took over a task of the other's batch while that batch's statement ran, and
+PostgreSQL then fails one of them (a deadlock), whose writes fail as on any database error. Built once: one
+statement text whatever the batch's size, which asyncpg prepares once."""
+
+FENCE = (
+    update(tasks)
+    .where(tasks.c.task_id == bindparam("the_task_id"), tasks.c.epoch == bindparam("the_epoch"))
+    .values(epoch=tasks.c.epoch)
+)
+"""PostgreSQL: a task's row locked, and left as it is, only while it holds the epoch ``the_epoch`` (one row
+counted), for a write FENCED_UPDATE does not carry (a new generation, revocations)."""
+
+
+def _rewrite_fenced(conn: Connection, rows: dict[tuple[str, int], dict[str, Any]]) -> set[tuple[str, int]]:
+    """Rewrite the task rows ``rows`` (by task and epoch) with FENCED_UPDATE; those it rewrote."""
+    given: dict[str, list[Any]] = {f"given_{name}": [] for name in _FENCED}
+    for (task_id, epoch), values in sorted(rows.items()):
+        given["given_task_id"].append(task_id)
+        given["given_epoch"].append(epoch)
+        for name in TASK_COLUMNS:
+            given[f"given_{name}"].append(values[name])
+    return {(row.task_id, row.epoch) for row in conn.execute(FENCED_UPDATE, given)}
+
+
 def run_batch(batch: list[Staged], conn: Connection, *, shared: bool) -> list[Any]:
     """Run a batch's writes in order, in the caller's transaction. Consecutive writes that only rewrite task
     rows and add hashes (``rows``) go as one UPDATE and one INSERT of many rows each: per statement the driver
@@ -134,16 +193,32 @@ def run_batch(batch: list[Staged], conn: Connection, *, shared: bool) -> list[An
     writes. Within such a run every task row's last values win and every hash row goes in, as one by one.
     A write whose creation of its task found it created elsewhere (``ELSEWHERE``) leaves out the writes of
     that task behind it too: they were decided on the copy it created. On a database trackers share
-    (``shared``) the batch first locks its tasks' rows and reads their epochs; a write whose copy's epoch is
-    not its task's is left out (``MOVED``), wherever the database is, as is one of a copy that did not take
-    its task over (core.ownership.EpochFence)."""
+    (``shared``) a write whose copy's epoch is not its task's is left out (``MOVED``), wherever the database
+    is, as is one of a copy that did not take its task over (core.ownership.EpochFence). On PostgreSQL the
+    check is the writes' own UPDATE (FENCED_UPDATE: a run's rows, each at its copy's epoch, and the hashes
+    then only of those it rewrote; FENCE for the others); on MySQL/MariaDB the batch first locks its tasks'
+    rows and reads their epochs (LOCK_EPOCHS), where UPDATE tells neither which rows matched nor, with many
+    rows, how many each."""
+    folded = shared and conn.dialect.name == "postgresql"
     results: list[Any] = []
     elsewhere: set[str] = set()
-    fence = EpochFence(_epochs(batch, conn) if shared else None)
+    fence = EpochFence(_epochs(batch, conn) if shared and not folded else None)
     updates: list[dict[str, Any]] = []
     inserts: list[dict[str, Any]] = []
+    fenced: dict[tuple[str, int], dict[str, Any]] = {}  # folded: the run's task rows, the last of each copy's
+    waiting: list[tuple[int, Staged]] = []  # folded: the run's writes, by their place in ``results``
 
     def flush() -> None:
+        if fenced:
+            landed = _rewrite_fenced(conn, fenced)
+            fenced.clear()
+            for at, staged in waiting:
+                if (staged.task_id, staged.epoch) in landed:
+                    assert staged.rows is not None
+                    inserts.extend(staged.rows.hashes)
+                else:
+                    results[at] = MOVED
+            waiting.clear()
         if updates:
             conn.execute(UPDATE_TASK, updates)
             updates.clear()
@@ -159,6 +234,17 @@ def run_batch(batch: list[Staged], conn: Connection, *, shared: bool) -> list[An
             results.append(MOVED)
             continue
         rows = staged.rows
+        if folded and not staged.creates:
+            assert staged.epoch is not None  # fence.lands
+            if rows is not None and rows.task is not None:
+                fenced[staged.task_id, staged.epoch] = rows.task
+                waiting.append((len(results), staged))
+                results.append(None)
+                continue
+            flush()
+            if conn.execute(FENCE, {"the_task_id": staged.task_id, "the_epoch": staged.epoch}).rowcount != 1:
+                results.append(MOVED)
+                continue
         if rows is None:
             flush()
             result = staged.run(conn)
