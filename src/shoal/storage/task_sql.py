@@ -15,7 +15,20 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, column, delete, func, select, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    Table,
+    TableValuedAlias,
+    and_,
+    bindparam,
+    column,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 
@@ -144,27 +157,38 @@ def _epochs(batch: list[Staged], conn: Connection) -> dict[str, int]:
     return {row.task_id: row.epoch for row in conn.execute(LOCK_EPOCHS, {"ids": ids})}
 
 
+def _given(table: Table, names: tuple[str, ...]) -> TableValuedAlias:
+    """PostgreSQL: rows of ``table``'s columns ``names`` given as one array parameter a column (``given_NAME``),
+    ``unnest``-ed into a table ``given``: one statement text whatever the rows' number, which asyncpg
+    prepares once, and SQLAlchemy converts each parameter once, not each row's."""
+    return (
+        func.unnest(*(bindparam(f"given_{name}", type_=ARRAY(table.c[name].type)) for name in names))
+        .table_valued(*(column(name, table.c[name].type) for name in names))
+        .render_derived(name="given")
+    )
+
+
+def _as_given(names: tuple[str, ...], rows: Iterable[tuple[Any, ...]]) -> dict[str, list[Any]]:
+    """The parameters of :func:`_given` for ``rows``, tuples of the columns ``names`` (at least one)."""
+    return {f"given_{name}": list(values) for name, values in zip(names, zip(*rows, strict=True), strict=True)}
+
+
 _FENCED = ("task_id", "epoch", *TASK_COLUMNS)
-_given = (
-    func.unnest(*(bindparam(f"given_{name}", type_=ARRAY(tasks.c[name].type)) for name in _FENCED))
-    .table_valued(*(column(name, tasks.c[name].type) for name in _FENCED))
-    .render_derived(name="given")
-)
+_task_rows = _given(tasks, _FENCED)
 FENCED_UPDATE = (
     update(tasks)
-    .where(tasks.c.task_id == _given.c.task_id, tasks.c.epoch == _given.c.epoch)
-    .values({name: _given.c[name] for name in TASK_COLUMNS})
+    .where(tasks.c.task_id == _task_rows.c.task_id, tasks.c.epoch == _task_rows.c.epoch)
+    .values({name: _task_rows.c[name] for name in TASK_COLUMNS})
     .returning(tasks.c.task_id, tasks.c.epoch)
 )
-"""PostgreSQL: task rows rewritten, each only while it holds the epoch given with it, in one statement (the
-rows as arrays, one per column, ``unnest``-ed); it returns the (task, epoch) of the rows it rewrote. Their
-rows stay locked until the transaction ends, so no take-over comes between this and the writes behind it.
-A row at another epoch as the statement begins is neither locked nor waited for (its write is left out); one
-whose epoch changes while the statement runs (a take-over under way) is waited for and checked again. The
-rows are not locked in the order of their ids, as LOCK_EPOCHS locks them: two trackers' batches can wait for
-each other only if each tracker took over a task of the other's batch while that batch's statement ran, and
-PostgreSQL then fails one of them (a deadlock), whose writes fail as on any database error. Built once: one
-statement text whatever the batch's size, which asyncpg prepares once."""
+"""PostgreSQL: task rows rewritten, each only while it holds the epoch given with it, in one statement
+(:func:`_given`); it returns the (task, epoch) of the rows it rewrote. Their rows stay locked until the transaction
+ends, so no take-over comes between this and the writes behind it. A row at another epoch as the statement begins is
+neither locked nor waited for (its write is left out); one whose epoch changes while the statement runs (a take-over
+under way) is waited for and checked again. The rows are not locked in the order of their ids, as LOCK_EPOCHS locks
+them: two trackers' batches can wait for each other only if each tracker took over a task of the other's batch while
+that batch's statement ran, and PostgreSQL then fails one of them (a deadlock), whose writes fail as on any database
+error."""
 
 FENCE = (
     update(tasks)
@@ -175,30 +199,33 @@ FENCE = (
 counted), for a write FENCED_UPDATE does not carry (a new generation, revocations)."""
 
 
+_HASHED = ("task_id", "piece", "hash", "seq", "reporter")
+_hash_rows = _given(piece_hashes, _HASHED)
+INSERT_HASHES = insert(piece_hashes).from_select(list(_HASHED), select(*(_hash_rows.c[name] for name in _HASHED)))
+"""PostgreSQL: hash rows inserted in one statement (:func:`_given`)."""
+
+
 def _rewrite_fenced(conn: Connection, rows: dict[tuple[str, int], dict[str, Any]]) -> set[tuple[str, int]]:
     """Rewrite the task rows ``rows`` (by task and epoch) with FENCED_UPDATE; those it rewrote."""
-    given: dict[str, list[Any]] = {f"given_{name}": [] for name in _FENCED}
-    for (task_id, epoch), values in sorted(rows.items()):
-        given["given_task_id"].append(task_id)
-        given["given_epoch"].append(epoch)
-        for name in TASK_COLUMNS:
-            given[f"given_{name}"].append(values[name])
-    return {(row.task_id, row.epoch) for row in conn.execute(FENCED_UPDATE, given)}
+    given = [
+        (task_id, epoch, *(values[name] for name in TASK_COLUMNS)) for (task_id, epoch), values in sorted(rows.items())
+    ]
+    return {(row.task_id, row.epoch) for row in conn.execute(FENCED_UPDATE, _as_given(_FENCED, given))}
 
 
 def run_batch(batch: list[Staged], conn: Connection, *, shared: bool) -> list[Any]:
-    """Run a batch's writes in order, in the caller's transaction. Consecutive writes that only rewrite task
-    rows and add hashes (``rows``) go as one UPDATE and one INSERT of many rows each: per statement the driver
-    and SQLAlchemy cost as much as per row many times over, and a busy tracker's batches are dozens of such
-    writes. Within such a run every task row's last values win and every hash row goes in, as one by one.
-    A write whose creation of its task found it created elsewhere (``ELSEWHERE``) leaves out the writes of
-    that task behind it too: they were decided on the copy it created. On a database trackers share
-    (``shared``) a write whose copy's epoch is not its task's is left out (``MOVED``), wherever the database
-    is, as is one of a copy that did not take its task over (core.ownership.EpochFence). On PostgreSQL the
-    check is the writes' own UPDATE (FENCED_UPDATE: a run's rows, each at its copy's epoch, and the hashes
-    then only of those it rewrote; FENCE for the others); on MySQL/MariaDB the batch first locks its tasks'
-    rows and reads their epochs (LOCK_EPOCHS), where UPDATE tells neither which rows matched nor, with many
-    rows, how many each."""
+    """Run a batch's writes in order, in the caller's transaction. Consecutive writes that only rewrite task rows and
+    add hashes (``rows``) go as one UPDATE and one INSERT of many rows each: per statement the driver and
+    SQLAlchemy cost as much as per row many times over, and a busy tracker's batches are dozens of such writes.
+    Within such a run every task row's last values win and every hash row goes in, as one by one. A write whose
+    creation of its task found it created elsewhere (``ELSEWHERE``) leaves out the writes of that task behind it
+    too: they were decided on the copy it created. On a database trackers share (``shared``) a write whose
+    copy's epoch is not its task's is left out (``MOVED``), wherever the database is, as is one of a copy that
+    did not take its task over (core.ownership.EpochFence). On PostgreSQL the check is the writes' own UPDATE
+    (FENCED_UPDATE: a run's rows, each at its copy's epoch, and the hashes then only of those it rewrote, in one
+    statement too: INSERT_HASHES; FENCE for the others); on MySQL/MariaDB the batch first locks its tasks' rows
+    and reads their epochs (LOCK_EPOCHS), where UPDATE tells neither which rows matched nor, with many rows, how
+    many each."""
     folded = shared and conn.dialect.name == "postgresql"
     results: list[Any] = []
     elsewhere: set[str] = set()
@@ -223,7 +250,10 @@ def run_batch(batch: list[Staged], conn: Connection, *, shared: bool) -> list[An
             conn.execute(UPDATE_TASK, updates)
             updates.clear()
         if inserts:
-            conn.execute(piece_hashes.insert(), inserts)
+            if folded:
+                conn.execute(INSERT_HASHES, _as_given(_HASHED, [tuple(row[n] for n in _HASHED) for row in inserts]))
+            else:
+                conn.execute(piece_hashes.insert(), inserts)
             inserts.clear()
 
     for staged in batch:
