@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
+import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,8 @@ import pytest
 from shoal.http.lane import LANE
 from shoal.http.limits import ServerLimits
 from shoal.http.listen import listen
-from shoal.tracker.app import ADMISSION, RUNNER_OPTIONS, build_app
+from shoal.testing.poll import wait_until_async
+from shoal.tracker.app import ADMISSION, ANSWERS, RUNNER_OPTIONS, build_app
 from shoal.tracker.config import TrackerConfig
 from tests.integration.test_tracker_overload import TASK, announce_body
 
@@ -75,8 +78,8 @@ def get(path: str, version: str = "HTTP/1.1") -> bytes:
 
 
 class Tracker:
-    def __init__(self, app: Any, port: int) -> None:
-        self.app, self.port = app, port
+    def __init__(self, app: Any, port: int, runner: Any) -> None:
+        self.app, self.port, self.runner = app, port, runner
         self.opened: list[Connection] = []
 
     async def connect(self) -> Connection:
@@ -91,7 +94,7 @@ async def tracker(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterat
     config = TrackerConfig(db=f"sqlite:///{tmp_path / 'tracker.db'}", interval=5.0, peer_ttl=60.0, max_body=4096)
     app = build_app(config)
     runner, port = await listen(app, "127.0.0.1", 0, limits=limits, **RUNNER_OPTIONS)
-    served = Tracker(app, port)
+    served = Tracker(app, port, runner)
     try:
         yield served
     finally:
@@ -195,3 +198,47 @@ async def test_a_body_that_stops_arriving_gets_a_408_and_gives_its_slot_back(tra
     assert late.by_lane and late.status == 408 and "did not arrive" in late.json()["error"]
     assert await c.reader.read() == b"", "and closes the connection"
     assert app[ADMISSION].inflight == 0
+
+
+class Held:
+    """The tracker's announces held at their start until the test releases them (``started``: one is held)."""
+
+    def __init__(self, app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.started, self.release = asyncio.Event(), asyncio.Event()
+        answers = app[ANSWERS]
+        announce = answers.announce
+
+        async def held(*args: Any) -> Any:
+            self.started.set()
+            await self.release.wait()
+            return await announce(*args)
+
+        monkeypatch.setattr(answers, "announce", held)
+
+
+def reset(connection: Connection) -> None:
+    """Close ``connection`` with a TCP reset (SO_LINGER 0), as a client that crashed or gave up does."""
+    connection.writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    connection.writer.transport.abort()
+
+
+async def test_a_client_reset_with_announces_pipelined_gives_every_slot_back(
+    tracker: Tracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = tracker.app
+    held = Held(app, monkeypatch)
+    c = await tracker.connect()
+    one = post(announce_body("alice"))
+    await c.send(one * (2 * (4096 + 8192) // len(one)))  # more than the lane reads ahead of its replies
+    await held.started.wait()
+    (lane_connection,) = app[LANE].connections
+    await wait_until_async(lambda: lane_connection.read_paused, "the lane to stop reading the client")
+    reset(c)  # the lane no longer reads this client: it learns of the reset when it writes the first reply
+    server_side = lane_connection.transport.get_extra_info("socket")
+    tcp_close = 7  # tcpi_state of TCP_INFO (include/net/tcp_states.h)
+    await wait_until_async(
+        lambda: server_side.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == tcp_close, "the reset to arrive"
+    )
+    held.release.set()
+    await wait_until_async(lambda: not app[LANE].connections, "the lane to drop the connection")
+    await wait_until_async(lambda: app[ADMISSION].inflight == 0, "every slot of the cap to be given back")

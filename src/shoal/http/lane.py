@@ -173,6 +173,10 @@ class LaneConnection(asyncio.Protocol):
         """That request's head."""
         self.discard = 0
         """Bytes still to come of the body of a request answered at its head."""
+        self.admitted: LaneGate | None = None
+        """The gate that admitted a request whose route's function has not started (its body still to come,
+        or its task not yet run): the connection gives its slot back if its client leaves before that. A task
+        cancelled before its first step never runs its ``finally``, so ``_serve`` cannot be the one."""
         self.serving: asyncio.Task[None] | None = None
         self.write_paused = False
         self.read_paused = False
@@ -204,10 +208,10 @@ class LaneConnection(asyncio.Protocol):
         self.transport = None
         if self.serving is not None:
             self.serving.cancel()
-        elif self.pending is not None and (gate := self.pending.route.gate) is not None:
-            gate.left()  # its client left before its body was whole
+        if (gate := self.admitted) is not None:
+            self.admitted = None
+            gate.left()  # its client left before its route's function started
             gate.leave()
-            self.pending = None
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -266,7 +270,7 @@ class LaneConnection(asyncio.Protocol):
                     self._write(answer, close=self.close_after)
                     self.since = asyncio.get_running_loop().time()
                     continue
-                self.pending = head
+                self.pending, self.admitted = head, gate
                 self.body_since = asyncio.get_running_loop().time()
             head = self.pending
             if len(buffer) < head.length:
@@ -324,6 +328,7 @@ class LaneConnection(asyncio.Protocol):
         return _Head(route, groups, headers, length or 0)
 
     async def _serve(self, route: LaneRoute, request: LaneRequest) -> None:
+        self.admitted = None  # the slot is this function's now: its finally gives it back
         try:
             reply = await route.handler(request)
         except asyncio.CancelledError:
