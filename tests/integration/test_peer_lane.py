@@ -242,3 +242,17 @@ async def test_a_client_reset_with_announces_pipelined_gives_every_slot_back(
     held.release.set()
     await wait_until_async(lambda: not app[LANE].connections, "the lane to drop the connection")
     await wait_until_async(lambda: app[ADMISSION].inflight == 0, "every slot of the cap to be given back")
+
+
+async def test_a_client_far_ahead_is_read_again_once_the_lane_needs_its_bytes(tracker: Tracker) -> None:
+    app = tracker.app
+    c = await tracker.connect()
+    ask = get(f"/v1/tasks/{TASK}/hashes")
+    asks = 2 * (4096 + 8192) // len(ask)  # more than the lane reads ahead of its replies
+    padded = ask.replace(b"Host:", b"X-Pad: " + b"p" * 5000 + b"\r\nHost:")  # a head longer than the body bound
+    await c.send(ask * asks + padded[:-10])
+    assert {(await c.reply()).status for _ in range(asks)} == {404}, "a task nobody announced"
+    (lane_connection,) = app[LANE].connections
+    await wait_until_async(lambda: not lane_connection.read_paused, "the lane to read the rest of the last head")
+    last = await c.ask(padded[-10:])
+    assert last.by_lane and last.status == 404

@@ -248,7 +248,7 @@ class LaneConnection(asyncio.Protocol):
                 del buffer[:dropped]
                 self.discard -= dropped
                 if self.discard:
-                    return
+                    return self._read_on()
             if self.pending is None:
                 if self.close_after:
                     return  # its last request said Connection: close
@@ -256,7 +256,8 @@ class LaneConnection(asyncio.Protocol):
                 if end < 0:
                     if len(buffer) >= MAX_HEAD:
                         self._hand_over()
-                    return
+                        return
+                    return self._read_on()
                 head = self._parse(bytes(buffer[:end]))
                 if head is None:
                     self._hand_over()
@@ -274,7 +275,7 @@ class LaneConnection(asyncio.Protocol):
                 self.body_since = asyncio.get_running_loop().time()
             head = self.pending
             if len(buffer) < head.length:
-                return
+                return self._read_on()
             body = bytes(buffer[: head.length])
             del buffer[: head.length]
             self.pending = self.body_since = None
@@ -283,6 +284,14 @@ class LaneConnection(asyncio.Protocol):
                 transport.resume_reading()
             request = LaneRequest(head.groups, head.headers, body, self.remote)
             self.serving = asyncio.ensure_future(self._serve(head.route, request))
+
+    def _read_on(self) -> None:
+        """Read the client again if the lane had stopped (a client far ahead of its replies): the lane now
+        waits for bytes not read yet, so it must read them whatever the buffer still holds (a head longer than
+        ``max_body`` in part, the rest of requests answered at their head), or the connection stalls."""
+        if self.read_paused and self.transport is not None:
+            self.read_paused = False
+            self.transport.resume_reading()
 
     def _parse(self, head: bytes) -> _Head | None:
         """A request head the lane takes; None for one it leaves to aiohttp."""
