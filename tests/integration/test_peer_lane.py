@@ -24,6 +24,7 @@ from shoal.http.lane import LANE
 from shoal.http.limits import ServerLimits
 from shoal.http.listen import listen
 from shoal.testing.poll import wait_until_async
+from shoal.testing.sockets import accept_queue
 from shoal.tracker.app import ADMISSION, ANSWERS, RUNNER_OPTIONS, build_app
 from shoal.tracker.config import TrackerConfig
 from tests.integration.test_tracker_overload import TASK, announce_body
@@ -256,3 +257,27 @@ async def test_a_client_far_ahead_is_read_again_once_the_lane_needs_its_bytes(tr
     await wait_until_async(lambda: not lane_connection.read_paused, "the lane to read the rest of the last head")
     last = await c.ask(padded[-10:])
     assert last.by_lane and last.status == 404
+
+
+def listening(port: int) -> bool:
+    try:
+        accept_queue(port)
+    except LookupError:
+        return False
+    return True
+
+
+async def test_shutdown_lets_an_announce_in_the_lane_end_before_the_application_stops(
+    tracker: Tracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = Held(tracker.app, monkeypatch)
+    c = await tracker.connect()
+    await c.send(post(announce_body("alice")))
+    await held.started.wait()
+    cleanup = asyncio.ensure_future(tracker.runner.cleanup())
+    await wait_until_async(lambda: not listening(tracker.port), "the tracker to stop taking connections")
+    held.release.set()  # as aiohttp waits for its handlers, before the store closes
+    answered = await c.reply()
+    assert answered.by_lane and answered.status == 200, answered.body
+    assert answered.headers["connection"] == "close"
+    await cleanup

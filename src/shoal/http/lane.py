@@ -434,6 +434,16 @@ class LaneSite(web.TCPSite):
             if connection.serving is None and connection.transport is not None:
                 connection.transport.close()
             connection.close_after = True  # one in flight closes once answered
+        # The runner stops its sites first, then waits for aiohttp's handlers, then cleans the application up
+        # (a tracker closes its store): the lane's requests in flight are waited for here, as long as aiohttp
+        # waits for its own, and cancelled past that, or they would run on against a closed application.
+        serving = {connection.serving for connection in self.lane.connections if connection.serving is not None}
+        if serving:
+            _, late = await asyncio.wait(serving, timeout=self._runner._shutdown_timeout)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
 
     async def _sweep(self) -> None:
         stalls = Stalls(self.lane.limits.write_timeout)
