@@ -23,6 +23,7 @@ import pytest
 from shoal.http.lane import LANE
 from shoal.http.limits import ServerLimits
 from shoal.http.listen import listen
+from shoal.testing.metrics import scrape
 from shoal.testing.poll import wait_until_async
 from shoal.testing.sockets import accept_queue
 from shoal.tracker.app import ADMISSION, ANSWERS, RUNNER_OPTIONS, build_app
@@ -199,6 +200,10 @@ async def test_a_body_that_stops_arriving_gets_a_408_and_gives_its_slot_back(tra
     assert late.by_lane and late.status == 408 and "did not arrive" in late.json()["error"]
     assert await c.reader.read() == b"", "and closes the connection"
     assert app[ADMISSION].inflight == 0
+    # Counted as the application counts its own 408 (read_body's): an announce rejected, not one abandoned.
+    assert app[ADMISSION].abandoned == 0
+    counts = await asyncio.to_thread(scrape, f"http://127.0.0.1:{tracker.port}")
+    assert counts.value("shoal_tracker_announces_total", kind="json", outcome="rejected") == 1
 
 
 class Held:

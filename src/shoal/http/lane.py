@@ -91,13 +91,16 @@ class LaneRoute:
 class LaneGate(Protocol):
     """What a route asks of a request once its head is read, before its body (a credential, a cap on
     requests in flight): :meth:`enter` answers it at once, or admits it; an admitted request :meth:`leave` s
-    once answered, and is :meth:`left` first when its client left before that."""
+    once answered, and is :meth:`left` first when its client left before that; one whose body did not
+    arrive in time is answered ``reply`` (a 408) after ``seconds`` and is :meth:`late` instead."""
 
     def enter(self, groups: tuple[str, ...], headers: dict[str, str]) -> LaneReply | None: ...
 
     def leave(self) -> None: ...
 
     def left(self) -> None: ...
+
+    def late(self, reply: LaneReply, seconds: float) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +235,15 @@ class LaneConnection(asyncio.Protocol):
         if self.body_since is not None:
             if now - self.body_since > limits.body_timeout:
                 reason = f'{{"error": "the body did not arrive within {limits.body_timeout:g} s"}}'
-                self._write(LaneReply(408, reason.encode()), close=True)
+                late = LaneReply(408, reason.encode())
+                gate, self.admitted = self.admitted, None
+                if gate is not None:
+                    gate.late(late, now - self.body_since)
+                # Answered: neither answered again by the next sweep nor served should its body still come
+                # while the close is under way (unsent bytes, a TLS shutdown).
+                self.pending = self.body_since = None
+                self.close_after = True
+                self._write(late, close=True)
         elif now - self.since > limits.idle_timeout:
             transport.close()
 

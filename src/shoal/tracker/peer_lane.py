@@ -137,6 +137,13 @@ def peer_lane(
             admission.abandoned += 1
             log.debug("an announce's client left; the announce stops where it stands")
 
+        def late(self, reply: LaneReply, seconds: float) -> None:
+            """An announce whose body did not arrive in time: counted as the application's route counts the
+            408 of read_body, and not as abandoned."""
+            if timer is not None:
+                timer.record("json", seconds, reply.status)
+            admission.leave()
+
     async def announce(request: LaneRequest) -> LaneReply:
         started = time.perf_counter()
         answer = await answers.announce(request.groups[0], request.body, request.remote)
