@@ -26,6 +26,8 @@ Rules, and why:
   sends far ahead stops being read.
 - **A route's function is cancelled when its client leaves**, as aiohttp's handlers are (the tracker's
   runner sets ``handler_cancellation``): the routes must be safe to cancel.
+- **At shutdown, requests in flight end before the application is cleaned up**, as aiohttp's handlers do
+  (LaneSite.stop waits for them up to the runner's shutdown timeout, then cancels them).
 """
 
 from __future__ import annotations
