@@ -286,3 +286,14 @@ async def test_shutdown_lets_an_announce_in_the_lane_end_before_the_application_
     assert answered.by_lane and answered.status == 200, answered.body
     assert answered.headers["connection"] == "close"
     await cleanup
+
+
+@pytest.mark.parametrize("connection", ["close", "Close", "keep-alive, close", "close ,x-other"])
+async def test_a_request_whose_connection_header_names_close_is_the_last_on_its_connection(
+    tracker: Tracker, connection: str
+) -> None:
+    c = await tracker.connect()  # RFC 9110, 7.6.1: Connection is a list of options, as aiohttp reads it
+    asked = get(f"/v1/tasks/{TASK}/hashes").replace(b"\r\n\r\n", f"\r\nConnection: {connection}\r\n\r\n".encode())
+    answered = await c.ask(asked)
+    assert answered.by_lane and answered.headers["connection"] == "close"
+    assert await c.reader.read() == b""

@@ -276,7 +276,9 @@ class LaneConnection(asyncio.Protocol):
                     self._hand_over()
                     return
                 del buffer[: end + 4]
-                self.close_after = head.headers.get("connection", "").lower() == "close"
+                # RFC 9110, 7.6.1: Connection is a list of options; "close" among them ends the connection.
+                options = head.headers.get("connection", "").lower().split(",")
+                self.close_after = any(option.strip(" \t") == "close" for option in options)
                 gate = head.route.gate
                 answer = gate.enter(head.groups, head.headers) if gate is not None else None
                 if answer is not None:
