@@ -174,6 +174,7 @@ async def test_a_bad_announce_is_refused_in_the_lane_with_a_json_error(tracker: 
         pytest.param(post(b"{}", "X-Nul: a\x00b"), id="nul-in-a-value"),
         pytest.param(post(b"x" * 5000), id="body-past-max"),
         pytest.param(post(b"{}", "Expect: 100-continue"), id="expect"),
+        pytest.param(post(b"{}", *(f"X-{i}: v" for i in range(130))), id="more-headers-than-aiohttp-takes"),
         pytest.param(get(f"/v1/tasks/{TASK}/hashes", "HTTP/1.0"), id="http-1.0"),
         pytest.param(get(f"/v1/tasks/{TASK}/hashes?since=-1"), id="odd-query"),
         pytest.param(get(f"/v1/tasks/{TASK.upper()}/hashes"), id="upper-case-task"),

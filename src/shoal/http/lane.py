@@ -51,6 +51,9 @@ log = logging.getLogger("shoal.http")
 
 MAX_HEAD = 8 << 10
 """Longest request head (request line and headers) the lane reads; a longer one is aiohttp's to judge."""
+MAX_HEADERS = 128
+"""Most header lines the lane reads, as aiohttp's parser (its default, which Runner keeps): a head with more
+is aiohttp's to refuse."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +320,8 @@ class LaneConnection(asyncio.Protocol):
         lines = text.split("\r\n")
         if text.count("\n") != len(lines) - 1 or text.count("\r") != len(lines) - 1 or _CONTROL.search(text):
             return None  # a bare CR or LF, or another control character aiohttp's parser refuses
+        if len(lines) > MAX_HEADERS + 1:
+            return None
         parts = lines[0].split(" ")
         if len(parts) != 3 or parts[2] != "HTTP/1.1":
             return None
