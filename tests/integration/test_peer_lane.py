@@ -298,3 +298,21 @@ async def test_a_request_whose_connection_header_names_close_is_the_last_on_its_
     answered = await c.ask(asked)
     assert answered.by_lane and answered.headers["connection"] == "close"
     assert await c.reader.read() == b""
+
+
+async def test_shutdown_cancels_an_announce_in_the_lane_past_the_runners_timeout_and_closes_its_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = TrackerConfig(db=f"sqlite:///{tmp_path / 'tracker.db'}", interval=5.0, peer_ttl=60.0)
+    app = build_app(config)
+    runner, port = await listen(app, "127.0.0.1", 0, shutdown_timeout=0.1, **RUNNER_OPTIONS)
+    held = Held(app, monkeypatch)  # never released: only the shutdown timeout ends it
+    c = Connection(*await asyncio.open_connection("127.0.0.1", port))
+    try:
+        await c.send(post(announce_body("alice")))
+        await held.started.wait()
+        await runner.cleanup()
+        assert app[ADMISSION].inflight == 0
+        await wait_until_async(c.reader.at_eof, "the tracker to close the connection")
+    finally:
+        c.writer.close()

@@ -464,6 +464,9 @@ class LaneSite(web.TCPSite):
                 task.cancel()
             if late:
                 await asyncio.wait(late)
+        for connection in list(self.lane.connections):  # those cancelled, unanswered
+            if connection.transport is not None:
+                connection.transport.close()
 
     async def _sweep(self) -> None:
         stalls = Stalls(self.lane.limits.write_timeout)
