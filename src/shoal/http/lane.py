@@ -45,7 +45,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from shoal.http.limits import Runner, ServerLimits, Stalls
+from shoal.http.limits import SWEEP_SECONDS, Runner, ServerLimits, Stalls
 
 log = logging.getLogger("shoal.http")
 
@@ -472,5 +472,5 @@ class LaneSite(web.TCPSite):
         stalls = Stalls(self.lane.limits.write_timeout)
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(SWEEP_SECONDS)
             self.lane.sweep(loop.time(), stalls)
