@@ -1,78 +1,70 @@
-"""What the download core (core.download) asks its engine to do: values, carried out in the order given."""
+"""What the download core (core.download) asks its engine to do: values, carried out in the order given.
+
+Frozen msgspec Structs, for the reason given in core.events: they are built at import by every ``shoal get``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from shoal.core.messages import ScopeBytes
 from shoal.core.pieces import Changes
 
 
-@dataclass(frozen=True, slots=True)
-class FetchOrigin:
+class FetchOrigin(msgspec.Struct, frozen=True):
     run: list[int]
 
 
-@dataclass(frozen=True, slots=True)
-class FetchPeer:
+class FetchPeer(msgspec.Struct, frozen=True):
     peer_id: str
     base_url: str
     run: list[int]
 
 
-@dataclass(frozen=True, slots=True)
-class Follow:
+class Follow(msgspec.Struct, frozen=True):
     """Start following a peer's have stream."""
 
     peer_id: str
     base_url: str
 
 
-@dataclass(frozen=True, slots=True)
-class Unfollow:
+class Unfollow(msgspec.Struct, frozen=True):
     peer_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class Carry:
+class Carry(msgspec.Struct, frozen=True):
     """Carry out a change to the book on the piece server and the whole-file hashes (core.pieces)."""
 
     changes: Changes
 
 
-@dataclass(frozen=True, slots=True)
-class WakeAnnouncer:
+class WakeAnnouncer(msgspec.Struct, frozen=True):
     news: bool = False
     """Something the tracker must hear at once (a piece hash from the origin, a bad peer, no Range)."""
 
 
-@dataclass(frozen=True, slots=True)
-class WakeHashes:
+class WakeHashes(msgspec.Struct, frozen=True):
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class PlanLater:
+class PlanLater(msgspec.Struct, frozen=True):
     """Plan again after ``seconds`` (a back-off ends)."""
 
     seconds: float
 
 
-@dataclass(frozen=True, slots=True)
-class Release:
+class Release(msgspec.Struct, frozen=True):
     """Give leased pieces back to the tracker after ``delay``, beside the announcer."""
 
     pieces: tuple[int, ...]
     delay: float
 
 
-@dataclass(frozen=True, slots=True)
-class ReportBeside:
+class ReportBeside(msgspec.Struct, frozen=True):
     """Send an announce now, beside the one in flight (an endgame report)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Note:
+class Note(msgspec.Struct, frozen=True):
     """A line for the log."""
 
     level: int
@@ -94,8 +86,7 @@ Action = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Ask:
+class Ask(msgspec.Struct, frozen=True):
     """What one announce tells the tracker and asks of it (the AnnounceRequest fields of these names)."""
 
     done: dict[int, str]
