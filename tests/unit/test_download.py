@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
+import typing
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,7 +38,17 @@ from shoal.core.download_actions import (
 )
 from shoal.core.download_values import Stats, Tuning
 from shoal.core.errors import JoinAgain, NoSwarmCopy, OriginChanged, OriginError, TrackerUnavailable
-from shoal.core.events import Announced, HashesArrived, OriginPiece, PeerGone, PeerHas, PeerPiece, RunEnded, TrackerDown
+from shoal.core.events import (
+    Announced,
+    Event,
+    HashesArrived,
+    OriginPiece,
+    PeerGone,
+    PeerHas,
+    PeerPiece,
+    RunEnded,
+    TrackerDown,
+)
 from shoal.core.manifest import Manifest, OriginIdentity
 from shoal.core.messages import AnnounceResponse, ManifestMessage, PeerAddress, ScopeBytes
 from shoal.core.scope_leases import AHEAD_SWARM, Labels
@@ -533,3 +545,19 @@ def test_peers_only_waits_for_as_long_as_a_peer_holds_what_it_needs() -> None:
 def test_peers_only_never_fetches_again_from_the_origin() -> None:
     with pytest.raises(NoSwarmCopy):
         core(tuning=PEERS_ONLY).refetch_from_origin([0])
+
+
+def test_events_and_actions_are_immutable_values_built_without_dataclasses() -> None:
+    """core.events' rule: every event and action is a frozen msgspec Struct (no dataclass methods compiled at
+    import by every get), and still a value: equal and hashed by its fields, immutable, matched by position."""
+    for kind in (*typing.get_args(Event), *typing.get_args(Action)):
+        assert issubclass(kind, msgspec.Struct) and kind.__struct_config__.frozen, kind
+        assert not dataclasses.is_dataclass(kind), kind
+    run = FetchPeer("p", "http://p:1", [3, 4])
+    assert run == FetchPeer("p", "http://p:1", [3, 4]) != FetchPeer("q", "http://p:1", [3, 4])
+    assert hash(WakeAnnouncer(news=True)) == hash(WakeAnnouncer(True)) and WakeAnnouncer() != WakeHashes()
+    with pytest.raises(AttributeError):
+        run.peer_id = "q"  # type: ignore[misc]
+    match OriginPiece(2, "d", 5):
+        case OriginPiece(index, digest, size):
+            assert (index, digest, size) == (2, "d", 5)
