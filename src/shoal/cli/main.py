@@ -22,7 +22,6 @@ import contextlib
 import datetime
 import gc
 import importlib
-import json
 import logging
 import math
 import sys
@@ -172,6 +171,8 @@ class JsonFormatter(logging.Formatter):
     _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
     def format(self, record: logging.LogRecord) -> str:
+        import json  # here, not at the top: a `shoal get` handed to a daemon imports nothing else that needs it
+
         out: dict[str, object] = {
             "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
