@@ -33,7 +33,7 @@ import resource
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -286,8 +286,10 @@ class Stalls:
         live: dict[asyncio.BaseTransport, tuple[int, float]] = {}
         stalled: list[asyncio.WriteTransport] = []
         for transport in transports:
-            if not isinstance(transport, asyncio.WriteTransport):
+            # A write transport by its methods: uvloop's are not asyncio.WriteTransport's subclasses.
+            if not hasattr(transport, "get_write_buffer_size") or not hasattr(transport, "abort"):
                 continue
+            transport = cast(asyncio.WriteTransport, transport)
             unsent = transport.get_write_buffer_size()
             before, since = self._progress.get(transport, (0, now))
             if unsent == 0 or unsent < before:
