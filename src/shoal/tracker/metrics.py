@@ -84,7 +84,7 @@ class AnnounceTimer:
         self._counts[kind, outcome_of(status)].inc()
 
     def middleware(self) -> Middleware:
-        counts, seconds = self._counts, self._seconds
+        record = self.record
 
         @web.middleware
         async def timed(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -101,8 +101,7 @@ class AnnounceTimer:
                 status = exc.status
                 raise
             finally:
-                seconds[kind].observe(time.perf_counter() - started)
-                counts[kind, outcome_of(status)].inc()
+                record(kind, time.perf_counter() - started, status)
 
         return timed
 
