@@ -59,7 +59,7 @@ is aiohttp's to refuse."""
 @dataclass(frozen=True, slots=True)
 class LaneRequest:
     """A request the lane took: ``groups`` of its route's pattern, its headers (names in lower case; only
-    those of :data:`KEPT_HEADERS`), its body and the client's address."""
+    Connection and those of its lane's ``headers``), its body and the client's address."""
 
     groups: tuple[str, ...]
     headers: dict[str, str]
@@ -116,8 +116,6 @@ class _Head:
     length: int
 
 
-KEPT_HEADERS = frozenset({"x-shoal-fleet", "connection"})
-"""The headers a lane's handler may look at; the framing headers are the lane's own."""
 _FRAMING = frozenset({"content-length", "transfer-encoding", "expect", "upgrade"})
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -133,6 +131,8 @@ class Lane:
     """Set from the runner's by LaneSite."""
     aiohttp_headers: frozenset[str] = frozenset()
     """Header names (lower case) whose requests are aiohttp's, whatever their route (a forwarded request)."""
+    headers: frozenset[str] = frozenset()
+    """Header names (lower case) its handlers and gates read, beside Connection, which is the lane's own."""
     connections: set[LaneConnection] = field(default_factory=set)
     handed_over: int = 0
     """Connections handed to aiohttp, since the start."""
@@ -343,7 +343,7 @@ class LaneConnection(asyncio.Protocol):
                 length = int(value)
             elif lower in self.lane.aiohttp_headers:
                 return None
-            elif lower in KEPT_HEADERS:
+            elif lower == "connection" or lower in self.lane.headers:
                 if lower in headers:
                     return None
                 headers[lower] = value

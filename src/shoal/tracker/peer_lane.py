@@ -163,4 +163,6 @@ def peer_lane(
         LaneRoute("POST", ANNOUNCE, announce, body=True, takes=decided_here, gate=Slots()),
         LaneRoute("GET", HASHES, hashes, takes=decided_here),
     )
-    return Lane(routes, config.max_body, aiohttp_headers=frozenset({FORWARDED_FOR.lower()}))
+    return Lane(
+        routes, config.max_body, aiohttp_headers=frozenset({FORWARDED_FOR.lower()}), headers=frozenset({fleet_header})
+    )
