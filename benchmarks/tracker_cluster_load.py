@@ -28,7 +28,8 @@ database server's CPU (its processes by name, ``postgres`` or ``mariadbd``), to 
 
 Printed per step: offered/s, answered/s, 503/s, errors, timeouts, p50/p99, the trackers' CPU together and
 answered per CPU-second, the generator's CPU and lag; then per tracker its CPU, largest RSS, JSON announces
-it answered (/metrics), and the forwards it made; the forwarded share (answers that named an owner), and
+it answered (/metrics), the forwards it made, and the connections its peers' lane handed to the
+application (in the window, and since its start); the forwarded share (answers that named an owner), and
 the refusals (503s) that named one in the header.
 
 The trackers balance their load (core.balance) as they would in production: a step's figures are
@@ -238,17 +239,19 @@ class ClusterMeters(Meters):
             await asyncio.sleep(0.2)
 
 
-async def metrics_of(session: aiohttp.ClientSession, url: str) -> tuple[float, float, float]:
-    """A tracker's JSON announces answered ok, its forwards out and in, from its /metrics (0s once it is gone)."""
+async def metrics_of(session: aiohttp.ClientSession, url: str) -> tuple[float, float, float, float]:
+    """A tracker's JSON announces answered ok, its forwards out and in, and the connections its peers' lane
+    handed to the application, from its /metrics (0s once it is gone)."""
     try:
         async with session.get(f"{url}/metrics") as reply:
             scrape = parse(await reply.text())
     except (aiohttp.ClientError, OSError):
-        return 0.0, 0.0, 0.0
+        return 0.0, 0.0, 0.0, 0.0
     return (
         scrape.total("shoal_tracker_announces_total", kind="json", outcome="ok"),
         scrape.total("shoal_tracker_forwarded_total", direction="out"),
         scrape.total("shoal_tracker_forwarded_total", direction="in"),
+        scrape.total("shoal_tracker_lane_handovers_total"),
     )
 
 
@@ -330,6 +333,7 @@ async def step_at(load: ClusterLoad, meters: ClusterMeters, rate: float, args: a
             continue
         ok = after_metrics[i][0] - before_metrics[i][0]
         out = after_metrics[i][1] - before_metrics[i][1]
+        handed = after_metrics[i][3] - before_metrics[i][3]
         relayed += out
         answered += ok
         rss = meters.rss_each.get(pid)
@@ -339,8 +343,8 @@ async def step_at(load: ClusterLoad, meters: ClusterMeters, rate: float, args: a
             quota = f", throttled in {throttled[i]} of {periods:.0f} periods (quota {args.tracker_cpu:g} core)"
         print(
             f"    tracker {i} {url}: CPU {each[pid]:.1f} s ({each[pid] / args.duration:.0%}), RSS max "
-            f"{'-' if rss is None else f'{rss:.0f} MB'}, JSON announces ok {ok:.0f}, forwarded out {out:.0f}"
-            f"{quota}",
+            f"{'-' if rss is None else f'{rss:.0f} MB'}, JSON announces ok {ok:.0f}, forwarded out {out:.0f}, "
+            f"connections handed over by the lane {handed:.0f} (of {after_metrics[i][3]:.0f} since the start){quota}",
             flush=True,
         )
     cpu = step.tracker_cpu or 0.0

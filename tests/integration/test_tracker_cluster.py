@@ -27,7 +27,9 @@ from fastbencode import bdecode
 from shoal.core.ids import PeerIdentity, task_id_for_url
 from shoal.core.manifest import OriginIdentity
 from shoal.core.messages import AnnounceRequest, AnnounceResponse
+from shoal.core.owner_hint import OWNER_HEADER
 from shoal.core.ownership import JOIN_DELAY, TrackerMember, owner
+from shoal.testing.metrics import scrape
 from shoal.testing.poll import wait_until
 from shoal.testing.processes import Service
 from shoal.tracker.cluster import FORWARDED_FOR
@@ -198,6 +200,58 @@ def test_only_a_member_may_say_whom_it_forwards_for(tracker, pg_url):
     asyncio.run(_announce_from("127.0.0.1", owner_url, url, "127.0.0.99"))
     hosts = sorted(p["host"] for p in task_summary(trackers[owner_id], task_id)["peers"])  # type: ignore[union-attr]
     assert hosts == ["127.0.0.7", "127.0.0.8", "127.0.0.99"]
+
+
+def test_a_peers_connection_stays_in_the_lane_whichever_member_decides_its_task(tracker, pg_url):
+    """The peers' lane relays an announce and a hash look-up about a task another member decides, as the
+    application's forward does (the owner named in its header), and the owner's lane serves what was
+    forwarded to it: neither member hands a connection to the application for them."""
+    trackers = start_cluster(tracker, pg_url, 2)
+    url = "http://127.0.0.1:9/relayed-in-the-lane.bin"
+    task_id = task_id_for_url(url)
+    owner_id = owner_of(task_id, next(iter(trackers.values())))
+    owner_url = trackers[owner_id].url
+    other_url = next(t.url for tid, t in trackers.items() if tid != owner_id)
+    me = PeerIdentity.from_secret(secrets.token_hex(16))
+    common = {"peer_id": me.peer_id, "secret": me.secret, "url": url, "port": 7000}
+
+    async def ask(session: aiohttp.ClientSession, method: str, path: str, body: bytes = b"") -> bytes:
+        deadline = time.monotonic() + 30
+        while True:  # a moving task (503) is asked again, as a peer would
+            async with session.request(method, f"{other_url}{path}", data=body or None) as reply:
+                payload = await reply.read()
+                if reply.status != 503 or time.monotonic() > deadline:
+                    assert reply.status == 200, payload
+                    assert reply.headers[OWNER_HEADER] == owner_url
+                    return payload
+            await asyncio.sleep(0.2)
+
+    async def run() -> int:
+        # One connection to the member that does not decide the task, kept for every request.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
+            generation = 0
+            for origin in (None, OriginIdentity(SIZE, etag='"v1"'), OriginIdentity(SIZE, etag='"v1"')):
+                request = AnnounceRequest(**common, event="started", generation=generation, origin=origin)
+                body = await ask(session, "POST", f"/v1/tasks/{task_id}/announce", msgspec.json.encode(request))
+                reply = msgspec.json.decode(body, type=AnnounceResponse)
+                assert reply.owner == owner_url  # named by the owner, which saw the forward
+                generation = reply.generation
+            await ask(session, "GET", f"/v1/tasks/{task_id}/hashes?since=0")
+            return 4
+
+    before = {tid: scrape(t.url) for tid, t in trackers.items()}
+    asked = asyncio.run(run())
+    after = {tid: scrape(t.url) for tid, t in trackers.items()}
+
+    def grew(tid: str, name: str, **labels: str) -> float:
+        return after[tid].value(name, **labels) - before[tid].value(name, **labels)
+
+    other_id = next(tid for tid in trackers if tid != owner_id)
+    assert grew(other_id, "shoal_tracker_forwarded_total", direction="out") >= asked
+    assert grew(owner_id, "shoal_tracker_forwarded_total", direction="in") >= asked
+    # The only connections handed over are the second scrapes' own (/metrics is the application's route).
+    assert grew(other_id, "shoal_tracker_lane_handovers_total") == 1
+    assert grew(owner_id, "shoal_tracker_lane_handovers_total") == 1
 
 
 async def _bt_get(source: str, url: str) -> dict[bytes, Any]:

@@ -58,13 +58,17 @@ is aiohttp's to refuse."""
 
 @dataclass(frozen=True, slots=True)
 class LaneRequest:
-    """A request the lane took: ``groups`` of its route's pattern, its headers (names in lower case; only
-    Connection and those of its lane's ``headers``), its body and the client's address."""
+    """A request the lane took: its method and target (path and query, as sent), ``groups`` of its route's
+    pattern, its headers (names in lower case; only Connection and those of its lane's ``headers``), its body,
+    the client's address and the server's address it reached."""
 
+    method: str
+    target: str
     groups: tuple[str, ...]
     headers: dict[str, str]
     body: bytes
     remote: str
+    local: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,14 +86,12 @@ LaneHandler = Callable[[LaneRequest], Awaitable[LaneReply]]
 class LaneRoute:
     """``method`` and a request target (path and query) matching ``target`` whole, answered by ``handler``;
     ``body``: whether the request carries one (a POST's JSON document, at most the lane's ``max_body``
-    bytes); ``takes``: whether the lane takes a request with these groups now, asked once its head is read
-    (else the application serves it)."""
+    bytes); ``gate``: what is asked of it once its head is read."""
 
     method: str
     target: re.Pattern[str]
     handler: LaneHandler
     body: bool = False
-    takes: Callable[[tuple[str, ...]], bool] | None = None
     gate: LaneGate | None = None
 
 
@@ -111,6 +113,7 @@ class LaneGate(Protocol):
 @dataclass(frozen=True, slots=True)
 class _Head:
     route: LaneRoute
+    target: str
     groups: tuple[str, ...]
     headers: dict[str, str]
     length: int
@@ -129,8 +132,6 @@ class Lane:
     max_body: int
     limits: ServerLimits = field(default_factory=ServerLimits)
     """Set from the runner's by LaneSite."""
-    aiohttp_headers: frozenset[str] = frozenset()
-    """Header names (lower case) whose requests are aiohttp's, whatever their route (a forwarded request)."""
     headers: frozenset[str] = frozenset()
     """Header names (lower case) its handlers and gates read, beside Connection, which is the lane's own."""
     connections: set[LaneConnection] = field(default_factory=set)
@@ -172,6 +173,7 @@ class LaneConnection(asyncio.Protocol):
         self.server = aiohttp_server
         self.transport: asyncio.Transport | None = None
         self.remote = ""
+        self.local = ""
         self.buffer = bytearray()
         self.since = 0.0
         """When the head being waited for became due: the connection's start or its last reply."""
@@ -197,6 +199,8 @@ class LaneConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.remote = peer[0] if isinstance(peer, tuple) else ""
+        sockname = transport.get_extra_info("sockname")
+        self.local = sockname[0] if isinstance(sockname, tuple) else ""
         self.since = asyncio.get_running_loop().time()
         self.lane.connections.add(self)
 
@@ -300,7 +304,8 @@ class LaneConnection(asyncio.Protocol):
             if self.read_paused and len(buffer) <= self.lane.max_body:
                 self.read_paused = False
                 transport.resume_reading()
-            request = LaneRequest(head.groups, head.headers, body, self.remote)
+            method = head.route.method
+            request = LaneRequest(method, head.target, head.groups, head.headers, body, self.remote, self.local)
             self.serving = asyncio.ensure_future(self._serve(head.route, request))
 
     def _read_on(self) -> None:
@@ -341,8 +346,6 @@ class LaneConnection(asyncio.Protocol):
                 if lower != "content-length" or length is not None or not value.isdigit() or not value.isascii():
                     return None
                 length = int(value)
-            elif lower in self.lane.aiohttp_headers:
-                return None
             elif lower == "connection" or lower in self.lane.headers:
                 if lower in headers:
                     return None
@@ -352,9 +355,7 @@ class LaneConnection(asyncio.Protocol):
                 return None
         elif length:
             return None
-        if route.takes is not None and not route.takes(groups):
-            return None
-        return _Head(route, groups, headers, length or 0)
+        return _Head(route, parts[1], groups, headers, length or 0)
 
     async def _serve(self, route: LaneRoute, request: LaneRequest) -> None:
         self.admitted = None  # the slot is this function's now: its finally gives it back

@@ -280,6 +280,12 @@ def build_app(config: TrackerConfig, clock: Callable[[], float] = time.time) -> 
     pool_routes.add_routes(app, service.pools)
     dashboard.add_routes(app, service, admission, readable=config.fleet_key is None or config.public_dashboard)
     openapi.serve(app, openapi_document())
-    timer = tracker_metrics.install(app, serve_metrics(app), service, admission, scrapes) if config.metrics else None
+
+    def handed_over() -> int:  # read at each scrape: the lane is made with the timer
+        return app[LANE].handed_over
+
+    timer = None
+    if config.metrics:
+        timer = tracker_metrics.install(app, serve_metrics(app), service, admission, scrapes, handed_over)
     app[LANE] = peer_lane.peer_lane(answers, config, timer, clock)
     return app

@@ -30,9 +30,11 @@ import socket
 import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import aiohttp
+import msgspec
 from aiohttp import web
 from yarl import URL
 
@@ -102,6 +104,35 @@ def reachable_address(client: str, own_url: str) -> str:
     except ValueError:
         return client
     return client if ours.is_loopback else str(ours)
+
+
+def relayed_headers(get: Callable[[str], str | None]) -> dict[str, str]:
+    """What a forwarded request keeps of the client's headers, each read through ``get``: the fleet's
+    credential (the owner checks the peer's own) and RELAYED_REQUEST_HEADERS."""
+    return {name: value for name in (FLEET_HEADER, *RELAYED_REQUEST_HEADERS) if (value := get(name))}
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """A request a member forwards, as it read it: ``path_qs`` as the client encoded it, the client's
+    ``headers`` it keeps (:func:`relayed_headers`), the client's address and the one it reached this member
+    at."""
+
+    method: str
+    path_qs: str
+    headers: dict[str, str]
+    body: bytes
+    client: str | None
+    reached: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Relayed:
+    """The owner's reply to a forwarded request, as the forwarding member gives it to the client."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str]
 
 
 class Cluster:
@@ -408,10 +439,14 @@ class Cluster:
         return ClusterView(self.tracker_id, members, reading.deciding(now))
 
     def forwarded(self, request: web.Request) -> bool:
-        """Whether another member forwarded ``request``. The header counts only from a member's host: set by
-        anyone else, it is ignored, or a peer could name another host as itself, or make a member refuse
-        its announces as a forwarding loop."""
-        return FORWARDED_FOR in request.headers and request.remote in self._member_hosts
+        """Whether another member forwarded ``request``."""
+        return self.forwarded_by(request.remote, FORWARDED_FOR in request.headers)
+
+    def forwarded_by(self, remote: str | None, named: bool) -> bool:
+        """Whether a request from ``remote`` that ``named`` a client in FORWARDED_FOR was forwarded by another
+        member. The header counts only from a member's host: set by anyone else, it is ignored, or a peer could
+        name another host as itself, or make a member refuse its announces as a forwarding loop."""
+        return named and remote in self._member_hosts
 
     def client_address(self, request: web.Request) -> str:
         """The address of the peer behind ``request``: FORWARDED_FOR when a member forwarded it."""
@@ -424,6 +459,23 @@ class Cluster:
         if self.forwarded(request):
             return request.headers[FORWARDED_FOR], request.headers.get(FORWARDED_TO) or None
         return request.remote, local_address(request)
+
+    def deciding(self, key: str, forwarded: bool, what: str = "task") -> TrackerMember | str:
+        """Who serves a request about ``key`` that another member ``forwarded`` (or not): the member that owns
+        it (this one, or one to relay the request to), or why none can at the moment (a forwarded request is
+        never forwarded again: when the members disagree for a moment, the client gets a 503). A request this
+        member serves is counted: as served for another member, and as load to balance by (a task's or a
+        swarm's; a pool stays with the hash: its requests are few, and a move ends its members' long-polls)."""
+        current = self.owner(key)
+        if current is not None and current.tracker_id == self.tracker_id:
+            if forwarded:
+                self.served_forwarded += 1
+            if what != "pool":
+                self.decided(key)
+            return current
+        if current is None:
+            return f"no tracker can decide this {what} at the moment"
+        return f"the {what} is moving" if forwarded else current
 
     async def forward(
         self,
@@ -441,24 +493,17 @@ class Cluster:
         (task, swarm, pool) and tells the client to ``again`` (announce, ask) after Retry-After. A request
         relayed to the owner holds one of ``slots`` until it answers, and is refused at once when none is
         free (tracker.admission: a forward counts where it is made)."""
-        current = self.owner(key)
-        if current is not None and current.tracker_id == self.tracker_id:
-            if self.forwarded(request):
-                self.served_forwarded += 1
-            if what != "pool":
-                # Tasks and swarms are placed by load; a pool stays with the hash: its requests are few, and a
-                # move ends its members' long-polls.
-                self.decided(key)
+        to = self.deciding(key, self.forwarded(request), what)
+        if isinstance(to, str):
+            return json_error(503, f"{to}; {again} again", **{"Retry-After": RETRY_AFTER})
+        if to.tracker_id == self.tracker_id:
             return await handler(request)
-        if current is None or self.forwarded(request):
-            why = f"no tracker can decide this {what} at the moment" if current is None else f"the {what} is moving"
-            return json_error(503, f"{why}; {again} again", **{"Retry-After": RETRY_AFTER})
         if slots is None:
-            return await self.relay(request, current, patience=patience, what=what, again=again)
+            return await self.relay(request, to, patience=patience, what=what, again=again)
         if not slots.enter():
             return slots.busy(again)
         try:
-            return await self.relay(request, current, patience=patience, what=what, again=again)
+            return await self.relay(request, to, patience=patience, what=what, again=again)
         finally:
             slots.leave()
 
@@ -472,23 +517,42 @@ class Cluster:
         what: str = "task",
         again: str = "announce",
     ) -> web.Response:
-        """``request`` (or a GET of ``path_qs``) answered by member ``to`` within ``patience`` seconds, its reply
-        relayed as it came; a 503 with Retry-After when ``to`` does not answer. The reply names ``to`` in
-        OWNER_HEADER (core.owner_hint) whatever its status, a shed 503 included, and so does the 503 of a
-        forward that timed out (``to`` is up but busy); not that of an owner we could not connect to, which may
-        be gone: its peers are better off asking their lists, whose members name the task's next owner. The
-        503's words are ``what`` and ``again``'s, as :meth:`forward`'s."""
+        """``request`` (or a GET of ``path_qs``) answered by member ``to``, as :meth:`pass_on` says."""
+        relayed = await self.pass_on(
+            await self.outbound(request, path_qs), to, patience=patience, what=what, again=again
+        )
+        return web.Response(status=relayed.status, body=relayed.body, headers=relayed.headers)
+
+    async def pass_on(
+        self, request: Outbound, to: TrackerMember, *, patience: float = FORWARD_TIMEOUT, what: str, again: str
+    ) -> Relayed:
+        """``request`` answered by member ``to`` within ``patience`` seconds, its reply relayed as it came; a 503
+        with Retry-After when ``to`` does not answer. The reply names ``to`` in OWNER_HEADER (core.owner_hint)
+        whatever its status, a shed 503 included, and so does the 503 of a forward that timed out (``to`` is
+        up but busy); not that of an owner we could not connect to, which may be gone: its peers are better
+        off asking their lists, whose members name the task's next owner. The 503's words are ``what`` and
+        ``again``'s, as :meth:`forward`'s."""
         named = {OWNER_HEADER: to.url}
         try:
-            status, payload, kept = await self.ask(request, to, path_qs, patience=patience)
+            status, payload, kept = await self.send(request, to, patience)
         except (aiohttp.ClientError, TimeoutError) as exc:
             self.relay_failed += 1
-            log.info("forwarding %s to %s failed: %s", request.rel_url.path, to.url, exc)
+            log.info("forwarding %s to %s failed: %s", request.path_qs, to.url, exc)
             busy = isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ConnectionTimeoutError)
-            headers = {"Retry-After": RETRY_AFTER, **(named if busy else {})}
-            return json_error(503, f"the {what}'s tracker did not answer; {again} again", **headers)
+            message = msgspec.json.encode({"error": f"the {what}'s tracker did not answer; {again} again"})
+            headers = {"Content-Type": "application/json", "Retry-After": RETRY_AFTER, **(named if busy else {})}
+            return Relayed(503, message, headers)
         self.relayed += 1
-        return web.Response(status=status, body=payload, headers={**kept, **named})
+        return Relayed(status, payload, {**kept, **named})
+
+    async def outbound(self, request: web.Request, path_qs: str | None = None) -> Outbound:
+        """``request`` (or a GET of ``path_qs``, percent-encoded) as a member forwards it."""
+        client, reached = self.addresses(request)
+        kept = relayed_headers(request.headers.get)
+        if path_qs is not None:
+            return Outbound("GET", path_qs, kept, b"", client, reached)
+        # As the client encoded it: a BitTorrent query's binary values do not survive a decode and re-encode.
+        return Outbound(request.method, request.rel_url.raw_path_qs, kept, await read_body(request), client, reached)
 
     async def ask(
         self,
@@ -498,26 +562,27 @@ class Cluster:
         *,
         patience: float = FORWARD_TIMEOUT,
     ) -> tuple[int, bytes, dict[str, str]]:
-        """Forward ``request`` (or a GET of ``path_qs``, percent-encoded) to member ``to``: its status, body
-        and the headers a relayed reply keeps. Raises aiohttp.ClientError or TimeoutError when ``to`` does not
-        answer within ``patience`` seconds."""
+        """Forward ``request`` (or a GET of ``path_qs``, percent-encoded) to member ``to``, as :meth:`send`."""
+        return await self.send(await self.outbound(request, path_qs), to, patience)
+
+    async def send(
+        self, request: Outbound, to: TrackerMember, patience: float = FORWARD_TIMEOUT
+    ) -> tuple[int, bytes, dict[str, str]]:
+        """``request`` forwarded to member ``to``: its status, body and the headers a relayed reply keeps.
+        Raises aiohttp.ClientError or TimeoutError when ``to`` does not answer within ``patience`` seconds."""
         session = self.client()
-        client, reached = self.addresses(request)
-        headers = {FORWARDED_FOR: reachable_address(client or "", self.url), FORWARDED_TO: reached or ""}
-        for name in RELAYED_REQUEST_HEADERS:
-            if value := request.headers.get(name):
-                headers[name] = value
-        credential = request.headers.get(FLEET_HEADER)
-        if not credential and self._fleet_key is not None:
-            credential = self._fleet_key.credential(self.clock())
-        if credential:
-            headers[FLEET_HEADER] = credential  # the owner checks the peer's fleet credential too
-        method, body = ("GET", b"") if path_qs is not None else (request.method, await read_body(request))
-        # As the client encoded it: a BitTorrent query's binary values do not survive a decode and re-encode.
-        target = URL(to.url + (path_qs if path_qs is not None else request.rel_url.raw_path_qs), encoded=True)
+        headers = {
+            FORWARDED_FOR: reachable_address(request.client or "", self.url),
+            FORWARDED_TO: request.reached or "",
+            **request.headers,
+        }
+        if FLEET_HEADER not in headers and self._fleet_key is not None:
+            headers[FLEET_HEADER] = self._fleet_key.credential(self.clock())  # the owner checks it too
+        target = URL(to.url + request.path_qs, encoded=True)
         tls = self._tls if self._tls is not None and to.url.startswith("https://") else True
         limit = aiohttp.ClientTimeout(total=patience)
-        async with session.request(method, target, data=body or None, headers=headers, ssl=tls, timeout=limit) as reply:
+        body = request.body or None
+        async with session.request(request.method, target, data=body, headers=headers, ssl=tls, timeout=limit) as reply:
             payload = await reply.read()
             kept = {k: v for k, v in reply.headers.items() if k in RELAYED_REPLY_HEADERS}
             return reply.status, payload, kept

@@ -12,7 +12,7 @@ never walks its tasks or peers.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -109,10 +109,17 @@ class AnnounceTimer:
 class TrackerCollector(Collector):
     """The tracker's state at scrape time."""
 
-    def __init__(self, service: TrackerService, admission: Admission, scrapes: Admission | None = None) -> None:
+    def __init__(
+        self,
+        service: TrackerService,
+        admission: Admission,
+        scrapes: Admission | None = None,
+        handed_over: Callable[[], int] | None = None,
+    ) -> None:
         self.service = service
         self.admission = admission
         self.scrapes = scrapes
+        self.handed_over = handed_over
 
     def collect(self) -> Iterator[Metric]:
         yield from self._decided()
@@ -245,6 +252,13 @@ class TrackerCollector(Collector):
             "The factor load stretches every announce interval by (1: none; --announce-rate).",
             self.service.demand.stretch(self.service.clock()),
         )
+        if self.handed_over is not None:
+            yield counter(
+                "shoal_tracker_lane_handovers",
+                "Connections the peers' lane gave to the tracker's HTTP application for good: their request "
+                "was not a peer's announce or hash look-up, or not one the lane takes whole.",
+                self.handed_over(),
+            )
 
 
 class PoolCollector(Collector):
@@ -287,14 +301,15 @@ def install(
     service: TrackerService,
     admission: Admission,
     scrapes: Admission | None = None,
+    handed_over: Callable[[], int] | None = None,
 ) -> AnnounceTimer:
     """Report the tracker's figures through ``metrics``; the announce timer must be the application's
     outermost middleware, so every reply is counted as its client gets it (returned: the peers' lane
     counts its announces with it too). ``scrapes``: the cap on the requests a scrape sends to other
-    members (tracker.bt), in a cluster."""
+    members (tracker.bt), in a cluster; ``handed_over``: the connections the peers' lane handed over."""
     timer = AnnounceTimer(metrics)
     app.middlewares.insert(0, timer.middleware())
-    metrics.add(TrackerCollector(service, admission, scrapes))
+    metrics.add(TrackerCollector(service, admission, scrapes, handed_over))
     pools = PoolCollector(service.pools)
     metrics.add(pools, refresh=pools.refresh)
     return timer

@@ -4,9 +4,10 @@ every peer sends over and over, answered without aiohttp's per-request machinery
 They answer what tracker.app's routes answer, through the same calls: the fleet's credential (a 401 before
 anything else), the cap on announces in flight (a 503 with Retry-After before the body is decoded), the
 service's decision or the store's hashes, the JSON errors (a ProtocolError's 4xx, a 503 when the database
-fails) and the announce metrics. A request about a task that another member of a cluster decides is not
-the lane's: the application forwards it to its owner (tracker.cluster), as it does every request the lane
-does not take.
+fails) and the announce metrics. In a cluster, the lane serves a request about a task as the application
+does (tracker.cluster): here when this member decides the task, else relayed to the member that does, a
+forwarded request from another member's host judged by the peer it names. So a peer's connection stays in
+the lane whichever member decides its tasks.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from shoal.core.tickets import FLEET_HEADER
 from shoal.http.fleet_auth import refusal
 from shoal.http.lane import Lane, LaneReply, LaneRequest, LaneRoute
 from shoal.tracker.admission import Admission
-from shoal.tracker.cluster import FORWARDED_FOR
+from shoal.tracker.cluster import FORWARDED_FOR, RETRY_AFTER, Outbound, Relayed, relayed_headers
 from shoal.tracker.config import TrackerConfig
 from shoal.tracker.metrics import AnnounceTimer
 from shoal.tracker.service import TrackerService
@@ -77,6 +78,13 @@ class PeerAnswers:
         return LaneReply(200, msgspec.json.encode(reply))
 
 
+def relayed_reply(relayed: Relayed) -> LaneReply:
+    """The owner's reply to a request this member forwarded, as the lane writes it."""
+    headers = dict(relayed.headers)
+    content_type = headers.pop("Content-Type", "application/json")
+    return LaneReply(relayed.status, relayed.body, tuple(headers.items()), content_type)
+
+
 def failed(exc: ProtocolError | StoreError) -> LaneReply:
     """A client's error as its 4xx; the database failing as a 503 (logged), as the application's JSON error
     middleware answers them."""
@@ -98,9 +106,7 @@ def peer_lane(
     cluster = answers.service.cluster
     fleet = config.fleet_key
     fleet_header = FLEET_HEADER.lower()
-
-    def decided_here(groups: tuple[str, ...]) -> bool:
-        return cluster is None or cluster.mine(groups[0])
+    forwarded_for = FORWARDED_FOR.lower()
 
     def stranger(headers: dict[str, str]) -> LaneReply | None:
         """The 401 of a request without a valid credential of the fleet; None when it has one, or when the
@@ -113,19 +119,46 @@ def peer_lane(
             return LaneReply(401, msgspec.json.encode(refusal(exc)))
         return None
 
+    def forwarded(request: LaneRequest) -> bool:
+        return cluster is not None and cluster.forwarded_by(request.remote, forwarded_for in request.headers)
+
+    def busy(again: str) -> LaneReply:
+        wait, body = admission.busy_reply(again)
+        return LaneReply(503, body, (("Retry-After", str(wait)),))
+
+    async def elsewhere(request: LaneRequest, again: str, slots: Admission | None = None) -> LaneReply | None:
+        """The reply of a request about a task another member decides, relayed to it holding one of ``slots``
+        (as tracker.cluster's forward relays one), or that none can decide at the moment; None for a request
+        decided here."""
+        if cluster is None:
+            return None
+        to = cluster.deciding(request.groups[0], forwarded(request))
+        if isinstance(to, str):
+            return error(503, f"{to}; {again} again", ("Retry-After", RETRY_AFTER))
+        if to.tracker_id == cluster.tracker_id:
+            return None
+        if slots is not None and not slots.enter():
+            return busy(again)
+        kept = relayed_headers(lambda name: request.headers.get(name.lower()))
+        outbound = Outbound(request.method, request.target, kept, request.body, request.remote, request.local)
+        try:
+            relayed = await cluster.pass_on(outbound, to, what="task", again=again)
+        finally:
+            if slots is not None:
+                slots.leave()
+        return relayed_reply(relayed)
+
     class Slots:
         """The announce route's gate: the fleet's credential, then a slot of the cap, as the application's
-        middlewares check them before an announce's body is read; counted by the metrics when refused."""
+        middlewares check them before an announce's body is read (an announce relayed to its owner holds its
+        slot until the owner answers); counted by the metrics when refused."""
 
         def enter(self, groups: tuple[str, ...], headers: dict[str, str]) -> LaneReply | None:
             refused = stranger(headers)
             if refused is None:
-                if cluster is not None:
-                    cluster.decided(groups[0])
                 if admission.enter():
                     return None
-                wait, body = admission.busy_reply()
-                refused = LaneReply(503, body, (("Retry-After", str(wait)),))
+                refused = busy("announce")
             if timer is not None:
                 timer.record("json", 0.0, refused.status)
             return refused
@@ -146,7 +179,15 @@ def peer_lane(
 
     async def announce(request: LaneRequest) -> LaneReply:
         started = time.perf_counter()
-        answer = await answers.announce(request.groups[0], request.body, request.remote)
+        answer = await elsewhere(request, "announce")
+        if answer is None:
+            if forwarded(request):
+                # The peer asked another member, which forwarded: name ourselves so that its next announces of
+                # this task come here directly (core.owner_hint).
+                seen, owner = request.headers[forwarded_for], cluster.url if cluster is not None else ""
+            else:
+                seen, owner = request.remote, ""
+            answer = await answers.announce(request.groups[0], request.body, seen, owner)
         if timer is not None:
             timer.record("json", time.perf_counter() - started, answer.status)
         return answer
@@ -154,15 +195,13 @@ def peer_lane(
     async def hashes(request: LaneRequest) -> LaneReply:
         if (refused := stranger(request.headers)) is not None:
             return refused
-        task_id = request.groups[0]
-        if cluster is not None:
-            cluster.decided(task_id)
-        return await answers.hashes(task_id, int(request.groups[1] or 0))
+        if (answer := await elsewhere(request, "ask", admission)) is not None:
+            return answer
+        return await answers.hashes(request.groups[0], int(request.groups[1] or 0))
 
     routes = (
-        LaneRoute("POST", ANNOUNCE, announce, body=True, takes=decided_here, gate=Slots()),
-        LaneRoute("GET", HASHES, hashes, takes=decided_here),
+        LaneRoute("POST", ANNOUNCE, announce, body=True, gate=Slots()),
+        LaneRoute("GET", HASHES, hashes),
     )
-    return Lane(
-        routes, config.max_body, aiohttp_headers=frozenset({FORWARDED_FOR.lower()}), headers=frozenset({fleet_header})
-    )
+    kept = {fleet_header, forwarded_for, "content-type"}
+    return Lane(routes, config.max_body, headers=frozenset(kept))
