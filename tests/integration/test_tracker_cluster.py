@@ -73,6 +73,14 @@ def owner_of(task_id: str, t: Service) -> str:
     return found.tracker_id
 
 
+def owner_and_other(trackers: dict[str, Service], url: str) -> tuple[str, Service, Service]:
+    """``url``'s task id, the member of two ``trackers`` that decides it, and the other member."""
+    task_id = task_id_for_url(url)
+    owner_id = owner_of(task_id, next(iter(trackers.values())))
+    (other,) = (t for tracker_id, t in trackers.items() if tracker_id != owner_id)
+    return task_id, trackers[owner_id], other
+
+
 def get_all(
     spawn_get: Callable[..., Popen[str]], url: str, trackers: list[Service], tmp_path: Path, *extra: str
 ) -> list[Popen[str]]:
@@ -186,19 +194,16 @@ def test_only_a_member_may_say_whom_it_forwards_for(tracker, pg_url):
     """X-Shoal-Forwarded-For is believed from the members' hosts only: a peer elsewhere that sets it is
     recorded at the address it announced from, whichever tracker it asked, so nobody can get another
     host handed out as a peer of a task."""
-    trackers = start_cluster(tracker, pg_url, 2)
     url = "http://127.0.0.1:9/forwarded.bin"
-    task_id = task_id_for_url(url)
-    owner_id = owner_of(task_id, next(iter(trackers.values())))
-    owner_url = trackers[owner_id].url
-    other_url = next(t.url for tid, t in trackers.items() if tid != owner_id)
+    task_id, owner, other = owner_and_other(start_cluster(tracker, pg_url, 2), url)
+    owner_url, other_url = owner.url, other.url
     # From outside the members' hosts (127.0.0.1, where both trackers run): to the owner, and through the
     # other member, which forwards it with the address it saw.
     asyncio.run(_announce_from("127.0.0.7", owner_url, url, "10.9.9.9"))
     asyncio.run(_announce_from("127.0.0.8", other_url, url, "10.9.9.9"))
     # From a member's host the header is taken: the control that shows the check can tell them apart.
     asyncio.run(_announce_from("127.0.0.1", owner_url, url, "127.0.0.99"))
-    hosts = sorted(p["host"] for p in task_summary(trackers[owner_id], task_id)["peers"])  # type: ignore[union-attr]
+    hosts = sorted(p["host"] for p in task_summary(owner, task_id)["peers"])  # type: ignore[union-attr]
     assert hosts == ["127.0.0.7", "127.0.0.8", "127.0.0.99"]
 
 
@@ -206,12 +211,9 @@ def test_a_peers_connection_stays_in_the_lane_whichever_member_decides_its_task(
     """The peers' lane relays an announce and a hash look-up about a task another member decides, as the
     application's forward does (the owner named in its header), and the owner's lane serves what was
     forwarded to it: neither member hands a connection to the application for them."""
-    trackers = start_cluster(tracker, pg_url, 2)
     url = "http://127.0.0.1:9/relayed-in-the-lane.bin"
-    task_id = task_id_for_url(url)
-    owner_id = owner_of(task_id, next(iter(trackers.values())))
-    owner_url = trackers[owner_id].url
-    other_url = next(t.url for tid, t in trackers.items() if tid != owner_id)
+    task_id, owner, other = owner_and_other(start_cluster(tracker, pg_url, 2), url)
+    owner_url, other_url = owner.url, other.url
     me = PeerIdentity.from_secret(secrets.token_hex(16))
     common = {"peer_id": me.peer_id, "secret": me.secret, "url": url, "port": 7000}
 
@@ -239,19 +241,18 @@ def test_a_peers_connection_stays_in_the_lane_whichever_member_decides_its_task(
             await ask(session, "GET", f"/v1/tasks/{task_id}/hashes?since=0")
             return 4
 
-    before = {tid: scrape(t.url) for tid, t in trackers.items()}
+    before = {t.url: scrape(t.url) for t in (owner, other)}
     asked = asyncio.run(run())
-    after = {tid: scrape(t.url) for tid, t in trackers.items()}
+    after = {t.url: scrape(t.url) for t in (owner, other)}
 
-    def grew(tid: str, name: str, **labels: str) -> float:
-        return after[tid].value(name, **labels) - before[tid].value(name, **labels)
+    def grew(t: Service, name: str, **labels: str) -> float:
+        return after[t.url].value(name, **labels) - before[t.url].value(name, **labels)
 
-    other_id = next(tid for tid in trackers if tid != owner_id)
-    assert grew(other_id, "shoal_tracker_forwarded_total", direction="out") >= asked
-    assert grew(owner_id, "shoal_tracker_forwarded_total", direction="in") >= asked
+    assert grew(other, "shoal_tracker_forwarded_total", direction="out") >= asked
+    assert grew(owner, "shoal_tracker_forwarded_total", direction="in") >= asked
     # The only connections handed over are the second scrapes' own (/metrics is the application's route).
-    assert grew(other_id, "shoal_tracker_lane_handovers_total") == 1
-    assert grew(owner_id, "shoal_tracker_lane_handovers_total") == 1
+    assert grew(other, "shoal_tracker_lane_handovers_total") == 1
+    assert grew(owner, "shoal_tracker_lane_handovers_total") == 1
 
 
 async def _bt_get(source: str, url: str) -> dict[bytes, Any]:
