@@ -7,6 +7,7 @@ process and point libtorrent (an independent BitTorrent implementation) at it.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 import time
@@ -26,6 +27,7 @@ from shoal.core.tickets import FleetKey
 from shoal.http.listen import listen
 from shoal.testing.clock import FakeClock
 from shoal.testing.libtorrent_client import SESSION_SETTINGS
+from shoal.testing.metrics import scrape
 from shoal.testing.processes import Service
 from shoal.tracker import TrackerConfig, build_app
 
@@ -159,6 +161,10 @@ async def test_with_a_fleet_token_the_tracker_is_private_and_takes_passkeys(star
         assert status == 200 and compact_peers(reply[b"peers"]) == {("127.0.0.1", 6881)}, reply
         status, _, scraped = await bt.get(f"/scrape/{passkey}", f"info_hash={quote_from_bytes(HASH, safe='')}")
         assert scraped[b"files"] == {HASH: {b"complete": 0, b"downloaded": 0, b"incomplete": 2}}
+        # Every announce is counted, a passkey in its path or not, refused or not (a failure is a 200).
+        counts = await asyncio.to_thread(scrape, bt.base)
+        assert counts.total("shoal_tracker_announces_total", kind="bittorrent") == 7
+        assert counts.value("shoal_tracker_announces_total", kind="bittorrent", outcome="ok") == 7
 
 
 async def test_dict_reply_with_and_without_peer_ids(bt: BtClient) -> None:

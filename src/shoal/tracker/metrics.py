@@ -49,8 +49,9 @@ def outcome_of(status: int) -> str:
 
 
 def announce_kind(path: str) -> str | None:
-    """The kind of announce a request path is, None for any other route."""
-    if path == "/announce":
+    """The kind of announce a request path is, None for any other route: a BitTorrent announce with its
+    passkey in the path (a private tracker's, ``/announce/PASSKEY``) is one as much as one without."""
+    if path == "/announce" or path.startswith("/announce/"):
         return "bittorrent"
     if path.startswith("/v1/tasks/") and path.endswith("/announce"):
         return "json"
