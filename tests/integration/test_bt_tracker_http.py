@@ -1,14 +1,18 @@
 """The tracker's BitTorrent endpoints over HTTP: GET /announce and GET /scrape, bencoded both ways.
 
 Most tests run the tracker's aiohttp application in this process on port 0 with an injected clock, so
-expiry is tested by moving the clock rather than by sleeping. The last ones run ``shoal tracker`` as a
-process and point libtorrent (an independent BitTorrent implementation) at it.
+expiry is tested by moving the clock rather than by sleeping, each twice: with the peers' lane in front of
+the application (tracker.peer_lane), which answers the announces, and without it (as with an access log),
+so that the application's route answers them; the same assertions hold for both. Each request is sent on a
+connection of its own, as BitTorrent clients announce, so each starts in the lane. The last ones run
+``shoal tracker`` as a process and point libtorrent (an independent BitTorrent implementation) at it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -30,6 +34,7 @@ from shoal.testing.libtorrent_client import SESSION_SETTINGS
 from shoal.testing.metrics import scrape
 from shoal.testing.processes import Service
 from shoal.tracker import TrackerConfig, build_app
+from shoal.tracker.bt import bt_path
 
 HASH = bytes(range(20))
 OTHER_HASH = b"\xfe\x00+%&" * 4
@@ -74,11 +79,15 @@ class BtClient:
     base: str
     session: aiohttp.ClientSession
     clock: FakeClock
+    lane: bool = True
+    """Whether the tracker's lane answers the announces (else the application's route does)."""
 
     async def get(self, path: str, raw_query: str, method: str = "GET") -> tuple[int, str, dict[bytes, object]]:
         """Status, content type and the decoded bencoded body of one request (the query sent as it is)."""
         url = URL(f"{self.base}{path}?{raw_query}", encoded=True)
         async with self.session.request(method, url) as response:
+            if method == "GET" and bt_path(path) == "/announce":  # aiohttp names itself, the lane does not
+                assert ("Server" not in response.headers) == self.lane, response.headers
             body = await response.read()
             decoded = bdecode(body)
             assert isinstance(decoded, dict), body
@@ -102,16 +111,20 @@ class BtClient:
 StartBt = Callable[..., AbstractAsyncContextManager[BtClient]]
 
 
-@pytest.fixture
-def start_bt(tmp_path: Path) -> StartBt:
+@pytest.fixture(params=["lane", "application"])
+def start_bt(tmp_path: Path, request: pytest.FixtureRequest) -> StartBt:
+    lane = request.param == "lane"
+    # An access log turns the lane off (shoal.http.listen): every request is then the application's.
+    options = {} if lane else {"access_log": logging.getLogger("tests.bt_tracker_http.access")}
+
     @asynccontextmanager
     async def start(host: str = "127.0.0.1", **config: object) -> AsyncIterator[BtClient]:
         clock = FakeClock(NOW)
         app = build_app(TrackerConfig(db=f"sqlite:///{tmp_path / 'tracker.db'}", **config), clock=clock)  # type: ignore[arg-type]
-        runner, port = await listen(app, host, 0)
+        runner, port = await listen(app, host, 0, **options)
         try:
-            async with aiohttp.ClientSession() as session:
-                yield BtClient(f"http://127.0.0.1:{port}", session, clock)
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+                yield BtClient(f"http://127.0.0.1:{port}", session, clock, lane)
         finally:
             await runner.cleanup()
 
@@ -165,6 +178,16 @@ async def test_with_a_fleet_token_the_tracker_is_private_and_takes_passkeys(star
         counts = await asyncio.to_thread(scrape, bt.base)
         assert counts.total("shoal_tracker_announces_total", kind="bittorrent") == 7
         assert counts.value("shoal_tracker_announces_total", kind="bittorrent", outcome="ok") == 7
+
+
+async def test_numwant_bounds_the_peers_handed_out(start_bt: StartBt) -> None:
+    async with start_bt(bt_numwant=3, bt_max_numwant=5) as bt:
+        for n in range(1, 7):
+            await bt.announce(n)
+        assert len(compact_peers((await bt.announce(7))[b"peers"])) == 3, "bt_numwant when none is asked"
+        assert len(compact_peers((await bt.announce(7, numwant=2))[b"peers"])) == 2
+        assert (await bt.announce(7, numwant=0))[b"peers"] == b""
+        assert len(compact_peers((await bt.announce(7, numwant=100))[b"peers"])) == 5, "at most bt_max_numwant"
 
 
 async def test_dict_reply_with_and_without_peer_ids(bt: BtClient) -> None:
@@ -278,7 +301,7 @@ async def test_a_peer_on_the_tracker_host_is_reported_at_the_address_a_lan_clien
         pytest.skip("this host has no non-loopback IPv4 address")
     async with start_bt(host="0.0.0.0") as bt:
         await bt.announce(1, left=0)  # a seeder on this host, announcing over 127.0.0.1
-        remote = BtClient(bt.base.replace("127.0.0.1", lan), bt.session, bt.clock)
+        remote = BtClient(bt.base.replace("127.0.0.1", lan), bt.session, bt.clock, bt.lane)
         assert compact_peers((await remote.announce(2))[b"peers"]) == {(lan, 6881)}
         assert compact_peers((await bt.announce(3))[b"peers"]) == {("127.0.0.1", 6881), (lan, 6882)}
 

@@ -1,6 +1,6 @@
-"""The tracker's peers' lane (shoal.http.lane, tracker.peer_lane): a peer's announces and hash look-ups are
-answered on the lean path, every other request by the application with the connection handed over, and a
-request the lane does not understand whole is never answered by it.
+"""The tracker's peers' lane (shoal.http.lane, tracker.peer_lane): a peer's announces and hash look-ups, and a
+BitTorrent client's announces, are answered on the lean path, every other request by the application with
+the connection handed over, and a request the lane does not understand whole is never answered by it.
 
 The tracker is served as ``shoal tracker`` serves it (shoal.http.listen), over raw HTTP/1.1 so the test
 sends exactly the bytes it means. Which of the two answered shows in the reply: aiohttp names itself in a
@@ -20,14 +20,16 @@ from typing import Any
 
 import pytest
 
+from shoal.core.tickets import FleetKey
 from shoal.http.lane import LANE
 from shoal.http.limits import ServerLimits
 from shoal.http.listen import listen
 from shoal.testing.metrics import scrape
 from shoal.testing.poll import wait_until_async
 from shoal.testing.sockets import accept_queue
-from shoal.tracker.app import ADMISSION, ANSWERS, RUNNER_OPTIONS, build_app
+from shoal.tracker.app import ADMISSION, ANSWERS, RUNNER_OPTIONS, SERVICE, build_app
 from shoal.tracker.config import TrackerConfig
+from tests.integration.test_bt_tracker_http import HASH, announce_fields, encode_query
 from tests.integration.test_tracker_overload import TASK, announce_body
 
 
@@ -205,6 +207,97 @@ async def test_a_body_that_stops_arriving_gets_a_408_and_gives_its_slot_back(tra
     assert app[ADMISSION].abandoned == 0
     counts = await asyncio.to_thread(scrape, f"http://127.0.0.1:{tracker.port}")
     assert counts.value("shoal_tracker_announces_total", kind="json", outcome="rejected") == 1
+
+
+FLEET = FleetKey.from_token(b"the fleet token of the lane's tests")
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        pytest.param("/announce", encode_query(announce_fields(1)), id="no-passkey"),
+        pytest.param(
+            f"/announce/{FleetKey.from_token(b'another fleet, another token').passkey('h1')}",
+            encode_query(announce_fields(1)),
+            id="another-fleets-passkey",
+        ),
+        pytest.param("/announce/garbage", encode_query(announce_fields(1)), id="malformed-passkey"),
+        pytest.param(f"/announce/{FLEET.passkey('h1')}", encode_query(announce_fields(1, left=0)), id="seed"),
+        pytest.param("/announce", encode_query(announce_fields(2, passkey=FLEET.passkey("h2"))), id="query-passkey"),
+        pytest.param(f"/announce/{FLEET.passkey('h3')}", encode_query(announce_fields(3, compact=0)), id="dicts"),
+        pytest.param(
+            f"/announce/{FLEET.passkey('h3')}",
+            encode_query(announce_fields(3, compact=0, no_peer_id=1)),
+            id="dicts-without-peer-ids",
+        ),
+        pytest.param(f"/announce/{FLEET.passkey('h4')}", encode_query(announce_fields(4, numwant=2)), id="numwant"),
+        pytest.param(f"/announce/{FLEET.passkey('h4')}", encode_query(announce_fields(4, numwant=0)), id="numwant-0"),
+        pytest.param(f"/announce/{FLEET.passkey('h4')}", encode_query(announce_fields(4, port=0)), id="bad-port"),
+        pytest.param(
+            f"/announce/{FLEET.passkey('h4')}",
+            encode_query(announce_fields(4, info_hash=HASH[:19])),
+            id="short-info-hash",
+        ),
+        pytest.param(f"/announce/{FLEET.passkey('h4')}", "%zz=%%&&=", id="garbled-query"),
+        pytest.param(f"/announce/{FLEET.passkey('h4')}", "", id="empty-query"),
+    ],
+)
+async def test_a_bittorrent_announce_is_answered_in_the_lane_as_the_application_answers_it(
+    tmp_path: Path, path: str, query: str
+) -> None:
+    config = TrackerConfig(db=f"sqlite:///{tmp_path / 'tracker.db'}", fleet_key=FLEET)
+    app = build_app(config)
+    runner, port = await listen(app, "127.0.0.1", 0, **RUNNER_OPTIONS)
+    opened = [Connection(*await asyncio.open_connection("127.0.0.1", port)) for _ in range(2)]
+    lane, handed = opened
+    try:
+        assert not (await handed.ask(get("/v1/health"))).by_lane  # this connection is the application's now
+        bt = app[SERVICE].bt
+        for n in range(5, 12):  # a swarm to hand out: seeds and leechers
+            fields = announce_fields(n, left=n % 2 * 1000, passkey=FLEET.passkey(f"h{n}"))
+            assert (await lane.ask(get(f"/announce?{encode_query(fields)}"))).status == 200
+        answered = []
+        for connection in (handed, lane, handed):
+            bt.rng.seed(7)  # the same interval's jitter and the same peers picked
+            answered.append(await connection.ask(get(f"{path}?{query}")))
+        by_app, by_lane, again = answered
+        assert not by_app.by_lane and by_lane.by_lane
+        assert by_lane.status == by_app.status == 200
+        assert by_lane.headers["content-type"] == by_app.headers["content-type"] == "text/plain"
+        assert by_lane.body == by_app.body == again.body, (by_lane.body, by_app.body)
+        counts = await asyncio.to_thread(scrape, f"http://127.0.0.1:{port}")
+        assert counts.value("shoal_tracker_announces_total", kind="bittorrent", outcome="ok") == 7 + 3
+    finally:
+        for connection in opened:
+            connection.writer.close()
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        pytest.param(f"/announce?{encode_query(announce_fields(1))}#fragment", id="fragment"),
+        pytest.param(f"/announce/%41{FLEET.passkey('h1')}?{encode_query(announce_fields(1))}", id="encoded-passkey"),
+        pytest.param(f"/announce/{{x}}?{encode_query(announce_fields(1))}", id="brace-in-passkey"),
+        pytest.param(f"/announce/?{encode_query(announce_fields(1))}", id="empty-passkey"),
+        pytest.param(f"/announce/a/b?{encode_query(announce_fields(1))}", id="two-segments"),
+        pytest.param(f"//announce?{encode_query(announce_fields(1))}", id="double-slash"),
+    ],
+)
+async def test_a_bittorrent_announce_the_lane_does_not_take_whole_is_the_applications(
+    tracker: Tracker, target: str
+) -> None:
+    c = await tracker.connect()
+    answered = await c.ask(get(target))
+    assert not answered.by_lane, (answered.status, answered.body)
+    assert tracker.app[LANE].handed_over == 1
+
+
+async def test_a_bittorrent_announce_with_bytes_past_ascii_is_the_applications(tracker: Tracker) -> None:
+    c = await tracker.connect()
+    query = encode_query(announce_fields(1)).encode() + b"&key=\xff"
+    answered = await c.ask(b"GET /announce?" + query + b" HTTP/1.1\r\nHost: tracker\r\n\r\n")
+    assert not answered.by_lane and answered.status == 400, "aiohttp's parser refuses it"
 
 
 class Held:

@@ -32,7 +32,7 @@ from shoal.core.ownership import JOIN_DELAY, TrackerMember, owner
 from shoal.testing.metrics import scrape
 from shoal.testing.poll import wait_until
 from shoal.testing.processes import Service
-from shoal.tracker.cluster import FORWARDED_FOR
+from shoal.tracker.cluster import FORWARDED_FOR, FORWARDED_TO
 from tests.integration.conftest import Origin, cluster_settled, sha256, task_summary
 from tests.integration.test_bt_tracker_http import announce_fields, compact_peers, encode_query
 from tests.integration.test_swarm import wait_for_file
@@ -295,6 +295,59 @@ def test_bittorrent_clients_of_one_swarm_at_different_trackers_see_each_other(tr
     for t in trackers.values():
         files = asyncio.run(_bt_get("127.0.0.9", f"{t.url}/scrape?{both}"))[b"files"]
         assert {h: (c[b"complete"], c[b"incomplete"]) for h, c in files.items()} == {h: (1, 1) for h in hashes.values()}
+
+
+def test_a_bittorrent_clients_connection_stays_in_the_lane_whichever_member_decides_its_swarm(tracker, pg_url):
+    """The peers' lane relays a BitTorrent announce about a swarm another member decides, as the application's
+    forward does, and the owner's lane serves what was forwarded to it, judging the client by the address
+    the forwarding member names (X-Shoal-Forwarded-For) and the one the client reached it at
+    (X-Shoal-Forwarded-To, BitTorrent's loopback rule): neither member hands a connection over for them."""
+    trackers = start_cluster(tracker, pg_url, 2)
+    info_hash = hashlib.sha1(b"a swarm relayed in the lane").digest()
+    owner_id = owner_of(info_hash.hex(), next(iter(trackers.values())))
+    owner_url = trackers[owner_id].url
+    other_id, other = next((tid, t) for tid, t in trackers.items() if tid != owner_id)
+
+    async def announce(session: aiohttp.ClientSession, url: str, n: int, **headers: str) -> dict[bytes, Any]:
+        query = encode_query({**announce_fields(n, info_hash=info_hash), "compact": 1})
+        deadline = time.monotonic() + 30
+        while True:  # a moving swarm (503) is asked again, as a client would
+            async with session.get(f"{url}/announce?{query}", headers=headers) as reply:
+                body = await reply.read()
+                if reply.status != 503 or time.monotonic() > deadline:
+                    assert reply.status == 200 and "Server" not in reply.headers, (reply.headers, body)
+                    decoded = bdecode(body)
+                    assert isinstance(decoded, dict) and b"failure reason" not in decoded, decoded
+                    return decoded
+            await asyncio.sleep(0.2)
+
+    async def run() -> tuple[dict[bytes, Any], dict[bytes, Any], dict[bytes, Any]]:
+        # One connection to the member that does not decide the swarm, kept for every announce: clients on
+        # this host, stored at 127.0.0.1.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
+            for n in range(3):
+                last = await announce(session, other.url, n)
+            # A client on another host (10.1.1.1) that reached a member at 10.0.0.5, forwarded from a member's
+            # host: handed this host's clients at the address it reached, and recorded at its own.
+            forwarded = {FORWARDED_FOR: "10.1.1.1", FORWARDED_TO: "10.0.0.5"}
+            lan = await announce(session, owner_url, 9, **forwarded)
+            return last, lan, await announce(session, other.url, 3)
+
+    before = {tid: scrape(t.url) for tid, t in trackers.items()}
+    last, lan, local = asyncio.run(run())
+    after = {tid: scrape(t.url) for tid, t in trackers.items()}
+    assert compact_peers(last[b"peers"]) == {("127.0.0.1", 6880), ("127.0.0.1", 6881)}
+    assert compact_peers(lan[b"peers"]) == {("10.0.0.5", 6880 + n) for n in range(3)}
+    assert ("10.1.1.1", 6889) in compact_peers(local[b"peers"])
+
+    def grew(tid: str, name: str, **labels: str) -> float:
+        return after[tid].value(name, **labels) - before[tid].value(name, **labels)
+
+    assert grew(other_id, "shoal_tracker_forwarded_total", direction="out") >= 4
+    assert grew(owner_id, "shoal_tracker_forwarded_total", direction="in") >= 5
+    # The only connections handed over are the second scrapes' own (/metrics is the application's route).
+    assert grew(other_id, "shoal_tracker_lane_handovers_total") == 1
+    assert grew(owner_id, "shoal_tracker_lane_handovers_total") == 1
 
 
 def test_a_tracker_stalled_past_its_fence_joins_again(tracker, pg_url, tmp_path):

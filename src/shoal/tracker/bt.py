@@ -4,7 +4,9 @@
     GET /scrape     BEP 48
     GET /announce/PASSKEY, /scrape/PASSKEY   the same, with a passkey (or ``?passkey=PASSKEY``)
 
-Parsing, swarm state and replies live in core.bt_tracker; this module wires them to aiohttp.
+Parsing, swarm state and replies live in core.bt_tracker; this module wires them to aiohttp. An announce
+(``GET /announce``) is answered by :meth:`BtTracker.answer` whichever path took it: this module's route, or
+the peers' lane in front of the application (tracker.peer_lane), which answers most of them.
 
 With a fleet token the tracker is private, as private BitTorrent trackers are: every announce and scrape
 needs a passkey of the fleet (core.tickets), in the path or the query, since standard clients send no
@@ -103,6 +105,32 @@ class BtTracker:
         if self.fleet_key is not None:
             self.fleet_key.check_passkey(passkey)
 
+    def refused(self, passkey: str | None, raw_query: str) -> bytes | None:
+        """The bencoded failure of a request without a passkey of the fleet, in its path (``passkey``) or in
+        its query; None when it is admitted (any request, on a tracker without a fleet token)."""
+        if self.fleet_key is None:
+            return None
+        try:
+            self.fleet_key.check_passkey(passkey_in(passkey, raw_query))
+        except ProtocolError as exc:
+            return encode_failure(str(exc))
+        return None
+
+    def answer(self, passkey: str | None, raw_query: str, source: str | None, local: str | None) -> tuple[int, bytes]:
+        """The status and bencoded body a ``GET /announce`` is answered, whichever path took it (the
+        application's route, the peers' lane): its passkey checked (the one in its path, ``passkey``, else
+        its query's), then :meth:`announce`. A request refused (a bad passkey or field) gets its ``failure
+        reason`` in a 200, as BEP 3 has it (the module's HTTP behaviour); an unexpected error, a 500 (logged)."""
+        try:
+            if self.fleet_key is not None:
+                self.fleet_key.check_passkey(passkey_in(passkey, raw_query))
+            return 200, self.announce(raw_query, source, local)
+        except ProtocolError as exc:
+            return 200, encode_failure(str(exc))
+        except Exception:
+            log.exception("unexpected error in an announce")
+            return 500, encode_failure("internal error")
+
     def announce(self, raw_query: str, source: str | None, local: str | None) -> bytes:
         """The bencoded reply to an announce from ``source`` that reached us at ``local``."""
         request = BtAnnounce.from_query(raw_query)
@@ -177,22 +205,24 @@ async def bencoded_errors(
         return _bencoded(encode_failure("internal error"), 500)
 
 
+def passkey_in(passkey: str | None, raw_query: str) -> str | None:
+    """The passkey an announce or scrape carries: ``passkey``, the one in its path, else its query's."""
+    if passkey:
+        return passkey
+    values = parse_query(raw_query).get(PASSKEY_PARAM)
+    return values[0].decode("latin-1") if values else None
+
+
 def passkey_of(request: web.Request) -> str | None:
     """The passkey an announce or scrape carries, in its path or its query."""
-    if passkey := request.match_info.get("passkey"):
-        return passkey
-    values = parse_query(request.rel_url.raw_query_string).get(PASSKEY_PARAM)
-    return values[0].decode("latin-1") if values else None
+    return passkey_in(request.match_info.get("passkey"), request.rel_url.raw_query_string)
 
 
 def refusal(bt: BtTracker, request: web.Request) -> web.Response | None:
     """The bencoded failure a BitTorrent request without a passkey of the fleet gets (None: admitted), for
     a middleware outside :func:`bencoded_errors` (the cluster's, which checks before it forwards)."""
-    try:
-        bt.admit(passkey_of(request))
-    except ProtocolError as exc:
-        return _bencoded(encode_failure(str(exc)))
-    return None
+    refused = bt.refused(request.match_info.get("passkey"), request.rel_url.raw_query_string)
+    return None if refused is None else _bencoded(refused)
 
 
 async def announce(request: web.Request) -> web.Response:
@@ -200,13 +230,14 @@ async def announce(request: web.Request) -> web.Response:
     # re-check here as the JSON announce has (TrackerService.announce): none is needed while nothing between
     # the check and the decision awaits. Cluster.forward calls the handler chain at once; inside it only
     # bencoded_errors (the innermost middleware) and this handler run, and neither awaits before
-    # BtTracker.announce, which decides in memory and writes nothing durable. So the check and the decision
+    # BtTracker.answer, which decides in memory and writes nothing durable. So the check and the decision
     # run in one step of the event loop, at one reading of the member rows, with no heartbeat between them.
-    # An await added on that way (a middleware inside the cluster's, a look-up here) must bring the re-check.
+    # The peers' lane keeps the same rule (tracker.peer_lane). An await added on that way (a middleware
+    # inside the cluster's, a look-up here) must bring the re-check.
     bt, cluster = request.app[BT], request.app[BT_CLUSTER]
-    bt.admit(passkey_of(request))
     source, local = cluster.addresses(request) if cluster is not None else (request.remote, local_address(request))
-    return _bencoded(bt.announce(request.rel_url.raw_query_string, source, local))
+    status, body = bt.answer(request.match_info.get("passkey"), request.rel_url.raw_query_string, source, local)
+    return _bencoded(body, status)
 
 
 ADMITTED_PATH = "/v1/swarms/{info_hash}/admitted"

@@ -456,9 +456,17 @@ class Cluster:
 
     def addresses(self, request: web.Request) -> tuple[str | None, str | None]:
         """The client's address and the address it reached a tracker at, as a forwarding member saw them."""
-        if self.forwarded(request):
-            return request.headers[FORWARDED_FOR], request.headers.get(FORWARDED_TO) or None
-        return request.remote, local_address(request)
+        return self.seen(request.remote, local_address(request), request.headers.get)
+
+    def seen(
+        self, remote: str | None, local: str | None, header: Callable[[str], str | None]
+    ) -> tuple[str | None, str | None]:
+        """:meth:`addresses` of a request from ``remote`` that reached this member at ``local``, its headers
+        read through ``header``."""
+        forwarded_for = header(FORWARDED_FOR)
+        if forwarded_for is not None and self.forwarded_by(remote, True):
+            return forwarded_for, header(FORWARDED_TO) or None
+        return remote, local
 
     def deciding(self, key: str, forwarded: bool, what: str = "task") -> TrackerMember | str:
         """Who serves a request about ``key`` that another member ``forwarded`` (or not): the member that owns

@@ -1,13 +1,20 @@
 """The peers' lane (shoal.http.lane): a peer's announce and its look-up of piece hashes, the two requests
-every peer sends over and over, answered without aiohttp's per-request machinery.
+every peer sends over and over, and a BitTorrent client's ``GET /announce``, answered without aiohttp's
+per-request machinery.
 
-They answer what tracker.app's routes answer, through the same calls: the fleet's credential (a 401 before
-anything else), the cap on announces in flight (a 503 with Retry-After before the body is decoded), the
-service's decision or the store's hashes, the JSON errors (a ProtocolError's 4xx, a 503 when the database
-fails) and the announce metrics. In a cluster, the lane serves a request about a task as the application
-does (tracker.cluster): here when this member decides the task, else relayed to the member that does, a
-forwarded request from another member's host judged by the peer it names. So a peer's connection stays in
-the lane whichever member decides its tasks.
+They answer what tracker.app's and tracker.bt's routes answer, through the same calls: the fleet's
+credential (a 401 before anything else; a BitTorrent announce's passkey, a bencoded failure), the cap on
+announces in flight (a 503 with Retry-After before the body is decoded), the service's decision, the
+store's hashes or the BitTorrent swarms' reply (BtTracker.answer), the errors (JSON: a ProtocolError's 4xx,
+a 503 when the database fails; BitTorrent: a bencoded failure) and the announce metrics. In a cluster, the
+lane serves a request about a task or a BitTorrent swarm as the application does (tracker.cluster): here
+when this member decides it, else relayed to the member that does, a forwarded request from another
+member's host judged by the peer it names. So a peer's connection stays in the lane whichever member
+decides its tasks.
+
+A BitTorrent announce decided here is decided in the step of the event loop that found this member its
+swarm's owner, as tracker.bt.announce's comment requires: nothing awaits between Cluster.deciding and
+BtTracker.answer.
 """
 
 from __future__ import annotations
@@ -26,7 +33,8 @@ from shoal.core.tickets import FLEET_HEADER
 from shoal.http.fleet_auth import refusal
 from shoal.http.lane import Lane, LaneReply, LaneRequest, LaneRoute
 from shoal.tracker.admission import Admission
-from shoal.tracker.cluster import FORWARDED_FOR, RETRY_AFTER, Outbound, Relayed, relayed_headers
+from shoal.tracker.bt import announce_key
+from shoal.tracker.cluster import FORWARDED_FOR, FORWARDED_TO, RETRY_AFTER, Outbound, Relayed, relayed_headers
 from shoal.tracker.config import TrackerConfig
 from shoal.tracker.metrics import AnnounceTimer
 from shoal.tracker.service import TrackerService
@@ -40,6 +48,12 @@ ANNOUNCE = re.compile(f"/v1/tasks/{_TASK}/announce")
 HASHES = re.compile(f"/v1/tasks/{_TASK}/hashes(?:\\?since=(0|[1-9][0-9]{{0,17}}))?")
 """A hash look-up the lane takes: ``since`` absent or a plain whole number (anything else is the
 application's, which answers a bad one 400)."""
+BT_ANNOUNCE = re.compile(r"/announce(?:/([A-Za-z0-9._:-]+))?(?:\?([!-\"$-~]*))?")
+"""A BitTorrent announce the lane takes: a passkey in the path of the characters passkeys are made of
+(core.tickets; aiohttp's route would percent-decode one, and refuse a slash or a brace), and a query of
+printable ASCII without a fragment (``#``, which aiohttp cuts off), passed on as the client encoded it."""
+BENCODED = "text/plain"
+"""The content type of every BitTorrent reply (tracker.bt)."""
 
 
 def error(status: int, message: str, *headers: tuple[str, str]) -> LaneReply:
@@ -126,13 +140,15 @@ def peer_lane(
         wait, body = admission.busy_reply(again)
         return LaneReply(503, body, (("Retry-After", str(wait)),))
 
-    async def elsewhere(request: LaneRequest, again: str, slots: Admission | None = None) -> LaneReply | None:
-        """The reply of a request about a task another member decides, relayed to it holding one of ``slots``
-        (as tracker.cluster's forward relays one), or that none can decide at the moment; None for a request
-        decided here."""
+    async def elsewhere(
+        request: LaneRequest, again: str, slots: Admission | None = None, key: str = "", what: str = "task"
+    ) -> LaneReply | None:
+        """The reply of a request about a task (or ``key`` of ``what``: a BitTorrent swarm) another member
+        decides, relayed to it holding one of ``slots`` (as tracker.cluster's forward relays one), or that
+        none can decide at the moment; None for a request decided here, returned without awaiting anything."""
         if cluster is None:
             return None
-        to = cluster.deciding(request.groups[0], forwarded(request))
+        to = cluster.deciding(key or request.groups[0], forwarded(request), what)
         if isinstance(to, str):
             return error(503, f"{to}; {again} again", ("Retry-After", RETRY_AFTER))
         if to.tracker_id == cluster.tracker_id:
@@ -142,7 +158,7 @@ def peer_lane(
         kept = relayed_headers(lambda name: request.headers.get(name.lower()))
         outbound = Outbound(request.method, request.target, kept, request.body, request.remote, request.local)
         try:
-            relayed = await cluster.pass_on(outbound, to, what="task", again=again)
+            relayed = await cluster.pass_on(outbound, to, what=what, again=again)
         finally:
             if slots is not None:
                 slots.leave()
@@ -199,9 +215,41 @@ def peer_lane(
             return answer
         return await answers.hashes(request.groups[0], int(request.groups[1] or 0))
 
+    bt = answers.service.bt
+
+    async def bt_announce(request: LaneRequest) -> LaneReply:
+        started = time.perf_counter()
+        answer = await bt_answer(request)
+        if timer is not None:
+            timer.record("bittorrent", time.perf_counter() - started, answer.status)
+        return answer
+
+    async def bt_answer(request: LaneRequest) -> LaneReply:
+        """As tracker.app's middlewares and tracker.bt's route answer it: in a cluster, an announce naming a
+        swarm is refused without a passkey of the fleet before it is relayed (a relay holds a slot of the
+        cap until the owner answers, as the application's forward does); one decided here, or that names no
+        swarm, is BtTracker.answer's."""
+        passkey, raw_query = request.groups[0] or None, request.groups[1] or ""
+        if cluster is None:
+            source, local = request.remote or None, request.local or None
+        else:
+            if (key := announce_key(raw_query)) is not None:
+                if (refused := bt.refused(passkey, raw_query)) is not None:
+                    return LaneReply(200, refused, content_type=BENCODED)
+                relayed = await elsewhere(request, "announce", admission, key, "swarm")
+                if relayed is not None:
+                    return relayed
+                # Decided here: elsewhere awaited nothing, so this step of the loop still holds the ownership.
+            source, local = cluster.seen(
+                request.remote or None, request.local or None, lambda name: request.headers.get(name.lower())
+            )
+        status, body = bt.answer(passkey, raw_query, source, local)
+        return LaneReply(status, body, content_type=BENCODED)
+
     routes = (
         LaneRoute("POST", ANNOUNCE, announce, body=True, gate=Slots()),
         LaneRoute("GET", HASHES, hashes),
+        LaneRoute("GET", BT_ANNOUNCE, bt_announce),
     )
-    kept = {fleet_header, forwarded_for, "content-type"}
+    kept = {fleet_header, forwarded_for, FORWARDED_TO.lower(), "content-type"}
     return Lane(routes, config.max_body, headers=frozenset(kept))
