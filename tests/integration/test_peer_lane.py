@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastbencode import bdecode
 
 from shoal.core.tickets import FleetKey
 from shoal.http.lane import LANE
@@ -29,7 +30,7 @@ from shoal.testing.poll import wait_until_async
 from shoal.testing.sockets import accept_queue
 from shoal.tracker.app import ADMISSION, ANSWERS, RUNNER_OPTIONS, SERVICE, build_app
 from shoal.tracker.config import TrackerConfig
-from tests.integration.test_bt_tracker_http import HASH, announce_fields, encode_query
+from tests.integration.test_bt_tracker_http import HASH, announce_fields, compact_peers, encode_query
 from tests.integration.test_tracker_overload import TASK, announce_body
 
 
@@ -271,6 +272,22 @@ async def test_a_bittorrent_announce_is_answered_in_the_lane_as_the_application_
         for connection in opened:
             connection.writer.close()
         await runner.cleanup()
+
+
+async def test_bittorrent_announces_pipelined_with_a_peers_requests_are_answered_in_order(tracker: Tracker) -> None:
+    """BitTorrent announces and a peer's requests on one connection, sent at once: each is answered in the
+    lane, in order, and a Connection: close ends the connection."""
+    c = await tracker.connect()
+    bt = [get(f"/announce?{encode_query(announce_fields(n))}") for n in range(3)]
+    last = bt[2].replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+    await c.send(bt[0] + post(announce_body("alice")) + bt[1] + get(f"/v1/tasks/{TASK}/hashes") + last)
+    replies = [await c.reply() for _ in range(5)]
+    assert all(r.by_lane and r.status == 200 for r in replies)
+    assert [r.headers["content-type"] for r in replies] == ["text/plain", "application/json"] * 2 + ["text/plain"]
+    assert replies[1].json()["generation"] == 1 and replies[3].json()["hashes"] == {}
+    handed = [compact_peers(bdecode(r.body)[b"peers"]) for r in replies[::2]]
+    assert handed == [set(), {("127.0.0.1", 6880)}, {("127.0.0.1", 6880), ("127.0.0.1", 6881)}]
+    assert replies[4].headers["connection"] == "close" and await c.reader.read() == b""
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,8 @@ decides its tasks.
 
 A BitTorrent announce decided here is decided in the step of the event loop that found this member its
 swarm's owner, as tracker.bt.announce's comment requires: nothing awaits between Cluster.deciding and
-BtTracker.answer.
+BtTracker.answer, which run in one function that does not await (``bt_decided``); only an announce relayed
+to its swarm's owner waits, after it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import msgspec
 
 from shoal.core.errors import AnnounceRefused, CredentialRefused, ProtocolError, StoreError
 from shoal.core.messages import AnnounceRequest
+from shoal.core.ownership import TrackerMember
 from shoal.core.structs import decode
 from shoal.core.tickets import FLEET_HEADER
 from shoal.http.fleet_auth import refusal
@@ -140,19 +142,33 @@ def peer_lane(
         wait, body = admission.busy_reply(again)
         return LaneReply(503, body, (("Retry-After", str(wait)),))
 
-    async def elsewhere(
-        request: LaneRequest, again: str, slots: Admission | None = None, key: str = "", what: str = "task"
-    ) -> LaneReply | None:
-        """The reply of a request about a task (or ``key`` of ``what``: a BitTorrent swarm) another member
-        decides, relayed to it holding one of ``slots`` (as tracker.cluster's forward relays one), or that
-        none can decide at the moment; None for a request decided here, returned without awaiting anything."""
+    def deciding(
+        request: LaneRequest, again: str, key: str = "", what: str = "task"
+    ) -> LaneReply | TrackerMember | None:
+        """Where a request about a task (or ``key`` of ``what``: a BitTorrent swarm) is decided: None here,
+        the member to relay it to, or the 503 of a request none can decide at the moment."""
         if cluster is None:
             return None
         to = cluster.deciding(key or request.groups[0], forwarded(request), what)
         if isinstance(to, str):
             return error(503, f"{to}; {again} again", ("Retry-After", RETRY_AFTER))
-        if to.tracker_id == cluster.tracker_id:
-            return None
+        return None if to.tracker_id == cluster.tracker_id else to
+
+    async def elsewhere(request: LaneRequest, again: str, slots: Admission | None = None) -> LaneReply | None:
+        """The reply of a request about a task another member decides, relayed to it holding one of ``slots``
+        (as tracker.cluster's forward relays one), or that none can decide at the moment; None for a request
+        decided here."""
+        to = deciding(request, again)
+        if to is None or isinstance(to, LaneReply):
+            return to
+        return await relay(request, to, again, slots)
+
+    async def relay(
+        request: LaneRequest, to: TrackerMember, again: str, slots: Admission | None, what: str = "task"
+    ) -> LaneReply:
+        """The reply of member ``to`` to a request this one relays there, holding one of ``slots`` until it
+        answers; a 503 at once when none is free."""
+        assert cluster is not None
         if slots is not None and not slots.enter():
             return busy(again)
         kept = relayed_headers(lambda name: request.headers.get(name.lower()))
@@ -217,18 +233,11 @@ def peer_lane(
 
     bt = answers.service.bt
 
-    async def bt_announce(request: LaneRequest) -> LaneReply:
-        started = time.perf_counter()
-        answer = await bt_answer(request)
-        if timer is not None:
-            timer.record("bittorrent", time.perf_counter() - started, answer.status)
-        return answer
-
-    async def bt_answer(request: LaneRequest) -> LaneReply:
-        """As tracker.app's middlewares and tracker.bt's route answer it: in a cluster, an announce naming a
-        swarm is refused without a passkey of the fleet before it is relayed (a relay holds a slot of the
-        cap until the owner answers, as the application's forward does); one decided here, or that names no
-        swarm, is BtTracker.answer's."""
+    def bt_decided(request: LaneRequest) -> LaneReply | TrackerMember:
+        """The reply to a BitTorrent announce, as tracker.app's middlewares and tracker.bt's route answer it,
+        or the member to relay it to: in a cluster, an announce naming a swarm is refused without a passkey
+        of the fleet before it is relayed; one decided here, or that names no swarm, is BtTracker.answer's,
+        in the step of the event loop that found the swarm this member's (see the module's docstring)."""
         passkey, raw_query = request.groups[0] or None, request.groups[1] or ""
         if cluster is None:
             source, local = request.remote or None, request.local or None
@@ -236,15 +245,25 @@ def peer_lane(
             if (key := announce_key(raw_query)) is not None:
                 if (refused := bt.refused(passkey, raw_query)) is not None:
                     return LaneReply(200, refused, content_type=BENCODED)
-                relayed = await elsewhere(request, "announce", admission, key, "swarm")
-                if relayed is not None:
-                    return relayed
-                # Decided here: elsewhere awaited nothing, so this step of the loop still holds the ownership.
+                to = deciding(request, "announce", key, "swarm")
+                if to is not None:
+                    return to
             source, local = cluster.seen(
                 request.remote or None, request.local or None, lambda name: request.headers.get(name.lower())
             )
         status, body = bt.answer(passkey, raw_query, source, local)
         return LaneReply(status, body, content_type=BENCODED)
+
+    async def bt_announce(request: LaneRequest) -> LaneReply:
+        """A BitTorrent announce, decided here or relayed to its swarm's owner holding a slot of the cap until
+        the owner answers (as the application's forward does)."""
+        started = time.perf_counter()
+        answer = bt_decided(request)
+        if not isinstance(answer, LaneReply):
+            answer = await relay(request, answer, "announce", admission, "swarm")
+        if timer is not None:
+            timer.record("bittorrent", time.perf_counter() - started, answer.status)
+        return answer
 
     routes = (
         LaneRoute("POST", ANNOUNCE, announce, body=True, gate=Slots()),
