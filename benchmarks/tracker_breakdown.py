@@ -28,6 +28,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 NESTING = [
+    ("lane: data_received (parse, take, write)", 0),
+    ("lane: PeerAnswers.announce", 0),
+    ("lane: decode and check the body", 1),
+    ("lane: write", 0),
     ("aiohttp: data_received (parse)", 0),
     ("aiohttp: _handle_request", 0),
     ("aiohttp: Application._handle (route, middlewares)", 1),
@@ -43,6 +47,7 @@ NESTING = [
     ("decide: asker's view", 5),
     ("decide: take hash reports", 5),
     ("decide: leases", 5),
+    ("decide: lease holders", 6),
     ("decide: hand-out", 5),
     ("decide: addresses", 5),
     ("store.stage", 4),
@@ -57,18 +62,23 @@ NESTING = [
     ("gc: generation 1", 1),
     ("gc: generation 2", 1),
 ]
+ANSWERED = ("aiohttp: _handle_request", "lane: PeerAnswers.announce")
 
 
 def analyse(path: Path, window: float) -> None:
     rows = [json.loads(line) for line in path.read_text().splitlines()]
-    key = "aiohttp: _handle_request"
-    grew = [i for i in range(1, len(rows)) if rows[i]["calls"].get(key, 0) > rows[i - 1]["calls"].get(key, 0)]
+
+    def answered(row: dict) -> int:
+        """Requests answered by aiohttp's handler or the peers' lane (whose announces aiohttp never sees)."""
+        return sum(row["calls"].get(key, 0) for key in ANSWERED)
+
+    grew = [i for i in range(1, len(rows)) if answered(rows[i]) > answered(rows[i - 1])]
     if not grew:
         raise SystemExit("the tracker answered no requests")
     last = max(grew) - 1  # the load's last second is partial
     first = max((i for i in range(len(rows)) if rows[i]["t"] <= rows[last]["t"] - window), default=0)
     a, b = rows[first], rows[last]
-    n = b["calls"][key] - a["calls"].get(key, 0)
+    n = answered(b) - answered(a)
     span = b["t"] - a["t"]
     cpu = b["process"] - a["process"]
     print(f"window {span:.1f} s: {n} requests ({n / span:.0f}/s)")

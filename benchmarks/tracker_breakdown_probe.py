@@ -130,6 +130,18 @@ def _install(out: str) -> None:
         service = app
     cluster = importlib.import_module("shoal.tracker.cluster")
 
+    # The peers' lane (since 8e21f47): it answers the announces in front of aiohttp, whose parts then time
+    # nothing but the requests handed to it.
+    try:
+        lane: Any = importlib.import_module("shoal.http.lane")
+        peer_lane: Any = importlib.import_module("shoal.tracker.peer_lane")
+    except ImportError:
+        lane = peer_lane = None
+    if lane is not None:
+        time_function(lane.LaneConnection, "data_received", "lane: data_received (parse, take, write)")
+        time_coroutine(peer_lane.PeerAnswers, "announce", "lane: PeerAnswers.announce")
+        time_function(peer_lane, "decode", "lane: decode and check the body")
+        time_function(lane.LaneConnection, "_write", "lane: write")
     time_function(protocol.RequestHandler, "data_received", "aiohttp: data_received (parse)")
     time_coroutine(protocol.RequestHandler, "_handle_request", "aiohttp: _handle_request")
     time_coroutine(protocol.RequestHandler, "finish_response", "aiohttp: finish_response (write)")
@@ -145,6 +157,7 @@ def _install(out: str) -> None:
     time_function(announce, "_take_reports", "decide: take hash reports")
     time_function(announce, "_lease_decisions", "decide: leases")
     time_function(swarm.Swarm, "hand_out", "decide: hand-out")
+    time_function(swarm.Swarm, "lease_holders", "decide: lease holders")
     time_function(swarm.Swarm, "addresses", "decide: addresses")
     time_function(store.TrackerStore, "stage", "store.stage")
     time_function(task_rows.TaskRows, "apply", "stage: apply to memory")
