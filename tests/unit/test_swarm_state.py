@@ -9,9 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shoal.core.announce import decide_announce
-from shoal.core.announce_values import PeerRecord
+from shoal.core.announce_values import AnnounceOutcome, PeerRecord
 from shoal.core.bitfield import Bitfield
-from shoal.core.handout import WALK_BUDGET, HolderIndex, hand_out, locality_tier
+from shoal.core.handout import WALK_BUDGET, HolderIndex, PeerView, hand_out, locality_tier
+from shoal.core.leases import Lease
 from shoal.core.swarm import RARE_POWER, Census, PieceCounts, RareHolders, Swarm
 from shoal.core.task_snapshot import TaskSnapshot
 
@@ -43,6 +44,7 @@ def assert_consistent(swarm: Swarm) -> None:
         assert holder.view is swarm.peers[holder.peer_id].view
         assert holder.mask == swarm.counted(swarm.peers[holder.peer_id])
     assert swarm.racks == again.racks  # the racks sharing the origin (core.scope_leases.origin_share)
+    assert swarm.lease_scopes == again.lease_scopes  # the lease holders of each scope (core.leases)
     assert swarm.seeds == again.seeds  # the swarm's state for the announce interval (core.interval)
     assert swarm.rare is None, "a swarm of a few peers keeps no rare holders: its hand-outs walk it whole"
     assert set(swarm._addresses) == set(swarm.peers), "hand-outs' addresses are kept for live peers only"
@@ -168,6 +170,64 @@ def test_a_swarm_kept_announce_by_announce_is_one_built_afresh(steps: list[dict[
         swarm.apply(outcome)
         assert_consistent(swarm)
         assert (census.peers, census.seeds) == (len(swarm.peers), swarm.seeds)
+
+
+def walked_lease_holders(swarm: Swarm, asker: PeerView, checks: int) -> int:
+    """Swarm.lease_holders as a pass over every lease holder: the live peers other than the asker with the
+    asker's labels and a lease on a piece not under check."""
+    count = 0
+    for peer_id in {lease.peer_id for lease in swarm.leases.values()} - {asker.peer_id}:
+        record = swarm.peers.get(peer_id)
+        own = sum(1 << lease.piece for lease in swarm.leases.values() if lease.peer_id == peer_id)
+        if record is not None and own & ~checks:
+            count += (record.view.site, record.view.rack) == (asker.site, asker.rack)
+    return count
+
+
+lease_peers = st.sampled_from(["p0", "p1", "p2", "p3"])
+
+
+@st.composite
+def lease_changes(draw: st.DrawFn) -> tuple[str, str, int, str, str]:
+    """(what, peer, piece, site, rack): a peer announces (with these labels) or stops, a lease is put, dropped
+    or given back, time passes (peers and leases lapse), or a new generation drops every lease."""
+    what = draw(st.sampled_from(["announce", "announce", "stop", "put", "put", "put", "drop", "give", "wait", "new"]))
+    return what, draw(lease_peers), draw(st.integers(0, 7)), draw(labels), draw(labels)
+
+
+@given(st.lists(lease_changes(), max_size=40), st.lists(st.sets(st.integers(0, 7), max_size=3), max_size=2))
+def test_lease_holders_counted_by_scope_are_those_a_walk_finds(
+    changes: list[tuple[str, str, int, str, str]], under_check: list[set[int]]
+) -> None:
+    """The count of each scope's lease holders, kept as leases, peers and labels change, gives what a pass
+    over the holders gives, for every asker (each peer and one outside the swarm, under any labels: its
+    record's or new ones) and pieces under check."""
+    swarm = Swarm(1, PIECES)
+    now = NOW
+    askers = [view(p, site=site, rack=rack) for p in ["p0", "p1", "p2", "p3", "new"] for site in "ab" for rack in "ab"]
+    askers += [view(p, site=site) for p in ["p0", "new"] for site in ["", "a"]]
+    checks = [0, *(sum(1 << i for i in pieces) for pieces in under_check)]
+    for what, peer_id, piece, site, rack in changes:
+        record = task(generation=swarm.generation)
+        if what == "announce":
+            swarm.apply(AnnounceOutcome(task=record, peer=peer(peer_id, site=site, rack=rack, last_seen=now)))
+        elif what == "stop":
+            swarm.apply(AnnounceOutcome(task=record, remove_peer=peer_id))
+        elif what == "put":  # a lease may come before its holder's record (Swarm.of: the asker's leases)
+            swarm.apply(AnnounceOutcome(task=record, put_leases=[Lease(piece, peer_id, now + 20.0)]))
+        elif what == "drop":
+            swarm.apply(AnnounceOutcome(task=record, drop_leases=[piece]))
+        elif what == "give":
+            swarm.give_back(Lease(piece, peer_id, now + 20.0))
+        elif what == "wait":
+            now += 15.0
+            swarm.expire(now, POLICY.peer_ttl)
+        else:
+            swarm.retain(swarm.generation + 1, PIECES, 0)
+        assert all(swarm.lease_scopes.values()), "a scope without holders is no key"
+        for asker in askers:
+            for mask in checks:
+                assert swarm.lease_holders(asker, mask) == walked_lease_holders(swarm, asker, mask)
 
 
 @st.composite

@@ -20,6 +20,9 @@ Rules:
   hosts accused whom, the holders for the hand-out (core.handout.HolderIndex) and the holders of each rare
   piece (:class:`RareHolders`). An announce then costs about the same in a swarm of thousands as in a swarm
   of ten, at the end of a download too, when most peers hold nothing the asker lacks.
+- The lease holders of each scope of core.leases (a rack, or the peers of a site without a rack label) are
+  counted as leases and labels change, so a lease decision reads how many peers of the asker's scope hold
+  leases without a pass over the holders (:meth:`Swarm.lease_holders`).
 - A swarm may report to a :class:`Census` of the tracker's live peers and seeds, kept by the same changes,
   so the tracker's totals (its metrics, its dashboard) are read without a walk over its tasks.
 - Memory is bounded per peer: its record (the bitfield is an integer of one bit per piece; a peer carries at
@@ -189,6 +192,9 @@ class Swarm:
         origin's pieces (core.scope_leases.origin_share)."""
         self.seeds = 0
         """Live peers on the current generation that hold every piece (banned or not)."""
+        self.lease_scopes: Counter[tuple[str, str]] = Counter()
+        """(site, rack) of a live peer's labels -> the live peers with those labels that hold origin leases
+        (core.leases' scopes of lease holders: a rack, or the peers without a rack label of a site)."""
         self.ttl = 0.0
         """The TTL of a peer whose record has none: the latest :meth:`expire`'s."""
         self._counts = PieceCounts()
@@ -270,15 +276,23 @@ class Swarm:
 
     def lease_holders(self, asker: PeerView, checks: int = 0) -> int:
         """How many peers other than the asker hold origin leases in the asker's scope of origin lease holders
-        (core.leases): the peers of its rack, or for a peer without a rack label those of its site (or of
-        none) without one. A peer whose only leases are on ``checks`` (a bit mask: pieces under spot check)
-        is not counted. A pass over the holders, which core.leases keeps to a few a scope."""
-        count = 0
-        for peer_id, own in self._own.items():
-            record = self.peers.get(peer_id)
-            if peer_id != asker.peer_id and record is not None and own & ~checks:
-                view = record.view
-                count += view.rack == asker.rack and view.site == asker.site
+        (core.leases): the live peers whose labels are the asker's, the peers of its rack, or for a peer
+        without a rack label those of its site (or of none) without one. A peer whose only leases are on
+        ``checks`` (a bit mask: pieces under spot check) is not counted. Read from the scope's count, less the
+        asker and the holders of the leases on ``checks`` that hold no other: every lease decision asks, and
+        a pass over the holders would cost a look-up of each holder's record on each of them."""
+        scope = (asker.site, asker.rack)
+        count = self.lease_scopes.get(scope, 0)
+        if not count:
+            return 0
+        if self._own.get(asker.peer_id) and _scope_of(self.peers.get(asker.peer_id)) == scope:
+            count -= 1
+        if checks & self.leased:
+            checkers = {self.leases[piece].peer_id for piece in iter_bits(checks & self.leased)}
+            checkers.discard(asker.peer_id)
+            for peer_id in checkers:
+                if not self._own[peer_id] & ~checks and _scope_of(self.peers.get(peer_id)) == scope:
+                    count -= 1
         return count
 
     def address(self, view: PeerView) -> PeerAddress:
@@ -489,6 +503,13 @@ class Swarm:
             self.index.put(new.view, now)
         else:
             self.index.discard(peer_id)
+        if self._own.get(peer_id):
+            scope_before, scope_after = _scope_of(old), _scope_of(new)
+            if scope_before != scope_after:
+                if scope_before is not None:
+                    self._uncount_holder(scope_before)
+                if scope_after is not None:
+                    self.lease_scopes[scope_after] += 1
         rack_before, rack_after = _rack_of(old), _rack_of(new)
         if rack_before != rack_after:
             if rack_before is not None:
@@ -535,7 +556,10 @@ class Swarm:
             self._take_own(old.peer_id, bit)
         self.leases[piece] = lease
         self.leased |= bit
-        self._own[lease.peer_id] = self._own.get(lease.peer_id, 0) | bit
+        mine = self._own.get(lease.peer_id, 0)
+        self._own[lease.peer_id] = mine | bit
+        if not mine and (scope := _scope_of(self.peers.get(lease.peer_id))) is not None:
+            self.lease_scopes[scope] += 1  # a new holder (a peer's leases may precede its record: Swarm.of)
         queued = self._lease_queued.get(piece)
         if queued is None or lease.expires < queued:
             self._queue_lease(piece, lease.expires)
@@ -552,8 +576,20 @@ class Swarm:
         mine = self._own.get(peer_id, 0) & ~bit
         if mine:
             self._own[peer_id] = mine
+        elif self._own.pop(peer_id, None) is not None and (scope := _scope_of(self.peers.get(peer_id))) is not None:
+            self._uncount_holder(scope)
+
+    def _uncount_holder(self, scope: tuple[str, str]) -> None:
+        left = self.lease_scopes[scope] - 1
+        if left:
+            self.lease_scopes[scope] = left
         else:
-            self._own.pop(peer_id, None)
+            del self.lease_scopes[scope]
+
+
+def _scope_of(record: PeerRecord | None) -> tuple[str, str] | None:
+    """The (site, rack) labels a live peer's leases count under (core.leases' scopes of lease holders)."""
+    return None if record is None else (record.view.site, record.view.rack)
 
 
 def _rack_of(record: PeerRecord | None) -> tuple[str, str] | None:
