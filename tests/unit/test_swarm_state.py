@@ -231,16 +231,26 @@ def test_lease_holders_counted_by_scope_are_those_a_walk_finds(
 
 
 @st.composite
+def holdings(draw: st.DrawFn, *, scattered: int) -> set[int]:
+    """Pieces a peer holds: a run from the first piece (a swarm fills its file front to back) and a few more."""
+    return set(range(draw(st.integers(0, PIECES)))) | draw(st.sets(st.integers(0, PIECES - 1), max_size=scattered))
+
+
+@st.composite
 def holders(draw: st.DrawFn) -> list:  # type: ignore[type-arg]
     return [
-        view(f"h{n}", have=draw(st.sets(st.integers(0, PIECES - 1), max_size=4)), site=draw(labels), rack=draw(labels))
+        view(f"h{n}", have=draw(holdings(scattered=4)), site=draw(labels), rack=draw(labels))
         for n in range(draw(st.integers(0, 14)))
     ]
 
 
-@given(holders(), st.sets(st.integers(0, PIECES - 1), max_size=6), labels, labels, st.integers(0, 10))
-def test_the_indexed_hand_out_is_the_plain_one(peers: list, have: set[int], site: str, rack: str, limit: int) -> None:  # type: ignore[type-arg]
-    asker = view("asker", have=have, site=site, rack=rack)
+@given(holders(), holdings(scattered=6), labels, labels, st.integers(0, 10), st.sampled_from(["asker", "h0", "h1"]))
+def test_the_indexed_hand_out_is_the_plain_one(  # type: ignore[type-arg]
+    peers: list, have: set[int], site: str, rack: str, limit: int, asker_id: str
+) -> None:
+    """Whatever the pieces (each holder's run from the first piece, the asker's first missing piece) and
+    whether the asker is itself indexed (one of the holders, as in its swarm) or not."""
+    asker = view(asker_id, have=have, site=site, rack=rack)
     index = HolderIndex()
     for p in peers:
         if p.have.mask:

@@ -82,15 +82,22 @@ class _Holder:
     holding for others (its owner's say: core.swarm.Swarm.counted), one object shared by its groups, so a
     walk reads the view and the pieces where it stands instead of looking the peer up."""
 
-    __slots__ = ("mask", "peer_id", "position", "rack", "site", "view")
+    __slots__ = ("mask", "peer_id", "position", "prefix", "rack", "site", "view")
 
     def __init__(self, view: PeerView, mask: int) -> None:
         self.position = ring_position(view.peer_id)
         self.peer_id = view.peer_id
         self.site = view.site
         self.rack = view.rack
+        self.hold(view, mask)
+
+    def hold(self, view: PeerView, mask: int) -> None:
         self.view = view
         self.mask = mask
+        self.prefix = (mask ^ (mask + 1)).bit_length() - 1
+        """The holder holds every piece below this one: a seed, or a downloader of a swarm that fills its
+        file front to back (core.leases), holds what an asker lacks when the asker's first missing piece is
+        below it, which a walk then tells without reading the holder's whole bit mask."""
 
 
 def _order(holder: _Holder) -> tuple[int, str]:
@@ -130,7 +137,7 @@ class HolderIndex:
         take its new view and pieces; a peer whose labels changed moves to its new groups."""
         holder = self._where.get(view.peer_id)
         if holder is not None and holder.site == view.site and holder.rack == view.rack:
-            holder.view, holder.mask = view, mask
+            holder.hold(view, mask)
             return
         self.discard(view.peer_id)
         holder = self._where[view.peer_id] = _Holder(view, mask)
@@ -173,8 +180,9 @@ class HolderIndex:
         tiers.append((2, self._all))
         handed: list[PeerView] = []
         asker_id = asker.peer_id
-        indexed = self._where.get(asker_id)
+        indexed = self._where.get(asker_id)  # the asker's own holder, if any: no other holder is the asker
         own = indexed.position if indexed is not None else ring_position(asker_id)
+        first = (lacking & -lacking).bit_length() - 1  # the asker's first missing piece
         nearer = 0
         for tier, group in tiers:
             if len(group) == nearer:
@@ -188,7 +196,9 @@ class HolderIndex:
             window = _window(group, bisect.bisect_left(group, (start, ""), key=_order))
             self.looked += len(window)
             for holder in window:
-                if not holder.mask & lacking or holder.peer_id == asker_id:
+                # Each holder walked is a few objects far apart in memory: a useful one is told by its prefix
+                # where it can be, and the asker by identity, before its pieces or its id are read.
+                if (holder.prefix <= first and not holder.mask & lacking) or holder is indexed:
                     continue
                 if mixed and _tier(site, rack, holder.site, holder.rack) != tier:
                     continue
