@@ -157,6 +157,8 @@ def _install(out: str) -> None:
     time_function(announce, "_take_reports", "decide: take hash reports")
     time_function(announce, "_lease_decisions", "decide: leases")
     time_function(swarm.Swarm, "hand_out", "decide: hand-out")
+    if hasattr(swarm.Swarm, "hand_out_addresses"):  # the hand-out named by its holders' addresses at once
+        time_function(swarm.Swarm, "hand_out_addresses", "decide: hand-out")
     time_function(swarm.Swarm, "lease_holders", "decide: lease holders")
     time_function(swarm.Swarm, "addresses", "decide: addresses")
     time_function(store.TrackerStore, "stage", "store.stage")

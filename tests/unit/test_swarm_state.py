@@ -42,6 +42,7 @@ def assert_consistent(swarm: Swarm) -> None:
     assert holders_of(swarm) == holders_of(again) and swarm.accused_by == again.accused_by
     for holder in swarm.index._all:  # a walk reads each holder's view and pieces where it stands
         assert holder.view is swarm.peers[holder.peer_id].view
+        assert holder.address is swarm.address(holder.view), "a hand-out names a holder by its current address"
         assert holder.mask == swarm.counted(swarm.peers[holder.peer_id])
     assert swarm.racks == again.racks  # the racks sharing the origin (core.scope_leases.origin_share)
     assert swarm.lease_scopes == again.lease_scopes  # the lease holders of each scope (core.leases)
@@ -143,6 +144,7 @@ def announces(draw: st.DrawFn) -> dict[str, object]:
         "site": draw(labels),
         "rack": draw(labels),
         "host": draw(st.sampled_from(["10.0.0.1", "10.0.0.2", "10.0.0.3"])),
+        "port": draw(st.sampled_from([7000, 7001])),  # a peer restarted on another port: a new address
         "advance": draw(st.sampled_from([0.0, 1.0, 11.0])),
     }
 
@@ -166,6 +168,11 @@ def test_a_swarm_kept_announce_by_announce_is_one_built_afresh(steps: list[dict[
         plain = TaskSnapshot(record, list(swarm.peers.values()), dict(swarm.leases), {}, (1 << PIECES) - 1)
         again = decide_announce(plain, req, task_id=TASK_ID, seen_host=host, now=now, policy=POLICY)
         assert outcome.response == again.response and outcome.put_leases == again.put_leases
+        if outcome.response is not None and outcome.peer is not None and outcome.response.manifest_message:
+            # The peers named through the index's holders are those the hand-out gives, named one by one.
+            limit, asker = POLICY.max_peers, outcome.peer.view
+            named = swarm.addresses(swarm.hand_out(asker, limit))
+            assert swarm.hand_out_addresses(asker, limit) == named
         record = outcome.task
         swarm.apply(outcome)
         assert_consistent(swarm)

@@ -139,17 +139,17 @@ def decide_announce(
         for p in trusted:
             if not p.bad:
                 held |= p.have.mask
-        handed = hand_out(view, trusted, limit)
+        handed = swarm.addresses(hand_out(view, trusted, limit))
     else:
         # Most announces: the swarm's aggregates already are what a pass over its peers would give.
         held = swarm.held_by_others(request.peer_id) | view.have.mask
-        handed = swarm.hand_out(view, limit, pace.draw)
+        handed = swarm.hand_out_addresses(view, limit, pace.draw)
     mine = _lease_decisions(snapshot, swarm, request, outcome, task, view, held, seen_host, now, ttl)
     outcome.response = AnnounceResponse(
         generation=task.generation,
         manifest_message=ManifestMessage.of(task.manifest),
         range_ok=task.range_ok,
-        peers=swarm.addresses(handed),
+        peers=handed,
         leases=tuple(mine),
         hash_seq=task.hash_seq,
         interval=interval,

@@ -27,6 +27,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from shoal.core.bitfield import Bitfield
+from shoal.core.messages import PeerAddress
 
 _RING = 1 << 64
 WALK_BUDGET = 256
@@ -77,22 +78,24 @@ def hand_out(asker: PeerView, peers: Sequence[PeerView], limit: int) -> list[Pee
     return useful[:limit]
 
 
-class _Holder:
-    """A holder's place in the index: its ring position, labels and current view, and the pieces it counts as
-    holding for others (its owner's say: core.swarm.Swarm.counted), one object shared by its groups, so a
-    walk reads the view and the pieces where it stands instead of looking the peer up."""
+class IndexedHolder:
+    """A holder's place in the index: its ring position, labels and current view, what a hand-out names it by
+    (its address), and the pieces it counts as holding for others (its owner's say:
+    core.swarm.Swarm.counted), one object shared by its groups, so a walk reads the view, the address and the
+    pieces where it stands instead of looking the peer up."""
 
-    __slots__ = ("mask", "peer_id", "position", "prefix", "rack", "site", "view")
+    __slots__ = ("address", "mask", "peer_id", "position", "prefix", "rack", "site", "view")
 
-    def __init__(self, view: PeerView, mask: int) -> None:
+    def __init__(self, view: PeerView, mask: int, address: PeerAddress) -> None:
         self.position = ring_position(view.peer_id)
         self.peer_id = view.peer_id
         self.site = view.site
         self.rack = view.rack
-        self.hold(view, mask)
+        self.hold(view, mask, address)
 
-    def hold(self, view: PeerView, mask: int) -> None:
+    def hold(self, view: PeerView, mask: int, address: PeerAddress) -> None:
         self.view = view
+        self.address = address
         self.mask = mask
         self.prefix = (mask ^ (mask + 1)).bit_length() - 1
         """The holder holds every piece below this one: a seed, or a downloader of a swarm that fills its
@@ -100,7 +103,7 @@ class _Holder:
         below it, which a walk then tells without reading the holder's whole bit mask."""
 
 
-def _order(holder: _Holder) -> tuple[int, str]:
+def _order(holder: IndexedHolder) -> tuple[int, str]:
     return holder.position, holder.peer_id
 
 
@@ -112,10 +115,10 @@ class HolderIndex:
     __slots__ = ("_all", "_racks", "_sites", "_where", "looked")
 
     def __init__(self) -> None:
-        self._all: list[_Holder] = []
-        self._sites: dict[str, list[_Holder]] = {}
-        self._racks: dict[tuple[str, str], list[_Holder]] = {}
-        self._where: dict[str, _Holder] = {}
+        self._all: list[IndexedHolder] = []
+        self._sites: dict[str, list[IndexedHolder]] = {}
+        self._racks: dict[tuple[str, str], list[IndexedHolder]] = {}
+        self._where: dict[str, IndexedHolder] = {}
         self.looked = 0
         """How many holders the last :meth:`hand_out` looked at (the bound its walks keep)."""
 
@@ -125,22 +128,25 @@ class HolderIndex:
     def __contains__(self, peer_id: object) -> bool:
         return peer_id in self._where
 
-    def _groups(self, site: str, rack: str) -> Iterator[list[_Holder]]:
+    def _groups(self, site: str, rack: str) -> Iterator[list[IndexedHolder]]:
         yield self._all
         if site:
             yield self._sites.setdefault(site, [])
         if rack:
             yield self._racks.setdefault((site, rack), [])
 
-    def put(self, view: PeerView, mask: int) -> None:
+    def put(self, view: PeerView, mask: int, address: PeerAddress | None = None) -> None:
         """Index ``view``'s peer as holding ``mask`` (not 0: a peer holding nothing is :meth:`discard`-ed), or
-        take its new view and pieces; a peer whose labels changed moves to its new groups."""
+        take its new view and pieces; a peer whose labels changed moves to its new groups. ``address``: what
+        a hand-out names it by (the owner's copy, shared; default: one made of ``view``)."""
+        if address is None:
+            address = PeerAddress(view.peer_id, view.host, view.port, view.site, view.rack)
         holder = self._where.get(view.peer_id)
         if holder is not None and holder.site == view.site and holder.rack == view.rack:
-            holder.hold(view, mask)
+            holder.hold(view, mask, address)
             return
         self.discard(view.peer_id)
-        holder = self._where[view.peer_id] = _Holder(view, mask)
+        holder = self._where[view.peer_id] = IndexedHolder(view, mask, address)
         for group in self._groups(holder.site, holder.rack):
             bisect.insort(group, holder, key=_order)
 
@@ -157,8 +163,13 @@ class HolderIndex:
             del self._racks[(site, rack)]
 
     def hand_out(self, asker: PeerView, limit: int, *, draw: float = 0.0) -> list[PeerView]:
-        """What :func:`hand_out` gives for the indexed peers' views (a holder whose pieces are 0 is left out),
-        walking each tier's group from the asker's ring position until ``limit`` useful peers are found.
+        """What :func:`hand_out` gives for the indexed peers' views (a holder whose pieces are 0 is left out):
+        the views of :meth:`walk`'s holders."""
+        return [holder.view for holder in self.walk(asker, limit, draw=draw)]
+
+    def walk(self, asker: PeerView, limit: int, *, draw: float = 0.0) -> list[IndexedHolder]:
+        """The holders of :meth:`hand_out`'s peers, in its order, found by walking each tier's group from the
+        asker's ring position until ``limit`` useful peers are found.
 
         The work is bounded: each tier's walk looks at most WALK_BUDGET peers. A group no larger than that is
         walked whole, so the list is :func:`hand_out`'s; a larger one is walked from a point ``draw`` (uniform
@@ -172,13 +183,13 @@ class HolderIndex:
         if limit <= 0 or not lacking:
             return []
         site, rack = asker.site, asker.rack
-        tiers: list[tuple[int, list[_Holder]]] = []
+        tiers: list[tuple[int, list[IndexedHolder]]] = []
         if rack and (site, rack) in self._racks:
             tiers.append((0, self._racks[(site, rack)]))
         if site and site in self._sites:
             tiers.append((1, self._sites[site]))
         tiers.append((2, self._all))
-        handed: list[PeerView] = []
+        handed: list[IndexedHolder] = []
         asker_id = asker.peer_id
         indexed = self._where.get(asker_id)  # the asker's own holder, if any: no other holder is the asker
         own = indexed.position if indexed is not None else ring_position(asker_id)
@@ -202,13 +213,13 @@ class HolderIndex:
                     continue
                 if mixed and _tier(site, rack, holder.site, holder.rack) != tier:
                     continue
-                handed.append(holder.view)
+                handed.append(holder)
                 if len(handed) == limit:
                     return handed
         return handed
 
 
-def _window(group: list[_Holder], at: int) -> list[_Holder]:
+def _window(group: list[IndexedHolder], at: int) -> list[IndexedHolder]:
     """At most WALK_BUDGET of the group's entries, in ring order from index ``at``."""
     window = group[at : at + WALK_BUDGET]
     if len(window) < WALK_BUDGET and at:

@@ -40,7 +40,7 @@ from dataclasses import replace
 
 from shoal.core.announce_values import AnnounceOutcome, PeerRecord
 from shoal.core.bitfield import Bitfield, iter_bits
-from shoal.core.handout import WALK_BUDGET, HolderIndex, PeerView, locality_tier
+from shoal.core.handout import WALK_BUDGET, HolderIndex, IndexedHolder, PeerView, locality_tier
 from shoal.core.leases import Lease
 from shoal.core.messages import PeerAddress
 
@@ -324,11 +324,23 @@ class Swarm:
         """The hand-out (core.handout) for ``asker``, a peer of the current generation, at bounded cost: the
         index's walk (its window drawn by ``draw``, uniform in [0, 1)), then, when a walk was cut short before
         it found ``limit`` peers, the holders of the rare pieces the asker lacks, nearest first."""
-        handed = self.index.hand_out(asker, limit, draw=draw)
+        walked, rare = self._hand_out(asker, limit, draw)
+        return [holder.view for holder in walked] + rare
+
+    def hand_out_addresses(self, asker: PeerView, limit: int, draw: float = 0.0) -> tuple[PeerAddress, ...]:
+        """:meth:`addresses` of :meth:`hand_out`: the index's holders carry their addresses, so the peers a
+        walk found are named without a look-up of each."""
+        walked, rare = self._hand_out(asker, limit, draw)
+        addresses = self._addresses
+        return tuple([holder.address for holder in walked] + [addresses[view.peer_id] for view in rare])
+
+    def _hand_out(self, asker: PeerView, limit: int, draw: float) -> tuple[list[IndexedHolder], list[PeerView]]:
+        """:meth:`hand_out`'s peers: the holders its walk found, and the rare pieces' holders after them."""
+        handed = self.index.walk(asker, limit, draw=draw)
         if len(handed) >= limit or self.rare is None:
-            return handed  # full, or every group was walked whole
+            return handed, []  # full, or every group was walked whole
         lacking = ~asker.have.mask & ((1 << self.size) - 1)
-        named = {view.peer_id for view in handed}
+        named = {holder.peer_id for holder in handed}
         named.add(asker.peer_id)
         rare: list[PeerView] = []
         for peer_id in self.rare.of(lacking, int(draw * self.size)):
@@ -340,7 +352,7 @@ class Swarm:
             if len(handed) + len(rare) == limit:
                 break
         rare.sort(key=lambda view: locality_tier(asker, view))
-        return handed + rare
+        return handed, rare
 
     def _holdings(self) -> Iterator[tuple[str, int]]:
         """Every live peer with the pieces it counts as holding (:meth:`counted`)."""
@@ -459,7 +471,7 @@ class Swarm:
 
     def _set(self, peer_id: str, record: PeerRecord | None) -> None:
         old = self.peers.get(peer_id)
-        self._account(peer_id, old, record)
+        self._account(peer_id, old, record, None if record is None else self.address(record.view))
         if record is None:
             self.peers.pop(peer_id, None)
             self._views.pop(peer_id, None)
@@ -470,7 +482,6 @@ class Swarm:
             return
         self.peers[peer_id] = record
         self._views[peer_id] = record.view
-        self.address(record.view)  # kept current for addresses()
         self._keep_rare_holders()
         queued = self._peer_queued.get(peer_id)
         due = self._due(record)
@@ -482,8 +493,11 @@ class Swarm:
         look queues it again)."""
         return record.last_seen + (record.ttl or self.ttl)
 
-    def _account(self, peer_id: str, old: PeerRecord | None, new: PeerRecord | None) -> None:
-        """Move the aggregates from ``old`` to ``new``."""
+    def _account(
+        self, peer_id: str, old: PeerRecord | None, new: PeerRecord | None, address: PeerAddress | None
+    ) -> None:
+        """Move the aggregates from ``old`` to ``new`` (whose address is ``address``, kept current for
+        :meth:`addresses` and the index)."""
         was, now = self.counted(old), self.counted(new)
         seeds = self.is_seed(new) - self.is_seed(old)
         self.seeds += seeds
@@ -499,8 +513,8 @@ class Swarm:
             if self.rare is not None:
                 self.rare.update(peer_id, was, now, self._counts, self._holdings)
         if now:
-            assert new is not None
-            self.index.put(new.view, now)
+            assert new is not None and address is not None
+            self.index.put(new.view, now, address)
         else:
             self.index.discard(peer_id)
         if self._own.get(peer_id):
