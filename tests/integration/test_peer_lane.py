@@ -317,6 +317,28 @@ async def test_a_bittorrent_announce_with_bytes_past_ascii_is_the_applications(t
     assert not answered.by_lane and answered.status == 400, "aiohttp's parser refuses it"
 
 
+async def test_an_announce_whose_client_left_is_counted_alike_on_either_path(tracker: Tracker) -> None:
+    """A client gone before its announce was answered got no reply: no announce answered, and no 5xx, on the
+    application's path (a connection handed over, and every request under ``--access-log``) as on the lane's;
+    the cap counts it as abandoned."""
+    app = tracker.app
+    whole = post(announce_body("alice"))
+    lane_client = await tracker.connect()
+    await lane_client.send(whole[: len(whole) - 5])
+    reset(lane_client)
+    await wait_until_async(lambda: app[ADMISSION].abandoned == 1, "the lane to drop the announce")
+    handed = await tracker.connect()
+    assert not (await handed.ask(get("/v1/health"))).by_lane, "the connection is the application's from now on"
+    await handed.send(whole[: len(whole) - 5])
+    await wait_until_async(lambda: app[ADMISSION].inflight == 1, "the application to take the announce")
+    reset(handed)
+    await wait_until_async(lambda: app[ADMISSION].abandoned == 2, "the application to drop the announce")
+    assert app[ADMISSION].inflight == 0
+    counts = await asyncio.to_thread(scrape, f"http://127.0.0.1:{tracker.port}")
+    for outcome in ("ok", "refused", "rejected", "error"):
+        assert counts.value("shoal_tracker_announces_total", kind="json", outcome=outcome) == 0, outcome
+
+
 class Held:
     """The tracker's announces held at their start until the test releases them (``started``: one is held)."""
 

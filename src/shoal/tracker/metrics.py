@@ -11,6 +11,7 @@ never walks its tasks or peers.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -101,8 +102,14 @@ class AnnounceTimer:
             except web.HTTPException as exc:
                 status = exc.status
                 raise
+            except asyncio.CancelledError:
+                # Its client left (the runner's handler_cancellation): no reply went out, so it is no
+                # announce answered, and no 5xx; the cap counts it as abandoned, as the peers' lane does.
+                status = 0
+                raise
             finally:
-                record(kind, time.perf_counter() - started, status)
+                if status:
+                    record(kind, time.perf_counter() - started, status)
 
         return timed
 
