@@ -56,6 +56,10 @@ def cluster_of(t: Service) -> dict[str, Any]:
         return json.loads(reply.read())  # type: ignore[no-any-return]
 
 
+def test_a_lone_tracker_on_sqlite_lists_no_members_and_decides(tracker: Callable[..., Service]) -> None:
+    assert cluster_of(tracker()) == {"tracker_id": "", "members": [], "deciding": True}
+
+
 def start_cluster(tracker: Callable[..., Service], db: str, n: int, *extra: str) -> dict[str, Service]:
     """``n`` trackers on ``db`` (with ``extra`` arguments), once each sees all of them live; by tracker id."""
     started = [tracker(db=db, extra=extra) for _ in range(n)]

@@ -290,7 +290,8 @@ class ClusterMember(msgspec.Struct, frozen=True):
 
 
 class ClusterView(msgspec.Struct, frozen=True):
-    """The trackers sharing this one's database, as it last read them; empty on SQLite (one process)."""
+    """The trackers sharing this one's database, as it last read them; no members on SQLite (one process,
+    which decides every task: ``deciding`` is true)."""
 
     tracker_id: str
     members: tuple[ClusterMember, ...]

@@ -125,7 +125,9 @@ async def task_info(request: web.Request) -> web.Response:
 
 async def cluster_info(request: web.Request) -> web.Response:
     cluster = request.app[SERVICE].cluster
-    return struct_response(cluster.view() if cluster is not None else ClusterView("", ()))
+    # On SQLite the tracker is its only member and decides every task from its start: a check on
+    # "deciding", the cluster's readiness signal, must not read a lone tracker as one that decides nothing.
+    return struct_response(cluster.view() if cluster is not None else ClusterView("", (), deciding=True))
 
 
 ROUTES = (
