@@ -19,6 +19,9 @@ def test_demo_shows_progress_while_it_runs_then_shoal_beside_each_peer_from_the_
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
+    # Its peers serve on loopback, as its tracker and origin do: none listens on every interface.
+    opened = re.findall(r"no fleet credential: anyone who can reach (\S+) may", result.stderr)
+    assert len(opened) == 2 and all(where.startswith("127.0.0.1:") for where in opened), result.stderr
     lines = result.stdout.splitlines()
     first_done = next(i for i, line in enumerate(lines) if re.match(r"peer\d has the file after ", line))
     assert any(PROGRESS.match(line) for line in lines[:first_done]), result.stdout

@@ -147,6 +147,8 @@ async def run_demo(workdir: Path, peers: int, size: int, origin_rate: int, conso
                             url,
                             dest_dir=d,
                             tracker=tracker,
+                            # On loopback, as the tracker and the origin: a demo opens no port to the network.
+                            listen="127.0.0.1:0",
                             upload_time=seed_time,
                             digest=f"sha256:{expected}",
                             progress=watch.progress(i),

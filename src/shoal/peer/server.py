@@ -319,7 +319,10 @@ class PieceServer:
         secured = self.config.fleet_key is not None or (
             self.config.tls is not None and self.config.tls.verify_mode == ssl.CERT_REQUIRED
         )
-        warn_if_open(log, "peer", f"port {self.port}", secured, "fetch every piece this peer serves")
+        # A peer bound to one address names it, as the tracker does; one bound to every interface, its port.
+        host = self._socket.getsockname()[0]
+        where = f"port {self.port}" if host in ("0.0.0.0", "::") else f"{host}:{self.port}"
+        warn_if_open(log, "peer", where, secured, "fetch every piece this peer serves")
 
     async def start(self, host: str, port: int) -> int:
         """Bind and serve at once."""
