@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 KINDS = ("json", "bittorrent")
 OUTCOMES = ("ok", "refused", "rejected", "error")
 """An announce's outcome by its reply: 2xx ok; 429 or 503 refused (busy, a peer limit, the task's owner
-moving: come back later); another 4xx rejected (a bad request or credential); 5xx error."""
+moving or not answering a forward: come back later); another 4xx rejected (a bad request or credential); 5xx
+error."""
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """Seconds: an announce decided in memory takes well under a millisecond, one that waits for its group
 commit a few, and one queued behind an overload up to the peers' timeout (10 s)."""
