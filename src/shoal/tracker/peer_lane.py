@@ -138,6 +138,14 @@ def peer_lane(
     def forwarded(request: LaneRequest) -> bool:
         return cluster is not None and cluster.forwarded_by(request.remote, forwarded_for in request.headers)
 
+    def addresses(request: LaneRequest) -> tuple[str | None, str | None]:
+        """The client's address and the one it reached a tracker at (Cluster.seen: as a forwarding member
+        saw them, for a request another member forwarded)."""
+        remote, local = request.remote or None, request.local or None
+        if cluster is None:
+            return remote, local
+        return cluster.seen(remote, local, lambda name: request.headers.get(name.lower()))
+
     def busy(again: str) -> LaneReply:
         wait, body = admission.busy_reply(again)
         return LaneReply(503, body, (("Retry-After", str(wait)),))
@@ -213,13 +221,11 @@ def peer_lane(
         started = time.perf_counter()
         answer = await elsewhere(request, "announce")
         if answer is None:
-            if forwarded(request):
-                # The peer asked another member, which forwarded: name ourselves so that its next announces of
-                # this task come here directly (core.owner_hint).
-                seen, owner = request.headers[forwarded_for], cluster.url if cluster is not None else ""
-            else:
-                seen, owner = request.remote, ""
-            answer = await answers.announce(request.groups[0], request.body, seen, owner)
+            seen, _ = addresses(request)
+            # The peer asked another member, which forwarded: name ourselves so that its next announces of this
+            # task come here directly (core.owner_hint).
+            owner = cluster.url if cluster is not None and forwarded(request) else ""
+            answer = await answers.announce(request.groups[0], request.body, seen or "", owner)
         if timer is not None:
             timer.record("json", time.perf_counter() - started, answer.status)
         return answer
@@ -239,19 +245,13 @@ def peer_lane(
         of the fleet before it is relayed; one decided here, or that names no swarm, is BtTracker.answer's,
         in the step of the event loop that found the swarm this member's (see the module's docstring)."""
         passkey, raw_query = request.groups[0] or None, request.groups[1] or ""
-        if cluster is None:
-            source, local = request.remote or None, request.local or None
-        else:
-            if (key := announce_key(raw_query)) is not None:
-                if (refused := bt.refused(passkey, raw_query)) is not None:
-                    return LaneReply(200, refused, content_type=BENCODED)
-                to = deciding(request, "announce", key, "swarm")
-                if to is not None:
-                    return to
-            source, local = cluster.seen(
-                request.remote or None, request.local or None, lambda name: request.headers.get(name.lower())
-            )
-        status, body = bt.answer(passkey, raw_query, source, local)
+        if cluster is not None and (key := announce_key(raw_query)) is not None:
+            if (refused := bt.refused(passkey, raw_query)) is not None:
+                return LaneReply(200, refused, content_type=BENCODED)
+            to = deciding(request, "announce", key, "swarm")
+            if to is not None:
+                return to
+        status, body = bt.answer(passkey, raw_query, *addresses(request))
         return LaneReply(status, body, content_type=BENCODED)
 
     async def bt_announce(request: LaneRequest) -> LaneReply:
