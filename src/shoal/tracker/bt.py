@@ -122,8 +122,8 @@ class BtTracker:
         its query's), then :meth:`announce`. A request refused (a bad passkey or field) gets its ``failure
         reason`` in a 200, as BEP 3 has it (the module's HTTP behaviour); an unexpected error, a 500 (logged)."""
         try:
-            if self.fleet_key is not None:
-                self.fleet_key.check_passkey(passkey_in(passkey, raw_query))
+            if (refusal := self.refused(passkey, raw_query)) is not None:
+                return 200, refusal
             return 200, self.announce(raw_query, source, local)
         except ProtocolError as exc:
             return 200, encode_failure(str(exc))
@@ -145,7 +145,7 @@ class BtTracker:
             now=now,
             rng=self.rng,
         )
-        if self.fleet_key is not None:  # admit() took its passkey
+        if self.fleet_key is not None:  # answer() took its passkey
             if request.event == "stopped":
                 self.admissions.leave(request.info_hash, address)
             else:
