@@ -56,7 +56,7 @@ NESTING = [
     ("crossings", 4),
     ("struct_response (encode)", 3),
     ("aiohttp: finish_response (write)", 1),
-    ("store: write_transaction (the writer's batches)", 0),
+    ("store: write_batch (the writer's batches)", 0),
     ("gc", 0),
     ("gc: generation 0", 1),
     ("gc: generation 1", 1),

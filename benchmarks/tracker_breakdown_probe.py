@@ -171,10 +171,14 @@ def _install(out: str) -> None:
     time_function(cluster.Cluster, "owner", "cluster: owner (the middleware's and the decision's)")
     time_function(cluster.Cluster, "last_move", "cluster: last_move")
     time_function(cluster, "owner", "ownership.owner")
-    # The group commit's transactions on the loop (a server database's driver runs there, SQLite's in
-    # threads): as a coroutine, since the batch's statements run in a greenlet that hands the thread back
-    # to the loop at each round trip, which a plain function's thread time would count.
-    time_coroutine(db.SqlStore, "write_transaction", "store: write_transaction (the writer's batches)")
+    # The group commit's batches on the loop (a server database's driver runs there, SQLite's in threads):
+    # as a coroutine, since the batch's statements hand the thread back to the loop at each round trip,
+    # which a plain function's thread time would count. Builds before TrackerStore.write_batch wrote every
+    # batch through write_transaction.
+    if hasattr(store.TrackerStore, "write_batch"):
+        time_coroutine(store.TrackerStore, "write_batch", "store: write_batch (the writer's batches)")
+    else:
+        time_coroutine(db.SqlStore, "write_transaction", "store: write_batch (the writer's batches)")
 
     def dump() -> None:
         path = os.path.join(out, f"probe-{os.getpid()}.jsonl")

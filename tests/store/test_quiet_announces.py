@@ -1,10 +1,11 @@
 """An announce that changes nothing durable touches no database (issue 27), proven by counting statements.
 
 A tracker runs in this process over its real HTTP API, on each SQL backend, and every statement any engine
-of the process sends is counted (SQLAlchemy's ``before_cursor_execute``). Peers join a task, announce their
-pieces, take and release origin leases, report their bytes by scope and leave: soft state, held in the
-tracker's memory, so none of it may send a statement. A hash report is a durable fact: the control that
-shows the counter counts.
+of the process sends is counted (SQLAlchemy's ``before_cursor_execute``, and on PostgreSQL the driver's
+query log of each connection checked out, for what the store sends through the driver itself). Peers join
+a task, announce their pieces, take and release origin leases, report their bytes by scope and leave: soft
+state, held in the tracker's memory, so none of it may send a statement. A hash report is a durable fact:
+the control that shows the counter counts.
 
 The membership heartbeat of a tracker on a shared database (tracker.cluster) and the pools' sweep
 (tracker.pools) run on timers of their own and write their own tables; their statements are not the
@@ -22,6 +23,7 @@ import aiohttp
 import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.pool import Pool
 
 from shoal.core.ids import task_id_for_url
 from shoal.core.messages import AnnounceRequest, AnnounceResponse, ScopeBytes
@@ -39,24 +41,45 @@ OTHER_SUBSYSTEMS = re.compile(r"\b(trackers|tracker_cluster|pools|pool_members|p
 """Tables of the timers that run beside the announces (membership, pools), not written by an announce."""
 
 
+CONNECTION_ONLY = re.compile(r"^\s*(;|BEGIN|COMMIT|ROLLBACK)", re.IGNORECASE)
+"""What a PostgreSQL connection sends of its own (the pool's ping, transaction control), not an announce's."""
+
+
 class Statements:
-    """The statements the process's engines send while counting, but those of OTHER_SUBSYSTEMS."""
+    """The statements the process's engines send while counting, but those of OTHER_SUBSYSTEMS: through
+    SQLAlchemy, and what the tracker's store sends through the PostgreSQL driver itself
+    (SqlStore.driver_call), heard from each connection checked out meanwhile."""
 
     def __init__(self) -> None:
         self.seen: list[str] = []
+        self._logging: list[Any] = []  # asyncpg connections this counts the queries of
 
     def __call__(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if not OTHER_SUBSYSTEMS.search(statement):
-            self.seen.append(" ".join(statement.split())[:120])
+        if not OTHER_SUBSYSTEMS.search(statement) and not CONNECTION_ONLY.match(statement):
+            self.seen.append(" ".join(statement.split()))
+
+    def _logged(self, query: Any) -> None:
+        self(None, None, query.query)
+
+    def _checkout(self, _dbapi: Any, record: Any, _proxy: Any) -> None:
+        driver = record.driver_connection
+        if hasattr(driver, "add_query_logger") and driver not in self._logging:
+            driver.add_query_logger(self._logged)
+            self._logging.append(driver)
 
     @contextmanager
     def counting(self) -> Iterator[list[str]]:
         self.seen = []
         event.listen(Engine, "before_cursor_execute", self)
+        event.listen(Pool, "checkout", self._checkout)
         try:
             yield self.seen
         finally:
             event.remove(Engine, "before_cursor_execute", self)
+            event.remove(Pool, "checkout", self._checkout)
+            for driver in self._logging:
+                driver.remove_query_logger(self._logged)
+            self._logging = []
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 import pytest
@@ -30,6 +30,7 @@ from shoal.core.task_snapshot import TaskSnapshot
 from shoal.storage.db import create_engine
 from shoal.storage.migrations import MIGRATIONS, migrate
 from shoal.storage.schema import metadata, schema_migrations
+from shoal.storage.task_sql import Staged
 from shoal.storage.tracker_store import TaskRows, TrackerStore
 from shoal.testing.poll import wait_until_async
 from tests.unit.test_swarm_state import assert_consistent as assert_swarm_consistent
@@ -53,7 +54,6 @@ from .driver import (
 )
 
 TTL = POLICY.peer_ttl
-T = TypeVar("T")
 
 
 @pytest.fixture
@@ -409,11 +409,11 @@ class HeldWriter(TrackerStore):
         self.go = asyncio.Event()
         self.waiting = 0
 
-    async def write_transaction(self, work: Callable[[Any], T]) -> T:
+    async def write_batch(self, batch: list[Staged]) -> list[Any]:
         self.waiting += 1
         await self.go.wait()
         self.waiting -= 1
-        return await super().write_transaction(work)
+        return await super().write_batch(batch)
 
 
 async def stage_task(

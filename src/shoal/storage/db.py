@@ -122,16 +122,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 10, **options: Any) -> AsyncEngine:
     """An engine on ``url``; on a server database, with a pool of ``pool_size`` connections (and as many
-    more while it is busy, unless it is one: a dedicated connection)."""
+    more while it is busy, unless it is one: a dedicated connection). ``options`` go to SQLAlchemy's
+    ``create_async_engine`` (``isolation_level``)."""
     full = async_url(url)
     if full.startswith("sqlite"):
-        engine = create_async_engine(full)
+        engine = create_async_engine(full, **options)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     overflow = 0 if pool_size == 1 else pool_size
-    return create_async_engine(full, pool_pre_ping=True, pool_size=pool_size, max_overflow=overflow)
+    return create_async_engine(full, pool_pre_ping=True, pool_size=pool_size, max_overflow=overflow, **options)
 
 
 def sqlite_writer_engine(engine: AsyncEngine) -> Engine | None:
@@ -164,6 +165,7 @@ class SqlStore:
         # previous one commits (see connection()).
         self._sqlite_writer: asyncio.Lock | None = None
         self._sync_writer: Engine | None = None
+        self._autocommit: AsyncEngine | None = None  # PostgreSQL: driver_call's connection, once called
 
     async def __aenter__(self) -> Self:
         self._engine = create_engine(self.url, pool_size=self._pool_size)
@@ -184,6 +186,9 @@ class SqlStore:
         if self._sync_writer is not None:
             self._sync_writer.dispose()
             self._sync_writer = None
+        if self._autocommit is not None:
+            await self._autocommit.dispose()
+            self._autocommit = None
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
@@ -203,6 +208,30 @@ class SqlStore:
             async with serial, self.engine.begin() if write else self.engine.connect() as conn:
                 yield conn
         except (SQLAlchemyError, OSError) as exc:
+            raise StoreError(f"database error: {describe(exc)}") from exc
+
+    @property
+    def driver_calls(self) -> bool:
+        """Whether :meth:`driver_call` is open to this store (PostgreSQL)."""
+        return self.engine.dialect.name == "postgresql"
+
+    async def driver_call(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        """Await ``work`` on the PostgreSQL driver's own connection (asyncpg's), in autocommit: each statement
+        is its own transaction, and goes to the server in one round trip, without SQLAlchemy's BEGIN and
+        COMMIT around it or its per-statement machinery on the event loop. The connection is one of its own,
+        checked before each call (a server restarted meanwhile costs no failed call). Database failures
+        become StoreError."""
+        import asyncpg  # the driver of every PostgreSQL URL (async_url)
+
+        if not self.driver_calls:
+            raise RuntimeError(f"driver_call is for PostgreSQL, not {self.engine.dialect.name}")
+        if self._autocommit is None:
+            self._autocommit = create_engine(self.url, pool_size=1, isolation_level="AUTOCOMMIT")
+        try:
+            async with self._autocommit.connect() as conn:
+                raw = await conn.get_raw_connection()
+                return await work(raw.driver_connection)
+        except (SQLAlchemyError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreError(f"database error: {describe(exc)}") from exc
 
     async def write_transaction(self, work: Callable[[Connection], T]) -> T:

@@ -30,6 +30,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.exc import IntegrityError
 
 from shoal.core.announce_values import AnnounceOutcome, TaskRecord
@@ -203,6 +204,71 @@ _HASHED = ("task_id", "piece", "hash", "seq", "reporter")
 _hash_rows = _given(piece_hashes, _HASHED)
 INSERT_HASHES = insert(piece_hashes).from_select(list(_HASHED), select(*(_hash_rows.c[name] for name in _HASHED)))
 """PostgreSQL: hash rows inserted in one statement (:func:`_given`)."""
+
+
+def _arrays(columns: Iterable[tuple[Table, str]], first: int) -> str:
+    """PostgreSQL: ``$first, $first+1, ...`` as arrays of ``columns``' types (a table and a column name each)."""
+    dialect = PGDialect()  # type: ignore[no-untyped-call]  # SQLAlchemy leaves its constructor unannotated
+    return ", ".join(
+        f"${first + n}::{table.c[name].type.compile(dialect=dialect)}[]" for n, (table, name) in enumerate(columns)
+    )
+
+
+_HASHES_AT = ("task_id", "epoch", "piece", "hash", "seq", "reporter")
+"""The columns of a hash row as ROWS_BATCH takes it: its task's, the epoch of the copy it was decided on, its own."""
+_HASHES_AT_TABLES = [(tasks if name in ("task_id", "epoch") else piece_hashes, name) for name in _HASHES_AT]
+
+ROWS_BATCH = f"""
+WITH given AS (
+  SELECT * FROM unnest({_arrays([(tasks, name) for name in _FENCED], 1)}) AS given({", ".join(_FENCED)})
+), landed AS (
+  UPDATE tasks SET {", ".join(f"{name} = given.{name}" for name in TASK_COLUMNS)}
+  FROM given WHERE tasks.task_id = given.task_id AND tasks.epoch = given.epoch
+  RETURNING tasks.task_id, tasks.epoch
+), added AS (
+  INSERT INTO piece_hashes ({", ".join(_HASHED)})
+  SELECT {", ".join(f"h.{name}" for name in _HASHED)}
+  FROM unnest({_arrays(_HASHES_AT_TABLES, len(_FENCED) + 1)}) AS h({", ".join(_HASHES_AT)})
+  JOIN landed ON landed.task_id = h.task_id AND landed.epoch = h.epoch
+)
+SELECT task_id, epoch FROM landed"""
+"""PostgreSQL, for the driver itself: a batch whose every write only rewrites its task's row and adds hashes, as one
+statement. It rewrites the task rows (one array a column, as FENCED_UPDATE: each only while it holds the epoch given
+with it) and inserts the hashes of the rows it rewrote (a data-modifying WITH: the INSERT reads the UPDATE's
+RETURNING), and returns the (task, epoch) of those rows. Sent in autocommit, it is its own transaction: one round trip
+where BEGIN, FENCED_UPDATE, INSERT_HASHES and COMMIT are four, each waiting for a turn of a busy tracker's loop."""
+
+
+def rows_only(batch: list[Staged]) -> bool:
+    """Whether every write of ``batch`` only rewrites its task's row and adds hashes (ROWS_BATCH writes those)."""
+    return all(staged.rows is not None and staged.rows.task is not None and not staged.creates for staged in batch)
+
+
+async def run_rows_batch(driver: Any, batch: list[Staged]) -> list[Any]:
+    """Run a batch that is :func:`rows_only` as ROWS_BATCH on ``driver``, an asyncpg connection in autocommit: its
+    results as run_batch gives them (None for a write that landed, ``MOVED`` for one whose copy's epoch is no longer
+    its task's, or that was decided on a copy that did not take its task over). Every task row's last values win and
+    every hash row of a row that landed goes in, as run_batch's."""
+    fenced: dict[tuple[str, int], dict[str, Any]] = {}
+    hashed: list[tuple[Any, ...]] = []
+    for staged in batch:
+        if staged.epoch is None:
+            continue
+        assert staged.rows is not None and staged.rows.task is not None  # rows_only
+        fenced[staged.task_id, staged.epoch] = staged.rows.task
+        hashed.extend(
+            (staged.task_id, staged.epoch, *(row[name] for name in _HASHED[1:])) for row in staged.rows.hashes
+        )
+    landed: set[tuple[str, int]] = set()
+    if fenced:
+        given = [
+            (task_id, epoch, *(values[name] for name in TASK_COLUMNS))
+            for (task_id, epoch), values in sorted(fenced.items())
+        ]
+        columns = [list(values) for values in zip(*given, strict=True)]
+        hash_columns = [list(values) for values in zip(*hashed, strict=True)] if hashed else [[] for _ in _HASHES_AT]
+        landed = {(row[0], row[1]) for row in await driver.fetch(ROWS_BATCH, *columns, *hash_columns)}
+    return [None if (staged.task_id, staged.epoch) in landed else MOVED for staged in batch]
 
 
 def _rewrite_fenced(conn: Connection, rows: dict[tuple[str, int], dict[str, Any]]) -> set[tuple[str, int]]:
