@@ -279,6 +279,17 @@ def _rewrite_fenced(conn: Connection, rows: dict[tuple[str, int], dict[str, Any]
     return {(row.task_id, row.epoch) for row in conn.execute(FENCED_UPDATE, _as_given(_FENCED, given))}
 
 
+SQLITE_UPDATE_TASK = f"UPDATE tasks SET {', '.join(f'{name} = ?' for name in TASK_COLUMNS)} WHERE task_id = ?"
+"""SQLite: UPDATE_TASK as the driver takes it (:func:`_update_values`)."""
+SQLITE_INSERT_HASHES = f"INSERT INTO piece_hashes ({', '.join(_HASHED)}) VALUES ({', '.join('?' for _ in _HASHED)})"
+"""SQLite: a hash row inserted, as the driver takes it."""
+
+
+def _update_values(row: dict[str, Any]) -> tuple[Any, ...]:
+    """The parameters of SQLITE_UPDATE_TASK for a task row (BatchRows.task)."""
+    return (*(row[name] for name in TASK_COLUMNS), row["the_task_id"])
+
+
 def run_batch(batch: list[Staged], conn: Connection, *, shared: bool) -> list[Any]:
     """Run a batch's writes in order, in the caller's transaction. Consecutive writes that only rewrite task rows and
     add hashes (``rows``) go as one UPDATE and one INSERT of many rows each: per statement the driver and
@@ -291,8 +302,11 @@ def run_batch(batch: list[Staged], conn: Connection, *, shared: bool) -> list[An
     (FENCED_UPDATE: a run's rows, each at its copy's epoch, and the hashes then only of those it rewrote, in one
     statement too: INSERT_HASHES; FENCE for the others); on MySQL/MariaDB the batch first locks its tasks' rows
     and reads their epochs (LOCK_EPOCHS), where UPDATE tells neither which rows matched nor, with many rows, how
-    many each."""
+    many each. On SQLite the UPDATE and the INSERT go as the driver's own text (SQLITE_UPDATE_TASK,
+    SQLITE_INSERT_HASHES), without SQLAlchemy's handling of each row's parameters: the batch runs in a worker
+    thread, whose Python holds the interpreter lock the tracker's event loop needs."""
     folded = shared and conn.dialect.name == "postgresql"
+    plain = conn.dialect.name == "sqlite"
     results: list[Any] = []
     elsewhere: set[str] = set()
     fence = EpochFence(_epochs(batch, conn) if shared and not folded else None)
@@ -313,11 +327,16 @@ def run_batch(batch: list[Staged], conn: Connection, *, shared: bool) -> list[An
                     results[at] = MOVED
             waiting.clear()
         if updates:
-            conn.execute(UPDATE_TASK, updates)
+            if plain:
+                conn.exec_driver_sql(SQLITE_UPDATE_TASK, [_update_values(row) for row in updates])
+            else:
+                conn.execute(UPDATE_TASK, updates)
             updates.clear()
         if inserts:
             if folded:
                 conn.execute(INSERT_HASHES, _as_given(_HASHED, [tuple(row[n] for n in _HASHED) for row in inserts]))
+            elif plain:
+                conn.exec_driver_sql(SQLITE_INSERT_HASHES, [tuple(row[n] for n in _HASHED) for row in inserts])
             else:
                 conn.execute(piece_hashes.insert(), inserts)
             inserts.clear()
