@@ -125,14 +125,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def create_engine(url: str, *, pool_size: int = 10, **options: Any) -> AsyncEngine:
     """An engine on ``url``; on a server database, with a pool of ``pool_size`` connections (and as many
     more while it is busy, unless it is one: a dedicated connection). ``options`` go to SQLAlchemy's
-    ``create_async_engine`` (``isolation_level``)."""
+    ``create_async_engine`` (``isolation_level``, ``pool_pre_ping``)."""
     full = async_url(url)
     if full.startswith("sqlite"):
         engine = create_async_engine(full, **options)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     overflow = 0 if pool_size == 1 else pool_size
-    return create_async_engine(full, pool_pre_ping=True, pool_size=pool_size, max_overflow=overflow, **options)
+    return create_async_engine(
+        full, **{"pool_pre_ping": True, "max_overflow": overflow, **options}, pool_size=pool_size
+    )
 
 
 def sqlite_writer_engine(engine: AsyncEngine) -> Engine | None:
@@ -219,18 +221,21 @@ class SqlStore:
         """Await ``work`` on the PostgreSQL driver's own connection (asyncpg's), in autocommit: each statement
         is its own transaction, and goes to the server in one round trip, without SQLAlchemy's BEGIN and
         COMMIT around it or its per-statement machinery on the event loop. The connection is one of its own,
-        checked before each call (a server restarted meanwhile costs no failed call). Database failures
-        become StoreError."""
+        not pinged before each call as the pool's are (a round trip each): one the server closed (a restart)
+        is known closed by the driver, and replaced. Database failures become StoreError."""
         import asyncpg  # the driver of every PostgreSQL URL (async_url)
 
         if not self.driver_calls:
             raise RuntimeError(f"driver_call is for PostgreSQL, not {self.engine.dialect.name}")
         if self._autocommit is None:
-            self._autocommit = create_engine(self.url, pool_size=1, isolation_level="AUTOCOMMIT")
+            self._autocommit = create_engine(self.url, pool_size=1, isolation_level="AUTOCOMMIT", pool_pre_ping=False)
         try:
             async with self._autocommit.connect() as conn:
-                raw = await conn.get_raw_connection()
-                return await work(raw.driver_connection)
+                driver = (await conn.get_raw_connection()).driver_connection
+                if driver is None or driver.is_closed():
+                    await conn.invalidate()  # the next use connects afresh
+                    driver = (await conn.get_raw_connection()).driver_connection
+                return await work(driver)
         except (SQLAlchemyError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreError(f"database error: {describe(exc)}") from exc
 
