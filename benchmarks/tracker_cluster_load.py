@@ -178,9 +178,11 @@ class ClusterLoad(Load):
             return outcome
         raise AssertionError("unreachable: the loop returns or raises")
 
-    async def _send(self, peer: SimPeer, body: bytes, done: dict[int, str], due: float, step: Step | None) -> None:
+    async def _send(
+        self, peer: SimPeer, body: bytes, done: dict[int, str], due: float, step: Step | None, event: str, serial: int
+    ) -> None:
         self.leases.sent(peer.identity.peer_id, done)
-        await super()._send(peer, body, done, due, step)
+        await super()._send(peer, body, done, due, step, event, serial)
 
     def observed(self, peer: SimPeer, done: dict[int, str], reply: Reply, url: str, due: float) -> None:
         if reply.owner:

@@ -15,15 +15,18 @@ The peers (``tracker_load_peers.py``): ``--peers`` of them over tasks of ``--mix
 pieces they were leased, ask for leases, gain pieces from their swarm, complete, seed ``--seed-turns``
 announces and are replaced by new downloaders. ``--racks`` gives some of them site and rack labels.
 
-Open loop: announces go out on a schedule at the offered rate whether or not earlier ones were answered,
-over keep-alive connections (aiohttp, ``--connections`` in all, spread over ``--hosts`` loopback source
-addresses so the tracker sees that many hosts); the peers take turns in a fixed shuffled order, so at rate R
-each announces every N/R seconds. The tracker's ``--peer-ttl`` is set to three of the slowest step's turns,
-so no peer expires between its turns. A request unanswered ``--timeout`` seconds after its scheduled time
-(the peer's client gives up after 10 s) counts as timed out. Latency runs from the scheduled time, so a
-generator that falls behind is charged, not hidden (its lag is printed). Before the steps every peer has
-``--prime`` turns (joining takes two) at ``--prime-rate`` (default: the first rate); then each rate runs
-``--warmup`` seconds unmeasured and ``--duration`` measured.
+Open loop: announces go out on a schedule at the offered rate whether or not earlier ones were answered, over
+keep-alive connections (aiohttp, ``--connections`` in all, spread over ``--hosts`` loopback source addresses
+so the tracker sees that many hosts); the peers take turns in a fixed shuffled order, so at rate R each
+announces every N/R seconds. A shed announce (503, or 429, with ``Retry-After``) is sent again as a real peer
+sends it (peer.announcer): after the tracker's figure plus up to a quarter (core.retry.busy_delay), built
+afresh, unless the peer's next turn comes first or it was a ``stopped``; these are counted apart from the
+offered turns (``--no-retry``: a shed peer waits for its next turn). The tracker's ``--peer-ttl`` is set to
+three of the slowest step's turns, so no peer expires between its turns. A request unanswered ``--timeout``
+seconds after its scheduled time (the peer's client gives up after 10 s) counts as timed out. Latency runs
+from the scheduled time, so a generator that falls behind is charged, not hidden (its lag is printed). Before
+the steps every peer has ``--prime`` turns (joining takes two) at ``--prime-rate`` (default: the first rate);
+then each rate runs ``--warmup`` seconds unmeasured and ``--duration`` measured.
 
 ``--follow``: closed loop instead, as real peers pace themselves. After its first turn (the fleet's first
 turns spread over ``--prime-rate``), a peer announces again when the tracker's reply says (``interval``); a
@@ -34,11 +37,12 @@ come round), then ``--duration`` measured; offered/s is what the fleet sent. ``-
 options to the started tracker (``--idle-interval 5 --announce-rate 0``: every peer told 5 s, as before the
 interval adapted). ``--idle-share`` makes that share of the tasks idle: all their peers seed, none stops.
 
-Printed per step, for the announces scheduled in its measured window: offered/s, answered 200/s, 503/s,
-other errors, timeouts, p50/p95/p99 of the answered ones, the tracker's CPU (% of one core, /proc/PID/stat)
-and its largest RSS, this generator's CPU and lag, and the rest of the machine's CPU (the database server).
-``--profile FILE`` records the tracker with py-spy through the window of the last step (or of the step at
-``--profile-rate``) and prints its top functions by self and by total share.
+Printed per step, for the announces scheduled in its measured window (turns and announces sent again):
+offered/s (turns), answered 200/s, 503/s, other errors, timeouts, p50/p95/p99 of the answered ones, the
+tracker's CPU (% of one core, /proc/PID/stat) and its largest RSS, this generator's CPU and lag, and the rest
+of the machine's CPU (the database server). ``--profile FILE`` records the tracker with py-spy through the
+window of the last step (or of the step at ``--profile-rate``) and prints its top functions by self and by
+total share.
 
 Run it (from a checkout; the SQL servers are this machine's services; see benchmarks/README.md)::
 
@@ -75,7 +79,9 @@ sys.path.insert(0, str(CHECKOUT_SRC))  # the protocol this generator speaks is i
 import aiohttp  # noqa: E402
 import msgspec  # noqa: E402
 
+from shoal.core.retry import busy_delay  # noqa: E402
 from shoal.core.tickets import FLEET_HEADER  # noqa: E402
+from shoal.core.tracker_replies import parse_retry_after  # noqa: E402
 from shoal.http.credentials import read_token_file  # noqa: E402
 from shoal.peer.tracker_client import TIMEOUT as PEER_TIMEOUT  # noqa: E402
 from shoal.testing.cpu import MachineCpu, own_cpu_seconds, process_cpu_seconds  # noqa: E402
@@ -92,6 +98,8 @@ class Step:
     rate: float
     seconds: float
     offered: int = 0
+    again: int = 0
+    """Announces sent again after a 503 (not in ``offered``, which counts the turns)."""
     ok: int = 0
     unavailable: int = 0
     errors: int = 0
@@ -123,6 +131,7 @@ class Step:
         per_s = self.seconds
         return {
             "offered_per_s": round(self.offered / per_s, 1),
+            "sent_again_per_s": round(self.again / per_s, 1),
             "ok_per_s": round(self.ok / per_s, 1),
             "unavailable_per_s": round(self.unavailable / per_s, 1),
             "errors": self.errors,
@@ -138,6 +147,17 @@ class Step:
             "rejected_reports": self.rejected,
             "kinds": dict(sorted(self.kinds.items())),
         }
+
+
+def busy_wait(status: int, retry_after: str | None, event: str, rng: random.Random) -> float | None:
+    """How long a real peer waits before announcing again after a reply of ``status`` with ``retry_after`` to
+    an announce of ``event``, when it does at once after (peer.tracker_client, peer.announcer): a busy tracker
+    (429 or 503 naming a delay, core.tracker_replies) is asked again after core.retry.busy_delay, unless the
+    announce was a ``stopped`` (a peer leaving waits on no tracker). None: not before its next turn."""
+    if status not in (429, 503) or event == "stopped":
+        return None
+    wait = parse_retry_after(retry_after)
+    return None if wait is None else busy_delay(wait, rng)
 
 
 def kind_of(peer: SimPeer, event: str) -> str:
@@ -166,7 +186,11 @@ class Load:
         self.following = False
         self._due: list[tuple[float, int, SimPeer]] = []  # --follow: (when, tie-breaker, peer), a heap
         self._order = itertools.count()
+        self._again: dict[int, asyncio.TimerHandle] = {}  # peer number -> its announce to send again after a 503
+        self.sent_again = 0
+        """Announces sent again after a 503 in the whole run."""
         self.step: Step | None = None
+        """The step whose window the announces sent now count in (None: priming, a warm-up)."""
 
     async def __aenter__(self) -> Load:
         per = max(1, self.args.connections // self.args.hosts)
@@ -185,6 +209,8 @@ class Load:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        for handle in self._again.values():
+            handle.cancel()
         for task in list(self.inflight):
             task.cancel()
         await asyncio.gather(*self.inflight, return_exceptions=True)
@@ -195,9 +221,11 @@ class Load:
         """Send announces at ``rate`` for ``seconds``: the k-th at start + k / rate, answered or not."""
         loop, start = self.loop, self.loop.time()
         end, k = start + seconds, 0
+        self.step = step
         while True:
             due = start + k / rate
             if due >= end:
+                self.step = None
                 return
             now = loop.time()
             if due > now:
@@ -241,16 +269,17 @@ class Load:
     def _schedule(self, when: float, peer: SimPeer) -> None:
         heapq.heappush(self._due, (when, next(self._order), peer))
 
-    def _next_turn(self, peer: SimPeer, status: int, reply: Reply | None, retry_after: str | None) -> None:
-        """--follow: when this peer announces next, as a real one would after this answer."""
+    def _next_turn(self, peer: SimPeer, status: int, reply: Reply | None, busy: float | None) -> None:
+        """--follow: when this peer announces next, as a real one would after this answer (``busy``: its
+        wait after a shed announce, by :func:`busy_wait`)."""
         if status == 200 and reply is not None:
             wait = reply.interval
             if peer.phase in ("new", "joining"):
                 wait = 0.0
             elif peer.downloading:
                 wait = min(wait, self.args.download_gap)
-        elif status == 503 and retry_after and retry_after.isdigit():
-            wait = int(retry_after) * self.rng.uniform(1.0, 1.25)  # core.retry.busy_delay
+        elif busy is not None:
+            wait = busy
         else:
             wait = self.rng.uniform(1.0, 5.0)
         self._schedule(self.loop.time() + wait, peer)
@@ -259,14 +288,32 @@ class Load:
         if peer is None:
             peer = self.peers[self.turn % len(self.peers)]
             self.turn += 1
-        request, done = peer.request(self.work)
+            if self._again:
+                # The turn is the announce: one still to be sent again after a 503 is superseded by it.
+                handle = self._again.pop(peer.number, None)
+                if handle is not None:
+                    handle.cancel()
+        self._announce(peer, due, step, now, again=False)
+
+    def _send_again(self, peer: SimPeer, due: float) -> None:
+        """The announce of ``peer`` shed at its last attempt, sent again (its Retry-After is over)."""
+        del self._again[peer.number]
+        self.sent_again += 1
+        self._announce(peer, due, self.step, self.loop.time(), again=True)
+
+    def _announce(self, peer: SimPeer, due: float, step: Step | None, now: float, *, again: bool) -> None:
+        request, done = peer.request(self.work, again=again)
         if step is not None:
-            step.offered += 1
+            if again:
+                step.again += 1
+            else:
+                step.offered += 1
             step.pending += 1
             step.lag_max = max(step.lag_max, now - due)
             kind = kind_of(peer, request.event)
             step.kinds[kind] = step.kinds.get(kind, 0) + 1
-        task = self.loop.create_task(self._send(peer, self.encode(request), done, due, step))
+        body = self.encode(request)
+        task = self.loop.create_task(self._send(peer, body, done, due, step, request.event, peer.sent))
         self.inflight.add(task)
         task.add_done_callback(self.inflight.discard)
 
@@ -285,7 +332,11 @@ class Load:
     def failed(self, peer: SimPeer, status: int, due: float) -> None:
         """An announce of ``peer`` scheduled at ``due`` got ``status`` (0: no reply), not 200 (a hook)."""
 
-    async def _send(self, peer: SimPeer, body: bytes, done: dict[int, str], due: float, step: Step | None) -> None:
+    async def _send(
+        self, peer: SimPeer, body: bytes, done: dict[int, str], due: float, step: Step | None, event: str, serial: int
+    ) -> None:
+        """Send ``peer``'s announce (of ``event``; the peer's ``serial``-th) scheduled at ``due`` and take its
+        reply, counting it in ``step``."""
         status, raw, retry_after, reply, url = 0, b"", None, None, ""
         try:
             async with asyncio.timeout_at(due + self.args.timeout):
@@ -314,11 +365,18 @@ class Load:
                     step.errors += 1
                     self._sample(step, f"{status}: {raw[:200]!r}")
         finally:
+            busy = None
             if status != 200:
                 peer.unanswered(done)
                 self.failed(peer, status, due)
+                busy = busy_wait(status, retry_after, event, self.rng)
             if self.following:
-                self._next_turn(peer, status, reply, retry_after)
+                self._next_turn(peer, status, reply, busy)
+            elif busy is not None and self.args.retry and peer.sent == serial:
+                # A real peer announces again once the wait is over, one announce at a time: only when no
+                # later turn of this peer has gone out meanwhile (one whose reply is still to come).
+                when = self.loop.time() + busy
+                self._again[peer.number] = self.loop.call_at(when, self._send_again, peer, when)
             if step is not None:
                 step.finish_one()
 
@@ -398,7 +456,10 @@ def print_step(step: Step, args: argparse.Namespace) -> None:
         flush=True,
     )
     kinds = ", ".join(f"{k} {n}" for k, n in sorted(step.kinds.items(), key=lambda kv: -kv[1]))
-    print(f"    announces: {kinds}; hash reports rejected: {step.rejected}", flush=True)
+    print(
+        f"    announces: {kinds}; sent again after a 503: {step.again}; hash reports rejected: {step.rejected}",
+        flush=True,
+    )
     for sample in step.error_samples:
         print(f"    e.g. {sample}", flush=True)
 
@@ -468,6 +529,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1, help="random seed of the fleet's shape")
     p.add_argument("--json", action="store_true", help="one JSON object per step")
     p.add_argument("--follow", action="store_true", help="peers announce when the tracker says (closed loop)")
+    p.add_argument(
+        "--no-retry",
+        dest="retry",
+        action="store_false",
+        help="a shed announce (503) waits for the peer's next turn, not its Retry-After (open loop)",
+    )
     p.add_argument("--download-gap", type=float, default=5.0, help="--follow: a downloader's longest gap (5 s)")
     p.add_argument("--idle-share", type=float, default=0.0, help="share of the tasks nobody downloads (default 0)")
     p.add_argument("--tracker-args", default="", help="more options for the started tracker, as one string")

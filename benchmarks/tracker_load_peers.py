@@ -8,14 +8,22 @@ gives it:
     seed:       update (full bitfield) ... then, if it began as a downloader: stopped -> a new downloader
     initial seed (a host that held the file before the run): completed, then updates, never stops
 
-A downloader's update carries its bitfield, ``done`` with a hash for every piece the tracker leased it in
-the last reply it got (a real peer fetches its leases from the origin within an interval), and asks for
-``want`` leases while it lacks pieces. Between turns it gains pieces from its swarm: up to
-``pieces / download_turns`` that the tracker holds a hash of, the lowest first, as a swarm that starts
-together fills a file front to back. A piece's hash is the BLAKE3 of the task's id and the index, the same
-for every peer, so reports agree (and the tracker's spot checks close: core.audit). Peers are spread over
-``--hosts`` loopback source addresses, which the tracker sees as hosts. Addresses handed out and the tasks'
-URLs are loopback addresses: nothing ever connects to them.
+A downloader's update carries its bitfield, ``done`` with a hash for every piece the tracker leased it in the
+last reply it got (a real peer fetches its leases from the origin within an interval), and asks for ``want``
+leases while it lacks pieces. Between turns it gains pieces from its swarm: up to ``pieces / download_turns``
+that the tracker holds a hash of, the lowest first, as a swarm that starts together fills a file front to
+back. A piece's hash is the BLAKE3 of the task's id and the index, the same for every peer, so reports agree
+(and the tracker's spot checks close: core.audit). Peers are spread over ``--hosts`` loopback source
+addresses, which the tracker sees as hosts. Addresses handed out and the tasks' URLs are loopback addresses:
+nothing ever connects to them.
+
+A downloader names no piece in ``fetching``, as a real peer would not at that moment: a real peer names there
+the pieces of its origin runs still to come (core.download's ``ask``), and a piece that has arrived goes in
+``done`` instead until the tracker takes it. Here a lease's pieces arrive before the peer's next turn, and
+every announce after the reply that leased them is that turn or a later one (or one sent again after a 503,
+which repeats a turn), so each of them reports those pieces done. The tracker takes ``done`` of a task it took
+over during its grace as it takes ``fetching`` (core.announce: from a peer holding no lease there, a report is
+a claim then), so the two tell a new owner the same.
 """
 
 from __future__ import annotations
@@ -139,7 +147,20 @@ class Workload:
 
 
 class SimPeer:
-    __slots__ = ("have", "host", "identity", "leased", "number", "phase", "rack", "site", "source", "task", "turns")
+    __slots__ = (
+        "have",
+        "host",
+        "identity",
+        "leased",
+        "number",
+        "phase",
+        "rack",
+        "sent",
+        "site",
+        "source",
+        "task",
+        "turns",
+    )
 
     def __init__(self, task: SimTask, number: int, source: int, *, seed: bool, labels: tuple[str, str]) -> None:
         self.task = task
@@ -152,9 +173,14 @@ class SimPeer:
         self.have = (1 << task.pieces) - 1 if seed else 0
         self.leased: list[int] = []
         self.turns = 0
+        self.sent = 0
+        """Announces built so far: one that ends tells by it whether the peer has announced since."""
 
-    def request(self, work: Workload) -> tuple[AnnounceRequest, dict[int, str]]:
-        """This turn's announce, and the hashes it reports; advances the peer as if it were sent."""
+    def request(self, work: Workload, *, again: bool = False) -> tuple[AnnounceRequest, dict[int, str]]:
+        """This turn's announce, and the hashes it reports; advances the peer as if it were sent. ``again``:
+        the turn's announce sent again after a 503 (its Retry-After), built afresh as a real peer builds
+        it: the reports it repeats, and no progress of a turn (no pieces gained, no seeding turn counted)."""
+        self.sent += 1
         task, phase = self.task, self.phase
         common = {"peer_id": self.identity.peer_id, "secret": self.identity.secret, "url": task.url, "port": 7000}
         common.update(host=self.host, site=self.site, rack=self.rack)
@@ -169,18 +195,22 @@ class SimPeer:
             self.phase = "seeding0"
             return AnnounceRequest(**common, event="completed", generation=task.generation, bitfield=task.full), {}  # type: ignore[arg-type]
         if phase == "seeding0" or phase == "seeding":
-            return self._seeding(common, task, work)
-        return self._downloading(common, task, work)
+            return self._seeding(common, task, work, again)
+        return self._downloading(common, task, work, again)
 
-    def _seeding(self, common: dict, task: SimTask, work: Workload) -> tuple[AnnounceRequest, dict[int, str]]:
-        if self.phase == "seeding":
+    def _seeding(
+        self, common: dict, task: SimTask, work: Workload, again: bool
+    ) -> tuple[AnnounceRequest, dict[int, str]]:
+        if self.phase == "seeding" and not again:
             self.turns += 1
             if self.turns > work.seed_turns:
                 self.rejoin()
                 return AnnounceRequest(**common, event="stopped", generation=task.generation), {}
         return AnnounceRequest(**common, event="update", generation=task.generation, bitfield=task.full), {}
 
-    def _downloading(self, common: dict, task: SimTask, work: Workload) -> tuple[AnnounceRequest, dict[int, str]]:
+    def _downloading(
+        self, common: dict, task: SimTask, work: Workload, again: bool
+    ) -> tuple[AnnounceRequest, dict[int, str]]:
         size, full = task.pieces, (1 << task.pieces) - 1
         done = {i: task.digest(i) for i in self.leased}
         self.leased = []
@@ -201,7 +231,8 @@ class SimPeer:
             want_leases=work.want,
             want_crossings=crossings,
         )
-        self._gain(work)
+        if not again:
+            self._gain(work)
         return request, done
 
     def _gain(self, work: Workload) -> None:
