@@ -27,10 +27,12 @@ too. Printed then per tracker: the periods it was throttled in (out of its quota
 database server's CPU (its processes by name, ``postgres`` or ``mariadbd``), to show it is not the limit.
 
 Printed per step: offered/s, answered/s, 503/s, errors, timeouts, p50/p99, the trackers' CPU together and
-answered per CPU-second, the generator's CPU and lag; then per tracker its CPU, largest RSS, JSON announces
-it answered (/metrics), the forwards it made, and the connections its peers' lane handed to the
-application (in the window, and since its start); the forwarded share (answers that named an owner), and
-the refusals (503s) that named one in the header.
+answered per CPU-second, the generator's CPU and lag; then per tracker its CPU, largest RSS, JSON announces it
+answered (/metrics), the origin leases it granted afresh, the forwards it made, and the connections its peers'
+lane handed to the application (in the window, and since its start); the forwarded share (answers that named
+an owner), and the refusals (503s) that named one in the header. At the end, the duplicate leases of the whole
+run (priming and warm-ups too), those across owners whose holder had been refused since its last answer apart,
+with examples, and the tasks each tracker placed on another by balancing.
 
 The trackers balance their load (core.balance) as they would in production: a step's figures are
 steady only once the busy tracker's placements have taken effect, a round (``--balance-round``, pass it
@@ -205,6 +207,7 @@ class ClusterLoad(Load):
         )
 
     def failed(self, peer: SimPeer, status: int, due: float) -> None:
+        self.leases.refused(peer.identity.peer_id)
         if self.kill is not None:
             self.kill.record(peer.task.task_id, due, status, self.loop.time())
 
@@ -241,20 +244,32 @@ class ClusterMeters(Meters):
             await asyncio.sleep(0.2)
 
 
-async def metrics_of(session: aiohttp.ClientSession, url: str) -> tuple[float, float, float, float]:
-    """A tracker's JSON announces answered ok, its forwards out and in, and the connections its peers' lane
-    handed to the application, from its /metrics (0s once it is gone)."""
+async def metrics_of(session: aiohttp.ClientSession, url: str) -> tuple[float, float, float, float, float]:
+    """A tracker's JSON announces answered ok, its forwards out and in, the connections its peers' lane
+    handed to the application, and the origin leases it granted afresh, from its /metrics (0s once it is
+    gone)."""
     try:
         async with session.get(f"{url}/metrics") as reply:
             scrape = parse(await reply.text())
     except (aiohttp.ClientError, OSError):
-        return 0.0, 0.0, 0.0, 0.0
+        return 0.0, 0.0, 0.0, 0.0, 0.0
     return (
         scrape.total("shoal_tracker_announces_total", kind="json", outcome="ok"),
         scrape.total("shoal_tracker_forwarded_total", direction="out"),
         scrape.total("shoal_tracker_forwarded_total", direction="in"),
         scrape.total("shoal_tracker_lane_handovers_total"),
+        scrape.total("shoal_tracker_leases_granted_total"),
     )
+
+
+async def placed_by(session: aiohttp.ClientSession, url: str) -> str:
+    """The tasks a tracker placed on another member since its start (its /metrics), or "-" once it is gone."""
+    try:
+        async with session.get(f"{url}/metrics") as reply:
+            scrape = parse(await reply.text())
+    except (aiohttp.ClientError, OSError):
+        return "-"
+    return f"{scrape.total('shoal_tracker_cluster_placed_tasks_total'):.0f}"
 
 
 async def members_of(session: aiohttp.ClientSession, url: str) -> list[TrackerMember]:
@@ -336,6 +351,7 @@ async def step_at(load: ClusterLoad, meters: ClusterMeters, rate: float, args: a
         ok = after_metrics[i][0] - before_metrics[i][0]
         out = after_metrics[i][1] - before_metrics[i][1]
         handed = after_metrics[i][3] - before_metrics[i][3]
+        granted = after_metrics[i][4] - before_metrics[i][4]
         relayed += out
         answered += ok
         rss = meters.rss_each.get(pid)
@@ -345,7 +361,8 @@ async def step_at(load: ClusterLoad, meters: ClusterMeters, rate: float, args: a
             quota = f", throttled in {throttled[i]} of {periods:.0f} periods (quota {args.tracker_cpu:g} core)"
         print(
             f"    tracker {i} {url}: CPU {each[pid]:.1f} s ({each[pid] / args.duration:.0%}), RSS max "
-            f"{'-' if rss is None else f'{rss:.0f} MB'}, JSON announces ok {ok:.0f}, forwarded out {out:.0f}, "
+            f"{'-' if rss is None else f'{rss:.0f} MB'}, JSON announces ok {ok:.0f}, origin leases granted "
+            f"{granted:.0f}, forwarded out {out:.0f}, "
             f"connections handed over by the lane {handed:.0f} (of {after_metrics[i][3]:.0f} since the start){quota}",
             flush=True,
         )
@@ -430,8 +447,20 @@ async def run(
             if load.kill is not None:
                 report_kill(load.kill)
             report_logs(logs, args.victim if load.kill is not None else None)
+            async with aiohttp.ClientSession() as session:
+                placed = [await placed_by(session, url) for url in urls]
+            print(
+                f"tasks placed by balancing in the whole run, by each tracker: {', '.join(placed)}; "
+                f"duplicate leases in the whole run (priming and warm-ups too): {leases.duplicates} by one tracker, "
+                f"{leases.across_owners} across owners ({leases.across_refused} of them with the holder refused "
+                f"since its last answer); replies naming an owner (a task moved, or a forward): "
+                f"{load.forwarded_replies}; announces sent again after a 503: {load.sent_again}",
+                flush=True,
+            )
             if leases.examples:
                 print(f"duplicate leases, e.g. {'; '.join(leases.examples)}")
+            if leases.across_examples:
+                print(f"across owners, e.g. {'; '.join(leases.across_examples)}")
     finally:
         sampler.cancel()
 

@@ -20,9 +20,10 @@ an overlap at once.
 
 The grants are told apart by who granted the two: one tracker (the decider: the owner a forwarded reply
 names, else the tracker asked), or two, the second having taken the task over without the first one's soft
-state (it learns a lease in flight from its holder's ``fetching``, which these simulated peers never send:
-they report a lease's piece done at their next turn), so the grants across a move count as "across
-owners".
+state: it learns a lease in flight from its holder's next announce (``fetching``, or ``done`` once the piece
+is in, which it takes as a claim during its grace: core.announce), so the grants across a move count as
+"across owners", with examples that say how long the holder had been silent and how many of its announces
+were refused meanwhile.
 """
 
 from __future__ import annotations
@@ -74,6 +75,16 @@ class Leases:
     settled: int = 0
     """Grants seen while the holder's report was in flight, found to follow it (spot checks)."""
     examples: list[str] = field(default_factory=list)
+    across_refused: int = 0
+    """Of ``across_owners``: those whose holder had an announce refused (no 200) since it was last answered;
+    the others' holders were only silent between their turns."""
+    across_examples: list[str] = field(default_factory=list)
+    refusals: dict[str, int] = field(default_factory=dict)
+    """peer -> its announces refused (no 200) since its last one answered"""
+
+    def refused(self, peer_id: str) -> None:
+        """An announce of ``peer_id`` got no 200."""
+        self.refusals[peer_id] = self.refusals.get(peer_id, 0) + 1
 
     def sent(self, peer_id: str, done: Iterable[int]) -> None:
         """An announce of ``peer_id`` that reports ``done`` went out."""
@@ -108,7 +119,7 @@ class Leases:
         for piece in done:
             for wait in self.waiting.pop((peer_id, piece), ()):
                 if piece in refused:
-                    self._overlap(wait.task_id, wait.piece, wait.holder, wait.grant)
+                    self._overlap(wait.task_id, wait.piece, wait.holder, wait.grant, now, "its report rejected")
                 else:
                     self.settled += 1
         # Every lease granted before this announce was sent is reported by it (or was, by one that failed: its
@@ -123,17 +134,29 @@ class Leases:
                 if piece in self.reporting.get(found.peer_id, ()):
                     self.waiting[(found.peer_id, piece)].append(Waiting(task_id, piece, found, grant))
                 else:
-                    self._overlap(task_id, piece, found, grant)
+                    self._overlap(task_id, piece, found, grant, now, "its holder silent")
             held[piece] = grant
         self.last_ok[peer_id] = now
+        self.refusals.pop(peer_id, None)
 
     def _live(self, peer_id: str, now: float) -> bool:
         return now - self.last_ok[peer_id] < LIVE_SHARE * self.peer_ttl
 
-    def _overlap(self, task_id: str, piece: int, first: Grant, second: Grant) -> None:
+    def _overlap(self, task_id: str, piece: int, first: Grant, second: Grant, now: float, why: str) -> None:
+        """Count an overlap of ``second`` with ``first``, found at ``now`` (``why``: by the holder's silence, or
+        by its report's rejection)."""
+        pair = f"task {task_id[:12]} piece {piece}: {first.peer_id[:8]} and {second.peer_id[:8]}"
         if first.decider != second.decider:
             self.across_owners += 1
+            refusals = self.refusals.get(first.peer_id, 0)
+            self.across_refused += refusals > 0
+            if len(self.across_examples) < 5:
+                silent = now - self.last_ok[first.peer_id]
+                self.across_examples.append(
+                    f"{pair} {second.when - first.when:.1f} s later ({why}; last answered {silent:.1f} s before, "
+                    f"{refusals} announces refused since)"
+                )
             return
         self.duplicates += 1
         if len(self.examples) < 3:
-            self.examples.append(f"task {task_id[:12]} piece {piece}: {first.peer_id[:8]} and {second.peer_id[:8]}")
+            self.examples.append(pair)

@@ -94,3 +94,35 @@ def test_a_holder_silent_for_most_of_the_ttl_has_lost_its_lease() -> None:
     granted(leases, "holder", [7], at=1.0)
     granted(leases, "other", [7], at=1.0 + 0.8 * 10.0)
     assert leases.duplicates == 0
+
+
+def test_an_overlap_across_owners_says_how_long_its_holder_had_been_silent_and_how_often_refused() -> None:
+    leases = Leases(peer_ttl=60.0)
+    granted(leases, "holder", [7], at=1.0, decider=ONE)
+    leases.refused("holder")  # its next announces were shed
+    leases.refused("holder")
+    granted(leases, "other", [7], at=12.5, decider=TWO)
+    assert leases.across_examples == [
+        f"task {TASK[:12]} piece 7: holder and other 11.5 s later "
+        "(its holder silent; last answered 11.5 s before, 2 announces refused since)"
+    ]
+    assert (leases.across_owners, leases.across_refused, leases.examples) == (1, 1, [])
+
+
+def test_an_overlap_across_owners_whose_holder_was_only_quiet_between_turns_is_counted_apart() -> None:
+    leases = Leases(peer_ttl=60.0)
+    granted(leases, "holder", [7], at=1.0, decider=ONE)
+    leases.refused("other")  # another peer's refusal is not the holder's
+    granted(leases, "other", [7], at=12.5, decider=TWO)
+    assert (leases.across_owners, leases.across_refused) == (1, 0)
+    assert leases.across_examples[0].endswith(
+        "(its holder silent; last answered 11.5 s before, 0 announces refused since)"
+    )
+
+
+def test_a_peer_answered_again_has_no_refusals_behind_it() -> None:
+    leases = Leases(peer_ttl=60.0)
+    leases.refused("holder")
+    granted(leases, "holder", [7], at=1.0, decider=ONE)
+    granted(leases, "other", [7], at=12.5, decider=TWO)
+    assert (leases.across_owners, leases.across_refused) == (1, 0)
