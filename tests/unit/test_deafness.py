@@ -136,3 +136,19 @@ def test_property_without_sheds_only_lateness_past_the_slack_is_deaf(ticks: list
         if now > last and late > 0.5:
             expected += now - max(last, now - late)
     assert d.deaf(float("-inf"), now) == pytest.approx(expected)
+
+
+def test_deaf_since_counts_the_spells_after_the_start_and_a_period_shed_in_not_ticked_yet() -> None:
+    d = ticking(0.0, 10.0)
+    d.shed()
+    d.tick(11.0)  # 10-11 deaf
+    d.tick(12.0)
+    d.tick(20.0, late=5.0)  # a stall: 15-20 deaf
+    assert d.deaf_since(0.0, 20.0) == pytest.approx(6.0)
+    assert d.deaf_since(10.5, 20.0) == pytest.approx(5.5)
+    assert d.deaf_since(16.0, 20.0) == pytest.approx(4.0)
+    d.shed()  # shed since the tick at 20: the period counts deaf up to now, as the next tick will count it
+    assert d.deaf_since(0.0, 23.0) == pytest.approx(9.0)
+    assert d.deaf_since(21.0, 23.0) == pytest.approx(2.0)
+    d.tick(24.0)
+    assert d.deaf_since(0.0, 30.0) == pytest.approx(10.0)  # the period 20-24 as counted at its tick

@@ -90,6 +90,14 @@ class Deafness:
         """Seconds of deaf spells within [start, end]."""
         return sum(max(0.0, min(b, end) - max(a, start)) for a, b in self.spells)
 
+    def deaf_since(self, start: float, now: float) -> float:
+        """Seconds of [start, now] in which the tracker could not hear its peers: its deaf spells, and the time
+        since the last tick when an announce was shed since (the next tick counts that period deaf)."""
+        deaf = self.deaf(start, now)
+        if self._shed_since_tick and self._last_tick is not None:
+            deaf += max(0.0, now - max(self._last_tick, start))  # every spell ends at a tick: no overlap
+        return deaf
+
     def expiry_clock(self, now: float, *, overdue: float = 0.0) -> float:
         """The instant to judge peers' and leases' silence at: ``now`` less the deaf time since the tracker
         began its last ``span`` seconds of hearing. ``overdue``: how long past its time the next tick is, on

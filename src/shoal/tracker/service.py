@@ -72,7 +72,14 @@ within one interval every such peer has announced and named the pieces it is fet
 it gets back; the second interval covers an announce slowed by a busy host. Until then a piece that looks
 free may be on its way from the origin to a peer not heard of yet, and leasing it would fetch it twice. An
 idle seed, told the idle interval (core.interval), may come back after the grace: waiting for it would stall
-every download of a known task after a restart for that long."""
+every download of a known task after a restart for that long.
+
+The intervals are of heard time (core.deafness): a spell in which the tracker shed announces or stalled
+does not count, since the peers that would have named their fetches then were told to come back later
+(Retry-After), and a grace spent shedding them would end before they are heard. It ends a peer TTL after
+it began all the same: by then every lease granted before it began (by the previous owner, or by this
+process before a restart) has lapsed by the plain TTL unless its holder was heard since, so an overloaded
+tracker stops granting no leases at all after that long."""
 
 
 class TrackerService:
@@ -94,7 +101,9 @@ class TrackerService:
         )
         self.deafness = Deafness(span=pacing.ttl(pacing.longest))
         """When this process could not hear its peers (it stalled, or shed announces): their silence then is
-        not held against them (core.deafness)."""
+        not held against them (core.deafness), nor does it count toward a grace (GRACE_INTERVALS)."""
+        self._grace = (-math.inf, 0.0)
+        """The last grace begun (a start, tasks moved): when, and the heard seconds it lasts."""
         self._tick_due: float | None = None
         """When the expiry loop's sleep ends, on the event loop's clock (None while the loop works)."""
         self.demand: Demand[tuple[str, str]] = Demand(pacing)
@@ -160,6 +169,7 @@ class TrackerService:
             now = self.clock()
             if self.cluster is not None:
                 self.tasks_moved(self.cluster.last_move(now))  # a task gained since is read with grace
+            self._hold_grace(now)
             drops = self.cluster.drops if self.cluster is not None else 0
             snapshot = await self.store.load(
                 task_id, request.done, now=now, peer_ttl=self.policy.peer_ttl, judged=self.judged(now)
@@ -337,16 +347,27 @@ class TrackerService:
         # The peers of a task whose tracker died were told to come back after RETRY_AFTER while it moved:
         # the window holds a few of those retries, however short the interval.
         grace = max(GRACE_INTERVALS * self.config.interval, TAKEOVER_RETRIES * float(RETRY_AFTER))
-        self.store.grace_until = max(self.store.grace_until, at + grace)
+        if at > self._grace[0]:
+            self._grace = (at, grace)
+        self._hold_grace(self.clock())
 
     async def resume(self) -> None:
         """Begin serving: the tasks in the database are known, their peers are not until they announce, and
         for GRACE_INTERVALS no origin lease is granted afresh on those tasks. Idle tasks are first removed
         a retirement period after the start, once the live tasks' peers have announced them into memory."""
         now = self.clock()
-        grace = min(GRACE_INTERVALS * self.config.interval, self.config.peer_ttl)
-        self.store.grace_until = now + grace
+        self._grace = (now, min(GRACE_INTERVALS * self.config.interval, self.config.peer_ttl))
+        self._hold_grace(now)
         self._next_retirement = now + max(retirement_period(self.config), self.config.peer_ttl)
+
+    def _hold_grace(self, now: float) -> None:
+        """Extend the grace that began last (``_grace``: when, and its heard seconds) by the time the tracker
+        could not hear its peers since (GRACE_INTERVALS), up to a peer TTL after it began."""
+        began, heard = self._grace
+        last = began + max(heard, self.config.peer_ttl)
+        if now < last:
+            end = min(began + heard + self.deafness.deaf_since(began, now), last)
+            self.store.grace_until = max(self.store.grace_until, end)
 
     def judged(self, now: float) -> float:
         """The instant peers' silence is judged at (core.deafness), counting the expiry loop's overdue sleep."""
