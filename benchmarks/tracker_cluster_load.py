@@ -525,7 +525,9 @@ def main() -> int:
             flush=True,
         )
         try:
-            asyncio.run(run(args, [t.url for t in started], [t.pid for t in started], peers, peer_ttl, logs, quotas))
+            tracker_load.run_generator(
+                args, run(args, [t.url for t in started], [t.pid for t in started], peers, peer_ttl, logs, quotas)
+            )
         finally:
             if args.logs:
                 args.logs.mkdir(parents=True, exist_ok=True)

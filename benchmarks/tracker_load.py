@@ -69,9 +69,10 @@ import shlex
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 CHECKOUT_SRC = Path(__file__).resolve().parent.parent / "src"
 sys.path.insert(0, str(CHECKOUT_SRC))  # the protocol this generator speaks is its own checkout's
@@ -83,6 +84,7 @@ from shoal.core.retry import busy_delay  # noqa: E402
 from shoal.core.tickets import FLEET_HEADER  # noqa: E402
 from shoal.core.tracker_replies import parse_retry_after  # noqa: E402
 from shoal.http.credentials import read_token_file  # noqa: E402
+from shoal.http.event_loop import uvloop_installed  # noqa: E402
 from shoal.peer.tracker_client import TIMEOUT as PEER_TIMEOUT  # noqa: E402
 from shoal.testing.cpu import MachineCpu, own_cpu_seconds, process_cpu_seconds  # noqa: E402
 from tracker_load_peers import DEFAULT_MIX, Reply, SimPeer, Workload, build_fleet, parse_mix, parse_range, task_sizes  # noqa: E402
@@ -524,6 +526,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hosts", type=int, default=16, help="loopback source addresses the peers are spread over")
     p.add_argument("--connections", type=int, default=1024, help="keep-alive connections in all (default 1024)")
     p.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin the tracker and generator")
+    p.add_argument(
+        "--generator-loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop" if uvloop_installed() else "asyncio",
+        help="this generator's event loop (default uvloop when installed: the generator's client then costs less "
+        "of its core, so on a slow machine it falls behind its schedule less; the tracker's loop is its own)",
+    )
     p.add_argument("--profile", type=Path, help="py-spy record the tracker through the last step (collapsed stacks)")
     p.add_argument("--profile-rate", type=float, help="the step --profile records (default: the last)")
     p.add_argument("--seed", type=int, default=1, help="random seed of the fleet's shape")
@@ -595,6 +604,20 @@ def tracker_for(args: argparse.Namespace, peer_ttl: float, tmp: Path) -> Iterato
             yield tracker.url, tracker.pid
 
 
+T = TypeVar("T")
+
+
+def run_generator(args: argparse.Namespace, work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` on the generator's event loop (``--generator-loop``)."""
+    factory = None
+    if args.generator_loop == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(work)
+
+
 def main() -> int:
     args = parse_args()
     peers = build_fleet(
@@ -619,12 +642,13 @@ def main() -> int:
         summary = (
             f"{len(peers)} peers in {len(tasks)} tasks ({', '.join(f'{s}x{c}' for s, c in args.mix)} scaled), "
             f"{min(t.pieces for t in tasks.values())}-{max(t.pieces for t in tasks.values())} pieces; "
-            f"tracker {url} ({args.db or ('given' if args.url else 'sqlite')}, --peer-ttl {peer_ttl:g}); {where}"
+            f"tracker {url} ({args.db or ('given' if args.url else 'sqlite')}, --peer-ttl {peer_ttl:g}); {where}; "
+            f"generator on {args.generator_loop}"
         )
         print(json.dumps({"setup": summary}) if args.json else summary, flush=True)
         if not args.json:
             print(HEADER, flush=True)
-        steps = asyncio.run(run(args, url, pid, peers))
+        steps = run_generator(args, run(args, url, pid, peers))
     if args.profile and steps:
         for line in top_functions(args.profile, 10):
             print(line)
