@@ -140,6 +140,53 @@ def test_the_tracker_page_follows_a_swarm_to_its_totals(
     assert state["shown"] == "12.0 MiB"
 
 
+# Draws the tracker page's chart (Shoal.chart, live.js) on a canvas of its own, which no snapshot redraws,
+# and counts the pixels of each series' colour as the page's stylesheet sets it: a line's core pixels are
+# its colour exactly, and a pixel that another line or a fill covers is not.
+CHART_PIXELS = """(samples) => {
+  const canvas = document.createElement('canvas');
+  canvas.style.width = '600px'; canvas.style.height = '200px';
+  document.body.append(canvas);
+  Shoal.chart(canvas, samples, samples[samples.length - 1][0], 60);
+  const g = canvas.getContext('2d');
+  const rgb = (name) => {
+    const probe = document.createElement('canvas').getContext('2d');
+    probe.fillStyle = getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+    const hex = probe.fillStyle;
+    return [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+  };
+  const colours = { origin: rgb('--origin'), peers: rgb('--peers') };
+  const counts = { origin: 0, peers: 0 };
+  const data = g.getImageData(0, 0, canvas.width, canvas.height).data;
+  for (let i = 0; i < data.length; i += 4) {
+    for (const [name, [r, gr, b]] of Object.entries(colours)) {
+      const near = Math.abs(data[i] - r) <= 6 && Math.abs(data[i + 1] - gr) <= 6 && Math.abs(data[i + 2] - b) <= 6;
+      if (near && data[i + 3] >= 250) counts[name]++;
+    }
+  }
+  canvas.remove();
+  return counts;
+}"""
+
+
+def test_the_tracker_page_chart_shows_both_lines_whatever_their_rates(
+    page: Any, tracker: Callable[..., Service]
+) -> None:
+    t = tracker()
+    live(page, t.url)
+    rate = 5 * MiB
+    # (origin, peers) a second: equal (the lines of overlaid series would lie on each other), the peers
+    # giving nothing, the origin giving nothing.
+    for origin_rate, peers_rate in ((rate, rate), (rate, 0), (0, rate)):
+        samples = [[1000 + s, origin_rate, peers_rate] for s in range(61)]
+        counts = page.evaluate(CHART_PIXELS, samples)
+        # Each line that has a rate crosses most of the plot's 514 pixels of width; the origin's shows
+        # even at zero, along the axis, and the peers' at zero lies under it.
+        assert counts["origin"] >= 400, (origin_rate, peers_rate, counts)
+        if peers_rate:
+            assert counts["peers"] >= 400, (origin_rate, peers_rate, counts)
+
+
 MEMBER_STATE = """() => [...document.querySelectorAll('tr.member')].map((m) => ({
   status: m.dataset.status, done: +m.dataset.done, total: +m.dataset.total }))"""
 

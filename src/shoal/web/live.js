@@ -84,7 +84,11 @@ const Shoal = (() => {
     return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
   }
 
-  // Throughput over time on a <canvas>: two filled lines (origin, peers) over the last minutes.
+  // Throughput over time on a <canvas>, over the last minutes: the bytes taken from the origin and from
+  // peers, stacked (the origin's band from zero, the peers' above it), as a dashboard draws the parts of
+  // one total: the top line is all the bytes taken in, and neither part's line can lie on the other's
+  // and hide it when the two rates are equal. The lines are drawn after both bands, so no fill veils
+  // them, and the origin's last: when the peers give nothing, the two lines meet and the origin's shows.
   function chart(canvas, samples, now, span) {
     const ratio = window.devicePixelRatio || 1;
     const width = canvas.clientWidth, height = canvas.clientHeight;
@@ -94,7 +98,7 @@ const Shoal = (() => {
     g.clearRect(0, 0, width, height);
     const left = 74, right = 12, top = 10, bottom = 24;
     const w = width - left - right, hgt = height - top - bottom;
-    const peak = Math.max(1024, ...samples.map((s) => Math.max(s[1], s[2])));
+    const peak = Math.max(1024, ...samples.map((s) => s[1] + s[2]));
     const step = niceStep(peak / 4);
     const ceiling = Math.ceil(peak / step) * step;
     const x = (t) => left + w * (1 - (now - t) / span);
@@ -115,13 +119,20 @@ const Shoal = (() => {
       g.fillText(ago === 0 ? "now" : ago < 60 || ago % 60 ? `−${ago} s` : `−${ago / 60} min`, x(now - ago), top + hgt + 6);
     }
     const shown = samples.filter((s) => now - s[0] <= span);
-    for (const [index, color] of [[1, css("--origin")], [2, css("--peers")]]) {
-      if (shown.length < 2) break;
-      g.beginPath();
-      shown.forEach((s, i) => (i ? g.lineTo(x(s[0]), y(s[index])) : g.moveTo(x(s[0]), y(s[index]))));
-      g.strokeStyle = color; g.lineWidth = 2; g.lineJoin = "round"; g.stroke();
-      g.lineTo(x(shown[shown.length - 1][0]), y(0)); g.lineTo(x(shown[0][0]), y(0)); g.closePath();
+    if (shown.length < 2) return;
+    const base = shown.map((s) => [x(s[0]), y(0)]);
+    const origin = shown.map((s) => [x(s[0]), y(s[1])]);
+    const total = shown.map((s) => [x(s[0]), y(s[1] + s[2])]);
+    const trace = (points) => points.forEach(([px, py], i) => (i ? g.lineTo(px, py) : g.moveTo(px, py)));
+    for (const [lower, upper, color] of [[base, origin, css("--origin")], [origin, total, css("--peers")]]) {
+      g.beginPath(); trace(upper);
+      [...lower].reverse().forEach(([px, py]) => g.lineTo(px, py));
+      g.closePath();
       g.globalAlpha = 0.14; g.fillStyle = color; g.fill(); g.globalAlpha = 1;
+    }
+    for (const [points, color] of [[total, css("--peers")], [origin, css("--origin")]]) {
+      g.beginPath(); trace(points);
+      g.strokeStyle = color; g.lineWidth = 2; g.lineJoin = "round"; g.stroke();
     }
   }
 
