@@ -194,7 +194,11 @@ async def test_a_peer_told_the_tracker_is_busy_waits_and_completes_through_it(
     reader = threading.Thread(target=lambda: lines.extend(get.stderr or ()), daemon=True)
     reader.start()
     try:
-        await asyncio.to_thread(wait_until, lambda: any("tracker busy" in line for line in lines), "a busy reply")
+        await asyncio.to_thread(
+            wait_until,
+            lambda: any("the tracker asks to wait: the tracker is busy" in line for line in lines),
+            "a busy reply",
+        )
         status, _ = await slot.finish()
         assert status == 200
         assert await asyncio.to_thread(get.wait, 120) == 0, "".join(lines)

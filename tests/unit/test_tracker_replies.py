@@ -27,7 +27,9 @@ def test_a_503_with_retry_after_is_the_tracker_busy() -> None:
     with pytest.raises(TrackerBusy) as caught:
         read(503, BUSY, "3")
     assert caught.value.retry_after == 3.0 and caught.value.tracker == TRACKER
-    assert "announce again in 3 s" in str(caught.value)
+    assert str(caught.value) == (
+        "the tracker asks to wait: the tracker is busy (64 announces in flight); announce again in 3 s (HTTP 503)"
+    ), "the tracker's words, not a failure's"
     assert isinstance(caught.value, TrackerUnavailable), "a caller that does not wait sees it as unavailable"
 
 

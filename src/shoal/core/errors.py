@@ -9,7 +9,7 @@
     │   └── PoolRefused             2  the tracker refused a pool request: unknown pool, token, a bad push
     ├── TrackerUnavailable          3  the tracker could not be reached or answered nonsense
     │   ├── TrackerUnreachable      3  no answer (refused, reset, timed out) or a 5xx: try the next tracker
-    │   ├── TrackerBusy             3  the tracker sheds load (503 with Retry-After): wait, then ask again
+    │   ├── TrackerBusy             3  the tracker asks to wait (503 with Retry-After): wait, then ask again
     │   └── FleetRefused            3  the tracker refused this peer's fleet credential (its 401)
     ├── OriginError                 4  the origin failed (HTTP error, refused, short body)
     │   ├── NoSwarmCopy             4  --no-origin: the swarm cannot supply the file, and the origin is not asked
@@ -142,7 +142,9 @@ class TrackerUnreachable(TrackerUnavailable):
 
 
 class TrackerBusy(TrackerUnavailable):
-    """The tracker is up but sheds load: it answered 503 with ``Retry-After``. A client waits
+    """The tracker is up but asks to wait: it answered 503 (or 429) with ``Retry-After`` and an error that
+    says why, which is the message (core.tracker_replies): most often it sheds load (busy), but a cluster's
+    member asks it too while a task changes owner, and a full swarm of a newcomer. A client waits
     ``retry_after`` seconds (bounded, jittered: core.retry.busy_delay) and asks again; it is not the tracker
     being down, so it never leads to the origin fallback or to giving up. Only a caller that chose not to
     wait sees it, as a TrackerUnavailable it may ignore."""

@@ -8,9 +8,13 @@ Rules, and why:
   another server (a web page, a proxy), so the error says the URL is not the tracker API's.
 - A 404 or 405 whose error is only the status's reason is aiohttp's "no such route": the base URL is not
   a tracker's (the tracker names what is unknown: a task, a pool).
-- A 503 with ``Retry-After`` in seconds (RFC 9110, 10.2.3) and a JSON error is the tracker shedding load
+- A 503 with ``Retry-After`` in seconds (RFC 9110, 10.2.3) and a JSON error is the tracker asking to wait
   (TrackerBusy): it is up and says when to ask again. So is a 429 with them (RFC 6585, 4): the tracker
-  takes no more new peers from this address for now (core.peer_limits), and says when it will. Any other
+  takes no more new peers from this address for now (core.peer_limits), and says when it will. The
+  TrackerBusy's message is the tracker's error as it came ("the tracker asks to wait: ..."), with no
+  reason of the client's own: a tracker asks to wait when it sheds load (its error says it is busy), but
+  also while a cluster's task changes owner or its owner does not answer, and when a swarm is full, and
+  a client's "busy" (or "failed") would be wrong for all of these. Any other
   5xx is the tracker failing, or a proxy in front of it finding it down (TrackerUnreachable: another
   tracker may answer, and this one later); any other 4xx refuses this request, and the caller's
   ``refused`` makes its API's error of it (a PoolRefused, say).
@@ -50,12 +54,12 @@ def read_reply(
     to ``tracker`` as a ``kind``, or the error the module's rules give."""
     if status >= 400:
         wait = parse_retry_after(retry_after) if status in (429, 503) else None
-        if status == 429 and wait is not None and isinstance(data := _json(body), dict) and data.get("error"):
-            message = " ".join(str(data["error"]).split())
-            raise TrackerBusy(f"the tracker asks to wait: {message} (HTTP 429)", tracker=tracker, retry_after=wait)
+        data = _json(body)
+        error_given = isinstance(data, dict) and bool(data.get("error"))
+        if wait is not None and data is not None and (status == 503 or error_given):
+            said = f"the tracker asks to wait: {_message(data)} (HTTP {status})"
+            raise TrackerBusy(said, tracker=tracker, retry_after=wait)
         error = _error(tracker, status, reason, content_type or "no type", body, refused)
-        if wait is not None and isinstance(error, TrackerUnavailable) and _json(body) is not None:
-            raise TrackerBusy(str(error), tracker=tracker, retry_after=wait) from None
         if status >= 500:
             raise TrackerUnreachable(str(error), tracker=tracker) from None
         raise error
@@ -94,9 +98,15 @@ def _error(tracker: str, status: int, reason: str, content_type: str, body: byte
     error = data.get("error") if isinstance(data, dict) else None
     if status in (404, 405) and error in (None, reason):
         return TrackerUnavailable.not_a_tracker(tracker, answered)
-    message = " ".join(str(error).split()) if error else "no reason given"
+    message = _message(data)
     if status >= 500:
         return TrackerUnavailable(f"the tracker failed: {message} (HTTP {status})", tracker=tracker)
     if status == 401 and isinstance(data, dict) and data.get("credential") == "fleet":
         return FleetRefused(f"the tracker at {tracker} refused the fleet credential: {message}", tracker=tracker)
     return refused(message, status)
+
+
+def _message(data: object) -> str:
+    """The error a JSON reply gives, on one line; "no reason given" for none."""
+    error = data.get("error") if isinstance(data, dict) else None
+    return " ".join(str(error).split()) if error else "no reason given"

@@ -34,7 +34,7 @@ ANNOUNCE_BACKOFF = Backoff(0.5, 5.0)
 
 @dataclass(frozen=True, slots=True)
 class Busy:
-    """The tracker shed an announce (503 with ``Retry-After``): ask again after ``retry_after`` seconds."""
+    """The tracker asked to wait (TrackerBusy): ask again after ``retry_after`` seconds."""
 
     retry_after: float
 
@@ -115,7 +115,7 @@ class Announcer:
             try:
                 reply = await self.tracker.announce(self.task_id, request, wait_busy=False)
             except TrackerBusy as exc:
-                log.info("tracker busy (%s); announcing again in about %g s", exc, exc.retry_after)
+                log.info("%s; announcing again in about %g s", exc, exc.retry_after)  # its words: why
                 return Busy(exc.retry_after)
             except TrackerUnavailable as exc:
                 self.post(TrackerDown(exc))

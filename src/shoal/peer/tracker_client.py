@@ -158,7 +158,8 @@ class TrackerClient:
                 if not wait_busy:
                     raise
                 delay = busy_delay(exc.retry_after, self.rng)
-                log.info("tracker busy (%s); asking again in %.1f s", exc, delay)
+                # The tracker's words say why it asks to wait (core.tracker_replies): busy is only one reason.
+                log.info("%s; asking again in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
 
     async def announce(self, task_id: str, request: AnnounceRequest, *, wait_busy: bool = True) -> AnnounceResponse:

@@ -83,7 +83,7 @@ class TrackerAdmission:
             log.warning("cannot ask the tracker whether %s may be served %s: %s", address, info_hash.hex(), exc)
             return False
         except TrackerBusy as exc:
-            log.info("the tracker is busy; %s is not served %s for now: %s", address, info_hash.hex(), exc)
+            log.info("%s is not served %s for now: %s", address, info_hash.hex(), exc)
             return self._remember(
                 info_hash, address, False, min(ADMITTED_SECONDS, max(REFUSED_SECONDS, exc.retry_after))
             )
