@@ -5,11 +5,19 @@ fetching it at once. While they run it shows each peer's progress (a live displa
 a second otherwise, and a line as each peer finishes); it ends in a table of what each peer took from the
 origin and from peers, and beside the origin's own count of bytes sent, what the same fetch costs without
 Shoal: every peer from the origin, the file's size times the peers, at the origin's cap.
+
+The demo's tracker and peers are closed to everyone but each other, as the services warn they should be:
+a loopback port is open to every process of the host, so the demo makes a fleet token and an operator
+token of its own for the run (kept in memory, never shown), and none of its services warns that anyone
+may use it; the tracker's dashboard stays readable in a browser (read-only, as ``--public-dashboard``). The
+warnings stay for a service that is open; a demo that warned about its own setup would teach its user to
+skip them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import tempfile
 import time
 from pathlib import Path
@@ -115,6 +123,9 @@ async def run_demo(workdir: Path, peers: int, size: int, origin_rate: int, conso
     # Imported here: `shoal demo --help` needs none of them.
     import aiohttp
 
+    from shoal.core.pool import hash_token
+    from shoal.core.tickets import FleetKey
+    from shoal.http.credentials import Credentials
     from shoal.http.listen import listen
     from shoal.peer.api import aget
     from shoal.testing.files import write_random_file
@@ -124,7 +135,15 @@ async def run_demo(workdir: Path, peers: int, size: int, origin_rate: int, conso
     data_dir = workdir / "origin"
     data_dir.mkdir()
     expected = await asyncio.to_thread(write_random_file, data_dir / "release.bin", size)
-    tracker_config = TrackerConfig(db=f"sqlite:///{workdir / 'tracker.db'}", interval=1.0, peer_ttl=5.0)
+    fleet = Credentials(key=FleetKey.from_token(secrets.token_hex(32).encode()))
+    tracker_config = TrackerConfig(
+        db=f"sqlite:///{workdir / 'tracker.db'}",
+        interval=1.0,
+        peer_ttl=5.0,
+        fleet_key=fleet.key,
+        admin_token_hash=hash_token(secrets.token_hex(32)),  # no pool in a demo: nobody may make one
+        public_dashboard=True,  # a browser holds no fleet credential; the page is read-only
+    )
     tracker_runner, tracker_port = await listen(build_app(tracker_config), "127.0.0.1", 0)
     origin_runner, origin_port = await listen(build_origin(data_dir, rate=origin_rate), "127.0.0.1", 0)
     url = f"http://127.0.0.1:{origin_port}/release.bin"
@@ -151,6 +170,7 @@ async def run_demo(workdir: Path, peers: int, size: int, origin_rate: int, conso
                             listen="127.0.0.1:0",
                             upload_time=seed_time,
                             digest=f"sha256:{expected}",
+                            credentials=fleet,
                             progress=watch.progress(i),
                             on_complete=watch.done(i),
                         )
