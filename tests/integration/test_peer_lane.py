@@ -14,13 +14,15 @@ import contextlib
 import json
 import socket
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from fastbencode import bdecode
 
+from shoal.core.errors import StoreError
 from shoal.core.tickets import FleetKey
 from shoal.http.lane import LANE
 from shoal.http.limits import ServerLimits
@@ -288,6 +290,107 @@ async def test_bittorrent_announces_pipelined_with_a_peers_requests_are_answered
     handed = [compact_peers(bdecode(r.body)[b"peers"]) for r in replies[::2]]
     assert handed == [set(), {("127.0.0.1", 6880)}, {("127.0.0.1", 6880), ("127.0.0.1", 6881)}]
     assert replies[4].headers["connection"] == "close" and await c.reader.read() == b""
+
+
+def applications_error(reply: Reply) -> tuple[str, bytes]:
+    """The Content-Type and body the application writes for the JSON error ``reply`` carries: aiohttp's
+    json_response, as json_error (and the fleet's 401) write it."""
+    written = web.json_response(reply.json(), status=reply.status)
+    assert isinstance(written.body, bytes)
+    return written.headers["Content-Type"], written.body
+
+
+async def failing_store(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def failing(*_: object) -> None:
+        raise StoreError("the database went away")
+
+    monkeypatch.setattr(app[SERVICE].store, "hashes_since", failing)
+
+
+async def failing_answers(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def failing(*_: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(app[ANSWERS], "hashes", failing)
+
+
+async def shedding(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert app[ADMISSION].enter(), "the test takes the only slot, as an announce in flight would"
+
+
+async def full_swarm(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    joined = await app[ANSWERS].announce(TASK, announce_body("alice"), "127.0.0.1")
+    assert joined.status == 200, joined.body
+
+
+UNKNOWN = "cd" * 20
+
+
+@pytest.mark.parametrize(
+    ("config", "setup", "request_bytes", "status"),
+    [
+        pytest.param({}, None, post(b"{not json"), 400, id="not-json"),
+        pytest.param({}, None, post(b'{"peer_id": 7}'), 400, id="bad-field"),
+        pytest.param(
+            {}, None, post(announce_body("alice", peer_id="a b")), 400, id="escaped"
+        ),  # its error quotes a regex: backslashes
+        pytest.param({}, None, get(f"/v1/tasks/{UNKNOWN}/hashes?since=0"), 404, id="unknown-task"),
+        pytest.param({"fleet_key": FLEET}, None, post(announce_body("alice")), 401, id="no-credential"),
+        pytest.param({"max_inflight": 1}, shedding, post(announce_body("bob")), 503, id="busy"),
+        pytest.param({"max_peers_per_task": 1}, full_swarm, post(announce_body("bob")), 503, id="swarm-full"),
+        pytest.param({}, failing_store, get(f"/v1/tasks/{TASK}/hashes?since=0"), 503, id="database"),
+        pytest.param({}, failing_answers, get(f"/v1/tasks/{TASK}/hashes?since=0"), 500, id="internal-error"),
+    ],
+)
+async def test_the_lanes_json_errors_are_the_applications_byte_for_byte(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    config: dict[str, Any],
+    setup: Callable[[Any, pytest.MonkeyPatch], Awaitable[None]] | None,
+    request_bytes: bytes,
+    status: int,
+) -> None:
+    """Each JSON error the lane writes is the one the application writes for it, and the form of every
+    other error of the application's (json_error): its status, Content-Type, Retry-After and body."""
+    app = build_app(TrackerConfig(db=f"sqlite:///{tmp_path / 'tracker.db'}", **config))
+    runner, port = await listen(app, "127.0.0.1", 0, **RUNNER_OPTIONS)
+    opened = [Connection(*await asyncio.open_connection("127.0.0.1", port)) for _ in range(2)]
+    lane, handed = opened
+    try:
+        assert not (await handed.ask(get("/v1/health"))).by_lane  # this connection is the application's now
+        if setup is not None:
+            await setup(app, monkeypatch)
+        answered = []
+        for connection in (lane, handed):
+            app[ADMISSION].rng.seed(7)  # the same Retry-After of a busy tracker
+            answered.append(await connection.ask(request_bytes))
+        by_lane, by_app = answered
+        assert by_lane.by_lane and not by_app.by_lane
+        assert by_lane.status == by_app.status == status, (by_lane.body, by_app.body)
+        written = (by_lane.headers["content-type"], by_lane.body)
+        assert written == (by_app.headers["content-type"], by_app.body) == applications_error(by_lane), written
+        assert by_lane.headers.get("retry-after") == by_app.headers.get("retry-after")
+        assert ("retry-after" in by_lane.headers) is (status == 503 and setup is not failing_store)
+    finally:
+        for connection in opened:
+            connection.writer.close()
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("tracker", [ServerLimits(body_timeout=0.5)], indirect=True)
+async def test_the_lanes_408_is_the_applications(tracker: Tracker) -> None:
+    whole = post(announce_body("alice"))
+    handed = await tracker.connect()
+    assert not (await handed.ask(get("/v1/health"))).by_lane
+    answered = []
+    for connection in (await tracker.connect(), handed):
+        await connection.send(whole[: len(whole) - 5])
+        answered.append(await connection.reply())  # once the body timeout has passed
+    by_lane, by_app = answered
+    assert by_lane.by_lane and not by_app.by_lane
+    assert by_lane.status == by_app.status == 408
+    written = (by_lane.headers["content-type"], by_lane.body)
+    assert written == (by_app.headers["content-type"], by_app.body) == applications_error(by_lane), written
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from shoal.core.errors import CredentialRefused
 from shoal.core.tickets import FLEET_HEADER, FleetKey
+from shoal.http.json_api import ERROR_TYPE, error_body
 
 OPEN_PATHS = frozenset({"/v1/health", "/v1/openapi.json"})
 """Routes answered without a credential."""
@@ -38,12 +39,12 @@ def require_fleet(
             try:
                 key.check_credential(request.headers.get(FLEET_HEADER), clock())
             except CredentialRefused as exc:
-                return web.json_response(refusal(exc), status=401)
+                return web.Response(status=401, body=refusal(exc), headers={"Content-Type": ERROR_TYPE})
         return await handler(request)
 
     return middleware
 
 
-def refusal(exc: CredentialRefused) -> dict[str, str]:
-    """The body of a 401 for a request without a valid credential of the fleet."""
-    return {"error": str(exc), "credential": "fleet"}
+def refusal(exc: CredentialRefused) -> bytes:
+    """The body of a 401 for a request without a valid credential of the fleet (a JSON error, ERROR_TYPE)."""
+    return error_body(str(exc), credential="fleet")

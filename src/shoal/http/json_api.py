@@ -23,9 +23,20 @@ T = TypeVar("T")
 
 _KEPT_HEADERS = ("Retry-After", "Content-Range", "WWW-Authenticate")
 
+ERROR_TYPE = "application/json; charset=utf-8"
+"""The Content-Type of every JSON error reply, as aiohttp's json_response writes it."""
+
+
+def error_body(message: str, **fields: str) -> bytes:
+    """The body of a JSON error reply (``{"error": message}``, and ``fields`` after it), written as aiohttp's
+    json_response writes it (json.dumps: a space after each colon and comma, every character past ASCII
+    escaped). Every error a service sends, whichever path answers it (aiohttp's handlers, the tracker's
+    peers' lane: shoal.http.lane), is written by this function with ERROR_TYPE, so a client sees one form."""
+    return json.dumps({"error": message, **fields}).encode()
+
 
 def json_error(status: int, message: str, **headers: str) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers)
+    return web.Response(status=status, body=error_body(message), headers={"Content-Type": ERROR_TYPE, **headers})
 
 
 def error_response(exc: Exception) -> web.Response | None:

@@ -45,6 +45,7 @@ from typing import Any, Protocol, cast
 
 from aiohttp import web
 
+from shoal.http.json_api import ERROR_TYPE, error_body
 from shoal.http.limits import SWEEP_SECONDS, Runner, ServerLimits, Stalls
 
 log = logging.getLogger("shoal.http")
@@ -73,6 +74,9 @@ class LaneRequest:
 
 @dataclass(frozen=True, slots=True)
 class LaneReply:
+    """A reply as the lane writes it: ``content_type`` whole (an error's is json_api.ERROR_TYPE, with its
+    charset, as the application writes its errors), then ``headers``."""
+
     status: int
     body: bytes
     headers: tuple[tuple[str, str], ...] = ()
@@ -243,8 +247,8 @@ class LaneConnection(asyncio.Protocol):
         limits = self.lane.limits
         if self.body_since is not None:
             if now - self.body_since > limits.body_timeout:
-                reason = f'{{"error": "the body did not arrive within {limits.body_timeout:g} s"}}'
-                late = LaneReply(408, reason.encode())
+                reason = f"the body did not arrive within {limits.body_timeout:g} s"  # as read_body's 408
+                late = LaneReply(408, error_body(reason), content_type=ERROR_TYPE)
                 gate, self.admitted = self.admitted, None
                 if gate is not None:
                     gate.late(late, now - self.body_since)
@@ -367,7 +371,7 @@ class LaneConnection(asyncio.Protocol):
             raise
         except Exception:
             log.exception("unexpected error in the lane's %s", route.target.pattern)
-            reply = LaneReply(500, b'{"error": "internal error"}')
+            reply = LaneReply(500, error_body("internal error"), content_type=ERROR_TYPE)  # as json_errors
         finally:
             self.serving = None
             if route.gate is not None:

@@ -43,7 +43,6 @@ Rules, and why:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import random
@@ -54,6 +53,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from shoal.core.errors import ShoalError
+from shoal.http.json_api import ERROR_TYPE, error_body
 
 log = logging.getLogger("shoal.tracker")
 
@@ -130,7 +130,7 @@ class Admission:
     def busy(self, again: str = "announce") -> web.Response:
         """The 503 for a request past the cap, which says to ``again`` after Retry-After."""
         wait, body = self.busy_reply(again)
-        return web.Response(status=503, body=body, content_type="application/json", headers={"Retry-After": str(wait)})
+        return web.Response(status=503, body=body, headers={"Content-Type": ERROR_TYPE, "Retry-After": str(wait)})
 
     def busy_reply(self, again: str = "announce") -> tuple[int, bytes]:
         """The Retry-After and JSON body of :meth:`busy`'s 503 (logged, a spell at a time). The body is one of
@@ -139,7 +139,7 @@ class Admission:
         body = self._bodies.get((again, wait))
         if body is None:
             error = f"the tracker is busy ({self.limit} {self.what} in flight); {again} again in {wait} s"
-            body = self._bodies[(again, wait)] = json.dumps({"error": error}).encode()
+            body = self._bodies[(again, wait)] = error_body(error)
         self.warn()
         return wait, body
 

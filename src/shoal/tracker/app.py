@@ -88,7 +88,8 @@ async def health(request: web.Request) -> web.Response:
 
 
 def _response(reply: LaneReply) -> web.Response:
-    return web.Response(status=reply.status, body=reply.body, content_type=reply.content_type, headers=reply.headers)
+    headers = (("Content-Type", reply.content_type), *reply.headers)  # as the lane writes it, parameters and all
+    return web.Response(status=reply.status, body=reply.body, headers=headers)
 
 
 async def announce(request: web.Request) -> web.Response:

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import aiohttp
-import msgspec
 from aiohttp import web
 from yarl import URL
 
@@ -62,7 +61,7 @@ from shoal.core.ownership import (
 )
 from shoal.core.pool_api import MEMBER_SECRET
 from shoal.core.tickets import FLEET_HEADER, FleetKey
-from shoal.http.json_api import json_error
+from shoal.http.json_api import ERROR_TYPE, error_body, json_error
 from shoal.http.limits import read_body
 from shoal.storage.cluster_store import UNPLACE_BATCH, ClusterStore
 from shoal.storage.db import SqlStore
@@ -547,8 +546,8 @@ class Cluster:
             self.relay_failed += 1
             log.info("forwarding %s to %s failed: %s", request.path_qs, to.url, exc)
             busy = isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ConnectionTimeoutError)
-            message = msgspec.json.encode({"error": f"the {what}'s tracker did not answer; {again} again"})
-            headers = {"Content-Type": "application/json", "Retry-After": RETRY_AFTER, **(named if busy else {})}
+            message = error_body(f"the {what}'s tracker did not answer; {again} again")
+            headers = {"Content-Type": ERROR_TYPE, "Retry-After": RETRY_AFTER, **(named if busy else {})}
             return Relayed(503, message, headers)
         self.relayed += 1
         return Relayed(status, payload, {**kept, **named})

@@ -33,6 +33,7 @@ from shoal.core.ownership import TrackerMember
 from shoal.core.structs import decode
 from shoal.core.tickets import FLEET_HEADER
 from shoal.http.fleet_auth import refusal
+from shoal.http.json_api import ERROR_TYPE, error_body
 from shoal.http.lane import Lane, LaneReply, LaneRequest, LaneRoute
 from shoal.tracker.admission import Admission
 from shoal.tracker.bt import announce_key
@@ -59,7 +60,8 @@ BENCODED = "text/plain"
 
 
 def error(status: int, message: str, *headers: tuple[str, str]) -> LaneReply:
-    return LaneReply(status, msgspec.json.encode({"error": message}), headers)
+    """A JSON error, written as the application writes its own (shoal.http.json_api.json_error)."""
+    return LaneReply(status, error_body(message), headers, ERROR_TYPE)
 
 
 class PeerAnswers:
@@ -132,7 +134,7 @@ def peer_lane(
         try:
             fleet.check_credential(headers.get(fleet_header), clock())
         except CredentialRefused as exc:
-            return LaneReply(401, msgspec.json.encode(refusal(exc)))
+            return LaneReply(401, refusal(exc), content_type=ERROR_TYPE)
         return None
 
     def forwarded(request: LaneRequest) -> bool:
@@ -148,7 +150,7 @@ def peer_lane(
 
     def busy(again: str) -> LaneReply:
         wait, body = admission.busy_reply(again)
-        return LaneReply(503, body, (("Retry-After", str(wait)),))
+        return LaneReply(503, body, (("Retry-After", str(wait)),), ERROR_TYPE)
 
     def deciding(
         request: LaneRequest, again: str, key: str = "", what: str = "task"
