@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import Connection, and_, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -330,22 +330,31 @@ class PoolStore:
     async def progress(self, pool: str, job_id: str, member_id: str, report: MemberReport, now: float) -> bool:
         """Save a progress report of a running assignment in one conditional update, without loading the
         pool: True when it was saved; False when the job is not the pool's or the assignment is not running
-        (it is new, or it has been cancelled or marked left meanwhile), which the caller then decides."""
+        (it is new, or it has been cancelled or marked left meanwhile), which the caller then decides.
+
+        It runs as one write transaction (``SqlStore.write_transaction``: on SQLite one thread hop, where an
+        async connection makes several per statement, each waiting for the event loop): every member of a
+        running push reports twice a second, and on SQLite each holds the process's one writer meanwhile,
+        which the announces reporting origin pieces' hashes wait for before they are answered (their pieces
+        are offered to the swarm only then)."""
         a = pool_assignments
         in_pool = select(pool_jobs.c.job_id).where(and_(pool_jobs.c.pool == pool, pool_jobs.c.job_id == job_id))
-        async with self.store.connection(write=True) as conn:
-            result = await conn.execute(
-                update(a)
-                .where(
-                    and_(
-                        a.c.job_id.in_(in_pool),
-                        a.c.member_id == member_id,
-                        a.c.status == MemberStatus.RUNNING.value,
-                    )
+        statement = (
+            update(a)
+            .where(
+                and_(
+                    a.c.job_id.in_(in_pool),
+                    a.c.member_id == member_id,
+                    a.c.status == MemberStatus.RUNNING.value,
                 )
-                .values(**report_values(report, MemberStatus.RUNNING, now))
             )
-            return bool(result.rowcount)
+            .values(**report_values(report, MemberStatus.RUNNING, now))
+        )
+
+        def run(conn: Connection) -> bool:
+            return bool(conn.execute(statement).rowcount)
+
+        return await self.store.write_transaction(run)
 
     async def assignments(self, job_id: str) -> list[dict[str, Any]]:
         """A job's assignments with their members' names and places, for the status."""
