@@ -137,3 +137,20 @@ def test_get_loads_no_event_loop_and_no_engine_before_the_hand_off_to_a_daemon()
     asyncio, aiohttp nor the download's core (the in-process download imports them when it runs)."""
     done = subprocess.run([sys.executable, "-c", GET_IMPORTS], capture_output=True, text=True, timeout=60, check=True)
     assert json.loads(done.stdout) == []
+
+
+# What `shoal pool push` imports: the pool's client and messages, not the daemon's configuration.
+POOL_IMPORTS = """
+import json, sys
+import shoal.cli.pool
+heavy = ("asyncio", "aiohttp", "sqlalchemy", "shoal.daemon.config", "shoal.peer.config", "shoal.http.credentials")
+print(json.dumps([m for m in heavy if m in sys.modules]))
+"""
+
+
+def test_pool_push_loads_neither_the_daemon_s_configuration_nor_an_event_loop() -> None:
+    """A push is the one command a fleet's members wait for (the racks lab's pool method starts its clock
+    with it): it loads neither the daemon's and the download's settings nor the fleet's credentials, which
+    only ``shoal pool join`` needs."""
+    done = subprocess.run([sys.executable, "-c", POOL_IMPORTS], capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(done.stdout) == []

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from shoal.daemon.config import PoolSpec, parse_pool_tokens, with_tokens
+if TYPE_CHECKING:
+    from shoal.daemon.config import PoolSpec
 
 TOKEN_ENV = "SHOAL_POOL_TOKEN"
 MAX_TOKEN_FILE = 64 * 1024
@@ -35,6 +36,9 @@ def pool_specs(values: Iterable[str], token_file: str | None, default: str | Non
     """The pools ``values`` name (``NAME`` or ``NAME:TOKEN``), each with its token from where this module
     says; ``default`` is the token for the rest (``$SHOAL_POOL_TOKEN`` unless given). A UsageError for a
     bad value or token file."""
+    # Here, not at the top: `shoal pool push`, a fleet's command that every member waits for, needs none of
+    # the daemon's configuration (it loads the download's settings, the fleet's credentials and TLS).
+    from shoal.daemon.config import PoolSpec, parse_pool_tokens, with_tokens
     from shoal.storage.secret_file import read_private_text
 
     specs = [PoolSpec.parse(value) for value in values]
