@@ -4,8 +4,8 @@ run in batches (storage.tracker_store stages them and commits a batch per transa
 A batch runs its writes in the order staged. On a database trackers share it leaves out each write whose
 copy's epoch is no longer its task's (core.ownership, "Durable writes carry the task's epoch"), checked under
 the task row's lock: on PostgreSQL by the write's own UPDATE, which matches the row only at the copy's epoch
-(FENCED_UPDATE, FENCE); on MySQL/MariaDB by a locking read of the batch's epochs at its head (LOCK_EPOCHS).
-A task's creation is checked by its insert.
+(FENCED_UPDATE, FENCE; ROWS_BATCH for a batch of hash reports alone); on MySQL/MariaDB by a locking read of
+the batch's epochs at its head (LOCK_EPOCHS). A task's creation is checked by its insert.
 """
 
 from __future__ import annotations

@@ -31,9 +31,9 @@ after the new owner read the database; the writes are fenced by the task's owner
 has the rule). Reading a task into memory as its owner (:meth:`TrackerStore.owns`) takes it over: one
 transaction bumps the task's epoch and reads its facts, and the copy keeps that epoch; one take-over of a
 task at a time in this process, or the second would fence out the first one's copy. Each write of a batch
-is checked against its task's epoch under the row's lock (storage.task_sql.run_batch); a write whose copy's
-epoch is no longer the task's is left out, the rest of the batch commits, the copy is dropped
-(:attr:`TrackerStore.lost` hears of it) and the caller gets TaskMoved. A task's creation that finds the task
+is checked against its task's epoch under the row's lock (storage.task_sql: run_batch, run_rows_batch); a
+write whose copy's epoch is no longer the task's is left out, the rest of the batch commits, the copy is
+dropped (:attr:`TrackerStore.lost` hears of it) and the caller gets TaskMoved. A task's creation that finds the task
 created by another tracker is left out with the writes of the task behind it in its batch
 (TaskCreatedElsewhere), and the copy is read again.
 """
